@@ -1,0 +1,121 @@
+/**
+ * A server's runtime view: health (set by src/health), admin state (set by the admin API),
+ * and its live sessions (added/removed by src/proxy). Pure data plus a change event;
+ * decisions about it live in the strategies and the health checker.
+ */
+import { EventEmitter } from 'node:events';
+import type { ServerConfig } from '../config/types.js';
+
+export type HealthState = 'unknown' | 'up' | 'down';
+export type AdminState = 'ready' | 'drain' | 'maint';
+/** As exported in metrics and /api/status (contract §6). */
+export type ServerState = 'unknown' | 'up' | 'down' | 'drain' | 'maint';
+export const SERVER_STATES: readonly ServerState[] = ['unknown', 'up', 'down', 'drain', 'maint'];
+
+export type CheckResult = 'ok' | 'timeout' | 'refused' | 'bad_connack' | 'http_status' | 'error';
+
+export interface LastCheck {
+  result: CheckResult;
+  at: number; // Date.now() of completion
+  durationMs: number;
+}
+
+/** Why the LB itself closed a live session (access log and eviction accounting). */
+export type EvictReason = 'server_down' | 'rebalance' | 'drain' | 'shutdown' | 'reload_removed';
+
+/** What the balancer and the health checker need from a proxied session. */
+export interface LiveSession {
+  /** Client-to-server bytes so far (CONNECT included). */
+  readonly bytesIn: number;
+  /** Server-to-client bytes so far. */
+  readonly bytesOut: number;
+  /** The raw hash key the session was routed with (client ID or username bytes); empty = routed by fallback. */
+  readonly routingKey: Buffer;
+  /** Close both sides now. Idempotent. */
+  evict(reason: EvictReason): void;
+}
+
+export interface ServerStateChange {
+  server: Server;
+  from: ServerState;
+  to: ServerState;
+}
+
+export class Server extends EventEmitter {
+  readonly pool: string;
+  config: ServerConfig;
+  private healthState: HealthState;
+  private adminState: AdminState = 'ready';
+  readonly sessions = new Set<LiveSession>();
+  /** Totals of sessions already closed; live sessions are added at read time. */
+  closedBytesIn = 0;
+  closedBytesOut = 0;
+  lastCheck: LastCheck | null = null;
+
+  constructor(pool: string, config: ServerConfig, initialHealth: HealthState = 'unknown') {
+    super();
+    this.pool = pool;
+    this.config = config;
+    this.healthState = initialHealth;
+  }
+
+  get name(): string {
+    return this.config.name;
+  }
+  get health(): HealthState {
+    return this.healthState;
+  }
+  get admin(): AdminState {
+    return this.adminState;
+  }
+
+  /** The single exported state: admin states mask health. */
+  get state(): ServerState {
+    if (this.adminState !== 'ready') return this.adminState;
+    return this.healthState;
+  }
+
+  /** May receive new sessions. */
+  get acceptsNew(): boolean {
+    return this.healthState === 'up' && this.adminState === 'ready' && this.config.weight > 0;
+  }
+
+  setHealth(next: HealthState): void {
+    if (next === this.healthState) return;
+    const from = this.state;
+    this.healthState = next;
+    this.emitChange(from);
+  }
+
+  setAdmin(next: AdminState): void {
+    if (next === this.adminState) return;
+    const from = this.state;
+    this.adminState = next;
+    this.emitChange(from);
+  }
+
+  private emitChange(from: ServerState): void {
+    const to = this.state;
+    if (from !== to) this.emit('state', { server: this, from, to } satisfies ServerStateChange);
+  }
+
+  bytesIn(): number {
+    let n = this.closedBytesIn;
+    for (const s of this.sessions) n += s.bytesIn;
+    return n;
+  }
+
+  bytesOut(): number {
+    let n = this.closedBytesOut;
+    for (const s of this.sessions) n += s.bytesOut;
+    return n;
+  }
+
+  /** Called by the proxy when a session ends. */
+  sessionClosed(s: LiveSession): void {
+    if (this.sessions.delete(s)) {
+      this.closedBytesIn += s.bytesIn;
+      this.closedBytesOut += s.bytesOut;
+    }
+  }
+}

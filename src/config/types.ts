@@ -1,0 +1,126 @@
+/**
+ * The validated, defaulted shape of lb.yaml (contract: design.md §4).
+ * Durations are milliseconds here; the YAML says `250ms`, `2s`, `1m`.
+ * Everything downstream reads this shape only; the loader (load.ts) is the one place that knows YAML.
+ */
+
+export type Millis = number;
+
+export interface HostPort {
+  host: string; // '0.0.0.0', '::', '127.0.0.1', a name
+  port: number;
+}
+
+export interface TlsConfig {
+  cert: string;
+  key: string;
+  ca: string | null;
+  requestCert: boolean;
+  certAsUsername: boolean;
+}
+
+export interface ListenerConfig {
+  name: string;
+  bind: string; // as written, e.g. "0.0.0.0:1883" or "[::]:1883"
+  address: HostPort;
+  pool: string;
+  maxConnections: number;
+  tls: TlsConfig | null;
+  acceptProxyProtocol: string[]; // CIDRs
+}
+
+export type BalanceStrategy = 'client-id-hash' | 'username-hash' | 'round-robin' | 'least-connections' | 'random';
+export type FallbackStrategy = Exclude<BalanceStrategy, 'client-id-hash' | 'username-hash'>;
+
+export interface ServerConfig {
+  name: string;
+  address: string; // as written "10.0.0.11:1883"
+  host: string;
+  port: number;
+  weight: number; // 0 = never picked (HAProxy semantics); default 1
+  backup: boolean;
+  healthUrl: string | null;
+}
+
+export type HealthType = 'tcp' | 'mqtt' | 'http' | 'none';
+
+export interface HealthConfig {
+  /** `none` (our extension): no probing, servers are considered up. */
+  type: HealthType;
+  interval: Millis;
+  timeout: Millis;
+  rise: number;
+  fall: number;
+  mqtt: { version: 3 | 4 | 5; clientId: string | null; username: string | null; password: string | null };
+  http: { port: number; path: string };
+}
+
+export interface PoolConfig {
+  name: string;
+  balance: BalanceStrategy;
+  fallback: FallbackStrategy;
+  serverConnectTimeout: Millis;
+  retries: number;
+  sendProxyProtocol: 'off' | 'v1' | 'v2';
+  onServerDown: 'keep' | 'shutdown';
+  onServerUp: 'keep' | 'rebalance';
+  evictRate: number; // sessions per second
+  servers: ServerConfig[];
+  health: HealthConfig;
+}
+
+export interface LimitsConfig {
+  clientConnectTimeout: Millis;
+  maxConnectBytes: number;
+  maxConnections: number;
+  acceptRate: number; // 0 = unlimited
+  acceptQueue: number;
+  perSource: { maxConnections: number; connectRate: number };
+  drainTimeout: Millis;
+}
+
+export interface AdminConfig {
+  bind: string;
+  address: HostPort;
+  token: string | null;
+}
+
+export interface LogConfig {
+  level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  sessions: boolean;
+}
+
+export interface FailoverInstanceConfig {
+  routerId: number; // 1..255
+  priority: number; // 1..254
+  vips: string[]; // IPv4 CIDRs "192.0.2.10/24"
+}
+
+export interface FailoverConfig {
+  interface: string;
+  transport: 'unicast' | 'multicast';
+  peers: string[];
+  group: string;
+  port: number;
+  authKeyFile: string;
+  advertInterval: Millis;
+  preempt: boolean;
+  preemptDelay: Millis;
+  /** Always at least one: the top-level shorthand (routerId/priority/vips) becomes instances[0]. */
+  instances: FailoverInstanceConfig[];
+  track: { listeners: boolean; interface: boolean; pools: { weight: number } };
+  garp: { count: number; interval: Millis; repeatAfter: Millis };
+  notify: string | null;
+}
+
+export interface LbConfig {
+  /** Absolute path of the file this came from (for reload and messages). */
+  file: string;
+  listeners: ListenerConfig[];
+  pools: Record<string, PoolConfig>;
+  limits: LimitsConfig;
+  admin: AdminConfig;
+  log: LogConfig;
+  workers: number | 'auto';
+  failover: FailoverConfig | null;
+}

@@ -1,0 +1,51 @@
+/**
+ * The error catalogue: every error mqtt-lb raises on purpose has a stable code here.
+ * Match on `code`, never on message text (undici's rule). Codes are never reused.
+ */
+
+export const ErrorCodes = {
+  CONFIG_INVALID: 'MQLB_CONFIG_INVALID', // lb.yaml has problems (see .problems)
+  CONFIG_READ: 'MQLB_CONFIG_READ', // the file cannot be read
+  START_BIND: 'MQLB_START_BIND', // a listener or the admin port cannot bind
+  START_FILE: 'MQLB_START_FILE', // a file named by the config (key, cert) cannot be read at start
+  SERVER_CONNECT_TIMEOUT: 'MQLB_SERVER_CONNECT_TIMEOUT',
+  SERVER_CONNECT_REFUSED: 'MQLB_SERVER_CONNECT_REFUSED',
+  SERVER_CONNECT_FAILED: 'MQLB_SERVER_CONNECT_FAILED',
+  FAILOVER_COMMAND: 'MQLB_FAILOVER_COMMAND', // ip/arping failed
+  FAILOVER_KEY: 'MQLB_FAILOVER_KEY', // authKeyFile missing or malformed
+  ADMIN_UNAUTHORIZED: 'MQLB_ADMIN_UNAUTHORIZED',
+  ADMIN_NOT_FOUND: 'MQLB_ADMIN_NOT_FOUND',
+} as const;
+
+export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
+
+export class MqttLbError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'MqttLbError';
+    this.code = code;
+  }
+}
+
+/** One problem found in lb.yaml, printed as `FILE:LINE:COL key.path: message`. */
+export interface ConfigProblem {
+  file: string;
+  line: number; // 1-based
+  col: number; // 1-based
+  path: string; // "pools.brokers.servers[0].address"
+  message: string;
+}
+
+export function formatProblem(p: ConfigProblem): string {
+  return `${p.file}:${p.line}:${p.col} ${p.path}: ${p.message}`;
+}
+
+export class ConfigError extends MqttLbError {
+  readonly problems: ConfigProblem[];
+  constructor(problems: ConfigProblem[]) {
+    super(ErrorCodes.CONFIG_INVALID, problems.map(formatProblem).join('\n'));
+    this.name = 'ConfigError';
+    this.problems = problems;
+  }
+}
