@@ -1,0 +1,65 @@
+/**
+ * CONNACK replies for refused clients (design.md §5 "Refusals speak MQTT").
+ *
+ * Every reply is built once at module load with mqtt-packet's `generate` and then shared: a refusal on
+ * the hot path (a flood of clients while every server is down) allocates nothing. Callers must treat
+ * the returned buffers as read-only (Node cannot freeze a Buffer); `socket.write` never modifies them.
+ */
+import { generate } from 'mqtt-packet';
+
+export type RefusalReason =
+  | 'no_server'
+  | 'listener_full'
+  | 'global_full'
+  | 'source_full'
+  | 'rate_limited'
+  | 'accept_queue_full'
+  | 'bad_protocol_level';
+
+// MQTT 3.1 / 3.1.1 CONNACK return codes (3.1.1 §3.2.2.3; 3.1 uses the same values).
+const RC_UNACCEPTABLE_PROTOCOL_VERSION = 1;
+const RC_SERVER_UNAVAILABLE = 3;
+
+// MQTT 5.0 CONNACK reason codes (§3.2.2.2).
+const RC5_UNSUPPORTED_PROTOCOL_VERSION = 0x84;
+const RC5_SERVER_UNAVAILABLE = 0x88;
+const RC5_SERVER_BUSY = 0x89;
+const RC5_QUOTA_EXCEEDED = 0x97;
+const RC5_CONNECTION_RATE_EXCEEDED = 0x9f;
+
+/** The design.md §5 table: reason → [3.1/3.1.1 return code, 5.0 reason code]. */
+const CODES: Readonly<Record<RefusalReason, readonly [number, number]>> = {
+  no_server: [RC_SERVER_UNAVAILABLE, RC5_SERVER_UNAVAILABLE],
+  listener_full: [RC_SERVER_UNAVAILABLE, RC5_SERVER_BUSY],
+  global_full: [RC_SERVER_UNAVAILABLE, RC5_SERVER_BUSY],
+  source_full: [RC_SERVER_UNAVAILABLE, RC5_QUOTA_EXCEEDED],
+  rate_limited: [RC_SERVER_UNAVAILABLE, RC5_CONNECTION_RATE_EXCEEDED],
+  accept_queue_full: [RC_SERVER_UNAVAILABLE, RC5_CONNECTION_RATE_EXCEEDED],
+  bad_protocol_level: [RC_UNACCEPTABLE_PROTOCOL_VERSION, RC5_UNSUPPORTED_PROTOCOL_VERSION],
+};
+
+/** Session Present must be 0 when the return code is non-zero ([MQTT-3.2.2-4] 3.1.1, [MQTT-3.2.2-6] 5.0). */
+function buildV4(returnCode: number): Buffer {
+  return generate({ cmd: 'connack', returnCode, sessionPresent: false }, { protocolVersion: 4 });
+}
+
+/** 5.0 CONNACK with an empty property section (`20 03 00 rc 00`). */
+function buildV5(reasonCode: number): Buffer {
+  return generate({ cmd: 'connack', reasonCode, sessionPresent: false, properties: {} }, { protocolVersion: 5 });
+}
+
+const V4_REPLIES = new Map<RefusalReason, Buffer>();
+const V5_REPLIES = new Map<RefusalReason, Buffer>();
+for (const reason of Object.keys(CODES) as RefusalReason[]) {
+  const [v4Code, v5Code] = CODES[reason];
+  V4_REPLIES.set(reason, buildV4(v4Code));
+  V5_REPLIES.set(reason, buildV5(v5Code));
+}
+
+/**
+ * The CONNACK to write before closing a refused client. Levels 3 and 4 share the 3.1.1 encoding
+ * (`20 02 00 rc`), which 3.1 clients understand too.
+ */
+export function connackFor(reason: RefusalReason, level: 3 | 4 | 5): Buffer {
+  return (level === 5 ? V5_REPLIES : V4_REPLIES).get(reason)!;
+}
