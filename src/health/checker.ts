@@ -1,0 +1,285 @@
+/**
+ * HealthChecker: the probe loops of one pool. Per server: one loop, never two probes at once, the first
+ * probe at start, then every `health.interval` (± jitter, measured start to start); each result goes
+ * through rise/fall into `server.setHealth` and `server.lastCheck`. Admin `maint` pauses a server's loop
+ * (no probes) and forgets its health, so on return to ready the first probe decides again.
+ * `health.type: none` probes nothing and holds every server up.
+ */
+import os from 'node:os';
+import type { Logger } from 'pino';
+import type { Agent, Dispatcher } from 'undici';
+import type { CheckResult, Server, ServerStateChange } from '../balancer/server.js';
+import { createHealthAgent } from './http.js';
+import { jitteredDelay } from './jitter.js';
+import type { CheckedPool } from './pool-view.js';
+import { errorDetail, type ProbeOutcome } from './probe-outcome.js';
+import { probeServer, type ServerProbe } from './probe-server.js';
+import { initialRiseFall, nextRiseFall, type RiseFallState } from './rise-fall.js';
+
+export interface HealthCheckerDeps {
+  log: Logger;
+  /** Wall clock for `lastCheck.at` and probe spacing (default Date.now). */
+  now?: () => number;
+  /** Every completed probe (not the cancelled ones): feeds the health metrics. */
+  onResult?: (server: Server, r: { result: CheckResult; durationMs: number }) => void;
+  /** This host's name for the default MQTT probe client ID (default os.hostname()). */
+  hostname?: string;
+  /** [0, 1) source for the interval jitter (default Math.random). */
+  random?: () => number;
+  /** Replaces the real probes (tests). */
+  probe?: ServerProbe;
+}
+
+/** probeNow() runs an extra probe no sooner than this after the previous one started (or the interval, if shorter). */
+export const PROBE_NOW_MIN_GAP_MS = 250;
+
+class ServerLoop {
+  riseFall: RiseFallState;
+  timer: NodeJS.Timeout | null = null;
+  dueAt = Number.POSITIVE_INFINITY;
+  /** The running probe, identified by its controller. */
+  current: AbortController | null = null;
+  inFlight: Promise<void> | null = null;
+  lastStartAt = Number.NEGATIVE_INFINITY;
+  /** probeNow() callers waiting for the next probe to finish. */
+  waiters: Array<() => void> = [];
+  /** Admin maint: no probes. */
+  paused = false;
+
+  constructor(readonly server: Server) {
+    this.riseFall = initialRiseFall(server.health);
+  }
+}
+
+export class HealthChecker {
+  private pool: CheckedPool;
+  private readonly loops = new Map<Server, ServerLoop>();
+  private started = false;
+  private closed = false;
+  private closing: Promise<void> | null = null;
+  private agent: Agent | null = null;
+  private agentTimeout = 0;
+  private readonly log: Logger;
+  private readonly now: () => number;
+  private readonly random: () => number;
+  private readonly probe: ServerProbe;
+
+  constructor(
+    pool: CheckedPool,
+    private readonly deps: HealthCheckerDeps,
+  ) {
+    this.pool = pool;
+    this.log = deps.log;
+    this.now = deps.now ?? Date.now;
+    this.random = deps.random ?? Math.random;
+    const context = { hostname: deps.hostname ?? os.hostname(), httpDispatcher: () => this.httpDispatcher() };
+    this.probe = deps.probe ?? ((server, config, signal) => probeServer(server, config, context, signal));
+  }
+
+  /** Begin probing (first probe of every server at once). Idempotent. */
+  start(): void {
+    if (this.started || this.closed) return;
+    this.started = true;
+    this.sync();
+  }
+
+  /** A reload: follow the pool's new server list and config. */
+  reconfigure(pool: CheckedPool): void {
+    if (this.closed) return;
+    this.pool = pool;
+    if (!this.started) return;
+    this.sync();
+    // A shortened interval applies now rather than after the wait armed under the old one.
+    const interval = pool.config.health.interval;
+    const now = this.now();
+    for (const loop of this.loops.values()) {
+      if (loop.timer !== null && loop.dueAt - now > interval) this.scheduleNext(loop);
+    }
+  }
+
+  /**
+   * An extra probe now (a session's dial to this server failed). Coalesced: joins a running probe, and
+   * never starts one sooner than PROBE_NOW_MIN_GAP_MS after the previous start. Resolves when that
+   * probe has been recorded (at once if the server is not being probed).
+   */
+  probeNow(server: Server): Promise<void> {
+    const loop = this.loops.get(server);
+    if (!loop || loop.paused || this.closed) return Promise.resolve();
+    if (loop.inFlight) return loop.inFlight;
+    const waiting = new Promise<void>((resolve) => loop.waiters.push(resolve));
+    const now = this.now();
+    const earliest = loop.lastStartAt + Math.min(PROBE_NOW_MIN_GAP_MS, this.pool.config.health.interval);
+    if (earliest <= now) this.runProbe(loop);
+    else if (loop.dueAt > earliest) this.arm(loop, earliest - now);
+    return waiting;
+  }
+
+  /** Stop all loops and cancel running probes; resolves when they have settled. Idempotent. */
+  close(): Promise<void> {
+    if (this.closing) return this.closing;
+    this.closed = true;
+    const settling: Promise<void>[] = [];
+    for (const loop of [...this.loops.values()]) {
+      if (loop.inFlight) settling.push(loop.inFlight);
+      this.dropLoop(loop);
+    }
+    const agent = this.agent;
+    this.agent = null;
+    this.closing = Promise.all(settling).then(async () => {
+      if (agent) await agent.destroy().catch(() => undefined);
+    });
+    return this.closing;
+  }
+
+  /** Bring the loops in line with the pool's servers and health type. */
+  private sync(): void {
+    const servers = new Set(this.pool.servers);
+    const probing = this.pool.config.health.type !== 'none';
+    for (const loop of [...this.loops.values()]) {
+      if (!probing || !servers.has(loop.server)) this.dropLoop(loop);
+    }
+    for (const server of servers) {
+      if (!probing) this.holdUp(server);
+      else if (!this.loops.has(server)) this.addLoop(server);
+    }
+  }
+
+  private addLoop(server: Server): void {
+    const loop = new ServerLoop(server);
+    this.loops.set(server, loop);
+    server.on('state', this.onServerState);
+    if (server.admin === 'maint') loop.paused = true;
+    else this.runProbe(loop);
+  }
+
+  private dropLoop(loop: ServerLoop): void {
+    this.loops.delete(loop.server);
+    loop.server.off('state', this.onServerState);
+    this.disarm(loop);
+    loop.current?.abort();
+    this.releaseWaiters(loop);
+  }
+
+  /** `health.type: none`: the server counts as up, always. */
+  private holdUp(server: Server): void {
+    if (server.health === 'up') return;
+    const from = server.health;
+    server.setHealth('up');
+    this.log.info({ pool: this.pool.name, server: server.name, from, to: 'up', result: null, detail: 'health checks disabled' }, 'server state changed');
+  }
+
+  private readonly onServerState = (change: ServerStateChange): void => {
+    const loop = this.loops.get(change.server);
+    if (!loop || this.closed) return;
+    const inMaint = change.server.admin === 'maint';
+    if (inMaint && !loop.paused) {
+      loop.paused = true;
+      this.disarm(loop);
+      loop.current?.abort();
+      this.releaseWaiters(loop);
+      // Health seen before maintenance says nothing about after it; hidden by `maint` meanwhile.
+      loop.riseFall = initialRiseFall('unknown');
+      change.server.setHealth('unknown');
+    } else if (!inMaint && loop.paused) {
+      loop.paused = false;
+      this.runProbe(loop);
+    }
+  };
+
+  private runProbe(loop: ServerLoop): void {
+    this.disarm(loop);
+    const controller = new AbortController();
+    loop.current = controller;
+    loop.lastStartAt = this.now();
+    let probing: Promise<ProbeOutcome>;
+    try {
+      probing = this.probe(loop.server, this.pool.config, controller.signal);
+    } catch (err) {
+      probing = Promise.reject(err);
+    }
+    const inFlight = probing
+      .catch((err: unknown): ProbeOutcome => {
+        this.log.error({ err, pool: this.pool.name, server: loop.server.name }, 'health probe threw');
+        return { result: 'error', durationMs: 0, detail: errorDetail(err) };
+      })
+      .then((outcome) => this.finishProbe(loop, controller, outcome));
+    if (loop.current === controller) loop.inFlight = inFlight;
+  }
+
+  private finishProbe(loop: ServerLoop, controller: AbortController, outcome: ProbeOutcome): void {
+    if (loop.current !== controller) return; // superseded after an abort
+    loop.current = null;
+    loop.inFlight = null;
+    if (controller.signal.aborted || this.closed || loop.paused || this.loops.get(loop.server) !== loop) {
+      this.releaseWaiters(loop);
+      return;
+    }
+    this.record(loop, outcome);
+    this.releaseWaiters(loop);
+    this.scheduleNext(loop);
+  }
+
+  private record(loop: ServerLoop, outcome: ProbeOutcome): void {
+    const server = loop.server;
+    server.lastCheck = { result: outcome.result, at: this.now(), durationMs: outcome.durationMs };
+    if (this.deps.onResult) {
+      try {
+        this.deps.onResult(server, { result: outcome.result, durationMs: outcome.durationMs });
+      } catch (err) {
+        this.log.error({ err, pool: this.pool.name, server: server.name }, 'health result hook threw');
+      }
+    }
+    loop.riseFall = nextRiseFall(loop.riseFall, outcome.result === 'ok', this.pool.config.health);
+    const to = loop.riseFall.health;
+    const from = server.health;
+    if (to === from) return;
+    server.setHealth(to);
+    this.log.info(
+      { pool: this.pool.name, server: server.name, from, to, result: outcome.result, detail: outcome.detail ?? null },
+      'server state changed',
+    );
+  }
+
+  private scheduleNext(loop: ServerLoop): void {
+    const sinceStart = this.now() - loop.lastStartAt;
+    this.arm(loop, Math.max(0, jitteredDelay(this.pool.config.health.interval, this.random) - sinceStart));
+  }
+
+  private arm(loop: ServerLoop, delayMs: number): void {
+    this.disarm(loop);
+    loop.dueAt = this.now() + delayMs;
+    loop.timer = setTimeout(this.onTimer, delayMs, loop);
+    loop.timer.unref();
+  }
+
+  private disarm(loop: ServerLoop): void {
+    if (loop.timer !== null) clearTimeout(loop.timer);
+    loop.timer = null;
+    loop.dueAt = Number.POSITIVE_INFINITY;
+  }
+
+  private readonly onTimer = (loop: ServerLoop): void => {
+    loop.timer = null;
+    loop.dueAt = Number.POSITIVE_INFINITY;
+    if (this.closed || loop.paused || loop.inFlight || this.loops.get(loop.server) !== loop) return;
+    this.runProbe(loop);
+  };
+
+  private releaseWaiters(loop: ServerLoop): void {
+    if (loop.waiters.length === 0) return;
+    const waiters = loop.waiters;
+    loop.waiters = [];
+    for (const resolve of waiters) resolve();
+  }
+
+  private httpDispatcher(): Dispatcher {
+    const timeout = this.pool.config.health.timeout;
+    if (this.agent === null || this.agentTimeout !== timeout) {
+      const old = this.agent;
+      this.agent = createHealthAgent(timeout);
+      this.agentTimeout = timeout;
+      if (old) void old.close().catch(() => undefined);
+    }
+    return this.agent;
+  }
+}

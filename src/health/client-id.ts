@@ -1,0 +1,27 @@
+/**
+ * The client ID a health probe connects with. Brokers in a cluster treat client IDs cluster-wide and a
+ * second CONNECT with the same ID takes the first session over (3.1.1 [MQTT-3.1.4-2], v5 [MQTT-3.1.4-3]):
+ * the ID must differ per LB host and per server, and never be a real client's.
+ */
+import { createHash } from 'node:crypto';
+
+/** MQTT 3.1 only guarantees client IDs of 1..23 characters (3.1.1 keeps that floor, [MQTT-3.1.3-5]). */
+const MQTT31_MAX_CLIENT_ID = 23;
+
+/**
+ * `configured` null: `mqtt-lb-health-<hostname>-<server>`. A configured ID may use the placeholders
+ * `{hostname}` and `{server}` (without them every server of the pool gets the same ID, which a clustered
+ * broker treats as one session).
+ * For MQTT 3.1 (level 3) an ID longer than 23 characters is shortened to `mqttlb-` + 16 hex digits of its
+ * SHA-256, so it stays distinct per host and server.
+ */
+export function healthClientId(configured: string | null, hostname: string, server: string, version: 3 | 4 | 5): string {
+  const id =
+    configured === null
+      ? `mqtt-lb-health-${hostname}-${server}`
+      : configured.replaceAll('{hostname}', hostname).replaceAll('{server}', server);
+  if (version === 3 && Buffer.byteLength(id) > MQTT31_MAX_CLIENT_ID) {
+    return `mqttlb-${createHash('sha256').update(id).digest('hex').slice(0, 16)}`;
+  }
+  return id;
+}

@@ -1,0 +1,58 @@
+/**
+ * Reads the broker's answer to the probe's CONNECT. Pure: bytes in, verdict out.
+ * Only what a health check needs: is the first packet a well-formed CONNACK, and does it say success.
+ */
+
+export type ConnackVerdict =
+  | { kind: 'incomplete' }
+  | { kind: 'accepted' }
+  | { kind: 'refused'; detail: string }
+  | { kind: 'malformed'; detail: string };
+
+const INCOMPLETE: ConnackVerdict = { kind: 'incomplete' };
+const ACCEPTED: ConnackVerdict = { kind: 'accepted' };
+const CONNACK_FIRST_BYTE = 0x20; // type 2, flags 0000 [MQTT-2.2.2-1]
+
+/** Largest CONNACK we wait for (v5 properties may carry a reason string and user properties). */
+export const MAX_CONNACK_BYTES = 65_536;
+
+/**
+ * Decide on the bytes received so far (from the start of the connection).
+ * `version` is the protocol level the probe sent: 3, 4 or 5.
+ */
+export function readConnack(buf: Buffer, version: 3 | 4 | 5): ConnackVerdict {
+  if (buf.length === 0) return INCOMPLETE;
+  // [MQTT-3.2.0-1] the first packet from the server MUST be CONNACK.
+  if (buf[0] !== CONNACK_FIRST_BYTE) {
+    return { kind: 'malformed', detail: `first packet is not CONNACK (byte 0x${buf[0]!.toString(16).padStart(2, '0')})` };
+  }
+  // Remaining Length: variable byte integer, at most 4 bytes (MQTT 3.1.1 §2.2.3, [MQTT-1.5.5-1]).
+  let remaining = 0;
+  let multiplier = 1;
+  let pos = 1;
+  for (;;) {
+    if (pos >= buf.length) return INCOMPLETE;
+    if (pos > 4) return { kind: 'malformed', detail: 'remaining length longer than 4 bytes' };
+    const b = buf[pos++]!;
+    remaining += (b & 0x7f) * multiplier;
+    if ((b & 0x80) === 0) break;
+    multiplier *= 128;
+  }
+  if (pos + remaining > MAX_CONNACK_BYTES) return { kind: 'malformed', detail: `CONNACK of ${remaining} bytes` };
+  if (version < 5 && remaining !== 2) {
+    // MQTT 3.1 / 3.1.1 §3.2.1: the variable header is exactly 2 bytes, no payload.
+    return { kind: 'malformed', detail: `CONNACK remaining length ${remaining}, expected 2` };
+  }
+  if (remaining < 2) return { kind: 'malformed', detail: `CONNACK remaining length ${remaining}` };
+  if (buf.length < pos + remaining) return INCOMPLETE;
+  const flags = buf[pos]!;
+  const code = buf[pos + 1]!;
+  // Bits 7-1 of the acknowledge flags are reserved and MUST be 0 (v5 [MQTT-3.2.2-1]; 3.1.1 §3.2.2.1).
+  if ((flags & 0xfe) !== 0) return { kind: 'malformed', detail: `CONNACK flags 0x${flags.toString(16)}` };
+  // 3.1.1 §3.2.2.3: return code 0 = accepted; v5 §3.2.2.2: reason code 0x00 = Success, anything else refuses.
+  if (code === 0) return ACCEPTED;
+  return {
+    kind: 'refused',
+    detail: version < 5 ? `CONNACK return code ${code}` : `CONNACK reason code 0x${code.toString(16).padStart(2, '0')}`,
+  };
+}

@@ -1,0 +1,83 @@
+/**
+ * HTTP probe: GET the server's health URL (EMQX availability_check, HiveMQ readiness, ...), 2xx = up.
+ * Uses a dedicated undici Agent made by `createHealthAgent`: a fresh connection per probe (no keep-alive,
+ * so a dead listener cannot hide behind a pooled connection) and every undici timeout at the probe timeout.
+ */
+import { Agent, request, type Dispatcher } from 'undici';
+import { ABORTED_DETAIL, elapsedSince, errorDetail, type ProbeOutcome } from './probe-outcome.js';
+
+export interface HttpTarget {
+  url: string;
+}
+
+export interface HttpProbeOptions {
+  timeout: number; // ms, whole request: connect, headers and body
+  dispatcher: Dispatcher;
+}
+
+/** Response bodies are read and thrown away, up to this much; more closes the connection. */
+const MAX_BODY_BYTES = 64 * 1024;
+
+export function createHealthAgent(timeoutMs: number): Agent {
+  return new Agent({
+    connect: { timeout: timeoutMs },
+    headersTimeout: timeoutMs,
+    bodyTimeout: timeoutMs,
+    pipelining: 0, // undici: 0 disables keep-alive, each probe dials anew
+  });
+}
+
+/** `healthUrl` if the server has one, else http://<host>:<health.http.port><health.http.path>. */
+export function healthUrlFor(server: { host: string; healthUrl: string | null }, http: { port: number; path: string }): string {
+  if (server.healthUrl) return server.healthUrl;
+  const host = server.host.includes(':') ? `[${server.host}]` : server.host;
+  const path = http.path.startsWith('/') ? http.path : `/${http.path}`;
+  return `http://${host}:${http.port}${path}`;
+}
+
+const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT']);
+
+function errorCodes(err: unknown): string[] {
+  const codes: string[] = [];
+  // undici may wrap the socket error; look down the cause chain (bounded).
+  for (let e: unknown = err, depth = 0; e && typeof e === 'object' && depth < 5; depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string') codes.push(code);
+    e = (e as { cause?: unknown }).cause;
+  }
+  return codes;
+}
+
+export async function probeHttp(target: HttpTarget, opts: HttpProbeOptions, signal?: AbortSignal): Promise<ProbeOutcome> {
+  const startedAt = performance.now();
+  if (signal?.aborted) return { result: 'error', durationMs: 0, detail: ABORTED_DETAIL };
+  // One deadline over the whole exchange (undici's own timeouts are per phase).
+  const deadline = new AbortController();
+  const timer = setTimeout(() => deadline.abort(), opts.timeout);
+  const onOuterAbort = (): void => deadline.abort();
+  signal?.addEventListener('abort', onOuterAbort, { once: true });
+  try {
+    const res = await request(target.url, {
+      method: 'GET',
+      dispatcher: opts.dispatcher,
+      signal: deadline.signal,
+      headers: { 'user-agent': 'mqtt-lb-health' },
+    });
+    // Always consume the body, or the connection (and its socket) is held until GC.
+    await res.body.dump({ limit: MAX_BODY_BYTES }).catch(() => undefined);
+    const durationMs = elapsedSince(startedAt);
+    if (res.statusCode >= 200 && res.statusCode < 300) return { result: 'ok', durationMs };
+    return { result: 'http_status', durationMs, detail: `HTTP ${res.statusCode}` };
+  } catch (err) {
+    const durationMs = elapsedSince(startedAt);
+    if (signal?.aborted) return { result: 'error', durationMs, detail: ABORTED_DETAIL };
+    if (deadline.signal.aborted) return { result: 'timeout', durationMs, detail: `no answer within ${opts.timeout} ms` };
+    const codes = errorCodes(err);
+    if (codes.includes('ECONNREFUSED')) return { result: 'refused', durationMs, detail: 'ECONNREFUSED' };
+    if (codes.some((c) => TIMEOUT_CODES.has(c))) return { result: 'timeout', durationMs, detail: codes[0]! };
+    return { result: 'error', durationMs, detail: codes[0] ?? errorDetail(err) };
+  } finally {
+    clearTimeout(timer);
+    signal?.removeEventListener('abort', onOuterAbort);
+  }
+}

@@ -1,0 +1,88 @@
+/**
+ * L7 probe: CONNECT -> CONNACK success within the timeout, then DISCONNECT (contract §5: a port that
+ * accepts TCP but never answers CONNECT is not up).
+ * Clean session / clean start with no session expiry, so a probe never leaves a session behind on the
+ * broker (3.1.1 [MQTT-3.1.2-6], v5 [MQTT-3.1.2-4] and Session Expiry Interval absent = 0).
+ */
+import { generate, type IConnectPacket } from 'mqtt-packet';
+import { errorDetail, type ProbeOutcome, type SocketTarget } from './probe-outcome.js';
+import { MAX_CONNACK_BYTES, readConnack } from './connack.js';
+import { probeProxyHeader } from './proxy-header.js';
+import { endGracefully, runSocketProbe } from './socket-probe.js';
+
+export interface MqttProbeOptions {
+  timeout: number; // ms, for connect + CONNACK together
+  version: 3 | 4 | 5;
+  clientId: string;
+  username: string | null;
+  password: string | null;
+  /** The pool's `sendProxyProtocol`: the probe goes to the traffic port, so it must speak the same way. */
+  proxyProtocol: 'off' | 'v1' | 'v2';
+  /** Keep Alive sent in CONNECT, seconds (the probe is gone long before it matters). */
+  keepalive?: number;
+}
+
+const DEFAULT_KEEPALIVE_S = 10;
+/** DISCONNECT, remaining length 0 (v5: reason 0x00 Normal disconnection may be omitted, §3.14.2.1). */
+const DISCONNECT = Buffer.from([0xe0, 0x00]);
+
+/** The bytes the probe sends on connect: optional PROXY header, then CONNECT, in one write. */
+export function probeConnectBytes(opts: MqttProbeOptions): Buffer {
+  const packet: IConnectPacket = {
+    cmd: 'connect',
+    protocolId: opts.version === 3 ? 'MQIsdp' : 'MQTT', // 3.1 uses "MQIsdp" level 3; 3.1.1/5 "MQTT"
+    protocolVersion: opts.version,
+    clean: true,
+    keepalive: opts.keepalive ?? DEFAULT_KEEPALIVE_S,
+    clientId: opts.clientId,
+  };
+  // [MQTT-3.1.2-22] (3.1.1): a password without a username is not allowed, so the password rides only with one.
+  if (opts.username !== null) {
+    packet.username = opts.username;
+    if (opts.password !== null) packet.password = Buffer.from(opts.password, 'utf8');
+  }
+  if (opts.version === 5) packet.properties = {};
+  const connect = generate(packet, { protocolVersion: opts.version });
+  const header = probeProxyHeader(opts.proxyProtocol);
+  return header ? Buffer.concat([header, connect]) : connect;
+}
+
+export function probeMqtt(target: SocketTarget, opts: MqttProbeOptions, signal?: AbortSignal): Promise<ProbeOutcome> {
+  let firstBytes: Buffer;
+  try {
+    firstBytes = probeConnectBytes(opts);
+  } catch (err) {
+    // mqtt-packet refuses to encode (e.g. an invalid configured client ID): a result, never a rejection
+    return Promise.resolve({ result: 'error', durationMs: 0, detail: errorDetail(err) });
+  }
+  let received: Buffer = Buffer.alloc(0);
+  return runSocketProbe(target, opts.timeout, signal, {
+    onConnect(probe) {
+      probe.socket.write(firstBytes);
+    },
+    onData(probe, chunk) {
+      received = received.length === 0 ? chunk : Buffer.concat([received, chunk]);
+      if (received.length > MAX_CONNACK_BYTES) {
+        probe.settle('bad_connack', 'answer larger than any CONNACK');
+        return;
+      }
+      const verdict = readConnack(received, opts.version);
+      switch (verdict.kind) {
+        case 'incomplete':
+          return;
+        case 'accepted':
+          probe.settle('ok', undefined, true);
+          // [MQTT-3.14.4-1] after DISCONNECT the client closes the network connection.
+          endGracefully(probe.socket, DISCONNECT);
+          return;
+        case 'refused':
+        case 'malformed':
+          probe.settle('bad_connack', verdict.detail);
+          return;
+      }
+    },
+    onEnd(probe) {
+      probe.settle('bad_connack', 'connection closed before CONNACK');
+    },
+  });
+}

@@ -1,0 +1,46 @@
+/**
+ * Picks and parameterises the probe for one server from its pool's health config.
+ */
+import type { Dispatcher } from 'undici';
+import type { Server } from '../balancer/server.js';
+import type { PoolConfig } from '../config/types.js';
+import { healthClientId } from './client-id.js';
+import { healthUrlFor, probeHttp } from './http.js';
+import { probeMqtt } from './mqtt.js';
+import type { ProbeOutcome } from './probe-outcome.js';
+import { probeTcp } from './tcp.js';
+
+export interface ServerProbeContext {
+  /** This LB host's name, part of the default MQTT probe client ID. */
+  hostname: string;
+  /** The checker's undici dispatcher for HTTP probes. */
+  httpDispatcher(): Dispatcher;
+}
+
+export type ServerProbe = (server: Server, pool: PoolConfig, signal: AbortSignal) => Promise<ProbeOutcome>;
+
+export function probeServer(server: Server, pool: PoolConfig, ctx: ServerProbeContext, signal: AbortSignal): Promise<ProbeOutcome> {
+  const health = pool.health;
+  const target = { host: server.config.host, port: server.config.port };
+  switch (health.type) {
+    case 'tcp':
+      return probeTcp(target, { timeout: health.timeout }, signal);
+    case 'mqtt':
+      return probeMqtt(
+        target,
+        {
+          timeout: health.timeout,
+          version: health.mqtt.version,
+          clientId: healthClientId(health.mqtt.clientId, ctx.hostname, server.name, health.mqtt.version),
+          username: health.mqtt.username,
+          password: health.mqtt.password,
+          proxyProtocol: pool.sendProxyProtocol,
+        },
+        signal,
+      );
+    case 'http':
+      return probeHttp({ url: healthUrlFor(server.config, health.http) }, { timeout: health.timeout, dispatcher: ctx.httpDispatcher() }, signal);
+    case 'none':
+      return Promise.resolve({ result: 'ok', durationMs: 0 });
+  }
+}

@@ -1,0 +1,134 @@
+/**
+ * PoolReactions: what a pool does to live sessions when a server changes state (design §4):
+ *   to down,  onServerDown: shutdown  -> evict that server's sessions (reason server_down)
+ *   to up,    onServerUp: rebalance   -> evict sessions on other servers whose key it now owns (rebalance)
+ *   to drain or maint (admin)         -> evict that server's sessions (reason drain)
+ * all through one paced Evictor per pool (evictRate). The pool config is read at each event and each
+ * eviction step, so a reload applies at once.
+ */
+import type { Logger } from 'pino';
+import type { EvictReason, Server, ServerStateChange } from '../balancer/server.js';
+import { Evictor, type EvictionItem, type EvictorOptions } from './eviction.js';
+import type { ReactingPool } from './pool-view.js';
+import { rebalanceStillDue, sessionsToRebalance } from './rebalance.js';
+
+export interface PoolReactionsDeps {
+  log: Logger;
+  onEvicted?: (item: EvictionItem) => void;
+  /** Clock and timers for the evictor (tests). */
+  now?: EvictorOptions['now'];
+  setTimer?: EvictorOptions['setTimer'];
+  clearTimer?: EvictorOptions['clearTimer'];
+}
+
+export class PoolReactions {
+  private pool: ReactingPool;
+  private readonly evictor: Evictor;
+  private readonly subscribed = new Set<Server>();
+  private closed = false;
+
+  constructor(
+    pool: ReactingPool,
+    private readonly deps: PoolReactionsDeps,
+  ) {
+    this.pool = pool;
+    const opts: EvictorOptions = { isDue: (item) => this.isDue(item) };
+    if (deps.onEvicted) opts.onEvicted = deps.onEvicted;
+    if (deps.now) opts.now = deps.now;
+    if (deps.setTimer) opts.setTimer = deps.setTimer;
+    if (deps.clearTimer) opts.clearTimer = deps.clearTimer;
+    this.evictor = new Evictor(() => this.pool.config.evictRate, 'drain', opts);
+    this.subscribe();
+  }
+
+  /** After a reload: follow the pool's current servers (and config, read live). */
+  reconfigure(pool: ReactingPool = this.pool): void {
+    if (this.closed) return;
+    this.pool = pool;
+    this.subscribe();
+  }
+
+  /** Paced eviction of all of a server's sessions (also for reload_removed and shutdown). */
+  evictAll(server: Server, reason: EvictReason): number {
+    if (this.closed || server.sessions.size === 0) return 0;
+    const items: EvictionItem[] = [];
+    for (const session of server.sessions) items.push({ session, server, reason });
+    const n = this.evictor.enqueue(items);
+    if (n > 0) this.deps.log.info({ pool: this.pool.name, server: server.name, reason, sessions: n }, 'evicting sessions');
+    return n;
+  }
+
+  /** Sessions still queued for eviction. */
+  get pending(): number {
+    return this.evictor.pending;
+  }
+
+  /** Resolves when no eviction is queued. */
+  drained(): Promise<void> {
+    return this.evictor.drained();
+  }
+
+  /** Unsubscribe and stop evicting. Idempotent. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const server of this.subscribed) server.off('state', this.onState);
+    this.subscribed.clear();
+    this.evictor.close();
+  }
+
+  private subscribe(): void {
+    const current = new Set(this.pool.servers);
+    for (const server of this.subscribed) {
+      if (!current.has(server)) {
+        server.off('state', this.onState);
+        this.subscribed.delete(server);
+      }
+    }
+    for (const server of current) {
+      if (!this.subscribed.has(server)) {
+        server.on('state', this.onState);
+        this.subscribed.add(server);
+      }
+    }
+  }
+
+  private readonly onState = (change: ServerStateChange): void => {
+    if (this.closed) return;
+    const { server, to } = change;
+    const config = this.pool.config;
+    if (to === 'drain' || to === 'maint') {
+      this.evictAll(server, 'drain');
+      return;
+    }
+    // Back to ready: its queued drain evictions are void (isDue would skip them too; this frees the queue).
+    this.evictor.cancel((item) => item.server === server && item.reason === 'drain');
+    if (to === 'down') {
+      if (config.onServerDown === 'shutdown') this.evictAll(server, 'server_down');
+      return;
+    }
+    if (to === 'up') {
+      this.evictor.cancel((item) => item.server === server && item.reason === 'server_down');
+      if (config.onServerUp === 'rebalance') {
+        const n = this.evictor.enqueue(sessionsToRebalance(this.pool, server));
+        if (n > 0) this.deps.log.info({ pool: this.pool.name, server: server.name, reason: 'rebalance', sessions: n }, 'evicting sessions');
+      }
+    }
+  };
+
+  private isDue(item: EvictionItem): boolean {
+    const server = item.server;
+    if (server === undefined) return true;
+    if (!server.sessions.has(item.session)) return false; // already gone
+    switch (item.reason) {
+      case 'server_down':
+        return server.health !== 'up';
+      case 'drain':
+        return server.admin !== 'ready';
+      case 'rebalance':
+        return rebalanceStillDue(this.pool, item);
+      default:
+        return true; // shutdown, reload_removed: unconditional
+    }
+  }
+}

@@ -1,0 +1,331 @@
+/**
+ * Health probes and the checker against real sockets: mosquitto via test/helpers/mosquitto.ts, plus tiny
+ * node servers for the cases a broker cannot produce on demand (silent port, fixed CONNACK code, PROXY).
+ */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Server, type CheckResult } from '../../src/balancer/server.js';
+import type { PoolConfig } from '../../src/config/types.js';
+import { HealthChecker } from '../../src/health/checker.js';
+import { createHealthAgent, probeHttp } from '../../src/health/http.js';
+import { probeMqtt, type MqttProbeOptions } from '../../src/health/mqtt.js';
+import { PROXY_V2_LOCAL } from '../../src/health/proxy-header.js';
+import { probeTcp } from '../../src/health/tcp.js';
+import { freePort, startMosquitto, type Broker } from '../helpers/mosquitto.js';
+import { logSink, poolConfig, serverConfig } from '../unit/health-fixtures.js';
+
+const cleanups: Array<() => Promise<void> | void> = [];
+afterEach(async () => {
+  while (cleanups.length > 0) {
+    try {
+      await cleanups.pop()!();
+    } catch {
+      // keep cleaning up
+    }
+  }
+});
+
+async function broker(opts?: Parameters<typeof startMosquitto>[0]): Promise<Broker> {
+  const b = await startMosquitto(opts);
+  cleanups.push(() => b.stop());
+  return b;
+}
+
+function tempDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'mqtt-lb-health-test-'));
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** A TCP server on 127.0.0.1:0 running `onConnection`; closed (with its sockets) after the test. */
+async function tinyServer(onConnection: (socket: net.Socket) => void): Promise<number> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+    s.on('error', () => undefined);
+    onConnection(s);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  cleanups.push(
+    () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
+  );
+  return (server.address() as net.AddressInfo).port;
+}
+
+async function waitFor(cond: () => boolean, timeoutMs: number, stepMs = 20): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (cond()) return true;
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+  return cond();
+}
+
+const mqttOpts = (over: Partial<MqttProbeOptions> = {}): MqttProbeOptions => ({
+  timeout: 1000,
+  version: 4,
+  clientId: 'mqtt-lb-health-test',
+  username: null,
+  password: null,
+  proxyProtocol: 'off',
+  ...over,
+});
+
+function checkerFor(port: number, health: Partial<PoolConfig['health']>, hostname = 'test-host', pool: Partial<PoolConfig> = {}) {
+  const config = poolConfig(pool, { interval: 300, timeout: 200, rise: 2, fall: 2, ...health });
+  const server = new Server('brokers', serverConfig('b1', port));
+  const { log, lines } = logSink();
+  const results: Array<{ result: CheckResult; at: number }> = [];
+  const checker = new HealthChecker(
+    { name: 'brokers', config, servers: [server] },
+    { log, hostname, onResult: (_s, r) => results.push({ result: r.result, at: Date.now() }) },
+  );
+  cleanups.push(() => checker.close());
+  return { server, checker, lines, results };
+}
+
+describe('mqtt probe', () => {
+  it.each([3, 4, 5] as const)('is ok against mosquitto with MQTT level %i', async (version) => {
+    const b = await broker();
+    const r = await probeMqtt(b, mqttOpts({ version, clientId: version === 3 ? 'mqttlb-v3-probe' : 'mqtt-lb-health-test-v' + version }));
+    expect(r).toMatchObject({ result: 'ok' });
+    expect(r.durationMs).toBeGreaterThanOrEqual(0);
+  });
+
+  it('is refused on a closed port', async () => {
+    const port = await freePort();
+    expect(await probeMqtt({ host: '127.0.0.1', port }, mqttOpts())).toMatchObject({ result: 'refused' });
+  });
+
+  it('times out on a port that accepts TCP but never answers CONNECT', async () => {
+    let connected = 0;
+    const port = await tinyServer(() => connected++);
+    const r = await probeMqtt({ host: '127.0.0.1', port }, mqttOpts({ timeout: 300 }));
+    expect(r.result).toBe('timeout');
+    expect(connected).toBe(1);
+    expect(r.durationMs).toBeGreaterThanOrEqual(290);
+  });
+
+  it('is bad_connack when mosquitto refuses (allow_anonymous false, empty password_file)', async () => {
+    const dir = tempDir();
+    const pw = join(dir, 'passwd');
+    writeFileSync(pw, '');
+    const b = await broker({ extraConfig: `allow_anonymous false\npassword_file ${pw}` });
+    const anon = await probeMqtt(b, mqttOpts());
+    expect(anon).toMatchObject({ result: 'bad_connack', detail: 'CONNACK return code 5' });
+    const withUser = await probeMqtt(b, mqttOpts({ username: 'nobody', password: 'wrong', version: 5 }));
+    expect(withUser.result).toBe('bad_connack');
+    expect(withUser.detail).toMatch(/^CONNACK reason code 0x8[67]$/);
+  });
+
+  it('is bad_connack for a server answering return code 5, and for one closing without answer', async () => {
+    const rc5 = await tinyServer((s) => s.once('data', () => s.end(Buffer.from([0x20, 0x02, 0x00, 0x05]))));
+    expect(await probeMqtt({ host: '127.0.0.1', port: rc5 }, mqttOpts())).toMatchObject({ result: 'bad_connack', detail: 'CONNACK return code 5' });
+    const closer = await tinyServer((s) => s.once('data', () => s.end()));
+    expect(await probeMqtt({ host: '127.0.0.1', port: closer }, mqttOpts())).toMatchObject({ result: 'bad_connack' });
+    const http = await tinyServer((s) => s.once('data', () => s.end('HTTP/1.1 400 Bad Request\r\n\r\n')));
+    expect(await probeMqtt({ host: '127.0.0.1', port: http }, mqttOpts())).toMatchObject({ result: 'bad_connack' });
+  });
+
+  it('sends the PROXY v2 LOCAL header first, then CONNECT, then DISCONNECT', async () => {
+    const received: Buffer[] = [];
+    let ended!: () => void;
+    const gotEnd = new Promise<void>((r) => (ended = r));
+    const port = await tinyServer((s) => {
+      let answered = false;
+      s.on('data', (chunk: Buffer) => {
+        received.push(chunk);
+        const all = Buffer.concat(received);
+        if (!answered && all.length > PROXY_V2_LOCAL.length + 2) {
+          answered = true;
+          s.write(Buffer.from([0x20, 0x02, 0x00, 0x00]));
+        }
+      });
+      s.on('end', () => {
+        s.end();
+        ended();
+      });
+    });
+    const r = await probeMqtt({ host: '127.0.0.1', port }, mqttOpts({ proxyProtocol: 'v2' }));
+    expect(r.result).toBe('ok');
+    await gotEnd;
+    const all = Buffer.concat(received);
+    expect(all.subarray(0, 16)).toEqual(PROXY_V2_LOCAL);
+    expect(all[16]).toBe(0x10); // CONNECT
+    expect(all.subarray(-2)).toEqual(Buffer.from([0xe0, 0x00])); // DISCONNECT
+  });
+
+  it('resolves promptly when aborted from outside', async () => {
+    const port = await tinyServer(() => undefined);
+    const ac = new AbortController();
+    const pending = probeMqtt({ host: '127.0.0.1', port }, mqttOpts({ timeout: 10_000 }), ac.signal);
+    setTimeout(() => ac.abort(), 50);
+    expect(await pending).toMatchObject({ result: 'error', detail: 'aborted' });
+  });
+});
+
+describe('tcp probe', () => {
+  it('is ok against a listening port and refused on a closed one', async () => {
+    const b = await broker();
+    expect(await probeTcp(b, { timeout: 1000 })).toMatchObject({ result: 'ok' });
+    const port = await freePort();
+    expect(await probeTcp({ host: '127.0.0.1', port }, { timeout: 1000 })).toMatchObject({ result: 'refused' });
+  });
+
+  it('turns unusable input into an error result, never a rejection', async () => {
+    expect(await probeTcp({ host: '127.0.0.1', port: 70_000 }, { timeout: 1000 })).toMatchObject({ result: 'error' });
+    expect(await probeMqtt({ host: '127.0.0.1', port: 1 }, mqttOpts({ version: 3, clientId: '' }))).toMatchObject({ result: 'error' });
+  });
+});
+
+describe('http probe', () => {
+  async function httpServer(handler: http.RequestListener): Promise<number> {
+    const server = http.createServer(handler);
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    cleanups.push(
+      () =>
+        new Promise<void>((r) => {
+          server.closeAllConnections();
+          server.close(() => r());
+        }),
+    );
+    return (server.address() as net.AddressInfo).port;
+  }
+
+  it('maps 2xx to ok, other statuses to http_status, silence to timeout, closed port to refused', async () => {
+    const agent = createHealthAgent(300);
+    cleanups.push(() => agent.destroy());
+    const port = await httpServer((req, res) => {
+      if (req.url === '/ok') res.end('fine');
+      else if (req.url === '/busy') {
+        res.statusCode = 503;
+        res.end('x'.repeat(100_000)); // more than the probe reads: must still settle
+      } else if (req.url === '/silent') {
+        // never answer
+      } else {
+        res.statusCode = 404;
+        res.end();
+      }
+    });
+    const url = (p: string) => ({ url: `http://127.0.0.1:${port}${p}` });
+    expect(await probeHttp(url('/ok'), { timeout: 300, dispatcher: agent })).toMatchObject({ result: 'ok' });
+    expect(await probeHttp(url('/busy'), { timeout: 300, dispatcher: agent })).toMatchObject({ result: 'http_status', detail: 'HTTP 503' });
+    expect(await probeHttp(url('/nope'), { timeout: 300, dispatcher: agent })).toMatchObject({ result: 'http_status', detail: 'HTTP 404' });
+    expect(await probeHttp(url('/silent'), { timeout: 300, dispatcher: agent })).toMatchObject({ result: 'timeout' });
+    const closed = await freePort();
+    expect(await probeHttp({ url: `http://127.0.0.1:${closed}/` }, { timeout: 300, dispatcher: agent })).toMatchObject({ result: 'refused' });
+  });
+
+  it('drives the checker: 503 marks down, then 200 brings it up after `rise` passes', async () => {
+    let status = 503;
+    let requests = 0;
+    const port = await httpServer((_req, res) => {
+      requests++;
+      res.statusCode = status;
+      res.end();
+    });
+    const { server, checker, results, lines } = checkerFor(1883, { type: 'http', http: { port, path: '/health' }, rise: 3 });
+    checker.start();
+    expect(await waitFor(() => server.health === 'down', 2000)).toBe(true);
+    expect(results[0]!.result).toBe('http_status');
+    status = 200;
+    const okFrom = results.length;
+    expect(await waitFor(() => server.health === 'up', 5000)).toBe(true);
+    // up exactly at the third consecutive pass (some probes may have been in flight at the switch)
+    const after = results.slice(okFrom).map((r) => r.result);
+    expect(after.slice(-3)).toEqual(['ok', 'ok', 'ok']);
+    expect(lines.filter((l) => l.msg === 'server state changed').map((l) => [l.from, l.to])).toEqual([
+      ['unknown', 'down'],
+      ['down', 'up'],
+    ]);
+    expect(requests).toBeGreaterThanOrEqual(4);
+  });
+});
+
+describe('checker against mosquitto', () => {
+  it('a frozen (SIGSTOP) broker turns down after fall probes time out, and back up after SIGCONT', async () => {
+    const b = await broker();
+    const interval = 300;
+    const timeout = 200;
+    const fall = 2;
+    const { server, checker, results } = checkerFor(b.port, { type: 'mqtt', interval, timeout, fall, rise: 2 });
+    checker.start();
+    expect(await waitFor(() => server.health === 'up', 3000)).toBe(true);
+
+    // Note how many results had been seen when the server turned down.
+    let resultsAtDown = -1;
+    server.on('state', (c: { to: string }) => {
+      if (c.to === 'down') resultsAtDown = results.length;
+    });
+    b.pause();
+    const frozenAt = Date.now();
+    const bound = fall * interval * 1.1 + timeout; // jitter is ±10 %
+    expect(await waitFor(() => server.health === 'down', bound + 2000)).toBe(true);
+    expect(Date.now() - frozenAt).toBeLessThan(bound + 2000);
+    // It turned down on the `fall`-th consecutive timeout, not on the first one.
+    const upTo = results.slice(0, resultsAtDown).map((r) => r.result);
+    expect(upTo.slice(-fall)).toEqual(Array(fall).fill('timeout'));
+    expect(upTo.at(-fall - 1)).toBe('ok');
+
+    b.resume();
+    expect(await waitFor(() => server.health === 'up', 5000)).toBe(true);
+    expect(results.at(-1)!.result).toBe('ok');
+  });
+
+  it('two checkers (two LB hosts) probing one broker concurrently both stay up, with distinct client IDs', async () => {
+    const dir = tempDir();
+    const logFile = join(dir, 'mosquitto.log');
+    const b = await broker({ extraConfig: `log_dest file ${logFile}\nlog_type all\nconnection_messages true` });
+    // A generous timeout: this test is about client IDs, not speed.
+    const one = checkerFor(b.port, { type: 'mqtt', interval: 100, timeout: 2000 }, 'lb-one');
+    const two = checkerFor(b.port, { type: 'mqtt', interval: 100, timeout: 2000 }, 'lb-two');
+    one.checker.start();
+    two.checker.start();
+    await new Promise((r) => setTimeout(r, 2000));
+    await one.checker.close();
+    await two.checker.close();
+    for (const c of [one, two]) {
+      expect(c.server.health).toBe('up');
+      expect(c.results.length).toBeGreaterThanOrEqual(5);
+      expect(c.results.every((r) => r.result === 'ok')).toBe(true);
+    }
+    const log = readFileSync(logFile, 'utf8');
+    expect(log).toContain('mqtt-lb-health-lb-one-b1');
+    expect(log).toContain('mqtt-lb-health-lb-two-b1');
+    expect(log).not.toMatch(/already connected, closing old connection/);
+  });
+
+  it('probeNow on a refused server records a result at once', async () => {
+    const port = await freePort();
+    const { server, checker } = checkerFor(port, { type: 'mqtt', interval: 60_000, timeout: 200 });
+    checker.start();
+    expect(await waitFor(() => server.health === 'down', 2000)).toBe(true);
+    const first = server.lastCheck!.at;
+    await new Promise((r) => setTimeout(r, 300));
+    await checker.probeNow(server);
+    expect(server.lastCheck!.at).toBeGreaterThan(first);
+    expect(server.lastCheck!.result).toBe('refused');
+  });
+
+  it('a restarted broker on the same port is probed ok again', async () => {
+    const b = await broker();
+    const { server, checker } = checkerFor(b.port, { type: 'mqtt' });
+    checker.start();
+    expect(await waitFor(() => server.health === 'up', 3000)).toBe(true);
+    const port = b.port;
+    b.kill('SIGKILL');
+    expect(await waitFor(() => server.health === 'down', 3000)).toBe(true);
+    await b.restart();
+    expect(b.port).toBe(port);
+    expect(await waitFor(() => server.health === 'up', 3000)).toBe(true);
+  });
+});

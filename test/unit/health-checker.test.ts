@@ -1,0 +1,251 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import type { CheckResult, Server } from '../../src/balancer/server.js';
+import type { PoolConfig } from '../../src/config/types.js';
+import { HealthChecker, PROBE_NOW_MIN_GAP_MS } from '../../src/health/checker.js';
+import type { ProbeOutcome } from '../../src/health/probe-outcome.js';
+import { FakePool, logSink, makeServer, poolConfig } from './health-fixtures.js';
+
+/** A scripted probe: per server a queue of results; records starts, concurrency and signals. */
+class ScriptedProbe {
+  results = new Map<string, CheckResult[]>();
+  fallback: CheckResult = 'ok';
+  latencyMs = 5;
+  starts: Array<{ server: string; at: number }> = [];
+  running = new Map<string, number>();
+  maxConcurrent = 0;
+  signals: AbortSignal[] = [];
+
+  readonly probe = (server: Server, _pool: PoolConfig, signal: AbortSignal): Promise<ProbeOutcome> => {
+    this.starts.push({ server: server.name, at: Date.now() });
+    this.signals.push(signal);
+    const n = (this.running.get(server.name) ?? 0) + 1;
+    this.running.set(server.name, n);
+    this.maxConcurrent = Math.max(this.maxConcurrent, n);
+    const result = this.results.get(server.name)?.shift() ?? this.fallback;
+    return new Promise((resolve) => {
+      const done = (r: ProbeOutcome): void => {
+        this.running.set(server.name, this.running.get(server.name)! - 1);
+        resolve(r);
+      };
+      const t = setTimeout(() => done({ result, durationMs: this.latencyMs, detail: result === 'ok' ? undefined : `scripted ${result}` }), this.latencyMs);
+      signal.addEventListener('abort', () => {
+        clearTimeout(t);
+        done({ result: 'error', durationMs: 0, detail: 'aborted' });
+      });
+    });
+  };
+
+  startsOf(name: string): number[] {
+    return this.starts.filter((s) => s.server === name).map((s) => s.at);
+  }
+}
+
+function setup(health: Partial<PoolConfig['health']> = {}, names = ['a', 'b']) {
+  const servers = names.map((n) => makeServer(n, 'unknown'));
+  const pool = new FakePool(poolConfig({}, { interval: 1000, timeout: 500, ...health }), servers);
+  const scripted = new ScriptedProbe();
+  const { log, lines } = logSink();
+  const results: Array<{ server: string; result: CheckResult }> = [];
+  const checker = new HealthChecker(pool, {
+    log,
+    probe: scripted.probe,
+    random: () => 0.5, // no jitter: exact intervals
+    onResult: (s, r) => results.push({ server: s.name, result: r.result }),
+  });
+  const changes = () => lines.filter((l) => l.msg === 'server state changed');
+  return { servers, pool, scripted, checker, lines, results, changes };
+}
+
+describe('HealthChecker', () => {
+  beforeEach(() => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'], now: 0 });
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('probes every server at once at start, then every interval; first pass marks up', async () => {
+    const { servers, scripted, checker, results } = setup();
+    checker.start();
+    checker.start(); // idempotent
+    expect(scripted.starts.map((s) => s.server)).toEqual(['a', 'b']);
+    await vi.advanceTimersByTimeAsync(5);
+    expect(servers.map((s) => s.health)).toEqual(['up', 'up']);
+    expect(servers[0]!.lastCheck).toMatchObject({ result: 'ok', durationMs: 5, at: 5 });
+    await vi.advanceTimersByTimeAsync(3000);
+    expect(scripted.startsOf('a')).toEqual([0, 1000, 2000, 3000]);
+    expect(results.filter((r) => r.server === 'a')).toHaveLength(4);
+    await checker.close();
+  });
+
+  it('applies rise/fall and logs each state change once', async () => {
+    const { servers, scripted, checker, changes } = setup({}, ['a']);
+    scripted.results.set('a', ['ok', 'timeout', 'refused', 'ok', 'timeout', 'timeout', 'bad_connack', 'ok', 'ok', 'ok']);
+    checker.start();
+    const seen: string[] = [];
+    for (let i = 0; i < 10; i++) {
+      await vi.advanceTimersByTimeAsync(i === 0 ? 5 : 1000);
+      seen.push(servers[0]!.health);
+    }
+    expect(seen).toEqual(['up', 'up', 'up', 'up', 'up', 'up', 'down', 'down', 'up', 'up']);
+    expect(changes().map((l) => [l.from, l.to, l.result, l.detail])).toEqual([
+      ['unknown', 'up', 'ok', null],
+      ['up', 'down', 'bad_connack', 'scripted bad_connack'],
+      ['down', 'up', 'ok', null],
+    ]);
+    expect(changes()[0]).toMatchObject({ pool: 'brokers', server: 'a', level: 30 });
+    await checker.close();
+  });
+
+  it('a first failure marks down at once (no clients before a pass)', async () => {
+    const { servers, scripted, checker } = setup({}, ['a']);
+    scripted.results.set('a', ['refused']);
+    checker.start();
+    await vi.advanceTimersByTimeAsync(5);
+    expect(servers[0]!.health).toBe('down');
+    await checker.close();
+  });
+
+  it('never runs two probes at once for a server, even when a probe outlasts the interval', async () => {
+    const { scripted, checker } = setup({}, ['a']);
+    scripted.latencyMs = 1500;
+    checker.start();
+    for (let i = 0; i < 10; i++) void checker.probeNow((checker as unknown as { pool: FakePool }).pool.servers[0]!);
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(scripted.maxConcurrent).toBe(1);
+    // start to start: max(interval, probe duration) (+1 ms: Node runs a 0 ms timer after 1 ms)
+    const starts = scripted.startsOf('a');
+    expect(starts.length).toBeGreaterThanOrEqual(6);
+    for (let i = 1; i < starts.length; i++) {
+      expect(starts[i]! - starts[i - 1]!).toBeGreaterThanOrEqual(1500);
+      expect(starts[i]! - starts[i - 1]!).toBeLessThanOrEqual(1501);
+    }
+    await checker.close();
+  });
+
+  it('probeNow joins a running probe and otherwise runs one early, spaced by the minimum gap', async () => {
+    const { servers, scripted, checker } = setup({}, ['a']);
+    const a = servers[0]!;
+    checker.start();
+    const joined = checker.probeNow(a);
+    expect(scripted.starts).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(5);
+    await joined;
+    // Too soon after the start at 0: deferred to 0 + gap.
+    let done = false;
+    void checker.probeNow(a).then(() => (done = true));
+    await vi.advanceTimersByTimeAsync(PROBE_NOW_MIN_GAP_MS - 6);
+    expect(scripted.starts).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(1 + 5);
+    expect(scripted.startsOf('a')).toEqual([0, PROBE_NOW_MIN_GAP_MS]);
+    expect(done).toBe(true);
+    // Later: runs at once, and the regular schedule continues from it.
+    await vi.advanceTimersByTimeAsync(400);
+    const at = Date.now();
+    void checker.probeNow(a);
+    expect(scripted.startsOf('a').at(-1)).toBe(at);
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(scripted.startsOf('a').at(-1)).toBe(at + 1000);
+    await checker.close();
+  });
+
+  it('does not probe a server in maint; back to ready, the first probe decides afresh', async () => {
+    const { servers, scripted, checker, pool } = setup({}, ['a', 'b']);
+    const [a] = servers as [Server, Server];
+    a.setAdmin('maint');
+    checker.start();
+    await vi.advanceTimersByTimeAsync(3005);
+    expect(scripted.startsOf('a')).toEqual([]);
+    expect(scripted.startsOf('b').length).toBe(4);
+    a.setAdmin('ready');
+    expect(scripted.startsOf('a')).toEqual([3005]);
+    await vi.advanceTimersByTimeAsync(5);
+    expect(a.state).toBe('up');
+    // Into maint mid-probe: the probe is aborted, health forgotten (hidden by maint).
+    await vi.advanceTimersByTimeAsync(996);
+    expect(scripted.running.get('a')).toBe(1);
+    a.setAdmin('maint');
+    expect(scripted.signals.at(-1)!.aborted).toBe(true);
+    expect(a.health).toBe('unknown');
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(scripted.startsOf('a')).toEqual([3005, 4005]);
+    expect(pool.servers).toHaveLength(2);
+    await checker.close();
+  });
+
+  it('health.type none: every server up, no probes', async () => {
+    const { servers, scripted, checker, changes } = setup({ type: 'none' });
+    checker.start();
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(servers.map((s) => s.health)).toEqual(['up', 'up']);
+    expect(scripted.starts).toHaveLength(0);
+    expect(changes()).toHaveLength(2);
+    await checker.close();
+  });
+
+  it('reconfigure: added servers are probed, removed ones are no longer, a shorter interval applies now', async () => {
+    const { servers, scripted, checker, pool } = setup({}, ['a', 'b']);
+    checker.start();
+    await vi.advanceTimersByTimeAsync(500);
+    const c = makeServer('c', 'unknown');
+    pool.servers = [servers[0]!, c];
+    pool.config = poolConfig({}, { interval: 200, timeout: 100 });
+    checker.reconfigure(pool);
+    expect(scripted.startsOf('c')).toEqual([500]);
+    expect(servers[1]!.listenerCount('state')).toBe(0);
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(scripted.startsOf('b')).toEqual([0]);
+    expect(scripted.startsOf('a').length).toBeGreaterThanOrEqual(5); // every 200 ms now
+    await checker.close();
+  });
+
+  it('reconfigure to type none holds servers up and stops probing', async () => {
+    const { servers, scripted, checker, pool } = setup({}, ['a']);
+    scripted.fallback = 'refused';
+    checker.start();
+    await vi.advanceTimersByTimeAsync(5);
+    expect(servers[0]!.health).toBe('down');
+    pool.config = poolConfig({}, { type: 'none' });
+    checker.reconfigure(pool);
+    expect(servers[0]!.health).toBe('up');
+    const n = scripted.starts.length;
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(scripted.starts.length).toBe(n);
+    await checker.close();
+  });
+
+  it('close() aborts running probes, stops all loops and is idempotent', async () => {
+    const { servers, scripted, checker, results } = setup();
+    checker.start();
+    const closing = checker.close();
+    expect(checker.close()).toBe(closing);
+    expect(scripted.signals.every((s) => s.aborted)).toBe(true);
+    await closing;
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(scripted.starts).toHaveLength(2);
+    expect(results).toHaveLength(0); // cancelled probes are not results
+    for (const s of servers) expect(s.listenerCount('state')).toBe(0);
+    await checker.probeNow(servers[0]!); // resolves at once
+  });
+
+  it('a probe that throws counts as error and the loop goes on', async () => {
+    const servers = [makeServer('a', 'unknown')];
+    const pool = new FakePool(poolConfig({}, { interval: 1000 }), servers);
+    const { log, lines } = logSink();
+    let calls = 0;
+    const checker = new HealthChecker(pool, {
+      log,
+      random: () => 0.5,
+      probe: () => {
+        calls++;
+        throw new Error('boom');
+      },
+    });
+    checker.start();
+    await vi.advanceTimersByTimeAsync(2500);
+    expect(calls).toBe(3);
+    expect(servers[0]!.lastCheck?.result).toBe('error');
+    expect(lines.some((l) => l.msg === 'health probe threw')).toBe(true);
+    await checker.close();
+  });
+});

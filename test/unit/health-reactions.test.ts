@@ -1,0 +1,185 @@
+import { describe, expect, it } from 'vitest';
+import { PoolReactions } from '../../src/health/reactions.js';
+import { sessionsToRebalance } from '../../src/health/rebalance.js';
+import { fakeSession, FakePool, logSink, makeServer, ManualClock, poolConfig } from './health-fixtures.js';
+
+function setup(overrides: Parameters<typeof poolConfig>[0] = {}) {
+  const clock = new ManualClock();
+  const a = makeServer('a');
+  const b = makeServer('b');
+  const c = makeServer('c');
+  const pool = new FakePool(poolConfig({ evictRate: 10, ...overrides }), [a, b, c]);
+  const { log, lines } = logSink();
+  const reactions = new PoolReactions(pool, { log, now: clock.now, setTimer: clock.setTimer, clearTimer: clock.clearTimer });
+  return { clock, a, b, c, pool, reactions, lines };
+}
+
+describe('sessionsToRebalance', () => {
+  it('selects only sessions on other servers whose key the returning server now owns', () => {
+    const clock = new ManualClock();
+    const a = makeServer('a');
+    const b = makeServer('b');
+    const pool = new FakePool(poolConfig(), [a, b]);
+    const onB = [fakeSession(clock, 'a-1', b), fakeSession(clock, 'a-2', b), fakeSession(clock, 'b-1', b), fakeSession(clock, '', b)];
+    fakeSession(clock, 'a-3', a); // already home
+    const items = sessionsToRebalance(pool, a);
+    expect(items.map((i) => i.session)).toEqual([onB[0], onB[1]]);
+    expect(items.every((i) => i.server === b && i.target === a && i.reason === 'rebalance')).toBe(true);
+  });
+
+  it('never moves sessions with an empty routing key', () => {
+    const clock = new ManualClock();
+    const a = makeServer('a');
+    const b = makeServer('b');
+    const pool = new FakePool(poolConfig(), [a, b]);
+    pool.owner = () => a; // even if the pool claimed otherwise
+    fakeSession(clock, '', b);
+    expect(sessionsToRebalance(pool, a)).toEqual([]);
+  });
+
+  it('selects nothing for a server that does not take new sessions', () => {
+    const clock = new ManualClock();
+    const a = makeServer('a');
+    const b = makeServer('b');
+    const pool = new FakePool(poolConfig(), [a, b]);
+    fakeSession(clock, 'a-1', b);
+    a.setAdmin('drain');
+    expect(sessionsToRebalance(pool, a)).toEqual([]);
+  });
+});
+
+describe('PoolReactions', () => {
+  it('onServerDown: shutdown evicts all of the server\'s sessions at evictRate', () => {
+    const { clock, a, reactions, lines } = setup({ onServerDown: 'shutdown' });
+    const sessions = Array.from({ length: 5 }, (_, i) => fakeSession(clock, `a-${i}`, a));
+    a.setHealth('down');
+    clock.advanceTo(10_000);
+    expect(sessions.map((s) => [s.evictedAt, s.evictReason])).toEqual([
+      [0, 'server_down'],
+      [100, 'server_down'],
+      [200, 'server_down'],
+      [300, 'server_down'],
+      [400, 'server_down'],
+    ]);
+    expect(lines.filter((l) => l.msg === 'evicting sessions')).toMatchObject([{ pool: 'brokers', server: 'a', reason: 'server_down', sessions: 5 }]);
+    reactions.close();
+  });
+
+  it('onServerDown: keep leaves sessions alone', () => {
+    const { clock, a, reactions } = setup({ onServerDown: 'keep' });
+    const s = fakeSession(clock, 'a-1', a);
+    a.setHealth('down');
+    clock.advanceTo(10_000);
+    expect(s.evictedAt).toBeNull();
+    reactions.close();
+  });
+
+  it('a server that comes back before its turn keeps its remaining sessions', () => {
+    const { clock, a, reactions } = setup({ onServerDown: 'shutdown' });
+    const sessions = Array.from({ length: 5 }, (_, i) => fakeSession(clock, `a-${i}`, a));
+    a.setHealth('down');
+    clock.advanceTo(150); // two gone
+    a.setHealth('up');
+    clock.advanceTo(10_000);
+    expect(sessions.filter((s) => s.evictedAt !== null)).toHaveLength(2);
+    expect(reactions.pending).toBe(0);
+    reactions.close();
+  });
+
+  it('onServerUp: rebalance moves back only the returning server\'s keys, paced', () => {
+    const { clock, a, b, c, reactions } = setup({ onServerUp: 'rebalance' });
+    a.setHealth('down');
+    const homeOfA = [fakeSession(clock, 'a-1', b), fakeSession(clock, 'a-2', c), fakeSession(clock, 'a-3', b)];
+    const others = [fakeSession(clock, 'b-1', b), fakeSession(clock, 'c-1', c), fakeSession(clock, '', b)];
+    a.setHealth('up');
+    clock.advanceTo(10_000);
+    expect(homeOfA.map((s) => s.evictReason)).toEqual(['rebalance', 'rebalance', 'rebalance']);
+    expect(homeOfA.map((s) => s.evictedAt!).sort((x, y) => x - y)).toEqual([0, 100, 200]);
+    expect(others.every((s) => s.evictedAt === null)).toBe(true);
+    reactions.close();
+  });
+
+  it('rebalance items are dropped at their turn if the target went down again', () => {
+    const { clock, a, b, reactions } = setup({ onServerUp: 'rebalance' });
+    a.setHealth('down');
+    const homeOfA = Array.from({ length: 4 }, (_, i) => fakeSession(clock, `a-${i}`, b));
+    a.setHealth('up');
+    clock.advanceTo(150); // two moved
+    a.setHealth('down');
+    clock.advanceTo(10_000);
+    expect(homeOfA.filter((s) => s.evictedAt !== null)).toHaveLength(2);
+    reactions.close();
+  });
+
+  it('onServerUp: keep moves nothing', () => {
+    const { clock, a, b, reactions } = setup({ onServerUp: 'keep' });
+    a.setHealth('down');
+    const s = fakeSession(clock, 'a-1', b);
+    a.setHealth('up');
+    clock.advanceTo(10_000);
+    expect(s.evictedAt).toBeNull();
+    reactions.close();
+  });
+
+  it('admin drain and maint evict all sessions (reason drain) even with keep/keep', () => {
+    const { clock, a, b, reactions } = setup();
+    const onA = [fakeSession(clock, 'a-1', a), fakeSession(clock, '', a)];
+    const onB = [fakeSession(clock, 'b-1', b)];
+    a.setAdmin('drain');
+    b.setAdmin('maint');
+    clock.advanceTo(10_000);
+    expect([...onA, ...onB].map((s) => s.evictReason)).toEqual(['drain', 'drain', 'drain']);
+    reactions.close();
+  });
+
+  it('back to ready cancels the drain evictions still queued', () => {
+    const { clock, a, reactions } = setup();
+    const sessions = Array.from({ length: 5 }, (_, i) => fakeSession(clock, `a-${i}`, a));
+    a.setAdmin('drain');
+    clock.advanceTo(50);
+    a.setAdmin('ready');
+    expect(reactions.pending).toBe(0);
+    clock.advanceTo(10_000);
+    expect(sessions.filter((s) => s.evictedAt !== null)).toHaveLength(1);
+    reactions.close();
+  });
+
+  it('reads the pool config at each event (reload) and follows reconfigured servers', () => {
+    const { clock, a, pool, reactions } = setup({ onServerDown: 'keep' });
+    const d = makeServer('d');
+    pool.config = poolConfig({ onServerDown: 'shutdown', evictRate: 1000 });
+    pool.servers = [a, d];
+    reactions.reconfigure(pool);
+    const onD = fakeSession(clock, 'd-1', d);
+    d.setHealth('down');
+    const onA = fakeSession(clock, 'a-1', a);
+    a.setHealth('down');
+    clock.advanceTo(100);
+    expect(onD.evictReason).toBe('server_down');
+    expect(onA.evictReason).toBe('server_down');
+    reactions.close();
+  });
+
+  it('evictAll serves reload_removed and shutdown', () => {
+    const { clock, a, reactions } = setup();
+    const s = fakeSession(clock, 'a-1', a);
+    expect(reactions.evictAll(a, 'reload_removed')).toBe(1);
+    clock.advanceTo(0);
+    expect(s.evictReason).toBe('reload_removed');
+    reactions.close();
+  });
+
+  it('close() unsubscribes from every server, stops evicting and is idempotent', () => {
+    const { clock, a, b, c, reactions } = setup({ onServerDown: 'shutdown' });
+    const sessions = Array.from({ length: 3 }, (_, i) => fakeSession(clock, `a-${i}`, a));
+    a.setHealth('down');
+    clock.advanceTo(0);
+    reactions.close();
+    reactions.close();
+    clock.advanceTo(10_000);
+    expect(sessions.filter((s) => s.evictedAt !== null)).toHaveLength(1);
+    for (const s of [a, b, c]) expect(s.listenerCount('state')).toBe(0);
+    b.setHealth('down'); // no reaction any more
+    expect(reactions.pending).toBe(0);
+  });
+});
