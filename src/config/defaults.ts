@@ -1,0 +1,96 @@
+/**
+ * Every default of lb.yaml (contract: design.md §4), in one place.
+ * Values are in the validated units of types.ts: durations in milliseconds, rates per second, sizes in bytes.
+ * docs/configuration.md repeats them for people; test/unit/config-docs.test.ts keeps the two in step.
+ * Keys without a default (listeners, pools, names, addresses, failover.interface/authKeyFile/vips) are not here.
+ */
+
+export const DEFAULTS = {
+  listener: {
+    maxConnections: 10_000, // sessions on this listener; clamped at start to the open-file limit
+    acceptProxyProtocol: [] as readonly string[], // CIDRs that must send a PROXY header; none
+    tls: null, // plain TCP
+  },
+  tls: {
+    ca: null, // no client CA: Node's default roots when requestCert is on
+    requestCert: false,
+    certAsUsername: false,
+  },
+  pool: {
+    balance: 'client-id-hash',
+    fallback: 'least-connections', // used when the hash key is empty
+    serverConnectTimeout: 3_000, // ms (YAML `3s`)
+    retries: 2, // other servers tried when a dial fails before any byte was sent
+    sendProxyProtocol: 'off',
+    onServerDown: 'keep',
+    onServerUp: 'keep',
+    evictRate: 500, // sessions closed per second
+  },
+  server: {
+    weight: 1, // 0 = never picked (HAProxy semantics), max 256
+    backup: false,
+    healthUrl: null, // use the pool's health.http port/path at the server's host
+  },
+  health: {
+    type: 'mqtt',
+    interval: 2_000, // ms (YAML `2s`), HAProxy `inter 2s`
+    timeout: 1_000, // ms (YAML `1s`)
+    rise: 2, // consecutive successes to mark up (HAProxy rise 2)
+    fall: 3, // consecutive failures to mark down (HAProxy fall 3)
+    mqtt: {
+      version: 4, // protocol level: 3 = MQTT 3.1, 4 = 3.1.1, 5 = 5.0
+      clientId: null, // null: the health code uses "mqtt-lb-health-<hostname>-<server>"
+      username: null,
+      password: null,
+    },
+    http: {
+      port: 18083, // EMQX dashboard/API port
+      path: '/api/v5/status',
+    },
+  },
+  limits: {
+    clientConnectTimeout: 10_000, // ms (YAML `10s`), from accept to a complete CONNECT
+    maxConnectBytes: 262_144, // bytes, whole first packet including the fixed header
+    maxConnections: 20_000, // sessions over all listeners
+    acceptRate: 0, // new sessions per second, 0 = unlimited
+    acceptQueue: 1_000, // clients waiting for an accept-rate slot
+    perSource: {
+      maxConnections: 0, // per client address, 0 = unlimited
+      connectRate: 0, // per client address per second, 0 = unlimited
+    },
+    drainTimeout: 30_000, // ms (YAML `30s`)
+  },
+  admin: {
+    bind: '127.0.0.1:9883',
+    token: null, // required when bind is not loopback
+  },
+  log: {
+    level: 'info',
+    sessions: false, // true: one info line per closed session
+  },
+  workers: 1, // proxy processes; `auto` = one per core
+  failover: {
+    transport: 'unicast',
+    peers: [] as readonly string[], // required (non-empty) with unicast
+    group: '224.0.0.18', // multicast group (the VRRP group address)
+    port: 18831, // UDP port of the adverts
+    advertInterval: 100, // ms (YAML `100ms`); carried in centiseconds on the wire
+    preempt: true,
+    preemptDelay: 0, // ms (YAML `0s`)
+    track: {
+      listeners: true,
+      interface: true,
+      pools: { weight: 50 }, // priority lowered per pool with no server up
+    },
+    garp: {
+      count: 5, // gratuitous ARPs per VIP on becoming MASTER
+      interval: 200, // ms (YAML `200ms`) between them
+      repeatAfter: 5_000, // ms (YAML `5s`): one more round after this, 0 = none
+    },
+    notify: null, // no state-change hook
+  },
+  failoverInstance: {
+    routerId: 51, // shorthand only; entries of `instances` must name theirs
+    priority: 100, // keepalived's default
+  },
+} as const;

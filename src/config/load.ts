@@ -1,0 +1,150 @@
+/**
+ * lb.yaml -> LbConfig. The one place that knows YAML: parse with positions, validate every key
+ * (validate.ts), optionally check the files the config names, and report every problem at once as
+ * `FILE:LINE:COL key.path: message`, in file order.
+ */
+import { accessSync, constants, readFileSync, statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { isMap, isSeq, LineCounter, parseDocument, visit } from 'yaml';
+import type { Document, ParsedNode } from 'yaml';
+import type { ConfigProblem } from '../errors.js';
+import { ConfigError, ErrorCodes, MqttLbError } from '../errors.js';
+import type { LbConfig } from './types.js';
+import type { FileRef } from './validate-context.js';
+import { validateDocument } from './validate.js';
+import { ConfigReader, joinPath, ProblemCollector } from './yaml-reader.js';
+
+export { parseHostPort } from './net-syntax.js';
+
+export interface ParseOutcome {
+  /** null when there is any problem. */
+  config: LbConfig | null;
+  problems: ConfigProblem[];
+  /** Formatted like problems (`FILE:LINE:COL path: message`); they never make the config invalid. */
+  warnings: string[];
+}
+
+export interface ParseOptions {
+  /** Check that the files named by the config exist (default false: parsing stays pure). */
+  checkFiles?: boolean;
+}
+
+/**
+ * Parses and validates lb.yaml text. `file` is used in messages as given, and resolved (against the working
+ * directory) for LbConfig.file and as the base of relative paths in the config.
+ */
+export function parseConfig(text: string, file: string, opts: ParseOptions = {}): ParseOutcome {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false });
+  const out = new ProblemCollector(file, lineCounter);
+
+  // With a syntax error the tree is a guess: validating it would mostly report consequences of the error.
+  if (doc.errors.length > 0) {
+    for (const e of doc.errors) {
+      const message = e.code === 'DUPLICATE_KEY' ? 'duplicate key: a key may appear only once in a mapping' : e.message;
+      out.error(e.pos[0], pathAtOffset(doc, e.pos[0]), message);
+    }
+    return { config: null, problems: out.sortedProblems(), warnings: [] };
+  }
+  // yaml resolves aliases lazily and reports a dangling one only on toJS(), which we never call.
+  visit(doc, {
+    Alias(_key, alias) {
+      if (alias.resolve(doc) !== undefined) return;
+      const at = alias.range?.[0] ?? 0;
+      out.error(at, pathAtOffset(doc, at), `unknown alias \`*${alias.source}\` (no anchor \`&${alias.source}\` before it)`);
+    },
+  });
+  if (out.errorCount > 0) return { config: null, problems: out.sortedProblems(), warnings: [] };
+  for (const w of doc.warnings) out.warn(w.pos[0], pathAtOffset(doc, w.pos[0]), w.message);
+
+  const absFile = resolve(file);
+  const { config, files } = validateDocument(new ConfigReader(doc, out), absFile, dirname(absFile));
+  if (opts.checkFiles === true) checkFiles(files, out);
+
+  const problems = out.sortedProblems();
+  return { config: problems.length === 0 ? config : null, problems, warnings: out.sortedWarnings() };
+}
+
+export interface LoadOptions {
+  /** Receives each warning (already formatted); the default drops them. */
+  onWarning?: (warning: string) => void;
+}
+
+/**
+ * Reads and validates a config file, checking the files it names.
+ * Throws MqttLbError(CONFIG_READ) when the file cannot be read, ConfigError (every problem) when it is invalid.
+ */
+export function loadConfig(file: string, opts: LoadOptions = {}): LbConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    throw new MqttLbError(ErrorCodes.CONFIG_READ, `cannot read config file ${file}: ${reason}`, { cause: err });
+  }
+  const outcome = parseConfig(text, file, { checkFiles: true });
+  if (outcome.config === null) throw new ConfigError(outcome.problems);
+  for (const w of outcome.warnings) opts.onWarning?.(w);
+  return outcome.config;
+}
+
+function checkFiles(files: FileRef[], out: ProblemCollector): void {
+  for (const f of files) {
+    const shown = f.written === f.resolved ? `\`${f.written}\`` : `\`${f.written}\` (${f.resolved})`;
+    let isFile: boolean;
+    try {
+      isFile = statSync(f.resolved).isFile();
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      out.error(f.at, f.path, code === 'ENOENT' ? `file ${shown} does not exist` : `cannot access file ${shown} (${code ?? 'error'})`);
+      continue;
+    }
+    if (!isFile) {
+      out.error(f.at, f.path, `${shown} is not a regular file`);
+      continue;
+    }
+    try {
+      accessSync(f.resolved, f.executable ? constants.X_OK : constants.R_OK);
+    } catch {
+      out.error(f.at, f.path, `file ${shown} is not ${f.executable ? 'executable' : 'readable'}`);
+    }
+  }
+}
+
+/**
+ * The key path of the innermost node at `offset`, to place a YAML syntax error in the config's terms.
+ * An error at the end of an unterminated collection sits just past its range: the last node before
+ * the offset, touching it, is taken then.
+ */
+export function pathAtOffset(doc: Document.Parsed, offset: number): string {
+  let path = '';
+  let node: ParsedNode | null = doc.contents;
+  for (let depth = 0; node !== null && depth < 64; depth++) {
+    const children: Array<{ key: ParsedNode | null; segment: string; value: ParsedNode | null }> = [];
+    if (isMap(node)) {
+      for (const pair of node.items) {
+        const key = pair.key;
+        const name = 'value' in key && key.value !== null && typeof key.value !== 'object' ? String(key.value) : '?';
+        children.push({ key, segment: joinPath(path, name), value: pair.value });
+      }
+    } else if (isSeq(node)) {
+      for (const [i, item] of node.items.entries()) children.push({ key: null, segment: `${path}[${i}]`, value: item });
+    }
+    let next: { segment: string; value: ParsedNode } | null = null;
+    let touching: { segment: string; value: ParsedNode } | null = null;
+    for (const c of children) {
+      if (c.key !== null && c.key.range[0] <= offset && offset < c.key.range[2]) return c.segment;
+      if (c.value === null) continue;
+      if (c.value.range[0] <= offset && offset < c.value.range[2]) {
+        next = { segment: c.segment, value: c.value };
+        break;
+      }
+      if (c.value.range[0] <= offset && offset <= c.value.range[2]) touching = { segment: c.segment, value: c.value };
+    }
+    next ??= touching;
+    if (next === null) break;
+    path = next.segment;
+    node = next.value;
+  }
+  return path;
+}

@@ -1,0 +1,139 @@
+/**
+ * Strict syntax checks for the network values of lb.yaml: host:port, IPs, CIDRs, interface names, URLs.
+ * Strict because some of these end up as arguments of `ip` and `arping`: a value that starts with `-`
+ * or carries shell metacharacters must never get that far (reliability cases 83-84).
+ */
+import { isIPv4, isIPv6 } from 'node:net';
+import type { HostPort } from './types.js';
+
+export type Parsed<T> = { ok: true; value: T } | { ok: false; error: string };
+
+// RFC 1123 labels; the last label may not be all digits, so "1.2.3" is not taken for a name.
+const LABEL = '[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?';
+const HOSTNAME_RE = new RegExp(`^(?:${LABEL}\\.)*${LABEL}\\.?$`);
+
+export function isHostname(s: string): boolean {
+  if (s.length > 253 || !HOSTNAME_RE.test(s)) return false;
+  const labels = s.replace(/\.$/, '').split('.');
+  return !/^\d+$/.test(labels[labels.length - 1]!);
+}
+
+/** "0.0.0.0:1883", "[::]:1883", "broker-1.example:1883"; the host of an IPv6 address comes back unbracketed. */
+export function parseHostPortDetailed(s: string): Parsed<HostPort> {
+  let host: string;
+  let portText: string;
+  if (s.startsWith('[')) {
+    const m = /^\[([^\]]*)\]:([^:]*)$/.exec(s);
+    if (m === null) return { ok: false, error: `\`${s}\` is not host:port (IPv6 is written \`[::1]:1883\`)` };
+    host = m[1]!;
+    portText = m[2]!;
+    if (!isIPv6(host)) return { ok: false, error: `\`${host}\` in brackets is not an IPv6 address` };
+  } else {
+    const colon = s.lastIndexOf(':');
+    if (colon < 0) return { ok: false, error: `\`${s}\` has no port: write host:port, e.g. \`${s}:1883\`` };
+    host = s.slice(0, colon);
+    portText = s.slice(colon + 1);
+    if (host.includes(':')) {
+      return { ok: false, error: `\`${s}\`: an IPv6 address needs brackets, e.g. \`[${host}]:${portText}\`` };
+    }
+    if (host === '') return { ok: false, error: `\`${s}\` has no host: write host:port, e.g. \`0.0.0.0${s}\`` };
+    if (!isIPv4(host) && !isHostname(host)) {
+      return { ok: false, error: `\`${host}\` is neither an IPv4 address nor a host name` };
+    }
+  }
+  if (!/^\d{1,5}$/.test(portText) || Number(portText) < 1 || Number(portText) > 65535) {
+    return { ok: false, error: `port \`${portText}\` must be an integer between 1 and 65535` };
+  }
+  return { ok: true, value: { host, port: Number(portText) } };
+}
+
+/** Contract signature: null when `s` is not a valid host:port. */
+export function parseHostPort(s: string): HostPort | null {
+  const r = parseHostPortDetailed(s);
+  return r.ok ? r.value : null;
+}
+
+export function isLoopbackHost(host: string): boolean {
+  if (host === 'localhost' || host === '::1') return true;
+  return isIPv4(host) && host.startsWith('127.');
+}
+
+export function isWildcardHost(host: string): boolean {
+  return host === '0.0.0.0' || host === '::';
+}
+
+export interface Cidr {
+  address: string;
+  prefix: number;
+  family: 4 | 6;
+}
+
+/** "10.0.0.0/8", "2001:db8::/32"; a bare address means a single host (/32, /128). */
+export function parseCidr(s: string): Parsed<Cidr> {
+  const slash = s.indexOf('/');
+  const address = slash < 0 ? s : s.slice(0, slash);
+  const family = isIPv4(address) ? 4 : isIPv6(address) ? 6 : 0;
+  if (family === 0) return { ok: false, error: `\`${s}\` is not an IP address or CIDR (e.g. \`10.0.0.0/8\`)` };
+  const max = family === 4 ? 32 : 128;
+  if (slash < 0) return { ok: true, value: { address, prefix: max, family } };
+  const prefixText = s.slice(slash + 1);
+  if (!/^\d{1,3}$/.test(prefixText) || Number(prefixText) > max) {
+    return { ok: false, error: `prefix \`/${prefixText}\` must be between 0 and ${max}` };
+  }
+  return { ok: true, value: { address, prefix: Number(prefixText), family } };
+}
+
+export function formatCidr(c: Cidr): string {
+  return `${c.address}/${c.prefix}`;
+}
+
+function ipv4Octets(a: string): number[] {
+  return a.split('.').map(Number);
+}
+
+export function isIPv4Multicast(a: string): boolean {
+  if (!isIPv4(a)) return false;
+  const first = ipv4Octets(a)[0]!;
+  return first >= 224 && first <= 239;
+}
+
+/**
+ * A virtual IP: an IPv4 unicast address with a prefix of 1..32 (a bare address means /32).
+ * Returned normalized as "a.b.c.d/n", the form `ip addr add` receives.
+ */
+export function parseVip(s: string): Parsed<string> {
+  const slash = s.indexOf('/');
+  const address = slash < 0 ? s : s.slice(0, slash);
+  if (isIPv6(address)) return { ok: false, error: 'IPv6 VIPs are not supported yet' };
+  const c = parseCidr(s);
+  if (!c.ok) return { ok: false, error: `\`${s}\` is not an IPv4 address with a prefix (e.g. \`192.0.2.10/24\`)` };
+  if (c.value.prefix < 1) return { ok: false, error: `prefix \`/${c.value.prefix}\` must be between 1 and 32` };
+  const first = ipv4Octets(c.value.address)[0]!;
+  if (first === 0 || first === 127 || first >= 224) {
+    return { ok: false, error: `\`${c.value.address}\` cannot be a VIP (unspecified, loopback, multicast or reserved)` };
+  }
+  return { ok: true, value: formatCidr(c.value) };
+}
+
+// Linux accepts almost anything as an interface name (only `/`, whitespace and >15 bytes are refused);
+// we accept only what cannot be read as an option or shell syntax.
+export const INTERFACE_RE = /^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,14}$/;
+
+export function isInterfaceName(s: string): boolean {
+  return INTERFACE_RE.test(s);
+}
+
+/** A health URL: absolute http(s) with a host. */
+export function parseHttpUrl(s: string): Parsed<string> {
+  let url: URL;
+  try {
+    url = new URL(s);
+  } catch {
+    return { ok: false, error: `\`${s}\` is not a URL (e.g. \`http://10.0.0.11:18083/api/v5/status\`)` };
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    return { ok: false, error: `\`${s}\` must be an http:// or https:// URL` };
+  }
+  if (url.hostname === '') return { ok: false, error: `\`${s}\` has no host` };
+  return { ok: true, value: s };
+}

@@ -1,0 +1,38 @@
+/**
+ * What the section validators share: the reader, the directory relative paths are resolved against,
+ * and the files the config names (checked for existence afterwards, only when asked: validation stays pure).
+ */
+import { isAbsolute, resolve } from 'node:path';
+import type { ConfigReader, Slot } from './yaml-reader.js';
+
+export interface FileRef {
+  /** Offset and key path of the value naming the file, for the problem if it is missing. */
+  at: number;
+  path: string;
+  /** As written, and absolute. */
+  written: string;
+  resolved: string;
+  /** Must be executable (failover.notify). */
+  executable: boolean;
+}
+
+export class ValidationContext {
+  readonly files: FileRef[] = [];
+
+  constructor(
+    readonly r: ConfigReader,
+    readonly baseDir: string,
+  ) {}
+
+  /** A file path value: resolved against the config file's directory and remembered for the existence check. */
+  filePath(slot: Slot, executable = false): string | undefined {
+    const written = this.r.string(slot, {
+      pattern: /^[^\0\n\r]+$/,
+      rule: 'a file path cannot contain NUL or line breaks',
+    });
+    if (written === undefined) return undefined;
+    const resolved = isAbsolute(written) ? resolve(written) : resolve(this.baseDir, written);
+    this.files.push({ at: slot.at, path: slot.path, written, resolved, executable });
+    return resolved;
+  }
+}

@@ -1,0 +1,115 @@
+/** `listeners:` of lb.yaml: names, binds, TLS and PROXY-protocol sources. */
+import { DEFAULTS } from './defaults.js';
+import { KEYS, NAME_RE, NAME_RULE } from './keys.js';
+import { formatCidr, parseCidr } from './net-syntax.js';
+import type { ListenerConfig, TlsConfig } from './types.js';
+import type { ValidationContext } from './validate-context.js';
+import type { MapReader, Slot } from './yaml-reader.js';
+
+/** A listener plus where its cross-checked values are, for problems found later (pool, bind). */
+export interface ListenerDraft {
+  config: ListenerConfig;
+  poolSlot: Slot | undefined;
+  bindSlot: Slot | undefined;
+}
+
+export function readListeners(ctx: ValidationContext, slot: Slot): ListenerDraft[] {
+  const { r } = ctx;
+  const items = r.list(slot);
+  if (items === undefined) return [];
+  if (items.length === 0) {
+    r.error(slot, 'must list at least one listener');
+    return [];
+  }
+  const drafts: ListenerDraft[] = [];
+  const firstByName = new Map<string, Slot>();
+  for (const item of items) {
+    const m = r.mapping(item, KEYS.listener);
+    if (m === undefined) continue;
+    const draft = readListener(ctx, m);
+    const nameSlot = m.get('name');
+    const name = draft.config.name;
+    if (name !== '' && nameSlot !== undefined) {
+      const first = firstByName.get(name);
+      if (first !== undefined) {
+        r.error(nameSlot, `duplicate listener name \`${name}\` (first on line ${r.out.lineOf(first.at)})`);
+      } else {
+        firstByName.set(name, nameSlot);
+      }
+    }
+    drafts.push(draft);
+  }
+  return drafts;
+}
+
+function readListener(ctx: ValidationContext, m: MapReader): ListenerDraft {
+  const { r } = ctx;
+  const nameSlot = m.required('name', 'used as the metric label');
+  const name = nameSlot !== undefined ? (r.string(nameSlot, { pattern: NAME_RE, rule: NAME_RULE }) ?? '') : '';
+
+  const bindSlot = m.required('bind', 'host:port, e.g. 0.0.0.0:1883');
+  const bind = bindSlot !== undefined ? r.hostPort(bindSlot) : undefined;
+
+  const poolSlot = m.required('pool', 'the name of a pool under `pools`');
+  const pool = poolSlot !== undefined ? (r.string(poolSlot) ?? '') : '';
+
+  const config: ListenerConfig = {
+    name,
+    bind: bind?.text ?? '',
+    address: bind?.address ?? { host: '', port: 0 },
+    pool,
+    maxConnections: m.int('maxConnections', DEFAULTS.listener.maxConnections, 1),
+    tls: readTls(ctx, m),
+    acceptProxyProtocol: readProxySources(ctx, m),
+  };
+  return {
+    config,
+    poolSlot: pool !== '' ? poolSlot : undefined,
+    bindSlot: bind !== undefined ? bindSlot : undefined,
+  };
+}
+
+function readTls(ctx: ValidationContext, listener: MapReader): TlsConfig | null {
+  const { r } = ctx;
+  const m = listener.section('tls', KEYS.tls);
+  if (m === undefined) return null;
+  const certSlot = m.required('cert', 'the PEM certificate chain file');
+  const keySlot = m.required('key', 'the PEM private key file');
+  const caSlot = m.get('ca');
+  const tls: TlsConfig = {
+    cert: (certSlot !== undefined ? ctx.filePath(certSlot) : undefined) ?? '',
+    key: (keySlot !== undefined ? ctx.filePath(keySlot) : undefined) ?? '',
+    ca: caSlot === undefined || r.isNull(caSlot) ? DEFAULTS.tls.ca : (ctx.filePath(caSlot) ?? null),
+    requestCert: m.bool('requestCert', DEFAULTS.tls.requestCert),
+    certAsUsername: m.bool('certAsUsername', DEFAULTS.tls.certAsUsername),
+  };
+  const certAsUsernameSlot = m.get('certAsUsername');
+  if (tls.certAsUsername && !tls.requestCert && certAsUsernameSlot !== undefined) {
+    r.error(certAsUsernameSlot, 'needs `requestCert: true`: without it there is no verified client certificate to read');
+  }
+  const requestCertSlot = m.get('requestCert');
+  if (tls.requestCert && tls.ca === null && requestCertSlot !== undefined) {
+    r.warn(requestCertSlot, 'no `ca` given: client certificates are checked against Node\'s default root CAs');
+  }
+  return tls;
+}
+
+/** CIDRs whose connections must open with a PROXY header; a bare address is one host (/32 or /128). */
+function readProxySources(ctx: ValidationContext, m: MapReader): string[] {
+  const { r } = ctx;
+  const slot = m.get('acceptProxyProtocol');
+  if (slot === undefined || r.isNull(slot)) return [...DEFAULTS.listener.acceptProxyProtocol];
+  const items = r.list(slot) ?? [];
+  const cidrs: string[] = [];
+  for (const item of items) {
+    const text = r.string(item);
+    if (text === undefined) continue;
+    const c = parseCidr(text);
+    if (!c.ok) {
+      r.error(item, c.error);
+      continue;
+    }
+    cidrs.push(formatCidr(c.value));
+  }
+  return cidrs;
+}

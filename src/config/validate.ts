@@ -1,0 +1,203 @@
+/**
+ * From a parsed lb.yaml document to LbConfig: reads every section, applies DEFAULTS, and checks what spans
+ * sections (listener -> pool references, colliding binds). Problems go to the reader's collector; the
+ * returned config is meaningful only when no problem was recorded.
+ */
+import { isScalar } from 'yaml';
+import { DEFAULTS } from './defaults.js';
+import { suggestKey } from './did-you-mean.js';
+import { KEYS, LOG_LEVELS } from './keys.js';
+import { isLoopbackHost, isWildcardHost, parseHostPortDetailed } from './net-syntax.js';
+import type { AdminConfig, HostPort, LbConfig, LimitsConfig, LogConfig } from './types.js';
+import type { FileRef } from './validate-context.js';
+import { ValidationContext } from './validate-context.js';
+import { readFailover } from './validate-failover.js';
+import type { ListenerDraft } from './validate-listeners.js';
+import { readListeners } from './validate-listeners.js';
+import type { PoolDraft } from './validate-pools.js';
+import { readPools } from './validate-pools.js';
+import type { ConfigReader, MapReader, Slot } from './yaml-reader.js';
+import { describe } from './yaml-reader.js';
+
+/** Below this a CONNECT cannot carry a useful client id; above it is beyond MQTT's 268,435,455-byte body plus header. */
+const MIN_CONNECT_BYTES = 32;
+const MAX_CONNECT_BYTES = 268_435_460;
+const SHORT_TOKEN_CHARS = 16;
+
+export interface Validated {
+  config: LbConfig;
+  files: FileRef[];
+}
+
+export function validateDocument(r: ConfigReader, absFile: string, baseDir: string): Validated {
+  const ctx = new ValidationContext(r, baseDir);
+  const rootSlot = r.root();
+  const emptyConfig = (): Validated => ({ config: emptyLbConfig(absFile), files: ctx.files });
+  if (r.isNull(rootSlot)) {
+    r.error(rootSlot, 'the file is empty: `listeners` and `pools` are required');
+    return emptyConfig();
+  }
+  const root = r.mapping(rootSlot, KEYS.root);
+  if (root === undefined) return emptyConfig();
+
+  const listenersSlot = root.required('listeners', 'at least one listener');
+  const listeners = listenersSlot !== undefined ? readListeners(ctx, listenersSlot) : [];
+  const poolsSlot = root.required('pools', 'at least one pool of servers');
+  const { pools, declared } =
+    poolsSlot !== undefined ? readPools(ctx, poolsSlot) : { pools: new Map<string, PoolDraft>(), declared: new Set<string>() };
+  const admin = readAdmin(r, root);
+
+  checkPoolReferences(r, listeners, pools, declared);
+  checkBindCollisions(r, listeners, admin);
+
+  const config: LbConfig = {
+    file: absFile,
+    listeners: listeners.map((l) => l.config),
+    pools: Object.fromEntries([...pools].map(([name, p]) => [name, p.config])),
+    limits: readLimits(root),
+    admin: admin.config,
+    log: readLog(root),
+    workers: readWorkers(r, root),
+    failover: readFailover(ctx, root),
+  };
+  return { config, files: ctx.files };
+}
+
+function emptyLbConfig(file: string): LbConfig {
+  return {
+    file,
+    listeners: [],
+    pools: {},
+    limits: readLimits(undefined),
+    admin: { bind: DEFAULTS.admin.bind, address: defaultAdminAddress(), token: null },
+    log: readLog(undefined),
+    workers: DEFAULTS.workers,
+    failover: null,
+  };
+}
+
+function defaultAdminAddress(): HostPort {
+  const r = parseHostPortDetailed(DEFAULTS.admin.bind);
+  if (!r.ok) throw new Error(`DEFAULTS.admin.bind is invalid: ${r.error}`);
+  return r.value;
+}
+
+function readLimits(root: MapReader | undefined): LimitsConfig {
+  const d = DEFAULTS.limits;
+  const m = root?.section('limits', KEYS.limits);
+  const perSource = m?.section('perSource', KEYS.perSource);
+  return {
+    clientConnectTimeout: m?.duration('clientConnectTimeout', d.clientConnectTimeout, { min: 0, minExclusive: true }) ?? d.clientConnectTimeout,
+    maxConnectBytes: m?.int('maxConnectBytes', d.maxConnectBytes, MIN_CONNECT_BYTES, MAX_CONNECT_BYTES) ?? d.maxConnectBytes,
+    maxConnections: m?.int('maxConnections', d.maxConnections, 1) ?? d.maxConnections,
+    acceptRate: m?.num('acceptRate', d.acceptRate, { min: 0 }) ?? d.acceptRate,
+    acceptQueue: m?.int('acceptQueue', d.acceptQueue, 0) ?? d.acceptQueue,
+    perSource: {
+      maxConnections: perSource?.int('maxConnections', d.perSource.maxConnections, 0) ?? d.perSource.maxConnections,
+      connectRate: perSource?.num('connectRate', d.perSource.connectRate, { min: 0 }) ?? d.perSource.connectRate,
+    },
+    drainTimeout: m?.duration('drainTimeout', d.drainTimeout, { min: 0 }) ?? d.drainTimeout,
+  };
+}
+
+interface AdminDraft {
+  config: AdminConfig;
+  bindSlot: Slot | undefined;
+}
+
+function readAdmin(r: ConfigReader, root: MapReader): AdminDraft {
+  const config: AdminConfig = { bind: DEFAULTS.admin.bind, address: defaultAdminAddress(), token: DEFAULTS.admin.token };
+  const m = root.section('admin', KEYS.admin);
+  if (m === undefined) return { config, bindSlot: undefined };
+  const bindSlot = m.get('bind');
+  let bindValid = true;
+  if (bindSlot !== undefined) {
+    const bind = r.hostPort(bindSlot);
+    if (bind !== undefined) {
+      config.bind = bind.text;
+      config.address = bind.address;
+    } else {
+      bindValid = false;
+    }
+  }
+  const tokenSlot = m.get('token');
+  config.token = m.nullableStr('token');
+  if (bindValid && bindSlot !== undefined && !isLoopbackHost(config.address.host) && config.token === null) {
+    r.error(
+      bindSlot,
+      `\`${config.bind}\` is not a loopback address: set \`admin.token\` (the admin API can drain and stop servers)`,
+    );
+  }
+  if (config.token !== null && tokenSlot !== undefined && config.token.length < SHORT_TOKEN_CHARS) {
+    r.warn(tokenSlot, `shorter than ${SHORT_TOKEN_CHARS} characters: easy to guess (\`mqtt-lb keygen\` prints a good one)`);
+  }
+  return { config, bindSlot: bindValid ? bindSlot : undefined };
+}
+
+function readLog(root: MapReader | undefined): LogConfig {
+  const d = DEFAULTS.log;
+  const m = root?.section('log', KEYS.log);
+  return {
+    level: m?.oneOf('level', d.level, LOG_LEVELS) ?? d.level,
+    sessions: m?.bool('sessions', d.sessions) ?? d.sessions,
+  };
+}
+
+function readWorkers(r: ConfigReader, root: MapReader): number | 'auto' {
+  const slot = root.get('workers');
+  if (slot === undefined) return DEFAULTS.workers;
+  const v = isScalar(slot.node) ? slot.node.value : undefined;
+  if (v === 'auto') return 'auto';
+  if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 1) return v;
+  r.error(slot, `must be an integer of at least 1 or \`auto\` (got ${describe(slot.node)})`);
+  return DEFAULTS.workers;
+}
+
+function checkPoolReferences(
+  r: ConfigReader,
+  listeners: ListenerDraft[],
+  pools: Map<string, PoolDraft>,
+  declared: Set<string>,
+): void {
+  const used = new Set<string>();
+  for (const l of listeners) {
+    const pool = l.config.pool;
+    used.add(pool);
+    // With `pools` missing or broken, that is the problem to report, not every reference to it.
+    if (l.poolSlot === undefined || declared.size === 0 || declared.has(pool)) continue;
+    const names = [...declared];
+    const guess = suggestKey(pool, names);
+    const hint = guess !== null ? ` (did you mean \`${guess}\`?)` : `; pools: ${names.map((n) => `\`${n}\``).join(', ')}`;
+    r.error(l.poolSlot, `no pool named \`${pool}\`${hint}`);
+  }
+  if (listeners.length === 0) return;
+  for (const [name, p] of pools) {
+    if (!used.has(name)) r.out.warn(p.keyAt, `pools.${name}`, 'no listener uses this pool');
+  }
+}
+
+/** Two sockets on one port collide when the hosts are equal or either is a wildcard (Node listens dual-stack on `::`). */
+function collides(a: HostPort, b: HostPort): boolean {
+  return a.port === b.port && (a.host === b.host || isWildcardHost(a.host) || isWildcardHost(b.host));
+}
+
+function checkBindCollisions(r: ConfigReader, listeners: ListenerDraft[], admin: AdminDraft): void {
+  const seen: Array<{ what: string; address: HostPort; slot: Slot | undefined }> = [];
+  // An admin port left at its default has no place in the file: problems go to the listener instead.
+  if (admin.bindSlot === undefined) seen.push({ what: 'the default `admin.bind`', address: admin.config.address, slot: undefined });
+  const where = (slot: Slot | undefined): string => (slot !== undefined ? ` (line ${r.out.lineOf(slot.at)})` : '');
+  for (const l of listeners) {
+    if (l.bindSlot === undefined) continue;
+    const earlier = seen.find((s) => collides(s.address, l.config.address));
+    if (earlier !== undefined) {
+      r.error(l.bindSlot, `\`${l.config.bind}\` collides with ${earlier.what}${where(earlier.slot)}`);
+    } else {
+      seen.push({ what: `listener \`${l.config.name}\``, address: l.config.address, slot: l.bindSlot });
+    }
+  }
+  if (admin.bindSlot === undefined) return;
+  const earlier = seen.find((s) => collides(s.address, admin.config.address));
+  if (earlier !== undefined) {
+    r.error(admin.bindSlot, `\`${admin.config.bind}\` collides with ${earlier.what}${where(earlier.slot)}`);
+  }
+}

@@ -1,0 +1,402 @@
+/**
+ * Typed reading of a parsed YAML document with positions: every read either returns a value or records a
+ * problem at the node that caused it (the key for unknown keys, the value for bad values, the mapping for
+ * missing keys). Reads never throw, so one pass collects every problem of the file.
+ */
+import { isAlias, isMap, isScalar, isSeq } from 'yaml';
+import type { Document, LineCounter, ParsedNode, Scalar, YAMLMap, YAMLSeq } from 'yaml';
+import type { ConfigProblem } from '../errors.js';
+import { formatProblem } from '../errors.js';
+import { suggestKey } from './did-you-mean.js';
+import { formatDuration, parseDuration } from './duration.js';
+import { parseHostPortDetailed } from './net-syntax.js';
+import type { HostPort } from './types.js';
+
+export type Content = Scalar.Parsed | YAMLMap.Parsed | YAMLSeq.Parsed;
+
+/** A value found in the document: its node (aliases resolved), where to point at it, and its key path. */
+export interface Slot {
+  node: Content | null;
+  at: number;
+  path: string;
+}
+
+export function joinPath(parent: string, key: string): string {
+  return parent === '' ? key : `${parent}.${key}`;
+}
+
+/** Problems and warnings with their offsets; sorted into file order on the way out. */
+export class ProblemCollector {
+  private readonly problems: Array<{ offset: number; problem: ConfigProblem }> = [];
+  private readonly warnings: Array<{ offset: number; problem: ConfigProblem }> = [];
+
+  constructor(
+    readonly file: string,
+    private readonly lineCounter: LineCounter,
+  ) {}
+
+  private make(offset: number, path: string, message: string): ConfigProblem {
+    const { line, col } = this.lineCounter.linePos(offset);
+    return { file: this.file, line, col, path: path === '' ? '(root)' : path, message };
+  }
+
+  error(offset: number, path: string, message: string): void {
+    this.problems.push({ offset, problem: this.make(offset, path, message) });
+  }
+
+  warn(offset: number, path: string, message: string): void {
+    this.warnings.push({ offset, problem: this.make(offset, path, message) });
+  }
+
+  /** 1-based line of an offset, for "first on line N" in messages. */
+  lineOf(offset: number): number {
+    return this.lineCounter.linePos(offset).line;
+  }
+
+  get errorCount(): number {
+    return this.problems.length;
+  }
+
+  /** In file order; Array.prototype.sort is stable, so problems at one node keep the order they were found in. */
+  sortedProblems(): ConfigProblem[] {
+    return [...this.problems].sort((a, b) => a.offset - b.offset).map((p) => p.problem);
+  }
+
+  sortedWarnings(): string[] {
+    return [...this.warnings].sort((a, b) => a.offset - b.offset).map((p) => formatProblem(p.problem));
+  }
+}
+
+function isImplicitNull(node: Content): boolean {
+  return isScalar(node) && node.value === null && node.source === '';
+}
+
+/** What the operator wrote, for "(got ...)" in messages. */
+export function describe(node: Content | null): string {
+  if (node === null || isImplicitNull(node)) return 'nothing';
+  if (isMap(node)) return 'a mapping';
+  if (isSeq(node)) return 'a list';
+  const v = node.value;
+  if (typeof v === 'string') return JSON.stringify(v.length > 60 ? `${v.slice(0, 57)}...` : v);
+  if (v === null) return 'null';
+  return node.source !== '' ? node.source : String(v);
+}
+
+export interface StringRule {
+  /** Accept the empty string. */
+  allowEmpty?: boolean;
+  pattern?: RegExp;
+  /** Says what the pattern allows, for the message. */
+  rule?: string;
+}
+
+export interface NumberRule {
+  min?: number;
+  max?: number;
+  /** `min` itself is not allowed (evictRate > 0). */
+  minExclusive?: boolean;
+  integer?: boolean;
+}
+
+export interface DurationRule {
+  min?: number; // ms
+  max?: number; // ms
+  minExclusive?: boolean;
+  /** The wire format carries this unit (advert interval: centiseconds). */
+  multipleOf?: number;
+}
+
+export class ConfigReader {
+  constructor(
+    private readonly doc: Document.Parsed,
+    readonly out: ProblemCollector,
+  ) {}
+
+  /** The document's top-level value. */
+  root(): Slot {
+    const contents = this.doc.contents;
+    return { node: this.resolve(contents), at: contents?.range[0] ?? 0, path: '' };
+  }
+
+  private resolve(node: ParsedNode | null): Content | null {
+    if (node === null) return null;
+    if (!isAlias(node)) return node;
+    // Anchors are defined before use, so resolution cannot loop; an undefined alias is a yaml error already.
+    const target = node.resolve(this.doc);
+    return (target as Content | undefined) ?? null;
+  }
+
+  /** Where a value is: the value itself, or its key when nothing was written after the colon. */
+  slotOf(value: ParsedNode | null, keyAt: number, path: string): Slot {
+    const node = this.resolve(value);
+    if (node === null || isImplicitNull(node)) return { node, at: keyAt, path };
+    const at = isAlias(value) ? value.range[0] : node.range[0];
+    return { node, at, path };
+  }
+
+  error(slot: Slot, message: string): void {
+    this.out.error(slot.at, slot.path, message);
+  }
+
+  warn(slot: Slot, message: string): void {
+    this.out.warn(slot.at, slot.path, message);
+  }
+
+  isNull(slot: Slot): boolean {
+    return slot.node === null || (isScalar(slot.node) && slot.node.value === null);
+  }
+
+  private typeError(slot: Slot, expected: string): void {
+    const got = describe(slot.node);
+    let hint = '';
+    if (isScalar(slot.node) && typeof slot.node.value !== 'string' && slot.node.value !== null && expected.includes('string')) {
+      hint = `; quote it: "${slot.node.source}"`;
+    }
+    this.error(slot, `must be ${expected} (got ${got}${hint})`);
+  }
+
+  /** A mapping with a fixed set of keys; unknown keys are problems at the key. */
+  mapping(slot: Slot, allowed: readonly string[]): MapReader | undefined {
+    if (!isMap(slot.node)) {
+      this.typeError(slot, 'a mapping');
+      return undefined;
+    }
+    return new MapReader(this, slot, allowed);
+  }
+
+  /** A mapping whose keys are names chosen by the operator (pools). */
+  namedEntries(slot: Slot): Array<{ name: string; keyAt: number; value: Slot }> | undefined {
+    if (!isMap(slot.node)) {
+      this.typeError(slot, 'a mapping of names');
+      return undefined;
+    }
+    const entries: Array<{ name: string; keyAt: number; value: Slot }> = [];
+    const seen = new Set<string>();
+    for (const pair of slot.node.items) {
+      const key = this.resolve(pair.key);
+      const keyAt = pair.key.range[0];
+      if (!isScalar(key) || (typeof key.value !== 'string' && typeof key.value !== 'number')) {
+        this.out.error(keyAt, slot.path, 'names must be plain strings');
+        continue;
+      }
+      const name = String(key.value);
+      if (seen.has(name)) continue; // yaml reports the duplicate key already
+      seen.add(name);
+      entries.push({ name, keyAt, value: this.slotOf(pair.value, keyAt, joinPath(slot.path, name)) });
+    }
+    return entries;
+  }
+
+  list(slot: Slot): Slot[] | undefined {
+    if (!isSeq(slot.node)) {
+      this.typeError(slot, 'a list');
+      return undefined;
+    }
+    return slot.node.items.map((item, i) => this.slotOf(item, item.range[0], `${slot.path}[${i}]`));
+  }
+
+  string(slot: Slot, rule: StringRule = {}): string | undefined {
+    if (!isScalar(slot.node) || typeof slot.node.value !== 'string') {
+      this.typeError(slot, 'a string');
+      return undefined;
+    }
+    const v = slot.node.value;
+    if (v === '' && rule.allowEmpty !== true) {
+      this.error(slot, 'must not be empty');
+      return undefined;
+    }
+    if (rule.pattern !== undefined && !rule.pattern.test(v)) {
+      this.error(slot, `${describe(slot.node)} is not allowed here: ${rule.rule ?? `must match ${rule.pattern}`}`);
+      return undefined;
+    }
+    return v;
+  }
+
+  bool(slot: Slot): boolean | undefined {
+    if (isScalar(slot.node) && typeof slot.node.value === 'boolean') return slot.node.value;
+    const v = isScalar(slot.node) ? slot.node.value : undefined;
+    if (typeof v === 'string' && /^(yes|no|on|off|y|n)$/i.test(v)) {
+      this.error(slot, `must be true or false (got ${describe(slot.node)}: YAML 1.2 reads yes/no/on/off as strings)`);
+      return undefined;
+    }
+    this.typeError(slot, 'true or false');
+    return undefined;
+  }
+
+  number(slot: Slot, rule: NumberRule): number | undefined {
+    const v = isScalar(slot.node) ? slot.node.value : undefined;
+    const ok =
+      typeof v === 'number' &&
+      Number.isFinite(v) &&
+      (rule.integer !== true || Number.isSafeInteger(v)) &&
+      (rule.min === undefined || (rule.minExclusive === true ? v > rule.min : v >= rule.min)) &&
+      (rule.max === undefined || v <= rule.max);
+    if (ok) return v;
+    this.typeError(slot, describeNumberRule(rule));
+    return undefined;
+  }
+
+  int(slot: Slot, min: number, max?: number): number | undefined {
+    return this.number(slot, max === undefined ? { integer: true, min } : { integer: true, min, max });
+  }
+
+  oneOf<T extends string>(slot: Slot, values: readonly T[]): T | undefined {
+    const v = isScalar(slot.node) ? slot.node.value : undefined;
+    if (typeof v === 'string' && (values as readonly string[]).includes(v)) return v as T;
+    const allowed = values.map((x) => `\`${x}\``).join(', ');
+    const guess = typeof v === 'string' ? suggestKey(v, values) : null;
+    const hint = guess !== null ? `; did you mean \`${guess}\`?` : '';
+    this.error(slot, `must be one of ${allowed} (got ${describe(slot.node)}${hint})`);
+    return undefined;
+  }
+
+  duration(slot: Slot, rule: DurationRule = {}): number | undefined {
+    const v = isScalar(slot.node) ? slot.node.value : undefined;
+    const parsed = parseDuration(v);
+    if (!parsed.ok) {
+      this.error(slot, parsed.error);
+      return undefined;
+    }
+    const ms = parsed.ms;
+    const { min, max } = rule;
+    const belowMin = min !== undefined && (rule.minExclusive === true ? ms <= min : ms < min);
+    if (belowMin || (max !== undefined && ms > max)) {
+      const lo = min === undefined ? '' : rule.minExclusive === true ? `more than ${formatDuration(min)}` : `at least ${formatDuration(min)}`;
+      const hi = max === undefined ? '' : `at most ${formatDuration(max)}`;
+      this.error(slot, `must be ${[lo, hi].filter((s) => s !== '').join(' and ')} (got ${describe(slot.node)})`);
+      return undefined;
+    }
+    if (rule.multipleOf !== undefined && ms % rule.multipleOf !== 0) {
+      this.error(slot, `must be a multiple of ${formatDuration(rule.multipleOf)} (got ${describe(slot.node)})`);
+      return undefined;
+    }
+    return ms;
+  }
+
+  hostPort(slot: Slot): { text: string; address: HostPort } | undefined {
+    const text = this.string(slot);
+    if (text === undefined) return undefined;
+    const r = parseHostPortDetailed(text);
+    if (!r.ok) {
+      this.error(slot, r.error);
+      return undefined;
+    }
+    return { text, address: r.value };
+  }
+}
+
+function describeNumberRule(rule: NumberRule): string {
+  const noun = rule.integer === true ? 'an integer' : 'a number';
+  const { min, max } = rule;
+  if (min !== undefined && max !== undefined) return `${noun} between ${min} and ${max}`;
+  if (min !== undefined) return rule.minExclusive === true ? `${noun} greater than ${min}` : `${noun} of at least ${min}`;
+  if (max !== undefined) return `${noun} of at most ${max}`;
+  return noun;
+}
+
+/**
+ * One mapping with a fixed key set. Getters with a default return it when the key is absent or its value is
+ * invalid (the problem is recorded, and the config is discarded anyway): that keeps validation going.
+ */
+export class MapReader {
+  private readonly entries = new Map<string, { keyAt: number; value: Slot }>();
+
+  constructor(
+    readonly r: ConfigReader,
+    readonly slot: Slot,
+    allowed: readonly string[],
+  ) {
+    const node = slot.node as YAMLMap.Parsed;
+    for (const pair of node.items) {
+      const keyAt = pair.key.range[0];
+      const key = isScalar(pair.key) ? pair.key.value : undefined;
+      if (typeof key !== 'string') {
+        r.out.error(keyAt, slot.path, `keys must be strings (got ${describe(pair.key as Content)})`);
+        continue;
+      }
+      const path = joinPath(slot.path, key);
+      if (!allowed.includes(key)) {
+        const guess = suggestKey(key, allowed);
+        const hint = guess !== null ? ` (did you mean \`${guess}\`?)` : `; allowed here: ${allowed.join(', ')}`;
+        r.out.error(keyAt, path, `unknown key \`${key}\`${hint}`);
+        continue;
+      }
+      if (this.entries.has(key)) continue; // duplicate: reported by yaml (uniqueKeys)
+      this.entries.set(key, { keyAt, value: r.slotOf(pair.value, keyAt, path) });
+    }
+  }
+
+  get path(): string {
+    return this.slot.path;
+  }
+
+  has(key: string): boolean {
+    return this.entries.has(key);
+  }
+
+  /** The slot of `key`, or undefined when absent. */
+  get(key: string): Slot | undefined {
+    return this.entries.get(key)?.value;
+  }
+
+  keyAt(key: string): number | undefined {
+    return this.entries.get(key)?.keyAt;
+  }
+
+  /** The slot of a key that has no default; a problem at this mapping when it is absent or empty. */
+  required(key: string, what?: string): Slot | undefined {
+    const slot = this.get(key);
+    if (slot === undefined) {
+      this.r.out.error(this.slot.at, joinPath(this.path, key), `missing required key \`${key}\`${what !== undefined ? ` (${what})` : ''}`);
+      return undefined;
+    }
+    if (this.r.isNull(slot)) {
+      this.r.error(slot, `must not be empty${what !== undefined ? ` (${what})` : ''}`);
+      return undefined;
+    }
+    return slot;
+  }
+
+  /** The value of an optional sub-mapping; null (written or not) means "all defaults". */
+  section(key: string, allowed: readonly string[]): MapReader | undefined {
+    const slot = this.get(key);
+    if (slot === undefined || this.r.isNull(slot)) return undefined;
+    return this.r.mapping(slot, allowed);
+  }
+
+  str(key: string, def: string, rule?: StringRule): string {
+    const slot = this.get(key);
+    return slot === undefined ? def : (this.r.string(slot, rule) ?? def);
+  }
+
+  nullableStr(key: string, rule?: StringRule): string | null {
+    const slot = this.get(key);
+    if (slot === undefined || this.r.isNull(slot)) return null;
+    return this.r.string(slot, rule) ?? null;
+  }
+
+  bool(key: string, def: boolean): boolean {
+    const slot = this.get(key);
+    return slot === undefined ? def : (this.r.bool(slot) ?? def);
+  }
+
+  int(key: string, def: number, min: number, max?: number): number {
+    const slot = this.get(key);
+    return slot === undefined ? def : (this.r.int(slot, min, max) ?? def);
+  }
+
+  num(key: string, def: number, rule: NumberRule): number {
+    const slot = this.get(key);
+    return slot === undefined ? def : (this.r.number(slot, rule) ?? def);
+  }
+
+  oneOf<T extends string>(key: string, def: NoInfer<T>, values: readonly T[]): T {
+    const slot = this.get(key);
+    return slot === undefined ? def : (this.r.oneOf(slot, values) ?? def);
+  }
+
+  duration(key: string, def: number, rule?: DurationRule): number {
+    const slot = this.get(key);
+    return slot === undefined ? def : (this.r.duration(slot, rule) ?? def);
+  }
+}

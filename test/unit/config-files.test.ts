@@ -1,0 +1,110 @@
+/** Files named by lb.yaml (TLS, failover key, notify hook) must exist when files are checked. */
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { loadConfig, parseConfig } from '../../src/config/load.js';
+import { ConfigError, formatProblem } from '../../src/errors.js';
+
+/** Lines 1-10; tls on lines 5-8, failover on 11-17. */
+const CONFIG = `listeners:
+  - name: mqtts
+    bind: 0.0.0.0:8883
+    pool: brokers
+    tls:
+      cert: certs/server.crt
+      key: certs/server.key
+      ca: ca.crt
+pools:
+  brokers: { servers: [{ name: b1, address: "10.0.0.11:1883" }] }
+failover:
+  interface: eth0
+  peers: [10.0.0.2]
+  authKeyFile: failover.key
+  vips: [192.0.2.10/24]
+  notify: hooks/notify.sh
+`;
+
+describe('files named by the config', () => {
+  let dir = '';
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'mqtt-lb-files-'));
+  });
+  afterEach(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  function createAll(): void {
+    mkdirSync(join(dir, 'certs'));
+    mkdirSync(join(dir, 'hooks'));
+    writeFileSync(join(dir, 'certs/server.crt'), 'cert');
+    writeFileSync(join(dir, 'certs/server.key'), 'key');
+    writeFileSync(join(dir, 'ca.crt'), 'ca');
+    writeFileSync(join(dir, 'failover.key'), 'a2V5\n');
+    writeFileSync(join(dir, 'hooks/notify.sh'), '#!/bin/sh\n');
+    chmodSync(join(dir, 'hooks/notify.sh'), 0o755);
+  }
+
+  it('resolves relative paths against the config file directory', () => {
+    createAll();
+    const file = join(dir, 'lb.yaml');
+    writeFileSync(file, CONFIG);
+    const config = loadConfig(file);
+    expect(config.listeners[0]!.tls).toEqual({
+      cert: join(dir, 'certs/server.crt'),
+      key: join(dir, 'certs/server.key'),
+      ca: join(dir, 'ca.crt'),
+      requestCert: false,
+      certAsUsername: false,
+    });
+    expect(config.failover!.authKeyFile).toBe(join(dir, 'failover.key'));
+    expect(config.failover!.notify).toBe(join(dir, 'hooks/notify.sh'));
+  });
+
+  it('reports every missing file at its key, in file order', () => {
+    const file = join(dir, 'lb.yaml');
+    const out = parseConfig(CONFIG, file, { checkFiles: true });
+    expect(out.config).toBeNull();
+    expect(out.problems.map(formatProblem)).toEqual([
+      `${file}:6:13 listeners[0].tls.cert: file \`certs/server.crt\` (${join(dir, 'certs/server.crt')}) does not exist`,
+      `${file}:7:12 listeners[0].tls.key: file \`certs/server.key\` (${join(dir, 'certs/server.key')}) does not exist`,
+      `${file}:8:11 listeners[0].tls.ca: file \`ca.crt\` (${join(dir, 'ca.crt')}) does not exist`,
+      `${file}:14:16 failover.authKeyFile: file \`failover.key\` (${join(dir, 'failover.key')}) does not exist`,
+      `${file}:16:11 failover.notify: file \`hooks/notify.sh\` (${join(dir, 'hooks/notify.sh')}) does not exist`,
+    ]);
+  });
+
+  it('does not touch the file system unless asked (parseConfig default)', () => {
+    const out = parseConfig(CONFIG, join(dir, 'lb.yaml'));
+    expect(out.problems).toEqual([]);
+    expect(out.config).not.toBeNull();
+  });
+
+  it('loadConfig checks files and throws ConfigError', () => {
+    const file = join(dir, 'lb.yaml');
+    writeFileSync(file, CONFIG);
+    expect(() => loadConfig(file)).toThrow(ConfigError);
+  });
+
+  it('wants regular files, and an executable notify hook', () => {
+    createAll();
+    rmSync(join(dir, 'ca.crt'));
+    mkdirSync(join(dir, 'ca.crt')); // a directory where a file is expected
+    chmodSync(join(dir, 'hooks/notify.sh'), 0o644);
+    const file = join(dir, 'lb.yaml');
+    const out = parseConfig(CONFIG, file, { checkFiles: true });
+    expect(out.problems.map(formatProblem)).toEqual([
+      `${file}:8:11 listeners[0].tls.ca: \`ca.crt\` (${join(dir, 'ca.crt')}) is not a regular file`,
+      `${file}:16:11 failover.notify: file \`hooks/notify.sh\` (${join(dir, 'hooks/notify.sh')}) is not executable`,
+    ]);
+  });
+
+  it('shows an absolute path once', () => {
+    const missing = join(dir, 'nowhere.key');
+    const text = CONFIG.replace('authKeyFile: failover.key', `authKeyFile: ${missing}`);
+    createAll();
+    const file = join(dir, 'lb.yaml');
+    const out = parseConfig(text, file, { checkFiles: true });
+    expect(out.problems.map(formatProblem)).toEqual([`${file}:14:16 failover.authKeyFile: file \`${missing}\` does not exist`]);
+  });
+});

@@ -1,0 +1,457 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { DEFAULTS } from '../../src/config/defaults.js';
+import { loadConfig, parseConfig } from '../../src/config/load.js';
+import type { LbConfig } from '../../src/config/types.js';
+import { ConfigError, ErrorCodes, MqttLbError } from '../../src/errors.js';
+
+/** Every key of design.md §4, none at its default where a different value is allowed. */
+const FULL = `
+listeners:
+  - name: mqtt
+    bind: 0.0.0.0:1883
+    pool: brokers
+    maxConnections: 5000
+    acceptProxyProtocol: [10.0.0.0/8, 192.0.2.7, "2001:db8::/32"]
+  - name: mqtts
+    bind: "[::]:8883"
+    pool: emqx
+    tls:
+      cert: /etc/mqtt-lb/tls.crt
+      key: tls/tls.key
+      ca: /etc/mqtt-lb/ca.crt
+      requestCert: true
+      certAsUsername: true
+
+pools:
+  brokers:
+    balance: username-hash
+    fallback: round-robin
+    serverConnectTimeout: 1500ms
+    retries: 0
+    sendProxyProtocol: v2
+    onServerDown: shutdown
+    onServerUp: rebalance
+    evictRate: 12.5
+    servers:
+      - name: b1
+        address: 10.0.0.11:1883
+        weight: 3
+        backup: false
+        healthUrl: null
+      - name: b2
+        address: "[fd00::12]:1884"
+        weight: 0
+        backup: true
+    health:
+      type: mqtt
+      interval: 5s
+      timeout: 500ms
+      rise: 1
+      fall: 5
+      mqtt: { version: 5, clientId: probe-1, username: lb, password: secret }
+  emqx:
+    balance: round-robin
+    servers:
+      - name: e1
+        address: emqx-1.example:1883
+        healthUrl: https://emqx-1.example:18084/api/v5/status
+    health:
+      type: http
+      interval: 1m
+      timeout: 10s
+      http: { port: 8081, path: /status }
+
+limits:
+  clientConnectTimeout: 5s
+  maxConnectBytes: 65536
+  maxConnections: 30000
+  acceptRate: 200
+  acceptQueue: 50
+  perSource: { maxConnections: 10, connectRate: 2.5 }
+  drainTimeout: 1h
+
+admin:
+  bind: 0.0.0.0:9883
+  token: 0123456789abcdef0123
+
+log:
+  level: debug
+  sessions: true
+
+workers: auto
+
+failover:
+  interface: eth1
+  transport: multicast
+  group: 224.0.0.19
+  port: 18832
+  authKeyFile: ./failover.key
+  advertInterval: 250ms
+  preempt: false
+  preemptDelay: 30s
+  instances:
+    - { routerId: 51, priority: 150, vips: [192.0.2.10/24] }
+    - { routerId: 52, vips: [192.0.2.11/24, 198.51.100.5] }
+  track:
+    listeners: false
+    interface: false
+    pools: { weight: 20 }
+  garp: { count: 3, interval: 1s, repeatAfter: 0s }
+  notify: /usr/local/bin/lb-notify
+`;
+
+function expectedFull(file: string): LbConfig {
+  const dir = resolve(file, '..');
+  return {
+    file,
+    listeners: [
+      {
+        name: 'mqtt',
+        bind: '0.0.0.0:1883',
+        address: { host: '0.0.0.0', port: 1883 },
+        pool: 'brokers',
+        maxConnections: 5000,
+        tls: null,
+        acceptProxyProtocol: ['10.0.0.0/8', '192.0.2.7/32', '2001:db8::/32'],
+      },
+      {
+        name: 'mqtts',
+        bind: '[::]:8883',
+        address: { host: '::', port: 8883 },
+        pool: 'emqx',
+        maxConnections: 10_000,
+        tls: {
+          cert: '/etc/mqtt-lb/tls.crt',
+          key: join(dir, 'tls/tls.key'),
+          ca: '/etc/mqtt-lb/ca.crt',
+          requestCert: true,
+          certAsUsername: true,
+        },
+        acceptProxyProtocol: [],
+      },
+    ],
+    pools: {
+      brokers: {
+        name: 'brokers',
+        balance: 'username-hash',
+        fallback: 'round-robin',
+        serverConnectTimeout: 1500,
+        retries: 0,
+        sendProxyProtocol: 'v2',
+        onServerDown: 'shutdown',
+        onServerUp: 'rebalance',
+        evictRate: 12.5,
+        servers: [
+          { name: 'b1', address: '10.0.0.11:1883', host: '10.0.0.11', port: 1883, weight: 3, backup: false, healthUrl: null },
+          { name: 'b2', address: '[fd00::12]:1884', host: 'fd00::12', port: 1884, weight: 0, backup: true, healthUrl: null },
+        ],
+        health: {
+          type: 'mqtt',
+          interval: 5000,
+          timeout: 500,
+          rise: 1,
+          fall: 5,
+          mqtt: { version: 5, clientId: 'probe-1', username: 'lb', password: 'secret' },
+          http: { port: 18083, path: '/api/v5/status' },
+        },
+      },
+      emqx: {
+        name: 'emqx',
+        balance: 'round-robin',
+        fallback: 'least-connections',
+        serverConnectTimeout: 3000,
+        retries: 2,
+        sendProxyProtocol: 'off',
+        onServerDown: 'keep',
+        onServerUp: 'keep',
+        evictRate: 500,
+        servers: [
+          {
+            name: 'e1',
+            address: 'emqx-1.example:1883',
+            host: 'emqx-1.example',
+            port: 1883,
+            weight: 1,
+            backup: false,
+            healthUrl: 'https://emqx-1.example:18084/api/v5/status',
+          },
+        ],
+        health: {
+          type: 'http',
+          interval: 60_000,
+          timeout: 10_000,
+          rise: 2,
+          fall: 3,
+          mqtt: { version: 4, clientId: null, username: null, password: null },
+          http: { port: 8081, path: '/status' },
+        },
+      },
+    },
+    limits: {
+      clientConnectTimeout: 5000,
+      maxConnectBytes: 65536,
+      maxConnections: 30000,
+      acceptRate: 200,
+      acceptQueue: 50,
+      perSource: { maxConnections: 10, connectRate: 2.5 },
+      drainTimeout: 3_600_000,
+    },
+    admin: { bind: '0.0.0.0:9883', address: { host: '0.0.0.0', port: 9883 }, token: '0123456789abcdef0123' },
+    log: { level: 'debug', sessions: true },
+    workers: 'auto',
+    failover: {
+      interface: 'eth1',
+      transport: 'multicast',
+      peers: [],
+      group: '224.0.0.19',
+      port: 18832,
+      authKeyFile: join(dir, 'failover.key'),
+      advertInterval: 250,
+      preempt: false,
+      preemptDelay: 30_000,
+      instances: [
+        { routerId: 51, priority: 150, vips: ['192.0.2.10/24'] },
+        { routerId: 52, priority: 100, vips: ['192.0.2.11/24', '198.51.100.5/32'] },
+      ],
+      track: { listeners: false, interface: false, pools: { weight: 20 } },
+      garp: { count: 3, interval: 1000, repeatAfter: 0 },
+      notify: '/usr/local/bin/lb-notify',
+    },
+  };
+}
+
+/** The shape of the repository's demo: only the keys without a default. */
+const MINIMAL = `
+listeners:
+  - name: mqtt
+    bind: 0.0.0.0:1883
+    pool: demo
+pools:
+  demo:
+    servers:
+      - { name: demo-1, address: 127.0.0.1:18831 }
+      - { name: demo-2, address: 127.0.0.1:18832 }
+`;
+
+describe('parseConfig', () => {
+  it('reads a config that sets every key', () => {
+    const file = '/etc/mqtt-lb/lb.yaml';
+    const out = parseConfig(FULL, file);
+    expect(out.problems).toEqual([]);
+    expect(out.warnings).toEqual([]);
+    expect(out.config).toEqual(expectedFull(file));
+  });
+
+  it('fills every default into a minimal config', () => {
+    const out = parseConfig(MINIMAL, 'lb.yaml');
+    expect(out.problems).toEqual([]);
+    expect(out.warnings).toEqual([]);
+    const serverDefaults = { weight: 1, backup: false, healthUrl: null };
+    const expected: LbConfig = {
+      file: resolve('lb.yaml'),
+      listeners: [
+        {
+          name: 'mqtt',
+          bind: '0.0.0.0:1883',
+          address: { host: '0.0.0.0', port: 1883 },
+          pool: 'demo',
+          maxConnections: 10_000,
+          tls: null,
+          acceptProxyProtocol: [],
+        },
+      ],
+      pools: {
+        demo: {
+          name: 'demo',
+          balance: 'client-id-hash',
+          fallback: 'least-connections',
+          serverConnectTimeout: 3_000,
+          retries: 2,
+          sendProxyProtocol: 'off',
+          onServerDown: 'keep',
+          onServerUp: 'keep',
+          evictRate: 500,
+          servers: [
+            { name: 'demo-1', address: '127.0.0.1:18831', host: '127.0.0.1', port: 18831, ...serverDefaults },
+            { name: 'demo-2', address: '127.0.0.1:18832', host: '127.0.0.1', port: 18832, ...serverDefaults },
+          ],
+          health: {
+            type: 'mqtt',
+            interval: 2_000,
+            timeout: 1_000,
+            rise: 2,
+            fall: 3,
+            mqtt: { version: 4, clientId: null, username: null, password: null },
+            http: { port: 18083, path: '/api/v5/status' },
+          },
+        },
+      },
+      limits: {
+        clientConnectTimeout: 10_000,
+        maxConnectBytes: 262_144,
+        maxConnections: 20_000,
+        acceptRate: 0,
+        acceptQueue: 1_000,
+        perSource: { maxConnections: 0, connectRate: 0 },
+        drainTimeout: 30_000,
+      },
+      admin: { bind: '127.0.0.1:9883', address: { host: '127.0.0.1', port: 9883 }, token: null },
+      log: { level: 'info', sessions: false },
+      workers: 1,
+      failover: null,
+    };
+    expect(out.config).toEqual(expected);
+  });
+
+  it('takes its defaults from DEFAULTS (one source of truth)', () => {
+    const c = parseConfig(MINIMAL, 'lb.yaml').config!;
+    const pool = c.pools['demo']!;
+    expect(pool.serverConnectTimeout).toBe(DEFAULTS.pool.serverConnectTimeout);
+    expect(pool.health.interval).toBe(DEFAULTS.health.interval);
+    expect(c.limits.drainTimeout).toBe(DEFAULTS.limits.drainTimeout);
+    expect(c.listeners[0]!.maxConnections).toBe(DEFAULTS.listener.maxConnections);
+  });
+
+  it('turns the failover shorthand into instances[0] with failover defaults', () => {
+    const text = `${MINIMAL}
+failover:
+  interface: eth0
+  peers: [10.0.0.2]
+  authKeyFile: /etc/mqtt-lb/failover.key
+  vips: [192.0.2.10/24]
+`;
+    const out = parseConfig(text, '/srv/lb.yaml');
+    expect(out.problems).toEqual([]);
+    expect(out.config!.failover).toEqual({
+      interface: 'eth0',
+      transport: 'unicast',
+      peers: ['10.0.0.2'],
+      group: '224.0.0.18',
+      port: 18831,
+      authKeyFile: '/etc/mqtt-lb/failover.key',
+      advertInterval: 100,
+      preempt: true,
+      preemptDelay: 0,
+      instances: [{ routerId: 51, priority: 100, vips: ['192.0.2.10/24'] }],
+      track: { listeners: true, interface: true, pools: { weight: 50 } },
+      garp: { count: 5, interval: 200, repeatAfter: 5_000 },
+      notify: null,
+    });
+  });
+
+  it('accepts health type none, explicit nulls for optional sections, and anchors', () => {
+    const text = `
+defaults: &srv { weight: 2 }
+listeners:
+  - { name: a, bind: "127.0.0.1:1883", pool: p }
+pools:
+  p:
+    servers:
+      - { name: s1, address: "127.0.0.1:1884" }
+    health: { type: none }
+limits:
+admin: ~
+failover: null
+`;
+    // `defaults` is not a key of lb.yaml: anchors need a home, and that home is reported.
+    const withAnchorHome = parseConfig(text, 'lb.yaml');
+    expect(withAnchorHome.problems.map((p) => p.path)).toEqual(['defaults']);
+
+    const ok = parseConfig(text.replace('defaults: &srv { weight: 2 }\n', ''), 'lb.yaml');
+    expect(ok.problems).toEqual([]);
+    expect(ok.config!.pools['p']!.health.type).toBe('none');
+    expect(ok.config!.failover).toBeNull();
+
+    const aliased = parseConfig(
+      `
+listeners:
+  - { name: a, bind: &b "127.0.0.1:1883", pool: p }
+pools:
+  p:
+    servers:
+      - { name: s1, address: *b }
+`,
+      'lb.yaml',
+    );
+    expect(aliased.problems).toEqual([]);
+    expect(aliased.config!.pools['p']!.servers[0]!.address).toBe('127.0.0.1:1883');
+  });
+
+  it('reports nothing as config when there is a problem', () => {
+    const out = parseConfig(MINIMAL.replace('pool: demo', 'pool: nope'), 'lb.yaml');
+    expect(out.config).toBeNull();
+    expect(out.problems).toHaveLength(1);
+  });
+
+  it('keeps warnings apart from problems', () => {
+    const out = parseConfig(`${MINIMAL}    health: { interval: 1s, timeout: 1s }\n`, 'lb.yaml');
+    expect(out.problems).toEqual([]);
+    expect(out.config).not.toBeNull();
+    expect(out.warnings).toEqual([
+      'lb.yaml:11:38 pools.demo.health.timeout: timeout 1s is not shorter than interval 1s: a server that hangs is probed back to back',
+    ]);
+  });
+});
+
+describe('loadConfig', () => {
+  let dir: string | null = null;
+  afterEach(() => {
+    if (dir !== null) rmSync(dir, { recursive: true, force: true });
+    dir = null;
+  });
+
+  it('reads a file and returns its absolute path in the config', () => {
+    dir = mkdtempSync(join(tmpdir(), 'mqtt-lb-config-'));
+    const file = join(dir, 'lb.yaml');
+    writeFileSync(file, MINIMAL);
+    const config = loadConfig(file);
+    expect(config.file).toBe(file);
+    expect(config.listeners[0]!.name).toBe('mqtt');
+  });
+
+  it('throws CONFIG_READ when the file cannot be read', () => {
+    dir = mkdtempSync(join(tmpdir(), 'mqtt-lb-config-'));
+    const file = join(dir, 'missing.yaml');
+    let caught: unknown;
+    try {
+      loadConfig(file);
+    } catch (err) {
+      caught = err;
+    }
+    expect(caught).toBeInstanceOf(MqttLbError);
+    expect((caught as MqttLbError).code).toBe(ErrorCodes.CONFIG_READ);
+    expect((caught as MqttLbError).message).toContain(file);
+  });
+
+  it('throws one ConfigError carrying every problem', () => {
+    dir = mkdtempSync(join(tmpdir(), 'mqtt-lb-config-'));
+    const file = join(dir, 'lb.yaml');
+    writeFileSync(file, MINIMAL.replace('pool: demo', 'pool: nope').replace('18832', '0'));
+    let caught: unknown;
+    try {
+      loadConfig(file);
+    } catch (err) {
+      caught = err;
+    }
+    expect(caught).toBeInstanceOf(ConfigError);
+    const e = caught as ConfigError;
+    expect(e.code).toBe(ErrorCodes.CONFIG_INVALID);
+    expect(e.problems.map((p) => p.path)).toEqual(['listeners[0].pool', 'pools.demo.servers[1].address']);
+    expect(e.message.split('\n')).toEqual([
+      `${file}:5:11 listeners[0].pool: no pool named \`nope\`; pools: \`demo\``,
+      `${file}:10:34 pools.demo.servers[1].address: port \`0\` must be an integer between 1 and 65535`,
+    ]);
+  });
+
+  it('hands warnings to onWarning', () => {
+    dir = mkdtempSync(join(tmpdir(), 'mqtt-lb-config-'));
+    const file = join(dir, 'lb.yaml');
+    writeFileSync(file, `${MINIMAL}  unused:\n    servers: [{ name: x, address: "127.0.0.1:1" }]\n`);
+    const warnings: string[] = [];
+    loadConfig(file, { onWarning: (w) => warnings.push(w) });
+    expect(warnings).toEqual([`${file}:11:3 pools.unused: no listener uses this pool`]);
+  });
+});

@@ -1,0 +1,125 @@
+import { describe, expect, it } from 'vitest';
+import { editDistance, suggestKey } from '../../src/config/did-you-mean.js';
+import { parseHostPort } from '../../src/config/load.js';
+import { isInterfaceName, parseCidr, parseHostPortDetailed, parseHttpUrl, parseVip } from '../../src/config/net-syntax.js';
+
+describe('parseHostPort', () => {
+  it.each([
+    ['0.0.0.0:1883', { host: '0.0.0.0', port: 1883 }],
+    ['[::]:1883', { host: '::', port: 1883 }],
+    ['[::1]:8883', { host: '::1', port: 8883 }],
+    ['[2001:db8::5]:1', { host: '2001:db8::5', port: 1 }],
+    ['host:1883', { host: 'host', port: 1883 }],
+    ['broker-1.example.com:65535', { host: 'broker-1.example.com', port: 65535 }],
+    ['localhost:9883', { host: 'localhost', port: 9883 }],
+  ])('%s', (text, expected) => {
+    expect(parseHostPort(text)).toEqual(expected);
+  });
+
+  it.each([
+    '1883',
+    ':1883',
+    'host:',
+    'host:0',
+    'host:65536',
+    'host:+80',
+    'host:80x',
+    '::1:1883',
+    '[::1]',
+    '[::1]1883',
+    '[10.0.0.1]:1883',
+    '1.2.3:1883', // all-numeric last label: a broken IPv4, not a name
+    '256.1.1.1:1883',
+    '-host:1883',
+    'host name:1883',
+    'a;b:1883',
+    '',
+  ])('refuses %j', (text) => {
+    expect(parseHostPort(text)).toBeNull();
+  });
+
+  it('explains what is wrong', () => {
+    expect(parseHostPortDetailed('::1:1883')).toEqual({
+      ok: false,
+      error: '`::1:1883`: an IPv6 address needs brackets, e.g. `[::1]:1883`',
+    });
+    expect(parseHostPortDetailed('10.0.0.1')).toEqual({
+      ok: false,
+      error: '`10.0.0.1` has no port: write host:port, e.g. `10.0.0.1:1883`',
+    });
+  });
+});
+
+describe('parseCidr', () => {
+  it('reads IPv4 and IPv6 prefixes, a bare address being one host', () => {
+    expect(parseCidr('10.0.0.0/8')).toEqual({ ok: true, value: { address: '10.0.0.0', prefix: 8, family: 4 } });
+    expect(parseCidr('10.1.2.3')).toEqual({ ok: true, value: { address: '10.1.2.3', prefix: 32, family: 4 } });
+    expect(parseCidr('2001:db8::/32')).toEqual({ ok: true, value: { address: '2001:db8::', prefix: 32, family: 6 } });
+  });
+  it.each(['10.0.0.0/33', '::/129', '10.0.0.0/', '10.0.0.0/-1', '10.0.0.0/8/8', '-6', 'eth0', '010.0.0.1/8'])('refuses %j', (text) => {
+    expect(parseCidr(text).ok).toBe(false);
+  });
+});
+
+describe('parseVip', () => {
+  it('normalizes to a.b.c.d/n', () => {
+    expect(parseVip('192.0.2.10/24')).toEqual({ ok: true, value: '192.0.2.10/24' });
+    expect(parseVip('192.0.2.10')).toEqual({ ok: true, value: '192.0.2.10/32' });
+  });
+  it('refuses IPv6 with the contract message', () => {
+    expect(parseVip('2001:db8::10/64')).toEqual({ ok: false, error: 'IPv6 VIPs are not supported yet' });
+    expect(parseVip('::1')).toEqual({ ok: false, error: 'IPv6 VIPs are not supported yet' });
+  });
+  it.each(['-6', '10.0.0.1/33', '0.0.0.0/0', '10.0.0.1/0', '127.0.0.1/8', '224.0.0.18', '255.255.255.255', '10.0.0.1 dev lo'])(
+    'refuses %j',
+    (text) => {
+      expect(parseVip(text).ok).toBe(false);
+    },
+  );
+});
+
+describe('isInterfaceName', () => {
+  it.each(['eth0', 'ens3', 'br-lan', 'veth_a.10', 'eth0:1', 'wlp2s0'])('accepts %j', (name) => {
+    expect(isInterfaceName(name)).toBe(true);
+  });
+  it.each(['-batch', '-force', 'eth0; touch /tmp/pwn', '$(reboot)', '`id`', 'a|b', 'eth0\nip link del eth0', '', 'a'.repeat(16), 'eth 0', 'a/b'])(
+    'refuses %j',
+    (name) => {
+      expect(isInterfaceName(name)).toBe(false);
+    },
+  );
+});
+
+describe('parseHttpUrl', () => {
+  it('accepts http and https with a host', () => {
+    expect(parseHttpUrl('http://10.0.0.11:18083/api/v5/status').ok).toBe(true);
+    expect(parseHttpUrl('https://broker.example/health').ok).toBe(true);
+  });
+  it.each(['ftp://x/', '10.0.0.11:18083/status', '/api/v5/status', 'http://', 'file:///etc/passwd'])('refuses %j', (text) => {
+    expect(parseHttpUrl(text).ok).toBe(false);
+  });
+});
+
+describe('did you mean', () => {
+  it('computes edit distance with transpositions', () => {
+    expect(editDistance('priority', 'priority')).toBe(0);
+    expect(editDistance('pirority', 'priority')).toBe(1);
+    expect(editDistance('kitten', 'sitting')).toBe(3);
+  });
+  it('suggests close keys, folding case and separators', () => {
+    const keys = ['name', 'bind', 'pool', 'maxConnections', 'tls', 'acceptProxyProtocol'];
+    expect(suggestKey('maxConection', keys)).toBe('maxConnections');
+    expect(suggestKey('max_connections', keys)).toBe('maxConnections');
+    expect(suggestKey('MaxConnections', keys)).toBe('maxConnections');
+    expect(suggestKey('pol', keys)).toBe('pool');
+    expect(suggestKey('maxconn', keys)).toBe('maxConnections'); // HAProxy's word
+    expect(suggestKey('certificate', keys)).toBeNull();
+    expect(suggestKey('zzzzzz', keys)).toBeNull();
+  });
+  it('maps keepalived words onto failover keys', () => {
+    const keys = ['interface', 'routerId', 'priority', 'vips', 'advertInterval', 'peers'];
+    expect(suggestKey('virtual_router_id', keys)).toBe('routerId');
+    expect(suggestKey('advert_int', keys)).toBe('advertInterval');
+    expect(suggestKey('unicast_peer', keys)).toBe('peers');
+  });
+});

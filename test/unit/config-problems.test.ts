@@ -1,0 +1,307 @@
+/**
+ * Every kind of problem lb.yaml can have, as `mqtt-lb check` prints it: `FILE:LINE:COL path: message`,
+ * pointing at the key (unknown keys), the value (bad values) or the enclosing mapping (missing keys).
+ */
+import { describe, expect, it } from 'vitest';
+import { parseConfig } from '../../src/config/load.js';
+import { formatProblem } from '../../src/errors.js';
+
+function problems(text: string): string[] {
+  const out = parseConfig(text, 'lb.yaml');
+  if (out.problems.length > 0) expect(out.config).toBeNull();
+  return out.problems.map(formatProblem);
+}
+
+function warnings(text: string): string[] {
+  return parseConfig(text, 'lb.yaml').warnings;
+}
+
+/** A valid config of 7 lines: appended sections start on line 8. */
+const PREFIX = `listeners:
+  - name: mqtt
+    bind: 0.0.0.0:1883
+    pool: brokers
+pools:
+  brokers:
+    servers: [{ name: b1, address: "10.0.0.11:1883" }]
+`;
+
+describe('config problems', () => {
+  it('the prefix itself is valid', () => {
+    expect(problems(PREFIX)).toEqual([]);
+  });
+
+  it('unknown key: at the key, with did-you-mean', () => {
+    expect(problems(`${PREFIX}limits:\n  maxConection: 5\n`)).toEqual([
+      'lb.yaml:9:3 limits.maxConection: unknown key `maxConection` (did you mean `maxConnections`?)',
+    ]);
+    expect(problems(`${PREFIX}admin:\n  port: 9883\n`)).toEqual([
+      'lb.yaml:9:3 admin.port: unknown key `port`; allowed here: bind, token',
+    ]);
+    expect(problems(PREFIX.replace('listeners:', 'frontends:'))).toEqual([
+      'lb.yaml:1:1 frontends: unknown key `frontends` (did you mean `listeners`?)',
+      'lb.yaml:1:1 listeners: missing required key `listeners` (at least one listener)',
+    ]);
+  });
+
+  it('bad value: at the value, saying what was expected and what was got', () => {
+    expect(problems(PREFIX.replace('"10.0.0.11:1883" }', '"10.0.0.11:1883", weight: 300 }'))).toEqual([
+      'lb.yaml:7:62 pools.brokers.servers[0].weight: must be an integer between 0 and 256 (got 300)',
+    ]);
+    expect(problems(`${PREFIX}log:\n  level: verbose\n`)).toEqual([
+      'lb.yaml:9:10 log.level: must be one of `fatal`, `error`, `warn`, `info`, `debug`, `trace`, `silent` (got "verbose")',
+    ]);
+    expect(problems(`${PREFIX}    balance: least-connection\n`)).toEqual([
+      'lb.yaml:8:14 pools.brokers.balance: must be one of `client-id-hash`, `username-hash`, `round-robin`, `least-connections`, `random` (got "least-connection"; did you mean `least-connections`?)',
+    ]);
+    expect(problems(`${PREFIX}admin:\n  token: 12345678901234567890\n`)).toEqual([
+      'lb.yaml:9:10 admin.token: must be a string (got 12345678901234567890; quote it: "12345678901234567890")',
+    ]);
+    expect(problems(`${PREFIX}log:\n  sessions: yes\n`)).toEqual([
+      'lb.yaml:9:13 log.sessions: must be true or false (got "yes": YAML 1.2 reads yes/no/on/off as strings)',
+    ]);
+  });
+
+  it('missing required key: at the enclosing mapping; MQTT rules on probe credentials', () => {
+    expect(problems(PREFIX.replace('    pool: brokers\n', ''))).toEqual([
+      'lb.yaml:2:5 listeners[0].pool: missing required key `pool` (the name of a pool under `pools`)',
+    ]);
+    expect(problems(PREFIX.replace('name: b1, ', ''))).toEqual([
+      'lb.yaml:7:15 pools.brokers.servers[0].name: missing required key `name` (the stable identity the hash keys on)',
+    ]);
+    expect(problems(`${PREFIX}    health: { mqtt: { password: x } }\n`)).toEqual([
+      'lb.yaml:8:33 pools.brokers.health.mqtt.password: needs a `username` with MQTT 3.1/3.1.1 (a password without a user name is a protocol error)',
+    ]);
+  });
+
+  it('durations: a bare number is an error that says so', () => {
+    expect(problems(`${PREFIX}    serverConnectTimeout: 3\n`)).toEqual([
+      'lb.yaml:8:27 pools.brokers.serverConnectTimeout: a bare number is not a duration: add a unit, e.g. `3s` or `3ms`',
+    ]);
+    expect(problems(`${PREFIX}limits:\n  drainTimeout: 30 seconds\n`)).toEqual([
+      'lb.yaml:9:17 limits.drainTimeout: unknown unit `seconds` in `30 seconds`: use ms, s, m or h',
+    ]);
+    expect(problems(`${PREFIX}limits:\n  clientConnectTimeout: 0s\n`)).toEqual([
+      'lb.yaml:9:25 limits.clientConnectTimeout: must be more than 0s (got "0s")',
+    ]);
+  });
+
+  it('ranges of numbers', () => {
+    const text = `${PREFIX}    evictRate: 0
+    retries: 1.5
+limits:
+  maxConnectBytes: 16
+  acceptRate: -1
+workers: 0
+`;
+    expect(problems(text)).toEqual([
+      'lb.yaml:8:16 pools.brokers.evictRate: must be a number greater than 0 (got 0)',
+      'lb.yaml:9:14 pools.brokers.retries: must be an integer between 0 and 100 (got 1.5)',
+      'lb.yaml:11:20 limits.maxConnectBytes: must be an integer between 32 and 268435460 (got 16)',
+      'lb.yaml:12:15 limits.acceptRate: must be a number of at least 0 (got -1)',
+      'lb.yaml:13:10 workers: must be an integer of at least 1 or `auto` (got 0)',
+    ]);
+    expect(problems(`${PREFIX}workers: 4\n`)).toEqual([]);
+  });
+
+  it('several problems in one file, all reported in file order', () => {
+    const text = `listeners:
+  - name: mqtt
+    bind: 0.0.0.0
+    pool: brokerz
+    maxConnections: 0
+  - name: mqtt
+    bind: 0.0.0.0:1883
+    pool: brokers
+pools:
+  brokers:
+    servers:
+      - { name: b1, address: "10.0.0.11:1883", healthUrl: "ftp://b1/" }
+      - { name: b1, address: "::1:1883" }
+    health:
+      interval: 2
+      rise: 0
+admin:
+  bind: 0.0.0.0:9883
+`;
+    expect(problems(text)).toEqual([
+      'lb.yaml:3:11 listeners[0].bind: `0.0.0.0` has no port: write host:port, e.g. `0.0.0.0:1883`',
+      'lb.yaml:4:11 listeners[0].pool: no pool named `brokerz` (did you mean `brokers`?)',
+      'lb.yaml:5:21 listeners[0].maxConnections: must be an integer of at least 1 (got 0)',
+      'lb.yaml:6:11 listeners[1].name: duplicate listener name `mqtt` (first on line 2)',
+      'lb.yaml:12:59 pools.brokers.servers[0].healthUrl: `ftp://b1/` must be an http:// or https:// URL',
+      'lb.yaml:13:17 pools.brokers.servers[1].name: duplicate server name `b1` in this pool (first on line 12)',
+      'lb.yaml:13:30 pools.brokers.servers[1].address: `::1:1883`: an IPv6 address needs brackets, e.g. `[::1]:1883`',
+      'lb.yaml:15:17 pools.brokers.health.interval: a bare number is not a duration: add a unit, e.g. `2s` or `2ms`',
+      'lb.yaml:16:13 pools.brokers.health.rise: must be an integer of at least 1 (got 0)',
+      'lb.yaml:18:9 admin.bind: `0.0.0.0:9883` is not a loopback address: set `admin.token` (the admin API can drain and stop servers)',
+    ]);
+  });
+
+  it('YAML syntax errors, at their position', () => {
+    expect(problems(`${PREFIX}    servers: []\n`)).toEqual([
+      'lb.yaml:8:5 pools.brokers.servers: duplicate key: a key may appear only once in a mapping',
+    ]);
+    expect(problems('listeners:\n\t- name: a\n')).toEqual(['lb.yaml:2:1 (root): Tabs are not allowed as indentation']);
+    expect(problems('listeners: [\n')).toEqual([
+      'lb.yaml:2:1 listeners: Flow sequence in block collection must be sufficiently indented and end with a ]',
+    ]);
+    expect(problems(`${PREFIX}limits: *nothing\n`)).toEqual([
+      'lb.yaml:8:9 limits: unknown alias `*nothing` (no anchor `&nothing` before it)',
+    ]);
+  });
+
+  it('structure: empty file, wrong types, empty lists', () => {
+    expect(problems('')).toEqual(['lb.yaml:1:1 (root): the file is empty: `listeners` and `pools` are required']);
+    expect(problems('- a\n')).toEqual(['lb.yaml:1:1 (root): must be a mapping (got a list)']);
+    expect(problems('listeners: []\npools: {}\n')).toEqual([
+      'lb.yaml:1:12 listeners: must list at least one listener',
+      'lb.yaml:2:8 pools: must define at least one pool',
+    ]);
+    expect(problems(PREFIX.replace('servers: [{ name: b1, address: "10.0.0.11:1883" }]', 'servers: []'))).toEqual([
+      'lb.yaml:7:14 pools.brokers.servers: a pool needs at least one server',
+    ]);
+    expect(problems(PREFIX.replace('  brokers:\n    servers', '  brokers:\n  other:\n    servers'))).toEqual([
+      'lb.yaml:6:3 pools.brokers: a pool needs at least `servers`',
+    ]);
+    expect(problems(`${PREFIX}limits: 5\n`)).toEqual(['lb.yaml:8:9 limits: must be a mapping (got 5)']);
+    expect(problems(`${PREFIX}    health: { type: http, http: { path: status } }\n`)).toEqual([
+      'lb.yaml:8:41 pools.brokers.health.http.path: "status" is not allowed here: an HTTP path starts with `/` and has no spaces',
+    ]);
+  });
+
+  it('tls: required files and consistent client-certificate options', () => {
+    const text = PREFIX.replace('    pool: brokers\n', '    pool: brokers\n    tls: { key: k.pem, certAsUsername: true }\n');
+    expect(problems(text)).toEqual([
+      'lb.yaml:5:10 listeners[0].tls.cert: missing required key `cert` (the PEM certificate chain file)',
+      'lb.yaml:5:40 listeners[0].tls.certAsUsername: needs `requestCert: true`: without it there is no verified client certificate to read',
+    ]);
+  });
+
+  it('binds that collide', () => {
+    const text = `${PREFIX.replace('pools:', '  - { name: other, bind: "127.0.0.1:1883", pool: brokers }\npools:')}admin:
+  bind: 127.0.0.1:1883
+  token: a-long-enough-admin-token
+`;
+    expect(problems(text)).toEqual([
+      'lb.yaml:5:26 listeners[1].bind: `127.0.0.1:1883` collides with listener `mqtt` (line 3)',
+      'lb.yaml:10:9 admin.bind: `127.0.0.1:1883` collides with listener `mqtt` (line 3)',
+    ]);
+  });
+
+  it('a listener on the default admin port, PROXY sources, instances without a router id', () => {
+    expect(problems(PREFIX.replace('0.0.0.0:1883', '0.0.0.0:9883'))).toEqual([
+      'lb.yaml:3:11 listeners[0].bind: `0.0.0.0:9883` collides with the default `admin.bind`',
+    ]);
+    expect(problems(PREFIX.replace('    pool: brokers\n', '    pool: brokers\n    acceptProxyProtocol: [10.0.0.0/8, 10.0.0.0/40, nlb]\n'))).toEqual([
+      'lb.yaml:5:39 listeners[0].acceptProxyProtocol[1]: prefix `/40` must be between 0 and 32',
+      'lb.yaml:5:52 listeners[0].acceptProxyProtocol[2]: `nlb` is not an IP address or CIDR (e.g. `10.0.0.0/8`)',
+    ]);
+    const text = `${PREFIX}failover:
+  interface: eth0
+  authKeyFile: /k
+  peers: [10.0.0.2]
+  instances:
+    - { priority: 10, vips: [192.0.2.10/24] }
+`;
+    expect(problems(text)).toEqual([
+      'lb.yaml:13:7 failover.instances[0].routerId: missing required key `routerId` (1 to 255, the same on both hosts)',
+    ]);
+  });
+
+  it('failover: strict values and the rules between keys', () => {
+    const text = `${PREFIX}failover:
+  interface: -batch
+  peers: [10.0.0.2, "fe80::1", 10.0.0.2]
+  advertInterval: 15ms
+  routerId: 256
+  vips: [2001:db8::10/64, 192.0.2.10/33]
+  garp: { cont: 3 }
+`;
+    expect(problems(text)).toEqual([
+      'lb.yaml:9:3 failover.authKeyFile: missing required key `authKeyFile` (the key file written by `mqtt-lb keygen`)',
+      'lb.yaml:9:14 failover.interface: "-batch" is not allowed here: an interface name is 1 to 15 letters, digits, `_`, `.`, `:` or `-`, and does not start with `-`',
+      'lb.yaml:10:21 failover.peers[1]: IPv6 peers are not supported yet',
+      'lb.yaml:10:32 failover.peers[2]: duplicate peer `10.0.0.2`',
+      'lb.yaml:11:19 failover.advertInterval: must be a multiple of 10ms (got "15ms")',
+      'lb.yaml:12:13 failover.routerId: must be an integer between 1 and 255 (got 256)',
+      'lb.yaml:13:10 failover.vips[0]: IPv6 VIPs are not supported yet',
+      'lb.yaml:13:27 failover.vips[1]: `192.0.2.10/33` is not an IPv4 address with a prefix (e.g. `192.0.2.10/24`)',
+      'lb.yaml:14:11 failover.garp.cont: unknown key `cont` (did you mean `count`?)',
+    ]);
+  });
+
+  it('failover: unicast needs peers, multicast needs a multicast group, VIPs are required', () => {
+    expect(problems(`${PREFIX}failover:\n  interface: eth0\n  authKeyFile: /k\n`)).toEqual([
+      'lb.yaml:9:3 failover.peers: missing required key `peers` (transport unicast sends the adverts to them)',
+      'lb.yaml:9:3 failover.vips: missing required key `vips` (or list the VIP groups under `instances`)',
+    ]);
+    expect(
+      problems(`${PREFIX}failover:\n  interface: eth0\n  authKeyFile: /k\n  transport: multicast\n  group: 10.0.0.1\n  vips: [192.0.2.1/24]\n`),
+    ).toEqual(['lb.yaml:12:10 failover.group: `10.0.0.1` is not an IPv4 multicast address (224.0.0.0 to 239.255.255.255)']);
+    expect(
+      problems(`${PREFIX}failover:\n  interface: eth0\n  authKeyFile: /k\n  peers: []\n  vips: [192.0.2.1/24]\n`),
+    ).toEqual(['lb.yaml:11:10 failover.peers: must list at least one peer address with transport unicast']);
+  });
+
+  it('failover: shorthand and instances are exclusive; router ids are unique', () => {
+    const text = `${PREFIX}failover:
+  interface: eth0
+  authKeyFile: /k
+  peers: [10.0.0.2]
+  priority: 200
+  instances:
+    - { routerId: 51, vips: [192.0.2.10/24] }
+    - { routerId: 51, priority: 255, vips: [192.0.2.10/24] }
+`;
+    expect(problems(text)).toEqual([
+      'lb.yaml:14:5 failover.instances: use either `instances` or the shorthand `priority`, not both',
+      'lb.yaml:15:19 failover.instances[1].routerId: duplicate routerId 51 (first on line 14)',
+      'lb.yaml:15:33 failover.instances[1].priority: must be an integer between 1 and 254 (got 255)',
+      'lb.yaml:15:45 failover.instances[1].vips[0]: duplicate VIP `192.0.2.10` (first on line 14)',
+    ]);
+  });
+
+  it('pool names, listener names and references', () => {
+    const text = `listeners:
+  - { name: "my listener", bind: "0.0.0.0:1883", pool: "a/b" }
+pools:
+  a/b:
+    servers: [{ name: s, address: "h:1" }]
+`;
+    expect(problems(text)).toEqual([
+      'lb.yaml:2:13 listeners[0].name: "my listener" is not allowed here: letters, digits, `_`, `.`, `-`, starting with a letter or digit, at most 64',
+      'lb.yaml:4:3 pools.a/b: pool name `a/b` is not allowed: letters, digits, `_`, `.`, `-`, starting with a letter or digit, at most 64',
+    ]);
+  });
+});
+
+describe('config warnings', () => {
+  it('are formatted like problems and do not invalidate the config', () => {
+    const text = `${PREFIX}    balance: round-robin
+    fallback: random
+  spare:
+    servers: [{ name: s1, address: "10.0.0.12:1883", healthUrl: "http://10.0.0.12/health" }]
+admin:
+  token: short
+`;
+    const out = parseConfig(text, 'lb.yaml');
+    expect(out.problems).toEqual([]);
+    expect(out.config).not.toBeNull();
+    expect(out.warnings).toEqual([
+      'lb.yaml:9:15 pools.brokers.fallback: ignored: `balance: round-robin` does not hash, so there is no empty key to fall back from',
+      'lb.yaml:10:3 pools.spare: no listener uses this pool',
+      'lb.yaml:11:65 pools.spare.servers[0].healthUrl: ignored: this pool\'s health.type is `mqtt`, not `http`',
+      'lb.yaml:13:10 admin.token: shorter than 16 characters: easy to guess (`mqtt-lb keygen` prints a good one)',
+    ]);
+  });
+
+  it('warns when every server has weight 0, and when timeout is not below interval', () => {
+    expect(warnings(PREFIX.replace('"10.0.0.11:1883" }', '"10.0.0.11:1883", weight: 0 }'))).toEqual([
+      'lb.yaml:7:14 pools.brokers.servers: every server has weight 0: this pool can never place a session',
+    ]);
+    expect(warnings(`${PREFIX}    health: { interval: 500ms }\n`)).toEqual([
+      'lb.yaml:8:25 pools.brokers.health.interval: timeout 1s is not shorter than interval 500ms: a server that hangs is probed back to back',
+    ]);
+  });
+});
