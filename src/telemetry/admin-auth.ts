@@ -1,0 +1,86 @@
+/**
+ * Who may call the mutating admin API (design.md §6): a bearer `admin.token` when one is configured;
+ * without a token, only when the admin server is bound to loopback. Pure decisions, no I/O.
+ *
+ * Loopback-without-token must not turn every web page the operator visits into an admin client:
+ * cross-site browser requests are refused (Origin / Sec-Fetch-Site, CSRF), and without a token the
+ * Host header must name a loopback address (DNS rebinding).
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { isIP } from 'node:net';
+
+export interface AdminRequestHeaders {
+  authorization?: string | undefined;
+  host?: string | undefined;
+  origin?: string | undefined;
+  secFetchSite?: string | undefined;
+}
+
+export type AuthDecision = { ok: true } | { ok: false; status: 401 | 403; message: string };
+
+/** True for 127.0.0.0/8, ::1, ::ffff:127.x and `localhost`. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.toLowerCase();
+  if (h === 'localhost' || h.endsWith('.localhost')) return true;
+  if (h === '::1') return true;
+  const v4 = h.startsWith('::ffff:') ? h.slice(7) : h;
+  return isIP(v4) === 4 && v4.startsWith('127.');
+}
+
+/** The host part of a Host header value: `[::1]:9883` -> `::1`, `localhost:9883` -> `localhost`. */
+export function hostOfHostHeader(value: string): string {
+  const v = value.trim();
+  if (v.startsWith('[')) {
+    const end = v.indexOf(']');
+    return end > 0 ? v.slice(1, end) : v;
+  }
+  const colon = v.indexOf(':');
+  // More than one colon without brackets: a bare IPv6 address, no port.
+  if (colon >= 0 && v.indexOf(':', colon + 1) < 0) return v.slice(0, colon);
+  return v;
+}
+
+function digest(s: string): Buffer {
+  return createHash('sha256').update(s).digest();
+}
+
+/** Constant-time comparison of the presented bearer token with the configured one. */
+export function bearerMatches(authorization: string | undefined, token: string): boolean {
+  if (!authorization) return false;
+  const m = /^Bearer[ ]+(\S+)\s*$/i.exec(authorization);
+  if (!m) return false;
+  // Hashing first gives equal-length buffers, so the comparison time does not leak the token length.
+  return timingSafeEqual(digest(m[1]!), digest(token));
+}
+
+/** A browser request from another site (CSRF). Non-browser clients send neither header. */
+export function isCrossSite(h: AdminRequestHeaders): boolean {
+  if (h.secFetchSite && h.secFetchSite !== 'same-origin' && h.secFetchSite !== 'none') return true;
+  if (h.origin !== undefined) {
+    if (!h.host) return true;
+    let originHost: string;
+    try {
+      originHost = new URL(h.origin).host;
+    } catch {
+      return true; // `null` (sandboxed frames, file://) and garbage
+    }
+    return originHost.toLowerCase() !== h.host.trim().toLowerCase();
+  }
+  return false;
+}
+
+export function authorizeAdmin(h: AdminRequestHeaders, opts: { token: string | null; loopbackBind: boolean }): AuthDecision {
+  if (isCrossSite(h)) return { ok: false, status: 403, message: 'cross-site requests are not allowed' };
+  if (opts.token !== null) {
+    return bearerMatches(h.authorization, opts.token)
+      ? { ok: true }
+      : { ok: false, status: 401, message: 'a valid bearer token is required' };
+  }
+  if (!opts.loopbackBind) {
+    return { ok: false, status: 403, message: 'the admin API needs admin.token when admin.bind is not loopback' };
+  }
+  if (!h.host || !isLoopbackHost(hostOfHostHeader(h.host))) {
+    return { ok: false, status: 403, message: 'without admin.token the admin API answers only to a loopback Host' };
+  }
+  return { ok: true };
+}

@@ -1,0 +1,217 @@
+/**
+ * The admin HTTP server on `admin.bind` (design.md §6): /metrics, /healthz, /readyz, /api/status,
+ * the status page at /, and the admin API POST /api/servers/<pool>/<server>/(drain|ready|maint).
+ *
+ * node:http with tight timeouts (a slow client cannot hold sockets: CVE-2018-12122), small headers,
+ * and no request body parsing at all (the admin API needs none).
+ */
+import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import type { AdminConfig } from '../config/types.js';
+import { ErrorCodes, MqttLbError } from '../errors.js';
+import { authorizeAdmin, isLoopbackHost } from './admin-auth.js';
+import type { Metrics } from './metrics.js';
+import type { AdminActions, TelemetrySource } from './source.js';
+import { buildStatus } from './status-json.js';
+import { renderStatusPage, type StatusPage } from './status-page.js';
+
+export interface AdminServerOptions {
+  config: AdminConfig;
+  source: TelemetrySource;
+  actions: AdminActions;
+  metrics: Metrics;
+  log: Logger;
+}
+
+const HEADERS_TIMEOUT_MS = 5_000;
+const REQUEST_TIMEOUT_MS = 10_000;
+const KEEP_ALIVE_TIMEOUT_MS = 5_000;
+const MAX_HEADER_BYTES = 8 * 1024;
+/** Node checks the two timeouts above only this often (default 30 s, which lets a slow client linger). */
+const TIMEOUT_CHECK_MS = 1_000;
+/** Enough for Prometheus, a few browsers and scripts; beyond it the kernel backlog waits. */
+const MAX_CONNECTIONS = 128;
+
+const ADMIN_ACTIONS = ['drain', 'ready', 'maint'] as const;
+type AdminAction = (typeof ADMIN_ACTIONS)[number];
+
+const GET_ROUTES = new Set(['/', '/metrics', '/healthz', '/readyz', '/api/status']);
+
+export class AdminServer {
+  private readonly opts: AdminServerOptions;
+  private readonly log: Logger;
+  private readonly server: HttpServer;
+  private page: StatusPage;
+  private token: string | null;
+  private readonly loopbackBind: boolean;
+  private closing: Promise<void> | null = null;
+
+  constructor(opts: AdminServerOptions) {
+    this.opts = opts;
+    this.log = opts.log.child({ component: 'admin' });
+    this.loopbackBind = isLoopbackHost(opts.config.address.host);
+    this.token = opts.config.token;
+    this.page = renderStatusPage({ tokenRequired: this.token !== null });
+    this.server = createServer(
+      {
+        headersTimeout: HEADERS_TIMEOUT_MS,
+        requestTimeout: REQUEST_TIMEOUT_MS,
+        keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
+        maxHeaderSize: MAX_HEADER_BYTES,
+        connectionsCheckingInterval: TIMEOUT_CHECK_MS,
+      },
+      (req, res) => this.handle(req, res),
+    );
+    this.server.maxConnections = MAX_CONNECTIONS;
+  }
+
+  /** Binds `admin.bind`. Rejects with MqttLbError START_BIND when the address cannot be used. */
+  listen(): Promise<void> {
+    const { host, port } = this.opts.config.address;
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error): void => {
+        reject(new MqttLbError(ErrorCodes.START_BIND, `admin: cannot listen on ${this.opts.config.bind}: ${err.message}`, { cause: err }));
+      };
+      this.server.once('error', onError);
+      this.server.listen({ host, port }, () => {
+        this.server.off('error', onError);
+        this.server.on('error', (err) => this.log.error({ err }, 'admin server error'));
+        this.log.info({ bind: this.opts.config.bind, port: this.port }, 'admin server listening');
+        resolve();
+      });
+    });
+  }
+
+  /** The bound port (useful with port 0); 0 when not listening. */
+  get port(): number {
+    const a = this.server.address();
+    return a && typeof a === 'object' ? (a as AddressInfo).port : 0;
+  }
+
+  /** A reload changed `admin.token` (a changed `admin.bind` needs a new AdminServer). */
+  setToken(token: string | null): void {
+    if (token === this.token) return;
+    this.token = token;
+    this.page = renderStatusPage({ tokenRequired: token !== null });
+  }
+
+  /** Stops listening and closes every connection. Idempotent. */
+  close(): Promise<void> {
+    if (!this.closing) {
+      this.closing = new Promise<void>((resolve) => {
+        // The callback also runs (with ERR_SERVER_NOT_RUNNING) when it never listened: nothing to wait for.
+        this.server.close(() => resolve());
+        this.server.closeAllConnections();
+      });
+    }
+    return this.closing;
+  }
+
+  private handle(req: IncomingMessage, res: ServerResponse): void {
+    res.setHeader('cache-control', 'no-store');
+    res.setHeader('x-content-type-options', 'nosniff');
+    const path = (req.url ?? '/').split('?', 1)[0]!;
+    const method = req.method ?? 'GET';
+    // Nothing here reads a request body: discard whatever was sent so keep-alive stays usable.
+    req.resume();
+    try {
+      if (GET_ROUTES.has(path)) {
+        if (method !== 'GET' && method !== 'HEAD') return this.send(res, 405, 'method not allowed\n', { allow: 'GET, HEAD' });
+        return this.get(path, res);
+      }
+      if (path.startsWith('/api/servers/')) return this.adminApi(req, res, path, method);
+      this.send(res, 404, 'not found\n');
+    } catch (err) {
+      this.log.warn({ err, path }, 'admin request failed');
+      if (!res.headersSent) this.send(res, 500, 'internal error\n');
+      else res.destroy();
+    }
+  }
+
+  private get(path: string, res: ServerResponse): void {
+    switch (path) {
+      case '/healthz':
+        return this.send(res, 200, 'ok\n');
+      case '/readyz': {
+        const r = this.opts.source.ready();
+        return r.ok ? this.send(res, 200, 'ready\n') : this.send(res, 503, `${r.reason}\n`);
+      }
+      case '/api/status':
+        return this.send(res, 200, JSON.stringify(buildStatus(this.opts.source)), { 'content-type': 'application/json' });
+      case '/metrics':
+        this.opts.metrics.text().then(
+          (text) => this.send(res, 200, text, { 'content-type': this.opts.metrics.contentType }),
+          (err: unknown) => {
+            this.log.warn({ err }, 'metrics collection failed');
+            this.send(res, 500, 'metrics collection failed\n');
+          },
+        );
+        return;
+      default: // '/'
+        return this.send(res, 200, this.page.html, {
+          'content-type': 'text/html; charset=utf-8',
+          'content-security-policy': this.page.csp,
+          'x-frame-options': 'DENY',
+          'referrer-policy': 'no-referrer',
+        });
+    }
+  }
+
+  private adminApi(req: IncomingMessage, res: ServerResponse, path: string, method: string): void {
+    const target = parseServerPath(path);
+    if (!target) return this.send(res, 404, 'not found\n');
+    if (method !== 'POST') return this.send(res, 405, 'method not allowed\n', { allow: 'POST' });
+    const auth = authorizeAdmin(
+      {
+        authorization: req.headers.authorization,
+        host: req.headers.host,
+        origin: req.headers.origin,
+        secFetchSite: headerValue(req.headers['sec-fetch-site']),
+      },
+      { token: this.token, loopbackBind: this.loopbackBind },
+    );
+    if (!auth.ok) {
+      this.log.warn({ status: auth.status, pool: target.pool, server: target.server, action: target.action }, 'admin request refused');
+      const extra: Record<string, string> = auth.status === 401 ? { 'www-authenticate': 'Bearer realm="mqtt-lb"' } : {};
+      return this.send(res, auth.status, `${auth.message}\n`, extra);
+    }
+    const { pool, server, action } = target;
+    if (!this.opts.actions.setServerAdmin(pool, server, action)) {
+      return this.send(res, 404, `no server ${server} in pool ${pool}\n`);
+    }
+    this.log.info({ pool, server, admin: action }, 'server admin state set');
+    const live = this.opts.source.pools().find((p) => p.name === pool)?.servers.find((s) => s.name === server);
+    const body = { pool, server, admin: live?.admin ?? action, state: live?.state ?? null };
+    this.send(res, 200, JSON.stringify(body), { 'content-type': 'application/json' });
+  }
+
+  private send(res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}): void {
+    if (res.headersSent || res.destroyed) return;
+    res.statusCode = status;
+    if (!headers['content-type']) res.setHeader('content-type', 'text/plain; charset=utf-8');
+    for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
+    res.setHeader('content-length', Buffer.byteLength(body));
+    res.end(body);
+  }
+}
+
+/** `/api/servers/<pool>/<server>/<action>` with URL-encoded names; null when it is not that. */
+export function parseServerPath(path: string): { pool: string; server: string; action: AdminAction } | null {
+  const parts = path.split('/');
+  if (parts.length !== 6 || parts[0] !== '' || parts[1] !== 'api' || parts[2] !== 'servers') return null;
+  const action = parts[5] as AdminAction;
+  if (!ADMIN_ACTIONS.includes(action)) return null;
+  try {
+    const pool = decodeURIComponent(parts[3]!);
+    const server = decodeURIComponent(parts[4]!);
+    if (!pool || !server) return null;
+    return { pool, server, action };
+  } catch {
+    return null; // malformed percent-encoding
+  }
+}
+
+function headerValue(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}

@@ -1,0 +1,401 @@
+/**
+ * Every metric of the telemetry contract (design.md §6), in a private prom-client registry.
+ *
+ * Two kinds of metric live here:
+ * - snapshots of live state (connections, sessions, bytes, server state, failover): the data path keeps
+ *   plain numbers and `collect()` copies them into the registry at scrape time, so nothing of ours runs
+ *   per packet. Snapshot counters are absolute values read from the app's own counters; they are exposed
+ *   with `# TYPE ... counter` (see SnapshotCounter).
+ * - events reported by the app at most once per connection or per probe (`serverConnect`,
+ *   `healthCheck`, `configReload`), kept in ordinary prom-client counters and histograms.
+ *
+ * Servers removed by a reload disappear from the exposition: snapshots are rebuilt from scratch on every
+ * collect, and event series of servers no longer in any pool are removed then.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { SERVER_STATES, type CheckResult, type Server } from '../balancer/server.js';
+import {
+  ADVERT_DROP_REASONS,
+  CHECK_RESULTS,
+  FAILOVER_STATES,
+  REJECT_REASONS,
+  type TelemetrySource,
+} from './source.js';
+import { LoopLagSampler } from './loop-lag.js';
+
+type GaugeConfig<T extends string> = ConstructorParameters<typeof Gauge<T>>[0];
+
+/**
+ * A counter whose absolute value is copied from the app at scrape time. prom-client's Counter can only
+ * `inc`, so this is a Gauge (which can `set`) that declares itself a counter in the exposition and
+ * to cluster aggregation (which then sums it across workers).
+ */
+class SnapshotCounter<T extends string> extends Gauge<T> {
+  constructor(config: GaugeConfig<T>) {
+    super(config);
+    (this as unknown as { type: string }).type = 'counter';
+  }
+}
+
+/** Health check and server connect durations: 1 ms .. 10 s covers every sane timeout. */
+const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+/** How often the event-loop lag sampler ticks. */
+const LAG_SAMPLE_MS = 20;
+
+export type ConfigReloadResult = 'ok' | 'error';
+
+export class Metrics {
+  private readonly source: TelemetrySource;
+  private readonly registry = new Registry();
+  private readonly loopLagSampler: LoopLagSampler;
+  private closed = false;
+
+  /** pool -> server -> results seen, to remove event series of servers a reload removed. */
+  private readonly eventSeries = new Map<string, Map<string, Set<CheckResult>>>();
+
+  private readonly buildInfo: Gauge<'version'>;
+  private readonly ready: Gauge<string>;
+  private readonly connectionsActive: Gauge<'listener'>;
+  private readonly connectionsTotal: SnapshotCounter<'listener' | 'outcome'>;
+  private readonly connectRejected: SnapshotCounter<'listener' | 'reason'>;
+  private readonly serverUp: Gauge<'pool' | 'server'>;
+  private readonly serverState: Gauge<'pool' | 'server' | 'state'>;
+  private readonly serverSessions: Gauge<'pool' | 'server'>;
+  private readonly serverBytes: SnapshotCounter<'pool' | 'server' | 'direction'>;
+  private readonly healthChecks: Counter<'pool' | 'server' | 'result'>;
+  private readonly healthDuration: Histogram<'pool' | 'server'>;
+  private readonly connectDuration: Histogram<'pool' | 'server'>;
+  private readonly failoverState: Gauge<'state'>;
+  private readonly failoverInstanceState: Gauge<'router_id' | 'state'>;
+  private readonly failoverPriority: Gauge<'router_id'>;
+  private readonly failoverTransitions: SnapshotCounter<'from' | 'to'>;
+  private readonly advertsDropped: SnapshotCounter<'reason'>;
+  private readonly configReloads: Counter<'result'>;
+  private readonly loopLag: Gauge<string>;
+  private readonly loopLagMax: Gauge<string>;
+
+  constructor(source: TelemetrySource) {
+    this.source = source;
+    const registers = [this.registry];
+
+    collectDefaultMetrics({ register: this.registry });
+
+    this.buildInfo = new Gauge({
+      name: 'mqtt_lb_build_info',
+      help: 'Always 1; the version label says which mqtt-lb is running.',
+      labelNames: ['version'],
+      registers,
+      aggregator: 'first',
+    });
+    this.buildInfo.set({ version: source.version }, 1);
+
+    this.ready = new Gauge({
+      name: 'mqtt_lb_ready',
+      help: '1 when /readyz answers 200 (listeners bound and every pool has a server up), else 0.',
+      registers,
+      aggregator: 'min',
+    });
+
+    this.connectionsActive = new Gauge({
+      name: 'mqtt_lb_connections_active',
+      help: 'Client connections currently open on the listener.',
+      labelNames: ['listener'],
+      registers,
+    });
+    this.connectionsTotal = new SnapshotCounter({
+      name: 'mqtt_lb_connections_total',
+      help: 'Client connections ended or routed, by outcome: proxied, rejected (refused with a CONNACK or closed for a reason), failed (server dial or session broke after routing).',
+      labelNames: ['listener', 'outcome'],
+      registers,
+    });
+    this.connectRejected = new SnapshotCounter({
+      name: 'mqtt_lb_connect_rejected_total',
+      help: 'Client connections refused or closed before reaching a server, by reason.',
+      labelNames: ['listener', 'reason'],
+      registers,
+    });
+
+    this.serverUp = new Gauge({
+      name: 'mqtt_lb_server_up',
+      help: '1 when the server state is up, else 0.',
+      labelNames: ['pool', 'server'],
+      registers,
+      aggregator: 'first',
+    });
+    this.serverState = new Gauge({
+      name: 'mqtt_lb_server_state',
+      help: 'Server state: 1 for the current one of unknown, up, down, drain, maint; 0 for the others.',
+      labelNames: ['pool', 'server', 'state'],
+      registers,
+      aggregator: 'first',
+    });
+    this.serverSessions = new Gauge({
+      name: 'mqtt_lb_server_sessions_active',
+      help: 'Client sessions currently proxied to the server.',
+      labelNames: ['pool', 'server'],
+      registers,
+    });
+    this.serverBytes = new SnapshotCounter({
+      name: 'mqtt_lb_server_bytes_total',
+      help: 'Bytes proxied, including sessions still open: in = client to server, out = server to client.',
+      labelNames: ['pool', 'server', 'direction'],
+      registers,
+    });
+
+    this.healthChecks = new Counter({
+      name: 'mqtt_lb_health_checks_total',
+      help: 'Health probes completed, by result: ok, timeout, refused, bad_connack, http_status, error.',
+      labelNames: ['pool', 'server', 'result'],
+      registers,
+    });
+    this.healthDuration = new Histogram({
+      name: 'mqtt_lb_health_check_duration_seconds',
+      help: 'Duration of health probes, whatever their result.',
+      labelNames: ['pool', 'server'],
+      buckets: DURATION_BUCKETS,
+      registers,
+    });
+    this.connectDuration = new Histogram({
+      name: 'mqtt_lb_server_connect_duration_seconds',
+      help: 'Time to establish the TCP connection to a server for a client session.',
+      labelNames: ['pool', 'server'],
+      buckets: DURATION_BUCKETS,
+      registers,
+    });
+
+    this.failoverState = new Gauge({
+      name: 'mqtt_lb_failover_state',
+      help: 'Failover role: 1 for the current one of init, backup, master, fault (with several instances: how many are in that state). Absent when failover is off.',
+      labelNames: ['state'],
+      registers,
+      aggregator: 'first',
+    });
+    this.failoverInstanceState = new Gauge({
+      name: 'mqtt_lb_failover_instance_state',
+      help: 'Failover role per VRRP instance: 1 for the current state, 0 for the others.',
+      labelNames: ['router_id', 'state'],
+      registers,
+      aggregator: 'first',
+    });
+    this.failoverPriority = new Gauge({
+      name: 'mqtt_lb_failover_priority',
+      help: 'Priority advertised by the instance (configured priority minus tracking penalties).',
+      labelNames: ['router_id'],
+      registers,
+      aggregator: 'first',
+    });
+    this.failoverTransitions = new SnapshotCounter({
+      name: 'mqtt_lb_failover_transitions_total',
+      help: 'Failover state transitions, by from and to state.',
+      labelNames: ['from', 'to'],
+      registers,
+      aggregator: 'first',
+    });
+    this.advertsDropped = new SnapshotCounter({
+      name: 'mqtt_lb_failover_adverts_dropped_total',
+      help: 'Failover adverts received and dropped, by reason: bad_hmac, replay, router_id, malformed.',
+      labelNames: ['reason'],
+      registers,
+      aggregator: 'first',
+    });
+
+    this.configReloads = new Counter({
+      name: 'mqtt_lb_config_reloads_total',
+      help: 'Configuration reloads (SIGHUP), by result: ok, or error (the running configuration was kept).',
+      labelNames: ['result'],
+      registers,
+      aggregator: 'first',
+    });
+    this.configReloads.inc({ result: 'ok' }, 0);
+    this.configReloads.inc({ result: 'error' }, 0);
+
+    this.loopLag = new Gauge({
+      name: 'mqtt_lb_event_loop_lag_seconds',
+      help: '99th percentile of the event-loop lag (how late a 20 ms timer runs) since the previous scrape.',
+      registers,
+      aggregator: 'max',
+    });
+    this.loopLagMax = new Gauge({
+      name: 'mqtt_lb_event_loop_lag_max_seconds',
+      help: 'Largest event-loop lag (how late a 20 ms timer runs) since the previous scrape.',
+      registers,
+      aggregator: 'max',
+    });
+    this.loopLagSampler = new LoopLagSampler(LAG_SAMPLE_MS);
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  /** Prometheus text exposition, read from the live state now. */
+  async text(): Promise<string> {
+    this.collect();
+    return this.registry.metrics();
+  }
+
+  /** Same as text() as prom-client JSON, for aggregation across workers (AggregatorRegistry). */
+  async json(): Promise<unknown[]> {
+    this.collect();
+    return this.registry.getMetricsAsJSON();
+  }
+
+  // ---- events, at most once per connection or per probe --------------------------------------
+
+  /** A client session's server connection was established after `seconds`. */
+  serverConnect(pool: string, server: string, seconds: number): void {
+    if (!isDuration(seconds)) return;
+    this.noteSeries(pool, server);
+    this.connectDuration.observe({ pool, server }, seconds);
+  }
+
+  /** One health probe finished. */
+  healthCheck(pool: string, server: string, result: CheckResult, seconds: number): void {
+    this.noteSeries(pool, server).add(result);
+    this.healthChecks.inc({ pool, server, result });
+    if (isDuration(seconds)) this.healthDuration.observe({ pool, server }, seconds);
+  }
+
+  configReload(result: ConfigReloadResult): void {
+    this.configReloads.inc({ result });
+  }
+
+  /** Stops the event-loop lag sampler. Idempotent. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.loopLagSampler.close();
+  }
+
+  // ---- scrape time ----------------------------------------------------------------------------
+
+  /** Copy the live state into the registry. Called by text()/json(); cheap enough for every scrape. */
+  collect(): void {
+    const ready = this.source.ready();
+    this.ready.set(ready.ok ? 1 : 0);
+    this.collectListeners();
+    const live = this.collectServers();
+    this.pruneEventSeries(live);
+    this.collectFailover();
+    this.collectLoopLag();
+  }
+
+  private collectListeners(): void {
+    this.connectionsActive.reset();
+    this.connectionsTotal.reset();
+    this.connectRejected.reset();
+    for (const l of this.source.listeners()) {
+      const listener = l.name;
+      this.connectionsActive.set({ listener }, l.active);
+      this.connectionsTotal.set({ listener, outcome: 'proxied' }, l.outcomes.proxied);
+      this.connectionsTotal.set({ listener, outcome: 'rejected' }, l.outcomes.rejected);
+      this.connectionsTotal.set({ listener, outcome: 'failed' }, l.outcomes.failed);
+      // Every known reason exported from the start, so the first rejection of a kind shows in rate().
+      for (const reason of REJECT_REASONS) this.connectRejected.set({ listener, reason }, l.rejected.get(reason) ?? 0);
+      for (const [reason, n] of l.rejected) {
+        if (!(REJECT_REASONS as readonly string[]).includes(reason)) this.connectRejected.set({ listener, reason }, n);
+      }
+    }
+  }
+
+  /** Returns the live servers as pool -> names, for pruning. */
+  private collectServers(): Map<string, Set<string>> {
+    this.serverUp.reset();
+    this.serverState.reset();
+    this.serverSessions.reset();
+    this.serverBytes.reset();
+    const live = new Map<string, Set<string>>();
+    for (const p of this.source.pools()) {
+      const names = new Set<string>();
+      live.set(p.name, names);
+      for (const s of p.servers) {
+        names.add(s.name);
+        this.collectServer(p.name, s);
+      }
+    }
+    return live;
+  }
+
+  private collectServer(pool: string, s: Server): void {
+    const server = s.name;
+    const state = s.state;
+    this.serverUp.set({ pool, server }, state === 'up' ? 1 : 0);
+    for (const st of SERVER_STATES) this.serverState.set({ pool, server, state: st }, st === state ? 1 : 0);
+    this.serverSessions.set({ pool, server }, s.sessions.size);
+    this.serverBytes.set({ pool, server, direction: 'in' }, s.bytesIn());
+    this.serverBytes.set({ pool, server, direction: 'out' }, s.bytesOut());
+    // Zero-initialised so that the first probe result of each kind is visible to increase().
+    const results = this.noteSeries(pool, server);
+    for (const result of CHECK_RESULTS) {
+      if (!results.has(result)) {
+        results.add(result);
+        this.healthChecks.inc({ pool, server, result }, 0);
+      }
+    }
+  }
+
+  private noteSeries(pool: string, server: string): Set<CheckResult> {
+    let servers = this.eventSeries.get(pool);
+    if (!servers) {
+      servers = new Map();
+      this.eventSeries.set(pool, servers);
+    }
+    let results = servers.get(server);
+    if (!results) {
+      results = new Set();
+      servers.set(server, results);
+    }
+    return results;
+  }
+
+  private pruneEventSeries(live: Map<string, Set<string>>): void {
+    for (const [pool, servers] of this.eventSeries) {
+      const liveNames = live.get(pool);
+      for (const [server, results] of servers) {
+        if (liveNames?.has(server)) continue;
+        for (const result of results) this.healthChecks.remove({ pool, server, result });
+        this.healthDuration.remove({ pool, server });
+        this.connectDuration.remove({ pool, server });
+        servers.delete(server);
+      }
+      if (servers.size === 0) this.eventSeries.delete(pool);
+    }
+  }
+
+  private collectFailover(): void {
+    this.failoverState.reset();
+    this.failoverInstanceState.reset();
+    this.failoverPriority.reset();
+    this.failoverTransitions.reset();
+    this.advertsDropped.reset();
+    const f = this.source.failover();
+    if (!f) return;
+    for (const state of FAILOVER_STATES) {
+      this.failoverState.set({ state }, f.instances.filter((i) => i.state === state).length);
+    }
+    for (const i of f.instances) {
+      const router_id = String(i.routerId);
+      for (const state of FAILOVER_STATES) this.failoverInstanceState.set({ router_id, state }, i.state === state ? 1 : 0);
+      this.failoverPriority.set({ router_id }, i.priority);
+    }
+    for (const [key, n] of f.stats.transitions) {
+      const sep = key.indexOf('>');
+      if (sep <= 0) continue;
+      this.failoverTransitions.set({ from: key.slice(0, sep), to: key.slice(sep + 1) }, n);
+    }
+    for (const reason of ADVERT_DROP_REASONS) this.advertsDropped.set({ reason }, f.stats.dropped[reason] ?? 0);
+  }
+
+  private collectLoopLag(): void {
+    const w = this.loopLagSampler.takeWindow();
+    // Two scrapes within one sampling period: keep the previous values rather than report 0.
+    if (!w) return;
+    this.loopLag.set(w.p99);
+    this.loopLagMax.set(w.max);
+  }
+}
+
+function isDuration(seconds: number): boolean {
+  return Number.isFinite(seconds) && seconds >= 0;
+}

@@ -1,0 +1,72 @@
+/**
+ * What telemetry reads from the running balancer (implemented by src/app.ts).
+ * Everything here is read at scrape/request time: the data path keeps plain numbers,
+ * telemetry turns them into metrics and JSON only when someone asks.
+ */
+import type { CheckResult, Server } from '../balancer/server.js';
+
+export interface ListenerStats {
+  name: string;
+  bind: string;
+  tls: boolean;
+  active: number; // live client connections on this listener
+  outcomes: { proxied: number; rejected: number; failed: number }; // plain counters, read at scrape
+  rejected: Map<string, number>; // reason -> count (contract §5 reasons + server_connect_failed + empty_client_id_persistent)
+}
+
+export interface FailoverInstanceStatus {
+  routerId: number;
+  state: 'init' | 'backup' | 'master' | 'fault';
+  priority: number;
+  vips: string[];
+  peer: { address: string; state: 'backup' | 'master' | 'fault' | 'unknown'; lastAdvertAgeMs: number } | null;
+}
+
+export interface FailoverStats {
+  transitions: Map<string /* `${from}>${to}` */, number>;
+  dropped: Record<'bad_hmac' | 'replay' | 'router_id' | 'malformed', number>;
+}
+
+export interface TelemetrySource {
+  version: string;
+  startedAt: number; // Date.now() at start
+  listeners(): ListenerStats[];
+  pools(): Array<{ name: string; balance: string; servers: Server[] }>;
+  failover(): { instances: FailoverInstanceStatus[]; stats: FailoverStats } | null; // null = failover off
+  ready(): { ok: true } | { ok: false; reason: string };
+}
+
+export interface AdminActions {
+  setServerAdmin(pool: string, server: string, state: 'ready' | 'drain' | 'maint'): boolean; // false = no such pool/server
+}
+
+/** Failover states as exported (contract §6). */
+export const FAILOVER_STATES = ['init', 'backup', 'master', 'fault'] as const;
+export type FailoverState = (typeof FAILOVER_STATES)[number];
+
+/** Reasons an advert is dropped (contract §6). */
+export const ADVERT_DROP_REASONS = ['bad_hmac', 'replay', 'router_id', 'malformed'] as const;
+
+/**
+ * Every connect rejection reason the contract names (§5 table, the silent closes, plus
+ * `server_connect_failed` and `empty_client_id_persistent`). Exported at 0 from the start so
+ * `rate()`/`increase()` see the first rejection of each kind.
+ */
+export const REJECT_REASONS = [
+  'no_server',
+  'listener_full',
+  'global_full',
+  'source_full',
+  'rate_limited',
+  'accept_queue_full',
+  'bad_protocol_level',
+  'malformed',
+  'not_connect',
+  'too_large',
+  'timeout',
+  'server_connect_failed',
+  'empty_client_id_persistent',
+] as const;
+
+/** Probe results (contract §6, `result` label). */
+export const CHECK_RESULTS = ['ok', 'timeout', 'refused', 'bad_connack', 'http_status', 'error'] as const satisfies readonly CheckResult[];

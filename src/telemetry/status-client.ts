@@ -1,0 +1,156 @@
+/**
+ * `mqtt-lb status [--admin URL]`: fetch /api/status from a running instance and print it as text.
+ */
+import { request } from 'undici';
+import type { StatusJson, StatusLastCheck } from './status-json.js';
+
+export type { StatusJson } from './status-json.js';
+
+export const DEFAULT_ADMIN_URL = 'http://127.0.0.1:9883';
+const FETCH_TIMEOUT_MS = 5_000;
+
+/** `127.0.0.1:9883`, `http://host:9883`, `http://host:9883/prefix/` -> the /api/status URL. */
+export function statusUrl(adminUrl: string): URL {
+  const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(adminUrl) ? adminUrl : `http://${adminUrl}`;
+  const base = new URL(withScheme);
+  if (!base.pathname.endsWith('/')) base.pathname += '/';
+  return new URL('api/status', base);
+}
+
+export async function fetchStatus(adminUrl: string = DEFAULT_ADMIN_URL, timeoutMs: number = FETCH_TIMEOUT_MS): Promise<StatusJson> {
+  const url = statusUrl(adminUrl);
+  let statusCode: number;
+  let text: string;
+  try {
+    const res = await request(url, {
+      method: 'GET',
+      headers: { accept: 'application/json' },
+      headersTimeout: timeoutMs,
+      bodyTimeout: timeoutMs,
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    statusCode = res.statusCode;
+    text = await res.body.text();
+  } catch (err) {
+    const why = err instanceof Error ? err.message : String(err);
+    throw new Error(`cannot reach the mqtt-lb admin server at ${url.href}: ${why}`, { cause: err });
+  }
+  if (statusCode !== 200) throw new Error(`${url.href} answered HTTP ${statusCode}: ${text.trim().slice(0, 200)}`);
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch (err) {
+    throw new Error(`${url.href} did not answer JSON`, { cause: err });
+  }
+  if (!looksLikeStatus(body)) throw new Error(`${url.href} did not answer an mqtt-lb status document`);
+  return body;
+}
+
+function looksLikeStatus(v: unknown): v is StatusJson {
+  if (typeof v !== 'object' || v === null) return false;
+  const o = v as Record<string, unknown>;
+  return (
+    typeof o.version === 'string' &&
+    typeof o.uptimeSeconds === 'number' &&
+    typeof o.failover === 'object' &&
+    o.failover !== null &&
+    Array.isArray(o.listeners) &&
+    Array.isArray(o.pools)
+  );
+}
+
+export function formatDuration(seconds: number): string {
+  const s = Math.max(0, Math.floor(seconds));
+  const d = Math.floor(s / 86400);
+  const h = Math.floor((s % 86400) / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  if (d) return `${d}d ${h}h`;
+  if (h) return `${h}h ${m}m`;
+  if (m) return `${m}m ${s % 60}s`;
+  return `${s}s`;
+}
+
+function formatAge(ms: number): string {
+  if (ms < 1000) return `${ms}ms ago`;
+  if (ms < 60_000) return `${(ms / 1000).toFixed(1)}s ago`;
+  return `${formatDuration(ms / 1000)} ago`;
+}
+
+function formatCheck(c: StatusLastCheck | null): string {
+  return c ? `${c.result} ${c.durationMs}ms, ${formatAge(c.ageMs)}` : 'never';
+}
+
+/** Left-aligned columns, numeric columns right-aligned, two spaces apart. */
+function table(rows: string[][], numeric: ReadonlySet<number> = new Set()): string {
+  const widths: number[] = [];
+  for (const r of rows) r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, c.length)));
+  return rows
+    .map((r) =>
+      r
+        .map((c, i) => (numeric.has(i) ? c.padStart(widths[i]!) : i === r.length - 1 ? c : c.padEnd(widths[i]!)))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
+}
+
+function role(s: StatusJson): string {
+  if (!s.failover.enabled) return 'standalone (failover off)';
+  const states = s.failover.instances.map((i) => i.state);
+  return new Set(states).size <= 1 ? (states[0] ?? 'init') : states.join('/');
+}
+
+/** The terminal view of a status document. */
+export function formatStatus(s: StatusJson): string {
+  const out: string[] = [];
+  out.push(`mqtt-lb ${s.version}  up ${formatDuration(s.uptimeSeconds)}  role ${role(s)}`);
+
+  if (s.failover.enabled) {
+    out.push('', 'FAILOVER');
+    out.push(
+      table([
+        ['ROUTER', 'STATE', 'PRIORITY', 'VIPS', 'PEER', 'PEER STATE', 'LAST ADVERT'],
+        ...s.failover.instances.map((i) => [
+          String(i.routerId),
+          i.state,
+          String(i.priority),
+          i.vips.join(',') || '-',
+          i.peer?.address ?? '-',
+          i.peer?.state ?? '-',
+          i.peer ? formatAge(i.peer.lastAdvertAgeMs) : '-',
+        ]),
+      ]),
+    );
+  }
+
+  out.push('', 'LISTENERS');
+  out.push(
+    table(
+      [['NAME', 'BIND', 'TLS', 'SESSIONS'], ...s.listeners.map((l) => [l.name, l.bind, l.tls ? 'yes' : 'no', String(l.sessions)])],
+      new Set([3]),
+    ),
+  );
+
+  for (const p of s.pools) {
+    const up = p.servers.filter((x) => x.state === 'up').length;
+    out.push('', `POOL ${p.name}  ${p.balance}  ${up}/${p.servers.length} up`);
+    out.push(
+      table(
+        [
+          ['SERVER', 'ADDRESS', 'STATE', 'ADMIN', 'WEIGHT', 'SESSIONS', 'LAST CHECK'],
+          ...p.servers.map((x) => [
+            x.backup ? `${x.name} (backup)` : x.name,
+            x.address,
+            x.state,
+            x.admin,
+            String(x.weight),
+            String(x.sessions),
+            formatCheck(x.lastCheck),
+          ]),
+        ],
+        new Set([4, 5]),
+      ),
+    );
+  }
+  return `${out.join('\n')}\n`;
+}

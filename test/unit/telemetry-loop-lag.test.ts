@@ -1,0 +1,40 @@
+import { describe, expect, it } from 'vitest';
+import { LoopLagSampler } from '../../src/telemetry/loop-lag.js';
+
+describe('LoopLagSampler (manual clock)', () => {
+  it('measures how late each tick runs, per window', () => {
+    let t = 1000;
+    const s = new LoopLagSampler(20, () => t, false);
+    expect(s.takeWindow()).toBeNull();
+
+    t += 20; // on time
+    s.tick();
+    t += 20;
+    s.tick();
+    t += 170; // 150 ms late: a stall
+    s.tick();
+    const w = s.takeWindow()!;
+    expect(w.max).toBeCloseTo(0.15, 3);
+    expect(w.p99).toBeCloseTo(0.15, 3);
+
+    // The next window starts empty but the clock carries on: a stall spanning the window edge counts.
+    expect(s.takeWindow()).toBeNull();
+    t += 520;
+    s.tick();
+    expect(s.takeWindow()!.max).toBeCloseTo(0.5, 3);
+  });
+
+  it('treats early or on-time ticks as no lag', () => {
+    let t = 0;
+    const s = new LoopLagSampler(20, () => t, false);
+    t += 19;
+    s.tick();
+    t += 20;
+    s.tick();
+    const w = s.takeWindow()!;
+    expect(w.max).toBeLessThan(1e-6);
+    expect(w.p99).toBeLessThan(1e-6);
+    s.close();
+    s.close();
+  });
+});

@@ -1,0 +1,129 @@
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import { createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { AdminServer } from '../../src/telemetry/admin-server.js';
+import { Metrics } from '../../src/telemetry/metrics.js';
+import { fetchStatus, formatDuration, formatStatus, statusUrl } from '../../src/telemetry/status-client.js';
+import { buildStatus, type StatusJson } from '../../src/telemetry/status-json.js';
+import { FakeSession, FakeSource, RecordingActions, adminConfig, failoverStatus, listenerStats, makeServer, silentLogger } from './telemetry-fixtures.js';
+
+const cleanups: Array<() => Promise<void> | void> = [];
+afterEach(async () => {
+  while (cleanups.length) await cleanups.pop()!();
+});
+
+/** One instant for the whole file, so formatted ages are exact. */
+const NOW = Date.now();
+
+function source(): FakeSource {
+  const s = new FakeSource();
+  s.version = '0.1.0';
+  s.startedAt = NOW - 3723_000;
+  s.listenerList = [listenerStats('mqtt', { active: 12 }), listenerStats('mqtts', { bind: '0.0.0.0:8883', tls: true, active: 3 })];
+  const b1 = makeServer('brokers', 'b1', 'up', { address: '10.0.0.11:1883' });
+  for (let i = 0; i < 9; i++) b1.sessions.add(new FakeSession());
+  b1.lastCheck = { result: 'ok', at: NOW - 800, durationMs: 3 };
+  const b2 = makeServer('brokers', 'b2', 'down', { address: '10.0.0.12:1883' });
+  b2.lastCheck = { result: 'timeout', at: NOW - 1500, durationMs: 1000 };
+  const b3 = makeServer('brokers', 'b3', 'unknown', { address: '10.0.0.13:1883', backup: true });
+  b3.setAdmin('maint');
+  s.poolList = [{ name: 'brokers', balance: 'client-id-hash', servers: [b1, b2, b3] }];
+  return s;
+}
+
+async function listenHttp(handler: Parameters<typeof createHttpServer>[1]): Promise<{ server: HttpServer; port: number }> {
+  const server = createHttpServer(handler);
+  cleanups.push(() => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { server, port: (server.address() as { port: number }).port };
+}
+
+describe('fetchStatus', () => {
+  it('reads /api/status from a running admin server', async () => {
+    const src = source();
+    src.failoverStatus = failoverStatus('backup');
+    const metrics = new Metrics(src);
+    cleanups.push(() => metrics.close());
+    const admin = new AdminServer({ config: adminConfig(), source: src, actions: new RecordingActions(src), metrics, log: silentLogger() });
+    cleanups.push(() => admin.close());
+    await admin.listen();
+    const got = await fetchStatus(`http://127.0.0.1:${admin.port}`);
+    const want = buildStatus(src);
+    const stripClock = (s: StatusJson): unknown => JSON.parse(JSON.stringify(s), (k, v: unknown) => (k === 'uptimeSeconds' || k === 'ageMs' ? 0 : v));
+    expect(stripClock(got)).toEqual(stripClock(want));
+    // Without a scheme, as `mqtt-lb status --admin 127.0.0.1:9883` would be typed.
+    expect((await fetchStatus(`127.0.0.1:${admin.port}`)).version).toBe('0.1.0');
+  });
+
+  it('fails clearly when nothing listens', async () => {
+    const tcp: TcpServer = createTcpServer();
+    await new Promise<void>((r) => tcp.listen(0, '127.0.0.1', r));
+    const port = (tcp.address() as { port: number }).port;
+    await new Promise<void>((r) => tcp.close(() => r()));
+    await expect(fetchStatus(`http://127.0.0.1:${port}`)).rejects.toThrow(/cannot reach the mqtt-lb admin server at http:\/\/127\.0\.0\.1:\d+\/api\/status/);
+  });
+
+  it('fails on a non-200 answer and on a non-status document', async () => {
+    const { port } = await listenHttp((req, res) => {
+      if (req.url === '/a/api/status') res.writeHead(503).end('not ready');
+      else res.writeHead(200, { 'content-type': 'application/json' }).end('{"hello":1}');
+    });
+    await expect(fetchStatus(`http://127.0.0.1:${port}/a`)).rejects.toThrow(/HTTP 503: not ready/);
+    await expect(fetchStatus(`http://127.0.0.1:${port}`)).rejects.toThrow(/did not answer an mqtt-lb status document/);
+  });
+
+  it('gives up after its timeout when the server never answers', async () => {
+    const sockets = new Set<Socket>();
+    const tcp: TcpServer = createTcpServer((s) => sockets.add(s)); // accepts, never answers
+    cleanups.push(() => new Promise<void>((r) => { for (const s of sockets) s.destroy(); tcp.close(() => r()); }));
+    await new Promise<void>((r) => tcp.listen(0, '127.0.0.1', r));
+    const port = (tcp.address() as { port: number }).port;
+    await expect(fetchStatus(`http://127.0.0.1:${port}`, 300)).rejects.toThrow(/cannot reach/);
+  });
+});
+
+describe('statusUrl', () => {
+  it('accepts the usual ways to write the admin address', () => {
+    expect(statusUrl('http://127.0.0.1:9883').href).toBe('http://127.0.0.1:9883/api/status');
+    expect(statusUrl('http://127.0.0.1:9883/').href).toBe('http://127.0.0.1:9883/api/status');
+    expect(statusUrl('127.0.0.1:9883').href).toBe('http://127.0.0.1:9883/api/status');
+    expect(statusUrl('https://lb.example/mqtt-lb').href).toBe('https://lb.example/mqtt-lb/api/status');
+    expect(statusUrl('[::1]:9883').href).toBe('http://[::1]:9883/api/status');
+  });
+});
+
+describe('formatStatus', () => {
+  it('prints role, listeners, pools and servers as aligned tables', () => {
+    const text = formatStatus(buildStatus(source(), NOW));
+    const lines = text.split('\n');
+    expect(lines[0]).toBe('mqtt-lb 0.1.0  up 1h 2m  role standalone (failover off)');
+    expect(text).not.toContain('FAILOVER');
+    expect(text).toContain('LISTENERS\nNAME   BIND          TLS  SESSIONS\nmqtt   0.0.0.0:1883  no         12\nmqtts  0.0.0.0:8883  yes         3\n');
+    expect(text).toContain('POOL brokers  client-id-hash  1/3 up');
+    const b1 = lines.find((l) => l.startsWith('b1 '))!;
+    expect(b1.split(/\s{2,}/)).toEqual(['b1', '10.0.0.11:1883', 'up', 'ready', '1', '9', 'ok 3ms, 800ms ago']);
+    const b2 = lines.find((l) => l.startsWith('b2 '))!;
+    expect(b2.split(/\s{2,}/)).toEqual(['b2', '10.0.0.12:1883', 'down', 'ready', '1', '0', 'timeout 1000ms, 1.5s ago']);
+    const b3 = lines.find((l) => l.startsWith('b3 '))!;
+    expect(b3.split(/\s{2,}/)).toEqual(['b3 (backup)', '10.0.0.13:1883', 'maint', 'maint', '1', '0', 'never']);
+    // Columns line up: every row of the server table starts its ADDRESS column at the same offset.
+    const header = lines.find((l) => l.startsWith('SERVER'))!;
+    const col = header.indexOf('ADDRESS');
+    for (const l of [b1, b2, b3]) expect(l.slice(col, col + 3)).toBe('10.');
+  });
+
+  it('shows the failover role and peer', () => {
+    const src = source();
+    src.failoverStatus = failoverStatus('master');
+    const text = formatStatus(buildStatus(src, NOW));
+    expect(text.split('\n')[0]).toContain('role master');
+    expect(text).toMatch(/FAILOVER\nROUTER\s+STATE\s+PRIORITY\s+VIPS\s+PEER\s+PEER STATE\s+LAST ADVERT\n51\s+master\s+150\s+192\.0\.2\.10\/24\s+10\.0\.0\.2\s+backup\s+40ms ago\n/);
+  });
+
+  it('formats durations', () => {
+    expect(formatDuration(0)).toBe('0s');
+    expect(formatDuration(59.9)).toBe('59s');
+    expect(formatDuration(61)).toBe('1m 1s');
+    expect(formatDuration(3 * 86400 + 7200)).toBe('3d 2h');
+  });
+});
