@@ -1,1 +1,136 @@
-export const x = 1;
+#!/usr/bin/env node
+/**
+ * The mqtt-lb command (design.md §3):
+ *   mqtt-lb [--config lb.yaml]          run the balancer
+ *   mqtt-lb check --config FILE         validate, print every problem as FILE:LINE:COL key.path: message
+ *   mqtt-lb status [--admin URL]        show a running instance
+ *   mqtt-lb keygen                      print a new failover key
+ */
+import { parseConfig } from './config/load.js';
+import { formatProblem } from './errors.js';
+import { readFileSync } from 'node:fs';
+import { VERSION } from './version.js';
+
+const USAGE = `usage:
+  mqtt-lb [--config FILE]               run the balancer (default ./lb.yaml)
+  mqtt-lb check [--config FILE]         validate a configuration
+  mqtt-lb status [--admin URL]          status of a running instance (default http://127.0.0.1:9883)
+  mqtt-lb keygen                        print a new failover key (base64 of 32 random bytes)
+  mqtt-lb --version
+`;
+
+interface Args {
+  command: 'run' | 'check' | 'status' | 'keygen' | 'help' | 'version';
+  config: string;
+  admin: string | null;
+}
+
+function parseArgs(argv: string[]): Args | string {
+  const args: Args = { command: 'run', config: 'lb.yaml', admin: null };
+  let i = 0;
+  if (argv[0] !== undefined && !argv[0].startsWith('-')) {
+    const c = argv[0];
+    if (c !== 'check' && c !== 'status' && c !== 'keygen' && c !== 'run') return `unknown command: ${c}`;
+    args.command = c;
+    i = 1;
+  }
+  for (; i < argv.length; i++) {
+    const a = argv[i]!;
+    const eq = a.indexOf('=');
+    const name = eq > 0 ? a.slice(0, eq) : a;
+    const inline = eq > 0 ? a.slice(eq + 1) : undefined;
+    const value = (): string | undefined => inline ?? argv[++i];
+    switch (name) {
+      case '--config':
+      case '-c': {
+        const v = value();
+        if (v === undefined) return '--config needs a file';
+        args.config = v;
+        break;
+      }
+      case '--admin': {
+        const v = value();
+        if (v === undefined) return '--admin needs a URL';
+        args.admin = v;
+        break;
+      }
+      case '--help':
+      case '-h':
+        args.command = 'help';
+        break;
+      case '--version':
+      case '-v':
+        args.command = 'version';
+        break;
+      default:
+        return `unknown option: ${a}`;
+    }
+  }
+  return args;
+}
+
+function check(file: string): number {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    process.stderr.write(`${file}: cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}\n`);
+    return 1;
+  }
+  const outcome = parseConfig(text, file, { checkFiles: true });
+  for (const p of outcome.problems) process.stderr.write(formatProblem(p) + '\n');
+  for (const w of outcome.warnings) process.stderr.write(`warning: ${w}\n`);
+  if (outcome.problems.length > 0) return 1;
+  process.stdout.write(`${file}: ok\n`);
+  return 0;
+}
+
+async function main(): Promise<number> {
+  const args = parseArgs(process.argv.slice(2));
+  if (typeof args === 'string') {
+    process.stderr.write(`mqtt-lb: ${args}\n${USAGE}`);
+    return 1;
+  }
+  switch (args.command) {
+    case 'help':
+      process.stdout.write(USAGE);
+      return 0;
+    case 'version':
+      process.stdout.write(`${VERSION}\n`);
+      return 0;
+    case 'check':
+      return check(args.config);
+    case 'keygen': {
+      const { generateKey } = await import('./failover/key.js');
+      process.stdout.write(generateKey() + '\n');
+      return 0;
+    }
+    case 'status': {
+      const { fetchStatus, formatStatus } = await import('./telemetry/status-client.js');
+      try {
+        const status = await fetchStatus(args.admin ?? 'http://127.0.0.1:9883');
+        process.stdout.write(formatStatus(status) + '\n');
+        return 0;
+      } catch (err) {
+        process.stderr.write(`mqtt-lb status: ${(err as Error).message}\n`);
+        return 2;
+      }
+    }
+    case 'run': {
+      const { runBalancer } = await import('./run.js');
+      return runBalancer(args.config);
+    }
+  }
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+    // Exit explicitly: a stopped balancer may still hold unref'd handles we do not want to wait for.
+    setImmediate(() => process.exit(code));
+  },
+  (err) => {
+    process.stderr.write(`mqtt-lb: ${(err as Error).stack ?? String(err)}\n`);
+    process.exit(2);
+  },
+);

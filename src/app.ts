@@ -1,0 +1,298 @@
+/**
+ * The running balancer: builds pools, health checkers, listeners, the admin server and failover from one
+ * LbConfig, reloads them in place, and stops them in the contract's order (design.md §3).
+ */
+import { readFileSync } from 'node:fs';
+import type { Logger } from 'pino';
+import type { LbConfig } from './config/types.js';
+import { Pool } from './balancer/pool.js';
+import type { Server, AdminState, LiveSession } from './balancer/server.js';
+import { HealthChecker } from './health/checker.js';
+import { PoolReactions } from './health/reactions.js';
+import { Evictor } from './health/eviction.js';
+import { Listener } from './proxy/listener.js';
+import type { ProxyContext } from './proxy/context.js';
+import { clampToBudget, openFileLimit } from './proxy/fd-budget.js';
+import { buildFront } from './proxy/front.js';
+import { Admission } from './proxy/admission.js';
+import { Metrics } from './telemetry/metrics.js';
+import { AdminServer } from './telemetry/admin-server.js';
+import type { TelemetrySource, AdminActions } from './telemetry/source.js';
+import { Failover } from './failover/index.js';
+import { VERSION } from './version.js';
+
+const TRACK_INTERVAL_MS = 250;
+
+export class App implements TelemetrySource, AdminActions {
+  readonly version = VERSION;
+  readonly startedAt = Date.now();
+  config: LbConfig;
+  readonly log: Logger;
+  readonly poolMap = new Map<string, Pool>();
+  readonly listenerMap = new Map<string, Listener>();
+  private readonly checkers = new Map<string, HealthChecker>();
+  private readonly reactions = new Map<string, PoolReactions>();
+  readonly ctx: ProxyContext;
+  readonly metrics: Metrics;
+  private admin: AdminServer | null = null;
+  private failoverRuntime: Failover | null = null;
+  private admission: Admission;
+  private trackTimer: NodeJS.Timeout | null = null;
+  private stopping = false;
+  private stopped: Promise<void> | null = null;
+
+  constructor(config: LbConfig, log: Logger) {
+    this.config = config;
+    this.log = log;
+    this.admission = new Admission(config.limits);
+    const pools = this.poolMap;
+    const checkers = this.checkers;
+    this.ctx = {
+      log,
+      limits: config.limits,
+      logSessions: config.log.sessions,
+      pool: (name) => pools.get(name),
+      totalActive: 0,
+      maxConnections: config.limits.maxConnections,
+      onServerConnected: (server, seconds) => this.metrics.serverConnect(server.pool, server.name, seconds),
+      onDialFailure: (server, serverCaused) => {
+        if (serverCaused) checkers.get(server.pool)?.probeNow(server);
+      },
+      admit: (ticket) => this.admission.admit(ticket),
+      release: (ticket) => this.admission.release(ticket),
+    };
+    this.metrics = new Metrics(this);
+  }
+
+  // ── start ───────────────────────────────────────────────────────────────────────────────────────────────
+
+  async start(): Promise<void> {
+    const config = this.config;
+    for (const pc of Object.values(config.pools)) this.addPool(pc);
+    const budget = this.budget(config);
+    this.ctx.maxConnections = budget.globalMax;
+    for (const w of budget.warnings) this.log.warn({ detail: w }, 'connection cap clamped');
+
+    if (config.failover !== null) {
+      this.failoverRuntime = new Failover(config.failover, this.log);
+      this.failoverRuntime.on('state', (e: { routerId: number; from: string; to: string }) => this.log.info(e, 'failover state changed'));
+    }
+    try {
+      for (const lc of config.listeners) {
+        const l = new Listener(lc, this.ctx, budget.listenerMax.get(lc.name) ?? lc.maxConnections);
+        l.setFront(...buildFront(lc, config.pools[lc.pool]!, () => this.config.limits.clientConnectTimeout));
+        this.listenerMap.set(lc.name, l);
+        await l.listen();
+        this.log.info({ listener: lc.name, bind: lc.bind, pool: lc.pool, tls: lc.tls !== null, maxConnections: l.maxConnections }, 'listener started');
+      }
+      this.admin = new AdminServer({ config: config.admin, source: this, actions: this, metrics: this.metrics, log: this.log });
+      await this.admin.listen();
+      this.log.info({ bind: config.admin.bind }, 'admin server started');
+      if (this.failoverRuntime !== null) await this.failoverRuntime.start();
+    } catch (err) {
+      await this.closeEverything();
+      throw err;
+    }
+    for (const c of this.checkers.values()) c.start();
+    this.trackTimer = setInterval(() => this.track(), TRACK_INTERVAL_MS);
+    this.trackTimer.unref();
+  }
+
+  private addPool(pc: LbConfig['pools'][string]): void {
+    const pool = new Pool(pc);
+    this.poolMap.set(pc.name, pool);
+    const checker = new HealthChecker(pool, {
+      log: this.log,
+      onResult: (server, r) => this.metrics.healthCheck(server.pool, server.name, r.result, r.durationMs / 1000),
+    });
+    this.checkers.set(pc.name, checker);
+    this.reactions.set(pc.name, new PoolReactions(pool, { log: this.log }));
+  }
+
+  private budget(config: LbConfig) {
+    let servers = 0;
+    for (const p of Object.values(config.pools)) servers += p.servers.length;
+    return clampToBudget({
+      fileLimit: openFileLimit(),
+      globalMax: config.limits.maxConnections,
+      listeners: config.listeners.map((l) => ({ name: l.name, maxConnections: l.maxConnections })),
+      servers,
+    });
+  }
+
+  /** Failover tracking: listeners that cannot accept and the interface carrier → FAULT; empty pools → lower priority. */
+  private track(): void {
+    const fo = this.failoverRuntime;
+    const fc = this.config.failover;
+    if (fo === null || fc === null) return;
+    let fault = false;
+    if (fc.track.listeners) {
+      for (const l of this.listenerMap.values()) if (!l.listening || !l.acceptHealthy) fault = true;
+    }
+    if (fc.track.interface && !carrierUp(fc.interface)) fault = true;
+    let emptyPools = 0;
+    for (const p of this.poolMap.values()) if (!p.servers.some((s) => s.health === 'up')) emptyPools++;
+    fo.setTracking({ fault, priorityPenalty: emptyPools * fc.track.pools.weight });
+  }
+
+  // ── reload ──────────────────────────────────────────────────────────────────────────────────────────────
+
+  /** Apply a new, already validated config. Established sessions are never dropped; admin states survive. */
+  async reload(next: LbConfig): Promise<void> {
+    const prev = this.config;
+    this.config = next;
+    this.ctx.limits = next.limits;
+    this.ctx.logSessions = next.log.sessions;
+    this.log.level = next.log.level;
+    this.admission.reconfigure(next.limits);
+
+    for (const [name, pool] of this.poolMap) {
+      const pc = next.pools[name];
+      if (pc === undefined) {
+        // Pool gone: stop checking; its live sessions continue until they end.
+        void this.checkers.get(name)?.close();
+        this.reactions.get(name)?.close();
+        this.checkers.delete(name);
+        this.reactions.delete(name);
+        this.poolMap.delete(name);
+        continue;
+      }
+      pool.reconfigure(pc);
+      this.checkers.get(name)!.reconfigure(pool);
+      this.reactions.get(name)!.reconfigure(pool);
+    }
+    for (const pc of Object.values(next.pools)) {
+      if (!this.poolMap.has(pc.name)) {
+        this.addPool(pc);
+        this.checkers.get(pc.name)!.start();
+      }
+    }
+
+    const budget = this.budget(next);
+    this.ctx.maxConnections = budget.globalMax;
+    for (const [name, l] of this.listenerMap) {
+      const lc = next.listeners.find((x) => x.name === name);
+      if (lc === undefined || lc.bind !== l.config.bind) {
+        await l.stopAccepting();
+        this.listenerMap.delete(name);
+        this.log.info({ listener: name }, 'listener stopped by reload');
+        continue;
+      }
+      l.reconfigure(lc, budget.listenerMax.get(name) ?? lc.maxConnections);
+      l.setFront(...buildFront(lc, next.pools[lc.pool]!, () => this.config.limits.clientConnectTimeout));
+    }
+    for (const lc of next.listeners) {
+      if (this.listenerMap.has(lc.name)) continue;
+      const l = new Listener(lc, this.ctx, budget.listenerMax.get(lc.name) ?? lc.maxConnections);
+      l.setFront(...buildFront(lc, next.pools[lc.pool]!, () => this.config.limits.clientConnectTimeout));
+      await l.listen();
+      this.listenerMap.set(lc.name, l);
+      this.log.info({ listener: lc.name, bind: lc.bind }, 'listener started');
+    }
+    if (prev.admin.token !== next.admin.token) this.admin?.setToken(next.admin.token);
+    if (prev.admin.bind !== next.admin.bind) this.log.warn({ bind: next.admin.bind }, 'admin.bind change needs a restart');
+    if (JSON.stringify(prev.failover) !== JSON.stringify(next.failover)) this.log.warn({}, 'failover settings change needs a restart');
+  }
+
+  // ── stop ────────────────────────────────────────────────────────────────────────────────────────────────
+
+  /** Graceful stop (SIGTERM/SIGINT), in the contract's order. Idempotent. */
+  stop(): Promise<void> {
+    this.stopped ??= this.runStop();
+    return this.stopped;
+  }
+
+  private async runStop(): Promise<void> {
+    this.stopping = true; // /readyz turns 503
+    this.log.info({}, 'stopping: no new connections');
+    await Promise.all([...this.listenerMap.values()].map((l) => l.stopAccepting()));
+    const fo = this.failoverRuntime;
+    if (fo !== null && fo.isMaster()) {
+      await fo.resign(Math.max(1000, (this.config.failover?.advertInterval ?? 100) * 20));
+    }
+    const sessions: LiveSession[] = [];
+    for (const l of this.listenerMap.values()) for (const s of l.sessions) sessions.push(s);
+    const drainTimeout = this.config.limits.drainTimeout;
+    if (fo !== null && sessions.length > 0) {
+      // Clients reached us through the VIP, which is about to move: close them at evictRate so their
+      // reconnects land on the peer spread out rather than all at once.
+      const rate = Math.max(...[...this.poolMap.values()].map((p) => p.config.evictRate));
+      const evictor = new Evictor(rate, 'shutdown');
+      evictor.evict(sessions);
+      await this.waitForSessions(drainTimeout);
+      evictor.close();
+    } else if (sessions.length > 0) {
+      this.log.info({ sessions: sessions.length, drainTimeoutMs: drainTimeout }, 'draining sessions');
+      await this.waitForSessions(drainTimeout);
+    }
+    for (const l of this.listenerMap.values()) l.destroyAll();
+    await this.closeEverything();
+    this.log.info({}, 'stopped');
+  }
+
+  private activeSessions(): number {
+    let n = 0;
+    for (const l of this.listenerMap.values()) n += l.sessions.size;
+    return n;
+  }
+
+  private async waitForSessions(timeoutMs: number): Promise<void> {
+    const until = Date.now() + timeoutMs;
+    while (this.activeSessions() > 0 && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  private async closeEverything(): Promise<void> {
+    if (this.trackTimer !== null) clearInterval(this.trackTimer);
+    this.trackTimer = null;
+    await Promise.all([...this.checkers.values()].map((c) => c.close()));
+    for (const r of this.reactions.values()) r.close();
+    await Promise.all([...this.listenerMap.values()].map((l) => l.stopAccepting()));
+    this.admission.close();
+    if (this.failoverRuntime !== null) await this.failoverRuntime.close();
+    if (this.admin !== null) await this.admin.close();
+    this.metrics.close();
+  }
+
+  // ── TelemetrySource / AdminActions ──────────────────────────────────────────────────────────────────────
+
+  listeners() {
+    return [...this.listenerMap.values()].map((l) => l.stats);
+  }
+
+  pools(): Array<{ name: string; balance: string; servers: Server[] }> {
+    return [...this.poolMap.values()].map((p) => ({ name: p.name, balance: p.config.balance, servers: p.servers }));
+  }
+
+  failover() {
+    const fo = this.failoverRuntime;
+    if (fo === null) return null;
+    return { instances: fo.status(), stats: fo.stats() };
+  }
+
+  ready(): { ok: true } | { ok: false; reason: string } {
+    if (this.stopping) return { ok: false, reason: 'stopping' };
+    for (const l of this.listenerMap.values()) if (!l.listening) return { ok: false, reason: `listener ${l.config.name} not bound` };
+    for (const p of this.poolMap.values()) {
+      if (!p.servers.some((s) => s.health === 'up' && s.admin === 'ready')) return { ok: false, reason: `pool ${p.name} has no server up` };
+    }
+    return { ok: true };
+  }
+
+  setServerAdmin(pool: string, server: string, state: AdminState): boolean {
+    const s = this.poolMap.get(pool)?.servers.find((x) => x.name === server);
+    if (s === undefined) return false;
+    s.setAdmin(state);
+    this.log.info({ pool, server, admin: state }, 'server admin state set');
+    return true;
+  }
+}
+
+function carrierUp(iface: string): boolean {
+  try {
+    return readFileSync(`/sys/class/net/${iface}/carrier`, 'utf8').trim() === '1';
+  } catch {
+    return false;
+  }
+}

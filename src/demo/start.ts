@@ -1,0 +1,35 @@
+/**
+ * `npm start`: start embedded demo brokers for every loopback server in the config, then run mqtt-lb
+ * on that config in this process. With real brokers, run `mqtt-lb --config FILE` instead.
+ */
+import { loadConfig } from '../config/load.js';
+import { ConfigError, formatProblem } from '../errors.js';
+import { startDemoCluster } from './brokers.js';
+import { runBalancer } from '../run.js';
+
+const LOOPBACK = new Set(['127.0.0.1', 'localhost', '::1']);
+
+async function main(): Promise<void> {
+  const file = process.argv[2] ?? 'lb.yaml';
+  let config;
+  try {
+    config = loadConfig(file);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      for (const p of err.problems) process.stderr.write(formatProblem(p) + '\n');
+      process.exit(1);
+    }
+    throw err;
+  }
+  const addresses = [];
+  for (const pool of Object.values(config.pools)) {
+    for (const s of pool.servers) if (LOOPBACK.has(s.host)) addresses.push({ host: s.host, port: s.port });
+  }
+  const cluster = await startDemoCluster(addresses);
+  process.stdout.write(`demo: ${addresses.length} embedded aedes brokers (MQTT 3.1/3.1.1, one shared bus) on ${addresses.map((a) => `${a.host}:${a.port}`).join(', ')}\n`);
+  const code = await runBalancer(file);
+  await cluster.close();
+  process.exit(code);
+}
+
+void main();

@@ -1,0 +1,77 @@
+/**
+ * What a session needs from the rest of the balancer. One object per running app, shared by every
+ * listener and session (so sessions carry a reference, not closures).
+ */
+import type { Logger } from 'pino';
+import type { LimitsConfig, PoolConfig } from '../config/types.js';
+import type { Server } from '../balancer/server.js';
+
+export interface RoutingKeys {
+  clientId: Buffer;
+  username: Buffer | null;
+}
+
+/** The part of balancer/Pool the proxy uses. */
+export interface RoutingPool {
+  readonly name: string;
+  config: PoolConfig;
+  candidates(keys: RoutingKeys): Server[];
+  routingKey(keys: RoutingKeys): Buffer;
+}
+
+export type RejectReason =
+  | 'malformed'
+  | 'not_connect'
+  | 'too_large'
+  | 'timeout'
+  | 'no_server'
+  | 'listener_full'
+  | 'global_full'
+  | 'source_full'
+  | 'rate_limited'
+  | 'accept_queue_full'
+  | 'bad_protocol_level'
+  | 'bad_proxy_header'
+  | 'tls_handshake';
+
+/** Counters a listener keeps; read at scrape time (never a metric call per packet). */
+export class ListenerStats {
+  active = 0;
+  readonly outcomes = { proxied: 0, rejected: 0, failed: 0 };
+  readonly rejected = new Map<string, number>();
+  constructor(
+    readonly name: string,
+    public bind: string,
+    public tls: boolean,
+  ) {}
+
+  count(reason: string): void {
+    this.rejected.set(reason, (this.rejected.get(reason) ?? 0) + 1);
+  }
+}
+
+export interface ProxyContext {
+  log: Logger;
+  limits: LimitsConfig;
+  logSessions: boolean;
+  pool(name: string): RoutingPool | undefined;
+  /** Sessions on all listeners (global cap). */
+  totalActive: number;
+  /** The global cap after clamping to the descriptor budget. */
+  maxConnections: number;
+  onServerConnected(server: Server, seconds: number): void;
+  /** A dial failed. serverCaused: refused/reset/timeout (worth a probe), not a local error (EMFILE...). */
+  onDialFailure(server: Server, serverCaused: boolean): void;
+  /** Admission beyond the connection caps (per-source, accept rate); see admission.ts. */
+  admit?(session: AdmissionTicket): 'ok' | 'queued' | RejectReason;
+  /** The session ended: release what admit() held for it. */
+  release?(session: AdmissionTicket): void;
+}
+
+/** What admission control sees of a session and calls back when a queued session may proceed. */
+export interface AdmissionTicket {
+  readonly remoteAddress: string;
+  proceed(): void;
+  refuse(reason: RejectReason): void;
+  readonly closed: boolean;
+}

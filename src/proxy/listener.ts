@@ -1,0 +1,163 @@
+/**
+ * A listening socket and the sessions it accepted. Knows nothing about pools or health: it hands each
+ * accepted connection to a ClientSession together with itself (the SessionListener) and the shared context.
+ *
+ * TLS and PROXY protocol are handled by an optional "front" (see front.ts) that runs before the session
+ * and delivers cleartext bytes already read; the session deadline counts from TCP accept either way.
+ */
+import net from 'node:net';
+import type { Socket } from 'node:net';
+import type { ListenerConfig } from '../config/types.js';
+import { ErrorCodes, MqttLbError } from '../errors.js';
+import { ClientSession, type SessionListener } from './session.js';
+import { ListenerStats, type ProxyContext, type RoutingPool } from './context.js';
+
+/** Builds the header sent to the server before the CONNECT (PROXY protocol), or null for none. */
+export type ProxyHeaderBuilder = (session: ClientSession, pool: RoutingPool) => Buffer | null;
+
+/**
+ * Turns an accepted socket into a (possibly TLS) socket plus bytes already read, or rejects it.
+ * The default front is the identity.
+ */
+export interface Front {
+  accept(socket: Socket, listener: Listener): void;
+}
+
+export class Listener implements SessionListener {
+  config: ListenerConfig;
+  readonly stats: ListenerStats;
+  readonly ctx: ProxyContext;
+  maxConnections: number;
+  readonly sessions = new Set<ClientSession>();
+  /** Connections the kernel handed us that Node dropped at server.maxConnections (last-resort guard). */
+  dropped = 0;
+  /** False after an accept error until the next successful accept (failover tracking). */
+  acceptHealthy = true;
+  private server: net.Server | null = null;
+  private front: Front | null;
+  private headerBuilder: ProxyHeaderBuilder | null;
+
+  constructor(config: ListenerConfig, ctx: ProxyContext, maxConnections: number, front: Front | null = null, headerBuilder: ProxyHeaderBuilder | null = null) {
+    this.config = config;
+    this.ctx = ctx;
+    this.maxConnections = maxConnections;
+    this.stats = new ListenerStats(config.name, config.bind, config.tls !== null);
+    this.front = front;
+    this.headerBuilder = headerBuilder;
+  }
+
+  get poolName(): string {
+    return this.config.pool;
+  }
+
+  get listening(): boolean {
+    return this.server !== null && this.server.listening;
+  }
+
+  get port(): number {
+    const a = this.server?.address();
+    return a !== null && typeof a === 'object' ? a.port : 0;
+  }
+
+  setFront(front: Front | null, headerBuilder: ProxyHeaderBuilder | null): void {
+    this.front = front;
+    this.headerBuilder = headerBuilder;
+  }
+
+  /** Reload: pool, caps and TLS may change; the bind may not (a changed bind needs a restart). */
+  reconfigure(config: ListenerConfig, maxConnections: number): void {
+    this.config = config;
+    this.maxConnections = maxConnections;
+    this.stats.tls = config.tls !== null;
+    if (this.server !== null) this.server.maxConnections = this.hardCap();
+  }
+
+  /** Past the MQTT-answered cap, leave room to answer CONNACKs; beyond that Node drops at accept. */
+  private hardCap(): number {
+    return this.maxConnections + Math.max(16, Math.ceil(this.maxConnections * 0.05));
+  }
+
+  listen(): Promise<void> {
+    const server = net.createServer({ noDelay: true, keepAlive: true, keepAliveInitialDelay: 60_000 });
+    server.maxConnections = this.hardCap();
+    server.on('connection', (socket: Socket) => this.accept(socket));
+    server.on('drop', () => {
+      this.dropped++;
+    });
+    this.server = server;
+    const { host, port } = this.config.address;
+    return new Promise((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException): void => {
+        this.server = null;
+        reject(new MqttLbError(ErrorCodes.START_BIND, `listener ${this.config.name}: cannot bind ${this.config.bind}: ${err.code ?? err.message}`, { cause: err }));
+      };
+      server.once('error', onError);
+      server.listen({ host, port, ipv6Only: false }, () => {
+        server.removeListener('error', onError);
+        server.on('error', (err: NodeJS.ErrnoException) => {
+          // Accept errors (EMFILE, ENFILE): never fatal, but they mean this listener is not serving.
+          this.acceptHealthy = false;
+          this.ctx.log.error({ listener: this.config.name, err }, 'listener accept error');
+        });
+        resolve();
+      });
+    });
+  }
+
+  private accept(socket: Socket): void {
+    this.acceptHealthy = true;
+    this.stats.active++;
+    this.ctx.totalActive++;
+    if (this.front !== null) this.front.accept(socket, this);
+    else this.startSession(socket, undefined, Date.now());
+  }
+
+  /** Called directly, or by the front once TLS/PROXY are done. */
+  startSession(socket: Socket, preread: Buffer | undefined, acceptedAt: number, remote?: { address: string; port: number }): ClientSession {
+    const session = new ClientSession(socket, this, preread, remote);
+    if (acceptedAt !== session.acceptedAt) session.setDeadlineFrom(acceptedAt);
+    this.sessions.add(session);
+    return session;
+  }
+
+  /** A connection the front gave up on before it became a session (bad PROXY header, TLS failure). */
+  frontRejected(reason: string): void {
+    this.stats.outcomes.rejected++;
+    this.stats.count(reason);
+    this.connectionGone();
+  }
+
+  /** The front's socket closed without a session: release the slot. */
+  connectionGone(): void {
+    this.stats.active--;
+    this.ctx.totalActive--;
+  }
+
+  proxyHeader(session: ClientSession, pool: RoutingPool): Buffer | null {
+    return this.headerBuilder === null ? null : this.headerBuilder(session, pool);
+  }
+
+  sessionEnded(session: ClientSession): void {
+    if (this.sessions.delete(session)) {
+      this.stats.active--;
+      this.ctx.totalActive--;
+    }
+  }
+
+  /** Stop accepting; existing sessions continue. Idempotent. */
+  stopAccepting(): Promise<void> {
+    const server = this.server;
+    if (server === null) return Promise.resolve();
+    this.server = null;
+    return new Promise((resolve) => {
+      server.close(() => resolve());
+      // server.close waits for every connection; we only want the listening socket gone.
+      setImmediate(resolve);
+    });
+  }
+
+  /** Close every session now. */
+  destroyAll(): void {
+    for (const s of this.sessions) s.destroy();
+  }
+}

@@ -1,0 +1,476 @@
+/**
+ * One client connection, from accept to close:
+ *
+ *   reading ──CONNECT──▶ admitting ──▶ dialing ──connected──▶ splicing ──either side closes──▶ closed
+ *      │                    │             │ (next candidate while nothing was sent)
+ *      └─ bad/slow/big ─────┴─ refused ───┴─ all failed ──▶ CONNACK (or silent close) ──▶ closed
+ *
+ * Before routing we read the raw bytes ourselves (bounded by maxConnectBytes, absolute deadline from accept).
+ * After routing, bytes flow through pipe() both ways: no code of ours runs per packet. Socket handlers are
+ * module-level functions that find their session through a symbol, so a session allocates no closures.
+ */
+import net from 'node:net';
+import type { Socket } from 'node:net';
+import type { Server, LiveSession, EvictReason } from '../balancer/server.js';
+import { scanConnect, type ConnectInfo } from './connect-scanner.js';
+import { connackFor, type RefusalReason } from './connack.js';
+import { closeWithReply } from './refuse.js';
+import { rewriteUsername } from './connect-rewrite.js';
+import type { ListenerStats, ProxyContext, RejectReason, RoutingPool, AdmissionTicket } from './context.js';
+import type { TlsPeer } from './front.js';
+
+const kSession = Symbol('mqtt-lb.session');
+type Tagged = Socket & { [kSession]?: ClientSession };
+
+/** Initial pre-routing buffer; grows by doubling up to maxConnectBytes plus what one read can pipeline. */
+const INITIAL_BUFFER = 512;
+/** Server-side sockets keep a short grace to flush a final packet (e.g. DISCONNECT) before being destroyed. */
+const CLOSE_GRACE_MS = 2000;
+const TCP_KEEPALIVE_MS = 60_000;
+
+type Phase = 'reading' | 'admitting' | 'dialing' | 'splicing' | 'closed';
+export type CloseReason = 'client_closed' | 'server_closed' | 'client_error' | 'server_error' | EvictReason;
+
+/** Errors on a dial that say something about the server (worth an immediate health probe). */
+const SERVER_CAUSED = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE', 'MQLB_SERVER_CONNECT_TIMEOUT']);
+
+export interface SessionListener {
+  readonly stats: ListenerStats;
+  readonly poolName: string;
+  readonly ctx: ProxyContext;
+  /** Per-listener cap after clamping. */
+  readonly maxConnections: number;
+  /** Bytes to put before the CONNECT towards the server (PROXY protocol), or null. */
+  proxyHeader(session: ClientSession, pool: RoutingPool): Buffer | null;
+  /** Called once when the session is fully closed. */
+  sessionEnded(session: ClientSession): void;
+}
+
+export class ClientSession implements LiveSession, AdmissionTicket {
+  readonly client: Socket;
+  readonly listener: SessionListener;
+  readonly acceptedAt: number;
+  /** Address used for limits, logs and PROXY headers (may come from an incoming PROXY header). */
+  remoteAddress: string;
+  remotePort: number;
+  phase: Phase = 'reading';
+  info: ConnectInfo | null = null;
+  routingKey: Buffer = EMPTY;
+  server: Server | null = null;
+  upstream: Socket | null = null;
+  private pool: RoutingPool | null = null;
+  private buf: Buffer | null;
+  private filled = 0;
+  private deadline: NodeJS.Timeout | null;
+  private candidates: Server[] = [];
+  private candidateIndex = 0;
+  private dialTimer: NodeJS.Timeout | null = null;
+  private dialStartedAt = 0;
+  private openSockets = 1;
+  closeReason: CloseReason | null = null;
+  /** Set by the TLS front: the verified peer (for PROXY v2 TLVs). */
+  tlsPeer: TlsPeer | null = null;
+  /** tls.certAsUsername: the CONNECT is re-encoded with this username (the one exception to byte-exact forwarding). */
+  usernameOverride: Buffer | null = null;
+
+  constructor(client: Socket, listener: SessionListener, preread?: Buffer, remote?: { address: string; port: number }) {
+    this.client = client;
+    this.listener = listener;
+    this.acceptedAt = Date.now();
+    this.remoteAddress = remote?.address ?? client.remoteAddress ?? '';
+    this.remotePort = remote?.port ?? client.remotePort ?? 0;
+    this.buf = Buffer.allocUnsafe(INITIAL_BUFFER);
+    (client as Tagged)[kSession] = this;
+    client.setNoDelay(true);
+    client.setKeepAlive(true, TCP_KEEPALIVE_MS);
+    client.on('error', onClientError);
+    client.on('close', onClientClose);
+    client.on('end', onClientEndBeforeRouting);
+    client.on('data', onClientData);
+    this.deadline = setTimeout(onDeadline, listener.ctx.limits.clientConnectTimeout, this);
+    if (preread !== undefined && preread.length > 0) this.receive(preread);
+  }
+
+  /** Deadline already consumed before this object existed (TLS handshake, PROXY header): shorten it. */
+  setDeadlineFrom(acceptedAt: number): void {
+    if (this.deadline === null) return;
+    clearTimeout(this.deadline);
+    const left = Math.max(0, acceptedAt + this.listener.ctx.limits.clientConnectTimeout - Date.now());
+    this.deadline = setTimeout(onDeadline, left, this);
+  }
+
+  get bytesIn(): number {
+    return this.client.bytesRead;
+  }
+
+  get bytesOut(): number {
+    return this.upstream === null ? 0 : this.upstream.bytesRead;
+  }
+
+  get closed(): boolean {
+    return this.phase === 'closed';
+  }
+
+  /** Pre-routing bytes from the client. */
+  receive(chunk: Buffer): void {
+    if (this.phase !== 'reading' || this.buf === null) return;
+    const need = this.filled + chunk.length;
+    if (need > this.buf.length) {
+      let size = this.buf.length * 2;
+      while (size < need) size *= 2;
+      const bigger = Buffer.allocUnsafe(size);
+      this.buf.copy(bigger, 0, 0, this.filled);
+      this.buf = bigger;
+    }
+    chunk.copy(this.buf, this.filled);
+    this.filled = need;
+    const result = scanConnect(this.buf.subarray(0, this.filled), this.listener.ctx.limits.maxConnectBytes);
+    switch (result.kind) {
+      case 'more':
+        return;
+      case 'reject':
+        this.reject(result.reason);
+        return;
+      case 'refuse':
+        this.refuseWith('bad_protocol_level', result.replyLevel, 'rejected');
+        return;
+      case 'connect':
+        this.connectReceived(result.info);
+        return;
+    }
+  }
+
+  private connectReceived(info: ConnectInfo): void {
+    this.info = info;
+    this.clearDeadline();
+    if (this.usernameOverride !== null && !this.applyUsernameOverride(info)) return;
+    // Hold further input in the kernel until a server is connected: bounded pre-routing memory.
+    this.client.pause();
+    this.client.removeListener('data', onClientData);
+    const l = this.listener;
+    const ctx = l.ctx;
+    if (l.stats.active > l.maxConnections) return this.refuse('listener_full');
+    if (ctx.totalActive > ctx.maxConnections) return this.refuse('global_full');
+    this.phase = 'admitting';
+    if (ctx.admit !== undefined) {
+      const verdict = ctx.admit(this);
+      if (verdict === 'queued') return;
+      if (verdict !== 'ok') return this.refuse(verdict);
+    }
+    this.proceed();
+  }
+
+  /** Replace the CONNECT in the buffer by one carrying the certificate's CN as username; false if refused. */
+  private applyUsernameOverride(info: ConnectInfo): boolean {
+    const packet = this.buf!.subarray(0, info.packetLength);
+    const rewritten = rewriteUsername(packet, info, this.usernameOverride!);
+    // The re-encoded packet is checked against the same size limit as any CONNECT.
+    if (rewritten === null || rewritten.length > this.listener.ctx.limits.maxConnectBytes) {
+      this.reject('too_large');
+      return false;
+    }
+    const tail = this.buf!.subarray(info.packetLength, this.filled);
+    const out = Buffer.allocUnsafe(rewritten.length + tail.length);
+    rewritten.copy(out, 0);
+    tail.copy(out, rewritten.length);
+    this.buf = out;
+    this.filled = out.length;
+    // Route on the new packet's fields (username-hash sees the CN).
+    const again = scanConnect(out, Number.MAX_SAFE_INTEGER);
+    if (again.kind !== 'connect') {
+      this.reject('malformed');
+      return false;
+    }
+    this.info = again.info;
+    return true;
+  }
+
+  /** Admission granted: pick and dial. */
+  proceed(): void {
+    if (this.phase !== 'admitting' || this.info === null) return;
+    const pool = this.listener.ctx.pool(this.listener.poolName);
+    if (pool === undefined) return this.refuse('no_server');
+    this.pool = pool;
+    const keys = { clientId: this.info.clientId, username: this.info.username };
+    const key = pool.routingKey(keys);
+    // Copy: the key must not pin the whole pre-routing buffer.
+    this.routingKey = key.length === 0 ? EMPTY : Buffer.from(key);
+    if (this.info.clientId.length === 0 && this.info.protocolLevel === 5 && this.info.sessionExpiry > 0) {
+      // MQTT 5 client with a broker-assigned ID asking for a persistent session: it may hash elsewhere on reconnect.
+      this.listener.stats.count('empty_client_id_persistent');
+    }
+    this.candidates = pool.candidates(keys);
+    if (this.candidates.length === 0) return this.refuse('no_server');
+    this.phase = 'dialing';
+    this.dial();
+  }
+
+  refuse(reason: RejectReason): void {
+    if (reason === 'malformed' || reason === 'not_connect' || reason === 'too_large' || reason === 'timeout') {
+      this.reject(reason);
+      return;
+    }
+    const level = this.info === null ? 4 : this.info.protocolLevel;
+    this.refuseWith(reason as RefusalReason, level, 'rejected');
+  }
+
+  private refuseWith(reason: RefusalReason, level: 3 | 4 | 5, outcome: 'rejected' | 'failed', countAs: string = reason): void {
+    if (this.phase === 'closed') return;
+    this.enterClosed(outcome, countAs);
+    this.listener.ctx.log.debug({ listener: this.listener.stats.name, client: this.remoteAddress, reason: countAs }, 'connect refused');
+    closeWithReply(this.client, connackFor(reason, level));
+  }
+
+  /** Close without an answer and without touching any server. */
+  private reject(reason: RejectReason): void {
+    if (this.phase === 'closed') return;
+    this.enterClosed('rejected', reason);
+    this.listener.ctx.log.debug({ listener: this.listener.stats.name, client: this.remoteAddress, reason }, 'connect rejected');
+    this.client.destroy();
+  }
+
+  private enterClosed(outcome: 'rejected' | 'failed', reason: string): void {
+    this.phase = 'closed';
+    this.clearDeadline();
+    this.buf = null;
+    const stats = this.listener.stats;
+    stats.outcomes[outcome]++;
+    stats.count(reason);
+  }
+
+  private clearDeadline(): void {
+    if (this.deadline !== null) {
+      clearTimeout(this.deadline);
+      this.deadline = null;
+    }
+  }
+
+  onDeadline(): void {
+    this.deadline = null;
+    if (this.phase === 'reading') this.reject('timeout');
+  }
+
+  // ── dialing ─────────────────────────────────────────────────────────────────────────────────────────────
+
+  private dial(): void {
+    const server = this.candidates[this.candidateIndex]!;
+    const pool = this.pool!;
+    this.dialStartedAt = performance.now();
+    const sock = net.connect({ host: server.config.host, port: server.config.port, noDelay: true, keepAlive: true, keepAliveInitialDelay: TCP_KEEPALIVE_MS }) as Tagged;
+    sock[kSession] = this;
+    this.upstream = sock;
+    this.server = server;
+    sock.on('connect', onUpstreamConnect);
+    sock.on('error', onUpstreamDialError);
+    this.dialTimer = setTimeout(onDialTimeout, pool.config.serverConnectTimeout, this);
+  }
+
+  dialFailed(code: string): void {
+    if (this.dialTimer !== null) {
+      clearTimeout(this.dialTimer);
+      this.dialTimer = null;
+    }
+    const sock = this.upstream;
+    const server = this.server!;
+    if (sock !== null) {
+      sock.removeListener('connect', onUpstreamConnect);
+      sock.removeListener('error', onUpstreamDialError);
+      sock.on('error', noop);
+      sock.destroy();
+    }
+    this.upstream = null;
+    this.server = null;
+    const serverCaused = SERVER_CAUSED.has(code);
+    this.listener.ctx.log.debug({ pool: this.pool!.name, server: server.name, code }, 'server dial failed');
+    this.listener.ctx.onDialFailure(server, serverCaused);
+    if (this.phase !== 'dialing') return;
+    const retries = this.pool!.config.retries;
+    if (this.candidateIndex < retries && this.candidateIndex + 1 < this.candidates.length) {
+      this.candidateIndex++;
+      this.dial();
+      return;
+    }
+    // Every candidate failed: tell the client in MQTT ("server unavailable"), counted as a failed session.
+    this.refuseWith('no_server', this.info!.protocolLevel, 'failed', 'server_connect_failed');
+  }
+
+  onDialTimeout(): void {
+    this.dialTimer = null;
+    this.dialFailed('MQLB_SERVER_CONNECT_TIMEOUT');
+  }
+
+  upstreamConnected(): void {
+    if (this.dialTimer !== null) {
+      clearTimeout(this.dialTimer);
+      this.dialTimer = null;
+    }
+    const sock = this.upstream!;
+    const server = this.server!;
+    const pool = this.pool!;
+    sock.removeListener('connect', onUpstreamConnect);
+    sock.removeListener('error', onUpstreamDialError);
+    if (this.phase !== 'dialing') {
+      sock.destroy();
+      return;
+    }
+    this.phase = 'splicing';
+    this.openSockets = 2;
+    const ctx = this.listener.ctx;
+    ctx.onServerConnected(server, (performance.now() - this.dialStartedAt) / 1000);
+    server.sessions.add(this);
+    this.listener.stats.outcomes.proxied++;
+    sock.on('error', onUpstreamError);
+    sock.on('close', onUpstreamClose);
+    // The CONNECT exactly as received, and whatever the client pipelined behind it, in order.
+    const header = this.listener.proxyHeader(this, pool);
+    if (header !== null) sock.write(header);
+    sock.write(this.buf!.subarray(0, this.filled));
+    this.buf = null;
+    this.client.removeListener('end', onClientEndBeforeRouting);
+    this.client.pipe(sock);
+    sock.pipe(this.client);
+    if (ctx.log.isLevelEnabled('debug')) {
+      ctx.log.debug({ listener: this.listener.stats.name, client: this.remoteAddress, pool: pool.name, server: server.name }, 'session routed');
+    }
+  }
+
+  // ── closing ─────────────────────────────────────────────────────────────────────────────────────────────
+
+  /** LiveSession: close both sides now (shutdown, rebalance, drain). */
+  evict(reason: EvictReason): void {
+    if (this.phase === 'closed') return;
+    this.closeReason ??= reason;
+    this.client.destroy();
+    this.upstream?.destroy();
+  }
+
+  /** Close the whole process down (SIGTERM past drainTimeout): same as an eviction. */
+  destroy(): void {
+    this.evict('shutdown');
+    if (this.phase !== 'closed' && this.phase !== 'splicing') {
+      this.phase = 'closed';
+      this.client.destroy();
+    }
+  }
+
+  clientClosed(hadError: boolean): void {
+    this.openSockets--;
+    this.clearDeadline();
+    if (this.phase === 'splicing') {
+      this.closeReason ??= hadError ? 'client_error' : 'client_closed';
+      closeSide(this.upstream!, hadError);
+    } else if (this.phase !== 'closed') {
+      // Client left before routing completed: abandon any dial without counting it against a server.
+      this.phase = 'closed';
+      this.buf = null;
+      if (this.dialTimer !== null) clearTimeout(this.dialTimer);
+      this.dialTimer = null;
+      if (this.upstream !== null) {
+        this.upstream.on('error', noop);
+        this.upstream.destroy();
+      }
+    }
+    if (this.openSockets === 0) this.finished();
+  }
+
+  upstreamClosed(hadError: boolean): void {
+    this.openSockets--;
+    this.closeReason ??= hadError ? 'server_error' : 'server_closed';
+    closeSide(this.client, hadError);
+    if (this.openSockets === 0) this.finished();
+  }
+
+  private finished(): void {
+    const wasSpliced = this.server !== null && this.upstream !== null;
+    this.phase = 'closed';
+    if (wasSpliced) this.server!.sessionClosed(this);
+    const ctx = this.listener.ctx;
+    if (ctx.logSessions && wasSpliced) {
+      ctx.log.info(
+        {
+          listener: this.listener.stats.name,
+          client: `${this.remoteAddress}:${this.remotePort}`,
+          clientId: this.info === null ? null : this.info.clientId.toString('utf8'),
+          pool: this.pool?.name,
+          server: this.server!.name,
+          durationMs: Date.now() - this.acceptedAt,
+          bytesIn: this.bytesIn,
+          bytesOut: this.bytesOut,
+          reason: this.closeReason,
+        },
+        'session closed',
+      );
+    }
+    ctx.release?.(this);
+    this.listener.sessionEnded(this);
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+
+function noop(): void {}
+
+/** Propagate a close: an error becomes a reset; a clean close lets pending bytes flush, then a bounded grace. */
+function closeSide(sock: Socket, hadError: boolean): void {
+  if (sock.destroyed) return;
+  if (hadError) {
+    sock.resetAndDestroy();
+    return;
+  }
+  if (sock.writableLength === 0) {
+    sock.destroy();
+    return;
+  }
+  sock.end();
+  sock.setTimeout(CLOSE_GRACE_MS, onGraceTimeout);
+}
+
+function onGraceTimeout(this: Socket): void {
+  this.destroy();
+}
+
+function sessionOf(sock: Socket): ClientSession {
+  return (sock as Tagged)[kSession]!;
+}
+
+function onClientData(this: Socket, chunk: Buffer): void {
+  sessionOf(this).receive(chunk);
+}
+
+function onClientEndBeforeRouting(this: Socket): void {
+  // FIN before the CONNECT was routed: nothing to forward.
+  const s = sessionOf(this);
+  if (s.phase === 'reading') this.destroy();
+}
+
+function onClientError(this: Socket): void {
+  // 'close' follows with hadError; nothing else to do here (errors are per socket, never fatal).
+}
+
+function onClientClose(this: Socket, hadError: boolean): void {
+  sessionOf(this).clientClosed(hadError);
+}
+
+function onDeadline(s: ClientSession): void {
+  s.onDeadline();
+}
+
+function onDialTimeout(s: ClientSession): void {
+  s.onDialTimeout();
+}
+
+function onUpstreamConnect(this: Socket): void {
+  sessionOf(this).upstreamConnected();
+}
+
+function onUpstreamDialError(this: Socket, err: NodeJS.ErrnoException): void {
+  sessionOf(this).dialFailed(err.code ?? 'ERROR');
+}
+
+function onUpstreamError(this: Socket): void {
+  // 'close' follows with hadError.
+}
+
+function onUpstreamClose(this: Socket, hadError: boolean): void {
+  sessionOf(this).upstreamClosed(hadError);
+}

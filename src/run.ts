@@ -1,0 +1,83 @@
+/**
+ * Running the balancer as a process: load the config, start the App, and map signals to reload/stop.
+ * Resolves with the process exit code (0 clean stop, 1 config error, 2 cannot start).
+ */
+import { loadConfig } from './config/load.js';
+import { ConfigError, MqttLbError, formatProblem } from './errors.js';
+import { createLogger } from './telemetry/logger.js';
+import { App } from './app.js';
+
+export async function runBalancer(file: string): Promise<number> {
+  let config;
+  const warnings: string[] = [];
+  try {
+    config = loadConfig(file, { onWarning: (w) => warnings.push(w) });
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      for (const p of err.problems) process.stderr.write(formatProblem(p) + '\n');
+      return 1;
+    }
+    process.stderr.write(`${(err as Error).message}\n`);
+    return 1;
+  }
+  const log = createLogger(config.log);
+  for (const w of warnings) log.warn({ detail: w }, 'config warning');
+  const app = new App(config, log);
+  try {
+    await app.start();
+  } catch (err) {
+    const code = err instanceof MqttLbError ? err.code : undefined;
+    log.fatal({ err, code }, 'cannot start');
+    await flushLogs(log);
+    return 2;
+  }
+  log.info({ version: app.version, config: config.file, pid: process.pid }, 'mqtt-lb started');
+
+  let reloading: Promise<void> = Promise.resolve();
+  const onHup = (): void => {
+    reloading = reloading.then(async () => {
+      try {
+        const next = loadConfig(file, { onWarning: (w) => log.warn({ detail: w }, 'config warning') });
+        await app.reload(next);
+        app.metrics.configReload('ok');
+        log.info({ config: next.file }, 'config reloaded');
+      } catch (err) {
+        app.metrics.configReload('error');
+        if (err instanceof ConfigError) {
+          log.error({ problems: err.problems.map(formatProblem) }, 'config reload rejected: keeping the running config');
+        } else {
+          log.error({ err }, 'config reload failed: keeping the running config');
+        }
+      }
+    });
+  };
+  process.on('SIGHUP', onHup);
+
+  return new Promise<number>((resolve) => {
+    let signals = 0;
+    const onStop = (signal: NodeJS.Signals): void => {
+      signals++;
+      if (signals > 1) {
+        // A second signal: do not wait for the drain.
+        log.warn({ signal }, 'second stop signal: closing sessions now');
+        for (const l of app.listenerMap.values()) l.destroyAll();
+        return;
+      }
+      log.info({ signal }, 'stop requested');
+      void app.stop().then(async () => {
+        process.removeListener('SIGHUP', onHup);
+        await flushLogs(log);
+        resolve(0);
+      });
+    };
+    process.on('SIGTERM', onStop);
+    process.on('SIGINT', onStop);
+  });
+}
+
+function flushLogs(log: { flush?: (cb?: (err?: Error) => void) => void }): Promise<void> {
+  return new Promise((resolve) => {
+    if (typeof log.flush !== 'function') return resolve();
+    log.flush(() => resolve());
+  });
+}

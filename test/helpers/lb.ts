@@ -1,0 +1,151 @@
+/**
+ * Start the BUILT mqtt-lb (dist/src/cli.js, as users run it) on a temp config, wait until it serves,
+ * stop it, and read its logs. `npm test` builds first; run `npx tsc -p .` before running a file alone.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../dist/src/cli.js');
+
+export interface LbProcess {
+  proc: ChildProcess;
+  dir: string;
+  configFile: string;
+  /** Every log line (JSON parsed when possible). */
+  logs: Array<Record<string, unknown>>;
+  stderr: string[];
+  writeConfig(yaml: string): void;
+  reload(): void;
+  /** SIGTERM and wait for exit (bounded); returns the exit code. */
+  stop(timeoutMs?: number): Promise<number | null>;
+  waitForLog(match: (l: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
+  exited: Promise<number | null>;
+}
+
+const live = new Set<LbProcess>();
+
+export async function startLb(yaml: string, opts: { waitPort?: number; waitReady?: string; env?: NodeJS.ProcessEnv; args?: string[] } = {}): Promise<LbProcess> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'mqtt-lb-test-'));
+  const configFile = path.join(dir, 'lb.yaml');
+  writeFileSync(configFile, yaml);
+  const proc = spawn(process.execPath, [CLI, '--config', configFile, ...(opts.args ?? [])], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
+  const logs: Array<Record<string, unknown>> = [];
+  const stderr: string[] = [];
+  const waiters = new Set<() => void>();
+  let outBuf = '';
+  proc.stdout!.on('data', (d: Buffer) => {
+    outBuf += d.toString();
+    let nl;
+    while ((nl = outBuf.indexOf('\n')) >= 0) {
+      const line = outBuf.slice(0, nl);
+      outBuf = outBuf.slice(nl + 1);
+      try {
+        logs.push(JSON.parse(line) as Record<string, unknown>);
+      } catch {
+        logs.push({ msg: line });
+      }
+      for (const w of waiters) w();
+    }
+  });
+  proc.stderr!.on('data', (d: Buffer) => stderr.push(d.toString()));
+  const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
+  const lb: LbProcess = {
+    proc,
+    dir,
+    configFile,
+    logs,
+    stderr,
+    exited,
+    writeConfig(y) {
+      writeFileSync(configFile, y);
+    },
+    reload() {
+      proc.kill('SIGHUP');
+    },
+    async stop(timeoutMs = 15_000) {
+      live.delete(lb);
+      if (proc.exitCode === null && proc.signalCode === null) {
+        proc.kill('SIGTERM');
+        const t = setTimeout(() => proc.kill('SIGKILL'), timeoutMs);
+        const code = await exited;
+        clearTimeout(t);
+        rmSync(dir, { recursive: true, force: true });
+        return code;
+      }
+      rmSync(dir, { recursive: true, force: true });
+      return proc.exitCode;
+    },
+    waitForLog(match, timeoutMs = 10_000) {
+      return new Promise((resolve, reject) => {
+        const found = logs.find(match);
+        if (found) return resolve(found);
+        const check = (): void => {
+          const f = logs.find(match);
+          if (f) {
+            waiters.delete(check);
+            clearTimeout(t);
+            resolve(f);
+          }
+        };
+        const t = setTimeout(() => {
+          waiters.delete(check);
+          reject(new Error(`log line not seen within ${timeoutMs} ms; stderr: ${stderr.join('')}`));
+        }, timeoutMs);
+        waiters.add(check);
+      });
+    },
+  };
+  live.add(lb);
+  if (opts.waitReady !== undefined) await waitReady(opts.waitReady, lb);
+  else if (opts.waitPort !== undefined) await waitPort(opts.waitPort, lb);
+  return lb;
+}
+
+/** Kill whatever a failed test left running. */
+export async function stopAllLbs(): Promise<void> {
+  await Promise.all([...live].map((l) => l.stop()));
+}
+
+export async function waitPort(port: number, lb?: LbProcess, timeoutMs = 10_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    if (lb !== undefined && lb.proc.exitCode !== null) throw new Error(`mqtt-lb exited with ${lb.proc.exitCode}: ${lb.stderr.join('')}`);
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect(port, '127.0.0.1');
+      s.once('connect', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    await sleep(50);
+  }
+  throw new Error(`port ${port} not accepting within ${timeoutMs} ms`);
+}
+
+/** Wait until GET url answers 200 (e.g. the admin /readyz). */
+export async function waitReady(url: string, lb?: LbProcess, timeoutMs = 15_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  let last = '';
+  while (Date.now() < until) {
+    if (lb !== undefined && lb.proc.exitCode !== null) throw new Error(`mqtt-lb exited with ${lb.proc.exitCode}: ${lb.stderr.join('')}`);
+    try {
+      const r = await fetch(url, { signal: AbortSignal.timeout(1000) });
+      last = `${r.status} ${await r.text()}`;
+      if (r.status === 200) return;
+    } catch (err) {
+      last = (err as Error).message;
+    }
+    await sleep(100);
+  }
+  throw new Error(`${url} not ready within ${timeoutMs} ms (last: ${last})`);
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

@@ -1,0 +1,287 @@
+/**
+ * The proxy core end to end: the built `mqtt-lb` in front of real mosquitto brokers, real MQTT.js clients and
+ * raw sockets for byte-exact cases (design.md §5, issue 2).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import mqttPacket from 'mqtt-packet';
+import { startBrokers, serversYaml, brokerFor, connectVia, whichBroker, type NamedBroker } from '../helpers/cluster.js';
+import { freePort } from '../helpers/mosquitto.js';
+import { startLb, stopAllLbs, sleep, type LbProcess } from '../helpers/lb.js';
+import { exchange, connectPacket, parsePackets, connectRaw, collect } from '../helpers/raw-client.js';
+
+function lbYaml(o: { port: number; admin: number; servers: string; extra?: string; limits?: string; pool?: string }): string {
+  return `listeners:
+  - name: mqtt
+    bind: 127.0.0.1:${o.port}
+    pool: brokers
+pools:
+  brokers:
+    balance: client-id-hash
+${o.pool ?? ''}    servers:
+${o.servers}
+    health:
+      type: mqtt
+      interval: 500ms
+      timeout: 400ms
+      rise: 1
+      fall: 1
+limits:
+  clientConnectTimeout: 1s
+  maxConnectBytes: 100000
+${o.limits ?? ''}admin:
+  bind: 127.0.0.1:${o.admin}
+log:
+  level: info
+${o.extra ?? ''}`;
+}
+
+describe('proxy core with real mosquitto', () => {
+  let brokers: NamedBroker[];
+  let lb: LbProcess;
+  let port: number;
+
+  beforeAll(async () => {
+    brokers = await startBrokers(['b1', 'b2', 'b3']);
+    port = await freePort();
+    const admin = await freePort();
+    lb = await startLb(lbYaml({ port, admin, servers: serversYaml(brokers) }), { waitReady: `http://127.0.0.1:${admin}/readyz` });
+    // readyz needs one server up; wait until all three are up so picks are stable.
+    await lb.waitForLog((l) => l.msg === 'server state changed' && l.server === 'b3' && l.to === 'up').catch(() => undefined);
+    await sleep(600);
+  });
+
+  afterAll(async () => {
+    await stopAllLbs();
+    await Promise.all((brokers ?? []).map((b) => b.stop()));
+  });
+
+  it('keeps a client ID on the same broker over reconnects, and spreads IDs over brokers', async () => {
+    const seen = new Map<string, string>();
+    for (let i = 0; i < 12; i++) seen.set(`sticky-${i}`, await brokerFor(port, `sticky-${i}`));
+    for (let round = 0; round < 2; round++) {
+      for (const [id, broker] of seen) expect(await brokerFor(port, id)).toBe(broker);
+    }
+    expect(new Set(seen.values()).size).toBeGreaterThan(1);
+  });
+
+  it('speaks MQTT 3.1, 3.1.1 and 5.0 through the LB: QoS 0/1/2 and retained messages', async () => {
+    for (const protocolVersion of [3, 4, 5] as const) {
+      const id = `proto-${protocolVersion}`;
+      const sub = await connectVia(port, { clientId: id, protocolVersion, protocolId: protocolVersion === 3 ? 'MQIsdp' : 'MQTT' });
+      const topic = `lbtest/proto/${protocolVersion}`;
+      const got: Array<{ payload: string; qos: number }> = [];
+      sub.on('message', (_t, payload, packet) => got.push({ payload: payload.toString(), qos: packet.qos }));
+      await sub.subscribeAsync(topic, { qos: 2 });
+      for (const qos of [0, 1, 2] as const) await sub.publishAsync(topic, `m${qos}`, { qos });
+      const until = Date.now() + 5000;
+      while (got.length < 3 && Date.now() < until) await sleep(20);
+      expect(got.map((g) => g.payload).sort()).toEqual(['m0', 'm1', 'm2']);
+      expect(got.find((g) => g.payload === 'm2')!.qos).toBe(2);
+      // Retained: set through the LB, read back by a new connection with the same ID (same broker).
+      await sub.publishAsync(`${topic}/retained`, 'kept', { qos: 1, retain: true });
+      await sub.endAsync();
+      const again = await connectVia(port, { clientId: id, protocolVersion, protocolId: protocolVersion === 3 ? 'MQIsdp' : 'MQTT' });
+      const retained = await new Promise<string>((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error('no retained message')), 5000);
+        again.on('message', (t2, p) => {
+          if (t2 === `${topic}/retained`) {
+            clearTimeout(t);
+            resolve(p.toString());
+          }
+        });
+        again.subscribe(`${topic}/retained`);
+      });
+      expect(retained).toBe('kept');
+      await again.endAsync();
+    }
+  });
+
+  it('forwards a CONNECT split into 1-byte segments and bytes pipelined after it, in order', async () => {
+    const connect = connectPacket({ clientId: 'fragmented-client' });
+    const subscribe = mqttPacket.generate({ cmd: 'subscribe', messageId: 7, subscriptions: [{ topic: 'lbtest/pipe', qos: 0 }] } as mqttPacket.ISubscribePacket);
+    const publish = mqttPacket.generate({ cmd: 'publish', topic: 'lbtest/pipe', payload: Buffer.from('hello'), qos: 0, retain: false, dup: false } as mqttPacket.IPublishPacket);
+    const segments = [...connect].map((b) => Buffer.from([b]));
+    segments[segments.length - 1] = Buffer.concat([segments[segments.length - 1]!, subscribe, publish]);
+    const r = await exchange(port, segments, { gapMs: 2, waitMs: 1500 });
+    const packets = parsePackets(r.data);
+    expect(packets.map((p) => p.cmd)).toEqual(['connack', 'suback', 'publish']);
+    expect((packets[0] as mqttPacket.IConnackPacket).returnCode).toBe(0);
+    expect((packets[2] as mqttPacket.IPublishPacket).payload.toString()).toBe('hello');
+  });
+
+  it('passes the bridge bit (level 0x84) and a 65,535-byte client ID', async () => {
+    const bridge = connectPacket({ clientId: 'bridge-like' });
+    bridge[2 + 2 + 4] = 0x84; // protocol level byte: after fixed header (2), name length (2), "MQTT" (4)
+    const r1 = await exchange(port, [bridge], { waitMs: 800 });
+    expect(parsePackets(r1.data)[0]).toMatchObject({ cmd: 'connack', returnCode: 0 });
+    const longId = 'x'.repeat(65_535);
+    const r2 = await exchange(port, [connectPacket({ clientId: longId })], { waitMs: 1500 });
+    expect(parsePackets(r2.data)[0]).toMatchObject({ cmd: 'connack', returnCode: 0 });
+  });
+
+  it('answers an unsupported protocol level with CONNACK 1, and 0x84 for a v5-shaped request', async () => {
+    const bad = connectPacket({ clientId: 'lvl' });
+    bad[8] = 6;
+    const r = await exchange(port, [bad], { waitMs: 1500 });
+    expect([...r.data]).toEqual([0x20, 0x02, 0x00, 0x01]);
+    expect(r.closed).toBe(true);
+  });
+
+  it('closes hostile first packets without an answer and without touching a server', async () => {
+    const cases: Array<[string, Buffer]> = [
+      ['pingreq first', Buffer.from([0xc0, 0x00])],
+      ['TLS ClientHello', Buffer.from('160301020001000001fc0303', 'hex')],
+      ['HTTP', Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n')],
+      ['5-byte varint', Buffer.from('1080808080010004', 'hex')],
+      ['flags nibble', Buffer.from('110d00044d5154540402000a000170', 'hex')],
+      ['reserved flag', Buffer.from('100d00044d5154540403000a000170', 'hex')],
+      ['excess byte', Buffer.from('100e00044d5154540402000a00017000', 'hex')],
+      ['U+0000 in client id', Buffer.from('101000044d5154540402000a0004746f7000', 'hex')],
+    ];
+    for (const [name, bytes] of cases) {
+      const r = await exchange(port, [bytes], { waitMs: 1500 });
+      expect(r.data.length, name).toBe(0);
+      expect(r.closed, name).toBe(true);
+    }
+    // A declared 268 MB CONNECT is refused from its fixed header, at once.
+    const huge = await exchange(port, [Buffer.from('10ffffff7f00044d515454', 'hex')], { waitMs: 1500 });
+    expect(huge.closed).toBe(true);
+    expect(huge.elapsedMs).toBeLessThan(1000);
+  });
+
+  it('closes a CONNECT not finished within clientConnectTimeout (a byte-by-byte sender does not extend it)', async () => {
+    const s = await connectRaw(port);
+    const result = collect(s, 4000);
+    const bytes = connectPacket({ clientId: 'slowloris' });
+    for (let i = 0; i < bytes.length - 1 && !s.destroyed; i++) {
+      s.write(bytes.subarray(i, i + 1));
+      await sleep(150);
+    }
+    const r = await result;
+    expect(r.closed).toBe(true);
+    expect(r.data.length).toBe(0);
+    expect(r.elapsedMs).toBeGreaterThanOrEqual(900);
+    expect(r.elapsedMs).toBeLessThan(2500);
+  });
+});
+
+describe('determinism across LB processes', () => {
+  let brokers: NamedBroker[];
+  beforeAll(async () => {
+    brokers = await startBrokers(['alpha', 'bravo', 'charlie', 'delta']);
+  });
+  afterAll(async () => {
+    await stopAllLbs();
+    await Promise.all((brokers ?? []).map((b) => b.stop()));
+  });
+
+  it('two LBs with the servers listed in different orders route every client ID identically; adding a server moves only IDs to it', async () => {
+    const [p1, a1, p2, a2] = [await freePort(), await freePort(), await freePort(), await freePort()];
+    const three = brokers.slice(0, 3);
+    const lb1 = await startLb(lbYaml({ port: p1, admin: a1, servers: serversYaml(three) }), { waitReady: `http://127.0.0.1:${a1}/readyz` });
+    const lb2 = await startLb(lbYaml({ port: p2, admin: a2, servers: serversYaml([...three].reverse()) }), { waitReady: `http://127.0.0.1:${a2}/readyz` });
+    await sleep(1200); // every server up on both
+    const ids = Array.from({ length: 24 }, (_, i) => `device-${i}-${(i * 7919).toString(36)}`);
+    const before = new Map<string, string>();
+    for (const id of ids) {
+      const via1 = await brokerFor(p1, id);
+      const via2 = await brokerFor(p2, id);
+      expect(via2, id).toBe(via1);
+      before.set(id, via1);
+    }
+    // Add a fourth server to lb1 by reload: IDs either stay or move to the new server.
+    lb1.writeConfig(lbYaml({ port: p1, admin: a1, servers: serversYaml(brokers) }));
+    lb1.reload();
+    await lb1.waitForLog((l) => l.msg === 'config reloaded');
+    await lb1.waitForLog((l) => l.msg === 'server state changed' && l.server === 'delta' && l.to === 'up');
+    let moved = 0;
+    for (const id of ids) {
+      const now = await brokerFor(p1, id);
+      if (now !== before.get(id)) {
+        expect(now, id).toBe('delta');
+        moved++;
+      }
+    }
+    expect(moved).toBeGreaterThan(0);
+    expect(moved).toBeLessThan(ids.length / 2);
+    await lb1.stop();
+    await lb2.stop();
+  });
+});
+
+describe('refusals in MQTT', () => {
+  afterAll(async () => {
+    await stopAllLbs();
+  });
+
+  it('answers rc 3 / 0x88 when no server is up, also with a pipelined SUBSCRIBE', async () => {
+    const [port, admin, dead] = [await freePort(), await freePort(), await freePort()];
+    const lb = await startLb(lbYaml({ port, admin, servers: `      - name: dead\n        address: 127.0.0.1:${dead}` }), { waitPort: port });
+    await lb.waitForLog((l) => l.msg === 'server state changed' && l.to === 'down');
+    const sub = mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'a', qos: 0 }] } as mqttPacket.ISubscribePacket);
+    const v4 = await exchange(port, [Buffer.concat([connectPacket({ clientId: 'c4' }), sub])], { waitMs: 2000 });
+    expect([...v4.data]).toEqual([0x20, 0x02, 0x00, 0x03]);
+    expect(v4.closed).toBe(true);
+    const v5 = await exchange(port, [Buffer.concat([connectPacket({ clientId: 'c5', protocolVersion: 5 }), sub])], { waitMs: 2000 });
+    expect(parsePackets(v5.data, 5)[0]).toMatchObject({ cmd: 'connack', reasonCode: 0x88 });
+    const v3 = await exchange(port, [connectPacket({ clientId: 'c3', protocolVersion: 3 })], { waitMs: 2000 });
+    expect([...v3.data]).toEqual([0x20, 0x02, 0x00, 0x03]);
+    const metrics = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
+    expect(metrics).toMatch(/mqtt_lb_connect_rejected_total\{listener="mqtt",reason="no_server"\} 3/);
+    await lb.stop();
+  });
+
+  it('answers listener_full with rc 3 / 0x89 and frees the slot when a client leaves', async () => {
+    const brokers = await startBrokers(['only']);
+    try {
+      const [port, admin] = [await freePort(), await freePort()];
+      const yaml = lbYaml({ port, admin, servers: serversYaml(brokers) }).replace('    pool: brokers\n', '    pool: brokers\n    maxConnections: 1\n');
+      const lb = await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
+      const first = await connectVia(port, { clientId: 'first' });
+      const v4 = await exchange(port, [connectPacket({ clientId: 'second' })], { waitMs: 2000 });
+      expect([...v4.data]).toEqual([0x20, 0x02, 0x00, 0x03]);
+      const v5 = await exchange(port, [connectPacket({ clientId: 'second5', protocolVersion: 5 })], { waitMs: 2000 });
+      expect(parsePackets(v5.data, 5)[0]).toMatchObject({ cmd: 'connack', reasonCode: 0x89 });
+      await first.endAsync();
+      await sleep(200);
+      const again = await connectVia(port, { clientId: 'second' });
+      expect(await whichBroker(again)).toBe('only');
+      await again.endAsync();
+      await lb.stop();
+    } finally {
+      await Promise.all(brokers.map((b) => b.stop()));
+    }
+  });
+});
+
+describe('reload and stop', () => {
+  afterAll(async () => {
+    await stopAllLbs();
+  });
+
+  it('SIGHUP keeps established sessions; an invalid file keeps the running config; SIGTERM exits 0', async () => {
+    const brokers = await startBrokers(['r1', 'r2']);
+    try {
+      const [port, admin] = [await freePort(), await freePort()];
+      const lb = await startLb(lbYaml({ port, admin, servers: serversYaml(brokers.slice(0, 1)) }), { waitReady: `http://127.0.0.1:${admin}/readyz` });
+      const client = await connectVia(port, { clientId: 'survivor' });
+      expect(await whichBroker(client)).toBe('r1');
+      let closed = false;
+      client.on('close', () => (closed = true));
+      lb.writeConfig(lbYaml({ port, admin, servers: serversYaml(brokers) }));
+      lb.reload();
+      await lb.waitForLog((l) => l.msg === 'config reloaded');
+      lb.writeConfig('listeners: [\n');
+      lb.reload();
+      await lb.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('config reload rejected'));
+      await client.publishAsync('lbtest/alive', 'yes', { qos: 1 });
+      expect(closed).toBe(false);
+      const stopping = lb.stop();
+      await sleep(200);
+      await client.endAsync();
+      expect(await stopping).toBe(0);
+    } finally {
+      await Promise.all(brokers.map((b) => b.stop()));
+    }
+  });
+});
