@@ -51,6 +51,11 @@ export class Server extends EventEmitter {
   closedBytesIn = 0;
   closedBytesOut = 0;
   lastCheck: LastCheck | null = null;
+  /**
+   * Sessions held by worker processes (workers > 1): the primary routes nothing itself and learns these
+   * from the workers' periodic snapshots. Always zero in a single process or in a worker.
+   */
+  readonly remote = { sessions: 0, bytesIn: 0, bytesOut: 0 };
 
   constructor(pool: string, config: ServerConfig, initialHealth: HealthState = 'unknown') {
     super();
@@ -99,14 +104,19 @@ export class Server extends EventEmitter {
     if (from !== to) this.emit('state', { server: this, from, to } satisfies ServerStateChange);
   }
 
+  /** Live sessions, local and (in the primary) in workers. */
+  get sessionCount(): number {
+    return this.sessions.size + this.remote.sessions;
+  }
+
   bytesIn(): number {
-    let n = this.closedBytesIn;
+    let n = this.closedBytesIn + this.remote.bytesIn;
     for (const s of this.sessions) n += s.bytesIn;
     return n;
   }
 
   bytesOut(): number {
-    let n = this.closedBytesOut;
+    let n = this.closedBytesOut + this.remote.bytesOut;
     for (const s of this.sessions) n += s.bytesOut;
     return n;
   }
