@@ -11,7 +11,7 @@ import { HealthChecker } from './health/checker.js';
 import { PoolReactions } from './health/reactions.js';
 import { Evictor } from './health/eviction.js';
 import { Listener } from './proxy/listener.js';
-import type { ProxyContext } from './proxy/context.js';
+import type { ProxyContext, ListenerStats } from './proxy/context.js';
 import { clampToBudget, openFileLimit } from './proxy/fd-budget.js';
 import { buildFront } from './proxy/front.js';
 import { Admission } from './proxy/admission.js';
@@ -22,6 +22,19 @@ import { Failover } from './failover/index.js';
 import { VERSION } from './version.js';
 
 const TRACK_INTERVAL_MS = 250;
+
+/**
+ * single: everything in one process (workers: 1).
+ * primary: health checks, admin server, metrics, failover; no listeners (workers: N).
+ * worker: listeners and sessions; server states come from the primary.
+ */
+export type Role = 'single' | 'primary' | 'worker';
+
+/** How a worker talks to its primary (see src/cluster/worker.ts). */
+export interface WorkerLink {
+  probeRequest(server: Server): void;
+  connectSample(server: Server, seconds: number): void;
+}
 
 export class App implements TelemetrySource, AdminActions {
   readonly version = VERSION;
@@ -34,6 +47,10 @@ export class App implements TelemetrySource, AdminActions {
   private readonly reactions = new Map<string, PoolReactions>();
   readonly ctx: ProxyContext;
   readonly metrics: Metrics;
+  readonly role: Role;
+  /** primary: the workers' listener counters, summed (see src/cluster/primary.ts). */
+  readonly remoteListeners = new Map<string, ListenerStats>();
+  private readonly link: WorkerLink | null;
   private admin: AdminServer | null = null;
   private failoverRuntime: Failover | null = null;
   private admission: Admission;
@@ -41,9 +58,11 @@ export class App implements TelemetrySource, AdminActions {
   private stopping = false;
   private stopped: Promise<void> | null = null;
 
-  constructor(config: LbConfig, log: Logger) {
+  constructor(config: LbConfig, log: Logger, role: Role = 'single', link: WorkerLink | null = null) {
     this.config = config;
     this.log = log;
+    this.role = role;
+    this.link = link;
     this.admission = new Admission(config.limits);
     const pools = this.poolMap;
     const checkers = this.checkers;
@@ -54,9 +73,14 @@ export class App implements TelemetrySource, AdminActions {
       pool: (name) => pools.get(name),
       totalActive: 0,
       maxConnections: config.limits.maxConnections,
-      onServerConnected: (server, seconds) => this.metrics.serverConnect(server.pool, server.name, seconds),
+      onServerConnected: (server, seconds) => {
+        if (this.link !== null) this.link.connectSample(server, seconds);
+        else this.metrics.serverConnect(server.pool, server.name, seconds);
+      },
       onDialFailure: (server, serverCaused) => {
-        if (serverCaused) checkers.get(server.pool)?.probeNow(server);
+        if (!serverCaused) return;
+        if (this.link !== null) this.link.probeRequest(server);
+        else checkers.get(server.pool)?.probeNow(server);
       },
       admit: (ticket) => this.admission.admit(ticket),
       release: (ticket) => this.admission.release(ticket),
@@ -73,21 +97,23 @@ export class App implements TelemetrySource, AdminActions {
     this.ctx.maxConnections = budget.globalMax;
     for (const w of budget.warnings) this.log.warn({ detail: w }, 'connection cap clamped');
 
-    if (config.failover !== null) {
+    if (config.failover !== null && this.role !== 'worker') {
       this.failoverRuntime = new Failover(config.failover, this.log);
       this.failoverRuntime.on('state', (e: { routerId: number; from: string; to: string }) => this.log.info(e, 'failover state changed'));
     }
     try {
-      for (const lc of config.listeners) {
+      for (const lc of this.role === 'primary' ? [] : config.listeners) {
         const l = new Listener(lc, this.ctx, budget.listenerMax.get(lc.name) ?? lc.maxConnections);
         l.setFront(...buildFront(lc, config.pools[lc.pool]!, () => this.config.limits.clientConnectTimeout));
         this.listenerMap.set(lc.name, l);
         await l.listen();
         this.log.info({ listener: lc.name, bind: lc.bind, pool: lc.pool, tls: lc.tls !== null, maxConnections: l.maxConnections }, 'listener started');
       }
-      this.admin = new AdminServer({ config: config.admin, source: this, actions: this, metrics: this.metrics, log: this.log });
-      await this.admin.listen();
-      this.log.info({ bind: config.admin.bind }, 'admin server started');
+      if (this.role !== 'worker') {
+        this.admin = new AdminServer({ config: config.admin, source: this, actions: this, metrics: this.metrics, log: this.log });
+        await this.admin.listen();
+        this.log.info({ bind: config.admin.bind }, 'admin server started');
+      }
       if (this.failoverRuntime !== null) await this.failoverRuntime.start();
     } catch (err) {
       await this.closeEverything();
@@ -101,12 +127,16 @@ export class App implements TelemetrySource, AdminActions {
   private addPool(pc: LbConfig['pools'][string]): void {
     const pool = new Pool(pc);
     this.poolMap.set(pc.name, pool);
-    const checker = new HealthChecker(pool, {
-      log: this.log,
-      onResult: (server, r) => this.metrics.healthCheck(server.pool, server.name, r.result, r.durationMs / 1000),
-    });
-    this.checkers.set(pc.name, checker);
-    this.reactions.set(pc.name, new PoolReactions(pool, { log: this.log }));
+    // Workers get server states from the primary instead of probing (every worker routes alike).
+    if (this.role !== 'worker') {
+      const checker = new HealthChecker(pool, {
+        log: this.log,
+        onResult: (server, r) => this.metrics.healthCheck(server.pool, server.name, r.result, r.durationMs / 1000),
+      });
+      this.checkers.set(pc.name, checker);
+    }
+    // Reactions close sessions; the primary holds none.
+    if (this.role !== 'primary') this.reactions.set(pc.name, new PoolReactions(pool, { log: this.log }));
   }
 
   private budget(config: LbConfig) {
@@ -158,13 +188,13 @@ export class App implements TelemetrySource, AdminActions {
         continue;
       }
       pool.reconfigure(pc);
-      this.checkers.get(name)!.reconfigure(pool);
-      this.reactions.get(name)!.reconfigure(pool);
+      this.checkers.get(name)?.reconfigure(pool);
+      this.reactions.get(name)?.reconfigure(pool);
     }
     for (const pc of Object.values(next.pools)) {
       if (!this.poolMap.has(pc.name)) {
         this.addPool(pc);
-        this.checkers.get(pc.name)!.start();
+        this.checkers.get(pc.name)?.start();
       }
     }
 
@@ -181,7 +211,7 @@ export class App implements TelemetrySource, AdminActions {
       l.reconfigure(lc, budget.listenerMax.get(name) ?? lc.maxConnections);
       l.setFront(...buildFront(lc, next.pools[lc.pool]!, () => this.config.limits.clientConnectTimeout));
     }
-    for (const lc of next.listeners) {
+    for (const lc of this.role === 'primary' ? [] : next.listeners) {
       if (this.listenerMap.has(lc.name)) continue;
       const l = new Listener(lc, this.ctx, budget.listenerMax.get(lc.name) ?? lc.maxConnections);
       l.setFront(...buildFront(lc, next.pools[lc.pool]!, () => this.config.limits.clientConnectTimeout));
@@ -196,13 +226,19 @@ export class App implements TelemetrySource, AdminActions {
 
   // ── stop ────────────────────────────────────────────────────────────────────────────────────────────────
 
-  /** Graceful stop (SIGTERM/SIGINT), in the contract's order. Idempotent. */
-  stop(): Promise<void> {
-    this.stopped ??= this.runStop();
+  /** primary: stops the workers (evicting at a total rate, or draining); set by ClusterPrimary. */
+  stopWorkers: ((evictRate: number | null, timeoutMs: number) => Promise<void>) | null = null;
+
+  /**
+   * Graceful stop (SIGTERM/SIGINT), in the contract's order. Idempotent.
+   * `evictRate`: close sessions at this rate instead of letting them drain (a worker told by its primary).
+   */
+  stop(opts: { evictRate?: number } = {}): Promise<void> {
+    this.stopped ??= this.runStop(opts.evictRate ?? null);
     return this.stopped;
   }
 
-  private async runStop(): Promise<void> {
+  private async runStop(requestedRate: number | null): Promise<void> {
     this.stopping = true; // /readyz turns 503
     this.log.info({}, 'stopping: no new connections');
     await Promise.all([...this.listenerMap.values()].map((l) => l.stopAccepting()));
@@ -210,13 +246,15 @@ export class App implements TelemetrySource, AdminActions {
     if (fo !== null && fo.isMaster()) {
       await fo.resign(Math.max(1000, (this.config.failover?.advertInterval ?? 100) * 20));
     }
+    // Clients that reached us through a VIP cannot drain once the address moves: close them at evictRate,
+    // so their reconnects land on the peer spread out rather than all at once. Others may drain.
+    const evictRate = requestedRate ?? (fo !== null ? Math.max(...[...this.poolMap.values()].map((p) => p.config.evictRate)) : null);
+    const drainTimeout = this.config.limits.drainTimeout;
+    if (this.stopWorkers !== null) await this.stopWorkers(evictRate, drainTimeout + 5000);
     const sessions: LiveSession[] = [];
     for (const l of this.listenerMap.values()) for (const s of l.sessions) sessions.push(s);
-    const drainTimeout = this.config.limits.drainTimeout;
-    if (fo !== null && sessions.length > 0) {
-      // Clients reached us through the VIP, which is about to move: close them at evictRate so their
-      // reconnects land on the peer spread out rather than all at once.
-      const rate = Math.max(...[...this.poolMap.values()].map((p) => p.config.evictRate));
+    if (evictRate !== null && sessions.length > 0) {
+      const rate = evictRate;
       const evictor = new Evictor(rate, 'shutdown');
       evictor.evict(sessions);
       await this.waitForSessions(drainTimeout);
@@ -257,7 +295,8 @@ export class App implements TelemetrySource, AdminActions {
 
   // ── TelemetrySource / AdminActions ──────────────────────────────────────────────────────────────────────
 
-  listeners() {
+  listeners(): ListenerStats[] {
+    if (this.role === 'primary') return [...this.remoteListeners.values()];
     return [...this.listenerMap.values()].map((l) => l.stats);
   }
 
@@ -274,10 +313,19 @@ export class App implements TelemetrySource, AdminActions {
   ready(): { ok: true } | { ok: false; reason: string } {
     if (this.stopping) return { ok: false, reason: 'stopping' };
     for (const l of this.listenerMap.values()) if (!l.listening) return { ok: false, reason: `listener ${l.config.name} not bound` };
+    if (this.role === 'primary') {
+      for (const lc of this.config.listeners) if (!this.remoteListeners.has(lc.name)) return { ok: false, reason: `listener ${lc.name} not bound by the workers yet` };
+    }
     for (const p of this.poolMap.values()) {
       if (!p.servers.some((s) => s.health === 'up' && s.admin === 'ready')) return { ok: false, reason: `pool ${p.name} has no server up` };
     }
     return { ok: true };
+  }
+
+  /** An immediate probe of one server (a worker's dial to it failed). */
+  probeNow(pool: string, server: string): void {
+    const s = this.poolMap.get(pool)?.servers.find((x) => x.name === server);
+    if (s !== undefined) this.checkers.get(pool)?.probeNow(s);
   }
 
   setServerAdmin(pool: string, server: string, state: AdminState): boolean {

@@ -5,7 +5,10 @@
 import { loadConfig } from './config/load.js';
 import { ConfigError, MqttLbError, formatProblem } from './errors.js';
 import { createLogger } from './telemetry/logger.js';
+import os from 'node:os';
 import { App } from './app.js';
+import { ClusterPrimary } from './cluster/primary.js';
+import { workerCount } from './cluster/messages.js';
 
 export async function runBalancer(file: string): Promise<number> {
   let config;
@@ -22,10 +25,15 @@ export async function runBalancer(file: string): Promise<number> {
   }
   const log = createLogger(config.log);
   for (const w of warnings) log.warn({ detail: w }, 'config warning');
-  const app = new App(config, log);
+  const workers = workerCount(config.workers, os.availableParallelism());
+  const app = new App(config, log, workers > 1 ? 'primary' : 'single');
+  const primary = workers > 1 ? new ClusterPrimary(app, workers, log) : null;
+  if (primary !== null) app.stopWorkers = (rate, timeoutMs) => primary.stopWorkers(rate, timeoutMs);
   try {
     await app.start();
+    if (primary !== null) await primary.start();
   } catch (err) {
+    await app.stop();
     const code = err instanceof MqttLbError ? err.code : undefined;
     log.fatal({ err, code }, 'cannot start');
     await flushLogs(log);
@@ -39,6 +47,7 @@ export async function runBalancer(file: string): Promise<number> {
       try {
         const next = loadConfig(file, { onWarning: (w) => log.warn({ detail: w }, 'config warning') });
         await app.reload(next);
+        primary?.reload(next);
         app.metrics.configReload('ok');
         log.info({ config: next.file }, 'config reloaded');
       } catch (err) {

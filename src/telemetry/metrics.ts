@@ -322,7 +322,7 @@ export class Metrics {
     const state = s.state;
     this.serverUp.set({ pool, server }, state === 'up' ? 1 : 0);
     for (const st of SERVER_STATES) this.serverState.set({ pool, server, state: st }, st === state ? 1 : 0);
-    this.serverSessions.set({ pool, server }, s.sessions.size);
+    this.serverSessions.set({ pool, server }, s.sessionCount);
     this.serverBytes.set({ pool, server, direction: 'in' }, s.bytesIn());
     this.serverBytes.set({ pool, server, direction: 'out' }, s.bytesOut());
     // Zero-initialised so that the first probe result of each kind is visible to increase().

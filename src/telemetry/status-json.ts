@@ -77,7 +77,7 @@ export function buildStatus(source: TelemetrySource, now: number = Date.now()): 
         admin: s.admin,
         weight: s.config.weight,
         backup: s.config.backup,
-        sessions: s.sessions.size,
+        sessions: s.sessionCount,
         lastCheck: s.lastCheck
           ? {
               result: s.lastCheck.result,

@@ -285,3 +285,36 @@ describe('reload and stop', () => {
     }
   });
 });
+
+describe('workers: 2 (node:cluster)', () => {
+  afterAll(async () => {
+    await stopAllLbs();
+  });
+
+  it('every worker routes a client ID like a single process does; the primary serves aggregated metrics and stops cleanly', async () => {
+    const brokers = await startBrokers(['w1', 'w2', 'w3']);
+    try {
+      const [p1, a1, p2, a2] = [await freePort(), await freePort(), await freePort(), await freePort()];
+      const single = await startLb(lbYaml({ port: p1, admin: a1, servers: serversYaml(brokers) }), { waitReady: `http://127.0.0.1:${a1}/readyz` });
+      const multi = await startLb(lbYaml({ port: p2, admin: a2, servers: serversYaml(brokers), extra: 'workers: 2\n' }), { waitReady: `http://127.0.0.1:${a2}/readyz` });
+      await sleep(1200);
+      const ids = Array.from({ length: 16 }, (_, i) => `cluster-dev-${i}`);
+      for (const id of ids) expect(await brokerFor(p2, id), id).toBe(await brokerFor(p1, id));
+      const held = await Promise.all([0, 1, 2, 3, 4].map((i) => connectVia(p2, { clientId: `held-${i}` })));
+      await sleep(700); // worker snapshots reach the primary every 250 ms
+      const metrics = await (await fetch(`http://127.0.0.1:${a2}/metrics`)).text();
+      expect(metrics).toMatch(/mqtt_lb_connections_active\{listener="mqtt"\} 5\b/);
+      const proxied = /mqtt_lb_connections_total\{listener="mqtt",outcome="proxied"\} (\d+)/.exec(metrics);
+      expect(Number(proxied?.[1])).toBe(ids.length + 5);
+      const status = (await (await fetch(`http://127.0.0.1:${a2}/api/status`)).json()) as { pools: Array<{ servers: Array<{ sessions: number }> }> };
+      expect(status.pools[0]!.servers.reduce((n, s) => n + s.sessions, 0)).toBe(5);
+      const stopping = multi.stop();
+      await sleep(300);
+      await Promise.all(held.map((c) => c.endAsync()));
+      expect(await stopping).toBe(0);
+      await single.stop();
+    } finally {
+      await Promise.all(brokers.map((b) => b.stop()));
+    }
+  });
+});

@@ -1,0 +1,49 @@
+/**
+ * IPC between the cluster primary and its workers (workers > 1). The primary owns health, admin,
+ * metrics and failover; workers own listeners and sessions. Plain JSON messages over node:cluster IPC.
+ */
+import type { LbConfig } from '../config/types.js';
+import type { AdminState, HealthState, LastCheck } from '../balancer/server.js';
+
+export interface ServerStateWire {
+  pool: string;
+  server: string;
+  health: HealthState;
+  admin: AdminState;
+  lastCheck: LastCheck | null;
+}
+
+export interface ListenerSnapshot {
+  name: string;
+  bind: string;
+  tls: boolean;
+  listening: boolean;
+  active: number;
+  outcomes: { proxied: number; rejected: number; failed: number };
+  rejected: Array<[string, number]>;
+}
+
+export interface ServerSnapshot {
+  pool: string;
+  server: string;
+  sessions: number;
+  bytesIn: number;
+  bytesOut: number;
+}
+
+export type ToWorker =
+  | { t: 'config'; config: LbConfig; index: number; workers: number }
+  | { t: 'states'; states: ServerStateWire[] }
+  | { t: 'reload'; config: LbConfig }
+  | { t: 'stop'; evictRate: number | null };
+
+export type ToPrimary =
+  | { t: 'hello' } // the worker's message handler is registered (ESM loads after 'online')
+  | { t: 'ready' }
+  | { t: 'fatal'; message: string; code: string | null }
+  | { t: 'probe'; pool: string; server: string }
+  | { t: 'snapshot'; listeners: ListenerSnapshot[]; servers: ServerSnapshot[]; connects: Array<[string, string, number]> };
+
+export function workerCount(workers: number | 'auto', cores: number): number {
+  return workers === 'auto' ? Math.max(1, cores) : workers;
+}

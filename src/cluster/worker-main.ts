@@ -1,0 +1,104 @@
+/**
+ * Entry point of a proxy worker process (workers > 1). Receives its config from the primary, runs the
+ * listeners and sessions, applies the server states the primary decides (so every worker routes a client
+ * ID the same way), and reports counters back every SNAPSHOT_MS.
+ */
+import type { Server } from '../balancer/server.js';
+import { App, type WorkerLink } from '../app.js';
+import { MqttLbError } from '../errors.js';
+import { createLogger } from '../telemetry/logger.js';
+import type { ToPrimary, ToWorker, ListenerSnapshot, ServerSnapshot } from './messages.js';
+import { workerShare } from './share.js';
+
+const SNAPSHOT_MS = 250;
+
+function send(m: ToPrimary): void {
+  process.send?.(m);
+}
+
+class PrimaryLink implements WorkerLink {
+  connects: Array<[string, string, number]> = [];
+  probeRequest(server: Server): void {
+    send({ t: 'probe', pool: server.pool, server: server.name });
+  }
+  connectSample(server: Server, seconds: number): void {
+    this.connects.push([server.pool, server.name, seconds]);
+  }
+}
+
+function snapshot(app: App, link: PrimaryLink): ToPrimary {
+  const listeners: ListenerSnapshot[] = [];
+  for (const l of app.listenerMap.values()) {
+    const s = l.stats;
+    listeners.push({ name: s.name, bind: s.bind, tls: s.tls, listening: l.listening, active: s.active, outcomes: { ...s.outcomes }, rejected: [...s.rejected] });
+  }
+  const servers: ServerSnapshot[] = [];
+  for (const p of app.poolMap.values()) {
+    for (const s of p.servers) servers.push({ pool: p.name, server: s.name, sessions: s.sessions.size, bytesIn: s.bytesIn(), bytesOut: s.bytesOut() });
+  }
+  const connects = link.connects;
+  link.connects = [];
+  return { t: 'snapshot', listeners, servers, connects };
+}
+
+function main(): void {
+  let app: App | null = null;
+  let workers = 1;
+  const link = new PrimaryLink();
+  let timer: NodeJS.Timeout | null = null;
+  // The primary coordinates stopping; a terminal's Ctrl-C reaches the whole process group.
+  process.on('SIGINT', () => {});
+  process.on('SIGTERM', () => {});
+  process.on('SIGHUP', () => {});
+
+  const stop = (evictRate: number | null): void => {
+    if (app === null) process.exit(0);
+    if (timer !== null) clearInterval(timer);
+    void app.stop(evictRate === null ? {} : { evictRate }).then(() => {
+      send(snapshot(app!, link));
+      process.exit(0);
+    });
+  };
+
+  process.on('disconnect', () => stop(null));
+  process.on('message', (m: ToWorker) => {
+    switch (m.t) {
+      case 'config': {
+        workers = m.workers;
+        const log = createLogger(m.config.log).child({ worker: m.index });
+        app = new App(workerShare(m.config, workers), log, 'worker', link);
+        app.start().then(
+          () => {
+            send({ t: 'ready' });
+            timer = setInterval(() => send(snapshot(app!, link)), SNAPSHOT_MS);
+          },
+          (err: unknown) => {
+            send({ t: 'fatal', message: (err as Error).message, code: err instanceof MqttLbError ? err.code : null });
+            setImmediate(() => process.exit(2));
+          },
+        );
+        return;
+      }
+      case 'states': {
+        if (app === null) return;
+        for (const st of m.states) {
+          const server = app.poolMap.get(st.pool)?.servers.find((s) => s.name === st.server);
+          if (server === undefined) continue;
+          server.lastCheck = st.lastCheck;
+          server.setAdmin(st.admin);
+          server.setHealth(st.health);
+        }
+        return;
+      }
+      case 'reload':
+        if (app !== null) void app.reload(workerShare(m.config, workers));
+        return;
+      case 'stop':
+        stop(m.evictRate);
+        return;
+    }
+  });
+  send({ t: 'hello' });
+}
+
+main();
