@@ -62,12 +62,14 @@ export class ClientSession implements LiveSession, AdmissionTicket {
   private buf: Buffer | null;
   private filled = 0;
   private deadline: NodeJS.Timeout | null;
-  private candidates: Server[] = [];
+  private candidates: Server[] = EMPTY_CANDIDATES;
   private candidateIndex = 0;
   private dialTimer: NodeJS.Timeout | null = null;
   private dialStartedAt = 0;
   private openSockets = 1;
   closeReason: CloseReason | null = null;
+  /** For the access log only (log.sessions): the client ID, copied at routing time. */
+  private clientIdText: string | null = null;
   /** Set by the TLS front: the verified peer (for PROXY v2 TLVs). */
   tlsPeer: TlsPeer | null = null;
   /** tls.certAsUsername: the CONNECT is re-encoded with this username (the one exception to byte-exact forwarding). */
@@ -325,7 +327,11 @@ export class ClientSession implements LiveSession, AdmissionTicket {
     const header = this.listener.proxyHeader(this, pool);
     if (header !== null) sock.write(header);
     sock.write(this.buf!.subarray(0, this.filled));
+    // ConnectInfo's fields are views into the pre-routing buffer: drop them so the buffer is freed.
+    if (ctx.logSessions) this.clientIdText = this.info!.clientId.toString('utf8');
     this.buf = null;
+    this.info = null;
+    this.candidates = EMPTY_CANDIDATES;
     this.client.removeListener('end', onClientEndBeforeRouting);
     this.client.pipe(sock);
     sock.pipe(this.client);
@@ -390,7 +396,7 @@ export class ClientSession implements LiveSession, AdmissionTicket {
         {
           listener: this.listener.stats.name,
           client: `${this.remoteAddress}:${this.remotePort}`,
-          clientId: this.info === null ? null : this.info.clientId.toString('utf8'),
+          clientId: this.clientIdText,
           pool: this.pool?.name,
           server: this.server!.name,
           durationMs: Date.now() - this.acceptedAt,
@@ -407,6 +413,7 @@ export class ClientSession implements LiveSession, AdmissionTicket {
 }
 
 const EMPTY = Buffer.alloc(0);
+const EMPTY_CANDIDATES: Server[] = [];
 
 function noop(): void {}
 
