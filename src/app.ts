@@ -112,7 +112,6 @@ export class App implements TelemetrySource, AdminActions {
       if (this.role !== 'worker') {
         this.admin = new AdminServer({ config: config.admin, source: this, actions: this, metrics: this.metrics, log: this.log });
         await this.admin.listen();
-        this.log.info({ bind: config.admin.bind }, 'admin server started');
       }
       if (this.failoverRuntime !== null) await this.failoverRuntime.start();
     } catch (err) {

@@ -10,6 +10,7 @@ import { parseConfig } from './config/load.js';
 import { formatProblem } from './errors.js';
 import { readFileSync } from 'node:fs';
 import { VERSION } from './version.js';
+import { budgetForConfig, openFileLimit } from './proxy/fd-budget.js';
 
 const USAGE = `usage:
   mqtt-lb [--config FILE]               run the balancer (default ./lb.yaml)
@@ -81,6 +82,10 @@ function check(file: string): number {
   for (const p of outcome.problems) process.stderr.write(formatProblem(p) + '\n');
   for (const w of outcome.warnings) process.stderr.write(`warning: ${w}\n`);
   if (outcome.problems.length > 0) return 1;
+  if (outcome.config !== null) {
+    // The caps a balancer started from this shell would run with (same open-file limit): a warning, not an error.
+    for (const w of budgetForConfig(outcome.config, openFileLimit()).warnings) process.stderr.write(`warning: ${w}\n`);
+  }
   process.stdout.write(`${file}: ok\n`);
   return 0;
 }
@@ -109,7 +114,7 @@ async function main(): Promise<number> {
       const { fetchStatus, formatStatus } = await import('./telemetry/status-client.js');
       try {
         const status = await fetchStatus(args.admin ?? 'http://127.0.0.1:9883');
-        process.stdout.write(formatStatus(status) + '\n');
+        process.stdout.write(formatStatus(status));
         return 0;
       } catch (err) {
         process.stderr.write(`mqtt-lb status: ${(err as Error).message}\n`);

@@ -333,6 +333,9 @@ export class ClientSession implements LiveSession, AdmissionTicket {
     this.info = null;
     this.candidates = EMPTY_CANDIDATES;
     this.client.removeListener('end', onClientEndBeforeRouting);
+    // Whoever sends FIN first closed the session (the other side's 'close' may still come first).
+    this.client.once('end', onClientEndSpliced);
+    sock.once('end', onUpstreamEnd);
     this.client.pipe(sock);
     sock.pipe(this.client);
     if (ctx.log.isLevelEnabled('debug')) {
@@ -382,6 +385,8 @@ export class ClientSession implements LiveSession, AdmissionTicket {
   upstreamClosed(hadError: boolean): void {
     this.openSockets--;
     this.closeReason ??= hadError ? 'server_error' : 'server_closed';
+    // The session broke on the server side after routing (reset, error): counted as failed (contract §6).
+    if (hadError && this.closeReason === 'server_error') this.listener.stats.outcomes.failed++;
     closeSide(this.client, hadError);
     if (this.openSockets === 0) this.finished();
   }
@@ -395,7 +400,7 @@ export class ClientSession implements LiveSession, AdmissionTicket {
       ctx.log.info(
         {
           listener: this.listener.stats.name,
-          client: `${this.remoteAddress}:${this.remotePort}`,
+          client: this.remoteAddress.includes(':') ? `[${this.remoteAddress}]:${this.remotePort}` : `${this.remoteAddress}:${this.remotePort}`,
           clientId: this.clientIdText,
           pool: this.pool?.name,
           server: this.server!.name,
@@ -448,6 +453,14 @@ function onClientEndBeforeRouting(this: Socket): void {
   // FIN before the CONNECT was routed: nothing to forward.
   const s = sessionOf(this);
   if (s.phase === 'reading') this.destroy();
+}
+
+function onClientEndSpliced(this: Socket): void {
+  sessionOf(this).closeReason ??= 'client_closed';
+}
+
+function onUpstreamEnd(this: Socket): void {
+  sessionOf(this).closeReason ??= 'server_closed';
 }
 
 function onClientError(this: Socket): void {

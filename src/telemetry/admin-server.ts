@@ -180,7 +180,8 @@ export class AdminServer {
     if (!this.opts.actions.setServerAdmin(pool, server, action)) {
       return this.send(res, 404, `no server ${server} in pool ${pool}\n`);
     }
-    this.log.info({ pool, server, admin: action }, 'server admin state set');
+    // An audit line saying who asked; the state change itself is logged by the AdminActions implementation.
+    this.log.info({ pool, server, action, from: req.socket.remoteAddress }, 'admin request applied');
     const live = this.opts.source.pools().find((p) => p.name === pool)?.servers.find((s) => s.name === server);
     const body = { pool, server, admin: live?.admin ?? action, state: live?.state ?? null };
     this.send(res, 200, JSON.stringify(body), { 'content-type': 'application/json' });

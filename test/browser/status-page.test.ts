@@ -131,7 +131,7 @@ describe('status page', () => {
     expect(await colourOf(page, pill('b1'))).toBe(GREEN);
     expect(await colourOf(page, pill('b3'))).toBe(GREY);
     expect(await page.textContent(`${row('b1')} td[data-field="sessions"]`)).toBe('5');
-    expect(await page.textContent(`${row('b1')} td[data-field="last-check"]`)).toMatch(/^ok \(2 ms\) \d+ ms ago$/);
+    expect(await page.textContent(`${row('b1')} td[data-field="last-check"]`)).toMatch(/^ok \(2 ms\) (\d+ ms|\d+(\.\d)? s) ago$/);
     expect(await page.textContent(`${row('b3')} td[data-field="server"]`)).toBe('b3 (backup)');
     expect(await page.textContent(`${row('b3')} td[data-field="last-check"]`)).toBe('never');
     expect(await page.$$eval('#listeners tbody tr', (trs) => trs.map((t) => t.textContent))).toEqual(['mqtt0.0.0.0:1883no6', 'mqtts0.0.0.0:8883yes1']);
