@@ -2,7 +2,6 @@
  * The running balancer: builds pools, health checkers, listeners, the admin server and failover from one
  * LbConfig, reloads them in place, and stops them in the contract's order (design.md §3).
  */
-import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { LbConfig } from './config/types.js';
 import { Pool } from './balancer/pool.js';
@@ -18,7 +17,7 @@ import { Admission } from './proxy/admission.js';
 import { Metrics } from './telemetry/metrics.js';
 import { AdminServer } from './telemetry/admin-server.js';
 import type { TelemetrySource, AdminActions } from './telemetry/source.js';
-import { Failover } from './failover/index.js';
+import { Failover, computeTracking } from './failover/index.js';
 import { VERSION } from './version.js';
 
 const TRACK_INTERVAL_MS = 250;
@@ -149,19 +148,23 @@ export class App implements TelemetrySource, AdminActions {
     });
   }
 
-  /** Failover tracking: listeners that cannot accept and the interface carrier → FAULT; empty pools → lower priority. */
+  /**
+   * Failover tracking: a listener that cannot accept → FAULT; each pool with no server up lowers the
+   * priority. (The interface carrier is watched inside the failover worker itself.)
+   */
   private track(): void {
     const fo = this.failoverRuntime;
     const fc = this.config.failover;
     if (fo === null || fc === null) return;
-    let fault = false;
-    if (fc.track.listeners) {
-      for (const l of this.listenerMap.values()) if (!l.listening || !l.acceptHealthy) fault = true;
+    let listenerFailed = false;
+    if (this.role === 'primary') {
+      for (const lc of this.config.listeners) if (!this.remoteListeners.has(lc.name)) listenerFailed = true;
+    } else {
+      for (const l of this.listenerMap.values()) if (!l.listening || !l.acceptHealthy) listenerFailed = true;
     }
-    if (fc.track.interface && !carrierUp(fc.interface)) fault = true;
-    let emptyPools = 0;
-    for (const p of this.poolMap.values()) if (!p.servers.some((s) => s.health === 'up')) emptyPools++;
-    fo.setTracking({ fault, priorityPenalty: emptyPools * fc.track.pools.weight });
+    let poolsWithoutServer = 0;
+    for (const p of this.poolMap.values()) if (!p.servers.some((s) => s.health === 'up')) poolsWithoutServer++;
+    fo.setTracking(computeTracking(fc.track, { listenerFailed, poolsWithoutServer }));
   }
 
   // ── reload ──────────────────────────────────────────────────────────────────────────────────────────────
@@ -333,13 +336,5 @@ export class App implements TelemetrySource, AdminActions {
     s.setAdmin(state);
     this.log.info({ pool, server, admin: state }, 'server admin state set');
     return true;
-  }
-}
-
-function carrierUp(iface: string): boolean {
-  try {
-    return readFileSync(`/sys/class/net/${iface}/carrier`, 'utf8').trim() === '1';
-  } catch {
-    return false;
   }
 }

@@ -1,0 +1,94 @@
+/**
+ * Gratuitous ARP on our own timer (vrrp-facts §9.3): iputils `arping` takes whole seconds for `-i` and ~1 s to
+ * exit even with `-c 1`, so each announcement is one `arping -q -U -c 1 -I IFACE VIP` child, started every
+ * `interval`, `count` times per VIP, then once more after `repeatAfter` (keepalived's second GARP set).
+ * Children run in the background with a kill timeout: nothing here ever blocks the advert loop.
+ * `cancel()` stops pending bursts and kills running children (on leaving MASTER).
+ */
+import { describeResult, runCommand } from './command.js';
+import { isInterfaceName, isIpv4 } from './ipv4.js';
+import type { LogSink } from './log.js';
+
+export const ARPING_COMMAND = 'arping';
+/** arping -c 1 exits after ~1 s; give it room, then SIGKILL. */
+export const ARPING_TIMEOUT_MS = 3000;
+
+export interface GarpOptions {
+  iface: string;
+  count: number;
+  intervalMs: number;
+  /** 0 = no second burst. */
+  repeatAfterMs: number;
+}
+
+/** Sends one announcement; injectable for tests. Resolves when the child ended (never rejects). */
+export type SendGarp = (iface: string, address: string, signal: AbortSignal) => Promise<void>;
+
+export function arpingSender(log: LogSink): SendGarp {
+  return async (iface, address, signal) => {
+    const args = ['-q', '-U', '-c', '1', '-I', iface, address];
+    const r = await runCommand(ARPING_COMMAND, args, { timeoutMs: ARPING_TIMEOUT_MS, signal });
+    // iputils exit codes for -U changed between versions (iputils#247): only a failure to run is worth a warning.
+    if (r.spawnError !== null || r.timedOut) log.warn({ iface, address, detail: describeResult(ARPING_COMMAND, args, r) }, 'gratuitous ARP failed');
+  };
+}
+
+export class GarpAnnouncer {
+  private timers = new Set<NodeJS.Timeout>();
+  private abort = new AbortController();
+  private readonly running = new Set<Promise<void>>();
+
+  constructor(
+    private readonly o: GarpOptions,
+    private readonly send: SendGarp,
+  ) {
+    if (!isInterfaceName(o.iface)) throw new RangeError(`invalid interface name ${o.iface}`);
+  }
+
+  /** Starts a burst now (replacing any pending schedule) and schedules the repeat burst. */
+  announce(addresses: readonly string[]): void {
+    this.cancelTimers();
+    for (const a of addresses) if (!isIpv4(a)) throw new RangeError(`invalid IPv4 address ${a}`);
+    if (addresses.length === 0 || this.o.count <= 0) return;
+    this.burst(addresses, 0);
+    if (this.o.repeatAfterMs > 0) this.burst(addresses, this.o.repeatAfterMs);
+  }
+
+  /** Stops pending announcements and kills running arping children. */
+  cancel(): void {
+    this.cancelTimers();
+    this.abort.abort();
+    this.abort = new AbortController();
+  }
+
+  /** Resolves when every running child has ended (for a clean shutdown). */
+  async idle(): Promise<void> {
+    await Promise.all([...this.running]);
+  }
+
+  get pending(): number {
+    return this.timers.size;
+  }
+
+  private burst(addresses: readonly string[], startMs: number): void {
+    for (let i = 0; i < this.o.count; i++) this.at(startMs + i * this.o.intervalMs, addresses);
+  }
+
+  private at(delayMs: number, addresses: readonly string[]): void {
+    const t = setTimeout(() => {
+      this.timers.delete(t);
+      const signal = this.abort.signal;
+      for (const a of addresses) {
+        const p = this.send(this.o.iface, a, signal).finally(() => this.running.delete(p));
+        this.running.add(p);
+      }
+    }, delayMs);
+    t.unref?.();
+    this.timers.add(t);
+  }
+
+  private cancelTimers(): void {
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+  }
+}

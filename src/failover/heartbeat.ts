@@ -1,0 +1,444 @@
+/**
+ * The heartbeat: transport + one state machine per instance + the VIP/GARP/notify side effects, on a
+ * monotonic clock. Runs inside the worker thread (worker.ts) so proxy event-loop stalls never delay adverts.
+ *
+ * Side effects never block the loop: `ip` commands of an instance run one after another on a promise chain
+ * (add/del keep their order), GARP children are fire-and-forget with kill timeouts, the notify hook is queued.
+ * A poll of `ip -j addr show dev IFACE` watches carrier (track.interface → FAULT) and, while MASTER, the VIPs
+ * (one removed behind our back → resign with priority 0, as keepalived does).
+ */
+import { randomInt } from 'node:crypto';
+import type { FailoverConfig, FailoverInstanceConfig } from '../config/types.js';
+import { ErrorCodes, MqttLbError } from '../errors.js';
+import { AdvertCodec, FLAG_FAULT, FLAG_MASTER, intervalToCentiseconds, type DropReason } from './advert.js';
+import { arpingSender, GarpAnnouncer, type SendGarp } from './garp.js';
+import { ipv4ToNumber, isIpv4, type Cidr } from './ipv4.js';
+import { RateLimitedLog, type LogSink } from './log.js';
+import { STATUS_INTERVAL_MS, type PeerState, type WorkerInstanceStatus, type WorkerPeerStatus, type WorkerStatus, type WorkerToMain } from './messages.js';
+import { NotifyRunner } from './notify.js';
+import { AdvertReceiver } from './receiver.js';
+import { ReplayGuard } from './replay.js';
+import { FailoverStateMachine, type FailoverAction } from './state-machine.js';
+import { AdvertTransport } from './transport.js';
+import { addVip, checkInterfaceName, checkVip, hasAddress, removeVip, showInterface, type InterfaceInfo } from './vip.js';
+
+/** How often carrier and VIP presence are polled. */
+export const WATCH_INTERVAL_MS = 500;
+
+interface Instance {
+  cfg: FailoverInstanceConfig;
+  vips: Cidr[];
+  sm: FailoverStateMachine;
+  garp: GarpAnnouncer;
+  /** VIP commands of this instance, in order. */
+  ops: Promise<void>;
+  /** What the state machine last asked for (set synchronously; commands follow on `ops`). */
+  wantVips: boolean;
+  /** performance.now() when the last add completed while still wanted; null when not installed. */
+  installedAt: number | null;
+  peer: WorkerPeerStatus | null;
+}
+
+export interface HeartbeatOptions {
+  config: FailoverConfig;
+  key: Buffer;
+  log: LogSink;
+  emit: (msg: WorkerToMain) => void;
+  /** Injectable for tests; defaults to arping. */
+  sendGarp?: SendGarp;
+}
+
+export class Heartbeat {
+  private readonly config: FailoverConfig;
+  private readonly log: LogSink;
+  private readonly emit: (msg: WorkerToMain) => void;
+  private readonly codec: AdvertCodec;
+  private readonly replay = new ReplayGuard();
+  private readonly instances = new Map<number, Instance>();
+  private readonly notify: NotifyRunner;
+  private readonly dropLog: RateLimitedLog;
+  private readonly intervalCs: number;
+  private readonly now = () => performance.now();
+  private transport: AdvertTransport | null = null;
+  private epoch = 0n;
+  private counter = 0n;
+  private lastEpochBumpAt = Number.NEGATIVE_INFINITY;
+  private localAddress = '';
+  private ownAddresses = new Set<string>();
+  private timer: NodeJS.Timeout | null = null;
+  private timerDue = 0;
+  private immediate: NodeJS.Immediate | null = null;
+  private penalty = 0;
+  private watchTimer: NodeJS.Timeout | null = null;
+  private statusTimer: NodeJS.Timeout | null = null;
+  private appFault = false;
+  private carrier = true;
+  private resignSeq = 0;
+  private started = false;
+  /** Set once the advert port is ours: from then on the configured VIPs are ours to remove. */
+  private ownsVips = false;
+  private closing: Promise<void> | null = null;
+  readonly dropped: Record<DropReason, number> = { bad_hmac: 0, replay: 0, router_id: 0, malformed: 0 };
+
+  constructor(o: HeartbeatOptions) {
+    this.config = o.config;
+    this.log = o.log;
+    this.emit = o.emit;
+    this.codec = new AdvertCodec(o.key);
+    this.notify = new NotifyRunner(o.config.notify, o.log);
+    this.dropLog = new RateLimitedLog(o.log, 10_000, this.now);
+    this.intervalCs = intervalToCentiseconds(o.config.advertInterval);
+    checkInterfaceName(o.config.interface);
+    const send = o.sendGarp ?? arpingSender(o.log);
+    for (const ic of o.config.instances) {
+      if (this.instances.has(ic.routerId)) throw new MqttLbError(ErrorCodes.FAILOVER_COMMAND, `failover: router id ${ic.routerId} appears twice`);
+      this.instances.set(ic.routerId, {
+        cfg: ic,
+        vips: ic.vips.map(checkVip),
+        sm: null as unknown as FailoverStateMachine, // created in start(), once our address is known
+        garp: new GarpAnnouncer({ iface: o.config.interface, count: o.config.garp.count, intervalMs: o.config.garp.interval, repeatAfterMs: o.config.garp.repeatAfter }, send),
+        ops: Promise.resolve(),
+        wantVips: false,
+        installedAt: null,
+        peer: null,
+      });
+    }
+  }
+
+  /**
+   * Checks the interface, binds the advert port (a second instance on this host fails here, before touching
+   * anything), removes VIPs left by a crashed run, then starts every instance in BACKUP (or FAULT).
+   */
+  async start(): Promise<void> {
+    const iface = this.config.interface;
+    const info = await showInterface(iface).catch((err: unknown) => {
+      throw new MqttLbError(ErrorCodes.FAILOVER_COMMAND, `failover.interface ${iface}: ${(err as Error).message}`, { cause: err });
+    });
+    const vipSet = new Set([...this.instances.values()].flatMap((i) => i.vips.map((v) => v.address)));
+    const own = info.addresses.find((a) => !vipSet.has(a.address) && !a.secondary) ?? info.addresses.find((a) => !vipSet.has(a.address));
+    if (own === undefined) throw new MqttLbError(ErrorCodes.FAILOVER_COMMAND, `failover.interface ${iface} has no IPv4 address of its own (adverts need a source address)`);
+    this.localAddress = own.address;
+    this.updateOwnAddresses(info);
+    this.carrier = info.carrier;
+    const selfAddress = ipv4ToNumber(own.address)!;
+    for (const inst of this.instances.values()) {
+      inst.sm = new FailoverStateMachine(
+        {
+          routerId: inst.cfg.routerId,
+          priority: inst.cfg.priority,
+          advertInterval: this.config.advertInterval,
+          preempt: this.config.preempt,
+          preemptDelay: this.config.preemptDelay,
+          selfAddress,
+        },
+        this.now,
+      );
+    }
+    this.epoch = BigInt(Date.now());
+    this.replay.setOwnEpoch(this.epoch);
+    const peers = this.config.peers.filter(isIpv4);
+    const receiver = new AdvertReceiver({
+      codec: this.codec,
+      routerIds: new Set(this.instances.keys()),
+      allowedSources: peers.length > 0 ? new Set(peers) : null,
+      replay: this.replay,
+      isOwnAddress: (a) => this.ownAddresses.has(a),
+    });
+    this.transport = new AdvertTransport(
+      { mode: this.config.transport, peers: this.config.peers, group: this.config.group, port: this.config.port, localAddress: this.localAddress },
+      (buf, address) => this.onDatagram(receiver, buf, address),
+      this.log,
+    );
+    await this.transport.open();
+    this.ownsVips = true;
+    // keepalived/ucarp: at start-up, force-remove our VIPs (a SIGKILLed run may have left them: duplicate VIPs).
+    for (const inst of this.instances.values()) {
+      for (const v of inst.vips) {
+        if (!hasAddress(info, v)) continue;
+        await removeVip(iface, `${v.address}/${v.prefix}`);
+        this.log.warn({ routerId: inst.cfg.routerId, vip: `${v.address}/${v.prefix}`, iface }, 'removed a VIP left by an earlier run');
+      }
+    }
+    if (this.closing !== null) return;
+    this.started = true;
+    const fault = this.fault();
+    for (const inst of this.instances.values()) {
+      inst.sm.setFault(fault);
+      inst.sm.setPriorityPenalty(this.penalty);
+      this.exec(inst, inst.sm.start());
+    }
+    this.log.info(
+      { iface, localAddress: this.localAddress, transport: this.config.transport, port: this.config.port, routerIds: [...this.instances.keys()], carrier: this.carrier },
+      'failover heartbeat started',
+    );
+    this.schedule();
+    this.watchTimer = setTimeout(() => void this.watch(), WATCH_INTERVAL_MS);
+    this.statusTimer = setInterval(() => this.emitStatus(), STATUS_INTERVAL_MS);
+    this.emitStatus();
+  }
+
+  setTracking(fault: boolean, priorityPenalty: number): void {
+    this.appFault = fault;
+    this.penalty = priorityPenalty;
+    if (!this.started || this.closing !== null) return;
+    for (const inst of this.instances.values()) this.exec(inst, inst.sm.setPriorityPenalty(priorityPenalty));
+    this.applyFault();
+    this.schedule();
+  }
+
+  resign(seq: number): void {
+    this.resignSeq = Math.max(this.resignSeq, seq);
+    if (this.started && this.closing === null) {
+      for (const inst of this.instances.values()) this.exec(inst, inst.sm.resign());
+      this.schedule();
+    }
+    this.emitStatus();
+  }
+
+  /** Priority 0 if still master (fast takeover by the peer), then remove every VIP and close. Idempotent. */
+  close(): Promise<void> {
+    this.closing ??= this.doClose();
+    return this.closing;
+  }
+
+  status(): WorkerStatus {
+    const instances: WorkerInstanceStatus[] = [];
+    for (const inst of this.instances.values()) {
+      instances.push({
+        routerId: inst.cfg.routerId,
+        state: this.started ? inst.sm.state : 'init',
+        priority: this.started ? inst.sm.advertisedPriority : inst.cfg.priority,
+        vips: [...inst.cfg.vips],
+        resigned: this.started && inst.sm.isResigned,
+        peer: inst.peer === null ? null : { ...inst.peer },
+      });
+    }
+    return { type: 'status', instances, dropped: { ...this.dropped }, resignSeq: this.resignSeq, localAddress: this.localAddress };
+  }
+
+  // ---- internals -------------------------------------------------------------------------------------------
+
+  private async doClose(): Promise<void> {
+    this.clearTimers();
+    for (const inst of this.instances.values()) {
+      inst.garp.cancel();
+      if (this.started && inst.sm.state === 'master' && !inst.sm.isResigned) this.sendAdvert(inst, 0, FLAG_MASTER);
+      inst.wantVips = false;
+      inst.installedAt = null;
+    }
+    await Promise.all([...this.instances.values()].map((i) => i.ops));
+    for (const inst of this.ownsVips ? this.instances.values() : []) {
+      for (const v of inst.vips) {
+        const vip = `${v.address}/${v.prefix}`;
+        await removeVip(this.config.interface, vip).catch((err: unknown) => this.log.error({ err, vip }, 'failover: cannot remove VIP at stop'));
+      }
+    }
+    await this.transport?.close();
+    await Promise.all([...this.instances.values()].map((i) => i.garp.idle()));
+    this.log.info({}, 'failover heartbeat stopped');
+  }
+
+  private clearTimers(): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    if (this.immediate !== null) clearImmediate(this.immediate);
+    this.immediate = null;
+    if (this.watchTimer !== null) clearTimeout(this.watchTimer);
+    if (this.statusTimer !== null) clearInterval(this.statusTimer);
+    this.timer = this.watchTimer = this.statusTimer = null;
+  }
+
+  private fault(): boolean {
+    return this.appFault || (this.config.track.interface && !this.carrier);
+  }
+
+  private applyFault(): void {
+    const f = this.fault();
+    for (const inst of this.instances.values()) this.exec(inst, inst.sm.setFault(f));
+  }
+
+  /** One timer for all instances: the earliest deadline. */
+  private schedule(): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    if (this.immediate !== null) clearImmediate(this.immediate);
+    this.timer = null;
+    this.immediate = null;
+    if (this.closing !== null) return;
+    let next = Number.POSITIVE_INFINITY;
+    for (const inst of this.instances.values()) next = Math.min(next, inst.sm.nextDeadline());
+    if (next === Number.POSITIVE_INFINITY) return;
+    const delay = Math.max(0, Math.ceil(next - this.now()));
+    this.timerDue = this.now() + delay;
+    // setImmediate: run after this loop turn's I/O phase. After a stall, libuv runs expired timers BEFORE
+    // polling sockets; adverts already waiting in our socket buffer must reset the down timer first,
+    // or a starved backup would take over from a master whose adverts did arrive.
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.immediate = setImmediate(() => {
+        this.immediate = null;
+        this.onTimer();
+      });
+    }, delay);
+  }
+
+  private onTimer(): void {
+    if (this.closing !== null) return;
+    // keepalived's "thread timer expired": a heartbeat that runs late risks a needless takeover by the peer.
+    const late = this.now() - this.timerDue;
+    if (late > this.config.advertInterval) this.dropLog.warn('late', { lateMs: Math.round(late) }, 'failover heartbeat timer ran late (CPU starvation?)');
+    for (const inst of this.instances.values()) this.exec(inst, inst.sm.onTimer());
+    this.schedule();
+  }
+
+  private onDatagram(receiver: AdvertReceiver, buf: Buffer, address: string): void {
+    if (this.closing !== null) return;
+    const r = receiver.receive(buf, address);
+    if (r.kind === 'own') return;
+    if (r.kind === 'drop') {
+      this.dropped[r.reason]++;
+      this.dropLog.warn(`drop:${r.reason}`, { reason: r.reason, from: address }, 'failover advert dropped');
+      if (r.ownEpoch === true) this.bumpEpoch();
+      return;
+    }
+    const a = r.advert;
+    const inst = this.instances.get(a.routerId)!;
+    const peerState: PeerState = (a.flags & FLAG_FAULT) !== 0 ? 'fault' : (a.flags & FLAG_MASTER) !== 0 ? 'master' : 'backup';
+    const prev = inst.peer;
+    inst.peer = { address, state: peerState, priority: a.priority, lastAdvertAt: Date.now(), intervalMs: a.intervalCs * 10 };
+    if (prev === null || prev.address !== address || prev.state !== peerState) {
+      this.log.info({ routerId: a.routerId, peer: address, state: peerState, priority: a.priority, at: Date.now() }, 'failover peer state');
+    }
+    const actions = inst.sm.onAdvert({ priority: a.priority, flags: a.flags, intervalCs: a.intervalCs, sender: r.sender });
+    this.exec(inst, actions);
+    this.schedule();
+    if (prev === null || prev.state !== peerState) this.emitStatus();
+  }
+
+  /**
+   * An authentic advert carried our own boot epoch: a reflection of ours, or a peer that started in the same
+   * millisecond. Move to a newer epoch (peers accept a newer epoch at once), never beyond the wall clock (so
+   * a flood of reflections cannot push it into the future) and at most once a second.
+   */
+  private bumpEpoch(): void {
+    const t = this.now();
+    if (t - this.lastEpochBumpAt < 1000) return;
+    const wall = BigInt(Date.now());
+    if (wall <= this.epoch) return;
+    this.lastEpochBumpAt = t;
+    const span = Number(wall - this.epoch); // ≥ 1
+    this.epoch += BigInt(randomInt(1, Math.min(span, 1_000_000) + 1));
+    this.counter = 0n;
+    this.replay.setOwnEpoch(this.epoch);
+    this.log.warn({ epoch: this.epoch.toString() }, 'failover advert with our own boot epoch received: new epoch');
+  }
+
+  private sendAdvert(inst: Instance, priority: number, flags: number): void {
+    this.counter += 1n;
+    const buf = this.codec.encode({ routerId: inst.cfg.routerId, priority, flags, intervalCs: this.intervalCs, bootEpoch: this.epoch, counter: this.counter });
+    this.transport?.send(buf);
+  }
+
+  private exec(inst: Instance, actions: readonly FailoverAction[]): void {
+    if (actions.length === 0) return;
+    // Stamped before any action runs: a transition's time precedes the advert it sends (causal order
+    // between two hosts' logs and events).
+    const at = Date.now();
+    for (const a of actions) {
+      switch (a.type) {
+        case 'sendAdvert':
+          this.sendAdvert(inst, a.priority, a.flags);
+          break;
+        case 'addVips':
+          inst.wantVips = true;
+          this.enqueue(inst, () => this.addVips(inst));
+          break;
+        case 'removeVips':
+          inst.wantVips = false;
+          inst.installedAt = null;
+          inst.garp.cancel();
+          this.enqueue(inst, () => this.removeVips(inst));
+          break;
+        case 'garp':
+          // After the queued add, so arping announces an address that is really there.
+          this.enqueue(inst, async () => {
+            if (inst.wantVips && inst.sm.state === 'master') inst.garp.announce(inst.vips.map((v) => v.address));
+          });
+          break;
+        case 'notify':
+          this.log.info({ routerId: inst.cfg.routerId, from: a.from, to: a.to, priority: inst.sm.advertisedPriority, at }, 'failover state changed');
+          this.emit({ type: 'state', routerId: inst.cfg.routerId, from: a.from, to: a.to, at });
+          this.notify.run(a.to, inst.cfg.routerId);
+          this.emitStatus();
+          break;
+      }
+    }
+  }
+
+  private enqueue(inst: Instance, op: () => Promise<void>): void {
+    inst.ops = inst.ops.then(op).catch((err: unknown) => this.log.error({ err, routerId: inst.cfg.routerId }, 'failover VIP operation failed'));
+  }
+
+  private async addVips(inst: Instance): Promise<void> {
+    if (!inst.wantVips) return; // a removal was asked for in the meantime
+    try {
+      for (const v of inst.vips) await addVip(this.config.interface, `${v.address}/${v.prefix}`);
+    } catch (err) {
+      // A master without its VIP is useless: resign so that the peer takes over (we retry after the
+      // Master_Down_Interval if nobody does).
+      this.log.error({ err, routerId: inst.cfg.routerId }, 'failover: cannot add VIP, resigning');
+      if (this.closing === null) {
+        this.exec(inst, inst.sm.vipLost());
+        this.schedule();
+      }
+      return;
+    }
+    if (inst.wantVips) inst.installedAt = this.now();
+  }
+
+  private async removeVips(inst: Instance): Promise<void> {
+    if (inst.wantVips) return; // asked to add again in the meantime
+    for (const v of inst.vips) await removeVip(this.config.interface, `${v.address}/${v.prefix}`);
+  }
+
+  private async watch(): Promise<void> {
+    this.watchTimer = null;
+    if (this.closing !== null) return;
+    const startedAt = this.now();
+    let info: InterfaceInfo | null = null;
+    try {
+      info = await showInterface(this.config.interface);
+    } catch (err) {
+      this.dropLog.warn('watch', { err }, 'failover: cannot read the interface');
+    }
+    if (this.closing !== null) return;
+    const carrier = info !== null && info.carrier;
+    if (carrier !== this.carrier) {
+      this.carrier = carrier;
+      this.log.warn({ iface: this.config.interface, carrier }, 'failover interface carrier changed');
+      if (this.config.track.interface) this.applyFault();
+    }
+    if (info !== null) {
+      this.updateOwnAddresses(info);
+      for (const inst of this.instances.values()) {
+        // Only trust a poll that started after our add completed (otherwise it may predate the add).
+        if (inst.sm.state !== 'master' || !inst.wantVips || inst.installedAt === null || inst.installedAt > startedAt) continue;
+        const missing = inst.vips.filter((v) => !hasAddress(info, v)).map((v) => `${v.address}/${v.prefix}`);
+        if (missing.length === 0) continue;
+        this.log.warn({ routerId: inst.cfg.routerId, missing }, 'failover VIP disappeared while master: resigning');
+        this.exec(inst, inst.sm.vipLost());
+      }
+    }
+    this.schedule();
+    this.watchTimer = setTimeout(() => void this.watch(), WATCH_INTERVAL_MS);
+  }
+
+  private updateOwnAddresses(info: InterfaceInfo): void {
+    const s = new Set(info.addresses.map((a) => a.address));
+    if (this.localAddress !== '') s.add(this.localAddress);
+    this.ownAddresses = s;
+  }
+
+  private emitStatus(): void {
+    this.emit(this.status());
+  }
+}
+

@@ -1,0 +1,290 @@
+/**
+ * The failover facade used by the application, in the proxy process. The heartbeat itself runs in a worker
+ * thread (worker.ts); this side validates the key, starts/stops the worker, forwards tracking inputs and
+ * keeps the last known status so that `status()`, `stats()` and `isMaster()` are synchronous.
+ */
+import { EventEmitter } from 'node:events';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import type { Logger } from 'pino';
+import type { FailoverConfig } from '../config/types.js';
+import { ErrorCodes, MqttLbError, type ErrorCode } from '../errors.js';
+import type { DropReason } from './advert.js';
+import { readKeyFile } from './key.js';
+import { STATUS_INTERVAL_MS, type MainToWorker, type WorkerInit, type WorkerStatus, type WorkerToMain } from './messages.js';
+import type { FailoverState } from './state-machine.js';
+import { removeVip } from './vip.js';
+
+export { DROP_REASONS, type DropReason } from './advert.js';
+export { generateKey, readKeyFile, parseKey } from './key.js';
+export { FAILOVER_STATES, type FailoverState } from './state-machine.js';
+export { computeTracking, type TrackingInput } from './tracking.js';
+
+export interface FailoverInstanceStatus {
+  routerId: number;
+  state: 'init' | 'backup' | 'master' | 'fault';
+  priority: number;
+  vips: string[];
+  peer: { address: string; state: 'backup' | 'master' | 'fault' | 'unknown'; lastAdvertAgeMs: number } | null;
+}
+
+export interface FailoverStats {
+  /** Keyed `${from}>${to}`. */
+  transitions: Map<string, number>;
+  dropped: Record<DropReason, number>;
+}
+
+export interface FailoverStateEvent {
+  routerId: number;
+  from: FailoverState;
+  to: FailoverState;
+  /** Wall-clock ms (Date.now()) of the transition, taken in the heartbeat thread. */
+  at: number;
+}
+
+/** Waits for the worker to bind and remove stale VIPs. */
+const START_TIMEOUT_MS = 20_000;
+/** Waits for the worker to send its last advert and remove the VIPs. */
+const CLOSE_TIMEOUT_MS = 10_000;
+/** After an unexpected worker exit (a bug), the VIPs are removed and the worker restarted after this. */
+const RESTART_DELAY_MS = 1000;
+
+function workerUrl(): URL {
+  return new URL('./worker.js', import.meta.url);
+}
+
+export class Failover extends EventEmitter {
+  private readonly config: FailoverConfig;
+  private readonly log: Logger;
+  private worker: Worker | null = null;
+  private key: Buffer | null = null;
+  private last: WorkerStatus | null = null;
+  private readonly transitions = new Map<string, number>();
+  /** Drops counted by workers that have exited (a restarted worker starts from zero). */
+  private readonly droppedBefore: Record<DropReason, number> = { bad_hmac: 0, replay: 0, router_id: 0, malformed: 0 };
+  private tracking = { fault: false, priorityPenalty: 0 };
+  private resignSeq = 0;
+  private resignWaiters: Array<{ seq: number; done: () => void }> = [];
+  private closing: Promise<void> | null = null;
+  private restartTimer: NodeJS.Timeout | null = null;
+  private started = false;
+
+  constructor(config: FailoverConfig, log: Logger) {
+    super();
+    this.config = config;
+    this.log = log;
+  }
+
+  /** Validates the key, then starts the worker (which removes stale VIPs and binds); rejects with a clear error. */
+  async start(): Promise<void> {
+    if (this.started) return;
+    if (this.closing !== null) throw new MqttLbError(ErrorCodes.FAILOVER_COMMAND, 'failover: start() after close()');
+    const url = workerUrl();
+    if (!existsSync(fileURLToPath(url))) {
+      throw new MqttLbError(ErrorCodes.START_FILE, `failover: worker script ${fileURLToPath(url)} not found (run \`npm run build\` and start from dist/)`);
+    }
+    const kf = await readKeyFile(this.config.authKeyFile);
+    if (kf.looseMode) this.log.warn({ file: this.config.authKeyFile }, 'failover key file is readable by group or others (anyone who reads it can forge adverts)');
+    this.key = kf.key;
+    await this.spawnWorker();
+    this.started = true;
+  }
+
+  setTracking(t: { fault: boolean; priorityPenalty: number }): void {
+    this.tracking = { fault: t.fault, priorityPenalty: t.priorityPenalty };
+    this.post({ type: 'tracking', ...this.tracking });
+  }
+
+  status(): FailoverInstanceStatus[] {
+    const now = Date.now();
+    if (this.last === null) {
+      return this.config.instances.map((i) => ({ routerId: i.routerId, state: 'init', priority: i.priority, vips: [...i.vips], peer: null }));
+    }
+    return this.last.instances.map((i) => {
+      let peer: FailoverInstanceStatus['peer'] = null;
+      if (i.peer !== null) {
+        const age = Math.max(0, now - i.peer.lastAdvertAt);
+        // Silent for longer than a Master_Down_Interval (3 intervals + at most one of skew), plus the
+        // granularity of the worker's status updates: state unknown.
+        const stale = age > 4 * i.peer.intervalMs + 2 * STATUS_INTERVAL_MS;
+        peer = { address: i.peer.address, state: stale ? 'unknown' : i.peer.state, lastAdvertAgeMs: age };
+      }
+      return { routerId: i.routerId, state: i.state, priority: i.priority, vips: [...i.vips], peer };
+    });
+  }
+
+  stats(): FailoverStats {
+    const cur = this.last?.dropped;
+    const dropped = { ...this.droppedBefore };
+    if (cur !== undefined) for (const r of Object.keys(dropped) as DropReason[]) dropped[r] += cur[r];
+    return { transitions: new Map(this.transitions), dropped };
+  }
+
+  isMaster(): boolean {
+    return this.last?.instances.some((i) => i.state === 'master') ?? false;
+  }
+
+  /**
+   * Graceful stop step: priority-0 adverts; resolves when no instance is master any more (the peer
+   * advertised as master and we handed over, removing the VIP at that moment) or after `timeoutMs`,
+   * keeping the VIP until then. A resigned instance never becomes master again.
+   */
+  resign(timeoutMs: number): Promise<void> {
+    if (this.worker === null) return Promise.resolve();
+    const seq = ++this.resignSeq;
+    this.post({ type: 'resign', seq });
+    return new Promise<void>((resolve) => {
+      let timer: NodeJS.Timeout | null = null;
+      const waiter = {
+        seq,
+        done: () => {
+          if (timer !== null) clearTimeout(timer);
+          this.resignWaiters = this.resignWaiters.filter((w) => w !== waiter);
+          resolve();
+        },
+      };
+      timer = setTimeout(() => {
+        this.log.warn({ timeoutMs }, 'failover: peer did not take over before the resign timeout');
+        waiter.done();
+      }, timeoutMs);
+      this.resignWaiters.push(waiter);
+    });
+  }
+
+  /** Removes the VIPs (priority 0 first if still master) and stops the worker. Idempotent. */
+  close(): Promise<void> {
+    this.closing ??= this.doClose();
+    return this.closing;
+  }
+
+  // ---- internals -------------------------------------------------------------------------------------------
+
+  private spawnWorker(): Promise<void> {
+    const init: WorkerInit = { config: this.config, key: new Uint8Array(this.key!) };
+    const worker = new Worker(workerUrl(), { workerData: init, name: 'mqtt-lb-failover' });
+    this.worker = worker;
+    return new Promise<void>((resolve, reject) => {
+      let settled = false;
+      const settle = (err: Error | null) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        if (err === null) resolve();
+        else {
+          this.worker = null;
+          void worker.terminate();
+          reject(err);
+        }
+      };
+      const timer = setTimeout(() => settle(new MqttLbError(ErrorCodes.FAILOVER_COMMAND, `failover: worker did not start within ${START_TIMEOUT_MS} ms`)), START_TIMEOUT_MS);
+      worker.on('message', (m: WorkerToMain) => {
+        if (m.type === 'ready') {
+          // Tracking set before the worker was up.
+          if (this.tracking.fault || this.tracking.priorityPenalty !== 0) worker.postMessage({ type: 'tracking', ...this.tracking } satisfies MainToWorker);
+          settle(null);
+        } else if (m.type === 'fatal') settle(new MqttLbError(m.code as ErrorCode, m.message));
+        else this.onMessage(m);
+      });
+      worker.on('error', (err) => {
+        this.log.error({ err }, 'failover worker crashed');
+        settle(err);
+      });
+      worker.on('exit', (code) => {
+        settle(new MqttLbError(ErrorCodes.FAILOVER_COMMAND, `failover: worker exited (code ${code}) while starting`));
+        if (this.worker === worker) this.onWorkerLost(code);
+      });
+    });
+  }
+
+  private onMessage(m: WorkerToMain): void {
+    switch (m.type) {
+      case 'log':
+        this.log[m.level](m.obj, m.msg);
+        break;
+      case 'state': {
+        const k = `${m.from}>${m.to}`;
+        this.transitions.set(k, (this.transitions.get(k) ?? 0) + 1);
+        this.emit('state', { routerId: m.routerId, from: m.from, to: m.to, at: m.at } satisfies FailoverStateEvent);
+        break;
+      }
+      case 'status':
+        this.last = m;
+        if (this.resignWaiters.length > 0 && !m.instances.some((i) => i.state === 'master')) {
+          for (const w of [...this.resignWaiters]) if (m.resignSeq >= w.seq) w.done();
+        }
+        break;
+      default:
+        break;
+    }
+  }
+
+  /** The worker died without being asked to: never leave a VIP behind a dead heartbeat (split brain). */
+  private onWorkerLost(code: number): void {
+    this.worker = null;
+    if (this.closing !== null || !this.started) return;
+    this.log.error({ code }, 'failover worker exited unexpectedly: removing VIPs, restarting');
+    const cur = this.last?.dropped;
+    if (cur !== undefined) for (const r of Object.keys(this.droppedBefore) as DropReason[]) this.droppedBefore[r] += cur[r];
+    for (const i of this.last?.instances ?? []) {
+      if (i.state !== 'init') this.onMessage({ type: 'state', routerId: i.routerId, from: i.state, to: 'init', at: Date.now() });
+    }
+    this.last = null;
+    for (const w of [...this.resignWaiters]) w.done();
+    void this.removeAllVips().then(() => {
+      if (this.closing !== null) return;
+      this.restartTimer = setTimeout(() => {
+        this.restartTimer = null;
+        if (this.closing !== null) return;
+        this.spawnWorker().catch((err: unknown) => this.log.error({ err }, 'failover worker restart failed'));
+      }, RESTART_DELAY_MS);
+    });
+  }
+
+  private async doClose(): Promise<void> {
+    if (this.restartTimer !== null) clearTimeout(this.restartTimer);
+    for (const w of [...this.resignWaiters]) w.done();
+    const worker = this.worker;
+    if (worker === null) {
+      if (this.started) await this.removeAllVips();
+      return;
+    }
+    const closed = await new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), CLOSE_TIMEOUT_MS);
+      worker.on('message', (m: WorkerToMain) => {
+        if (m.type === 'closed') {
+          clearTimeout(timer);
+          resolve(true);
+        }
+      });
+      worker.once('exit', () => {
+        clearTimeout(timer);
+        resolve(false);
+      });
+      worker.postMessage({ type: 'close' } satisfies MainToWorker);
+    });
+    this.worker = null;
+    await worker.terminate();
+    if (!closed) {
+      this.log.warn({}, 'failover worker did not confirm the stop: removing VIPs from the main thread');
+      await this.removeAllVips();
+    }
+    if (this.last !== null) {
+      // Stopped: every instance is back in INIT (the VIPs are gone).
+      for (const i of this.last.instances) if (i.state !== 'init') this.onMessage({ type: 'state', routerId: i.routerId, from: i.state, to: 'init', at: Date.now() });
+      this.last = { ...this.last, instances: this.last.instances.map((i) => ({ ...i, state: 'init' as const })) };
+    }
+  }
+
+  private async removeAllVips(): Promise<void> {
+    for (const inst of this.config.instances) {
+      for (const vip of inst.vips) {
+        await removeVip(this.config.interface, vip).catch((err: unknown) => this.log.error({ err, vip }, 'failover: cannot remove VIP'));
+      }
+    }
+  }
+
+  private post(m: MainToWorker): void {
+    this.worker?.postMessage(m);
+  }
+}

@@ -1,0 +1,58 @@
+/**
+ * The shared failover key: `mqtt-lb keygen` prints base64 of 32 random bytes; `failover.authKeyFile` holds
+ * exactly that one line. Anything else is refused with a message that says what was found and how to fix it.
+ */
+import { randomBytes } from 'node:crypto';
+import { readFile, stat } from 'node:fs/promises';
+import { ErrorCodes, MqttLbError } from '../errors.js';
+
+export const FAILOVER_KEY_BYTES = 32;
+/** 32 bytes in standard base64 = 43 characters + one '=' of padding. */
+const KEY_LINE_RE = /^[A-Za-z0-9+/]{43}=$/;
+
+/** A new key, as the key file holds it (without the trailing newline). */
+export function generateKey(): string {
+  return randomBytes(FAILOVER_KEY_BYTES).toString('base64');
+}
+
+/** Parses the key file's content. `file` only names the source in error messages. */
+export function parseKey(text: string, file: string): Buffer {
+  const lines = text.split(/\r?\n/);
+  // One line, optionally followed by a newline (a trailing empty element after split).
+  while (lines.length > 1 && lines[lines.length - 1] === '') lines.pop();
+  if (lines.length !== 1 || lines[0]!.trim() === '') {
+    throw keyError(file, `must hold exactly one base64 line of ${FAILOVER_KEY_BYTES} bytes (found ${lines[0]!.trim() === '' && lines.length === 1 ? 'an empty file' : `${lines.length} lines`}); create it with \`mqtt-lb keygen > ${file}\``);
+  }
+  const line = lines[0]!.trim();
+  if (!KEY_LINE_RE.test(line)) {
+    const decoded = /^[A-Za-z0-9+/]+={0,2}$/.test(line) ? Buffer.from(line, 'base64').length : null;
+    const found = decoded === null ? 'text that is not base64' : `${decoded} bytes`;
+    throw keyError(file, `must hold one base64 line of ${FAILOVER_KEY_BYTES} bytes, found ${found}; create it with \`mqtt-lb keygen > ${file}\``);
+  }
+  const key = Buffer.from(line, 'base64');
+  if (key.length !== FAILOVER_KEY_BYTES) throw keyError(file, `decodes to ${key.length} bytes, expected ${FAILOVER_KEY_BYTES}`);
+  return key;
+}
+
+export interface KeyFile {
+  key: Buffer;
+  /** The file can be read by group or others: worth a warning (anyone who reads it can forge adverts). */
+  looseMode: boolean;
+}
+
+export async function readKeyFile(file: string): Promise<KeyFile> {
+  let text: string;
+  let mode: number;
+  try {
+    text = await readFile(file, 'utf8');
+    mode = (await stat(file)).mode;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'error';
+    throw new MqttLbError(ErrorCodes.FAILOVER_KEY, `failover.authKeyFile ${file}: cannot read (${code}); create it with \`mqtt-lb keygen > ${file}\``, { cause: err });
+  }
+  return { key: parseKey(text, file), looseMode: (mode & 0o077) !== 0 };
+}
+
+function keyError(file: string, what: string): MqttLbError {
+  return new MqttLbError(ErrorCodes.FAILOVER_KEY, `failover.authKeyFile ${file}: ${what}`);
+}

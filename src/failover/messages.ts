@@ -1,0 +1,62 @@
+/**
+ * Messages between the proxy process (facade, index.ts) and the heartbeat worker thread (worker.ts).
+ * Everything here crosses postMessage, so: plain data only (no bigint in status, no class instances).
+ */
+import type { FailoverConfig } from '../config/types.js';
+import type { DropReason } from './advert.js';
+import type { LogLevel } from './log.js';
+import type { FailoverState } from './state-machine.js';
+
+/** How often the worker posts a status snapshot (and on every state change). */
+export const STATUS_INTERVAL_MS = 100;
+
+export interface WorkerInit {
+  config: FailoverConfig;
+  /** The 32-byte key (copied into the worker). */
+  key: Uint8Array;
+}
+
+export type MainToWorker =
+  | { type: 'tracking'; fault: boolean; priorityPenalty: number }
+  | { type: 'resign'; seq: number }
+  | { type: 'close' };
+
+export type PeerState = 'backup' | 'master' | 'fault';
+
+export interface WorkerPeerStatus {
+  address: string;
+  state: PeerState;
+  priority: number;
+  /** Date.now() of the last accepted advert (wall clock: comparable across threads). */
+  lastAdvertAt: number;
+  /** The interval the peer advertises, ms (to call it stale after missed adverts). */
+  intervalMs: number;
+}
+
+export interface WorkerInstanceStatus {
+  routerId: number;
+  state: FailoverState;
+  /** What our adverts carry now (0 while resigned or in FAULT). */
+  priority: number;
+  vips: string[];
+  resigned: boolean;
+  peer: WorkerPeerStatus | null;
+}
+
+export interface WorkerStatus {
+  type: 'status';
+  instances: WorkerInstanceStatus[];
+  dropped: Record<DropReason, number>;
+  /** The highest `resign` seq processed before this status was taken. */
+  resignSeq: number;
+  /** Our advert source address. */
+  localAddress: string;
+}
+
+export type WorkerToMain =
+  | { type: 'ready' }
+  | { type: 'fatal'; code: string; message: string }
+  | { type: 'state'; routerId: number; from: FailoverState; to: FailoverState; /** Date.now() in the worker at the transition. */ at: number }
+  | WorkerStatus
+  | { type: 'log'; level: LogLevel; obj: Record<string, unknown>; msg: string }
+  | { type: 'closed' };

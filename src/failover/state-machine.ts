@@ -1,0 +1,351 @@
+/**
+ * One failover instance's election, after RFC 5798 §6.4 (VRRPv3) with the RFC 9568 / keepalived refinements,
+ * as a pure class: inputs are calls, outputs are lists of actions, time comes from the injected monotonic
+ * clock, and `nextDeadline()` says when `onTimer()` must be called next. No I/O happens here.
+ *
+ * Differences from VRRP, all deliberate:
+ *  - Every instance advertises every interval in every state (flags tell MASTER / FAULT / neither), so each
+ *    side knows the other's state. Election rules therefore apply only to adverts that carry the MASTER flag;
+ *    a backup's advert never resets anyone's timers.
+ *  - FAULT (keepalived's internal state): priority-0 adverts with the FAULT flag, no VIP; leaving FAULT goes
+ *    through BACKUP and a full Master_Down_Interval.
+ *  - `resign()` is the graceful stop step: priority 0 (with the MASTER flag) while keeping the VIP until the
+ *    peer advertises as master; a resigned instance never becomes master again.
+ */
+import { FLAG_FAULT, FLAG_MASTER } from './advert.js';
+
+export type FailoverState = 'init' | 'backup' | 'master' | 'fault';
+export const FAILOVER_STATES: readonly FailoverState[] = ['init', 'backup', 'master', 'fault'];
+
+export type FailoverAction =
+  | { type: 'sendAdvert'; priority: number; flags: number }
+  | { type: 'addVips' }
+  | { type: 'removeVips' }
+  | { type: 'garp' }
+  | { type: 'notify'; from: FailoverState; to: FailoverState };
+
+export interface StateMachineConfig {
+  routerId: number;
+  /** Configured priority 1..254 (the higher wins). */
+  priority: number;
+  /** Our Advertisement_Interval in ms. */
+  advertInterval: number;
+  preempt: boolean;
+  /** ms a returning higher-priority instance waits, stable, before preempting a lower-priority master. */
+  preemptDelay: number;
+  /** Our own advert source address as an unsigned 32-bit number (the equal-priority tie break). */
+  selfAddress: number;
+}
+
+export interface ReceivedAdvert {
+  priority: number;
+  flags: number;
+  intervalCs: number;
+  /** Sender's IPv4 address as an unsigned 32-bit number. */
+  sender: number;
+}
+
+/** A master re-announces (GARP) on a lower-priority master's advert at most this often: a peer that cannot
+ * hear us keeps advertising as master, and each of its adverts must not start another arping burst. */
+export const HEAL_GARP_MIN_GAP_MS = 1000;
+
+/** A peer silent for more than this many of our intervals could have declared us down and taken over. */
+export const PEER_SILENCE_ADVERTS = 3;
+
+export class FailoverStateMachine {
+  private current: FailoverState = 'init';
+  private fault = false;
+  private penalty = 0;
+  private resigned = false;
+  /** Master_Adver_Interval (ms): our own until a master's advert teaches us its interval. */
+  private masterAdverInterval: number;
+  /** Earliest moment we may become master: one full Master_Down_Interval after start or after FAULT. */
+  private notBefore = 0;
+  private downAt: number | null = null;
+  private advertAt: number | null = null;
+  private preemptSince: number | null = null;
+  /** The master we currently follow (its priority-0 advert, even with the FAULT flag, hands over to us). */
+  private masterAddress: number | null = null;
+  private lastHealGarpAt = Number.NEGATIVE_INFINITY;
+  /** When we last heard any advert of this router id (the peer's silence tells of a partition). */
+  private lastHeardAt = Number.NEGATIVE_INFINITY;
+
+  constructor(
+    private readonly cfg: StateMachineConfig,
+    private readonly now: () => number,
+  ) {
+    if (!(cfg.advertInterval > 0)) throw new RangeError('advertInterval must be > 0');
+    this.masterAdverInterval = cfg.advertInterval;
+  }
+
+  get state(): FailoverState {
+    return this.current;
+  }
+
+  get routerId(): number {
+    return this.cfg.routerId;
+  }
+
+  get isResigned(): boolean {
+    return this.resigned;
+  }
+
+  get isFault(): boolean {
+    return this.fault;
+  }
+
+  /** Configured priority lowered by tracking, never below 1 (0 means "resigning" on the wire). */
+  get effectivePriority(): number {
+    return Math.max(1, this.cfg.priority - this.penalty);
+  }
+
+  /** What our adverts carry now. */
+  get advertisedPriority(): number {
+    return this.resigned || this.current === 'fault' ? 0 : this.effectivePriority;
+  }
+
+  /** The learned Master_Adver_Interval in ms. */
+  get learnedInterval(): number {
+    return this.masterAdverInterval;
+  }
+
+  /** RFC 5798 §6.1: Skew_Time = ((256 - Priority) * Master_Adver_Interval) / 256, with the effective priority. */
+  skewTime(): number {
+    return ((256 - this.effectivePriority) * this.masterAdverInterval) / 256;
+  }
+
+  /** RFC 5798 §6.1: Master_Down_Interval = 3 * Master_Adver_Interval + Skew_Time. */
+  masterDownInterval(): number {
+    return 3 * this.masterAdverInterval + this.skewTime();
+  }
+
+  /** Absolute time (same clock as `now`) at which `onTimer()` must run; Infinity when nothing is pending. */
+  nextDeadline(): number {
+    return Math.min(this.downAt ?? Number.POSITIVE_INFINITY, this.advertAt ?? Number.POSITIVE_INFINITY);
+  }
+
+  /** INIT → BACKUP (or FAULT). RFC 5798 §6.4.1 for priority < 255: Master_Down_Timer = Master_Down_Interval. */
+  start(): FailoverAction[] {
+    if (this.current !== 'init') return [];
+    const now = this.now();
+    this.masterAdverInterval = this.cfg.advertInterval;
+    if (this.fault) return this.enterFault(now);
+    return this.enterBackupWaiting('init', now);
+  }
+
+  onTimer(): FailoverAction[] {
+    if (this.current === 'init') return [];
+    const now = this.now();
+    const actions: FailoverAction[] = [];
+    if (this.current === 'backup' && this.downAt !== null && now >= this.downAt) actions.push(...this.becomeMaster(now));
+    if (this.advertAt !== null && now >= this.advertAt) {
+      actions.push(this.advert());
+      const next = this.advertAt + this.cfg.advertInterval;
+      // After a stall, carry on from now rather than sending a burst of late adverts.
+      this.advertAt = next > now ? next : now + this.cfg.advertInterval;
+    }
+    return actions;
+  }
+
+  /** An authentic, non-replayed advert for this router id from a peer. */
+  onAdvert(a: ReceivedAdvert): FailoverAction[] {
+    const now = this.now();
+    const silentFor = now - this.lastHeardAt;
+    this.lastHeardAt = now;
+    if (this.current === 'backup') return this.backupReceive(a, now);
+    if (this.current === 'master') {
+      const actions = this.masterReceive(a, now);
+      // A peer heard again after a silence longer than it needs to take over (partition, cut link) may have
+      // been master and announced the VIP with its MAC; its last "I was master" advert may have been lost
+      // (asymmetric heal). Still master: re-announce (rate limited, like the split-brain heal).
+      if (this.current === 'master' && silentFor > PEER_SILENCE_ADVERTS * this.cfg.advertInterval && now - this.lastHealGarpAt >= HEAL_GARP_MIN_GAP_MS) {
+        this.lastHealGarpAt = now;
+        if (!actions.some((x) => x.type === 'garp')) actions.push({ type: 'garp' });
+      }
+      return actions;
+    }
+    return []; // INIT has not started; FAULT does not take part in the election.
+  }
+
+  setFault(fault: boolean): FailoverAction[] {
+    if (fault === this.fault) return [];
+    this.fault = fault;
+    if (this.current === 'init') return [];
+    const now = this.now();
+    if (fault) return this.enterFault(now);
+    if (this.current !== 'fault') return [];
+    this.masterAdverInterval = this.cfg.advertInterval; // learned interval may be stale after a fault
+    return this.enterBackupWaiting('fault', now);
+  }
+
+  /** Tracking weight: pools with no server up lower the priority (never FAULT). */
+  setPriorityPenalty(penalty: number): FailoverAction[] {
+    const p = Number.isFinite(penalty) && penalty > 0 ? Math.floor(penalty) : 0;
+    if (p === this.penalty) return [];
+    const before = this.effectivePriority;
+    this.penalty = p;
+    if (this.effectivePriority === before) return [];
+    this.preemptSince = null; // "stable" means: with the same priority for the whole delay
+    if (this.current === 'master' && !this.resigned) {
+      // Tell the peer at once so a higher-priority backup can preempt without waiting for the next tick.
+      this.advertAt = this.now() + this.cfg.advertInterval;
+      return [{ type: 'sendAdvert', priority: this.effectivePriority, flags: FLAG_MASTER }];
+    }
+    return [];
+  }
+
+  /**
+   * Graceful stop: as master, advertise priority 0 (RFC 5798 §5.2.4: "the current Master has stopped
+   * participating") and keep the VIP until the peer advertises as master; never become master again.
+   */
+  resign(): FailoverAction[] {
+    if (this.resigned) return [];
+    this.resigned = true;
+    this.preemptSince = null;
+    if (this.current === 'master') {
+      this.advertAt = this.now() + this.cfg.advertInterval;
+      return [{ type: 'sendAdvert', priority: 0, flags: FLAG_MASTER }];
+    }
+    if (this.current === 'backup') this.downAt = null;
+    return [];
+  }
+
+  /** A VIP disappeared while master (removed behind our back): resign with priority 0, as keepalived does. */
+  vipLost(): FailoverAction[] {
+    if (this.current !== 'master') return [];
+    const now = this.now();
+    this.current = 'backup';
+    this.masterAddress = null;
+    this.preemptSince = null;
+    // A full Master_Down_Interval: the peer (timer at Skew_Time after our priority 0) goes first.
+    this.downAt = this.resigned ? null : now + this.masterDownInterval();
+    this.advertAt = now + this.cfg.advertInterval;
+    return [{ type: 'sendAdvert', priority: 0, flags: FLAG_MASTER }, { type: 'removeVips' }, { type: 'notify', from: 'master', to: 'backup' }];
+  }
+
+  // ---- internals -------------------------------------------------------------------------------------------
+
+  private advert(): FailoverAction {
+    if (this.current === 'fault') return { type: 'sendAdvert', priority: 0, flags: FLAG_FAULT };
+    return { type: 'sendAdvert', priority: this.advertisedPriority, flags: this.current === 'master' ? FLAG_MASTER : 0 };
+  }
+
+  /** BACKUP with a full Master_Down_Interval before we may become master (start, leaving FAULT). */
+  private enterBackupWaiting(from: FailoverState, now: number): FailoverAction[] {
+    this.current = 'backup';
+    this.masterAddress = null;
+    this.preemptSince = null;
+    this.notBefore = now + this.masterDownInterval();
+    this.downAt = this.resigned ? null : this.notBefore;
+    this.advertAt = now + this.cfg.advertInterval;
+    return [this.advert(), { type: 'notify', from, to: 'backup' }];
+  }
+
+  private enterFault(now: number): FailoverAction[] {
+    const from = this.current;
+    this.current = 'fault';
+    this.downAt = null;
+    this.masterAddress = null;
+    this.preemptSince = null;
+    this.advertAt = now + this.cfg.advertInterval;
+    const actions: FailoverAction[] = [{ type: 'sendAdvert', priority: 0, flags: FLAG_FAULT }];
+    if (from === 'master') actions.push({ type: 'removeVips' });
+    actions.push({ type: 'notify', from, to: 'fault' });
+    return actions;
+  }
+
+  /** RFC 5798 §6.4.2 Master_Down_Timer fired. keepalived's order: advert first (so the old master lets go
+   * before our GARPs), then the VIPs, then GARP, then notify. */
+  private becomeMaster(now: number): FailoverAction[] {
+    this.current = 'master';
+    this.lastHealGarpAt = now; // the GARP burst below already announces us
+    this.downAt = null;
+    this.preemptSince = null;
+    this.masterAddress = null;
+    this.advertAt = now + this.cfg.advertInterval;
+    return [
+      { type: 'sendAdvert', priority: this.effectivePriority, flags: FLAG_MASTER },
+      { type: 'addVips' },
+      { type: 'garp' },
+      { type: 'notify', from: 'backup', to: 'master' },
+    ];
+  }
+
+  private backupReceive(a: ReceivedAdvert, now: number): FailoverAction[] {
+    const fromMaster = (a.flags & FLAG_MASTER) !== 0;
+    if (!fromMaster) {
+      // Not a master's advert. Only a priority 0 from the master we follow (it went to FAULT) matters.
+      if (a.priority === 0 && this.masterAddress === a.sender) this.shortenDownTimer(now);
+      return [];
+    }
+    if (a.priority === 0) {
+      // RFC 5798 §6.4.2: "If the Priority in the ADVERTISEMENT is zero, then: Set the Master_Down_Timer to Skew_Time".
+      this.masterAddress = a.sender;
+      this.shortenDownTimer(now);
+      return [];
+    }
+    // RFC 5798 §6.4.2: "If Preempt_Mode is False, or If the Priority in the ADVERTISEMENT is greater than or
+    // equal to the local Priority, then: Reset the Master_Down_Timer ... else: Discard the ADVERTISEMENT".
+    if (this.resigned || !this.cfg.preempt || a.priority >= this.effectivePriority) {
+      this.preemptSince = null;
+      this.acceptMaster(a, now);
+      return [];
+    }
+    if (this.cfg.preemptDelay > 0) {
+      // Preempt only after a lower-priority master has been seen for preemptDelay without interruption.
+      if (this.preemptSince === null) this.preemptSince = now;
+      if (now - this.preemptSince < this.cfg.preemptDelay) this.acceptMaster(a, now);
+    }
+    return []; // discarded: the Master_Down_Timer keeps running and we take over when it fires
+  }
+
+  private masterReceive(a: ReceivedAdvert, now: number): FailoverAction[] {
+    if ((a.flags & FLAG_MASTER) === 0) return []; // a backup's or a FAULT's advert never demotes a master
+    const ours = this.advertisedPriority;
+    if (a.priority === 0) {
+      // RFC 5798 §6.4.3: another master resigned: "Send an ADVERTISEMENT; Reset the Adver_Timer".
+      this.advertAt = now + this.cfg.advertInterval;
+      return [{ type: 'sendAdvert', priority: ours, flags: FLAG_MASTER }];
+    }
+    // RFC 5798 §6.4.3: higher priority, or equal priority and a higher sender address (unsigned, network
+    // byte order per RFC 9568) → Backup, learning the interval.
+    if (a.priority > ours || (a.priority === ours && a.sender > this.cfg.selfAddress)) {
+      this.current = 'backup';
+      this.preemptSince = null;
+      this.acceptMaster(a, now);
+      this.advertAt = now + this.cfg.advertInterval;
+      // keepalived's vrrp_higher_prio_send_advert: one last advert as master, so that the winner hears a
+      // lower-priority master and re-announces. Without it, neighbours that learnt our MAC during a split
+      // brain keep sending to us after we drop the VIP (keepalived#166).
+      return [
+        { type: 'sendAdvert', priority: ours, flags: FLAG_MASTER },
+        { type: 'removeVips' },
+        { type: 'notify', from: 'master', to: 'backup' },
+      ];
+    }
+    // Lower-priority master: a split brain is healing. RFC 9568: advertise at once to assert ourselves;
+    // keepalived (garp_lower_prio_repeat) and ucarp: re-announce, so neighbours that cached the other
+    // master's MAC during the split come back to us.
+    this.advertAt = now + this.cfg.advertInterval;
+    const actions: FailoverAction[] = [{ type: 'sendAdvert', priority: ours, flags: FLAG_MASTER }];
+    if (now - this.lastHealGarpAt >= HEAL_GARP_MIN_GAP_MS) {
+      this.lastHealGarpAt = now;
+      actions.push({ type: 'garp' });
+    }
+    return actions;
+  }
+
+  private acceptMaster(a: ReceivedAdvert, now: number): void {
+    // RFC 5798 §6.4.2: "Set Master_Adver_Interval to Adver Interval contained in the ADVERTISEMENT;
+    // Recompute the Skew_Time; Recompute the Master_Down_Interval".
+    this.masterAdverInterval = a.intervalCs * 10;
+    this.masterAddress = a.sender;
+    this.downAt = this.resigned ? null : Math.max(now + this.masterDownInterval(), this.notBefore);
+  }
+
+  private shortenDownTimer(now: number): void {
+    if (this.resigned) return;
+    const at = Math.min(this.downAt ?? Number.POSITIVE_INFINITY, now + this.skewTime());
+    this.downAt = Math.max(at, this.notBefore);
+  }
+}

@@ -1,0 +1,95 @@
+/**
+ * Moving the virtual IP with iproute2 (vrrp-facts §9.2): `ip addr add|del VIP/PREFIX dev IFACE` and
+ * `ip -j addr show dev IFACE`, each via execFile with validated arguments and a kill timeout.
+ *  - add: "Address already assigned" (extended ack) / "File exists" (older `RTNETLINK answers:`) = present.
+ *  - del: "Address not found" / "Cannot assign" (and a vanished device) = already absent.
+ *  - presence compares address AND prefix length: 10.0.0.5/32 and 10.0.0.5/24 are different entries.
+ */
+import { ErrorCodes, MqttLbError } from '../errors.js';
+import { describeResult, runCommand } from './command.js';
+import { formatCidr, isInterfaceName, parseCidr, type Cidr } from './ipv4.js';
+
+export const IP_COMMAND = 'ip';
+/** `ip` answers in a few ms; a hung netlink call must not hold the VIP queue forever. */
+export const IP_TIMEOUT_MS = 5000;
+
+export interface InterfaceInfo {
+  name: string;
+  /** Administratively up and carrier present (LOWER_UP). */
+  carrier: boolean;
+  /** IPv4 addresses on the interface, in kernel order (the primary first). */
+  addresses: Array<Cidr & { secondary: boolean }>;
+}
+
+export function checkInterfaceName(iface: string): void {
+  if (!isInterfaceName(iface)) throw new MqttLbError(ErrorCodes.FAILOVER_COMMAND, `failover.interface "${iface}" is not a valid interface name`);
+}
+
+export function checkVip(vip: string): Cidr {
+  const c = parseCidr(vip);
+  if (c === null) throw new MqttLbError(ErrorCodes.FAILOVER_COMMAND, `failover VIP "${vip}" is not an IPv4 address with a prefix length (e.g. 192.0.2.10/24)`);
+  return c;
+}
+
+interface IpJsonAddr {
+  family?: string;
+  local?: string;
+  prefixlen?: number;
+  secondary?: boolean;
+}
+interface IpJsonLink {
+  ifname?: string;
+  flags?: string[];
+  addr_info?: IpJsonAddr[];
+}
+
+/** Parses `ip -j addr show dev IFACE` output (exported for tests). */
+export function parseIpAddrJson(json: string, iface: string): InterfaceInfo {
+  const links = JSON.parse(json) as IpJsonLink[];
+  const link = Array.isArray(links) ? links.find((l) => l.ifname === iface) ?? links[0] : undefined;
+  if (link === undefined) throw new MqttLbError(ErrorCodes.FAILOVER_COMMAND, `ip -j addr show dev ${iface}: no such interface in the output`);
+  const flags = link.flags ?? [];
+  const addresses: InterfaceInfo['addresses'] = [];
+  for (const a of link.addr_info ?? []) {
+    if (a.family !== 'inet' || typeof a.local !== 'string' || typeof a.prefixlen !== 'number') continue;
+    addresses.push({ address: a.local, prefix: a.prefixlen, secondary: a.secondary === true });
+  }
+  return { name: iface, carrier: flags.includes('UP') && flags.includes('LOWER_UP'), addresses };
+}
+
+export async function showInterface(iface: string): Promise<InterfaceInfo> {
+  checkInterfaceName(iface);
+  const args = ['-j', 'addr', 'show', 'dev', iface];
+  const r = await runCommand(IP_COMMAND, args, { timeoutMs: IP_TIMEOUT_MS });
+  if (r.code !== 0) throw new MqttLbError(ErrorCodes.FAILOVER_COMMAND, describeResult(IP_COMMAND, args, r));
+  try {
+    return parseIpAddrJson(r.stdout, iface);
+  } catch (err) {
+    if (err instanceof MqttLbError) throw err;
+    throw new MqttLbError(ErrorCodes.FAILOVER_COMMAND, `ip -j addr show dev ${iface}: unreadable output`, { cause: err });
+  }
+}
+
+export function hasAddress(info: InterfaceInfo, c: Cidr): boolean {
+  return info.addresses.some((a) => a.address === c.address && a.prefix === c.prefix);
+}
+
+export async function addVip(iface: string, vip: string): Promise<'added' | 'present'> {
+  checkInterfaceName(iface);
+  const c = checkVip(vip);
+  const args = ['addr', 'add', formatCidr(c), 'dev', iface];
+  const r = await runCommand(IP_COMMAND, args, { timeoutMs: IP_TIMEOUT_MS });
+  if (r.code === 0) return 'added';
+  if (r.code === 2 && /already assigned|File exists/i.test(r.stderr)) return 'present';
+  throw new MqttLbError(ErrorCodes.FAILOVER_COMMAND, describeResult(IP_COMMAND, args, r));
+}
+
+export async function removeVip(iface: string, vip: string): Promise<'removed' | 'absent'> {
+  checkInterfaceName(iface);
+  const c = checkVip(vip);
+  const args = ['addr', 'del', formatCidr(c), 'dev', iface];
+  const r = await runCommand(IP_COMMAND, args, { timeoutMs: IP_TIMEOUT_MS });
+  if (r.code === 0) return 'removed';
+  if (r.code !== null && /Address not found|Cannot assign|Cannot find device|does not exist/i.test(r.stderr)) return 'absent';
+  throw new MqttLbError(ErrorCodes.FAILOVER_COMMAND, describeResult(IP_COMMAND, args, r));
+}

@@ -1,0 +1,523 @@
+/**
+ * Failover between two LB hosts in real network namespaces (run as root; skipped otherwise).
+ *
+ * Each LB host runs test/helpers/failover-runner.mjs: the COMPILED failover facade (dist/, built here when
+ * stale) plus a TCP listener on 0.0.0.0:1883 answering one byte ('A' on lb1, 'B' on lb2). A prober in the
+ * client namespace opens a new connection to VIP:1883 every ~5 ms, so outages are measured as clients see them.
+ * To run the real mqtt-lb instead, replace `startLb`'s command; the rest only needs the state events.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, statSync, readdirSync } from 'node:fs';
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { FailoverConfig } from '../../src/config/types.js';
+import { generateKey } from '../../src/failover/key.js';
+import { NetnsTopology, netnsAvailable, type NsProcess, type Role } from '../helpers/netns.js';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const RUNNER = join(ROOT, 'test/helpers/failover-runner.mjs');
+const PROBER = join(ROOT, 'test/helpers/vip-prober.mjs');
+const ADVERT_TOOL = join(ROOT, 'test/helpers/advert-tool.mjs');
+const PORT = 18831;
+const GROUP = '224.0.0.18';
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+async function waitFor(what: string, cond: () => Promise<boolean> | boolean, timeoutMs: number, stepMs = 20): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    if (await cond()) return;
+    if (Date.now() > until) throw new Error(`timeout (${timeoutMs} ms) waiting for: ${what}`);
+    await sleep(stepMs);
+  }
+}
+
+/** dist/ must hold the current failover code: build when missing or older than a source file. */
+function ensureBuilt(): void {
+  const dist = join(ROOT, 'dist/src/failover');
+  const newestSrc = Math.max(...readdirSync(join(ROOT, 'src/failover')).map((f) => statSync(join(ROOT, 'src/failover', f)).mtimeMs));
+  const files = ['index.js', 'worker.js', 'advert.js'].map((f) => join(dist, f));
+  if (files.every((f) => existsSync(f) && statSync(f).mtimeMs >= newestSrc)) return;
+  try {
+    execFileSync('npx', ['tsc', '-p', '.'], { cwd: ROOT, stdio: 'pipe', timeout: 180_000 });
+  } catch {
+    // Type errors elsewhere in the tree still emit JavaScript; only a missing output is fatal.
+  }
+  for (const f of files) if (!existsSync(f)) throw new Error(`${f} missing after \`npx tsc -p .\``);
+}
+
+interface StateEvent {
+  ev: 'state';
+  routerId: number;
+  from: string;
+  to: string;
+  t: number;
+}
+
+/** Control of one LB process speaking the runner's line protocol. */
+class Lb {
+  private nextId = 1;
+  constructor(
+    readonly role: Role,
+    readonly proc: NsProcess,
+  ) {}
+
+  private events(): Array<Record<string, unknown>> {
+    return this.proc.lines.flatMap((l) => {
+      try {
+        return [JSON.parse(l) as Record<string, unknown>];
+      } catch {
+        return [];
+      }
+    });
+  }
+
+  states(): StateEvent[] {
+    return this.events().filter((e) => e.ev === 'state') as unknown as StateEvent[];
+  }
+
+  transitions(): string[] {
+    return this.states().map((s) => `${s.from}>${s.to}`);
+  }
+
+  get state(): string {
+    return this.states().at(-1)?.to ?? 'init';
+  }
+
+  /** Waits for a transition to `to` among the state events from index `from` on; returns it. */
+  async waitState(to: string, timeoutMs: number, from = 0): Promise<StateEvent> {
+    let i = 0;
+    const line = await this.proc.waitForLine(
+      (l) => {
+        if (!l.includes('"ev":"state"')) return false;
+        return i++ >= from && (JSON.parse(l) as StateEvent).to === to;
+      },
+      timeoutMs,
+    );
+    return JSON.parse(line) as StateEvent;
+  }
+
+  async cmd<T = Record<string, unknown>>(cmd: string, extra: Record<string, unknown> = {}, timeoutMs = 10_000): Promise<T> {
+    const id = this.nextId++;
+    this.proc.write(JSON.stringify({ id, cmd, ...extra }));
+    const line = await this.proc.waitForLine((l) => l.includes('"ev":"reply"') && (JSON.parse(l) as { id: number }).id === id, timeoutMs);
+    return (JSON.parse(line) as { result: T }).result;
+  }
+
+  async stats(): Promise<{ transitions: Record<string, number>; dropped: Record<string, number> }> {
+    return this.cmd('stats');
+  }
+
+  async status(): Promise<{ instances: Array<{ state: string; peer: { address: string; state: string; lastAdvertAgeMs: number } | null }>; isMaster: boolean }> {
+    return this.cmd('status');
+  }
+}
+
+const canRun = netnsAvailable();
+
+describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', () => {
+  let topo: NetnsTopology;
+  let dir: string;
+  let keyFile: string;
+  let key: string;
+  let VIP: string;
+  let VIP_CIDR: string;
+  let VIP2_CIDR: string;
+  const started: NsProcess[] = [];
+
+  beforeAll(async () => {
+    ensureBuilt();
+    topo = await NetnsTopology.create();
+    VIP = topo.address(10);
+    VIP_CIDR = `${VIP}/24`;
+    VIP2_CIDR = `${topo.address(20)}/24`;
+    dir = await mkdtemp(join(tmpdir(), 'mqtt-lb-failover-'));
+    keyFile = join(dir, 'failover.key');
+    key = generateKey();
+    await writeFile(keyFile, `${key}\n`);
+    await chmod(keyFile, 0o600);
+  }, 240_000);
+
+  afterEach(async (ctx) => {
+    const procs = started.splice(0);
+    await Promise.all(procs.map((p) => p.stop(3000)));
+    // FAILOVER_TEST_LOGS=1 (or a failed test) prints the LB processes' logs.
+    if (process.env.FAILOVER_TEST_LOGS === '1' || ctx.task.result?.state === 'fail') {
+      for (const p of procs) if (p.stderr !== '') console.log(`--- ${p.ns} stderr ---\n${p.stderr.slice(-8000)}`);
+    }
+    if (topo === undefined) return;
+    // Undo whatever the test changed in the network.
+    await topo.restoreLink('lb1').catch(() => {});
+    await topo.restoreLink('lb2').catch(() => {});
+    await topo.unblockRoute('lb1', topo.addr.lb2);
+    await topo.unblockRoute('lb2', topo.addr.lb1);
+    for (const r of ['lb1', 'lb2'] as const) {
+      for (const v of [VIP_CIDR, VIP2_CIDR]) await topo.exec(topo.ns[r], 'ip', ['addr', 'del', v, 'dev', 'eth0']);
+    }
+  });
+
+  afterAll(async () => {
+    await topo?.teardown();
+    if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+  });
+
+  function failoverConfig(role: 'lb1' | 'lb2', over: Partial<FailoverConfig> = {}, priority?: number): FailoverConfig {
+    const other = role === 'lb1' ? topo.addr.lb2 : topo.addr.lb1;
+    return {
+      interface: 'eth0',
+      transport: 'unicast',
+      peers: [other],
+      group: GROUP,
+      port: PORT,
+      authKeyFile: keyFile,
+      advertInterval: 100,
+      preempt: true,
+      preemptDelay: 0,
+      instances: [{ routerId: 51, priority: priority ?? (role === 'lb1' ? 150 : 100), vips: [VIP_CIDR] }],
+      track: { listeners: true, interface: true, pools: { weight: 50 } },
+      garp: { count: 3, interval: 100, repeatAfter: 1000 },
+      notify: null,
+      ...over,
+    };
+  }
+
+  async function startLb(role: 'lb1' | 'lb2', over: Partial<FailoverConfig> = {}, priority?: number): Promise<Lb> {
+    const opts = { name: role, reply: role === 'lb1' ? 'A' : 'B', tcpPort: 1883, resignOnStopMs: 300, failover: failoverConfig(role, over, priority) };
+    const p = topo.spawn(topo.ns[role], process.execPath, [RUNNER, JSON.stringify(opts)]);
+    started.push(p);
+    const first = await p.waitForLine((l) => l.includes('"ev":"ready"') || l.includes('"ev":"fatal"'), 20_000);
+    if (first.includes('"ev":"fatal"')) throw new Error(`${role} failed to start: ${first}\n${p.stderr}`);
+    return new Lb(role, p);
+  }
+
+  function startProber(): NsProcess {
+    const p = topo.spawn(topo.ns.client, process.execPath, [PROBER, VIP, '1883', '5', '50']);
+    started.push(p);
+    return p;
+  }
+
+  async function proberReport(p: NsProcess): Promise<{ attempts: number; oks: number; maxGapMs: number; whoCounts: Record<string, number>; lastWho: string | null }> {
+    const from = p.lines.length;
+    p.write('report');
+    return JSON.parse(await p.waitForLine((l) => l.includes('"ev":"report"'), 5000, from)) as never;
+  }
+
+  const proberSees = (p: NsProcess, who: string, timeoutMs: number, from = 0) =>
+    p.waitForLine((l) => l.includes('"ev":"change"') && (JSON.parse(l) as { who: string | null }).who === who, timeoutMs, from);
+
+  async function holders(vip = VIP_CIDR): Promise<Role[]> {
+    const out: Role[] = [];
+    for (const r of ['lb1', 'lb2'] as const) if ((await topo.addresses(r)).includes(vip)) out.push(r);
+    return out;
+  }
+
+  const holdersAre = (want: Role[], vip = VIP_CIDR) => async () => JSON.stringify(await holders(vip)) === JSON.stringify(want);
+
+  async function startPair(over: Partial<FailoverConfig> = {}): Promise<[Lb, Lb]> {
+    const lb1 = await startLb('lb1', over);
+    const lb2 = await startLb('lb2', over);
+    await lb1.waitState('master', 5000);
+    await waitFor('VIP on lb1 only', holdersAre(['lb1']), 5000);
+    expect(lb2.transitions()).toEqual(['init>backup']);
+    return [lb1, lb2];
+  }
+
+  it('refuses to start with a malformed key file (clear error, exit 2)', async () => {
+    const bad = join(dir, 'bad.key');
+    await writeFile(bad, 'short\n');
+    const opts = { name: 'lb1', failover: failoverConfig('lb1', { authKeyFile: bad }) };
+    const p = topo.spawn(topo.ns.lb1, process.execPath, [RUNNER, JSON.stringify(opts)]);
+    started.push(p);
+    const line = JSON.parse(await p.waitForLine((l) => l.includes('"ev":"fatal"'), 15_000)) as { code: string; message: string };
+    expect(line.code).toBe('MQLB_FAILOVER_KEY');
+    expect(line.message).toContain('bad.key');
+    expect((await p.exited).code).toBe(2);
+  });
+
+  it('cutting the master’s link: the backup takes over, client outage < 1 s; the old master goes FAULT and preempts back', async () => {
+    const [lb1, lb2] = await startPair();
+    const prober = startProber();
+    await proberSees(prober, 'A', 5000);
+    await sleep(300);
+    await proberReport(prober); // reset the window
+    const from = prober.lines.length;
+
+    await topo.cutLink('lb1');
+    await lb2.waitState('master', 3000);
+    await proberSees(prober, 'B', 3000, from);
+    await sleep(300);
+    const r = await proberReport(prober);
+    console.log(`[failover] link cut on master: client outage ${r.maxGapMs} ms (${r.attempts} probes, answers ${JSON.stringify(r.whoCounts)})`);
+    expect(r.lastWho).toBe('B');
+    expect(r.maxGapMs).toBeGreaterThan(0);
+    expect(r.maxGapMs).toBeLessThan(1000);
+
+    // lb1 sees no carrier (track.interface): FAULT, VIP removed.
+    await lb1.waitState('fault', 3000);
+    await waitFor('VIP on lb2 only', holdersAre(['lb2']), 3000);
+
+    // Link back: FAULT → BACKUP → preempts the lower-priority master after a Master_Down_Interval.
+    const n = lb1.states().length;
+    await topo.restoreLink('lb1');
+    await lb1.waitState('backup', 3000, n);
+    await lb1.waitState('master', 5000, n);
+    await waitFor('VIP back on lb1 only', holdersAre(['lb1']), 3000);
+    await proberSees(prober, 'A', 3000, from);
+    await lb2.waitState('backup', 2000, 2);
+  });
+
+  it('graceful stop: priority 0 hands over within about the backup’s skew time, the VIP stays until the peer is master', async () => {
+    const [lb1, lb2] = await startPair();
+    const prober = startProber();
+    await proberSees(prober, 'A', 5000);
+    await sleep(200);
+    await proberReport(prober);
+
+    const resigning = lb1.cmd<{ startedAt: number; resolvedAt: number }>('resign', { timeoutMs: 3000 });
+    // Before the peer can have taken over (its skew at priority 100 is ~61 ms), lb1 still holds the VIP.
+    expect(await topo.addresses('lb1')).toContain(VIP_CIDR);
+    const r = await resigning;
+    const lb2Master = await lb2.waitState('master', 1000);
+    const lb1Backup = lb1.states().find((s) => s.from === 'master' && s.to === 'backup')!;
+    const handoverMs = lb2Master.t - r.startedAt;
+    const skewMs = ((256 - 100) * 100) / 256;
+    console.log(
+      `[failover] graceful handover: peer master ${handoverMs} ms after resign (skew ${skewMs.toFixed(1)} ms); ` +
+        `resign() resolved after ${r.resolvedAt - r.startedAt} ms`,
+    );
+    expect(lb1Backup).toBeDefined();
+    // The VIP was released on hearing the peer as master, not before (transition times from the heartbeat
+    // threads, stamped before the transition's advert is sent: causally ordered).
+    expect(lb1Backup.t).toBeGreaterThanOrEqual(lb2Master.t);
+    expect(r.resolvedAt - r.startedAt).toBeLessThan(3000); // resolved by the peer, not by the timeout
+    expect(handoverMs).toBeLessThan(1000);
+    await waitFor('VIP on lb2 only', holdersAre(['lb2']), 2000);
+    await proberSees(prober, 'B', 2000);
+    await sleep(200);
+    const pr = await proberReport(prober);
+    console.log(`[failover] graceful handover: client outage ${pr.maxGapMs} ms`);
+    expect(pr.maxGapMs).toBeLessThan(1000);
+
+    // A resigned instance never takes the VIP back, even with the higher priority.
+    await sleep(1000);
+    expect(lb1.transitions()).toEqual(['init>backup', 'backup>master', 'master>backup']);
+    await lb1.cmd('close');
+    expect((await lb1.proc.exited).code).toBe(0);
+    expect(lb2.state).toBe('master');
+    expect(await holders()).toEqual(['lb2']);
+  });
+
+  it('partition then heal: both masters during the split, exactly one holder after, and the client’s ARP entry points to it', async () => {
+    const [lb1, lb2] = await startPair();
+    const prober = startProber(); // creates the client's neighbour entry for the VIP
+    await proberSees(prober, 'A', 5000);
+    await sleep(1500); // lb1's repeat GARP burst (repeatAfter 1 s) is over
+    const mac1 = await topo.mac('lb1');
+    const mac2 = await topo.mac('lb2');
+    const neighOfVip = async () => (await topo.neigh('client')).find((n) => n.dst === VIP)?.lladdr;
+
+    await topo.blockRoute('lb1', topo.addr.lb2);
+    await topo.blockRoute('lb2', topo.addr.lb1);
+    await lb2.waitState('master', 3000);
+    await waitFor('VIP on both (split brain)', holdersAre(['lb1', 'lb2']), 3000);
+    expect(lb1.state).toBe('master');
+    await sleep(1500); // lb2's GARP bursts are the latest the client heard
+    expect(await neighOfVip()).toBe(mac2);
+
+    const n1 = lb1.states().length;
+    await topo.unblockRoute('lb1', topo.addr.lb2);
+    await topo.unblockRoute('lb2', topo.addr.lb1);
+    await lb2.waitState('backup', 3000, 2);
+    await waitFor('VIP on lb1 only after heal', holdersAre(['lb1']), 3000);
+    // The winner re-announced at once: the client's entry is lb1's MAC again.
+    await waitFor('client ARP entry for the VIP = lb1', async () => (await neighOfVip()) === mac1, 3000);
+    expect(lb1.states().length).toBe(n1); // lb1 stayed master throughout
+    const from = prober.lines.length;
+    await sleep(300);
+    expect(prober.lines.slice(from).some((l) => l.includes('"who":"B"'))).toBe(false);
+    expect((await proberReport(prober)).lastWho).toBe('A');
+  });
+
+  it('restart of a host: its adverts are accepted at once (new epoch), no split brain', async () => {
+    const [lb1, lb2] = await startPair();
+
+    // Restart the backup (SIGKILL: no goodbye). It must come back as backup; lb1 must accept it at once.
+    lb2.proc.signal('SIGKILL');
+    await lb2.proc.exited;
+    const lb2b = await startLb('lb2');
+    await waitFor(
+      'lb1 hears the restarted lb2',
+      async () => {
+        const p = (await lb1.status()).instances[0]!.peer;
+        return p !== null && p.state === 'backup' && p.lastAdvertAgeMs < 300;
+      },
+      1000,
+    );
+    expect((await lb1.stats()).dropped.replay).toBe(0);
+    await sleep(1000);
+    expect(lb2b.transitions()).toEqual(['init>backup']);
+    expect(lb1.transitions()).toEqual(['init>backup', 'backup>master']);
+    expect(await holders()).toEqual(['lb1']);
+
+    // Restart the master (SIGKILL leaves its VIP behind): lb2 takes over; the restarted lb1 removes the
+    // stale VIP first, is accepted at once by lb2, and preempts back.
+    lb1.proc.signal('SIGKILL');
+    await lb1.proc.exited;
+    await lb2b.waitState('master', 3000);
+    expect(await holders()).toEqual(['lb1', 'lb2']); // the stale address a crash leaves
+    const lb1b = await startLb('lb1');
+    expect(lb1b.proc.stderr).toContain('removed a VIP left by an earlier run');
+    await lb1b.waitState('master', 3000);
+    await lb2b.waitState('backup', 3000, 2);
+    await waitFor('VIP on lb1 only', holdersAre(['lb1']), 3000);
+    expect((await lb2b.stats()).dropped.replay).toBe(0);
+    expect((await lb1b.stats()).dropped.replay).toBe(0);
+    await sleep(500);
+    expect(lb1b.transitions()).toEqual(['init>backup', 'backup>master']);
+    expect(lb2b.transitions()).toEqual(['init>backup', 'backup>master', 'master>backup']);
+  });
+
+  it('forged, replayed and priority-255 adverts change nothing and are counted as dropped (multicast)', async () => {
+    const [lb1, lb2] = await startPair({ transport: 'multicast', peers: [] });
+    const tool = (role: Role, o: Record<string, unknown>) =>
+      topo.spawn(topo.ns[role], process.execPath, [ADVERT_TOOL, JSON.stringify({ local: topo.addr[role], ...o })]);
+
+    // An eavesdropper on the link captures genuine adverts.
+    const cap = tool('client', { op: 'capture', group: GROUP, port: PORT, local: topo.addr.client, count: 10, timeoutMs: 5000 });
+    started.push(cap);
+    await cap.exited;
+    const captured = cap.lines.map((l) => JSON.parse(l) as { from?: string; hex?: string }).filter((c) => c.hex !== undefined);
+    expect(captured.length).toBeGreaterThanOrEqual(5);
+    const fromLb1 = captured.filter((c) => c.from === topo.addr.lb1).map((c) => c.hex!);
+    expect(fromLb1.length).toBeGreaterThan(0);
+    const before1 = (await lb1.stats()).dropped;
+    const before2 = (await lb2.stats()).dropped;
+
+    const runTool = async (role: Role, o: Record<string, unknown>) => {
+      const p = tool(role, o);
+      started.push(p);
+      const { code } = await p.exited;
+      expect(code, p.stderr).toBe(0);
+    };
+    // 1. Replayed from the attacker's own address, to the group (both LBs) and straight to the backup.
+    await runTool('client', { op: 'send', to: GROUP, port: PORT, hex: fromLb1 });
+    await runTool('client', { op: 'send', to: topo.addr.lb2, port: PORT, hex: fromLb1 });
+    // 2. Replayed from lb1's own address (a process in lb1's namespace): the per-address window.
+    await runTool('lb1', { op: 'send', to: topo.addr.lb2, port: PORT, hex: fromLb1 });
+    // 3. Priority 255 with the MASTER flag under a wrong key.
+    const wrongKey = Buffer.alloc(32, 0x42).toString('base64');
+    await runTool('client', { op: 'forge', keyB64: wrongKey, to: GROUP, port: PORT, fields: { routerId: 51, priority: 255, flags: 1, intervalCs: 10 }, count: 5 });
+    // 4. A captured advert with its priority byte rewritten to 255.
+    const bumped = fromLb1.slice(0, 3).map((h) => {
+      const b = Buffer.from(h, 'hex');
+      b[6] = 255;
+      return b.toString('hex');
+    });
+    await runTool('client', { op: 'send', to: GROUP, port: PORT, hex: bumped });
+    // 5. Right key, unknown router id; 6. garbage.
+    await runTool('client', { op: 'forge', keyB64: key, to: topo.addr.lb2, port: PORT, fields: { routerId: 99, priority: 255, flags: 1, intervalCs: 10 }, count: 2 });
+    await runTool('client', { op: 'send', to: GROUP, port: PORT, hex: ['00112233', Buffer.alloc(62).toString('hex')] });
+
+    await sleep(500);
+    const after2 = (await lb2.stats()).dropped;
+    const after1 = (await lb1.stats()).dropped;
+    const d2 = Object.fromEntries(Object.entries(after2).map(([k, v]) => [k, v - (before2[k] ?? 0)]));
+    const d1 = Object.fromEntries(Object.entries(after1).map(([k, v]) => [k, v - (before1[k] ?? 0)]));
+    console.log(`[failover] dropped at lb2: ${JSON.stringify(d2)}; at lb1: ${JSON.stringify(d1)}`);
+    expect(d2.replay).toBeGreaterThanOrEqual(3 * fromLb1.length);
+    expect(d2.bad_hmac).toBeGreaterThanOrEqual(5 + bumped.length);
+    expect(d2.router_id).toBe(2);
+    expect(d2.malformed).toBe(2);
+    expect(d1.replay).toBeGreaterThanOrEqual(fromLb1.length); // its own adverts reflected back
+    expect(d1.bad_hmac).toBeGreaterThanOrEqual(5 + bumped.length);
+    expect(lb1.transitions()).toEqual(['init>backup', 'backup>master']);
+    expect(lb2.transitions()).toEqual(['init>backup']);
+    expect(await holders()).toEqual(['lb1']);
+  });
+
+  it('tracking: a fault hands over within the skew time, a priority penalty lets the peer preempt; the notify hook runs', async () => {
+    const notifyLog = join(dir, 'notify.log');
+    const hook = join(dir, 'notify.sh');
+    await writeFile(hook, `#!/bin/sh\necho "$1 $2" >> ${notifyLog}\n`);
+    await chmod(hook, 0o755);
+    const lb1 = await startLb('lb1', { notify: hook });
+    const lb2 = await startLb('lb2');
+    await lb1.waitState('master', 5000);
+    await sleep(500); // past lb2's first Master_Down_Interval (no instance is master before one, by design)
+
+    // Listener cannot accept → FAULT: priority-0 FAULT adverts, so lb2 takes over after its skew, not 3 intervals.
+    await lb1.cmd('tracking', { fault: true, priorityPenalty: 0 });
+    const faultAt = (await lb1.waitState('fault', 2000)).t;
+    const lb2Master = await lb2.waitState('master', 2000);
+    console.log(`[failover] tracking fault: peer master ${lb2Master.t - faultAt} ms after the fault`);
+    expect(lb2Master.t - faultAt).toBeLessThan(300); // skew ~61 ms vs Master_Down_Interval ~361 ms
+    await waitFor('VIP on lb2 only', holdersAre(['lb2']), 2000);
+
+    // Fault cleared: through BACKUP, then preempts the lower-priority master.
+    await lb1.cmd('tracking', { fault: false, priorityPenalty: 0 });
+    await lb1.waitState('master', 3000, 3);
+    await waitFor('VIP on lb1 only', holdersAre(['lb1']), 2000);
+
+    // Pools down → priority 150 - 100 = 50 < 100: lb2 (preempt) takes over; lb1 is BACKUP, not FAULT.
+    const n2 = lb2.states().length;
+    const n1 = lb1.states().length;
+    await lb1.cmd('tracking', { fault: false, priorityPenalty: 100 });
+    await lb2.waitState('master', 3000, n2);
+    await waitFor('VIP on lb2 only', holdersAre(['lb2']), 2000);
+    expect((await lb1.waitState('backup', 2000, n1)).from).toBe('master');
+    expect((await lb1.status()).instances[0]!.state).toBe('backup');
+
+    await waitFor('notify hook ran', async () => (await readFile(notifyLog, 'utf8').catch(() => '')).includes('fault 51'), 2000);
+    expect((await readFile(notifyLog, 'utf8')).trim().split('\n')).toEqual(['backup 51', 'master 51', 'fault 51', 'backup 51', 'master 51', 'backup 51']);
+  });
+
+  it('a VIP removed behind the master’s back: it resigns at once (priority 0), and preempts back later', async () => {
+    const [lb1, lb2] = await startPair();
+    await topo.execOk(topo.ns.lb1, 'ip', ['addr', 'del', VIP_CIDR, 'dev', 'eth0']);
+    await lb1.waitState('backup', 2000, 2);
+    await lb2.waitState('master', 2000);
+    await waitFor('VIP on lb2', async () => (await holders()).includes('lb2'), 2000);
+    // lb1 still has the higher priority: it preempts after a Master_Down_Interval and re-adds the VIP.
+    await lb1.waitState('master', 3000, 3);
+    await waitFor('VIP on lb1 only', holdersAre(['lb1']), 2000);
+    expect(lb1.proc.stderr).toContain('VIP disappeared while master');
+  });
+
+  it('active-active: two instances (router ids 51 and 52), each host master of one VIP, failing over independently', async () => {
+    const instances = (p51: number, p52: number) => [
+      { routerId: 51, priority: p51, vips: [VIP_CIDR] },
+      { routerId: 52, priority: p52, vips: [VIP2_CIDR] },
+    ];
+    const lb1 = await startLb('lb1', { instances: instances(150, 100) });
+    const lb2 = await startLb('lb2', { instances: instances(100, 150) });
+    await waitFor('VIP1 on lb1, VIP2 on lb2', async () => (await holdersAre(['lb1'], VIP_CIDR)()) && (await holdersAre(['lb2'], VIP2_CIDR)()), 5000);
+    const s1 = await lb1.status();
+    expect(s1.instances.map((i) => i.state)).toEqual(['master', 'backup']);
+    expect(s1.isMaster).toBe(true);
+
+    // lb2 stops gracefully: router id 52 moves to lb1 within the skew time; 51 is untouched.
+    await lb2.cmd('resign', { timeoutMs: 3000 });
+    await waitFor('both VIPs on lb1', async () => (await holdersAre(['lb1'], VIP_CIDR)()) && (await holdersAre(['lb1'], VIP2_CIDR)()), 3000);
+    expect(lb1.states().filter((s) => s.routerId === 51).map((s) => `${s.from}>${s.to}`)).toEqual(['init>backup', 'backup>master']);
+    expect((await lb1.status()).instances.map((i) => i.state)).toEqual(['master', 'master']);
+  });
+
+  it('a 500 ms stall of the proxy’s event loop does not delay adverts (no takeover)', async () => {
+    const [lb1, lb2] = await startPair();
+    // 500 ms > the backup's Master_Down_Interval (~361 ms): adverts sent from the main thread would lose the VIP.
+    for (let i = 0; i < 3; i++) {
+      const r = await lb1.cmd<{ blockedMs: number }>('block', { ms: 500 });
+      expect(r.blockedMs).toBe(500);
+      await sleep(200);
+    }
+    await sleep(300);
+    expect(lb2.transitions()).toEqual(['init>backup']);
+    expect(lb1.transitions()).toEqual(['init>backup', 'backup>master']);
+    const peer = (await lb2.status()).instances[0]!.peer!;
+    expect(peer.state).toBe('master');
+    expect(await holders()).toEqual(['lb1']);
+  });
+});

@@ -1,0 +1,460 @@
+import { describe, expect, it } from 'vitest';
+import { FLAG_FAULT, FLAG_MASTER } from '../../src/failover/advert.js';
+import { ipv4ToNumber } from '../../src/failover/ipv4.js';
+import {
+  FailoverStateMachine,
+  HEAL_GARP_MIN_GAP_MS,
+  type FailoverAction,
+  type StateMachineConfig,
+} from '../../src/failover/state-machine.js';
+
+const SELF = ipv4ToNumber('10.0.0.11')!;
+const PEER_LOW = ipv4ToNumber('10.0.0.2')!; // lower address than SELF
+const PEER_HIGH = ipv4ToNumber('10.0.0.200')!; // higher address than SELF
+
+function setup(over: Partial<StateMachineConfig> = {}) {
+  const clock = { t: 1000 };
+  const sm = new FailoverStateMachine(
+    { routerId: 51, priority: 100, advertInterval: 100, preempt: true, preemptDelay: 0, selfAddress: SELF, ...over },
+    () => clock.t,
+  );
+  /** Advances the fake clock to `to`, firing onTimer at every deadline on the way (like the worker's timer). */
+  const runUntil = (to: number): FailoverAction[] => {
+    const out: FailoverAction[] = [];
+    for (let i = 0; i < 100_000; i++) {
+      const d = sm.nextDeadline();
+      if (!(d <= to)) break;
+      clock.t = Math.max(clock.t, d);
+      out.push(...sm.onTimer());
+    }
+    clock.t = to;
+    return out;
+  };
+  return { sm, clock, runUntil };
+}
+
+const masterAdvert = (priority: number, sender = PEER_LOW, intervalCs = 10) => ({ priority, flags: FLAG_MASTER, intervalCs, sender });
+const types = (a: FailoverAction[]) => a.map((x) => x.type);
+const becameMaster = (a: FailoverAction[]) => a.some((x) => x.type === 'notify' && x.to === 'master');
+
+/** Drive a peer master advertising every 100 ms from `from` to `to` (exclusive), interleaved with our timers. */
+function peerAdvertises(s: ReturnType<typeof setup>, from: number, to: number, advert: ReturnType<typeof masterAdvert>): FailoverAction[] {
+  const out: FailoverAction[] = [];
+  for (let t = from; t < to; t += 100) {
+    out.push(...s.runUntil(t));
+    out.push(...s.sm.onAdvert(advert));
+  }
+  out.push(...s.runUntil(to));
+  return out;
+}
+
+describe('timer formulas (RFC 5798 §6.1)', () => {
+  it('skew and Master_Down_Interval for priority 100 at 100 ms', () => {
+    const { sm } = setup();
+    expect(sm.skewTime()).toBeCloseTo((156 * 100) / 256, 9); // 60.9375 ms
+    expect(sm.masterDownInterval()).toBeCloseTo(300 + 60.9375, 9);
+  });
+  it('uses the effective priority after the tracking penalty', () => {
+    const { sm } = setup({ priority: 150 });
+    sm.setPriorityPenalty(50);
+    expect(sm.effectivePriority).toBe(100);
+    expect(sm.skewTime()).toBeCloseTo(60.9375, 9);
+    sm.setPriorityPenalty(500);
+    expect(sm.effectivePriority).toBe(1); // never 0: 0 means resigning on the wire
+  });
+});
+
+describe('start-up', () => {
+  it('INIT → BACKUP, advertises at once, and is not master before one full Master_Down_Interval', () => {
+    const s = setup();
+    expect(s.sm.state).toBe('init');
+    const a = s.sm.start();
+    expect(s.sm.state).toBe('backup');
+    expect(a).toEqual([
+      { type: 'sendAdvert', priority: 100, flags: 0 },
+      { type: 'notify', from: 'init', to: 'backup' },
+    ]);
+    const mdi = s.sm.masterDownInterval();
+    expect(becameMaster(s.runUntil(1000 + mdi - 0.001))).toBe(false);
+    expect(s.sm.state).toBe('backup');
+    const at = s.runUntil(1000 + mdi);
+    expect(s.sm.state).toBe('master');
+    // keepalived order: advert, VIPs, GARP, notify.
+    const i = at.findIndex((x) => x.type === 'sendAdvert' && x.flags === FLAG_MASTER);
+    expect(types(at.slice(i, i + 4))).toEqual(['sendAdvert', 'addVips', 'garp', 'notify']);
+  });
+
+  it('a backup advertises every interval without the MASTER flag', () => {
+    const s = setup();
+    s.sm.start();
+    const a = s.runUntil(1300);
+    expect(a).toEqual([
+      { type: 'sendAdvert', priority: 100, flags: 0 },
+      { type: 'sendAdvert', priority: 100, flags: 0 },
+      { type: 'sendAdvert', priority: 100, flags: 0 },
+    ]);
+  });
+
+  it('a resigning master heard right after start does not shorten the first Master_Down_Interval', () => {
+    const s = setup();
+    s.sm.start();
+    s.runUntil(1050);
+    s.sm.onAdvert(masterAdvert(0));
+    expect(becameMaster(s.runUntil(1000 + s.sm.masterDownInterval() - 1))).toBe(false);
+    expect(becameMaster(s.runUntil(1000 + s.sm.masterDownInterval()))).toBe(true);
+  });
+
+  it('a fault before start makes start() enter FAULT', () => {
+    const s = setup();
+    s.sm.setFault(true);
+    expect(s.sm.start()).toEqual([
+      { type: 'sendAdvert', priority: 0, flags: FLAG_FAULT },
+      { type: 'notify', from: 'init', to: 'fault' },
+    ]);
+    expect(s.runUntil(5000).some((x) => x.type === 'addVips')).toBe(false);
+  });
+
+  it('ignores adverts and timers before start', () => {
+    const s = setup();
+    expect(s.sm.onAdvert(masterAdvert(200))).toEqual([]);
+    expect(s.sm.onTimer()).toEqual([]);
+    expect(s.sm.nextDeadline()).toBe(Number.POSITIVE_INFINITY);
+  });
+});
+
+describe('election', () => {
+  it('a higher-priority master keeps us backup; when it falls silent we take over one Master_Down_Interval after its last advert', () => {
+    const s = setup();
+    s.sm.start();
+    const a = peerAdvertises(s, 1050, 3050, masterAdvert(150));
+    expect(becameMaster(a)).toBe(false);
+    expect(s.sm.state).toBe('backup');
+    const last = 2950;
+    expect(becameMaster(s.runUntil(last + s.sm.masterDownInterval() - 0.01))).toBe(false);
+    expect(becameMaster(s.runUntil(last + s.sm.masterDownInterval()))).toBe(true);
+  });
+
+  it('an equal-priority master is accepted by a backup whatever its address (equal backups never preempt)', () => {
+    const s = setup();
+    s.sm.start();
+    expect(becameMaster(peerAdvertises(s, 1050, 4000, masterAdvert(100, PEER_LOW)))).toBe(false);
+  });
+
+  it('a master hearing a higher-priority master goes backup and removes its VIPs', () => {
+    const s = setup();
+    s.sm.start();
+    s.runUntil(2000);
+    expect(s.sm.state).toBe('master');
+    // One last advert as master first (keepalived's higher_prio_send_advert), so the winner re-announces.
+    expect(s.sm.onAdvert(masterAdvert(101))).toEqual([
+      { type: 'sendAdvert', priority: 100, flags: FLAG_MASTER },
+      { type: 'removeVips' },
+      { type: 'notify', from: 'master', to: 'backup' },
+    ]);
+    expect(s.sm.state).toBe('backup');
+  });
+
+  it('tie break: equal priority, the higher sender address wins', () => {
+    const s = setup();
+    s.sm.start();
+    s.runUntil(3000);
+    // Lower address, same priority: we stay master and assert ourselves.
+    expect(types(s.sm.onAdvert(masterAdvert(100, PEER_LOW)))).toEqual(['sendAdvert', 'garp']);
+    expect(s.sm.state).toBe('master');
+    // Higher address, same priority: we yield.
+    expect(types(s.sm.onAdvert(masterAdvert(100, PEER_HIGH)))).toEqual(['sendAdvert', 'removeVips', 'notify']);
+    expect(s.sm.state).toBe('backup');
+  });
+
+  it('compares addresses unsigned (128.x beats 10.x)', () => {
+    const s = setup();
+    s.sm.start();
+    s.runUntil(2000);
+    s.sm.onAdvert(masterAdvert(100, ipv4ToNumber('128.0.0.1')!));
+    expect(s.sm.state).toBe('backup');
+  });
+
+  it('a master ignores higher-priority adverts without the MASTER flag (a non-preempting backup)', () => {
+    const s = setup();
+    s.sm.start();
+    s.runUntil(2000);
+    expect(s.sm.onAdvert({ priority: 200, flags: 0, intervalCs: 10, sender: PEER_HIGH })).toEqual([]);
+    expect(s.sm.state).toBe('master');
+  });
+
+  it('a backup advert never resets a backup’s down timer (two backups do not hold each other off)', () => {
+    const s = setup();
+    s.sm.start();
+    for (let t = 1050; t < 1000 + s.sm.masterDownInterval(); t += 50) {
+      s.runUntil(t);
+      s.sm.onAdvert({ priority: 200, flags: 0, intervalCs: 10, sender: PEER_HIGH });
+    }
+    expect(becameMaster(s.runUntil(1000 + s.sm.masterDownInterval()))).toBe(true);
+  });
+});
+
+describe('preemption', () => {
+  it('preempt on: a higher-priority backup takes over from a lower-priority master after Master_Down_Interval', () => {
+    const s = setup({ priority: 150 });
+    s.sm.start();
+    const mdi = s.sm.masterDownInterval();
+    const a = peerAdvertises(s, 1050, 1000 + mdi + 1, masterAdvert(100));
+    expect(becameMaster(a)).toBe(true);
+    expect(s.sm.state).toBe('master');
+  });
+
+  it('preempt off: a lower-priority master is followed for as long as it advertises', () => {
+    const s = setup({ priority: 150, preempt: false });
+    s.sm.start();
+    expect(becameMaster(peerAdvertises(s, 1050, 10_000, masterAdvert(100)))).toBe(false);
+    expect(s.sm.state).toBe('backup');
+  });
+
+  it('preempt delay: waits preemptDelay of continuous lower-priority adverts, then preempts', () => {
+    const s = setup({ priority: 150, preemptDelay: 2000 });
+    s.sm.start();
+    const mdi = s.sm.masterDownInterval();
+    // First lower-priority advert at 1050: the delay runs from there.
+    expect(becameMaster(peerAdvertises(s, 1050, 3050, masterAdvert(100)))).toBe(false);
+    expect(s.sm.state).toBe('backup');
+    // After the delay the adverts are discarded; the down timer (reset by the last accepted one) fires.
+    const a = peerAdvertises(s, 3050, 3050 + Math.ceil(mdi) + 100, masterAdvert(100));
+    expect(becameMaster(a)).toBe(true);
+  });
+
+  it('preempt delay restarts when the wait is interrupted by a higher-priority master', () => {
+    const s = setup({ priority: 150, preemptDelay: 1000 });
+    s.sm.start();
+    peerAdvertises(s, 1050, 1850, masterAdvert(100)); // 800 ms of the 1000 ms wait
+    s.sm.onAdvert(masterAdvert(200)); // interruption
+    // 900 ms more of lower-priority adverts: the delay started again, so no takeover yet.
+    expect(becameMaster(peerAdvertises(s, 1950, 2850, masterAdvert(100)))).toBe(false);
+    expect(becameMaster(peerAdvertises(s, 2850, 4000, masterAdvert(100)))).toBe(true);
+  });
+
+  it('preempt delay restarts when our own priority changes', () => {
+    const s = setup({ priority: 150, preemptDelay: 1000 });
+    s.sm.start();
+    peerAdvertises(s, 1050, 1850, masterAdvert(100));
+    s.sm.setPriorityPenalty(10); // 140: still higher, but not the same priority for the whole delay
+    expect(becameMaster(peerAdvertises(s, 1850, 2750, masterAdvert(100)))).toBe(false);
+  });
+});
+
+describe('graceful handover with priority 0', () => {
+  it('a backup takes over Skew_Time after the master’s priority-0 advert', () => {
+    const s = setup();
+    s.sm.start();
+    peerAdvertises(s, 1050, 2050, masterAdvert(150));
+    s.runUntil(2050);
+    s.sm.onAdvert(masterAdvert(0));
+    const skew = s.sm.skewTime();
+    expect(becameMaster(s.runUntil(2050 + skew - 0.01))).toBe(false);
+    expect(becameMaster(s.runUntil(2050 + skew))).toBe(true);
+  });
+
+  it('a priority-0 FAULT advert from the master we follow hands over too; from anyone else it does not', () => {
+    const s = setup();
+    s.sm.start();
+    peerAdvertises(s, 1050, 2050, masterAdvert(150, PEER_LOW));
+    s.sm.onAdvert({ priority: 0, flags: FLAG_FAULT, intervalCs: 10, sender: PEER_HIGH });
+    expect(becameMaster(s.runUntil(2050 + s.sm.skewTime() + 1))).toBe(false);
+    s.sm.onAdvert({ priority: 0, flags: FLAG_FAULT, intervalCs: 10, sender: PEER_LOW });
+    expect(becameMaster(s.runUntil(2051 + 2 * s.sm.skewTime() + 1))).toBe(true);
+  });
+
+  it('a master hearing another master resign answers with an advert at once', () => {
+    const s = setup();
+    s.sm.start();
+    s.runUntil(2000);
+    expect(s.sm.onAdvert(masterAdvert(0))).toEqual([{ type: 'sendAdvert', priority: 100, flags: FLAG_MASTER }]);
+  });
+
+  it('resign(): priority 0 while keeping the VIP, backup once the peer advertises as master, never master again', () => {
+    const s = setup();
+    s.sm.start();
+    s.runUntil(2000);
+    expect(s.sm.resign()).toEqual([{ type: 'sendAdvert', priority: 0, flags: FLAG_MASTER }]);
+    expect(s.sm.state).toBe('master');
+    const repeats = s.runUntil(2300);
+    expect(repeats).toEqual([
+      { type: 'sendAdvert', priority: 0, flags: FLAG_MASTER },
+      { type: 'sendAdvert', priority: 0, flags: FLAG_MASTER },
+      { type: 'sendAdvert', priority: 0, flags: FLAG_MASTER },
+    ]);
+    // The peer's master advert — even with a lower configured priority — ends it.
+    expect(s.sm.onAdvert(masterAdvert(50))).toEqual([
+      { type: 'sendAdvert', priority: 0, flags: FLAG_MASTER },
+      { type: 'removeVips' },
+      { type: 'notify', from: 'master', to: 'backup' },
+    ]);
+    expect(becameMaster(s.runUntil(60_000))).toBe(false);
+    expect(s.sm.advertisedPriority).toBe(0);
+  });
+
+  it('resign() as backup only stops us from ever taking over', () => {
+    const s = setup();
+    s.sm.start();
+    expect(s.sm.resign()).toEqual([]);
+    expect(becameMaster(s.runUntil(60_000))).toBe(false);
+  });
+});
+
+describe('FAULT', () => {
+  it('master → FAULT resigns (priority 0, FAULT flag), removes VIPs, keeps advertising priority 0', () => {
+    const s = setup();
+    s.sm.start();
+    s.runUntil(2000);
+    expect(s.sm.setFault(true)).toEqual([
+      { type: 'sendAdvert', priority: 0, flags: FLAG_FAULT },
+      { type: 'removeVips' },
+      { type: 'notify', from: 'master', to: 'fault' },
+    ]);
+    expect(s.sm.state).toBe('fault');
+    expect(s.runUntil(2200)).toEqual([
+      { type: 'sendAdvert', priority: 0, flags: FLAG_FAULT },
+      { type: 'sendAdvert', priority: 0, flags: FLAG_FAULT },
+    ]);
+    // FAULT does not take part: adverts are ignored.
+    expect(s.sm.onAdvert(masterAdvert(1))).toEqual([]);
+    expect(s.sm.state).toBe('fault');
+  });
+
+  it('leaving FAULT goes through BACKUP and waits a full Master_Down_Interval', () => {
+    const s = setup();
+    s.sm.start();
+    s.runUntil(2000);
+    s.sm.setFault(true);
+    s.runUntil(3000);
+    expect(s.sm.setFault(false)).toEqual([
+      { type: 'sendAdvert', priority: 100, flags: 0 },
+      { type: 'notify', from: 'fault', to: 'backup' },
+    ]);
+    expect(s.sm.state).toBe('backup');
+    const mdi = s.sm.masterDownInterval();
+    expect(becameMaster(s.runUntil(3000 + mdi - 0.01))).toBe(false);
+    expect(becameMaster(s.runUntil(3000 + mdi))).toBe(true);
+  });
+
+  it('setFault with the same value twice is a no-op', () => {
+    const s = setup();
+    s.sm.start();
+    s.sm.setFault(true);
+    expect(s.sm.setFault(true)).toEqual([]);
+  });
+
+  it('a priority penalty lowers the advertised priority but never causes FAULT', () => {
+    const s = setup({ priority: 150 });
+    s.sm.start();
+    s.runUntil(2000);
+    expect(s.sm.setPriorityPenalty(100)).toEqual([{ type: 'sendAdvert', priority: 50, flags: FLAG_MASTER }]);
+    expect(s.sm.state).toBe('master');
+    // A peer at 100 now wins the election.
+    s.sm.onAdvert(masterAdvert(100));
+    expect(s.sm.state).toBe('backup');
+  });
+});
+
+describe('split brain', () => {
+  it('a master hearing a lower-priority master stays master, re-advertises and re-announces at once (rate limited)', () => {
+    const s = setup({ priority: 150 });
+    s.sm.start();
+    s.runUntil(1000 + s.sm.masterDownInterval());
+    expect(s.sm.state).toBe('master');
+    // Right after becoming master the takeover burst already announces us: no second one.
+    expect(s.sm.onAdvert(masterAdvert(100))).toEqual([{ type: 'sendAdvert', priority: 150, flags: FLAG_MASTER }]);
+    s.runUntil(3000);
+    expect(s.sm.onAdvert(masterAdvert(100))).toEqual([{ type: 'sendAdvert', priority: 150, flags: FLAG_MASTER }, { type: 'garp' }]);
+    s.runUntil(3100);
+    expect(s.sm.onAdvert(masterAdvert(100))).toEqual([{ type: 'sendAdvert', priority: 150, flags: FLAG_MASTER }]);
+    s.runUntil(3000 + HEAL_GARP_MIN_GAP_MS);
+    expect(types(s.sm.onAdvert(masterAdvert(100)))).toEqual(['sendAdvert', 'garp']);
+    expect(s.sm.state).toBe('master');
+  });
+
+  it('a peer heard again after a silence (asymmetric heal) makes the master re-announce once', () => {
+    const s = setup({ priority: 150 });
+    s.sm.start();
+    const backup = { priority: 100, flags: 0, intervalCs: 10, sender: PEER_LOW };
+    s.runUntil(1000 + s.sm.masterDownInterval());
+    s.runUntil(3000);
+    s.sm.onAdvert(backup); // first contact long after start: announce
+    s.runUntil(4100);
+    expect(s.sm.onAdvert(backup)).toEqual([{ type: 'garp' }]);
+    s.runUntil(4200);
+    expect(s.sm.onAdvert(backup)).toEqual([]); // heard 100 ms ago: no silence
+    s.runUntil(4200 + 3 * 100);
+    expect(s.sm.onAdvert(backup)).toEqual([]); // exactly 3 intervals: not more than it
+    s.runUntil(4500 + 301 + 1000);
+    expect(s.sm.onAdvert(backup)).toEqual([{ type: 'garp' }]);
+  });
+
+  it('both sides converge: the lower one yields when it hears the higher one', () => {
+    const hi = setup({ priority: 150 });
+    const lo = setup({ priority: 100, selfAddress: PEER_LOW });
+    hi.sm.start();
+    lo.sm.start();
+    hi.runUntil(2000);
+    lo.runUntil(2000);
+    expect([hi.sm.state, lo.sm.state]).toEqual(['master', 'master']);
+    lo.sm.onAdvert(masterAdvert(150, SELF));
+    hi.sm.onAdvert(masterAdvert(100, PEER_LOW));
+    expect([hi.sm.state, lo.sm.state]).toEqual(['master', 'backup']);
+  });
+});
+
+describe('learning the peer interval', () => {
+  it('a backup uses the master’s advertised interval for Master_Down_Interval', () => {
+    const s = setup();
+    s.sm.start();
+    s.runUntil(1050);
+    s.sm.onAdvert(masterAdvert(150, PEER_LOW, 100)); // 1 s
+    expect(s.sm.learnedInterval).toBe(1000);
+    expect(s.sm.masterDownInterval()).toBeCloseTo(3000 + (156 * 1000) / 256, 9);
+    // Silent master: takeover 3.609 s after its advert, not 0.36 s.
+    expect(becameMaster(s.runUntil(1050 + 3000))).toBe(false);
+    expect(becameMaster(s.runUntil(1050 + 3000 + 610))).toBe(true);
+  });
+
+  it('a master yielding to a higher one learns its interval too', () => {
+    const s = setup();
+    s.sm.start();
+    s.runUntil(2000);
+    s.sm.onAdvert(masterAdvert(200, PEER_HIGH, 50));
+    expect(s.sm.learnedInterval).toBe(500);
+  });
+});
+
+describe('VIP lost while master', () => {
+  it('resigns with priority 0 and gives the peer a full Master_Down_Interval', () => {
+    const s = setup();
+    s.sm.start();
+    s.runUntil(2000);
+    expect(s.sm.vipLost()).toEqual([
+      { type: 'sendAdvert', priority: 0, flags: FLAG_MASTER },
+      { type: 'removeVips' },
+      { type: 'notify', from: 'master', to: 'backup' },
+    ]);
+    expect(s.sm.state).toBe('backup');
+    // The peer takes over (Skew_Time on its side) and we follow it.
+    expect(becameMaster(peerAdvertises(s, 2060, 5000, masterAdvert(100, PEER_HIGH)))).toBe(false);
+  });
+
+  it('is a no-op when not master', () => {
+    const s = setup();
+    s.sm.start();
+    expect(s.sm.vipLost()).toEqual([]);
+  });
+});
+
+describe('advert timer', () => {
+  it('after a stall it carries on from now instead of sending a burst', () => {
+    const s = setup();
+    s.sm.start();
+    s.runUntil(2000);
+    s.clock.t = 5000; // 3 s stall
+    const a = s.sm.onTimer();
+    expect(a.filter((x) => x.type === 'sendAdvert')).toHaveLength(1);
+    expect(s.sm.nextDeadline()).toBe(5100);
+  });
+});

@@ -1,0 +1,80 @@
+import { describe, expect, it } from 'vitest';
+import { ErrorCodes } from '../../src/errors.js';
+import { compareIpv4, ipv4ToNumber, isInterfaceName, isIpv4Multicast, parseCidr } from '../../src/failover/ipv4.js';
+import { computeTracking } from '../../src/failover/tracking.js';
+import { addVip, hasAddress, parseIpAddrJson, removeVip, showInterface } from '../../src/failover/vip.js';
+
+// `ip -j addr show dev eth0` as printed by iproute2 6.1 (trimmed), with a VIP as a secondary address.
+const IP_JSON = JSON.stringify([
+  {
+    ifindex: 2,
+    ifname: 'eth0',
+    flags: ['BROADCAST', 'MULTICAST', 'UP', 'LOWER_UP'],
+    operstate: 'UP',
+    addr_info: [
+      { family: 'inet', local: '10.231.7.12', prefixlen: 24, scope: 'global', label: 'eth0' },
+      { family: 'inet', local: '10.231.7.10', prefixlen: 24, scope: 'global', secondary: true, label: 'eth0' },
+      { family: 'inet6', local: 'fe80::1', prefixlen: 64, scope: 'link' },
+    ],
+  },
+]);
+
+describe('IPv4 syntax (arguments handed to ip/arping)', () => {
+  it('parses strictly', () => {
+    expect(ipv4ToNumber('10.0.0.1')).toBe(0x0a000001);
+    expect(ipv4ToNumber('255.255.255.255')).toBe(0xffffffff);
+    for (const bad of ['10.0.0', '10.0.0.256', '010.0.0.1', '-1.0.0.1', '10.0.0.1 ', ' 10.0.0.1', '1.2.3.4/24']) expect(ipv4ToNumber(bad), bad).toBeNull();
+    expect(parseCidr('192.0.2.10/24')).toEqual({ address: '192.0.2.10', prefix: 24 });
+    for (const bad of ['192.0.2.10', '192.0.2.10/33', '192.0.2.10/024', '-192.0.2.10/24', '192.0.2.10/24 dev lo']) expect(parseCidr(bad), bad).toBeNull();
+  });
+  it('interface names: no leading dash, no spaces, at most 15 bytes', () => {
+    expect(isInterfaceName('eth0')).toBe(true);
+    expect(isInterfaceName('bond0.100')).toBe(true);
+    expect(isInterfaceName('enp0s31f6-long')).toBe(true);
+    for (const bad of ['-eth0', '.eth0', 'eth 0', 'eth0;ls', 'a234567890123456', '', 'eth0/1']) expect(isInterfaceName(bad), bad).toBe(false);
+  });
+  it('unsigned compare and multicast range', () => {
+    expect(compareIpv4(ipv4ToNumber('128.0.0.1')!, ipv4ToNumber('10.0.0.1')!)).toBe(1);
+    expect(isIpv4Multicast('224.0.0.18')).toBe(true);
+    expect(isIpv4Multicast('10.0.0.1')).toBe(false);
+  });
+});
+
+describe('ip -j addr parsing', () => {
+  it('reads carrier and IPv4 addresses with prefix and secondary flag', () => {
+    const info = parseIpAddrJson(IP_JSON, 'eth0');
+    expect(info.carrier).toBe(true);
+    expect(info.addresses).toEqual([
+      { address: '10.231.7.12', prefix: 24, secondary: false },
+      { address: '10.231.7.10', prefix: 24, secondary: true },
+    ]);
+  });
+  it('presence compares the address AND the prefix length', () => {
+    const info = parseIpAddrJson(IP_JSON, 'eth0');
+    expect(hasAddress(info, { address: '10.231.7.10', prefix: 24 })).toBe(true);
+    expect(hasAddress(info, { address: '10.231.7.10', prefix: 32 })).toBe(false);
+  });
+  it('no carrier when LOWER_UP is missing', () => {
+    const j = JSON.parse(IP_JSON) as Array<{ flags: string[] }>;
+    j[0]!.flags = ['NO-CARRIER', 'BROADCAST', 'MULTICAST', 'UP'];
+    expect(parseIpAddrJson(JSON.stringify(j), 'eth0').carrier).toBe(false);
+  });
+});
+
+describe('VIP commands refuse bad arguments before running anything', () => {
+  it('rejects option-looking or malformed values with FAILOVER_COMMAND', async () => {
+    await expect(addVip('-eth0', '10.0.0.1/24')).rejects.toMatchObject({ code: ErrorCodes.FAILOVER_COMMAND });
+    await expect(addVip('eth0', '-10.0.0.1/24')).rejects.toMatchObject({ code: ErrorCodes.FAILOVER_COMMAND });
+    await expect(removeVip('eth0', '10.0.0.1')).rejects.toMatchObject({ code: ErrorCodes.FAILOVER_COMMAND });
+    await expect(showInterface('eth0 up')).rejects.toMatchObject({ code: ErrorCodes.FAILOVER_COMMAND });
+  });
+});
+
+describe('tracking inputs (failover.track)', () => {
+  const track = { listeners: true, interface: true, pools: { weight: 50 } };
+  it('a failed listener is a FAULT, pools without servers lower the priority', () => {
+    expect(computeTracking(track, { listenerFailed: true, poolsWithoutServer: 0 })).toEqual({ fault: true, priorityPenalty: 0 });
+    expect(computeTracking(track, { listenerFailed: false, poolsWithoutServer: 2 })).toEqual({ fault: false, priorityPenalty: 100 });
+    expect(computeTracking({ ...track, listeners: false }, { listenerFailed: true, poolsWithoutServer: 0 }).fault).toBe(false);
+  });
+});
