@@ -61,6 +61,15 @@ export async function runBalancer(file: string): Promise<number> {
     });
   };
   process.on('SIGHUP', onHup);
+  if (process.env['MQTT_LB_TEST_HOOKS'] === '1') {
+    // Test seam (never on by default): SIGUSR2 blocks this process's event loop for 500 ms, as thousands of
+    // TLS handshakes would, to prove the failover heartbeat (a worker thread) does not starve.
+    process.on('SIGUSR2', () => {
+      log.warn({}, 'test hook: blocking the event loop for 500 ms');
+      const until = Date.now() + 500;
+      while (Date.now() < until);
+    });
+  }
 
   return new Promise<number>((resolve) => {
     let signals = 0;
