@@ -171,6 +171,12 @@ export class App implements TelemetrySource, AdminActions {
 
   /** Apply a new, already validated config. Established sessions are never dropped; admin states survive. */
   async reload(next: LbConfig): Promise<void> {
+    // Build every listener's front first (reads certificates): a bad file must fail the reload before
+    // anything of the new config is applied.
+    const fronts = new Map<string, ReturnType<typeof buildFront>>();
+    for (const lc of this.role === 'primary' ? [] : next.listeners) {
+      fronts.set(lc.name, buildFront(lc, next.pools[lc.pool]!, () => this.config.limits.clientConnectTimeout));
+    }
     const prev = this.config;
     this.config = next;
     this.ctx.limits = next.limits;
@@ -211,12 +217,12 @@ export class App implements TelemetrySource, AdminActions {
         continue;
       }
       l.reconfigure(lc, budget.listenerMax.get(name) ?? lc.maxConnections);
-      l.setFront(...buildFront(lc, next.pools[lc.pool]!, () => this.config.limits.clientConnectTimeout));
+      l.setFront(...fronts.get(name)!);
     }
     for (const lc of this.role === 'primary' ? [] : next.listeners) {
       if (this.listenerMap.has(lc.name)) continue;
       const l = new Listener(lc, this.ctx, budget.listenerMax.get(lc.name) ?? lc.maxConnections);
-      l.setFront(...buildFront(lc, next.pools[lc.pool]!, () => this.config.limits.clientConnectTimeout));
+      l.setFront(...fronts.get(lc.name)!);
       await l.listen();
       this.listenerMap.set(lc.name, l);
       this.log.info({ listener: lc.name, bind: lc.bind }, 'listener started');

@@ -2,20 +2,22 @@
  * Admission control after a CONNECT was read and before a server is dialled (design.md §4 limits):
  * per-source connection cap, per-source CONNECT rate, and the global accept rate with its queue.
  * A reconnect storm thus reaches the brokers at a steady rate instead of all at once, and every
- * client is either served or told in MQTT why not.
+ * client is either served or told in MQTT why not (the listener and global caps are checked by the
+ * session before it asks here).
  *
- * Decisions are made by TokenBucket (pure, injected clock); this class only keeps the books and the
- * one timer that drains the queue while it is not empty.
+ * Decisions are made by TokenBucket (pure, injected clock); Admission only keeps the books and the one
+ * timer that drains the queue while it is not empty.
  */
 import type { LimitsConfig } from '../config/types.js';
 import type { AdmissionTicket, RejectReason } from './context.js';
 
+/** A token bucket: `rate` tokens per second, at most `burst` stored; starts full. */
 export class TokenBucket {
   private tokens: number;
   private last: number;
   constructor(
     public rate: number, // tokens per second, > 0
-    public burst: number,
+    public burst: number, // >= 1
     private readonly now: () => number,
   ) {
     this.tokens = burst;
@@ -39,20 +41,46 @@ export class TokenBucket {
     return false;
   }
 
-  /** Milliseconds until one token is available. */
+  /** Milliseconds until one token is available (0: now). */
   waitMs(): number {
     this.refill();
-    return this.tokens >= 1 ? 0 : Math.ceil(((1 - this.tokens) * 1000) / this.rate);
+    // The epsilon absorbs float noise (0.996 tokens at 4/s is 1 ms away, not 2).
+    return this.tokens >= 1 ? 0 : Math.ceil(((1 - this.tokens) * 1000) / this.rate - 1e-6);
+  }
+
+  /** True when the bucket is back at its burst: forgetting it changes nothing. */
+  full(): boolean {
+    this.refill();
+    return this.tokens >= this.burst;
+  }
+
+  /** New rate/burst (reload) without refilling: a reload is not a way around the limit. */
+  retune(rate: number, burst: number): void {
+    this.refill();
+    this.rate = rate;
+    this.burst = burst;
+    if (this.tokens > burst) this.tokens = burst;
   }
 }
 
-/** Burst of a rate limit: a tenth of a second's worth, at least one. */
-function burstFor(rate: number): number {
+/**
+ * Burst of the global accept rate: a tenth of a second's worth (at least one), so that towards the
+ * brokers no second carries more than rate + rate/10 new sessions.
+ */
+export function acceptBurst(rate: number): number {
   return Math.max(1, Math.ceil(rate / 10));
 }
 
+/**
+ * Burst of the per-source CONNECT rate: one second's worth, so "connectRate: 10" admits 10 CONNECTs at
+ * once from one address (e.g. a gateway reconnecting its devices) and then 10 per second.
+ */
+export function sourceBurst(rate: number): number {
+  return Math.max(1, Math.ceil(rate));
+}
+
 interface Queued {
-  ticket: AdmissionTicket;
+  ticket: AdmissionTicket | null; // null: the session ended while waiting
   expires: number;
 }
 
@@ -61,7 +89,14 @@ interface SourceBook {
   bucket: TokenBucket | null;
 }
 
+interface Held {
+  source: string | null; // per-source book key, null when no per-source limit applied
+  queued: Queued | null;
+}
+
 const SOURCE_SWEEP_MS = 10_000;
+/** Compact the queue array once this many entries were consumed at its head. */
+const QUEUE_COMPACT_AT = 1024;
 
 export class Admission {
   private limits: LimitsConfig;
@@ -69,9 +104,10 @@ export class Admission {
   private accept: TokenBucket | null = null;
   private readonly queue: Queued[] = [];
   private queueHead = 0;
+  private waiting = 0; // queue entries whose session still waits
   private timer: NodeJS.Timeout | null = null;
   private readonly sources = new Map<string, SourceBook>();
-  private readonly admitted = new WeakSet<AdmissionTicket>();
+  private readonly held = new Map<AdmissionTicket, Held>();
   private sweeper: NodeJS.Timeout | null = null;
 
   constructor(limits: LimitsConfig, now: () => number = Date.now) {
@@ -83,115 +119,190 @@ export class Admission {
   reconfigure(limits: LimitsConfig): void {
     this.limits = limits;
     if (limits.acceptRate > 0) {
-      if (this.accept === null) this.accept = new TokenBucket(limits.acceptRate, burstFor(limits.acceptRate), this.now);
-      else {
-        this.accept.rate = limits.acceptRate;
-        this.accept.burst = burstFor(limits.acceptRate);
-      }
+      if (this.accept === null) this.accept = new TokenBucket(limits.acceptRate, acceptBurst(limits.acceptRate), this.now);
+      else this.accept.retune(limits.acceptRate, acceptBurst(limits.acceptRate));
     } else {
       this.accept = null;
-      this.drain();
     }
-    for (const book of this.sources.values()) book.bucket = null; // rebuilt lazily with the new rate
-    if (limits.perSource.connectRate > 0 && this.sweeper === null) {
-      this.sweeper = setInterval(() => this.sweep(), SOURCE_SWEEP_MS);
-      this.sweeper.unref();
+    const rate = limits.perSource.connectRate;
+    for (const book of this.sources.values()) {
+      if (book.bucket === null) continue;
+      if (rate > 0) book.bucket.retune(rate, sourceBurst(rate));
+      else book.bucket = null;
     }
+    if (this.sources.size > 0 || rate > 0) this.startSweeper();
+    // Waiting clients see the new rate (or are all let through when the rate limit is gone).
+    this.drain();
   }
 
+  /** Clients waiting for an accept token. */
   get queued(): number {
-    return this.queue.length - this.queueHead;
+    return this.waiting;
+  }
+
+  /** Client addresses with books (for tests and the status page): bounded by live sessions + recent sources. */
+  get trackedSources(): number {
+    return this.sources.size;
   }
 
   admit(ticket: AdmissionTicket): 'ok' | 'queued' | RejectReason {
+    if (this.held.has(ticket)) return 'ok'; // asked twice: already holds its place
     const { perSource } = this.limits;
-    const key = ticket.remoteAddress;
-    let book = this.sources.get(key);
+    let source: string | null = null;
     if (perSource.maxConnections > 0 || perSource.connectRate > 0) {
-      if (book === undefined) {
-        book = { sessions: 0, bucket: null };
-        this.sources.set(key, book);
+      source = ticket.remoteAddress;
+      const book = this.bookFor(source);
+      if (perSource.maxConnections > 0 && book.sessions >= perSource.maxConnections) {
+        this.forgetIfIdle(source, book);
+        return 'source_full';
       }
-      if (perSource.maxConnections > 0 && book.sessions >= perSource.maxConnections) return 'source_full';
       if (perSource.connectRate > 0) {
-        book.bucket ??= new TokenBucket(perSource.connectRate, burstFor(perSource.connectRate), this.now);
+        book.bucket ??= new TokenBucket(perSource.connectRate, sourceBurst(perSource.connectRate), this.now);
         if (!book.bucket.take()) return 'rate_limited';
       }
     }
-    if (this.accept !== null && (this.queued > 0 || !this.accept.take())) {
-      if (this.queued >= this.limits.acceptQueue) return 'accept_queue_full';
-      this.queue.push({ ticket, expires: this.now() + this.limits.clientConnectTimeout });
-      this.hold(ticket, book);
+    if (this.accept !== null && (this.waiting > 0 || !this.accept.take())) {
+      // FIFO: while anyone waits, newcomers queue behind them even if a token just became free.
+      if (this.waiting >= this.limits.acceptQueue) {
+        if (source !== null) this.forgetIfIdle(source, this.sources.get(source)!);
+        return 'accept_queue_full';
+      }
+      const entry: Queued = { ticket, expires: this.now() + this.limits.clientConnectTimeout };
+      this.queue.push(entry);
+      this.waiting++;
+      this.hold(ticket, source, entry);
       this.schedule();
       return 'queued';
     }
-    this.hold(ticket, book);
+    this.hold(ticket, source, null);
     return 'ok';
   }
 
-  private hold(ticket: AdmissionTicket, book: SourceBook | undefined): void {
-    if (book !== undefined) book.sessions++;
-    this.admitted.add(ticket);
-  }
-
-  /** The session ended (whatever happened to it): give its per-source slot back. */
+  /** The session ended (whatever happened to it): give its per-source slot and queue place back. */
   release(ticket: AdmissionTicket): void {
-    if (!this.admitted.has(ticket)) return;
-    this.admitted.delete(ticket);
-    const book = this.sources.get(ticket.remoteAddress);
-    if (book !== undefined) {
-      book.sessions--;
-      if (book.sessions <= 0 && book.bucket === null) this.sources.delete(ticket.remoteAddress);
+    const h = this.held.get(ticket);
+    if (h === undefined) return;
+    this.held.delete(ticket);
+    if (h.queued !== null && h.queued.ticket !== null) {
+      h.queued.ticket = null;
+      this.waiting--;
+    }
+    if (h.source !== null) {
+      const book = this.sources.get(h.source);
+      if (book !== undefined) {
+        book.sessions--;
+        this.forgetIfIdle(h.source, book);
+      }
     }
   }
 
-  private schedule(): void {
-    if (this.timer !== null || this.queued === 0) return;
-    const wait = this.accept === null ? 0 : this.accept.waitMs();
-    this.timer = setTimeout(() => {
-      this.timer = null;
-      this.drain();
-    }, Math.max(1, wait));
+  private bookFor(source: string): SourceBook {
+    let book = this.sources.get(source);
+    if (book === undefined) {
+      book = { sessions: 0, bucket: null };
+      this.sources.set(source, book);
+      this.startSweeper();
+    }
+    return book;
   }
 
+  private forgetIfIdle(source: string, book: SourceBook): void {
+    if (book.sessions <= 0 && (book.bucket === null || book.bucket.full())) this.sources.delete(source);
+  }
+
+  private hold(ticket: AdmissionTicket, source: string | null, queued: Queued | null): void {
+    if (source !== null) this.sources.get(source)!.sessions++;
+    this.held.set(ticket, { source, queued });
+  }
+
+  /** One timer while anyone waits: at the next token, or at the head's expiry if that comes first. */
+  private schedule(): void {
+    if (this.timer !== null || this.waiting === 0) return;
+    const head = this.firstWaiting();
+    if (head === null) return;
+    const tokenIn = this.accept === null ? 0 : this.accept.waitMs();
+    const expiresIn = head.expires - this.now();
+    this.timer = setTimeout(onQueueTimer, Math.max(1, Math.min(tokenIn, expiresIn)), this);
+  }
+
+  private firstWaiting(): Queued | null {
+    while (this.queueHead < this.queue.length && this.queue[this.queueHead]!.ticket === null) this.queueHead++;
+    return this.queueHead < this.queue.length ? this.queue[this.queueHead]! : null;
+  }
+
+  timerFired(): void {
+    this.timer = null;
+    this.drain();
+  }
+
+  /** Let waiting clients through while tokens last; refuse those that waited past clientConnectTimeout. */
   private drain(): void {
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
     const t = this.now();
-    while (this.queueHead < this.queue.length) {
-      const q = this.queue[this.queueHead]!;
-      if (q.ticket.closed) {
-        this.queueHead++;
-        continue;
-      }
-      if (q.expires <= t) {
-        this.queueHead++;
-        q.ticket.refuse('rate_limited');
+    for (let head = this.firstWaiting(); head !== null; head = this.firstWaiting()) {
+      const ticket = head.ticket!;
+      if (head.expires <= t) {
+        this.dequeue(head);
+        ticket.refuse('rate_limited');
         continue;
       }
       if (this.accept !== null && !this.accept.take()) break;
-      this.queueHead++;
-      q.ticket.proceed();
+      this.dequeue(head);
+      ticket.proceed();
     }
-    if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
+    if (this.queueHead >= QUEUE_COMPACT_AT || this.queueHead === this.queue.length) {
       this.queue.splice(0, this.queueHead);
       this.queueHead = 0;
     }
     this.schedule();
   }
 
-  /** Forget idle sources whose rate bucket is full again. */
-  private sweep(): void {
-    for (const [key, book] of this.sources) {
-      if (book.sessions <= 0 && (book.bucket === null || book.bucket.waitMs() === 0)) this.sources.delete(key);
+  private dequeue(entry: Queued): void {
+    const h = this.held.get(entry.ticket!);
+    if (h !== undefined) h.queued = null;
+    entry.ticket = null;
+    this.waiting--;
+    this.queueHead++;
+  }
+
+  private startSweeper(): void {
+    if (this.sweeper !== null) return;
+    this.sweeper = setInterval(onSweep, SOURCE_SWEEP_MS, this);
+    this.sweeper.unref();
+  }
+
+  /** Forget idle sources whose rate bucket is full again (their books hold nothing). */
+  sweep(): void {
+    for (const [key, book] of this.sources) this.forgetIfIdle(key, book);
+    if (this.sources.size === 0 && this.limits.perSource.connectRate === 0 && this.sweeper !== null) {
+      clearInterval(this.sweeper);
+      this.sweeper = null;
     }
   }
 
+  /** Stop timers; clients still waiting are refused (the process is stopping). Idempotent. */
   close(): void {
     if (this.timer !== null) clearTimeout(this.timer);
     if (this.sweeper !== null) clearInterval(this.sweeper);
     this.timer = null;
     this.sweeper = null;
-    for (let i = this.queueHead; i < this.queue.length; i++) this.queue[i]!.ticket.refuse('rate_limited');
+    for (let head = this.firstWaiting(); head !== null; head = this.firstWaiting()) {
+      const ticket = head.ticket!;
+      this.dequeue(head);
+      ticket.refuse('rate_limited');
+    }
     this.queue.length = 0;
     this.queueHead = 0;
   }
+}
+
+function onQueueTimer(a: Admission): void {
+  a.timerFired();
+}
+
+function onSweep(a: Admission): void {
+  a.sweep();
 }

@@ -4,6 +4,7 @@ import net from 'node:net';
 export class CidrSet {
   private readonly list = new net.BlockList();
 
+  /** Entries as validated by the config (`addr/prefix`, or a bare address for one host). */
   constructor(cidrs: string[]) {
     for (const c of cidrs) {
       const [addr, prefixText] = c.split('/');
@@ -13,10 +14,14 @@ export class CidrSet {
     }
   }
 
+  /** Whether a peer address (as a socket reports it) is inside the set. Never throws. */
   has(address: string): boolean {
-    if (address.startsWith('::ffff:') && net.isIPv4(address.slice(7))) return this.list.check(address.slice(7), 'ipv4');
-    if (net.isIPv4(address)) return this.list.check(address, 'ipv4');
-    if (net.isIPv6(address)) return this.list.check(address, 'ipv6');
+    // A dual-stack listener reports IPv4 peers as ::ffff:a.b.c.d; a link-local peer may carry a zone id.
+    const zone = address.indexOf('%');
+    const a = zone >= 0 ? address.slice(0, zone) : address;
+    if (a.startsWith('::ffff:') && net.isIPv4(a.slice(7))) return this.list.check(a.slice(7), 'ipv4');
+    if (net.isIPv4(a)) return this.list.check(a, 'ipv4');
+    if (net.isIPv6(a)) return this.list.check(a, 'ipv6');
     return false;
   }
 }

@@ -3,16 +3,25 @@
  * (libuv's EMFILE trick), so clients would be reset instead of told. We size the caps so that never happens:
  * each proxied session costs two descriptors (client + server), and a reserve stays free for health probes,
  * the admin port, failover, logs and the CONNACKs of refused clients.
+ *
+ * The worst case the budget covers: every listener at its Node-level accept cap (hardCapFor: the MQTT cap
+ * plus room to answer CONNACKs) holding client sockets, plus one server socket per session under the
+ * global cap, plus the reserve.
  */
 import { readFileSync } from 'node:fs';
+import type { LbConfig } from '../config/types.js';
+
+/** The "Max open files" soft limit in /proc/self/limits text, or null when absent. */
+export function parseOpenFileLimit(procLimits: string): number | null {
+  const m = /^Max open files\s+(\d+|unlimited)\s+/m.exec(procLimits);
+  if (m === null) return null;
+  return m[1] === 'unlimited' ? Number.MAX_SAFE_INTEGER : Number(m[1]);
+}
 
 /** The soft RLIMIT_NOFILE of this process, or null where /proc is not available. */
 export function openFileLimit(): number | null {
   try {
-    const text = readFileSync('/proc/self/limits', 'utf8');
-    const m = /^Max open files\s+(\d+|unlimited)\s+/m.exec(text);
-    if (m === null) return null;
-    return m[1] === 'unlimited' ? Number.MAX_SAFE_INTEGER : Number(m[1]);
+    return parseOpenFileLimit(readFileSync('/proc/self/limits', 'utf8'));
   } catch {
     return null;
   }
@@ -36,6 +45,19 @@ export function reserveFor(servers: number): number {
   return 64 + servers * 2;
 }
 
+/**
+ * Node's server.maxConnections for a listener whose MQTT-answered cap is `max`: room beyond the cap to
+ * answer CONNACKs (listener_full) before Node itself drops connections at accept (the last guard).
+ */
+export function hardCapFor(max: number): number {
+  return max + Math.max(16, Math.ceil(max * 0.05));
+}
+
+/** Refused clients hold a descriptor while their CONNACK lingers: ~5% headroom over two per session. */
+const DESCRIPTORS_PER_SESSION = 2 * 1.05;
+/** Bounded search for listener caps that fit (each step lowers them by 1%). */
+const MAX_FIT_STEPS = 200;
+
 export function clampToBudget(input: BudgetInput): Budget {
   const warnings: string[] = [];
   const listenerMax = new Map<string, number>();
@@ -43,21 +65,49 @@ export function clampToBudget(input: BudgetInput): Budget {
     for (const l of input.listeners) listenerMax.set(l.name, l.maxConnections);
     return { globalMax: input.globalMax, listenerMax, warnings };
   }
-  // Refused clients hold a descriptor while their CONNACK lingers: budget ~5% headroom for them.
-  const usable = Math.max(0, input.fileLimit - reserveFor(input.servers));
-  const sessions = Math.floor(usable / 2 / 1.05);
+  const limit = input.fileLimit;
+  const usable = Math.max(0, limit - reserveFor(input.servers));
+  const sessions = Math.floor(usable / DESCRIPTORS_PER_SESSION);
   let globalMax = input.globalMax;
   if (globalMax > sessions) {
-    warnings.push(`limits.maxConnections ${globalMax} clamped to ${sessions}: the open-file limit is ${input.fileLimit} and each session needs two descriptors`);
+    warnings.push(`limits.maxConnections ${globalMax} clamped to ${sessions}: the open-file limit is ${limit} and each session needs two descriptors`);
     globalMax = sessions;
   }
-  for (const l of input.listeners) {
-    let max = l.maxConnections;
-    if (max > sessions) {
-      warnings.push(`listeners.${l.name}.maxConnections ${max} clamped to ${sessions}: the open-file limit is ${input.fileLimit} and each session needs two descriptors`);
-      max = sessions;
+  let caps = input.listeners.map((l) => Math.min(l.maxConnections, sessions));
+  // Client sockets of all listeners together, beside one server socket per session under the global cap.
+  const clientRoom = Math.max(0, usable - globalMax);
+  const totalHard = (cs: number[]): number => cs.reduce((sum, c) => sum + hardCapFor(c), 0);
+  const shared = totalHard(caps) > clientRoom;
+  if (shared) {
+    const before = caps;
+    let factor = clientRoom / Math.max(1, totalHard(before));
+    caps = before.map((c) => Math.floor(c * factor));
+    for (let step = 0; step < MAX_FIT_STEPS && totalHard(caps) > clientRoom; step++) {
+      factor *= 0.99;
+      caps = before.map((c) => Math.floor(c * factor));
     }
-    listenerMax.set(l.name, max);
+    if (totalHard(caps) > clientRoom) caps = before.map(() => 0); // a limit too small for anything
   }
+  input.listeners.forEach((l, i) => {
+    if (caps[i]! >= l.maxConnections) return;
+    warnings.push(
+      shared
+        ? `listeners.${l.name}.maxConnections ${l.maxConnections} lowered to ${caps[i]}: the client sockets of every listener (with room to refuse in MQTT) and a server socket per session must fit the open-file limit ${limit}`
+        : `listeners.${l.name}.maxConnections ${l.maxConnections} clamped to ${caps[i]}: the open-file limit is ${limit} and each session needs two descriptors`,
+    );
+  });
+  input.listeners.forEach((l, i) => listenerMax.set(l.name, caps[i]!));
   return { globalMax, listenerMax, warnings };
+}
+
+/** The budget of a whole config at a given open-file limit (the running process's by default). */
+export function budgetForConfig(config: Pick<LbConfig, 'limits' | 'listeners' | 'pools'>, fileLimit: number | null = openFileLimit()): Budget {
+  let servers = 0;
+  for (const p of Object.values(config.pools)) servers += p.servers.length;
+  return clampToBudget({
+    fileLimit,
+    globalMax: config.limits.maxConnections,
+    listeners: config.listeners.map((l) => ({ name: l.name, maxConnections: l.maxConnections })),
+    servers,
+  });
 }

@@ -4,6 +4,11 @@
  * TCP accept. Also builds the PROXY header we send to servers (sendProxyProtocol).
  *
  * Order on the wire from a cloud NLB: PROXY header (cleartext) → TLS ClientHello → MQTT CONNECT.
+ *
+ * TLS: each front owns one tls.Server that never listens; accepted sockets are injected into it with
+ * emit('connection') (documented for tls.Server), so Node's own server-side logic decides `authorized`
+ * and refuses clients without a valid certificate. A reload builds a new front (new certificates) for new
+ * connections; handshakes and sessions in progress keep the server object they started with.
  */
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
@@ -13,15 +18,34 @@ import type { Logger } from 'pino';
 import type { ListenerConfig, PoolConfig } from '../config/types.js';
 import { ErrorCodes, MqttLbError } from '../errors.js';
 import { CidrSet } from './cidr.js';
-import { parseProxyHeader, encodeFor, addressesOf, type ProxyTlvs } from './proxy-protocol.js';
+import { parseProxyHeader, encodeFor, addressesOf, MAX_V1_LINE_LENGTH, MAX_V2_BLOCK_LENGTH, type ProxyAddresses, type ProxyTlvs } from './proxy-protocol.js';
 import type { Front, Listener, ProxyHeaderBuilder } from './listener.js';
 import type { ClientSession } from './session.js';
 
-/** A PROXY v2 header with TLVs is bounded at 16 + 4096 bytes by our parser; v1 at 107. */
-const MAX_PROXY_HEADER = 16 + 4096;
+/** The largest header we buffer: the parser answers `invalid` beyond these, this is a second bound. */
+const MAX_PROXY_HEADER = Math.max(16 + MAX_V2_BLOCK_LENGTH, MAX_V1_LINE_LENGTH);
+
+/**
+ * TLS 1.2+ with forward secrecy and AEAD ciphers only (Mozilla "intermediate", 2024). The TLS_* names are
+ * the TLS 1.3 suites (Node takes both kinds in one list).
+ */
+export const TLS_CIPHERS = [
+  'TLS_AES_128_GCM_SHA256',
+  'TLS_AES_256_GCM_SHA384',
+  'TLS_CHACHA20_POLY1305_SHA256',
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+].join(':');
+export const TLS_MIN_VERSION = 'TLSv1.2';
 
 export interface TlsPeer {
+  /** SNI the client sent, if any. */
   servername: string | null;
+  /** Subject CN of the client certificate; only set when the certificate verified against `tls.ca`. */
   cn: string | null;
   verified: boolean;
   protocol: string | null;
@@ -32,135 +56,188 @@ const kFront = Symbol('mqtt-lb.front');
 interface FrontState {
   listener: Listener;
   front: ConnectionFront;
+  raw: Socket;
   acceptedAt: number;
   timer: NodeJS.Timeout | null;
   buf: Buffer | null;
   remote: { address: string; port: number } | undefined;
+  /** The destination an incoming PROXY header declared (e.g. the NLB's public address). */
+  destination: { address: string; port: number } | undefined;
+  /** Handed to the TLS server: a close from now on is a failed handshake. */
+  inTls: boolean;
   done: boolean;
 }
 
 type Tagged = Socket & { [kFront]?: FrontState };
 
+/**
+ * Sessions that came through a trusted PROXY header: the header we send on repeats its destination too
+ * (as HAProxy's accept-proxy + send-proxy do), so the broker sees the connection the client really made.
+ */
+const declaredDestination = new WeakMap<ClientSession, { address: string; port: number }>();
+/** tls.Server builds its TLSSocket around the injected socket and keeps it as `_parent`. */
+type ServerTlsSocket = tls.TLSSocket & { _parent?: Tagged };
+
 export class ConnectionFront implements Front {
   private readonly trusted: CidrSet | null;
-  private readonly secureContext: tls.SecureContext | null;
-  private readonly tlsConfig: ListenerConfig['tls'];
+  private readonly tlsServer: tls.Server | null;
+  private readonly certAsUsername: boolean;
   private readonly timeoutMs: () => number;
 
   constructor(lc: ListenerConfig, timeoutMs: () => number) {
     this.trusted = lc.acceptProxyProtocol.length > 0 ? new CidrSet(lc.acceptProxyProtocol) : null;
-    this.tlsConfig = lc.tls;
     this.timeoutMs = timeoutMs;
-    this.secureContext = lc.tls === null ? null : buildSecureContext(lc);
+    this.certAsUsername = lc.tls?.certAsUsername === true;
+    this.tlsServer = lc.tls === null ? null : buildTlsServer(lc, timeoutMs());
   }
 
   accept(socket: Socket, listener: Listener): void {
-    const state: FrontState = { listener, front: this, acceptedAt: Date.now(), timer: null, buf: null, remote: undefined, done: false };
+    const state: FrontState = { listener, front: this, raw: socket, acceptedAt: Date.now(), timer: null, buf: null, remote: undefined, destination: undefined, inTls: false, done: false };
     (socket as Tagged)[kFront] = state;
-    state.timer = setTimeout(onFrontTimeout, this.timeoutMs(), socket);
+    // The PROXY header and the TLS handshake are inside the client's connect deadline, from accept.
+    state.timer = setTimeout(onFrontTimeout, this.timeoutMs(), state);
     socket.on('close', onFrontClose);
     socket.on('error', noop);
-    const source = socket.remoteAddress ?? '';
-    if (this.trusted !== null && this.trusted.has(source)) {
+    if (this.trusted !== null && this.trusted.has(socket.remoteAddress ?? '')) {
+      // A trusted source MUST start with a PROXY header (strict: no fallback to "no header").
       socket.on('data', onProxyData);
       return;
     }
-    this.afterProxy(socket, state, undefined);
+    this.afterProxy(state, undefined);
   }
 
   /** PROXY header done (or not required): TLS next, else the session. */
-  afterProxy(socket: Socket, state: FrontState, rest: Buffer | undefined): void {
-    if (this.secureContext === null) {
-      this.handOver(socket, state, socket, rest, null);
+  afterProxy(state: FrontState, rest: Buffer | undefined): void {
+    const socket = state.raw;
+    if (this.tlsServer === null) {
+      this.handOver(state, socket, rest, null);
       return;
     }
+    // Reading the PROXY header made the stream flowing: stop it, so no byte is emitted to nobody.
     socket.pause();
+    // Bytes after the PROXY header are the start of the ClientHello: give them back to the stream
+    // (the TLS socket reads a wrapped socket's buffered bytes first).
     if (rest !== undefined && rest.length > 0) socket.unshift(rest);
-    const cfg = this.tlsConfig!;
-    const tlsSocket = new tls.TLSSocket(socket, {
-      isServer: true,
-      secureContext: this.secureContext,
-      requestCert: cfg.requestCert,
-      rejectUnauthorized: cfg.requestCert,
-    });
-    (tlsSocket as Tagged)[kFront] = state;
-    tlsSocket.on('error', onTlsError);
-    tlsSocket.once('secure', onTlsSecure);
+    state.inTls = true;
+    this.tlsServer.emit('connection', socket);
   }
 
-  handOver(raw: Socket, state: FrontState, clientSocket: Socket, preread: Buffer | undefined, peer: TlsPeer | null): void {
+  tlsSecure(state: FrontState, tlsSocket: tls.TLSSocket): void {
+    if (state.done) {
+      tlsSocket.destroy();
+      return;
+    }
+    const verified = tlsSocket.authorized;
+    let cn: string | null = null;
+    if (verified) {
+      const subjectCn = tlsSocket.getPeerCertificate()?.subject?.CN as string | string[] | undefined;
+      cn = typeof subjectCn === 'string' ? subjectCn : Array.isArray(subjectCn) ? (subjectCn[0] ?? null) : null;
+    }
+    if (this.certAsUsername && cn === null) {
+      // The broker would otherwise see whatever username the client chose: refuse rather than pass it.
+      state.listener.ctx.log.debug({ listener: state.listener.config.name, client: state.raw.remoteAddress }, 'client certificate without subject CN');
+      rejectFront(state, 'tls_handshake', tlsSocket);
+      return;
+    }
+    const servername = tlsSocket.servername;
+    const peer: TlsPeer = { servername: typeof servername === 'string' && servername.length > 0 ? servername : null, cn, verified, protocol: tlsSocket.getProtocol() };
+    this.handOver(state, tlsSocket, undefined, peer);
+  }
+
+  handOver(state: FrontState, clientSocket: Socket, preread: Buffer | undefined, peer: TlsPeer | null): void {
     if (state.done) return;
     state.done = true;
     if (state.timer !== null) clearTimeout(state.timer);
+    state.timer = null;
+    const raw = state.raw;
     raw.removeListener('close', onFrontClose);
     raw.removeListener('data', onProxyData);
-    clientSocket.removeListener('error', onTlsError);
+    // With TLS nothing is pre-read, so the CONNECT arrives after usernameOverride is set below.
     const session = state.listener.startSession(clientSocket, preread, state.acceptedAt, state.remote);
     session.tlsPeer = peer;
-    if (peer !== null && peer.verified && peer.cn !== null && this.tlsConfig?.certAsUsername === true) {
-      session.usernameOverride = Buffer.from(peer.cn, 'utf8');
-    }
+    if (state.destination !== undefined) declaredDestination.set(session, state.destination);
+    if (peer !== null && this.certAsUsername && peer.cn !== null) session.usernameOverride = Buffer.from(peer.cn, 'utf8');
+    (raw as Tagged)[kFront] = undefined;
   }
 }
 
-function onProxyData(this: Socket, chunk: Buffer): void {
-  const state = (this as Tagged)[kFront]!;
+function onProxyData(this: Tagged, chunk: Buffer): void {
+  const state = this[kFront]!;
   state.buf = state.buf === null ? chunk : Buffer.concat([state.buf, chunk]);
   const r = parseProxyHeader(state.buf);
   if (r.kind === 'more') {
-    if (state.buf.length > MAX_PROXY_HEADER) rejectFront(this, state, 'bad_proxy_header');
+    if (state.buf.length > MAX_PROXY_HEADER) rejectFront(state, 'bad_proxy_header');
     return;
   }
   if (r.kind === 'invalid') {
-    rejectFront(this, state, 'bad_proxy_header');
+    state.listener.ctx.log.debug({ listener: state.listener.config.name, client: this.remoteAddress, detail: r.detail }, 'bad PROXY header');
+    rejectFront(state, 'bad_proxy_header');
     return;
   }
   this.removeListener('data', onProxyData);
-  if (!r.local && r.addresses !== null) state.remote = { address: r.addresses.srcAddress, port: r.addresses.srcPort };
-  const rest = state.buf.subarray(r.headerLength);
-  state.buf = null;
-  state.front.afterProxy(this, state, rest.length > 0 ? Buffer.from(rest) : undefined);
-}
-
-function onTlsSecure(this: tls.TLSSocket): void {
-  const state = (this as Tagged)[kFront]!;
-  let cn: string | null = null;
-  const verified = this.authorized;
-  if (verified) {
-    const cert = this.getPeerCertificate();
-    const subjectCn = cert?.subject?.CN;
-    cn = typeof subjectCn === 'string' ? subjectCn : Array.isArray(subjectCn) ? (subjectCn[0] ?? null) : null;
+  // LOCAL / UNKNOWN: the connection's own endpoints stand (spec §2.1, §2.2).
+  if (!r.local && r.addresses !== null) {
+    state.remote = { address: r.addresses.srcAddress, port: r.addresses.srcPort };
+    state.destination = { address: r.addresses.dstAddress, port: r.addresses.dstPort };
   }
-  const servername = (this as unknown as { servername?: string | false }).servername;
-  const peer: TlsPeer = { servername: typeof servername === 'string' ? servername : null, cn, verified, protocol: this.getProtocol() };
-  state.front.handOver(this, state, this, undefined, peer);
+  const rest = r.headerLength < state.buf.length ? Buffer.from(state.buf.subarray(r.headerLength)) : undefined;
+  state.buf = null;
+  state.front.afterProxy(state, rest);
 }
 
-function onTlsError(this: tls.TLSSocket): void {
-  const state = (this as Tagged)[kFront]!;
-  rejectFront(this, state, 'tls_handshake');
+function stateOfTls(tlsSocket: ServerTlsSocket): FrontState | undefined {
+  return tlsSocket._parent?.[kFront];
 }
 
-function onFrontTimeout(socket: Socket): void {
-  const state = (socket as Tagged)[kFront]!;
+function onSecureConnection(this: tls.Server, tlsSocket: ServerTlsSocket): void {
+  const state = stateOfTls(tlsSocket);
+  if (state === undefined) {
+    tlsSocket.destroy(); // cannot happen with Node 20's tls.Server; fail closed if it ever does
+    return;
+  }
+  state.front.tlsSecure(state, tlsSocket);
+}
+
+/** Handshake failed: no/invalid client certificate, protocol or cipher mismatch, garbage, or a hang-up. */
+function onTlsClientError(this: tls.Server, err: NodeJS.ErrnoException, tlsSocket: ServerTlsSocket): void {
+  const state = stateOfTls(tlsSocket);
+  tlsSocket.destroy();
+  if (state === undefined) return;
+  // May come after the raw socket's close already counted it (a refused certificate closes first).
+  state.listener.ctx.log.debug(
+    { listener: state.listener.config.name, client: state.raw.remoteAddress, code: err.code, certificate: tlsSocket.authorizationError ?? null },
+    'TLS handshake failed',
+  );
+  rejectFront(state, 'tls_handshake', tlsSocket);
+}
+
+function onFrontTimeout(state: FrontState): void {
   state.timer = null;
-  rejectFront(socket, state, 'timeout');
+  rejectFront(state, 'timeout');
 }
 
-function onFrontClose(this: Socket): void {
-  const state = (this as Tagged)[kFront]!;
-  if (state.done) return;
+function onFrontClose(this: Tagged): void {
+  const state = this[kFront];
+  if (state === undefined || state.done) return;
+  // Closed during the handshake: Node's TLS server refused the client certificate, or the client gave up.
+  if (state.inTls) {
+    rejectFront(state, 'tls_handshake');
+    return;
+  }
   state.done = true;
   if (state.timer !== null) clearTimeout(state.timer);
+  state.timer = null;
   state.listener.connectionGone();
 }
 
-function rejectFront(socket: Socket, state: FrontState, reason: string): void {
+function rejectFront(state: FrontState, reason: 'bad_proxy_header' | 'tls_handshake' | 'timeout', tlsSocket?: tls.TLSSocket): void {
   if (state.done) return;
   state.done = true;
   if (state.timer !== null) clearTimeout(state.timer);
+  state.timer = null;
   state.listener.frontRejected(reason);
-  socket.destroy();
+  tlsSocket?.destroy();
+  state.raw.destroy();
 }
 
 function noop(): void {}
@@ -173,19 +250,32 @@ function readFileFor(lc: ListenerConfig, key: string, path: string): Buffer {
   }
 }
 
-function buildSecureContext(lc: ListenerConfig): tls.SecureContext {
+/** Reads the certificate files now (start and every reload) and builds the non-listening TLS server. */
+function buildTlsServer(lc: ListenerConfig, handshakeTimeoutMs: number): tls.Server {
   const t = lc.tls!;
+  let server: tls.Server;
   try {
-    return tls.createSecureContext({
+    server = tls.createServer({
       cert: readFileFor(lc, 'cert', t.cert),
       key: readFileFor(lc, 'key', t.key),
       ...(t.ca !== null ? { ca: readFileFor(lc, 'ca', t.ca) } : {}),
-      minVersion: 'TLSv1.2',
+      requestCert: t.requestCert,
+      // Node's server refuses a missing certificate in the handshake (TLS alert) and an unverified one
+      // right after it, before any application byte is read.
+      rejectUnauthorized: t.requestCert,
+      minVersion: TLS_MIN_VERSION,
+      ciphers: TLS_CIPHERS,
+      honorCipherOrder: true,
+      // Our own timer (clientConnectTimeout from TCP accept) ends slow handshakes first.
+      handshakeTimeout: handshakeTimeoutMs + 1000,
     });
   } catch (err) {
     if (err instanceof MqttLbError) throw err;
     throw new MqttLbError(ErrorCodes.START_FILE, `listener ${lc.name}: bad TLS material: ${(err as Error).message}`, { cause: err });
   }
+  server.on('secureConnection', onSecureConnection);
+  server.on('tlsClientError', onTlsClientError);
+  return server;
 }
 
 /** PROXY header towards the server, from the pool's current sendProxyProtocol. */
@@ -193,21 +283,34 @@ export function proxyHeaderFor(session: ClientSession, pool: { config: PoolConfi
   const v = pool.config.sendProxyProtocol;
   if (v === 'off') return null;
   const c = session.client;
+  let a: ProxyAddresses | null = null;
+  const declared = declaredDestination.get(session);
+  const local = declared?.address ?? c.localAddress;
+  const localPort = declared?.port ?? c.localPort ?? 0;
   // Without both endpoints (should not happen on a connected socket) send UNKNOWN/LOCAL rather than throw.
-  const local = c.localAddress;
-  const a = net.isIP(session.remoteAddress) === 0 || local === undefined || net.isIP(local) === 0 ? null : addressesOf(session.remoteAddress, session.remotePort, local, c.localPort ?? 0);
-  const tlvs: ProxyTlvs = {};
+  if (net.isIP(session.remoteAddress) !== 0 && local !== undefined && net.isIP(local) !== 0) {
+    try {
+      a = addressesOf(session.remoteAddress, session.remotePort, local, localPort);
+    } catch {
+      a = null;
+    }
+  }
   const peer = session.tlsPeer;
-  if (peer !== null) {
+  if (v === 'v2' && a !== null && peer !== null) {
+    const tlvs: ProxyTlvs = { verified: peer.verified };
     if (peer.servername !== null) tlvs.authority = peer.servername;
     if (peer.cn !== null) tlvs.sslCn = peer.cn;
     if (peer.protocol !== null) tlvs.sslVersion = peer.protocol;
-    tlvs.verified = peer.verified;
+    try {
+      return encodeFor(v, a, tlvs);
+    } catch {
+      // TLVs over the 4096-byte block limit (an absurd CN): the address matters more than the TLVs.
+    }
   }
-  return encodeFor(v, a, tlvs);
+  return encodeFor(v, a);
 }
 
-/** The front and header builder a listener needs; [null, null] when it needs neither. */
+/** The front and header builder a listener needs (front null when it needs neither TLS nor PROXY). */
 export function buildFront(lc: ListenerConfig, pool: PoolConfig, limits: { clientConnectTimeout: number } | (() => number), _log?: Logger): [Front | null, ProxyHeaderBuilder | null] {
   const timeout = typeof limits === 'function' ? limits : () => limits.clientConnectTimeout;
   const front = lc.tls !== null || lc.acceptProxyProtocol.length > 0 ? new ConnectionFront(lc, timeout) : null;

@@ -11,6 +11,7 @@ import type { ListenerConfig } from '../config/types.js';
 import { ErrorCodes, MqttLbError } from '../errors.js';
 import { ClientSession, type SessionListener } from './session.js';
 import { ListenerStats, type ProxyContext, type RoutingPool } from './context.js';
+import { hardCapFor } from './fd-budget.js';
 
 /** Builds the header sent to the server before the CONNECT (PROXY protocol), or null for none. */
 export type ProxyHeaderBuilder = (session: ClientSession, pool: RoutingPool) => Buffer | null;
@@ -74,7 +75,7 @@ export class Listener implements SessionListener {
 
   /** Past the MQTT-answered cap, leave room to answer CONNACKs; beyond that Node drops at accept. */
   private hardCap(): number {
-    return this.maxConnections + Math.max(16, Math.ceil(this.maxConnections * 0.05));
+    return hardCapFor(this.maxConnections);
   }
 
   listen(): Promise<void> {
@@ -82,7 +83,10 @@ export class Listener implements SessionListener {
     server.maxConnections = this.hardCap();
     server.on('connection', (socket: Socket) => this.accept(socket));
     server.on('drop', () => {
+      // Past server.maxConnections Node closes the socket at accept, unanswered: count it with the refusals.
       this.dropped++;
+      this.stats.outcomes.rejected++;
+      this.stats.count('accept_dropped');
     });
     this.server = server;
     const { host, port } = this.config.address;
@@ -92,7 +96,8 @@ export class Listener implements SessionListener {
         reject(new MqttLbError(ErrorCodes.START_BIND, `listener ${this.config.name}: cannot bind ${this.config.bind}: ${err.code ?? err.message}`, { cause: err }));
       };
       server.once('error', onError);
-      server.listen({ host, port, ipv6Only: false }, () => {
+      // A reconnect storm arrives all at once: a deep accept backlog avoids SYN drops and 1-3 s retries.
+      server.listen({ host, port, ipv6Only: false, backlog: 4096 }, () => {
         server.removeListener('error', onError);
         server.on('error', (err: NodeJS.ErrnoException) => {
           // Accept errors (EMFILE, ENFILE): never fatal, but they mean this listener is not serving.

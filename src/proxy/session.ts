@@ -166,8 +166,13 @@ export class ClientSession implements LiveSession, AdmissionTicket {
   private applyUsernameOverride(info: ConnectInfo): boolean {
     const packet = this.buf!.subarray(0, info.packetLength);
     const rewritten = rewriteUsername(packet, info, this.usernameOverride!);
-    // The re-encoded packet is checked against the same size limit as any CONNECT.
-    if (rewritten === null || rewritten.length > this.listener.ctx.limits.maxConnectBytes) {
+    // The re-encoded packet is checked against the same size limit as any CONNECT; a CN that is not a
+    // valid MQTT string [MQTT-1.5.4-1/-2] cannot be a username.
+    if (rewritten === null) {
+      this.reject(this.usernameOverride!.length > 0xffff ? 'too_large' : 'malformed');
+      return false;
+    }
+    if (rewritten.length > this.listener.ctx.limits.maxConnectBytes) {
       this.reject('too_large');
       return false;
     }

@@ -66,6 +66,10 @@ export const REJECT_REASONS = [
   'timeout',
   'server_connect_failed',
   'empty_client_id_persistent',
+  // Before the session (front): not in the contract's table, closed without an answer.
+  'bad_proxy_header',
+  'tls_handshake',
+  'accept_dropped',
 ] as const;
 
 /** Probe results (contract §6, `result` label). */

@@ -1,0 +1,323 @@
+/**
+ * Every connection cap answered as the contract's table says (design.md §5), per protocol level, and freed
+ * when clients leave: listener_full and global_full (rc 3 / 0x89), source_full (rc 3 / 0x97),
+ * rate_limited and accept_queue_full (rc 3 / 0x9F). And the descriptor budget under a small open-file
+ * limit. Real mosquitto behind the built CLI.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type net from 'node:net';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { startMosquitto, freePort, type Broker } from '../helpers/mosquitto.js';
+import { startLb, stopAllLbs, sleep, waitReady, CLI, type LbProcess } from '../helpers/lb.js';
+import { connectPacket, parsePackets, connectRaw } from '../helpers/raw-client.js';
+
+type Level = 3 | 4 | 5;
+
+/** Send a CONNECT at `level`; resolve with the CONNACK code (return code or reason code) and the socket. */
+async function connectAt(port: number, clientId: string, level: Level, waitMs = 3000): Promise<{ code: number | null; closed: boolean; socket: net.Socket }> {
+  const s = await connectRaw(port);
+  return new Promise((resolve) => {
+    let buf = Buffer.alloc(0);
+    let settled = false;
+    const finish = (code: number | null, closed: boolean): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(t);
+      resolve({ code, closed, socket: s });
+    };
+    const t = setTimeout(() => finish(null, false), waitMs);
+    s.on('data', (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      const p = parsePackets(buf, level)[0];
+      if (p?.cmd === 'connack') finish(level === 5 ? (p.reasonCode ?? 0) : (p.returnCode ?? 0), false);
+    });
+    s.on('error', () => {});
+    s.on('close', () => finish(null, true));
+    s.write(connectPacket({ clientId, protocolVersion: level }));
+  });
+}
+
+/** A refused client: the CONNACK code, and the LB closed the connection after it. */
+async function refusedWith(port: number, clientId: string, level: Level): Promise<number | null> {
+  const r = await connectAt(port, clientId, level);
+  const closed = r.socket.destroyed || (await new Promise<boolean>((resolve) => {
+    const t = setTimeout(() => resolve(false), 2000);
+    r.socket.once('close', () => {
+      clearTimeout(t);
+      resolve(true);
+    });
+  }));
+  r.socket.destroy();
+  expect(closed, `${clientId}: closed after the CONNACK`).toBe(true);
+  return r.code;
+}
+
+/** Holds a session open until `leave()` (DISCONNECT, then close). */
+async function hold(port: number, clientId: string): Promise<{ leave(): Promise<void> }> {
+  const r = await connectAt(port, clientId, 4);
+  expect(r.code, `${clientId} connected`).toBe(0);
+  return {
+    async leave() {
+      r.socket.end(Buffer.from([0xe0, 0x00]));
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(() => {
+          r.socket.destroy();
+          resolve();
+        }, 2000);
+        r.socket.once('close', () => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+      await sleep(150); // the LB sees both sides close
+    },
+  };
+}
+
+async function rejectedCount(admin: number, listener: string, reason: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
+  const m = new RegExp(`mqtt_lb_connect_rejected_total\\{listener="${listener}",reason="${reason}"\\} (\\d+)`).exec(text);
+  return m === null ? 0 : Number(m[1]);
+}
+
+let broker: Broker;
+beforeAll(async () => {
+  broker = await startMosquitto();
+});
+afterAll(async () => {
+  await stopAllLbs();
+  await broker?.stop();
+});
+
+async function startWith(o: { listeners?: Array<{ name: string; extra?: string }>; limits: string }): Promise<{ lb: LbProcess; admin: number; ports: Record<string, number> }> {
+  const admin = await freePort();
+  const ports: Record<string, number> = {};
+  const ls = o.listeners ?? [{ name: 'mqtt' }];
+  let listeners = '';
+  for (const l of ls) {
+    ports[l.name] = await freePort();
+    listeners += `  - name: ${l.name}\n    bind: 127.0.0.1:${ports[l.name]}\n    pool: brokers\n${l.extra ?? ''}`;
+  }
+  const yaml = `listeners:
+${listeners}pools:
+  brokers:
+    servers:
+      - name: m1
+        address: 127.0.0.1:${broker.port}
+    health:
+      type: mqtt
+      interval: 500ms
+      timeout: 400ms
+      rise: 1
+      fall: 2
+limits:
+${o.limits}admin:
+  bind: 127.0.0.1:${admin}
+`;
+  const lb = await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
+  return { lb, admin, ports };
+}
+
+const LEVELS: Level[] = [3, 4, 5];
+
+describe('caps answered in MQTT and freed', () => {
+  it('listener_full: rc 3 for 3.1/3.1.1, 0x89 for 5.0; a slot frees when its client leaves', async () => {
+    const { lb, admin, ports } = await startWith({ listeners: [{ name: 'small', extra: '    maxConnections: 1\n' }], limits: '  clientConnectTimeout: 2s\n' });
+    const port = ports.small!;
+    const first = await hold(port, 'lf-holder');
+    for (const level of LEVELS) expect(await refusedWith(port, `lf-${level}`, level), `level ${level}`).toBe(level === 5 ? 0x89 : 3);
+    await first.leave();
+    const next = await hold(port, 'lf-next');
+    await next.leave();
+    expect(await rejectedCount(admin, 'small', 'listener_full')).toBe(3);
+    await lb.stop();
+  });
+
+  it('global_full: the cap counts all listeners together (0x89 / rc 3), freed when a client leaves', async () => {
+    const { lb, admin, ports } = await startWith({ listeners: [{ name: 'a' }, { name: 'b' }], limits: '  clientConnectTimeout: 2s\n  maxConnections: 2\n' });
+    const h1 = await hold(ports.a!, 'gf-a1');
+    const h2 = await hold(ports.b!, 'gf-b1');
+    for (const level of LEVELS) expect(await refusedWith(ports.b!, `gf-b-${level}`, level), `level ${level}`).toBe(level === 5 ? 0x89 : 3);
+    expect(await refusedWith(ports.a!, 'gf-a-4', 4)).toBe(3);
+    await h1.leave();
+    const h3 = await hold(ports.b!, 'gf-b2');
+    expect(await rejectedCount(admin, 'b', 'global_full')).toBe(3);
+    expect(await rejectedCount(admin, 'a', 'global_full')).toBe(1);
+    await h2.leave();
+    await h3.leave();
+    await lb.stop();
+  });
+
+  it('source_full: perSource.maxConnections answered 0x97 / rc 3, freed when the source has a session less', async () => {
+    const { lb, admin, ports } = await startWith({ limits: '  clientConnectTimeout: 2s\n  perSource: { maxConnections: 2 }\n' });
+    const port = ports.mqtt!;
+    const h1 = await hold(port, 'sf-1');
+    const h2 = await hold(port, 'sf-2');
+    for (const level of LEVELS) expect(await refusedWith(port, `sf-x${level}`, level), `level ${level}`).toBe(level === 5 ? 0x97 : 3);
+    await h2.leave();
+    const h3 = await hold(port, 'sf-3');
+    expect(await refusedWith(port, 'sf-y', 5)).toBe(0x97);
+    await h1.leave();
+    await h3.leave();
+    expect(await rejectedCount(admin, 'mqtt', 'source_full')).toBe(4);
+    await lb.stop();
+  });
+
+  it('rate_limited: perSource.connectRate answered 0x9F / rc 3, admitted again once the rate allows', async () => {
+    const { lb, admin, ports } = await startWith({ limits: '  clientConnectTimeout: 2s\n  perSource: { connectRate: 1 }\n' });
+    const port = ports.mqtt!;
+    const h1 = await hold(port, 'rl-1');
+    for (const level of LEVELS) expect(await refusedWith(port, `rl-x${level}`, level), `level ${level}`).toBe(level === 5 ? 0x9f : 3);
+    await sleep(1100);
+    const h2 = await hold(port, 'rl-2');
+    await h1.leave();
+    await h2.leave();
+    expect(await rejectedCount(admin, 'mqtt', 'rate_limited')).toBe(3);
+    await lb.stop();
+  });
+
+  it('accept_queue_full: beyond acceptQueue refused 0x9F / rc 3; queued clients wait and get through at the rate', async () => {
+    const { lb, admin, ports } = await startWith({ limits: '  clientConnectTimeout: 5s\n  acceptRate: 1\n  acceptQueue: 1\n' });
+    const port = ports.mqtt!;
+    const h1 = await hold(port, 'aq-1'); // the burst token
+    const start = Date.now();
+    const waiting = connectAt(port, 'aq-2', 5, 4000); // queued
+    await sleep(100);
+    for (const level of LEVELS) expect(await refusedWith(port, `aq-x${level}`, level), `level ${level}`).toBe(level === 5 ? 0x9f : 3);
+    const w = await waiting;
+    expect(w.code).toBe(0); // the broker's CONNACK, after waiting for a token
+    expect(Date.now() - start).toBeGreaterThanOrEqual(500);
+    w.socket.destroy();
+    await h1.leave();
+    expect(await rejectedCount(admin, 'mqtt', 'accept_queue_full')).toBe(3);
+    await lb.stop();
+  });
+
+  it('a queued client waits at most clientConnectTimeout, then is refused rate_limited (0x9F / rc 3)', async () => {
+    const { lb, admin, ports } = await startWith({ limits: '  clientConnectTimeout: 600ms\n  acceptRate: 0.2\n  acceptQueue: 10\n' });
+    const port = ports.mqtt!;
+    const h1 = await hold(port, 'qe-1');
+    const start = Date.now();
+    const [r5, r4] = await Promise.all([connectAt(port, 'qe-5', 5, 4000), connectAt(port, 'qe-4', 4, 4000)]);
+    const waited = Date.now() - start;
+    expect(r5.code).toBe(0x9f);
+    expect(r4.code).toBe(3);
+    expect(waited).toBeGreaterThanOrEqual(550);
+    expect(waited).toBeLessThan(3000); // well before the next token (5 s at 0.2/s)
+    r5.socket.destroy();
+    r4.socket.destroy();
+    await h1.leave();
+    expect(await rejectedCount(admin, 'mqtt', 'rate_limited')).toBe(2);
+    await lb.stop();
+  });
+});
+
+describe('descriptor budget', () => {
+  it('under a 256 open-file limit: caps clamped at start, the excess refused in MQTT, Node drops past its guard (counted), admin and probes keep room', async () => {
+    const [port, admin] = [await freePort(), await freePort()];
+    const dir = mkdtempSync(path.join(tmpdir(), 'mqtt-lb-fd-'));
+    const file = path.join(dir, 'lb.yaml');
+    writeFileSync(
+      file,
+      `listeners:
+  - name: mqtt
+    bind: 127.0.0.1:${port}
+    pool: brokers
+pools:
+  brokers:
+    servers:
+      - name: m1
+        address: 127.0.0.1:${broker.port}
+    health:
+      type: mqtt
+      interval: 300ms
+      timeout: 250ms
+      rise: 1
+      fall: 2
+limits:
+  clientConnectTimeout: 3s
+admin:
+  bind: 127.0.0.1:${admin}
+`,
+    );
+    // `mqtt-lb check` from a shell with that limit reports the clamping (a warning: exit 0).
+    const check = spawnSync('sh', ['-c', 'ulimit -n 256 && exec "$0" "$@"', process.execPath, CLI, 'check', '--config', file], { encoding: 'utf8', timeout: 20_000 });
+    expect(check.status).toBe(0);
+    expect(check.stderr).toMatch(/^warning: limits\.maxConnections 20000 clamped to 90: the open-file limit is 256/m);
+    expect(check.stderr).toMatch(/^warning: listeners\.mqtt\.maxConnections 10000 lowered to 84: /m);
+    // The LB under its own open-file limit (the test process keeps its own).
+    const proc = spawn('sh', ['-c', 'ulimit -n 256 && exec "$0" "$@"', process.execPath, CLI, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const logs: Array<Record<string, unknown>> = [];
+    let out = '';
+    proc.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      for (let nl = out.indexOf('\n'); nl >= 0; nl = out.indexOf('\n')) {
+        try {
+          logs.push(JSON.parse(out.slice(0, nl)) as Record<string, unknown>);
+        } catch {
+          // not JSON
+        }
+        out = out.slice(nl + 1);
+      }
+    });
+    const held: net.Socket[] = [];
+    try {
+      await waitReady(`http://127.0.0.1:${admin}/readyz`);
+      const clamped = logs.filter((l) => l.msg === 'connection cap clamped').map((l) => String(l.detail));
+      expect(clamped.some((d) => /^limits\.maxConnections 20000 clamped to 90: the open-file limit is 256/.test(d))).toBe(true);
+      const listenerCap = clamped.map((d) => /^listeners\.mqtt\.maxConnections 10000 (?:clamped|lowered) to (\d+)/.exec(d)).find((m) => m !== null);
+      expect(listenerCap).toBeDefined();
+      const cap = Number(listenerCap![1]);
+      expect(cap).toBe(84);
+
+      // One at a time, so that each CONNECT sees only settled sessions.
+      let ok = 0;
+      const refusals: Array<number | null> = [];
+      for (let i = 0; i < cap + 10; i++) {
+        const r = await connectAt(port, `fd-${i}`, 4);
+        if (r.code === 0) {
+          ok++;
+          held.push(r.socket);
+        } else {
+          refusals.push(r.code);
+          r.socket.destroy();
+        }
+      }
+      expect(ok).toBe(cap);
+      expect(refusals).toEqual(Array.from({ length: 10 }, () => 3));
+      // Full, yet the admin port answers and health probes still reach the broker (readyz needs a server up).
+      const ready = await fetch(`http://127.0.0.1:${admin}/readyz`);
+      expect(ready.status).toBe(200);
+      await sleep(1200); // refused clients' lingering closes are over
+
+      // Past Node's server.maxConnections (the last guard) connections are dropped at accept, and counted.
+      const hard = cap + Math.max(16, Math.ceil(cap * 0.05));
+      const idle = await Promise.all(Array.from({ length: hard - cap + 14 }, () => connectRaw(port)));
+      held.push(...idle);
+      await sleep(300);
+      const text = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
+      expect(/mqtt_lb_connect_rejected_total\{listener="mqtt",reason="accept_dropped"\} (\d+)/.exec(text)?.[1]).toBe('14');
+      expect(/mqtt_lb_connect_rejected_total\{listener="mqtt",reason="listener_full"\} (\d+)/.exec(text)?.[1]).toBe('10');
+      expect((await fetch(`http://127.0.0.1:${admin}/readyz`)).status).toBe(200);
+      expect(logs.some((l) => l.msg === 'listener accept error')).toBe(false);
+
+      // Everything freed when the clients leave.
+      for (const s of held) s.destroy();
+      held.length = 0;
+      await sleep(300);
+      const again = await connectAt(port, 'fd-again', 5);
+      expect(again.code).toBe(0);
+      again.socket.destroy();
+    } finally {
+      for (const s of held) s.destroy();
+      proc.kill('SIGTERM');
+      const t = setTimeout(() => proc.kill('SIGKILL'), 10_000);
+      await new Promise((r) => (proc.exitCode !== null || proc.signalCode !== null ? r(null) : proc.once('exit', r)));
+      clearTimeout(t);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

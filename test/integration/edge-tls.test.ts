@@ -1,0 +1,343 @@
+/**
+ * TLS at the edge (issue 6): termination with a chain made in the test (openssl), TLS 1.2+ with modern
+ * ciphers, mutual TLS accepted and refused, tls.certAsUsername seen by the broker, SNI + CN as PROXY v2
+ * TLVs, the handshake inside clientConnectTimeout, and certificates reloaded on SIGHUP without dropping
+ * sessions. Runs the built CLI (`npx tsc -p .` first).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import tls from 'node:tls';
+import { rmSync, writeFileSync } from 'node:fs';
+import mqttPacket from 'mqtt-packet';
+import mqtt from 'mqtt';
+import { createTestPki, type TestPki, type CertFiles } from '../helpers/tls-certs.js';
+import { startMosquitto, freePort, type Broker } from '../helpers/mosquitto.js';
+import { startProxyAwareBroker, type ProxyAwareBroker } from '../helpers/proxy-server.js';
+import { startLb, stopAllLbs, sleep } from '../helpers/lb.js';
+import { connectPacket, parsePackets, exchange } from '../helpers/raw-client.js';
+
+interface TlsOutcome {
+  /** The TLS handshake completed on the client side (TLS 1.3 completes before the server checks the client certificate). */
+  secure: boolean;
+  data: Buffer;
+  closed: boolean;
+  error: string | null;
+  serverCn: string | null;
+  protocol: string | null;
+  elapsedMs: number;
+}
+
+/** TLS-connect to the LB, send `bytes` once secure, collect the reply until close, waitMs, or `enough` bytes. */
+function tlsExchange(port: number, opts: tls.ConnectionOptions, bytes: Buffer | null, waitMs = 2000, enough = Infinity): Promise<TlsOutcome> {
+  const start = Date.now();
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    const out: TlsOutcome = { secure: false, data: Buffer.alloc(0), closed: false, error: null, serverCn: null, protocol: null, elapsedMs: 0 };
+    const s = tls.connect({ host: '127.0.0.1', port, servername: 'localhost', ...opts });
+    let finished = false;
+    const done = (closed: boolean): void => {
+      if (finished) return;
+      finished = true;
+      clearTimeout(t);
+      out.closed = closed;
+      out.data = Buffer.concat(chunks);
+      out.elapsedMs = Date.now() - start;
+      s.destroy();
+      resolve(out);
+    };
+    const t = setTimeout(() => done(false), waitMs);
+    s.on('secureConnect', () => {
+      out.secure = true;
+      out.protocol = s.getProtocol();
+      const cn = s.getPeerCertificate()?.subject?.CN;
+      out.serverCn = typeof cn === 'string' ? cn : null;
+      if (bytes !== null) s.write(bytes);
+    });
+    let received = 0;
+    s.on('data', (d: Buffer) => {
+      chunks.push(d);
+      received += d.length;
+      if (received >= enough) done(false);
+    });
+    s.on('error', (e: NodeJS.ErrnoException) => {
+      out.error ??= e.code ?? e.message;
+    });
+    s.on('close', () => done(true));
+  });
+}
+
+function lbYaml(o: { port: number; admin: number; servers: string; tls: string; pool?: string; listener?: string; timeout?: string }): string {
+  return `listeners:
+  - name: edge
+    bind: 127.0.0.1:${o.port}
+    pool: brokers
+${o.listener ?? ''}    tls:
+${o.tls}
+pools:
+  brokers:
+    balance: client-id-hash
+${o.pool ?? ''}    servers:
+${o.servers}
+    health:
+      type: tcp
+      interval: 500ms
+      timeout: 400ms
+      rise: 1
+      fall: 1
+limits:
+  clientConnectTimeout: ${o.timeout ?? '2s'}
+admin:
+  bind: 127.0.0.1:${o.admin}
+log:
+  level: debug
+`;
+}
+
+async function metric(admin: number, pattern: RegExp): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
+  const m = pattern.exec(text);
+  return m === null ? NaN : Number(m[1]);
+}
+
+let pki: TestPki;
+beforeAll(() => {
+  pki = createTestPki();
+});
+afterAll(async () => {
+  await stopAllLbs();
+  pki?.cleanup();
+});
+
+describe('TLS termination in front of mosquitto', () => {
+  let broker: Broker;
+  let port: number;
+  let admin: number;
+  beforeAll(async () => {
+    broker = await startMosquitto();
+    [port, admin] = [await freePort(), await freePort()];
+    const yaml = lbYaml({
+      port,
+      admin,
+      servers: `      - name: m1\n        address: 127.0.0.1:${broker.port}`,
+      tls: `      cert: ${pki.serverCert}\n      key: ${pki.serverKey}`,
+      timeout: '1s',
+    });
+    await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
+  });
+  afterAll(async () => {
+    await stopAllLbs();
+    await broker?.stop();
+  });
+
+  it('serves MQTT.js over TLS (server certificate for 127.0.0.1 verified by the client) with QoS 1 round trips', async () => {
+    const c = await mqtt.connectAsync(`mqtts://127.0.0.1:${port}`, { ca: pki.read(pki.caCert), servername: 'localhost', clientId: 'tls-client', reconnectPeriod: 0, connectTimeout: 5000 });
+    try {
+      const got = new Promise<string>((resolve) => c.on('message', (_t, p) => resolve(p.toString())));
+      await c.subscribeAsync('edge/tls', { qos: 1 });
+      await c.publishAsync('edge/tls', 'over tls', { qos: 1 });
+      expect(await got).toBe('over tls');
+    } finally {
+      await c.endAsync();
+    }
+  });
+
+  it('speaks TLS 1.2 and 1.3 only, with AEAD ciphers; TLS 1.1 and CBC suites are refused', async () => {
+    const ca = pki.read(pki.caCert);
+    const v13 = await tlsExchange(port, { ca }, connectPacket({ clientId: 'v13' }), 2000, 4);
+    expect(v13.protocol).toBe('TLSv1.3');
+    expect(parsePackets(v13.data)[0]).toMatchObject({ cmd: 'connack', returnCode: 0 });
+    const v12 = await tlsExchange(port, { ca, maxVersion: 'TLSv1.2' }, connectPacket({ clientId: 'v12' }), 2000, 4);
+    expect(v12.protocol).toBe('TLSv1.2');
+    expect(parsePackets(v12.data)[0]).toMatchObject({ cmd: 'connack', returnCode: 0 });
+    const v11 = await tlsExchange(port, { ca, minVersion: 'TLSv1', maxVersion: 'TLSv1.1', ciphers: 'DEFAULT@SECLEVEL=0' }, connectPacket({ clientId: 'v11' }));
+    expect(v11.secure).toBe(false);
+    expect(v11.data.length).toBe(0);
+    const cbc = await tlsExchange(port, { ca, maxVersion: 'TLSv1.2', ciphers: 'ECDHE-RSA-AES128-SHA256:ECDHE-ECDSA-AES128-SHA256:ECDHE-ECDSA-AES128-SHA' }, connectPacket({ clientId: 'cbc' }));
+    expect(cbc.secure).toBe(false);
+    expect(cbc.data.length).toBe(0);
+  });
+
+  it('closes a plaintext CONNECT on the TLS port without an answer, counted tls_handshake', async () => {
+    const before = await metric(admin, /mqtt_lb_connect_rejected_total\{listener="edge",reason="tls_handshake"\} (\d+)/);
+    const r = await exchange(port, [connectPacket({ clientId: 'plain' })], { waitMs: 2000 });
+    expect(r.closed).toBe(true);
+    expect(r.data.length).toBe(0);
+    await sleep(100);
+    expect(await metric(admin, /mqtt_lb_connect_rejected_total\{listener="edge",reason="tls_handshake"\} (\d+)/)).toBe((Number.isNaN(before) ? 0 : before) + 1);
+  });
+
+  it('counts the handshake inside clientConnectTimeout: silent or stalled handshakes are closed at the deadline', async () => {
+    // TCP connected, nothing sent.
+    const silent = await exchange(port, [], { waitMs: 4000 });
+    expect(silent.closed).toBe(true);
+    expect(silent.elapsedMs).toBeGreaterThanOrEqual(900);
+    expect(silent.elapsedMs).toBeLessThan(2500);
+    // The first 5 bytes of a ClientHello record, then nothing.
+    const stalled = await exchange(port, [Buffer.from('1603010200', 'hex')], { waitMs: 4000 });
+    expect(stalled.closed).toBe(true);
+    expect(stalled.elapsedMs).toBeLessThan(2500);
+    // A TLS client that completes the handshake but sends its CONNECT late: the deadline still counts from accept.
+    const slowConnect = await new Promise<{ closed: boolean; ms: number }>((resolve) => {
+      const start = Date.now();
+      const s = tls.connect({ host: '127.0.0.1', port, servername: 'localhost', ca: pki.read(pki.caCert) });
+      const t = setTimeout(() => {
+        s.destroy();
+        resolve({ closed: false, ms: Date.now() - start });
+      }, 4000);
+      s.on('error', () => {});
+      s.on('close', () => {
+        clearTimeout(t);
+        resolve({ closed: true, ms: Date.now() - start });
+      });
+    });
+    expect(slowConnect.closed).toBe(true);
+    expect(slowConnect.ms).toBeLessThan(2500);
+    await sleep(100);
+    expect(await metric(admin, /mqtt_lb_connect_rejected_total\{listener="edge",reason="timeout"\} (\d+)/)).toBeGreaterThanOrEqual(3);
+  });
+});
+
+describe('mutual TLS with certAsUsername and PROXY v2 TLVs', () => {
+  let broker: ProxyAwareBroker;
+  let port: number;
+  let admin: number;
+  let device: CertFiles;
+  let rogue: CertFiles;
+  beforeAll(async () => {
+    device = pki.issueClient('device-42');
+    rogue = pki.issueRogueClient('device-42');
+    broker = await startProxyAwareBroker();
+    [port, admin] = [await freePort(), await freePort()];
+    const yaml = lbYaml({
+      port,
+      admin,
+      servers: `      - name: fake\n        address: 127.0.0.1:${broker.port}`,
+      tls: `      cert: ${pki.serverCert}\n      key: ${pki.serverKey}\n      ca: ${pki.caCert}\n      requestCert: true\n      certAsUsername: true`,
+      pool: '    sendProxyProtocol: v2\n',
+    });
+    await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
+  });
+  afterAll(async () => {
+    await stopAllLbs();
+    await broker?.close();
+  });
+
+  it('a verified client certificate: the broker sees its CN as username (password kept) and SNI + CN in the v2 header', async () => {
+    const ca = pki.read(pki.caCert);
+    const auth = { ca, cert: pki.read(device.cert), key: pki.read(device.key) };
+    const before = broker.connections.length;
+    const r1 = await tlsExchange(port, auth, connectPacket({ clientId: 'dev-a', username: 'i-am-admin', password: 'secret' }), 2000, 4);
+    expect(parsePackets(r1.data)[0]).toMatchObject({ cmd: 'connack', returnCode: 0 });
+    // MQTT 5, without any username in the CONNECT: the flag is set and the CN added.
+    const r2 = await tlsExchange(port, auth, connectPacket({ clientId: 'dev-b', protocolVersion: 5 }), 2000, 5);
+    expect(parsePackets(r2.data, 5)[0]).toMatchObject({ cmd: 'connack', reasonCode: 0 });
+    await broker.waitForConnections(before + 2);
+    const [a, b] = broker.connections.slice(before);
+    const pa = parsePackets(a!.connect)[0] as mqttPacket.IConnectPacket;
+    expect(pa.clientId).toBe('dev-a');
+    expect(pa.username).toBe('device-42');
+    expect(pa.password?.toString()).toBe('secret');
+    // The re-encoded packet is a valid CONNECT of the right length (mqtt-packet consumed it whole).
+    expect(a!.connect.length).toBe(connectPacket({ clientId: 'dev-a', username: 'device-42', password: 'secret' }).length);
+    const pb = parsePackets(b!.connect, 5)[0] as mqttPacket.IConnectPacket;
+    expect(pb.clientId).toBe('dev-b');
+    expect(pb.username).toBe('device-42');
+    expect(pb.protocolVersion).toBe(5);
+    for (const c of [a!, b!]) {
+      expect(c.header).toMatchObject({ kind: 'ok', local: false });
+      if (c.header.kind !== 'ok') throw new Error('no header');
+      expect(c.header.addresses).toMatchObject({ family: 'tcp4', srcAddress: '127.0.0.1', dstAddress: '127.0.0.1', dstPort: port });
+      expect(c.header.tlvs).toMatchObject({ authority: 'localhost', sslCn: 'device-42', verified: true, sslVersion: 'TLSv1.3' });
+    }
+  });
+
+  it('refuses a client without a certificate and one whose certificate another CA signed; nothing reaches the broker', async () => {
+    const ca = pki.read(pki.caCert);
+    const before = broker.connections.length;
+    const rejectedBefore = await metric(admin, /mqtt_lb_connect_rejected_total\{listener="edge",reason="tls_handshake"\} (\d+)/);
+    const none = await tlsExchange(port, { ca }, connectPacket({ clientId: 'anon', username: 'device-42' }));
+    expect(none.data.length).toBe(0);
+    expect(none.closed).toBe(true);
+    const bad = await tlsExchange(port, { ca, cert: pki.read(rogue.cert), key: pki.read(rogue.key) }, connectPacket({ clientId: 'rogue' }));
+    expect(bad.data.length).toBe(0);
+    expect(bad.closed).toBe(true);
+    await sleep(300);
+    expect(broker.connections.length).toBe(before);
+    const rejectedAfter = await metric(admin, /mqtt_lb_connect_rejected_total\{listener="edge",reason="tls_handshake"\} (\d+)/);
+    expect(rejectedAfter - (Number.isNaN(rejectedBefore) ? 0 : rejectedBefore)).toBe(2);
+  });
+
+  it('a CONNECT whose username grows past maxConnectBytes is closed, not forwarded (the length is checked again)', async () => {
+    // maxConnectBytes default 262144: a CONNECT just under it, whose rewrite (longer username) goes over.
+    const ca = pki.read(pki.caCert);
+    const auth = { ca, cert: pki.read(device.cert), key: pki.read(device.key) };
+    const before = broker.connections.length;
+    const password = 'x'.repeat(65_000);
+    const props = { userProperties: { pad: ['p'.repeat(60_000), 'q'.repeat(60_000), 'r'.repeat(60_000)] } };
+    let pkt = connectPacket({ clientId: 'big', username: 'u', password, protocolVersion: 5, properties: props });
+    const room = 262_144 - pkt.length - 2;
+    expect(room).toBeGreaterThan(0);
+    pkt = connectPacket({ clientId: 'big' + 'i'.repeat(room), username: 'u', password, protocolVersion: 5, properties: props });
+    expect(pkt.length).toBeLessThanOrEqual(262_144);
+    const r = await tlsExchange(port, auth, pkt, 3000);
+    expect(r.data.length).toBe(0);
+    expect(r.closed).toBe(true);
+    await sleep(200);
+    expect(broker.connections.length).toBe(before);
+  });
+});
+
+describe('certificates reloaded on SIGHUP', () => {
+  it('new connections get the new certificate, established TLS sessions carry on; a broken key keeps the old one', async () => {
+    const broker = await startMosquitto();
+    // The LB's own copies, so re-issuing them does not disturb the other tests.
+    const certPath = `${pki.dir}/reload.crt`;
+    const keyPath = `${pki.dir}/reload.key`;
+    pki.issueServer('server-one', certPath, keyPath);
+    try {
+      const [port, admin] = [await freePort(), await freePort()];
+      const lb = await startLb(
+        lbYaml({ port, admin, servers: `      - name: m1\n        address: 127.0.0.1:${broker.port}`, tls: `      cert: ${certPath}\n      key: ${keyPath}` }),
+        { waitReady: `http://127.0.0.1:${admin}/readyz` },
+      );
+      const ca = pki.read(pki.caCert);
+      const first = await tlsExchange(port, { ca }, null, 300);
+      expect(first.serverCn).toBe('server-one');
+
+      const opts = { ca, servername: 'localhost', reconnectPeriod: 0, connectTimeout: 5000 };
+      const old = await mqtt.connectAsync(`mqtts://127.0.0.1:${port}`, { ...opts, clientId: 'old-session' });
+      let oldClosed = false;
+      old.on('close', () => (oldClosed = true));
+      const received: string[] = [];
+      old.on('message', (_t, p) => received.push(p.toString()));
+      await old.subscribeAsync('edge/reload', { qos: 1 });
+
+      pki.issueServer('server-two', certPath, keyPath);
+      lb.reload();
+      await lb.waitForLog((l) => l.msg === 'config reloaded');
+      const second = await tlsExchange(port, { ca }, null, 300);
+      expect(second.serverCn).toBe('server-two');
+
+      // A broken key on the next reload: the running certificate stays in service.
+      writeFileSync(keyPath, 'not a key\n');
+      lb.reload();
+      await lb.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('config reload') && l.msg !== 'config reloaded');
+      const third = await tlsExchange(port, { ca }, null, 300);
+      expect(third.serverCn).toBe('server-two');
+
+      const fresh = await mqtt.connectAsync(`mqtts://127.0.0.1:${port}`, { ...opts, clientId: 'new-session' });
+      await fresh.publishAsync('edge/reload', 'after reload', { qos: 1 });
+      await old.publishAsync('edge/reload', 'old still talks', { qos: 1 });
+      const until = Date.now() + 5000;
+      while (received.length < 2 && Date.now() < until) await sleep(20);
+      expect(received.sort()).toEqual(['after reload', 'old still talks']);
+      expect(oldClosed).toBe(false);
+      await fresh.endAsync();
+      await old.endAsync();
+      expect(await lb.stop()).toBe(0);
+    } finally {
+      rmSync(certPath, { force: true });
+      rmSync(keyPath, { force: true });
+      await broker.stop();
+    }
+  });
+});

@@ -1,0 +1,308 @@
+/**
+ * Admission control (src/proxy/admission.ts): the token bucket with an injected clock, per-source caps and
+ * rates, the accept-rate queue (FIFO, bounded, expiring), and release of everything a session held.
+ */
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { Admission, TokenBucket, acceptBurst, sourceBurst } from '../../src/proxy/admission.js';
+import type { AdmissionTicket, RejectReason } from '../../src/proxy/context.js';
+import type { LimitsConfig } from '../../src/config/types.js';
+
+function limits(over: Partial<Omit<LimitsConfig, 'perSource'>> & { perSource?: Partial<LimitsConfig['perSource']> } = {}): LimitsConfig {
+  return {
+    clientConnectTimeout: 10_000,
+    maxConnectBytes: 262_144,
+    maxConnections: 20_000,
+    acceptRate: 0,
+    acceptQueue: 1000,
+    drainTimeout: 30_000,
+    ...over,
+    perSource: { maxConnections: 0, connectRate: 0, ...over.perSource },
+  };
+}
+
+class Ticket implements AdmissionTicket {
+  readonly events: Array<'proceed' | RejectReason> = [];
+  closed = false;
+  constructor(readonly remoteAddress = '192.0.2.1') {}
+  proceed(): void {
+    this.events.push('proceed');
+  }
+  refuse(reason: RejectReason): void {
+    this.events.push(reason);
+    this.closed = true;
+  }
+}
+
+describe('TokenBucket', () => {
+  it('starts full, gives `burst` tokens at once, then one per 1/rate s', () => {
+    let now = 1000;
+    const b = new TokenBucket(4, 2, () => now);
+    expect(b.take()).toBe(true);
+    expect(b.take()).toBe(true);
+    expect(b.take()).toBe(false);
+    expect(b.waitMs()).toBe(250);
+    now += 249;
+    expect(b.take()).toBe(false);
+    expect(b.waitMs()).toBe(1);
+    now += 1;
+    expect(b.take()).toBe(true);
+    expect(b.take()).toBe(false);
+  });
+
+  it('never stores more than burst, however long it was idle', () => {
+    let now = 0;
+    const b = new TokenBucket(100, 3, () => now);
+    for (let i = 0; i < 3; i++) b.take();
+    now += 3_600_000;
+    expect(b.full()).toBe(true);
+    let taken = 0;
+    while (b.take()) taken++;
+    expect(taken).toBe(3);
+  });
+
+  it('handles rates below one per second', () => {
+    let now = 0;
+    const b = new TokenBucket(0.5, 1, () => now);
+    expect(b.take()).toBe(true);
+    expect(b.waitMs()).toBe(2000);
+    now += 1999;
+    expect(b.take()).toBe(false);
+    now += 1;
+    expect(b.take()).toBe(true);
+  });
+
+  it('does not run backwards when the clock does', () => {
+    let now = 10_000;
+    const b = new TokenBucket(1, 1, () => now);
+    expect(b.take()).toBe(true);
+    now = 5_000;
+    expect(b.take()).toBe(false);
+    now = 11_000;
+    expect(b.take()).toBe(true);
+  });
+
+  it('retune keeps spent tokens spent (a reload is no way around the limit)', () => {
+    let now = 0;
+    const b = new TokenBucket(10, 10, () => now);
+    for (let i = 0; i < 10; i++) expect(b.take()).toBe(true);
+    b.retune(100, 20);
+    expect(b.take()).toBe(false);
+    now += 10;
+    expect(b.take()).toBe(true);
+    b.retune(1, 1);
+    now += 60_000;
+    expect(b.take()).toBe(true);
+    expect(b.take()).toBe(false);
+  });
+
+  it('bursts: global accept a tenth of a second, per source a whole second', () => {
+    expect(acceptBurst(400)).toBe(40);
+    expect(acceptBurst(5)).toBe(1);
+    expect(acceptBurst(0.2)).toBe(1);
+    expect(sourceBurst(10)).toBe(10);
+    expect(sourceBurst(0.5)).toBe(1);
+  });
+});
+
+describe('Admission', () => {
+  let admission: Admission | null = null;
+  beforeEach(() => {
+    vi.useFakeTimers({ now: 1_000_000 });
+  });
+  afterEach(() => {
+    admission?.close();
+    admission = null;
+    vi.useRealTimers();
+  });
+  const make = (l: LimitsConfig): Admission => (admission = new Admission(l, () => Date.now()));
+
+  it('without limits admits everyone and keeps no books', () => {
+    const a = make(limits());
+    for (let i = 0; i < 100; i++) expect(a.admit(new Ticket(`10.0.0.${i}`))).toBe('ok');
+    expect(a.trackedSources).toBe(0);
+    expect(a.queued).toBe(0);
+  });
+
+  it('per-source cap: source_full at the cap, other sources unaffected, freed by release', () => {
+    const a = make(limits({ perSource: { maxConnections: 2 } }));
+    const t1 = new Ticket('10.0.0.1');
+    const t2 = new Ticket('10.0.0.1');
+    expect(a.admit(t1)).toBe('ok');
+    expect(a.admit(t2)).toBe('ok');
+    expect(a.admit(new Ticket('10.0.0.1'))).toBe('source_full');
+    expect(a.admit(new Ticket('10.0.0.2'))).toBe('ok');
+    a.release(t1);
+    a.release(t1); // twice: harmless
+    a.release(new Ticket('10.0.0.1')); // never admitted: harmless
+    expect(a.admit(new Ticket('10.0.0.1'))).toBe('ok');
+    expect(a.admit(new Ticket('10.0.0.1'))).toBe('source_full');
+  });
+
+  it('forgets a source once its sessions are gone (no growth with many addresses)', () => {
+    const a = make(limits({ perSource: { maxConnections: 1 } }));
+    const tickets = Array.from({ length: 500 }, (_, i) => new Ticket(`10.1.${i >> 8}.${i & 255}`));
+    for (const t of tickets) expect(a.admit(t)).toBe('ok');
+    expect(a.trackedSources).toBe(500);
+    for (const t of tickets) a.release(t);
+    expect(a.trackedSources).toBe(0);
+  });
+
+  it('per-source CONNECT rate: a second of burst, then rate_limited, refilled with time; idle sources swept', () => {
+    const a = make(limits({ perSource: { connectRate: 2 } }));
+    const held: Ticket[] = [];
+    for (let i = 0; i < 2; i++) {
+      const t = new Ticket('10.0.0.9');
+      held.push(t);
+      expect(a.admit(t)).toBe('ok');
+    }
+    expect(a.admit(new Ticket('10.0.0.9'))).toBe('rate_limited');
+    const other = new Ticket('10.0.0.8');
+    held.push(other);
+    expect(a.admit(other)).toBe('ok'); // its own bucket
+    vi.advanceTimersByTime(500);
+    const refilled = new Ticket('10.0.0.9');
+    held.push(refilled);
+    expect(a.admit(refilled)).toBe('ok');
+    expect(a.admit(new Ticket('10.0.0.9'))).toBe('rate_limited');
+    for (const t of held) a.release(t);
+    expect(a.trackedSources).toBeGreaterThan(0); // buckets not yet full again
+    vi.advanceTimersByTime(20_000); // two sweeps
+    expect(a.trackedSources).toBe(0);
+  });
+
+  it('accept rate: burst at once, the rest queued FIFO and let through at the rate, queue bounded', () => {
+    const a = make(limits({ acceptRate: 10, acceptQueue: 3 }));
+    const first = new Ticket();
+    expect(a.admit(first)).toBe('ok'); // burst of 1 (a tenth of 10/s)
+    const waiting = [new Ticket(), new Ticket(), new Ticket()];
+    for (const t of waiting) expect(a.admit(t)).toBe('queued');
+    expect(a.queued).toBe(3);
+    expect(a.admit(new Ticket())).toBe('accept_queue_full');
+    vi.advanceTimersByTime(99);
+    expect(waiting.map((t) => t.events.length)).toEqual([0, 0, 0]);
+    vi.advanceTimersByTime(1);
+    expect(waiting.map((t) => t.events)).toEqual([['proceed'], [], []]);
+    vi.advanceTimersByTime(200);
+    expect(waiting.map((t) => t.events)).toEqual([['proceed'], ['proceed'], ['proceed']]);
+    expect(a.queued).toBe(0);
+  });
+
+  it('newcomers queue behind waiting clients even when a token is free', () => {
+    const a = make(limits({ acceptRate: 10, acceptQueue: 10 }));
+    expect(a.admit(new Ticket())).toBe('ok');
+    const early = new Ticket();
+    expect(a.admit(early)).toBe('queued');
+    // Time passes without the timer running yet (a busy event loop): a token exists, but early is first.
+    vi.setSystemTime(Date.now() + 100);
+    const late = new Ticket();
+    expect(a.admit(late)).toBe('queued');
+    vi.advanceTimersByTime(100); // the timer fires: one token (burst 1), for the first in line
+    expect(early.events).toEqual(['proceed']);
+    expect(late.events).toEqual([]);
+    vi.advanceTimersByTime(100);
+    expect(late.events).toEqual(['proceed']);
+  });
+
+  it('a queued client waits at most clientConnectTimeout, then is refused rate_limited (not at the next token)', () => {
+    const a = make(limits({ acceptRate: 1, acceptQueue: 10, clientConnectTimeout: 250 }));
+    expect(a.admit(new Ticket())).toBe('ok');
+    const t = new Ticket();
+    expect(a.admit(t)).toBe('queued');
+    vi.advanceTimersByTime(249);
+    expect(t.events).toEqual([]);
+    vi.advanceTimersByTime(1);
+    expect(t.events).toEqual(['rate_limited']);
+    expect(a.queued).toBe(0);
+  });
+
+  it('a client that leaves while queued gives its place back and is never called', () => {
+    const a = make(limits({ acceptRate: 10, acceptQueue: 2 }));
+    expect(a.admit(new Ticket())).toBe('ok');
+    const gone = new Ticket();
+    const next = new Ticket();
+    expect(a.admit(gone)).toBe('queued');
+    expect(a.admit(next)).toBe('queued');
+    expect(a.admit(new Ticket())).toBe('accept_queue_full');
+    a.release(gone);
+    expect(a.queued).toBe(1);
+    const third = new Ticket();
+    expect(a.admit(third)).toBe('queued');
+    vi.advanceTimersByTime(100);
+    expect(gone.events).toEqual([]);
+    expect(next.events).toEqual(['proceed']);
+    vi.advanceTimersByTime(100);
+    expect(third.events).toEqual(['proceed']);
+  });
+
+  it('a queued client holds its per-source slot until released', () => {
+    const a = make(limits({ acceptRate: 10, acceptQueue: 10, perSource: { maxConnections: 2 } }));
+    const t1 = new Ticket('10.0.0.5');
+    const t2 = new Ticket('10.0.0.5');
+    expect(a.admit(t1)).toBe('ok');
+    expect(a.admit(t2)).toBe('queued');
+    expect(a.admit(new Ticket('10.0.0.5'))).toBe('source_full');
+    a.release(t2);
+    expect(a.admit(new Ticket('10.0.0.5'))).toBe('queued');
+  });
+
+  it('refused at a full queue: the source book does not linger', () => {
+    const a = make(limits({ acceptRate: 10, acceptQueue: 0, perSource: { maxConnections: 5 } }));
+    const t = new Ticket('10.0.0.1');
+    expect(a.admit(t)).toBe('ok');
+    expect(a.admit(new Ticket('10.0.0.2'))).toBe('accept_queue_full');
+    expect(a.trackedSources).toBe(1);
+    a.release(t);
+    expect(a.trackedSources).toBe(0);
+  });
+
+  it('reload: dropping the accept rate lets every waiting client through at once; a new rate applies to the queue', () => {
+    const l = limits({ acceptRate: 1, acceptQueue: 10 });
+    const a = make(l);
+    expect(a.admit(new Ticket())).toBe('ok');
+    const waiting = [new Ticket(), new Ticket(), new Ticket()];
+    for (const t of waiting) expect(a.admit(t)).toBe('queued');
+    a.reconfigure({ ...l, acceptRate: 20 }); // 50 ms per token, burst 2 (but no tokens stored)
+    vi.advanceTimersByTime(50);
+    expect(waiting.filter((t) => t.events.length > 0)).toHaveLength(1);
+    a.reconfigure({ ...l, acceptRate: 0 });
+    expect(waiting.map((t) => t.events)).toEqual([['proceed'], ['proceed'], ['proceed']]);
+    expect(a.queued).toBe(0);
+  });
+
+  it('close refuses waiting clients and stops its timers; idempotent', () => {
+    const a = make(limits({ acceptRate: 1, acceptQueue: 10 }));
+    expect(a.admit(new Ticket())).toBe('ok');
+    const t = new Ticket();
+    expect(a.admit(t)).toBe('queued');
+    a.close();
+    a.close();
+    expect(t.events).toEqual(['rate_limited']);
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it('paces a storm: over any window of 1 s no more than rate + burst proceed', () => {
+    const rate = 400;
+    const a = make(limits({ acceptRate: rate, acceptQueue: 5000, clientConnectTimeout: 60_000 }));
+    const start = Date.now();
+    const times: number[] = [];
+    const tickets = Array.from({ length: 3000 }, () => {
+      const t = new Ticket();
+      t.proceed = () => times.push(Date.now() - start);
+      return t;
+    });
+    for (const t of tickets) {
+      const v = a.admit(t);
+      if (v === 'ok') t.proceed();
+      else expect(v).toBe('queued');
+    }
+    vi.advanceTimersByTime(10_000);
+    expect(times).toHaveLength(3000);
+    let peak = 0;
+    for (let i = 0, j = 0; i < times.length; i++) {
+      while (times[i]! - times[j]! >= 1000) j++;
+      peak = Math.max(peak, i - j + 1);
+    }
+    expect(peak).toBeLessThanOrEqual(rate + acceptBurst(rate));
+    expect(times[times.length - 1]!).toBeGreaterThanOrEqual(((3000 - acceptBurst(rate)) / rate) * 1000 - 5);
+  });
+});

@@ -1,0 +1,123 @@
+/**
+ * The descriptor budget (src/proxy/fd-budget.ts): caps clamped so that every listener at its Node-level
+ * accept cap, plus a server socket per session, plus the reserve for probes/admin, fit the open-file limit.
+ */
+import { describe, expect, it } from 'vitest';
+import { budgetForConfig, clampToBudget, hardCapFor, openFileLimit, parseOpenFileLimit, reserveFor, type BudgetInput } from '../../src/proxy/fd-budget.js';
+import type { LbConfig } from '../../src/config/types.js';
+
+const PROC_LIMITS = `Limit                     Soft Limit           Hard Limit           Units
+Max cpu time              unlimited            unlimited            seconds
+Max open files            20000                20000                files
+Max locked memory         8388608              8388608              bytes
+`;
+
+/** Worst case descriptors: every listener at its hard cap, a server socket per session, the reserve. */
+function worstCase(input: BudgetInput, out: ReturnType<typeof clampToBudget>): number {
+  let clients = 0;
+  for (const v of out.listenerMax.values()) clients += hardCapFor(v);
+  return clients + out.globalMax + reserveFor(input.servers);
+}
+
+describe('open-file limit', () => {
+  it('parses /proc/self/limits', () => {
+    expect(parseOpenFileLimit(PROC_LIMITS)).toBe(20000);
+    expect(parseOpenFileLimit(PROC_LIMITS.replace('20000                20000', 'unlimited            unlimited'))).toBe(Number.MAX_SAFE_INTEGER);
+    expect(parseOpenFileLimit('Max cpu time unlimited unlimited seconds\n')).toBeNull();
+  });
+
+  it('reads this process limit', () => {
+    const n = openFileLimit();
+    if (n !== null) {
+      expect(Number.isInteger(n)).toBe(true);
+      expect(n).toBeGreaterThan(0);
+    }
+  });
+});
+
+describe('clampToBudget', () => {
+  it('leaves caps alone without a known limit', () => {
+    const b = clampToBudget({ fileLimit: null, globalMax: 1e6, listeners: [{ name: 'a', maxConnections: 1e6 }], servers: 3 });
+    expect(b.globalMax).toBe(1e6);
+    expect(b.listenerMax.get('a')).toBe(1e6);
+    expect(b.warnings).toEqual([]);
+  });
+
+  it('leaves caps that fit alone, without warnings', () => {
+    const input = { fileLimit: 20_000, globalMax: 5000, listeners: [{ name: 'mqtt', maxConnections: 5000 }], servers: 3 };
+    const b = clampToBudget(input);
+    expect(b.globalMax).toBe(5000);
+    expect(b.listenerMax.get('mqtt')).toBe(5000);
+    expect(b.warnings).toEqual([]);
+    expect(worstCase(input, b)).toBeLessThanOrEqual(20_000);
+  });
+
+  it('clamps the defaults (global 20000, listener 10000) at a 20,000 limit, with warnings naming the keys', () => {
+    const input = { fileLimit: 20_000, globalMax: 20_000, listeners: [{ name: 'mqtt', maxConnections: 10_000 }], servers: 2 };
+    const b = clampToBudget(input);
+    const sessions = Math.floor((20_000 - reserveFor(2)) / 2.1);
+    expect(b.globalMax).toBe(sessions);
+    expect(b.listenerMax.get('mqtt')).toBe(sessions);
+    expect(b.warnings).toHaveLength(2);
+    expect(b.warnings[0]).toMatch(/^limits\.maxConnections 20000 clamped to \d+: the open-file limit is 20000/);
+    expect(b.warnings[1]).toMatch(/^listeners\.mqtt\.maxConnections 10000 clamped to /);
+    expect(worstCase(input, b)).toBeLessThanOrEqual(20_000);
+  });
+
+  it('shares the limit between listeners: together they never exceed it, proportionally lowered', () => {
+    const input = {
+      fileLimit: 20_000,
+      globalMax: 20_000,
+      listeners: [
+        { name: 'mqtt', maxConnections: 10_000 },
+        { name: 'mqtts', maxConnections: 5_000 },
+      ],
+      servers: 4,
+    };
+    const b = clampToBudget(input);
+    expect(worstCase(input, b)).toBeLessThanOrEqual(20_000);
+    const mqtt = b.listenerMax.get('mqtt')!;
+    const mqtts = b.listenerMax.get('mqtts')!;
+    expect(mqtt).toBeLessThan(10_000);
+    expect(mqtts).toBeLessThan(5_000);
+    expect(mqtt).toBeGreaterThan(mqtts);
+    expect(b.warnings.some((w) => /listeners\.mqtts\.maxConnections 5000 lowered to \d+: the client sockets of every listener .* must fit the open-file limit 20000/.test(w))).toBe(true);
+  });
+
+  it('keeps the reserve even at tiny limits (caps may reach 0)', () => {
+    for (const fileLimit of [0, 10, 64, 100, 256, 1024]) {
+      const input = { fileLimit, globalMax: 20_000, listeners: [{ name: 'a', maxConnections: 10_000 }, { name: 'b', maxConnections: 10_000 }], servers: 5 };
+      const b = clampToBudget(input);
+      expect(b.globalMax).toBeGreaterThanOrEqual(0);
+      for (const v of b.listenerMax.values()) expect(v).toBeGreaterThanOrEqual(0);
+      if (fileLimit >= 1024) expect(worstCase(input, b)).toBeLessThanOrEqual(fileLimit);
+    }
+  });
+
+  it('never raises a cap and always fits, for many random configurations', () => {
+    let seed = 12345;
+    const rnd = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed % n;
+    };
+    for (let i = 0; i < 500; i++) {
+      const listeners = Array.from({ length: 1 + rnd(4) }, (_, k) => ({ name: `l${k}`, maxConnections: 1 + rnd(30_000) }));
+      const input = { fileLimit: 2048 + rnd(100_000), globalMax: 1 + rnd(60_000), listeners, servers: rnd(50) };
+      const b = clampToBudget(input);
+      expect(b.globalMax).toBeLessThanOrEqual(input.globalMax);
+      for (const l of listeners) expect(b.listenerMax.get(l.name)!).toBeLessThanOrEqual(l.maxConnections);
+      expect(worstCase(input, b)).toBeLessThanOrEqual(input.fileLimit);
+    }
+  });
+
+  it('budgetForConfig counts the servers of every pool into the reserve', () => {
+    const server = { name: 's', address: '127.0.0.1:1', host: '127.0.0.1', port: 1, weight: 1, backup: false, healthUrl: null };
+    const config = {
+      limits: { maxConnections: 100_000 },
+      listeners: [{ name: 'mqtt', maxConnections: 100_000 }],
+      pools: { a: { servers: [server, server] }, b: { servers: [server] } },
+    } as unknown as Pick<LbConfig, 'limits' | 'listeners' | 'pools'>;
+    const b = budgetForConfig(config, 10_000);
+    expect(b.globalMax).toBe(Math.floor((10_000 - reserveFor(3)) / 2.1));
+  });
+});
