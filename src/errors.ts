@@ -8,13 +8,9 @@ export const ErrorCodes = {
   CONFIG_READ: 'MQLB_CONFIG_READ', // the file cannot be read
   START_BIND: 'MQLB_START_BIND', // a listener or the admin port cannot bind
   START_FILE: 'MQLB_START_FILE', // a file named by the config (key, cert) cannot be read at start
-  SERVER_CONNECT_TIMEOUT: 'MQLB_SERVER_CONNECT_TIMEOUT',
-  SERVER_CONNECT_REFUSED: 'MQLB_SERVER_CONNECT_REFUSED',
-  SERVER_CONNECT_FAILED: 'MQLB_SERVER_CONNECT_FAILED',
+  SERVER_CONNECT_TIMEOUT: 'MQLB_SERVER_CONNECT_TIMEOUT', // a dial took longer than serverConnectTimeout (logged as its code)
   FAILOVER_COMMAND: 'MQLB_FAILOVER_COMMAND', // ip/arping failed
   FAILOVER_KEY: 'MQLB_FAILOVER_KEY', // authKeyFile missing or malformed
-  ADMIN_UNAUTHORIZED: 'MQLB_ADMIN_UNAUTHORIZED',
-  ADMIN_NOT_FOUND: 'MQLB_ADMIN_NOT_FOUND',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -15,6 +15,7 @@ import type { Server, LiveSession, EvictReason } from '../balancer/server.js';
 import { scanConnect, type ConnectInfo } from './connect-scanner.js';
 import { connackFor, type RefusalReason } from './connack.js';
 import { closeWithReply } from './refuse.js';
+import { ErrorCodes } from '../errors.js';
 import { rewriteUsername } from './connect-rewrite.js';
 import type { ListenerStats, ProxyContext, RejectReason, RoutingPool, AdmissionTicket } from './context.js';
 import type { TlsPeer } from './front.js';
@@ -32,7 +33,7 @@ type Phase = 'reading' | 'admitting' | 'dialing' | 'splicing' | 'closed';
 export type CloseReason = 'client_closed' | 'server_closed' | 'client_error' | 'server_error' | EvictReason;
 
 /** Errors on a dial that say something about the server (worth an immediate health probe). */
-const SERVER_CAUSED = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE', 'MQLB_SERVER_CONNECT_TIMEOUT']);
+const SERVER_CAUSED = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE', ErrorCodes.SERVER_CONNECT_TIMEOUT]);
 
 export interface SessionListener {
   readonly stats: ListenerStats;
@@ -303,7 +304,7 @@ export class ClientSession implements LiveSession, AdmissionTicket {
 
   onDialTimeout(): void {
     this.dialTimer = null;
-    this.dialFailed('MQLB_SERVER_CONNECT_TIMEOUT');
+    this.dialFailed(ErrorCodes.SERVER_CONNECT_TIMEOUT);
   }
 
   upstreamConnected(): void {

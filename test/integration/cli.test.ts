@@ -1,0 +1,102 @@
+/** The mqtt-lb command as users run it (design.md §3): check, keygen, exit codes. */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { CLI, startLb, stopAllLbs } from '../helpers/lb.js';
+import { freePort } from '../helpers/mosquitto.js';
+
+const dir = mkdtempSync(path.join(os.tmpdir(), 'mqtt-lb-cli-'));
+
+function run(args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 20_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function file(name: string, text: string): string {
+  const p = path.join(dir, name);
+  writeFileSync(p, text);
+  return p;
+}
+
+afterAll(async () => {
+  await stopAllLbs();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('mqtt-lb CLI', () => {
+  it('check accepts the repository demo config', () => {
+    const r = run(['check', '--config', 'lb.yaml']);
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+  });
+
+  it('check prints every problem as FILE:LINE:COL key.path: message and exits 1', () => {
+    const f = file(
+      'bad.yaml',
+      `listeners:
+  - name: mqtt
+    bind: 0.0.0.0:1883
+    pool: brokerz
+pools:
+  brokers:
+    serverConnectTimeout: 3
+    servers:
+      - name: b1
+        adress: 10.0.0.1:1883
+`,
+    );
+    const r = run(['check', '--config', f]);
+    expect(r.status).toBe(1);
+    const lines = r.stderr.trim().split('\n');
+    expect(lines.length).toBeGreaterThanOrEqual(3);
+    for (const l of lines) expect(l).toMatch(new RegExp(`^${f.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:\\d+:\\d+ [\\w.\\[\\]]+: .+`));
+    expect(r.stderr).toContain(`${f}:4:11 listeners[0].pool:`);
+    expect(r.stderr).toContain(`${f}:7:27 pools.brokers.serverConnectTimeout:`);
+    expect(r.stderr).toMatch(/servers\[0\]\.adress: .*did you mean `address`/);
+  });
+
+  it('running with an invalid config exits 1 without starting', () => {
+    const r = run(['--config', file('bad2.yaml', 'listeners: []\npools: {}\n')]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/bad2\.yaml:\d+:\d+ /);
+  });
+
+  it('keygen prints base64 of 32 random bytes', () => {
+    const a = run(['keygen']);
+    const b = run(['keygen']);
+    expect(a.status).toBe(0);
+    expect(Buffer.from(a.stdout.trim(), 'base64').length).toBe(32);
+    expect(a.stdout).not.toBe(b.stdout);
+  });
+
+  it('exits 2 when it cannot start (listener port in use)', async () => {
+    const blocker = net.createServer();
+    const port = await freePort();
+    await new Promise<void>((r) => blocker.listen(port, '127.0.0.1', r));
+    try {
+      const admin = await freePort();
+      const lb = await startLb(`listeners:
+  - { name: mqtt, bind: 127.0.0.1:${port}, pool: p }
+pools:
+  p:
+    servers: [{ name: s, address: 127.0.0.1:1 }]
+    health: { type: tcp }
+admin: { bind: 127.0.0.1:${admin} }
+`);
+      expect(await lb.exited).toBe(2);
+      expect(lb.logs.some((l) => l.msg === 'cannot start')).toBe(true);
+      await lb.stop();
+    } finally {
+      blocker.close();
+    }
+  });
+
+  it('unknown options are a usage error', () => {
+    const r = run(['--bogus']);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain('unknown option');
+  });
+});
