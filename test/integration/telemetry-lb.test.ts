@@ -227,8 +227,10 @@ describe('access log (log.sessions: true)', () => {
       bytesIn: connect.length + publish.length + DISCONNECT.length,
       bytesOut: CONNACK_ACCEPTED.length,
     });
-    // The client closed first: the reason comes from the first FIN seen, not from which 'close' fires first.
-    expect(line.reason).toBe('client_closed');
+    // The client sent DISCONNECT and FIN; the broker answers the DISCONNECT with its own FIN. The reason is
+    // the first FIN the LB reads, and when both arrive in the same poll iteration either can be read first
+    // (seen about 1 in 40 under load): both name a clean close, never an error.
+    expect(['client_closed', 'server_closed']).toContain(line.reason);
     expect(typeof line.durationMs).toBe('number');
     // The LB accepted after our connect and logged after our close: about as long as we held it, less the
     // accept latency (generous slack for a loaded machine; an upper bound would be a speed assertion).
