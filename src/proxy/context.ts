@@ -5,6 +5,7 @@
 import type { Logger } from 'pino';
 import type { LimitsConfig, PoolConfig } from '../config/types.js';
 import type { Server } from '../balancer/server.js';
+import type { RefusalReason } from './connack.js';
 
 export interface RoutingKeys {
   clientId: Buffer;
@@ -19,20 +20,8 @@ export interface RoutingPool {
   routingKey(keys: RoutingKeys): Buffer;
 }
 
-export type RejectReason =
-  | 'malformed'
-  | 'not_connect'
-  | 'too_large'
-  | 'timeout'
-  | 'no_server'
-  | 'listener_full'
-  | 'global_full'
-  | 'source_full'
-  | 'rate_limited'
-  | 'accept_queue_full'
-  | 'bad_protocol_level'
-  | 'bad_proxy_header'
-  | 'tls_handshake';
+/** Why a connection was not proxied: answered with a CONNACK (RefusalReason) or closed without one. */
+export type RejectReason = RefusalReason | 'malformed' | 'not_connect' | 'too_large' | 'timeout' | 'bad_proxy_header' | 'tls_handshake';
 
 /** Counters a listener keeps; read at scrape time (never a metric call per packet). */
 export class ListenerStats {

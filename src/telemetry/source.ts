@@ -14,18 +14,9 @@ export interface ListenerStats {
   rejected: Map<string, number>; // reason -> count (contract §5 reasons + server_connect_failed + empty_client_id_persistent)
 }
 
-export interface FailoverInstanceStatus {
-  routerId: number;
-  state: 'init' | 'backup' | 'master' | 'fault';
-  priority: number;
-  vips: string[];
-  peer: { address: string; state: 'backup' | 'master' | 'fault' | 'unknown'; lastAdvertAgeMs: number } | null;
-}
-
-export interface FailoverStats {
-  transitions: Map<string /* `${from}>${to}` */, number>;
-  dropped: Record<'bad_hmac' | 'replay' | 'router_id' | 'malformed', number>;
-}
+// The failover runtime's own status types: one definition, read here for /api/status and metrics.
+export type { FailoverInstanceStatus, FailoverStats } from '../failover/index.js';
+import type { FailoverInstanceStatus, FailoverStats } from '../failover/index.js';
 
 export interface TelemetrySource {
   version: string;
