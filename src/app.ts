@@ -97,8 +97,8 @@ export class App implements TelemetrySource, AdminActions {
     for (const w of budget.warnings) this.log.warn({ detail: w }, 'connection cap clamped');
 
     if (config.failover !== null && this.role !== 'worker') {
+      // The failover worker logs its own transitions ('failover state changed').
       this.failoverRuntime = new Failover(config.failover, this.log);
-      this.failoverRuntime.on('state', (e: { routerId: number; from: string; to: string }) => this.log.info(e, 'failover state changed'));
     }
     try {
       for (const lc of this.role === 'primary' ? [] : config.listeners) {
@@ -155,7 +155,9 @@ export class App implements TelemetrySource, AdminActions {
   private track(): void {
     const fo = this.failoverRuntime;
     const fc = this.config.failover;
-    if (fo === null || fc === null) return;
+    // Stopping: the listeners were closed on purpose and resign() hands over; reporting them as failed
+    // would turn the graceful hand-over into a FAULT (VIP dropped at once, before the eviction).
+    if (fo === null || fc === null || this.stopping) return;
     let listenerFailed = false;
     if (this.role === 'primary') {
       for (const lc of this.config.listeners) if (!this.remoteListeners.has(lc.name)) listenerFailed = true;

@@ -6,6 +6,7 @@
  * (add/del keep their order), GARP children are fire-and-forget with kill timeouts, the notify hook is queued.
  * A poll of `ip -j addr show dev IFACE` watches carrier (track.interface → FAULT) and, while MASTER, the VIPs
  * (one removed behind our back → resign with priority 0, as keepalived does).
+ * After a graceful hand-over (resign, then the peer is master) the VIPs stay until close(): see 'removeVips'.
  */
 import { randomInt } from 'node:crypto';
 import type { FailoverConfig, FailoverInstanceConfig } from '../config/types.js';
@@ -25,6 +26,14 @@ import { addVip, checkInterfaceName, checkVip, hasAddress, removeVip, showInterf
 /** How often carrier and VIP presence are polled. */
 export const WATCH_INTERVAL_MS = 500;
 
+/**
+ * After a graceful hand-over, close() keeps the VIPs at least this long past the peer's MASTER advert: the
+ * peer's `ip addr add` and first GARP take a few ms (over 100 ms measured on a loaded 2-core host), and until
+ * neighbours hear that GARP they still send to us — better refused (RST: clients retry at once) than dropped
+ * on a host without the address (a SYN retransmitted after 1 s).
+ */
+export const HANDOVER_GRACE_MS = 300;
+
 interface Instance {
   cfg: FailoverInstanceConfig;
   vips: Cidr[];
@@ -37,6 +46,8 @@ interface Instance {
   /** performance.now() when the last add completed while still wanted; null when not installed. */
   installedAt: number | null;
   peer: WorkerPeerStatus | null;
+  /** performance.now() of the graceful hand-over (resigned, the peer became master); the VIPs stay until close(). */
+  handedOverAt: number | null;
 }
 
 export interface HeartbeatOptions {
@@ -101,6 +112,7 @@ export class Heartbeat {
         wantVips: false,
         installedAt: null,
         peer: null,
+        handedOverAt: null,
       });
     }
   }
@@ -227,6 +239,10 @@ export class Heartbeat {
       inst.installedAt = null;
     }
     await Promise.all([...this.instances.values()].map((i) => i.ops));
+    let graceUntil = 0;
+    for (const inst of this.instances.values()) if (inst.handedOverAt !== null) graceUntil = Math.max(graceUntil, inst.handedOverAt + HANDOVER_GRACE_MS);
+    const grace = graceUntil - this.now();
+    if (this.ownsVips && grace > 0) await new Promise((r) => setTimeout(r, grace));
     for (const inst of this.ownsVips ? this.instances.values() : []) {
       for (const v of inst.vips) {
         const vip = `${v.address}/${v.prefix}`;
@@ -352,9 +368,19 @@ export class Heartbeat {
           this.enqueue(inst, () => this.addVips(inst));
           break;
         case 'removeVips':
-          inst.wantVips = false;
           inst.installedAt = null;
           inst.garp.cancel();
+          if (inst.sm.isResigned && inst.sm.state === 'backup') {
+            // Graceful stop, handed over: the peer is master. Keep the address until close() (design.md §3:
+            // sessions are evicted, THEN the VIP is removed): the kernel drops output from an address that is
+            // no longer local, so the FINs of the sessions evicted next would never reach their clients (they
+            // would hang until their keepalive). It also leaves no gap before the peer's own `ip addr add`.
+            // We no longer announce it (GARP cancelled): neighbours follow the peer's announcements.
+            inst.handedOverAt = this.now();
+            this.log.info({ routerId: inst.cfg.routerId }, 'failover: handed over; keeping the VIP until stop so evicted sessions can be closed');
+            break;
+          }
+          inst.wantVips = false;
           this.enqueue(inst, () => this.removeVips(inst));
           break;
         case 'garp':

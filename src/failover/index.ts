@@ -127,8 +127,9 @@ export class Failover extends EventEmitter {
 
   /**
    * Graceful stop step: priority-0 adverts; resolves when no instance is master any more (the peer
-   * advertised as master and we handed over, removing the VIP at that moment) or after `timeoutMs`,
-   * keeping the VIP until then. A resigned instance never becomes master again.
+   * advertised as master and we handed over) or after `timeoutMs`. The VIPs stay on this host until
+   * `close()`, so that the sessions evicted in between can still be closed towards their clients (design.md
+   * §3: evict, then remove the VIP). A resigned instance never becomes master again.
    */
   resign(timeoutMs: number): Promise<void> {
     if (this.worker === null) return Promise.resolve();
@@ -152,7 +153,7 @@ export class Failover extends EventEmitter {
     });
   }
 
-  /** Removes the VIPs (priority 0 first if still master) and stops the worker. Idempotent. */
+  /** Removes the VIPs (priority 0 first if still master; after resign() too) and stops the worker. Idempotent. */
   close(): Promise<void> {
     this.closing ??= this.doClose();
     return this.closing;

@@ -10,7 +10,8 @@
  *  - FAULT (keepalived's internal state): priority-0 adverts with the FAULT flag, no VIP; leaving FAULT goes
  *    through BACKUP and a full Master_Down_Interval.
  *  - `resign()` is the graceful stop step: priority 0 (with the MASTER flag) while keeping the VIP until the
- *    peer advertises as master; a resigned instance never becomes master again.
+ *    peer advertises as master; a resigned instance never becomes master again. (Its 'removeVips' on that
+ *    hand-over is deferred by the heartbeat until close(), so evicted sessions can still be closed.)
  */
 import { FLAG_FAULT, FLAG_MASTER } from './advert.js';
 

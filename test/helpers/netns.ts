@@ -4,12 +4,16 @@
  *   ns "br"  : bridge br0 (multicast snooping off), one veth port per host: p-lb1, p-lb2, p-client, p-broker
  *   ns lb1, lb2, client, broker : eth0 (the other end of the veth), 10.231.7.0/24 (inside the namespaces only)
  *
- * Every name carries a random suffix, so parallel runs never collide. `teardown()` always kills every process
+ * Every name carries a random suffix, so names never collide; still, one topology at a time runs on the machine
+ * (a lock file, see acquireMachineLock). `teardown()` always kills every process
  * it started (process groups, then whatever is left in the namespaces) and deletes every namespace; waits are
  * bounded. A process 'exit' hook repeats the namespace deletion synchronously if teardown never ran.
  */
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { closeSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 export type Role = 'lb1' | 'lb2' | 'client' | 'broker';
 export const ROLES: readonly Role[] = ['lb1', 'lb2', 'client', 'broker'];
@@ -54,7 +58,17 @@ async function runOk(cmd: string, args: readonly string[], timeoutMs = 10_000): 
   return r.stdout;
 }
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Polls `cond` every `stepMs` until it holds; throws after `timeoutMs` naming `what`. */
+export async function waitFor(what: string, cond: () => Promise<boolean> | boolean, timeoutMs: number, stepMs = 20): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    if (await cond()) return;
+    if (Date.now() > until) throw new Error(`timeout (${timeoutMs} ms) waiting for: ${what}`);
+    await sleep(stepMs);
+  }
+}
 
 /** A process started inside a namespace, in its own process group. */
 export class NsProcess {
@@ -149,6 +163,19 @@ export class NsProcess {
     }
   }
 
+  /**
+   * A signal to the started process only, not its group (`ip netns exec` execs the command, so this is the
+   * command's own pid): children it spawned (ip, arping) are left alone, as with `kill PID`.
+   */
+  signalProcess(sig: NodeJS.Signals): void {
+    if (!this.alive || this.pid < 0) return;
+    try {
+      process.kill(this.pid, sig);
+    } catch {
+      /* already gone */
+    }
+  }
+
   /** SIGTERM the group, SIGKILL after `graceMs`; bounded. */
   async stop(graceMs = 2000): Promise<void> {
     if (!this.alive) return;
@@ -164,6 +191,68 @@ const live = new Set<NetnsTopology>();
 process.once('exit', () => {
   for (const t of live) t.teardownSync();
 });
+
+/**
+ * One topology at a time on this machine (vitest runs test files in parallel): two suites each with two LB
+ * hosts, brokers and 5 ms probers starve the heartbeat threads of a 2-core box, and both see spurious
+ * takeovers at the same instant. A lock file holding the owner's pid; a dead owner's lock is taken over.
+ */
+const LOCK_FILE = join(tmpdir(), 'mqtt-lb-netns-tests.lock');
+const LOCK_WAIT_MS = 200_000;
+let lockDepth = 0;
+
+function lockOwnerAlive(): boolean {
+  let pid: number;
+  try {
+    pid = Number(readFileSync(LOCK_FILE, 'utf8').trim());
+  } catch {
+    return false;
+  }
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function acquireMachineLock(): Promise<void> {
+  if (lockDepth++ > 0) return; // this process already holds it
+  const until = Date.now() + LOCK_WAIT_MS;
+  for (;;) {
+    try {
+      const fd = openSync(LOCK_FILE, 'wx', 0o644);
+      writeSync(fd, `${process.pid}\n`);
+      closeSync(fd);
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
+        lockDepth--;
+        throw err;
+      }
+    }
+    if (!lockOwnerAlive()) {
+      rmSync(LOCK_FILE, { force: true }); // left by a killed run
+      continue;
+    }
+    if (Date.now() > until) {
+      lockDepth--;
+      throw new Error(`another netns test run still holds ${LOCK_FILE} after ${LOCK_WAIT_MS} ms`);
+    }
+    await sleep(200);
+  }
+}
+
+function releaseMachineLock(): void {
+  if (lockDepth === 0 || --lockDepth > 0) return;
+  try {
+    if (Number(readFileSync(LOCK_FILE, 'utf8').trim()) === process.pid) rmSync(LOCK_FILE, { force: true });
+  } catch {
+    /* already gone */
+  }
+}
 
 export class NetnsTopology {
   readonly id: string;
@@ -190,6 +279,7 @@ export class NetnsTopology {
   }
 
   static async create(): Promise<NetnsTopology> {
+    await acquireMachineLock();
     const t = new NetnsTopology();
     live.add(t);
     try {
@@ -275,6 +365,18 @@ export class NetnsTopology {
     return (links[0]?.addr_info ?? []).filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`);
   }
 
+  /** Which LB hosts hold `cidr` on eth0 right now (one `ip -j addr` per host, lb1 first). */
+  async vipHolders(cidr: string): Promise<Role[]> {
+    const out: Role[] = [];
+    for (const r of ['lb1', 'lb2'] as const) if ((await this.addresses(r)).includes(cidr)) out.push(r);
+    return out;
+  }
+
+  /** Watches address changes on the host's interfaces (`ip -ts monitor address`), from now on. */
+  monitorAddresses(role: Role): AddressMonitor {
+    return new AddressMonitor(this.spawn(this.ns[role], 'ip', ['-ts', 'monitor', 'address']));
+  }
+
   /** Stops every process, kills what is left in the namespaces, deletes the namespaces. Idempotent. */
   async teardown(): Promise<void> {
     if (this.torn) return;
@@ -292,6 +394,7 @@ export class NetnsTopology {
     }
     for (const n of this.allNs()) await run('ip', ['netns', 'del', n], 10_000);
     live.delete(this);
+    releaseMachineLock();
   }
 
   /** Last resort from the process 'exit' hook. */
@@ -304,5 +407,39 @@ export class NetnsTopology {
         /* best effort */
       }
     }
+    releaseMachineLock();
+  }
+}
+
+export interface AddressEvent {
+  /** Wall-clock ms of the kernel notification, as stamped by `ip -ts` (local time, same clock as Date.now()). */
+  t: number;
+  deleted: boolean;
+  /** "a.b.c.d/p" */
+  cidr: string;
+}
+
+/** Address add/delete events from `ip -ts monitor address` (IPv4 only). */
+export class AddressMonitor {
+  constructor(readonly proc: NsProcess) {}
+
+  events(): AddressEvent[] {
+    const out: AddressEvent[] = [];
+    for (const l of this.proc.lines) {
+      // [2026-11-22T00:22:36.744731] Deleted 3: eth0    inet 10.9.9.10/24 scope global secondary eth0
+      const m = /^\[(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})\d*\]\s+(Deleted\s+)?\d+:\s+\S+\s+inet\s+(\S+)/.exec(l);
+      if (m === null) continue;
+      // No offset in the stamp: Date.parse reads it as local time, as `ip` printed it.
+      out.push({ t: Date.parse(m[1]!), deleted: m[2] !== undefined, cidr: m[3]! });
+    }
+    return out;
+  }
+
+  first(cidr: string, deleted: boolean): AddressEvent | undefined {
+    return this.events().find((e) => e.cidr === cidr && e.deleted === deleted);
+  }
+
+  async stop(): Promise<void> {
+    await this.proc.stop(1000);
   }
 }

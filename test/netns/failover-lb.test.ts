@@ -1,0 +1,365 @@
+/**
+ * Issue 4 acceptance with the REAL mqtt-lb (run as root; skipped otherwise): two `node dist/src/cli.js --config
+ * lb.yaml` processes, one per LB namespace, each with its own lb.yaml (listener 0.0.0.0:1883, failover over
+ * unicast with a key from `mqtt-lb keygen`, adverts every 100 ms, priorities 150/100, one VIP), three mosquitto
+ * brokers in the broker namespace, and MQTT clients in the client namespace (test/helpers/mqtt-*.mjs run with
+ * `ip netns exec`). All traffic stays inside the namespaces this file creates (test/helpers/netns.ts).
+ *
+ * Outages are measured as a client sees them: a new TCP connection + MQTT CONNECT → CONNACK to VIP:1883 every
+ * ~5 ms (each abandoned after 50 ms), and the longest time between two answered probes is printed.
+ * FAILOVER_TEST_LOGS=1 prints the LB logs of every test (always printed for a failed test).
+ */
+import { execFileSync } from 'node:child_process';
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { CLI_JS, ensureDistBuilt } from '../helpers/dist-build.js';
+import { NetnsTopology, netnsAvailable, sleep, waitFor, type NsProcess, type Role } from '../helpers/netns.js';
+import { MQTT_PROBER, NsLb, clientOp, lbYaml, startClient, startNsBroker, type NsBroker } from '../helpers/netns-lb.js';
+
+const ADMIN_PORT = 9883;
+const ADVERT_INTERVAL_MS = 100;
+const PRIORITY = { lb1: 150, lb2: 100 } as const;
+/** RFC 5798 Skew_Time of the backup (priority 100): (256 - 100) / 256 × interval. */
+const BACKUP_SKEW_MS = ((256 - PRIORITY.lb2) * ADVERT_INTERVAL_MS) / 256;
+
+interface ProbeReport {
+  attempts: number;
+  oks: number;
+  maxGapMs: number;
+  whoCounts: Record<string, number>;
+  lastWho: string | null;
+}
+
+interface SessionLine {
+  clientId: string;
+  rc: number;
+  sessionPresent: boolean;
+  broker: string | null;
+}
+
+const canRun = netnsAvailable();
+
+describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network namespaces)', () => {
+  let topo: NetnsTopology;
+  let dir: string;
+  let VIP: string;
+  let VIP_CIDR: string;
+  const brokers: NsBroker[] = [];
+  const configFile: Partial<Record<Role, string>> = {};
+  /** Processes of the current test (LBs, probers, clients, monitors): stopped after each test. */
+  const started: NsProcess[] = [];
+  const lbs: NsLb[] = [];
+
+  beforeAll(async () => {
+    ensureDistBuilt();
+    topo = await NetnsTopology.create();
+    VIP = topo.address(10);
+    VIP_CIDR = `${VIP}/24`;
+    dir = await mkdtemp(join(tmpdir(), 'mqtt-lb-failover-lb-'));
+    // The key as an operator makes it: `mqtt-lb keygen > failover.key` (no network involved).
+    const keyFile = join(dir, 'failover.key');
+    await writeFile(keyFile, execFileSync(process.execPath, [CLI_JS, 'keygen'], { encoding: 'utf8', timeout: 10_000 }));
+    await chmod(keyFile, 0o600);
+
+    for (const [i, name] of ['b1', 'b2', 'b3'].entries()) brokers.push(await startNsBroker(topo, dir, name, 1884 + i));
+    await clientOp(topo, { op: 'tag', brokers: brokers.map((b) => ({ name: b.name, host: b.host, port: b.port })) });
+
+    for (const role of ['lb1', 'lb2'] as const) {
+      const file = join(dir, `${role}.yaml`);
+      const peer = role === 'lb1' ? topo.addr.lb2 : topo.addr.lb1;
+      await writeFile(file, lbYaml({ name: role, peer, keyFile, priority: PRIORITY[role], vipCidr: VIP_CIDR, brokers, adminPort: ADMIN_PORT, advertIntervalMs: ADVERT_INTERVAL_MS }));
+      // The file an operator would deploy is valid as written.
+      execFileSync(process.execPath, [CLI_JS, 'check', '--config', file], { stdio: 'pipe', timeout: 10_000 });
+      configFile[role] = file;
+    }
+  }, 240_000);
+
+  afterEach(async (ctx) => {
+    const failed = ctx.task.result?.state === 'fail';
+    if (process.env.FAILOVER_TEST_LOGS === '1' || failed) {
+      for (const lb of lbs) console.log(`--- ${lb.role} log (tail) ---\n${lb.proc.lines.slice(-60).join('\n')}\n${lb.proc.stderr.slice(-2000)}`);
+    }
+    // The LBs first, with SIGKILL: the test is over, their graceful stop is not under test here.
+    for (const lb of lbs.splice(0)) lb.proc.signal('SIGKILL');
+    await Promise.all(started.splice(0).map((p) => p.stop(2000)));
+    if (topo === undefined) return;
+    await topo.restoreLink('lb1').catch(() => {});
+    await topo.restoreLink('lb2').catch(() => {});
+    // A SIGKILLed master leaves its VIP behind.
+    for (const r of ['lb1', 'lb2'] as const) await topo.exec(topo.ns[r], 'ip', ['addr', 'del', VIP_CIDR, 'dev', 'eth0']);
+  });
+
+  afterAll(async () => {
+    await topo?.teardown();
+    if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+  });
+
+  const holders = () => topo.vipHolders(VIP_CIDR);
+  const holdersAre = (want: Role[]) => async () => JSON.stringify(await holders()) === JSON.stringify(want);
+
+  async function startLb(role: 'lb1' | 'lb2'): Promise<NsLb> {
+    const lb = await NsLb.start(topo, role, configFile[role]!, ADMIN_PORT);
+    lbs.push(lb);
+    started.push(lb.proc);
+    return lb;
+  }
+
+  /** lb1 then lb2; returns once lb1 is MASTER holding the VIP, lb2 BACKUP, and both see every broker up. */
+  async function startPair(): Promise<[NsLb, NsLb]> {
+    const lb1 = await startLb('lb1');
+    const lb2 = await startLb('lb2');
+    await lb1.waitState('master', 5000);
+    await waitFor('VIP on lb1 only', holdersAre(['lb1']), 5000);
+    await lb1.waitServers('up', 5000);
+    await lb2.waitServers('up', 5000);
+    // With every pool up, the tracked priorities are back to the configured ones.
+    await waitFor('priorities 150/100', async () => (await lb1.failoverInstance()).priority === 150 && (await lb2.failoverInstance()).priority === 100, 3000, 50);
+    expect(lb2.transitionNames()).toEqual(['init>backup']);
+    return [lb1, lb2];
+  }
+
+  function startProber(): NsProcess {
+    const p = topo.spawn(topo.ns.client, process.execPath, [MQTT_PROBER, VIP, '1883', '5', '50']);
+    started.push(p);
+    return p;
+  }
+
+  async function proberReport(p: NsProcess): Promise<ProbeReport> {
+    const from = p.lines.length;
+    p.write('report');
+    return JSON.parse(await p.waitForLine((l) => l.includes('"ev":"report"'), 5000, from)) as ProbeReport;
+  }
+
+  /** Waits for the prober's answer to become `who` ("rc0", "rc3") at line index ≥ `from`. */
+  const proberSees = (p: NsProcess, who: string, timeoutMs: number, from = 0) =>
+    p.waitForLine((l) => l.includes('"ev":"change"') && (JSON.parse(l) as { who: string | null }).who === who, timeoutMs, from);
+
+  /** Persistent sessions through the VIP: which broker each client ID reaches, and whether its session was there. */
+  async function sessionsViaVip(clientIds: string[]): Promise<SessionLine[]> {
+    const lines = await clientOp(topo, { op: 'sessions', host: VIP, port: 1883, clientIds, clean: false });
+    return lines.filter((l) => l.ev === 'session') as unknown as SessionLine[];
+  }
+
+  const brokerMap = (s: SessionLine[]) => Object.fromEntries(s.map((x) => [x.clientId, x.broker]));
+
+  it('both hosts report their role in /api/status and mqtt_lb_failover_state', async () => {
+    const [lb1, lb2] = await startPair();
+    const i1 = await lb1.failoverInstance();
+    const i2 = await lb2.failoverInstance();
+    expect(i1).toMatchObject({ routerId: 51, state: 'master', priority: 150, vips: [VIP_CIDR], peer: { address: topo.addr.lb2, state: 'backup' } });
+    expect(i2).toMatchObject({ routerId: 51, state: 'backup', priority: 100, vips: [VIP_CIDR], peer: { address: topo.addr.lb1, state: 'master' } });
+    expect(i1.peer!.lastAdvertAgeMs).toBeLessThan(1000);
+    expect(i2.peer!.lastAdvertAgeMs).toBeLessThan(1000);
+    expect(await lb1.failoverStateMetric()).toEqual({ init: 0, backup: 0, master: 1, fault: 0 });
+    expect(await lb2.failoverStateMetric()).toEqual({ init: 0, backup: 1, master: 0, fault: 0 });
+    // Both are ready to serve (the backup's listener is bound on 0.0.0.0 too, waiting for the VIP).
+    expect((await lb1.http('/readyz')).status).toBe(200);
+    expect((await lb2.http('/readyz')).status).toBe(200);
+    // A client reaches a broker through the VIP.
+    const [s] = await sessionsViaVip(['status-check']);
+    expect(s).toMatchObject({ rc: 0, sessionPresent: false });
+    expect(brokers.map((b) => b.name)).toContain(s!.broker);
+  });
+
+  it('cutting the master’s link: client outage < 1 s, reconnecting clients reach the same broker; the old master preempts back', async () => {
+    const [lb1, lb2] = await startPair();
+    const ids = Array.from({ length: 8 }, (_, i) => `linkcut-${i}`);
+    const before = await sessionsViaVip(ids);
+    expect(before.every((s) => s.rc === 0 && !s.sessionPresent)).toBe(true);
+    expect(new Set(before.map((s) => s.broker)).size).toBeGreaterThan(1); // the IDs spread: stickiness is tested, not luck
+
+    const prober = startProber();
+    await proberSees(prober, 'rc0', 5000);
+    await sleep(300);
+    await proberReport(prober); // reset the window
+    const from = prober.lines.length;
+
+    await topo.cutLink('lb1');
+    await lb2.waitState('master', 3000);
+    await proberSees(prober, 'rc0', 3000, from);
+    await sleep(300);
+    const r = await proberReport(prober);
+    console.log(
+      `[failover-lb] link cut on the master: client outage ${r.maxGapMs} ms (CONNECT→CONNACK probes: ${r.attempts}, ` +
+        `answered ${r.oks}); Master_Down_Interval ${3 * ADVERT_INTERVAL_MS + BACKUP_SKEW_MS} ms`,
+    );
+    expect(r.lastWho).toBe('rc0');
+    expect(r.maxGapMs).toBeGreaterThan(0);
+    expect(r.maxGapMs).toBeLessThan(1000);
+
+    // Same client IDs through the VIP, now served by lb2: same broker, and their sessions are still there.
+    const after = await sessionsViaVip(ids);
+    console.log(`[failover-lb] link cut: client → broker before ${JSON.stringify(brokerMap(before))}, after ${JSON.stringify(brokerMap(after))}`);
+    expect(brokerMap(after)).toEqual(brokerMap(before));
+    expect(after.every((s) => s.rc === 0 && s.sessionPresent)).toBe(true); // [MQTT-3.2.2-2]
+
+    // lb1 lost carrier (track.interface): FAULT, VIP removed; both hosts say so.
+    await lb1.waitState('fault', 3000);
+    await waitFor('VIP on lb2 only', holdersAre(['lb2']), 3000);
+    expect((await lb2.failoverInstance()).state).toBe('master');
+    expect((await lb1.failoverInstance()).state).toBe('fault');
+    expect((await lb2.failoverStateMetric()).master).toBe(1);
+    expect((await lb1.failoverStateMetric()).fault).toBe(1);
+
+    // Cable back: lb1 goes FAULT → BACKUP and preempts the lower-priority master.
+    await proberReport(prober);
+    const n1 = lb1.transitions().length;
+    const n2 = lb2.transitions().length;
+    await topo.restoreLink('lb1');
+    await lb1.waitState('master', 5000, n1);
+    await lb2.waitState('backup', 3000, n2);
+    await waitFor('VIP back on lb1 only', holdersAre(['lb1']), 3000);
+    await sleep(300);
+    const back = await proberReport(prober);
+    console.log(`[failover-lb] preempt back to lb1: client outage ${back.maxGapMs} ms`);
+    expect(back.lastWho).toBe('rc0');
+    expect(back.maxGapMs).toBeLessThan(1000);
+    expect(brokerMap(await sessionsViaVip(ids))).toEqual(brokerMap(before));
+  });
+
+  it('SIGTERM of the master: the backup takes over within about its skew time, the VIP leaves only after, exit 0; held clients come back to their broker', async () => {
+    const [lb1, lb2] = await startPair();
+    const ids = Array.from({ length: 6 }, (_, i) => `graceful-${i}`);
+    const holder = startClient(topo, { op: 'hold', host: VIP, port: 1883, clientIds: ids });
+    started.push(holder);
+    await holder.waitForLine((l) => l.includes('"ev":"holding"'), 10_000);
+    const held = holder.lines.map((l) => JSON.parse(l) as { ev: string; clientId: string; broker: string; sessionPresent: boolean }).filter((e) => e.ev === 'held');
+    expect(held).toHaveLength(ids.length);
+    expect(new Set(held.map((h) => h.broker)).size).toBeGreaterThan(1);
+
+    const prober = startProber();
+    await proberSees(prober, 'rc0', 5000);
+    const mon1 = topo.monitorAddresses('lb1');
+    const mon2 = topo.monitorAddresses('lb2');
+    started.push(mon1.proc, mon2.proc);
+    await sleep(300); // the monitors are listening; the prober's window settles
+    await proberReport(prober);
+
+    // `ip -j addr` on both hosts (lb1 first) until lb1 has exited: never a moment without a holder.
+    const samples: Array<{ t: number; holders: Role[] }> = [];
+    let polling = true;
+    const poller = (async () => {
+      while (polling) {
+        samples.push({ t: Date.now(), holders: await holders() });
+        await sleep(5);
+      }
+    })();
+
+    expect(lb2.transitionNames()).toEqual(['init>backup']);
+    const sigtermAt = Date.now();
+    lb1.proc.signalProcess('SIGTERM');
+    const lb2Master = await lb2.waitState('master', 2000);
+    const exit = await Promise.race([lb1.proc.exited, sleep(40_000).then(() => null)]);
+    polling = false;
+    await poller;
+    expect(exit, 'lb1 did not exit within 40 s').not.toBeNull();
+    expect(exit!.code).toBe(0); // design.md §3: a clean stop exits 0
+
+    const lb1Backup = lb1.transitions().find((t) => t.from === 'master' && t.to === 'backup');
+    const handoverMs = lb2Master.at - sigtermAt;
+    console.log(
+      `[failover-lb] SIGTERM of the master: peer master ${handoverMs} ms after the signal (backup skew ${BACKUP_SKEW_MS.toFixed(1)} ms, ` +
+        `Master_Down_Interval ${3 * ADVERT_INTERVAL_MS + BACKUP_SKEW_MS} ms); lb1 exited ${Date.now() - sigtermAt} ms after the signal, code ${exit!.code}`,
+    );
+    // Priority 0 makes the backup wait only its skew time (not a Master_Down_Interval); margin for a loaded box.
+    expect(handoverMs).toBeLessThan(BACKUP_SKEW_MS + 250);
+
+    // Order, from the logs: stop requested → (peer MASTER) → lb1 MASTER → BACKUP (its VIP removal).
+    const stopLog = lb1.logsWith('stop requested')[0];
+    expect(stopLog).toBeDefined();
+    expect(Date.parse(String(stopLog!.time))).toBeLessThanOrEqual(lb2Master.at);
+    expect(lb1Backup, `lb1 went master → backup: ${JSON.stringify(lb1.transitions())}`).toBeDefined();
+    expect(lb1Backup!.at).toBeGreaterThanOrEqual(lb2Master.at);
+    // The held clients were closed by lb1 (evicted at evictRate) and reconnected through the VIP, now lb2:
+    // each to the broker it had, whose session it finds again.
+    await waitFor('every held client reconnected', () => holder.lines.filter((l) => l.includes('"ev":"reconnected"')).length >= ids.length, 15_000, 50);
+    const events = holder.lines.map((l) => JSON.parse(l) as { ev: string; clientId: string; t: number; broker: string; sessionPresent: boolean });
+    const reconnected = events.filter((e) => e.ev === 'reconnected');
+    const heldBroker = Object.fromEntries(held.map((h) => [h.clientId, h.broker]));
+    expect(Object.fromEntries(reconnected.map((e) => [e.clientId, e.broker]))).toEqual(heldBroker);
+    expect(reconnected.every((e) => e.sessionPresent)).toBe(true); // [MQTT-3.2.2-2]
+    const closedAt = events.filter((e) => e.ev === 'closed').map((e) => e.t - sigtermAt);
+    const backAt = reconnected.map((e) => e.t - sigtermAt);
+    console.log(`[failover-lb] SIGTERM: held clients closed at +[${closedAt.join(', ')}] ms, reconnected to the same broker at +[${backAt.join(', ')}] ms`);
+
+    const pr = await proberReport(prober);
+    console.log(`[failover-lb] SIGTERM: client outage ${pr.maxGapMs} ms (CONNECT→CONNACK probes: ${pr.attempts})`);
+    // Order, from the kernel: lb2's address add precedes lb1's delete (ip -ts monitor address in each namespace).
+    const added2 = mon2.first(VIP_CIDR, false);
+    const deleted1 = mon1.first(VIP_CIDR, true);
+    expect(added2, 'VIP added on lb2').toBeDefined();
+    expect(deleted1, 'VIP deleted on lb1').toBeDefined();
+    console.log(`[failover-lb] SIGTERM: VIP added on lb2 at +${added2!.t - sigtermAt} ms, deleted on lb1 at +${deleted1!.t - sigtermAt} ms (ip monitor)`);
+    expect(added2!.t).toBeLessThanOrEqual(deleted1!.t);
+    // design.md §3: sessions are evicted, THEN the VIP is removed: every held client got its close (lb1's FIN,
+    // which can only leave while the address is still local) before lb1 deleted the VIP.
+    expect(closedAt).toHaveLength(ids.length);
+    expect(Math.max(...closedAt)).toBeLessThan(deleted1!.t - sigtermAt);
+    // Order, from polling: some host held the VIP in every sample (lb1 read before lb2, so a gap would show).
+    const empty = samples.filter((s) => s.holders.length === 0);
+    console.log(`[failover-lb] SIGTERM: ${samples.length} ip -j addr samples, ${empty.length} with no holder${empty.length > 0 ? ` (at +${empty.map((s) => s.t - sigtermAt).join(', ')} ms)` : ''}`);
+    expect(samples.length).toBeGreaterThanOrEqual(2);
+    expect(samples.filter((s) => s.holders.length === 0)).toEqual([]);
+    expect(samples[0]!.holders).toEqual(['lb1']);
+    expect(await holders()).toEqual(['lb2']);
+
+    expect(pr.lastWho).toBe('rc0');
+    expect(pr.maxGapMs).toBeLessThan(1000);
+    expect((await lb2.failoverInstance()).state).toBe('master');
+    expect((await lb2.failoverStateMetric()).master).toBe(1);
+  });
+
+  it('a 500 ms block of the master’s event loop (SIGUSR2 test hook) causes no takeover', async () => {
+    const [lb1, lb2] = await startPair();
+    const prober = startProber();
+    await proberSees(prober, 'rc0', 5000);
+    await sleep(200);
+    await proberReport(prober);
+    // 500 ms > the backup's Master_Down_Interval (~361 ms): adverts sent from the proxy's thread would lose the VIP.
+    for (let i = 1; i <= 3; i++) {
+      lb1.proc.signalProcess('SIGUSR2');
+      await waitFor(`block #${i} logged`, () => lb1.logsWith('test hook: blocking the event loop for 500 ms').length >= i, 3000, 10);
+      await sleep(500 + 300); // the line is logged as the block starts: 300 ms of normal service between blocks
+    }
+    await sleep(500);
+    const pr = await proberReport(prober);
+    const late = lb1.logsWith('failover heartbeat timer ran late (CPU starvation?)').length;
+    console.log(`[failover-lb] 3 × 500 ms event-loop blocks on the master: longest client wait ${pr.maxGapMs} ms, no VIP move; heartbeat late warnings: ${late}`);
+    expect(lb2.transitionNames()).toEqual(['init>backup']);
+    expect(lb1.transitionNames()).toEqual(['init>backup', 'backup>master']);
+    expect(await holders()).toEqual(['lb1']);
+    const peerSeenByLb2 = (await lb2.failoverInstance()).peer!;
+    expect(peerSeenByLb2.state).toBe('master');
+    expect(pr.lastWho).toBe('rc0');
+  });
+
+  // Last: it stops the brokers.
+  it('every broker down: exactly one host keeps the VIP, clients get CONNACK rc 3 (server unavailable)', async () => {
+    const [lb1, lb2] = await startPair();
+    const prober = startProber();
+    await proberSees(prober, 'rc0', 5000);
+
+    await Promise.all(brokers.map((b) => b.proc.stop(3000)));
+    await lb1.waitServers('down', 5000);
+    await lb2.waitServers('down', 5000);
+    // track.pools.weight 50 lowers both (150 → 100, 100 → 50): the order holds, nobody resigns (never FAULT).
+    await waitFor('priorities 100/50', async () => (await lb1.failoverInstance()).priority === 100 && (await lb2.failoverInstance()).priority === 50, 3000, 50);
+    await proberSees(prober, 'rc3', 3000);
+    for (let i = 0; i < 10; i++) {
+      expect(await holders()).toEqual(['lb1']);
+      await sleep(100);
+    }
+    expect(lb1.state).toBe('master');
+    expect(lb2.transitionNames()).toEqual(['init>backup']);
+    expect((await lb1.failoverInstance()).state).toBe('master');
+    expect((await lb2.failoverInstance()).state).toBe('backup');
+    // Refused in MQTT on behalf of the cluster: CONNACK 0x20 0x02, session present 0 [MQTT-3.2.2-4], return code 3.
+    const [ack] = (await clientOp(topo, { op: 'connack', host: VIP, port: 1883, clientId: 'no-broker' })).filter((l) => l.ev === 'connack');
+    expect(ack!.hex).toBe('20020003');
+    const pr = await proberReport(prober);
+    console.log(`[failover-lb] every broker down: VIP on ${JSON.stringify(await holders())}, probe answers ${JSON.stringify(pr.whoCounts)}`);
+    expect(pr.lastWho).toBe('rc3');
+  });
+});
