@@ -359,13 +359,9 @@ export class ClientSession implements LiveSession, AdmissionTicket {
     this.upstream?.destroy();
   }
 
-  /** Close the whole process down (SIGTERM past drainTimeout): same as an eviction. */
+  /** Close the whole process down (SIGTERM past drainTimeout): an eviction, in any phase. */
   destroy(): void {
     this.evict('shutdown');
-    if (this.phase !== 'closed' && this.phase !== 'splicing') {
-      this.phase = 'closed';
-      this.client.destroy();
-    }
   }
 
   clientClosed(hadError: boolean): void {
