@@ -27,7 +27,7 @@ type Tagged = Socket & { [kSession]?: ClientSession };
 const INITIAL_BUFFER = 512;
 /** Server-side sockets keep a short grace to flush a final packet (e.g. DISCONNECT) before being destroyed. */
 const CLOSE_GRACE_MS = 2000;
-const TCP_KEEPALIVE_MS = 60_000;
+export const TCP_KEEPALIVE_MS = 60_000;
 
 type Phase = 'reading' | 'admitting' | 'dialing' | 'splicing' | 'closed';
 export type CloseReason = 'client_closed' | 'server_closed' | 'client_error' | 'server_error' | EvictReason;
@@ -84,8 +84,7 @@ export class ClientSession implements LiveSession, AdmissionTicket {
     this.remotePort = remote?.port ?? client.remotePort ?? 0;
     this.buf = Buffer.allocUnsafe(INITIAL_BUFFER);
     (client as Tagged)[kSession] = this;
-    client.setNoDelay(true);
-    client.setKeepAlive(true, TCP_KEEPALIVE_MS);
+    // TCP_NODELAY and keepalive were set at accept by the listener's server options (listener.ts).
     client.on('error', onClientError);
     client.on('close', onClientClose);
     client.on('end', onClientEndBeforeRouting);
