@@ -86,7 +86,6 @@ export class Metrics {
       help: 'Always 1; the version label says which mqtt-lb is running.',
       labelNames: ['version'],
       registers,
-      aggregator: 'first',
     });
     this.buildInfo.set({ version: source.version }, 1);
 
@@ -94,7 +93,6 @@ export class Metrics {
       name: 'mqtt_lb_ready',
       help: '1 when /readyz answers 200 (listeners bound and every pool has a server up), else 0.',
       registers,
-      aggregator: 'min',
     });
 
     this.connectionsActive = new Gauge({
@@ -121,14 +119,12 @@ export class Metrics {
       help: '1 when the server state is up, else 0.',
       labelNames: ['pool', 'server'],
       registers,
-      aggregator: 'first',
     });
     this.serverState = new Gauge({
       name: 'mqtt_lb_server_state',
       help: 'Server state: 1 for the current one of unknown, up, down, drain, maint; 0 for the others.',
       labelNames: ['pool', 'server', 'state'],
       registers,
-      aggregator: 'first',
     });
     this.serverSessions = new Gauge({
       name: 'mqtt_lb_server_sessions_active',
@@ -169,35 +165,30 @@ export class Metrics {
       help: 'Failover role: 1 for the current one of init, backup, master, fault (with several instances: how many are in that state). Absent when failover is off.',
       labelNames: ['state'],
       registers,
-      aggregator: 'first',
     });
     this.failoverInstanceState = new Gauge({
       name: 'mqtt_lb_failover_instance_state',
       help: 'Failover role per VRRP instance: 1 for the current state, 0 for the others.',
       labelNames: ['router_id', 'state'],
       registers,
-      aggregator: 'first',
     });
     this.failoverPriority = new Gauge({
       name: 'mqtt_lb_failover_priority',
       help: 'Priority advertised by the instance (configured priority minus tracking penalties).',
       labelNames: ['router_id'],
       registers,
-      aggregator: 'first',
     });
     this.failoverTransitions = new SnapshotCounter({
       name: 'mqtt_lb_failover_transitions_total',
       help: 'Failover state transitions, by from and to state.',
       labelNames: ['from', 'to'],
       registers,
-      aggregator: 'first',
     });
     this.advertsDropped = new SnapshotCounter({
       name: 'mqtt_lb_failover_adverts_dropped_total',
       help: 'Failover adverts received and dropped, by reason: bad_hmac, replay, router_id, malformed.',
       labelNames: ['reason'],
       registers,
-      aggregator: 'first',
     });
 
     this.configReloads = new Counter({
@@ -205,7 +196,6 @@ export class Metrics {
       help: 'Configuration reloads (SIGHUP), by result: ok, or error (the running configuration was kept).',
       labelNames: ['result'],
       registers,
-      aggregator: 'first',
     });
     this.configReloads.inc({ result: 'ok' }, 0);
     this.configReloads.inc({ result: 'error' }, 0);
@@ -214,13 +204,11 @@ export class Metrics {
       name: 'mqtt_lb_event_loop_lag_seconds',
       help: '99th percentile of the event-loop lag (how late a 20 ms timer runs) since the previous scrape.',
       registers,
-      aggregator: 'max',
     });
     this.loopLagMax = new Gauge({
       name: 'mqtt_lb_event_loop_lag_max_seconds',
       help: 'Largest event-loop lag (how late a 20 ms timer runs) since the previous scrape.',
       registers,
-      aggregator: 'max',
     });
     this.loopLagSampler = new LoopLagSampler(LAG_SAMPLE_MS);
   }
@@ -233,12 +221,6 @@ export class Metrics {
   async text(): Promise<string> {
     this.collect();
     return this.registry.metrics();
-  }
-
-  /** Same as text() as prom-client JSON, for aggregation across workers (AggregatorRegistry). */
-  async json(): Promise<unknown[]> {
-    this.collect();
-    return this.registry.getMetricsAsJSON();
   }
 
   // ---- events, at most once per connection or per probe --------------------------------------
@@ -270,7 +252,7 @@ export class Metrics {
 
   // ---- scrape time ----------------------------------------------------------------------------
 
-  /** Copy the live state into the registry. Called by text()/json(); cheap enough for every scrape. */
+  /** Copy the live state into the registry. Called by text(); cheap enough for every scrape. */
   collect(): void {
     const ready = this.source.ready();
     this.ready.set(ready.ok ? 1 : 0);
