@@ -17,6 +17,7 @@ import { Admission } from './proxy/admission.js';
 import { Metrics } from './telemetry/metrics.js';
 import { AdminServer } from './telemetry/admin-server.js';
 import type { TelemetrySource, AdminActions } from './telemetry/source.js';
+import type { LagWindow } from './telemetry/loop-lag.js';
 import { Failover, computeTracking } from './failover/index.js';
 import { VERSION } from './version.js';
 
@@ -235,6 +236,9 @@ export class App implements TelemetrySource, AdminActions {
   }
 
   // ── stop ────────────────────────────────────────────────────────────────────────────────────────────────
+
+  /** primary: the proxy workers' worst loop lag since the previous call; set by ClusterPrimary. */
+  workerLoopLag?: () => LagWindow | null;
 
   /** primary: stops the workers (evicting at a total rate, or draining); set by ClusterPrimary. */
   stopWorkers: ((evictRate: number | null, timeoutMs: number) => Promise<void>) | null = null;

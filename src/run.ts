@@ -7,6 +7,7 @@ import { ConfigError, MqttLbError, formatProblem } from './errors.js';
 import { createLogger } from './telemetry/logger.js';
 import os from 'node:os';
 import { App } from './app.js';
+import { installTestHooks } from './test-hooks.js';
 import { ClusterPrimary } from './cluster/primary.js';
 import { workerCount } from './cluster/messages.js';
 
@@ -28,7 +29,10 @@ export async function runBalancer(file: string): Promise<number> {
   const workers = workerCount(config.workers, os.availableParallelism());
   const app = new App(config, log, workers > 1 ? 'primary' : 'single');
   const primary = workers > 1 ? new ClusterPrimary(app, workers, log) : null;
-  if (primary !== null) app.stopWorkers = (rate, timeoutMs) => primary.stopWorkers(rate, timeoutMs);
+  if (primary !== null) {
+    app.stopWorkers = (rate, timeoutMs) => primary.stopWorkers(rate, timeoutMs);
+    app.workerLoopLag = () => primary.takeWorkerLag();
+  }
   try {
     await app.start();
     if (primary !== null) await primary.start();
@@ -61,15 +65,7 @@ export async function runBalancer(file: string): Promise<number> {
     });
   };
   process.on('SIGHUP', onHup);
-  if (process.env['MQTT_LB_TEST_HOOKS'] === '1') {
-    // Test seam (never on by default): SIGUSR2 blocks this process's event loop for 500 ms, as thousands of
-    // TLS handshakes would, to prove the failover heartbeat (a worker thread) does not starve.
-    process.on('SIGUSR2', () => {
-      log.warn({}, 'test hook: blocking the event loop for 500 ms');
-      const until = Date.now() + 500;
-      while (Date.now() < until);
-    });
-  }
+  installTestHooks(log);
 
   return new Promise<number>((resolve) => {
     let signals = 0;

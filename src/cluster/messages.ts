@@ -4,6 +4,7 @@
  */
 import type { LbConfig } from '../config/types.js';
 import type { AdminState, HealthState, LastCheck } from '../balancer/server.js';
+import type { LagWindow } from '../telemetry/loop-lag.js';
 
 export interface ServerStateWire {
   pool: string;
@@ -42,7 +43,7 @@ export type ToPrimary =
   | { t: 'ready' }
   | { t: 'fatal'; message: string; code: string | null }
   | { t: 'probe'; pool: string; server: string }
-  | { t: 'snapshot'; listeners: ListenerSnapshot[]; servers: ServerSnapshot[]; connects: Array<[string, string, number]> };
+  | { t: 'snapshot'; listeners: ListenerSnapshot[]; servers: ServerSnapshot[]; connects: Array<[string, string, number]>; lag: LagWindow | null };
 
 export function workerCount(workers: number | 'auto', cores: number): number {
   return workers === 'auto' ? Math.max(1, cores) : workers;

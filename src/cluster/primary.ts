@@ -13,6 +13,7 @@ import type { Logger } from 'pino';
 import type { App } from '../app.js';
 import type { LbConfig } from '../config/types.js';
 import { ListenerStats } from '../proxy/context.js';
+import { worstWindow, type LagWindow } from '../telemetry/loop-lag.js';
 import type { Server } from '../balancer/server.js';
 import { ErrorCodes, MqttLbError } from '../errors.js';
 import type { ToPrimary, ToWorker, ServerStateWire, ListenerSnapshot, ServerSnapshot } from './messages.js';
@@ -36,6 +37,8 @@ export class ClusterPrimary {
   private readonly watched = new WeakSet<Server>();
   private stopping = false;
   private statesQueued = false;
+  /** The workers' worst loop lag since the last scrape took it. */
+  private workerLag: LagWindow | null = null;
 
   constructor(app: App, count: number, log: Logger) {
     this.app = app;
@@ -82,6 +85,7 @@ export class ClusterPrimary {
             slot.listeners = m.listeners;
             slot.servers = m.servers;
             for (const [pool, server, seconds] of m.connects) this.app.metrics.serverConnect(pool, server, seconds);
+            this.workerLag = worstWindow(this.workerLag, m.lag);
             this.aggregate();
             return;
         }
@@ -176,6 +180,13 @@ export class ClusterPrimary {
         s.remote.bytesOut = bytesOut;
       }
     }
+  }
+
+  /** For the lag metric: the worst window since the previous call, then a new window. */
+  takeWorkerLag(): LagWindow | null {
+    const w = this.workerLag;
+    this.workerLag = null;
+    return w;
   }
 
   reload(config: LbConfig): void {

@@ -7,6 +7,8 @@ import type { Server } from '../balancer/server.js';
 import { App, type WorkerLink } from '../app.js';
 import { MqttLbError } from '../errors.js';
 import { createLogger } from '../telemetry/logger.js';
+import { LoopLagSampler } from '../telemetry/loop-lag.js';
+import { installTestHooks } from '../test-hooks.js';
 import type { ToPrimary, ToWorker, ListenerSnapshot, ServerSnapshot } from './messages.js';
 import { workerShare } from './share.js';
 
@@ -26,6 +28,9 @@ class PrimaryLink implements WorkerLink {
   }
 }
 
+/** The proxy's own event loop: what the failover heartbeat is protected from, and what operators watch. */
+const loopLag = new LoopLagSampler();
+
 function snapshot(app: App, link: PrimaryLink): ToPrimary {
   const listeners: ListenerSnapshot[] = [];
   for (const l of app.listenerMap.values()) {
@@ -38,7 +43,7 @@ function snapshot(app: App, link: PrimaryLink): ToPrimary {
   }
   const connects = link.connects;
   link.connects = [];
-  return { t: 'snapshot', listeners, servers, connects };
+  return { t: 'snapshot', listeners, servers, connects, lag: loopLag.takeWindow() };
 }
 
 function main(): void {
@@ -66,6 +71,7 @@ function main(): void {
       case 'config': {
         workers = m.workers;
         const log = createLogger(m.config.log).child({ worker: m.index });
+        installTestHooks(log);
         app = new App(workerShare(m.config, workers), log, 'worker', link);
         app.start().then(
           () => {

@@ -56,3 +56,10 @@ export class LoopLagSampler {
     this.timer = null;
   }
 }
+
+/** The worse of two windows (the proxy workers' and the primary's loops), either may be absent. */
+export function worstWindow(a: LagWindow | null, b: LagWindow | null): LagWindow | null {
+  if (a === null) return b;
+  if (b === null) return a;
+  return { p99: Math.max(a.p99, b.p99), max: Math.max(a.max, b.max) };
+}

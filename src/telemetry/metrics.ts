@@ -21,7 +21,7 @@ import {
   REJECT_REASONS,
   type TelemetrySource,
 } from './source.js';
-import { LoopLagSampler } from './loop-lag.js';
+import { LoopLagSampler, worstWindow } from './loop-lag.js';
 
 type GaugeConfig<T extends string> = ConstructorParameters<typeof Gauge<T>>[0];
 
@@ -202,12 +202,12 @@ export class Metrics {
 
     this.loopLag = new Gauge({
       name: 'mqtt_lb_event_loop_lag_seconds',
-      help: '99th percentile of the event-loop lag (how late a 20 ms timer runs) since the previous scrape.',
+      help: '99th percentile of the event-loop lag (how late a 20 ms timer runs) since the previous scrape; with workers, the worst of the primary and the proxy workers.',
       registers,
     });
     this.loopLagMax = new Gauge({
       name: 'mqtt_lb_event_loop_lag_max_seconds',
-      help: 'Largest event-loop lag (how late a 20 ms timer runs) since the previous scrape.',
+      help: 'Largest event-loop lag (how late a 20 ms timer runs) since the previous scrape; with workers, the worst of all processes.',
       registers,
     });
     this.loopLagSampler = new LoopLagSampler(LAG_SAMPLE_MS);
@@ -370,7 +370,7 @@ export class Metrics {
   }
 
   private collectLoopLag(): void {
-    const w = this.loopLagSampler.takeWindow();
+    const w = worstWindow(this.loopLagSampler.takeWindow(), this.source.workerLoopLag?.() ?? null);
     // Two scrapes within one sampling period: keep the previous values rather than report 0.
     if (!w) return;
     this.loopLag.set(w.p99);

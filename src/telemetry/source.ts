@@ -4,6 +4,7 @@
  * telemetry turns them into metrics and JSON only when someone asks.
  */
 import type { CheckResult, Server } from '../balancer/server.js';
+import type { LagWindow } from './loop-lag.js';
 
 export interface ListenerStats {
   name: string;
@@ -25,6 +26,8 @@ export interface TelemetrySource {
   pools(): Array<{ name: string; balance: string; servers: Server[] }>;
   failover(): { instances: FailoverInstanceStatus[]; stats: FailoverStats } | null; // null = failover off
   ready(): { ok: true } | { ok: false; reason: string };
+  /** With workers > 1: the worst event-loop lag the proxy workers saw since the previous call. */
+  workerLoopLag?(): LagWindow | null;
 }
 
 export interface AdminActions {

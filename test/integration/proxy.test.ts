@@ -3,6 +3,7 @@
  * raw sockets for byte-exact cases (design.md §5, issue 2).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
 import mqttPacket from 'mqtt-packet';
 import { startBrokers, serversYaml, brokerFor, connectVia, whichBroker, type NamedBroker } from '../helpers/cluster.js';
 import { freePort } from '../helpers/mosquitto.js';
@@ -296,7 +297,10 @@ describe('workers: 2 (node:cluster)', () => {
     try {
       const [p1, a1, p2, a2] = [await freePort(), await freePort(), await freePort(), await freePort()];
       const single = await startLb(lbYaml({ port: p1, admin: a1, servers: serversYaml(brokers) }), { waitReady: `http://127.0.0.1:${a1}/readyz` });
-      const multi = await startLb(lbYaml({ port: p2, admin: a2, servers: serversYaml(brokers), extra: 'workers: 2\n' }), { waitReady: `http://127.0.0.1:${a2}/readyz` });
+      const multi = await startLb(lbYaml({ port: p2, admin: a2, servers: serversYaml(brokers), extra: 'workers: 2\n' }), {
+        waitReady: `http://127.0.0.1:${a2}/readyz`,
+        env: { MQTT_LB_TEST_HOOKS: '1' },
+      });
       await sleep(1200);
       const ids = Array.from({ length: 16 }, (_, i) => `cluster-dev-${i}`);
       for (const id of ids) expect(await brokerFor(p2, id), id).toBe(await brokerFor(p1, id));
@@ -308,6 +312,15 @@ describe('workers: 2 (node:cluster)', () => {
       expect(Number(proxied?.[1])).toBe(ids.length + 5);
       const status = (await (await fetch(`http://127.0.0.1:${a2}/api/status`)).json()) as { pools: Array<{ servers: Array<{ sessions: number }> }> };
       expect(status.pools[0]!.servers.reduce((n, s) => n + s.sessions, 0)).toBe(5);
+      // The lag metric shows the proxy workers' loops, not only the primary's: block one worker for 500 ms.
+      const workerPids = execFileSync('pgrep', ['-P', String(multi.proc.pid)], { encoding: 'utf8' }).trim().split('\n').map(Number);
+      expect(workerPids).toHaveLength(2);
+      await fetch(`http://127.0.0.1:${a2}/metrics`); // start a new lag window
+      process.kill(workerPids[0]!, 'SIGUSR2');
+      await sleep(1200); // the block, then the worker's next snapshot
+      const lagText = await (await fetch(`http://127.0.0.1:${a2}/metrics`)).text();
+      const lagMax = Number(/^mqtt_lb_event_loop_lag_max_seconds (\S+)$/m.exec(lagText)?.[1]);
+      expect(lagMax).toBeGreaterThan(0.4);
       const stopping = multi.stop();
       await sleep(300);
       await Promise.all(held.map((c) => c.endAsync()));

@@ -38,3 +38,13 @@ describe('LoopLagSampler (manual clock)', () => {
     s.close();
   });
 });
+
+describe('worstWindow', () => {
+  it('takes the worse of the primary and the workers per field, either may be absent', async () => {
+    const { worstWindow } = await import('../../src/telemetry/loop-lag.js');
+    expect(worstWindow(null, null)).toBeNull();
+    expect(worstWindow({ p99: 0.01, max: 0.02 }, null)).toEqual({ p99: 0.01, max: 0.02 });
+    expect(worstWindow(null, { p99: 0.5, max: 0.6 })).toEqual({ p99: 0.5, max: 0.6 });
+    expect(worstWindow({ p99: 0.01, max: 0.9 }, { p99: 0.5, max: 0.6 })).toEqual({ p99: 0.5, max: 0.9 });
+  });
+});
