@@ -52,7 +52,31 @@ const COMMON = {
 
 const TESTS = ['connRate', 'msgRate64', 'msgRate16k', 'latency', 'heldMemory'];
 
-const USAGE = `usage: node bench/run.mjs [--quick] [--trials N] [--targets direct,mqtt-lb,haproxy]
+/**
+ * mqtt-lb targets: `mqtt-lb` (workers: 1, as shipped), `mqtt-lb-wN` (workers: N, node:cluster's default
+ * round-robin in the primary) and `mqtt-lb-wN-kernel` (workers: N, NODE_CLUSTER_SCHED_POLICY=none: the
+ * kernel spreads connections over the workers' shared listening socket). Process accounting (CPU, RSS, fds)
+ * covers the primary and its workers.
+ */
+const LB_TARGET = /^mqtt-lb(?:-w(\d+)(-kernel)?)?$/;
+
+function isLbTarget(name) {
+  return LB_TARGET.test(name);
+}
+
+function lbStartOptions(base, name) {
+  const v = lbVariant(name);
+  return { ...base, ...v, env: { ...base.env, ...v.env } };
+}
+
+function lbVariant(name) {
+  const m = LB_TARGET.exec(name);
+  const workers = m?.[1] === undefined ? 1 : Number(m[1]);
+  const env = m?.[2] === undefined ? {} : { NODE_CLUSTER_SCHED_POLICY: 'none' };
+  return { workers, name, env };
+}
+
+const USAGE = `usage: node bench/run.mjs [--quick] [--trials N] [--targets direct,mqtt-lb,haproxy,mqtt-lb-w2,mqtt-lb-w2-kernel]
                          [--tests ${TESTS.join(',')}] [--procs N] [--connections N] [--out FILE]
                          [--lb-node-args "--max-semi-space-size=2"] [--lb-env KEY=VALUE]... [--lb-cli path/to/cli.js]
   --quick        ~2 min: 3 trials, shorter windows, one memory trial
@@ -181,6 +205,7 @@ async function main() {
   installCleanupHooks();
   const hasHaproxy = haproxyAvailable();
   const targets = args.targets ?? ['direct', 'mqtt-lb', ...(hasHaproxy ? ['haproxy'] : [])];
+  for (const t of targets) if (t !== 'direct' && t !== 'haproxy' && !isLbTarget(t)) throw new Error(`unknown target ${t}`);
   if (targets.includes('haproxy') && !hasHaproxy) throw new Error('haproxy is not installed');
   if (!hasHaproxy) log('bench: haproxy not installed: comparing mqtt-lb with the broker only');
   const heldPerProc = Math.ceil(opts.rssConnections / opts.procs);
@@ -219,7 +244,7 @@ async function main() {
   if (steady.length > 0) {
     const broker = await startMosquitto();
     const live = { direct: broker };
-    if (targets.includes('mqtt-lb')) live['mqtt-lb'] = await startMqttLb([broker], lbOptions);
+    for (const name of targets) if (isLbTarget(name)) live[name] = await startMqttLb([broker], lbStartOptions(lbOptions, name));
     if (targets.includes('haproxy')) live.haproxy = await startHaproxy([broker]);
     const ctx = { opts, gens, broker, warn };
     const run = {
@@ -247,7 +272,7 @@ async function main() {
         }
       }
     }
-    for (const name of ['haproxy', 'mqtt-lb']) if (live[name] !== undefined) await live[name].stop();
+    for (const name of targets) if (name !== 'direct' && live[name] !== undefined) await live[name].stop();
     await broker.stop();
   }
 
@@ -259,7 +284,7 @@ async function main() {
         const broker = await startMosquitto();
         let target = broker;
         try {
-          if (name === 'mqtt-lb') target = await startMqttLb([broker], lbOptions);
+          if (isLbTarget(name)) target = await startMqttLb([broker], lbStartOptions(lbOptions, name));
           if (name === 'haproxy') target = await startHaproxy([broker]);
           const ctx = { opts, gens, broker, warn };
           const result = await heldMemory(ctx, { ...target, name }, trial);

@@ -208,7 +208,7 @@ async function startMosquittoOnce() {
   };
 }
 
-export function mqttLbConfig({ port, adminPort, backends, maxConnections }) {
+export function mqttLbConfig({ port, adminPort, backends, maxConnections, workers = 1 }) {
   return [
     '# written by bench/run.mjs',
     'listeners:',
@@ -233,6 +233,7 @@ export function mqttLbConfig({ port, adminPort, backends, maxConnections }) {
     `  bind: ${HOST}:${adminPort}`,
     'log:',
     '  level: warn',
+    `workers: ${workers}`,
     '',
   ].join('\n');
 }
@@ -242,13 +243,13 @@ export function startMqttLb(backends, options = {}) {
   return withFreshPortRetry(() => startMqttLbOnce(backends, options));
 }
 
-async function startMqttLbOnce(backends, { maxConnections = 9400, nodeArgs = [], env = {}, cli = join(REPO, 'dist', 'src', 'cli.js') } = {}) {
+async function startMqttLbOnce(backends, { maxConnections = 9400, nodeArgs = [], env = {}, cli = join(REPO, 'dist', 'src', 'cli.js'), workers = 1, name = 'mqtt-lb' } = {}) {
   if (!existsSync(cli)) throw new Error(`${cli} is missing: run \`npm run build\` (npm run bench does)`);
   const port = await freePort();
   const adminPort = await freePort();
   const dir = makeTempDir('mqtt-lb-bench-lb-');
   const file = join(dir, 'lb.yaml');
-  writeFileSync(file, mqttLbConfig({ port, adminPort, backends, maxConnections }));
+  writeFileSync(file, mqttLbConfig({ port, adminPort, backends, maxConnections, workers }));
   const ready = async () => {
     try {
       const res = await fetch(`http://${HOST}:${adminPort}/readyz`);
@@ -267,7 +268,7 @@ async function startMqttLbOnce(backends, { maxConnections = 9400, nodeArgs = [],
   }
   return {
     kind: 'proxy',
-    name: 'mqtt-lb',
+    name,
     host: HOST,
     port,
     pid: svc.pid,
@@ -410,28 +411,81 @@ function ticksPerSecond() {
   return clkTck;
 }
 
-/** Resident set size in KiB. */
+/**
+ * The process and its descendants (mqtt-lb with `workers` > 1 is a primary plus cluster workers); a single
+ * process (mosquitto, HAProxy nbthread 1, mqtt-lb workers: 1) is just itself.
+ */
+export function processTree(pid) {
+  const out = [pid];
+  for (let i = 0; i < out.length; i++) {
+    let tasks = [];
+    try {
+      tasks = readdirSync(`/proc/${out[i]}/task`);
+    } catch {
+      continue;
+    }
+    for (const t of tasks) {
+      try {
+        const c = readFileSync(`/proc/${out[i]}/task/${t}/children`, 'utf8').trim();
+        if (c !== '') out.push(...c.split(/\s+/).map(Number));
+      } catch {
+        // the task ended meanwhile
+      }
+    }
+  }
+  return out;
+}
+
+function sumOverTree(pid, one) {
+  let sum = 0;
+  for (const p of processTree(pid)) {
+    const v = one(p);
+    if (Number.isFinite(v)) sum += v;
+    else if (p === pid) return NaN;
+  }
+  return sum;
+}
+
+function rssOne(pid) {
+  try {
+    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m === null ? NaN : Number(m[1]);
+  } catch {
+    return NaN;
+  }
+}
+
+/** Resident set size in KiB, of the process and its descendants. */
 export function rssKiB(pid) {
-  const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m === null ? NaN : Number(m[1]);
+  return sumOverTree(pid, rssOne);
 }
 
-/** User + system CPU time of the whole process (all threads, live and exited) in ms. */
+function cpuOne(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(f[11]) + Number(f[12])) * 1000) / ticksPerSecond();
+  } catch {
+    return NaN;
+  }
+}
+
+/** User + system CPU time (all threads, live and exited) of the process and its live descendants, in ms. */
 export function cpuMs(pid) {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  // Fields after the command name (which may contain spaces) start after the last ')'.
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const utime = Number(f[11]);
-  const stime = Number(f[12]);
-  return ((utime + stime) * 1000) / ticksPerSecond();
+  return sumOverTree(pid, cpuOne);
 }
 
-export function openFds(pid) {
+function fdsOne(pid) {
   try {
     return readdirSync(`/proc/${pid}/fd`).length;
   } catch {
     return NaN;
   }
+}
+
+export function openFds(pid) {
+  return sumOverTree(pid, fdsOne);
 }
 
 /** Waits (bounded) until a process holds at most `fds` descriptors again: the previous test's sockets are gone. */
