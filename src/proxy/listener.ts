@@ -30,8 +30,6 @@ export class Listener implements SessionListener {
   readonly ctx: ProxyContext;
   maxConnections: number;
   readonly sessions = new Set<ClientSession>();
-  /** Connections the kernel handed us that Node dropped at server.maxConnections (last-resort guard). */
-  dropped = 0;
   /** False after an accept error until the next successful accept (failover tracking). */
   acceptHealthy = true;
   private server: net.Server | null = null;
@@ -85,7 +83,6 @@ export class Listener implements SessionListener {
     server.on('connection', (socket: Socket) => this.accept(socket));
     server.on('drop', () => {
       // Past server.maxConnections Node closes the socket at accept, unanswered: count it with the refusals.
-      this.dropped++;
       this.stats.outcomes.rejected++;
       this.stats.count('accept_dropped');
     });
