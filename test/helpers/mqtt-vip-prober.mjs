@@ -14,14 +14,13 @@
  * "quit" exits. maxGapMs = the longest time between two consecutive successful probes: the outage.
  */
 import net from 'node:net';
-import { createInterface } from 'node:readline';
+import { runProber } from './prober-loop.mjs';
 
 const [host, portS, intervalS, timeoutS, clientIdArg] = process.argv.slice(2);
 const port = Number(portS);
 const intervalMs = Number(intervalS ?? 5);
 const timeoutMs = Number(timeoutS ?? 50);
 const clientId = clientIdArg ?? 'vip-probe';
-const out = (o) => process.stdout.write(`${JSON.stringify(o)}\n`);
 
 /** CONNECT, MQTT 3.1.1: protocol name "MQTT", level 4, flags 0x02 (clean session), keepalive 10 s. */
 function connectPacket(id) {
@@ -34,15 +33,6 @@ function connectPacket(id) {
 const CONNECT = connectPacket(clientId);
 const DISCONNECT = Buffer.from([0xe0, 0x00]);
 
-let attempts = 0;
-let oks = 0;
-let lastOkAt = null;
-let maxGapMs = 0;
-let maxGapEndedAt = null;
-let whoCounts = {};
-let lastKey = null;
-let lastWho = null;
-let running = true;
 
 function probe() {
   return new Promise((resolve) => {
@@ -72,43 +62,4 @@ function probe() {
   });
 }
 
-async function loop() {
-  while (running) {
-    attempts++;
-    const who = await probe();
-    const now = Date.now();
-    if (who !== null) {
-      oks++;
-      whoCounts[who] = (whoCounts[who] ?? 0) + 1;
-      if (lastOkAt !== null && now - lastOkAt > maxGapMs) {
-        maxGapMs = now - lastOkAt;
-        maxGapEndedAt = now;
-      }
-      lastOkAt = now;
-      lastWho = who;
-    }
-    const key = who === null ? 'fail' : `ok:${who}`;
-    if (key !== lastKey) {
-      lastKey = key;
-      out({ ev: 'change', t: now, ok: who !== null, who });
-    }
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
-}
-
-createInterface({ input: process.stdin }).on('line', (line) => {
-  const cmd = line.trim();
-  if (cmd === 'report') {
-    out({ ev: 'report', attempts, oks, maxGapMs, maxGapEndedAt, whoCounts, lastWho });
-    attempts = 0;
-    oks = 0;
-    maxGapMs = 0;
-    maxGapEndedAt = null;
-    whoCounts = {};
-  } else if (cmd === 'quit') {
-    running = false;
-    process.exit(0);
-  }
-});
-process.stdin.on('end', () => process.exit(0));
-void loop();
+runProber(probe, intervalMs);
