@@ -6,8 +6,6 @@
  * client namespace opens a new connection to VIP:1883 every ~5 ms, so outages are measured as clients see them.
  * To run the real mqtt-lb instead, replace `startLb`'s command; the rest only needs the state events.
  */
-import { execFileSync } from 'node:child_process';
-import { existsSync, statSync, readdirSync } from 'node:fs';
 import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,7 +13,8 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { FailoverConfig } from '../../src/config/types.js';
 import { generateKey } from '../../src/failover/key.js';
-import { NetnsTopology, netnsAvailable, type NsProcess, type Role } from '../helpers/netns.js';
+import { NetnsTopology, netnsAvailable, sleep, waitFor, type NsProcess, type Role } from '../helpers/netns.js';
+import { ensureDistBuilt } from '../helpers/dist-build.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const RUNNER = join(ROOT, 'test/helpers/failover-runner.mjs');
@@ -23,31 +22,6 @@ const PROBER = join(ROOT, 'test/helpers/vip-prober.mjs');
 const ADVERT_TOOL = join(ROOT, 'test/helpers/advert-tool.mjs');
 const PORT = 18831;
 const GROUP = '224.0.0.18';
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-async function waitFor(what: string, cond: () => Promise<boolean> | boolean, timeoutMs: number, stepMs = 20): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    if (await cond()) return;
-    if (Date.now() > until) throw new Error(`timeout (${timeoutMs} ms) waiting for: ${what}`);
-    await sleep(stepMs);
-  }
-}
-
-/** dist/ must hold the current failover code: build when missing or older than a source file. */
-function ensureBuilt(): void {
-  const dist = join(ROOT, 'dist/src/failover');
-  const newestSrc = Math.max(...readdirSync(join(ROOT, 'src/failover')).map((f) => statSync(join(ROOT, 'src/failover', f)).mtimeMs));
-  const files = ['index.js', 'worker.js', 'advert.js'].map((f) => join(dist, f));
-  if (files.every((f) => existsSync(f) && statSync(f).mtimeMs >= newestSrc)) return;
-  try {
-    execFileSync('npx', ['tsc', '-p', '.'], { cwd: ROOT, stdio: 'pipe', timeout: 180_000 });
-  } catch {
-    // Type errors elsewhere in the tree still emit JavaScript; only a missing output is fatal.
-  }
-  for (const f of files) if (!existsSync(f)) throw new Error(`${f} missing after \`npx tsc -p .\``);
-}
 
 interface StateEvent {
   ev: 'state';
@@ -129,7 +103,7 @@ describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', (
   const started: NsProcess[] = [];
 
   beforeAll(async () => {
-    ensureBuilt();
+    ensureDistBuilt(['dist/src/failover/index.js', 'dist/src/failover/worker.js', 'dist/src/failover/advert.js']);
     topo = await NetnsTopology.create();
     VIP = topo.address(10);
     VIP_CIDR = `${VIP}/24`;
@@ -371,7 +345,8 @@ describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', (
     await lb2b.waitState('master', 3000);
     expect(await holders()).toEqual(['lb1', 'lb2']); // the stale address a crash leaves
     const lb1b = await startLb('lb1');
-    expect(lb1b.proc.stderr).toContain('removed a VIP left by an earlier run');
+    // The line is logged by the heartbeat thread; its stderr may arrive after the runner's 'ready'.
+    await waitFor('stale VIP removal logged', () => lb1b.proc.stderr.includes('removed a VIP left by an earlier run'), 2000, 20);
     await lb1b.waitState('master', 3000);
     await lb2b.waitState('backup', 3000, 2);
     await waitFor('VIP on lb1 only', holdersAre(['lb1']), 3000);
