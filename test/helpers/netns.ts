@@ -33,14 +33,24 @@ export interface NeighEntry {
 const HOST_OCTET: Record<Role, number> = { lb1: 11, lb2: 12, client: 100, broker: 50 };
 
 /** True when this process can create namespaces (root and iproute2 present). */
+/**
+ * Network namespaces need Linux, root and iproute2. A developer without them skips the netns suites; in CI
+ * (CI=true) a missing prerequisite is an error, so the failover tests can never be skipped silently there.
+ */
 export function netnsAvailable(): boolean {
-  if (process.platform !== 'linux' || process.getuid?.() !== 0) return false;
-  try {
-    execFileSync('ip', ['netns', 'list'], { stdio: 'ignore', timeout: 5000 });
-    return true;
-  } catch {
-    return false;
+  let why: string | null = null;
+  if (process.platform !== 'linux') why = 'not Linux';
+  else if (process.getuid?.() !== 0) why = 'not root';
+  else {
+    try {
+      execFileSync('ip', ['netns', 'list'], { stdio: 'ignore', timeout: 5000 });
+    } catch {
+      why = '`ip netns list` failed (iproute2 missing?)';
+    }
   }
+  if (why === null) return true;
+  if (process.env['CI'] === 'true') throw new Error(`netns tests cannot run in CI: ${why}`);
+  return false;
 }
 
 function run(cmd: string, args: readonly string[], timeoutMs = 10_000): Promise<ExecResult> {

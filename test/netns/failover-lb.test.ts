@@ -39,6 +39,7 @@ interface SessionLine {
   broker: string | null;
 }
 
+// Skipped only off CI, where a developer lacks root or iproute2 (netnsAvailable throws in CI).
 const canRun = netnsAvailable();
 
 describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network namespaces)', () => {

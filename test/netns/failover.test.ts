@@ -90,6 +90,7 @@ class Lb {
   }
 }
 
+// Skipped only off CI, where a developer lacks root or iproute2 (netnsAvailable throws in CI).
 const canRun = netnsAvailable();
 
 describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', () => {
