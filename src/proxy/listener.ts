@@ -117,8 +117,7 @@ export class Listener implements SessionListener {
 
   /** Called directly, or by the front once TLS/PROXY are done. */
   startSession(socket: Socket, preread: Buffer | undefined, acceptedAt: number, remote?: { address: string; port: number }): ClientSession {
-    const session = new ClientSession(socket, this, preread, remote);
-    if (acceptedAt !== session.acceptedAt) session.setDeadlineFrom(acceptedAt);
+    const session = new ClientSession(socket, this, acceptedAt, preread, remote);
     this.sessions.add(session);
     return session;
   }

@@ -76,10 +76,14 @@ export class ClientSession implements LiveSession, AdmissionTicket {
   /** tls.certAsUsername: the CONNECT is re-encoded with this username (the one exception to byte-exact forwarding). */
   usernameOverride: Buffer | null = null;
 
-  constructor(client: Socket, listener: SessionListener, preread?: Buffer, remote?: { address: string; port: number }) {
+  /**
+   * `acceptedAt`: the TCP accept, which may lie before this object (TLS handshake, PROXY header): the
+   * CONNECT deadline counts from there.
+   */
+  constructor(client: Socket, listener: SessionListener, acceptedAt: number, preread?: Buffer, remote?: { address: string; port: number }) {
     this.client = client;
     this.listener = listener;
-    this.acceptedAt = Date.now();
+    this.acceptedAt = acceptedAt;
     this.remoteAddress = remote?.address ?? client.remoteAddress ?? '';
     this.remotePort = remote?.port ?? client.remotePort ?? 0;
     this.buf = Buffer.allocUnsafe(INITIAL_BUFFER);
@@ -89,16 +93,9 @@ export class ClientSession implements LiveSession, AdmissionTicket {
     client.on('close', onClientClose);
     client.on('end', onClientEndBeforeRouting);
     client.on('data', onClientData);
-    this.deadline = setTimeout(onDeadline, listener.ctx.limits.clientConnectTimeout, this);
-    if (preread !== undefined && preread.length > 0) this.receive(preread);
-  }
-
-  /** Deadline already consumed before this object existed (TLS handshake, PROXY header): shorten it. */
-  setDeadlineFrom(acceptedAt: number): void {
-    if (this.deadline === null) return;
-    clearTimeout(this.deadline);
-    const left = Math.max(0, acceptedAt + this.listener.ctx.limits.clientConnectTimeout - Date.now());
+    const left = Math.max(0, acceptedAt + listener.ctx.limits.clientConnectTimeout - Date.now());
     this.deadline = setTimeout(onDeadline, left, this);
+    if (preread !== undefined && preread.length > 0) this.receive(preread);
   }
 
   get bytesIn(): number {
