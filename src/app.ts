@@ -3,7 +3,7 @@
  * LbConfig, reloads them in place, and stops them in the contract's order (design.md §3).
  */
 import type { Logger } from 'pino';
-import type { LbConfig } from './config/types.js';
+import type { LbConfig, ListenerConfig } from './config/types.js';
 import { Pool } from './balancer/pool.js';
 import type { Server, AdminState, LiveSession } from './balancer/server.js';
 import { HealthChecker } from './health/checker.js';
@@ -11,7 +11,7 @@ import { PoolReactions } from './health/reactions.js';
 import { Evictor } from './health/eviction.js';
 import { Listener } from './proxy/listener.js';
 import type { ProxyContext, ListenerStats } from './proxy/context.js';
-import { clampToBudget, openFileLimit } from './proxy/fd-budget.js';
+import { budgetForConfig } from './proxy/fd-budget.js';
 import { buildFront } from './proxy/front.js';
 import { Admission } from './proxy/admission.js';
 import { Metrics } from './telemetry/metrics.js';
@@ -20,6 +20,8 @@ import type { TelemetrySource, AdminActions } from './telemetry/source.js';
 import type { LagWindow } from './telemetry/loop-lag.js';
 import { Failover, computeTracking } from './failover/index.js';
 import { VERSION } from './version.js';
+
+type Fronts = ReturnType<typeof buildFront>;
 
 const TRACK_INTERVAL_MS = 250;
 
@@ -46,7 +48,8 @@ export class App implements TelemetrySource, AdminActions {
   private readonly checkers = new Map<string, HealthChecker>();
   private readonly reactions = new Map<string, PoolReactions>();
   readonly ctx: ProxyContext;
-  readonly metrics: Metrics;
+  /** null in a worker: the primary serves metrics (workers send it their counters and lag). */
+  readonly metrics: Metrics | null;
   readonly role: Role;
   /** primary: the workers' listener counters, summed (see src/cluster/primary.ts). */
   readonly remoteListeners = new Map<string, ListenerStats>();
@@ -75,7 +78,7 @@ export class App implements TelemetrySource, AdminActions {
       maxConnections: config.limits.maxConnections,
       onServerConnected: (server, seconds) => {
         if (this.link !== null) this.link.connectSample(server, seconds);
-        else this.metrics.serverConnect(server.pool, server.name, seconds);
+        else this.metrics?.serverConnect(server.pool, server.name, seconds);
       },
       onDialFailure: (server, serverCaused) => {
         if (!serverCaused) return;
@@ -85,7 +88,7 @@ export class App implements TelemetrySource, AdminActions {
       admit: (ticket) => this.admission.admit(ticket),
       release: (ticket) => this.admission.release(ticket),
     };
-    this.metrics = new Metrics(this);
+    this.metrics = role === 'worker' ? null : new Metrics(this);
   }
 
   // ── start ───────────────────────────────────────────────────────────────────────────────────────────────
@@ -93,7 +96,7 @@ export class App implements TelemetrySource, AdminActions {
   async start(): Promise<void> {
     const config = this.config;
     for (const pc of Object.values(config.pools)) this.addPool(pc);
-    const budget = this.budget(config);
+    const budget = budgetForConfig(config);
     this.ctx.maxConnections = budget.globalMax;
     for (const w of budget.warnings) this.log.warn({ detail: w }, 'connection cap clamped');
 
@@ -102,14 +105,10 @@ export class App implements TelemetrySource, AdminActions {
       this.failoverRuntime = new Failover(config.failover, this.log);
     }
     try {
-      for (const lc of this.role === 'primary' ? [] : config.listeners) {
-        const l = new Listener(lc, this.ctx, budget.listenerMax.get(lc.name) ?? lc.maxConnections);
-        l.setFront(...buildFront(lc, config.pools[lc.pool]!, () => this.config.limits.clientConnectTimeout));
-        this.listenerMap.set(lc.name, l);
-        await l.listen();
-        this.log.info({ listener: lc.name, bind: lc.bind, pool: lc.pool, tls: lc.tls !== null, maxConnections: l.maxConnections }, 'listener started');
+      for (const lc of this.ownListeners(config)) {
+        await this.openListener(lc, budget.listenerMax.get(lc.name) ?? lc.maxConnections, this.frontFor(lc, config));
       }
-      if (this.role !== 'worker') {
+      if (this.metrics !== null) {
         this.admin = new AdminServer({ config: config.admin, source: this, actions: this, metrics: this.metrics, log: this.log });
         await this.admin.listen();
       }
@@ -123,6 +122,24 @@ export class App implements TelemetrySource, AdminActions {
     this.trackTimer.unref();
   }
 
+  /** The listeners this process serves: none in the cluster primary (its workers do). */
+  private ownListeners(config: LbConfig): LbConfig['listeners'] {
+    return this.role === 'primary' ? [] : config.listeners;
+  }
+
+  /** TLS/PROXY front and header builder; reads certificate files, so it throws on a bad one. */
+  private frontFor(lc: ListenerConfig, config: LbConfig): Fronts {
+    return buildFront(lc, config.pools[lc.pool]!, () => this.config.limits.clientConnectTimeout);
+  }
+
+  private async openListener(lc: ListenerConfig, maxConnections: number, front: Fronts): Promise<void> {
+    const l = new Listener(lc, this.ctx, maxConnections);
+    l.setFront(...front);
+    await l.listen();
+    this.listenerMap.set(lc.name, l);
+    this.log.info({ listener: lc.name, bind: lc.bind, pool: lc.pool, tls: lc.tls !== null, maxConnections: l.maxConnections }, 'listener started');
+  }
+
   private addPool(pc: LbConfig['pools'][string]): void {
     const pool = new Pool(pc);
     this.poolMap.set(pc.name, pool);
@@ -130,23 +147,12 @@ export class App implements TelemetrySource, AdminActions {
     if (this.role !== 'worker') {
       const checker = new HealthChecker(pool, {
         log: this.log,
-        onResult: (server, r) => this.metrics.healthCheck(server.pool, server.name, r.result, r.durationMs / 1000),
+        onResult: (server, r) => this.metrics?.healthCheck(server.pool, server.name, r.result, r.durationMs / 1000),
       });
       this.checkers.set(pc.name, checker);
     }
     // Reactions close sessions; the primary holds none.
     if (this.role !== 'primary') this.reactions.set(pc.name, new PoolReactions(pool, { log: this.log }));
-  }
-
-  private budget(config: LbConfig) {
-    let servers = 0;
-    for (const p of Object.values(config.pools)) servers += p.servers.length;
-    return clampToBudget({
-      fileLimit: openFileLimit(),
-      globalMax: config.limits.maxConnections,
-      listeners: config.listeners.map((l) => ({ name: l.name, maxConnections: l.maxConnections })),
-      servers,
-    });
   }
 
   /**
@@ -176,10 +182,8 @@ export class App implements TelemetrySource, AdminActions {
   async reload(next: LbConfig): Promise<void> {
     // Build every listener's front first (reads certificates): a bad file must fail the reload before
     // anything of the new config is applied.
-    const fronts = new Map<string, ReturnType<typeof buildFront>>();
-    for (const lc of this.role === 'primary' ? [] : next.listeners) {
-      fronts.set(lc.name, buildFront(lc, next.pools[lc.pool]!, () => this.config.limits.clientConnectTimeout));
-    }
+    const fronts = new Map<string, Fronts>();
+    for (const lc of this.ownListeners(next)) fronts.set(lc.name, this.frontFor(lc, next));
     const prev = this.config;
     this.config = next;
     this.ctx.limits = next.limits;
@@ -209,7 +213,7 @@ export class App implements TelemetrySource, AdminActions {
       }
     }
 
-    const budget = this.budget(next);
+    const budget = budgetForConfig(next);
     this.ctx.maxConnections = budget.globalMax;
     for (const [name, l] of this.listenerMap) {
       const lc = next.listeners.find((x) => x.name === name);
@@ -222,13 +226,8 @@ export class App implements TelemetrySource, AdminActions {
       l.reconfigure(lc, budget.listenerMax.get(name) ?? lc.maxConnections);
       l.setFront(...fronts.get(name)!);
     }
-    for (const lc of this.role === 'primary' ? [] : next.listeners) {
-      if (this.listenerMap.has(lc.name)) continue;
-      const l = new Listener(lc, this.ctx, budget.listenerMax.get(lc.name) ?? lc.maxConnections);
-      l.setFront(...fronts.get(lc.name)!);
-      await l.listen();
-      this.listenerMap.set(lc.name, l);
-      this.log.info({ listener: lc.name, bind: lc.bind }, 'listener started');
+    for (const lc of this.ownListeners(next)) {
+      if (!this.listenerMap.has(lc.name)) await this.openListener(lc, budget.listenerMax.get(lc.name) ?? lc.maxConnections, fronts.get(lc.name)!);
     }
     if (prev.admin.token !== next.admin.token) this.admin?.setToken(next.admin.token);
     if (prev.admin.bind !== next.admin.bind) this.log.warn({ bind: next.admin.bind }, 'admin.bind change needs a restart');
@@ -268,8 +267,7 @@ export class App implements TelemetrySource, AdminActions {
     const sessions: LiveSession[] = [];
     for (const l of this.listenerMap.values()) for (const s of l.sessions) sessions.push(s);
     if (evictRate !== null && sessions.length > 0) {
-      const rate = evictRate;
-      const evictor = new Evictor(rate, 'shutdown');
+      const evictor = new Evictor(evictRate, 'shutdown');
       evictor.evict(sessions);
       await this.waitForSessions(drainTimeout);
       evictor.close();
@@ -304,7 +302,7 @@ export class App implements TelemetrySource, AdminActions {
     this.admission.close();
     if (this.failoverRuntime !== null) await this.failoverRuntime.close();
     if (this.admin !== null) await this.admin.close();
-    this.metrics.close();
+    this.metrics?.close();
   }
 
   // ── TelemetrySource / AdminActions ──────────────────────────────────────────────────────────────────────

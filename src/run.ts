@@ -52,10 +52,10 @@ export async function runBalancer(file: string): Promise<number> {
         const next = loadConfig(file, { onWarning: (w) => log.warn({ detail: w }, 'config warning') });
         await app.reload(next);
         primary?.reload(next);
-        app.metrics.configReload('ok');
+        app.metrics?.configReload('ok');
         log.info({ config: next.file }, 'config reloaded');
       } catch (err) {
-        app.metrics.configReload('error');
+        app.metrics?.configReload('error');
         if (err instanceof ConfigError) {
           log.error({ problems: err.problems.map(formatProblem) }, 'config reload rejected: keeping the running config');
         } else {

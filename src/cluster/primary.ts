@@ -84,7 +84,7 @@ export class ClusterPrimary {
           case 'snapshot':
             slot.listeners = m.listeners;
             slot.servers = m.servers;
-            for (const [pool, server, seconds] of m.connects) this.app.metrics.serverConnect(pool, server, seconds);
+            for (const [pool, server, seconds] of m.connects) this.app.metrics?.serverConnect(pool, server, seconds);
             this.workerLag = worstWindow(this.workerLag, m.lag);
             this.aggregate();
             return;
