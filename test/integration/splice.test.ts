@@ -1,0 +1,268 @@
+/**
+ * The splice after routing, byte for byte: integrity both ways under backpressure, half-close in either
+ * direction, a server's last bytes before its FIN, and a reset passed on as a reset. The backend is a raw
+ * TCP server (not mosquitto) so the test sees exactly what the LB forwards, with no MQTT framing of its own.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import net from 'node:net';
+import type { Socket } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort } from '../helpers/mosquitto.js';
+import { startLb, stopAllLbs, sleep } from '../helpers/lb.js';
+import { connectRaw, connectPacket } from '../helpers/raw-client.js';
+
+const CONNACK = Buffer.from([0x20, 0x02, 0x00, 0x00]);
+const WAIT_MS = 15_000;
+
+/** One accepted backend connection: the CONNECT is answered, then the test drives the socket. */
+interface BackendConn {
+  socket: Socket;
+  /** Bytes received after the CONNECT. */
+  received: Buffer[];
+  ended: Promise<void>;
+  closed: Promise<void>;
+}
+
+interface RawBackend {
+  port: number;
+  next(): Promise<BackendConn>;
+  close(): Promise<void>;
+}
+
+/** A TCP server that reads one CONNECT of `connectLength` bytes, answers CONNACK, then records the rest. */
+async function startRawBackend(port: number, connectLength: number): Promise<RawBackend> {
+  const waiting: Array<(c: BackendConn) => void> = [];
+  const ready: BackendConn[] = [];
+  const sockets = new Set<Socket>();
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => {});
+    let head = Buffer.alloc(0);
+    let conn: BackendConn | null = null;
+    let onEnd!: () => void;
+    let onClose!: () => void;
+    const ended = new Promise<void>((r) => (onEnd = r));
+    const closed = new Promise<void>((r) => (onClose = r));
+    socket.on('end', () => onEnd());
+    socket.on('close', () => onClose());
+    socket.on('data', (d: Buffer) => {
+      if (conn !== null) {
+        conn.received.push(d);
+        return;
+      }
+      head = Buffer.concat([head, d]);
+      // The LB's TCP health probe connects and leaves without sending: only a full CONNECT is a session.
+      if (head.length < connectLength) return;
+      conn = { socket, received: [head.subarray(connectLength)], ended, closed };
+      socket.write(CONNACK);
+      const w = waiting.shift();
+      if (w !== undefined) w(conn);
+      else ready.push(conn);
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => resolve());
+  });
+  return {
+    port,
+    next: () => {
+      const c = ready.shift();
+      if (c !== undefined) return Promise.resolve(c);
+      return bounded(new Promise<BackendConn>((r) => waiting.push(r)), 'backend connection');
+    },
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
+
+function bounded<T>(p: Promise<T>, what: string, ms = WAIT_MS): Promise<T> {
+  let t: NodeJS.Timeout;
+  return Promise.race([p, new Promise<T>((_, reject) => (t = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms)))]).finally(() => clearTimeout(t));
+}
+
+function sha256(chunks: Buffer[]): string {
+  const h = createHash('sha256');
+  for (const c of chunks) h.update(c);
+  return h.digest('hex');
+}
+
+/**
+ * Read until `bytes` have arrived, pausing the socket for `stallMs` every `stallEvery` bytes (a slow reader).
+ * The chunks go to `sink` (null when another listener already keeps them).
+ */
+function readSlowly(socket: Socket, bytes: number, stallEvery: number, stallMs: number, sink: Buffer[] | null): Promise<void> {
+  return bounded(
+    new Promise<void>((resolve) => {
+      let got = 0;
+      let nextStall = stallEvery;
+      const onData = (d: Buffer): void => {
+        sink?.push(d);
+        got += d.length;
+        if (got >= bytes) {
+          socket.removeListener('data', onData);
+          resolve();
+          return;
+        }
+        if (got >= nextStall) {
+          nextStall += stallEvery;
+          socket.pause();
+          setTimeout(() => socket.resume(), stallMs);
+        }
+      };
+      socket.on('data', onData);
+    }),
+    `${bytes} bytes`,
+  );
+}
+
+/** Write all of `data` in 64 KiB pieces, waiting for 'drain' when the socket says so. */
+async function writeAll(socket: Socket, data: Buffer): Promise<void> {
+  for (let off = 0; off < data.length; off += 65536) {
+    if (!socket.write(data.subarray(off, off + 65536))) await bounded(new Promise<void>((r) => socket.once('drain', r)), 'drain');
+  }
+}
+
+describe('splice', () => {
+  const CONNECT = connectPacket({ clientId: 'splice-client' });
+  let backend: RawBackend;
+  let port: number;
+  let admin: number;
+  const clients: Socket[] = [];
+
+  /** A client through the LB that has sent its CONNECT and received the backend's CONNACK. */
+  async function session(): Promise<{ client: Socket; server: BackendConn; rest: Buffer[] }> {
+    const client = await connectRaw(port);
+    clients.push(client);
+    client.on('error', () => {});
+    const first: Buffer[] = [];
+    const gotConnack = bounded(
+      new Promise<void>((resolve) => {
+        const onData = (d: Buffer): void => {
+          first.push(d);
+          if (Buffer.concat(first).length >= CONNACK.length) {
+            client.removeListener('data', onData);
+            client.pause();
+            resolve();
+          }
+        };
+        client.on('data', onData);
+      }),
+      'CONNACK',
+    );
+    client.write(CONNECT);
+    const server = await backend.next();
+    await gotConnack;
+    const all = Buffer.concat(first);
+    expect(all.subarray(0, CONNACK.length)).toEqual(CONNACK);
+    return { client, server, rest: all.length > CONNACK.length ? [all.subarray(CONNACK.length)] : [] };
+  }
+
+  /** Client connections the LB holds now. */
+  async function liveSessions(): Promise<number> {
+    const res = await fetch(`http://127.0.0.1:${admin}/metrics`);
+    const text = await res.text();
+    const m = /^mqtt_lb_connections_active\{listener="mqtt"\} (\d+)/m.exec(text);
+    return Number(m?.[1] ?? NaN);
+  }
+
+  beforeAll(async () => {
+    backend = await startRawBackend(await freePort(), CONNECT.length);
+    [port, admin] = [await freePort(), await freePort()];
+    await startLb(
+      `listeners:
+  - { name: mqtt, bind: 127.0.0.1:${port}, pool: p }
+pools:
+  p:
+    servers:
+      - { name: raw, address: 127.0.0.1:${backend.port} }
+    health: { type: tcp, interval: 1s }
+admin: { bind: 127.0.0.1:${admin} }
+log: { level: warn }
+`,
+      { waitReady: `http://127.0.0.1:${admin}/readyz` },
+    );
+  });
+
+  afterAll(async () => {
+    for (const c of clients) c.destroy();
+    await stopAllLbs();
+    await backend?.close();
+  });
+
+  it('carries 8 MiB each way intact while both ends read slowly (backpressure, not loss)', async () => {
+    const { client, server, rest } = await session();
+    const up = randomBytes(8 << 20);
+    const down = randomBytes(8 << 20);
+    server.socket.pause();
+    // The backend's own listener keeps what the server receives (server.received).
+    const upRead = readSlowly(server.socket, up.length - Buffer.concat(server.received).length, 1 << 20, 50, null);
+    const downChunks = [...rest];
+    const downRead = readSlowly(client, down.length - Buffer.concat(rest).length, 1 << 20, 50, downChunks);
+    client.resume();
+    server.socket.resume();
+    await Promise.all([writeAll(client, up), writeAll(server.socket, down)]);
+    await Promise.all([upRead, downRead]);
+    expect(sha256(server.received)).toBe(sha256([up]));
+    expect(sha256(downChunks)).toBe(sha256([down]));
+    client.destroy();
+    await bounded(server.closed, 'server side close');
+  });
+
+  it('a client FIN reaches the server after every byte the client sent', async () => {
+    const { client, server } = await session();
+    const data = randomBytes(3 << 20);
+    client.resume();
+    await writeAll(client, data);
+    client.end();
+    await bounded(server.ended, 'FIN at the server');
+    expect(sha256(server.received)).toBe(sha256([data]));
+    await bounded(server.closed, 'server side close');
+  });
+
+  it("the server's last bytes before its FIN all reach the client, then the client sees EOF", async () => {
+    const { client, server, rest } = await session();
+    const data = randomBytes(4 << 20);
+    const chunks = [...rest];
+    let clientEnded = false;
+    const ended = bounded(
+      new Promise<void>((resolve) => {
+        client.on('data', (d: Buffer) => chunks.push(d));
+        client.on('end', () => {
+          clientEnded = true;
+          resolve();
+        });
+      }),
+      'EOF at the client',
+    );
+    // The whole payload and the FIN leave the server at once; the client reads slowly at first.
+    server.socket.end(data);
+    await sleep(300);
+    client.resume();
+    await ended;
+    expect(clientEnded).toBe(true);
+    expect(sha256(chunks)).toBe(sha256([data]));
+  });
+
+  it('a server reset reaches the client as a reset; sessions are released', async () => {
+    const { client, server } = await session();
+    const closed = bounded(
+      new Promise<{ hadError: boolean; code: string | null }>((resolve) => {
+        let code: string | null = null;
+        client.on('error', (e: NodeJS.ErrnoException) => (code = e.code ?? null));
+        client.on('close', (hadError) => resolve({ hadError, code }));
+      }),
+      'client close',
+    );
+    client.resume();
+    server.socket.resetAndDestroy();
+    const r = await closed;
+    expect(r).toEqual({ hadError: true, code: 'ECONNRESET' });
+    // Every session of this file has ended by now: the LB holds none.
+    for (let i = 0; i < 50 && (await liveSessions()) !== 0; i++) await sleep(100);
+    expect(await liveSessions()).toBe(0);
+  });
+});
