@@ -81,13 +81,13 @@ const USAGE = `usage: node bench/run.mjs [--quick] [--trials N] [--targets direc
                          [--lb-node-args "--max-semi-space-size=2"] [--lb-env KEY=VALUE]... [--lb-cli path/to/cli.js]
   --quick        ~2 min: 3 trials, shorter windows, one memory trial
   (default)      full run, ~10 min: 5 trials, 8,000 held connections
-  --lb-node-args node flags for the mqtt-lb process (default none: measured as operators start it)
+  --lb-node-args node flags for the mqtt-lb process, replacing the launcher's (default: bin/mqtt-lb's own)
   --lb-env       environment for the mqtt-lb process only, e.g. GLIBC_TUNABLES=glibc.malloc.trim_threshold=268435456
-  --lb-cli       another build of mqtt-lb to measure (default dist/src/cli.js of this checkout)
+  --lb-cli       another build's cli.js to measure, started with plain node (default: bin/mqtt-lb of this checkout)
 `;
 
 function parseArgs(argv) {
-  const o = { mode: 'full', targets: null, tests: TESTS, out: null, overrides: {}, lbNodeArgs: [], lbEnv: {}, lbCli: null };
+  const o = { mode: 'full', targets: null, tests: TESTS, out: null, overrides: {}, lbNodeArgs: null, lbEnv: {}, lbCli: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const next = () => {

@@ -238,13 +238,19 @@ export function mqttLbConfig({ port, adminPort, backends, maxConnections, worker
   ].join('\n');
 }
 
-/** mqtt-lb as operators run it: the built CLI with a config file. Ready = /readyz answers 200 (a server is up). */
+/**
+ * mqtt-lb as operators run it: the installed command (bin/mqtt-lb, what `npx mqtt-lb` starts: it execs node
+ * with the shipped runtime settings) with a config file. `nodeArgs` replace the launcher's node flags
+ * (MQTT_LB_NODE_FLAGS); `cli` runs another build's cli.js with plain node instead. Ready = /readyz answers 200.
+ */
 export function startMqttLb(backends, options = {}) {
   return withFreshPortRetry(() => startMqttLbOnce(backends, options));
 }
 
-async function startMqttLbOnce(backends, { maxConnections = 9400, nodeArgs = [], env = {}, cli = join(REPO, 'dist', 'src', 'cli.js'), workers = 1, name = 'mqtt-lb' } = {}) {
-  if (!existsSync(cli)) throw new Error(`${cli} is missing: run \`npm run build\` (npm run bench does)`);
+async function startMqttLbOnce(backends, { maxConnections = 9400, nodeArgs = null, env = {}, cli = null, workers = 1, name = 'mqtt-lb' } = {}) {
+  const built = join(REPO, 'dist', 'src', 'cli.js');
+  if (cli === null && !existsSync(built)) throw new Error(`${built} is missing: run \`npm run build\` (npm run bench does)`);
+  if (cli !== null && !existsSync(cli)) throw new Error(`${cli} is missing`);
   const port = await freePort();
   const adminPort = await freePort();
   const dir = makeTempDir('mqtt-lb-bench-lb-');
@@ -261,7 +267,13 @@ async function startMqttLbOnce(backends, { maxConnections = 9400, nodeArgs = [],
   };
   let svc;
   try {
-    svc = await startService('mqtt-lb', process.execPath, [...nodeArgs, cli, '--config', file], ready, { env });
+    if (cli === null) {
+      // The launcher finds `node` on PATH: make it this node.
+      const launcherEnv = { PATH: `${dirname(process.execPath)}:${process.env.PATH ?? ''}`, ...(nodeArgs !== null ? { MQTT_LB_NODE_FLAGS: nodeArgs.join(' ') } : {}), ...env };
+      svc = await startService('mqtt-lb', join(REPO, 'bin', 'mqtt-lb'), ['--config', file], ready, { env: launcherEnv });
+    } else {
+      svc = await startService('mqtt-lb', process.execPath, [...(nodeArgs ?? []), cli, '--config', file], ready, { env });
+    }
   } catch (err) {
     removeTempDir(dir);
     throw err;

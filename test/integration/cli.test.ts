@@ -1,12 +1,15 @@
 /** The mqtt-lb command as users run it (design.md §3): check, keygen, exit codes. */
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { CLI, startLb, stopAllLbs } from '../helpers/lb.js';
+import { CLI, startLb, stopAllLbs, sleep } from '../helpers/lb.js';
 import { freePort } from '../helpers/mosquitto.js';
+
+/** The installed command (package.json "bin"): the launcher script. */
+const BIN = path.resolve(path.dirname(CLI), '../../bin/mqtt-lb');
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'mqtt-lb-cli-'));
 
@@ -101,5 +104,69 @@ admin: { bind: 127.0.0.1:${admin} }
     const r = run(['--bogus']);
     expect(r.status).toBe(1);
     expect(r.stderr).toContain('unknown option');
+  });
+
+  it('the installed command execs node itself with its runtime settings: one process, signals reach the balancer', async () => {
+    const admin = await freePort();
+    const config = file(
+      'bin.yaml',
+      `listeners:
+  - { name: mqtt, bind: 127.0.0.1:${await freePort()}, pool: p }
+pools:
+  p:
+    servers: [{ name: s, address: 127.0.0.1:1 }]
+    health: { type: tcp }
+admin: { bind: 127.0.0.1:${admin} }
+`,
+    );
+    const env = { ...process.env, PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ''}` };
+    const launch = (extra: NodeJS.ProcessEnv) => spawn(BIN, ['--config', config], { stdio: 'ignore', env: { ...env, ...extra } });
+    const inspect = async (pid: number): Promise<{ argv: string[]; tunables: string | undefined }> => {
+      // Bounded wait for the exec from sh to node, then for the admin port (the balancer is up).
+      for (let i = 0; i < 100; i++) {
+        const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+        if (argv.some((a) => a.endsWith('dist/src/cli.js'))) {
+          const environ = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
+          const tunables = environ.find((e) => e.startsWith('GLIBC_TUNABLES='))?.slice('GLIBC_TUNABLES='.length);
+          return { argv, tunables };
+        }
+        await sleep(50);
+      }
+      throw new Error('the launcher did not exec node');
+    };
+    const stop = async (child: ReturnType<typeof launch>): Promise<number | null> => {
+      const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+      for (let i = 0; i < 100; i++) {
+        if (await fetch(`http://127.0.0.1:${admin}/healthz`).then((r) => r.ok, () => false)) break;
+        await sleep(100);
+      }
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      const code = await exited;
+      clearTimeout(t);
+      return code;
+    };
+
+    const plain = launch({ GLIBC_TUNABLES: '' });
+    const a = await inspect(plain.pid!);
+    expect(a.argv).toContain('--max-semi-space-size=1');
+    expect(a.tunables).toBe('glibc.malloc.trim_threshold=268435456');
+    expect(await stop(plain)).toBe(0);
+
+    // A caller's own tunables are kept and the trim threshold appended; MQTT_LB_NODE_FLAGS replaces the flags.
+    // Seen through a stand-in `node` that prints what it was given (glibc rewrites a multi-tunable value in
+    // /proc/PID/environ, though it applies every tunable).
+    const fakeBin = mkdtempSync(path.join(dir, 'fake-node-'));
+    writeFileSync(path.join(fakeBin, 'node'), '#!/bin/sh\nprintf "%s\\n" "$GLIBC_TUNABLES" "$@"\n', { mode: 0o755 });
+    const seen = spawnSync(BIN, ['--config', config], {
+      encoding: 'utf8',
+      timeout: 10_000,
+      env: { ...env, PATH: `${fakeBin}:${env.PATH}`, GLIBC_TUNABLES: 'glibc.malloc.arena_max=2', MQTT_LB_NODE_FLAGS: '--max-semi-space-size=2 --abort-on-uncaught-exception' },
+    });
+    const [tunables, ...argv] = seen.stdout.trim().split('\n');
+    expect(tunables).toBe('glibc.malloc.arena_max=2:glibc.malloc.trim_threshold=268435456');
+    expect(argv.slice(0, 2)).toEqual(['--max-semi-space-size=2', '--abort-on-uncaught-exception']);
+    expect(path.resolve(argv[2]!)).toBe(CLI);
+    expect(argv.slice(3)).toEqual(['--config', config]);
   });
 });
