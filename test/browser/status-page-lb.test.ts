@@ -5,9 +5,11 @@
  * and its drain button (with `admin.token` set in lb.yaml, so the page asks for it) changes the LB.
  * status-page.test.ts covers the page's details against an in-process admin server.
  */
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { connectVia, serversYaml, startBrokers, whichBroker, type NamedBroker } from '../helpers/cluster.js';
+import { backgroundOf, launchChromium, openWatchedPage, type WatchedPage } from '../helpers/browser.js';
+import { connectVia, startBrokers, whichBroker, type NamedBroker } from '../helpers/cluster.js';
+import { lbYaml, type HealthSpec } from '../helpers/lb-config.js';
 import { sleep, startLb, stopAllLbs, type LbProcess } from '../helpers/lb.js';
 import { freePort } from '../helpers/mosquitto.js';
 
@@ -30,34 +32,9 @@ beforeAll(async () => {
   port = await freePort();
   const admin = await freePort();
   adminUrl = `http://127.0.0.1:${admin}`;
-  lb = await startLb(
-    `listeners:
-  - name: mqtt
-    bind: 127.0.0.1:${port}
-    pool: brokers
-pools:
-  brokers:
-    balance: client-id-hash
-    servers:
-${serversYaml(brokers)}
-    health:
-      type: mqtt
-      interval: 300ms
-      timeout: 250ms
-      rise: 1
-      fall: 2
-admin:
-  bind: 127.0.0.1:${admin}
-  token: ${TOKEN}
-log:
-  level: info
-`,
-    { waitReady: `${adminUrl}/readyz` },
-  );
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
-  });
+  const health: HealthSpec = { type: 'mqtt', interval: '300ms', timeout: '250ms', rise: 1, fall: 2 };
+  lb = await startLb(lbYaml({ port, admin, servers: brokers, health, adminToken: TOKEN }), { waitReady: `${adminUrl}/readyz` });
+  browser = await launchChromium();
 });
 
 afterEach(async () => {
@@ -70,29 +47,10 @@ afterAll(async () => {
   await Promise.all(brokers.map((b) => b.stop()));
 });
 
-interface Watched {
-  page: Page;
-  consoleErrors: string[];
-  pageErrors: string[];
-  prompts: string[];
-}
-
-/** A fresh context (fresh sessionStorage); prompts are answered from `answers`, in order, then dismissed. */
-async function openPage(answers: string[]): Promise<Watched> {
-  const context: BrowserContext = await browser.newContext({ colorScheme: 'light', viewport: { width: 1200, height: 900 } });
-  cleanups.push(() => context.close());
-  const page = await context.newPage();
-  const w: Watched = { page, consoleErrors: [], pageErrors: [], prompts: [] };
-  page.on('console', (m) => {
-    if (m.type() === 'error' || m.type() === 'warning') w.consoleErrors.push(m.text());
-  });
-  page.on('pageerror', (e) => w.pageErrors.push(e.message));
-  page.on('dialog', (d) => {
-    w.prompts.push(`${d.type()}: ${d.message()}`);
-    const answer = answers.shift();
-    void (d.type() === 'prompt' && answer !== undefined ? d.accept(answer) : d.dismiss());
-  });
-  await page.goto(`${adminUrl}/`);
+/** A fresh page on the LB's status page, closed after the test; prompts are answered from `answers`, in order. */
+async function openPage(answers: string[]): Promise<WatchedPage> {
+  const w = await openWatchedPage(browser, `${adminUrl}/`, answers);
+  cleanups.push(() => w.context.close());
   return w;
 }
 
@@ -102,10 +60,6 @@ const pill = (server: string): string => `${field(server, 'state')} .pill`;
 
 async function waitForText(page: Page, selector: string, want: string): Promise<void> {
   await page.waitForFunction(([sel, text]) => document.querySelector(sel!)?.textContent === text, [selector, want] as const, { timeout: WAIT_MS });
-}
-
-async function colourOf(page: Page, selector: string): Promise<string> {
-  return page.$eval(selector, (e) => getComputedStyle(e).backgroundColor);
 }
 
 interface StatusServer {
@@ -130,7 +84,7 @@ describe('status page of a running mqtt-lb', () => {
     await waitForText(page, pill('b1'), 'up');
     await waitForText(page, pill('b2'), 'up');
     for (const b of brokers) expect(await page.textContent(field(b.name, 'address'))).toBe(`127.0.0.1:${b.port}`);
-    expect(await colourOf(page, pill('b1'))).toBe(GREEN);
+    expect(await backgroundOf(page, pill('b1'))).toBe(GREEN);
     expect(await page.textContent('#role')).toBe('standalone');
     expect(await page.textContent('#version')).toMatch(/^v\d+\.\d+\.\d+/);
     expect(await page.textContent('section.pool[data-pool="brokers"] small')).toBe('client-id-hash · 2/2 up');
@@ -148,7 +102,7 @@ describe('status page of a running mqtt-lb', () => {
     // A broker dies during the test: the page turns it down by itself, within a few seconds.
     brokers.find((b) => b.name === 'b2')!.kill('SIGKILL');
     await waitForText(page, pill('b2'), 'down');
-    expect(await colourOf(page, pill('b2'))).toBe(RED);
+    expect(await backgroundOf(page, pill('b2'))).toBe(RED);
     await waitForText(page, 'section.pool[data-pool="brokers"] small', 'client-id-hash · 1/2 up');
     expect(await page.textContent(field('b2', 'last-check'))).toMatch(/^refused /);
 
@@ -164,7 +118,7 @@ describe('status page of a running mqtt-lb', () => {
     expect(w.prompts).toHaveLength(1);
     expect(w.prompts[0]).toMatch(/^prompt: Admin token \(admin\.token in lb\.yaml\)/);
     expect(await page.textContent('#msg')).toBe('brokers/b1: drain');
-    expect(await colourOf(page, pill('b1'))).toBe(AMBER);
+    expect(await backgroundOf(page, pill('b1'))).toBe(AMBER);
     expect(await page.textContent(field('b1', 'admin'))).toBe('drain');
     const b1 = (await statusServers()).find((s) => s.name === 'b1')!;
     expect(b1).toMatchObject({ admin: 'drain', state: 'drain' });

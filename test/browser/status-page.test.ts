@@ -7,11 +7,12 @@
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Server } from '../../src/balancer/server.js';
 import { AdminServer } from '../../src/telemetry/admin-server.js';
 import { Metrics } from '../../src/telemetry/metrics.js';
+import { backgroundOf, launchChromium, openWatchedPage, type WatchedPage } from '../helpers/browser.js';
 import {
   FakeSession,
   FakeSource,
@@ -30,10 +31,7 @@ let browser: Browser;
 const cleanups: Array<() => Promise<void> | void> = [];
 
 beforeAll(async () => {
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
-  });
+  browser = await launchChromium();
 });
 
 afterAll(async () => {
@@ -73,29 +71,10 @@ async function startAdmin(token: string | null): Promise<Setup> {
   return { admin, source, actions, url: `http://127.0.0.1:${admin.port}/`, servers: { b1, b2, b3 } };
 }
 
-interface Watched {
-  page: Page;
-  consoleErrors: string[];
-  pageErrors: string[];
-  prompts: string[];
-}
-
-/** A fresh context (fresh sessionStorage) whose prompts are answered from `answers`, in order. */
-async function openPage(url: string, answers: string[] = []): Promise<Watched> {
-  const context: BrowserContext = await browser.newContext({ colorScheme: 'light', viewport: { width: 1200, height: 900 } });
-  cleanups.push(() => context.close());
-  const page = await context.newPage();
-  const w: Watched = { page, consoleErrors: [], pageErrors: [], prompts: [] };
-  page.on('console', (m) => {
-    if (m.type() === 'error' || m.type() === 'warning') w.consoleErrors.push(m.text());
-  });
-  page.on('pageerror', (e) => w.pageErrors.push(e.message));
-  page.on('dialog', (d) => {
-    w.prompts.push(`${d.type()}: ${d.message()}`);
-    const answer = answers.shift();
-    void (d.type() === 'prompt' && answer !== undefined ? d.accept(answer) : d.dismiss());
-  });
-  await page.goto(url);
+/** A fresh page on `url`, closed after the test; prompts are answered from `answers`, in order. */
+async function openPage(url: string, answers: string[] = []): Promise<WatchedPage> {
+  const w = await openWatchedPage(browser, url, answers);
+  cleanups.push(() => w.context.close());
   return w;
 }
 
@@ -108,10 +87,6 @@ async function waitForState(page: Page, server: string, state: string): Promise<
     [pill(server), state] as const,
     { timeout: WAIT_MS },
   );
-}
-
-async function colourOf(page: Page, selector: string): Promise<string> {
-  return page.$eval(selector, (e) => getComputedStyle(e).backgroundColor);
 }
 
 const GREEN = 'rgb(26, 127, 55)';
@@ -128,8 +103,8 @@ describe('status page', () => {
     await waitForState(page, 'b1', 'up');
     expect(await page.textContent('#role')).toBe('master');
     expect(await page.textContent('#version')).toBe('v0.1.0');
-    expect(await colourOf(page, pill('b1'))).toBe(GREEN);
-    expect(await colourOf(page, pill('b3'))).toBe(GREY);
+    expect(await backgroundOf(page, pill('b1'))).toBe(GREEN);
+    expect(await backgroundOf(page, pill('b3'))).toBe(GREY);
     expect(await page.textContent(`${row('b1')} td[data-field="sessions"]`)).toBe('5');
     expect(await page.textContent(`${row('b1')} td[data-field="last-check"]`)).toMatch(/^ok \(2 ms\) (\d+ ms|\d+(\.\d)? s) ago$/);
     expect(await page.textContent(`${row('b3')} td[data-field="server"]`)).toBe('b3 (backup)');
@@ -140,7 +115,7 @@ describe('status page', () => {
     // A server goes down: the page follows by itself.
     servers.b2.setHealth('down');
     await waitForState(page, 'b2', 'down');
-    expect(await colourOf(page, pill('b2'))).toBe(RED);
+    expect(await backgroundOf(page, pill('b2'))).toBe(RED);
 
     // Drain b1: the page asks for the token (once), the action reaches the app, the page shows it.
     expect(await page.isDisabled(`${row('b1')} button[data-action="ready"]`)).toBe(true);
@@ -149,7 +124,7 @@ describe('status page', () => {
     expect(actions.calls).toEqual([{ pool: 'brokers', server: 'b1', state: 'drain' }]);
     expect(w.prompts).toHaveLength(1);
     expect(w.prompts[0]).toMatch(/^prompt: Admin token/);
-    expect(await colourOf(page, pill('b1'))).toBe(AMBER);
+    expect(await backgroundOf(page, pill('b1'))).toBe(AMBER);
     expect(await page.textContent('#msg')).toBe('brokers/b1: drain');
 
     // The token is remembered for the session: no second prompt.

@@ -32,10 +32,6 @@ export async function tagBroker(b: NamedBroker): Promise<void> {
   await c.endAsync();
 }
 
-export function serversYaml(brokers: NamedBroker[], indent = '      '): string {
-  return brokers.map((b) => `${indent}- name: ${b.name}\n${indent}  address: 127.0.0.1:${b.port}`).join('\n');
-}
-
 export async function connectVia(port: number, opts: IClientOptions = {}): Promise<MqttClient> {
   return mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { reconnectPeriod: 0, connectTimeout: 5000, ...opts });
 }

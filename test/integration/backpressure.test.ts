@@ -6,7 +6,8 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import mqttPacket from 'mqtt-packet';
-import { startBrokers, serversYaml, connectVia, type NamedBroker } from '../helpers/cluster.js';
+import { startBrokers, connectVia, type NamedBroker } from '../helpers/cluster.js';
+import { lbYaml } from '../helpers/lb-config.js';
 import { freePort } from '../helpers/mosquitto.js';
 import { startLb, stopAllLbs, sleep } from '../helpers/lb.js';
 import { connectRaw, connectPacket } from '../helpers/raw-client.js';
@@ -27,19 +28,8 @@ describe('backpressure', () => {
     // The broker's own queue for a slow QoS 0 subscriber is large, so the bytes pile up on the way to it.
     brokers = await startBrokers(['bp']);
     const [port, admin] = [await freePort(), await freePort()];
-    const lb = await startLb(
-      `listeners:
-  - { name: mqtt, bind: 127.0.0.1:${port}, pool: p }
-pools:
-  p:
-    servers:
-${serversYaml(brokers)}
-    health: { type: tcp, interval: 1s }
-admin: { bind: 127.0.0.1:${admin} }
-log: { level: warn }
-`,
-      { waitReady: `http://127.0.0.1:${admin}/readyz` },
-    );
+    const yaml = lbYaml({ port, admin, servers: brokers, health: { type: 'tcp', interval: '1s' }, log: '  level: warn\n' });
+    const lb = await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
     const pid = lb.proc.pid!;
 
     // A raw subscriber: CONNECT + SUBSCRIBE, then it never reads again.

@@ -10,6 +10,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { lbYaml, type HealthSpec, type ListenerSpec } from '../helpers/lb-config.js';
 import { startMosquitto, freePort, type Broker } from '../helpers/mosquitto.js';
 import { startLb, stopAllLbs, sleep, waitReady, CLI, type LbProcess } from '../helpers/lb.js';
 import { connectPacket, parsePackets, connectRaw } from '../helpers/raw-client.js';
@@ -95,40 +96,29 @@ afterAll(async () => {
 async function startWith(o: { listeners?: Array<{ name: string; extra?: string }>; limits: string }): Promise<{ lb: LbProcess; admin: number; ports: Record<string, number> }> {
   const admin = await freePort();
   const ports: Record<string, number> = {};
-  const ls = o.listeners ?? [{ name: 'mqtt' }];
-  let listeners = '';
-  for (const l of ls) {
+  const listeners: ListenerSpec[] = [];
+  for (const l of o.listeners ?? [{ name: 'mqtt' }]) {
     ports[l.name] = await freePort();
-    listeners += `  - name: ${l.name}\n    bind: 127.0.0.1:${ports[l.name]}\n    pool: brokers\n${l.extra ?? ''}`;
+    listeners.push({ ...l, port: ports[l.name]! });
   }
-  const yaml = `listeners:
-${listeners}pools:
-  brokers:
-    servers:
-      - name: m1
-        address: 127.0.0.1:${broker.port}
-    health:
-      type: mqtt
-      interval: 500ms
-      timeout: 400ms
-      rise: 1
-      fall: 2
-limits:
-${o.limits}admin:
-  bind: 127.0.0.1:${admin}
-`;
+  const yaml = lbYaml({ listeners, admin, servers: [{ name: 'm1', port: broker.port }], health: { type: 'mqtt', interval: '500ms', timeout: '400ms', rise: 1, fall: 2 }, limits: o.limits });
   const lb = await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
   return { lb, admin, ports };
 }
 
 const LEVELS: Level[] = [3, 4, 5];
 
+/** One refused CONNECT per level (`<idPrefix><level>`): rc 3 for 3.1/3.1.1, reason code `v5Code` for 5.0. */
+async function expectRefusedAtEveryLevel(port: number, idPrefix: string, v5Code: number): Promise<void> {
+  for (const level of LEVELS) expect(await refusedWith(port, `${idPrefix}${level}`, level), `level ${level}`).toBe(level === 5 ? v5Code : 3);
+}
+
 describe('caps answered in MQTT and freed', () => {
   it('listener_full: rc 3 for 3.1/3.1.1, 0x89 for 5.0; a slot frees when its client leaves', async () => {
     const { lb, admin, ports } = await startWith({ listeners: [{ name: 'small', extra: '    maxConnections: 1\n' }], limits: '  clientConnectTimeout: 2s\n' });
     const port = ports.small!;
     const first = await hold(port, 'lf-holder');
-    for (const level of LEVELS) expect(await refusedWith(port, `lf-${level}`, level), `level ${level}`).toBe(level === 5 ? 0x89 : 3);
+    await expectRefusedAtEveryLevel(port, 'lf-', 0x89);
     await first.leave();
     const next = await hold(port, 'lf-next');
     await next.leave();
@@ -140,7 +130,7 @@ describe('caps answered in MQTT and freed', () => {
     const { lb, admin, ports } = await startWith({ listeners: [{ name: 'a' }, { name: 'b' }], limits: '  clientConnectTimeout: 2s\n  maxConnections: 2\n' });
     const h1 = await hold(ports.a!, 'gf-a1');
     const h2 = await hold(ports.b!, 'gf-b1');
-    for (const level of LEVELS) expect(await refusedWith(ports.b!, `gf-b-${level}`, level), `level ${level}`).toBe(level === 5 ? 0x89 : 3);
+    await expectRefusedAtEveryLevel(ports.b!, 'gf-b-', 0x89);
     expect(await refusedWith(ports.a!, 'gf-a-4', 4)).toBe(3);
     await h1.leave();
     const h3 = await hold(ports.b!, 'gf-b2');
@@ -156,7 +146,7 @@ describe('caps answered in MQTT and freed', () => {
     const port = ports.mqtt!;
     const h1 = await hold(port, 'sf-1');
     const h2 = await hold(port, 'sf-2');
-    for (const level of LEVELS) expect(await refusedWith(port, `sf-x${level}`, level), `level ${level}`).toBe(level === 5 ? 0x97 : 3);
+    await expectRefusedAtEveryLevel(port, 'sf-x', 0x97);
     await h2.leave();
     const h3 = await hold(port, 'sf-3');
     expect(await refusedWith(port, 'sf-y', 5)).toBe(0x97);
@@ -170,7 +160,7 @@ describe('caps answered in MQTT and freed', () => {
     const { lb, admin, ports } = await startWith({ limits: '  clientConnectTimeout: 2s\n  perSource: { connectRate: 1 }\n' });
     const port = ports.mqtt!;
     const h1 = await hold(port, 'rl-1');
-    for (const level of LEVELS) expect(await refusedWith(port, `rl-x${level}`, level), `level ${level}`).toBe(level === 5 ? 0x9f : 3);
+    await expectRefusedAtEveryLevel(port, 'rl-x', 0x9f);
     await sleep(1100);
     const h2 = await hold(port, 'rl-2');
     await h1.leave();
@@ -186,7 +176,7 @@ describe('caps answered in MQTT and freed', () => {
     const start = Date.now();
     const waiting = connectAt(port, 'aq-2', 5, 4000); // queued
     await sleep(100);
-    for (const level of LEVELS) expect(await refusedWith(port, `aq-x${level}`, level), `level ${level}`).toBe(level === 5 ? 0x9f : 3);
+    await expectRefusedAtEveryLevel(port, 'aq-x', 0x9f);
     const w = await waiting;
     expect(w.code).toBe(0); // the broker's CONNACK, after waiting for a token
     expect(Date.now() - start).toBeGreaterThanOrEqual(500);
@@ -220,29 +210,8 @@ describe('descriptor budget', () => {
     const [port, admin] = [await freePort(), await freePort()];
     const dir = mkdtempSync(path.join(tmpdir(), 'mqtt-lb-fd-'));
     const file = path.join(dir, 'lb.yaml');
-    writeFileSync(
-      file,
-      `listeners:
-  - name: mqtt
-    bind: 127.0.0.1:${port}
-    pool: brokers
-pools:
-  brokers:
-    servers:
-      - name: m1
-        address: 127.0.0.1:${broker.port}
-    health:
-      type: mqtt
-      interval: 300ms
-      timeout: 250ms
-      rise: 1
-      fall: 2
-limits:
-  clientConnectTimeout: 3s
-admin:
-  bind: 127.0.0.1:${admin}
-`,
-    );
+    const health: HealthSpec = { type: 'mqtt', interval: '300ms', timeout: '250ms', rise: 1, fall: 2 };
+    writeFileSync(file, lbYaml({ port, admin, servers: [{ name: 'm1', port: broker.port }], health, limits: '  clientConnectTimeout: 3s\n' }));
     // `mqtt-lb check` from a shell with that limit reports the clamping (a warning: exit 0).
     const check = spawnSync('sh', ['-c', 'ulimit -n 256 && exec "$0" "$@"', process.execPath, CLI, 'check', '--config', file], { encoding: 'utf8', timeout: 20_000 });
     expect(check.status).toBe(0);

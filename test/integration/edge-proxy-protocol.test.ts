@@ -9,6 +9,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import mqttPacket from 'mqtt-packet';
 import { startProxyAwareBroker, type ProxyAwareBroker, type ProxyAwareBrokerConnection } from '../helpers/proxy-server.js';
+import { lbYaml } from '../helpers/lb-config.js';
 import { freePort } from '../helpers/mosquitto.js';
 import { startLb, stopAllLbs, sleep } from '../helpers/lb.js';
 import { connectPacket, parsePackets, connectRaw, collect, exchange, type Exchange } from '../helpers/raw-client.js';
@@ -242,28 +243,15 @@ describe('acceptProxyProtocol that does not include 127.0.0.1', () => {
 describe('the declared address is the one limits count', () => {
   it('perSource.maxConnections applies per PROXY-declared source (0x97 for MQTT 5, rc 3 for 3.1.1), freed when it leaves', async () => {
     const [port, admin2] = [await freePort(), await freePort()];
-    const lb = await startLb(
-      `listeners:
-  - name: nlb
-    bind: 127.0.0.1:${port}
-    pool: v2
-    acceptProxyProtocol: [127.0.0.1/32]
-pools:
-  v2:
-    sendProxyProtocol: v2
-    servers:
-      - name: fake
-        address: 127.0.0.1:${broker.port}
-    health:
-      type: none
-limits:
-  clientConnectTimeout: 2s
-  perSource: { maxConnections: 1 }
-admin:
-  bind: 127.0.0.1:${admin2}
-`,
-      { waitReady: `http://127.0.0.1:${admin2}/readyz` },
-    );
+    const yaml = lbYaml({
+      listeners: [{ name: 'nlb', port, extra: '    acceptProxyProtocol: [127.0.0.1/32]\n' }],
+      admin: admin2,
+      servers: [{ name: 'fake', port: broker.port }],
+      pool: '    sendProxyProtocol: v2\n',
+      health: { type: 'none' },
+      limits: '  clientConnectTimeout: 2s\n  perSource: { maxConnections: 1 }\n',
+    });
+    const lb = await startLb(yaml, { waitReady: `http://127.0.0.1:${admin2}/readyz` });
     const hold = await connectRaw(port);
     hold.write(Buffer.concat([v1Line('198.51.100.1', '192.0.2.1', 1000, 1883), connectPacket({ clientId: 'src1-a' })]));
     await waitConnection(broker, 'src1-a');

@@ -11,6 +11,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import net from 'node:net';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { lbYaml } from '../helpers/lb-config.js';
 import { freePort } from '../helpers/mosquitto.js';
 import { startLb, stopAllLbs, sleep, type LbProcess } from '../helpers/lb.js';
 import { acceptBurst } from '../../src/proxy/admission.js';
@@ -98,31 +99,17 @@ afterAll(async () => {
 
 async function startStormLb(acceptQueue: number): Promise<{ lb: LbProcess; port: number; admin: number }> {
   const [port, admin] = [await freePort(), await freePort()];
-  const lb = await startLb(
-    `listeners:
-  - name: storm
-    bind: 127.0.0.1:${port}
-    pool: brokers
-pools:
-  brokers:
-    balance: round-robin
-    sendProxyProtocol: v2
-    servers:
-      - name: fake
-        address: 127.0.0.1:${broker.port}
-    health:
-      type: none
-limits:
-  clientConnectTimeout: 10s
-  acceptRate: ${RATE}
-  acceptQueue: ${acceptQueue}
-admin:
-  bind: 127.0.0.1:${admin}
-log:
-  level: warn
-`,
-    { waitReady: `http://127.0.0.1:${admin}/readyz` },
-  );
+  const yaml = lbYaml({
+    listeners: [{ name: 'storm', port }],
+    admin,
+    servers: [{ name: 'fake', port: broker.port }],
+    balance: 'round-robin',
+    pool: '    sendProxyProtocol: v2\n',
+    health: { type: 'none' },
+    limits: `  clientConnectTimeout: 10s\n  acceptRate: ${RATE}\n  acceptQueue: ${acceptQueue}\n`,
+    log: '  level: warn\n',
+  });
+  const lb = await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
   return { lb, port, admin };
 }
 

@@ -10,6 +10,7 @@ import { rmSync, writeFileSync } from 'node:fs';
 import mqttPacket from 'mqtt-packet';
 import mqtt from 'mqtt';
 import { createTestPki, type TestPki, type CertFiles } from '../helpers/tls-certs.js';
+import { lbYaml, type ServerSpec } from '../helpers/lb-config.js';
 import { startMosquitto, freePort, type Broker } from '../helpers/mosquitto.js';
 import { startProxyAwareBroker, type ProxyAwareBroker } from '../helpers/proxy-server.js';
 import { startLb, stopAllLbs, sleep } from '../helpers/lb.js';
@@ -65,31 +66,17 @@ function tlsExchange(port: number, opts: tls.ConnectionOptions, bytes: Buffer | 
   });
 }
 
-function lbYaml(o: { port: number; admin: number; servers: string; tls: string; pool?: string; listener?: string; timeout?: string }): string {
-  return `listeners:
-  - name: edge
-    bind: 127.0.0.1:${o.port}
-    pool: brokers
-${o.listener ?? ''}    tls:
-${o.tls}
-pools:
-  brokers:
-    balance: client-id-hash
-${o.pool ?? ''}    servers:
-${o.servers}
-    health:
-      type: tcp
-      interval: 500ms
-      timeout: 400ms
-      rise: 1
-      fall: 1
-limits:
-  clientConnectTimeout: ${o.timeout ?? '2s'}
-admin:
-  bind: 127.0.0.1:${o.admin}
-log:
-  level: debug
-`;
+/** One TLS listener `edge` (its `tls:` keys given) in front of `server`; TCP probes, debug logs. */
+function tlsLbYaml(o: { port: number; admin: number; server: ServerSpec; tls: string; pool?: string; timeout?: string }): string {
+  return lbYaml({
+    listeners: [{ name: 'edge', port: o.port, tls: o.tls }],
+    admin: o.admin,
+    servers: [o.server],
+    pool: o.pool,
+    health: { type: 'tcp', interval: '500ms', timeout: '400ms', rise: 1, fall: 1 },
+    limits: `  clientConnectTimeout: ${o.timeout ?? '2s'}\n`,
+    log: '  level: debug\n',
+  });
 }
 
 async function metric(admin: number, pattern: RegExp): Promise<number> {
@@ -114,10 +101,10 @@ describe('TLS termination in front of mosquitto', () => {
   beforeAll(async () => {
     broker = await startMosquitto();
     [port, admin] = [await freePort(), await freePort()];
-    const yaml = lbYaml({
+    const yaml = tlsLbYaml({
       port,
       admin,
-      servers: `      - name: m1\n        address: 127.0.0.1:${broker.port}`,
+      server: { name: 'm1', port: broker.port },
       tls: `      cert: ${pki.serverCert}\n      key: ${pki.serverKey}`,
       timeout: '1s',
     });
@@ -207,10 +194,10 @@ describe('mutual TLS with certAsUsername and PROXY v2 TLVs', () => {
     rogue = pki.issueRogueClient('device-42');
     broker = await startProxyAwareBroker();
     [port, admin] = [await freePort(), await freePort()];
-    const yaml = lbYaml({
+    const yaml = tlsLbYaml({
       port,
       admin,
-      servers: `      - name: fake\n        address: 127.0.0.1:${broker.port}`,
+      server: { name: 'fake', port: broker.port },
       tls: `      cert: ${pki.serverCert}\n      key: ${pki.serverKey}\n      ca: ${pki.caCert}\n      requestCert: true\n      certAsUsername: true`,
       pool: '    sendProxyProtocol: v2\n',
     });
@@ -296,7 +283,7 @@ describe('certificates reloaded on SIGHUP', () => {
     try {
       const [port, admin] = [await freePort(), await freePort()];
       const lb = await startLb(
-        lbYaml({ port, admin, servers: `      - name: m1\n        address: 127.0.0.1:${broker.port}`, tls: `      cert: ${certPath}\n      key: ${keyPath}` }),
+        tlsLbYaml({ port, admin, server: { name: 'm1', port: broker.port }, tls: `      cert: ${certPath}\n      key: ${keyPath}` }),
         { waitReady: `http://127.0.0.1:${admin}/readyz` },
       );
       const ca = pki.read(pki.caCert);

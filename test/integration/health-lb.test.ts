@@ -14,6 +14,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { probeMqtt } from '../../src/health/mqtt.js';
 import { brokerFor, connectVia, startBrokers, tagBroker, whichBroker, type NamedBroker } from '../helpers/cluster.js';
 import { startLb, stopAllLbs, sleep, waitPort, type LbProcess } from '../helpers/lb.js';
+import { lbYaml, type HealthSpec, type ServerSpec } from '../helpers/lb-config.js';
 import { freePort, startMosquitto } from '../helpers/mosquitto.js';
 
 const INTERVAL_MS = 300;
@@ -25,13 +26,8 @@ const DETECT_BOUND_MS = FALL * INTERVAL_MS + TIMEOUT_MS;
 /** "Plus a little": ±10 % probe jitter, client reconnect pacing and scheduling on a busy 2-core box. */
 const SLACK_MS = 400;
 
-const HEALTH_MQTT = `    health:
-      type: mqtt
-      interval: ${INTERVAL_MS}ms
-      timeout: ${TIMEOUT_MS}ms
-      rise: ${RISE}
-      fall: ${FALL}
-`;
+const HEALTH_MQTT: HealthSpec = { type: 'mqtt', interval: `${INTERVAL_MS}ms`, timeout: `${TIMEOUT_MS}ms`, rise: RISE, fall: FALL };
+const LIMITS = '  clientConnectTimeout: 2s\n  drainTimeout: 1s\n';
 
 // ── cleanup: every broker, LB, client and server a test makes goes away, even on failure ─────────────────
 
@@ -57,32 +53,6 @@ async function brokers(names: string[]): Promise<NamedBroker[]> {
   return list;
 }
 
-function serverLines(list: Array<{ name: string; port: number; backup?: boolean }>): string {
-  return list
-    .map((s) => `      - name: ${s.name}\n        address: 127.0.0.1:${s.port}${s.backup === true ? '\n        backup: true' : ''}`)
-    .join('\n');
-}
-
-function lbYaml(o: { port: number; admin: number; servers: string; pool?: string; health?: string }): string {
-  return `listeners:
-  - name: mqtt
-    bind: 127.0.0.1:${o.port}
-    pool: brokers
-pools:
-  brokers:
-    balance: client-id-hash
-${o.pool ?? ''}    servers:
-${o.servers}
-${o.health ?? HEALTH_MQTT}limits:
-  clientConnectTimeout: 2s
-  drainTimeout: 1s
-admin:
-  bind: 127.0.0.1:${o.admin}
-log:
-  level: info
-`;
-}
-
 interface Lb {
   lb: LbProcess;
   port: number;
@@ -90,10 +60,10 @@ interface Lb {
 }
 
 /** Start an LB; `ready` = wait for /readyz (some server up), else only for the listener. */
-async function lbFor(servers: string, opts: { pool?: string; health?: string; ready?: boolean } = {}): Promise<Lb> {
+async function lbFor(servers: ServerSpec[], opts: { pool?: string; health?: HealthSpec; ready?: boolean } = {}): Promise<Lb> {
   const port = await freePort();
   const admin = await freePort();
-  const yaml = lbYaml({ port, admin, servers, ...(opts.pool !== undefined ? { pool: opts.pool } : {}), ...(opts.health !== undefined ? { health: opts.health } : {}) });
+  const yaml = lbYaml({ port, admin, servers, health: opts.health ?? HEALTH_MQTT, limits: LIMITS, pool: opts.pool });
   const lb = await startLb(yaml, opts.ready === false ? { waitPort: port } : { waitReady: `http://127.0.0.1:${admin}/readyz` });
   cleanups.push(() => lb.stop().then(() => undefined));
   if (opts.ready === false) await waitPort(admin, lb);
@@ -289,7 +259,7 @@ describe('health through the LB (issue 3)', () => {
   it('reroutes the clients of a killed broker within fall x interval + timeout, leaves the others alone, and rebalances them back on restart', async () => {
     const list = await brokers(['b1', 'b2', 'b3']);
     // retries: 0, so the reroute is the health checker's doing, not a dial retry to the next server.
-    const { lb, port, admin } = await lbFor(serverLines(list), { pool: '    retries: 0\n    onServerUp: rebalance\n    evictRate: 50\n' });
+    const { lb, port, admin } = await lbFor(list, { pool: '    retries: 0\n    onServerUp: rebalance\n    evictRate: 50\n' });
     await waitFor(async () => [...(await servers(admin)).values()].every((s) => s.state === 'up'), 5000, 'all up');
 
     const live = await trackAll(port, Array.from({ length: 30 }, (_, i) => `hl-kill-${i}`));
@@ -364,7 +334,7 @@ describe('health through the LB (issue 3)', () => {
       silent.close(() => r());
     }));
     const silentPort = (silent.address() as net.AddressInfo).port;
-    const { port, admin } = await lbFor(serverLines([b1!, { name: 'silent', port: silentPort }]));
+    const { port, admin } = await lbFor([b1!, { name: 'silent', port: silentPort }]);
 
     const seen = new Set<string>();
     let sampling = true;
@@ -396,7 +366,7 @@ describe('health through the LB (issue 3)', () => {
     const [, b2] = list;
     const N = 40;
     const RATE = 20;
-    const { port, admin } = await lbFor(serverLines(list), { pool: `    onServerDown: shutdown\n    evictRate: ${RATE}\n` });
+    const { port, admin } = await lbFor(list, { pool: `    onServerDown: shutdown\n    evictRate: ${RATE}\n` });
     await waitFor(async () => [...(await servers(admin)).values()].every((s) => s.state === 'up'), 5000, 'all up');
     const { on, elsewhere } = await clientsOn(port, 'hl-freeze', 'b2', N, 10);
     expect(elsewhere.length).toBeGreaterThan(0);
@@ -427,7 +397,7 @@ describe('health through the LB (issue 3)', () => {
   it('hands over to the backup when both primaries die, and back to a primary when it returns', async () => {
     const list = await brokers(['p1', 'p2', 'bk']);
     const [p1, p2, bk] = list;
-    const { port, admin } = await lbFor(serverLines([p1!, p2!, { name: 'bk', port: bk!.port, backup: true }]));
+    const { port, admin } = await lbFor([p1!, p2!, { name: 'bk', port: bk!.port, backup: true }]);
     await waitFor(async () => [...(await servers(admin)).values()].every((s) => s.state === 'up'), 5000, 'all up');
     const ids = (tag: string): string[] => Array.from({ length: 12 }, (_, i) => `hl-backup-${tag}-${i}`);
 
@@ -456,7 +426,7 @@ describe('health through the LB (issue 3)', () => {
   it('drain, maint and ready through the admin API', async () => {
     const list = await brokers(['b1', 'b2', 'b3']);
     const RATE = 20;
-    const { port, admin } = await lbFor(serverLines(list), { pool: `    evictRate: ${RATE}\n` });
+    const { port, admin } = await lbFor(list, { pool: `    evictRate: ${RATE}\n` });
     await waitFor(async () => [...(await servers(admin)).values()].every((s) => s.state === 'up'), 5000, 'all up');
     const { on, elsewhere } = await clientsOn(port, 'hl-admin', 'b2', 10, 10);
     const ownedIds = on.map((t) => t.id);
@@ -505,7 +475,7 @@ describe('health through the LB (issue 3)', () => {
     const logFile = path.join(dir, 'mosquitto.log');
     const broker = await startMosquitto({ extraConfig: `log_dest file ${logFile}` });
     cleanups.push(() => broker.stop());
-    const servers1 = serverLines([{ name: 'b1', port: broker.port }]);
+    const servers1 = [{ name: 'b1', port: broker.port }];
     const lbA = await lbFor(servers1);
     const lbB = await lbFor(servers1);
     const probeId = `mqtt-lb-health-${os.hostname()}-b1`; // both LBs use exactly this ID (contract default)
@@ -570,15 +540,8 @@ describe('health through the LB (issue 3)', () => {
       web.close(() => r());
     }));
     const httpPort = (web.address() as net.AddressInfo).port;
-    const health = `    health:
-      type: http
-      interval: ${INTERVAL_MS}ms
-      timeout: ${TIMEOUT_MS}ms
-      rise: ${RISE}
-      fall: ${FALL}
-      http: { port: ${httpPort}, path: /status }
-`;
-    const { port, admin } = await lbFor(serverLines([b1!]), { health, ready: false });
+    const health: HealthSpec = { ...HEALTH_MQTT, type: 'http', extra: `      http: { port: ${httpPort}, path: /status }\n` };
+    const { port, admin } = await lbFor([b1!], { health, ready: false });
     await waitState(admin, 'b1', 'down', 3000);
     expect((await servers(admin)).get('b1')!.lastCheck!.result).toBe('http_status');
     expect((await fetch(`http://127.0.0.1:${admin}/readyz`)).status).toBe(503);

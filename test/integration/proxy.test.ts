@@ -5,35 +5,18 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import mqttPacket from 'mqtt-packet';
-import { startBrokers, serversYaml, brokerFor, connectVia, whichBroker, type NamedBroker } from '../helpers/cluster.js';
+import { startBrokers, brokerFor, connectVia, whichBroker, type NamedBroker } from '../helpers/cluster.js';
+import { lbYaml, type HealthSpec, type ServerSpec } from '../helpers/lb-config.js';
 import { freePort } from '../helpers/mosquitto.js';
 import { startLb, stopAllLbs, sleep, type LbProcess } from '../helpers/lb.js';
 import { exchange, connectPacket, parsePackets, connectRaw, collect } from '../helpers/raw-client.js';
 
-function lbYaml(o: { port: number; admin: number; servers: string; extra?: string; limits?: string; pool?: string }): string {
-  return `listeners:
-  - name: mqtt
-    bind: 127.0.0.1:${o.port}
-    pool: brokers
-pools:
-  brokers:
-    balance: client-id-hash
-${o.pool ?? ''}    servers:
-${o.servers}
-    health:
-      type: mqtt
-      interval: 500ms
-      timeout: 400ms
-      rise: 1
-      fall: 1
-limits:
-  clientConnectTimeout: 1s
-  maxConnectBytes: 100000
-${o.limits ?? ''}admin:
-  bind: 127.0.0.1:${o.admin}
-log:
-  level: info
-${o.extra ?? ''}`;
+/** Probes every 500 ms, down after one failure; a 1 s CONNECT deadline and a CONNECT size cap. */
+const HEALTH: HealthSpec = { type: 'mqtt', interval: '500ms', timeout: '400ms', rise: 1, fall: 1 };
+const LIMITS = '  clientConnectTimeout: 1s\n  maxConnectBytes: 100000\n';
+
+function yamlFor(port: number, admin: number, servers: ServerSpec[], extra?: string): string {
+  return lbYaml({ port, admin, servers, health: HEALTH, limits: LIMITS, extra });
 }
 
 describe('proxy core with real mosquitto', () => {
@@ -45,7 +28,7 @@ describe('proxy core with real mosquitto', () => {
     brokers = await startBrokers(['b1', 'b2', 'b3']);
     port = await freePort();
     const admin = await freePort();
-    lb = await startLb(lbYaml({ port, admin, servers: serversYaml(brokers) }), { waitReady: `http://127.0.0.1:${admin}/readyz` });
+    lb = await startLb(yamlFor(port, admin, brokers), { waitReady: `http://127.0.0.1:${admin}/readyz` });
     // readyz needs one server up; wait until all three are up so picks are stable.
     await lb.waitForLog((l) => l.msg === 'server state changed' && l.server === 'b3' && l.to === 'up').catch(() => undefined);
     await sleep(600);
@@ -179,8 +162,8 @@ describe('determinism across LB processes', () => {
   it('two LBs with the servers listed in different orders route every client ID identically; adding a server moves only IDs to it', async () => {
     const [p1, a1, p2, a2] = [await freePort(), await freePort(), await freePort(), await freePort()];
     const three = brokers.slice(0, 3);
-    const lb1 = await startLb(lbYaml({ port: p1, admin: a1, servers: serversYaml(three) }), { waitReady: `http://127.0.0.1:${a1}/readyz` });
-    const lb2 = await startLb(lbYaml({ port: p2, admin: a2, servers: serversYaml([...three].reverse()) }), { waitReady: `http://127.0.0.1:${a2}/readyz` });
+    const lb1 = await startLb(yamlFor(p1, a1, three), { waitReady: `http://127.0.0.1:${a1}/readyz` });
+    const lb2 = await startLb(yamlFor(p2, a2, [...three].reverse()), { waitReady: `http://127.0.0.1:${a2}/readyz` });
     await sleep(1200); // every server up on both
     const ids = Array.from({ length: 24 }, (_, i) => `device-${i}-${(i * 7919).toString(36)}`);
     const before = new Map<string, string>();
@@ -191,7 +174,7 @@ describe('determinism across LB processes', () => {
       before.set(id, via1);
     }
     // Add a fourth server to lb1 by reload: IDs either stay or move to the new server.
-    lb1.writeConfig(lbYaml({ port: p1, admin: a1, servers: serversYaml(brokers) }));
+    lb1.writeConfig(yamlFor(p1, a1, brokers));
     lb1.reload();
     await lb1.waitForLog((l) => l.msg === 'config reloaded');
     await lb1.waitForLog((l) => l.msg === 'server state changed' && l.server === 'delta' && l.to === 'up');
@@ -217,7 +200,7 @@ describe('refusals in MQTT', () => {
 
   it('answers rc 3 / 0x88 when no server is up, also with a pipelined SUBSCRIBE', async () => {
     const [port, admin, dead] = [await freePort(), await freePort(), await freePort()];
-    const lb = await startLb(lbYaml({ port, admin, servers: `      - name: dead\n        address: 127.0.0.1:${dead}` }), { waitPort: port });
+    const lb = await startLb(yamlFor(port, admin, [{ name: 'dead', port: dead }]), { waitPort: port });
     await lb.waitForLog((l) => l.msg === 'server state changed' && l.to === 'down');
     const sub = mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'a', qos: 0 }] } as mqttPacket.ISubscribePacket);
     const v4 = await exchange(port, [Buffer.concat([connectPacket({ clientId: 'c4' }), sub])], { waitMs: 2000 });
@@ -236,7 +219,7 @@ describe('refusals in MQTT', () => {
     const brokers = await startBrokers(['only']);
     try {
       const [port, admin] = [await freePort(), await freePort()];
-      const yaml = lbYaml({ port, admin, servers: serversYaml(brokers) }).replace('    pool: brokers\n', '    pool: brokers\n    maxConnections: 1\n');
+      const yaml = lbYaml({ listeners: [{ port, extra: '    maxConnections: 1\n' }], admin, servers: brokers, health: HEALTH, limits: LIMITS });
       const lb = await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
       const first = await connectVia(port, { clientId: 'first' });
       const v4 = await exchange(port, [connectPacket({ clientId: 'second' })], { waitMs: 2000 });
@@ -264,12 +247,12 @@ describe('reload and stop', () => {
     const brokers = await startBrokers(['r1', 'r2']);
     try {
       const [port, admin] = [await freePort(), await freePort()];
-      const lb = await startLb(lbYaml({ port, admin, servers: serversYaml(brokers.slice(0, 1)) }), { waitReady: `http://127.0.0.1:${admin}/readyz` });
+      const lb = await startLb(yamlFor(port, admin, brokers.slice(0, 1)), { waitReady: `http://127.0.0.1:${admin}/readyz` });
       const client = await connectVia(port, { clientId: 'survivor' });
       expect(await whichBroker(client)).toBe('r1');
       let closed = false;
       client.on('close', () => (closed = true));
-      lb.writeConfig(lbYaml({ port, admin, servers: serversYaml(brokers) }));
+      lb.writeConfig(yamlFor(port, admin, brokers));
       lb.reload();
       await lb.waitForLog((l) => l.msg === 'config reloaded');
       lb.writeConfig('listeners: [\n');
@@ -296,8 +279,8 @@ describe('workers: 2 (node:cluster)', () => {
     const brokers = await startBrokers(['w1', 'w2', 'w3']);
     try {
       const [p1, a1, p2, a2] = [await freePort(), await freePort(), await freePort(), await freePort()];
-      const single = await startLb(lbYaml({ port: p1, admin: a1, servers: serversYaml(brokers) }), { waitReady: `http://127.0.0.1:${a1}/readyz` });
-      const multi = await startLb(lbYaml({ port: p2, admin: a2, servers: serversYaml(brokers), extra: 'workers: 2\n' }), {
+      const single = await startLb(yamlFor(p1, a1, brokers), { waitReady: `http://127.0.0.1:${a1}/readyz` });
+      const multi = await startLb(yamlFor(p2, a2, brokers, 'workers: 2\n'), {
         waitReady: `http://127.0.0.1:${a2}/readyz`,
         env: { MQTT_LB_TEST_HOOKS: '1' },
       });

@@ -7,6 +7,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import net from 'node:net';
 import type { Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { lbYaml } from '../helpers/lb-config.js';
 import { freePort } from '../helpers/mosquitto.js';
 import { startLb, stopAllLbs, sleep } from '../helpers/lb.js';
 import { connectRaw, connectPacket } from '../helpers/raw-client.js';
@@ -172,19 +173,8 @@ describe('splice', () => {
   beforeAll(async () => {
     backend = await startRawBackend(await freePort(), CONNECT.length);
     [port, admin] = [await freePort(), await freePort()];
-    await startLb(
-      `listeners:
-  - { name: mqtt, bind: 127.0.0.1:${port}, pool: p }
-pools:
-  p:
-    servers:
-      - { name: raw, address: 127.0.0.1:${backend.port} }
-    health: { type: tcp, interval: 1s }
-admin: { bind: 127.0.0.1:${admin} }
-log: { level: warn }
-`,
-      { waitReady: `http://127.0.0.1:${admin}/readyz` },
-    );
+    const yaml = lbYaml({ port, admin, servers: [{ name: 'raw', port: backend.port }], health: { type: 'tcp', interval: '1s' }, log: '  level: warn\n' });
+    await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
   });
 
   afterAll(async () => {

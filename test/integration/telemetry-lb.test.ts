@@ -16,8 +16,9 @@ import mqttPacket from 'mqtt-packet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SERVER_STATES } from '../../src/balancer/server.js';
 import { CHECK_RESULTS, REJECT_REASONS } from '../../src/telemetry/source.js';
-import { serversYaml, startBrokers, whichBroker, type NamedBroker } from '../helpers/cluster.js';
+import { startBrokers, whichBroker, type NamedBroker } from '../helpers/cluster.js';
 import { CLI, sleep, startLb, stopAllLbs, type LbProcess } from '../helpers/lb.js';
+import { lbYaml, type HealthSpec } from '../helpers/lb-config.js';
 import { freePort } from '../helpers/mosquitto.js';
 import { connectPacket } from '../helpers/raw-client.js';
 import { familyOf, find, parseExposition, value, type Exposition } from '../unit/telemetry-fixtures.js';
@@ -35,28 +36,8 @@ const ID_PREFIX = 'tlm-private-id-';
  */
 const WAIT_MS = 8_000;
 
-function lbYaml(o: { port: number; admin: number; servers: string; log?: string }): string {
-  return `listeners:
-  - name: mqtt
-    bind: 127.0.0.1:${o.port}
-    pool: brokers
-pools:
-  brokers:
-    balance: client-id-hash
-    servers:
-${o.servers}
-    health:
-      type: mqtt
-      interval: 300ms
-      timeout: 250ms
-      rise: 1
-      fall: 2
-limits:
-  clientConnectTimeout: 2s
-admin:
-  bind: 127.0.0.1:${o.admin}
-${o.log ?? 'log:\n  level: info\n'}`;
-}
+const HEALTH: HealthSpec = { type: 'mqtt', interval: '300ms', timeout: '250ms', rise: 1, fall: 2 };
+const LIMITS = '  clientConnectTimeout: 2s\n';
 
 // ---- HTTP and exposition helpers -----------------------------------------------------------------
 
@@ -184,7 +165,7 @@ describe('access log (log.sessions: true)', () => {
   beforeAll(async () => {
     port = await freePort();
     admin = await freePort();
-    lb = await startLb(lbYaml({ port, admin, servers: serversYaml(brokers), log: 'log:\n  level: info\n  sessions: true\n' }), {
+    lb = await startLb(lbYaml({ port, admin, servers: brokers, health: HEALTH, limits: LIMITS, log: '  level: info\n  sessions: true\n' }), {
       waitReady: `http://127.0.0.1:${admin}/readyz`,
     });
   });
@@ -269,7 +250,7 @@ describe('metrics, status API, probes and `mqtt-lb status` on a running LB', () 
     admin = await freePort();
     adminUrl = `http://127.0.0.1:${admin}`;
     // No `sessions:` under log: the access log must be off by default.
-    lb = await startLb(lbYaml({ port, admin, servers: serversYaml(brokers) }), { waitReady: `${adminUrl}/readyz` });
+    lb = await startLb(lbYaml({ port, admin, servers: brokers, health: HEALTH, limits: LIMITS }), { waitReady: `${adminUrl}/readyz` });
     // readyz needs one server up: wait for both, so that every client can land on either.
     await waitFor('both servers up', async () => (await scrape(admin)).exp, (e) => sum(e, 'mqtt_lb_server_up') === 2);
   });
