@@ -22,6 +22,8 @@ interface BackendConn {
   received: Buffer[];
   ended: Promise<void>;
   closed: Promise<void>;
+  /** The socket error seen, if any (ECONNRESET: the LB reset the connection instead of closing it). */
+  error(): string | null;
 }
 
 interface RawBackend {
@@ -38,7 +40,8 @@ async function startRawBackend(port: number, connectLength: number): Promise<Raw
   const server = net.createServer((socket) => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
-    socket.on('error', () => {});
+    let error: string | null = null;
+    socket.on('error', (e: NodeJS.ErrnoException) => (error = e.code ?? e.message));
     let head = Buffer.alloc(0);
     let conn: BackendConn | null = null;
     let onEnd!: () => void;
@@ -55,7 +58,7 @@ async function startRawBackend(port: number, connectLength: number): Promise<Raw
       head = Buffer.concat([head, d]);
       // The LB's TCP health probe connects and leaves without sending: only a full CONNECT is a session.
       if (head.length < connectLength) return;
-      conn = { socket, received: [head.subarray(connectLength)], ended, closed };
+      conn = { socket, received: [head.subarray(connectLength)], ended, closed, error: () => error };
       socket.write(CONNACK);
       const w = waiting.shift();
       if (w !== undefined) w(conn);
@@ -211,6 +214,24 @@ describe('splice', () => {
     await bounded(server.ended, 'FIN at the server');
     expect(sha256(server.received)).toBe(sha256([data]));
     await bounded(server.closed, 'server side close');
+  });
+
+  it('a client that leaves while the server is still sending: the server gets a FIN, not a reset', async () => {
+    const { client, server } = await session();
+    client.resume();
+    const chunk = randomBytes(16 * 1024);
+    const pump = setInterval(() => {
+      if (!server.socket.destroyed && server.socket.writable) server.socket.write(chunk);
+    }, 2);
+    try {
+      await sleep(100);
+      client.end();
+      await bounded(server.ended, 'FIN at the server');
+      await bounded(server.closed, 'server side close');
+    } finally {
+      clearInterval(pump);
+    }
+    expect(server.error()).toBeNull();
   });
 
   it("the server's last bytes before its FIN all reach the client, then the client sees EOF", async () => {
