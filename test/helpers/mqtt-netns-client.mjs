@@ -25,7 +25,9 @@ const o = JSON.parse(process.argv[2]);
 const out = (x) => process.stdout.write(`${JSON.stringify(x)}\n`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const WHOAMI = 'lbtest/whoami';
-const STEP_TIMEOUT_MS = o.timeoutMs ?? 2000;
+// A bound on each wait, not a measurement: 2 s was too tight for a freshly started node process on a loaded
+// 2-core machine (a CONNACK wait timed out while the LB answered the long-running prober within milliseconds).
+const STEP_TIMEOUT_MS = o.timeoutMs ?? 5000;
 
 /** One MQTT connection: packets queued as they arrive, awaited one predicate at a time. */
 class Conn {
