@@ -77,9 +77,25 @@ function bindable(port: number): Promise<boolean> {
   });
 }
 
+/**
+ * The part of the range this process draws from. vitest runs files in parallel worker processes, each with its
+ * own `handedOut`: two workers could draw the same port, both see it bindable, and the second process to bind
+ * it fails (seen once: an LB exiting 2 at start). Each worker (VITEST_POOL_ID 1..maxWorkers) gets its own slice.
+ */
+const PORT_SLICES = 8;
+
+function portRange(): { low: number; high: number } {
+  const top = ephemeralLow() - 1;
+  const bottom = Math.max(1024, top - 20_000);
+  const pool = Number(process.env.VITEST_POOL_ID);
+  if (!Number.isInteger(pool) || pool < 1) return { low: bottom, high: top };
+  const size = Math.floor((top - bottom + 1) / PORT_SLICES);
+  const low = bottom + ((pool - 1) % PORT_SLICES) * size;
+  return { low, high: low + size - 1 };
+}
+
 export async function freePort(): Promise<number> {
-  const high = ephemeralLow() - 1;
-  const low = Math.max(1024, high - 20_000);
+  const { low, high } = portRange();
   for (let attempt = 0; attempt < 200; attempt++) {
     const port = low + Math.floor(Math.random() * (high - low + 1));
     if (handedOut.has(port)) continue;
@@ -88,7 +104,7 @@ export async function freePort(): Promise<number> {
       return port;
     }
   }
-  throw new Error(`no free port found below ${high + 1} after 200 attempts`);
+  throw new Error(`no free port found in ${low}-${high} after 200 attempts`);
 }
 
 function canConnect(port: number): Promise<boolean> {
