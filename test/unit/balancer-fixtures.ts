@@ -4,6 +4,7 @@
  */
 import type { EvictReason, LiveSession, Server } from '../../src/balancer/server.js';
 import type { BalanceStrategy, FallbackStrategy, HealthConfig, PoolConfig, ServerConfig } from '../../src/config/types.js';
+export { seededRandom } from '../fixtures/random.js';
 
 export interface ServerSpec {
   name: string;
@@ -99,17 +100,6 @@ export function clientId(i: number): Buffer {
   return Buffer.from(`client-${i}-${(i * 2654435761) >>> 0}`, 'utf8');
 }
 
-/** mulberry32: a tiny seeded PRNG with uniform output in [0, 1). */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Fisher-Yates with a seeded source. */
 export function shuffled<T>(items: readonly T[], random: () => number): T[] {

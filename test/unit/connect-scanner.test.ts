@@ -13,13 +13,13 @@ import {
   notConnectFirstBytes,
   prop,
   section,
-  seededRandom,
   userPropertyFlood,
   validVectors,
   withDeclaredLength,
   type Expect,
   type Vector,
 } from '../fixtures/connect-vectors.js';
+import { seededRandom } from '../fixtures/random.js';
 
 const CAP = 262_144; // design.md §4 default limits.maxConnectBytes
 

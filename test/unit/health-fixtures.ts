@@ -7,6 +7,7 @@ import pino, { type Logger } from 'pino';
 import { Server, type EvictReason, type LiveSession } from '../../src/balancer/server.js';
 import type { PoolConfig, ServerConfig } from '../../src/config/types.js';
 import type { ReactingPool } from '../../src/health/pool-view.js';
+import { healthConfig } from './balancer-fixtures.js';
 
 export class ManualClock {
   t = 0;
@@ -78,16 +79,7 @@ export function poolConfig(overrides: Partial<PoolConfig> = {}, health: Partial<
     evictRate: 500,
     servers: [],
     ...overrides,
-    health: {
-      type: 'mqtt',
-      interval: 2000,
-      timeout: 1000,
-      rise: 2,
-      fall: 3,
-      mqtt: { version: 4, clientId: null, username: null, password: null },
-      http: { port: 18083, path: '/api/v5/status' },
-      ...health,
-    },
+    health: { ...healthConfig('mqtt'), ...health },
   };
 }
 
