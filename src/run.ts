@@ -10,6 +10,7 @@ import { App } from './app.js';
 import { installTestHooks } from './test-hooks.js';
 import { ClusterPrimary } from './cluster/primary.js';
 import { workerCount } from './cluster/messages.js';
+import { socketEngine } from './proxy/handle-socket.js';
 
 export async function runBalancer(file: string): Promise<number> {
   let config;
@@ -43,7 +44,7 @@ export async function runBalancer(file: string): Promise<number> {
     await flushLogs(log);
     return 2;
   }
-  log.info({ version: app.version, config: config.file, pid: process.pid }, 'mqtt-lb started');
+  log.info({ version: app.version, config: config.file, pid: process.pid, sockets: socketEngine() }, 'mqtt-lb started');
 
   let reloading: Promise<void> = Promise.resolve();
   const onHup = (): void => {

@@ -12,6 +12,8 @@ import { ErrorCodes, MqttLbError } from '../errors.js';
 import { ClientSession, TCP_KEEPALIVE_MS, type SessionListener } from './session.js';
 import { ListenerStats, type ProxyContext, type RoutingPool } from './context.js';
 import { hardCapFor } from './fd-budget.js';
+import { HandleSocket, errnoError, handleSockets, type TcpHandle } from './handle-socket.js';
+import type { ProxySocket } from './proxy-socket.js';
 
 /** Builds the header sent to the server before the CONNECT (PROXY protocol), or null for none. */
 export type ProxyHeaderBuilder = (session: ClientSession, pool: RoutingPool) => Buffer | null;
@@ -81,11 +83,7 @@ export class Listener implements SessionListener {
     const server = net.createServer({ noDelay: true, keepAlive: true, keepAliveInitialDelay: TCP_KEEPALIVE_MS });
     server.maxConnections = this.hardCap();
     server.on('connection', (socket: Socket) => this.accept(socket));
-    server.on('drop', () => {
-      // Past server.maxConnections Node closes the socket at accept, unanswered: count it with the refusals.
-      this.stats.outcomes.rejected++;
-      this.stats.count('accept_dropped');
-    });
+    server.on('drop', () => this.dropped());
     this.server = server;
     const { host, port } = this.config.address;
     return new Promise((resolve, reject) => {
@@ -97,6 +95,7 @@ export class Listener implements SessionListener {
       // A reconnect storm arrives all at once: a deep accept backlog avoids SYN drops and 1-3 s retries.
       server.listen({ host, port, ipv6Only: false, backlog: 4096 }, () => {
         server.removeListener('error', onError);
+        this.acceptAsHandles(server);
         server.on('error', (err: NodeJS.ErrnoException) => {
           // Accept errors (EMFILE, ENFILE): never fatal, but they mean this listener is not serving.
           this.acceptHealthy = false;
@@ -107,16 +106,51 @@ export class Listener implements SessionListener {
     });
   }
 
-  private accept(socket: Socket): void {
+  /** Past the hard cap Node (or our handle accept) closes the socket unanswered: counted with the refusals. */
+  private dropped(): void {
+    this.stats.outcomes.rejected++;
+    this.stats.count('accept_dropped');
+  }
+
+  /**
+   * Plain TCP connections (no TLS, no PROXY header) become HandleSockets (handle-socket.ts: a third of the
+   * CPU per connection). We take over the listening handle's accept callback, which net.Server installs
+   * both for its own handle and for the one node:cluster's round-robin hands to workers; connections for a
+   * front still go through net's accept (they need a net.Socket), as does everything when the handle API is
+   * unavailable.
+   */
+  private acceptAsHandles(server: net.Server): void {
+    const b = handleSockets();
+    const listening = (server as unknown as { _handle?: { onconnection?: unknown } | null })._handle;
+    if (b === null || listening == null || typeof listening.onconnection !== 'function') return;
+    const viaNet = listening.onconnection as (this: unknown, status: number, handle?: TcpHandle) => void;
+    const listener = this;
+    listening.onconnection = function (this: unknown, status: number, handle?: TcpHandle): void {
+      if (listener.front !== null) return viaNet.call(this, status, handle);
+      if (status !== 0 || handle === undefined) {
+        server.emit('error', errnoError(status, 'accept'));
+        return;
+      }
+      if (listener.stats.active >= server.maxConnections) {
+        handle.close(noop);
+        listener.dropped();
+        return;
+      }
+      listener.accept(HandleSocket.accepted(b, handle, true, TCP_KEEPALIVE_MS));
+    };
+  }
+
+  private accept(socket: ProxySocket): void {
     this.acceptHealthy = true;
     this.stats.active++;
     this.ctx.totalActive++;
-    if (this.front !== null) this.front.accept(socket, this);
+    // A front needs a net.Socket; the handle accept above hands those to net.
+    if (this.front !== null && socket instanceof net.Socket) this.front.accept(socket, this);
     else this.startSession(socket, undefined, Date.now());
   }
 
   /** Called directly, or by the front once TLS/PROXY are done. */
-  startSession(socket: Socket, preread: Buffer | undefined, acceptedAt: number, remote?: { address: string; port: number }): ClientSession {
+  startSession(socket: ProxySocket, preread: Buffer | undefined, acceptedAt: number, remote?: { address: string; port: number }): ClientSession {
     const session = new ClientSession(socket, this, acceptedAt, preread, remote);
     this.sessions.add(session);
     return session;
@@ -163,3 +197,5 @@ export class Listener implements SessionListener {
     for (const s of this.sessions) s.destroy();
   }
 }
+
+function noop(): void {}

@@ -5,22 +5,22 @@
  * the CONNACK we just wrote. So: write, end() (FIN), then read and discard input until the client's FIN or
  * for at most LINGER_MS, then destroy. (Same reasoning as HAProxy's lingering close.)
  */
-import type { Socket } from 'node:net';
+import type { ProxySocket } from './proxy-socket.js';
 
 export const LINGER_MS = 1000;
 
 function discard(): void {}
 
-function onLingerEnd(this: Socket): void {
+function onLingerEnd(this: ProxySocket): void {
   this.destroy();
 }
 
-function lingerExpired(socket: Socket): void {
+function lingerExpired(socket: ProxySocket): void {
   socket.destroy();
 }
 
 /** Write `reply` (may be null: close without an answer), end, linger, destroy. */
-export function closeWithReply(socket: Socket, reply: Buffer | null): void {
+export function closeWithReply(socket: ProxySocket, reply: Buffer | null): void {
   if (socket.destroyed) return;
   if (reply === null) {
     socket.destroy();

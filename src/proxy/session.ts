@@ -11,7 +11,8 @@
  * session through a symbol, so a session allocates no closures.
  */
 import net from 'node:net';
-import type { Socket } from 'node:net';
+import type { ProxySocket } from './proxy-socket.js';
+import { HandleSocket, handleSockets } from './handle-socket.js';
 import type { Server, LiveSession, EvictReason } from '../balancer/server.js';
 import { scanConnect, type ConnectInfo } from './connect-scanner.js';
 import { connackFor, type RefusalReason } from './connack.js';
@@ -22,7 +23,7 @@ import type { ListenerStats, ProxyContext, RejectReason, RoutingPool, AdmissionT
 import type { TlsPeer } from './front.js';
 
 const kSession = Symbol('mqtt-lb.session');
-type Tagged = Socket & { [kSession]?: ClientSession };
+type Tagged = ProxySocket & { [kSession]?: ClientSession };
 
 /** Initial pre-routing buffer; grows by doubling up to maxConnectBytes plus what one read can pipeline. */
 const INITIAL_BUFFER = 512;
@@ -49,7 +50,7 @@ export interface SessionListener {
 }
 
 export class ClientSession implements LiveSession, AdmissionTicket {
-  readonly client: Socket;
+  readonly client: ProxySocket;
   readonly listener: SessionListener;
   readonly acceptedAt: number;
   /** Address used for limits, logs and PROXY headers (may come from an incoming PROXY header). */
@@ -59,7 +60,7 @@ export class ClientSession implements LiveSession, AdmissionTicket {
   info: ConnectInfo | null = null;
   routingKey: Buffer = EMPTY;
   server: Server | null = null;
-  upstream: Socket | null = null;
+  upstream: ProxySocket | null = null;
   private pool: RoutingPool | null = null;
   private buf: Buffer | null;
   private filled = 0;
@@ -81,7 +82,7 @@ export class ClientSession implements LiveSession, AdmissionTicket {
    * `acceptedAt`: the TCP accept, which may lie before this object (TLS handshake, PROXY header): the
    * CONNECT deadline counts from there.
    */
-  constructor(client: Socket, listener: SessionListener, acceptedAt: number, preread?: Buffer, remote?: { address: string; port: number }) {
+  constructor(client: ProxySocket, listener: SessionListener, acceptedAt: number, preread?: Buffer, remote?: { address: string; port: number }) {
     this.client = client;
     this.listener = listener;
     this.acceptedAt = acceptedAt;
@@ -261,7 +262,12 @@ export class ClientSession implements LiveSession, AdmissionTicket {
     const server = this.candidates[this.candidateIndex]!;
     const pool = this.pool!;
     this.dialStartedAt = performance.now();
-    const sock = net.connect({ host: server.config.host, port: server.config.port, noDelay: true, keepAlive: true, keepAliveInitialDelay: TCP_KEEPALIVE_MS }) as Tagged;
+    const { host, port } = server.config;
+    const handles = handleSockets();
+    const sock: Tagged =
+      handles !== null
+        ? HandleSocket.dial(handles, { host, port, noDelay: true, keepAliveInitialDelayMs: TCP_KEEPALIVE_MS })
+        : net.connect({ host, port, noDelay: true, keepAlive: true, keepAliveInitialDelay: TCP_KEEPALIVE_MS });
     sock[kSession] = this;
     this.upstream = sock;
     this.server = server;
@@ -418,7 +424,7 @@ const EMPTY_CANDIDATES: Server[] = [];
 function noop(): void {}
 
 /** Propagate a close: an error becomes a reset; a clean close lets pending bytes flush, then a bounded grace. */
-function closeSide(sock: Socket, hadError: boolean): void {
+function closeSide(sock: ProxySocket, hadError: boolean): void {
   if (sock.destroyed) return;
   if (hadError) {
     sock.resetAndDestroy();
@@ -432,29 +438,29 @@ function closeSide(sock: Socket, hadError: boolean): void {
   sock.setTimeout(CLOSE_GRACE_MS, onGraceTimeout);
 }
 
-function onGraceTimeout(this: Socket): void {
+function onGraceTimeout(this: ProxySocket): void {
   this.destroy();
 }
 
-function sessionOf(sock: Socket): ClientSession {
+function sessionOf(sock: ProxySocket): ClientSession {
   return (sock as Tagged)[kSession]!;
 }
 
-function onClientData(this: Socket, chunk: Buffer): void {
+function onClientData(this: ProxySocket, chunk: Buffer): void {
   sessionOf(this).receive(chunk);
 }
 
-function onClientEndBeforeRouting(this: Socket): void {
+function onClientEndBeforeRouting(this: ProxySocket): void {
   // FIN before the CONNECT was routed: nothing to forward.
   const s = sessionOf(this);
   if (s.phase === 'reading') this.destroy();
 }
 
-function onClientError(this: Socket): void {
+function onClientError(this: ProxySocket): void {
   // 'close' follows with hadError; nothing else to do here (errors are per socket, never fatal).
 }
 
-function onClientClose(this: Socket, hadError: boolean): void {
+function onClientClose(this: ProxySocket, hadError: boolean): void {
   sessionOf(this).clientClosed(hadError);
 }
 
@@ -466,19 +472,19 @@ function onDialTimeout(s: ClientSession): void {
   s.onDialTimeout();
 }
 
-function onUpstreamConnect(this: Socket): void {
+function onUpstreamConnect(this: ProxySocket): void {
   sessionOf(this).upstreamConnected();
 }
 
-function onUpstreamDialError(this: Socket, err: NodeJS.ErrnoException): void {
+function onUpstreamDialError(this: ProxySocket, err: NodeJS.ErrnoException): void {
   sessionOf(this).dialFailed(err.code ?? 'ERROR');
 }
 
-function onUpstreamError(this: Socket): void {
+function onUpstreamError(this: ProxySocket): void {
   // 'close' follows with hadError.
 }
 
-function onUpstreamClose(this: Socket, hadError: boolean): void {
+function onUpstreamClose(this: ProxySocket, hadError: boolean): void {
   sessionOf(this).upstreamClosed(hadError);
 }
 
@@ -491,7 +497,7 @@ function onUpstreamClose(this: Socket, hadError: boolean): void {
 // 'drain' (backpressure: a peer that stops reading stops its sender, design.md §5). A FIN is passed on with
 // end() (half-close, as pipe() does); the close and error handlers above finish the session.
 
-function splice(client: Socket, upstream: Socket): void {
+function splice(client: ProxySocket, upstream: ProxySocket): void {
   client.on('data', onSplicedClientData);
   client.on('end', onSplicedClientEnd);
   upstream.on('drain', onUpstreamDrain);
@@ -502,30 +508,30 @@ function splice(client: Socket, upstream: Socket): void {
   client.resume();
 }
 
-function onSplicedClientData(this: Socket, chunk: Buffer): void {
+function onSplicedClientData(this: ProxySocket, chunk: Buffer): void {
   if (!sessionOf(this).upstream!.write(chunk)) this.pause();
 }
 
-function onSplicedUpstreamData(this: Socket, chunk: Buffer): void {
+function onSplicedUpstreamData(this: ProxySocket, chunk: Buffer): void {
   if (!sessionOf(this).client.write(chunk)) this.pause();
 }
 
-function onUpstreamDrain(this: Socket): void {
+function onUpstreamDrain(this: ProxySocket): void {
   sessionOf(this).client.resume();
 }
 
-function onClientDrain(this: Socket): void {
+function onClientDrain(this: ProxySocket): void {
   sessionOf(this).upstream!.resume();
 }
 
-function onSplicedClientEnd(this: Socket): void {
+function onSplicedClientEnd(this: ProxySocket): void {
   // Whoever sends FIN first closed the session (the other side's 'close' may still come first).
   const s = sessionOf(this);
   s.closeReason ??= 'client_closed';
   s.upstream!.end();
 }
 
-function onSplicedUpstreamEnd(this: Socket): void {
+function onSplicedUpstreamEnd(this: ProxySocket): void {
   const s = sessionOf(this);
   s.closeReason ??= 'server_closed';
   s.client.end();

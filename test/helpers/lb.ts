@@ -10,6 +10,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../dist/src/cli.js');
+export const LAUNCHER = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bin/mqtt-lb');
 
 export interface LbProcess {
   proc: ChildProcess;
@@ -28,11 +29,18 @@ export interface LbProcess {
 
 const live = new Set<LbProcess>();
 
-export async function startLb(yaml: string, opts: { waitPort?: number; waitReady?: string; env?: NodeJS.ProcessEnv; args?: string[] } = {}): Promise<LbProcess> {
+/**
+ * `launcher`: start through bin/mqtt-lb (what `npx mqtt-lb` and the systemd unit run: the shipped Node and
+ * malloc settings; same PID, it execs node) instead of plain `node dist/src/cli.js`.
+ */
+export async function startLb(yaml: string, opts: { waitPort?: number; waitReady?: string; env?: NodeJS.ProcessEnv; args?: string[]; launcher?: boolean } = {}): Promise<LbProcess> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'mqtt-lb-test-'));
   const configFile = path.join(dir, 'lb.yaml');
   writeFileSync(configFile, yaml);
-  const proc = spawn(process.execPath, [CLI, '--config', configFile, ...(opts.args ?? [])], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
+  const args = ['--config', configFile, ...(opts.args ?? [])];
+  // The launcher runs `node` from PATH: put this Node first.
+  const env = { ...process.env, ...opts.env, ...(opts.launcher === true ? { PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ''}` } : {}) };
+  const proc = opts.launcher === true ? spawn(LAUNCHER, args, { stdio: ['ignore', 'pipe', 'pipe'], env }) : spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
   const logs: Array<Record<string, unknown>> = [];
   const stderr: string[] = [];
   const waiters = new Set<() => void>();
@@ -148,4 +156,19 @@ export async function waitReady(url: string, lb?: LbProcess, timeoutMs = 15_000)
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/**
+ * The two socket engines of the proxy (src/proxy/handle-socket.ts): Node's handles for plain TCP, which the
+ * LB picks on this Node, and net.Socket (MQTT_LB_SOCKETS=net, also the fallback). Tests of the data path run
+ * against both; `expectSocketEngine` checks the LB really uses the one asked for (its start log, level info).
+ */
+export const SOCKET_ENGINES: ReadonlyArray<{ engine: 'handles' | 'net'; env: NodeJS.ProcessEnv }> = [
+  { engine: 'handles', env: { MQTT_LB_SOCKETS: '' } },
+  { engine: 'net', env: { MQTT_LB_SOCKETS: 'net' } },
+];
+
+export async function socketEngineOf(lb: LbProcess): Promise<unknown> {
+  const started = await lb.waitForLog((l) => l.msg === 'mqtt-lb started');
+  return started.sockets;
 }

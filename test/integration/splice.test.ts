@@ -9,7 +9,7 @@ import type { Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { lbYaml } from '../helpers/lb-config.js';
 import { freePort } from '../helpers/mosquitto.js';
-import { startLb, stopAllLbs, sleep } from '../helpers/lb.js';
+import { startLb, stopAllLbs, sleep, SOCKET_ENGINES, socketEngineOf } from '../helpers/lb.js';
 import { connectRaw, connectPacket } from '../helpers/raw-client.js';
 
 const CONNACK = Buffer.from([0x20, 0x02, 0x00, 0x00]);
@@ -130,7 +130,7 @@ async function writeAll(socket: Socket, data: Buffer): Promise<void> {
   }
 }
 
-describe('splice', () => {
+describe.each(SOCKET_ENGINES)('splice ($engine sockets)', ({ engine, env }) => {
   const CONNECT = connectPacket({ clientId: 'splice-client' });
   let backend: RawBackend;
   let port: number;
@@ -176,8 +176,9 @@ describe('splice', () => {
   beforeAll(async () => {
     backend = await startRawBackend(await freePort(), CONNECT.length);
     [port, admin] = [await freePort(), await freePort()];
-    const yaml = lbYaml({ port, admin, servers: [{ name: 'raw', port: backend.port }], health: { type: 'tcp', interval: '1s' }, log: '  level: warn\n' });
-    await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
+    const yaml = lbYaml({ port, admin, servers: [{ name: 'raw', port: backend.port }], health: { type: 'tcp', interval: '1s' }, log: '  level: info\n' });
+    const lb = await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz`, env });
+    expect(await socketEngineOf(lb)).toBe(engine);
   });
 
   afterAll(async () => {

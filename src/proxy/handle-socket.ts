@@ -1,0 +1,531 @@
+/**
+ * A TCP socket on Node's own libuv stream handle (the `TCP` object net.Socket wraps), without net.Socket's
+ * Readable/Writable machinery. Why: a proxied connection is two sockets, and building, connecting and tearing
+ * down two net.Sockets was most of our CPU per connection (bench/README.md "What limits": about 380 µs per
+ * connection against HAProxy's 120; a prototype on handles measured 155-160 µs in the same harness). Reads
+ * and writes make the same system calls as net.Socket; what goes is the JavaScript around them.
+ *
+ * The handle API is Node's internal one (`process.binding('tcp_wrap')`, the same objects net.js uses). It
+ * is stable across Node 20-22 but not a public contract, so `handleSockets()` checks every member we use and
+ * answers null when anything is missing; callers then use net.Socket. MQTT_LB_SOCKETS=net forces net.Socket.
+ *
+ * Semantics follow net.Socket with allowHalfOpen false (what the proxy used before): a 'data' listener
+ * starts reading unless paused; write() returns false past 16 KiB queued and 'drain' follows when the queue
+ * is empty; on the peer's FIN, 'end' and then our own FIN after pending writes; 'error' (with `code`) and
+ * 'close' (hadError) are emitted once the handle is closed, never synchronously inside a call.
+ */
+import { EventEmitter } from 'node:events';
+import { lookup } from 'node:dns';
+import { isIP } from 'node:net';
+import { getSystemErrorName } from 'node:util';
+import type { ProxySocket } from './proxy-socket.js';
+
+/** net.Socket's default writable highWaterMark. */
+const HIGH_WATER_MARK = 16 * 1024;
+/** libuv's UV_EOF. */
+const UV_EOF = -4095;
+
+interface PeerName {
+  address?: string;
+  port?: number;
+  family?: string;
+}
+
+/** The members of Node's TCPWrap that we call (lib/net.js calls the same). */
+interface TcpHandle {
+  onread: (this: TcpHandle, buffer: ArrayBuffer | undefined) => void;
+  readonly writeQueueSize: number;
+  readonly bytesRead: number;
+  readStart(): number;
+  readStop(): number;
+  writeBuffer(req: WriteReq, data: Buffer): number;
+  shutdown(req: ShutdownReq): number;
+  close(callback: (this: TcpHandle) => void): void;
+  reset(callback: (this: TcpHandle) => void): number;
+  setNoDelay(enable: boolean): number;
+  setKeepAlive(enable: boolean, initialDelaySeconds: number): number;
+  getpeername(out: PeerName): number;
+  getsockname(out: PeerName): number;
+  connect(req: ConnectReq, address: string, port: number): number;
+  connect6(req: ConnectReq, address: string, port: number): number;
+  [kOwner]?: HandleSocket;
+}
+
+interface WriteReq {
+  handle: TcpHandle | null;
+  oncomplete: (this: WriteReq, status: number) => void;
+  async: boolean;
+  /** Keeps the bytes alive while libuv still writes them. */
+  buffer: Buffer | null;
+}
+interface ShutdownReq {
+  handle: TcpHandle;
+  oncomplete: (this: ShutdownReq, status: number) => void;
+}
+interface ConnectReq {
+  oncomplete: (this: ConnectReq, status: number, handle: TcpHandle) => void;
+  address: string;
+  port: number;
+}
+
+interface Bindings {
+  newTcp(): TcpHandle;
+  newWriteReq(): WriteReq;
+  newShutdownReq(): ShutdownReq;
+  newConnectReq(): ConnectReq;
+  state: Int32Array;
+  kReadBytesOrError: number;
+  kArrayBufferOffset: number;
+  kLastWriteWasAsync: number;
+}
+
+const kOwner = Symbol('mqtt-lb.handle-socket');
+
+let bindings: Bindings | null | undefined;
+
+/**
+ * The handle bindings, or null when this Node does not offer them in the shape we use (or MQTT_LB_SOCKETS=net).
+ * Checked once per process.
+ */
+export function handleSockets(): Bindings | null {
+  if (bindings === undefined) bindings = process.env.MQTT_LB_SOCKETS === 'net' ? null : loadBindings();
+  return bindings;
+}
+
+/** Which sockets plain TCP sessions use in this process (logged at start). */
+export function socketEngine(): 'handles' | 'net' {
+  return handleSockets() === null ? 'net' : 'handles';
+}
+
+function loadBindings(): Bindings | null {
+  try {
+    const binding = (process as unknown as { binding?: (name: string) => Record<string, unknown> }).binding;
+    if (typeof binding !== 'function') return null;
+    const tcp = binding('tcp_wrap');
+    const stream = binding('stream_wrap');
+    const TCP = tcp.TCP as (new (type: number) => TcpHandle) | undefined;
+    const TCPConnectWrap = tcp.TCPConnectWrap as (new () => ConnectReq) | undefined;
+    const SOCKET = (tcp.constants as { SOCKET?: number } | undefined)?.SOCKET;
+    const WriteWrap = stream.WriteWrap as (new () => WriteReq) | undefined;
+    const ShutdownWrap = stream.ShutdownWrap as (new () => ShutdownReq) | undefined;
+    const state = stream.streamBaseState;
+    const { kReadBytesOrError, kArrayBufferOffset, kLastWriteWasAsync } = stream as Record<string, unknown>;
+    if (typeof TCP !== 'function' || typeof TCPConnectWrap !== 'function' || typeof WriteWrap !== 'function' || typeof ShutdownWrap !== 'function') return null;
+    if (typeof SOCKET !== 'number' || !(state instanceof Int32Array)) return null;
+    if (typeof kReadBytesOrError !== 'number' || typeof kArrayBufferOffset !== 'number' || typeof kLastWriteWasAsync !== 'number') return null;
+    const probe = new TCP(SOCKET);
+    const methods = ['readStart', 'readStop', 'writeBuffer', 'shutdown', 'close', 'reset', 'setNoDelay', 'setKeepAlive', 'getpeername', 'getsockname', 'connect', 'connect6'] as const;
+    const complete = methods.every((m) => typeof probe[m] === 'function') && typeof probe.writeQueueSize === 'number' && typeof probe.bytesRead === 'number';
+    probe.close(noop);
+    if (!complete) return null;
+    return {
+      newTcp: () => new TCP(SOCKET),
+      newWriteReq: () => new WriteWrap(),
+      newShutdownReq: () => new ShutdownWrap(),
+      newConnectReq: () => new TCPConnectWrap(),
+      state,
+      kReadBytesOrError,
+      kArrayBufferOffset,
+      kLastWriteWasAsync,
+    };
+  } catch {
+    return null;
+  }
+}
+
+function noop(): void {}
+
+/** An Error shaped like Node's errnoException (code, errno, syscall). */
+export function errnoError(status: number, syscall: string, address?: string, port?: number): NodeJS.ErrnoException {
+  let code: string;
+  try {
+    code = getSystemErrorName(status);
+  } catch {
+    code = `E${-status}`;
+  }
+  const where = address === undefined ? '' : ` ${address}:${port}`;
+  const err: NodeJS.ErrnoException = new Error(`${syscall} ${code}${where}`);
+  err.code = code;
+  err.errno = status;
+  err.syscall = syscall;
+  return err;
+}
+
+/**
+ * A write request for the next write. A write that completes synchronously (the common case: the kernel
+ * takes the bytes at once) leaves the request untouched, so it is used again and no object is allocated
+ * per write; one that goes asynchronous keeps it, and a new spare is made.
+ */
+let spareWriteReq: WriteReq | null = null;
+
+export interface DialOptions {
+  host: string;
+  port: number;
+  noDelay: boolean;
+  keepAliveInitialDelayMs: number;
+}
+
+export class HandleSocket extends EventEmitter implements ProxySocket {
+  private handle: TcpHandle | null;
+  private readonly b: Bindings;
+  /** null until a 'data' listener or resume() asks for reading (as net.Socket's readableFlowing). */
+  private flowing: boolean | null = null;
+  private reading = false;
+  private connecting: boolean;
+  private dialOptions: DialOptions | null = null;
+  private writesBeforeConnect: Buffer[] | null = null;
+  /** Asynchronous writes not yet completed. */
+  private inflightWrites = 0;
+  private needDrain = false;
+  /** Our FIN is requested (end()). */
+  private ending = false;
+  /** Our FIN went out. */
+  private finished = false;
+  /** The peer's FIN arrived. */
+  private eof = false;
+  private closing = false;
+  private error: Error | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private onTimeout: (() => void) | null = null;
+  private peer: PeerName | null = null;
+  private local: PeerName | null = null;
+  private finalBytesRead = 0;
+  destroyed = false;
+
+  /** An accepted connection: TCP_NODELAY and keepalive are the listener's. */
+  static accepted(b: Bindings, handle: TcpHandle, noDelay: boolean, keepAliveInitialDelayMs: number): HandleSocket {
+    const s = new HandleSocket(b, handle, false);
+    if (noDelay) handle.setNoDelay(true);
+    if (keepAliveInitialDelayMs > 0) handle.setKeepAlive(true, Math.floor(keepAliveInitialDelayMs / 1000));
+    return s;
+  }
+
+  /** Dial host:port ('connect' on success; 'error' then 'close' on failure). Host names are resolved first. */
+  static dial(b: Bindings, options: DialOptions): HandleSocket {
+    const s = new HandleSocket(b, b.newTcp(), true);
+    s.dialOptions = options;
+    if (isIP(options.host) !== 0) s.connectTo(options.host, isIP(options.host));
+    else lookup(options.host, (err, address, family) => s.resolved(err, address, family));
+    return s;
+  }
+
+  private constructor(b: Bindings, handle: TcpHandle, connecting: boolean) {
+    super();
+    this.b = b;
+    this.handle = handle;
+    this.connecting = connecting;
+    handle[kOwner] = this;
+    handle.onread = onHandleRead;
+  }
+
+  get bytesRead(): number {
+    return this.handle === null ? this.finalBytesRead : this.handle.bytesRead;
+  }
+
+  get writableLength(): number {
+    if (this.writesBeforeConnect !== null) return this.writesBeforeConnect.reduce((n, buf) => n + buf.length, 0);
+    return this.handle === null ? 0 : this.handle.writeQueueSize;
+  }
+
+  get remoteAddress(): string | undefined {
+    return this.peerName()?.address;
+  }
+
+  get remotePort(): number | undefined {
+    return this.peerName()?.port;
+  }
+
+  get localAddress(): string | undefined {
+    return this.sockName()?.address;
+  }
+
+  get localPort(): number | undefined {
+    return this.sockName()?.port;
+  }
+
+  private peerName(): PeerName | null {
+    if (this.peer === null && this.handle !== null && !this.connecting) {
+      const out: PeerName = {};
+      if (this.handle.getpeername(out) === 0) this.peer = out;
+    }
+    return this.peer;
+  }
+
+  private sockName(): PeerName | null {
+    if (this.local === null && this.handle !== null && !this.connecting) {
+      const out: PeerName = {};
+      if (this.handle.getsockname(out) === 0) this.local = out;
+    }
+    return this.local;
+  }
+
+  // ── reading ───────────────────────────────────────────────────────────────────────────────────────────
+
+  override on(event: string | symbol, listener: (...args: any[]) => void): this {
+    super.on(event, listener);
+    // As net.Socket: adding a 'data' listener starts the flow unless the socket was paused.
+    if (event === 'data' && this.flowing !== false) this.resume();
+    return this;
+  }
+
+  pause(): this {
+    this.flowing = false;
+    if (this.reading) {
+      this.reading = false;
+      this.handle!.readStop();
+    }
+    return this;
+  }
+
+  resume(): this {
+    this.flowing = true;
+    if (!this.reading && !this.connecting && !this.eof && this.handle !== null && !this.destroyed) {
+      this.reading = true;
+      const err = this.handle.readStart();
+      if (err !== 0) this.destroyWith(errnoError(err, 'read'));
+    }
+    return this;
+  }
+
+  /** From onHandleRead. */
+  received(n: number, arrayBuffer: ArrayBuffer | undefined): void {
+    if (n > 0) {
+      if (!this.destroyed) this.emit('data', Buffer.from(arrayBuffer!, this.b.state[this.b.kArrayBufferOffset], n));
+      return;
+    }
+    if (n === 0) return;
+    if (n !== UV_EOF) {
+      this.destroyWith(errnoError(n, 'read'));
+      return;
+    }
+    // The peer's FIN: libuv stopped reading. Like net.Socket with allowHalfOpen false, answer with ours.
+    this.eof = true;
+    this.reading = false;
+    this.emit('end');
+    if (this.destroyed) return;
+    if (this.finished) this.destroy();
+    else this.end();
+  }
+
+  // ── writing ───────────────────────────────────────────────────────────────────────────────────────────
+
+  write(data: Buffer): boolean {
+    if (this.destroyed || this.ending) return false;
+    if (this.writesBeforeConnect !== null || this.connecting) {
+      (this.writesBeforeConnect ??= []).push(data);
+      return this.writableLength < HIGH_WATER_MARK;
+    }
+    const handle = this.handle!;
+    const req = spareWriteReq ?? this.b.newWriteReq();
+    spareWriteReq = null;
+    req.handle = handle;
+    req.oncomplete = onWriteComplete;
+    req.async = false;
+    const err = handle.writeBuffer(req, data);
+    if (err !== 0) {
+      spareWriteReq = req;
+      this.destroyWith(errnoError(err, 'write'));
+      return false;
+    }
+    if (this.b.state[this.b.kLastWriteWasAsync] === 0) {
+      req.handle = null;
+      spareWriteReq = req;
+      return true;
+    }
+    // The kernel's buffer is full: libuv writes the rest when the socket is writable again.
+    req.async = true;
+    req.buffer = data;
+    this.inflightWrites++;
+    if (handle.writeQueueSize >= HIGH_WATER_MARK) {
+      this.needDrain = true;
+      return false;
+    }
+    return true;
+  }
+
+  /** From onWriteComplete. */
+  wrote(status: number): void {
+    this.inflightWrites--;
+    if (this.destroyed) return;
+    if (status < 0) {
+      this.destroyWith(errnoError(status, 'write'));
+      return;
+    }
+    if (this.inflightWrites === 0 && this.needDrain) {
+      this.needDrain = false;
+      this.emit('drain');
+    }
+  }
+
+  end(data?: Buffer): this {
+    if (data !== undefined) this.write(data);
+    if (this.ending || this.destroyed) return this;
+    this.ending = true;
+    if (this.connecting) return this; // sent after the connect, behind the queued writes
+    this.shutdownNow();
+    return this;
+  }
+
+  private shutdownNow(): void {
+    const handle = this.handle!;
+    const req = this.b.newShutdownReq();
+    req.handle = handle;
+    req.oncomplete = onShutdownComplete;
+    // libuv sends the FIN after every queued write.
+    const err = handle.shutdown(req);
+    if (err !== 0) this.destroyWith(errnoError(err, 'shutdown'));
+  }
+
+  /** From onShutdownComplete. */
+  shutDown(status: number): void {
+    if (this.destroyed) return;
+    if (status < 0 && status !== UV_ENOTCONN) {
+      this.destroyWith(errnoError(status, 'shutdown'));
+      return;
+    }
+    this.finished = true;
+    // Both directions done: nothing more can happen on this socket.
+    if (this.eof) this.destroy();
+  }
+
+  // ── connecting ────────────────────────────────────────────────────────────────────────────────────────
+
+  private resolved(err: NodeJS.ErrnoException | null, address: string, family: number): void {
+    if (this.destroyed) return;
+    if (err !== null) {
+      this.destroyWith(err);
+      return;
+    }
+    this.connectTo(address, family);
+  }
+
+  private connectTo(address: string, family: number): void {
+    const o = this.dialOptions!;
+    const req = this.b.newConnectReq();
+    req.oncomplete = onConnectComplete;
+    req.address = address;
+    req.port = o.port;
+    const err = family === 6 ? this.handle!.connect6(req, address, o.port) : this.handle!.connect(req, address, o.port);
+    if (err !== 0) this.destroyWith(errnoError(err, 'connect', address, o.port));
+  }
+
+  /** From onConnectComplete. */
+  connected(status: number, address: string, port: number): void {
+    if (this.destroyed) return;
+    if (status !== 0) {
+      this.destroyWith(errnoError(status, 'connect', address, port));
+      return;
+    }
+    this.connecting = false;
+    const o = this.dialOptions!;
+    this.dialOptions = null;
+    const handle = this.handle!;
+    if (o.noDelay) handle.setNoDelay(true);
+    if (o.keepAliveInitialDelayMs > 0) handle.setKeepAlive(true, Math.floor(o.keepAliveInitialDelayMs / 1000));
+    const queued = this.writesBeforeConnect;
+    this.writesBeforeConnect = null;
+    if (queued !== null) for (const buf of queued) this.write(buf);
+    if (this.ending && !this.destroyed) this.shutdownNow();
+    this.emit('connect');
+    if (this.flowing === true) this.resume();
+  }
+
+  // ── closing ───────────────────────────────────────────────────────────────────────────────────────────
+
+  setTimeout(ms: number, onTimeout: () => void): this {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.onTimeout = onTimeout;
+    this.timer = setTimeout(onSocketTimeout, ms, this);
+    return this;
+  }
+
+  /** From onSocketTimeout. */
+  timedOut(): void {
+    this.timer = null;
+    const fn = this.onTimeout;
+    this.onTimeout = null;
+    if (fn !== null && !this.destroyed) fn.call(this);
+  }
+
+  destroy(): this {
+    this.close(false);
+    return this;
+  }
+
+  /** Close with RST (SO_LINGER 0), as net.Socket.resetAndDestroy. */
+  resetAndDestroy(): this {
+    this.close(true);
+    return this;
+  }
+
+  private destroyWith(err: Error): void {
+    if (this.destroyed) return;
+    this.error = err;
+    this.close(false);
+  }
+
+  private close(reset: boolean): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    this.reading = false;
+    this.writesBeforeConnect = null;
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    const handle = this.handle!;
+    this.finalBytesRead = handle.bytesRead;
+    this.closing = true;
+    // A reset needs a connected socket; otherwise a plain close.
+    if (reset && !this.connecting && handle.reset(onHandleClosed) === 0) return;
+    handle.close(onHandleClosed);
+  }
+
+  /** From onHandleClosed: the descriptor is gone. 'error' (if any) then 'close', as net.Socket. */
+  closed(): void {
+    if (!this.closing) return;
+    this.closing = false;
+    const handle = this.handle!;
+    // (onread stays: the handle's accessor accepts functions only, and the closed handle never reads.)
+    handle[kOwner] = undefined;
+    this.handle = null;
+    const err = this.error;
+    if (err !== null && this.listenerCount('error') > 0) this.emit('error', err);
+    this.emit('close', err !== null);
+  }
+}
+
+/** libuv's UV_ENOTCONN: shutting down a socket the peer already reset is not worth an error of its own. */
+const UV_ENOTCONN = -107;
+
+// Module-level callbacks (no closure per socket): each finds its socket through the handle.
+
+function onHandleRead(this: TcpHandle, arrayBuffer: ArrayBuffer | undefined): void {
+  const s = this[kOwner];
+  if (s !== undefined) s.received(bindings!.state[bindings!.kReadBytesOrError]!, arrayBuffer);
+}
+
+function onWriteComplete(this: WriteReq, status: number): void {
+  const s = this.handle?.[kOwner];
+  this.handle = null;
+  this.buffer = null;
+  if (s !== undefined) s.wrote(status);
+}
+
+function onShutdownComplete(this: ShutdownReq, status: number): void {
+  this.handle[kOwner]?.shutDown(status);
+}
+
+function onConnectComplete(this: ConnectReq, status: number, handle: TcpHandle): void {
+  handle[kOwner]?.connected(status, this.address, this.port);
+}
+
+function onHandleClosed(this: TcpHandle): void {
+  this[kOwner]?.closed();
+}
+
+function onSocketTimeout(s: HandleSocket): void {
+  s.timedOut();
+}
+
+export type { Bindings as HandleBindings, TcpHandle };

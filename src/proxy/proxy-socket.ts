@@ -1,0 +1,36 @@
+/**
+ * What a session needs from a socket: the subset of net.Socket that session.ts, refuse.ts and the PROXY
+ * header builder use. Two implementations satisfy it: net.Socket itself (TLS, PROXY-protocol fronts, and
+ * the fallback) and HandleSocket (handle-socket.ts), the lighter one used for plain TCP.
+ *
+ * Events: 'data' (Buffer), 'end' (peer's FIN), 'drain', 'connect' (dialled sockets), 'error' (Error with
+ * `code`), then always 'close' (hadError).
+ */
+export interface ProxySocket {
+  readonly destroyed: boolean;
+  /** Bytes accepted by write() and not yet handed to the kernel. */
+  readonly writableLength: number;
+  readonly bytesRead: number;
+  readonly remoteAddress?: string | undefined;
+  readonly remotePort?: number | undefined;
+  readonly localAddress?: string | undefined;
+  readonly localPort?: number | undefined;
+  /** False when the caller should wait for 'drain' before writing more. */
+  write(data: Buffer): boolean;
+  /** FIN once everything queued is written. */
+  end(): unknown;
+  /** Send `data`, then FIN. */
+  end(data: Buffer): unknown;
+  destroy(): unknown;
+  /** Close with RST. */
+  resetAndDestroy(): unknown;
+  pause(): unknown;
+  resume(): unknown;
+  /** One shot `onTimeout` after `ms` (used only for the close grace). */
+  setTimeout(ms: number, onTimeout: () => void): unknown;
+  // Event payloads differ per event, as in net.Socket.
+  on(event: string, listener: (...args: any[]) => void): unknown;
+  once(event: string, listener: (...args: any[]) => void): unknown;
+  removeListener(event: string, listener: (...args: any[]) => void): unknown;
+  removeAllListeners(event?: string): unknown;
+}
