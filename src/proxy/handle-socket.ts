@@ -311,10 +311,16 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
 
   write(data: Buffer): boolean {
     if (this.destroyed || this.ending) return false;
-    if (this.writesBeforeConnect !== null || this.connecting) {
+    if (this.connecting) {
       (this.writesBeforeConnect ??= []).push(data);
-      return this.writableLength < HIGH_WATER_MARK;
+      if (this.writableLength < HIGH_WATER_MARK) return true;
+      this.needDrain = true;
+      return false;
     }
+    return this.send(data);
+  }
+
+  private send(data: Buffer): boolean {
     const handle = this.handle!;
     const req = spareWriteReq ?? this.b.newWriteReq();
     spareWriteReq = null;
@@ -424,9 +430,13 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
     if (o.keepAliveInitialDelayMs > 0) handle.setKeepAlive(true, Math.floor(o.keepAliveInitialDelayMs / 1000));
     const queued = this.writesBeforeConnect;
     this.writesBeforeConnect = null;
-    if (queued !== null) for (const buf of queued) this.write(buf);
+    if (queued !== null) for (const buf of queued) if (!this.destroyed) this.send(buf);
     if (this.ending && !this.destroyed) this.shutdownNow();
     this.emit('connect');
+    if (this.needDrain && this.inflightWrites === 0 && !this.destroyed) {
+      this.needDrain = false;
+      this.emit('drain');
+    }
     if (this.flowing === true) this.resume();
   }
 

@@ -1,0 +1,264 @@
+/**
+ * HandleSocket (src/proxy/handle-socket.ts) against real loopback peers: the net.Socket behaviour sessions
+ * rely on (connect, errors with codes, backpressure and 'drain', pause, half-close, reset, timers, addresses),
+ * each event after the call that caused it, and 'close' exactly once.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import net from 'node:net';
+import type { Socket } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { HandleSocket, handleSockets, type HandleBindings } from '../../src/proxy/handle-socket.js';
+import { sleep } from '../helpers/lb.js';
+
+const WAIT_MS = 10_000;
+
+function bounded<T>(p: Promise<T>, what: string): Promise<T> {
+  let t: NodeJS.Timeout;
+  return Promise.race([p, new Promise<T>((_, reject) => (t = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), WAIT_MS)))]).finally(() => clearTimeout(t));
+}
+
+function once<T = unknown>(emitter: { once(event: string, fn: (arg: T) => void): unknown }, event: string): Promise<T> {
+  return bounded(new Promise<T>((resolve) => emitter.once(event, resolve)), event);
+}
+
+const sha = (chunks: Buffer[]): string => createHash('sha256').update(Buffer.concat(chunks)).digest('hex');
+
+interface Peer {
+  port: number;
+  accepted: Promise<Socket>;
+  close(): Promise<void>;
+}
+
+const peers: Peer[] = [];
+const sockets: HandleSocket[] = [];
+
+/** A net server that hands over its first connection (paused, so the test decides when it reads). */
+async function peer(): Promise<Peer> {
+  const conns: Socket[] = [];
+  let give!: (s: Socket) => void;
+  const accepted = new Promise<Socket>((r) => (give = r));
+  const server = net.createServer({ pauseOnConnect: true }, (s) => {
+    conns.push(s);
+    s.on('error', () => {});
+    give(s);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const p: Peer = {
+    port: (server.address() as net.AddressInfo).port,
+    accepted: bounded(accepted, 'accept'),
+    close: async () => {
+      for (const c of conns) c.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+  peers.push(p);
+  return p;
+}
+
+function bindings(): HandleBindings {
+  const b = handleSockets();
+  // This Node (20.x) has the handle API; if a future one drops it, the proxy falls back to net.Socket and
+  // these tests say so instead of passing vacuously.
+  if (b === null) throw new Error('handle bindings unavailable on this Node: the proxy runs on net.Socket');
+  return b;
+}
+
+function dial(host: string, port: number): HandleSocket {
+  const s = HandleSocket.dial(bindings(), { host, port, noDelay: true, keepAliveInitialDelayMs: 60_000 });
+  sockets.push(s);
+  return s;
+}
+
+/** Records 'close' calls: exactly one is expected. */
+function closes(s: HandleSocket): { count: () => number; hadError: Promise<boolean> } {
+  let n = 0;
+  const hadError = bounded(
+    new Promise<boolean>((resolve) =>
+      s.on('close', (e: boolean) => {
+        n++;
+        resolve(e);
+      }),
+    ),
+    'close',
+  );
+  return { count: () => n, hadError };
+}
+
+afterEach(async () => {
+  for (const s of sockets.splice(0)) s.destroy();
+  for (const p of peers.splice(0)) await p.close();
+});
+
+describe('HandleSocket', () => {
+  it('connects, reports both addresses, and carries bytes both ways', async () => {
+    const p = await peer();
+    const s = dial('127.0.0.1', p.port);
+    expect(s.remoteAddress).toBeUndefined(); // not connected yet
+    await once(s, 'connect');
+    const server = await p.accepted;
+    expect(s.remoteAddress).toBe('127.0.0.1');
+    expect(s.remotePort).toBe(p.port);
+    expect(s.localAddress).toBe('127.0.0.1');
+    expect(s.localPort).toBe(server.remotePort);
+    const got: Buffer[] = [];
+    s.on('data', (d: Buffer) => got.push(d));
+    server.write('hello');
+    server.resume();
+    const atServer = once<Buffer>(server, 'data');
+    expect(s.write(Buffer.from('world'))).toBe(true);
+    expect((await atServer).toString()).toBe('world');
+    for (let i = 0; i < 100 && Buffer.concat(got).length < 5; i++) await sleep(10);
+    expect(Buffer.concat(got).toString()).toBe('hello');
+    expect(s.bytesRead).toBe(5);
+  });
+
+  it('resolves a host name before connecting', async () => {
+    const p = await peer();
+    const s = dial('localhost', p.port);
+    await once(s, 'connect');
+    expect(net.isIP(s.remoteAddress ?? '')).not.toBe(0);
+  });
+
+  it('a refused dial: error with its code, then close(true), both after the call returned', async () => {
+    const probe = net.createServer();
+    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', () => r()));
+    const port = (probe.address() as net.AddressInfo).port;
+    await new Promise<void>((r) => probe.close(() => r()));
+    const events: string[] = [];
+    const s = dial('127.0.0.1', port);
+    s.on('error', (e: NodeJS.ErrnoException) => events.push(`error ${e.code} ${e.syscall}`));
+    const c = closes(s);
+    events.push('returned');
+    expect(await c.hadError).toBe(true);
+    expect(events).toEqual(['returned', 'error ECONNREFUSED connect']);
+    expect(s.destroyed).toBe(true);
+  });
+
+  it('more than 16 KiB written before the connect: false, then drain once it is out', async () => {
+    const p = await peer();
+    const s = dial('127.0.0.1', p.port);
+    expect(s.write(Buffer.alloc(10_000, 1))).toBe(true);
+    expect(s.write(Buffer.alloc(10_000, 2))).toBe(false);
+    await once(s, 'drain');
+    const server = await p.accepted;
+    let n = 0;
+    server.on('data', (d: Buffer) => (n += d.length));
+    server.resume();
+    for (let i = 0; i < 100 && n < 20_000; i++) await sleep(10);
+    expect(n).toBe(20_000);
+  });
+
+  it('writes and end() before the connect go out after it, in order, then the FIN', async () => {
+    const p = await peer();
+    const s = dial('127.0.0.1', p.port);
+    s.write(Buffer.from('one,'));
+    s.end(Buffer.from('two'));
+    const server = await p.accepted;
+    const got: Buffer[] = [];
+    server.on('data', (d: Buffer) => got.push(d));
+    const ended = once(server, 'end');
+    server.resume();
+    await ended;
+    expect(Buffer.concat(got).toString()).toBe('one,two');
+  });
+
+  it('backpressure: write() says false past 16 KiB queued, drain follows, every byte arrives', async () => {
+    const p = await peer();
+    const s = dial('127.0.0.1', p.port);
+    await once(s, 'connect');
+    const server = await p.accepted;
+    const data = randomBytes(8 << 20);
+    let refusedAt = -1;
+    for (let off = 0; off < data.length && refusedAt < 0; off += 65536) {
+      if (!s.write(data.subarray(off, off + 65536))) refusedAt = off + 65536;
+    }
+    // The peer is not reading: the kernel buffers fill, then the queue passes the high-water mark.
+    expect(refusedAt).toBeGreaterThan(0);
+    expect(refusedAt).toBeLessThan(data.length);
+    expect(s.writableLength).toBeGreaterThanOrEqual(16 * 1024);
+    const got: Buffer[] = [];
+    server.on('data', (d: Buffer) => got.push(d));
+    const drained = once(s, 'drain');
+    server.resume();
+    await drained;
+    expect(s.writableLength).toBe(0);
+    for (let off = refusedAt; off < data.length; off += 65536) {
+      if (!s.write(data.subarray(off, off + 65536))) await once(s, 'drain');
+    }
+    s.end();
+    await once(server, 'end');
+    expect(sha(got)).toBe(sha([data]));
+  });
+
+  it('pause() stops reading until resume(); the peer FIN arrives as end, then our FIN, then close(false)', async () => {
+    const p = await peer();
+    const s = dial('127.0.0.1', p.port);
+    const c = closes(s);
+    const got: Buffer[] = [];
+    s.on('data', (d: Buffer) => got.push(d));
+    s.pause();
+    await once(s, 'connect');
+    const server = await p.accepted;
+    server.resume();
+    const serverEnded = once(server, 'end');
+    server.end('bytes then FIN');
+    await sleep(200);
+    expect(got).toHaveLength(0);
+    let ended = false;
+    s.on('end', () => (ended = true));
+    s.resume();
+    await serverEnded; // our FIN answers theirs (allowHalfOpen false)
+    expect(await c.hadError).toBe(false);
+    expect(ended).toBe(true);
+    expect(Buffer.concat(got).toString()).toBe('bytes then FIN');
+    expect(s.bytesRead).toBe(14); // kept after close
+    s.destroy();
+    await sleep(50);
+    expect(c.count()).toBe(1);
+  });
+
+  it('resetAndDestroy() reaches the peer as ECONNRESET', async () => {
+    const p = await peer();
+    const s = dial('127.0.0.1', p.port);
+    await once(s, 'connect');
+    const server = await p.accepted;
+    const peerError = bounded(new Promise<string | undefined>((r) => server.once('error', (e: NodeJS.ErrnoException) => r(e.code))), 'peer error');
+    server.resume();
+    const c = closes(s);
+    s.resetAndDestroy();
+    expect(await peerError).toBe('ECONNRESET');
+    expect(await c.hadError).toBe(false);
+  });
+
+  it('a reset from the peer: error ECONNRESET, close(true)', async () => {
+    const p = await peer();
+    const s = dial('127.0.0.1', p.port);
+    s.on('data', () => {});
+    let code: string | undefined;
+    s.on('error', (e: NodeJS.ErrnoException) => (code = e.code));
+    const c = closes(s);
+    await once(s, 'connect');
+    (await p.accepted).resetAndDestroy();
+    expect(await c.hadError).toBe(true);
+    expect(code).toBe('ECONNRESET');
+  });
+
+  it('setTimeout fires once; destroy() cancels it and closes once', async () => {
+    const p = await peer();
+    const s = dial('127.0.0.1', p.port);
+    await once(s, 'connect');
+    let fired = 0;
+    s.setTimeout(50, () => fired++);
+    await sleep(150);
+    expect(fired).toBe(1);
+    s.setTimeout(50, () => fired++);
+    const c = closes(s);
+    s.destroy();
+    s.destroy();
+    await c.hadError;
+    await sleep(100);
+    expect(fired).toBe(1);
+    expect(c.count()).toBe(1);
+    expect(s.write(Buffer.from('late'))).toBe(false);
+  });
+});
