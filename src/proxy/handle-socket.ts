@@ -171,6 +171,9 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
   /** null until a 'data' listener or resume() asks for reading (as net.Socket's readableFlowing). */
   private flowing: boolean | null = null;
   private reading = false;
+  /** A chunk that arrived while paused, and whether the FIN followed it (delivered on resume). */
+  private held: Buffer | null = null;
+  private heldEof = false;
   private connecting: boolean;
   private dialOptions: DialOptions | null = null;
   private writesBeforeConnect: Buffer[] | null = null;
@@ -185,8 +188,6 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
   private eof = false;
   private closing = false;
   private error: Error | null = null;
-  private timer: NodeJS.Timeout | null = null;
-  private onTimeout: (() => void) | null = null;
   private peer: PeerName | null = null;
   private local: PeerName | null = null;
   private finalBytesRead = 0;
@@ -268,17 +269,30 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
     return this;
   }
 
+  /**
+   * Stop 'data' events. Reading stops only when a chunk actually arrives while paused (that chunk is held
+   * and delivered first on resume): libuv re-arms a stopped descriptor with two epoll_ctl calls, and a
+   * session pauses its client while it routes the CONNECT, when usually nothing more arrives. At most one
+   * read's worth (64 KiB) is held per socket.
+   */
   pause(): this {
     this.flowing = false;
-    if (this.reading) {
-      this.reading = false;
-      this.handle!.readStop();
-    }
     return this;
   }
 
   resume(): this {
     this.flowing = true;
+    const held = this.held;
+    if (held !== null) {
+      this.held = null;
+      this.emit('data', held);
+      if (this.flowing !== true || this.destroyed) return this;
+    }
+    if (this.heldEof) {
+      this.heldEof = false;
+      this.peerEnded();
+      return this;
+    }
     if (!this.reading && !this.connecting && !this.eof && this.handle !== null && !this.destroyed) {
       this.reading = true;
       const err = this.handle.readStart();
@@ -287,10 +301,24 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
     return this;
   }
 
+  private stopReading(): void {
+    if (this.reading) {
+      this.reading = false;
+      this.handle!.readStop();
+    }
+  }
+
   /** From onHandleRead. */
   received(n: number, arrayBuffer: ArrayBuffer | undefined): void {
     if (n > 0) {
-      if (!this.destroyed) this.emit('data', Buffer.from(arrayBuffer!, this.b.state[this.b.kArrayBufferOffset], n));
+      if (this.destroyed) return;
+      const chunk = Buffer.from(arrayBuffer!, this.b.state[this.b.kArrayBufferOffset], n);
+      if (this.flowing === true) {
+        this.emit('data', chunk);
+        return;
+      }
+      this.held = chunk;
+      this.stopReading();
       return;
     }
     if (n === 0) return;
@@ -298,12 +326,20 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
       this.destroyWith(errnoError(n, 'read'));
       return;
     }
-    // The peer's FIN: libuv stopped reading. Like net.Socket with allowHalfOpen false, answer with ours.
+    // The peer's FIN (libuv stopped reading). While paused it waits, like a held chunk.
     this.eof = true;
     this.reading = false;
+    if (this.flowing === true) this.peerEnded();
+    else this.heldEof = true;
+  }
+
+  /** Like net.Socket with allowHalfOpen false: 'end', then our FIN. */
+  private peerEnded(): void {
     this.emit('end');
     if (this.destroyed) return;
-    if (this.finished) this.destroy();
+    // Nothing of ours in flight: close() itself sends the FIN (the receive queue is empty after EOF, so no
+    // reset), saving the shutdown call and the poll round it needs.
+    if (this.finished || (!this.ending && this.inflightWrites === 0 && this.handle!.writeQueueSize === 0)) this.destroy();
     else this.end();
   }
 
@@ -442,21 +478,6 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
 
   // ── closing ───────────────────────────────────────────────────────────────────────────────────────────
 
-  setTimeout(ms: number, onTimeout: () => void): this {
-    if (this.timer !== null) clearTimeout(this.timer);
-    this.onTimeout = onTimeout;
-    this.timer = setTimeout(onSocketTimeout, ms, this);
-    return this;
-  }
-
-  /** From onSocketTimeout. */
-  timedOut(): void {
-    this.timer = null;
-    const fn = this.onTimeout;
-    this.onTimeout = null;
-    if (fn !== null && !this.destroyed) fn.call(this);
-  }
-
   destroy(): this {
     this.close(false);
     return this;
@@ -478,11 +499,8 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
     if (this.destroyed) return;
     this.destroyed = true;
     this.reading = false;
+    this.held = null;
     this.writesBeforeConnect = null;
-    if (this.timer !== null) {
-      clearTimeout(this.timer);
-      this.timer = null;
-    }
     const handle = this.handle!;
     this.finalBytesRead = handle.bytesRead;
     this.closing = true;
@@ -534,8 +552,5 @@ function onHandleClosed(this: TcpHandle): void {
   this[kOwner]?.closed();
 }
 
-function onSocketTimeout(s: HandleSocket): void {
-  s.timedOut();
-}
 
 export type { Bindings as HandleBindings, TcpHandle };

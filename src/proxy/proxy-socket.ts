@@ -8,8 +8,6 @@
  */
 export interface ProxySocket {
   readonly destroyed: boolean;
-  /** Bytes accepted by write() and not yet handed to the kernel. */
-  readonly writableLength: number;
   readonly bytesRead: number;
   readonly remoteAddress?: string | undefined;
   readonly remotePort?: number | undefined;
@@ -26,8 +24,6 @@ export interface ProxySocket {
   resetAndDestroy(): unknown;
   pause(): unknown;
   resume(): unknown;
-  /** One shot `onTimeout` after `ms` (used only for the close grace). */
-  setTimeout(ms: number, onTimeout: () => void): unknown;
   // Event payloads differ per event, as in net.Socket.
   on(event: string, listener: (...args: any[]) => void): unknown;
   once(event: string, listener: (...args: any[]) => void): unknown;

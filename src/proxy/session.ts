@@ -423,23 +423,28 @@ const EMPTY_CANDIDATES: Server[] = [];
 
 function noop(): void {}
 
-/** Propagate a close: an error becomes a reset; a clean close lets pending bytes flush, then a bounded grace. */
+/**
+ * Propagate a close: an error becomes a reset. A clean close sends our FIN after everything queued, reads and
+ * drops what the peer still sends (nobody is left to read it), and closes on the peer's FIN or after a bounded
+ * grace. Closing at once instead would send a reset whenever a few bytes of the peer (a CONNACK in flight)
+ * sat unread, and a reset discards what the kernel had not yet sent: a fire-and-forget client's last bytes.
+ */
 function closeSide(sock: ProxySocket, hadError: boolean): void {
   if (sock.destroyed) return;
   if (hadError) {
     sock.resetAndDestroy();
     return;
   }
-  if (sock.writableLength === 0) {
-    sock.destroy();
-    return;
-  }
+  sock.removeAllListeners('data');
+  sock.on('data', noop);
+  sock.resume();
   sock.end();
-  sock.setTimeout(CLOSE_GRACE_MS, onGraceTimeout);
+  // Absolute, not net.Socket's idle timeout: the dropped reads would keep re-arming that one.
+  setTimeout(onGraceExpired, CLOSE_GRACE_MS, sock).unref();
 }
 
-function onGraceTimeout(this: ProxySocket): void {
-  this.destroy();
+function onGraceExpired(sock: ProxySocket): void {
+  sock.destroy();
 }
 
 function sessionOf(sock: ProxySocket): ClientSession {
