@@ -309,7 +309,8 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
   }
 
   /** From onHandleRead. */
-  received(n: number, arrayBuffer: ArrayBuffer | undefined): void {
+  received(arrayBuffer: ArrayBuffer | undefined): void {
+    const n = this.b.state[this.b.kReadBytesOrError]!;
     if (n > 0) {
       if (this.destroyed) return;
       const chunk = Buffer.from(arrayBuffer!, this.b.state[this.b.kArrayBufferOffset], n);
@@ -530,7 +531,7 @@ const UV_ENOTCONN = -107;
 
 function onHandleRead(this: TcpHandle, arrayBuffer: ArrayBuffer | undefined): void {
   const s = this[kOwner];
-  if (s !== undefined) s.received(bindings!.state[bindings!.kReadBytesOrError]!, arrayBuffer);
+  if (s !== undefined) s.received(arrayBuffer);
 }
 
 function onWriteComplete(this: WriteReq, status: number): void {

@@ -113,7 +113,7 @@ export class Listener implements SessionListener {
   }
 
   /**
-   * Plain TCP connections (no TLS, no PROXY header) become HandleSockets (handle-socket.ts: a third of the
+   * Plain TCP connections (no TLS, no PROXY header) become HandleSockets (handle-socket.ts: about half the
    * CPU per connection). We take over the listening handle's accept callback, which net.Server installs
    * both for its own handle and for the one node:cluster's round-robin hands to workers; connections for a
    * front still go through net's accept (they need a net.Socket), as does everything when the handle API is

@@ -27,7 +27,7 @@ type Tagged = ProxySocket & { [kSession]?: ClientSession };
 
 /** Initial pre-routing buffer; grows by doubling up to maxConnectBytes plus what one read can pipeline. */
 const INITIAL_BUFFER = 512;
-/** Server-side sockets keep a short grace to flush a final packet (e.g. DISCONNECT) before being destroyed. */
+/** When one side closed cleanly, the other gets this long to flush what is queued and answer our FIN (closeSide). */
 const CLOSE_GRACE_MS = 2000;
 export const TCP_KEEPALIVE_MS = 60_000;
 
