@@ -161,7 +161,7 @@ export function sleep(ms: number): Promise<void> {
 /**
  * The two socket engines of the proxy (src/proxy/handle-socket.ts): Node's handles for plain TCP, which the
  * LB picks on this Node, and net.Socket (MQTT_LB_SOCKETS=net, also the fallback). Tests of the data path run
- * against both; `expectSocketEngine` checks the LB really uses the one asked for (its start log, level info).
+ * against both; `socketEngineOf` reads which one the LB really uses (its start log, level info).
  */
 export const SOCKET_ENGINES: ReadonlyArray<{ engine: 'handles' | 'net'; env: NodeJS.ProcessEnv }> = [
   { engine: 'handles', env: { MQTT_LB_SOCKETS: '' } },

@@ -5,11 +5,10 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { CLI, startLb, stopAllLbs, sleep } from '../helpers/lb.js';
+import { CLI, LAUNCHER as BIN, startLb, stopAllLbs, sleep } from '../helpers/lb.js';
 import { freePort } from '../helpers/mosquitto.js';
 
 /** The installed command (package.json "bin"): the launcher script. */
-const BIN = path.resolve(path.dirname(CLI), '../../bin/mqtt-lb');
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'mqtt-lb-cli-'));
 
