@@ -33,7 +33,7 @@ const peers: Peer[] = [];
 const sockets: HandleSocket[] = [];
 
 /** A net server that hands over its first connection (paused, so the test decides when it reads). */
-async function peer(): Promise<Peer> {
+async function peer(host = '127.0.0.1'): Promise<Peer> {
   const conns: Socket[] = [];
   let give!: (s: Socket) => void;
   const accepted = new Promise<Socket>((r) => (give = r));
@@ -42,7 +42,7 @@ async function peer(): Promise<Peer> {
     s.on('error', () => {});
     give(s);
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  await new Promise<void>((r) => server.listen(0, host, () => r()));
   const p: Peer = {
     port: (server.address() as net.AddressInfo).port,
     accepted: bounded(accepted, 'accept'),
@@ -53,6 +53,14 @@ async function peer(): Promise<Peer> {
   };
   peers.push(p);
   return p;
+}
+
+function canListen(host: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = net.createServer();
+    probe.once('error', () => resolve(false));
+    probe.listen(0, host, () => probe.close(() => resolve(true)));
+  });
 }
 
 function bindings(): HandleBindings {
@@ -110,6 +118,17 @@ describe('HandleSocket', () => {
     for (let i = 0; i < 100 && Buffer.concat(got).length < 5; i++) await sleep(10);
     expect(Buffer.concat(got).toString()).toBe('hello');
     expect(s.bytesRead).toBe(5);
+  });
+
+  it('dials an IPv6 literal (connect6)', async (ctx) => {
+    // A machine without IPv6 on loopback cannot run this one (it says so in the report as a skip).
+    if (!(await canListen('::1'))) ctx.skip();
+    const p = await peer('::1');
+    const s = dial('::1', p.port);
+    await once(s, 'connect');
+    const server = await p.accepted;
+    expect(s.remoteAddress).toBe('::1');
+    expect(s.localPort).toBe(server.remotePort);
   });
 
   it('resolves a host name before connecting', async () => {
