@@ -186,7 +186,6 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
   private finished = false;
   /** The peer's FIN arrived. */
   private eof = false;
-  private closing = false;
   private error: Error | null = null;
   private peer: PeerName | null = null;
   private local: PeerName | null = null;
@@ -504,7 +503,6 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
     this.writesBeforeConnect = null;
     const handle = this.handle!;
     this.finalBytesRead = handle.bytesRead;
-    this.closing = true;
     // A reset needs a connected socket; otherwise a plain close.
     if (reset && !this.connecting && handle.reset(onHandleClosed) === 0) return;
     handle.close(onHandleClosed);
@@ -512,9 +510,8 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
 
   /** From onHandleClosed: the descriptor is gone. 'error' (if any) then 'close', as net.Socket. */
   closed(): void {
-    if (!this.closing) return;
-    this.closing = false;
-    const handle = this.handle!;
+    const handle = this.handle;
+    if (handle === null) return;
     // (onread stays: the handle's accessor accepts functions only, and the closed handle never reads.)
     handle[kOwner] = undefined;
     this.handle = null;

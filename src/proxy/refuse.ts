@@ -1,9 +1,11 @@
 /**
- * Answering a client we will not route: CONNACK, then a graceful close that does not lose the CONNACK.
+ * Closing without losing what we wrote: answering a client we will not route (CONNACK, then close), and
+ * closing one side of a session after the other side closed cleanly (session.ts closeSide).
  *
- * If we closed with unread input in our receive buffer, the kernel would send RST and the client could lose
- * the CONNACK we just wrote. So: write, end() (FIN), then read and discard input until the client's FIN or
- * for at most LINGER_MS, then destroy. (Same reasoning as HAProxy's lingering close.)
+ * If we closed with unread input in our receive buffer, the kernel would send RST, and an RST discards what
+ * it had not sent yet: the CONNACK we just wrote, or a client's last bytes on their way to the server. So:
+ * end() (FIN after everything queued), then read and discard input until the peer's FIN or for a bounded
+ * time, then destroy. (Same reasoning as HAProxy's lingering close.)
  */
 import type { ProxySocket } from './proxy-socket.js';
 
@@ -26,12 +28,19 @@ export function closeWithReply(socket: ProxySocket, reply: Buffer | null): void 
     socket.destroy();
     return;
   }
+  lingeringClose(socket, reply, LINGER_MS);
+}
+
+/** End (after `reply`, if any), read and drop input until the peer's FIN, destroy then or after `lingerMs`. */
+export function lingeringClose(socket: ProxySocket, reply: Buffer | null, lingerMs: number): void {
   socket.removeAllListeners('data');
   socket.removeAllListeners('end');
   socket.on('data', discard);
   socket.once('end', onLingerEnd);
-  socket.end(reply);
+  if (reply === null) socket.end();
+  else socket.end(reply);
   socket.resume();
-  const t = setTimeout(lingerExpired, LINGER_MS, socket);
+  // Absolute, not net.Socket's idle timeout: the discarded reads would keep re-arming that one.
+  const t = setTimeout(lingerExpired, lingerMs, socket);
   socket.once('close', () => clearTimeout(t));
 }

@@ -16,7 +16,7 @@ import { HandleSocket, handleSockets } from './handle-socket.js';
 import type { Server, LiveSession, EvictReason } from '../balancer/server.js';
 import { scanConnect, type ConnectInfo } from './connect-scanner.js';
 import { connackFor, type RefusalReason } from './connack.js';
-import { closeWithReply } from './refuse.js';
+import { closeWithReply, lingeringClose } from './refuse.js';
 import { ErrorCodes } from '../errors.js';
 import { rewriteUsername } from './connect-rewrite.js';
 import type { ListenerStats, ProxyContext, RejectReason, RoutingPool, AdmissionTicket } from './context.js';
@@ -424,27 +424,15 @@ const EMPTY_CANDIDATES: Server[] = [];
 function noop(): void {}
 
 /**
- * Propagate a close: an error becomes a reset. A clean close sends our FIN after everything queued, reads and
- * drops what the peer still sends (nobody is left to read it), and closes on the peer's FIN or after a bounded
- * grace. Closing at once instead would send a reset whenever a few bytes of the peer (a CONNACK in flight)
- * sat unread, and a reset discards what the kernel had not yet sent: a fire-and-forget client's last bytes.
+ * Propagate a close: an error becomes a reset; a clean close is a lingering close (refuse.ts): our FIN after
+ * everything queued, what the peer still sends is dropped, closed on its FIN or after a bounded grace. Closing
+ * at once instead sent a reset whenever a few bytes of the peer (a CONNACK in flight) sat unread, and the
+ * reset discarded what the kernel had not yet sent: a fire-and-forget client's last bytes.
  */
 function closeSide(sock: ProxySocket, hadError: boolean): void {
   if (sock.destroyed) return;
-  if (hadError) {
-    sock.resetAndDestroy();
-    return;
-  }
-  sock.removeAllListeners('data');
-  sock.on('data', noop);
-  sock.resume();
-  sock.end();
-  // Absolute, not net.Socket's idle timeout: the dropped reads would keep re-arming that one.
-  setTimeout(onGraceExpired, CLOSE_GRACE_MS, sock).unref();
-}
-
-function onGraceExpired(sock: ProxySocket): void {
-  sock.destroy();
+  if (hadError) sock.resetAndDestroy();
+  else lingeringClose(sock, null, CLOSE_GRACE_MS);
 }
 
 function sessionOf(sock: ProxySocket): ClientSession {
