@@ -338,8 +338,9 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
     this.emit('end');
     if (this.destroyed) return;
     // Nothing of ours in flight: close() itself sends the FIN (the receive queue is empty after EOF, so no
-    // reset), saving the shutdown call and the poll round it needs.
-    if (this.finished || (!this.ending && this.inflightWrites === 0 && this.handle!.writeQueueSize === 0)) this.destroy();
+    // reset), saving the shutdown call and the poll round it needs; also when our end() is still waiting for
+    // libuv to run its shutdown (the request is cancelled: the FIN goes out with the close).
+    if (this.finished || (this.inflightWrites === 0 && this.handle!.writeQueueSize === 0)) this.destroy();
     else this.end();
   }
 
@@ -447,8 +448,17 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
     req.oncomplete = onConnectComplete;
     req.address = address;
     req.port = o.port;
-    const err = family === 6 ? this.handle!.connect6(req, address, o.port) : this.handle!.connect(req, address, o.port);
-    if (err !== 0) this.destroyWith(errnoError(err, 'connect', address, o.port));
+    const handle = this.handle!;
+    const err = family === 6 ? handle.connect6(req, address, o.port) : handle.connect(req, address, o.port);
+    if (err !== 0) {
+      this.destroyWith(errnoError(err, 'connect', address, o.port));
+      return;
+    }
+    // Ask for reads now, while libuv still waits for the connect: the descriptor is then registered for both
+    // events at once. Started after the connect (as net.Socket does), libuv re-arms it with ADD, EEXIST, MOD.
+    // Nothing is read before 'connect' (libuv finishes the connect first); a chunk that comes before a 'data'
+    // listener is held as when paused.
+    if (handle.readStart() === 0) this.reading = true;
   }
 
   /** From onConnectComplete. */

@@ -124,6 +124,9 @@ export class Listener implements SessionListener {
     const listening = (server as unknown as { _handle?: { onconnection?: unknown } | null })._handle;
     if (b === null || listening == null || typeof listening.onconnection !== 'function') return;
     const viaNet = listening.onconnection as (this: unknown, status: number, handle?: TcpHandle) => void;
+    const inherited = setInheritedOptions(listening);
+    const noDelay = !inherited;
+    const keepAliveMs = inherited ? 0 : TCP_KEEPALIVE_MS;
     const listener = this;
     listening.onconnection = function (this: unknown, status: number, handle?: TcpHandle): void {
       if (listener.front !== null) return viaNet.call(this, status, handle);
@@ -136,7 +139,7 @@ export class Listener implements SessionListener {
         listener.dropped();
         return;
       }
-      listener.accept(HandleSocket.accepted(b, handle, true, TCP_KEEPALIVE_MS));
+      listener.accept(HandleSocket.accepted(b, handle, noDelay, keepAliveMs));
     };
   }
 
@@ -199,3 +202,18 @@ export class Listener implements SessionListener {
 }
 
 function noop(): void {}
+
+/**
+ * TCP_NODELAY and keepalive for every accepted connection, set once on the listening socket: Linux gives an
+ * accepted socket a copy of the listener's options (the kernel clones the listening socket), which saves
+ * five setsockopt calls per connection (strace: 34 -> 29 system calls per proxied connection). Only where
+ * that holds and only on a real listening handle: node:cluster's round-robin hands workers a stand-in without
+ * these methods (its connections are accepted by the primary's socket), and then each accepted socket gets
+ * the options itself. True when the listener carries them.
+ */
+function setInheritedOptions(listening: object): boolean {
+  if (process.platform !== 'linux') return false;
+  const h = listening as Partial<Pick<TcpHandle, 'setNoDelay' | 'setKeepAlive'>>;
+  if (typeof h.setNoDelay !== 'function' || typeof h.setKeepAlive !== 'function') return false;
+  return h.setNoDelay(true) === 0 && h.setKeepAlive(true, Math.floor(TCP_KEEPALIVE_MS / 1000)) === 0;
+}

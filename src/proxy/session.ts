@@ -53,9 +53,8 @@ export class ClientSession implements LiveSession, AdmissionTicket {
   readonly client: ProxySocket;
   readonly listener: SessionListener;
   readonly acceptedAt: number;
-  /** Address used for limits, logs and PROXY headers (may come from an incoming PROXY header). */
-  remoteAddress: string;
-  remotePort: number;
+  /** From an incoming PROXY header; otherwise asked of the socket when first needed (a getpeername call). */
+  private remote: { address: string; port: number } | null;
   phase: Phase = 'reading';
   info: ConnectInfo | null = null;
   routingKey: Buffer = EMPTY;
@@ -86,8 +85,7 @@ export class ClientSession implements LiveSession, AdmissionTicket {
     this.client = client;
     this.listener = listener;
     this.acceptedAt = acceptedAt;
-    this.remoteAddress = remote?.address ?? client.remoteAddress ?? '';
-    this.remotePort = remote?.port ?? client.remotePort ?? 0;
+    this.remote = remote ?? null;
     this.buf = Buffer.allocUnsafe(INITIAL_BUFFER);
     (client as Tagged)[kSession] = this;
     // TCP_NODELAY and keepalive were set at accept by the listener's server options (listener.ts).
@@ -98,6 +96,19 @@ export class ClientSession implements LiveSession, AdmissionTicket {
     const left = Math.max(0, acceptedAt + listener.ctx.limits.clientConnectTimeout - Date.now());
     this.deadline = setTimeout(onDeadline, left, this);
     if (preread !== undefined && preread.length > 0) this.receive(preread);
+  }
+
+  /** Address used for limits, logs and PROXY headers (may come from an incoming PROXY header). */
+  get remoteAddress(): string {
+    return this.peer().address;
+  }
+
+  get remotePort(): number {
+    return this.peer().port;
+  }
+
+  private peer(): { address: string; port: number } {
+    return (this.remote ??= { address: this.client.remoteAddress ?? '', port: this.client.remotePort ?? 0 });
   }
 
   get bytesIn(): number {
@@ -337,7 +348,10 @@ export class ClientSession implements LiveSession, AdmissionTicket {
     if (header !== null) sock.write(header);
     sock.write(this.buf!.subarray(0, this.filled));
     // ConnectInfo's fields are views into the pre-routing buffer: drop them so the buffer is freed.
-    if (ctx.logSessions) this.clientIdText = this.info!.clientId.toString('utf8');
+    if (ctx.logSessions) {
+      this.clientIdText = this.info!.clientId.toString('utf8');
+      this.peer(); // asked now: a closed socket no longer knows its peer
+    }
     this.buf = null;
     this.info = null;
     this.candidates = EMPTY_CANDIDATES;
@@ -401,7 +415,7 @@ export class ClientSession implements LiveSession, AdmissionTicket {
       ctx.log.info(
         {
           listener: this.listener.stats.name,
-          client: this.remoteAddress.includes(':') ? `[${this.remoteAddress}]:${this.remotePort}` : `${this.remoteAddress}:${this.remotePort}`,
+          client: this.remote === null ? null : formatAddress(this.remote),
           clientId: this.clientIdText,
           pool: this.pool?.name,
           server: this.server!.name,
@@ -416,6 +430,10 @@ export class ClientSession implements LiveSession, AdmissionTicket {
     ctx.release?.(this);
     this.listener.sessionEnded(this);
   }
+}
+
+function formatAddress({ address, port }: { address: string; port: number }): string {
+  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
 }
 
 const EMPTY = Buffer.alloc(0);

@@ -236,6 +236,28 @@ describe('HandleSocket', () => {
     expect(c.count()).toBe(1);
   });
 
+  // A dialed socket reads from the connect on (handle-socket.ts connectTo): what arrives before anyone
+  // listens is held as when paused, never dropped or emitted to nobody.
+  it("bytes and a FIN the server sends before any 'data' listener wait for it", async () => {
+    const p = await peer();
+    const s = dial('127.0.0.1', p.port);
+    const c = closes(s);
+    await once(s, 'connect');
+    const server = await p.accepted;
+    server.resume();
+    const serverEnded = once(server, 'end');
+    server.end('greeting then FIN');
+    await sleep(200);
+    let ended = false;
+    s.on('end', () => (ended = true));
+    const got: Buffer[] = [];
+    s.on('data', (d: Buffer) => got.push(d));
+    await serverEnded;
+    expect(Buffer.concat(got).toString()).toBe('greeting then FIN');
+    expect(ended).toBe(true);
+    expect(await c.hadError).toBe(false);
+  });
+
   it('resetAndDestroy() reaches the peer as ECONNRESET', async () => {
     const p = await peer();
     const s = dial('127.0.0.1', p.port);

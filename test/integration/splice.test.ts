@@ -3,6 +3,7 @@
  * direction, a server's last bytes before its FIN, and a reset passed on as a reset. The backend is a raw
  * TCP server (not mosquitto) so the test sees exactly what the LB forwards, with no MQTT framing of its own.
  */
+import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import net from 'node:net';
 import type { Socket } from 'node:net';
@@ -86,6 +87,16 @@ async function startRawBackend(port: number, connectLength: number): Promise<Raw
 function bounded<T>(p: Promise<T>, what: string, ms = WAIT_MS): Promise<T> {
   let t: NodeJS.Timeout;
   return Promise.race([p, new Promise<T>((_, reject) => (t = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms)))]).finally(() => clearTimeout(t));
+}
+
+/** The `ss -o` timer column of the established TCP socket from local port `from` to port `to` (iproute2). */
+function socketTimer(from: number, to: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile('ss', ['-tnoH', 'state', 'established', `( sport = :${from} and dport = :${to} )`], { timeout: 5000 }, (err, stdout) => {
+      if (err) reject(err);
+      else resolve(stdout.trim());
+    });
+  });
 }
 
 function sha256(chunks: Buffer[]): string {
@@ -202,6 +213,18 @@ describe.each(SOCKET_ENGINES)('splice ($engine sockets)', ({ engine, env }) => {
     await Promise.all([upRead, downRead]);
     expect(sha256(server.received)).toBe(sha256([up]));
     expect(sha256(downChunks)).toBe(sha256([down]));
+    client.destroy();
+    await bounded(server.closed, 'server side close');
+  });
+
+  // TCP keepalive notices a peer that vanished without a FIN. The client side's options come from the
+  // listening socket (Linux copies them into each accepted socket); the server side sets its own.
+  it("both of a session's sockets carry TCP keepalive (60 s idle)", async () => {
+    const { client, server } = await session();
+    const clientSide = await socketTimer(port, client.localPort!);
+    const serverSide = await socketTimer(server.socket.remotePort!, backend.port);
+    expect(clientSide).toMatch(/timer:\(keepalive,(59|60)sec,0\)/);
+    expect(serverSide).toMatch(/timer:\(keepalive,(59|60)sec,0\)/);
     client.destroy();
     await bounded(server.closed, 'server side close');
   });
