@@ -158,6 +158,45 @@ export function errnoError(status: number, syscall: string, address?: string, po
  */
 let spareWriteReq: WriteReq | null = null;
 
+type Listener = (...args: any[]) => void;
+
+/**
+ * The events a session listens to, each with a slot for its first listener. EventEmitter keeps listeners in a
+ * per-object dictionary whose shapes differ per socket, so every emit and on() was a megamorphic lookup (perf:
+ * `KeyedLoadIC_Megamorphic` among the top user-space symbols per connection); a session adds one listener per
+ * event, so a field per event serves nearly every call. Further listeners go to the EventEmitter, after it.
+ */
+const SLOT_DATA = 0;
+const SLOT_END = 1;
+const SLOT_DRAIN = 2;
+const SLOT_CONNECT = 3;
+const SLOT_ERROR = 4;
+const SLOT_CLOSE = 5;
+
+function slotOf(event: string | symbol): number {
+  switch (event) {
+    case 'data':
+      return SLOT_DATA;
+    case 'end':
+      return SLOT_END;
+    case 'drain':
+      return SLOT_DRAIN;
+    case 'connect':
+      return SLOT_CONNECT;
+    case 'error':
+      return SLOT_ERROR;
+    case 'close':
+      return SLOT_CLOSE;
+    default:
+      return -1;
+  }
+}
+
+/** EventEmitter's once() wrapper carries the original listener here (removeListener matches either). */
+function matches(registered: Listener, listener: Listener): boolean {
+  return registered === listener || (registered as { listener?: Listener }).listener === listener;
+}
+
 export interface DialOptions {
   host: string;
   port: number;
@@ -190,6 +229,10 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
   private peer: PeerName | null = null;
   private local: PeerName | null = null;
   private finalBytesRead = 0;
+  /** The first listener of each slotted event (see SLOT_DATA). */
+  private readonly slots: Array<Listener | null> = [null, null, null, null, null, null];
+  /** Bit per slot: the EventEmitter also holds listeners for that event. */
+  private overflow = 0;
   destroyed = false;
 
   /** An accepted connection: TCP_NODELAY and keepalive are the listener's. */
@@ -261,11 +304,110 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
 
   // ── reading ───────────────────────────────────────────────────────────────────────────────────────────
 
-  override on(event: string | symbol, listener: (...args: any[]) => void): this {
-    super.on(event, listener);
+  // ── events ────────────────────────────────────────────────────────────────────────────────────────────
+
+  override on(event: string | symbol, listener: Listener): this {
+    const i = slotOf(event);
+    // A listener goes to the slot only when it would be the event's first: emission order stays the order
+    // of registration (slot, then the EventEmitter's).
+    if (i >= 0 && this.slots[i] === null && (this.overflow & (1 << i)) === 0) this.slots[i] = listener;
+    else {
+      super.on(event, listener);
+      if (i >= 0) this.overflow |= 1 << i;
+    }
     // As net.Socket: adding a 'data' listener starts the flow unless the socket was paused.
-    if (event === 'data' && this.flowing !== false) this.resume();
+    if (i === SLOT_DATA && this.flowing !== false) this.resume();
     return this;
+  }
+
+  override addListener(event: string | symbol, listener: Listener): this {
+    return this.on(event, listener);
+  }
+
+  override removeListener(event: string | symbol, listener: Listener): this {
+    const i = slotOf(event);
+    const slotted = i >= 0 ? this.slots[i] : null;
+    if (slotted != null && matches(slotted, listener)) {
+      this.slots[i] = null;
+      return this;
+    }
+    super.removeListener(event, listener);
+    if (i >= 0 && super.listenerCount(event) === 0) this.overflow &= ~(1 << i);
+    return this;
+  }
+
+  override prependListener(event: string | symbol, listener: Listener): this {
+    const i = slotOf(event);
+    if (i < 0) return super.prependListener(event, listener);
+    // Before the slotted one: both move to the EventEmitter, in that order.
+    const slotted = this.slots[i];
+    if (slotted != null) {
+      this.slots[i] = null;
+      super.prependListener(event, slotted);
+    }
+    super.prependListener(event, listener);
+    this.overflow |= 1 << i;
+    if (i === SLOT_DATA && this.flowing !== false) this.resume();
+    return this;
+  }
+
+  override listeners(event: string | symbol): Listener[] {
+    const slotted = this.slots[slotOf(event)] ?? null;
+    const rest = super.listeners(event) as Listener[];
+    return slotted === null ? rest : [(slotted as { listener?: Listener }).listener ?? slotted, ...rest];
+  }
+
+  override rawListeners(event: string | symbol): Listener[] {
+    const slotted = this.slots[slotOf(event)] ?? null;
+    const rest = super.rawListeners(event) as Listener[];
+    return slotted === null ? rest : [slotted, ...rest];
+  }
+
+  override off(event: string | symbol, listener: Listener): this {
+    return this.removeListener(event, listener);
+  }
+
+  override removeAllListeners(event?: string | symbol): this {
+    if (event === undefined) {
+      this.slots.fill(null);
+      this.overflow = 0;
+    } else {
+      const i = slotOf(event);
+      if (i >= 0) {
+        this.slots[i] = null;
+        this.overflow &= ~(1 << i);
+      }
+    }
+    return super.removeAllListeners(event);
+  }
+
+  override listenerCount(event: string | symbol): number {
+    const i = slotOf(event);
+    return (i >= 0 && this.slots[i] !== null ? 1 : 0) + super.listenerCount(event);
+  }
+
+  override emit(event: string | symbol, ...args: any[]): boolean {
+    const i = slotOf(event);
+    if (i < 0) return super.emit(event, ...args);
+    const slotted = this.slots[i];
+    // 'error' with no listener at all throws, as EventEmitter does.
+    if (slotted === null) return (this.overflow & (1 << i)) !== 0 || i === SLOT_ERROR ? super.emit(event, ...args) : false;
+    slotted.apply(this, args);
+    if ((this.overflow & (1 << i)) !== 0) super.emit(event, ...args);
+    return true;
+  }
+
+  /** emit() for our own events, without the rest-argument array. */
+  private fire(i: number, event: string, arg?: unknown): void {
+    const slotted = this.slots[i];
+    if (slotted != null) {
+      if (arg === undefined) slotted.call(this);
+      else slotted.call(this, arg);
+    }
+    if ((this.overflow & (1 << i)) !== 0) {
+      if (arg === undefined) super.emit(event);
+      else super.emit(event, arg);
+    }
   }
 
   /**
@@ -284,7 +426,7 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
     const held = this.held;
     if (held !== null) {
       this.held = null;
-      this.emit('data', held);
+      this.fire(SLOT_DATA, 'data', held);
       if (this.flowing !== true || this.destroyed) return this;
     }
     if (this.heldEof) {
@@ -314,7 +456,7 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
       if (this.destroyed) return;
       const chunk = Buffer.from(arrayBuffer!, this.b.state[this.b.kArrayBufferOffset], n);
       if (this.flowing === true) {
-        this.emit('data', chunk);
+        this.fire(SLOT_DATA, 'data', chunk);
         return;
       }
       this.held = chunk;
@@ -335,7 +477,7 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
 
   /** Like net.Socket with allowHalfOpen false: 'end', then our FIN. */
   private peerEnded(): void {
-    this.emit('end');
+    this.fire(SLOT_END, 'end');
     if (this.destroyed) return;
     // Nothing of ours in flight: close() itself sends the FIN (the receive queue is empty after EOF, so no
     // reset), saving the shutdown call and the poll round it needs; also when our end() is still waiting for
@@ -396,7 +538,7 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
     }
     if (this.inflightWrites === 0 && this.needDrain) {
       this.needDrain = false;
-      this.emit('drain');
+      this.fire(SLOT_DRAIN, 'drain');
     }
   }
 
@@ -478,10 +620,10 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
     this.writesBeforeConnect = null;
     if (queued !== null) for (const buf of queued) if (!this.destroyed) this.send(buf);
     if (this.ending && !this.destroyed) this.shutdownNow();
-    this.emit('connect');
+    this.fire(SLOT_CONNECT, 'connect');
     if (this.needDrain && this.inflightWrites === 0 && !this.destroyed) {
       this.needDrain = false;
-      this.emit('drain');
+      this.fire(SLOT_DRAIN, 'drain');
     }
     if (this.flowing === true) this.resume();
   }
@@ -526,8 +668,8 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
     handle[kOwner] = undefined;
     this.handle = null;
     const err = this.error;
-    if (err !== null && this.listenerCount('error') > 0) this.emit('error', err);
-    this.emit('close', err !== null);
+    if (err !== null && this.listenerCount('error') > 0) this.fire(SLOT_ERROR, 'error', err);
+    this.fire(SLOT_CLOSE, 'close', err !== null);
   }
 }
 

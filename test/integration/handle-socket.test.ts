@@ -258,6 +258,55 @@ describe('HandleSocket', () => {
     expect(await c.hadError).toBe(false);
   });
 
+  // The first listener of a session event sits in a field (handle-socket.ts SLOT_DATA); the rest must still
+  // behave as EventEmitter's: order of registration, once, removal by the original function, prepend.
+  it('listeners keep EventEmitter semantics across the slot and the emitter', async () => {
+    const p = await peer();
+    const s = dial('127.0.0.1', p.port);
+    await once(s, 'connect');
+    const calls: string[] = [];
+    const a = (x: unknown): void => void calls.push(`a${String(x)}`);
+    const b = (x: unknown): void => void calls.push(`b${String(x)}`);
+    const c = (x: unknown): void => void calls.push(`c${String(x)}`);
+    const d = (x: unknown): void => void calls.push(`d${String(x)}`);
+    s.on('drain', a);
+    s.on('drain', b);
+    s.once('drain', c);
+    expect(s.listenerCount('drain')).toBe(3);
+    expect(s.listeners('drain')).toEqual([a, b, c]);
+    s.emit('drain', 1);
+    s.emit('drain', 2);
+    expect(calls).toEqual(['a1', 'b1', 'c1', 'a2', 'b2']);
+    // Removing the first leaves b in the emitter: a listener added now goes after it, not into the field.
+    s.removeListener('drain', a);
+    s.on('drain', d);
+    calls.length = 0;
+    s.emit('drain', 3);
+    expect(calls).toEqual(['b3', 'd3']);
+    s.prependListener('drain', a);
+    calls.length = 0;
+    s.emit('drain', 4);
+    expect(calls).toEqual(['a4', 'b4', 'd4']);
+    s.removeAllListeners('drain');
+    expect(s.listenerCount('drain')).toBe(0);
+    expect(s.emit('drain', 5)).toBe(false);
+    // once() removed by the original function, as EventEmitter allows.
+    s.once('end', a);
+    s.off('end', a);
+    expect(s.listenerCount('end')).toBe(0);
+    expect(s.emit('end')).toBe(false);
+    // An 'error' nobody listens to throws, as EventEmitter's does.
+    expect(() => s.emit('error', new Error('unheard'))).toThrow('unheard');
+    s.on('error', a);
+    calls.length = 0;
+    expect(s.emit('error', 'x')).toBe(true);
+    expect(calls).toEqual(['ax']);
+    // Events outside the slots are plain EventEmitter events.
+    s.on('other', b);
+    s.emit('other', 6);
+    expect(calls).toEqual(['ax', 'b6']);
+  });
+
   it('resetAndDestroy() reaches the peer as ECONNRESET', async () => {
     const p = await peer();
     const s = dial('127.0.0.1', p.port);
