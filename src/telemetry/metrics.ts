@@ -7,7 +7,8 @@
  *   per packet. Snapshot counters are absolute values read from the app's own counters; they are exposed
  *   with `# TYPE ... counter` (see SnapshotCounter).
  * - events reported by the app at most once per connection or per probe (`serverConnect`,
- *   `healthCheck`, `configReload`), kept in ordinary prom-client counters and histograms.
+ *   `healthCheck`, `configReload`), kept in ordinary prom-client counters and histograms, except the
+ *   per-connection connect duration (series-histogram.ts: no label hashing per observation).
  *
  * Servers removed by a reload disappear from the exposition: snapshots are rebuilt from scratch on every
  * collect, and event series of servers no longer in any pool are removed then.
@@ -22,6 +23,13 @@ import {
   type TelemetrySource,
 } from './source.js';
 import { LoopLagSampler, worstWindow } from './loop-lag.js';
+import { SeriesHistogram, type HistogramSeries } from './series-histogram.js';
+
+/** A server's event series: probe results seen, and its connect-duration series once it has one. */
+interface ServerEvents {
+  results: Set<CheckResult>;
+  connect: HistogramSeries | null;
+}
 
 type GaugeConfig<T extends string> = ConstructorParameters<typeof Gauge<T>>[0];
 
@@ -51,8 +59,8 @@ export class Metrics {
   private readonly loopLagSampler: LoopLagSampler;
   private closed = false;
 
-  /** pool -> server -> results seen, to remove event series of servers a reload removed. */
-  private readonly eventSeries = new Map<string, Map<string, Set<CheckResult>>>();
+  /** pool -> server -> its event series, to remove those of servers a reload removed. */
+  private readonly eventSeries = new Map<string, Map<string, ServerEvents>>();
 
   private readonly buildInfo: Gauge<'version'>;
   private readonly ready: Gauge<string>;
@@ -65,7 +73,7 @@ export class Metrics {
   private readonly serverBytes: SnapshotCounter<'pool' | 'server' | 'direction'>;
   private readonly healthChecks: Counter<'pool' | 'server' | 'result'>;
   private readonly healthDuration: Histogram<'pool' | 'server'>;
-  private readonly connectDuration: Histogram<'pool' | 'server'>;
+  private readonly connectDuration: SeriesHistogram<'pool' | 'server'>;
   private readonly failoverState: Gauge<'state'>;
   private readonly failoverInstanceState: Gauge<'router_id' | 'state'>;
   private readonly failoverPriority: Gauge<'router_id'>;
@@ -152,7 +160,8 @@ export class Metrics {
       buckets: DURATION_BUCKETS,
       registers,
     });
-    this.connectDuration = new Histogram({
+    // Observed once per proxied connection: a series kept per server instead of prom-client's label hashing.
+    this.connectDuration = new SeriesHistogram({
       name: 'mqtt_lb_server_connect_duration_seconds',
       help: 'Time to establish the TCP connection to a server for a client session.',
       labelNames: ['pool', 'server'],
@@ -228,13 +237,13 @@ export class Metrics {
   /** A client session's server connection was established after `seconds`. */
   serverConnect(pool: string, server: string, seconds: number): void {
     if (!isDuration(seconds)) return;
-    this.noteSeries(pool, server);
-    this.connectDuration.observe({ pool, server }, seconds);
+    const events = this.noteSeries(pool, server);
+    (events.connect ??= this.connectDuration.series({ pool, server })).observe(seconds);
   }
 
   /** One health probe finished. */
   healthCheck(pool: string, server: string, result: CheckResult, seconds: number): void {
-    this.noteSeries(pool, server).add(result);
+    this.noteSeries(pool, server).results.add(result);
     this.healthChecks.inc({ pool, server, result });
     if (isDuration(seconds)) this.healthDuration.observe({ pool, server }, seconds);
   }
@@ -308,7 +317,7 @@ export class Metrics {
     this.serverBytes.set({ pool, server, direction: 'in' }, s.bytesIn());
     this.serverBytes.set({ pool, server, direction: 'out' }, s.bytesOut());
     // Zero-initialised so that the first probe result of each kind is visible to increase().
-    const results = this.noteSeries(pool, server);
+    const { results } = this.noteSeries(pool, server);
     for (const result of CHECK_RESULTS) {
       if (!results.has(result)) {
         results.add(result);
@@ -317,24 +326,24 @@ export class Metrics {
     }
   }
 
-  private noteSeries(pool: string, server: string): Set<CheckResult> {
+  private noteSeries(pool: string, server: string): ServerEvents {
     let servers = this.eventSeries.get(pool);
     if (!servers) {
       servers = new Map();
       this.eventSeries.set(pool, servers);
     }
-    let results = servers.get(server);
-    if (!results) {
-      results = new Set();
-      servers.set(server, results);
+    let events = servers.get(server);
+    if (!events) {
+      events = { results: new Set(), connect: null };
+      servers.set(server, events);
     }
-    return results;
+    return events;
   }
 
   private pruneEventSeries(live: Map<string, Set<string>>): void {
     for (const [pool, servers] of this.eventSeries) {
       const liveNames = live.get(pool);
-      for (const [server, results] of servers) {
+      for (const [server, { results }] of servers) {
         if (liveNames?.has(server)) continue;
         for (const result of results) this.healthChecks.remove({ pool, server, result });
         this.healthDuration.remove({ pool, server });
