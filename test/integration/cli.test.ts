@@ -148,7 +148,7 @@ admin: { bind: 127.0.0.1:${admin} }
 
     const plain = launch({ GLIBC_TUNABLES: '' });
     const a = await inspect(plain.pid!);
-    expect(a.argv).toContain('--max-semi-space-size=4');
+    expect(a.argv).toContain('--max-semi-space-size=8');
     expect(a.argv).toContain('--single-threaded-gc');
     expect(a.tunables).toBe('glibc.malloc.trim_threshold=268435456');
     expect(await stop(plain)).toBe(0);
