@@ -211,6 +211,9 @@ export class Admission {
   }
 
   private hold(ticket: AdmissionTicket, source: string | null, queued: Queued | null): void {
+    // Without a per-source limit or a queue place there is nothing to give back: nothing is kept (the usual
+    // case, and one Map entry and object fewer per connection).
+    if (source === null && queued === null) return;
     if (source !== null) this.sources.get(source)!.sessions++;
     this.held.set(ticket, { source, queued });
   }
