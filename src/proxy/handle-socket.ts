@@ -33,7 +33,8 @@ interface PeerName {
 
 /** The members of Node's TCPWrap that we call (lib/net.js calls the same). */
 interface TcpHandle {
-  onread: (this: TcpHandle, buffer: ArrayBuffer | undefined) => void;
+  /** With a user buffer (useUserBuffer) the bytes are in that buffer; a Buffer returned here would replace it. */
+  onread: (this: TcpHandle) => void;
   readonly writeQueueSize: number;
   readonly bytesRead: number;
   readStart(): number;
@@ -48,6 +49,7 @@ interface TcpHandle {
   getsockname(out: PeerName): number;
   connect(req: ConnectReq, address: string, port: number): number;
   connect6(req: ConnectReq, address: string, port: number): number;
+  useUserBuffer(buffer: Buffer): void;
   [kOwner]?: HandleSocket;
 }
 
@@ -75,9 +77,22 @@ interface Bindings {
   newConnectReq(): ConnectReq;
   state: Int32Array;
   kReadBytesOrError: number;
-  kArrayBufferOffset: number;
   kLastWriteWasAsync: number;
+  /** Every HandleSocket reads into this one buffer (see READ_BUFFER_BYTES). */
+  readBuffer: Buffer;
 }
+
+/**
+ * Every HandleSocket reads into one process-wide buffer (Node's user-buffer reads, the `onread` option of
+ * net.Socket) and each read is copied out into a Buffer of its own size. Why: by default Node reads into a
+ * fresh 64 KiB allocation per read, each one an ArrayBuffer that V8 must sweep. With GC on the main thread
+ * (the launcher's --single-threaded-gc, for the reason in bin/mqtt-lb) that sweep was nearly all of every
+ * scavenge: 4-6 ms pauses every few seconds at 10,000 msg/s (`--trace-gc-nvp`: sweep_array_buffers 3.9-5.3 of
+ * 4.4-6.3 ms), the p99 latency against HAProxy's. A copy of a small read is a slice of Buffer's shared pool,
+ * so far fewer ArrayBuffers exist. Why copy at all: a write the kernel does not take at once keeps pointing at
+ * the bytes it was given, and the next read anywhere would overwrite the shared buffer under it.
+ */
+const READ_BUFFER_BYTES = 64 * 1024;
 
 const kOwner = Symbol('mqtt-lb.handle-socket');
 
@@ -109,12 +124,12 @@ function loadBindings(): Bindings | null {
     const WriteWrap = stream.WriteWrap as (new () => WriteReq) | undefined;
     const ShutdownWrap = stream.ShutdownWrap as (new () => ShutdownReq) | undefined;
     const state = stream.streamBaseState;
-    const { kReadBytesOrError, kArrayBufferOffset, kLastWriteWasAsync } = stream as Record<string, unknown>;
+    const { kReadBytesOrError, kLastWriteWasAsync } = stream as Record<string, unknown>;
     if (typeof TCP !== 'function' || typeof TCPConnectWrap !== 'function' || typeof WriteWrap !== 'function' || typeof ShutdownWrap !== 'function') return null;
     if (typeof SOCKET !== 'number' || !(state instanceof Int32Array)) return null;
-    if (typeof kReadBytesOrError !== 'number' || typeof kArrayBufferOffset !== 'number' || typeof kLastWriteWasAsync !== 'number') return null;
+    if (typeof kReadBytesOrError !== 'number' || typeof kLastWriteWasAsync !== 'number') return null;
     const probe = new TCP(SOCKET);
-    const methods = ['readStart', 'readStop', 'writeBuffer', 'shutdown', 'close', 'reset', 'setNoDelay', 'setKeepAlive', 'getpeername', 'getsockname', 'connect', 'connect6'] as const;
+    const methods = ['readStart', 'readStop', 'writeBuffer', 'shutdown', 'close', 'reset', 'setNoDelay', 'setKeepAlive', 'getpeername', 'getsockname', 'connect', 'connect6', 'useUserBuffer'] as const;
     const complete = methods.every((m) => typeof probe[m] === 'function') && typeof probe.writeQueueSize === 'number' && typeof probe.bytesRead === 'number';
     probe.close(noop);
     if (!complete) return null;
@@ -125,8 +140,8 @@ function loadBindings(): Bindings | null {
       newConnectReq: () => new TCPConnectWrap(),
       state,
       kReadBytesOrError,
-      kArrayBufferOffset,
       kLastWriteWasAsync,
+      readBuffer: Buffer.allocUnsafeSlow(READ_BUFFER_BYTES),
     };
   } catch {
     return null;
@@ -259,6 +274,7 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
     this.connecting = connecting;
     handle[kOwner] = this;
     handle.onread = onHandleRead;
+    handle.useUserBuffer(b.readBuffer);
   }
 
   get bytesRead(): number {
@@ -450,11 +466,13 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
   }
 
   /** From onHandleRead. */
-  received(arrayBuffer: ArrayBuffer | undefined): void {
+  received(): void {
     const n = this.b.state[this.b.kReadBytesOrError]!;
     if (n > 0) {
       if (this.destroyed) return;
-      const chunk = Buffer.from(arrayBuffer!, this.b.state[this.b.kArrayBufferOffset], n);
+      // Out of the shared read buffer before anything else can read into it (READ_BUFFER_BYTES).
+      const chunk = Buffer.allocUnsafe(n);
+      this.b.readBuffer.copy(chunk, 0, 0, n);
       if (this.flowing === true) {
         this.fire(SLOT_DATA, 'data', chunk);
         return;
@@ -678,9 +696,10 @@ const UV_ENOTCONN = -107;
 
 // Module-level callbacks (no closure per socket): each finds its socket through the handle.
 
-function onHandleRead(this: TcpHandle, arrayBuffer: ArrayBuffer | undefined): void {
+// Returns nothing: Node would take a returned Buffer as the handle's next read buffer.
+function onHandleRead(this: TcpHandle): void {
   const s = this[kOwner];
-  if (s !== undefined) s.received(arrayBuffer);
+  if (s !== undefined) s.received();
 }
 
 function onWriteComplete(this: WriteReq, status: number): void {
