@@ -55,6 +55,19 @@ async function peer(host = '127.0.0.1'): Promise<Peer> {
   return p;
 }
 
+/**
+ * The peer's connection sends `text` and its FIN; resolves 200 ms later (time for them to arrive) with
+ * `ended`, the peer seeing our FIN (in an object: an async function would wait for a returned promise).
+ */
+async function peerSendsAndEnds(p: Peer, text: string): Promise<{ ended: Promise<unknown> }> {
+  const server = await p.accepted;
+  server.resume();
+  const ended = once(server, 'end');
+  server.end(text);
+  await sleep(200);
+  return { ended };
+}
+
 function canListen(host: string): Promise<boolean> {
   return new Promise((resolve) => {
     const probe = net.createServer();
@@ -217,11 +230,7 @@ describe('HandleSocket', () => {
     s.on('data', (d: Buffer) => got.push(d));
     s.pause();
     await once(s, 'connect');
-    const server = await p.accepted;
-    server.resume();
-    const serverEnded = once(server, 'end');
-    server.end('bytes then FIN');
-    await sleep(200);
+    const { ended: serverEnded } = await peerSendsAndEnds(p, 'bytes then FIN');
     expect(got).toHaveLength(0);
     let ended = false;
     s.on('end', () => (ended = true));
@@ -243,11 +252,7 @@ describe('HandleSocket', () => {
     const s = dial('127.0.0.1', p.port);
     const c = closes(s);
     await once(s, 'connect');
-    const server = await p.accepted;
-    server.resume();
-    const serverEnded = once(server, 'end');
-    server.end('greeting then FIN');
-    await sleep(200);
+    const { ended: serverEnded } = await peerSendsAndEnds(p, 'greeting then FIN');
     let ended = false;
     s.on('end', () => (ended = true));
     const got: Buffer[] = [];
