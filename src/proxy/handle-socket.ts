@@ -318,8 +318,6 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
     return this.local;
   }
 
-  // ── reading ───────────────────────────────────────────────────────────────────────────────────────────
-
   // ── events ────────────────────────────────────────────────────────────────────────────────────────────
 
   override on(event: string | symbol, listener: Listener): this {
@@ -425,6 +423,8 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
       else super.emit(event, arg);
     }
   }
+
+  // ── reading ───────────────────────────────────────────────────────────────────────────────────────────
 
   /**
    * Stop 'data' events. Reading stops only when a chunk actually arrives while paused (that chunk is held
