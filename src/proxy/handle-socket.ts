@@ -236,8 +236,6 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
   private needDrain = false;
   /** Our FIN is requested (end()). */
   private ending = false;
-  /** Our FIN went out. */
-  private finished = false;
   /** The peer's FIN arrived. */
   private eof = false;
   private error: Error | null = null;
@@ -250,7 +248,7 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
   private overflow = 0;
   destroyed = false;
 
-  /** An accepted connection: TCP_NODELAY and keepalive are the listener's. */
+  /** An accepted connection; TCP_NODELAY and keepalive are set here unless it has them from the listener. */
   static accepted(b: Bindings, handle: TcpHandle, noDelay: boolean, keepAliveInitialDelayMs: number): HandleSocket {
     const s = new HandleSocket(b, handle, false);
     if (noDelay) handle.setNoDelay(true);
@@ -499,8 +497,8 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
     if (this.destroyed) return;
     // Nothing of ours in flight: close() itself sends the FIN (the receive queue is empty after EOF, so no
     // reset), saving the shutdown call and the poll round it needs; also when our end() is still waiting for
-    // libuv to run its shutdown (the request is cancelled: the FIN goes out with the close).
-    if (this.finished || (this.inflightWrites === 0 && this.handle!.writeQueueSize === 0)) this.destroy();
+    // libuv to run its shutdown (the request is cancelled: the FIN goes out with the close), or already ran it.
+    if (this.inflightWrites === 0 && this.handle!.writeQueueSize === 0) this.destroy();
     else this.end();
   }
 
@@ -586,7 +584,6 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
       this.destroyWith(errnoError(status, 'shutdown'));
       return;
     }
-    this.finished = true;
     // Both directions done: nothing more can happen on this socket.
     if (this.eof) this.destroy();
   }
