@@ -22,6 +22,8 @@ export interface ProxySocket {
   destroy(): unknown;
   /** Close with RST. */
   resetAndDestroy(): unknown;
+  /** TCP keepalive (delay in milliseconds), as net.Socket. */
+  setKeepAlive(enable: boolean, initialDelayMs: number): unknown;
   pause(): unknown;
   resume(): unknown;
   // Event payloads differ per event, as in net.Socket.

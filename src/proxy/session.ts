@@ -19,6 +19,7 @@ import { connackFor, type RefusalReason } from './connack.js';
 import { closeWithReply, lingeringClose } from './refuse.js';
 import { ErrorCodes } from '../errors.js';
 import { rewriteUsername } from './connect-rewrite.js';
+import { KeepAliveArming } from './keepalive-arming.js';
 import type { ListenerStats, ProxyContext, RejectReason, RoutingPool, AdmissionTicket } from './context.js';
 import type { TlsPeer } from './front.js';
 
@@ -30,6 +31,9 @@ const INITIAL_BUFFER = 512;
 /** When one side closed cleanly, the other gets this long to flush what is queued and answer our FIN (closeSide). */
 const CLOSE_GRACE_MS = 2000;
 export const TCP_KEEPALIVE_MS = 60_000;
+/** A broker socket gets TCP keepalive once its session is this old (up to twice this): keepalive-arming.ts. */
+export const KEEPALIVE_ARM_AGE_MS = 10_000;
+const brokerKeepAlive = new KeepAliveArming(KEEPALIVE_ARM_AGE_MS, TCP_KEEPALIVE_MS);
 
 type Phase = 'reading' | 'admitting' | 'dialing' | 'splicing' | 'closed';
 export type CloseReason = 'client_closed' | 'server_closed' | 'client_error' | 'server_error' | EvictReason;
@@ -277,8 +281,8 @@ export class ClientSession implements LiveSession, AdmissionTicket {
     const handles = handleSockets();
     const sock: Tagged =
       handles !== null
-        ? HandleSocket.dial(handles, { host, port, noDelay: true, keepAliveInitialDelayMs: TCP_KEEPALIVE_MS })
-        : net.connect({ host, port, noDelay: true, keepAlive: true, keepAliveInitialDelay: TCP_KEEPALIVE_MS });
+        ? HandleSocket.dial(handles, { host, port, noDelay: true, keepAliveInitialDelayMs: 0 })
+        : net.connect({ host, port, noDelay: true });
     sock[kSession] = this;
     this.upstream = sock;
     this.server = server;
@@ -357,6 +361,7 @@ export class ClientSession implements LiveSession, AdmissionTicket {
     this.candidates = EMPTY_CANDIDATES;
     this.client.removeListener('end', onClientEndBeforeRouting);
     splice(this.client, sock);
+    brokerKeepAlive.add(sock);
     if (ctx.log.isLevelEnabled('debug')) {
       ctx.log.debug({ listener: this.listener.stats.name, client: this.remoteAddress, pool: pool.name, server: server.name }, 'session routed');
     }
@@ -398,6 +403,7 @@ export class ClientSession implements LiveSession, AdmissionTicket {
   }
 
   upstreamClosed(hadError: boolean): void {
+    brokerKeepAlive.delete(this.upstream!);
     this.openSockets--;
     this.closeReason ??= hadError ? 'server_error' : 'server_closed';
     // The session broke on the server side after routing (reset, error): counted as failed (contract §6).
