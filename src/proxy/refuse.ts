@@ -33,14 +33,23 @@ export function closeWithReply(socket: ProxySocket, reply: Buffer | null): void 
 
 /** End (after `reply`, if any), read and drop input until the peer's FIN, destroy then or after `lingerMs`. */
 export function lingeringClose(socket: ProxySocket, reply: Buffer | null, lingerMs: number): void {
-  socket.removeAllListeners('data');
-  socket.removeAllListeners('end');
-  socket.on('data', discard);
-  socket.once('end', onLingerEnd);
-  if (reply === null) socket.end();
-  else socket.end(reply);
-  socket.resume();
+  beginLinger(socket, reply);
   // Absolute, not net.Socket's idle timeout: the discarded reads would keep re-arming that one.
   const t = setTimeout(lingerExpired, lingerMs, socket);
   socket.once('close', () => clearTimeout(t));
+}
+
+/**
+ * lingeringClose without the bound: the caller destroys the socket when its own deadline passes (a session
+ * keeps that timer itself, so ending a session allocates no closure or once() wrapper).
+ */
+export function beginLinger(socket: ProxySocket, reply: Buffer | null): void {
+  socket.removeAllListeners('data');
+  socket.removeAllListeners('end');
+  socket.on('data', discard);
+  // 'end' comes at most once: a plain listener, no once() wrapper.
+  socket.on('end', onLingerEnd);
+  if (reply === null) socket.end();
+  else socket.end(reply);
+  socket.resume();
 }

@@ -16,7 +16,7 @@ import { HandleSocket, handleSockets } from './handle-socket.js';
 import type { Server, LiveSession, EvictReason } from '../balancer/server.js';
 import { scanConnect, type ConnectInfo } from './connect-scanner.js';
 import { connackFor, type RefusalReason } from './connack.js';
-import { closeWithReply, lingeringClose } from './refuse.js';
+import { beginLinger, closeWithReply } from './refuse.js';
 import { ErrorCodes } from '../errors.js';
 import { rewriteUsername } from './connect-rewrite.js';
 import { KeepAliveArming } from './keepalive-arming.js';
@@ -71,6 +71,8 @@ export class ClientSession implements LiveSession, AdmissionTicket {
   private candidates: Server[] = EMPTY_CANDIDATES;
   private candidateIndex = 0;
   private dialTimer: NodeJS.Timeout | null = null;
+  /** Bounds the lingering close of the side that closed second (closeSide). */
+  private graceTimer: NodeJS.Timeout | null = null;
   private dialStartedAt = 0;
   private openSockets = 1;
   closeReason: CloseReason | null = null;
@@ -387,7 +389,7 @@ export class ClientSession implements LiveSession, AdmissionTicket {
     this.clearDeadline();
     if (this.phase === 'splicing') {
       this.closeReason ??= hadError ? 'client_error' : 'client_closed';
-      closeSide(this.upstream!, hadError);
+      this.closeSide(this.upstream!, hadError);
     } else if (this.phase !== 'closed') {
       // Client left before routing completed: abandon any dial without counting it against a server.
       this.phase = 'closed';
@@ -408,11 +410,32 @@ export class ClientSession implements LiveSession, AdmissionTicket {
     this.closeReason ??= hadError ? 'server_error' : 'server_closed';
     // The session broke on the server side after routing (reset, error): counted as failed (contract §6).
     if (hadError && this.closeReason === 'server_error') this.listener.stats.outcomes.failed++;
-    closeSide(this.client, hadError);
+    this.closeSide(this.client, hadError);
     if (this.openSockets === 0) this.finished();
   }
 
+  /**
+   * Propagate a close: an error becomes a reset; a clean close is a lingering close (refuse.ts): our FIN after
+   * everything queued, what the peer still sends is dropped, closed on its FIN or after a bounded grace. Closing
+   * at once instead sent a reset whenever a few bytes of the peer (a CONNACK in flight) sat unread, and the
+   * reset discarded what the kernel had not yet sent: a fire-and-forget client's last bytes.
+   */
+  private closeSide(sock: ProxySocket, hadError: boolean): void {
+    if (sock.destroyed) return;
+    if (hadError) {
+      sock.resetAndDestroy();
+      return;
+    }
+    beginLinger(sock, null);
+    // Cleared in finished(), when both sides have closed.
+    this.graceTimer = setTimeout(onGraceExpired, CLOSE_GRACE_MS, sock);
+  }
+
   private finished(): void {
+    if (this.graceTimer !== null) {
+      clearTimeout(this.graceTimer);
+      this.graceTimer = null;
+    }
     const wasSpliced = this.server !== null && this.upstream !== null;
     this.phase = 'closed';
     if (wasSpliced) this.server!.sessionClosed(this);
@@ -447,18 +470,6 @@ const EMPTY_CANDIDATES: Server[] = [];
 
 function noop(): void {}
 
-/**
- * Propagate a close: an error becomes a reset; a clean close is a lingering close (refuse.ts): our FIN after
- * everything queued, what the peer still sends is dropped, closed on its FIN or after a bounded grace. Closing
- * at once instead sent a reset whenever a few bytes of the peer (a CONNACK in flight) sat unread, and the
- * reset discarded what the kernel had not yet sent: a fire-and-forget client's last bytes.
- */
-function closeSide(sock: ProxySocket, hadError: boolean): void {
-  if (sock.destroyed) return;
-  if (hadError) sock.resetAndDestroy();
-  else lingeringClose(sock, null, CLOSE_GRACE_MS);
-}
-
 function sessionOf(sock: ProxySocket): ClientSession {
   return (sock as Tagged)[kSession]!;
 }
@@ -479,6 +490,10 @@ function onClientError(this: ProxySocket): void {
 
 function onClientClose(this: ProxySocket, hadError: boolean): void {
   sessionOf(this).clientClosed(hadError);
+}
+
+function onGraceExpired(sock: ProxySocket): void {
+  sock.destroy();
 }
 
 function onDeadline(s: ClientSession): void {
