@@ -4,7 +4,8 @@
  * Clean session / clean start with no session expiry, so a probe never leaves a session behind on the
  * broker (3.1.1 [MQTT-3.1.2-6], v5 [MQTT-3.1.2-4] and Session Expiry Interval absent = 0).
  */
-import { generate, type IConnectPacket } from 'mqtt-packet';
+import type { IConnectPacket } from 'mqtt-packet';
+import { generate } from '../proxy/mqtt-generate.js';
 import { errorDetail, type ProbeOutcome, type SocketTarget } from './probe-outcome.js';
 import { MAX_CONNACK_BYTES, readConnack } from './connack.js';
 import { probeProxyHeader } from './proxy-header.js';

@@ -5,7 +5,7 @@
  * the hot path (a flood of clients while every server is down) allocates nothing. Callers must treat
  * the returned buffers as read-only (Node cannot freeze a Buffer); `socket.write` never modifies them.
  */
-import { generate } from 'mqtt-packet';
+import { generate } from './mqtt-generate.js';
 
 export type RefusalReason =
   | 'no_server'
