@@ -7,7 +7,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { installCleanupHooks, startMosquitto, startMqttLb, startHaproxy, haproxyAvailable, LoadGen, REPO, delay } from './lib/procs.mjs';
+import { installCleanupHooks, startMosquitto, startMqttLb, startHaproxy, haproxyAvailable, LoadGen, REPO, delay, buildConnGen } from './lib/procs.mjs';
 import { connectionRate, messageRate, latency, heldMemory } from './lib/tests.mjs';
 import { summarize, printTable } from './lib/report.mjs';
 import { loadAverage } from './lib/system.mjs';
@@ -79,15 +79,18 @@ function lbVariant(name) {
 const USAGE = `usage: node bench/run.mjs [--quick] [--trials N] [--targets direct,mqtt-lb,haproxy,mqtt-lb-w2,mqtt-lb-w2-kernel]
                          [--tests ${TESTS.join(',')}] [--procs N] [--connections N] [--out FILE]
                          [--lb-node-args "--max-semi-space-size=2"] [--lb-env KEY=VALUE]... [--lb-cli path/to/cli.js]
+                         [--conn-gen c|node]
   --quick        ~2 min: 3 trials, shorter windows, one memory trial
   (default)      full run, ~10 min: 5 trials, 8,000 held connections
   --lb-node-args node flags for the mqtt-lb process, replacing the launcher's (default: bin/mqtt-lb's own)
   --lb-env       environment for the mqtt-lb process only, e.g. GLIBC_TUNABLES=glibc.malloc.trim_threshold=268435456
   --lb-cli       another build's cli.js to measure, started with plain node (default: bin/mqtt-lb of this checkout)
+  --conn-gen     connection-rate clients: c (bench/conngen.c, built with the system's cc; the default when one
+                 exists) or node (bench/loadgen.mjs)
 `;
 
 function parseArgs(argv) {
-  const o = { mode: 'full', targets: null, tests: TESTS, out: null, overrides: {}, lbNodeArgs: null, lbEnv: {}, lbCli: null };
+  const o = { mode: 'full', targets: null, tests: TESTS, out: null, overrides: {}, lbNodeArgs: null, lbEnv: {}, lbCli: null, connGen: 'c' };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const next = () => {
@@ -134,6 +137,10 @@ function parseArgs(argv) {
       case '--lb-cli':
         o.lbCli = next();
         break;
+      case '--conn-gen':
+        o.connGen = next();
+        if (o.connGen !== 'c' && o.connGen !== 'node') throw new Error('--conn-gen is c or node');
+        break;
       case '-h':
       case '--help':
         process.stdout.write(USAGE);
@@ -178,6 +185,23 @@ function fmtResult(test, r) {
  * jobs took the machine, neither saturates and the check is inconclusive.
  */
 function printGeneratorCheck(records) {
+  const conn = records.filter((r) => r.test === 'connRate' && r.target === 'direct').map((r) => r.result);
+  if (conn.length > 0) {
+    const med = (f) => {
+      const v = conn.map(f).filter(Number.isFinite).sort((a, b) => a - b);
+      return v.length === 0 ? NaN : v[v.length >> 1];
+    };
+    // The broker's CPU is read only while connections are set up, which the C generator's hold makes possible.
+    const broker = med((r) => r.brokerSetupCpuUsPerConn ?? NaN);
+    const gen = med((r) => r.loadgenCpuUsPerConn);
+    const kind = conn[0].generator === 'c' ? 'C generator' : 'Node generator';
+    const verdict = Number.isFinite(broker) ? (gen < broker ? 'the generator costs less per connection than the broker' : 'the generator costs more per connection than the broker: it may be the limit') : '';
+    process.stdout.write(
+      `load generator check (connRate, direct, ${kind}): generator ${gen.toFixed(1)} µs/conn` +
+        (Number.isFinite(broker) ? `, broker ${broker.toFixed(1)} µs/conn during setup: ${verdict}` : '') +
+        '\n',
+    );
+  }
   for (const test of ['msgRate64', 'msgRate16k']) {
     const direct = records.filter((r) => r.test === test && r.target === 'direct').map((r) => r.result);
     if (direct.length === 0) continue;
@@ -239,6 +263,9 @@ async function main() {
   meta.lbEnv = args.lbEnv;
   const records = [];
   const gens = Array.from({ length: opts.procs }, (_, i) => new LoadGen(i));
+  const connGen = args.tests.includes('connRate') && args.connGen === 'c' ? buildConnGen() : null;
+  meta.connGenerator = connGen !== null ? 'c' : 'node';
+  if (args.tests.includes('connRate')) log(`bench: connection rate clients: ${connGen !== null ? 'C generator (bench/conngen.c)' : 'Node generator (bench/loadgen.mjs)'}`);
   const steady = args.tests.filter((t) => t !== 'heldMemory');
 
   if (steady.length > 0) {
@@ -246,7 +273,7 @@ async function main() {
     const live = { direct: broker };
     for (const name of targets) if (isLbTarget(name)) live[name] = await startMqttLb([broker], lbStartOptions(lbOptions, name));
     if (targets.includes('haproxy')) live.haproxy = await startHaproxy([broker]);
-    const ctx = { opts, gens, broker, warn };
+    const ctx = { opts, gens, broker, warn, connGen };
     const run = {
       connRate: (t, trial) => connectionRate(ctx, t, trial),
       msgRate64: (t, trial) => messageRate(ctx, t, trial, opts.tp64),

@@ -409,6 +409,81 @@ export class LoadGen {
   }
 }
 
+// ── C connection generator ──────────────────────────────────────────────────────────────────────────────────
+
+const CONNGEN_RESULT_TIMEOUT_MS = 120_000;
+
+/**
+ * bench/conngen.c compiled with the system's C compiler into a temp dir (removed on exit), or null when there is
+ * no compiler or the build fails (the connection test then uses the Node generator). Nothing binary is committed.
+ */
+export function buildConnGen() {
+  const cc = ['cc', 'gcc', 'clang'].find((c) => {
+    try {
+      execFileSync(c, ['--version'], { stdio: 'ignore' });
+      return true;
+    } catch {
+      return false;
+    }
+  });
+  if (cc === undefined) return null;
+  const dir = makeTempDir('mqtt-lb-bench-conngen-');
+  const bin = join(dir, 'conngen');
+  try {
+    execFileSync(cc, ['-O2', '-Wall', '-o', bin, join(HERE, '..', 'conngen.c')], { stdio: ['ignore', 'ignore', 'pipe'] });
+    return bin;
+  } catch (err) {
+    process.stderr.write(`bench: could not build bench/conngen.c with ${cc}, using the Node generator: ${err.stderr ?? err.message}\n`);
+    removeTempDir(dir);
+    return null;
+  }
+}
+
+/**
+ * One conngen process: `result` resolves with its JSON line once every connection has its CONNACK (or failed);
+ * the connections stay open until `release()` (DISCONNECT, close, process exit).
+ */
+export function startConnGen(bin, { host, port, count, concurrency, idPrefix }) {
+  const child = track(spawn(bin, [host, String(port), String(count), String(concurrency), idPrefix], { stdio: ['pipe', 'pipe', 'pipe'] }), 'conngen');
+  let out = '';
+  let err = '';
+  child.stderr.on('data', (c) => {
+    if (err.length < 4096) err += c.toString('utf8');
+  });
+  const gone = new Promise((r) => child.once('exit', r));
+  const result = new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`conngen: no result within ${CONNGEN_RESULT_TIMEOUT_MS} ms`));
+    }, CONNGEN_RESULT_TIMEOUT_MS);
+    child.stdout.on('data', (c) => {
+      out += c.toString('utf8');
+      const nl = out.indexOf('\n');
+      if (nl < 0) return;
+      clearTimeout(timer);
+      try {
+        resolve(JSON.parse(out.slice(0, nl)));
+      } catch (e) {
+        reject(new Error(`conngen: bad output ${JSON.stringify(out.slice(0, 200))}: ${e.message}`));
+      }
+    });
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`conngen exited (${code ?? signal}) before its result: ${err}`));
+    });
+  });
+  return {
+    result,
+    async release() {
+      if (!exited(child)) child.stdin.end('release\n');
+      if ((await Promise.race([gone, delay(STOP_GRACE_MS * 3).then(() => 'timeout')])) === 'timeout') {
+        child.kill('SIGKILL');
+        await gone;
+      }
+    },
+  };
+}
+
 // ── /proc readers ───────────────────────────────────────────────────────────────────────────────────────────
 
 let clkTck = null;

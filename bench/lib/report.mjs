@@ -17,6 +17,7 @@ export const METRICS = [
   { key: 'cpuMsg16k', test: 'msgRate16k', field: 'targetCpuUsPerMsg', label: 'target CPU per msg, 16 KiB (µs)', better: 'lower' },
   { key: 'cpuMsgLat', test: 'latency', field: 'targetCpuUsPerMsg', label: 'target CPU per msg @10k/s (µs)', better: 'lower' },
   { key: 'cpuConn', test: 'connRate', field: 'targetCpuUsPerConn', label: 'target CPU per conn+close (µs)', better: 'lower' },
+  { key: 'cpuConnSetup', test: 'connRate', field: 'targetSetupCpuUsPerConn', label: '  of which setup (C generator) (µs)', better: 'lower' },
 ];
 
 export function summarize(records, targets) {

@@ -27,15 +27,18 @@ function ownCpuMs(pids) {
   return sum + (self.user + self.system) / 1000;
 }
 
-/** Starts a measurement window; `end()` returns CPU shares in cores (1.0 = one core busy). */
+/**
+ * Starts a measurement window; `end()` returns CPU shares in cores (1.0 = one core busy). `end(extraOwnMs)`
+ * adds CPU of our own processes that are gone by then (the C connection generators report their own).
+ */
 export function cpuWindow(pids) {
   const s0 = readProcStat();
   const o0 = ownCpuMs(pids);
   const t0 = performance.now();
   return {
-    end() {
+    end(extraOwnMs = 0) {
       const s1 = readProcStat();
-      const o1 = ownCpuMs(pids);
+      const o1 = ownCpuMs(pids) + extraOwnMs;
       const wall = performance.now() - t0;
       const busy = (s1.busyMs - s0.busyMs) / wall;
       const ours = (o1 - o0) / wall;

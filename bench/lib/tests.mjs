@@ -3,7 +3,7 @@
  * record of numbers. The target is where clients connect: the broker itself ("direct") or a balancer in
  * front of the same broker. "proxy" CPU below means the target process (the broker itself for direct).
  */
-import { cpuMs, rssKiB, openFds, waitFdsAtMost, delay } from './procs.mjs';
+import { cpuMs, rssKiB, openFds, waitFdsAtMost, delay, startConnGen } from './procs.mjs';
 import { cpuWindow } from './system.mjs';
 import { slope } from './stats.mjs';
 
@@ -38,32 +38,57 @@ function fdsNow(ctx, target) {
 
 // ── connection setup rate ──────────────────────────────────────────────────────────────────────────────────
 
+/**
+ * `ctx.connGen`: the compiled C generator (procs.mjs buildConnGen), one process per load generator slot;
+ * without it the Node generators. Either way the clients are held until all are connected, then released
+ * (DISCONNECT, close) outside the timed part.
+ */
 export async function connectionRate(ctx, target, trial) {
   const o = ctx.opts;
   const fds = fdsNow(ctx, target);
   const counts = split(o.connClients, ctx.gens.length);
   const win = cpuWindow(benchPids(ctx, target));
   const cpu0 = safeCpu(target.pid);
-  const results = await Promise.all(
-    ctx.gens.map((g, i) =>
-      g.call('connect', { host: target.host, port: target.port, count: counts[i], concurrency: o.connConcurrency, idPrefix: `cr${trial}-${target.name}-${i}`, hold: false }),
-    ),
-  );
+  const broker0 = safeCpu(ctx.broker.pid);
+  const idPrefix = (i) => `cr${trial}-${target.name}-${i}`;
+  let results;
+  let timedCpuMs;
+  let brokerTimedCpuMs;
+  if (ctx.connGen) {
+    const gens = counts.map((count, i) => startConnGen(ctx.connGen, { host: target.host, port: target.port, count, concurrency: o.connConcurrency, idPrefix: idPrefix(i) }));
+    try {
+      results = (await Promise.all(gens.map((g) => g.result))).map((r) => ({ ...r, loadgenCpuMs: r.cpuMs }));
+      timedCpuMs = safeCpu(target.pid) - cpu0;
+      brokerTimedCpuMs = safeCpu(ctx.broker.pid) - broker0;
+    } finally {
+      await Promise.all(gens.map((g) => g.release()));
+    }
+  } else {
+    results = await Promise.all(
+      ctx.gens.map((g, i) => g.call('connect', { host: target.host, port: target.port, count: counts[i], concurrency: o.connConcurrency, idPrefix: idPrefix(i), hold: false })),
+    );
+  }
   await settle(ctx, target, fds);
-  const cpu = win.end();
+  const cpu = win.end(ctx.connGen ? results.reduce((a, r) => a + r.loadgenCpuMs, 0) : 0);
   const proxyCpuMs = safeCpu(target.pid) - cpu0;
   const connected = results.reduce((a, r) => a + r.connected, 0);
   const failed = results.reduce((a, r) => a + r.failed, 0);
   if (failed > 0) ctx.warn(`${target.name}: ${failed} connections failed: ${JSON.stringify(results.map((r) => r.errors))}`);
   const elapsedMs = Math.max(...results.map((r) => r.elapsedMs));
+  const perConn = (ms) => (connected > 0 && Number.isFinite(ms) ? (ms * 1000) / connected : null);
   return {
     connPerSec: connected / (elapsedMs / 1000),
     connected,
     failed,
+    generator: ctx.connGen ? 'c' : 'node',
     connectP50Ms: Math.max(...results.map((r) => r.connectP50Ms ?? NaN)),
     connectP99Ms: Math.max(...results.map((r) => r.connectP99Ms ?? NaN)),
     // Includes the teardown (DISCONNECT, close) after the timed part.
-    targetCpuUsPerConn: connected > 0 ? (proxyCpuMs * 1000) / connected : null,
+    targetCpuUsPerConn: perConn(proxyCpuMs),
+    // Only while connections were being set up (C generator: the teardown comes after the reading).
+    targetSetupCpuUsPerConn: ctx.connGen ? perConn(timedCpuMs) : null,
+    brokerSetupCpuUsPerConn: ctx.connGen ? perConn(brokerTimedCpuMs) : null,
+    loadgenCpuUsPerConn: perConn(results.reduce((a, r) => a + (r.loadgenCpuMs ?? NaN), 0)),
     foreignCores: cpu.foreignCores,
   };
 }
