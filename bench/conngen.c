@@ -51,8 +51,7 @@ static int cmp_double(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
-static double percentile(double *sorted, int n, double p) {
-  if (n == 0) return -1;
+static double percentile(const double *sorted, int n, double p) {
   int i = (int)((p / 100.0) * (n - 1) + 0.5);
   return sorted[i];
 }
@@ -190,8 +189,13 @@ int main(int argc, char **argv) {
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
   double cpu_ms = ru.ru_utime.tv_sec * 1e3 + ru.ru_utime.tv_usec / 1e3 + ru.ru_stime.tv_sec * 1e3 + ru.ru_stime.tv_usec / 1e3;
-  printf("{\"connected\":%d,\"failed\":%d,\"elapsedMs\":%.3f,\"connectP50Ms\":%.3f,\"connectP99Ms\":%.3f,\"cpuMs\":%.1f,\"errors\":{",
-         connected, failed, elapsed, percentile(latencies, connected, 50), percentile(latencies, connected, 99), cpu_ms);
+  char p50[32] = "null", p99[32] = "null";
+  if (connected > 0) {
+    snprintf(p50, sizeof p50, "%.3f", percentile(latencies, connected, 50));
+    snprintf(p99, sizeof p99, "%.3f", percentile(latencies, connected, 99));
+  }
+  printf("{\"connected\":%d,\"failed\":%d,\"elapsedMs\":%.3f,\"connectP50Ms\":%s,\"connectP99Ms\":%s,\"cpuMs\":%.1f,\"errors\":{",
+         connected, failed, elapsed, p50, p99, cpu_ms);
   for (int i = 0; i < MAX_ERRKINDS && err_names[i] != NULL; i++) printf("%s\"%s\":%d", i ? "," : "", err_names[i], err_counts[i]);
   printf("}}\n");
   fflush(stdout);
