@@ -447,6 +447,8 @@ export function startConnGen(bin, { host, port, count, concurrency, idPrefix }) 
   const child = track(spawn(bin, [host, String(port), String(count), String(concurrency), idPrefix], { stdio: ['pipe', 'pipe', 'pipe'] }), 'conngen');
   let out = '';
   let err = '';
+  // A release racing the process's own exit must not crash the run with EPIPE.
+  child.stdin.on('error', () => {});
   child.stderr.on('data', (c) => {
     if (err.length < 4096) err += c.toString('utf8');
   });
