@@ -279,7 +279,7 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
     return this.handle === null ? this.finalBytesRead : this.handle.bytesRead;
   }
 
-  /** As net.Socket.setKeepAlive (delay in milliseconds, whole seconds on the wire); a no-op once closed. */
+  /** As net.Socket.setKeepAlive (delay in milliseconds, whole seconds on the wire); a no-op until connected and once closed. */
   setKeepAlive(enable: boolean, initialDelayMs = 0): this {
     if (this.handle !== null && !this.destroyed && !this.connecting) this.handle.setKeepAlive(enable, Math.floor(initialDelayMs / 1000));
     return this;

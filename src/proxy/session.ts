@@ -32,7 +32,7 @@ const INITIAL_BUFFER = 512;
 const CLOSE_GRACE_MS = 2000;
 export const TCP_KEEPALIVE_MS = 60_000;
 /** A broker socket gets TCP keepalive once its session is this old (up to twice this): keepalive-arming.ts. */
-export const KEEPALIVE_ARM_AGE_MS = 10_000;
+const KEEPALIVE_ARM_AGE_MS = 10_000;
 const brokerKeepAlive = new KeepAliveArming(KEEPALIVE_ARM_AGE_MS, TCP_KEEPALIVE_MS);
 
 type Phase = 'reading' | 'admitting' | 'dialing' | 'splicing' | 'closed';
