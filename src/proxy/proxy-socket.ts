@@ -9,6 +9,8 @@
 export interface ProxySocket {
   readonly destroyed: boolean;
   readonly bytesRead: number;
+  /** Bytes written but not yet taken by the kernel (queued behind a slow reader). */
+  readonly writableLength: number;
   readonly remoteAddress?: string | undefined;
   readonly remotePort?: number | undefined;
   readonly localAddress?: string | undefined;

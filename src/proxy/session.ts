@@ -28,8 +28,10 @@ type Tagged = ProxySocket & { [kSession]?: ClientSession };
 
 /** Initial pre-routing buffer; grows by doubling up to maxConnectBytes plus what one read can pipeline. */
 const INITIAL_BUFFER = 512;
-/** When one side closed cleanly, the other gets this long to flush what is queued and answer our FIN (closeSide). */
+/** When one side closed cleanly, the other gets this long to answer our FIN (closeSide)... */
 const CLOSE_GRACE_MS = 2000;
+/** ...unless bytes are still queued for it: then up to this long in all before giving up on them (graceExpired). */
+const FLUSH_LIMIT_MS = 30_000;
 export const TCP_KEEPALIVE_MS = 60_000;
 /** A broker socket gets TCP keepalive once its session is this old (up to twice this): keepalive-arming.ts. */
 const KEEPALIVE_ARM_AGE_MS = 10_000;
@@ -73,6 +75,8 @@ export class ClientSession implements LiveSession, AdmissionTicket {
   private dialTimer: NodeJS.Timeout | null = null;
   /** Bounds the lingering close of the side that closed second (closeSide). */
   private graceTimer: NodeJS.Timeout | null = null;
+  /** When that lingering close began (graceExpired). */
+  private graceStartedAt = 0;
   private dialStartedAt = 0;
   private openSockets = 1;
   closeReason: CloseReason | null = null;
@@ -428,7 +432,23 @@ export class ClientSession implements LiveSession, AdmissionTicket {
     }
     beginLinger(sock, null);
     // Cleared in finished(), when both sides have closed.
-    this.graceTimer = setTimeout(onGraceExpired, CLOSE_GRACE_MS, sock);
+    this.graceStartedAt = Date.now();
+    this.graceTimer = setTimeout(onGraceExpired, CLOSE_GRACE_MS, this, sock);
+  }
+
+  /**
+   * The grace period of a lingering close ran out. Our FIN goes out only behind what is still queued for that
+   * side (a slow reader, a busy host): while bytes are queued it gets more periods, up to FLUSH_LIMIT_MS in all
+   * (HAProxy bounds this phase by its data timeout, not by its FIN timeout). With the queue flushed, a peer that
+   * has not answered our FIN within a period is closed.
+   */
+  graceExpired(sock: ProxySocket): void {
+    this.graceTimer = null;
+    if (!sock.destroyed && sock.writableLength > 0 && Date.now() - this.graceStartedAt < FLUSH_LIMIT_MS) {
+      this.graceTimer = setTimeout(onGraceExpired, CLOSE_GRACE_MS, this, sock);
+      return;
+    }
+    sock.destroy();
   }
 
   private finished(): void {
@@ -492,8 +512,8 @@ function onClientClose(this: ProxySocket, hadError: boolean): void {
   sessionOf(this).clientClosed(hadError);
 }
 
-function onGraceExpired(sock: ProxySocket): void {
-  sock.destroy();
+function onGraceExpired(s: ClientSession, sock: ProxySocket): void {
+  s.graceExpired(sock);
 }
 
 function onDeadline(s: ClientSession): void {
