@@ -216,7 +216,6 @@ export interface DialOptions {
   host: string;
   port: number;
   noDelay: boolean;
-  keepAliveInitialDelayMs: number;
 }
 
 export class HandleSocket extends EventEmitter implements ProxySocket {
@@ -636,7 +635,6 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
     this.dialOptions = null;
     const handle = this.handle!;
     if (o.noDelay) handle.setNoDelay(true);
-    if (o.keepAliveInitialDelayMs > 0) handle.setKeepAlive(true, Math.floor(o.keepAliveInitialDelayMs / 1000));
     const queued = this.writesBeforeConnect;
     this.writesBeforeConnect = null;
     if (queued !== null) for (const buf of queued) if (!this.destroyed) this.send(buf);

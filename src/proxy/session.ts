@@ -287,7 +287,7 @@ export class ClientSession implements LiveSession, AdmissionTicket {
     const handles = handleSockets();
     const sock: Tagged =
       handles !== null
-        ? HandleSocket.dial(handles, { host, port, noDelay: true, keepAliveInitialDelayMs: 0 })
+        ? HandleSocket.dial(handles, { host, port, noDelay: true })
         : net.connect({ host, port, noDelay: true });
     sock[kSession] = this;
     this.upstream = sock;

@@ -85,7 +85,7 @@ function bindings(): HandleBindings {
 }
 
 function dial(host: string, port: number): HandleSocket {
-  const s = HandleSocket.dial(bindings(), { host, port, noDelay: true, keepAliveInitialDelayMs: 60_000 });
+  const s = HandleSocket.dial(bindings(), { host, port, noDelay: true });
   sockets.push(s);
   return s;
 }
