@@ -179,6 +179,12 @@ function fmtResult(test, r) {
   }
 }
 
+/** The upper median of `f` over `rows`, finite values only; NaN when there are none. */
+function upperMedian(rows, f) {
+  const v = rows.map(f).filter(Number.isFinite).sort((a, b) => a - b);
+  return v.length === 0 ? NaN : v[v.length >> 1];
+}
+
 /**
  * Is the load generator the bottleneck? Against the broker directly, with the same settings, the broker (one
  * thread) should be the saturated process: about one core busy while the generator still has room. If other
@@ -187,10 +193,7 @@ function fmtResult(test, r) {
 function printGeneratorCheck(records) {
   const conn = records.filter((r) => r.test === 'connRate' && r.target === 'direct').map((r) => r.result);
   if (conn.length > 0) {
-    const med = (f) => {
-      const v = conn.map(f).filter(Number.isFinite).sort((a, b) => a - b);
-      return v.length === 0 ? NaN : v[v.length >> 1];
-    };
+    const med = (f) => upperMedian(conn, f);
     // The broker's CPU is read only while connections are set up, which the C generator's hold makes possible.
     const broker = med((r) => r.brokerSetupCpuUsPerConn ?? NaN);
     const gen = med((r) => r.loadgenCpuUsPerConn);
@@ -205,10 +208,7 @@ function printGeneratorCheck(records) {
   for (const test of ['msgRate64', 'msgRate16k']) {
     const direct = records.filter((r) => r.test === test && r.target === 'direct').map((r) => r.result);
     if (direct.length === 0) continue;
-    const med = (f) => {
-      const v = direct.map(f).filter(Number.isFinite).sort((a, b) => a - b);
-      return v[v.length >> 1];
-    };
+    const med = (f) => upperMedian(direct, f);
     const brokerCores = med((r) => r.brokerCores);
     const genCores = med((r) => r.loadgenCores);
     const foreign = med((r) => r.foreignCores);
