@@ -580,11 +580,28 @@ function onSplicedClientEnd(this: ProxySocket): void {
   // Whoever sends FIN first closed the session (the other side's 'close' may still come first).
   const s = sessionOf(this);
   s.closeReason ??= 'client_closed';
-  s.upstream!.end();
+  const upstream = s.upstream!;
+  upstream.end();
+  stopForwarding(upstream, onSplicedUpstreamData);
 }
 
 function onSplicedUpstreamEnd(this: ProxySocket): void {
   const s = sessionOf(this);
   s.closeReason ??= 'server_closed';
   s.client.end();
+  stopForwarding(s.client, onSplicedClientData);
+}
+
+/**
+ * The peer of `from` sent its FIN, and our FIN to that peer follows (both engines close like net.Socket with
+ * allowHalfOpen false): whatever `from` still sends has nowhere to go, so it is read and dropped until `from`
+ * closes too (the lingering close then takes over). Writing it would be a write after our FIN: net.Socket
+ * answers that by destroying the socket with EPIPE, which closeSide turned into a reset of `from`, discarding
+ * the bytes still queued for it (a fire-and-forget client's last ones when the broker's CONNACK came late).
+ */
+function stopForwarding(from: ProxySocket, forwarder: (this: ProxySocket, chunk: Buffer) => void): void {
+  from.removeListener('data', forwarder);
+  from.on('data', noop);
+  // It may have been paused by backpressure from the side that just closed, whose 'drain' will not come.
+  from.resume();
 }
