@@ -5,6 +5,7 @@
  * Children run in the background with a kill timeout: nothing here ever blocks the advert loop.
  * `cancel()` stops pending bursts and kills running children (on leaving MASTER).
  */
+import { setMaxListeners } from 'node:events';
 import { describeResult, runCommand } from './command.js';
 import { isInterfaceName, isIpv4 } from './ipv4.js';
 import type { LogSink } from './log.js';
@@ -33,9 +34,21 @@ export function arpingSender(log: LogSink): SendGarp {
   };
 }
 
+/**
+ * One signal cancels every running child, and each child listens on it until it exits (execFile removes its
+ * listener then). The defaults keep about five children per VIP running at once, so a few VIPs pass Node's
+ * default of ten listeners, and Node would log a "possible memory leak" on every failover. The number is
+ * bounded by count x VIPs x the kill timeout, so the limit is lifted for this signal only.
+ */
+function newCanceller(): AbortController {
+  const c = new AbortController();
+  setMaxListeners(0, c.signal);
+  return c;
+}
+
 export class GarpAnnouncer {
   private timers = new Set<NodeJS.Timeout>();
-  private abort = new AbortController();
+  private abort = newCanceller();
   private readonly running = new Set<Promise<void>>();
 
   constructor(
@@ -58,7 +71,7 @@ export class GarpAnnouncer {
   cancel(): void {
     this.cancelTimers();
     this.abort.abort();
-    this.abort = new AbortController();
+    this.abort = newCanceller();
   }
 
   /** Resolves when every running child has ended (for a clean shutdown). */

@@ -1,4 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { runCommand } from '../../src/failover/command.js';
 import { GarpAnnouncer, type SendGarp } from '../../src/failover/garp.js';
 
 describe('gratuitous ARP schedule', () => {
@@ -10,12 +11,17 @@ describe('gratuitous ARP schedule', () => {
     // Like arping -c 1: "runs" ~1 s, unless cancelled.
     send = (_iface, address, signal) => {
       sent.push({ at: Date.now(), address, signal });
+      // Its abort listener goes when it ends, as execFile's does.
       return new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, 1000);
-        signal.addEventListener('abort', () => {
+        const onAbort = (): void => {
           clearTimeout(t);
           resolve();
-        });
+        };
+        const t = setTimeout(() => {
+          signal.removeEventListener('abort', onAbort);
+          resolve();
+        }, 1000);
+        signal.addEventListener('abort', onAbort, { once: true });
       });
     };
   });
@@ -65,5 +71,35 @@ describe('gratuitous ARP schedule', () => {
     const g = new GarpAnnouncer({ iface: 'eth0', count: 1, intervalMs: 200, repeatAfterMs: 0 }, send);
     expect(() => g.announce(['-h'])).toThrow(RangeError);
     expect(() => new GarpAnnouncer({ iface: '-i', count: 1, intervalMs: 1, repeatAfterMs: 0 }, send)).toThrow(RangeError);
+  });
+});
+
+describe('gratuitous ARP children', () => {
+  // The defaults (5 per VIP, 200 ms apart, ~1 s each) keep about 5 children per VIP running at once, all
+  // cancellable through one AbortSignal: with three VIPs Node warned of a "possible EventTarget memory leak".
+  it('many running at once, on real child processes, raise no listener-leak warning; cancel() ends them all', async () => {
+    const warnings: string[] = [];
+    const onWarning = (w: Error): void => void warnings.push(`${w.name}: ${w.message}`);
+    process.on('warning', onWarning);
+    try {
+      let started = 0;
+      const send: SendGarp = async (_iface, _address, signal) => {
+        started++;
+        await runCommand('sleep', ['5'], { timeoutMs: 10_000, signal });
+      };
+      const g = new GarpAnnouncer({ iface: 'eth0', count: 5, intervalMs: 20, repeatAfterMs: 0 }, send);
+      g.announce(['192.0.2.10', '192.0.2.11', '192.0.2.12']);
+      for (let i = 0; i < 100 && started < 15; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(started).toBe(15);
+      const t0 = Date.now();
+      g.cancel();
+      await g.idle();
+      expect(Date.now() - t0, 'cancel() killed the children').toBeLessThan(2000);
+      // process.emitWarning delivers on a later tick.
+      await new Promise((r) => setImmediate(r));
+      expect(warnings.filter((w) => w.startsWith('MaxListenersExceededWarning'))).toEqual([]);
+    } finally {
+      process.off('warning', onWarning);
+    }
   });
 });
