@@ -38,7 +38,8 @@ export function arpingSender(log: LogSink): SendGarp {
  * One signal cancels every running child, and each child listens on it until it exits (execFile removes its
  * listener then). The defaults keep about five children per VIP running at once, so a few VIPs pass Node's
  * default of ten listeners, and Node would log a "possible memory leak" on every failover. The number is
- * bounded by count x VIPs x the kill timeout, so the limit is lifted for this signal only.
+ * bounded (at most count x VIPs per burst, each child ended by the kill timeout), so the limit is lifted for
+ * this signal only.
  */
 function newCanceller(): AbortController {
   const c = new AbortController();

@@ -81,13 +81,13 @@ describe('gratuitous ARP children', () => {
     const warnings: string[] = [];
     const onWarning = (w: Error): void => void warnings.push(`${w.name}: ${w.message}`);
     process.on('warning', onWarning);
+    let started = 0;
+    const send: SendGarp = async (_iface, _address, signal) => {
+      started++;
+      await runCommand('sleep', ['5'], { timeoutMs: 10_000, signal });
+    };
+    const g = new GarpAnnouncer({ iface: 'eth0', count: 5, intervalMs: 20, repeatAfterMs: 0 }, send);
     try {
-      let started = 0;
-      const send: SendGarp = async (_iface, _address, signal) => {
-        started++;
-        await runCommand('sleep', ['5'], { timeoutMs: 10_000, signal });
-      };
-      const g = new GarpAnnouncer({ iface: 'eth0', count: 5, intervalMs: 20, repeatAfterMs: 0 }, send);
       g.announce(['192.0.2.10', '192.0.2.11', '192.0.2.12']);
       for (let i = 0; i < 100 && started < 15; i++) await new Promise((r) => setTimeout(r, 20));
       expect(started).toBe(15);
@@ -99,6 +99,9 @@ describe('gratuitous ARP children', () => {
       await new Promise((r) => setImmediate(r));
       expect(warnings.filter((w) => w.startsWith('MaxListenersExceededWarning'))).toEqual([]);
     } finally {
+      // No child outlives the test, even when an expectation failed before cancel().
+      g.cancel();
+      await g.idle();
       process.off('warning', onWarning);
     }
   });
