@@ -5,6 +5,7 @@
  * sessions. Runs the built CLI (`npx tsc -p .` first).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import net from 'node:net';
 import tls from 'node:tls';
 import { rmSync, writeFileSync } from 'node:fs';
 import mqttPacket from 'mqtt-packet';
@@ -325,6 +326,47 @@ describe('certificates reloaded on SIGHUP', () => {
       rmSync(certPath, { force: true });
       rmSync(keyPath, { force: true });
       await broker.stop();
+    }
+  });
+});
+
+describe('a broker that resets a TLS client session', () => {
+  // The TLS client side is a tls.TLSSocket, whose handle is not a TCP handle: net.Socket#resetAndDestroy()
+  // throws ERR_INVALID_HANDLE_TYPE on it, so passing a broker's reset on must not call it there.
+  it('the client is closed, the LB keeps running and serving, and each session counts as failed', async () => {
+    const CONNACK = Buffer.from([0x20, 0x02, 0x00, 0x00]);
+    const CONNECT = connectPacket({ clientId: 'tls-reset' });
+    // Answers the CONNECT, then resets the connection.
+    const resetting = net.createServer((s) => {
+      s.on('error', () => {});
+      let got = 0;
+      s.on('data', (d: Buffer) => {
+        got += d.length;
+        if (got < CONNECT.length) return;
+        s.write(CONNACK);
+        setTimeout(() => s.resetAndDestroy(), 100);
+      });
+    });
+    await new Promise<void>((r) => resetting.listen(0, '127.0.0.1', () => r()));
+    try {
+      const brokerPort = (resetting.address() as net.AddressInfo).port;
+      const [port, admin] = [await freePort(), await freePort()];
+      const lb = await startLb(tlsLbYaml({ port, admin, server: { name: 'r1', port: brokerPort }, tls: `      cert: ${pki.serverCert}\n      key: ${pki.serverKey}` }), {
+        waitReady: `http://127.0.0.1:${admin}/readyz`,
+      });
+      const ca = pki.read(pki.caCert);
+      for (let i = 0; i < 3; i++) {
+        const out = await tlsExchange(port, { ca }, CONNECT, 5000);
+        expect(out.data.subarray(0, 4), `session ${i}: the CONNACK came through`).toEqual(CONNACK);
+        expect(out.closed, `session ${i}: closed after the broker's reset`).toBe(true);
+      }
+      // Still running and serving.
+      expect(await Promise.race([lb.exited.then(() => 'exited'), sleep(300).then(() => 'running')])).toBe('running');
+      expect((await fetch(`http://127.0.0.1:${admin}/readyz`)).status).toBe(200);
+      expect(await metric(admin, /^mqtt_lb_connections_total\{listener="edge",outcome="failed"\} (\d+)/m)).toBe(3);
+    } finally {
+      await stopAllLbs();
+      await new Promise<void>((r) => resetting.close(() => r()));
     }
   });
 });
