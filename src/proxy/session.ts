@@ -87,6 +87,8 @@ export class ClientSession implements LiveSession, AdmissionTicket {
   tlsPeer: TlsPeer | null = null;
   /** tls.certAsUsername: the CONNECT is re-encoded with this username (the one exception to byte-exact forwarding). */
   usernameOverride: Buffer | null = null;
+  /** The client's FIN came after its CONNECT but before the server was connected (passed on at the splice). */
+  clientEndedEarly = false;
 
   /**
    * `acceptedAt`: the TCP accept, which may lie before this object (TLS handshake, PROXY header): the
@@ -99,6 +101,12 @@ export class ClientSession implements LiveSession, AdmissionTicket {
     this.remote = remote ?? null;
     this.buf = Buffer.allocUnsafe(INITIAL_BUFFER);
     (client as Tagged)[kSession] = this;
+    // A net.Socket (TLS and PROXY-protocol fronts, the fallback engine) emits 'end' even while paused once its
+    // buffer is empty (at EOF Node's onStreamRead calls read(0)), and with allowHalfOpen false it then ends and
+    // closes itself: a client that sent CONNECT, data and FIN at once was closed while its server was dialled,
+    // and the session dropped what it had read. Half-open, it waits for its FIN to be passed on (passClientFin).
+    // A HandleSocket holds the FIN while paused.
+    if (client instanceof net.Socket) client.allowHalfOpen = true;
     // TCP_NODELAY and keepalive were set at accept by the listener's server options (listener.ts).
     client.on('error', onClientError);
     client.on('close', onClientClose);
@@ -369,6 +377,8 @@ export class ClientSession implements LiveSession, AdmissionTicket {
     this.client.removeListener('end', onClientEndBeforeRouting);
     splice(this.client, sock);
     brokerKeepAlive.add(sock);
+    // Its FIN came while we dialled: pass it on now, behind the bytes just written.
+    if (this.clientEndedEarly) passClientFin(this);
     if (ctx.log.isLevelEnabled('debug')) {
       ctx.log.debug({ listener: this.listener.stats.name, client: this.remoteAddress, pool: pool.name, server: server.name }, 'session routed');
     }
@@ -504,9 +514,11 @@ function onClientData(this: ProxySocket, chunk: Buffer): void {
 }
 
 function onClientEndBeforeRouting(this: ProxySocket): void {
-  // FIN before the CONNECT was routed: nothing to forward.
   const s = sessionOf(this);
+  // FIN before a whole CONNECT: nothing to forward.
   if (s.phase === 'reading') this.destroy();
+  // After it (admitting, dialing): what was read goes to the server first, then the FIN.
+  else s.clientEndedEarly = true;
 }
 
 function onClientError(this: ProxySocket): void {
@@ -582,12 +594,17 @@ function onClientDrain(this: ProxySocket): void {
 }
 
 function onSplicedClientEnd(this: ProxySocket): void {
+  passClientFin(sessionOf(this));
+}
+
+function passClientFin(s: ClientSession): void {
   // Whoever sends FIN first closed the session (the other side's 'close' may still come first).
-  const s = sessionOf(this);
   s.closeReason ??= 'client_closed';
   const upstream = s.upstream!;
   upstream.end();
   stopForwarding(upstream, onSplicedUpstreamData);
+  // Our FIN to the client: a net.Socket client is half-open (see the constructor); a HandleSocket sends it itself.
+  if (s.client instanceof net.Socket) s.client.end();
 }
 
 function onSplicedUpstreamEnd(this: ProxySocket): void {
