@@ -615,11 +615,12 @@ function onSplicedUpstreamEnd(this: ProxySocket): void {
 }
 
 /**
- * The peer of `from` sent its FIN, and our FIN to that peer follows (both engines close like net.Socket with
- * allowHalfOpen false): whatever `from` still sends has nowhere to go, so it is read and dropped until `from`
- * closes too (the lingering close then takes over). Writing it would be a write after our FIN: net.Socket
- * answers that by destroying the socket with EPIPE, which closeSide turned into a reset of `from`, discarding
- * the bytes still queued for it (a fire-and-forget client's last ones when the broker's CONNACK came late).
+ * The peer of `from` sent its FIN, and our FIN to that peer follows at once (a HandleSocket sends it itself, a
+ * net.Socket client gets it from passClientFin, a net.Socket server by allowHalfOpen false): whatever `from`
+ * still sends has nowhere to go, so it is read and dropped until `from` closes too (the lingering close then
+ * takes over). Writing it would be a write after our FIN, which net.Socket answers by destroying the socket
+ * with an error (EPIPE, or write-after-end), and closeSide turned that into a reset of `from`, discarding the
+ * bytes still queued for it (a fire-and-forget client's last ones when the broker's CONNACK came late).
  */
 function stopForwarding(from: ProxySocket, forwarder: (this: ProxySocket, chunk: Buffer) => void): void {
   from.removeListener('data', forwarder);
