@@ -176,20 +176,47 @@ const VARIANTS = [
   { clients: 'TLS clients', engine: SOCKET_ENGINES[0]!.engine, env: SOCKET_ENGINES[0]!.env, tls: true },
 ];
 
-describe.each(VARIANTS)('splice ($clients)', ({ engine, env, tls: overTls }) => {
-  const CONNECT = connectPacket({ clientId: 'splice-client' });
-  let backend: RawBackend;
-  let port: number;
-  let admin: number;
-  let pki: TestPki | null = null;
-  const clients: Socket[] = [];
+type Variant = (typeof VARIANTS)[number];
 
-  const connectClient = (): Promise<Socket> => connectTo(port, pki);
+/** What a suite of this file runs against; filled in by the beforeAll that useRig registers. */
+interface Rig {
+  backend: RawBackend;
+  port: number;
+  admin: number;
+  pki: TestPki | null;
+  /** Client sockets to destroy after the suite. */
+  clients: Socket[];
+}
+
+/** Registers the suite's beforeAll/afterAll: a raw backend, an LB in front of it (TLS for TLS clients), cleanup. */
+function useRig(variant: Variant, connectLength: number, limits?: string): Rig {
+  const rig: Rig = { backend: null!, port: 0, admin: 0, pki: null, clients: [] };
+  beforeAll(async () => {
+    rig.backend = await startRawBackend(await freePort(), connectLength);
+    [rig.port, rig.admin] = [await freePort(), await freePort()];
+    if (variant.tls) rig.pki = createTestPki();
+    const lb = await startSpliceLb({ port: rig.port, admin: rig.admin, backendPort: rig.backend.port, pki: rig.pki, env: variant.env, limits });
+    expect(await socketEngineOf(lb)).toBe(variant.engine);
+  });
+  afterAll(async () => {
+    for (const c of rig.clients) c.destroy();
+    await stopAllLbs();
+    await rig.backend?.close();
+    rig.pki?.cleanup();
+  });
+  return rig;
+}
+
+describe.each(VARIANTS)('splice ($clients)', (variant) => {
+  const CONNECT = connectPacket({ clientId: 'splice-client' });
+  const rig = useRig(variant, CONNECT.length);
+  const overTls = variant.tls;
+  const connectClient = (): Promise<Socket> => connectTo(rig.port, rig.pki);
 
   /** A client through the LB that has sent its CONNECT and received the backend's CONNACK. */
   async function session(): Promise<{ client: Socket; server: BackendConn; rest: Buffer[] }> {
     const client = await connectClient();
-    clients.push(client);
+    rig.clients.push(client);
     client.on('error', () => {});
     const first: Buffer[] = [];
     const gotConnack = bounded(
@@ -207,7 +234,7 @@ describe.each(VARIANTS)('splice ($clients)', ({ engine, env, tls: overTls }) => 
       'CONNACK',
     );
     client.write(CONNECT);
-    const server = await backend.next();
+    const server = await rig.backend.next();
     await gotConnack;
     const all = Buffer.concat(first);
     expect(all.subarray(0, CONNACK.length)).toEqual(CONNACK);
@@ -216,26 +243,11 @@ describe.each(VARIANTS)('splice ($clients)', ({ engine, env, tls: overTls }) => 
 
   /** Client connections the LB holds now. */
   async function liveSessions(): Promise<number> {
-    const res = await fetch(`http://127.0.0.1:${admin}/metrics`);
+    const res = await fetch(`http://127.0.0.1:${rig.admin}/metrics`);
     const text = await res.text();
     const m = /^mqtt_lb_connections_active\{listener="mqtt"\} (\d+)/m.exec(text);
     return Number(m?.[1] ?? NaN);
   }
-
-  beforeAll(async () => {
-    backend = await startRawBackend(await freePort(), CONNECT.length);
-    [port, admin] = [await freePort(), await freePort()];
-    if (overTls) pki = createTestPki();
-    const lb = await startSpliceLb({ port, admin, backendPort: backend.port, pki, env });
-    expect(await socketEngineOf(lb)).toBe(engine);
-  });
-
-  afterAll(async () => {
-    for (const c of clients) c.destroy();
-    await stopAllLbs();
-    await backend?.close();
-    pki?.cleanup();
-  });
 
   it('carries 8 MiB each way intact while both ends read slowly (backpressure, not loss)', async () => {
     const { client, server, rest } = await session();
@@ -265,10 +277,10 @@ describe.each(VARIANTS)('splice ($clients)', ({ engine, env, tls: overTls }) => 
     try {
       // ss prints the time left, e.g. `timer:(keepalive,59sec,0)`: within 60 s (the kernel's default is 2 h).
       const secondsLeft = (ssLine: string): number => Number(/timer:\(keepalive,(\d+)sec,0\)/.exec(ssLine)?.[1] ?? NaN);
-      const clientSide = secondsLeft(await socketTimer(port, client.localPort!));
+      const clientSide = secondsLeft(await socketTimer(rig.port, client.localPort!));
       expect(clientSide).toBeGreaterThanOrEqual(45);
       expect(clientSide).toBeLessThanOrEqual(60);
-      const serverTimer = (): Promise<number> => socketTimer(server.socket.remotePort!, backend.port).then(secondsLeft);
+      const serverTimer = (): Promise<number> => socketTimer(server.socket.remotePort!, rig.backend.port).then(secondsLeft);
       expect(await serverTimer(), 'a young session has no broker-side keepalive yet').toBeNaN();
       let serverSide = NaN;
       // Bounded: 20 s of arming plus slack for a slow CI machine.
@@ -305,11 +317,11 @@ describe.each(VARIANTS)('splice ($clients)', ({ engine, env, tls: overTls }) => 
   it.each([100, 200 * 1024])('CONNECT, %i more bytes and the FIN at once (fire and forget): the server gets all of it, then the FIN', async (size) => {
     for (let round = 0; round < 10; round++) {
       const client = await connectClient();
-      clients.push(client);
+      rig.clients.push(client);
       client.on('error', () => {});
       const data = randomBytes(size);
       client.end(Buffer.concat([CONNECT, data]));
-      const server = await backend.next();
+      const server = await rig.backend.next();
       await bounded(server.ended, 'FIN at the server');
       expect(sha256(server.received), `round ${round}`).toBe(sha256([data]));
       await bounded(server.closed, 'server side close');
@@ -447,34 +459,15 @@ describe.each(VARIANTS)('splice ($clients)', ({ engine, env, tls: overTls }) => 
 // whose buffer is empty, and a socket that is not half-open ends and closes after it), and the session was
 // dropped, uncounted, with the bytes it had read: about one TLS fire-and-forget session in ten without any
 // queue, every queued one with it.
-describe.each(VARIANTS)('fire and forget while queued for admission ($clients)', ({ engine, env, tls: overTls }) => {
+describe.each(VARIANTS)('fire and forget while queued for admission ($clients)', (variant) => {
   const CONNECT = connectPacket({ clientId: 'queued-client' });
-  let backend: RawBackend;
-  let port: number;
-  let admin: number;
-  let pki: TestPki | null = null;
-  const clients: Socket[] = [];
-
-  beforeAll(async () => {
-    backend = await startRawBackend(await freePort(), CONNECT.length);
-    [port, admin] = [await freePort(), await freePort()];
-    if (overTls) pki = createTestPki();
-    const lb = await startSpliceLb({ port, admin, backendPort: backend.port, pki, env, limits: '  acceptRate: 4\n' });
-    expect(await socketEngineOf(lb)).toBe(engine);
-  });
-
-  afterAll(async () => {
-    for (const c of clients) c.destroy();
-    await stopAllLbs();
-    await backend?.close();
-    pki?.cleanup();
-  });
+  const rig = useRig(variant, CONNECT.length, '  acceptRate: 4\n');
 
   it('eight clients at once, four sessions a second: the bytes of each reach the server, then its FIN', async () => {
     const sent: string[] = [];
     for (let i = 0; i < 8; i++) {
-      const client = await connectTo(port, pki);
-      clients.push(client);
+      const client = await connectTo(rig.port, rig.pki);
+      rig.clients.push(client);
       client.on('error', () => {});
       client.resume();
       const data = randomBytes(1000 + i);
@@ -483,12 +476,12 @@ describe.each(VARIANTS)('fire and forget while queued for admission ($clients)',
     }
     const received: string[] = [];
     for (let i = 0; i < 8; i++) {
-      const server = await backend.next();
+      const server = await rig.backend.next();
       await bounded(server.ended, `FIN at the server (session ${i})`);
       received.push(sha256(server.received));
     }
     expect(received.sort()).toEqual(sent.sort());
-    const text = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
+    const text = await (await fetch(`http://127.0.0.1:${rig.admin}/metrics`)).text();
     expect(/^mqtt_lb_connections_total\{listener="mqtt",outcome="proxied"\} (\d+)/m.exec(text)?.[1]).toBe('8');
   });
 });
