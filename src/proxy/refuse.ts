@@ -44,12 +44,19 @@ export function lingeringClose(socket: ProxySocket, reply: Buffer | null, linger
  * keeps that timer itself, so ending a session allocates no closure or once() wrapper).
  */
 export function beginLinger(socket: ProxySocket, reply: Buffer | null): void {
-  socket.removeAllListeners('data');
   socket.removeAllListeners('end');
-  socket.on('data', discard);
   // 'end' comes at most once: a plain listener, no once() wrapper.
   socket.on('end', onLingerEnd);
   if (reply === null) socket.end();
   else socket.end(reply);
+  // After end(): resuming may deliver a FIN the socket held while paused, and onLingerEnd destroys it.
+  dropInput(socket);
+}
+
+/** Read and discard whatever `socket` still sends (nothing of it goes anywhere), in place of its 'data' listeners. */
+export function dropInput(socket: ProxySocket): void {
+  socket.removeAllListeners('data');
+  socket.on('data', discard);
+  // It may be paused, e.g. by backpressure from a side that has closed and will send no 'drain'.
   socket.resume();
 }

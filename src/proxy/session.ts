@@ -17,7 +17,7 @@ import { HandleSocket, handleSockets } from './handle-socket.js';
 import type { Server, LiveSession, EvictReason } from '../balancer/server.js';
 import { scanConnect, type ConnectInfo } from './connect-scanner.js';
 import { connackFor, type RefusalReason } from './connack.js';
-import { beginLinger, closeWithReply } from './refuse.js';
+import { beginLinger, closeWithReply, dropInput } from './refuse.js';
 import { ErrorCodes } from '../errors.js';
 import { rewriteUsername } from './connect-rewrite.js';
 import { KeepAliveArming } from './keepalive-arming.js';
@@ -593,6 +593,14 @@ function onClientDrain(this: ProxySocket): void {
   sessionOf(this).upstream!.resume();
 }
 
+// A FIN from one side: it goes on to the other side after everything queued, and our FIN to the side that sent
+// it follows at once (a HandleSocket sends it itself, a net.Socket client gets it in passClientFin, a net.Socket
+// server by allowHalfOpen false). So whatever the other side still sends has nowhere to go: it is read and
+// dropped (dropInput) until that side closes too, and the lingering close takes over. Writing it would be a
+// write after our FIN, which net.Socket answers by destroying the socket with an error (EPIPE, or
+// write-after-end), and closeSide turned that into a reset of the other side, discarding the bytes still queued
+// for it (a fire-and-forget client's last ones when the broker's CONNACK came late).
+
 function onSplicedClientEnd(this: ProxySocket): void {
   passClientFin(sessionOf(this));
 }
@@ -602,7 +610,7 @@ function passClientFin(s: ClientSession): void {
   s.closeReason ??= 'client_closed';
   const upstream = s.upstream!;
   upstream.end();
-  stopForwarding(upstream, onSplicedUpstreamData);
+  dropInput(upstream);
   // Our FIN to the client: a net.Socket client is half-open (see the constructor); a HandleSocket sends it itself.
   if (s.client instanceof net.Socket) s.client.end();
 }
@@ -611,20 +619,5 @@ function onSplicedUpstreamEnd(this: ProxySocket): void {
   const s = sessionOf(this);
   s.closeReason ??= 'server_closed';
   s.client.end();
-  stopForwarding(s.client, onSplicedClientData);
-}
-
-/**
- * The peer of `from` sent its FIN, and our FIN to that peer follows at once (a HandleSocket sends it itself, a
- * net.Socket client gets it from passClientFin, a net.Socket server by allowHalfOpen false): whatever `from`
- * still sends has nowhere to go, so it is read and dropped until `from` closes too (the lingering close then
- * takes over). Writing it would be a write after our FIN, which net.Socket answers by destroying the socket
- * with an error (EPIPE, or write-after-end), and closeSide turned that into a reset of `from`, discarding the
- * bytes still queued for it (a fire-and-forget client's last ones when the broker's CONNACK came late).
- */
-function stopForwarding(from: ProxySocket, forwarder: (this: ProxySocket, chunk: Buffer) => void): void {
-  from.removeListener('data', forwarder);
-  from.on('data', noop);
-  // It may have been paused by backpressure from the side that just closed, whose 'drain' will not come.
-  from.resume();
+  dropInput(s.client);
 }
