@@ -6,6 +6,8 @@
  * Events: 'data' (Buffer), 'end' (peer's FIN), 'drain', 'connect' (dialled sockets), 'error' (Error with
  * `code`), then always 'close' (hadError).
  */
+import { TLSSocket } from 'node:tls';
+
 export interface ProxySocket {
   readonly destroyed: boolean;
   readonly bytesRead: number;
@@ -22,7 +24,7 @@ export interface ProxySocket {
   /** Send `data`, then FIN. */
   end(data: Buffer): unknown;
   destroy(): unknown;
-  /** Close with RST. */
+  /** Close with RST. net.Socket's throws on a TLS socket: call resetOrDestroy() instead. */
   resetAndDestroy(): unknown;
   /** TCP keepalive (delay in milliseconds), as net.Socket. */
   setKeepAlive(enable: boolean, initialDelayMs: number): unknown;
@@ -33,4 +35,15 @@ export interface ProxySocket {
   once(event: string, listener: (...args: any[]) => void): unknown;
   removeListener(event: string, listener: (...args: any[]) => void): unknown;
   removeAllListeners(event?: string): unknown;
+}
+
+/**
+ * Close with RST where the socket can. A TLS socket's handle is TLS over TCP, and net.Socket#resetAndDestroy
+ * throws ERR_INVALID_HANDLE_TYPE on it (a broker's reset under a TLS client once took the process down through
+ * it): such a socket is destroyed instead, without close_notify, which its peer's TLS stack reports as an
+ * abrupt end.
+ */
+export function resetOrDestroy(sock: ProxySocket): void {
+  if (sock instanceof TLSSocket) sock.destroy();
+  else sock.resetAndDestroy();
 }

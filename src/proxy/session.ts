@@ -11,8 +11,7 @@
  * session through a symbol, so a session allocates no closures.
  */
 import net from 'node:net';
-import { TLSSocket } from 'node:tls';
-import type { ProxySocket } from './proxy-socket.js';
+import { resetOrDestroy, type ProxySocket } from './proxy-socket.js';
 import { HandleSocket, handleSockets } from './handle-socket.js';
 import type { Server, LiveSession, EvictReason } from '../balancer/server.js';
 import { scanConnect, type ConnectInfo } from './connect-scanner.js';
@@ -438,11 +437,7 @@ export class ClientSession implements LiveSession, AdmissionTicket {
   private closeSide(sock: ProxySocket, hadError: boolean): void {
     if (sock.destroyed) return;
     if (hadError) {
-      // A TLS client's handle is TLS over TCP, and net.Socket#resetAndDestroy throws ERR_INVALID_HANDLE_TYPE on
-      // it (that took the whole process down on a broker's reset): it is closed without close_notify instead,
-      // which its TLS stack reports as an abrupt end.
-      if (sock instanceof TLSSocket) sock.destroy();
-      else sock.resetAndDestroy();
+      resetOrDestroy(sock);
       return;
     }
     beginLinger(sock, null);
