@@ -45,6 +45,8 @@ export class App implements TelemetrySource, AdminActions {
   readonly log: Logger;
   readonly poolMap = new Map<string, Pool>();
   readonly listenerMap = new Map<string, Listener>();
+  /** Listeners a reload removed while they still had sessions: a stop drains or evicts those too. */
+  private readonly retiredListeners = new Set<Listener>();
   private readonly checkers = new Map<string, HealthChecker>();
   private readonly reactions = new Map<string, PoolReactions>();
   readonly ctx: ProxyContext;
@@ -137,6 +139,11 @@ export class App implements TelemetrySource, AdminActions {
     l.setFront(...front);
     await l.listen();
     this.listenerMap.set(lc.name, l);
+    this.logListenerStarted(l);
+  }
+
+  private logListenerStarted(l: Listener): void {
+    const lc = l.config;
     this.log.info({ listener: lc.name, bind: lc.bind, pool: lc.pool, tls: lc.tls !== null, maxConnections: l.maxConnections }, 'listener started');
   }
 
@@ -178,12 +185,18 @@ export class App implements TelemetrySource, AdminActions {
 
   // ── reload ──────────────────────────────────────────────────────────────────────────────────────────────
 
-  /** Apply a new, already validated config. Established sessions are never dropped; admin states survive. */
+  /**
+   * Apply a new, already validated config. Established sessions are never dropped; admin states survive. A
+   * reload that fails (a certificate that cannot be read, an address in use) changes nothing: everything that
+   * can fail is done first and undone on failure, and only then is the rest applied.
+   */
   async reload(next: LbConfig): Promise<void> {
-    // Build every listener's front first (reads certificates): a bad file must fail the reload before
-    // anything of the new config is applied.
+    // Every listener's front (reads certificates), then every new or moved bind.
     const fronts = new Map<string, Fronts>();
     for (const lc of this.ownListeners(next)) fronts.set(lc.name, this.frontFor(lc, next));
+    const budget = budgetForConfig(next);
+    const opened = await this.bindListeners(next, budget, fronts);
+
     const prev = this.config;
     this.config = next;
     this.ctx.limits = next.limits;
@@ -213,25 +226,60 @@ export class App implements TelemetrySource, AdminActions {
       }
     }
 
-    const budget = budgetForConfig(next);
     this.ctx.maxConnections = budget.globalMax;
     for (const [name, l] of this.listenerMap) {
       const lc = next.listeners.find((x) => x.name === name);
-      if (lc === undefined || lc.bind !== l.config.bind) {
+      if (lc === undefined) {
         await l.stopAccepting();
         this.listenerMap.delete(name);
+        // Its sessions continue; a stop still drains or evicts them.
+        if (l.sessions.size > 0) this.retiredListeners.add(l);
         this.log.info({ listener: name }, 'listener stopped by reload');
         continue;
       }
+      const moved = l.config.bind !== lc.bind;
       l.reconfigure(lc, budget.listenerMax.get(name) ?? lc.maxConnections);
       l.setFront(...fronts.get(name)!);
+      if (moved) this.log.info({ listener: name, bind: lc.bind }, 'listener moved by reload');
     }
-    for (const lc of this.ownListeners(next)) {
-      if (!this.listenerMap.has(lc.name)) await this.openListener(lc, budget.listenerMax.get(lc.name) ?? lc.maxConnections, fronts.get(lc.name)!);
+    for (const [name, l] of opened) {
+      this.listenerMap.set(name, l);
+      this.logListenerStarted(l);
     }
     if (prev.admin.token !== next.admin.token) this.admin?.setToken(next.admin.token);
     if (prev.admin.bind !== next.admin.bind) this.log.warn({ bind: next.admin.bind }, 'admin.bind change needs a restart');
     if (JSON.stringify(prev.failover) !== JSON.stringify(next.failover)) this.log.warn({}, 'failover settings change needs a restart');
+  }
+
+  /**
+   * The fallible part of a reload: binds every new listener and moves every listener whose bind changed. On a
+   * failure, what was done is undone (new listeners closed, moved ones bound where they were) and the error
+   * rethrown. New listeners accept from the moment they are bound, under the running config until the reload
+   * is applied a moment later.
+   */
+  private async bindListeners(next: LbConfig, budget: ReturnType<typeof budgetForConfig>, fronts: Map<string, Fronts>): Promise<Map<string, Listener>> {
+    const opened = new Map<string, Listener>();
+    const undo: Array<() => Promise<void>> = [];
+    try {
+      for (const lc of this.ownListeners(next)) {
+        const running = this.listenerMap.get(lc.name);
+        if (running === undefined) {
+          const l = new Listener(lc, this.ctx, budget.listenerMax.get(lc.name) ?? lc.maxConnections);
+          l.setFront(...fronts.get(lc.name)!);
+          await l.listen();
+          opened.set(lc.name, l);
+          undo.push(() => l.stopAccepting());
+        } else if (running.config.bind !== lc.bind) {
+          undo.push(await running.moveTo(lc));
+        }
+      }
+    } catch (err) {
+      for (const step of undo.reverse()) {
+        await step().catch((e: unknown) => this.log.error({ err: e }, 'reload: could not restore a listener'));
+      }
+      throw err;
+    }
+    return opened;
   }
 
   // ── stop ────────────────────────────────────────────────────────────────────────────────────────────────
@@ -265,7 +313,7 @@ export class App implements TelemetrySource, AdminActions {
     const drainTimeout = this.config.limits.drainTimeout;
     if (this.stopWorkers !== null) await this.stopWorkers(evictRate, drainTimeout + 5000);
     const sessions: LiveSession[] = [];
-    for (const l of this.listenerMap.values()) for (const s of l.sessions) sessions.push(s);
+    for (const l of this.sessionHolders()) for (const s of l.sessions) sessions.push(s);
     if (evictRate !== null && sessions.length > 0) {
       const evictor = new Evictor(evictRate, 'shutdown');
       evictor.evict(sessions);
@@ -275,14 +323,23 @@ export class App implements TelemetrySource, AdminActions {
       this.log.info({ sessions: sessions.length, drainTimeoutMs: drainTimeout }, 'draining sessions');
       await this.waitForSessions(drainTimeout);
     }
-    for (const l of this.listenerMap.values()) l.destroyAll();
+    this.destroyAllSessions();
     await this.closeEverything();
     this.log.info({}, 'stopped');
   }
 
+  /** Close every session now (a second stop signal, or past the drain). */
+  destroyAllSessions(): void {
+    for (const l of this.sessionHolders()) l.destroyAll();
+  }
+
+  private sessionHolders(): Listener[] {
+    return [...this.listenerMap.values(), ...this.retiredListeners];
+  }
+
   private activeSessions(): number {
     let n = 0;
-    for (const l of this.listenerMap.values()) n += l.sessions.size;
+    for (const l of this.sessionHolders()) n += l.sessions.size;
     return n;
   }
 

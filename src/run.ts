@@ -75,7 +75,7 @@ export async function runBalancer(file: string): Promise<number> {
       if (signals > 1) {
         // A second signal: do not wait for the drain.
         log.warn({ signal }, 'second stop signal: closing sessions now');
-        for (const l of app.listenerMap.values()) l.destroyAll();
+        app.destroyAllSessions();
         return;
       }
       log.info({ signal }, 'stop requested');

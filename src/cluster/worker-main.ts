@@ -96,9 +96,15 @@ function main(): void {
         }
         return;
       }
-      case 'reload':
-        if (app !== null) void app.reload(workerShare(m.config, workers));
+      case 'reload': {
+        if (app === null) return;
+        const running = app;
+        // A reload that fails here (an address in use) leaves this worker as it ran; never a crash.
+        running.reload(workerShare(m.config, workers)).catch((err: unknown) => {
+          running.log.error({ err }, 'config reload failed in this worker: keeping the running config');
+        });
         return;
+      }
       case 'stop':
         stop(m.evictRate);
         return;

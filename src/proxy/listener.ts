@@ -65,11 +65,12 @@ export class Listener implements SessionListener {
     this.headerBuilder = headerBuilder;
   }
 
-  /** Reload: pool, caps and TLS may change; the bind may not (a changed bind needs a restart). */
+  /** Reload: pool, caps and TLS may change; a changed bind was bound beforehand (moveTo). */
   reconfigure(config: ListenerConfig, maxConnections: number): void {
     this.config = config;
     this.maxConnections = maxConnections;
     this.stats.tls = config.tls !== null;
+    this.stats.bind = config.bind;
     if (this.server !== null) this.server.maxConnections = this.hardCap();
   }
 
@@ -78,18 +79,54 @@ export class Listener implements SessionListener {
     return hardCapFor(this.maxConnections);
   }
 
-  listen(): Promise<void> {
+  async listen(): Promise<void> {
+    this.server = await this.bind(this.config.address, this.config.bind);
+  }
+
+  /**
+   * A reload moved this listener to `config.bind`. The new address is bound before the old socket closes, so a
+   * failure leaves the listener serving where it was. Only when the two overlap (same port, e.g. 0.0.0.0 ->
+   * 127.0.0.1) must the old socket go first; if the new bind then fails, the old address is bound again.
+   * Sessions stay with the listener throughout. Returns how to move back (another listener failed to bind).
+   */
+  async moveTo(config: ListenerConfig): Promise<() => Promise<void>> {
+    const old = this.server;
+    const oldConfig = this.config;
+    let next: net.Server;
+    try {
+      next = await this.bind(config.address, config.bind);
+    } catch (err) {
+      if (old === null || !isAddressInUse(err) || config.address.port !== oldConfig.address.port) throw err;
+      await closeListening(old);
+      this.server = null;
+      try {
+        next = await this.bind(config.address, config.bind);
+      } catch (again) {
+        this.server = await this.bind(oldConfig.address, oldConfig.bind).catch(() => null);
+        throw again;
+      }
+    }
+    this.server = next;
+    if (old !== null && old.listening) await closeListening(old);
+    return async () => {
+      if (this.server !== next) return;
+      await closeListening(next);
+      this.server = null;
+      this.server = await this.bind(oldConfig.address, oldConfig.bind);
+    };
+  }
+
+  /** A listening server whose connections come to this listener; rejects with START_BIND. */
+  private bind(address: ListenerConfig['address'], bindText: string): Promise<net.Server> {
     // Applied by Node to every accepted socket, so sessions need not set them again (two syscalls each).
     const server = net.createServer({ noDelay: true, keepAlive: true, keepAliveInitialDelay: TCP_KEEPALIVE_MS });
     server.maxConnections = this.hardCap();
     server.on('connection', (socket: Socket) => this.accept(socket));
     server.on('drop', () => this.dropped());
-    this.server = server;
-    const { host, port } = this.config.address;
+    const { host, port } = address;
     return new Promise((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException): void => {
-        this.server = null;
-        reject(new MqttLbError(ErrorCodes.START_BIND, `listener ${this.config.name}: cannot bind ${this.config.bind}: ${err.code ?? err.message}`, { cause: err }));
+        reject(new MqttLbError(ErrorCodes.START_BIND, `listener ${this.config.name}: cannot bind ${bindText}: ${err.code ?? err.message}`, { cause: err }));
       };
       server.once('error', onError);
       // A reconnect storm arrives all at once: a deep accept backlog avoids SYN drops and 1-3 s retries.
@@ -101,7 +138,7 @@ export class Listener implements SessionListener {
           this.acceptHealthy = false;
           this.ctx.log.error({ listener: this.config.name, err }, 'listener accept error');
         });
-        resolve();
+        resolve(server);
       });
     });
   }
@@ -188,11 +225,7 @@ export class Listener implements SessionListener {
     const server = this.server;
     if (server === null) return Promise.resolve();
     this.server = null;
-    return new Promise((resolve) => {
-      server.close(() => resolve());
-      // server.close waits for every connection; we only want the listening socket gone.
-      setImmediate(resolve);
-    });
+    return closeListening(server);
   }
 
   /** Close every session now. */
@@ -202,6 +235,19 @@ export class Listener implements SessionListener {
 }
 
 function noop(): void {}
+
+/** Close the listening socket only: server.close's callback would wait for every connection, too. */
+function closeListening(server: net.Server): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    setImmediate(resolve);
+  });
+}
+
+function isAddressInUse(err: unknown): boolean {
+  const cause = err instanceof Error ? (err.cause as NodeJS.ErrnoException | undefined) : undefined;
+  return cause?.code === 'EADDRINUSE';
+}
 
 /**
  * TCP_NODELAY and keepalive for every accepted connection, set once on the listening socket: Linux gives an

@@ -4,6 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
+import net from 'node:net';
 import mqttPacket from 'mqtt-packet';
 import { startBrokers, brokerFor, connectVia, whichBroker, type NamedBroker } from '../helpers/cluster.js';
 import { lbYaml, type HealthSpec, type ServerSpec } from '../helpers/lb-config.js';
@@ -264,6 +265,96 @@ describe('reload and stop', () => {
       await sleep(200);
       await client.endAsync();
       expect(await stopping).toBe(0);
+    } finally {
+      await Promise.all(brokers.map((b) => b.stop()));
+    }
+  });
+});
+
+describe('reload that moves a listener', () => {
+  afterAll(async () => {
+    await stopAllLbs();
+  });
+
+  /** The next log line with this message, from the lines after `mark` on. */
+  const nextLog = (lb: LbProcess, mark: number, msg: string): Promise<Record<string, unknown>> =>
+    lb.waitForLog((l) => lb.logs.indexOf(l) >= mark && typeof l.msg === 'string' && l.msg.startsWith(msg));
+
+  const refused = (port: number): Promise<boolean> =>
+    new Promise((resolve) => {
+      const s = net.connect({ host: '127.0.0.1', port });
+      s.once('connect', () => {
+        s.destroy();
+        resolve(false);
+      });
+      s.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'ECONNREFUSED'));
+    });
+
+  it('onto a port in use changes nothing and keeps serving; onto a free port it moves, and sessions stay', async () => {
+    const brokers = await startBrokers(['m1']);
+    const blocker = net.createServer();
+    try {
+      const [port, admin, taken] = [await freePort(), await freePort(), await freePort()];
+      await new Promise<void>((r) => blocker.listen({ host: '127.0.0.1', port: taken }, r));
+      const lb = await startLb(yamlFor(port, admin, brokers), { waitReady: `http://127.0.0.1:${admin}/readyz` });
+      const held = await connectVia(port, { clientId: 'held-over-moves' });
+      let closed = false;
+      held.on('close', () => (closed = true));
+
+      let mark = lb.logs.length;
+      lb.writeConfig(yamlFor(taken, admin, brokers));
+      lb.reload();
+      const failed = await nextLog(lb, mark, 'config reload failed');
+      expect(JSON.stringify(failed)).toContain('EADDRINUSE');
+      // Still serving where it was, and ready says so truthfully.
+      const stayed = await connectVia(port, { clientId: 'after-failed-move' });
+      expect(await whichBroker(stayed)).toBe('m1');
+      await stayed.endAsync();
+      expect((await fetch(`http://127.0.0.1:${admin}/readyz`)).status).toBe(200);
+
+      await new Promise<void>((r) => blocker.close(() => r()));
+      const moved = await freePort();
+      mark = lb.logs.length;
+      lb.writeConfig(yamlFor(moved, admin, brokers));
+      lb.reload();
+      await nextLog(lb, mark, 'config reloaded');
+      const fresh = await connectVia(moved, { clientId: 'after-move' });
+      expect(await whichBroker(fresh)).toBe('m1');
+      await fresh.endAsync();
+      expect(await refused(port)).toBe(true);
+      await held.publishAsync('lbtest/alive', 'yes', { qos: 1 });
+      expect(closed).toBe(false);
+      const status = (await (await fetch(`http://127.0.0.1:${admin}/api/status`)).json()) as { listeners: Array<{ name: string; bind: string; sessions: number }> };
+      expect(status.listeners).toEqual([{ name: 'mqtt', bind: `127.0.0.1:${moved}`, sessions: 1, tls: false }]);
+      await held.endAsync();
+      expect(await lb.stop()).toBe(0);
+    } finally {
+      blocker.close();
+      await Promise.all(brokers.map((b) => b.stop()));
+    }
+  });
+
+  it('onto the address it holds under another name (localhost for 127.0.0.1): the old socket makes way', async (ctx) => {
+    const probe = net.createServer();
+    const resolved = await new Promise<string>((r) => probe.listen({ host: 'localhost', port: 0 }, () => r((probe.address() as net.AddressInfo).address)));
+    probe.close();
+    if (resolved !== '127.0.0.1') ctx.skip(`localhost resolves to ${resolved} here, not 127.0.0.1`);
+    const brokers = await startBrokers(['m2']);
+    try {
+      const [port, admin] = [await freePort(), await freePort()];
+      const lb = await startLb(yamlFor(port, admin, brokers), { waitReady: `http://127.0.0.1:${admin}/readyz` });
+      const held = await connectVia(port, { clientId: 'held-over-rename' });
+      const mark = lb.logs.length;
+      lb.writeConfig(yamlFor(port, admin, brokers).replace(`bind: 127.0.0.1:${port}`, `bind: localhost:${port}`));
+      lb.reload();
+      await nextLog(lb, mark, 'config reloaded');
+      expect(await lb.waitForLog((l) => l.msg === 'listener moved by reload')).toMatchObject({ bind: `localhost:${port}` });
+      const fresh = await connectVia(port, { clientId: 'after-rename' });
+      expect(await whichBroker(fresh)).toBe('m2');
+      await fresh.endAsync();
+      await held.publishAsync('lbtest/alive', 'yes', { qos: 1 });
+      await held.endAsync();
+      expect(await lb.stop()).toBe(0);
     } finally {
       await Promise.all(brokers.map((b) => b.stop()));
     }
