@@ -9,9 +9,9 @@
  * is stable across Node 20-22 but not a public contract, so `handleSockets()` checks every member we use and
  * answers null when anything is missing; callers then use net.Socket. MQTT_LB_SOCKETS=net forces net.Socket.
  *
- * Semantics follow net.Socket with allowHalfOpen false (what the proxy used before): a 'data' listener
- * starts reading unless paused; write() returns false past 16 KiB queued and 'drain' follows when the queue
- * is empty; on the peer's FIN, 'end' and then our own FIN after pending writes; 'error' (with `code`) and
+ * Semantics follow net.Socket (allowHalfOpen false unless set): a 'data' listener starts reading unless
+ * paused; write() returns false past 16 KiB queued and 'drain' follows when the queue is empty; on the peer's
+ * FIN, 'end' and then our own FIN after pending writes (half-open: when end() is called); 'error' (with `code`) and
  * 'close' (hadError) are emitted once the handle is closed, never synchronously inside a call.
  */
 import { EventEmitter } from 'node:events';
@@ -246,6 +246,8 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
   /** Bit per slot: the EventEmitter also holds listeners for that event. */
   private overflow = 0;
   destroyed = false;
+  /** As net.Socket's: false sends our FIN on the peer's; true leaves it to end() (a session's client side). */
+  allowHalfOpen = false;
 
   /** An accepted connection; TCP_NODELAY and keepalive are set here unless it has them from the listener. */
   static accepted(b: Bindings, handle: TcpHandle, noDelay: boolean, keepAliveInitialDelayMs: number): HandleSocket {
@@ -496,10 +498,14 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
     else this.heldEof = true;
   }
 
-  /** Like net.Socket with allowHalfOpen false: 'end', then our FIN. */
+  /**
+   * 'end', then our FIN (net.Socket with allowHalfOpen false). Half-open, our FIN waits for end(), which then
+   * closes; or, if end() came first, the socket closes now that both directions are done.
+   */
   private peerEnded(): void {
     this.fire(SLOT_END, 'end');
     if (this.destroyed) return;
+    if (this.allowHalfOpen && !this.ending) return;
     // Nothing of ours in flight: close() itself sends the FIN (the receive queue is empty after EOF, so no
     // reset), saving the shutdown call and the poll round it needs; also when our end() is still waiting for
     // libuv to run its shutdown (the request is cancelled: the FIN goes out with the close), or already ran it.
@@ -568,6 +574,8 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
     if (this.ending || this.destroyed) return this;
     this.ending = true;
     if (this.connecting) return this; // sent after the connect, behind the queued writes
+    // Half-open after the peer's FIN, with nothing in flight: close() sends our FIN (as in peerEnded).
+    if (this.eof && this.inflightWrites === 0 && this.handle!.writeQueueSize === 0) return this.destroy();
     this.shutdownNow();
     return this;
   }

@@ -17,6 +17,8 @@ export interface ProxySocket {
   readonly remotePort?: number | undefined;
   readonly localAddress?: string | undefined;
   readonly localPort?: number | undefined;
+  /** False: the peer's FIN is answered with ours at once. True: ours waits for end() (half-close). */
+  allowHalfOpen: boolean;
   /** False when the caller should wait for 'drain' before writing more. */
   write(data: Buffer): boolean;
   /** FIN once everything queued is written. */

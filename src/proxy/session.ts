@@ -100,12 +100,13 @@ export class ClientSession implements LiveSession, AdmissionTicket {
     this.remote = remote ?? null;
     this.buf = Buffer.allocUnsafe(INITIAL_BUFFER);
     (client as Tagged)[kSession] = this;
-    // A net.Socket (TLS and PROXY-protocol fronts, the fallback engine) emits 'end' even while paused once its
-    // buffer is empty (at EOF Node's onStreamRead calls read(0)), and with allowHalfOpen false it then ends and
-    // closes itself: a client that sent CONNECT, data and FIN at once was closed while its server was dialled,
-    // and the session dropped what it had read. Half-open, it waits for its FIN to be passed on (passClientFin).
-    // A HandleSocket holds the FIN while paused.
-    if (client instanceof net.Socket) client.allowHalfOpen = true;
+    // Half-open: after the client's FIN, the server's answers to its last packets still reach it, and our FIN
+    // follows the server's (clientHalfClosed, reliability case 55). For a net.Socket (TLS and PROXY-protocol
+    // fronts, the fallback engine) it matters earlier too: it emits 'end' even while paused once its buffer is
+    // empty (at EOF Node's onStreamRead calls read(0)), and with allowHalfOpen false it would end and close
+    // itself while its server was dialled, dropping what the session had read. A HandleSocket holds the FIN
+    // while paused.
+    client.allowHalfOpen = true;
     // TCP_NODELAY and keepalive were set at accept by the listener's server options (listener.ts).
     client.on('error', onClientError);
     client.on('close', onClientClose);
@@ -377,7 +378,7 @@ export class ClientSession implements LiveSession, AdmissionTicket {
     splice(this.client, sock);
     brokerKeepAlive.add(sock);
     // Its FIN came while we dialled: pass it on now, behind the bytes just written.
-    if (this.clientEndedEarly) passClientFin(this);
+    if (this.clientEndedEarly) this.clientHalfClosed();
     if (ctx.log.isLevelEnabled('debug')) {
       ctx.log.debug({ listener: this.listener.stats.name, client: this.remoteAddress, pool: pool.name, server: server.name }, 'session routed');
     }
@@ -441,7 +442,26 @@ export class ClientSession implements LiveSession, AdmissionTicket {
       return;
     }
     beginLinger(sock, null);
-    // Cleared in finished(), when both sides have closed.
+    this.startGrace(sock);
+  }
+
+  /**
+   * The client's FIN (half-close): it goes to the server behind everything queued, and what the server still
+   * sends, answers to the client's last packets, is relayed until the server closes; the client gets our FIN
+   * then (onSplicedUpstreamEnd). Bounded like a lingering close (HAProxy's `timeout client-fin`): after the
+   * grace, or once the client's bytes have reached the server (graceExpired), the server side is closed and
+   * the client lingers.
+   */
+  clientHalfClosed(): void {
+    this.closeReason ??= 'client_closed';
+    const upstream = this.upstream!;
+    upstream.end();
+    this.startGrace(upstream);
+  }
+
+  /** Cleared in finished(), when both sides have closed. */
+  private startGrace(sock: ProxySocket): void {
+    if (this.graceTimer !== null) clearTimeout(this.graceTimer);
     this.graceStartedAt = Date.now();
     this.graceTimer = setTimeout(onGraceExpired, CLOSE_GRACE_MS, this, sock);
   }
@@ -588,31 +608,24 @@ function onClientDrain(this: ProxySocket): void {
   sessionOf(this).upstream!.resume();
 }
 
-// A FIN from one side: it goes on to the other side after everything queued, and our FIN to the side that sent
-// it follows at once (a HandleSocket sends it itself, a net.Socket client gets it in passClientFin, a net.Socket
-// server by allowHalfOpen false). So whatever the other side still sends has nowhere to go: it is read and
-// dropped (dropInput) until that side closes too, and the lingering close takes over. Writing it would be a
+// A FIN from the client: see clientHalfClosed. A FIN from the server: it goes on to the client after everything
+// queued, and our FIN to the server follows at once (allowHalfOpen false on the server side: a broker that
+// closes is done with the session), so whatever the client still sends has nowhere to go. It is read and
+// dropped (dropInput) until the client closes too, and the lingering close takes over. Writing it would be a
 // write after our FIN, which net.Socket answers by destroying the socket with an error (EPIPE, or
-// write-after-end), and closeSide turned that into a reset of the other side, discarding the bytes still queued
-// for it (a fire-and-forget client's last ones when the broker's CONNACK came late).
+// write-after-end), and closeSide turned that into a reset of the other side, discarding the bytes still
+// queued for it.
 
 function onSplicedClientEnd(this: ProxySocket): void {
-  passClientFin(sessionOf(this));
-}
-
-function passClientFin(s: ClientSession): void {
-  // Whoever sends FIN first closed the session (the other side's 'close' may still come first).
-  s.closeReason ??= 'client_closed';
-  const upstream = s.upstream!;
-  upstream.end();
-  dropInput(upstream);
-  // Our FIN to the client: a net.Socket client is half-open (see the constructor); a HandleSocket sends it itself.
-  if (s.client instanceof net.Socket) s.client.end();
+  sessionOf(this).clientHalfClosed();
 }
 
 function onSplicedUpstreamEnd(this: ProxySocket): void {
   const s = sessionOf(this);
   s.closeReason ??= 'server_closed';
-  s.client.end();
-  dropInput(s.client);
+  const client = s.client;
+  // The client's own FIN, if it comes, closes it (half-open and already ending): nothing to pass on.
+  client.removeListener('end', onSplicedClientEnd);
+  client.end();
+  dropInput(client);
 }

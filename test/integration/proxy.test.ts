@@ -134,6 +134,25 @@ describe('proxy core with real mosquitto', () => {
     expect(huge.elapsedMs).toBeLessThan(1000);
   });
 
+  // Reliability case 55: a client that half-closes right after its last packets still gets mosquitto's answers
+  // to them (which it sends before it closes on the FIN), as when connected directly.
+  it('a client that sends PUBLISH (QoS 1), SUBSCRIBE and its FIN at once gets the PUBACK and SUBACK, as directly', async () => {
+    const connect = connectPacket({ clientId: 'half-closer' });
+    const tail = Buffer.concat([
+      mqttPacket.generate({ cmd: 'publish', topic: 'lbtest/half', payload: Buffer.from('x'), qos: 1, messageId: 1, retain: false, dup: false }),
+      mqttPacket.generate({ cmd: 'subscribe', messageId: 2, subscriptions: [{ topic: 'lbtest/half', qos: 0 }] }),
+    ]);
+    const kinds = (data: Buffer): string[] => parsePackets(data).map((p) => p.cmd);
+    const direct = await exchange(brokers[0]!.port, [connect, tail], { gapMs: 100, end: true, waitMs: 3000 });
+    expect(kinds(direct.data)).toEqual(['connack', 'puback', 'suback']);
+    for (let round = 0; round < 3; round++) {
+      const viaLb = await exchange(port, [connect, tail], { gapMs: 100, end: true, waitMs: 3000 });
+      expect(kinds(viaLb.data), `round ${round}`).toEqual(['connack', 'puback', 'suback']);
+      expect(viaLb.closed).toBe(true);
+      expect(viaLb.error).toBeNull();
+    }
+  });
+
   it('closes a CONNECT not finished within clientConnectTimeout (a byte-by-byte sender does not extend it)', async () => {
     const s = await connectRaw(port);
     const result = collect(s, 4000);

@@ -27,6 +27,8 @@ interface BackendConn {
   received: Buffer[];
   ended: Promise<void>;
   closed: Promise<void>;
+  /** Set before the LB's FIN arrives: the server does not answer it with its own (the test ends it). */
+  halfOpen: boolean;
   /** The socket error seen, if any (ECONNRESET: the LB reset the connection instead of closing it). */
   error(): string | null;
 }
@@ -42,7 +44,9 @@ async function startRawBackend(port: number, connectLength: number): Promise<Raw
   const waiting: Array<(c: BackendConn) => void> = [];
   const ready: BackendConn[] = [];
   const sockets = new Set<Socket>();
-  const server = net.createServer((socket) => {
+  // Half-open, so that a test can keep writing after the LB's FIN; otherwise the FIN is answered at once, as
+  // allowHalfOpen false would.
+  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
     let error: string | null = null;
@@ -53,7 +57,10 @@ async function startRawBackend(port: number, connectLength: number): Promise<Raw
     let onClose!: () => void;
     const ended = new Promise<void>((r) => (onEnd = r));
     const closed = new Promise<void>((r) => (onClose = r));
-    socket.on('end', () => onEnd());
+    socket.on('end', () => {
+      if (conn === null || !conn.halfOpen) socket.end();
+      onEnd();
+    });
     socket.on('close', () => onClose());
     socket.on('data', (d: Buffer) => {
       if (conn !== null) {
@@ -63,7 +70,7 @@ async function startRawBackend(port: number, connectLength: number): Promise<Raw
       head = Buffer.concat([head, d]);
       // The LB's TCP health probe connects and leaves without sending: only a full CONNECT is a session.
       if (head.length < connectLength) return;
-      conn = { socket, received: [head.subarray(connectLength)], ended, closed, error: () => error };
+      conn = { socket, received: [head.subarray(connectLength)], ended, closed, halfOpen: false, error: () => error };
       socket.write(CONNACK);
       const w = waiting.shift();
       if (w !== undefined) w(conn);
@@ -328,21 +335,69 @@ describe.each(VARIANTS)('splice ($clients)', (variant) => {
     }
   });
 
-  // Our FIN to the client follows its own (half-close is not kept open), so what the server sends from then on
-  // cannot reach the client. It must be dropped: with net.Socket a write after that FIN destroys the client
-  // socket with EPIPE, and the session answered that error by resetting the server side, which threw away the
-  // client's last bytes still queued for a slow server (the fire-and-forget test above failed so in 2 of 10 CI runs).
-  it('what the server sends just after the client FIN is dropped: the slow server still gets every byte, then the FIN', async () => {
+  // Half-close (reliability case 55): the client's FIN goes to the server, and what the server sends after it,
+  // answers to the client's last packets (a PUBACK, a SUBACK), still reaches the client; our FIN to the client
+  // follows the server's. Before, our FIN followed the client's at once and the answers were dropped.
+  it("after the client FIN, the server's answer reaches the client, then the FIN", async () => {
+    for (let round = 0; round < 3; round++) {
+      const { client, server, rest } = await session();
+      server.halfOpen = true;
+      const got = [...rest];
+      client.on('data', (d: Buffer) => got.push(d));
+      const clientEnded = new Promise<void>((r) => client.once('end', r));
+      client.resume();
+      const data = randomBytes(4096);
+      client.end(data);
+      await bounded(server.ended, `FIN at the server (round ${round})`);
+      const answer = randomBytes(100 * 1024);
+      server.socket.end(answer);
+      await bounded(clientEnded, `FIN at the client (round ${round})`);
+      expect(sha256(got), `round ${round}`).toBe(sha256([answer]));
+      expect(sha256(server.received), `round ${round}`).toBe(sha256([data]));
+      await bounded(server.closed, 'server side close');
+    }
+  });
+
+  // Half-closed has its own bound (HAProxy's timeout client-fin): a server that neither answers nor closes after
+  // the client's FIN is closed after the grace (2 s), and the client gets its FIN then.
+  it('a server that keeps the half-closed session open is closed after the grace, and so is the client', async () => {
+    const { client, server } = await session();
+    server.halfOpen = true;
+    const clientEnded = new Promise<void>((r) => client.once('end', r));
+    client.resume();
+    const startedAt = Date.now();
+    client.end();
+    await bounded(server.ended, 'FIN at the server');
+    await bounded(clientEnded, 'FIN at the client', 8000);
+    expect(Date.now() - startedAt).toBeGreaterThanOrEqual(1900);
+    // The session is gone on the LB's side (the server's socket, half-open, is the test's to close).
+    const until = Date.now() + 5000;
+    while ((await liveSessions()) !== 0 && Date.now() < until) await sleep(50);
+    expect(await liveSessions()).toBe(0);
+    expect(server.error()).toBeNull();
+    server.socket.destroy();
+  });
+
+  // The client's FIN while the server writes continuously and reads nothing yet: the slow server still gets every
+  // byte and then the FIN, with no reset, and what it sent meanwhile reaches the client. (With net.Socket, a
+  // write after our FIN to the client destroyed it with EPIPE, and the session answered by resetting the server
+  // side, which threw away the client's last bytes still queued for it: 2 of 10 CI runs.)
+  it('the client FIN while the server writes: the slow server gets every byte and the FIN, the client what it sent', async () => {
     for (let round = 0; round < 5; round++) {
-      const { client, server } = await session();
+      const { client, server, rest } = await session();
+      const got = [...rest];
+      client.on('data', (d: Buffer) => got.push(d));
+      const clientEnded = new Promise<void>((r) => client.once('end', r));
       client.resume();
       // The server reads nothing for a while, so the client's bytes wait in the LB's queue and the kernel's...
       server.socket.pause();
       // ...and writes continuously, so some of its bytes reach the LB in the moment after the client's FIN.
-      const small = Buffer.alloc(256, 0x30);
+      const sent: Buffer[] = [];
       const pumpUntil = Date.now() + 1000;
       const pump = (): void => {
         if (Date.now() > pumpUntil || !server.socket.writable) return;
+        const small = randomBytes(256);
+        sent.push(small);
         server.socket.write(small);
         setImmediate(pump);
       };
@@ -355,6 +410,8 @@ describe.each(VARIANTS)('splice ($clients)', (variant) => {
       expect(sha256(server.received), `round ${round}`).toBe(sha256([data]));
       expect(server.error(), `round ${round}`).toBeNull();
       await bounded(server.closed, 'server side close');
+      await bounded(clientEnded, `FIN at the client (round ${round})`);
+      expect(sha256(got), `round ${round}`).toBe(sha256(sent));
     }
   });
 
