@@ -87,6 +87,7 @@ export class App implements TelemetrySource, AdminActions {
         if (this.link !== null) this.link.probeRequest(server);
         else checkers.get(server.pool)?.probeNow(server);
       },
+      arrive: (ticket) => this.admission.arrive(ticket),
       admit: (ticket) => this.admission.admit(ticket),
       release: (ticket) => this.admission.release(ticket),
     };
@@ -303,6 +304,8 @@ export class App implements TelemetrySource, AdminActions {
     this.stopping = true; // /readyz turns 503
     this.log.info({}, 'stopping: no new connections');
     await Promise.all([...this.listenerMap.values()].map((l) => l.stopAccepting()));
+    // Clients waiting for an accept slot are told now (CONNACK "server unavailable"), not let through later.
+    this.admission.close();
     const fo = this.failoverRuntime;
     if (fo !== null && fo.isMaster()) {
       await fo.resign(Math.max(1000, (this.config.failover?.advertInterval ?? 100) * 20));

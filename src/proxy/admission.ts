@@ -1,6 +1,8 @@
 /**
  * Admission control after a CONNECT was read and before a server is dialled (design.md §4 limits):
- * per-source connection cap, per-source CONNECT rate, and the global accept rate with its queue.
+ * per-source connection cap, per-source CONNECT rate, and the global accept rate with its queue. Before
+ * that, from the start of each session, a cap on the connections per source that have not sent their
+ * CONNECT yet (arrive()).
  * A reconnect storm thus reaches the brokers at a steady rate instead of all at once, and every
  * client is either served or told in MQTT why not (the listener and global caps are checked by the
  * session before it asks here).
@@ -86,12 +88,29 @@ interface Queued {
 
 interface SourceBook {
   sessions: number;
+  /** Connections that have not sent their CONNECT yet (arrive() to admit() or release()). */
+  pending: number;
   bucket: TokenBucket | null;
 }
 
 interface Held {
   source: string | null; // per-source book key, null when no per-source limit applied
   queued: Queued | null;
+  /** Counted in its source's `pending` (arrived, no CONNECT yet). */
+  pending: boolean;
+}
+
+/**
+ * How many connections of one address may be waiting for their CONNECT at once; 0 = no cap. A client sends
+ * its CONNECT at once, so this is only reached by connections that stay silent (SlowITe, reliability cases 58
+ * and 63): without it, per-source limits counted sessions only, and one address could hold every slot of a
+ * listener for clientConnectTimeout, again and again. The cap follows the per-source limit that is set: the
+ * connection cap, else one second of the CONNECT rate (its burst).
+ */
+export function pendingCap(perSource: LimitsConfig['perSource']): number {
+  if (perSource.maxConnections > 0) return perSource.maxConnections;
+  if (perSource.connectRate > 0) return sourceBurst(perSource.connectRate);
+  return 0;
 }
 
 const SOURCE_SWEEP_MS = 10_000;
@@ -109,6 +128,7 @@ export class Admission {
   private readonly sources = new Map<string, SourceBook>();
   private readonly held = new Map<AdmissionTicket, Held>();
   private sweeper: NodeJS.Timeout | null = null;
+  private pendingCap = 0;
 
   constructor(limits: LimitsConfig, now: () => number = Date.now) {
     this.limits = limits;
@@ -118,6 +138,7 @@ export class Admission {
 
   reconfigure(limits: LimitsConfig): void {
     this.limits = limits;
+    this.pendingCap = pendingCap(limits.perSource);
     if (limits.acceptRate > 0) {
       if (this.accept === null) this.accept = new TokenBucket(limits.acceptRate, acceptBurst(limits.acceptRate), this.now);
       else this.accept.retune(limits.acceptRate, acceptBurst(limits.acceptRate));
@@ -145,8 +166,31 @@ export class Admission {
     return this.sources.size;
   }
 
+  /**
+   * A session starts, before its CONNECT: null to go on, or why it is closed at once, unanswered (the cap of
+   * pendingCap() on its address is reached: nothing of it has been read that could be answered).
+   */
+  arrive(ticket: AdmissionTicket): RejectReason | null {
+    if (this.pendingCap === 0) return null;
+    const source = ticket.remoteAddress;
+    const book = this.bookFor(source);
+    if (book.pending >= this.pendingCap) {
+      this.forgetIfIdle(source, book);
+      return this.limits.perSource.maxConnections > 0 ? 'source_full' : 'rate_limited';
+    }
+    book.pending++;
+    this.held.set(ticket, { source, queued: null, pending: true });
+    return null;
+  }
+
   admit(ticket: AdmissionTicket): 'ok' | 'queued' | RejectReason {
-    if (this.held.has(ticket)) return 'ok'; // asked twice: already holds its place
+    const earlier = this.held.get(ticket);
+    if (earlier !== undefined) {
+      if (!earlier.pending) return 'ok'; // asked twice: already holds its place
+      // Its CONNECT came: no longer pending; admitted below like any other.
+      this.held.delete(ticket);
+      this.sources.get(earlier.source!)!.pending--;
+    }
     const { perSource } = this.limits;
     let source: string | null = null;
     if (perSource.maxConnections > 0 || perSource.connectRate > 0) {
@@ -183,6 +227,12 @@ export class Admission {
     const h = this.held.get(ticket);
     if (h === undefined) return;
     this.held.delete(ticket);
+    if (h.pending) {
+      const book = this.sources.get(h.source!)!;
+      book.pending--;
+      this.forgetIfIdle(h.source!, book);
+      return;
+    }
     if (h.queued !== null && h.queued.ticket !== null) {
       h.queued.ticket = null;
       this.waiting--;
@@ -199,7 +249,7 @@ export class Admission {
   private bookFor(source: string): SourceBook {
     let book = this.sources.get(source);
     if (book === undefined) {
-      book = { sessions: 0, bucket: null };
+      book = { sessions: 0, pending: 0, bucket: null };
       this.sources.set(source, book);
       this.startSweeper();
     }
@@ -207,7 +257,7 @@ export class Admission {
   }
 
   private forgetIfIdle(source: string, book: SourceBook): void {
-    if (book.sessions <= 0 && (book.bucket === null || book.bucket.full())) this.sources.delete(source);
+    if (book.sessions <= 0 && book.pending <= 0 && (book.bucket === null || book.bucket.full())) this.sources.delete(source);
   }
 
   private hold(ticket: AdmissionTicket, source: string | null, queued: Queued | null): void {
@@ -215,7 +265,7 @@ export class Admission {
     // case, and one Map entry and object fewer per connection).
     if (source === null && queued === null) return;
     if (source !== null) this.sources.get(source)!.sessions++;
-    this.held.set(ticket, { source, queued });
+    this.held.set(ticket, { source, queued, pending: false });
   }
 
   /** One timer while anyone waits: at the next token, or at the head's expiry if that comes first. */
@@ -286,7 +336,7 @@ export class Admission {
     }
   }
 
-  /** Stop timers; clients still waiting are refused (the process is stopping). Idempotent. */
+  /** Stop timers; clients still waiting are refused, told the balancer is stopping. Idempotent. */
   close(): void {
     if (this.timer !== null) clearTimeout(this.timer);
     if (this.sweeper !== null) clearInterval(this.sweeper);
@@ -295,7 +345,7 @@ export class Admission {
     for (let head = this.firstWaiting(); head !== null; head = this.firstWaiting()) {
       const ticket = head.ticket!;
       this.dequeue(head);
-      ticket.refuse('rate_limited');
+      ticket.refuse('shutting_down');
     }
     this.queue.length = 0;
     this.queueHead = 0;

@@ -14,6 +14,7 @@ export type RefusalReason =
   | 'source_full'
   | 'rate_limited'
   | 'accept_queue_full'
+  | 'shutting_down'
   | 'bad_protocol_level';
 
 // MQTT 3.1 / 3.1.1 CONNACK return codes (3.1.1 §3.2.2.3; 3.1 uses the same values).
@@ -35,6 +36,8 @@ const CODES: Readonly<Record<RefusalReason, readonly [number, number]>> = {
   source_full: [RC_SERVER_UNAVAILABLE, RC5_QUOTA_EXCEEDED],
   rate_limited: [RC_SERVER_UNAVAILABLE, RC5_CONNECTION_RATE_EXCEEDED],
   accept_queue_full: [RC_SERVER_UNAVAILABLE, RC5_CONNECTION_RATE_EXCEEDED],
+  // 0x8B "Server shutting down" is a DISCONNECT reason only [MQTT-3.2.2.2]: a CONNACK says unavailable.
+  shutting_down: [RC_SERVER_UNAVAILABLE, RC5_SERVER_UNAVAILABLE],
   bad_protocol_level: [RC_UNACCEPTABLE_PROTOCOL_VERSION, RC5_UNSUPPORTED_PROTOCOL_VERSION],
 };
 

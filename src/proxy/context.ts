@@ -51,6 +51,8 @@ export interface ProxyContext {
   onServerConnected(server: Server, seconds: number): void;
   /** A dial failed. serverCaused: refused/reset/timeout (worth a probe), not a local error (EMFILE...). */
   onDialFailure(server: Server, serverCaused: boolean): void;
+  /** A session starts (before its CONNECT): null, or why it is closed at once (per-source cap); see admission.ts. */
+  arrive?(session: AdmissionTicket): RejectReason | null;
   /** Admission beyond the connection caps (per-source, accept rate); see admission.ts. */
   admit?(session: AdmissionTicket): 'ok' | 'queued' | RejectReason;
   /** The session ended: release what admit() held for it. */

@@ -112,7 +112,14 @@ export class ClientSession implements LiveSession, AdmissionTicket {
     client.on('close', onClientClose);
     client.on('end', onClientEndBeforeRouting);
     client.on('data', onClientData);
-    const left = Math.max(0, acceptedAt + listener.ctx.limits.clientConnectTimeout - Date.now());
+    this.deadline = null;
+    const ctx = listener.ctx;
+    const refused = ctx.arrive === undefined ? null : ctx.arrive(this);
+    if (refused !== null) {
+      this.reject(refused);
+      return;
+    }
+    const left = Math.max(0, acceptedAt + ctx.limits.clientConnectTimeout - Date.now());
     this.deadline = setTimeout(onDeadline, left, this);
     if (preread !== undefined && preread.length > 0) this.receive(preread);
   }

@@ -53,6 +53,7 @@ export const REJECT_REASONS = [
   'source_full',
   'rate_limited',
   'accept_queue_full',
+  'shutting_down',
   'bad_protocol_level',
   'malformed',
   'not_connect',

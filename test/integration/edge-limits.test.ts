@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type net from 'node:net';
+import { connect as netConnect } from 'node:net';
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -156,6 +157,54 @@ describe('caps answered in MQTT and freed', () => {
     await lb.stop();
   });
 
+  // Reliability cases 58 and 63: one address that opens connections and sends nothing must not hold the
+  // listener's slots. Connections of one address still without a CONNECT are capped like its sessions; past
+  // that they are closed at once (nothing was read that could be answered). Other addresses are unaffected.
+  it('silent connections count against their address: past perSource.maxConnections closed at once, others unaffected', async () => {
+    const { lb, admin, ports } = await startWith({ limits: '  clientConnectTimeout: 5s\n  perSource: { maxConnections: 3 }\n' });
+    const port = ports.mqtt!;
+    const opened: net.Socket[] = [];
+    const open = (localAddress: string): Promise<net.Socket> =>
+      new Promise((resolve, reject) => {
+        const s = netConnect({ host: '127.0.0.1', port, localAddress });
+        opened.push(s);
+        s.on('error', () => {});
+        s.once('connect', () => resolve(s));
+        s.once('error', reject);
+      });
+    const closedWithin = (s: net.Socket, ms: number): Promise<boolean> =>
+      new Promise((resolve) => {
+        if (s.destroyed) return resolve(true);
+        const t = setTimeout(() => resolve(false), ms);
+        s.once('close', () => {
+          clearTimeout(t);
+          resolve(true);
+        });
+      });
+    try {
+      const silent = [await open('127.0.0.1'), await open('127.0.0.1'), await open('127.0.0.1')];
+      await sleep(200);
+      const extra = await open('127.0.0.1');
+      expect(await closedWithin(extra, 1500), 'the fourth silent connection is closed').toBe(true);
+      for (const s of silent) expect(s.destroyed).toBe(false);
+      // Another address gets in while the silent ones stay.
+      const other = await open('127.0.0.2');
+      const answered = new Promise<Buffer>((resolve) => other.once('data', resolve));
+      other.write(connectPacket({ clientId: 'other-address' }));
+      expect(parsePackets(await answered)[0]).toMatchObject({ cmd: 'connack', returnCode: 0 });
+      // The silent ones leave: the address is served again.
+      for (const s of silent) s.destroy();
+      await sleep(200);
+      const back = await connectAt(port, 'back-again', 4);
+      opened.push(back.socket);
+      expect(back.code).toBe(0);
+      expect(await rejectedCount(admin, 'mqtt', 'source_full')).toBe(1);
+    } finally {
+      for (const s of opened) s.destroy();
+      await lb.stop();
+    }
+  });
+
   it('rate_limited: perSource.connectRate answered 0x9F / rc 3, admitted again once the rate allows', async () => {
     const { lb, admin, ports } = await startWith({ limits: '  clientConnectTimeout: 2s\n  perSource: { connectRate: 1 }\n' });
     const port = ports.mqtt!;
@@ -184,6 +233,22 @@ describe('caps answered in MQTT and freed', () => {
     await h1.leave();
     expect(await rejectedCount(admin, 'mqtt', 'accept_queue_full')).toBe(3);
     await lb.stop();
+  });
+
+  it('SIGTERM tells the clients waiting in the accept queue at once: 0x88 / rc 3 (shutting_down), none let through', async () => {
+    const { lb, ports } = await startWith({ limits: '  clientConnectTimeout: 8s\n  acceptRate: 0.2\n  acceptQueue: 10\n  drainTimeout: 3s\n' });
+    const port = ports.mqtt!;
+    const h1 = await hold(port, 'sd-1'); // the burst token
+    const waiting = [connectAt(port, 'sd-5', 5, 6000), connectAt(port, 'sd-4', 4, 6000), connectAt(port, 'sd-3', 3, 6000)];
+    await sleep(300);
+    const stopAt = Date.now();
+    const exited = lb.stop();
+    const [r5, r4, r3] = await Promise.all(waiting);
+    expect(Date.now() - stopAt).toBeLessThan(1500);
+    expect([r5.code, r4.code, r3.code]).toEqual([0x88, 3, 3]);
+    for (const r of [r5, r4, r3]) r.socket.destroy();
+    await h1.leave();
+    expect(await exited).toBe(0);
   });
 
   it('a queued client waits at most clientConnectTimeout, then is refused rate_limited (0x9F / rc 3)', async () => {

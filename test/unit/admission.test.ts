@@ -3,7 +3,7 @@
  * rates, the accept-rate queue (FIFO, bounded, expiring), and release of everything a session held.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { Admission, TokenBucket, acceptBurst, sourceBurst } from '../../src/proxy/admission.js';
+import { Admission, TokenBucket, acceptBurst, pendingCap, sourceBurst } from '../../src/proxy/admission.js';
 import type { AdmissionTicket, RejectReason } from '../../src/proxy/context.js';
 import type { LimitsConfig } from '../../src/config/types.js';
 
@@ -138,6 +138,39 @@ describe('Admission', () => {
     expect(a.admit(new Ticket('10.0.0.1'))).toBe('source_full');
   });
 
+  // Reliability cases 58 and 63: silent connections (no CONNECT) count against their address from the start.
+  it('connections still without a CONNECT are capped per source; a CONNECT or a close frees the place', () => {
+    const a = make(limits({ perSource: { maxConnections: 2 } }));
+    const silent = [new Ticket('10.0.0.1'), new Ticket('10.0.0.1')];
+    for (const t of silent) expect(a.arrive(t)).toBeNull();
+    expect(a.arrive(new Ticket('10.0.0.1'))).toBe('source_full');
+    expect(a.arrive(new Ticket('10.0.0.2'))).toBeNull(); // other addresses unaffected
+    // One of them sends its CONNECT: it is a session now (the session cap still applies), its pending place is free.
+    expect(a.admit(silent[0]!)).toBe('ok');
+    const third = new Ticket('10.0.0.1');
+    expect(a.arrive(third)).toBeNull();
+    expect(a.arrive(new Ticket('10.0.0.1'))).toBe('source_full');
+    expect(a.admit(third)).toBe('ok');
+    expect(a.admit(silent[1]!)).toBe('source_full'); // two sessions already: answered 0x97 as before
+    a.release(silent[1]!);
+    // Silent ones that leave give their place back, and the book is forgotten when nothing is left.
+    for (const t of [silent[0]!, third]) a.release(t);
+    expect(a.trackedSources).toBe(1); // 10.0.0.2 still pending
+  });
+
+  it('pending cap: the connection cap, else a second of the CONNECT rate, else none', () => {
+    expect(pendingCap({ maxConnections: 3, connectRate: 50 })).toBe(3);
+    expect(pendingCap({ maxConnections: 0, connectRate: 2.5 })).toBe(sourceBurst(2.5));
+    expect(pendingCap({ maxConnections: 0, connectRate: 0 })).toBe(0);
+    const rateOnly = make(limits({ perSource: { connectRate: 1 } }));
+    expect(rateOnly.arrive(new Ticket())).toBeNull();
+    expect(rateOnly.arrive(new Ticket())).toBe('rate_limited');
+    rateOnly.close();
+    const none = make(limits());
+    for (let i = 0; i < 50; i++) expect(none.arrive(new Ticket())).toBeNull();
+    expect(none.trackedSources).toBe(0);
+  });
+
   it('forgets a source once its sessions are gone (no growth with many addresses)', () => {
     const a = make(limits({ perSource: { maxConnections: 1 } }));
     const tickets = Array.from({ length: 500 }, (_, i) => new Ticket(`10.1.${i >> 8}.${i & 255}`));
@@ -269,14 +302,14 @@ describe('Admission', () => {
     expect(a.queued).toBe(0);
   });
 
-  it('close refuses waiting clients and stops its timers; idempotent', () => {
+  it('close refuses waiting clients (the balancer is stopping: shutting_down) and stops its timers; idempotent', () => {
     const a = make(limits({ acceptRate: 1, acceptQueue: 10 }));
     expect(a.admit(new Ticket())).toBe('ok');
     const t = new Ticket();
     expect(a.admit(t)).toBe('queued');
     a.close();
     a.close();
-    expect(t.events).toEqual(['rate_limited']);
+    expect(t.events).toEqual(['shutting_down']);
     expect(vi.getTimerCount()).toBe(0);
   });
 
