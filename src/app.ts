@@ -20,8 +20,15 @@ import type { TelemetrySource, AdminActions } from './telemetry/source.js';
 import type { LagWindow } from './telemetry/loop-lag.js';
 import { Failover, computeTracking } from './failover/index.js';
 import { VERSION } from './version.js';
+import { ErrorCodes, MqttLbError } from './errors.js';
 
 type Fronts = ReturnType<typeof buildFront>;
+
+/** A reload whose fallible part is done: apply the rest, or undo it. Each settles once. */
+export interface PreparedReload {
+  commit(): Promise<void>;
+  abort(): Promise<void>;
+}
 
 const TRACK_INTERVAL_MS = 250;
 
@@ -189,15 +196,41 @@ export class App implements TelemetrySource, AdminActions {
   /**
    * Apply a new, already validated config. Established sessions are never dropped; admin states survive. A
    * reload that fails (a certificate that cannot be read, an address in use) changes nothing: everything that
-   * can fail is done first and undone on failure, and only then is the rest applied.
+   * can fail is done first (prepareReload) and undone on failure, and only then is the rest applied.
    */
   async reload(next: LbConfig): Promise<void> {
-    // Every listener's front (reads certificates), then every new or moved bind.
+    const prepared = await this.prepareReload(next);
+    await prepared.commit();
+  }
+
+  /**
+   * The fallible part of a reload: every listener's front (reads certificates), every new or moved bind. The
+   * result applies the rest (commit) or undoes it (abort); a workers' primary asks every worker to prepare
+   * before any of them commits, so a reload one worker cannot take is taken by none.
+   */
+  async prepareReload(next: LbConfig): Promise<PreparedReload> {
+    // Once stopping, a reload would open listeners again.
+    if (this.stopping) throw new MqttLbError(ErrorCodes.RELOAD_WHILE_STOPPING, 'the balancer is stopping: reload ignored');
     const fronts = new Map<string, Fronts>();
     for (const lc of this.ownListeners(next)) fronts.set(lc.name, this.frontFor(lc, next));
     const budget = budgetForConfig(next);
-    const opened = await this.bindListeners(next, budget, fronts);
+    const { opened, undo } = await this.bindListeners(next, budget, fronts);
+    let settled = false;
+    return {
+      commit: async () => {
+        if (settled) return;
+        settled = true;
+        await this.applyReload(next, budget, fronts, opened);
+      },
+      abort: async () => {
+        if (settled) return;
+        settled = true;
+        await this.undoBinds(undo);
+      },
+    };
+  }
 
+  private async applyReload(next: LbConfig, budget: ReturnType<typeof budgetForConfig>, fronts: Map<string, Fronts>, opened: Map<string, Listener>): Promise<void> {
     const prev = this.config;
     this.config = next;
     this.ctx.limits = next.limits;
@@ -250,15 +283,19 @@ export class App implements TelemetrySource, AdminActions {
     if (prev.admin.token !== next.admin.token) this.admin?.setToken(next.admin.token);
     if (prev.admin.bind !== next.admin.bind) this.log.warn({ bind: next.admin.bind }, 'admin.bind change needs a restart');
     if (JSON.stringify(prev.failover) !== JSON.stringify(next.failover)) this.log.warn({}, 'failover settings change needs a restart');
+    if (prev.workers !== next.workers && this.role !== 'worker') this.log.warn({ workers: next.workers }, 'workers change needs a restart');
   }
 
   /**
-   * The fallible part of a reload: binds every new listener and moves every listener whose bind changed. On a
-   * failure, what was done is undone (new listeners closed, moved ones bound where they were) and the error
-   * rethrown. New listeners accept from the moment they are bound, under the running config until the reload
-   * is applied a moment later.
+   * Binds every new listener and moves every listener whose bind changed. On a failure, what was done is
+   * undone (new listeners closed, moved ones bound where they were) and the error rethrown. New listeners
+   * accept from the moment they are bound, under the running config until the reload is committed.
    */
-  private async bindListeners(next: LbConfig, budget: ReturnType<typeof budgetForConfig>, fronts: Map<string, Fronts>): Promise<Map<string, Listener>> {
+  private async bindListeners(
+    next: LbConfig,
+    budget: ReturnType<typeof budgetForConfig>,
+    fronts: Map<string, Fronts>,
+  ): Promise<{ opened: Map<string, Listener>; undo: Array<() => Promise<void>> }> {
     const opened = new Map<string, Listener>();
     const undo: Array<() => Promise<void>> = [];
     try {
@@ -275,12 +312,16 @@ export class App implements TelemetrySource, AdminActions {
         }
       }
     } catch (err) {
-      for (const step of undo.reverse()) {
-        await step().catch((e: unknown) => this.log.error({ err: e }, 'reload: could not restore a listener'));
-      }
+      await this.undoBinds(undo);
       throw err;
     }
-    return opened;
+    return { opened, undo };
+  }
+
+  private async undoBinds(undo: Array<() => Promise<void>>): Promise<void> {
+    for (const step of [...undo].reverse()) {
+      await step().catch((e: unknown) => this.log.error({ err: e }, 'reload: could not restore a listener'));
+    }
   }
 
   // ── stop ────────────────────────────────────────────────────────────────────────────────────────────────

@@ -11,6 +11,8 @@ export const ErrorCodes = {
   SERVER_CONNECT_TIMEOUT: 'MQLB_SERVER_CONNECT_TIMEOUT', // a dial took longer than serverConnectTimeout (logged as its code)
   FAILOVER_COMMAND: 'MQLB_FAILOVER_COMMAND', // ip/arping failed
   FAILOVER_KEY: 'MQLB_FAILOVER_KEY', // authKeyFile missing or malformed
+  RELOAD_WHILE_STOPPING: 'MQLB_RELOAD_WHILE_STOPPING', // SIGHUP after SIGTERM: the reload is ignored
+  RELOAD_WORKER: 'MQLB_RELOAD_WORKER', // a worker could not take the reload (none applied it)
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

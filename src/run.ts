@@ -51,8 +51,9 @@ export async function runBalancer(file: string): Promise<number> {
     reloading = reloading.then(async () => {
       try {
         const next = loadConfig(file, { onWarning: (w) => log.warn({ detail: w }, 'config warning') });
-        await app.reload(next);
-        primary?.reload(next);
+        // With workers, the primary prepares the reload everywhere first and applies it only if all can.
+        if (primary !== null) await primary.reload(next);
+        else await app.reload(next);
         app.metrics?.configReload('ok');
         log.info({ config: next.file }, 'config reloaded');
       } catch (err) {
@@ -76,6 +77,7 @@ export async function runBalancer(file: string): Promise<number> {
         // A second signal: do not wait for the drain.
         log.warn({ signal }, 'second stop signal: closing sessions now');
         app.destroyAllSessions();
+        primary?.destroySessions();
         return;
       }
       log.info({ signal }, 'stop requested');

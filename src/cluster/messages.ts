@@ -35,14 +35,20 @@ export interface ServerSnapshot {
 export type ToWorker =
   | { t: 'config'; config: LbConfig; index: number; workers: number }
   | { t: 'states'; states: ServerStateWire[] }
-  | { t: 'reload'; config: LbConfig }
-  | { t: 'stop'; evictRate: number | null };
+  // A reload in two phases: every worker prepares (binds), then all commit or all abort (primary.ts).
+  | { t: 'reload'; config: LbConfig; id: number }
+  | { t: 'reload-commit'; id: number }
+  | { t: 'reload-abort'; id: number }
+  | { t: 'stop'; evictRate: number | null }
+  // A second stop signal: close every session now.
+  | { t: 'destroy' };
 
 export type ToPrimary =
   | { t: 'hello' } // the worker's message handler is registered (ESM loads after 'online')
   | { t: 'ready' }
   | { t: 'fatal'; message: string; code: string | null }
   | { t: 'probe'; pool: string; server: string }
+  | { t: 'reload-prepared'; id: number; error: string | null }
   | { t: 'snapshot'; listeners: ListenerSnapshot[]; servers: ServerSnapshot[]; connects: Array<[string, string, number]>; lag: LagWindow | null };
 
 export function workerCount(workers: number | 'auto', cores: number): number {

@@ -20,6 +20,10 @@ import type { ToPrimary, ToWorker, ServerStateWire, ListenerSnapshot, ServerSnap
 
 const READY_TIMEOUT_MS = 15_000;
 const RESPAWN_DELAY_MS = 1000;
+/** A restart that fails is tried again, the delay doubling up to this. */
+const RESPAWN_MAX_DELAY_MS = 30_000;
+/** How long a worker may take to prepare a reload (bind its listeners). */
+const RELOAD_PREPARE_TIMEOUT_MS = 15_000;
 
 interface WorkerSlot {
   index: number;
@@ -39,6 +43,15 @@ export class ClusterPrimary {
   private statesQueued = false;
   /** The workers' worst loop lag since the last scrape took it. */
   private workerLag: LagWindow | null = null;
+  private reloadSeq = 0;
+  /** Per worker index: the answer to the reload being prepared. */
+  private readonly reloadWaiters = new Map<number, (error: string | null) => void>();
+  /**
+   * What workers that exited had counted (their last snapshot; active sessions left out), so that the summed
+   * counters never go backwards when a worker is replaced (Prometheus counter semantics).
+   */
+  private readonly retiredListeners = new Map<string, ListenerSnapshot>();
+  private readonly retiredServers = new Map<string, { bytesIn: number; bytesOut: number }>();
 
   constructor(app: App, count: number, log: Logger) {
     this.app = app;
@@ -62,7 +75,10 @@ export class ClusterPrimary {
     const slot: WorkerSlot = { index, worker, ready: false, listeners: [], servers: [] };
     this.slots.set(index, slot);
     return new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new MqttLbError(ErrorCodes.START_BIND, `worker ${index} did not start within ${READY_TIMEOUT_MS} ms`)), READY_TIMEOUT_MS);
+      const timer = setTimeout(() => {
+        worker.process.kill('SIGKILL');
+        reject(new MqttLbError(ErrorCodes.START_BIND, `worker ${index} did not start within ${READY_TIMEOUT_MS} ms`));
+      }, READY_TIMEOUT_MS);
       worker.on('message', (m: ToPrimary) => {
         switch (m.t) {
           case 'hello':
@@ -81,6 +97,9 @@ export class ClusterPrimary {
           case 'probe':
             this.app.probeNow(m.pool, m.server);
             return;
+          case 'reload-prepared':
+            if (m.id === this.reloadSeq) this.reloadWaiters.get(index)?.(m.error);
+            return;
           case 'snapshot':
             slot.listeners = m.listeners;
             slot.servers = m.servers;
@@ -92,7 +111,11 @@ export class ClusterPrimary {
       });
       worker.on('exit', (code, signal) => {
         clearTimeout(timer);
-        if (this.slots.get(index)?.worker === worker) this.slots.delete(index);
+        this.reloadWaiters.get(index)?.(`worker ${index} exited`);
+        if (this.slots.get(index)?.worker === worker) {
+          this.slots.delete(index);
+          this.retire(slot);
+        }
         this.aggregate();
         if (this.stopping) return;
         if (!slot.ready) {
@@ -101,11 +124,43 @@ export class ClusterPrimary {
         }
         // A worker died: its sessions are gone (clients reconnect); replace it like HAProxy's master does.
         this.log.error({ worker: index, code, signal }, 'worker exited: restarting it');
-        setTimeout(() => {
-          if (!this.stopping) this.fork(index).catch((err: unknown) => this.log.error({ err, worker: index }, 'worker restart failed'));
-        }, RESPAWN_DELAY_MS).unref();
+        this.respawn(index, 0);
       });
     });
+  }
+
+  /** Fork worker `index` again after a delay; a failed start is retried with a doubling delay, never given up. */
+  private respawn(index: number, attempt: number): void {
+    const delay = Math.min(RESPAWN_MAX_DELAY_MS, RESPAWN_DELAY_MS * 2 ** attempt);
+    setTimeout(() => {
+      if (this.stopping) return;
+      this.fork(index).catch((err: unknown) => {
+        if (this.stopping) return;
+        this.log.error({ err, worker: index, retryInMs: Math.min(RESPAWN_MAX_DELAY_MS, RESPAWN_DELAY_MS * 2 ** (attempt + 1)) }, 'worker restart failed');
+        this.respawn(index, attempt + 1);
+      });
+    }, delay).unref();
+  }
+
+  /** Keep what an exited worker counted (see retiredListeners). */
+  private retire(slot: WorkerSlot): void {
+    for (const l of slot.listeners) {
+      const r = this.retiredListeners.get(l.name) ?? { ...l, active: 0, outcomes: { proxied: 0, rejected: 0, failed: 0 }, rejected: [] };
+      r.outcomes.proxied += l.outcomes.proxied;
+      r.outcomes.rejected += l.outcomes.rejected;
+      r.outcomes.failed += l.outcomes.failed;
+      const reasons = new Map(r.rejected);
+      for (const [reason, n] of l.rejected) reasons.set(reason, (reasons.get(reason) ?? 0) + n);
+      r.rejected = [...reasons];
+      this.retiredListeners.set(l.name, r);
+    }
+    for (const sv of slot.servers) {
+      const key = `${sv.pool}\0${sv.server}`;
+      const r = this.retiredServers.get(key) ?? { bytesIn: 0, bytesOut: 0 };
+      r.bytesIn += sv.bytesIn;
+      r.bytesOut += sv.bytesOut;
+      this.retiredServers.set(key, r);
+    }
   }
 
   private send(worker: Worker, m: ToWorker): void {
@@ -152,7 +207,8 @@ export class ClusterPrimary {
       const reports = [...this.slots.values()].map((s) => s.listeners.find((l) => l.name === lc.name));
       if (reports.length === 0 || reports.some((r) => r === undefined || !r.listening)) continue;
       const agg = new ListenerStats(lc.name, lc.bind, lc.tls !== null);
-      for (const r of reports) {
+      const retired = this.retiredListeners.get(lc.name);
+      for (const r of retired === undefined ? reports : [...reports, retired]) {
         agg.active += r!.active;
         agg.outcomes.proxied += r!.outcomes.proxied;
         agg.outcomes.rejected += r!.outcomes.rejected;
@@ -166,8 +222,9 @@ export class ClusterPrimary {
     for (const p of this.app.poolMap.values()) {
       for (const s of p.servers) {
         let sessions = 0;
-        let bytesIn = 0;
-        let bytesOut = 0;
+        const retired = this.retiredServers.get(`${p.name}\0${s.name}`);
+        let bytesIn = retired?.bytesIn ?? 0;
+        let bytesOut = retired?.bytesOut ?? 0;
         for (const slot of this.slots.values()) {
           const r = slot.servers.find((x) => x.pool === p.name && x.server === s.name);
           if (r === undefined) continue;
@@ -189,10 +246,42 @@ export class ClusterPrimary {
     return w;
   }
 
-  reload(config: LbConfig): void {
+  /**
+   * A reload in two phases, so that the workers and the primary never run different files: the primary and
+   * every worker prepare it (a worker binds what the new file needs); only when all could do they all commit
+   * it. When one cannot (an address in use), all abort, and the error names the worker.
+   */
+  async reload(config: LbConfig): Promise<void> {
+    const own = await this.app.prepareReload(config);
+    const id = ++this.reloadSeq;
+    const workers = [...this.slots.values()].filter((s) => s.ready);
+    const answers = workers.map(
+      (slot) =>
+        new Promise<string | null>((resolve) => {
+          const timer = setTimeout(() => resolve(`worker ${slot.index} did not answer within ${RELOAD_PREPARE_TIMEOUT_MS} ms`), RELOAD_PREPARE_TIMEOUT_MS);
+          this.reloadWaiters.set(slot.index, (error) => {
+            clearTimeout(timer);
+            this.reloadWaiters.delete(slot.index);
+            resolve(error === null ? null : `worker ${slot.index}: ${error}`);
+          });
+          this.send(slot.worker, { t: 'reload', config, id });
+        }),
+    );
+    const errors = (await Promise.all(answers)).filter((e): e is string => e !== null);
+    if (errors.length > 0) {
+      for (const slot of workers) this.send(slot.worker, { t: 'reload-abort', id });
+      await own.abort();
+      throw new MqttLbError(ErrorCodes.RELOAD_WORKER, errors.join('; '));
+    }
+    for (const slot of workers) this.send(slot.worker, { t: 'reload-commit', id });
+    await own.commit();
     this.watchServers();
-    this.broadcast({ t: 'reload', config });
     this.queueStates();
+  }
+
+  /** A second stop signal: every worker closes its sessions now. */
+  destroySessions(): void {
+    this.broadcast({ t: 'destroy' });
   }
 
   /** Stop every worker (evicting at `evictRate` in total, or draining) and wait for them (bounded). */

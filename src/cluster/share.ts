@@ -1,25 +1,29 @@
 /**
- * Each of N workers enforces 1/N of the configured caps and rates: connections are spread over the
- * workers (by the primary's round robin, or by the kernel), so the sum stays what lb.yaml says.
- * Per-source limits are approximate in this mode (one source may land on several workers).
+ * Each of N workers enforces its share of the configured caps and rates: connections are spread over the
+ * workers (by the primary's round robin, or by the kernel), so the sum stays what lb.yaml says (a cap
+ * smaller than N still gives every worker one). A client may be refused by a full worker while another has
+ * room. Per-source limits are approximate in this mode (one source may land on several workers).
  */
 import type { LbConfig } from '../config/types.js';
 
-function share(value: number, n: number): number {
-  return value <= 0 ? value : Math.max(1, Math.ceil(value / n));
+/** Worker `index`'s part of `value` over `n` workers: the parts add up to `value` (each at least 1). */
+function shareOf(value: number, n: number, index: number): number {
+  if (value <= 0) return value;
+  return Math.max(1, Math.floor(value / n) + (index < value % n ? 1 : 0));
 }
 
-export function workerShare(config: LbConfig, workers: number): LbConfig {
+export function workerShare(config: LbConfig, workers: number, index: number): LbConfig {
   if (workers <= 1) return config;
+  const share = (value: number): number => shareOf(value, workers, index);
   const limits = config.limits;
   return {
     ...config,
-    listeners: config.listeners.map((l) => ({ ...l, maxConnections: share(l.maxConnections, workers) })),
+    listeners: config.listeners.map((l) => ({ ...l, maxConnections: share(l.maxConnections) })),
     limits: {
       ...limits,
-      maxConnections: share(limits.maxConnections, workers),
+      maxConnections: share(limits.maxConnections),
       acceptRate: limits.acceptRate > 0 ? limits.acceptRate / workers : 0,
-      acceptQueue: share(limits.acceptQueue, workers),
+      acceptQueue: share(limits.acceptQueue),
       perSource: { maxConnections: limits.perSource.maxConnections, connectRate: limits.perSource.connectRate > 0 ? limits.perSource.connectRate / workers : 0 },
     },
     pools: Object.fromEntries(Object.entries(config.pools).map(([k, p]) => [k, { ...p, evictRate: p.evictRate / workers }])),

@@ -4,7 +4,7 @@
  * ID the same way), and reports counters back every SNAPSHOT_MS.
  */
 import type { Server } from '../balancer/server.js';
-import { App, type WorkerLink } from '../app.js';
+import { App, type PreparedReload, type WorkerLink } from '../app.js';
 import { MqttLbError } from '../errors.js';
 import { createLogger } from '../telemetry/logger.js';
 import { LoopLagSampler } from '../telemetry/loop-lag.js';
@@ -49,6 +49,10 @@ function snapshot(app: App, link: PrimaryLink): ToPrimary {
 function main(): void {
   let app: App | null = null;
   let workers = 1;
+  let index = 0;
+  /** Reloads prepared here and waiting for the primary's commit or abort, and aborts that came first. */
+  const prepared = new Map<number, PreparedReload>();
+  const abortedEarly = new Set<number>();
   const link = new PrimaryLink();
   let timer: NodeJS.Timeout | null = null;
   // The primary coordinates stopping; a terminal's Ctrl-C reaches the whole process group.
@@ -70,9 +74,10 @@ function main(): void {
     switch (m.t) {
       case 'config': {
         workers = m.workers;
+        index = m.index;
         const log = createLogger(m.config.log).child({ worker: m.index });
         installTestHooks(log);
-        app = new App(workerShare(m.config, workers), log, 'worker', link);
+        app = new App(workerShare(m.config, workers, index), log, 'worker', link);
         app.start().then(
           () => {
             send({ t: 'ready' });
@@ -99,12 +104,40 @@ function main(): void {
       case 'reload': {
         if (app === null) return;
         const running = app;
-        // A reload that fails here (an address in use) leaves this worker as it ran; never a crash.
-        running.reload(workerShare(m.config, workers)).catch((err: unknown) => {
-          running.log.error({ err }, 'config reload failed in this worker: keeping the running config');
-        });
+        const id = m.id;
+        // Phase one: bind what the new file needs, apply nothing yet; the primary decides for all workers.
+        running.prepareReload(workerShare(m.config, workers, index)).then(
+          (p) => {
+            if (abortedEarly.delete(id)) {
+              void p.abort();
+              return;
+            }
+            prepared.set(id, p);
+            send({ t: 'reload-prepared', id, error: null });
+          },
+          (err: unknown) => {
+            abortedEarly.delete(id);
+            running.log.error({ err }, 'config reload failed in this worker: keeping the running config');
+            send({ t: 'reload-prepared', id, error: err instanceof Error ? err.message : String(err) });
+          },
+        );
         return;
       }
+      case 'reload-commit':
+      case 'reload-abort': {
+        const p = prepared.get(m.id);
+        if (p === undefined) {
+          if (m.t === 'reload-abort') abortedEarly.add(m.id);
+          return;
+        }
+        prepared.delete(m.id);
+        const settle = m.t === 'reload-commit' ? p.commit() : p.abort();
+        settle.catch((err: unknown) => app?.log.error({ err }, 'config reload: could not settle in this worker'));
+        return;
+      }
+      case 'destroy':
+        app?.destroyAllSessions();
+        return;
       case 'stop':
         stop(m.evictRate);
         return;

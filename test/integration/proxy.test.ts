@@ -353,6 +353,26 @@ describe('reload that moves a listener', () => {
     }
   });
 
+  it('a SIGHUP after SIGTERM is ignored: no listener opens while the balancer drains', async () => {
+    const brokers = await startBrokers(['m3']);
+    try {
+      const [port, admin, extra] = [await freePort(), await freePort(), await freePort()];
+      const lb = await startLb(yamlFor(port, admin, brokers), { waitReady: `http://127.0.0.1:${admin}/readyz` });
+      const held = await connectVia(port, { clientId: 'held-while-stopping' });
+      const exited = lb.stop();
+      await lb.waitForLog((l) => l.msg === 'draining sessions');
+      lb.writeConfig(lbYaml({ listeners: [{ port }, { name: 'late', port: extra }], admin, servers: brokers, health: HEALTH, limits: LIMITS }));
+      lb.reload();
+      const ignored = await lb.waitForLog((l) => l.msg === 'config reload failed: keeping the running config');
+      expect(JSON.stringify(ignored)).toContain('MQLB_RELOAD_WHILE_STOPPING');
+      expect(await refused(extra)).toBe(true);
+      await held.endAsync();
+      expect(await exited).toBe(0);
+    } finally {
+      await Promise.all(brokers.map((b) => b.stop()));
+    }
+  });
+
   it('onto the address it holds under another name (localhost for 127.0.0.1): the old socket makes way', async (ctx) => {
     const probe = net.createServer();
     const resolved = await new Promise<string>((r) => probe.listen({ host: 'localhost', port: 0 }, () => r((probe.address() as net.AddressInfo).address)));
@@ -423,4 +443,78 @@ describe('workers: 2 (node:cluster)', () => {
       await Promise.all(brokers.map((b) => b.stop()));
     }
   });
+  it('a reload one worker cannot take is taken by none; a dead worker is restarted and its counts stay; a second SIGTERM closes sessions', async () => {
+    const brokers = await startBrokers(['k1', 'k2']);
+    const blocker = net.createServer();
+    try {
+      const [port, admin, taken] = [await freePort(), await freePort(), await freePort()];
+      await new Promise<void>((r) => blocker.listen({ host: '127.0.0.1', port: taken }, r));
+      const limits = `${LIMITS}  drainTimeout: 30s\n`;
+      const yaml = (listeners: Array<{ name?: string; port: number }>, servers: typeof brokers): string =>
+        lbYaml({ listeners, admin, servers, health: HEALTH, limits, extra: 'workers: 2\n' });
+      const lb = await startLb(yaml([{ port }], brokers.slice(0, 1)), { waitReady: `http://127.0.0.1:${admin}/readyz` });
+      const serverNames = async (): Promise<string[]> => {
+        const st = (await (await fetch(`http://127.0.0.1:${admin}/api/status`)).json()) as { pools: Array<{ servers: Array<{ name: string }> }> };
+        return st.pools[0]!.servers.map((x) => x.name);
+      };
+
+      // A new listener on an address in use, and a second server: no worker and not the primary apply it.
+      let mark = lb.logs.length;
+      lb.writeConfig(yaml([{ port }, { name: 'extra', port: taken }], brokers));
+      lb.reload();
+      const failed = await lb.waitForLog((l) => lb.logs.indexOf(l) >= mark && l.msg === 'config reload failed: keeping the running config');
+      expect(JSON.stringify(failed)).toContain('MQLB_RELOAD_WORKER');
+      expect(await serverNames()).toEqual(['k1']);
+      await sleep(600);
+      expect((await fetch(`http://127.0.0.1:${admin}/readyz`)).status).toBe(200);
+      for (let i = 0; i < 4; i++) expect(await brokerFor(port, `kept-${i}`)).toBe('k1');
+
+      // The address is free again: the same file is taken by all.
+      await new Promise<void>((r) => blocker.close(() => r()));
+      mark = lb.logs.length;
+      lb.reload();
+      await lb.waitForLog((l) => lb.logs.indexOf(l) >= mark && l.msg === 'config reloaded');
+      expect(await serverNames()).toEqual(['k1', 'k2']);
+      const viaExtra = await connectVia(taken, { clientId: 'via-extra' });
+      await viaExtra.endAsync();
+
+      // A worker dies: the summed counters keep what it had counted, and it is replaced.
+      await sleep(700); // worker snapshots every 250 ms
+      const proxied = async (): Promise<number> => {
+        const text = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
+        return Number(/mqtt_lb_connections_total\{listener="mqtt",outcome="proxied"\} (\d+)/.exec(text)?.[1]);
+      };
+      const before = await proxied();
+      expect(before).toBeGreaterThanOrEqual(4);
+      const workerPids = (): number[] =>
+        execFileSync('pgrep', ['-P', String(lb.proc.pid)], { encoding: 'utf8' }).trim().split('\n').filter(Boolean).map(Number);
+      const [victim] = workerPids();
+      process.kill(victim!, 'SIGKILL');
+      await lb.waitForLog((l) => l.msg === 'worker exited: restarting it');
+      expect(await proxied()).toBeGreaterThanOrEqual(before);
+      const until = Date.now() + 10_000;
+      while (Date.now() < until && !(workerPids().length === 2 && !workerPids().includes(victim!))) await sleep(200);
+      expect(workerPids()).toHaveLength(2);
+      await sleep(700);
+      expect(await proxied()).toBeGreaterThanOrEqual(before);
+
+      // SIGTERM drains (up to 30 s); a second SIGTERM closes the sessions in the workers now.
+      const held = await connectVia(port, { clientId: 'held-at-stop' });
+      held.on('error', () => {});
+      const heldClosed = new Promise<void>((r) => held.once('close', () => r()));
+      const stopStartedAt = Date.now();
+      lb.proc.kill('SIGTERM');
+      await lb.waitForLog((l) => l.msg === 'draining sessions' || l.msg === 'stop requested');
+      await sleep(500);
+      lb.proc.kill('SIGTERM');
+      await heldClosed;
+      expect(await lb.exited).toBe(0);
+      expect(Date.now() - stopStartedAt).toBeLessThan(10_000);
+      held.end();
+    } finally {
+      blocker.close();
+      await stopAllLbs();
+      await Promise.all(brokers.map((b) => b.stop()));
+    }
+  }, 60_000);
 });

@@ -1,0 +1,58 @@
+/**
+ * Each worker's share of the caps (src/cluster/share.ts): the shares add up to what lb.yaml says, so that
+ * `workers: N` admits no more than one process would.
+ */
+import { describe, expect, it } from 'vitest';
+import { parseConfig } from '../../src/config/load.js';
+import { workerShare } from '../../src/cluster/share.js';
+
+const YAML = (listenerCap: number, globalCap: number, queue: number): string => `
+listeners:
+  - name: mqtt
+    bind: 127.0.0.1:1883
+    pool: brokers
+    maxConnections: ${listenerCap}
+pools:
+  brokers:
+    servers:
+      - name: b1
+        address: 127.0.0.1:1884
+limits:
+  maxConnections: ${globalCap}
+  acceptRate: 10
+  acceptQueue: ${queue}
+  perSource: { maxConnections: 2, connectRate: 4 }
+workers: 2
+`;
+
+describe('workerShare', () => {
+  it.each([
+    [3, 2],
+    [3, 3],
+    [10, 4],
+    [20000, 3],
+    [7, 5],
+  ])('cap %i over %i workers: the shares add up to the cap, each at least 1', (cap, workers) => {
+    const { config, problems } = parseConfig(YAML(cap, cap, cap), 'lb.yaml');
+    expect(problems).toEqual([]);
+    const shares = Array.from({ length: workers }, (_, i) => workerShare(config!, workers, i));
+    const sum = (pick: (c: (typeof shares)[number]) => number): number => shares.reduce((n, c) => n + pick(c), 0);
+    expect(sum((c) => c.listeners[0]!.maxConnections)).toBe(cap);
+    expect(sum((c) => c.limits.maxConnections)).toBe(cap);
+    expect(sum((c) => c.limits.acceptQueue)).toBe(cap);
+    expect(sum((c) => c.limits.acceptRate)).toBeCloseTo(10);
+    for (const c of shares) expect(c.listeners[0]!.maxConnections).toBeGreaterThanOrEqual(1);
+  });
+
+  it('a cap smaller than the workers still gives each one (the only case where the sum exceeds it)', () => {
+    const { config } = parseConfig(YAML(1, 1, 0), 'lb.yaml');
+    const shares = [0, 1, 2].map((i) => workerShare(config!, 3, i));
+    expect(shares.map((c) => c.listeners[0]!.maxConnections)).toEqual([1, 1, 1]);
+    expect(shares.map((c) => c.limits.acceptQueue)).toEqual([0, 0, 0]); // no queue stays no queue
+  });
+
+  it('one worker: the config as it is', () => {
+    const { config } = parseConfig(YAML(5, 5, 5), 'lb.yaml');
+    expect(workerShare(config!, 1, 0)).toBe(config);
+  });
+});
