@@ -115,9 +115,10 @@ export function parseVip(s: string): Parsed<string> {
   return { ok: true, value: formatCidr(c.value) };
 }
 
-// Linux accepts almost anything as an interface name (only `/`, whitespace and >15 bytes are refused);
-// we accept only what cannot be read as an option or shell syntax.
-export const INTERFACE_RE = /^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,14}$/;
+// Linux refuses `/`, `:` and whitespace in an interface name and more than 15 bytes (dev_valid_name; `eth0:1`
+// is an address label, not a device `ip` or `arping` can use); we accept only what cannot be read as an option
+// or shell syntax either. The one definition: `mqtt-lb check` and the failover code at start (ipv4.ts) agree.
+export const INTERFACE_RE = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$/;
 
 export function isInterfaceName(s: string): boolean {
   return INTERFACE_RE.test(s);

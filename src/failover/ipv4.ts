@@ -3,13 +3,12 @@
  * These values become command-line arguments (never through a shell), so they are validated with anchored
  * regexes: nothing may start with '-' (it would be read as an option) and nothing outside the grammar passes.
  */
+import { INTERFACE_RE } from '../config/net-syntax.js';
 
 /** Dotted quad, each part 0..255 without leading zeros (avoids octal ambiguity in some tools). */
 const OCTET = '(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])';
 const IPV4_RE = new RegExp(`^${OCTET}\\.${OCTET}\\.${OCTET}\\.${OCTET}$`);
 const CIDR_RE = new RegExp(`^(${OCTET}\\.${OCTET}\\.${OCTET}\\.${OCTET})/(3[0-2]|[12][0-9]|[0-9])$`);
-/** Linux interface names: at most 15 bytes (IFNAMSIZ - 1), no '/', no whitespace; we also refuse a leading '-' or '.'. */
-const IFACE_RE = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$/;
 
 export interface Cidr {
   address: string;
@@ -38,7 +37,7 @@ export function formatCidr(c: Cidr): string {
 }
 
 export function isInterfaceName(s: string): boolean {
-  return IFACE_RE.test(s);
+  return INTERFACE_RE.test(s);
 }
 
 /** Multicast range 224.0.0.0/4. */
