@@ -64,7 +64,7 @@ export class Heartbeat {
   private readonly log: LogSink;
   private readonly emit: (msg: WorkerToMain) => void;
   private readonly codec: AdvertCodec;
-  private readonly replay = new ReplayGuard();
+  private readonly replay: ReplayGuard;
   private readonly instances = new Map<number, Instance>();
   private readonly notify: NotifyRunner;
   private readonly dropLog: RateLimitedLog;
@@ -99,6 +99,9 @@ export class Heartbeat {
     this.notify = new NotifyRunner(o.config.notify, o.log);
     this.dropLog = new RateLimitedLog(o.log, 10_000, this.now);
     this.intervalCs = intervalToCentiseconds(o.config.advertInterval);
+    // A peer silent for a Master_Down_Interval (3 intervals plus at most one of skew) is down: forgotten by the
+    // replay window, so it may come back with a lower boot epoch (its clock stepped back); replay.ts.
+    this.replay = new ReplayGuard(64, Math.max(1000, 4 * o.config.advertInterval), this.now);
     checkInterfaceName(o.config.interface);
     const send = o.sendGarp ?? arpingSender(o.log);
     for (const ic of o.config.instances) {

@@ -18,10 +18,39 @@ describe('replay window (design.md §6b)', () => {
     expect(g.get('10.0.0.2')).toEqual({ epoch: 200n, counter: 1n });
   });
 
-  it('an older epoch is never accepted again (captured adverts of a previous boot)', () => {
+  it('an older epoch is not accepted while the peer is live (captured adverts of a previous boot)', () => {
     const g = new ReplayGuard();
     g.check('10.0.0.2', 200n, 1n);
     expect(g.check('10.0.0.2', 100n, 999_999n)).toBe('replay');
+  });
+
+  // A peer restarted after its clock was stepped back: its new boot epoch is lower than the last one we saw.
+  it('a peer silent for longer than forgetAfterMs may come back with a lower epoch; adverts we saw stay replays', () => {
+    let t = 0;
+    const g = new ReplayGuard(64, 400, () => t);
+    for (let c = 1n; c <= 10n; c++) {
+      expect(g.check('10.0.0.2', 5000n, c)).toBe('ok');
+      t += 100;
+    }
+    // Within the down interval the lower epoch is still a replay (the old boot may be live).
+    t += 300;
+    expect(g.check('10.0.0.2', 4000n, 1n)).toBe('replay');
+    // Silent past it: the peer is down and forgotten; its new boot gets in, and goes on.
+    t += 200;
+    expect(g.check('10.0.0.2', 4000n, 1n)).toBe('ok');
+    t += 100;
+    expect(g.check('10.0.0.2', 4000n, 2n)).toBe('ok');
+    // Adverts of the old boot that we received cannot be replayed later, even after another silence.
+    t += 1000;
+    for (let c = 1n; c <= 10n; c++) expect(g.check('10.0.0.2', 5000n, c), `counter ${c}`).toBe('replay');
+  });
+
+  it('without forgetAfterMs (the default) a lower epoch is never accepted again', () => {
+    let t = 0;
+    const g = new ReplayGuard(64, Number.POSITIVE_INFINITY, () => t);
+    g.check('10.0.0.2', 200n, 1n);
+    t += 3_600_000;
+    expect(g.check('10.0.0.2', 100n, 1n)).toBe('replay');
   });
 
   it('tracks each peer address on its own', () => {
