@@ -385,7 +385,7 @@ export class ClientSession implements LiveSession, AdmissionTicket {
     sock.write(this.buf!.subarray(0, this.filled));
     // ConnectInfo's fields are views into the pre-routing buffer: drop them so the buffer is freed.
     if (ctx.logSessions) {
-      this.clientIdText = this.info!.clientId.toString('utf8');
+      this.clientIdText = clientIdForLog(this.info!.clientId);
       this.peer(); // asked now: a closed socket no longer knows its peer
     }
     this.buf = null;
@@ -526,6 +526,16 @@ export class ClientSession implements LiveSession, AdmissionTicket {
     ctx.release?.(this);
     this.listener.sessionEnded(this);
   }
+}
+
+/**
+ * The access log's client ID: its first LOGGED_CLIENT_ID_BYTES bytes, then `…` when longer. A client ID may be
+ * 65,535 bytes [MQTT-1.5.3]; whole, it would be held by every live session and written into every line.
+ */
+const LOGGED_CLIENT_ID_BYTES = 256;
+function clientIdForLog(id: Buffer): string {
+  if (id.length <= LOGGED_CLIENT_ID_BYTES) return id.toString('utf8');
+  return `${id.subarray(0, LOGGED_CLIENT_ID_BYTES).toString('utf8')}…`;
 }
 
 function formatAddress({ address, port }: { address: string; port: number }): string {

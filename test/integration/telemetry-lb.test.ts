@@ -221,6 +221,17 @@ describe('access log (log.sessions: true)', () => {
     expect(closedLines(clientId)).toHaveLength(1);
   });
 
+  it('logs at most 256 bytes of a long client ID, marked with …', async () => {
+    const clientId = `${ID_PREFIX}long-${'x'.repeat(2000)}`;
+    const c = await RawClient.open(port);
+    c.sock.write(connectPacket({ clientId, keepalive: 0 }));
+    await c.waitReceived(4);
+    c.sock.end(DISCONNECT);
+    const line = await lb.waitForLog((l) => l.msg === 'session closed' && typeof l.clientId === 'string' && l.clientId.startsWith(`${ID_PREFIX}long-`));
+    await c.waitClosed();
+    expect(line.clientId).toBe(`${clientId.slice(0, 256)}…`);
+  });
+
   it('gives the server as the closer when the broker ends the session', async () => {
     const clientId = `${ID_PREFIX}access-2`;
     const connect = connectPacket({ clientId, keepalive: 0 });
