@@ -50,9 +50,17 @@ function main(): void {
   let app: App | null = null;
   let workers = 1;
   let index = 0;
-  /** Reloads prepared here and waiting for the primary's commit or abort, and aborts that came first. */
+  /** Reloads prepared here and waiting for the primary's commit or abort. */
   const prepared = new Map<number, PreparedReload>();
-  const abortedEarly = new Set<number>();
+  /**
+   * Reload steps run one after the other, in the order the primary sent them: a commit finishes (its new
+   * listeners are in place) before the next prepare looks at what is bound, and a prepare has answered before
+   * its commit or abort arrives (the primary waits for every answer).
+   */
+  let reloadSteps: Promise<void> = Promise.resolve();
+  const inOrder = (step: () => Promise<void>): void => {
+    reloadSteps = reloadSteps.then(step);
+  };
   const link = new PrimaryLink();
   let timer: NodeJS.Timeout | null = null;
   // The primary coordinates stopping; a terminal's Ctrl-C reaches the whole process group.
@@ -104,35 +112,32 @@ function main(): void {
       case 'reload': {
         if (app === null) return;
         const running = app;
-        const id = m.id;
+        const { id, config } = m;
         // Phase one: bind what the new file needs, apply nothing yet; the primary decides for all workers.
-        running.prepareReload(workerShare(m.config, workers, index)).then(
-          (p) => {
-            if (abortedEarly.delete(id)) {
-              void p.abort();
-              return;
-            }
-            prepared.set(id, p);
+        inOrder(async () => {
+          try {
+            prepared.set(id, await running.prepareReload(workerShare(config, workers, index)));
             send({ t: 'reload-prepared', id, error: null });
-          },
-          (err: unknown) => {
-            abortedEarly.delete(id);
+          } catch (err) {
             running.log.error({ err }, 'config reload failed in this worker: keeping the running config');
             send({ t: 'reload-prepared', id, error: err instanceof Error ? err.message : String(err) });
-          },
-        );
+          }
+        });
         return;
       }
       case 'reload-commit':
       case 'reload-abort': {
-        const p = prepared.get(m.id);
-        if (p === undefined) {
-          if (m.t === 'reload-abort') abortedEarly.add(m.id);
-          return;
-        }
-        prepared.delete(m.id);
-        const settle = m.t === 'reload-commit' ? p.commit() : p.abort();
-        settle.catch((err: unknown) => app?.log.error({ err }, 'config reload: could not settle in this worker'));
+        const { id, t } = m;
+        inOrder(async () => {
+          const p = prepared.get(id);
+          if (p === undefined) return; // this worker's prepare failed: nothing to settle
+          prepared.delete(id);
+          try {
+            await (t === 'reload-commit' ? p.commit() : p.abort());
+          } catch (err) {
+            app?.log.error({ err }, 'config reload: could not settle in this worker');
+          }
+        });
         return;
       }
       case 'destroy':
