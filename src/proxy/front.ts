@@ -195,6 +195,9 @@ function onSecureConnection(this: tls.Server, tlsSocket: ServerTlsSocket): void 
     tlsSocket.destroy(); // cannot happen with Node 20's tls.Server; fail closed if it ever does
     return;
   }
+  // Client-initiated renegotiation (TLS 1.2) makes us do a key operation per request: refused, as HAProxy and
+  // nginx do. The attempt is an 'error' on the socket, which the session answers by closing it.
+  tlsSocket.disableRenegotiation();
   state.front.tlsSecure(state, tlsSocket);
 }
 

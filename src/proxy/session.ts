@@ -564,7 +564,11 @@ function onClientEndBeforeRouting(this: ProxySocket): void {
 }
 
 function onClientError(this: ProxySocket): void {
-  // 'close' follows with hadError; nothing else to do here (errors are per socket, never fatal).
+  // Usually the socket is closing and 'close' follows with hadError. Not always: a TLS socket reports a
+  // refused renegotiation (or Node's renegotiation limit) as an 'error' and stays open, so close it here.
+  // Errors are per socket, never fatal.
+  sessionOf(this).closeReason ??= 'client_error';
+  if (!this.destroyed) this.destroy();
 }
 
 function onClientClose(this: ProxySocket, hadError: boolean): void {

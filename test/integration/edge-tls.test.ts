@@ -144,6 +144,38 @@ describe('TLS termination in front of mosquitto', () => {
     expect(cbc.data.length).toBe(0);
   });
 
+  // Each renegotiation costs the LB a key operation; Node only reports its own limit as an 'error' and keeps the
+  // socket open. Refused at the first attempt, before and after the CONNECT; other sessions carry on.
+  it('closes a TLS 1.2 client that asks to renegotiate, before or after its CONNECT; other sessions unaffected', async () => {
+    const ca = pki.read(pki.caCert);
+    const bystander = await mqtt.connectAsync(`mqtts://127.0.0.1:${port}`, { ca, servername: 'localhost', clientId: 'bystander', reconnectPeriod: 0, connectTimeout: 5000 });
+    try {
+      for (const afterConnect of [false, true]) {
+        const s = tls.connect({ host: '127.0.0.1', port, servername: 'localhost', ca, maxVersion: 'TLSv1.2' });
+        s.on('error', () => {});
+        await new Promise<void>((resolve, reject) => {
+          s.once('secureConnect', resolve);
+          s.once('error', reject);
+        });
+        const closed = new Promise<void>((resolve) => s.once('close', () => resolve()));
+        if (afterConnect) {
+          const connack = new Promise<Buffer>((resolve) => s.once('data', resolve));
+          s.write(connectPacket({ clientId: 'reneg' }));
+          expect(parsePackets(await connack)[0]).toMatchObject({ cmd: 'connack', returnCode: 0 });
+        }
+        s.renegotiate({}, () => {});
+        let timer: NodeJS.Timeout | undefined;
+        const outcome = await Promise.race([closed.then(() => 'closed'), new Promise<string>((r) => (timer = setTimeout(() => r('still open'), 3000)))]);
+        clearTimeout(timer);
+        s.destroy();
+        expect(outcome, afterConnect ? 'after CONNECT' : 'before CONNECT').toBe('closed');
+      }
+      await bystander.publishAsync('edge/tls', 'still here', { qos: 1 });
+    } finally {
+      await bystander.endAsync();
+    }
+  });
+
   it('closes a plaintext CONNECT on the TLS port without an answer, counted tls_handshake', async () => {
     const before = await metric(admin, /mqtt_lb_connect_rejected_total\{listener="edge",reason="tls_handshake"\} (\d+)/);
     const r = await exchange(port, [connectPacket({ clientId: 'plain' })], { waitMs: 2000 });
