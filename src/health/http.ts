@@ -66,6 +66,9 @@ export async function probeHttp(target: HttpTarget, opts: HttpProbeOptions, sign
     // Always consume the body, or the connection (and its socket) is held until GC.
     await res.body.dump({ limit: MAX_BODY_BYTES }).catch(() => undefined);
     const durationMs = elapsedSince(startedAt);
+    if (signal?.aborted) return { result: 'error', durationMs, detail: ABORTED_DETAIL };
+    // The deadline covers the body too: a 200 whose body stalls past it is a timeout, not ok.
+    if (deadline.signal.aborted) return { result: 'timeout', durationMs, detail: `body not complete within ${opts.timeout} ms` };
     if (res.statusCode >= 200 && res.statusCode < 300) return { result: 'ok', durationMs };
     return { result: 'http_status', durationMs, detail: `HTTP ${res.statusCode}` };
   } catch (err) {

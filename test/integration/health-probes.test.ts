@@ -201,7 +201,7 @@ describe('http probe', () => {
     return (server.address() as net.AddressInfo).port;
   }
 
-  it('maps 2xx to ok, other statuses to http_status, silence to timeout, closed port to refused', async () => {
+  it('maps 2xx to ok, other statuses to http_status, silence and a stalled body to timeout, closed port to refused', async () => {
     const agent = createHealthAgent(300);
     cleanups.push(() => agent.destroy());
     const port = await httpServer((req, res) => {
@@ -211,6 +211,10 @@ describe('http probe', () => {
         res.end('x'.repeat(100_000)); // more than the probe reads: must still settle
       } else if (req.url === '/silent') {
         // never answer
+      } else if (req.url === '/stalls') {
+        // 200 and a promised body that stops after one byte
+        res.writeHead(200, { 'content-length': '1000' });
+        res.write('x');
       } else {
         res.statusCode = 404;
         res.end();
@@ -221,6 +225,7 @@ describe('http probe', () => {
     expect(await probeHttp(url('/busy'), { timeout: 300, dispatcher: agent })).toMatchObject({ result: 'http_status', detail: 'HTTP 503' });
     expect(await probeHttp(url('/nope'), { timeout: 300, dispatcher: agent })).toMatchObject({ result: 'http_status', detail: 'HTTP 404' });
     expect(await probeHttp(url('/silent'), { timeout: 300, dispatcher: agent })).toMatchObject({ result: 'timeout' });
+    expect(await probeHttp(url('/stalls'), { timeout: 300, dispatcher: agent })).toMatchObject({ result: 'timeout' });
     const closed = await freePort();
     expect(await probeHttp({ url: `http://127.0.0.1:${closed}/` }, { timeout: 300, dispatcher: agent })).toMatchObject({ result: 'refused' });
   });
