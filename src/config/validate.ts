@@ -105,6 +105,9 @@ interface AdminDraft {
   bindSlot: Slot | undefined;
 }
 
+/** RFC 6750 §2.1 b64token. */
+const BEARER_TOKEN_RE = /^[A-Za-z0-9\-._~+/]+=*$/;
+
 function readAdmin(r: ConfigReader, root: MapReader): AdminDraft {
   const config: AdminConfig = { bind: DEFAULTS.admin.bind, address: defaultAdminAddress(), token: DEFAULTS.admin.token };
   const m = root.section('admin', KEYS.admin);
@@ -128,7 +131,11 @@ function readAdmin(r: ConfigReader, root: MapReader): AdminDraft {
       `\`${config.bind}\` is not a loopback address: set \`admin.token\` (the admin API can drain and stop servers)`,
     );
   }
-  if (config.token !== null && tokenSlot !== undefined && config.token.length < SHORT_TOKEN_CHARS) {
+  // Sent as `Authorization: Bearer <token>`: only RFC 6750's token characters can travel there (a space or a
+  // non-ASCII character could never match, and the admin API would refuse every request).
+  if (config.token !== null && tokenSlot !== undefined && !BEARER_TOKEN_RE.test(config.token)) {
+    r.error(tokenSlot, 'must be a bearer token: letters, digits and - . _ ~ + / only, optionally ending in = (no spaces; `mqtt-lb keygen` prints a good one)');
+  } else if (config.token !== null && tokenSlot !== undefined && config.token.length < SHORT_TOKEN_CHARS) {
     r.warn(tokenSlot, `shorter than ${SHORT_TOKEN_CHARS} characters: easy to guess (\`mqtt-lb keygen\` prints a good one)`);
   }
   return { config, bindSlot: bindValid ? bindSlot : undefined };

@@ -57,6 +57,12 @@ describe('config problems', () => {
     expect(problems(`${PREFIX}admin:\n  token: 12345678901234567890\n`)).toEqual([
       'lb.yaml:9:10 admin.token: must be a string (got 12345678901234567890; quote it: "12345678901234567890")',
     ]);
+    // The admin API reads `Authorization: Bearer <token>`: a token that cannot travel there could never match.
+    expect(problems(`${PREFIX}admin:\n  token: correct horse battery staple\n`)).toEqual([
+      'lb.yaml:9:10 admin.token: must be a bearer token: letters, digits and - . _ ~ + / only, optionally ending in = (no spaces; `mqtt-lb keygen` prints a good one)',
+    ]);
+    expect(problems(`${PREFIX}admin:\n  token: tokentokentoken€€€€\n`)).toHaveLength(1);
+    expect(problems(`${PREFIX}admin:\n  token: ab+/AB-._~09xyzQ==\n`)).toEqual([]);
     expect(problems(`${PREFIX}log:\n  sessions: yes\n`)).toEqual([
       'lb.yaml:9:13 log.sessions: must be true or false (got "yes": YAML 1.2 reads yes/no/on/off as strings)',
     ]);
