@@ -24,7 +24,7 @@ export function probeServer(server: Server, pool: PoolConfig, ctx: ServerProbeCo
   const target = { host: server.config.host, port: server.config.port };
   switch (health.type) {
     case 'tcp':
-      return probeTcp(target, { timeout: health.timeout }, signal);
+      return probeTcp(target, { timeout: health.timeout, proxyProtocol: pool.sendProxyProtocol }, signal);
     case 'mqtt':
       return probeMqtt(
         target,

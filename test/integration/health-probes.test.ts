@@ -13,7 +13,7 @@ import type { PoolConfig } from '../../src/config/types.js';
 import { HealthChecker } from '../../src/health/checker.js';
 import { createHealthAgent, probeHttp } from '../../src/health/http.js';
 import { probeMqtt, type MqttProbeOptions } from '../../src/health/mqtt.js';
-import { PROXY_V2_LOCAL } from '../../src/health/proxy-header.js';
+import { PROXY_V1_UNKNOWN, PROXY_V2_LOCAL } from '../../src/health/proxy-header.js';
 import { probeTcp } from '../../src/health/tcp.js';
 import { freePort, startMosquitto, type Broker } from '../helpers/mosquitto.js';
 import { logSink, poolConfig, serverConfig } from '../unit/health-fixtures.js';
@@ -179,6 +179,24 @@ describe('tcp probe', () => {
     expect(await probeTcp(b, { timeout: 1000 })).toMatchObject({ result: 'ok' });
     const port = await freePort();
     expect(await probeTcp({ host: '127.0.0.1', port }, { timeout: 1000 })).toMatchObject({ result: 'refused' });
+  });
+
+  it("sends the pool's PROXY header (v2 LOCAL, v1 UNKNOWN) before its FIN, and nothing without one", async () => {
+    const received: Buffer[] = [];
+    const server = net.createServer((sock) => {
+      const chunks: Buffer[] = [];
+      sock.on('data', (d: Buffer) => chunks.push(d));
+      sock.on('end', () => {
+        received.push(Buffer.concat(chunks));
+        sock.end();
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise<void>((r) => server.close(() => r())));
+    const target = { host: '127.0.0.1', port: (server.address() as net.AddressInfo).port };
+    for (const mode of ['v2', 'v1', 'off'] as const) expect(await probeTcp(target, { timeout: 1000, proxyProtocol: mode })).toMatchObject({ result: 'ok' });
+    expect(await waitFor(() => received.length === 3, 2000)).toBe(true);
+    expect(received).toEqual([PROXY_V2_LOCAL, PROXY_V1_UNKNOWN, Buffer.alloc(0)]);
   });
 
   it('turns unusable input into an error result, never a rejection', async () => {
