@@ -5,6 +5,7 @@
  */
 import { accessSync, constants, readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
+import { tlsMaterialProblem } from './tls-material.js';
 import { isMap, isSeq, LineCounter, parseDocument, visit } from 'yaml';
 import type { Document, ParsedNode } from 'yaml';
 import type { ConfigProblem } from '../errors.js';
@@ -89,26 +90,56 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LbConfig {
 }
 
 function checkFiles(files: FileRef[], out: ProblemCollector): void {
+  const usable = new Map<string, FileRef>();
   for (const f of files) {
-    const shown = f.written === f.resolved ? `\`${f.written}\`` : `\`${f.written}\` (${f.resolved})`;
-    let isFile: boolean;
-    try {
-      isFile = statSync(f.resolved).isFile();
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      out.error(f.at, f.path, code === 'ENOENT' ? `file ${shown} does not exist` : `cannot access file ${shown} (${code ?? 'error'})`);
-      continue;
-    }
-    if (!isFile) {
-      out.error(f.at, f.path, `${shown} is not a regular file`);
-      continue;
-    }
-    try {
-      accessSync(f.resolved, f.executable ? constants.X_OK : constants.R_OK);
-    } catch {
-      out.error(f.at, f.path, `file ${shown} is not ${f.executable ? 'executable' : 'readable'}`);
-    }
+    if (checkFile(f, out)) usable.set(f.path, f);
   }
+  checkTlsMaterial(usable, out);
+}
+
+/**
+ * Each listener's TLS files, whose existence passed: read and loaded as start would (tls-material.ts), so that
+ * a certificate that does not match its key, or a CA file of no certificate, fails `check` and not the start.
+ */
+function checkTlsMaterial(usable: Map<string, FileRef>, out: ProblemCollector): void {
+  for (const [path, cert] of usable) {
+    const m = /^(listeners\[\d+\]\.tls)\.cert$/.exec(path);
+    if (m === null) continue;
+    const key = usable.get(`${m[1]}.key`);
+    if (key === undefined) continue;
+    const ca = usable.get(`${m[1]}.ca`);
+    let problem: string | null;
+    try {
+      problem = tlsMaterialProblem(readFileSync(cert.resolved), readFileSync(key.resolved), ca === undefined ? null : readFileSync(ca.resolved));
+    } catch (err) {
+      problem = `cannot read: ${(err as Error).message}`;
+    }
+    if (problem !== null) out.error(cert.at, m[1], problem);
+  }
+}
+
+/** True when the file is there and usable (readable, or executable for a notify script). */
+function checkFile(f: FileRef, out: ProblemCollector): boolean {
+  const shown = f.written === f.resolved ? `\`${f.written}\`` : `\`${f.written}\` (${f.resolved})`;
+  let isFile: boolean;
+  try {
+    isFile = statSync(f.resolved).isFile();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    out.error(f.at, f.path, code === 'ENOENT' ? `file ${shown} does not exist` : `cannot access file ${shown} (${code ?? 'error'})`);
+    return false;
+  }
+  if (!isFile) {
+    out.error(f.at, f.path, `${shown} is not a regular file`);
+    return false;
+  }
+  try {
+    accessSync(f.resolved, f.executable ? constants.X_OK : constants.R_OK);
+  } catch {
+    out.error(f.at, f.path, `file ${shown} is not ${f.executable ? 'executable' : 'readable'}`);
+    return false;
+  }
+  return true;
 }
 
 /**

@@ -11,6 +11,7 @@
  * connections; handshakes and sessions in progress keep the server object they started with.
  */
 import { readFileSync } from 'node:fs';
+import { tlsMaterialProblem } from '../config/tls-material.js';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Socket } from 'node:net';
@@ -256,12 +257,17 @@ function readFileFor(lc: ListenerConfig, key: string, path: string): Buffer {
 /** Reads the certificate files now (start and every reload) and builds the non-listening TLS server. */
 function buildTlsServer(lc: ListenerConfig, handshakeTimeoutMs: number): tls.Server {
   const t = lc.tls!;
+  const cert = readFileFor(lc, 'cert', t.cert);
+  const key = readFileFor(lc, 'key', t.key);
+  const ca = t.ca !== null ? readFileFor(lc, 'ca', t.ca) : null;
+  const problem = tlsMaterialProblem(cert, key, ca);
+  if (problem !== null) throw new MqttLbError(ErrorCodes.START_FILE, `listener ${lc.name}: bad TLS material: ${problem}`);
   let server: tls.Server;
   try {
     server = tls.createServer({
-      cert: readFileFor(lc, 'cert', t.cert),
-      key: readFileFor(lc, 'key', t.key),
-      ...(t.ca !== null ? { ca: readFileFor(lc, 'ca', t.ca) } : {}),
+      cert,
+      key,
+      ...(ca !== null ? { ca } : {}),
       requestCert: t.requestCert,
       // Node's server refuses a missing certificate in the handshake (TLS alert) and an unverified one
       // right after it, before any application byte is read.

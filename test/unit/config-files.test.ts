@@ -2,9 +2,10 @@
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig, parseConfig } from '../../src/config/load.js';
 import { ConfigError, formatProblem } from '../../src/errors.js';
+import { createTestPki, type TestPki } from '../helpers/tls-certs.js';
 
 /** Lines 1-10; tls on lines 5-8, failover on 11-17. */
 const CONFIG = `listeners:
@@ -27,6 +28,13 @@ failover:
 
 describe('files named by the config', () => {
   let dir = '';
+  let pki: TestPki;
+  beforeAll(() => {
+    pki = createTestPki();
+  });
+  afterAll(() => {
+    pki?.cleanup();
+  });
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), 'mqtt-lb-files-'));
   });
@@ -35,11 +43,11 @@ describe('files named by the config', () => {
   });
 
   function createAll(): void {
-    mkdirSync(join(dir, 'certs'));
-    mkdirSync(join(dir, 'hooks'));
-    writeFileSync(join(dir, 'certs/server.crt'), 'cert');
-    writeFileSync(join(dir, 'certs/server.key'), 'key');
-    writeFileSync(join(dir, 'ca.crt'), 'ca');
+    mkdirSync(join(dir, 'certs'), { recursive: true });
+    mkdirSync(join(dir, 'hooks'), { recursive: true });
+    writeFileSync(join(dir, 'certs/server.crt'), pki.read(pki.serverCert));
+    writeFileSync(join(dir, 'certs/server.key'), pki.read(pki.serverKey));
+    writeFileSync(join(dir, 'ca.crt'), pki.read(pki.caCert));
     writeFileSync(join(dir, 'failover.key'), 'a2V5\n');
     writeFileSync(join(dir, 'hooks/notify.sh'), '#!/bin/sh\n');
     chmodSync(join(dir, 'hooks/notify.sh'), 0o755);
@@ -96,6 +104,25 @@ describe('files named by the config', () => {
     expect(out.problems.map(formatProblem)).toEqual([
       `${file}:8:11 listeners[0].tls.ca: \`ca.crt\` (${join(dir, 'ca.crt')}) is not a regular file`,
       `${file}:16:11 failover.notify: file \`hooks/notify.sh\` (${join(dir, 'hooks/notify.sh')}) is not executable`,
+    ]);
+  });
+
+  // What start would refuse, check refuses too, at the listener's tls: (haproxy -c loads certificates as well).
+  it('loads the TLS material: a key of another certificate, a certificate that is not PEM, a CA file of no certificate', () => {
+    const file = join(dir, 'lb.yaml');
+    const problemsWith = (write: () => void): string[] => {
+      createAll();
+      write();
+      return parseConfig(CONFIG, file, { checkFiles: true }).problems.map(formatProblem);
+    };
+    expect(problemsWith(() => {})).toEqual([]);
+    const other = pki.issueClient('someone-else');
+    const mismatch = problemsWith(() => writeFileSync(join(dir, 'certs/server.key'), pki.read(other.key)));
+    expect(mismatch).toHaveLength(1);
+    expect(mismatch[0]).toMatch(new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:6:13 listeners\\[0\\]\\.tls: the certificate and key cannot serve TLS: `));
+    expect(problemsWith(() => writeFileSync(join(dir, 'certs/server.crt'), 'not a certificate'))[0]).toContain('listeners[0].tls: the certificate and key cannot serve TLS');
+    expect(problemsWith(() => writeFileSync(join(dir, 'ca.crt'), pki.read(pki.serverKey)))).toEqual([
+      `${file}:6:13 listeners[0].tls: tls.ca holds no PEM certificate (-----BEGIN CERTIFICATE-----)`,
     ]);
   });
 
