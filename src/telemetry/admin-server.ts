@@ -6,11 +6,12 @@
  * and no request body parsing at all (the admin API needs none).
  */
 import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { AdminConfig } from '../config/types.js';
 import { ErrorCodes, MqttLbError } from '../errors.js';
 import { authorizeAdmin, isLoopbackHost } from './admin-auth.js';
+import { AdminConnections } from './admin-connections.js';
 import type { Metrics } from './metrics.js';
 import type { AdminActions, TelemetrySource } from './source.js';
 import { buildStatus } from './status-json.js';
@@ -30,7 +31,7 @@ const KEEP_ALIVE_TIMEOUT_MS = 5_000;
 const MAX_HEADER_BYTES = 8 * 1024;
 /** Node checks the two timeouts above only this often (default 30 s, which lets a slow client linger). */
 const TIMEOUT_CHECK_MS = 1_000;
-/** Enough for Prometheus, a few browsers and scripts; beyond it the kernel backlog waits. */
+/** Enough for Prometheus, a few browsers and scripts; past it the longest idle one makes room (admin-connections.ts). */
 const MAX_CONNECTIONS = 128;
 
 const ADMIN_ACTIONS = ['drain', 'ready', 'maint'] as const;
@@ -46,6 +47,7 @@ export class AdminServer {
   private token: string | null;
   private readonly loopbackBind: boolean;
   private closing: Promise<void> | null = null;
+  private readonly connections = new AdminConnections(MAX_CONNECTIONS);
 
   constructor(opts: AdminServerOptions) {
     this.opts = opts;
@@ -61,9 +63,14 @@ export class AdminServer {
         maxHeaderSize: MAX_HEADER_BYTES,
         connectionsCheckingInterval: TIMEOUT_CHECK_MS,
       },
-      (req, res) => this.handle(req, res),
+      (req, res) => {
+        const socket = req.socket;
+        this.connections.busy(socket);
+        res.once('close', () => this.connections.done(socket));
+        this.handle(req, res);
+      },
     );
-    this.server.maxConnections = MAX_CONNECTIONS;
+    this.server.on('connection', (socket: Socket) => this.connections.admit(socket));
   }
 
   /** Binds `admin.bind`. Rejects with MqttLbError START_BIND when the address cannot be used. */

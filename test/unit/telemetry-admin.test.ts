@@ -1,8 +1,10 @@
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
-import { connect, createServer as createTcpServer, type Server as TcpServer } from 'node:net';
+import { EventEmitter } from 'node:events';
+import { connect, createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ErrorCodes, MqttLbError } from '../../src/errors.js';
 import { authorizeAdmin, bearerMatches, hostOfHostHeader, isLoopbackHost } from '../../src/telemetry/admin-auth.js';
+import { AdminConnections } from '../../src/telemetry/admin-connections.js';
 import { AdminServer, parseServerPath } from '../../src/telemetry/admin-server.js';
 import { Metrics } from '../../src/telemetry/metrics.js';
 import {
@@ -215,6 +217,62 @@ describe('AdminServer endpoints', () => {
     expect(ended).not.toBe('still open');
     expect(ended).toMatch(/^(HTTP\/1\.1 408|$)/);
   }, 20_000);
+});
+
+describe('admin port connections', () => {
+  // Node's HTTP timeouts start with a request's first byte: connections that never send one stayed open, and
+  // with server.maxConnections 128 of them kept /readyz and /metrics unreachable.
+  it('past 128 connections, the longest idle one makes room: /readyz and /metrics stay reachable', async () => {
+    const { port } = await start(exampleSource());
+    const silent: Socket[] = [];
+    for (let i = 0; i < 140; i++) {
+      const sock = connect(port, '127.0.0.1');
+      sock.on('error', () => {});
+      cleanups.push(() => void sock.destroy());
+      silent.push(sock);
+      await new Promise<void>((resolve) => sock.once('connect', () => resolve()));
+    }
+    for (let i = 0; i < 10; i++) {
+      expect((await call(port, 'GET', '/readyz')).status).toBe(200);
+      expect((await call(port, 'GET', '/metrics')).status).toBe(200);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+    // The oldest silent connections were closed to make room, the newest are still open.
+    expect(silent.slice(0, 12).every((s) => s.destroyed || s.readyState === 'closed')).toBe(true);
+    expect(silent.slice(-50).every((s) => !s.destroyed)).toBe(true);
+  });
+});
+
+describe('AdminConnections', () => {
+  const sock = (): Socket => {
+    const s = new EventEmitter() as unknown as Socket & { destroyed: boolean };
+    s.destroyed = false;
+    s.destroy = (() => {
+      s.destroyed = true;
+      s.emit('close');
+      return s;
+    }) as Socket['destroy'];
+    return s;
+  };
+
+  it('closes the longest idle connection for a newcomer; busy ones stay; all busy: the newcomer is refused', () => {
+    const gate = new AdminConnections(3);
+    const [a, b, c, d, e] = [sock(), sock(), sock(), sock(), sock()];
+    for (const s of [a, b, c]) expect(gate.admit(s)).toBe(true);
+    gate.busy(a); // a request in progress on a
+    expect(gate.admit(d)).toBe(true); // b, the longest idle, makes room
+    expect([a.destroyed, b.destroyed, c.destroyed]).toEqual([false, true, false]);
+    gate.done(a); // answered: idle again, now the most recent
+    gate.busy(c);
+    gate.busy(d);
+    expect(gate.admit(e)).toBe(true); // a is the only idle one
+    expect(a.destroyed).toBe(true);
+    gate.busy(e);
+    const f = sock();
+    expect(gate.admit(f)).toBe(false); // c, d, e all busy
+    expect(f.destroyed).toBe(true);
+    expect(gate.size).toBe(3);
+  });
 });
 
 describe('admin API', () => {

@@ -1,0 +1,54 @@
+/**
+ * The admin port's connection cap. Node's `server.maxConnections` closes every connection past the cap, so
+ * 128 connections that never send a request (Node's HTTP timeouts only start with the first byte) kept
+ * /readyz and /metrics unreachable for as long as they stayed open. Past the cap, the connection that has
+ * been idle longest (no request in progress: a keep-alive between requests, one that never sent anything,
+ * a slowloris still in its headers) is closed to make room; a newcomer is refused only when every connection
+ * is busy with a request, and those are bounded by the request timeout.
+ */
+import type { Socket } from 'node:net';
+
+export class AdminConnections {
+  private readonly max: number;
+  private open = 0;
+  /** Connections with no request in progress, the longest idle first (a Set keeps insertion order). */
+  private readonly idle = new Set<Socket>();
+
+  constructor(max: number) {
+    this.max = max;
+  }
+
+  /** A new connection: true to serve it (perhaps after closing the longest idle one), false when refused. */
+  admit(socket: Socket): boolean {
+    if (this.open >= this.max) {
+      const oldest = this.idle.values().next();
+      if (oldest.done === true) {
+        socket.destroy();
+        return false;
+      }
+      this.idle.delete(oldest.value);
+      oldest.value.destroy();
+    }
+    this.open++;
+    this.idle.add(socket);
+    socket.once('close', () => {
+      this.open--;
+      this.idle.delete(socket);
+    });
+    return true;
+  }
+
+  /** A request arrived on it: not to be closed for room until it is answered. */
+  busy(socket: Socket): void {
+    this.idle.delete(socket);
+  }
+
+  /** Its request was answered: idle again, the most recently used. */
+  done(socket: Socket): void {
+    if (!socket.destroyed) this.idle.add(socket);
+  }
+
+  get size(): number {
+    return this.open;
+  }
+}
