@@ -3,7 +3,7 @@
  * Resolves with the process exit code (0 clean stop, 1 config error, 2 cannot start).
  */
 import { loadConfig } from './config/load.js';
-import { ConfigError, MqttLbError, formatProblem } from './errors.js';
+import { ConfigError, ErrorCodes, MqttLbError, formatProblem } from './errors.js';
 import { createLogger } from './telemetry/logger.js';
 import os from 'node:os';
 import { App } from './app.js';
@@ -57,6 +57,10 @@ export async function runBalancer(file: string): Promise<number> {
         app.metrics?.configReload('ok');
         log.info({ config: next.file }, 'config reloaded');
       } catch (err) {
+        if (err instanceof MqttLbError && err.code === ErrorCodes.RELOAD_WHILE_STOPPING) {
+          log.warn({ code: err.code }, 'config reload ignored: stopping');
+          return;
+        }
         app.metrics?.configReload('error');
         if (err instanceof ConfigError) {
           log.error({ problems: err.problems.map(formatProblem) }, 'config reload rejected: keeping the running config');
