@@ -298,8 +298,10 @@ export class App implements TelemetrySource, AdminActions {
   ): Promise<{ opened: Map<string, Listener>; undo: Array<() => Promise<void>> }> {
     const opened = new Map<string, Listener>();
     const undo: Array<() => Promise<void>> = [];
+    let current: ListenerConfig | null = null;
     try {
       for (const lc of this.ownListeners(next)) {
+        current = lc;
         const running = this.listenerMap.get(lc.name);
         if (running === undefined) {
           const l = new Listener(lc, this.ctx, budget.listenerMax.get(lc.name) ?? lc.maxConnections);
@@ -313,9 +315,22 @@ export class App implements TelemetrySource, AdminActions {
       }
     } catch (err) {
       await this.undoBinds(undo);
-      throw err;
+      throw current === null ? err : this.explainHandOver(err, current);
     }
     return { opened, undo };
+  }
+
+  /** An address in use by another of our listeners (a rename, a swap): say so, and what to do instead. */
+  private explainHandOver(err: unknown, lc: ListenerConfig): unknown {
+    const cause = err instanceof Error ? (err.cause as NodeJS.ErrnoException | undefined) : undefined;
+    if (cause?.code !== 'EADDRINUSE') return err;
+    const holder = [...this.listenerMap.values()].find((l) => l.config.name !== lc.name && l.config.address.port === lc.address.port);
+    if (holder === undefined) return err;
+    return new MqttLbError(
+      ErrorCodes.START_BIND,
+      `${(err as Error).message} (held by listener ${holder.config.name} until this reload is applied: hand an address over in two reloads, remove then add, or restart)`,
+      { cause: err },
+    );
   }
 
   private async undoBinds(undo: Array<() => Promise<void>>): Promise<void> {

@@ -353,6 +353,24 @@ describe('reload that moves a listener', () => {
     }
   });
 
+  it('a rename that keeps the address is refused, saying which listener holds it and to use two reloads', async () => {
+    const brokers = await startBrokers(['m4']);
+    try {
+      const [port, admin] = [await freePort(), await freePort()];
+      const lb = await startLb(yamlFor(port, admin, brokers), { waitReady: `http://127.0.0.1:${admin}/readyz` });
+      lb.writeConfig(lbYaml({ listeners: [{ name: 'renamed', port }], admin, servers: brokers, health: HEALTH, limits: LIMITS }));
+      lb.reload();
+      const failed = await lb.waitForLog((l) => l.msg === 'config reload failed: keeping the running config');
+      expect(JSON.stringify(failed)).toContain('held by listener mqtt until this reload is applied: hand an address over in two reloads');
+      const still = await connectVia(port, { clientId: 'after-refused-rename' });
+      expect(await whichBroker(still)).toBe('m4');
+      await still.endAsync();
+      expect(await lb.stop()).toBe(0);
+    } finally {
+      await Promise.all(brokers.map((b) => b.stop()));
+    }
+  });
+
   it('a SIGHUP after SIGTERM is ignored: no listener opens while the balancer drains', async () => {
     const brokers = await startBrokers(['m3']);
     try {
