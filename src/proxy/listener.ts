@@ -35,6 +35,8 @@ export class Listener implements SessionListener {
   /** False after an accept error until the next successful accept (failover tracking). */
   acceptHealthy = true;
   private server: net.Server | null = null;
+  /** Called when its last session ends (set for a listener a reload retired: app.ts). */
+  onEmpty: (() => void) | null = null;
   private front: Front | null;
   private headerBuilder: ProxyHeaderBuilder | null;
 
@@ -217,6 +219,7 @@ export class Listener implements SessionListener {
     if (this.sessions.delete(session)) {
       this.stats.active--;
       this.ctx.totalActive--;
+      if (this.sessions.size === 0) this.onEmpty?.();
     }
   }
 

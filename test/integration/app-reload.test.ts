@@ -1,0 +1,109 @@
+/**
+ * Reload against stop, in process (App with a real mosquitto): a stop that begins while a reload binds wins,
+ * so nothing the reload bound accepts during the drain; listeners a reload removed are forgotten once their
+ * last session ends. (The CLI-level reload tests are in proxy.test.ts.)
+ */
+import net from 'node:net';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { App } from '../../src/app.js';
+import { parseConfig } from '../../src/config/load.js';
+import type { LbConfig } from '../../src/config/types.js';
+import { freePort, startMosquitto, type Broker } from '../helpers/mosquitto.js';
+import { connectPacket } from '../helpers/raw-client.js';
+import { sleep } from '../helpers/lb.js';
+
+let broker: Broker;
+beforeAll(async () => {
+  broker = await startMosquitto();
+});
+afterAll(async () => {
+  await broker?.stop();
+});
+
+function config(listeners: Array<{ name: string; port: number }>, admin: number): LbConfig {
+  const yaml = `listeners:
+${listeners.map((l) => `  - name: ${l.name}\n    bind: 127.0.0.1:${l.port}\n    pool: brokers\n`).join('')}pools:
+  brokers:
+    servers:
+      - name: m1
+        address: 127.0.0.1:${broker.port}
+    health:
+      type: none
+limits:
+  drainTimeout: 3s
+admin:
+  bind: 127.0.0.1:${admin}
+`;
+  const out = parseConfig(yaml, '/tmp/lb.yaml');
+  if (out.config === null) throw new Error(JSON.stringify(out.problems));
+  return out.config;
+}
+
+/** 'accepts', or the connect error's code. */
+function probe(port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port });
+    s.once('connect', () => {
+      s.destroy();
+      resolve('accepts');
+    });
+    s.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+  });
+}
+
+/** A session through `port` that stays open (CONNECT answered by mosquitto). */
+async function session(port: number, clientId: string): Promise<net.Socket> {
+  const s = net.connect({ host: '127.0.0.1', port });
+  s.on('error', () => {});
+  await new Promise<void>((resolve) => s.once('connect', () => resolve()));
+  const answered = new Promise<void>((resolve) => s.once('data', () => resolve()));
+  s.write(connectPacket({ clientId }));
+  await answered;
+  return s;
+}
+
+describe('reload and stop in one process', () => {
+  it('a stop that begins while a reload binds wins: nothing the reload bound or moved accepts during the drain', async () => {
+    const [a, moved, movedTo, added, admin] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
+    const app = new App(config([{ name: 'a', port: a }, { name: 'm', port: moved }], admin), pino({ level: 'silent' }));
+    await app.start();
+    const held = await session(a, 'held-through-stop');
+    try {
+      const reloading = app.reload(config([{ name: 'a', port: a }, { name: 'b', port: added }, { name: 'm', port: movedTo }], admin)).then(
+        () => 'applied',
+        (e: { code?: string }) => e.code ?? 'error',
+      );
+      const stopped = app.stop();
+      expect(await reloading).toBe('MQLB_RELOAD_WHILE_STOPPING');
+      await sleep(200);
+      // Draining (the held session keeps the stop waiting): no listener accepts, old or new.
+      expect([await probe(a), await probe(added), await probe(moved), await probe(movedTo)]).toEqual(['ECONNREFUSED', 'ECONNREFUSED', 'ECONNREFUSED', 'ECONNREFUSED']);
+      held.destroy();
+      await stopped;
+    } finally {
+      held.destroy();
+      await app.stop();
+    }
+  });
+
+  it('a listener removed by a reload keeps its sessions in view until they end, then is forgotten', async () => {
+    const [a, b, admin] = [await freePort(), await freePort(), await freePort()];
+    const app = new App(config([{ name: 'a', port: a }, { name: 'b', port: b }], admin), pino({ level: 'silent' }));
+    await app.start();
+    try {
+      const onB = await session(b, 'on-removed-listener');
+      await app.reload(config([{ name: 'a', port: a }], admin));
+      expect(app.retiredListenerCount).toBe(1);
+      expect(await probe(b)).toBe('ECONNREFUSED');
+      const closed = new Promise<void>((resolve) => onB.once('close', () => resolve()));
+      onB.end();
+      await closed;
+      const until = Date.now() + 5000;
+      while (app.retiredListenerCount > 0 && Date.now() < until) await sleep(20);
+      expect(app.retiredListenerCount).toBe(0);
+    } finally {
+      await app.stop();
+    }
+  });
+});
