@@ -39,6 +39,8 @@ export type ToWorker =
   | { t: 'reload'; config: LbConfig; id: number }
   | { t: 'reload-commit'; id: number }
   | { t: 'reload-abort'; id: number }
+  // The primary's config, for a worker that started while a reload was under way (one phase: nothing to agree).
+  | { t: 'reconfigure'; config: LbConfig }
   | { t: 'stop'; evictRate: number | null }
   // A second stop signal: close every session now.
   | { t: 'destroy' };

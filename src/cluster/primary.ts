@@ -29,6 +29,8 @@ interface WorkerSlot {
   index: number;
   worker: Worker;
   ready: boolean;
+  /** The config it was last given (at start, or by a reload it took part in). */
+  config: LbConfig | null;
   listeners: ListenerSnapshot[];
   servers: ServerSnapshot[];
 }
@@ -72,7 +74,7 @@ export class ClusterPrimary {
 
   private fork(index: number): Promise<void> {
     const worker = cluster.fork({ MQTT_LB_WORKER_INDEX: String(index) });
-    const slot: WorkerSlot = { index, worker, ready: false, listeners: [], servers: [] };
+    const slot: WorkerSlot = { index, worker, ready: false, config: null, listeners: [], servers: [] };
     this.slots.set(index, slot);
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -82,11 +84,14 @@ export class ClusterPrimary {
       worker.on('message', (m: ToPrimary) => {
         switch (m.t) {
           case 'hello':
+            slot.config = this.app.config;
             this.send(worker, { t: 'config', config: this.app.config, index, workers: this.count });
             return;
           case 'ready':
             slot.ready = true;
             clearTimeout(timer);
+            // A reload committed while it started: it runs the config it was given; bring it up to date.
+            this.catchUp(slot);
             this.send(worker, { t: 'states', states: this.states() });
             resolve();
             return;
@@ -273,10 +278,22 @@ export class ClusterPrimary {
       await own.abort();
       throw new MqttLbError(ErrorCodes.RELOAD_WORKER, errors.join('; '));
     }
-    for (const slot of workers) this.send(slot.worker, { t: 'reload-commit', id });
+    for (const slot of workers) {
+      slot.config = config;
+      this.send(slot.worker, { t: 'reload-commit', id });
+    }
     await own.commit();
+    // Workers that became ready while this reload was prepared took no part in it.
+    for (const slot of this.slots.values()) if (slot.ready) this.catchUp(slot);
     this.watchServers();
     this.queueStates();
+  }
+
+  /** A ready worker that runs an older config than the primary's (it started during a reload) is reloaded. */
+  private catchUp(slot: WorkerSlot): void {
+    if (slot.config === this.app.config) return;
+    slot.config = this.app.config;
+    this.send(slot.worker, { t: 'reconfigure', config: this.app.config });
   }
 
   /** A second stop signal: every worker closes its sessions now. */

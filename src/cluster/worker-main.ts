@@ -140,6 +140,19 @@ function main(): void {
         });
         return;
       }
+      case 'reconfigure': {
+        if (app === null) return;
+        const running = app;
+        const { config } = m;
+        inOrder(async () => {
+          try {
+            await running.reload(workerShare(config, workers, index));
+          } catch (err) {
+            running.log.error({ err }, 'config catch-up failed in this worker: keeping the running config');
+          }
+        });
+        return;
+      }
       case 'destroy':
         app?.destroyAllSessions();
         return;

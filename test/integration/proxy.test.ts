@@ -535,4 +535,47 @@ describe('workers: 2 (node:cluster)', () => {
       await Promise.all(brokers.map((b) => b.stop()));
     }
   }, 60_000);
+  // A worker restarted while a reload waits for the others gets the running config at start and takes no part in
+  // the reload: once the reload is committed, the primary brings it up to date.
+  it('a worker that starts during a reload is brought up to the reloaded config', async () => {
+    const brokers = await startBrokers(['c1']);
+    const stopped: number[] = [];
+    try {
+      const [port, added, admin] = [await freePort(), await freePort(), await freePort()];
+      const yaml = (listeners: Array<{ name?: string; port: number }>): string =>
+        lbYaml({ listeners, admin, servers: brokers, health: HEALTH, limits: LIMITS, extra: 'workers: 2\n' });
+      const lb = await startLb(yaml([{ port }]), { waitReady: `http://127.0.0.1:${admin}/readyz` });
+      const [first, second] = execFileSync('pgrep', ['-P', String(lb.proc.pid)], { encoding: 'utf8' }).trim().split('\n').map(Number);
+      const mark = lb.logs.length;
+      process.kill(first!, 'SIGKILL'); // restarted after 1 s
+      await sleep(100);
+      process.kill(second!, 'SIGSTOP'); // keeps the reload waiting past that restart
+      stopped.push(second!);
+      lb.writeConfig(yaml([{ port }, { name: 'added', port: added }]));
+      lb.reload();
+      // The restarted worker is up (the stopped one cannot log) while the reload still waits for the other.
+      await lb.waitForLog((l) => l.msg === 'listener started' && lb.logs.indexOf(l) >= mark);
+      await sleep(300);
+      expect(lb.logs.slice(mark).some((l) => l.msg === 'config reloaded')).toBe(false);
+      process.kill(second!, 'SIGCONT');
+      stopped.pop();
+      await lb.waitForLog((l) => l.msg === 'config reloaded');
+      const until = Date.now() + 10_000;
+      let status = 0;
+      while (Date.now() < until && (status = (await fetch(`http://127.0.0.1:${admin}/readyz`)).status) !== 200) await sleep(200);
+      expect(status).toBe(200);
+      const st = (await (await fetch(`http://127.0.0.1:${admin}/api/status`)).json()) as { listeners: Array<{ name: string }> };
+      expect(st.listeners.map((l) => l.name).sort()).toEqual(['added', 'mqtt']);
+      // Both workers serve the added listener: a few connections land on each.
+      for (let i = 0; i < 6; i++) {
+        const c = await connectVia(added, { clientId: `catch-up-${i}` });
+        await c.endAsync();
+      }
+      expect(await lb.stop()).toBe(0);
+    } finally {
+      for (const pid of stopped) process.kill(pid, 'SIGCONT');
+      await stopAllLbs();
+      await Promise.all(brokers.map((b) => b.stop()));
+    }
+  }, 60_000);
 });
