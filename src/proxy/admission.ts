@@ -129,6 +129,8 @@ export class Admission {
   private readonly held = new Map<AdmissionTicket, Held>();
   private sweeper: NodeJS.Timeout | null = null;
   private pendingCap = 0;
+  /** close() was called: the balancer is stopping. */
+  private closed = false;
 
   constructor(limits: LimitsConfig, now: () => number = Date.now) {
     this.limits = limits;
@@ -206,6 +208,11 @@ export class Admission {
       }
     }
     if (this.accept !== null && (this.waiting > 0 || !this.accept.take())) {
+      // Stopping (close()): nobody waits for a token any more, nor is let through by one later.
+      if (this.closed) {
+        if (source !== null) this.forgetIfIdle(source, this.sources.get(source)!);
+        return 'shutting_down';
+      }
       // FIFO: while anyone waits, newcomers queue behind them even if a token just became free.
       if (this.waiting >= this.limits.acceptQueue) {
         if (source !== null) this.forgetIfIdle(source, this.sources.get(source)!);
@@ -338,6 +345,7 @@ export class Admission {
 
   /** Stop timers; clients still waiting are refused, told the balancer is stopping. Idempotent. */
   close(): void {
+    this.closed = true;
     if (this.timer !== null) clearTimeout(this.timer);
     if (this.sweeper !== null) clearInterval(this.sweeper);
     this.timer = null;

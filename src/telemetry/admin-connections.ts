@@ -13,6 +13,8 @@ export class AdminConnections {
   private open = 0;
   /** Connections with no request in progress, the longest idle first (a Set keeps insertion order). */
   private readonly idle = new Set<Socket>();
+  /** Requests in progress per connection (pipelined requests arrive before the first is answered). */
+  private readonly inProgress = new Map<Socket, number>();
 
   constructor(max: number) {
     this.max = max;
@@ -34,17 +36,25 @@ export class AdminConnections {
     socket.once('close', () => {
       this.open--;
       this.idle.delete(socket);
+      this.inProgress.delete(socket);
     });
     return true;
   }
 
-  /** A request arrived on it: not to be closed for room until it is answered. */
+  /** A request arrived on it: not to be closed for room until every request on it is answered. */
   busy(socket: Socket): void {
     this.idle.delete(socket);
+    this.inProgress.set(socket, (this.inProgress.get(socket) ?? 0) + 1);
   }
 
-  /** Its request was answered: idle again, the most recently used. */
+  /** One of its requests was answered: idle again (the most recently used) when none is left. */
   done(socket: Socket): void {
+    const left = (this.inProgress.get(socket) ?? 1) - 1;
+    if (left > 0) {
+      this.inProgress.set(socket, left);
+      return;
+    }
+    this.inProgress.delete(socket);
     if (!socket.destroyed) this.idle.add(socket);
   }
 

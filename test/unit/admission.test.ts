@@ -311,6 +311,9 @@ describe('Admission', () => {
     a.close();
     expect(t.events).toEqual(['shutting_down']);
     expect(vi.getTimerCount()).toBe(0);
+    // A CONNECT read after close() that would have to wait is refused at once, and no timer comes back.
+    expect(a.admit(new Ticket())).toBe('shutting_down');
+    expect(vi.getTimerCount()).toBe(0);
   });
 
   it('paces a storm: over any window of 1 s no more than rate + burst proceed', () => {

@@ -273,6 +273,23 @@ describe('AdminConnections', () => {
     expect(f.destroyed).toBe(true);
     expect(gate.size).toBe(3);
   });
+
+  it('a connection with pipelined requests stays busy until the last is answered', () => {
+    const gate = new AdminConnections(2);
+    const [a, b, c, d] = [sock(), sock(), sock(), sock()];
+    gate.admit(a);
+    gate.admit(b);
+    gate.busy(a);
+    gate.busy(a); // a second request pipelined behind the first
+    gate.done(a); // the first answered
+    expect(gate.admit(c)).toBe(true); // b makes room, not a
+    expect([a.destroyed, b.destroyed]).toEqual([false, true]);
+    gate.busy(c);
+    expect(gate.admit(d)).toBe(false);
+    gate.done(a); // the second answered: a is idle now
+    expect(gate.admit(sock())).toBe(true);
+    expect(a.destroyed).toBe(true);
+  });
 });
 
 describe('admin API', () => {
