@@ -104,7 +104,12 @@ export class Listener implements SessionListener {
       try {
         next = await this.bind(config.address, config.bind);
       } catch (again) {
-        this.server = await this.bind(oldConfig.address, oldConfig.bind).catch(() => null);
+        // Rarely both fail (the old address taken in between): the listener is then unbound, which /readyz and
+        // failover tracking report, and said here.
+        this.server = await this.bind(oldConfig.address, oldConfig.bind).catch((err: unknown) => {
+          this.ctx.log.error({ listener: oldConfig.name, bind: oldConfig.bind, err }, 'listener could not be bound again after a failed move: not accepting');
+          return null;
+        });
         throw again;
       }
     }
