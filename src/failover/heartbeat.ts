@@ -59,6 +59,9 @@ export interface HeartbeatOptions {
   sendGarp?: SendGarp;
 }
 
+/** How long a stop waits for the notify hooks (their own timeout is longer; they are not killed here). */
+const NOTIFY_AT_STOP_MS = 5_000;
+
 export class Heartbeat {
   private readonly config: FailoverConfig;
   private readonly log: LogSink;
@@ -254,6 +257,13 @@ export class Heartbeat {
     }
     await this.transport?.close();
     await Promise.all([...this.instances.values()].map((i) => i.garp.idle()));
+    // The hook hears of the stop too: a master that stops with no peer alive gives the VIP up without a transition.
+    if (this.started) {
+      for (const inst of this.instances.values()) this.notify.run('stop', inst.cfg.routerId);
+      let bound: NodeJS.Timeout | undefined;
+      await Promise.race([this.notify.idle(), new Promise<void>((r) => (bound = setTimeout(r, NOTIFY_AT_STOP_MS)))]);
+      clearTimeout(bound);
+    }
     this.log.info({}, 'failover heartbeat stopped');
   }
 

@@ -1,6 +1,6 @@
 /**
- * The `failover.notify` hook: an executable called with the new state (`master`, `backup`, `fault`) and the
- * router id as arguments. Never awaited by the advert loop (a slow hook must not decide the election,
+ * The `failover.notify` hook: an executable called with the new state (`master`, `backup`, `fault`, and `stop`
+ * when the balancer stops and gives up its addresses, as keepalived's STOP) and the router id as arguments. Never awaited by the advert loop (a slow hook must not decide the election,
  * keepalived#2389), but run one at a time in order (keepalived's notify FIFO lesson, #996), each with a kill
  * timeout. Failures are logged, never thrown.
  */
@@ -19,7 +19,7 @@ export class NotifyRunner {
     private readonly timeoutMs = NOTIFY_TIMEOUT_MS,
   ) {}
 
-  run(state: FailoverState, routerId: number): void {
+  run(state: FailoverState | 'stop', routerId: number): void {
     const file = this.file;
     if (file === null) return;
     const args = [state, String(routerId)];

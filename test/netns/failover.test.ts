@@ -452,6 +452,9 @@ describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', (
 
     await waitFor('notify hook ran', async () => (await readFile(notifyLog, 'utf8').catch(() => '')).includes('fault 51'), 2000);
     expect((await readFile(notifyLog, 'utf8')).trim().split('\n')).toEqual(['backup 51', 'master 51', 'fault 51', 'backup 51', 'master 51', 'backup 51']);
+    // Stopping, it hears of that too (keepalived's STOP), after the VIP is given up.
+    await lb1.cmd('close');
+    expect((await readFile(notifyLog, 'utf8')).trim().split('\n').at(-1)).toBe('stop 51');
   });
 
   it('a VIP removed behind the master’s back: it resigns at once (priority 0), and preempts back later', async () => {
