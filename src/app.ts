@@ -362,15 +362,15 @@ export class App implements TelemetrySource, AdminActions {
     for (const l of binds.opened.values()) this.retire(l);
   }
 
-  /**
-   * A listener no longer in listenerMap (removed by a reload, or opened by one that did not go ahead) whose
-   * sessions continue: a stop still drains or evicts them. Forgotten when its last session ends.
-   */
   /** Listeners retired by reloads whose sessions still run (tests, and a bound on what is kept). */
   get retiredListenerCount(): number {
     return this.retiredListeners.size;
   }
 
+  /**
+   * A listener no longer in listenerMap (removed by a reload, or opened by one that did not go ahead) whose
+   * sessions continue: a stop still drains or evicts them. Forgotten when its last session ends.
+   */
   private retire(l: Listener): void {
     if (l.sessions.size === 0) return;
     this.retiredListeners.add(l);

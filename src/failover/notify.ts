@@ -1,8 +1,9 @@
 /**
  * The `failover.notify` hook: an executable called with the new state (`master`, `backup`, `fault`, and `stop`
- * when the balancer stops and gives up its addresses, as keepalived's STOP) and the router id as arguments. Never awaited by the advert loop (a slow hook must not decide the election,
- * keepalived#2389), but run one at a time in order (keepalived's notify FIFO lesson, #996), each with a kill
- * timeout. Failures are logged, never thrown.
+ * when the balancer stops and gives up its addresses, as keepalived's STOP) and the router id as arguments.
+ * Never awaited by the advert loop (a slow hook must not decide the election, keepalived#2389), but run one at
+ * a time in order (keepalived's notify FIFO lesson, #996), each with a kill timeout. Failures are logged, never
+ * thrown.
  */
 import { describeResult, runCommand } from './command.js';
 import type { LogSink } from './log.js';
