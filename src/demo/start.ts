@@ -25,7 +25,14 @@ async function main(): Promise<void> {
   for (const pool of Object.values(config.pools)) {
     for (const s of pool.servers) if (LOOPBACK.has(s.host)) addresses.push({ host: s.host, port: s.port });
   }
-  const cluster = await startDemoCluster(addresses);
+  let cluster;
+  try {
+    cluster = await startDemoCluster(addresses);
+  } catch (err) {
+    // Like the balancer's own "cannot start" (a port in use): one clear line and exit 2, not a stack trace.
+    process.stderr.write(`demo: cannot start the embedded brokers: ${(err as Error).message}\n`);
+    process.exit(2);
+  }
   process.stdout.write(`demo: ${addresses.length} embedded aedes brokers (MQTT 3.1/3.1.1, one shared bus) on ${addresses.map((a) => `${a.host}:${a.port}`).join(', ')}\n`);
   const code = await runBalancer(file);
   await cluster.close();
