@@ -47,3 +47,16 @@ export class ConfigError extends MqttLbError {
     this.problems = problems;
   }
 }
+
+/**
+ * The config is valid but a file it names is missing or unusable: at start that means "cannot start" (exit 2,
+ * design.md §3: "missing key file"), while `mqtt-lb check` and a reload report it like any config problem.
+ */
+export class ConfigFileError extends MqttLbError {
+  readonly problems: ConfigProblem[];
+  constructor(problems: ConfigProblem[]) {
+    super(ErrorCodes.START_FILE, problems.map(formatProblem).join('\n'));
+    this.name = 'ConfigFileError';
+    this.problems = problems;
+  }
+}

@@ -3,7 +3,7 @@
  * Resolves with the process exit code (0 clean stop, 1 config error, 2 cannot start).
  */
 import { loadConfig } from './config/load.js';
-import { ConfigError, ErrorCodes, MqttLbError, formatProblem } from './errors.js';
+import { ConfigError, ConfigFileError, ErrorCodes, MqttLbError, formatProblem } from './errors.js';
 import { createLogger } from './telemetry/logger.js';
 import os from 'node:os';
 import { App } from './app.js';
@@ -16,11 +16,12 @@ export async function runBalancer(file: string): Promise<number> {
   let config;
   const warnings: string[] = [];
   try {
-    config = loadConfig(file, { onWarning: (w) => warnings.push(w) });
+    config = loadConfig(file, { onWarning: (w) => warnings.push(w), filesAsStartError: true });
   } catch (err) {
-    if (err instanceof ConfigError) {
+    if (err instanceof ConfigError || err instanceof ConfigFileError) {
       for (const p of err.problems) process.stderr.write(formatProblem(p) + '\n');
-      return 1;
+      // A valid config naming a missing or unusable file (key, certificate): cannot start (design.md §3).
+      return err instanceof ConfigFileError ? 2 : 1;
     }
     process.stderr.write(`${(err as Error).message}\n`);
     return 1;

@@ -6,10 +6,11 @@
 import { accessSync, constants, readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { tlsMaterialProblem } from './tls-material.js';
+import { parseKey } from '../failover/key.js';
 import { isMap, isSeq, LineCounter, parseDocument, visit } from 'yaml';
 import type { Document, ParsedNode } from 'yaml';
 import type { ConfigProblem } from '../errors.js';
-import { ConfigError, ErrorCodes, MqttLbError } from '../errors.js';
+import { ConfigError, ConfigFileError, ErrorCodes, MqttLbError } from '../errors.js';
 import type { LbConfig } from './types.js';
 import type { FileRef } from './validate-context.js';
 import { validateDocument } from './validate.js';
@@ -69,6 +70,8 @@ export function parseConfig(text: string, file: string, opts: ParseOptions = {})
 export interface LoadOptions {
   /** Receives each warning (already formatted); the default drops them. */
   onWarning?: (warning: string) => void;
+  /** At start: problems only with the files the config names throw ConfigFileError (exit 2), not ConfigError. */
+  filesAsStartError?: boolean;
 }
 
 /**
@@ -84,7 +87,11 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LbConfig {
     throw new MqttLbError(ErrorCodes.CONFIG_READ, `cannot read config file ${file}: ${reason}`, { cause: err });
   }
   const outcome = parseConfig(text, file, { checkFiles: true });
-  if (outcome.config === null) throw new ConfigError(outcome.problems);
+  if (outcome.config === null) {
+    // Valid without looking at the files: what is wrong is a file, not the config.
+    if (opts.filesAsStartError === true && parseConfig(text, file).config !== null) throw new ConfigFileError(outcome.problems);
+    throw new ConfigError(outcome.problems);
+  }
   for (const w of outcome.warnings) opts.onWarning?.(w);
   return outcome.config;
 }
@@ -95,6 +102,17 @@ function checkFiles(files: FileRef[], out: ProblemCollector): void {
     if (checkFile(f, out)) usable.set(f.path, f);
   }
   checkTlsMaterial(usable, out);
+  checkFailoverKey(usable.get('failover.authKeyFile'), out);
+}
+
+/** The failover key file holds what start needs: one base64 line of 32 bytes (src/failover/key.ts). */
+function checkFailoverKey(ref: FileRef | undefined, out: ProblemCollector): void {
+  if (ref === undefined) return;
+  try {
+    parseKey(readFileSync(ref.resolved, 'utf8'), ref.written);
+  } catch (err) {
+    out.error(ref.at, ref.path, (err as Error).message.replace(/^failover\.authKeyFile \S+: /, ''));
+  }
 }
 
 /**

@@ -99,6 +99,26 @@ admin: { bind: 127.0.0.1:${admin} }
     }
   });
 
+  it('exits 2 when a file the valid config names is missing (design.md §3: a missing key file), saying where', () => {
+    const f = file(
+      'missing-cert.yaml',
+      `listeners:
+  - name: mqtts
+    bind: 127.0.0.1:1
+    pool: p
+    tls: { cert: nowhere.crt, key: nowhere.key }
+pools:
+  p:
+    servers: [{ name: s, address: 127.0.0.1:1 }]
+`,
+    );
+    const r = run(['--config', f]);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain(`${f}:5:18 listeners[0].tls.cert: file \`nowhere.crt\``);
+    // check reports the same problems as a config error (exit 1).
+    expect(run(['check', '--config', f]).status).toBe(1);
+  });
+
   it('unknown options are a usage error', () => {
     const r = run(['--bogus']);
     expect(r.status).toBe(1);

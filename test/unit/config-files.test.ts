@@ -4,8 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig, parseConfig } from '../../src/config/load.js';
-import { ConfigError, formatProblem } from '../../src/errors.js';
+import { ConfigError, ConfigFileError, formatProblem } from '../../src/errors.js';
 import { createTestPki, type TestPki } from '../helpers/tls-certs.js';
+import { generateKey } from '../../src/failover/key.js';
 
 /** Lines 1-10; tls on lines 5-8, failover on 11-17. */
 const CONFIG = `listeners:
@@ -48,7 +49,7 @@ describe('files named by the config', () => {
     writeFileSync(join(dir, 'certs/server.crt'), pki.read(pki.serverCert));
     writeFileSync(join(dir, 'certs/server.key'), pki.read(pki.serverKey));
     writeFileSync(join(dir, 'ca.crt'), pki.read(pki.caCert));
-    writeFileSync(join(dir, 'failover.key'), 'a2V5\n');
+    writeFileSync(join(dir, 'failover.key'), `${generateKey()}\n`);
     writeFileSync(join(dir, 'hooks/notify.sh'), '#!/bin/sh\n');
     chmodSync(join(dir, 'hooks/notify.sh'), 0o755);
   }
@@ -124,6 +125,24 @@ describe('files named by the config', () => {
     expect(problemsWith(() => writeFileSync(join(dir, 'ca.crt'), pki.read(pki.serverKey)))).toEqual([
       `${file}:6:13 listeners[0].tls: tls.ca holds no PEM certificate (-----BEGIN CERTIFICATE-----)`,
     ]);
+  });
+
+  it('reads the failover key as start does: not one base64 line of 32 bytes is an error at its key', () => {
+    const file = join(dir, 'lb.yaml');
+    createAll();
+    writeFileSync(join(dir, 'failover.key'), 'not base64 !!\n');
+    expect(parseConfig(CONFIG, file, { checkFiles: true }).problems.map(formatProblem)).toEqual([
+      `${file}:14:16 failover.authKeyFile: must hold one base64 line of 32 bytes, found text that is not base64; create it with \`mqtt-lb keygen > failover.key\``,
+    ]);
+  });
+
+  it('at start, a valid config naming a missing file is "cannot start" (ConfigFileError), an invalid one a config error', () => {
+    const file = join(dir, 'lb.yaml');
+    writeFileSync(file, CONFIG);
+    expect(() => loadConfig(file, { filesAsStartError: true })).toThrow(ConfigFileError);
+    writeFileSync(file, CONFIG.replace('bind: 0.0.0.0:8883', 'bind: 0.0.0.0:99999'));
+    expect(() => loadConfig(file, { filesAsStartError: true })).toThrow(ConfigError);
+    expect(() => loadConfig(file, { filesAsStartError: true })).not.toThrow(ConfigFileError);
   });
 
   it('shows an absolute path once', () => {
