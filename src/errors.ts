@@ -39,12 +39,19 @@ export function formatProblem(p: ConfigProblem): string {
   return `${p.file}:${p.line}:${p.col} ${p.path}: ${p.message}`;
 }
 
-export class ConfigError extends MqttLbError {
+/** An error made of config problems, each printed as `FILE:LINE:COL key.path: message`. */
+abstract class ProblemsError extends MqttLbError {
   readonly problems: ConfigProblem[];
-  constructor(problems: ConfigProblem[]) {
-    super(ErrorCodes.CONFIG_INVALID, problems.map(formatProblem).join('\n'));
-    this.name = 'ConfigError';
+  constructor(code: ErrorCode, problems: ConfigProblem[]) {
+    super(code, problems.map(formatProblem).join('\n'));
     this.problems = problems;
+  }
+}
+
+export class ConfigError extends ProblemsError {
+  constructor(problems: ConfigProblem[]) {
+    super(ErrorCodes.CONFIG_INVALID, problems);
+    this.name = 'ConfigError';
   }
 }
 
@@ -52,11 +59,9 @@ export class ConfigError extends MqttLbError {
  * The config is valid but a file it names is missing or unusable: at start that means "cannot start" (exit 2,
  * design.md §3: "missing key file"), while `mqtt-lb check` and a reload report it like any config problem.
  */
-export class ConfigFileError extends MqttLbError {
-  readonly problems: ConfigProblem[];
+export class ConfigFileError extends ProblemsError {
   constructor(problems: ConfigProblem[]) {
-    super(ErrorCodes.START_FILE, problems.map(formatProblem).join('\n'));
+    super(ErrorCodes.START_FILE, problems);
     this.name = 'ConfigFileError';
-    this.problems = problems;
   }
 }
