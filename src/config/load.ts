@@ -43,6 +43,11 @@ export function parseConfig(text: string, file: string, opts: ParseOptions = {})
   // With a syntax error the tree is a guess: validating it would mostly report consequences of the error.
   if (doc.errors.length > 0) {
     for (const e of doc.errors) {
+      if (e.code === 'MULTIPLE_DOCS') {
+        // The library's advice (parseAllDocuments) is for programmers; the position is where the second begins.
+        out.error(e.pos[0], '(root)', 'the file holds more than one YAML document (a `---` or `...` line): keep one');
+        continue;
+      }
       const message = e.code === 'DUPLICATE_KEY' ? 'duplicate key: a key may appear only once in a mapping' : e.message;
       out.error(e.pos[0], pathAtOffset(doc, e.pos[0]), message);
     }

@@ -57,6 +57,10 @@ describe('config problems', () => {
     expect(problems(`${PREFIX}admin:\n  token: 12345678901234567890\n`)).toEqual([
       'lb.yaml:9:10 admin.token: must be a string (got 12345678901234567890; quote it: "12345678901234567890")',
     ]);
+    // Two YAML documents: said in lb.yaml's terms, at the `---` (not the library's advice to programmers).
+    expect(problems(`${PREFIX}---\nadmin:\n  bind: 127.0.0.1:9883\n`)).toEqual([
+      'lb.yaml:8:1 (root): the file holds more than one YAML document (a `---` or `...` line): keep one',
+    ]);
     // The admin API reads `Authorization: Bearer <token>`: a token that cannot travel there could never match.
     expect(problems(`${PREFIX}admin:\n  token: correct horse battery staple\n`)).toEqual([
       'lb.yaml:9:10 admin.token: must be a bearer token: letters, digits and - . _ ~ + / only, optionally ending in = (no spaces; `mqtt-lb keygen` prints a good one)',
