@@ -9,7 +9,7 @@ import type { Server, AdminState, LiveSession } from './balancer/server.js';
 import { HealthChecker } from './health/checker.js';
 import { PoolReactions } from './health/reactions.js';
 import { Evictor } from './health/eviction.js';
-import { Listener } from './proxy/listener.js';
+import { Listener, isAddressInUse } from './proxy/listener.js';
 import type { ProxyContext, ListenerStats } from './proxy/context.js';
 import { budgetForConfig } from './proxy/fd-budget.js';
 import { buildFront } from './proxy/front.js';
@@ -337,8 +337,7 @@ export class App implements TelemetrySource, AdminActions {
 
   /** An address in use by another of our listeners (a rename, a swap): say so, and what to do instead. */
   private explainHandOver(err: unknown, lc: ListenerConfig): unknown {
-    const cause = err instanceof Error ? (err.cause as NodeJS.ErrnoException | undefined) : undefined;
-    if (cause?.code !== 'EADDRINUSE') return err;
+    if (!isAddressInUse(err)) return err;
     const holder = [...this.listenerMap.values()].find((l) => l.config.name !== lc.name && l.config.address.port === lc.address.port);
     if (holder === undefined) return err;
     return new MqttLbError(

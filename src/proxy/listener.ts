@@ -252,7 +252,8 @@ function closeListening(server: net.Server): Promise<void> {
   });
 }
 
-function isAddressInUse(err: unknown): boolean {
+/** A bind error (MqttLbError START_BIND) whose cause is EADDRINUSE. */
+export function isAddressInUse(err: unknown): boolean {
   const cause = err instanceof Error ? (err.cause as NodeJS.ErrnoException | undefined) : undefined;
   return cause?.code === 'EADDRINUSE';
 }
