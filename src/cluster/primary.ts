@@ -25,6 +25,11 @@ const RESPAWN_MAX_DELAY_MS = 30_000;
 /** How long a worker may take to prepare a reload (bind its listeners). */
 const RELOAD_PREPARE_TIMEOUT_MS = 15_000;
 
+/** Before restart attempt `attempt` (0 = the first) of a worker. */
+function respawnDelay(attempt: number): number {
+  return Math.min(RESPAWN_MAX_DELAY_MS, RESPAWN_DELAY_MS * 2 ** attempt);
+}
+
 interface WorkerSlot {
   index: number;
   worker: Worker;
@@ -136,15 +141,14 @@ export class ClusterPrimary {
 
   /** Fork worker `index` again after a delay; a failed start is retried with a doubling delay, never given up. */
   private respawn(index: number, attempt: number): void {
-    const delay = Math.min(RESPAWN_MAX_DELAY_MS, RESPAWN_DELAY_MS * 2 ** attempt);
     setTimeout(() => {
       if (this.stopping) return;
       this.fork(index).catch((err: unknown) => {
         if (this.stopping) return;
-        this.log.error({ err, worker: index, retryInMs: Math.min(RESPAWN_MAX_DELAY_MS, RESPAWN_DELAY_MS * 2 ** (attempt + 1)) }, 'worker restart failed');
+        this.log.error({ err, worker: index, retryInMs: respawnDelay(attempt + 1) }, 'worker restart failed');
         this.respawn(index, attempt + 1);
       });
-    }, delay).unref();
+    }, respawnDelay(attempt)).unref();
   }
 
   /** Keep what an exited worker counted (see retiredListeners). */
