@@ -6,7 +6,7 @@
 import { accessSync, constants, readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { tlsMaterialProblem } from './tls-material.js';
-import { parseKey } from '../failover/key.js';
+import { keyProblem } from '../failover/key.js';
 import { isMap, isSeq, LineCounter, parseDocument, visit } from 'yaml';
 import type { Document, ParsedNode } from 'yaml';
 import type { ConfigProblem } from '../errors.js';
@@ -113,11 +113,8 @@ function checkFiles(files: FileRef[], out: ProblemCollector): void {
 /** The failover key file holds what start needs: one base64 line of 32 bytes (src/failover/key.ts). */
 function checkFailoverKey(ref: FileRef | undefined, out: ProblemCollector): void {
   if (ref === undefined) return;
-  try {
-    parseKey(readFileSync(ref.resolved, 'utf8'), ref.written);
-  } catch (err) {
-    out.error(ref.at, ref.path, (err as Error).message.replace(/^failover\.authKeyFile \S+: /, ''));
-  }
+  const problem = keyProblem(readFileSync(ref.resolved, 'utf8'), ref.written);
+  if (problem !== null) out.error(ref.at, ref.path, problem);
 }
 
 /**

@@ -17,21 +17,31 @@ export function generateKey(): string {
 
 /** Parses the key file's content. `file` only names the source in error messages. */
 export function parseKey(text: string, file: string): Buffer {
+  const problem = keyProblem(text, file);
+  if (problem !== null) throw keyError(file, problem);
+  return Buffer.from(text.trim(), 'base64');
+}
+
+/**
+ * What is wrong with a key file's content, or null when it is one base64 line of 32 bytes (what `mqtt-lb check`
+ * reports at the key, and what parseKey throws). `file` is named in the advice to run keygen.
+ */
+export function keyProblem(text: string, file: string): string | null {
   const lines = text.split(/\r?\n/);
   // One line, optionally followed by a newline (a trailing empty element after split).
   while (lines.length > 1 && lines[lines.length - 1] === '') lines.pop();
   if (lines.length !== 1 || lines[0]!.trim() === '') {
-    throw keyError(file, `must hold exactly one base64 line of ${FAILOVER_KEY_BYTES} bytes (found ${lines[0]!.trim() === '' && lines.length === 1 ? 'an empty file' : `${lines.length} lines`}); create it with \`mqtt-lb keygen > ${file}\``);
+    return `must hold exactly one base64 line of ${FAILOVER_KEY_BYTES} bytes (found ${lines[0]!.trim() === '' && lines.length === 1 ? 'an empty file' : `${lines.length} lines`}); create it with \`mqtt-lb keygen > ${file}\``;
   }
   const line = lines[0]!.trim();
   if (!KEY_LINE_RE.test(line)) {
     const decoded = /^[A-Za-z0-9+/]+={0,2}$/.test(line) ? Buffer.from(line, 'base64').length : null;
     const found = decoded === null ? 'text that is not base64' : `${decoded} bytes`;
-    throw keyError(file, `must hold one base64 line of ${FAILOVER_KEY_BYTES} bytes, found ${found}; create it with \`mqtt-lb keygen > ${file}\``);
+    return `must hold one base64 line of ${FAILOVER_KEY_BYTES} bytes, found ${found}; create it with \`mqtt-lb keygen > ${file}\``;
   }
   const key = Buffer.from(line, 'base64');
-  if (key.length !== FAILOVER_KEY_BYTES) throw keyError(file, `decodes to ${key.length} bytes, expected ${FAILOVER_KEY_BYTES}`);
-  return key;
+  if (key.length !== FAILOVER_KEY_BYTES) return `decodes to ${key.length} bytes, expected ${FAILOVER_KEY_BYTES}`;
+  return null;
 }
 
 export interface KeyFile {
