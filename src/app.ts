@@ -14,9 +14,10 @@ import type { ProxyContext, ListenerStats } from './proxy/context.js';
 import { budgetForConfig } from './proxy/fd-budget.js';
 import { buildFront } from './proxy/front.js';
 import { Admission } from './proxy/admission.js';
+import { OverloadGuard } from './proxy/overload-guard.js';
 import { Metrics } from './telemetry/metrics.js';
 import { AdminServer } from './telemetry/admin-server.js';
-import type { TelemetrySource, AdminActions } from './telemetry/source.js';
+import type { TelemetrySource, AdminActions, OverloadStatus } from './telemetry/source.js';
 import type { LagWindow } from './telemetry/loop-lag.js';
 import { Failover, computeTracking } from './failover/index.js';
 import { VERSION } from './version.js';
@@ -73,10 +74,14 @@ export class App implements TelemetrySource, AdminActions {
   readonly role: Role;
   /** primary: the workers' listener counters, summed (see src/cluster/primary.ts). */
   readonly remoteListeners = new Map<string, ListenerStats>();
+  /** primary: the workers' memory ceilings, combined (see src/cluster/primary.ts). */
+  remoteOverload = { active: false, inUseBytes: 0 };
   private readonly link: WorkerLink | null;
   private admin: AdminServer | null = null;
   private failoverRuntime: Failover | null = null;
   private admission: Admission;
+  /** limits.maxMemory in a process with listeners (in the primary the workers' snapshots say it). */
+  readonly overloadGuard: OverloadGuard;
   private trackTimer: NodeJS.Timeout | null = null;
   private stopping = false;
   private stopped: Promise<void> | null = null;
@@ -96,6 +101,7 @@ export class App implements TelemetrySource, AdminActions {
       pool: (name) => pools.get(name),
       totalActive: 0,
       maxConnections: config.limits.maxConnections,
+      overloaded: false,
       onServerConnected: (server, seconds) => {
         if (this.link !== null) this.link.connectSample(server, seconds);
         else this.metrics?.serverConnect(server.pool, server.name, seconds);
@@ -110,6 +116,26 @@ export class App implements TelemetrySource, AdminActions {
       release: (ticket) => this.admission.release(ticket),
     };
     this.metrics = role === 'worker' ? null : new Metrics(this);
+    this.overloadGuard = new OverloadGuard(config.limits.maxMemory, {
+      entered: (inUse, max) => this.overloadEntered(inUse, max),
+      left: (inUse, max) => this.overloadLeft(inUse, max),
+    });
+  }
+
+  // ── the memory ceiling (reliability case 64) ────────────────────────────────────────────────────────────
+
+  /** New connections are closed at accept from now on; clients still before their CONNECT go first. */
+  private overloadEntered(inUseBytes: number, maxMemory: number): void {
+    this.ctx.overloaded = true;
+    let shed = 0;
+    for (const l of this.sessionHolders()) shed += l.shedBeforeConnect();
+    const refused = this.admission.refuseWaiting('overloaded');
+    this.log.warn({ inUseBytes, maxMemory, shedBeforeConnect: shed, refusedWaiting: refused }, 'memory ceiling reached: refusing new connections');
+  }
+
+  private overloadLeft(inUseBytes: number, maxMemory: number): void {
+    this.ctx.overloaded = false;
+    this.log.info({ inUseBytes, maxMemory }, 'memory below the ceiling again: accepting new connections');
   }
 
   // ── start ───────────────────────────────────────────────────────────────────────────────────────────────
@@ -139,6 +165,7 @@ export class App implements TelemetrySource, AdminActions {
       throw err;
     }
     for (const c of this.checkers.values()) c.start();
+    if (this.role !== 'primary') this.overloadGuard.start();
     this.trackTimer = setInterval(() => this.track(), TRACK_INTERVAL_MS);
     this.trackTimer.unref();
   }
@@ -254,6 +281,7 @@ export class App implements TelemetrySource, AdminActions {
     this.ctx.logSessions = next.log.sessions;
     this.log.level = next.log.level;
     this.admission.reconfigure(next.limits);
+    this.overloadGuard.reconfigure(next.limits.maxMemory);
 
     for (const [name, pool] of this.poolMap) {
       const pc = next.pools[name];
@@ -449,6 +477,7 @@ export class App implements TelemetrySource, AdminActions {
   private async closeEverything(): Promise<void> {
     if (this.trackTimer !== null) clearInterval(this.trackTimer);
     this.trackTimer = null;
+    this.overloadGuard.close();
     await Promise.all([...this.checkers.values()].map((c) => c.close()));
     for (const r of this.reactions.values()) r.close();
     await Promise.all([...this.listenerMap.values()].map((l) => l.stopAccepting()));
@@ -475,8 +504,18 @@ export class App implements TelemetrySource, AdminActions {
     return { instances: fo.status(), stats: fo.stats() };
   }
 
+  overload(): OverloadStatus {
+    const memoryInUseBytes = this.role === 'primary' ? this.remoteOverload.inUseBytes : this.overloadGuard.inUseBytes;
+    return { active: this.overloaded(), memoryInUseBytes, maxMemoryBytes: this.config.limits.maxMemory };
+  }
+
+  private overloaded(): boolean {
+    return this.role === 'primary' ? this.remoteOverload.active : this.overloadGuard.active;
+  }
+
   ready(): { ok: true } | { ok: false; reason: string } {
     if (this.stopping) return { ok: false, reason: 'stopping' };
+    if (this.overloaded()) return { ok: false, reason: 'overloaded: memory in use reached limits.maxMemory; new connections are refused' };
     for (const l of this.listenerMap.values()) if (!l.listening) return { ok: false, reason: `listener ${l.config.name} not bound` };
     if (this.role === 'primary') {
       for (const lc of this.config.listeners) if (!this.remoteListeners.has(lc.name)) return { ok: false, reason: `listener ${lc.name} not bound by the workers yet` };

@@ -24,6 +24,12 @@ export interface ListenerSnapshot {
   rejected: Array<[string, number]>;
 }
 
+/** A worker's memory ceiling (its share of limits.maxMemory): over it, and the memory it counts. */
+export interface OverloadSnapshot {
+  active: boolean;
+  inUseBytes: number;
+}
+
 export interface ServerSnapshot {
   pool: string;
   server: string;
@@ -51,7 +57,7 @@ export type ToPrimary =
   | { t: 'fatal'; message: string; code: string | null }
   | { t: 'probe'; pool: string; server: string }
   | { t: 'reload-prepared'; id: number; error: string | null }
-  | { t: 'snapshot'; listeners: ListenerSnapshot[]; servers: ServerSnapshot[]; connects: Array<[string, string, number]>; lag: LagWindow | null };
+  | { t: 'snapshot'; listeners: ListenerSnapshot[]; servers: ServerSnapshot[]; connects: Array<[string, string, number]>; lag: LagWindow | null; overload: OverloadSnapshot };
 
 export function workerCount(workers: number | 'auto', cores: number): number {
   return workers === 'auto' ? Math.max(1, cores) : workers;

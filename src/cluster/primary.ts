@@ -16,7 +16,7 @@ import { ListenerStats } from '../proxy/context.js';
 import { worstWindow, type LagWindow } from '../telemetry/loop-lag.js';
 import type { Server } from '../balancer/server.js';
 import { ErrorCodes, MqttLbError } from '../errors.js';
-import type { ToPrimary, ToWorker, ServerStateWire, ListenerSnapshot, ServerSnapshot } from './messages.js';
+import type { ToPrimary, ToWorker, ServerStateWire, ListenerSnapshot, ServerSnapshot, OverloadSnapshot } from './messages.js';
 
 const READY_TIMEOUT_MS = 15_000;
 const RESPAWN_DELAY_MS = 1000;
@@ -38,6 +38,7 @@ interface WorkerSlot {
   config: LbConfig | null;
   listeners: ListenerSnapshot[];
   servers: ServerSnapshot[];
+  overload: OverloadSnapshot | null;
 }
 
 export class ClusterPrimary {
@@ -79,7 +80,7 @@ export class ClusterPrimary {
 
   private fork(index: number): Promise<void> {
     const worker = cluster.fork({ MQTT_LB_WORKER_INDEX: String(index) });
-    const slot: WorkerSlot = { index, worker, ready: false, config: null, listeners: [], servers: [] };
+    const slot: WorkerSlot = { index, worker, ready: false, config: null, listeners: [], servers: [], overload: null };
     this.slots.set(index, slot);
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -113,6 +114,7 @@ export class ClusterPrimary {
           case 'snapshot':
             slot.listeners = m.listeners;
             slot.servers = m.servers;
+            slot.overload = m.overload;
             for (const [pool, server, seconds] of m.connects) this.app.metrics?.serverConnect(pool, server, seconds);
             this.workerLag = worstWindow(this.workerLag, m.lag);
             this.aggregate();
@@ -228,6 +230,14 @@ export class ClusterPrimary {
     }
     this.app.remoteListeners.clear();
     for (const [k, v] of listeners) this.app.remoteListeners.set(k, v);
+    // Over the ceiling when any worker is (it refuses its share of new clients); memory is the workers' sum.
+    const overload = { active: false, inUseBytes: 0 };
+    for (const slot of this.slots.values()) {
+      if (slot.overload === null) continue;
+      overload.active ||= slot.overload.active;
+      overload.inUseBytes += slot.overload.inUseBytes;
+    }
+    this.app.remoteOverload = overload;
     for (const p of this.app.poolMap.values()) {
       for (const s of p.servers) {
         let sessions = 0;

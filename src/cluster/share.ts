@@ -25,6 +25,7 @@ export function workerShare(config: LbConfig, workers: number, index: number): L
       acceptRate: limits.acceptRate > 0 ? limits.acceptRate / workers : 0,
       acceptQueue: share(limits.acceptQueue),
       perSource: { maxConnections: limits.perSource.maxConnections, connectRate: limits.perSource.connectRate > 0 ? limits.perSource.connectRate / workers : 0 },
+      maxMemory: share(limits.maxMemory),
     },
     pools: Object.fromEntries(Object.entries(config.pools).map(([k, p]) => [k, { ...p, evictRate: p.evictRate / workers }])),
   };

@@ -43,7 +43,8 @@ function snapshot(app: App, link: PrimaryLink): ToPrimary {
   }
   const connects = link.connects;
   link.connects = [];
-  return { t: 'snapshot', listeners, servers, connects, lag: loopLag.takeWindow() };
+  const guard = app.overloadGuard;
+  return { t: 'snapshot', listeners, servers, connects, lag: loopLag.takeWindow(), overload: { active: guard.active, inUseBytes: guard.inUseBytes } };
 }
 
 function main(): void {

@@ -77,6 +77,7 @@ export interface LimitsConfig {
   acceptQueue: number;
   perSource: { maxConnections: number; connectRate: number };
   drainTimeout: Millis;
+  maxMemory: number; // bytes of heap in use + Buffers at which new connections are refused; 0 = no ceiling
 }
 
 export interface AdminConfig {

@@ -23,6 +23,8 @@ import { describe } from './yaml-reader.js';
 const MIN_CONNECT_BYTES = 32;
 const MAX_CONNECT_BYTES = 268_435_460;
 const SHORT_TOKEN_CHARS = 16;
+/** The smallest limits.maxMemory: below it normal traffic alone would cross the ceiling (src/proxy/memory-ceiling.ts). */
+const MIN_MAX_MEMORY = 128 * 1024 * 1024;
 
 export interface Validated {
   config: LbConfig;
@@ -54,7 +56,7 @@ export function validateDocument(r: ConfigReader, absFile: string, baseDir: stri
     file: absFile,
     listeners: listeners.map((l) => l.config),
     pools: Object.fromEntries([...pools].map(([name, p]) => [name, p.config])),
-    limits: readLimits(root),
+    limits: readLimits(r, root),
     admin: admin.config,
     log: readLog(root),
     workers: readWorkers(r, root),
@@ -68,7 +70,7 @@ function emptyLbConfig(file: string): LbConfig {
     file,
     listeners: [],
     pools: {},
-    limits: readLimits(undefined),
+    limits: readLimits(undefined, undefined),
     admin: { bind: DEFAULTS.admin.bind, address: defaultAdminAddress(), token: null },
     log: readLog(undefined),
     workers: DEFAULTS.workers,
@@ -82,7 +84,7 @@ function defaultAdminAddress(): HostPort {
   return r.value;
 }
 
-function readLimits(root: MapReader | undefined): LimitsConfig {
+function readLimits(r: ConfigReader | undefined, root: MapReader | undefined): LimitsConfig {
   const d = DEFAULTS.limits;
   const m = root?.section('limits', KEYS.limits);
   const perSource = m?.section('perSource', KEYS.perSource);
@@ -97,7 +99,18 @@ function readLimits(root: MapReader | undefined): LimitsConfig {
       connectRate: perSource?.num('connectRate', d.perSource.connectRate, { min: 0 }) ?? d.perSource.connectRate,
     },
     drainTimeout: m?.duration('drainTimeout', d.drainTimeout, { min: 0 }) ?? d.drainTimeout,
+    maxMemory: r !== undefined && m !== undefined ? readMaxMemory(r, m) : d.maxMemory,
   };
+}
+
+/** 0 = no ceiling, else at least MIN_MAX_MEMORY. */
+function readMaxMemory(r: ConfigReader, m: MapReader): number {
+  const value = m.int('maxMemory', DEFAULTS.limits.maxMemory, 0);
+  if (value > 0 && value < MIN_MAX_MEMORY) {
+    r.error(m.get('maxMemory')!, `must be 0 (no ceiling) or at least ${MIN_MAX_MEMORY} bytes (128 MiB) (got ${value})`);
+    return DEFAULTS.limits.maxMemory;
+  }
+  return value;
 }
 
 interface AdminDraft {

@@ -350,13 +350,23 @@ export class Admission {
     if (this.sweeper !== null) clearInterval(this.sweeper);
     this.timer = null;
     this.sweeper = null;
+    this.refuseWaiting('shutting_down');
+  }
+
+  /** Refuse every client waiting for an accept token (stopping, or over the memory ceiling); returns how many. */
+  refuseWaiting(reason: 'shutting_down' | 'overloaded'): number {
+    let refused = 0;
     for (let head = this.firstWaiting(); head !== null; head = this.firstWaiting()) {
       const ticket = head.ticket!;
       this.dequeue(head);
-      ticket.refuse('shutting_down');
+      ticket.refuse(reason);
+      refused++;
     }
     this.queue.length = 0;
     this.queueHead = 0;
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    return refused;
   }
 }
 

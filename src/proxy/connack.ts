@@ -15,6 +15,7 @@ export type RefusalReason =
   | 'rate_limited'
   | 'accept_queue_full'
   | 'shutting_down'
+  | 'overloaded'
   | 'bad_protocol_level';
 
 // MQTT 3.1 / 3.1.1 CONNACK return codes (3.1.1 §3.2.2.3; 3.1 uses the same values).
@@ -38,6 +39,7 @@ const CODES: Readonly<Record<RefusalReason, readonly [number, number]>> = {
   accept_queue_full: [RC_SERVER_UNAVAILABLE, RC5_CONNECTION_RATE_EXCEEDED],
   // 0x8B "Server shutting down" is a DISCONNECT reason only [MQTT-3.2.2.2]: a CONNACK says unavailable.
   shutting_down: [RC_SERVER_UNAVAILABLE, RC5_SERVER_UNAVAILABLE],
+  overloaded: [RC_SERVER_UNAVAILABLE, RC5_SERVER_BUSY],
   bad_protocol_level: [RC_UNACCEPTABLE_PROTOCOL_VERSION, RC5_UNSUPPORTED_PROTOCOL_VERSION],
 };
 

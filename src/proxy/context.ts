@@ -48,6 +48,8 @@ export interface ProxyContext {
   totalActive: number;
   /** The global cap after clamping to the descriptor budget. */
   maxConnections: number;
+  /** Over the memory ceiling (limits.maxMemory): new connections are closed at accept (overload-guard.ts). */
+  overloaded: boolean;
   onServerConnected(server: Server, seconds: number): void;
   /** A dial failed. serverCaused: refused/reset/timeout (worth a probe), not a local error (EMFILE...). */
   onDialFailure(server: Server, serverCaused: boolean): void;

@@ -189,6 +189,13 @@ export class Listener implements SessionListener {
 
   private accept(socket: ProxySocket): void {
     this.acceptHealthy = true;
+    if (this.ctx.overloaded) {
+      // Over the memory ceiling (overload-guard.ts): nothing is read, no TLS handshake begins.
+      socket.destroy();
+      this.stats.outcomes.rejected++;
+      this.stats.count('overloaded');
+      return;
+    }
     this.stats.active++;
     this.ctx.totalActive++;
     // A front needs a net.Socket; the handle accept above hands those to net.
@@ -239,6 +246,13 @@ export class Listener implements SessionListener {
   /** Close every session now. */
   destroyAll(): void {
     for (const s of this.sessions) s.destroy();
+  }
+
+  /** Over the memory ceiling: close the sessions still waiting for their CONNECT; returns how many. */
+  shedBeforeConnect(): number {
+    let shed = 0;
+    for (const s of this.sessions) if (s.shedBeforeConnect()) shed++;
+    return shed;
   }
 }
 

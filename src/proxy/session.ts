@@ -114,7 +114,8 @@ export class ClientSession implements LiveSession, AdmissionTicket {
     client.on('data', onClientData);
     this.deadline = null;
     const ctx = listener.ctx;
-    const refused = ctx.arrive === undefined ? null : ctx.arrive(this);
+    // Over the memory ceiling: a front (TLS, PROXY) that began before it ends here, before any buffering.
+    const refused = ctx.overloaded ? 'overloaded' : ctx.arrive === undefined ? null : ctx.arrive(this);
     if (refused !== null) {
       this.reject(refused);
       return;
@@ -409,6 +410,16 @@ export class ClientSession implements LiveSession, AdmissionTicket {
     this.closeReason ??= reason;
     this.client.destroy();
     this.upstream?.destroy();
+  }
+
+  /**
+   * Over the memory ceiling: a client that has not delivered its CONNECT yet is closed, unanswered (it may be
+   * the one filling memory with a large slow CONNECT; nothing of it could be answered yet). True if closed.
+   */
+  shedBeforeConnect(): boolean {
+    if (this.phase !== 'reading') return false;
+    this.reject('overloaded');
+    return true;
   }
 
   /** Close the whole process down (SIGTERM past drainTimeout): an eviction, in any phase. */

@@ -81,6 +81,9 @@ export class Metrics {
   private readonly advertsDropped: SnapshotCounter<'reason'>;
   private readonly configReloads: Counter<'result'>;
   private readonly loopLag: Gauge<string>;
+  private readonly overloaded: Gauge<string>;
+  private readonly memoryInUse: Gauge<string>;
+  private readonly memoryMax: Gauge<string>;
   private readonly loopLagMax: Gauge<string>;
 
   constructor(source: TelemetrySource) {
@@ -220,6 +223,22 @@ export class Metrics {
       registers,
     });
     this.loopLagSampler = new LoopLagSampler(LAG_SAMPLE_MS);
+
+    this.overloaded = new Gauge({
+      name: 'mqtt_lb_overloaded',
+      help: '1 while the memory in use is over limits.maxMemory (new connections are closed at accept), else 0; with workers, 1 when any worker is.',
+      registers,
+    });
+    this.memoryInUse = new Gauge({
+      name: 'mqtt_lb_memory_in_use_bytes',
+      help: 'What limits.maxMemory is compared with: JavaScript heap in use plus Buffers (with workers, summed over the proxy workers).',
+      registers,
+    });
+    this.memoryMax = new Gauge({
+      name: 'mqtt_lb_memory_max_bytes',
+      help: 'limits.maxMemory in bytes; 0 = no ceiling.',
+      registers,
+    });
   }
 
   get contentType(): string {
@@ -270,6 +289,10 @@ export class Metrics {
     this.pruneEventSeries(live);
     this.collectFailover();
     this.collectLoopLag();
+    const overload = this.source.overload();
+    this.overloaded.set(overload.active ? 1 : 0);
+    this.memoryInUse.set(overload.memoryInUseBytes);
+    this.memoryMax.set(overload.maxMemoryBytes);
   }
 
   private collectListeners(): void {

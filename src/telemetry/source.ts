@@ -19,6 +19,13 @@ export interface ListenerStats {
 export type { FailoverInstanceStatus, FailoverStats } from '../failover/index.js';
 import type { FailoverInstanceStatus, FailoverStats } from '../failover/index.js';
 
+/** The memory ceiling (limits.maxMemory): with workers, over it when any worker is; memory summed over them. */
+export interface OverloadStatus {
+  active: boolean;
+  memoryInUseBytes: number;
+  maxMemoryBytes: number; // 0 = no ceiling
+}
+
 export interface TelemetrySource {
   version: string;
   startedAt: number; // Date.now() at start
@@ -26,6 +33,7 @@ export interface TelemetrySource {
   pools(): Array<{ name: string; balance: string; servers: Server[] }>;
   failover(): { instances: FailoverInstanceStatus[]; stats: FailoverStats } | null; // null = failover off
   ready(): { ok: true } | { ok: false; reason: string };
+  overload(): OverloadStatus;
   /** With workers > 1: the worst event-loop lag the proxy workers saw since the previous call. */
   workerLoopLag?(): LagWindow | null;
 }
@@ -54,6 +62,7 @@ export const REJECT_REASONS = [
   'rate_limited',
   'accept_queue_full',
   'shutting_down',
+  'overloaded',
   'bad_protocol_level',
   'malformed',
   'not_connect',

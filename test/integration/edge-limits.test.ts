@@ -14,6 +14,7 @@ import path from 'node:path';
 import { lbYaml, type HealthSpec, type ListenerSpec } from '../helpers/lb-config.js';
 import { startMosquitto, freePort, type Broker } from '../helpers/mosquitto.js';
 import { startLb, stopAllLbs, sleep, waitReady, CLI, type LbProcess } from '../helpers/lb.js';
+import mqttPacket from 'mqtt-packet';
 import { connectPacket, parsePackets, connectRaw } from '../helpers/raw-client.js';
 
 type Level = 3 | 4 | 5;
@@ -267,6 +268,125 @@ describe('caps answered in MQTT and freed', () => {
     await h1.leave();
     expect(await rejectedCount(admin, 'mqtt', 'rate_limited')).toBe(2);
     await lb.stop();
+  });
+});
+
+/**
+ * A CONNECT valid as far as it goes (client ID, will topic and message, username: 60,000 bytes each) whose last
+ * 1,000 bytes never come: the balancer must buffer ~260 KB for it until clientConnectTimeout.
+ */
+function unfinishedLargeConnect(): Buffer {
+  const field = (n: number, fill: number): Buffer => {
+    const b = Buffer.alloc(n + 2, fill);
+    b.writeUInt16BE(n, 0);
+    return b;
+  };
+  // Protocol name MQTT, level 4, flags: username, password, will, clean session; keepalive 60.
+  const variable = Buffer.from([0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, 0x04, 0xc6, 0x00, 0x3c]);
+  const body = Buffer.concat([variable, field(60_000, 0x61), field(60_000, 0x62), field(60_000, 0x63), field(60_000, 0x75), field(20_000, 0x70)]);
+  const n = body.length;
+  const header = Buffer.from([0x10, (n & 0x7f) | 0x80, ((n >> 7) & 0x7f) | 0x80, n >> 14]);
+  return Buffer.concat([header, body.subarray(0, n - 1000)]);
+}
+
+/** `count` clients that each send unfinishedLargeConnect(); counts the ones the balancer closed. */
+async function floodUnfinished(port: number, count: number): Promise<{ sockets: net.Socket[]; closedByLb(): number }> {
+  const packet = unfinishedLargeConnect();
+  const sockets: net.Socket[] = [];
+  let closed = 0;
+  for (let i = 0; i < count; i++) {
+    const s = netConnect(port, '127.0.0.1');
+    s.on('error', () => {});
+    s.on('close', () => closed++);
+    s.write(packet);
+    sockets.push(s);
+    if (i % 50 === 49) await sleep(10);
+  }
+  return { sockets, closedByLb: () => closed };
+}
+
+async function metricValue(admin: number, line: RegExp): Promise<number | null> {
+  const text = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
+  const m = line.exec(text);
+  return m === null ? null : Number(m[1]);
+}
+
+async function until(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 10_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+describe('memory ceiling (limits.maxMemory, reliability case 64)', () => {
+  const MAX = 128 * 1024 * 1024;
+  const FLOOD = 700; // ~180 MB of unfinished CONNECTs against a 128 MiB ceiling
+
+  it('over it: unfinished CONNECTs are shed, newcomers closed at accept, routed sessions keep working; below it again: clients served', async () => {
+    const { lb, admin, ports } = await startWith({ limits: `  clientConnectTimeout: 60s\n  maxMemory: ${MAX}\n` });
+    const port = ports.mqtt!;
+    const flooded: net.Socket[] = [];
+    try {
+      expect(await metricValue(admin, /^mqtt_lb_memory_max_bytes (\d+)/m)).toBe(MAX);
+      expect(await metricValue(admin, /^mqtt_lb_overloaded (\d+)/m)).toBe(0);
+      // A routed session, subscribed to its own topic.
+      const routed = await connectAt(port, 'mem-routed', 4);
+      expect(routed.code).toBe(0);
+      const received: Buffer[] = [];
+      routed.socket.on('data', (d: Buffer) => received.push(d));
+      routed.socket.write(mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'mem/t', qos: 0 }] }));
+      await until('SUBACK', () => parsePackets(Buffer.concat(received)).some((p) => p.cmd === 'suback'));
+
+      const flood = await floodUnfinished(port, FLOOD);
+      flooded.push(...flood.sockets);
+      // Every one of them is closed long before clientConnectTimeout (60 s): shed, or closed at accept.
+      await until('the flood closed by the balancer', () => flood.closedByLb() === FLOOD, 20_000);
+      expect(lb.logs.some((l) => l.msg === 'memory ceiling reached: refusing new connections')).toBe(true);
+      expect(await rejectedCount(admin, 'mqtt', 'overloaded')).toBe(FLOOD);
+      expect(await rejectedCount(admin, 'mqtt', 'timeout')).toBe(0);
+
+      // The routed session never noticed.
+      received.length = 0;
+      routed.socket.write(mqttPacket.generate({ cmd: 'publish', topic: 'mem/t', payload: Buffer.from('still here'), qos: 0, dup: false, retain: false }));
+      await until('the PUBLISH back', () => parsePackets(Buffer.concat(received)).some((p) => p.cmd === 'publish' && String(p.payload) === 'still here'));
+
+      // Memory freed: the ceiling is left and a new client reaches the broker.
+      await until('mqtt_lb_overloaded 0', async () => (await metricValue(admin, /^mqtt_lb_overloaded (\d+)/m)) === 0);
+      await until('memory below 90 % of the ceiling', async () => ((await metricValue(admin, /^mqtt_lb_memory_in_use_bytes (\d+)/m)) ?? MAX) < MAX * 0.9);
+      const fresh = await connectAt(port, 'mem-fresh', 5);
+      expect(fresh.code).toBe(0);
+      fresh.socket.destroy();
+      expect((await fetch(`http://127.0.0.1:${admin}/readyz`)).status).toBe(200);
+      routed.socket.destroy();
+    } finally {
+      for (const s of flooded) s.destroy();
+      await lb.stop();
+    }
+  });
+
+  it('clients waiting in the accept queue when it is crossed are told: rc 3 for 3.1/3.1.1, 0x89 for 5.0 (overloaded)', async () => {
+    // One accept token per 100 s: the first client passes, the next ones wait in the queue.
+    const { lb, admin, ports } = await startWith({ limits: `  clientConnectTimeout: 60s\n  maxMemory: ${MAX}\n  acceptRate: 0.01\n  acceptQueue: 10\n` });
+    const port = ports.mqtt!;
+    const flooded: net.Socket[] = [];
+    try {
+      const first = await connectAt(port, 'mem-q-first', 4);
+      expect(first.code).toBe(0);
+      const waiting = LEVELS.map((level) => connectAt(port, `mem-q-${level}`, level, 30_000));
+      await sleep(300); // all three queued
+      const flood = await floodUnfinished(port, FLOOD);
+      flooded.push(...flood.sockets);
+      const answers = await Promise.all(waiting);
+      expect(answers.map((a) => a.code)).toEqual([3, 3, 0x89]);
+      for (const a of answers) a.socket.destroy();
+      await until('the flood closed by the balancer', () => flood.closedByLb() === FLOOD, 20_000);
+      expect(await rejectedCount(admin, 'mqtt', 'overloaded')).toBe(FLOOD + 3);
+      first.socket.destroy();
+    } finally {
+      for (const s of flooded) s.destroy();
+      await lb.stop();
+    }
   });
 });
 

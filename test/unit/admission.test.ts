@@ -15,6 +15,7 @@ function limits(over: Partial<Omit<LimitsConfig, 'perSource'>> & { perSource?: P
     acceptRate: 0,
     acceptQueue: 1000,
     drainTimeout: 30_000,
+    maxMemory: 0,
     ...over,
     perSource: { maxConnections: 0, connectRate: 0, ...over.perSource },
   };
@@ -314,6 +315,23 @@ describe('Admission', () => {
     // A CONNECT read after close() that would have to wait is refused at once, and no timer comes back.
     expect(a.admit(new Ticket())).toBe('shutting_down');
     expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it('refuseWaiting (over the memory ceiling) refuses every waiting client with the reason; the queue keeps working after', () => {
+    const a = make(limits({ acceptRate: 1, acceptQueue: 10 }));
+    expect(a.admit(new Ticket())).toBe('ok');
+    const waiting = [new Ticket(), new Ticket(), new Ticket()];
+    for (const t of waiting) expect(a.admit(t)).toBe('queued');
+    expect(a.refuseWaiting('overloaded')).toBe(3);
+    expect(waiting.map((t) => t.events)).toEqual([['overloaded'], ['overloaded'], ['overloaded']]);
+    expect(a.queued).toBe(0);
+    expect(vi.getTimerCount()).toBe(0);
+    expect(a.refuseWaiting('overloaded')).toBe(0);
+    // Not a stop: a later client still waits for its token and gets it.
+    const later = new Ticket();
+    expect(a.admit(later)).toBe('queued');
+    vi.advanceTimersByTime(1000);
+    expect(later.events).toEqual(['proceed']);
   });
 
   it('paces a storm: over any window of 1 s no more than rate + burst proceed', () => {

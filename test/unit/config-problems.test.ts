@@ -114,6 +114,18 @@ workers: 0
     expect(problems(`${PREFIX}workers: 4\n`)).toEqual([]);
   });
 
+  it('limits.maxMemory: 0 (no ceiling) or at least 128 MiB, in bytes', () => {
+    expect(problems(`${PREFIX}limits:\n  maxMemory: 0\n`)).toEqual([]);
+    expect(problems(`${PREFIX}limits:\n  maxMemory: 134217728\n`)).toEqual([]);
+    expect(parseConfig(`${PREFIX}limits:\n  maxMemory: 2147483648\n`, 'lb.yaml').config?.limits.maxMemory).toBe(2147483648);
+    expect(parseConfig(PREFIX, 'lb.yaml').config?.limits.maxMemory).toBe(0);
+    expect(problems(`${PREFIX}limits:\n  maxMemory: 1048576\n`)).toEqual([
+      'lb.yaml:9:14 limits.maxMemory: must be 0 (no ceiling) or at least 134217728 bytes (128 MiB) (got 1048576)',
+    ]);
+    expect(problems(`${PREFIX}limits:\n  maxMemory: -1\n`)).toEqual(['lb.yaml:9:14 limits.maxMemory: must be an integer of at least 0 (got -1)']);
+    expect(problems(`${PREFIX}limits:\n  maxMemory: 1GiB\n`)).toEqual(['lb.yaml:9:14 limits.maxMemory: must be an integer of at least 0 (got "1GiB")']);
+  });
+
   it('several problems in one file, all reported in file order', () => {
     const text = `listeners:
   - name: mqtt

@@ -11,6 +11,7 @@ import type {
   FailoverInstanceStatus,
   FailoverStats,
   ListenerStats,
+  OverloadStatus,
   TelemetrySource,
 } from '../../src/telemetry/source.js';
 
@@ -63,6 +64,7 @@ export class FakeSource implements TelemetrySource {
   poolList: FakePool[] = [];
   failoverStatus: { instances: FailoverInstanceStatus[]; stats: FailoverStats } | null = null;
   readiness: { ok: true } | { ok: false; reason: string } = { ok: true };
+  overloadStatus: OverloadStatus = { active: false, memoryInUseBytes: 0, maxMemoryBytes: 0 };
 
   listeners(): ListenerStats[] {
     return this.listenerList;
@@ -75,6 +77,9 @@ export class FakeSource implements TelemetrySource {
   }
   ready(): { ok: true } | { ok: false; reason: string } {
     return this.readiness;
+  }
+  overload(): OverloadStatus {
+    return this.overloadStatus;
   }
 }
 
