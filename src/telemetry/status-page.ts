@@ -95,7 +95,7 @@ const SCRIPT = `
 
   /** Keyed update of a tbody: rows are kept (and so are buttons under the pointer) across refreshes. */
   function reconcile(tbody, items, keyOf, create, update) {
-    var existing = {};
+    var existing = Object.create(null); // keyed by names: "constructor" or "toString" must not hit Object.prototype
     Array.prototype.forEach.call(tbody.children, function (tr) { existing[tr.getAttribute('data-key')] = tr; });
     var prev = null;
     items.forEach(function (item) {
@@ -220,7 +220,7 @@ const SCRIPT = `
 
   function renderPools(s) {
     var root = byId('pools');
-    var existing = {};
+    var existing = Object.create(null); // keyed by names: "constructor" or "toString" must not hit Object.prototype
     Array.prototype.forEach.call(root.children, function (sec) { existing[sec.getAttribute('data-pool')] = sec; });
     s.pools.forEach(function (p) {
       var sec = existing[p.name];

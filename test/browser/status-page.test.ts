@@ -201,4 +201,27 @@ describe('status page', () => {
     expect(await w.page.textContent('#conn')).toMatch(/^cannot reach mqtt-lb/);
     expect(await w.page.textContent(pill('b1'))).toBe('drain');
   }, 60_000);
+
+  it('names that are Object.prototype properties (constructor, toString, valueOf) render and act like any other', async () => {
+    const { source, actions, url } = await startAdmin(null);
+    const servers = [makeServer('constructor', 'toString', 'up'), makeServer('constructor', 'valueOf', 'down'), makeServer('constructor', 'hasOwnProperty', 'up')];
+    source.poolList = [{ name: 'constructor', balance: 'client-id-hash', servers }];
+    source.listenerList = [listenerStats('constructor', { active: 2 }), listenerStats('toString', { bind: '0.0.0.0:1884' })];
+    const w = await openPage(url);
+    const cell = (server: string): string => `tr[data-server="constructor/${server}"] td[data-field="state"] .pill`;
+    await w.page.waitForFunction((sel) => document.querySelector(sel)?.textContent === 'up', cell('toString'), { timeout: WAIT_MS });
+    expect(await w.page.textContent(cell('valueOf'))).toBe('down');
+    expect(await w.page.textContent(cell('hasOwnProperty'))).toBe('up');
+    expect(await w.page.$$eval('#listeners tbody tr', (trs) => trs.map((t) => t.textContent))).toEqual(['constructor0.0.0.0:1883no2', 'toString0.0.0.0:1884no0']);
+    // Refreshes reconcile the same rows (no duplicates), and the buttons work.
+    servers[1]!.setHealth('up');
+    await w.page.waitForFunction((sel) => document.querySelector(sel)?.textContent === 'up', cell('valueOf'), { timeout: WAIT_MS });
+    expect(await w.page.$$eval('#pools tbody tr', (trs) => trs.length)).toBe(3);
+    await w.page.click('tr[data-server="constructor/toString"] button[data-action="drain"]');
+    await w.page.waitForFunction((sel) => document.querySelector(sel)?.textContent === 'drain', cell('toString'), { timeout: WAIT_MS });
+    expect(actions.calls).toEqual([{ pool: 'constructor', server: 'toString', state: 'drain' }]);
+    expect(await w.page.getAttribute('#conn', 'class')).toBe('muted');
+    expect(w.pageErrors).toEqual([]);
+    expect(w.consoleErrors).toEqual([]);
+  }, 60_000);
 });
