@@ -9,7 +9,7 @@ import type { Server, AdminState, LiveSession } from './balancer/server.js';
 import { HealthChecker } from './health/checker.js';
 import { PoolReactions } from './health/reactions.js';
 import { Evictor } from './health/eviction.js';
-import { Listener, isAddressInUse } from './proxy/listener.js';
+import { Listener, explainHandOver } from './proxy/listener.js';
 import type { ProxyContext, ListenerStats } from './proxy/context.js';
 import { budgetForConfig } from './proxy/fd-budget.js';
 import { buildFront } from './proxy/front.js';
@@ -358,21 +358,9 @@ export class App implements TelemetrySource, AdminActions {
     } catch (err) {
       if (this.stopping) await this.closeBinds(binds);
       else await this.undoBinds(binds);
-      throw current === null || this.stopping ? err : this.explainHandOver(err, current);
+      throw current === null || this.stopping ? err : explainHandOver(err, current, [...this.listenerMap.values()].map((l) => l.config));
     }
     return binds;
-  }
-
-  /** An address in use by another of our listeners (a rename, a swap): say so, and what to do instead. */
-  private explainHandOver(err: unknown, lc: ListenerConfig): unknown {
-    if (!isAddressInUse(err)) return err;
-    const holder = [...this.listenerMap.values()].find((l) => l.config.name !== lc.name && l.config.address.port === lc.address.port);
-    if (holder === undefined) return err;
-    return new MqttLbError(
-      ErrorCodes.START_BIND,
-      `${(err as Error).message} (held by listener ${holder.config.name} until this reload is applied: hand an address over in two reloads, remove then add, or restart)`,
-      { cause: err },
-    );
   }
 
   /** A reload that does not go ahead: new listeners closed, moved ones bound where they were. */

@@ -13,6 +13,7 @@ import type { Logger } from 'pino';
 import type { App } from '../app.js';
 import type { LbConfig } from '../config/types.js';
 import { ListenerStats } from '../proxy/context.js';
+import { explainHandOver, probeBind } from '../proxy/listener.js';
 import { worstWindow, type LagWindow } from '../telemetry/loop-lag.js';
 import type { Server } from '../balancer/server.js';
 import { ErrorCodes, MqttLbError } from '../errors.js';
@@ -39,6 +40,10 @@ interface WorkerSlot {
   listeners: ListenerSnapshot[];
   servers: ServerSnapshot[];
   overload: OverloadSnapshot | null;
+  /** A replacement for a worker that exited (not one of the first N). */
+  respawned: boolean;
+  /** It has sent a snapshot (what it has bound). */
+  reported: boolean;
 }
 
 export class ClusterPrimary {
@@ -73,14 +78,14 @@ export class ClusterPrimary {
     cluster.setupPrimary({ exec: path.join(here, 'worker-main.js'), args: [], silent: false });
     this.watchServers();
     const readies: Array<Promise<void>> = [];
-    for (let i = 0; i < this.count; i++) readies.push(this.fork(i));
+    for (let i = 0; i < this.count; i++) readies.push(this.fork(i, false));
     await Promise.all(readies);
     this.log.info({ workers: this.count, schedulingPolicy: cluster.schedulingPolicy === cluster.SCHED_RR ? 'round-robin' : 'kernel' }, 'workers started');
   }
 
-  private fork(index: number): Promise<void> {
+  private fork(index: number, respawned: boolean): Promise<void> {
     const worker = cluster.fork({ MQTT_LB_WORKER_INDEX: String(index) });
-    const slot: WorkerSlot = { index, worker, ready: false, config: null, listeners: [], servers: [], overload: null };
+    const slot: WorkerSlot = { index, worker, ready: false, config: null, listeners: [], servers: [], overload: null, respawned, reported: false };
     this.slots.set(index, slot);
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -115,6 +120,7 @@ export class ClusterPrimary {
             slot.listeners = m.listeners;
             slot.servers = m.servers;
             slot.overload = m.overload;
+            slot.reported = true;
             for (const [pool, server, seconds] of m.connects) this.app.metrics?.serverConnect(pool, server, seconds);
             this.workerLag = worstWindow(this.workerLag, m.lag);
             this.aggregate();
@@ -145,7 +151,7 @@ export class ClusterPrimary {
   private respawn(index: number, attempt: number): void {
     setTimeout(() => {
       if (this.stopping) return;
-      this.fork(index).catch((err: unknown) => {
+      this.fork(index, true).catch((err: unknown) => {
         if (this.stopping) return;
         this.log.error({ err, worker: index, retryInMs: respawnDelay(attempt + 1) }, 'worker restart failed');
         this.respawn(index, attempt + 1);
@@ -214,8 +220,9 @@ export class ClusterPrimary {
   private aggregate(): void {
     const listeners = new Map<string, ListenerStats>();
     for (const lc of this.app.config.listeners) {
-      // A listener appears once every live worker reports it bound (readyz).
-      const reports = [...this.slots.values()].map((s) => s.listeners.find((l) => l.name === lc.name));
+      // A listener appears once every worker reports it bound (readyz). A replacement for a worker that exited
+      // counts from its first report: until then the others serve, and it does not hide them.
+      const reports = [...this.slots.values()].filter((s) => s.reported || !s.respawned).map((s) => s.listeners.find((l) => l.name === lc.name));
       if (reports.length === 0 || reports.some((r) => r === undefined || !r.listening)) continue;
       const agg = new ListenerStats(lc.name, lc.bind, lc.tls !== null);
       const retired = this.retiredListeners.get(lc.name);
@@ -271,6 +278,7 @@ export class ClusterPrimary {
    * it. When one cannot (an address in use), all abort, and the error names the worker.
    */
   async reload(config: LbConfig): Promise<void> {
+    await this.probeNewAddresses(config);
     const own = await this.app.prepareReload(config);
     const id = ++this.reloadSeq;
     const workers = [...this.slots.values()].filter((s) => s.ready);
@@ -301,6 +309,24 @@ export class ClusterPrimary {
     for (const slot of this.slots.values()) if (slot.ready) this.catchUp(slot);
     this.watchServers();
     this.queueStates();
+  }
+
+  /**
+   * Every address the reload adds or moves a listener to, bound once here first (listener.ts probeBind says why
+   * a worker must not be the one to find it in use). Not a listener's move onto its own port (localhost for
+   * 127.0.0.1): there the worker's old socket makes way. The probe can still lose a race with another program.
+   */
+  private async probeNewAddresses(config: LbConfig): Promise<void> {
+    const running = this.app.config.listeners;
+    for (const lc of config.listeners) {
+      const now = running.find((r) => r.name === lc.name);
+      if (now !== undefined && (now.bind === lc.bind || now.address.port === lc.address.port)) continue;
+      try {
+        await probeBind(lc);
+      } catch (err) {
+        throw explainHandOver(err, lc, running);
+      }
+    }
   }
 
   /** A ready worker that runs an older config than the primary's (it started during a reload) is reloaded. */

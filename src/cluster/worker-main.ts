@@ -90,6 +90,7 @@ function main(): void {
         app.start().then(
           () => {
             send({ t: 'ready' });
+            send(snapshot(app!, link));
             timer = setInterval(() => send(snapshot(app!, link)), SNAPSHOT_MS);
           },
           (err: unknown) => {

@@ -273,6 +273,40 @@ export function isAddressInUse(err: unknown): boolean {
 }
 
 /**
+ * An address in use by another of our running listeners (a rename, a swap in one reload): say so, and what to
+ * do instead. Other errors are returned as they are.
+ */
+export function explainHandOver(err: unknown, lc: ListenerConfig, running: readonly ListenerConfig[]): unknown {
+  if (!isAddressInUse(err)) return err;
+  const holder = running.find((r) => r.name !== lc.name && r.address.port === lc.address.port);
+  if (holder === undefined) return err;
+  return new MqttLbError(
+    ErrorCodes.START_BIND,
+    `${(err as Error).message} (held by listener ${holder.name} until this reload is applied: hand an address over in two reloads, remove then add, or restart)`,
+    { cause: err },
+  );
+}
+
+/**
+ * Bind `lc`'s address and close it again: whether a reload's new address can be bound, asked by the cluster
+ * primary before its workers try. A listen that fails inside a node:cluster worker keeps that worker's listen
+ * index for the address taken for good (Node 20, lib/internal/cluster/child.js: rr() does not release it on an
+ * error), so the worker's later listens there use another handle key than a freshly started worker's, and a
+ * respawned worker then fails with EADDRINUSE. Rejects with START_BIND, as a listener's own bind.
+ */
+export function probeBind(lc: ListenerConfig): Promise<void> {
+  const server = net.createServer();
+  return new Promise((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      reject(new MqttLbError(ErrorCodes.START_BIND, `listener ${lc.name}: cannot bind ${lc.bind}: ${err.code ?? err.message}`, { cause: err }));
+    });
+    server.listen({ host: lc.address.host, port: lc.address.port, ipv6Only: false, exclusive: true }, () => {
+      server.close(() => resolve());
+    });
+  });
+}
+
+/**
  * TCP_NODELAY and keepalive for every accepted connection, set once on the listening socket: Linux gives an
  * accepted socket a copy of the listener's options (the kernel clones the listening socket), which saves
  * five setsockopt calls per connection (strace: 34 -> 29 system calls per proxied connection). Only where

@@ -101,7 +101,8 @@ export async function startLb(yaml: string, opts: { waitPort?: number; waitReady
         };
         const t = setTimeout(() => {
           waiters.delete(check);
-          reject(new Error(`log line not seen within ${timeoutMs} ms; stderr: ${stderr.join('')}`));
+          const recent = logs.slice(-20).map((l) => JSON.stringify(l).slice(0, 300));
+          reject(new Error(`log line not seen within ${timeoutMs} ms; stderr: ${stderr.join('')}\nlast log lines:\n${recent.join('\n')}`));
         }, timeoutMs);
         waiters.add(check);
       });

@@ -22,6 +22,7 @@ limits:
   acceptRate: 10
   acceptQueue: ${queue}
   perSource: { maxConnections: 2, connectRate: 4 }
+  maxMemory: 1073741825
 workers: 2
 `;
 
@@ -41,6 +42,7 @@ describe('workerShare', () => {
     expect(sum((c) => c.limits.maxConnections)).toBe(cap);
     expect(sum((c) => c.limits.acceptQueue)).toBe(cap);
     expect(sum((c) => c.limits.acceptRate)).toBeCloseTo(10);
+    expect(sum((c) => c.limits.maxMemory)).toBe(1073741825); // the memory ceiling too
     for (const c of shares) expect(c.listeners[0]!.maxConnections).toBeGreaterThanOrEqual(1);
   });
 
