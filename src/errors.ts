@@ -35,8 +35,13 @@ export interface ConfigProblem {
   message: string;
 }
 
+/** One line per problem, whatever the file held: control characters (a CR, a newline in a key) are escaped. */
 export function formatProblem(p: ConfigProblem): string {
-  return `${p.file}:${p.line}:${p.col} ${p.path}: ${p.message}`;
+  return `${p.file}:${p.line}:${p.col} ${escapeControls(p.path)}: ${escapeControls(p.message)}`;
+}
+
+function escapeControls(text: string): string {
+  return text.replace(/[\u0000-\u001f\u007f]/g, (c) => JSON.stringify(c).slice(1, -1));
 }
 
 /** An error made of config problems, each printed as `FILE:LINE:COL key.path: message`. */

@@ -3,6 +3,7 @@
  * sections (listener -> pool references, colliding binds). Problems go to the reader's collector; the
  * returned config is meaningful only when no problem was recorded.
  */
+import { isIPv6, SocketAddress } from 'node:net';
 import { isScalar } from 'yaml';
 import { DEFAULTS } from './defaults.js';
 import { suggestKey } from './did-you-mean.js';
@@ -198,7 +199,13 @@ function checkPoolReferences(
 
 /** Two sockets on one port collide when the hosts are equal or either is a wildcard (Node listens dual-stack on `::`). */
 function collides(a: HostPort, b: HostPort): boolean {
-  return a.port === b.port && (a.host === b.host || isWildcardHost(a.host) || isWildcardHost(b.host));
+  return a.port === b.port && (sameHost(a.host, b.host) || isWildcardHost(a.host) || isWildcardHost(b.host));
+}
+
+/** `[::1]` and `[0:0::1]` are one address (host names are not resolved here: start reports those). */
+function sameHost(a: string, b: string): boolean {
+  if (a === b) return true;
+  return isIPv6(a) && isIPv6(b) && new SocketAddress({ address: a, family: 'ipv6' }).address === new SocketAddress({ address: b, family: 'ipv6' }).address;
 }
 
 function checkBindCollisions(r: ConfigReader, listeners: ListenerDraft[], admin: AdminDraft): void {

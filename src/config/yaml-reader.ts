@@ -98,6 +98,11 @@ export interface NumberRule {
   integer?: boolean;
 }
 
+const DUPLICATE_KEY = 'duplicate key: a key may appear only once in a mapping';
+
+/** Node's timers hold at most 2^31-1 ms (about 596.5 h) and run a longer one after 1 ms: no duration is longer. */
+export const MAX_DURATION_MS = 596 * 3600 * 1000;
+
 export interface DurationRule {
   min?: number; // ms
   max?: number; // ms
@@ -179,8 +184,12 @@ export class ConfigReader {
         this.out.error(keyAt, slot.path, 'names must be plain strings');
         continue;
       }
-      const name = String(key.value);
-      if (seen.has(name)) continue; // yaml reports the duplicate key already
+      // As written: YAML reads `007` as the number 7 and `1e400` as Infinity, which are not the names meant.
+      const name = typeof key.value === 'string' ? key.value : (key.source ?? String(key.value));
+      if (seen.has(name)) {
+        this.out.error(keyAt, joinPath(slot.path, name), DUPLICATE_KEY);
+        continue;
+      }
       seen.add(name);
       entries.push({ name, keyAt, value: this.slotOf(pair.value, keyAt, joinPath(slot.path, name)) });
     }
@@ -258,11 +267,12 @@ export class ConfigReader {
       return undefined;
     }
     const ms = parsed.ms;
-    const { min, max } = rule;
+    const { min } = rule;
+    const max = Math.min(rule.max ?? MAX_DURATION_MS, MAX_DURATION_MS);
     const belowMin = min !== undefined && (rule.minExclusive === true ? ms <= min : ms < min);
-    if (belowMin || (max !== undefined && ms > max)) {
+    if (belowMin || ms > max) {
       const lo = min === undefined ? '' : rule.minExclusive === true ? `more than ${formatDuration(min)}` : `at least ${formatDuration(min)}`;
-      const hi = max === undefined ? '' : `at most ${formatDuration(max)}`;
+      const hi = rule.max !== undefined || ms > max ? `at most ${formatDuration(max)}` : '';
       this.error(slot, `must be ${[lo, hi].filter((s) => s !== '').join(' and ')} (got ${describe(slot.node)})`);
       return undefined;
     }
@@ -321,7 +331,10 @@ export class MapReader {
         r.out.error(keyAt, path, `unknown key \`${key}\`${hint}`);
         continue;
       }
-      if (this.entries.has(key)) continue; // duplicate: reported by yaml (uniqueKeys)
+      if (this.entries.has(key)) {
+        r.out.error(keyAt, path, DUPLICATE_KEY);
+        continue;
+      }
       this.entries.set(key, { keyAt, value: r.slotOf(pair.value, keyAt, path) });
     }
   }

@@ -428,6 +428,37 @@ describe('loadConfig', () => {
     expect((caught as MqttLbError).message).toContain(file);
   });
 
+  it('refuses to read more than 16 MiB (a device, a pipe, a runaway file) as CONFIG_READ, without reading it all', () => {
+    let caught: unknown;
+    try {
+      loadConfig('/dev/zero');
+    } catch (err) {
+      caught = err;
+    }
+    expect((caught as MqttLbError).code).toBe(ErrorCodes.CONFIG_READ);
+    expect((caught as MqttLbError).message).toBe('cannot read config file /dev/zero: larger than 16 MiB: not a config file');
+  });
+
+  it('reads a file with a byte-order mark: positions on line 1 count from after it', () => {
+    dir = mkdtempSync(join(tmpdir(), 'mqtt-lb-config-'));
+    const file = join(dir, 'lb.yaml');
+    writeFileSync(file, `\ufefflisteners:\n  - { name: mqtt, bind: "0.0.0.0:1883", pool: demo }\npools:\n  demo:\n    servers: [{ name: b1, address: "127.0.0.1:1884" }]\nworker: 1\n`);
+    let caught: unknown;
+    try {
+      loadConfig(file);
+    } catch (err) {
+      caught = err;
+    }
+    expect((caught as ConfigError).problems.map((p) => `${p.line}:${p.col} ${p.path}`)).toEqual(['6:1 worker']);
+    writeFileSync(file, `\ufefflistners: []\n`);
+    try {
+      loadConfig(file);
+    } catch (err) {
+      caught = err;
+    }
+    expect((caught as ConfigError).problems[0]).toMatchObject({ line: 1, col: 1, path: 'listners' });
+  });
+
   it('throws one ConfigError carrying every problem', () => {
     dir = mkdtempSync(join(tmpdir(), 'mqtt-lb-config-'));
     const file = join(dir, 'lb.yaml');

@@ -114,6 +114,46 @@ workers: 0
     expect(problems(`${PREFIX}workers: 4\n`)).toEqual([]);
   });
 
+  it('no duration beyond Node\'s timer limit (longer ones would run after 1 ms): at most 596h', () => {
+    expect(problems(`${PREFIX}limits:\n  clientConnectTimeout: 596h\n`)).toEqual([]);
+    expect(problems(`${PREFIX}limits:\n  clientConnectTimeout: 597h\n`)).toEqual([
+      'lb.yaml:9:25 limits.clientConnectTimeout: must be more than 0s and at most 596h (got "597h")',
+    ]);
+    expect(problems(`${PREFIX}    health: { interval: 1000h, timeout: 600h }\n`)).toEqual([
+      'lb.yaml:8:25 pools.brokers.health.interval: must be more than 0s and at most 596h (got "1000h")',
+      'lb.yaml:8:41 pools.brokers.health.timeout: must be more than 0s and at most 596h (got "600h")',
+    ]);
+  });
+
+  it('pool names as written: `007` stays 007; two spellings of one name are a duplicate, not a silent drop', () => {
+    const named = (pools: string, pool: string): string =>
+      `listeners:\n  - name: mqtt\n    bind: 0.0.0.0:1883\n    pool: "${pool}"\npools:\n${pools}`;
+    const servers = `    servers: [{ name: b1, address: "10.0.0.11:1883" }]\n`;
+    const out = parseConfig(named(`  007:\n${servers}`, '007'), 'lb.yaml');
+    expect(out.problems).toEqual([]);
+    expect(Object.keys(out.config!.pools)).toEqual(['007']);
+    expect(problems(named(`  1:\n${servers}  "1":\n${servers}`, '1'))).toEqual(['lb.yaml:8:3 pools.1: duplicate key: a key may appear only once in a mapping']);
+    expect(problems(named(`  &k p:\n${servers}  *k :\n${servers}`, 'p'))).toEqual(['lb.yaml:8:3 pools.p: duplicate key: a key may appear only once in a mapping']);
+  });
+
+  it('every problem on one line: control characters in keys are escaped', () => {
+    const lines = problems(`${PREFIX}limits:\n  "max\\rConnections": 5\n  "a\\nb": 1\n`);
+    expect(lines).toHaveLength(2);
+    for (const l of lines) expect(l).not.toMatch(/[\r\n]/);
+    expect(lines[0]).toContain('limits.max\\rConnections: unknown key `max\\rConnections`');
+  });
+
+  it('IPv6 binds are compared as addresses: [::1] and [0:0::1] collide', () => {
+    const text = `listeners:
+  - { name: a, bind: "[::1]:21883", pool: brokers }
+  - { name: b, bind: "[0:0::1]:21883", pool: brokers }
+pools:
+  brokers:
+    servers: [{ name: b1, address: "10.0.0.11:1883" }]
+`;
+    expect(problems(text)).toEqual(['lb.yaml:3:22 listeners[1].bind: `[0:0::1]:21883` collides with listener `a` (line 2)']);
+  });
+
   it('limits.maxMemory: 0 (no ceiling) or at least 128 MiB, in bytes', () => {
     expect(problems(`${PREFIX}limits:\n  maxMemory: 0\n`)).toEqual([]);
     expect(problems(`${PREFIX}limits:\n  maxMemory: 134217728\n`)).toEqual([]);
@@ -242,7 +282,7 @@ admin:
 `;
     expect(problems(text)).toEqual([
       'lb.yaml:9:3 failover.authKeyFile: missing required key `authKeyFile` (the key file written by `mqtt-lb keygen`)',
-      'lb.yaml:9:14 failover.interface: "-batch" is not allowed here: an interface name is 1 to 15 letters, digits, `_`, `.`, `:` or `-`, and does not start with `-`',
+      'lb.yaml:9:14 failover.interface: "-batch" is not allowed here: an interface name is 1 to 15 letters, digits, `_`, `.` or `-`, and does not start with `-` (no alias labels such as `eth0:1`)',
       'lb.yaml:10:21 failover.peers[1]: IPv6 peers are not supported yet',
       'lb.yaml:10:32 failover.peers[2]: duplicate peer `10.0.0.2`',
       'lb.yaml:11:19 failover.advertInterval: must be a multiple of 10ms (got "15ms")',
