@@ -100,6 +100,7 @@ export class App implements TelemetrySource, AdminActions {
       logSessions: config.log.sessions,
       pool: (name) => pools.get(name),
       totalActive: 0,
+      totalAdmitted: 0,
       maxConnections: config.limits.maxConnections,
       overloaded: false,
       onServerConnected: (server, seconds) => {

@@ -104,11 +104,12 @@ interface Held {
  * How many connections of one address may be waiting for their CONNECT at once; 0 = no cap. A client sends
  * its CONNECT at once, so this is only reached by connections that stay silent (SlowITe, reliability cases 58
  * and 63): without it, per-source limits counted sessions only, and one address could hold every slot of a
- * listener for clientConnectTimeout, again and again. The cap follows the per-source limit that is set: the
- * connection cap, else one second of the CONNECT rate (its burst).
+ * listener for clientConnectTimeout, again and again. The cap follows the per-source limit that is set: twice
+ * the connection cap (clients that arrive together beyond the cap still get their CONNACK 0x97 rather than a
+ * silent close), else one second of the CONNECT rate (its burst).
  */
 export function pendingCap(perSource: LimitsConfig['perSource']): number {
-  if (perSource.maxConnections > 0) return perSource.maxConnections;
+  if (perSource.maxConnections > 0) return 2 * perSource.maxConnections;
   if (perSource.connectRate > 0) return sourceBurst(perSource.connectRate);
   return 0;
 }

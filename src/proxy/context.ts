@@ -26,6 +26,8 @@ export type RejectReason = RefusalReason | 'malformed' | 'not_connect' | 'too_la
 /** Counters a listener keeps; read at scrape time (never a metric call per packet). */
 export class ListenerStats {
   active = 0;
+  /** Sessions past their CONNECT that hold one of the listener's maxConnections slots (session.ts holdSlot). */
+  admitted = 0;
   readonly outcomes = { proxied: 0, rejected: 0, failed: 0 };
   readonly rejected = new Map<string, number>();
   constructor(
@@ -44,8 +46,10 @@ export interface ProxyContext {
   limits: LimitsConfig;
   logSessions: boolean;
   pool(name: string): RoutingPool | undefined;
-  /** Sessions on all listeners (global cap). */
+  /** Connections on all listeners, from accept (before their CONNECT too). */
   totalActive: number;
+  /** Sessions past their CONNECT holding a slot of the global cap, on all listeners. */
+  totalAdmitted: number;
   /** The global cap after clamping to the descriptor budget. */
   maxConnections: number;
   /** Over the memory ceiling (limits.maxMemory): new connections are closed at accept (overload-guard.ts). */

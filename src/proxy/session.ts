@@ -88,6 +88,8 @@ export class ClientSession implements LiveSession, AdmissionTicket {
   usernameOverride: Buffer | null = null;
   /** The client's FIN came after its CONNECT but before the server was connected (passed on at the splice). */
   clientEndedEarly = false;
+  /** It counts against the listener's and the global maxConnections (from its CONNECT until it ends). */
+  private holdsSlot = false;
 
   /**
    * `acceptedAt`: the TCP accept, which may lie before this object (TLS handshake, PROXY header): the
@@ -198,8 +200,11 @@ export class ClientSession implements LiveSession, AdmissionTicket {
     this.client.removeListener('data', onClientData);
     const l = this.listener;
     const ctx = l.ctx;
-    if (l.stats.active > l.maxConnections) return this.refuse('listener_full');
-    if (ctx.totalActive > ctx.maxConnections) return this.refuse('global_full');
+    // The caps count sessions whose CONNECT was taken, not connections still sending one: three clients that
+    // arrive together under a cap of two are two admitted and one refused, whichever CONNECT comes first.
+    if (l.stats.admitted >= l.maxConnections) return this.refuse('listener_full');
+    if (ctx.totalAdmitted >= ctx.maxConnections) return this.refuse('global_full');
+    this.holdSlot();
     this.phase = 'admitting';
     if (ctx.admit !== undefined) {
       const verdict = ctx.admit(this);
@@ -283,8 +288,23 @@ export class ClientSession implements LiveSession, AdmissionTicket {
     this.client.destroy();
   }
 
+  private holdSlot(): void {
+    this.holdsSlot = true;
+    this.listener.stats.admitted++;
+    this.listener.ctx.totalAdmitted++;
+  }
+
+  /** Idempotent: when the session is refused (its socket may linger to deliver the CONNACK), or ends. */
+  private releaseSlot(): void {
+    if (!this.holdsSlot) return;
+    this.holdsSlot = false;
+    this.listener.stats.admitted--;
+    this.listener.ctx.totalAdmitted--;
+  }
+
   private enterClosed(outcome: 'rejected' | 'failed', reason: string): void {
     this.phase = 'closed';
+    this.releaseSlot();
     this.clearDeadline();
     this.buf = null;
     const stats = this.listener.stats;
@@ -535,6 +555,7 @@ export class ClientSession implements LiveSession, AdmissionTicket {
       );
     }
     ctx.release?.(this);
+    this.releaseSlot();
     this.listener.sessionEnded(this);
   }
 }

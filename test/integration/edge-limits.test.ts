@@ -161,7 +161,7 @@ describe('caps answered in MQTT and freed', () => {
   // Reliability cases 58 and 63: one address that opens connections and sends nothing must not hold the
   // listener's slots. Connections of one address still without a CONNECT are capped like its sessions; past
   // that they are closed at once (nothing was read that could be answered). Other addresses are unaffected.
-  it('silent connections count against their address: past perSource.maxConnections closed at once, others unaffected', async () => {
+  it('silent connections count against their address: past twice perSource.maxConnections closed at once, others unaffected', async () => {
     const { lb, admin, ports } = await startWith({ limits: '  clientConnectTimeout: 5s\n  perSource: { maxConnections: 3 }\n' });
     const port = ports.mqtt!;
     const opened: net.Socket[] = [];
@@ -183,10 +183,11 @@ describe('caps answered in MQTT and freed', () => {
         });
       });
     try {
-      const silent = [await open('127.0.0.1'), await open('127.0.0.1'), await open('127.0.0.1')];
+      const silent: net.Socket[] = [];
+      for (let i = 0; i < 6; i++) silent.push(await open('127.0.0.1'));
       await sleep(200);
       const extra = await open('127.0.0.1');
-      expect(await closedWithin(extra, 1500), 'the fourth silent connection is closed').toBe(true);
+      expect(await closedWithin(extra, 1500), 'the seventh silent connection is closed').toBe(true);
       for (const s of silent) expect(s.destroyed).toBe(false);
       // Another address gets in while the silent ones stay.
       const other = await open('127.0.0.2');
@@ -204,6 +205,43 @@ describe('caps answered in MQTT and freed', () => {
       for (const s of opened) s.destroy();
       await lb.stop();
     }
+  });
+
+  it('clients that arrive together: the caps count sessions, not connections still sending their CONNECT', async () => {
+    // Three connections first, then their three CONNECTs: under a cap of two, two are admitted and one refused.
+    const together = async (port: number, prefix: string, localAddress?: string): Promise<Array<number | null>> => {
+      const sockets = await Promise.all([0, 1, 2].map(() => new Promise<net.Socket>((resolve, reject) => {
+        const s = netConnect({ host: '127.0.0.1', port, ...(localAddress !== undefined ? { localAddress } : {}) });
+        s.once('connect', () => resolve(s));
+        s.once('error', reject);
+      })));
+      await sleep(100);
+      const codes = await Promise.all(sockets.map((s, i) => new Promise<number | null>((resolve) => {
+        let buf = Buffer.alloc(0);
+        const t = setTimeout(() => resolve(null), 3000);
+        s.on('error', () => {});
+        s.on('data', (d: Buffer) => {
+          buf = Buffer.concat([buf, d]);
+          const p = parsePackets(buf, 5)[0];
+          if (p?.cmd === 'connack') {
+            clearTimeout(t);
+            resolve(p.reasonCode ?? 0);
+          }
+        });
+        s.write(connectPacket({ clientId: `${prefix}-${i}`, protocolVersion: 5 }));
+      })));
+      for (const s of sockets) s.destroy();
+      return codes.sort((a, b) => (a ?? -1) - (b ?? -1));
+    };
+    const global = await startWith({ limits: '  clientConnectTimeout: 2s\n  maxConnections: 2\n' });
+    expect(await together(global.ports.mqtt!, 'tg')).toEqual([0, 0, 0x89]);
+    await global.lb.stop();
+    const listener = await startWith({ listeners: [{ name: 'small', extra: '    maxConnections: 2\n' }], limits: '  clientConnectTimeout: 2s\n' });
+    expect(await together(listener.ports.small!, 'tl')).toEqual([0, 0, 0x89]);
+    await listener.lb.stop();
+    const source = await startWith({ limits: '  clientConnectTimeout: 2s\n  perSource: { maxConnections: 2 }\n' });
+    expect(await together(source.ports.mqtt!, 'ts', '127.0.0.3')).toEqual([0, 0, 0x97]);
+    await source.lb.stop();
   });
 
   it('rate_limited: perSource.connectRate answered 0x9F / rc 3, admitted again once the rate allows', async () => {

@@ -140,8 +140,8 @@ describe('Admission', () => {
   });
 
   // Reliability cases 58 and 63: silent connections (no CONNECT) count against their address from the start.
-  it('connections still without a CONNECT are capped per source; a CONNECT or a close frees the place', () => {
-    const a = make(limits({ perSource: { maxConnections: 2 } }));
+  it('connections still without a CONNECT are capped per source (twice maxConnections); a CONNECT or a close frees the place', () => {
+    const a = make(limits({ perSource: { maxConnections: 1 } }));
     const silent = [new Ticket('10.0.0.1'), new Ticket('10.0.0.1')];
     for (const t of silent) expect(a.arrive(t)).toBeNull();
     expect(a.arrive(new Ticket('10.0.0.1'))).toBe('source_full');
@@ -151,16 +151,17 @@ describe('Admission', () => {
     const third = new Ticket('10.0.0.1');
     expect(a.arrive(third)).toBeNull();
     expect(a.arrive(new Ticket('10.0.0.1'))).toBe('source_full');
-    expect(a.admit(third)).toBe('ok');
-    expect(a.admit(silent[1]!)).toBe('source_full'); // two sessions already: answered 0x97 as before
+    expect(a.admit(third)).toBe('source_full'); // one session already: answered 0x97
+    a.release(third);
+    expect(a.admit(silent[1]!)).toBe('source_full');
     a.release(silent[1]!);
     // Silent ones that leave give their place back, and the book is forgotten when nothing is left.
-    for (const t of [silent[0]!, third]) a.release(t);
+    a.release(silent[0]!);
     expect(a.trackedSources).toBe(1); // 10.0.0.2 still pending
   });
 
-  it('pending cap: the connection cap, else a second of the CONNECT rate, else none', () => {
-    expect(pendingCap({ maxConnections: 3, connectRate: 50 })).toBe(3);
+  it('pending cap: twice the connection cap, else a second of the CONNECT rate, else none', () => {
+    expect(pendingCap({ maxConnections: 3, connectRate: 50 })).toBe(6);
     expect(pendingCap({ maxConnections: 0, connectRate: 2.5 })).toBe(sourceBurst(2.5));
     expect(pendingCap({ maxConnections: 0, connectRate: 0 })).toBe(0);
     const rateOnly = make(limits({ perSource: { connectRate: 1 } }));

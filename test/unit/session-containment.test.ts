@@ -75,6 +75,7 @@ function rig() {
     logSessions: false,
     pool: () => undefined,
     totalActive: 0,
+    totalAdmitted: 0,
     maxConnections: 100,
     overloaded: false,
     onServerConnected: () => {},
