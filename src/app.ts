@@ -19,6 +19,7 @@ import { Metrics } from './telemetry/metrics.js';
 import { AdminServer } from './telemetry/admin-server.js';
 import type { TelemetrySource, AdminActions, OverloadStatus } from './telemetry/source.js';
 import type { LagWindow } from './telemetry/loop-lag.js';
+import type { ProcessMetricsJson } from './telemetry/process-metrics.js';
 import { Failover, computeTracking } from './failover/index.js';
 import { VERSION } from './version.js';
 import { ErrorCodes, MqttLbError } from './errors.js';
@@ -397,6 +398,9 @@ export class App implements TelemetrySource, AdminActions {
 
   /** primary: the proxy workers' worst loop lag since the previous call; set by ClusterPrimary. */
   workerLoopLag?: () => LagWindow | null;
+
+  /** primary: the proxy workers' latest process and Node.js metrics; set by ClusterPrimary. */
+  workerProcessMetrics?: () => ProcessMetricsJson[];
 
   /** primary: stops the workers (evicting at a total rate, or draining); set by ClusterPrimary. */
   stopWorkers: ((evictRate: number | null, timeoutMs: number) => Promise<void>) | null = null;

@@ -34,6 +34,7 @@ export async function runBalancer(file: string): Promise<number> {
   if (primary !== null) {
     app.stopWorkers = (rate, timeoutMs) => primary.stopWorkers(rate, timeoutMs);
     app.workerLoopLag = () => primary.takeWorkerLag();
+    app.workerProcessMetrics = () => primary.processMetrics();
   }
   try {
     await app.start();

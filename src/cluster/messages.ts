@@ -5,6 +5,7 @@
 import type { LbConfig } from '../config/types.js';
 import type { AdminState, HealthState, LastCheck } from '../balancer/server.js';
 import type { LagWindow } from '../telemetry/loop-lag.js';
+import type { ProcessMetricsJson } from '../telemetry/process-metrics.js';
 
 export interface ServerStateWire {
   pool: string;
@@ -57,6 +58,7 @@ export type ToPrimary =
   | { t: 'fatal'; message: string; code: string | null }
   | { t: 'probe'; pool: string; server: string }
   | { t: 'reload-prepared'; id: number; error: string | null }
+  | { t: 'process-metrics'; metrics: ProcessMetricsJson }
   | { t: 'snapshot'; listeners: ListenerSnapshot[]; servers: ServerSnapshot[]; connects: Array<[string, string, number]>; lag: LagWindow | null; overload: OverloadSnapshot };
 
 export function workerCount(workers: number | 'auto', cores: number): number {

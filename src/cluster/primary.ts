@@ -15,6 +15,7 @@ import type { LbConfig } from '../config/types.js';
 import { ListenerStats } from '../proxy/context.js';
 import { explainHandOver, probeBind } from '../proxy/listener.js';
 import { worstWindow, type LagWindow } from '../telemetry/loop-lag.js';
+import type { ProcessMetricsJson } from '../telemetry/process-metrics.js';
 import type { Server } from '../balancer/server.js';
 import { ErrorCodes, MqttLbError } from '../errors.js';
 import type { ToPrimary, ToWorker, ServerStateWire, ListenerSnapshot, ServerSnapshot, OverloadSnapshot } from './messages.js';
@@ -44,6 +45,8 @@ interface WorkerSlot {
   respawned: boolean;
   /** It has sent a snapshot (what it has bound). */
   reported: boolean;
+  /** Its latest process and Node.js metrics. */
+  processMetrics: ProcessMetricsJson | null;
 }
 
 export class ClusterPrimary {
@@ -85,7 +88,7 @@ export class ClusterPrimary {
 
   private fork(index: number, respawned: boolean): Promise<void> {
     const worker = cluster.fork({ MQTT_LB_WORKER_INDEX: String(index) });
-    const slot: WorkerSlot = { index, worker, ready: false, config: null, listeners: [], servers: [], overload: null, respawned, reported: false };
+    const slot: WorkerSlot = { index, worker, ready: false, config: null, listeners: [], servers: [], overload: null, respawned, reported: false, processMetrics: null };
     this.slots.set(index, slot);
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -115,6 +118,9 @@ export class ClusterPrimary {
             return;
           case 'reload-prepared':
             if (m.id === this.reloadSeq) this.reloadWaiters.get(index)?.(m.error);
+            return;
+          case 'process-metrics':
+            slot.processMetrics = m.metrics;
             return;
           case 'snapshot':
             slot.listeners = m.listeners;
@@ -263,6 +269,13 @@ export class ClusterPrimary {
         s.remote.bytesOut = bytesOut;
       }
     }
+  }
+
+  /** The live workers' latest process and Node.js metrics (a worker that exited is left out). */
+  processMetrics(): ProcessMetricsJson[] {
+    const out: ProcessMetricsJson[] = [];
+    for (const slot of this.slots.values()) if (slot.processMetrics !== null) out.push(slot.processMetrics);
+    return out;
   }
 
   /** For the lag metric: the worst window since the previous call, then a new window. */

@@ -8,6 +8,7 @@ import { App, type PreparedReload, type WorkerLink } from '../app.js';
 import { MqttLbError } from '../errors.js';
 import { createLogger } from '../telemetry/logger.js';
 import { LoopLagSampler } from '../telemetry/loop-lag.js';
+import { PROCESS_METRICS_MS, createProcessRegistry } from '../telemetry/process-metrics.js';
 import { installTestHooks } from '../test-hooks.js';
 import type { ToPrimary, ToWorker, ListenerSnapshot, ServerSnapshot } from './messages.js';
 import { workerShare } from './share.js';
@@ -30,6 +31,15 @@ class PrimaryLink implements WorkerLink {
 
 /** The proxy's own event loop: what the failover heartbeat is protected from, and what operators watch. */
 const loopLag = new LoopLagSampler();
+/** This worker's process and Node.js metrics, combined by the primary with the others' (process-metrics.ts). */
+const processRegistry = createProcessRegistry();
+
+function sendProcessMetrics(): void {
+  processRegistry.getMetricsAsJSON().then(
+    (metrics) => send({ t: 'process-metrics', metrics }),
+    () => {}, // a collector that failed: the primary keeps the previous values
+  );
+}
 
 function snapshot(app: App, link: PrimaryLink): ToPrimary {
   const listeners: ListenerSnapshot[] = [];
@@ -64,6 +74,7 @@ function main(): void {
   };
   const link = new PrimaryLink();
   let timer: NodeJS.Timeout | null = null;
+  let processTimer: NodeJS.Timeout | null = null;
   // The primary coordinates stopping; a terminal's Ctrl-C reaches the whole process group.
   process.on('SIGINT', () => {});
   process.on('SIGTERM', () => {});
@@ -72,6 +83,7 @@ function main(): void {
   const stop = (evictRate: number | null): void => {
     if (app === null) process.exit(0);
     if (timer !== null) clearInterval(timer);
+    if (processTimer !== null) clearInterval(processTimer);
     void app.stop(evictRate === null ? {} : { evictRate }).then(() => {
       send(snapshot(app!, link));
       process.exit(0);
@@ -92,6 +104,8 @@ function main(): void {
             send({ t: 'ready' });
             send(snapshot(app!, link));
             timer = setInterval(() => send(snapshot(app!, link)), SNAPSHOT_MS);
+            sendProcessMetrics();
+            processTimer = setInterval(sendProcessMetrics, PROCESS_METRICS_MS);
           },
           (err: unknown) => {
             send({ t: 'fatal', message: (err as Error).message, code: err instanceof MqttLbError ? err.code : null });

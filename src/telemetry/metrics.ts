@@ -13,7 +13,7 @@
  * Servers removed by a reload disappear from the exposition: snapshots are rebuilt from scratch on every
  * collect, and event series of servers no longer in any pool are removed then.
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { SERVER_STATES, type CheckResult, type Server } from '../balancer/server.js';
 import {
   ADVERT_DROP_REASONS,
@@ -24,6 +24,7 @@ import {
 } from './source.js';
 import { LoopLagSampler, worstWindow } from './loop-lag.js';
 import { SeriesHistogram, type HistogramSeries } from './series-histogram.js';
+import { combinedProcessMetrics, createProcessRegistry } from './process-metrics.js';
 
 /** A server's event series: probe results seen, and its connect-duration series once it has one. */
 interface ServerEvents {
@@ -56,6 +57,8 @@ export type ConfigReloadResult = 'ok' | 'error';
 export class Metrics {
   private readonly source: TelemetrySource;
   private readonly registry = new Registry();
+  /** prom-client's default metrics; with workers combined with theirs at scrape time. */
+  private readonly processRegistry = createProcessRegistry();
   private readonly loopLagSampler: LoopLagSampler;
   private closed = false;
 
@@ -89,8 +92,6 @@ export class Metrics {
   constructor(source: TelemetrySource) {
     this.source = source;
     const registers = [this.registry];
-
-    collectDefaultMetrics({ register: this.registry });
 
     this.buildInfo = new Gauge({
       name: 'mqtt_lb_build_info',
@@ -248,7 +249,8 @@ export class Metrics {
   /** Prometheus text exposition, read from the live state now. */
   async text(): Promise<string> {
     this.collect();
-    return this.registry.metrics();
+    const own = await this.registry.metrics();
+    return own + (await combinedProcessMetrics(this.processRegistry, this.source.workerProcessMetrics?.() ?? []));
   }
 
   // ---- events, at most once per connection or per probe --------------------------------------

@@ -5,6 +5,7 @@
  */
 import type { CheckResult, Server } from '../balancer/server.js';
 import type { LagWindow } from './loop-lag.js';
+import type { ProcessMetricsJson } from './process-metrics.js';
 
 export interface ListenerStats {
   name: string;
@@ -36,6 +37,8 @@ export interface TelemetrySource {
   overload(): OverloadStatus;
   /** With workers > 1: the worst event-loop lag the proxy workers saw since the previous call. */
   workerLoopLag?(): LagWindow | null;
+  /** With workers > 1: each proxy worker's latest process and Node.js metrics (process-metrics.ts). */
+  workerProcessMetrics?(): ProcessMetricsJson[];
 }
 
 export interface AdminActions {

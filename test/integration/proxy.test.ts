@@ -4,6 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import mqttPacket from 'mqtt-packet';
 import { startBrokers, brokerFor, connectVia, whichBroker, type NamedBroker } from '../helpers/cluster.js';
@@ -446,6 +447,15 @@ describe('workers: 2 (node:cluster)', () => {
       // The lag metric shows the proxy workers' loops, not only the primary's: block one worker for 500 ms.
       const workerPids = execFileSync('pgrep', ['-P', String(multi.proc.pid)], { encoding: 'utf8' }).trim().split('\n').map(Number);
       expect(workerPids).toHaveLength(2);
+      // Process metrics cover the workers too (sums of their memory), not only the primary.
+      const rssOf = (pid: number): number => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
+      await sleep(1100); // workers send their process metrics every second
+      const processText = await (await fetch(`http://127.0.0.1:${a2}/metrics`)).text();
+      const exportedRss = Number(/^process_resident_memory_bytes (\d+)/m.exec(processText)?.[1]);
+      const allRss = [multi.proc.pid!, ...workerPids].reduce((n, pid) => n + rssOf(pid), 0);
+      expect(exportedRss).toBeGreaterThan(allRss * 0.8);
+      expect(exportedRss).toBeLessThan(allRss * 1.2);
+      expect(processText.match(/^process_start_time_seconds /gm)).toHaveLength(1);
       await fetch(`http://127.0.0.1:${a2}/metrics`); // start a new lag window
       process.kill(workerPids[0]!, 'SIGUSR2');
       await sleep(1200); // the block, then the worker's next snapshot
