@@ -7,11 +7,13 @@
  * with NODE_CLUSTER_SCHED_POLICY=none (Node 20 has no reusePort for net).
  */
 import cluster, { type Worker } from 'node:cluster';
+import { isIP } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import type { App } from '../app.js';
-import type { LbConfig } from '../config/types.js';
+import type { HostPort, LbConfig } from '../config/types.js';
+import { isWildcardHost } from '../config/net-syntax.js';
 import { ListenerStats } from '../proxy/context.js';
 import { explainHandOver, probeBind } from '../proxy/listener.js';
 import { worstWindow, type LagWindow } from '../telemetry/loop-lag.js';
@@ -326,14 +328,15 @@ export class ClusterPrimary {
 
   /**
    * Every address the reload adds or moves a listener to, bound once here first (listener.ts probeBind says why
-   * a worker must not be the one to find it in use). Not a listener's move onto its own port (localhost for
-   * 127.0.0.1): there the worker's old socket makes way. The probe can still lose a race with another program.
+   * a worker must not be the one to find it in use). Not a listener's move onto an address its own socket may
+   * hold (same port, and a host name or a wildcard on either side, e.g. localhost for 127.0.0.1): there the
+   * worker's old socket makes way. The probe can still lose a race with another program.
    */
   private async probeNewAddresses(config: LbConfig): Promise<void> {
     const running = this.app.config.listeners;
     for (const lc of config.listeners) {
       const now = running.find((r) => r.name === lc.name);
-      if (now !== undefined && (now.bind === lc.bind || now.address.port === lc.address.port)) continue;
+      if (now !== undefined && (now.bind === lc.bind || mayOverlap(now.address, lc.address))) continue;
       try {
         await probeBind(lc);
       } catch (err) {
@@ -367,4 +370,11 @@ export class ClusterPrimary {
     await Promise.all(exits);
     clearTimeout(timer);
   }
+}
+
+/** Two binds of one port that may be the same socket address (a host name may resolve onto the other). */
+function mayOverlap(a: HostPort, b: HostPort): boolean {
+  if (a.port !== b.port) return false;
+  if (isIP(a.host) === 0 || isIP(b.host) === 0) return true;
+  return isWildcardHost(a.host) || isWildcardHost(b.host) || a.host === b.host;
 }
