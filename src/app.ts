@@ -508,7 +508,7 @@ export class App implements TelemetrySource, AdminActions {
 
   ready(): { ok: true } | { ok: false; reason: string } {
     if (this.stopping) return { ok: false, reason: 'stopping' };
-    if (this.overloaded()) return { ok: false, reason: 'overloaded: memory in use reached limits.maxMemory; new connections are refused' };
+    if (this.overloaded()) return { ok: false, reason: 'overloaded: memory in use reached 95 % of limits.maxMemory; new connections are refused until it is below 90 %' };
     for (const l of this.listenerMap.values()) if (!l.listening) return { ok: false, reason: `listener ${l.config.name} not bound` };
     if (this.role === 'primary') {
       for (const lc of this.config.listeners) if (!this.remoteListeners.has(lc.name)) return { ok: false, reason: `listener ${lc.name} not bound by the workers yet` };

@@ -6,11 +6,13 @@
  *   mqtt-lb status [--admin URL]        show a running instance
  *   mqtt-lb keygen                      print a new failover key
  */
-import { parseConfig } from './config/load.js';
+import os from 'node:os';
+import { parseConfig, readConfigText } from './config/load.js';
 import { formatProblem } from './errors.js';
-import { readFileSync } from 'node:fs';
 import { VERSION } from './version.js';
 import { budgetForConfig, openFileLimit } from './proxy/fd-budget.js';
+import { workerCount } from './cluster/messages.js';
+import { memoryShareWarning } from './cluster/share.js';
 
 const USAGE = `usage:
   mqtt-lb [--config FILE]               run the balancer (default ./lb.yaml)
@@ -73,7 +75,7 @@ function parseArgs(argv: string[]): Args | string {
 function check(file: string): number {
   let text: string;
   try {
-    text = readFileSync(file, 'utf8');
+    text = readConfigText(file);
   } catch (err) {
     process.stderr.write(`${file}: cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}\n`);
     return 1;
@@ -85,6 +87,8 @@ function check(file: string): number {
   if (outcome.config !== null) {
     // The caps a balancer started from this shell would run with (same open-file limit): a warning, not an error.
     for (const w of budgetForConfig(outcome.config, openFileLimit()).warnings) process.stderr.write(`warning: ${w}\n`);
+    const memoryShare = memoryShareWarning(outcome.config, workerCount(outcome.config.workers, os.availableParallelism()));
+    if (memoryShare !== null) process.stderr.write(`warning: ${memoryShare}\n`);
   }
   process.stdout.write(`${file}: ok\n`);
   return 0;

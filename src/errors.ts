@@ -41,7 +41,10 @@ export function formatProblem(p: ConfigProblem): string {
 }
 
 function escapeControls(text: string): string {
-  return text.replace(/[\u0000-\u001f\u007f]/g, (c) => JSON.stringify(c).slice(1, -1));
+  return text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => {
+    const named = JSON.stringify(c).slice(1, -1); // \n, \r, \t ... or \u00XX
+    return named.length > 1 ? named : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;
+  });
 }
 
 /** An error made of config problems, each printed as `FILE:LINE:COL key.path: message`. */

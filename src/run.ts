@@ -10,6 +10,7 @@ import { App } from './app.js';
 import { installTestHooks } from './test-hooks.js';
 import { ClusterPrimary } from './cluster/primary.js';
 import { workerCount } from './cluster/messages.js';
+import { memoryShareWarning } from './cluster/share.js';
 import { socketEngine } from './proxy/handle-socket.js';
 
 export async function runBalancer(file: string): Promise<number> {
@@ -29,6 +30,8 @@ export async function runBalancer(file: string): Promise<number> {
   const log = createLogger(config.log);
   for (const w of warnings) log.warn({ detail: w }, 'config warning');
   const workers = workerCount(config.workers, os.availableParallelism());
+  const memoryShare = memoryShareWarning(config, workers);
+  if (memoryShare !== null) log.warn({ detail: memoryShare }, 'config warning');
   const app = new App(config, log, workers > 1 ? 'primary' : 'single');
   const primary = workers > 1 ? new ClusterPrimary(app, workers, log) : null;
   if (primary !== null) {

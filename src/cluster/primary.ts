@@ -7,17 +7,15 @@
  * with NODE_CLUSTER_SCHED_POLICY=none (Node 20 has no reusePort for net).
  */
 import cluster, { type Worker } from 'node:cluster';
-import { isIP } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import type { App } from '../app.js';
-import type { HostPort, LbConfig } from '../config/types.js';
-import { isWildcardHost } from '../config/net-syntax.js';
+import type { LbConfig } from '../config/types.js';
 import { ListenerStats } from '../proxy/context.js';
-import { explainHandOver, probeBind } from '../proxy/listener.js';
+import { explainHandOver, isAddressInUse, probeBind } from '../proxy/listener.js';
 import { worstWindow, type LagWindow } from '../telemetry/loop-lag.js';
-import type { ProcessMetricsJson } from '../telemetry/process-metrics.js';
+import { countersOf, sumCounters, type ProcessMetricsJson } from '../telemetry/process-metrics.js';
 import type { Server } from '../balancer/server.js';
 import { ErrorCodes, MqttLbError } from '../errors.js';
 import type { ToPrimary, ToWorker, ServerStateWire, ListenerSnapshot, ServerSnapshot, OverloadSnapshot } from './messages.js';
@@ -70,6 +68,12 @@ export class ClusterPrimary {
    */
   private readonly retiredListeners = new Map<string, ListenerSnapshot>();
   private readonly retiredServers = new Map<string, { bytesIn: number; bytesOut: number }>();
+  /**
+   * Process counters and histograms of workers that exited (process-metrics.ts countersOf): each is listed at
+   * once, and folded into one summed entry soon after (the fold is asynchronous), so none is ever missing.
+   */
+  private retiredProcess: ProcessMetricsJson[] = [];
+  private folding = false;
 
   constructor(app: App, count: number, log: Logger) {
     this.app = app;
@@ -186,6 +190,26 @@ export class ClusterPrimary {
       r.bytesOut += sv.bytesOut;
       this.retiredServers.set(key, r);
     }
+    if (slot.processMetrics !== null) {
+      this.retiredProcess.push(countersOf(slot.processMetrics));
+      this.foldRetiredProcess();
+    }
+  }
+
+  private foldRetiredProcess(): void {
+    if (this.folding || this.retiredProcess.length < 2) return;
+    this.folding = true;
+    const parts = [...this.retiredProcess];
+    sumCounters(parts)
+      .then((summed) => {
+        // Entries retired meanwhile stay behind the folded one.
+        this.retiredProcess = [summed, ...this.retiredProcess.slice(parts.length)];
+      })
+      .catch((err: unknown) => this.log.warn({ err }, "could not fold exited workers' process counters"))
+      .finally(() => {
+        this.folding = false;
+        this.foldRetiredProcess();
+      });
   }
 
   private send(worker: Worker, m: ToWorker): void {
@@ -273,10 +297,11 @@ export class ClusterPrimary {
     }
   }
 
-  /** The live workers' latest process and Node.js metrics (a worker that exited is left out). */
+  /** The live workers' latest process and Node.js metrics, and the counters of those that exited. */
   processMetrics(): ProcessMetricsJson[] {
     const out: ProcessMetricsJson[] = [];
     for (const slot of this.slots.values()) if (slot.processMetrics !== null) out.push(slot.processMetrics);
+    out.push(...this.retiredProcess);
     return out;
   }
 
@@ -328,18 +353,26 @@ export class ClusterPrimary {
 
   /**
    * Every address the reload adds or moves a listener to, bound once here first (listener.ts probeBind says why
-   * a worker must not be the one to find it in use). Not a listener's move onto an address its own socket may
-   * hold (same port, and a host name or a wildcard on either side, e.g. localhost for 127.0.0.1): there the
-   * worker's old socket makes way. The probe can still lose a race with another program.
+   * a worker must not be the one to find it in use). This includes a listener's move onto an address its own
+   * socket holds (localhost for 127.0.0.1, a wildcard): a single process closes its old socket to make way, but
+   * here that socket is the primary's shared handle, held for every worker, so the move cannot work and is
+   * refused. The probe can still lose a race with another program.
    */
   private async probeNewAddresses(config: LbConfig): Promise<void> {
     const running = this.app.config.listeners;
     for (const lc of config.listeners) {
       const now = running.find((r) => r.name === lc.name);
-      if (now !== undefined && (now.bind === lc.bind || mayOverlap(now.address, lc.address))) continue;
+      if (now !== undefined && now.bind === lc.bind) continue;
       try {
         await probeBind(lc);
       } catch (err) {
+        if (now !== undefined && now.address.port === lc.address.port && isAddressInUse(err)) {
+          throw new MqttLbError(
+            ErrorCodes.START_BIND,
+            `${(err as Error).message} (held by this listener at ${now.bind} until the reload is applied; with workers the old socket cannot make way: move it through another port in two reloads, or restart)`,
+            { cause: err },
+          );
+        }
         throw explainHandOver(err, lc, running);
       }
     }
@@ -372,9 +405,3 @@ export class ClusterPrimary {
   }
 }
 
-/** Two binds of one port that may be the same socket address (a host name may resolve onto the other). */
-function mayOverlap(a: HostPort, b: HostPort): boolean {
-  if (a.port !== b.port) return false;
-  if (isIP(a.host) === 0 || isIP(b.host) === 0) return true;
-  return isWildcardHost(a.host) || isWildcardHost(b.host) || a.host === b.host;
-}

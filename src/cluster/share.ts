@@ -6,6 +6,20 @@
  */
 import type { LbConfig } from '../config/types.js';
 
+/**
+ * The least memory ceiling a worker gets: an idle worker already has ~13 MiB of heap and buffers, so a smaller
+ * share (128 MiB over 16 workers) would keep it over its ceiling, refusing every client, for good.
+ */
+export const MIN_WORKER_MEMORY = 64 * 1024 * 1024;
+
+/** Said at start and by `check` when limits.maxMemory over the workers is below MIN_WORKER_MEMORY each. */
+export function memoryShareWarning(config: LbConfig, workers: number): string | null {
+  const max = config.limits.maxMemory;
+  if (workers <= 1 || max <= 0 || max / workers >= MIN_WORKER_MEMORY) return null;
+  const mib = (n: number): string => `${Math.round(n / (1024 * 1024))} MiB`;
+  return `limits.maxMemory ${max} over ${workers} workers is ${mib(max / workers)} each, below what a worker needs: each worker gets ${mib(MIN_WORKER_MEMORY)} (${mib(MIN_WORKER_MEMORY * workers)} in all)`;
+}
+
 /** Worker `index`'s part of `value` over `n` workers: the parts add up to `value` (each at least 1). */
 function shareOf(value: number, n: number, index: number): number {
   if (value <= 0) return value;
@@ -25,7 +39,7 @@ export function workerShare(config: LbConfig, workers: number, index: number): L
       acceptRate: limits.acceptRate > 0 ? limits.acceptRate / workers : 0,
       acceptQueue: share(limits.acceptQueue),
       perSource: { maxConnections: limits.perSource.maxConnections, connectRate: limits.perSource.connectRate > 0 ? limits.perSource.connectRate / workers : 0 },
-      maxMemory: share(limits.maxMemory),
+      maxMemory: limits.maxMemory > 0 ? Math.max(share(limits.maxMemory), MIN_WORKER_MEMORY) : 0,
     },
     pools: Object.fromEntries(Object.entries(config.pools).map(([k, p]) => [k, { ...p, evictRate: p.evictRate / workers }])),
   };

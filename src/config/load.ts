@@ -86,7 +86,11 @@ export interface LoadOptions {
 /** No lb.yaml is this large; a bound keeps `--config /dev/zero` (or a runaway generator) from eating memory. */
 const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
 
-/** The file's text, or an error when it is longer than `max` bytes (read in chunks: pipes and devices too). */
+/** A config file's text (at most MAX_CONFIG_BYTES; read in chunks: pipes and devices too). */
+export function readConfigText(file: string): string {
+  return readBounded(file, MAX_CONFIG_BYTES);
+}
+
 function readBounded(file: string, max: number): string {
   const fd = openSync(file, 'r');
   try {
@@ -113,7 +117,7 @@ function readBounded(file: string, max: number): string {
 export function loadConfig(file: string, opts: LoadOptions = {}): LbConfig {
   let text: string;
   try {
-    text = readBounded(file, MAX_CONFIG_BYTES);
+    text = readConfigText(file);
   } catch (err) {
     const reason = err instanceof Error ? err.message : String(err);
     throw new MqttLbError(ErrorCodes.CONFIG_READ, `cannot read config file ${file}: ${reason}`, { cause: err });

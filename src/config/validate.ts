@@ -199,13 +199,14 @@ function checkPoolReferences(
 
 /** Two sockets on one port collide when the hosts are equal or either is a wildcard (Node listens dual-stack on `::`). */
 function collides(a: HostPort, b: HostPort): boolean {
-  return a.port === b.port && (sameHost(a.host, b.host) || isWildcardHost(a.host) || isWildcardHost(b.host));
+  if (a.port !== b.port) return false;
+  const [x, y] = [canonicalHost(a.host), canonicalHost(b.host)];
+  return x === y || isWildcardHost(x) || isWildcardHost(y);
 }
 
-/** `[::1]` and `[0:0::1]` are one address (host names are not resolved here: start reports those). */
-function sameHost(a: string, b: string): boolean {
-  if (a === b) return true;
-  return isIPv6(a) && isIPv6(b) && new SocketAddress({ address: a, family: 'ipv6' }).address === new SocketAddress({ address: b, family: 'ipv6' }).address;
+/** `[::1]` and `[0:0::1]` are one address, as are `[::0]` and `[::]` (host names are not resolved here: start reports those). */
+function canonicalHost(host: string): string {
+  return isIPv6(host) ? new SocketAddress({ address: host, family: 'ipv6' }).address : host;
 }
 
 function checkBindCollisions(r: ConfigReader, listeners: ListenerDraft[], admin: AdminDraft): void {

@@ -93,6 +93,7 @@ export class ConnectionFront implements Front {
   }
 
   accept(socket: Socket, listener: Listener): void {
+    listener.inFront.add(socket);
     const state: FrontState = { listener, front: this, raw: socket, acceptedAt: Date.now(), timer: null, buf: null, remote: undefined, destination: undefined, inTls: false, done: false };
     (socket as Tagged)[kFront] = state;
     // The PROXY header and the TLS handshake are inside the client's connect deadline, from accept.
@@ -148,6 +149,7 @@ export class ConnectionFront implements Front {
   handOver(state: FrontState, clientSocket: Socket, preread: Buffer | undefined, peer: TlsPeer | null): void {
     if (state.done) return;
     state.done = true;
+    state.listener.inFront.delete(state.raw);
     if (state.timer !== null) clearTimeout(state.timer);
     state.timer = null;
     const raw = state.raw;
@@ -229,14 +231,27 @@ function onFrontClose(this: Tagged): void {
     return;
   }
   state.done = true;
+  state.listener.inFront.delete(state.raw);
   if (state.timer !== null) clearTimeout(state.timer);
   state.timer = null;
   state.listener.connectionGone();
 }
 
-function rejectFront(state: FrontState, reason: 'bad_proxy_header' | 'tls_handshake' | 'timeout', tlsSocket?: tls.TLSSocket): void {
+/**
+ * Over the memory ceiling: a connection still in its PROXY header or TLS handshake is closed (overload-guard.ts).
+ * True if it was.
+ */
+export function shedFront(raw: Socket): boolean {
+  const state = (raw as Tagged)[kFront];
+  if (state === undefined || state.done) return false;
+  rejectFront(state, 'overloaded');
+  return true;
+}
+
+function rejectFront(state: FrontState, reason: 'bad_proxy_header' | 'tls_handshake' | 'timeout' | 'overloaded', tlsSocket?: tls.TLSSocket): void {
   if (state.done) return;
   state.done = true;
+  state.listener.inFront.delete(state.raw);
   if (state.timer !== null) clearTimeout(state.timer);
   state.timer = null;
   state.listener.frontRejected(reason);

@@ -14,6 +14,7 @@ import { ListenerStats, type ProxyContext, type RoutingPool } from './context.js
 import { hardCapFor } from './fd-budget.js';
 import { HandleSocket, errnoError, handleSockets, type TcpHandle } from './handle-socket.js';
 import type { ProxySocket } from './proxy-socket.js';
+import { shedFront } from './front.js';
 
 /** Builds the header sent to the server before the CONNECT (PROXY protocol), or null for none. */
 export type ProxyHeaderBuilder = (session: ClientSession, pool: RoutingPool) => Buffer | null;
@@ -32,6 +33,8 @@ export class Listener implements SessionListener {
   readonly ctx: ProxyContext;
   maxConnections: number;
   readonly sessions = new Set<ClientSession>();
+  /** Connections still in their PROXY header or TLS handshake (front.ts), not sessions yet. */
+  readonly inFront = new Set<Socket>();
   /** False after an accept error until the next successful accept (failover tracking). */
   acceptHealthy = true;
   private server: net.Server | null = null;
@@ -248,9 +251,13 @@ export class Listener implements SessionListener {
     for (const s of this.sessions) s.destroy();
   }
 
-  /** Over the memory ceiling: close the sessions still waiting for their CONNECT; returns how many. */
+  /**
+   * Over the memory ceiling: close the connections still in their PROXY header or TLS handshake and the sessions
+   * still waiting for their CONNECT; returns how many.
+   */
   shedBeforeConnect(): number {
     let shed = 0;
+    for (const raw of [...this.inFront]) if (shedFront(raw)) shed++;
     for (const s of this.sessions) if (s.shedBeforeConnect()) shed++;
     return shed;
   }

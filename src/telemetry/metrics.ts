@@ -227,7 +227,7 @@ export class Metrics {
 
     this.overloaded = new Gauge({
       name: 'mqtt_lb_overloaded',
-      help: '1 while the memory in use is over limits.maxMemory (new connections are closed at accept), else 0; with workers, 1 when any worker is.',
+      help: '1 from when the memory in use reaches 95 % of limits.maxMemory until it is below 90 % (new connections are closed at accept), else 0; with workers, 1 when any worker is.',
       registers,
     });
     this.memoryInUse = new Gauge({

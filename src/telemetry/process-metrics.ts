@@ -29,6 +29,20 @@ const AGGREGATOR_OVERRIDES: Readonly<Record<string, string>> = {
   process_open_fds: 'max',
 };
 
+/**
+ * The counters and histograms of an exited worker's last metrics: what is kept so that the combined counters
+ * never go backwards (its gauges, such as memory, go with it).
+ */
+export function countersOf(metrics: ProcessMetricsJson): ProcessMetricsJson {
+  return metrics.filter((m) => String(m.type) === 'counter' || String(m.type) === 'histogram').map((m) => ({ ...m, aggregator: 'sum' }));
+}
+
+/** Several countersOf() results summed into one. */
+export async function sumCounters(parts: readonly ProcessMetricsJson[]): Promise<ProcessMetricsJson> {
+  const summed = AggregatorRegistry.aggregate(parts as Parameters<typeof AggregatorRegistry.aggregate>[0]);
+  return (await summed.getMetricsAsJSON()).map((m) => ({ ...m, aggregator: 'sum' })) as ProcessMetricsJson;
+}
+
 /** The Prometheus text of the primary's metrics combined with its workers' latest (primary first). */
 export async function combinedProcessMetrics(primary: Registry, workers: readonly ProcessMetricsJson[]): Promise<string> {
   if (workers.length === 0) return primary.metrics();

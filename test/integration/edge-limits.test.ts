@@ -16,6 +16,7 @@ import { startMosquitto, freePort, type Broker } from '../helpers/mosquitto.js';
 import { startLb, stopAllLbs, sleep, waitReady, CLI, type LbProcess } from '../helpers/lb.js';
 import mqttPacket from 'mqtt-packet';
 import { connectPacket, parsePackets, connectRaw } from '../helpers/raw-client.js';
+import { createTestPki } from '../helpers/tls-certs.js';
 
 type Level = 3 | 4 | 5;
 
@@ -95,7 +96,7 @@ afterAll(async () => {
   await broker?.stop();
 });
 
-async function startWith(o: { listeners?: Array<{ name: string; extra?: string }>; limits: string }): Promise<{ lb: LbProcess; admin: number; ports: Record<string, number> }> {
+async function startWith(o: { listeners?: Array<{ name: string; extra?: string; tls?: string }>; limits: string }): Promise<{ lb: LbProcess; admin: number; ports: Record<string, number> }> {
   const admin = await freePort();
   const ports: Record<string, number> = {};
   const listeners: ListenerSpec[] = [];
@@ -361,11 +362,21 @@ describe('memory ceiling (limits.maxMemory, reliability case 64)', () => {
   const MAX = 128 * 1024 * 1024;
   const FLOOD = 700; // ~180 MB of unfinished CONNECTs against a 128 MiB ceiling
 
-  it('over it: unfinished CONNECTs are shed, newcomers closed at accept, routed sessions keep working; below it again: clients served', async () => {
-    const { lb, admin, ports } = await startWith({ limits: `  clientConnectTimeout: 60s\n  maxMemory: ${MAX}\n` });
+  it('over it: unfinished CONNECTs and TLS handshakes are shed, newcomers closed at accept, routed sessions keep working; below it again: clients served', async () => {
+    const pki = createTestPki();
+    const tls = `      cert: ${pki.serverCert}\n      key: ${pki.serverKey}\n`;
+    const { lb, admin, ports } = await startWith({ listeners: [{ name: 'mqtt' }, { name: 'tls', tls }], limits: `  clientConnectTimeout: 60s\n  maxMemory: ${MAX}\n` });
     const port = ports.mqtt!;
     const flooded: net.Socket[] = [];
     try {
+      // Silent connections on the TLS listener: still in their handshake, not sessions yet.
+      const handshaking = await Promise.all([0, 1, 2].map(() => connectRaw(ports.tls!)));
+      flooded.push(...handshaking);
+      let handshakingClosed = 0;
+      for (const h of handshaking) {
+        h.on('error', () => {});
+        h.on('close', () => handshakingClosed++);
+      }
       expect(await metricValue(admin, /^mqtt_lb_memory_max_bytes (\d+)/m)).toBe(MAX);
       expect(await metricValue(admin, /^mqtt_lb_overloaded (\d+)/m)).toBe(0);
       // A routed session, subscribed to its own topic.
@@ -383,6 +394,8 @@ describe('memory ceiling (limits.maxMemory, reliability case 64)', () => {
       expect(lb.logs.some((l) => l.msg === 'memory ceiling reached: refusing new connections')).toBe(true);
       expect(await rejectedCount(admin, 'mqtt', 'overloaded')).toBe(FLOOD);
       expect(await rejectedCount(admin, 'mqtt', 'timeout')).toBe(0);
+      await until('the TLS handshakes shed', () => handshakingClosed === 3);
+      expect(await rejectedCount(admin, 'tls', 'overloaded')).toBe(3);
 
       // The routed session never noticed.
       received.length = 0;
@@ -400,6 +413,7 @@ describe('memory ceiling (limits.maxMemory, reliability case 64)', () => {
     } finally {
       for (const s of flooded) s.destroy();
       await lb.stop();
+      pki.cleanup();
     }
   });
 

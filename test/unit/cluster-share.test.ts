@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
-import { workerShare } from '../../src/cluster/share.js';
+import { MIN_WORKER_MEMORY, memoryShareWarning, workerShare } from '../../src/cluster/share.js';
 
 const YAML = (listenerCap: number, globalCap: number, queue: number): string => `
 listeners:
@@ -51,6 +51,17 @@ describe('workerShare', () => {
     const shares = [0, 1, 2].map((i) => workerShare(config!, 3, i));
     expect(shares.map((c) => c.listeners[0]!.maxConnections)).toEqual([1, 1, 1]);
     expect(shares.map((c) => c.limits.acceptQueue)).toEqual([0, 0, 0]); // no queue stays no queue
+  });
+
+  it('a memory ceiling too small for the workers gives each MIN_WORKER_MEMORY, and says so', () => {
+    const { config } = parseConfig(YAML(5, 5, 5).replace('maxMemory: 1073741825', 'maxMemory: 134217728'), 'lb.yaml');
+    const shares = Array.from({ length: 16 }, (_, i) => workerShare(config!, 16, i));
+    for (const c of shares) expect(c.limits.maxMemory).toBe(MIN_WORKER_MEMORY);
+    expect(memoryShareWarning(config!, 16)).toBe(
+      'limits.maxMemory 134217728 over 16 workers is 8 MiB each, below what a worker needs: each worker gets 64 MiB (1024 MiB in all)',
+    );
+    expect(memoryShareWarning(config!, 2)).toBeNull();
+    expect(memoryShareWarning(config!, 1)).toBeNull();
   });
 
   it('one worker: the config as it is', () => {

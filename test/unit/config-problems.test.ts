@@ -152,6 +152,10 @@ pools:
     servers: [{ name: b1, address: "10.0.0.11:1883" }]
 `;
     expect(problems(text)).toEqual(['lb.yaml:3:22 listeners[1].bind: `[0:0::1]:21883` collides with listener `a` (line 2)']);
+    // A wildcard written another way is still the wildcard.
+    expect(problems(text.replace('[::1]:21883', '[::0]:21883').replace('[0:0::1]:21883', '127.0.0.1:21883'))).toEqual([
+      'lb.yaml:3:22 listeners[1].bind: `127.0.0.1:21883` collides with listener `a` (line 2)',
+    ]);
   });
 
   it('limits.maxMemory: 0 (no ceiling) or at least 128 MiB, in bytes', () => {
