@@ -200,16 +200,18 @@ export class ClusterPrimary {
     if (this.folding || this.retiredProcess.length < 2) return;
     this.folding = true;
     const parts = [...this.retiredProcess];
-    sumCounters(parts)
-      .then((summed) => {
+    sumCounters(parts).then(
+      (summed) => {
         // Entries retired meanwhile stay behind the folded one.
         this.retiredProcess = [summed, ...this.retiredProcess.slice(parts.length)];
-      })
-      .catch((err: unknown) => this.log.warn({ err }, "could not fold exited workers' process counters"))
-      .finally(() => {
         this.folding = false;
         this.foldRetiredProcess();
-      });
+      },
+      (err: unknown) => {
+        // Left unfolded (and no further folds tried): the entries are still all counted.
+        this.log.warn({ err }, "could not fold exited workers' process counters");
+      },
+    );
   }
 
   private send(worker: Worker, m: ToWorker): void {
