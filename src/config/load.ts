@@ -7,14 +7,14 @@ import { accessSync, closeSync, constants, openSync, readFileSync, readSync, sta
 import { dirname, resolve } from 'node:path';
 import { tlsMaterialProblem } from './tls-material.js';
 import { keyProblem } from '../failover/key.js';
-import { isMap, isSeq, LineCounter, parseDocument, visit } from 'yaml';
+import { isMap, isSeq, parseDocument, visit } from 'yaml';
 import type { Document, ParsedNode } from 'yaml';
 import type { ConfigProblem } from '../errors.js';
 import { ConfigError, ConfigFileError, ErrorCodes, MqttLbError } from '../errors.js';
 import type { LbConfig } from './types.js';
 import type { FileRef } from './validate-context.js';
 import { validateDocument } from './validate.js';
-import { ConfigReader, joinPath, ProblemCollector } from './yaml-reader.js';
+import { ConfigReader, joinPath, ProblemCollector, TextPositions } from './yaml-reader.js';
 
 export { parseHostPort } from './net-syntax.js';
 
@@ -36,13 +36,12 @@ export interface ParseOptions {
  * directory) for LbConfig.file and as the base of relative paths in the config.
  */
 export function parseConfig(text: string, file: string, opts: ParseOptions = {}): ParseOutcome {
-  const lineCounter = new LineCounter();
   // A byte-order mark is no character of line 1: columns count from after it.
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
   // Duplicate keys are found by our readers (yaml-reader.ts), in linear time: yaml's own check (uniqueKeys)
   // compares every pair with every other (50,000 keys: 14 s, during which a SIGHUP reload blocks the process).
-  const doc = parseDocument(text, { lineCounter, uniqueKeys: false, prettyErrors: false });
-  const out = new ProblemCollector(file, lineCounter);
+  const doc = parseDocument(text, { uniqueKeys: false, prettyErrors: false });
+  const out = new ProblemCollector(file, new TextPositions(text));
 
   // With a syntax error the tree is a guess: validating it would mostly report consequences of the error.
   if (doc.errors.length > 0) {

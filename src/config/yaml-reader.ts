@@ -4,7 +4,7 @@
  * missing keys). Reads never throw, so one pass collects every problem of the file.
  */
 import { isAlias, isMap, isScalar, isSeq } from 'yaml';
-import type { Document, LineCounter, ParsedNode, Scalar, YAMLMap, YAMLSeq } from 'yaml';
+import type { Document, ParsedNode, Scalar, YAMLMap, YAMLSeq } from 'yaml';
 import type { ConfigProblem } from '../errors.js';
 import { formatProblem } from '../errors.js';
 import { suggestKey } from './did-you-mean.js';
@@ -25,6 +25,33 @@ export function joinPath(parent: string, key: string): string {
   return parent === '' ? key : `${parent}.${key}`;
 }
 
+/**
+ * Offsets to 1-based line and column, counted from the text itself. yaml's LineCounter learns line starts from
+ * its lexer, which in error recovery skips the line break inside a multi-line plain scalar: every problem after
+ * it was reported one line early. YAML's line breaks are LF, CRLF and a lone CR.
+ */
+export class TextPositions {
+  private readonly lineStarts: number[] = [0];
+
+  constructor(text: string) {
+    for (let i = 0; i < text.length; i++) {
+      const c = text.charCodeAt(i);
+      if (c === 0x0a || (c === 0x0d && text.charCodeAt(i + 1) !== 0x0a)) this.lineStarts.push(i + 1);
+    }
+  }
+
+  linePos(offset: number): { line: number; col: number } {
+    let lo = 0;
+    let hi = this.lineStarts.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (this.lineStarts[mid]! <= offset) lo = mid;
+      else hi = mid - 1;
+    }
+    return { line: lo + 1, col: offset - this.lineStarts[lo]! + 1 };
+  }
+}
+
 /** Problems and warnings with their offsets; sorted into file order on the way out. */
 export class ProblemCollector {
   private readonly problems: Array<{ offset: number; problem: ConfigProblem }> = [];
@@ -32,11 +59,11 @@ export class ProblemCollector {
 
   constructor(
     readonly file: string,
-    private readonly lineCounter: LineCounter,
+    private readonly positions: TextPositions,
   ) {}
 
   private make(offset: number, path: string, message: string): ConfigProblem {
-    const { line, col } = this.lineCounter.linePos(offset);
+    const { line, col } = this.positions.linePos(offset);
     return { file: this.file, line, col, path: path === '' ? '(root)' : path, message };
   }
 
@@ -50,7 +77,7 @@ export class ProblemCollector {
 
   /** 1-based line of an offset, for "first on line N" in messages. */
   lineOf(offset: number): number {
-    return this.lineCounter.linePos(offset).line;
+    return this.positions.linePos(offset).line;
   }
 
   get errorCount(): number {

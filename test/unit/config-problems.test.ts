@@ -136,6 +136,16 @@ workers: 0
     expect(problems(named(`  &k p:\n${servers}  *k :\n${servers}`, 'p'))).toEqual(['lb.yaml:8:3 pools.p: duplicate key: a key may appear only once in a mapping']);
   });
 
+  it('positions after a multi-line scalar inside a syntax error are on the right line (counted from the text)', () => {
+    // A list at the top level, then a plain scalar `a` continued on the next line by a wrongly indented key.
+    const text = "  - name: mqtt\n    bind: 127.0.0.1:21883\n    pool: demo\npools:\n  demo:\n    servers:\n      - name: a\n         address: 127.0.0.1:21884\nadmin:\n  bind: 127.0.0.1:29883\n";
+    const lines = problems(text).map((l) => l.split(' ')[0]);
+    // The `:` after `address` is on line 8, `admin` on line 9, `bind` on line 10 (yaml's LineCounter said 7, 8, 9).
+    expect(lines).toContain('lb.yaml:8:17');
+    expect(lines).toContain('lb.yaml:9:1');
+    expect(lines).toContain('lb.yaml:10:3');
+  });
+
   it('every problem on one line: control characters in keys are escaped', () => {
     const lines = problems(`${PREFIX}limits:\n  "max\\rConnections": 5\n  "a\\nb": 1\n`);
     expect(lines).toHaveLength(2);
