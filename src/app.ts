@@ -76,7 +76,7 @@ export class App implements TelemetrySource, AdminActions {
   /** primary: the workers' listener counters, summed (see src/cluster/primary.ts). */
   readonly remoteListeners = new Map<string, ListenerStats>();
   /** primary: the workers' memory ceilings, combined (see src/cluster/primary.ts). */
-  remoteOverload = { active: false, inUseBytes: 0 };
+  remoteOverload = { active: false, inUseBytes: 0, maxBytes: 0 };
   private readonly link: WorkerLink | null;
   private admin: AdminServer | null = null;
   private failoverRuntime: Failover | null = null;
@@ -389,7 +389,8 @@ export class App implements TelemetrySource, AdminActions {
    * sessions continue: a stop still drains or evicts them. Forgotten when its last session ends.
    */
   private retire(l: Listener): void {
-    if (l.sessions.size === 0) return;
+    // Kept while it has sessions or connections still in its front: a stop or the memory ceiling reaches them.
+    if (l.sessions.size === 0 && l.inFront.size === 0) return;
     this.retiredListeners.add(l);
     l.onEmpty = () => this.retiredListeners.delete(l);
   }
@@ -498,8 +499,11 @@ export class App implements TelemetrySource, AdminActions {
   }
 
   overload(): OverloadStatus {
-    const memoryInUseBytes = this.role === 'primary' ? this.remoteOverload.inUseBytes : this.overloadGuard.inUseBytes;
-    return { active: this.overloaded(), memoryInUseBytes, maxMemoryBytes: this.config.limits.maxMemory };
+    if (this.role === 'primary') {
+      const o = this.remoteOverload;
+      return { active: o.active, memoryInUseBytes: o.inUseBytes, maxMemoryBytes: o.maxBytes };
+    }
+    return { active: this.overloaded(), memoryInUseBytes: this.overloadGuard.inUseBytes, maxMemoryBytes: this.config.limits.maxMemory };
   }
 
   private overloaded(): boolean {

@@ -37,7 +37,7 @@ export interface ConfigProblem {
 
 /** One line per problem, whatever the file held: control characters (a CR, a newline in a key) are escaped. */
 export function formatProblem(p: ConfigProblem): string {
-  return `${p.file}:${p.line}:${p.col} ${escapeControls(p.path)}: ${escapeControls(p.message)}`;
+  return `${escapeControls(p.file)}:${p.line}:${p.col} ${escapeControls(p.path)}: ${escapeControls(p.message)}`;
 }
 
 function escapeControls(text: string): string {

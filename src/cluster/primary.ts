@@ -12,7 +12,9 @@ import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import type { App } from '../app.js';
 import type { LbConfig } from '../config/types.js';
+import { bindsMayCollide } from '../config/net-syntax.js';
 import { ListenerStats } from '../proxy/context.js';
+import { effectiveMaxMemory } from './share.js';
 import { explainHandOver, isAddressInUse, probeBind } from '../proxy/listener.js';
 import { worstWindow, type LagWindow } from '../telemetry/loop-lag.js';
 import { countersOf, sumCounters, type ProcessMetricsJson } from '../telemetry/process-metrics.js';
@@ -272,7 +274,7 @@ export class ClusterPrimary {
     this.app.remoteListeners.clear();
     for (const [k, v] of listeners) this.app.remoteListeners.set(k, v);
     // Over the ceiling when any worker is (it refuses its share of new clients); memory is the workers' sum.
-    const overload = { active: false, inUseBytes: 0 };
+    const overload = { active: false, inUseBytes: 0, maxBytes: effectiveMaxMemory(this.app.config, this.count) };
     for (const slot of this.slots.values()) {
       if (slot.overload === null) continue;
       overload.active ||= slot.overload.active;
@@ -368,7 +370,7 @@ export class ClusterPrimary {
       try {
         await probeBind(lc);
       } catch (err) {
-        if (now !== undefined && now.address.port === lc.address.port && isAddressInUse(err)) {
+        if (now !== undefined && bindsMayCollide(now.address, lc.address) && isAddressInUse(err)) {
           throw new MqttLbError(
             ErrorCodes.START_BIND,
             `${(err as Error).message} (held by this listener at ${now.bind} until the reload is applied; with workers the old socket cannot make way: move it through another port in two reloads, or restart)`,

@@ -20,6 +20,14 @@ export function memoryShareWarning(config: LbConfig, workers: number): string | 
   return `limits.maxMemory ${max} over ${workers} workers is ${mib(max / workers)} each, below what a worker needs: each worker gets ${mib(MIN_WORKER_MEMORY)} (${mib(MIN_WORKER_MEMORY * workers)} in all)`;
 }
 
+/** The memory ceiling the workers have together: limits.maxMemory, or more where MIN_WORKER_MEMORY raised it. */
+export function effectiveMaxMemory(config: LbConfig, workers: number): number {
+  if (workers <= 1) return config.limits.maxMemory;
+  let total = 0;
+  for (let i = 0; i < workers; i++) total += workerShare(config, workers, i).limits.maxMemory;
+  return total;
+}
+
 /** Worker `index`'s part of `value` over `n` workers: the parts add up to `value` (each at least 1). */
 function shareOf(value: number, n: number, index: number): number {
   if (value <= 0) return value;

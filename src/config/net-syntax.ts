@@ -3,7 +3,7 @@
  * Strict because some of these end up as arguments of `ip` and `arping`: a value that starts with `-`
  * or carries shell metacharacters must never get that far (reliability cases 83-84).
  */
-import { isIPv4, isIPv6 } from 'node:net';
+import { isIP, isIPv4, isIPv6, SocketAddress } from 'node:net';
 import type { HostPort } from './types.js';
 
 export type Parsed<T> = { ok: true; value: T } | { ok: false; error: string };
@@ -60,6 +60,26 @@ export function isLoopbackHost(host: string): boolean {
 
 export function isWildcardHost(host: string): boolean {
   return host === '0.0.0.0' || host === '::';
+}
+
+/** An address as the kernel binds it: IPv6 in canonical form ([0:0::1] is ::1), IPv4-mapped IPv6 as IPv4. */
+export function canonicalHost(host: string): string {
+  if (!isIPv6(host)) return host;
+  const canonical = new SocketAddress({ address: host, family: 'ipv6' }).address;
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(canonical);
+  return mapped !== null ? mapped[1]! : canonical;
+}
+
+/** Two binds that cannot both be made: one port, and one address or a wildcard on either side (names as written). */
+export function bindsCollide(a: HostPort, b: HostPort): boolean {
+  if (a.port !== b.port) return false;
+  const [x, y] = [canonicalHost(a.host), canonicalHost(b.host)];
+  return x === y || isWildcardHost(x) || isWildcardHost(y);
+}
+
+/** bindsCollide, or one port with a host name on either side (it may resolve onto the other address). */
+export function bindsMayCollide(a: HostPort, b: HostPort): boolean {
+  return bindsCollide(a, b) || (a.port === b.port && (isIP(a.host) === 0 || isIP(b.host) === 0));
 }
 
 export interface Cidr {

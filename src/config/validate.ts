@@ -3,12 +3,11 @@
  * sections (listener -> pool references, colliding binds). Problems go to the reader's collector; the
  * returned config is meaningful only when no problem was recorded.
  */
-import { isIPv6, SocketAddress } from 'node:net';
 import { isScalar } from 'yaml';
 import { DEFAULTS } from './defaults.js';
 import { suggestKey } from './did-you-mean.js';
 import { KEYS, LOG_LEVELS } from './keys.js';
-import { isLoopbackHost, isWildcardHost, parseHostPortDetailed } from './net-syntax.js';
+import { bindsCollide, isLoopbackHost, parseHostPortDetailed } from './net-syntax.js';
 import type { AdminConfig, HostPort, LbConfig, LimitsConfig, LogConfig } from './types.js';
 import type { FileRef } from './validate-context.js';
 import { ValidationContext } from './validate-context.js';
@@ -198,17 +197,6 @@ function checkPoolReferences(
 }
 
 /** Two sockets on one port collide when the hosts are equal or either is a wildcard (Node listens dual-stack on `::`). */
-function collides(a: HostPort, b: HostPort): boolean {
-  if (a.port !== b.port) return false;
-  const [x, y] = [canonicalHost(a.host), canonicalHost(b.host)];
-  return x === y || isWildcardHost(x) || isWildcardHost(y);
-}
-
-/** `[::1]` and `[0:0::1]` are one address, as are `[::0]` and `[::]` (host names are not resolved here: start reports those). */
-function canonicalHost(host: string): string {
-  return isIPv6(host) ? new SocketAddress({ address: host, family: 'ipv6' }).address : host;
-}
-
 function checkBindCollisions(r: ConfigReader, listeners: ListenerDraft[], admin: AdminDraft): void {
   const seen: Array<{ what: string; address: HostPort; slot: Slot | undefined }> = [];
   // An admin port left at its default has no place in the file: problems go to the listener instead.
@@ -216,7 +204,7 @@ function checkBindCollisions(r: ConfigReader, listeners: ListenerDraft[], admin:
   const where = (slot: Slot | undefined): string => (slot !== undefined ? ` (line ${r.out.lineOf(slot.at)})` : '');
   for (const l of listeners) {
     if (l.bindSlot === undefined) continue;
-    const earlier = seen.find((s) => collides(s.address, l.config.address));
+    const earlier = seen.find((s) => bindsCollide(s.address, l.config.address));
     if (earlier !== undefined) {
       r.error(l.bindSlot, `\`${l.config.bind}\` collides with ${earlier.what}${where(earlier.slot)}`);
     } else {
@@ -224,7 +212,7 @@ function checkBindCollisions(r: ConfigReader, listeners: ListenerDraft[], admin:
     }
   }
   if (admin.bindSlot === undefined) return;
-  const earlier = seen.find((s) => collides(s.address, admin.config.address));
+  const earlier = seen.find((s) => bindsCollide(s.address, admin.config.address));
   if (earlier !== undefined) {
     r.error(admin.bindSlot, `\`${admin.config.bind}\` collides with ${earlier.what}${where(earlier.slot)}`);
   }

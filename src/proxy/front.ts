@@ -149,7 +149,6 @@ export class ConnectionFront implements Front {
   handOver(state: FrontState, clientSocket: Socket, preread: Buffer | undefined, peer: TlsPeer | null): void {
     if (state.done) return;
     state.done = true;
-    state.listener.inFront.delete(state.raw);
     if (state.timer !== null) clearTimeout(state.timer);
     state.timer = null;
     const raw = state.raw;
@@ -161,6 +160,8 @@ export class ConnectionFront implements Front {
     if (state.destination !== undefined) declaredDestination.set(session, state.destination);
     if (peer !== null && this.certAsUsername && peer.cn !== null) session.usernameOverride = Buffer.from(peer.cn, 'utf8');
     (raw as Tagged)[kFront] = undefined;
+    // After the session is counted: a retired listener must not look empty in between.
+    state.listener.frontEnded(raw);
   }
 }
 
@@ -231,10 +232,10 @@ function onFrontClose(this: Tagged): void {
     return;
   }
   state.done = true;
-  state.listener.inFront.delete(state.raw);
   if (state.timer !== null) clearTimeout(state.timer);
   state.timer = null;
   state.listener.connectionGone();
+  state.listener.frontEnded(state.raw);
 }
 
 /**
@@ -251,10 +252,10 @@ export function shedFront(raw: Socket): boolean {
 function rejectFront(state: FrontState, reason: 'bad_proxy_header' | 'tls_handshake' | 'timeout' | 'overloaded', tlsSocket?: tls.TLSSocket): void {
   if (state.done) return;
   state.done = true;
-  state.listener.inFront.delete(state.raw);
   if (state.timer !== null) clearTimeout(state.timer);
   state.timer = null;
   state.listener.frontRejected(reason);
+  state.listener.frontEnded(state.raw);
   tlsSocket?.destroy();
   state.raw.destroy();
 }

@@ -8,6 +8,7 @@
 import net from 'node:net';
 import type { Socket } from 'node:net';
 import type { ListenerConfig } from '../config/types.js';
+import { bindsMayCollide } from '../config/net-syntax.js';
 import { ErrorCodes, MqttLbError } from '../errors.js';
 import { ClientSession, TCP_KEEPALIVE_MS, type SessionListener } from './session.js';
 import { ListenerStats, type ProxyContext, type RoutingPool } from './context.js';
@@ -234,8 +235,17 @@ export class Listener implements SessionListener {
     if (this.sessions.delete(session)) {
       this.stats.active--;
       this.ctx.totalActive--;
-      if (this.sessions.size === 0) this.onEmpty?.();
+      this.emptied();
     }
+  }
+
+  /** A connection left the front (front.ts): it became a session, or was closed. */
+  frontEnded(raw: Socket): void {
+    if (this.inFront.delete(raw)) this.emptied();
+  }
+
+  private emptied(): void {
+    if (this.sessions.size === 0 && this.inFront.size === 0) this.onEmpty?.();
   }
 
   /** Stop accepting; existing sessions continue. Idempotent. */
@@ -285,7 +295,7 @@ export function isAddressInUse(err: unknown): boolean {
  */
 export function explainHandOver(err: unknown, lc: ListenerConfig, running: readonly ListenerConfig[]): unknown {
   if (!isAddressInUse(err)) return err;
-  const holder = running.find((r) => r.name !== lc.name && r.address.port === lc.address.port);
+  const holder = running.find((r) => r.name !== lc.name && bindsMayCollide(r.address, lc.address));
   if (holder === undefined) return err;
   return new MqttLbError(
     ErrorCodes.START_BIND,

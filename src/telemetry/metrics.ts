@@ -24,7 +24,7 @@ import {
 } from './source.js';
 import { LoopLagSampler, worstWindow } from './loop-lag.js';
 import { SeriesHistogram, type HistogramSeries } from './series-histogram.js';
-import { combinedProcessMetrics, createProcessRegistry } from './process-metrics.js';
+import { CombinedProcessMetrics, createProcessRegistry } from './process-metrics.js';
 
 /** A server's event series: probe results seen, and its connect-duration series once it has one. */
 interface ServerEvents {
@@ -58,7 +58,7 @@ export class Metrics {
   private readonly source: TelemetrySource;
   private readonly registry = new Registry();
   /** prom-client's default metrics; with workers combined with theirs at scrape time. */
-  private readonly processRegistry = createProcessRegistry();
+  private readonly processMetrics = new CombinedProcessMetrics(createProcessRegistry());
   private readonly loopLagSampler: LoopLagSampler;
   private closed = false;
 
@@ -237,7 +237,7 @@ export class Metrics {
     });
     this.memoryMax = new Gauge({
       name: 'mqtt_lb_memory_max_bytes',
-      help: 'limits.maxMemory in bytes; 0 = no ceiling.',
+      help: 'The memory ceiling in bytes (limits.maxMemory; with workers, the sum of their shares, each at least 64 MiB); 0 = no ceiling.',
       registers,
     });
   }
@@ -250,7 +250,7 @@ export class Metrics {
   async text(): Promise<string> {
     this.collect();
     const own = await this.registry.metrics();
-    return own + (await combinedProcessMetrics(this.processRegistry, this.source.workerProcessMetrics?.() ?? []));
+    return own + (await this.processMetrics.text(this.source.workerProcessMetrics?.() ?? []));
   }
 
   // ---- events, at most once per connection or per probe --------------------------------------

@@ -39,16 +39,40 @@ export function countersOf(metrics: ProcessMetricsJson): ProcessMetricsJson {
 
 /** Several countersOf() results summed into one. */
 export async function sumCounters(parts: readonly ProcessMetricsJson[]): Promise<ProcessMetricsJson> {
-  const summed = AggregatorRegistry.aggregate(parts as Parameters<typeof AggregatorRegistry.aggregate>[0]);
+  const summed = AggregatorRegistry.aggregate(parts as Aggregatable);
   return (await summed.getMetricsAsJSON()).map((m) => ({ ...m, aggregator: 'sum' })) as ProcessMetricsJson;
 }
 
-/** The Prometheus text of the primary's metrics combined with its workers' latest (primary first). */
-export async function combinedProcessMetrics(primary: Registry, workers: readonly ProcessMetricsJson[]): Promise<string> {
-  if (workers.length === 0) return primary.metrics();
-  const own = (await primary.getMetricsAsJSON()) as ProcessMetricsJson;
-  const all = [own, ...workers].map((metrics) =>
-    metrics.map((m) => (m.name in AGGREGATOR_OVERRIDES ? { ...m, aggregator: AGGREGATOR_OVERRIDES[m.name] } : m)),
-  );
-  return AggregatorRegistry.aggregate(all as Parameters<typeof AggregatorRegistry.aggregate>[0]).metrics();
+/**
+ * The primary's process metrics combined with its workers' latest (primary first), as Prometheus text. Counters
+ * and histograms never go below what it exposed before: an exited worker's values move from its slot to the
+ * retired entries, and floating-point sums in another order can come out one unit in the last place lower, which
+ * Prometheus would read as a counter reset.
+ */
+export class CombinedProcessMetrics {
+  private readonly exposed = new Map<string, number>();
+
+  constructor(private readonly primary: Registry) {}
+
+  async text(workers: readonly ProcessMetricsJson[]): Promise<string> {
+    if (workers.length === 0) return this.primary.metrics();
+    const own = (await this.primary.getMetricsAsJSON()) as ProcessMetricsJson;
+    const all = [own, ...workers].map((metrics) =>
+      metrics.map((m) => (m.name in AGGREGATOR_OVERRIDES ? { ...m, aggregator: AGGREGATOR_OVERRIDES[m.name] } : m)),
+    );
+    const combined = (await AggregatorRegistry.aggregate(all as Aggregatable).getMetricsAsJSON()) as ProcessMetricsJson;
+    for (const m of combined) {
+      if (String(m.type) !== 'counter' && String(m.type) !== 'histogram') continue;
+      for (const v of m.values) {
+        const key = `${(v as { metricName?: string }).metricName ?? m.name}${JSON.stringify(v.labels)}`;
+        const before = this.exposed.get(key);
+        if (before !== undefined && v.value < before) v.value = before;
+        else this.exposed.set(key, v.value);
+      }
+    }
+    // One input: every series as it is.
+    return AggregatorRegistry.aggregate([combined.map((m) => ({ ...m, aggregator: 'sum' }))] as Aggregatable).metrics();
+  }
 }
+
+type Aggregatable = Parameters<typeof AggregatorRegistry.aggregate>[0];

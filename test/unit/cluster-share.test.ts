@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
-import { MIN_WORKER_MEMORY, memoryShareWarning, workerShare } from '../../src/cluster/share.js';
+import { MIN_WORKER_MEMORY, effectiveMaxMemory, memoryShareWarning, workerShare } from '../../src/cluster/share.js';
 
 const YAML = (listenerCap: number, globalCap: number, queue: number): string => `
 listeners:
@@ -62,6 +62,11 @@ describe('workerShare', () => {
     );
     expect(memoryShareWarning(config!, 2)).toBeNull();
     expect(memoryShareWarning(config!, 1)).toBeNull();
+    // What the workers have together (mqtt_lb_memory_max_bytes): raised by the floor, else the configured total.
+    expect(effectiveMaxMemory(config!, 16)).toBe(16 * MIN_WORKER_MEMORY);
+    expect(effectiveMaxMemory(config!, 3)).toBe(3 * MIN_WORKER_MEMORY);
+    expect(effectiveMaxMemory(config!, 2)).toBe(134217728);
+    expect(effectiveMaxMemory(config!, 1)).toBe(134217728);
   });
 
   it('one worker: the config as it is', () => {

@@ -166,6 +166,12 @@ pools:
     expect(problems(text.replace('[::1]:21883', '[::0]:21883').replace('[0:0::1]:21883', '127.0.0.1:21883'))).toEqual([
       'lb.yaml:3:22 listeners[1].bind: `127.0.0.1:21883` collides with listener `a` (line 2)',
     ]);
+    // IPv4-mapped IPv6 is the IPv4 address (and ::ffff:0.0.0.0 the IPv4 wildcard).
+    for (const mapped of ['[::ffff:127.0.0.1]:21883', '[::ffff:0.0.0.0]:21883']) {
+      expect(problems(text.replace('[::1]:21883', mapped).replace('[0:0::1]:21883', '127.0.0.1:21883'))).toEqual([
+        'lb.yaml:3:22 listeners[1].bind: `127.0.0.1:21883` collides with listener `a` (line 2)',
+      ]);
+    }
   });
 
   it('limits.maxMemory: 0 (no ceiling) or at least 128 MiB, in bytes', () => {

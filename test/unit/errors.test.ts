@@ -25,5 +25,6 @@ describe('error catalogue', () => {
   it('a problem stays on one line: control characters, DEL, NEL and the Unicode line separators are escaped', () => {
     const p = { file: 'lb.yaml', line: 1, col: 1, path: 'a\rb\nc\u007fd', message: 'x\u0085y\u2028z\u2029\t' };
     expect(formatProblem(p)).toBe('lb.yaml:1:1 a\\rb\\nc\\u007fd: x\\u0085y\\u2028z\\u2029\\t');
+    expect(formatProblem({ ...p, file: '/tmp/x\ny.yaml', path: 'a', message: 'b' })).toBe('/tmp/x\\ny.yaml:1:1 a: b');
   });
 });
