@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type net from 'node:net';
 import { connect as netConnect } from 'node:net';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { lbYaml, type HealthSpec, type ListenerSpec } from '../helpers/lb-config.js';
@@ -365,10 +365,22 @@ describe('memory ceiling (limits.maxMemory, reliability case 64)', () => {
   it('over it: unfinished CONNECTs and TLS handshakes are shed, newcomers closed at accept, routed sessions keep working; below it again: clients served', async () => {
     const pki = createTestPki();
     const tls = `      cert: ${pki.serverCert}\n      key: ${pki.serverKey}\n`;
-    const { lb, admin, ports } = await startWith({ listeners: [{ name: 'mqtt' }, { name: 'tls', tls }], limits: `  clientConnectTimeout: 60s\n  maxMemory: ${MAX}\n` });
+    const { lb, admin, ports } = await startWith({ listeners: [{ name: 'mqtt' }, { name: 'tls', tls }, { name: 'gone', tls }], limits: `  clientConnectTimeout: 60s\n  maxMemory: ${MAX}\n` });
     const port = ports.mqtt!;
     const flooded: net.Socket[] = [];
     try {
+      // A TLS listener removed by a reload while two connections are still in their handshake: those too.
+      const orphans = await Promise.all([0, 1].map(() => connectRaw(ports.gone!)));
+      flooded.push(...orphans);
+      let orphansClosed = 0;
+      for (const o of orphans) {
+        o.on('error', () => {});
+        o.on('close', () => orphansClosed++);
+      }
+      const mark = lb.logs.length;
+      lb.writeConfig(readFileSync(lb.configFile, 'utf8').replace(/ {2}- name: gone\n[\s\S]*?(?= {2}- name: |pools:)/, ''));
+      lb.reload();
+      await lb.waitForLog((l) => lb.logs.indexOf(l) >= mark && l.msg === 'config reloaded');
       // Silent connections on the TLS listener: still in their handshake, not sessions yet.
       const handshaking = await Promise.all([0, 1, 2].map(() => connectRaw(ports.tls!)));
       flooded.push(...handshaking);
@@ -394,7 +406,7 @@ describe('memory ceiling (limits.maxMemory, reliability case 64)', () => {
       expect(lb.logs.some((l) => l.msg === 'memory ceiling reached: refusing new connections')).toBe(true);
       expect(await rejectedCount(admin, 'mqtt', 'overloaded')).toBe(FLOOD);
       expect(await rejectedCount(admin, 'mqtt', 'timeout')).toBe(0);
-      await until('the TLS handshakes shed', () => handshakingClosed === 3);
+      await until('the TLS handshakes shed', () => handshakingClosed === 3 && orphansClosed === 2);
       expect(await rejectedCount(admin, 'tls', 'overloaded')).toBe(3);
 
       // The routed session never noticed.
