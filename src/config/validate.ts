@@ -196,7 +196,7 @@ function checkPoolReferences(
   }
 }
 
-/** Two sockets on one port collide when the hosts are equal or either is a wildcard (Node listens dual-stack on `::`). */
+/** Listeners and the admin port whose binds collide (net-syntax.ts bindsCollide; Node listens dual-stack on `::`). */
 function checkBindCollisions(r: ConfigReader, listeners: ListenerDraft[], admin: AdminDraft): void {
   const seen: Array<{ what: string; address: HostPort; slot: Slot | undefined }> = [];
   // An admin port left at its default has no place in the file: problems go to the listener instead.
