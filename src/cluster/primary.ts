@@ -42,7 +42,7 @@ interface WorkerSlot {
   config: LbConfig | null;
   listeners: ListenerSnapshot[];
   servers: ServerSnapshot[];
-  overload: OverloadSnapshot | null;
+  overload: OverloadSnapshot;
   /** A replacement for a worker that exited (not one of the first N). */
   respawned: boolean;
   /** It has sent a snapshot (what it has bound). */
@@ -96,7 +96,7 @@ export class ClusterPrimary {
 
   private fork(index: number, respawned: boolean): Promise<void> {
     const worker = cluster.fork({ MQTT_LB_WORKER_INDEX: String(index) });
-    const slot: WorkerSlot = { index, worker, ready: false, config: null, listeners: [], servers: [], overload: null, respawned, reported: false, processMetrics: null };
+    const slot: WorkerSlot = { index, worker, ready: false, config: null, listeners: [], servers: [], overload: { active: false, inUseBytes: 0 }, respawned, reported: false, processMetrics: null };
     this.slots.set(index, slot);
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -276,7 +276,6 @@ export class ClusterPrimary {
     // Over the ceiling when any worker is (it refuses its share of new clients); memory is the workers' sum.
     const overload = { active: false, inUseBytes: 0, maxBytes: effectiveMaxMemory(this.app.config, this.count) };
     for (const slot of this.slots.values()) {
-      if (slot.overload === null) continue;
       overload.active ||= slot.overload.active;
       overload.inUseBytes += slot.overload.inUseBytes;
     }

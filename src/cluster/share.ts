@@ -24,8 +24,13 @@ export function memoryShareWarning(config: LbConfig, workers: number): string | 
 export function effectiveMaxMemory(config: LbConfig, workers: number): number {
   if (workers <= 1) return config.limits.maxMemory;
   let total = 0;
-  for (let i = 0; i < workers; i++) total += workerShare(config, workers, i).limits.maxMemory;
+  for (let i = 0; i < workers; i++) total += workerMemory(config.limits.maxMemory, workers, i);
   return total;
+}
+
+/** Worker `index`'s memory ceiling: its share of `max`, at least MIN_WORKER_MEMORY; 0 stays 0 (no ceiling). */
+function workerMemory(max: number, workers: number, index: number): number {
+  return max > 0 ? Math.max(shareOf(max, workers, index), MIN_WORKER_MEMORY) : 0;
 }
 
 /** Worker `index`'s part of `value` over `n` workers: the parts add up to `value` (each at least 1). */
@@ -47,7 +52,7 @@ export function workerShare(config: LbConfig, workers: number, index: number): L
       acceptRate: limits.acceptRate > 0 ? limits.acceptRate / workers : 0,
       acceptQueue: share(limits.acceptQueue),
       perSource: { maxConnections: limits.perSource.maxConnections, connectRate: limits.perSource.connectRate > 0 ? limits.perSource.connectRate / workers : 0 },
-      maxMemory: limits.maxMemory > 0 ? Math.max(share(limits.maxMemory), MIN_WORKER_MEMORY) : 0,
+      maxMemory: workerMemory(limits.maxMemory, workers, index),
     },
     pools: Object.fromEntries(Object.entries(config.pools).map(([k, p]) => [k, { ...p, evictRate: p.evictRate / workers }])),
   };

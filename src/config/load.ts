@@ -85,12 +85,8 @@ export interface LoadOptions {
 /** No lb.yaml is this large; a bound keeps `--config /dev/zero` (or a runaway generator) from eating memory. */
 const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
 
-/** A config file's text (at most MAX_CONFIG_BYTES; read in chunks: pipes and devices too). */
+/** A config file's text, at most MAX_CONFIG_BYTES (read in chunks: pipes and devices too). */
 export function readConfigText(file: string): string {
-  return readBounded(file, MAX_CONFIG_BYTES);
-}
-
-function readBounded(file: string, max: number): string {
   const fd = openSync(file, 'r');
   try {
     const chunks: Buffer[] = [];
@@ -100,7 +96,7 @@ function readBounded(file: string, max: number): string {
       const n = readSync(fd, chunk, 0, chunk.length, null);
       if (n === 0) break;
       total += n;
-      if (total > max) throw new Error(`larger than ${max / (1024 * 1024)} MiB: not a config file`);
+      if (total > MAX_CONFIG_BYTES) throw new Error(`larger than ${MAX_CONFIG_BYTES / (1024 * 1024)} MiB: not a config file`);
       chunks.push(chunk.subarray(0, n));
     }
     return Buffer.concat(chunks, total).toString('utf8');

@@ -34,13 +34,22 @@ const AGGREGATOR_OVERRIDES: Readonly<Record<string, string>> = {
  * never go backwards (its gauges, such as memory, go with it).
  */
 export function countersOf(metrics: ProcessMetricsJson): ProcessMetricsJson {
-  return metrics.filter((m) => String(m.type) === 'counter' || String(m.type) === 'histogram').map((m) => ({ ...m, aggregator: 'sum' }));
+  return summed(metrics.filter(isCounting));
 }
 
 /** Several countersOf() results summed into one. */
 export async function sumCounters(parts: readonly ProcessMetricsJson[]): Promise<ProcessMetricsJson> {
-  const summed = AggregatorRegistry.aggregate(parts as Aggregatable);
-  return (await summed.getMetricsAsJSON()).map((m) => ({ ...m, aggregator: 'sum' })) as ProcessMetricsJson;
+  return summed((await AggregatorRegistry.aggregate(parts as Aggregatable).getMetricsAsJSON()) as ProcessMetricsJson);
+}
+
+/** A counter or a histogram: values that only grow, so combining must never show them lower. */
+function isCounting(m: ProcessMetricsJson[number]): boolean {
+  return String(m.type) === 'counter' || String(m.type) === 'histogram';
+}
+
+/** The same metrics, each combined by summing (the identity when aggregated alone). */
+function summed(metrics: ProcessMetricsJson): ProcessMetricsJson {
+  return metrics.map((m) => ({ ...m, aggregator: 'sum' }));
 }
 
 /**
@@ -62,7 +71,7 @@ export class CombinedProcessMetrics {
     );
     const combined = (await AggregatorRegistry.aggregate(all as Aggregatable).getMetricsAsJSON()) as ProcessMetricsJson;
     for (const m of combined) {
-      if (String(m.type) !== 'counter' && String(m.type) !== 'histogram') continue;
+      if (!isCounting(m)) continue;
       for (const v of m.values) {
         const key = `${(v as { metricName?: string }).metricName ?? m.name}${JSON.stringify(v.labels)}`;
         const before = this.exposed.get(key);
@@ -71,7 +80,7 @@ export class CombinedProcessMetrics {
       }
     }
     // One input: every series as it is.
-    return AggregatorRegistry.aggregate([combined.map((m) => ({ ...m, aggregator: 'sum' }))] as Aggregatable).metrics();
+    return AggregatorRegistry.aggregate([summed(combined)] as Aggregatable).metrics();
   }
 }
 
