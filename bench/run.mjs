@@ -80,8 +80,8 @@ const USAGE = `usage: node bench/run.mjs [--quick] [--trials N] [--targets direc
                          [--tests ${TESTS.join(',')}] [--procs N] [--connections N] [--out FILE]
                          [--lb-node-args "--max-semi-space-size=2"] [--lb-env KEY=VALUE]... [--lb-cli path/to/cli.js]
                          [--conn-gen c|node]
-  --quick        ~2 min: 3 trials, shorter windows, one memory trial
-  (default)      full run, ~10 min: 5 trials, 8,000 held connections
+  --quick        ~1.5 min: 3 trials, shorter windows, one memory trial
+  (default)      full run, ~5.5 min: 5 trials, 8,000 held connections
   --lb-node-args node flags for the mqtt-lb process, replacing the launcher's (default: bin/mqtt-lb's own)
   --lb-env       environment for the mqtt-lb process only, e.g. GLIBC_TUNABLES=glibc.malloc.trim_threshold=268435456
   --lb-cli       another build's cli.js to measure, started with plain node (default: bin/mqtt-lb of this checkout)

@@ -5,12 +5,13 @@
 import type { Logger } from 'pino';
 import type { LbConfig, ListenerConfig } from './config/types.js';
 import { Pool } from './balancer/pool.js';
-import type { Server, AdminState, LiveSession } from './balancer/server.js';
+import type { Server, AdminState } from './balancer/server.js';
 import { HealthChecker } from './health/checker.js';
 import { PoolReactions } from './health/reactions.js';
 import { Evictor } from './health/eviction.js';
 import { Listener, explainHandOver } from './proxy/listener.js';
 import type { ProxyContext, ListenerStats } from './proxy/context.js';
+import type { ClientSession } from './proxy/session.js';
 import { budgetForConfig } from './proxy/fd-budget.js';
 import { buildFront } from './proxy/front.js';
 import { Admission } from './proxy/admission.js';
@@ -21,6 +22,7 @@ import type { TelemetrySource, AdminActions, OverloadStatus } from './telemetry/
 import type { LagWindow } from './telemetry/loop-lag.js';
 import type { ProcessMetricsJson } from './telemetry/process-metrics.js';
 import { Failover, computeTracking } from './failover/index.js';
+import { isVipAddress, vipAddresses } from './failover/ipv4.js';
 import { VERSION } from './version.js';
 import { ErrorCodes, MqttLbError } from './errors.js';
 
@@ -44,6 +46,8 @@ export interface PreparedReload {
 }
 
 const TRACK_INTERVAL_MS = 250;
+/** After the drain, how long destroyed sessions get to finish closing (their sockets close asynchronously). */
+const SESSION_CLOSE_WAIT_MS = 2000;
 
 /**
  * single: everything in one process (workers: 1).
@@ -430,11 +434,15 @@ export class App implements TelemetrySource, AdminActions {
     const evictRate = requestedRate ?? (fo !== null ? Math.max(...[...this.poolMap.values()].map((p) => p.config.evictRate)) : null);
     const drainTimeout = this.config.limits.drainTimeout;
     if (this.stopWorkers !== null) await this.stopWorkers(evictRate, drainTimeout + 5000);
-    const sessions: LiveSession[] = [];
+    const sessions: ClientSession[] = [];
     for (const l of this.sessionHolders()) for (const s of l.sessions) sessions.push(s);
     if (evictRate !== null && sessions.length > 0) {
+      // With failover, only the sessions whose client connected to a VIP (design.md §3); the rest drain.
+      const vips = this.config.failover === null ? null : vipAddresses(this.config.failover.instances);
+      const evicted = vips === null ? sessions : sessions.filter((s) => isVipAddress(vips, s.clientLocalAddress));
+      this.log.info({ sessions: sessions.length, onVip: evicted.length, evictRate, drainTimeoutMs: drainTimeout }, 'closing VIP sessions at evictRate, draining the others');
       const evictor = new Evictor(evictRate, 'shutdown');
-      evictor.evict(sessions);
+      evictor.evict(evicted);
       await this.waitForSessions(drainTimeout);
       evictor.close();
     } else if (sessions.length > 0) {
@@ -442,6 +450,9 @@ export class App implements TelemetrySource, AdminActions {
       await this.waitForSessions(drainTimeout);
     }
     this.destroyAllSessions();
+    // The sockets close asynchronously; their sessions end (and write their access-log line) once both sides
+    // have: wait for that, bounded, rather than exit with those lines unwritten.
+    await this.waitForSessions(SESSION_CLOSE_WAIT_MS);
     await this.closeEverything();
     this.log.info({}, 'stopped');
   }

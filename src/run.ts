@@ -21,10 +21,13 @@ export async function runBalancer(file: string): Promise<number> {
   } catch (err) {
     if (err instanceof ConfigError || err instanceof ConfigFileError) {
       for (const p of err.problems) process.stderr.write(formatProblem(p) + '\n');
+      if (err instanceof ConfigError) return 1;
       // A valid config naming a missing or unusable file (key, certificate): cannot start (design.md §3).
-      return err instanceof ConfigFileError ? 2 : 1;
+      process.stderr.write(`cannot start (${err.code}): a file the config names is missing or unusable\n`);
+      return 2;
     }
-    process.stderr.write(`${(err as Error).message}\n`);
+    const code = err instanceof MqttLbError ? ` (${err.code})` : '';
+    process.stderr.write(`${(err as Error).message}${code}\n`);
     return 1;
   }
   const log = createLogger(config.log);
@@ -68,7 +71,7 @@ export async function runBalancer(file: string): Promise<number> {
         }
         app.metrics?.configReload('error');
         if (err instanceof ConfigError) {
-          log.error({ problems: err.problems.map(formatProblem) }, 'config reload rejected: keeping the running config');
+          log.error({ code: err.code, problems: err.problems.map(formatProblem) }, 'config reload rejected: keeping the running config');
         } else {
           log.error({ err }, 'config reload failed: keeping the running config');
         }

@@ -139,7 +139,7 @@ function checkFiles(files: FileRef[], out: ProblemCollector): void {
 /** The failover key file holds what start needs: one base64 line of 32 bytes (src/failover/key.ts). */
 function checkFailoverKey(ref: FileRef | undefined, out: ProblemCollector): void {
   if (ref === undefined) return;
-  const problem = keyProblem(readFileSync(ref.resolved, 'utf8'), ref.written);
+  const problem = keyProblem(readFileSync(ref.resolved, 'utf8'));
   if (problem !== null) out.error(ref.at, ref.path, problem);
 }
 

@@ -32,6 +32,25 @@ export function parseCidr(s: string): Cidr | null {
   return { address: m[1]!, prefix: Number(m[2]) };
 }
 
+/** The addresses of every VIP of the failover instances (`192.0.2.10/24` -> `192.0.2.10`). */
+export function vipAddresses(instances: ReadonlyArray<{ vips: readonly string[] }>): Set<string> {
+  const out = new Set<string>();
+  for (const i of instances) for (const v of i.vips) {
+    const c = parseCidr(v);
+    if (c !== null) out.add(c.address);
+  }
+  return out;
+}
+
+/**
+ * Whether a socket's local address is one of `vips`. An IPv4 client of a dual-stack (`::`) listener has an
+ * IPv4-mapped local address (`::ffff:192.0.2.10`).
+ */
+export function isVipAddress(vips: ReadonlySet<string>, local: string | undefined): boolean {
+  if (local === undefined) return false;
+  return vips.has(local.startsWith('::ffff:') ? local.slice(7) : local);
+}
+
 export function formatCidr(c: Cidr): string {
   return `${c.address}/${c.prefix}`;
 }

@@ -15,29 +15,35 @@ export function generateKey(): string {
   return randomBytes(FAILOVER_KEY_BYTES).toString('base64');
 }
 
+/**
+ * The advice when a key file holds something else: no `keygen > FILE`, since the file may be the wrong one (a TLS
+ * key named by mistake) and overwriting it would lose it.
+ */
+const NEW_KEY_HINT = ' (is it the right file? `mqtt-lb keygen` prints a new key: put the same one on both hosts)';
+
 /** Parses the key file's content. `file` only names the source in error messages. */
 export function parseKey(text: string, file: string): Buffer {
-  const problem = keyProblem(text, file);
+  const problem = keyProblem(text);
   if (problem !== null) throw keyError(file, problem);
   return Buffer.from(text.trim(), 'base64');
 }
 
 /**
  * What is wrong with a key file's content, or null when it is one base64 line of 32 bytes (what `mqtt-lb check`
- * reports at the key, and what parseKey throws). `file` is named in the advice to run keygen.
+ * reports at the key, and what parseKey throws).
  */
-export function keyProblem(text: string, file: string): string | null {
+export function keyProblem(text: string): string | null {
   const lines = text.split(/\r?\n/);
   // One line, optionally followed by a newline (a trailing empty element after split).
   while (lines.length > 1 && lines[lines.length - 1] === '') lines.pop();
   if (lines.length !== 1 || lines[0]!.trim() === '') {
-    return `must hold exactly one base64 line of ${FAILOVER_KEY_BYTES} bytes (found ${lines[0]!.trim() === '' && lines.length === 1 ? 'an empty file' : `${lines.length} lines`}); create it with \`mqtt-lb keygen > ${file}\``;
+    return `must hold exactly one base64 line of ${FAILOVER_KEY_BYTES} bytes (found ${lines[0]!.trim() === '' && lines.length === 1 ? 'an empty file' : `${lines.length} lines`})${NEW_KEY_HINT}`;
   }
   const line = lines[0]!.trim();
   if (!KEY_LINE_RE.test(line)) {
     const decoded = /^[A-Za-z0-9+/]+={0,2}$/.test(line) ? Buffer.from(line, 'base64').length : null;
     const found = decoded === null ? 'text that is not base64' : `${decoded} bytes`;
-    return `must hold one base64 line of ${FAILOVER_KEY_BYTES} bytes, found ${found}; create it with \`mqtt-lb keygen > ${file}\``;
+    return `must hold one base64 line of ${FAILOVER_KEY_BYTES} bytes, found ${found}${NEW_KEY_HINT}`;
   }
   const key = Buffer.from(line, 'base64');
   if (key.length !== FAILOVER_KEY_BYTES) return `decodes to ${key.length} bytes, expected ${FAILOVER_KEY_BYTES}`;

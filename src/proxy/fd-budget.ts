@@ -92,8 +92,8 @@ export function clampToBudget(input: BudgetInput): Budget {
     if (caps[i]! >= l.maxConnections) return;
     warnings.push(
       shared
-        ? `listeners.${l.name}.maxConnections ${l.maxConnections} lowered to ${caps[i]}: the client sockets of every listener (with room to refuse in MQTT) and a server socket per session must fit the open-file limit ${limit}`
-        : `listeners.${l.name}.maxConnections ${l.maxConnections} clamped to ${caps[i]}: the open-file limit is ${limit} and each session needs two descriptors`,
+        ? `listeners[${i}].maxConnections (listener ${l.name}) ${l.maxConnections} lowered to ${caps[i]}: the client sockets of every listener (with room to refuse in MQTT) and a server socket per session must fit the open-file limit ${limit}`
+        : `listeners[${i}].maxConnections (listener ${l.name}) ${l.maxConnections} clamped to ${caps[i]}: the open-file limit is ${limit} and each session needs two descriptors`,
     );
   });
   input.listeners.forEach((l, i) => listenerMax.set(l.name, caps[i]!));

@@ -64,6 +64,8 @@ interface FrontState {
   remote: { address: string; port: number } | undefined;
   /** The destination an incoming PROXY header declared (e.g. the NLB's public address). */
   destination: { address: string; port: number } | undefined;
+  /** Length of the PROXY header read from `raw` (0 without one): not client bytes for the server counters. */
+  proxyHeaderBytes: number;
   /** Handed to the TLS server: a close from now on is a failed handshake. */
   inTls: boolean;
   done: boolean;
@@ -94,7 +96,7 @@ export class ConnectionFront implements Front {
 
   accept(socket: Socket, listener: Listener): void {
     listener.inFront.add(socket);
-    const state: FrontState = { listener, front: this, raw: socket, acceptedAt: Date.now(), timer: null, buf: null, remote: undefined, destination: undefined, inTls: false, done: false };
+    const state: FrontState = { listener, front: this, raw: socket, acceptedAt: Date.now(), timer: null, buf: null, remote: undefined, destination: undefined, proxyHeaderBytes: 0, inTls: false, done: false };
     (socket as Tagged)[kFront] = state;
     // The PROXY header and the TLS handshake are inside the client's connect deadline, from accept.
     state.timer = setTimeout(onFrontTimeout, this.timeoutMs(), state);
@@ -157,6 +159,8 @@ export class ConnectionFront implements Front {
     // With TLS nothing is pre-read, so the CONNECT arrives after usernameOverride is set below.
     const session = state.listener.startSession(clientSocket, preread, state.acceptedAt, state.remote);
     session.tlsPeer = peer;
+    // A TLS socket counts the decrypted stream only; the raw socket counted the PROXY header too.
+    if (clientSocket === raw) session.frontBytes = state.proxyHeaderBytes;
     if (state.destination !== undefined) declaredDestination.set(session, state.destination);
     if (peer !== null && this.certAsUsername && peer.cn !== null) session.usernameOverride = Buffer.from(peer.cn, 'utf8');
     (raw as Tagged)[kFront] = undefined;
@@ -184,6 +188,7 @@ function onProxyData(this: Tagged, chunk: Buffer): void {
     state.remote = { address: r.addresses.srcAddress, port: r.addresses.srcPort };
     state.destination = { address: r.addresses.dstAddress, port: r.addresses.dstPort };
   }
+  state.proxyHeaderBytes = r.headerLength;
   const rest = r.headerLength < state.buf.length ? Buffer.from(state.buf.subarray(r.headerLength)) : undefined;
   state.buf = null;
   state.front.afterProxy(state, rest);

@@ -84,6 +84,8 @@ export class ClientSession implements LiveSession, AdmissionTicket {
   private clientIdText: string | null = null;
   /** Set by the TLS front: the verified peer (for PROXY v2 TLVs). */
   tlsPeer: TlsPeer | null = null;
+  /** Bytes the front read from the client socket and did not pass on: an incoming PROXY header (not forwarded). */
+  frontBytes = 0;
   /** tls.certAsUsername: the CONNECT is re-encoded with this username (the one exception to byte-exact forwarding). */
   usernameOverride: Buffer | null = null;
   /** The client's FIN came after its CONNECT but before the server was connected (passed on at the splice). */
@@ -140,8 +142,13 @@ export class ClientSession implements LiveSession, AdmissionTicket {
     return (this.remote ??= { address: this.client.remoteAddress ?? '', port: this.client.remotePort ?? 0 });
   }
 
+  /** The address the client connected to (the VIP, or this host's own): asked at stop only (getsockname). */
+  get clientLocalAddress(): string | undefined {
+    return this.client.localAddress;
+  }
+
   get bytesIn(): number {
-    return this.client.bytesRead;
+    return this.client.bytesRead - this.frontBytes;
   }
 
   get bytesOut(): number {

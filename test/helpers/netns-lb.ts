@@ -79,6 +79,9 @@ ${servers}
       mqtt: { clientId: ${o.name}-health }
 admin:
   bind: 127.0.0.1:${o.adminPort}
+limits:
+  # Sessions not on the VIP drain this long at a stop (the SIGTERM test holds some on the host's own address).
+  drainTimeout: 4s
 log:
   level: info
 failover:

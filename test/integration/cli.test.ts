@@ -115,6 +115,7 @@ pools:
     const r = run(['--config', f]);
     expect(r.status).toBe(2);
     expect(r.stderr).toContain(`${f}:5:18 listeners[0].tls.cert: file \`nowhere.crt\``);
+    expect(r.stderr.trimEnd().split('\n').at(-1)).toBe('cannot start (MQLB_START_FILE): a file the config names is missing or unusable');
     // check reports the same problems as a config error (exit 1).
     expect(run(['check', '--config', f]).status).toBe(1);
   });

@@ -465,7 +465,7 @@ describe('descriptor budget', () => {
     const check = spawnSync('sh', ['-c', 'ulimit -n 256 && exec "$0" "$@"', process.execPath, CLI, 'check', '--config', file], { encoding: 'utf8', timeout: 20_000 });
     expect(check.status).toBe(0);
     expect(check.stderr).toMatch(/^warning: limits\.maxConnections 20000 clamped to 90: the open-file limit is 256/m);
-    expect(check.stderr).toMatch(/^warning: listeners\.mqtt\.maxConnections 10000 lowered to 84: /m);
+    expect(check.stderr).toMatch(/^warning: listeners\[0\]\.maxConnections \(listener mqtt\) 10000 lowered to 84: /m);
     // The LB under its own open-file limit (the test process keeps its own).
     const proc = spawn('sh', ['-c', 'ulimit -n 256 && exec "$0" "$@"', process.execPath, CLI, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
     const logs: Array<Record<string, unknown>> = [];

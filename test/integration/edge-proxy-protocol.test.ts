@@ -147,6 +147,21 @@ describe('acceptProxyProtocol from a trusted source (127.0.0.1/32)', () => {
     expect(c.header).toMatchObject({ kind: 'ok', local: false, addresses: { family: 'tcp4', srcAddress: '203.0.113.7', srcPort: 40001, dstAddress: '198.51.100.1', dstPort: 8883 } });
   });
 
+  it('the PROXY header is not client bytes: mqtt_lb_server_bytes_total{direction="in"} grows by the CONNECT only', async () => {
+    const serverBytesIn = async (): Promise<number> => {
+      const text = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
+      const m = /mqtt_lb_server_bytes_total\{pool="v2",server="fake",direction="in"\} (\d+)/.exec(text);
+      return m === null ? 0 : Number(m[1]);
+    };
+    const before = await serverBytesIn();
+    const header = v1Line('203.0.113.9', '198.51.100.1', 40002, 8883);
+    const connect = connectPacket({ clientId: 'bytes-v1' });
+    const r = await exchangeFrom(ports.trusted!, [Buffer.concat([header, connect])], 500);
+    expect([...r.data]).toEqual(CONNACK_OK);
+    await waitConnection(broker, 'bytes-v1');
+    expect(await serverBytesIn()).toBe(before + connect.length); // not + header.length (41 bytes)
+  });
+
   it('a v2 header for IPv6, sent one byte at a time with the CONNECT glued to its last byte', async () => {
     const header = encodeV2({ family: 'tcp6', srcAddress: '2001:db8::7', srcPort: 50000, dstAddress: '2001:db8::1', dstPort: 1883 });
     const bytes = [...header].map((b) => Buffer.from([b]));

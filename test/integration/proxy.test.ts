@@ -278,7 +278,8 @@ describe('reload and stop', () => {
       await lb.waitForLog((l) => l.msg === 'config reloaded');
       lb.writeConfig('listeners: [\n');
       lb.reload();
-      await lb.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('config reload rejected'));
+      const rejected = await lb.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('config reload rejected'));
+      expect(rejected.code).toBe('MQLB_CONFIG_INVALID'); // docs/errors.md: the code is on the log line
       await client.publishAsync('lbtest/alive', 'yes', { qos: 1 });
       expect(closed).toBe(false);
       const stopping = lb.stop();

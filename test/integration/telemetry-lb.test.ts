@@ -247,6 +247,30 @@ describe('access log (log.sessions: true)', () => {
     await sleep(200);
     expect(closedLines(clientId)).toHaveLength(1);
   });
+
+  it('logs the sessions a stop closes at the end of the drain too, before `stopped`', async () => {
+    const stopPort = await freePort();
+    const stopAdmin = await freePort();
+    const stopping = await startLb(
+      lbYaml({ port: stopPort, admin: stopAdmin, servers: brokers, health: HEALTH, limits: `${LIMITS}  drainTimeout: 500ms\n`, log: '  level: info\n  sessions: true\n' }),
+      { waitReady: `http://127.0.0.1:${stopAdmin}/readyz` },
+    );
+    const ids = [0, 1, 2].map((i) => `${ID_PREFIX}at-stop-${i}`);
+    const held: RawClient[] = [];
+    for (const clientId of ids) {
+      const c = await RawClient.open(stopPort);
+      c.sock.write(connectPacket({ clientId, keepalive: 0 }));
+      await c.waitReceived(4);
+      held.push(c);
+    }
+    expect(await stopping.stop()).toBe(0);
+    const closed = stopping.logs.filter((l) => l.msg === 'session closed');
+    expect(closed.map((l) => l.clientId).sort()).toEqual(ids);
+    expect(closed.every((l) => l.reason === 'shutdown')).toBe(true);
+    const stoppedAt = stopping.logs.findIndex((l) => l.msg === 'stopped');
+    expect(stoppedAt).toBeGreaterThan(Math.max(...closed.map((l) => stopping.logs.indexOf(l))));
+    for (const c of held) await c.waitClosed();
+  });
 });
 
 describe('metrics, status API, probes and `mqtt-lb status` on a running LB', () => {

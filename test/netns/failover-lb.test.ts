@@ -230,6 +230,13 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
     expect(held).toHaveLength(ids.length);
     expect(new Set(held.map((h) => h.broker)).size).toBeGreaterThan(1);
 
+    // Two clients on lb1's own address, not the VIP: design.md §3 lets them drain (up to drainTimeout, 4 s here)
+    // instead of closing them at evictRate with the VIP's.
+    const directIds = ['direct-0', 'direct-1'];
+    const direct = startClient(topo, { op: 'hold', host: topo.addr.lb1, port: 1883, clientIds: directIds, reconnectDeadlineMs: 1000 });
+    started.push(direct);
+    await direct.waitForLine((l) => l.includes('"ev":"holding"'), 10_000);
+
     const prober = startProber();
     await proberSees(prober, 'rc0', 5000);
     const mon1 = topo.monitorAddresses('lb1');
@@ -298,6 +305,16 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
     // which can only leave while the address is still local) before lb1 deleted the VIP.
     expect(closedAt).toHaveLength(ids.length);
     expect(Math.max(...closedAt)).toBeLessThan(deleted1!.t - sigtermAt);
+    // Only the VIP's sessions were evicted; the two on lb1's address drained until drainTimeout closed them.
+    const evicting = lb1.logsWith('closing VIP sessions at evictRate, draining the others')[0];
+    expect(evicting).toMatchObject({ sessions: ids.length + directIds.length, onVip: ids.length });
+    const directClosedAt = direct.lines
+      .map((l) => JSON.parse(l) as { ev: string; t: number })
+      .filter((e) => e.ev === 'closed')
+      .map((e) => e.t - sigtermAt);
+    console.log(`[failover-lb] SIGTERM: clients on lb1's own address closed at +[${directClosedAt.join(', ')}] ms (drainTimeout 4 s)`);
+    expect(directClosedAt).toHaveLength(directIds.length);
+    expect(Math.min(...directClosedAt)).toBeGreaterThan(Math.max(...closedAt) + 2000);
     // Order, from polling: some host held the VIP in every sample (lb1 read before lb2, so a gap would show).
     const empty = samples.filter((s) => s.holders.length === 0);
     console.log(`[failover-lb] SIGTERM: ${samples.length} ip -j addr samples, ${empty.length} with no holder${empty.length > 0 ? ` (at +${empty.map((s) => s.t - sigtermAt).join(', ')} ms)` : ''}`);

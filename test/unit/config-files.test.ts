@@ -132,7 +132,7 @@ describe('files named by the config', () => {
     createAll();
     writeFileSync(join(dir, 'failover.key'), 'not base64 !!\n');
     expect(parseConfig(CONFIG, file, { checkFiles: true }).problems.map(formatProblem)).toEqual([
-      `${file}:14:16 failover.authKeyFile: must hold one base64 line of 32 bytes, found text that is not base64; create it with \`mqtt-lb keygen > failover.key\``,
+      `${file}:14:16 failover.authKeyFile: must hold one base64 line of 32 bytes, found text that is not base64 (is it the right file? \`mqtt-lb keygen\` prints a new key: put the same one on both hosts)`,
     ]);
   });
 

@@ -302,7 +302,7 @@ admin:
 `;
     expect(problems(text)).toEqual([
       'lb.yaml:9:3 failover.authKeyFile: missing required key `authKeyFile` (the key file written by `mqtt-lb keygen`)',
-      'lb.yaml:9:14 failover.interface: "-batch" is not allowed here: an interface name is 1 to 15 letters, digits, `_`, `.` or `-`, and does not start with `-` (no alias labels such as `eth0:1`)',
+      'lb.yaml:9:14 failover.interface: "-batch" is not allowed here: an interface name is 1 to 15 letters, digits, `_`, `.` or `-`, and does not start with `-` or `.` (no alias labels such as `eth0:1`)',
       'lb.yaml:10:21 failover.peers[1]: IPv6 peers are not supported yet',
       'lb.yaml:10:32 failover.peers[2]: duplicate peer `10.0.0.2`',
       'lb.yaml:11:19 failover.advertInterval: must be a multiple of 10ms (got "15ms")',
@@ -385,5 +385,15 @@ admin:
     expect(warnings(`${PREFIX}    health: { interval: 500ms }\n`)).toEqual([
       'lb.yaml:8:25 pools.brokers.health.interval: timeout 1s is not shorter than interval 500ms: a server that hangs is probed back to back',
     ]);
+  });
+
+  it('warns when every server of a pool would be probed with one fixed MQTT client ID', () => {
+    const two = PREFIX.replace('}]', '}, { name: b2, address: "10.0.0.12:1883" }]');
+    expect(warnings(`${two}    health: { mqtt: { clientId: probe } }\n`)).toEqual([
+      'lb.yaml:8:33 pools.brokers.health.mqtt.clientId: every server of this pool is probed with this one client ID, and a clustered broker sees one session that each probe takes over: add `{server}` (and `{hostname}` when several LB hosts probe)',
+    ]);
+    expect(warnings(`${two}    health: { mqtt: { clientId: "probe-{server}" } }\n`)).toEqual([]);
+    expect(warnings(`${PREFIX}    health: { mqtt: { clientId: probe } }\n`)).toEqual([]); // one server: one ID per server anyway
+    expect(warnings(`${two}    health: { type: tcp, mqtt: { clientId: probe } }\n`)).toEqual([]);
   });
 });

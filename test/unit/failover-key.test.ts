@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCodes, MqttLbError } from '../../src/errors.js';
-import { generateKey, parseKey, readKeyFile } from '../../src/failover/key.js';
+import { generateKey, keyProblem, parseKey, readKeyFile } from '../../src/failover/key.js';
 
 let dir: string;
 beforeAll(async () => {
@@ -46,6 +46,15 @@ describe('failover key', () => {
     expectKeyError(() => parseKey(`${k}\n${k}\n`, '/etc/k'), /exactly one base64 line .*2 lines/);
     expectKeyError(() => parseKey(Buffer.alloc(16).toString('base64'), '/etc/k'), /found 16 bytes/);
     expectKeyError(() => parseKey('not base64 at all!', '/etc/k'), /not base64/);
+  });
+
+  it('never advises `keygen > FILE` for a file that exists: it may be a TLS key named by mistake', () => {
+    const pem = '-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIB7W\n-----END PRIVATE KEY-----\n';
+    for (const text of [pem, '', 'c2hvcnQ=']) {
+      expect(keyProblem(text)).toMatch(/is it the right file\? `mqtt-lb keygen` prints a new key/);
+      expect(keyProblem(text)).not.toMatch(/keygen >/);
+    }
+    expect(keyProblem(generateKey())).toBeNull();
   });
 
   it('readKeyFile: reads, flags a group/other-readable file, and reports a missing file', async () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ErrorCodes } from '../../src/errors.js';
-import { compareIpv4, ipv4ToNumber, isInterfaceName, isIpv4Multicast, parseCidr } from '../../src/failover/ipv4.js';
+import { compareIpv4, ipv4ToNumber, isInterfaceName, isIpv4Multicast, isVipAddress, parseCidr, vipAddresses } from '../../src/failover/ipv4.js';
 import { computeTracking } from '../../src/failover/tracking.js';
 import { addVip, hasAddress, parseIpAddrJson, removeVip, showInterface } from '../../src/failover/vip.js';
 
@@ -76,5 +76,21 @@ describe('tracking inputs (failover.track)', () => {
     expect(computeTracking(track, { listenerFailed: true, poolsWithoutServer: 0 })).toEqual({ fault: true, priorityPenalty: 0 });
     expect(computeTracking(track, { listenerFailed: false, poolsWithoutServer: 2 })).toEqual({ fault: false, priorityPenalty: 100 });
     expect(computeTracking({ ...track, listeners: false }, { listenerFailed: true, poolsWithoutServer: 0 }).fault).toBe(false);
+  });
+});
+
+describe('which sessions are on a VIP (the stop evicts those, design.md §3)', () => {
+  const vips = vipAddresses([{ vips: ['192.0.2.10/24', '192.0.2.11/32'] }, { vips: ['198.51.100.7/24'] }]);
+
+  it('collects the addresses of every instance, without prefix lengths', () => {
+    expect([...vips].sort()).toEqual(['192.0.2.10', '192.0.2.11', '198.51.100.7']);
+  });
+
+  it('matches a local address, IPv4-mapped too (a dual-stack listener); nothing else', () => {
+    expect(isVipAddress(vips, '192.0.2.10')).toBe(true);
+    expect(isVipAddress(vips, '::ffff:198.51.100.7')).toBe(true);
+    expect(isVipAddress(vips, '192.0.2.12')).toBe(false); // the host's own address in the same subnet
+    expect(isVipAddress(vips, '::1')).toBe(false);
+    expect(isVipAddress(vips, undefined)).toBe(false); // a socket already closed
   });
 });

@@ -60,7 +60,7 @@ describe('clampToBudget', () => {
     expect(b.listenerMax.get('mqtt')).toBe(sessions);
     expect(b.warnings).toHaveLength(2);
     expect(b.warnings[0]).toMatch(/^limits\.maxConnections 20000 clamped to \d+: the open-file limit is 20000/);
-    expect(b.warnings[1]).toMatch(/^listeners\.mqtt\.maxConnections 10000 clamped to /);
+    expect(b.warnings[1]).toMatch(/^listeners\[0\]\.maxConnections \(listener mqtt\) 10000 clamped to /);
     expect(worstCase(input, b)).toBeLessThanOrEqual(20_000);
   });
 
@@ -81,7 +81,7 @@ describe('clampToBudget', () => {
     expect(mqtt).toBeLessThan(10_000);
     expect(mqtts).toBeLessThan(5_000);
     expect(mqtt).toBeGreaterThan(mqtts);
-    expect(b.warnings.some((w) => /listeners\.mqtts\.maxConnections 5000 lowered to \d+: the client sockets of every listener .* must fit the open-file limit 20000/.test(w))).toBe(true);
+    expect(b.warnings.some((w) => /listeners\[1\]\.maxConnections \(listener mqtts\) 5000 lowered to \d+: the client sockets of every listener .* must fit the open-file limit 20000/.test(w))).toBe(true);
   });
 
   it('keeps the reserve even at tiny limits (caps may reach 0)', () => {
