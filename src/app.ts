@@ -71,6 +71,8 @@ export class App implements TelemetrySource, AdminActions {
   readonly listenerMap = new Map<string, Listener>();
   /** Listeners a reload removed while they still had sessions: a stop drains or evicts those too. */
   private readonly retiredListeners = new Set<Listener>();
+  /** Pools a reload removed while they still had sessions; a reload that adds the name again takes them back. */
+  private readonly detachedPools = new Map<string, Pool>();
   private readonly checkers = new Map<string, HealthChecker>();
   private readonly reactions = new Map<string, PoolReactions>();
   readonly ctx: ProxyContext;
@@ -200,7 +202,14 @@ export class App implements TelemetrySource, AdminActions {
   }
 
   private addPool(pc: LbConfig['pools'][string]): void {
-    const pool = new Pool(pc);
+    // A pool an earlier reload removed while sessions still ran on it: taken back, with them (Pool.detached).
+    const back = this.detachedPools.get(pc.name);
+    this.detachedPools.delete(pc.name);
+    if (back !== undefined) {
+      back.reconfigure(pc);
+      back.restart(); // nothing probed it meanwhile
+    }
+    const pool = back ?? new Pool(pc);
     this.poolMap.set(pc.name, pool);
     // Workers get server states from the primary instead of probing (every worker routes alike).
     if (this.role !== 'worker') {
@@ -289,6 +298,9 @@ export class App implements TelemetrySource, AdminActions {
     this.admission.reconfigure(next.limits);
     this.overloadGuard.reconfigure(next.limits.maxMemory);
 
+    for (const [name, pool] of this.detachedPools) {
+      if (!pool.servers.some((s) => s.sessionCount > 0)) this.detachedPools.delete(name);
+    }
     for (const [name, pool] of this.poolMap) {
       const pc = next.pools[name];
       if (pc === undefined) {
@@ -298,6 +310,7 @@ export class App implements TelemetrySource, AdminActions {
         this.checkers.delete(name);
         this.reactions.delete(name);
         this.poolMap.delete(name);
+        if (pool.servers.some((s) => s.sessionCount > 0)) this.detachedPools.set(name, pool);
         continue;
       }
       pool.reconfigure(pc);
@@ -529,7 +542,10 @@ export class App implements TelemetrySource, AdminActions {
       for (const lc of this.config.listeners) if (!this.remoteListeners.has(lc.name)) return { ok: false, reason: `listener ${lc.name} not bound by the workers yet` };
     }
     for (const p of this.poolMap.values()) {
-      if (!p.servers.some((s) => s.health === 'up' && s.admin === 'ready')) return { ok: false, reason: `pool ${p.name} has no server up` };
+      // The servers that can take a session (what CONNACK no_server is measured against): up, ready, weight > 0.
+      if (p.servers.some((s) => s.acceptsNew)) continue;
+      if (!p.servers.some((s) => s.health === 'up')) return { ok: false, reason: `pool ${p.name} has no server up` };
+      return { ok: false, reason: `pool ${p.name} has no server taking new sessions (every server up is drained, in maintenance or of weight 0)` };
     }
     return { ok: true };
   }

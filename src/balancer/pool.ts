@@ -37,6 +37,12 @@ export class Pool {
   /** The `balance` strategy when it is keyless, else the hash strategy's `fallback`. */
   private placement: PlacementStrategy;
   private readonly keyHash = new Uint32Array(2);
+  /**
+   * Servers a reload removed while they still had sessions, by name. Their sessions keep running (a reload never
+   * drops one); a reload that adds the name again takes the object back, so drain, maint and onServerDown reach
+   * those sessions again. Dropped once their last session has ended.
+   */
+  private readonly detached = new Map<string, Server>();
 
   constructor(config: PoolConfig, servers?: Server[], options: PoolOptions = {}) {
     this.name = config.name;
@@ -100,17 +106,21 @@ export class Pool {
   /**
    * Reload: keeps Server objects by name (health, admin state and live sessions survive), creates new
    * ones ('unknown', or 'up' with health.type none), updates configs. Returns the removed servers;
-   * their live sessions are not closed here.
+   * their live sessions are not closed here, and a later reload that adds the name again takes them back.
    */
   reconfigure(config: PoolConfig): Server[] {
     if (config.name !== this.name) throw new Error(`pool "${this.name}" cannot be reconfigured as "${config.name}"`);
     const byName = new Map<string, Server>();
     for (const s of this.servers) byName.set(s.name, s);
+    for (const [name, s] of this.detached) if (s.sessionCount === 0) this.detached.delete(name);
     const next: Server[] = [];
     for (const sc of config.servers) {
       const kept = byName.get(sc.name);
       if (kept === undefined) {
-        next.push(new Server(config.name, sc, initialHealth(config)));
+        const back = this.detached.get(sc.name);
+        this.detached.delete(sc.name);
+        if (back !== undefined) back.reattach(sc, initialHealth(config));
+        next.push(back ?? new Server(config.name, sc, initialHealth(config)));
         continue;
       }
       byName.delete(sc.name);
@@ -120,12 +130,18 @@ export class Pool {
       next.push(kept);
     }
     const removed = [...byName.values()];
+    for (const s of removed) if (s.sessionCount > 0) this.detached.set(s.name, s);
     const placementChanged = placementName(config) !== placementName(this.config);
     this.config = config;
     this.servers = next;
     this.rebuild();
     if (placementChanged) this.placement = createPlacementStrategy(placementName(config), this.table, this.random);
     return removed;
+  }
+
+  /** A pool a reload adds again after an earlier one removed it: every server starts as a new one would. */
+  restart(): void {
+    for (const s of this.servers) s.reattach(s.config, initialHealth(this.config));
   }
 
   /** The table for this pick; rebuilt if `servers` was replaced or resized behind our back. */

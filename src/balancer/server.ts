@@ -104,6 +104,18 @@ export class Server extends EventEmitter {
     if (from !== to) this.emit('state', { server: this, from, to } satisfies ServerStateChange);
   }
 
+  /**
+   * A reload adds this server again after an earlier one removed it (Pool.detached): configured anew, with the
+   * health a new server starts with and admin `ready`; its sessions are still its own. Not a state change:
+   * the server was not in the pool.
+   */
+  reattach(config: ServerConfig, initialHealth: HealthState): void {
+    this.config = config;
+    this.healthState = initialHealth;
+    this.adminState = 'ready';
+    this.lastCheck = null;
+  }
+
   /** Live sessions, local and (in the primary) in workers. */
   get sessionCount(): number {
     return this.sessions.size + this.remote.sessions;

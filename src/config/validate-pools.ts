@@ -74,7 +74,7 @@ function readPool(ctx: ValidationContext, name: string, m: MapReader): PoolConfi
     onServerUp: m.oneOf('onServerUp', d.onServerUp, ON_SERVER_UP),
     evictRate: m.num('evictRate', d.evictRate, { min: 0, minExclusive: true }),
     servers,
-    health: readHealth(ctx, m),
+    health: readHealth(ctx, m, servers.length),
   };
 
   const fallbackSlot = m.get('fallback');
@@ -153,7 +153,7 @@ function readServer(r: ConfigReader, m: MapReader): ServerConfig {
   };
 }
 
-function readHealth(ctx: ValidationContext, pool: MapReader): HealthConfig {
+function readHealth(ctx: ValidationContext, pool: MapReader, serverCount: number): HealthConfig {
   const { r } = ctx;
   const d = DEFAULTS.health;
   const m = pool.section('health', KEYS.health);
@@ -183,7 +183,7 @@ function readHealth(ctx: ValidationContext, pool: MapReader): HealthConfig {
       `timeout ${formatDuration(health.timeout)} is not shorter than interval ${formatDuration(health.interval)}: a server that hangs is probed back to back`,
     );
   }
-  readHealthMqtt(r, m, health);
+  readHealthMqtt(r, m, health, serverCount);
   const http = m.section('http', KEYS.healthHttp);
   if (http !== undefined) {
     health.http.port = http.int('port', d.http.port, 1, 65535);
@@ -195,7 +195,7 @@ function readHealth(ctx: ValidationContext, pool: MapReader): HealthConfig {
   return health;
 }
 
-function readHealthMqtt(r: ConfigReader, health: MapReader, out: HealthConfig): void {
+function readHealthMqtt(r: ConfigReader, health: MapReader, out: HealthConfig, serverCount: number): void {
   const m = health.section('mqtt', KEYS.healthMqtt);
   if (m === undefined) return;
   const versionSlot = m.get('version');
@@ -212,6 +212,10 @@ function readHealthMqtt(r: ConfigReader, health: MapReader, out: HealthConfig): 
   if (out.mqtt.version === 3 && id !== null && clientIdSlot !== undefined && (id.length < 1 || id.length > 23)) {
     // MQTT 3.1 §3.1 CONNECT: "The Client Identifier (Client ID) is between 1 and 23 characters long".
     r.error(clientIdSlot, 'MQTT 3.1 (version 3) client ids must be 1 to 23 characters long');
+  }
+  if (out.type === 'mqtt' && id !== null && clientIdSlot !== undefined && serverCount > 1 && !id.includes('{server}')) {
+    // Brokers of a cluster share client IDs: each probe would take the previous one's session over.
+    r.warn(clientIdSlot, 'every server of this pool is probed with this one client ID, and a clustered broker sees one session that each probe takes over: add `{server}` (and `{hostname}` when several LB hosts probe)');
   }
   const passwordSlot = m.get('password');
   if (out.mqtt.version !== 5 && out.mqtt.password !== null && out.mqtt.username === null && passwordSlot !== undefined) {

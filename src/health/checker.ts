@@ -125,9 +125,10 @@ export class HealthChecker {
     }
     const agent = this.agent;
     this.agent = null;
-    this.closing = Promise.all(settling).then(async () => {
-      if (agent) await agent.destroy().catch(() => undefined);
-    });
+    // Destroyed now, not after the probes settle: undici does not abort a request still connecting (a
+    // host that drops SYNs), so an aborted HTTP probe would hold a stop until its timeout.
+    const destroyed = agent === null ? Promise.resolve() : agent.destroy().catch(() => undefined);
+    this.closing = Promise.all([...settling, destroyed]).then(() => undefined);
     return this.closing;
   }
 
@@ -234,10 +235,13 @@ export class HealthChecker {
     const from = server.health;
     if (to === from) return;
     server.setHealth(to);
-    this.log.info(
-      { pool: this.pool.name, server: server.name, from, to, result: outcome.result, detail: outcome.detail ?? null },
-      'server state changed',
-    );
+    const line = { pool: this.pool.name, server: server.name, from, to, result: outcome.result, detail: outcome.detail ?? null };
+    // A server lost is worth a warning (HAProxy alerts on it too); one coming up is routine.
+    if (to === 'down') this.log.warn(line, 'server state changed');
+    else this.log.info(line, 'server state changed');
+    if (to === 'down' && !this.pool.servers.some((s) => s.health === 'up')) {
+      this.log.error({ pool: this.pool.name }, 'pool has no server up: its clients are refused (CONNACK server unavailable)');
+    }
   }
 
   private scheduleNext(loop: ServerLoop): void {

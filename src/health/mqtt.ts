@@ -38,14 +38,38 @@ export function probeConnectBytes(opts: MqttProbeOptions): Buffer {
     clientId: opts.clientId,
   };
   // [MQTT-3.1.2-22] (3.1.1): a password without a username is not allowed, so the password rides only with one.
-  if (opts.username !== null) {
-    packet.username = opts.username;
+  // MQTT 5 allows it (§3.1.2.9), but mqtt-packet does not: it is written with an empty username, then cut.
+  const passwordOnly = opts.version === 5 && opts.username === null && opts.password !== null;
+  if (opts.username !== null || passwordOnly) {
+    packet.username = opts.username ?? '';
     if (opts.password !== null) packet.password = Buffer.from(opts.password, 'utf8');
   }
   if (opts.version === 5) packet.properties = {};
-  const connect = generate(packet, { protocolVersion: opts.version });
+  const generated = generate(packet, { protocolVersion: opts.version });
+  const connect = passwordOnly ? withoutEmptyUsername(generated, Buffer.byteLength(opts.password!, 'utf8')) : generated;
   const header = probeProxyHeader(opts.proxyProtocol);
   return header ? Buffer.concat([header, connect]) : connect;
+}
+
+/**
+ * A CONNECT written with an empty username right before its password (the last field): the username flag
+ * cleared and its two length bytes removed, the remaining length re-encoded.
+ */
+function withoutEmptyUsername(connect: Buffer, passwordBytes: number): Buffer {
+  let i = 1;
+  while (connect[i]! & 0x80) i++;
+  const body = connect.subarray(i + 1);
+  const flagsAt = 2 + 4 + 1; // protocol name "MQTT", protocol level
+  const usernameAt = body.length - (2 + passwordBytes) - 2;
+  const out = Buffer.concat([body.subarray(0, usernameAt), body.subarray(usernameAt + 2)]);
+  out[flagsAt] = out[flagsAt]! & ~0x80; // User Name Flag [MQTT-3.1.2-16]
+  const lengthBytes: number[] = [];
+  let n = out.length;
+  do {
+    lengthBytes.push((n & 0x7f) | (n > 0x7f ? 0x80 : 0));
+    n >>>= 7;
+  } while (n > 0);
+  return Buffer.concat([Buffer.from([connect[0]!, ...lengthBytes]), out]);
 }
 
 export function probeMqtt(target: SocketTarget, opts: MqttProbeOptions, signal?: AbortSignal): Promise<ProbeOutcome> {

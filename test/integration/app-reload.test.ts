@@ -21,14 +21,12 @@ afterAll(async () => {
   await broker?.stop();
 });
 
-function config(listeners: Array<{ name: string; port: number }>, admin: number): LbConfig {
+function config(listeners: Array<{ name: string; port: number }>, admin: number, servers = ['m1']): LbConfig {
   const yaml = `listeners:
 ${listeners.map((l) => `  - name: ${l.name}\n    bind: 127.0.0.1:${l.port}\n    pool: brokers\n`).join('')}pools:
   brokers:
     servers:
-      - name: m1
-        address: 127.0.0.1:${broker.port}
-    health:
+${servers.map((name) => `      - name: ${name}\n        address: 127.0.0.1:${broker.port}\n`).join('')}    health:
       type: none
 limits:
   drainTimeout: 3s
@@ -83,6 +81,48 @@ describe('reload and stop in one process', () => {
       await stopped;
     } finally {
       held.destroy();
+      await app.stop();
+    }
+  });
+
+  it('a server removed by one reload and added by the next takes its sessions back: a drain closes them', async () => {
+    const [a, admin] = [await freePort(), await freePort()];
+    const app = new App(config([{ name: 'a', port: a }], admin, ['m1', 'm2']), pino({ level: 'silent' }));
+    await app.start();
+    const held = await session(a, 'through-remove-and-readd');
+    try {
+      const home = app.poolMap.get('brokers')!.servers.find((s) => s.sessions.size === 1)!;
+      const other = home.name === 'm1' ? 'm2' : 'm1';
+      await app.reload(config([{ name: 'a', port: a }], admin, [other]));
+      expect(held.destroyed).toBe(false); // a reload never drops a session
+      await app.reload(config([{ name: 'a', port: a }], admin, ['m1', 'm2']));
+      const back = app.poolMap.get('brokers')!.servers.find((s) => s.name === home.name)!;
+      expect(back.sessions.size).toBe(1);
+      const closed = new Promise<void>((resolve) => held.once('close', () => resolve()));
+      expect(app.setServerAdmin('brokers', home.name, 'drain')).toBe(true);
+      await Promise.race([closed, sleep(3000).then(() => Promise.reject(new Error('the drain did not close the session')))]);
+    } finally {
+      held.destroy();
+      await app.stop();
+    }
+  });
+
+  it('/readyz needs a server a CONNECT can be routed to: an up server of weight 0 is not one', async () => {
+    const [a, admin] = [await freePort(), await freePort()];
+    const app = new App(config([{ name: 'a', port: a }], admin), pino({ level: 'silent' }));
+    await app.start();
+    try {
+      expect(app.ready()).toEqual({ ok: true });
+      const only = app.poolMap.get('brokers')!.servers[0]!;
+      only.config = { ...only.config, weight: 0 };
+      expect(app.ready()).toEqual({ ok: false, reason: 'pool brokers has no server taking new sessions (every server up is drained, in maintenance or of weight 0)' });
+      only.config = { ...only.config, weight: 1 };
+      app.setServerAdmin('brokers', only.name, 'drain');
+      expect(app.ready()).toMatchObject({ ok: false });
+      app.setServerAdmin('brokers', only.name, 'ready');
+      only.setHealth('down');
+      expect(app.ready()).toEqual({ ok: false, reason: 'pool brokers has no server up' });
+    } finally {
       await app.stop();
     }
   });

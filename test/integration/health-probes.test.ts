@@ -3,6 +3,7 @@
  * node servers for the cases a broker cannot produce on demand (silent port, fixed CONNACK code, PROXY).
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
 import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -16,6 +17,7 @@ import { probeMqtt, type MqttProbeOptions } from '../../src/health/mqtt.js';
 import { PROXY_V1_UNKNOWN, PROXY_V2_LOCAL } from '../../src/health/proxy-header.js';
 import { probeTcp } from '../../src/health/tcp.js';
 import { freePort, startMosquitto, type Broker } from '../helpers/mosquitto.js';
+import { sleep } from '../helpers/lb.js';
 import { logSink, poolConfig, serverConfig } from '../unit/health-fixtures.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -91,6 +93,38 @@ function checkerFor(port: number, health: Partial<PoolConfig['health']>, hostnam
   );
   cleanups.push(() => checker.close());
   return { server, checker, lines, results };
+}
+
+/**
+ * A port whose connects hang (SYNs dropped, as by a powered-off host or a firewall): a child process listens
+ * with a backlog of 1, blocks its event loop so it never accepts, and three connections fill the queue.
+ */
+async function synDroppingPort(): Promise<number> {
+  const script = `const s = require('node:net').createServer();
+s.listen({ port: 0, host: '127.0.0.1', backlog: 1 }, () => {
+  process.stdout.write(String(s.address().port) + '\\n');
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 30000);
+});`;
+  const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  cleanups.push(() => {
+    child.kill('SIGKILL');
+  });
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('the SYN-dropping listener did not start')), 5000);
+    child.stdout.once('data', (d: Buffer) => {
+      clearTimeout(timer);
+      resolve(Number(String(d).trim()));
+    });
+  });
+  for (let i = 0; i < 3; i++) {
+    const filler = net.connect({ port, host: '127.0.0.1' });
+    filler.on('error', () => undefined);
+    cleanups.push(() => {
+      filler.destroy();
+    });
+  }
+  await sleep(200);
+  return port;
 }
 
 describe('mqtt probe', () => {
@@ -248,6 +282,16 @@ describe('http probe', () => {
     expect(await probeHttp({ url: `http://127.0.0.1:${closed}/` }, { timeout: 300, dispatcher: agent })).toMatchObject({ result: 'refused' });
   });
 
+  it('close() does not wait for a probe still connecting to a host that drops SYNs (undici ignores the abort there)', async () => {
+    const port = await synDroppingPort();
+    const { checker } = checkerFor(1883, { type: 'http', http: { port, path: '/health' }, interval: 10_000, timeout: 6000 });
+    checker.start();
+    await sleep(300); // the probe is in its TCP connect
+    const startedAt = Date.now();
+    await checker.close();
+    expect(Date.now() - startedAt).toBeLessThan(2000); // not the 6 s probe timeout
+  });
+
   it('drives the checker: 503 marks down, then 200 brings it up after `rise` passes', async () => {
     let status = 503;
     let requests = 0;
@@ -266,10 +310,12 @@ describe('http probe', () => {
     // up exactly at the third consecutive pass (some probes may have been in flight at the switch)
     const after = results.slice(okFrom).map((r) => r.result);
     expect(after.slice(-3)).toEqual(['ok', 'ok', 'ok']);
-    expect(lines.filter((l) => l.msg === 'server state changed').map((l) => [l.from, l.to])).toEqual([
-      ['unknown', 'down'],
-      ['down', 'up'],
+    // A server lost is a warning, one back is info; the pool left without a server is an error.
+    expect(lines.filter((l) => l.msg === 'server state changed').map((l) => [l.from, l.to, l.level])).toEqual([
+      ['unknown', 'down', 40],
+      ['down', 'up', 30],
     ]);
+    expect(lines.filter((l) => l.level === 50).map((l) => [l.pool, l.msg])).toEqual([['brokers', 'pool has no server up: its clients are refused (CONNACK server unavailable)']]);
     expect(requests).toBeGreaterThanOrEqual(4);
   });
 });

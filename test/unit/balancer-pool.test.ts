@@ -233,6 +233,26 @@ describe('reconfigure', () => {
     for (let i = 0; i < 50; i++) expect(pick(pool, clientId(i))).toEqual(['b1']);
   });
 
+  it('a server removed with live sessions and added again is the same object: its sessions are reachable again', () => {
+    const pool = upPool({ servers: ['b1', 'b2'] });
+    const b2 = pool.servers[1]!;
+    b2.setAdmin('drain');
+    const session = new FakeSession(Buffer.from('k'));
+    b2.sessions.add(session);
+    expect(pool.reconfigure(poolConfig({ servers: ['b1'] }))).toEqual([b2]);
+    pool.reconfigure(poolConfig({ servers: ['b1', { name: 'b2', weight: 3 }] }));
+    expect(pool.servers[1]).toBe(b2);
+    expect(b2.sessions.has(session)).toBe(true);
+    // Configured anew: the new weight, the health a new server starts with, admin ready.
+    expect([b2.config.weight, b2.health, b2.admin]).toEqual([3, 'unknown', 'ready']);
+    // Without sessions left, a removed server is forgotten: adding the name again makes a new one.
+    pool.reconfigure(poolConfig({ servers: ['b1'] }));
+    b2.sessions.delete(session);
+    pool.reconfigure(poolConfig({ servers: ['b1'] }));
+    pool.reconfigure(poolConfig({ servers: ['b1', 'b2'] }));
+    expect(pool.servers[1]).not.toBe(b2);
+  });
+
   it('applies a strategy change and marks servers up when health checks are turned off', () => {
     const pool = new Pool(poolConfig({ balance: 'client-id-hash', servers: ['b1', 'b2'] }));
     pool.reconfigure(poolConfig({ balance: 'round-robin', servers: ['b1', 'b2', 'b3'], health: 'none' }));

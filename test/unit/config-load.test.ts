@@ -51,7 +51,7 @@ pools:
       timeout: 500ms
       rise: 1
       fall: 5
-      mqtt: { version: 5, clientId: probe-1, username: lb, password: secret }
+      mqtt: { version: 5, clientId: 'probe-{server}', username: lb, password: secret }
   emqx:
     balance: round-robin
     servers:
@@ -154,7 +154,7 @@ function expectedFull(file: string): LbConfig {
           timeout: 500,
           rise: 1,
           fall: 5,
-          mqtt: { version: 5, clientId: 'probe-1', username: 'lb', password: 'secret' },
+          mqtt: { version: 5, clientId: 'probe-{server}', username: 'lb', password: 'secret' },
           http: { port: 18083, path: '/api/v5/status' },
         },
       },

@@ -66,6 +66,19 @@ describe('probe CONNECT bytes', () => {
     expect(pkt.password).toBeUndefined();
   });
 
+  it('v5 sends a password without a username when only a password is configured (MQTT 5 §3.1.2.9 allows it)', () => {
+    const bytes = probeConnectBytes({ ...base, version: 5, password: 'tok' });
+    // Flags 0x42: Password Flag and Clean Start, no User Name Flag; the payload ends with the password.
+    expect([...bytes]).toEqual([0x10, 25, 0, 4, ...Buffer.from('MQTT'), 5, 0x42, 0, 10, 0, 0, 7, ...Buffer.from('probe-1'), 0, 3, ...Buffer.from('tok')]);
+    const pkt = parseConnect(bytes, 5);
+    expect(pkt.username).toBeUndefined();
+    expect((pkt.password as Buffer).toString()).toBe('tok');
+    // 128 bytes with an empty username (two length bytes) become 126: the remaining length shrinks to one byte.
+    const long = probeConnectBytes({ ...base, version: 5, password: 'p'.repeat(104) });
+    expect([long[0], long[1], long.length]).toEqual([0x10, 126, 128]);
+    expect((parseConnect(long, 5).password as Buffer).toString()).toBe('p'.repeat(104));
+  });
+
   it('v5 uses clean start and no session expiry', () => {
     const pkt = parseConnect(probeConnectBytes({ ...base, version: 5 }), 5);
     expect(pkt).toMatchObject({ protocolVersion: 5, clean: true });
