@@ -16,6 +16,9 @@ import { errorDetail, type ProbeOutcome } from './probe-outcome.js';
 import { probeServer, type ServerProbe } from './probe-server.js';
 import { initialRiseFall, nextRiseFall, type RiseFallState } from './rise-fall.js';
 
+/** A probe that failed for one of these never reached the server: this process is out of descriptors or memory. */
+const LOCAL_ERRORS = new Set(['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM']);
+
 export interface HealthCheckerDeps {
   log: Logger;
   /** Wall clock for `lastCheck.at` and probe spacing (default Date.now). */
@@ -229,6 +232,11 @@ export class HealthChecker {
       } catch (err) {
         this.log.error({ err, pool: this.pool.name, server: server.name }, 'health result hook threw');
       }
+    }
+    if (outcome.result === 'error' && LOCAL_ERRORS.has(outcome.detail ?? '')) {
+      // This host could not open a socket: says nothing about the server, so no rise/fall step.
+      this.log.warn({ pool: this.pool.name, server: server.name, detail: outcome.detail }, 'health probe could not run here: no verdict');
+      return;
     }
     loop.riseFall = nextRiseFall(loop.riseFall, outcome.result === 'ok', this.pool.config.health);
     const to = loop.riseFall.health;

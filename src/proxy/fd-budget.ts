@@ -10,6 +10,7 @@
  */
 import { readFileSync } from 'node:fs';
 import type { LbConfig } from '../config/types.js';
+import { ADMIN_MAX_CONNECTIONS } from '../telemetry/admin-server.js';
 
 /** The "Max open files" soft limit in /proc/self/limits text, or null when absent. */
 export function parseOpenFileLimit(procLimits: string): number | null {
@@ -40,9 +41,14 @@ export interface Budget {
   warnings: string[];
 }
 
-/** Descriptors kept free: stdio, admin server and its clients, failover socket and children, probes. */
+/**
+ * Descriptors kept free: stdio, logs, failover socket and children (64), the admin server's clients at its cap
+ * (idle ones held open by anyone who can reach admin.bind must not take the probes' descriptors: a probe that
+ * cannot open a socket is no verdict on the server, but sessions could then not be dialled either), and two
+ * per server for probes.
+ */
 export function reserveFor(servers: number): number {
-  return 64 + servers * 2;
+  return 64 + ADMIN_MAX_CONNECTIONS + servers * 2;
 }
 
 /**

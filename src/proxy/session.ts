@@ -77,6 +77,8 @@ export class ClientSession implements LiveSession, AdmissionTicket {
   private graceTimer: NodeJS.Timeout | null = null;
   /** When that lingering close began (graceExpired). */
   private graceStartedAt = 0;
+  /** The server's bytesRead when the current grace period began: still moving = the half-close is not idle. */
+  private graceReadMark = 0;
   private dialStartedAt = 0;
   private openSockets = 1;
   closeReason: CloseReason | null = null;
@@ -518,6 +520,7 @@ export class ClientSession implements LiveSession, AdmissionTicket {
   private startGrace(sock: ProxySocket): void {
     if (this.graceTimer !== null) clearTimeout(this.graceTimer);
     this.graceStartedAt = Date.now();
+    this.graceReadMark = this.upstream === null ? 0 : this.upstream.bytesRead;
     this.graceTimer = setTimeout(onGraceExpired, CLOSE_GRACE_MS, this, sock);
   }
 
@@ -530,6 +533,16 @@ export class ClientSession implements LiveSession, AdmissionTicket {
   graceExpired(sock: ProxySocket): void {
     this.graceTimer = null;
     if (!sock.destroyed && sock.writableLength > 0 && Date.now() - this.graceStartedAt < FLUSH_LIMIT_MS) {
+      this.graceTimer = setTimeout(onGraceExpired, CLOSE_GRACE_MS, this, sock);
+      return;
+    }
+    // The client half-closed and the server still answers (a download): an inactivity timeout, like HAProxy's
+    // `timeout client-fin`, so it runs while server bytes keep reaching the client (reliability case 55). A
+    // client that stopped reading stops them too (backpressure), and the grace then runs out.
+    const upstream = this.upstream;
+    // (Only while the client is there to receive them: after the client has gone, the server's bytes are dropped.)
+    if (sock === upstream && !sock.destroyed && !this.client.destroyed && upstream.bytesRead > this.graceReadMark) {
+      this.graceReadMark = upstream.bytesRead;
       this.graceTimer = setTimeout(onGraceExpired, CLOSE_GRACE_MS, this, sock);
       return;
     }

@@ -31,8 +31,11 @@ const KEEP_ALIVE_TIMEOUT_MS = 5_000;
 const MAX_HEADER_BYTES = 8 * 1024;
 /** Node checks the two timeouts above only this often (default 30 s, which lets a slow client linger). */
 const TIMEOUT_CHECK_MS = 1_000;
-/** Enough for Prometheus, a few browsers and scripts; past it the longest idle one makes room (admin-connections.ts). */
-const MAX_CONNECTIONS = 128;
+/**
+ * Enough for Prometheus, a few browsers and scripts; past it the longest idle one makes room (admin-connections.ts).
+ * The descriptor budget keeps this many free (fd-budget.ts), so the admin port cannot starve health probes.
+ */
+export const ADMIN_MAX_CONNECTIONS = 128;
 
 const ADMIN_ACTIONS = ['drain', 'ready', 'maint'] as const;
 type AdminAction = (typeof ADMIN_ACTIONS)[number];
@@ -47,7 +50,7 @@ export class AdminServer {
   private token: string | null;
   private readonly loopbackBind: boolean;
   private closing: Promise<void> | null = null;
-  private readonly connections = new AdminConnections(MAX_CONNECTIONS);
+  private readonly connections = new AdminConnections(ADMIN_MAX_CONNECTIONS);
 
   constructor(opts: AdminServerOptions) {
     this.opts = opts;

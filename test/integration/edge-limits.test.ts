@@ -455,19 +455,19 @@ describe('memory ceiling (limits.maxMemory, reliability case 64)', () => {
 });
 
 describe('descriptor budget', () => {
-  it('under a 256 open-file limit: caps clamped at start, the excess refused in MQTT, Node drops past its guard (counted), admin and probes keep room', async () => {
+  it('under a 384 open-file limit: caps clamped at start, the excess refused in MQTT, Node drops past its guard (counted), admin and probes keep room', async () => {
     const [port, admin] = [await freePort(), await freePort()];
     const dir = mkdtempSync(path.join(tmpdir(), 'mqtt-lb-fd-'));
     const file = path.join(dir, 'lb.yaml');
     const health: HealthSpec = { type: 'mqtt', interval: '300ms', timeout: '250ms', rise: 1, fall: 2 };
     writeFileSync(file, lbYaml({ port, admin, servers: [{ name: 'm1', port: broker.port }], health, limits: '  clientConnectTimeout: 3s\n' }));
     // `mqtt-lb check` from a shell with that limit reports the clamping (a warning: exit 0).
-    const check = spawnSync('sh', ['-c', 'ulimit -n 256 && exec "$0" "$@"', process.execPath, CLI, 'check', '--config', file], { encoding: 'utf8', timeout: 20_000 });
+    const check = spawnSync('sh', ['-c', 'ulimit -n 384 && exec "$0" "$@"', process.execPath, CLI, 'check', '--config', file], { encoding: 'utf8', timeout: 20_000 });
     expect(check.status).toBe(0);
-    expect(check.stderr).toMatch(/^warning: limits\.maxConnections 20000 clamped to 90: the open-file limit is 256/m);
+    expect(check.stderr).toMatch(/^warning: limits\.maxConnections 20000 clamped to 90: the open-file limit is 384/m);
     expect(check.stderr).toMatch(/^warning: listeners\[0\]\.maxConnections \(listener mqtt\) 10000 lowered to 84: /m);
     // The LB under its own open-file limit (the test process keeps its own).
-    const proc = spawn('sh', ['-c', 'ulimit -n 256 && exec "$0" "$@"', process.execPath, CLI, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = spawn('sh', ['-c', 'ulimit -n 384 && exec "$0" "$@"', process.execPath, CLI, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
     const logs: Array<Record<string, unknown>> = [];
     let out = '';
     proc.stdout!.on('data', (d: Buffer) => {
@@ -485,8 +485,8 @@ describe('descriptor budget', () => {
     try {
       await waitReady(`http://127.0.0.1:${admin}/readyz`);
       const clamped = logs.filter((l) => l.msg === 'connection cap clamped').map((l) => String(l.detail));
-      expect(clamped.some((d) => /^limits\.maxConnections 20000 clamped to 90: the open-file limit is 256/.test(d))).toBe(true);
-      const listenerCap = clamped.map((d) => /^listeners\.mqtt\.maxConnections 10000 (?:clamped|lowered) to (\d+)/.exec(d)).find((m) => m !== null);
+      expect(clamped.some((d) => /^limits\.maxConnections 20000 clamped to 90: the open-file limit is 384/.test(d))).toBe(true);
+      const listenerCap = clamped.map((d) => /^listeners\[0\]\.maxConnections \(listener mqtt\) 10000 (?:clamped|lowered) to (\d+)/.exec(d)).find((m) => m !== null);
       expect(listenerCap).toBeDefined();
       const cap = Number(listenerCap![1]);
       expect(cap).toBe(84);

@@ -378,6 +378,31 @@ describe.each(VARIANTS)('splice ($clients)', (variant) => {
     server.socket.destroy();
   });
 
+  // The grace is an inactivity timeout: a server still sending after the client's FIN (a download) is not cut
+  // at 2 s (reliability case 55: relayed until the server closes).
+  it("after the client's FIN, a server answer that lasts longer than the grace reaches the client whole", async () => {
+    const { client, server, rest } = await session();
+    server.halfOpen = true;
+    const got = [...rest];
+    client.on('data', (d: Buffer) => got.push(d));
+    const clientEnded = new Promise<void>((r) => client.once('end', r));
+    client.resume();
+    client.end();
+    await bounded(server.ended, 'FIN at the server');
+    const sent: Buffer[] = [];
+    for (let i = 0; i < 35; i++) {
+      // 3.5 s of answer, in 100 ms steps
+      const chunk = randomBytes(16 * 1024);
+      sent.push(chunk);
+      server.socket.write(chunk);
+      await sleep(100);
+    }
+    server.socket.end();
+    await bounded(clientEnded, 'FIN at the client', 8000);
+    expect(sha256(got)).toBe(sha256(sent));
+    await bounded(server.closed, 'server side close');
+  });
+
   // The client's FIN while the server writes continuously and reads nothing yet: the slow server still gets every
   // byte and then the FIN, with no reset, and what it sent meanwhile reaches the client. (With net.Socket, a
   // write after our FIN to the client destroyed it with EPIPE, and the session answered by resetting the server

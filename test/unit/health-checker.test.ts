@@ -14,6 +14,8 @@ class ScriptedProbe {
   running = new Map<string, number>();
   maxConcurrent = 0;
   signals: AbortSignal[] = [];
+  /** Per server, the detail its failures carry (default `scripted <result>`). */
+  detailFor = new Map<string, string>();
 
   readonly probe = (server: Server, _pool: PoolConfig, signal: AbortSignal): Promise<ProbeOutcome> => {
     this.starts.push({ server: server.name, at: Date.now() });
@@ -27,7 +29,7 @@ class ScriptedProbe {
         this.running.set(server.name, this.running.get(server.name)! - 1);
         resolve(r);
       };
-      const t = setTimeout(() => done({ result, durationMs: this.latencyMs, detail: result === 'ok' ? undefined : `scripted ${result}` }), this.latencyMs);
+      const t = setTimeout(() => done({ result, durationMs: this.latencyMs, detail: result === 'ok' ? undefined : (this.detailFor.get(server.name) ?? `scripted ${result}`) }), this.latencyMs);
       signal.addEventListener('abort', () => {
         clearTimeout(t);
         done({ result: 'error', durationMs: 0, detail: 'aborted' });
@@ -62,6 +64,24 @@ describe('HealthChecker', () => {
   });
   afterEach(() => {
     vi.useRealTimers();
+  });
+
+  it('a probe that could not open a socket here (EMFILE) is recorded but is no verdict on the server', async () => {
+    const { servers, scripted, checker, results, lines } = setup({ fall: 2 }, ['a']);
+    checker.start();
+    await vi.advanceTimersByTimeAsync(5);
+    expect(servers[0]!.health).toBe('up');
+    scripted.results.set('a', ['error', 'error', 'error']);
+    scripted.detailFor.set('a', 'EMFILE');
+    await vi.advanceTimersByTimeAsync(3000);
+    expect(results.filter((r) => r.result === 'error')).toHaveLength(3); // the metrics still see them
+    expect(servers[0]!.health).toBe('up');
+    expect(lines.filter((l) => l.msg === 'health probe could not run here: no verdict')).toHaveLength(3);
+    scripted.results.set('a', ['error', 'error']);
+    scripted.detailFor.set('a', 'ECONNRESET'); // the server's doing: counts
+    await vi.advanceTimersByTimeAsync(2000);
+    expect(servers[0]!.health).toBe('down');
+    await checker.close();
   });
 
   it('probes every server at once at start, then every interval; first pass marks up', async () => {
