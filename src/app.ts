@@ -46,6 +46,11 @@ export interface PreparedReload {
 }
 
 const TRACK_INTERVAL_MS = 250;
+
+/** Polls `done` every 50 ms until it holds or the wall clock reaches `until`. */
+async function waitUntil(done: () => boolean, until: number): Promise<void> {
+  while (!done() && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+}
 /** After the drain, how long destroyed sessions get to finish closing (their sockets close asynchronously). */
 const SESSION_CLOSE_WAIT_MS = 2000;
 
@@ -450,14 +455,20 @@ export class App implements TelemetrySource, AdminActions {
     const sessions: ClientSession[] = [];
     for (const l of this.sessionHolders()) for (const s of l.sessions) sessions.push(s);
     if (evictRate !== null && sessions.length > 0) {
-      // With failover, only the sessions whose client connected to a VIP (design.md §3); the rest drain.
-      const vips = this.config.failover === null ? null : vipAddresses(this.config.failover.instances);
+      // With failover, only the sessions whose client connected to a VIP (design.md §3); the rest drain. A worker
+      // closes all of its sessions: the VIP is the primary's, removed once every worker has stopped, so sessions
+      // left to drain there would keep both hosts holding the VIP for as long.
+      const until = Date.now() + drainTimeout;
+      const vips = this.role === 'single' && this.config.failover !== null ? vipAddresses(this.config.failover.instances) : null;
       const evicted = vips === null ? sessions : sessions.filter((s) => isVipAddress(vips, s.clientLocalAddress));
       this.log.info({ sessions: sessions.length, onVip: evicted.length, evictRate, drainTimeoutMs: drainTimeout }, 'closing VIP sessions at evictRate, draining the others');
       const evictor = new Evictor(evictRate, 'shutdown');
       evictor.evict(evicted);
-      await this.waitForSessions(drainTimeout);
+      await waitUntil(() => evicted.every((s) => s.closed), until);
       evictor.close();
+      // Their FINs are out: the VIP goes now, not after the others have drained.
+      if (fo !== null) await fo.close();
+      await this.waitForSessions(until - Date.now());
     } else if (sessions.length > 0) {
       this.log.info({ sessions: sessions.length, drainTimeoutMs: drainTimeout }, 'draining sessions');
       await this.waitForSessions(drainTimeout);
@@ -485,11 +496,8 @@ export class App implements TelemetrySource, AdminActions {
     return n;
   }
 
-  private async waitForSessions(timeoutMs: number): Promise<void> {
-    const until = Date.now() + timeoutMs;
-    while (this.activeSessions() > 0 && Date.now() < until) {
-      await new Promise((r) => setTimeout(r, 50));
-    }
+  private waitForSessions(timeoutMs: number): Promise<void> {
+    return waitUntil(() => this.activeSessions() === 0, Date.now() + timeoutMs);
   }
 
   private async closeEverything(): Promise<void> {

@@ -315,6 +315,8 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
     console.log(`[failover-lb] SIGTERM: clients on lb1's own address closed at +[${directClosedAt.join(', ')}] ms (drainTimeout 4 s)`);
     expect(directClosedAt).toHaveLength(directIds.length);
     expect(Math.min(...directClosedAt)).toBeGreaterThan(Math.max(...closedAt) + 2000);
+    // The VIP left once its own sessions were closed, not after the others drained.
+    expect(deleted1!.t - sigtermAt).toBeLessThan(Math.min(...directClosedAt) - 2000);
     // Order, from polling: some host held the VIP in every sample (lb1 read before lb2, so a gap would show).
     const empty = samples.filter((s) => s.holders.length === 0);
     console.log(`[failover-lb] SIGTERM: ${samples.length} ip -j addr samples, ${empty.length} with no holder${empty.length > 0 ? ` (at +${empty.map((s) => s.t - sigtermAt).join(', ')} ms)` : ''}`);
