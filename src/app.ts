@@ -214,7 +214,7 @@ export class App implements TelemetrySource, AdminActions {
       back.reconfigure(pc);
       back.restart(); // nothing probed it meanwhile
     }
-    const pool = back ?? new Pool(pc);
+    const pool = back ?? new Pool(pc, undefined, { keepDetached: this.role !== 'primary' });
     this.poolMap.set(pc.name, pool);
     // Workers get server states from the primary instead of probing (every worker routes alike).
     if (this.role !== 'worker') {
@@ -303,9 +303,7 @@ export class App implements TelemetrySource, AdminActions {
     this.admission.reconfigure(next.limits);
     this.overloadGuard.reconfigure(next.limits.maxMemory);
 
-    for (const [name, pool] of this.detachedPools) {
-      if (!pool.servers.some((s) => s.sessionCount > 0)) this.detachedPools.delete(name);
-    }
+    for (const [name, pool] of this.detachedPools) if (!pool.hasSessions()) this.detachedPools.delete(name);
     for (const [name, pool] of this.poolMap) {
       const pc = next.pools[name];
       if (pc === undefined) {
@@ -315,7 +313,7 @@ export class App implements TelemetrySource, AdminActions {
         this.checkers.delete(name);
         this.reactions.delete(name);
         this.poolMap.delete(name);
-        if (pool.servers.some((s) => s.sessionCount > 0)) this.detachedPools.set(name, pool);
+        if (this.role !== 'primary' && pool.hasSessions()) this.detachedPools.set(name, pool);
         continue;
       }
       pool.reconfigure(pc);
@@ -460,14 +458,23 @@ export class App implements TelemetrySource, AdminActions {
       // left to drain there would keep both hosts holding the VIP for as long.
       const until = Date.now() + drainTimeout;
       const vips = this.role === 'single' && this.config.failover !== null ? vipAddresses(this.config.failover.instances) : null;
-      const evicted = vips === null ? sessions : sessions.filter((s) => isVipAddress(vips, s.clientLocalAddress));
-      this.log.info({ sessions: sessions.length, onVip: evicted.length, evictRate, drainTimeoutMs: drainTimeout }, 'closing VIP sessions at evictRate, draining the others');
+      const onVip = (s: ClientSession): boolean => vips === null || isVipAddress(vips, s.clientLocalAddress);
+      const evicted = sessions.filter(onVip);
+      if (vips === null) this.log.info({ sessions: sessions.length, evictRate, drainTimeoutMs: drainTimeout }, 'closing sessions at evictRate');
+      else this.log.info({ sessions: sessions.length, onVip: evicted.length, evictRate, drainTimeoutMs: drainTimeout }, 'closing VIP sessions at evictRate, draining the others');
       const evictor = new Evictor(evictRate, 'shutdown');
       evictor.evict(evicted);
       await waitUntil(() => evicted.every((s) => s.closed), until);
       evictor.close();
-      // Their FINs are out: the VIP goes now, not after the others have drained.
-      if (fo !== null) await fo.close();
+      if (vips !== null && fo !== null) {
+        // Past drainTimeout (or sessions that finished their TLS handshake or PROXY header since): close what is
+        // still on a VIP now, while the address is here for their FINs; then the VIP goes, not after the others.
+        const late: ClientSession[] = [];
+        for (const l of this.sessionHolders()) for (const s of l.sessions) if (onVip(s)) late.push(s);
+        for (const s of late) s.destroy();
+        await waitUntil(() => late.every((s) => s.closed), Date.now() + SESSION_CLOSE_WAIT_MS);
+        await fo.close();
+      }
       await this.waitForSessions(until - Date.now());
     } else if (sessions.length > 0) {
       this.log.info({ sessions: sessions.length, drainTimeoutMs: drainTimeout }, 'draining sessions');

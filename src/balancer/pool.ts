@@ -22,6 +22,11 @@ export interface RoutingKeys {
 export interface PoolOptions {
   /** Uniform [0, 1) source for the `random` strategy; Math.random by default. */
   random?: RandomSource;
+  /**
+   * Keep removed servers that still have sessions, to take them back if a reload adds them again (default true).
+   * Off in the cluster primary: its sessions live in the workers, whose counts reach only the servers in a pool.
+   */
+  keepDetached?: boolean;
 }
 
 const EMPTY_KEY: Buffer = Buffer.alloc(0);
@@ -34,6 +39,7 @@ export class Pool {
   private table: ServerTable;
   private ranking: Ranking;
   private readonly random: RandomSource;
+  private readonly keepDetached: boolean;
   /** The `balance` strategy when it is keyless, else the hash strategy's `fallback`. */
   private placement: PlacementStrategy;
   private readonly keyHash = new Uint32Array(2);
@@ -49,6 +55,7 @@ export class Pool {
     this.config = config;
     this.servers = servers ?? config.servers.map((sc) => new Server(config.name, sc, initialHealth(config)));
     this.random = options.random ?? Math.random;
+    this.keepDetached = options.keepDetached ?? true;
     this.table = new ServerTable(this.servers);
     this.ranking = new Ranking(this.table.size);
     this.placement = createPlacementStrategy(placementName(config), this.table, this.random);
@@ -130,13 +137,20 @@ export class Pool {
       next.push(kept);
     }
     const removed = [...byName.values()];
-    for (const s of removed) if (s.sessionCount > 0) this.detached.set(s.name, s);
+    if (this.keepDetached) for (const s of removed) if (s.sessionCount > 0) this.detached.set(s.name, s);
     const placementChanged = placementName(config) !== placementName(this.config);
     this.config = config;
     this.servers = next;
     this.rebuild();
     if (placementChanged) this.placement = createPlacementStrategy(placementName(config), this.table, this.random);
     return removed;
+  }
+
+  /** Live sessions on any of its servers, those a reload removed included. */
+  hasSessions(): boolean {
+    for (const s of this.servers) if (s.sessionCount > 0) return true;
+    for (const s of this.detached.values()) if (s.sessionCount > 0) return true;
+    return false;
   }
 
   /** A pool a reload adds again after an earlier one removed it: every server starts as a new one would. */

@@ -59,6 +59,8 @@ export class HealthChecker {
   private readonly loops = new Map<Server, ServerLoop>();
   private started = false;
   private closed = false;
+  /** `pool has no server up` was logged for the current outage. */
+  private noServerUpLogged = false;
   private closing: Promise<void> | null = null;
   private agent: Agent | null = null;
   private agentTimeout = 0;
@@ -247,7 +249,11 @@ export class HealthChecker {
     // A server lost is worth a warning (HAProxy alerts on it too); one coming up is routine.
     if (to === 'down') this.log.warn(line, 'server state changed');
     else this.log.info(line, 'server state changed');
-    if (to === 'down' && !this.pool.servers.some((s) => s.health === 'up')) {
+    // Once per outage: from the first verdict that leaves no server up until one is up again.
+    const anyUp = this.pool.servers.some((s) => s.health === 'up');
+    if (anyUp) this.noServerUpLogged = false;
+    else if (to === 'down' && !this.noServerUpLogged) {
+      this.noServerUpLogged = true;
       this.log.error({ pool: this.pool.name }, 'pool has no server up: its clients are refused (CONNACK server unavailable)');
     }
   }

@@ -505,9 +505,9 @@ export class ClientSession implements LiveSession, AdmissionTicket {
   /**
    * The client's FIN (half-close): it goes to the server behind everything queued, and what the server still
    * sends, answers to the client's last packets, is relayed until the server closes; the client gets our FIN
-   * then (onSplicedUpstreamEnd). Bounded like a lingering close (HAProxy's `timeout client-fin`): after the
-   * grace, or once the client's bytes have reached the server (graceExpired), the server side is closed and
-   * the client lingers.
+   * then (onSplicedUpstreamEnd). Bounded like HAProxy's `timeout client-fin`: once a grace period passes with
+   * the client's bytes delivered to the server and no byte from the server (graceExpired), the server side is
+   * closed and the client lingers.
    */
   clientHalfClosed(): void {
     this.closeReason ??= 'client_closed';

@@ -107,6 +107,39 @@ describe('reload and stop in one process', () => {
     }
   });
 
+  it('a server removed from a pool, then the pool removed, then both added back: the session is reachable again', async () => {
+    const [a, admin] = [await freePort(), await freePort()];
+    // Listener on pool `main`; pool `side` (m1, m2) is what the reloads remove and re-add.
+    const cfg = (side: string[] | null, listenerPool: string): LbConfig => {
+      const pool = (name: string, servers: string[]) =>
+        `  ${name}:\n    servers:\n${servers.map((n) => `      - name: ${n}\n        address: 127.0.0.1:${broker.port}\n`).join('')}    health:\n      type: none\n`;
+      const out = parseConfig(
+        `listeners:\n  - name: a\n    bind: 127.0.0.1:${a}\n    pool: ${listenerPool}\npools:\n${pool('main', ['m0'])}${side === null ? '' : pool('side', side)}admin:\n  bind: 127.0.0.1:${admin}\n`,
+        '/tmp/lb.yaml',
+      );
+      if (out.config === null) throw new Error(JSON.stringify(out.problems));
+      return out.config;
+    };
+    const app = new App(cfg(['m1', 'm2'], 'side'), pino({ level: 'silent' }));
+    await app.start();
+    const held = await session(a, 'through-pool-removal');
+    try {
+      const home = app.poolMap.get('side')!.servers.find((s) => s.sessions.size === 1)!;
+      const other = home.name === 'm1' ? 'm2' : 'm1';
+      await app.reload(cfg([other], 'main')); // the server goes, its session stays
+      await app.reload(cfg(null, 'main')); // then the whole pool
+      await app.reload(cfg(['m1', 'm2'], 'main'));
+      const back = app.poolMap.get('side')!.servers.find((s) => s.name === home.name)!;
+      expect(back.sessions.size).toBe(1);
+      const closed = new Promise<void>((resolve) => held.once('close', () => resolve()));
+      app.setServerAdmin('side', home.name, 'drain');
+      await Promise.race([closed, sleep(3000).then(() => Promise.reject(new Error('the drain did not close the session')))]);
+    } finally {
+      held.destroy();
+      await app.stop();
+    }
+  });
+
   it('/readyz needs a server a CONNECT can be routed to: an up server of weight 0 is not one', async () => {
     const [a, admin] = [await freePort(), await freePort()];
     const app = new App(config([{ name: 'a', port: a }], admin), pino({ level: 'silent' }));

@@ -84,6 +84,23 @@ describe('HealthChecker', () => {
     await checker.close();
   });
 
+  it('logs `pool has no server up` once per outage, not once per server that goes down', async () => {
+    const { servers, scripted, checker, lines } = setup({ fall: 1, rise: 1 }, ['a', 'b', 'c']);
+    const outages = () => lines.filter((l) => l.msg === 'pool has no server up: its clients are refused (CONNACK server unavailable)').length;
+    scripted.fallback = 'refused';
+    checker.start();
+    await vi.advanceTimersByTimeAsync(5);
+    expect(servers.map((s) => s.health)).toEqual(['down', 'down', 'down']);
+    expect(outages()).toBe(1);
+    scripted.results.set('b', ['ok']);
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(servers[1]!.health).toBe('up');
+    await vi.advanceTimersByTimeAsync(1000); // b refused again: a second outage
+    expect(servers[1]!.health).toBe('down');
+    expect(outages()).toBe(2);
+    await checker.close();
+  });
+
   it('probes every server at once at start, then every interval; first pass marks up', async () => {
     const { servers, scripted, checker, results } = setup();
     checker.start();
