@@ -14,7 +14,8 @@
  *   {"op":"hold","host","port","clientIds":[...]}
  *        keeps one persistent session per ID open (PINGREQ every 500 ms; no PINGRESP within 1.5 s = dead); when a
  *        connection ends, reconnects every 20 ms until it succeeds; prints {"ev":"held"|"closed"|"reconnected",
- *        clientId,t,broker,sessionPresent,attempts}; stdin "quit" disconnects and exits.
+ *        clientId,t,broker,sessionPresent,attempts}; stdin "quit" disconnects and exits. "pingMs": 0 sends no
+ *        PINGREQ (the close is then seen only from the LB's FIN or reset).
  * Every op ends with {"ev":"done"} (or {"ev":"error",message} and exit 1); every wait is bounded.
  */
 import net from 'node:net';
@@ -156,12 +157,13 @@ async function hold() {
 
   const watch = (clientId, conn) => {
     let lastPong = Date.now();
-    const ping = setInterval(() => {
+    // pingMs 0: a quiet client (no PINGREQ, so no packet of its own can meet another host's reset).
+    const ping = o.pingMs === 0 ? undefined : setInterval(() => {
       if (conn.closed) return;
       // Keepalive: no PINGRESP within 1.5 s means the path is dead (a FIN that never arrived).
       if (Date.now() - lastPong > 1500) conn.destroy();
       else conn.send({ cmd: 'pingreq' });
-    }, 500);
+    }, o.pingMs ?? 500);
     conn.parser.on('packet', (p) => {
       if (p.cmd === 'pingresp') lastPong = Date.now();
     });

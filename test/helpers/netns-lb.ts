@@ -52,6 +52,10 @@ export interface LbYamlOptions {
   brokers: readonly NsBroker[];
   adminPort: number;
   advertIntervalMs?: number;
+  /** pools.brokers.evictRate (default: lb.yaml's). */
+  evictRate?: number;
+  /** limits.drainTimeout (default 4s). */
+  drainTimeout?: string;
 }
 
 /** A complete lb.yaml for one LB host (design.md §4), brokers health-checked at MQTT level. */
@@ -65,7 +69,7 @@ pools:
   brokers:
     balance: client-id-hash
     serverConnectTimeout: 1s
-    servers:
+${o.evictRate === undefined ? '' : `    evictRate: ${o.evictRate}\n`}    servers:
 ${servers}
     health:
       type: mqtt
@@ -81,7 +85,7 @@ admin:
   bind: 127.0.0.1:${o.adminPort}
 limits:
   # Sessions not on the VIP drain this long at a stop (the SIGTERM test holds some on the host's own address).
-  drainTimeout: 4s
+  drainTimeout: ${o.drainTimeout ?? '4s'}
 log:
   level: info
 failover:

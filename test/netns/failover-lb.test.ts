@@ -331,6 +331,46 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
     expect((await lb2.failoverStateMetric()).master).toBe(1);
   });
 
+  it('SIGTERM with more VIP sessions than evictRate × drainTimeout: the rest are closed before the VIP leaves', async () => {
+    // lb1 evicts 1 session per second and drains for 1.5 s: most of 6 VIP sessions are still open at the bound.
+    const slowFile = join(dir, 'lb1-slow.yaml');
+    await writeFile(slowFile, lbYaml({ name: 'lb1', peer: topo.addr.lb2, keyFile: join(dir, 'failover.key'), priority: PRIORITY.lb1, vipCidr: VIP_CIDR, brokers, adminPort: ADMIN_PORT, advertIntervalMs: ADVERT_INTERVAL_MS, evictRate: 1, drainTimeout: '1500ms' }));
+    const lb1 = await NsLb.start(topo, 'lb1', slowFile, ADMIN_PORT);
+    lbs.push(lb1);
+    started.push(lb1.proc);
+    const lb2 = await startLb('lb2');
+    await lb1.waitState('master', 5000);
+    await waitFor('VIP on lb1 only', holdersAre(['lb1']), 5000);
+    await lb1.waitServers('up', 5000);
+    await lb2.waitServers('up', 5000);
+    const ids = Array.from({ length: 6 }, (_, i) => `bounded-${i}`);
+    // Quiet clients: a PINGREQ after lb2's gratuitous ARP would be reset by lb2 and close the session before lb1
+    // does; without one, only lb1's FIN tells them.
+    const holder = startClient(topo, { op: 'hold', host: VIP, port: 1883, clientIds: ids, pingMs: 0 });
+    started.push(holder);
+    await holder.waitForLine((l) => l.includes('"ev":"holding"'), 10_000);
+    const mon1 = topo.monitorAddresses('lb1');
+    started.push(mon1.proc);
+    await sleep(300);
+
+    const sigtermAt = Date.now();
+    lb1.proc.signalProcess('SIGTERM');
+    const exit = await Promise.race([lb1.proc.exited, sleep(20_000).then(() => null)]);
+    expect(exit, 'lb1 did not exit within 20 s').not.toBeNull();
+    expect(exit!.code).toBe(0);
+    await waitFor('every held client saw its close', () => holder.lines.filter((l) => l.includes('"ev":"closed"')).length >= ids.length, 10_000, 50);
+    const closedAt = holder.lines
+      .map((l) => JSON.parse(l) as { ev: string; t: number })
+      .filter((e) => e.ev === 'closed')
+      .map((e) => e.t - sigtermAt);
+    const deleted1 = mon1.first(VIP_CIDR, true);
+    expect(deleted1, 'VIP deleted on lb1').toBeDefined();
+    console.log(`[failover-lb] bounded eviction: held clients closed at +[${closedAt.join(', ')}] ms, VIP deleted on lb1 at +${deleted1!.t - sigtermAt} ms`);
+    // Every VIP session got lb1's FIN while the address was still there (a FIN after it does not reach the client,
+    // which sends nothing and would never see its close).
+    expect(Math.max(...closedAt)).toBeLessThan(deleted1!.t - sigtermAt);
+  });
+
   it('a 500 ms block of the master’s event loop (SIGUSR2 test hook) causes no takeover', async () => {
     const [lb1, lb2] = await startPair();
     const prober = startProber();
