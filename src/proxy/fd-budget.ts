@@ -10,7 +10,7 @@
  */
 import { readFileSync } from 'node:fs';
 import type { LbConfig } from '../config/types.js';
-import { ADMIN_MAX_CONNECTIONS } from '../telemetry/admin-server.js';
+import { ADMIN_MAX_CONNECTIONS } from '../telemetry/admin-connections.js';
 
 /** The "Max open files" soft limit in /proc/self/limits text, or null when absent. */
 export function parseOpenFileLimit(procLimits: string): number | null {

@@ -8,6 +8,12 @@
  */
 import type { Socket } from 'node:net';
 
+/**
+ * Enough for Prometheus, a few browsers and scripts; past it the longest idle one makes room. The descriptor
+ * budget keeps this many free (fd-budget.ts), so the admin port cannot starve health probes.
+ */
+export const ADMIN_MAX_CONNECTIONS = 128;
+
 export class AdminConnections {
   private readonly max: number;
   private open = 0;

@@ -11,7 +11,7 @@ import type { Logger } from 'pino';
 import type { AdminConfig } from '../config/types.js';
 import { ErrorCodes, MqttLbError } from '../errors.js';
 import { authorizeAdmin, isLoopbackHost } from './admin-auth.js';
-import { AdminConnections } from './admin-connections.js';
+import { ADMIN_MAX_CONNECTIONS, AdminConnections } from './admin-connections.js';
 import type { Metrics } from './metrics.js';
 import type { AdminActions, TelemetrySource } from './source.js';
 import { buildStatus } from './status-json.js';
@@ -31,11 +31,6 @@ const KEEP_ALIVE_TIMEOUT_MS = 5_000;
 const MAX_HEADER_BYTES = 8 * 1024;
 /** Node checks the two timeouts above only this often (default 30 s, which lets a slow client linger). */
 const TIMEOUT_CHECK_MS = 1_000;
-/**
- * Enough for Prometheus, a few browsers and scripts; past it the longest idle one makes room (admin-connections.ts).
- * The descriptor budget keeps this many free (fd-budget.ts), so the admin port cannot starve health probes.
- */
-export const ADMIN_MAX_CONNECTIONS = 128;
 
 const ADMIN_ACTIONS = ['drain', 'ready', 'maint'] as const;
 type AdminAction = (typeof ADMIN_ACTIONS)[number];

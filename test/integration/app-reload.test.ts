@@ -61,6 +61,13 @@ async function session(port: number, clientId: string): Promise<net.Socket> {
   return s;
 }
 
+/** Drains `server` of `pool` and expects `held`, the session on it, to be closed within 3 s. */
+async function drainCloses(app: App, pool: string, server: string, held: net.Socket): Promise<void> {
+  const closed = new Promise<void>((resolve) => held.once('close', () => resolve()));
+  expect(app.setServerAdmin(pool, server, 'drain')).toBe(true);
+  await Promise.race([closed, sleep(3000).then(() => Promise.reject(new Error('the drain did not close the session')))]);
+}
+
 describe('reload and stop in one process', () => {
   it('a stop that begins while a reload binds wins: nothing the reload bound or moved accepts during the drain', async () => {
     const [a, moved, movedTo, added, admin] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
@@ -98,9 +105,7 @@ describe('reload and stop in one process', () => {
       await app.reload(config([{ name: 'a', port: a }], admin, ['m1', 'm2']));
       const back = app.poolMap.get('brokers')!.servers.find((s) => s.name === home.name)!;
       expect(back.sessions.size).toBe(1);
-      const closed = new Promise<void>((resolve) => held.once('close', () => resolve()));
-      expect(app.setServerAdmin('brokers', home.name, 'drain')).toBe(true);
-      await Promise.race([closed, sleep(3000).then(() => Promise.reject(new Error('the drain did not close the session')))]);
+      await drainCloses(app, 'brokers', home.name, held);
     } finally {
       held.destroy();
       await app.stop();
@@ -131,9 +136,7 @@ describe('reload and stop in one process', () => {
       await app.reload(cfg(['m1', 'm2'], 'main'));
       const back = app.poolMap.get('side')!.servers.find((s) => s.name === home.name)!;
       expect(back.sessions.size).toBe(1);
-      const closed = new Promise<void>((resolve) => held.once('close', () => resolve()));
-      app.setServerAdmin('side', home.name, 'drain');
-      await Promise.race([closed, sleep(3000).then(() => Promise.reject(new Error('the drain did not close the session')))]);
+      await drainCloses(app, 'side', home.name, held);
     } finally {
       held.destroy();
       await app.stop();
