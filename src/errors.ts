@@ -13,6 +13,7 @@ export const ErrorCodes = {
   FAILOVER_KEY: 'MQLB_FAILOVER_KEY', // authKeyFile missing or malformed
   RELOAD_WHILE_STOPPING: 'MQLB_RELOAD_WHILE_STOPPING', // SIGHUP after SIGTERM: the reload is ignored
   RELOAD_WORKER: 'MQLB_RELOAD_WORKER', // a worker could not take the reload (none applied it)
+  LOG_LINES_DROPPED: 'MQLB_LOG_LINES_DROPPED', // log lines beyond log.bufferBytes were dropped (a slow log reader)
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -6,7 +6,7 @@
 import type { Server } from '../balancer/server.js';
 import { App, type PreparedReload, type WorkerLink } from '../app.js';
 import { MqttLbError } from '../errors.js';
-import { createLogger } from '../telemetry/logger.js';
+import { createLogger, type Logger } from '../telemetry/logger.js';
 import { LoopLagSampler } from '../telemetry/loop-lag.js';
 import { PROCESS_METRICS_MS, createProcessRegistry } from '../telemetry/process-metrics.js';
 import { installTestHooks } from '../test-hooks.js';
@@ -59,6 +59,7 @@ function snapshot(app: App, link: PrimaryLink): ToPrimary {
 
 function main(): void {
   let app: App | null = null;
+  let log: Logger | null = null;
   let workers = 1;
   let index = 0;
   /** Reloads prepared here and waiting for the primary's commit or abort. */
@@ -86,7 +87,8 @@ function main(): void {
     if (processTimer !== null) clearInterval(processTimer);
     void app.stop(evictRate === null ? {} : { evictRate }).then(() => {
       send(snapshot(app!, link));
-      process.exit(0);
+      // The access-log lines of the last sessions are still queued (log-stream.ts): bounded wait for them.
+      log!.flush(() => process.exit(0));
     });
   };
 
@@ -96,7 +98,7 @@ function main(): void {
       case 'config': {
         workers = m.workers;
         index = m.index;
-        const log = createLogger(m.config.log).child({ worker: m.index });
+        log = createLogger(m.config.log).child({ worker: m.index });
         installTestHooks(log);
         app = new App(workerShare(m.config, workers, index), log, 'worker', link);
         app.start().then(

@@ -68,6 +68,7 @@ export const DEFAULTS = {
   log: {
     level: 'info',
     sessions: false, // true: one info line per closed session
+    bufferBytes: 4_194_304, // bytes of log lines held while the reader does not keep up
   },
   workers: 1, // proxy processes; `auto` = one per core
   failover: {

@@ -26,7 +26,7 @@ export const KEYS = {
   limits: ['clientConnectTimeout', 'maxConnectBytes', 'maxConnections', 'acceptRate', 'acceptQueue', 'perSource', 'drainTimeout', 'maxMemory'],
   perSource: ['maxConnections', 'connectRate'],
   admin: ['bind', 'token'],
-  log: ['level', 'sessions'],
+  log: ['level', 'sessions', 'bufferBytes'],
   failover: [
     'interface',
     'transport',

@@ -89,6 +89,7 @@ export interface AdminConfig {
 export interface LogConfig {
   level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   sessions: boolean;
+  bufferBytes: number; // log lines held while the reader is slow; beyond, dropped and counted (log-stream.ts)
 }
 
 export interface FailoverInstanceConfig {

@@ -23,6 +23,8 @@ import { describe } from './yaml-reader.js';
 const MIN_CONNECT_BYTES = 32;
 const MAX_CONNECT_BYTES = 268_435_460;
 const SHORT_TOKEN_CHARS = 16;
+/** The smallest log.bufferBytes: a few long lines (a reload's problems, an error with its stack). */
+const MIN_LOG_BUFFER_BYTES = 65_536;
 /** The smallest limits.maxMemory: below it normal traffic alone would cross the ceiling (src/proxy/memory-ceiling.ts). */
 const MIN_MAX_MEMORY = 128 * 1024 * 1024;
 
@@ -160,6 +162,7 @@ function readLog(root: MapReader | undefined): LogConfig {
   return {
     level: m?.oneOf('level', d.level, LOG_LEVELS) ?? d.level,
     sessions: m?.bool('sessions', d.sessions) ?? d.sessions,
+    bufferBytes: m?.int('bufferBytes', d.bufferBytes, MIN_LOG_BUFFER_BYTES) ?? d.bufferBytes,
   };
 }
 

@@ -4,13 +4,17 @@
  */
 import { pino, type DestinationStream, type Logger } from 'pino';
 import type { LogConfig } from '../config/types.js';
+import { ErrorCodes } from '../errors.js';
+import { LogStream, nonBlockingOutput } from './log-stream.js';
 
 /**
- * @param destination where the JSON lines go; default stdout, written synchronously so that the last
- *   lines before an exit (a failed start, a shutdown) are never lost in a buffer.
+ * @param destination where the JSON lines go; default stdout through a LogStream: never blocking on a pipe or a
+ *   socket, at most `log.bufferBytes` queued while the reader is behind (beyond, lines are dropped, counted, and
+ *   reported once it has caught up), flushed by `logger.flush(cb)` at a stop (bounded) and at process exit.
  */
 export function createLogger(config: LogConfig, destination?: DestinationStream): Logger {
-  return pino(
+  const stdout = destination === undefined ? new LogStream(nonBlockingOutput(1), config.bufferBytes) : null;
+  const log = pino(
     {
       name: 'mqtt-lb',
       level: config.level,
@@ -18,8 +22,13 @@ export function createLogger(config: LogConfig, destination?: DestinationStream)
       // CONNECT credentials never reach a log line even if a caller logs a whole object by mistake.
       redact: { paths: ['password', '*.password'], censor: '[redacted]' },
     },
-    destination ?? pino.destination({ dest: 1, sync: true }),
+    destination ?? stdout!,
   );
+  if (stdout !== null) {
+    stdout.onDropsEnded = (dropped) =>
+      log.warn({ code: ErrorCodes.LOG_LINES_DROPPED, dropped, bufferBytes: config.bufferBytes }, 'log lines dropped: the log reader did not keep up');
+  }
+  return log;
 }
 
 export type { Logger };

@@ -4,7 +4,8 @@
  * and the primary's /metrics shows them combined with its own: what an operator watches (CPU, memory,
  * descriptors) is mostly spent in the workers, not in the primary.
  */
-import { AggregatorRegistry, Registry, collectDefaultMetrics, type MetricObjectWithValues, type MetricValue } from 'prom-client';
+import { AggregatorRegistry, Counter, Registry, collectDefaultMetrics, type MetricObjectWithValues, type MetricValue } from 'prom-client';
+import { droppedLogLines } from './log-stream.js';
 
 export type ProcessMetricsJson = Array<MetricObjectWithValues<MetricValue<string>>>;
 
@@ -14,6 +15,17 @@ export const PROCESS_METRICS_MS = 1000;
 export function createProcessRegistry(): Registry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
+  // Per process like the defaults (each process has its own stdout queue), so summed over workers with them.
+  new Counter({
+    name: 'mqtt_lb_log_lines_dropped_total',
+    help: 'Log lines dropped because the log reader did not keep up (more than log.bufferBytes queued) or stdout failed.',
+    registers: [registry],
+    collect() {
+      const total = droppedLogLines();
+      this.reset();
+      this.inc(total);
+    },
+  });
   return registry;
 }
 

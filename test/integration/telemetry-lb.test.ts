@@ -273,6 +273,80 @@ describe('access log (log.sessions: true)', () => {
   });
 });
 
+/** `count` sessions, `parallel` at a time: CONNECT, CONNACK, DISCONNECT, closed (each bounded by waitFor). */
+async function churnSessions(port: number, count: number, idPrefix: string, parallel = 50): Promise<void> {
+  for (let i = 0; i < count; i += parallel) {
+    await Promise.all(
+      Array.from({ length: Math.min(parallel, count - i) }, async (_, k) => {
+        const c = await RawClient.open(port);
+        c.sock.write(connectPacket({ clientId: `${idPrefix}${i + k}`, keepalive: 0 }));
+        await c.waitReceived(4);
+        c.sock.end(DISCONNECT);
+        await c.waitClosed();
+      }),
+    );
+  }
+}
+
+describe('a log reader that stops reading (stdout not drained)', () => {
+  // 1,500 access-log lines (~330 bytes each) are ~500 KB: far more than the pipe (64 KiB), what the test's
+  // reader buffers before it stops reading, and log.bufferBytes (64 KiB) hold. With synchronous writes the
+  // first line that found the pipe full stopped the whole process.
+  const SESSIONS = 1500;
+
+  for (const workers of [1, 2]) {
+    it(`stalls nothing: sessions go on, lines past log.bufferBytes are dropped, counted and reported when it reads again (workers: ${workers})`, async () => {
+      const port = await freePort();
+      const admin = await freePort();
+      const lb = await startLb(
+        lbYaml({ port, admin, servers: brokers, health: HEALTH, limits: LIMITS, log: '  level: info\n  sessions: true\n  bufferBytes: 65536\n', extra: `workers: ${workers}\n` }),
+        { waitReady: `http://127.0.0.1:${admin}/readyz` },
+      );
+      try {
+        lb.proc.stdout!.pause();
+        await churnSessions(port, SESSIONS, `${ID_PREFIX}stalled-${workers}-`);
+        await waitFor('dropped lines counted', async () => sum((await scrape(admin)).exp, 'mqtt_lb_log_lines_dropped_total'), (n) => n > 0);
+        lb.proc.stdout!.resume();
+        const reports = (): Array<Record<string, unknown>> => lb.logs.filter((l) => l.code === 'MQLB_LOG_LINES_DROPPED');
+        await lb.waitForLog((l) => l.code === 'MQLB_LOG_LINES_DROPPED');
+        const closed = (): number => lb.logs.filter((l) => l.msg === 'session closed' && String(l.clientId).startsWith(`${ID_PREFIX}stalled-`)).length;
+        const reported = (): number => reports().reduce((a, l) => a + (l.dropped as number), 0);
+        // Every session is either in the log or among the dropped, once what was queued has been written.
+        await waitFor('every session logged or dropped', async () => closed() + reported(), (n) => n === SESSIONS);
+        // The metric agrees (with workers, their counts reach the primary within a second).
+        await waitFor('metric = reported', async () => sum((await scrape(admin)).exp, 'mqtt_lb_log_lines_dropped_total'), (n) => n === reported());
+        expect(reports().every((l) => l.level === 40 && l.bufferBytes === 65536)).toBe(true);
+        // Whole lines only, even with several processes writing to one pipe.
+        expect(lb.logs.filter((l) => l.level === undefined)).toEqual([]);
+      } finally {
+        lb.proc.stdout!.resume();
+        await lb.stop();
+      }
+    }, 60_000);
+  }
+
+  it('does not hold a stop: with a reader that never reads again the balancer exits within the flush bound (2 s)', async () => {
+    const port = await freePort();
+    const admin = await freePort();
+    const lb = await startLb(lbYaml({ port, admin, servers: brokers, health: HEALTH, limits: `${LIMITS}  drainTimeout: 0s\n`, log: '  level: info\n  sessions: true\n  bufferBytes: 65536\n' }), {
+      waitReady: `http://127.0.0.1:${admin}/readyz`,
+    });
+    try {
+      lb.proc.stdout!.pause();
+      await churnSessions(port, SESSIONS, `${ID_PREFIX}stuck-`);
+      // Lines are queued behind the stuck reader (some already dropped): the flush at the stop has work to wait for.
+      await waitFor('dropped lines counted', async () => sum((await scrape(admin)).exp, 'mqtt_lb_log_lines_dropped_total'), (n) => n > 0);
+      lb.proc.kill('SIGTERM');
+      const code = await Promise.race([lb.exited, sleep(10_000).then(() => 'still running')]);
+      // The flush waits at most 2 s (log-stream.ts FLUSH_WAIT_MS); 10 s leaves the rest of the stop slack.
+      expect(code).toBe(0);
+    } finally {
+      lb.proc.stdout!.resume();
+      await lb.stop();
+    }
+  }, 60_000);
+});
+
 describe('metrics, status API, probes and `mqtt-lb status` on a running LB', () => {
   let lb: LbProcess;
   let port: number;

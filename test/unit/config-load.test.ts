@@ -80,6 +80,7 @@ admin:
 log:
   level: debug
   sessions: true
+  bufferBytes: 1048576
 
 workers: auto
 
@@ -201,7 +202,7 @@ function expectedFull(file: string): LbConfig {
       maxMemory: 0,
     },
     admin: { bind: '0.0.0.0:9883', address: { host: '0.0.0.0', port: 9883 }, token: '0123456789abcdef0123' },
-    log: { level: 'debug', sessions: true },
+    log: { level: 'debug', sessions: true, bufferBytes: 1_048_576 },
     workers: 'auto',
     failover: {
       interface: 'eth1',
@@ -301,7 +302,7 @@ describe('parseConfig', () => {
         maxMemory: 0,
       },
       admin: { bind: '127.0.0.1:9883', address: { host: '127.0.0.1', port: 9883 }, token: null },
-      log: { level: 'info', sessions: false },
+      log: { level: 'info', sessions: false, bufferBytes: 4_194_304 },
       workers: 1,
       failover: null,
     };

@@ -186,6 +186,12 @@ pools:
     expect(problems(`${PREFIX}limits:\n  maxMemory: 1GiB\n`)).toEqual(['lb.yaml:9:14 limits.maxMemory: must be an integer of at least 0 (got "1GiB")']);
   });
 
+  it('log.bufferBytes: an integer of at least 64 KiB', () => {
+    expect(parseConfig(PREFIX, 'lb.yaml').config?.log.bufferBytes).toBe(4_194_304);
+    expect(parseConfig(`${PREFIX}log:\n  bufferBytes: 65536\n`, 'lb.yaml').config?.log.bufferBytes).toBe(65_536);
+    expect(problems(`${PREFIX}log:\n  bufferBytes: 4096\n`)).toEqual(['lb.yaml:9:16 log.bufferBytes: must be an integer of at least 65536 (got 4096)']);
+  });
+
   it('several problems in one file, all reported in file order', () => {
     const text = `listeners:
   - name: mqtt

@@ -16,7 +16,7 @@ function sink(): { stream: Writable; lines: () => Array<Record<string, unknown>>
 describe('createLogger', () => {
   it('writes JSON lines at the configured level and above', () => {
     const { stream, lines } = sink();
-    const log = createLogger({ level: 'info', sessions: false }, stream);
+    const log = createLogger({ level: 'info', sessions: false, bufferBytes: 65_536 }, stream);
     log.debug('hidden');
     log.info({ server: 'b1', from: 'up', to: 'down' }, 'server state changed');
     log.child({ component: 'health' }).warn({ err: new Error('boom') }, 'probe failed');
@@ -31,10 +31,10 @@ describe('createLogger', () => {
 
   it('honours silent and debug', () => {
     const quiet = sink();
-    createLogger({ level: 'silent', sessions: false }, quiet.stream).error('nothing');
+    createLogger({ level: 'silent', sessions: false, bufferBytes: 65_536 }, quiet.stream).error('nothing');
     expect(quiet.lines()).toEqual([]);
     const loud = sink();
-    const log = createLogger({ level: 'debug', sessions: false }, loud.stream);
+    const log = createLogger({ level: 'debug', sessions: false, bufferBytes: 65_536 }, loud.stream);
     log.debug('shown');
     expect(log.isLevelEnabled('trace')).toBe(false);
     expect(loud.lines()).toHaveLength(1);
@@ -42,7 +42,7 @@ describe('createLogger', () => {
 
   it('never writes a password', () => {
     const { stream, lines } = sink();
-    const log = createLogger({ level: 'info', sessions: false }, stream);
+    const log = createLogger({ level: 'info', sessions: false, bufferBytes: 65_536 }, stream);
     log.info({ password: 'hunter2', probe: { username: 'u', password: 'hunter2' } }, 'probe config');
     const line = JSON.stringify(lines());
     expect(line).not.toContain('hunter2');
