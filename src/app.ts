@@ -3,7 +3,8 @@
  * LbConfig, reloads them in place, and stops them in the contract's order (design.md §3).
  */
 import type { Logger } from 'pino';
-import type { LbConfig, ListenerConfig } from './config/types.js';
+import type { FailoverConfig, LbConfig, ListenerConfig } from './config/types.js';
+import { failoverChanges } from './failover/reload.js';
 import { Pool } from './balancer/pool.js';
 import type { Server, AdminState } from './balancer/server.js';
 import { HealthChecker } from './health/checker.js';
@@ -86,11 +87,18 @@ export class App implements TelemetrySource, AdminActions {
   readonly role: Role;
   /** primary: the workers' listener counters, summed (see src/cluster/primary.ts). */
   readonly remoteListeners = new Map<string, ListenerStats>();
+  /** primary: listeners a worker reports as not listening or not accepting (failover tracking). */
+  readonly remoteListenerFaults = new Set<string>();
   /** primary: the workers' memory ceilings, combined (see src/cluster/primary.ts). */
   remoteOverload = { active: false, inUseBytes: 0, maxBytes: 0 };
   private readonly link: WorkerLink | null;
   private admin: AdminServer | null = null;
   private failoverRuntime: Failover | null = null;
+  /**
+   * The failover settings the runtime was started with: a reload does not change them (they need a restart,
+   * operations.md), so tracking and the stop go on reading these, not the reloaded file's.
+   */
+  private failoverConfig: FailoverConfig | null = null;
   private admission: Admission;
   /** limits.maxMemory in a process with listeners (in the primary the workers' snapshots say it). */
   readonly overloadGuard: OverloadGuard;
@@ -163,6 +171,7 @@ export class App implements TelemetrySource, AdminActions {
     if (config.failover !== null && this.role !== 'worker') {
       // The failover worker logs its own transitions ('failover state changed').
       this.failoverRuntime = new Failover(config.failover, this.log);
+      this.failoverConfig = config.failover;
     }
     try {
       for (const lc of this.ownListeners(config)) {
@@ -172,7 +181,9 @@ export class App implements TelemetrySource, AdminActions {
         this.admin = new AdminServer({ config: config.admin, source: this, actions: this, metrics: this.metrics, log: this.log });
         await this.admin.listen();
       }
-      if (this.failoverRuntime !== null) await this.failoverRuntime.start();
+      // The cluster primary starts failover once its workers serve (startFailover): a VIP taken before the
+      // listeners are bound would refuse clients, and tracking would see them missing (a FAULT at every start).
+      if (this.failoverRuntime !== null && this.role !== 'primary') await this.failoverRuntime.start();
     } catch (err) {
       await this.closeEverything();
       throw err;
@@ -181,6 +192,11 @@ export class App implements TelemetrySource, AdminActions {
     if (this.role !== 'primary') this.overloadGuard.start();
     this.trackTimer = setInterval(() => this.track(), TRACK_INTERVAL_MS);
     this.trackTimer.unref();
+  }
+
+  /** The cluster primary: start failover, once every worker has bound its listeners (run.ts). */
+  async startFailover(): Promise<void> {
+    if (this.failoverRuntime !== null) await this.failoverRuntime.start();
   }
 
   /** The listeners this process serves: none in the cluster primary (its workers do). */
@@ -234,13 +250,13 @@ export class App implements TelemetrySource, AdminActions {
    */
   private track(): void {
     const fo = this.failoverRuntime;
-    const fc = this.config.failover;
+    const fc = this.failoverConfig;
     // Stopping: the listeners were closed on purpose and resign() hands over; reporting them as failed
     // would turn the graceful hand-over into a FAULT (VIP dropped at once, before the eviction).
     if (fo === null || fc === null || this.stopping) return;
     let listenerFailed = false;
     if (this.role === 'primary') {
-      for (const lc of this.config.listeners) if (!this.remoteListeners.has(lc.name)) listenerFailed = true;
+      listenerFailed = this.remoteListenerFaults.size > 0;
     } else {
       for (const l of this.listenerMap.values()) if (!l.listening || !l.acceptHealthy) listenerFailed = true;
     }
@@ -348,7 +364,11 @@ export class App implements TelemetrySource, AdminActions {
     }
     if (prev.admin.token !== next.admin.token) this.admin?.setToken(next.admin.token);
     if (prev.admin.bind !== next.admin.bind) this.log.warn({ bind: next.admin.bind }, 'admin.bind change needs a restart');
-    if (JSON.stringify(prev.failover) !== JSON.stringify(next.failover)) this.log.warn({}, 'failover settings change needs a restart');
+    if (this.role !== 'worker') {
+      // Against what runs (not the previous file): a change stays unapplied, and is said again, until a restart.
+      const changed = failoverChanges(this.failoverConfig, next.failover);
+      if (changed.length > 0) this.log.warn({ keys: changed }, 'failover settings change needs a restart: running with the settings it started with');
+    }
     if (prev.workers !== next.workers && this.role !== 'worker') this.log.warn({ workers: next.workers }, 'workers change needs a restart');
   }
 
@@ -443,7 +463,7 @@ export class App implements TelemetrySource, AdminActions {
     this.admission.close();
     const fo = this.failoverRuntime;
     if (fo !== null && fo.isMaster()) {
-      await fo.resign(Math.max(1000, (this.config.failover?.advertInterval ?? 100) * 20));
+      await fo.resign(Math.max(1000, (this.failoverConfig?.advertInterval ?? 100) * 20));
     }
     // Clients that reached us through a VIP cannot drain once the address moves: close them at evictRate,
     // so their reconnects land on the peer spread out rather than all at once. Others may drain.
@@ -457,7 +477,7 @@ export class App implements TelemetrySource, AdminActions {
       // closes all of its sessions: the VIP is the primary's, removed once every worker has stopped, so sessions
       // left to drain there would keep both hosts holding the VIP for as long.
       const until = Date.now() + drainTimeout;
-      const vips = this.role === 'single' && this.config.failover !== null ? vipAddresses(this.config.failover.instances) : null;
+      const vips = this.role === 'single' && this.failoverConfig !== null ? vipAddresses(this.failoverConfig.instances) : null;
       const onVip = (s: ClientSession): boolean => vips === null || isVipAddress(vips, s.clientLocalAddress);
       const evicted = sessions.filter(onVip);
       if (vips === null) this.log.info({ sessions: sessions.length, evictRate, drainTimeoutMs: drainTimeout }, 'closing sessions at evictRate');

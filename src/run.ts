@@ -44,7 +44,10 @@ export async function runBalancer(file: string): Promise<number> {
   }
   try {
     await app.start();
-    if (primary !== null) await primary.start();
+    if (primary !== null) {
+      await primary.start();
+      await app.startFailover();
+    }
   } catch (err) {
     await app.stop();
     const code = err instanceof MqttLbError ? err.code : undefined;

@@ -20,6 +20,8 @@ export interface ListenerSnapshot {
   bind: string;
   tls: boolean;
   listening: boolean;
+  /** Accepting works (no EMFILE-style accept errors): what failover tracking watches. */
+  acceptHealthy: boolean;
   active: number;
   outcomes: { proxied: number; rejected: number; failed: number };
   rejected: Array<[string, number]>;

@@ -273,6 +273,14 @@ export class ClusterPrimary {
     }
     this.app.remoteListeners.clear();
     for (const [k, v] of listeners) this.app.remoteListeners.set(k, v);
+    // What failover tracking reads: a listener a worker reports as not listening or not accepting. A listener
+    // not reported yet (just added by a reload, a worker's first snapshot still to come) is not a failure: the
+    // reload bound it in every worker before it was committed.
+    this.app.remoteListenerFaults.clear();
+    for (const slot of this.slots.values()) {
+      if (!slot.reported) continue;
+      for (const l of slot.listeners) if ((!l.listening || !l.acceptHealthy) && this.app.config.listeners.some((lc) => lc.name === l.name)) this.app.remoteListenerFaults.add(l.name);
+    }
     // Over the ceiling when any worker is (it refuses its share of new clients); memory is the workers' sum.
     const overload = { active: false, inUseBytes: 0, maxBytes: effectiveMaxMemory(this.app.config, this.count) };
     for (const slot of this.slots.values()) {

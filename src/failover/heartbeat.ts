@@ -324,7 +324,8 @@ export class Heartbeat {
     if (r.kind === 'own') return;
     if (r.kind === 'drop') {
       this.dropped[r.reason]++;
-      this.dropLog.warn(`drop:${r.reason}`, { reason: r.reason, from: address }, 'failover advert dropped');
+      if (r.notPeer === true) this.dropLog.warn('drop:not_peer', { reason: r.reason, from: address, detail: 'authentic advert from an address not in failover.peers' }, 'failover advert dropped');
+      else this.dropLog.warn(`drop:${r.reason}`, { reason: r.reason, from: address }, 'failover advert dropped');
       if (r.ownEpoch === true) this.bumpEpoch();
       return;
     }

@@ -56,6 +56,10 @@ export interface LbYamlOptions {
   evictRate?: number;
   /** limits.drainTimeout (default 4s). */
   drainTimeout?: string;
+  /** More listeners, as YAML list items indented by 2 (e.g. `  - name: m2\n    bind: 0.0.0.0:1885\n    pool: brokers\n`). */
+  extraListeners?: string;
+  /** Top-level keys appended at the end (e.g. `workers: 2\n`). */
+  extra?: string;
 }
 
 /** A complete lb.yaml for one LB host (design.md §4), brokers health-checked at MQTT level. */
@@ -65,7 +69,7 @@ export function lbYaml(o: LbYamlOptions): string {
   - name: mqtt
     bind: 0.0.0.0:1883
     pool: brokers
-pools:
+${o.extraListeners ?? ''}pools:
   brokers:
     balance: client-id-hash
     serverConnectTimeout: 1s
@@ -99,7 +103,7 @@ failover:
   priority: ${o.priority}
   vips: [${o.vipCidr}]
   garp: { count: 3, interval: 100ms, repeatAfter: 1s }
-`;
+${o.extra ?? ''}`;
 }
 
 /** One running mqtt-lb process in an LB namespace. */

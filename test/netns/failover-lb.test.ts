@@ -396,6 +396,47 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
   });
 
   // Last: it stops the brokers.
+  it('workers: 2 on the master: no FAULT at start, and reloads that add listeners keep the VIP and the sessions on it', async () => {
+    // The primary tracked a listener as failed until every worker had reported it: at every start (before the
+    // workers bound) and after each reload adding a listener (until the next snapshots), a FAULT, a hand-over
+    // to lb2 and back, and the VIP sessions reset.
+    const keyFile = join(dir, 'failover.key');
+    const opts = { name: 'lb1', peer: topo.addr.lb2, keyFile, priority: PRIORITY.lb1, vipCidr: VIP_CIDR, brokers, adminPort: ADMIN_PORT, advertIntervalMs: ADVERT_INTERVAL_MS, extra: 'workers: 2\n' };
+    const file = join(dir, 'lb1-workers.yaml');
+    await writeFile(file, lbYaml(opts));
+    const lb1 = await NsLb.start(topo, 'lb1', file, ADMIN_PORT);
+    lbs.push(lb1);
+    started.push(lb1.proc);
+    const lb2 = await startLb('lb2');
+    await lb1.waitState('master', 8000);
+    await waitFor('VIP on lb1 only', holdersAre(['lb1']), 5000);
+    await lb1.waitServers('up', 5000);
+    expect(lb1.transitionNames()).toEqual(['init>backup', 'backup>master']);
+
+    const ids = ['wk-held-1', 'wk-held-2', 'wk-held-3'];
+    const holder = startClient(topo, { op: 'hold', host: VIP, port: 1883, clientIds: ids });
+    started.push(holder);
+    await holder.waitForLine((l) => l.includes('"ev":"holding"'), 10_000);
+    for (const [i, port] of [1885, 1886].entries()) {
+      const listeners = [1885, 1886].slice(0, i + 1).map((p) => `  - name: extra${p}\n    bind: 0.0.0.0:${p}\n    pool: brokers\n`).join('');
+      await writeFile(file, lbYaml({ ...opts, extraListeners: listeners }));
+      const from = lb1.logsWith('config reloaded').length;
+      lb1.proc.signalProcess('SIGHUP');
+      await waitFor(`reload ${i + 1} applied`, () => lb1.logsWith('config reloaded').length > from, 10_000, 20);
+      // Several tracking rounds (250 ms) and worker snapshots (250 ms) later: still master, VIP on lb1 alone.
+      for (let k = 0; k < 10; k++) {
+        expect(await holders()).toEqual(['lb1']);
+        await sleep(100);
+      }
+      // The new listener serves (through the VIP too).
+      const [ack] = (await clientOp(topo, { op: 'connack', host: VIP, port, clientId: `wk-new-${port}` })).filter((l) => l.ev === 'connack');
+      expect(ack!.hex).toBe('20020000');
+    }
+    expect(lb1.transitionNames()).toEqual(['init>backup', 'backup>master']);
+    expect(lb2.transitionNames()).toEqual(['init>backup']);
+    expect(holder.lines.filter((l) => l.includes('"ev":"closed"'))).toEqual([]);
+  });
+
   it('every broker down: exactly one host keeps the VIP, clients get CONNACK rc 3 (server unavailable)', async () => {
     const [lb1, lb2] = await startPair();
     const prober = startProber();

@@ -139,8 +139,8 @@ describe('receive pipeline', () => {
     expect(r.receive(codec.encode(fields), '10.0.0.2')).toEqual({ kind: 'drop', reason: 'replay' });
   });
 
-  it('an authentic advert re-emitted from a non-peer address is a replay', () => {
-    expect(mk().receive(codec.encode(fields), '10.0.0.66')).toEqual({ kind: 'drop', reason: 'replay' });
+  it('an authentic advert from an address not in failover.peers is not ours to hear (router_id), marked as such', () => {
+    expect(mk().receive(codec.encode(fields), '10.0.0.66')).toEqual({ kind: 'drop', reason: 'router_id', notPeer: true });
   });
 
   it('without a peer list, the same advert from a second address is still a replay', () => {
