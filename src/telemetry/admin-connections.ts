@@ -14,6 +14,14 @@ import type { Socket } from 'node:net';
  */
 export const ADMIN_MAX_CONNECTIONS = 128;
 
+/**
+ * Requests in progress on one connection (pipelined: sent before the answers were read). Node parses every
+ * request of a read at once and holds an answer for each until the client reads: 3,000 `GET /metrics` in one
+ * 126 KB write held 3,000 answers (tens of MB per connection, times 128 connections). No scraper or browser
+ * pipelines; a connection past this many is closed.
+ */
+export const ADMIN_MAX_PIPELINED = 16;
+
 export class AdminConnections {
   private readonly max: number;
   private open = 0;
@@ -47,10 +55,19 @@ export class AdminConnections {
     return true;
   }
 
-  /** A request arrived on it: not to be closed for room until every request on it is answered. */
-  busy(socket: Socket): void {
+  /**
+   * A request arrived on it: not to be closed for room until every request on it is answered. False (and the
+   * connection is closed) past ADMIN_MAX_PIPELINED requests in progress.
+   */
+  busy(socket: Socket): boolean {
     this.idle.delete(socket);
-    this.inProgress.set(socket, (this.inProgress.get(socket) ?? 0) + 1);
+    const n = (this.inProgress.get(socket) ?? 0) + 1;
+    if (n > ADMIN_MAX_PIPELINED) {
+      socket.destroy();
+      return false;
+    }
+    this.inProgress.set(socket, n);
+    return true;
   }
 
   /** One of its requests was answered: idle again (the most recently used) when none is left. */

@@ -16,6 +16,7 @@ import type { Metrics } from './metrics.js';
 import type { AdminActions, TelemetrySource } from './source.js';
 import { buildStatus } from './status-json.js';
 import { renderStatusPage, type StatusPage } from './status-page.js';
+import { SharedRendering } from './shared-rendering.js';
 
 export interface AdminServerOptions {
   config: AdminConfig;
@@ -46,6 +47,9 @@ export class AdminServer {
   private readonly loopbackBind: boolean;
   private closing: Promise<void> | null = null;
   private readonly connections = new AdminConnections(ADMIN_MAX_CONNECTIONS);
+  /** The two answers that cost CPU to build, shared between requests (shared-rendering.ts). */
+  private readonly metricsText: SharedRendering<string>;
+  private readonly statusText: SharedRendering<string>;
 
   constructor(opts: AdminServerOptions) {
     this.opts = opts;
@@ -53,6 +57,8 @@ export class AdminServer {
     this.loopbackBind = isLoopbackHost(opts.config.address.host);
     this.token = opts.config.token;
     this.page = renderStatusPage({ tokenRequired: this.token !== null });
+    this.metricsText = new SharedRendering(() => opts.metrics.text());
+    this.statusText = new SharedRendering(() => JSON.stringify(buildStatus(opts.source)));
     this.server = createServer(
       {
         headersTimeout: HEADERS_TIMEOUT_MS,
@@ -63,7 +69,7 @@ export class AdminServer {
       },
       (req, res) => {
         const socket = req.socket;
-        this.connections.busy(socket);
+        if (!this.connections.busy(socket)) return; // pipelining past ADMIN_MAX_PIPELINED: closed
         res.once('close', () => this.connections.done(socket));
         this.handle(req, res);
       },
@@ -143,9 +149,16 @@ export class AdminServer {
         return r.ok ? this.send(res, 200, 'ready\n') : this.send(res, 503, `${r.reason}\n`);
       }
       case '/api/status':
-        return this.send(res, 200, JSON.stringify(buildStatus(this.opts.source)), { 'content-type': 'application/json' });
+        this.statusText.get().then(
+          (text) => this.send(res, 200, text, { 'content-type': 'application/json' }),
+          (err: unknown) => {
+            this.log.warn({ err }, 'status collection failed');
+            this.send(res, 500, 'status collection failed\n');
+          },
+        );
+        return;
       case '/metrics':
-        this.opts.metrics.text().then(
+        this.metricsText.get().then(
           (text) => this.send(res, 200, text, { 'content-type': this.opts.metrics.contentType }),
           (err: unknown) => {
             this.log.warn({ err }, 'metrics collection failed');

@@ -347,6 +347,61 @@ describe('a log reader that stops reading (stdout not drained)', () => {
   }, 60_000);
 });
 
+describe('admin answers at a bounded share of the event loop', () => {
+  /** An admin connection that counts the answers it reads. */
+  async function adminConnection(admin: number): Promise<{ sock: net.Socket; answered: () => number; closed: () => boolean }> {
+    const sock = new net.Socket();
+    await new Promise<void>((resolve, reject) => {
+      sock.once('error', reject);
+      sock.connect(admin, '127.0.0.1', () => resolve());
+    });
+    sock.on('error', () => undefined);
+    let answered = 0;
+    let closed = false;
+    sock.on('data', (d: Buffer) => (answered += d.toString('latin1').split('HTTP/1.1 200').length - 1));
+    sock.on('close', () => (closed = true));
+    return { sock, answered: () => answered, closed: () => closed };
+  }
+  const request = (path: string): string => `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`;
+
+  it('pipelined floods of GET /metrics and /api/status mark no server down and keep sessions coming', async () => {
+    // Before: every pipelined request was rendered back to back (~1.5 ms each here) and an answer held for each:
+    // stalls of seconds in which probes timed out (timeout 250 ms, fall 2) and servers went down.
+    const port = await freePort();
+    const admin = await freePort();
+    const lb = await startLb(lbYaml({ port, admin, servers: brokers, health: HEALTH, limits: LIMITS }), { waitReady: `http://127.0.0.1:${admin}/readyz` });
+    const conns: Array<Awaited<ReturnType<typeof adminConnection>>> = [];
+    try {
+      await waitFor('both servers up', async () => (await scrape(admin)).exp, (e) => sum(e, 'mqtt_lb_server_up') === 2);
+      const downs = (): number => lb.logs.filter((l) => l.msg === 'server state changed' && l.to === 'down').length;
+      // 3,000 on one connection: closed past 16 in progress.
+      const deep = await adminConnection(admin);
+      conns.push(deep);
+      deep.sock.write(request('/metrics').repeat(1500) + request('/api/status').repeat(1500));
+      await waitFor('deep pipeline closed', async () => deep.closed(), (c) => c);
+      expect(deep.answered()).toBeLessThanOrEqual(16);
+      // 100 connections × 16 (within the cap): 1,600 answers, built a few times and shared.
+      for (let i = 0; i < 100; i++) conns.push(await adminConnection(admin));
+      for (const c of conns.slice(1)) c.sock.write(request('/metrics').repeat(8) + request('/api/status').repeat(8));
+      // Sessions keep being set up meanwhile.
+      for (let i = 0; i < 5; i++) {
+        const c = await RawClient.open(port);
+        c.sock.write(connectPacket({ clientId: `${ID_PREFIX}flood-${i}`, keepalive: 0 }));
+        await c.waitReceived(4);
+        c.sock.end(DISCONNECT);
+        await c.waitClosed();
+        await sleep(200);
+      }
+      await waitFor('every pipelined request answered', async () => conns.slice(1).reduce((a, c) => a + c.answered(), 0), (n) => n === 1600, 30_000);
+      expect(downs()).toBe(0);
+      await waitFor('proxied count', async () => sum((await scrape(admin)).exp, 'mqtt_lb_connections_total', { outcome: 'proxied' }), (n) => n >= 5);
+    } finally {
+      for (const c of conns) c.sock.destroy();
+      await lb.stop();
+    }
+  }, 60_000);
+});
+
 describe('metrics, status API, probes and `mqtt-lb status` on a running LB', () => {
   let lb: LbProcess;
   let port: number;
