@@ -166,7 +166,8 @@ export class App implements TelemetrySource, AdminActions {
     for (const pc of Object.values(config.pools)) this.addPool(pc);
     const budget = budgetForConfig(config);
     this.ctx.maxConnections = budget.globalMax;
-    for (const w of budget.warnings) this.log.warn({ detail: w }, 'connection cap clamped');
+    // The cluster primary holds no session: each worker clamps its own share and says so (with its index).
+    if (this.role !== 'primary') for (const w of budget.warnings) this.log.warn({ detail: w }, 'connection cap clamped');
 
     if (config.failover !== null && this.role !== 'worker') {
       // The failover worker logs its own transitions ('failover state changed').

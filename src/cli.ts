@@ -12,7 +12,7 @@ import { formatProblem } from './errors.js';
 import { VERSION } from './version.js';
 import { budgetForConfig, openFileLimit } from './proxy/fd-budget.js';
 import { workerCount } from './cluster/messages.js';
-import { memoryShareWarning } from './cluster/share.js';
+import { workerShare, workerShareWarnings } from './cluster/share.js';
 
 const USAGE = `usage:
   mqtt-lb [--config FILE]               run the balancer (default ./lb.yaml)
@@ -86,9 +86,12 @@ function check(file: string): number {
   if (outcome.problems.length > 0) return 1;
   if (outcome.config !== null) {
     // The caps a balancer started from this shell would run with (same open-file limit): a warning, not an error.
-    for (const w of budgetForConfig(outcome.config, openFileLimit()).warnings) process.stderr.write(`warning: ${w}\n`);
-    const memoryShare = memoryShareWarning(outcome.config, workerCount(outcome.config.workers, os.availableParallelism()));
-    if (memoryShare !== null) process.stderr.write(`warning: ${memoryShare}\n`);
+    // With workers, each worker has the limit for its share of the caps.
+    const workers = workerCount(outcome.config.workers, os.availableParallelism());
+    const perProcess = workers > 1 ? workerShare(outcome.config, workers, 0) : outcome.config;
+    const prefix = workers > 1 ? `each of ${workers} workers: ` : '';
+    for (const w of budgetForConfig(perProcess, openFileLimit()).warnings) process.stderr.write(`warning: ${prefix}${w}\n`);
+    for (const w of workerShareWarnings(outcome.config, workers, os.availableParallelism())) process.stderr.write(`warning: ${w}\n`);
   }
   process.stdout.write(`${file}: ok\n`);
   return 0;

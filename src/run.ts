@@ -10,7 +10,7 @@ import { App } from './app.js';
 import { installTestHooks } from './test-hooks.js';
 import { ClusterPrimary } from './cluster/primary.js';
 import { workerCount } from './cluster/messages.js';
-import { memoryShareWarning } from './cluster/share.js';
+import { workerShareWarnings } from './cluster/share.js';
 import { socketEngine } from './proxy/handle-socket.js';
 
 export async function runBalancer(file: string): Promise<number> {
@@ -33,8 +33,7 @@ export async function runBalancer(file: string): Promise<number> {
   const log = createLogger(config.log);
   for (const w of warnings) log.warn({ detail: w }, 'config warning');
   const workers = workerCount(config.workers, os.availableParallelism());
-  const memoryShare = memoryShareWarning(config, workers);
-  if (memoryShare !== null) log.warn({ detail: memoryShare }, 'config warning');
+  for (const w of workerShareWarnings(config, workers, os.availableParallelism())) log.warn({ detail: w }, 'config warning');
   const app = new App(config, log, workers > 1 ? 'primary' : 'single');
   const primary = workers > 1 ? new ClusterPrimary(app, workers, log) : null;
   if (primary !== null) {
@@ -42,6 +41,25 @@ export async function runBalancer(file: string): Promise<number> {
     app.workerLoopLag = () => primary.takeWorkerLag();
     app.workerProcessMetrics = () => primary.processMetrics();
   }
+  // Signals count from the first moment. Left to their default action while the workers start (up to seconds),
+  // a SIGTERM or a logrotate SIGHUP killed the primary (exit 143/129) and its workers failed writing to it.
+  const early: { stop: NodeJS.Signals | null; reload: boolean } = { stop: null, reload: false };
+  const stopWhileStarting = (signal: NodeJS.Signals): void => {
+    if (early.stop === null) log.info({ signal }, 'stop requested while starting: stopping once started');
+    early.stop ??= signal;
+  };
+  const reloadWhileStarting = (): void => {
+    if (!early.reload) log.info({}, 'config reload requested while starting: applying it once started');
+    early.reload = true;
+  };
+  process.on('SIGTERM', stopWhileStarting);
+  process.on('SIGINT', stopWhileStarting);
+  process.on('SIGHUP', reloadWhileStarting);
+  const startedOrFailed = (): void => {
+    process.removeListener('SIGTERM', stopWhileStarting);
+    process.removeListener('SIGINT', stopWhileStarting);
+    process.removeListener('SIGHUP', reloadWhileStarting);
+  };
   try {
     await app.start();
     if (primary !== null) {
@@ -53,6 +71,7 @@ export async function runBalancer(file: string): Promise<number> {
     const code = err instanceof MqttLbError ? err.code : undefined;
     log.fatal({ err, code }, 'cannot start');
     await flushLogs(log);
+    startedOrFailed();
     return 2;
   }
   log.info({ version: app.version, config: config.file, pid: process.pid, sockets: socketEngine() }, 'mqtt-lb started');
@@ -104,6 +123,9 @@ export async function runBalancer(file: string): Promise<number> {
     };
     process.on('SIGTERM', onStop);
     process.on('SIGINT', onStop);
+    startedOrFailed();
+    if (early.stop !== null) onStop(early.stop);
+    else if (early.reload) onHup();
   });
 }
 

@@ -12,12 +12,27 @@ import type { LbConfig } from '../config/types.js';
  */
 export const MIN_WORKER_MEMORY = 64 * 1024 * 1024;
 
-/** Said at start and by `check` when limits.maxMemory over the workers is below MIN_WORKER_MEMORY each. */
-export function memoryShareWarning(config: LbConfig, workers: number): string | null {
+/**
+ * What `workers` does to the config that an operator may not expect, said at start and by `check`: shares
+ * raised to a floor (memory; caps smaller than the worker count, where every worker still takes one), and more
+ * workers than cores. (The per-worker clamps to the open-file limit are each worker's own: fd-budget.ts.)
+ */
+export function workerShareWarnings(config: LbConfig, workers: number, cores: number): string[] {
+  if (workers <= 1) return [];
+  const out: string[] = [];
   const max = config.limits.maxMemory;
-  if (workers <= 1 || max <= 0 || max / workers >= MIN_WORKER_MEMORY) return null;
-  const mib = (n: number): string => `${Math.round(n / (1024 * 1024))} MiB`;
-  return `limits.maxMemory ${max} over ${workers} workers is ${mib(max / workers)} each, below what a worker needs: each worker gets ${mib(MIN_WORKER_MEMORY)} (${mib(MIN_WORKER_MEMORY * workers)} in all)`;
+  if (max > 0 && max / workers < MIN_WORKER_MEMORY) {
+    const mib = (n: number): string => `${Math.round(n / (1024 * 1024))} MiB`;
+    out.push(`limits.maxMemory ${max} over ${workers} workers is ${mib(max / workers)} each, below what a worker needs: each worker gets ${mib(MIN_WORKER_MEMORY)} (${mib(MIN_WORKER_MEMORY * workers)} in all)`);
+  }
+  const capBelowWorkers = (key: string, value: number): void => {
+    if (value > 0 && value < workers) out.push(`${key} ${value} is below workers (${workers}): each worker takes at least 1, so up to ${workers} in all`);
+  };
+  config.listeners.forEach((l, i) => capBelowWorkers(`listeners[${i}].maxConnections (listener ${l.name})`, l.maxConnections));
+  capBelowWorkers('limits.maxConnections', config.limits.maxConnections);
+  capBelowWorkers('limits.acceptQueue', config.limits.acceptQueue);
+  if (workers > cores) out.push(`workers ${workers} is more than this host's ${cores} cores: extra workers share cores and add memory, not throughput`);
+  return out;
 }
 
 /** The memory ceiling the workers have together: limits.maxMemory, or more where MIN_WORKER_MEMORY raised it. */

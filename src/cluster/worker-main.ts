@@ -16,8 +16,12 @@ import { workerShare } from './share.js';
 const SNAPSHOT_MS = 250;
 
 function send(m: ToPrimary): void {
-  process.send?.(m);
+  // With a callback, a failed send (the primary has gone: EPIPE) is not thrown as an unhandled 'error'; the
+  // 'disconnect' handler stops this worker.
+  if (process.connected) process.send?.(m, undefined, undefined, ignoreSendError);
 }
+
+function ignoreSendError(): void {}
 
 class PrimaryLink implements WorkerLink {
   connects: Array<[string, string, number]> = [];

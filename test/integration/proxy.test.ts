@@ -425,6 +425,36 @@ describe('workers: 2 (node:cluster)', () => {
     await stopAllLbs();
   });
 
+  it('a SIGHUP or SIGTERM while the workers start is applied once they serve, not the default action (exit 129/143)', async () => {
+    const brokers = await startBrokers(['s1']);
+    try {
+      const [port, admin] = [await freePort(), await freePort()];
+      const adminListening = (l: Record<string, unknown>): boolean => l.msg === 'admin server listening';
+      // SIGHUP during the start: reloaded once started, and running.
+      const hup = await startLb(yamlFor(port, admin, brokers, 'workers: 2\n'));
+      await hup.waitForLog(adminListening, 15_000);
+      expect(hup.logs.some((l) => l.msg === 'mqtt-lb started')).toBe(false);
+      hup.proc.kill('SIGHUP');
+      await hup.waitForLog((l) => l.msg === 'config reload requested while starting: applying it once started');
+      await hup.waitForLog((l) => l.msg === 'config reloaded', 20_000);
+      expect(hup.proc.exitCode).toBe(null);
+      expect(await brokerFor(port, 'during-start')).toBe('s1');
+      expect(await hup.stop()).toBe(0);
+      // SIGTERM during the start: a clean stop once started, exit 0, no worker crashing on a gone primary.
+      const term = await startLb(yamlFor(port, admin, brokers, 'workers: 2\n'));
+      await term.waitForLog(adminListening, 15_000);
+      term.proc.kill('SIGTERM');
+      const code = await Promise.race([term.exited, sleep(30_000).then(() => 'still running')]);
+      expect(code).toBe(0);
+      expect(term.logs.some((l) => l.msg === 'stop requested while starting: stopping once started')).toBe(true);
+      expect(term.logs.some((l) => l.msg === 'stopped')).toBe(true);
+      expect(term.stderr.join('')).not.toMatch(/EPIPE/);
+      await term.stop();
+    } finally {
+      await Promise.all(brokers.map((b) => b.stop()));
+    }
+  }, 90_000);
+
   it('every worker routes a client ID like a single process does; the primary serves aggregated metrics and stops cleanly', async () => {
     const brokers = await startBrokers(['w1', 'w2', 'w3']);
     try {

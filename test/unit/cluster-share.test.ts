@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
-import { MIN_WORKER_MEMORY, effectiveMaxMemory, memoryShareWarning, workerShare } from '../../src/cluster/share.js';
+import { MIN_WORKER_MEMORY, effectiveMaxMemory, workerShare, workerShareWarnings } from '../../src/cluster/share.js';
 
 const YAML = (listenerCap: number, globalCap: number, queue: number): string => `
 listeners:
@@ -54,19 +54,32 @@ describe('workerShare', () => {
   });
 
   it('a memory ceiling too small for the workers gives each MIN_WORKER_MEMORY, and says so', () => {
-    const { config } = parseConfig(YAML(5, 5, 5).replace('maxMemory: 1073741825', 'maxMemory: 134217728'), 'lb.yaml');
+    const { config } = parseConfig(YAML(50, 50, 50).replace('maxMemory: 1073741825', 'maxMemory: 134217728'), 'lb.yaml');
     const shares = Array.from({ length: 16 }, (_, i) => workerShare(config!, 16, i));
     for (const c of shares) expect(c.limits.maxMemory).toBe(MIN_WORKER_MEMORY);
-    expect(memoryShareWarning(config!, 16)).toBe(
+    expect(workerShareWarnings(config!, 16, 16)).toEqual([
       'limits.maxMemory 134217728 over 16 workers is 8 MiB each, below what a worker needs: each worker gets 64 MiB (1024 MiB in all)',
-    );
-    expect(memoryShareWarning(config!, 2)).toBeNull();
-    expect(memoryShareWarning(config!, 1)).toBeNull();
+    ]);
+    expect(workerShareWarnings(config!, 2, 16)).toEqual([]);
+    expect(workerShareWarnings(config!, 1, 16)).toEqual([]);
     // What the workers have together (mqtt_lb_memory_max_bytes): raised by the floor, else the configured total.
     expect(effectiveMaxMemory(config!, 16)).toBe(16 * MIN_WORKER_MEMORY);
     expect(effectiveMaxMemory(config!, 3)).toBe(3 * MIN_WORKER_MEMORY);
     expect(effectiveMaxMemory(config!, 2)).toBe(134217728);
     expect(effectiveMaxMemory(config!, 1)).toBe(134217728);
+  });
+
+  it('says when a cap is below the worker count (every worker still takes one) and when workers exceed the cores', () => {
+    const { config } = parseConfig(YAML(1, 3, 0), 'lb.yaml');
+    expect(workerShareWarnings(config!, 4, 4)).toEqual([
+      'listeners[0].maxConnections (listener mqtt) 1 is below workers (4): each worker takes at least 1, so up to 4 in all',
+      'limits.maxConnections 3 is below workers (4): each worker takes at least 1, so up to 4 in all',
+    ]);
+    expect(workerShareWarnings(config!, 3, 2)).toEqual([
+      'listeners[0].maxConnections (listener mqtt) 1 is below workers (3): each worker takes at least 1, so up to 3 in all',
+      "workers 3 is more than this host's 2 cores: extra workers share cores and add memory, not throughput",
+    ]);
+    expect(workerShareWarnings(config!, 1, 1)).toEqual([]);
   });
 
   it('one worker: the config as it is', () => {
