@@ -10,7 +10,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { AdminConfig } from '../config/types.js';
 import { ErrorCodes, MqttLbError } from '../errors.js';
-import { authorizeAdmin, isLoopbackHost } from './admin-auth.js';
+import { authorizeAdmin, hostOfHostHeader, isLoopbackHost } from './admin-auth.js';
 import { ADMIN_MAX_CONNECTIONS, AdminConnections } from './admin-connections.js';
 import type { Metrics } from './metrics.js';
 import type { AdminActions, TelemetrySource } from './source.js';
@@ -126,6 +126,15 @@ export class AdminServer {
     const method = req.method ?? 'GET';
     // Nothing here reads a request body: discard whatever was sent so keep-alive stays usable.
     req.resume();
+    // One Host only (RFC 9112 §3.2: otherwise 400); Node would keep the first.
+    if ((req.headersDistinct.host?.length ?? 0) > 1) return this.send(res, 400, 'more than one Host header\n');
+    // Bound to loopback, the port is for this host's own clients: a browser request naming another host is a
+    // DNS-rebinding page reading /api/status or /metrics (server addresses, topology) through the operator's
+    // browser. (A request without Host, HTTP/1.0, is let through: browsers always send one.)
+    const host = req.headers.host;
+    if (this.loopbackBind && host !== undefined && !isLoopbackHost(hostOfHostHeader(host))) {
+      return this.send(res, 403, 'this admin server is bound to loopback and answers only to a loopback Host\n');
+    }
     try {
       if (GET_ROUTES.has(path)) {
         if (method !== 'GET' && method !== 'HEAD') return this.send(res, 405, 'method not allowed\n', { allow: 'GET, HEAD' });

@@ -12,7 +12,12 @@ const FETCH_TIMEOUT_MS = 5_000;
 /** `127.0.0.1:9883`, `http://host:9883`, `http://host:9883/prefix/` -> the /api/status URL. */
 export function statusUrl(adminUrl: string): URL {
   const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(adminUrl) ? adminUrl : `http://${adminUrl}`;
-  const base = new URL(withScheme);
+  let base: URL;
+  try {
+    base = new URL(withScheme);
+  } catch {
+    throw new Error(`not an admin URL: ${adminUrl} (e.g. http://127.0.0.1:9883 or 127.0.0.1:9883)`);
+  }
   if (!base.pathname.endsWith('/')) base.pathname += '/';
   return new URL('api/status', base);
 }

@@ -365,6 +365,26 @@ describe('admin API', () => {
     expect((await call(port, 'POST', '/api/servers/brokers/b1/maint', { origin: 'null' })).status).toBe(403);
     expect(actions.calls).toHaveLength(3);
   });
+
+  it('on a loopback bind, reads too answer only a loopback Host (DNS rebinding); two Host headers are a 400', async () => {
+    const { port } = await start(exampleSource(), TOKEN);
+    for (const path of ['/api/status', '/metrics', '/', '/readyz']) {
+      expect((await call(port, 'GET', path, { host: `localhost:${port}` })).status, path).not.toBe(403);
+      const r = await call(port, 'GET', path, { host: `rebound.example:${port}` });
+      expect(r.status, path).toBe(403);
+      expect(r.body).not.toContain('10.0.0.11');
+    }
+    // With a token too (it guards the actions, not the reads).
+    expect((await call(port, 'POST', '/api/servers/brokers/b1/drain', { host: `rebound.example:${port}`, authorization: `Bearer ${TOKEN}` })).status).toBe(403);
+    const raw = await new Promise<string>((resolve, reject) => {
+      const sock = connect(port, '127.0.0.1', () => sock.write(`GET /api/status HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nHost: evil.example\r\nConnection: close\r\n\r\n`));
+      let got = '';
+      sock.on('data', (d: Buffer) => (got += d.toString()));
+      sock.on('end', () => resolve(got));
+      sock.on('error', reject);
+    });
+    expect(raw).toMatch(/^HTTP\/1\.1 400/);
+  });
 });
 
 describe('AdminServer lifecycle', () => {
