@@ -401,10 +401,21 @@ describe('memory ceiling (limits.maxMemory, reliability case 64)', () => {
 
       const flood = await floodUnfinished(port, FLOOD);
       flooded.push(...flood.sockets);
-      // Every one of them is closed long before clientConnectTimeout (60 s): shed, or closed at accept.
-      await until('the flood closed by the balancer', () => flood.closedByLb() === FLOOD, 20_000);
+      // Long before clientConnectTimeout (60 s) each is shed or closed at accept; unless, on a loaded machine, the
+      // flood arrived slowly enough that memory fell below 90 % (freed by the shedding) before its last part: those
+      // are accepted again, and stay while they hold less than the ceiling. So: every one closed, or the rest
+      // open and counted by the balancer with it no longer overloaded.
+      const active = (): Promise<number | null> => metricValue(admin, /^mqtt_lb_connections_active\{listener="mqtt"\} (\d+)/m);
+      await until(
+        'the flood closed by the balancer, or the rest accepted after the ceiling cleared',
+        async () => flood.closedByLb() === FLOOD || ((await metricValue(admin, /^mqtt_lb_overloaded (\d+)/m)) === 0 && (await active()) === FLOOD - flood.closedByLb() + 1),
+        20_000,
+      );
+      const shed = flood.closedByLb();
+      expect(shed).toBeGreaterThan(FLOOD / 2);
       expect(lb.logs.some((l) => l.msg === 'memory ceiling reached: refusing new connections')).toBe(true);
-      expect(await rejectedCount(admin, 'mqtt', 'overloaded')).toBe(FLOOD);
+      expect(await rejectedCount(admin, 'mqtt', 'overloaded')).toBe(shed);
+      for (const s of flood.sockets) s.destroy();
       expect(await rejectedCount(admin, 'mqtt', 'timeout')).toBe(0);
       await until('the TLS handshakes shed', () => handshakingClosed === 3 && orphansClosed === 2);
       expect(await rejectedCount(admin, 'tls', 'overloaded')).toBe(3);
