@@ -9,6 +9,8 @@
 import { createHash } from 'node:crypto';
 
 const STYLE = `
+/* The balancer cannot be reached: what is shown is the last answer, ages included, frozen. */
+.stale main { opacity: .5; }
 :root { --fg:#1f2328; --muted:#59636e; --bg:#fff; --card:#f6f8fa; --line:#d1d9e0;
   --up:#1a7f37; --down:#cf222e; --amber:#9a6700; --grey:#6e7781; --blue:#0969da; }
 @media (prefers-color-scheme: dark) {
@@ -236,6 +238,7 @@ const SCRIPT = `
 
   function setConn(ok, detail) {
     var c = byId('conn');
+    document.documentElement.classList.toggle('stale', !ok);
     if (ok) { lastOk = Date.now(); setText(c, 'updated ' + new Date(lastOk).toLocaleTimeString()); setClass(c, 'muted'); }
     else { setText(c, 'cannot reach mqtt-lb (' + detail + ')' + (lastOk ? ', data from ' + new Date(lastOk).toLocaleTimeString() : '')); setClass(c, 'bad'); }
   }

@@ -200,6 +200,9 @@ describe('status page', () => {
     await w.page.waitForFunction(() => document.getElementById('conn')?.className === 'bad', undefined, { timeout: WAIT_MS });
     expect(await w.page.textContent('#conn')).toMatch(/^cannot reach mqtt-lb/);
     expect(await w.page.textContent(pill('b1'))).toBe('drain');
+    // The frozen data (its ages included) is shown dimmed, the banner in full.
+    expect(await w.page.evaluate(() => getComputedStyle(document.querySelector('main')!).opacity)).toBe('0.5');
+    expect(await w.page.evaluate(() => getComputedStyle(document.getElementById('conn')!).opacity)).toBe('1');
   }, 60_000);
 
   it('names that are Object.prototype properties (constructor, toString, valueOf) render and act like any other', async () => {
