@@ -7,7 +7,7 @@
  *   mqtt-lb keygen                      print a new failover key
  */
 import os from 'node:os';
-import { parseConfig, readConfigText } from './config/load.js';
+import { parseConfig, readConfigFile, type ConfigText } from './config/load.js';
 import { formatProblem } from './errors.js';
 import { VERSION } from './version.js';
 import { budgetForConfig, openFileLimit } from './proxy/fd-budget.js';
@@ -73,14 +73,14 @@ function parseArgs(argv: string[]): Args | string {
 }
 
 function check(file: string): number {
-  let text: string;
+  let read: ConfigText;
   try {
-    text = readConfigText(file);
+    read = readConfigFile(file);
   } catch (err) {
     process.stderr.write(`${file}: cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}\n`);
     return 1;
   }
-  const outcome = parseConfig(text, file, { checkFiles: true });
+  const outcome = parseConfig(read.text, file, { checkFiles: true, notUtf8At: read.notUtf8At });
   for (const p of outcome.problems) process.stderr.write(formatProblem(p) + '\n');
   for (const w of outcome.warnings) process.stderr.write(`warning: ${w}\n`);
   if (outcome.problems.length > 0) return 1;

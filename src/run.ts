@@ -12,6 +12,7 @@ import { ClusterPrimary } from './cluster/primary.js';
 import { workerCount } from './cluster/messages.js';
 import { workerShareWarnings } from './cluster/share.js';
 import { socketEngine } from './proxy/handle-socket.js';
+import { watchNpmExec } from './launcher-watch.js';
 
 export async function runBalancer(file: string): Promise<number> {
   let config;
@@ -70,11 +71,13 @@ export async function runBalancer(file: string): Promise<number> {
     await app.stop();
     const code = err instanceof MqttLbError ? err.code : undefined;
     log.fatal({ err, code }, 'cannot start');
+    // And one line for whoever started it at a terminal (the JSON line carries the stack).
+    process.stderr.write(`mqtt-lb: cannot start${code === undefined ? '' : ` (${code})`}: ${(err as Error).message}\n`);
     await flushLogs(log);
     startedOrFailed();
     return 2;
   }
-  log.info({ version: app.version, config: config.file, pid: process.pid, sockets: socketEngine() }, 'mqtt-lb started');
+  log.info({ version: app.version, config: config.file, sockets: socketEngine() }, 'mqtt-lb started');
 
   let reloading: Promise<void> = Promise.resolve();
   const onHup = (): void => {
@@ -123,6 +126,14 @@ export async function runBalancer(file: string): Promise<number> {
     };
     process.on('SIGTERM', onStop);
     process.on('SIGINT', onStop);
+    // Not a second signal: a Ctrl-C reaches the balancer and its npx shell alike, and the shell exiting then
+    // must not cut the drain short.
+    const unwatch = watchNpmExec((what) => {
+      if (signals > 0) return;
+      log.info({ detail: what }, 'stop requested: the launching process has gone');
+      onStop('SIGTERM');
+    });
+    process.once('exit', unwatch);
     startedOrFailed();
     if (early.stop !== null) onStop(early.stop);
     else if (early.reload) onHup();

@@ -4,10 +4,11 @@
  * `FILE:LINE:COL key.path: message`, in file order.
  */
 import { accessSync, closeSync, constants, openSync, readFileSync, readSync, statSync } from 'node:fs';
+import { isUtf8 } from 'node:buffer';
 import { dirname, resolve } from 'node:path';
 import { tlsMaterialProblem } from './tls-material.js';
 import { keyProblem } from '../failover/key.js';
-import { isMap, isSeq, parseDocument, visit } from 'yaml';
+import { CST, Parser, isMap, isSeq, parseDocument, visit } from 'yaml';
 import type { Document, ParsedNode } from 'yaml';
 import type { ConfigProblem } from '../errors.js';
 import { ConfigError, ConfigFileError, ErrorCodes, MqttLbError } from '../errors.js';
@@ -29,6 +30,14 @@ export interface ParseOutcome {
 export interface ParseOptions {
   /** Check that the files named by the config exist (default false: parsing stays pure). */
   checkFiles?: boolean;
+  /** The file's bytes were not UTF-8 (readConfigFile): the offset, in the decoded text, of the first bad byte. */
+  notUtf8At?: number | null;
+}
+
+/** A config file's text, and where its bytes first stopped being UTF-8 (each bad byte became U+FFFD). */
+export interface ConfigText {
+  text: string;
+  notUtf8At: number | null;
 }
 
 /**
@@ -40,19 +49,32 @@ export function parseConfig(text: string, file: string, opts: ParseOptions = {})
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
   // Duplicate keys are found by our readers (yaml-reader.ts), in linear time: yaml's own check (uniqueKeys)
   // compares every pair with every other (50,000 keys: 14 s, during which a SIGHUP reload blocks the process).
-  const doc = parseDocument(text, { uniqueKeys: false, prettyErrors: false });
   const out = new ProblemCollector(file, new TextPositions(text));
+  // Decoding replaced the bad bytes (U+FFFD): a password or an address would silently be another one.
+  if (opts.notUtf8At !== undefined && opts.notUtf8At !== null) {
+    out.error(opts.notUtf8At, '(root)', 'not UTF-8 text here (a byte that is not UTF-8): save the file as UTF-8');
+    return { config: null, problems: out.sortedProblems(), warnings: [] };
+  }
+  const doc = parseDocument(text, { uniqueKeys: false, prettyErrors: false });
 
-  // With a syntax error the tree is a guess: validating it would mostly report consequences of the error.
+  // With a syntax error the tree is a guess: validating it would mostly report consequences of the error, and
+  // so would the library's later errors (one unclosed `[` gave 2,176 lines). The first error only, and an
+  // unclosed quote or bracket where it opens (the library reports it where the file ends).
   if (doc.errors.length > 0) {
-    for (const e of doc.errors) {
-      if (e.code === 'MULTIPLE_DOCS') {
-        // The library's advice (parseAllDocuments) is for programmers; the position is where the second begins.
-        out.error(e.pos[0], '(root)', 'the file holds more than one YAML document (a `---` or `...` line): keep one');
-        continue;
-      }
-      const message = e.code === 'DUPLICATE_KEY' ? 'duplicate key: a key may appear only once in a mapping' : e.message;
-      out.error(e.pos[0], pathAtOffset(doc, e.pos[0]), message);
+    const opening = unclosedOpening(text);
+    if (opening !== null) {
+      out.error(opening.offset, syntaxPath(doc, opening.offset), opening.message);
+      return { config: null, problems: out.sortedProblems(), warnings: [] };
+    }
+    const e = doc.errors.reduce((a, b) => (b.pos[0] < a.pos[0] ? b : a));
+    if (e.code === 'MULTIPLE_DOCS') {
+      // The library's advice (parseAllDocuments) is for programmers; the position is where the second begins.
+      out.error(e.pos[0], '(root)', 'the file holds more than one YAML document (a `---` or `...` line): keep one');
+    } else {
+      const message = e.code === 'DUPLICATE_KEY' ? 'duplicate key: a key may appear only once in a mapping' : e.code === 'MULTILINE_IMPLICIT_KEY' ? 'a key without `:` after it, or a key over several lines' : e.message;
+      // A line indented wrongly belongs to no key yet: name the mapping it is in, not the key before it.
+      const path = syntaxPath(doc, e.pos[0]);
+      out.error(e.pos[0], e.code === 'BAD_INDENT' && path.includes('.') ? path.slice(0, path.lastIndexOf('.')) : path, message);
     }
     return { config: null, problems: out.sortedProblems(), warnings: [] };
   }
@@ -86,7 +108,7 @@ export interface LoadOptions {
 const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
 
 /** A config file's text, at most MAX_CONFIG_BYTES (read in chunks: pipes and devices too). */
-export function readConfigText(file: string): string {
+export function readConfigFile(file: string): ConfigText {
   const fd = openSync(file, 'r');
   try {
     const chunks: Buffer[] = [];
@@ -99,7 +121,9 @@ export function readConfigText(file: string): string {
       if (total > MAX_CONFIG_BYTES) throw new Error(`larger than ${MAX_CONFIG_BYTES / (1024 * 1024)} MiB: not a config file`);
       chunks.push(chunk.subarray(0, n));
     }
-    return Buffer.concat(chunks, total).toString('utf8');
+    const bytes = Buffer.concat(chunks, total);
+    const text = bytes.toString('utf8');
+    return { text, notUtf8At: isUtf8(bytes) ? null : firstReplacement(text) };
   } finally {
     closeSync(fd);
   }
@@ -110,17 +134,18 @@ export function readConfigText(file: string): string {
  * Throws MqttLbError(CONFIG_READ) when the file cannot be read, ConfigError (every problem) when it is invalid.
  */
 export function loadConfig(file: string, opts: LoadOptions = {}): LbConfig {
-  let text: string;
+  let read: ConfigText;
   try {
-    text = readConfigText(file);
+    read = readConfigFile(file);
   } catch (err) {
     const reason = err instanceof Error ? err.message : String(err);
     throw new MqttLbError(ErrorCodes.CONFIG_READ, `cannot read config file ${file}: ${reason}`, { cause: err });
   }
-  const outcome = parseConfig(text, file, { checkFiles: true });
+  const { text, notUtf8At } = read;
+  const outcome = parseConfig(text, file, { checkFiles: true, notUtf8At });
   if (outcome.config === null) {
     // Valid without looking at the files: what is wrong is a file, not the config.
-    if (opts.filesAsStartError === true && parseConfig(text, file).config !== null) throw new ConfigFileError(outcome.problems);
+    if (opts.filesAsStartError === true && parseConfig(text, file, { notUtf8At }).config !== null) throw new ConfigFileError(outcome.problems);
     throw new ConfigError(outcome.problems);
   }
   for (const w of outcome.warnings) opts.onWarning?.(w);
@@ -224,4 +249,58 @@ export function pathAtOffset(doc: Document.Parsed, offset: number): string {
     node = next.value;
   }
   return path;
+}
+
+/** The offset of the first U+FFFD in `text` (where decoding replaced a byte that was not UTF-8). */
+function firstReplacement(text: string): number {
+  const i = text.indexOf('\ufffd');
+  return i < 0 ? 0 : i;
+}
+
+/**
+ * A quoted scalar or a flow collection (`[`, `{`) that the file never closes, found on the library's token
+ * stream: its offset and a message, or null.
+ */
+function unclosedOpening(text: string): { offset: number; message: string } | null {
+  let found: { offset: number; message: string } | null = null;
+  for (const token of new Parser().parse(text)) {
+    if (token.type !== 'document') continue;
+    CST.visit(token, (item) => {
+      if (found !== null) return CST.visit.BREAK;
+      for (const t of [item.key, item.value]) {
+        if (t === null || t === undefined) continue;
+        if ((t.type === 'double-quoted-scalar' || t.type === 'single-quoted-scalar') && !closedQuote(t.source)) {
+          const q = t.source[0]!;
+          found = { offset: t.offset, message: `unclosed ${q === '"' ? 'double' : 'single'} quote: no matching \`${q}\`` };
+          return CST.visit.BREAK;
+        }
+        if (t.type === 'flow-collection' && (t.end.length === 0 || !t.end.some((e) => e.source === ']' || e.source === '}'))) {
+          const open = t.start.source;
+          found = { offset: t.offset, message: `unclosed \`${open}\`: no matching \`${open === '[' ? ']' : '}'}\`` };
+          return CST.visit.BREAK;
+        }
+      }
+      return undefined;
+    });
+    if (found !== null) return found;
+  }
+  return found;
+}
+
+function closedQuote(source: string): boolean {
+  const q = source[0];
+  if (source.length < 2 || source[source.length - 1] !== q) return false;
+  if (q === "'") return true; // '' inside is an escaped quote; the lexer ends the token at the closing one
+  // A double-quoted source ending in \" has its closing quote escaped unless the backslash is escaped too.
+  let backslashes = 0;
+  for (let i = source.length - 2; i > 0 && source[i] === '\\'; i--) backslashes++;
+  return backslashes % 2 === 0;
+}
+
+/** The key path at a syntax error: parts of a broken key (with spaces in them) are no key of the file. */
+function syntaxPath(doc: Document.Parsed, offset: number): string {
+  const path = pathAtOffset(doc, offset);
+  const parts = path.split('.');
+  while (parts.length > 1 && /\s/.test(parts[parts.length - 1]!)) parts.pop();
+  return /\s/.test(parts[0]!) ? '(root)' : parts.join('.');
 }

@@ -352,6 +352,10 @@ export class MapReader {
         continue;
       }
       const path = joinPath(slot.path, key);
+      if (key === '<<') {
+        r.out.error(keyAt, path, 'merge keys (`<<`) are not supported (YAML 1.2): repeat the keys, or use an alias (`*name`) for a whole value');
+        continue;
+      }
       if (!allowed.includes(key)) {
         const guess = suggestKey(key, allowed);
         const hint = guess !== null ? ` (did you mean \`${guess}\`?)` : `; allowed here: ${allowed.join(', ')}`;

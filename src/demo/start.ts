@@ -3,7 +3,7 @@
  * on that config in this process. With real brokers, run `mqtt-lb --config FILE` instead.
  */
 import { loadConfig } from '../config/load.js';
-import { ConfigError, formatProblem } from '../errors.js';
+import { ConfigError, MqttLbError, formatProblem } from '../errors.js';
 import { startDemoCluster } from './brokers.js';
 import { runBalancer } from '../run.js';
 
@@ -17,6 +17,11 @@ async function main(): Promise<void> {
   } catch (err) {
     if (err instanceof ConfigError) {
       for (const p of err.problems) process.stderr.write(formatProblem(p) + '\n');
+      process.exit(1);
+    }
+    // A file that cannot be read: one line, as `mqtt-lb` itself says it.
+    if (err instanceof MqttLbError) {
+      process.stderr.write(`${err.message} (${err.code})\n`);
       process.exit(1);
     }
     throw err;

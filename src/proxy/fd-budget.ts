@@ -61,8 +61,6 @@ export function hardCapFor(max: number): number {
 
 /** Refused clients hold a descriptor while their CONNACK lingers: ~5% headroom over two per session. */
 const DESCRIPTORS_PER_SESSION = 2 * 1.05;
-/** Bounded search for listener caps that fit (each step lowers them by 1%). */
-const MAX_FIT_STEPS = 200;
 
 export function clampToBudget(input: BudgetInput): Budget {
   const warnings: string[] = [];
@@ -85,14 +83,23 @@ export function clampToBudget(input: BudgetInput): Budget {
   const totalHard = (cs: number[]): number => cs.reduce((sum, c) => sum + hardCapFor(c), 0);
   const shared = totalHard(caps) > clientRoom;
   if (shared) {
-    const before = caps;
-    let factor = clientRoom / Math.max(1, totalHard(before));
-    caps = before.map((c) => Math.floor(c * factor));
-    for (let step = 0; step < MAX_FIT_STEPS && totalHard(caps) > clientRoom; step++) {
-      factor *= 0.99;
-      caps = before.map((c) => Math.floor(c * factor));
+    // Max-min fair: the highest level L such that every listener capped at L fits; a listener below L keeps its
+    // cap. (Scaling every cap by one factor lowered a 2-session listener to 1 beside two of 10,000.) A listener
+    // is sized by what it can hold: never more sessions than the global cap.
+    const held = caps.map((c) => Math.min(c, globalMax));
+    const fits = (level: number): boolean => held.reduce((sum, c) => sum + hardCapFor(Math.min(c, level)), 0) <= clientRoom;
+    let lo = 0;
+    let hi = Math.max(0, ...held);
+    if (!fits(0)) {
+      caps = caps.map(() => 0); // a limit too small for anything
+    } else {
+      while (lo < hi) {
+        const mid = Math.ceil((lo + hi) / 2);
+        if (fits(mid)) lo = mid;
+        else hi = mid - 1;
+      }
+      caps = caps.map((c) => Math.min(c, lo));
     }
-    if (totalHard(caps) > clientRoom) caps = before.map(() => 0); // a limit too small for anything
   }
   input.listeners.forEach((l, i) => {
     if (caps[i]! >= l.maxConnections) return;

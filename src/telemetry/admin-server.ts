@@ -82,7 +82,8 @@ export class AdminServer {
     const { host, port } = this.opts.config.address;
     return new Promise((resolve, reject) => {
       const onError = (err: Error): void => {
-        reject(new MqttLbError(ErrorCodes.START_BIND, `admin: cannot listen on ${this.opts.config.bind}: ${err.message}`, { cause: err }));
+        // The OS error's code, not its message: pino's serializer appends the cause's message to ours.
+        reject(new MqttLbError(ErrorCodes.START_BIND, `admin: cannot listen on ${this.opts.config.bind}: ${(err as NodeJS.ErrnoException).code ?? err.message}`, { cause: err }));
       };
       this.server.once('error', onError);
       this.server.listen({ host, port }, () => {

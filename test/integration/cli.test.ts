@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CLI, LAUNCHER as BIN, startLb, stopAllLbs, sleep } from '../helpers/lb.js';
+import { ROOT } from '../helpers/dist-build.js';
 import { freePort } from '../helpers/mosquitto.js';
 
 /** The installed command (package.json "bin"): the launcher script. */
@@ -93,6 +94,7 @@ admin: { bind: 127.0.0.1:${admin} }
 `);
       expect(await lb.exited).toBe(2);
       expect(lb.logs.some((l) => l.msg === 'cannot start')).toBe(true);
+      expect(lb.stderr.join('')).toBe(`mqtt-lb: cannot start (MQLB_START_BIND): listener mqtt: cannot bind 127.0.0.1:${port}: EADDRINUSE\n`);
       await lb.stop();
     } finally {
       blocker.close();
@@ -190,4 +192,61 @@ admin: { bind: 127.0.0.1:${admin} }
     expect(path.resolve(argv[2]!)).toBe(CLI);
     expect(argv.slice(3)).toEqual(['--config', config]);
   });
+
+  it('under `npx mqtt-lb`, a SIGTERM or SIGKILL to npx stops the balancer instead of orphaning it on its ports', async () => {
+    // npm forwards SIGTERM to its `sh -c` only; the shell dies and the balancer ran on with no parent.
+    for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
+      const admin = await freePort();
+      const config = file(
+        `npx-${signal}.yaml`,
+        `listeners:
+  - { name: mqtt, bind: 127.0.0.1:${await freePort()}, pool: p }
+pools:
+  p:
+    servers: [{ name: s, address: 127.0.0.1:1 }]
+    health: { type: tcp }
+admin: { bind: 127.0.0.1:${admin} }
+limits: { drainTimeout: 1s }
+`,
+      );
+      const env = { ...process.env, PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ''}` };
+      const npx = spawn('npx', ['--no-install', 'mqtt-lb', '--config', config], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      npx.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+      npx.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+      let pid = 0;
+      try {
+        for (let i = 0; i < 200 && pid === 0; i++) {
+          const started = /"pid":(\d+)[^\n]*"msg":"mqtt-lb started"/.exec(out);
+          if (started !== null) pid = Number(started[1]);
+          else await sleep(50);
+        }
+        expect(pid, out).toBeGreaterThan(0);
+        expect(pid).not.toBe(npx.pid);
+        npx.kill(signal);
+        const alive = (): boolean => {
+          try {
+            process.kill(pid, 0);
+            return true;
+          } catch {
+            return false;
+          }
+        };
+        for (let i = 0; i < 100 && alive(); i++) await sleep(100);
+        expect(alive(), out).toBe(false);
+        expect(out).toContain('"msg":"stop requested: the launching process has gone"');
+        expect(out).toContain('"msg":"stopped"');
+      } finally {
+        npx.kill('SIGKILL');
+        // An orphaned balancer (the defect this guards against) must not outlive the test.
+        if (pid > 0) {
+          try {
+            process.kill(pid, 'SIGKILL');
+          } catch {
+            // already gone
+          }
+        }
+      }
+    }
+  }, 60_000);
 });

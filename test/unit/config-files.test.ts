@@ -154,3 +154,31 @@ describe('files named by the config', () => {
     expect(out.problems.map(formatProblem)).toEqual([`${file}:14:16 failover.authKeyFile: file \`${missing}\` does not exist`]);
   });
 });
+
+describe('a config file that is not UTF-8', () => {
+  it('is a problem at the first byte that is not, instead of a value silently changed', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mqtt-lb-utf8-'));
+    try {
+      const file = join(dir, 'lb.yaml');
+      // Latin-1 \xe4 (ä) in a quoted value on line 7: decoded as UTF-8 it would become U+FFFD.
+      const text = Buffer.concat([
+        Buffer.from('listeners:\n  - { name: mqtt, bind: 127.0.0.1:1883, pool: p }\npools:\n  p:\n    servers: [{ name: s, address: 127.0.0.1:1884 }]\n    health:\n      mqtt: { username: u, password: "p'),
+        Buffer.from([0xe4]),
+        Buffer.from('ss" }\n'),
+      ]);
+      writeFileSync(file, text);
+      let problems: string[] = [];
+      try {
+        loadConfig(file);
+      } catch (err) {
+        problems = (err as ConfigError).problems.map(formatProblem);
+      }
+      expect(problems).toEqual([`${file}:7:40 (root): not UTF-8 text here (a byte that is not UTF-8): save the file as UTF-8`]);
+      // The same file as UTF-8 loads.
+      writeFileSync(file, text.toString('latin1'));
+      expect(loadConfig(file).pools['p']!.health.mqtt.password).toBe('päss');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -3,6 +3,7 @@
  * pointing at the key (unknown keys), the value (bad values) or the enclosing mapping (missing keys).
  */
 import { describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
 import { parseConfig } from '../../src/config/load.js';
 import { formatProblem } from '../../src/errors.js';
 
@@ -137,13 +138,13 @@ workers: 0
   });
 
   it('positions after a multi-line scalar inside a syntax error are on the right line (counted from the text)', () => {
-    // A list at the top level, then a plain scalar `a` continued on the next line by a wrongly indented key.
-    const text = "  - name: mqtt\n    bind: 127.0.0.1:21883\n    pool: demo\npools:\n  demo:\n    servers:\n      - name: a\n         address: 127.0.0.1:21884\nadmin:\n  bind: 127.0.0.1:29883\n";
-    const lines = problems(text).map((l) => l.split(' ')[0]);
-    // The `:` after `address` is on line 8, `admin` on line 9, `bind` on line 10 (yaml's LineCounter said 7, 8, 9).
-    expect(lines).toContain('lb.yaml:8:17');
-    expect(lines).toContain('lb.yaml:9:1');
-    expect(lines).toContain('lb.yaml:10:3');
+    // A plain scalar `a` continued on the next line by a wrongly indented key: reported where the scalar starts.
+    const text = "listeners:\n  - name: mqtt\n    bind: 127.0.0.1:21883\n    pool: demo\npools:\n  demo:\n    servers:\n      - name: a\n         address: 127.0.0.1:21884\nadmin:\n  bind: 127.0.0.1:29883\n";
+    expect(problems(text)).toEqual(['lb.yaml:8:15 pools.demo.servers[0].name: Nested mappings are not allowed in compact mappings']);
+    // After a quoted value over two lines, the line of an unclosed `[` is counted from the text.
+    expect(problems('listeners:\n  - name: "mq\n      tt"\n    bind: 127.0.0.1:21883\n    pool: demo\npools: [\n')).toEqual([
+      'lb.yaml:6:8 pools: unclosed `[`: no matching `]`',
+    ]);
   });
 
   it('every problem on one line: control characters in keys are escaped', () => {
@@ -226,14 +227,39 @@ admin:
     ]);
   });
 
+  it('a syntax error is reported once, where it is: an unclosed quote or bracket where it opens, not as the cascade after it', () => {
+    const demo = readFileSync(new URL('../../lb.yaml', import.meta.url), 'utf8');
+    const lineOf = (needle: string): number => demo.slice(0, demo.indexOf(needle)).split('\n').length;
+    const bind = lineOf('bind: 127.0.0.1:1883');
+    expect(problems(demo.replace('bind: 127.0.0.1:1883', 'bind: "127.0.0.1:1883'))).toEqual([`lb.yaml:${bind}:11 listeners[0].bind: unclosed double quote: no matching \`"\``]);
+    const level = lineOf('level: info');
+    expect(problems(demo.replace('level: info', "level: 'info"))).toEqual([`lb.yaml:${level}:10 log.level: unclosed single quote: no matching \`'\``]);
+    expect(problems(demo.replace('level: info', 'level: [info'))).toEqual([`lb.yaml:${level}:10 log.level: unclosed \`[\`: no matching \`]\``]);
+    const addr = lineOf('address: 127.0.0.1:18831');
+    expect(problems(demo.replace('address: 127.0.0.1:18831', 'address: { x: 127.0.0.1:18831'))).toEqual([
+      `lb.yaml:${addr}:18 pools.demo.servers[0].address: unclosed \`{\`: no matching \`}\``,
+    ]);
+    // A key without its colon: named by the mapping it is in, not by the broken key's words.
+    expect(problems(demo.replace('level: info', 'level info'))).toEqual([`lb.yaml:${level}:3 log: a key without \`:\` after it, or a key over several lines`]);
+    // A wrongly indented line: named by the mapping it belongs to, not by the key before it.
+    const fall = lineOf('      fall: 3');
+    expect(problems(demo.replace('      fall: 3', '     fall: 3'))).toEqual([`lb.yaml:${fall}:1 pools.demo.health: All mapping items must start at the same column`]);
+    // One unclosed bracket in a generated file is one line, not thousands.
+    expect(problems(`a: [${'x, '.repeat(3000)}\n${'b: 1\n'.repeat(50)}`)).toHaveLength(1);
+  });
+
+  it('a merge key says it is not supported, not that it is unknown', () => {
+    expect(problems(`${PREFIX}limits:\n  <<: { maxConnections: 5 }\n`)).toEqual([
+      'lb.yaml:9:3 limits.<<: merge keys (`<<`) are not supported (YAML 1.2): repeat the keys, or use an alias (`*name`) for a whole value',
+    ]);
+  });
+
   it('YAML syntax errors, at their position', () => {
     expect(problems(`${PREFIX}    servers: []\n`)).toEqual([
       'lb.yaml:8:5 pools.brokers.servers: duplicate key: a key may appear only once in a mapping',
     ]);
     expect(problems('listeners:\n\t- name: a\n')).toEqual(['lb.yaml:2:1 (root): Tabs are not allowed as indentation']);
-    expect(problems('listeners: [\n')).toEqual([
-      'lb.yaml:2:1 listeners: Flow sequence in block collection must be sufficiently indented and end with a ]',
-    ]);
+    expect(problems('listeners: [\n')).toEqual(['lb.yaml:1:12 listeners: unclosed `[`: no matching `]`']);
     expect(problems(`${PREFIX}limits: *nothing\n`)).toEqual([
       'lb.yaml:8:9 limits: unknown alias `*nothing` (no anchor `&nothing` before it)',
     ]);

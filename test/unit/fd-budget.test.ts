@@ -64,7 +64,7 @@ describe('clampToBudget', () => {
     expect(worstCase(input, b)).toBeLessThanOrEqual(20_000);
   });
 
-  it('shares the limit between listeners: together they never exceed it, proportionally lowered', () => {
+  it('shares the limit between listeners: together they never exceed it; the largest caps give way first', () => {
     const input = {
       fileLimit: 20_000,
       globalMax: 20_000,
@@ -80,8 +80,33 @@ describe('clampToBudget', () => {
     const mqtts = b.listenerMax.get('mqtts')!;
     expect(mqtt).toBeLessThan(10_000);
     expect(mqtts).toBeLessThan(5_000);
-    expect(mqtt).toBeGreaterThan(mqtts);
+    // Both above the level that fits: both at it (max-min fair), as high as it can be.
+    expect(mqtt).toBe(mqtts);
+    expect(worstCase(input, { ...b, listenerMax: new Map([['mqtt', mqtt + 1], ['mqtts', mqtts + 1]]) })).toBeGreaterThan(20_000);
     expect(b.warnings.some((w) => /listeners\[1\]\.maxConnections \(listener mqtts\) 5000 lowered to \d+: the client sockets of every listener .* must fit the open-file limit 20000/.test(w))).toBe(true);
+  });
+
+  it('a small listener keeps its cap beside large ones, and a listener is sized by what the global cap lets it hold', () => {
+    // From an audit: scaling every cap by one factor lowered a listener of 2 to 1 beside two of 10,000.
+    const small = { fileLimit: 20_000, globalMax: 20_000, listeners: [{ name: 'a', maxConnections: 10_000 }, { name: 'small', maxConnections: 2 }, { name: 'c', maxConnections: 10_000 }], servers: 4 };
+    const b = clampToBudget(small);
+    expect(b.listenerMax.get('small')).toBe(2);
+    expect(b.warnings.some((w) => w.includes('listener small'))).toBe(false);
+    expect(worstCase(small, b)).toBeLessThanOrEqual(20_000);
+    // At 1,024 descriptors: 2 and 100 are kept, the 10,000 one takes the cut.
+    const tight = { fileLimit: 1024, globalMax: 20_000, listeners: [{ name: 'big', maxConnections: 10_000 }, { name: 'two', maxConnections: 2 }, { name: 'hundred', maxConnections: 100 }], servers: 2 };
+    const t = clampToBudget(tight);
+    expect(t.listenerMax.get('two')).toBe(2);
+    expect(t.listenerMax.get('hundred')).toBe(100);
+    expect(t.listenerMax.get('big')).toBeGreaterThan(100);
+    expect(worstCase(tight, t)).toBeLessThanOrEqual(1024);
+    // A global cap of 1,000: the 10,000 listener holds at most 1,000 sessions and is sized so, not taking room
+    // from the others.
+    const global = { fileLimit: 4096, globalMax: 1000, listeners: [{ name: 'big', maxConnections: 10_000 }, { name: 'other', maxConnections: 1000 }], servers: 2 };
+    const g = clampToBudget(global);
+    expect(g.listenerMax.get('other')).toBe(1000);
+    expect(g.listenerMax.get('big')).toBeGreaterThanOrEqual(1000);
+    expect(worstCase(global, g)).toBeLessThanOrEqual(4096);
   });
 
   it('keeps the reserve even at tiny limits (caps may reach 0)', () => {

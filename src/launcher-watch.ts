@@ -1,0 +1,49 @@
+/**
+ * `npx mqtt-lb` runs the balancer as npm → `sh -c mqtt-lb …` → node. npm forwards SIGTERM and SIGINT to the
+ * shell only: the shell dies and the balancer runs on with no parent, still holding its ports (measured with npm
+ * 11: `kill -TERM <npm>` exited npm with 143 and the balancer kept serving; a SIGHUP killed npm alone). Started
+ * that way (npm sets npm_command=exec), the balancer takes its parent shell, or the npm above it, going away as
+ * a stop request, checked every second. A terminal's Ctrl-C reaches the whole process group and works anyway;
+ * a reload still needs a SIGHUP to the balancer's own PID (the `pid` of its `mqtt-lb started` line).
+ */
+import { readFileSync } from 'node:fs';
+
+const CHECK_MS = 1000;
+
+/** Starts watching when run under `npm exec`/`npx`; calls `onGone` once. Returns a function that stops watching. */
+export function watchNpmExec(onGone: (what: string) => void, env: NodeJS.ProcessEnv = process.env): () => void {
+  if (env['npm_command'] !== 'exec') return () => {};
+  const parent = process.ppid;
+  const npm = parentOf(parent);
+  const timer = setInterval(() => {
+    let what: string | null = null;
+    if (process.ppid !== parent) what = 'the shell npx started it from has exited';
+    else if (npm !== null && !alive(npm)) what = 'the npx (npm exec) process that started it has exited';
+    if (what === null) return;
+    clearInterval(timer);
+    onGone(what);
+  }, CHECK_MS);
+  timer.unref();
+  return () => clearInterval(timer);
+}
+
+/** The parent PID of `pid` from /proc (null where there is no /proc). */
+function parentOf(pid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // `pid (comm) state ppid …`: comm may hold spaces and parentheses, so read after the last ')'.
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    return Number.isInteger(ppid) && ppid > 1 ? ppid : null;
+  } catch {
+    return null;
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
