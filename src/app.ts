@@ -371,6 +371,7 @@ export class App implements TelemetrySource, AdminActions {
       if (changed.length > 0) this.log.warn({ keys: changed }, 'failover settings change needs a restart: running with the settings it started with');
     }
     if (prev.workers !== next.workers && this.role !== 'worker') this.log.warn({ workers: next.workers }, 'workers change needs a restart');
+    if (prev.log.bufferBytes !== next.log.bufferBytes && this.role !== 'worker') this.log.warn({ bufferBytes: next.log.bufferBytes }, 'log.bufferBytes change needs a restart');
   }
 
   /**

@@ -14,10 +14,18 @@ const CHECK_MS = 1000;
 export function watchNpmExec(onGone: (what: string) => void, env: NodeJS.ProcessEnv = process.env): () => void {
   if (env['npm_command'] !== 'exec') return () => {};
   const parent = process.ppid;
-  const npm = parentOf(parent);
+  // npm's script shell may have exec'd us (bash does for one command: the parent is npm itself), or not (dash:
+  // npm → sh → us). Anything else (npm_command inherited by a process started some other way) is not watched.
+  let npm: number | null;
+  if (isNpmExec(parent)) npm = null;
+  else {
+    const grandparent = parentOf(parent);
+    if (grandparent === null || !isNpmExec(grandparent)) return () => {};
+    npm = grandparent;
+  }
   const timer = setInterval(() => {
     let what: string | null = null;
-    if (process.ppid !== parent) what = 'the shell npx started it from has exited';
+    if (process.ppid !== parent) what = npm === null ? 'the npx (npm exec) process that started it has exited' : 'the shell npx started it from has exited';
     else if (npm !== null && !alive(npm)) what = 'the npx (npm exec) process that started it has exited';
     if (what === null) return;
     clearInterval(timer);
@@ -25,6 +33,15 @@ export function watchNpmExec(onGone: (what: string) => void, env: NodeJS.Process
   }, CHECK_MS);
   timer.unref();
   return () => clearInterval(timer);
+}
+
+/** npm sets its process title to `npm exec …` (npx included). */
+function isNpmExec(pid: number): boolean {
+  try {
+    return /^npm exec\b|^npx\b/.test(readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' '));
+  } catch {
+    return false;
+  }
 }
 
 /** The parent PID of `pid` from /proc (null where there is no /proc). */

@@ -46,8 +46,14 @@ export async function runBalancer(file: string): Promise<number> {
   // a SIGTERM or a logrotate SIGHUP killed the primary (exit 143/129) and its workers failed writing to it.
   const early: { stop: NodeJS.Signals | null; reload: boolean } = { stop: null, reload: false };
   const stopWhileStarting = (signal: NodeJS.Signals): void => {
-    if (early.stop === null) log.info({ signal }, 'stop requested while starting: stopping once started');
-    early.stop ??= signal;
+    if (early.stop !== null) {
+      // A second one: do not wait for a start that may take seconds (workers, failover); the workers stop when
+      // this process goes (their channel closes).
+      process.stderr.write(`mqtt-lb: second ${signal} while starting: exiting now\n`);
+      process.exit(1);
+    }
+    log.info({ signal }, 'stop requested while starting: stopping once started');
+    early.stop = signal;
   };
   const reloadWhileStarting = (): void => {
     if (!early.reload) log.info({}, 'config reload requested while starting: applying it once started');
@@ -65,7 +71,8 @@ export async function runBalancer(file: string): Promise<number> {
     await app.start();
     if (primary !== null) {
       await primary.start();
-      await app.startFailover();
+      // Asked to stop meanwhile: no point joining the VRRP exchange only to resign.
+      if (early.stop === null) await app.startFailover();
     }
   } catch (err) {
     await app.stop();

@@ -276,11 +276,15 @@ export class ClusterPrimary {
     // What failover tracking reads: a listener a worker reports as not listening or not accepting. A listener
     // not reported yet (just added by a reload, a worker's first snapshot still to come) is not a failure: the
     // reload bound it in every worker before it was committed.
+    // With no worker serving at all (every one dead or restarting), every listener has failed.
     this.app.remoteListenerFaults.clear();
+    let serving = false;
     for (const slot of this.slots.values()) {
+      serving ||= slot.ready;
       if (!slot.reported) continue;
       for (const l of slot.listeners) if ((!l.listening || !l.acceptHealthy) && this.app.config.listeners.some((lc) => lc.name === l.name)) this.app.remoteListenerFaults.add(l.name);
     }
+    if (!serving) for (const lc of this.app.config.listeners) this.app.remoteListenerFaults.add(lc.name);
     // Over the ceiling when any worker is (it refuses its share of new clients); memory is the workers' sum.
     const overload = { active: false, inUseBytes: 0, maxBytes: effectiveMaxMemory(this.app.config, this.count) };
     for (const slot of this.slots.values()) {

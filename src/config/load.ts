@@ -122,8 +122,7 @@ export function readConfigFile(file: string): ConfigText {
       chunks.push(chunk.subarray(0, n));
     }
     const bytes = Buffer.concat(chunks, total);
-    const text = bytes.toString('utf8');
-    return { text, notUtf8At: isUtf8(bytes) ? null : firstReplacement(text) };
+    return { text: bytes.toString('utf8'), notUtf8At: isUtf8(bytes) ? null : notUtf8Offset(bytes) };
   } finally {
     closeSync(fd);
   }
@@ -251,10 +250,34 @@ export function pathAtOffset(doc: Document.Parsed, offset: number): string {
   return path;
 }
 
-/** The offset of the first U+FFFD in `text` (where decoding replaced a byte that was not UTF-8). */
-function firstReplacement(text: string): number {
-  const i = text.indexOf('\ufffd');
-  return i < 0 ? 0 : i;
+/**
+ * Where the first byte that is not UTF-8 is, as an offset into the text parseConfig positions against (decoded,
+ * without a byte-order mark). What comes before it decodes as it is, so its length in characters is the offset.
+ */
+function notUtf8Offset(bytes: Buffer): number {
+  let end = 0;
+  while (end < bytes.length) {
+    const n = utf8SequenceLength(bytes, end);
+    if (n === 0) break;
+    end += n;
+  }
+  const before = bytes.subarray(0, end).toString('utf8');
+  return before.charCodeAt(0) === 0xfeff ? before.length - 1 : before.length;
+}
+
+/** The length of the valid UTF-8 sequence at `i` (RFC 3629: no overlongs, no surrogates, at most U+10FFFF), or 0. */
+function utf8SequenceLength(b: Buffer, i: number): number {
+  const c = b[i]!;
+  if (c < 0x80) return 1;
+  const cont = (k: number, lo = 0x80, hi = 0xbf): boolean => i + k < b.length && b[i + k]! >= lo && b[i + k]! <= hi;
+  if (c >= 0xc2 && c <= 0xdf) return cont(1) ? 2 : 0;
+  if (c === 0xe0) return cont(1, 0xa0) && cont(2) ? 3 : 0;
+  if ((c >= 0xe1 && c <= 0xec) || c === 0xee || c === 0xef) return cont(1) && cont(2) ? 3 : 0;
+  if (c === 0xed) return cont(1, 0x80, 0x9f) && cont(2) ? 3 : 0;
+  if (c === 0xf0) return cont(1, 0x90) && cont(2) && cont(3) ? 4 : 0;
+  if (c >= 0xf1 && c <= 0xf3) return cont(1) && cont(2) && cont(3) ? 4 : 0;
+  if (c === 0xf4) return cont(1, 0x80, 0x8f) && cont(2) && cont(3) ? 4 : 0;
+  return 0;
 }
 
 /**
@@ -271,12 +294,12 @@ function unclosedOpening(text: string): { offset: number; message: string } | nu
         if (t === null || t === undefined) continue;
         if ((t.type === 'double-quoted-scalar' || t.type === 'single-quoted-scalar') && !closedQuote(t.source)) {
           const q = t.source[0]!;
-          found = { offset: t.offset, message: `unclosed ${q === '"' ? 'double' : 'single'} quote: no matching \`${q}\`` };
+          found = { offset: t.offset, message: `unclosed ${q === '"' ? 'double' : 'single'} quote: no matching \`${q}\` (or the value's next line is not indented more than its key)` };
           return CST.visit.BREAK;
         }
         if (t.type === 'flow-collection' && (t.end.length === 0 || !t.end.some((e) => e.source === ']' || e.source === '}'))) {
           const open = t.start.source;
-          found = { offset: t.offset, message: `unclosed \`${open}\`: no matching \`${open === '[' ? ']' : '}'}\`` };
+          found = { offset: t.offset, message: `unclosed \`${open}\`: no matching \`${open === '[' ? ']' : '}'}\` (or a line inside it is not indented more than its key)` };
           return CST.visit.BREAK;
         }
       }

@@ -104,7 +104,9 @@ export function clampToBudget(input: BudgetInput): Budget {
   input.listeners.forEach((l, i) => {
     if (caps[i]! >= l.maxConnections) return;
     warnings.push(
-      shared
+      shared && caps[i] === globalMax && l.maxConnections > globalMax
+        ? `listeners[${i}].maxConnections (listener ${l.name}) ${l.maxConnections} lowered to ${caps[i]}: it holds no more sessions than limits.maxConnections, and the client sockets of every listener must fit the open-file limit ${limit}`
+        : shared
         ? `listeners[${i}].maxConnections (listener ${l.name}) ${l.maxConnections} lowered to ${caps[i]}: the client sockets of every listener (with room to refuse in MQTT) and a server socket per session must fit the open-file limit ${limit}`
         : `listeners[${i}].maxConnections (listener ${l.name}) ${l.maxConnections} clamped to ${caps[i]}: the open-file limit is ${limit} and each session needs two descriptors`,
     );

@@ -16,7 +16,7 @@ import type { Metrics } from './metrics.js';
 import type { AdminActions, TelemetrySource } from './source.js';
 import { buildStatus } from './status-json.js';
 import { renderStatusPage, type StatusPage } from './status-page.js';
-import { SharedRendering } from './shared-rendering.js';
+import { RenderBudget, SharedRendering } from './shared-rendering.js';
 
 export interface AdminServerOptions {
   config: AdminConfig;
@@ -57,8 +57,9 @@ export class AdminServer {
     this.loopbackBind = isLoopbackHost(opts.config.address.host);
     this.token = opts.config.token;
     this.page = renderStatusPage({ tokenRequired: this.token !== null });
-    this.metricsText = new SharedRendering(() => opts.metrics.text());
-    this.statusText = new SharedRendering(() => JSON.stringify(buildStatus(opts.source)));
+    const budget = new RenderBudget();
+    this.metricsText = new SharedRendering(() => opts.metrics.text(), undefined, budget);
+    this.statusText = new SharedRendering(() => JSON.stringify(buildStatus(opts.source)), undefined, budget);
     this.server = createServer(
       {
         headersTimeout: HEADERS_TIMEOUT_MS,

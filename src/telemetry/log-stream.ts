@@ -17,6 +17,7 @@
  */
 import fs from 'node:fs';
 import net from 'node:net';
+import { isatty } from 'node:tty';
 
 /** Bytes a pipe write is atomic up to on Linux (PIPE_BUF). */
 export const ATOMIC_WRITE_BYTES = 4096;
@@ -35,11 +36,15 @@ export function droppedLogLines(): number {
 }
 
 /**
- * A descriptor to write `fd`'s log lines to without blocking: a pipe is opened anew with O_NONBLOCK (its own
- * open file description: whoever else holds the pipe keeps its mode); a socket cannot be opened anew, so its
- * shared description is made non-blocking the way Node does it, by a stream handle on it (kept, never used,
- * never closed; a cluster's workers share the description and write the same way). Anything else (a file, a
- * terminal, /dev/null) is returned as it is, blocking.
+ * A descriptor to write `fd`'s log lines to without blocking.
+ * - A pipe or a terminal is opened anew through /proc/self/fd with O_NONBLOCK: its own open file description, so
+ *   whoever else holds it keeps their mode (libuv does the same for terminals). A terminal can stop reading too
+ *   (XOFF, a stalled SSH session).
+ * - Where that is refused (a pipe created by another user: the permission check is the pipe's, e.g. a container
+ *   runtime's stdio pipes for a non-root image user) and for a socket (which cannot be opened anew), the shared
+ *   description is made non-blocking the way Node does it for its own stdout: a stream handle on it, kept, never
+ *   used, never closed. Others holding it (a cluster's workers, a shell's stderr with `2>&1`) see it non-blocking.
+ * - A regular file or /dev/null is returned as it is.
  */
 export function nonBlockingOutput(fd: number): number {
   let st: fs.Stats;
@@ -48,14 +53,15 @@ export function nonBlockingOutput(fd: number): number {
   } catch {
     return fd;
   }
-  if (st.isFIFO()) {
+  const tty = isatty(fd);
+  if (st.isFIFO() || tty) {
     try {
-      return fs.openSync(`/proc/self/fd/${fd}`, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
+      return fs.openSync(`/proc/self/fd/${fd}`, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK | fs.constants.O_NOCTTY);
     } catch {
-      return fd; // no /proc, or the reader is gone (ENXIO): writes fail and are counted
+      if (tty) return fd; // left blocking: no stream handle writes to a terminal without reopening it
     }
   }
-  if (st.isSocket()) {
+  if (st.isFIFO() || st.isSocket()) {
     try {
       keptHandles.push(new net.Socket({ fd, readable: false, writable: true }));
     } catch {
@@ -139,6 +145,13 @@ export class LogStream {
     };
     const timer = setTimeout(finish, FLUSH_WAIT_MS);
     this.flushWaiters.push(finish);
+  }
+
+  /** Stops retrying and leaves the exit pass (what is queued is dropped). Idempotent. */
+  close(): void {
+    if (this.retryTimer !== null) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    streamsAtExit.delete(this);
   }
 
   /** The process is exiting: one more non-blocking pass over the queue (nothing here may block an exit). */

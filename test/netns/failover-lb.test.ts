@@ -435,6 +435,17 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
     expect(lb1.transitionNames()).toEqual(['init>backup', 'backup>master']);
     expect(lb2.transitionNames()).toEqual(['init>backup']);
     expect(holder.lines.filter((l) => l.includes('"ev":"closed"'))).toEqual([]);
+
+    // Every worker killed: nothing accepts on lb1, so it faults and lb2 takes the VIP; once the primary has
+    // restarted its workers, lb1 takes it back (preempt).
+    const workerPids = (await topo.exec(topo.ns.lb1, 'pgrep', ['-P', String(lb1.proc.pid)])).stdout.trim().split('\n').filter(Boolean);
+    expect(workerPids.length).toBeGreaterThanOrEqual(2);
+    const from = lb1.transitions().length;
+    await topo.exec(topo.ns.lb1, 'kill', ['-9', ...workerPids]);
+    await lb1.waitState('fault', 5000, from);
+    await lb2.waitState('master', 5000);
+    await lb1.waitState('master', 15_000, from + 1);
+    await waitFor('VIP back on lb1 only', holdersAre(['lb1']), 5000);
   });
 
   it('every broker down: exactly one host keeps the VIP, clients get CONNACK rc 3 (server unavailable)', async () => {

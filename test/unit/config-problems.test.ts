@@ -143,7 +143,7 @@ workers: 0
     expect(problems(text)).toEqual(['lb.yaml:8:15 pools.demo.servers[0].name: Nested mappings are not allowed in compact mappings']);
     // After a quoted value over two lines, the line of an unclosed `[` is counted from the text.
     expect(problems('listeners:\n  - name: "mq\n      tt"\n    bind: 127.0.0.1:21883\n    pool: demo\npools: [\n')).toEqual([
-      'lb.yaml:6:8 pools: unclosed `[`: no matching `]`',
+      'lb.yaml:6:8 pools: unclosed `[`: no matching `]` (or a line inside it is not indented more than its key)',
     ]);
   });
 
@@ -231,13 +231,13 @@ admin:
     const demo = readFileSync(new URL('../../lb.yaml', import.meta.url), 'utf8');
     const lineOf = (needle: string): number => demo.slice(0, demo.indexOf(needle)).split('\n').length;
     const bind = lineOf('bind: 127.0.0.1:1883');
-    expect(problems(demo.replace('bind: 127.0.0.1:1883', 'bind: "127.0.0.1:1883'))).toEqual([`lb.yaml:${bind}:11 listeners[0].bind: unclosed double quote: no matching \`"\``]);
+    expect(problems(demo.replace('bind: 127.0.0.1:1883', 'bind: "127.0.0.1:1883'))).toEqual([`lb.yaml:${bind}:11 listeners[0].bind: unclosed double quote: no matching \`"\` (or the value's next line is not indented more than its key)`]);
     const level = lineOf('level: info');
-    expect(problems(demo.replace('level: info', "level: 'info"))).toEqual([`lb.yaml:${level}:10 log.level: unclosed single quote: no matching \`'\``]);
-    expect(problems(demo.replace('level: info', 'level: [info'))).toEqual([`lb.yaml:${level}:10 log.level: unclosed \`[\`: no matching \`]\``]);
+    expect(problems(demo.replace('level: info', "level: 'info"))).toEqual([`lb.yaml:${level}:10 log.level: unclosed single quote: no matching \`'\` (or the value's next line is not indented more than its key)`]);
+    expect(problems(demo.replace('level: info', 'level: [info'))).toEqual([`lb.yaml:${level}:10 log.level: unclosed \`[\`: no matching \`]\` (or a line inside it is not indented more than its key)`]);
     const addr = lineOf('address: 127.0.0.1:18831');
     expect(problems(demo.replace('address: 127.0.0.1:18831', 'address: { x: 127.0.0.1:18831'))).toEqual([
-      `lb.yaml:${addr}:18 pools.demo.servers[0].address: unclosed \`{\`: no matching \`}\``,
+      `lb.yaml:${addr}:18 pools.demo.servers[0].address: unclosed \`{\`: no matching \`}\` (or a line inside it is not indented more than its key)`,
     ]);
     // A key without its colon: named by the mapping it is in, not by the broken key's words.
     expect(problems(demo.replace('level: info', 'level info'))).toEqual([`lb.yaml:${level}:3 log: a key without \`:\` after it, or a key over several lines`]);
@@ -259,7 +259,7 @@ admin:
       'lb.yaml:8:5 pools.brokers.servers: duplicate key: a key may appear only once in a mapping',
     ]);
     expect(problems('listeners:\n\t- name: a\n')).toEqual(['lb.yaml:2:1 (root): Tabs are not allowed as indentation']);
-    expect(problems('listeners: [\n')).toEqual(['lb.yaml:1:12 listeners: unclosed `[`: no matching `]`']);
+    expect(problems('listeners: [\n')).toEqual(['lb.yaml:1:12 listeners: unclosed `[`: no matching `]` (or a line inside it is not indented more than its key)']);
     expect(problems(`${PREFIX}limits: *nothing\n`)).toEqual([
       'lb.yaml:8:9 limits: unknown alias `*nothing` (no anchor `&nothing` before it)',
     ]);

@@ -24,17 +24,25 @@ const retries = (rounds = 200): void => {
   for (let i = 0; i < rounds && vi.getTimerCount() > 0; i++) vi.advanceTimersToNextTimer();
 };
 
+const streams: LogStream[] = [];
+function stream(maxBytes: number, write: WriteSome): LogStream {
+  const s = new LogStream(99, maxBytes, write);
+  streams.push(s);
+  return s;
+}
+
 beforeEach(() => {
   vi.useFakeTimers();
 });
 afterEach(() => {
+  for (const s of streams.splice(0)) s.close();
   vi.useRealTimers();
 });
 
 describe('LogStream', () => {
   it('writes a line straight out when nothing waits: one write per line, no timer', () => {
     const r = reader();
-    const s = new LogStream(99, 1 << 20, r.write);
+    const s = stream(1 << 20, r.write);
     const lines = [line(1), line(2, 9000), line(3)];
     for (const l of lines) s.write(l);
     expect(r.chunks).toEqual(lines);
@@ -43,7 +51,7 @@ describe('LogStream', () => {
 
   it('queues while the reader is full and writes it in order, in chunks of whole lines of at most PIPE_BUF (a longer line alone)', () => {
     const r = reader();
-    const s = new LogStream(99, 1 << 20, r.write);
+    const s = stream(1 << 20, r.write);
     r.setMode('full');
     const lines = [...Array.from({ length: 100 }, (_, i) => line(i)), line(100, 10_000), ...Array.from({ length: 100 }, (_, i) => line(101 + i, 333))];
     for (const l of lines) s.write(l);
@@ -60,7 +68,7 @@ describe('LogStream', () => {
 
   it('finishes partial writes before anything else, in order', () => {
     const r = reader();
-    const s = new LogStream(99, 1 << 20, r.write);
+    const s = stream(1 << 20, r.write);
     r.setMode('half');
     const lines = Array.from({ length: 50 }, (_, i) => line(i, 250));
     for (const l of lines) s.write(l);
@@ -70,7 +78,7 @@ describe('LogStream', () => {
 
   it('drops lines past maxBytes while the reader is full, counts them, and reports them once the queue is written', () => {
     const r = reader();
-    const s = new LogStream(99, 1000, r.write);
+    const s = stream(1000, r.write);
     const reports: number[] = [];
     s.onDropsEnded = (n) => reports.push(n);
     const before = droppedLogLines();
@@ -91,7 +99,7 @@ describe('LogStream', () => {
 
   it('counts the lines of a failed write (EPIPE) as dropped, queued or not, and goes on with later lines', () => {
     const r = reader();
-    const s = new LogStream(99, 1 << 20, r.write);
+    const s = stream(1 << 20, r.write);
     const before = droppedLogLines();
     r.setMode('epipe');
     s.write(line(1));
@@ -109,7 +117,7 @@ describe('LogStream', () => {
 
   it('calls a flush back once the queue is written, and after FLUSH_WAIT_MS at most when the reader stays full', () => {
     const r = reader();
-    const s = new LogStream(99, 1 << 20, r.write);
+    const s = stream(1 << 20, r.write);
     let flushed = 0;
     s.flush(() => flushed++);
     expect(flushed).toBe(1); // nothing queued
@@ -130,7 +138,7 @@ describe('LogStream', () => {
 
   it('at exit writes what the reader takes, and never waits for one that is full', () => {
     const r = reader();
-    const s = new LogStream(99, 1 << 20, r.write);
+    const s = stream(1 << 20, r.write);
     r.setMode('full');
     s.write(line(1));
     s.write(line(2));

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { IDLE_FACTOR, MAX_WAIT_MS, SharedRendering } from '../../src/telemetry/shared-rendering.js';
+import { IDLE_FACTOR, MAX_WAIT_MS, RenderBudget, SharedRendering } from '../../src/telemetry/shared-rendering.js';
 
 beforeEach(() => {
   vi.useFakeTimers();
@@ -85,6 +85,17 @@ describe('SharedRendering', () => {
     expect(done).toBe(false); // 500 ms × IDLE_FACTOR would be 5 s: capped
     expect(await settle(p)).toBe(2);
     expect(Date.now() - t).toBeLessThanOrEqual(MAX_WAIT_MS + 500 + 5);
+  });
+
+  it('two renderings with one budget: a build of either delays the next of the other', async () => {
+    const budget = new RenderBudget();
+    const costly = (n: number) => new SharedRendering(() => (vi.setSystemTime(Date.now() + 2), n), () => Date.now(), budget);
+    const a = costly(1);
+    const b = costly(2);
+    const t0 = Date.now();
+    expect(await settle(a.get())).toBe(1);
+    expect(await settle(b.get())).toBe(2);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(2 + 2 * IDLE_FACTOR + 2);
   });
 
   it('a failed build fails the requests that shared it; the next request builds again', async () => {
