@@ -18,6 +18,23 @@ function run(args: string[]): { status: number | null; stdout: string; stderr: s
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
+/** A balancer on a free port whose one server is unreachable (TCP probes): it starts, serves its admin port, and stops. */
+async function unreachableServerConfig(admin: number): Promise<string> {
+  return `listeners:
+  - { name: mqtt, bind: 127.0.0.1:${await freePort()}, pool: p }
+pools:
+  p:
+    servers: [{ name: s, address: 127.0.0.1:1 }]
+    health: { type: tcp }
+admin: { bind: 127.0.0.1:${admin} }
+`;
+}
+
+/** The environment with this Node first on PATH (the launcher and npx run \`node\` from PATH). */
+function withThisNode(): NodeJS.ProcessEnv {
+  return { ...process.env, PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ''}` };
+}
+
 function file(name: string, text: string): string {
   const p = path.join(dir, name);
   writeFileSync(p, text);
@@ -130,18 +147,8 @@ pools:
 
   it('the installed command execs node itself with its runtime settings: one process, signals reach the balancer', async () => {
     const admin = await freePort();
-    const config = file(
-      'bin.yaml',
-      `listeners:
-  - { name: mqtt, bind: 127.0.0.1:${await freePort()}, pool: p }
-pools:
-  p:
-    servers: [{ name: s, address: 127.0.0.1:1 }]
-    health: { type: tcp }
-admin: { bind: 127.0.0.1:${admin} }
-`,
-    );
-    const env = { ...process.env, PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ''}` };
+    const config = file('bin.yaml', await unreachableServerConfig(admin));
+    const env = withThisNode();
     const launch = (extra: NodeJS.ProcessEnv) => spawn(BIN, ['--config', config], { stdio: 'ignore', env: { ...env, ...extra } });
     const inspect = async (pid: number): Promise<{ argv: string[]; tunables: string | undefined }> => {
       // Bounded wait for the exec from sh to node, then for the admin port (the balancer is up).
@@ -197,19 +204,8 @@ admin: { bind: 127.0.0.1:${admin} }
     // npm forwards SIGTERM to its `sh -c` only; the shell dies and the balancer ran on with no parent.
     for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
       const admin = await freePort();
-      const config = file(
-        `npx-${signal}.yaml`,
-        `listeners:
-  - { name: mqtt, bind: 127.0.0.1:${await freePort()}, pool: p }
-pools:
-  p:
-    servers: [{ name: s, address: 127.0.0.1:1 }]
-    health: { type: tcp }
-admin: { bind: 127.0.0.1:${admin} }
-limits: { drainTimeout: 1s }
-`,
-      );
-      const env = { ...process.env, PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ''}` };
+      const config = file(`npx-${signal}.yaml`, `${await unreachableServerConfig(admin)}limits: { drainTimeout: 1s }\n`);
+      const env = withThisNode();
       const npx = spawn('npx', ['--no-install', 'mqtt-lb', '--config', config], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
       let out = '';
       npx.stdout!.on('data', (d: Buffer) => (out += d.toString()));
