@@ -6,7 +6,7 @@
 import { accessSync, closeSync, constants, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { isUtf8 } from 'node:buffer';
 import { dirname, resolve } from 'node:path';
-import { tlsMaterialProblem } from './tls-material.js';
+import { tlsCertificateWarning, tlsMaterialProblem, type TlsMaterialProblem } from './tls-material.js';
 import { keyProblem } from '../failover/key.js';
 import { CST, Parser, isMap, isSeq, parseDocument, visit } from 'yaml';
 import type { Document, ParsedNode } from 'yaml';
@@ -178,13 +178,22 @@ function checkTlsMaterial(usable: Map<string, FileRef>, out: ProblemCollector): 
     const key = usable.get(`${m[1]}.key`);
     if (key === undefined) continue;
     const ca = usable.get(`${m[1]}.ca`);
-    let problem: string | null;
+    let certBytes: Buffer;
+    let problem: TlsMaterialProblem | null;
     try {
-      problem = tlsMaterialProblem(readFileSync(cert.resolved), readFileSync(key.resolved), ca === undefined ? null : readFileSync(ca.resolved));
+      certBytes = readFileSync(cert.resolved);
+      problem = tlsMaterialProblem(certBytes, readFileSync(key.resolved), ca === undefined ? null : readFileSync(ca.resolved));
     } catch (err) {
-      problem = `cannot read: ${(err as Error).message}`;
+      out.error(cert.at, m[1], `cannot read: ${(err as Error).message}`);
+      continue;
     }
-    if (problem !== null) out.error(cert.at, m[1], problem);
+    // At the value of the file that is wrong.
+    const at = { cert, key, ca: ca ?? cert }[problem?.field ?? 'cert'];
+    if (problem !== null) out.error(at.at, `${m[1]}.${problem.field}`, problem.message);
+    else {
+      const warning = tlsCertificateWarning(certBytes);
+      if (warning !== null) out.warn(cert.at, `${m[1]}.cert`, warning);
+    }
   }
 }
 

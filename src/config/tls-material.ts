@@ -3,29 +3,74 @@
  * config's file:line:col, and what start and reload refuse (front.ts), so that a file `check` passes
  * also starts (`haproxy -c` loads certificates the same way).
  */
-import { X509Certificate } from 'node:crypto';
+import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import tls from 'node:tls';
 
 const CERT_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
 
-/** null when usable; otherwise what is wrong, in a sentence. */
-export function tlsMaterialProblem(cert: Buffer, key: Buffer, ca: Buffer | null): string | null {
+/** Which of the listener's `tls` files a problem is in, and what it is (a sentence). */
+export interface TlsMaterialProblem {
+  field: 'cert' | 'key' | 'ca';
+  message: string;
+}
+
+/** null when usable; otherwise which file is wrong and why. */
+export function tlsMaterialProblem(cert: Buffer, key: Buffer, ca: Buffer | null): TlsMaterialProblem | null {
+  const leafPem = cert.toString('latin1').match(CERT_BLOCK)?.[0];
+  if (leafPem === undefined) return { field: 'cert', message: 'holds no PEM certificate (-----BEGIN CERTIFICATE-----)' };
+  let leaf: X509Certificate;
   try {
-    // Parses both and checks that the key belongs to the certificate (OpenSSL: "key values mismatch").
+    leaf = new X509Certificate(leafPem);
+  } catch (err) {
+    return { field: 'cert', message: `the certificate cannot be read: ${(err as Error).message}` };
+  }
+  const keyText = key.toString('latin1');
+  if (/-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type:\s*4,ENCRYPTED/.test(keyText)) {
+    return { field: 'key', message: 'the key is encrypted (it needs a passphrase, which mqtt-lb does not take): give it an unencrypted key, e.g. `openssl pkey -in KEY -out KEY.plain` (mode 0600)' };
+  }
+  let privateKey: KeyObject;
+  try {
+    privateKey = createPrivateKey(key);
+  } catch (err) {
+    return { field: 'key', message: `the key cannot be read: ${(err as Error).message}` };
+  }
+  // OpenSSL compares a key only with a certificate of its own type (an EC key beside an RSA certificate passed
+  // and every handshake then failed): compare them here whatever their types.
+  if (!leaf.checkPrivateKey(privateKey)) {
+    const certType = leaf.publicKey.asymmetricKeyType ?? 'unknown';
+    return { field: 'key', message: `the key does not belong to the certificate (a ${privateKey.asymmetricKeyType ?? 'unknown'} key; the certificate's is ${certType})` };
+  }
+  try {
+    // Everything else OpenSSL wants of the pair (the chain's order, unsupported algorithms).
     tls.createSecureContext({ cert, key });
   } catch (err) {
-    return `the certificate and key cannot serve TLS: ${(err as Error).message}`;
+    return { field: 'cert', message: `the certificate and key cannot serve TLS: ${(err as Error).message}` };
   }
   if (ca === null) return null;
   // OpenSSL skips what is not a certificate in a CA file: a file of none would verify no client, silently.
   const blocks = ca.toString('latin1').match(CERT_BLOCK) ?? [];
-  if (blocks.length === 0) return 'tls.ca holds no PEM certificate (-----BEGIN CERTIFICATE-----)';
+  if (blocks.length === 0) return { field: 'ca', message: 'holds no PEM certificate (-----BEGIN CERTIFICATE-----)' };
   for (const [i, block] of blocks.entries()) {
     try {
       new X509Certificate(block);
     } catch (err) {
-      return `tls.ca certificate ${i + 1} of ${blocks.length} cannot be read: ${(err as Error).message}`;
+      return { field: 'ca', message: `certificate ${i + 1} of ${blocks.length} cannot be read: ${(err as Error).message}` };
     }
   }
+  return null;
+}
+
+/** A usable certificate that clients will refuse anyway: expired, or not valid yet (a warning, not an error). */
+export function tlsCertificateWarning(cert: Buffer, now: Date = new Date()): string | null {
+  const leafPem = cert.toString('latin1').match(CERT_BLOCK)?.[0];
+  if (leafPem === undefined) return null;
+  let leaf: X509Certificate;
+  try {
+    leaf = new X509Certificate(leafPem);
+  } catch {
+    return null;
+  }
+  if (new Date(leaf.validTo) < now) return `the certificate expired on ${new Date(leaf.validTo).toISOString()}: clients that verify it refuse the connection`;
+  if (new Date(leaf.validFrom) > now) return `the certificate is not valid before ${new Date(leaf.validFrom).toISOString()}: clients that verify it refuse the connection`;
   return null;
 }

@@ -231,8 +231,10 @@ function onFrontTimeout(state: FrontState): void {
 function onFrontClose(this: Tagged): void {
   const state = this[kFront];
   if (state === undefined || state.done) return;
-  // Closed during the handshake: Node's TLS server refused the client certificate, or the client gave up.
-  if (state.inTls) {
+  // Closed during the handshake: Node's TLS server refused the client certificate, or the client gave up. Not a
+  // client that closed before sending a byte of TLS (a TCP health check, a port scan): on a plain listener that
+  // counts as nothing, and so it does here.
+  if (state.inTls && this.bytesRead > state.proxyHeaderBytes) {
     rejectFront(state, 'tls_handshake');
     return;
   }
@@ -282,7 +284,7 @@ function buildTlsServer(lc: ListenerConfig, handshakeTimeoutMs: number): tls.Ser
   const key = readFileFor(lc, 'key', t.key);
   const ca = t.ca !== null ? readFileFor(lc, 'ca', t.ca) : null;
   const problem = tlsMaterialProblem(cert, key, ca);
-  if (problem !== null) throw new MqttLbError(ErrorCodes.START_FILE, `listener ${lc.name}: bad TLS material: ${problem}`);
+  if (problem !== null) throw new MqttLbError(ErrorCodes.START_FILE, `listener ${lc.name}: bad TLS material: tls.${problem.field}: ${problem.message}`);
   let server: tls.Server;
   try {
     server = tls.createServer({

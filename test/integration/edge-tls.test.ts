@@ -15,7 +15,7 @@ import { lbYaml, type ServerSpec } from '../helpers/lb-config.js';
 import { startMosquitto, freePort, type Broker } from '../helpers/mosquitto.js';
 import { startProxyAwareBroker, type ProxyAwareBroker } from '../helpers/proxy-server.js';
 import { startLb, stopAllLbs, sleep } from '../helpers/lb.js';
-import { connectPacket, parsePackets, exchange } from '../helpers/raw-client.js';
+import { connectPacket, connectRaw, parsePackets, exchange } from '../helpers/raw-client.js';
 
 interface TlsOutcome {
   /** The TLS handshake completed on the client side (TLS 1.3 completes before the server checks the client certificate). */
@@ -183,6 +183,20 @@ describe('TLS termination in front of mosquitto', () => {
     expect(r.data.length).toBe(0);
     await sleep(100);
     expect(await metric(admin, /mqtt_lb_connect_rejected_total\{listener="edge",reason="tls_handshake"\} (\d+)/)).toBe((Number.isNaN(before) ? 0 : before) + 1);
+  });
+
+  it('a TCP connect-and-close without a byte (a health check, a port scan) counts as no rejection, as on a plain listener', async () => {
+    const rejected = () => metric(admin, /mqtt_lb_connections_total\{listener="edge",outcome="rejected"\} (\d+)/);
+    const before = await rejected();
+    for (let i = 0; i < 5; i++) {
+      const s = await connectRaw(port);
+      await new Promise<void>((resolve) => {
+        s.once('close', () => resolve());
+        s.end();
+      });
+    }
+    await sleep(200);
+    expect(await rejected()).toBe(before);
   });
 
   it('counts the handshake inside clientConnectTimeout: silent or stalled handshakes are closed at the deadline', async () => {

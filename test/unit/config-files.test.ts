@@ -1,9 +1,11 @@
 /** Files named by lb.yaml (TLS, failover key, notify hook) must exist when files are checked. */
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { generateKeyPairSync } from 'node:crypto';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig, parseConfig } from '../../src/config/load.js';
+import { tlsCertificateWarning } from '../../src/config/tls-material.js';
 import { ConfigError, ConfigFileError, formatProblem } from '../../src/errors.js';
 import { createTestPki, type TestPki } from '../helpers/tls-certs.js';
 import { generateKey } from '../../src/failover/key.js';
@@ -119,12 +121,31 @@ describe('files named by the config', () => {
     expect(problemsWith(() => {})).toEqual([]);
     const other = pki.issueClient('someone-else');
     const mismatch = problemsWith(() => writeFileSync(join(dir, 'certs/server.key'), pki.read(other.key)));
-    expect(mismatch).toHaveLength(1);
-    expect(mismatch[0]).toMatch(new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:6:13 listeners\\[0\\]\\.tls: the certificate and key cannot serve TLS: `));
-    expect(problemsWith(() => writeFileSync(join(dir, 'certs/server.crt'), 'not a certificate'))[0]).toContain('listeners[0].tls: the certificate and key cannot serve TLS');
-    expect(problemsWith(() => writeFileSync(join(dir, 'ca.crt'), pki.read(pki.serverKey)))).toEqual([
-      `${file}:6:13 listeners[0].tls: tls.ca holds no PEM certificate (-----BEGIN CERTIFICATE-----)`,
+    // At the key's value (line 7), which is the file that is wrong.
+    expect(mismatch).toEqual([`${file}:7:12 listeners[0].tls.key: the key does not belong to the certificate (a ec key; the certificate's is ec)`]);
+    expect(problemsWith(() => writeFileSync(join(dir, 'certs/server.crt'), 'not a certificate'))).toEqual([
+      `${file}:6:13 listeners[0].tls.cert: holds no PEM certificate (-----BEGIN CERTIFICATE-----)`,
     ]);
+    expect(problemsWith(() => writeFileSync(join(dir, 'ca.crt'), pki.read(pki.serverKey)))).toEqual([
+      `${file}:8:11 listeners[0].tls.ca: holds no PEM certificate (-----BEGIN CERTIFICATE-----)`,
+    ]);
+    // A key of another type (RSA beside the EC certificate): OpenSSL alone let it pass, and every handshake failed.
+    const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' });
+    expect(problemsWith(() => writeFileSync(join(dir, 'certs/server.key'), rsa))).toEqual([
+      `${file}:7:12 listeners[0].tls.key: the key does not belong to the certificate (a rsa key; the certificate's is ec)`,
+    ]);
+    // An encrypted key: said so, with what to do.
+    const encrypted = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey.export({ type: 'pkcs8', format: 'pem', cipher: 'aes-256-cbc', passphrase: 'secret' });
+    const enc = problemsWith(() => writeFileSync(join(dir, 'certs/server.key'), encrypted));
+    expect(enc).toHaveLength(1);
+    expect(enc[0]).toContain(':7:12 listeners[0].tls.key: the key is encrypted');
+  });
+
+  it('warns about a certificate that clients will refuse: expired, or not valid yet', () => {
+    const cert = readFileSync(pki.serverCert);
+    expect(tlsCertificateWarning(cert)).toBeNull();
+    expect(tlsCertificateWarning(cert, new Date(Date.now() + 400 * 86_400_000))).toMatch(/^the certificate expired on \d{4}-.*: clients that verify it refuse the connection$/);
+    expect(tlsCertificateWarning(cert, new Date(Date.now() - 400 * 86_400_000))).toMatch(/^the certificate is not valid before \d{4}-/);
   });
 
   it('reads the failover key as start does: not one base64 line of 32 bytes is an error at its key', () => {
