@@ -50,10 +50,12 @@ export function parseConfig(text: string, file: string, opts: ParseOptions = {})
   // Duplicate keys are found by our readers (yaml-reader.ts), in linear time: yaml's own check (uniqueKeys)
   // compares every pair with every other (50,000 keys: 14 s, during which a SIGHUP reload blocks the process).
   const out = new ProblemCollector(file, new TextPositions(text));
+  /** What a config that cannot be validated any further gives: its problems so far. */
+  const failed = (): ParseOutcome => ({ config: null, problems: out.sortedProblems(), warnings: [] });
   // Decoding replaced the bad bytes (U+FFFD): a password or an address would silently be another one.
   if (opts.notUtf8At !== undefined && opts.notUtf8At !== null) {
     out.error(opts.notUtf8At, '(root)', 'not UTF-8 text here (a byte that is not UTF-8): save the file as UTF-8');
-    return { config: null, problems: out.sortedProblems(), warnings: [] };
+    return failed();
   }
   const doc = parseDocument(text, { uniqueKeys: false, prettyErrors: false });
 
@@ -64,7 +66,7 @@ export function parseConfig(text: string, file: string, opts: ParseOptions = {})
     const opening = unclosedOpening(text);
     if (opening !== null) {
       out.error(opening.offset, syntaxPath(doc, opening.offset), opening.message);
-      return { config: null, problems: out.sortedProblems(), warnings: [] };
+      return failed();
     }
     const e = doc.errors.reduce((a, b) => (b.pos[0] < a.pos[0] ? b : a));
     if (e.code === 'MULTIPLE_DOCS') {
@@ -76,7 +78,7 @@ export function parseConfig(text: string, file: string, opts: ParseOptions = {})
       const path = syntaxPath(doc, e.pos[0]);
       out.error(e.pos[0], e.code === 'BAD_INDENT' && path.includes('.') ? path.slice(0, path.lastIndexOf('.')) : path, message);
     }
-    return { config: null, problems: out.sortedProblems(), warnings: [] };
+    return failed();
   }
   // yaml resolves aliases lazily and reports a dangling one only on toJS(), which we never call.
   visit(doc, {
@@ -86,7 +88,7 @@ export function parseConfig(text: string, file: string, opts: ParseOptions = {})
       out.error(at, pathAtOffset(doc, at), `unknown alias \`*${alias.source}\` (no anchor \`&${alias.source}\` before it)`);
     },
   });
-  if (out.errorCount > 0) return { config: null, problems: out.sortedProblems(), warnings: [] };
+  if (out.errorCount > 0) return failed();
   for (const w of doc.warnings) out.warn(w.pos[0], pathAtOffset(doc, w.pos[0]), w.message);
 
   const absFile = resolve(file);

@@ -16,14 +16,8 @@ export interface TlsMaterialProblem {
 
 /** null when usable; otherwise which file is wrong and why. */
 export function tlsMaterialProblem(cert: Buffer, key: Buffer, ca: Buffer | null): TlsMaterialProblem | null {
-  const leafPem = cert.toString('latin1').match(CERT_BLOCK)?.[0];
-  if (leafPem === undefined) return { field: 'cert', message: 'holds no PEM certificate (-----BEGIN CERTIFICATE-----)' };
-  let leaf: X509Certificate;
-  try {
-    leaf = new X509Certificate(leafPem);
-  } catch (err) {
-    return { field: 'cert', message: `the certificate cannot be read: ${(err as Error).message}` };
-  }
+  const leaf = leafCertificate(cert);
+  if (typeof leaf === 'string') return { field: 'cert', message: leaf };
   const keyText = key.toString('latin1');
   if (/-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type:\s*4,ENCRYPTED/.test(keyText)) {
     return { field: 'key', message: 'the key is encrypted (it needs a passphrase, which mqtt-lb does not take): give it an unencrypted key, e.g. `openssl pkey -in KEY -out KEY.plain` (mode 0600)' };
@@ -60,16 +54,21 @@ export function tlsMaterialProblem(cert: Buffer, key: Buffer, ca: Buffer | null)
   return null;
 }
 
+/** The first certificate of a PEM chain (the server's own), or why there is none. */
+function leafCertificate(cert: Buffer): X509Certificate | string {
+  const leafPem = cert.toString('latin1').match(CERT_BLOCK)?.[0];
+  if (leafPem === undefined) return 'holds no PEM certificate (-----BEGIN CERTIFICATE-----)';
+  try {
+    return new X509Certificate(leafPem);
+  } catch (err) {
+    return `the certificate cannot be read: ${(err as Error).message}`;
+  }
+}
+
 /** A usable certificate that clients will refuse anyway: expired, or not valid yet (a warning, not an error). */
 export function tlsCertificateWarning(cert: Buffer, now: Date = new Date()): string | null {
-  const leafPem = cert.toString('latin1').match(CERT_BLOCK)?.[0];
-  if (leafPem === undefined) return null;
-  let leaf: X509Certificate;
-  try {
-    leaf = new X509Certificate(leafPem);
-  } catch {
-    return null;
-  }
+  const leaf = leafCertificate(cert);
+  if (typeof leaf === 'string') return null;
   if (new Date(leaf.validTo) < now) return `the certificate expired on ${new Date(leaf.validTo).toISOString()}: clients that verify it refuse the connection`;
   if (new Date(leaf.validFrom) > now) return `the certificate is not valid before ${new Date(leaf.validFrom).toISOString()}: clients that verify it refuse the connection`;
   return null;

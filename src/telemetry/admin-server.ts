@@ -160,23 +160,9 @@ export class AdminServer {
         return r.ok ? this.send(res, 200, 'ready\n') : this.send(res, 503, `${r.reason}\n`);
       }
       case '/api/status':
-        this.statusText.get().then(
-          (text) => this.send(res, 200, text, { 'content-type': 'application/json' }),
-          (err: unknown) => {
-            this.log.warn({ err }, 'status collection failed');
-            this.send(res, 500, 'status collection failed\n');
-          },
-        );
-        return;
+        return this.sendRendered(res, this.statusText, 'application/json', 'status');
       case '/metrics':
-        this.metricsText.get().then(
-          (text) => this.send(res, 200, text, { 'content-type': this.opts.metrics.contentType }),
-          (err: unknown) => {
-            this.log.warn({ err }, 'metrics collection failed');
-            this.send(res, 500, 'metrics collection failed\n');
-          },
-        );
-        return;
+        return this.sendRendered(res, this.metricsText, this.opts.metrics.contentType, 'metrics');
       default: // '/'
         return this.send(res, 200, this.page.html, {
           'content-type': 'text/html; charset=utf-8',
@@ -214,6 +200,17 @@ export class AdminServer {
     const live = this.opts.source.pools().find((p) => p.name === pool)?.servers.find((s) => s.name === server);
     const body = { pool, server, admin: live?.admin ?? action, state: live?.state ?? null };
     this.send(res, 200, JSON.stringify(body), { 'content-type': 'application/json' });
+  }
+
+  /** An answer built by a SharedRendering: 200 with it, or 500 when building it failed. */
+  private sendRendered(res: ServerResponse, rendering: SharedRendering<string>, contentType: string, what: string): void {
+    rendering.get().then(
+      (text) => this.send(res, 200, text, { 'content-type': contentType }),
+      (err: unknown) => {
+        this.log.warn({ err }, `${what} collection failed`);
+        this.send(res, 500, `${what} collection failed\n`);
+      },
+    );
   }
 
   private send(res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}): void {

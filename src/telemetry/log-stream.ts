@@ -5,13 +5,13 @@
  * ever ending. HAProxy logs into rings and datagrams for the same reason: what the buffer cannot hold is
  * dropped and counted, never waited for.
  *
- * - A pipe or a socket is written non-blocking from the event loop: a line goes straight out when nothing is
- *   waiting (one write, as a synchronous logger does); when the reader is behind (EAGAIN), lines queue, up to
- *   `maxBytes`, and are retried every RETRY_MS. Past `maxBytes` lines are dropped, counted (the metric), and
+ * - A pipe, a socket or a terminal is written non-blocking from the event loop (nonBlockingOutput): a line
+ *   goes straight out when nothing is waiting (one write, as a synchronous logger does); when the reader is
+ *   behind (EAGAIN), lines queue, up to `maxBytes`, and are retried every RETRY_MS. Past `maxBytes` lines are dropped, counted (the metric), and
  *   once the queue is empty again `onDropsEnded` hears how many.
  * - Queued lines go out in chunks of whole lines of at most PIPE_BUF bytes (a longer line alone): the lines of
  *   a cluster's processes, all writing to one inherited pipe, never interleave inside a line.
- * - A regular file (or a terminal) is written as before, blocking: a disk does not stop reading.
+ * - A regular file is written as before, blocking: a disk does not stop reading.
  * - A stop calls `flush(cb)`: back once the queue is written, or after FLUSH_WAIT_MS. At process exit one more
  *   non-blocking pass writes what it can; nothing at exit can block.
  */

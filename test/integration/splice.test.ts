@@ -220,6 +220,20 @@ describe.each(VARIANTS)('splice ($clients)', (variant) => {
   const overTls = variant.tls;
   const connectClient = (): Promise<Socket> => connectTo(rig.port, rig.pki);
 
+  /**
+   * A session whose backend keeps its side open after the client's FIN (halfOpen), the client reading into `got`
+   * (from what came with the CONNACK on) and `clientEnded` resolving at its FIN.
+   */
+  async function halfOpenSession(): Promise<{ client: Socket; server: BackendConn; got: Buffer[]; clientEnded: Promise<void> }> {
+    const { client, server, rest } = await session();
+    server.halfOpen = true;
+    const got = [...rest];
+    client.on('data', (d: Buffer) => got.push(d));
+    const clientEnded = new Promise<void>((r) => client.once('end', r));
+    client.resume();
+    return { client, server, got, clientEnded };
+  }
+
   /** A client through the LB that has sent its CONNECT and received the backend's CONNACK. */
   async function session(): Promise<{ client: Socket; server: BackendConn; rest: Buffer[] }> {
     const client = await connectClient();
@@ -340,12 +354,7 @@ describe.each(VARIANTS)('splice ($clients)', (variant) => {
   // follows the server's. Before, our FIN followed the client's at once and the answers were dropped.
   it("after the client FIN, the server's answer reaches the client, then the FIN", async () => {
     for (let round = 0; round < 3; round++) {
-      const { client, server, rest } = await session();
-      server.halfOpen = true;
-      const got = [...rest];
-      client.on('data', (d: Buffer) => got.push(d));
-      const clientEnded = new Promise<void>((r) => client.once('end', r));
-      client.resume();
+      const { client, server, got, clientEnded } = await halfOpenSession();
       const data = randomBytes(4096);
       client.end(data);
       await bounded(server.ended, `FIN at the server (round ${round})`);
@@ -381,12 +390,7 @@ describe.each(VARIANTS)('splice ($clients)', (variant) => {
   // The grace is an inactivity timeout: a server still sending after the client's FIN (a download) is not cut
   // at 2 s (reliability case 55: relayed until the server closes).
   it("after the client's FIN, a server answer that lasts longer than the grace reaches the client whole", async () => {
-    const { client, server, rest } = await session();
-    server.halfOpen = true;
-    const got = [...rest];
-    client.on('data', (d: Buffer) => got.push(d));
-    const clientEnded = new Promise<void>((r) => client.once('end', r));
-    client.resume();
+    const { client, server, got, clientEnded } = await halfOpenSession();
     client.end();
     await bounded(server.ended, 'FIN at the server');
     const sent: Buffer[] = [];
