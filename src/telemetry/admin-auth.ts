@@ -40,6 +40,30 @@ export function hostOfHostHeader(value: string): string {
   return v;
 }
 
+/** Where a request goes: its path (no query) and the authority it names, if any. */
+export interface RequestTarget {
+  readonly path: string;
+  readonly host: string | undefined;
+}
+
+/**
+ * The origin form (`/metrics`) names its host in the Host header. The absolute form (`http://127.0.0.1:9883/metrics`)
+ * must be accepted too, and then its authority is the host and the Host header is ignored (RFC 9112 §3.2.2).
+ * Null for an absolute form that is not an http(s) URL with a host.
+ */
+export function requestTarget(url: string | undefined, hostHeader: string | undefined): RequestTarget | null {
+  const raw = url ?? '/';
+  if (raw.startsWith('/') || raw === '*') return { path: raw.split('?', 1)[0]!, host: hostHeader };
+  let parsed: URL;
+  try {
+    parsed = new URL(raw);
+  } catch {
+    return null;
+  }
+  if ((parsed.protocol !== 'http:' && parsed.protocol !== 'https:') || parsed.host === '') return null;
+  return { path: parsed.pathname, host: parsed.host };
+}
+
 function digest(s: string): Buffer {
   return createHash('sha256').update(s).digest();
 }

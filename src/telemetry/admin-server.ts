@@ -10,7 +10,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { AdminConfig } from '../config/types.js';
 import { ErrorCodes, MqttLbError } from '../errors.js';
-import { authorizeAdmin, hostOfHostHeader, isLoopbackHost } from './admin-auth.js';
+import { authorizeAdmin, hostOfHostHeader, isLoopbackHost, requestTarget } from './admin-auth.js';
 import { ADMIN_MAX_CONNECTIONS, AdminConnections } from './admin-connections.js';
 import type { Metrics } from './metrics.js';
 import type { AdminActions, TelemetrySource } from './source.js';
@@ -124,16 +124,17 @@ export class AdminServer {
   private handle(req: IncomingMessage, res: ServerResponse): void {
     res.setHeader('cache-control', 'no-store');
     res.setHeader('x-content-type-options', 'nosniff');
-    const path = (req.url ?? '/').split('?', 1)[0]!;
     const method = req.method ?? 'GET';
     // Nothing here reads a request body: discard whatever was sent so keep-alive stays usable.
     req.resume();
     // One Host only (RFC 9112 §3.2: otherwise 400); Node would keep the first.
     if ((req.headersDistinct.host?.length ?? 0) > 1) return this.send(res, 400, 'more than one Host header\n');
+    const target = requestTarget(req.url, req.headers.host);
+    if (target === null) return this.send(res, 400, 'the request target is not a path nor an http URL\n');
+    const { path, host } = target;
     // Bound to loopback, the port is for this host's own clients: a browser request naming another host is a
     // DNS-rebinding page reading /api/status or /metrics (server addresses, topology) through the operator's
     // browser. (A request without Host, HTTP/1.0, is let through: browsers always send one.)
-    const host = req.headers.host;
     if (this.loopbackBind && host !== undefined && !isLoopbackHost(hostOfHostHeader(host))) {
       return this.send(res, 403, 'this admin server is bound to loopback and answers only to a loopback Host\n');
     }
@@ -142,7 +143,7 @@ export class AdminServer {
         if (method !== 'GET' && method !== 'HEAD') return this.send(res, 405, 'method not allowed\n', { allow: 'GET, HEAD' });
         return this.get(path, res);
       }
-      if (path.startsWith('/api/servers/')) return this.adminApi(req, res, path, method);
+      if (path.startsWith('/api/servers/')) return this.adminApi(req, res, path, method, host);
       this.send(res, 404, 'not found\n');
     } catch (err) {
       this.log.warn({ err, path }, 'admin request failed');
@@ -173,14 +174,14 @@ export class AdminServer {
     }
   }
 
-  private adminApi(req: IncomingMessage, res: ServerResponse, path: string, method: string): void {
+  private adminApi(req: IncomingMessage, res: ServerResponse, path: string, method: string, host: string | undefined): void {
     const target = parseServerPath(path);
     if (!target) return this.send(res, 404, 'not found\n');
     if (method !== 'POST') return this.send(res, 405, 'method not allowed\n', { allow: 'POST' });
     const auth = authorizeAdmin(
       {
         authorization: req.headers.authorization,
-        host: req.headers.host,
+        host,
         origin: req.headers.origin,
         secFetchSite: headerValue(req.headers['sec-fetch-site']),
       },

@@ -3,7 +3,7 @@ import { EventEmitter } from 'node:events';
 import { connect, createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ErrorCodes, MqttLbError } from '../../src/errors.js';
-import { authorizeAdmin, bearerMatches, hostOfHostHeader, isLoopbackHost } from '../../src/telemetry/admin-auth.js';
+import { authorizeAdmin, bearerMatches, hostOfHostHeader, isLoopbackHost, requestTarget } from '../../src/telemetry/admin-auth.js';
 import { AdminConnections } from '../../src/telemetry/admin-connections.js';
 import { AdminServer, parseServerPath } from '../../src/telemetry/admin-server.js';
 import { Metrics } from '../../src/telemetry/metrics.js';
@@ -384,6 +384,36 @@ describe('admin API', () => {
       sock.on('error', reject);
     });
     expect(raw).toMatch(/^HTTP\/1\.1 400/);
+  });
+});
+
+describe('absolute-form request targets (RFC 9112 §3.2.2)', () => {
+  it('are served, and their authority, not the Host header, is the host checked', async () => {
+    const { port, actions } = await start(exampleSource(), null);
+    const metrics = await call(port, 'GET', `http://127.0.0.1:${port}/metrics?x=1`);
+    expect(metrics.status).toBe(200);
+    expect(metrics.body).toContain('mqtt_lb_');
+    expect((await call(port, 'GET', `HTTP://localhost:${port}/api/status`, { host: `localhost:${port}` })).status).toBe(200);
+    expect((await call(port, 'POST', `http://[::1]:${port}/api/servers/brokers/b1/drain`, { host: `127.0.0.1:${port}` })).status).toBe(200);
+    expect(actions.calls).toHaveLength(1);
+
+    // A rebinding page cannot hide behind a loopback Host header, nor a loopback target behind a foreign one.
+    expect((await call(port, 'GET', `http://rebound.example:${port}/api/status`, { host: `127.0.0.1:${port}` })).status).toBe(403);
+    expect((await call(port, 'POST', `http://rebound.example:${port}/api/servers/brokers/b1/maint`, { host: `127.0.0.1:${port}` })).status).toBe(403);
+    expect((await call(port, 'GET', `http://127.0.0.1:${port}/api/status`, { host: `rebound.example:${port}` })).status).toBe(200);
+    expect(actions.calls).toHaveLength(1);
+
+    expect((await call(port, 'GET', `ftp://127.0.0.1:${port}/metrics`)).status).toBe(400);
+  });
+
+  it('parses origin and absolute forms', () => {
+    expect(requestTarget('/metrics?a=1', 'h:1')).toEqual({ path: '/metrics', host: 'h:1' });
+    expect(requestTarget(undefined, undefined)).toEqual({ path: '/', host: undefined });
+    expect(requestTarget('http://127.0.0.1:9883', 'x')).toEqual({ path: '/', host: '127.0.0.1:9883' });
+    expect(requestTarget('https://[::1]:9883/api/status?q', 'x')).toEqual({ path: '/api/status', host: '[::1]:9883' });
+    expect(requestTarget('http://LocalHost/readyz', 'x')).toEqual({ path: '/readyz', host: 'localhost' });
+    expect(requestTarget('file:///etc/passwd', 'x')).toBeNull();
+    expect(requestTarget('garbage', 'x')).toBeNull();
   });
 });
 
