@@ -224,7 +224,7 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
   /** null until a 'data' listener or resume() asks for reading (as net.Socket's readableFlowing). */
   private flowing: boolean | null = null;
   private reading = false;
-  /** A chunk that arrived while paused, and whether the FIN followed it (delivered on resume). */
+  /** A chunk that arrived while paused or before a consumer, and a FIN before a consumer (delivered on resume). */
   private held: Buffer | null = null;
   private heldEof = false;
   private connecting: boolean;
@@ -491,11 +491,13 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
       this.destroyWith(errnoError(n, 'read'));
       return;
     }
-    // The peer's FIN (libuv stopped reading). While paused it waits, like a held chunk.
+    // The peer's FIN (libuv stopped reading). Paused, it is passed on at once as net.Socket's 'end' is when it
+    // holds no data (a held chunk stops reading, so none is held here): a session learns that a client waiting
+    // in the accept queue has left. Before any consumer ('data' listener or resume()) it waits, like a chunk.
     this.eof = true;
     this.reading = false;
-    if (this.flowing === true) this.peerEnded();
-    else this.heldEof = true;
+    if (this.flowing === null) this.heldEof = true;
+    else this.peerEnded();
   }
 
   /**

@@ -92,6 +92,8 @@ export class ClientSession implements LiveSession, AdmissionTicket {
   usernameOverride: Buffer | null = null;
   /** The client's FIN came after its CONNECT but before the server was connected (passed on at the splice). */
   clientEndedEarly = false;
+  /** Nothing came after the CONNECT (so far): a FIN while queued then means the client gave up. */
+  connectOnly = false;
   /** It counts against the listener's and the global maxConnections (from its CONNECT until it ends). */
   private holdsSlot = false;
 
@@ -110,8 +112,7 @@ export class ClientSession implements LiveSession, AdmissionTicket {
     // follows the server's (clientHalfClosed, reliability case 55). For a net.Socket (TLS and PROXY-protocol
     // fronts, the fallback engine) it matters earlier too: it emits 'end' even while paused once its buffer is
     // empty (at EOF Node's onStreamRead calls read(0)), and with allowHalfOpen false it would end and close
-    // itself while its server was dialled, dropping what the session had read. A HandleSocket holds the FIN
-    // while paused.
+    // itself while its server was dialled, dropping what the session had read. A HandleSocket does the same.
     client.allowHalfOpen = true;
     // TCP_NODELAY and keepalive were set at accept by the listener's server options (listener.ts).
     client.on('error', onClientError);
@@ -202,6 +203,7 @@ export class ClientSession implements LiveSession, AdmissionTicket {
 
   private connectReceived(info: ConnectInfo): void {
     this.info = info;
+    this.connectOnly = this.filled === info.packetLength;
     this.clearDeadline();
     if (this.usernameOverride !== null && !this.applyUsernameOverride(info)) return;
     // Hold further input in the kernel until a server is connected: bounded pre-routing memory.
@@ -609,9 +611,14 @@ function onClientData(this: ProxySocket, chunk: Buffer): void {
 
 function onClientEndBeforeRouting(this: ProxySocket): void {
   const s = sessionOf(this);
-  // FIN before a whole CONNECT: nothing to forward.
-  if (s.phase === 'reading') this.destroy();
-  // After it (admitting, dialing): what was read goes to the server first, then the FIN.
+  // FIN before a whole CONNECT: nothing to forward. FIN with nothing after the CONNECT while waiting in the
+  // accept queue: the client gave up waiting for its CONNACK (a storm's retry timer). It leaves the queue, so
+  // neither its place nor a token goes to it, and no broker sees its CONNECT, which would take over the
+  // session of the same client ID (its next attempt, perhaps already connected) and publish its Will
+  // (HAProxy's `abortonclose` for queued connections).
+  if (s.phase === 'reading' || (s.phase === 'admitting' && s.connectOnly)) this.destroy();
+  // Otherwise (fire and forget: CONNECT, PUBLISH, DISCONNECT, FIN; or a FIN while dialing): what was read goes
+  // to the server first, then the FIN.
   else s.clientEndedEarly = true;
 }
 

@@ -53,7 +53,7 @@ export async function exchange(port: number, segments: Buffer[], opts: { gapMs?:
   return result;
 }
 
-export function connectPacket(opts: { clientId: string; protocolVersion?: 3 | 4 | 5; clean?: boolean; username?: string; password?: string; properties?: Record<string, unknown>; keepalive?: number }): Buffer {
+export function connectPacket(opts: { clientId: string; protocolVersion?: 3 | 4 | 5; clean?: boolean; username?: string; password?: string; properties?: Record<string, unknown>; keepalive?: number; will?: { topic: string; payload: string } }): Buffer {
   const v = opts.protocolVersion ?? 4;
   return mqttPacket.generate({
     cmd: 'connect',
@@ -65,6 +65,7 @@ export function connectPacket(opts: { clientId: string; protocolVersion?: 3 | 4 
     ...(opts.username !== undefined ? { username: opts.username } : {}),
     ...(opts.password !== undefined ? { password: Buffer.from(opts.password) } : {}),
     ...(opts.properties !== undefined ? { properties: opts.properties } : {}),
+    ...(opts.will !== undefined ? { will: { topic: opts.will.topic, payload: Buffer.from(opts.will.payload), qos: 0, retain: false } } : {}),
   } as mqttPacket.IConnectPacket);
 }
 

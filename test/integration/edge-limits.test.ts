@@ -7,6 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type net from 'node:net';
 import { connect as netConnect } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -17,6 +18,7 @@ import { startLb, stopAllLbs, sleep, waitReady, CLI, type LbProcess } from '../h
 import mqttPacket from 'mqtt-packet';
 import { connectPacket, parsePackets, connectRaw } from '../helpers/raw-client.js';
 import { createTestPki } from '../helpers/tls-certs.js';
+import { connectVia } from '../helpers/cluster.js';
 
 type Level = 3 | 4 | 5;
 
@@ -289,6 +291,55 @@ describe('caps answered in MQTT and freed', () => {
     for (const r of [r5, r4, r3]) r.socket.destroy();
     await h1.leave();
     expect(await exited).toBe(0);
+  });
+
+  it.each(['tcp', 'tls'])('a queued client that closes (FIN) leaves the queue at once: its place and token go to the next, its CONNECT to no broker (%s)', async (front) => {
+    // A token every 2 s; the first client takes the burst token, two more fill the queue, then give up.
+    const pki = createTestPki();
+    const tls = `      cert: ${pki.serverCert}\n      key: ${pki.serverKey}\n`;
+    const { lb, admin, ports } = await startWith({ listeners: [{ name: 'mqtt' }, { name: 'tls', tls }], limits: '  clientConnectTimeout: 8s\n  acceptRate: 0.5\n  acceptQueue: 2\n' });
+    const port = ports.mqtt!;
+    const open = (): Promise<net.Socket> =>
+      front === 'tcp'
+        ? connectRaw(port)
+        : new Promise((resolve, reject) => {
+            const s = tlsConnect({ host: '127.0.0.1', port: ports.tls!, rejectUnauthorized: false }, () => resolve(s));
+            s.once('error', reject);
+          });
+    const watcher = await connectVia(broker.port, { clientId: 'gone-watcher' });
+    try {
+      const wills: string[] = [];
+      watcher.on('message', (topic) => wills.push(topic));
+      await watcher.subscribeAsync('gone/#');
+      const h1 = await hold(port, 'gone-0');
+      const gone = await Promise.all([1, 2].map(() => open()));
+      gone.forEach((s, i) => {
+        s.on('error', () => {});
+        s.write(connectPacket({ clientId: `gone-${i + 1}`, will: { topic: `gone/${i + 1}`, payload: 'offline' } }));
+      });
+      await sleep(300); // both queued
+      const closedByLb = gone.map((s) => new Promise<boolean>((resolve) => {
+        const t = setTimeout(() => resolve(false), 1500);
+        s.once('close', () => {
+          clearTimeout(t);
+          resolve(true);
+        });
+      }));
+      for (const s of gone) s.end();
+      expect(await Promise.all(closedByLb)).toEqual([true, true]);
+      // The queue is empty again: a newcomer waits (instead of accept_queue_full) and gets the next token.
+      const next = await connectAt(port, 'gone-next', 4, 4000);
+      expect(next.code).toBe(0);
+      next.socket.destroy();
+      await sleep(2300); // one more token: still nobody's Will
+      expect(wills).toEqual([]);
+      expect(await rejectedCount(admin, 'mqtt', 'accept_queue_full')).toBe(0);
+      await h1.leave();
+    } finally {
+      await watcher.endAsync(true);
+      await lb.stop();
+      pki.cleanup();
+    }
   });
 
   it('a queued client waits at most clientConnectTimeout, then is refused rate_limited (0x9F / rc 3)', async () => {
