@@ -10,6 +10,7 @@
  * Decisions are made by TokenBucket (pure, injected clock); Admission only keeps the books and the one
  * timer that drains the queue while it is not empty.
  */
+import { isIPv4 } from 'node:net';
 import type { LimitsConfig } from '../config/types.js';
 import type { AdmissionTicket, RejectReason } from './context.js';
 
@@ -71,6 +72,15 @@ export class TokenBucket {
  */
 export function acceptBurst(rate: number): number {
   return Math.max(1, Math.ceil(rate / 10));
+}
+
+/**
+ * The per-source book key of a client address: an IPv4 host reaching a dual-stack (`[::]`) listener, or named
+ * in a PROXY v2 TCP6 header, as `::ffff:a.b.c.d` is the host `a.b.c.d` of an IPv4 listener (as for the CIDRs
+ * of acceptProxyProtocol and the PROXY header sent on).
+ */
+export function sourceKey(address: string): string {
+  return address.startsWith('::ffff:') && isIPv4(address.slice(7)) ? address.slice(7) : address;
 }
 
 /**
@@ -175,7 +185,7 @@ export class Admission {
    */
   arrive(ticket: AdmissionTicket): RejectReason | null {
     if (this.pendingCap === 0) return null;
-    const source = ticket.remoteAddress;
+    const source = sourceKey(ticket.remoteAddress);
     const book = this.bookFor(source);
     if (book.pending >= this.pendingCap) {
       this.forgetIfIdle(source, book);
@@ -197,7 +207,7 @@ export class Admission {
     const { perSource } = this.limits;
     let source: string | null = null;
     if (perSource.maxConnections > 0 || perSource.connectRate > 0) {
-      source = ticket.remoteAddress;
+      source = sourceKey(ticket.remoteAddress);
       const book = this.bookFor(source);
       if (perSource.maxConnections > 0 && book.sessions >= perSource.maxConnections) {
         this.forgetIfIdle(source, book);

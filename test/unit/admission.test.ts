@@ -3,7 +3,7 @@
  * rates, the accept-rate queue (FIFO, bounded, expiring), and release of everything a session held.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { Admission, TokenBucket, acceptBurst, pendingCap, sourceBurst } from '../../src/proxy/admission.js';
+import { Admission, TokenBucket, acceptBurst, pendingCap, sourceBurst, sourceKey } from '../../src/proxy/admission.js';
 import type { AdmissionTicket, RejectReason } from '../../src/proxy/context.js';
 import type { LimitsConfig } from '../../src/config/types.js';
 
@@ -137,6 +137,20 @@ describe('Admission', () => {
     a.release(new Ticket('10.0.0.1')); // never admitted: harmless
     expect(a.admit(new Ticket('10.0.0.1'))).toBe('ok');
     expect(a.admit(new Ticket('10.0.0.1'))).toBe('source_full');
+  });
+
+  it('an IPv4 host is one source whether it reaches an IPv4 or a dual-stack listener (::ffff:a.b.c.d)', () => {
+    const a = make(limits({ perSource: { maxConnections: 1 } }));
+    expect(a.admit(new Ticket('10.50.0.1'))).toBe('ok');
+    expect(a.admit(new Ticket('::ffff:10.50.0.1'))).toBe('source_full');
+    const b = new Ticket('::ffff:10.50.0.2');
+    expect(a.arrive(b)).toBeNull();
+    expect(a.admit(b)).toBe('ok');
+    expect(a.admit(new Ticket('10.50.0.2'))).toBe('source_full');
+    expect(a.trackedSources).toBe(2);
+    expect(sourceKey('::ffff:192.0.2.7')).toBe('192.0.2.7');
+    expect(sourceKey('::ffff:c000:207')).toBe('::ffff:c000:207'); // not the dotted form Node and PROXY headers give
+    expect(sourceKey('2001:db8::1')).toBe('2001:db8::1');
   });
 
   // Reliability cases 58 and 63: silent connections (no CONNECT) count against their address from the start.
