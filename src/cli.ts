@@ -10,6 +10,7 @@ import os from 'node:os';
 import { parseConfig, readConfigFile, type ConfigText } from './config/load.js';
 import { formatProblem } from './errors.js';
 import { VERSION } from './version.js';
+import { printErr, printOut } from './cli-output.js';
 import { budgetForConfig, openFileLimit } from './proxy/fd-budget.js';
 import { workerCount } from './cluster/messages.js';
 import { workerShare, workerShareWarnings } from './cluster/share.js';
@@ -77,12 +78,11 @@ function check(file: string): number {
   try {
     read = readConfigFile(file);
   } catch (err) {
-    process.stderr.write(`${file}: cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}\n`);
+    printErr(`${file}: cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}\n`);
     return 1;
   }
   const outcome = parseConfig(read.text, file, { checkFiles: true, notUtf8At: read.notUtf8At });
-  for (const p of outcome.problems) process.stderr.write(formatProblem(p) + '\n');
-  for (const w of outcome.warnings) process.stderr.write(`warning: ${w}\n`);
+  printErr(outcome.problems.map((p) => formatProblem(p) + '\n').join('') + outcome.warnings.map((w) => `warning: ${w}\n`).join(''));
   if (outcome.problems.length > 0) return 1;
   if (outcome.config !== null) {
     // The caps a balancer started from this shell would run with (same open-file limit): a warning, not an error.
@@ -90,41 +90,41 @@ function check(file: string): number {
     const workers = workerCount(outcome.config.workers, os.availableParallelism());
     const perProcess = workers > 1 ? workerShare(outcome.config, workers, 0) : outcome.config;
     const prefix = workers > 1 ? `each of ${workers} workers: ` : '';
-    for (const w of budgetForConfig(perProcess, openFileLimit()).warnings) process.stderr.write(`warning: ${prefix}${w}\n`);
-    for (const w of workerShareWarnings(outcome.config, workers, os.availableParallelism())) process.stderr.write(`warning: ${w}\n`);
+    for (const w of budgetForConfig(perProcess, openFileLimit()).warnings) printErr(`warning: ${prefix}${w}\n`);
+    for (const w of workerShareWarnings(outcome.config, workers, os.availableParallelism())) printErr(`warning: ${w}\n`);
   }
-  process.stdout.write(`${file}: ok\n`);
+  printOut(`${file}: ok\n`);
   return 0;
 }
 
 async function main(): Promise<number> {
   const args = parseArgs(process.argv.slice(2));
   if (typeof args === 'string') {
-    process.stderr.write(`mqtt-lb: ${args}\n${USAGE}`);
+    printErr(`mqtt-lb: ${args}\n${USAGE}`);
     return 1;
   }
   switch (args.command) {
     case 'help':
-      process.stdout.write(USAGE);
+      printOut(USAGE);
       return 0;
     case 'version':
-      process.stdout.write(`${VERSION}\n`);
+      printOut(`${VERSION}\n`);
       return 0;
     case 'check':
       return check(args.config);
     case 'keygen': {
       const { generateKey } = await import('./failover/key.js');
-      process.stdout.write(generateKey() + '\n');
+      printOut(generateKey() + '\n');
       return 0;
     }
     case 'status': {
       const { fetchStatus, formatStatus } = await import('./telemetry/status-client.js');
       try {
         const status = await fetchStatus(args.admin ?? 'http://127.0.0.1:9883');
-        process.stdout.write(formatStatus(status));
+        printOut(formatStatus(status));
         return 0;
       } catch (err) {
-        process.stderr.write(`mqtt-lb status: ${(err as Error).message}\n`);
+        printErr(`mqtt-lb status: ${(err as Error).message}\n`);
         return 2;
       }
     }
@@ -142,7 +142,7 @@ main().then(
     setImmediate(() => process.exit(code));
   },
   (err) => {
-    process.stderr.write(`mqtt-lb: ${(err as Error).stack ?? String(err)}\n`);
+    printErr(`mqtt-lb: ${(err as Error).stack ?? String(err)}\n`);
     process.exit(2);
   },
 );

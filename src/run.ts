@@ -13,6 +13,7 @@ import { workerCount } from './cluster/messages.js';
 import { workerShareWarnings } from './cluster/share.js';
 import { socketEngine } from './proxy/handle-socket.js';
 import { watchNpmExec } from './launcher-watch.js';
+import { printErr } from './cli-output.js';
 
 export async function runBalancer(file: string): Promise<number> {
   let config;
@@ -21,14 +22,14 @@ export async function runBalancer(file: string): Promise<number> {
     config = loadConfig(file, { onWarning: (w) => warnings.push(w), filesAsStartError: true });
   } catch (err) {
     if (err instanceof ConfigError || err instanceof ConfigFileError) {
-      for (const p of err.problems) process.stderr.write(formatProblem(p) + '\n');
+      printErr(err.problems.map((p) => formatProblem(p) + '\n').join(''));
       if (err instanceof ConfigError) return 1;
       // A valid config naming a missing or unusable file (key, certificate): cannot start (design.md §3).
-      process.stderr.write(`cannot start (${err.code}): a file the config names is missing or unusable\n`);
+      printErr(`cannot start (${err.code}): a file the config names is missing or unusable\n`);
       return 2;
     }
     const code = err instanceof MqttLbError ? ` (${err.code})` : '';
-    process.stderr.write(`${(err as Error).message}${code}\n`);
+    printErr(`${(err as Error).message}${code}\n`);
     return 1;
   }
   const log = createLogger(config.log);
@@ -49,7 +50,7 @@ export async function runBalancer(file: string): Promise<number> {
     if (early.stop !== null) {
       // A second one: do not wait for a start that may take seconds (workers, failover); the workers stop when
       // this process goes (their channel closes).
-      process.stderr.write(`mqtt-lb: second ${signal} while starting: exiting now\n`);
+      printErr(`mqtt-lb: second ${signal} while starting: exiting now\n`);
       process.exit(1);
     }
     log.info({ signal }, 'stop requested while starting: stopping once started');
@@ -79,7 +80,7 @@ export async function runBalancer(file: string): Promise<number> {
     const code = err instanceof MqttLbError ? err.code : undefined;
     log.fatal({ err, code }, 'cannot start');
     // And one line for whoever started it at a terminal (the JSON line carries the stack).
-    process.stderr.write(`mqtt-lb: cannot start${code === undefined ? '' : ` (${code})`}: ${(err as Error).message}\n`);
+    printErr(`mqtt-lb: cannot start${code === undefined ? '' : ` (${code})`}: ${(err as Error).message}\n`);
     await flushLogs(log);
     startedOrFailed();
     return 2;

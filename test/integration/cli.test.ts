@@ -81,6 +81,17 @@ pools:
     expect(r.stderr).toMatch(/servers\[0\]\.adress: .*did you mean `address`/);
   });
 
+  it('every problem reaches a slow reader on a pipe (check, and a start that refuses the config)', () => {
+    const many = file('many.yaml', Array.from({ length: 3000 }, (_, i) => `k${i}: 1\n`).join(''));
+    const expected = run(['check', '--config', many]).stderr.split('\n').length - 1;
+    expect(expected).toBeGreaterThan(3000); // ~300 KB: more than a pipe holds
+    for (const args of [['check', '--config', many], ['--config', many]]) {
+      // The reader starts after the balancer has exited: the pipe alone cannot hold the output.
+      const r = spawnSync('sh', ['-c', '"$@" 2>&1 | (sleep 1; wc -l)', 'sh', process.execPath, CLI, ...args], { encoding: 'utf8', timeout: 20_000 });
+      expect(Number(r.stdout.trim()), args.join(' ')).toBe(expected);
+    }
+  });
+
   it('running with an invalid config exits 1 without starting', () => {
     const r = run(['--config', file('bad2.yaml', 'listeners: []\npools: {}\n')]);
     expect(r.status).toBe(1);
