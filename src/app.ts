@@ -165,6 +165,8 @@ export class App implements TelemetrySource, AdminActions {
     const config = this.config;
     for (const pc of Object.values(config.pools)) this.addPool(pc);
     const budget = budgetForConfig(config);
+    // The cluster primary holds no session; each worker checks its own share.
+    if (budget.noRoom !== null && this.role !== 'primary') throw new MqttLbError(ErrorCodes.START_FD_LIMIT, budget.noRoom);
     this.ctx.maxConnections = budget.globalMax;
     // The cluster primary holds no session: each worker clamps its own share and says so (with its index).
     if (this.role !== 'primary') for (const w of budget.warnings) this.log.warn({ detail: w }, 'connection cap clamped');
@@ -289,6 +291,8 @@ export class App implements TelemetrySource, AdminActions {
     const fronts = new Map<string, Fronts>();
     for (const lc of this.ownListeners(next)) fronts.set(lc.name, this.frontFor(lc, next));
     const budget = budgetForConfig(next);
+    // More servers keep more descriptors for probes: a reload must not leave room for no session.
+    if (budget.noRoom !== null && this.role !== 'primary') throw new MqttLbError(ErrorCodes.START_FD_LIMIT, budget.noRoom);
     const binds = await this.bindListeners(next, budget, fronts);
     let settled = false;
     return {

@@ -90,7 +90,13 @@ function check(file: string): number {
     const workers = workerCount(outcome.config.workers, os.availableParallelism());
     const perProcess = workers > 1 ? workerShare(outcome.config, workers, 0) : outcome.config;
     const prefix = workers > 1 ? `each of ${workers} workers: ` : '';
-    for (const w of budgetForConfig(perProcess, openFileLimit()).warnings) printErr(`warning: ${prefix}${w}\n`);
+    const budget = budgetForConfig(perProcess, openFileLimit());
+    for (const w of budget.warnings) printErr(`warning: ${prefix}${w}\n`);
+    if (budget.noRoom !== null) {
+      // Not a problem of the file, but the balancer would not start from this shell (exit 2, MQLB_START_FD_LIMIT).
+      printErr(`error: ${prefix}${budget.noRoom}\n`);
+      return 1;
+    }
     for (const w of workerShareWarnings(outcome.config, workers, os.availableParallelism())) printErr(`warning: ${w}\n`);
   }
   printOut(`${file}: ok\n`);

@@ -8,6 +8,7 @@ export const ErrorCodes = {
   CONFIG_READ: 'MQLB_CONFIG_READ', // the file cannot be read
   START_BIND: 'MQLB_START_BIND', // a listener or the admin port cannot bind
   START_FILE: 'MQLB_START_FILE', // a file named by the config (key, cert) cannot be read at start
+  START_FD_LIMIT: 'MQLB_START_FD_LIMIT', // the open-file limit leaves room for no client session
   SERVER_CONNECT_TIMEOUT: 'MQLB_SERVER_CONNECT_TIMEOUT', // a dial took longer than serverConnectTimeout (logged as its code)
   FAILOVER_COMMAND: 'MQLB_FAILOVER_COMMAND', // ip/arping failed
   FAILOVER_KEY: 'MQLB_FAILOVER_KEY', // authKeyFile missing or malformed

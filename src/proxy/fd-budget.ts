@@ -39,6 +39,8 @@ export interface Budget {
   globalMax: number;
   listenerMax: Map<string, number>;
   warnings: string[];
+  /** Set when the open-file limit leaves room for no session at all: the message to refuse the config with. */
+  noRoom: string | null;
 }
 
 /**
@@ -62,12 +64,25 @@ export function hardCapFor(max: number): number {
 /** Refused clients hold a descriptor while their CONNACK lingers: ~5% headroom over two per session. */
 const DESCRIPTORS_PER_SESSION = 2 * 1.05;
 
+/**
+ * The fewest descriptors beyond the reserve that hold one session on each of `listeners` listeners (the rules of
+ * clampToBudget: sessions at two descriptors and a bit each, client sockets with room to refuse beside one server
+ * socket per session). Grows with `usable`, so the first that fits is found by counting up (a few hundred steps).
+ */
+function smallestUsable(listeners: number, globalMax: number): number {
+  const perListener = hardCapFor(1);
+  for (let usable = 1; ; usable++) {
+    const sessions = Math.min(Math.max(1, globalMax), Math.floor(usable / DESCRIPTORS_PER_SESSION));
+    if (sessions >= 1 && usable - sessions >= listeners * perListener) return usable;
+  }
+}
+
 export function clampToBudget(input: BudgetInput): Budget {
   const warnings: string[] = [];
   const listenerMax = new Map<string, number>();
   if (input.fileLimit === null) {
     for (const l of input.listeners) listenerMax.set(l.name, l.maxConnections);
-    return { globalMax: input.globalMax, listenerMax, warnings };
+    return { globalMax: input.globalMax, listenerMax, warnings, noRoom: null };
   }
   const limit = input.fileLimit;
   const usable = Math.max(0, limit - reserveFor(input.servers));
@@ -112,7 +127,14 @@ export function clampToBudget(input: BudgetInput): Budget {
     );
   });
   input.listeners.forEach((l, i) => listenerMax.set(l.name, caps[i]!));
-  return { globalMax, listenerMax, warnings };
+  // A balancer that would refuse every client is no balancer: say so instead of starting one (HAProxy refuses to
+  // start when its maxconn does not fit the FD limit either). The smallest limit for one session per listener:
+  const needed = reserveFor(input.servers) + smallestUsable(input.listeners.length, input.globalMax);
+  const noRoom =
+    globalMax === 0 || caps.every((c) => c === 0)
+      ? `the open-file limit ${limit} leaves no room for a client session (${reserveFor(input.servers)} descriptors are kept for health probes, the admin port and logs): raise it (ulimit -n, systemd LimitNOFILE) to at least ${needed}, better far more`
+      : null;
+  return { globalMax, listenerMax, warnings, noRoom };
 }
 
 /** The budget of a whole config at a given open-file limit (the running process's by default). */

@@ -92,6 +92,18 @@ pools:
     }
   });
 
+  it('an open-file limit that leaves room for no session: check exits 1, a start exits 2 (MQLB_START_FD_LIMIT)', async () => {
+    const cfg = file('nofds.yaml', await unreachableServerConfig(await freePort()));
+    const under150 = (args: string[]) => spawnSync('sh', ['-c', 'ulimit -n 150 && exec "$@"', 'sh', process.execPath, CLI, ...args], { encoding: 'utf8', timeout: 20_000 });
+    const checked = under150(['check', '--config', cfg]);
+    expect(checked.status).toBe(1);
+    expect(checked.stderr).toMatch(/^error: the open-file limit 150 leaves no room for a client session .* at least \d+/m);
+    expect(checked.stdout).not.toContain('ok');
+    const started = under150(['--config', cfg]);
+    expect(started.status).toBe(2);
+    expect(started.stderr).toMatch(/cannot start \(MQLB_START_FD_LIMIT\): the open-file limit 150 leaves no room/);
+  });
+
   it('running with an invalid config exits 1 without starting', () => {
     const r = run(['--config', file('bad2.yaml', 'listeners: []\npools: {}\n')]);
     expect(r.status).toBe(1);

@@ -43,6 +43,19 @@ describe('clampToBudget', () => {
     expect(b.warnings).toEqual([]);
   });
 
+  it('a limit that leaves room for no session is refused, naming a limit that does (noRoom)', () => {
+    const listeners = [{ name: 'a', maxConnections: 100 }, { name: 'b', maxConnections: 100 }];
+    const tight = clampToBudget({ fileLimit: reserveFor(10) + 20, globalMax: 100, listeners, servers: 10 });
+    expect(tight.noRoom).toMatch(/^the open-file limit \d+ leaves no room for a client session .* raise it .* to at least (\d+)/);
+    const needed = Number(/at least (\d+)/.exec(tight.noRoom!)![1]);
+    const enough = clampToBudget({ fileLimit: needed, globalMax: 100, listeners, servers: 10 });
+    expect(enough.noRoom).toBeNull();
+    expect(Math.min(...enough.listenerMax.values())).toBeGreaterThanOrEqual(1);
+    expect(enough.globalMax).toBeGreaterThanOrEqual(1);
+    expect(clampToBudget({ fileLimit: needed - 1, globalMax: 100, listeners, servers: 10 }).noRoom).not.toBeNull();
+    expect(clampToBudget({ fileLimit: null, globalMax: 100, listeners, servers: 10 }).noRoom).toBeNull();
+  });
+
   it('leaves caps that fit alone, without warnings', () => {
     const input = { fileLimit: 20_000, globalMax: 5000, listeners: [{ name: 'mqtt', maxConnections: 5000 }], servers: 3 };
     const b = clampToBudget(input);
