@@ -57,12 +57,68 @@ export function parseConfig(text: string, file: string, opts: ParseOptions = {})
     out.error(opts.notUtf8At, '(root)', 'not UTF-8 text here (a byte that is not UTF-8): save the file as UTF-8');
     return failed();
   }
+  try {
+    return parseText(text, file, opts, out, failed);
+  } catch (err) {
+    // The YAML library, its syntax tree and our readers recurse per nesting level: a file nested thousands of
+    // levels deep (generated, or hostile) overflows the stack. No lb.yaml nests beyond a dozen levels.
+    if (!(err instanceof RangeError)) throw err;
+    return tooDeep(text, file);
+  }
+}
+
+/** Where an unquoted `[v6]:port` opens on the line of a syntax error, before the error's column; else -1. */
+function unquotedIpv6At(text: string, offset: number): number {
+  const lineStart = text.lastIndexOf('\n', offset - 1) + 1;
+  const lineEnd = text.indexOf('\n', offset);
+  const m = /(^|[\s:,{-])\[[0-9A-Fa-f.%]*:[0-9A-Fa-f:.%]*\]:\d/.exec(text.slice(lineStart, lineEnd < 0 ? text.length : lineEnd));
+  if (m === null) return -1;
+  const at = lineStart + m.index + m[1]!.length;
+  return at <= offset ? at : -1;
+}
+
+const TOO_DEEP = 'nested too deeply (thousands of levels of `[`, `{` or indentation): no mqtt-lb config nests beyond a dozen';
+
+function tooDeep(text: string, file: string): ParseOutcome {
+  const out = new ProblemCollector(file, new TextPositions(text));
+  out.error(deepestOffset(text), '(root)', TOO_DEEP);
+  return { config: null, problems: out.sortedProblems(), warnings: [] };
+}
+
+/** Where the text nests deepest: the most open brackets (quotes not told apart), else the most indented line. */
+function deepestOffset(text: string): number {
+  let depth = 0;
+  let best = 0;
+  let at = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x5b || c === 0x7b) {
+      depth++;
+      if (depth > best) [best, at] = [depth, i];
+    } else if ((c === 0x5d || c === 0x7d) && depth > 0) depth--;
+  }
+  if (best > 1) return at;
+  let indent = -1;
+  for (let i = 0, lineStart = 0; i <= text.length; i++) {
+    if (i < text.length && text.charCodeAt(i) === 0x20) continue;
+    if (i - lineStart > indent) [indent, at] = [i - lineStart, i];
+    const next = text.indexOf('\n', i);
+    if (next < 0) break;
+    i = next;
+    lineStart = next + 1;
+  }
+  return at;
+}
+
+function parseText(text: string, file: string, opts: ParseOptions, out: ProblemCollector, failed: () => ParseOutcome): ParseOutcome {
   const doc = parseDocument(text, { uniqueKeys: false, prettyErrors: false });
 
   // With a syntax error the tree is a guess: validating it would mostly report consequences of the error, and
   // so would the library's later errors (one unclosed `[` gave 2,176 lines). The first error only, and an
   // unclosed quote or bracket where it opens (the library reports it where the file ends).
   if (doc.errors.length > 0) {
+    // The library catches its own stack overflows and reports them as errors.
+    if (doc.errors.some((e) => e.message.includes('Maximum call stack size exceeded'))) return tooDeep(text, file);
     const opening = unclosedOpening(text);
     if (opening !== null) {
       out.error(opening.offset, syntaxPath(doc, opening.offset), opening.message);
@@ -72,6 +128,10 @@ export function parseConfig(text: string, file: string, opts: ParseOptions = {})
     if (e.code === 'MULTIPLE_DOCS') {
       // The library's advice (parseAllDocuments) is for programmers; the position is where the second begins.
       out.error(e.pos[0], '(root)', 'the file holds more than one YAML document (a `---` or `...` line): keep one');
+    } else if (unquotedIpv6At(text, e.pos[0]) >= 0) {
+      // `bind: [::]:1883`: the `[` opens a YAML list, and the library's message says nothing of that.
+      const at = unquotedIpv6At(text, e.pos[0]);
+      out.error(at, syntaxPath(doc, at), 'an IPv6 host:port must be quoted: `"[::]:1883"` (unquoted, `[` starts a YAML list)');
     } else {
       const message = e.code === 'DUPLICATE_KEY' ? 'duplicate key: a key may appear only once in a mapping' : e.code === 'MULTILINE_IMPLICIT_KEY' ? 'a key without `:` after it, or a key over several lines' : e.message;
       // A line indented wrongly belongs to no key yet: name the mapping it is in, not the key before it.

@@ -399,6 +399,31 @@ pools:
   });
 });
 
+describe('parseConfig on an unquoted IPv6 host:port', () => {
+  it.each([
+    ['block', 'listeners:\n  - name: a\n    bind: [::]:41883\n    pool: p\n', '3:11 listeners[0].bind'],
+    ['flow', 'listeners:\n  - { name: a, bind: [::]:41883, pool: p }\n', '2:22 listeners[0].bind'],
+  ])('%s: says to quote it, where the `[` opens', (_name, text, at) => {
+    const r = parseConfig(text, 'v6.yaml');
+    expect(r.problems.map((p) => `${p.line}:${p.col} ${p.path}: ${p.message}`)).toEqual([`${at}: an IPv6 host:port must be quoted: \`"[::]:1883"\` (unquoted, \`[\` starts a YAML list)`]);
+  });
+});
+
+describe('parseConfig on files nested thousands deep (the YAML library recurses per level)', () => {
+  const deep: Array<[string, string, string]> = [
+    ['flow sequences', `x: ${'['.repeat(4000)}${']'.repeat(4000)}\n`, '1:4003'],
+    ['flow sequences the library still reads', `x: ${'['.repeat(1500)}${']'.repeat(1500)}\n`, '1:1503'],
+    ['flow mappings', `x: ${'{a: '.repeat(3000)}1${'}'.repeat(3000)}\n`, '1:12000'],
+    ['block mappings', `${Array.from({ length: 3000 }, (_, i) => `${' '.repeat(i)}k${i}:`).join('\n')}\n${' '.repeat(3000)}v: 1\n`, '3001:3001'],
+  ];
+  it.each(deep)('%s: one problem where it nests deepest, no stack overflow', (_name, text, at) => {
+    const r = parseConfig(text, 'deep.yaml');
+    expect(r.config).toBeNull();
+    expect(r.problems.map((p) => `${p.line}:${p.col} ${p.path}`)).toEqual([`${at} (root)`]);
+    expect(r.problems[0]!.message).toMatch(/^nested too deeply/);
+  });
+});
+
 describe('loadConfig', () => {
   let dir: string | null = null;
   afterEach(() => {
