@@ -31,6 +31,7 @@ interface Args {
 
 function parseArgs(argv: string[]): Args | string {
   const args: Args = { command: 'run', config: 'lb.yaml', admin: null };
+  const seen = new Set<string>();
   let i = 0;
   if (argv[0] !== undefined && !argv[0].startsWith('-')) {
     const c = argv[0];
@@ -44,17 +45,21 @@ function parseArgs(argv: string[]): Args | string {
     const name = eq > 0 ? a.slice(0, eq) : a;
     const inline = eq > 0 ? a.slice(eq + 1) : undefined;
     const value = (): string | undefined => inline ?? argv[++i];
+    // Given twice, which one counts is a guess: the operator may be reading the other.
+    const canonical = name === '-c' ? '--config' : name;
+    if (canonical.startsWith('--') && seen.has(canonical)) return `${canonical} given twice`;
+    seen.add(canonical);
     switch (name) {
       case '--config':
       case '-c': {
         const v = value();
-        if (v === undefined) return '--config needs a file';
+        if (v === undefined || v === '') return '--config needs a file';
         args.config = v;
         break;
       }
       case '--admin': {
         const v = value();
-        if (v === undefined) return '--admin needs a URL';
+        if (v === undefined || v === '') return '--admin needs a URL';
         args.admin = v;
         break;
       }

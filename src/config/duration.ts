@@ -22,6 +22,7 @@ export function parseDuration(value: unknown): DurationParse {
     return { ok: false, error: 'must be a duration such as `250ms`, `2s`, `1m` or `1h`' };
   }
   const text = value.trim();
+  if (text === '') return { ok: false, error: 'an empty value is not a duration: use a number with a unit (ms, s, m, h), e.g. `2s`' };
   const m = DURATION_RE.exec(text);
   if (m === null) {
     return { ok: false, error: `\`${value}\` is not a duration: use a number with a unit (ms, s, m, h), e.g. \`2s\`` };

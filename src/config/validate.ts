@@ -17,7 +17,7 @@ import { readListeners } from './validate-listeners.js';
 import type { PoolDraft } from './validate-pools.js';
 import { readPools } from './validate-pools.js';
 import type { ConfigReader, MapReader, Slot } from './yaml-reader.js';
-import { describe } from './yaml-reader.js';
+import { describe, writtenAsFraction } from './yaml-reader.js';
 
 /** Below this a CONNECT cannot carry a useful client id; above it is beyond MQTT's 268,435,455-byte body plus header. */
 const MIN_CONNECT_BYTES = 32;
@@ -171,7 +171,7 @@ function readWorkers(r: ConfigReader, root: MapReader): number | 'auto' {
   if (slot === undefined) return DEFAULTS.workers;
   const v = isScalar(slot.node) ? slot.node.value : undefined;
   if (v === 'auto') return 'auto';
-  if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 1) return v;
+  if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 1 && !writtenAsFraction(slot.node)) return v;
   r.error(slot, `must be an integer of at least 1 or \`auto\` (got ${describe(slot.node)})`);
   return DEFAULTS.workers;
 }

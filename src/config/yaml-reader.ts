@@ -261,6 +261,17 @@ export class ConfigReader {
 
   number(slot: Slot, rule: NumberRule): number | undefined {
     const v = isScalar(slot.node) ? slot.node.value : undefined;
+    if (rule.integer === true && typeof v === 'number') {
+      // YAML reads `1.0` and `1e3` as the numbers 1 and 1000: whole, but written as fractions.
+      if (Number.isInteger(v) && writtenAsFraction(slot.node)) {
+        this.error(slot, `must be ${describeNumberRule(rule)}, written without a fraction or exponent (got ${describe(slot.node)})`);
+        return undefined;
+      }
+      if (Number.isInteger(v) && !Number.isSafeInteger(v)) {
+        this.error(slot, `must be ${describeNumberRule({ ...rule, max: rule.max ?? Number.MAX_SAFE_INTEGER })} (got ${describe(slot.node)})`);
+        return undefined;
+      }
+    }
     const ok =
       typeof v === 'number' &&
       Number.isFinite(v) &&
@@ -320,6 +331,12 @@ export class ConfigReader {
     }
     return { text, address: r.value };
   }
+}
+
+/** A whole number written as `1.0` or `1e3` (YAML reads them as numbers; where an integer is asked, they are not). */
+export function writtenAsFraction(node: unknown): boolean {
+  const source = isScalar(node) ? (node as { source?: unknown }).source : undefined;
+  return typeof source === 'string' && /[.eE]/.test(source) && !/^[-+]?0x/i.test(source);
 }
 
 function describeNumberRule(rule: NumberRule): string {

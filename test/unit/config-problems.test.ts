@@ -115,6 +115,24 @@ workers: 0
     expect(problems(`${PREFIX}workers: 4\n`)).toEqual([]);
   });
 
+  it('integers written as fractions or exponents, integers past 2^53, empty durations', () => {
+    const text = `${PREFIX}    retries: 2.0
+limits:
+  maxConnections: 99999999999999999999999
+  acceptQueue: 1e3
+  clientConnectTimeout: ""
+workers: 1.0
+`;
+    expect(problems(text)).toEqual([
+      'lb.yaml:8:14 pools.brokers.retries: must be an integer between 0 and 100, written without a fraction or exponent (got 2.0)',
+      'lb.yaml:10:19 limits.maxConnections: must be an integer between 1 and 9007199254740991 (got 99999999999999999999999)',
+      'lb.yaml:11:16 limits.acceptQueue: must be an integer of at least 0, written without a fraction or exponent (got 1e3)',
+      'lb.yaml:12:25 limits.clientConnectTimeout: an empty value is not a duration: use a number with a unit (ms, s, m, h), e.g. `2s`',
+      'lb.yaml:13:10 workers: must be an integer of at least 1 or `auto` (got 1.0)',
+    ]);
+    expect(problems(`${PREFIX}limits:\n  acceptQueue: 0x10\n`)).toEqual([]);
+  });
+
   it('no duration beyond Node\'s timer limit (longer ones would run after 1 ms): at most 596h', () => {
     expect(problems(`${PREFIX}limits:\n  clientConnectTimeout: 596h\n`)).toEqual([]);
     expect(problems(`${PREFIX}limits:\n  clientConnectTimeout: 597h\n`)).toEqual([
