@@ -16,8 +16,11 @@ import { errorDetail, type ProbeOutcome } from './probe-outcome.js';
 import { probeServer, type ServerProbe } from './probe-server.js';
 import { initialRiseFall, nextRiseFall, type RiseFallState } from './rise-fall.js';
 
-/** A probe that failed for one of these never reached the server: this process is out of descriptors or memory. */
-const LOCAL_ERRORS = new Set(['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM']);
+/**
+ * A probe that failed for one of these never reached the server: this process is out of descriptors or memory,
+ * or this host of ephemeral ports (EADDRNOTAVAIL: the sessions hold them all).
+ */
+const LOCAL_ERRORS = new Set(['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM', 'EADDRNOTAVAIL']);
 
 export interface HealthCheckerDeps {
   log: Logger;
@@ -249,10 +252,12 @@ export class HealthChecker {
     // A server lost is worth a warning (HAProxy alerts on it too); one coming up is routine.
     if (to === 'down') this.log.warn(line, 'server state changed');
     else this.log.info(line, 'server state changed');
-    // Once per outage: from the first verdict that leaves no server up until one is up again.
+    // Once per outage: from the first verdict that leaves no server up until one is up again. At start, not
+    // before every server probed has had its first verdict (a dead server answers before a live one).
     const anyUp = this.pool.servers.some((s) => s.health === 'up');
+    const firstVerdictsDue = this.pool.servers.some((s) => s.health === 'unknown' && s.admin !== 'maint');
     if (anyUp) this.noServerUpLogged = false;
-    else if (to === 'down' && !this.noServerUpLogged) {
+    else if (to === 'down' && !firstVerdictsDue && !this.noServerUpLogged) {
       this.noServerUpLogged = true;
       this.log.error({ pool: this.pool.name }, 'pool has no server up: its clients are refused (CONNACK server unavailable)');
     }

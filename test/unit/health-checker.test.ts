@@ -16,6 +16,8 @@ class ScriptedProbe {
   signals: AbortSignal[] = [];
   /** Per server, the detail its failures carry (default `scripted <result>`). */
   detailFor = new Map<string, string>();
+  /** Per server, how long its probes take (default latencyMs). */
+  latencyFor = new Map<string, number>();
 
   readonly probe = (server: Server, _pool: PoolConfig, signal: AbortSignal): Promise<ProbeOutcome> => {
     this.starts.push({ server: server.name, at: Date.now() });
@@ -29,7 +31,8 @@ class ScriptedProbe {
         this.running.set(server.name, this.running.get(server.name)! - 1);
         resolve(r);
       };
-      const t = setTimeout(() => done({ result, durationMs: this.latencyMs, detail: result === 'ok' ? undefined : (this.detailFor.get(server.name) ?? `scripted ${result}`) }), this.latencyMs);
+      const latency = this.latencyFor.get(server.name) ?? this.latencyMs;
+      const t = setTimeout(() => done({ result, durationMs: latency, detail: result === 'ok' ? undefined : (this.detailFor.get(server.name) ?? `scripted ${result}`) }), latency);
       signal.addEventListener('abort', () => {
         clearTimeout(t);
         done({ result: 'error', durationMs: 0, detail: 'aborted' });
@@ -66,13 +69,13 @@ describe('HealthChecker', () => {
     vi.useRealTimers();
   });
 
-  it('a probe that could not open a socket here (EMFILE) is recorded but is no verdict on the server', async () => {
+  it.each(['EMFILE', 'EADDRNOTAVAIL'])('a probe that could not open a socket here (%s) is recorded but is no verdict on the server', async (code) => {
     const { servers, scripted, checker, results, lines } = setup({ fall: 2 }, ['a']);
     checker.start();
     await vi.advanceTimersByTimeAsync(5);
     expect(servers[0]!.health).toBe('up');
     scripted.results.set('a', ['error', 'error', 'error']);
-    scripted.detailFor.set('a', 'EMFILE');
+    scripted.detailFor.set('a', code);
     await vi.advanceTimersByTimeAsync(3000);
     expect(results.filter((r) => r.result === 'error')).toHaveLength(3); // the metrics still see them
     expect(servers[0]!.health).toBe('up');
@@ -81,6 +84,25 @@ describe('HealthChecker', () => {
     scripted.detailFor.set('a', 'ECONNRESET'); // the server's doing: counts
     await vi.advanceTimersByTimeAsync(2000);
     expect(servers[0]!.health).toBe('down');
+    await checker.close();
+  });
+
+  it('at start, `pool has no server up` waits for every first verdict: a dead server answering first is no outage', async () => {
+    const { servers, scripted, checker, lines } = setup({ fall: 1, rise: 1 }, ['dead', 'good']);
+    const outages = () => lines.filter((l) => l.msg === 'pool has no server up: its clients are refused (CONNACK server unavailable)').length;
+    scripted.results.set('dead', ['refused', 'refused', 'refused']);
+    scripted.latencyFor.set('dead', 1);
+    scripted.latencyFor.set('good', 30);
+    checker.start();
+    await vi.advanceTimersByTimeAsync(5);
+    expect(servers.map((s) => s.health)).toEqual(['down', 'unknown']);
+    await vi.advanceTimersByTimeAsync(40);
+    expect(servers.map((s) => s.health)).toEqual(['down', 'up']);
+    expect(outages()).toBe(0);
+    scripted.results.set('good', ['refused']);
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(servers.map((s) => s.health)).toEqual(['down', 'down']);
+    expect(outages()).toBe(1);
     await checker.close();
   });
 
