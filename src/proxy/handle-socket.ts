@@ -15,10 +15,15 @@
  * 'close' (hadError) are emitted once the handle is closed, never synchronously inside a call.
  */
 import { EventEmitter } from 'node:events';
-import { lookup } from 'node:dns';
+import { lookup, type LookupAddress } from 'node:dns';
 import { isIP } from 'node:net';
 import { getSystemErrorName } from 'node:util';
 import type { ProxySocket } from './proxy-socket.js';
+
+/** How long one address of a dialled name may take before the next is tried (net's autoSelectFamilyAttemptTimeout). */
+const ATTEMPT_MS = 250;
+/** libuv's UV_EAI_NONAME: a name that resolved to no address. */
+const UV_EAI_NONAME = -3008;
 
 /** net.Socket's default writable highWaterMark. */
 const HIGH_WATER_MARK = 16 * 1024;
@@ -216,6 +221,8 @@ export interface DialOptions {
   host: string;
   port: number;
   noDelay: boolean;
+  /** dns.lookup by default (as net.connect's `lookup` option). */
+  lookup?: typeof lookup;
 }
 
 export class HandleSocket extends EventEmitter implements ProxySocket {
@@ -229,6 +236,9 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
   private heldEof = false;
   private connecting: boolean;
   private dialOptions: DialOptions | null = null;
+  /** The addresses of a dialled name not tried yet, and the timer that moves on from a silent one. */
+  private alternatives: LookupAddress[] | null = null;
+  private attemptTimer: NodeJS.Timeout | null = null;
   private writesBeforeConnect: Buffer[] | null = null;
   /** Asynchronous writes not yet completed. */
   private inflightWrites = 0;
@@ -262,7 +272,7 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
     const s = new HandleSocket(b, b.newTcp(), true);
     s.dialOptions = options;
     if (isIP(options.host) !== 0) s.connectTo(options.host, isIP(options.host));
-    else lookup(options.host, (err, address, family) => s.resolved(err, address, family));
+    else (options.lookup ?? lookup)(options.host, { all: true }, (err, addresses) => s.resolved(err, addresses));
     return s;
   }
 
@@ -271,9 +281,13 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
     this.b = b;
     this.handle = handle;
     this.connecting = connecting;
+    this.own(handle);
+  }
+
+  private own(handle: TcpHandle): void {
     handle[kOwner] = this;
     handle.onread = onHandleRead;
-    handle.useUserBuffer(b.readBuffer);
+    handle.useUserBuffer(this.b.readBuffer);
   }
 
   get bytesRead(): number {
@@ -605,13 +619,44 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
 
   // ── connecting ────────────────────────────────────────────────────────────────────────────────────────
 
-  private resolved(err: NodeJS.ErrnoException | null, address: string, family: number): void {
+  private resolved(err: NodeJS.ErrnoException | null, addresses: LookupAddress[]): void {
     if (this.destroyed) return;
-    if (err !== null) {
-      this.destroyWith(err);
+    if (err !== null || addresses.length === 0) {
+      this.destroyWith(err ?? errnoError(UV_EAI_NONAME, 'getaddrinfo', this.dialOptions!.host));
       return;
     }
-    this.connectTo(address, family);
+    // A name with several addresses (`localhost`: ::1 and 127.0.0.1, a broker on one of them) is tried address
+    // by address, as net.connect does (autoSelectFamily), and as the health probes reach it: otherwise a probe
+    // says up while every session is refused on the first address.
+    if (addresses.length > 1) this.alternatives = addresses.slice(1);
+    this.connectTo(addresses[0]!.address, addresses[0]!.family);
+  }
+
+  /**
+   * The connect to one of several addresses failed, or took ATTEMPT_MS: the next one on a fresh handle (a socket
+   * whose connect failed cannot connect again). False when none is left.
+   */
+  private tryNextAddress(): boolean {
+    const next = this.alternatives?.shift();
+    if (next === undefined) return false;
+    if (this.alternatives!.length === 0) this.alternatives = null;
+    this.clearAttemptTimer();
+    const failed = this.handle!;
+    failed[kOwner] = undefined;
+    failed.close(noop);
+    this.reading = false;
+    const handle = this.b.newTcp();
+    this.handle = handle;
+    this.own(handle);
+    this.connectTo(next.address, next.family);
+    return true;
+  }
+
+  private clearAttemptTimer(): void {
+    if (this.attemptTimer !== null) {
+      clearTimeout(this.attemptTimer);
+      this.attemptTimer = null;
+    }
   }
 
   private connectTo(address: string, family: number): void {
@@ -623,7 +668,7 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
     const handle = this.handle!;
     const err = family === 6 ? handle.connect6(req, address, o.port) : handle.connect(req, address, o.port);
     if (err !== 0) {
-      this.destroyWith(errnoError(err, 'connect', address, o.port));
+      if (!this.tryNextAddress()) this.destroyWith(errnoError(err, 'connect', address, o.port));
       return;
     }
     // Ask for reads now, while libuv still waits for the connect: the descriptor is then registered for both
@@ -631,15 +676,25 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
     // Nothing is read before 'connect' (libuv finishes the connect first); a chunk that comes before a 'data'
     // listener is held as when paused.
     if (handle.readStart() === 0) this.reading = true;
+    // An address that drops the SYN must not use up the session's whole dial time (Node's net waits 250 ms too).
+    if (this.alternatives !== null) this.attemptTimer = setTimeout(onAttemptTimeout, ATTEMPT_MS, this);
+  }
+
+  /** From onAttemptTimeout. */
+  attemptTimedOut(): void {
+    this.attemptTimer = null;
+    if (!this.destroyed && this.connecting) this.tryNextAddress();
   }
 
   /** From onConnectComplete. */
   connected(status: number, address: string, port: number): void {
     if (this.destroyed) return;
+    this.clearAttemptTimer();
     if (status !== 0) {
-      this.destroyWith(errnoError(status, 'connect', address, port));
+      if (!this.tryNextAddress()) this.destroyWith(errnoError(status, 'connect', address, port));
       return;
     }
+    this.alternatives = null;
     this.connecting = false;
     const o = this.dialOptions!;
     this.dialOptions = null;
@@ -679,6 +734,7 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
   private close(reset: boolean): void {
     if (this.destroyed) return;
     this.destroyed = true;
+    this.clearAttemptTimer();
     this.reading = false;
     this.held = null;
     this.writesBeforeConnect = null;
@@ -722,6 +778,10 @@ function onWriteComplete(this: WriteReq, status: number): void {
 
 function onShutdownComplete(this: ShutdownReq, status: number): void {
   this.handle[kOwner]?.shutDown(status);
+}
+
+function onAttemptTimeout(s: HandleSocket): void {
+  s.attemptTimedOut();
 }
 
 function onConnectComplete(this: ConnectReq, status: number, handle: TcpHandle): void {

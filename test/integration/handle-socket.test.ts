@@ -151,6 +151,33 @@ describe('HandleSocket', () => {
     expect(net.isIP(s.remoteAddress ?? '')).not.toBe(0);
   });
 
+  // `localhost` as ::1 and 127.0.0.1 with a broker on one of them: tried address by address, as net.connect
+  // (and so the health probes) do. 127.0.0.2 stands in for the address nobody listens on.
+  it('a name with several addresses: each is tried in turn until one connects; all refused is one error', async () => {
+    const p = await peer('127.0.0.1');
+    const twoAddresses = ((_host: string, _opts: unknown, cb: (err: null, a: Array<{ address: string; family: number }>) => void) =>
+      cb(null, [{ address: '127.0.0.2', family: 4 }, { address: '127.0.0.1', family: 4 }])) as unknown as typeof import('node:dns').lookup;
+    const s = HandleSocket.dial(bindings(), { host: 'dual.test', port: p.port, noDelay: true, lookup: twoAddresses });
+    sockets.push(s);
+    await once(s, 'connect');
+    expect(s.remoteAddress).toBe('127.0.0.1');
+    const server = await p.accepted;
+    s.write(Buffer.from('hello'));
+    server.resume();
+    expect((await once<Buffer>(server, 'data')).toString()).toBe('hello');
+
+    await p.close();
+    const refused = HandleSocket.dial(bindings(), { host: 'dual.test', port: p.port, noDelay: true, lookup: twoAddresses });
+    sockets.push(refused);
+    const errors: string[] = [];
+    refused.on('error', (e: NodeJS.ErrnoException) => errors.push(`${e.code} ${e.message}`));
+    const c = closes(refused);
+    expect(await c.hadError).toBe(true);
+    expect(errors).toEqual([`ECONNREFUSED connect ECONNREFUSED 127.0.0.1:${p.port}`]);
+    await sleep(50);
+    expect(c.count()).toBe(1);
+  });
+
   it('a refused dial: error with its code, then close(true), both after the call returned', async () => {
     const probe = net.createServer();
     await new Promise<void>((r) => probe.listen(0, '127.0.0.1', () => r()));
