@@ -1,7 +1,9 @@
 /**
  * `onServerUp: rebalance`: when a server returns, the sessions that belong to it by hash and sit on other
- * servers are the ones to move back. Sessions routed by fallback (empty routing key) have no home, so
- * they are never moved. Pure selection over the pool's current sessions.
+ * servers are the ones to move back. Sessions without a hash home (round-robin, least-connections, random,
+ * or placed by the fallback: empty routing key) move only off a backup, once a non-backup server takes
+ * sessions again (HAProxy's `on-marked-up shutdown-backup-sessions`): the strategy places them anew.
+ * Pure selection over the pool's current sessions.
  */
 import type { Server } from '../balancer/server.js';
 import type { EvictionItem } from './eviction.js';
@@ -12,8 +14,12 @@ export function sessionsToRebalance(pool: ReactingPool, returning: Server): Evic
   if (!returning.acceptsNew) return items;
   for (const other of pool.servers) {
     if (other === returning) continue;
+    const offBackup = other.config.backup && !returning.config.backup;
     for (const session of other.sessions) {
-      if (session.routingKey.length === 0) continue;
+      if (session.routingKey.length === 0) {
+        if (offBackup) items.push({ session, server: other, reason: 'rebalance', target: returning });
+        continue;
+      }
       if (pool.owner(session.routingKey) === returning) {
         items.push({ session, server: other, reason: 'rebalance', target: returning });
       }
@@ -22,9 +28,10 @@ export function sessionsToRebalance(pool: ReactingPool, returning: Server): Evic
   return items;
 }
 
-/** Still worth moving at its turn: the target still takes sessions and still owns the key. */
+/** Still worth moving at its turn: the target still takes sessions and still owns the key (or, homeless, the session is still on a backup). */
 export function rebalanceStillDue(pool: ReactingPool, item: EvictionItem): boolean {
   const target = item.target;
   if (!target || target === item.server || !target.acceptsNew) return false;
+  if (item.session.routingKey.length === 0) return item.server?.config.backup === true;
   return pool.owner(item.session.routingKey) === target;
 }

@@ -60,10 +60,10 @@ interface Lb {
 }
 
 /** Start an LB; `ready` = wait for /readyz (some server up), else only for the listener. */
-async function lbFor(servers: ServerSpec[], opts: { pool?: string; health?: HealthSpec; ready?: boolean } = {}): Promise<Lb> {
+async function lbFor(servers: ServerSpec[], opts: { pool?: string; health?: HealthSpec; ready?: boolean; balance?: string } = {}): Promise<Lb> {
   const port = await freePort();
   const admin = await freePort();
-  const yaml = lbYaml({ port, admin, servers, health: opts.health ?? HEALTH_MQTT, limits: LIMITS, pool: opts.pool });
+  const yaml = lbYaml({ port, admin, servers, health: opts.health ?? HEALTH_MQTT, limits: LIMITS, pool: opts.pool, balance: opts.balance });
   const lb = await startLb(yaml, opts.ready === false ? { waitPort: port } : { waitReady: `http://127.0.0.1:${admin}/readyz` });
   cleanups.push(() => lb.stop().then(() => undefined));
   if (opts.ready === false) await waitPort(admin, lb);
@@ -421,6 +421,27 @@ describe('health through the LB (issue 3)', () => {
     console.log(`[issue3] backup took over ${Math.round(takeoverMs)} ms after both primaries died; p1 up ${Math.round(upMs)} ms after its restart`);
     expect(new Set((await brokersFor(port, ids('c'))).values())).toEqual(new Set(['p1']));
     expect(await stateOf(admin, 'bk')).toBe('up'); // healthy, just not used
+  });
+
+  // HAProxy's `on-marked-up shutdown-backup-sessions`: with a strategy that has no hash home for a session
+  // (round-robin here), rebalance still takes the sessions off the backup once a primary is back.
+  it('onServerUp: rebalance moves the sessions off the backup when a primary returns, with round-robin too', async () => {
+    const [p1, bk] = await brokers(['rr-p1', 'rr-bk']);
+    const RATE = 50;
+    const { port, admin } = await lbFor([p1!, { name: 'rr-bk', port: bk!.port, backup: true }], { balance: 'round-robin', pool: `    onServerUp: rebalance\n    evictRate: ${RATE}\n` });
+    await waitFor(async () => [...(await servers(admin)).values()].every((s) => s.state === 'up'), 5000, 'all up');
+    p1!.kill('SIGKILL');
+    await waitState(admin, 'rr-p1', 'down');
+    const onBackup = await trackAll(port, Array.from({ length: 10 }, (_, i) => `hl-rr-${i}`));
+    for (const t of onBackup) expect(t.broker, t.id).toBe('rr-bk');
+    await p1!.restart();
+    await tagBroker(p1!);
+    await waitState(admin, 'rr-p1', 'up');
+    await waitFor(() => onBackup.every((t) => t.closedAt !== null), 5000, 'the backup sessions moved');
+    const moved = closeSpread(onBackup);
+    expect(moved.spreadMs).toBeGreaterThanOrEqual(0.6 * ((onBackup.length - 1) * 1000) / RATE);
+    expect((await servers(admin)).get('rr-bk')!.sessions).toBe(0);
+    expect(new Set((await brokersFor(port, ['hl-rr-0', 'hl-rr-1'])).values())).toEqual(new Set(['rr-p1']));
   });
 
   it('drain, maint and ready through the admin API', async () => {

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { PoolReactions } from '../../src/health/reactions.js';
-import { sessionsToRebalance } from '../../src/health/rebalance.js';
-import { fakeSession, FakePool, logSink, makeServer, ManualClock, poolConfig } from './health-fixtures.js';
+import { rebalanceStillDue, sessionsToRebalance } from '../../src/health/rebalance.js';
+import { Server } from '../../src/balancer/server.js';
+import { fakeSession, FakePool, logSink, makeServer, ManualClock, poolConfig, serverConfig } from './health-fixtures.js';
 
 function setup(overrides: Parameters<typeof poolConfig>[0] = {}) {
   const clock = new ManualClock();
@@ -27,7 +28,7 @@ describe('sessionsToRebalance', () => {
     expect(items.every((i) => i.server === b && i.target === a && i.reason === 'rebalance')).toBe(true);
   });
 
-  it('never moves sessions with an empty routing key', () => {
+  it('never moves sessions with an empty routing key between non-backup servers', () => {
     const clock = new ManualClock();
     const a = makeServer('a');
     const b = makeServer('b');
@@ -35,6 +36,26 @@ describe('sessionsToRebalance', () => {
     pool.owner = () => a; // even if the pool claimed otherwise
     fakeSession(clock, '', b);
     expect(sessionsToRebalance(pool, a)).toEqual([]);
+  });
+
+  it('a returning non-backup server takes every session without a hash home off the backups (any strategy)', () => {
+    const clock = new ManualClock();
+    const a = makeServer('a');
+    const other = makeServer('other');
+    const bk = new Server('brokers', { ...serverConfig('bk'), backup: true }, 'up');
+    const pool = new FakePool(poolConfig({ balance: 'round-robin' }), [a, other, bk]);
+    const onBackup = [fakeSession(clock, '', bk), fakeSession(clock, '', bk)];
+    fakeSession(clock, '', other); // on a non-backup server: stays
+    const items = sessionsToRebalance(pool, a);
+    expect(items.map((i) => i.session)).toEqual(onBackup);
+    expect(items.every((i) => i.server === bk && i.target === a && i.reason === 'rebalance')).toBe(true);
+    expect(items.every((i) => rebalanceStillDue(pool, i))).toBe(true);
+    a.setAdmin('drain'); // at their turn the target no longer takes sessions: dropped
+    expect(items.some((i) => rebalanceStillDue(pool, i))).toBe(false);
+    // A backup returning takes nothing off another backup.
+    const bk2 = new Server('brokers', { ...serverConfig('bk2'), backup: true }, 'up');
+    pool.servers.push(bk2);
+    expect(sessionsToRebalance(pool, bk2)).toEqual([]);
   });
 
   it('selects nothing for a server that does not take new sessions', () => {
