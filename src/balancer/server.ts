@@ -33,6 +33,8 @@ export interface LiveSession {
   readonly routingKey: Buffer;
   /** Close both sides now. Idempotent. */
   evict(reason: EvictReason): void;
+  /** The server address it was dialled to (a reload may move the server since); absent: the current one. */
+  readonly serverAddress?: string;
 }
 
 export interface ServerStateChange {

@@ -52,9 +52,18 @@ class ServerLoop {
   /** Admin maint: no probes. */
   paused = false;
 
+  /** Where this loop probes (probeTarget): a reload that changes it starts a new loop. */
+  readonly target: string;
+
   constructor(readonly server: Server) {
     this.riseFall = initialRiseFall(server.health);
+    this.target = probeTarget(server);
   }
+}
+
+/** What a server's probes reach: its address, or its healthUrl. */
+function probeTarget(server: Server): string {
+  return server.config.healthUrl ?? server.config.address;
 }
 
 export class HealthChecker {
@@ -146,6 +155,14 @@ export class HealthChecker {
     const probing = this.pool.config.health.type !== 'none';
     for (const loop of [...this.loops.values()]) {
       if (!probing || !servers.has(loop.server)) this.dropLoop(loop);
+      else if (loop.target !== probeTarget(loop.server)) {
+        // A reload moved the server (another address or healthUrl): the old verdict says nothing about the new
+        // place. No new sessions until its first probe, at once, says up (its sessions at the old address stay:
+        // reactions.ts does not evict them for the new address's health).
+        this.dropLoop(loop);
+        this.log.info({ pool: this.pool.name, server: loop.server.name, from: loop.target, to: probeTarget(loop.server) }, 'server moved: health checked anew');
+        loop.server.setHealth('unknown');
+      }
     }
     for (const server of servers) {
       if (!probing) this.holdUp(server);

@@ -52,7 +52,11 @@ export class PoolReactions {
   evictAll(server: Server, reason: EvictReason): number {
     if (this.closed || server.sessions.size === 0) return 0;
     const items: EvictionItem[] = [];
-    for (const session of server.sessions) items.push({ session, server, reason });
+    // The server's health says nothing about sessions at an address a reload moved it from.
+    const address = reason === 'server_down' ? server.config.address : undefined;
+    for (const session of server.sessions) {
+      if (address === undefined || session.serverAddress === undefined || session.serverAddress === address) items.push({ session, server, reason });
+    }
     const n = this.evictor.enqueue(items);
     if (n > 0) this.deps.log.info({ pool: this.pool.name, server: server.name, reason, sessions: n }, 'evicting sessions');
     return n;

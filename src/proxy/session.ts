@@ -94,6 +94,8 @@ export class ClientSession implements LiveSession, AdmissionTicket {
   clientEndedEarly = false;
   /** Nothing came after the CONNECT (so far): a FIN while queued then means the client gave up. */
   connectOnly = false;
+  /** LiveSession: the server address dialled (a reload may move the server since). */
+  serverAddress: string | undefined = undefined;
   /** It counts against the listener's and the global maxConnections (from its CONNECT until it ends). */
   private holdsSlot = false;
 
@@ -407,6 +409,7 @@ export class ClientSession implements LiveSession, AdmissionTicket {
     this.openSockets = 2;
     const ctx = this.listener.ctx;
     ctx.onServerConnected(server, (performance.now() - this.dialStartedAt) / 1000);
+    this.serverAddress = server.config.address;
     server.sessions.add(this);
     this.listener.stats.outcomes.proxied++;
     sock.on('error', onUpstreamError);

@@ -87,6 +87,26 @@ describe('HealthChecker', () => {
     await checker.close();
   });
 
+  it('a reload that moves a server (another address) drops its verdict: unknown until the new address is probed, at once', async () => {
+    const { servers, scripted, checker, lines, pool } = setup({ fall: 3, rise: 2 }, ['a', 'b']);
+    checker.start();
+    await vi.advanceTimersByTimeAsync(10);
+    expect(servers.map((s) => s.health)).toEqual(['up', 'up']);
+    const before = scripted.startsOf('a').length;
+    servers[0]!.config = { ...servers[0]!.config, address: '127.0.0.1:1999', port: 1999 };
+    scripted.results.set('a', ['refused']);
+    checker.reconfigure(pool);
+    expect(servers[0]!.health).toBe('unknown'); // no new sessions on the old verdict
+    expect(scripted.startsOf('a').length).toBe(before + 1); // probed at once
+    await vi.advanceTimersByTimeAsync(10);
+    expect(servers[0]!.health).toBe('down'); // one failure decides a first verdict (fall 3 counted from up would not)
+    expect(servers[1]!.health).toBe('up');
+    expect(lines.filter((l) => l.msg === 'server moved: health checked anew').map((l) => [l.server, l.from, l.to])).toEqual([['a', '127.0.0.1:1883', '127.0.0.1:1999']]);
+    checker.reconfigure(pool); // same address again: nothing new
+    expect(scripted.startsOf('a').length).toBe(before + 1);
+    await checker.close();
+  });
+
   it('at start, `pool has no server up` waits for every first verdict: a dead server answering first is no outage', async () => {
     const { servers, scripted, checker, lines } = setup({ fall: 1, rise: 1 }, ['dead', 'good']);
     const outages = () => lines.filter((l) => l.msg === 'pool has no server up: its clients are refused (CONNACK server unavailable)').length;

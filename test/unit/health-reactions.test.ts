@@ -86,6 +86,18 @@ describe('PoolReactions', () => {
     reactions.close();
   });
 
+  it('onServerDown: shutdown leaves the sessions at an address a reload moved the server from', () => {
+    const { clock, a, reactions } = setup({ onServerDown: 'shutdown' });
+    const atOld = Object.assign(fakeSession(clock, 'a-old', a), { serverAddress: '127.0.0.1:1883' });
+    a.config = { ...a.config, address: '127.0.0.1:1999', port: 1999 };
+    const atNew = Object.assign(fakeSession(clock, 'a-new', a), { serverAddress: '127.0.0.1:1999' });
+    a.setHealth('down');
+    clock.advanceTo(clock.t + 2000);
+    expect(atNew.evictedAt).not.toBeNull();
+    expect(atOld.evictedAt).toBeNull();
+    reactions.close();
+  });
+
   it('onServerDown: keep leaves sessions alone', () => {
     const { clock, a, reactions } = setup({ onServerDown: 'keep' });
     const s = fakeSession(clock, 'a-1', a);
