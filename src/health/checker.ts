@@ -61,6 +61,11 @@ class ServerLoop {
   }
 }
 
+/** A healthUrl for a log line: `http://user:pw@host/` as `http://***@host/`. */
+function withoutCredentials(target: string): string {
+  return target.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/@]*@/i, '$1***@');
+}
+
 /** What a server's probes reach: its address, or its healthUrl. */
 function probeTarget(server: Server): string {
   return server.config.healthUrl ?? server.config.address;
@@ -160,7 +165,7 @@ export class HealthChecker {
         // place. No new sessions until its first probe, at once, says up (its sessions at the old address stay:
         // reactions.ts does not evict them for the new address's health).
         this.dropLoop(loop);
-        this.log.info({ pool: this.pool.name, server: loop.server.name, from: loop.target, to: probeTarget(loop.server) }, 'server moved: health checked anew');
+        this.log.info({ pool: this.pool.name, server: loop.server.name, from: withoutCredentials(loop.target), to: withoutCredentials(probeTarget(loop.server)) }, 'server moved: health checked anew');
         loop.server.setHealth('unknown');
       }
     }

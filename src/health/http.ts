@@ -48,6 +48,28 @@ function errorCodes(err: unknown): string[] {
   return codes;
 }
 
+const HEADERS = { 'user-agent': 'mqtt-lb-health' };
+
+/**
+ * Credentials in the URL (`http://user:pw@host/...`) become a Basic Authorization header, as curl and
+ * browsers send them; undici sends none for them (a broker API answered 401 and the server went down).
+ */
+export function requestParts(url: string): { url: string; headers: Record<string, string> } {
+  const at = url.indexOf('@');
+  if (at < 0) return { url, headers: HEADERS };
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return { url, headers: HEADERS };
+  }
+  if (u.username === '' && u.password === '') return { url, headers: HEADERS };
+  const credentials = `${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`;
+  u.username = '';
+  u.password = '';
+  return { url: u.toString(), headers: { ...HEADERS, authorization: `Basic ${Buffer.from(credentials, 'utf8').toString('base64')}` } };
+}
+
 export async function probeHttp(target: HttpTarget, opts: HttpProbeOptions, signal?: AbortSignal): Promise<ProbeOutcome> {
   const startedAt = performance.now();
   if (signal?.aborted) return { result: 'error', durationMs: 0, detail: ABORTED_DETAIL };
@@ -57,12 +79,8 @@ export async function probeHttp(target: HttpTarget, opts: HttpProbeOptions, sign
   const onOuterAbort = (): void => deadline.abort();
   signal?.addEventListener('abort', onOuterAbort, { once: true });
   try {
-    const res = await request(target.url, {
-      method: 'GET',
-      dispatcher: opts.dispatcher,
-      signal: deadline.signal,
-      headers: { 'user-agent': 'mqtt-lb-health' },
-    });
+    const { url, headers } = requestParts(target.url);
+    const res = await request(url, { method: 'GET', dispatcher: opts.dispatcher, signal: deadline.signal, headers });
     // Always consume the body, or the connection (and its socket) is held until GC.
     await res.body.dump({ limit: MAX_BODY_BYTES }).catch(() => undefined);
     const durationMs = elapsedSince(startedAt);

@@ -253,6 +253,23 @@ describe('http probe', () => {
     return (server.address() as net.AddressInfo).port;
   }
 
+  it('credentials in the URL go as a Basic Authorization header, not in the request line', async () => {
+    const agent = createHealthAgent(300);
+    cleanups.push(() => agent.destroy());
+    const seen: Array<{ url: string | undefined; authorization: string | undefined }> = [];
+    const port = await httpServer((req, res) => {
+      seen.push({ url: req.url, authorization: req.headers.authorization });
+      res.statusCode = req.headers.authorization === `Basic ${Buffer.from('api key:s3cr:t').toString('base64')}` ? 200 : 401;
+      res.end();
+    });
+    expect(await probeHttp({ url: `http://api%20key:s3cr%3At@127.0.0.1:${port}/api/v5/status?x=1` }, { timeout: 300, dispatcher: agent })).toMatchObject({ result: 'ok' });
+    expect(await probeHttp({ url: `http://127.0.0.1:${port}/api/v5/status` }, { timeout: 300, dispatcher: agent })).toMatchObject({ result: 'http_status', detail: 'HTTP 401' });
+    expect(seen).toEqual([
+      { url: '/api/v5/status?x=1', authorization: `Basic ${Buffer.from('api key:s3cr:t').toString('base64')}` },
+      { url: '/api/v5/status', authorization: undefined },
+    ]);
+  });
+
   it('maps 2xx to ok, other statuses to http_status, silence and a stalled body to timeout, closed port to refused', async () => {
     const agent = createHealthAgent(300);
     cleanups.push(() => agent.destroy());
