@@ -11,15 +11,15 @@ const MQTT31_MAX_CLIENT_ID = 23;
 /**
  * `configured` null: `mqtt-lb-health-<hostname>-<server>`. A configured ID may use the placeholders
  * `{hostname}` and `{server}` (without them every server of the pool gets the same ID, which a clustered
- * broker treats as one session).
+ * broker treats as one session), and `{pid}` for several balancers on one host.
  * For MQTT 3.1 (level 3) an ID longer than 23 characters is shortened to `mqttlb-` + 16 hex digits of its
  * SHA-256, so it stays distinct per host and server.
  */
-export function healthClientId(configured: string | null, hostname: string, server: string, version: 3 | 4 | 5): string {
+export function healthClientId(configured: string | null, hostname: string, server: string, version: 3 | 4 | 5, pid = process.pid): string {
   const id =
     configured === null
       ? `mqtt-lb-health-${hostname}-${server}`
-      : configured.replaceAll('{hostname}', hostname).replaceAll('{server}', server);
+      : configured.replaceAll('{hostname}', hostname).replaceAll('{server}', server).replaceAll('{pid}', String(pid));
   if (version === 3 && Buffer.byteLength(id) > MQTT31_MAX_CLIENT_ID) {
     return `mqttlb-${createHash('sha256').update(id).digest('hex').slice(0, 16)}`;
   }

@@ -115,6 +115,8 @@ describe('healthClientId', () => {
   it('expands {hostname} and {server} in a configured ID, else uses it as written', () => {
     expect(healthClientId('hc-{hostname}-{server}', 'lb1', 'b1', 4)).toBe('hc-lb1-b1');
     expect(healthClientId('fixed', 'lb1', 'b1', 5)).toBe('fixed');
+    expect(healthClientId('hc-{hostname}-{pid}-{server}', 'lb1', 'b1', 4, 4242)).toBe('hc-lb1-4242-b1');
+    expect(healthClientId('hc-{pid}-{server}', 'lb1', 'b1', 4)).toBe(`hc-${process.pid}-b1`);
   });
 
   it('keeps MQTT 3.1 IDs within 23 characters, still distinct', () => {
