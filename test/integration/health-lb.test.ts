@@ -444,6 +444,25 @@ describe('health through the LB (issue 3)', () => {
     expect(new Set((await brokersFor(port, ['hl-rr-0', 'hl-rr-1'])).values())).toEqual(new Set(['rr-p1']));
   });
 
+  it('a reload that moves a server to a dead address: no new session goes there, and its sessions at the old address stay', async () => {
+    const [m1, m2] = await brokers(['mv-1', 'mv-2']);
+    const [port, admin] = [await freePort(), await freePort()];
+    const yamlFor = (servers: ServerSpec[]): string =>
+      lbYaml({ port, admin, servers, health: HEALTH_MQTT, limits: LIMITS, pool: '    onServerDown: shutdown\n    evictRate: 100\n' });
+    const lb = await startLb(yamlFor([m1!, m2!]), { waitReady: `http://127.0.0.1:${admin}/readyz` });
+    cleanups.push(() => lb.stop().then(() => undefined));
+    await waitFor(async () => [...(await servers(admin)).values()].every((s) => s.state === 'up'), 5000, 'all up');
+    const { on } = await clientsOn(port, 'hl-mv', 'mv-1', 6, 0);
+    lb.writeConfig(yamlFor([{ name: 'mv-1', port: await freePort() }, m2!]));
+    lb.reload();
+    await waitState(admin, 'mv-1', 'down');
+    const after = await brokersFor(port, Array.from({ length: 8 }, (_, i) => `hl-mv-new-${i}`));
+    expect(new Set(after.values())).toEqual(new Set(['mv-2']));
+    await sleep(500); // 6 evictions at 100/s would be done by now
+    for (const t of on) expect(t.closedAt, t.id).toBeNull();
+    expect((await servers(admin)).get('mv-1')!.sessions).toBe(on.length);
+  });
+
   it('drain, maint and ready through the admin API', async () => {
     const list = await brokers(['b1', 'b2', 'b3']);
     const RATE = 20;
