@@ -119,6 +119,13 @@ function parseText(text: string, file: string, opts: ParseOptions, out: ProblemC
   if (doc.errors.length > 0) {
     // The library catches its own stack overflows and reports them as errors.
     if (doc.errors.some((e) => e.message.includes('Maximum call stack size exceeded'))) return tooDeep(text, file);
+    // Classic Mac line endings: YAML breaks lines at LF (a lone CR is no line break to it), so the whole file
+    // reads as one line and the library's message says nothing useful.
+    const loneCr = /\r(?!\n)/.exec(text);
+    if (loneCr !== null) {
+      out.error(loneCr.index, '(root)', 'a line ends with a lone CR (classic Mac line endings): save the file with LF (or CRLF) line endings');
+      return failed();
+    }
     const opening = unclosedOpening(text);
     if (opening !== null) {
       out.error(opening.offset, syntaxPath(doc, opening.offset), opening.message);

@@ -399,6 +399,15 @@ pools:
   });
 });
 
+describe('parseConfig on a file with lone-CR line endings', () => {
+  it('says so at the first one', () => {
+    const r = parseConfig('listeners:\r  - { name: a, bind: "127.0.0.1:1", pool: p }\rpools: {}\r', 'cr.yaml');
+    expect(r.problems.map((p) => `${p.line}:${p.col} ${p.path}: ${p.message}`)).toEqual([
+      '1:11 (root): a line ends with a lone CR (classic Mac line endings): save the file with LF (or CRLF) line endings',
+    ]);
+  });
+});
+
 describe('parseConfig on an unquoted IPv6 host:port', () => {
   it.each([
     ['block', 'listeners:\n  - name: a\n    bind: [::]:41883\n    pool: p\n', '3:11 listeners[0].bind'],
