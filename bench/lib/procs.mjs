@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const HOST = '127.0.0.1';
+export const HOST = '127.0.0.1';
 const HERE = dirname(fileURLToPath(import.meta.url));
 export const REPO = join(HERE, '..', '..');
 const MOSQUITTO = '/usr/sbin/mosquitto';
@@ -208,7 +208,7 @@ async function startMosquittoOnce() {
   };
 }
 
-export function mqttLbConfig({ port, adminPort, backends, maxConnections, workers = 1 }) {
+export function mqttLbConfig({ port, adminPort, backends, maxConnections, workers = 1, limits = '' }) {
   return [
     '# written by bench/run.mjs',
     'listeners:',
@@ -229,6 +229,7 @@ export function mqttLbConfig({ port, adminPort, backends, maxConnections, worker
     '      fall: 3',
     'limits:',
     `  maxConnections: ${maxConnections}`,
+    ...(limits === '' ? [] : [limits.trimEnd()]),
     'admin:',
     `  bind: ${HOST}:${adminPort}`,
     'log:',
@@ -247,7 +248,7 @@ export function startMqttLb(backends, options = {}) {
   return withFreshPortRetry(() => startMqttLbOnce(backends, options));
 }
 
-async function startMqttLbOnce(backends, { maxConnections = 9400, nodeArgs = null, env = {}, cli = null, workers = 1, name = 'mqtt-lb' } = {}) {
+async function startMqttLbOnce(backends, { maxConnections = 9400, nodeArgs = null, env = {}, cli = null, workers = 1, name = 'mqtt-lb', limits = '' } = {}) {
   const built = join(REPO, 'dist', 'src', 'cli.js');
   if (cli === null && !existsSync(built)) throw new Error(`${built} is missing: run \`npm run build\` (npm run bench does)`);
   if (cli !== null && !existsSync(cli)) throw new Error(`${cli} is missing`);
@@ -255,7 +256,7 @@ async function startMqttLbOnce(backends, { maxConnections = 9400, nodeArgs = nul
   const adminPort = await freePort();
   const dir = makeTempDir('mqtt-lb-bench-lb-');
   const file = join(dir, 'lb.yaml');
-  writeFileSync(file, mqttLbConfig({ port, adminPort, backends, maxConnections, workers }));
+  writeFileSync(file, mqttLbConfig({ port, adminPort, backends, maxConnections, workers, limits }));
   const ready = async () => {
     try {
       const res = await fetch(`http://${HOST}:${adminPort}/readyz`);
@@ -283,6 +284,7 @@ async function startMqttLbOnce(backends, { maxConnections = 9400, nodeArgs = nul
     name,
     host: HOST,
     port,
+    adminPort,
     pid: svc.pid,
     output: svc.output,
     async stop() {
