@@ -163,7 +163,7 @@ export function errnoError(status: number, syscall: string, address?: string, po
   } catch {
     code = `E${-status}`;
   }
-  const where = address === undefined ? '' : ` ${address}:${port}`;
+  const where = address === undefined ? '' : port === undefined ? ` ${address}` : ` ${address}:${port}`;
   const err: NodeJS.ErrnoException = new Error(`${syscall} ${code}${where}`);
   err.code = code;
   err.errno = status;
@@ -231,7 +231,7 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
   /** null until a 'data' listener or resume() asks for reading (as net.Socket's readableFlowing). */
   private flowing: boolean | null = null;
   private reading = false;
-  /** A chunk that arrived while paused or before a consumer, and a FIN before a consumer (delivered on resume). */
+  /** A chunk that arrived while paused, and whether the FIN followed it (delivered on resume). */
   private held: Buffer | null = null;
   private heldEof = false;
   private connecting: boolean;
@@ -258,6 +258,14 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
   destroyed = false;
   /** As net.Socket's: false sends our FIN on the peer's; true leaves it to end() (a session's client side). */
   allowHalfOpen = false;
+  /**
+   * A FIN that arrives while paused is passed on at once ('end'), as net.Socket does when it holds no data (a
+   * held chunk stops reading, so none is held then), instead of after resume(). For a session before routing:
+   * it learns that a client waiting in the accept queue has left. Not while splicing: there the pause is
+   * backpressure, and the FIN must wait behind the bytes still queued for the other side (a lingering close
+   * started at once would be bounded while a slow reader still has them to read).
+   */
+  endWhilePaused = false;
 
   /** An accepted connection; TCP_NODELAY and keepalive are set here unless it has them from the listener. */
   static accepted(b: Bindings, handle: TcpHandle, noDelay: boolean, keepAliveInitialDelayMs: number): HandleSocket {
@@ -505,13 +513,11 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
       this.destroyWith(errnoError(n, 'read'));
       return;
     }
-    // The peer's FIN (libuv stopped reading). Paused, it is passed on at once as net.Socket's 'end' is when it
-    // holds no data (a held chunk stops reading, so none is held here): a session learns that a client waiting
-    // in the accept queue has left. Before any consumer ('data' listener or resume()) it waits, like a chunk.
+    // The peer's FIN (libuv stopped reading). While paused it waits, like a held chunk, unless endWhilePaused.
     this.eof = true;
     this.reading = false;
-    if (this.flowing === null) this.heldEof = true;
-    else this.peerEnded();
+    if (this.flowing === true || (this.flowing === false && this.endWhilePaused)) this.peerEnded();
+    else this.heldEof = true;
   }
 
   /**

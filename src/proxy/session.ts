@@ -30,8 +30,11 @@ type Tagged = ProxySocket & { [kSession]?: ClientSession };
 const INITIAL_BUFFER = 512;
 /** When one side closed cleanly, the other gets this long to answer our FIN (closeSide)... */
 const CLOSE_GRACE_MS = 2000;
-/** ...unless bytes are still queued for it: then up to this long in all before giving up on them (graceExpired). */
-const FLUSH_LIMIT_MS = 30_000;
+/**
+ * ...unless bytes are still queued for it: then until the reader has taken none of them for this long
+ * (graceExpired). MQTT_LB_TEST_FLUSH_LIMIT_MS shortens it for tests only.
+ */
+const FLUSH_LIMIT_MS = Number(process.env['MQTT_LB_TEST_FLUSH_LIMIT_MS'] ?? '') || 30_000;
 export const TCP_KEEPALIVE_MS = 60_000;
 /** A broker socket gets TCP keepalive once its session is this old (up to twice this): keepalive-arming.ts. */
 const KEEPALIVE_ARM_AGE_MS = 10_000;
@@ -75,8 +78,9 @@ export class ClientSession implements LiveSession, AdmissionTicket {
   private dialTimer: NodeJS.Timeout | null = null;
   /** Bounds the lingering close of the side that closed second (closeSide). */
   private graceTimer: NodeJS.Timeout | null = null;
-  /** When that lingering close began (graceExpired). */
-  private graceStartedAt = 0;
+  /** When that lingering close began, or its queue last shrank, and how long the queue was then (graceExpired). */
+  private graceProgressAt = 0;
+  private graceQueueMark = 0;
   /** The server's bytesRead when the current grace period began: still moving = the half-close is not idle. */
   private graceReadMark = 0;
   private dialStartedAt = 0;
@@ -114,8 +118,10 @@ export class ClientSession implements LiveSession, AdmissionTicket {
     // follows the server's (clientHalfClosed, reliability case 55). For a net.Socket (TLS and PROXY-protocol
     // fronts, the fallback engine) it matters earlier too: it emits 'end' even while paused once its buffer is
     // empty (at EOF Node's onStreamRead calls read(0)), and with allowHalfOpen false it would end and close
-    // itself while its server was dialled, dropping what the session had read. A HandleSocket does the same.
+    // itself while its server was dialled, dropping what the session had read. A HandleSocket does the same
+    // until the splice (endWhilePaused), so a client that leaves the accept queue is seen at once.
     client.allowHalfOpen = true;
+    if (client instanceof HandleSocket) client.endWhilePaused = true;
     // TCP_NODELAY and keepalive were set at accept by the listener's server options (listener.ts).
     client.on('error', onClientError);
     client.on('close', onClientClose);
@@ -343,7 +349,9 @@ export class ClientSession implements LiveSession, AdmissionTicket {
     const server = this.candidates[this.candidateIndex]!;
     const pool = this.pool!;
     this.dialStartedAt = performance.now();
-    const { host, port } = server.config;
+    const { host, port, address } = server.config;
+    // Recorded now: a reload may move the server before this connect completes.
+    this.serverAddress = address;
     const handles = handleSockets();
     const sock: Tagged =
       handles !== null
@@ -409,7 +417,6 @@ export class ClientSession implements LiveSession, AdmissionTicket {
     this.openSockets = 2;
     const ctx = this.listener.ctx;
     ctx.onServerConnected(server, (performance.now() - this.dialStartedAt) / 1000);
-    this.serverAddress = server.config.address;
     server.sessions.add(this);
     this.listener.stats.outcomes.proxied++;
     sock.on('error', onUpstreamError);
@@ -427,6 +434,8 @@ export class ClientSession implements LiveSession, AdmissionTicket {
     this.info = null;
     this.candidates = EMPTY_CANDIDATES;
     this.client.removeListener('end', onClientEndBeforeRouting);
+    // From here a pause is backpressure: the client's FIN waits behind what is queued for the server.
+    if (this.client instanceof HandleSocket) this.client.endWhilePaused = false;
     splice(this.client, sock);
     brokerKeepAlive.add(sock);
     // Its FIN came while we dialled: pass it on now, behind the bytes just written.
@@ -524,22 +533,32 @@ export class ClientSession implements LiveSession, AdmissionTicket {
   /** Cleared in finished(), when both sides have closed. */
   private startGrace(sock: ProxySocket): void {
     if (this.graceTimer !== null) clearTimeout(this.graceTimer);
-    this.graceStartedAt = Date.now();
+    this.graceProgressAt = Date.now();
+    this.graceQueueMark = sock.writableLength;
     this.graceReadMark = this.upstream === null ? 0 : this.upstream.bytesRead;
     this.graceTimer = setTimeout(onGraceExpired, CLOSE_GRACE_MS, this, sock);
   }
 
   /**
    * The grace period of a lingering close ran out. Our FIN goes out only behind what is still queued for that
-   * side (a slow reader, a busy host): while bytes are queued it gets more periods, up to FLUSH_LIMIT_MS in all
-   * (HAProxy bounds this phase by its data timeout, not by its FIN timeout). With the queue flushed, a peer that
-   * has not answered our FIN within a period is closed.
+   * side (a slow reader, a busy host): while bytes are queued it gets more periods, for as long as the reader
+   * takes some of them at least every FLUSH_LIMIT_MS (HAProxy bounds this phase by its data timeout, an
+   * inactivity timeout, not by its FIN timeout): a slow but steady reader gets everything, however long it
+   * takes. With the queue flushed, a peer that has not answered our FIN within a period is closed.
    */
   graceExpired(sock: ProxySocket): void {
     this.graceTimer = null;
-    if (!sock.destroyed && sock.writableLength > 0 && Date.now() - this.graceStartedAt < FLUSH_LIMIT_MS) {
-      this.graceTimer = setTimeout(onGraceExpired, CLOSE_GRACE_MS, this, sock);
-      return;
+    const queued = sock.destroyed ? 0 : sock.writableLength;
+    if (queued > 0) {
+      const now = Date.now();
+      if (queued < this.graceQueueMark) {
+        this.graceQueueMark = queued;
+        this.graceProgressAt = now;
+      }
+      if (now - this.graceProgressAt < FLUSH_LIMIT_MS) {
+        this.graceTimer = setTimeout(onGraceExpired, CLOSE_GRACE_MS, this, sock);
+        return;
+      }
     }
     // The client half-closed and the server still answers (a download): an inactivity timeout, like HAProxy's
     // `timeout client-fin`, so it runs while server bytes keep reaching the client (reliability case 55). A

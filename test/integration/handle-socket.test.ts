@@ -272,6 +272,24 @@ describe('HandleSocket', () => {
     expect(c.count()).toBe(1);
   });
 
+  // A session sets endWhilePaused before routing (a client leaving the accept queue) and clears it at the splice,
+  // where a pause is backpressure and the FIN must wait behind what is queued.
+  it('endWhilePaused: a FIN that arrives while paused with nothing held is passed on at once', async () => {
+    const p = await peer();
+    const s = dial('127.0.0.1', p.port);
+    s.allowHalfOpen = true;
+    s.endWhilePaused = true;
+    s.on('data', () => {});
+    s.pause();
+    await once(s, 'connect');
+    const server = await p.accepted;
+    const ended = once(s, 'end');
+    server.end();
+    await ended; // while still paused
+    s.end();
+    await once(s, 'close');
+  });
+
   // A dialed socket reads from the connect on (handle-socket.ts connectTo): what arrives before anyone
   // listens is held as when paused, never dropped or emitted to nobody.
   it("bytes and a FIN the server sends before any 'data' listener wait for it", async () => {
