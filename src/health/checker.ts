@@ -22,6 +22,9 @@ import { initialRiseFall, nextRiseFall, type RiseFallState } from './rise-fall.j
  */
 const LOCAL_ERRORS = new Set(['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM', 'EADDRNOTAVAIL']);
 
+/** How long failures of LOCAL_ERRORS are no verdict; past it they count as any failure. */
+export const LOCAL_ERRORS_NO_VERDICT_MS = 30_000;
+
 export interface HealthCheckerDeps {
   log: Logger;
   /** Wall clock for `lastCheck.at` and probe spacing (default Date.now). */
@@ -51,6 +54,8 @@ class ServerLoop {
   waiters: Array<() => void> = [];
   /** Admin maint: no probes. */
   paused = false;
+  /** Since when every probe failed here, before reaching the server (LOCAL_ERRORS); null otherwise. */
+  localErrorsSince: number | null = null;
 
   /** Where this loop probes (probeTarget): a reload that changes it starts a new loop. */
   readonly target: string;
@@ -61,14 +66,14 @@ class ServerLoop {
   }
 }
 
-/** A healthUrl for a log line: `http://user:pw@host/` as `http://***@host/`. */
+/** A probe target for a log line: a healthUrl's credentials (`http://user:pw@host/`) as `***`. */
 function withoutCredentials(target: string): string {
-  return target.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/@]*@/i, '$1***@');
+  return target.replace(/(https?:\/\/)[^/?#]*@/gi, '$1***@');
 }
 
-/** What a server's probes reach: its address, or its healthUrl. */
+/** Where a server's probes and sessions go: its address, and its healthUrl if it has one. */
 function probeTarget(server: Server): string {
-  return server.config.healthUrl ?? server.config.address;
+  return server.config.healthUrl === null ? server.config.address : `${server.config.address} ${server.config.healthUrl}`;
 }
 
 export class HealthChecker {
@@ -261,10 +266,16 @@ export class HealthChecker {
       }
     }
     if (outcome.result === 'error' && LOCAL_ERRORS.has(outcome.detail ?? '')) {
-      // This host could not open a socket: says nothing about the server, so no rise/fall step.
-      this.log.warn({ pool: this.pool.name, server: server.name, detail: outcome.detail }, 'health probe could not run here: no verdict');
-      return;
-    }
+      // This host could not open a socket: says nothing about the server, so no rise/fall step. For a while:
+      // EADDRNOTAVAIL is also what a server this host has no route or source address for gives (IPv6 turned
+      // off), and such a server must not keep an old `up` forever.
+      const now = this.now();
+      loop.localErrorsSince ??= now;
+      if (now - loop.localErrorsSince < LOCAL_ERRORS_NO_VERDICT_MS) {
+        this.log.warn({ pool: this.pool.name, server: server.name, detail: outcome.detail }, 'health probe could not run here: no verdict');
+        return;
+      }
+    } else loop.localErrorsSince = null;
     loop.riseFall = nextRiseFall(loop.riseFall, outcome.result === 'ok', this.pool.config.health);
     const to = loop.riseFall.health;
     const from = server.health;

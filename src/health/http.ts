@@ -54,6 +54,15 @@ const HEADERS = { 'user-agent': 'mqtt-lb-health' };
  * Credentials in the URL (`http://user:pw@host/...`) become a Basic Authorization header, as curl and
  * browsers send them; undici sends none for them (a broker API answered 401 and the server went down).
  */
+/** Percent-decoded, or as written when it is not valid percent-encoding (a bare `%` in a password). */
+function decodeLeniently(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text;
+  }
+}
+
 export function requestParts(url: string): { url: string; headers: Record<string, string> } {
   const at = url.indexOf('@');
   if (at < 0) return { url, headers: HEADERS };
@@ -64,7 +73,7 @@ export function requestParts(url: string): { url: string; headers: Record<string
     return { url, headers: HEADERS };
   }
   if (u.username === '' && u.password === '') return { url, headers: HEADERS };
-  const credentials = `${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`;
+  const credentials = `${decodeLeniently(u.username)}:${decodeLeniently(u.password)}`;
   u.username = '';
   u.password = '';
   return { url: u.toString(), headers: { ...HEADERS, authorization: `Basic ${Buffer.from(credentials, 'utf8').toString('base64')}` } };

@@ -114,8 +114,11 @@ export class PoolReactions {
     if (to === 'up') {
       this.evictor.cancel((item) => item.server === server && item.reason === 'server_down');
       if (config.onServerUp === 'rebalance') {
-        const n = this.evictor.enqueue(sessionsToRebalance(this.pool, server));
-        if (n > 0) this.deps.log.info({ pool: this.pool.name, server: server.name, reason: 'rebalance', sessions: n }, 'evicting sessions');
+        const items = sessionsToRebalance(this.pool, server);
+        const n = this.evictor.enqueue(items);
+        // `server` names where the sessions are closed, as on the other eviction lines; `to`, where they belong.
+        const from = [...new Set(items.map((i) => i.server!.name))].join(',');
+        if (n > 0) this.deps.log.info({ pool: this.pool.name, server: from, to: server.name, reason: 'rebalance', sessions: n }, 'evicting sessions');
       }
     }
   };

@@ -7,13 +7,15 @@ import type { BalanceStrategy, FallbackStrategy, HealthConfig, PoolConfig, Serve
 export { seededRandom } from '../fixtures/random.js';
 
 export interface ServerSpec {
+  /** Default 10.0.0.(11 + its index): give it to keep an address when a reload reorders the servers. */
+  host?: string;
   name: string;
   weight?: number;
   backup?: boolean;
 }
 
 export function serverConfig(spec: ServerSpec, index = 0): ServerConfig {
-  const host = `10.0.0.${11 + index}`;
+  const host = spec.host ?? `10.0.0.${11 + index}`;
   return {
     name: spec.name,
     address: `${host}:1883`,

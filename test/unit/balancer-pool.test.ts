@@ -218,7 +218,7 @@ describe('reconfigure', () => {
     b2.setAdmin('drain');
     const session = new FakeSession(Buffer.from('k'));
     b3.sessions.add(session);
-    const removed = pool.reconfigure(poolConfig({ servers: [{ name: 'b2', weight: 5 }, 'b4', 'b1'] }));
+    const removed = pool.reconfigure(poolConfig({ servers: [{ name: 'b2', weight: 5, host: '10.0.0.12' }, 'b4', { name: 'b1', host: '10.0.0.11' }] }));
     expect(removed).toEqual([b3]);
     expect(session.evicted).toBeNull(); // removal does not close live sessions
     expect(b3.sessions.has(session)).toBe(true);
@@ -231,6 +231,18 @@ describe('reconfigure', () => {
     expect(pool.config.servers.map((s) => s.name)).toEqual(['b2', 'b4', 'b1']);
     // Only b1 accepts (b2 drains, b4 is unknown) and b3 is gone.
     for (let i = 0; i < 50; i++) expect(pick(pool, clientId(i))).toEqual(['b1']);
+  });
+
+  it('a server given another address keeps its object, admin state and sessions, but not its verdict: unknown until probed', () => {
+    const pool = upPool({ servers: ['b1', 'b2'] });
+    const [b1, b2] = pool.servers as [Server, Server];
+    const session = new FakeSession(Buffer.from('k'));
+    b1.sessions.add(session);
+    pool.reconfigure(poolConfig({ servers: [{ name: 'b1', host: '10.0.9.9' }, { name: 'b2', host: '10.0.0.12' }] }));
+    expect(pool.servers[0]).toBe(b1);
+    expect([b1.config.address, b1.health, b1.sessions.has(session)]).toEqual(['10.0.9.9:1883', 'unknown', true]);
+    expect(b2.health).toBe('up'); // same address: kept
+    for (let i = 0; i < 20; i++) expect(pick(pool, clientId(i))).toEqual(['b2']);
   });
 
   it('a server removed with live sessions and added again is the same object: its sessions are reachable again', () => {

@@ -87,6 +87,21 @@ describe('HealthChecker', () => {
     await checker.close();
   });
 
+  it('local errors are no verdict for 30 s only: a server this host can never reach (EADDRNOTAVAIL) does not stay up', async () => {
+    const { servers, scripted, checker, lines } = setup({ fall: 2 }, ['a']);
+    checker.start();
+    await vi.advanceTimersByTimeAsync(5);
+    expect(servers[0]!.health).toBe('up');
+    scripted.fallback = 'error';
+    scripted.detailFor.set('a', 'EADDRNOTAVAIL');
+    await vi.advanceTimersByTimeAsync(29_000);
+    expect(servers[0]!.health).toBe('up'); // 29 probes, no verdict
+    await vi.advanceTimersByTimeAsync(3_000);
+    expect(servers[0]!.health).toBe('down'); // from 30 s on they count: fall 2
+    expect(lines.filter((l) => l.msg === 'health probe could not run here: no verdict').length).toBe(30);
+    await checker.close();
+  });
+
   it('a reload that moves a server (another address) drops its verdict: unknown until the new address is probed, at once', async () => {
     const { servers, scripted, checker, lines, pool } = setup({ fall: 3, rise: 2 }, ['a', 'b']);
     checker.start();
