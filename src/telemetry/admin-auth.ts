@@ -48,20 +48,18 @@ export interface RequestTarget {
 
 /**
  * The origin form (`/metrics`) names its host in the Host header. The absolute form (`http://127.0.0.1:9883/metrics`)
- * must be accepted too, and then its authority is the host and the Host header is ignored (RFC 9112 §3.2.2).
- * Null for an absolute form that is not an http(s) URL with a host.
+ * must be accepted too, and then its authority is the host and the Host header is ignored (RFC 9112 §3.2.2). Its
+ * path is taken as written, as an origin form's is (no dot-segment or percent normalisation). Null (a 400) for
+ * anything else: `*`, another scheme, no authority, userinfo in it (RFC 9110 §4.2.4), a fragment.
  */
 export function requestTarget(url: string | undefined, hostHeader: string | undefined): RequestTarget | null {
   const raw = url ?? '/';
-  if (raw.startsWith('/') || raw === '*') return { path: raw.split('?', 1)[0]!, host: hostHeader };
-  let parsed: URL;
-  try {
-    parsed = new URL(raw);
-  } catch {
-    return null;
-  }
-  if ((parsed.protocol !== 'http:' && parsed.protocol !== 'https:') || parsed.host === '') return null;
-  return { path: parsed.pathname, host: parsed.host };
+  if (raw.includes('#')) return null;
+  if (raw.startsWith('/')) return { path: raw.split('?', 1)[0]!, host: hostHeader };
+  const m = /^https?:\/\/([^/?]+)(.*)$/i.exec(raw);
+  if (m === null || m[1]!.includes('@')) return null;
+  const rest = m[2]!;
+  return { path: rest === '' || rest.startsWith('?') ? '/' : rest.split('?', 1)[0]!, host: m[1]!.toLowerCase() };
 }
 
 function digest(s: string): Buffer {

@@ -414,6 +414,12 @@ describe('absolute-form request targets (RFC 9112 §3.2.2)', () => {
     expect(requestTarget('http://LocalHost/readyz', 'x')).toEqual({ path: '/readyz', host: 'localhost' });
     expect(requestTarget('file:///etc/passwd', 'x')).toBeNull();
     expect(requestTarget('garbage', 'x')).toBeNull();
+    expect(requestTarget('*', 'x')).toBeNull();
+    expect(requestTarget('http:/metrics', 'x')).toBeNull();
+    expect(requestTarget('http://user@evil.example@127.0.0.1:9883/metrics', 'x')).toBeNull();
+    expect(requestTarget('http://127.0.0.1/metrics#frag', 'x')).toBeNull();
+    // As written, like an origin form: /a/../metrics is no route either way.
+    expect(requestTarget('http://127.0.0.1/a/../metrics', 'x')).toEqual({ path: '/a/../metrics', host: '127.0.0.1' });
   });
 });
 
