@@ -96,7 +96,8 @@ function check(file: string): number {
     const perProcess = workers > 1 ? workerShare(outcome.config, workers, 0) : outcome.config;
     const prefix = workers > 1 ? `each of ${workers} workers: ` : '';
     const budget = budgetForConfig(perProcess, openFileLimit());
-    for (const w of budget.warnings) printErr(`warning: ${prefix}${w}\n`);
+    // With no room at all, the clamps to 0 or next to nothing are beside the point.
+    if (budget.noRoom === null) for (const w of budget.warnings) printErr(`warning: ${prefix}${w}\n`);
     if (budget.noRoom !== null) {
       // Not a problem of the file, but the balancer would not start from this shell (exit 2, MQLB_START_FD_LIMIT).
       printErr(`error: ${prefix}${budget.noRoom}\n`);

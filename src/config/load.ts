@@ -62,7 +62,7 @@ export function parseConfig(text: string, file: string, opts: ParseOptions = {})
   } catch (err) {
     // The YAML library, its syntax tree and our readers recurse per nesting level: a file nested thousands of
     // levels deep (generated, or hostile) overflows the stack. No lb.yaml nests beyond a dozen levels.
-    if (!(err instanceof RangeError)) throw err;
+    if (!(err instanceof RangeError) || !err.message.includes('Maximum call stack size exceeded')) throw err;
     return tooDeep(text, file);
   }
 }
