@@ -133,7 +133,7 @@ export class Pool {
       byName.delete(sc.name);
       // Moved (another address or healthUrl): the verdict was about the old place. Every process (the workers too,
       // before the primary's probe of the new place reaches them) stops sending new sessions there.
-      const moved = kept.config.address !== sc.address || kept.config.healthUrl !== sc.healthUrl;
+      const moved = kept.config.address !== sc.address || (config.health.type === 'http' && kept.config.healthUrl !== sc.healthUrl);
       kept.config = sc;
       // With health checks turned off nothing else will ever mark a kept server up.
       if (config.health.type === 'none') kept.setHealth('up');

@@ -10,7 +10,7 @@ import { createLogger, type Logger } from '../telemetry/logger.js';
 import { LoopLagSampler } from '../telemetry/loop-lag.js';
 import { PROCESS_METRICS_MS, createProcessRegistry } from '../telemetry/process-metrics.js';
 import { installTestHooks } from '../test-hooks.js';
-import type { ToPrimary, ToWorker, ListenerSnapshot, ServerSnapshot } from './messages.js';
+import type { ToPrimary, ToWorker, ListenerSnapshot, ServerSnapshot, ServerStateWire } from './messages.js';
 import { workerShare } from './share.js';
 
 const SNAPSHOT_MS = 250;
@@ -74,8 +74,28 @@ function main(): void {
    * its commit or abort arrives (the primary waits for every answer).
    */
   let reloadSteps: Promise<void> = Promise.resolve();
+  /**
+   * The primary's latest server states (a full snapshot each time). Applied on arrival, and again after each
+   * reload step: a step that moves a server resets it to unknown here (Pool.reconfigure), and a snapshot that
+   * arrived while the step waited its turn must not be overtaken by that reset for good.
+   */
+  let lastStates: ServerStateWire[] | null = null;
+  const applyStates = (): void => {
+    if (app === null || lastStates === null) return;
+    for (const st of lastStates) {
+      const server = app.poolMap.get(st.pool)?.servers.find((s) => s.name === st.server);
+      if (server === undefined) continue;
+      server.lastCheck = st.lastCheck;
+      server.setAdmin(st.admin);
+      server.setHealth(st.health);
+    }
+  };
   const inOrder = (step: () => Promise<void>): void => {
-    reloadSteps = reloadSteps.then(step);
+    // The chain must survive a failing step: a rejected link would skip every later step.
+    reloadSteps = reloadSteps
+      .then(step)
+      .then(applyStates)
+      .catch((err: unknown) => app?.log.error({ err }, 'reload step failed in this worker'));
   };
   const link = new PrimaryLink();
   let timer: NodeJS.Timeout | null = null;
@@ -121,14 +141,8 @@ function main(): void {
         return;
       }
       case 'states': {
-        if (app === null) return;
-        for (const st of m.states) {
-          const server = app.poolMap.get(st.pool)?.servers.find((s) => s.name === st.server);
-          if (server === undefined) continue;
-          server.lastCheck = st.lastCheck;
-          server.setAdmin(st.admin);
-          server.setHealth(st.health);
-        }
+        lastStates = m.states;
+        applyStates();
         return;
       }
       case 'reload': {

@@ -22,9 +22,6 @@ import { initialRiseFall, nextRiseFall, type RiseFallState } from './rise-fall.j
  */
 const LOCAL_ERRORS = new Set(['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM', 'EADDRNOTAVAIL']);
 
-/** How long failures of LOCAL_ERRORS are no verdict; past it they count as any failure. */
-export const LOCAL_ERRORS_NO_VERDICT_MS = 30_000;
-
 export interface HealthCheckerDeps {
   log: Logger;
   /** Wall clock for `lastCheck.at` and probe spacing (default Date.now). */
@@ -54,15 +51,16 @@ class ServerLoop {
   waiters: Array<() => void> = [];
   /** Admin maint: no probes. */
   paused = false;
-  /** Since when every probe failed here, before reaching the server (LOCAL_ERRORS); null otherwise. */
-  localErrorsSince: number | null = null;
 
   /** Where this loop probes (probeTarget): a reload that changes it starts a new loop. */
   readonly target: string;
 
-  constructor(readonly server: Server) {
+  constructor(
+    readonly server: Server,
+    healthType: string,
+  ) {
     this.riseFall = initialRiseFall(server.health);
-    this.target = probeTarget(server);
+    this.target = probeTarget(server, healthType);
   }
 }
 
@@ -71,9 +69,9 @@ function withoutCredentials(target: string): string {
   return target.replace(/(https?:\/\/)[^/?#]*@/gi, '$1***@');
 }
 
-/** Where a server's probes and sessions go: its address, and its healthUrl if it has one. */
-function probeTarget(server: Server): string {
-  return server.config.healthUrl === null ? server.config.address : `${server.config.address} ${server.config.healthUrl}`;
+/** Where a server's sessions and probes go: its address, and its healthUrl when the probes use it (type http). */
+function probeTarget(server: Server, healthType: string): string {
+  return healthType !== 'http' || server.config.healthUrl === null ? server.config.address : `${server.config.address} ${server.config.healthUrl}`;
 }
 
 export class HealthChecker {
@@ -165,12 +163,12 @@ export class HealthChecker {
     const probing = this.pool.config.health.type !== 'none';
     for (const loop of [...this.loops.values()]) {
       if (!probing || !servers.has(loop.server)) this.dropLoop(loop);
-      else if (loop.target !== probeTarget(loop.server)) {
+      else if (loop.target !== probeTarget(loop.server, this.pool.config.health.type)) {
         // A reload moved the server (another address or healthUrl): the old verdict says nothing about the new
         // place. No new sessions until its first probe, at once, says up (its sessions at the old address stay:
         // reactions.ts does not evict them for the new address's health).
         this.dropLoop(loop);
-        this.log.info({ pool: this.pool.name, server: loop.server.name, from: withoutCredentials(loop.target), to: withoutCredentials(probeTarget(loop.server)) }, 'server moved: health checked anew');
+        this.log.info({ pool: this.pool.name, server: loop.server.name, from: withoutCredentials(loop.target), to: withoutCredentials(probeTarget(loop.server, this.pool.config.health.type)) }, 'server moved: health checked anew');
         loop.server.setHealth('unknown');
       }
     }
@@ -181,7 +179,7 @@ export class HealthChecker {
   }
 
   private addLoop(server: Server): void {
-    const loop = new ServerLoop(server);
+    const loop = new ServerLoop(server, this.pool.config.health.type);
     this.loops.set(server, loop);
     server.on('state', this.onServerState);
     if (server.admin === 'maint') loop.paused = true;
@@ -266,16 +264,14 @@ export class HealthChecker {
       }
     }
     if (outcome.result === 'error' && LOCAL_ERRORS.has(outcome.detail ?? '')) {
-      // This host could not open a socket: says nothing about the server, so no rise/fall step. For a while:
-      // EADDRNOTAVAIL is also what a server this host has no route or source address for gives (IPv6 turned
-      // off), and such a server must not keep an old `up` forever.
-      const now = this.now();
-      loop.localErrorsSince ??= now;
-      if (now - loop.localErrorsSince < LOCAL_ERRORS_NO_VERDICT_MS) {
-        this.log.warn({ pool: this.pool.name, server: server.name, detail: outcome.detail }, 'health probe could not run here: no verdict');
-        return;
-      }
-    } else loop.localErrorsSince = null;
+      // This host could not open a socket: says nothing about the server, so no rise/fall step (issue 3: local
+      // errors never count against a server; a host out of descriptors or ports for minutes must not mark every
+      // server down and, with onServerDown: shutdown, close every session). The price: a server that only
+      // this host cannot reach (an IPv6 address with IPv6 turned off) keeps its last verdict, with this warning
+      // at every probe.
+      this.log.warn({ pool: this.pool.name, server: server.name, detail: outcome.detail }, 'health probe could not run here: no verdict');
+      return;
+    }
     loop.riseFall = nextRiseFall(loop.riseFall, outcome.result === 'ok', this.pool.config.health);
     const to = loop.riseFall.health;
     const from = server.health;

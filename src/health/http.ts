@@ -51,18 +51,23 @@ function errorCodes(err: unknown): string[] {
 const HEADERS = { 'user-agent': 'mqtt-lb-health' };
 
 /**
+ * Percent-decoded where it is valid percent-encoding (UTF-8 runs of `%XX`), as written elsewhere: a bare `%` in a
+ * password stays a `%`, and the rest of it is still decoded.
+ */
+function decodeLeniently(text: string): string {
+  return text.replace(/(?:%[0-9A-Fa-f]{2})+/g, (run) => {
+    try {
+      return decodeURIComponent(run);
+    } catch {
+      return run;
+    }
+  });
+}
+
+/**
  * Credentials in the URL (`http://user:pw@host/...`) become a Basic Authorization header, as curl and
  * browsers send them; undici sends none for them (a broker API answered 401 and the server went down).
  */
-/** Percent-decoded, or as written when it is not valid percent-encoding (a bare `%` in a password). */
-function decodeLeniently(text: string): string {
-  try {
-    return decodeURIComponent(text);
-  } catch {
-    return text;
-  }
-}
-
 export function requestParts(url: string): { url: string; headers: Record<string, string> } {
   const at = url.indexOf('@');
   if (at < 0) return { url, headers: HEADERS };

@@ -30,11 +30,8 @@ type Tagged = ProxySocket & { [kSession]?: ClientSession };
 const INITIAL_BUFFER = 512;
 /** When one side closed cleanly, the other gets this long to answer our FIN (closeSide)... */
 const CLOSE_GRACE_MS = 2000;
-/**
- * ...unless bytes are still queued for it: then until the reader has taken none of them for this long
- * (graceExpired). MQTT_LB_TEST_FLUSH_LIMIT_MS shortens it for tests only.
- */
-const FLUSH_LIMIT_MS = Number(process.env['MQTT_LB_TEST_FLUSH_LIMIT_MS'] ?? '') || 30_000;
+/** ...unless bytes are still queued for it: then until the reader has taken none of them for this long (graceExpired). */
+const FLUSH_LIMIT_MS = 30_000;
 export const TCP_KEEPALIVE_MS = 60_000;
 /** A broker socket gets TCP keepalive once its session is this old (up to twice this): keepalive-arming.ts. */
 const KEEPALIVE_ARM_AGE_MS = 10_000;

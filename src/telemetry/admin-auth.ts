@@ -32,7 +32,8 @@ export function hostOfHostHeader(value: string): string {
   const v = value.trim();
   if (v.startsWith('[')) {
     const end = v.indexOf(']');
-    return end > 0 ? v.slice(1, end) : v;
+    // `[::1]` or `[::1]:9883`; anything else after the bracket (`[::1]evil.example`) is no loopback name.
+    return end > 0 && (end === v.length - 1 || v[end + 1] === ':') ? v.slice(1, end) : v;
   }
   const colon = v.indexOf(':');
   // More than one colon without brackets: a bare IPv6 address, no port.

@@ -12,7 +12,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Server, type CheckResult } from '../../src/balancer/server.js';
 import type { PoolConfig } from '../../src/config/types.js';
 import { HealthChecker } from '../../src/health/checker.js';
-import { createHealthAgent, probeHttp } from '../../src/health/http.js';
+import { createHealthAgent, probeHttp, requestParts } from '../../src/health/http.js';
 import { probeMqtt, type MqttProbeOptions } from '../../src/health/mqtt.js';
 import { PROXY_V1_UNKNOWN, PROXY_V2_LOCAL } from '../../src/health/proxy-header.js';
 import { probeTcp } from '../../src/health/tcp.js';
@@ -268,6 +268,11 @@ describe('http probe', () => {
       { url: '/api/v5/status?x=1', authorization: `Basic ${Buffer.from('api key:s3cr:t').toString('base64')}` },
       { url: '/api/v5/status', authorization: undefined },
     ]);
+    // A bare % is not percent-encoding: kept as written, and the rest still decoded.
+    const basic = (url: string): string => Buffer.from(requestParts(url).headers['authorization']!.slice(6), 'base64').toString('utf8');
+    expect(basic('http://u:p%w%20d@127.0.0.1/')).toBe('u:p%w d');
+    expect(basic('http://us%zz:%E2%82%AC@127.0.0.1/')).toBe('us%zz:€');
+    expect(requestParts('http://127.0.0.1/a@b').headers['authorization']).toBeUndefined();
   });
 
   it('maps 2xx to ok, other statuses to http_status, silence and a stalled body to timeout, closed port to refused', async () => {

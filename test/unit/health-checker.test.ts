@@ -87,18 +87,16 @@ describe('HealthChecker', () => {
     await checker.close();
   });
 
-  it('local errors are no verdict for 30 s only: a server this host can never reach (EADDRNOTAVAIL) does not stay up', async () => {
+  it('local errors are no verdict however long they last (a host out of ports for minutes marks no server down)', async () => {
     const { servers, scripted, checker, lines } = setup({ fall: 2 }, ['a']);
     checker.start();
     await vi.advanceTimersByTimeAsync(5);
     expect(servers[0]!.health).toBe('up');
     scripted.fallback = 'error';
     scripted.detailFor.set('a', 'EADDRNOTAVAIL');
-    await vi.advanceTimersByTimeAsync(29_000);
-    expect(servers[0]!.health).toBe('up'); // 29 probes, no verdict
-    await vi.advanceTimersByTimeAsync(3_000);
-    expect(servers[0]!.health).toBe('down'); // from 30 s on they count: fall 2
-    expect(lines.filter((l) => l.msg === 'health probe could not run here: no verdict').length).toBe(30);
+    await vi.advanceTimersByTimeAsync(120_000);
+    expect(servers[0]!.health).toBe('up');
+    expect(lines.filter((l) => l.msg === 'health probe could not run here: no verdict').length).toBe(120);
     await checker.close();
   });
 

@@ -418,6 +418,9 @@ describe('absolute-form request targets (RFC 9112 §3.2.2)', () => {
     expect(requestTarget('http:/metrics', 'x')).toBeNull();
     expect(requestTarget('http://user@evil.example@127.0.0.1:9883/metrics', 'x')).toBeNull();
     expect(requestTarget('http://127.0.0.1/metrics#frag', 'x')).toBeNull();
+    // A bracketed host followed by more than a port is no loopback name.
+    expect(isLoopbackHost(hostOfHostHeader('[::1]evil.example'))).toBe(false);
+    expect(isLoopbackHost(hostOfHostHeader('[::1]:9883'))).toBe(true);
     // As written, like an origin form: /a/../metrics is no route either way.
     expect(requestTarget('http://127.0.0.1/a/../metrics', 'x')).toEqual({ path: '/a/../metrics', host: '127.0.0.1' });
   });
