@@ -455,6 +455,39 @@ describe('workers: 2 (node:cluster)', () => {
     }
   }, 90_000);
 
+  // A reload that moves a server resets it to unknown in each worker's pool. A worker busy when the primary's
+  // states (up again) arrived applied them before its own reload step, and the reset then left the server unknown
+  // in that worker for good: half the clients got CONNACK 3. A worker stopped for 300 ms just after the SIGHUP
+  // reproduced it at once (the second review's race).
+  it('a reload that moves a server: every worker routes to it again, also one that was busy during the reload', async () => {
+    const brokers = await startBrokers(['mv-a', 'mv-b']);
+    try {
+      const [port, admin] = [await freePort(), await freePort()];
+      const yamlWith = (b: NamedBroker): string => yamlFor(port, admin, [{ name: 'b1', port: b.port }], 'workers: 2\n');
+      const lb = await startLb(yamlWith(brokers[0]!), { waitReady: `http://127.0.0.1:${admin}/readyz` });
+      const workerPids = execFileSync('pgrep', ['-P', String(lb.proc.pid)], { encoding: 'utf8' }).trim().split('\n').map(Number);
+      expect(workerPids).toHaveLength(2);
+      for (let round = 0; round < 4; round++) {
+        const to = brokers[(round + 1) % 2]!;
+        const reloads = lb.logs.filter((l) => l.msg === 'config reloaded').length;
+        lb.writeConfig(yamlWith(to));
+        lb.reload();
+        await sleep(1 + (round % 2));
+        const busy = workerPids[round % 2]!;
+        process.kill(busy, 'SIGSTOP');
+        await sleep(300);
+        process.kill(busy, 'SIGCONT');
+        await lb.waitForLog(() => lb.logs.filter((l) => l.msg === 'config reloaded').length > reloads, 10_000);
+        await sleep(500); // the move's first probe, and its states to the workers
+        // The primary deals connections to the workers in turn: eight clients reach both.
+        for (let i = 0; i < 8; i++) expect(await brokerFor(port, `mv-${round}-${i}`), `round ${round}, client ${i}`).toBe(to.name);
+      }
+      expect(await lb.stop()).toBe(0);
+    } finally {
+      await Promise.all(brokers.map((b) => b.stop()));
+    }
+  }, 90_000);
+
   it('every worker routes a client ID like a single process does; the primary serves aggregated metrics and stops cleanly', async () => {
     const brokers = await startBrokers(['w1', 'w2', 'w3']);
     try {
