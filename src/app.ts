@@ -164,9 +164,7 @@ export class App implements TelemetrySource, AdminActions {
   async start(): Promise<void> {
     const config = this.config;
     for (const pc of Object.values(config.pools)) this.addPool(pc);
-    const budget = budgetForConfig(config);
-    // The cluster primary holds no session; each worker checks its own share.
-    if (budget.noRoom !== null && this.role !== 'primary') throw new MqttLbError(ErrorCodes.START_FD_LIMIT, budget.noRoom);
+    const budget = this.sessionBudget(config);
     this.ctx.maxConnections = budget.globalMax;
     // The cluster primary holds no session: each worker clamps its own share and says so (with its index).
     if (this.role !== 'primary') for (const w of budget.warnings) this.log.warn({ detail: w }, 'connection cap clamped');
@@ -203,6 +201,14 @@ export class App implements TelemetrySource, AdminActions {
   }
 
   /** The listeners this process serves: none in the cluster primary (its workers do). */
+  /** The connection caps that fit the open-file limit; throws MQLB_START_FD_LIMIT when not one session fits. */
+  private sessionBudget(config: LbConfig): ReturnType<typeof budgetForConfig> {
+    const budget = budgetForConfig(config);
+    // The cluster primary holds no session; each worker checks its own share.
+    if (budget.noRoom !== null && this.role !== 'primary') throw new MqttLbError(ErrorCodes.START_FD_LIMIT, budget.noRoom);
+    return budget;
+  }
+
   private ownListeners(config: LbConfig): LbConfig['listeners'] {
     return this.role === 'primary' ? [] : config.listeners;
   }
@@ -290,9 +296,8 @@ export class App implements TelemetrySource, AdminActions {
     if (this.stopping) throw reloadWhileStopping();
     const fronts = new Map<string, Fronts>();
     for (const lc of this.ownListeners(next)) fronts.set(lc.name, this.frontFor(lc, next));
-    const budget = budgetForConfig(next);
-    // More servers keep more descriptors for probes: a reload must not leave room for no session.
-    if (budget.noRoom !== null && this.role !== 'primary') throw new MqttLbError(ErrorCodes.START_FD_LIMIT, budget.noRoom);
+    // More servers keep more descriptors for probes: a reload must not leave room for no session either.
+    const budget = this.sessionBudget(next);
     const binds = await this.bindListeners(next, budget, fronts);
     let settled = false;
     return {

@@ -96,13 +96,13 @@ function check(file: string): number {
     const perProcess = workers > 1 ? workerShare(outcome.config, workers, 0) : outcome.config;
     const prefix = workers > 1 ? `each of ${workers} workers: ` : '';
     const budget = budgetForConfig(perProcess, openFileLimit());
-    // With no room at all, the clamps to 0 or next to nothing are beside the point.
-    if (budget.noRoom === null) for (const w of budget.warnings) printErr(`warning: ${prefix}${w}\n`);
     if (budget.noRoom !== null) {
       // Not a problem of the file, but the balancer would not start from this shell (exit 2, MQLB_START_FD_LIMIT).
+      // With no room at all, the clamps to 0 or next to nothing are beside the point: no warnings.
       printErr(`error: ${prefix}${budget.noRoom}\n`);
       return 1;
     }
+    for (const w of budget.warnings) printErr(`warning: ${prefix}${w}\n`);
     for (const w of workerShareWarnings(outcome.config, workers, os.availableParallelism())) printErr(`warning: ${w}\n`);
   }
   printOut(`${file}: ok\n`);

@@ -8,7 +8,7 @@
 import type { PoolConfig } from '../config/types.js';
 import { xxh64Into } from './hash/xxh64.js';
 import { Ranking } from './ranking.js';
-import { Server, type HealthState } from './server.js';
+import { Server, serverPlace, type HealthState } from './server.js';
 import { ServerTable, TIER_NONE } from './server-table.js';
 import { createPlacementStrategy } from './strategies/create.js';
 import { rendezvousWinner, selectByRendezvous } from './strategies/rendezvous-hash.js';
@@ -131,9 +131,9 @@ export class Pool {
         continue;
       }
       byName.delete(sc.name);
-      // Moved (another address or healthUrl): the verdict was about the old place. Every process (the workers too,
-      // before the primary's probe of the new place reaches them) stops sending new sessions there.
-      const moved = kept.config.address !== sc.address || (config.health.type === 'http' && kept.config.healthUrl !== sc.healthUrl);
+      // Moved: the verdict was about the old place. Every process (the workers too, before the primary's probe of
+      // the new place reaches them) stops sending new sessions there.
+      const moved = serverPlace(kept.config, config.health.type) !== serverPlace(sc, config.health.type);
       kept.config = sc;
       // With health checks turned off nothing else will ever mark a kept server up.
       if (config.health.type === 'none') kept.setHealth('up');

@@ -43,6 +43,14 @@ export interface ServerStateChange {
   to: ServerState;
 }
 
+/**
+ * Where a server's sessions and probes go: its address, and its healthUrl when the probes use it (type http).
+ * A reload that changes it has moved the server: its health verdict was about the old place.
+ */
+export function serverPlace(config: ServerConfig, healthType: string): string {
+  return healthType !== 'http' || config.healthUrl === null ? config.address : `${config.address} ${config.healthUrl}`;
+}
+
 export class Server extends EventEmitter {
   readonly pool: string;
   config: ServerConfig;

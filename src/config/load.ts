@@ -132,13 +132,13 @@ function parseText(text: string, file: string, opts: ParseOptions, out: ProblemC
       return failed();
     }
     const e = doc.errors.reduce((a, b) => (b.pos[0] < a.pos[0] ? b : a));
+    const ipv6At = unquotedIpv6At(text, e.pos[0]);
     if (e.code === 'MULTIPLE_DOCS') {
       // The library's advice (parseAllDocuments) is for programmers; the position is where the second begins.
       out.error(e.pos[0], '(root)', 'the file holds more than one YAML document (a `---` or `...` line): keep one');
-    } else if (unquotedIpv6At(text, e.pos[0]) >= 0) {
+    } else if (ipv6At >= 0) {
       // `bind: [::]:1883`: the `[` opens a YAML list, and the library's message says nothing of that.
-      const at = unquotedIpv6At(text, e.pos[0]);
-      out.error(at, syntaxPath(doc, at), 'an IPv6 host:port must be quoted: `"[::]:1883"` (unquoted, `[` starts a YAML list)');
+      out.error(ipv6At, syntaxPath(doc, ipv6At), 'an IPv6 host:port must be quoted: `"[::]:1883"` (unquoted, `[` starts a YAML list)');
     } else {
       const message = e.code === 'DUPLICATE_KEY' ? 'duplicate key: a key may appear only once in a mapping' : e.code === 'MULTILINE_IMPLICIT_KEY' ? 'a key without `:` after it, or a key over several lines' : e.message;
       // A line indented wrongly belongs to no key yet: name the mapping it is in, not the key before it.

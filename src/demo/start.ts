@@ -6,6 +6,7 @@ import { loadConfig } from '../config/load.js';
 import { ConfigError, MqttLbError, formatProblem } from '../errors.js';
 import { startDemoCluster } from './brokers.js';
 import { runBalancer } from '../run.js';
+import { printErr } from '../cli-output.js';
 
 const LOOPBACK = new Set(['127.0.0.1', 'localhost', '::1']);
 
@@ -16,12 +17,12 @@ async function main(): Promise<void> {
     config = loadConfig(file);
   } catch (err) {
     if (err instanceof ConfigError) {
-      for (const p of err.problems) process.stderr.write(formatProblem(p) + '\n');
+      printErr(err.problems.map((p) => formatProblem(p) + '\n').join(''));
       process.exit(1);
     }
     // A file that cannot be read: one line, as `mqtt-lb` itself says it.
     if (err instanceof MqttLbError) {
-      process.stderr.write(`${err.message} (${err.code})\n`);
+      printErr(`${err.message} (${err.code})\n`);
       process.exit(1);
     }
     throw err;
@@ -35,7 +36,7 @@ async function main(): Promise<void> {
     cluster = await startDemoCluster(addresses);
   } catch (err) {
     // Like the balancer's own "cannot start" (a port in use): one clear line and exit 2, not a stack trace.
-    process.stderr.write(`demo: cannot start the embedded brokers: ${(err as Error).message}\n`);
+    printErr(`demo: cannot start the embedded brokers: ${(err as Error).message}\n`);
     process.exit(2);
   }
   process.stdout.write(`demo: ${addresses.length} embedded aedes brokers (MQTT 3.1/3.1.1, one shared bus) on ${addresses.map((a) => `${a.host}:${a.port}`).join(', ')}\n`);

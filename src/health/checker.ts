@@ -8,7 +8,7 @@
 import os from 'node:os';
 import type { Logger } from 'pino';
 import type { Agent, Dispatcher } from 'undici';
-import type { CheckResult, Server, ServerStateChange } from '../balancer/server.js';
+import { serverPlace, type CheckResult, type Server, type ServerStateChange } from '../balancer/server.js';
 import { createHealthAgent } from './http.js';
 import { jitteredDelay } from './jitter.js';
 import type { CheckedPool } from './pool-view.js';
@@ -52,7 +52,7 @@ class ServerLoop {
   /** Admin maint: no probes. */
   paused = false;
 
-  /** Where this loop probes (probeTarget): a reload that changes it starts a new loop. */
+  /** Where this loop probes (serverPlace): a reload that changes it starts a new loop. */
   readonly target: string;
 
   constructor(
@@ -60,18 +60,13 @@ class ServerLoop {
     healthType: string,
   ) {
     this.riseFall = initialRiseFall(server.health);
-    this.target = probeTarget(server, healthType);
+    this.target = serverPlace(server.config, healthType);
   }
 }
 
 /** A probe target for a log line: a healthUrl's credentials (`http://user:pw@host/`) as `***`. */
 function withoutCredentials(target: string): string {
   return target.replace(/(https?:\/\/)[^/?#]*@/gi, '$1***@');
-}
-
-/** Where a server's sessions and probes go: its address, and its healthUrl when the probes use it (type http). */
-function probeTarget(server: Server, healthType: string): string {
-  return healthType !== 'http' || server.config.healthUrl === null ? server.config.address : `${server.config.address} ${server.config.healthUrl}`;
 }
 
 export class HealthChecker {
@@ -162,13 +157,17 @@ export class HealthChecker {
     const servers = new Set(this.pool.servers);
     const probing = this.pool.config.health.type !== 'none';
     for (const loop of [...this.loops.values()]) {
-      if (!probing || !servers.has(loop.server)) this.dropLoop(loop);
-      else if (loop.target !== probeTarget(loop.server, this.pool.config.health.type)) {
+      if (!probing || !servers.has(loop.server)) {
+        this.dropLoop(loop);
+        continue;
+      }
+      const place = serverPlace(loop.server.config, this.pool.config.health.type);
+      if (loop.target !== place) {
         // A reload moved the server (another address or healthUrl): the old verdict says nothing about the new
         // place. No new sessions until its first probe, at once, says up (its sessions at the old address stay:
         // reactions.ts does not evict them for the new address's health).
         this.dropLoop(loop);
-        this.log.info({ pool: this.pool.name, server: loop.server.name, from: withoutCredentials(loop.target), to: withoutCredentials(probeTarget(loop.server, this.pool.config.health.type)) }, 'server moved: health checked anew');
+        this.log.info({ pool: this.pool.name, server: loop.server.name, from: withoutCredentials(loop.target), to: withoutCredentials(place) }, 'server moved: health checked anew');
         loop.server.setHealth('unknown');
       }
     }
