@@ -161,7 +161,11 @@ export class App implements TelemetrySource, AdminActions {
 
   // ── start ───────────────────────────────────────────────────────────────────────────────────────────────
 
-  async start(): Promise<void> {
+  /**
+   * `beforeListeners` runs once the health checks have begun and before any listener is bound: the warm-up
+   * (warm-up.ts), whose seconds then overlap the first probes' rise instead of adding to them.
+   */
+  async start(hooks: { beforeListeners?: () => Promise<unknown> } = {}): Promise<void> {
     const config = this.config;
     for (const pc of Object.values(config.pools)) this.addPool(pc);
     const budget = this.sessionBudget(config);
@@ -175,6 +179,8 @@ export class App implements TelemetrySource, AdminActions {
       this.failoverConfig = config.failover;
     }
     try {
+      for (const c of this.checkers.values()) c.start();
+      if (hooks.beforeListeners !== undefined) await hooks.beforeListeners();
       for (const lc of this.ownListeners(config)) {
         await this.openListener(lc, budget.listenerMax.get(lc.name) ?? lc.maxConnections, this.frontFor(lc, config));
       }
@@ -189,7 +195,6 @@ export class App implements TelemetrySource, AdminActions {
       await this.closeEverything();
       throw err;
     }
-    for (const c of this.checkers.values()) c.start();
     if (this.role !== 'primary') this.overloadGuard.start();
     this.trackTimer = setInterval(() => this.track(), TRACK_INTERVAL_MS);
     this.trackTimer.unref();

@@ -14,6 +14,7 @@ import { workerShareWarnings } from './cluster/share.js';
 import { socketEngine } from './proxy/handle-socket.js';
 import { watchNpmExec } from './launcher-watch.js';
 import { printErr } from './cli-output.js';
+import { WarmUp } from './warm-up.js';
 
 export async function runBalancer(file: string): Promise<number> {
   let config;
@@ -37,6 +38,8 @@ export async function runBalancer(file: string): Promise<number> {
   const workers = workerCount(config.workers, os.availableParallelism());
   for (const w of workerShareWarnings(config, workers, os.availableParallelism())) log.warn({ detail: w }, 'config warning');
   const app = new App(config, log, workers > 1 ? 'primary' : 'single');
+  // With workers, each worker warms itself (worker-main.ts): the primary holds no session.
+  const warmUp = workers > 1 ? null : new WarmUp(config, log);
   const primary = workers > 1 ? new ClusterPrimary(app, workers, log) : null;
   if (primary !== null) {
     app.stopWorkers = (rate, timeoutMs) => primary.stopWorkers(rate, timeoutMs);
@@ -55,6 +58,7 @@ export async function runBalancer(file: string): Promise<number> {
     }
     log.info({ signal }, 'stop requested while starting: stopping once started');
     early.stop = signal;
+    void warmUp?.close();
   };
   const reloadWhileStarting = (): void => {
     if (!early.reload) log.info({}, 'config reload requested while starting: applying it once started');
@@ -69,7 +73,7 @@ export async function runBalancer(file: string): Promise<number> {
     process.removeListener('SIGHUP', reloadWhileStarting);
   };
   try {
-    await app.start();
+    await app.start(warmUp === null ? {} : { beforeListeners: () => warmUp.run() });
     if (primary !== null) {
       await primary.start();
       // Asked to stop meanwhile: no point joining the VRRP exchange only to resign.

@@ -208,7 +208,7 @@ async function startMosquittoOnce() {
   };
 }
 
-export function mqttLbConfig({ port, adminPort, backends, maxConnections, workers = 1, limits = '' }) {
+export function mqttLbConfig({ port, adminPort, backends, maxConnections, workers = 1, limits = '', warmUp = null }) {
   return [
     '# written by bench/run.mjs',
     'listeners:',
@@ -235,6 +235,7 @@ export function mqttLbConfig({ port, adminPort, backends, maxConnections, worker
     'log:',
     '  level: warn',
     `workers: ${workers}`,
+    ...(warmUp === null ? [] : [`warmUp: ${warmUp}`]),
     '',
   ].join('\n');
 }
@@ -248,7 +249,7 @@ export function startMqttLb(backends, options = {}) {
   return withFreshPortRetry(() => startMqttLbOnce(backends, options));
 }
 
-async function startMqttLbOnce(backends, { maxConnections = 9400, nodeArgs = null, env = {}, cli = null, workers = 1, name = 'mqtt-lb', limits = '' } = {}) {
+async function startMqttLbOnce(backends, { maxConnections = 9400, nodeArgs = null, env = {}, cli = null, workers = 1, name = 'mqtt-lb', limits = '', warmUp = null } = {}) {
   const built = join(REPO, 'dist', 'src', 'cli.js');
   if (cli === null && !existsSync(built)) throw new Error(`${built} is missing: run \`npm run build\` (npm run bench does)`);
   if (cli !== null && !existsSync(cli)) throw new Error(`${cli} is missing`);
@@ -256,7 +257,7 @@ async function startMqttLbOnce(backends, { maxConnections = 9400, nodeArgs = nul
   const adminPort = await freePort();
   const dir = makeTempDir('mqtt-lb-bench-lb-');
   const file = join(dir, 'lb.yaml');
-  writeFileSync(file, mqttLbConfig({ port, adminPort, backends, maxConnections, workers, limits }));
+  writeFileSync(file, mqttLbConfig({ port, adminPort, backends, maxConnections, workers, limits, warmUp }));
   const ready = async () => {
     try {
       const res = await fetch(`http://${HOST}:${adminPort}/readyz`);

@@ -10,6 +10,7 @@ import { createLogger, type Logger } from '../telemetry/logger.js';
 import { LoopLagSampler } from '../telemetry/loop-lag.js';
 import { PROCESS_METRICS_MS, createProcessRegistry } from '../telemetry/process-metrics.js';
 import { installTestHooks } from '../test-hooks.js';
+import { WarmUp } from '../warm-up.js';
 import type { ToPrimary, ToWorker, ListenerSnapshot, ServerSnapshot, ServerStateWire } from './messages.js';
 import { workerShare } from './share.js';
 
@@ -125,7 +126,8 @@ function main(): void {
         log = createLogger(m.config.log).child({ worker: m.index });
         installTestHooks(log);
         app = new App(workerShare(m.config, workers, index), log, 'worker', link);
-        app.start().then(
+        const warmUp = new WarmUp(app.config, log);
+        app.start({ beforeListeners: () => warmUp.run() }).then(
           () => {
             send({ t: 'ready' });
             send(snapshot(app!, link));

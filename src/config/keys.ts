@@ -4,7 +4,7 @@
  */
 
 export const KEYS = {
-  root: ['listeners', 'pools', 'limits', 'admin', 'log', 'workers', 'failover'],
+  root: ['listeners', 'pools', 'limits', 'admin', 'log', 'workers', 'warmUp', 'failover'],
   listener: ['name', 'bind', 'pool', 'maxConnections', 'tls', 'acceptProxyProtocol'],
   tls: ['cert', 'key', 'ca', 'requestCert', 'certAsUsername'],
   pool: [

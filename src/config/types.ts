@@ -124,5 +124,7 @@ export interface LbConfig {
   admin: AdminConfig;
   log: LogConfig;
   workers: number | 'auto';
+  /** Synthetic loopback sessions run at start to warm the JIT (src/warm-up.ts); 0 = none. */
+  warmUp: number;
   failover: FailoverConfig | null;
 }

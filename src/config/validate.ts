@@ -27,6 +27,8 @@ const SHORT_TOKEN_CHARS = 16;
 const MIN_LOG_BUFFER_BYTES = 65_536;
 /** The smallest limits.maxMemory: below it normal traffic alone would cross the ceiling (src/proxy/memory-ceiling.ts). */
 const MIN_MAX_MEMORY = 128 * 1024 * 1024;
+/** More synthetic sessions than this would not warm more (bench/README.md: ~5,000 reach the warm cost). */
+const MAX_WARM_UP = 100_000;
 
 export interface Validated {
   config: LbConfig;
@@ -62,6 +64,7 @@ export function validateDocument(r: ConfigReader, absFile: string, baseDir: stri
     admin: admin.config,
     log: readLog(root),
     workers: readWorkers(r, root),
+    warmUp: root.int('warmUp', DEFAULTS.warmUp, 0, MAX_WARM_UP),
     failover: readFailover(ctx, root),
   };
   return { config, files: ctx.files };
@@ -76,6 +79,7 @@ function emptyLbConfig(file: string): LbConfig {
     admin: { bind: DEFAULTS.admin.bind, address: defaultAdminAddress(), token: null },
     log: readLog(undefined),
     workers: DEFAULTS.workers,
+    warmUp: DEFAULTS.warmUp,
     failover: null,
   };
 }

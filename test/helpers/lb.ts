@@ -30,13 +30,23 @@ export interface LbProcess {
 const live = new Set<LbProcess>();
 
 /**
+ * Test balancers start without the JIT warm-up (src/warm-up.ts: a few seconds of CPU per start, hundreds of starts
+ * here on two cores) unless the file sets `warmUp` itself (test/integration/warm-up.test.ts does). A file without a
+ * top-level `listeners:` line (empty, or a deliberate error) is left as it is.
+ */
+export function withoutWarmUp(yaml: string): string {
+  if (/^warmUp\s*:/m.test(yaml) || !/^listeners\s*:/m.test(yaml)) return yaml;
+  return `${yaml}${yaml.endsWith('\n') ? '' : '\n'}warmUp: 0\n`;
+}
+
+/**
  * `launcher`: start through bin/mqtt-lb (what `npx mqtt-lb` and the systemd unit run: the shipped Node and
  * malloc settings; same PID, it execs node) instead of plain `node dist/src/cli.js`.
  */
 export async function startLb(yaml: string, opts: { waitPort?: number; waitReady?: string; env?: NodeJS.ProcessEnv; args?: string[]; launcher?: boolean } = {}): Promise<LbProcess> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'mqtt-lb-test-'));
   const configFile = path.join(dir, 'lb.yaml');
-  writeFileSync(configFile, yaml);
+  writeFileSync(configFile, withoutWarmUp(yaml));
   const args = ['--config', configFile, ...(opts.args ?? [])];
   // The launcher runs `node` from PATH: put this Node first.
   const env = { ...process.env, ...opts.env, ...(opts.launcher === true ? { PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ''}` } : {}) };
@@ -69,7 +79,7 @@ export async function startLb(yaml: string, opts: { waitPort?: number; waitReady
     stderr,
     exited,
     writeConfig(y) {
-      writeFileSync(configFile, y);
+      writeFileSync(configFile, withoutWarmUp(y));
     },
     reload() {
       proc.kill('SIGHUP');

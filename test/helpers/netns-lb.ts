@@ -92,6 +92,8 @@ limits:
   drainTimeout: ${o.drainTimeout ?? '4s'}
 log:
   level: info
+# The JIT warm-up (src/warm-up.ts, seconds of CPU per start) is tested by test/integration/warm-up.test.ts.
+warmUp: 0
 failover:
   interface: eth0
   transport: unicast

@@ -31,7 +31,7 @@ const HEADINGS: Record<keyof typeof KEYS, string> = {
 
 /** The defaults each table must show (scalars and empty lists; sub-mappings have their own table). */
 const TABLE_DEFAULTS: Partial<Record<keyof typeof KEYS, Record<string, unknown>>> = {
-  root: { workers: DEFAULTS.workers, failover: null },
+  root: { workers: DEFAULTS.workers, warmUp: DEFAULTS.warmUp, failover: null },
   listener: DEFAULTS.listener,
   tls: DEFAULTS.tls,
   pool: DEFAULTS.pool,

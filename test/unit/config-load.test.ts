@@ -83,6 +83,7 @@ log:
   bufferBytes: 1048576
 
 workers: auto
+warmUp: 2000
 
 failover:
   interface: eth1
@@ -204,6 +205,7 @@ function expectedFull(file: string): LbConfig {
     admin: { bind: '0.0.0.0:9883', address: { host: '0.0.0.0', port: 9883 }, token: '0123456789abcdef0123' },
     log: { level: 'debug', sessions: true, bufferBytes: 1_048_576 },
     workers: 'auto',
+    warmUp: 2_000,
     failover: {
       interface: 'eth1',
       transport: 'multicast',
@@ -304,6 +306,7 @@ describe('parseConfig', () => {
       admin: { bind: '127.0.0.1:9883', address: { host: '127.0.0.1', port: 9883 }, token: null },
       log: { level: 'info', sessions: false, bufferBytes: 4_194_304 },
       workers: 1,
+      warmUp: 5_000,
       failover: null,
     };
     expect(out.config).toEqual(expected);

@@ -1,0 +1,128 @@
+/**
+ * The JIT warm-up at start (src/warm-up.ts, `warmUp` in lb.yaml) with the built mqtt-lb and a real mosquitto:
+ * it runs before the listeners are bound, leaves nothing behind in the real pool's counters, gives way to a stop
+ * signal, and runs in each worker. (Other test files start their balancers with `warmUp: 0`: helpers/lb.ts.)
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import net from 'node:net';
+import { startBrokers, brokerFor, type NamedBroker } from '../helpers/cluster.js';
+import { lbYaml } from '../helpers/lb-config.js';
+import { freePort } from '../helpers/mosquitto.js';
+import { startLb, stopAllLbs, sleep } from '../helpers/lb.js';
+
+async function metrics(admin: number): Promise<string> {
+  const res = await fetch(`http://127.0.0.1:${admin}/metrics`);
+  return res.text();
+}
+
+/** Whether something accepts TCP connections on 127.0.0.1:port now. */
+function accepting(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+describe('JIT warm-up at start', () => {
+  let brokers: NamedBroker[];
+
+  beforeAll(async () => {
+    brokers = await startBrokers(['b1']);
+  });
+
+  afterEach(async () => {
+    await stopAllLbs();
+  });
+
+  afterAll(async () => {
+    await Promise.all((brokers ?? []).map((b) => b.stop()));
+  });
+
+  it('runs its sessions before the listeners are bound, and none of them reaches the real pool or its counters', async () => {
+    const port = await freePort();
+    const admin = await freePort();
+    const yaml = lbYaml({ port, admin, servers: brokers, health: { type: 'tcp', interval: '200ms', rise: 1 }, extra: 'warmUp: 1500\n' });
+    const lb = await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
+    const ended = await lb.waitForLog((l) => l.msg === 'warm-up ended');
+    expect(ended).toMatchObject({ sessions: 1500, wanted: 1500, ended: 'done' });
+    const at = (msg: string): number => lb.logs.findIndex((l) => l.msg === msg);
+    expect(at('warm-up started')).toBeGreaterThanOrEqual(0);
+    expect(at('warm-up started')).toBeLessThan(at('warm-up ended'));
+    expect(at('warm-up ended')).toBeLessThan(at('listener started'));
+    // Nothing of the warm-up in the real counters: no session, no dial to a real server.
+    const before = await metrics(admin);
+    expect(before).toMatch(/^mqtt_lb_connections_total\{listener="mqtt",outcome="proxied"\} 0$/m);
+    expect(before).toMatch(/^mqtt_lb_connections_total\{listener="mqtt",outcome="rejected"\} 0$/m);
+    expect(before).not.toMatch(/^mqtt_lb_server_connect_duration_seconds_count\{[^}]*\} [1-9]/m);
+    expect(before).not.toContain('warm-up');
+    // The real path works afterwards, and counts one session.
+    expect(await brokerFor(port, 'after-warm-up')).toBe('b1');
+    expect(await metrics(admin)).toMatch(/^mqtt_lb_connections_total\{listener="mqtt",outcome="proxied"\} 1$/m);
+    expect(await lb.stop()).toBe(0);
+  });
+
+  it('is cut short by SIGTERM: the balancer stops at once with exit 0, the listener never having accepted', async () => {
+    const port = await freePort();
+    const admin = await freePort();
+    // More than the time bound allows: without the signal it would run for 4 s.
+    const yaml = lbYaml({ port, admin, servers: brokers, health: { type: 'tcp', interval: '200ms', rise: 1 }, extra: 'warmUp: 100000\n' });
+    const lb = await startLb(yaml);
+    await lb.waitForLog((l) => l.msg === 'warm-up started');
+    await sleep(300);
+    // Still warming up: the listener is not bound yet.
+    expect(await accepting(port)).toBe(false);
+    const signalled = Date.now();
+    lb.proc.kill('SIGTERM');
+    const code = await lb.exited;
+    expect(code).toBe(0);
+    expect(Date.now() - signalled).toBeLessThan(3000);
+    const ended = lb.logs.find((l) => l.msg === 'warm-up ended');
+    expect(ended).toMatchObject({ ended: 'stop' });
+    expect(ended!.sessions as number).toBeLessThan(100000);
+    expect(lb.logs.some((l) => l.msg === 'stopped')).toBe(true);
+  });
+
+  it('stops at its time bound when it cannot finish, and the balancer then serves', async () => {
+    const port = await freePort();
+    const admin = await freePort();
+    const yaml = lbYaml({ port, admin, servers: brokers, health: { type: 'tcp', interval: '200ms', rise: 1 }, extra: 'warmUp: 100000\n' });
+    const started = Date.now();
+    const lb = await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
+    const ended = await lb.waitForLog((l) => l.msg === 'warm-up ended');
+    expect(ended).toMatchObject({ ended: 'time' });
+    expect(ended.ms as number).toBeGreaterThanOrEqual(4000);
+    expect(Date.now() - started).toBeLessThan(15_000);
+    expect(await brokerFor(port, 'after-time-bound')).toBe('b1');
+  });
+
+  it('does not run with warmUp: 0 (no log line, the listener bound at once)', async () => {
+    const port = await freePort();
+    const admin = await freePort();
+    const lb = await startLb(lbYaml({ port, admin, servers: brokers, health: { type: 'tcp', interval: '200ms', rise: 1 }, extra: 'warmUp: 0\n' }), {
+      waitReady: `http://127.0.0.1:${admin}/readyz`,
+    });
+    await lb.waitForLog((l) => l.msg === 'mqtt-lb started');
+    expect(lb.logs.some((l) => typeof l.msg === 'string' && l.msg.startsWith('warm-up'))).toBe(false);
+  });
+
+  it('runs in each worker with workers: 2 (the primary holds no session and does not warm up)', async () => {
+    const port = await freePort();
+    const admin = await freePort();
+    const yaml = lbYaml({ port, admin, servers: brokers, health: { type: 'tcp', interval: '200ms', rise: 1 }, extra: 'workers: 2\nwarmUp: 600\n' });
+    const lb = await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
+    await lb.waitForLog((l) => l.msg === 'mqtt-lb started', 20_000);
+    const ends = lb.logs.filter((l) => l.msg === 'warm-up ended');
+    expect(ends.map((l) => l.worker).sort()).toEqual([0, 1]);
+    for (const e of ends) expect(e).toMatchObject({ sessions: 600, ended: 'done' });
+    expect(await brokerFor(port, 'workers-after-warm-up')).toBe('b1');
+    // The workers send their counters to the primary every 250 ms.
+    const proxiedOne = /^mqtt_lb_connections_total\{listener="mqtt",outcome="proxied"\} 1$/m;
+    const until = Date.now() + 5000;
+    while (!proxiedOne.test(await metrics(admin)) && Date.now() < until) await sleep(100);
+    expect(await metrics(admin)).toMatch(proxiedOne);
+  });
+});
