@@ -4,16 +4,21 @@
  * Each round starts every target afresh against one mosquitto, waits until it is ready (for mqtt-lb: /readyz,
  * which is after its warm-up), and at once sets up `--connections` held connections with the C generator
  * (bench/conngen.c, 50 in flight), then releases them and stops the target. Targets, interleaved in each round:
- * mqtt-lb with its default warm-up, mqtt-lb with `warmUp: 0`, and HAProxy when installed. Prints the medians of
- * connections per second and of the proxy's CPU per connection, and the ratios to HAProxy's.
+ * mqtt-lb with its default warm-up, mqtt-lb with each `warmUp` of `--warm-ups`, and HAProxy when installed. Prints
+ * the medians of connections per second and of the proxy's CPU per connection, and the ratios to HAProxy's.
  *
- *   node bench/cold-start.mjs [--rounds 5] [--connections 2000] [--settle-ms 300]
+ *   node bench/cold-start.mjs [--rounds 5] [--connections 2000] [--settle-ms 300] [--warm-ups 0]
  */
 import { parseArgs } from 'node:util';
 import { HOST, buildConnGen, cpuMs, delay, haproxyAvailable, installCleanupHooks, startConnGen, startHaproxy, startMosquitto, startMqttLb } from './lib/procs.mjs';
 
 const { values } = parseArgs({
-  options: { rounds: { type: 'string', default: '5' }, connections: { type: 'string', default: '2000' }, 'settle-ms': { type: 'string', default: '300' } },
+  options: {
+    rounds: { type: 'string', default: '5' },
+    connections: { type: 'string', default: '2000' },
+    'settle-ms': { type: 'string', default: '300' },
+    'warm-ups': { type: 'string', default: '0' },
+  },
 });
 const ROUNDS = Number(values.rounds);
 const CONNECTIONS = Number(values.connections);
@@ -28,7 +33,7 @@ if (bin === null) {
 
 const targets = [
   { name: 'mqtt-lb', start: (broker) => startMqttLb([broker]) },
-  { name: 'mqtt-lb warmUp: 0', start: (broker) => startMqttLb([broker], { warmUp: 0 }) },
+  ...values['warm-ups'].split(',').map((n) => ({ name: `mqtt-lb warmUp: ${Number(n)}`, start: (broker) => startMqttLb([broker], { warmUp: Number(n) }) })),
   ...(haproxyAvailable() ? [{ name: 'haproxy', start: (broker) => startHaproxy([broker]) }] : []),
 ];
 const results = new Map(targets.map((t) => [t.name, []]));
@@ -64,6 +69,6 @@ for (const [name, rs] of results) {
   const rate = median(rs.map((r) => r.rate));
   const us = median(rs.map((r) => r.usPerConn));
   const ratio = ha !== undefined && name !== 'haproxy' ? `  ${(rate / median(ha.map((r) => r.rate))).toFixed(2)}x HAProxy's rate` : '';
-  process.stdout.write(`  ${name.padEnd(18)} ${String(Math.round(rate)).padStart(6)} conn/s  ${us.toFixed(0).padStart(4)} µs CPU/conn${ratio}\n`);
+  process.stdout.write(`  ${name.padEnd(22)} ${String(Math.round(rate)).padStart(6)} conn/s  ${us.toFixed(0).padStart(4)} µs CPU/conn${ratio}\n`);
 }
 process.exit(0);

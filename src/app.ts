@@ -10,7 +10,7 @@ import type { Server, AdminState } from './balancer/server.js';
 import { HealthChecker } from './health/checker.js';
 import { PoolReactions } from './health/reactions.js';
 import { Evictor } from './health/eviction.js';
-import { Listener, explainHandOver } from './proxy/listener.js';
+import { Listener, explainHandOver, probeBind } from './proxy/listener.js';
 import type { ProxyContext, ListenerStats } from './proxy/context.js';
 import type { ClientSession } from './proxy/session.js';
 import { budgetForConfig } from './proxy/fd-budget.js';
@@ -105,8 +105,15 @@ export class App implements TelemetrySource, AdminActions {
   private trackTimer: NodeJS.Timeout | null = null;
   private stopping = false;
   private stopped: Promise<void> | null = null;
+  private readonly privateBinds: boolean;
 
-  constructor(config: LbConfig, log: Logger, role: Role = 'single', link: WorkerLink | null = null) {
+  /**
+   * `privateBinds`: listeners bind their own sockets even in a node:cluster worker (`exclusive`), rather than
+   * share the primary's: the warm-up's App (warm-up.ts), whose port-0 listener must not be one socket for all
+   * workers.
+   */
+  constructor(config: LbConfig, log: Logger, role: Role = 'single', link: WorkerLink | null = null, options: { privateBinds?: boolean } = {}) {
+    this.privateBinds = options.privateBinds ?? false;
     this.config = config;
     this.log = log;
     this.role = role;
@@ -162,8 +169,8 @@ export class App implements TelemetrySource, AdminActions {
   // ── start ───────────────────────────────────────────────────────────────────────────────────────────────
 
   /**
-   * `beforeListeners` runs once the health checks have begun and before any listener is bound: the warm-up
-   * (warm-up.ts), whose seconds then overlap the first probes' rise instead of adding to them.
+   * `beforeListeners` runs before any listener is bound: the warm-up (warm-up.ts). Each listener's address is
+   * tried first (bound and closed again), so an address in use is reported at once, not after it.
    */
   async start(hooks: { beforeListeners?: () => Promise<unknown> } = {}): Promise<void> {
     const config = this.config;
@@ -179,8 +186,13 @@ export class App implements TelemetrySource, AdminActions {
       this.failoverConfig = config.failover;
     }
     try {
-      for (const c of this.checkers.values()) c.start();
-      if (hooks.beforeListeners !== undefined) await hooks.beforeListeners();
+      if (hooks.beforeListeners !== undefined) {
+        // In a cluster worker the bind goes through the primary, which holds the address for all workers.
+        if (this.role === 'single') for (const lc of config.listeners) await probeBind(lc);
+        await hooks.beforeListeners();
+        // The warm-up kept the loop busy before any client could come: not lag anyone met.
+        this.metrics?.discardLoopLag();
+      }
       for (const lc of this.ownListeners(config)) {
         await this.openListener(lc, budget.listenerMax.get(lc.name) ?? lc.maxConnections, this.frontFor(lc, config));
       }
@@ -195,6 +207,7 @@ export class App implements TelemetrySource, AdminActions {
       await this.closeEverything();
       throw err;
     }
+    for (const c of this.checkers.values()) c.start();
     if (this.role !== 'primary') this.overloadGuard.start();
     this.trackTimer = setInterval(() => this.track(), TRACK_INTERVAL_MS);
     this.trackTimer.unref();
@@ -226,6 +239,7 @@ export class App implements TelemetrySource, AdminActions {
   private async openListener(lc: ListenerConfig, maxConnections: number, front: Fronts): Promise<void> {
     const l = new Listener(lc, this.ctx, maxConnections);
     l.setFront(...front);
+    l.exclusive = this.privateBinds;
     await l.listen();
     this.listenerMap.set(lc.name, l);
     this.logListenerStarted(l);

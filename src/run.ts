@@ -59,6 +59,7 @@ export async function runBalancer(file: string): Promise<number> {
     log.info({ signal }, 'stop requested while starting: stopping once started');
     early.stop = signal;
     void warmUp?.close();
+    primary?.stopWarmUps();
   };
   const reloadWhileStarting = (): void => {
     if (!early.reload) log.info({}, 'config reload requested while starting: applying it once started');

@@ -1,22 +1,22 @@
 /**
- * JIT warm-up at start (`warmUp` in lb.yaml). A fresh Node process spends 2-3x the CPU per connection of a warm
- * one on its first few thousand connections (bench/README.md: 230-340 µs over the first 3,000 against 110-180
- * later), because V8 optimizes the session code only once it has run it often. A balancer meets that cold
- * phase when it matters most: after a restart or a failover, every client reconnects at once.
+ * JIT warm-up at start (`warmUp` in lb.yaml). A fresh Node process spends 1.5-2x the CPU per connection of a warm
+ * one on its first few thousand connections (bench/README.md: 200-340 µs against 110-130 later), because V8
+ * optimizes the session code only once it has run it often. A backup balancer meets that cold phase when it
+ * matters most: after a failover, every client reconnects at once.
  *
- * So, before the listeners are bound (while the first health probes rise: App.start), a private copy of the
- * proxy runs synthetic sessions through the same code (accept, CONNECT scan, routing, dial, CONNECT replay,
- * CONNACK, splice, DISCONNECT or FIN, teardown): its own App with one listener on 127.0.0.1:0 and one pool
- * whose only server is a stand-in broker in this process. It shares no state with the real one (its own
- * pools, counters and sessions; no metrics, no log lines) and touches no real broker. Before the listeners
- * rather than after, so that it never competes with real clients or, on a shared machine, with its neighbours'
- * work: it is part of starting, bounded by TIME_BOUND_MS, and a stop signal cuts it short.
+ * So, before the listeners are bound (App.start's beforeListeners), a private copy of the proxy runs synthetic
+ * sessions through the plain-TCP session code (accept, CONNECT scan, routing, dial, CONNECT replay, CONNACK,
+ * splice, DISCONNECT or FIN, teardown): its own App with one listener on 127.0.0.1:0 and one pool whose only
+ * server is a stand-in broker in this process. It shares no state with the real one (its own pools, counters and
+ * sessions; no metrics, no log lines) and touches no real broker. Before the listeners rather than after, so that
+ * it never competes with real clients or, on a shared machine, with its neighbours' work: it is part of starting,
+ * bounded by TIME_BOUND_MS, and a stop signal cuts it short (with workers, the primary tells them: run.ts).
  */
 import net from 'node:net';
 import type { Logger } from 'pino';
 import { App } from './app.js';
 import type { LbConfig, PoolConfig } from './config/types.js';
-import { openFileLimit } from './proxy/fd-budget.js';
+import { openFileLimit, reserveFor } from './proxy/fd-budget.js';
 import { collectGarbage } from './proxy/overload-guard.js';
 
 /** Clients connecting at once, as in a reconnect storm. */
@@ -25,8 +25,6 @@ const IN_FLIGHT = 32;
 const MAX_WAVE = 500;
 /** Descriptors per synthetic session, all in this process: client, the session's two sockets, stand-in broker. */
 const FDS_PER_SESSION = 4;
-/** Descriptors left alone: stdio, logs, the first health probes (the real listeners are not bound yet). */
-const FD_RESERVE = 256;
 /** The warm-up ends this long after it began, done or not (a slow or busy machine): it delays the start. */
 const TIME_BOUND_MS = 4_000;
 /** A synthetic client without its CONNACK after this is abandoned (a wedged stand-in; a bound for safety). */
@@ -37,7 +35,7 @@ const CONNACK_V5 = Buffer.from([0x20, 0x03, 0x00, 0x00, 0x00]);
 const DISCONNECT = Buffer.from([0xe0, 0x00]);
 const NAME = 'warm-up';
 
-/** A CONNECT for `clientId` (ASCII, under 100 bytes): MQTT 3.1.1 or 5.0, clean session, keep-alive 60 s. */
+/** A CONNECT for `clientId` (ASCII, under 100 bytes; `warm-up-99999`: 28 bytes at 5.0): MQTT 3.1.1 or 5.0, clean session, keep-alive 60 s. */
 export function warmUpConnect(clientId: string, version: 4 | 5): Buffer {
   const id = Buffer.from(clientId);
   const head = [0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, version, 0x02, 0x00, 0x3c];
@@ -45,14 +43,21 @@ export function warmUpConnect(clientId: string, version: 4 | 5): Buffer {
   return Buffer.concat([Buffer.from([0x10, head.length + 2 + id.length, ...head, id.length >> 8, id.length & 0xff]), id]);
 }
 
-/** How many sessions a wave may hold with `fileLimit` descriptors (null: unknown), at most MAX_WAVE; 0 = none. */
-export function waveSize(fileLimit: number | null): number {
+/**
+ * How many sessions a wave may hold with `fileLimit` descriptors (null: unknown), at most MAX_WAVE; 0 = none.
+ * `reserve` stays free: the real config's descriptor reserve (fd-budget.ts reserveFor: stdio, logs, the admin
+ * port, a probe per server), the real listeners' own sockets and the warm-up's listener and stand-in.
+ */
+export function waveSize(fileLimit: number | null, reserve: number): number {
   if (fileLimit === null) return IN_FLIGHT;
-  return Math.max(0, Math.min(MAX_WAVE, Math.floor((fileLimit - FD_RESERVE) / FDS_PER_SESSION)));
+  return Math.max(0, Math.min(MAX_WAVE, Math.floor((fileLimit - reserve) / FDS_PER_SESSION)));
 }
 
 export interface WarmUpReport {
+  /** Synthetic sessions that reached their CONNACK through the proxy. */
   sessions: number;
+  /** Those that did not (refused, reset, timed out): a warm-up that exercised something else than sessions. */
+  failed: number;
   ms: number;
   /** done | time (TIME_BOUND_MS) | stop (close()) | no-room (descriptors) | error | off (warmUp: 0) */
   ended: 'done' | 'time' | 'stop' | 'no-room' | 'error' | 'off';
@@ -71,7 +76,7 @@ export class WarmUp {
   /** Runs the warm-up once and logs its end (when it ran); resolves with what it did, never rejects. */
   run(): Promise<WarmUpReport> {
     this.running ??= this.runOnce().then((r) => {
-      if (r.ended !== 'off') this.log.info({ sessions: r.sessions, wanted: this.real.warmUp, ms: r.ms, ended: r.ended }, 'warm-up ended');
+      if (r.ended !== 'off') this.log.info({ sessions: r.sessions, failed: r.failed, wanted: this.real.warmUp, ms: r.ms, ended: r.ended }, 'warm-up ended');
       return r;
     });
     return this.running;
@@ -85,28 +90,30 @@ export class WarmUp {
   }
 
   private async runOnce(): Promise<WarmUpReport> {
-    const started = Date.now();
+    const began = Date.now();
     const wanted = this.real.warmUp;
-    if (wanted <= 0 || this.real.listeners.length === 0 || this.closing) return { sessions: 0, ms: 0, ended: 'off' };
-    const wave = waveSize(openFileLimit());
-    if (wave === 0) return { sessions: 0, ms: 0, ended: 'no-room' };
+    if (wanted <= 0 || this.real.listeners.length === 0 || this.closing) return { sessions: 0, failed: 0, ms: 0, ended: 'off' };
+    const servers = Object.values(this.real.pools).reduce((n, p) => n + p.servers.length, 0);
+    const wave = waveSize(openFileLimit(), reserveFor(servers) + this.real.listeners.length + 2);
+    if (wave === 0) return { sessions: 0, failed: 0, ms: 0, ended: 'no-room' };
     this.log.info({ wanted, wave, detail: 'the listeners are bound once it ends; warmUp: 0 turns it off' }, 'warm-up started');
     let broker: net.Server | null = null;
     let app: App | null = null;
-    let sessions = 0;
+    let started = 0;
+    const tally = { connected: 0, failed: 0 };
     let ended: WarmUpReport['ended'] = 'done';
     try {
       broker = await this.startBroker();
-      app = new App(this.configFor((broker.address() as net.AddressInfo).port, wave), this.log.child({}, { level: 'silent' }), 'worker');
+      app = new App(this.configFor((broker.address() as net.AddressInfo).port, wave), this.log.child({}, { level: 'silent' }), 'worker', null, { privateBinds: true });
       await app.start();
       // The warm-up App runs no health checks (role 'worker': states come from outside); its stand-in is up.
       for (const pool of app.poolMap.values()) for (const s of pool.servers) s.setHealth('up');
       const port = app.listenerMap.get(NAME)!.port;
-      const until = started + TIME_BOUND_MS;
-      while (sessions < wanted && !this.closing && Date.now() < until) {
-        sessions += await this.wave(port, sessions, Math.min(wave, wanted - sessions), until);
+      const until = began + TIME_BOUND_MS;
+      while (started < wanted && !this.closing && Date.now() < until) {
+        started += await this.wave(port, started, Math.min(wave, wanted - started), until, tally);
       }
-      ended = this.closing ? 'stop' : sessions < wanted ? 'time' : 'done';
+      ended = this.closing ? 'stop' : started < wanted ? 'time' : 'done';
     } catch (err) {
       // Not worth failing the start or even a warning: the balancer serves as it would without it.
       this.log.info({ err }, 'warm-up could not run');
@@ -117,11 +124,11 @@ export class WarmUp {
       const server = broker;
       if (server !== null) await new Promise<void>((resolve) => server.close(() => resolve()));
       // The warm-up's garbage goes now, not in the collections of the first real sessions: measured on the
-      // first 2,000 connections after start, 155 µs of CPU per connection against 180 without this collection
-      // (225 without a warm-up), and RSS 99 instead of 125 MiB after it (80 without a warm-up).
-      if (sessions > 0) collectGarbage();
+      // first 2,000 connections after start (5 fresh processes each), 155 µs of CPU per connection against 180
+      // without this collection (225 without a warm-up), and RSS 99 instead of 125 MiB after it (80 without).
+      if (started > 0) collectGarbage();
     }
-    return { sessions, ms: Date.now() - started, ended };
+    return { sessions: tally.connected, failed: tally.failed, ms: Date.now() - began, ended };
   }
 
   /** The warm-up's own config: one loopback listener, and the real first listener's pool with the stand-in. */
@@ -140,7 +147,16 @@ export class WarmUp {
       ...this.real,
       listeners: [{ name: NAME, bind: '127.0.0.1:0', address: { host: '127.0.0.1', port: 0 }, pool: NAME, maxConnections: wave, tls: null, acceptProxyProtocol: [] }],
       pools: { [NAME]: pool },
-      limits: { ...this.real.limits, maxConnections: wave, acceptRate: 0, perSource: { maxConnections: 0, connectRate: 0 }, drainTimeout: 0, maxMemory: 0 },
+      limits: {
+        ...this.real.limits,
+        // The warm-up's CONNECTs (at most 28 bytes) fit even the smallest maxConnectBytes (32); a margin all the same.
+        maxConnectBytes: Math.max(this.real.limits.maxConnectBytes, 64),
+        maxConnections: wave,
+        acceptRate: 0,
+        perSource: { maxConnections: 0, connectRate: 0 },
+        drainTimeout: 0,
+        maxMemory: 0,
+      },
       log: { ...this.real.log, sessions: false },
       workers: 1,
       warmUp: 0,
@@ -163,7 +179,13 @@ export class WarmUp {
     });
     return new Promise((resolve, reject) => {
       server.once('error', reject);
-      server.listen({ host: '127.0.0.1', port: 0, backlog: 1024 }, () => resolve(server));
+      // exclusive: in a node:cluster worker, a socket of this process, not one the primary shares among workers.
+      server.listen({ host: '127.0.0.1', port: 0, backlog: 1024, exclusive: true }, () => {
+        server.removeListener('error', reject);
+        // An accept error later (EMFILE) costs the warm-up a session at most, never the process.
+        server.on('error', () => {});
+        resolve(server);
+      });
     });
   }
 
@@ -171,14 +193,14 @@ export class WarmUp {
    * `count` clients connect, IN_FLIGHT at a time, and stay until all have had their CONNACK; then all leave.
    * Returns how many were started.
    */
-  private async wave(port: number, first: number, count: number, until: number): Promise<number> {
+  private async wave(port: number, first: number, count: number, until: number, tally: { connected: number; failed: number }): Promise<number> {
     let release!: () => void;
     const released = new Promise<void>((resolve) => (release = resolve));
     const closed: Promise<void>[] = [];
     for (let i = 0; i < count && !this.closing && Date.now() < until; i += IN_FLIGHT) {
       const connected: Promise<void>[] = [];
       for (let n = first + i; n < first + Math.min(count, i + IN_FLIGHT); n++) {
-        const client = this.client(port, n, released);
+        const client = this.client(port, n, released, tally);
         connected.push(client.connected);
         closed.push(client.closed);
       }
@@ -190,18 +212,24 @@ export class WarmUp {
   }
 
   /** One client: CONNECT (3.1.1 or 5.0), CONNACK; once released, DISCONNECT and FIN, or (every fourth) a FIN alone. */
-  private client(port: number, n: number, released: Promise<void>): { connected: Promise<void>; closed: Promise<void> } {
+  private client(port: number, n: number, released: Promise<void>, tally: { connected: number; failed: number }): { connected: Promise<void>; closed: Promise<void> } {
     const socket = net.connect({ host: '127.0.0.1', port, noDelay: true });
     this.track(socket);
     const timer = setTimeout(() => socket.destroy(), CONNACK_TIMEOUT_MS);
     const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
     const connected = new Promise<void>((resolve) => {
+      let answered = false;
       socket.once('close', () => {
         clearTimeout(timer);
+        if (!answered) tally.failed++;
         resolve();
       });
-      socket.once('data', () => {
+      socket.once('data', (chunk: Buffer) => {
         clearTimeout(timer);
+        answered = true;
+        // CONNACK return code 0 (byte 3, at 3.1.1 and 5.0 alike); a refusal (listener full, too large...) is not.
+        if (chunk[0] === 0x20 && chunk[3] === 0) tally.connected++;
+        else tally.failed++;
         resolve();
         void released.then(() => {
           if (n % 4 !== 3) socket.write(DISCONNECT);
@@ -209,7 +237,7 @@ export class WarmUp {
         });
       });
     });
-    socket.write(warmUpConnect(`mqtt-lb-warm-up-${n}`, n % 2 === 0 ? 4 : 5));
+    socket.write(warmUpConnect(`warm-up-${n}`, n % 2 === 0 ? 4 : 5));
     if (this.closing) socket.destroy();
     return { connected, closed };
   }

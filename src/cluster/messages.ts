@@ -42,7 +42,10 @@ export interface ServerSnapshot {
 }
 
 export type ToWorker =
-  | { t: 'config'; config: LbConfig; index: number; workers: number }
+  // warmUp: false for a worker that replaces one that died (its siblings serve meanwhile: no warm-up beside them).
+  | { t: 'config'; config: LbConfig; index: number; workers: number; warmUp: boolean }
+  // A stop signal reached the primary while the workers start: cut their warm-up short (warm-up.ts).
+  | { t: 'warm-up-stop' }
   | { t: 'states'; states: ServerStateWire[] }
   // A reload in two phases: every worker prepares (binds), then all commit or all abort (primary.ts).
   | { t: 'reload'; config: LbConfig; id: number }

@@ -107,7 +107,7 @@ export class ClusterPrimary {
         switch (m.t) {
           case 'hello':
             slot.config = this.app.config;
-            this.send(worker, { t: 'config', config: this.app.config, index, workers: this.count });
+            this.send(worker, { t: 'config', config: this.app.config, index, workers: this.count, warmUp: !respawned });
             return;
           case 'ready':
             slot.ready = true;
@@ -214,6 +214,11 @@ export class ClusterPrimary {
         this.log.warn({ err }, "could not fold exited workers' process counters");
       },
     );
+  }
+
+  /** A stop signal while starting: every worker still warming up cuts its warm-up short (run.ts). */
+  stopWarmUps(): void {
+    for (const s of this.slots.values()) if (!s.ready) this.send(s.worker, { t: 'warm-up-stop' });
   }
 
   private send(worker: Worker, m: ToWorker): void {

@@ -101,6 +101,8 @@ function main(): void {
   const link = new PrimaryLink();
   let timer: NodeJS.Timeout | null = null;
   let processTimer: NodeJS.Timeout | null = null;
+  let warmUp: WarmUp | null = null;
+  let warmUpStopped = false;
   // The primary coordinates stopping; a terminal's Ctrl-C reaches the whole process group.
   process.on('SIGINT', () => {});
   process.on('SIGTERM', () => {});
@@ -126,9 +128,12 @@ function main(): void {
         log = createLogger(m.config.log).child({ worker: m.index });
         installTestHooks(log);
         app = new App(workerShare(m.config, workers, index), log, 'worker', link);
-        const warmUp = new WarmUp(app.config, log);
-        app.start({ beforeListeners: () => warmUp.run() }).then(
+        const runner = m.warmUp && !warmUpStopped ? new WarmUp(app.config, log) : null;
+        warmUp = runner;
+        app.start(runner === null ? {} : { beforeListeners: () => runner.run() }).then(
           () => {
+            // The warm-up kept the loop busy before any client could come: not lag anyone met.
+            loopLag.takeWindow();
             send({ t: 'ready' });
             send(snapshot(app!, link));
             timer = setInterval(() => send(snapshot(app!, link)), SNAPSHOT_MS);
@@ -142,6 +147,10 @@ function main(): void {
         );
         return;
       }
+      case 'warm-up-stop':
+        warmUpStopped = true;
+        void warmUp?.close();
+        return;
       case 'states': {
         lastStates = m.states;
         applyStates();

@@ -71,7 +71,7 @@ export const DEFAULTS = {
     bufferBytes: 4_194_304, // bytes of log lines held while the reader does not keep up
   },
   workers: 1, // proxy processes; `auto` = one per core
-  warmUp: 5_000, // synthetic loopback sessions at start, to compile the session code before a storm (src/warm-up.ts)
+  warmUp: 3_000, // synthetic loopback sessions at start, to compile the session code before a storm (src/warm-up.ts)
   failover: {
     transport: 'unicast',
     peers: [] as readonly string[], // required (non-empty) with unicast

@@ -39,6 +39,8 @@ export class Listener implements SessionListener {
   /** False after an accept error until the next successful accept (failover tracking). */
   acceptHealthy = true;
   private server: net.Server | null = null;
+  /** Bind a socket of its own even in a node:cluster worker, not the primary's shared one (app.ts privateBinds). */
+  exclusive = false;
   /** Called when its last session ends (set for a listener a reload retired: app.ts). */
   onEmpty: (() => void) | null = null;
   private front: Front | null;
@@ -141,7 +143,7 @@ export class Listener implements SessionListener {
       };
       server.once('error', onError);
       // A reconnect storm arrives all at once: a deep accept backlog avoids SYN drops and 1-3 s retries.
-      server.listen({ host, port, ipv6Only: false, backlog: 4096 }, () => {
+      server.listen({ host, port, ipv6Only: false, backlog: 4096, exclusive: this.exclusive }, () => {
         server.removeListener('error', onError);
         this.acceptAsHandles(server);
         server.on('error', (err: NodeJS.ErrnoException) => {

@@ -403,6 +403,11 @@ export class Metrics {
     for (const reason of ADVERT_DROP_REASONS) this.advertsDropped.set({ reason }, f.stats.dropped[reason] ?? 0);
   }
 
+  /** Forget the lag measured so far (the start's warm-up, before any client: src/warm-up.ts). */
+  discardLoopLag(): void {
+    this.loopLagSampler.takeWindow();
+  }
+
   private collectLoopLag(): void {
     const w = worstWindow(this.loopLagSampler.takeWindow(), this.source.workerLoopLag?.() ?? null);
     // Two scrapes within one sampling period: keep the previous values rather than report 0.

@@ -48,7 +48,7 @@ describe('JIT warm-up at start', () => {
     const yaml = lbYaml({ port, admin, servers: brokers, health: { type: 'tcp', interval: '200ms', rise: 1 }, extra: 'warmUp: 1500\n' });
     const lb = await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
     const ended = await lb.waitForLog((l) => l.msg === 'warm-up ended');
-    expect(ended).toMatchObject({ sessions: 1500, wanted: 1500, ended: 'done' });
+    expect(ended).toMatchObject({ sessions: 1500, failed: 0, wanted: 1500, ended: 'done' });
     const at = (msg: string): number => lb.logs.findIndex((l) => l.msg === msg);
     expect(at('warm-up started')).toBeGreaterThanOrEqual(0);
     expect(at('warm-up started')).toBeLessThan(at('warm-up ended'));
@@ -109,6 +109,23 @@ describe('JIT warm-up at start', () => {
     expect(lb.logs.some((l) => typeof l.msg === 'string' && l.msg.startsWith('warm-up'))).toBe(false);
   });
 
+  it('reports an address in use at once, before warming up', async () => {
+    const port = await freePort();
+    const admin = await freePort();
+    const holder = net.createServer();
+    await new Promise<void>((resolve) => holder.listen(port, '127.0.0.1', resolve));
+    try {
+      const started = Date.now();
+      const lb = await startLb(lbYaml({ port, admin, servers: brokers, extra: 'warmUp: 100000\n' }));
+      expect(await lb.exited).toBe(2);
+      expect(Date.now() - started).toBeLessThan(3000);
+      expect(lb.logs.some((l) => l.msg === 'warm-up started')).toBe(false);
+      expect(lb.stderr.join('')).toContain('EADDRINUSE');
+    } finally {
+      await new Promise<void>((resolve) => holder.close(() => resolve()));
+    }
+  });
+
   it('runs in each worker with workers: 2 (the primary holds no session and does not warm up)', async () => {
     const port = await freePort();
     const admin = await freePort();
@@ -117,12 +134,46 @@ describe('JIT warm-up at start', () => {
     await lb.waitForLog((l) => l.msg === 'mqtt-lb started', 20_000);
     const ends = lb.logs.filter((l) => l.msg === 'warm-up ended');
     expect(ends.map((l) => l.worker).sort()).toEqual([0, 1]);
-    for (const e of ends) expect(e).toMatchObject({ sessions: 600, ended: 'done' });
+    for (const e of ends) expect(e).toMatchObject({ sessions: 600, failed: 0, ended: 'done' });
     expect(await brokerFor(port, 'workers-after-warm-up')).toBe('b1');
     // The workers send their counters to the primary every 250 ms.
     const proxiedOne = /^mqtt_lb_connections_total\{listener="mqtt",outcome="proxied"\} 1$/m;
     const until = Date.now() + 5000;
     while (!proxiedOne.test(await metrics(admin)) && Date.now() < until) await sleep(100);
     expect(await metrics(admin)).toMatch(proxiedOne);
+  });
+
+  it('with workers: 2, a stop signal during the warm-up cuts it short in every worker', async () => {
+    const port = await freePort();
+    const admin = await freePort();
+    const yaml = lbYaml({ port, admin, servers: brokers, health: { type: 'tcp', interval: '200ms', rise: 1 }, extra: 'workers: 2\nwarmUp: 100000\n' });
+    const lb = await startLb(yaml);
+    const until = Date.now() + 10_000;
+    while (lb.logs.filter((l) => l.msg === 'warm-up started').length < 2 && Date.now() < until) await sleep(50);
+    await sleep(200);
+    const signalled = Date.now();
+    lb.proc.kill('SIGTERM');
+    expect(await lb.exited).toBe(0);
+    expect(Date.now() - signalled).toBeLessThan(3000);
+    const ends = lb.logs.filter((l) => l.msg === 'warm-up ended');
+    expect(ends.map((l) => l.worker).sort()).toEqual([0, 1]);
+    for (const e of ends) expect(e.ended).toBe('stop');
+  });
+
+  it('a worker started again after a crash does not warm up beside its serving siblings', async () => {
+    const port = await freePort();
+    const admin = await freePort();
+    const yaml = lbYaml({ port, admin, servers: brokers, health: { type: 'tcp', interval: '200ms', rise: 1 }, extra: 'workers: 2\nwarmUp: 600\n' });
+    const lb = await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
+    await lb.waitForLog((l) => l.msg === 'mqtt-lb started', 20_000);
+    const victim = lb.logs.find((l) => l.msg === 'listener started' && l.worker === 1)!.pid as number;
+    const startedBefore = lb.logs.filter((l) => l.msg === 'warm-up started').length;
+    expect(startedBefore).toBe(2);
+    const linesBefore = lb.logs.length;
+    process.kill(victim, 'SIGKILL');
+    // The replacement binds its listener (a new pid), without a warm-up.
+    await lb.waitForLog((l) => l.msg === 'listener started' && l.worker === 1 && l.pid !== victim, 15_000);
+    expect(lb.logs.slice(linesBefore).some((l) => l.msg === 'warm-up started')).toBe(false);
+    expect(await brokerFor(port, 'after-respawn')).toBe('b1');
   });
 });

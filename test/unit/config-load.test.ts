@@ -306,7 +306,7 @@ describe('parseConfig', () => {
       admin: { bind: '127.0.0.1:9883', address: { host: '127.0.0.1', port: 9883 }, token: null },
       log: { level: 'info', sessions: false, bufferBytes: 4_194_304 },
       workers: 1,
-      warmUp: 5_000,
+      warmUp: 3_000,
       failover: null,
     };
     expect(out.config).toEqual(expected);

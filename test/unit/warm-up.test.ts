@@ -27,11 +27,12 @@ describe('warm-up', () => {
   });
 
   it('holds at most 500 sessions at once, fewer when the open-file limit is low (4 descriptors each), none without room', () => {
-    expect(waveSize(20_000)).toBe(500);
-    expect(waveSize(1024)).toBe(192);
-    expect(waveSize(384)).toBe(32);
-    expect(waveSize(256)).toBe(0);
-    expect(waveSize(100)).toBe(0);
-    expect(waveSize(null)).toBe(32);
+    expect(waveSize(20_000, 256)).toBe(500);
+    expect(waveSize(1024, 256)).toBe(192);
+    expect(waveSize(384, 256)).toBe(32);
+    expect(waveSize(1024, 1000)).toBe(6);
+    expect(waveSize(256, 256)).toBe(0);
+    expect(waveSize(100, 256)).toBe(0);
+    expect(waveSize(null, 256)).toBe(32);
   });
 });
