@@ -39,7 +39,7 @@ export async function runBalancer(file: string): Promise<number> {
   for (const w of workerShareWarnings(config, workers, os.availableParallelism())) log.warn({ detail: w }, 'config warning');
   const app = new App(config, log, workers > 1 ? 'primary' : 'single');
   // With workers, each worker warms itself (worker-main.ts): the primary holds no session.
-  const warmUp = workers > 1 ? null : new WarmUp(config, log);
+  const warmUp = workers > 1 || config.warmUp === 0 ? null : new WarmUp(config, log);
   const primary = workers > 1 ? new ClusterPrimary(app, workers, log) : null;
   if (primary !== null) {
     app.stopWorkers = (rate, timeoutMs) => primary.stopWorkers(rate, timeoutMs);

@@ -128,7 +128,7 @@ function main(): void {
         log = createLogger(m.config.log).child({ worker: m.index });
         installTestHooks(log);
         app = new App(workerShare(m.config, workers, index), log, 'worker', link);
-        const runner = m.warmUp && !warmUpStopped ? new WarmUp(app.config, log) : null;
+        const runner = m.warmUp && !warmUpStopped && app.config.warmUp > 0 ? new WarmUp(app.config, log) : null;
         warmUp = runner;
         app.start(runner === null ? {} : { beforeListeners: () => runner.run() }).then(
           () => {
