@@ -307,11 +307,12 @@ async function main() {
     for (let trial = 0; trial < opts.rssTrials; trial++) {
       const order = targets.map((_, i) => targets[(i + trial) % targets.length]);
       for (const name of order) {
-        // Fresh processes: RSS a process once grew and kept would hide (or inflate) the per-connection cost.
+        // Fresh processes: RSS a process once grew and kept would hide (or inflate) the per-connection cost. For
+        // the same reason without the warm-up at start (src/warm-up.ts), whose heap the held sessions would fill.
         const broker = await startMosquitto();
         let target = broker;
         try {
-          if (isLbTarget(name)) target = await startMqttLb([broker], lbStartOptions(lbOptions, name));
+          if (isLbTarget(name)) target = await startMqttLb([broker], { ...lbStartOptions(lbOptions, name), warmUp: 0 });
           if (name === 'haproxy') target = await startHaproxy([broker]);
           const ctx = { opts, gens, broker, warn };
           const result = await heldMemory(ctx, { ...target, name }, trial);

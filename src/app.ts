@@ -106,6 +106,8 @@ export class App implements TelemetrySource, AdminActions {
   private stopping = false;
   private stopped: Promise<void> | null = null;
   private readonly privateBinds: boolean;
+  /** While `beforeListeners` (the warm-up) runs: /readyz says so. */
+  private warmingUp = false;
 
   /**
    * `privateBinds`: listeners bind their own sockets even in a node:cluster worker (`exclusive`), rather than
@@ -169,10 +171,12 @@ export class App implements TelemetrySource, AdminActions {
   // ── start ───────────────────────────────────────────────────────────────────────────────────────────────
 
   /**
-   * `beforeListeners` runs before any listener is bound: the warm-up (warm-up.ts). Each listener's address is
-   * tried first (bound and closed again), so an address in use is reported at once, not after it.
+   * `beforeListeners` runs after the admin port is bound and before any listener is: the warm-up (warm-up.ts).
+   * Each listener's address is tried first (bound and closed again), so an address in use is reported at once,
+   * not after it. When `abandon` then says so (a stop signal came meanwhile), no listener is bound and the
+   * result is false: the caller stops the App.
    */
-  async start(hooks: { beforeListeners?: () => Promise<unknown> } = {}): Promise<void> {
+  async start(hooks: { beforeListeners?: () => Promise<unknown>; abandon?: () => boolean } = {}): Promise<boolean> {
     const config = this.config;
     for (const pc of Object.values(config.pools)) this.addPool(pc);
     const budget = this.sessionBudget(config);
@@ -186,19 +190,26 @@ export class App implements TelemetrySource, AdminActions {
       this.failoverConfig = config.failover;
     }
     try {
-      if (hooks.beforeListeners !== undefined) {
-        // In a cluster worker the bind goes through the primary, which holds the address for all workers.
-        if (this.role === 'single') for (const lc of config.listeners) await probeBind(lc);
-        await hooks.beforeListeners();
-        // The warm-up kept the loop busy before any client could come: not lag anyone met.
-        this.metrics?.discardLoopLag();
-      }
-      for (const lc of this.ownListeners(config)) {
-        await this.openListener(lc, budget.listenerMax.get(lc.name) ?? lc.maxConnections, this.frontFor(lc, config));
-      }
+      // The admin port first: /healthz answers during a warm-up, and /readyz says which listener is not bound yet.
       if (this.metrics !== null) {
         this.admin = new AdminServer({ config: config.admin, source: this, actions: this, metrics: this.metrics, log: this.log });
         await this.admin.listen();
+      }
+      if (hooks.beforeListeners !== undefined) {
+        // In a cluster worker the bind goes through the primary, which tried the addresses before forking.
+        if (this.role === 'single') for (const lc of config.listeners) await probeBind(lc);
+        this.warmingUp = true;
+        try {
+          await hooks.beforeListeners();
+        } finally {
+          this.warmingUp = false;
+        }
+        // The warm-up kept the loop busy before any client could come: not lag anyone met.
+        this.metrics?.discardLoopLag();
+        if (hooks.abandon?.() === true) return false;
+      }
+      for (const lc of this.ownListeners(config)) {
+        await this.openListener(lc, budget.listenerMax.get(lc.name) ?? lc.maxConnections, this.frontFor(lc, config));
       }
       // The cluster primary starts failover once its workers serve (startFailover): a VIP taken before the
       // listeners are bound would refuse clients, and tracking would see them missing (a FAULT at every start).
@@ -211,6 +222,7 @@ export class App implements TelemetrySource, AdminActions {
     if (this.role !== 'primary') this.overloadGuard.start();
     this.trackTimer = setInterval(() => this.track(), TRACK_INTERVAL_MS);
     this.trackTimer.unref();
+    return true;
   }
 
   /** The cluster primary: start failover, once every worker has bound its listeners (run.ts). */
@@ -602,6 +614,7 @@ export class App implements TelemetrySource, AdminActions {
   ready(): { ok: true } | { ok: false; reason: string } {
     if (this.stopping) return { ok: false, reason: 'stopping' };
     if (this.overloaded()) return { ok: false, reason: 'overloaded: memory in use reached 95 % of limits.maxMemory; new connections are refused until it is below 90 %' };
+    if (this.warmingUp) return { ok: false, reason: 'warming up: the listeners are bound once it ends (warmUp)' };
     for (const l of this.listenerMap.values()) if (!l.listening) return { ok: false, reason: `listener ${l.config.name} not bound` };
     if (this.role === 'primary') {
       for (const lc of this.config.listeners) if (!this.remoteListeners.has(lc.name)) return { ok: false, reason: `listener ${lc.name} not bound by the workers yet` };

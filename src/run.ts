@@ -73,8 +73,9 @@ export async function runBalancer(file: string): Promise<number> {
     process.removeListener('SIGINT', stopWhileStarting);
     process.removeListener('SIGHUP', reloadWhileStarting);
   };
+  let served = false;
   try {
-    await app.start(warmUp === null ? {} : { beforeListeners: () => warmUp.run() });
+    served = await app.start(warmUp === null ? {} : { beforeListeners: () => warmUp.run(), abandon: () => early.stop !== null });
     if (primary !== null) {
       await primary.start();
       // Asked to stop meanwhile: no point joining the VRRP exchange only to resign.
@@ -90,7 +91,8 @@ export async function runBalancer(file: string): Promise<number> {
     startedOrFailed();
     return 2;
   }
-  log.info({ version: app.version, config: config.file, sockets: socketEngine() }, 'mqtt-lb started');
+  // Not when a stop signal came during the warm-up: nothing was bound, and the stop follows below.
+  if (served) log.info({ version: app.version, config: config.file, sockets: socketEngine() }, 'mqtt-lb started');
 
   let reloading: Promise<void> = Promise.resolve();
   const onHup = (): void => {

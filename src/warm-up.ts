@@ -53,6 +53,12 @@ export function waveSize(fileLimit: number | null, reserve: number): number {
   return Math.max(0, Math.min(MAX_WAVE, Math.floor((fileLimit - reserve) / FDS_PER_SESSION)));
 }
 
+/** Synthetic sessions that got their CONNACK, and those that did not. */
+interface Tally {
+  connected: number;
+  failed: number;
+}
+
 export interface WarmUpReport {
   /** Synthetic sessions that reached their CONNACK through the proxy. */
   sessions: number;
@@ -76,7 +82,11 @@ export class WarmUp {
   /** Runs the warm-up once and logs its end (when it ran); resolves with what it did, never rejects. */
   run(): Promise<WarmUpReport> {
     this.running ??= this.runOnce().then((r) => {
-      if (r.ended !== 'off') this.log.info({ sessions: r.sessions, failed: r.failed, wanted: this.real.warmUp, ms: r.ms, ended: r.ended }, 'warm-up ended');
+      const fields = { sessions: r.sessions, failed: r.failed, wanted: this.real.warmUp, ms: r.ms, ended: r.ended };
+      // Every synthetic session should reach its stand-in: failures (bar those cut at the bound or by a stop)
+      // mean the warm-up exercised something else (refusals, errors) and warmed little.
+      if (r.ended === 'error' || (r.ended === 'done' && r.failed > 0)) this.log.warn(fields, 'warm-up ended');
+      else if (r.ended !== 'off') this.log.info(fields, 'warm-up ended');
       return r;
     });
     return this.running;
@@ -100,8 +110,12 @@ export class WarmUp {
     let broker: net.Server | null = null;
     let app: App | null = null;
     let started = 0;
-    const tally = { connected: 0, failed: 0 };
+    const tally: Tally = { connected: 0, failed: 0 };
     let ended: WarmUpReport['ended'] = 'done';
+    // The bound holds whatever is in flight: its sockets go (a stalled close would otherwise hold the start).
+    const deadline = setTimeout(() => {
+      for (const s of this.sockets) s.destroy();
+    }, TIME_BOUND_MS);
     try {
       broker = await this.startBroker();
       app = new App(this.configFor((broker.address() as net.AddressInfo).port, wave), this.log.child({}, { level: 'silent' }), 'worker', null, { privateBinds: true });
@@ -115,10 +129,11 @@ export class WarmUp {
       }
       ended = this.closing ? 'stop' : started < wanted ? 'time' : 'done';
     } catch (err) {
-      // Not worth failing the start or even a warning: the balancer serves as it would without it.
-      this.log.info({ err }, 'warm-up could not run');
+      // Not worth failing the start: the balancer serves as it would without it.
+      this.log.warn({ err }, 'warm-up could not run');
       ended = 'error';
     } finally {
+      clearTimeout(deadline);
       for (const s of this.sockets) s.destroy();
       if (app !== null) await app.stop();
       const server = broker;
@@ -193,7 +208,7 @@ export class WarmUp {
    * `count` clients connect, IN_FLIGHT at a time, and stay until all have had their CONNACK; then all leave.
    * Returns how many were started.
    */
-  private async wave(port: number, first: number, count: number, until: number, tally: { connected: number; failed: number }): Promise<number> {
+  private async wave(port: number, first: number, count: number, until: number, tally: Tally): Promise<number> {
     let release!: () => void;
     const released = new Promise<void>((resolve) => (release = resolve));
     const closed: Promise<void>[] = [];
@@ -212,7 +227,7 @@ export class WarmUp {
   }
 
   /** One client: CONNECT (3.1.1 or 5.0), CONNACK; once released, DISCONNECT and FIN, or (every fourth) a FIN alone. */
-  private client(port: number, n: number, released: Promise<void>, tally: { connected: number; failed: number }): { connected: Promise<void>; closed: Promise<void> } {
+  private client(port: number, n: number, released: Promise<void>, tally: Tally): { connected: Promise<void>; closed: Promise<void> } {
     const socket = net.connect({ host: '127.0.0.1', port, noDelay: true });
     this.track(socket);
     const timer = setTimeout(() => socket.destroy(), CONNACK_TIMEOUT_MS);

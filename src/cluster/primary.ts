@@ -56,6 +56,8 @@ export class ClusterPrimary {
   private readonly log: Logger;
   private readonly count: number;
   private readonly slots = new Map<number, WorkerSlot>();
+  /** A stop signal came while starting: workers forked from now on skip their warm-up. */
+  private warmUpsStopped = false;
   private readonly watched = new WeakSet<Server>();
   private stopping = false;
   private statesQueued = false;
@@ -87,6 +89,8 @@ export class ClusterPrimary {
   async start(): Promise<void> {
     const here = path.dirname(fileURLToPath(import.meta.url));
     cluster.setupPrimary({ exec: path.join(here, 'worker-main.js'), args: [], silent: false });
+    // The workers warm up before they bind (warm-up.ts): an address in use is said now, not seconds later.
+    if (this.app.config.warmUp > 0) for (const lc of this.app.config.listeners) await probeBind(lc);
     this.watchServers();
     const readies: Array<Promise<void>> = [];
     for (let i = 0; i < this.count; i++) readies.push(this.fork(i, false));
@@ -107,7 +111,7 @@ export class ClusterPrimary {
         switch (m.t) {
           case 'hello':
             slot.config = this.app.config;
-            this.send(worker, { t: 'config', config: this.app.config, index, workers: this.count, warmUp: !respawned });
+            this.send(worker, { t: 'config', config: this.app.config, index, workers: this.count, warmUp: !respawned && !this.warmUpsStopped });
             return;
           case 'ready':
             slot.ready = true;
@@ -216,8 +220,9 @@ export class ClusterPrimary {
     );
   }
 
-  /** A stop signal while starting: every worker still warming up cuts its warm-up short (run.ts). */
+  /** A stop signal while starting: every worker still warming up cuts its warm-up short, later ones skip it (run.ts). */
   stopWarmUps(): void {
+    this.warmUpsStopped = true;
     for (const s of this.slots.values()) if (!s.ready) this.send(s.worker, { t: 'warm-up-stop' });
   }
 

@@ -133,7 +133,7 @@ function main(): void {
         app.start(runner === null ? {} : { beforeListeners: () => runner.run() }).then(
           () => {
             // The warm-up kept the loop busy before any client could come: not lag anyone met.
-            loopLag.takeWindow();
+            if (runner !== null) loopLag.restart();
             send({ t: 'ready' });
             send(snapshot(app!, link));
             timer = setInterval(() => send(snapshot(app!, link)), SNAPSHOT_MS);

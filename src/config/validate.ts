@@ -27,8 +27,11 @@ const SHORT_TOKEN_CHARS = 16;
 const MIN_LOG_BUFFER_BYTES = 65_536;
 /** The smallest limits.maxMemory: below it normal traffic alone would cross the ceiling (src/proxy/memory-ceiling.ts). */
 const MIN_MAX_MEMORY = 128 * 1024 * 1024;
-/** More synthetic sessions than this would not warm more (bench/README.md: ~5,000 reach the warm cost). */
-const MAX_WARM_UP = 100_000;
+/**
+ * More synthetic sessions than this would not warm more (bench/README.md: 2,000-3,000 reach the warm cost), and
+ * the warm-up's time bound (4 s, src/warm-up.ts) stops it at ~6,000-7,000 on two cores anyway.
+ */
+const MAX_WARM_UP = 20_000;
 
 export interface Validated {
   config: LbConfig;

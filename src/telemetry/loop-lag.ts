@@ -50,6 +50,15 @@ export class LoopLagSampler {
     return w;
   }
 
+  /**
+   * Forget everything so far, the tick in progress too: a new window from now. For a stall that nobody met (the
+   * start's warm-up, before any client): takeWindow() alone would still report its last stretch at the next tick.
+   */
+  restart(): void {
+    this.hist.reset();
+    this.last = this.now();
+  }
+
   /** Idempotent. */
   close(): void {
     if (this.timer) clearInterval(this.timer);

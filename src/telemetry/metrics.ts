@@ -405,7 +405,7 @@ export class Metrics {
 
   /** Forget the lag measured so far (the start's warm-up, before any client: src/warm-up.ts). */
   discardLoopLag(): void {
-    this.loopLagSampler.takeWindow();
+    this.loopLagSampler.restart();
   }
 
   private collectLoopLag(): void {

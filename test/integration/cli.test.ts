@@ -27,6 +27,8 @@ pools:
     servers: [{ name: s, address: 127.0.0.1:1 }]
     health: { type: tcp }
 admin: { bind: 127.0.0.1:${admin} }
+# These starts wait for 'mqtt-lb started' within seconds (under npx too): no warm-up (warm-up.test.ts has it).
+warmUp: 0
 `;
 }
 

@@ -115,13 +115,13 @@ workers: 0
     expect(problems(`${PREFIX}workers: 4\n`)).toEqual([]);
   });
 
-  it('warmUp: an integer of synthetic sessions from 0 (off) to 100000', () => {
+  it('warmUp: an integer of synthetic sessions from 0 (off) to 20000', () => {
     expect(problems(`${PREFIX}warmUp: 0\n`)).toEqual([]);
-    expect(problems(`${PREFIX}warmUp: 100000\n`)).toEqual([]);
-    expect(problems(`${PREFIX}warmUp: -1\n`)).toEqual(['lb.yaml:8:9 warmUp: must be an integer between 0 and 100000 (got -1)']);
-    expect(problems(`${PREFIX}warmUp: 100001\n`)).toEqual(['lb.yaml:8:9 warmUp: must be an integer between 0 and 100000 (got 100001)']);
-    expect(problems(`${PREFIX}warmUp: 2.5\n`)).toEqual(['lb.yaml:8:9 warmUp: must be an integer between 0 and 100000 (got 2.5)']);
-    expect(problems(`${PREFIX}warmUp: true\n`)).toEqual(['lb.yaml:8:9 warmUp: must be an integer between 0 and 100000 (got true)']);
+    expect(problems(`${PREFIX}warmUp: 20000\n`)).toEqual([]);
+    expect(problems(`${PREFIX}warmUp: -1\n`)).toEqual(['lb.yaml:8:9 warmUp: must be an integer between 0 and 20000 (got -1)']);
+    expect(problems(`${PREFIX}warmUp: 20001\n`)).toEqual(['lb.yaml:8:9 warmUp: must be an integer between 0 and 20000 (got 20001)']);
+    expect(problems(`${PREFIX}warmUp: 2.5\n`)).toEqual(['lb.yaml:8:9 warmUp: must be an integer between 0 and 20000 (got 2.5)']);
+    expect(problems(`${PREFIX}warmUp: true\n`)).toEqual(['lb.yaml:8:9 warmUp: must be an integer between 0 and 20000 (got true)']);
   });
 
   it('integers written as fractions or exponents, integers past 2^53, empty durations', () => {
