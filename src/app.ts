@@ -190,7 +190,7 @@ export class App implements TelemetrySource, AdminActions {
       this.failoverConfig = config.failover;
     }
     try {
-      // The admin port first: /healthz answers during a warm-up, and /readyz says which listener is not bound yet.
+      // The admin port first: /healthz answers during a warm-up, and /readyz says it is warming up.
       if (this.metrics !== null) {
         this.admin = new AdminServer({ config: config.admin, source: this, actions: this, metrics: this.metrics, log: this.log });
         await this.admin.listen();
