@@ -65,6 +65,13 @@ describe('JIT warm-up at start', () => {
     await stopAllLbs();
   });
 
+  /** An lb.yaml on fresh ports in front of `brokers`, probed by TCP and up at the first probe, with `extra` keys. */
+  async function withBrokers(extra: string): Promise<{ port: number; admin: number; yaml: string }> {
+    const port = await freePort();
+    const admin = await freePort();
+    return { port, admin, yaml: lbYaml({ port, admin, servers: brokers, health: { type: 'tcp', interval: '200ms', rise: 1 }, extra }) };
+  }
+
   afterAll(async () => {
     await Promise.all((brokers ?? []).map((b) => b.stop()));
   });
@@ -105,10 +112,8 @@ describe('JIT warm-up at start', () => {
   }
 
   it('is cut short by SIGTERM: the admin port answers meanwhile, the listener is never bound, exit 0', async () => {
-    const port = await freePort();
-    const admin = await freePort();
     // More than the time bound allows: without the signal it would run for 4 s.
-    const yaml = lbYaml({ port, admin, servers: brokers, health: { type: 'tcp', interval: '200ms', rise: 1 }, extra: 'warmUp: 20000\n' });
+    const { port, admin, yaml } = await withBrokers('warmUp: 20000\n');
     const lb = await startLb(yaml);
     await lb.waitForLog((l) => l.msg === 'warm-up started');
     await sleep(300);
@@ -130,9 +135,7 @@ describe('JIT warm-up at start', () => {
   });
 
   it('stops at its time bound when it cannot finish, and the balancer then serves', async () => {
-    const port = await freePort();
-    const admin = await freePort();
-    const yaml = lbYaml({ port, admin, servers: brokers, health: { type: 'tcp', interval: '200ms', rise: 1 }, extra: 'warmUp: 20000\n' });
+    const { port, admin, yaml } = await withBrokers('warmUp: 20000\n');
     const started = Date.now();
     const lb = await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
     const ended = await lb.waitForLog((l) => l.msg === 'warm-up ended');
@@ -143,11 +146,8 @@ describe('JIT warm-up at start', () => {
   });
 
   it('does not run with warmUp: 0 (no log line, the listener bound at once)', async () => {
-    const port = await freePort();
-    const admin = await freePort();
-    const lb = await startLb(lbYaml({ port, admin, servers: brokers, health: { type: 'tcp', interval: '200ms', rise: 1 }, extra: 'warmUp: 0\n' }), {
-      waitReady: `http://127.0.0.1:${admin}/readyz`,
-    });
+    const { admin, yaml } = await withBrokers('warmUp: 0\n');
+    const lb = await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
     await lb.waitForLog((l) => l.msg === 'mqtt-lb started');
     expect(lb.logs.some((l) => typeof l.msg === 'string' && l.msg.startsWith('warm-up'))).toBe(false);
   });
@@ -170,9 +170,7 @@ describe('JIT warm-up at start', () => {
   });
 
   it('runs in each worker with workers: 2 (the primary holds no session and does not warm up)', async () => {
-    const port = await freePort();
-    const admin = await freePort();
-    const yaml = lbYaml({ port, admin, servers: brokers, health: { type: 'tcp', interval: '200ms', rise: 1 }, extra: 'workers: 2\nwarmUp: 600\n' });
+    const { port, admin, yaml } = await withBrokers('workers: 2\nwarmUp: 600\n');
     const lb = await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
     await lb.waitForLog((l) => l.msg === 'mqtt-lb started', 20_000);
     const ends = lb.logs.filter((l) => l.msg === 'warm-up ended');
@@ -187,9 +185,7 @@ describe('JIT warm-up at start', () => {
   });
 
   it('with workers: 2, a stop signal during the warm-up cuts it short in every worker', async () => {
-    const port = await freePort();
-    const admin = await freePort();
-    const yaml = lbYaml({ port, admin, servers: brokers, health: { type: 'tcp', interval: '200ms', rise: 1 }, extra: 'workers: 2\nwarmUp: 20000\n' });
+    const { yaml } = await withBrokers('workers: 2\nwarmUp: 20000\n');
     const lb = await startLb(yaml);
     const until = Date.now() + 10_000;
     while (lb.logs.filter((l) => l.msg === 'warm-up started').length < 2 && Date.now() < until) await sleep(50);
@@ -202,9 +198,7 @@ describe('JIT warm-up at start', () => {
   });
 
   it('a worker started again after a crash does not warm up beside its serving siblings', async () => {
-    const port = await freePort();
-    const admin = await freePort();
-    const yaml = lbYaml({ port, admin, servers: brokers, health: { type: 'tcp', interval: '200ms', rise: 1 }, extra: 'workers: 2\nwarmUp: 600\n' });
+    const { port, admin, yaml } = await withBrokers('workers: 2\nwarmUp: 600\n');
     const lb = await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
     await lb.waitForLog((l) => l.msg === 'mqtt-lb started', 20_000);
     const victim = lb.logs.find((l) => l.msg === 'listener started' && l.worker === 1)!.pid as number;
