@@ -17,6 +17,7 @@ import { budgetForConfig } from './proxy/fd-budget.js';
 import { buildFront } from './proxy/front.js';
 import { Admission } from './proxy/admission.js';
 import { OverloadGuard } from './proxy/overload-guard.js';
+import { IdleSweep } from './proxy/idle-sweep.js';
 import { Metrics } from './telemetry/metrics.js';
 import { AdminServer } from './telemetry/admin-server.js';
 import type { TelemetrySource, AdminActions, OverloadStatus } from './telemetry/source.js';
@@ -103,6 +104,8 @@ export class App implements TelemetrySource, AdminActions {
   /** limits.maxMemory in a process with listeners (in the primary the workers' snapshots say it). */
   readonly overloadGuard: OverloadGuard;
   private trackTimer: NodeJS.Timeout | null = null;
+  /** limits.idleTimeout over this process's sessions (none in the cluster primary: its workers sweep theirs). */
+  private readonly idleSweep: IdleSweep;
   private stopping = false;
   private stopped: Promise<void> | null = null;
   private readonly privateBinds: boolean;
@@ -146,6 +149,10 @@ export class App implements TelemetrySource, AdminActions {
       release: (ticket) => this.admission.release(ticket),
     };
     this.metrics = role === 'worker' ? null : new Metrics(this);
+    this.idleSweep = new IdleSweep(
+      () => this.allSessions(),
+      (sessions, timeoutMs) => this.log.info({ sessions, idleTimeoutMs: timeoutMs }, 'idle sessions closed (limits.idleTimeout)'),
+    );
     this.overloadGuard = new OverloadGuard(config.limits.maxMemory, {
       entered: (inUse, max) => this.overloadEntered(inUse, max),
       left: (inUse, max) => this.overloadLeft(inUse, max),
@@ -219,7 +226,10 @@ export class App implements TelemetrySource, AdminActions {
       throw err;
     }
     for (const c of this.checkers.values()) c.start();
-    if (this.role !== 'primary') this.overloadGuard.start();
+    if (this.role !== 'primary') {
+      this.overloadGuard.start();
+      this.idleSweep.configure(config.limits.idleTimeout);
+    }
     this.trackTimer = setInterval(() => this.track(), TRACK_INTERVAL_MS);
     this.trackTimer.unref();
     return true;
@@ -359,6 +369,7 @@ export class App implements TelemetrySource, AdminActions {
     this.log.level = next.log.level;
     this.admission.reconfigure(next.limits);
     this.overloadGuard.reconfigure(next.limits.maxMemory);
+    if (this.role !== 'primary') this.idleSweep.configure(next.limits.idleTimeout);
 
     for (const [name, pool] of this.detachedPools) if (!pool.hasSessions()) this.detachedPools.delete(name);
     for (const [name, pool] of this.poolMap) {
@@ -559,6 +570,10 @@ export class App implements TelemetrySource, AdminActions {
     return [...this.listenerMap.values(), ...this.retiredListeners];
   }
 
+  private *allSessions(): Generator<ClientSession> {
+    for (const l of this.sessionHolders()) yield* l.sessions;
+  }
+
   private activeSessions(): number {
     let n = 0;
     for (const l of this.sessionHolders()) n += l.sessions.size;
@@ -573,6 +588,7 @@ export class App implements TelemetrySource, AdminActions {
     if (this.trackTimer !== null) clearInterval(this.trackTimer);
     this.trackTimer = null;
     this.overloadGuard.close();
+    this.idleSweep.close();
     await Promise.all([...this.checkers.values()].map((c) => c.close()));
     for (const r of this.reactions.values()) r.close();
     await Promise.all([...this.listenerMap.values()].map((l) => l.stopAccepting()));

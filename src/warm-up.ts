@@ -170,6 +170,7 @@ export class WarmUp {
         acceptRate: 0,
         perSource: { maxConnections: 0, connectRate: 0 },
         drainTimeout: 0,
+        idleTimeout: 0,
         maxMemory: 0,
       },
       log: { ...this.real.log, sessions: false },

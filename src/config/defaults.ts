@@ -59,6 +59,7 @@ export const DEFAULTS = {
       connectRate: 0, // per client address per second, 0 = unlimited
     },
     drainTimeout: 30_000, // ms (YAML `30s`)
+    idleTimeout: 0, // ms; 0 = a routed session is never closed for silence (src/proxy/idle-sweep.ts)
     maxMemory: 0, // bytes of JavaScript heap in use + Buffers; 0 = no ceiling (src/proxy/memory-ceiling.ts)
   },
   admin: {

@@ -23,7 +23,7 @@ export const KEYS = {
   health: ['type', 'interval', 'timeout', 'rise', 'fall', 'mqtt', 'http'],
   healthMqtt: ['version', 'clientId', 'username', 'password'],
   healthHttp: ['port', 'path'],
-  limits: ['clientConnectTimeout', 'maxConnectBytes', 'maxConnections', 'acceptRate', 'acceptQueue', 'perSource', 'drainTimeout', 'maxMemory'],
+  limits: ['clientConnectTimeout', 'maxConnectBytes', 'maxConnections', 'acceptRate', 'acceptQueue', 'perSource', 'drainTimeout', 'idleTimeout', 'maxMemory'],
   perSource: ['maxConnections', 'connectRate'],
   admin: ['bind', 'token'],
   log: ['level', 'sessions', 'bufferBytes'],

@@ -77,6 +77,8 @@ export interface LimitsConfig {
   acceptQueue: number;
   perSource: { maxConnections: number; connectRate: number };
   drainTimeout: Millis;
+  /** A routed session with nothing moving either way for this long is closed (idle-sweep.ts); 0 = never. */
+  idleTimeout: Millis;
   maxMemory: number; // bytes of heap in use + Buffers at which new connections are refused; 0 = no ceiling
 }
 

@@ -27,6 +27,8 @@ const SHORT_TOKEN_CHARS = 16;
 const MIN_LOG_BUFFER_BYTES = 65_536;
 /** The smallest limits.maxMemory: below it normal traffic alone would cross the ceiling (src/proxy/memory-ceiling.ts). */
 const MIN_MAX_MEMORY = 128 * 1024 * 1024;
+/** The idle sweep runs every half of limits.idleTimeout: no finer than this. */
+const MIN_IDLE_TIMEOUT_MS = 1000;
 /**
  * More synthetic sessions than this would not warm more (bench/README.md: 2,000-3,000 reach the warm cost), and
  * the warm-up's time bound (4 s, src/warm-up.ts) stops it at ~6,000-7,000 on two cores anyway.
@@ -108,8 +110,20 @@ function readLimits(r: ConfigReader | undefined, root: MapReader | undefined): L
       connectRate: perSource?.num('connectRate', d.perSource.connectRate, { min: 0 }) ?? d.perSource.connectRate,
     },
     drainTimeout: m?.duration('drainTimeout', d.drainTimeout, { min: 0 }) ?? d.drainTimeout,
+    idleTimeout: r !== undefined && m !== undefined ? readIdleTimeout(r, m) : d.idleTimeout,
     maxMemory: r !== undefined && m !== undefined ? readMaxMemory(r, m) : d.maxMemory,
   };
+}
+
+/** 0 = never, else at least MIN_IDLE_TIMEOUT_MS: the sweep runs every half of it (idle-sweep.ts). */
+function readIdleTimeout(r: ConfigReader, m: MapReader): number {
+  const value = m.duration('idleTimeout', DEFAULTS.limits.idleTimeout, { min: 0 });
+  if (value > 0 && value < MIN_IDLE_TIMEOUT_MS) {
+    const slot = m.get('idleTimeout')!;
+    r.error(slot, `must be 0s (never) or at least 1s (got ${describe(slot.node)})`);
+    return DEFAULTS.limits.idleTimeout;
+  }
+  return value;
 }
 
 /** 0 = no ceiling, else at least MIN_MAX_MEMORY. */

@@ -10,6 +10,7 @@
  * armed and the young one takes its place. Per session that is one Set insert and one delete instead of four
  * system calls, and no timer of its own. HAProxy arms server-side keepalive only with `option srvtcpka`.
  */
+import { unrefInterval } from './unref-interval.js';
 
 /** The part of a socket this needs: net.Socket's signature (HandleSocket has the same). */
 export interface KeepAliveSocket {
@@ -71,11 +72,4 @@ export class KeepAliveArming {
       this.stopTimer = null;
     }
   }
-}
-
-function unrefInterval(tick: () => void, everyMs: number): () => void {
-  const timer = setInterval(tick, everyMs);
-  // Never what keeps the process alive: the sockets themselves do that.
-  timer.unref();
-  return () => clearInterval(timer);
 }

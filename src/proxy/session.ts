@@ -20,6 +20,7 @@ import { beginLinger, closeWithReply, dropInput } from './refuse.js';
 import { ErrorCodes } from '../errors.js';
 import { rewriteUsername } from './connect-rewrite.js';
 import { KeepAliveArming } from './keepalive-arming.js';
+import type { IdleWatched } from './idle-sweep.js';
 import type { ListenerStats, ProxyContext, RejectReason, RoutingPool, AdmissionTicket } from './context.js';
 import type { TlsPeer } from './front.js';
 
@@ -55,7 +56,7 @@ export interface SessionListener {
   sessionEnded(session: ClientSession): void;
 }
 
-export class ClientSession implements LiveSession, AdmissionTicket {
+export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched {
   readonly client: ProxySocket;
   readonly listener: SessionListener;
   readonly acceptedAt: number;
@@ -161,6 +162,16 @@ export class ClientSession implements LiveSession, AdmissionTicket {
 
   get bytesOut(): number {
     return this.upstream === null ? 0 : this.upstream.bytesRead;
+  }
+
+  /** IdleWatched: bytes written towards either side that its kernel has not taken yet. */
+  get bytesQueued(): number {
+    return this.client.writableLength + (this.upstream === null ? 0 : this.upstream.writableLength);
+  }
+
+  /** IdleWatched: routed and spliced (limits.idleTimeout covers this phase; the others have their own bounds). */
+  get spliced(): boolean {
+    return this.phase === 'splicing';
   }
 
   get closed(): boolean {

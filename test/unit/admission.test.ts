@@ -15,6 +15,7 @@ function limits(over: Partial<Omit<LimitsConfig, 'perSource'>> & { perSource?: P
     acceptRate: 0,
     acceptQueue: 1000,
     drainTimeout: 30_000,
+    idleTimeout: 0,
     maxMemory: 0,
     ...over,
     perSource: { maxConnections: 0, connectRate: 0, ...over.perSource },

@@ -56,6 +56,7 @@ const DURATION_KEYS = new Set([
   'timeout',
   'clientConnectTimeout',
   'drainTimeout',
+  'idleTimeout',
   'advertInterval',
   'preemptDelay',
   'repeatAfter',

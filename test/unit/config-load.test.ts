@@ -72,6 +72,7 @@ limits:
   acceptQueue: 50
   perSource: { maxConnections: 10, connectRate: 2.5 }
   drainTimeout: 1h
+  idleTimeout: 2h
 
 admin:
   bind: 0.0.0.0:9883
@@ -200,6 +201,7 @@ function expectedFull(file: string): LbConfig {
       acceptQueue: 50,
       perSource: { maxConnections: 10, connectRate: 2.5 },
       drainTimeout: 3_600_000,
+      idleTimeout: 7_200_000,
       maxMemory: 0,
     },
     admin: { bind: '0.0.0.0:9883', address: { host: '0.0.0.0', port: 9883 }, token: '0123456789abcdef0123' },
@@ -301,6 +303,7 @@ describe('parseConfig', () => {
         acceptQueue: 1_000,
         perSource: { maxConnections: 0, connectRate: 0 },
         drainTimeout: 30_000,
+        idleTimeout: 0,
         maxMemory: 0,
       },
       admin: { bind: '127.0.0.1:9883', address: { host: '127.0.0.1', port: 9883 }, token: null },

@@ -202,6 +202,17 @@ pools:
     }
   });
 
+  it('limits.idleTimeout: 0s (never) or a duration of at least 1s', () => {
+    expect(parseConfig(PREFIX, 'lb.yaml').config?.limits.idleTimeout).toBe(0);
+    expect(problems(`${PREFIX}limits:\n  idleTimeout: 0s\n`)).toEqual([]);
+    expect(parseConfig(`${PREFIX}limits:\n  idleTimeout: 1s\n`, 'lb.yaml').config?.limits.idleTimeout).toBe(1000);
+    expect(parseConfig(`${PREFIX}limits:\n  idleTimeout: 15m\n`, 'lb.yaml').config?.limits.idleTimeout).toBe(900_000);
+    expect(problems(`${PREFIX}limits:\n  idleTimeout: 500ms\n`)).toEqual(['lb.yaml:9:16 limits.idleTimeout: must be 0s (never) or at least 1s (got "500ms")']);
+    expect(problems(`${PREFIX}limits:\n  idleTimeout: 90\n`)).toEqual([
+      'lb.yaml:9:16 limits.idleTimeout: a bare number is not a duration: add a unit, e.g. `90s` or `90ms`',
+    ]);
+  });
+
   it('limits.maxMemory: 0 (no ceiling) or at least 128 MiB, in bytes', () => {
     expect(problems(`${PREFIX}limits:\n  maxMemory: 0\n`)).toEqual([]);
     expect(problems(`${PREFIX}limits:\n  maxMemory: 134217728\n`)).toEqual([]);

@@ -1,0 +1,113 @@
+/**
+ * `limits.idleTimeout`: a routed session in which nothing has moved either way for this long is closed, as
+ * HAProxy's `timeout tunnel` (or `timeout client`/`timeout server` on a TCP proxy) closes a silent tunnel.
+ *
+ * Why a balancer needs it although MQTT has keepalive: the broker enforces the client's keepalive only for what
+ * it reads. A broker that stops reading a session (wedged, or one client's queue stuck) leaves the balancer
+ * with the client paused behind it (backpressure); a client that resets meanwhile goes unnoticed, since a
+ * paused socket is not polled for reading, and the session holds two descriptors and its buffers until the
+ * broker reads again. So does a session whose both peers vanished without a FIN or RST before TCP keepalive.
+ *
+ * How, without anything on the data path: a sweep every idleTimeout / 2 over the routed sessions compares each
+ * one's counters (bytes read from each side, and bytes still queued towards either: a slow reader taking them
+ * is movement too) with the previous sweep's. A session unchanged at two sweeps in a row is closed: between
+ * idleTimeout and 1.5 x idleTimeout after its last movement. No timer per session; a session shorter than half
+ * the timeout is never looked at.
+ */
+import type { EvictReason } from '../balancer/server.js';
+import { unrefInterval } from './unref-interval.js';
+
+/** What the sweep reads of a session: session.ts's ClientSession. */
+export interface IdleWatched {
+  /** Routed and spliced: the phase this timeout covers (the others have their own bounds). */
+  readonly spliced: boolean;
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+  /** Bytes written towards either side that its kernel has not taken yet. */
+  readonly bytesQueued: number;
+  evict(reason: EvictReason): void;
+}
+
+/** A session's counters at the last sweep, and how many sweeps in a row found them unchanged. */
+interface Mark {
+  bytesIn: number;
+  bytesOut: number;
+  bytesQueued: number;
+  unchanged: number;
+}
+
+/** Sweeps in a row that must find a session unchanged: two sweeps apart by timeout / 2 each. */
+const UNCHANGED_SWEEPS = 2;
+
+export class IdleSweep {
+  private marks = new Map<IdleWatched, Mark>();
+  private stopTimer: (() => void) | null = null;
+  private timeoutMs = 0;
+
+  /**
+   * `sessions` lists the live sessions at each sweep; `closed` hears how many a sweep closed (for a log line).
+   * `schedule` starts the periodic sweep and returns its stop function (injected by tests).
+   */
+  constructor(
+    private readonly sessions: () => Iterable<IdleWatched>,
+    private readonly closed: (count: number, timeoutMs: number) => void,
+    private readonly schedule: (sweep: () => void, everyMs: number) => () => void = unrefInterval,
+  ) {}
+
+  /** Start, change or (0) stop the timeout; a change starts the count afresh. */
+  configure(timeoutMs: number): void {
+    if (timeoutMs === this.timeoutMs) return;
+    this.stop();
+    this.marks.clear();
+    this.timeoutMs = timeoutMs;
+    if (timeoutMs > 0) this.stopTimer = this.schedule(() => this.sweep(), Math.ceil(timeoutMs / UNCHANGED_SWEEPS));
+  }
+
+  /** One sweep; returns how many sessions it closed. */
+  sweep(): number {
+    const next = new Map<IdleWatched, Mark>();
+    const idle: IdleWatched[] = [];
+    for (const s of this.sessions()) {
+      if (!s.spliced) continue;
+      const bytesIn = s.bytesIn;
+      const bytesOut = s.bytesOut;
+      const bytesQueued = s.bytesQueued;
+      let mark = this.marks.get(s);
+      if (mark === undefined) mark = { bytesIn, bytesOut, bytesQueued, unchanged: 0 };
+      else if (mark.bytesIn !== bytesIn || mark.bytesOut !== bytesOut || mark.bytesQueued !== bytesQueued) {
+        mark.bytesIn = bytesIn;
+        mark.bytesOut = bytesOut;
+        mark.bytesQueued = bytesQueued;
+        mark.unchanged = 0;
+      } else if (++mark.unchanged >= UNCHANGED_SWEEPS) {
+        idle.push(s);
+        continue;
+      }
+      next.set(s, mark);
+    }
+    // Sessions that ended since the last sweep are not in `next`: their marks go with the old map.
+    this.marks = next;
+    for (const s of idle) s.evict('idle');
+    if (idle.length > 0) this.closed(idle.length, this.timeoutMs);
+    return idle.length;
+  }
+
+  /** Sessions the sweep is following (tests). */
+  get watched(): number {
+    return this.marks.size;
+  }
+
+  /** Stop sweeping and forget every session (idempotent). */
+  close(): void {
+    this.stop();
+    this.marks.clear();
+    this.timeoutMs = 0;
+  }
+
+  private stop(): void {
+    if (this.stopTimer !== null) {
+      this.stopTimer();
+      this.stopTimer = null;
+    }
+  }
+}
