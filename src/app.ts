@@ -48,6 +48,8 @@ export interface PreparedReload {
 }
 
 const TRACK_INTERVAL_MS = 250;
+/** The wait for the first health verdicts ends this long after the longest health.timeout (a guard: probes end by their timeout). */
+const FIRST_VERDICT_MARGIN_MS = 500;
 
 /** Polls `done` every 50 ms until it holds or the wall clock reaches `until`. */
 async function waitUntil(done: () => boolean, until: number): Promise<void> {
@@ -215,6 +217,8 @@ export class App implements TelemetrySource, AdminActions {
         this.metrics?.discardLoopLag();
         if (hooks.abandon?.() === true) return false;
       }
+      await this.firstVerdicts();
+      if (hooks.abandon?.() === true) return false;
       for (const lc of this.ownListeners(config)) {
         await this.openListener(lc, budget.listenerMax.get(lc.name) ?? lc.maxConnections, this.frontFor(lc, config));
       }
@@ -225,7 +229,6 @@ export class App implements TelemetrySource, AdminActions {
       await this.closeEverything();
       throw err;
     }
-    for (const c of this.checkers.values()) c.start();
     if (this.role !== 'primary') {
       this.overloadGuard.start();
       this.idleSweep.configure(config.limits.idleTimeout);
@@ -233,6 +236,26 @@ export class App implements TelemetrySource, AdminActions {
     this.trackTimer = setInterval(() => this.track(), TRACK_INTERVAL_MS);
     this.trackTimer.unref();
     return true;
+  }
+
+  /**
+   * Health checks start, and the listeners wait for every server's first verdict (bounded by the longest
+   * health.timeout): until a server has one it takes no session, so a client arriving first would be refused
+   * (`no_server`) by a balancer whose brokers are all fine, or routed past its own server, which breaks
+   * stickiness for it. HAProxy avoids this by assuming its servers up at start; we ask them first, which costs
+   * the first probe's round trip (a few ms against a live broker, health.timeout against a silent one). After the
+   * warm-up, whose busy loop would make probes time out. In the cluster primary, before the workers fork: they
+   * get the verdicts with their config (primary.ts).
+   */
+  private async firstVerdicts(): Promise<void> {
+    if (this.checkers.size === 0) return;
+    const began = Date.now();
+    for (const c of this.checkers.values()) c.start();
+    const bound = Math.max(...[...this.poolMap.values()].map((p) => p.config.health.timeout)) + FIRST_VERDICT_MARGIN_MS;
+    await Promise.all([...this.checkers.values()].map((c) => c.settled(bound)));
+    const states = { up: 0, down: 0, unknown: 0 };
+    for (const p of this.poolMap.values()) for (const s of p.servers) if (s.admin !== 'maint') states[s.health]++;
+    this.log.info({ ms: Date.now() - began, ...states }, 'first health checks done');
   }
 
   /** The cluster primary: start failover, once every worker has bound its listeners (run.ts). */

@@ -112,6 +112,8 @@ export class ClusterPrimary {
           case 'hello':
             slot.config = this.app.config;
             this.send(worker, { t: 'config', config: this.app.config, index, workers: this.count, warmUp: !respawned && !this.warmUpsStopped });
+            // Before it binds: a worker that knew no verdict would refuse its first clients (App.firstVerdicts).
+            this.send(worker, { t: 'states', states: this.states() });
             return;
           case 'ready':
             slot.ready = true;
@@ -258,7 +260,9 @@ export class ClusterPrimary {
     this.statesQueued = true;
     setImmediate(() => {
       this.statesQueued = false;
-      this.broadcast({ t: 'states', states: this.states() });
+      // Starting workers too (they have their config, and bind with the verdicts they know).
+      const m: ToWorker = { t: 'states', states: this.states() };
+      for (const s of this.slots.values()) if (s.config !== null) this.send(s.worker, m);
     });
   }
 

@@ -134,6 +134,23 @@ export class HealthChecker {
     return waiting;
   }
 
+  /**
+   * Resolves once every probe running now has been recorded (right after start(): every server's first verdict),
+   * or after `boundMs`, whichever is first. Never rejects. Probes end by their own timeout; the bound is a guard.
+   */
+  settled(boundMs: number): Promise<void> {
+    const running: Array<Promise<void>> = [];
+    for (const loop of this.loops.values()) if (loop.inFlight !== null) running.push(loop.inFlight);
+    if (running.length === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const guard = setTimeout(resolve, boundMs);
+      void Promise.all(running).then(() => {
+        clearTimeout(guard);
+        resolve();
+      });
+    });
+  }
+
   /** Stop all loops and cancel running probes; resolves when they have settled. Idempotent. */
   close(): Promise<void> {
     if (this.closing) return this.closing;

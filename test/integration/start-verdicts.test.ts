@@ -1,0 +1,126 @@
+/**
+ * The listeners are bound only once every server has its first health verdict (App.firstVerdicts): the first
+ * clients of a fresh balancer reach their brokers instead of being refused (`no_server`) while the first probes
+ * are out. Against a broker that takes 1.5 s to answer a CONNECT (loaded or remote; health.timeout 3 s, so it
+ * is up): longer than workers take to start, so that with workers too the first clients would come before the
+ * verdict (the primary waits for it before it forks them, and they get it before they bind).
+ */
+import net from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { freePort } from '../helpers/mosquitto.js';
+import { lbYaml } from '../helpers/lb-config.js';
+import { startLb, stopAllLbs, sleep } from '../helpers/lb.js';
+import { connectPacket } from '../helpers/raw-client.js';
+
+const CONNACK_OK = '20020000';
+
+/** A broker that answers every CONNECT after `delayMs` (0: at once), or never (null: accepts TCP, stays silent). */
+function broker(delayMs: number | null): Promise<{ port: number; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => {});
+    socket.once('data', () => {
+      if (delayMs !== null) setTimeout(() => socket.write(Buffer.from(CONNACK_OK, 'hex')), delayMs).unref();
+    });
+  });
+  return new Promise((resolve) => {
+    server.listen(0, '127.0.0.1', () =>
+      resolve({
+        port: (server.address() as net.AddressInfo).port,
+        close: () => {
+          for (const s of sockets) s.destroy();
+          return new Promise<void>((r) => server.close(() => r()));
+        },
+      }),
+    );
+  });
+}
+
+/** As soon as the port accepts (tried every 10 ms, bounded): `count` clients send a CONNECT; their first 4 bytes back, as hex. */
+async function firstClients(port: number, count: number, timeoutMs = 20_000): Promise<string[]> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const s = await new Promise<net.Socket | null>((resolve) => {
+      const c = net.connect(port, '127.0.0.1');
+      c.once('connect', () => resolve(c));
+      c.once('error', () => resolve(null));
+    });
+    if (s !== null) {
+      const others = await Promise.all(Array.from({ length: count - 1 }, () => new Promise<net.Socket>((resolve, reject) => net.connect(port, '127.0.0.1').once('connect', function (this: net.Socket) { resolve(this); }).once('error', reject))));
+      const all = [s, ...others];
+      return Promise.all(
+        all.map(
+          (c, i) =>
+            new Promise<string>((resolve) => {
+              let got = Buffer.alloc(0);
+              const done = (): void => {
+                clearTimeout(t);
+                c.destroy();
+                resolve(got.subarray(0, 4).toString('hex'));
+              };
+              const t = setTimeout(done, 3000);
+              c.on('data', (d: Buffer) => {
+                got = Buffer.concat([got, d]);
+                if (got.length >= 4) done();
+              });
+              c.on('error', () => {});
+              c.on('close', done);
+              c.write(connectPacket({ clientId: `first-${i}` }));
+            }),
+        ),
+      );
+    }
+    if (Date.now() > until) throw new Error(`port ${port} not accepting within ${timeoutMs} ms`);
+    await sleep(10);
+  }
+}
+
+describe('the first clients after start', () => {
+  const closers: Array<() => Promise<void>> = [];
+  afterEach(async () => {
+    await stopAllLbs();
+    for (const c of closers.splice(0)) await c();
+  });
+
+  it.each([
+    { name: 'one process', extra: '' },
+    { name: 'workers: 2', extra: 'workers: 2\n' },
+  ])('reach a healthy but slow broker, not a no_server refusal ($name)', async ({ extra }) => {
+    const slow = await broker(1500);
+    closers.push(() => slow.close());
+    const [port, admin] = [await freePort(), await freePort()];
+    const yaml = lbYaml({ port, admin, servers: [{ name: 'b1', port: slow.port }], health: { type: 'mqtt', interval: '5s', timeout: '3s' }, extra });
+    const lb = await startLb(yaml);
+    expect(await firstClients(port, 4)).toEqual([CONNACK_OK, CONNACK_OK, CONNACK_OK, CONNACK_OK]);
+    const line = await lb.waitForLog((l) => l.msg === 'first health checks done');
+    expect(line).toMatchObject({ up: 1, down: 0, unknown: 0 });
+    expect(line.ms).toBeGreaterThanOrEqual(1400); // it waited for the slow first probe
+    const metrics = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
+    expect(metrics).toMatch(/mqtt_lb_connect_rejected_total\{listener="mqtt",reason="no_server"\} 0\b/);
+  });
+
+  it('a silent server delays the start by its health.timeout at most; the live one serves the first clients', async () => {
+    const [live, silent] = [await broker(0), await broker(null)];
+    closers.push(() => live.close(), () => silent.close());
+    const [port, admin] = [await freePort(), await freePort()];
+    const yaml = lbYaml({
+      port,
+      admin,
+      balance: 'round-robin',
+      servers: [
+        { name: 'live', port: live.port },
+        { name: 'silent', port: silent.port },
+      ],
+      health: { type: 'mqtt', interval: '2s', timeout: '1s' },
+    });
+    const lb = await startLb(yaml);
+    // Round robin over both would send every second client to the silent one if it counted as up.
+    expect(await firstClients(port, 4)).toEqual([CONNACK_OK, CONNACK_OK, CONNACK_OK, CONNACK_OK]);
+    const line = await lb.waitForLog((l) => l.msg === 'first health checks done');
+    expect(line).toMatchObject({ up: 1, down: 1, unknown: 0 });
+    expect(line.ms).toBeGreaterThanOrEqual(900);
+    expect(line.ms).toBeLessThan(1500 + 1000); // timeout + the guard's margin, and a loaded CI machine
+  });
+});
