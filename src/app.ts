@@ -113,6 +113,8 @@ export class App implements TelemetrySource, AdminActions {
   private readonly privateBinds: boolean;
   /** While `beforeListeners` (the warm-up) runs: /readyz says so. */
   private warmingUp = false;
+  /** While the listeners wait for the first health verdicts (firstVerdicts): /readyz says so. */
+  private awaitingVerdicts = false;
 
   /**
    * `privateBinds`: listeners bind their own sockets even in a node:cluster worker (`exclusive`), rather than
@@ -252,7 +254,12 @@ export class App implements TelemetrySource, AdminActions {
     const began = Date.now();
     for (const c of this.checkers.values()) c.start();
     const bound = Math.max(...[...this.poolMap.values()].map((p) => p.config.health.timeout)) + FIRST_VERDICT_MARGIN_MS;
-    await Promise.all([...this.checkers.values()].map((c) => c.settled(bound)));
+    this.awaitingVerdicts = true;
+    try {
+      await Promise.all([...this.checkers.values()].map((c) => c.settled(bound)));
+    } finally {
+      this.awaitingVerdicts = false;
+    }
     const states = { up: 0, down: 0, unknown: 0 };
     for (const p of this.poolMap.values()) for (const s of p.servers) if (s.admin !== 'maint') states[s.health]++;
     this.log.info({ ms: Date.now() - began, ...states }, 'first health checks done');
@@ -654,9 +661,13 @@ export class App implements TelemetrySource, AdminActions {
     if (this.stopping) return { ok: false, reason: 'stopping' };
     if (this.overloaded()) return { ok: false, reason: 'overloaded: memory in use reached 95 % of limits.maxMemory; new connections are refused until it is below 90 %' };
     if (this.warmingUp) return { ok: false, reason: 'warming up: the listeners are bound once it ends (warmUp)' };
+    if (this.awaitingVerdicts) return { ok: false, reason: 'starting: the listeners are bound once every server has its first health verdict' };
     for (const l of this.listenerMap.values()) if (!l.listening) return { ok: false, reason: `listener ${l.config.name} not bound` };
     if (this.role === 'primary') {
       for (const lc of this.config.listeners) if (!this.remoteListeners.has(lc.name)) return { ok: false, reason: `listener ${lc.name} not bound by the workers yet` };
+    } else {
+      // Every configured one: before start() has bound them the map above is still empty.
+      for (const lc of this.config.listeners) if (!this.listenerMap.has(lc.name)) return { ok: false, reason: `listener ${lc.name} not bound yet` };
     }
     for (const p of this.poolMap.values()) {
       // The servers that can take a session (what CONNACK no_server is measured against): up, ready, weight > 0.
