@@ -57,6 +57,11 @@ async function waitUntil(done: () => boolean, until: number): Promise<void> {
 }
 /** After the drain, how long destroyed sessions get to finish closing (their sockets close asynchronously). */
 const SESSION_CLOSE_WAIT_MS = 2000;
+/**
+ * Demoted without a stop, an instance's VIP sessions are closed at evictRate within this, the rest at once: both
+ * hosts hold the VIP meanwhile (failover/heartbeat.ts RELEASE_BOUND_MS), so it stays short.
+ */
+const RELEASE_SPREAD_MS = 2000;
 
 /**
  * single: everything in one process (workers: 1).
@@ -198,6 +203,7 @@ export class App implements TelemetrySource, AdminActions {
     if (config.failover !== null && this.role !== 'worker') {
       // The failover worker logs its own transitions ('failover state changed').
       this.failoverRuntime = new Failover(config.failover, this.log);
+      this.failoverRuntime.onRelease = (vips) => this.releaseVipSessions(new Set(vips));
       this.failoverConfig = config.failover;
     }
     try {
@@ -528,6 +534,38 @@ export class App implements TelemetrySource, AdminActions {
 
   /** primary: stops the workers (evicting at a total rate, or draining); set by ClusterPrimary. */
   stopWorkers: ((evictRate: number | null, timeoutMs: number) => Promise<void>) | null = null;
+  /** Cluster primary: the workers close their sessions on these VIPs (run.ts: primary.releaseVips). */
+  releaseInWorkers: ((vips: string[], evictRate: number, spreadMs: number) => Promise<void>) | null = null;
+
+  /**
+   * A failover instance stopped being master without a stop (preempted, a split brain lost, FAULT): the sessions
+   * whose client connected to one of its VIPs are closed before the VIP goes (design.md §3; the heartbeat waits
+   * for this, bounded), or their clients would sit on dead connections, unaware, until their keepalive. At the
+   * pools' evictRate within RELEASE_SPREAD_MS, then the rest and any accepted on the VIP meanwhile at once
+   * (the new master's gratuitous ARP moves the clients; until then some still reach us).
+   */
+  async releaseVipSessions(vips: ReadonlySet<string>, evictRate = this.largestEvictRate(), spreadMs = RELEASE_SPREAD_MS): Promise<void> {
+    if (this.releaseInWorkers !== null) {
+      await this.releaseInWorkers([...vips], evictRate, spreadMs);
+      return;
+    }
+    const onVip = (s: ClientSession): boolean => isVipAddress(vips, s.clientLocalAddress);
+    const sessions = [...this.allSessions()].filter(onVip);
+    this.log.info({ sessions: sessions.length, evictRate }, 'failover: closing the sessions on the VIP');
+    if (sessions.length > 0) {
+      const evictor = new Evictor(evictRate, 'failover');
+      evictor.evict(sessions);
+      await waitUntil(() => sessions.every((s) => s.closed), Date.now() + spreadMs);
+      evictor.close();
+    }
+    const late = [...this.allSessions()].filter((s) => !s.closed && onVip(s));
+    for (const s of late) s.evict('failover');
+    await waitUntil(() => late.every((s) => s.closed), Date.now() + SESSION_CLOSE_WAIT_MS);
+  }
+
+  private largestEvictRate(): number {
+    return Math.max(...[...this.poolMap.values()].map((p) => p.config.evictRate));
+  }
 
   /**
    * Graceful stop (SIGTERM/SIGINT), in the contract's order. Idempotent.

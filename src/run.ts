@@ -43,6 +43,7 @@ export async function runBalancer(file: string): Promise<number> {
   const primary = workers > 1 ? new ClusterPrimary(app, workers, log) : null;
   if (primary !== null) {
     app.stopWorkers = (rate, timeoutMs) => primary.stopWorkers(rate, timeoutMs);
+    app.releaseInWorkers = (vips, rate, spreadMs) => primary.releaseVips(vips, rate, spreadMs);
     app.workerLoopLag = () => primary.takeWorkerLag();
     app.workerProcessMetrics = () => primary.processMetrics();
   }

@@ -54,6 +54,8 @@ export type ToWorker =
   // The primary's config, for a worker that started while a reload was under way (one phase: nothing to agree).
   | { t: 'reconfigure'; config: LbConfig }
   | { t: 'stop'; evictRate: number | null }
+  // Failover demoted the primary's instance: close the sessions on these VIPs (App.releaseVipSessions), answer.
+  | { t: 'release-vips'; id: number; vips: string[]; evictRate: number; spreadMs: number }
   // A second stop signal: close every session now.
   | { t: 'destroy' };
 
@@ -63,6 +65,7 @@ export type ToPrimary =
   | { t: 'fatal'; message: string; code: string | null }
   | { t: 'probe'; pool: string; server: string }
   | { t: 'reload-prepared'; id: number; error: string | null }
+  | { t: 'vips-released'; id: number }
   | { t: 'process-metrics'; metrics: ProcessMetricsJson }
   | { t: 'snapshot'; listeners: ListenerSnapshot[]; servers: ServerSnapshot[]; connects: Array<[string, string, number]>; lag: LagWindow | null; overload: OverloadSnapshot };
 

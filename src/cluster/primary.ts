@@ -28,6 +28,8 @@ const RESPAWN_DELAY_MS = 1000;
 const RESPAWN_MAX_DELAY_MS = 30_000;
 /** How long a worker may take to prepare a reload (bind its listeners). */
 const RELOAD_PREPARE_TIMEOUT_MS = 15_000;
+/** A worker closing its VIP sessions answers within its spread and its wait for the closes (App.releaseVipSessions); past this, the VIP goes regardless. */
+const RELEASE_ANSWER_MARGIN_MS = 2500;
 
 /** Before restart attempt `attempt` (0 = the first) of a worker. */
 function respawnDelay(attempt: number): number {
@@ -66,6 +68,9 @@ export class ClusterPrimary {
   private reloadSeq = 0;
   /** Per worker index: the answer to the reload being prepared. */
   private readonly reloadWaiters = new Map<number, (error: string | null) => void>();
+  private releaseSeq = 0;
+  /** Per release id, the workers that have not answered yet and the function that ends the wait. */
+  private readonly releases = new Map<number, { pending: Set<Worker>; done: () => void }>();
   /**
    * What workers that exited had counted (their last snapshot; active sessions left out), so that the summed
    * counters never go backwards when a worker is replaced (Prometheus counter semantics).
@@ -130,6 +135,9 @@ export class ClusterPrimary {
           case 'probe':
             this.app.probeNow(m.pool, m.server);
             return;
+          case 'vips-released':
+            this.workerReleased(m.id, worker);
+            return;
           case 'reload-prepared':
             if (m.id === this.reloadSeq) this.reloadWaiters.get(index)?.(m.error);
             return;
@@ -150,6 +158,7 @@ export class ClusterPrimary {
       worker.on('exit', (code, signal) => {
         clearTimeout(timer);
         this.reloadWaiters.get(index)?.(`worker ${index} exited`);
+        for (const id of [...this.releases.keys()]) this.workerReleased(id, worker);
         if (this.slots.get(index)?.worker === worker) {
           this.slots.delete(index);
           this.retire(slot);
@@ -412,6 +421,33 @@ export class ClusterPrimary {
     if (slot.config === this.app.config) return;
     slot.config = this.app.config;
     this.send(slot.worker, { t: 'reconfigure', config: this.app.config });
+  }
+
+  /**
+   * Failover demoted this host's instance: every serving worker closes its sessions on `vips` (evictRate shared
+   * among them); resolves once all have answered, or after `spreadMs` plus a margin.
+   */
+  releaseVips(vips: string[], evictRate: number, spreadMs: number): Promise<void> {
+    const workers = [...this.slots.values()].filter((s) => s.ready).map((s) => s.worker);
+    if (workers.length === 0) return Promise.resolve();
+    const id = ++this.releaseSeq;
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => done(), spreadMs + RELEASE_ANSWER_MARGIN_MS);
+      const done = (): void => {
+        clearTimeout(timer);
+        this.releases.delete(id);
+        resolve();
+      };
+      this.releases.set(id, { pending: new Set(workers), done });
+      const m: ToWorker = { t: 'release-vips', id, vips, evictRate: evictRate / workers.length, spreadMs };
+      for (const w of workers) this.send(w, m);
+    });
+  }
+
+  private workerReleased(id: number, worker: Worker): void {
+    const r = this.releases.get(id);
+    if (r === undefined || !r.pending.delete(worker)) return;
+    if (r.pending.size === 0) r.done();
   }
 
   /** A second stop signal: every worker closes its sessions now. */

@@ -203,6 +203,16 @@ function main(): void {
       case 'destroy':
         app?.destroyAllSessions();
         return;
+      case 'release-vips': {
+        const { id } = m;
+        const done = (): void => send({ t: 'vips-released', id });
+        if (app === null) done();
+        else app.releaseVipSessions(new Set(m.vips), m.evictRate, m.spreadMs).then(done, (err: unknown) => {
+          app?.log.error({ err }, 'closing the VIP sessions failed in this worker');
+          done();
+        });
+        return;
+      }
       case 'stop':
         stop(m.evictRate);
         return;

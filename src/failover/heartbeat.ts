@@ -7,6 +7,8 @@
  * A poll of `ip -j addr show dev IFACE` watches carrier (track.interface → FAULT) and, while MASTER, the VIPs
  * (one removed behind our back → resign with priority 0, as keepalived does).
  * After a graceful hand-over (resign, then the peer is master) the VIPs stay until close(): see 'removeVips'.
+ * Demoted without a stop (preempted, a split brain lost, FAULT), an instance first has the proxy close the
+ * sessions that came in on its VIPs ('release', bounded by RELEASE_BOUND_MS), then removes the addresses.
  */
 import { randomInt } from 'node:crypto';
 import type { FailoverConfig, FailoverInstanceConfig } from '../config/types.js';
@@ -34,6 +36,13 @@ export const WATCH_INTERVAL_MS = 500;
  */
 export const HANDOVER_GRACE_MS = 300;
 
+/**
+ * A demoted instance keeps its VIPs at most this long while the proxy closes the sessions that came in on them
+ * (their FINs leave only from a local address): the proxy's spread (App.releaseVipSessions, 2 s) and its wait for
+ * the closes (2 s), with a margin. Both hosts hold the address meanwhile; we no longer announce it.
+ */
+export const RELEASE_BOUND_MS = 5_000;
+
 interface Instance {
   cfg: FailoverInstanceConfig;
   vips: Cidr[];
@@ -48,6 +57,8 @@ interface Instance {
   peer: WorkerPeerStatus | null;
   /** performance.now() of the graceful hand-over (resigned, the peer became master); the VIPs stay until close(). */
   handedOverAt: number | null;
+  /** Ends the wait for the proxy's 'released' (demoted: its VIP sessions are being closed); null when none. */
+  releasing: (() => void) | null;
 }
 
 export interface HeartbeatOptions {
@@ -92,6 +103,8 @@ export class Heartbeat {
   /** Set once the advert port is ours: from then on the configured VIPs are ours to remove. */
   private ownsVips = false;
   private closing: Promise<void> | null = null;
+  private releaseSeq = 0;
+  private readonly releaseWaiters = new Map<number, () => void>();
   readonly dropped: Record<DropReason, number> = { bad_hmac: 0, replay: 0, router_id: 0, malformed: 0 };
 
   constructor(o: HeartbeatOptions) {
@@ -119,6 +132,7 @@ export class Heartbeat {
         installedAt: null,
         peer: null,
         handedOverAt: null,
+        releasing: null,
       });
     }
   }
@@ -213,6 +227,11 @@ export class Heartbeat {
     this.emitStatus();
   }
 
+  /** The proxy has closed the VIP sessions of release `seq`: the VIPs may go. */
+  released(seq: number): void {
+    this.releaseWaiters.get(seq)?.();
+  }
+
   /** Priority 0 if still master (fast takeover by the peer), then remove every VIP and close. Idempotent. */
   close(): Promise<void> {
     this.closing ??= this.doClose();
@@ -238,6 +257,8 @@ export class Heartbeat {
 
   private async doClose(): Promise<void> {
     this.clearTimers();
+    // The stop closes the sessions itself (App.stop): a release still waiting holds nothing up.
+    for (const done of [...this.releaseWaiters.values()]) done();
     for (const inst of this.instances.values()) {
       inst.garp.cancel();
       if (this.started && inst.sm.state === 'master' && !inst.sm.isResigned) this.sendAdvert(inst, 0, FLAG_MASTER);
@@ -379,9 +400,12 @@ export class Heartbeat {
           break;
         case 'addVips':
           inst.wantVips = true;
+          // Master again while its sessions were being released: the address stays; the chain moves on.
+          inst.releasing?.();
           this.enqueue(inst, () => this.addVips(inst));
           break;
-        case 'removeVips':
+        case 'removeVips': {
+          const held = inst.wantVips;
           inst.installedAt = null;
           inst.garp.cancel();
           if (inst.sm.isResigned && inst.sm.state === 'backup') {
@@ -395,8 +419,13 @@ export class Heartbeat {
             break;
           }
           inst.wantVips = false;
+          // Demoted (preempted, a split brain lost, FAULT): the sessions that came in on the VIPs are closed
+          // first, while the address is here for their FINs (design.md §3: evict, then remove the VIP); without
+          // it, a quiet client would sit on a dead connection until its keepalive, and lose what was sent to it.
+          if (held && this.closing === null) this.enqueue(inst, () => this.release(inst));
           this.enqueue(inst, () => this.removeVips(inst));
           break;
+        }
         case 'garp':
           // After the queued add, so arping announces an address that is really there.
           this.enqueue(inst, async () => {
@@ -415,6 +444,29 @@ export class Heartbeat {
 
   private enqueue(inst: Instance, op: () => Promise<void>): void {
     inst.ops = inst.ops.then(op).catch((err: unknown) => this.log.error({ err, routerId: inst.cfg.routerId }, 'failover VIP operation failed'));
+  }
+
+  /** Asks the proxy to close the sessions on `inst`'s VIPs; resolves on its answer, or after RELEASE_BOUND_MS. */
+  private release(inst: Instance): Promise<void> {
+    if (inst.wantVips || this.closing !== null) return Promise.resolve(); // master again, or stopping meanwhile
+    const seq = ++this.releaseSeq;
+    const began = this.now();
+    return new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(bound);
+        this.releaseWaiters.delete(seq);
+        if (inst.releasing === done) inst.releasing = null;
+        resolve();
+      };
+      const bound = setTimeout(() => {
+        this.log.warn({ routerId: inst.cfg.routerId, boundMs: RELEASE_BOUND_MS }, 'failover: VIP sessions not closed in time: removing the VIP all the same');
+        done();
+      }, RELEASE_BOUND_MS);
+      this.releaseWaiters.set(seq, done);
+      inst.releasing = done;
+      this.log.info({ routerId: inst.cfg.routerId }, 'failover: no longer master: closing the sessions on the VIP before removing it');
+      this.emit({ type: 'release', routerId: inst.cfg.routerId, vips: inst.vips.map((v) => v.address), seq });
+    }).then(() => this.log.info({ routerId: inst.cfg.routerId, ms: Math.round(this.now() - began) }, 'failover: VIP sessions closed: removing the VIP'));
   }
 
   private async addVips(inst: Instance): Promise<void> {

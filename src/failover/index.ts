@@ -69,6 +69,11 @@ export class Failover extends EventEmitter {
   private closing: Promise<void> | null = null;
   private restartTimer: NodeJS.Timeout | null = null;
   private started = false;
+  /**
+   * Closes the sessions whose client connected to one of `vips` (the proxy: App.releaseVipSessions), when an
+   * instance stops being master without a stop; the worker removes the VIPs once it resolves (bounded there).
+   */
+  onRelease: ((vips: string[]) => Promise<void>) | null = null;
 
   constructor(config: FailoverConfig, log: Logger) {
     super();
@@ -207,6 +212,14 @@ export class Failover extends EventEmitter {
         const k = `${m.from}>${m.to}`;
         this.transitions.set(k, (this.transitions.get(k) ?? 0) + 1);
         this.emit('state', { routerId: m.routerId, from: m.from, to: m.to, at: m.at } satisfies FailoverStateEvent);
+        break;
+      }
+      case 'release': {
+        const release = this.onRelease;
+        const closing = release === null ? Promise.resolve() : release(m.vips);
+        void closing
+          .catch((err: unknown) => this.log.error({ err, routerId: m.routerId }, 'failover: closing the VIP sessions failed'))
+          .then(() => this.post({ type: 'released', seq: m.seq }));
         break;
       }
       case 'status':

@@ -19,6 +19,8 @@ export interface WorkerInit {
 export type MainToWorker =
   | { type: 'tracking'; fault: boolean; priorityPenalty: number }
   | { type: 'resign'; seq: number }
+  // The sessions on the VIPs of release `seq` are closed (or the proxy gave up): the VIPs may go.
+  | { type: 'released'; seq: number }
   | { type: 'close' };
 
 export type PeerState = 'backup' | 'master' | 'fault';
@@ -57,6 +59,8 @@ export type WorkerToMain =
   | { type: 'ready' }
   | { type: 'fatal'; code: string; message: string }
   | { type: 'state'; routerId: number; from: FailoverState; to: FailoverState; /** Date.now() in the worker at the transition. */ at: number }
+  // Demoted without a stop: close the sessions whose client connected to `vips`, then answer 'released'.
+  | { type: 'release'; routerId: number; vips: string[]; seq: number }
   | WorkerStatus
   | { type: 'log'; level: LogLevel; obj: Record<string, unknown>; msg: string }
   | { type: 'closed' };

@@ -43,6 +43,9 @@ port.on('message', (m: MainToWorker) => {
     case 'resign':
       heartbeat.resign(m.seq);
       break;
+    case 'released':
+      heartbeat.released(m.seq);
+      break;
     case 'close':
       void heartbeat.close().then(() => {
         post({ type: 'closed' });

@@ -371,6 +371,46 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
     expect(Math.max(...closedAt)).toBeLessThan(deleted1!.t - sigtermAt);
   });
 
+  it('preempted, the old master closes the sessions on the VIP before it removes the address; quiet clients come back through the new master to their broker', async () => {
+    // lb2 alone becomes master and takes quiet clients (no PINGREQ: only a close from lb2 can tell them); then
+    // lb1 (higher priority) starts and takes the VIP back. Before this, lb2 removed the address at once and kept
+    // the sessions: their FINs could not leave, and the clients sat on dead connections until their keepalive.
+    const lb2 = await startLb('lb2');
+    await lb2.waitState('master', 5000);
+    await waitFor('VIP on lb2 only', holdersAre(['lb2']), 5000);
+    await lb2.waitServers('up', 5000);
+    const ids = Array.from({ length: 6 }, (_, i) => `preempted-${i}`);
+    const holder = startClient(topo, { op: 'hold', host: VIP, port: 1883, clientIds: ids, pingMs: 0 });
+    started.push(holder);
+    await holder.waitForLine((l) => l.includes('"ev":"holding"'), 10_000);
+    const held = holder.lines.map((l) => JSON.parse(l) as { ev: string; clientId: string; broker: string }).filter((e) => e.ev === 'held');
+    expect(held).toHaveLength(ids.length);
+    const mon2 = topo.monitorAddresses('lb2');
+    started.push(mon2.proc);
+    await sleep(300);
+
+    const n2 = lb2.transitions().length;
+    const startAt = Date.now();
+    const lb1 = await startLb('lb1');
+    await lb1.waitState('master', 8000);
+    await lb2.waitState('backup', 3000, n2);
+    await waitFor('every held client saw its close', () => holder.lines.filter((l) => l.includes('"ev":"closed"')).length >= ids.length, 10_000, 50);
+    await waitFor('every held client reconnected', () => holder.lines.filter((l) => l.includes('"ev":"reconnected"')).length >= ids.length, 15_000, 50);
+    await waitFor('VIP on lb1 only', holdersAre(['lb1']), 8000);
+    const events = holder.lines.map((l) => JSON.parse(l) as { ev: string; clientId: string; t: number; broker: string; sessionPresent: boolean });
+    const closedAt = events.filter((e) => e.ev === 'closed').map((e) => e.t - startAt);
+    const reconnected = events.filter((e) => e.ev === 'reconnected');
+    const deleted2 = mon2.first(VIP_CIDR, true);
+    expect(deleted2, 'VIP deleted on lb2').toBeDefined();
+    console.log(`[failover-lb] preempt: held clients closed at +[${closedAt.join(', ')}] ms after lb1 started, reconnected at +[${reconnected.map((e) => e.t - startAt).join(', ')}] ms; VIP deleted on lb2 at +${deleted2!.t - startAt} ms`);
+    // Every close came from lb2 while the address was still there (after it, a FIN cannot leave).
+    expect(Math.max(...closedAt)).toBeLessThan(deleted2!.t - startAt);
+    expect(lb2.logsWith('failover: closing the sessions on the VIP')[0]).toMatchObject({ sessions: ids.length });
+    // Through the VIP, now lb1: each to the broker it had, whose session it finds again [MQTT-3.2.2-2].
+    expect(Object.fromEntries(reconnected.map((e) => [e.clientId, e.broker]))).toEqual(Object.fromEntries(held.map((h) => [h.clientId, h.broker])));
+    expect(reconnected.every((e) => e.sessionPresent)).toBe(true);
+  });
+
   it('a 500 ms block of the master’s event loop (SIGUSR2 test hook) causes no takeover', async () => {
     const [lb1, lb2] = await startPair();
     const prober = startProber();
