@@ -120,6 +120,9 @@ export class App implements TelemetrySource, AdminActions {
   private warmingUp = false;
   /** While the listeners wait for the first health verdicts (firstVerdicts): /readyz says so. */
   private awaitingVerdicts = false;
+  /** A stop came while starting (cutStartShort): the wait for the first verdicts ends at once. */
+  private startCut = false;
+  private endVerdictWait: (() => void) | null = null;
 
   /**
    * `privateBinds`: listeners bind their own sockets even in a node:cluster worker (`exclusive`), rather than
@@ -203,7 +206,7 @@ export class App implements TelemetrySource, AdminActions {
     if (config.failover !== null && this.role !== 'worker') {
       // The failover worker logs its own transitions ('failover state changed').
       this.failoverRuntime = new Failover(config.failover, this.log);
-      this.failoverRuntime.onRelease = (vips) => this.releaseVipSessions(new Set(vips));
+      this.failoverRuntime.onRelease = (vips, signal) => this.releaseVipSessions(new Set(vips), signal);
       this.failoverConfig = config.failover;
     }
     try {
@@ -212,9 +215,10 @@ export class App implements TelemetrySource, AdminActions {
         this.admin = new AdminServer({ config: config.admin, source: this, actions: this, metrics: this.metrics, log: this.log });
         await this.admin.listen();
       }
+      // Each listener's address is tried first (bound and closed again): an address in use is reported at once,
+      // not after the warm-up and the first health checks. A cluster worker's bind goes through the primary.
+      if (this.role !== 'worker') for (const lc of config.listeners) await probeBind(lc);
       if (hooks.beforeListeners !== undefined) {
-        // In a cluster worker the bind goes through the primary, which tried the addresses before forking.
-        if (this.role === 'single') for (const lc of config.listeners) await probeBind(lc);
         this.warmingUp = true;
         try {
           await hooks.beforeListeners();
@@ -262,13 +266,21 @@ export class App implements TelemetrySource, AdminActions {
     const bound = Math.max(...[...this.poolMap.values()].map((p) => p.config.health.timeout)) + FIRST_VERDICT_MARGIN_MS;
     this.awaitingVerdicts = true;
     try {
-      await Promise.all([...this.checkers.values()].map((c) => c.settled(bound)));
+      const cut = new Promise<void>((resolve) => (this.endVerdictWait = resolve));
+      if (!this.startCut) await Promise.race([Promise.all([...this.checkers.values()].map((c) => c.settled(bound))), cut]);
     } finally {
       this.awaitingVerdicts = false;
+      this.endVerdictWait = null;
     }
     const states = { up: 0, down: 0, unknown: 0 };
     for (const p of this.poolMap.values()) for (const s of p.servers) if (s.admin !== 'maint') states[s.health]++;
     this.log.info({ ms: Date.now() - began, ...states }, 'first health checks done');
+  }
+
+  /** A stop signal while starting (run.ts): the wait for the first health verdicts ends now (start's `abandon` then says so). */
+  cutStartShort(): void {
+    this.startCut = true;
+    this.endVerdictWait?.();
   }
 
   /** The cluster primary: start failover, once every worker has bound its listeners (run.ts). */
@@ -535,28 +547,34 @@ export class App implements TelemetrySource, AdminActions {
   /** primary: stops the workers (evicting at a total rate, or draining); set by ClusterPrimary. */
   stopWorkers: ((evictRate: number | null, timeoutMs: number) => Promise<void>) | null = null;
   /** Cluster primary: the workers close their sessions on these VIPs (run.ts: primary.releaseVips). */
-  releaseInWorkers: ((vips: string[], evictRate: number, spreadMs: number) => Promise<void>) | null = null;
+  releaseInWorkers: ((vips: string[], evictRate: number, spreadMs: number, signal: AbortSignal | null) => Promise<void>) | null = null;
 
   /**
    * A failover instance stopped being master without a stop (preempted, a split brain lost, FAULT): the sessions
    * whose client connected to one of its VIPs are closed before the VIP goes (design.md §3; the heartbeat waits
    * for this, bounded), or their clients would sit on dead connections, unaware, until their keepalive. At the
    * pools' evictRate within RELEASE_SPREAD_MS, then the rest and any accepted on the VIP meanwhile at once
-   * (the new master's gratuitous ARP moves the clients; until then some still reach us).
+   * (the new master's gratuitous ARP moves the clients; until then some still reach us). `signal`: this host is
+   * master again (failover/index.ts): what is not closed yet stays.
    */
-  async releaseVipSessions(vips: ReadonlySet<string>, evictRate = this.largestEvictRate(), spreadMs = RELEASE_SPREAD_MS): Promise<void> {
+  async releaseVipSessions(vips: ReadonlySet<string>, signal: AbortSignal | null = null, evictRate = this.largestEvictRate(), spreadMs = RELEASE_SPREAD_MS): Promise<void> {
     if (this.releaseInWorkers !== null) {
-      await this.releaseInWorkers([...vips], evictRate, spreadMs);
+      await this.releaseInWorkers([...vips], evictRate, spreadMs, signal);
       return;
     }
     const onVip = (s: ClientSession): boolean => isVipAddress(vips, s.clientLocalAddress);
     const sessions = [...this.allSessions()].filter(onVip);
     this.log.info({ sessions: sessions.length, evictRate }, 'failover: closing the sessions on the VIP');
+    const aborted = (): boolean => signal?.aborted === true;
     if (sessions.length > 0) {
       const evictor = new Evictor(evictRate, 'failover');
       evictor.evict(sessions);
-      await waitUntil(() => sessions.every((s) => s.closed), Date.now() + spreadMs);
+      await waitUntil(() => aborted() || sessions.every((s) => s.closed), Date.now() + spreadMs);
       evictor.close();
+    }
+    if (aborted()) {
+      this.log.info({ closed: sessions.filter((s) => s.closed).length, of: sessions.length }, 'failover: master again: the sessions on the VIP not closed yet stay');
+      return;
     }
     const late = [...this.allSessions()].filter((s) => !s.closed && onVip(s));
     for (const s of late) s.evict('failover');

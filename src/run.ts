@@ -43,7 +43,7 @@ export async function runBalancer(file: string): Promise<number> {
   const primary = workers > 1 ? new ClusterPrimary(app, workers, log) : null;
   if (primary !== null) {
     app.stopWorkers = (rate, timeoutMs) => primary.stopWorkers(rate, timeoutMs);
-    app.releaseInWorkers = (vips, rate, spreadMs) => primary.releaseVips(vips, rate, spreadMs);
+    app.releaseInWorkers = (vips, rate, spreadMs, signal) => primary.releaseVips(vips, rate, spreadMs, signal);
     app.workerLoopLag = () => primary.takeWorkerLag();
     app.workerProcessMetrics = () => primary.processMetrics();
   }
@@ -59,6 +59,7 @@ export async function runBalancer(file: string): Promise<number> {
     }
     log.info({ signal }, 'stop requested while starting: stopping once started');
     early.stop = signal;
+    app.cutStartShort();
     void warmUp?.close();
     primary?.stopWarmUps();
   };
@@ -76,8 +77,10 @@ export async function runBalancer(file: string): Promise<number> {
   };
   let served = false;
   try {
-    served = await app.start(warmUp === null ? {} : { beforeListeners: () => warmUp.run(), abandon: () => early.stop !== null });
-    if (primary !== null) {
+    const abandon = (): boolean => early.stop !== null;
+    served = await app.start(warmUp === null ? { abandon } : { beforeListeners: () => warmUp.run(), abandon });
+    // Not when a stop came while starting (nothing was bound): no workers forked only to be stopped.
+    if (primary !== null && served) {
       await primary.start();
       // Asked to stop meanwhile: no point joining the VRRP exchange only to resign.
       if (early.stop === null) await app.startFailover();
@@ -92,7 +95,7 @@ export async function runBalancer(file: string): Promise<number> {
     startedOrFailed();
     return 2;
   }
-  // Not when a stop signal came during the warm-up: nothing was bound, and the stop follows below.
+  // Not when a stop signal came during the warm-up or the first health checks: nothing was bound, and the stop follows below.
   if (served) log.info({ version: app.version, config: config.file, sockets: socketEngine() }, 'mqtt-lb started');
 
   let reloading: Promise<void> = Promise.resolve();

@@ -56,6 +56,8 @@ export type ToWorker =
   | { t: 'stop'; evictRate: number | null }
   // Failover demoted the primary's instance: close the sessions on these VIPs (App.releaseVipSessions), answer.
   | { t: 'release-vips'; id: number; vips: string[]; evictRate: number; spreadMs: number }
+  // The primary's instance is master again: what release `id` has not closed yet stays.
+  | { t: 'release-vips-cancel'; id: number }
   // A second stop signal: close every session now.
   | { t: 'destroy' };
 

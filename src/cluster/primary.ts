@@ -94,8 +94,6 @@ export class ClusterPrimary {
   async start(): Promise<void> {
     const here = path.dirname(fileURLToPath(import.meta.url));
     cluster.setupPrimary({ exec: path.join(here, 'worker-main.js'), args: [], silent: false });
-    // The workers warm up before they bind (warm-up.ts): an address in use is said now, not seconds later.
-    if (this.app.config.warmUp > 0) for (const lc of this.app.config.listeners) await probeBind(lc);
     this.watchServers();
     const readies: Array<Promise<void>> = [];
     for (let i = 0; i < this.count; i++) readies.push(this.fork(i, false));
@@ -427,14 +425,21 @@ export class ClusterPrimary {
    * Failover demoted this host's instance: every serving worker closes its sessions on `vips` (evictRate shared
    * among them); resolves once all have answered, or after `spreadMs` plus a margin.
    */
-  releaseVips(vips: string[], evictRate: number, spreadMs: number): Promise<void> {
+  releaseVips(vips: string[], evictRate: number, spreadMs: number, signal: AbortSignal | null): Promise<void> {
     const workers = [...this.slots.values()].filter((s) => s.ready).map((s) => s.worker);
-    if (workers.length === 0) return Promise.resolve();
+    if (workers.length === 0 || signal?.aborted === true) return Promise.resolve();
     const id = ++this.releaseSeq;
     return new Promise<void>((resolve) => {
       const timer = setTimeout(() => done(), spreadMs + RELEASE_ANSWER_MARGIN_MS);
+      const cancel = (): void => {
+        const r = this.releases.get(id);
+        if (r !== undefined) for (const w of r.pending) this.send(w, { t: 'release-vips-cancel', id });
+        done();
+      };
+      signal?.addEventListener('abort', cancel, { once: true });
       const done = (): void => {
         clearTimeout(timer);
+        signal?.removeEventListener('abort', cancel);
         this.releases.delete(id);
         resolve();
       };

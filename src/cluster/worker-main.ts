@@ -99,6 +99,8 @@ function main(): void {
       .catch((err: unknown) => app?.log.error({ err }, 'reload step failed in this worker'));
   };
   const link = new PrimaryLink();
+  /** VIP releases under way (release-vips), by id: cancelled when the primary is master again. */
+  const releases = new Map<number, AbortController>();
   let timer: NodeJS.Timeout | null = null;
   let processTimer: NodeJS.Timeout | null = null;
   let warmUp: WarmUp | null = null;
@@ -205,14 +207,23 @@ function main(): void {
         return;
       case 'release-vips': {
         const { id } = m;
-        const done = (): void => send({ t: 'vips-released', id });
+        const abort = new AbortController();
+        releases.set(id, abort);
+        const done = (): void => {
+          releases.delete(id);
+          send({ t: 'vips-released', id });
+        };
         if (app === null) done();
-        else app.releaseVipSessions(new Set(m.vips), m.evictRate, m.spreadMs).then(done, (err: unknown) => {
-          app?.log.error({ err }, 'closing the VIP sessions failed in this worker');
-          done();
-        });
+        else
+          app.releaseVipSessions(new Set(m.vips), abort.signal, m.evictRate, m.spreadMs).then(done, (err: unknown) => {
+            app?.log.error({ err }, 'closing the VIP sessions failed in this worker');
+            done();
+          });
         return;
       }
+      case 'release-vips-cancel':
+        releases.get(m.id)?.abort();
+        return;
       case 'stop':
         stop(m.evictRate);
         return;

@@ -43,6 +43,9 @@ export const HANDOVER_GRACE_MS = 300;
  */
 export const RELEASE_BOUND_MS = 5_000;
 
+/** How a wait for the proxy's 'released' ended: its answer, the bound, master again (the VIP stays), or a stop. */
+type ReleaseOutcome = 'released' | 'bound' | 'master' | 'stop';
+
 interface Instance {
   cfg: FailoverInstanceConfig;
   vips: Cidr[];
@@ -58,7 +61,7 @@ interface Instance {
   /** performance.now() of the graceful hand-over (resigned, the peer became master); the VIPs stay until close(). */
   handedOverAt: number | null;
   /** Ends the wait for the proxy's 'released' (demoted: its VIP sessions are being closed); null when none. */
-  releasing: (() => void) | null;
+  releasing: ((outcome: ReleaseOutcome) => void) | null;
 }
 
 export interface HeartbeatOptions {
@@ -104,7 +107,7 @@ export class Heartbeat {
   private ownsVips = false;
   private closing: Promise<void> | null = null;
   private releaseSeq = 0;
-  private readonly releaseWaiters = new Map<number, () => void>();
+  private readonly releaseWaiters = new Map<number, (outcome: ReleaseOutcome) => void>();
   readonly dropped: Record<DropReason, number> = { bad_hmac: 0, replay: 0, router_id: 0, malformed: 0 };
 
   constructor(o: HeartbeatOptions) {
@@ -229,7 +232,7 @@ export class Heartbeat {
 
   /** The proxy has closed the VIP sessions of release `seq`: the VIPs may go. */
   released(seq: number): void {
-    this.releaseWaiters.get(seq)?.();
+    this.releaseWaiters.get(seq)?.('released');
   }
 
   /** Priority 0 if still master (fast takeover by the peer), then remove every VIP and close. Idempotent. */
@@ -258,7 +261,7 @@ export class Heartbeat {
   private async doClose(): Promise<void> {
     this.clearTimers();
     // The stop closes the sessions itself (App.stop): a release still waiting holds nothing up.
-    for (const done of [...this.releaseWaiters.values()]) done();
+    for (const done of [...this.releaseWaiters.values()]) done('stop');
     for (const inst of this.instances.values()) {
       inst.garp.cancel();
       if (this.started && inst.sm.state === 'master' && !inst.sm.isResigned) this.sendAdvert(inst, 0, FLAG_MASTER);
@@ -401,7 +404,7 @@ export class Heartbeat {
         case 'addVips':
           inst.wantVips = true;
           // Master again while its sessions were being released: the address stays; the chain moves on.
-          inst.releasing?.();
+          inst.releasing?.('master');
           this.enqueue(inst, () => this.addVips(inst));
           break;
         case 'removeVips': {
@@ -452,21 +455,22 @@ export class Heartbeat {
     const seq = ++this.releaseSeq;
     const began = this.now();
     return new Promise<void>((resolve) => {
-      const done = (): void => {
+      const done = (outcome: ReleaseOutcome): void => {
         clearTimeout(bound);
         this.releaseWaiters.delete(seq);
         if (inst.releasing === done) inst.releasing = null;
+        const fields = { routerId: inst.cfg.routerId, ms: Math.round(this.now() - began) };
+        if (outcome === 'released') this.log.info(fields, 'failover: VIP sessions closed: removing the VIP');
+        else if (outcome === 'bound') this.log.warn({ ...fields, boundMs: RELEASE_BOUND_MS }, 'failover: VIP sessions not closed in time: removing the VIP all the same');
+        else if (outcome === 'master') this.log.info(fields, 'failover: master again while closing the VIP sessions: the VIP stays');
         resolve();
       };
-      const bound = setTimeout(() => {
-        this.log.warn({ routerId: inst.cfg.routerId, boundMs: RELEASE_BOUND_MS }, 'failover: VIP sessions not closed in time: removing the VIP all the same');
-        done();
-      }, RELEASE_BOUND_MS);
+      const bound = setTimeout(() => done('bound'), RELEASE_BOUND_MS);
       this.releaseWaiters.set(seq, done);
       inst.releasing = done;
       this.log.info({ routerId: inst.cfg.routerId }, 'failover: no longer master: closing the sessions on the VIP before removing it');
       this.emit({ type: 'release', routerId: inst.cfg.routerId, vips: inst.vips.map((v) => v.address), seq });
-    }).then(() => this.log.info({ routerId: inst.cfg.routerId, ms: Math.round(this.now() - began) }, 'failover: VIP sessions closed: removing the VIP'));
+    });
   }
 
   private async addVips(inst: Instance): Promise<void> {

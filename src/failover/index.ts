@@ -73,7 +73,11 @@ export class Failover extends EventEmitter {
    * Closes the sessions whose client connected to one of `vips` (the proxy: App.releaseVipSessions), when an
    * instance stops being master without a stop; the worker removes the VIPs once it resolves (bounded there).
    */
-  onRelease: ((vips: string[]) => Promise<void>) | null = null;
+  onRelease: ((vips: string[], signal: AbortSignal) => Promise<void>) | null = null;
+  /** Releases under way, by the worker's seq: aborted when the instance is master again, or the worker is lost. */
+  private readonly releases = new Map<number, { routerId: number; abort: AbortController }>();
+  /** Counts heartbeat workers: a release's answer goes only to the worker that asked (seqs restart in a new one). */
+  private generation = 0;
 
   constructor(config: FailoverConfig, log: Logger) {
     super();
@@ -209,6 +213,8 @@ export class Failover extends EventEmitter {
         this.log[m.level](m.obj, m.msg);
         break;
       case 'state': {
+        // Master again while its VIP sessions were being closed: the rest stay (the heartbeat keeps the VIP).
+        if (m.to === 'master') this.abortReleases((r) => r.routerId === m.routerId);
         const k = `${m.from}>${m.to}`;
         this.transitions.set(k, (this.transitions.get(k) ?? 0) + 1);
         this.emit('state', { routerId: m.routerId, from: m.from, to: m.to, at: m.at } satisfies FailoverStateEvent);
@@ -216,10 +222,16 @@ export class Failover extends EventEmitter {
       }
       case 'release': {
         const release = this.onRelease;
-        const closing = release === null ? Promise.resolve() : release(m.vips);
+        const abort = new AbortController();
+        const generation = this.generation;
+        this.releases.set(m.seq, { routerId: m.routerId, abort });
+        const closing = release === null ? Promise.resolve() : release(m.vips, abort.signal);
         void closing
           .catch((err: unknown) => this.log.error({ err, routerId: m.routerId }, 'failover: closing the VIP sessions failed'))
-          .then(() => this.post({ type: 'released', seq: m.seq }));
+          .then(() => {
+            if (this.releases.get(m.seq)?.abort === abort) this.releases.delete(m.seq);
+            if (generation === this.generation && !abort.signal.aborted) this.post({ type: 'released', seq: m.seq });
+          });
         break;
       }
       case 'status':
@@ -234,8 +246,18 @@ export class Failover extends EventEmitter {
   }
 
   /** The worker died without being asked to: never leave a VIP behind a dead heartbeat (split brain). */
+  private abortReleases(match: (r: { routerId: number }) => boolean): void {
+    for (const [seq, r] of [...this.releases]) {
+      if (!match(r)) continue;
+      this.releases.delete(seq);
+      r.abort.abort();
+    }
+  }
+
   private onWorkerLost(code: number): void {
     this.worker = null;
+    this.generation++;
+    this.abortReleases(() => true);
     if (this.closing !== null || !this.started) return;
     this.log.error({ code }, 'failover worker exited unexpectedly: removing VIPs, restarting');
     const cur = this.last?.dropped;

@@ -101,6 +101,28 @@ describe('the first clients after start', () => {
     expect(metrics).toMatch(/mqtt_lb_connect_rejected_total\{listener="mqtt",reason="no_server"\} 0\b/);
   });
 
+  it.each([
+    { name: 'one process', extra: '' },
+    { name: 'workers: 2', extra: 'workers: 2\n' },
+  ])('a stop signal during the wait for the first verdicts ends it at once: nothing is bound, exit 0 ($name)', async ({ extra }) => {
+    const silent = await broker(null);
+    closers.push(() => silent.close());
+    const [port, admin] = [await freePort(), await freePort()];
+    const yaml = lbYaml({ port, admin, servers: [{ name: 'silent', port: silent.port }], health: { type: 'mqtt', interval: '5s', timeout: '8s' }, extra });
+    const lb = await startLb(yaml, { waitPort: admin });
+    const readyz = await fetch(`http://127.0.0.1:${admin}/readyz`);
+    expect(readyz.status).toBe(503);
+    expect(await readyz.text()).toMatch(/^starting: /);
+    const stopAt = Date.now();
+    lb.proc.kill('SIGTERM');
+    expect(await lb.exited).toBe(0);
+    expect(Date.now() - stopAt).toBeLessThan(3000); // not the 8 s probe timeout
+    const msgs = lb.logs.map((l) => l.msg);
+    expect(msgs).not.toContain('listener started');
+    expect(msgs).not.toContain('mqtt-lb started');
+    expect(msgs).not.toContain('workers started');
+  });
+
   it('a silent server delays the start by its health.timeout at most; the live one serves the first clients', async () => {
     const [live, silent] = [await broker(0), await broker(null)];
     closers.push(() => live.close(), () => silent.close());
