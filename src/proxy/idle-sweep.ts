@@ -12,7 +12,9 @@
  * one's counters (bytes read from each side, and bytes still queued towards either: a slow reader taking them
  * is movement too) with the previous sweep's. A session unchanged at two sweeps in a row is closed: between
  * idleTimeout and 1.5 x idleTimeout after its last movement. No timer per session; a session shorter than half
- * the timeout is never looked at.
+ * the timeout is never looked at. The previous sweep's counters are kept on the session itself (five numbers)
+ * rather than in a map rebuilt at each sweep: measured over 20,000 stand-in sessions, 0.4-4 ms per sweep against
+ * 7-14 ms (real ones add four native reads each), a pause every half timeout that the clients' latency would feel.
  */
 import type { EvictReason } from '../balancer/server.js';
 import { unrefInterval } from './unref-interval.js';
@@ -26,21 +28,22 @@ export interface IdleWatched {
   /** Bytes written towards either side that its kernel has not taken yet. */
   readonly bytesQueued: number;
   evict(reason: EvictReason): void;
-}
-
-/** A session's counters at the last sweep, and how many sweeps in a row found them unchanged. */
-interface Mark {
-  bytesIn: number;
-  bytesOut: number;
-  bytesQueued: number;
-  unchanged: number;
+  // The sweep's marks, owned by IdleSweep: the counters at the last sweep of `idleEpoch` (another epoch, e.g.
+  // -1 for a session never looked at: no mark), and how many sweeps in a row found them unchanged.
+  idleEpoch: number;
+  idleBytesIn: number;
+  idleBytesOut: number;
+  idleBytesQueued: number;
+  idleSweeps: number;
 }
 
 /** Sweeps in a row that must find a session unchanged: two sweeps apart by timeout / 2 each. */
 const UNCHANGED_SWEEPS = 2;
 
 export class IdleSweep {
-  private marks = new Map<IdleWatched, Mark>();
+  /** Marks of another epoch are not marks: a new timeout starts every count afresh without visiting the sessions. */
+  private epoch = 0;
+  private followed = 0;
   private stopTimer: (() => void) | null = null;
   private timeoutMs = 0;
 
@@ -58,50 +61,55 @@ export class IdleSweep {
   configure(timeoutMs: number): void {
     if (timeoutMs === this.timeoutMs) return;
     this.stop();
-    this.marks.clear();
+    this.forget();
     this.timeoutMs = timeoutMs;
     if (timeoutMs > 0) this.stopTimer = this.schedule(() => this.sweep(), Math.ceil(timeoutMs / UNCHANGED_SWEEPS));
   }
 
   /** One sweep; returns how many sessions it closed. */
   sweep(): number {
-    const next = new Map<IdleWatched, Mark>();
-    const idle: IdleWatched[] = [];
+    const epoch = this.epoch;
+    let idle: IdleWatched[] | null = null;
+    let followed = 0;
     for (const s of this.sessions()) {
       if (!s.spliced) continue;
       const bytesIn = s.bytesIn;
       const bytesOut = s.bytesOut;
       const bytesQueued = s.bytesQueued;
-      let mark = this.marks.get(s);
-      if (mark === undefined) mark = { bytesIn, bytesOut, bytesQueued, unchanged: 0 };
-      else if (mark.bytesIn !== bytesIn || mark.bytesOut !== bytesOut || mark.bytesQueued !== bytesQueued) {
-        mark.bytesIn = bytesIn;
-        mark.bytesOut = bytesOut;
-        mark.bytesQueued = bytesQueued;
-        mark.unchanged = 0;
-      } else if (++mark.unchanged >= UNCHANGED_SWEEPS) {
-        idle.push(s);
+      if (s.idleEpoch !== epoch || s.idleBytesIn !== bytesIn || s.idleBytesOut !== bytesOut || s.idleBytesQueued !== bytesQueued) {
+        s.idleEpoch = epoch;
+        s.idleBytesIn = bytesIn;
+        s.idleBytesOut = bytesOut;
+        s.idleBytesQueued = bytesQueued;
+        s.idleSweeps = 0;
+      } else if (++s.idleSweeps >= UNCHANGED_SWEEPS) {
+        (idle ??= []).push(s);
         continue;
       }
-      next.set(s, mark);
+      followed++;
     }
-    // Sessions that ended since the last sweep are not in `next`: their marks go with the old map.
-    this.marks = next;
+    this.followed = followed;
+    if (idle === null) return 0;
     for (const s of idle) s.evict('idle');
-    if (idle.length > 0) this.closed(idle.length, this.timeoutMs);
+    this.closed(idle.length, this.timeoutMs);
     return idle.length;
   }
 
-  /** Sessions the sweep is following (tests). */
+  /** Sessions the last sweep is following (tests): spliced, not closed by it. */
   get watched(): number {
-    return this.marks.size;
+    return this.followed;
   }
 
   /** Stop sweeping and forget every session (idempotent). */
   close(): void {
     this.stop();
-    this.marks.clear();
+    this.forget();
     this.timeoutMs = 0;
+  }
+
+  private forget(): void {
+    this.epoch++;
+    this.followed = 0;
   }
 
   private stop(): void {

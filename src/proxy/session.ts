@@ -84,6 +84,12 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
   private dialStartedAt = 0;
   private openSockets = 1;
   closeReason: CloseReason | null = null;
+  // IdleWatched: limits.idleTimeout's marks (idle-sweep.ts owns them).
+  idleEpoch = -1;
+  idleBytesIn = 0;
+  idleBytesOut = 0;
+  idleBytesQueued = 0;
+  idleSweeps = 0;
   /** For the access log only (log.sessions): the client ID, copied at routing time. */
   private clientIdText: string | null = null;
   /** Set by the TLS front: the verified peer (for PROXY v2 TLVs). */

@@ -7,6 +7,11 @@ class FakeSession implements IdleWatched {
   bytesIn = 100;
   bytesOut = 50;
   bytesQueued = 0;
+  idleEpoch = -1;
+  idleBytesIn = 0;
+  idleBytesOut = 0;
+  idleBytesQueued = 0;
+  idleSweeps = 0;
   evicted: EvictReason[] = [];
   evict(reason: EvictReason): void {
     this.evicted.push(reason);
