@@ -123,6 +123,8 @@ export class App implements TelemetrySource, AdminActions {
   /** A stop came while starting (cutStartShort): the wait for the first verdicts ends at once. */
   private startCut = false;
   private endVerdictWait: (() => void) | null = null;
+  /** start() has bound every configured listener (before that the listener map is still empty). */
+  private listenersBound = false;
 
   /**
    * `privateBinds`: listeners bind their own sockets even in a node:cluster worker (`exclusive`), rather than
@@ -234,6 +236,7 @@ export class App implements TelemetrySource, AdminActions {
       for (const lc of this.ownListeners(config)) {
         await this.openListener(lc, budget.listenerMax.get(lc.name) ?? lc.maxConnections, this.frontFor(lc, config));
       }
+      this.listenersBound = true;
       // The cluster primary starts failover once its workers serve (startFailover): a VIP taken before the
       // listeners are bound would refuse clients, and tracking would see them missing (a FAULT at every start).
       if (this.failoverRuntime !== null && this.role !== 'primary') await this.failoverRuntime.start();
@@ -256,21 +259,25 @@ export class App implements TelemetrySource, AdminActions {
    * (`no_server`) by a balancer whose brokers are all fine, or routed past its own server, which breaks
    * stickiness for it. HAProxy avoids this by assuming its servers up at start; we ask them first, which costs
    * the first probe's round trip (a few ms against a live broker, health.timeout against a silent one). After the
-   * warm-up, whose busy loop would make probes time out. In the cluster primary, before the workers fork: they
-   * get the verdicts with their config (primary.ts).
+   * warm-up, whose busy loop would make probes time out. In the cluster primary, before the workers fork: each
+   * gets the verdicts right after its config, before it binds (primary.ts).
    */
   private async firstVerdicts(): Promise<void> {
-    if (this.checkers.size === 0) return;
+    if (this.checkers.size === 0 || this.startCut) return;
     const began = Date.now();
     for (const c of this.checkers.values()) c.start();
     const bound = Math.max(...[...this.poolMap.values()].map((p) => p.config.health.timeout)) + FIRST_VERDICT_MARGIN_MS;
     this.awaitingVerdicts = true;
     try {
       const cut = new Promise<void>((resolve) => (this.endVerdictWait = resolve));
-      if (!this.startCut) await Promise.race([Promise.all([...this.checkers.values()].map((c) => c.settled(bound))), cut]);
+      await Promise.race([Promise.all([...this.checkers.values()].map((c) => c.settled(bound))), cut]);
     } finally {
       this.awaitingVerdicts = false;
       this.endVerdictWait = null;
+    }
+    if (this.startCut) {
+      this.log.info({ ms: Date.now() - began }, 'first health checks cut short: stopping');
+      return;
     }
     const states = { up: 0, down: 0, unknown: 0 };
     for (const p of this.poolMap.values()) for (const s of p.servers) if (s.admin !== 'maint') states[s.health]++;
@@ -568,8 +575,11 @@ export class App implements TelemetrySource, AdminActions {
     const aborted = (): boolean => signal?.aborted === true;
     if (sessions.length > 0) {
       const evictor = new Evictor(evictRate, 'failover');
+      const stopEvicting = (): void => evictor.close();
+      signal?.addEventListener('abort', stopEvicting, { once: true });
       evictor.evict(sessions);
       await waitUntil(() => aborted() || sessions.every((s) => s.closed), Date.now() + spreadMs);
+      signal?.removeEventListener('abort', stopEvicting);
       evictor.close();
     }
     if (aborted()) {
@@ -721,9 +731,9 @@ export class App implements TelemetrySource, AdminActions {
     for (const l of this.listenerMap.values()) if (!l.listening) return { ok: false, reason: `listener ${l.config.name} not bound` };
     if (this.role === 'primary') {
       for (const lc of this.config.listeners) if (!this.remoteListeners.has(lc.name)) return { ok: false, reason: `listener ${lc.name} not bound by the workers yet` };
-    } else {
-      // Every configured one: before start() has bound them the map above is still empty.
-      for (const lc of this.config.listeners) if (!this.listenerMap.has(lc.name)) return { ok: false, reason: `listener ${lc.name} not bound yet` };
+    } else if (!this.listenersBound) {
+      // Before start() has bound them the map above is empty (a reload changes it in steps: not judged by it).
+      return { ok: false, reason: 'starting: the listeners are not bound yet' };
     }
     for (const p of this.poolMap.values()) {
       // The servers that can take a session (what CONNACK no_server is measured against): up, ready, weight > 0.

@@ -74,7 +74,7 @@ export class Failover extends EventEmitter {
    * instance stops being master without a stop; the worker removes the VIPs once it resolves (bounded there).
    */
   onRelease: ((vips: string[], signal: AbortSignal) => Promise<void>) | null = null;
-  /** Releases under way, by the worker's seq: aborted when the instance is master again, or the worker is lost. */
+  /** Releases under way, by the worker's seq: aborted when the instance is master again. */
   private readonly releases = new Map<number, { routerId: number; abort: AbortController }>();
   /** Counts heartbeat workers: a release's answer goes only to the worker that asked (seqs restart in a new one). */
   private generation = 0;
@@ -245,7 +245,6 @@ export class Failover extends EventEmitter {
     }
   }
 
-  /** The worker died without being asked to: never leave a VIP behind a dead heartbeat (split brain). */
   private abortReleases(match: (r: { routerId: number }) => boolean): void {
     for (const [seq, r] of [...this.releases]) {
       if (!match(r)) continue;
@@ -254,10 +253,13 @@ export class Failover extends EventEmitter {
     }
   }
 
+  /** The worker died without being asked to: never leave a VIP behind a dead heartbeat (split brain). */
   private onWorkerLost(code: number): void {
     this.worker = null;
+    // Answers to the lost thread's releases go nowhere (a new thread numbers its own from 1); the closing itself
+    // goes on, bounded: the VIPs are removed below, and sessions left on them would hang.
     this.generation++;
-    this.abortReleases(() => true);
+    this.releases.clear();
     if (this.closing !== null || !this.started) return;
     this.log.error({ code }, 'failover worker exited unexpectedly: removing VIPs, restarting');
     const cur = this.last?.dropped;

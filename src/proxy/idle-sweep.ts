@@ -83,6 +83,8 @@ export class IdleSweep {
         s.idleBytesQueued = bytesQueued;
         s.idleSweeps = 0;
       } else if (++s.idleSweeps >= UNCHANGED_SWEEPS) {
+        // No mark left: a close still under way at the next sweep is not counted (nor evicted) twice.
+        s.idleEpoch = -1;
         (idle ??= []).push(s);
         continue;
       }

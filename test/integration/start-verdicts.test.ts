@@ -121,6 +121,8 @@ describe('the first clients after start', () => {
     expect(msgs).not.toContain('listener started');
     expect(msgs).not.toContain('mqtt-lb started');
     expect(msgs).not.toContain('workers started');
+    expect(msgs).not.toContain('first health checks done');
+    expect(msgs).toContain('first health checks cut short: stopping');
   });
 
   it('a silent server delays the start by its health.timeout at most; the live one serves the first clients', async () => {

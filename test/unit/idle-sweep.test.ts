@@ -65,6 +65,10 @@ describe('IdleSweep', () => {
     expect(s.evicted).toEqual(['idle']);
     expect(reports).toEqual([[1, 10_000]]);
     expect(sweep.watched).toBe(0); // forgotten once closed
+    // Its close still under way at the next sweep (the sockets close asynchronously): not evicted nor counted again.
+    expect(sweep.sweep()).toBe(0);
+    expect(s.evicted).toEqual(['idle']);
+    expect(reports).toHaveLength(1);
   });
 
   it('any movement starts the count afresh: bytes read either way, or queued bytes taken by a slow reader', () => {
