@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import type { FailoverConfig, LbConfig, ListenerConfig } from './config/types.js';
 import { failoverChanges } from './failover/reload.js';
 import { Pool } from './balancer/pool.js';
-import type { Server, AdminState } from './balancer/server.js';
+import type { Server, AdminState, EvictReason } from './balancer/server.js';
 import { HealthChecker } from './health/checker.js';
 import { PoolReactions } from './health/reactions.js';
 import { Evictor } from './health/eviction.js';
@@ -572,27 +572,35 @@ export class App implements TelemetrySource, AdminActions {
     const onVip = (s: ClientSession): boolean => isVipAddress(vips, s.clientLocalAddress);
     const sessions = [...this.allSessions()].filter(onVip);
     this.log.info({ sessions: sessions.length, evictRate }, 'failover: closing the sessions on the VIP');
-    const aborted = (): boolean => signal?.aborted === true;
-    if (sessions.length > 0) {
-      const evictor = new Evictor(evictRate, 'failover');
-      const stopEvicting = (): void => evictor.close();
-      signal?.addEventListener('abort', stopEvicting, { once: true });
-      evictor.evict(sessions);
-      await waitUntil(() => aborted() || sessions.every((s) => s.closed), Date.now() + spreadMs);
-      signal?.removeEventListener('abort', stopEvicting);
-      evictor.close();
-    }
-    if (aborted()) {
+    await this.evictPaced(sessions, evictRate, 'failover', Date.now() + spreadMs, signal);
+    if (signal?.aborted === true) {
       this.log.info({ closed: sessions.filter((s) => s.closed).length, of: sessions.length }, 'failover: master again: the sessions on the VIP not closed yet stay');
       return;
     }
-    const late = [...this.allSessions()].filter((s) => !s.closed && onVip(s));
-    for (const s of late) s.evict('failover');
-    await waitUntil(() => late.every((s) => s.closed), Date.now() + SESSION_CLOSE_WAIT_MS);
+    await this.evictNow(onVip, 'failover');
   }
 
   private largestEvictRate(): number {
     return Math.max(...[...this.poolMap.values()].map((p) => p.config.evictRate));
+  }
+
+  /** Closes `sessions` at `evictRate` until all have closed, `until` passes or `signal` aborts (no more from then). */
+  private async evictPaced(sessions: readonly ClientSession[], evictRate: number, reason: EvictReason, until: number, signal: AbortSignal | null = null): Promise<void> {
+    if (sessions.length === 0) return;
+    const evictor = new Evictor(evictRate, reason);
+    const stopEvicting = (): void => evictor.close();
+    signal?.addEventListener('abort', stopEvicting, { once: true });
+    evictor.evict(sessions);
+    await waitUntil(() => signal?.aborted === true || sessions.every((s) => s.closed), until);
+    signal?.removeEventListener('abort', stopEvicting);
+    evictor.close();
+  }
+
+  /** Closes at once every open session `match` picks, then waits (bounded) until their sockets have closed. */
+  private async evictNow(match: (s: ClientSession) => boolean, reason: EvictReason): Promise<void> {
+    const now = [...this.allSessions()].filter((s) => !s.closed && match(s));
+    for (const s of now) s.evict(reason);
+    await waitUntil(() => now.every((s) => s.closed), Date.now() + SESSION_CLOSE_WAIT_MS);
   }
 
   /**
@@ -616,11 +624,10 @@ export class App implements TelemetrySource, AdminActions {
     }
     // Clients that reached us through a VIP cannot drain once the address moves: close them at evictRate,
     // so their reconnects land on the peer spread out rather than all at once. Others may drain.
-    const evictRate = requestedRate ?? (fo !== null ? Math.max(...[...this.poolMap.values()].map((p) => p.config.evictRate)) : null);
+    const evictRate = requestedRate ?? (fo !== null ? this.largestEvictRate() : null);
     const drainTimeout = this.config.limits.drainTimeout;
     if (this.stopWorkers !== null) await this.stopWorkers(evictRate, drainTimeout + 5000);
-    const sessions: ClientSession[] = [];
-    for (const l of this.sessionHolders()) for (const s of l.sessions) sessions.push(s);
+    const sessions = [...this.allSessions()];
     if (evictRate !== null && sessions.length > 0) {
       // With failover, only the sessions whose client connected to a VIP (design.md §3); the rest drain. A worker
       // closes all of its sessions: the VIP is the primary's, removed once every worker has stopped, so sessions
@@ -631,17 +638,11 @@ export class App implements TelemetrySource, AdminActions {
       const evicted = sessions.filter(onVip);
       if (vips === null) this.log.info({ sessions: sessions.length, evictRate, drainTimeoutMs: drainTimeout }, 'closing sessions at evictRate');
       else this.log.info({ sessions: sessions.length, onVip: evicted.length, evictRate, drainTimeoutMs: drainTimeout }, 'closing VIP sessions at evictRate, draining the others');
-      const evictor = new Evictor(evictRate, 'shutdown');
-      evictor.evict(evicted);
-      await waitUntil(() => evicted.every((s) => s.closed), until);
-      evictor.close();
+      await this.evictPaced(evicted, evictRate, 'shutdown', until);
       if (vips !== null && fo !== null) {
         // Past drainTimeout (or sessions that finished their TLS handshake or PROXY header since): close what is
         // still on a VIP now, while the address is here for their FINs; then the VIP goes, not after the others.
-        const late: ClientSession[] = [];
-        for (const l of this.sessionHolders()) for (const s of l.sessions) if (onVip(s)) late.push(s);
-        for (const s of late) s.destroy();
-        await waitUntil(() => late.every((s) => s.closed), Date.now() + SESSION_CLOSE_WAIT_MS);
+        await this.evictNow(onVip, 'shutdown');
         await fo.close();
       }
       await this.waitForSessions(until - Date.now());
