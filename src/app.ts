@@ -5,7 +5,7 @@
 import type { Logger } from 'pino';
 import type { FailoverConfig, LbConfig, ListenerConfig } from './config/types.js';
 import { failoverChanges } from './failover/reload.js';
-import { Pool } from './balancer/pool.js';
+import { FIRST_VERDICT_MARGIN_MS, Pool } from './balancer/pool.js';
 import type { Server, AdminState, EvictReason } from './balancer/server.js';
 import { HealthChecker } from './health/checker.js';
 import { PoolReactions } from './health/reactions.js';
@@ -18,6 +18,7 @@ import { buildFront } from './proxy/front.js';
 import { Admission } from './proxy/admission.js';
 import { OverloadGuard } from './proxy/overload-guard.js';
 import { IdleSweep } from './proxy/idle-sweep.js';
+import { VerdictWaits } from './proxy/verdict-wait.js';
 import { Metrics } from './telemetry/metrics.js';
 import { AdminServer } from './telemetry/admin-server.js';
 import type { TelemetrySource, AdminActions, OverloadStatus } from './telemetry/source.js';
@@ -49,7 +50,8 @@ export interface PreparedReload {
 
 const TRACK_INTERVAL_MS = 250;
 /** The wait for the first health verdicts ends this long after the longest health.timeout (a guard: probes end by their timeout). */
-const FIRST_VERDICT_MARGIN_MS = 500;
+/** How long clients of a pool that a reload is adding may wait for its commit (then for its first verdicts). */
+const PENDING_POOL_WAIT_MS = 5_000;
 
 /** Polls `done` every 50 ms until it holds or the wall clock reaches `until`. */
 async function waitUntil(done: () => boolean, until: number): Promise<void> {
@@ -89,6 +91,8 @@ export class App implements TelemetrySource, AdminActions {
   private readonly detachedPools = new Map<string, Pool>();
   private readonly checkers = new Map<string, HealthChecker>();
   private readonly reactions = new Map<string, PoolReactions>();
+  /** Pools a reload being prepared adds, with the end of their clients' wait (ProxyContext.poolPendingUntil). */
+  private readonly pendingPools = new Map<string, number>();
   readonly ctx: ProxyContext;
   /** null in a worker: the primary serves metrics (workers send it their counters and lag). */
   readonly metrics: Metrics | null;
@@ -161,6 +165,8 @@ export class App implements TelemetrySource, AdminActions {
       arrive: (ticket) => this.admission.arrive(ticket),
       admit: (ticket) => this.admission.admit(ticket),
       release: (ticket) => this.admission.release(ticket),
+      verdictWaits: new VerdictWaits(),
+      poolPendingUntil: (name) => this.pendingPools.get(name) ?? 0,
     };
     this.metrics = role === 'worker' ? null : new Metrics(this);
     this.idleSweep = new IdleSweep(
@@ -180,7 +186,7 @@ export class App implements TelemetrySource, AdminActions {
     this.ctx.overloaded = true;
     let shed = 0;
     for (const l of this.sessionHolders()) shed += l.shedBeforeConnect();
-    const refused = this.admission.refuseWaiting('overloaded');
+    const refused = this.admission.refuseWaiting('overloaded') + this.ctx.verdictWaits.refuseAll('overloaded');
     this.log.warn({ inUseBytes, maxMemory, shedBeforeConnect: shed, refusedWaiting: refused }, 'memory ceiling reached: refusing new connections');
   }
 
@@ -346,7 +352,10 @@ export class App implements TelemetrySource, AdminActions {
       this.checkers.set(pc.name, checker);
     }
     // Reactions close sessions; the primary holds none.
-    if (this.role !== 'primary') this.reactions.set(pc.name, new PoolReactions(pool, { log: this.log }));
+    if (this.role !== 'primary') {
+      const verdictWaits = this.ctx.verdictWaits;
+      this.reactions.set(pc.name, new PoolReactions(pool, { log: this.log, onStateChange: () => verdictWaits.wakeSoon() }));
+    }
   }
 
   /**
@@ -394,26 +403,60 @@ export class App implements TelemetrySource, AdminActions {
     for (const lc of this.ownListeners(next)) fronts.set(lc.name, this.frontFor(lc, next));
     // More servers keep more descriptors for probes: a reload must not leave room for no session either.
     const budget = this.sessionBudget(next);
-    const binds = await this.bindListeners(next, budget, fronts);
+    this.markPendingPools(next);
+    let binds: Binds;
+    try {
+      binds = await this.bindListeners(next, budget, fronts);
+    } catch (err) {
+      this.endPendingPools();
+      throw err;
+    }
     let settled = false;
     return {
       commit: async () => {
         if (settled) return;
         settled = true;
         // A stop that began while this reload waited (for the binds, or for the other workers) wins.
-        if (this.stopping) {
-          await this.closeBinds(binds);
-          throw reloadWhileStopping();
+        try {
+          if (this.stopping) {
+            await this.closeBinds(binds);
+            throw reloadWhileStopping();
+          }
+          await this.applyReload(next, budget, fronts, binds.opened);
+        } finally {
+          this.endPendingPools();
         }
-        await this.applyReload(next, budget, fronts, binds.opened);
       },
       abort: async () => {
         if (settled) return;
         settled = true;
-        if (this.stopping) await this.closeBinds(binds);
-        else await this.undoBinds(binds);
+        try {
+          if (this.stopping) await this.closeBinds(binds);
+          else await this.undoBinds(binds);
+        } finally {
+          this.endPendingPools();
+        }
       },
     };
+  }
+
+  /**
+   * The pools `next` adds: a listener for one is bound before the reload commits, and its first clients wait for
+   * the pool (then for its servers' first verdicts) instead of being refused for a pool that is a moment away.
+   */
+  private markPendingPools(next: LbConfig): void {
+    if (this.role === 'primary') return;
+    const now = performance.now();
+    for (const pc of Object.values(next.pools)) {
+      if (!this.poolMap.has(pc.name)) this.pendingPools.set(pc.name, now + PENDING_POOL_WAIT_MS + pc.health.timeout + FIRST_VERDICT_MARGIN_MS);
+    }
+  }
+
+  /** The reload committed (the pools exist), was undone or failed: their waiting clients look again. */
+  private endPendingPools(): void {
+    if (this.pendingPools.size === 0) return;
+    this.pendingPools.clear();
+    this.ctx.verdictWaits.wakeSoon();
   }
 
   private async applyReload(next: LbConfig, budget: ReturnType<typeof budgetForConfig>, fronts: Map<string, Fronts>, opened: Map<string, Listener>): Promise<void> {
@@ -618,6 +661,7 @@ export class App implements TelemetrySource, AdminActions {
     await Promise.all([...this.listenerMap.values()].map((l) => l.stopAccepting()));
     // Clients waiting for an accept slot are told now (CONNACK "server unavailable"), not let through later.
     this.admission.close();
+    this.ctx.verdictWaits.close('shutting_down');
     const fo = this.failoverRuntime;
     if (fo !== null && fo.isMaster()) {
       await fo.resign(Math.max(1000, (this.failoverConfig?.advertInterval ?? 100) * 20));
@@ -690,6 +734,7 @@ export class App implements TelemetrySource, AdminActions {
     for (const r of this.reactions.values()) r.close();
     await Promise.all([...this.listenerMap.values()].map((l) => l.stopAccepting()));
     this.admission.close();
+    this.ctx.verdictWaits.close('shutting_down');
     if (this.failoverRuntime !== null) await this.failoverRuntime.close();
     if (this.admin !== null) await this.admin.close();
     this.metrics?.close();

@@ -11,6 +11,7 @@ import { Ranking } from './ranking.js';
 import { Server, serverPlace, type HealthState } from './server.js';
 import { ServerTable, TIER_NONE } from './server-table.js';
 import { createPlacementStrategy } from './strategies/create.js';
+import { rendezvousScore } from './hash/rendezvous.js';
 import { rendezvousWinner, selectByRendezvous } from './strategies/rendezvous-hash.js';
 import type { PlacementStrategy, RandomSource } from './strategies/strategy.js';
 
@@ -27,9 +28,17 @@ export interface PoolOptions {
    * Off in the cluster primary: its sessions live in the workers, whose counts reach only the servers in a pool.
    */
   keepDetached?: boolean;
+  /** The clock of Server.unknownSince (performance.now()); tests inject one. */
+  now?: () => number;
 }
 
 const EMPTY_KEY: Buffer = Buffer.alloc(0);
+
+/**
+ * How long past its health.timeout a server's first verdict may take to arrive: the probe's own timeout plus
+ * scheduling (and, in a cluster worker, the primary's message). Bounds every wait for a first verdict.
+ */
+export const FIRST_VERDICT_MARGIN_MS = 500;
 
 export class Pool {
   readonly name: string;
@@ -40,6 +49,7 @@ export class Pool {
   private ranking: Ranking;
   private readonly random: RandomSource;
   private readonly keepDetached: boolean;
+  private readonly now: () => number;
   /** The `balance` strategy when it is keyless, else the hash strategy's `fallback`. */
   private placement: PlacementStrategy;
   private readonly keyHash = new Uint32Array(2);
@@ -56,6 +66,7 @@ export class Pool {
     this.servers = servers ?? config.servers.map((sc) => new Server(config.name, sc, initialHealth(config)));
     this.random = options.random ?? Math.random;
     this.keepDetached = options.keepDetached ?? true;
+    this.now = options.now ?? (() => performance.now());
     this.table = new ServerTable(this.servers);
     this.ranking = new Ranking(this.table.size);
     this.placement = createPlacementStrategy(placementName(config), this.table, this.random);
@@ -93,6 +104,46 @@ export class Pool {
       this.placement.select(table, tier, this.ranking);
     }
     return this.ranking.take();
+  }
+
+  /**
+   * Until when (performance.now() time) a new session should wait for a server's first health verdict instead of
+   * being placed now; 0 = place it now. A server whose state became 'unknown' less than health.timeout +
+   * FIRST_VERDICT_MARGIN_MS ago (new, moved by a reload, back from maint; in a cluster worker, until the primary's
+   * verdict arrives) is being judged at this moment. Waiting for it matters when `candidates` (this pool's pick
+   * for the key, just made) is empty, which would refuse a client whose broker is fine, or when the key belongs to
+   * that server, which would place a client's persistent session on another broker. HAProxy avoids the first by
+   * assuming new servers up; a verdict costs a probe's round trip against a live broker. Bounded: a server still
+   * unknown after its window (a probe that could not run here) no longer holds anyone.
+   */
+  verdictWaitUntil(key: Buffer, candidates: readonly Server[]): number {
+    let until = 0;
+    let now = -1;
+    for (const s of this.servers) {
+      if (s.state !== 'unknown' || s.config.weight === 0) continue;
+      if (now < 0) now = this.now();
+      const end = s.unknownSince + this.config.health.timeout + FIRST_VERDICT_MARGIN_MS;
+      if (end <= now || end <= until) continue;
+      if (candidates.length === 0 || this.wouldOwn(s, key, candidates[0]!)) until = end;
+    }
+    return until;
+  }
+
+  /** Would `pending`, once up, take `key` from `current` (the winner now)? Only with a hash strategy and a key. */
+  private wouldOwn(pending: Server, key: Buffer, current: Server): boolean {
+    if (!this.hashed || key.length === 0) return false;
+    // Backup servers take sessions only while no non-backup server does (design.md §4).
+    if (pending.config.backup !== current.config.backup) return !pending.config.backup;
+    const table = this.currentTable();
+    const p = table.servers.indexOf(pending);
+    const c = table.servers.indexOf(current);
+    if (p < 0 || c < 0) return false;
+    xxh64Into(key, this.keyHash);
+    const hi = this.keyHash[0]!;
+    const lo = this.keyHash[1]!;
+    const ps = rendezvousScore(hi, lo, table.nameHashHi[p]!, table.nameHashLo[p]!, pending.config.weight);
+    const cs = rendezvousScore(hi, lo, table.nameHashHi[c]!, table.nameHashLo[c]!, current.config.weight);
+    return ps > cs || (ps === cs && table.nameRank[p]! < table.nameRank[c]!);
   }
 
   /**

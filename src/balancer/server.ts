@@ -62,6 +62,11 @@ export class Server extends EventEmitter {
   closedBytesOut = 0;
   lastCheck: LastCheck | null = null;
   /**
+   * When its state last became 'unknown' (performance.now(): created, moved by a reload, back from maint), or
+   * -Infinity. A first verdict is then due within a probe's timeout: routing may wait for it (Pool.verdictWaitUntil).
+   */
+  unknownSince = Number.NEGATIVE_INFINITY;
+  /**
    * Sessions held by worker processes (workers > 1): the primary routes nothing itself and learns these
    * from the workers' periodic snapshots. Always zero in a single process or in a worker.
    */
@@ -72,6 +77,7 @@ export class Server extends EventEmitter {
     this.pool = pool;
     this.config = config;
     this.healthState = initialHealth;
+    if (initialHealth === 'unknown') this.unknownSince = performance.now();
   }
 
   get name(): string {
@@ -111,6 +117,7 @@ export class Server extends EventEmitter {
 
   private emitChange(from: ServerState): void {
     const to = this.state;
+    if (to === 'unknown' && from !== to) this.unknownSince = performance.now();
     if (from !== to) this.emit('state', { server: this, from, to } satisfies ServerStateChange);
   }
 
@@ -124,6 +131,7 @@ export class Server extends EventEmitter {
     this.healthState = initialHealth;
     this.adminState = 'ready';
     this.lastCheck = null;
+    if (initialHealth === 'unknown') this.unknownSince = performance.now();
   }
 
   /** Live sessions, local and (in the primary) in workers. */

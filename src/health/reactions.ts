@@ -15,6 +15,8 @@ import { rebalanceStillDue, sessionsToRebalance } from './rebalance.js';
 export interface PoolReactionsDeps {
   log: Logger;
   onEvicted?: (item: EvictionItem) => void;
+  /** Any of the pool's servers changed state (sessions waiting for a first verdict look again). */
+  onStateChange?: (change: ServerStateChange) => void;
   /** Clock and timers for the evictor (tests). */
   now?: EvictorOptions['now'];
   setTimer?: EvictorOptions['setTimer'];
@@ -99,6 +101,7 @@ export class PoolReactions {
 
   private readonly onState = (change: ServerStateChange): void => {
     if (this.closed) return;
+    this.deps.onStateChange?.(change);
     const { server, to } = change;
     const config = this.pool.config;
     if (to === 'drain' || to === 'maint') {

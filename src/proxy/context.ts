@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { LimitsConfig, PoolConfig } from '../config/types.js';
 import type { Server } from '../balancer/server.js';
 import type { RefusalReason } from './connack.js';
+import type { VerdictWaits } from './verdict-wait.js';
 
 export interface RoutingKeys {
   clientId: Buffer;
@@ -18,6 +19,8 @@ export interface RoutingPool {
   config: PoolConfig;
   candidates(keys: RoutingKeys): Server[];
   routingKey(keys: RoutingKeys): Buffer;
+  /** Until when (performance.now() time) to wait for a first health verdict before placing `key`; 0 = now. */
+  verdictWaitUntil(key: Buffer, candidates: readonly Server[]): number;
 }
 
 /** Why a connection was not proxied: answered with a CONNACK (RefusalReason) or closed without one. */
@@ -63,6 +66,13 @@ export interface ProxyContext {
   admit?(session: AdmissionTicket): 'ok' | 'queued' | RejectReason;
   /** The session ended: release what admit() held for it. */
   release?(session: AdmissionTicket): void;
+  /** Sessions waiting for a first health verdict before they are placed (verdict-wait.ts). */
+  readonly verdictWaits: VerdictWaits;
+  /**
+   * A pool that a reload being prepared adds (its listener is bound before the reload commits): until when
+   * (performance.now() time) its clients may wait for it; 0 = no such pool.
+   */
+  poolPendingUntil(name: string): number;
 }
 
 /** What admission control sees of a session and calls back when a queued session may proceed. */

@@ -104,6 +104,8 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
   connectOnly = false;
   /** LiveSession: the server address dialled (a reload may move the server since). */
   serverAddress: string | undefined = undefined;
+  /** Until when it may wait for a first health verdict (performance.now() time; verdict-wait.ts); 0 = never parked. */
+  verdictDeadline = 0;
   /** It counts against the listener's and the global maxConnections (from its CONNECT until it ends). */
   private holdsSlot = false;
 
@@ -277,24 +279,50 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     return true;
   }
 
-  /** Admission granted: pick and dial. */
+  /** Admission granted (or a wait for a first health verdict ended): pick and dial. */
   proceed(): void {
     if (this.phase !== 'admitting' || this.info === null) return;
-    const pool = this.listener.ctx.pool(this.listener.poolName);
-    if (pool === undefined) return this.refuse('no_server');
+    const ctx = this.listener.ctx;
+    const pool = ctx.pool(this.listener.poolName);
+    if (pool === undefined) {
+      // A new listener whose pool the reload binding it has not committed yet: a moment away.
+      if (this.awaitVerdict(ctx.poolPendingUntil(this.listener.poolName))) return;
+      return this.refuse('no_server');
+    }
+    const firstPick = this.pool === null;
     this.pool = pool;
     const keys = { clientId: this.info.clientId, username: this.info.username };
     const key = pool.routingKey(keys);
     // Copy: the key must not pin the whole pre-routing buffer.
     this.routingKey = key.length === 0 ? EMPTY : Buffer.from(key);
-    if (this.info.clientId.length === 0 && this.info.protocolLevel === 5 && this.info.sessionExpiry > 0) {
+    if (this.info.clientId.length === 0 && this.info.protocolLevel === 5 && this.info.sessionExpiry > 0 && firstPick) {
       // MQTT 5 client with a broker-assigned ID asking for a persistent session: it may hash elsewhere on reconnect.
       this.listener.stats.count('empty_client_id_persistent');
     }
     this.candidates = pool.candidates(keys);
+    // A server about to get its first verdict (new, moved, back from maint) that would take this client.
+    if (this.awaitVerdict(pool.verdictWaitUntil(this.routingKey, this.candidates))) return;
     if (this.candidates.length === 0) return this.refuse('no_server');
     this.phase = 'dialing';
     this.dial();
+  }
+
+  /**
+   * Park until `until` (0: do not wait) for a first health verdict; false when it is not worth it or this
+   * session's wait, fixed when it first parked, is over (it is then placed on what is known, or refused).
+   */
+  private awaitVerdict(until: number): boolean {
+    if (until === 0) return false;
+    const ctx = this.listener.ctx;
+    if (this.verdictDeadline === 0) {
+      this.verdictDeadline = until;
+      ctx.log.debug({ listener: this.listener.stats.name, client: this.remoteAddress, pool: this.listener.poolName }, 'session waits for a first health verdict');
+    } else if (performance.now() >= this.verdictDeadline) {
+      return false;
+    }
+    this.candidates = EMPTY_CANDIDATES;
+    ctx.verdictWaits.park(this);
+    return true;
   }
 
   refuse(reason: RejectReason): void {
@@ -613,6 +641,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
       );
     }
     ctx.release?.(this);
+    if (this.verdictDeadline !== 0) ctx.verdictWaits.leave(this);
     this.releaseSlot();
     this.listener.sessionEnded(this);
   }

@@ -5,77 +5,11 @@
  * is up): longer than workers take to start, so that with workers too the first clients would come before the
  * verdict (the primary waits for it before it forks them, and they get it before they bind).
  */
-import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { freePort } from '../helpers/mosquitto.js';
 import { lbYaml } from '../helpers/lb-config.js';
-import { startLb, stopAllLbs, sleep } from '../helpers/lb.js';
-import { connectPacket } from '../helpers/raw-client.js';
-
-const CONNACK_OK = '20020000';
-
-/** A broker that answers every CONNECT after `delayMs` (0: at once), or never (null: accepts TCP, stays silent). */
-function broker(delayMs: number | null): Promise<{ port: number; close(): Promise<void> }> {
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-    socket.on('error', () => {});
-    socket.once('data', () => {
-      if (delayMs !== null) setTimeout(() => socket.write(Buffer.from(CONNACK_OK, 'hex')), delayMs).unref();
-    });
-  });
-  return new Promise((resolve) => {
-    server.listen(0, '127.0.0.1', () =>
-      resolve({
-        port: (server.address() as net.AddressInfo).port,
-        close: () => {
-          for (const s of sockets) s.destroy();
-          return new Promise<void>((r) => server.close(() => r()));
-        },
-      }),
-    );
-  });
-}
-
-/** As soon as the port accepts (tried every 10 ms, bounded): `count` clients send a CONNECT; their first 4 bytes back, as hex. */
-async function firstClients(port: number, count: number, timeoutMs = 20_000): Promise<string[]> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const s = await new Promise<net.Socket | null>((resolve) => {
-      const c = net.connect(port, '127.0.0.1');
-      c.once('connect', () => resolve(c));
-      c.once('error', () => resolve(null));
-    });
-    if (s !== null) {
-      const others = await Promise.all(Array.from({ length: count - 1 }, () => new Promise<net.Socket>((resolve, reject) => net.connect(port, '127.0.0.1').once('connect', function (this: net.Socket) { resolve(this); }).once('error', reject))));
-      const all = [s, ...others];
-      return Promise.all(
-        all.map(
-          (c, i) =>
-            new Promise<string>((resolve) => {
-              let got = Buffer.alloc(0);
-              const done = (): void => {
-                clearTimeout(t);
-                c.destroy();
-                resolve(got.subarray(0, 4).toString('hex'));
-              };
-              const t = setTimeout(done, 3000);
-              c.on('data', (d: Buffer) => {
-                got = Buffer.concat([got, d]);
-                if (got.length >= 4) done();
-              });
-              c.on('error', () => {});
-              c.on('close', done);
-              c.write(connectPacket({ clientId: `first-${i}` }));
-            }),
-        ),
-      );
-    }
-    if (Date.now() > until) throw new Error(`port ${port} not accepting within ${timeoutMs} ms`);
-    await sleep(10);
-  }
-}
+import { startLb, stopAllLbs } from '../helpers/lb.js';
+import { CONNACK_OK, delayedBroker as broker, firstClients } from '../helpers/delayed-broker.js';
 
 describe('the first clients after start', () => {
   const closers: Array<() => Promise<void>> = [];

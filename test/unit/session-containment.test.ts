@@ -8,6 +8,7 @@ import { describe, expect, it, vi } from 'vitest';
 import pino from 'pino';
 import { Writable } from 'node:stream';
 import { ListenerStats, type ProxyContext } from '../../src/proxy/context.js';
+import { VerdictWaits } from '../../src/proxy/verdict-wait.js';
 import type { ProxySocket } from '../../src/proxy/proxy-socket.js';
 import { connectPacket } from '../helpers/raw-client.js';
 
@@ -80,6 +81,8 @@ function rig() {
     overloaded: false,
     onServerConnected: () => {},
     onDialFailure: () => {},
+    verdictWaits: new VerdictWaits(),
+    poolPendingUntil: () => 0,
   };
   const ended: unknown[] = [];
   const listener = { stats: new ListenerStats('mqtt', '127.0.0.1:1883', false), poolName: 'brokers', ctx, maxConnections: 100, proxyHeader: () => null, sessionEnded: (s: unknown) => ended.push(s) };
