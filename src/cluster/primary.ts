@@ -69,8 +69,8 @@ export class ClusterPrimary {
   /** Per worker index: the answer to the reload being prepared. */
   private readonly reloadWaiters = new Map<number, (error: string | null) => void>();
   private releaseSeq = 0;
-  /** Per release id, the workers that have not answered yet and the function that ends the wait. */
-  private readonly releases = new Map<number, { pending: Set<Worker>; done: () => void }>();
+  /** Per release id: the workers that have not answered yet, the function that ends the wait, and what was sent (to a worker ready meanwhile). */
+  private readonly releases = new Map<number, { pending: Set<Worker>; done: () => void; message: ToWorker }>();
   /**
    * What workers that exited had counted (their last snapshot; active sessions left out), so that the summed
    * counters never go backwards when a worker is replaced (Prometheus counter semantics).
@@ -124,6 +124,11 @@ export class ClusterPrimary {
             // A reload committed while it started: it runs the config it was given; bring it up to date.
             this.catchUp(slot);
             this.send(worker, { t: 'states', states: this.states() });
+            // A VIP release under way (a replacement worker that bound while it ran): its sessions on the VIP too.
+            for (const r of this.releases.values()) {
+              r.pending.add(worker);
+              this.send(worker, r.message);
+            }
             resolve();
             return;
           case 'fatal':
@@ -443,8 +448,8 @@ export class ClusterPrimary {
         this.releases.delete(id);
         resolve();
       };
-      this.releases.set(id, { pending: new Set(workers), done });
       const m: ToWorker = { t: 'release-vips', id, vips, evictRate: evictRate / workers.length, spreadMs };
+      this.releases.set(id, { pending: new Set(workers), done, message: m });
       for (const w of workers) this.send(w, m);
     });
   }
