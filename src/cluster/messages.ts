@@ -10,6 +10,8 @@ import type { ProcessMetricsJson } from '../telemetry/process-metrics.js';
 export interface ServerStateWire {
   pool: string;
   server: string;
+  /** Where its health was judged (serverPlace): a worker with the server elsewhere ignores the health. */
+  place: string;
   health: HealthState;
   admin: AdminState;
   lastCheck: LastCheck | null;

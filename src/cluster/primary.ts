@@ -21,6 +21,7 @@ import { countersOf, sumCounters, type ProcessMetricsJson } from '../telemetry/p
 import type { Server } from '../balancer/server.js';
 import { ErrorCodes, MqttLbError } from '../errors.js';
 import type { ToPrimary, ToWorker, ServerStateWire, ListenerSnapshot, ServerSnapshot, OverloadSnapshot } from './messages.js';
+import { serverStates } from './server-states.js';
 
 const READY_TIMEOUT_MS = 15_000;
 const RESPAWN_DELAY_MS = 1000;
@@ -249,11 +250,7 @@ export class ClusterPrimary {
   }
 
   private states(): ServerStateWire[] {
-    const out: ServerStateWire[] = [];
-    for (const p of this.app.poolMap.values()) {
-      for (const s of p.servers) out.push({ pool: p.name, server: s.name, health: s.health, admin: s.admin, lastCheck: s.lastCheck });
-    }
-    return out;
+    return serverStates(this.app.poolMap.values());
   }
 
   /** Push every state change to the workers at once (coalesced per tick). */

@@ -12,6 +12,7 @@ import { PROCESS_METRICS_MS, createProcessRegistry } from '../telemetry/process-
 import { installTestHooks } from '../test-hooks.js';
 import { WarmUp } from '../warm-up.js';
 import type { ToPrimary, ToWorker, ListenerSnapshot, ServerSnapshot, ServerStateWire } from './messages.js';
+import { applyServerStates } from './server-states.js';
 import { workerShare } from './share.js';
 
 const SNAPSHOT_MS = 250;
@@ -83,13 +84,7 @@ function main(): void {
   let lastStates: ServerStateWire[] | null = null;
   const applyStates = (): void => {
     if (app === null || lastStates === null) return;
-    for (const st of lastStates) {
-      const server = app.poolMap.get(st.pool)?.servers.find((s) => s.name === st.server);
-      if (server === undefined) continue;
-      server.lastCheck = st.lastCheck;
-      server.setAdmin(st.admin);
-      server.setHealth(st.health);
-    }
+    applyServerStates(app.poolMap, lastStates);
   };
   const inOrder = (step: () => Promise<void>): void => {
     // The chain must survive a failing step: a rejected link would skip every later step.
