@@ -49,7 +49,6 @@ export interface PreparedReload {
 }
 
 const TRACK_INTERVAL_MS = 250;
-/** The wait for the first health verdicts ends this long after the longest health.timeout (a guard: probes end by their timeout). */
 /** How long clients of a pool that a reload is adding may wait for its commit (then for its first verdicts). */
 const PENDING_POOL_WAIT_MS = 5_000;
 
