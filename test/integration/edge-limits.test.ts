@@ -395,6 +395,28 @@ async function floodUnfinished(port: number, count: number): Promise<{ sockets: 
   return { sockets, closedByLb: () => closed };
 }
 
+/**
+ * Like floodUnfinished(), but all `count` connections are opened, and `accepted()` waits for the balancer to have
+ * taken them, before any of them sends: when the ceiling is crossed every one is a connection without its CONNECT
+ * (shed), none is still in the listen backlog to be accepted as a new client once the shedding freed memory.
+ */
+async function floodUnfinishedAccepted(port: number, count: number, accepted: () => Promise<void>): Promise<{ sockets: net.Socket[]; closedByLb(): number }> {
+  const packet = unfinishedLargeConnect();
+  const sockets: net.Socket[] = [];
+  let closed = 0;
+  for (let i = 0; i < count; i += 50) {
+    const batch = await Promise.all(Array.from({ length: Math.min(50, count - i) }, () => connectRaw(port)));
+    for (const s of batch) {
+      s.on('error', () => {});
+      s.on('close', () => closed++);
+    }
+    sockets.push(...batch);
+  }
+  await accepted();
+  for (const s of sockets) s.write(packet);
+  return { sockets, closedByLb: () => closed };
+}
+
 async function metricValue(admin: number, line: RegExp): Promise<number | null> {
   const text = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
   const m = line.exec(text);
@@ -500,8 +522,17 @@ describe('memory ceiling (limits.maxMemory, reliability case 64)', () => {
       const first = await connectAt(port, 'mem-q-first', 4);
       expect(first.code).toBe(0);
       const waiting = LEVELS.map((level) => connectAt(port, `mem-q-${level}`, level, 30_000));
-      await sleep(300); // all three queued
-      const flood = await floodUnfinished(port, FLOOD);
+      const active = async (): Promise<number | null> => metricValue(admin, /^mqtt_lb_connections_active\{listener="mqtt"\} (\d+)/m);
+      await until('the three waiting clients accepted', async () => (await active()) === 1 + LEVELS.length);
+      // They sent their CONNECT as they connected: queued long before the balancer has read the ~120 MB that cross
+      // the ceiling from the flood, which sends only after this.
+      // The flood sends only once the balancer holds all of it: the crossing then sheds every one of it. Sent while
+      // it connects, on a loaded machine the balancer may still be accepting it when the shedding (with the full
+      // collection after it) brings memory below 90 % within one or two samples; the tail left in the listen
+      // backlog is then accepted as new clients and stays, below the ceiling, until clientConnectTimeout (60 s).
+      const flood = await floodUnfinishedAccepted(port, FLOOD, () =>
+        until('the flood accepted by the balancer', async () => (await active()) === 1 + LEVELS.length + FLOOD),
+      );
       flooded.push(...flood.sockets);
       const answers = await Promise.all(waiting);
       expect(answers.map((a) => a.code)).toEqual([3, 3, 0x89]);
