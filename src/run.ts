@@ -15,6 +15,7 @@ import { socketEngine } from './proxy/handle-socket.js';
 import { watchNpmExec } from './launcher-watch.js';
 import { printErr } from './cli-output.js';
 import { WarmUp } from './warm-up.js';
+import { takeEarlySignals } from './early-signals.js';
 
 export async function runBalancer(file: string): Promise<number> {
   let config;
@@ -70,6 +71,10 @@ export async function runBalancer(file: string): Promise<number> {
   process.on('SIGTERM', stopWhileStarting);
   process.on('SIGINT', stopWhileStarting);
   process.on('SIGHUP', reloadWhileStarting);
+  // What came while the modules loaded and the config was read (cli.ts caught it: early-signals.ts).
+  const before = takeEarlySignals();
+  if (before.stop !== null) stopWhileStarting(before.stop);
+  if (before.reload) reloadWhileStarting();
   const startedOrFailed = (): void => {
     process.removeListener('SIGTERM', stopWhileStarting);
     process.removeListener('SIGINT', stopWhileStarting);

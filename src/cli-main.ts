@@ -1,0 +1,159 @@
+/**
+ * The mqtt-lb command (design.md §3), loaded by cli.ts once the early signal handlers are in place:
+ *   mqtt-lb [--config lb.yaml]          run the balancer
+ *   mqtt-lb check --config FILE         validate, print every problem as FILE:LINE:COL key.path: message
+ *   mqtt-lb status [--admin URL]        show a running instance
+ *   mqtt-lb keygen                      print a new failover key
+ */
+import os from 'node:os';
+import { parseConfig, readConfigFile, type ConfigText } from './config/load.js';
+import { formatProblem } from './errors.js';
+import { VERSION } from './version.js';
+import { printErr, printOut } from './cli-output.js';
+import { budgetForConfig, openFileLimit } from './proxy/fd-budget.js';
+import { workerCount } from './cluster/messages.js';
+import { workerShare, workerShareWarnings } from './cluster/share.js';
+
+const USAGE = `usage:
+  mqtt-lb [--config FILE]               run the balancer (default ./lb.yaml)
+  mqtt-lb check [--config FILE]         validate a configuration
+  mqtt-lb status [--admin URL]          status of a running instance (default http://127.0.0.1:9883)
+  mqtt-lb keygen                        print a new failover key (base64 of 32 random bytes)
+  mqtt-lb --version
+`;
+
+interface Args {
+  command: 'run' | 'check' | 'status' | 'keygen' | 'help' | 'version';
+  config: string;
+  admin: string | null;
+}
+
+function parseArgs(argv: string[]): Args | string {
+  const args: Args = { command: 'run', config: 'lb.yaml', admin: null };
+  const seen = new Set<string>();
+  let i = 0;
+  if (argv[0] !== undefined && !argv[0].startsWith('-')) {
+    const c = argv[0];
+    if (c !== 'check' && c !== 'status' && c !== 'keygen' && c !== 'run') return `unknown command: ${c}`;
+    args.command = c;
+    i = 1;
+  }
+  for (; i < argv.length; i++) {
+    const a = argv[i]!;
+    const eq = a.indexOf('=');
+    const name = eq > 0 ? a.slice(0, eq) : a;
+    const inline = eq > 0 ? a.slice(eq + 1) : undefined;
+    const value = (): string | undefined => inline ?? argv[++i];
+    // Given twice, which one counts is a guess: the operator may be reading the other.
+    const canonical = name === '-c' ? '--config' : name;
+    if (canonical.startsWith('--') && seen.has(canonical)) return `${canonical} given twice`;
+    seen.add(canonical);
+    switch (name) {
+      case '--config':
+      case '-c': {
+        const v = value();
+        if (v === undefined || v === '') return '--config needs a file';
+        args.config = v;
+        break;
+      }
+      case '--admin': {
+        const v = value();
+        if (v === undefined || v === '') return '--admin needs a URL';
+        args.admin = v;
+        break;
+      }
+      case '--help':
+      case '-h':
+        args.command = 'help';
+        break;
+      case '--version':
+      case '-v':
+        args.command = 'version';
+        break;
+      default:
+        return `unknown option: ${a}`;
+    }
+  }
+  return args;
+}
+
+function check(file: string): number {
+  let read: ConfigText;
+  try {
+    read = readConfigFile(file);
+  } catch (err) {
+    printErr(`${file}: cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}\n`);
+    return 1;
+  }
+  const outcome = parseConfig(read.text, file, { checkFiles: true, notUtf8At: read.notUtf8At });
+  printErr(outcome.problems.map((p) => formatProblem(p) + '\n').join('') + outcome.warnings.map((w) => `warning: ${w}\n`).join(''));
+  if (outcome.problems.length > 0) return 1;
+  if (outcome.config !== null) {
+    // The caps a balancer started from this shell would run with (same open-file limit): a warning, not an error.
+    // With workers, each worker has the limit for its share of the caps.
+    const workers = workerCount(outcome.config.workers, os.availableParallelism());
+    const perProcess = workers > 1 ? workerShare(outcome.config, workers, 0) : outcome.config;
+    const prefix = workers > 1 ? `each of ${workers} workers: ` : '';
+    const budget = budgetForConfig(perProcess, openFileLimit());
+    if (budget.noRoom !== null) {
+      // Not a problem of the file, but the balancer would not start from this shell (exit 2, MQLB_START_FD_LIMIT).
+      // With no room at all, the clamps to 0 or next to nothing are beside the point: no warnings.
+      printErr(`error: ${prefix}${budget.noRoom}\n`);
+      return 1;
+    }
+    for (const w of budget.warnings) printErr(`warning: ${prefix}${w}\n`);
+    for (const w of workerShareWarnings(outcome.config, workers, os.availableParallelism())) printErr(`warning: ${w}\n`);
+  }
+  printOut(`${file}: ok\n`);
+  return 0;
+}
+
+async function main(): Promise<number> {
+  const args = parseArgs(process.argv.slice(2));
+  if (typeof args === 'string') {
+    printErr(`mqtt-lb: ${args}\n${USAGE}`);
+    return 1;
+  }
+  switch (args.command) {
+    case 'help':
+      printOut(USAGE);
+      return 0;
+    case 'version':
+      printOut(`${VERSION}\n`);
+      return 0;
+    case 'check':
+      return check(args.config);
+    case 'keygen': {
+      const { generateKey } = await import('./failover/key.js');
+      printOut(generateKey() + '\n');
+      return 0;
+    }
+    case 'status': {
+      const { fetchStatus, formatStatus } = await import('./telemetry/status-client.js');
+      try {
+        const status = await fetchStatus(args.admin ?? 'http://127.0.0.1:9883');
+        printOut(formatStatus(status));
+        return 0;
+      } catch (err) {
+        printErr(`mqtt-lb status: ${(err as Error).message}\n`);
+        return 2;
+      }
+    }
+    case 'run': {
+      const { runBalancer } = await import('./run.js');
+      return runBalancer(args.config);
+    }
+  }
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+    // Exit explicitly: a stopped balancer may still hold unref'd handles we do not want to wait for.
+    setImmediate(() => process.exit(code));
+  },
+  (err) => {
+    printErr(`mqtt-lb: ${(err as Error).stack ?? String(err)}\n`);
+    process.exit(2);
+  },
+);

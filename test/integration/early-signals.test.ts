@@ -1,0 +1,142 @@
+/**
+ * Signals that come while the balancer is still loading (src/early-signals.ts): a `systemctl reload` or a logrotate
+ * SIGHUP right after the start, or a SIGTERM, before run.ts has its handlers. The config file is a FIFO, so the
+ * process sits in the config read (after its modules have loaded, before it has an App) for as long as the test
+ * wants: the signal is sent exactly there, deterministically. Before the early handlers, this killed it (exit 129
+ * or 143, nothing logged).
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { closeSync, constants, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { CLI, sleep } from '../helpers/lb.js';
+import { freePort, startMosquitto, type Broker } from '../helpers/mosquitto.js';
+
+interface Started {
+  proc: ChildProcess;
+  fifo: string;
+  lines: Array<Record<string, unknown>>;
+  exited: Promise<number | null>;
+}
+
+const cleanups: Array<() => Promise<void> | void> = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+/** mqtt-lb with `--config` a FIFO nobody writes yet: it blocks opening it (wchan `wait_for_partner`). */
+async function startOnFifo(): Promise<Started> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'mqtt-lb-early-'));
+  const fifo = path.join(dir, 'lb.yaml');
+  expect(spawnSync('mkfifo', [fifo]).status).toBe(0);
+  const proc = spawn(process.execPath, [CLI, '--config', fifo], { stdio: ['ignore', 'pipe', 'pipe'] });
+  cleanups.push(() => {
+    proc.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const lines: Array<Record<string, unknown>> = [];
+  let buf = '';
+  proc.stdout!.on('data', (d: Buffer) => {
+    buf += d.toString();
+    for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      try {
+        lines.push(JSON.parse(line) as Record<string, unknown>);
+      } catch {
+        lines.push({ msg: line });
+      }
+    }
+  });
+  const exited = new Promise<number | null>((resolve) => proc.on('exit', (code, signal) => resolve(code ?? (signal === null ? null : -1))));
+  const wchan = `/proc/${proc.pid}/wchan`;
+  for (let i = 0; i < 200; i++) {
+    if (existsSync(wchan) && readFileSync(wchan, 'utf8').includes('partner')) return { proc, fifo, lines, exited };
+    await sleep(50);
+  }
+  throw new Error('mqtt-lb did not reach the config read within 10 s');
+}
+
+/** Write the config into the FIFO once the process opens it for reading (bounded: never blocks the test). */
+async function feed(fifo: string, yaml: string): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    let fd: number;
+    try {
+      // Non-blocking: ENXIO while no reader has it open.
+      fd = openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENXIO') throw err;
+      await sleep(50);
+      continue;
+    }
+    try {
+      writeSync(fd, yaml); // a few hundred bytes: fits the pipe at once
+    } finally {
+      closeSync(fd);
+    }
+    return;
+  }
+  throw new Error('nobody opened the config FIFO for reading within 10 s');
+}
+
+async function waitForLine(s: Started, msg: string, timeoutMs = 10_000): Promise<Record<string, unknown>> {
+  for (let waited = 0; waited < timeoutMs; waited += 50) {
+    const found = s.lines.find((l) => l.msg === msg);
+    if (found !== undefined) return found;
+    await sleep(50);
+  }
+  throw new Error(`'${msg}' not logged within ${timeoutMs} ms; got: ${s.lines.map((l) => String(l.msg)).join(' | ')}`);
+}
+
+describe('signals while the balancer is still loading its config', () => {
+  let broker: Broker | null = null;
+  afterEach(async () => {
+    await broker?.stop();
+    broker = null;
+  });
+
+  async function config(): Promise<{ yaml: string; port: number }> {
+    broker ??= await startMosquitto();
+    const port = await freePort();
+    const yaml = `listeners:
+  - { name: mqtt, bind: 127.0.0.1:${port}, pool: p }
+pools:
+  p:
+    servers: [{ name: m1, address: 127.0.0.1:${broker.port} }]
+admin: { bind: 127.0.0.1:${await freePort()} }
+warmUp: 0
+`;
+    return { yaml, port };
+  }
+
+  it('a SIGHUP is not its death: it is applied once the balancer serves', async () => {
+    const { yaml } = await config();
+    const s = await startOnFifo();
+    s.proc.kill('SIGHUP');
+    await sleep(200); // delivered and noted (or, without the early handler, fatal)
+    expect(s.proc.exitCode).toBe(null);
+    expect(s.proc.signalCode).toBe(null);
+    await feed(s.fifo, yaml);
+    await waitForLine(s, 'config reload requested while starting: applying it once started');
+    await waitForLine(s, 'mqtt-lb started');
+    // The reload reads the file again: the FIFO, once more.
+    await feed(s.fifo, yaml);
+    await waitForLine(s, 'config reloaded');
+    s.proc.kill('SIGTERM');
+    expect(await s.exited).toBe(0);
+  });
+
+  it('a SIGTERM stops it cleanly (exit 0) without binding its listeners', async () => {
+    const { yaml } = await config();
+    const s = await startOnFifo();
+    s.proc.kill('SIGTERM');
+    await sleep(200);
+    expect(s.proc.signalCode).toBe(null);
+    await feed(s.fifo, yaml);
+    expect(await s.exited).toBe(0);
+    const msgs = s.lines.map((l) => l.msg);
+    expect(msgs).toContain('stop requested while starting: stopping once started');
+    expect(msgs).not.toContain('listener started');
+  });
+});
