@@ -69,6 +69,8 @@ export type ToPrimary =
   | { t: 'fatal'; message: string; code: string | null }
   | { t: 'probe'; pool: string; server: string }
   | { t: 'reload-prepared'; id: number; error: string | null }
+  // The commit or abort of reload `id` is done here (what it removed is closed): the primary's reload ends after all.
+  | { t: 'reload-settled'; id: number }
   | { t: 'vips-released'; id: number }
   | { t: 'process-metrics'; metrics: ProcessMetricsJson }
   | { t: 'snapshot'; listeners: ListenerSnapshot[]; servers: ServerSnapshot[]; connects: Array<[string, string, number]>; lag: LagWindow | null; overload: OverloadSnapshot };

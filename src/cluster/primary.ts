@@ -69,6 +69,8 @@ export class ClusterPrimary {
   private reloadSeq = 0;
   /** Per worker index: the answer to the reload being prepared. */
   private readonly reloadWaiters = new Map<number, (error: string | null) => void>();
+  /** Per worker index: the end of the wait for its commit or abort of the reload being settled. */
+  private readonly settleWaiters = new Map<number, () => void>();
   private releaseSeq = 0;
   /** Per release id: the workers that have not answered yet, the function that ends the wait, and what was sent (to a worker ready meanwhile). */
   private readonly releases = new Map<number, { pending: Set<Worker>; done: () => void; message: ToWorker }>();
@@ -145,6 +147,9 @@ export class ClusterPrimary {
           case 'reload-prepared':
             if (m.id === this.reloadSeq) this.reloadWaiters.get(index)?.(m.error);
             return;
+          case 'reload-settled':
+            if (m.id === this.reloadSeq) this.settleWaiters.get(index)?.();
+            return;
           case 'process-metrics':
             slot.processMetrics = m.metrics;
             return;
@@ -162,6 +167,7 @@ export class ClusterPrimary {
       worker.on('exit', (code, signal) => {
         clearTimeout(timer);
         this.reloadWaiters.get(index)?.(`worker ${index} exited`);
+        this.settleWaiters.get(index)?.();
         for (const id of [...this.releases.keys()]) this.workerReleased(id, worker);
         if (this.slots.get(index)?.worker === worker) {
           this.slots.delete(index);
@@ -374,19 +380,44 @@ export class ClusterPrimary {
     );
     const errors = (await Promise.all(answers)).filter((e): e is string => e !== null);
     if (errors.length > 0) {
-      for (const slot of workers) this.send(slot.worker, { t: 'reload-abort', id });
+      const settled = this.settled(workers, id, 'reload-abort');
       await own.abort();
+      await settled;
       throw new MqttLbError(ErrorCodes.RELOAD_WORKER, errors.join('; '));
     }
-    for (const slot of workers) {
-      slot.config = config;
-      this.send(slot.worker, { t: 'reload-commit', id });
-    }
+    for (const slot of workers) slot.config = config;
+    const settled = this.settled(workers, id, 'reload-commit');
     await own.commit();
+    // Done only once every worker has applied it: what it removed is closed (a reload right after that adds a
+    // listener back on the same address must not find it still held), and status and metrics show the new file.
+    await settled;
     // Workers that became ready while this reload was prepared took no part in it.
     for (const slot of this.slots.values()) if (slot.ready) this.catchUp(slot);
     this.watchServers();
     this.queueStates();
+  }
+
+  /** Sends `t` for reload `id` to `workers`; resolves once each has settled it, exited, or not within the bound. */
+  private settled(workers: readonly WorkerSlot[], id: number, t: 'reload-commit' | 'reload-abort'): Promise<void> {
+    return Promise.all(
+      workers.map(
+        (slot) =>
+          new Promise<void>((resolve) => {
+            if (slot.worker.isDead()) return resolve();
+            const done = (): void => {
+              clearTimeout(timer);
+              if (this.settleWaiters.get(slot.index) === done) this.settleWaiters.delete(slot.index);
+              resolve();
+            };
+            const timer = setTimeout(() => {
+              this.log.warn({ worker: slot.index, ms: RELOAD_PREPARE_TIMEOUT_MS }, 'config reload: a worker did not confirm it in time');
+              done();
+            }, RELOAD_PREPARE_TIMEOUT_MS);
+            this.settleWaiters.set(slot.index, done);
+            this.send(slot.worker, { t, id });
+          }),
+      ),
+    ).then(() => undefined);
   }
 
   /**

@@ -174,13 +174,14 @@ function main(): void {
         const { id, t } = m;
         inOrder(async () => {
           const p = prepared.get(id);
-          if (p === undefined) return; // this worker's prepare failed: nothing to settle
           prepared.delete(id);
           try {
-            await (t === 'reload-commit' ? p.commit() : p.abort());
+            // Undefined: this worker's prepare failed, nothing to settle.
+            if (p !== undefined) await (t === 'reload-commit' ? p.commit() : p.abort());
           } catch (err) {
             app?.log.error({ err }, 'config reload: could not settle in this worker');
           }
+          send({ t: 'reload-settled', id });
         });
         return;
       }
