@@ -5,6 +5,7 @@
 import type { Logger } from 'pino';
 import type { FailoverConfig, LbConfig, ListenerConfig } from './config/types.js';
 import { failoverChanges } from './failover/reload.js';
+import { restartOnlyChanges } from './config/restart-only.js';
 import { FIRST_VERDICT_MARGIN_MS, Pool } from './balancer/pool.js';
 import type { Server, AdminState, EvictReason } from './balancer/server.js';
 import { HealthChecker } from './health/checker.js';
@@ -110,6 +111,8 @@ export class App implements TelemetrySource, AdminActions {
    * operations.md), so tracking and the stop go on reading these, not the reloaded file's.
    */
   private failoverConfig: FailoverConfig | null = null;
+  /** The config it started with: what the keys a reload does not apply run with (config/restart-only.ts). */
+  private readonly startConfig: LbConfig;
   private admission: Admission;
   /** limits.maxMemory in a process with listeners (in the primary the workers' snapshots say it). */
   readonly overloadGuard: OverloadGuard;
@@ -137,6 +140,7 @@ export class App implements TelemetrySource, AdminActions {
   constructor(config: LbConfig, log: Logger, role: Role = 'single', link: WorkerLink | null = null, options: { privateBinds?: boolean } = {}) {
     this.privateBinds = options.privateBinds ?? false;
     this.config = config;
+    this.startConfig = config;
     this.log = log;
     this.role = role;
     this.link = link;
@@ -512,14 +516,12 @@ export class App implements TelemetrySource, AdminActions {
       this.logListenerStarted(l);
     }
     if (prev.admin.token !== next.admin.token) this.admin?.setToken(next.admin.token);
-    if (prev.admin.bind !== next.admin.bind) this.log.warn({ bind: next.admin.bind }, 'admin.bind change needs a restart');
     if (this.role !== 'worker') {
       // Against what runs (not the previous file): a change stays unapplied, and is said again, until a restart.
       const changed = failoverChanges(this.failoverConfig, next.failover);
       if (changed.length > 0) this.log.warn({ keys: changed }, 'failover settings change needs a restart: running with the settings it started with');
+      for (const c of restartOnlyChanges(this.startConfig, next)) this.log.warn({ running: c.running, file: c.file }, `${c.key} change needs a restart`);
     }
-    if (prev.workers !== next.workers && this.role !== 'worker') this.log.warn({ workers: next.workers }, 'workers change needs a restart');
-    if (prev.log.bufferBytes !== next.log.bufferBytes && this.role !== 'worker') this.log.warn({ bufferBytes: next.log.bufferBytes }, 'log.bufferBytes change needs a restart');
   }
 
   /**

@@ -1,0 +1,21 @@
+/**
+ * Keys a reload does not apply (operations.md: they need a restart) besides failover's (failover/reload.ts): the
+ * admin port's address, the worker count and the log queue's size. A reloaded file is compared with what the
+ * process started with, not with the previous file: a change is named at every reload until a restart, and a file
+ * that goes back to the running values is not reported as a change.
+ */
+import type { LbConfig } from './types.js';
+
+export interface RestartOnlyChange {
+  key: 'admin.bind' | 'workers' | 'log.bufferBytes';
+  running: string | number;
+  file: string | number;
+}
+
+export function restartOnlyChanges(running: LbConfig, next: LbConfig): RestartOnlyChange[] {
+  const out: RestartOnlyChange[] = [];
+  if (next.admin.bind !== running.admin.bind) out.push({ key: 'admin.bind', running: running.admin.bind, file: next.admin.bind });
+  if (next.workers !== running.workers) out.push({ key: 'workers', running: running.workers, file: next.workers });
+  if (next.log.bufferBytes !== running.log.bufferBytes) out.push({ key: 'log.bufferBytes', running: running.log.bufferBytes, file: next.log.bufferBytes });
+  return out;
+}
