@@ -785,7 +785,11 @@ export class App implements TelemetrySource, AdminActions {
     for (const p of this.poolMap.values()) {
       // The servers that can take a session (what CONNACK no_server is measured against): up, ready, weight > 0.
       if (p.servers.some((s) => s.acceptsNew)) continue;
-      if (!p.servers.some((s) => s.health === 'up')) return { ok: false, reason: `pool ${p.name} has no server up` };
+      if (!p.servers.some((s) => s.health === 'up')) {
+        // A server in maintenance is not probed (its health is unknown meanwhile): say so, it is the likely reason.
+        const maint = p.servers.filter((s) => s.admin === 'maint').map((s) => s.name);
+        return { ok: false, reason: `pool ${p.name} has no server up${maint.length > 0 ? ` (in maintenance: ${maint.join(', ')})` : ''}` };
+      }
       return { ok: false, reason: `pool ${p.name} has no server taking new sessions (every server up is drained, in maintenance or of weight 0)` };
     }
     return { ok: true };

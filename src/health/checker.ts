@@ -186,6 +186,7 @@ export class HealthChecker {
         this.dropLoop(loop);
         this.log.info({ pool: this.pool.name, server: loop.server.name, from: withoutCredentials(loop.target), to: withoutCredentials(place) }, 'server moved: health checked anew');
         loop.server.setHealth('unknown');
+        loop.server.lastCheck = null;
       }
     }
     for (const server of servers) {

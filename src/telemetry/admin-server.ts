@@ -194,7 +194,8 @@ export class AdminServer {
     }
     const { pool, server, action } = target;
     if (!this.opts.actions.setServerAdmin(pool, server, action)) {
-      return this.send(res, 404, `no server ${server} in pool ${pool}\n`);
+      const poolKnown = this.opts.source.pools().some((p) => p.name === pool);
+      return this.send(res, 404, poolKnown ? `no server ${server} in pool ${pool}\n` : `no pool ${pool}\n`);
     }
     // An audit line saying who asked; the state change itself is logged by the AdminActions implementation.
     this.log.info({ pool, server, action, from: req.socket.remoteAddress }, 'admin request applied');

@@ -158,6 +158,8 @@ describe('reload and stop in one process', () => {
       app.setServerAdmin('brokers', only.name, 'ready');
       only.setHealth('down');
       expect(app.ready()).toEqual({ ok: false, reason: 'pool brokers has no server up' });
+      app.setServerAdmin('brokers', only.name, 'maint');
+      expect(app.ready()).toEqual({ ok: false, reason: `pool brokers has no server up (in maintenance: ${only.name})` });
     } finally {
       await app.stop();
     }

@@ -108,8 +108,10 @@ describe('HealthChecker', () => {
     const before = scripted.startsOf('a').length;
     servers[0]!.config = { ...servers[0]!.config, address: '127.0.0.1:1999', port: 1999 };
     scripted.results.set('a', ['refused']);
+    expect(servers[0]!.lastCheck).not.toBeNull();
     checker.reconfigure(pool);
     expect(servers[0]!.health).toBe('unknown'); // no new sessions on the old verdict
+    expect(servers[0]!.lastCheck).toBeNull(); // nor a check result about the old address in /api/status
     expect(scripted.startsOf('a').length).toBe(before + 1); // probed at once
     await vi.advanceTimersByTimeAsync(10);
     expect(servers[0]!.health).toBe('down'); // one failure decides a first verdict (fall 3 counted from up would not)

@@ -333,8 +333,8 @@ describe('admin API', () => {
   it('answers 404 for an unknown pool or server, after authentication', async () => {
     const { port, actions } = await start(exampleSource(), TOKEN);
     const auth = { authorization: `Bearer ${TOKEN}` };
-    expect((await call(port, 'POST', '/api/servers/brokers/nope/drain', auth)).status).toBe(404);
-    expect((await call(port, 'POST', '/api/servers/nope/b1/drain', auth)).status).toBe(404);
+    expect(await call(port, 'POST', '/api/servers/brokers/nope/drain', auth)).toMatchObject({ status: 404, body: 'no server nope in pool brokers\n' });
+    expect(await call(port, 'POST', '/api/servers/nope/b1/drain', auth)).toMatchObject({ status: 404, body: 'no pool nope\n' });
     expect((await call(port, 'POST', '/api/servers/nope/b1/drain')).status).toBe(401);
     expect((await call(port, 'POST', '/api/servers/brokers/%E0%A4%A/drain', auth)).status).toBe(404);
     expect(actions.calls).toEqual([]);
