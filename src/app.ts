@@ -50,8 +50,11 @@ export interface PreparedReload {
 }
 
 const TRACK_INTERVAL_MS = 250;
-/** How long clients of a pool that a reload is adding may wait for its commit (then for its first verdicts). */
-const PENDING_POOL_WAIT_MS = 5_000;
+/**
+ * How long clients of a pool that a reload is adding may wait for its commit (then only for its servers' first
+ * verdicts): as long as a cluster primary waits for its workers to prepare a reload (cluster/primary.ts).
+ */
+const PENDING_POOL_WAIT_MS = 15_000;
 
 /** Polls `done` every 50 ms until it holds or the wall clock reaches `until`. */
 async function waitUntil(done: () => boolean, until: number): Promise<void> {
@@ -455,9 +458,12 @@ export class App implements TelemetrySource, AdminActions {
     }
   }
 
-  /** The reload committed (the pools exist), was undone or failed: their waiting clients look again. */
+  /**
+   * The reload committed (the pools exist), was undone or failed: waiting clients look again. After every reload,
+   * not only one that added a pool: one that removed the server they wait for, or set its weight to 0, changes no
+   * server's state, and they would sit out their window for a verdict nobody will give.
+   */
   private endPendingPools(): void {
-    if (this.pendingPools.size === 0) return;
     this.pendingPools.clear();
     this.ctx.verdictWaits.wakeSoon();
   }

@@ -188,7 +188,7 @@ export class Pool {
       kept.config = sc;
       // With health checks turned off nothing else will ever mark a kept server up.
       if (config.health.type === 'none') kept.setHealth('up');
-      else if (moved) kept.setHealth('unknown');
+      else if (moved) kept.restartVerdict();
       next.push(kept);
     }
     const removed = [...byName.values()];

@@ -108,6 +108,15 @@ export class Server extends EventEmitter {
     this.emitChange(from);
   }
 
+  /**
+   * Its verdict no longer holds (a reload moved it: another address): 'unknown', and a new window for the first
+   * verdict at the new place even if it was already unknown (moved again before its first probe there answered).
+   */
+  restartVerdict(): void {
+    this.setHealth('unknown');
+    this.unknownSince = performance.now();
+  }
+
   setAdmin(next: AdminState): void {
     if (next === this.adminState) return;
     const from = this.state;

@@ -388,6 +388,10 @@ export class ClusterPrimary {
     for (const slot of workers) slot.config = config;
     const settled = this.settled(workers, id, 'reload-commit');
     await own.commit();
+    // The new servers' first verdicts go to the workers as they come, not after the wait below (their clients wait
+    // for them); a worker that has not applied the reload yet keeps health judged elsewhere out (server-states.ts).
+    this.watchServers();
+    this.queueStates();
     // Done only once every worker has applied it: what it removed is closed (a reload right after that adds a
     // listener back on the same address must not find it still held), and status and metrics show the new file.
     await settled;

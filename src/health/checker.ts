@@ -185,7 +185,7 @@ export class HealthChecker {
         // reactions.ts does not evict them for the new address's health).
         this.dropLoop(loop);
         this.log.info({ pool: this.pool.name, server: loop.server.name, from: withoutCredentials(loop.target), to: withoutCredentials(place) }, 'server moved: health checked anew');
-        loop.server.setHealth('unknown');
+        loop.server.restartVerdict();
         loop.server.lastCheck = null;
       }
     }

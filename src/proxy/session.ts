@@ -309,7 +309,8 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
 
   /**
    * Park until `until` (0: do not wait) for a first health verdict; false when it is not worth it or this
-   * session's wait, fixed when it first parked, is over (it is then placed on what is known, or refused).
+   * session's wait is over (its deadline: set when it first parked, never later, shortened by a window that ends
+   * sooner); it is then placed on what is known, or refused.
    */
   private awaitVerdict(until: number): boolean {
     if (until === 0) return false;
@@ -319,6 +320,10 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
       ctx.log.debug({ listener: this.listener.stats.name, client: this.remoteAddress, pool: this.listener.poolName }, 'session waits for a first health verdict');
     } else if (performance.now() >= this.verdictDeadline) {
       return false;
+    } else if (until < this.verdictDeadline) {
+      // Its first wait was for a pool a reload was adding (bounded by the reload); now that the pool is here, no
+      // longer than its servers' window.
+      this.verdictDeadline = until;
     }
     this.candidates = EMPTY_CANDIDATES;
     ctx.verdictWaits.park(this);

@@ -9,7 +9,7 @@ import type { RefusalReason } from './connack.js';
 
 /** What the waits see of a session (ClientSession). */
 export interface VerdictWaiter {
-  /** Until when it may wait (performance.now() time), fixed when it first parks. */
+  /** Until when it may wait (performance.now() time): set when it first parks, never moved later. */
   readonly verdictDeadline: number;
   /** Try to place it again: it is routed, parked again (before its deadline), or refused. */
   proceed(): void;

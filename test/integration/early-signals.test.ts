@@ -2,14 +2,17 @@
  * Signals that come while the balancer is still loading (src/early-signals.ts): a `systemctl reload` or a logrotate
  * SIGHUP right after the start, or a SIGTERM, before run.ts has its handlers. The config file is a FIFO, so the
  * process sits in the config read (after its modules have loaded, before it has an App) for as long as the test
- * wants: the signal is sent exactly there, deterministically. Before the early handlers, this killed it (exit 129
- * or 143, nothing logged).
+ * wants: the signal is delivered exactly there, deterministically, and only a handler already installed keeps the
+ * process alive (before the early handlers: exit 129 or 143, nothing logged). The read being synchronous, the
+ * handler that then acts on it is run.ts's; the early module's own noting is tested at the end, in a process of
+ * its own.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, constants, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, constants, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { pathToFileURL } from 'node:url';
 import { CLI, sleep } from '../helpers/lb.js';
 import { freePort, startMosquitto, type Broker } from '../helpers/mosquitto.js';
 
@@ -138,5 +141,49 @@ warmUp: 0
     const msgs = s.lines.map((l) => l.msg);
     expect(msgs).toContain('stop requested while starting: stopping once started');
     expect(msgs).not.toContain('listener started');
+  });
+});
+
+/**
+ * The module itself (dist/src/early-signals.js) in a process of its own: what it notes is what run.ts replays. (In
+ * the FIFO cases above the config read is synchronous, so the signal's handler runs after run.ts's own are in
+ * place; here it runs while only the early ones are.)
+ */
+describe('early-signals.ts', () => {
+  const EARLY = pathToFileURL(path.join(path.dirname(CLI), 'early-signals.js')).href;
+
+  function runScript(body: string, args: string[] = []): { status: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string } {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'mqtt-lb-early-'));
+    try {
+      const script = path.join(dir, 'probe.mjs');
+      writeFileSync(script, `const early = await import(${JSON.stringify(EARLY)});\nconst tick = () => new Promise((r) => setTimeout(r, 100));\n${body}\n`);
+      const r = spawnSync(process.execPath, [script, ...args], { encoding: 'utf8', timeout: 10_000 });
+      return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  it('notes a SIGHUP and a SIGTERM for run.ts, and stops noting once taken', () => {
+    const r = runScript(`process.kill(process.pid, 'SIGHUP'); await tick(); process.kill(process.pid, 'SIGTERM'); await tick();
+console.log(JSON.stringify(early.takeEarlySignals()));
+process.on('SIGHUP', () => console.log('run.ts handler')); process.kill(process.pid, 'SIGHUP'); await tick();`);
+    expect(r.signal).toBe(null);
+    expect(r.stdout.trim().split('\n')).toEqual(['{"stop":"SIGTERM","reload":true}', 'run.ts handler']);
+  });
+
+  it('a second stop signal before the balancer has its handlers exits at once (1)', () => {
+    const r = runScript(`process.kill(process.pid, 'SIGINT'); await tick(); process.kill(process.pid, 'SIGTERM'); await tick(); console.log('still here');`);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toBe('mqtt-lb: second SIGTERM while starting: exiting now\n');
+    expect(r.stdout).toBe('');
+  });
+
+  it('other commands keep the default actions', () => {
+    for (const args of [['check', '--config', 'x.yaml'], ['status'], ['--version'], ['keygen']]) {
+      const r = runScript(`process.kill(process.pid, 'SIGTERM'); await tick(); console.log('not stopped');`, args);
+      expect(r.signal, args.join(' ')).toBe('SIGTERM');
+    }
+    expect(runScript(`console.log(JSON.stringify(early.runsBalancer(['run', '--config', 'a.yaml'])))`).stdout.trim()).toBe('true');
   });
 });

@@ -8,7 +8,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { freePort } from '../helpers/mosquitto.js';
 import { lbYaml } from '../helpers/lb-config.js';
-import { startLb, stopAllLbs } from '../helpers/lb.js';
+import { sleep, startLb, stopAllLbs } from '../helpers/lb.js';
 import { CONNACK_OK, delayedBroker, firstClients } from '../helpers/delayed-broker.js';
 
 const HEALTH = { type: 'mqtt' as const, interval: '5s', timeout: '3s' };
@@ -72,5 +72,31 @@ describe('the first clients after a reload', () => {
     expect(await firstClients(port, owned.length, { ids: owned, answerMs: 5000 })).toEqual(owned.map(() => CONNACK_OK));
     expect(moved.clientIds.filter((id) => id.startsWith('sticky-')).sort()).toEqual([...owned].sort());
     expect(f1.clientIds.slice(before).filter((id) => id.startsWith('sticky-'))).toEqual([]);
+  });
+
+  it('waiting for a server that the next reload removes: placed at that reload, not at the end of the window', async () => {
+    const [f1, f2, silent] = [await delayedBroker(0), await delayedBroker(0), await delayedBroker(null)];
+    closers.push(() => f1.close(), () => f2.close(), () => silent.close());
+    const [port, admin] = [await freePort(), await freePort()];
+    const yamlWith = (b2Port: number | null): string =>
+      lbYaml({ port, admin, servers: [{ name: 'b1', port: f1.port }, ...(b2Port === null ? [] : [{ name: 'b2', port: b2Port }])], health: HEALTH });
+    const lb = await startLb(yamlWith(f2.port), { waitReady: `http://127.0.0.1:${admin}/readyz` });
+    const ids = Array.from({ length: 30 }, (_, i) => `gone-${i}`);
+    expect(await firstClients(port, ids.length, { ids })).toEqual(ids.map(() => CONNACK_OK));
+    const owned = ids.filter((id) => f2.clientIds.includes(id)).slice(0, 3);
+    expect(owned.length).toBeGreaterThanOrEqual(1);
+    // b2 moves to a broker that never answers: its clients wait for a verdict due in health.timeout (3 s) ...
+    lb.writeConfig(yamlWith(silent.port));
+    lb.reload();
+    await lb.waitForLog((l) => l.msg === 'config reloaded');
+    const asked = Date.now();
+    const answers = firstClients(port, owned.length, { ids: owned, answerMs: 8000 });
+    await sleep(300);
+    // ... until a reload removes b2: they are placed on b1 at once.
+    lb.writeConfig(yamlWith(null));
+    lb.reload();
+    expect(await answers).toEqual(owned.map(() => CONNACK_OK));
+    expect(Date.now() - asked).toBeLessThan(2500);
+    expect(f1.clientIds.filter((id) => id.startsWith('gone-')).sort()).toEqual(expect.arrayContaining([...owned].sort()));
   });
 });

@@ -231,3 +231,22 @@ describe('VerdictWaits', () => {
     expect([a.placed, b.placed, c.placed]).toEqual([0, 0, 0]);
   });
 });
+
+describe('a server moved again before its first verdict at the new place', () => {
+  it('gets a new window: its clients wait for the probe of the latest place, not the rest of the first one', () => {
+    const spec: PoolSpec = { servers: [{ name: 'b1', host: '10.0.0.1' }, { name: 'b2', host: '10.0.0.2' }] };
+    const pool = new Pool(poolConfig(spec));
+    for (const s of pool.servers) s.setHealth('up');
+    const b2 = byName(pool.servers, 'b2');
+    pool.reconfigure(poolConfig({ servers: [{ name: 'b1', host: '10.0.0.1' }, { name: 'b2', host: '10.0.0.3' }] }));
+    expect(b2.health).toBe('unknown');
+    b2.unknownSince -= 10_000; // the first move long ago: its window is over
+    const key = Array.from({ length: 200 }, (_, i) => clientId(i)).find((k) => ownerWithAllUp(spec, k.toString()) === 'b2')!;
+    const keys = { clientId: key, username: null };
+    expect(pool.verdictWaitUntil(key, pool.candidates(keys))).toBe(0);
+    const before = performance.now();
+    pool.reconfigure(poolConfig({ servers: [{ name: 'b1', host: '10.0.0.1' }, { name: 'b2', host: '10.0.0.4' }] }));
+    expect(b2.unknownSince).toBeGreaterThanOrEqual(before);
+    expect(pool.verdictWaitUntil(key, pool.candidates(keys))).toBeGreaterThan(before + TIMEOUT);
+  });
+});
