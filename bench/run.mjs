@@ -53,10 +53,10 @@ const COMMON = {
 const TESTS = ['connRate', 'msgRate64', 'msgRate16k', 'latency', 'heldMemory'];
 
 /**
- * mqtt-lb targets: `mqtt-lb` (workers: 1, as shipped), `mqtt-lb-wN` (workers: N, node:cluster's default
- * round-robin in the primary) and `mqtt-lb-wN-kernel` (workers: N, NODE_CLUSTER_SCHED_POLICY=none: the
- * kernel spreads connections over the workers' shared listening socket). Process accounting (CPU, RSS, fds)
- * covers the primary and its workers.
+ * mqtt-lb targets: `mqtt-lb` (workers: 1, as shipped), `mqtt-lb-wN` (workers: N, NODE_CLUSTER_SCHED_POLICY=rr:
+ * node:cluster's round robin in the primary) and `mqtt-lb-wN-kernel` (workers: N, NODE_CLUSTER_SCHED_POLICY=none,
+ * mqtt-lb's default with workers: the kernel spreads connections over the workers' shared listening socket).
+ * Process accounting (CPU, RSS, fds) covers the primary and its workers.
  */
 const LB_TARGET = /^mqtt-lb(?:-w(\d+)(-kernel)?)?$/;
 
@@ -72,7 +72,7 @@ function lbStartOptions(base, name) {
 function lbVariant(name) {
   const m = LB_TARGET.exec(name);
   const workers = m?.[1] === undefined ? 1 : Number(m[1]);
-  const env = m?.[2] === undefined ? {} : { NODE_CLUSTER_SCHED_POLICY: 'none' };
+  const env = m?.[1] === undefined ? {} : { NODE_CLUSTER_SCHED_POLICY: m[2] === undefined ? 'rr' : 'none' };
   return { workers, name, env };
 }
 

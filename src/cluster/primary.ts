@@ -3,8 +3,8 @@
  * (health checks run once, here, so every worker routes a client ID the same way), sums their counters
  * for /metrics and /api/status, forwards reloads, and stops them in the contract's order.
  *
- * Scheduling between workers is node:cluster's: round-robin in the primary by default, or the kernel's
- * with NODE_CLUSTER_SCHED_POLICY=none (Node 20 has no reusePort for net).
+ * Scheduling between workers (Node 20 has no reusePort for net): the kernel's by default, every worker accepting
+ * on the shared listening socket; round robin in the primary with NODE_CLUSTER_SCHED_POLICY=rr (schedulingPolicy).
  */
 import cluster, { type Worker } from 'node:cluster';
 import path from 'node:path';
@@ -95,6 +95,7 @@ export class ClusterPrimary {
 
   /** Fork the workers and wait until every one has bound its listeners. */
   async start(): Promise<void> {
+    cluster.schedulingPolicy = schedulingPolicy(process.env.NODE_CLUSTER_SCHED_POLICY);
     const here = path.dirname(fileURLToPath(import.meta.url));
     cluster.setupPrimary({ exec: path.join(here, 'worker-main.js'), args: [], silent: false });
     this.watchServers();
@@ -512,3 +513,15 @@ export class ClusterPrimary {
   }
 }
 
+/**
+ * The kernel's scheduling unless NODE_CLUSTER_SCHED_POLICY=rr asks for node:cluster's round robin (Node's own default
+ * on Linux). Round robin hands every connection from the primary to a worker over IPC: about twice the CPU per
+ * connection setup (bench/README.md: 230 against 110 µs, 5,373 against 8,912 conn/s with two workers), and a
+ * connection that reaches a listener while a reload removes it can be left unanswered, its socket held in the
+ * primary for good (Node's RoundRobinHandle re-queues a connection the last worker declined after it closed the
+ * listening handle; nodejs/node#21746). With the kernel's, each worker accepts for itself; spread over two workers
+ * here 883/1117 to 1079/921 of 2,000 connections (round robin 944/1056 to 1005/995).
+ */
+export function schedulingPolicy(env: string | undefined): number {
+  return env === 'rr' ? cluster.SCHED_RR : cluster.SCHED_NONE;
+}
