@@ -317,7 +317,11 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     const ctx = this.listener.ctx;
     if (this.verdictDeadline === 0) {
       this.verdictDeadline = until;
-      ctx.log.debug({ listener: this.listener.stats.name, client: this.remoteAddress, pool: this.listener.poolName }, 'session waits for a first health verdict');
+      if (ctx.log.isLevelEnabled('debug')) {
+        const info = this.info!;
+        const waitMs = Math.round(until - performance.now());
+        ctx.log.debug({ listener: this.listener.stats.name, client: this.remoteAddress, clientId: clientIdForLog(info.clientId), pool: this.listener.poolName, waitMs }, 'session waits for a first health verdict');
+      }
     } else if (performance.now() >= this.verdictDeadline) {
       return false;
     } else if (until < this.verdictDeadline) {
