@@ -95,7 +95,9 @@ export class ClusterPrimary {
 
   /** Fork the workers and wait until every one has bound its listeners. */
   async start(): Promise<void> {
-    cluster.schedulingPolicy = schedulingPolicy(process.env.NODE_CLUSTER_SCHED_POLICY);
+    const asked = process.env.NODE_CLUSTER_SCHED_POLICY;
+    if (asked !== undefined && asked !== 'rr' && asked !== 'none') this.log.warn({ NODE_CLUSTER_SCHED_POLICY: asked }, 'NODE_CLUSTER_SCHED_POLICY is neither rr nor none: the kernel\'s scheduling');
+    cluster.schedulingPolicy = schedulingPolicy(asked);
     const here = path.dirname(fileURLToPath(import.meta.url));
     cluster.setupPrimary({ exec: path.join(here, 'worker-main.js'), args: [], silent: false });
     this.watchServers();
@@ -515,12 +517,14 @@ export class ClusterPrimary {
 
 /**
  * The kernel's scheduling unless NODE_CLUSTER_SCHED_POLICY=rr asks for node:cluster's round robin (Node's own default
- * on Linux). Round robin hands every connection from the primary to a worker over IPC: about twice the CPU per
- * connection setup (bench/README.md: 230 against 110 µs, 5,373 against 8,912 conn/s with two workers), and a
+ * on Linux). Round robin hands every connection from the primary to a worker over IPC: two to three times the CPU
+ * per connection setup (bench/README.md, two workers: 230 against 110 µs and 5,373 against 8,912 conn/s in session
+ * 5, 390 against 135 µs and 3,513 against 7,534 conn/s in session 15), and a
  * connection that reaches a listener while a reload removes it can be left unanswered, its socket held in the
  * primary for good (Node's RoundRobinHandle re-queues a connection the last worker declined after it closed the
- * listening handle; nodejs/node#21746). With the kernel's, each worker accepts for itself; spread over two workers
- * here 883/1117 to 1079/921 of 2,000 connections (round robin 944/1056 to 1005/995).
+ * listening handle; nodejs/node#21746). With the kernel's, each worker accepts for itself, whichever wins: spread
+ * over two workers here 883/1117 to 1079/921 of 2,000 connections arriving 50 at a time (round robin 944/1056 to
+ * 1005/995), wider in a storm (357/643 of 1,000 at once): each worker's share of the caps fills sooner.
  */
 export function schedulingPolicy(env: string | undefined): number {
   return env === 'rr' ? cluster.SCHED_RR : cluster.SCHED_NONE;

@@ -64,10 +64,10 @@ describe.each(SOCKET_ENGINES)('limits.idleTimeout ($engine sockets)', ({ engine,
     await broker?.stop();
   });
 
-  async function startWith(serverPort: number, limits: string, extra?: string): Promise<{ lb: LbProcess; port: number; admin: number }> {
+  async function startWith(serverPort: number, limits: string, extra?: string, moreEnv: NodeJS.ProcessEnv = {}): Promise<{ lb: LbProcess; port: number; admin: number }> {
     const [port, admin] = [await freePort(), await freePort()];
     const yaml = lbYaml({ port, admin, servers: [{ name: 'b1', port: serverPort }], health: { type: 'tcp', interval: '1s' }, limits, log: '  level: info\n  sessions: true\n', extra });
-    const lb = await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz`, env });
+    const lb = await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz`, env: { ...env, ...moreEnv } });
     expect(await socketEngineOf(lb)).toBe(engine);
     return { lb, port, admin };
   }
@@ -113,7 +113,8 @@ describe.each(SOCKET_ENGINES)('limits.idleTimeout ($engine sockets)', ({ engine,
 
   it('with workers: 2, each worker sweeps its own sessions', async () => {
     broker ??= await startMosquitto();
-    const { lb } = await startWith(broker.port, '  idleTimeout: 1s\n', 'workers: 2\n');
+    // Round robin: the four clients land on both workers in turn (the kernel's scheduling may put all on one).
+    const { lb } = await startWith(broker.port, '  idleTimeout: 1s\n', 'workers: 2\n', { NODE_CLUSTER_SCHED_POLICY: 'rr' });
     const port = Number(/bind: 127\.0\.0\.1:(\d+)/.exec(readFileSync(lb.configFile, 'utf8'))![1]);
     const clients = await Promise.all([0, 1, 2, 3].map(() => connectRaw(port)));
     const ends = clients.map((c, i) => {
@@ -125,6 +126,8 @@ describe.each(SOCKET_ENGINES)('limits.idleTimeout ($engine sockets)', ({ engine,
     // Each got its CONNACK first: the sessions were routed, then closed for silence.
     for (const r of results) expect(r.data.subarray(0, 2)).toEqual(Buffer.from([0x20, 0x02]));
     await lb.waitForLog((l) => l.msg === 'session closed' && l.reason === 'idle');
+    // Both workers' sweeps did it.
+    await lb.waitForLog(() => new Set(lb.logs.filter((l) => l.msg === 'idle sessions closed (limits.idleTimeout)').map((l) => l.worker)).size === 2);
   });
 
   it('a client that resets while paused behind a broker that stopped reading is let go (it went unnoticed before)', async () => {

@@ -464,7 +464,9 @@ describe('workers: 2 (node:cluster)', () => {
     try {
       const [port, admin] = [await freePort(), await freePort()];
       const yamlWith = (b: NamedBroker): string => yamlFor(port, admin, [{ name: 'b1', port: b.port }], 'workers: 2\n');
-      const lb = await startLb(yamlWith(brokers[0]!), { waitReady: `http://127.0.0.1:${admin}/readyz` });
+      // Round robin: the primary deals the clients below to both workers in turn (the kernel's scheduling, the
+      // default, may give all eight to one).
+      const lb = await startLb(yamlWith(brokers[0]!), { waitReady: `http://127.0.0.1:${admin}/readyz`, env: { NODE_CLUSTER_SCHED_POLICY: 'rr' } });
       const workerPids = execFileSync('pgrep', ['-P', String(lb.proc.pid)], { encoding: 'utf8' }).trim().split('\n').map(Number);
       expect(workerPids).toHaveLength(2);
       for (let round = 0; round < 4; round++) {
