@@ -414,7 +414,7 @@ export class App implements TelemetrySource, AdminActions {
     try {
       binds = await this.bindListeners(next, budget, fronts);
     } catch (err) {
-      this.endPendingPools();
+      this.reloadEnded();
       throw err;
     }
     let settled = false;
@@ -430,7 +430,7 @@ export class App implements TelemetrySource, AdminActions {
           }
           await this.applyReload(next, budget, fronts, binds.opened);
         } finally {
-          this.endPendingPools();
+          this.reloadEnded();
         }
       },
       abort: async () => {
@@ -440,7 +440,7 @@ export class App implements TelemetrySource, AdminActions {
           if (this.stopping) await this.closeBinds(binds);
           else await this.undoBinds(binds);
         } finally {
-          this.endPendingPools();
+          this.reloadEnded();
         }
       },
     };
@@ -463,7 +463,7 @@ export class App implements TelemetrySource, AdminActions {
    * not only one that added a pool: one that removed the server they wait for, or set its weight to 0, changes no
    * server's state, and they would sit out their window for a verdict nobody will give.
    */
-  private endPendingPools(): void {
+  private reloadEnded(): void {
     this.pendingPools.clear();
     this.ctx.verdictWaits.wakeSoon();
   }

@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 
 export const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../dist/src/cli.js');
@@ -54,20 +55,8 @@ export async function startLb(yaml: string, opts: { waitPort?: number; waitReady
   const logs: Array<Record<string, unknown>> = [];
   const stderr: string[] = [];
   const waiters = new Set<() => void>();
-  let outBuf = '';
-  proc.stdout!.on('data', (d: Buffer) => {
-    outBuf += d.toString();
-    let nl;
-    while ((nl = outBuf.indexOf('\n')) >= 0) {
-      const line = outBuf.slice(0, nl);
-      outBuf = outBuf.slice(nl + 1);
-      try {
-        logs.push(JSON.parse(line) as Record<string, unknown>);
-      } catch {
-        logs.push({ msg: line });
-      }
-      for (const w of waiters) w();
-    }
+  collectLogLines(proc.stdout!, logs, () => {
+    for (const w of waiters) w();
   });
   proc.stderr!.on('data', (d: Buffer) => stderr.push(d.toString()));
   const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
@@ -122,6 +111,24 @@ export async function startLb(yaml: string, opts: { waitPort?: number; waitReady
   if (opts.waitReady !== undefined) await waitReady(opts.waitReady, lb);
   else if (opts.waitPort !== undefined) await waitPort(opts.waitPort, lb);
   return lb;
+}
+
+/** Each line of `stream` into `into`: parsed as JSON (pino), else as `{ msg: line }`; `onLine` after each. */
+export function collectLogLines(stream: Readable, into: Array<Record<string, unknown>>, onLine?: () => void): void {
+  let buf = '';
+  stream.on('data', (d: Buffer) => {
+    buf += d.toString();
+    for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      try {
+        into.push(JSON.parse(line) as Record<string, unknown>);
+      } catch {
+        into.push({ msg: line });
+      }
+      onLine?.();
+    }
+  });
 }
 
 /** Kill whatever a failed test left running. */

@@ -13,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { pathToFileURL } from 'node:url';
-import { CLI, sleep } from '../helpers/lb.js';
+import { CLI, collectLogLines, sleep } from '../helpers/lb.js';
 import { freePort, startMosquitto, type Broker } from '../helpers/mosquitto.js';
 
 interface Started {
@@ -39,19 +39,7 @@ async function startOnFifo(): Promise<Started> {
     rmSync(dir, { recursive: true, force: true });
   });
   const lines: Array<Record<string, unknown>> = [];
-  let buf = '';
-  proc.stdout!.on('data', (d: Buffer) => {
-    buf += d.toString();
-    for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      try {
-        lines.push(JSON.parse(line) as Record<string, unknown>);
-      } catch {
-        lines.push({ msg: line });
-      }
-    }
-  });
+  collectLogLines(proc.stdout!, lines);
   const exited = new Promise<number | null>((resolve) => proc.on('exit', (code, signal) => resolve(code ?? (signal === null ? null : -1))));
   const wchan = `/proc/${proc.pid}/wchan`;
   for (let i = 0; i < 200; i++) {
