@@ -37,6 +37,7 @@ export const DEFAULTS = {
     timeout: 1_000, // ms (YAML `1s`)
     rise: 2, // consecutive successes to mark up (HAProxy rise 2)
     fall: 3, // consecutive failures to mark down (HAProxy fall 3)
+    port: null, // tcp/mqtt probes: null = the server's own port (HAProxy `check port`)
     mqtt: {
       version: 4, // protocol level: 3 = MQTT 3.1, 4 = 3.1.1, 5 = 5.0
       clientId: null, // null: the health code uses "mqtt-lb-health-<hostname>-<server>"

@@ -51,6 +51,8 @@ export interface HealthConfig {
   timeout: Millis;
   rise: number;
   fall: number;
+  /** Port of the tcp and mqtt probes at each server's host; null = the server's own port (HAProxy's `check port`). */
+  port: number | null;
   mqtt: { version: 3 | 4 | 5; clientId: string | null; username: string | null; password: string | null };
   http: { port: number; path: string };
 }

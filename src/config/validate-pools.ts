@@ -163,6 +163,7 @@ function readHealth(ctx: ValidationContext, pool: MapReader, serverCount: number
     timeout: d.timeout,
     rise: d.rise,
     fall: d.fall,
+    port: d.port,
     mqtt: { ...d.mqtt },
     http: { ...d.http },
   };
@@ -183,6 +184,7 @@ function readHealth(ctx: ValidationContext, pool: MapReader, serverCount: number
       `timeout ${formatDuration(health.timeout)} is not shorter than interval ${formatDuration(health.interval)}: a server that hangs is probed back to back`,
     );
   }
+  health.port = readProbePort(r, m, health.type);
   readHealthMqtt(r, m, health, serverCount);
   const http = m.section('http', KEYS.healthHttp);
   if (http !== undefined) {
@@ -193,6 +195,19 @@ function readHealth(ctx: ValidationContext, pool: MapReader, serverCount: number
     });
   }
   return health;
+}
+
+/** `health.port`: where the tcp and mqtt probes go instead of each server's own port (HAProxy's `check port`). */
+function readProbePort(r: ConfigReader, health: MapReader, type: HealthConfig['type']): number | null {
+  const slot = health.get('port');
+  if (slot === undefined || r.isNull(slot)) return null;
+  const port = r.int(slot, 1, 65535);
+  if (port === undefined) return null;
+  // The http probe has its own port (health.http.port): one that looks like it applies but is ignored would
+  // leave the operator probing a port they did not mean.
+  if (type === 'http') r.error(slot, 'applies to the tcp and mqtt probes; the http probe\'s port is `health.http.port`');
+  else if (type === 'none') r.warn(slot, 'is ignored with `type: none` (nothing is probed)');
+  return port;
 }
 
 function readHealthMqtt(r: ConfigReader, health: MapReader, out: HealthConfig, serverCount: number): void {

@@ -21,10 +21,14 @@ export type ServerProbe = (server: Server, pool: PoolConfig, signal: AbortSignal
 
 export function probeServer(server: Server, pool: PoolConfig, ctx: ServerProbeContext, signal: AbortSignal): Promise<ProbeOutcome> {
   const health = pool.health;
-  const target = { host: server.config.host, port: server.config.port };
+  const port = health.port ?? server.config.port;
+  const target = { host: server.config.host, port };
+  // A PROXY header goes only where the pool's traffic goes: the traffic port speaks it (hence a LOCAL/UNKNOWN
+  // header there), a separate probe port is another listener (HAProxy sends one there only with check-send-proxy).
+  const proxyProtocol = port === server.config.port ? pool.sendProxyProtocol : 'off';
   switch (health.type) {
     case 'tcp':
-      return probeTcp(target, { timeout: health.timeout, proxyProtocol: pool.sendProxyProtocol }, signal);
+      return probeTcp(target, { timeout: health.timeout, proxyProtocol }, signal);
     case 'mqtt':
       return probeMqtt(
         target,
@@ -34,7 +38,7 @@ export function probeServer(server: Server, pool: PoolConfig, ctx: ServerProbeCo
           clientId: healthClientId(health.mqtt.clientId, ctx.hostname, server.name, health.mqtt.version),
           username: health.mqtt.username,
           password: health.mqtt.password,
-          proxyProtocol: pool.sendProxyProtocol,
+          proxyProtocol,
         },
         signal,
       );

@@ -395,6 +395,32 @@ describe('checker against mosquitto', () => {
     expect(log).not.toMatch(/already connected, closing old connection/);
   });
 
+  it("health.port: the tcp and mqtt probes go to that port at the server's host, with no PROXY header", async () => {
+    const b = await broker();
+    const closedPort = await freePort();
+    for (const type of ['mqtt', 'tcp'] as const) {
+      // Traffic port closed, probe port served by mosquitto. The pool sends PROXY v2 to its servers, and
+      // mosquitto (no PROXY support) would close on one: only a probe without it comes back ok.
+      const probedElsewhere = checkerFor(closedPort, { type, port: b.port }, 'test-host', { sendProxyProtocol: 'v2' });
+      probedElsewhere.checker.start();
+      expect(await waitFor(() => probedElsewhere.server.health === 'up', 3000), type).toBe(true);
+      expect(probedElsewhere.server.lastCheck?.result).toBe('ok');
+      await probedElsewhere.checker.close();
+
+      // And the other way round: the traffic port is mosquitto, the probe port closed.
+      const probeClosed = checkerFor(b.port, { type, port: closedPort });
+      probeClosed.checker.start();
+      expect(await waitFor(() => probeClosed.server.health === 'down', 3000), type).toBe(true);
+      expect(probeClosed.server.lastCheck?.result).toBe('refused');
+      await probeClosed.checker.close();
+    }
+    // A probe port equal to the traffic port is the traffic port: the pool's PROXY header goes there as before.
+    const same = checkerFor(b.port, { type: 'mqtt', port: b.port }, 'test-host', { sendProxyProtocol: 'v2' });
+    same.checker.start();
+    expect(await waitFor(() => same.server.health === 'down', 3000)).toBe(true);
+    expect(same.server.lastCheck?.result).not.toBe('ok');
+  });
+
   it('probeNow on a refused server records a result at once', async () => {
     const port = await freePort();
     const { server, checker } = checkerFor(port, { type: 'mqtt', interval: 60_000, timeout: 200 });

@@ -34,6 +34,7 @@ export function healthConfig(type: HealthConfig['type'] = 'mqtt'): HealthConfig 
     timeout: 1000,
     rise: 2,
     fall: 3,
+    port: null,
     mqtt: { version: 4, clientId: null, username: null, password: null },
     http: { port: 18083, path: '/api/v5/status' },
   };

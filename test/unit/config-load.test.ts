@@ -51,6 +51,7 @@ pools:
       timeout: 500ms
       rise: 1
       fall: 5
+      port: 1885
       mqtt: { version: 5, clientId: 'probe-{server}', username: lb, password: secret }
   emqx:
     balance: round-robin
@@ -157,6 +158,7 @@ function expectedFull(file: string): LbConfig {
           timeout: 500,
           rise: 1,
           fall: 5,
+          port: 1885,
           mqtt: { version: 5, clientId: 'probe-{server}', username: 'lb', password: 'secret' },
           http: { port: 18083, path: '/api/v5/status' },
         },
@@ -188,6 +190,7 @@ function expectedFull(file: string): LbConfig {
           timeout: 10_000,
           rise: 2,
           fall: 3,
+          port: null,
           mqtt: { version: 4, clientId: null, username: null, password: null },
           http: { port: 8081, path: '/status' },
         },
@@ -290,6 +293,7 @@ describe('parseConfig', () => {
             timeout: 1_000,
             rise: 2,
             fall: 3,
+            port: null,
             mqtt: { version: 4, clientId: null, username: null, password: null },
             http: { port: 18083, path: '/api/v5/status' },
           },

@@ -457,6 +457,19 @@ admin:
     ]);
   });
 
+  it('health.port: a port or null for the tcp and mqtt probes; an error with http, a warning with none', () => {
+    expect(problems(`${PREFIX}    health: { type: tcp, port: 1884 }\n`)).toEqual([]);
+    expect(problems(`${PREFIX}    health: { port: null }\n`)).toEqual([]);
+    expect(problems(`${PREFIX}    health: { port: 0 }\n`)).toEqual(['lb.yaml:8:21 pools.brokers.health.port: must be an integer between 1 and 65535 (got 0)']);
+    expect(problems(`${PREFIX}    health: { port: "1884" }\n`)).toEqual([expect.stringMatching(/^lb\.yaml:8:21 pools\.brokers\.health\.port: /)]);
+    expect(problems(`${PREFIX}    health: { type: http, port: 1884 }\n`)).toEqual([
+      "lb.yaml:8:33 pools.brokers.health.port: applies to the tcp and mqtt probes; the http probe's port is `health.http.port`",
+    ]);
+    expect(warnings(`${PREFIX}    health: { type: none, port: 1884 }\n`)).toEqual([
+      'lb.yaml:8:33 pools.brokers.health.port: is ignored with `type: none` (nothing is probed)',
+    ]);
+  });
+
   it('warns when every server of a pool would be probed with one fixed MQTT client ID', () => {
     const two = PREFIX.replace('}]', '}, { name: b2, address: "10.0.0.12:1883" }]');
     expect(warnings(`${two}    health: { mqtt: { clientId: probe } }\n`)).toEqual([
