@@ -322,7 +322,9 @@ export class App implements TelemetrySource, AdminActions {
 
   /** TLS/PROXY front and header builder; reads certificate files, so it throws on a bad one. */
   private frontFor(lc: ListenerConfig, config: LbConfig): Fronts {
-    return buildFront(lc, config.pools[lc.pool]!, () => this.config.limits.clientConnectTimeout);
+    // The timeout of the config being started or reloaded to, not this.config (still the old one while a
+    // reload prepares): the TLS server's handshake timeout is fixed when it is built.
+    return buildFront(lc, config.limits.clientConnectTimeout);
   }
 
   private async openListener(lc: ListenerConfig, maxConnections: number, front: Fronts): Promise<void> {

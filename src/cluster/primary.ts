@@ -127,6 +127,7 @@ export class ClusterPrimary {
           case 'ready':
             slot.ready = true;
             clearTimeout(timer);
+            if (respawned) this.log.info({ worker: index, pid: worker.process.pid }, 'worker restarted');
             // A reload committed while it started: it runs the config it was given; bring it up to date.
             this.catchUp(slot);
             this.send(worker, { t: 'states', states: this.states() });

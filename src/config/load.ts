@@ -160,7 +160,7 @@ function parseText(text: string, file: string, opts: ParseOptions, out: ProblemC
 
   const absFile = resolve(file);
   const { config, files } = validateDocument(new ConfigReader(doc, out), absFile, dirname(absFile));
-  if (opts.checkFiles === true) checkFiles(files, out);
+  if (opts.checkFiles === true) checkFiles(files, out, config);
 
   const problems = out.sortedProblems();
   return { config: problems.length === 0 ? config : null, problems, warnings: out.sortedWarnings() };
@@ -220,12 +220,12 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LbConfig {
   return outcome.config;
 }
 
-function checkFiles(files: FileRef[], out: ProblemCollector): void {
+function checkFiles(files: FileRef[], out: ProblemCollector, config: LbConfig): void {
   const usable = new Map<string, FileRef>();
   for (const f of files) {
     if (checkFile(f, out)) usable.set(f.path, f);
   }
-  checkTlsMaterial(usable, out);
+  checkTlsMaterial(usable, out, config);
   checkFailoverKey(usable.get('failover.authKeyFile'), out);
 }
 
@@ -239,19 +239,24 @@ function checkFailoverKey(ref: FileRef | undefined, out: ProblemCollector): void
 /**
  * Each listener's TLS files, whose existence passed: read and loaded as start would (tls-material.ts), so that
  * a certificate that does not match its key, or a CA file of no certificate, fails `check` and not the start.
+ * What passed is kept in the config (`tls.material`): the bytes checked are the bytes served.
  */
-function checkTlsMaterial(usable: Map<string, FileRef>, out: ProblemCollector): void {
+function checkTlsMaterial(usable: Map<string, FileRef>, out: ProblemCollector, config: LbConfig): void {
   for (const [path, cert] of usable) {
-    const m = /^(listeners\[\d+\]\.tls)\.cert$/.exec(path);
+    const m = /^(listeners\[(\d+)\]\.tls)\.cert$/.exec(path);
     if (m === null) continue;
     const key = usable.get(`${m[1]}.key`);
     if (key === undefined) continue;
     const ca = usable.get(`${m[1]}.ca`);
     let certBytes: Buffer;
+    let keyBytes: Buffer;
+    let caBytes: Buffer | null;
     let problem: TlsMaterialProblem | null;
     try {
       certBytes = readFileSync(cert.resolved);
-      problem = tlsMaterialProblem(certBytes, readFileSync(key.resolved), ca === undefined ? null : readFileSync(ca.resolved));
+      keyBytes = readFileSync(key.resolved);
+      caBytes = ca === undefined ? null : readFileSync(ca.resolved);
+      problem = tlsMaterialProblem(certBytes, keyBytes, caBytes);
     } catch (err) {
       out.error(cert.at, m[1], `cannot read: ${(err as Error).message}`);
       continue;
@@ -262,6 +267,8 @@ function checkTlsMaterial(usable: Map<string, FileRef>, out: ProblemCollector): 
     else {
       const warning = tlsCertificateWarning(certBytes);
       if (warning !== null) out.warn(cert.at, `${m[1]}.cert`, warning);
+      const tls = config.listeners[Number(m[2])]?.tls;
+      if (tls?.cert === cert.resolved) tls.material = { cert: certBytes.toString('utf8'), key: keyBytes.toString('utf8'), ca: caBytes?.toString('utf8') ?? null };
     }
   }
 }

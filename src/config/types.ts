@@ -17,6 +17,18 @@ export interface TlsConfig {
   ca: string | null;
   requestCert: boolean;
   certAsUsername: boolean;
+  /**
+   * The files' PEM text as read and checked when the config was loaded (start, reload): what runs. Workers,
+   * restarted ones too, build their TLS servers from it, never from the files again, which may have changed
+   * since (a rejected reload, files staged before a SIGHUP). null: a config parsed without reading its files.
+   */
+  material: TlsMaterial | null;
+}
+
+export interface TlsMaterial {
+  cert: string;
+  key: string;
+  ca: string | null;
 }
 
 export interface ListenerConfig {

@@ -82,6 +82,7 @@ function readTls(ctx: ValidationContext, listener: MapReader): TlsConfig | null 
     ca: caSlot === undefined || r.isNull(caSlot) ? DEFAULTS.tls.ca : (ctx.filePath(caSlot) ?? null),
     requestCert: m.bool('requestCert', DEFAULTS.tls.requestCert),
     certAsUsername: m.bool('certAsUsername', DEFAULTS.tls.certAsUsername),
+    material: null, // read with the files (load.ts), when they are checked
   };
   const certAsUsernameSlot = m.get('certAsUsername');
   if (tls.certAsUsername && !tls.requestCert && certAsUsernameSlot !== undefined) {

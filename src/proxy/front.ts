@@ -15,7 +15,6 @@ import { tlsMaterialProblem } from '../config/tls-material.js';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Socket } from 'node:net';
-import type { Logger } from 'pino';
 import type { ListenerConfig, PoolConfig } from '../config/types.js';
 import { ErrorCodes, MqttLbError } from '../errors.js';
 import { CidrSet } from './cidr.js';
@@ -85,13 +84,17 @@ export class ConnectionFront implements Front {
   private readonly trusted: CidrSet | null;
   private readonly tlsServer: tls.Server | null;
   private readonly certAsUsername: boolean;
-  private readonly timeoutMs: () => number;
+  private readonly timeoutMs: number;
 
-  constructor(lc: ListenerConfig, timeoutMs: () => number) {
+  /**
+   * `clientConnectTimeoutMs` is that of the config this front is built for: every reload builds new fronts
+   * (certificates are re-read) and installs them when it commits, so a changed timeout comes with them.
+   */
+  constructor(lc: ListenerConfig, clientConnectTimeoutMs: number) {
     this.trusted = lc.acceptProxyProtocol.length > 0 ? new CidrSet(lc.acceptProxyProtocol) : null;
-    this.timeoutMs = timeoutMs;
+    this.timeoutMs = clientConnectTimeoutMs;
     this.certAsUsername = lc.tls?.certAsUsername === true;
-    this.tlsServer = lc.tls === null ? null : buildTlsServer(lc, timeoutMs());
+    this.tlsServer = lc.tls === null ? null : buildTlsServer(lc, clientConnectTimeoutMs);
   }
 
   accept(socket: Socket, listener: Listener): void {
@@ -99,7 +102,7 @@ export class ConnectionFront implements Front {
     const state: FrontState = { listener, front: this, raw: socket, acceptedAt: Date.now(), timer: null, buf: null, remote: undefined, destination: undefined, proxyHeaderBytes: 0, inTls: false, done: false };
     (socket as Tagged)[kFront] = state;
     // The PROXY header and the TLS handshake are inside the client's connect deadline, from accept.
-    state.timer = setTimeout(onFrontTimeout, this.timeoutMs(), state);
+    state.timer = setTimeout(onFrontTimeout, this.timeoutMs, state);
     socket.on('close', onFrontClose);
     socket.on('error', noop);
     if (this.trusted !== null && this.trusted.has(socket.remoteAddress ?? '')) {
@@ -277,14 +280,24 @@ function readFileFor(lc: ListenerConfig, key: string, path: string): Buffer {
   }
 }
 
-/** Reads the certificate files now (start and every reload) and builds the non-listening TLS server. */
-function buildTlsServer(lc: ListenerConfig, handshakeTimeoutMs: number): tls.Server {
+/** The certificate files, read now and checked: for a config loaded without reading them (tls.material null). */
+function readTlsMaterial(lc: ListenerConfig): { cert: string | Buffer; key: string | Buffer; ca: string | Buffer | null } {
   const t = lc.tls!;
   const cert = readFileFor(lc, 'cert', t.cert);
   const key = readFileFor(lc, 'key', t.key);
   const ca = t.ca !== null ? readFileFor(lc, 'ca', t.ca) : null;
   const problem = tlsMaterialProblem(cert, key, ca);
   if (problem !== null) throw new MqttLbError(ErrorCodes.START_FILE, `listener ${lc.name}: bad TLS material: tls.${problem.field}: ${problem.message}`);
+  return { cert, key, ca };
+}
+
+/**
+ * Builds the non-listening TLS server (start and every reload) from the PEM text the config was loaded with,
+ * which loading checked; the files are read here only for a config that carries none.
+ */
+function buildTlsServer(lc: ListenerConfig, handshakeTimeoutMs: number): tls.Server {
+  const t = lc.tls!;
+  const { cert, key, ca } = t.material ?? readTlsMaterial(lc);
   let server: tls.Server;
   try {
     server = tls.createServer({
@@ -343,10 +356,8 @@ export function proxyHeaderFor(session: ClientSession, pool: { config: PoolConfi
 }
 
 /** The front and header builder a listener needs (front null when it needs neither TLS nor PROXY). */
-export function buildFront(lc: ListenerConfig, pool: PoolConfig, limits: { clientConnectTimeout: number } | (() => number), _log?: Logger): [Front | null, ProxyHeaderBuilder | null] {
-  const timeout = typeof limits === 'function' ? limits : () => limits.clientConnectTimeout;
-  const front = lc.tls !== null || lc.acceptProxyProtocol.length > 0 ? new ConnectionFront(lc, timeout) : null;
+export function buildFront(lc: ListenerConfig, clientConnectTimeoutMs: number): [Front | null, ProxyHeaderBuilder | null] {
+  const front = lc.tls !== null || lc.acceptProxyProtocol.length > 0 ? new ConnectionFront(lc, clientConnectTimeoutMs) : null;
   // The builder reads the pool's sendProxyProtocol at dial time, so a reload switching it applies at once.
-  void pool;
   return [front, proxyHeaderFor];
 }

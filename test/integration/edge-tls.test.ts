@@ -7,6 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import net from 'node:net';
 import tls from 'node:tls';
+import { execFileSync } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
 import mqttPacket from 'mqtt-packet';
 import mqtt from 'mqtt';
@@ -371,6 +372,74 @@ describe('certificates reloaded on SIGHUP', () => {
     } finally {
       rmSync(certPath, { force: true });
       rmSync(keyPath, { force: true });
+      await broker.stop();
+    }
+  });
+});
+
+describe('a restarted worker (workers: 2)', () => {
+  it('serves the certificate of the running config, not the files as they are now on disk', async () => {
+    const broker = await startMosquitto();
+    const certPath = `${pki.dir}/restart.crt`;
+    const keyPath = `${pki.dir}/restart.key`;
+    pki.issueServer('server-one', certPath, keyPath);
+    try {
+      const [port, admin] = [await freePort(), await freePort()];
+      const yaml = tlsLbYaml({ port, admin, server: { name: 'm1', port: broker.port }, tls: `      cert: ${certPath}\n      key: ${keyPath}` }) + 'workers: 2\n';
+      // Round robin: each worker takes every other connection, so both are asked below.
+      const lb = await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz`, env: { NODE_CLUSTER_SCHED_POLICY: 'rr' } });
+      const ca = pki.read(pki.caCert);
+      pki.issueServer('server-two', certPath, keyPath);
+      lb.reload();
+      await lb.waitForLog((l) => l.msg === 'config reloaded');
+      // The files change with no reload: a broken certificate now, a good third one later. Neither runs.
+      writeFileSync(certPath, 'not a certificate\n');
+      const [victim] = execFileSync('pgrep', ['-P', String(lb.proc.pid)], { encoding: 'utf8' }).trim().split('\n').map(Number);
+      process.kill(victim!, 'SIGKILL');
+      await lb.waitForLog((l) => l.msg === 'worker restarted' || l.msg === 'worker restart failed', 15_000);
+      expect(lb.logs.map((l) => l.msg)).not.toContain('worker restart failed');
+      pki.issueServer('server-three', certPath, keyPath);
+      const seen: Array<string | null> = [];
+      for (let i = 0; i < 12; i++) seen.push((await tlsExchange(port, { ca }, null, 300)).serverCn);
+      expect(seen).toEqual(Array(12).fill('server-two'));
+      expect(await lb.stop()).toBe(0);
+    } finally {
+      rmSync(certPath, { force: true });
+      rmSync(keyPath, { force: true });
+      await broker.stop();
+    }
+  });
+});
+
+describe('clientConnectTimeout changed by a reload', () => {
+  it.each([
+    { name: 'one process', extra: '' },
+    { name: 'workers: 2', extra: 'workers: 2\n' },
+  ])('a raised timeout applies to TLS handshakes after the reload, not the old one ($name)', async ({ extra }) => {
+    const broker = await startMosquitto();
+    try {
+      const [port, admin] = [await freePort(), await freePort()];
+      const yamlWith = (timeout: string): string =>
+        tlsLbYaml({ port, admin, server: { name: 'm1', port: broker.port }, tls: `      cert: ${pki.serverCert}\n      key: ${pki.serverKey}`, timeout }) + extra;
+      const lb = await startLb(yamlWith('1s'), { waitReady: `http://127.0.0.1:${admin}/readyz` });
+      lb.writeConfig(yamlWith('3s'));
+      lb.reload();
+      await lb.waitForLog((l) => l.msg === 'config reloaded');
+      // The first 5 bytes of a ClientHello record, then nothing: closed by the new deadline, 3 s from accept.
+      // (Before the fix the TLS server kept the old value + 1 s, its backstop: 2 s, counted tls_handshake.)
+      const stalled = await Promise.all([0, 1, 2, 3].map(() => exchange(port, [Buffer.from('1603010200', 'hex')], { waitMs: 8000 })));
+      for (const s of stalled) {
+        expect(s.closed).toBe(true);
+        expect(s.elapsedMs).toBeGreaterThanOrEqual(2800);
+        expect(s.elapsedMs).toBeLessThan(6000);
+      }
+      // With workers the primary's counters follow the workers' reports: look for a bounded while.
+      const timeouts = (): Promise<number> => metric(admin, /mqtt_lb_connect_rejected_total\{listener="edge",reason="timeout"\} (\d+)/);
+      const until = Date.now() + 5000;
+      while ((await timeouts()) !== 4 && Date.now() < until) await sleep(100);
+      expect(await timeouts()).toBe(4);
+      expect(await lb.stop()).toBe(0);
+    } finally {
       await broker.stop();
     }
   });

@@ -67,6 +67,8 @@ describe('files named by the config', () => {
       ca: join(dir, 'ca.crt'),
       requestCert: false,
       certAsUsername: false,
+      // The files' text as checked: what the TLS servers (every worker's, restarted ones too) are built from.
+      material: { cert: pki.read(pki.serverCert).toString(), key: pki.read(pki.serverKey).toString(), ca: pki.read(pki.caCert).toString() },
     });
     expect(config.failover!.authKeyFile).toBe(join(dir, 'failover.key'));
     expect(config.failover!.notify).toBe(join(dir, 'hooks/notify.sh'));
@@ -89,6 +91,7 @@ describe('files named by the config', () => {
     const out = parseConfig(CONFIG, join(dir, 'lb.yaml'));
     expect(out.problems).toEqual([]);
     expect(out.config).not.toBeNull();
+    expect(out.config!.listeners[0]!.tls!.material).toBeNull();
   });
 
   it('loadConfig checks files and throws ConfigError', () => {

@@ -133,6 +133,7 @@ function expectedFull(file: string): LbConfig {
           ca: '/etc/mqtt-lb/ca.crt',
           requestCert: true,
           certAsUsername: true,
+          material: null, // parsed without reading the files
         },
         acceptProxyProtocol: [],
       },
