@@ -105,7 +105,10 @@ export class ConnectionFront implements Front {
     state.timer = setTimeout(onFrontTimeout, this.timeoutMs, state);
     socket.on('close', onFrontClose);
     socket.on('error', noop);
-    if (this.trusted !== null && this.trusted.has(socket.remoteAddress ?? '')) {
+    // Read now: net.Socket keeps it once read, so the log line of a failed handshake still has it after a refused
+    // certificate has closed the socket (its address can no longer be asked then).
+    const peer = socket.remoteAddress;
+    if (this.trusted !== null && this.trusted.has(peer ?? '')) {
       // A trusted source MUST start with a PROXY header (strict: no fallback to "no header").
       socket.on('data', onProxyData);
       return;

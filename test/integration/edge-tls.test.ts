@@ -15,7 +15,7 @@ import { createTestPki, type TestPki, type CertFiles } from '../helpers/tls-cert
 import { lbYaml, type ServerSpec } from '../helpers/lb-config.js';
 import { startMosquitto, freePort, type Broker } from '../helpers/mosquitto.js';
 import { startProxyAwareBroker, type ProxyAwareBroker } from '../helpers/proxy-server.js';
-import { startLb, stopAllLbs, sleep } from '../helpers/lb.js';
+import { startLb, stopAllLbs, sleep, type LbProcess } from '../helpers/lb.js';
 import { connectPacket, connectRaw, parsePackets, exchange } from '../helpers/raw-client.js';
 
 interface TlsOutcome {
@@ -237,6 +237,7 @@ describe('mutual TLS with certAsUsername and PROXY v2 TLVs', () => {
   let admin: number;
   let device: CertFiles;
   let rogue: CertFiles;
+  let lb: LbProcess;
   beforeAll(async () => {
     device = pki.issueClient('device-42');
     rogue = pki.issueRogueClient('device-42');
@@ -249,7 +250,7 @@ describe('mutual TLS with certAsUsername and PROXY v2 TLVs', () => {
       tls: `      cert: ${pki.serverCert}\n      key: ${pki.serverKey}\n      ca: ${pki.caCert}\n      requestCert: true\n      certAsUsername: true`,
       pool: '    sendProxyProtocol: v2\n',
     });
-    await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
+    lb = await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
   });
   afterAll(async () => {
     await stopAllLbs();
@@ -295,10 +296,18 @@ describe('mutual TLS with certAsUsername and PROXY v2 TLVs', () => {
     const bad = await tlsExchange(port, { ca, cert: pki.read(rogue.cert), key: pki.read(rogue.key) }, connectPacket({ clientId: 'rogue' }));
     expect(bad.data.length).toBe(0);
     expect(bad.closed).toBe(true);
+    // The same over TLS 1.2, where the server refuses the certificate inside the handshake.
+    const bad12 = await tlsExchange(port, { ca, cert: pki.read(rogue.cert), key: pki.read(rogue.key), maxVersion: 'TLSv1.2' }, connectPacket({ clientId: 'rogue' }));
+    expect(bad12.secure).toBe(false);
+    expect(bad12.closed).toBe(true);
     await sleep(300);
     expect(broker.connections.length).toBe(before);
     const rejectedAfter = await metric(admin, /mqtt_lb_connect_rejected_total\{listener="edge",reason="tls_handshake"\} (\d+)/);
-    expect(rejectedAfter - (Number.isNaN(rejectedBefore) ? 0 : rejectedBefore)).toBe(2);
+    expect(rejectedAfter - (Number.isNaN(rejectedBefore) ? 0 : rejectedBefore)).toBe(3);
+    // The debug line of each failed handshake names the client, also once the refusal has closed its socket.
+    const failed = lb.logs.filter((l) => l.msg === 'TLS handshake failed');
+    expect(failed.length).toBeGreaterThan(0);
+    for (const l of failed) expect(l.client).toBe('127.0.0.1');
   });
 
   it('a CONNECT whose username grows past maxConnectBytes is closed, not forwarded (the length is checked again)', async () => {
