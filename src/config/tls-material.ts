@@ -31,6 +31,10 @@ export function tlsMaterialProblem(cert: Buffer, key: Buffer, ca: Buffer | null)
   // OpenSSL compares a key only with a certificate of its own type (an EC key beside an RSA certificate passed
   // and every handshake then failed): compare them here whatever their types.
   if (!leaf.checkPrivateKey(privateKey)) {
+    const owner = keyOwnerInChain(cert, privateKey);
+    if (owner !== null) {
+      return { field: 'cert', message: `the certificates are in the wrong order: the key belongs to certificate ${owner.index} of ${owner.count}; the server's own certificate must come first, then its intermediates` };
+    }
     const certType = leaf.publicKey.asymmetricKeyType ?? 'unknown';
     return { field: 'key', message: `the key does not belong to the certificate (a ${privateKey.asymmetricKeyType ?? 'unknown'} key; the certificate's is ${certType})` };
   }
@@ -49,6 +53,19 @@ export function tlsMaterialProblem(cert: Buffer, key: Buffer, ca: Buffer | null)
       new X509Certificate(block);
     } catch (err) {
       return { field: 'ca', message: `certificate ${i + 1} of ${blocks.length} cannot be read: ${(err as Error).message}` };
+    }
+  }
+  return null;
+}
+
+/** Which later certificate of the chain file the key belongs to (1-based), if one does: a chain in reverse order. */
+function keyOwnerInChain(cert: Buffer, privateKey: KeyObject): { index: number; count: number } | null {
+  const blocks = cert.toString('latin1').match(CERT_BLOCK) ?? [];
+  for (let i = 1; i < blocks.length; i++) {
+    try {
+      if (new X509Certificate(blocks[i]!).checkPrivateKey(privateKey)) return { index: i + 1, count: blocks.length };
+    } catch {
+      // an unreadable block is OpenSSL's to refuse below
     }
   }
   return null;

@@ -132,6 +132,11 @@ describe('files named by the config', () => {
     expect(problemsWith(() => writeFileSync(join(dir, 'ca.crt'), pki.read(pki.serverKey)))).toEqual([
       `${file}:8:11 listeners[0].tls.ca: holds no PEM certificate (-----BEGIN CERTIFICATE-----)`,
     ]);
+    // A chain in reverse order (issuer first): said so, at the certificate file.
+    const reversed = Buffer.concat([pki.read(pki.caCert), pki.read(pki.serverCert)]);
+    expect(problemsWith(() => writeFileSync(join(dir, 'certs/server.crt'), reversed))).toEqual([
+      `${file}:6:13 listeners[0].tls.cert: the certificates are in the wrong order: the key belongs to certificate 2 of 2; the server's own certificate must come first, then its intermediates`,
+    ]);
     // A key of another type (RSA beside the EC certificate): OpenSSL alone let it pass, and every handshake failed.
     const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' });
     expect(problemsWith(() => writeFileSync(join(dir, 'certs/server.key'), rsa))).toEqual([
