@@ -383,7 +383,7 @@ export class App implements TelemetrySource, AdminActions {
       for (const l of this.listenerMap.values()) if (!l.listening || !l.acceptHealthy) listenerFailed = true;
     }
     let poolsWithoutServer = 0;
-    for (const p of this.poolMap.values()) if (!p.servers.some((s) => s.health === 'up')) poolsWithoutServer++;
+    for (const p of this.servedPools()) if (!p.servers.some((s) => s.health === 'up')) poolsWithoutServer++;
     fo.setTracking(computeTracking(fc.track, { listenerFailed, poolsWithoutServer }));
   }
 
@@ -790,7 +790,7 @@ export class App implements TelemetrySource, AdminActions {
       // Before start() has bound them the map above is empty (a reload changes it in steps: not judged by it).
       return { ok: false, reason: 'starting: the listeners are not bound yet' };
     }
-    for (const p of this.poolMap.values()) {
+    for (const p of this.servedPools()) {
       // The servers that can take a session (what CONNACK no_server is measured against): up, ready, weight > 0.
       if (p.servers.some((s) => s.acceptsNew)) continue;
       if (!p.servers.some((s) => s.health === 'up')) {
@@ -801,6 +801,15 @@ export class App implements TelemetrySource, AdminActions {
       return { ok: false, reason: `pool ${p.name} has no server taking new sessions (every server up is drained, in maintenance or of weight 0)` };
     }
     return { ok: true };
+  }
+
+  /**
+   * The pools some listener sends clients to. A pool no listener uses (`check` warns of it) serves nobody: its
+   * outage must not take a working host out of its load balancer's rotation (/readyz) or lower its VRRP priority.
+   */
+  private *servedPools(): Iterable<Pool> {
+    const used = new Set(this.config.listeners.map((l) => l.pool));
+    for (const p of this.poolMap.values()) if (used.has(p.name)) yield p;
   }
 
   /** An immediate probe of one server (a worker's dial to it failed). */

@@ -81,4 +81,20 @@ describe('the first clients after start', () => {
     expect(line.ms).toBeGreaterThanOrEqual(900);
     expect(line.ms).toBeLessThan(1500 + 1000); // timeout + the guard's margin, and a loaded CI machine
   });
+  it('a pool that no listener uses does not make the balancer unready when its servers are down', async () => {
+    const live = await broker(0);
+    closers.push(() => live.close());
+    const [port, admin, gone] = [await freePort(), await freePort(), await freePort()];
+    const spare = `  spare:\n    servers:\n      - { name: gone, address: "127.0.0.1:${gone}" }\n    health: { type: tcp, interval: 500ms, timeout: 400ms }\n`;
+    const yaml = lbYaml({ port, admin, servers: [{ name: 'b1', port: live.port }], health: { type: 'mqtt', interval: '500ms', timeout: '400ms' } }).replace(/^admin:\n/m, `${spare}admin:\n`);
+    expect(yaml).toContain('  spare:');
+    const lb = await startLb(yaml, { waitPort: admin });
+    await lb.waitForLog((l) => l.msg === 'mqtt-lb started');
+    // The spare pool's only server is refused from the first probe on: /readyz (what an outer load balancer
+    // checks) and the ready gauge still say ready, since no client can be sent there.
+    const readyz = await fetch(`http://127.0.0.1:${admin}/readyz`);
+    expect(`${readyz.status} ${(await readyz.text()).trim()}`).toBe('200 ready');
+    expect(await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text()).toMatch(/^mqtt_lb_ready 1$/m);
+    expect(await firstClients(port, 1)).toEqual([CONNACK_OK]);
+  });
 });
