@@ -21,6 +21,10 @@ export function createLogger(config: LogConfig, destination?: DestinationStream)
       timestamp: pino.stdTimeFunctions.isoTime,
       // CONNECT credentials never reach a log line even if a caller logs a whole object by mistake.
       redact: { paths: ['password', '*.password'], censor: '[redacted]' },
+      // An error's cause as an object of its own: our messages already say what the cause says (pino's default
+      // serializer appends every cause's message to the error's, which then read twice).
+      serializers: { err: pino.stdSerializers.errWithCause },
+      formatters: { log: withErrorCode },
     },
     destination ?? stdout!,
   );
@@ -29,6 +33,16 @@ export function createLogger(config: LogConfig, destination?: DestinationStream)
       log.warn({ code: ErrorCodes.LOG_LINES_DROPPED, dropped, bufferBytes: config.bufferBytes }, 'log lines dropped: the log reader did not keep up');
   }
   return log;
+}
+
+/**
+ * docs/errors.md: "in the JSON log the code is the line's `code` field". A line logged with `{ err }` alone gets
+ * the code of the error when it is one of ours (MQLB_...), so that a line is matched on `code` whatever logged it.
+ */
+function withErrorCode(fields: Record<string, unknown>): Record<string, unknown> {
+  if (fields.code !== undefined) return fields;
+  const code = (fields.err as { code?: unknown } | null | undefined)?.code;
+  return typeof code === 'string' && code.startsWith('MQLB_') ? { code, ...fields } : fields;
 }
 
 export type { Logger };

@@ -1,5 +1,6 @@
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
+import { ErrorCodes, MqttLbError } from '../../src/errors.js';
 import { createLogger } from '../../src/telemetry/logger.js';
 
 function sink(): { stream: Writable; lines: () => Array<Record<string, unknown>> } {
@@ -27,6 +28,22 @@ describe('createLogger', () => {
     expect(new Date(got[0]!.time as string).toISOString()).toBe(got[0]!.time);
     expect(got[1]).toMatchObject({ level: 40, component: 'health', msg: 'probe failed' });
     expect((got[1]!.err as { message: string; stack: string }).message).toBe('boom');
+  });
+
+  it("gives a line the code of an MqttLbError logged as err, and keeps a cause apart from the message", () => {
+    const { stream, lines } = sink();
+    const log = createLogger({ level: 'info', sessions: false, bufferBytes: 65_536 }, stream);
+    const cause = Object.assign(new Error("ENOENT: no such file or directory, open 'lb.yaml'"), { code: 'ENOENT' });
+    log.error({ err: new MqttLbError(ErrorCodes.CONFIG_READ, `cannot read config file lb.yaml: ${cause.message}`, { cause }) }, 'config reload failed');
+    log.error({ err: cause }, 'not ours');
+    log.error({ code: ErrorCodes.START_BIND, err: new MqttLbError(ErrorCodes.CONFIG_READ, 'x') }, 'explicit code wins');
+    const [ours, theirs, explicit] = lines();
+    expect(ours).toMatchObject({ code: 'MQLB_CONFIG_READ', msg: 'config reload failed' });
+    const err = ours!.err as { message: string; cause: { code: string } };
+    expect(err.message).toBe("cannot read config file lb.yaml: ENOENT: no such file or directory, open 'lb.yaml'");
+    expect(err.cause.code).toBe('ENOENT');
+    expect(theirs!.code).toBeUndefined();
+    expect(explicit!.code).toBe('MQLB_START_BIND');
   });
 
   it('honours silent and debug', () => {
