@@ -15,11 +15,13 @@ import { workerCount } from './cluster/messages.js';
 import { workerShare, workerShareWarnings } from './cluster/share.js';
 
 const USAGE = `usage:
-  mqtt-lb [--config FILE]               run the balancer (default ./lb.yaml)
+  mqtt-lb [run] [--config FILE]         run the balancer (default ./lb.yaml)
   mqtt-lb check [--config FILE]         validate a configuration
   mqtt-lb status [--admin URL]          status of a running instance (default http://127.0.0.1:9883)
   mqtt-lb keygen                        print a new failover key (base64 of 32 random bytes)
+  mqtt-lb help | --help                 this text
   mqtt-lb --version
+  (-c FILE is --config FILE; --config=FILE and --admin=URL work too)
 `;
 
 interface Args {
@@ -34,7 +36,7 @@ function parseArgs(argv: string[]): Args | string {
   let i = 0;
   if (argv[0] !== undefined && !argv[0].startsWith('-')) {
     const c = argv[0];
-    if (c !== 'check' && c !== 'status' && c !== 'keygen' && c !== 'run') return `unknown command: ${c}`;
+    if (c !== 'check' && c !== 'status' && c !== 'keygen' && c !== 'run' && c !== 'help') return `unknown command: ${c}`;
     args.command = c;
     i = 1;
   }
@@ -129,9 +131,17 @@ async function main(): Promise<number> {
       return 0;
     }
     case 'status': {
-      const { fetchStatus, formatStatus } = await import('./telemetry/status-client.js');
+      const { DEFAULT_ADMIN_URL, fetchStatus, formatStatus, statusUrl } = await import('./telemetry/status-client.js');
+      const admin = args.admin ?? DEFAULT_ADMIN_URL;
       try {
-        const status = await fetchStatus(args.admin ?? 'http://127.0.0.1:9883');
+        statusUrl(admin);
+      } catch (err) {
+        // A URL that cannot be an admin server's is a usage error (exit 1), not an unreachable server (exit 2).
+        printErr(`mqtt-lb: ${(err as Error).message}\n${USAGE}`);
+        return 1;
+      }
+      try {
+        const status = await fetchStatus(admin);
         printOut(formatStatus(status));
         return 0;
       } catch (err) {

@@ -18,6 +18,9 @@ export function statusUrl(adminUrl: string): URL {
   } catch {
     throw new Error(`not an admin URL: ${adminUrl} (e.g. http://127.0.0.1:9883 or 127.0.0.1:9883)`);
   }
+  if (base.protocol !== 'http:' && base.protocol !== 'https:') {
+    throw new Error(`not an admin URL: ${adminUrl} (the admin server speaks http: or https:, e.g. http://127.0.0.1:9883)`);
+  }
   if (!base.pathname.endsWith('/')) base.pathname += '/';
   return new URL('api/status', base);
 }

@@ -168,6 +168,18 @@ pools:
     const r = run(['--bogus']);
     expect(r.status).toBe(1);
     expect(r.stderr).toContain('unknown option');
+    // An admin URL that no admin server can have is one too (exit 1), not an unreachable server (exit 2).
+    const ftp = run(['status', '--admin', 'ftp://127.0.0.1:9883']);
+    expect(ftp.status).toBe(1);
+    expect(ftp.stderr).toContain('not an admin URL: ftp://127.0.0.1:9883');
+  });
+
+  it('help, as a command or a flag, prints the usage with every command and exits 0', () => {
+    for (const argv of [['help'], ['--help'], ['-h']]) {
+      const r = run(argv);
+      expect(r.status, argv.join(' ')).toBe(0);
+      for (const command of ['run', 'check', 'status', 'keygen', 'help']) expect(r.stdout).toContain(`mqtt-lb ${command === 'run' ? '[run]' : command}`);
+    }
   });
 
   it('the installed command execs node itself with its runtime settings: one process, signals reach the balancer', async () => {

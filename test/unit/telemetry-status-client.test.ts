@@ -90,6 +90,11 @@ describe('statusUrl', () => {
     expect(statusUrl('https://lb.example/mqtt-lb').href).toBe('https://lb.example/mqtt-lb/api/status');
     expect(statusUrl('[::1]:9883').href).toBe('http://[::1]:9883/api/status');
   });
+
+  it('refuses what no admin server can be: another scheme, no host', () => {
+    expect(() => statusUrl('ftp://127.0.0.1:9883')).toThrow('not an admin URL: ftp://127.0.0.1:9883');
+    expect(() => statusUrl('http://')).toThrow('not an admin URL');
+  });
 });
 
 describe('formatStatus', () => {
