@@ -41,6 +41,27 @@ const FOREIGN_NAMES: Readonly<Record<string, string>> = {
   certificate: 'cert',
   privatekey: 'key',
   loglevel: 'level',
+  // HAProxy values and names
+  leastconn: 'least-connections',
+  timeoutconnect: 'serverConnectTimeout',
+  timeoutclient: 'idleTimeout',
+  timeoutserver: 'idleTimeout',
+  timeouttunnel: 'idleTimeout',
+  timeoutclientfin: 'idleTimeout',
+  fastinter: 'interval',
+  downinter: 'interval',
+  ssl: 'tls',
+  crt: 'cert',
+  cafile: 'ca',
+  verify: 'requestCert',
+  sendproxyv2: 'sendProxyProtocol',
+  // keepalived
+  state: 'priority',
+  trackscript: 'track',
+  trackinterface: 'track',
+  garpmasterrepeat: 'garp',
+  garpmasterdelay: 'garp',
+  garpmasterrefresh: 'garp',
 };
 
 function fold(s: string): string {

@@ -55,6 +55,14 @@ describe('config problems', () => {
     expect(problems(`${PREFIX}    balance: least-connection\n`)).toEqual([
       'lb.yaml:8:14 pools.brokers.balance: must be one of `client-id-hash`, `username-hash`, `round-robin`, `least-connections`, `random` (got "least-connection"; did you mean `least-connections`?)',
     ]);
+    // HAProxy's words, from an operator moving a haproxy.cfg over.
+    expect(problems(`${PREFIX}    balance: leastconn\n`)).toEqual([
+      'lb.yaml:8:14 pools.brokers.balance: must be one of `client-id-hash`, `username-hash`, `round-robin`, `least-connections`, `random` (got "leastconn"; did you mean `least-connections`?)',
+    ]);
+    expect(problems(`${PREFIX}limits:\n  timeout_client: 5m\n  timeout-connect: 3s\n`)).toEqual([
+      'lb.yaml:9:3 limits.timeout_client: unknown key `timeout_client` (did you mean `idleTimeout`?)',
+      'lb.yaml:10:3 limits.timeout-connect: unknown key `timeout-connect`; allowed here: clientConnectTimeout, maxConnectBytes, maxConnections, acceptRate, acceptQueue, perSource, drainTimeout, idleTimeout, maxMemory',
+    ]);
     expect(problems(`${PREFIX}admin:\n  token: 12345678901234567890\n`)).toEqual([
       'lb.yaml:9:10 admin.token: must be a string (got 12345678901234567890; quote it: "12345678901234567890")',
     ]);
