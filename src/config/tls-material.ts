@@ -36,7 +36,9 @@ export function tlsMaterialProblem(cert: Buffer, key: Buffer, ca: Buffer | null)
       return { field: 'cert', message: `the certificates are in the wrong order: the key belongs to certificate ${owner.index} of ${owner.count}; the server's own certificate must come first, then its intermediates` };
     }
     const certType = leaf.publicKey.asymmetricKeyType ?? 'unknown';
-    return { field: 'key', message: `the key does not belong to the certificate (a ${privateKey.asymmetricKeyType ?? 'unknown'} key; the certificate's is ${certType})` };
+    const keyType = privateKey.asymmetricKeyType ?? 'unknown';
+    const why = keyType === certType ? `both ${keyType}, but of another key pair` : `a ${keyType} key; the certificate's is ${certType}`;
+    return { field: 'key', message: `the key does not belong to the certificate (${why})` };
   }
   try {
     // Everything else OpenSSL wants of the pair (the chain's order, unsupported algorithms).

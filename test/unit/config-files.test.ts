@@ -125,7 +125,7 @@ describe('files named by the config', () => {
     const other = pki.issueClient('someone-else');
     const mismatch = problemsWith(() => writeFileSync(join(dir, 'certs/server.key'), pki.read(other.key)));
     // At the key's value (line 7), which is the file that is wrong.
-    expect(mismatch).toEqual([`${file}:7:12 listeners[0].tls.key: the key does not belong to the certificate (a ec key; the certificate's is ec)`]);
+    expect(mismatch).toEqual([`${file}:7:12 listeners[0].tls.key: the key does not belong to the certificate (both ec, but of another key pair)`]);
     expect(problemsWith(() => writeFileSync(join(dir, 'certs/server.crt'), 'not a certificate'))).toEqual([
       `${file}:6:13 listeners[0].tls.cert: holds no PEM certificate (-----BEGIN CERTIFICATE-----)`,
     ]);
