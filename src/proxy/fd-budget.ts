@@ -89,7 +89,7 @@ export function clampToBudget(input: BudgetInput): Budget {
   const sessions = Math.floor(usable / DESCRIPTORS_PER_SESSION);
   let globalMax = input.globalMax;
   if (globalMax > sessions) {
-    warnings.push(`limits.maxConnections ${globalMax} clamped to ${sessions}: the open-file limit is ${limit} and each session needs two descriptors`);
+    warnings.push(`limits.maxConnections ${globalMax} clamped to ${sessions}: the open-file limit is ${limit} and each session needs two descriptors, plus 5 % for refused clients and a reserve for probes and the admin port`);
     globalMax = sessions;
   }
   let caps = input.listeners.map((l) => Math.min(l.maxConnections, sessions));
@@ -123,7 +123,7 @@ export function clampToBudget(input: BudgetInput): Budget {
         ? `listeners[${i}].maxConnections (listener ${l.name}) ${l.maxConnections} lowered to ${caps[i]}: it holds no more sessions than limits.maxConnections, and the client sockets of every listener must fit the open-file limit ${limit}`
         : shared
         ? `listeners[${i}].maxConnections (listener ${l.name}) ${l.maxConnections} lowered to ${caps[i]}: the client sockets of every listener (with room to refuse in MQTT) and a server socket per session must fit the open-file limit ${limit}`
-        : `listeners[${i}].maxConnections (listener ${l.name}) ${l.maxConnections} clamped to ${caps[i]}: the open-file limit is ${limit} and each session needs two descriptors`,
+        : `listeners[${i}].maxConnections (listener ${l.name}) ${l.maxConnections} clamped to ${caps[i]}: the open-file limit is ${limit} and each session needs two descriptors, plus 5 % for refused clients and a reserve for probes and the admin port`,
     );
   });
   input.listeners.forEach((l, i) => listenerMax.set(l.name, caps[i]!));
