@@ -131,7 +131,7 @@ async function main(): Promise<number> {
       return 0;
     }
     case 'status': {
-      const { DEFAULT_ADMIN_URL, fetchStatus, formatStatus, statusUrl } = await import('./telemetry/status-client.js');
+      const { DEFAULT_ADMIN_URL, fetchReadiness, fetchStatus, formatStatus, statusUrl } = await import('./telemetry/status-client.js');
       const admin = args.admin ?? DEFAULT_ADMIN_URL;
       try {
         statusUrl(admin);
@@ -142,7 +142,7 @@ async function main(): Promise<number> {
       }
       try {
         const status = await fetchStatus(admin);
-        printOut(formatStatus(status));
+        printOut(formatStatus(status, await fetchReadiness(admin)));
         return 0;
       } catch (err) {
         printErr(`mqtt-lb status: ${(err as Error).message}\n`);

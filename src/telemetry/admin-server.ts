@@ -36,7 +36,7 @@ const TIMEOUT_CHECK_MS = 1_000;
 const ADMIN_ACTIONS = ['drain', 'ready', 'maint'] as const;
 type AdminAction = (typeof ADMIN_ACTIONS)[number];
 
-const GET_ROUTES = new Set(['/', '/metrics', '/healthz', '/readyz', '/api/status']);
+const GET_ROUTES = new Set(['/', '/metrics', '/healthz', '/readyz', '/api/status', '/api/ready']);
 
 export class AdminServer {
   private readonly opts: AdminServerOptions;
@@ -162,6 +162,12 @@ export class AdminServer {
       }
       case '/api/status':
         return this.sendRendered(res, this.statusText, 'application/json', 'status');
+      case '/api/ready': {
+        // /readyz's answer as JSON, always 200: for the status page and `mqtt-lb status`, which show why an instance
+        // is not ready (a browser logs every non-2xx fetch as an error; /api/status keeps the contract's shape).
+        const r = this.opts.source.ready();
+        return this.send(res, 200, `${JSON.stringify(r.ok ? { ready: true } : { ready: false, reason: r.reason })}\n`, { 'content-type': 'application/json' });
+      }
       case '/metrics':
         return this.sendRendered(res, this.metricsText, this.opts.metrics.contentType, 'metrics');
       default: // '/'

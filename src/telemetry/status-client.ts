@@ -108,10 +108,27 @@ function role(s: StatusJson): string {
   return new Set(states).size <= 1 ? (states[0] ?? 'init') : states.join('/');
 }
 
-/** The terminal view of a status document. */
-export function formatStatus(s: StatusJson): string {
+/** What /readyz answered: whether the instance takes clients, and why not. */
+export type Readiness = { ok: true } | { ok: false; reason: string };
+
+/** /api/ready (/readyz as JSON) of the same admin server; null when it gave no usable answer (the status shows all the same). */
+export async function fetchReadiness(adminUrl: string = DEFAULT_ADMIN_URL, timeoutMs: number = FETCH_TIMEOUT_MS): Promise<Readiness | null> {
+  const url = new URL('ready', statusUrl(adminUrl));
+  try {
+    const res = await request(url, { method: 'GET', headersTimeout: timeoutMs, bodyTimeout: timeoutMs, signal: AbortSignal.timeout(timeoutMs) });
+    const body = res.statusCode === 200 ? (JSON.parse(await res.body.text()) as { ready?: unknown; reason?: unknown }) : (await res.body.dump(), null);
+    if (body?.ready === true) return { ok: true };
+    return body?.ready === false && typeof body.reason === 'string' ? { ok: false, reason: body.reason } : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The terminal view of a status document (and of /readyz, when known). */
+export function formatStatus(s: StatusJson, readiness: Readiness | null = null): string {
   const out: string[] = [];
-  out.push(`mqtt-lb ${s.version}  up ${formatDuration(s.uptimeSeconds)}  role ${role(s)}`);
+  const ready = readiness === null ? '' : readiness.ok ? '  ready' : `  NOT READY: ${readiness.reason}`;
+  out.push(`mqtt-lb ${s.version}  up ${formatDuration(s.uptimeSeconds)}  role ${role(s)}${ready}`);
 
   if (s.failover.enabled) {
     out.push('', 'FAILOVER');

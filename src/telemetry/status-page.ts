@@ -41,6 +41,8 @@ td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; }
 .state-unknown, .role-init { background:var(--grey); }
 .role-backup { background:var(--blue); }
 .role-off { background:var(--grey); }
+.ready-ok { background:var(--up); }
+.ready-bad { background:var(--down); }
 .check-ok { color:var(--up); }
 .check-bad { color:var(--down); }
 .actions { white-space:nowrap; }
@@ -129,6 +131,15 @@ const SCRIPT = `
     var same = states.every(function (x) { return x === first; });
     setText(role, same ? first : states.join(' / '));
     setClass(role, 'pill role-' + (same ? first : 'init'));
+  }
+
+  function renderReady(ok, reason) {
+    var r = byId('ready');
+    r.hidden = false;
+    setText(r, ok ? 'ready' : 'not ready');
+    setClass(r, 'pill ' + (ok ? 'ready-ok' : 'ready-bad'));
+    r.title = ok ? '/readyz: ready' : '/readyz: ' + reason;
+    setText(byId('unready'), ok ? '' : reason);
   }
 
   function renderFailover(s) {
@@ -263,6 +274,11 @@ const SCRIPT = `
       .then(function (s) {
         renderHeader(s); renderFailover(s); renderListeners(s); renderPools(s);
         setConn(true);
+        // /api/status keeps the contract's shape; whether this instance takes clients (stopping, starting, a pool
+        // without servers) is /readyz's to say, as the outer load balancer sees it.
+        return fetch('api/ready', { cache: 'no-store', signal: ctrl.signal })
+          .then(function (r) { if (!r.ok) throw new Error('HTTP ' + r.status); return r.json(); })
+          .then(function (r) { renderReady(r.ready === true, String(r.reason || '')); });
       })
       .catch(function (e) { setConn(false, e && e.name === 'AbortError' ? 'timeout' : (e && e.message) || 'error'); })
       .then(function () { clearTimeout(t); if (timer === null) schedule(REFRESH_MS); });
@@ -340,7 +356,9 @@ export function renderStatusPage(opts: { tokenRequired: boolean }): StatusPage {
   <span id="version" class="muted"></span>
   <span id="role" class="pill role-init">…</span>
   <span id="uptime"></span>
+  <span id="ready" class="pill" hidden></span>
   <span id="conn" class="muted">loading…</span>
+  <span id="unready" class="muted"></span>
 </header>
 <main>
   <p id="msg" role="status" aria-live="polite"></p>

@@ -111,6 +111,17 @@ describe('status page', () => {
     expect(await page.textContent(`${row('b3')} td[data-field="last-check"]`)).toBe('never');
     expect(await page.$$eval('#listeners tbody tr', (trs) => trs.map((t) => t.textContent))).toEqual(['mqtt0.0.0.0:1883no6', 'mqtts0.0.0.0:8883yes1']);
     expect(await page.textContent('#failover tbody')).toContain('192.0.2.10/24');
+    expect(await page.textContent('#ready')).toBe('ready');
+    expect(await backgroundOf(page, '#ready')).toBe(GREEN);
+
+    // Not ready (a stop under way): /readyz's reason is in the header.
+    source.readiness = { ok: false, reason: 'stopping' };
+    await page.waitForFunction(() => document.querySelector('#ready')?.textContent === 'not ready', undefined, { timeout: WAIT_MS });
+    expect(await page.textContent('#unready')).toBe('stopping');
+    expect(await backgroundOf(page, '#ready')).toBe(RED);
+    source.readiness = { ok: true };
+    await page.waitForFunction(() => document.querySelector('#ready')?.textContent === 'ready', undefined, { timeout: WAIT_MS });
+    expect(await page.textContent('#unready')).toBe('');
 
     // A server goes down: the page follows by itself.
     servers.b2.setHealth('down');

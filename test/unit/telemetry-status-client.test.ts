@@ -3,7 +3,7 @@ import { createServer as createTcpServer, type Server as TcpServer, type Socket 
 import { afterEach, describe, expect, it } from 'vitest';
 import { AdminServer } from '../../src/telemetry/admin-server.js';
 import { Metrics } from '../../src/telemetry/metrics.js';
-import { fetchStatus, formatDuration, formatStatus, statusUrl } from '../../src/telemetry/status-client.js';
+import { fetchReadiness, fetchStatus, formatDuration, formatStatus, statusUrl } from '../../src/telemetry/status-client.js';
 import { buildStatus, type StatusJson } from '../../src/telemetry/status-json.js';
 import { FakeSession, FakeSource, RecordingActions, adminConfig, failoverStatus, listenerStats, makeServer, silentLogger } from './telemetry-fixtures.js';
 
@@ -53,6 +53,20 @@ describe('fetchStatus', () => {
     expect(stripClock(got)).toEqual(stripClock(want));
     // Without a scheme, as `mqtt-lb status --admin 127.0.0.1:9883` would be typed.
     expect((await fetchStatus(`127.0.0.1:${admin.port}`)).version).toBe('0.1.0');
+  });
+
+  it('reads /readyz beside it: ready, or why not; null when there is no usable answer', async () => {
+    const src = source();
+    const metrics = new Metrics(src);
+    cleanups.push(() => metrics.close());
+    const admin = new AdminServer({ config: adminConfig(), source: src, actions: new RecordingActions(src), metrics, log: silentLogger() });
+    cleanups.push(() => admin.close());
+    await admin.listen();
+    expect(await fetchReadiness(`127.0.0.1:${admin.port}`)).toEqual({ ok: true });
+    src.readiness = { ok: false, reason: 'stopping' };
+    expect(await fetchReadiness(`http://127.0.0.1:${admin.port}/`)).toEqual({ ok: false, reason: 'stopping' });
+    const { port } = await listenHttp((_req, res) => res.writeHead(404).end('no such page'));
+    expect(await fetchReadiness(`http://127.0.0.1:${port}`)).toBeNull();
   });
 
   it('fails clearly when nothing listens', async () => {
@@ -115,6 +129,12 @@ describe('formatStatus', () => {
     const header = lines.find((l) => l.startsWith('SERVER'))!;
     const col = header.indexOf('ADDRESS');
     for (const l of [b1, b2, b3]) expect(l.slice(col, col + 3)).toBe('10.');
+  });
+
+  it('says on its first line whether the instance is ready, when /readyz was read', () => {
+    const status = buildStatus(source(), NOW);
+    expect(formatStatus(status, { ok: true }).split('\n')[0]).toBe('mqtt-lb 0.1.0  up 1h 2m  role standalone (failover off)  ready');
+    expect(formatStatus(status, { ok: false, reason: 'stopping' }).split('\n')[0]).toBe('mqtt-lb 0.1.0  up 1h 2m  role standalone (failover off)  NOT READY: stopping');
   });
 
   it('shows the failover role and peer', () => {
