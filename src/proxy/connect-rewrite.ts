@@ -9,6 +9,7 @@ import { isValidMqttUtf8 } from './connect-utf8.js';
 const MAX_REMAINING_LENGTH = 268_435_455; // largest 4-byte Variable Byte Integer [§1.5.5]
 const MAX_STRING_BYTES = 0xffff; // u16 length prefix [§1.5.4]
 const FLAG_USERNAME = 0x80;
+const FLAG_PASSWORD = 0x40;
 
 function varintSize(value: number): number {
   return value < 0x80 ? 1 : value < 0x4000 ? 2 : value < 0x200000 ? 3 : 4;
@@ -49,7 +50,9 @@ export function rewriteUsername(packet: Buffer, info: ConnectInfo, username: Buf
 
   // Variable header up to the flags, flags with the User Name flag set, then up to the username field.
   w += packet.copy(out, w, info.headerLength, info.flagsOffset);
-  out[w++] = packet[info.flagsOffset]! | FLAG_USERNAME;
+  // A 3.1 password flag whose password was missing (ignored by the scanner, as by brokers) is cleared: the result
+  // has no password, and says so.
+  out[w++] = (packet[info.flagsOffset]! | FLAG_USERNAME) & (info.hasPassword ? 0xff : ~FLAG_PASSWORD & 0xff);
   w += packet.copy(out, w, info.flagsOffset + 1, info.usernameOffset);
 
   // The new username field; a password (if any) follows it, as the spec orders them [MQTT-3.1.3-1].

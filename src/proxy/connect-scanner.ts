@@ -158,23 +158,29 @@ function validateConnect(buf: Buffer, bodyStart: number, end: number): ScanResul
   p += 1;
   const level = levelByte & 0x7f; // 0x80 = bridge bit (mosquitto), not part of the level
   if (!((isMqtt && (level === 4 || level === 5)) || (isMqisdp && level === 3))) {
-    return level === 5 ? REFUSE_LEVEL_5 : REFUSE_LEVEL_4;
+    // The CONNACK's format follows the protocol name: `MQIsdp` is 3.1's, whatever level comes with it (mosquitto).
+    return isMqtt && level === 5 ? REFUSE_LEVEL_5 : REFUSE_LEVEL_4;
   }
   const v5 = level === 5;
+  // MQTT 3.1 (IBM's specification, `MQIsdp`) has no numbered conformance rules, and brokers accept from its
+  // clients what 3.1.1 made errors (mosquitto: "Username flag given, but no username. Ignore."). A balancer
+  // stricter than the broker would lock out legacy clients that reach the broker directly (HAProxy had to
+  // stop dropping 3.1 clients, its issue #1600), so for 3.1 the rules below that 3.1.1 introduced are not applied.
+  const v31 = isMqisdp;
 
   // Connect Flags.
   if (p >= end) return MALFORMED;
   const flags = buf[p]!;
   const flagsOffset = p;
   p += 1;
-  if ((flags & FLAG_RESERVED) !== 0) return MALFORMED; // [MQTT-3.1.2-3]
+  if (!v31 && (flags & FLAG_RESERVED) !== 0) return MALFORMED; // [MQTT-3.1.2-3]
   const hasWill = (flags & FLAG_WILL) !== 0;
   const willQos = (flags & FLAG_WILL_QOS) >> 3;
-  if (!hasWill && willQos !== 0) return MALFORMED; // [MQTT-3.1.2-11] (3.1.1: [MQTT-3.1.2-13])
-  if (!hasWill && (flags & FLAG_WILL_RETAIN) !== 0) return MALFORMED; // [MQTT-3.1.2-13] (3.1.1: -15)
-  if (willQos === 3) return MALFORMED; // [MQTT-3.1.2-12] (3.1.1: [MQTT-3.1.2-14])
+  if (!v31 && !hasWill && willQos !== 0) return MALFORMED; // [MQTT-3.1.2-11] (3.1.1: [MQTT-3.1.2-13])
+  if (!v31 && !hasWill && (flags & FLAG_WILL_RETAIN) !== 0) return MALFORMED; // [MQTT-3.1.2-13] (3.1.1: -15)
+  if (willQos === 3) return MALFORMED; // [MQTT-3.1.2-12] (3.1.1: [MQTT-3.1.2-14]); no version has a QoS 3
   const hasUsername = (flags & FLAG_USERNAME) !== 0;
-  const hasPassword = (flags & FLAG_PASSWORD) !== 0;
+  let hasPassword = (flags & FLAG_PASSWORD) !== 0;
   // 3.1 and 3.1.1 forbid a password without a username (3.1.1 [MQTT-3.1.2-22]); 5.0 allows it (§3.1.2.9).
   if (!v5 && hasPassword && !hasUsername) return MALFORMED;
 
@@ -212,15 +218,26 @@ function validateConnect(buf: Buffer, bodyStart: number, end: number): ScanResul
   const usernameOffset = p;
   let username: Buffer | null = null;
   if (hasUsername) {
-    p = skipUtf8String(buf, p, end); // [MQTT-3.1.3-12]
-    if (p < 0) return MALFORMED;
-    username = buf.subarray(usernameOffset + 2, p);
+    // 3.1: a username that is missing or cut short is no username (nor is a password after it), and its bytes
+    // are not checked as UTF-8 (the broker's to judge); 3.1.1 and 5.0: [MQTT-3.1.3-12], [MQTT-1.5.4-1].
+    const next = v31 ? skipBinary(buf, p, end) : skipUtf8String(buf, p, end);
+    if (next >= 0) {
+      username = buf.subarray(usernameOffset + 2, next);
+      p = next;
+    } else if (v31) {
+      hasPassword = false;
+      p = end;
+    } else {
+      return MALFORMED;
+    }
   }
   const usernameEnd = p;
 
   if (hasPassword) {
-    p = skipBinary(buf, p, end);
-    if (p < 0) return MALFORMED;
+    const next = skipBinary(buf, p, end);
+    if (next >= 0) p = next;
+    else if (v31) p = end; // 3.1: a password missing or cut short is ignored (mosquitto)
+    else return MALFORMED;
   }
 
   // The fields must consume exactly the Remaining Length: extra bytes mean a flag/field mismatch.
@@ -277,6 +294,7 @@ const PropertyKind = {
   Utf8: 6,
   Binary: 7,
   Utf8Pair: 8, // User Property: repeatable
+  Byte: 9, // Byte of any value
 } as const;
 type PropertyKind = (typeof PropertyKind)[keyof typeof PropertyKind];
 
@@ -295,7 +313,9 @@ const CONNECT_PROPERTIES = propertyTable([
 ]);
 const WILL_PROPERTIES = propertyTable([
   [0x18, PropertyKind.U32], // Will Delay Interval
-  [0x01, PropertyKind.Byte01], // Payload Format Indicator
+  // Payload Format Indicator: 0 and 1 are defined [§3.1.3.2.3], but unlike 0x17/0x19 no other value is named a
+  // Protocol Error: the broker's to judge (mosquitto accepts 2).
+  [0x01, PropertyKind.Byte],
   [0x02, PropertyKind.U32], // Message Expiry Interval
   [0x03, PropertyKind.Utf8], // Content Type
   [0x08, PropertyKind.Utf8], // Response Topic
@@ -370,6 +390,11 @@ function scanProperties(buf: Buffer, p: number, end: number, table: Uint8Array):
       case PropertyKind.Byte01: {
         if (p >= sectionEnd) return -1;
         if (buf[p]! > 1) return -1;
+        p += 1;
+        break;
+      }
+      case PropertyKind.Byte: {
+        if (p >= sectionEnd) return -1;
         p += 1;
         break;
       }

@@ -50,6 +50,14 @@ describe('proxy core with real mosquitto', () => {
     expect(new Set(seen.values()).size).toBeGreaterThan(1);
   });
 
+  it('routes the MQTT 3.1 CONNECTs mosquitto accepts from legacy clients (flags 3.1.1 made errors)', async () => {
+    // From the differential audit against mosquitto: each got CONNACK 0 directly and was closed by the LB.
+    for (const h of ['100f00064d51497364700382000a000170', '100f00064d514973647003c2000a000170', '100f00064d51497364700303000a000170', '100f00064d5149736470030a000a000170']) {
+      const r = await exchange(port, [Buffer.from(h.replace('000170', '000171'), 'hex')], { waitMs: 1000 });
+      expect([...r.data], h).toEqual([0x20, 0x02, 0x00, 0x00]);
+    }
+  });
+
   it('speaks MQTT 3.1, 3.1.1 and 5.0 through the LB: QoS 0/1/2 and retained messages', async () => {
     for (const protocolVersion of [3, 4, 5] as const) {
       const id = `proto-${protocolVersion}`;

@@ -128,6 +128,15 @@ describe('rewriteUsername', () => {
     expect(after.clientId).toBe('c');
   });
 
+  it('MQTT 3.1 with a username and password flag but neither field (accepted, as mosquitto does): a valid CONNECT with the username only', () => {
+    const packet = hex('100f00064d514973647003c2000a000170');
+    const out = rewriteUsername(packet, scan(packet), Buffer.from('device-42'))!;
+    const decoded = decode(out);
+    expect(decoded).toMatchObject({ protocolId: 'MQIsdp', protocolVersion: 3, clientId: 'p', username: 'device-42' });
+    expect(decoded.password).toBeUndefined();
+    expect(out[11]! & 0xc0).toBe(0x80); // username flag set, password flag cleared
+  });
+
   it('re-encodes the Remaining Length when it grows past a varint boundary', () => {
     const original = buildConnect({ levelByte: 4, clientId: 'c'.repeat(100) }); // RL 112: 1 byte
     const info = scan(original);

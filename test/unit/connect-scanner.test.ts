@@ -315,6 +315,43 @@ describe('scanConnect: invalid first packets (reliability-cases §A)', () => {
   });
 });
 
+describe('scanConnect: MQTT 3.1 clients get what mosquitto gives them (differential audit)', () => {
+  // Each accepted by mosquitto 2.0 with CONNACK 0 at level 3; 3.1.1 made them errors, 3.1 did not.
+  const lenient: Array<[string, string, string | null]> = [
+    ['username flag, no username field', '100f00064d51497364700382000a000170', null],
+    ['username and password flags, neither field', '100f00064d514973647003c2000a000170', null],
+    ['username and password flags, password missing', '101200064d514973647003c2000a000170000175', 'u'],
+    ['username and password flags, username cut short', '101300064d514973647003c2000a00017000057501', null],
+    ['username not valid UTF-8 (Latin-1 byte)', '101300064d51497364700382000a000170000275fc', 'u\ufffd'],
+    ['reserved connect flag bit 0', '100f00064d51497364700303000a000170', null],
+    ['Will QoS without the Will flag', '100f00064d5149736470030a000a000170', null],
+    ['Will Retain without the Will flag', '100f00064d51497364700322000a000170', null],
+  ];
+  it.each(lenient)('%s: routed at level 3, still malformed as 3.1.1', (_name, hexBytes, username) => {
+    const bytes = Buffer.from(hexBytes, 'hex');
+    const r = scanConnect(bytes, CAP);
+    if (r.kind !== 'connect') expect.fail(`level 3 gave ${describeResult(r)}`);
+    expect(r.info.protocolLevel).toBe(3);
+    expect(r.info.clientId.toString()).toBe('p');
+    expect(r.info.username === null ? null : r.info.username.toString()).toBe(username);
+    expect(r.info.packetLength).toBe(bytes.length);
+    // The same body under 3.1.1's name and level: its rules apply.
+    const v4 = Buffer.concat([Buffer.from([0x10, bytes[1]! - 2, 0x00, 0x04]), Buffer.from('MQTT'), Buffer.from([0x04]), bytes.subarray(11)]);
+    expect(describeResult(scanConnect(v4, CAP))).toBe('malformed');
+  });
+
+  it('keeps what no version allows: Will QoS 3, a password without a username, a CONNECT flag nibble', () => {
+    for (const h of ['100f00064d5149736470031c000a000170', '100f00064d51497364700342000a000170', '120f00064d51497364700302000a000170']) {
+      expect(describeResult(scanConnect(Buffer.from(h, 'hex'), CAP)), h).toBe('malformed');
+    }
+  });
+
+  it('5.0: a Will Payload Format Indicator other than 0/1 is the broker\'s to judge (no Protocol Error is named)', () => {
+    const bytes = buildConnect({ levelByte: 5, clientId: 'p', will: { topic: 't', payload: 'x', properties: section(prop.byte(0x01, 2)) } });
+    expect(scanConnect(bytes, CAP).kind).toBe('connect');
+  });
+});
+
 describe('scanConnect: truncation (A12 automated)', () => {
   const seeds = validVectors().filter((v) => v.bytes.length <= SMALL);
 
@@ -330,7 +367,12 @@ describe('scanConnect: truncation (A12 automated)', () => {
         // Declared length corrected to the truncated body: fields run short, always malformed.
         if (k < body.length) {
           const truncated = frame(body.subarray(0, k));
-          if (describeResult(scanConnect(truncated, CAP)) !== 'malformed') expect.fail(`${v.name}: truncated body ${k}`);
+          // MQTT 3.1: a username or password cut short is ignored (as mosquitto does), so the CONNECT still routes.
+          const lenient = info.protocolLevel === 3 && info.username !== null && k >= info.usernameOffset - info.headerLength;
+          const got = scanConnect(truncated, CAP);
+          if (lenient ? got.kind !== 'connect' : describeResult(got) !== 'malformed') {
+            expect.fail(`${v.name}: truncated body ${k}: want ${lenient ? 'connect' : 'malformed'}, got ${describeResult(got)}`);
+          }
         }
         cases += 2;
       }
@@ -340,7 +382,10 @@ describe('scanConnect: truncation (A12 automated)', () => {
         expect(describeResult(scanConnect(longer, CAP)), `${v.name} +${delta}`).toBe('malformed');
         if (body.length - delta >= 0) {
           const shorter = withDeclaredLength(packet, body.length - delta);
-          expect(describeResult(scanConnect(shorter, CAP)), `${v.name} -${delta}`).toBe('malformed');
+          const lenient = info.protocolLevel === 3 && info.username !== null && body.length - delta >= info.usernameOffset - info.headerLength;
+          const got = scanConnect(shorter, CAP);
+          if (lenient) expect(got.kind, `${v.name} -${delta}`).toBe('connect');
+          else expect(describeResult(got), `${v.name} -${delta}`).toBe('malformed');
         }
       }
     }
@@ -477,7 +522,7 @@ describe('scanConnect: differential against mqtt-packet', () => {
       .filter((v) => v.bytes.length <= SMALL)
       .map((v) => v.bytes);
     for (let i = 0; i < 300; i++) seeds.push(generate(randomConnectPacket(rand)));
-    const tally = { more: 0, malformed: 0, not_connect: 0, too_large: 0, refuse: 0, connect: 0 };
+    const tally = { more: 0, malformed: 0, not_connect: 0, too_large: 0, refuse: 0, connect: 0, lenient31: 0 };
     for (let i = 0; i < 40_000; i++) {
       const seed = seeds[Math.floor(rand() * seeds.length)]!;
       const m = Buffer.from(seed);
@@ -513,6 +558,11 @@ describe('scanConnect: differential against mqtt-packet', () => {
         const packet = mutated.subarray(0, r.info.packetLength);
         const parsed = parseWithMqttPacket(packet);
         if (parsed.error !== null || parsed.packet === null) {
+          // mqtt-packet holds 3.1 to 3.1.1's rules; the scanner follows mosquitto there (the describe above).
+          if (r.info.protocolLevel === 3) {
+            tally.lenient31 += 1;
+            continue;
+          }
           expect.fail(`scanner accepted what mqtt-packet refuses: ${packet.toString('hex')} ${parsed.error?.message}`);
         }
         const decoded = parsed.packet as IConnectPacket;
