@@ -235,9 +235,14 @@ function validateConnect(buf: Buffer, bodyStart: number, end: number): ScanResul
 
   if (hasPassword) {
     const next = skipBinary(buf, p, end);
-    if (next >= 0) p = next;
-    else if (v31) p = end; // 3.1: a password missing or cut short is ignored (mosquitto)
-    else return MALFORMED;
+    if (next >= 0) {
+      p = next;
+    } else if (v31) {
+      hasPassword = false; // 3.1: a password missing or cut short is ignored (mosquitto)
+      p = end;
+    } else {
+      return MALFORMED;
+    }
   }
 
   // The fields must consume exactly the Remaining Length: extra bytes mean a flag/field mismatch.

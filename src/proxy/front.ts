@@ -88,7 +88,8 @@ export class ConnectionFront implements Front {
 
   /**
    * `clientConnectTimeoutMs` is that of the config this front is built for: every reload builds new fronts
-   * (certificates are re-read) and installs them when it commits, so a changed timeout comes with them.
+   * (from the certificate text the reloaded config carries) and installs them when it commits, so a changed
+   * timeout comes with them.
    */
   constructor(lc: ListenerConfig, clientConnectTimeoutMs: number) {
     this.trusted = lc.acceptProxyProtocol.length > 0 ? new CidrSet(lc.acceptProxyProtocol) : null;
@@ -145,7 +146,7 @@ export class ConnectionFront implements Front {
     }
     if (this.certAsUsername && cn === null) {
       // The broker would otherwise see whatever username the client chose: refuse rather than pass it.
-      state.listener.ctx.log.debug({ listener: state.listener.config.name, client: state.raw.remoteAddress }, 'client certificate without subject CN');
+      state.listener.ctx.log.debug({ listener: state.listener.config.name, client: clientAddress(state) }, 'client certificate without subject CN');
       rejectFront(state, 'tls_handshake', tlsSocket);
       return;
     }
@@ -223,10 +224,15 @@ function onTlsClientError(this: tls.Server, err: NodeJS.ErrnoException, tlsSocke
   if (state === undefined) return;
   // May come after the raw socket's close already counted it (a refused certificate closes first).
   state.listener.ctx.log.debug(
-    { listener: state.listener.config.name, client: state.raw.remoteAddress, code: err.code, certificate: tlsSocket.authorizationError ?? null },
+    { listener: state.listener.config.name, client: clientAddress(state), code: err.code, certificate: tlsSocket.authorizationError ?? null },
     'TLS handshake failed',
   );
   rejectFront(state, 'tls_handshake', tlsSocket);
+}
+
+/** The client's address for a log line: the PROXY header's source when one came first, else the peer's. */
+function clientAddress(state: FrontState): string | undefined {
+  return state.remote?.address ?? state.raw.remoteAddress;
 }
 
 function onFrontTimeout(state: FrontState): void {

@@ -41,6 +41,7 @@ td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; }
 .state-unknown, .role-init { background:var(--grey); }
 .role-backup { background:var(--blue); }
 .role-off { background:var(--grey); }
+[hidden] { display:none !important; }
 .ready-ok { background:var(--up); }
 .ready-bad { background:var(--down); }
 .check-ok { color:var(--up); }
@@ -280,7 +281,11 @@ const SCRIPT = `
           .then(function (r) { if (!r.ok) throw new Error('HTTP ' + r.status); return r.json(); })
           .then(function (r) { renderReady(r.ready === true, String(r.reason || '')); });
       })
-      .catch(function (e) { setConn(false, e && e.name === 'AbortError' ? 'timeout' : (e && e.message) || 'error'); })
+      .catch(function (e) {
+        setConn(false, e && e.name === 'AbortError' ? 'timeout' : (e && e.message) || 'error');
+        // Unknown now: no stale "ready" beside an unreachable balancer.
+        byId('ready').hidden = true; setText(byId('unready'), '');
+      })
       .then(function () { clearTimeout(t); if (timer === null) schedule(REFRESH_MS); });
   }
 

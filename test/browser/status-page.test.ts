@@ -205,11 +205,13 @@ describe('status page', () => {
     expect(actions.calls).toEqual([{ pool: 'brokers', server: 'b1', state: 'drain' }]);
     expect(w.prompts).toEqual([]);
     expect(w.consoleErrors).toEqual([]);
+    expect(await w.page.isVisible('#ready')).toBe(true);
 
-    // The admin server goes away: the page says so and keeps the last data.
+    // The admin server goes away: the page says so and keeps the last data, but no stale "ready".
     await admin.close();
     await w.page.waitForFunction(() => document.getElementById('conn')?.className === 'bad', undefined, { timeout: WAIT_MS });
     expect(await w.page.textContent('#conn')).toMatch(/^cannot reach mqtt-lb/);
+    expect(await w.page.isVisible('#ready')).toBe(false);
     expect(await w.page.textContent(pill('b1'))).toBe('drain');
     // The frozen data (its ages included) is shown dimmed, the banner in full.
     expect(await w.page.evaluate(() => getComputedStyle(document.querySelector('main')!).opacity)).toBe('0.5');

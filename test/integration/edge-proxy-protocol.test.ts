@@ -11,7 +11,7 @@ import mqttPacket from 'mqtt-packet';
 import { startProxyAwareBroker, type ProxyAwareBroker, type ProxyAwareBrokerConnection } from '../helpers/proxy-server.js';
 import { lbYaml } from '../helpers/lb-config.js';
 import { freePort } from '../helpers/mosquitto.js';
-import { startLb, stopAllLbs, sleep } from '../helpers/lb.js';
+import { startLb, stopAllLbs, sleep, type LbProcess } from '../helpers/lb.js';
 import { connectPacket, parsePackets, connectRaw, collect, exchange, type Exchange } from '../helpers/raw-client.js';
 import { createTestPki, type TestPki } from '../helpers/tls-certs.js';
 import { encodeV1, encodeV2 } from '../../src/proxy/proxy-protocol.js';
@@ -58,6 +58,7 @@ let broker: ProxyAwareBroker;
 let pki: TestPki;
 const ports: Record<string, number> = {};
 let admin: number;
+let mainLb: LbProcess;
 
 beforeAll(async () => {
   pki = createTestPki();
@@ -106,7 +107,7 @@ admin:
 log:
   level: debug
 `;
-  await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
+  mainLb = await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
 });
 
 afterAll(async () => {
@@ -233,6 +234,17 @@ describe('acceptProxyProtocol from a trusted source (127.0.0.1/32)', () => {
     expect([...data]).toEqual(CONNACK_OK);
     const c = await waitConnection(broker, 'proxy-then-tls');
     expect(c.header).toMatchObject({ kind: 'ok', addresses: { srcAddress: '192.0.2.44', srcPort: 41000, dstAddress: '192.0.2.1', dstPort: 8883 }, tlvs: { authority: 'localhost', verified: false } });
+  });
+});
+
+describe('a TLS handshake that fails after a PROXY header', () => {
+  it('is logged with the client address the header declared, not the proxy in front', async () => {
+    const s = await connectRaw(ports.trustedTls!);
+    const closed = collect(s, 3000);
+    s.write(Buffer.concat([v1Line('192.0.2.45', '192.0.2.1', 41001, 8883), Buffer.from('this is not a TLS ClientHello\r\n')]));
+    expect((await closed).closed).toBe(true);
+    const line = await mainLb.waitForLog((l) => l.msg === 'TLS handshake failed' && l.listener === 'trusted-tls', 3000);
+    expect(line.client).toBe('192.0.2.45');
   });
 });
 

@@ -137,6 +137,15 @@ describe('rewriteUsername', () => {
     expect(out[11]! & 0xc0).toBe(0x80); // username flag set, password flag cleared
   });
 
+  it('MQTT 3.1 with a username and a password flag but no password field: the rewrite has no password flag', () => {
+    const packet = hex('101200064d514973647003c2000a000170000175');
+    const info = scan(packet);
+    expect(info.hasPassword).toBe(false);
+    const out = rewriteUsername(packet, info, Buffer.from('cn'))!;
+    expect(decode(out)).toMatchObject({ protocolId: 'MQIsdp', clientId: 'p', username: 'cn' });
+    expect(out[11]! & 0xc0).toBe(0x80);
+  });
+
   it('re-encodes the Remaining Length when it grows past a varint boundary', () => {
     const original = buildConnect({ levelByte: 4, clientId: 'c'.repeat(100) }); // RL 112: 1 byte
     const info = scan(original);
