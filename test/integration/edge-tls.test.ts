@@ -330,14 +330,27 @@ describe('mutual TLS with certAsUsername and PROXY v2 TLVs', () => {
   });
 });
 
+/**
+ * Runs `test` with a mosquitto and a server certificate ('server-one') of the LB's own, at `<name>.crt`/`.key`, so
+ * re-issuing it disturbs no other test; both are removed afterwards, also on failure.
+ */
+async function withOwnCertificate(name: string, test: (broker: Broker, certPath: string, keyPath: string) => Promise<void>): Promise<void> {
+  const broker = await startMosquitto();
+  const certPath = `${pki.dir}/${name}.crt`;
+  const keyPath = `${pki.dir}/${name}.key`;
+  pki.issueServer('server-one', certPath, keyPath);
+  try {
+    await test(broker, certPath, keyPath);
+  } finally {
+    rmSync(certPath, { force: true });
+    rmSync(keyPath, { force: true });
+    await broker.stop();
+  }
+}
+
 describe('certificates reloaded on SIGHUP', () => {
   it('new connections get the new certificate, established TLS sessions carry on; a broken key keeps the old one', async () => {
-    const broker = await startMosquitto();
-    // The LB's own copies, so re-issuing them does not disturb the other tests.
-    const certPath = `${pki.dir}/reload.crt`;
-    const keyPath = `${pki.dir}/reload.key`;
-    pki.issueServer('server-one', certPath, keyPath);
-    try {
+    await withOwnCertificate('reload', async (broker, certPath, keyPath) => {
       const [port, admin] = [await freePort(), await freePort()];
       const lb = await startLb(
         tlsLbYaml({ port, admin, server: { name: 'm1', port: broker.port }, tls: `      cert: ${certPath}\n      key: ${keyPath}` }),
@@ -378,21 +391,13 @@ describe('certificates reloaded on SIGHUP', () => {
       await fresh.endAsync();
       await old.endAsync();
       expect(await lb.stop()).toBe(0);
-    } finally {
-      rmSync(certPath, { force: true });
-      rmSync(keyPath, { force: true });
-      await broker.stop();
-    }
+    });
   });
 });
 
 describe('a restarted worker (workers: 2)', () => {
   it('serves the certificate of the running config, not the files as they are now on disk', async () => {
-    const broker = await startMosquitto();
-    const certPath = `${pki.dir}/restart.crt`;
-    const keyPath = `${pki.dir}/restart.key`;
-    pki.issueServer('server-one', certPath, keyPath);
-    try {
+    await withOwnCertificate('restart', async (broker, certPath, keyPath) => {
       const [port, admin] = [await freePort(), await freePort()];
       const yaml = tlsLbYaml({ port, admin, server: { name: 'm1', port: broker.port }, tls: `      cert: ${certPath}\n      key: ${keyPath}` }) + 'workers: 2\n';
       // Round robin: each worker takes every other connection, so both are asked below.
@@ -412,11 +417,7 @@ describe('a restarted worker (workers: 2)', () => {
       for (let i = 0; i < 12; i++) seen.push((await tlsExchange(port, { ca }, null, 300)).serverCn);
       expect(seen).toEqual(Array(12).fill('server-two'));
       expect(await lb.stop()).toBe(0);
-    } finally {
-      rmSync(certPath, { force: true });
-      rmSync(keyPath, { force: true });
-      await broker.stop();
-    }
+    });
   });
 });
 
