@@ -598,7 +598,7 @@ describe('metrics, status API, probes and `mqtt-lb status` on a running LB', () 
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     const lines = r.stdout.split('\n');
-    expect(lines[0]).toMatch(new RegExp(`^mqtt-lb ${VERSION.replace(/\./g, '\\.')}  up \\d+s  role standalone \\(failover off\\)$`));
+    expect(lines[0]).toMatch(new RegExp(`^mqtt-lb ${VERSION.replace(/\./g, '\\.')}  up \\d+s  role standalone \\(failover off\\)  ready$`));
     expect(lines).toContain('LISTENERS');
     expect(lines.some((l) => new RegExp(`^mqtt\\s+127\\.0\\.0\\.1:${port}\\s+no\\s+3$`).test(l))).toBe(true);
     expect(lines).toContain('POOL brokers  client-id-hash  2/2 up');
