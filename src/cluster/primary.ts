@@ -22,6 +22,7 @@ import type { Server } from '../balancer/server.js';
 import { ErrorCodes, MqttLbError } from '../errors.js';
 import type { ToPrimary, ToWorker, ServerStateWire, ListenerSnapshot, ServerSnapshot, OverloadSnapshot } from './messages.js';
 import { serverStates } from './server-states.js';
+import { WATCHDOG_TICK_MS, WorkerWatchdog, workerStallMs } from './worker-watchdog.js';
 
 const READY_TIMEOUT_MS = 15_000;
 const RESPAWN_DELAY_MS = 1000;
@@ -86,6 +87,9 @@ export class ClusterPrimary {
    */
   private retiredProcess: ProcessMetricsJson[] = [];
   private folding = false;
+  /** Kills a worker whose event loop is stuck (worker-watchdog.ts), so that the exit handler restarts it. */
+  private readonly watchdog = new WorkerWatchdog(workerStallMs(), performance.now());
+  private watchdogTimer: NodeJS.Timeout | null = null;
 
   constructor(app: App, count: number, log: Logger) {
     this.app = app;
@@ -105,6 +109,20 @@ export class ClusterPrimary {
     for (let i = 0; i < this.count; i++) readies.push(this.fork(i, false));
     await Promise.all(readies);
     this.log.info({ workers: this.count, schedulingPolicy: cluster.schedulingPolicy === cluster.SCHED_RR ? 'round-robin' : 'kernel' }, 'workers started');
+    this.watchdogTimer = setInterval(() => this.killStuckWorkers(), WATCHDOG_TICK_MS);
+    this.watchdogTimer.unref();
+  }
+
+  private killStuckWorkers(): void {
+    const stalled = this.watchdog.tick(performance.now());
+    if (this.stopping) return;
+    for (const { index, silentMs } of stalled) {
+      const slot = this.slots.get(index);
+      this.watchdog.forget(index);
+      if (slot === undefined || !slot.ready) continue;
+      this.log.error({ worker: index, pid: slot.worker.process.pid, silentMs }, 'worker unresponsive: killing it (it is restarted)');
+      slot.worker.process.kill('SIGKILL');
+    }
   }
 
   private fork(index: number, respawned: boolean): Promise<void> {
@@ -127,6 +145,7 @@ export class ClusterPrimary {
           case 'ready':
             slot.ready = true;
             clearTimeout(timer);
+            this.watchdog.reported(index, performance.now());
             if (respawned) this.log.info({ worker: index, pid: worker.process.pid }, 'worker restarted');
             // A reload committed while it started: it runs the config it was given; bring it up to date.
             this.catchUp(slot);
@@ -158,6 +177,7 @@ export class ClusterPrimary {
             slot.processMetrics = m.metrics;
             return;
           case 'snapshot':
+            this.watchdog.reported(index, performance.now());
             slot.listeners = m.listeners;
             slot.servers = m.servers;
             slot.overload = m.overload;
@@ -175,6 +195,7 @@ export class ClusterPrimary {
         for (const id of [...this.releases.keys()]) this.workerReleased(id, worker);
         if (this.slots.get(index)?.worker === worker) {
           this.slots.delete(index);
+          this.watchdog.forget(index);
           this.retire(slot);
         }
         this.aggregate();
@@ -504,6 +525,7 @@ export class ClusterPrimary {
   /** Stop every worker (evicting at `evictRate` in total, or draining) and wait for them (bounded). */
   async stopWorkers(evictRate: number | null, timeoutMs: number): Promise<void> {
     this.stopping = true;
+    if (this.watchdogTimer !== null) clearInterval(this.watchdogTimer);
     const workers = [...this.slots.values()].map((s) => s.worker);
     const exits = workers.map((w) => new Promise<void>((resolve) => (w.isDead() ? resolve() : w.once('exit', () => resolve()))));
     const perWorker = evictRate === null ? null : evictRate / Math.max(1, workers.length);

@@ -656,6 +656,43 @@ describe('workers: 2 (node:cluster)', () => {
   }, 60_000);
   // A worker restarted while a reload waits for the others gets the running config at start and takes no part in
   // the reload: once the reload is committed, the primary brings it up to date.
+  it('a worker whose event loop is stuck (SIGSTOP) is killed and restarted, and its clients are reset to reconnect', async () => {
+    const brokers = await startBrokers(['w1']);
+    const stopped: number[] = [];
+    try {
+      const [port, admin] = [await freePort(), await freePort()];
+      const yaml = lbYaml({ port, admin, servers: brokers, health: HEALTH, limits: LIMITS, extra: 'workers: 2\n' });
+      // The test hooks shorten the watchdog's stall from 10 s to 3 s (worker-watchdog.ts).
+      const lb = await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz`, env: { MQTT_LB_TEST_HOOKS: '1', NODE_CLUSTER_SCHED_POLICY: 'rr' } });
+      // Round robin: two clients, one on each worker.
+      const clients = [await connectVia(port, { clientId: 'stuck-a' }), await connectVia(port, { clientId: 'stuck-b' })];
+      const closedAt: number[] = [];
+      for (const c of clients) c.on('close', () => closedAt.push(Date.now()));
+      const [victim] = execFileSync('pgrep', ['-P', String(lb.proc.pid)], { encoding: 'utf8' }).trim().split('\n').map(Number);
+      process.kill(victim!, 'SIGSTOP');
+      stopped.push(victim!);
+      const stoppedAt = Date.now();
+      const line = await lb.waitForLog((l) => l.msg === 'worker unresponsive: killing it (it is restarted)', 15_000);
+      expect(line).toMatchObject({ worker: expect.any(Number), pid: victim });
+      expect(line.silentMs as number).toBeGreaterThanOrEqual(3000);
+      expect(Date.now() - stoppedAt).toBeLessThan(8000);
+      await lb.waitForLog((l) => l.msg === 'worker restarted', 15_000);
+      expect(() => process.kill(victim!, 0)).toThrow(); // gone (SIGKILL ends a stopped process)
+      stopped.pop();
+      // The stuck worker's client was reset when the process died; the other one is untouched.
+      const until = Date.now() + 5000;
+      while (closedAt.length < 1 && Date.now() < until) await sleep(50);
+      expect(closedAt).toHaveLength(1);
+      expect((await fetch(`http://127.0.0.1:${admin}/readyz`)).status).toBe(200);
+      for (const c of clients) c.end(true);
+      expect(await lb.stop()).toBe(0);
+    } finally {
+      for (const pid of stopped) process.kill(pid, 'SIGCONT');
+      await stopAllLbs();
+      await Promise.all(brokers.map((b) => b.stop()));
+    }
+  }, 60_000);
+
   it('a worker that starts during a reload is brought up to the reloaded config', async () => {
     const brokers = await startBrokers(['c1']);
     const stopped: number[] = [];
