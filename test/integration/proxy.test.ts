@@ -654,8 +654,7 @@ describe('workers: 2 (node:cluster)', () => {
       await Promise.all(brokers.map((b) => b.stop()));
     }
   }, 60_000);
-  // A worker restarted while a reload waits for the others gets the running config at start and takes no part in
-  // the reload: once the reload is committed, the primary brings it up to date.
+
   it('a worker whose event loop is stuck (SIGSTOP) is killed and restarted, and its clients are reset to reconnect', async () => {
     const brokers = await startBrokers(['w1']);
     const stopped: number[] = [];
@@ -673,16 +672,19 @@ describe('workers: 2 (node:cluster)', () => {
       stopped.push(victim!);
       const stoppedAt = Date.now();
       const line = await lb.waitForLog((l) => l.msg === 'worker unresponsive: killing it (it is restarted)', 15_000);
+      stopped.pop(); // killed: nothing to resume, whatever fails below
       expect(line).toMatchObject({ worker: expect.any(Number), pid: victim });
       expect(line.silentMs as number).toBeGreaterThanOrEqual(3000);
       expect(Date.now() - stoppedAt).toBeLessThan(8000);
       await lb.waitForLog((l) => l.msg === 'worker restarted', 15_000);
       expect(() => process.kill(victim!, 0)).toThrow(); // gone (SIGKILL ends a stopped process)
-      stopped.pop();
-      // The stuck worker's client was reset when the process died; the other one is untouched.
+      // The stuck worker's client was reset when the process died; the other one is untouched, and still talks.
       const until = Date.now() + 5000;
       while (closedAt.length < 1 && Date.now() < until) await sleep(50);
+      await sleep(500);
       expect(closedAt).toHaveLength(1);
+      const alive = clients.find((c) => c.connected)!;
+      await alive.publishAsync('watchdog/still-talks', 'yes', { qos: 1 });
       expect((await fetch(`http://127.0.0.1:${admin}/readyz`)).status).toBe(200);
       for (const c of clients) c.end(true);
       expect(await lb.stop()).toBe(0);
@@ -693,6 +695,8 @@ describe('workers: 2 (node:cluster)', () => {
     }
   }, 60_000);
 
+  // A worker restarted while a reload waits for the others gets the running config at start and takes no part in
+  // the reload: once the reload is committed, the primary brings it up to date.
   it('a worker that starts during a reload is brought up to the reloaded config', async () => {
     const brokers = await startBrokers(['c1']);
     const stopped: number[] = [];
