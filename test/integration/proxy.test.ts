@@ -428,6 +428,13 @@ describe('reload that moves a listener', () => {
   });
 });
 
+/** After a test that stops worker processes: resumes those still stopped, then stops the balancers and the brokers. */
+async function resumeAndStop(stopped: number[], brokers: NamedBroker[]): Promise<void> {
+  for (const pid of stopped) process.kill(pid, 'SIGCONT');
+  await stopAllLbs();
+  await Promise.all(brokers.map((b) => b.stop()));
+}
+
 describe('workers: 2 (node:cluster)', () => {
   afterAll(async () => {
     await stopAllLbs();
@@ -689,9 +696,7 @@ describe('workers: 2 (node:cluster)', () => {
       for (const c of clients) c.end(true);
       expect(await lb.stop()).toBe(0);
     } finally {
-      for (const pid of stopped) process.kill(pid, 'SIGCONT');
-      await stopAllLbs();
-      await Promise.all(brokers.map((b) => b.stop()));
+      await resumeAndStop(stopped, brokers);
     }
   }, 60_000);
 
@@ -733,9 +738,7 @@ describe('workers: 2 (node:cluster)', () => {
       }
       expect(await lb.stop()).toBe(0);
     } finally {
-      for (const pid of stopped) process.kill(pid, 'SIGCONT');
-      await stopAllLbs();
-      await Promise.all(brokers.map((b) => b.stop()));
+      await resumeAndStop(stopped, brokers);
     }
   }, 60_000);
 
