@@ -428,6 +428,18 @@ describe('reload that moves a listener', () => {
   });
 });
 
+/**
+ * One broker `name` and, with workers: 2, the config with the main listener and, when `withX`, a listener `x` on
+ * `xPort` that reloads add and remove. The caller stops `brokers`.
+ */
+async function flappingListenerSetup(name: string): Promise<{ brokers: NamedBroker[]; port: number; xPort: number; admin: number; yaml: (withX: boolean) => string }> {
+  const brokers = await startBrokers([name]);
+  const [port, xPort, admin] = [await freePort(), await freePort(), await freePort()];
+  const yaml = (withX: boolean): string =>
+    lbYaml({ listeners: withX ? [{ port }, { name: 'x', port: xPort }] : [{ port }], admin, servers: [{ name, port: brokers[0]!.port }], extra: 'workers: 2\n' });
+  return { brokers, port, xPort, admin, yaml };
+}
+
 /** After a test that stops worker processes: resumes those still stopped, then stops the balancers and the brokers. */
 async function resumeAndStop(stopped: number[], brokers: NamedBroker[]): Promise<void> {
   for (const pid of stopped) process.kill(pid, 'SIGCONT');
@@ -747,11 +759,8 @@ describe('workers: 2 (node:cluster)', () => {
   // of back-to-back reloads (16 of 380 in the audit's bursts). A reload now ends once every worker has settled it:
   // when 'config reloaded' is logged, a removed listener's address refuses connections.
   it('a reload that removes a listener ends once the workers have closed it; adding it back at once works', async () => {
-    const brokers = await startBrokers(['rb1']);
+    const { brokers, xPort, admin, yaml } = await flappingListenerSetup('rb1');
     try {
-      const [port, xPort, admin] = [await freePort(), await freePort(), await freePort()];
-      const yaml = (withX: boolean): string =>
-        lbYaml({ listeners: withX ? [{ port }, { name: 'x', port: xPort }] : [{ port }], admin, servers: [{ name: 'rb1', port: brokers[0]!.port }], extra: 'workers: 2\n' });
       const lb = await startLb(yaml(true), { waitReady: `http://127.0.0.1:${admin}/readyz` });
       const reloaded = (): number => lb.logs.filter((l) => l.msg === 'config reloaded' || l.msg === 'config reload failed').length;
       const accepts = (): Promise<boolean> =>
@@ -787,11 +796,8 @@ describe('workers: 2 (node:cluster)', () => {
   // the listener; nodejs/node#21746): 6-11 of 1,000-5,500 connections in the audit's 15 s of listener flapping. The
   // kernel's scheduling is the default with workers now; NODE_CLUSTER_SCHED_POLICY=rr still selects round robin.
   it('a listener added and removed by reloads while clients connect to it: every client is answered, the primary keeps no socket', async () => {
-    const brokers = await startBrokers(['fl1']);
+    const { brokers, xPort, admin, yaml } = await flappingListenerSetup('fl1');
     try {
-      const [port, xPort, admin] = [await freePort(), await freePort(), await freePort()];
-      const yaml = (withX: boolean): string =>
-        lbYaml({ listeners: withX ? [{ port }, { name: 'x', port: xPort }] : [{ port }], admin, servers: [{ name: 'fl1', port: brokers[0]!.port }], extra: 'workers: 2\n' });
       const lb = await startLb(yaml(false), { waitReady: `http://127.0.0.1:${admin}/readyz` });
       expect(lb.logs.find((l) => l.msg === 'workers started')).toMatchObject({ schedulingPolicy: 'kernel' });
       const fdsBefore = readdirSync(`/proc/${lb.proc.pid}/fd`).length;
