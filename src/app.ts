@@ -320,7 +320,7 @@ export class App implements TelemetrySource, AdminActions {
     return this.role === 'primary' ? [] : config.listeners;
   }
 
-  /** TLS/PROXY front and header builder; throws on bad TLS material (read here only for a config that carries none). */
+  /** TLS/PROXY front and header builder, from the TLS material the config was loaded with. */
   private frontFor(lc: ListenerConfig, config: LbConfig): Fronts {
     // The timeout of the config being started or reloaded to, not this.config (still the old one while a
     // reload prepares): the TLS server's handshake timeout is fixed when it is built.

@@ -20,7 +20,8 @@ export interface TlsConfig {
   /**
    * The files' PEM text as read and checked when the config was loaded (start, reload): what runs. Workers,
    * restarted ones too, build their TLS servers from it, never from the files again, which may have changed
-   * since (a rejected reload, files staged before a SIGHUP). null: a config parsed without reading its files.
+   * since (a rejected reload, files staged before a SIGHUP). null: a config parsed without reading its files, which
+   * cannot serve TLS (buildFront refuses it).
    */
   material: TlsMaterial | null;
 }

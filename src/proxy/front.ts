@@ -10,8 +10,6 @@
  * and refuses clients without a valid certificate. A reload builds a new front (new certificates) for new
  * connections; handshakes and sessions in progress keep the server object they started with.
  */
-import { readFileSync } from 'node:fs';
-import { tlsMaterialProblem } from '../config/tls-material.js';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Socket } from 'node:net';
@@ -281,32 +279,16 @@ function rejectFront(state: FrontState, reason: 'bad_proxy_header' | 'tls_handsh
 
 function noop(): void {}
 
-function readFileFor(lc: ListenerConfig, key: string, path: string): Buffer {
-  try {
-    return readFileSync(path);
-  } catch (err) {
-    throw new MqttLbError(ErrorCodes.START_FILE, `listener ${lc.name}: cannot read tls.${key} ${path}: ${(err as Error).message}`, { cause: err });
-  }
-}
-
-/** The certificate files, read now and checked: for a config loaded without reading them (tls.material null). */
-function readTlsMaterial(lc: ListenerConfig): { cert: string | Buffer; key: string | Buffer; ca: string | Buffer | null } {
-  const t = lc.tls!;
-  const cert = readFileFor(lc, 'cert', t.cert);
-  const key = readFileFor(lc, 'key', t.key);
-  const ca = t.ca !== null ? readFileFor(lc, 'ca', t.ca) : null;
-  const problem = tlsMaterialProblem(cert, key, ca);
-  if (problem !== null) throw new MqttLbError(ErrorCodes.START_FILE, `listener ${lc.name}: bad TLS material: tls.${problem.field}: ${problem.message}`);
-  return { cert, key, ca };
-}
-
 /**
- * Builds the non-listening TLS server (start and every reload) from the PEM text the config was loaded with,
- * which loading checked; the files are read here only for a config that carries none.
+ * Builds the non-listening TLS server (start and every reload) from the PEM text the config was loaded with:
+ * loadConfig reads and checks the files (config/load.ts checkTlsMaterial), the one place that does.
  */
 function buildTlsServer(lc: ListenerConfig, handshakeTimeoutMs: number): tls.Server {
   const t = lc.tls!;
-  const { cert, key, ca } = t.material ?? readTlsMaterial(lc);
+  if (t.material === null) {
+    throw new MqttLbError(ErrorCodes.START_FILE, `listener ${lc.name}: no TLS material: the config was parsed without reading its files (loadConfig reads them)`);
+  }
+  const { cert, key, ca } = t.material;
   let server: tls.Server;
   try {
     server = tls.createServer({
