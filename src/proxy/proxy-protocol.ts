@@ -155,9 +155,12 @@ function parseV1Body(body: string, headerLength: number): ProxyParseResult {
   };
 }
 
-const V1_PORT = /^(?:0|[1-9][0-9]{0,4})$/;
+const V1_PORT = /^[1-9][0-9]{0,4}$/;
 
-/** §2.1: decimal in [0..65535], no heading zeroes. */
+/**
+ * §2.1: decimal, no heading zeroes, at most 65535. Port 0 is refused although §2.1's range starts at 0: no TCP
+ * connection has it, and mosquitto's 21-proxy-v1-bad vectors (reference catalogue #87) expect a close.
+ */
 function parseV1Port(s: string): number | null {
   if (!V1_PORT.test(s)) return null;
   const n = Number(s);

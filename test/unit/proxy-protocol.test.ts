@@ -125,7 +125,7 @@ describe('round trips', () => {
       ...cases.map((c) => c[1]),
       ascii('PROXY TCP6 ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff 65535 65535\r\n'),
       ascii('PROXY TCP6 ::ffff:192.0.2.5 ::ffff:127.0.0.1 6275 1234\r\n'),
-      ascii('PROXY TCP4 0.0.0.0 255.255.255.255 0 65535\r\n'),
+      ascii('PROXY TCP4 0.0.0.0 255.255.255.255 1 65535\r\n'),
       ascii('PROXY UNKNOWN anything at all\r\n'),
       hex(`${SIG} 20 11 000c 01020304 05060708 0001 0002`),
       hex(`${SIG} 21 11 0014 7f000001 7f000001 002a 0539 02 0005 3132333435`),
@@ -183,9 +183,12 @@ describe('valid edge cases', () => {
     expect(expectOk(parseProxyHeader(line)).headerLength).toBe(104);
   });
 
-  it('v1 port 0 is accepted: the spec range is [0..65535] (mosquitto is stricter)', () => {
-    const r = expectOk(parseProxyHeader(ascii('PROXY TCP4 192.0.2.5 127.0.0.1 0 1234\r\n')));
-    expect(r.addresses?.srcPort).toBe(0);
+  it('v1 port 0 is refused, as source or destination, whole or cut after the 0 (catalogue #87, mosquitto)', () => {
+    expect(parseProxyHeader(ascii('PROXY TCP4 192.0.2.5 127.0.0.1 0 1234\r\n'))).toMatchObject({ kind: 'invalid' });
+    expect(parseProxyHeader(ascii('PROXY TCP4 192.0.2.5 127.0.0.1 1234 0\r\n'))).toMatchObject({ kind: 'invalid' });
+    expect(parseProxyHeader(ascii('PROXY TCP6 ::1 ::1 0 1\r\n'))).toMatchObject({ kind: 'invalid' });
+    expect(parseProxyHeader(ascii('PROXY TCP4 192.0.2.5 127.0.0.1 0'))).toMatchObject({ kind: 'invalid' });
+    expect(expectOk(parseProxyHeader(ascii('PROXY TCP4 192.0.2.5 127.0.0.1 1 65535\r\n'))).addresses?.srcPort).toBe(1);
   });
 
   it('v2 LOCAL with an address block is accepted and the block skipped (length is honoured)', () => {
