@@ -29,6 +29,7 @@ import { Failover, computeTracking } from './failover/index.js';
 import { isVipAddress, vipAddresses } from './failover/ipv4.js';
 import { VERSION } from './version.js';
 import { ErrorCodes, MqttLbError } from './errors.js';
+import { monotonicNow } from './monotonic-clock.js';
 
 type Fronts = ReturnType<typeof buildFront>;
 
@@ -56,9 +57,9 @@ const TRACK_INTERVAL_MS = 250;
  */
 const PENDING_POOL_WAIT_MS = 15_000;
 
-/** Polls `done` every 50 ms until it holds or the wall clock reaches `until`. */
+/** Polls `done` every 50 ms until it holds or the monotonic clock (monotonicNow) reaches `until`. */
 async function waitUntil(done: () => boolean, until: number): Promise<void> {
-  while (!done() && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+  while (!done() && monotonicNow() < until) await new Promise((r) => setTimeout(r, 50));
 }
 /** After the drain, how long destroyed sessions get to finish closing (their sockets close asynchronously). */
 const SESSION_CLOSE_WAIT_MS = 2000;
@@ -276,7 +277,7 @@ export class App implements TelemetrySource, AdminActions {
    */
   private async firstVerdicts(): Promise<void> {
     if (this.checkers.size === 0 || this.startCut) return;
-    const began = Date.now();
+    const began = monotonicNow();
     for (const c of this.checkers.values()) c.start();
     const bound = Math.max(...[...this.poolMap.values()].map((p) => p.config.health.timeout)) + FIRST_VERDICT_MARGIN_MS;
     this.awaitingVerdicts = true;
@@ -288,12 +289,12 @@ export class App implements TelemetrySource, AdminActions {
       this.endVerdictWait = null;
     }
     if (this.startCut) {
-      this.log.info({ ms: Date.now() - began }, 'first health checks cut short: stopping');
+      this.log.info({ ms: monotonicNow() - began }, 'first health checks cut short: stopping');
       return;
     }
     const states = { up: 0, down: 0, unknown: 0 };
     for (const p of this.poolMap.values()) for (const s of p.servers) if (s.admin !== 'maint') states[s.health]++;
-    this.log.info({ ms: Date.now() - began, ...states }, 'first health checks done');
+    this.log.info({ ms: monotonicNow() - began, ...states }, 'first health checks done');
   }
 
   /** A stop signal while starting (run.ts): the wait for the first health verdicts ends now (start's `abandon` then says so). */
@@ -624,7 +625,7 @@ export class App implements TelemetrySource, AdminActions {
     const onVip = (s: ClientSession): boolean => isVipAddress(vips, s.clientLocalAddress);
     const sessions = [...this.allSessions()].filter(onVip);
     this.log.info({ sessions: sessions.length, evictRate }, 'failover: closing the sessions on the VIP');
-    await this.evictPaced(sessions, evictRate, 'failover', Date.now() + spreadMs, signal);
+    await this.evictPaced(sessions, evictRate, 'failover', monotonicNow() + spreadMs, signal);
     if (signal?.aborted === true) {
       this.log.info({ closed: sessions.filter((s) => s.closed).length, of: sessions.length }, 'failover: master again: the sessions on the VIP not closed yet stay');
       return;
@@ -652,7 +653,7 @@ export class App implements TelemetrySource, AdminActions {
   private async evictNow(match: (s: ClientSession) => boolean, reason: EvictReason): Promise<void> {
     const now = [...this.allSessions()].filter((s) => !s.closed && match(s));
     for (const s of now) s.evict(reason);
-    await waitUntil(() => now.every((s) => s.closed), Date.now() + SESSION_CLOSE_WAIT_MS);
+    await waitUntil(() => now.every((s) => s.closed), monotonicNow() + SESSION_CLOSE_WAIT_MS);
   }
 
   /**
@@ -685,7 +686,7 @@ export class App implements TelemetrySource, AdminActions {
       // With failover, only the sessions whose client connected to a VIP (design.md §3); the rest drain. A worker
       // closes all of its sessions: the VIP is the primary's, removed once every worker has stopped, so sessions
       // left to drain there would keep both hosts holding the VIP for as long.
-      const until = Date.now() + drainTimeout;
+      const until = monotonicNow() + drainTimeout;
       const vips = this.role === 'single' && this.failoverConfig !== null ? vipAddresses(this.failoverConfig.instances) : null;
       const onVip = (s: ClientSession): boolean => vips === null || isVipAddress(vips, s.clientLocalAddress);
       const evicted = sessions.filter(onVip);
@@ -698,7 +699,7 @@ export class App implements TelemetrySource, AdminActions {
         await this.evictNow(onVip, 'shutdown');
         await fo.close();
       }
-      await this.waitForSessions(until - Date.now());
+      await this.waitForSessions(until - monotonicNow());
     } else if (sessions.length > 0) {
       this.log.info({ sessions: sessions.length, drainTimeoutMs: drainTimeout }, 'draining sessions');
       await this.waitForSessions(drainTimeout);
@@ -731,7 +732,7 @@ export class App implements TelemetrySource, AdminActions {
   }
 
   private waitForSessions(timeoutMs: number): Promise<void> {
-    return waitUntil(() => this.activeSessions() === 0, Date.now() + timeoutMs);
+    return waitUntil(() => this.activeSessions() === 0, monotonicNow() + timeoutMs);
   }
 
   private async closeEverything(): Promise<void> {

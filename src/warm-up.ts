@@ -18,6 +18,7 @@ import { App } from './app.js';
 import type { LbConfig, PoolConfig } from './config/types.js';
 import { openFileLimit, reserveFor } from './proxy/fd-budget.js';
 import { collectGarbage } from './proxy/overload-guard.js';
+import { monotonicNow } from './monotonic-clock.js';
 
 /** Clients connecting at once, as in a reconnect storm. */
 const IN_FLIGHT = 32;
@@ -100,7 +101,7 @@ export class WarmUp {
   }
 
   private async runOnce(): Promise<WarmUpReport> {
-    const began = Date.now();
+    const began = monotonicNow();
     const wanted = this.real.warmUp;
     if (wanted <= 0 || this.real.listeners.length === 0 || this.closing) return { sessions: 0, failed: 0, ms: 0, ended: 'off' };
     const servers = Object.values(this.real.pools).reduce((n, p) => n + p.servers.length, 0);
@@ -124,7 +125,7 @@ export class WarmUp {
       for (const pool of app.poolMap.values()) for (const s of pool.servers) s.setHealth('up');
       const port = app.listenerMap.get(NAME)!.port;
       const until = began + TIME_BOUND_MS;
-      while (started < wanted && !this.closing && Date.now() < until) {
+      while (started < wanted && !this.closing && monotonicNow() < until) {
         started += await this.wave(port, started, Math.min(wave, wanted - started), until, tally);
       }
       ended = this.closing ? 'stop' : started < wanted ? 'time' : 'done';
@@ -143,7 +144,7 @@ export class WarmUp {
       // without this collection (225 without a warm-up), and RSS 99 instead of 125 MiB after it (80 without).
       if (started > 0) collectGarbage();
     }
-    return { sessions: tally.connected, failed: tally.failed, ms: Date.now() - began, ended };
+    return { sessions: tally.connected, failed: tally.failed, ms: monotonicNow() - began, ended };
   }
 
   /** The warm-up's own config: one loopback listener, and the real first listener's pool with the stand-in. */
@@ -213,7 +214,7 @@ export class WarmUp {
     let release!: () => void;
     const released = new Promise<void>((resolve) => (release = resolve));
     const closed: Promise<void>[] = [];
-    for (let i = 0; i < count && !this.closing && Date.now() < until; i += IN_FLIGHT) {
+    for (let i = 0; i < count && !this.closing && monotonicNow() < until; i += IN_FLIGHT) {
       const connected: Promise<void>[] = [];
       for (let n = first + i; n < first + Math.min(count, i + IN_FLIGHT); n++) {
         const client = this.client(port, n, released, tally);

@@ -15,6 +15,7 @@ import type { CheckedPool } from './pool-view.js';
 import { errorDetail, type ProbeOutcome } from './probe-outcome.js';
 import { probeServer, type ServerProbe } from './probe-server.js';
 import { initialRiseFall, nextRiseFall, type RiseFallState } from './rise-fall.js';
+import { monotonicNow } from '../monotonic-clock.js';
 
 /**
  * A probe that failed for one of these never reached the server: this process is out of descriptors or memory,
@@ -24,8 +25,10 @@ const LOCAL_ERRORS = new Set(['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM', 'EADDRNOT
 
 export interface HealthCheckerDeps {
   log: Logger;
-  /** Wall clock for `lastCheck.at` and probe spacing (default Date.now). */
+  /** Wall clock for `lastCheck.at`, which people read (default Date.now). */
   now?: () => number;
+  /** Monotonic clock for the probes' spacing (default monotonicNow: a wall-clock step must not delay a probe). */
+  clock?: () => number;
   /** Every completed probe (not the cancelled ones): feeds the health metrics. */
   onResult?: (server: Server, r: { result: CheckResult; durationMs: number }) => void;
   /** This host's name for the default MQTT probe client ID (default os.hostname()). */
@@ -81,6 +84,7 @@ export class HealthChecker {
   private agentTimeout = 0;
   private readonly log: Logger;
   private readonly now: () => number;
+  private readonly clock: () => number;
   private readonly random: () => number;
   private readonly probe: ServerProbe;
 
@@ -91,6 +95,7 @@ export class HealthChecker {
     this.pool = pool;
     this.log = deps.log;
     this.now = deps.now ?? Date.now;
+    this.clock = deps.clock ?? monotonicNow;
     this.random = deps.random ?? Math.random;
     const context = { hostname: deps.hostname ?? os.hostname(), httpDispatcher: () => this.httpDispatcher() };
     this.probe = deps.probe ?? ((server, config, signal) => probeServer(server, config, context, signal));
@@ -111,7 +116,7 @@ export class HealthChecker {
     this.sync();
     // A shortened interval applies now rather than after the wait armed under the old one.
     const interval = pool.config.health.interval;
-    const now = this.now();
+    const now = this.clock();
     for (const loop of this.loops.values()) {
       if (loop.timer !== null && loop.dueAt - now > interval) this.scheduleNext(loop);
     }
@@ -127,7 +132,7 @@ export class HealthChecker {
     if (!loop || loop.paused || this.closed) return Promise.resolve();
     if (loop.inFlight) return loop.inFlight;
     const waiting = new Promise<void>((resolve) => loop.waiters.push(resolve));
-    const now = this.now();
+    const now = this.clock();
     const earliest = loop.lastStartAt + Math.min(PROBE_NOW_MIN_GAP_MS, this.pool.config.health.interval);
     if (earliest <= now) this.runProbe(loop);
     else if (loop.dueAt > earliest) this.arm(loop, earliest - now);
@@ -241,7 +246,7 @@ export class HealthChecker {
     this.disarm(loop);
     const controller = new AbortController();
     loop.current = controller;
-    loop.lastStartAt = this.now();
+    loop.lastStartAt = this.clock();
     let probing: Promise<ProbeOutcome>;
     try {
       probing = this.probe(loop.server, this.pool.config, controller.signal);
@@ -310,13 +315,13 @@ export class HealthChecker {
   }
 
   private scheduleNext(loop: ServerLoop): void {
-    const sinceStart = this.now() - loop.lastStartAt;
+    const sinceStart = this.clock() - loop.lastStartAt;
     this.arm(loop, Math.max(0, jitteredDelay(this.pool.config.health.interval, this.random) - sinceStart));
   }
 
   private arm(loop: ServerLoop, delayMs: number): void {
     this.disarm(loop);
-    loop.dueAt = this.now() + delayMs;
+    loop.dueAt = this.clock() + delayMs;
     loop.timer = setTimeout(this.onTimer, delayMs, loop);
     loop.timer.unref();
   }

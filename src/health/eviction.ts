@@ -8,6 +8,7 @@
  */
 import type { EvictReason, LiveSession, Server } from '../balancer/server.js';
 import { EvictionPacer } from './eviction-pacer.js';
+import { monotonicNow } from '../monotonic-clock.js';
 
 export { EvictionPacer } from './eviction-pacer.js';
 
@@ -65,7 +66,7 @@ export class Evictor {
     private readonly opts: EvictorOptions = {},
   ) {
     this.rate = typeof rate === 'function' ? rate : () => rate;
-    this.now = opts.now ?? Date.now;
+    this.now = opts.now ?? monotonicNow;
     this.setTimer = opts.setTimer ?? defaultSetTimer;
     this.clearTimer = opts.clearTimer ?? defaultClearTimer;
   }

@@ -13,6 +13,7 @@
 import { isIPv4 } from 'node:net';
 import type { LimitsConfig } from '../config/types.js';
 import type { AdmissionTicket, RejectReason } from './context.js';
+import { monotonicNow } from '../monotonic-clock.js';
 
 /** A token bucket: `rate` tokens per second, at most `burst` stored; starts full. */
 export class TokenBucket {
@@ -143,7 +144,7 @@ export class Admission {
   /** close() was called: the balancer is stopping. */
   private closed = false;
 
-  constructor(limits: LimitsConfig, now: () => number = Date.now) {
+  constructor(limits: LimitsConfig, now: () => number = monotonicNow) {
     this.limits = limits;
     this.now = now;
     this.reconfigure(limits);

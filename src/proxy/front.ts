@@ -19,6 +19,7 @@ import { CidrSet } from './cidr.js';
 import { parseProxyHeader, encodeFor, addressesOf, MAX_V1_LINE_LENGTH, MAX_V2_BLOCK_LENGTH, type ProxyAddresses, type ProxyTlvs } from './proxy-protocol.js';
 import type { Front, Listener, ProxyHeaderBuilder } from './listener.js';
 import type { ClientSession } from './session.js';
+import { monotonicNow } from '../monotonic-clock.js';
 
 /** The largest header we buffer: the parser answers `invalid` beyond these, this is a second bound. */
 const MAX_PROXY_HEADER = Math.max(16 + MAX_V2_BLOCK_LENGTH, MAX_V1_LINE_LENGTH);
@@ -98,7 +99,7 @@ export class ConnectionFront implements Front {
 
   accept(socket: Socket, listener: Listener): void {
     listener.inFront.add(socket);
-    const state: FrontState = { listener, front: this, raw: socket, acceptedAt: Date.now(), timer: null, buf: null, remote: undefined, destination: undefined, proxyHeaderBytes: 0, inTls: false, done: false };
+    const state: FrontState = { listener, front: this, raw: socket, acceptedAt: monotonicNow(), timer: null, buf: null, remote: undefined, destination: undefined, proxyHeaderBytes: 0, inTls: false, done: false };
     (socket as Tagged)[kFront] = state;
     // The PROXY header and the TLS handshake are inside the client's connect deadline, from accept.
     state.timer = setTimeout(onFrontTimeout, this.timeoutMs, state);

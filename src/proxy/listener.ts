@@ -16,6 +16,7 @@ import { hardCapFor } from './fd-budget.js';
 import { HandleSocket, errnoError, handleSockets, type TcpHandle } from './handle-socket.js';
 import type { ProxySocket } from './proxy-socket.js';
 import { shedFront } from './front.js';
+import { monotonicNow } from '../monotonic-clock.js';
 
 /** Builds the header sent to the server before the CONNECT (PROXY protocol), or null for none. */
 export type ProxyHeaderBuilder = (session: ClientSession, pool: RoutingPool) => Buffer | null;
@@ -206,7 +207,7 @@ export class Listener implements SessionListener {
     this.ctx.totalActive++;
     // A front needs a net.Socket; the handle accept above hands those to net.
     if (this.front !== null && socket instanceof net.Socket) this.front.accept(socket, this);
-    else this.startSession(socket, undefined, Date.now());
+    else this.startSession(socket, undefined, monotonicNow());
   }
 
   /** Called directly, or by the front once TLS/PROXY are done. */

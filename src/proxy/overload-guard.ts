@@ -11,6 +11,7 @@
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { MemoryCeiling } from './memory-ceiling.js';
+import { monotonicNow } from '../monotonic-clock.js';
 
 /**
  * How often memory is sampled. A flood of large unfinished CONNECTs can grow memory by up to its bandwidth per
@@ -85,7 +86,7 @@ export class OverloadGuard {
     this.actions = actions;
     this.measure = hooks.measure ?? memoryInUse;
     this.collect = hooks.collect ?? collectGarbage;
-    this.now = hooks.now ?? Date.now;
+    this.now = hooks.now ?? monotonicNow;
     this.intervalMs = hooks.intervalMs ?? SAMPLE_MS;
   }
 

@@ -23,6 +23,7 @@ import { KeepAliveArming } from './keepalive-arming.js';
 import type { IdleWatched } from './idle-sweep.js';
 import type { ListenerStats, ProxyContext, RejectReason, RoutingPool, AdmissionTicket } from './context.js';
 import type { TlsPeer } from './front.js';
+import { monotonicNow } from '../monotonic-clock.js';
 
 const kSession = Symbol('mqtt-lb.session');
 type Tagged = ProxySocket & { [kSession]?: ClientSession };
@@ -141,7 +142,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
       this.reject(refused);
       return;
     }
-    const left = Math.max(0, acceptedAt + ctx.limits.clientConnectTimeout - Date.now());
+    const left = Math.max(0, acceptedAt + ctx.limits.clientConnectTimeout - monotonicNow());
     this.deadline = setTimeout(onDeadline, left, this);
     if (preread !== undefined && preread.length > 0) this.receive(preread);
   }
@@ -584,7 +585,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
   /** Cleared in finished(), when both sides have closed. */
   private startGrace(sock: ProxySocket): void {
     if (this.graceTimer !== null) clearTimeout(this.graceTimer);
-    this.graceProgressAt = Date.now();
+    this.graceProgressAt = monotonicNow();
     this.graceQueueMark = sock.writableLength;
     this.graceReadMark = this.upstream === null ? 0 : this.upstream.bytesRead;
     this.graceTimer = setTimeout(onGraceExpired, CLOSE_GRACE_MS, this, sock);
@@ -601,7 +602,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     this.graceTimer = null;
     const queued = sock.destroyed ? 0 : sock.writableLength;
     if (queued > 0) {
-      const now = Date.now();
+      const now = monotonicNow();
       if (queued < this.graceQueueMark) {
         this.graceQueueMark = queued;
         this.graceProgressAt = now;
@@ -641,7 +642,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
           clientId: this.clientIdText,
           pool: this.pool?.name,
           server: this.server!.name,
-          durationMs: Date.now() - this.acceptedAt,
+          durationMs: monotonicNow() - this.acceptedAt,
           bytesIn: this.bytesIn,
           bytesOut: this.bytesOut,
           reason: this.closeReason,

@@ -237,6 +237,16 @@ describe('Admission', () => {
     expect(a.queued).toBe(0);
   });
 
+  it('accept rate on the default (monotonic) clock: a wall-clock step back does not stall the queue', () => {
+    const a = (admission = new Admission(limits({ acceptRate: 10, acceptQueue: 3 })));
+    expect(a.admit(new Ticket())).toBe('ok');
+    const waiting = [new Ticket(), new Ticket()];
+    for (const t of waiting) expect(a.admit(t)).toBe('queued');
+    vi.setSystemTime(Date.now() - 3_600_000); // NTP or a restored VM: the wall clock goes back an hour
+    vi.advanceTimersByTime(200);
+    expect(waiting.map((t) => t.events)).toEqual([['proceed'], ['proceed']]);
+  });
+
   it('newcomers queue behind waiting clients even when a token is free', () => {
     const a = make(limits({ acceptRate: 10, acceptQueue: 10 }));
     expect(a.admit(new Ticket())).toBe('ok');

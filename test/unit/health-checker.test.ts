@@ -63,7 +63,7 @@ function setup(health: Partial<PoolConfig['health']> = {}, names = ['a', 'b']) {
 
 describe('HealthChecker', () => {
   beforeEach(() => {
-    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'], now: 0 });
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date', 'performance'], now: 0 });
   });
   afterEach(() => {
     vi.useRealTimers();
@@ -169,6 +169,17 @@ describe('HealthChecker', () => {
     await vi.advanceTimersByTimeAsync(3000);
     expect(scripted.startsOf('a')).toEqual([0, 1000, 2000, 3000]);
     expect(results.filter((r) => r.server === 'a')).toHaveLength(4);
+    await checker.close();
+  });
+
+  it('a wall-clock step back (NTP, a restored VM) during a probe does not delay the next one', async () => {
+    const { scripted, checker } = setup({}, ['a']);
+    scripted.latencyMs = 300;
+    checker.start();
+    await vi.advanceTimersByTimeAsync(100);
+    vi.setSystemTime(Date.now() - 3_600_000); // mid-probe: the wall clock goes back an hour, the monotonic one does not
+    await vi.advanceTimersByTimeAsync(3000);
+    expect(scripted.starts).toHaveLength(4); // at 0, 1000, 2000 and 3000 of the monotonic clock
     await checker.close();
   });
 

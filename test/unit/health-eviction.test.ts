@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { Evictor, EvictionPacer } from '../../src/health/eviction.js';
 import { fakeSession, ManualClock, type FakeSession } from './health-fixtures.js';
 
@@ -10,6 +10,25 @@ function evictor(clock: ManualClock, rate: number | (() => number), isDue?: (s: 
     ...(isDue ? { isDue: (item) => isDue(item.session as FakeSession) } : {}),
   });
 }
+
+describe('Evictor on its default clocks', () => {
+  it('paces on the monotonic clock: a wall-clock step back (NTP, a restored VM) does not stop the evictions', () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    try {
+      const clock = new ManualClock(); // only marks when each session was evicted
+      const ev = new Evictor(10, 'shutdown');
+      const sessions = Array.from({ length: 3 }, () => fakeSession(clock));
+      ev.evict(sessions);
+      vi.advanceTimersByTime(1);
+      vi.setSystemTime(Date.now() - 3_600_000);
+      vi.advanceTimersByTime(500);
+      expect(sessions.filter((s) => s.evictedAt !== null)).toHaveLength(3);
+      ev.close();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});
 
 describe('EvictionPacer', () => {
   it('allows one at once after idle, then one per 1000/rate ms', () => {
