@@ -630,7 +630,9 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
       clearTimeout(this.graceTimer);
       this.graceTimer = null;
     }
-    const wasSpliced = this.server !== null && this.upstream !== null;
+    // Only a session that reached a server: one abandoned while dialling (its client left, an eviction) or refused
+    // after failed dials has a server and an upstream too, but no access-log line and nothing to give back.
+    const wasSpliced = this.phase === 'splicing';
     this.phase = 'closed';
     if (wasSpliced) this.server!.sessionClosed(this);
     const ctx = this.listener.ctx;

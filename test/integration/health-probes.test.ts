@@ -3,7 +3,6 @@
  * node servers for the cases a broker cannot produce on demand (silent port, fixed CONNACK code, PROXY).
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { spawn } from 'node:child_process';
 import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -18,6 +17,7 @@ import { PROXY_V1_UNKNOWN, PROXY_V2_LOCAL } from '../../src/health/proxy-header.
 import { probeTcp } from '../../src/health/tcp.js';
 import { freePort, startMosquitto, type Broker } from '../helpers/mosquitto.js';
 import { sleep } from '../helpers/lb.js';
+import { synDroppingPort } from '../helpers/syn-dropping-port.js';
 import { logSink, poolConfig, serverConfig } from '../unit/health-fixtures.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -93,38 +93,6 @@ function checkerFor(port: number, health: Partial<PoolConfig['health']>, hostnam
   );
   cleanups.push(() => checker.close());
   return { server, checker, lines, results };
-}
-
-/**
- * A port whose connects hang (SYNs dropped, as by a powered-off host or a firewall): a child process listens
- * with a backlog of 1, blocks its event loop so it never accepts, and three connections fill the queue.
- */
-async function synDroppingPort(): Promise<number> {
-  const script = `const s = require('node:net').createServer();
-s.listen({ port: 0, host: '127.0.0.1', backlog: 1 }, () => {
-  process.stdout.write(String(s.address().port) + '\\n');
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 30000);
-});`;
-  const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
-  cleanups.push(() => {
-    child.kill('SIGKILL');
-  });
-  const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('the SYN-dropping listener did not start')), 5000);
-    child.stdout.once('data', (d: Buffer) => {
-      clearTimeout(timer);
-      resolve(Number(String(d).trim()));
-    });
-  });
-  for (let i = 0; i < 3; i++) {
-    const filler = net.connect({ port, host: '127.0.0.1' });
-    filler.on('error', () => undefined);
-    cleanups.push(() => {
-      filler.destroy();
-    });
-  }
-  await sleep(200);
-  return port;
 }
 
 describe('mqtt probe', () => {
@@ -305,7 +273,7 @@ describe('http probe', () => {
   });
 
   it('close() does not wait for a probe still connecting to a host that drops SYNs (undici ignores the abort there)', async () => {
-    const port = await synDroppingPort();
+    const port = await synDroppingPort(cleanups);
     const { checker } = checkerFor(1883, { type: 'http', http: { port, path: '/health' }, interval: 10_000, timeout: 6000 });
     checker.start();
     await sleep(300); // the probe is in its TCP connect

@@ -21,6 +21,7 @@ import { CLI, sleep, startLb, stopAllLbs, type LbProcess } from '../helpers/lb.j
 import { lbYaml, type HealthSpec } from '../helpers/lb-config.js';
 import { freePort } from '../helpers/mosquitto.js';
 import { connectPacket } from '../helpers/raw-client.js';
+import { synDroppingPort } from '../helpers/syn-dropping-port.js';
 import { familyOf, find, parseExposition, value, type Exposition } from '../unit/telemetry-fixtures.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -246,6 +247,33 @@ describe('access log (log.sessions: true)', () => {
     expect(['b1', 'b2']).toContain(line.server);
     await sleep(200);
     expect(closedLines(clientId)).toHaveLength(1);
+  });
+
+  it('writes no line for a client that left while its server connect hung: it never reached a server', async () => {
+    const cleanups: Array<() => Promise<void> | void> = [];
+    try {
+      const hung = await synDroppingPort(cleanups);
+      const hungPort = await freePort();
+      const hungAdmin = await freePort();
+      const dialing = await startLb(
+        lbYaml({ port: hungPort, admin: hungAdmin, servers: [{ name: 'hung', port: hung }], health: { type: 'none' }, pool: '    serverConnectTimeout: 5s\n', limits: LIMITS, log: '  level: info\n  sessions: true\n' }),
+        { waitReady: `http://127.0.0.1:${hungAdmin}/readyz` },
+      );
+      cleanups.push(async () => {
+        await dialing.stop();
+      });
+      const clientId = `${ID_PREFIX}left-while-dialing`;
+      const c = await RawClient.open(hungPort);
+      c.sock.write(connectPacket({ clientId, keepalive: 0 }));
+      await sleep(300); // the LB is dialling the hung server
+      c.sock.resetAndDestroy();
+      await waitFor('the LB to have no connection', async () => value((await scrape(hungAdmin)).exp, 'mqtt_lb_connections_active', { listener: 'mqtt' }) ?? -1, (n) => n === 0);
+      await sleep(200);
+      expect(dialing.logs.filter((l) => l.msg === 'session closed')).toEqual([]);
+      expect(sum((await scrape(hungAdmin)).exp, 'mqtt_lb_connections_total', { outcome: 'proxied' })).toBe(0);
+    } finally {
+      while (cleanups.length > 0) await cleanups.pop()!();
+    }
   });
 
   it('logs the sessions a stop closes at the end of the drain too, before `stopped`', async () => {
