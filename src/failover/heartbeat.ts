@@ -106,6 +106,7 @@ export class Heartbeat {
   /** Set once the advert port is ours: from then on the configured VIPs are ours to remove. */
   private ownsVips = false;
   private closing: Promise<void> | null = null;
+  private starting: Promise<void> | null = null;
   private releaseSeq = 0;
   private readonly releaseWaiters = new Map<number, (outcome: ReleaseOutcome) => void>();
   readonly dropped: Record<DropReason, number> = { bad_hmac: 0, replay: 0, router_id: 0, malformed: 0 };
@@ -144,11 +145,18 @@ export class Heartbeat {
    * Checks the interface, binds the advert port (a second instance on this host fails here, before touching
    * anything), removes VIPs left by a crashed run, then starts every instance in BACKUP (or FAULT).
    */
-  async start(): Promise<void> {
+  start(): Promise<void> {
+    this.starting ??= this.runStart();
+    return this.starting;
+  }
+
+  /** A close() meanwhile: stops at the next step, and the close waits for it (doClose) to release what it took. */
+  private async runStart(): Promise<void> {
     const iface = this.config.interface;
     const info = await showInterface(iface).catch((err: unknown) => {
       throw new MqttLbError(ErrorCodes.FAILOVER_COMMAND, `failover.interface ${iface}: ${(err as Error).message}`, { cause: err });
     });
+    if (this.closing !== null) return;
     const vipSet = new Set([...this.instances.values()].flatMap((i) => i.vips.map((v) => v.address)));
     const own = info.addresses.find((a) => !vipSet.has(a.address) && !a.secondary) ?? info.addresses.find((a) => !vipSet.has(a.address));
     if (own === undefined) throw new MqttLbError(ErrorCodes.FAILOVER_COMMAND, `failover.interface ${iface} has no IPv4 address of its own (adverts need a source address)`);
@@ -186,6 +194,7 @@ export class Heartbeat {
     );
     await this.transport.open();
     this.ownsVips = true;
+    if (this.closing !== null) return; // doClose removes the VIPs and closes the transport
     // keepalived/ucarp: at start-up, force-remove our VIPs (a SIGKILLed run may have left them: duplicate VIPs).
     for (const inst of this.instances.values()) {
       for (const v of inst.vips) {
@@ -259,6 +268,8 @@ export class Heartbeat {
   // ---- internals -------------------------------------------------------------------------------------------
 
   private async doClose(): Promise<void> {
+    // A start still running would bind the advert port after this close: let it stop first (runStart).
+    await this.starting?.catch(() => undefined);
     this.clearTimers();
     // The stop closes the sessions itself (App.stop): a release still waiting holds nothing up.
     for (const done of [...this.releaseWaiters.values()]) done('stop');
