@@ -6,11 +6,12 @@
 export const ErrorCodes = {
   CONFIG_INVALID: 'MQLB_CONFIG_INVALID', // lb.yaml has problems (see .problems)
   CONFIG_READ: 'MQLB_CONFIG_READ', // the file cannot be read
-  START_BIND: 'MQLB_START_BIND', // a listener or the admin port cannot bind
+  START_BIND: 'MQLB_START_BIND', // a listener, the admin port, a worker or the failover UDP port cannot bind
   START_FILE: 'MQLB_START_FILE', // a file named by the config (key, cert) cannot be read at start
   START_FD_LIMIT: 'MQLB_START_FD_LIMIT', // the open-file limit leaves room for no client session
   SERVER_CONNECT_TIMEOUT: 'MQLB_SERVER_CONNECT_TIMEOUT', // a dial took longer than serverConnectTimeout (logged as its code)
-  FAILOVER_COMMAND: 'MQLB_FAILOVER_COMMAND', // ip/arping failed
+  FAILOVER_COMMAND: 'MQLB_FAILOVER_COMMAND', // ip/arping failed, or the interface is unusable (none, no IPv4 address)
+  FAILOVER_START: 'MQLB_FAILOVER_START', // the heartbeat thread exited or did not start in time, or met a setting it cannot use
   FAILOVER_KEY: 'MQLB_FAILOVER_KEY', // authKeyFile missing or malformed
   RELOAD_WHILE_STOPPING: 'MQLB_RELOAD_WHILE_STOPPING', // SIGHUP after SIGTERM: the reload is ignored
   RELOAD_WORKER: 'MQLB_RELOAD_WORKER', // a worker could not take the reload (none applied it)

@@ -125,7 +125,7 @@ export class Heartbeat {
     checkInterfaceName(o.config.interface);
     const send = o.sendGarp ?? arpingSender(o.log);
     for (const ic of o.config.instances) {
-      if (this.instances.has(ic.routerId)) throw new MqttLbError(ErrorCodes.FAILOVER_COMMAND, `failover: router id ${ic.routerId} appears twice`);
+      if (this.instances.has(ic.routerId)) throw new MqttLbError(ErrorCodes.FAILOVER_START, `failover: router id ${ic.routerId} appears twice`);
       this.instances.set(ic.routerId, {
         cfg: ic,
         vips: ic.vips.map(checkVip),

@@ -88,7 +88,7 @@ export class Failover extends EventEmitter {
   /** Validates the key, then starts the worker (which removes stale VIPs and binds); rejects with a clear error. */
   async start(): Promise<void> {
     if (this.started) return;
-    if (this.closing !== null) throw new MqttLbError(ErrorCodes.FAILOVER_COMMAND, 'failover: start() after close()');
+    if (this.closing !== null) throw new MqttLbError(ErrorCodes.FAILOVER_START, 'failover: start() after close()');
     const url = workerUrl();
     if (!existsSync(fileURLToPath(url))) {
       throw new MqttLbError(ErrorCodes.START_FILE, `failover: worker script ${fileURLToPath(url)} not found (run \`npm run build\` and start from dist/)`);
@@ -187,7 +187,7 @@ export class Failover extends EventEmitter {
           reject(err);
         }
       };
-      const timer = setTimeout(() => settle(new MqttLbError(ErrorCodes.FAILOVER_COMMAND, `failover: worker did not start within ${START_TIMEOUT_MS} ms`)), START_TIMEOUT_MS);
+      const timer = setTimeout(() => settle(new MqttLbError(ErrorCodes.FAILOVER_START, `failover: worker did not start within ${START_TIMEOUT_MS} ms`)), START_TIMEOUT_MS);
       worker.on('message', (m: WorkerToMain) => {
         if (m.type === 'ready') {
           // Tracking set before the worker was up.
@@ -201,7 +201,7 @@ export class Failover extends EventEmitter {
         settle(err);
       });
       worker.on('exit', (code) => {
-        settle(new MqttLbError(ErrorCodes.FAILOVER_COMMAND, `failover: worker exited (code ${code}) while starting`));
+        settle(new MqttLbError(ErrorCodes.FAILOVER_START, `failover: worker exited (code ${code}) while starting`));
         if (this.worker === worker) this.onWorkerLost(code);
       });
     });

@@ -32,14 +32,14 @@ export class AdvertTransport {
     private readonly onDatagram: (buf: Buffer, address: string) => void,
     log: LogSink,
   ) {
-    if (!isIpv4(o.localAddress)) throw new MqttLbError(ErrorCodes.FAILOVER_COMMAND, `failover: local address ${o.localAddress} is not IPv4`);
-    if (!Number.isInteger(o.port) || o.port < 1 || o.port > 65535) throw new MqttLbError(ErrorCodes.FAILOVER_COMMAND, `failover.port ${o.port} is not a port`);
+    if (!isIpv4(o.localAddress)) throw new MqttLbError(ErrorCodes.FAILOVER_START, `failover: local address ${o.localAddress} is not IPv4`);
+    if (!Number.isInteger(o.port) || o.port < 1 || o.port > 65535) throw new MqttLbError(ErrorCodes.FAILOVER_START, `failover.port ${o.port} is not a port`);
     if (o.mode === 'unicast') {
-      if (o.peers.length === 0) throw new MqttLbError(ErrorCodes.FAILOVER_COMMAND, 'failover.transport is unicast but failover.peers is empty');
-      for (const p of o.peers) if (!isIpv4(p)) throw new MqttLbError(ErrorCodes.FAILOVER_COMMAND, `failover.peers: ${p} is not an IPv4 address`);
+      if (o.peers.length === 0) throw new MqttLbError(ErrorCodes.FAILOVER_START, 'failover.transport is unicast but failover.peers is empty');
+      for (const p of o.peers) if (!isIpv4(p)) throw new MqttLbError(ErrorCodes.FAILOVER_START, `failover.peers: ${p} is not an IPv4 address`);
       this.targets = [...o.peers];
     } else {
-      if (!isIpv4Multicast(o.group)) throw new MqttLbError(ErrorCodes.FAILOVER_COMMAND, `failover.group ${o.group} is not an IPv4 multicast address`);
+      if (!isIpv4Multicast(o.group)) throw new MqttLbError(ErrorCodes.FAILOVER_START, `failover.group ${o.group} is not an IPv4 multicast address`);
       this.targets = [o.group];
     }
     this.sendErrors = new RateLimitedLog(log, 10_000, () => performance.now());

@@ -6,7 +6,7 @@
 import { readlinkSync } from 'node:fs';
 import { setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
-import { MqttLbError } from '../errors.js';
+import { ErrorCodes, MqttLbError } from '../errors.js';
 import { Heartbeat } from './heartbeat.js';
 import { cloneableFields, type LogLevel, type LogSink } from './log.js';
 import type { MainToWorker, WorkerInit, WorkerToMain } from './messages.js';
@@ -67,7 +67,7 @@ if (heartbeat !== null) {
 }
 
 function fatal(err: unknown): void {
-  const code = err instanceof MqttLbError ? err.code : 'MQLB_FAILOVER_COMMAND';
+  const code = err instanceof MqttLbError ? err.code : ErrorCodes.FAILOVER_START;
   post({ type: 'fatal', code, message: err instanceof Error ? err.message : String(err) });
 }
 
