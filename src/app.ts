@@ -289,12 +289,12 @@ export class App implements TelemetrySource, AdminActions {
       this.endVerdictWait = null;
     }
     if (this.startCut) {
-      this.log.info({ ms: monotonicNow() - began }, 'first health checks cut short: stopping');
+      this.log.info({ ms: Math.round(monotonicNow() - began) }, 'first health checks cut short: stopping');
       return;
     }
     const states = { up: 0, down: 0, unknown: 0 };
     for (const p of this.poolMap.values()) for (const s of p.servers) if (s.admin !== 'maint') states[s.health]++;
-    this.log.info({ ms: monotonicNow() - began, ...states }, 'first health checks done');
+    this.log.info({ ms: Math.round(monotonicNow() - began), ...states }, 'first health checks done');
   }
 
   /** A stop signal while starting (run.ts): the wait for the first health verdicts ends now (start's `abandon` then says so). */

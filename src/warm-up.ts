@@ -144,7 +144,7 @@ export class WarmUp {
       // without this collection (225 without a warm-up), and RSS 99 instead of 125 MiB after it (80 without).
       if (started > 0) collectGarbage();
     }
-    return { sessions: tally.connected, failed: tally.failed, ms: monotonicNow() - began, ended };
+    return { sessions: tally.connected, failed: tally.failed, ms: Math.round(monotonicNow() - began), ended };
   }
 
   /** The warm-up's own config: one loopback listener, and the real first listener's pool with the stand-in. */

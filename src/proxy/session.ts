@@ -644,7 +644,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
           clientId: this.clientIdText,
           pool: this.pool?.name,
           server: this.server!.name,
-          durationMs: monotonicNow() - this.acceptedAt,
+          durationMs: Math.round(monotonicNow() - this.acceptedAt),
           bytesIn: this.bytesIn,
           bytesOut: this.bytesOut,
           reason: this.closeReason,
