@@ -57,6 +57,11 @@ export class Server extends EventEmitter {
   private healthState: HealthState;
   private adminState: AdminState = 'ready';
   readonly sessions = new Set<LiveSession>();
+  /**
+   * Sessions of this process dialling this server now (not in `sessions` until connected): load too, as HAProxy
+   * counts a connection from its assignment, or a burst would all go to the server that looked emptiest.
+   */
+  dialsInFlight = 0;
   /** Totals of sessions already closed; live sessions are added at read time. */
   closedBytesIn = 0;
   closedBytesOut = 0;

@@ -415,13 +415,19 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     sock.on('connect', onUpstreamConnect);
     sock.on('error', onUpstreamDialError);
     this.dialTimer = setTimeout(onDialTimeout, pool.config.serverConnectTimeout, this);
+    server.dialsInFlight++;
+  }
+
+  /** The dial is over (connected, failed, timed out or abandoned): its timer stops, and it stops counting as load. */
+  private endDial(): void {
+    if (this.dialTimer === null) return;
+    clearTimeout(this.dialTimer);
+    this.dialTimer = null;
+    this.server!.dialsInFlight--;
   }
 
   dialFailed(code: string): void {
-    if (this.dialTimer !== null) {
-      clearTimeout(this.dialTimer);
-      this.dialTimer = null;
-    }
+    this.endDial();
     const sock = this.upstream;
     const server = this.server!;
     if (sock !== null) {
@@ -447,15 +453,11 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
   }
 
   onDialTimeout(): void {
-    this.dialTimer = null;
     this.dialFailed(ErrorCodes.SERVER_CONNECT_TIMEOUT);
   }
 
   upstreamConnected(): void {
-    if (this.dialTimer !== null) {
-      clearTimeout(this.dialTimer);
-      this.dialTimer = null;
-    }
+    this.endDial();
     const sock = this.upstream!;
     const server = this.server!;
     const pool = this.pool!;
@@ -532,8 +534,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
       // Client left before routing completed: abandon any dial without counting it against a server.
       this.phase = 'closed';
       this.buf = null;
-      if (this.dialTimer !== null) clearTimeout(this.dialTimer);
-      this.dialTimer = null;
+      this.endDial();
       if (this.upstream !== null) {
         this.upstream.on('error', noop);
         this.upstream.destroy();

@@ -22,6 +22,8 @@ export interface ServerSpec {
   name: string;
   port: number;
   backup?: boolean;
+  /** Omitted: no `weight:` (the contract's default, 1). */
+  weight?: number;
 }
 
 export interface HealthSpec {
@@ -58,7 +60,7 @@ export type LbYamlOptions = LbYamlCommon & ({ port: number; listeners?: never } 
 
 export function serverLines(list: readonly ServerSpec[]): string {
   return list
-    .map((s) => `      - name: ${s.name}\n        address: 127.0.0.1:${s.port}${s.backup === true ? '\n        backup: true' : ''}`)
+    .map((s) => `      - name: ${s.name}\n        address: 127.0.0.1:${s.port}${s.backup === true ? '\n        backup: true' : ''}${s.weight === undefined ? '' : `\n        weight: ${s.weight}`}`)
     .join('\n');
 }
 

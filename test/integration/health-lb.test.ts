@@ -16,6 +16,7 @@ import { brokerFor, connectVia, startBrokers, tagBroker, whichBroker, type Named
 import { startLb, stopAllLbs, sleep, waitPort, type LbProcess } from '../helpers/lb.js';
 import { lbYaml, type HealthSpec, type ServerSpec } from '../helpers/lb-config.js';
 import { freePort, startMosquitto } from '../helpers/mosquitto.js';
+import { connectPacket, connectRaw } from '../helpers/raw-client.js';
 
 const INTERVAL_MS = 300;
 const TIMEOUT_MS = 250;
@@ -442,6 +443,21 @@ describe('health through the LB (issue 3)', () => {
     expect(moved.spreadMs).toBeGreaterThanOrEqual(0.6 * ((onBackup.length - 1) * 1000) / RATE);
     expect((await servers(admin)).get('rr-bk')!.sessions).toBe(0);
     expect(new Set((await brokersFor(port, ['hl-rr-0', 'hl-rr-1'])).values())).toEqual(new Set(['rr-p1']));
+  });
+
+  // HAProxy's leastconn counts a connection from its assignment: a burst that arrives before any dial completes
+  // must follow the weights, not rotate over servers that all still look empty.
+  it('least-connections: a burst of clients routed before their dials complete is spread by weight', async () => {
+    const [l1, l2, l3] = await brokers(['lc-1', 'lc-2', 'lc-3']);
+    const { port, admin } = await lbFor([l1!, { name: 'lc-2', port: l2!.port, weight: 2 }, l3!], { balance: 'least-connections' });
+    await waitFor(async () => [...(await servers(admin)).values()].every((s) => s.state === 'up'), 5000, 'all up');
+    const sockets = await Promise.all(Array.from({ length: 80 }, () => connectRaw(port)));
+    cleanups.push(() => sockets.forEach((s) => s.destroy()));
+    const connacks = sockets.map((s) => new Promise<void>((resolve) => s.once('data', () => resolve())));
+    sockets.forEach((s, i) => s.write(connectPacket({ clientId: `hl-lc-burst-${i}`, keepalive: 0 })));
+    await Promise.all(connacks);
+    const sessions = Object.fromEntries([...(await servers(admin)).values()].map((s) => [s.name, s.sessions]));
+    expect(sessions).toEqual({ 'lc-1': 20, 'lc-2': 40, 'lc-3': 20 });
   });
 
   it('a reload that moves a server to a dead address: no new session goes there, and its sessions at the old address stay', async () => {

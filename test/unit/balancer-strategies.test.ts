@@ -66,6 +66,12 @@ describe('least-connections', () => {
     expect(pool.servers.map((s) => s.sessions.size)).toEqual([100, 100, 200]);
   });
 
+  it('counts dials in flight as load: a burst of picks before any connect completes follows the weights', () => {
+    const pool = upPool({ balance: 'least-connections', servers: ['b1', 'b2', { name: 'b3', weight: 2 }] });
+    for (let i = 0; i < 400; i++) pool.candidates(NO_KEY)[0]!.dialsInFlight++; // as ClientSession.dial does
+    expect(pool.servers.map((s) => s.dialsInFlight)).toEqual([100, 100, 200]);
+  });
+
   it('rotates among equally loaded servers', () => {
     const pool = upPool({ balance: 'least-connections', servers: ['b1', 'b2', 'b3'] });
     // Nothing is added between picks (sessions not yet counted): equals must still rotate.

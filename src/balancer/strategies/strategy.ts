@@ -19,8 +19,8 @@ export interface PlacementStrategy {
 /** Source of uniform numbers in [0, 1), injectable for tests. */
 export type RandomSource = () => number;
 
-/** sessions / weight: the load figure of least-connections and of the two random choices. */
+/** (sessions + dials in flight) / weight: the load figure of least-connections and of the two random choices. */
 export function loadOf(table: ServerTable, i: number): number {
   const s = table.servers[i]!;
-  return s.sessions.size / s.config.weight;
+  return (s.sessions.size + s.dialsInFlight) / s.config.weight;
 }
