@@ -3,6 +3,8 @@
  *   to down,  onServerDown: shutdown  -> evict that server's sessions (reason server_down)
  *   to up,    onServerUp: rebalance   -> evict sessions on other servers whose key it now owns (rebalance)
  *   to drain or maint (admin)         -> evict that server's sessions (reason drain)
+ *   a reload that makes a server take sessions as a non-backup (weight 0 -> more, backup -> not, or added
+ *   already up with health.type none) -> as to up: a return without a state change
  * all through one paced Evictor per pool (evictRate). The pool config is read at each event and each
  * eviction step, so a reload applies at once.
  */
@@ -27,6 +29,8 @@ export class PoolReactions {
   private pool: ReactingPool;
   private readonly evictor: Evictor;
   private readonly subscribed = new Set<Server>();
+  /** Per server, whether it took new sessions as a non-backup when last seen (a state change or a reload). */
+  private readonly serving = new Map<Server, boolean>();
   private closed = false;
 
   constructor(
@@ -41,6 +45,7 @@ export class PoolReactions {
     if (deps.clearTimer) opts.clearTimer = deps.clearTimer;
     this.evictor = new Evictor(() => this.pool.config.evictRate, 'drain', opts);
     this.subscribe();
+    for (const server of pool.servers) this.serving.set(server, servesAsPrimary(server));
   }
 
   /** After a reload: follow the pool's current servers (and config, read live). */
@@ -48,6 +53,10 @@ export class PoolReactions {
     if (this.closed) return;
     this.pool = pool;
     this.subscribe();
+    for (const server of pool.servers) {
+      if (this.serving.get(server) !== true && servesAsPrimary(server)) this.serverReturned(server);
+      this.serving.set(server, servesAsPrimary(server));
+    }
   }
 
   /** Paced eviction of all of a server's sessions (also for reload_removed and shutdown). */
@@ -80,6 +89,7 @@ export class PoolReactions {
     this.closed = true;
     for (const server of this.subscribed) server.off('state', this.onState);
     this.subscribed.clear();
+    this.serving.clear();
     this.evictor.close();
   }
 
@@ -89,6 +99,7 @@ export class PoolReactions {
       if (!current.has(server)) {
         server.off('state', this.onState);
         this.subscribed.delete(server);
+        this.serving.delete(server);
       }
     }
     for (const server of current) {
@@ -103,6 +114,7 @@ export class PoolReactions {
     if (this.closed) return;
     this.deps.onStateChange?.(change);
     const { server, to } = change;
+    this.serving.set(server, servesAsPrimary(server));
     const config = this.pool.config;
     if (to === 'drain' || to === 'maint') {
       this.evictAll(server, 'drain');
@@ -116,15 +128,19 @@ export class PoolReactions {
     }
     if (to === 'up') {
       this.evictor.cancel((item) => item.server === server && item.reason === 'server_down');
-      if (config.onServerUp === 'rebalance') {
-        const items = sessionsToRebalance(this.pool, server);
-        const n = this.evictor.enqueue(items);
-        // `server` names where the sessions are closed, as on the other eviction lines; `to`, where they belong.
-        const from = [...new Set(items.map((i) => i.server!.name))].join(',');
-        if (n > 0) this.deps.log.info({ pool: this.pool.name, server: from, to: server.name, reason: 'rebalance', sessions: n }, 'evicting sessions');
-      }
+      this.serverReturned(server);
     }
   };
+
+  /** onServerUp: rebalance moves to `server` what belongs to it (sessionsToRebalance). */
+  private serverReturned(server: Server): void {
+    if (this.pool.config.onServerUp !== 'rebalance') return;
+    const items = sessionsToRebalance(this.pool, server);
+    const n = this.evictor.enqueue(items);
+    // `server` names where the sessions are closed, as on the other eviction lines; `to`, where they belong.
+    const from = [...new Set(items.map((i) => i.server!.name))].join(',');
+    if (n > 0) this.deps.log.info({ pool: this.pool.name, server: from, to: server.name, reason: 'rebalance', sessions: n }, 'evicting sessions');
+  }
 
   private isDue(item: EvictionItem): boolean {
     const server = item.server;
@@ -141,4 +157,9 @@ export class PoolReactions {
         return true; // shutdown, reload_removed: unconditional
     }
   }
+}
+
+/** Takes new sessions and is not a backup: what a returning server is for `onServerUp`. */
+function servesAsPrimary(server: Server): boolean {
+  return server.acceptsNew && !server.config.backup;
 }

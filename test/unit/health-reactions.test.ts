@@ -195,6 +195,35 @@ describe('PoolReactions', () => {
     reactions.close();
   });
 
+  it('onServerUp: rebalance: a reload that makes a server take sessions (weight 0 to 1, backup to not) is a return', () => {
+    const clock = new ManualClock();
+    const a = new Server('brokers', { ...serverConfig('a'), weight: 0 }, 'up');
+    const bk = new Server('brokers', { ...serverConfig('bk'), backup: true }, 'up');
+    const pool = new FakePool(poolConfig({ onServerUp: 'rebalance', evictRate: 1000 }), [a, bk]);
+    const { log, lines } = logSink();
+    const reactions = new PoolReactions(pool, { log, now: clock.now, setTimer: clock.setTimer, clearTimer: clock.clearTimer });
+    const onBackup = [fakeSession(clock, '', bk), fakeSession(clock, 'a-1', bk), fakeSession(clock, 'x-1', bk)];
+    reactions.reconfigure(pool); // nothing changed: nothing moves
+    clock.advanceTo(1000);
+    expect(onBackup.every((x) => x.evictedAt === null)).toBe(true);
+    a.config = { ...a.config, weight: 1 }; // as Pool.reconfigure does
+    reactions.reconfigure(pool);
+    clock.advanceTo(2000);
+    // The homeless session leaves the backup, a-1 goes home; x-1 belongs to no server (FakePool.owner) and stays.
+    expect(onBackup.map((x) => x.evictReason)).toEqual(['rebalance', 'rebalance', null]);
+    expect(lines.filter((l) => l.msg === 'evicting sessions')).toMatchObject([{ server: 'bk', to: 'a', reason: 'rebalance', sessions: 2 }]);
+    // A backup made a primary by a reload takes the sessions off the other backups.
+    const bk2 = new Server('brokers', { ...serverConfig('bk2'), backup: true }, 'up');
+    pool.servers = [a, bk, bk2];
+    reactions.reconfigure(pool);
+    const stranded = fakeSession(clock, '', bk);
+    bk2.config = { ...bk2.config, backup: false };
+    reactions.reconfigure(pool);
+    clock.advanceTo(3000);
+    expect(stranded.evictReason).toBe('rebalance');
+    reactions.close();
+  });
+
   it('evictAll serves reload_removed and shutdown', () => {
     const { clock, a, reactions } = setup();
     const s = fakeSession(clock, 'a-1', a);
