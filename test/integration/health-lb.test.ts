@@ -460,6 +460,22 @@ describe('health through the LB (issue 3)', () => {
     expect(sessions).toEqual({ 'lc-1': 20, 'lc-2': 40, 'lc-3': 20 });
   });
 
+  it('onServerUp: rebalance: a reload that sets a server\'s weight from 0 moves the sessions off the backup', async () => {
+    const [w1, bk] = await brokers(['rw-1', 'rw-bk']);
+    const [port, admin] = [await freePort(), await freePort()];
+    const yamlFor = (weight: number): string =>
+      lbYaml({ port, admin, servers: [{ name: 'rw-1', port: w1!.port, weight }, { name: 'rw-bk', port: bk!.port, backup: true }], health: HEALTH_MQTT, limits: LIMITS, pool: '    onServerUp: rebalance\n    evictRate: 100\n' });
+    const lb = await startLb(yamlFor(0), { waitReady: `http://127.0.0.1:${admin}/readyz` });
+    cleanups.push(() => lb.stop().then(() => undefined));
+    await waitFor(async () => [...(await servers(admin)).values()].every((s) => s.state === 'up'), 5000, 'all up');
+    const onBackup = await trackAll(port, Array.from({ length: 8 }, (_, i) => `hl-rw-${i}`));
+    for (const t of onBackup) expect(t.broker, t.id).toBe('rw-bk');
+    lb.writeConfig(yamlFor(1));
+    lb.reload();
+    await waitFor(() => onBackup.every((t) => t.closedAt !== null), 5000, 'the backup sessions moved');
+    expect((await servers(admin)).get('rw-bk')!.sessions).toBe(0);
+  });
+
   it('a reload that moves a server to a dead address: no new session goes there, and its sessions at the old address stay', async () => {
     const [m1, m2] = await brokers(['mv-1', 'mv-2']);
     const [port, admin] = [await freePort(), await freePort()];
