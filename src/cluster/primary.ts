@@ -100,7 +100,7 @@ export class ClusterPrimary {
   /** Fork the workers and wait until every one has bound its listeners. */
   async start(): Promise<void> {
     const asked = process.env.NODE_CLUSTER_SCHED_POLICY;
-    if (asked !== undefined && asked !== 'rr' && asked !== 'none') this.log.warn({ NODE_CLUSTER_SCHED_POLICY: asked }, 'NODE_CLUSTER_SCHED_POLICY is neither rr nor none: the kernel\'s scheduling');
+    if (asked !== undefined && asked !== 'rr' && asked !== 'none') this.log.warn({ NODE_CLUSTER_SCHED_POLICY: asked }, 'NODE_CLUSTER_SCHED_POLICY is neither rr nor none: using the kernel\'s scheduling');
     cluster.schedulingPolicy = schedulingPolicy(asked);
     const here = path.dirname(fileURLToPath(import.meta.url));
     cluster.setupPrimary({ exec: path.join(here, 'worker-main.js'), args: [], silent: false });
@@ -205,7 +205,7 @@ export class ClusterPrimary {
           return;
         }
         // A worker died: its sessions are gone (clients reconnect); replace it like HAProxy's master does.
-        this.log.error({ worker: index, code, signal }, 'worker exited: restarting it');
+        this.log.error({ worker: index, exitCode: code, signal }, 'worker exited: restarting it');
         this.respawn(index, 0);
       });
     });

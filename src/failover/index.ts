@@ -261,7 +261,7 @@ export class Failover extends EventEmitter {
     this.generation++;
     this.releases.clear();
     if (this.closing !== null || !this.started) return;
-    this.log.error({ code }, 'failover worker exited unexpectedly: removing VIPs, restarting');
+    this.log.error({ exitCode: code }, 'failover worker exited unexpectedly: removing VIPs, restarting');
     const cur = this.last?.dropped;
     if (cur !== undefined) for (const r of Object.keys(this.droppedBefore) as DropReason[]) this.droppedBefore[r] += cur[r];
     for (const i of this.last?.instances ?? []) {

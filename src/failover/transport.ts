@@ -83,7 +83,7 @@ export class AdvertTransport {
       s.send(buf, this.o.port, target, (err) => {
         this.inFlight--;
         // A cut link gives ENETUNREACH/EHOSTUNREACH at every advert: log the first of each kind per 10 s.
-        if (err) this.sendErrors.warn(`send:${target}:${(err as NodeJS.ErrnoException).code}`, { target, code: (err as NodeJS.ErrnoException).code }, 'failover advert send failed');
+        if (err) this.sendErrors.warn(`send:${target}:${(err as NodeJS.ErrnoException).code}`, { target, errno: (err as NodeJS.ErrnoException).code }, 'failover advert send failed');
       });
     }
   }

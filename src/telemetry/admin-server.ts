@@ -194,7 +194,7 @@ export class AdminServer {
       { token: this.token, loopbackBind: this.loopbackBind },
     );
     if (!auth.ok) {
-      this.log.warn({ status: auth.status, pool: target.pool, server: target.server, action: target.action }, 'admin request refused');
+      this.log.warn({ status: auth.status, pool: target.pool, server: target.server, action: target.action, from: req.socket.remoteAddress }, 'admin request refused');
       const extra: Record<string, string> = auth.status === 401 ? { 'www-authenticate': 'Bearer realm="mqtt-lb"' } : {};
       return this.send(res, auth.status, `${auth.message}\n`, extra);
     }
