@@ -49,6 +49,8 @@ const START_TIMEOUT_MS = 20_000;
 const CLOSE_TIMEOUT_MS = 10_000;
 /** After an unexpected worker exit (a bug), the VIPs are removed and the worker restarted after this. */
 const RESTART_DELAY_MS = 1000;
+/** The longest wait between attempts to start the failover thread again. */
+const RESTART_DELAY_MAX_MS = 30_000;
 
 function workerUrl(): URL {
   return new URL('./worker.js', import.meta.url);
@@ -269,14 +271,26 @@ export class Failover extends EventEmitter {
     }
     this.last = null;
     for (const w of [...this.resignWaiters]) w.done();
-    void this.removeAllVips().then(() => {
+    void this.removeAllVips().then(() => this.restartWorker(0));
+  }
+
+  /**
+   * Start a new failover thread after a delay that doubles with each failed attempt (up to RESTART_DELAY_MAX_MS):
+   * a start that fails (the interface gone for a moment, the advert port taken) is tried again, never given up,
+   * or failover would stay off on this host until someone restarted it.
+   */
+  private restartWorker(failures: number): void {
+    if (this.closing !== null) return;
+    const delayMs = Math.min(RESTART_DELAY_MS * 2 ** failures, RESTART_DELAY_MAX_MS);
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = null;
       if (this.closing !== null) return;
-      this.restartTimer = setTimeout(() => {
-        this.restartTimer = null;
+      this.spawnWorker().catch((err: unknown) => {
         if (this.closing !== null) return;
-        this.spawnWorker().catch((err: unknown) => this.log.error({ err }, 'failover worker restart failed'));
-      }, RESTART_DELAY_MS);
-    });
+        this.log.error({ err, retryInMs: Math.min(RESTART_DELAY_MS * 2 ** (failures + 1), RESTART_DELAY_MAX_MS) }, 'failover worker restart failed');
+        this.restartWorker(failures + 1);
+      });
+    }, delayMs);
   }
 
   private async doClose(): Promise<void> {
