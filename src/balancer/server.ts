@@ -62,6 +62,8 @@ export class Server extends EventEmitter {
    * counts a connection from its assignment, or a burst would all go to the server that looked emptiest.
    */
   dialsInFlight = 0;
+  /** Until when (monotonic ms) it is tried last after a failed dial of this process; 0 = not (dial-backoff.ts). */
+  dialBackoffUntil = 0;
   /** Totals of sessions already closed; live sessions are added at read time. */
   closedBytesIn = 0;
   closedBytesOut = 0;

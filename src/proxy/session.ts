@@ -24,6 +24,7 @@ import type { IdleWatched } from './idle-sweep.js';
 import type { ListenerStats, ProxyContext, RejectReason, RoutingPool, AdmissionTicket } from './context.js';
 import type { TlsPeer } from './front.js';
 import { monotonicNow } from '../monotonic-clock.js';
+import { backOff, clearBackOff, deferBackedOff } from '../balancer/dial-backoff.js';
 
 const kSession = Symbol('mqtt-lb.session');
 type Tagged = ProxySocket & { [kSession]?: ClientSession };
@@ -304,6 +305,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     // A server about to get its first verdict (new, moved, back from maint) that would take this client.
     if (this.awaitVerdict(pool.verdictWaitUntil(this.routingKey, this.candidates))) return;
     if (this.candidates.length === 0) return this.refuse('no_server');
+    deferBackedOff(this.candidates, monotonicNow);
     this.phase = 'dialing';
     this.dial();
   }
@@ -439,6 +441,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     this.upstream = null;
     this.server = null;
     const serverCaused = SERVER_CAUSED.has(code);
+    if (serverCaused) backOff(server, monotonicNow());
     this.listener.ctx.log.debug({ pool: this.pool!.name, server: server.name, code }, 'server dial failed');
     this.listener.ctx.onDialFailure(server, serverCaused);
     if (this.phase !== 'dialing') return;
@@ -469,6 +472,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     }
     this.phase = 'splicing';
     this.openSockets = 2;
+    clearBackOff(server);
     const ctx = this.listener.ctx;
     ctx.onServerConnected(server, (performance.now() - this.dialStartedAt) / 1000);
     server.sessions.add(this);

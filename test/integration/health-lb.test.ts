@@ -476,6 +476,28 @@ describe('health through the LB (issue 3)', () => {
     expect((await servers(admin)).get('rw-bk')!.sessions).toBe(0);
   });
 
+  // Reference catalogue #50 (Sozu's refused-backend test): a refused server is avoided for a back-off window, so
+  // it is dialled at most about once a second, also without health checks.
+  it('a server refusing connections is dialled at most 1 + elapsed seconds times, with health.type none too', async () => {
+    const [live] = await brokers(['bo-live']);
+    const [port, admin, dead] = [await freePort(), await freePort(), await freePort()];
+    const lb = await startLb(
+      lbYaml({ port, admin, servers: [{ name: 'bo-dead', port: dead }, live!], balance: 'round-robin', health: { type: 'none' }, limits: LIMITS, log: '  level: debug\n' }),
+      { waitReady: `http://127.0.0.1:${admin}/readyz` },
+    );
+    cleanups.push(() => lb.stop().then(() => undefined));
+    const began = performance.now();
+    for (let i = 0; i < 16; i++) {
+      expect(await brokerFor(port, `hl-bo-${i}`)).toBe('bo-live'); // the client never sees the refusal
+      await sleep(250);
+    }
+    const elapsedS = (performance.now() - began) / 1000;
+    const dials = lb.logs.filter((l) => l.msg === 'server dial failed' && l.server === 'bo-dead').length;
+    console.log(`[issue3] refused server dialled ${dials} times in ${elapsedS.toFixed(1)} s for 16 sessions`);
+    expect(dials).toBeGreaterThanOrEqual(1);
+    expect(dials).toBeLessThanOrEqual(1 + Math.floor(elapsedS));
+  });
+
   it('a reload that moves a server to a dead address: no new session goes there, and its sessions at the old address stay', async () => {
     const [m1, m2] = await brokers(['mv-1', 'mv-2']);
     const [port, admin] = [await freePort(), await freePort()];
