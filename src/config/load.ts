@@ -16,6 +16,7 @@ import type { LbConfig } from './types.js';
 import type { FileRef } from './validate-context.js';
 import { validateDocument } from './validate.js';
 import { ConfigReader, joinPath, ProblemCollector, TextPositions } from './yaml-reader.js';
+import { scriptInsecurity } from './script-security.js';
 
 export { parseHostPort } from './net-syntax.js';
 
@@ -227,6 +228,14 @@ function checkFiles(files: FileRef[], out: ProblemCollector, config: LbConfig): 
   }
   checkTlsMaterial(usable, out, config);
   checkFailoverKey(usable.get('failover.authKeyFile'), out);
+  checkNotifyHook(usable.get('failover.notify'), out);
+}
+
+/** The notify hook runs with this process's capabilities: no one else may change it (script-security.ts). */
+function checkNotifyHook(ref: FileRef | undefined, out: ProblemCollector): void {
+  if (ref === undefined) return;
+  const why = scriptInsecurity(ref.resolved);
+  if (why !== null) out.error(ref.at, ref.path, `${why}: whoever can change the hook runs commands with this process's privileges (chmod go-w, chown root)`);
 }
 
 /** The failover key file holds what start needs: one base64 line of 32 bytes (src/failover/key.ts). */
@@ -234,6 +243,9 @@ function checkFailoverKey(ref: FileRef | undefined, out: ProblemCollector): void
   if (ref === undefined) return;
   const problem = keyProblem(readFileSync(ref.resolved, 'utf8'));
   if (problem !== null) out.error(ref.at, ref.path, problem);
+  else if ((statSync(ref.resolved).mode & 0o077) !== 0) {
+    out.warn(ref.at, ref.path, `is readable by group or others (mode ${(statSync(ref.resolved).mode & 0o777).toString(8)}): anyone who reads it can forge adverts (chmod 600)`);
+  }
 }
 
 /**

@@ -96,7 +96,6 @@ export class Failover extends EventEmitter {
       throw new MqttLbError(ErrorCodes.START_FILE, `failover: worker script ${fileURLToPath(url)} not found (run \`npm run build\` and start from dist/)`);
     }
     const kf = await readKeyFile(this.config.authKeyFile);
-    if (kf.looseMode) this.log.warn({ file: this.config.authKeyFile }, 'failover key file is readable by group or others (anyone who reads it can forge adverts)');
     this.key = kf.key;
     await this.spawnWorker();
     this.started = true;

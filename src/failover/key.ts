@@ -3,7 +3,7 @@
  * exactly that one line. Anything else is refused with a message that says what was found and how to fix it.
  */
 import { randomBytes } from 'node:crypto';
-import { readFile, stat } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { ErrorCodes, MqttLbError } from '../errors.js';
 
 export const FAILOVER_KEY_BYTES = 32;
@@ -50,23 +50,20 @@ export function keyProblem(text: string): string | null {
   return null;
 }
 
+/** (A file readable by group or others is warned about by the config check: src/config/load.ts.) */
 export interface KeyFile {
   key: Buffer;
-  /** The file can be read by group or others: worth a warning (anyone who reads it can forge adverts). */
-  looseMode: boolean;
 }
 
 export async function readKeyFile(file: string): Promise<KeyFile> {
   let text: string;
-  let mode: number;
   try {
     text = await readFile(file, 'utf8');
-    mode = (await stat(file)).mode;
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code ?? 'error';
     throw new MqttLbError(ErrorCodes.FAILOVER_KEY, `failover.authKeyFile ${file}: cannot read (${code}); create it with \`mqtt-lb keygen > ${file}\``, { cause: err });
   }
-  return { key: parseKey(text, file), looseMode: (mode & 0o077) !== 0 };
+  return { key: parseKey(text, file) };
 }
 
 function keyError(file: string, what: string): MqttLbError {

@@ -113,6 +113,37 @@ describe('files named by the config', () => {
     ]);
   });
 
+  // Reference catalogue #85, keepalived's enable_script_security: the hook runs with this process's capabilities.
+  it('refuses a notify hook that another user could change: the file or a directory above it writable by others', () => {
+    createAll();
+    const file = join(dir, 'lb.yaml');
+    const hook = join(dir, 'hooks/notify.sh');
+    const problems = (): string[] => parseConfig(CONFIG, file, { checkFiles: true }).problems.map(formatProblem);
+    expect(problems()).toEqual([]);
+    chmodSync(hook, 0o777);
+    expect(problems()).toEqual([
+      `${file}:16:11 failover.notify: it is writable by others (mode 777): whoever can change the hook runs commands with this process's privileges (chmod go-w, chown root)`,
+    ]);
+    chmodSync(hook, 0o755);
+    chmodSync(join(dir, 'hooks'), 0o777); // anyone could put another notify.sh in its place
+    expect(problems()).toEqual([
+      `${file}:16:11 failover.notify: directory ${join(dir, 'hooks')} on its path is writable by others (mode 777): whoever can change the hook runs commands with this process's privileges (chmod go-w, chown root)`,
+    ]);
+    chmodSync(join(dir, 'hooks'), 0o1777); // sticky, as /tmp: only the file's owner may replace it
+    expect(problems()).toEqual([]);
+  });
+
+  it('warns when the failover key file is readable by group or others', () => {
+    createAll();
+    const file = join(dir, 'lb.yaml');
+    chmodSync(join(dir, 'failover.key'), 0o600);
+    expect(parseConfig(CONFIG, file, { checkFiles: true }).warnings).toEqual([]);
+    chmodSync(join(dir, 'failover.key'), 0o644);
+    const out = parseConfig(CONFIG, file, { checkFiles: true });
+    expect(out.problems).toEqual([]);
+    expect(out.warnings).toEqual([`${file}:14:16 failover.authKeyFile: is readable by group or others (mode 644): anyone who reads it can forge adverts (chmod 600)`]);
+  });
+
   // What start would refuse, check refuses too, at the listener's tls: (haproxy -c loads certificates as well).
   it('loads the TLS material: a key of another certificate, a certificate that is not PEM, a CA file of no certificate', () => {
     const file = join(dir, 'lb.yaml');

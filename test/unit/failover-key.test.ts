@@ -57,14 +57,12 @@ describe('failover key', () => {
     expect(keyProblem(generateKey())).toBeNull();
   });
 
-  it('readKeyFile: reads, flags a group/other-readable file, and reports a missing file', async () => {
+  it('readKeyFile: reads, and reports a missing file', async () => {
     const file = join(dir, 'failover.key');
     const k = generateKey();
     await writeFile(file, `${k}\n`);
     await chmod(file, 0o600);
-    expect(await readKeyFile(file)).toEqual({ key: Buffer.from(k, 'base64'), looseMode: false });
-    await chmod(file, 0o644);
-    expect((await readKeyFile(file)).looseMode).toBe(true);
+    expect(await readKeyFile(file)).toEqual({ key: Buffer.from(k, 'base64') });
     await expect(readKeyFile(join(dir, 'missing.key'))).rejects.toMatchObject({
       code: ErrorCodes.FAILOVER_KEY,
       message: expect.stringMatching(/missing\.key: cannot read \(ENOENT\)/),
