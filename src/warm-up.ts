@@ -169,7 +169,7 @@ export class WarmUp {
         maxConnectBytes: Math.max(this.real.limits.maxConnectBytes, 64),
         maxConnections: wave,
         acceptRate: 0,
-        perSource: { maxConnections: 0, connectRate: 0 },
+        perSource: { maxConnections: 0, connectRate: 0, exempt: [] },
         drainTimeout: 0,
         idleTimeout: 0,
         maxMemory: 0,

@@ -66,7 +66,7 @@ export function workerShare(config: LbConfig, workers: number, index: number): L
       maxConnections: share(limits.maxConnections),
       acceptRate: limits.acceptRate > 0 ? limits.acceptRate / workers : 0,
       acceptQueue: share(limits.acceptQueue),
-      perSource: { maxConnections: limits.perSource.maxConnections, connectRate: limits.perSource.connectRate > 0 ? limits.perSource.connectRate / workers : 0 },
+      perSource: { ...limits.perSource, connectRate: limits.perSource.connectRate > 0 ? limits.perSource.connectRate / workers : 0 },
       maxMemory: workerMemory(limits.maxMemory, workers, index),
     },
     pools: Object.fromEntries(Object.entries(config.pools).map(([k, p]) => [k, { ...p, evictRate: p.evictRate / workers }])),

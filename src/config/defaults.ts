@@ -58,6 +58,7 @@ export const DEFAULTS = {
     perSource: {
       maxConnections: 0, // per client address, 0 = unlimited
       connectRate: 0, // per client address per second, 0 = unlimited
+      exempt: [] as readonly string[], // CIDRs neither limit applies to; none
     },
     drainTimeout: 30_000, // ms (YAML `30s`)
     idleTimeout: 0, // ms; 0 = a routed session is never closed for silence (src/proxy/idle-sweep.ts)

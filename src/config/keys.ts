@@ -24,7 +24,7 @@ export const KEYS = {
   healthMqtt: ['version', 'clientId', 'username', 'password'],
   healthHttp: ['port', 'path'],
   limits: ['clientConnectTimeout', 'maxConnectBytes', 'maxConnections', 'acceptRate', 'acceptQueue', 'perSource', 'drainTimeout', 'idleTimeout', 'maxMemory'],
-  perSource: ['maxConnections', 'connectRate'],
+  perSource: ['maxConnections', 'connectRate', 'exempt'],
   admin: ['bind', 'token'],
   log: ['level', 'sessions', 'bufferBytes'],
   failover: [

@@ -90,7 +90,8 @@ export interface LimitsConfig {
   maxConnections: number;
   acceptRate: number; // 0 = unlimited
   acceptQueue: number;
-  perSource: { maxConnections: number; connectRate: number };
+  /** `exempt`: CIDRs to which neither limit applies (a known NAT, a gateway of many devices). */
+  perSource: { maxConnections: number; connectRate: number; exempt: string[] };
   drainTimeout: Millis;
   /** A routed session with nothing moving either way for this long is closed (idle-sweep.ts); 0 = never. */
   idleTimeout: Millis;

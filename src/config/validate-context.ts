@@ -3,7 +3,8 @@
  * and the files the config names (checked for existence afterwards, only when asked: validation stays pure).
  */
 import { isAbsolute, resolve } from 'node:path';
-import type { ConfigReader, Slot } from './yaml-reader.js';
+import { formatCidr, parseCidr } from './net-syntax.js';
+import type { ConfigReader, MapReader, Slot } from './yaml-reader.js';
 
 export interface FileRef {
   /** Offset and key path of the value naming the file, for the problem if it is missing. */
@@ -35,4 +36,22 @@ export class ValidationContext {
     this.files.push({ at: slot.at, path: slot.path, written, resolved, executable });
     return resolved;
   }
+}
+
+/** A list of CIDRs at `key` of `m` (a bare address is one host: /32, /128), normalised; `fallback` when absent or null. */
+export function readCidrList(r: ConfigReader, m: MapReader, key: string, fallback: readonly string[]): string[] {
+  const slot = m.get(key);
+  if (slot === undefined || r.isNull(slot)) return [...fallback];
+  const cidrs: string[] = [];
+  for (const item of r.list(slot) ?? []) {
+    const text = r.string(item);
+    if (text === undefined) continue;
+    const c = parseCidr(text);
+    if (!c.ok) {
+      r.error(item, c.error);
+      continue;
+    }
+    cidrs.push(formatCidr(c.value));
+  }
+  return cidrs;
 }

@@ -1,9 +1,8 @@
 /** `listeners:` of lb.yaml: names, binds, TLS and PROXY-protocol sources. */
 import { DEFAULTS } from './defaults.js';
 import { KEYS, NAME_RE, NAME_RULE } from './keys.js';
-import { formatCidr, parseCidr } from './net-syntax.js';
 import type { ListenerConfig, TlsConfig } from './types.js';
-import type { ValidationContext } from './validate-context.js';
+import { readCidrList, type ValidationContext } from './validate-context.js';
 import type { MapReader, Slot } from './yaml-reader.js';
 
 /** A listener plus where its cross-checked values are, for problems found later (pool, bind). */
@@ -60,7 +59,8 @@ function readListener(ctx: ValidationContext, m: MapReader): ListenerDraft {
     pool,
     maxConnections: m.int('maxConnections', DEFAULTS.listener.maxConnections, 1),
     tls: readTls(ctx, m),
-    acceptProxyProtocol: readProxySources(ctx, m),
+    // CIDRs whose connections must open with a PROXY header.
+    acceptProxyProtocol: readCidrList(ctx.r, m, 'acceptProxyProtocol', DEFAULTS.listener.acceptProxyProtocol),
   };
   return {
     config,
@@ -95,22 +95,3 @@ function readTls(ctx: ValidationContext, listener: MapReader): TlsConfig | null 
   return tls;
 }
 
-/** CIDRs whose connections must open with a PROXY header; a bare address is one host (/32 or /128). */
-function readProxySources(ctx: ValidationContext, m: MapReader): string[] {
-  const { r } = ctx;
-  const slot = m.get('acceptProxyProtocol');
-  if (slot === undefined || r.isNull(slot)) return [...DEFAULTS.listener.acceptProxyProtocol];
-  const items = r.list(slot) ?? [];
-  const cidrs: string[] = [];
-  for (const item of items) {
-    const text = r.string(item);
-    if (text === undefined) continue;
-    const c = parseCidr(text);
-    if (!c.ok) {
-      r.error(item, c.error);
-      continue;
-    }
-    cidrs.push(formatCidr(c.value));
-  }
-  return cidrs;
-}

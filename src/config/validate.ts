@@ -10,7 +10,7 @@ import { KEYS, LOG_LEVELS } from './keys.js';
 import { bindsCollide, isLoopbackHost, parseHostPortDetailed } from './net-syntax.js';
 import type { AdminConfig, HostPort, LbConfig, LimitsConfig, LogConfig } from './types.js';
 import type { FileRef } from './validate-context.js';
-import { ValidationContext } from './validate-context.js';
+import { readCidrList, ValidationContext } from './validate-context.js';
 import { readFailover } from './validate-failover.js';
 import type { ListenerDraft } from './validate-listeners.js';
 import { readListeners } from './validate-listeners.js';
@@ -108,6 +108,7 @@ function readLimits(r: ConfigReader | undefined, root: MapReader | undefined): L
     perSource: {
       maxConnections: perSource?.int('maxConnections', d.perSource.maxConnections, 0) ?? d.perSource.maxConnections,
       connectRate: perSource?.num('connectRate', d.perSource.connectRate, { min: 0 }) ?? d.perSource.connectRate,
+      exempt: r !== undefined && perSource !== undefined ? readCidrList(r, perSource, 'exempt', d.perSource.exempt) : [...d.perSource.exempt],
     },
     drainTimeout: m?.duration('drainTimeout', d.drainTimeout, { min: 0 }) ?? d.drainTimeout,
     idleTimeout: r !== undefined && m !== undefined ? readIdleTimeout(r, m) : d.idleTimeout,

@@ -14,6 +14,7 @@ import { isIPv4 } from 'node:net';
 import type { LimitsConfig } from '../config/types.js';
 import type { AdmissionTicket, RejectReason } from './context.js';
 import { monotonicNow } from '../monotonic-clock.js';
+import { CidrSet } from './cidr.js';
 
 /** A token bucket: `rate` tokens per second, at most `burst` stored; starts full. */
 export class TokenBucket {
@@ -141,6 +142,8 @@ export class Admission {
   private readonly held = new Map<AdmissionTicket, Held>();
   private sweeper: NodeJS.Timeout | null = null;
   private pendingCap = 0;
+  /** limits.perSource.exempt: addresses no per-source limit applies to (null: none listed). */
+  private exempt: CidrSet | null = null;
   /** close() was called: the balancer is stopping. */
   private closed = false;
 
@@ -153,6 +156,7 @@ export class Admission {
   reconfigure(limits: LimitsConfig): void {
     this.limits = limits;
     this.pendingCap = pendingCap(limits.perSource);
+    this.exempt = limits.perSource.exempt.length === 0 ? null : new CidrSet(limits.perSource.exempt);
     if (limits.acceptRate > 0) {
       if (this.accept === null) this.accept = new TokenBucket(limits.acceptRate, acceptBurst(limits.acceptRate), this.now);
       else this.accept.retune(limits.acceptRate, acceptBurst(limits.acceptRate));
@@ -180,12 +184,17 @@ export class Admission {
     return this.sources.size;
   }
 
+  /** A known NAT or gateway (limits.perSource.exempt): no book, no per-source limit. */
+  private isExempt(ticket: AdmissionTicket): boolean {
+    return this.exempt !== null && this.exempt.has(ticket.remoteAddress);
+  }
+
   /**
    * A session starts, before its CONNECT: null to go on, or why it is closed at once, unanswered (the cap of
    * pendingCap() on its address is reached: nothing of it has been read that could be answered).
    */
   arrive(ticket: AdmissionTicket): RejectReason | null {
-    if (this.pendingCap === 0) return null;
+    if (this.pendingCap === 0 || this.isExempt(ticket)) return null;
     const source = sourceKey(ticket.remoteAddress);
     const book = this.bookFor(source);
     if (book.pending >= this.pendingCap) {
@@ -207,7 +216,7 @@ export class Admission {
     }
     const { perSource } = this.limits;
     let source: string | null = null;
-    if (perSource.maxConnections > 0 || perSource.connectRate > 0) {
+    if ((perSource.maxConnections > 0 || perSource.connectRate > 0) && !this.isExempt(ticket)) {
       source = sourceKey(ticket.remoteAddress);
       const book = this.bookFor(source);
       if (perSource.maxConnections > 0 && book.sessions >= perSource.maxConnections) {

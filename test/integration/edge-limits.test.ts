@@ -161,6 +161,14 @@ describe('caps answered in MQTT and freed', () => {
     await lb.stop();
   });
 
+  it('perSource.exempt: a listed address (a known NAT) is not held to perSource.maxConnections', async () => {
+    const { lb, ports } = await startWith({ limits: '  clientConnectTimeout: 2s\n  perSource: { maxConnections: 1, exempt: [127.0.0.0/8] }\n' });
+    const port = ports.mqtt!;
+    const held = [await hold(port, 'ex-1'), await hold(port, 'ex-2'), await hold(port, 'ex-3')];
+    for (const h of held) await h.leave();
+    await lb.stop();
+  });
+
   // Reliability cases 58 and 63: one address that opens connections and sends nothing must not hold the
   // listener's slots. Connections of one address still without a CONNECT are capped like its sessions; past
   // that they are closed at once (nothing was read that could be answered). Other addresses are unaffected.

@@ -18,7 +18,7 @@ function limits(over: Partial<Omit<LimitsConfig, 'perSource'>> & { perSource?: P
     idleTimeout: 0,
     maxMemory: 0,
     ...over,
-    perSource: { maxConnections: 0, connectRate: 0, ...over.perSource },
+    perSource: { maxConnections: 0, connectRate: 0, exempt: [], ...over.perSource },
   };
 }
 
@@ -125,6 +125,21 @@ describe('Admission', () => {
     expect(a.queued).toBe(0);
   });
 
+  it('perSource.exempt: a known NAT has neither limit nor book; others keep both (IPv4-mapped peers match)', () => {
+    const a = make(limits({ perSource: { maxConnections: 1, connectRate: 1, exempt: ['10.0.0.0/8', '2001:db8::/32'] } }));
+    for (let i = 0; i < 20; i++) {
+      for (const address of ['10.1.2.3', '::ffff:10.1.2.3', '2001:db8::7']) {
+        const t = new Ticket(address);
+        expect(a.arrive(t)).toBeNull();
+        expect(a.admit(t)).toBe('ok');
+      }
+    }
+    expect(a.trackedSources).toBe(0);
+    expect(a.admit(new Ticket('192.0.2.9'))).toBe('ok');
+    expect(a.admit(new Ticket('192.0.2.9'))).toBe('source_full');
+    expect(a.trackedSources).toBe(1);
+  });
+
   it('per-source cap: source_full at the cap, other sources unaffected, freed by release', () => {
     const a = make(limits({ perSource: { maxConnections: 2 } }));
     const t1 = new Ticket('10.0.0.1');
@@ -176,9 +191,9 @@ describe('Admission', () => {
   });
 
   it('pending cap: twice the connection cap, else a second of the CONNECT rate, else none', () => {
-    expect(pendingCap({ maxConnections: 3, connectRate: 50 })).toBe(6);
-    expect(pendingCap({ maxConnections: 0, connectRate: 2.5 })).toBe(sourceBurst(2.5));
-    expect(pendingCap({ maxConnections: 0, connectRate: 0 })).toBe(0);
+    expect(pendingCap({ maxConnections: 3, connectRate: 50, exempt: [] })).toBe(6);
+    expect(pendingCap({ maxConnections: 0, connectRate: 2.5, exempt: [] })).toBe(sourceBurst(2.5));
+    expect(pendingCap({ maxConnections: 0, connectRate: 0, exempt: [] })).toBe(0);
     const rateOnly = make(limits({ perSource: { connectRate: 1 } }));
     expect(rateOnly.arrive(new Ticket())).toBeNull();
     expect(rateOnly.arrive(new Ticket())).toBe('rate_limited');

@@ -71,7 +71,7 @@ limits:
   maxConnections: 30000
   acceptRate: 200
   acceptQueue: 50
-  perSource: { maxConnections: 10, connectRate: 2.5 }
+  perSource: { maxConnections: 10, connectRate: 2.5, exempt: [198.51.100.0/24, 203.0.113.9] }
   drainTimeout: 1h
   idleTimeout: 2h
 
@@ -203,7 +203,7 @@ function expectedFull(file: string): LbConfig {
       maxConnections: 30000,
       acceptRate: 200,
       acceptQueue: 50,
-      perSource: { maxConnections: 10, connectRate: 2.5 },
+      perSource: { maxConnections: 10, connectRate: 2.5, exempt: ['198.51.100.0/24', '203.0.113.9/32'] },
       drainTimeout: 3_600_000,
       idleTimeout: 7_200_000,
       maxMemory: 0,
@@ -306,7 +306,7 @@ describe('parseConfig', () => {
         maxConnections: 20_000,
         acceptRate: 0,
         acceptQueue: 1_000,
-        perSource: { maxConnections: 0, connectRate: 0 },
+        perSource: { maxConnections: 0, connectRate: 0, exempt: [] },
         drainTimeout: 30_000,
         idleTimeout: 0,
         maxMemory: 0,

@@ -357,6 +357,9 @@ admin:
       'lb.yaml:5:39 listeners[0].acceptProxyProtocol[1]: prefix `/40` must be between 0 and 32',
       'lb.yaml:5:52 listeners[0].acceptProxyProtocol[2]: `nlb` is not an IP address or CIDR (e.g. `10.0.0.0/8`)',
     ]);
+    expect(problems(`${PREFIX}limits:\n  perSource: { maxConnections: 5, exempt: [nat.example] }\n`)).toEqual([
+      'lb.yaml:9:44 limits.perSource.exempt[0]: `nat.example` is not an IP address or CIDR (e.g. `10.0.0.0/8`)',
+    ]);
     const text = `${PREFIX}failover:
   interface: eth0
   authKeyFile: /k

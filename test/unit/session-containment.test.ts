@@ -72,7 +72,7 @@ function rig() {
   });
   const ctx: ProxyContext = {
     log: pino({ level: 'debug' }, sink),
-    limits: { clientConnectTimeout: 5000, maxConnectBytes: 65536, maxConnections: 100, acceptRate: 0, acceptQueue: 0, drainTimeout: 0, idleTimeout: 0, perSource: { maxConnections: 0, connectRate: 0 }, maxMemory: 0 },
+    limits: { clientConnectTimeout: 5000, maxConnectBytes: 65536, maxConnections: 100, acceptRate: 0, acceptQueue: 0, drainTimeout: 0, idleTimeout: 0, perSource: { maxConnections: 0, connectRate: 0, exempt: [] }, maxMemory: 0 },
     logSessions: false,
     pool: () => undefined,
     totalActive: 0,
