@@ -132,13 +132,24 @@ export function parseVip(s: string): Parsed<string> {
   if (first === 0 || first === 127 || first >= 224) {
     return { ok: false, error: `\`${c.value.address}\` cannot be a VIP (unspecified, loopback, multicast or reserved)` };
   }
+  // A host address: not the network or broadcast address of its own prefix (a /31 or /32 has neither).
+  const { prefix } = c.value;
+  if (prefix <= 30) {
+    const n = ipv4Octets(c.value.address).reduce((acc, o) => acc * 256 + o, 0);
+    const hostBits = 2 ** (32 - prefix);
+    const host = n % hostBits;
+    if (host === 0 || host === hostBits - 1) {
+      return { ok: false, error: `\`${s}\` is the ${host === 0 ? 'network' : 'broadcast'} address of its /${prefix}: a VIP is a host address (e.g. \`192.0.2.10/24\`)` };
+    }
+  }
   return { ok: true, value: formatCidr(c.value) };
 }
 
 // Linux refuses `/`, `:` and whitespace in an interface name and more than 15 bytes (dev_valid_name; `eth0:1`
 // is an address label, not a device `ip` or `arping` can use); we accept only what cannot be read as an option
-// or shell syntax either. The one definition: `mqtt-lb check` and the failover code at start (ipv4.ts) agree.
-export const INTERFACE_RE = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$/;
+// or shell syntax either, nor as iproute2's `help` (reference catalogue #84). The one definition: `mqtt-lb check`
+// and the failover code at start (ipv4.ts) agree.
+export const INTERFACE_RE = /^(?!help$)[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$/;
 
 export function isInterfaceName(s: string): boolean {
   return INTERFACE_RE.test(s);

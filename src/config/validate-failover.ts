@@ -29,7 +29,7 @@ export function readFailover(ctx: ValidationContext, root: MapReader): FailoverC
     ifaceSlot !== undefined
       ? r.string(ifaceSlot, {
           pattern: INTERFACE_RE,
-          rule: 'an interface name is 1 to 15 letters, digits, `_`, `.` or `-`, and does not start with `-` or `.` (no alias labels such as `eth0:1`)',
+          rule: 'an interface name is 1 to 15 letters, digits, `_`, `.` or `-`, does not start with `-` or `.` (no alias labels such as `eth0:1`) and is not `help`',
         })
       : undefined;
 

@@ -383,7 +383,7 @@ admin:
 `;
     expect(problems(text)).toEqual([
       'lb.yaml:9:3 failover.authKeyFile: missing required key `authKeyFile` (the key file written by `mqtt-lb keygen`)',
-      'lb.yaml:9:14 failover.interface: "-batch" is not allowed here: an interface name is 1 to 15 letters, digits, `_`, `.` or `-`, and does not start with `-` or `.` (no alias labels such as `eth0:1`)',
+      'lb.yaml:9:14 failover.interface: "-batch" is not allowed here: an interface name is 1 to 15 letters, digits, `_`, `.` or `-`, does not start with `-` or `.` (no alias labels such as `eth0:1`) and is not `help`',
       'lb.yaml:10:21 failover.peers[1]: IPv6 peers are not supported yet',
       'lb.yaml:10:32 failover.peers[2]: duplicate peer `10.0.0.2`',
       'lb.yaml:11:19 failover.advertInterval: must be a multiple of 10ms (got "15ms")',
@@ -391,6 +391,20 @@ admin:
       'lb.yaml:13:10 failover.vips[0]: IPv6 VIPs are not supported yet',
       'lb.yaml:13:27 failover.vips[1]: `192.0.2.10/33` is not an IPv4 address with a prefix (e.g. `192.0.2.10/24`)',
       'lb.yaml:14:11 failover.garp.cont: unknown key `cont` (did you mean `count`?)',
+    ]);
+  });
+
+  it('failover: `help` is no interface, and a VIP is a host address (reference catalogue #84)', () => {
+    const text = `${PREFIX}failover:
+  interface: help
+  authKeyFile: /k
+  peers: [10.0.0.2]
+  vips: [10.0.0.0/24, 10.0.0.255/24, 10.0.0.7/24, 10.0.1.0/31, 10.0.2.0/32]
+`;
+    expect(problems(text)).toEqual([
+      'lb.yaml:9:14 failover.interface: "help" is not allowed here: an interface name is 1 to 15 letters, digits, `_`, `.` or `-`, does not start with `-` or `.` (no alias labels such as `eth0:1`) and is not `help`',
+      'lb.yaml:12:10 failover.vips[0]: `10.0.0.0/24` is the network address of its /24: a VIP is a host address (e.g. `192.0.2.10/24`)',
+      'lb.yaml:12:23 failover.vips[1]: `10.0.0.255/24` is the broadcast address of its /24: a VIP is a host address (e.g. `192.0.2.10/24`)',
     ]);
   });
 
