@@ -350,7 +350,8 @@ export class App implements TelemetrySource, AdminActions {
       back.reconfigure(pc);
       back.restart(); // nothing probed it meanwhile
     }
-    const pool = back ?? new Pool(pc, undefined, { keepDetached: this.role !== 'primary' });
+    // A server skipped for its dial back-off is probed as the failed dial it spares would have had it probed.
+    const pool = back ?? new Pool(pc, undefined, { keepDetached: this.role !== 'primary', onDeferred: (server) => this.ctx.onDialFailure(server, true) });
     this.poolMap.set(pc.name, pool);
     // Workers get server states from the primary instead of probing (every worker routes alike).
     if (this.role !== 'worker') {

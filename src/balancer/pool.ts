@@ -14,6 +14,7 @@ import { createPlacementStrategy } from './strategies/create.js';
 import { rendezvousScore } from './hash/rendezvous.js';
 import { rendezvousWinner, selectByRendezvous } from './strategies/rendezvous-hash.js';
 import type { PlacementStrategy, RandomSource } from './strategies/strategy.js';
+import { deferBackedOff } from './dial-backoff.js';
 
 export interface RoutingKeys {
   clientId: Buffer;
@@ -28,8 +29,13 @@ export interface PoolOptions {
    * Off in the cluster primary: its sessions live in the workers, whose counts reach only the servers in a pool.
    */
   keepDetached?: boolean;
-  /** The clock of Server.unknownSince (performance.now()); tests inject one. */
+  /** The clock of Server.unknownSince and of the dial back-off (performance.now()); tests inject one. */
   now?: () => number;
+  /**
+   * A pick's best server was put last for its dial back-off (dial-backoff.ts): the caller probes it now, as the
+   * failed dial that the back-off spares would have, so that `fall` counts as fast as without the back-off.
+   */
+  onDeferred?: (server: Server) => void;
 }
 
 const EMPTY_KEY: Buffer = Buffer.alloc(0);
@@ -50,6 +56,7 @@ export class Pool {
   private readonly random: RandomSource;
   private readonly keepDetached: boolean;
   private readonly now: () => number;
+  private readonly onDeferred: ((server: Server) => void) | null;
   /** The `balance` strategy when it is keyless, else the hash strategy's `fallback`. */
   private placement: PlacementStrategy;
   private readonly keyHash = new Uint32Array(2);
@@ -67,6 +74,7 @@ export class Pool {
     this.random = options.random ?? Math.random;
     this.keepDetached = options.keepDetached ?? true;
     this.now = options.now ?? (() => performance.now());
+    this.onDeferred = options.onDeferred ?? null;
     this.table = new ServerTable(this.servers);
     this.ranking = new Ranking(this.table.size);
     this.placement = createPlacementStrategy(placementName(config), this.table, this.random);
@@ -90,12 +98,18 @@ export class Pool {
     }
   }
 
-  /** Up to `retries + 1` distinct servers to try, in order; [] = no server can take a session now. */
+  /**
+   * Up to `retries + 1` distinct servers to try, in order; [] = no server can take a session now. A server in
+   * its dial back-off comes after the others (dial-backoff.ts): the pick ranks that many more, so that it is
+   * replaced even with `retries: 0`, and the list is cut to `retries + 1` after.
+   */
   candidates(keys: RoutingKeys): Server[] {
     const table = this.currentTable();
     const tier = table.tier();
     if (tier === TIER_NONE) return [];
-    this.ranking.begin(this.config.retries + 1);
+    const wanted = this.config.retries + 1;
+    const backedOff = countBackedOff(this.servers);
+    this.ranking.begin(wanted + backedOff);
     const key = this.routingKey(keys);
     if (key.length > 0) {
       xxh64Into(key, this.keyHash);
@@ -103,7 +117,13 @@ export class Pool {
     } else {
       this.placement.select(table, tier, this.ranking);
     }
-    return this.ranking.take();
+    const list = this.ranking.take();
+    if (backedOff === 0) return list;
+    const best = list[0];
+    deferBackedOff(list, this.now);
+    if (best !== undefined && list[0] !== best) this.onDeferred?.(best);
+    if (list.length > wanted) list.length = wanted;
+    return list;
   }
 
   /**
@@ -237,4 +257,11 @@ function placementName(config: PoolConfig): PoolConfig['fallback'] {
 function sameServers(a: readonly Server[], b: readonly Server[]): boolean {
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
+}
+
+/** Servers with a dial back-off set, expired or not (the clock is read only when there is one). */
+function countBackedOff(servers: readonly Server[]): number {
+  let n = 0;
+  for (let i = 0; i < servers.length; i++) if (servers[i]!.dialBackoffUntil !== 0) n++;
+  return n;
 }

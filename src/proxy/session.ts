@@ -24,7 +24,7 @@ import type { IdleWatched } from './idle-sweep.js';
 import type { ListenerStats, ProxyContext, RejectReason, RoutingPool, AdmissionTicket } from './context.js';
 import type { TlsPeer } from './front.js';
 import { monotonicNow } from '../monotonic-clock.js';
-import { backOff, clearBackOff, deferBackedOff } from '../balancer/dial-backoff.js';
+import { backOff, clearBackOff } from '../balancer/dial-backoff.js';
 
 const kSession = Symbol('mqtt-lb.session');
 type Tagged = ProxySocket & { [kSession]?: ClientSession };
@@ -305,7 +305,6 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     // A server about to get its first verdict (new, moved, back from maint) that would take this client.
     if (this.awaitVerdict(pool.verdictWaitUntil(this.routingKey, this.candidates))) return;
     if (this.candidates.length === 0) return this.refuse('no_server');
-    deferBackedOff(this.candidates, monotonicNow);
     this.phase = 'dialing';
     this.dial();
   }

@@ -498,6 +498,33 @@ describe('health through the LB (issue 3)', () => {
     expect(dials).toBeLessThanOrEqual(1 + Math.floor(elapsedS));
   });
 
+  // The back-off spares the failed dials that each probed the server at once: a skipped server is probed instead,
+  // so under traffic `fall` still counts in probeNow's 250 ms steps, not in the back-off's 1 s (nor in `interval`).
+  it('under client traffic a dead server is marked down after about fall x 250 ms, not fall x interval', async () => {
+    const [d1, d2] = await brokers(['fd-1', 'fd-2']);
+    const FALL_UNDER_TRAFFIC = 4;
+    const { port, admin } = await lbFor([d1!, d2!], { balance: 'round-robin', health: { type: 'tcp', interval: '10s', timeout: '500ms', rise: 1, fall: FALL_UNDER_TRAFFIC } });
+    await waitFor(async () => [...(await servers(admin)).values()].every((s) => s.state === 'up'), 5000, 'all up');
+    let traffic = true;
+    const clients = (async () => {
+      for (let i = 0; traffic && i < 400; i++) {
+        await brokerFor(port, `hl-fd-${i}`).catch(() => undefined);
+        await sleep(40);
+      }
+    })();
+    try {
+      await sleep(300);
+      d1!.kill('SIGKILL');
+      const downMs = await waitState(admin, 'fd-1', 'down', 8000);
+      console.log(`[issue3] fd-1 marked down ${Math.round(downMs)} ms after SIGKILL under client traffic (fall ${FALL_UNDER_TRAFFIC}, interval 10 s)`);
+      // 4 probes 250 ms apart and slack, well short of what 1 s steps (about 3 s) or the interval (30 s) would give.
+      expect(downMs).toBeLessThan(2500);
+    } finally {
+      traffic = false;
+      await clients;
+    }
+  });
+
   it('a reload that moves a server to a dead address: no new session goes there, and its sessions at the old address stay', async () => {
     const [m1, m2] = await brokers(['mv-1', 'mv-2']);
     const [port, admin] = [await freePort(), await freePort()];
