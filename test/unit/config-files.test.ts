@@ -1,6 +1,6 @@
 /** Files named by lb.yaml (TLS, failover key, notify hook) must exist when files are checked. */
 import { generateKeyPairSync } from 'node:crypto';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -131,6 +131,17 @@ describe('files named by the config', () => {
     ]);
     chmodSync(join(dir, 'hooks'), 0o1777); // sticky, as /tmp: only the file's owner may replace it
     expect(problems()).toEqual([]);
+    // A symlink in a directory others may write: they could re-point it, whatever its target's modes.
+    chmodSync(join(dir, 'hooks'), 0o755);
+    mkdirSync(join(dir, 'open'));
+    chmodSync(join(dir, 'open'), 0o777);
+    rmSync(hook);
+    writeFileSync(join(dir, 'hooks/real.sh'), '#!/bin/sh\n', { mode: 0o755 });
+    symlinkSync(join(dir, 'hooks/real.sh'), join(dir, 'open/notify.sh'));
+    symlinkSync(join(dir, 'open/notify.sh'), hook);
+    expect(problems()).toEqual([
+      `${file}:16:11 failover.notify: directory ${join(dir, 'open')} on its path is writable by others (mode 777): whoever can change the hook runs commands with this process's privileges (chmod go-w, chown root)`,
+    ]);
   });
 
   it('warns when the failover key file is readable by group or others', () => {
