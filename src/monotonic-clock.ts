@@ -6,3 +6,12 @@
 export function monotonicNow(): number {
   return performance.now();
 }
+
+/**
+ * Wall-clock milliseconds as of this thread's start, advanced by the monotonic clock since: comparable between
+ * the threads of one process (each thread's performance.timeOrigin is its start in wall time), and unmoved by
+ * a step of the wall clock once they run. For ages measured across threads (the failover peer's last advert).
+ */
+export function threadSharedNow(): number {
+  return performance.timeOrigin + performance.now();
+}

@@ -243,8 +243,9 @@ function checkFailoverKey(ref: FileRef | undefined, out: ProblemCollector): void
   if (ref === undefined) return;
   const problem = keyProblem(readFileSync(ref.resolved, 'utf8'));
   if (problem !== null) out.error(ref.at, ref.path, problem);
-  else if ((statSync(ref.resolved).mode & 0o077) !== 0) {
-    out.warn(ref.at, ref.path, `is readable by group or others (mode ${(statSync(ref.resolved).mode & 0o777).toString(8)}): anyone who reads it can forge adverts (chmod 600)`);
+  else {
+    const mode = statSync(ref.resolved).mode;
+    if ((mode & 0o077) !== 0) out.warn(ref.at, ref.path, `is readable by group or others (mode ${(mode & 0o777).toString(8)}): anyone who reads it can forge adverts (chmod 600)`);
   }
 }
 

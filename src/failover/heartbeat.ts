@@ -24,6 +24,7 @@ import { ReplayGuard } from './replay.js';
 import { FailoverStateMachine, type FailoverAction } from './state-machine.js';
 import { AdvertTransport } from './transport.js';
 import { addVip, checkInterfaceName, checkVip, hasAddress, removeVip, showInterface, type InterfaceInfo } from './vip.js';
+import { threadSharedNow } from '../monotonic-clock.js';
 
 /** How often carrier and VIP presence are polled. */
 export const WATCH_INTERVAL_MS = 500;
@@ -368,7 +369,7 @@ export class Heartbeat {
     const inst = this.instances.get(a.routerId)!;
     const peerState: PeerState = (a.flags & FLAG_FAULT) !== 0 ? 'fault' : (a.flags & FLAG_MASTER) !== 0 ? 'master' : 'backup';
     const prev = inst.peer;
-    inst.peer = { address, state: peerState, priority: a.priority, lastAdvertAt: Date.now(), intervalMs: a.intervalCs * 10 };
+    inst.peer = { address, state: peerState, priority: a.priority, lastAdvertAt: threadSharedNow(), intervalMs: a.intervalCs * 10 };
     if (prev === null || prev.address !== address || prev.state !== peerState) {
       this.log.info({ routerId: a.routerId, peer: address, state: peerState, priority: a.priority, at: Date.now() }, 'failover peer state');
     }

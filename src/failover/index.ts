@@ -15,6 +15,7 @@ import { readKeyFile } from './key.js';
 import { STATUS_INTERVAL_MS, type MainToWorker, type WorkerInit, type WorkerStatus, type WorkerToMain } from './messages.js';
 import type { FailoverState } from './state-machine.js';
 import { removeVip } from './vip.js';
+import { threadSharedNow } from '../monotonic-clock.js';
 
 export { DROP_REASONS, type DropReason } from './advert.js';
 export { generateKey, readKeyFile, parseKey } from './key.js';
@@ -107,7 +108,7 @@ export class Failover extends EventEmitter {
   }
 
   status(): FailoverInstanceStatus[] {
-    const now = Date.now();
+    const now = threadSharedNow();
     if (this.last === null) {
       return this.config.instances.map((i) => ({ routerId: i.routerId, state: 'init', priority: i.priority, vips: [...i.vips], peer: null }));
     }

@@ -29,7 +29,7 @@ export interface WorkerPeerStatus {
   address: string;
   state: PeerState;
   priority: number;
-  /** Date.now() of the last accepted advert (wall clock: comparable across threads). */
+  /** threadSharedNow() of the last accepted advert (comparable across threads, unmoved by a wall-clock step). */
   lastAdvertAt: number;
   /** The interval the peer advertises, ms (to call it stale after missed adverts). */
   intervalMs: number;

@@ -324,8 +324,9 @@ export function proxyHeaderFor(session: ClientSession, pool: { config: PoolConfi
   const declared = declaredDestination.get(session);
   const local = declared?.address ?? c.localAddress;
   const localPort = declared?.port ?? c.localPort ?? 0;
-  // Without both endpoints (should not happen on a connected socket) send UNKNOWN/LOCAL rather than throw.
-  if (net.isIP(session.remoteAddress) !== 0 && local !== undefined && net.isIP(local) !== 0) {
+  // Without both endpoints (should not happen on a connected socket: a closed one reports port 0) send
+  // UNKNOWN/LOCAL rather than throw, or than a port 0 that a PROXY reader refuses (proxy-protocol.ts).
+  if (net.isIP(session.remoteAddress) !== 0 && local !== undefined && net.isIP(local) !== 0 && session.remotePort > 0 && localPort > 0) {
     try {
       a = addressesOf(session.remoteAddress, session.remotePort, local, localPort);
     } catch {

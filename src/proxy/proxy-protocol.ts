@@ -276,6 +276,8 @@ function parseV2(buf: Buffer): ProxyParseResult {
   const tlvs: ProxyTlvs = {};
   const tlvError = decodeTlvs(header, V2_FIXED_LENGTH + addrLength, tlvs);
   if (tlvError !== null) return invalid(tlvError);
+  // As in v1 (parseV1Port): no TCP connection has port 0.
+  if (addresses.srcPort === 0 || addresses.dstPort === 0) return invalid('v2: port 0');
   return { kind: 'ok', headerLength, local: false, addresses, tlvs };
 }
 

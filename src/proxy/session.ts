@@ -106,7 +106,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
   connectOnly = false;
   /** LiveSession: the server address dialled (a reload may move the server since). */
   serverAddress: string | undefined = undefined;
-  /** Until when it may wait for a first health verdict (performance.now() time; verdict-wait.ts); 0 = never parked. */
+  /** Until when it may wait for a first health verdict (monotonic time: monotonicNow(), performance.now(); verdict-wait.ts); 0 = never parked. */
   verdictDeadline = 0;
   /** It counts against the listener's and the global maxConnections (from its CONNECT until it ends). */
   private holdsSlot = false;
@@ -321,10 +321,10 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
       this.verdictDeadline = until;
       if (ctx.log.isLevelEnabled('debug')) {
         const info = this.info!;
-        const waitMs = Math.round(until - performance.now());
+        const waitMs = Math.round(until - monotonicNow());
         ctx.log.debug({ listener: this.listener.stats.name, client: this.remoteAddress, clientId: clientIdForLog(info.clientId), pool: this.listener.poolName, waitMs }, 'session waits for a first health verdict');
       }
-    } else if (performance.now() >= this.verdictDeadline) {
+    } else if (monotonicNow() >= this.verdictDeadline) {
       return false;
     } else if (until < this.verdictDeadline) {
       // Its first wait was for a pool a reload was adding (bounded by the reload); now that the pool is here, no
@@ -401,7 +401,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
   private dial(): void {
     const server = this.candidates[this.candidateIndex]!;
     const pool = this.pool!;
-    this.dialStartedAt = performance.now();
+    this.dialStartedAt = monotonicNow();
     const { host, port, address } = server.config;
     // Recorded now: a reload may move the server before this connect completes.
     this.serverAddress = address;
@@ -473,7 +473,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     this.openSockets = 2;
     clearBackOff(server);
     const ctx = this.listener.ctx;
-    ctx.onServerConnected(server, (performance.now() - this.dialStartedAt) / 1000);
+    ctx.onServerConnected(server, (monotonicNow() - this.dialStartedAt) / 1000);
     server.sessions.add(this);
     this.listener.stats.outcomes.proxied++;
     sock.on('error', onUpstreamError);

@@ -106,8 +106,8 @@ describe('round trips', () => {
     ['v2 empty tlvs object', encodeV2(V4, {}), V4, {}],
     [
       'v2 extreme ports',
-      encodeV2({ ...V4, srcPort: 0, dstPort: 65535 }),
-      { ...V4, srcPort: 0, dstPort: 65535 },
+      encodeV2({ ...V4, srcPort: 1, dstPort: 65535 }),
+      { ...V4, srcPort: 1, dstPort: 65535 },
       {},
     ],
   ];
@@ -367,6 +367,8 @@ describe('invalid headers', () => {
     ['SSL CN not UTF-8', `${SIG} 21 11 0018 7f000001 7f000001 002a 0539 20 0009 03 00000000 22 0001 ff`],
     ['UNIQUE_ID over 128 bytes', `${SIG} 21 11 0090 7f000001 7f000001 002a 0539 05 0081 ${'ab'.repeat(129)}`],
     ['two CRC32C TLVs', `${SIG} 21 11 001a 7f000001 7f000001 002a 0539 03 0004 00000000 03 0004 00000000`],
+    ['source port 0 (as v1: no TCP connection has it)', `${SIG} 21 11 000c 7f000001 7f000001 0000 0539`],
+    ['destination port 0', `${SIG} 21 21 0024 ${'00'.repeat(15)}01 ${'00'.repeat(15)}01 002a 0000`],
   ];
 
   it.each(v2Bad)('v2: %s', (_name, h) => {

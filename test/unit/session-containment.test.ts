@@ -93,7 +93,7 @@ describe('a CONNECT scanner that throws', () => {
   it('closes that client as malformed and logs the error; the next client is read as usual', async () => {
     const { lines, listener, ended } = rig();
     const bad = new StandInSocket();
-    const session = new ClientSession(bad, listener, Date.now());
+    const session = new ClientSession(bad, listener, performance.now());
     expect(() => bad.emit('data', connectPacket({ clientId: 'poison' }))).not.toThrow();
     expect(bad.destroyed).toBe(true);
     expect(session.closed).toBe(true);
@@ -104,7 +104,7 @@ describe('a CONNECT scanner that throws', () => {
 
     // Another client: read and routed as usual (no pool here, so refused "no server" with a CONNACK).
     const good = new StandInSocket();
-    new ClientSession(good, listener, Date.now());
+    new ClientSession(good, listener, performance.now());
     good.emit('data', connectPacket({ clientId: 'fine' }));
     expect(listener.stats.rejected.get('no_server')).toBe(1);
     expect(Buffer.concat(good.written)).toEqual(Buffer.from([0x20, 0x02, 0x00, 0x03]));
