@@ -1,15 +1,22 @@
 /**
- * A server whose dial just failed for a reason of its own (refused, reset, timed out, unreachable) is tried last
- * for DIAL_BACKOFF_MS: the next sessions go to the following candidates at once instead of each paying a failed
- * dial (or a whole serverConnectTimeout on a black hole) before its retry. So a dead server is dialled at most
- * about once a second (Sozu's `try_tcp_refused_backend_is_accounted_and_avoided`; nginx's max_fails /
- * fail_timeout), also with `health.type: none`, and until the health checks mark it down. Per process, not
- * shared: it is a guess from this process's own dials, and never removes a server (with every candidate backed
- * off, the order is kept).
+ * A server whose dial just failed for a reason of its own (refused, reset, timed out, unreachable) is left out
+ * of the picks for DIAL_BACKOFF_MS while another server of its tier can take the session: the next sessions go
+ * to the others at once instead of each paying a failed dial (or a whole serverConnectTimeout on a black hole)
+ * before its retry. So a dead server is dialled at most about once a second (Sozu's
+ * `try_tcp_refused_backend_is_accounted_and_avoided`; nginx's max_fails / fail_timeout), also with
+ * `health.type: none`, and until the health checks mark it down. Left out, not put last, so that a strategy
+ * charges its turn to the server that takes the session (round robin's weights). Per process, not shared: it
+ * is a guess from this process's own dials, and it never leaves a tier empty.
  */
+import type { ServerTable, Tier } from './server-table.js';
 import type { Server } from './server.js';
 
 export const DIAL_BACKOFF_MS = 1000;
+/**
+ * How often a server left out is reported for a probe (Pool's onDeferred), at most: the health checker's extra
+ * probes are as far apart (PROBE_NOW_MIN_GAP_MS), and with workers each report is a message to the primary.
+ */
+export const DEFERRED_REPORT_GAP_MS = 250;
 
 /** After a server-caused dial failure. */
 export function backOff(server: Server, now: number): void {
@@ -21,25 +28,34 @@ export function clearBackOff(server: Server): void {
   if (server.dialBackoffUntil !== 0) server.dialBackoffUntil = 0;
 }
 
+/** Servers with a dial back-off set, expired or not (no clock read). */
+export function countBackedOff(servers: readonly Server[]): number {
+  let n = 0;
+  for (let i = 0; i < servers.length; i++) if (servers[i]!.dialBackoffUntil !== 0) n++;
+  return n;
+}
+
 /**
- * Moves the candidates still backed off behind the others, keeping each group's order (stable, in place). Reads
- * the clock only when some candidate has a back-off set.
+ * The time to leave out the servers of `tier` backed off past it (ServerTable.backoffNow), or 0 when none is,
+ * or when every eligible one is (then no one is left out). `report` hears of each server left out, at most once
+ * per DEFERRED_REPORT_GAP_MS.
  */
-export function deferBackedOff(candidates: Server[], now: () => number): void {
-  let t = -1;
+export function backoffCutoff(table: ServerTable, tier: Tier, now: number, report: ((server: Server) => void) | null): number {
   let kept = 0;
-  let deferred: Server[] | null = null;
-  for (let i = 0; i < candidates.length; i++) {
-    const s = candidates[i]!;
-    if (s.dialBackoffUntil !== 0) {
-      if (t < 0) t = now();
-      if (s.dialBackoffUntil > t) {
-        (deferred ??= []).push(s);
-        continue;
-      }
-    }
-    candidates[kept++] = s;
+  let left = 0;
+  for (let i = 0; i < table.size; i++) {
+    if (!table.eligible(i, tier)) continue;
+    if (table.servers[i]!.dialBackoffUntil > now) left++;
+    else kept++;
   }
-  if (deferred === null || kept === 0) return; // none backed off, or all (then nothing was moved: the order stands)
-  for (let i = 0; i < deferred.length; i++) candidates[kept + i] = deferred[i]!;
+  if (left === 0 || kept === 0) return 0;
+  if (report !== null) {
+    for (let i = 0; i < table.size; i++) {
+      const s = table.servers[i]!;
+      if (s.dialBackoffUntil <= now || !table.eligible(i, tier) || now - s.deferredReportAt < DEFERRED_REPORT_GAP_MS) continue;
+      s.deferredReportAt = now;
+      report(s);
+    }
+  }
+  return now;
 }

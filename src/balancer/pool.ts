@@ -14,7 +14,7 @@ import { createPlacementStrategy } from './strategies/create.js';
 import { rendezvousScore } from './hash/rendezvous.js';
 import { rendezvousWinner, selectByRendezvous } from './strategies/rendezvous-hash.js';
 import type { PlacementStrategy, RandomSource } from './strategies/strategy.js';
-import { deferBackedOff } from './dial-backoff.js';
+import { backoffCutoff, countBackedOff } from './dial-backoff.js';
 
 export interface RoutingKeys {
   clientId: Buffer;
@@ -32,8 +32,8 @@ export interface PoolOptions {
   /** The clock of Server.unknownSince and of the dial back-off (performance.now()); tests inject one. */
   now?: () => number;
   /**
-   * A pick's best server was put last for its dial back-off (dial-backoff.ts): the caller probes it now, as the
-   * failed dial that the back-off spares would have, so that `fall` counts as fast as without the back-off.
+   * A server the picks leave out for its dial back-off (dial-backoff.ts), at most every 250 ms: the caller
+   * probes it now, as the failed dials that the back-off spares would have, so that `fall` counts as fast.
    */
   onDeferred?: (server: Server) => void;
 }
@@ -99,17 +99,15 @@ export class Pool {
   }
 
   /**
-   * Up to `retries + 1` distinct servers to try, in order; [] = no server can take a session now. A server in
-   * its dial back-off comes after the others (dial-backoff.ts): the pick ranks that many more, so that it is
-   * replaced even with `retries: 0`, and the list is cut to `retries + 1` after.
+   * Up to `retries + 1` distinct servers to try, in order; [] = no server can take a session now. Servers in
+   * their dial back-off are left out while another of the tier can take it (dial-backoff.ts).
    */
   candidates(keys: RoutingKeys): Server[] {
     const table = this.currentTable();
     const tier = table.tier();
     if (tier === TIER_NONE) return [];
-    const wanted = this.config.retries + 1;
-    const backedOff = countBackedOff(this.servers);
-    this.ranking.begin(wanted + backedOff);
+    table.backoffNow = countBackedOff(this.servers) === 0 ? 0 : backoffCutoff(table, tier, this.now(), this.onDeferred);
+    this.ranking.begin(this.config.retries + 1);
     const key = this.routingKey(keys);
     if (key.length > 0) {
       xxh64Into(key, this.keyHash);
@@ -117,13 +115,8 @@ export class Pool {
     } else {
       this.placement.select(table, tier, this.ranking);
     }
-    const list = this.ranking.take();
-    if (backedOff === 0) return list;
-    const best = list[0];
-    deferBackedOff(list, this.now);
-    if (best !== undefined && list[0] !== best) this.onDeferred?.(best);
-    if (list.length > wanted) list.length = wanted;
-    return list;
+    table.backoffNow = 0;
+    return this.ranking.take();
   }
 
   /**
@@ -257,11 +250,4 @@ function placementName(config: PoolConfig): PoolConfig['fallback'] {
 function sameServers(a: readonly Server[], b: readonly Server[]): boolean {
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
-}
-
-/** Servers with a dial back-off set, expired or not (the clock is read only when there is one). */
-function countBackedOff(servers: readonly Server[]): number {
-  let n = 0;
-  for (let i = 0; i < servers.length; i++) if (servers[i]!.dialBackoffUntil !== 0) n++;
-  return n;
 }

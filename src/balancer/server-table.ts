@@ -24,6 +24,11 @@ export class ServerTable {
   readonly nameHashLo: Uint32Array;
   /** 0 for the byte-wise smallest name, n-1 for the largest (names are unique within a pool). */
   readonly nameRank: Int32Array;
+  /**
+   * Set by Pool.candidates for one pick when it leaves out the servers in their dial back-off (dial-backoff.ts):
+   * the pick's time, and eligible() is false for a server backed off past it. 0 = no server is left out.
+   */
+  backoffNow = 0;
 
   constructor(servers: readonly Server[]) {
     const n = servers.length;
@@ -59,9 +64,9 @@ export class ServerTable {
     return backupAccepts ? TIER_BACKUP : TIER_NONE;
   }
 
-  /** May server `i` take a new session in this tier? */
+  /** May server `i` take a new session in this tier (and this pick: backoffNow)? */
   eligible(i: number, tier: Tier): boolean {
     const s = this.servers[i]!;
-    return s.acceptsNew && s.config.backup === (tier === TIER_BACKUP);
+    return s.acceptsNew && s.config.backup === (tier === TIER_BACKUP) && (this.backoffNow === 0 || s.dialBackoffUntil <= this.backoffNow);
   }
 }

@@ -62,8 +62,10 @@ export class Server extends EventEmitter {
    * counts a connection from its assignment, or a burst would all go to the server that looked emptiest.
    */
   dialsInFlight = 0;
-  /** Until when (monotonic ms) it is tried last after a failed dial of this process; 0 = not (dial-backoff.ts). */
+  /** Until when (monotonic ms) the picks of this process leave it out after a failed dial; 0 = not (dial-backoff.ts). */
   dialBackoffUntil = 0;
+  /** When it was last reported for a probe while left out (dial-backoff.ts backoffCutoff). */
+  deferredReportAt = Number.NEGATIVE_INFINITY;
   /** Totals of sessions already closed; live sessions are added at read time. */
   closedBytesIn = 0;
   closedBytesOut = 0;
@@ -112,6 +114,9 @@ export class Server extends EventEmitter {
     if (next === this.healthState) return;
     const from = this.state;
     this.healthState = next;
+    // A verdict of up (a broker back after a restart) outweighs the guess from dials that failed before it went
+    // down: its returning clients (onServerUp: rebalance) must not be sent elsewhere for what is left of it.
+    if (next === 'up') this.dialBackoffUntil = 0;
     this.emitChange(from);
   }
 

@@ -1,88 +1,101 @@
 import { describe, expect, it } from 'vitest';
-import { backOff, clearBackOff, deferBackedOff, DIAL_BACKOFF_MS } from '../../src/balancer/dial-backoff.js';
+import { backOff, clearBackOff, DEFERRED_REPORT_GAP_MS, DIAL_BACKOFF_MS } from '../../src/balancer/dial-backoff.js';
 import { Pool } from '../../src/balancer/pool.js';
-import { Server } from '../../src/balancer/server.js';
-import { allUp, byName, poolConfig } from './balancer-fixtures.js';
-import { serverConfig } from './health-fixtures.js';
+import type { Server } from '../../src/balancer/server.js';
+import { allUp, byName, poolConfig, type PoolSpec } from './balancer-fixtures.js';
 
-const servers = (...names: string[]): Server[] => names.map((n) => new Server('brokers', serverConfig(n), 'up'));
+const NO_KEY = { clientId: Buffer.alloc(0), username: null };
 const names = (list: Server[]): string[] => list.map((s) => s.name);
 
-describe('dial back-off', () => {
-  it('moves the servers backed off behind the others, each group in its order; none: untouched, clock unread', () => {
-    const [a, b, c, d] = servers('a', 'b', 'c', 'd');
-    let reads = 0;
-    const now = (): number => {
-      reads++;
-      return 5000;
-    };
-    const list = [a!, b!, c!, d!];
-    deferBackedOff(list, now);
-    expect(names(list)).toEqual(['a', 'b', 'c', 'd']);
-    expect(reads).toBe(0);
-    backOff(a!, 4500);
-    backOff(c!, 4600);
-    deferBackedOff(list, now);
-    expect(names(list)).toEqual(['b', 'd', 'a', 'c']);
-    expect(reads).toBe(1);
+/** A pool of up servers on a clock the test moves, recording onDeferred. */
+function setup(spec: PoolSpec): { pool: Pool; clock: { t: number }; deferred: string[] } {
+  const clock = { t: 10_000 };
+  const deferred: string[] = [];
+  const pool = new Pool(poolConfig(spec), undefined, { now: () => clock.t, onDeferred: (s) => deferred.push(s.name) });
+  allUp(pool.servers);
+  return { pool, clock, deferred };
+}
+
+function tally(pool: Pool, picks: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (let i = 0; i < picks; i++) {
+    const first = pool.candidates(NO_KEY)[0]!.name;
+    out[first] = (out[first] ?? 0) + 1;
+  }
+  return out;
+}
+
+describe('dial back-off in Pool.candidates', () => {
+  it('leaves a backed-off server out, even with retries: 0, for DIAL_BACKOFF_MS; a connect ends it at once', () => {
+    const { pool, clock } = setup({ balance: 'round-robin', retries: 0, servers: ['a', 'b'] });
+    const a = byName(pool.servers, 'a');
+    backOff(a, clock.t);
+    expect(Array.from({ length: 4 }, () => names(pool.candidates(NO_KEY)))).toEqual([['b'], ['b'], ['b'], ['b']]);
+    clock.t += DIAL_BACKOFF_MS - 1;
+    expect(names(pool.candidates(NO_KEY))).toEqual(['b']);
+    clock.t += 1;
+    expect(Object.keys(tally(pool, 2)).sort()).toEqual(['a', 'b']);
+    backOff(a, clock.t);
+    clearBackOff(a);
+    expect(a.dialBackoffUntil).toBe(0);
+    expect(Object.keys(tally(pool, 2)).sort()).toEqual(['a', 'b']);
   });
 
-  it('lasts DIAL_BACKOFF_MS, and a dial that connects ends it at once', () => {
-    const [a, b] = servers('a', 'b');
-    backOff(a!, 1000);
-    const at = (t: number): string[] => {
-      const list = [a!, b!];
-      deferBackedOff(list, () => t);
-      return names(list);
-    };
-    expect(at(1000 + DIAL_BACKOFF_MS - 1)).toEqual(['b', 'a']);
-    expect(at(1000 + DIAL_BACKOFF_MS)).toEqual(['a', 'b']);
-    clearBackOff(a!);
-    expect(a!.dialBackoffUntil).toBe(0);
-    expect(at(1500)).toEqual(['a', 'b']);
+  it('round robin charges the turn to the server that takes the session: the others share the left-out one\'s turns by weight', () => {
+    const even = setup({ balance: 'round-robin', servers: ['a', 'b', 'c'] });
+    backOff(byName(even.pool.servers, 'a'), even.clock.t);
+    expect(tally(even.pool, 300)).toEqual({ b: 150, c: 150 });
+    const weighted = setup({ balance: 'round-robin', servers: ['a', { name: 'b', weight: 2 }, 'c', 'd'] });
+    backOff(byName(weighted.pool.servers, 'b'), weighted.clock.t);
+    expect(tally(weighted.pool, 999)).toEqual({ a: 333, c: 333, d: 333 });
   });
 
-  it('keeps the order when every candidate is backed off (it never removes a server)', () => {
-    const [a, b] = servers('a', 'b');
-    backOff(a!, 0);
-    backOff(b!, 0);
-    const list = [b!, a!];
-    deferBackedOff(list, () => 10);
-    expect(names(list)).toEqual(['b', 'a']);
-  });
-});
-
-describe('Pool.candidates with a dial back-off', () => {
-  const NO_KEY = { clientId: Buffer.alloc(0), username: null };
-
-  it('replaces a backed-off server even with retries: 0, and reports the best pick it put last', () => {
-    let t = 10_000;
-    const deferred: string[] = [];
-    const pool = new Pool(poolConfig({ balance: 'round-robin', retries: 0, servers: ['a', 'b'] }), undefined, {
-      now: () => t,
-      onDeferred: (s) => deferred.push(s.name),
-    });
-    allUp(pool.servers);
-    backOff(byName(pool.servers, 'a'), t);
-    const picks = Array.from({ length: 4 }, () => names(pool.candidates(NO_KEY)));
-    expect(picks).toEqual([['b'], ['b'], ['b'], ['b']]);
-    expect(deferred).toEqual(['a', 'a']); // the picks where round robin chose a
-    t += DIAL_BACKOFF_MS;
-    expect(names(pool.candidates(NO_KEY)).length).toBe(1);
-    expect(Array.from({ length: 2 }, () => names(pool.candidates(NO_KEY))[0]).sort()).toEqual(['a', 'b']);
+  it('least-connections and random leave it out too', () => {
+    for (const balance of ['least-connections', 'random'] as const) {
+      const { pool, clock } = setup({ balance, servers: ['a', 'b', 'c'] });
+      backOff(byName(pool.servers, 'b'), clock.t);
+      expect(Object.keys(tally(pool, 200)).sort(), balance).toEqual(['a', 'c']);
+    }
   });
 
-  it('moves a hash key off its backed-off home for the back-off only, keeping retries + 1 candidates', () => {
-    const t = 0;
-    const pool = new Pool(poolConfig({ retries: 1, servers: ['a', 'b', 'c'] }), undefined, { now: () => t });
-    allUp(pool.servers);
+  it('a hash key whose home is backed off goes to the next server in its hash order, for the back-off only', () => {
+    const { pool, clock } = setup({ retries: 1, servers: ['a', 'b', 'c'] });
     const keys = { clientId: Buffer.from('client-7'), username: null };
     const home = pool.candidates(keys);
     expect(home).toHaveLength(2);
-    backOff(home[0]!, t);
-    const during = pool.candidates(keys);
-    expect(names(during)).toEqual([home[1]!.name, names(pool.servers).find((n) => n !== home[0]!.name && n !== home[1]!.name)]);
-    clearBackOff(home[0]!);
+    backOff(home[0]!, clock.t);
+    const third = names(pool.servers).find((n) => n !== home[0]!.name && n !== home[1]!.name)!;
+    expect(names(pool.candidates(keys))).toEqual([home[1]!.name, third]);
+    clock.t += DIAL_BACKOFF_MS;
     expect(names(pool.candidates(keys))).toEqual(names(home));
+  });
+
+  it('leaves no one out when every server of the tier is backed off (the order is the usual one)', () => {
+    const { pool, clock, deferred } = setup({ retries: 1, servers: ['a', 'b'] });
+    const keys = { clientId: Buffer.from('client-7'), username: null };
+    const usual = names(pool.candidates(keys));
+    for (const s of pool.servers) backOff(s, clock.t);
+    expect(names(pool.candidates(keys))).toEqual(usual);
+    expect(deferred).toEqual([]);
+  });
+
+  it('a health verdict of up ends the back-off: a broker back from a restart gets its clients at once', () => {
+    const { pool, clock } = setup({ retries: 0, servers: ['a', 'b'] });
+    const keys = { clientId: Buffer.from('client-7'), username: null };
+    const home = pool.candidates(keys)[0]!;
+    backOff(home, clock.t);
+    home.setHealth('down');
+    home.setHealth('up');
+    expect(names(pool.candidates(keys))).toEqual([home.name]);
+  });
+
+  it('reports a left-out server for a probe at most every DEFERRED_REPORT_GAP_MS', () => {
+    const { pool, clock, deferred } = setup({ balance: 'least-connections', servers: ['a', 'b'] });
+    backOff(byName(pool.servers, 'a'), clock.t);
+    tally(pool, 50);
+    expect(deferred).toEqual(['a']);
+    clock.t += DEFERRED_REPORT_GAP_MS;
+    tally(pool, 50);
+    expect(deferred).toEqual(['a', 'a']);
   });
 });
