@@ -4,7 +4,7 @@
  * directory on its path where another user can replace it, hands them those capabilities. Reference catalogue
  * #85: "hook scripts not writable by other users".
  */
-import { lstatSync, readlinkSync } from 'node:fs';
+import { lstatSync, readlinkSync, realpathSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 
 /**
@@ -30,11 +30,18 @@ export function scriptInsecurity(file: string): string | null {
       } catch (err) {
         return `cannot check ${p} (${(err as NodeJS.ErrnoException).code ?? 'error'})`;
       }
-      const what = p === script ? 'it' : `${st.isSymbolicLink() ? 'symlink' : 'directory'} ${p} on its path`;
+      const what = p === script ? 'it' : `${st.isSymbolicLink() ? 'symlink' : st.isDirectory() ? 'directory' : 'file'} ${p} on its path`;
       if (st.uid !== 0 && st.uid !== me) return `${what} is owned by uid ${st.uid}, neither root nor this user (uid ${me})`;
       if (st.isSymbolicLink()) {
-        // Its own mode means nothing; its directory (next) decides who may re-point it, and its target is run.
-        pending.push(resolve(dirname(p), readlinkSync(p)));
+        // Its own mode means nothing; its directory (next) decides who may re-point it, and its target is run:
+        // a relative target from the directory the kernel resolves it in, the real one (`..` included).
+        let from: string;
+        try {
+          from = realpathSync(dirname(p));
+        } catch (err) {
+          return `cannot check ${dirname(p)} (${(err as NodeJS.ErrnoException).code ?? 'error'})`;
+        }
+        pending.push(resolve(from, readlinkSync(p)));
         continue;
       }
       if (st.isDirectory() && (st.mode & 0o1000) !== 0) continue; // sticky: only a file's owner may replace it

@@ -142,6 +142,19 @@ describe('files named by the config', () => {
     expect(problems()).toEqual([
       `${file}:16:11 failover.notify: directory ${join(dir, 'open')} on its path is writable by others (mode 777): whoever can change the hook runs commands with this process's privileges (chmod go-w, chown root)`,
     ]);
+    // A relative target is read from the symlink's real directory, as the kernel does (`..` after a symlinked
+    // directory): here hooks/notify.sh -> ../x through `via` -> real/deep runs real/x (mode 777), not the decoy x.
+    rmSync(hook);
+    mkdirSync(join(dir, 'real/deep'), { recursive: true });
+    writeFileSync(join(dir, 'real/x'), '#!/bin/sh\n', { mode: 0o777 });
+    chmodSync(join(dir, 'real/x'), 0o777);
+    writeFileSync(join(dir, 'x'), '#!/bin/sh\n', { mode: 0o755 });
+    symlinkSync(join(dir, 'real/deep'), join(dir, 'via'));
+    symlinkSync('../x', join(dir, 'real/deep/link'));
+    symlinkSync(join(dir, 'via/link'), hook);
+    expect(problems()).toEqual([
+      `${file}:16:11 failover.notify: file ${join(dir, 'real/x')} on its path is writable by others (mode 777): whoever can change the hook runs commands with this process's privileges (chmod go-w, chown root)`,
+    ]);
   });
 
   it('warns when the failover key file is readable by group or others', () => {
