@@ -479,6 +479,7 @@ export class App implements TelemetrySource, AdminActions {
     this.ctx.logSessions = next.log.sessions;
     this.log.level = next.log.level;
     this.admission.reconfigure(next.limits);
+    this.admission.adopt(this.admittedSessions());
     this.overloadGuard.reconfigure(next.limits.maxMemory);
     if (this.role !== 'primary') this.idleSweep.configure(next.limits.idleTimeout);
 
@@ -724,6 +725,11 @@ export class App implements TelemetrySource, AdminActions {
 
   private *allSessions(): Generator<ClientSession> {
     for (const l of this.sessionHolders()) yield* l.sessions;
+  }
+
+  /** The sessions past admission (holding a connection slot): what per-source limits count. */
+  private *admittedSessions(): Generator<ClientSession> {
+    for (const s of this.allSessions()) if (s.admitted) yield s;
   }
 
   private activeSessions(): number {

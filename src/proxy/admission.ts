@@ -174,6 +174,21 @@ export class Admission {
     this.drain();
   }
 
+  /**
+   * After a reload: the live sessions admitted while no per-source count was kept (the limit was off, or their
+   * address exempt) are counted now, or an address could hold its old sessions plus a new limit's worth. Those
+   * already counted are left as they are.
+   */
+  adopt(admitted: Iterable<AdmissionTicket>): void {
+    if (this.limits.perSource.maxConnections === 0) return;
+    for (const ticket of admitted) {
+      if (this.held.has(ticket) || this.isExempt(ticket)) continue;
+      const source = sourceKey(ticket.remoteAddress);
+      this.bookFor(source).sessions++;
+      this.held.set(ticket, { source, queued: null, pending: false });
+    }
+  }
+
   /** Clients waiting for an accept token. */
   get queued(): number {
     return this.waiting;

@@ -111,6 +111,11 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
   /** It counts against the listener's and the global maxConnections (from its CONNECT until it ends). */
   private holdsSlot = false;
 
+  /** Admitted and not ended: it holds a connection slot (and, under per-source limits, counts for its address). */
+  get admitted(): boolean {
+    return this.holdsSlot;
+  }
+
   /**
    * `acceptedAt`: the TCP accept, which may lie before this object (TLS handshake, PROXY header): the
    * CONNECT deadline counts from there.

@@ -169,6 +169,21 @@ describe('caps answered in MQTT and freed', () => {
     await lb.stop();
   });
 
+  it('a reload that turns perSource.maxConnections on counts the sessions the address already holds', async () => {
+    const { lb, ports } = await startWith({ limits: '  clientConnectTimeout: 2s\n' });
+    const port = ports.mqtt!;
+    const held = [await hold(port, 'rl-1'), await hold(port, 'rl-2'), await hold(port, 'rl-3')];
+    lb.writeConfig(readFileSync(lb.configFile, 'utf8').replace('  clientConnectTimeout: 2s\n', '  clientConnectTimeout: 2s\n  perSource: { maxConnections: 2 }\n'));
+    lb.reload();
+    await lb.waitForLog((l) => l.msg === 'config reloaded');
+    expect(await refusedWith(port, 'rl-x', 5)).toBe(0x97);
+    for (const h of held.splice(0, 2)) await h.leave();
+    const next = await hold(port, 'rl-4'); // 2 of 2 again
+    await next.leave();
+    for (const h of held) await h.leave();
+    await lb.stop();
+  });
+
   // Reliability cases 58 and 63: one address that opens connections and sends nothing must not hold the
   // listener's slots. Connections of one address still without a CONNECT are capped like its sessions; past
   // that they are closed at once (nothing was read that could be answered). Other addresses are unaffected.

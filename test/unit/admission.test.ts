@@ -140,6 +140,28 @@ describe('Admission', () => {
     expect(a.trackedSources).toBe(1);
   });
 
+  it('a reload that turns perSource.maxConnections on (or ends an exemption) counts the sessions already admitted', () => {
+    const a = make(limits());
+    const old = [new Ticket('10.0.0.1'), new Ticket('10.0.0.1'), new Ticket('10.0.0.1')];
+    for (const t of old) expect(a.admit(t)).toBe('ok');
+    expect(a.trackedSources).toBe(0); // no limit: no book
+    a.reconfigure(limits({ perSource: { maxConnections: 2 } }));
+    a.adopt(old);
+    a.adopt(old); // idempotent
+    expect(a.admit(new Ticket('10.0.0.1'))).toBe('source_full');
+    a.release(old[0]!);
+    expect(a.admit(new Ticket('10.0.0.1'))).toBe('source_full'); // 2 of 2 still
+    a.release(old[1]!);
+    expect(a.admit(new Ticket('10.0.0.1'))).toBe('ok');
+    // Exempt, then not: the same.
+    const b = make(limits({ perSource: { maxConnections: 1, exempt: ['10.0.0.2'] } }));
+    const gateway = [new Ticket('10.0.0.2'), new Ticket('10.0.0.2')];
+    for (const t of gateway) expect(b.admit(t)).toBe('ok');
+    b.reconfigure(limits({ perSource: { maxConnections: 1 } }));
+    b.adopt(gateway);
+    expect(b.admit(new Ticket('10.0.0.2'))).toBe('source_full');
+  });
+
   it('per-source cap: source_full at the cap, other sources unaffected, freed by release', () => {
     const a = make(limits({ perSource: { maxConnections: 2 } }));
     const t1 = new Ticket('10.0.0.1');
