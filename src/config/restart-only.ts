@@ -4,6 +4,8 @@
  * process started with, not with the previous file: a change is named at every reload until a restart, and a file
  * that goes back to the running values is not reported as a change.
  */
+import { availableParallelism } from 'node:os';
+import { workerCount } from '../cluster/messages.js';
 import type { LbConfig } from './types.js';
 
 export interface RestartOnlyChange {
@@ -12,10 +14,11 @@ export interface RestartOnlyChange {
   file: string | number;
 }
 
-export function restartOnlyChanges(running: LbConfig, next: LbConfig): RestartOnlyChange[] {
+/** `cores`: what `workers: auto` means here; `auto` and the same number are no change. */
+export function restartOnlyChanges(running: LbConfig, next: LbConfig, cores = availableParallelism()): RestartOnlyChange[] {
   const out: RestartOnlyChange[] = [];
   if (next.admin.bind !== running.admin.bind) out.push({ key: 'admin.bind', running: running.admin.bind, file: next.admin.bind });
-  if (next.workers !== running.workers) out.push({ key: 'workers', running: running.workers, file: next.workers });
+  if (workerCount(next.workers, cores) !== workerCount(running.workers, cores)) out.push({ key: 'workers', running: running.workers, file: next.workers });
   if (next.log.bufferBytes !== running.log.bufferBytes) out.push({ key: 'log.bufferBytes', running: running.log.bufferBytes, file: next.log.bufferBytes });
   return out;
 }

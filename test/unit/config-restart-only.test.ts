@@ -42,7 +42,9 @@ describe('restartOnlyChanges', () => {
     expect(restartOnlyChanges(running, config(9883, '1', 1_048_576))).toEqual([]);
   });
 
-  it('auto is a value of its own', () => {
-    expect(restartOnlyChanges(running, config(9883, 'auto', 1_048_576))).toEqual([{ key: 'workers', running: 1, file: 'auto' }]);
+  it('auto is compared as the number of workers it means on this machine', () => {
+    expect(restartOnlyChanges(running, config(9883, 'auto', 1_048_576), 2)).toEqual([{ key: 'workers', running: 1, file: 'auto' }]);
+    expect(restartOnlyChanges(running, config(9883, 'auto', 1_048_576), 1)).toEqual([]);
+    expect(restartOnlyChanges(config(9883, 'auto', 1_048_576), config(9883, '2', 1_048_576), 2)).toEqual([]);
   });
 });
