@@ -475,6 +475,8 @@ export class App implements TelemetrySource, AdminActions {
   private async applyReload(next: LbConfig, budget: ReturnType<typeof budgetForConfig>, fronts: Map<string, Fronts>, opened: Map<string, Listener>): Promise<void> {
     const prev = this.config;
     this.config = next;
+    // As at start: a cap above what the open-file limit allows runs lowered, and the log says so.
+    if (this.role !== 'primary') for (const w of budget.warnings) this.log.warn({ detail: w }, 'connection cap clamped');
     this.ctx.limits = next.limits;
     this.ctx.logSessions = next.log.sessions;
     this.log.level = next.log.level;

@@ -645,6 +645,13 @@ describe('descriptor budget', () => {
       const again = await connectAt(port, 'fd-again', 5);
       expect(again.code).toBe(0);
       again.socket.destroy();
+
+      // A reload to a cap still above the limit is clamped too, and says so as the start did.
+      writeFileSync(file, lbYaml({ port, admin, servers: [{ name: 'm1', port: broker.port }], health, limits: '  clientConnectTimeout: 3s\n  maxConnections: 30000\n' }));
+      proc.kill('SIGHUP');
+      const until = Date.now() + 5000;
+      while (!logs.some((l) => l.msg === 'config reloaded') && Date.now() < until) await sleep(50);
+      expect(logs.filter((l) => l.msg === 'connection cap clamped').some((l) => /^limits\.maxConnections 30000 clamped to 90/.test(String(l.detail)))).toBe(true);
     } finally {
       for (const s of held) s.destroy();
       proc.kill('SIGTERM');
