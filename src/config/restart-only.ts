@@ -1,6 +1,6 @@
 /**
  * Keys a reload does not apply (operations.md: they need a restart) besides failover's (failover/reload.ts): the
- * admin port's address, the worker count and the log queue's size. A reloaded file is compared with what the
+ * admin port's address, the worker count, the log queue's size and the start's warm-up. A reloaded file is compared with what the
  * process started with, not with the previous file: a change is named at every reload until a restart, and a file
  * that goes back to the running values is not reported as a change.
  */
@@ -8,8 +8,11 @@ import { availableParallelism } from 'node:os';
 import { workerCount } from '../cluster/messages.js';
 import type { LbConfig } from './types.js';
 
+/** Every key restartOnlyChanges() may name. */
+export const RESTART_ONLY_KEYS = ['admin.bind', 'workers', 'log.bufferBytes', 'warmUp'] as const;
+
 export interface RestartOnlyChange {
-  key: 'admin.bind' | 'workers' | 'log.bufferBytes';
+  key: (typeof RESTART_ONLY_KEYS)[number];
   running: string | number;
   file: string | number;
 }
@@ -20,5 +23,7 @@ export function restartOnlyChanges(running: LbConfig, next: LbConfig, cores = av
   if (next.admin.bind !== running.admin.bind) out.push({ key: 'admin.bind', running: running.admin.bind, file: next.admin.bind });
   if (workerCount(next.workers, cores) !== workerCount(running.workers, cores)) out.push({ key: 'workers', running: running.workers, file: next.workers });
   if (next.log.bufferBytes !== running.log.bufferBytes) out.push({ key: 'log.bufferBytes', running: running.log.bufferBytes, file: next.log.bufferBytes });
+  // Used once, before the listeners open: a new value means something only at the next start.
+  if (next.warmUp !== running.warmUp) out.push({ key: 'warmUp', running: running.warmUp, file: next.warmUp });
   return out;
 }

@@ -9,7 +9,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { restartOnlyChanges } from '../../src/config/restart-only.js';
+import { RESTART_ONLY_KEYS, restartOnlyChanges } from '../../src/config/restart-only.js';
 import type { LbConfig } from '../../src/config/types.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -235,9 +235,12 @@ const COMPUTED: Array<{ file: string; argument: string; why: string; messages: (
     argument: '`${c.key} change needs a restart`',
     why: 'one line per restart-only key a reload changed: the keys restartOnlyChanges() knows',
     messages: () => {
-      const a = { admin: { bind: '127.0.0.1:9883' }, workers: 1, log: { bufferBytes: 1 } } as unknown as LbConfig;
-      const b = { admin: { bind: '127.0.0.1:9884' }, workers: 2, log: { bufferBytes: 2 } } as unknown as LbConfig;
-      return restartOnlyChanges(a, b).map((c) => `${c.key} change needs a restart`);
+      const a = { admin: { bind: '127.0.0.1:9883' }, workers: 1, log: { bufferBytes: 1 }, warmUp: 0 } as unknown as LbConfig;
+      const b = { admin: { bind: '127.0.0.1:9884' }, workers: 2, log: { bufferBytes: 2 }, warmUp: 1 } as unknown as LbConfig;
+      const changes = restartOnlyChanges(a, b, 4);
+      // Every key restartOnlyChanges() can name differs between a and b: a new key must be added to both.
+      expect(changes.map((c) => c.key).sort()).toEqual([...RESTART_ONLY_KEYS].sort());
+      return changes.map((c) => `${c.key} change needs a restart`);
     },
   },
   {
