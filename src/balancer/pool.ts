@@ -107,15 +107,18 @@ export class Pool {
     const tier = table.tier();
     if (tier === TIER_NONE) return [];
     table.backoffNow = countBackedOff(this.servers) === 0 ? 0 : backoffCutoff(table, tier, this.now(), this.onDeferred);
-    this.ranking.begin(this.config.retries + 1);
-    const key = this.routingKey(keys);
-    if (key.length > 0) {
-      xxh64Into(key, this.keyHash);
-      selectByRendezvous(table, tier, this.keyHash[0]!, this.keyHash[1]!, this.ranking);
-    } else {
-      this.placement.select(table, tier, this.ranking);
+    try {
+      this.ranking.begin(this.config.retries + 1);
+      const key = this.routingKey(keys);
+      if (key.length > 0) {
+        xxh64Into(key, this.keyHash);
+        selectByRendezvous(table, tier, this.keyHash[0]!, this.keyHash[1]!, this.ranking);
+      } else {
+        this.placement.select(table, tier, this.ranking);
+      }
+    } finally {
+      table.backoffNow = 0; // this pick only: owner() and the rebalance see every server
     }
-    table.backoffNow = 0;
     return this.ranking.take();
   }
 
