@@ -30,6 +30,7 @@ import { isVipAddress, vipAddresses } from './failover/ipv4.js';
 import { VERSION } from './version.js';
 import { ErrorCodes, MqttLbError } from './errors.js';
 import { monotonicNow } from './monotonic-clock.js';
+import { availableParallelism } from 'node:os';
 
 type Fronts = ReturnType<typeof buildFront>;
 
@@ -117,6 +118,8 @@ export class App implements TelemetrySource, AdminActions {
   private failoverConfig: FailoverConfig | null = null;
   /** The config it started with: what the keys a reload does not apply run with (config/restart-only.ts). */
   private readonly startConfig: LbConfig;
+  /** What `workers: auto` meant at start (CPU affinity may change while it runs: restart-only.ts). */
+  private readonly startCores = availableParallelism();
   private admission: Admission;
   /** limits.maxMemory in a process with listeners (in the primary the workers' snapshots say it). */
   readonly overloadGuard: OverloadGuard;
@@ -533,7 +536,7 @@ export class App implements TelemetrySource, AdminActions {
       // Against what runs (not the previous file): a change stays unapplied, and is said again, until a restart.
       const changed = failoverChanges(this.failoverConfig, next.failover);
       if (changed.length > 0) this.log.warn({ keys: changed }, 'failover settings change needs a restart: running with the settings it started with');
-      for (const c of restartOnlyChanges(this.startConfig, next)) this.log.warn({ running: c.running, file: c.file }, `${c.key} change needs a restart`);
+      for (const c of restartOnlyChanges(this.startConfig, next, this.startCores)) this.log.warn({ running: c.running, file: c.file }, `${c.key} change needs a restart`);
     }
   }
 

@@ -133,6 +133,7 @@ export class Server extends EventEmitter {
     if (next === this.adminState) return;
     const from = this.state;
     this.adminState = next;
+    if (next === 'ready') this.dialBackoffUntil = 0; // as a verdict of up: it takes its clients again at once
     this.emitChange(from);
   }
 

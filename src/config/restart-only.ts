@@ -17,7 +17,7 @@ export interface RestartOnlyChange {
   file: string | number;
 }
 
-/** `cores`: what `workers: auto` means here; `auto` and the same number are no change. */
+/** `cores`: what `workers: auto` meant at start; `auto` and the number it meant are no change. */
 export function restartOnlyChanges(running: LbConfig, next: LbConfig, cores = availableParallelism()): RestartOnlyChange[] {
   const out: RestartOnlyChange[] = [];
   if (next.admin.bind !== running.admin.bind) out.push({ key: 'admin.bind', running: running.admin.bind, file: next.admin.bind });

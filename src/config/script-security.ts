@@ -4,53 +4,72 @@
  * directory on its path where another user can replace it, hands them those capabilities. Reference catalogue
  * #85: "hook scripts not writable by other users".
  */
-import { lstatSync, readlinkSync, realpathSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { lstatSync, readlinkSync, type Stats } from 'node:fs';
+import { isAbsolute, join, resolve } from 'node:path';
+
+/** Symlinks followed at most (Linux's own limit is 40). */
+const MAX_SYMLINKS = 40;
 
 /**
- * Null when the script and every directory above it are owned by root or by this user and writable by no one
- * else (a sticky directory such as /tmp may be: there only its owner can replace the file); otherwise why not.
- * Every symlink met on the way (the file, a directory) is followed, and both its directory and its target are
- * checked: whoever may write the directory of a symlink can re-point it, whatever its target's modes.
+ * Null when everything the kernel goes through to reach the script is owned by root or by this user and
+ * writable by no one else (a sticky directory such as /tmp may be: there only its owner can replace an entry);
+ * otherwise why not. The path is walked one component at a time as the kernel does: a symlink's target is
+ * spliced in before the rest, and `..` goes up from the real directory reached so far, never by text. Every
+ * directory entered, every symlink met (whoever may write its directory can re-point it: that directory was
+ * entered before it) and the file itself are checked.
  */
 export function scriptInsecurity(file: string): string | null {
   const me = process.geteuid?.() ?? 0;
-  const script = resolve(file);
-  const pending = [script];
-  const seen = new Set<string>();
-  while (pending.length > 0) {
-    const start = pending.pop()!;
-    for (let p = start, top = false; !top; top = p === dirname(p), p = dirname(p)) {
-      if (seen.has(p)) continue;
-      seen.add(p);
-      if (seen.size > MAX_PATHS) return 'its path has too many symlinks to check';
-      let st;
-      try {
-        st = lstatSync(p);
-      } catch (err) {
-        return `cannot check ${p} (${(err as NodeJS.ErrnoException).code ?? 'error'})`;
-      }
-      const what = p === script ? 'it' : `${st.isSymbolicLink() ? 'symlink' : st.isDirectory() ? 'directory' : 'file'} ${p} on its path`;
-      if (st.uid !== 0 && st.uid !== me) return `${what} is owned by uid ${st.uid}, neither root nor this user (uid ${me})`;
-      if (st.isSymbolicLink()) {
-        // Its own mode means nothing; its directory (next) decides who may re-point it, and its target is run:
-        // a relative target from the directory the kernel resolves it in, the real one (`..` included).
-        let from: string;
-        try {
-          from = realpathSync(dirname(p));
-        } catch (err) {
-          return `cannot check ${dirname(p)} (${(err as NodeJS.ErrnoException).code ?? 'error'})`;
-        }
-        pending.push(resolve(from, readlinkSync(p)));
-        continue;
-      }
-      if (st.isDirectory() && (st.mode & 0o1000) !== 0) continue; // sticky: only a file's owner may replace it
-      if ((st.mode & 0o002) !== 0) return `${what} is writable by others (mode ${(st.mode & 0o777).toString(8)})`;
-      if ((st.mode & 0o020) !== 0 && st.gid !== 0) return `${what} is writable by its group (gid ${st.gid}, mode ${(st.mode & 0o777).toString(8)})`;
+  let real = '/';
+  const rootProblem = judge('/', lstatOrNull('/'), null, me);
+  if (rootProblem !== null) return rootProblem;
+  let rest = components(resolve(file));
+  let symlinks = 0;
+  while (rest.length > 0) {
+    const c = rest.shift()!;
+    if (c === '.') continue;
+    if (c === '..') {
+      real = real === '/' ? '/' : real.slice(0, real.lastIndexOf('/')) || '/';
+      continue;
     }
+    const p = join(real, c);
+    const st = lstatOrNull(p);
+    if (st === null) return `cannot check ${p}`;
+    const last = rest.length === 0;
+    const problem = judge(p, st, last && !st.isSymbolicLink() ? (symlinks === 0 ? 'it' : `the file it runs, ${p},`) : null, me);
+    if (problem !== null) return problem;
+    if (st.isSymbolicLink()) {
+      if (++symlinks > MAX_SYMLINKS) return 'its path has too many symlinks to check';
+      const target = readlinkSync(p);
+      if (isAbsolute(target)) real = '/';
+      rest = [...components(target), ...rest];
+      continue;
+    }
+    real = p;
   }
   return null;
 }
 
-/** Bounds the walk (a symlink loop, a hostile tree); a real hook path has a few dozen components at most. */
-const MAX_PATHS = 256;
+/** `script`: how to name the script when `p` is it (null: `p` is on the way to it). */
+function judge(p: string, st: Stats | null, script: string | null, me: number): string | null {
+  if (st === null) return `cannot check ${p}`;
+  const what = script ?? `${st.isSymbolicLink() ? 'symlink' : st.isDirectory() ? 'directory' : 'file'} ${p} on its path`;
+  if (st.uid !== 0 && st.uid !== me) return `${what} is owned by uid ${st.uid}, neither root nor this user (uid ${me})`;
+  // A symlink's own mode means nothing; a sticky directory lets only an entry's owner replace it.
+  if (st.isSymbolicLink() || (st.isDirectory() && (st.mode & 0o1000) !== 0)) return null;
+  if ((st.mode & 0o002) !== 0) return `${what} is writable by others (mode ${(st.mode & 0o777).toString(8)})`;
+  if ((st.mode & 0o020) !== 0 && st.gid !== 0) return `${what} is writable by its group (gid ${st.gid}, mode ${(st.mode & 0o777).toString(8)})`;
+  return null;
+}
+
+function components(path: string): string[] {
+  return path.split('/').filter((c) => c !== '');
+}
+
+function lstatOrNull(p: string): Stats | null {
+  try {
+    return lstatSync(p);
+  } catch {
+    return null;
+  }
+}

@@ -181,6 +181,12 @@ export class Admission {
    */
   adopt(admitted: Iterable<AdmissionTicket>): void {
     if (this.limits.perSource.maxConnections === 0) return;
+    // Held without a source: they went through (or wait in) the accept queue while no count was kept.
+    for (const [ticket, h] of this.held) {
+      if (h.pending || h.source !== null || this.isExempt(ticket)) continue;
+      h.source = sourceKey(ticket.remoteAddress);
+      this.bookFor(h.source).sessions++;
+    }
     for (const ticket of admitted) {
       if (this.held.has(ticket) || this.isExempt(ticket)) continue;
       const source = sourceKey(ticket.remoteAddress);

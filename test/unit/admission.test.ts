@@ -162,6 +162,20 @@ describe('Admission', () => {
     expect(b.admit(new Ticket('10.0.0.2'))).toBe('source_full');
   });
 
+  it('adopt() also counts the sessions that went through the accept queue, and those still waiting in it', () => {
+    const a = make(limits({ acceptRate: 1, acceptQueue: 10 }));
+    const through = [new Ticket('10.0.0.3'), new Ticket('10.0.0.3'), new Ticket('10.0.0.3')];
+    expect(through.map((t) => a.admit(t))).toEqual(['ok', 'queued', 'queued']);
+    vi.advanceTimersByTime(1000); // one of the two queued goes through; the other still waits
+    expect(through.map((t) => t.events.length)).toEqual([0, 1, 0]);
+    a.reconfigure(limits({ acceptRate: 1, acceptQueue: 10, perSource: { maxConnections: 3 } }));
+    a.adopt([through[0]!, through[1]!]);
+    vi.advanceTimersByTime(1000);
+    expect(through[2]!.events).toEqual(['proceed']);
+    vi.advanceTimersByTime(5000);
+    expect(a.admit(new Ticket('10.0.0.3'))).toBe('source_full'); // 3 of 3
+  });
+
   it('per-source cap: source_full at the cap, other sources unaffected, freed by release', () => {
     const a = make(limits({ perSource: { maxConnections: 2 } }));
     const t1 = new Ticket('10.0.0.1');

@@ -87,6 +87,11 @@ describe('dial back-off in Pool.candidates', () => {
     home.setHealth('down');
     home.setHealth('up');
     expect(names(pool.candidates(keys))).toEqual([home.name]);
+    // Back to ready after a drain: the same.
+    backOff(home, clock.t);
+    home.setAdmin('drain');
+    home.setAdmin('ready');
+    expect(names(pool.candidates(keys))).toEqual([home.name]);
   });
 
   it('reports a left-out server for a probe at most every DEFERRED_REPORT_GAP_MS', () => {

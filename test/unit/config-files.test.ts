@@ -153,7 +153,18 @@ describe('files named by the config', () => {
     symlinkSync('../x', join(dir, 'real/deep/link'));
     symlinkSync(join(dir, 'via/link'), hook);
     expect(problems()).toEqual([
-      `${file}:16:11 failover.notify: file ${join(dir, 'real/x')} on its path is writable by others (mode 777): whoever can change the hook runs commands with this process's privileges (chmod go-w, chown root)`,
+      `${file}:16:11 failover.notify: the file it runs, ${join(dir, 'real/x')}, is writable by others (mode 777): whoever can change the hook runs commands with this process's privileges (chmod go-w, chown root)`,
+    ]);
+    // `..` after a symlink goes up from where the symlink led, as in the kernel: hooks/notify.sh -> L/../evil.sh
+    // with L -> ../open/sub runs open/evil.sh, in the world-writable directory (a decoy sits in hooks/).
+    rmSync(hook);
+    mkdirSync(join(dir, 'open/sub'));
+    writeFileSync(join(dir, 'open/evil.sh'), '#!/bin/sh\n', { mode: 0o755 });
+    writeFileSync(join(dir, 'hooks/evil.sh'), '#!/bin/sh\n', { mode: 0o755 });
+    symlinkSync('../open/sub', join(dir, 'hooks/L'));
+    symlinkSync('L/../evil.sh', hook);
+    expect(problems()).toEqual([
+      `${file}:16:11 failover.notify: directory ${join(dir, 'open')} on its path is writable by others (mode 777): whoever can change the hook runs commands with this process's privileges (chmod go-w, chown root)`,
     ]);
   });
 
