@@ -44,14 +44,8 @@ export function readCidrList(r: ConfigReader, m: MapReader, key: string, fallbac
   if (slot === undefined || r.isNull(slot)) return [...fallback];
   const cidrs: string[] = [];
   for (const item of r.list(slot) ?? []) {
-    const text = r.string(item);
-    if (text === undefined) continue;
-    const c = parseCidr(text);
-    if (!c.ok) {
-      r.error(item, c.error);
-      continue;
-    }
-    cidrs.push(formatCidr(c.value));
+    const c = r.parsed(item, parseCidr);
+    if (c !== undefined) cidrs.push(formatCidr(c));
   }
   return cidrs;
 }

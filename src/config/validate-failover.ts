@@ -208,15 +208,10 @@ function readVips(r: ConfigReader, slot: Slot, seen: Array<{ slot: Slot; vip: st
   }
   const vips: string[] = [];
   for (const item of items) {
-    const text = r.string(item);
-    if (text === undefined) continue;
-    const v = parseVip(text);
-    if (!v.ok) {
-      r.error(item, v.error);
-      continue;
-    }
-    vips.push(v.value);
-    seen.push({ slot: item, vip: v.value });
+    const vip = r.parsed(item, parseVip);
+    if (vip === undefined) continue;
+    vips.push(vip);
+    seen.push({ slot: item, vip });
   }
   return vips;
 }

@@ -134,14 +134,7 @@ function readServer(r: ConfigReader, m: MapReader): ServerConfig {
   const address = addressSlot !== undefined ? r.hostPort(addressSlot) : undefined;
   const urlSlot = m.get('healthUrl');
   let healthUrl: string | null = DEFAULTS.server.healthUrl;
-  if (urlSlot !== undefined && !r.isNull(urlSlot)) {
-    const text = r.string(urlSlot);
-    if (text !== undefined) {
-      const u = parseHttpUrl(text);
-      if (u.ok) healthUrl = u.value;
-      else r.error(urlSlot, u.error);
-    }
-  }
+  if (urlSlot !== undefined && !r.isNull(urlSlot)) healthUrl = r.parsed(urlSlot, parseHttpUrl) ?? healthUrl;
   return {
     name,
     address: address?.text ?? '',

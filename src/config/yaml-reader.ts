@@ -9,7 +9,7 @@ import type { ConfigProblem } from '../errors.js';
 import { formatProblem } from '../errors.js';
 import { suggestKey } from './did-you-mean.js';
 import { formatDuration, parseDuration } from './duration.js';
-import { parseHostPortDetailed } from './net-syntax.js';
+import { parseHostPortDetailed, type Parsed } from './net-syntax.js';
 import type { HostPort } from './types.js';
 
 export type Content = Scalar.Parsed | YAMLMap.Parsed | YAMLSeq.Parsed;
@@ -321,15 +321,23 @@ export class ConfigReader {
     return ms;
   }
 
-  hostPort(slot: Slot): { text: string; address: HostPort } | undefined {
+  /** A string read by one of net-syntax.ts's parsers: its value, or undefined once its problem is recorded. */
+  parsed<T>(slot: Slot, parse: (text: string) => Parsed<T>): T | undefined {
     const text = this.string(slot);
     if (text === undefined) return undefined;
-    const r = parseHostPortDetailed(text);
+    const r = parse(text);
     if (!r.ok) {
       this.error(slot, r.error);
       return undefined;
     }
-    return { text, address: r.value };
+    return r.value;
+  }
+
+  hostPort(slot: Slot): { text: string; address: HostPort } | undefined {
+    return this.parsed(slot, (text) => {
+      const r = parseHostPortDetailed(text);
+      return r.ok ? { ok: true, value: { text, address: r.value } } : r;
+    });
   }
 }
 
