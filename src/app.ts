@@ -218,8 +218,7 @@ export class App implements TelemetrySource, AdminActions {
     for (const pc of Object.values(config.pools)) this.addPool(pc);
     const budget = this.sessionBudget(config);
     this.ctx.maxConnections = budget.globalMax;
-    // The cluster primary holds no session: each worker clamps its own share and says so (with its index).
-    if (this.role !== 'primary') for (const w of budget.warnings) this.log.warn({ detail: w }, 'connection cap clamped');
+    this.logClamped(budget);
 
     if (config.failover !== null && this.role !== 'worker') {
       // The failover worker logs its own transitions ('failover state changed').
@@ -318,6 +317,14 @@ export class App implements TelemetrySource, AdminActions {
     // The cluster primary holds no session; each worker checks its own share.
     if (budget.noRoom !== null && this.role !== 'primary') throw new MqttLbError(ErrorCodes.START_FD_LIMIT, budget.noRoom);
     return budget;
+  }
+
+  /**
+   * At start and at each reload: a cap above what the open-file limit allows runs lowered, and the log says so.
+   * The cluster primary holds no session: each worker clamps its own share and says so (with its index).
+   */
+  private logClamped(budget: ReturnType<typeof budgetForConfig>): void {
+    if (this.role !== 'primary') for (const w of budget.warnings) this.log.warn({ detail: w }, 'connection cap clamped');
   }
 
   private ownListeners(config: LbConfig): LbConfig['listeners'] {
@@ -478,8 +485,7 @@ export class App implements TelemetrySource, AdminActions {
   private async applyReload(next: LbConfig, budget: ReturnType<typeof budgetForConfig>, fronts: Map<string, Fronts>, opened: Map<string, Listener>): Promise<void> {
     const prev = this.config;
     this.config = next;
-    // As at start: a cap above what the open-file limit allows runs lowered, and the log says so.
-    if (this.role !== 'primary') for (const w of budget.warnings) this.log.warn({ detail: w }, 'connection cap clamped');
+    this.logClamped(budget);
     this.ctx.limits = next.limits;
     this.ctx.logSessions = next.log.sessions;
     this.log.level = next.log.level;

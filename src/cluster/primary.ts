@@ -23,20 +23,13 @@ import { ErrorCodes, MqttLbError } from '../errors.js';
 import type { ToPrimary, ToWorker, ServerStateWire, ListenerSnapshot, ServerSnapshot, OverloadSnapshot } from './messages.js';
 import { serverStates } from './server-states.js';
 import { WATCHDOG_TICK_MS, WorkerWatchdog, workerStallMs } from './worker-watchdog.js';
+import { restartDelay } from '../restart-delay.js';
 
 const READY_TIMEOUT_MS = 15_000;
-const RESPAWN_DELAY_MS = 1000;
-/** A restart that fails is tried again, the delay doubling up to this. */
-const RESPAWN_MAX_DELAY_MS = 30_000;
 /** How long a worker may take to prepare a reload (bind its listeners). */
 const RELOAD_PREPARE_TIMEOUT_MS = 15_000;
 /** A worker closing its VIP sessions answers within its spread and its wait for the closes (App.releaseVipSessions); past this, the VIP goes regardless. */
 const RELEASE_ANSWER_MARGIN_MS = 2500;
-
-/** Before restart attempt `attempt` (0 = the first) of a worker. */
-function respawnDelay(attempt: number): number {
-  return Math.min(RESPAWN_MAX_DELAY_MS, RESPAWN_DELAY_MS * 2 ** attempt);
-}
 
 interface WorkerSlot {
   index: number;
@@ -217,10 +210,10 @@ export class ClusterPrimary {
       if (this.stopping) return;
       this.fork(index, true).catch((err: unknown) => {
         if (this.stopping) return;
-        this.log.error({ err, worker: index, retryInMs: respawnDelay(attempt + 1) }, 'worker restart failed');
+        this.log.error({ err, worker: index, retryInMs: restartDelay(attempt + 1) }, 'worker restart failed');
         this.respawn(index, attempt + 1);
       });
-    }, respawnDelay(attempt)).unref();
+    }, restartDelay(attempt)).unref();
   }
 
   /** Keep what an exited worker counted (see retiredListeners). */

@@ -16,6 +16,7 @@ import { STATUS_INTERVAL_MS, type MainToWorker, type WorkerInit, type WorkerStat
 import type { FailoverState } from './state-machine.js';
 import { removeVip } from './vip.js';
 import { threadSharedNow } from '../monotonic-clock.js';
+import { restartDelay } from '../restart-delay.js';
 
 export { DROP_REASONS, type DropReason } from './advert.js';
 export { generateKey, readKeyFile, parseKey } from './key.js';
@@ -48,10 +49,6 @@ export interface FailoverStateEvent {
 const START_TIMEOUT_MS = 20_000;
 /** Waits for the worker to send its last advert and remove the VIPs. */
 const CLOSE_TIMEOUT_MS = 10_000;
-/** After an unexpected worker exit (a bug), the VIPs are removed and the worker restarted after this. */
-const RESTART_DELAY_MS = 1000;
-/** The longest wait between attempts to start the failover thread again. */
-const RESTART_DELAY_MAX_MS = 30_000;
 
 function workerUrl(): URL {
   return new URL('./worker.js', import.meta.url);
@@ -275,22 +272,21 @@ export class Failover extends EventEmitter {
   }
 
   /**
-   * Start a new failover thread after a delay that doubles with each failed attempt (up to RESTART_DELAY_MAX_MS):
-   * a start that fails (the interface gone for a moment, the advert port taken) is tried again, never given up,
-   * or failover would stay off on this host until someone restarted it.
+   * Start a new failover thread after restartDelay(failures): a start that fails (the interface gone for a moment,
+   * the advert port taken) is tried again, never given up, or failover would stay off on this host until someone
+   * restarted it.
    */
   private restartWorker(failures: number): void {
     if (this.closing !== null) return;
-    const delayMs = Math.min(RESTART_DELAY_MS * 2 ** failures, RESTART_DELAY_MAX_MS);
     this.restartTimer = setTimeout(() => {
       this.restartTimer = null;
       if (this.closing !== null) return;
       this.spawnWorker().catch((err: unknown) => {
         if (this.closing !== null) return;
-        this.log.error({ err, retryInMs: Math.min(RESTART_DELAY_MS * 2 ** (failures + 1), RESTART_DELAY_MAX_MS) }, 'failover worker restart failed');
+        this.log.error({ err, retryInMs: restartDelay(failures + 1) }, 'failover worker restart failed');
         this.restartWorker(failures + 1);
       });
-    }, delayMs);
+    }, restartDelay(failures));
   }
 
   private async doClose(): Promise<void> {
