@@ -190,8 +190,8 @@ export class Admission {
     for (const ticket of admitted) {
       if (this.held.has(ticket) || this.isExempt(ticket)) continue;
       const source = sourceKey(ticket.remoteAddress);
-      this.bookFor(source).sessions++;
-      this.held.set(ticket, { source, queued: null, pending: false });
+      this.bookFor(source);
+      this.hold(ticket, source, null); // as admit() does
     }
   }
 
