@@ -2,6 +2,7 @@
  * The error catalogue: every error mqtt-lb raises on purpose has a stable code here.
  * Match on `code`, never on message text (undici's rule). Codes are never reused.
  */
+import type { LogConfig } from './config/types.js';
 
 export const ErrorCodes = {
   CONFIG_INVALID: 'MQLB_CONFIG_INVALID', // lb.yaml has problems (see .problems)
@@ -71,8 +72,11 @@ export class ConfigError extends ProblemsError {
  * design.md §3: "missing key file"), while `mqtt-lb check` and a reload report it like any config problem.
  */
 export class ConfigFileError extends ProblemsError {
-  constructor(problems: ConfigProblem[]) {
+  /** The log settings of the config, which is valid: the start's `fatal` line goes where the operator looks. */
+  readonly log: LogConfig;
+  constructor(problems: ConfigProblem[], log: LogConfig) {
     super(ErrorCodes.START_FILE, problems);
     this.name = 'ConfigFileError';
+    this.log = log;
   }
 }

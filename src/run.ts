@@ -26,8 +26,12 @@ export async function runBalancer(file: string): Promise<number> {
     if (err instanceof ConfigError || err instanceof ConfigFileError) {
       printErr(err.problems.map((p) => formatProblem(p) + '\n').join(''));
       if (err instanceof ConfigError) return 1;
-      // A valid config naming a missing or unusable file (key, certificate): cannot start (design.md §3).
-      printErr(`cannot start (${err.code}): a file the config names is missing or unusable\n`);
+      // A valid config naming a missing or unusable file (key, certificate): cannot start (design.md §3), told
+      // as every other failed start is: a fatal line in the log, then one line on stderr.
+      const log = createLogger(err.log);
+      log.fatal({ err, code: err.code }, 'cannot start');
+      printErr(`mqtt-lb: cannot start (${err.code}): a file the config names is missing or unusable\n`);
+      await flushLogs(log);
       return 2;
     }
     const code = err instanceof MqttLbError ? ` (${err.code})` : '';

@@ -6,7 +6,7 @@
 import { accessSync, closeSync, constants, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { isUtf8 } from 'node:buffer';
 import { dirname, resolve } from 'node:path';
-import { tlsCertificateWarning, tlsMaterialProblem, type TlsMaterialProblem } from './tls-material.js';
+import { tlsCaProblem, tlsCertificateWarning, tlsPairProblem, type TlsMaterialProblem } from './tls-material.js';
 import { keyProblem } from '../failover/key.js';
 import { CST, Parser, isMap, isSeq, parseDocument, visit } from 'yaml';
 import type { Document, ParsedNode } from 'yaml';
@@ -214,7 +214,8 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LbConfig {
   const outcome = parseConfig(text, file, { checkFiles: true, notUtf8At });
   if (outcome.config === null) {
     // Valid without looking at the files: what is wrong is a file, not the config.
-    if (opts.filesAsStartError === true && parseConfig(text, file, { notUtf8At }).config !== null) throw new ConfigFileError(outcome.problems);
+    const withoutFiles = opts.filesAsStartError === true ? parseConfig(text, file, { notUtf8At }).config : null;
+    if (withoutFiles !== null) throw new ConfigFileError(outcome.problems, withoutFiles.log);
     throw new ConfigError(outcome.problems);
   }
   for (const w of outcome.warnings) opts.onWarning?.(w);
@@ -252,38 +253,45 @@ function checkFailoverKey(ref: FileRef | undefined, out: ProblemCollector): void
 /**
  * Each listener's TLS files, whose existence passed: read and loaded as start would (tls-material.ts), so that
  * a certificate that does not match its key, or a CA file of no certificate, fails `check` and not the start.
+ * The pair and the CA are judged apart: a bad key does not hide a bad CA ("all problems at once").
  * What passed is kept in the config (`tls.material`): the bytes checked are the bytes served.
  */
 function checkTlsMaterial(usable: Map<string, FileRef>, out: ProblemCollector, config: LbConfig): void {
-  for (const [path, cert] of usable) {
-    const m = /^(listeners\[(\d+)\]\.tls)\.cert$/.exec(path);
-    if (m === null) continue;
-    const key = usable.get(`${m[1]}.key`);
-    if (key === undefined) continue;
-    const ca = usable.get(`${m[1]}.ca`);
-    let certBytes: Buffer;
-    let keyBytes: Buffer;
-    let caBytes: Buffer | null;
-    let problem: TlsMaterialProblem | null;
-    try {
-      certBytes = readFileSync(cert.resolved);
-      keyBytes = readFileSync(key.resolved);
-      caBytes = ca === undefined ? null : readFileSync(ca.resolved);
-      problem = tlsMaterialProblem(certBytes, keyBytes, caBytes);
-    } catch (err) {
-      out.error(cert.at, m[1], `cannot read: ${(err as Error).message}`);
-      continue;
-    }
-    // At the value of the file that is wrong.
-    const at = { cert, key, ca: ca ?? cert }[problem?.field ?? 'cert'];
-    if (problem !== null) out.error(at.at, `${m[1]}.${problem.field}`, problem.message);
-    else {
-      const warning = tlsCertificateWarning(certBytes);
-      if (warning !== null) out.warn(cert.at, `${m[1]}.cert`, warning);
-      const tls = config.listeners[Number(m[2])]?.tls;
-      if (tls?.cert === cert.resolved) tls.material = { cert: certBytes.toString('utf8'), key: keyBytes.toString('utf8'), ca: caBytes?.toString('utf8') ?? null };
-    }
+  const prefixes = new Map<string, number>();
+  for (const path of usable.keys()) {
+    const m = /^(listeners\[(\d+)\]\.tls)\.(?:cert|key|ca)$/.exec(path);
+    if (m !== null) prefixes.set(m[1]!, Number(m[2]));
   }
+  for (const [prefix, index] of prefixes) {
+    const bytes = (field: 'cert' | 'key' | 'ca'): { ref: FileRef; data: Buffer } | null | undefined => {
+      const ref = usable.get(`${prefix}.${field}`);
+      if (ref === undefined) return undefined;
+      try {
+        return { ref, data: readFileSync(ref.resolved) };
+      } catch (err) {
+        out.error(ref.at, ref.path, `cannot read: ${(err as Error).message}`);
+        return null;
+      }
+    };
+    const cert = bytes('cert');
+    const key = bytes('key');
+    const ca = bytes('ca');
+    const refs = { cert: cert?.ref, key: key?.ref, ca: ca?.ref };
+    const problems: TlsMaterialProblem[] = [];
+    if (ca) problems.push(...nonNull(tlsCaProblem(ca.data)));
+    if (cert && key) problems.push(...nonNull(tlsPairProblem(cert.data, key.data)));
+    // At the value of the file that is wrong.
+    for (const p of problems) out.error(refs[p.field]!.at, `${prefix}.${p.field}`, p.message);
+    if (problems.length > 0 || !cert || !key || ca === null) continue;
+    const warning = tlsCertificateWarning(cert.data);
+    if (warning !== null) out.warn(cert.ref.at, `${prefix}.cert`, warning);
+    const tls = config.listeners[index]?.tls;
+    if (tls?.cert === cert.ref.resolved) tls.material = { cert: cert.data.toString('utf8'), key: key.data.toString('utf8'), ca: ca?.data.toString('utf8') ?? null };
+  }
+}
+
+function nonNull<T>(value: T | null): T[] {
+  return value === null ? [] : [value];
 }
 
 /** True when the file is there and usable (readable, or executable for a notify script). */

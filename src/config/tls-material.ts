@@ -14,13 +14,18 @@ export interface TlsMaterialProblem {
   message: string;
 }
 
-/** null when usable; otherwise which file is wrong and why. */
-export function tlsMaterialProblem(cert: Buffer, key: Buffer, ca: Buffer | null): TlsMaterialProblem | null {
+/** null when the certificate and key can serve TLS together; otherwise which of the two is wrong and why. */
+export function tlsPairProblem(cert: Buffer, key: Buffer): TlsMaterialProblem | null {
   const leaf = leafCertificate(cert);
   if (typeof leaf === 'string') return { field: 'cert', message: leaf };
   const keyText = key.toString('latin1');
   if (/-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type:\s*4,ENCRYPTED/.test(keyText)) {
     return { field: 'key', message: 'the key is encrypted (it needs a passphrase, which mqtt-lb does not take): give it an unencrypted key, e.g. `openssl pkey -in KEY -out KEY.plain` (mode 0600)' };
+  }
+  // OpenSSL's own words for these ("DECODER routines::unsupported") do not say which file was swapped.
+  if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(keyText)) {
+    const what = /-----BEGIN CERTIFICATE-----/.test(keyText) ? 'holds a certificate, not a private key' : 'holds no PEM private key';
+    return { field: 'key', message: `${what} (-----BEGIN PRIVATE KEY-----): is it the certificate's file?` };
   }
   let privateKey: KeyObject;
   try {
@@ -46,7 +51,11 @@ export function tlsMaterialProblem(cert: Buffer, key: Buffer, ca: Buffer | null)
   } catch (err) {
     return { field: 'cert', message: `the certificate and key cannot serve TLS: ${(err as Error).message}` };
   }
-  if (ca === null) return null;
+  return null;
+}
+
+/** null when the CA file can verify clients; otherwise why not. Independent of the pair, so both are reported. */
+export function tlsCaProblem(ca: Buffer): TlsMaterialProblem | null {
   // OpenSSL skips what is not a certificate in a CA file: a file of none would verify no client, silently.
   const blocks = ca.toString('latin1').match(CERT_BLOCK) ?? [];
   if (blocks.length === 0) return { field: 'ca', message: 'holds no PEM certificate (-----BEGIN CERTIFICATE-----)' };

@@ -159,7 +159,10 @@ pools:
     const r = run(['--config', f]);
     expect(r.status).toBe(2);
     expect(r.stderr).toContain(`${f}:5:18 listeners[0].tls.cert: file \`nowhere.crt\``);
-    expect(r.stderr.trimEnd().split('\n').at(-1)).toBe('cannot start (MQLB_START_FILE): a file the config names is missing or unusable');
+    expect(r.stderr.trimEnd().split('\n').at(-1)).toBe('mqtt-lb: cannot start (MQLB_START_FILE): a file the config names is missing or unusable');
+    // As every failed start (operations.md): a fatal `cannot start` line in the log, with the code.
+    const fatal = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { level: number; msg: string; code?: string }).find((l) => l.level === 60);
+    expect(fatal).toMatchObject({ msg: 'cannot start', code: 'MQLB_START_FILE' });
     // check reports the same problems as a config error (exit 1).
     expect(run(['check', '--config', f]).status).toBe(1);
   });

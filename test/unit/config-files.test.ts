@@ -213,6 +213,20 @@ describe('files named by the config', () => {
     const enc = problemsWith(() => writeFileSync(join(dir, 'certs/server.key'), encrypted));
     expect(enc).toHaveLength(1);
     expect(enc[0]).toContain(':7:12 listeners[0].tls.key: the key is encrypted');
+    // The certificate's file given as the key: said so, not OpenSSL's "DECODER routines::unsupported".
+    expect(problemsWith(() => writeFileSync(join(dir, 'certs/server.key'), pki.read(pki.serverCert)))).toEqual([
+      `${file}:7:12 listeners[0].tls.key: holds a certificate, not a private key (-----BEGIN PRIVATE KEY-----): is it the certificate's file?`,
+    ]);
+    // A bad key does not hide a bad CA file: every problem at once.
+    expect(
+      problemsWith(() => {
+        writeFileSync(join(dir, 'certs/server.key'), encrypted);
+        writeFileSync(join(dir, 'ca.crt'), 'no certificate here');
+      }),
+    ).toEqual([
+      expect.stringContaining(`${file}:7:12 listeners[0].tls.key: the key is encrypted`),
+      `${file}:8:11 listeners[0].tls.ca: holds no PEM certificate (-----BEGIN CERTIFICATE-----)`,
+    ]);
   });
 
   it('warns about a certificate that clients will refuse: expired, or not valid yet', () => {
