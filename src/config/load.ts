@@ -55,7 +55,7 @@ export function parseConfig(text: string, file: string, opts: ParseOptions = {})
   const failed = (): ParseOutcome => ({ config: null, problems: out.sortedProblems(), warnings: [] });
   // Decoding replaced the bad bytes (U+FFFD): a password or an address would silently be another one.
   if (opts.notUtf8At !== undefined && opts.notUtf8At !== null) {
-    out.error(opts.notUtf8At, '(root)', 'not UTF-8 text here (a byte that is not UTF-8): save the file as UTF-8');
+    out.error(opts.notUtf8At, keyPathNear(text, opts.notUtf8At), 'not UTF-8 text here (a byte that is not UTF-8): save the file as UTF-8');
     return failed();
   }
   try {
@@ -141,10 +141,16 @@ function parseText(text: string, file: string, opts: ParseOptions, out: ProblemC
       // `bind: [::]:1883`: the `[` opens a YAML list, and the library's message says nothing of that.
       out.error(ipv6At, syntaxPath(doc, ipv6At), 'an IPv6 host:port must be quoted: `"[::]:1883"` (unquoted, `[` starts a YAML list)');
     } else {
-      const message = e.code === 'DUPLICATE_KEY' ? 'duplicate key: a key may appear only once in a mapping' : e.code === 'MULTILINE_IMPLICIT_KEY' ? 'a key without `:` after it, or a key over several lines' : e.message;
-      // A line indented wrongly belongs to no key yet: name the mapping it is in, not the key before it.
-      const path = syntaxPath(doc, e.pos[0]);
-      out.error(e.pos[0], e.code === 'BAD_INDENT' && path.includes('.') ? path.slice(0, path.lastIndexOf('.')) : path, message);
+      const indentation = indentationProblem(text, e);
+      const message = indentation ?? (e.code === 'DUPLICATE_KEY' ? 'duplicate key: a key may appear only once in a mapping' : e.code === 'MULTILINE_IMPLICIT_KEY' ? 'a key without `:` after it, or a key over several lines' : e.message);
+      // A line indented wrongly belongs to no key yet: name the mapping it is in (not the key before it), and the
+      // key the line holds, if it holds one.
+      let path = syntaxPath(doc, e.pos[0]);
+      if (indentation !== null && path.includes('.')) {
+        const key = keyOnLine(text, e.pos[0]);
+        path = path.slice(0, path.lastIndexOf('.')) + (key === null ? '' : `.${key}`);
+      }
+      out.error(e.pos[0], path, message);
     }
     return failed();
   }
@@ -427,6 +433,40 @@ function closedQuote(source: string): boolean {
 }
 
 /** The key path at a syntax error: parts of a broken key (with spaces in them) are no key of the file. */
+/**
+ * The library's words for a line indented wrongly ("Tabs are not allowed as indentation", "Sequence item without -
+ * indicator") say what its parser met, not what to change: say that.
+ */
+function indentationProblem(text: string, e: { code: string; message: string; pos: [number, number] }): string | null {
+  if (e.code === 'TAB_AS_INDENT') return 'a tab in the indentation: YAML indents with spaces only';
+  const lineStart = text.lastIndexOf('\n', e.pos[0] - 1) + 1;
+  const spaces = /^ */.exec(text.slice(lineStart))![0].length;
+  if (e.code === 'MISSING_CHAR' && e.message.startsWith('Sequence item without')) {
+    return `indented by ${spaces} spaces, which matches no key above it: indent it as the keys it belongs with`;
+  }
+  if (e.code === 'BAD_INDENT' && e.message.startsWith('All mapping items')) {
+    return `indented by ${spaces} spaces, unlike the keys beside it: the keys of a mapping start at the same column`;
+  }
+  return null;
+}
+
+/** The key a line starts with (`  bind: ...` -> bind), or null. */
+function keyOnLine(text: string, offset: number): string | null {
+  const lineStart = text.lastIndexOf('\n', offset - 1) + 1;
+  const lineEnd = text.indexOf('\n', lineStart);
+  const line = text.slice(lineStart, lineEnd < 0 ? text.length : lineEnd);
+  return /^[ \t]*(?:- )?([A-Za-z_][\w-]*)[ \t]*:(?:[ \t]|$)/.exec(line)?.[1] ?? null;
+}
+
+/** The key path at an offset, for a problem found before the file is parsed; (root) when it cannot be parsed. */
+function keyPathNear(text: string, offset: number): string {
+  try {
+    return syntaxPath(parseDocument(text, { uniqueKeys: false, prettyErrors: false }), offset);
+  } catch {
+    return '(root)';
+  }
+}
+
 function syntaxPath(doc: Document.Parsed, offset: number): string {
   const path = pathAtOffset(doc, offset);
   const parts = path.split('.');

@@ -282,7 +282,7 @@ describe('a config file that is not UTF-8', () => {
       } catch (err) {
         problems = (err as ConfigError).problems.map(formatProblem);
       }
-      expect(problems).toEqual([`${file}:7:40 (root): not UTF-8 text here (a byte that is not UTF-8): save the file as UTF-8`]);
+      expect(problems).toEqual([`${file}:7:40 pools.p.health.mqtt.password: not UTF-8 text here (a byte that is not UTF-8): save the file as UTF-8`]);
       // With a byte-order mark (columns count after it) and a real U+FFFD earlier (valid UTF-8): the same place.
       const withBom = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('# \ufffd is fine\n'), text]);
       writeFileSync(file, withBom);
@@ -292,7 +292,7 @@ describe('a config file that is not UTF-8', () => {
       } catch (err) {
         problems = (err as ConfigError).problems.map(formatProblem);
       }
-      expect(problems).toEqual([`${file}:8:40 (root): not UTF-8 text here (a byte that is not UTF-8): save the file as UTF-8`]);
+      expect(problems).toEqual([`${file}:8:40 pools.p.health.mqtt.password: not UTF-8 text here (a byte that is not UTF-8): save the file as UTF-8`]);
       // The same file as UTF-8 loads.
       writeFileSync(file, text.toString('latin1'));
       expect(loadConfig(file).pools['p']!.health.mqtt.password).toBe('päss');

@@ -287,9 +287,17 @@ admin:
     ]);
     // A key without its colon: named by the mapping it is in, not by the broken key's words.
     expect(problems(demo.replace('level: info', 'level info'))).toEqual([`lb.yaml:${level}:3 log: a key without \`:\` after it, or a key over several lines`]);
-    // A wrongly indented line: named by the mapping it belongs to, not by the key before it.
+    // A wrongly indented line: named by the mapping it belongs to and its own key, not by the key before it, and
+    // said in words that tell what to change (not the parser's).
     const fall = lineOf('      fall: 3');
-    expect(problems(demo.replace('      fall: 3', '     fall: 3'))).toEqual([`lb.yaml:${fall}:1 pools.demo.health: All mapping items must start at the same column`]);
+    expect(problems(demo.replace('      fall: 3', '     fall: 3'))).toEqual([
+      `lb.yaml:${fall}:1 pools.demo.health.fall: indented by 5 spaces, unlike the keys beside it: the keys of a mapping start at the same column`,
+    ]);
+    const pool = lineOf('    pool: demo');
+    expect(problems(demo.replace('    pool: demo', '   pool: demo'))).toEqual([
+      `lb.yaml:${pool}:1 listeners[0].pool: indented by 3 spaces, which matches no key above it: indent it as the keys it belongs with`,
+    ]);
+    expect(problems(demo.replace('      fall: 3', '\tfall: 3'))).toEqual([`lb.yaml:${fall}:1 pools.demo.health.fall: a tab in the indentation: YAML indents with spaces only`]);
     // One unclosed bracket in a generated file is one line, not thousands.
     expect(problems(`a: [${'x, '.repeat(3000)}\n${'b: 1\n'.repeat(50)}`)).toHaveLength(1);
   });
@@ -304,7 +312,7 @@ admin:
     expect(problems(`${PREFIX}    servers: []\n`)).toEqual([
       'lb.yaml:8:5 pools.brokers.servers: duplicate key: a key may appear only once in a mapping',
     ]);
-    expect(problems('listeners:\n\t- name: a\n')).toEqual(['lb.yaml:2:1 (root): Tabs are not allowed as indentation']);
+    expect(problems('listeners:\n\t- name: a\n')).toEqual(['lb.yaml:2:1 (root): a tab in the indentation: YAML indents with spaces only']);
     expect(problems('listeners: [\n')).toEqual(['lb.yaml:1:12 listeners: unclosed `[`: no matching `]` (or a line inside it is not indented more than its key)']);
     expect(problems(`${PREFIX}limits: *nothing\n`)).toEqual([
       'lb.yaml:8:9 limits: unknown alias `*nothing` (no anchor `&nothing` before it)',
