@@ -29,7 +29,7 @@ export async function runBalancer(file: string): Promise<number> {
       // A valid config naming a missing or unusable file (key, certificate): cannot start (design.md §3), told
       // as every other failed start is: a fatal line in the log, then one line on stderr.
       const log = createLogger(err.log);
-      log.fatal({ err, code: err.code }, 'cannot start');
+      logCannotStart(log, err);
       printErr(`mqtt-lb: cannot start (${err.code}): a file the config names is missing or unusable\n`);
       await flushLogs(log);
       return 2;
@@ -95,9 +95,9 @@ export async function runBalancer(file: string): Promise<number> {
       if (early.stop === null) await app.startFailover();
     }
   } catch (err) {
+    // First what went wrong, then the stop's own lines (what was started is closed again).
+    const code = logCannotStart(log, err);
     await app.stop();
-    const code = err instanceof MqttLbError ? err.code : undefined;
-    log.fatal({ err, code }, 'cannot start');
     // And one line for whoever started it at a terminal (the JSON line carries the stack).
     printErr(`mqtt-lb: cannot start${code === undefined ? '' : ` (${code})`}: ${(err as Error).message}\n`);
     await flushLogs(log);
@@ -166,6 +166,13 @@ export async function runBalancer(file: string): Promise<number> {
     if (early.stop !== null) onStop(early.stop);
     else if (early.reload) onHup();
   });
+}
+
+/** Every failed start is told alike: a fatal line with the catalogue code (the JSON carries the stack). */
+function logCannotStart(log: ReturnType<typeof createLogger>, err: unknown): string | undefined {
+  const code = err instanceof MqttLbError ? err.code : undefined;
+  log.fatal({ err, code }, 'cannot start');
+  return code;
 }
 
 function flushLogs(log: { flush?: (cb?: (err?: Error) => void) => void }): Promise<void> {

@@ -43,7 +43,7 @@ export async function fetchStatus(adminUrl: string = DEFAULT_ADMIN_URL, timeoutM
     const why = err instanceof Error ? err.message : String(err);
     throw new Error(`cannot reach the mqtt-lb admin server at ${url.href}: ${why}`, { cause: err });
   }
-  if (statusCode !== 200) throw new Error(`${url.href} answered HTTP ${statusCode}: ${text.trim().slice(0, 200)}`);
+  if (statusCode !== 200) throw new Error(`${url.href} answered HTTP ${statusCode}${answerExcerpt(text)}`);
   let body: unknown;
   try {
     body = JSON.parse(text);
@@ -178,4 +178,15 @@ export function formatStatus(s: StatusJson, readiness: Readiness | null = null):
     );
   }
   return `${out.join('\n')}\n`;
+}
+
+/**
+ * What an error answer said, on one line: our admin server answers one line of text; another server (a wrong
+ * port) may answer a whole HTML page, which is no use on a terminal.
+ */
+function answerExcerpt(text: string): string {
+  if (/^\s*</.test(text)) return ' (an HTML page: is this the admin port of mqtt-lb?)';
+  const line = text.replace(/\s+/g, ' ').trim();
+  if (line === '') return '';
+  return `: ${line.length > 160 ? `${line.slice(0, 160)}...` : line}`;
 }

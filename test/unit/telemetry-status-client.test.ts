@@ -80,9 +80,12 @@ describe('fetchStatus', () => {
   it('fails on a non-200 answer and on a non-status document', async () => {
     const { port } = await listenHttp((req, res) => {
       if (req.url === '/a/api/status') res.writeHead(503).end('not ready');
+      else if (req.url === '/web/api/status') res.writeHead(404).end(`<!DOCTYPE html>\n<html>\n${'<p>Not found</p>\n'.repeat(40)}</html>\n`);
       else res.writeHead(200, { 'content-type': 'application/json' }).end('{"hello":1}');
     });
-    await expect(fetchStatus(`http://127.0.0.1:${port}/a`)).rejects.toThrow(/HTTP 503: not ready/);
+    await expect(fetchStatus(`http://127.0.0.1:${port}/a`)).rejects.toThrow(/HTTP 503: not ready$/);
+    // Another web server's page (a wrong port) is not printed to the terminal.
+    await expect(fetchStatus(`http://127.0.0.1:${port}/web`)).rejects.toThrow(/HTTP 404 \(an HTML page: is this the admin port of mqtt-lb\?\)$/);
     await expect(fetchStatus(`http://127.0.0.1:${port}`)).rejects.toThrow(/did not answer an mqtt-lb status document/);
   });
 
