@@ -3,7 +3,7 @@
  * array, a hard kill timeout (SIGKILL), optional cancellation, and the C locale so that the error texts we
  * match ("File exists", "Address not found") are the English ones. Never rejects: the caller decides.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 
 export interface CommandResult {
   /** Exit code; null when killed or not started. */
@@ -20,16 +20,24 @@ export interface CommandResult {
 export interface CommandOptions {
   timeoutMs: number;
   signal?: AbortSignal;
+  /**
+   * Run it in a process group of its own and kill the whole group at the timeout (the notify hook: a script's
+   * `sleep` or `curl` would otherwise outlive it, holding its output pipe open, and the result with it).
+   */
+  processGroup?: boolean;
 }
 
 const ENV = { ...process.env, LC_ALL: 'C', LANG: 'C' };
 
+const MAX_OUTPUT_BYTES = 4 * 1024 * 1024;
+
 export function runCommand(file: string, args: readonly string[], opts: CommandOptions): Promise<CommandResult> {
+  if (opts.processGroup === true) return runInProcessGroup(file, args, opts);
   return new Promise((resolve) => {
     execFile(
       file,
       args,
-      { timeout: opts.timeoutMs, killSignal: 'SIGKILL', maxBuffer: 4 * 1024 * 1024, env: ENV, windowsHide: true, signal: opts.signal },
+      { timeout: opts.timeoutMs, killSignal: 'SIGKILL', maxBuffer: MAX_OUTPUT_BYTES, env: ENV, windowsHide: true, signal: opts.signal },
       (err, stdout, stderr) => {
         const e = err as (NodeJS.ErrnoException & { killed?: boolean; signal?: string | null }) | null;
         const aborted = e?.name === 'AbortError';
@@ -45,6 +53,52 @@ export function runCommand(file: string, args: readonly string[], opts: CommandO
         });
       },
     );
+  });
+}
+
+/**
+ * As runCommand, in a process group of its own (spawn: execFile does not pass `detached` on), so that the
+ * timeout or a cancellation kills what the command started as well.
+ */
+function runInProcessGroup(file: string, args: readonly string[], opts: CommandOptions): Promise<CommandResult> {
+  return new Promise((resolve) => {
+    const output = { stdout: '', stderr: '' };
+    let timedOut = false;
+    let aborted = false;
+    let spawnError: string | null = null;
+    const child = spawn(file, args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: ENV, windowsHide: true });
+    const killGroup = (): void => {
+      if (child.pid === undefined) return;
+      try {
+        process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    };
+    const timer = setTimeout(() => {
+      timedOut = true;
+      killGroup();
+    }, opts.timeoutMs);
+    const onAbort = (): void => {
+      aborted = true;
+      killGroup();
+    };
+    if (opts.signal?.aborted === true) onAbort();
+    else opts.signal?.addEventListener('abort', onAbort, { once: true });
+    for (const name of ['stdout', 'stderr'] as const) {
+      child[name].setEncoding('utf8');
+      child[name].on('data', (text: string) => {
+        if (output[name].length < MAX_OUTPUT_BYTES) output[name] += text;
+      });
+    }
+    child.on('error', (err: NodeJS.ErrnoException) => {
+      spawnError = err.code ?? 'error';
+    });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      opts.signal?.removeEventListener('abort', onAbort);
+      resolve({ code: spawnError === null ? code : null, signal, ...output, timedOut, aborted, spawnError: aborted || timedOut ? null : spawnError });
+    });
   });
 }
 

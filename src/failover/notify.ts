@@ -2,8 +2,11 @@
  * The `failover.notify` hook: an executable called with the new state (`master`, `backup`, `fault`, and `stop`
  * when the balancer stops and gives up its addresses, as keepalived's STOP) and the router id as arguments.
  * Never awaited by the advert loop (a slow hook must not decide the election, keepalived#2389), but run one at
- * a time in order (keepalived's notify FIFO lesson, #996), each with a kill timeout. Failures are logged, never
- * thrown.
+ * a time in order (keepalived's notify FIFO lesson, #996), each with a kill timeout that takes the hook's own
+ * children with it. Calls that wait behind a running hook are merged per router id: the hook learns the state
+ * the instance is in when its turn comes, not a backlog of stale ones (a hook of 1 s under a flap of 36
+ * transitions was still told of them 16 s after the state had settled, and the stop's call was lost behind
+ * them). Failures are logged, never thrown.
  */
 import { describeResult, runCommand } from './command.js';
 import type { LogSink } from './log.js';
@@ -11,8 +14,19 @@ import type { FailoverState } from './state-machine.js';
 
 export const NOTIFY_TIMEOUT_MS = 30_000;
 
+type NotifyState = FailoverState | 'stop';
+
+interface NotifyCall {
+  routerId: number;
+  state: NotifyState;
+}
+
 export class NotifyRunner {
-  private chain: Promise<void> = Promise.resolve();
+  /** Calls not started yet, at most one per router id. */
+  private readonly waiting: NotifyCall[] = [];
+  /** The state the hook was last started with, per router id. */
+  private readonly told = new Map<number, NotifyState>();
+  private running: Promise<void> | null = null;
 
   constructor(
     private readonly file: string | null,
@@ -20,18 +34,32 @@ export class NotifyRunner {
     private readonly timeoutMs = NOTIFY_TIMEOUT_MS,
   ) {}
 
-  run(state: FailoverState | 'stop', routerId: number): void {
-    const file = this.file;
-    if (file === null) return;
-    const args = [state, String(routerId)];
-    this.chain = this.chain.then(async () => {
-      const r = await runCommand(file, args, { timeoutMs: this.timeoutMs });
+  run(state: NotifyState, routerId: number): void {
+    if (this.file === null) return;
+    const i = this.waiting.findIndex((c) => c.routerId === routerId);
+    if (i >= 0) {
+      // Back where the hook was last told (master -> backup -> master while it ran): nothing to tell.
+      if (state === this.told.get(routerId)) this.waiting.splice(i, 1);
+      else this.waiting[i]!.state = state;
+    } else {
+      this.waiting.push({ routerId, state });
+    }
+    this.running ??= this.runWaiting(this.file);
+  }
+
+  private async runWaiting(file: string): Promise<void> {
+    for (let call = this.waiting.shift(); call !== undefined; call = this.waiting.shift()) {
+      const { routerId, state } = call;
+      this.told.set(routerId, state);
+      const args = [state, String(routerId)];
+      const r = await runCommand(file, args, { timeoutMs: this.timeoutMs, processGroup: true });
       if (r.code !== 0) this.log.error({ routerId, state, detail: describeResult(file, args, r) }, 'failover notify hook failed');
-    });
+    }
+    this.running = null;
   }
 
   /** Resolves when the queued hooks have finished (bounded by their timeouts). */
   idle(): Promise<void> {
-    return this.chain;
+    return this.running ?? Promise.resolve();
   }
 }
