@@ -2,7 +2,10 @@
  * Each of N workers enforces its share of the configured caps and rates: connections are spread over the
  * workers (by the primary's round robin, or by the kernel), so the sum stays what lb.yaml says (a cap
  * smaller than N still gives every worker one). A client may be refused by a full worker while another has
- * room. Per-source limits are approximate in this mode (one source may land on several workers).
+ * room. Per-source limits are not shared out: one address's connections land on the workers unevenly (the
+ * kernel picks), so a share of `perSource.connectRate` refused part of a burst the limit allows (5 of 10 at
+ * `connectRate: 10` over 2 workers) and a share of `perSource.maxConnections` would refuse a source under its
+ * limit. Each worker keeps the whole limit: an address may get up to N times it (operations.md).
  */
 import type { LbConfig } from '../config/types.js';
 
@@ -66,7 +69,6 @@ export function workerShare(config: LbConfig, workers: number, index: number): L
       maxConnections: share(limits.maxConnections),
       acceptRate: limits.acceptRate > 0 ? limits.acceptRate / workers : 0,
       acceptQueue: share(limits.acceptQueue),
-      perSource: { ...limits.perSource, connectRate: limits.perSource.connectRate > 0 ? limits.perSource.connectRate / workers : 0 },
       maxMemory: workerMemory(limits.maxMemory, workers, index),
     },
     pools: Object.fromEntries(Object.entries(config.pools).map(([k, p]) => [k, { ...p, evictRate: p.evictRate / workers }])),

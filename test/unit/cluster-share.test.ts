@@ -44,6 +44,8 @@ describe('workerShare', () => {
     expect(sum((c) => c.limits.acceptRate)).toBeCloseTo(10);
     expect(sum((c) => c.limits.maxMemory)).toBe(1073741825); // the memory ceiling too
     for (const c of shares) expect(c.listeners[0]!.maxConnections).toBeGreaterThanOrEqual(1);
+    // Per-source limits are each worker's whole: a share refused part of a burst the limit allows.
+    for (const c of shares) expect(c.limits.perSource).toEqual({ maxConnections: 2, connectRate: 4, exempt: [] });
   });
 
   it('a cap smaller than the workers still gives each one (the only case where the sum exceeds it)', () => {
