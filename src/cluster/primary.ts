@@ -183,7 +183,9 @@ export class ClusterPrimary {
       });
       worker.on('exit', (code, signal) => {
         clearTimeout(timer);
-        this.reloadWaiters.get(index)?.(`worker ${index} exited`);
+        // A dead worker refuses nothing: it takes no part in the reload, and its replacement starts with the
+        // primary's config and is caught up with a reload committed meanwhile (catchUp).
+        this.reloadWaiters.get(index)?.(null);
         this.settleWaiters.get(index)?.();
         for (const id of [...this.releases.keys()]) this.workerReleased(id, worker);
         if (this.slots.get(index)?.worker === worker) {

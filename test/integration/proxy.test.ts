@@ -754,6 +754,46 @@ describe('workers: 2 (node:cluster)', () => {
     }
   }, 60_000);
 
+  // A worker that died while a reload waited for its answer counted as refusing it: the whole reload failed
+  // (MQLB_RELOAD_WORKER "worker 1 exited"), and the replacement then ran the old file until the next SIGHUP.
+  it('a worker that dies while a reload waits for it does not refuse the reload; its replacement runs the new file', async () => {
+    const brokers = await startBrokers(['d1']);
+    const stopped: number[] = [];
+    try {
+      const [port, added, admin] = [await freePort(), await freePort(), await freePort()];
+      const yaml = (listeners: Array<{ name?: string; port: number }>): string =>
+        lbYaml({ listeners, admin, servers: brokers, health: HEALTH, limits: LIMITS, extra: 'workers: 2\n' });
+      const lb = await startLb(yaml([{ port }]), { waitReady: `http://127.0.0.1:${admin}/readyz` });
+      const [, victim] = execFileSync('pgrep', ['-P', String(lb.proc.pid)], { encoding: 'utf8' }).trim().split('\n').map(Number);
+      const mark = lb.logs.length;
+      process.kill(victim!, 'SIGSTOP'); // the reload waits for its answer...
+      stopped.push(victim!);
+      lb.writeConfig(yaml([{ port }, { name: 'added', port: added }]));
+      lb.reload();
+      await sleep(300);
+      process.kill(victim!, 'SIGKILL'); // ...and it dies meanwhile
+      stopped.pop();
+      const outcome = await lb.waitForLog((l) => (l.msg === 'config reloaded' || l.msg === 'config reload failed: keeping the running config') && lb.logs.indexOf(l) >= mark);
+      expect(outcome.msg).toBe('config reloaded');
+      await lb.waitForLog((l) => l.msg === 'worker restarted' && lb.logs.indexOf(l) >= mark);
+      // A listener is shown once every worker reports it bound: the replacement too.
+      let names: string[] = [];
+      for (const until = Date.now() + 5_000; Date.now() < until && names.length < 2; await sleep(200)) {
+        const st = (await (await fetch(`http://127.0.0.1:${admin}/api/status`)).json()) as { listeners: Array<{ name: string }> };
+        names = st.listeners.map((l) => l.name).sort();
+      }
+      expect(names).toEqual(['added', 'mqtt']);
+      // Every worker, the replacement included, serves the added listener.
+      for (let i = 0; i < 8; i++) {
+        const c = await connectVia(added, { clientId: `died-in-reload-${i}` });
+        await c.endAsync();
+      }
+      expect(await lb.stop()).toBe(0);
+    } finally {
+      await resumeAndStop(stopped, brokers);
+    }
+  }, 60_000);
+
   // The primary logged 'config reloaded' as soon as it had sent the commit, while the workers were still closing what
   // the reload removed: the next reload, adding a listener back on its address, found it held (EADDRINUSE) in ~4 %
   // of back-to-back reloads (16 of 380 in the audit's bursts). A reload now ends once every worker has settled it:
