@@ -743,7 +743,8 @@ export class App implements TelemetrySource, AdminActions {
     for (const s of this.allSessions()) if (s.admitted) yield s;
   }
 
-  private activeSessions(): number {
+  /** Open client connections, with those still sending their CONNECT. */
+  activeSessions(): number {
     let n = 0;
     for (const l of this.sessionHolders()) n += l.sessions.size;
     return n;

@@ -526,7 +526,11 @@ export class ClusterPrimary {
     const perWorker = evictRate === null ? null : evictRate / Math.max(1, workers.length);
     for (const w of workers) this.send(w, { t: 'stop', evictRate: perWorker });
     const timer = setTimeout(() => {
-      for (const w of workers) if (!w.isDead()) w.process.kill('SIGKILL');
+      for (const w of workers) {
+        if (w.isDead()) continue;
+        this.log.warn({ pid: w.process.pid, ms: timeoutMs }, 'worker did not stop in time: killing it');
+        w.process.kill('SIGKILL');
+      }
     }, timeoutMs);
     await Promise.all(exits);
     clearTimeout(timer);

@@ -3,6 +3,7 @@
  * listeners and sessions, applies the server states the primary decides (so every worker routes a client
  * ID the same way), and reports counters back every SNAPSHOT_MS.
  */
+import cluster from 'node:cluster';
 import type { Server } from '../balancer/server.js';
 import { App, type PreparedReload, type WorkerLink } from '../app.js';
 import { MqttLbError } from '../errors.js';
@@ -16,6 +17,8 @@ import { applyServerStates } from './server-states.js';
 import { workerShare } from './share.js';
 
 const SNAPSHOT_MS = 250;
+/** How long a worker whose primary has gone waits for its last log line to be written. */
+const PRIMARY_GONE_FLUSH_MS = 1_000;
 
 function send(m: ToPrimary): void {
   // With a callback, a failed send (the primary has gone: EPIPE) is not thrown as an unhandled 'error'; the
@@ -116,7 +119,23 @@ function main(): void {
     });
   };
 
-  process.on('disconnect', () => stop(null));
+  // The primary gone without a stop (SIGKILL, a crash): node:cluster exits a worker at once, silently and with
+  // status 0, right after this event. Say so first, as HAProxy's workers do when their master dies; the
+  // sessions go with the process (no one is left to restart or report to it, and the next start needs the port).
+  let primaryGone = false;
+  cluster.worker?.on('disconnect', () => {
+    const worker = cluster.worker;
+    if (worker === undefined || worker.exitedAfterDisconnect === true) return;
+    if (log === null) process.exit(1);
+    worker.exitedAfterDisconnect = true; // held until the line is out
+    primaryGone = true;
+    log.error({ sessions: app?.activeSessions() ?? 0 }, 'primary process gone: worker exiting, its sessions closed');
+    setTimeout(() => process.exit(1), PRIMARY_GONE_FLUSH_MS);
+    log.flush(() => process.exit(1));
+  });
+  process.on('disconnect', () => {
+    if (!primaryGone) stop(null);
+  });
   process.on('message', (m: ToWorker) => {
     switch (m.t) {
       case 'config': {

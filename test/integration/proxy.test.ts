@@ -712,6 +712,45 @@ describe('workers: 2 (node:cluster)', () => {
     }
   }, 60_000);
 
+  // node:cluster exits a worker whose primary has gone at once, with status 0 and no word: the log had nothing.
+  it('when the primary is killed, every worker says so and exits, its sessions closed', async () => {
+    const brokers = await startBrokers(['g1']);
+    let workerPids: number[] = [];
+    try {
+      const [port, admin] = [await freePort(), await freePort()];
+      const lb = await startLb(lbYaml({ port, admin, servers: brokers, health: HEALTH, limits: LIMITS, extra: 'workers: 2\n' }), {
+        waitReady: `http://127.0.0.1:${admin}/readyz`,
+        env: { NODE_CLUSTER_SCHED_POLICY: 'rr' },
+      });
+      workerPids = execFileSync('pgrep', ['-P', String(lb.proc.pid)], { encoding: 'utf8' }).trim().split('\n').map(Number);
+      const clients = [await connectVia(port, { clientId: 'orphan-a' }), await connectVia(port, { clientId: 'orphan-b' })];
+      let closed = 0;
+      for (const c of clients) c.on('close', () => closed++);
+      const mark = lb.logs.length;
+      process.kill(lb.proc.pid!, 'SIGKILL');
+      for (let i = 0; i < 2; i++) {
+        await lb.waitForLog((l) => l.msg === 'primary process gone: worker exiting, its sessions closed' && lb.logs.indexOf(l) >= mark && lb.logs.filter((x) => x.msg === l.msg).length > i, 5_000);
+      }
+      const gone = lb.logs.filter((l) => l.msg === 'primary process gone: worker exiting, its sessions closed');
+      expect(gone.map((l) => l.worker).sort()).toEqual([0, 1]);
+      expect(gone.map((l) => l.sessions)).toEqual([1, 1]);
+      const until = Date.now() + 5_000;
+      while (Date.now() < until && (workerPids.some(isRunning) || closed < 2)) await sleep(50);
+      expect(workerPids.filter(isRunning)).toEqual([]);
+      expect(closed).toBeGreaterThanOrEqual(2);
+      for (const c of clients) c.end(true);
+    } finally {
+      for (const pid of workerPids) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // gone
+        }
+      }
+      await resumeAndStop([], brokers);
+    }
+  }, 60_000);
+
   // A worker restarted while a reload waits for the others gets the running config at start and takes no part in
   // the reload: once the reload is committed, the primary brings it up to date.
   it('a worker that starts during a reload is brought up to the reloaded config', async () => {
@@ -895,3 +934,12 @@ describe('workers: 2 (node:cluster)', () => {
     }
   }, 90_000);
 });
+
+/** A process that exists and is not a zombie. */
+function isRunning(pid: number): boolean {
+  try {
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
