@@ -24,6 +24,7 @@ import type { ToPrimary, ToWorker, ServerStateWire, ListenerSnapshot, ServerSnap
 import { serverStates } from './server-states.js';
 import { WATCHDOG_TICK_MS, WorkerWatchdog, workerStallMs } from './worker-watchdog.js';
 import { restartDelay } from '../restart-delay.js';
+import { monotonicNow } from '../monotonic-clock.js';
 
 const READY_TIMEOUT_MS = 15_000;
 /** How long a worker may take to prepare a reload (bind its listeners). */
@@ -46,7 +47,18 @@ interface WorkerSlot {
   reported: boolean;
   /** Its latest process and Node.js metrics. */
   processMetrics: ProcessMetricsJson | null;
+  /** Restarts in a row that led to it, each after a crash loop or a failed start (0: the first start). */
+  attempt: number;
+  /** When it became ready (monotonic ms), or null. */
+  readyAt: number | null;
 }
+
+/**
+ * A worker that dies within this long of becoming ready is a crash loop (a client whose packets crash it, a
+ * leak that kills it at once): its replacement waits longer each time, as a failed start's does, instead of
+ * every 1.3 s for good. One that served longer is restarted after 1 s again.
+ */
+const CRASH_LOOP_MS = 30_000;
 
 export class ClusterPrimary {
   private readonly app: App;
@@ -118,9 +130,22 @@ export class ClusterPrimary {
     }
   }
 
-  private fork(index: number, respawned: boolean): Promise<void> {
+  private fork(index: number, respawned: boolean, attempt = 0): Promise<void> {
     const worker = cluster.fork({ MQTT_LB_WORKER_INDEX: String(index) });
-    const slot: WorkerSlot = { index, worker, ready: false, config: null, listeners: [], servers: [], overload: { active: false, inUseBytes: 0 }, respawned, reported: false, processMetrics: null };
+    const slot: WorkerSlot = {
+      index,
+      worker,
+      ready: false,
+      config: null,
+      listeners: [],
+      servers: [],
+      overload: { active: false, inUseBytes: 0 },
+      respawned,
+      reported: false,
+      processMetrics: null,
+      attempt,
+      readyAt: null,
+    };
     this.slots.set(index, slot);
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -137,6 +162,7 @@ export class ClusterPrimary {
             return;
           case 'ready':
             slot.ready = true;
+            slot.readyAt = monotonicNow();
             clearTimeout(timer);
             this.watchdog.reported(index, performance.now());
             if (respawned) this.log.info({ worker: index, pid: worker.process.pid }, 'worker restarted');
@@ -200,8 +226,9 @@ export class ClusterPrimary {
           return;
         }
         // A worker died: its sessions are gone (clients reconnect); replace it like HAProxy's master does.
-        this.log.error({ worker: index, exitCode: code, signal }, 'worker exited: restarting it');
-        this.respawn(index, 0);
+        const attempt = slot.readyAt !== null && monotonicNow() - slot.readyAt < CRASH_LOOP_MS ? slot.attempt : 0;
+        this.log.error({ worker: index, exitCode: code, signal, retryInMs: restartDelay(attempt) }, 'worker exited: restarting it');
+        this.respawn(index, attempt);
       });
     });
   }
@@ -210,7 +237,8 @@ export class ClusterPrimary {
   private respawn(index: number, attempt: number): void {
     setTimeout(() => {
       if (this.stopping) return;
-      this.fork(index, true).catch((err: unknown) => {
+      // The replacement counts as the next attempt: should it die soon after it serves, it waits longer.
+      this.fork(index, true, attempt + 1).catch((err: unknown) => {
         if (this.stopping) return;
         this.log.error({ err, worker: index, retryInMs: restartDelay(attempt + 1) }, 'worker restart failed');
         this.respawn(index, attempt + 1);

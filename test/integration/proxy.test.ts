@@ -712,6 +712,27 @@ describe('workers: 2 (node:cluster)', () => {
     }
   }, 60_000);
 
+  // A worker that crashed soon after each restart was restarted every ~1.3 s for good (a client whose packets crash it).
+  it('a worker that dies soon after its restart waits longer for the next one (1 s, then 2 s)', async () => {
+    const brokers = await startBrokers(['r1']);
+    try {
+      const [port, admin] = [await freePort(), await freePort()];
+      const lb = await startLb(lbYaml({ port, admin, servers: brokers, health: HEALTH, limits: LIMITS, extra: 'workers: 2\n' }), { waitReady: `http://127.0.0.1:${admin}/readyz` });
+      const workers = (): number[] => execFileSync('pgrep', ['-P', String(lb.proc.pid)], { encoding: 'utf8' }).trim().split('\n').map(Number);
+      const before = workers();
+      const exited = (): Array<Record<string, unknown>> => lb.logs.filter((l) => l.msg === 'worker exited: restarting it');
+      process.kill(before[0]!, 'SIGKILL');
+      await lb.waitForLog((l) => l.msg === 'worker restarted');
+      const replacement = workers().find((p) => !before.includes(p))!;
+      process.kill(replacement, 'SIGKILL'); // dies again at once: a crash loop
+      await lb.waitForLog((l) => l.msg === 'worker restarted' && lb.logs.filter((x) => x.msg === 'worker restarted').length >= 2, 10_000);
+      expect(exited().map((l) => l.retryInMs)).toEqual([1000, 2000]);
+      expect(await lb.stop()).toBe(0);
+    } finally {
+      await resumeAndStop([], brokers);
+    }
+  }, 60_000);
+
   // node:cluster exits a worker whose primary has gone at once, with status 0 and no word: the log had nothing.
   it('when the primary is killed, every worker says so and exits, its sessions closed', async () => {
     const brokers = await startBrokers(['g1']);
