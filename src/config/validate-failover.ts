@@ -2,6 +2,7 @@
  * `failover:` of lb.yaml. Its values become arguments of `ip` and `arping` and addresses of UDP adverts,
  * so each one is checked against a strict pattern here, never at the moment it is used.
  */
+import { networkInterfaces } from 'node:os';
 import { isIPv4, isIPv6 } from 'node:net';
 import { DEFAULTS } from './defaults.js';
 import { FAILOVER_TRANSPORTS, KEYS } from './keys.js';
@@ -84,6 +85,8 @@ function readPeers(r: ConfigReader, m: MapReader, transport: FailoverConfig['tra
       } else {
         seen.add(text);
         peers.push(text);
+        const own = ownInterfaceOf(text);
+        if (own !== null) r.warn(item, `\`${text}\` is an address of this host (${own}): adverts sent to it reach no peer, and this host is master alone; list the other LB host's address`);
       }
     }
   }
@@ -237,4 +240,12 @@ function readGarp(m: MapReader): FailoverConfig['garp'] {
     interval: g.duration('interval', d.interval, { min: 0, minExclusive: true }),
     repeatAfter: g.duration('repeatAfter', d.repeatAfter, { min: 0 }),
   };
+}
+
+/** The interface of this host that has `address`, or null (a copied config that still names this host as its peer). */
+function ownInterfaceOf(address: string): string | null {
+  for (const [name, addrs] of Object.entries(networkInterfaces())) {
+    if (addrs?.some((a) => a.address === address) === true) return name;
+  }
+  return null;
 }
