@@ -95,7 +95,10 @@ export class Heartbeat {
   private localAddress = '';
   private ownAddresses = new Set<string>();
   private timer: NodeJS.Timeout | null = null;
+  /** When the armed timer is due. */
   private timerDue = 0;
+  /** How late the armed timer already was when something re-armed it before it ran (see schedule()). */
+  private lateWhenRearmed = 0;
   private immediate: NodeJS.Immediate | null = null;
   private penalty = 0;
   private watchTimer: NodeJS.Timeout | null = null;
@@ -323,6 +326,9 @@ export class Heartbeat {
 
   /** One timer for all instances: the earliest deadline. */
   private schedule(): void {
+    // After a stall, the adverts waiting in our socket and the proxy's tracking updates run before the deferred
+    // onTimer() and re-arm the timer: keep how late the timer already was, or the stall would go unseen.
+    if (this.timer !== null || this.immediate !== null) this.lateWhenRearmed = Math.max(this.lateWhenRearmed, this.now() - this.timerDue);
     if (this.timer !== null) clearTimeout(this.timer);
     if (this.immediate !== null) clearImmediate(this.immediate);
     this.timer = null;
@@ -348,7 +354,8 @@ export class Heartbeat {
   private onTimer(): void {
     if (this.closing !== null) return;
     // keepalived's "thread timer expired": a heartbeat that runs late risks a needless takeover by the peer.
-    const late = this.now() - this.timerDue;
+    const late = Math.max(this.now() - this.timerDue, this.lateWhenRearmed);
+    this.lateWhenRearmed = 0;
     if (late > this.config.advertInterval) this.dropLog.warn('late', { lateMs: Math.round(late) }, 'failover heartbeat timer ran late (CPU starvation?)');
     for (const inst of this.instances.values()) this.exec(inst, inst.sm.onTimer());
     this.schedule();
