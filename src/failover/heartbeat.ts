@@ -5,7 +5,8 @@
  * Side effects never block the loop: `ip` commands of an instance run one after another on a promise chain
  * (add/del keep their order), GARP children are fire-and-forget with kill timeouts, the notify hook is queued.
  * A poll of `ip -j addr show dev IFACE` watches carrier (track.interface → FAULT) and, while MASTER, the VIPs
- * (one removed behind our back → resign with priority 0, as keepalived does).
+ * (one removed behind our back is added back once; gone again within VIP_HOLD_DOWN_RESET_MS, or the add fails →
+ * resign with priority 0, as keepalived does, and a hold-down before preempting again: state-machine.ts).
  * After a graceful hand-over (resign, then the peer is master) the VIPs stay until close(): see 'removeVips'.
  * Demoted without a stop (preempted, a split brain lost, FAULT), an instance first has the proxy close the
  * sessions that came in on its VIPs ('release', bounded by RELEASE_BOUND_MS), then removes the addresses.
@@ -497,16 +498,19 @@ export class Heartbeat {
     try {
       for (const v of inst.vips) await addVip(this.config.interface, `${v.address}/${v.prefix}`);
     } catch (err) {
-      // A master without its VIP is useless: resign so that the peer takes over (we retry after the
-      // Master_Down_Interval if nobody does).
-      this.log.error({ err, routerId: inst.cfg.routerId }, 'failover: cannot add VIP, resigning');
-      if (this.closing === null) {
-        this.exec(inst, inst.sm.vipLost());
-        this.schedule();
-      }
+      // A master without its VIP is useless: resign so that the peer takes over. The hold-down keeps us from taking
+      // the VIP back from it at once (we retry after a Master_Down_Interval only if no one is master).
+      const actions = this.closing === null ? inst.sm.vipLost() : [];
+      const holdDownMs = actions.length > 0 ? inst.sm.holdDownMs : undefined;
+      this.log.error({ err, routerId: inst.cfg.routerId, holdDownMs }, 'failover: cannot add VIP, resigning');
+      this.exec(inst, actions);
+      this.schedule();
       return;
     }
-    if (inst.wantVips) inst.installedAt = this.now();
+    if (inst.wantVips) {
+      inst.installedAt = this.now();
+      inst.sm.vipsHeld();
+    }
   }
 
   private async removeVips(inst: Instance): Promise<void> {
@@ -538,8 +542,19 @@ export class Heartbeat {
         if (inst.sm.state !== 'master' || !inst.wantVips || inst.installedAt === null || inst.installedAt > startedAt) continue;
         const missing = inst.vips.filter((v) => !hasAddress(info, v)).map((v) => `${v.address}/${v.prefix}`);
         if (missing.length === 0) continue;
-        this.log.warn({ routerId: inst.cfg.routerId, missing }, 'failover VIP disappeared while master: resigning');
-        this.exec(inst, inst.sm.vipLost());
+        if (inst.sm.restoreVipInPlace()) {
+          // Added back here rather than resigning: a resign is two failovers (the peer takes over, then we preempt
+          // back), each closing the sessions on the VIP. A failed add resigns with the hold-down (addVips).
+          this.log.warn({ routerId: inst.cfg.routerId, missing }, 'failover VIP disappeared while master: adding it back');
+          inst.installedAt = null; // not watched again until the add completed
+          this.enqueue(inst, () => this.addVips(inst));
+          this.exec(inst, [{ type: 'garp' }]);
+          continue;
+        }
+        // Gone again soon after being added back: something keeps removing it; resign, as keepalived does.
+        const actions = inst.sm.vipLost();
+        this.log.warn({ routerId: inst.cfg.routerId, missing, holdDownMs: inst.sm.holdDownMs }, 'failover VIP disappeared while master: resigning');
+        this.exec(inst, actions);
       }
     }
     this.schedule();
