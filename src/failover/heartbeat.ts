@@ -8,6 +8,7 @@
  * (one removed behind our back is added back once; gone again within VIP_HOLD_DOWN_RESET_MS, or the add fails →
  * resign with priority 0, as keepalived does, and a hold-down before preempting again: state-machine.ts).
  * After a graceful hand-over (resign, then the peer is master) the VIPs stay until close(): see 'removeVips'.
+ * Otherwise a VIP found on a host that is not master (a failed `ip addr del`) is removed again: reconcileVips().
  * Demoted without a stop (preempted, a split brain lost, FAULT), an instance first has the proxy close the
  * sessions that came in on its VIPs ('release', bounded by RELEASE_BOUND_MS), then removes the addresses.
  */
@@ -64,6 +65,10 @@ interface Instance {
   handedOverAt: number | null;
   /** Ends the wait for the proxy's 'released' (demoted: its VIP sessions are being closed); null when none. */
   releasing: ((outcome: ReleaseOutcome) => void) | null;
+  /** Operations queued on `ops` and not ended yet. */
+  opsPending: number;
+  /** performance.now() when the last operation on `ops` ended. */
+  lastOpEndedAt: number;
 }
 
 export interface HeartbeatOptions {
@@ -142,6 +147,8 @@ export class Heartbeat {
         peer: null,
         handedOverAt: null,
         releasing: null,
+        opsPending: 0,
+        lastOpEndedAt: Number.NEGATIVE_INFINITY,
       });
     }
   }
@@ -466,7 +473,44 @@ export class Heartbeat {
   }
 
   private enqueue(inst: Instance, op: () => Promise<void>): void {
-    inst.ops = inst.ops.then(op).catch((err: unknown) => this.log.error({ err, routerId: inst.cfg.routerId }, 'failover VIP operation failed'));
+    inst.opsPending++;
+    inst.ops = inst.ops
+      .then(op)
+      .catch((err: unknown) => this.log.error({ err, routerId: inst.cfg.routerId }, 'failover VIP operation failed'))
+      .finally(() => {
+        inst.opsPending--;
+        inst.lastOpEndedAt = this.now();
+      });
+  }
+
+  /**
+   * True when `inst` must hold none of its VIPs: not master nor about to be, not closing the sessions on them
+   * (release: kept on purpose for their FINs), not handed over at a stop (kept until close(), which removes them).
+   */
+  private mustHoldNoVip(inst: Instance): boolean {
+    return this.closing === null && inst.sm.state !== 'master' && !inst.wantVips && !inst.sm.isResigned && inst.releasing === null;
+  }
+
+  /**
+   * A VIP still here while not master (a failed `ip addr del`, fd exhaustion, an address added by hand): both hosts
+   * answer ARP for it. Removed again at every watch poll (500 ms) until it is gone; logged at most once per 10 s.
+   */
+  private reconcileVips(inst: Instance, info: InterfaceInfo, pollStartedAt: number): void {
+    if (!this.mustHoldNoVip(inst)) return;
+    // Only a poll that started after our last VIP command ended (an earlier one may predate a removal).
+    if (inst.opsPending > 0 || inst.lastOpEndedAt > pollStartedAt) return;
+    const vips = inst.vips.filter((v) => hasAddress(info, v)).map((v) => `${v.address}/${v.prefix}`);
+    if (vips.length === 0) return;
+    const routerId = inst.cfg.routerId;
+    this.dropLog.warn(`stray:${routerId}`, { routerId, state: inst.sm.state, vips }, 'failover VIP held while not master: removing it');
+    this.enqueue(inst, async () => {
+      for (const vip of vips) {
+        if (!this.mustHoldNoVip(inst)) return; // master again meanwhile: the address stays
+        await removeVip(this.config.interface, vip).catch((err: unknown) =>
+          this.dropLog.warn(`stray-failed:${routerId}`, { routerId, vip, err }, 'failover: cannot remove a VIP held while not master: retrying'),
+        );
+      }
+    });
   }
 
   /** Asks the proxy to close the sessions on `inst`'s VIPs; resolves on its answer, or after RELEASE_BOUND_MS. */
@@ -556,6 +600,7 @@ export class Heartbeat {
         this.log.warn({ routerId: inst.cfg.routerId, missing, holdDownMs: inst.sm.holdDownMs }, 'failover VIP disappeared while master: resigning');
         this.exec(inst, actions);
       }
+      for (const inst of this.instances.values()) this.reconcileVips(inst, info, startedAt);
     }
     this.schedule();
     this.watchTimer = setTimeout(() => void this.watch(), WATCH_INTERVAL_MS);

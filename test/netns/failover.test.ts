@@ -527,6 +527,28 @@ describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', (
     await waitFor('VIP on lb1 only', holdersAre(['lb1']), 3000);
   });
 
+  it('a VIP whose removal failed on leaving master is removed again while not master, once it can be', async () => {
+    const ip = await fakeIp('lb1-del');
+    const lb1 = await startLb('lb1', {}, 100, ip.env); // the lower priority: master alone, then preempted
+    await lb1.waitState('master', 5000);
+    await waitFor('VIP on lb1 only', holdersAre(['lb1']), 3000);
+    await writeFile(ip.failDel, '');
+    const lb2 = await startLb('lb2', {}, 150);
+    await lb2.waitState('master', 5000);
+    await lb1.waitState('backup', 3000, 2);
+    await waitFor('the failed removal logged', () => lb1.proc.stderr.includes('failover VIP operation failed'), 3000);
+    // While `ip addr del` fails, the VIP stays on both, and lb1 says so.
+    await waitFor('retry logged', () => lb1.proc.stderr.includes('failover: cannot remove a VIP held while not master: retrying'), 3000);
+    expect(lb1.proc.stderr).toContain('failover VIP held while not master: removing it');
+    expect(await holders()).toEqual(['lb1', 'lb2']);
+
+    // The cause gone: removed at the next watch poll (every 500 ms), with no state change anywhere.
+    await rm(ip.failDel);
+    await waitFor('VIP on lb2 only', holdersAre(['lb2']), 3000);
+    expect(lb1.transitions()).toEqual(['init>backup', 'backup>master', 'master>backup']);
+    expect(lb2.transitions()).toEqual(['init>backup', 'backup>master']);
+  });
+
   it('active-active: two instances (router ids 51 and 52), each host master of one VIP, failing over independently', async () => {
     const instances = (p51: number, p52: number) => [
       { routerId: 51, priority: p51, vips: [VIP_CIDR] },
