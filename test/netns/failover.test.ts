@@ -310,6 +310,54 @@ describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', (
     expect(await holders()).toEqual(['lb2']);
   });
 
+  it('graceful stop with no peer that could take over (never heard, gone silent, in FAULT): resign() does not wait', async () => {
+    // Never heard: lb1 alone.
+    const lb1 = await startLb('lb1');
+    await lb1.waitState('master', 5000);
+    const alone = await lb1.cmd<{ startedAt: number; resolvedAt: number }>('resign', { timeoutMs: 3000 });
+    console.log(`[failover] resign with no peer ever heard: resolved after ${alone.resolvedAt - alone.startedAt} ms`);
+    expect(alone.resolvedAt - alone.startedAt).toBeLessThan(500); // the old code waited for the 3 s timeout
+    await waitFor('the reason logged', () => lb1.proc.stderr.includes('failover: no peer can take over: not waiting for one'), 2000);
+    expect(await holders()).toEqual(['lb1']); // the VIP stays until close(), as after a hand-over
+    await lb1.cmd('close');
+    expect(await holders()).toEqual([]);
+
+    // Gone silent: lb2 heard, then killed; resign once lb1 reports it unknown.
+    const lb1b = await startLb('lb1');
+    const lb2 = await startLb('lb2');
+    await lb1b.waitState('master', 5000);
+    await waitFor('lb1 hears lb2', async () => (await lb1b.status()).instances[0]!.peer?.state === 'backup', 3000);
+    lb2.proc.signal('SIGKILL');
+    await lb2.proc.exited;
+    await waitFor('lb2 silent for lb1', async () => (await lb1b.status()).instances[0]!.peer?.state === 'unknown', 3000);
+    const gone = await lb1b.cmd<{ startedAt: number; resolvedAt: number }>('resign', { timeoutMs: 3000 });
+    expect(gone.resolvedAt - gone.startedAt).toBeLessThan(500);
+    await lb1b.cmd('close');
+
+    // In FAULT: heard, but it takes part in no election.
+    const lb1c = await startLb('lb1');
+    const lb2c = await startLb('lb2');
+    await lb1c.waitState('master', 5000);
+    await lb2c.cmd('tracking', { fault: true, priorityPenalty: 0 });
+    await waitFor('lb2 in FAULT for lb1', async () => (await lb1c.status()).instances[0]!.peer?.state === 'fault', 3000);
+    const fault = await lb1c.cmd<{ startedAt: number; resolvedAt: number }>('resign', { timeoutMs: 3000 });
+    expect(fault.resolvedAt - fault.startedAt).toBeLessThan(500);
+    expect(lb2c.transitions()).toEqual(['init>backup', 'backup>fault']);
+    await lb1c.cmd('close');
+    await lb2c.cmd('close');
+
+    // Falls silent during the wait (cut off both ways as the stop begins): the wait ends then, not at the timeout.
+    const lb1d = await startLb('lb1');
+    await startLb('lb2');
+    await lb1d.waitState('master', 5000);
+    await waitFor('lb1 hears lb2', async () => (await lb1d.status()).instances[0]!.peer?.state === 'backup', 3000);
+    await topo.blockRoute('lb2', topo.addr.lb1);
+    await topo.blockRoute('lb1', topo.addr.lb2);
+    const cut = await lb1d.cmd<{ startedAt: number; resolvedAt: number }>('resign', { timeoutMs: 3000 });
+    console.log(`[failover] resign, the peer cut off meanwhile: resolved after ${cut.resolvedAt - cut.startedAt} ms`);
+    expect(cut.resolvedAt - cut.startedAt).toBeLessThan(2000); // ~600 ms: a Master_Down_Interval and the status period
+  });
+
   it('partition then heal: both masters during the split, exactly one holder after, and the client’s ARP entry points to it', async () => {
     const [lb1, lb2] = await startPair();
     const prober = startProber(); // creates the client's neighbour entry for the VIP
