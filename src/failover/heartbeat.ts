@@ -5,8 +5,10 @@
  * Side effects never block the loop: `ip` commands of an instance run one after another on a promise chain
  * (add/del keep their order), GARP children are fire-and-forget with kill timeouts, the notify hook is queued.
  * A poll of `ip -j addr show dev IFACE` watches carrier (track.interface → FAULT) and, while MASTER, the VIPs
- * (one removed behind our back → resign with priority 0, as keepalived does).
+ * (one removed behind our back is added back once; gone again within VIP_HOLD_DOWN_RESET_MS, or the add fails →
+ * resign with priority 0, as keepalived does, and a hold-down before preempting again: state-machine.ts).
  * After a graceful hand-over (resign, then the peer is master) the VIPs stay until close(): see 'removeVips'.
+ * Otherwise a VIP found on a host that is not master (a failed `ip addr del`) is removed again: reconcileVips().
  * Demoted without a stop (preempted, a split brain lost, FAULT), an instance first has the proxy close the
  * sessions that came in on its VIPs ('release', bounded by RELEASE_BOUND_MS), then removes the addresses.
  */
@@ -63,6 +65,10 @@ interface Instance {
   handedOverAt: number | null;
   /** Ends the wait for the proxy's 'released' (demoted: its VIP sessions are being closed); null when none. */
   releasing: ((outcome: ReleaseOutcome) => void) | null;
+  /** Operations queued on `ops` and not ended yet. */
+  opsPending: number;
+  /** performance.now() when the last operation on `ops` ended. */
+  lastOpEndedAt: number;
 }
 
 export interface HeartbeatOptions {
@@ -95,7 +101,10 @@ export class Heartbeat {
   private localAddress = '';
   private ownAddresses = new Set<string>();
   private timer: NodeJS.Timeout | null = null;
+  /** When the armed timer is due. */
   private timerDue = 0;
+  /** How late the armed timer already was when something re-armed it before it ran (see schedule()). */
+  private lateWhenRearmed = 0;
   private immediate: NodeJS.Immediate | null = null;
   private penalty = 0;
   private watchTimer: NodeJS.Timeout | null = null;
@@ -138,6 +147,8 @@ export class Heartbeat {
         peer: null,
         handedOverAt: null,
         releasing: null,
+        opsPending: 0,
+        lastOpEndedAt: Number.NEGATIVE_INFINITY,
       });
     }
   }
@@ -323,6 +334,9 @@ export class Heartbeat {
 
   /** One timer for all instances: the earliest deadline. */
   private schedule(): void {
+    // After a stall, the adverts waiting in our socket and the proxy's tracking updates run before the deferred
+    // onTimer() and re-arm the timer: keep how late the timer already was, or the stall would go unseen.
+    if (this.timer !== null || this.immediate !== null) this.lateWhenRearmed = Math.max(this.lateWhenRearmed, this.now() - this.timerDue);
     if (this.timer !== null) clearTimeout(this.timer);
     if (this.immediate !== null) clearImmediate(this.immediate);
     this.timer = null;
@@ -348,7 +362,8 @@ export class Heartbeat {
   private onTimer(): void {
     if (this.closing !== null) return;
     // keepalived's "thread timer expired": a heartbeat that runs late risks a needless takeover by the peer.
-    const late = this.now() - this.timerDue;
+    const late = Math.max(this.now() - this.timerDue, this.lateWhenRearmed);
+    this.lateWhenRearmed = 0;
     if (late > this.config.advertInterval) this.dropLog.warn('late', { lateMs: Math.round(late) }, 'failover heartbeat timer ran late (CPU starvation?)');
     for (const inst of this.instances.values()) this.exec(inst, inst.sm.onTimer());
     this.schedule();
@@ -458,7 +473,44 @@ export class Heartbeat {
   }
 
   private enqueue(inst: Instance, op: () => Promise<void>): void {
-    inst.ops = inst.ops.then(op).catch((err: unknown) => this.log.error({ err, routerId: inst.cfg.routerId }, 'failover VIP operation failed'));
+    inst.opsPending++;
+    inst.ops = inst.ops
+      .then(op)
+      .catch((err: unknown) => this.log.error({ err, routerId: inst.cfg.routerId }, 'failover VIP operation failed'))
+      .finally(() => {
+        inst.opsPending--;
+        inst.lastOpEndedAt = this.now();
+      });
+  }
+
+  /**
+   * True when `inst` must hold none of its VIPs: not master nor about to be, not closing the sessions on them
+   * (release: kept on purpose for their FINs), not handed over at a stop (kept until close(), which removes them).
+   */
+  private mustHoldNoVip(inst: Instance): boolean {
+    return this.closing === null && inst.sm.state !== 'master' && !inst.wantVips && !inst.sm.isResigned && inst.releasing === null;
+  }
+
+  /**
+   * A VIP still here while not master (a failed `ip addr del`, fd exhaustion, an address added by hand): both hosts
+   * answer ARP for it. Removed again at every watch poll (500 ms) until it is gone; logged at most once per 10 s.
+   */
+  private reconcileVips(inst: Instance, info: InterfaceInfo, pollStartedAt: number): void {
+    if (!this.mustHoldNoVip(inst)) return;
+    // Only a poll that started after our last VIP command ended (an earlier one may predate a removal).
+    if (inst.opsPending > 0 || inst.lastOpEndedAt > pollStartedAt) return;
+    const vips = inst.vips.filter((v) => hasAddress(info, v)).map((v) => `${v.address}/${v.prefix}`);
+    if (vips.length === 0) return;
+    const routerId = inst.cfg.routerId;
+    this.dropLog.warn(`stray:${routerId}`, { routerId, state: inst.sm.state, vips }, 'failover VIP held while not master: removing it');
+    this.enqueue(inst, async () => {
+      for (const vip of vips) {
+        if (!this.mustHoldNoVip(inst)) return; // master again meanwhile: the address stays
+        await removeVip(this.config.interface, vip).catch((err: unknown) =>
+          this.dropLog.warn(`stray-failed:${routerId}`, { routerId, vip, err }, 'failover: cannot remove a VIP held while not master: retrying'),
+        );
+      }
+    });
   }
 
   /** Asks the proxy to close the sessions on `inst`'s VIPs; resolves on its answer, or after RELEASE_BOUND_MS. */
@@ -490,16 +542,19 @@ export class Heartbeat {
     try {
       for (const v of inst.vips) await addVip(this.config.interface, `${v.address}/${v.prefix}`);
     } catch (err) {
-      // A master without its VIP is useless: resign so that the peer takes over (we retry after the
-      // Master_Down_Interval if nobody does).
-      this.log.error({ err, routerId: inst.cfg.routerId }, 'failover: cannot add VIP, resigning');
-      if (this.closing === null) {
-        this.exec(inst, inst.sm.vipLost());
-        this.schedule();
-      }
+      // A master without its VIP is useless: resign so that the peer takes over. The hold-down keeps us from taking
+      // the VIP back from it at once (we retry after a Master_Down_Interval only if no one is master).
+      const actions = this.closing === null ? inst.sm.vipLost() : [];
+      const holdDownMs = actions.length > 0 ? inst.sm.holdDownMs : undefined;
+      this.log.error({ err, routerId: inst.cfg.routerId, holdDownMs }, 'failover: cannot add VIP, resigning');
+      this.exec(inst, actions);
+      this.schedule();
       return;
     }
-    if (inst.wantVips) inst.installedAt = this.now();
+    if (inst.wantVips) {
+      inst.installedAt = this.now();
+      inst.sm.vipsHeld();
+    }
   }
 
   private async removeVips(inst: Instance): Promise<void> {
@@ -531,9 +586,21 @@ export class Heartbeat {
         if (inst.sm.state !== 'master' || !inst.wantVips || inst.installedAt === null || inst.installedAt > startedAt) continue;
         const missing = inst.vips.filter((v) => !hasAddress(info, v)).map((v) => `${v.address}/${v.prefix}`);
         if (missing.length === 0) continue;
-        this.log.warn({ routerId: inst.cfg.routerId, missing }, 'failover VIP disappeared while master: resigning');
-        this.exec(inst, inst.sm.vipLost());
+        if (inst.sm.restoreVipInPlace()) {
+          // Added back here rather than resigning: a resign is two failovers (the peer takes over, then we preempt
+          // back), each closing the sessions on the VIP. A failed add resigns with the hold-down (addVips).
+          this.log.warn({ routerId: inst.cfg.routerId, missing }, 'failover VIP disappeared while master: adding it back');
+          inst.installedAt = null; // not watched again until the add completed
+          this.enqueue(inst, () => this.addVips(inst));
+          this.exec(inst, [{ type: 'garp' }]);
+          continue;
+        }
+        // Gone again soon after being added back: something keeps removing it; resign, as keepalived does.
+        const actions = inst.sm.vipLost();
+        this.log.warn({ routerId: inst.cfg.routerId, missing, holdDownMs: inst.sm.holdDownMs }, 'failover VIP disappeared while master: resigning');
+        this.exec(inst, actions);
       }
+      for (const inst of this.instances.values()) this.reconcileVips(inst, info, startedAt);
     }
     this.schedule();
     this.watchTimer = setTimeout(() => void this.watch(), WATCH_INTERVAL_MS);

@@ -12,7 +12,7 @@ import type { FailoverConfig } from '../config/types.js';
 import { ErrorCodes, MqttLbError, type ErrorCode } from '../errors.js';
 import type { DropReason } from './advert.js';
 import { readKeyFile } from './key.js';
-import { STATUS_INTERVAL_MS, type MainToWorker, type WorkerInit, type WorkerStatus, type WorkerToMain } from './messages.js';
+import { peerSilent, type MainToWorker, type WorkerInit, type WorkerStatus, type WorkerToMain } from './messages.js';
 import type { FailoverState } from './state-machine.js';
 import { removeVip } from './vip.js';
 import { threadSharedNow } from '../monotonic-clock.js';
@@ -49,6 +49,19 @@ export interface FailoverStateEvent {
 const START_TIMEOUT_MS = 20_000;
 /** Waits for the worker to send its last advert and remove the VIPs. */
 const CLOSE_TIMEOUT_MS = 10_000;
+
+/**
+ * A stop's hand-over can come only from a peer heard within a Master_Down_Interval and not in FAULT (it takes
+ * part in no election): false when no instance that is still master has one.
+ */
+function takeoverPossible(m: WorkerStatus): boolean {
+  const now = threadSharedNow();
+  return m.instances.some((i) => i.state === 'master' && i.peer !== null && i.peer.state !== 'fault' && !peerSilent(i.peer, now));
+}
+
+function masterIds(m: WorkerStatus): number[] {
+  return m.instances.filter((i) => i.state === 'master').map((i) => i.routerId);
+}
 
 function workerUrl(): URL {
   return new URL('./worker.js', import.meta.url);
@@ -113,10 +126,7 @@ export class Failover extends EventEmitter {
       let peer: FailoverInstanceStatus['peer'] = null;
       if (i.peer !== null) {
         const age = Math.max(0, now - i.peer.lastAdvertAt);
-        // Silent for longer than a Master_Down_Interval (3 intervals + at most one of skew), plus the
-        // granularity of the worker's status updates: state unknown.
-        const stale = age > 4 * i.peer.intervalMs + 2 * STATUS_INTERVAL_MS;
-        peer = { address: i.peer.address, state: stale ? 'unknown' : i.peer.state, lastAdvertAgeMs: age };
+        peer = { address: i.peer.address, state: peerSilent(i.peer, now) ? 'unknown' : i.peer.state, lastAdvertAgeMs: age };
       }
       return { routerId: i.routerId, state: i.state, priority: i.priority, vips: [...i.vips], peer };
     });
@@ -135,14 +145,21 @@ export class Failover extends EventEmitter {
 
   /**
    * Graceful stop step: priority-0 adverts; resolves when no instance is master any more (the peer
-   * advertised as master and we handed over) or after `timeoutMs`. The VIPs stay on this host until
-   * `close()`, so that the sessions evicted in between can still be closed towards their clients (design.md
-   * §3: evict, then remove the VIP). A resigned instance never becomes master again.
+   * advertised as master and we handed over) or after `timeoutMs`, and at once when no peer could take over
+   * (takeoverPossible: none heard within a Master_Down_Interval, or in FAULT), as keepalived does not wait
+   * either. The VIPs stay on this host until `close()`, so that the sessions evicted in between can still be
+   * closed towards their clients (design.md §3: evict, then remove the VIP). A resigned instance never
+   * becomes master again.
    */
   resign(timeoutMs: number): Promise<void> {
     if (this.worker === null) return Promise.resolve();
     const seq = ++this.resignSeq;
     this.post({ type: 'resign', seq });
+    if (this.last !== null && masterIds(this.last).length > 0 && !takeoverPossible(this.last)) {
+      // Waiting would only hold the stop up (20 intervals: 20 s at 1 s adverts, with the listeners closed).
+      this.log.info({ routerIds: masterIds(this.last) }, 'failover: no peer can take over: not waiting for one');
+      return Promise.resolve();
+    }
     return new Promise<void>((resolve) => {
       let timer: NodeJS.Timeout | null = null;
       const waiter = {
@@ -237,6 +254,10 @@ export class Failover extends EventEmitter {
         this.last = m;
         if (this.resignWaiters.length > 0 && !m.instances.some((i) => i.state === 'master')) {
           for (const w of [...this.resignWaiters]) if (m.resignSeq >= w.seq) w.done();
+        } else if (this.resignWaiters.length > 0 && !takeoverPossible(m)) {
+          // The peer fell silent (or went FAULT) while we waited for it.
+          this.log.info({ routerIds: masterIds(m) }, 'failover: no peer can take over: not waiting for one');
+          for (const w of [...this.resignWaiters]) w.done();
         }
         break;
       default:

@@ -35,6 +35,14 @@ export interface WorkerPeerStatus {
   intervalMs: number;
 }
 
+/**
+ * The peer has been silent for longer than a Master_Down_Interval (3 intervals + at most one of skew), plus the
+ * granularity of the worker's status updates: its state is unknown (`now` and `lastAdvertAt` on threadSharedNow()).
+ */
+export function peerSilent(peer: WorkerPeerStatus, now: number): boolean {
+  return now - peer.lastAdvertAt > 4 * peer.intervalMs + 2 * STATUS_INTERVAL_MS;
+}
+
 export interface WorkerInstanceStatus {
   routerId: number;
   state: FailoverState;

@@ -12,6 +12,8 @@
  *  - `resign()` is the graceful stop step: priority 0 (with the MASTER flag) while keeping the VIP until the
  *    peer advertises as master; a resigned instance never becomes master again. (Its 'removeVips' on that
  *    hand-over is deferred by the heartbeat until close(), so evicted sessions can still be closed.)
+ *  - VIP hold-down (`vipLost()`): an instance that could not hold its VIP does not preempt a live master for a
+ *    while (VIP_HOLD_DOWN_MIN_MS), so a host that cannot add its VIP never takes it from one that can.
  */
 import { FLAG_FAULT, FLAG_MASTER } from './advert.js';
 
@@ -53,6 +55,20 @@ export const HEAL_GARP_MIN_GAP_MS = 1000;
 /** A peer silent for more than this many of our intervals could have declared us down and taken over. */
 export const PEER_SILENCE_ADVERTS = 3;
 
+/**
+ * VIP hold-down: after a VIP it could not add (or lost again), an instance does not preempt a live master for this
+ * long, doubled at each further failure up to VIP_HOLD_DOWN_MAX_MS. Without it, a host that cannot add its VIP
+ * (no CAP_NET_ADMIN, a broken `ip`) took the VIP from a healthy lower-priority peer every Master_Down_Interval,
+ * closing the peer's VIP sessions each time. With no master heard, it still takes over after a Master_Down_Interval.
+ */
+export const VIP_HOLD_DOWN_MIN_MS = 10_000;
+export const VIP_HOLD_DOWN_MAX_MS = 600_000;
+/**
+ * VIPs held this long as master clear the failure count (the next hold-down is VIP_HOLD_DOWN_MIN_MS again). Also
+ * the window for adding back a VIP removed behind our back: once per window in place, a second time is a failure.
+ */
+export const VIP_HOLD_DOWN_RESET_MS = 60_000;
+
 export class FailoverStateMachine {
   private current: FailoverState = 'init';
   private fault = false;
@@ -70,6 +86,13 @@ export class FailoverStateMachine {
   private lastHealGarpAt = Number.NEGATIVE_INFINITY;
   /** When we last heard any advert of this router id (the peer's silence tells of a partition). */
   private lastHeardAt = Number.NEGATIVE_INFINITY;
+  /** VIP failures (could not add, lost) since the VIPs were last held for VIP_HOLD_DOWN_RESET_MS. */
+  private vipFailures = 0;
+  private holdDownUntil = Number.NEGATIVE_INFINITY;
+  private lastHoldDownMs = 0;
+  /** When the VIPs were installed as master (null when not master or not installed yet). */
+  private vipsHeldSince: number | null = null;
+  private lastRestoreAt = Number.NEGATIVE_INFINITY;
 
   constructor(
     private readonly cfg: StateMachineConfig,
@@ -93,6 +116,16 @@ export class FailoverStateMachine {
 
   get isFault(): boolean {
     return this.fault;
+  }
+
+  /** True while the VIP hold-down keeps us from preempting a live master (see VIP_HOLD_DOWN_MIN_MS). */
+  get inHoldDown(): boolean {
+    return this.now() < this.holdDownUntil;
+  }
+
+  /** The length of the hold-down the last VIP failure started (0 before any). */
+  get holdDownMs(): number {
+    return this.lastHoldDownMs;
   }
 
   /** Configured priority lowered by tracking, never below 1 (0 means "resigning" on the wire). */
@@ -211,10 +244,36 @@ export class FailoverStateMachine {
     return [];
   }
 
-  /** A VIP disappeared while master (removed behind our back): resign with priority 0, as keepalived does. */
+  /** The VIPs are installed (the heartbeat's `ip addr add` completed) while master. */
+  vipsHeld(): void {
+    if (this.current === 'master' && this.vipsHeldSince === null) this.vipsHeldSince = this.now();
+  }
+
+  /**
+   * A VIP disappeared while master (removed behind our back). True: add it back in place (no failover, which would
+   * be two: the peer's takeover, then our preemption back). At most once per VIP_HOLD_DOWN_RESET_MS: false when it
+   * disappeared again since, and the caller resigns (vipLost): something keeps removing it.
+   */
+  restoreVipInPlace(): boolean {
+    if (this.current !== 'master') return false;
+    const now = this.now();
+    if (now - this.lastRestoreAt < VIP_HOLD_DOWN_RESET_MS) return false;
+    this.lastRestoreAt = now;
+    return true;
+  }
+
+  /**
+   * A VIP could not be added, or was lost, while master: resign with priority 0 (as keepalived does on a lost VIP)
+   * and start a hold-down (VIP_HOLD_DOWN_MIN_MS), during which we follow a lower-priority master instead of
+   * preempting it; with no master heard we still take over after a Master_Down_Interval.
+   */
   vipLost(): FailoverAction[] {
     if (this.current !== 'master') return [];
     const now = this.now();
+    this.leaveMaster(now);
+    this.vipFailures++;
+    this.lastHoldDownMs = Math.min(VIP_HOLD_DOWN_MAX_MS, VIP_HOLD_DOWN_MIN_MS * 2 ** Math.min(this.vipFailures - 1, 30));
+    this.holdDownUntil = now + this.lastHoldDownMs;
     this.current = 'backup';
     this.masterAddress = null;
     this.preemptSince = null;
@@ -244,6 +303,7 @@ export class FailoverStateMachine {
 
   private enterFault(now: number): FailoverAction[] {
     const from = this.current;
+    if (from === 'master') this.leaveMaster(now);
     this.current = 'fault';
     this.downAt = null;
     this.masterAddress = null;
@@ -287,7 +347,8 @@ export class FailoverStateMachine {
     }
     // RFC 5798 §6.4.2: "If Preempt_Mode is False, or If the Priority in the ADVERTISEMENT is greater than or
     // equal to the local Priority, then: Reset the Master_Down_Timer ... else: Discard the ADVERTISEMENT".
-    if (this.resigned || !this.cfg.preempt || a.priority >= this.effectivePriority) {
+    // VIP hold-down: we could not hold the VIP; a lower-priority master that can keeps it.
+    if (this.resigned || !this.cfg.preempt || a.priority >= this.effectivePriority || now < this.holdDownUntil) {
       this.preemptSince = null;
       this.acceptMaster(a, now);
       return [];
@@ -311,6 +372,7 @@ export class FailoverStateMachine {
     // RFC 5798 §6.4.3: higher priority, or equal priority and a higher sender address (unsigned, network
     // byte order per RFC 9568) → Backup, learning the interval.
     if (a.priority > ours || (a.priority === ours && a.sender > this.cfg.selfAddress)) {
+      this.leaveMaster(now);
       this.current = 'backup';
       this.preemptSince = null;
       this.acceptMaster(a, now);
@@ -334,6 +396,12 @@ export class FailoverStateMachine {
       actions.push({ type: 'garp' });
     }
     return actions;
+  }
+
+  /** Bookkeeping on leaving MASTER: VIPs held long enough clear the VIP failure count. */
+  private leaveMaster(now: number): void {
+    if (this.vipsHeldSince !== null && now - this.vipsHeldSince >= VIP_HOLD_DOWN_RESET_MS) this.vipFailures = 0;
+    this.vipsHeldSince = null;
   }
 
   private acceptMaster(a: ReceivedAdvert, now: number): void {

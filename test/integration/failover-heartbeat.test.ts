@@ -6,7 +6,9 @@ import dgram from 'node:dgram';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import type { FailoverConfig } from '../../src/config/types.js';
+import { AdvertCodec } from '../../src/failover/advert.js';
 import { Heartbeat } from '../../src/failover/heartbeat.js';
+import type { LogSink } from '../../src/failover/log.js';
 
 function bindUdp(port: number): Promise<dgram.Socket> {
   const s = dgram.createSocket('udp4');
@@ -26,7 +28,7 @@ async function freeUdpPort(): Promise<number> {
   return port;
 }
 
-function config(port: number): FailoverConfig {
+function config(port: number, advertInterval = 1000): FailoverConfig {
   return {
     interface: 'lo',
     transport: 'unicast',
@@ -34,7 +36,7 @@ function config(port: number): FailoverConfig {
     group: '224.0.0.18',
     port,
     authKeyFile: '',
-    advertInterval: 1000,
+    advertInterval,
     preempt: true,
     preemptDelay: 0,
     instances: [{ routerId: 7, priority: 100, vips: ['192.0.2.99/32'] }],
@@ -70,5 +72,80 @@ describe('Heartbeat lifecycle', () => {
     await hb.close();
     const again = await bindUdp(port);
     await new Promise<void>((r) => again.close(() => r()));
+  });
+});
+
+/** Log lines kept for assertions. */
+function recordingLog(): LogSink & { lines: Array<{ level: string; obj: Record<string, unknown>; msg: string }> } {
+  const lines: Array<{ level: string; obj: Record<string, unknown>; msg: string }> = [];
+  const at = (level: string) => (obj: object, msg: string) => void lines.push({ level, obj: obj as Record<string, unknown>, msg });
+  return { lines, debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
+}
+
+/** Blocks this thread (the heartbeat's, here) as a starved or SIGSTOPped process would be. */
+function stallThread(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+const LATE = 'failover heartbeat timer ran late (CPU starvation?)';
+
+describe('Heartbeat timer lateness', () => {
+  const KEY = Buffer.alloc(32, 1);
+
+  it('a stall ended by a tracking update (posted by the proxy every 250 ms) is still reported as late', async () => {
+    const port = await freeUdpPort();
+    const log = recordingLog();
+    const hb = new Heartbeat({ config: config(port, 100), key: KEY, log, emit: () => undefined, sendGarp: async () => undefined });
+    try {
+      await hb.start();
+      await sleep(250);
+      // The update reaches the heartbeat before its deferred timer does (app.ts posts it every 250 ms).
+      await new Promise<void>((r) =>
+        setTimeout(() => {
+          stallThread(600);
+          hb.setTracking(false, 0);
+          r();
+        }, 0),
+      );
+      await sleep(300); // bounded: the timer runs within one interval after the stall
+      const late = log.lines.filter((l) => l.msg === LATE);
+      expect(late).toHaveLength(1);
+      expect(late[0]!.level).toBe('warn');
+      expect(late[0]!.obj.lateMs).toBeGreaterThanOrEqual(400);
+    } finally {
+      await hb.close();
+    }
+  });
+
+  it('a stall ended by a waiting advert (read before the deferred timer) is still reported as late', async () => {
+    const port = await freeUdpPort();
+    const log = recordingLog();
+    const hb = new Heartbeat({ config: config(port, 100), key: KEY, log, emit: () => undefined, sendGarp: async () => undefined });
+    const peer = dgram.createSocket('udp4');
+    try {
+      await hb.start();
+      // The configured peer, 127.0.0.2: connected, so that send() goes out at once (no address lookup).
+      await new Promise<void>((r) => peer.bind({ address: '127.0.0.2', port: 0 }, () => r()));
+      await new Promise<void>((r) => peer.connect(port, '127.0.0.1', () => r()));
+      const advert = new AdvertCodec(KEY).encode({ routerId: 7, priority: 100, flags: 0, intervalCs: 10, bootEpoch: BigInt(Date.now() - 60_000), counter: 1n }); // never the heartbeat's own epoch
+      await sleep(250);
+      await new Promise<void>((r) =>
+        setTimeout(() => {
+          peer.send(advert); // waits in the heartbeat's socket through the stall
+          stallThread(600);
+          r();
+        }, 0),
+      );
+      await sleep(300);
+      // The advert was heard (the drop counts and log lines say why if not).
+      expect({ peer: hb.status().instances[0]!.peer?.address, dropped: hb.dropped, lines: log.lines.map((l) => l.msg) }).toMatchObject({ peer: '127.0.0.2' });
+      const late = log.lines.filter((l) => l.msg === LATE);
+      expect(late).toHaveLength(1);
+      expect(late[0]!.obj.lateMs).toBeGreaterThanOrEqual(400);
+    } finally {
+      peer.close();
+      await hb.close();
+    }
   });
 });

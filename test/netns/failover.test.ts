@@ -6,7 +6,8 @@
  * client namespace opens a new connection to VIP:1883 every ~5 ms, so outages are measured as clients see them.
  * To run the real mqtt-lb instead, replace `startLb`'s command; the rest only needs the state events.
  */
-import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -159,13 +160,35 @@ describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', (
     };
   }
 
-  async function startLb(role: 'lb1' | 'lb2', over: Partial<FailoverConfig> = {}, priority?: number): Promise<Lb> {
+  async function startLb(role: 'lb1' | 'lb2', over: Partial<FailoverConfig> = {}, priority?: number, env?: NodeJS.ProcessEnv): Promise<Lb> {
     const opts = { name: role, reply: role === 'lb1' ? 'A' : 'B', tcpPort: 1883, resignOnStopMs: 300, failover: failoverConfig(role, over, priority) };
-    const p = topo.spawn(topo.ns[role], process.execPath, [RUNNER, JSON.stringify(opts)]);
+    const p = topo.spawn(topo.ns[role], process.execPath, [RUNNER, JSON.stringify(opts)], env);
     started.push(p);
     const first = await p.waitForLine((l) => l.includes('"ev":"ready"') || l.includes('"ev":"fatal"'), 20_000);
     if (first.includes('"ev":"fatal"')) throw new Error(`${role} failed to start: ${first}\n${p.stderr}`);
     return new Lb(role, p);
+  }
+
+  /**
+   * A fake `ip` first in PATH: `ip addr add` / `ip addr del` fail as without CAP_NET_ADMIN while the file
+   * `fail-add` / `fail-del` exists in the returned directory; everything else runs the real `ip`.
+   */
+  async function fakeIp(name: string): Promise<{ env: NodeJS.ProcessEnv; failAdd: string; failDel: string }> {
+    const bin = join(dir, `fake-ip-${name}`);
+    await mkdir(bin, { recursive: true });
+    const realIp = execFileSync('sh', ['-c', 'command -v ip'], { encoding: 'utf8', timeout: 5000 }).trim();
+    const failAdd = join(bin, 'fail-add');
+    const failDel = join(bin, 'fail-del');
+    const script = [
+      '#!/bin/sh',
+      `if [ "$1" = addr ] && [ "$2" = add ] && [ -e '${failAdd}' ]; then echo 'RTNETLINK answers: Operation not permitted' >&2; exit 2; fi`,
+      `if [ "$1" = addr ] && [ "$2" = del ] && [ -e '${failDel}' ]; then echo 'RTNETLINK answers: Operation not permitted' >&2; exit 2; fi`,
+      `exec '${realIp}' "$@"`,
+      '',
+    ].join('\n');
+    await writeFile(join(bin, 'ip'), script);
+    await chmod(join(bin, 'ip'), 0o755);
+    return { env: { PATH: `${bin}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}` }, failAdd, failDel };
   }
 
   function startProber(): NsProcess {
@@ -285,6 +308,54 @@ describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', (
     expect((await lb1.proc.exited).code).toBe(0);
     expect(lb2.state).toBe('master');
     expect(await holders()).toEqual(['lb2']);
+  });
+
+  it('graceful stop with no peer that could take over (never heard, gone silent, in FAULT): resign() does not wait', async () => {
+    // Never heard: lb1 alone.
+    const lb1 = await startLb('lb1');
+    await lb1.waitState('master', 5000);
+    const alone = await lb1.cmd<{ startedAt: number; resolvedAt: number }>('resign', { timeoutMs: 3000 });
+    console.log(`[failover] resign with no peer ever heard: resolved after ${alone.resolvedAt - alone.startedAt} ms`);
+    expect(alone.resolvedAt - alone.startedAt).toBeLessThan(500); // the old code waited for the 3 s timeout
+    await waitFor('the reason logged', () => lb1.proc.stderr.includes('failover: no peer can take over: not waiting for one'), 2000);
+    expect(await holders()).toEqual(['lb1']); // the VIP stays until close(), as after a hand-over
+    await lb1.cmd('close');
+    expect(await holders()).toEqual([]);
+
+    // Gone silent: lb2 heard, then killed; resign once lb1 reports it unknown.
+    const lb1b = await startLb('lb1');
+    const lb2 = await startLb('lb2');
+    await lb1b.waitState('master', 5000);
+    await waitFor('lb1 hears lb2', async () => (await lb1b.status()).instances[0]!.peer?.state === 'backup', 3000);
+    lb2.proc.signal('SIGKILL');
+    await lb2.proc.exited;
+    await waitFor('lb2 silent for lb1', async () => (await lb1b.status()).instances[0]!.peer?.state === 'unknown', 3000);
+    const gone = await lb1b.cmd<{ startedAt: number; resolvedAt: number }>('resign', { timeoutMs: 3000 });
+    expect(gone.resolvedAt - gone.startedAt).toBeLessThan(500);
+    await lb1b.cmd('close');
+
+    // In FAULT: heard, but it takes part in no election.
+    const lb1c = await startLb('lb1');
+    const lb2c = await startLb('lb2');
+    await lb1c.waitState('master', 5000);
+    await lb2c.cmd('tracking', { fault: true, priorityPenalty: 0 });
+    await waitFor('lb2 in FAULT for lb1', async () => (await lb1c.status()).instances[0]!.peer?.state === 'fault', 3000);
+    const fault = await lb1c.cmd<{ startedAt: number; resolvedAt: number }>('resign', { timeoutMs: 3000 });
+    expect(fault.resolvedAt - fault.startedAt).toBeLessThan(500);
+    expect(lb2c.transitions()).toEqual(['init>backup', 'backup>fault']);
+    await lb1c.cmd('close');
+    await lb2c.cmd('close');
+
+    // Falls silent during the wait (cut off both ways as the stop begins): the wait ends then, not at the timeout.
+    const lb1d = await startLb('lb1');
+    await startLb('lb2');
+    await lb1d.waitState('master', 5000);
+    await waitFor('lb1 hears lb2', async () => (await lb1d.status()).instances[0]!.peer?.state === 'backup', 3000);
+    await topo.blockRoute('lb2', topo.addr.lb1);
+    await topo.blockRoute('lb1', topo.addr.lb2);
+    const cut = await lb1d.cmd<{ startedAt: number; resolvedAt: number }>('resign', { timeoutMs: 3000 });
+    console.log(`[failover] resign, the peer cut off meanwhile: resolved after ${cut.resolvedAt - cut.startedAt} ms`);
+    expect(cut.resolvedAt - cut.startedAt).toBeLessThan(2000); // ~600 ms: a Master_Down_Interval and the status period
   });
 
   it('partition then heal: both masters during the split, exactly one holder after, and the client’s ARP entry points to it', async () => {
@@ -457,16 +528,73 @@ describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', (
     expect((await readFile(notifyLog, 'utf8')).trim().split('\n').at(-1)).toBe('stop 51');
   });
 
-  it('a VIP removed behind the master’s back: it resigns at once (priority 0), and preempts back later', async () => {
+  it('a VIP removed behind the master’s back is added back in place (no failover); removed again soon after, the master resigns and holds down', async () => {
     const [lb1, lb2] = await startPair();
     await topo.execOk(topo.ns.lb1, 'ip', ['addr', 'del', VIP_CIDR, 'dev', 'eth0']);
-    await lb1.waitState('backup', 2000, 2);
-    await lb2.waitState('master', 2000);
-    await waitFor('VIP on lb2', async () => (await holders()).includes('lb2'), 2000);
-    // lb1 still has the higher priority: it preempts after a Master_Down_Interval and re-adds the VIP.
-    await lb1.waitState('master', 3000, 3);
-    await waitFor('VIP on lb1 only', holdersAre(['lb1']), 2000);
-    expect(lb1.proc.stderr).toContain('VIP disappeared while master');
+    await waitFor('VIP added back on lb1', async () => lb1.proc.stderr.includes('VIP disappeared while master: adding it back') && (await holdersAre(['lb1'])()), 3000);
+    await sleep(1000); // long enough for the resign and the preemption back that used to follow (~350 ms each)
+    expect(lb1.transitions()).toEqual(['init>backup', 'backup>master']);
+    expect(lb2.transitions()).toEqual(['init>backup']);
+    expect(await holders()).toEqual(['lb1']);
+
+    // Removed again within VIP_HOLD_DOWN_RESET_MS (something keeps removing it): resign as keepalived does, and no
+    // preemption back during the hold-down (10 s).
+    await topo.execOk(topo.ns.lb1, 'ip', ['addr', 'del', VIP_CIDR, 'dev', 'eth0']);
+    await lb2.waitState('master', 3000);
+    await waitFor('VIP on lb2 only', holdersAre(['lb2']), 3000);
+    await sleep(2000);
+    expect(lb1.transitions()).toEqual(['init>backup', 'backup>master', 'master>backup']);
+    expect(lb2.transitions()).toEqual(['init>backup', 'backup>master']);
+    expect(await holders()).toEqual(['lb2']);
+    expect(lb1.proc.stderr).toContain('VIP disappeared while master: resigning');
+  });
+
+  it('a host that cannot add its VIP resigns and does not preempt the healthy peer during its hold-down; once it can, it preempts', async () => {
+    const ip = await fakeIp('lb1-add');
+    await writeFile(ip.failAdd, '');
+    const lb2 = await startLb('lb2');
+    await lb2.waitState('master', 5000);
+    await waitFor('VIP on lb2 only', holdersAre(['lb2']), 3000);
+    const lb1 = await startLb('lb1', {}, undefined, ip.env); // priority 150, preempt
+    await waitFor('lb1 resigned', () => lb1.transitions().includes('master>backup'), 5000);
+    await waitFor('lb2 master again', () => lb2.state === 'master' && lb2.transitions().length >= 4, 3000);
+    const failedAt = Date.now();
+    await sleep(3000); // the old code cycled every ~345 ms, each time demoting lb2
+    console.log(`[failover] cannot add VIP: lb1 ${lb1.transitions().length} transitions, lb2 ${lb2.transitions().length} in 3 s of hold-down`);
+    expect(lb1.transitions()).toEqual(['init>backup', 'backup>master', 'master>backup']);
+    expect(lb2.transitions()).toEqual(['init>backup', 'backup>master', 'master>backup', 'backup>master']);
+    expect(await holders()).toEqual(['lb2']);
+    expect(lb1.proc.stderr).toContain('failover: cannot add VIP, resigning');
+    expect(lb1.proc.stderr).toContain('"holdDownMs":10000');
+
+    // The cause gone: lb1 preempts once the hold-down ends (10 s after the failure), not before.
+    await rm(ip.failAdd);
+    const n1 = lb1.states().length;
+    const master = await lb1.waitState('master', 10_000 + 5000, n1);
+    expect(master.t - failedAt).toBeGreaterThan(9000); // failedAt: a few ms after the failure
+    await waitFor('VIP on lb1 only', holdersAre(['lb1']), 3000);
+  });
+
+  it('a VIP whose removal failed on leaving master is removed again while not master, once it can be', async () => {
+    const ip = await fakeIp('lb1-del');
+    const lb1 = await startLb('lb1', {}, 100, ip.env); // the lower priority: master alone, then preempted
+    await lb1.waitState('master', 5000);
+    await waitFor('VIP on lb1 only', holdersAre(['lb1']), 3000);
+    await writeFile(ip.failDel, '');
+    const lb2 = await startLb('lb2', {}, 150);
+    await lb2.waitState('master', 5000);
+    await lb1.waitState('backup', 3000, 2);
+    await waitFor('the failed removal logged', () => lb1.proc.stderr.includes('failover VIP operation failed'), 3000);
+    // While `ip addr del` fails, the VIP stays on both, and lb1 says so.
+    await waitFor('retry logged', () => lb1.proc.stderr.includes('failover: cannot remove a VIP held while not master: retrying'), 3000);
+    expect(lb1.proc.stderr).toContain('failover VIP held while not master: removing it');
+    expect(await holders()).toEqual(['lb1', 'lb2']);
+
+    // The cause gone: removed at the next watch poll (every 500 ms), with no state change anywhere.
+    await rm(ip.failDel);
+    await waitFor('VIP on lb2 only', holdersAre(['lb2']), 3000);
+    expect(lb1.transitions()).toEqual(['init>backup', 'backup>master', 'master>backup']);
+    expect(lb2.transitions()).toEqual(['init>backup', 'backup>master']);
   });
 
   it('active-active: two instances (router ids 51 and 52), each host master of one VIP, failing over independently', async () => {

@@ -4,6 +4,9 @@ import { ipv4ToNumber } from '../../src/failover/ipv4.js';
 import {
   FailoverStateMachine,
   HEAL_GARP_MIN_GAP_MS,
+  VIP_HOLD_DOWN_MAX_MS,
+  VIP_HOLD_DOWN_MIN_MS,
+  VIP_HOLD_DOWN_RESET_MS,
   type FailoverAction,
   type StateMachineConfig,
 } from '../../src/failover/state-machine.js';
@@ -444,6 +447,80 @@ describe('VIP lost while master', () => {
     const s = setup();
     s.sm.start();
     expect(s.sm.vipLost()).toEqual([]);
+  });
+});
+
+describe('VIP hold-down (a VIP that could not be added, or was lost)', () => {
+  /** Priority 150 with a priority-100 peer: master after start (no one heard), then the VIP fails at `at`. */
+  function masterThenVipLost(at = 2000) {
+    const s = setup({ priority: 150 });
+    s.sm.start();
+    s.runUntil(at);
+    expect(s.sm.state).toBe('master');
+    s.sm.vipLost();
+    return s;
+  }
+
+  it('follows a lower-priority master for the hold-down instead of preempting it, then preempts', () => {
+    const s = masterThenVipLost(2000);
+    expect(s.sm.holdDownMs).toBe(VIP_HOLD_DOWN_MIN_MS);
+    expect(s.sm.inHoldDown).toBe(true);
+    // The peer takes over (its Skew_Time after our priority 0) and advertises every 100 ms.
+    const end = 2000 + VIP_HOLD_DOWN_MIN_MS;
+    expect(becameMaster(peerAdvertises(s, 2060, end - 100, masterAdvert(100)))).toBe(false);
+    expect(s.sm.state).toBe('backup');
+    // Hold-down over: its adverts are discarded again (preempt), and we take over after a Master_Down_Interval.
+    const a = peerAdvertises(s, end, end + 1000, masterAdvert(100));
+    expect(s.sm.inHoldDown).toBe(false);
+    expect(becameMaster(a)).toBe(true);
+  });
+
+  it('with no master heard, it still takes over after a Master_Down_Interval', () => {
+    const s = masterThenVipLost(2000);
+    expect(becameMaster(s.runUntil(2000 + s.sm.masterDownInterval() - 0.01))).toBe(false);
+    expect(becameMaster(s.runUntil(2000 + s.sm.masterDownInterval()))).toBe(true);
+    expect(s.sm.inHoldDown).toBe(true); // the hold-down only concerns preempting a live master
+  });
+
+  it('doubles at each further failure, up to the cap', () => {
+    const s = masterThenVipLost(2000);
+    const seen: number[] = [s.sm.holdDownMs];
+    for (let i = 0; i < 10; i++) {
+      s.runUntil(s.clock.t + s.sm.masterDownInterval()); // no one else: master again
+      expect(s.sm.state).toBe('master');
+      s.sm.vipLost();
+      seen.push(s.sm.holdDownMs);
+    }
+    expect(seen.slice(0, 4)).toEqual([VIP_HOLD_DOWN_MIN_MS, 2 * VIP_HOLD_DOWN_MIN_MS, 4 * VIP_HOLD_DOWN_MIN_MS, 8 * VIP_HOLD_DOWN_MIN_MS]);
+    expect(Math.max(...seen)).toBe(VIP_HOLD_DOWN_MAX_MS);
+    expect(seen.at(-1)).toBe(VIP_HOLD_DOWN_MAX_MS);
+  });
+
+  it('starts from the minimum again once the VIPs have been held for VIP_HOLD_DOWN_RESET_MS', () => {
+    const s = masterThenVipLost(2000);
+    s.runUntil(s.clock.t + s.sm.masterDownInterval());
+    s.sm.vipsHeld();
+    s.runUntil(s.clock.t + VIP_HOLD_DOWN_RESET_MS - 1000); // held, not long enough
+    s.sm.vipLost();
+    expect(s.sm.holdDownMs).toBe(2 * VIP_HOLD_DOWN_MIN_MS);
+    s.runUntil(s.clock.t + s.sm.masterDownInterval());
+    s.sm.vipsHeld();
+    s.runUntil(s.clock.t + VIP_HOLD_DOWN_RESET_MS);
+    s.sm.vipLost();
+    expect(s.sm.holdDownMs).toBe(VIP_HOLD_DOWN_MIN_MS);
+  });
+
+  it('a VIP removed behind our back is added back in place at most once per VIP_HOLD_DOWN_RESET_MS', () => {
+    const s = setup({ priority: 150 });
+    s.sm.start();
+    expect(s.sm.restoreVipInPlace()).toBe(false); // not master
+    s.runUntil(2000);
+    expect(s.sm.restoreVipInPlace()).toBe(true);
+    expect(s.sm.state).toBe('master');
+    s.runUntil(2000 + VIP_HOLD_DOWN_RESET_MS - 1);
+    expect(s.sm.restoreVipInPlace()).toBe(false); // gone again soon: the caller resigns
+    s.runUntil(2000 + VIP_HOLD_DOWN_RESET_MS);
+    expect(s.sm.restoreVipInPlace()).toBe(true);
   });
 });
 
