@@ -494,7 +494,7 @@ describe('workers: 2 (node:cluster)', () => {
       // Round robin: the primary deals the clients below to both workers in turn (the kernel's scheduling, the
       // default, may give all eight to one).
       const lb = await startLb(yamlWith(brokers[0]!), { waitReady: `http://127.0.0.1:${admin}/readyz`, env: { NODE_CLUSTER_SCHED_POLICY: 'rr' } });
-      const workerPids = execFileSync('pgrep', ['-P', String(lb.proc.pid)], { encoding: 'utf8' }).trim().split('\n').map(Number);
+      const workerPids = workerPidsOf(lb.proc.pid!);
       expect(workerPids).toHaveLength(2);
       for (let round = 0; round < 4; round++) {
         const to = brokers[(round + 1) % 2]!;
@@ -538,7 +538,7 @@ describe('workers: 2 (node:cluster)', () => {
       const status = (await (await fetch(`http://127.0.0.1:${a2}/api/status`)).json()) as { pools: Array<{ servers: Array<{ sessions: number }> }> };
       expect(status.pools[0]!.servers.reduce((n, s) => n + s.sessions, 0)).toBe(5);
       // The lag metric shows the proxy workers' loops, not only the primary's: block one worker for 500 ms.
-      const workerPids = execFileSync('pgrep', ['-P', String(multi.proc.pid)], { encoding: 'utf8' }).trim().split('\n').map(Number);
+      const workerPids = workerPidsOf(multi.proc.pid!);
       expect(workerPids).toHaveLength(2);
       // Process metrics cover the workers too (sums of their memory), not only the primary.
       const rssOf = (pid: number): number => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
@@ -626,8 +626,7 @@ describe('workers: 2 (node:cluster)', () => {
       expect(proxiedBefore).toBeGreaterThanOrEqual(4);
       const cpuBefore = await cpuSeconds();
       expect(cpuBefore).toBeGreaterThan(0);
-      const workerPids = (): number[] =>
-        execFileSync('pgrep', ['-P', String(lb.proc.pid)], { encoding: 'utf8' }).trim().split('\n').filter(Boolean).map(Number);
+      const workerPids = (): number[] => workerPidsOf(lb.proc.pid!);
       const [victim] = workerPids();
       process.kill(victim!, 'SIGKILL');
       await lb.waitForLog((l) => l.msg === 'worker exited: restarting it');
@@ -686,7 +685,7 @@ describe('workers: 2 (node:cluster)', () => {
       const clients = [await connectVia(port, { clientId: 'stuck-a' }), await connectVia(port, { clientId: 'stuck-b' })];
       const closedAt: number[] = [];
       for (const c of clients) c.on('close', () => closedAt.push(Date.now()));
-      const [victim] = execFileSync('pgrep', ['-P', String(lb.proc.pid)], { encoding: 'utf8' }).trim().split('\n').map(Number);
+      const [victim] = workerPidsOf(lb.proc.pid!);
       process.kill(victim!, 'SIGSTOP');
       stopped.push(victim!);
       const stoppedAt = Date.now();
@@ -718,7 +717,7 @@ describe('workers: 2 (node:cluster)', () => {
     try {
       const [port, admin] = [await freePort(), await freePort()];
       const lb = await startLb(lbYaml({ port, admin, servers: brokers, health: HEALTH, limits: LIMITS, extra: 'workers: 2\n' }), { waitReady: `http://127.0.0.1:${admin}/readyz` });
-      const workers = (): number[] => execFileSync('pgrep', ['-P', String(lb.proc.pid)], { encoding: 'utf8' }).trim().split('\n').map(Number);
+      const workers = (): number[] => workerPidsOf(lb.proc.pid!);
       const before = workers();
       const exited = (): Array<Record<string, unknown>> => lb.logs.filter((l) => l.msg === 'worker exited: restarting it');
       process.kill(before[0]!, 'SIGKILL');
@@ -743,7 +742,7 @@ describe('workers: 2 (node:cluster)', () => {
         waitReady: `http://127.0.0.1:${admin}/readyz`,
         env: { NODE_CLUSTER_SCHED_POLICY: 'rr' },
       });
-      workerPids = execFileSync('pgrep', ['-P', String(lb.proc.pid)], { encoding: 'utf8' }).trim().split('\n').map(Number);
+      workerPids = workerPidsOf(lb.proc.pid!);
       const clients = [await connectVia(port, { clientId: 'orphan-a' }), await connectVia(port, { clientId: 'orphan-b' })];
       let closed = 0;
       for (const c of clients) c.on('close', () => closed++);
@@ -782,7 +781,7 @@ describe('workers: 2 (node:cluster)', () => {
       const yaml = (listeners: Array<{ name?: string; port: number }>): string =>
         lbYaml({ listeners, admin, servers: brokers, health: HEALTH, limits: LIMITS, extra: 'workers: 2\n' });
       const lb = await startLb(yaml([{ port }]), { waitReady: `http://127.0.0.1:${admin}/readyz` });
-      const [first, second] = execFileSync('pgrep', ['-P', String(lb.proc.pid)], { encoding: 'utf8' }).trim().split('\n').map(Number);
+      const [first, second] = workerPidsOf(lb.proc.pid!);
       const mark = lb.logs.length;
       process.kill(first!, 'SIGKILL'); // restarted after 1 s
       await sleep(100);
@@ -824,7 +823,7 @@ describe('workers: 2 (node:cluster)', () => {
       const yaml = (listeners: Array<{ name?: string; port: number }>): string =>
         lbYaml({ listeners, admin, servers: brokers, health: HEALTH, limits: LIMITS, extra: 'workers: 2\n' });
       const lb = await startLb(yaml([{ port }]), { waitReady: `http://127.0.0.1:${admin}/readyz` });
-      const [, victim] = execFileSync('pgrep', ['-P', String(lb.proc.pid)], { encoding: 'utf8' }).trim().split('\n').map(Number);
+      const [, victim] = workerPidsOf(lb.proc.pid!);
       const mark = lb.logs.length;
       process.kill(victim!, 'SIGSTOP'); // the reload waits for its answer...
       stopped.push(victim!);
@@ -963,4 +962,9 @@ function isRunning(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** The worker processes of a primary (its children). */
+function workerPidsOf(primaryPid: number): number[] {
+  return execFileSync('pgrep', ['-P', String(primaryPid)], { encoding: 'utf8' }).trim().split('\n').filter(Boolean).map(Number);
 }
