@@ -5,6 +5,7 @@
  */
 import { accessSync, closeSync, constants, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { isUtf8 } from 'node:buffer';
+import { networkInterfaces } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { tlsCaProblem, tlsCertificateWarning, tlsPairProblem, type TlsMaterialProblem } from './tls-material.js';
 import { keyProblem } from '../failover/key.js';
@@ -13,7 +14,7 @@ import type { Document, ParsedNode } from 'yaml';
 import type { ConfigProblem } from '../errors.js';
 import { ConfigError, ConfigFileError, ErrorCodes, MqttLbError } from '../errors.js';
 import type { LbConfig } from './types.js';
-import type { FileRef } from './validate-context.js';
+import type { FileRef, PeerRef } from './validate-context.js';
 import { validateDocument } from './validate.js';
 import { ConfigReader, joinPath, ProblemCollector, TextPositions } from './yaml-reader.js';
 import { scriptInsecurity } from './script-security.js';
@@ -29,8 +30,13 @@ export interface ParseOutcome {
 }
 
 export interface ParseOptions {
-  /** Check that the files named by the config exist (default false: parsing stays pure). */
+  /**
+   * Check what only this host can tell (default false: parsing stays pure): that the files named by the config
+   * exist and are usable, and that no failover peer is one of this host's own addresses.
+   */
   checkFiles?: boolean;
+  /** This host's addresses by interface, for that check (default: os.networkInterfaces()). */
+  hostAddresses?: ReadonlyMap<string, readonly string[]>;
   /** The file's bytes were not UTF-8 (readConfigFile): the offset, in the decoded text, of the first bad byte. */
   notUtf8At?: number | null;
 }
@@ -166,8 +172,11 @@ function parseText(text: string, file: string, opts: ParseOptions, out: ProblemC
   for (const w of doc.warnings) out.warn(w.pos[0], pathAtOffset(doc, w.pos[0]), w.message);
 
   const absFile = resolve(file);
-  const { config, files } = validateDocument(new ConfigReader(doc, out), absFile, dirname(absFile));
-  if (opts.checkFiles === true) checkFiles(files, out, config);
+  const { config, files, peers } = validateDocument(new ConfigReader(doc, out), absFile, dirname(absFile));
+  if (opts.checkFiles === true) {
+    checkFiles(files, out, config);
+    checkPeers(peers, out, opts.hostAddresses ?? hostAddresses());
+  }
 
   const problems = out.sortedProblems();
   return { config: problems.length === 0 ? config : null, problems, warnings: out.sortedWarnings() };
@@ -236,6 +245,18 @@ function checkFiles(files: FileRef[], out: ProblemCollector, config: LbConfig): 
   checkTlsMaterial(usable, out, config);
   checkFailoverKey(usable.get('failover.authKeyFile'), out);
   checkNotifyHook(usable.get('failover.notify'), out);
+}
+
+/** A peer that is this host itself (a config copied from the other host unchanged): this host would be master alone. */
+function checkPeers(peers: readonly PeerRef[], out: ProblemCollector, host: ReadonlyMap<string, readonly string[]>): void {
+  for (const p of peers) {
+    const own = [...host].find(([, addresses]) => addresses.includes(p.address))?.[0];
+    if (own !== undefined) out.warn(p.at, p.path, `\`${p.address}\` is an address of this host (${own}): adverts sent to it reach no peer, and this host is master alone; list the other LB host's address`);
+  }
+}
+
+function hostAddresses(): Map<string, string[]> {
+  return new Map(Object.entries(networkInterfaces()).map(([name, addrs]) => [name, (addrs ?? []).map((a) => a.address)]));
 }
 
 /** The notify hook runs with this process's capabilities: no one else may change it (script-security.ts). */

@@ -17,8 +17,16 @@ export interface FileRef {
   executable: boolean;
 }
 
+/** A failover peer address, for the check that it is not this host's own (only this host can tell). */
+export interface PeerRef {
+  at: number;
+  path: string;
+  address: string;
+}
+
 export class ValidationContext {
   readonly files: FileRef[] = [];
+  readonly peers: PeerRef[] = [];
 
   constructor(
     readonly r: ConfigReader,
@@ -35,6 +43,11 @@ export class ValidationContext {
     const resolved = isAbsolute(written) ? resolve(written) : resolve(this.baseDir, written);
     this.files.push({ at: slot.at, path: slot.path, written, resolved, executable });
     return resolved;
+  }
+
+  /** A valid failover peer address, remembered for the host check (load.ts checkPeers). */
+  peerAddress(slot: Slot, address: string): void {
+    this.peers.push({ at: slot.at, path: slot.path, address });
   }
 }
 

@@ -2,7 +2,6 @@
  * `failover:` of lb.yaml. Its values become arguments of `ip` and `arping` and addresses of UDP adverts,
  * so each one is checked against a strict pattern here, never at the moment it is used.
  */
-import { networkInterfaces } from 'node:os';
 import { isIPv4, isIPv6 } from 'node:net';
 import { DEFAULTS } from './defaults.js';
 import { FAILOVER_TRANSPORTS, KEYS } from './keys.js';
@@ -35,7 +34,7 @@ export function readFailover(ctx: ValidationContext, root: MapReader): FailoverC
       : undefined;
 
   const transport = m.oneOf('transport', d.transport, FAILOVER_TRANSPORTS);
-  const peers = readPeers(r, m, transport);
+  const peers = readPeers(ctx, m, transport);
   const group = readGroup(r, m);
 
   const keySlot = m.required('authKeyFile', 'the key file written by `mqtt-lb keygen`');
@@ -65,7 +64,8 @@ export function readFailover(ctx: ValidationContext, root: MapReader): FailoverC
   };
 }
 
-function readPeers(r: ConfigReader, m: MapReader, transport: FailoverConfig['transport']): string[] {
+function readPeers(ctx: ValidationContext, m: MapReader, transport: FailoverConfig['transport']): string[] {
+  const { r } = ctx;
   const slot = m.get('peers');
   const peers: string[] = [];
   let written = 0; // entries in the list, valid or not
@@ -85,8 +85,7 @@ function readPeers(r: ConfigReader, m: MapReader, transport: FailoverConfig['tra
       } else {
         seen.add(text);
         peers.push(text);
-        const own = ownInterfaceOf(text);
-        if (own !== null) r.warn(item, `\`${text}\` is an address of this host (${own}): adverts sent to it reach no peer, and this host is master alone; list the other LB host's address`);
+        ctx.peerAddress(item, text);
       }
     }
   }
@@ -242,10 +241,3 @@ function readGarp(m: MapReader): FailoverConfig['garp'] {
   };
 }
 
-/** The interface of this host that has `address`, or null (a copied config that still names this host as its peer). */
-function ownInterfaceOf(address: string): string | null {
-  for (const [name, addrs] of Object.entries(networkInterfaces())) {
-    if (addrs?.some((a) => a.address === address) === true) return name;
-  }
-  return null;
-}

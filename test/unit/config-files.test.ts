@@ -29,6 +29,9 @@ failover:
   notify: hooks/notify.sh
 `;
 
+/** The host checks, against a host with no address: what this machine has must not change the outcome. */
+const CHECKS = { checkFiles: true, hostAddresses: new Map<string, string[]>() };
+
 describe('files named by the config', () => {
   let dir = '';
   let pki: TestPki;
@@ -76,7 +79,7 @@ describe('files named by the config', () => {
 
   it('reports every missing file at its key, in file order', () => {
     const file = join(dir, 'lb.yaml');
-    const out = parseConfig(CONFIG, file, { checkFiles: true });
+    const out = parseConfig(CONFIG, file, CHECKS);
     expect(out.config).toBeNull();
     expect(out.problems.map(formatProblem)).toEqual([
       `${file}:6:13 listeners[0].tls.cert: file \`certs/server.crt\` (${join(dir, 'certs/server.crt')}) does not exist`,
@@ -106,7 +109,7 @@ describe('files named by the config', () => {
     mkdirSync(join(dir, 'ca.crt')); // a directory where a file is expected
     chmodSync(join(dir, 'hooks/notify.sh'), 0o644);
     const file = join(dir, 'lb.yaml');
-    const out = parseConfig(CONFIG, file, { checkFiles: true });
+    const out = parseConfig(CONFIG, file, CHECKS);
     expect(out.problems.map(formatProblem)).toEqual([
       `${file}:8:11 listeners[0].tls.ca: \`ca.crt\` (${join(dir, 'ca.crt')}) is not a regular file`,
       `${file}:16:11 failover.notify: file \`hooks/notify.sh\` (${join(dir, 'hooks/notify.sh')}) is not executable`,
@@ -118,7 +121,7 @@ describe('files named by the config', () => {
     createAll();
     const file = join(dir, 'lb.yaml');
     const hook = join(dir, 'hooks/notify.sh');
-    const problems = (): string[] => parseConfig(CONFIG, file, { checkFiles: true }).problems.map(formatProblem);
+    const problems = (): string[] => parseConfig(CONFIG, file, CHECKS).problems.map(formatProblem);
     expect(problems()).toEqual([]);
     chmodSync(hook, 0o777);
     expect(problems()).toEqual([
@@ -168,13 +171,31 @@ describe('files named by the config', () => {
     ]);
   });
 
+  // Only this host can tell (check, start, reload), and only with the host checks: pure parsing does not look.
+  it("warns about a failover peer that is this host's own address (a config copied from the other host unchanged)", () => {
+    createAll();
+    chmodSync(join(dir, 'failover.key'), 0o600);
+    const file = join(dir, 'lb.yaml');
+    const host = new Map([
+      ['lo', ['127.0.0.1', '::1']],
+      ['eth0', ['10.0.0.2', 'fe80::1']],
+    ]);
+    const out = parseConfig(CONFIG, file, { checkFiles: true, hostAddresses: host });
+    expect(out.problems).toEqual([]);
+    expect(out.warnings).toEqual([
+      `${file}:13:11 failover.peers[0]: \`10.0.0.2\` is an address of this host (eth0): adverts sent to it reach no peer, and this host is master alone; list the other LB host's address`,
+    ]);
+    expect(parseConfig(CONFIG, file, { checkFiles: true, hostAddresses: new Map([['eth0', ['10.0.0.1']]]) }).warnings).toEqual([]);
+    expect(parseConfig(CONFIG, file, { hostAddresses: host }).warnings).toEqual([]);
+  });
+
   it('warns when the failover key file is readable by group or others', () => {
     createAll();
     const file = join(dir, 'lb.yaml');
     chmodSync(join(dir, 'failover.key'), 0o600);
-    expect(parseConfig(CONFIG, file, { checkFiles: true }).warnings).toEqual([]);
+    expect(parseConfig(CONFIG, file, CHECKS).warnings).toEqual([]);
     chmodSync(join(dir, 'failover.key'), 0o644);
-    const out = parseConfig(CONFIG, file, { checkFiles: true });
+    const out = parseConfig(CONFIG, file, CHECKS);
     expect(out.problems).toEqual([]);
     expect(out.warnings).toEqual([`${file}:14:16 failover.authKeyFile: is readable by group or others (mode 644): anyone who reads it can forge adverts (chmod 600)`]);
   });
@@ -185,7 +206,7 @@ describe('files named by the config', () => {
     const problemsWith = (write: () => void): string[] => {
       createAll();
       write();
-      return parseConfig(CONFIG, file, { checkFiles: true }).problems.map(formatProblem);
+      return parseConfig(CONFIG, file, CHECKS).problems.map(formatProblem);
     };
     expect(problemsWith(() => {})).toEqual([]);
     const other = pki.issueClient('someone-else');
@@ -240,7 +261,7 @@ describe('files named by the config', () => {
     const file = join(dir, 'lb.yaml');
     createAll();
     writeFileSync(join(dir, 'failover.key'), 'not base64 !!\n');
-    expect(parseConfig(CONFIG, file, { checkFiles: true }).problems.map(formatProblem)).toEqual([
+    expect(parseConfig(CONFIG, file, CHECKS).problems.map(formatProblem)).toEqual([
       `${file}:14:16 failover.authKeyFile: must hold one base64 line of 32 bytes, found text that is not base64 (is it the right file? \`mqtt-lb keygen\` prints a new key: put the same one on both hosts)`,
     ]);
   });
@@ -259,7 +280,7 @@ describe('files named by the config', () => {
     const text = CONFIG.replace('authKeyFile: failover.key', `authKeyFile: ${missing}`);
     createAll();
     const file = join(dir, 'lb.yaml');
-    const out = parseConfig(text, file, { checkFiles: true });
+    const out = parseConfig(text, file, CHECKS);
     expect(out.problems.map(formatProblem)).toEqual([`${file}:14:16 failover.authKeyFile: file \`${missing}\` does not exist`]);
   });
 });

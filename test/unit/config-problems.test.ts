@@ -490,20 +490,6 @@ admin:
     ]);
   });
 
-  it("warns about a failover peer that is this host's own address (a config copied from the other host unchanged)", () => {
-    const text = (peer: string): string => `${PREFIX}failover:
-  interface: lo
-  authKeyFile: /k
-  peers: [${peer}]
-  instances:
-    - { routerId: 51, priority: 100, vips: [192.0.2.10/24] }
-`;
-    expect(warnings(text('10.0.0.2'))).toEqual([]);
-    expect(warnings(text('127.0.0.1'))).toEqual([
-      "lb.yaml:11:11 failover.peers[0]: `127.0.0.1` is an address of this host (lo): adverts sent to it reach no peer, and this host is master alone; list the other LB host's address",
-    ]);
-  });
-
   it('health.port: a port or null for the tcp and mqtt probes; an error with http, a warning with none', () => {
     expect(problems(`${PREFIX}    health: { type: tcp, port: 1884 }\n`)).toEqual([]);
     expect(problems(`${PREFIX}    health: { port: null }\n`)).toEqual([]);
