@@ -6,6 +6,7 @@
 import { accessSync, closeSync, constants, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { isUtf8 } from 'node:buffer';
 import { networkInterfaces } from 'node:os';
+import { isIPv4 } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import { tlsCaProblem, tlsCertificateWarning, tlsPairProblem, type TlsMaterialProblem } from './tls-material.js';
 import { keyProblem } from '../failover/key.js';
@@ -14,7 +15,7 @@ import type { Document, ParsedNode } from 'yaml';
 import type { ConfigProblem } from '../errors.js';
 import { ConfigError, ConfigFileError, ErrorCodes, MqttLbError } from '../errors.js';
 import type { LbConfig } from './types.js';
-import type { FileRef, PeerRef } from './validate-context.js';
+import type { FileRef, HostRef } from './validate-context.js';
 import { validateDocument } from './validate.js';
 import { ConfigReader, joinPath, ProblemCollector, TextPositions } from './yaml-reader.js';
 import { scriptInsecurity } from './script-security.js';
@@ -172,10 +173,10 @@ function parseText(text: string, file: string, opts: ParseOptions, out: ProblemC
   for (const w of doc.warnings) out.warn(w.pos[0], pathAtOffset(doc, w.pos[0]), w.message);
 
   const absFile = resolve(file);
-  const { config, files, peers } = validateDocument(new ConfigReader(doc, out), absFile, dirname(absFile));
+  const { config, files, hostRefs } = validateDocument(new ConfigReader(doc, out), absFile, dirname(absFile));
   if (opts.checkFiles === true) {
     checkFiles(files, out, config);
-    checkPeers(peers, out, opts.hostAddresses ?? hostAddresses());
+    checkHost(hostRefs, out, opts.hostAddresses ?? hostAddresses());
   }
 
   const problems = out.sortedProblems();
@@ -247,11 +248,21 @@ function checkFiles(files: FileRef[], out: ProblemCollector, config: LbConfig): 
   checkNotifyHook(usable.get('failover.notify'), out);
 }
 
-/** A peer that is this host itself (a config copied from the other host unchanged): this host would be master alone. */
-function checkPeers(peers: readonly PeerRef[], out: ProblemCollector, host: ReadonlyMap<string, readonly string[]>): void {
-  for (const p of peers) {
-    const own = [...host].find(([, addresses]) => addresses.includes(p.address))?.[0];
-    if (own !== undefined) out.warn(p.at, p.path, `\`${p.address}\` is an address of this host (${own}): adverts sent to it reach no peer, and this host is master alone; list the other LB host's address`);
+/**
+ * What only this host can tell about the failover settings: a peer that is this host itself (a config copied from
+ * the other host unchanged: this host would be master alone), and an interface that is not here or has no IPv4
+ * address (the start fails, exit 2, until it has one). Warnings: the address may come and go (a reload must
+ * not be refused for an interface down for a moment).
+ */
+function checkHost(refs: readonly HostRef[], out: ProblemCollector, host: ReadonlyMap<string, readonly string[]>): void {
+  for (const ref of refs) {
+    if (ref.kind === 'peer') {
+      const own = [...host].find(([, addresses]) => addresses.includes(ref.value))?.[0];
+      if (own !== undefined) out.warn(ref.at, ref.path, `\`${ref.value}\` is an address of this host (${own}): adverts sent to it reach no peer, and this host is master alone; list the other LB host's address`);
+    } else if (!(host.get(ref.value) ?? []).some((a) => isIPv4(a))) {
+      const why = host.has(ref.value) ? 'has no IPv4 address on this host' : 'is not an interface of this host with an address';
+      out.warn(ref.at, ref.path, `\`${ref.value}\` ${why}: the start fails (exit 2) until it has one (adverts need a source address)`);
+    }
   }
 }
 

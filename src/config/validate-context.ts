@@ -17,16 +17,20 @@ export interface FileRef {
   executable: boolean;
 }
 
-/** A failover peer address, for the check that it is not this host's own (only this host can tell). */
-export interface PeerRef {
+/**
+ * A value only this host can judge (load.ts checkHost): a failover peer address (not one of this host's own) or
+ * the failover interface (there, with an IPv4 address).
+ */
+export interface HostRef {
   at: number;
   path: string;
-  address: string;
+  kind: 'peer' | 'interface';
+  value: string;
 }
 
 export class ValidationContext {
   readonly files: FileRef[] = [];
-  readonly peers: PeerRef[] = [];
+  readonly hostRefs: HostRef[] = [];
 
   constructor(
     readonly r: ConfigReader,
@@ -45,9 +49,9 @@ export class ValidationContext {
     return resolved;
   }
 
-  /** A valid failover peer address, remembered for the host check (load.ts checkPeers). */
-  peerAddress(slot: Slot, address: string): void {
-    this.peers.push({ at: slot.at, path: slot.path, address });
+  /** A valid value that only this host can judge, remembered for the host check (load.ts checkHost). */
+  hostValue(kind: HostRef['kind'], slot: Slot, value: string): void {
+    this.hostRefs.push({ at: slot.at, path: slot.path, kind, value });
   }
 }
 

@@ -32,6 +32,7 @@ export function readFailover(ctx: ValidationContext, root: MapReader): FailoverC
           rule: 'an interface name is 1 to 15 letters, digits, `_`, `.` or `-`, does not start with `-` or `.` (no alias labels such as `eth0:1`) and is not `help`',
         })
       : undefined;
+  if (iface !== undefined && ifaceSlot !== undefined) ctx.hostValue('interface', ifaceSlot, iface);
 
   const transport = m.oneOf('transport', d.transport, FAILOVER_TRANSPORTS);
   const peers = readPeers(ctx, m, transport);
@@ -85,7 +86,7 @@ function readPeers(ctx: ValidationContext, m: MapReader, transport: FailoverConf
       } else {
         seen.add(text);
         peers.push(text);
-        ctx.peerAddress(item, text);
+        ctx.hostValue('peer', item, text);
       }
     }
   }

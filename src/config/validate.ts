@@ -9,7 +9,7 @@ import { suggestKey } from './did-you-mean.js';
 import { KEYS, LOG_LEVELS } from './keys.js';
 import { bindsCollide, isLoopbackHost, parseHostPortDetailed } from './net-syntax.js';
 import type { AdminConfig, HostPort, LbConfig, LimitsConfig, LogConfig } from './types.js';
-import type { FileRef, PeerRef } from './validate-context.js';
+import type { FileRef, HostRef } from './validate-context.js';
 import { readCidrList, ValidationContext } from './validate-context.js';
 import { readFailover } from './validate-failover.js';
 import type { ListenerDraft } from './validate-listeners.js';
@@ -38,13 +38,13 @@ const MAX_WARM_UP = 20_000;
 export interface Validated {
   config: LbConfig;
   files: FileRef[];
-  peers: PeerRef[];
+  hostRefs: HostRef[];
 }
 
 export function validateDocument(r: ConfigReader, absFile: string, baseDir: string): Validated {
   const ctx = new ValidationContext(r, baseDir);
   const rootSlot = r.root();
-  const emptyConfig = (): Validated => ({ config: emptyLbConfig(absFile), files: ctx.files, peers: ctx.peers });
+  const emptyConfig = (): Validated => ({ config: emptyLbConfig(absFile), files: ctx.files, hostRefs: ctx.hostRefs });
   if (r.isNull(rootSlot)) {
     r.error(rootSlot, 'the file is empty: `listeners` and `pools` are required');
     return emptyConfig();
@@ -73,7 +73,7 @@ export function validateDocument(r: ConfigReader, absFile: string, baseDir: stri
     warmUp: root.int('warmUp', DEFAULTS.warmUp, 0, MAX_WARM_UP),
     failover: readFailover(ctx, root),
   };
-  return { config, files: ctx.files, peers: ctx.peers };
+  return { config, files: ctx.files, hostRefs: ctx.hostRefs };
 }
 
 function emptyLbConfig(file: string): LbConfig {

@@ -29,8 +29,8 @@ failover:
   notify: hooks/notify.sh
 `;
 
-/** The host checks, against a host with no address: what this machine has must not change the outcome. */
-const CHECKS = { checkFiles: true, hostAddresses: new Map<string, string[]>() };
+/** The host checks, against a host of the config's interface only: what this machine has must not change the outcome. */
+const CHECKS = { checkFiles: true, hostAddresses: new Map([['eth0', ['192.0.2.2']]]) };
 
 describe('files named by the config', () => {
   let dir = '';
@@ -187,6 +187,13 @@ describe('files named by the config', () => {
     ]);
     expect(parseConfig(CONFIG, file, { checkFiles: true, hostAddresses: new Map([['eth0', ['10.0.0.1']]]) }).warnings).toEqual([]);
     expect(parseConfig(CONFIG, file, { hostAddresses: host }).warnings).toEqual([]);
+    // The interface: not here, or without an IPv4 address (adverts need one): the start would fail.
+    expect(parseConfig(CONFIG, file, { checkFiles: true, hostAddresses: new Map([['eth1', ['10.0.0.1']]]) }).warnings).toEqual([
+      `${file}:12:14 failover.interface: \`eth0\` is not an interface of this host with an address: the start fails (exit 2) until it has one (adverts need a source address)`,
+    ]);
+    expect(parseConfig(CONFIG, file, { checkFiles: true, hostAddresses: new Map([['eth0', ['fe80::1']]]) }).warnings).toEqual([
+      `${file}:12:14 failover.interface: \`eth0\` has no IPv4 address on this host: the start fails (exit 2) until it has one (adverts need a source address)`,
+    ]);
   });
 
   it('warns when the failover key file is readable by group or others', () => {
