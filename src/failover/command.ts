@@ -3,7 +3,7 @@
  * array, a hard kill timeout (SIGKILL), optional cancellation, and the C locale so that the error texts we
  * match ("File exists", "Address not found") are the English ones. Never rejects: the caller decides.
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 
 export interface CommandResult {
   /** Exit code; null when killed or not started. */
@@ -66,39 +66,50 @@ function runInProcessGroup(file: string, args: readonly string[], opts: CommandO
     let timedOut = false;
     let aborted = false;
     let spawnError: string | null = null;
-    const child = spawn(file, args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: ENV, windowsHide: true });
+    let timer: NodeJS.Timeout | undefined;
+    let child: ChildProcess | undefined;
     const killGroup = (): void => {
-      if (child.pid === undefined) return;
+      if (child?.pid === undefined) return;
       try {
         process.kill(-child.pid, 'SIGKILL');
       } catch {
         // already gone
       }
     };
-    const timer = setTimeout(() => {
-      timedOut = true;
-      killGroup();
-    }, opts.timeoutMs);
     const onAbort = (): void => {
       aborted = true;
       killGroup();
     };
-    if (opts.signal?.aborted === true) onAbort();
-    else opts.signal?.addEventListener('abort', onAbort, { once: true });
-    for (const name of ['stdout', 'stderr'] as const) {
-      child[name].setEncoding('utf8');
-      child[name].on('data', (text: string) => {
-        if (output[name].length < MAX_OUTPUT_BYTES) output[name] += text;
-      });
-    }
-    child.on('error', (err: NodeJS.ErrnoException) => {
-      spawnError = err.code ?? 'error';
-    });
-    child.on('close', (code, signal) => {
+    const settle = (code: number | null, signal: NodeJS.Signals | null): void => {
       clearTimeout(timer);
       opts.signal?.removeEventListener('abort', onAbort);
       resolve({ code: spawnError === null ? code : null, signal, ...output, timedOut, aborted, spawnError: aborted || timedOut ? null : spawnError });
+    };
+    try {
+      child = spawn(file, args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: ENV, windowsHide: true });
+    } catch (err) {
+      spawnError = (err as NodeJS.ErrnoException).code ?? 'error';
+      settle(null, null);
+      return;
+    }
+    // First: a spawn that fails (EMFILE, ENOENT) says so here, on the next tick, and may have made no pipes.
+    child.on('error', (err: NodeJS.ErrnoException) => {
+      spawnError = err.code ?? 'error';
     });
+    child.on('close', settle);
+    for (const name of ['stdout', 'stderr'] as const) {
+      const stream = child[name];
+      stream?.setEncoding('utf8');
+      stream?.on('data', (text: string) => {
+        if (output[name].length < MAX_OUTPUT_BYTES) output[name] += text;
+      });
+    }
+    timer = setTimeout(() => {
+      timedOut = true;
+      killGroup();
+    }, opts.timeoutMs);
+    if (opts.signal?.aborted === true) onAbort();
+    else opts.signal?.addEventListener('abort', onAbort, { once: true });
   });
 }
 

@@ -48,14 +48,28 @@ export class NotifyRunner {
   }
 
   private async runWaiting(file: string): Promise<void> {
-    for (let call = this.waiting.shift(); call !== undefined; call = this.waiting.shift()) {
-      const { routerId, state } = call;
-      this.told.set(routerId, state);
-      const args = [state, String(routerId)];
-      const r = await runCommand(file, args, { timeoutMs: this.timeoutMs, processGroup: true });
-      if (r.code !== 0) this.log.error({ routerId, state, detail: describeResult(file, args, r) }, 'failover notify hook failed');
+    try {
+      for (let call = this.waiting.shift(); call !== undefined; call = this.waiting.shift()) {
+        const { routerId, state } = call;
+        this.told.set(routerId, state);
+        const args = [state, String(routerId)];
+        let detail: string | null;
+        try {
+          const r = await runCommand(file, args, { timeoutMs: this.timeoutMs, processGroup: true });
+          // Killed at the timeout counts as failed even when the hook itself had exited 0 (a child held its output).
+          detail = r.code !== 0 || r.timedOut ? describeResult(file, args, r) : null;
+        } catch (err) {
+          detail = `${file} ${args.join(' ')}: ${(err as Error).message}`;
+        }
+        const failed = detail !== null;
+        if (failed) this.log.error({ routerId, state, detail }, 'failover notify hook failed');
+        // Not told after all: a later call back to this state must not be dropped as a repeat.
+        if (failed && this.told.get(routerId) === state) this.told.delete(routerId);
+      }
+    } finally {
+      // Whatever happened, the next run() starts a new runner: one failure must not wedge the queue.
+      this.running = null;
     }
-    this.running = null;
   }
 
   /** Resolves when the queued hooks have finished (bounded by their timeouts). */

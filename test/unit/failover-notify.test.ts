@@ -5,7 +5,8 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+import { execFileSync } from 'node:child_process';
 import { NotifyRunner } from '../../src/failover/notify.js';
 import type { LogSink } from '../../src/failover/log.js';
 
@@ -64,6 +65,36 @@ describe('NotifyRunner', () => {
     await runner.idle();
     expect(readFileSync(calls, 'utf8').trim().split('\n')).toEqual(['backup 51', 'master 51', 'backup 52', 'backup 51']);
     expect(errors).toEqual([]);
+  });
+
+  // spawn() at EMFILE returns a child with no pipes and says so a tick later: the runner threw on the missing pipe,
+  // which killed the failover thread, and the notify queue stayed wedged for good.
+  it('a hook that cannot be started (no descriptor left) is a logged failure, and the next call runs', () => {
+    const script = join(dir, 'emfile.mjs');
+    writeFileSync(
+      script,
+      `import { openSync, closeSync } from 'node:fs';
+const dist = ${JSON.stringify(resolve('dist/src/failover'))};
+const { NotifyRunner } = await import(dist + '/notify.js');
+const errors = [];
+const log = { debug() {}, info() {}, warn() {}, error: (o, m) => errors.push(o.detail) };
+process.on('uncaughtException', (e) => errors.push('uncaught ' + (e.code ?? e.message)));
+process.on('unhandledRejection', (e) => errors.push('unhandled ' + e?.message));
+const calls = ${JSON.stringify(join(dir, 'calls'))};
+const runner = new NotifyRunner(${JSON.stringify(hook(`echo "$1" >> ${join(dir, 'calls')}`))}, log, 5000);
+const fds = [];
+try { for (let i = 0; i < 1000; i++) fds.push(openSync('/dev/null', 'r')); } catch {}
+runner.run('master', 51);
+await runner.idle();
+for (const fd of fds) closeSync(fd);
+runner.run('backup', 51);
+await runner.idle();
+console.log(JSON.stringify(errors));
+`,
+    );
+    const out = execFileSync('/bin/sh', ['-c', `ulimit -n 64 && exec ${JSON.stringify(process.execPath)} ${JSON.stringify(script)}`], { encoding: 'utf8', timeout: 20_000 });
+    expect(JSON.parse(out)).toEqual([expect.stringMatching(/notify\.sh master 51: cannot run \(EMFILE\)$/)]);
+    expect(readFileSync(join(dir, 'calls'), 'utf8')).toBe('backup\n');
   });
 
   it("kills the hook's own children at its timeout, so that a hung hook frees the queue at the timeout", async () => {
