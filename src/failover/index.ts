@@ -51,12 +51,13 @@ const START_TIMEOUT_MS = 20_000;
 const CLOSE_TIMEOUT_MS = 10_000;
 
 /**
- * A stop's hand-over can come only from a peer heard within a Master_Down_Interval and not in FAULT (it takes
- * part in no election): false when no instance that is still master has one.
+ * A stop's hand-over can come only from a peer heard within a Master_Down_Interval, not in FAULT (it takes part
+ * in no election) and not stopping itself (priority 0: both hosts restarted together): false when no instance
+ * that is still master has one.
  */
 function takeoverPossible(m: WorkerStatus): boolean {
   const now = threadSharedNow();
-  return m.instances.some((i) => i.state === 'master' && i.peer !== null && i.peer.state !== 'fault' && !peerSilent(i.peer, now));
+  return m.instances.some((i) => i.state === 'master' && i.peer !== null && i.peer.state !== 'fault' && i.peer.priority > 0 && !peerSilent(i.peer, now));
 }
 
 function masterIds(m: WorkerStatus): number[] {

@@ -346,6 +346,18 @@ describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', (
     await lb1c.cmd('close');
     await lb2c.cmd('close');
 
+    // Stopping itself (both hosts stopped together): a peer that advertises priority 0 takes nothing over.
+    const lb1e = await startLb('lb1');
+    const lb2e = await startLb('lb2');
+    await lb1e.waitState('master', 5000);
+    await waitFor('lb1 hears lb2', async () => (await lb1e.status()).instances[0]!.peer?.state === 'backup', 3000);
+    await lb2e.cmd('resign', { timeoutMs: 3000 });
+    await sleep(400); // lb1 hears lb2's priority-0 adverts (every 100 ms)
+    const both = await lb1e.cmd<{ startedAt: number; resolvedAt: number }>('resign', { timeoutMs: 3000 });
+    expect(both.resolvedAt - both.startedAt).toBeLessThan(500);
+    await lb1e.cmd('close');
+    await lb2e.cmd('close');
+
     // Falls silent during the wait (cut off both ways as the stop begins): the wait ends then, not at the timeout.
     const lb1d = await startLb('lb1');
     await startLb('lb2');
