@@ -148,16 +148,10 @@ function parseText(text: string, file: string, opts: ParseOptions, out: ProblemC
       // `bind: [::]:1883`: the `[` opens a YAML list, and the library's message says nothing of that.
       out.error(ipv6At, syntaxPath(doc, ipv6At), 'an IPv6 host:port must be quoted: `"[::]:1883"` (unquoted, `[` starts a YAML list)');
     } else {
-      const indentation = indentationProblem(text, e);
-      const message = indentation ?? (e.code === 'DUPLICATE_KEY' ? 'duplicate key: a key may appear only once in a mapping' : e.code === 'MULTILINE_IMPLICIT_KEY' ? 'a key without `:` after it, or a key over several lines' : e.message);
-      // A line indented wrongly belongs to no key yet: name the mapping it is in (not the key before it), and the
-      // key the line holds, if it holds one.
-      let path = syntaxPath(doc, e.pos[0]);
-      if (indentation !== null && path.includes('.')) {
-        const key = keyOnLine(text, e.pos[0]);
-        path = path.slice(0, path.lastIndexOf('.')) + (key === null ? '' : `.${key}`);
-      }
-      out.error(e.pos[0], path, message);
+      const path = syntaxPath(doc, e.pos[0]);
+      const indentation = indentationProblem(text, e, path);
+      const message = e.code === 'DUPLICATE_KEY' ? 'duplicate key: a key may appear only once in a mapping' : e.code === 'MULTILINE_IMPLICIT_KEY' ? 'a key without `:` after it, or a key over several lines' : e.message;
+      out.error(indentation?.at ?? e.pos[0], indentation?.path ?? path, indentation?.message ?? message);
     }
     return failed();
   }
@@ -464,22 +458,56 @@ function closedQuote(source: string): boolean {
   return backslashes % 2 === 0;
 }
 
-/** The key path at a syntax error: parts of a broken key (with spaces in them) are no key of the file. */
 /**
  * The library's words for a line indented wrongly ("Tabs are not allowed as indentation", "Sequence item without -
- * indicator") say what its parser met, not what to change: say that.
+ * indicator", "All mapping items must start at the same column") say what its parser met, not what to change: say
+ * that. The library's path names the key before the line; the line belongs to no key yet. It is named as a key of
+ * the mapping before it when it is indented no farther from that mapping's keys than from its parent (5 spaces
+ * among keys at 6 under a parent at 4, as the library reads it), else by that mapping alone; a line at the column of a list's `- ` is an item without one.
  */
-function indentationProblem(text: string, e: { code: string; message: string; pos: [number, number] }): string | null {
-  if (e.code === 'TAB_AS_INDENT') return 'a tab in the indentation: YAML indents with spaces only';
-  const lineStart = text.lastIndexOf('\n', e.pos[0] - 1) + 1;
+function indentationProblem(text: string, e: { code: string; message: string; pos: [number, number] }, path: string): { at: number; path: string; message: string } | null {
+  const isTab = e.code === 'TAB_AS_INDENT';
+  const isSequence = e.code === 'MISSING_CHAR' && e.message.startsWith('Sequence item without');
+  const isMapping = e.code === 'BAD_INDENT' && e.message.startsWith('All mapping items');
+  if (!isTab && !isSequence && !isMapping) return null;
+  // The library may point at the blank line before the one indented wrongly: that line is meant.
+  let lineStart = text.lastIndexOf('\n', e.pos[0] - 1) + 1;
+  while (/^[ \t]*(?:#.*)?\n/.test(text.slice(lineStart, text.indexOf('\n', lineStart) + 1))) lineStart = text.indexOf('\n', lineStart) + 1;
   const spaces = /^ */.exec(text.slice(lineStart))![0].length;
-  if (e.code === 'MISSING_CHAR' && e.message.startsWith('Sequence item without')) {
-    return `indented by ${spaces} spaces, which matches no key above it: indent it as the keys it belongs with`;
+  const at = lineStart + spaces;
+  const mapping = path.includes('.') ? path.slice(0, path.lastIndexOf('.')) : null;
+  const key = keyOnLine(text, lineStart);
+  const withKey = mapping === null ? path : key === null ? mapping : `${mapping}.${key}`;
+  if (isTab) return { at: e.pos[0], path: withKey, message: 'a tab in the indentation: YAML indents with spaces only' };
+  const above = contentLinesAbove(text, lineStart);
+  const item = above.find((l) => l.indent <= spaces);
+  if (item !== undefined && item.dash && item.indent === spaces) {
+    const list = /^(.*)\[\d+\][^[\]]*$/.exec(path)?.[1] ?? path;
+    return { at, path: list, message: 'at the column of the list\'s `- ` but without one: each item of a list starts with `- `' };
   }
-  if (e.code === 'BAD_INDENT' && e.message.startsWith('All mapping items')) {
-    return `indented by ${spaces} spaces, unlike the keys beside it: the keys of a mapping start at the same column`;
+  const indented = `indented by ${spaces} ${spaces === 1 ? 'space' : 'spaces'}`;
+  const siblings = above[0] === undefined ? 0 : above[0].indent + (above[0].dash ? 2 : 0);
+  const parent = above.find((l) => l.indent < siblings)?.indent ?? 0;
+  const named = mapping !== null && Math.abs(spaces - siblings) <= Math.abs(spaces - parent) ? withKey : (mapping ?? path);
+  return {
+    at,
+    path: named,
+    message: isSequence
+      ? `${indented}, which matches no key above it: indent it as the keys it belongs with`
+      : `${indented}, unlike the keys beside it: the keys of a mapping start at the same column`,
+  };
+}
+
+/** The lines above `lineStart` that hold something (not blank, not only a comment), nearest first. */
+function contentLinesAbove(text: string, lineStart: number): Array<{ indent: number; dash: boolean }> {
+  const out: Array<{ indent: number; dash: boolean }> = [];
+  for (const line of text.slice(0, lineStart).split('\n').reverse()) {
+    const m = /^( *)(- )?(\S)?/.exec(line)!;
+    if (m[3] === undefined && m[2] === undefined) continue;
+    if (m[3] === '#' && m[2] === undefined) continue;
+    out.push({ indent: m[1]!.length, dash: m[2] !== undefined });
   }
-  return null;
+  return out;
 }
 
 /** The key a line starts with (`  bind: ...` -> bind), or null. */
@@ -499,6 +527,7 @@ function keyPathNear(text: string, offset: number): string {
   }
 }
 
+/** The key path at a syntax error: parts of a broken key (with spaces in them) are no key of the file. */
 function syntaxPath(doc: Document.Parsed, offset: number): string {
   const path = pathAtOffset(doc, offset);
   const parts = path.split('.');

@@ -86,7 +86,7 @@ function readPeers(ctx: ValidationContext, m: MapReader, transport: FailoverConf
       } else {
         seen.add(text);
         peers.push(text);
-        ctx.hostValue('peer', item, text);
+        if (transport === 'unicast') ctx.hostValue('peer', item, text);
       }
     }
   }

@@ -291,13 +291,23 @@ admin:
     // said in words that tell what to change (not the parser's).
     const fall = lineOf('      fall: 3');
     expect(problems(demo.replace('      fall: 3', '     fall: 3'))).toEqual([
-      `lb.yaml:${fall}:1 pools.demo.health.fall: indented by 5 spaces, unlike the keys beside it: the keys of a mapping start at the same column`,
+      `lb.yaml:${fall}:6 pools.demo.health.fall: indented by 5 spaces, unlike the keys beside it: the keys of a mapping start at the same column`,
     ]);
     const pool = lineOf('    pool: demo');
     expect(problems(demo.replace('    pool: demo', '   pool: demo'))).toEqual([
-      `lb.yaml:${pool}:1 listeners[0].pool: indented by 3 spaces, which matches no key above it: indent it as the keys it belongs with`,
+      `lb.yaml:${pool}:4 listeners[0].pool: indented by 3 spaces, which matches no key above it: indent it as the keys it belongs with`,
     ]);
     expect(problems(demo.replace('      fall: 3', '\tfall: 3'))).toEqual([`lb.yaml:${fall}:1 pools.demo.health.fall: a tab in the indentation: YAML indents with spaces only`]);
+    // A list item without its `- ` is said so (the old advice, "start at the same column", led to a duplicate key).
+    const b = lineOf('      - name: demo-b');
+    expect(problems(demo.replace('      - name: demo-b', '      name: demo-b'))).toEqual([
+      `lb.yaml:${b}:7 pools.demo.servers: at the column of the list's \`- \` but without one: each item of a list starts with \`- \``,
+    ]);
+    // Nearer the parent's column than the keys before it: named by the mapping alone, not as one of those keys.
+    const limits = lineOf('limits:');
+    expect(problems(demo.replace('\nlimits:', '\n   limits:'))).toEqual([
+      `lb.yaml:${limits}:4 pools.demo.health: indented by 3 spaces, unlike the keys beside it: the keys of a mapping start at the same column`,
+    ]);
     // One unclosed bracket in a generated file is one line, not thousands.
     expect(problems(`a: [${'x, '.repeat(3000)}\n${'b: 1\n'.repeat(50)}`)).toHaveLength(1);
   });
