@@ -60,6 +60,8 @@ export async function runBalancer(file: string): Promise<number> {
       // A second one: do not wait for a start that may take seconds (workers, failover); the workers stop when
       // this process goes (their channel closes).
       printErr(`mqtt-lb: second ${signal} while starting: exiting now\n`);
+      // Killed first: a worker whose primary just vanishes logs it as a failure ('primary process gone').
+      primary?.killWorkers();
       process.exit(1);
     }
     log.info({ signal }, 'stop requested while starting: stopping once started');

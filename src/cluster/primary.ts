@@ -540,6 +540,12 @@ export class ClusterPrimary {
     if (r.pending.size === 0) r.done();
   }
 
+  /** Exiting at once (a second stop signal while starting): the workers go first, with nothing to drain yet. */
+  killWorkers(): void {
+    this.stopping = true;
+    for (const slot of this.slots.values()) if (!slot.worker.isDead()) slot.worker.process.kill('SIGKILL');
+  }
+
   /** A second stop signal: every worker closes its sessions now. */
   destroySessions(): void {
     this.broadcast({ t: 'destroy' });
