@@ -413,7 +413,9 @@ export class FailoverStateMachine {
   }
 
   private shortenDownTimer(now: number): void {
-    if (this.resigned) return;
+    // In a VIP hold-down, a peer's resign is no call to take over at Skew_Time: two hosts that both cannot add the
+    // VIP would hand it back and forth at that pace. The Master_Down_Interval runs out as with no master heard.
+    if (this.resigned || now < this.holdDownUntil) return;
     const at = Math.min(this.downAt ?? Number.POSITIVE_INFINITY, now + this.skewTime());
     this.downAt = Math.max(at, this.notBefore);
   }

@@ -482,6 +482,17 @@ describe('VIP hold-down (a VIP that could not be added, or was lost)', () => {
     expect(s.sm.inHoldDown).toBe(true); // the hold-down only concerns preempting a live master
   });
 
+  // Both hosts unable to add the VIP handed it back and forth at Skew_Time on each other's priority 0.
+  it("in the hold-down, a peer's resign (priority 0) is met after a Master_Down_Interval, not its Skew_Time", () => {
+    const s = masterThenVipLost(2000);
+    peerAdvertises(s, 2060, 3000, masterAdvert(100)); // the peer took over
+    const resignAt = 3050;
+    s.clock.t = resignAt;
+    s.sm.onAdvert(masterAdvert(0));
+    expect(becameMaster(s.runUntil(resignAt + s.sm.masterDownInterval() - 100))).toBe(false);
+    expect(becameMaster(s.runUntil(resignAt + s.sm.masterDownInterval()))).toBe(true);
+  });
+
   it('doubles at each further failure, up to the cap', () => {
     const s = masterThenVipLost(2000);
     const seen: number[] = [s.sm.holdDownMs];
