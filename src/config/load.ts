@@ -149,7 +149,7 @@ function parseText(text: string, file: string, opts: ParseOptions, out: ProblemC
       out.error(ipv6At, syntaxPath(doc, ipv6At), 'an IPv6 host:port must be quoted: `"[::]:1883"` (unquoted, `[` starts a YAML list)');
     } else {
       const path = syntaxPath(doc, e.pos[0]);
-      const indentation = indentationProblem(text, e, path);
+      const indentation = indentationProblem(text, e, (offset) => syntaxPath(doc, offset));
       const message = e.code === 'DUPLICATE_KEY' ? 'duplicate key: a key may appear only once in a mapping' : e.code === 'MULTILINE_IMPLICIT_KEY' ? 'a key without `:` after it, or a key over several lines' : e.message;
       out.error(indentation?.at ?? e.pos[0], indentation?.path ?? path, indentation?.message ?? message);
     }
@@ -253,8 +253,11 @@ function checkHost(refs: readonly HostRef[], out: ProblemCollector, host: Readon
     if (ref.kind === 'peer') {
       const own = [...host].find(([, addresses]) => addresses.includes(ref.value))?.[0];
       if (own !== undefined) out.warn(ref.at, ref.path, `\`${ref.value}\` is an address of this host (${own}): adverts sent to it reach no peer, and this host is master alone; list the other LB host's address`);
-    } else if (!(host.get(ref.value) ?? []).some((a) => isIPv4(a))) {
-      const why = host.has(ref.value) ? 'has no IPv4 address on this host' : 'is not an interface of this host with an address';
+    } else {
+      // Addresses with a label (ifupdown's `eth0:0`, `ip addr ... label`) are listed under the label's name.
+      const own = [...host].filter(([name]) => name === ref.value || name.startsWith(`${ref.value}:`));
+      if (own.some(([, addresses]) => addresses.some((a) => isIPv4(a)))) continue;
+      const why = own.length > 0 ? 'has no IPv4 address on this host' : 'is not an interface of this host with an address';
       out.warn(ref.at, ref.path, `\`${ref.value}\` ${why}: the start fails (exit 2) until it has one (adverts need a source address)`);
     }
   }
@@ -461,61 +464,73 @@ function closedQuote(source: string): boolean {
 /**
  * The library's words for a line indented wrongly ("Tabs are not allowed as indentation", "Sequence item without -
  * indicator", "All mapping items must start at the same column") say what its parser met, not what to change: say
- * that. The library's path names the key before the line; the line belongs to no key yet. It is named as a key of
- * the mapping before it when it is indented no farther from that mapping's keys than from its parent (5 spaces
- * among keys at 6 under a parent at 4, as the library reads it), else by that mapping alone; a line at the column of a list's `- ` is an item without one.
+ * that, at the line's first character. The line belongs to no key yet: it is named as a key of the mapping the line
+ * above it is in when it is indented no farther from that mapping's keys than from its parent (5 spaces among keys at
+ * 6 under a parent at 4, as the library reads it), else by that mapping alone; a line at the column of a list's `- `
+ * is an item without one. (The library's own position may be the blank line before, or the key after an indent.)
  */
-function indentationProblem(text: string, e: { code: string; message: string; pos: [number, number] }, path: string): { at: number; path: string; message: string } | null {
+function indentationProblem(
+  text: string,
+  e: { code: string; message: string; pos: [number, number] },
+  pathAt: (offset: number) => string,
+): { at: number; path: string; message: string } | null {
   const isTab = e.code === 'TAB_AS_INDENT';
   const isSequence = e.code === 'MISSING_CHAR' && e.message.startsWith('Sequence item without');
   const isMapping = e.code === 'BAD_INDENT' && e.message.startsWith('All mapping items');
   if (!isTab && !isSequence && !isMapping) return null;
-  // The library may point at the blank line before the one indented wrongly: that line is meant.
-  let lineStart = text.lastIndexOf('\n', e.pos[0] - 1) + 1;
-  while (/^[ \t]*(?:#.*)?\n/.test(text.slice(lineStart, text.indexOf('\n', lineStart) + 1))) lineStart = text.indexOf('\n', lineStart) + 1;
-  const spaces = /^ */.exec(text.slice(lineStart))![0].length;
-  const at = lineStart + spaces;
-  const mapping = path.includes('.') ? path.slice(0, path.lastIndexOf('.')) : null;
-  const key = keyOnLine(text, lineStart);
-  const withKey = mapping === null ? path : key === null ? mapping : `${mapping}.${key}`;
-  if (isTab) return { at: e.pos[0], path: withKey, message: 'a tab in the indentation: YAML indents with spaces only' };
-  const above = contentLinesAbove(text, lineStart);
+  let line = lineAt(text, e.pos[0]);
+  while (line.blank && line.end < text.length) line = lineAt(text, line.end);
+  const spaces = /^ */.exec(line.text)![0].length;
+  const at = line.start + spaces;
+  const key = /^[ \t]*(?:- )?([A-Za-z_][\w-]*)[ \t]*:(?:[ \t]|$)/.exec(line.text)?.[1] ?? null;
+  const above = contentLinesAbove(text, line.start);
+  // The path where the line above ends: its own key, as with no such error.
+  const before = above[0] === undefined ? '(root)' : pathAt(above[0].end);
+  const mapping = before.includes('.') ? before.slice(0, before.lastIndexOf('.')) : null;
+  const inMapping = (m: string | null): string => (m === null ? (key ?? '(root)') : key === null ? m : `${m}.${key}`);
+  // A tab's depth is unknown: under a top-level key, the line is only known to be in the file.
+  if (isTab) return { at: e.pos[0], path: mapping === null ? '(root)' : inMapping(mapping), message: 'a tab in the indentation: YAML indents with spaces only' };
   const item = above.find((l) => l.indent <= spaces);
   if (item !== undefined && item.dash && item.indent === spaces) {
-    const list = /^(.*)\[\d+\][^[\]]*$/.exec(path)?.[1] ?? path;
+    // The list of that `- `: the path inside its item, up to the item's index.
+    const inItem = pathAt(item.start + item.indent + 2);
+    const list = /^(.*)\[\d+\](?:\.[^[\]]*)?$/.exec(inItem)?.[1] ?? inItem;
     return { at, path: list, message: 'at the column of the list\'s `- ` but without one: each item of a list starts with `- `' };
   }
   const indented = `indented by ${spaces} ${spaces === 1 ? 'space' : 'spaces'}`;
   const siblings = above[0] === undefined ? 0 : above[0].indent + (above[0].dash ? 2 : 0);
   const parent = above.find((l) => l.indent < siblings)?.indent ?? 0;
-  const named = mapping !== null && Math.abs(spaces - siblings) <= Math.abs(spaces - parent) ? withKey : (mapping ?? path);
+  const nearSiblings = Math.abs(spaces - siblings) <= Math.abs(spaces - parent);
   return {
     at,
-    path: named,
+    path: nearSiblings ? inMapping(mapping) : (mapping ?? '(root)'),
     message: isSequence
       ? `${indented}, which matches no key above it: indent it as the keys it belongs with`
       : `${indented}, unlike the keys beside it: the keys of a mapping start at the same column`,
   };
 }
 
-/** The lines above `lineStart` that hold something (not blank, not only a comment), nearest first. */
-function contentLinesAbove(text: string, lineStart: number): Array<{ indent: number; dash: boolean }> {
-  const out: Array<{ indent: number; dash: boolean }> = [];
-  for (const line of text.slice(0, lineStart).split('\n').reverse()) {
-    const m = /^( *)(- )?(\S)?/.exec(line)!;
-    if (m[3] === undefined && m[2] === undefined) continue;
-    if (m[3] === '#' && m[2] === undefined) continue;
-    out.push({ indent: m[1]!.length, dash: m[2] !== undefined });
-  }
-  return out;
+/** The line around `offset`: its text without the line break, where it starts and ends, whether it holds nothing. */
+function lineAt(text: string, offset: number): { text: string; start: number; end: number; blank: boolean } {
+  const start = text.lastIndexOf('\n', offset - 1) + 1;
+  const next = text.indexOf('\n', start);
+  const end = next < 0 ? text.length : next + 1;
+  const line = text.slice(start, end).replace(/\r?\n$/, '');
+  return { text: line, start, end, blank: /^[ \t]*(?:#.*)?$/.test(line) };
 }
 
-/** The key a line starts with (`  bind: ...` -> bind), or null. */
-function keyOnLine(text: string, offset: number): string | null {
-  const lineStart = text.lastIndexOf('\n', offset - 1) + 1;
-  const lineEnd = text.indexOf('\n', lineStart);
-  const line = text.slice(lineStart, lineEnd < 0 ? text.length : lineEnd);
-  return /^[ \t]*(?:- )?([A-Za-z_][\w-]*)[ \t]*:(?:[ \t]|$)/.exec(line)?.[1] ?? null;
+/** The lines above `lineStart` that hold something (not blank, not only a comment), nearest first. */
+function contentLinesAbove(text: string, lineStart: number): Array<{ indent: number; dash: boolean; start: number; end: number }> {
+  const out: Array<{ indent: number; dash: boolean; start: number; end: number }> = [];
+  for (let start = lineStart; start > 0; ) {
+    const line = lineAt(text, start - 1);
+    start = line.start;
+    if (line.blank) continue;
+    const m = /^( *)(- )?/.exec(line.text)!;
+    // `end` within the line's content: the path there is the line's own key.
+    out.push({ indent: m[1]!.length, dash: m[2] !== undefined, start: line.start, end: line.start + line.text.length });
+  }
+  return out;
 }
 
 /** The key path at an offset, for a problem found before the file is parsed; (root) when it cannot be parsed. */

@@ -107,6 +107,10 @@ function runInProcessGroup(file: string, args: readonly string[], opts: CommandO
     timer = setTimeout(() => {
       timedOut = true;
       killGroup();
+      // A process that left the group (setsid: a daemon the hook started) may still hold the pipes: 'close' would
+      // wait for it. Ours are closed instead; the hook itself is dead.
+      child?.stdout?.destroy();
+      child?.stderr?.destroy();
     }, opts.timeoutMs);
     if (opts.signal?.aborted === true) onAbort();
     else opts.signal?.addEventListener('abort', onAbort, { once: true });

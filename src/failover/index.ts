@@ -147,7 +147,7 @@ export class Failover extends EventEmitter {
   /**
    * Graceful stop step: priority-0 adverts; resolves when no instance is master any more (the peer
    * advertised as master and we handed over) or after `timeoutMs`, and at once when no peer could take over
-   * (takeoverPossible: none heard within a Master_Down_Interval, or in FAULT), as keepalived does not wait
+   * (takeoverPossible: none heard within a Master_Down_Interval, in FAULT, or stopping too), as keepalived does not wait
    * either. The VIPs stay on this host until `close()`, so that the sessions evicted in between can still be
    * closed towards their clients (design.md §3: evict, then remove the VIP). A resigned instance never
    * becomes master again.

@@ -303,6 +303,20 @@ admin:
     expect(problems(demo.replace('      - name: demo-b', '      name: demo-b'))).toEqual([
       `lb.yaml:${b}:7 pools.demo.servers: at the column of the list's \`- \` but without one: each item of a list starts with \`- \``,
     ]);
+    // The same with a comment line above it (the library then points at the key, not the line), or CRLF line ends
+    // and a blank line before it (the library points at the blank line).
+    expect(problems(demo.replace('      fall: 3', '      # x\n     fall: 3'))).toEqual([
+      `lb.yaml:${fall + 1}:6 pools.demo.health.fall: indented by 5 spaces, unlike the keys beside it: the keys of a mapping start at the same column`,
+    ]);
+    expect(problems(demo.replace('      fall: 3', '\n     fall: 3').replace(/\n/g, '\r\n'))).toEqual([
+      `lb.yaml:${fall + 1}:6 pools.demo.health.fall: indented by 5 spaces, unlike the keys beside it: the keys of a mapping start at the same column`,
+    ]);
+    // An item without `- ` of an outer list, after an inner one: the outer list is named.
+    expect(problems('listeners:\n  - bind: x\n    pool: demo\n    allow:\n      - 10.0.0.0/8\n  bind: y\n')).toEqual([
+      "lb.yaml:6:3 listeners: at the column of the list's `- ` but without one: each item of a list starts with `- `",
+    ]);
+    // Indented under a top-level key written on one line: named by its own key, not by the key before it.
+    expect(problems('log: {}\n  pools: {}\n')).toEqual(['lb.yaml:2:3 pools: indented by 2 spaces, unlike the keys beside it: the keys of a mapping start at the same column']);
     // Nearer the parent's column than the keys before it: named by the mapping alone, not as one of those keys.
     const limits = lineOf('limits:');
     expect(problems(demo.replace('\nlimits:', '\n   limits:'))).toEqual([

@@ -5,10 +5,12 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { NotifyRunner } from '../../src/failover/notify.js';
+import { runCommand } from '../../src/failover/command.js';
 import type { LogSink } from '../../src/failover/log.js';
+import { ROOT, ensureDistBuilt } from '../helpers/dist-build.js';
 
 let dir: string;
 const errors: string[] = [];
@@ -70,11 +72,12 @@ describe('NotifyRunner', () => {
   // spawn() at EMFILE returns a child with no pipes and says so a tick later: the runner threw on the missing pipe,
   // which killed the failover thread, and the notify queue stayed wedged for good.
   it('a hook that cannot be started (no descriptor left) is a logged failure, and the next call runs', () => {
+    ensureDistBuilt(['dist/src/failover/notify.js', 'dist/src/failover/command.js']);
     const script = join(dir, 'emfile.mjs');
     writeFileSync(
       script,
       `import { openSync, closeSync } from 'node:fs';
-const dist = ${JSON.stringify(resolve('dist/src/failover'))};
+const dist = ${JSON.stringify(join(ROOT, 'dist/src/failover'))};
 const { NotifyRunner } = await import(dist + '/notify.js');
 const errors = [];
 const log = { debug() {}, info() {}, warn() {}, error: (o, m) => errors.push(o.detail) };
@@ -114,5 +117,13 @@ console.log(JSON.stringify(errors));
     // SIGKILL to the group is delivered at once; allow the kernel a moment to reap.
     for (let i = 0; i < 50 && alive(child); i++) await new Promise((r) => setTimeout(r, 20));
     expect(alive(child)).toBe(false);
+  });
+
+  it('a process that left the hook\'s group (setsid) does not hold the result past the timeout', async () => {
+    const pidFile = join(dir, 'child.pid');
+    const started = Date.now();
+    const r = await runCommand('/bin/sh', ['-c', `setsid sleep 30 & echo $! > ${pidFile}; sleep 30`], { timeoutMs: 400, processGroup: true });
+    expect(r.timedOut).toBe(true);
+    expect(Date.now() - started).toBeLessThan(5_000);
   });
 });
