@@ -22,7 +22,7 @@ import { IdleSweep } from './proxy/idle-sweep.js';
 import { VerdictWaits } from './proxy/verdict-wait.js';
 import { Metrics } from './telemetry/metrics.js';
 import { AdminServer } from './telemetry/admin-server.js';
-import type { TelemetrySource, AdminActions, OverloadStatus } from './telemetry/source.js';
+import type { TelemetrySource, AdminActions, OverloadStatus, WorkerCounts } from './telemetry/source.js';
 import type { LagWindow } from './telemetry/loop-lag.js';
 import type { ProcessMetricsJson } from './telemetry/process-metrics.js';
 import { Failover, computeTracking } from './failover/index.js';
@@ -616,6 +616,9 @@ export class App implements TelemetrySource, AdminActions {
 
   /** primary: the proxy workers' latest process and Node.js metrics; set by ClusterPrimary. */
   workerProcessMetrics?: () => ProcessMetricsJson[];
+
+  /** primary: workers serving and restarted (mqtt_lb_workers, mqtt_lb_worker_restarts_total); set by ClusterPrimary. */
+  workerCounts?: () => WorkerCounts;
 
   /** primary: stops the workers (evicting at a total rate, or draining); set by ClusterPrimary. */
   stopWorkers: ((evictRate: number | null, timeoutMs: number) => Promise<void>) | null = null;

@@ -51,6 +51,7 @@ export async function runBalancer(file: string): Promise<number> {
     app.releaseInWorkers = (vips, rate, spreadMs, signal) => primary.releaseVips(vips, rate, spreadMs, signal);
     app.workerLoopLag = () => primary.takeWorkerLag();
     app.workerProcessMetrics = () => primary.processMetrics();
+    app.workerCounts = () => primary.workerCounts();
   }
   // Signals count from the first moment. Left to their default action while the workers start (up to seconds),
   // a SIGTERM or a logrotate SIGHUP killed the primary (exit 143/129) and its workers failed writing to it.

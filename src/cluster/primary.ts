@@ -24,6 +24,7 @@ import type { ToPrimary, ToWorker, ServerStateWire, ListenerSnapshot, ServerSnap
 import { serverStates } from './server-states.js';
 import { WATCHDOG_TICK_MS, WorkerWatchdog, workerStallMs } from './worker-watchdog.js';
 import { restartDelay } from '../restart-delay.js';
+import type { WorkerCounts } from '../telemetry/source.js';
 import { monotonicNow } from '../monotonic-clock.js';
 
 const READY_TIMEOUT_MS = 15_000;
@@ -65,6 +66,8 @@ export class ClusterPrimary {
   private readonly log: Logger;
   private readonly count: number;
   private readonly slots = new Map<number, WorkerSlot>();
+  /** Replacement workers that came to serve after one exited (mqtt_lb_worker_restarts_total). */
+  private restarts = 0;
   /** A stop signal came while starting: workers forked from now on skip their warm-up. */
   private warmUpsStopped = false;
   private readonly watched = new WeakSet<Server>();
@@ -165,7 +168,10 @@ export class ClusterPrimary {
             slot.readyAt = monotonicNow();
             clearTimeout(timer);
             this.watchdog.reported(index, performance.now());
-            if (respawned) this.log.info({ worker: index, pid: worker.process.pid }, 'worker restarted');
+            if (respawned) {
+              this.restarts++;
+              this.log.info({ worker: index, pid: worker.process.pid }, 'worker restarted');
+            }
             // A reload committed while it started: it runs the config it was given; bring it up to date.
             this.catchUp(slot);
             this.send(worker, { t: 'states', states: this.states() });
@@ -544,6 +550,13 @@ export class ClusterPrimary {
   killWorkers(): void {
     this.stopping = true;
     for (const slot of this.slots.values()) if (!slot.worker.isDead()) slot.worker.process.kill('SIGKILL');
+  }
+
+  /** For the metrics: workers serving now, and replacements that came to serve since start. */
+  workerCounts(): WorkerCounts {
+    let serving = 0;
+    for (const slot of this.slots.values()) if (slot.ready && !slot.worker.isDead()) serving++;
+    return { serving, restarts: this.restarts };
   }
 
   /** A second stop signal: every worker closes its sessions now. */

@@ -282,8 +282,30 @@ export class Metrics {
 
   // ---- scrape time ----------------------------------------------------------------------------
 
+  /**
+   * `workers` > 1 only (no samples otherwise, as failover's when off): registered at the first scrape that has
+   * workers, since prom-client exports an unlabelled metric from its creation on, at 0.
+   */
+  private workerMetrics: { serving: Gauge<string>; restarts: SnapshotCounter<string> } | null = null;
+
+  private collectWorkers(): void {
+    const counts = this.source.workerCounts?.();
+    if (counts === undefined) return;
+    this.workerMetrics ??= {
+      serving: new Gauge({ name: 'mqtt_lb_workers', help: 'Proxy worker processes serving now (workers > 1 only; of the configured number).', registers: [this.registry] }),
+      restarts: new SnapshotCounter({
+        name: 'mqtt_lb_worker_restarts_total',
+        help: 'Proxy workers started again after one exited (a crash, the OOM killer, the watchdog), counted when the replacement serves (workers > 1 only).',
+        registers: [this.registry],
+      }),
+    };
+    this.workerMetrics.serving.set(counts.serving);
+    this.workerMetrics.restarts.set(counts.restarts);
+  }
+
   /** Copy the live state into the registry. Called by text(); cheap enough for every scrape. */
   collect(): void {
+    this.collectWorkers();
     const ready = this.source.ready();
     this.ready.set(ready.ok ? 1 : 0);
     this.collectListeners();

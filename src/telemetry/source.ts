@@ -39,6 +39,15 @@ export interface TelemetrySource {
   workerLoopLag?(): LagWindow | null;
   /** With workers > 1: each proxy worker's latest process and Node.js metrics (process-metrics.ts). */
   workerProcessMetrics?(): ProcessMetricsJson[];
+  /** With workers > 1: how many proxy workers serve now, and how many were started again after one exited. */
+  workerCounts?(): WorkerCounts;
+}
+
+export interface WorkerCounts {
+  /** Workers that serve (ready), of the configured number. */
+  serving: number;
+  /** Replacements that came to serve after a worker exited, since start. */
+  restarts: number;
 }
 
 export interface AdminActions {

@@ -726,6 +726,10 @@ describe('workers: 2 (node:cluster)', () => {
       process.kill(replacement, 'SIGKILL'); // dies again at once: a crash loop
       await lb.waitForLog((l) => l.msg === 'worker restarted' && lb.logs.filter((x) => x.msg === 'worker restarted').length >= 2, 10_000);
       expect(exited().map((l) => l.retryInMs)).toEqual([1000, 2000]);
+      // The operator sees it without the log: both restarts counted, both workers serving again.
+      const metrics = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
+      expect(metrics).toMatch(/^mqtt_lb_worker_restarts_total 2$/m);
+      expect(metrics).toMatch(/^mqtt_lb_workers 2$/m);
       expect(await lb.stop()).toBe(0);
     } finally {
       await resumeAndStop([], brokers);

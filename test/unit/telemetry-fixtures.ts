@@ -12,6 +12,7 @@ import type {
   FailoverStats,
   ListenerStats,
   OverloadStatus,
+  WorkerCounts,
   TelemetrySource,
 } from '../../src/telemetry/source.js';
 
@@ -65,6 +66,8 @@ export class FakeSource implements TelemetrySource {
   failoverStatus: { instances: FailoverInstanceStatus[]; stats: FailoverStats } | null = null;
   readiness: { ok: true } | { ok: false; reason: string } = { ok: true };
   overloadStatus: OverloadStatus = { active: false, memoryInUseBytes: 0, maxMemoryBytes: 0 };
+  /** Set to act as a cluster primary (workers > 1). */
+  workerCounts?: () => WorkerCounts;
 
   listeners(): ListenerStats[] {
     return this.listenerList;

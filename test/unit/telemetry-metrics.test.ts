@@ -244,6 +244,24 @@ describe('Metrics exposition', () => {
     expect(exp.samples.filter((s) => s.labels.listener === 'mqtts')).toEqual([]);
   });
 
+  it('exports the workers serving and their restarts with workers; nothing in a single process', async () => {
+    const { source, m } = setup();
+    let exp = await scrape(m);
+    expect(find(exp, 'mqtt_lb_workers')).toEqual([]);
+    expect(find(exp, 'mqtt_lb_worker_restarts_total')).toEqual([]);
+    let counts = { serving: 2, restarts: 0 };
+    source.workerCounts = () => counts;
+    exp = await scrape(m);
+    expect(value(exp, 'mqtt_lb_workers', {})).toBe(2);
+    expect(value(exp, 'mqtt_lb_worker_restarts_total', {})).toBe(0);
+    expect(exp.types.get('mqtt_lb_workers')).toBe('gauge');
+    expect(exp.types.get('mqtt_lb_worker_restarts_total')).toBe('counter');
+    counts = { serving: 1, restarts: 3 };
+    exp = await scrape(m);
+    expect(value(exp, 'mqtt_lb_workers', {})).toBe(1);
+    expect(value(exp, 'mqtt_lb_worker_restarts_total', {})).toBe(3);
+  });
+
   it('exports the failover role, transitions and dropped adverts; nothing when failover is off', async () => {
     const { source, m } = setup();
     let exp = await scrape(m);
