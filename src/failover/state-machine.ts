@@ -240,7 +240,12 @@ export class FailoverStateMachine {
       this.advertAt = this.now() + this.cfg.advertInterval;
       return [{ type: 'sendAdvert', priority: 0, flags: FLAG_MASTER }];
     }
-    if (this.current === 'backup') this.downAt = null;
+    if (this.current === 'backup') {
+      this.downAt = null;
+      // Said at once, not at the next periodic advert (an interval away, often after this host has gone): a master
+      // stopping at the same time then knows that no hand-over can come from here and does not wait for one.
+      return [{ type: 'sendAdvert', priority: 0, flags: 0 }];
+    }
     return [];
   }
 

@@ -295,9 +295,11 @@ describe('graceful handover with priority 0', () => {
     expect(s.sm.advertisedPriority).toBe(0);
   });
 
-  it('resign() as backup only stops us from ever taking over', () => {
+  it('resign() as backup says so at once (priority 0, no MASTER flag) and stops us from ever taking over', () => {
     const s = setup();
     s.sm.start();
+    // At once, not at the next advert: a master stopping at the same moment must not wait for a hand-over from here.
+    expect(s.sm.resign()).toEqual([{ type: 'sendAdvert', priority: 0, flags: 0 }]);
     expect(s.sm.resign()).toEqual([]);
     expect(becameMaster(s.runUntil(60_000))).toBe(false);
   });
