@@ -4,6 +4,7 @@
  * match ("File exists", "Address not found") are the English ones. Never rejects: the caller decides.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { getPriority, setPriority } from 'node:os';
 
 export interface CommandResult {
   /** Exit code; null when killed or not started. */
@@ -91,6 +92,14 @@ function runInProcessGroup(file: string, args: readonly string[], opts: CommandO
       spawnError = (err as NodeJS.ErrnoException).code ?? 'error';
       settle(null, null);
       return;
+    }
+    // At the process's own priority: the failover thread may run raised (nice -10), and a child inherits it.
+    if (child.pid !== undefined) {
+      try {
+        setPriority(child.pid, getPriority(process.pid));
+      } catch {
+        // gone already, or not ours to change: it runs as it is
+      }
     }
     // First: a spawn that fails (EMFILE, ENOENT) says so here, on the next tick, and may have made no pipes.
     child.on('error', (err: NodeJS.ErrnoException) => {

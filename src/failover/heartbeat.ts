@@ -307,9 +307,15 @@ export class Heartbeat {
     // The hook hears of the stop too: a master that stops with no peer alive gives the VIP up without a transition.
     if (this.started) {
       for (const inst of this.instances.values()) this.notify.run('stop', inst.cfg.routerId);
-      let bound: NodeJS.Timeout | undefined;
-      await Promise.race([this.notify.idle(), new Promise<void>((r) => (bound = setTimeout(r, NOTIFY_AT_STOP_MS)))]);
-      clearTimeout(bound);
+      // A hook still running after the bound (hung) is killed, so that it does not outlive us and the `stop` call
+      // behind it runs, within the same bound again; whatever still runs then is killed too.
+      for (let round = 0; round < 2; round++) {
+        let bound: NodeJS.Timeout | undefined;
+        const late = await Promise.race([this.notify.idle().then(() => false), new Promise<boolean>((r) => (bound = setTimeout(() => r(true), NOTIFY_AT_STOP_MS)))]);
+        clearTimeout(bound);
+        if (!late) break;
+        this.notify.cutRunning();
+      }
     }
     this.log.info({}, 'failover heartbeat stopped');
   }

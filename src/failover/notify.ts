@@ -27,6 +27,8 @@ export class NotifyRunner {
   /** The state the hook was last started with, per router id. */
   private readonly told = new Map<number, NotifyState>();
   private running: Promise<void> | null = null;
+  /** Cancels the call that runs now (cutRunning). */
+  private current: AbortController | null = null;
 
   constructor(
     private readonly file: string | null,
@@ -54,12 +56,16 @@ export class NotifyRunner {
         this.told.set(routerId, state);
         const args = [state, String(routerId)];
         let detail: string | null;
+        const cancel = new AbortController();
+        this.current = cancel;
         try {
-          const r = await runCommand(file, args, { timeoutMs: this.timeoutMs, processGroup: true });
+          const r = await runCommand(file, args, { timeoutMs: this.timeoutMs, processGroup: true, signal: cancel.signal });
           // Killed at the timeout counts as failed even when the hook itself had exited 0 (a child held its output).
           detail = r.code !== 0 || r.timedOut ? describeResult(file, args, r) : null;
         } catch (err) {
           detail = `${file} ${args.join(' ')}: ${(err as Error).message}`;
+        } finally {
+          this.current = null;
         }
         const failed = detail !== null;
         if (failed) this.log.error({ routerId, state, detail }, 'failover notify hook failed');
@@ -70,6 +76,16 @@ export class NotifyRunner {
       // Whatever happened, the next run() starts a new runner: one failure must not wedge the queue.
       this.running = null;
     }
+  }
+
+  /**
+   * Kills the call that runs now, with its process group (at a stop that cannot wait for it: a hung hook would
+   * outlive mqtt-lb and hold back the `stop` call queued behind it). False when none runs.
+   */
+  cutRunning(): boolean {
+    if (this.current === null) return false;
+    this.current.abort();
+    return true;
   }
 
   /** Resolves when the queued hooks have finished (bounded by their timeouts). */

@@ -126,4 +126,22 @@ console.log(JSON.stringify(errors));
     expect(r.timedOut).toBe(true);
     expect(Date.now() - started).toBeLessThan(5_000);
   });
+
+  // At a stop that cannot wait: a hung hook was left running after mqtt-lb exited, and `stop` behind it never ran.
+  it('cutRunning() kills the running hook with its children; the call queued behind it runs', async () => {
+    const calls = join(dir, 'calls');
+    const pidFile = join(dir, 'child.pid');
+    const runner = new NotifyRunner(hook(`echo "$1" >> ${calls}\nif [ "$1" = backup ]; then sleep 30 & echo $! > ${pidFile}; wait; fi`), log);
+    runner.run('backup', 51);
+    runner.run('stop', 51);
+    for (let i = 0; i < 100 && !existsSync(pidFile); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(runner.cutRunning()).toBe(true);
+    await runner.idle();
+    expect(readFileSync(calls, 'utf8').trim().split('\n')).toEqual(['backup', 'stop']);
+    const child = Number(readFileSync(pidFile, 'utf8'));
+    for (let i = 0; i < 50 && alive(child); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(alive(child)).toBe(false);
+    expect(errors).toEqual(['failover notify hook failed']); // the cut call, said
+    expect(runner.cutRunning()).toBe(false);
+  });
 });
