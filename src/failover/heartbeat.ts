@@ -552,7 +552,9 @@ export class Heartbeat {
       // the VIP back from it at once (we retry after a Master_Down_Interval only if no one is master).
       const actions = this.closing === null ? inst.sm.vipLost() : [];
       const holdDownMs = actions.length > 0 ? inst.sm.holdDownMs : undefined;
-      this.log.error({ err, routerId: inst.cfg.routerId, holdDownMs }, 'failover: cannot add VIP, resigning');
+      // Rate-limited: alone, a host that cannot add its VIP takes over again every Master_Down_Interval (33 lines in
+      // 12 s at 100 ms adverts); `suppressed` counts the repeats.
+      this.dropLog.error(`add:${inst.cfg.routerId}`, { err, routerId: inst.cfg.routerId, holdDownMs }, 'failover: cannot add VIP, resigning');
       this.exec(inst, actions);
       this.schedule();
       return;

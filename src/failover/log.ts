@@ -37,13 +37,23 @@ export class RateLimitedLog {
   ) {}
 
   warn(key: string, obj: object, msg: string): void {
+    this.emit('warn', key, obj, msg);
+  }
+
+  error(key: string, obj: object, msg: string): void {
+    this.emit('error', key, obj, msg);
+  }
+
+  private emit(level: 'warn' | 'error', key: string, obj: object, msg: string): void {
     const t = this.now();
     const e = this.last.get(key);
     if (e !== undefined && t - e.at < this.everyMs) {
       e.suppressed++;
       return;
     }
-    this.log.warn(e !== undefined && e.suppressed > 0 ? { ...obj, suppressed: e.suppressed } : obj, msg);
+    const fields = e !== undefined && e.suppressed > 0 ? { ...obj, suppressed: e.suppressed } : obj;
+    if (level === 'error') this.log.error(fields, msg);
+    else this.log.warn(fields, msg);
     this.last.set(key, { at: t, suppressed: 0 });
   }
 }
