@@ -690,7 +690,7 @@ export class App implements TelemetrySource, AdminActions {
     this.ctx.verdictWaits.close('shutting_down');
     const fo = this.failoverRuntime;
     if (fo !== null && fo.isMaster()) {
-      // Bounded; at once when no peer could take over (none heard recently, or in FAULT): Failover.resign().
+      // Bounded; at once when no peer could take over (none heard recently, in FAULT, or stopping too): Failover.resign().
       await fo.resign(Math.max(1000, (this.failoverConfig?.advertInterval ?? 100) * 20));
     }
     // Clients that reached us through a VIP cannot drain once the address moves: close them at evictRate,

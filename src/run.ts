@@ -58,10 +58,9 @@ export async function runBalancer(file: string): Promise<number> {
   const early: { stop: NodeJS.Signals | null; reload: boolean } = { stop: null, reload: false };
   const stopWhileStarting = (signal: NodeJS.Signals): void => {
     if (early.stop !== null) {
-      // A second one: do not wait for a start that may take seconds (workers, failover); the workers stop when
-      // this process goes (their channel closes).
+      // A second one: do not wait for a start that may take seconds (workers, failover). The workers are killed
+      // first: one whose primary just vanished would log it as a failure ('primary process gone').
       printErr(`mqtt-lb: second ${signal} while starting: exiting now\n`);
-      // Killed first: a worker whose primary just vanishes logs it as a failure ('primary process gone').
       primary?.killWorkers();
       process.exit(1);
     }

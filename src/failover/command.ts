@@ -1,5 +1,6 @@
 /**
- * Runs one external command (`ip`, `arping`, the notify hook) with execFile: no shell, arguments passed as an
+ * Runs one external command (`ip`, `arping`, the notify hook) with execFile (the hook: spawn, in a process group
+ * of its own): no shell, arguments passed as an
  * array, a hard kill timeout (SIGKILL), optional cancellation, and the C locale so that the error texts we
  * match ("File exists", "Address not found") are the English ones. Never rejects: the caller decides.
  */
