@@ -1,8 +1,8 @@
 /**
  * Runs one external command (`ip`, `arping`, the notify hook) with execFile (the hook: spawn, in a process group
- * of its own): no shell, arguments passed as an
- * array, a hard kill timeout (SIGKILL), optional cancellation, and the C locale so that the error texts we
- * match ("File exists", "Address not found") are the English ones. Never rejects: the caller decides.
+ * of its own): no shell, arguments passed as an array, a hard kill timeout (SIGKILL), optional cancellation, and
+ * the C locale so that the error texts we match ("File exists", "Address not found") are the English ones. Never
+ * rejects: the caller decides.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { getPriority, setPriority } from 'node:os';
