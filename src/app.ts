@@ -692,6 +692,9 @@ export class App implements TelemetrySource, AdminActions {
     if (fo !== null && fo.isMaster()) {
       // Bounded; at once when no peer could take over (none heard recently, in FAULT, or stopping too): Failover.resign().
       await fo.resign(Math.max(1000, (this.failoverConfig?.advertInterval ?? 100) * 20));
+    } else {
+      // A backup says at once that it stops: a master stopping at the same time need not wait for it.
+      fo?.announceStop();
     }
     // Clients that reached us through a VIP cannot drain once the address moves: close them at evictRate,
     // so their reconnects land on the peer spread out rather than all at once. Others may drain.

@@ -70,6 +70,12 @@ function runInProcessGroup(file: string, args: readonly string[], opts: CommandO
     let spawnError: string | null = null;
     let timer: NodeJS.Timeout | undefined;
     let child: ChildProcess | undefined;
+    // A process that left the group (setsid: a daemon the hook started) may still hold the pipes: 'close' would
+    // wait for it. Ours are closed instead once the hook is killed.
+    const closePipes = (): void => {
+      child?.stdout?.destroy();
+      child?.stderr?.destroy();
+    };
     const killGroup = (): void => {
       if (child?.pid === undefined) return;
       try {
@@ -81,6 +87,7 @@ function runInProcessGroup(file: string, args: readonly string[], opts: CommandO
     const onAbort = (): void => {
       aborted = true;
       killGroup();
+      closePipes();
     };
     const settle = (code: number | null, signal: NodeJS.Signals | null): void => {
       clearTimeout(timer);
@@ -117,10 +124,7 @@ function runInProcessGroup(file: string, args: readonly string[], opts: CommandO
     timer = setTimeout(() => {
       timedOut = true;
       killGroup();
-      // A process that left the group (setsid: a daemon the hook started) may still hold the pipes: 'close' would
-      // wait for it. Ours are closed instead; the hook itself is dead.
-      child?.stdout?.destroy();
-      child?.stderr?.destroy();
+      closePipes();
     }, opts.timeoutMs);
     if (opts.signal?.aborted === true) onAbort();
     else opts.signal?.addEventListener('abort', onAbort, { once: true });

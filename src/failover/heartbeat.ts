@@ -80,8 +80,14 @@ export interface HeartbeatOptions {
   sendGarp?: SendGarp;
 }
 
-/** How long a stop waits for the notify hooks (their own timeout is longer; they are not killed here). */
-const NOTIFY_AT_STOP_MS = 5_000;
+/**
+ * How long a stop waits for the notify hooks, in all: a hook still running after NOTIFY_AT_STOP_MS is killed and the
+ * `stop` calls behind it get the rest, NOTIFY_STOP_CALLS_MS; then whatever still runs is killed and nothing more is
+ * started. Under the main thread's bound for the whole close (index.ts CLOSE_TIMEOUT_MS, 10 s), which would
+ * otherwise end this thread with a hook still running.
+ */
+const NOTIFY_AT_STOP_MS = 4_000;
+const NOTIFY_STOP_CALLS_MS = 3_000;
 
 export class Heartbeat {
   private readonly config: FailoverConfig;
@@ -307,17 +313,22 @@ export class Heartbeat {
     // The hook hears of the stop too: a master that stops with no peer alive gives the VIP up without a transition.
     if (this.started) {
       for (const inst of this.instances.values()) this.notify.run('stop', inst.cfg.routerId);
-      // A hook still running after the bound (hung) is killed, so that it does not outlive us and the `stop` call
-      // behind it runs, within the same bound again; whatever still runs then is killed too.
-      for (let round = 0; round < 2; round++) {
-        let bound: NodeJS.Timeout | undefined;
-        const late = await Promise.race([this.notify.idle().then(() => false), new Promise<boolean>((r) => (bound = setTimeout(() => r(true), NOTIFY_AT_STOP_MS)))]);
-        clearTimeout(bound);
-        if (!late) break;
+      // A hook still running after the bound (hung) is killed, so that it does not outlive us and the `stop` calls
+      // behind it run; after theirs, the runner is closed: what still runs is killed, nothing more starts.
+      if (!(await this.notifyIdleWithin(NOTIFY_AT_STOP_MS))) {
         this.notify.cutRunning();
+        if (!(await this.notifyIdleWithin(NOTIFY_STOP_CALLS_MS))) await this.notify.close();
       }
     }
     this.log.info({}, 'failover heartbeat stopped');
+  }
+
+  /** True when the notify hooks are done within `ms`. */
+  private async notifyIdleWithin(ms: number): Promise<boolean> {
+    let bound: NodeJS.Timeout | undefined;
+    const done = await Promise.race([this.notify.idle().then(() => true), new Promise<boolean>((r) => (bound = setTimeout(() => r(false), ms)))]);
+    clearTimeout(bound);
+    return done;
   }
 
   private clearTimers(): void {

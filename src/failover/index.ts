@@ -179,6 +179,15 @@ export class Failover extends EventEmitter {
     });
   }
 
+  /**
+   * The stop of a host that is master of nothing: its instances resign (a priority-0 advert at once), without a
+   * wait, so that a master stopping at the same time knows no hand-over comes from here (takeoverPossible).
+   */
+  announceStop(): void {
+    if (this.worker === null) return;
+    this.post({ type: 'resign', seq: ++this.resignSeq });
+  }
+
   /** Removes the VIPs (priority 0 first if still master; after resign() too) and stops the worker. Idempotent. */
   close(): Promise<void> {
     this.closing ??= this.doClose();

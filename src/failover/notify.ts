@@ -29,6 +29,7 @@ export class NotifyRunner {
   private running: Promise<void> | null = null;
   /** Cancels the call that runs now (cutRunning). */
   private current: AbortController | null = null;
+  private closed = false;
 
   constructor(
     private readonly file: string | null,
@@ -37,7 +38,7 @@ export class NotifyRunner {
   ) {}
 
   run(state: NotifyState, routerId: number): void {
-    if (this.file === null) return;
+    if (this.file === null || this.closed) return;
     const i = this.waiting.findIndex((c) => c.routerId === routerId);
     if (i >= 0) {
       // Back where the hook was last told (master -> backup -> master while it ran): nothing to tell.
@@ -51,7 +52,7 @@ export class NotifyRunner {
 
   private async runWaiting(file: string): Promise<void> {
     try {
-      for (let call = this.waiting.shift(); call !== undefined; call = this.waiting.shift()) {
+      for (let call = this.waiting.shift(); call !== undefined && !this.closed; call = this.waiting.shift()) {
         const { routerId, state } = call;
         this.told.set(routerId, state);
         const args = [state, String(routerId)];
@@ -86,6 +87,17 @@ export class NotifyRunner {
     if (this.current === null) return false;
     this.current.abort();
     return true;
+  }
+
+  /**
+   * The end of a stop: no call starts any more, the waiting ones are dropped and the running one is killed with its
+   * process group. Resolves once it has ended. Idempotent.
+   */
+  async close(): Promise<void> {
+    this.closed = true;
+    this.waiting.length = 0;
+    this.cutRunning();
+    await this.idle();
   }
 
   /** Resolves when the queued hooks have finished (bounded by their timeouts). */

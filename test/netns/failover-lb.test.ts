@@ -331,6 +331,33 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
     expect((await lb2.failoverStateMetric()).master).toBe(1);
   });
 
+  // A stopping backup only said so at its next advert, often after it had gone: a master stopping at the same time
+  // waited for a hand-over from it until the resign timeout (or the backup's silence).
+  it('both hosts stopped together: the backup says so at once, and the master does not wait for a hand-over from it', async () => {
+    const [lb1, lb2] = await startPair();
+    // A client on lb2's own address keeps lb2 draining (drainTimeout 4 s), alive and advertising, while lb1 stops.
+    const direct = startClient(topo, { op: 'hold', host: topo.addr.lb2, port: 1883, clientIds: ['joint-0'], reconnectDeadlineMs: 1000 });
+    started.push(direct);
+    await direct.waitForLine((l) => l.includes('"ev":"holding"'), 10_000);
+    lb2.proc.signalProcess('SIGTERM');
+    await sleep(200); // lb2's priority-0 advert reaches lb1 (its status every 100 ms)
+    lb1.proc.signalProcess('SIGTERM');
+    const exit = await Promise.race([lb1.proc.exited, sleep(20_000).then(() => null)]);
+    expect(exit, 'lb1 did not exit within 20 s').not.toBeNull();
+    expect(exit!.code).toBe(0);
+    expect(lb2.proc.child.exitCode, 'lb2 still draining when lb1 stopped').toBeNull();
+    // lb1's own clock: the no-wait decision at its stop, not after lb2 fell silent (the old code waited for that:
+    // 4 intervals and a status period, ~300-600 ms here).
+    const stopAt = Date.parse(String(lb1.logsWith('stop requested')[0]?.time));
+    const noWait = lb1.logsWith('failover: no peer can take over: not waiting for one');
+    expect(noWait).toHaveLength(1);
+    const waitedMs = Date.parse(String(noWait[0]!.time)) - stopAt;
+    console.log(`[failover-lb] joint stop: lb1 decided not to wait ${waitedMs} ms after its stop began`);
+    expect(waitedMs).toBeLessThan(150);
+    expect(lb1.logsWith('failover: peer did not take over before the resign timeout')).toEqual([]);
+    expect(lb2.transitionNames()).toEqual(['init>backup']); // it never took the VIP: it was stopping too
+  });
+
   it('SIGTERM with more VIP sessions than evictRate × drainTimeout: the rest are closed before the VIP leaves', async () => {
     // lb1 evicts 1 session per second and drains for 1.5 s: most of 6 VIP sessions are still open at the bound.
     const slowFile = join(dir, 'lb1-slow.yaml');

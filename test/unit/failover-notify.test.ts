@@ -144,4 +144,20 @@ console.log(JSON.stringify(errors));
     expect(errors).toEqual(['failover notify hook failed']); // the cut call, said
     expect(runner.cutRunning()).toBe(false);
   });
+
+  it('close() at the end of a stop: the running hook is killed, even one whose child left its group, and nothing more starts', async () => {
+    const calls = join(dir, 'calls');
+    const pidFile = join(dir, 'child.pid');
+    const runner = new NotifyRunner(hook(`echo "$1 $2" >> ${calls}\nsetsid sleep 30 & echo $! > ${pidFile}\nsleep 30`), log);
+    runner.run('stop', 51);
+    runner.run('stop', 52);
+    for (let i = 0; i < 100 && !existsSync(pidFile); i++) await new Promise((r) => setTimeout(r, 20));
+    const started = Date.now();
+    await runner.close();
+    expect(Date.now() - started).toBeLessThan(5_000); // not the 30 s of the escaped child's pipe
+    runner.run('stop', 53);
+    await runner.idle();
+    expect(readFileSync(calls, 'utf8').trim().split('\n')).toEqual(['stop 51']);
+    expect(runner.cutRunning()).toBe(false);
+  });
 });
