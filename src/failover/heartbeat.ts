@@ -451,6 +451,18 @@ export class Heartbeat {
           inst.releasing?.('master');
           this.enqueue(inst, () => this.addVips(inst));
           break;
+        case 'addVipsThenAnnounce':
+          inst.wantVips = true;
+          inst.releasing?.('master');
+          this.enqueue(inst, async () => {
+            await this.addVips(inst);
+            // Only with the VIPs here: a failed add resigned already (addVips), and the live master never heard us.
+            if (this.closing !== null || inst.sm.state !== 'master' || !inst.wantVips || inst.installedAt === null) return;
+            // addVips() said vipsHeld(): the state machine's adverts carry the MASTER flag from now on too.
+            this.sendAdvert(inst, inst.sm.advertisedPriority, FLAG_MASTER);
+            inst.garp.announce(inst.vips.map((v) => v.address));
+          });
+          break;
         case 'removeVips': {
           const held = inst.wantVips;
           inst.installedAt = null;

@@ -13,7 +13,8 @@
  *    peer advertises as master; a resigned instance never becomes master again. (Its 'removeVips' on that
  *    hand-over is deferred by the heartbeat until close(), so evicted sessions can still be closed.)
  *  - VIP hold-down (`vipLost()`): an instance that could not hold its VIP does not preempt a live master for a
- *    while (VIP_HOLD_DOWN_MIN_MS), so a host that cannot add its VIP never takes it from one that can.
+ *    while (VIP_HOLD_DOWN_MIN_MS), so a host that cannot add its VIP never takes it from one that can; when it
+ *    tries again, the VIPs come first and the master advert after them ('addVipsThenAnnounce').
  */
 import { FLAG_FAULT, FLAG_MASTER } from './advert.js';
 
@@ -23,6 +24,8 @@ export const FAILOVER_STATES: readonly FailoverState[] = ['init', 'backup', 'mas
 export type FailoverAction =
   | { type: 'sendAdvert'; priority: number; flags: number }
   | { type: 'addVips' }
+  /** Add the VIPs, and only once they are here advertise as master and announce them (a retry after a VIP failure). */
+  | { type: 'addVipsThenAnnounce' }
   | { type: 'removeVips' }
   | { type: 'garp' }
   | { type: 'notify'; from: FailoverState; to: FailoverState };
@@ -92,6 +95,10 @@ export class FailoverStateMachine {
   private lastHoldDownMs = 0;
   /** When the VIPs were installed as master (null when not master or not installed yet). */
   private vipsHeldSince: number | null = null;
+  /** When we last discarded a live lower-priority master's advert to preempt it. */
+  private lastPreemptDiscardAt = Number.NEGATIVE_INFINITY;
+  /** Master by a retry's preemption, its VIPs not added yet: no master advert until they are (vipsHeld). */
+  private awaitingVips = false;
   private lastRestoreAt = Number.NEGATIVE_INFINITY;
 
   constructor(
@@ -251,7 +258,9 @@ export class FailoverStateMachine {
 
   /** The VIPs are installed (the heartbeat's `ip addr add` completed) while master. */
   vipsHeld(): void {
-    if (this.current === 'master' && this.vipsHeldSince === null) this.vipsHeldSince = this.now();
+    if (this.current !== 'master') return;
+    this.awaitingVips = false;
+    this.vipsHeldSince ??= this.now();
   }
 
   /**
@@ -292,7 +301,9 @@ export class FailoverStateMachine {
 
   private advert(): FailoverAction {
     if (this.current === 'fault') return { type: 'sendAdvert', priority: 0, flags: FLAG_FAULT };
-    return { type: 'sendAdvert', priority: this.advertisedPriority, flags: this.current === 'master' ? FLAG_MASTER : 0 };
+    // Master whose VIPs are still being added (a retry): not yet said to the live master (see becomeMaster).
+    const asMaster = this.current === 'master' && !this.awaitingVips;
+    return { type: 'sendAdvert', priority: this.advertisedPriority, flags: asMaster ? FLAG_MASTER : 0 };
   }
 
   /** BACKUP with a full Master_Down_Interval before we may become master (start, leaving FAULT). */
@@ -329,6 +340,13 @@ export class FailoverStateMachine {
     this.preemptSince = null;
     this.masterAddress = null;
     this.advertAt = now + this.cfg.advertInterval;
+    // Preempting a live master again after a VIP failure (the hold-down is over): the VIPs first, the master advert
+    // only once they are here. Otherwise the live master steps down on our advert, closing its VIP sessions, and a
+    // host still unable to add the VIP hands it back at once: one failover and back per retry.
+    if (this.vipFailures > 0 && now - this.lastPreemptDiscardAt <= this.masterDownInterval()) {
+      this.awaitingVips = true;
+      return [{ type: 'addVipsThenAnnounce' }, { type: 'notify', from: 'backup', to: 'master' }];
+    }
     return [
       { type: 'sendAdvert', priority: this.effectivePriority, flags: FLAG_MASTER },
       { type: 'addVips' },
@@ -363,6 +381,7 @@ export class FailoverStateMachine {
       if (this.preemptSince === null) this.preemptSince = now;
       if (now - this.preemptSince < this.cfg.preemptDelay) this.acceptMaster(a, now);
     }
+    this.lastPreemptDiscardAt = now;
     return []; // discarded: the Master_Down_Timer keeps running and we take over when it fires
   }
 
@@ -391,6 +410,8 @@ export class FailoverStateMachine {
         { type: 'notify', from: 'master', to: 'backup' },
       ];
     }
+    // Its VIPs not added yet (a retry): the live master keeps serving until they are (becomeMaster).
+    if (this.awaitingVips) return [];
     // Lower-priority master: a split brain is healing. RFC 9568: advertise at once to assert ourselves;
     // keepalived (garp_lower_prio_repeat) and ucarp: re-announce, so neighbours that cached the other
     // master's MAC during the split come back to us.
@@ -407,6 +428,7 @@ export class FailoverStateMachine {
   private leaveMaster(now: number): void {
     if (this.vipsHeldSince !== null && now - this.vipsHeldSince >= VIP_HOLD_DOWN_RESET_MS) this.vipFailures = 0;
     this.vipsHeldSince = null;
+    this.awaitingVips = false;
   }
 
   private acceptMaster(a: ReceivedAdvert, now: number): void {

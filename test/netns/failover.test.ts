@@ -579,13 +579,23 @@ describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', (
     expect(lb1.proc.stderr).toContain('failover: cannot add VIP, resigning');
     expect(lb1.proc.stderr).toContain('"holdDownMs":10000');
 
-    // The cause gone: lb1 preempts once the hold-down ends (10 s after the failure), not before.
+    // The hold-down over, it tries again with the fault still there: the VIPs first, its master advert only once
+    // they are added, so lb2 is not demoted this time (each retry was a failover and back, its sessions closed).
+    await waitFor('the second try failed', () => lb1.proc.stderr.includes('"holdDownMs":20000'), 15_000);
+    const secondFailedAt = Date.now();
+    expect(secondFailedAt - failedAt).toBeGreaterThan(9000);
+    await sleep(500);
+    expect(lb2.transitions()).toEqual(['init>backup', 'backup>master', 'master>backup', 'backup>master']);
+    expect(await holders()).toEqual(['lb2']);
+
+    // The cause gone: lb1 preempts once the hold-down ends (20 s after the second failure), not before.
     await rm(ip.failAdd);
     const n1 = lb1.states().length;
-    const master = await lb1.waitState('master', 10_000 + 5000, n1);
-    expect(master.t - failedAt).toBeGreaterThan(9000); // failedAt: a few ms after the failure
+    const master = await lb1.waitState('master', 20_000 + 5000, n1);
+    expect(master.t - secondFailedAt).toBeGreaterThan(19_000); // a few ms after the failure
     await waitFor('VIP on lb1 only', holdersAre(['lb1']), 3000);
-  });
+    await waitFor('lb2 backup', () => lb2.state === 'backup', 3000);
+  }, 90_000);
 
   it('a VIP whose removal failed on leaving master is removed again while not master, once it can be', async () => {
     const ip = await fakeIp('lb1-del');

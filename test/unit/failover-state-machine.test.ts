@@ -495,6 +495,26 @@ describe('VIP hold-down (a VIP that could not be added, or was lost)', () => {
     expect(becameMaster(s.runUntil(resignAt + s.sm.masterDownInterval()))).toBe(true);
   });
 
+  // Each retry was a failover and back: the live master stepped down on our advert (closing its VIP sessions), then
+  // took the VIP again when our add failed once more.
+  it('preempts again VIPs first after a failure: no master advert until they are added, so a failed retry costs the peer nothing', () => {
+    const s = masterThenVipLost(2000);
+    const end = 2000 + VIP_HOLD_DOWN_MIN_MS;
+    peerAdvertises(s, 2060, end - 100, masterAdvert(100));
+    const a = peerAdvertises(s, end, end + 1000, masterAdvert(100));
+    expect(becameMaster(a)).toBe(true);
+    expect(a.some((x) => x.type === 'addVipsThenAnnounce')).toBe(true);
+    expect(a.some((x) => x.type === 'addVips')).toBe(false);
+    // From then on, through the peer's adverts and our own timer, nothing carried the MASTER flag.
+    const from = a.findIndex((x) => x.type === 'addVipsThenAnnounce');
+    expect(a.slice(from).filter((x) => x.type === 'sendAdvert' && (x.flags & FLAG_MASTER) !== 0)).toEqual([]);
+    expect(a.slice(from).some((x) => x.type === 'sendAdvert')).toBe(true); // it still advertises (as a backup would)
+    // The VIPs are here: a master from now on, asserting itself against the lower-priority one.
+    s.sm.vipsHeld();
+    const after = peerAdvertises(s, s.clock.t + 1, s.clock.t + 300, masterAdvert(100));
+    expect(after.some((x) => x.type === 'sendAdvert' && (x.flags & FLAG_MASTER) !== 0)).toBe(true);
+  });
+
   it('doubles at each further failure, up to the cap', () => {
     const s = masterThenVipLost(2000);
     const seen: number[] = [s.sm.holdDownMs];
