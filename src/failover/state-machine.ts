@@ -95,7 +95,7 @@ export class FailoverStateMachine {
   private lastHoldDownMs = 0;
   /** When the VIPs were installed as master (null when not master or not installed yet). */
   private vipsHeldSince: number | null = null;
-  /** When we last discarded a live lower-priority master's advert to preempt it. */
+  /** When we last heard a live lower-priority master that we mean to preempt (discarded, or within preemptDelay). */
   private lastPreemptDiscardAt = Number.NEGATIVE_INFINITY;
   /** Master by a retry's preemption, its VIPs not added yet: no master advert until they are (vipsHeld). */
   private awaitingVips = false;
