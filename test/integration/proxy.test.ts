@@ -12,6 +12,7 @@ import { lbYaml, type HealthSpec, type ServerSpec } from '../helpers/lb-config.j
 import { freePort } from '../helpers/mosquitto.js';
 import { startLb, stopAllLbs, sleep, type LbProcess } from '../helpers/lb.js';
 import { exchange, connectPacket, parsePackets, connectRaw, collect } from '../helpers/raw-client.js';
+import { isRunning } from '../helpers/processes.js';
 
 /** Probes every 500 ms, down after one failure; a 1 s CONNECT deadline and a CONNECT size cap. */
 const HEALTH: HealthSpec = { type: 'mqtt', interval: '500ms', timeout: '400ms', rise: 1, fall: 1 };
@@ -958,15 +959,6 @@ describe('workers: 2 (node:cluster)', () => {
     }
   }, 90_000);
 });
-
-/** A process that exists and is not a zombie. */
-function isRunning(pid: number): boolean {
-  try {
-    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return false;
-  }
-}
 
 /** The worker processes of a primary (its children). */
 function workerPidsOf(primaryPid: number): number[] {

@@ -11,6 +11,7 @@ import { NotifyRunner } from '../../src/failover/notify.js';
 import { runCommand } from '../../src/failover/command.js';
 import type { LogSink } from '../../src/failover/log.js';
 import { ROOT, ensureDistBuilt } from '../helpers/dist-build.js';
+import { isRunning } from '../helpers/processes.js';
 
 let dir: string;
 const errors: string[] = [];
@@ -40,14 +41,6 @@ function hook(body: string): string {
   return file;
 }
 
-/** Running: a process that exists and is not a zombie (an orphan waits for its reaper, pid 1 here). */
-function alive(pid: number): boolean {
-  try {
-    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return false;
-  }
-}
 
 describe('NotifyRunner', () => {
   it('runs calls one at a time, in order, merging those that wait behind a running hook into the latest state', async () => {
@@ -115,8 +108,8 @@ console.log(JSON.stringify(errors));
     expect(errors).toEqual(['failover notify hook failed']);
     const child = Number(readFileSync(pidFile, 'utf8'));
     // SIGKILL to the group is delivered at once; allow the kernel a moment to reap.
-    for (let i = 0; i < 50 && alive(child); i++) await new Promise((r) => setTimeout(r, 20));
-    expect(alive(child)).toBe(false);
+    for (let i = 0; i < 50 && isRunning(child); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(isRunning(child)).toBe(false);
   });
 
   it('a process that left the hook\'s group (setsid) does not hold the result past the timeout', async () => {
@@ -139,8 +132,8 @@ console.log(JSON.stringify(errors));
     await runner.idle();
     expect(readFileSync(calls, 'utf8').trim().split('\n')).toEqual(['backup', 'stop']);
     const child = Number(readFileSync(pidFile, 'utf8'));
-    for (let i = 0; i < 50 && alive(child); i++) await new Promise((r) => setTimeout(r, 20));
-    expect(alive(child)).toBe(false);
+    for (let i = 0; i < 50 && isRunning(child); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(isRunning(child)).toBe(false);
     expect(errors).toEqual(['failover notify hook failed']); // the cut call, said
     expect(runner.cutRunning()).toBe(false);
   });
