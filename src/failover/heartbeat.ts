@@ -446,23 +446,21 @@ export class Heartbeat {
           this.sendAdvert(inst, a.priority, a.flags);
           break;
         case 'addVips':
+        case 'addVipsThenAnnounce': {
           inst.wantVips = true;
           // Master again while its sessions were being released: the address stays; the chain moves on.
           inst.releasing?.('master');
-          this.enqueue(inst, () => this.addVips(inst));
-          break;
-        case 'addVipsThenAnnounce':
-          inst.wantVips = true;
-          inst.releasing?.('master');
+          const announce = a.type === 'addVipsThenAnnounce';
           this.enqueue(inst, async () => {
             await this.addVips(inst);
             // Only with the VIPs here: a failed add resigned already (addVips), and the live master never heard us.
-            if (this.closing !== null || inst.sm.state !== 'master' || !inst.wantVips || inst.installedAt === null) return;
+            if (!announce || this.closing !== null || inst.sm.state !== 'master' || !inst.wantVips || inst.installedAt === null) return;
             // addVips() said vipsHeld(): the state machine's adverts carry the MASTER flag from now on too.
             this.sendAdvert(inst, inst.sm.advertisedPriority, FLAG_MASTER);
-            inst.garp.announce(inst.vips.map((v) => v.address));
+            this.announceVips(inst);
           });
           break;
+        }
         case 'removeVips': {
           const held = inst.wantVips;
           inst.installedAt = null;
@@ -487,9 +485,7 @@ export class Heartbeat {
         }
         case 'garp':
           // After the queued add, so arping announces an address that is really there.
-          this.enqueue(inst, async () => {
-            if (inst.wantVips && inst.sm.state === 'master') inst.garp.announce(inst.vips.map((v) => v.address));
-          });
+          this.enqueue(inst, async () => this.announceVips(inst));
           break;
         case 'notify':
           this.log.info({ routerId: inst.cfg.routerId, from: a.from, to: a.to, priority: inst.sm.advertisedPriority, at }, 'failover state changed');
@@ -499,6 +495,11 @@ export class Heartbeat {
           break;
       }
     }
+  }
+
+  /** Gratuitous ARP for `inst`'s VIPs, while it is master and wants them. */
+  private announceVips(inst: Instance): void {
+    if (inst.wantVips && inst.sm.state === 'master') inst.garp.announce(inst.vips.map((v) => v.address));
   }
 
   private enqueue(inst: Instance, op: () => Promise<void>): void {
