@@ -170,7 +170,8 @@ function parseText(text: string, file: string, opts: ParseOptions, out: ProblemC
   const { config, files, hostRefs } = validateDocument(new ConfigReader(doc, out), absFile, dirname(absFile));
   if (opts.checkFiles === true) {
     checkFiles(files, out, config);
-    checkHost(hostRefs, out, opts.hostAddresses ?? hostAddresses());
+    // The interface list only when there is something to check against it (failover on): not at every load.
+    if (hostRefs.length > 0) checkHost(hostRefs, out, opts.hostAddresses ?? hostAddresses());
   }
 
   const problems = out.sortedProblems();
