@@ -39,6 +39,20 @@ interface SessionLine {
   broker: string | null;
 }
 
+/**
+ * Every client's latest event is a reconnect. Counting reconnect lines was not enough: a client that reconnected at
+ * once landed on the demoted host, still holding the VIP while it closed its sessions, was closed again and
+ * reconnected twice, while another had not yet (a CI run saw 6 lines for 4 clients).
+ */
+function allReconnected(lines: readonly string[], ids: readonly string[]): boolean {
+  const last = new Map<string, string>();
+  for (const l of lines) {
+    const e = JSON.parse(l) as { ev: string; clientId?: string };
+    if (e.clientId !== undefined && (e.ev === 'closed' || e.ev === 'reconnected')) last.set(e.clientId, e.ev);
+  }
+  return ids.every((id) => last.get(id) === 'reconnected');
+}
+
 // Skipped only off CI, where a developer lacks root or iproute2 (netnsAvailable throws in CI).
 const canRun = netnsAvailable();
 
@@ -282,7 +296,7 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
     expect(lb1Backup!.at).toBeGreaterThanOrEqual(lb2Master.at);
     // The held clients were closed by lb1 (evicted at evictRate) and reconnected through the VIP, now lb2:
     // each to the broker it had, whose session it finds again.
-    await waitFor('every held client reconnected', () => holder.lines.filter((l) => l.includes('"ev":"reconnected"')).length >= ids.length, 15_000, 50);
+    await waitFor('every held client reconnected', () => allReconnected(holder.lines, ids), 15_000, 50);
     const events = holder.lines.map((l) => JSON.parse(l) as { ev: string; clientId: string; t: number; broker: string; sessionPresent: boolean });
     const reconnected = events.filter((e) => e.ev === 'reconnected');
     const heldBroker = Object.fromEntries(held.map((h) => [h.clientId, h.broker]));
@@ -422,7 +436,7 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
     await lb1.waitState('master', 8000);
     await lb2.waitState('backup', 3000, n2);
     await waitFor('every held client saw its close', () => holder.lines.filter((l) => l.includes('"ev":"closed"')).length >= ids.length, 10_000, 50);
-    await waitFor('every held client reconnected', () => holder.lines.filter((l) => l.includes('"ev":"reconnected"')).length >= ids.length, 15_000, 50);
+    await waitFor('every held client reconnected', () => allReconnected(holder.lines, ids), 15_000, 50);
     await waitFor('VIP on lb1 only', holdersAre(['lb1']), 8000);
     const events = holder.lines.map((l) => JSON.parse(l) as { ev: string; clientId: string; t: number; broker: string; sessionPresent: boolean });
     const closedAt = events.filter((e) => e.ev === 'closed').map((e) => e.t - startAt);
