@@ -8,6 +8,7 @@ import { failoverChanges } from './failover/reload.js';
 import { restartOnlyChanges } from './config/restart-only.js';
 import { FIRST_VERDICT_MARGIN_MS, Pool } from './balancer/pool.js';
 import type { Server, AdminState, EvictReason } from './balancer/server.js';
+import { restoreAdminStates, saveAdminStates } from './balancer/admin-states.js';
 import { HealthChecker } from './health/checker.js';
 import { PoolReactions } from './health/reactions.js';
 import { Evictor } from './health/eviction.js';
@@ -216,6 +217,8 @@ export class App implements TelemetrySource, AdminActions {
   async start(hooks: { beforeListeners?: () => Promise<unknown>; abandon?: () => boolean } = {}): Promise<boolean> {
     const config = this.config;
     for (const pc of Object.values(config.pools)) this.addPool(pc);
+    // Before the first health checks (firstVerdicts): a server kept in maintenance is not probed.
+    if (config.admin.stateFile !== null && this.role !== 'worker') restoreAdminStates(config.admin.stateFile, this.poolMap, this.log);
     const budget = this.sessionBudget(config);
     this.ctx.maxConnections = budget.globalMax;
     this.logClamped(budget);
@@ -517,6 +520,8 @@ export class App implements TelemetrySource, AdminActions {
         this.checkers.get(pc.name)?.start();
       }
     }
+    // The file follows the config: a removed server's state goes (re-added, it comes back ready), a new path is written.
+    this.saveAdminStates();
 
     this.ctx.maxConnections = budget.globalMax;
     for (const [name, l] of this.listenerMap) {
@@ -848,8 +853,15 @@ export class App implements TelemetrySource, AdminActions {
   setServerAdmin(pool: string, server: string, state: AdminState): boolean {
     const s = this.poolMap.get(pool)?.servers.find((x) => x.name === server);
     if (s === undefined) return false;
+    const changed = s.admin !== state;
     s.setAdmin(state);
     this.log.info({ pool, server, admin: state }, 'server admin state set');
+    if (changed) this.saveAdminStates();
     return true;
+  }
+
+  private saveAdminStates(): void {
+    const file = this.config.admin.stateFile;
+    if (file !== null && this.role !== 'worker') saveAdminStates(file, this.poolMap, this.log);
   }
 }

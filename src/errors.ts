@@ -17,6 +17,7 @@ export const ErrorCodes = {
   RELOAD_WHILE_STOPPING: 'MQLB_RELOAD_WHILE_STOPPING', // SIGHUP after SIGTERM: the reload is ignored
   RELOAD_WORKER: 'MQLB_RELOAD_WORKER', // a worker could not take the reload (none applied it)
   LOG_LINES_DROPPED: 'MQLB_LOG_LINES_DROPPED', // log lines beyond log.bufferBytes were dropped (a slow log reader)
+  ADMIN_STATE_FILE: 'MQLB_ADMIN_STATE_FILE', // admin.stateFile could not be written (the admin states hold until a restart)
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -67,6 +67,7 @@ export const DEFAULTS = {
   admin: {
     bind: '127.0.0.1:9883',
     token: null, // required when bind is not loopback
+    stateFile: null as string | null, // admin states kept across restarts; null = until a restart
   },
   log: {
     level: 'info',

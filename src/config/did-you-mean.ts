@@ -7,6 +7,8 @@
 /** Words from HAProxy / keepalived / EMQX configs and the lb.yaml key they correspond to. */
 const FOREIGN_NAMES: Readonly<Record<string, string>> = {
   maxconn: 'maxConnections',
+  server_state_file: 'stateFile',
+  serverstatefile: 'stateFile',
   inter: 'interval',
   virtual_router_id: 'routerId',
   virtualrouterid: 'routerId',

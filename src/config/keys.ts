@@ -25,7 +25,7 @@ export const KEYS = {
   healthHttp: ['port', 'path'],
   limits: ['clientConnectTimeout', 'maxConnectBytes', 'maxConnections', 'acceptRate', 'acceptQueue', 'perSource', 'drainTimeout', 'idleTimeout', 'maxMemory'],
   perSource: ['maxConnections', 'connectRate', 'exempt'],
-  admin: ['bind', 'token'],
+  admin: ['bind', 'token', 'stateFile'],
   log: ['level', 'sessions', 'bufferBytes'],
   failover: [
     'interface',

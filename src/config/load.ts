@@ -10,6 +10,7 @@ import { isIPv4 } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import { tlsCaProblem, tlsCertificateWarning, tlsPairProblem, type TlsMaterialProblem } from './tls-material.js';
 import { keyProblem } from '../failover/key.js';
+import { readAdminStateFile } from '../balancer/admin-state-file.js';
 import { CST, Parser, isMap, isSeq, parseDocument, visit } from 'yaml';
 import type { Document, ParsedNode } from 'yaml';
 import type { ConfigProblem } from '../errors.js';
@@ -236,7 +237,8 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LbConfig {
 function checkFiles(files: FileRef[], out: ProblemCollector, config: LbConfig): void {
   const usable = new Map<string, FileRef>();
   for (const f of files) {
-    if (checkFile(f, out)) usable.set(f.path, f);
+    if (f.use === 'state') checkStateFile(f, out);
+    else if (checkFile(f, out)) usable.set(f.path, f);
   }
   checkTlsMaterial(usable, out, config);
   checkFailoverKey(usable.get('failover.authKeyFile'), out);
@@ -330,6 +332,31 @@ function nonNull<T>(value: T | null): T[] {
   return value === null ? [] : [value];
 }
 
+/**
+ * admin.stateFile: mqtt-lb writes it (a temporary file beside it, renamed over it), so its directory must be there
+ * and writable; the file itself may not exist yet. One that exists but cannot be read as a state file is only a
+ * warning: the start ignores it (every server starts ready) and the next admin change writes it anew.
+ */
+function checkStateFile(f: FileRef, out: ProblemCollector): void {
+  const shown = f.written === f.resolved ? `\`${f.written}\`` : `\`${f.written}\` (${f.resolved})`;
+  const dir = dirname(f.resolved);
+  try {
+    if (!statSync(dir).isDirectory()) return out.error(f.at, f.path, `the directory of ${shown} is not a directory`);
+    accessSync(dir, constants.W_OK | constants.X_OK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return out.error(f.at, f.path, code === 'ENOENT' ? `the directory of ${shown} does not exist` : `the directory of ${shown} is not writable (${code ?? 'error'}): mqtt-lb writes the file there`);
+  }
+  try {
+    if (readAdminStateFile(f.resolved) === null) return;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why = code === 'EISDIR' ? 'is a directory' : code !== undefined ? `cannot be read (${code})` : `is not an admin state file: ${(err as Error).message}`;
+    if (code === 'EISDIR') return out.error(f.at, f.path, `${shown} ${why}`);
+    return out.warn(f.at, f.path, `${shown} ${why}; a start ignores it (every server starts ready) and the next admin change replaces it`);
+  }
+}
+
 /** True when the file is there and usable (readable, or executable for a notify script). */
 function checkFile(f: FileRef, out: ProblemCollector): boolean {
   const shown = f.written === f.resolved ? `\`${f.written}\`` : `\`${f.written}\` (${f.resolved})`;
@@ -346,9 +373,9 @@ function checkFile(f: FileRef, out: ProblemCollector): boolean {
     return false;
   }
   try {
-    accessSync(f.resolved, f.executable ? constants.X_OK : constants.R_OK);
+    accessSync(f.resolved, f.use === 'execute' ? constants.X_OK : constants.R_OK);
   } catch {
-    out.error(f.at, f.path, `file ${shown} is not ${f.executable ? 'executable' : 'readable'}`);
+    out.error(f.at, f.path, `file ${shown} is not ${f.use === 'execute' ? 'executable' : 'readable'}`);
     return false;
   }
   return true;

@@ -102,6 +102,8 @@ export interface AdminConfig {
   bind: string;
   address: HostPort;
   token: string | null;
+  /** Absolute path of the admin state file (src/balancer/admin-state-file.ts); null: states last until a restart. */
+  stateFile: string | null;
 }
 
 export interface LogConfig {

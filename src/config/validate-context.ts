@@ -6,6 +6,8 @@ import { isAbsolute, resolve } from 'node:path';
 import { formatCidr, parseCidr } from './net-syntax.js';
 import type { ConfigReader, MapReader, Slot } from './yaml-reader.js';
 
+export type FileUse = 'read' | 'execute' | 'state';
+
 export interface FileRef {
   /** Offset and key path of the value naming the file, for the problem if it is missing. */
   at: number;
@@ -13,8 +15,11 @@ export interface FileRef {
   /** As written, and absolute. */
   written: string;
   resolved: string;
-  /** Must be executable (failover.notify). */
-  executable: boolean;
+  /**
+   * What the file is for: `read` (certificates, keys), `execute` (failover.notify), `state` (admin.stateFile:
+   * written by mqtt-lb, so it may not exist yet, but its directory must, writable).
+   */
+  use: FileUse;
 }
 
 /**
@@ -38,14 +43,14 @@ export class ValidationContext {
   ) {}
 
   /** A file path value: resolved against the config file's directory and remembered for the existence check. */
-  filePath(slot: Slot, executable = false): string | undefined {
+  filePath(slot: Slot, use: FileUse = 'read'): string | undefined {
     const written = this.r.string(slot, {
       pattern: /^[^\0\n\r]+$/,
       rule: 'a file path cannot contain NUL or line breaks',
     });
     if (written === undefined) return undefined;
     const resolved = isAbsolute(written) ? resolve(written) : resolve(this.baseDir, written);
-    this.files.push({ at: slot.at, path: slot.path, written, resolved, executable });
+    this.files.push({ at: slot.at, path: slot.path, written, resolved, use });
     return resolved;
   }
 

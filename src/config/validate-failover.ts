@@ -42,7 +42,7 @@ export function readFailover(ctx: ValidationContext, root: MapReader): FailoverC
   const authKeyFile = keySlot !== undefined ? ctx.filePath(keySlot) : undefined;
 
   const notifySlot = m.get('notify');
-  const notify = notifySlot === undefined || r.isNull(notifySlot) ? d.notify : (ctx.filePath(notifySlot, true) ?? null);
+  const notify = notifySlot === undefined || r.isNull(notifySlot) ? d.notify : (ctx.filePath(notifySlot, 'execute') ?? null);
 
   return {
     interface: iface ?? '',

@@ -57,7 +57,7 @@ export function validateDocument(r: ConfigReader, absFile: string, baseDir: stri
   const poolsSlot = root.required('pools', 'at least one pool of servers');
   const { pools, declared } =
     poolsSlot !== undefined ? readPools(ctx, poolsSlot) : { pools: new Map<string, PoolDraft>(), declared: new Set<string>() };
-  const admin = readAdmin(r, root);
+  const admin = readAdmin(ctx, root);
 
   checkPoolReferences(r, listeners, pools, declared);
   checkBindCollisions(r, listeners, admin);
@@ -82,7 +82,7 @@ function emptyLbConfig(file: string): LbConfig {
     listeners: [],
     pools: {},
     limits: readLimits(undefined, undefined),
-    admin: { bind: DEFAULTS.admin.bind, address: defaultAdminAddress(), token: null },
+    admin: { bind: DEFAULTS.admin.bind, address: defaultAdminAddress(), token: null, stateFile: null },
     log: readLog(undefined),
     workers: DEFAULTS.workers,
     warmUp: DEFAULTS.warmUp,
@@ -146,8 +146,9 @@ interface AdminDraft {
 /** RFC 6750 §2.1 b64token. */
 const BEARER_TOKEN_RE = /^[A-Za-z0-9\-._~+/]+=*$/;
 
-function readAdmin(r: ConfigReader, root: MapReader): AdminDraft {
-  const config: AdminConfig = { bind: DEFAULTS.admin.bind, address: defaultAdminAddress(), token: DEFAULTS.admin.token };
+function readAdmin(ctx: ValidationContext, root: MapReader): AdminDraft {
+  const r = ctx.r;
+  const config: AdminConfig = { bind: DEFAULTS.admin.bind, address: defaultAdminAddress(), token: DEFAULTS.admin.token, stateFile: DEFAULTS.admin.stateFile };
   const m = root.section('admin', KEYS.admin);
   if (m === undefined) return { config, bindSlot: undefined };
   const bindSlot = m.get('bind');
@@ -176,6 +177,8 @@ function readAdmin(r: ConfigReader, root: MapReader): AdminDraft {
   } else if (config.token !== null && tokenSlot !== undefined && config.token.length < SHORT_TOKEN_CHARS) {
     r.warn(tokenSlot, `shorter than ${SHORT_TOKEN_CHARS} characters: easy to guess (\`mqtt-lb keygen\` prints a good one)`);
   }
+  const stateSlot = m.get('stateFile');
+  if (stateSlot !== undefined && !r.isNull(stateSlot)) config.stateFile = ctx.filePath(stateSlot, 'state') ?? null;
   return { config, bindSlot: bindValid ? bindSlot : undefined };
 }
 

@@ -49,6 +49,8 @@ interface LbYamlCommon {
   /** The keys under `limits:`, as YAML lines indented by 2; omitted: no `limits:` section. */
   limits?: string;
   adminToken?: string;
+  /** `admin.stateFile` (an absolute path). */
+  adminStateFile?: string;
   /** The keys under `log:`, as YAML lines indented by 2; default `  level: info\n`. */
   log?: string;
   /** Top-level keys appended at the end (e.g. `workers: 2\n`). */
@@ -91,6 +93,6 @@ ${o.pool ?? ''}    servers:
 ${serverLines(o.servers)}
 ${o.health === undefined ? '' : healthYaml(o.health)}${o.limits === undefined ? '' : `limits:\n${o.limits}`}admin:
   bind: 127.0.0.1:${o.admin}
-${o.adminToken === undefined ? '' : `  token: ${o.adminToken}\n`}log:
+${o.adminToken === undefined ? '' : `  token: ${o.adminToken}\n`}${o.adminStateFile === undefined ? '' : `  stateFile: ${o.adminStateFile}\n`}log:
 ${o.log ?? '  level: info\n'}${o.extra ?? ''}`;
 }

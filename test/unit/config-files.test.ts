@@ -331,3 +331,62 @@ describe('a config file that is not UTF-8', () => {
     }
   });
 });
+
+describe('admin.stateFile', () => {
+  let dir = '';
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'mqtt-lb-state-file-'));
+  });
+  afterEach(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** `admin.stateFile` on line 6, column 14. */
+  const withStateFile = (path: string): string => `listeners: [{ name: mqtt, bind: "0.0.0.0:1883", pool: brokers }]
+pools:
+  brokers: { servers: [{ name: b1, address: "10.0.0.11:1883" }] }
+admin:
+  bind: 127.0.0.1:9883
+  stateFile: ${path}
+`;
+
+  it('may not exist yet; a relative path is relative to the config file, like the other files', () => {
+    const file = join(dir, 'lb.yaml');
+    const out = parseConfig(withStateFile('state/admin.json'), file, { checkFiles: true });
+    expect(out.problems.map(formatProblem)).toEqual([
+      `${file}:6:14 admin.stateFile: the directory of \`state/admin.json\` (${join(dir, 'state/admin.json')}) does not exist`,
+    ]);
+    mkdirSync(join(dir, 'state'));
+    const ok = parseConfig(withStateFile('state/admin.json'), file, { checkFiles: true });
+    expect(ok.problems).toEqual([]);
+    expect(ok.warnings).toEqual([]);
+    expect(ok.config!.admin.stateFile).toBe(join(dir, 'state/admin.json'));
+    expect(parseConfig(withStateFile('null'), file, { checkFiles: true }).config!.admin.stateFile).toBeNull();
+    expect(parseConfig(withStateFile('null').replace('  stateFile: null\n', ''), file).config!.admin.stateFile).toBeNull();
+  });
+
+  it('a directory where the file should be is an error; a file that is not a state file a warning (a start ignores it)', () => {
+    const file = join(dir, 'lb.yaml');
+    mkdirSync(join(dir, 'admin.json'));
+    expect(parseConfig(withStateFile('admin.json'), file, { checkFiles: true }).problems.map(formatProblem)).toEqual([
+      `${file}:6:14 admin.stateFile: \`admin.json\` (${join(dir, 'admin.json')}) is a directory`,
+    ]);
+    writeFileSync(join(dir, 'notdir'), '');
+    expect(parseConfig(withStateFile('notdir/admin.json'), file, { checkFiles: true }).problems.map(formatProblem)).toEqual([
+      `${file}:6:14 admin.stateFile: the directory of \`notdir/admin.json\` (${join(dir, 'notdir/admin.json')}) is not a directory`,
+    ]);
+    writeFileSync(join(dir, 'garbage.json'), 'maint b2\n');
+    const out = parseConfig(withStateFile('garbage.json'), file, { checkFiles: true });
+    expect(out.problems).toEqual([]);
+    expect(out.warnings).toEqual([
+      expect.stringMatching(
+        new RegExp(`^${file}:6:14 admin\\.stateFile: \`garbage\\.json\` \\(.*\\) is not an admin state file: not JSON .*; a start ignores it \\(every server starts ready\\) and the next admin change replaces it$`),
+      ),
+    ]);
+  });
+
+  it("HAProxy's name for it points to it", () => {
+    const out = parseConfig(withStateFile('a.json').replace('stateFile:', 'server-state-file:'), join(dir, 'lb.yaml'));
+    expect(out.problems.map(formatProblem)[0]).toMatch(/admin\.server-state-file: unknown key.*stateFile/);
+  });
+});

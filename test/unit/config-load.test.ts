@@ -78,6 +78,7 @@ limits:
 admin:
   bind: 0.0.0.0:9883
   token: 0123456789abcdef0123
+  stateFile: /var/lib/mqtt-lb/admin-state.json
 
 log:
   level: debug
@@ -208,7 +209,7 @@ function expectedFull(file: string): LbConfig {
       idleTimeout: 7_200_000,
       maxMemory: 0,
     },
-    admin: { bind: '0.0.0.0:9883', address: { host: '0.0.0.0', port: 9883 }, token: '0123456789abcdef0123' },
+    admin: { bind: '0.0.0.0:9883', address: { host: '0.0.0.0', port: 9883 }, token: '0123456789abcdef0123', stateFile: '/var/lib/mqtt-lb/admin-state.json' },
     log: { level: 'debug', sessions: true, bufferBytes: 1_048_576 },
     workers: 'auto',
     warmUp: 2_000,
@@ -311,7 +312,7 @@ describe('parseConfig', () => {
         idleTimeout: 0,
         maxMemory: 0,
       },
-      admin: { bind: '127.0.0.1:9883', address: { host: '127.0.0.1', port: 9883 }, token: null },
+      admin: { bind: '127.0.0.1:9883', address: { host: '127.0.0.1', port: 9883 }, token: null, stateFile: null },
       log: { level: 'info', sessions: false, bufferBytes: 4_194_304 },
       workers: 1,
       warmUp: 3_000,

@@ -37,7 +37,7 @@ describe('config problems', () => {
       'lb.yaml:9:3 limits.maxConection: unknown key `maxConection` (did you mean `maxConnections`?)',
     ]);
     expect(problems(`${PREFIX}admin:\n  port: 9883\n`)).toEqual([
-      'lb.yaml:9:3 admin.port: unknown key `port`; allowed here: bind, token',
+      'lb.yaml:9:3 admin.port: unknown key `port`; allowed here: bind, token, stateFile',
     ]);
     expect(problems(PREFIX.replace('listeners:', 'frontends:'))).toEqual([
       'lb.yaml:1:1 frontends: unknown key `frontends` (did you mean `listeners`?)',

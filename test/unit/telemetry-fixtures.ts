@@ -121,7 +121,7 @@ export function failoverStatus(state: FailoverInstanceStatus['state'] = 'master'
 }
 
 export function adminConfig(token: string | null = null, host = '127.0.0.1'): AdminConfig {
-  return { bind: `${host}:0`, address: { host, port: 0 }, token };
+  return { bind: `${host}:0`, address: { host, port: 0 }, token, stateFile: null };
 }
 
 export function silentLogger(): Logger {
