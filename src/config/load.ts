@@ -261,7 +261,7 @@ function checkHost(refs: readonly HostRef[], out: ProblemCollector, host: Readon
       const own = [...host].filter(([name]) => name === ref.value || name.startsWith(`${ref.value}:`));
       if (own.some(([, addresses]) => addresses.some((a) => isIPv4(a)))) continue;
       const why = own.length > 0 ? 'has no IPv4 address on this host' : 'is not an interface of this host with an address';
-      out.warn(ref.at, ref.path, `\`${ref.value}\` ${why}: the start fails (exit 2) until it has one (adverts need a source address)`);
+      out.warn(ref.at, ref.path, `\`${ref.value}\` ${why}: failover waits until it has one (adverts need a source address): no VIP on this host meanwhile, while the proxy serves`);
     }
   }
 }

@@ -25,7 +25,7 @@ import { AdvertReceiver } from './receiver.js';
 import { ReplayGuard } from './replay.js';
 import { FailoverStateMachine, type FailoverAction } from './state-machine.js';
 import { AdvertTransport } from './transport.js';
-import { addVip, checkInterfaceName, checkVip, hasAddress, removeVip, showInterface, type InterfaceInfo } from './vip.js';
+import { addVip, checkInterfaceName, checkVip, hasAddress, interfaceExists, removeVip, showInterface, type InterfaceInfo } from './vip.js';
 import { threadSharedNow } from '../monotonic-clock.js';
 
 /** How often carrier and VIP presence are polled. */
@@ -172,12 +172,15 @@ export class Heartbeat {
   private async runStart(): Promise<void> {
     const iface = this.config.interface;
     const info = await showInterface(iface).catch((err: unknown) => {
-      throw new MqttLbError(ErrorCodes.FAILOVER_COMMAND, `failover.interface ${iface}: ${(err as Error).message}`, { cause: err });
+      // Absent (a VLAN, bond or bridge made later in the boot) is a state the host may leave: the caller waits for it.
+      const code = interfaceExists(iface) ? ErrorCodes.FAILOVER_COMMAND : ErrorCodes.FAILOVER_INTERFACE;
+      throw new MqttLbError(code, `failover.interface ${iface}: ${(err as Error).message}`, { cause: err });
     });
     if (this.closing !== null) return;
     const vipSet = new Set([...this.instances.values()].flatMap((i) => i.vips.map((v) => v.address)));
     const own = info.addresses.find((a) => !vipSet.has(a.address) && !a.secondary) ?? info.addresses.find((a) => !vipSet.has(a.address));
-    if (own === undefined) throw new MqttLbError(ErrorCodes.FAILOVER_COMMAND, `failover.interface ${iface} has no IPv4 address of its own (adverts need a source address)`);
+    // Not yet (DHCP still asking): the caller waits for it too.
+    if (own === undefined) throw new MqttLbError(ErrorCodes.FAILOVER_INTERFACE, `failover.interface ${iface} has no IPv4 address of its own (adverts need a source address)`);
     this.localAddress = own.address;
     this.updateOwnAddresses(info);
     this.carrier = info.carrier;

@@ -109,7 +109,18 @@ export class Failover extends EventEmitter {
     }
     const kf = await readKeyFile(this.config.authKeyFile);
     this.key = kf.key;
-    await this.spawnWorker();
+    try {
+      await this.spawnWorker();
+    } catch (err) {
+      // The interface not there yet, or without its address (a boot where DHCP or a VLAN comes late): keepalived
+      // waits in FAULT, and so does this host, without a VIP, while its proxy serves. Exiting instead would leave
+      // the host serving nothing, and systemd gives up on a unit that fails 5 times in 10 s.
+      if (!(err instanceof MqttLbError) || err.code !== ErrorCodes.FAILOVER_INTERFACE) throw err;
+      this.started = true;
+      this.log.error({ err, code: err.code, retryInMs: restartDelay(0) }, 'failover interface not ready: serving without failover until it is');
+      this.restartWorker(0);
+      return;
+    }
     this.started = true;
   }
 
@@ -314,7 +325,7 @@ export class Failover extends EventEmitter {
       if (this.closing !== null) return;
       this.spawnWorker().catch((err: unknown) => {
         if (this.closing !== null) return;
-        this.log.error({ err, retryInMs: restartDelay(failures + 1) }, 'failover worker restart failed');
+        this.log.error({ err, code: (err as Partial<MqttLbError>).code, retryInMs: restartDelay(failures + 1) }, 'failover worker restart failed');
         this.restartWorker(failures + 1);
       });
     }, restartDelay(failures));

@@ -5,6 +5,7 @@
  *  - del: "Address not found" / "Cannot assign" (and a vanished device) = already absent.
  *  - presence compares address AND prefix length: 10.0.0.5/32 and 10.0.0.5/24 are different entries.
  */
+import { existsSync } from 'node:fs';
 import { ErrorCodes, MqttLbError } from '../errors.js';
 import { describeResult, runCommand } from './command.js';
 import { formatCidr, isInterfaceName, parseCidr, type Cidr } from './ipv4.js';
@@ -55,6 +56,11 @@ export function parseIpAddrJson(json: string, iface: string): InterfaceInfo {
     addresses.push({ address: a.local, prefix: a.prefixlen, secondary: a.secondary === true });
   }
   return { name: iface, carrier: flags.includes('UP') && flags.includes('LOWER_UP'), addresses };
+}
+
+/** The kernel has a network interface of this name (Linux: /sys/class/net). */
+export function interfaceExists(iface: string): boolean {
+  return isInterfaceName(iface) && existsSync(`/sys/class/net/${iface}`);
 }
 
 export async function showInterface(iface: string): Promise<InterfaceInfo> {

@@ -157,6 +157,12 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
     return lines.filter((l) => l.ev === 'session') as unknown as SessionLine[];
   }
 
+  /** Clean sessions straight to an LB host's own address (not the VIP). */
+  async function sessionsViaAddress(host: string, clientIds: string[]): Promise<SessionLine[]> {
+    const lines = await clientOp(topo, { op: 'sessions', host, port: 1883, clientIds, clean: true });
+    return lines.filter((l) => l.ev === 'session') as unknown as SessionLine[];
+  }
+
   const brokerMap = (s: SessionLine[]) => Object.fromEntries(s.map((x) => [x.clientId, x.broker]));
 
   it('both hosts report their role in /api/status and mqtt_lb_failover_state', async () => {
@@ -554,5 +560,39 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
     const pr = await proberReport(prober);
     console.log(`[failover-lb] every broker down: VIP on ${JSON.stringify(await holders())}, probe answers ${JSON.stringify(pr.whoCounts)}`);
     expect(pr.lastWho).toBe('rc3');
+  });
+
+  // keepalived waits in FAULT for an interface that is not there yet; exiting (as mqtt-lb did) left the host serving
+  // nothing at a boot where a VLAN or a DHCP lease comes late.
+  it('failover.interface absent at start: the proxy serves at once, failover starts once the interface has its address', async () => {
+    const file = join(dir, 'lb1-late-interface.yaml');
+    const yaml = lbYaml({ name: 'lb1', peer: topo.addr.lb2, keyFile: join(dir, 'failover.key'), priority: PRIORITY.lb1, vipCidr: '10.99.0.10/24', brokers, adminPort: ADMIN_PORT });
+    await writeFile(file, yaml.replace('  interface: eth0\n', '  interface: late0\n'));
+    const lb = await NsLb.start(topo, 'lb1', file, ADMIN_PORT);
+    lbs.push(lb);
+    started.push(lb.proc);
+    try {
+      expect(lb.logsWith('failover interface not ready: serving without failover until it is')[0]).toMatchObject({ level: 50, code: 'MQLB_FAILOVER_INTERFACE', retryInMs: 1000 });
+      await lb.waitServers('up', 5000);
+      const [served] = await sessionsViaAddress(topo.addr.lb1, ['late-interface-1']);
+      expect(served!.rc).toBe(0);
+      expect((await lb.failoverInstance()).state).toBe('init');
+
+      // The interface comes (a veth pair standing in for a late VLAN), then its address.
+      await topo.execOk(topo.ns.lb1, 'ip', ['link', 'add', 'late0', 'type', 'veth', 'peer', 'name', 'late0p']);
+      await topo.execOk(topo.ns.lb1, 'ip', ['link', 'set', 'late0p', 'up']);
+      await topo.execOk(topo.ns.lb1, 'ip', ['link', 'set', 'late0', 'up']);
+      await sleep(1500); // a retry meets it without an address
+      await topo.execOk(topo.ns.lb1, 'ip', ['addr', 'add', '10.99.0.2/24', 'dev', 'late0']);
+      // Retries after 1, 2, 4 s: started by the one after the address came, then master alone.
+      await lb.waitState('master', 10_000);
+      expect(lb.logsWith('failover heartbeat started')[0]).toMatchObject({ iface: 'late0', localAddress: '10.99.0.2' });
+      expect(await topo.execOk(topo.ns.lb1, 'ip', ['-4', 'addr', 'show', 'dev', 'late0'])).toContain('10.99.0.10/24');
+      console.log(
+        `[failover-lb] late interface: ${lb.logsWith('failover worker restart failed').length} failed retries, then master; the proxy served from the start`,
+      );
+    } finally {
+      await topo.exec(topo.ns.lb1, 'ip', ['link', 'del', 'late0']);
+    }
   });
 });

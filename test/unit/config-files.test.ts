@@ -189,12 +189,12 @@ describe('files named by the config', () => {
     expect(parseConfig(CONFIG, file, { hostAddresses: host }).warnings).toEqual([]);
     // The interface: not here, or without an IPv4 address (adverts need one): the start would fail.
     expect(parseConfig(CONFIG, file, { checkFiles: true, hostAddresses: new Map([['eth1', ['10.0.0.1']]]) }).warnings).toEqual([
-      `${file}:12:14 failover.interface: \`eth0\` is not an interface of this host with an address: the start fails (exit 2) until it has one (adverts need a source address)`,
+      `${file}:12:14 failover.interface: \`eth0\` is not an interface of this host with an address: failover waits until it has one (adverts need a source address): no VIP on this host meanwhile, while the proxy serves`,
     ]);
     // An address with a label (ifupdown's eth0:0) is the interface's: `ip addr show dev eth0` lists it.
     expect(parseConfig(CONFIG, file, { checkFiles: true, hostAddresses: new Map([['eth0', ['fe80::1']], ['eth0:0', ['10.0.0.1']]]) }).warnings).toEqual([]);
     expect(parseConfig(CONFIG, file, { checkFiles: true, hostAddresses: new Map([['eth0', ['fe80::1']]]) }).warnings).toEqual([
-      `${file}:12:14 failover.interface: \`eth0\` has no IPv4 address on this host: the start fails (exit 2) until it has one (adverts need a source address)`,
+      `${file}:12:14 failover.interface: \`eth0\` has no IPv4 address on this host: failover waits until it has one (adverts need a source address): no VIP on this host meanwhile, while the proxy serves`,
     ]);
   });
 
