@@ -24,6 +24,8 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = join(HERE, '..');
 const LAUNCHER = join(REPO, 'bin/mqtt-lb');
 const CLIENT = join(HERE, 'failover-client.mjs');
+const SNIFFER = join(HERE, 'advert-sniffer.py');
+const ADVERT_PORT = 18831; // mqtt-lb's failover.port default
 const MOSQUITTO = '/usr/sbin/mosquitto';
 const VIP_HOST = 200;
 const BROKERS = [
@@ -37,16 +39,17 @@ const STOPPED_BROKER = 'b2';
 // ── options ──────────────────────────────────────────────────────────────────────────────────────────────────
 
 const HELP = `usage: node bench/failover.mjs [options]   (root; npm run bench:failover builds first)
-  --trials N          trials per target of the host-loss scenarios (default 3)
+  --trials N          trials per target of the host-loss scenarios at 1 s adverts (default 5; at 100 ms one fewer)
   --health-trials N   trials per target of the SIGSTOP and no-broker scenarios (default 2 and 1)
   --adverts LIST      advert intervals in ms for the host-loss scenarios (default 1000,100: 100 ms with
                       keepalived's vrrp_version 3, fewer targets and trials)
   --clients K         client IDs of the stickiness check (default 200)
   --scenarios LIST    linkdown,kill,sigstop,nobroker (default all)
+  --targets LIST      only these of mqtt-lb,haproxy-stick,haproxy-hash,haproxy-mqttcheck (default each scenario's)
   --out FILE          JSON output (default bench/results/failover-<timestamp>.json)`;
 
 function parseArgs(argv) {
-  const o = { trials: 3, healthTrials: 2, nobrokerTrials: 1, adverts: [1000, 100], clients: 200, scenarios: ['linkdown', 'kill', 'sigstop', 'nobroker'], out: null };
+  const o = { trials: 5, healthTrials: 2, nobrokerTrials: 1, adverts: [1000, 100], clients: 200, scenarios: ['linkdown', 'kill', 'sigstop', 'nobroker'], targets: null, out: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const v = () => {
@@ -61,6 +64,7 @@ function parseArgs(argv) {
     else if (a === '--adverts') o.adverts = v().split(',').map(Number);
     else if (a === '--clients') o.clients = Number(v());
     else if (a === '--scenarios') o.scenarios = v().split(',');
+    else if (a === '--targets') o.targets = v().split(',');
     else if (a === '--out') o.out = v();
     else throw new Error(`unknown option ${a}\n${HELP}`);
   }
@@ -129,7 +133,7 @@ pools:
 ${servers}
     health:
       type: mqtt
-      mqtt: { clientId: ${role}-health }
+      mqtt: { clientId: "${role}-{server}" }
 admin:
   bind: 127.0.0.1:9883
 failover:
@@ -264,31 +268,32 @@ class Pair {
   }
 
   async start() {
-    for (const role of ['lb1', 'lb2']) {
-      const dir = join(workDir, `${this.name}-${role}`);
-      mkdirSync(dir, { recursive: true });
-      if (this.target.kind === 'mqtt-lb') {
-        const file = join(dir, 'lb.yaml');
-        writeFileSync(file, mqttLbYaml(role, this.advertMs));
-        this.procs[role].push(topo.spawn(role, LAUNCHER, ['--config', file]));
-      } else {
-        const hcfg = join(dir, 'haproxy.cfg');
-        writeFileSync(hcfg, haproxyCfg(role, this.target.variant));
-        this.procs[role].push(topo.spawn(role, 'haproxy', ['-db', '-f', hcfg]));
-        const kconf = join(dir, 'keepalived.conf');
-        writeFileSync(kconf, keepalivedConf(role, this.advertMs));
-        // -n: no fork (the process stays ours to kill), -P: VRRP only, pid files of its own so that the two
-        // instances on this machine never see each other as already running.
-        const pid = (n) => join(dir, `${n}.pid`);
-        this.procs[role].push(topo.spawn(role, 'keepalived', ['-n', '-l', '-D', '-G', '-P', '-f', kconf, '-p', pid('keepalived'), '-r', pid('vrrp'), '-c', pid('checkers')]));
-      }
-    }
+    await Promise.all([this.startHost('lb1'), this.startHost('lb2')]);
+  }
+
+  /** Starts the LB processes of one host (again, after a kill: the killed ones stay in the list, dead). */
+  async startHost(role) {
+    const dir = join(workDir, `${this.name}-${role}`);
+    mkdirSync(dir, { recursive: true });
     if (this.target.kind === 'mqtt-lb') {
-      for (const role of ['lb1', 'lb2']) {
-        await this.procs[role][0].waitForLine((l) => l.includes('"mqtt-lb started"'), 20_000).catch((err) => {
-          throw new Error(`${role}: mqtt-lb did not start: ${err.message}\n${this.procs[role][0].lines.slice(-20).join('\n')}`);
-        });
-      }
+      const file = join(dir, 'lb.yaml');
+      writeFileSync(file, mqttLbYaml(role, this.advertMs));
+      const lb = topo.spawn(role, LAUNCHER, ['--config', file]);
+      this.procs[role].push(lb);
+      await lb.waitForLine((l) => l.includes('"mqtt-lb started"'), 20_000).catch((err) => {
+        throw new Error(`${role}: mqtt-lb did not start: ${err.message}\n${lb.lines.slice(-20).join('\n')}`);
+      });
+    } else {
+      const hcfg = join(dir, 'haproxy.cfg');
+      writeFileSync(hcfg, haproxyCfg(role, this.target.variant));
+      this.procs[role].push(topo.spawn(role, 'haproxy', ['-db', '-f', hcfg]));
+      const kconf = join(dir, 'keepalived.conf');
+      writeFileSync(kconf, keepalivedConf(role, this.advertMs));
+      // -n: no fork (the process stays ours to kill), -P: VRRP only, pid files of its own so that the two
+      // instances on this machine never see each other as already running.
+      const pid = (n) => join(dir, `${n}.pid`);
+      for (const n of ['keepalived', 'vrrp', 'checkers']) rmSync(pid(n), { force: true });
+      this.procs[role].push(topo.spawn(role, 'keepalived', ['-n', '-l', '-D', '-G', '-P', '-f', kconf, '-p', pid('keepalived'), '-r', pid('vrrp'), '-c', pid('checkers')]));
     }
   }
 
@@ -326,16 +331,31 @@ class Pair {
     const out = [];
     if (this.target.kind !== 'mqtt-lb') return out;
     for (const role of ['lb1', 'lb2']) {
-      for (const l of this.procs[role][0]?.lines ?? []) {
+      for (const l of this.procs[role].flatMap((p) => p.lines)) {
         try {
           const j = JSON.parse(l);
-          if (j.level >= 40) out.push({ role, level: j.level, time: j.time, msg: j.msg, ...(j.err ? { err: j.err.message ?? j.err } : {}) });
+          if (j.level >= 40) {
+            const { level, time, msg, pid, hostname, ...rest } = j;
+            out.push({ role, level, time, msg, ...rest });
+          }
         } catch {
           /* not JSON */
         }
       }
     }
     return out;
+  }
+
+  /** The host's log since `since` (mqtt-lb JSON lines, HAProxy's and keepalived's console lines stamped on arrival), at most 300 lines. */
+  logSince(role, since) {
+    const out = [];
+    for (const p of this.procs[role]) {
+      p.lines.forEach((line, i) => {
+        if (p.lineTimes[i] >= since) out.push({ t: p.lineTimes[i] - since, from: p.name.split('@')[0], line: line.slice(0, 400) });
+      });
+      for (const e of p.errLines) if (e.t >= since) out.push({ t: e.t - since, from: p.name.split('@')[0], line: e.line.slice(0, 400) });
+    }
+    return out.sort((a, b) => a.t - b.t).filter((e) => !e.line.startsWith('Connect from')).slice(0, 300);
   }
 
   /** Ends both hosts (SIGKILL: fast; what it leaves is cleaned by hand) and restores the network. */
@@ -394,6 +414,9 @@ async function hostLossTrial(targetName, advertMs, fault, trial, macs) {
   const monitors = [];
   let prober = null;
   try {
+    // From the start, so that it has heard several adverts (their period) by the fault.
+    const sniffer = topo.spawn('lb2', '/usr/bin/python3', ['-u', SNIFFER, 'eth0', String(ADVERT_PORT)]);
+    monitors.push(sniffer);
     await ensureBrokers();
     await pair.start();
     await pair.waitReady(macs);
@@ -405,7 +428,7 @@ async function hostLossTrial(targetName, advertMs, fault, trial, macs) {
     const addrLb2 = new AddressMonitor(topo, 'lb2');
     const neigh = new NeighMonitor(topo, 'client');
     monitors.push(addrLb1, addrLb2, neigh);
-    prober = topo.spawn('client', process.execPath, [CLIENT, JSON.stringify({ op: 'probe', host: vipAddr(), port: MQTT_PORT, intervalMs: 20, timeoutMs: 150, maxMs: 60_000 })]);
+    prober = topo.spawn('client', process.execPath, [CLIENT, JSON.stringify({ op: 'probe', host: vipAddr(), port: MQTT_PORT, intervalMs: 20, timeoutMs: 150, maxMs: 120_000 })]);
     await waitFor('prober answered', () => prober.lines.filter((l) => l.includes('"rc0"')).length >= 5, 5000, 20);
     await sleep(300 + Math.random() * advertMs); // no phase lock between the fault and the advert timers
 
@@ -419,32 +442,74 @@ async function hostLossTrial(targetName, advertMs, fault, trial, macs) {
     await waitFor(`${targetName}: service back after ${fault}`, () => restoredAt(probes(), faultAt) !== null, bound, 20).catch(() => {});
     const vipOnLb2 = addrLb2.first(vipCidr(), false, faultAt - 5);
     rec.vipOnBackupMs = vipOnLb2 === undefined ? null : vipOnLb2.t - faultAt;
+    // The master's adverts as the backup heard them: the last one before the takeover starts its down timer.
+    const adverts = sniffer.lines.map((l) => l.split(' ')).filter((f) => f[1] === topo.addr.lb1).map((f) => Number(f[0]));
+    const lastAdvert = adverts.filter((t) => vipOnLb2 === undefined || t < vipOnLb2.t).at(-1);
+    rec.takeoverAfterLastAdvertMs = vipOnLb2 === undefined || lastAdvert === undefined ? null : vipOnLb2.t - lastAdvert;
+    rec.lastAdvertBeforeFaultMs = lastAdvert === undefined ? null : faultAt - lastAdvert;
+    const gaps = adverts.filter((t) => t < faultAt).slice(1).map((t, i) => t - adverts[i]);
+    rec.advertPeriodMs = median(gaps);
+    rec.advertsHeardBeforeFault = adverts.filter((t) => t < faultAt).length;
     const vipOffLb1 = addrLb1.first(vipCidr(), true, faultAt - 5);
     rec.vipOffMasterMs = vipOffLb1 === undefined ? null : vipOffLb1.t - faultAt;
 
     const after = await whoamiMap(prefix);
     await sleep(500);
+    const entry = await topo.neighbour('client', vipAddr());
+    rec.arpEntryAtEnd = entry === null ? null : entry.lladdr === macs.lb2 ? 'lb2' : entry.lladdr === macs.lb1 ? 'lb1' : entry.lladdr;
+    rec.vipHoldersAtEnd = [];
+    for (const role of ['lb1', 'lb2']) if ((await topo.addresses(role)).includes(vipCidr())) rec.vipHoldersAtEnd.push(role);
+
+    // Failback: lb1 back (link up, or its LB processes started again); it preempts. Timed until the VIP is on
+    // lb1 only and the client's ARP entry is lb1's; the prober says what new clients met meanwhile.
+    const failbackAt = Date.now();
+    if (fault === 'linkdown') await topo.ip('lb1', ['link', 'set', 'eth0', 'up']);
+    else await pair.startHost('lb1');
+    rec.failbackRestartMs = Date.now() - failbackAt;
+    try {
+      await waitFor(
+        'failback: VIP on lb1 only, client ARP on lb1',
+        async () => (await topo.addresses('lb1')).includes(vipCidr()) && !(await topo.addresses('lb2')).includes(vipCidr()) && (await topo.neighbour('client', vipAddr()))?.lladdr === macs.lb1,
+        15_000 + 10 * advertMs,
+        20,
+      );
+      rec.failbackDoneMs = Date.now() - failbackAt;
+    } catch {
+      rec.failbackDoneMs = null;
+    }
+    await sleep(1000);
     prober.write('quit');
     await Promise.race([prober.exited, sleep(3000)]);
-    const restored = restoredAt(probes(), faultAt);
+    const fb = probes().filter((p) => p.t0 >= failbackAt).sort((a, b) => a.t0 - b.t0);
+    rec.failbackProbeFailures = fb.filter((p) => p.r !== 'rc0').length;
+    rec.failbackProbes = fb.length;
+    rec.failbackFailedProbes = fb.filter((p) => p.r !== 'rc0').map((p) => ({ t0: p.t0 - failbackAt, t1: p.t1 - failbackAt, r: p.r }));
+    rec.failbackFailureKinds = {};
+    for (const p of fb) if (p.r !== 'rc0') rec.failbackFailureKinds[p.r] = (rec.failbackFailureKinds[p.r] ?? 0) + 1;
+    const fbOk = fb.filter((p) => p.r === 'rc0').map((p) => p.t1);
+    rec.failbackMaxGapMs = fbOk.length < 2 ? null : Math.max(...fbOk.slice(1).map((t, i) => t - fbOk[i]));
+    const vipBack = addrLb1.first(vipCidr(), false, failbackAt);
+    rec.failbackVipOnLb1Ms = vipBack === undefined ? null : vipBack.t - failbackAt;
+    const vipGone = addrLb2.first(vipCidr(), true, failbackAt);
+    rec.failbackVipOffLb2Ms = vipGone === undefined ? null : vipGone.t - failbackAt;
+    rec.lb1LogFailback = pair.logSince('lb1', failbackAt).slice(0, 60);
+
+    const restored = restoredAt(probes().filter((p) => p.t0 < failbackAt), faultAt);
     rec.connackMs = restored === null ? null : restored.at - faultAt;
     rec.probeFailuresAfterRestore = restored === null ? null : restored.failedAfter;
     rec.probesAfterRestore = restored === null ? null : restored.probesAfter;
     const firstArp = neigh.events().find((e) => e.ip === vipAddr() && e.lladdr === macs.lb2 && e.t >= faultAt - 5);
     rec.arpToBackupMs = firstArp === undefined ? null : firstArp.t - faultAt;
-    const entry = await topo.neighbour('client', vipAddr());
-    rec.arpEntryAtEnd = entry === null ? null : entry.lladdr === macs.lb2 ? 'lb2' : entry.lladdr === macs.lb1 ? 'lb1' : entry.lladdr;
-    rec.vipHoldersAtEnd = [];
-    for (const role of ['lb1', 'lb2']) if ((await topo.addresses(role)).includes(vipCidr())) rec.vipHoldersAtEnd.push(role);
     rec.stickiness = sameBroker(before, after);
     rec.spreadAfter = spreadOf(after);
     rec.lbWarnings = pair.warnings();
+    rec.lb2Log = pair.logSince('lb2', faultAt);
   } catch (err) {
     rec.error = err.message.slice(0, 3000);
     log(`  error: ${rec.error.split('\n')[0]}`);
   } finally {
     if (prober !== null) await prober.stop(500);
-    for (const m of monitors) await m.stop();
+    for (const m of monitors) await m.stop(500);
     await pair.stop();
   }
   return rec;
@@ -459,8 +524,9 @@ function markedDownMs(pair, stoppedAt) {
       for (const l of p.lines) {
         if (!l.includes('server state changed') || !l.includes(`"server":"${STOPPED_BROKER}"`)) continue;
         const j = JSON.parse(l);
-        if (j.to === 'down' && j.time >= stoppedAt) {
-          out[role] = j.time - stoppedAt;
+        const at = typeof j.time === 'number' ? j.time : Date.parse(j.time);
+        if (j.to === 'down' && at >= stoppedAt) {
+          out[role] = at - stoppedAt;
           break;
         }
       }
@@ -501,6 +567,7 @@ async function sigstopTrial(targetName, trial, macs) {
     rec.stillFailingAtEnd = failed.some((c) => c.at > rec.windowMs - 1000);
     rec.failedStartsMs = failed.map((c) => c.at);
     rec.markedDownMs = markedDownMs(pair, stoppedAt);
+    rec.lb1Log = pair.logSince('lb1', stoppedAt);
     rec.lbWarnings = pair.warnings();
   } catch (err) {
     rec.error = err.message.slice(0, 3000);
@@ -538,6 +605,7 @@ async function nobrokerTrial(targetName, trial, macs) {
       }
     }
     rec.lbWarnings = pair.warnings().filter((w) => w.level >= 50);
+    rec.lb1Log = pair.logSince('lb1', killedAt);
   } catch (err) {
     rec.error = err.message.slice(0, 3000);
     log(`  error: ${rec.error.split('\n')[0]}`);
@@ -565,13 +633,14 @@ function summarize(records) {
     const s = { scenario, advertMs: advertMs === '' ? null : Number(advertMs), target, trials: rs.length, errors: rs.length - ok.length };
     const pick = (f) => ok.map(f).filter((v) => v !== null && v !== undefined);
     if (scenario === 'linkdown' || scenario === 'kill') {
-      for (const f of ['vipOnBackupMs', 'arpToBackupMs', 'connackMs', 'vipOffMasterMs']) {
+      for (const f of ['takeoverAfterLastAdvertMs', 'vipOnBackupMs', 'arpToBackupMs', 'connackMs', 'vipOffMasterMs', 'advertPeriodMs']) {
         s[f] = { median: median(pick((r) => r[f])), values: ok.map((r) => r[f]) };
       }
       s.sameBroker = { median: median(pick((r) => r.stickiness?.same)), values: ok.map((r) => r.stickiness?.same), of: opts.clients };
       s.arpEntryAtEnd = ok.map((r) => r.arpEntryAtEnd);
       s.vipHoldersAtEnd = ok.map((r) => r.vipHoldersAtEnd.join('+'));
       s.probeFailuresAfterRestore = ok.map((r) => r.probeFailuresAfterRestore);
+      for (const f of ['failbackDoneMs', 'failbackMaxGapMs', 'failbackProbeFailures']) s[f] = { median: median(pick((r) => r[f])), values: ok.map((r) => r[f]) };
     } else if (scenario === 'sigstop') {
       s.okFraction = { median: median(pick((r) => r.okFraction)), values: ok.map((r) => r.okFraction) };
       s.lastFailedStartMs = { median: median(pick((r) => r.lastFailedStartMs)), values: ok.map((r) => r.lastFailedStartMs) };
@@ -590,10 +659,18 @@ function printTables(summary) {
   const hl = summary.filter((s) => s.scenario === 'linkdown' || s.scenario === 'kill');
   if (hl.length > 0) {
     lines.push('', 'Master host loss (ms from the fault; median, then per trial)');
-    lines.push(['fault', 'advert', 'target', 'VIP on backup', 'client ARP -> backup', 'first CONNACK', 'same broker', 'ARP at end', 'VIP at end'].join(' | '));
+    lines.push(['fault', 'advert', 'target', 'VIP on backup after last advert', 'VIP on backup', 'client ARP -> backup', 'first CONNACK', 'same broker', 'ARP at end', 'VIP at end'].join(' | '));
     for (const s of hl) {
       const cell = (m) => `${fmt(m.median)} (${m.values.map((v) => fmt(v)).join(', ')})`;
-      lines.push([s.scenario, `${s.advertMs} ms`, s.target, cell(s.vipOnBackupMs), cell(s.arpToBackupMs), cell(s.connackMs), `${fmt(s.sameBroker.median)}/${s.sameBroker.of} (${s.sameBroker.values.map((v) => fmt(v)).join(', ')})`, s.arpEntryAtEnd.join(','), s.vipHoldersAtEnd.join(',')].join(' | ') + (s.errors ? ` | ${s.errors} trial(s) failed` : ''));
+      lines.push([s.scenario, `${s.advertMs} ms`, s.target, cell(s.takeoverAfterLastAdvertMs), cell(s.vipOnBackupMs), cell(s.arpToBackupMs), cell(s.connackMs), `${fmt(s.sameBroker.median)}/${s.sameBroker.of} (${s.sameBroker.values.map((v) => fmt(v)).join(', ')})`, s.arpEntryAtEnd.join(','), s.vipHoldersAtEnd.join(',')].join(' | ') + (s.errors ? ` | ${s.errors} trial(s) failed` : ''));
+    }
+  }
+  if (hl.length > 0) {
+    lines.push('', 'Failback (lb1 back: link up / LB processes started again; ms from that; median, then per trial)');
+    lines.push(['fault', 'advert', 'target', 'VIP on lb1 only + client ARP on lb1', 'longest gap between CONNACKs', 'failed probes (every 20 ms)'].join(' | '));
+    for (const s of hl) {
+      const cell = (m) => `${fmt(m.median)} (${m.values.map((v) => fmt(v)).join(', ')})`;
+      lines.push([s.scenario, `${s.advertMs} ms`, s.target, cell(s.failbackDoneMs), cell(s.failbackMaxGapMs), cell(s.failbackProbeFailures)].join(' | '));
     }
   }
   const st = summary.filter((s) => s.scenario === 'sigstop');
@@ -653,11 +730,13 @@ async function main() {
 
   const records = [];
   const runOne = async (what, fn) => {
+    if (opts.targets !== null && !opts.targets.some((t) => what.includes(` ${t},`))) return;
     log(what);
     const r = await fn();
     records.push(r);
-    const brief = Object.fromEntries(Object.entries(r).filter(([k]) => ['vipOnBackupMs', 'arpToBackupMs', 'connackMs', 'okFraction', 'lastFailedStartMs', 'stillFailingAtEnd'].includes(k)));
+    const brief = Object.fromEntries(Object.entries(r).filter(([k]) => ['takeoverAfterLastAdvertMs', 'vipOnBackupMs', 'arpToBackupMs', 'connackMs', 'okFraction', 'lastFailedStartMs', 'stillFailingAtEnd'].includes(k)));
     if (r.stickiness) brief.same = r.stickiness.same;
+    if (r.failbackDoneMs !== undefined) Object.assign(brief, { failbackDoneMs: r.failbackDoneMs, failbackMaxGapMs: r.failbackMaxGapMs, failbackProbeFailures: r.failbackProbeFailures });
     if (r.probes) brief.seen = r.probes.map((p) => `${p.phase}/v${p.version}: ${p.seen}`);
     log(`  ${JSON.stringify(brief)}`);
   };
