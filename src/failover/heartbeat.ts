@@ -46,6 +46,13 @@ export const HANDOVER_GRACE_MS = 300;
  */
 export const RELEASE_BOUND_MS = 5_000;
 
+/**
+ * Preempting a live master, the master advert (on which it drops the VIP) follows the first gratuitous ARP by this
+ * much: `arping` is a child process, whose packet left 2.3-3.6 ms after the spawn here (a sniffer in a namespace,
+ * 10 runs); the margin is for a loaded host. Nothing waits on it but the advert: the live master serves meanwhile.
+ */
+export const GARP_LEAD_MS = 50;
+
 /** How a wait for the proxy's 'released' ended: its answer, the bound, master again (the VIP stays), or a stop. */
 type ReleaseOutcome = 'released' | 'bound' | 'master' | 'stop';
 
@@ -454,13 +461,18 @@ export class Heartbeat {
           // Master again while its sessions were being released: the address stays; the chain moves on.
           inst.releasing?.('master');
           const announce = a.type === 'addVipsThenAnnounce';
+          const stillMaster = () => this.closing === null && inst.sm.state === 'master' && inst.wantVips && inst.installedAt !== null;
           this.enqueue(inst, async () => {
-            await this.addVips(inst);
+            await this.addVips(inst, !announce);
             // Only with the VIPs here: a failed add resigned already (addVips), and the live master never heard us.
-            if (!announce || this.closing !== null || inst.sm.state !== 'master' || !inst.wantVips || inst.installedAt === null) return;
-            // addVips() said vipsHeld(): the state machine's adverts carry the MASTER flag from now on too.
-            this.sendAdvert(inst, inst.sm.advertisedPriority, FLAG_MASTER);
+            if (!announce || !stillMaster()) return;
+            // Neighbours first: clients send to us before the live master drops the VIP on our advert (becomeMaster).
             this.announceVips(inst);
+            await new Promise((resolve) => setTimeout(resolve, GARP_LEAD_MS));
+            if (!stillMaster()) return;
+            // The state machine's adverts carry the MASTER flag from now on too.
+            inst.sm.vipsHeld();
+            this.sendAdvert(inst, inst.sm.advertisedPriority, FLAG_MASTER);
           });
           break;
         }
@@ -570,7 +582,8 @@ export class Heartbeat {
     });
   }
 
-  private async addVips(inst: Instance): Promise<void> {
+  /** `held`: tell the state machine once they are here (a preemption does, after its GARP lead: exec). */
+  private async addVips(inst: Instance, held = true): Promise<void> {
     if (!inst.wantVips) return; // a removal was asked for in the meantime
     try {
       for (const v of inst.vips) await addVip(this.config.interface, `${v.address}/${v.prefix}`);
@@ -588,7 +601,7 @@ export class Heartbeat {
     }
     if (inst.wantVips) {
       inst.installedAt = this.now();
-      inst.sm.vipsHeld();
+      if (held) inst.sm.vipsHeld();
     }
   }
 

@@ -13,8 +13,9 @@
  *    peer advertises as master; a resigned instance never becomes master again. (Its 'removeVips' on that
  *    hand-over is deferred by the heartbeat until close(), so evicted sessions can still be closed.)
  *  - VIP hold-down (`vipLost()`): an instance that could not hold its VIP does not preempt a live master for a
- *    while (VIP_HOLD_DOWN_MIN_MS), so a host that cannot add its VIP never takes it from one that can; when it
- *    tries again, the VIPs come first and the master advert after them ('addVipsThenAnnounce').
+ *    while (VIP_HOLD_DOWN_MIN_MS), so a host that cannot add its VIP never takes it from one that can.
+ *  - Preempting a live master, the VIPs and the GARP come first and the master advert after them
+ *    ('addVipsThenAnnounce'): see becomeMaster.
  */
 import { FLAG_FAULT, FLAG_MASTER } from './advert.js';
 
@@ -24,7 +25,7 @@ export const FAILOVER_STATES: readonly FailoverState[] = ['init', 'backup', 'mas
 export type FailoverAction =
   | { type: 'sendAdvert'; priority: number; flags: number }
   | { type: 'addVips' }
-  /** Add the VIPs, and only once they are here advertise as master and announce them (a retry after a VIP failure). */
+  /** Add the VIPs, announce them, and only then advertise as master (preempting a live master: becomeMaster). */
   | { type: 'addVipsThenAnnounce' }
   | { type: 'removeVips' }
   | { type: 'garp' }
@@ -97,7 +98,7 @@ export class FailoverStateMachine {
   private vipsHeldSince: number | null = null;
   /** When we last heard a live lower-priority master that we mean to preempt (discarded, or within preemptDelay). */
   private lastPreemptDiscardAt = Number.NEGATIVE_INFINITY;
-  /** Master by a retry's preemption, its VIPs not added yet: no master advert until they are (vipsHeld). */
+  /** Master by preemption, its VIPs not added and announced yet: no master advert until they are (vipsHeld). */
   private awaitingVips = false;
   private lastRestoreAt = Number.NEGATIVE_INFINITY;
 
@@ -256,7 +257,7 @@ export class FailoverStateMachine {
     return [];
   }
 
-  /** The VIPs are installed (the heartbeat's `ip addr add` completed) while master. */
+  /** The VIPs are installed (the heartbeat's `ip addr add` completed; preempting, and announced) while master. */
   vipsHeld(): void {
     if (this.current !== 'master') return;
     this.awaitingVips = false;
@@ -301,7 +302,7 @@ export class FailoverStateMachine {
 
   private advert(): FailoverAction {
     if (this.current === 'fault') return { type: 'sendAdvert', priority: 0, flags: FLAG_FAULT };
-    // Master whose VIPs are still being added (a retry): not yet said to the live master (see becomeMaster).
+    // Master whose VIPs are still being added and announced (a preemption): not yet said to the live master (becomeMaster).
     const asMaster = this.current === 'master' && !this.awaitingVips;
     return { type: 'sendAdvert', priority: this.advertisedPriority, flags: asMaster ? FLAG_MASTER : 0 };
   }
@@ -331,8 +332,14 @@ export class FailoverStateMachine {
     return actions;
   }
 
-  /** RFC 5798 §6.4.2 Master_Down_Timer fired. keepalived's order: advert first (so the old master lets go
-   * before our GARPs), then the VIPs, then GARP, then notify. */
+  /**
+   * RFC 5798 §6.4.2 Master_Down_Timer fired. With no live master (it failed, or none yet): keepalived's order,
+   * advert first, then the VIPs, then GARP, then notify. Preempting a live lower-priority master: the VIPs and the
+   * GARP first, the master advert after them (addVipsThenAnnounce), so that the old master lets go only once
+   * neighbours send to us. `ip` and `arping` are child processes, a few ms each: in keepalived's order the old
+   * master dropped the VIP while clients still sent to it, and a new connection's SYN was lost (the failover
+   * benchmark saw a failed probe in 5 of 14 failbacks; keepalived, with netlink and a raw socket, 0 of 18).
+   */
   private becomeMaster(now: number): FailoverAction[] {
     this.current = 'master';
     this.lastHealGarpAt = now; // the GARP burst below already announces us
@@ -340,10 +347,9 @@ export class FailoverStateMachine {
     this.preemptSince = null;
     this.masterAddress = null;
     this.advertAt = now + this.cfg.advertInterval;
-    // Preempting a live master again after a VIP failure (the hold-down is over): the VIPs first, the master advert
-    // only once they are here. Otherwise the live master steps down on our advert, closing its VIP sessions, and a
-    // host still unable to add the VIP hands it back at once: one failover and back per retry.
-    if (this.vipFailures > 0 && now - this.lastPreemptDiscardAt <= this.masterDownInterval()) {
+    // A live master heard within the interval. Also what a retry after a VIP failure needs: the live master steps
+    // down only once our VIPs are here, so a host still unable to add them never takes the VIP from it.
+    if (now - this.lastPreemptDiscardAt <= this.masterDownInterval()) {
       this.awaitingVips = true;
       return [{ type: 'addVipsThenAnnounce' }, { type: 'notify', from: 'backup', to: 'master' }];
     }
@@ -410,7 +416,7 @@ export class FailoverStateMachine {
         { type: 'notify', from: 'master', to: 'backup' },
       ];
     }
-    // Its VIPs not added yet (a retry): the live master keeps serving until they are (becomeMaster).
+    // Its VIPs not added and announced yet (a preemption): the live master keeps serving until they are (becomeMaster).
     if (this.awaitingVips) return [];
     // Lower-priority master: a split brain is healing. RFC 9568: advertise at once to assert ourselves;
     // keepalived (garp_lower_prio_repeat) and ucarp: re-announce, so neighbours that cached the other

@@ -458,6 +458,41 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
     expect(reconnected.every((e) => e.sessionPresent)).toBe(true);
   });
 
+  // The failover benchmark (bench/failover.mjs): in keepalived's order (advert, then `ip addr add` and `arping`, child
+  // processes) lb2 let the VIP go 3-5 ms before the client heard lb1's GARP, and new connections' SYNs were lost.
+  it('preempting, the new master announces itself before the old one lets the VIP go: the client follows first', async () => {
+    const lb2 = await startLb('lb2');
+    await lb2.waitState('master', 5000);
+    await waitFor('VIP on lb2 only', holdersAre(['lb2']), 5000);
+    await lb2.waitServers('up', 5000);
+    const prober = startProber(); // the client's ARP entry for the VIP: lb2's MAC
+    await proberSees(prober, 'rc0', 5000);
+    // No session on lb2's VIP from here on: lb2 would close it before it lets the address go (release), later.
+    await prober.stop(2000);
+    const lb1Mac = /link\/ether (\S+)/.exec(await topo.execOk(topo.ns.lb1, 'ip', ['link', 'show', 'dev', 'eth0']))![1]!;
+    const neigh = topo.spawn(topo.ns.client, 'ip', ['-ts', 'monitor', 'neigh']);
+    started.push(neigh);
+    const mon2 = topo.monitorAddresses('lb2');
+    started.push(mon2.proc);
+    await sleep(300);
+
+    const lb1 = await startLb('lb1');
+    await lb1.waitState('master', 8000);
+    await waitFor('VIP on lb1 only', holdersAre(['lb1']), 8000);
+    await sleep(200);
+    // [2026-12-06T04:10:00.123456] 10.231.7.10 dev eth0 lladdr 2a:..:.. REACHABLE (local time, as AddressMonitor reads it)
+    const movedAt = neigh.lines
+      .map((l) => /^\[(\S+?)\d{3}\]\s+(\S+) dev \S+ lladdr (\S+)/.exec(l))
+      .find((m) => m !== null && m[2] === VIP && m[3] === lb1Mac);
+    const deleted2 = mon2.first(VIP_CIDR, true);
+    expect(movedAt, `the client's ARP entry for ${VIP} on lb1's MAC ${lb1Mac}:\n${neigh.lines.join('\n')}`).toBeDefined();
+    expect(deleted2, 'VIP deleted on lb2').toBeDefined();
+    const lead = deleted2!.t - Date.parse(movedAt![1]!);
+    console.log(`[failover-lb] preempt: the client followed lb1 ${lead} ms before lb2 removed the VIP`);
+    // GARP_LEAD_MS (50) ahead, less arping's own start; the order before came to -3..+1 ms (3 runs).
+    expect(lead).toBeGreaterThanOrEqual(10);
+  });
+
   it('a 500 ms block of the master’s event loop (SIGUSR2 test hook) causes no takeover', async () => {
     const [lb1, lb2] = await startPair();
     const prober = startProber();
@@ -535,33 +570,6 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
     await waitFor('VIP back on lb1 only', holdersAre(['lb1']), 5000);
   });
 
-  it('every broker down: exactly one host keeps the VIP, clients get CONNACK rc 3 (server unavailable)', async () => {
-    const [lb1, lb2] = await startPair();
-    const prober = startProber();
-    await proberSees(prober, 'rc0', 5000);
-
-    await Promise.all(brokers.map((b) => b.proc.stop(3000)));
-    await lb1.waitServers('down', 5000);
-    await lb2.waitServers('down', 5000);
-    // track.pools.weight 50 lowers both (150 → 100, 100 → 50): the order holds, nobody resigns (never FAULT).
-    await waitFor('priorities 100/50', async () => (await lb1.failoverInstance()).priority === 100 && (await lb2.failoverInstance()).priority === 50, 3000, 50);
-    await proberSees(prober, 'rc3', 3000);
-    for (let i = 0; i < 10; i++) {
-      expect(await holders()).toEqual(['lb1']);
-      await sleep(100);
-    }
-    expect(lb1.state).toBe('master');
-    expect(lb2.transitionNames()).toEqual(['init>backup']);
-    expect((await lb1.failoverInstance()).state).toBe('master');
-    expect((await lb2.failoverInstance()).state).toBe('backup');
-    // Refused in MQTT on behalf of the cluster: CONNACK 0x20 0x02, session present 0 [MQTT-3.2.2-4], return code 3.
-    const [ack] = (await clientOp(topo, { op: 'connack', host: VIP, port: 1883, clientId: 'no-broker' })).filter((l) => l.ev === 'connack');
-    expect(ack!.hex).toBe('20020003');
-    const pr = await proberReport(prober);
-    console.log(`[failover-lb] every broker down: VIP on ${JSON.stringify(await holders())}, probe answers ${JSON.stringify(pr.whoCounts)}`);
-    expect(pr.lastWho).toBe('rc3');
-  });
-
   // keepalived waits in FAULT for an interface that is not there yet; exiting (as mqtt-lb did) left the host serving
   // nothing at a boot where a VLAN or a DHCP lease comes late.
   it('failover.interface absent at start: the proxy serves at once, failover starts once the interface has its address', async () => {
@@ -594,5 +602,32 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
     } finally {
       await topo.exec(topo.ns.lb1, 'ip', ['link', 'del', 'late0']);
     }
+  });
+
+  it('every broker down: exactly one host keeps the VIP, clients get CONNACK rc 3 (server unavailable)', async () => {
+    const [lb1, lb2] = await startPair();
+    const prober = startProber();
+    await proberSees(prober, 'rc0', 5000);
+
+    await Promise.all(brokers.map((b) => b.proc.stop(3000)));
+    await lb1.waitServers('down', 5000);
+    await lb2.waitServers('down', 5000);
+    // track.pools.weight 50 lowers both (150 → 100, 100 → 50): the order holds, nobody resigns (never FAULT).
+    await waitFor('priorities 100/50', async () => (await lb1.failoverInstance()).priority === 100 && (await lb2.failoverInstance()).priority === 50, 3000, 50);
+    await proberSees(prober, 'rc3', 3000);
+    for (let i = 0; i < 10; i++) {
+      expect(await holders()).toEqual(['lb1']);
+      await sleep(100);
+    }
+    expect(lb1.state).toBe('master');
+    expect(lb2.transitionNames()).toEqual(['init>backup']);
+    expect((await lb1.failoverInstance()).state).toBe('master');
+    expect((await lb2.failoverInstance()).state).toBe('backup');
+    // Refused in MQTT on behalf of the cluster: CONNACK 0x20 0x02, session present 0 [MQTT-3.2.2-4], return code 3.
+    const [ack] = (await clientOp(topo, { op: 'connack', host: VIP, port: 1883, clientId: 'no-broker' })).filter((l) => l.ev === 'connack');
+    expect(ack!.hex).toBe('20020003');
+    const pr = await proberReport(prober);
+    console.log(`[failover-lb] every broker down: VIP on ${JSON.stringify(await holders())}, probe answers ${JSON.stringify(pr.whoCounts)}`);
+    expect(pr.lastWho).toBe('rc3');
   });
 });

@@ -569,12 +569,12 @@ describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', (
     await waitFor('VIP on lb2 only', holdersAre(['lb2']), 3000);
     const lb1 = await startLb('lb1', {}, undefined, ip.env); // priority 150, preempt
     await waitFor('lb1 resigned', () => lb1.transitions().includes('master>backup'), 5000);
-    await waitFor('lb2 master again', () => lb2.state === 'master' && lb2.transitions().length >= 4, 3000);
     const failedAt = Date.now();
     await sleep(3000); // the old code cycled every ~345 ms, each time demoting lb2
     console.log(`[failover] cannot add VIP: lb1 ${lb1.transitions().length} transitions, lb2 ${lb2.transitions().length} in 3 s of hold-down`);
     expect(lb1.transitions()).toEqual(['init>backup', 'backup>master', 'master>backup']);
-    expect(lb2.transitions()).toEqual(['init>backup', 'backup>master', 'master>backup', 'backup>master']);
+    // A preemption adds the VIPs before its master advert: a host that cannot never demotes the peer, not even once.
+    expect(lb2.transitions()).toEqual(['init>backup', 'backup>master']);
     expect(await holders()).toEqual(['lb2']);
     expect(lb1.proc.stderr).toContain('failover: cannot add VIP, resigning');
     expect(lb1.proc.stderr).toContain('"holdDownMs":10000');
@@ -585,7 +585,7 @@ describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', (
     const secondFailedAt = Date.now();
     expect(secondFailedAt - failedAt).toBeGreaterThan(9000);
     await sleep(500);
-    expect(lb2.transitions()).toEqual(['init>backup', 'backup>master', 'master>backup', 'backup>master']);
+    expect(lb2.transitions()).toEqual(['init>backup', 'backup>master']);
     expect(await holders()).toEqual(['lb2']);
 
     // The cause gone: lb1 preempts once the hold-down ends (20 s after the second failure), not before.

@@ -206,6 +206,36 @@ describe('preemption', () => {
     expect(s.sm.state).toBe('master');
   });
 
+  // The failover benchmark: in keepalived's order (advert, then `ip addr add`, then arping, each a child process), the
+  // live master dropped the VIP 3-5 ms before clients heard our GARP, and new connections' SYNs were lost.
+  it('preempting a live master: VIPs and GARP first (addVipsThenAnnounce), no master advert until they are held', () => {
+    const s = setup({ priority: 150 });
+    s.sm.start();
+    const a = peerAdvertises(s, 1050, 1000 + s.sm.masterDownInterval() + 1, masterAdvert(100));
+    expect(becameMaster(a)).toBe(true);
+    const from = a.findIndex((x) => x.type === 'addVipsThenAnnounce');
+    expect(from).toBeGreaterThanOrEqual(0);
+    expect(types(a)).not.toContain('addVips');
+    expect(types(a)).not.toContain('garp'); // announced by the heartbeat once the VIPs are here, before the advert
+    const more = peerAdvertises(s, s.clock.t + 1, s.clock.t + 300, masterAdvert(100));
+    expect([...a.slice(from), ...more].filter((x) => x.type === 'sendAdvert' && (x.flags & FLAG_MASTER) !== 0)).toEqual([]);
+    expect(s.sm.state).toBe('master');
+    s.sm.vipsHeld();
+    const after = peerAdvertises(s, s.clock.t + 1, s.clock.t + 300, masterAdvert(100));
+    expect(after.some((x) => x.type === 'sendAdvert' && (x.flags & FLAG_MASTER) !== 0)).toBe(true);
+  });
+
+  it("taking over from a silent master keeps keepalived's order: master advert, VIPs, GARP", () => {
+    const s = setup({ priority: 150 });
+    s.sm.start();
+    peerAdvertises(s, 1050, 1100, masterAdvert(200)); // a higher-priority master, then silence
+    const a = s.runUntil(s.clock.t + 2 * s.sm.masterDownInterval());
+    expect(becameMaster(a)).toBe(true);
+    const at = a.findIndex((x) => x.type === 'sendAdvert' && (x.flags & FLAG_MASTER) !== 0);
+    expect(types(a.slice(at, at + 3))).toEqual(['sendAdvert', 'addVips', 'garp']);
+    expect(types(a)).not.toContain('addVipsThenAnnounce');
+  });
+
   it('preempt off: a lower-priority master is followed for as long as it advertises', () => {
     const s = setup({ priority: 150, preempt: false });
     s.sm.start();
