@@ -24,11 +24,12 @@ import { NotifyRunner } from './notify.js';
 import { AdvertReceiver } from './receiver.js';
 import { ReplayGuard } from './replay.js';
 import { FailoverStateMachine, type FailoverAction } from './state-machine.js';
+import { LinkMonitor } from './link-monitor.js';
 import { AdvertTransport } from './transport.js';
 import { addVip, checkInterfaceName, checkVip, hasAddress, interfaceExists, removeVip, showInterface, type InterfaceInfo } from './vip.js';
 import { threadSharedNow } from '../monotonic-clock.js';
 
-/** How often carrier and VIP presence are polled. */
+/** How often carrier and VIP presence are polled; an interface event polls at once (LinkMonitor). */
 export const WATCH_INTERVAL_MS = 500;
 
 /**
@@ -121,6 +122,10 @@ export class Heartbeat {
   private immediate: NodeJS.Immediate | null = null;
   private penalty = 0;
   private watchTimer: NodeJS.Timeout | null = null;
+  /** A poll is running (watch); `watchAgain`: an event came meanwhile, poll once more right after it. */
+  private watching = false;
+  private watchAgain = false;
+  private linkMonitor: LinkMonitor | null = null;
   private statusTimer: NodeJS.Timeout | null = null;
   private appFault = false;
   private carrier = true;
@@ -245,6 +250,8 @@ export class Heartbeat {
     );
     this.schedule();
     this.watchTimer = setTimeout(() => void this.watch(), WATCH_INTERVAL_MS);
+    this.linkMonitor = new LinkMonitor(iface, () => this.watchSoon(), this.log);
+    this.linkMonitor.start();
     this.statusTimer = setInterval(() => this.emitStatus(), STATUS_INTERVAL_MS);
     this.emitStatus();
   }
@@ -299,6 +306,7 @@ export class Heartbeat {
     // A start still running would bind the advert port after this close: let it stop first (runStart).
     await this.starting?.catch(() => undefined);
     this.clearTimers();
+    this.linkMonitor?.close();
     // The stop closes the sessions itself (App.stop): a release still waiting holds nothing up.
     for (const done of [...this.releaseWaiters.values()]) done('stop');
     for (const inst of this.instances.values()) {
@@ -610,9 +618,37 @@ export class Heartbeat {
     for (const v of inst.vips) await removeVip(this.config.interface, `${v.address}/${v.prefix}`);
   }
 
+  /** An interface event (LinkMonitor): poll now, not at the next tick. One poll at a time, and one more after it. */
+  private watchSoon(): void {
+    if (this.closing !== null) return;
+    if (this.watching) {
+      this.watchAgain = true;
+      return;
+    }
+    if (this.watchTimer !== null) clearTimeout(this.watchTimer);
+    void this.watch();
+  }
+
   private async watch(): Promise<void> {
     this.watchTimer = null;
     if (this.closing !== null) return;
+    this.watching = true;
+    try {
+      await this.poll();
+    } finally {
+      this.watching = false;
+    }
+    if (this.closing !== null) return;
+    if (this.watchAgain) {
+      this.watchAgain = false;
+      this.watchTimer = setTimeout(() => void this.watch(), 0);
+    } else {
+      this.watchTimer = setTimeout(() => void this.watch(), WATCH_INTERVAL_MS);
+    }
+  }
+
+  /** Reads the interface once: carrier (tracking), VIPs gone behind our back while master, VIPs left while not. */
+  private async poll(): Promise<void> {
     const startedAt = this.now();
     let info: InterfaceInfo | null = null;
     try {
@@ -651,7 +687,6 @@ export class Heartbeat {
       for (const inst of this.instances.values()) this.reconcileVips(inst, info, startedAt);
     }
     this.schedule();
-    this.watchTimer = setTimeout(() => void this.watch(), WATCH_INTERVAL_MS);
   }
 
   private updateOwnAddresses(info: InterfaceInfo): void {

@@ -243,6 +243,7 @@ describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', (
     await proberReport(prober); // reset the window
     const from = prober.lines.length;
 
+    const cutAt = Date.now();
     await topo.cutLink('lb1');
     await lb2.waitState('master', 3000);
     await proberSees(prober, 'B', 3000, from);
@@ -253,14 +254,19 @@ describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', (
     expect(r.maxGapMs).toBeGreaterThan(0);
     expect(r.maxGapMs).toBeLessThan(1000);
 
-    // lb1 sees no carrier (track.interface): FAULT, VIP removed.
-    await lb1.waitState('fault', 3000);
+    // lb1 sees no carrier (track.interface): FAULT, VIP removed. Seen through netlink (LinkMonitor), not at the
+    // next 500 ms poll: keepalived reacts within a few ms, and the poll made every failback after a cut ~400 ms late.
+    const fault = await lb1.waitState('fault', 3000);
     await waitFor('VIP on lb2 only', holdersAre(['lb2']), 3000);
 
     // Link back: FAULT → BACKUP → preempts the lower-priority master after a Master_Down_Interval.
     const n = lb1.states().length;
+    const restoredAt = Date.now();
     await topo.restoreLink('lb1');
-    await lb1.waitState('backup', 3000, n);
+    const backup = await lb1.waitState('backup', 3000, n);
+    console.log(`[failover] carrier seen: lost after ${fault.t - cutAt} ms, back after ${backup.t - restoredAt} ms`);
+    expect(fault.t - cutAt).toBeLessThan(150);
+    expect(backup.t - restoredAt).toBeLessThan(150);
     await lb1.waitState('master', 5000, n);
     await waitFor('VIP back on lb1 only', holdersAre(['lb1']), 3000);
     await proberSees(prober, 'A', 3000, from);
