@@ -60,7 +60,6 @@ const MALFORMED: ScanResult = Object.freeze({ kind: 'reject', reason: 'malformed
 const NOT_CONNECT: ScanResult = Object.freeze({ kind: 'reject', reason: 'not_connect' });
 const TOO_LARGE: ScanResult = Object.freeze({ kind: 'reject', reason: 'too_large' });
 const REFUSE_LEVEL_4: ScanResult = Object.freeze({ kind: 'refuse', reason: 'bad_protocol_level', replyLevel: 4 });
-const REFUSE_LEVEL_5: ScanResult = Object.freeze({ kind: 'refuse', reason: 'bad_protocol_level', replyLevel: 5 });
 
 const CONNECT_TYPE = 1;
 const NAME_MQTT = [0x4d, 0x51, 0x54, 0x54]; // "MQTT"
@@ -158,8 +157,10 @@ function validateConnect(buf: Buffer, bodyStart: number, end: number): ScanResul
   p += 1;
   const level = levelByte & 0x7f; // 0x80 = bridge bit (mosquitto), not part of the level
   if (!((isMqtt && (level === 4 || level === 5)) || (isMqisdp && level === 3))) {
-    // The CONNACK's format follows the protocol name: `MQIsdp` is 3.1's, whatever level comes with it (mosquitto).
-    return isMqtt && level === 5 ? REFUSE_LEVEL_5 : REFUSE_LEVEL_4;
+    // The 3.1.1 layout (return code 1), as mosquitto answers: the client's version is the one thing unknown here, and
+    // `MQIsdp` is 3.1's whatever level comes with it. A 5.0 client is never refused here (level 5 passes above), so
+    // design.md's 0x84 reply, whose layout only a level-5 client reads, has no case.
+    return REFUSE_LEVEL_4;
   }
   const v5 = level === 5;
   // MQTT 3.1 (IBM's specification, `MQIsdp`) has no numbered conformance rules, and brokers accept from its
