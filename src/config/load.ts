@@ -10,7 +10,7 @@ import { isIPv4 } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import { tlsCaProblem, tlsCertificateWarning, tlsPairProblem, type TlsMaterialProblem } from './tls-material.js';
 import { keyProblem } from '../failover/key.js';
-import { readAdminStateFile } from '../balancer/admin-state-file.js';
+import { adminStateTarget, readAdminStateFile } from '../balancer/admin-state-file.js';
 import { CST, Parser, isMap, isSeq, parseDocument, visit } from 'yaml';
 import type { Document, ParsedNode } from 'yaml';
 import type { ConfigProblem } from '../errors.js';
@@ -237,7 +237,7 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LbConfig {
 function checkFiles(files: FileRef[], out: ProblemCollector, config: LbConfig): void {
   const usable = new Map<string, FileRef>();
   for (const f of files) {
-    if (f.use === 'state') checkStateFile(f, out);
+    if (f.use === 'state') checkStateFile(f, out, files, config.file);
     else if (checkFile(f, out)) usable.set(f.path, f);
   }
   checkTlsMaterial(usable, out, config);
@@ -333,13 +333,18 @@ function nonNull<T>(value: T | null): T[] {
 }
 
 /**
- * admin.stateFile: mqtt-lb writes it (a temporary file beside it, renamed over it), so its directory must be there
- * and writable; the file itself may not exist yet. One that exists but cannot be read as a state file is only a
- * warning: the start ignores it (every server starts ready) and the next admin change writes it anew.
+ * admin.stateFile: mqtt-lb writes it (a temporary file beside it, renamed over it; through a symbolic link, beside
+ * the file it names), so that directory must be there and writable; the file itself may not exist yet. It must not
+ * be a file the config uses otherwise. One that exists but cannot be read as a state file is only a warning: the
+ * start ignores it (every server starts ready) and never writes over it.
  */
-function checkStateFile(f: FileRef, out: ProblemCollector): void {
+function checkStateFile(f: FileRef, out: ProblemCollector, files: readonly FileRef[], configFile: string): void {
   const shown = f.written === f.resolved ? `\`${f.written}\`` : `\`${f.written}\` (${f.resolved})`;
-  const dir = dirname(f.resolved);
+  const target = adminStateTarget(f.resolved);
+  if (target === adminStateTarget(configFile)) return out.error(f.at, f.path, `${shown} is the config file itself`);
+  const other = files.find((o) => o !== f && adminStateTarget(o.resolved) === target);
+  if (other !== undefined) return out.error(f.at, f.path, `${shown} is the file of \`${other.path}\``);
+  const dir = dirname(target);
   try {
     if (!statSync(dir).isDirectory()) return out.error(f.at, f.path, `the directory of ${shown} is not a directory`);
     accessSync(dir, constants.W_OK | constants.X_OK);
@@ -353,7 +358,7 @@ function checkStateFile(f: FileRef, out: ProblemCollector): void {
     const code = (err as NodeJS.ErrnoException).code;
     const why = code === 'EISDIR' ? 'is a directory' : code !== undefined ? `cannot be read (${code})` : `is not an admin state file: ${(err as Error).message}`;
     if (code === 'EISDIR') return out.error(f.at, f.path, `${shown} ${why}`);
-    return out.warn(f.at, f.path, `${shown} ${why}; a start ignores it (every server starts ready) and the next admin change replaces it`);
+    return out.warn(f.at, f.path, `${shown} ${why}; a start ignores it (every server starts ready) and never writes over it: move it away`);
   }
 }
 

@@ -185,7 +185,9 @@ export class Heartbeat {
     const iface = this.config.interface;
     const info = await showInterface(iface).catch((err: unknown) => {
       // Absent (a VLAN, bond or bridge made later in the boot) is a state the host may leave: the caller waits for it.
-      const code = interfaceExists(iface) ? ErrorCodes.FAILOVER_COMMAND : ErrorCodes.FAILOVER_INTERFACE;
+      // `ip` says so; /sys/class/net too, unless it shows another network namespace's (nsenter without a remount).
+      const absent = /does not exist/i.test((err as Error).message) || !interfaceExists(iface);
+      const code = absent ? ErrorCodes.FAILOVER_INTERFACE : ErrorCodes.FAILOVER_COMMAND;
       throw new MqttLbError(code, `failover.interface ${iface}: ${(err as Error).message}`, { cause: err });
     });
     if (this.closing !== null) return;

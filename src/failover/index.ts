@@ -118,6 +118,8 @@ export class Failover extends EventEmitter {
       if (!(err instanceof MqttLbError) || err.code !== ErrorCodes.FAILOVER_INTERFACE) throw err;
       this.started = true;
       this.log.error({ err, code: err.code, retryInMs: restartDelay(0) }, 'failover interface not ready: serving without failover until it is');
+      // A VIP a killed run left on an interface that lost its own address: not held without a heartbeat.
+      await this.removeAllVips();
       this.restartWorker(0);
       return;
     }

@@ -229,9 +229,11 @@ export class FailoverStateMachine {
     if (this.effectivePriority === before) return [];
     this.preemptSince = null; // "stable" means: with the same priority for the whole delay
     if (this.current === 'master' && !this.resigned) {
-      // Tell the peer at once so a higher-priority backup can preempt without waiting for the next tick.
+      // Tell the peer at once so a higher-priority backup can preempt without waiting for the next tick. Still
+      // adding and announcing the VIPs of a preemption: without the MASTER flag (advert()), or the live master
+      // would let the VIP go before ours is there.
       this.advertAt = this.now() + this.cfg.advertInterval;
-      return [{ type: 'sendAdvert', priority: this.effectivePriority, flags: FLAG_MASTER }];
+      return [this.advert()];
     }
     return [];
   }
@@ -397,7 +399,7 @@ export class FailoverStateMachine {
     if (a.priority === 0) {
       // RFC 5798 §6.4.3: another master resigned: "Send an ADVERTISEMENT; Reset the Adver_Timer".
       this.advertAt = now + this.cfg.advertInterval;
-      return [{ type: 'sendAdvert', priority: ours, flags: FLAG_MASTER }];
+      return [this.advert()];
     }
     // RFC 5798 §6.4.3: higher priority, or equal priority and a higher sender address (unsigned, network
     // byte order per RFC 9568) → Backup, learning the interval.

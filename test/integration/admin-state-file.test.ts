@@ -107,7 +107,7 @@ describe('admin.stateFile', () => {
     expect(await brokerFor(port, idOf['b2']!)).toBe('b2');
   });
 
-  it('a file naming a server the config no longer has drops it with a warning; an unusable file is ignored, then replaced', async () => {
+  it('a file naming a server the config no longer has drops it with a warning; an unusable file is ignored and never written over', async () => {
     const { yaml, admin, stateFile } = await setUp();
     writeFileSync(
       stateFile,
@@ -122,9 +122,15 @@ describe('admin.stateFile', () => {
     const second = await start(yaml, admin);
     expect(second.logs.find((l) => l['msg'] === 'admin state file unusable: every server starts ready')).toMatchObject({ level: 40, file: stateFile });
     expect(Object.values(await statusServers(admin)).map((x) => x.admin)).toEqual(['ready', 'ready', 'ready']);
-    expect(readFileSync(stateFile, 'utf8')).toBe('b2 maint\n'); // left alone until a change
+    // Not ours to replace (a path naming another file by mistake): the change applies, its save fails loudly.
     await adminAction(admin, 'b3', 'drain');
-    expect(JSON.parse(readFileSync(stateFile, 'utf8'))).toEqual({ version: 1, servers: [{ pool: 'brokers', server: 'b3', admin: 'drain' }] });
+    expect((await statusServers(admin))['b3']!.admin).toBe('drain');
+    expect(await second.waitForLog((l) => l['msg'] === 'cannot save the admin states: a restart will not keep them')).toMatchObject({ code: 'MQLB_ADMIN_STATE_FILE' });
+    expect(readFileSync(stateFile, 'utf8')).toBe('b2 maint\n');
+    // Moved away: the next change writes it.
+    rmSync(stateFile);
+    await adminAction(admin, 'b3', 'maint');
+    expect(JSON.parse(readFileSync(stateFile, 'utf8'))).toEqual({ version: 1, servers: [{ pool: 'brokers', server: 'b3', admin: 'maint' }] });
   });
 
   it('a reload that removes a server drops its state from the file; a failed save is logged and the state still applies', async () => {

@@ -1,5 +1,6 @@
 /** admin.stateFile's format and its atomic write (src/balancer/admin-state-file.ts). */
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -41,7 +42,7 @@ describe('admin state file', () => {
     writeAdminStateFile(file, ENTRIES);
     // The temporary file's name taken by a directory: the write fails before the rename.
     mkdirSync(`${file}.tmp-${process.pid}`);
-    expect(() => writeAdminStateFile(file, [])).toThrow();
+    expect(() => writeAdminStateFile(file, [])).toThrow(expect.objectContaining({ code: 'EISDIR' })); // the write's error, not the cleanup's
     expect(readAdminStateFile(file)).toEqual(ENTRIES);
     rmSync(`${file}.tmp-${process.pid}`, { recursive: true });
     expect(() => writeAdminStateFile(join(dir, 'missing-dir', 'a.json'), ENTRIES)).toThrow(/ENOENT/);
@@ -60,6 +61,31 @@ describe('admin state file', () => {
     const big = join(dir, 'big.json');
     writeFileSync(big, Buffer.alloc((1 << 20) + 1, 0x20));
     expect(() => readAdminStateFile(big)).toThrow('not an admin state file');
+  });
+
+  // The review: the size guard came after reading the whole file, and a path naming another file lost it.
+  it('judges a path before reading it: a device or a FIFO is refused at once, not read or waited on', () => {
+    expect(() => readAdminStateFile('/dev/zero')).toThrow('not a regular file');
+    const fifo = join(dir, 'fifo');
+    execFileSync('mkfifo', [fifo]);
+    expect(() => readAdminStateFile(fifo)).toThrow('not a regular file');
+    expect(() => readAdminStateFile(dir)).toThrow(expect.objectContaining({ code: 'EISDIR' }));
+  });
+
+  it('never writes over a file that is not a state file, and writes through a symbolic link to the file it names', () => {
+    const other = join(dir, 'lb.yaml');
+    writeFileSync(other, 'listeners: []\n');
+    expect(() => writeAdminStateFile(other, ENTRIES)).toThrow(/lb\.yaml is not an admin state file \(not JSON [\s\S]*\): left alone/);
+    expect(readFileSync(other, 'utf8')).toBe('listeners: []\n');
+    mkdirSync(join(dir, 'var'));
+    const real = join(dir, 'var', 'state.json');
+    writeAdminStateFile(real, []);
+    const link = join(dir, 'state-link.json');
+    symlinkSync(real, link);
+    writeAdminStateFile(link, ENTRIES);
+    expect(lstatSync(link).isSymbolicLink()).toBe(true);
+    expect(readAdminStateFile(real)).toEqual(ENTRIES);
+    expect(readdirSync(join(dir, 'var'))).toEqual(['state.json']);
   });
 
   it('keeps only the three fields of an entry', () => {

@@ -380,8 +380,20 @@ admin:
     expect(out.problems).toEqual([]);
     expect(out.warnings).toEqual([
       expect.stringMatching(
-        new RegExp(`^${file}:6:14 admin\\.stateFile: \`garbage\\.json\` \\(.*\\) is not an admin state file: not JSON .*; a start ignores it \\(every server starts ready\\) and the next admin change replaces it$`),
+        new RegExp(`^${file}:6:14 admin\\.stateFile: \`garbage\\.json\` \\(.*\\) is not an admin state file: not JSON .*; a start ignores it \\(every server starts ready\\) and never writes over it: move it away$`),
       ),
+    ]);
+  });
+
+  it('is not the config file itself, nor through a link', () => {
+    const file = join(dir, 'lb.yaml');
+    expect(parseConfig(withStateFile('lb.yaml'), file, { checkFiles: true }).problems.map(formatProblem)).toEqual([
+      `${file}:6:14 admin.stateFile: \`lb.yaml\` (${file}) is the config file itself`,
+    ]);
+    writeFileSync(file, withStateFile('link.json'));
+    symlinkSync(file, join(dir, 'link.json'));
+    expect(parseConfig(withStateFile('link.json'), file, { checkFiles: true }).problems.map(formatProblem)).toEqual([
+      `${file}:6:14 admin.stateFile: \`link.json\` (${join(dir, 'link.json')}) is the config file itself`,
     ]);
   });
 

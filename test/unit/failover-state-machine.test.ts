@@ -220,9 +220,13 @@ describe('preemption', () => {
     const more = peerAdvertises(s, s.clock.t + 1, s.clock.t + 300, masterAdvert(100));
     expect([...a.slice(from), ...more].filter((x) => x.type === 'sendAdvert' && (x.flags & FLAG_MASTER) !== 0)).toEqual([]);
     expect(s.sm.state).toBe('master');
+    // A tracking change or the live master's resign meanwhile says so at once, still without the flag (review).
+    expect(s.sm.setPriorityPenalty(10)).toEqual([{ type: 'sendAdvert', priority: 140, flags: 0 }]);
+    expect(s.sm.onAdvert(masterAdvert(0))).toEqual([{ type: 'sendAdvert', priority: 140, flags: 0 }]);
     s.sm.vipsHeld();
     const after = peerAdvertises(s, s.clock.t + 1, s.clock.t + 300, masterAdvert(100));
     expect(after.some((x) => x.type === 'sendAdvert' && (x.flags & FLAG_MASTER) !== 0)).toBe(true);
+    expect(s.sm.setPriorityPenalty(0)).toEqual([{ type: 'sendAdvert', priority: 150, flags: FLAG_MASTER }]);
   });
 
   it("taking over from a silent master keeps keepalived's order: master advert, VIPs, GARP", () => {
