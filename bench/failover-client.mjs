@@ -17,29 +17,10 @@
  */
 import net from 'node:net';
 import { createInterface } from 'node:readline';
+import { packet, utf8Field as utf8 } from './lib/mqtt.mjs';
 
 const op = JSON.parse(process.argv[2] ?? '{}');
 const out = (o) => process.stdout.write(`${JSON.stringify(o)}\n`);
-
-function remainingLength(n) {
-  const bytes = [];
-  do {
-    let b = n % 128;
-    n = Math.floor(n / 128);
-    if (n > 0) b |= 0x80;
-    bytes.push(b);
-  } while (n > 0);
-  return Buffer.from(bytes);
-}
-
-function packet(typeAndFlags, body) {
-  return Buffer.concat([Buffer.from([typeAndFlags]), remainingLength(body.length), body]);
-}
-
-function utf8(s) {
-  const b = Buffer.from(s, 'utf8');
-  return Buffer.concat([Buffer.from([b.length >> 8, b.length & 0xff]), b]);
-}
 
 /** CONNECT, clean session / clean start, keepalive 30 s; MQTT 5 with an empty property list. */
 export function connectPacket(clientId, version = 4) {

@@ -16,11 +16,11 @@ export function encodeRemainingLength(n) {
   return Buffer.from(out);
 }
 
-function packet(typeAndFlags, body) {
+export function packet(typeAndFlags, body) {
   return Buffer.concat([Buffer.from([typeAndFlags]), encodeRemainingLength(body.length), body]);
 }
 
-function utf8Field(s) {
+export function utf8Field(s) {
   const b = Buffer.from(s, 'utf8');
   const out = Buffer.allocUnsafe(2 + b.length);
   out.writeUInt16BE(b.length, 0);
