@@ -154,7 +154,6 @@ export class App implements TelemetrySource, AdminActions {
     this.link = link;
     this.admission = new Admission(config.limits);
     const pools = this.poolMap;
-    const checkers = this.checkers;
     this.ctx = {
       log,
       limits: config.limits,
@@ -169,10 +168,9 @@ export class App implements TelemetrySource, AdminActions {
         else this.metrics?.serverConnect(server.pool, server.name, seconds);
       },
       onDialFailure: (server, serverCaused) => {
-        if (!serverCaused) return;
-        if (this.link !== null) this.link.probeRequest(server);
-        else checkers.get(server.pool)?.probeNow(server);
+        if (serverCaused) this.probeSoon(server);
       },
+      onServerSilent: (server) => this.probeSoon(server),
       arrive: (ticket) => this.admission.arrive(ticket),
       admit: (ticket) => this.admission.admit(ticket),
       release: (ticket) => this.admission.release(ticket),
@@ -842,6 +840,12 @@ export class App implements TelemetrySource, AdminActions {
   private *servedPools(): Iterable<Pool> {
     const used = new Set(this.config.listeners.map((l) => l.pool));
     for (const p of this.poolMap.values()) if (used.has(p.name)) yield p;
+  }
+
+  /** A probe of `server` now, not at its interval: by the primary's checker when this is a worker. */
+  private probeSoon(server: Server): void {
+    if (this.link !== null) this.link.probeRequest(server);
+    else this.checkers.get(server.pool)?.probeNow(server);
   }
 
   /** An immediate probe of one server (a worker's dial to it failed). */

@@ -66,6 +66,8 @@ export class Server extends EventEmitter {
   dialBackoffUntil = 0;
   /** When it was last reported for a probe while left out (dial-backoff.ts backoffCutoff). */
   deferredReportAt = Number.NEGATIVE_INFINITY;
+  /** When a session of this process last reported it silent (session.ts reportSilentServer). */
+  silentReportAt = Number.NEGATIVE_INFINITY;
   /** Totals of sessions already closed; live sessions are added at read time. */
   closedBytesIn = 0;
   closedBytesOut = 0;

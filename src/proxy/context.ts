@@ -60,6 +60,8 @@ export interface ProxyContext {
   onServerConnected(server: Server, seconds: number): void;
   /** A dial failed. serverCaused: refused/reset/timeout (worth a probe), not a local error (EMFILE...). */
   onDialFailure(server: Server, serverCaused: boolean): void;
+  /** A session ended with not one byte from its server in a second or more (session.ts reportSilentServer). */
+  onServerSilent(server: Server): void;
   /** A session starts (before its CONNECT): null, or why it is closed at once (per-source cap); see admission.ts. */
   arrive?(session: AdmissionTicket): RejectReason | null;
   /** Admission beyond the connection caps (per-source, accept rate); see admission.ts. */

@@ -589,6 +589,8 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     const upstream = this.upstream!;
     upstream.end();
     this.startGrace(upstream);
+    // Not at the close, a grace period later: the client has given up now.
+    if (upstream.bytesRead === 0) reportSilentServer(this.server!, this.acceptedAt, this.listener.ctx);
   }
 
   /** Cleared in finished(), when both sides have closed. */
@@ -643,8 +645,11 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     // after failed dials has a server and an upstream too, but no access-log line and nothing to give back.
     const wasSpliced = this.phase === 'splicing';
     this.phase = 'closed';
-    if (wasSpliced) this.server!.sessionClosed(this);
     const ctx = this.listener.ctx;
+    if (wasSpliced) {
+      this.server!.sessionClosed(this);
+      if (this.bytesOut === 0) reportSilentServer(this.server!, this.acceptedAt, ctx);
+    }
     if (ctx.logSessions && wasSpliced) {
       ctx.log.info(
         {
@@ -666,6 +671,25 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     this.releaseSlot();
     this.listener.sessionEnded(this);
   }
+}
+
+/** A session this old whose server never sent a byte (not even its CONNACK) reports the server (reportSilentServer). */
+const SILENT_SERVER_MS = 1000;
+/** Per server and process, at most one such report in this long (a storm of clients giving up reports once). */
+const SILENT_REPORT_GAP_MS = 1000;
+
+/**
+ * A session that ends after a second or more without one byte from its server, not even the CONNACK: what every
+ * client of a broker that takes TCP without serving MQTT meets (a stopped broker process: the kernel still
+ * completes handshakes into its backlog). Its health probe comes now rather than at its interval, and the probe
+ * decides. Checked when the client half-closes and at the close: nothing runs on the data path for it.
+ */
+function reportSilentServer(server: Server, acceptedAt: number, ctx: ProxyContext): void {
+  const now = monotonicNow();
+  if (now - acceptedAt < SILENT_SERVER_MS || now - server.silentReportAt < SILENT_REPORT_GAP_MS) return;
+  server.silentReportAt = now;
+  ctx.log.debug({ pool: server.pool, server: server.name }, 'server sent nothing in a whole session: probing it now');
+  ctx.onServerSilent(server);
 }
 
 /**

@@ -81,6 +81,7 @@ function rig() {
     overloaded: false,
     onServerConnected: () => {},
     onDialFailure: () => {},
+    onServerSilent: () => {},
     verdictWaits: new VerdictWaits(),
     poolPendingUntil: () => 0,
   };

@@ -1,0 +1,66 @@
+/**
+ * A broker that takes TCP but never answers (SIGSTOPped: the kernel still completes handshakes into its backlog):
+ * a client that gives up on its CONNACK after a second or more makes the balancer probe that broker at once
+ * (session.ts reportSilentServer), instead of at the next health interval. The failover benchmark measured
+ * detection only at `fall` x `interval` before (bench/README.md, "Broker b2 SIGSTOPped").
+ * Run alone after `npx tsc -p .` (the LB runs from dist/).
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { brokerFor, startBrokers } from '../helpers/cluster.js';
+import { startLb, stopAllLbs, sleep } from '../helpers/lb.js';
+import { lbYaml } from '../helpers/lb-config.js';
+import { freePort } from '../helpers/mosquitto.js';
+import { collect, connectPacket, connectRaw } from '../helpers/raw-client.js';
+
+const cleanups: Array<() => Promise<void> | void> = [];
+afterEach(async () => {
+  await stopAllLbs();
+  while (cleanups.length > 0) {
+    try {
+      await cleanups.pop()!();
+    } catch {
+      // keep cleaning up
+    }
+  }
+});
+
+async function stateOf(admin: number, server: string): Promise<string> {
+  const r = await fetch(`http://127.0.0.1:${admin}/api/status`, { signal: AbortSignal.timeout(2000) });
+  const doc = (await r.json()) as { pools: Array<{ servers: Array<{ name: string; state: string }> }> };
+  return doc.pools[0]!.servers.find((s) => s.name === server)!.state;
+}
+
+describe('a server that sends nothing in a whole session', () => {
+  it('is probed when its client gives up, not at the next interval: marked down within a second of it', async () => {
+    const brokers = await startBrokers(['b1', 'b2']);
+    cleanups.push(() => Promise.all(brokers.map((b) => b.stop())).then(() => undefined));
+    const port = await freePort();
+    const admin = await freePort();
+    // Probes every 20 s: without the report, the stopped broker would stay up for the whole test.
+    const yaml = lbYaml({ port, admin, servers: brokers.map((b) => ({ name: b.name, port: b.port })), health: { type: 'mqtt', interval: '20s', timeout: '400ms', rise: 1, fall: 1 } });
+    await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
+    let id = '';
+    for (let i = 0; i < 40 && id === ''; i++) if ((await brokerFor(port, `silent-${i}`)) === 'b2') id = `silent-${i}`;
+    expect(id).not.toBe('');
+
+    const b2 = brokers[1]!;
+    b2.pause();
+    cleanups.push(() => b2.resume());
+    // A client waits 1.5 s for its CONNACK, then gives up.
+    const s = await connectRaw(port);
+    s.write(connectPacket({ clientId: id }));
+    const got = await collect(s, 1500);
+    expect(got.data.length).toBe(0);
+    const gaveUpAt = Date.now();
+    let downAfter = -1;
+    for (let i = 0; i < 60 && downAfter < 0; i++) {
+      if ((await stateOf(admin, 'b2')) === 'down') downAfter = Date.now() - gaveUpAt;
+      else await sleep(50);
+    }
+    console.log(`[silent-server] b2 marked down ${downAfter} ms after its client gave up (probe timeout 400 ms, interval 20 s)`);
+    expect(downAfter).toBeGreaterThanOrEqual(0);
+    expect(downAfter).toBeLessThan(1500);
+    // Its clients go to b1 now.
+    expect(await brokerFor(port, id)).toBe('b1');
+  });
+});
