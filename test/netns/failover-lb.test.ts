@@ -595,7 +595,8 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
       // Retries after 1, 2, 4 s: started by the one after the address came, then master alone.
       await lb.waitState('master', 10_000);
       expect(lb.logsWith('failover heartbeat started')[0]).toMatchObject({ iface: 'late0', localAddress: '10.99.0.2' });
-      expect(await topo.execOk(topo.ns.lb1, 'ip', ['-4', 'addr', 'show', 'dev', 'late0'])).toContain('10.99.0.10/24');
+      // The transition is logged before its `ip addr add` has run.
+      await waitFor('VIP on late0', async () => (await topo.execOk(topo.ns.lb1, 'ip', ['-4', 'addr', 'show', 'dev', 'late0'])).includes('10.99.0.10/24'), 3000);
       console.log(
         `[failover-lb] late interface: ${lb.logsWith('failover worker restart failed').length} failed retries, then master; the proxy served from the start`,
       );
