@@ -648,7 +648,8 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     const ctx = this.listener.ctx;
     if (wasSpliced) {
       this.server!.sessionClosed(this);
-      if (this.bytesOut === 0) reportSilentServer(this.server!, this.acceptedAt, ctx);
+      // A client that half-closed was judged then (clientHalfClosed), a grace period ago: not a second probe for it.
+      if (this.bytesOut === 0 && this.closeReason !== 'client_closed') reportSilentServer(this.server!, this.acceptedAt, ctx);
     }
     if (ctx.logSessions && wasSpliced) {
       ctx.log.info(
