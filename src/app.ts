@@ -850,12 +850,12 @@ export class App implements TelemetrySource, AdminActions {
 
   /** An immediate probe of one server (a worker's dial to it failed). */
   probeNow(pool: string, server: string): void {
-    const s = this.poolMap.get(pool)?.servers.find((x) => x.name === server);
+    const s = this.poolMap.get(pool)?.server(server);
     if (s !== undefined) this.checkers.get(pool)?.probeNow(s);
   }
 
   setServerAdmin(pool: string, server: string, state: AdminState): boolean {
-    const s = this.poolMap.get(pool)?.servers.find((x) => x.name === server);
+    const s = this.poolMap.get(pool)?.server(server);
     if (s === undefined) return false;
     const changed = s.admin !== state;
     s.setAdmin(state);

@@ -25,7 +25,7 @@ export function restoreAdminStates(file: string, pools: ReadonlyMap<string, Pool
   const restored: string[] = [];
   const unknown: string[] = [];
   for (const e of entries) {
-    const server = pools.get(e.pool)?.servers.find((s) => s.name === e.server);
+    const server = pools.get(e.pool)?.server(e.server);
     if (server === undefined) {
       unknown.push(`${e.pool}/${e.server}`);
       continue;

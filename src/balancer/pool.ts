@@ -177,6 +177,11 @@ export class Pool {
     return i < 0 ? null : table.servers[i]!;
   }
 
+  /** The server of this name (its stable identity), if the pool has one. */
+  server(name: string): Server | undefined {
+    return this.servers.find((s) => s.name === name);
+  }
+
   /**
    * Reload: keeps Server objects by name (health, admin state and live sessions survive), creates new
    * ones ('unknown', or 'up' with health.type none), updates configs. Returns the removed servers;

@@ -22,7 +22,7 @@ export function serverStates(pools: Iterable<Pool>): ServerStateWire[] {
 export function applyServerStates(pools: ReadonlyMap<string, Pool>, states: readonly ServerStateWire[]): void {
   for (const st of states) {
     const pool = pools.get(st.pool);
-    const server = pool?.servers.find((s) => s.name === st.server);
+    const server = pool?.server(st.server);
     if (pool === undefined || server === undefined) continue;
     // Admin states are about the name, whatever its address.
     server.setAdmin(st.admin);

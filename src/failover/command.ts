@@ -29,7 +29,8 @@ export interface CommandOptions {
   processGroup?: boolean;
 }
 
-const ENV = { ...process.env, LC_ALL: 'C', LANG: 'C' };
+/** The C locale for every command we run: the texts we match are the English ones. */
+export const COMMAND_ENV = { ...process.env, LC_ALL: 'C', LANG: 'C' };
 
 const MAX_OUTPUT_BYTES = 4 * 1024 * 1024;
 
@@ -39,7 +40,7 @@ export function runCommand(file: string, args: readonly string[], opts: CommandO
     execFile(
       file,
       args,
-      { timeout: opts.timeoutMs, killSignal: 'SIGKILL', maxBuffer: MAX_OUTPUT_BYTES, env: ENV, windowsHide: true, signal: opts.signal },
+      { timeout: opts.timeoutMs, killSignal: 'SIGKILL', maxBuffer: MAX_OUTPUT_BYTES, env: COMMAND_ENV, windowsHide: true, signal: opts.signal },
       (err, stdout, stderr) => {
         const e = err as (NodeJS.ErrnoException & { killed?: boolean; signal?: string | null }) | null;
         const aborted = e?.name === 'AbortError';
@@ -95,7 +96,7 @@ function runInProcessGroup(file: string, args: readonly string[], opts: CommandO
       resolve({ code: spawnError === null ? code : null, signal, ...output, timedOut, aborted, spawnError: aborted || timedOut ? null : spawnError });
     };
     try {
-      child = spawn(file, args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: ENV, windowsHide: true });
+      child = spawn(file, args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: COMMAND_ENV, windowsHide: true });
     } catch (err) {
       spawnError = (err as NodeJS.ErrnoException).code ?? 'error';
       settle(null, null);

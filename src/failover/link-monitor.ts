@@ -10,6 +10,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { restartDelay } from '../restart-delay.js';
+import { COMMAND_ENV } from './command.js';
 import { isInterfaceName } from './ipv4.js';
 import type { LogSink } from './log.js';
 import { IP_COMMAND } from './vip.js';
@@ -21,8 +22,7 @@ const MAX_PARTIAL_LINE = 64 * 1024;
 
 export type SpawnMonitor = (args: readonly string[]) => ChildProcess;
 
-const spawnIp: SpawnMonitor = (args) =>
-  spawn(IP_COMMAND, args, { stdio: ['ignore', 'pipe', 'ignore'], env: { ...process.env, LC_ALL: 'C', LANG: 'C' }, windowsHide: true });
+const spawnIp: SpawnMonitor = (args) => spawn(IP_COMMAND, args, { stdio: ['ignore', 'pipe', 'ignore'], env: COMMAND_ENV, windowsHide: true });
 
 /**
  * True when an `ip -o monitor link address` line concerns `iface`: `3: eth0: <...>` (link), `3: eth0@if4: <...>`
