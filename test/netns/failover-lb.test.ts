@@ -131,6 +131,8 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
     await lb2.waitServers('up', 5000);
     // With every pool up, the tracked priorities are back to the configured ones.
     await waitFor('priorities 150/100', async () => (await lb1.failoverInstance()).priority === 150 && (await lb2.failoverInstance()).priority === 100, 3000, 50);
+    // lb2's first status can come before it has heard lb1's first advert (npm test read `peer: null` there once).
+    await waitFor('each host has heard the other', async () => (await lb1.failoverInstance()).peer !== null && (await lb2.failoverInstance()).peer !== null, 3000, 50);
     expect(lb2.transitionNames()).toEqual(['init>backup']);
     return [lb1, lb2];
   }
