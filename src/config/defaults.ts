@@ -34,6 +34,8 @@ export const DEFAULTS = {
   health: {
     type: 'mqtt',
     interval: 2_000, // ms (YAML `2s`), HAProxy `inter 2s`
+    fastInterval: null, // ms, while a verdict is in the making (HAProxy `fastinter`); null = interval
+    downInterval: null, // ms, while a server is down (HAProxy `downinter`); null = interval
     timeout: 1_000, // ms (YAML `1s`)
     rise: 2, // consecutive successes to mark up (HAProxy rise 2)
     fall: 3, // consecutive failures to mark down (HAProxy fall 3)

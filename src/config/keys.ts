@@ -20,7 +20,7 @@ export const KEYS = {
     'health',
   ],
   server: ['name', 'address', 'weight', 'backup', 'healthUrl'],
-  health: ['type', 'interval', 'timeout', 'rise', 'fall', 'port', 'mqtt', 'http'],
+  health: ['type', 'interval', 'fastInterval', 'downInterval', 'timeout', 'rise', 'fall', 'port', 'mqtt', 'http'],
   healthMqtt: ['version', 'clientId', 'username', 'password'],
   healthHttp: ['port', 'path'],
   limits: ['clientConnectTimeout', 'maxConnectBytes', 'maxConnections', 'acceptRate', 'acceptQueue', 'perSource', 'drainTimeout', 'idleTimeout', 'maxMemory'],

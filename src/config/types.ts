@@ -61,6 +61,10 @@ export interface HealthConfig {
   /** `none` (our extension): no probing, servers are considered up. */
   type: HealthType;
   interval: Millis;
+  /** Between probes of a server in transition (HAProxy's `fastinter`); null = `interval` (probe-interval.ts). */
+  fastInterval: Millis | null;
+  /** Between probes of a server that is down (HAProxy's `downinter`); null = `interval`. */
+  downInterval: Millis | null;
   timeout: Millis;
   rise: number;
   fall: number;

@@ -153,6 +153,8 @@ function readHealth(ctx: ValidationContext, pool: MapReader, serverCount: number
   const health: HealthConfig = {
     type: d.type,
     interval: d.interval,
+    fastInterval: d.fastInterval,
+    downInterval: d.downInterval,
     timeout: d.timeout,
     rise: d.rise,
     fall: d.fall,
@@ -177,6 +179,8 @@ function readHealth(ctx: ValidationContext, pool: MapReader, serverCount: number
       `timeout ${formatDuration(health.timeout)} is not shorter than interval ${formatDuration(health.interval)}: a server that hangs is probed back to back`,
     );
   }
+  health.fastInterval = readOtherInterval(r, m, 'fastInterval', health.timeout, 'a server in transition');
+  health.downInterval = readOtherInterval(r, m, 'downInterval', health.timeout, 'a down server');
   health.port = readProbePort(r, m, health.type);
   readHealthMqtt(r, m, health, serverCount);
   const http = m.section('http', KEYS.healthHttp);
@@ -188,6 +192,21 @@ function readHealth(ctx: ValidationContext, pool: MapReader, serverCount: number
     });
   }
   return health;
+}
+
+/**
+ * `health.fastInterval` / `health.downInterval` (HAProxy's `fastinter` / `downinter`): null or absent = `interval`.
+ * One not longer than the timeout gets the warning `interval` gets: a server that hangs would be probed back to back.
+ */
+function readOtherInterval(r: ConfigReader, health: MapReader, key: 'fastInterval' | 'downInterval', timeout: number, which: string): number | null {
+  const slot = health.get(key);
+  if (slot === undefined || r.isNull(slot)) return null;
+  const value = r.duration(slot, { min: 0, minExclusive: true });
+  if (value === undefined) return null;
+  if (timeout >= value) {
+    r.warn(slot, `timeout ${formatDuration(timeout)} is not shorter than ${key} ${formatDuration(value)}: ${which} that hangs is probed back to back`);
+  }
+  return value;
 }
 
 /** `health.port`: where the tcp and mqtt probes go instead of each server's own port (HAProxy's `check port`). */

@@ -1,6 +1,7 @@
 /**
  * HealthChecker: the probe loops of one pool. Per server: one loop, never two probes at once, the first
- * probe at start, then every `health.interval` (± jitter, measured start to start); each result goes
+ * probe at start, then every `health.interval` (± jitter, measured start to start; `fastInterval` while a verdict
+ * is in the making and `downInterval` while down: probe-interval.ts); each result goes
  * through rise/fall into `server.setHealth` and `server.lastCheck`. Admin `maint` pauses a server's loop
  * (no probes) and forgets its health, so on return to ready the first probe decides again.
  * `health.type: none` probes nothing and holds every server up.
@@ -13,6 +14,7 @@ import { createHealthAgent } from './http.js';
 import { jitteredDelay } from './jitter.js';
 import type { CheckedPool } from './pool-view.js';
 import { errorDetail, type ProbeOutcome } from './probe-outcome.js';
+import { probeInterval } from './probe-interval.js';
 import { probeServer, type ServerProbe } from './probe-server.js';
 import { initialRiseFall, nextRiseFall, type RiseFallState } from './rise-fall.js';
 import { monotonicNow } from '../monotonic-clock.js';
@@ -50,6 +52,8 @@ class ServerLoop {
   current: AbortController | null = null;
   inFlight: Promise<void> | null = null;
   lastStartAt = Number.NEGATIVE_INFINITY;
+  /** clock() when riseFall last changed its health (a verdict, not a count). */
+  verdictAt = Number.NEGATIVE_INFINITY;
   /** probeNow() callers waiting for the next probe to finish. */
   waiters: Array<() => void> = [];
   /** Admin maint: no probes. */
@@ -80,6 +84,8 @@ export class HealthChecker {
   /** `pool has no server up` was logged for the current outage. */
   private noServerUpLogged = false;
   private closing: Promise<void> | null = null;
+  /** clock() when this host's own network went out (outageBegan), until recheckAfterOutage; null: none noted. */
+  private outageSince: number | null = null;
   private agent: Agent | null = null;
   private agentTimeout = 0;
   private readonly log: Logger;
@@ -115,10 +121,9 @@ export class HealthChecker {
     if (!this.started) return;
     this.sync();
     // A shortened interval applies now rather than after the wait armed under the old one.
-    const interval = pool.config.health.interval;
     const now = this.clock();
     for (const loop of this.loops.values()) {
-      if (loop.timer !== null && loop.dueAt - now > interval) this.scheduleNext(loop);
+      if (loop.timer !== null && loop.dueAt - now > probeInterval(loop.riseFall, pool.config.health)) this.scheduleNext(loop);
     }
   }
 
@@ -133,10 +138,44 @@ export class HealthChecker {
     if (loop.inFlight) return loop.inFlight;
     const waiting = new Promise<void>((resolve) => loop.waiters.push(resolve));
     const now = this.clock();
-    const earliest = loop.lastStartAt + Math.min(PROBE_NOW_MIN_GAP_MS, this.pool.config.health.interval);
+    const earliest = loop.lastStartAt + Math.min(PROBE_NOW_MIN_GAP_MS, probeInterval(loop.riseFall, this.pool.config.health));
     if (earliest <= now) this.runProbe(loop);
     else if (loop.dueAt > earliest) this.arm(loop, earliest - now);
     return waiting;
+  }
+
+  /**
+   * This host's own network is out (failover entered FAULT: the interface lost its carrier): verdicts from now on
+   * may be about this host, not the servers. Noted until recheckAfterOutage. Idempotent.
+   */
+  outageBegan(): void {
+    if (!this.closed && this.outageSince === null) this.outageSince = this.clock();
+  }
+
+  /**
+   * The outage is over: every server whose verdict the outage may have made is probed afresh, now. A server marked
+   * down during it takes its next result at once, as at start (the outage would otherwise hold it out for `rise`
+   * probes), and failures counted against a server still up are forgotten; a server down from before keeps its
+   * rise count. A probe still running from before is abandoned without a verdict (its SYN may have gone nowhere,
+   * and its timeout would count a failure against a server that is fine), also on a server that is up. Returns
+   * how many probes it started; 0 when no outage was noted (several failover instances leave FAULT together).
+   */
+  recheckAfterOutage(): number {
+    const since = this.outageSince;
+    this.outageSince = null;
+    if (since === null || this.closed || !this.started) return 0;
+    let started = 0;
+    for (const loop of this.loops.values()) {
+      if (loop.paused) continue;
+      const rf = loop.riseFall;
+      if (rf.health === 'down' && loop.verdictAt >= since) loop.riseFall = initialRiseFall('unknown');
+      else if (rf.health === 'up' && rf.fails > 0) loop.riseFall = initialRiseFall('up');
+      else if (rf.health === 'up' && loop.current === null) continue;
+      loop.current?.abort();
+      this.runProbe(loop);
+      started++;
+    }
+    return started;
   }
 
   /**
@@ -294,8 +333,10 @@ export class HealthChecker {
       this.log.warn({ pool: this.pool.name, server: server.name, detail: outcome.detail }, 'health probe could not run here: no verdict');
       return;
     }
+    const before = loop.riseFall.health;
     loop.riseFall = nextRiseFall(loop.riseFall, outcome.result === 'ok', this.pool.config.health);
     const to = loop.riseFall.health;
+    if (to !== before) loop.verdictAt = this.clock();
     const from = server.health;
     if (to === from) return;
     server.setHealth(to);
@@ -316,7 +357,7 @@ export class HealthChecker {
 
   private scheduleNext(loop: ServerLoop): void {
     const sinceStart = this.clock() - loop.lastStartAt;
-    this.arm(loop, Math.max(0, jitteredDelay(this.pool.config.health.interval, this.random) - sinceStart));
+    this.arm(loop, Math.max(0, jitteredDelay(probeInterval(loop.riseFall, this.pool.config.health), this.random) - sinceStart));
   }
 
   private arm(loop: ServerLoop, delayMs: number): void {

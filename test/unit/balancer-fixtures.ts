@@ -31,6 +31,8 @@ export function healthConfig(type: HealthConfig['type'] = 'mqtt'): HealthConfig 
   return {
     type,
     interval: 2000,
+    fastInterval: null,
+    downInterval: null,
     timeout: 1000,
     rise: 2,
     fall: 3,

@@ -48,6 +48,8 @@ pools:
     health:
       type: mqtt
       interval: 5s
+      fastInterval: 1s
+      downInterval: 30s
       timeout: 500ms
       rise: 1
       fall: 5
@@ -157,6 +159,8 @@ function expectedFull(file: string): LbConfig {
         health: {
           type: 'mqtt',
           interval: 5000,
+          fastInterval: 1000,
+          downInterval: 30_000,
           timeout: 500,
           rise: 1,
           fall: 5,
@@ -189,6 +193,8 @@ function expectedFull(file: string): LbConfig {
         health: {
           type: 'http',
           interval: 60_000,
+          fastInterval: null,
+          downInterval: null,
           timeout: 10_000,
           rise: 2,
           fall: 3,
@@ -292,6 +298,8 @@ describe('parseConfig', () => {
           health: {
             type: 'mqtt',
             interval: 2_000,
+            fastInterval: null,
+            downInterval: null,
             timeout: 1_000,
             rise: 2,
             fall: 3,

@@ -514,6 +514,27 @@ admin:
     ]);
   });
 
+  it('health.fastInterval / downInterval (HAProxy fastinter / downinter): a duration or null; a warning when not longer than the timeout', () => {
+    expect(problems(`${PREFIX}    health: { fastInterval: 500ms, downInterval: 10s, timeout: 200ms }\n`)).toEqual([]);
+    expect(warnings(`${PREFIX}    health: { fastInterval: 500ms, downInterval: 10s, timeout: 200ms }\n`)).toEqual([]);
+    expect(problems(`${PREFIX}    health: { fastInterval: null, downInterval: null }\n`)).toEqual([]);
+    expect(problems(`${PREFIX}    health: { fastInterval: 0s }\n`)).toEqual([expect.stringMatching(/^lb\.yaml:8:29 pools\.brokers\.health\.fastInterval: /)]);
+    expect(problems(`${PREFIX}    health: { downInterval: soon }\n`)).toEqual([expect.stringMatching(/^lb\.yaml:8:29 pools\.brokers\.health\.downInterval: /)]);
+    expect(warnings(`${PREFIX}    health: { fastInterval: 1s }\n`)).toEqual([
+      'lb.yaml:8:29 pools.brokers.health.fastInterval: timeout 1s is not shorter than fastInterval 1s: a server in transition that hangs is probed back to back',
+    ]);
+    expect(warnings(`${PREFIX}    health: { downInterval: 300ms }\n`)).toEqual([
+      'lb.yaml:8:29 pools.brokers.health.downInterval: timeout 1s is not shorter than downInterval 300ms: a down server that hangs is probed back to back',
+    ]);
+    // HAProxy's names point to ours.
+    expect(problems(`${PREFIX}    health: { fastinter: 1s }\n`)).toEqual([
+      'lb.yaml:8:15 pools.brokers.health.fastinter: unknown key `fastinter` (did you mean `fastInterval`?)',
+    ]);
+    expect(problems(`${PREFIX}    health: { downinter: 1s }\n`)).toEqual([
+      'lb.yaml:8:15 pools.brokers.health.downinter: unknown key `downinter` (did you mean `downInterval`?)',
+    ]);
+  });
+
   it('health.port: a port or null for the tcp and mqtt probes; an error with http, a warning with none', () => {
     expect(problems(`${PREFIX}    health: { type: tcp, port: 1884 }\n`)).toEqual([]);
     expect(problems(`${PREFIX}    health: { port: null }\n`)).toEqual([]);

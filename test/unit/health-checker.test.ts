@@ -353,4 +353,88 @@ describe('HealthChecker', () => {
     expect(lines.some((l) => l.msg === 'health probe threw')).toBe(true);
     await checker.close();
   });
+
+  it('fastInterval while a verdict is in the making, downInterval while down, interval otherwise (HAProxy fastinter / downinter)', async () => {
+    const { servers, scripted, checker } = setup({ interval: 1000, fastInterval: 200, downInterval: 3000, timeout: 100, rise: 2, fall: 3 }, ['a']);
+    scripted.results.set('a', ['ok', 'timeout', 'timeout', 'timeout', 'refused', 'ok', 'ok', 'ok']);
+    checker.start();
+    await vi.advanceTimersByTimeAsync(9000);
+    // up at 0; failures at 1000 (interval), 1200 and 1400 (fastInterval: down); 4400 (downInterval); a pass at 7400,
+    // the second at 7600 (fastInterval: up); then interval again.
+    expect(scripted.startsOf('a')).toEqual([0, 1000, 1200, 1400, 4400, 7400, 7600, 8600]);
+    expect(servers[0]!.health).toBe('up');
+    await checker.close();
+  });
+
+  it('reconfigure: a shorter downInterval applies now to a server that is down', async () => {
+    const { pool, scripted, checker } = setup({ interval: 1000, downInterval: 60_000 }, ['a']);
+    scripted.fallback = 'refused';
+    checker.start();
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(scripted.startsOf('a')).toEqual([0]);
+    pool.config = poolConfig({}, { interval: 1000, downInterval: 2000 });
+    checker.reconfigure(pool);
+    await vi.advanceTimersByTimeAsync(2000);
+    expect(scripted.startsOf('a')).toEqual([0, 5000, 7000]); // overdue under the new spacing: at once, then every 2 s
+    await checker.close();
+  });
+
+  describe('recheckAfterOutage (failover left FAULT: this host had no network)', () => {
+    it('probes afresh what the outage judged: a server marked down during it takes its next result at once', async () => {
+      const { servers, scripted, checker, results } = setup({ interval: 1000, fall: 1, rise: 2 }, ['a', 'b', 'c']);
+      const [a, b, c] = servers as [Server, Server, Server];
+      checker.start();
+      await vi.advanceTimersByTimeAsync(5);
+      expect(servers.map((s) => s.health)).toEqual(['up', 'up', 'up']);
+      scripted.results.set('c', ['refused', 'refused']); // down before the outage (a verdict about c), and at 2000
+      await vi.advanceTimersByTimeAsync(1000);
+      expect(c.health).toBe('down');
+      await vi.advanceTimersByTimeAsync(100);
+      checker.outageBegan(); // at 1105
+      await vi.advanceTimersByTimeAsync(100);
+      checker.outageBegan(); // idempotent: the outage began at the first call
+      scripted.results.set('a', ['timeout']); // down during it
+      scripted.latencyFor.set('b', 800); // b's probe at 2000 hangs until 2800 (its SYN went nowhere)
+      scripted.results.set('b', ['timeout']);
+      await vi.advanceTimersByTimeAsync(800); // 2005
+      scripted.latencyFor.delete('b');
+      expect(a.health).toBe('down');
+      expect(b.health).toBe('up');
+      const before = results.length;
+      await vi.advanceTimersByTimeAsync(95); // 2100: the carrier is back
+      expect(checker.recheckAfterOutage()).toBe(3);
+      expect(scripted.startsOf('a').at(-1)).toBe(2100);
+      expect(scripted.startsOf('b').at(-1)).toBe(2100); // b's hanging probe abandoned and started anew
+      expect(scripted.startsOf('c').at(-1)).toBe(2100);
+      await vi.advanceTimersByTimeAsync(5);
+      expect(a.health).toBe('up'); // one pass, not rise (2)
+      expect(b.health).toBe('up'); // the abandoned probe's timeout never counted
+      expect(c.health).toBe('down'); // down from before: one pass of rise 2
+      expect(results.slice(before).map((r) => `${r.server} ${r.result}`).sort()).toEqual(['a ok', 'b ok', 'c ok']);
+      expect(checker.recheckAfterOutage()).toBe(0); // a second instance leaving FAULT: nothing noted any more
+      await vi.advanceTimersByTimeAsync(1000);
+      expect(c.health).toBe('up');
+      await checker.close();
+    });
+
+    it('forgets failures counted during the outage against a server still up; leaves settled servers and maint alone', async () => {
+      const { servers, scripted, checker } = setup({ interval: 1000, fall: 3 }, ['a', 'b', 'm']);
+      const [a, , m] = servers as [Server, Server, Server];
+      checker.start();
+      await vi.advanceTimersByTimeAsync(5);
+      m.setAdmin('maint');
+      expect(checker.recheckAfterOutage()).toBe(0); // no outage noted (a FAULT this process asked for)
+      checker.outageBegan();
+      scripted.results.set('a', ['timeout', 'timeout']);
+      await vi.advanceTimersByTimeAsync(2000); // a: two failures of fall 3
+      expect(a.health).toBe('up');
+      expect(checker.recheckAfterOutage()).toBe(1); // a only: b is up with nothing counted and idle, m in maint
+      await vi.advanceTimersByTimeAsync(5);
+      scripted.results.set('a', ['timeout', 'timeout']);
+      await vi.advanceTimersByTimeAsync(2000);
+      expect(a.health).toBe('up'); // 2 failures after the recheck: the 2 before it were forgotten
+      expect(scripted.startsOf('m')).toEqual([0]);
+      await checker.close();
+    });
+  });
 });
