@@ -26,7 +26,7 @@ import { AdminServer } from './telemetry/admin-server.js';
 import type { TelemetrySource, AdminActions, OverloadStatus, WorkerCounts } from './telemetry/source.js';
 import type { LagWindow } from './telemetry/loop-lag.js';
 import type { ProcessMetricsJson } from './telemetry/process-metrics.js';
-import { Failover, computeTracking } from './failover/index.js';
+import { Failover, computeTracking, type FailoverStateEvent } from './failover/index.js';
 import { isVipAddress, vipAddresses } from './failover/ipv4.js';
 import { VERSION } from './version.js';
 import { ErrorCodes, MqttLbError } from './errors.js';
@@ -125,6 +125,8 @@ export class App implements TelemetrySource, AdminActions {
   /** limits.maxMemory in a process with listeners (in the primary the workers' snapshots say it). */
   readonly overloadGuard: OverloadGuard;
   private trackTimer: NodeJS.Timeout | null = null;
+  /** The last tracking sent asked for FAULT (a listener that cannot accept). */
+  private trackedFault = false;
   /** limits.idleTimeout over this process's sessions (none in the cluster primary: its workers sweep theirs). */
   private readonly idleSweep: IdleSweep;
   private stopping = false;
@@ -225,6 +227,7 @@ export class App implements TelemetrySource, AdminActions {
       // The failover worker logs its own transitions ('failover state changed').
       this.failoverRuntime = new Failover(config.failover, this.log);
       this.failoverRuntime.onRelease = (vips, signal) => this.releaseVipSessions(new Set(vips), signal);
+      this.failoverRuntime.on('state', this.onFailoverState);
       this.failoverConfig = config.failover;
     }
     try {
@@ -397,8 +400,26 @@ export class App implements TelemetrySource, AdminActions {
     }
     let poolsWithoutServer = 0;
     for (const p of this.servedPools()) if (!p.servers.some((s) => s.health === 'up')) poolsWithoutServer++;
-    fo.setTracking(computeTracking(fc.track, { listenerFailed, poolsWithoutServer }));
+    const tracking = computeTracking(fc.track, { listenerFailed, poolsWithoutServer });
+    this.trackedFault = tracking.fault;
+    fo.setTracking(tracking);
   }
+
+  /**
+   * A FAULT this process did not ask for (track(): a listener) is the failover interface without its carrier: this
+   * host's own network is out, and health probes fail for it, not for the servers. On leaving FAULT, the servers
+   * judged meanwhile are probed afresh (HealthChecker.recheckAfterOutage) rather than after `rise` intervals: the
+   * failover benchmark saw a failback after a link cut wait for them (the pools' priority penalty).
+   */
+  private readonly onFailoverState = (e: FailoverStateEvent): void => {
+    if (e.to === 'fault' && !this.trackedFault) {
+      for (const c of this.checkers.values()) c.outageBegan();
+    } else if (e.from === 'fault' && e.to !== 'init') {
+      let probes = 0;
+      for (const c of this.checkers.values()) probes += c.recheckAfterOutage();
+      if (probes > 0) this.log.info({ probes }, 'failover interface back: probing afresh the servers judged while it was out');
+    }
+  };
 
   // ── reload ──────────────────────────────────────────────────────────────────────────────────────────────
 

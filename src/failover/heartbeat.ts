@@ -25,6 +25,7 @@ import { AdvertReceiver } from './receiver.js';
 import { ReplayGuard } from './replay.js';
 import { FailoverStateMachine, type FailoverAction } from './state-machine.js';
 import { LinkMonitor } from './link-monitor.js';
+import { flushUnresolvedNeighbours } from './neighbours.js';
 import { AdvertTransport } from './transport.js';
 import { addVip, checkInterfaceName, checkVip, hasAddress, interfaceExists, removeVip, showInterface, type InterfaceInfo } from './vip.js';
 import { threadSharedNow } from '../monotonic-clock.js';
@@ -663,6 +664,13 @@ export class Heartbeat {
     if (carrier !== this.carrier) {
       this.carrier = carrier;
       this.log.warn({ iface: this.config.interface, carrier }, 'failover interface carrier changed');
+      // The unresolved neighbour entries go, with the packets queued on them (neighbours.ts). At the loss: a MASTER
+      // advert sent between the loss and this poll would otherwise wait in the kernel's queue for the link to come
+      // back, and reach the peer, master by then, as news of a higher-priority master (a test saw the peer step
+      // down for 64 ms and close its VIP sessions). At the return, before leaving FAULT (whose state change has the
+      // proxy probe its servers afresh, App.onFailoverState): the first packets must not wait for the ARP retry.
+      await this.flushNeighbours();
+      if (this.closing !== null) return;
       if (this.config.track.interface) this.applyFault();
     }
     if (info !== null) {
@@ -689,6 +697,14 @@ export class Heartbeat {
       for (const inst of this.instances.values()) this.reconcileVips(inst, info, startedAt);
     }
     this.schedule();
+  }
+
+  private async flushNeighbours(): Promise<void> {
+    try {
+      await flushUnresolvedNeighbours(this.config.interface);
+    } catch (err) {
+      this.dropLog.warn('neigh', { err }, 'failover: cannot flush the unresolved neighbours');
+    }
   }
 
   private updateOwnAddresses(info: InterfaceInfo): void {

@@ -60,6 +60,8 @@ export interface LbYamlOptions {
   extraListeners?: string;
   /** Top-level keys appended at the end (e.g. `workers: 2\n`). */
   extra?: string;
+  /** pools.brokers.health spacing and counts (default: interval 400ms, timeout 300ms, rise 1, fall 2). */
+  health?: { interval: string; timeout: string; rise: number; fall: number };
 }
 
 /** A complete lb.yaml for one LB host (design.md §4), brokers health-checked at MQTT level. */
@@ -79,10 +81,10 @@ ${servers}
       type: mqtt
       # Not too eager on a loaded 2-core box: a pool marked down by a probe blip costs lb1 50 priority, a tie
       # with lb2 (100), which the higher address (lb2) wins.
-      interval: 400ms
-      timeout: 300ms
-      rise: 1
-      fall: 2
+      interval: ${o.health?.interval ?? '400ms'}
+      timeout: ${o.health?.timeout ?? '300ms'}
+      rise: ${o.health?.rise ?? 1}
+      fall: ${o.health?.fall ?? 2}
       # Both hosts share one hostname (namespaces): distinct probe IDs, or their probes take over each other's session.
       mqtt: { clientId: ${o.name}-health }
 admin:

@@ -242,6 +242,43 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
     expect(brokerMap(await sessionsViaVip(ids))).toEqual(brokerMap(before));
   });
 
+  it('the master’s link cut long enough for its brokers to be marked down: back, they are probed afresh and up at once, not after `rise` probes', async () => {
+    // lb1 probes every 1 s with rise 3: without the recheck on leaving FAULT its brokers would stay down (and its
+    // priority lowered by track.pools, so no failback) for at least 2 s after its first good probe.
+    const file = join(dir, 'lb1-rise3.yaml');
+    const keyFile = join(dir, 'failover.key');
+    const health = { interval: '1s', timeout: '300ms', rise: 3, fall: 1 };
+    await writeFile(file, lbYaml({ name: 'lb1', peer: topo.addr.lb2, keyFile, priority: PRIORITY.lb1, vipCidr: VIP_CIDR, brokers, adminPort: ADMIN_PORT, advertIntervalMs: ADVERT_INTERVAL_MS, health }));
+    const lb1 = await NsLb.start(topo, 'lb1', file, ADMIN_PORT);
+    lbs.push(lb1);
+    started.push(lb1.proc);
+    const lb2 = await startLb('lb2');
+    await lb1.waitState('master', 5000);
+    await lb1.waitServers('up', 5000);
+    await lb2.waitServers('up', 5000);
+
+    const n2 = lb2.transitions().length;
+    await topo.cutLink('lb1');
+    await lb2.waitState('master', 3000);
+    await lb1.waitState('fault', 3000);
+    await lb1.waitServers('down', 4000); // fall 1: its next probe, which cannot leave the host
+    const n1 = lb1.transitions().length;
+    const restoredAt = performance.now();
+    await topo.restoreLink('lb1');
+    await lb1.waitServers('up', 5000);
+    const upAfterMs = Math.round(performance.now() - restoredAt);
+    await lb1.waitState('master', 5000, n1);
+    const recheck = lb1.logsWith('failover interface back: probing afresh the servers judged while it was out');
+    console.log(`[failover-lb] link back after the brokers were marked down: all up again after ${upAfterMs} ms (rise 3 × 1 s without the recheck); ${JSON.stringify(recheck.map((l) => l.probes))} probes`);
+    expect(recheck.map((l) => l.probes)).toEqual([brokers.length]);
+    expect(upAfterMs).toBeLessThan(1500);
+    await waitFor('VIP back on lb1 only', holdersAre(['lb1']), 3000);
+    // lb2 stepped down once, for lb1's preemption: never for a MASTER advert lb1 sent as its link went, held in
+    // lb1's neighbour queue and delivered once the link was back (heartbeat.ts flushes it).
+    await lb2.waitState('backup', 3000, n2);
+    expect(lb2.transitions().slice(n2).map((t) => `${t.from}>${t.to}`)).toEqual(['backup>master', 'master>backup']);
+  });
+
   it('SIGTERM of the master: the backup takes over within about its skew time, the VIP leaves only after, exit 0; held clients come back to their broker', async () => {
     const [lb1, lb2] = await startPair();
     const ids = Array.from({ length: 6 }, (_, i) => `graceful-${i}`);
