@@ -26,6 +26,7 @@ import { AdminServer } from './telemetry/admin-server.js';
 import type { TelemetrySource, AdminActions, OverloadStatus, WorkerCounts } from './telemetry/source.js';
 import type { LagWindow } from './telemetry/loop-lag.js';
 import type { ProcessMetricsJson } from './telemetry/process-metrics.js';
+import { IntakeAlert } from './balancer/intake-alert.js';
 import { Failover, computeTracking, type FailoverStateEvent } from './failover/index.js';
 import { isVipAddress, vipAddresses } from './failover/ipv4.js';
 import { VERSION } from './version.js';
@@ -125,6 +126,8 @@ export class App implements TelemetrySource, AdminActions {
   /** limits.maxMemory in a process with listeners (in the primary the workers' snapshots say it). */
   readonly overloadGuard: OverloadGuard;
   private trackTimer: NodeJS.Timeout | null = null;
+  /** Alerts on a served pool whose servers are up but take no new session (drained, maint, weight 0). */
+  private readonly intakeAlert: IntakeAlert;
   /** The last tracking sent asked for FAULT (a listener that cannot accept). */
   private trackedFault = false;
   /** limits.idleTimeout over this process's sessions (none in the cluster primary: its workers sweep theirs). */
@@ -154,6 +157,7 @@ export class App implements TelemetrySource, AdminActions {
     this.log = log;
     this.role = role;
     this.link = link;
+    this.intakeAlert = new IntakeAlert(log);
     this.admission = new Admission(config.limits);
     const pools = this.poolMap;
     this.ctx = {
@@ -267,7 +271,10 @@ export class App implements TelemetrySource, AdminActions {
       this.overloadGuard.start();
       this.idleSweep.configure(config.limits.idleTimeout);
     }
-    this.trackTimer = setInterval(() => this.track(), TRACK_INTERVAL_MS);
+    this.trackTimer = setInterval(() => {
+      this.track();
+      this.checkIntake();
+    }, TRACK_INTERVAL_MS);
     this.trackTimer.unref();
     return true;
   }
@@ -854,6 +861,11 @@ export class App implements TelemetrySource, AdminActions {
     return { ok: true };
   }
 
+  /** The health checker logs a pool without a server up; this, one whose servers up take no new session. */
+  private checkIntake(): void {
+    if (this.role !== 'worker') this.intakeAlert.check(this.servedPools());
+  }
+
   /**
    * The pools some listener sends clients to. A pool no listener uses (`check` warns of it) serves nobody: its
    * outage must not take a working host out of its load balancer's rotation (/readyz) or lower its VRRP priority.
@@ -881,7 +893,10 @@ export class App implements TelemetrySource, AdminActions {
     const changed = s.admin !== state;
     s.setAdmin(state);
     this.log.info({ pool, server, admin: state }, 'server admin state set');
-    if (changed) this.saveAdminStates();
+    if (changed) {
+      this.saveAdminStates();
+      this.checkIntake();
+    }
     return true;
   }
 

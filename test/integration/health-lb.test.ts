@@ -591,6 +591,21 @@ describe('health through the LB (issue 3)', () => {
     expect(new Set((await brokersFor(port, ownedIds)).values())).toEqual(new Set(['b2']));
   });
 
+  it('drain one broker, then the other dies: the pool takes no new session, and the error line says so (once)', async () => {
+    const list = await brokers(['b1', 'b2']);
+    const { lb, admin } = await lbFor(list);
+    await waitFor(async () => [...(await servers(admin)).values()].every((s) => s.state === 'up'), 5000, 'all up');
+    await adminAction(admin, 'b1', 'drain');
+    list.find((b) => b.name === 'b2')!.kill('SIGKILL');
+    await waitState(admin, 'b2', 'down', DETECT_BOUND_MS + SLACK_MS);
+    // b1 is still up (drained): no `pool has no server up`, yet every new client is refused.
+    const line = await lb.waitForLog((l) => l.msg === 'pool takes no new sessions: its clients are refused (CONNACK server unavailable)', 2000);
+    expect(line).toMatchObject({ level: 50, pool: 'brokers', drained: ['b1'], maint: [], weight0: [] });
+    await sleep(600);
+    expect(lb.logs.filter((l) => l.msg === line.msg)).toHaveLength(1);
+    expect(lb.logs.filter((l) => l.msg === 'pool has no server up: its clients are refused (CONNACK server unavailable)')).toHaveLength(0);
+  });
+
   it('two LB processes on one host probe the same broker with the same probe client ID without disturbing each other', async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'mqtt-lb-health-lb-'));
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
