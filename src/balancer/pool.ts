@@ -207,9 +207,11 @@ export class Pool {
       // the new place reaches them) stops sending new sessions there.
       const moved = serverPlace(kept.config, config.health.type) !== serverPlace(sc, config.health.type);
       kept.config = sc;
-      // With health checks turned off nothing else will ever mark a kept server up.
+      // With health checks turned off nothing else will ever mark a kept server up. Turned on again, the `up` that
+      // `none` made up is no verdict: the first probe decides, as for a new server (an audit saw a dead server kept
+      // up for fall x interval after the reload).
       if (config.health.type === 'none') kept.setHealth('up');
-      else if (moved) kept.restartVerdict();
+      else if (moved || this.config.health.type === 'none') kept.restartVerdict();
       next.push(kept);
     }
     const removed = [...byName.values()];

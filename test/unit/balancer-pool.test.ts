@@ -272,6 +272,17 @@ describe('reconfigure', () => {
     expect(Array.from({ length: 3 }, () => pick(pool, 'same-id')[0])).toEqual(['b1', 'b2', 'b3']);
   });
 
+  it('health checks turned on again: the made-up verdicts of `none` go, the first probe decides (as for a new server)', () => {
+    const pool = new Pool(poolConfig({ servers: ['b1', 'b2'], health: 'none' }));
+    expect(pool.servers.map((s) => s.health)).toEqual(['up', 'up']);
+    pool.reconfigure(poolConfig({ servers: ['b1', 'b2'], health: 'mqtt' }));
+    expect(pool.servers.map((s) => s.health)).toEqual(['unknown', 'unknown']);
+    // A probing type to another keeps the verdicts (the probe changes, the servers did not).
+    pool.servers[0]!.setHealth('up');
+    pool.reconfigure(poolConfig({ servers: ['b1', 'b2'], health: 'tcp' }));
+    expect(pool.servers[0]!.health).toBe('up');
+  });
+
   it('refuses a config for another pool', () => {
     const pool = new Pool(poolConfig({ servers: ['b1'] }));
     expect(() => pool.reconfigure(poolConfig({ name: 'other', servers: ['b1'] }))).toThrow(/other/);
