@@ -12,6 +12,7 @@ import {
   ON_SERVER_UP,
   PROXY_PROTOCOL_MODES,
 } from './keys.js';
+import { CLIENT_ID_PLACEHOLDERS, unknownPlaceholders } from '../health/client-id.js';
 import { parseHttpUrl } from './net-syntax.js';
 import type { HealthConfig, PoolConfig, ServerConfig } from './types.js';
 import type { ValidationContext } from './validate-context.js';
@@ -239,6 +240,10 @@ function readHealthMqtt(r: ConfigReader, health: MapReader, out: HealthConfig, s
   if (out.mqtt.version === 3 && id !== null && clientIdSlot !== undefined && (id.length < 1 || id.length > 23)) {
     // MQTT 3.1 §3.1 CONNECT: "The Client Identifier (Client ID) is between 1 and 23 characters long".
     r.error(clientIdSlot, 'MQTT 3.1 (version 3) client ids must be 1 to 23 characters long');
+  }
+  const unknown = id !== null && clientIdSlot !== undefined ? unknownPlaceholders(id) : [];
+  if (unknown.length > 0) {
+    r.warn(clientIdSlot!, `${unknown.map((p) => `\`${p}\``).join(', ')} ${unknown.length === 1 ? 'is no placeholder and is' : 'are no placeholders and are'} sent as written (placeholders: ${CLIENT_ID_PLACEHOLDERS.map((p) => `\`${p}\``).join(', ')})`);
   }
   if (out.type === 'mqtt' && id !== null && clientIdSlot !== undefined && serverCount > 1 && !id.includes('{server}')) {
     // Brokers of a cluster share client IDs: each probe would take the previous one's session over.

@@ -35,7 +35,7 @@ export function probeServer(server: Server, pool: PoolConfig, ctx: ServerProbeCo
         {
           timeout: health.timeout,
           version: health.mqtt.version,
-          clientId: healthClientId(health.mqtt.clientId, ctx.hostname, server.name, health.mqtt.version),
+          clientId: healthClientId(health.mqtt.clientId, { hostname: ctx.hostname, pool: server.pool, server: server.name }, health.mqtt.version),
           username: health.mqtt.username,
           password: health.mqtt.password,
           proxyProtocol,

@@ -557,4 +557,14 @@ admin:
     expect(warnings(`${PREFIX}    health: { mqtt: { clientId: probe } }\n`)).toEqual([]); // one server: one ID per server anyway
     expect(warnings(`${two}    health: { type: tcp, mqtt: { clientId: probe } }\n`)).toEqual([]);
   });
+
+  it('warns of a `{...}` in the probe client ID that is no placeholder (sent as written)', () => {
+    expect(warnings(`${PREFIX}    health: { mqtt: { clientId: "hc-{hostname}-{sever}-{port}" } }\n`)).toEqual([
+      'lb.yaml:8:33 pools.brokers.health.mqtt.clientId: `{sever}`, `{port}` are no placeholders and are sent as written (placeholders: `{hostname}`, `{pool}`, `{server}`, `{pid}`)',
+    ]);
+    expect(warnings(`${PREFIX}    health: { mqtt: { clientId: "hc-{host}" } }\n`)).toEqual([
+      'lb.yaml:8:33 pools.brokers.health.mqtt.clientId: `{host}` is no placeholder and is sent as written (placeholders: `{hostname}`, `{pool}`, `{server}`, `{pid}`)',
+    ]);
+    expect(warnings(`${PREFIX}    health: { mqtt: { clientId: "hc-{hostname}-{pool}-{server}-{pid}" } }\n`)).toEqual([]);
+  });
 });

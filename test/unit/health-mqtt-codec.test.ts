@@ -1,6 +1,6 @@
 import { parser } from 'mqtt-packet';
 import { describe, expect, it } from 'vitest';
-import { healthClientId } from '../../src/health/client-id.js';
+import { healthClientId, unknownPlaceholders } from '../../src/health/client-id.js';
 import { readConnack } from '../../src/health/connack.js';
 import { healthUrlFor } from '../../src/health/http.js';
 import { probeConnectBytes, type MqttProbeOptions } from '../../src/health/mqtt.js';
@@ -100,31 +100,36 @@ describe('probe CONNECT bytes', () => {
 
 describe('healthClientId', () => {
   it('defaults to mqtt-lb-health-<hostname>-<server>', () => {
-    expect(healthClientId(null, 'lb1', 'b1', 4)).toBe('mqtt-lb-health-lb1-b1');
+    expect(healthClientId(null, { hostname: 'lb1', pool: 'p', server: 'b1' }, 4)).toBe('mqtt-lb-health-lb1-b1');
   });
 
   it('differs per LB host and per server', () => {
     const ids = new Set([
-      healthClientId(null, 'lb1', 'b1', 4),
-      healthClientId(null, 'lb2', 'b1', 4),
-      healthClientId(null, 'lb1', 'b2', 4),
+      healthClientId(null, { hostname: 'lb1', pool: 'p', server: 'b1' }, 4),
+      healthClientId(null, { hostname: 'lb2', pool: 'p', server: 'b1' }, 4),
+      healthClientId(null, { hostname: 'lb1', pool: 'p', server: 'b2' }, 4),
     ]);
     expect(ids.size).toBe(3);
   });
 
   it('expands {hostname} and {server} in a configured ID, else uses it as written', () => {
-    expect(healthClientId('hc-{hostname}-{server}', 'lb1', 'b1', 4)).toBe('hc-lb1-b1');
-    expect(healthClientId('fixed', 'lb1', 'b1', 5)).toBe('fixed');
-    expect(healthClientId('hc-{hostname}-{pid}-{server}', 'lb1', 'b1', 4, 4242)).toBe('hc-lb1-4242-b1');
-    expect(healthClientId('hc-{pid}-{server}', 'lb1', 'b1', 4)).toBe(`hc-${process.pid}-b1`);
+    expect(healthClientId('hc-{hostname}-{server}', { hostname: 'lb1', pool: 'p', server: 'b1' }, 4)).toBe('hc-lb1-b1');
+    expect(healthClientId('fixed', { hostname: 'lb1', pool: 'p', server: 'b1' }, 5)).toBe('fixed');
+    expect(healthClientId('hc-{hostname}-{pid}-{server}', { hostname: 'lb1', pool: 'p', server: 'b1' }, 4, 4242)).toBe('hc-lb1-4242-b1');
+    expect(healthClientId('hc-{pid}-{server}', { hostname: 'lb1', pool: 'p', server: 'b1' }, 4)).toBe(`hc-${process.pid}-b1`);
+    // {pool}: two pools of one balancer reaching one cluster under the same server names.
+    expect(healthClientId('hc-{pool}-{server}', { hostname: 'lb1', pool: 'east', server: 'b1' }, 4)).toBe('hc-east-b1');
+    expect(healthClientId('hc-{sever}', { hostname: 'lb1', pool: 'p', server: 'b1' }, 4)).toBe('hc-{sever}'); // no placeholder
+    expect(unknownPlaceholders('hc-{hostname}-{sever}-{port}-{sever}-{pool}')).toEqual(['{sever}', '{port}']);
+    expect(unknownPlaceholders('hc-{hostname}-{pool}-{server}-{pid}')).toEqual([]);
   });
 
   it('keeps MQTT 3.1 IDs within 23 characters, still distinct', () => {
-    const a = healthClientId(null, 'a-long-host-name.example.org', 'b1', 3);
-    const b = healthClientId(null, 'a-long-host-name.example.org', 'b2', 3);
+    const a = healthClientId(null, { hostname: 'a-long-host-name.example.org', pool: 'p', server: 'b1' }, 3);
+    const b = healthClientId(null, { hostname: 'a-long-host-name.example.org', pool: 'p', server: 'b2' }, 3);
     expect(a.length).toBeLessThanOrEqual(23);
     expect(a).not.toBe(b);
-    expect(healthClientId(null, 'h', 'b', 3)).toBe('mqtt-lb-health-h-b');
+    expect(healthClientId(null, { hostname: 'h', pool: 'p', server: 'b' }, 3)).toBe('mqtt-lb-health-h-b');
   });
 });
 
