@@ -133,6 +133,11 @@ export class App implements TelemetrySource, AdminActions {
   /** limits.idleTimeout over this process's sessions (none in the cluster primary: its workers sweep theirs). */
   private readonly idleSweep: IdleSweep;
   private stopping = false;
+
+  /** A stop has begun (SIGTERM/SIGINT): a reload is refused from now on (reloadWhileStopping). */
+  get isStopping(): boolean {
+    return this.stopping;
+  }
   private stopped: Promise<void> | null = null;
   private readonly privateBinds: boolean;
   /** While `beforeListeners` (the warm-up) runs: /readyz says so. */

@@ -110,7 +110,16 @@ export async function runBalancer(file: string): Promise<number> {
   if (served) log.info({ version: app.version, config: config.file, sockets: socketEngine() }, 'mqtt-lb started');
 
   let reloading: Promise<void> = Promise.resolve();
+  let stopRequested = false;
+  let hupIgnoredLogged = false;
   const onHup = (): void => {
+    if (stopRequested) {
+      // Ignored until the exit (the handler stays: a SIGHUP's default action would kill the process while its last
+      // log lines are written), and said once: a reload loop must not flood the log of a stopping balancer.
+      if (!hupIgnoredLogged) log.warn({ code: ErrorCodes.RELOAD_WHILE_STOPPING }, 'config reload ignored: stopping');
+      hupIgnoredLogged = true;
+      return;
+    }
     reloading = reloading.then(async () => {
       try {
         const next = loadConfig(file, { onWarning: (w) => log.warn({ detail: w }, 'config warning') });
@@ -121,7 +130,8 @@ export async function runBalancer(file: string): Promise<number> {
         log.info({ config: next.file }, 'config reloaded');
       } catch (err) {
         if (err instanceof MqttLbError && err.code === ErrorCodes.RELOAD_WHILE_STOPPING) {
-          log.warn({ code: err.code }, 'config reload ignored: stopping');
+          if (!hupIgnoredLogged) log.warn({ code: err.code }, 'config reload ignored: stopping');
+          hupIgnoredLogged = true;
           return;
         }
         app.metrics?.configReload('error');
@@ -148,8 +158,8 @@ export async function runBalancer(file: string): Promise<number> {
         return;
       }
       log.info({ signal }, 'stop requested');
+      stopRequested = true;
       void app.stop().then(async () => {
-        process.removeListener('SIGHUP', onHup);
         await flushLogs(log);
         resolve(0);
       });
@@ -166,7 +176,7 @@ export async function runBalancer(file: string): Promise<number> {
     process.once('exit', unwatch);
     startedOrFailed();
     if (early.stop !== null) onStop(early.stop);
-    else if (early.reload) onHup();
+    if (early.reload) onHup(); // after a stop: said to be ignored
   });
 }
 

@@ -28,6 +28,9 @@ import type { WorkerCounts } from '../telemetry/source.js';
 import { monotonicNow } from '../monotonic-clock.js';
 
 const READY_TIMEOUT_MS = 15_000;
+/** The callback of every message to a worker: its failure is the worker's end, which 'exit' reports. */
+function ignoreSendError(): void {}
+
 /** How long a worker may take to prepare a reload (bind its listeners). */
 const RELOAD_PREPARE_TIMEOUT_MS = 15_000;
 /** A worker closing its VIP sessions answers within its spread and its wait for the closes (App.releaseVipSessions); past this, the VIP goes regardless. */
@@ -302,7 +305,10 @@ export class ClusterPrimary {
   }
 
   private send(worker: Worker, m: ToWorker): void {
-    if (worker.isConnected()) worker.send(m);
+    // With a callback, a failed write (the worker exiting: EPIPE, a closed channel) comes to it rather than as an
+    // 'error' event, which nothing else handles: a reload's catch-up racing a stop crashed the primary with exit 1
+    // (and, as failover master, left its VIP on the interface). The worker's 'exit' is what tells of its end.
+    if (worker.isConnected()) worker.send(m, undefined, undefined, ignoreSendError);
   }
 
   private broadcast(m: ToWorker): void {
@@ -437,6 +443,8 @@ export class ClusterPrimary {
       const settled = this.settled(workers, id, 'reload-abort');
       await own.abort();
       await settled;
+      // A stop that began meanwhile is why the workers refused it: no failure to report (run.ts logs it as ignored).
+      if (this.stopping || this.app.isStopping) throw new MqttLbError(ErrorCodes.RELOAD_WHILE_STOPPING, 'the balancer is stopping: reload ignored');
       throw new MqttLbError(ErrorCodes.RELOAD_WORKER, errors.join('; '));
     }
     for (const slot of workers) slot.config = config;
@@ -449,6 +457,7 @@ export class ClusterPrimary {
     // Done only once every worker has applied it: what it removed is closed (a reload right after that adds a
     // listener back on the same address must not find it still held), and status and metrics show the new file.
     await settled;
+    if (this.stopping) return; // the workers are going: nothing to catch up
     // Workers that became ready while this reload was prepared took no part in it.
     for (const slot of this.slots.values()) if (slot.ready) this.catchUp(slot);
     this.watchServers();

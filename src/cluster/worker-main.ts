@@ -6,7 +6,7 @@
 import cluster from 'node:cluster';
 import type { Server } from '../balancer/server.js';
 import { App, type PreparedReload, type WorkerLink } from '../app.js';
-import { MqttLbError } from '../errors.js';
+import { ErrorCodes, MqttLbError } from '../errors.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { LoopLagSampler } from '../telemetry/loop-lag.js';
 import { PROCESS_METRICS_MS, createProcessRegistry } from '../telemetry/process-metrics.js';
@@ -182,7 +182,8 @@ function main(): void {
             prepared.set(id, await running.prepareReload(workerShare(config, workers, index)));
             send({ t: 'reload-prepared', id, error: null });
           } catch (err) {
-            running.log.error({ err }, 'config reload failed in this worker: keeping the running config');
+            if (isReloadWhileStopping(err)) running.log.warn({ code: ErrorCodes.RELOAD_WHILE_STOPPING }, 'config reload ignored: stopping');
+            else running.log.error({ err }, 'config reload failed in this worker: keeping the running config');
             send({ t: 'reload-prepared', id, error: err instanceof Error ? err.message : String(err) });
           }
         });
@@ -198,7 +199,9 @@ function main(): void {
             // Undefined: this worker's prepare failed, nothing to settle.
             if (p !== undefined) await (t === 'reload-commit' ? p.commit() : p.abort());
           } catch (err) {
-            app?.log.error({ err }, 'config reload: could not settle in this worker');
+            // A stop that began after the prepare wins (App.prepareReload's commit): nothing went wrong.
+            if (isReloadWhileStopping(err)) app?.log.warn({ code: ErrorCodes.RELOAD_WHILE_STOPPING }, 'config reload ignored: stopping');
+            else app?.log.error({ err }, 'config reload: could not settle in this worker');
           }
           send({ t: 'reload-settled', id });
         });
@@ -248,3 +251,7 @@ function main(): void {
 }
 
 main();
+
+function isReloadWhileStopping(err: unknown): boolean {
+  return err instanceof MqttLbError && err.code === ErrorCodes.RELOAD_WHILE_STOPPING;
+}
