@@ -538,7 +538,14 @@ export class App implements TelemetrySource, AdminActions {
         this.checkers.delete(name);
         this.reactions.delete(name);
         this.poolMap.delete(name);
-        if (this.role !== 'primary' && pool.hasSessions()) this.detachedPools.set(name, pool);
+        const sessions = this.role === 'primary' ? 0 : pool.sessionCount();
+        if (sessions > 0) {
+          this.detachedPools.set(name, pool);
+          // A pool renamed by a reload is one removed and one added: the new one's servers are new objects, so its
+          // status shows them empty and a drain of them closes none of these (an audit found an operator could take
+          // a broker down believing it empty). Said, so that the sessions are not forgotten.
+          this.log.warn({ pool: name, sessions }, 'pool removed while sessions run on it: they continue, out of the status, metrics and drains of any pool');
+        }
         continue;
       }
       pool.reconfigure(pc);

@@ -224,6 +224,14 @@ export class Pool {
     return removed;
   }
 
+  /** How many sessions run on its servers, those a reload removed included. */
+  sessionCount(): number {
+    let n = 0;
+    for (const s of this.servers) n += s.sessionCount;
+    for (const s of this.detached.values()) n += s.sessionCount;
+    return n;
+  }
+
   /** Live sessions on any of its servers, those a reload removed included. */
   hasSessions(): boolean {
     for (const s of this.servers) if (s.sessionCount > 0) return true;

@@ -143,6 +143,36 @@ describe('reload and stop in one process', () => {
     }
   });
 
+  it('a pool renamed by a reload while sessions run on it: they continue, and a warn line says they are out of view', async () => {
+    const [a, admin] = [await freePort(), await freePort()];
+    const cfg = (name: string): LbConfig => {
+      const out = parseConfig(
+        `listeners:\n  - name: a\n    bind: 127.0.0.1:${a}\n    pool: ${name}\npools:\n  ${name}:\n    servers:\n      - name: m1\n        address: 127.0.0.1:${broker.port}\n    health:\n      type: none\nadmin:\n  bind: 127.0.0.1:${admin}\n`,
+        '/tmp/lb.yaml',
+      );
+      if (out.config === null) throw new Error(JSON.stringify(out.problems));
+      return out.config;
+    };
+    const lines: Array<Record<string, unknown>> = [];
+    const log = pino({ level: 'info' }, { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) });
+    const app = new App(cfg('p'), log);
+    await app.start();
+    const held = await session(a, 'through-a-pool-rename');
+    try {
+      await app.reload(cfg('q'));
+      expect(lines.filter((l) => l.msg === 'pool removed while sessions run on it: they continue, out of the status, metrics and drains of any pool')).toEqual([
+        expect.objectContaining({ level: 40, pool: 'p', sessions: 1 }),
+      ]);
+      expect(app.poolMap.get('q')!.servers[0]!.sessions.size).toBe(0); // what the status shows
+      expect(held.destroyed).toBe(false);
+      await app.reload(cfg('p')); // renamed back: in view again
+      await drainCloses(app, 'p', 'm1', held);
+    } finally {
+      held.destroy();
+      await app.stop();
+    }
+  });
+
   it('/readyz needs a server a CONNECT can be routed to: an up server of weight 0 is not one', async () => {
     const [a, admin] = [await freePort(), await freePort()];
     const app = new App(config([{ name: 'a', port: a }], admin), pino({ level: 'silent' }));
