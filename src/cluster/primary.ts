@@ -11,7 +11,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import type { App } from '../app.js';
-import type { LbConfig } from '../config/types.js';
+import type { LbConfig, ListenerConfig } from '../config/types.js';
 import { bindsMayCollide } from '../config/net-syntax.js';
 import { ListenerStats } from '../proxy/context.js';
 import { effectiveMaxMemory } from './share.js';
@@ -28,6 +28,11 @@ import type { WorkerCounts } from '../telemetry/source.js';
 import { monotonicNow } from '../monotonic-clock.js';
 
 const READY_TIMEOUT_MS = 15_000;
+/** A listener a worker committed but has not reported yet: listening, nothing counted yet. */
+function committedNotReported(lc: ListenerConfig): ListenerSnapshot {
+  return { name: lc.name, bind: lc.bind, tls: lc.tls !== null, listening: true, acceptHealthy: true, active: 0, outcomes: { proxied: 0, rejected: 0, failed: 0 }, rejected: [] };
+}
+
 /** The callback of every message to a worker: its failure is the worker's end, which 'exit' reports. */
 function ignoreSendError(): void {}
 
@@ -49,12 +54,19 @@ interface WorkerSlot {
   respawned: boolean;
   /** It has sent a snapshot (what it has bound). */
   reported: boolean;
+  /**
+   * The listeners of the last reload it confirmed committing: bound and accepting in it, reported or not yet. A
+   * snapshot it sent before that commit lacks the new ones, and /readyz must not call them unbound meanwhile.
+   */
+  committedListeners: ReadonlySet<string>;
   /** Its latest process and Node.js metrics. */
   processMetrics: ProcessMetricsJson | null;
   /** Restarts in a row that led to it, each after a crash loop or a failed start (0: the first start). */
   attempt: number;
   /** When it became ready (monotonic ms), or null. */
   readyAt: number | null;
+  /** We sent it SIGKILL (the watchdog, a stop's timeout, a second signal while starting). */
+  killedByUs: boolean;
 }
 
 /**
@@ -132,7 +144,7 @@ export class ClusterPrimary {
       this.watchdog.forget(index);
       if (slot === undefined || !slot.ready) continue;
       this.log.error({ worker: index, pid: slot.worker.process.pid, silentMs }, 'worker unresponsive: killing it (it is restarted)');
-      slot.worker.process.kill('SIGKILL');
+      this.kill(slot);
     }
   }
 
@@ -148,14 +160,16 @@ export class ClusterPrimary {
       overload: { active: false, inUseBytes: 0 },
       respawned,
       reported: false,
+      committedListeners: new Set(),
       processMetrics: null,
       attempt,
       readyAt: null,
+      killedByUs: false,
     };
     this.slots.set(index, slot);
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
-        worker.process.kill('SIGKILL');
+        this.kill(slot);
         reject(new MqttLbError(ErrorCodes.START_BIND, `worker ${index} did not start within ${READY_TIMEOUT_MS} ms`));
       }, READY_TIMEOUT_MS);
       worker.on('message', (m: ToPrimary) => {
@@ -229,7 +243,12 @@ export class ClusterPrimary {
           this.retire(slot);
         }
         this.aggregate();
-        if (this.stopping) return;
+        if (this.stopping) {
+          // Not the exit the stop asked for (code 0), nor a kill of ours (the stop's timeout, a second signal): it
+          // died meanwhile, its sessions closed at once instead of drained. Said, as HAProxy's master does.
+          if (code !== 0 && !slot.killedByUs) this.log.warn({ worker: index, exitCode: code, signal }, 'worker exited during the stop: its sessions closed at once');
+          return;
+        }
         if (!slot.ready) {
           reject(new MqttLbError(ErrorCodes.START_BIND, `worker ${index} exited during start (code ${code}, signal ${signal})`));
           return;
@@ -347,7 +366,10 @@ export class ClusterPrimary {
     for (const lc of this.app.config.listeners) {
       // A listener appears once every worker reports it bound (readyz). A replacement for a worker that exited
       // counts from its first report: until then the others serve, and it does not hide them.
-      const reports = [...this.slots.values()].filter((s) => s.reported || !s.respawned).map((s) => s.listeners.find((l) => l.name === lc.name));
+      // A worker whose latest snapshot predates the reload that added the listener: bound there since its commit.
+      const reports = [...this.slots.values()]
+        .filter((s) => s.reported || !s.respawned)
+        .map((s) => s.listeners.find((l) => l.name === lc.name) ?? (s.committedListeners.has(lc.name) ? committedNotReported(lc) : undefined));
       if (reports.length === 0 || reports.some((r) => r === undefined || !r.listening)) continue;
       const agg = new ListenerStats(lc.name, lc.bind, lc.tls !== null);
       const retired = this.retiredListeners.get(lc.name);
@@ -448,7 +470,7 @@ export class ClusterPrimary {
       throw new MqttLbError(ErrorCodes.RELOAD_WORKER, errors.join('; '));
     }
     for (const slot of workers) slot.config = config;
-    const settled = this.settled(workers, id, 'reload-commit');
+    const settled = this.settled(workers, id, 'reload-commit', new Set(config.listeners.map((l) => l.name)));
     await own.commit();
     // The new servers' first verdicts go to the workers as they come, not after the wait below (their clients wait
     // for them); a worker that has not applied the reload yet keeps health judged elsewhere out (server-states.ts).
@@ -458,6 +480,7 @@ export class ClusterPrimary {
     // listener back on the same address must not find it still held), and status and metrics show the new file.
     await settled;
     if (this.stopping) return; // the workers are going: nothing to catch up
+    this.aggregate(); // the listeners it added count as bound now, not at the next snapshots
     // Workers that became ready while this reload was prepared took no part in it.
     for (const slot of this.slots.values()) if (slot.ready) this.catchUp(slot);
     this.watchServers();
@@ -465,7 +488,7 @@ export class ClusterPrimary {
   }
 
   /** Sends `t` for reload `id` to `workers`; resolves once each has settled it, exited, or not within the bound. */
-  private settled(workers: readonly WorkerSlot[], id: number, t: 'reload-commit' | 'reload-abort'): Promise<void> {
+  private settled(workers: readonly WorkerSlot[], id: number, t: 'reload-commit' | 'reload-abort', listeners?: ReadonlySet<string>): Promise<void> {
     return Promise.all(
       workers.map(
         (slot) =>
@@ -474,10 +497,14 @@ export class ClusterPrimary {
             const done = (): void => {
               clearTimeout(timer);
               if (this.settleWaiters.get(slot.index) === done) this.settleWaiters.delete(slot.index);
+              // Confirmed (not the timeout below): a commit's listeners are bound and accepting in it.
+              if (listeners !== undefined && !timedOut) slot.committedListeners = listeners;
               resolve();
             };
+            let timedOut = false;
             const timer = setTimeout(() => {
               this.log.warn({ worker: slot.index, ms: RELOAD_PREPARE_TIMEOUT_MS }, 'config reload: a worker did not confirm it in time');
+              timedOut = true;
               done();
             }, RELOAD_PREPARE_TIMEOUT_MS);
             this.settleWaiters.set(slot.index, done);
@@ -558,7 +585,7 @@ export class ClusterPrimary {
   /** Exiting at once (a second stop signal while starting): the workers go first, with nothing to drain yet. */
   killWorkers(): void {
     this.stopping = true;
-    for (const slot of this.slots.values()) if (!slot.worker.isDead()) slot.worker.process.kill('SIGKILL');
+    for (const slot of this.slots.values()) if (!slot.worker.isDead()) this.kill(slot);
   }
 
   /** For the metrics: workers serving now, and replacements that came to serve since start. */
@@ -566,6 +593,11 @@ export class ClusterPrimary {
     let serving = 0;
     for (const slot of this.slots.values()) if (slot.ready && !slot.worker.isDead()) serving++;
     return { serving, restarts: this.restarts };
+  }
+
+  private kill(slot: WorkerSlot): void {
+    slot.killedByUs = true;
+    slot.worker.process.kill('SIGKILL');
   }
 
   /** A second stop signal: every worker closes its sessions now. */
@@ -577,15 +609,15 @@ export class ClusterPrimary {
   async stopWorkers(evictRate: number | null, timeoutMs: number): Promise<void> {
     this.stopping = true;
     if (this.watchdogTimer !== null) clearInterval(this.watchdogTimer);
-    const workers = [...this.slots.values()].map((s) => s.worker);
-    const exits = workers.map((w) => new Promise<void>((resolve) => (w.isDead() ? resolve() : w.once('exit', () => resolve()))));
-    const perWorker = evictRate === null ? null : evictRate / Math.max(1, workers.length);
-    for (const w of workers) this.send(w, { t: 'stop', evictRate: perWorker });
+    const slots = [...this.slots.values()];
+    const exits = slots.map(({ worker: w }) => new Promise<void>((resolve) => (w.isDead() ? resolve() : w.once('exit', () => resolve()))));
+    const perWorker = evictRate === null ? null : evictRate / Math.max(1, slots.length);
+    for (const slot of slots) this.send(slot.worker, { t: 'stop', evictRate: perWorker });
     const timer = setTimeout(() => {
-      for (const w of workers) {
-        if (w.isDead()) continue;
-        this.log.warn({ pid: w.process.pid, ms: timeoutMs }, 'worker did not stop in time: killing it');
-        w.process.kill('SIGKILL');
+      for (const slot of slots) {
+        if (slot.worker.isDead()) continue;
+        this.log.warn({ pid: slot.worker.process.pid, ms: timeoutMs }, 'worker did not stop in time: killing it');
+        this.kill(slot);
       }
     }, timeoutMs);
     await Promise.all(exits);
