@@ -34,6 +34,11 @@ export function workerShareWarnings(config: LbConfig, workers: number, cores: nu
   config.listeners.forEach((l, i) => capBelowWorkers(`listeners[${i}].maxConnections (listener ${l.name})`, l.maxConnections));
   capBelowWorkers('limits.maxConnections', config.limits.maxConnections);
   capBelowWorkers('limits.acceptQueue', config.limits.acceptQueue);
+  const rate = config.limits.acceptRate;
+  if (rate > 0 && rate / workers < 1) {
+    // Each worker admits its share alone: a burst the kernel hands to one worker goes at that pace, the others idle.
+    out.push(`limits.acceptRate ${rate} over ${workers} workers is ${+(rate / workers).toFixed(3)}/s each: a burst that lands on one worker is admitted at that pace while another has room`);
+  }
   if (workers > cores) out.push(`workers ${workers} is more than this host's ${cores} cores: extra workers share cores and add memory, not throughput`);
   return out;
 }

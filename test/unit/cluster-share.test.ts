@@ -61,6 +61,7 @@ describe('workerShare', () => {
     for (const c of shares) expect(c.limits.maxMemory).toBe(MIN_WORKER_MEMORY);
     expect(workerShareWarnings(config!, 16, 16)).toEqual([
       'limits.maxMemory 134217728 over 16 workers is 8 MiB each, below what a worker needs: each worker gets 64 MiB (1024 MiB in all)',
+      'limits.acceptRate 10 over 16 workers is 0.625/s each: a burst that lands on one worker is admitted at that pace while another has room',
     ]);
     expect(workerShareWarnings(config!, 2, 16)).toEqual([]);
     expect(workerShareWarnings(config!, 1, 16)).toEqual([]);
@@ -82,6 +83,12 @@ describe('workerShare', () => {
       "workers 3 is more than this host's 2 cores: extra workers share cores and add memory, not throughput",
     ]);
     expect(workerShareWarnings(config!, 1, 1)).toEqual([]);
+    // acceptRate 10 (YAML): 2.5/s each over 4 workers is fine; below 1/s each is said.
+    const slow = parseConfig(YAML(50, 50, 50).replace('acceptRate: 10', 'acceptRate: 1'), 'lb.yaml').config!;
+    expect(workerShareWarnings(slow, 2, 2)).toEqual([
+      'limits.acceptRate 1 over 2 workers is 0.5/s each: a burst that lands on one worker is admitted at that pace while another has room',
+    ]);
+    expect(workerShareWarnings(slow, 1, 2)).toEqual([]);
   });
 
   it('one worker: the config as it is', () => {
