@@ -3,7 +3,8 @@
  * exit even with `-c 1`, so each announcement is one `arping -q -U -c 1 -I IFACE VIP` child, started every
  * `interval`, `count` times per VIP, then once more after `repeatAfter` (keepalived's second GARP set).
  * Children run in the background with a kill timeout: nothing here ever blocks the advert loop.
- * `cancel()` stops pending bursts and kills running children (on leaving MASTER).
+ * `announceOnce()` sends one now without touching the schedule (a heal). `cancel()` stops pending bursts and kills
+ * running children (on leaving MASTER).
  */
 import { setMaxListeners } from 'node:events';
 import { describeResult, runCommand } from './command.js';
@@ -66,6 +67,12 @@ export class GarpAnnouncer {
     if (addresses.length === 0 || this.o.count <= 0) return;
     this.burst(addresses, 0);
     if (this.o.repeatAfterMs > 0) this.burst(addresses, this.o.repeatAfterMs);
+  }
+
+  /** One announcement per address now, leaving the scheduled bursts as they are (a heal: FailoverAction 'reannounce'). */
+  announceOnce(addresses: readonly string[]): void {
+    for (const a of addresses) if (!isIpv4(a)) throw new RangeError(`invalid IPv4 address ${a}`);
+    if (addresses.length > 0 && this.o.count > 0) this.at(0, addresses);
   }
 
   /** Stops pending announcements and kills running arping children. */

@@ -513,6 +513,9 @@ export class Heartbeat {
           // After the queued add, so arping announces an address that is really there.
           this.enqueue(inst, async () => this.announceVips(inst));
           break;
+        case 'reannounce':
+          this.enqueue(inst, async () => this.announceVips(inst, true));
+          break;
         case 'notify':
           this.log.info({ routerId: inst.cfg.routerId, from: a.from, to: a.to, priority: inst.sm.advertisedPriority, at }, 'failover state changed');
           this.emit({ type: 'state', routerId: inst.cfg.routerId, from: a.from, to: a.to, at });
@@ -523,9 +526,12 @@ export class Heartbeat {
     }
   }
 
-  /** Gratuitous ARP for `inst`'s VIPs, while it is master and wants them. */
-  private announceVips(inst: Instance): void {
-    if (inst.wantVips && inst.sm.state === 'master') inst.garp.announce(inst.vips.map((v) => v.address));
+  /** Gratuitous ARP for `inst`'s VIPs, while it is master and wants them: the burst, or `once` (a heal). */
+  private announceVips(inst: Instance, once = false): void {
+    if (!inst.wantVips || inst.sm.state !== 'master') return;
+    const addresses = inst.vips.map((v) => v.address);
+    if (once) inst.garp.announceOnce(addresses);
+    else inst.garp.announce(addresses);
   }
 
   private enqueue(inst: Instance, op: () => Promise<void>): void {

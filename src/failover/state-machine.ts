@@ -29,6 +29,12 @@ export type FailoverAction =
   | { type: 'addVipsThenAnnounce' }
   | { type: 'removeVips' }
   | { type: 'garp' }
+  /**
+   * One gratuitous ARP per VIP now, not the burst: a heal (a peer heard again after a silence, a lower-priority
+   * master). A burst's later packets, 200 ms apart, could outlive our mastership: one sent just before we step down
+   * pulled the clients back to us as the preempting peer took over (150 ms of lost SYNs in the failover benchmark).
+   */
+  | { type: 'reannounce' }
   | { type: 'notify'; from: FailoverState; to: FailoverState };
 
 export interface StateMachineConfig {
@@ -88,6 +94,8 @@ export class FailoverStateMachine {
   /** The master we currently follow (its priority-0 advert, even with the FAULT flag, hands over to us). */
   private masterAddress: number | null = null;
   private lastHealGarpAt = Number.NEGATIVE_INFINITY;
+  /** The last re-announcement for a lower-priority master heard (a split brain healing, a preempted master). */
+  private lastLowerMasterGarpAt = Number.NEGATIVE_INFINITY;
   /** When we last heard any advert of this router id (the peer's silence tells of a partition). */
   private lastHeardAt = Number.NEGATIVE_INFINITY;
   /** VIP failures (could not add, lost) since the VIPs were last held for VIP_HOLD_DOWN_RESET_MS. */
@@ -202,7 +210,7 @@ export class FailoverStateMachine {
       // (asymmetric heal). Still master: re-announce (rate limited, like the split-brain heal).
       if (this.current === 'master' && silentFor > PEER_SILENCE_ADVERTS * this.cfg.advertInterval && now - this.lastHealGarpAt >= HEAL_GARP_MIN_GAP_MS) {
         this.lastHealGarpAt = now;
-        if (!actions.some((x) => x.type === 'garp')) actions.push({ type: 'garp' });
+        if (!actions.some((x) => x.type === 'reannounce')) actions.push({ type: 'reannounce' });
       }
       return actions;
     }
@@ -344,7 +352,10 @@ export class FailoverStateMachine {
    */
   private becomeMaster(now: number): FailoverAction[] {
     this.current = 'master';
-    this.lastHealGarpAt = now; // the GARP burst below already announces us
+    // The takeover burst below announces us to a peer heard again after a silence. Not to the lower-priority
+    // master we preempt (lastLowerMasterGarpAt): its last advert as it steps down may follow a GARP of its own
+    // burst, which pulled the clients back to it, and one of ours then puts that right.
+    this.lastHealGarpAt = now;
     this.downAt = null;
     this.preemptSince = null;
     this.masterAddress = null;
@@ -425,9 +436,9 @@ export class FailoverStateMachine {
     // master's MAC during the split come back to us.
     this.advertAt = now + this.cfg.advertInterval;
     const actions: FailoverAction[] = [{ type: 'sendAdvert', priority: ours, flags: FLAG_MASTER }];
-    if (now - this.lastHealGarpAt >= HEAL_GARP_MIN_GAP_MS) {
-      this.lastHealGarpAt = now;
-      actions.push({ type: 'garp' });
+    if (now - this.lastLowerMasterGarpAt >= HEAL_GARP_MIN_GAP_MS) {
+      this.lastLowerMasterGarpAt = now;
+      actions.push({ type: 'reannounce' });
     }
     return actions;
   }

@@ -57,6 +57,22 @@ describe('gratuitous ARP schedule', () => {
     await g.idle();
   });
 
+  it('announceOnce() sends one per VIP now and leaves the scheduled bursts alone (a heal, no tail of its own)', async () => {
+    const g = new GarpAnnouncer({ iface: 'eth0', count: 3, intervalMs: 200, repeatAfterMs: 5000 }, send);
+    const t0 = Date.now();
+    g.announce(['192.0.2.10']);
+    await vi.advanceTimersByTimeAsync(100);
+    g.announceOnce(['192.0.2.10']);
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(sent.map((s) => s.at - t0)).toEqual([0, 100, 200, 400, 5000, 5200, 5400]);
+    sent = [];
+    const t1 = Date.now();
+    g.announceOnce(['192.0.2.10', '192.0.2.11']); // alone: one each, nothing after
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(sent.map((s) => `${s.at - t1} ${s.address}`)).toEqual(['0 192.0.2.10', '0 192.0.2.11']);
+    expect(() => g.announceOnce(['not-an-address'])).toThrow(RangeError);
+  });
+
   it('announce() again restarts the schedule (on-demand re-announcement)', async () => {
     const g = new GarpAnnouncer({ iface: 'eth0', count: 2, intervalMs: 200, repeatAfterMs: 1000 }, send);
     const t0 = Date.now();
