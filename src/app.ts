@@ -133,11 +133,6 @@ export class App implements TelemetrySource, AdminActions {
   /** limits.idleTimeout over this process's sessions (none in the cluster primary: its workers sweep theirs). */
   private readonly idleSweep: IdleSweep;
   private stopping = false;
-
-  /** A stop has begun (SIGTERM/SIGINT): a reload is refused from now on (reloadWhileStopping). */
-  get isStopping(): boolean {
-    return this.stopping;
-  }
   private stopped: Promise<void> | null = null;
   private readonly privateBinds: boolean;
   /** While `beforeListeners` (the warm-up) runs: /readyz says so. */
@@ -713,6 +708,11 @@ export class App implements TelemetrySource, AdminActions {
     const now = [...this.allSessions()].filter((s) => !s.closed && match(s));
     for (const s of now) s.evict(reason);
     await waitUntil(() => now.every((s) => s.closed), monotonicNow() + SESSION_CLOSE_WAIT_MS);
+  }
+
+  /** A stop has begun (SIGTERM/SIGINT): a reload is refused from now on (reloadWhileStopping). */
+  get isStopping(): boolean {
+    return this.stopping;
   }
 
   /**

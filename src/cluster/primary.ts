@@ -28,6 +28,11 @@ import type { WorkerCounts } from '../telemetry/source.js';
 import { monotonicNow } from '../monotonic-clock.js';
 
 const READY_TIMEOUT_MS = 15_000;
+/** How long a worker may take to prepare a reload (bind its listeners). */
+const RELOAD_PREPARE_TIMEOUT_MS = 15_000;
+/** A worker closing its VIP sessions answers within its spread and its wait for the closes (App.releaseVipSessions); past this, the VIP goes regardless. */
+const RELEASE_ANSWER_MARGIN_MS = 2500;
+
 /** A listener a worker committed but has not reported yet: listening, nothing counted yet. */
 function committedNotReported(lc: ListenerConfig): ListenerSnapshot {
   return { name: lc.name, bind: lc.bind, tls: lc.tls !== null, listening: true, acceptHealthy: true, active: 0, outcomes: { proxied: 0, rejected: 0, failed: 0 }, rejected: [] };
@@ -35,11 +40,6 @@ function committedNotReported(lc: ListenerConfig): ListenerSnapshot {
 
 /** The callback of every message to a worker: its failure is the worker's end, which 'exit' reports. */
 function ignoreSendError(): void {}
-
-/** How long a worker may take to prepare a reload (bind its listeners). */
-const RELOAD_PREPARE_TIMEOUT_MS = 15_000;
-/** A worker closing its VIP sessions answers within its spread and its wait for the closes (App.releaseVipSessions); past this, the VIP goes regardless. */
-const RELEASE_ANSWER_MARGIN_MS = 2500;
 
 interface WorkerSlot {
   index: number;
@@ -494,6 +494,7 @@ export class ClusterPrimary {
         (slot) =>
           new Promise<void>((resolve) => {
             if (slot.worker.isDead()) return resolve();
+            let timedOut = false;
             const done = (): void => {
               clearTimeout(timer);
               if (this.settleWaiters.get(slot.index) === done) this.settleWaiters.delete(slot.index);
@@ -501,7 +502,6 @@ export class ClusterPrimary {
               if (listeners !== undefined && !timedOut) slot.committedListeners = listeners;
               resolve();
             };
-            let timedOut = false;
             const timer = setTimeout(() => {
               this.log.warn({ worker: slot.index, ms: RELOAD_PREPARE_TIMEOUT_MS }, 'config reload: a worker did not confirm it in time');
               timedOut = true;
