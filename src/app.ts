@@ -104,8 +104,10 @@ export class App implements TelemetrySource, AdminActions {
   /** null in a worker: the primary serves metrics (workers send it their counters and lag). */
   readonly metrics: Metrics | null;
   readonly role: Role;
-  /** primary: the workers' listener counters, summed (see src/cluster/primary.ts). */
+  /** primary: the workers' listener counters, summed, of the listeners every worker has bound (readiness). */
   readonly remoteListeners = new Map<string, ListenerStats>();
+  /** primary: what metrics and status show: those, and any shown before while no worker serves it (primary.ts). */
+  readonly shownListeners = new Map<string, ListenerStats>();
   /** primary: listeners a worker reports as not listening or not accepting (failover tracking). */
   readonly remoteListenerFaults = new Set<string>();
   /** primary: the workers' memory ceilings, combined (see src/cluster/primary.ts). */
@@ -822,7 +824,7 @@ export class App implements TelemetrySource, AdminActions {
   // ── TelemetrySource / AdminActions ──────────────────────────────────────────────────────────────────────
 
   listeners(): ListenerStats[] {
-    if (this.role === 'primary') return [...this.remoteListeners.values()];
+    if (this.role === 'primary') return [...this.shownListeners.values()];
     return [...this.listenerMap.values()].map((l) => l.stats);
   }
 

@@ -363,6 +363,7 @@ export class ClusterPrimary {
   /** Sum the workers' latest snapshots into the primary's view (listeners and per-server numbers). */
   private aggregate(): void {
     const listeners = new Map<string, ListenerStats>();
+    const shown = new Map<string, ListenerStats>();
     for (const lc of this.app.config.listeners) {
       // A listener appears once every worker reports it bound (readyz). A replacement for a worker that exited
       // counts from its first report: until then the others serve, and it does not hide them.
@@ -370,20 +371,28 @@ export class ClusterPrimary {
       const reports = [...this.slots.values()]
         .filter((s) => s.reported || !s.respawned)
         .map((s) => s.listeners.find((l) => l.name === lc.name) ?? (s.committedListeners.has(lc.name) ? committedNotReported(lc) : undefined));
-      if (reports.length === 0 || reports.some((r) => r === undefined || !r.listening)) continue;
+      const bound = reports.length > 0 && reports.every((r) => r !== undefined && r.listening);
+      // Not bound everywhere: not ready. Still shown (metrics, status) once it has been, with what is known: with
+      // every worker dead and its replacements not serving yet, the dead ones' totals and no session, rather than a
+      // gap in the dashboards.
+      if (!bound && !this.app.shownListeners.has(lc.name)) continue;
       const agg = new ListenerStats(lc.name, lc.bind, lc.tls !== null);
       const retired = this.retiredListeners.get(lc.name);
       for (const r of retired === undefined ? reports : [...reports, retired]) {
-        agg.active += r!.active;
-        agg.outcomes.proxied += r!.outcomes.proxied;
-        agg.outcomes.rejected += r!.outcomes.rejected;
-        agg.outcomes.failed += r!.outcomes.failed;
-        for (const [reason, n] of r!.rejected) agg.rejected.set(reason, (agg.rejected.get(reason) ?? 0) + n);
+        if (r === undefined) continue;
+        agg.active += r.active;
+        agg.outcomes.proxied += r.outcomes.proxied;
+        agg.outcomes.rejected += r.outcomes.rejected;
+        agg.outcomes.failed += r.outcomes.failed;
+        for (const [reason, n] of r.rejected) agg.rejected.set(reason, (agg.rejected.get(reason) ?? 0) + n);
       }
-      listeners.set(lc.name, agg);
+      shown.set(lc.name, agg);
+      if (bound) listeners.set(lc.name, agg);
     }
     this.app.remoteListeners.clear();
     for (const [k, v] of listeners) this.app.remoteListeners.set(k, v);
+    this.app.shownListeners.clear();
+    for (const [k, v] of shown) this.app.shownListeners.set(k, v);
     // What failover tracking reads: a listener a worker reports as not listening or not accepting. A listener
     // not reported yet (just added by a reload, a worker's first snapshot still to come) is not a failure: the
     // reload bound it in every worker before it was committed.

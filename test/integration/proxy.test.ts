@@ -776,6 +776,39 @@ describe('workers: 2 (node:cluster)', () => {
     }
   }, 60_000);
 
+  it('every worker dead at once: /readyz 503, and the listener stays in /metrics and /api/status with its counts until they are back', async () => {
+    const brokers = await startBrokers(['z1']);
+    try {
+      const [port, admin] = [await freePort(), await freePort()];
+      const lb = await startLb(lbYaml({ port, admin, servers: brokers, health: HEALTH, limits: LIMITS, extra: 'workers: 2\n' }), {
+        waitReady: `http://127.0.0.1:${admin}/readyz`,
+      });
+      for (let i = 0; i < 4; i++) await (await connectVia(port, { clientId: `counted-${i}` })).endAsync();
+      await sleep(700); // worker snapshots every 250 ms
+      const scrape = async (): Promise<{ proxied: number | null; listeners: string[]; ready: number }> => {
+        const text = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
+        const m = /mqtt_lb_connections_total\{listener="mqtt",outcome="proxied"\} (\d+)/.exec(text);
+        const status = (await (await fetch(`http://127.0.0.1:${admin}/api/status`)).json()) as { listeners: Array<{ name: string }> };
+        const ready = (await fetch(`http://127.0.0.1:${admin}/readyz`)).status;
+        return { proxied: m === null ? null : Number(m[1]), listeners: status.listeners.map((l) => l.name), ready };
+      };
+      const before = await scrape();
+      expect(before.proxied).toBeGreaterThanOrEqual(4);
+      const pids = workerPidsOf(lb.proc.pid!);
+      for (const pid of pids) process.kill(pid, 'SIGKILL');
+      // Both exits handled (each logs its restart), the replacements not serving yet (1 s delay).
+      for (let i = 0; i < 2; i++) await lb.waitForLog((l) => l.msg === 'worker exited: restarting it' && lb.logs.filter((x) => x.msg === l.msg).length > i, 5_000);
+      const during = await scrape();
+      expect(during.ready).toBe(503);
+      expect(during.listeners).toEqual(['mqtt']); // an audit saw `"listeners": []` and every listener series gone
+      expect(during.proxied).toBeGreaterThanOrEqual(before.proxied!);
+      await lb.waitForLog((l) => l.msg === 'worker restarted', 10_000);
+      expect(await lb.stop()).toBe(0);
+    } finally {
+      await resumeAndStop([], brokers);
+    }
+  }, 60_000);
+
   it('a worker killed during a graceful stop is said (warn), not restarted, and the stop still exits 0', async () => {
     const brokers = await startBrokers(['k1']);
     try {
