@@ -89,6 +89,10 @@ function readTls(ctx: ValidationContext, listener: MapReader): TlsConfig | null 
     r.error(certAsUsernameSlot, 'needs `requestCert: true`: without it there is no verified client certificate to read');
   }
   const requestCertSlot = m.get('requestCert');
+  if (!tls.requestCert && tls.ca !== null && caSlot !== undefined) {
+    // HAProxy's `ca-file` comes with `verify required`; here a `ca` alone would look like mutual TLS and be none.
+    r.warn(caSlot, 'used only with `requestCert: true`: without it no client certificate is asked for or checked');
+  }
   if (tls.requestCert && tls.ca === null && requestCertSlot !== undefined) {
     r.warn(requestCertSlot, 'no `ca` given: client certificates are checked against Node\'s default root CAs');
   }

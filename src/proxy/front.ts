@@ -67,6 +67,8 @@ interface FrontState {
   /** Handed to the TLS server: a close from now on is a failed handshake. */
   inTls: boolean;
   done: boolean;
+  /** Why it ended before its session: a refusal's reason, or 'gone' (closed before a byte of TLS, counted as nothing). */
+  ended: 'bad_proxy_header' | 'tls_handshake' | 'timeout' | 'overloaded' | 'gone' | null;
 }
 
 type Tagged = Socket & { [kFront]?: FrontState };
@@ -99,7 +101,7 @@ export class ConnectionFront implements Front {
 
   accept(socket: Socket, listener: Listener): void {
     listener.inFront.add(socket);
-    const state: FrontState = { listener, front: this, raw: socket, acceptedAt: monotonicNow(), timer: null, buf: null, remote: undefined, destination: undefined, proxyHeaderBytes: 0, inTls: false, done: false };
+    const state: FrontState = { listener, front: this, raw: socket, acceptedAt: monotonicNow(), timer: null, buf: null, remote: undefined, destination: undefined, proxyHeaderBytes: 0, inTls: false, done: false, ended: null };
     (socket as Tagged)[kFront] = state;
     // The PROXY header and the TLS handshake are inside the client's connect deadline, from accept.
     state.timer = setTimeout(onFrontTimeout, this.timeoutMs, state);
@@ -221,7 +223,10 @@ function onTlsClientError(this: tls.Server, err: NodeJS.ErrnoException, tlsSocke
   const state = stateOfTls(tlsSocket);
   tlsSocket.destroy();
   if (state === undefined) return;
-  // May come after the raw socket's close already counted it (a refused certificate closes first).
+  // May come after the raw socket's close already counted it (a refused certificate closes first). Not after a
+  // close of ours (the timeout: its own line) or a client gone before a byte of TLS (a TCP health check): their
+  // ECONNRESET here is no handshake that failed.
+  if (state.ended !== null && state.ended !== 'tls_handshake') return;
   state.listener.ctx.log.debug(
     { listener: state.listener.config.name, client: clientAddress(state), code: err.code, certificate: tlsSocket.authorizationError ?? null },
     'TLS handshake failed',
@@ -236,6 +241,11 @@ function clientAddress(state: FrontState): string | undefined {
 
 function onFrontTimeout(state: FrontState): void {
   state.timer = null;
+  // As the session's own timeout says it (session.ts), with what was still awaited.
+  state.listener.ctx.log.debug(
+    { listener: state.listener.config.name, client: clientAddress(state), reason: 'timeout', awaiting: state.inTls ? 'TLS handshake' : 'PROXY header' },
+    'connect rejected',
+  );
   rejectFront(state, 'timeout');
 }
 
@@ -250,6 +260,7 @@ function onFrontClose(this: Tagged): void {
     return;
   }
   state.done = true;
+  state.ended = 'gone';
   if (state.timer !== null) clearTimeout(state.timer);
   state.timer = null;
   state.listener.connectionGone();
@@ -270,6 +281,7 @@ export function shedFront(raw: Socket): boolean {
 function rejectFront(state: FrontState, reason: 'bad_proxy_header' | 'tls_handshake' | 'timeout' | 'overloaded', tlsSocket?: tls.TLSSocket): void {
   if (state.done) return;
   state.done = true;
+  state.ended = reason;
   if (state.timer !== null) clearTimeout(state.timer);
   state.timer = null;
   state.listener.frontRejected(reason);

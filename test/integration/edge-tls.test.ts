@@ -100,6 +100,7 @@ describe('TLS termination in front of mosquitto', () => {
   let broker: Broker;
   let port: number;
   let admin: number;
+  let lb: LbProcess;
   beforeAll(async () => {
     broker = await startMosquitto();
     [port, admin] = [await freePort(), await freePort()];
@@ -110,7 +111,7 @@ describe('TLS termination in front of mosquitto', () => {
       tls: `      cert: ${pki.serverCert}\n      key: ${pki.serverKey}`,
       timeout: '1s',
     });
-    await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
+    lb = await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
   });
   afterAll(async () => {
     await stopAllLbs();
@@ -201,6 +202,7 @@ describe('TLS termination in front of mosquitto', () => {
   });
 
   it('counts the handshake inside clientConnectTimeout: silent or stalled handshakes are closed at the deadline', async () => {
+    const mark = lb.logs.length;
     // TCP connected, nothing sent.
     const silent = await exchange(port, [], { waitMs: 4000 });
     expect(silent.closed).toBe(true);
@@ -228,6 +230,21 @@ describe('TLS termination in front of mosquitto', () => {
     expect(slowConnect.ms).toBeLessThan(2500);
     await sleep(100);
     expect(await metric(admin, /mqtt_lb_connect_rejected_total\{listener="edge",reason="timeout"\} (\d+)/)).toBeGreaterThanOrEqual(3);
+    // Said as the timeouts they are, with what was still awaited; an audit saw them logged as `TLS handshake failed`
+    // ECONNRESET (the close was ours).
+    const lines = lb.logs.slice(mark);
+    expect(lines.filter((l) => l.msg === 'connect rejected' && l.reason === 'timeout' && l.awaiting === 'TLS handshake')).toHaveLength(2);
+    expect(lines.filter((l) => l.msg === 'TLS handshake failed')).toEqual([]);
+  });
+
+  it('a TCP connect-and-close with no byte (a load balancer\'s TCP check) is no failed handshake, in the log either', async () => {
+    const mark = lb.logs.length;
+    for (let i = 0; i < 3; i++) {
+      const s = await connectRaw(port);
+      s.destroy();
+    }
+    await sleep(300);
+    expect(lb.logs.slice(mark).filter((l) => l.msg === 'TLS handshake failed' || l.msg === 'connect rejected')).toEqual([]);
   });
 });
 

@@ -10,7 +10,7 @@ import { ConfigError, ConfigFileError, formatProblem } from '../../src/errors.js
 import { createTestPki, type TestPki } from '../helpers/tls-certs.js';
 import { generateKey } from '../../src/failover/key.js';
 
-/** Lines 1-10; tls on lines 5-8, failover on 11-17. */
+/** Lines 1-10; tls on lines 5-9, failover on 11-17. */
 const CONFIG = `listeners:
   - name: mqtts
     bind: 0.0.0.0:8883
@@ -19,8 +19,8 @@ const CONFIG = `listeners:
       cert: certs/server.crt
       key: certs/server.key
       ca: ca.crt
-pools:
-  brokers: { servers: [{ name: b1, address: "10.0.0.11:1883" }] }
+      requestCert: true
+pools: { brokers: { servers: [{ name: b1, address: "10.0.0.11:1883" }] } }
 failover:
   interface: eth0
   peers: [10.0.0.2]
@@ -68,7 +68,7 @@ describe('files named by the config', () => {
       cert: join(dir, 'certs/server.crt'),
       key: join(dir, 'certs/server.key'),
       ca: join(dir, 'ca.crt'),
-      requestCert: false,
+      requestCert: true,
       certAsUsername: false,
       // The files' text as checked: what the TLS servers (every worker's, restarted ones too) are built from.
       material: { cert: pki.read(pki.serverCert).toString(), key: pki.read(pki.serverKey).toString(), ca: pki.read(pki.caCert).toString() },

@@ -370,6 +370,13 @@ admin:
     ]);
   });
 
+  it('tls: a `ca` without `requestCert: true` is said to check nothing (it would look like mutual TLS)', () => {
+    const text = PREFIX.replace('    pool: brokers\n', '    pool: brokers\n    tls: { cert: c.pem, key: k.pem, ca: ca.pem }\n');
+    expect(problems(text)).toEqual([]);
+    expect(warnings(text)).toEqual(['lb.yaml:5:41 listeners[0].tls.ca: used only with `requestCert: true`: without it no client certificate is asked for or checked']);
+    expect(warnings(text.replace('ca: ca.pem }', 'ca: ca.pem, requestCert: true }'))).toEqual([]);
+  });
+
   it('binds that collide', () => {
     const text = `${PREFIX.replace('pools:', '  - { name: other, bind: "127.0.0.1:1883", pool: brokers }\npools:')}admin:
   bind: 127.0.0.1:1883
