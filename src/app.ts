@@ -27,6 +27,7 @@ import type { TelemetrySource, AdminActions, OverloadStatus, WorkerCounts } from
 import type { LagWindow } from './telemetry/loop-lag.js';
 import type { ProcessMetricsJson } from './telemetry/process-metrics.js';
 import { IntakeAlert } from './balancer/intake-alert.js';
+import { descriptorShortage } from './proxy/descriptor-check.js';
 import { Failover, computeTracking, type FailoverStateEvent } from './failover/index.js';
 import { isVipAddress, vipAddresses } from './failover/ipv4.js';
 import { VERSION } from './version.js';
@@ -130,6 +131,8 @@ export class App implements TelemetrySource, AdminActions {
   private trackTimer: NodeJS.Timeout | null = null;
   /** Alerts on a served pool whose servers are up but take no new session (drained, maint, weight 0). */
   private readonly intakeAlert: IntakeAlert;
+  /** checkDescriptors' last finding: null, or why no descriptor could be opened. */
+  private descriptorShortage: 'EMFILE' | 'ENFILE' | null = null;
   /** The last tracking sent asked for FAULT (a listener that cannot accept). */
   private trackedFault = false;
   /** limits.idleTimeout over this process's sessions (none in the cluster primary: its workers sweep theirs). */
@@ -274,6 +277,7 @@ export class App implements TelemetrySource, AdminActions {
       this.idleSweep.configure(config.limits.idleTimeout);
     }
     this.trackTimer = setInterval(() => {
+      this.checkDescriptors();
       this.track();
       this.checkIntake();
     }, TRACK_INTERVAL_MS);
@@ -873,6 +877,22 @@ export class App implements TelemetrySource, AdminActions {
       return { ok: false, reason: `pool ${p.name} has no server taking new sessions (every server up is drained, in maintenance or of weight 0)` };
     }
     return { ok: true };
+  }
+
+  /**
+   * A process with listeners that cannot open a descriptor cannot accept (descriptor-check.ts says why nothing else
+   * tells): its listeners count as not accepting (failover `track.listeners`: FAULT) until it can again.
+   */
+  private checkDescriptors(): void {
+    if (this.role === 'primary' || this.listenerMap.size === 0) return;
+    const shortage = descriptorShortage();
+    // Every tick: a listener a reload added meanwhile is marked too.
+    for (const l of this.listenerMap.values()) l.outOfDescriptors = shortage !== null;
+    if (shortage === this.descriptorShortage) return;
+    this.descriptorShortage = shortage;
+    const listeners = [...this.listenerMap.keys()];
+    if (shortage !== null) this.log.error({ code: shortage, listeners }, 'out of file descriptors: the listeners cannot accept');
+    else this.log.info({ listeners }, 'file descriptors available again: the listeners accept');
   }
 
   /** The health checker logs a pool without a server up; this, one whose servers up take no new session. */

@@ -37,8 +37,13 @@ export class Listener implements SessionListener {
   readonly sessions = new Set<ClientSession>();
   /** Connections still in their PROXY header or TLS handshake (front.ts), not sessions yet. */
   readonly inFront = new Set<Socket>();
-  /** False after an accept error until the next successful accept (failover tracking). */
-  acceptHealthy = true;
+  /** An accept error until the next successful accept. */
+  private acceptErrored = false;
+  /**
+   * This process cannot open a descriptor (App.checkDescriptors): libuv then accepts and closes every waiting
+   * connection itself (its EMFILE trick), so no accept error ever reaches us.
+   */
+  outOfDescriptors = false;
   private server: net.Server | null = null;
   /** Bind a socket of its own even in a node:cluster worker, not the primary's shared one (app.ts privateBinds). */
   exclusive = false;
@@ -149,7 +154,7 @@ export class Listener implements SessionListener {
         this.acceptAsHandles(server);
         server.on('error', (err: NodeJS.ErrnoException) => {
           // Accept errors (EMFILE, ENFILE): never fatal, but they mean this listener is not serving.
-          this.acceptHealthy = false;
+          this.acceptErrored = true;
           this.ctx.log.error({ listener: this.config.name, err }, 'listener accept error');
         });
         resolve(server);
@@ -194,8 +199,13 @@ export class Listener implements SessionListener {
     };
   }
 
+  /** It can take clients: no accept error since its last accept, and descriptors to take them on (failover tracking). */
+  get acceptHealthy(): boolean {
+    return !this.acceptErrored && !this.outOfDescriptors;
+  }
+
   private accept(socket: ProxySocket): void {
-    this.acceptHealthy = true;
+    this.acceptErrored = false;
     if (this.ctx.overloaded) {
       // Over the memory ceiling (overload-guard.ts): nothing is read, no TLS handshake begins.
       socket.destroy();

@@ -9,7 +9,7 @@ import type net from 'node:net';
 import { connect as netConnect } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { lbYaml, type HealthSpec, type ListenerSpec } from '../helpers/lb-config.js';
@@ -571,6 +571,33 @@ describe('memory ceiling (limits.maxMemory, reliability case 64)', () => {
 });
 
 describe('descriptor budget', () => {
+  it('out of descriptors at run time (the limit lowered under it): said at once, and said again when they are back', async () => {
+    // libuv answers EMFILE at accept by closing the waiting connections itself: no accept error ever reaches the
+    // listener, and failover's track.listeners saw a healthy one (a failover audit). The tracking tick now opens a
+    // descriptor to find out.
+    const [port, admin] = [await freePort(), await freePort()];
+    const lb = await startLb(lbYaml({ port, admin, servers: [{ name: 'm1', port: broker.port }] }), { waitReady: `http://127.0.0.1:${admin}/readyz` });
+    const pid = lb.proc.pid!;
+    const limit = (soft: number): void => {
+      const r = spawnSync('prlimit', ['--pid', String(pid), `--nofile=${soft}:20000`], { encoding: 'utf8', timeout: 5000 });
+      expect(r.status, r.stderr).toBe(0);
+    };
+    const inUse = readdirSync(`/proc/${pid}/fd`).length;
+    limit(inUse - 5); // below what it holds: every open fails
+    try {
+      const line = await lb.waitForLog((l) => l.msg === 'out of file descriptors: the listeners cannot accept', 3000);
+      expect(line).toMatchObject({ level: 50, code: 'EMFILE', listeners: ['mqtt'] });
+    } finally {
+      limit(20_000);
+    }
+    await lb.waitForLog((l) => l.msg === 'file descriptors available again: the listeners accept', 3000);
+    expect(lb.logs.filter((l) => l.msg === 'out of file descriptors: the listeners cannot accept')).toHaveLength(1);
+    const ok = await connectAt(port, 'after-the-shortage', 4);
+    expect(ok.code).toBe(0);
+    ok.socket.destroy();
+    await lb.stop();
+  });
+
   it('under a 384 open-file limit: caps clamped at start, the excess refused in MQTT, Node drops past its guard (counted), admin and probes keep room', async () => {
     const [port, admin] = [await freePort(), await freePort()];
     const dir = mkdtempSync(path.join(tmpdir(), 'mqtt-lb-fd-'));
