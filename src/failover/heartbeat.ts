@@ -30,6 +30,8 @@ import { AdvertTransport } from './transport.js';
 import { addVip, checkInterfaceName, checkVip, hasAddress, interfaceExists, removeVip, showInterface, type InterfaceInfo } from './vip.js';
 import { threadSharedNow } from '../monotonic-clock.js';
 
+/** Both masters for longer than this many advert intervals is a split brain worth a warning (watchSplitBrain). */
+const SPLIT_BRAIN_ADVERTS = 3;
 /** How often carrier and VIP presence are polled; an interface event polls at once (LinkMonitor). */
 export const WATCH_INTERVAL_MS = 500;
 
@@ -78,6 +80,8 @@ interface Instance {
   opsPending: number;
   /** performance.now() when the last operation on `ops` ended. */
   lastOpEndedAt: number;
+  /** performance.now() since when we are master and the peer keeps advertising as master too (a split brain). */
+  otherMasterSince: number | null;
 }
 
 export interface HeartbeatOptions {
@@ -165,6 +169,7 @@ export class Heartbeat {
         installedAt: null,
         peer: null,
         handedOverAt: null,
+        otherMasterSince: null,
         releasing: null,
         opsPending: 0,
         lastOpEndedAt: Number.NEGATIVE_INFINITY,
@@ -428,8 +433,28 @@ export class Heartbeat {
     }
     const actions = inst.sm.onAdvert({ priority: a.priority, flags: a.flags, intervalCs: a.intervalCs, sender: r.sender });
     this.exec(inst, actions);
+    this.watchSplitBrain(inst, peerState, address, a.priority);
     this.schedule();
     if (prev === null || prev.state !== peerState) this.emitStatus();
+  }
+
+  /**
+   * Both hosts master for longer than a preemption or a heal takes: the peer keeps advertising as master although
+   * it hears us, or does not hear us at all (its transport, `peers` or key differ from ours: an audit ran one host on
+   * multicast and the other on unicast, each master, and neither said so). keepalived logs such adverts too. The
+   * warning is rate limited (10 s); each advert is still answered as the state machine says.
+   */
+  private watchSplitBrain(inst: Instance, peerState: PeerState, peer: string, peerPriority: number): void {
+    if (inst.sm.state !== 'master' || peerState !== 'master' || peerPriority === 0) {
+      inst.otherMasterSince = null;
+      return;
+    }
+    const now = this.now();
+    inst.otherMasterSince ??= now;
+    const ms = now - inst.otherMasterSince;
+    if (ms > SPLIT_BRAIN_ADVERTS * this.config.advertInterval) {
+      this.dropLog.warn(`split:${inst.cfg.routerId}`, { routerId: inst.cfg.routerId, peer, peerPriority, ms: Math.round(ms) }, 'failover: split brain: the peer keeps advertising as master');
+    }
   }
 
   /**

@@ -407,6 +407,25 @@ describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', (
     expect((await proberReport(prober)).lastWho).toBe('A');
   });
 
+  it('a one-way partition (lb2 does not hear lb1): both master, and lb1, hearing lb2 advertise as master, warns of the split brain', async () => {
+    const [lb1, lb2] = await startPair();
+    await topo.blockRoute('lb1', topo.addr.lb2); // lb1's adverts no longer reach lb2; lb2's still reach lb1
+    try {
+      await lb2.waitState('master', 3000);
+      expect(lb1.state).toBe('master');
+      const splitLine = (): string | undefined => lb1.proc.stderr.split('\n').find((l) => l.includes('failover: split brain: the peer keeps advertising as master'));
+      await waitFor('lb1 warns of the split brain', async () => splitLine() !== undefined, 3000);
+      const line = JSON.parse(splitLine()!) as Record<string, unknown>;
+      expect(line).toMatchObject({ level: 40, routerId: 51, peer: topo.addr.lb2, peerPriority: 100 });
+      expect(Number(line.ms)).toBeGreaterThan(3 * 100);
+      expect(lb2.proc.stderr).not.toContain('split brain'); // lb2 hears no one
+    } finally {
+      await topo.unblockRoute('lb1', topo.addr.lb2);
+    }
+    await lb2.waitState('backup', 3000, 2);
+    await waitFor('VIP on lb1 only after heal', holdersAre(['lb1']), 3000);
+  });
+
   it('restart of a host: its adverts are accepted at once (new epoch), no split brain', async () => {
     const [lb1, lb2] = await startPair();
 
