@@ -30,8 +30,12 @@ import { AdvertTransport } from './transport.js';
 import { addVip, checkInterfaceName, checkVip, hasAddress, interfaceExists, removeVip, showInterface, type InterfaceInfo } from './vip.js';
 import { threadSharedNow } from '../monotonic-clock.js';
 
-/** Both masters for longer than this many advert intervals is a split brain worth a warning (watchSplitBrain). */
+/**
+ * Both masters for longer than this many advert intervals, and at least SPLIT_BRAIN_MIN_MS (a preemption's GARP lead
+ * and `ip` children must never look like one), is a split brain worth a warning (watchSplitBrain).
+ */
 const SPLIT_BRAIN_ADVERTS = 3;
+const SPLIT_BRAIN_MIN_MS = 1000;
 /** How often carrier and VIP presence are polled; an interface event polls at once (LinkMonitor). */
 export const WATCH_INTERVAL_MS = 500;
 
@@ -452,7 +456,7 @@ export class Heartbeat {
     const now = this.now();
     inst.otherMasterSince ??= now;
     const ms = now - inst.otherMasterSince;
-    if (ms > SPLIT_BRAIN_ADVERTS * this.config.advertInterval) {
+    if (ms > Math.max(SPLIT_BRAIN_ADVERTS * this.config.advertInterval, SPLIT_BRAIN_MIN_MS)) {
       this.dropLog.warn(`split:${inst.cfg.routerId}`, { routerId: inst.cfg.routerId, peer, peerPriority, ms: Math.round(ms) }, 'failover: split brain: the peer keeps advertising as master');
     }
   }
