@@ -116,6 +116,8 @@ export class Heartbeat {
   private readonly notify: NotifyRunner;
   private readonly dropLog: RateLimitedLog;
   private readonly intervalCs: number;
+  /** routerId|peer|interval already reported by noteIntervalMismatch. */
+  private readonly intervalMismatches = new Set<string>();
   private readonly now = () => performance.now();
   private transport: AdvertTransport | null = null;
   private epoch = 0n;
@@ -423,7 +425,7 @@ export class Heartbeat {
     if (r.kind === 'drop') {
       this.dropped[r.reason]++;
       if (r.notPeer === true) this.dropLog.warn('drop:not_peer', { reason: r.reason, from: address, detail: 'authentic advert from an address not in failover.peers' }, 'failover advert dropped');
-      else this.dropLog.warn(`drop:${r.reason}`, { reason: r.reason, from: address }, 'failover advert dropped');
+      else this.dropLog.warn(`drop:${r.reason}`, { reason: r.reason, from: address, ...(r.routerId !== undefined ? { routerId: r.routerId } : {}) }, 'failover advert dropped');
       if (r.ownEpoch === true) this.bumpEpoch();
       return;
     }
@@ -432,6 +434,7 @@ export class Heartbeat {
     const peerState: PeerState = (a.flags & FLAG_FAULT) !== 0 ? 'fault' : (a.flags & FLAG_MASTER) !== 0 ? 'master' : 'backup';
     const prev = inst.peer;
     inst.peer = { address, state: peerState, priority: a.priority, lastAdvertAt: threadSharedNow(), intervalMs: a.intervalCs * 10 };
+    if (a.intervalCs !== this.intervalCs) this.noteIntervalMismatch(inst, address, a.intervalCs);
     if (prev === null || prev.address !== address || prev.state !== peerState) {
       this.log.info({ routerId: a.routerId, peer: address, state: peerState, priority: a.priority, at: Date.now() }, 'failover peer state');
     }
@@ -440,6 +443,18 @@ export class Heartbeat {
     this.watchSplitBrain(inst, peerState, address, a.priority);
     this.schedule();
     if (prev === null || prev.state !== peerState) this.emitStatus();
+  }
+
+  /**
+   * The peer advertises at another interval than ours. It works (a backup follows the master's interval, RFC 5798
+   * §6.4.2), but it is most often a config edited on one host only, and the takeover time then depends on which
+   * host is master; keepalived logs it too. Once per peer and interval.
+   */
+  private noteIntervalMismatch(inst: Instance, peer: string, intervalCs: number): void {
+    const key = `${inst.cfg.routerId}|${peer}|${intervalCs}`;
+    if (this.intervalMismatches.has(key)) return;
+    this.intervalMismatches.add(key);
+    this.log.warn({ routerId: inst.cfg.routerId, peer, peerIntervalMs: intervalCs * 10, intervalMs: this.intervalCs * 10 }, 'failover: the peer advertises at another interval');
   }
 
   /**

@@ -15,6 +15,7 @@ export type ReceiveResult =
       reason: DropReason;
       /** The advert carried our own boot epoch: pick a new one. */ ownEpoch?: boolean;
       /** Authentic, from an address that is not in failover.peers. */ notPeer?: boolean;
+      /** `router_id`: the router id it carried (an instance we do not run). */ routerId?: number;
     }
   | { kind: 'own' };
 
@@ -43,7 +44,7 @@ export class AdvertReceiver {
     // would read as an attack.
     if (this.o.allowedSources !== null && !this.o.allowedSources.has(address)) return { kind: 'drop', reason: 'router_id', notPeer: true };
     const advert = decoded.advert;
-    if (!this.o.routerIds.has(advert.routerId)) return { kind: 'drop', reason: 'router_id' };
+    if (!this.o.routerIds.has(advert.routerId)) return { kind: 'drop', reason: 'router_id', routerId: advert.routerId };
     const verdict = this.o.replay.check(address, advert.bootEpoch, advert.counter);
     if (verdict === 'own_epoch') return { kind: 'drop', reason: 'replay', ownEpoch: true };
     if (verdict === 'replay') return { kind: 'drop', reason: 'replay' };

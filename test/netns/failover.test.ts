@@ -407,6 +407,21 @@ describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', (
     expect((await proberReport(prober)).lastWho).toBe('A');
   });
 
+  it('advert intervals that differ between the hosts: it works, and each host says so once', async () => {
+    const lb1 = await startLb('lb1');
+    const lb2 = await startLb('lb2', { advertInterval: 200 });
+    await lb1.waitState('master', 5000);
+    await sleep(1500); // several adverts each way
+    const lines = (lb: Lb): Array<Record<string, unknown>> =>
+      lb.proc.stderr
+        .split('\n')
+        .filter((l) => l.includes('failover: the peer advertises at another interval'))
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines(lb1)).toEqual([expect.objectContaining({ level: 40, routerId: 51, peer: topo.addr.lb2, peerIntervalMs: 200, intervalMs: 100 })]);
+    expect(lines(lb2)).toEqual([expect.objectContaining({ level: 40, routerId: 51, peer: topo.addr.lb1, peerIntervalMs: 100, intervalMs: 200 })]);
+    expect(lb2.transitions()).toEqual(['init>backup']);
+  });
+
   it('a one-way partition (lb2 does not hear lb1): both master, and lb1, hearing lb2 advertise as master, warns of the split brain', async () => {
     const [lb1, lb2] = await startPair();
     await topo.blockRoute('lb1', topo.addr.lb2); // lb1's adverts no longer reach lb2; lb2's still reach lb1

@@ -134,7 +134,7 @@ describe('receive pipeline', () => {
     const r = mk();
     expect(r.receive(Buffer.alloc(10), '10.0.0.2')).toEqual({ kind: 'drop', reason: 'malformed' });
     expect(r.receive(new AdvertCodec(OTHER_KEY).encode(fields), '10.0.0.2')).toEqual({ kind: 'drop', reason: 'bad_hmac' });
-    expect(r.receive(codec.encode({ ...fields, routerId: 52 }), '10.0.0.2')).toEqual({ kind: 'drop', reason: 'router_id' });
+    expect(r.receive(codec.encode({ ...fields, routerId: 52 }), '10.0.0.2')).toEqual({ kind: 'drop', reason: 'router_id', routerId: 52 });
     expect(r.receive(codec.encode(fields), '10.0.0.2').kind).toBe('advert');
     expect(r.receive(codec.encode(fields), '10.0.0.2')).toEqual({ kind: 'drop', reason: 'replay' });
   });
