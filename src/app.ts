@@ -44,8 +44,13 @@ interface Binds {
   undo: Array<() => Promise<void>>;
 }
 
-function reloadWhileStopping(): MqttLbError {
+/** A reload refused or undone because a stop has begun: no failure (run.ts and the workers say it is ignored). */
+export function reloadWhileStopping(): MqttLbError {
   return new MqttLbError(ErrorCodes.RELOAD_WHILE_STOPPING, 'the balancer is stopping: reload ignored');
+}
+
+export function isReloadWhileStopping(err: unknown): err is MqttLbError {
+  return err instanceof MqttLbError && err.code === ErrorCodes.RELOAD_WHILE_STOPPING;
 }
 
 /** A reload whose fallible part is done: apply the rest, or undo it. Each settles once. */

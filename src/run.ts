@@ -6,7 +6,7 @@ import { loadConfig } from './config/load.js';
 import { ConfigError, ConfigFileError, ErrorCodes, MqttLbError, formatProblem } from './errors.js';
 import { createLogger } from './telemetry/logger.js';
 import os from 'node:os';
-import { App } from './app.js';
+import { App, isReloadWhileStopping } from './app.js';
 import { installTestHooks } from './test-hooks.js';
 import { ClusterPrimary } from './cluster/primary.js';
 import { workerCount } from './cluster/messages.js';
@@ -112,12 +112,16 @@ export async function runBalancer(file: string): Promise<number> {
   let reloading: Promise<void> = Promise.resolve();
   let stopRequested = false;
   let hupIgnoredLogged = false;
+  // Said once per stop: a reload loop must not flood the log of a stopping balancer.
+  const sayReloadIgnored = (): void => {
+    if (!hupIgnoredLogged) log.warn({ code: ErrorCodes.RELOAD_WHILE_STOPPING }, 'config reload ignored: stopping');
+    hupIgnoredLogged = true;
+  };
   const onHup = (): void => {
     if (stopRequested) {
       // Ignored until the exit (the handler stays: a SIGHUP's default action would kill the process while its last
-      // log lines are written), and said once: a reload loop must not flood the log of a stopping balancer.
-      if (!hupIgnoredLogged) log.warn({ code: ErrorCodes.RELOAD_WHILE_STOPPING }, 'config reload ignored: stopping');
-      hupIgnoredLogged = true;
+      // log lines are written).
+      sayReloadIgnored();
       return;
     }
     reloading = reloading.then(async () => {
@@ -129,9 +133,8 @@ export async function runBalancer(file: string): Promise<number> {
         app.metrics?.configReload('ok');
         log.info({ config: next.file }, 'config reloaded');
       } catch (err) {
-        if (err instanceof MqttLbError && err.code === ErrorCodes.RELOAD_WHILE_STOPPING) {
-          if (!hupIgnoredLogged) log.warn({ code: err.code }, 'config reload ignored: stopping');
-          hupIgnoredLogged = true;
+        if (isReloadWhileStopping(err)) {
+          sayReloadIgnored();
           return;
         }
         app.metrics?.configReload('error');

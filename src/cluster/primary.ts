@@ -10,7 +10,7 @@ import cluster, { type Worker } from 'node:cluster';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
-import type { App } from '../app.js';
+import { reloadWhileStopping, type App } from '../app.js';
 import type { LbConfig, ListenerConfig } from '../config/types.js';
 import { bindsMayCollide } from '../config/net-syntax.js';
 import { ListenerStats } from '../proxy/context.js';
@@ -475,7 +475,7 @@ export class ClusterPrimary {
       await own.abort();
       await settled;
       // A stop that began meanwhile is why the workers refused it: no failure to report (run.ts logs it as ignored).
-      if (this.stopping || this.app.isStopping) throw new MqttLbError(ErrorCodes.RELOAD_WHILE_STOPPING, 'the balancer is stopping: reload ignored');
+      if (this.stopping || this.app.isStopping) throw reloadWhileStopping();
       throw new MqttLbError(ErrorCodes.RELOAD_WORKER, errors.join('; '));
     }
     for (const slot of workers) slot.config = config;

@@ -5,7 +5,7 @@
  */
 import cluster from 'node:cluster';
 import type { Server } from '../balancer/server.js';
-import { App, type PreparedReload, type WorkerLink } from '../app.js';
+import { App, isReloadWhileStopping, type PreparedReload, type WorkerLink } from '../app.js';
 import { ErrorCodes, MqttLbError } from '../errors.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { LoopLagSampler } from '../telemetry/loop-lag.js';
@@ -251,7 +251,3 @@ function main(): void {
 }
 
 main();
-
-function isReloadWhileStopping(err: unknown): boolean {
-  return err instanceof MqttLbError && err.code === ErrorCodes.RELOAD_WHILE_STOPPING;
-}
