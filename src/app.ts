@@ -26,7 +26,7 @@ import { AdminServer } from './telemetry/admin-server.js';
 import type { TelemetrySource, AdminActions, OverloadStatus, WorkerCounts } from './telemetry/source.js';
 import type { LagWindow } from './telemetry/loop-lag.js';
 import type { ProcessMetricsJson } from './telemetry/process-metrics.js';
-import { IntakeAlert } from './balancer/intake-alert.js';
+import { IntakeAlert, poolIntake } from './balancer/intake-alert.js';
 import { descriptorShortage } from './proxy/descriptor-check.js';
 import { Failover, computeTracking, type FailoverStateEvent } from './failover/index.js';
 import { isVipAddress, vipAddresses } from './failover/ipv4.js';
@@ -872,9 +872,9 @@ export class App implements TelemetrySource, AdminActions {
       return { ok: false, reason: 'starting: the listeners are not bound yet' };
     }
     for (const p of this.servedPools()) {
-      // The servers that can take a session (what CONNACK no_server is measured against): up, ready, weight > 0.
-      if (p.servers.some((s) => s.acceptsNew)) continue;
-      if (!p.servers.some((s) => s.health === 'up')) {
+      const intake = poolIntake(p.servers);
+      if (intake === 'open') continue;
+      if (intake === 'no_server_up') {
         // A server in maintenance is not probed (its health is unknown meanwhile): say so, it is the likely reason.
         const maint = p.servers.filter((s) => s.admin === 'maint').map((s) => s.name);
         return { ok: false, reason: `pool ${p.name} has no server up${maint.length > 0 ? ` (in maintenance: ${maint.join(', ')})` : ''}` };

@@ -14,6 +14,16 @@ export interface IntakePool {
   readonly servers: readonly Server[];
 }
 
+/**
+ * Whether a pool can place a new session: `open` (some server takes one: up, ready, weight > 0, what CONNACK
+ * no_server is measured against), `no_server_up`, or `held` (servers are up, but drained, in maintenance or of
+ * weight 0). /readyz (App.ready) and this alert read it alike.
+ */
+export function poolIntake(servers: readonly Server[]): 'open' | 'no_server_up' | 'held' {
+  if (servers.some((s) => s.acceptsNew)) return 'open';
+  return servers.some((s) => s.health === 'up') ? 'held' : 'no_server_up';
+}
+
 export class IntakeAlert {
   /** Pools whose outage has been logged, until a server takes new sessions again. */
   private readonly closed = new Set<string>();
@@ -25,14 +35,14 @@ export class IntakeAlert {
     const seen = new Set<string>();
     for (const p of pools) {
       seen.add(p.name);
-      const up = p.servers.filter((s) => s.health === 'up');
-      // No server up: the health checker's line. Some server taking sessions: no outage.
-      if (up.length === 0 || p.servers.some((s) => s.acceptsNew)) {
+      // Open: no outage. No server up: the health checker's line.
+      if (poolIntake(p.servers) !== 'held') {
         this.closed.delete(p.name);
         continue;
       }
       if (this.closed.has(p.name)) continue;
       this.closed.add(p.name);
+      const up = p.servers.filter((s) => s.health === 'up');
       const names = (list: readonly Server[], pick: (s: Server) => boolean) => list.filter(pick).map((s) => s.name);
       this.log.error(
         {
