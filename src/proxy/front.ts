@@ -66,9 +66,11 @@ interface FrontState {
   proxyHeaderBytes: number;
   /** Handed to the TLS server: a close from now on is a failed handshake. */
   inTls: boolean;
-  done: boolean;
-  /** Why it ended before its session: a refusal's reason, or 'gone' (closed before a byte of TLS, counted as nothing). */
-  ended: 'bad_proxy_header' | 'tls_handshake' | 'timeout' | 'overloaded' | 'gone' | null;
+  /**
+   * null while it is in front; else how it ended: handed to its session, a refusal's reason, or 'gone' (closed
+   * before a byte of TLS, counted as nothing).
+   */
+  ended: 'session' | 'bad_proxy_header' | 'tls_handshake' | 'timeout' | 'overloaded' | 'gone' | null;
 }
 
 type Tagged = Socket & { [kFront]?: FrontState };
@@ -101,7 +103,7 @@ export class ConnectionFront implements Front {
 
   accept(socket: Socket, listener: Listener): void {
     listener.inFront.add(socket);
-    const state: FrontState = { listener, front: this, raw: socket, acceptedAt: monotonicNow(), timer: null, buf: null, remote: undefined, destination: undefined, proxyHeaderBytes: 0, inTls: false, done: false, ended: null };
+    const state: FrontState = { listener, front: this, raw: socket, acceptedAt: monotonicNow(), timer: null, buf: null, remote: undefined, destination: undefined, proxyHeaderBytes: 0, inTls: false, ended: null };
     (socket as Tagged)[kFront] = state;
     // The PROXY header and the TLS handshake are inside the client's connect deadline, from accept.
     state.timer = setTimeout(onFrontTimeout, this.timeoutMs, state);
@@ -135,7 +137,7 @@ export class ConnectionFront implements Front {
   }
 
   tlsSecure(state: FrontState, tlsSocket: tls.TLSSocket): void {
-    if (state.done) {
+    if (state.ended !== null) {
       tlsSocket.destroy();
       return;
     }
@@ -157,8 +159,8 @@ export class ConnectionFront implements Front {
   }
 
   handOver(state: FrontState, clientSocket: Socket, preread: Buffer | undefined, peer: TlsPeer | null): void {
-    if (state.done) return;
-    state.done = true;
+    if (state.ended !== null) return;
+    state.ended = 'session';
     if (state.timer !== null) clearTimeout(state.timer);
     state.timer = null;
     const raw = state.raw;
@@ -251,7 +253,7 @@ function onFrontTimeout(state: FrontState): void {
 
 function onFrontClose(this: Tagged): void {
   const state = this[kFront];
-  if (state === undefined || state.done) return;
+  if (state === undefined || state.ended !== null) return;
   // Closed during the handshake: Node's TLS server refused the client certificate, or the client gave up. Not a
   // client that closed before sending a byte of TLS (a TCP health check, a port scan): on a plain listener that
   // counts as nothing, and so it does here.
@@ -259,7 +261,6 @@ function onFrontClose(this: Tagged): void {
     rejectFront(state, 'tls_handshake');
     return;
   }
-  state.done = true;
   state.ended = 'gone';
   if (state.timer !== null) clearTimeout(state.timer);
   state.timer = null;
@@ -273,14 +274,13 @@ function onFrontClose(this: Tagged): void {
  */
 export function shedFront(raw: Socket): boolean {
   const state = (raw as Tagged)[kFront];
-  if (state === undefined || state.done) return false;
+  if (state === undefined || state.ended !== null) return false;
   rejectFront(state, 'overloaded');
   return true;
 }
 
 function rejectFront(state: FrontState, reason: 'bad_proxy_header' | 'tls_handshake' | 'timeout' | 'overloaded', tlsSocket?: tls.TLSSocket): void {
-  if (state.done) return;
-  state.done = true;
+  if (state.ended !== null) return;
   state.ended = reason;
   if (state.timer !== null) clearTimeout(state.timer);
   state.timer = null;
