@@ -472,7 +472,7 @@ export class Heartbeat {
     inst.otherMasterSince ??= now;
     const ms = now - inst.otherMasterSince;
     if (ms > Math.max(SPLIT_BRAIN_ADVERTS * this.config.advertInterval, SPLIT_BRAIN_MIN_MS)) {
-      this.dropLog.warn(`split:${inst.cfg.routerId}`, { routerId: inst.cfg.routerId, peer, peerPriority, ms: Math.round(ms) }, 'failover: split brain: the peer keeps advertising as master');
+      this.dropLog.warn(`split:${inst.cfg.routerId}`, { routerId: inst.cfg.routerId, peer, peerPriority, ms: Math.ceil(ms) }, 'failover: split brain: the peer keeps advertising as master');
     }
   }
 
