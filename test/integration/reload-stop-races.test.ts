@@ -5,12 +5,13 @@
  * failover master left its VIP behind), and single or not, a SIGHUP in the last moments of a stop kill the process
  * (its handler was removed before the logs were flushed).
  */
+import { once } from 'node:events';
 import { renameSync, writeFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startLb, stopAllLbs, withoutWarmUp, type LbProcess } from '../helpers/lb.js';
 import { lbYaml } from '../helpers/lb-config.js';
 import { freePort, startMosquitto, type Broker } from '../helpers/mosquitto.js';
-import { collect, connectPacket, connectRaw } from '../helpers/raw-client.js';
+import { connectPacket, connectRaw } from '../helpers/raw-client.js';
 
 const brokers: Broker[] = [];
 afterEach(async () => {
@@ -77,9 +78,11 @@ describe('a reload racing a stop', () => {
     const lb = await startLb(yaml(1));
     await lb.waitForLog((l) => l.msg === 'mqtt-lb started', 20_000);
     // A session that drains (up to drainTimeout, 3 s): the stop lasts, and the SIGHUPs come during it.
+    // Read the CONNACK and keep the socket open (collect() would close it, and the stop then had nothing to drain).
     const client = await connectRaw(port);
+    const connack = once(client, 'data', { signal: AbortSignal.timeout(5_000) });
     client.write(connectPacket({ clientId: 'held-through-the-stop' }));
-    expect((await collect(client, 500)).data[0]).toBe(0x20); // CONNACK
+    expect(((await connack)[0] as Buffer)[0]).toBe(0x20); // CONNACK
     lb.proc.kill('SIGTERM');
     const spam = setInterval(() => lb.proc.exitCode === null && lb.proc.signalCode === null && lb.proc.kill('SIGHUP'), 5);
     try {
@@ -88,6 +91,7 @@ describe('a reload racing a stop', () => {
       clearInterval(spam);
       client.destroy();
     }
+    expect(lb.logs.some((l) => l.msg === 'draining sessions'), 'the stop had a session to drain').toBe(true);
     expect(lb.logs.filter((l) => l.msg === 'config reload ignored: stopping')).toHaveLength(1);
   }, 30_000);
 });
