@@ -253,6 +253,11 @@ export class App implements TelemetrySource, AdminActions {
       // Each listener's address is tried first (bound and closed again): an address in use is reported at once,
       // not after the warm-up and the first health checks. A cluster worker's bind goes through the primary.
       if (this.role !== 'worker') for (const lc of config.listeners) await probeBind(lc);
+      // Failover before the warm-up, held: BACKUP at most until the proxy serves (releaseFailover), while its
+      // Master_Down_Interval runs. A host restarted after a crash then takes its VIP back as soon as its listeners are
+      // bound, not a whole interval after (the failover benchmark: 2 s behind keepalived). A VIP taken before the
+      // listeners are bound would refuse clients, and tracking would see them missing (a FAULT at every start).
+      if (this.failoverRuntime !== null) await this.failoverRuntime.start({ held: true });
       if (hooks.beforeListeners !== undefined) {
         this.warmingUp = true;
         try {
@@ -270,9 +275,8 @@ export class App implements TelemetrySource, AdminActions {
         await this.openListener(lc, budget.listenerMax.get(lc.name) ?? lc.maxConnections, this.frontFor(lc, config));
       }
       this.listenersBound = true;
-      // The cluster primary starts failover once its workers serve (startFailover): a VIP taken before the
-      // listeners are bound would refuse clients, and tracking would see them missing (a FAULT at every start).
-      if (this.failoverRuntime !== null && this.role !== 'primary') await this.failoverRuntime.start();
+      // The cluster primary releases failover once its workers serve (run.ts).
+      if (this.role !== 'primary') this.releaseFailover();
     } catch (err) {
       await this.closeEverything();
       throw err;
@@ -327,9 +331,16 @@ export class App implements TelemetrySource, AdminActions {
     this.endVerdictWait?.();
   }
 
-  /** The cluster primary: start failover, once every worker has bound its listeners (run.ts). */
-  async startFailover(): Promise<void> {
-    if (this.failoverRuntime !== null) await this.failoverRuntime.start();
+  /**
+   * The proxy serves (its listeners are bound; the cluster primary: every worker's, run.ts): failover, started held,
+   * may make this host master now. The tracking goes first, so that a pool without a server up lowers the priority
+   * before the election can act on it.
+   */
+  releaseFailover(): void {
+    const fo = this.failoverRuntime;
+    if (fo === null || !fo.isHeld) return;
+    fo.setTracking(this.tracking(this.failoverConfig!));
+    fo.serving();
   }
 
   /** The listeners this process serves: none in the cluster primary (its workers do). */
@@ -409,7 +420,15 @@ export class App implements TelemetrySource, AdminActions {
     const fc = this.failoverConfig;
     // Stopping: the listeners were closed on purpose and resign() hands over; reporting them as failed
     // would turn the graceful hand-over into a FAULT (VIP dropped at once, before the eviction).
-    if (fo === null || fc === null || this.stopping) return;
+    // Held (starting): the listeners are not bound yet, which is no fault; releaseFailover() sends the first tracking.
+    if (fo === null || fc === null || this.stopping || fo.isHeld) return;
+    const tracking = this.tracking(fc);
+    this.trackedFault = tracking.fault;
+    fo.setTracking(tracking);
+  }
+
+  /** What lowers this host's claim now: a listener that cannot accept, pools without a server up. */
+  private tracking(fc: FailoverConfig): ReturnType<typeof computeTracking> {
     let listenerFailed = false;
     if (this.role === 'primary') {
       listenerFailed = this.remoteListenerFaults.size > 0;
@@ -418,9 +437,7 @@ export class App implements TelemetrySource, AdminActions {
     }
     let poolsWithoutServer = 0;
     for (const p of this.servedPools()) if (!p.servers.some((s) => s.health === 'up')) poolsWithoutServer++;
-    const tracking = computeTracking(fc.track, { listenerFailed, poolsWithoutServer });
-    this.trackedFault = tracking.fault;
-    fo.setTracking(tracking);
+    return computeTracking(fc.track, { listenerFailed, poolsWithoutServer });
   }
 
   /**

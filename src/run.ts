@@ -93,8 +93,8 @@ export async function runBalancer(file: string): Promise<number> {
     // Not when a stop came while starting (nothing was bound): no workers forked only to be stopped.
     if (primary !== null && served) {
       await primary.start();
-      // Asked to stop meanwhile: no point joining the VRRP exchange only to resign.
-      if (early.stop === null) await app.startFailover();
+      // Asked to stop meanwhile: stay held (never master), and the stop resigns.
+      if (early.stop === null) app.releaseFailover();
     }
   } catch (err) {
     // First what went wrong, then the stop's own lines (what was started is closed again).

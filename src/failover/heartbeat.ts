@@ -93,6 +93,8 @@ export interface HeartbeatOptions {
   key: Buffer;
   log: LogSink;
   emit: (msg: WorkerToMain) => void;
+  /** The proxy does not serve yet: BACKUP at most until serving() (FailoverStateMachine.setHeld). */
+  held?: boolean;
   /** Injectable for tests; defaults to arping. */
   sendGarp?: SendGarp;
 }
@@ -139,6 +141,8 @@ export class Heartbeat {
   private linkMonitor: LinkMonitor | null = null;
   private statusTimer: NodeJS.Timeout | null = null;
   private appFault = false;
+  /** The proxy does not serve yet (HeartbeatOptions.held): no instance becomes master. */
+  private held: boolean;
   private carrier = true;
   private resignSeq = 0;
   private started = false;
@@ -154,6 +158,7 @@ export class Heartbeat {
     this.config = o.config;
     this.log = o.log;
     this.emit = o.emit;
+    this.held = o.held ?? false;
     this.codec = new AdvertCodec(o.key);
     this.notify = new NotifyRunner(o.config.notify, o.log);
     this.dropLog = new RateLimitedLog(o.log, 10_000, this.now);
@@ -256,10 +261,11 @@ export class Heartbeat {
     for (const inst of this.instances.values()) {
       inst.sm.setFault(fault);
       inst.sm.setPriorityPenalty(this.penalty);
+      inst.sm.setHeld(this.held);
       this.exec(inst, inst.sm.start());
     }
     this.log.info(
-      { iface, localAddress: this.localAddress, transport: this.config.transport, port: this.config.port, routerIds: [...this.instances.keys()], carrier: this.carrier },
+      { iface, localAddress: this.localAddress, transport: this.config.transport, port: this.config.port, routerIds: [...this.instances.keys()], carrier: this.carrier, held: this.held },
       'failover heartbeat started',
     );
     this.schedule();
@@ -276,6 +282,15 @@ export class Heartbeat {
     if (!this.started || this.closing !== null) return;
     for (const inst of this.instances.values()) this.exec(inst, inst.sm.setPriorityPenalty(priorityPenalty));
     this.applyFault();
+    this.schedule();
+  }
+
+  /** The proxy's listeners are bound: the hold ends, and an instance whose Master_Down_Timer fired meanwhile is master now. */
+  serving(): void {
+    if (!this.held) return;
+    this.held = false;
+    if (!this.started || this.closing !== null) return;
+    for (const inst of this.instances.values()) this.exec(inst, inst.sm.setHeld(false));
     this.schedule();
   }
 

@@ -78,6 +78,8 @@ export class Failover extends EventEmitter {
   /** Drops counted by workers that have exited (a restarted worker starts from zero). */
   private readonly droppedBefore: Record<DropReason, number> = { bad_hmac: 0, replay: 0, router_id: 0, malformed: 0 };
   private tracking = { fault: false, priorityPenalty: 0 };
+  /** Started before the proxy serves (start's `held`), until serving(): also what a restarted worker is told. */
+  private held = false;
   private resignSeq = 0;
   private resignWaiters: Array<{ seq: number; done: () => void }> = [];
   private closing: Promise<void> | null = null;
@@ -99,9 +101,14 @@ export class Failover extends EventEmitter {
     this.log = log;
   }
 
-  /** Validates the key, then starts the worker (which removes stale VIPs and binds); rejects with a clear error. */
-  async start(): Promise<void> {
+  /**
+   * Validates the key, then starts the worker (which removes stale VIPs and binds); rejects with a clear error.
+   * `held`: the proxy does not serve yet, and this host must not become master before serving() says it does; the
+   * election runs meanwhile (FailoverStateMachine.setHeld).
+   */
+  async start(opts: { held?: boolean } = {}): Promise<void> {
     if (this.started) return;
+    this.held = opts.held ?? false;
     if (this.closing !== null) throw new MqttLbError(ErrorCodes.FAILOVER_START, 'failover: start() after close()');
     const url = workerUrl();
     if (!existsSync(fileURLToPath(url))) {
@@ -124,6 +131,17 @@ export class Failover extends EventEmitter {
       return;
     }
     this.started = true;
+  }
+
+  /** The proxy serves (its listeners are bound): the hold of start({ held: true }) ends. Idempotent. */
+  serving(): void {
+    if (!this.held) return;
+    this.held = false;
+    this.post({ type: 'serving' });
+  }
+
+  get isHeld(): boolean {
+    return this.held;
   }
 
   setTracking(t: { fault: boolean; priorityPenalty: number }): void {
@@ -210,7 +228,7 @@ export class Failover extends EventEmitter {
   // ---- internals -------------------------------------------------------------------------------------------
 
   private spawnWorker(): Promise<void> {
-    const init: WorkerInit = { config: this.config, key: new Uint8Array(this.key!) };
+    const init: WorkerInit = { config: this.config, key: new Uint8Array(this.key!), held: this.held };
     const worker = new Worker(workerUrl(), { workerData: init, name: 'mqtt-lb-failover' });
     this.worker = worker;
     return new Promise<void>((resolve, reject) => {

@@ -14,10 +14,14 @@ export interface WorkerInit {
   config: FailoverConfig;
   /** The 32-byte key (copied into the worker). */
   key: Uint8Array;
+  /** The proxy does not serve yet: BACKUP at most until 'serving' (FailoverStateMachine.setHeld). */
+  held: boolean;
 }
 
 export type MainToWorker =
   | { type: 'tracking'; fault: boolean; priorityPenalty: number }
+  // The proxy's listeners are bound: the hold of a start ends (FailoverStateMachine.setHeld).
+  | { type: 'serving' }
   | { type: 'resign'; seq: number }
   // The sessions on the VIPs of release `seq` are closed (or the proxy gave up): the VIPs may go.
   | { type: 'released'; seq: number }

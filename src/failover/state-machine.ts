@@ -16,6 +16,10 @@
  *    while (VIP_HOLD_DOWN_MIN_MS), so a host that cannot add its VIP never takes it from one that can.
  *  - Preempting a live master, the VIPs and the GARP come first and the master advert after them
  *    ('addVipsThenAnnounce'): see becomeMaster.
+ *  - Held at start (`setHeld`): the heartbeat starts before the proxy serves (its warm-up, first health verdicts and
+ *    listeners take seconds), so that the Master_Down_Interval runs meanwhile; a Master_Down_Timer that fires while
+ *    held makes us master only once the hold ends. keepalived with HAProxy beside it takes the VIP whether HAProxy
+ *    listens yet or not.
  */
 import { FLAG_FAULT, FLAG_MASTER } from './advert.js';
 
@@ -109,6 +113,8 @@ export class FailoverStateMachine {
   /** Master by preemption, its VIPs not added and announced yet: no master advert until they are (vipsHeld). */
   private awaitingVips = false;
   private lastRestoreAt = Number.NEGATIVE_INFINITY;
+  /** The proxy does not serve yet (setHeld): BACKUP at most, whatever the Master_Down_Timer says. */
+  private held = false;
 
   constructor(
     private readonly cfg: StateMachineConfig,
@@ -171,7 +177,28 @@ export class FailoverStateMachine {
 
   /** Absolute time (same clock as `now`) at which `onTimer()` must run; Infinity when nothing is pending. */
   nextDeadline(): number {
-    return Math.min(this.downAt ?? Number.POSITIVE_INFINITY, this.advertAt ?? Number.POSITIVE_INFINITY);
+    // Held, a Master_Down_Timer that has fired stays due (setHeld(false) acts on it), not a deadline to call back at.
+    const down = this.held ? Number.POSITIVE_INFINITY : (this.downAt ?? Number.POSITIVE_INFINITY);
+    return Math.min(down, this.advertAt ?? Number.POSITIVE_INFINITY);
+  }
+
+  get isHeld(): boolean {
+    return this.held;
+  }
+
+  /**
+   * The proxy cannot serve yet (true: at start, until its listeners are bound) or now can (false). Held, this
+   * instance takes part in the election as BACKUP, and its Master_Down_Timer runs, but it does not become master:
+   * released, it becomes master at once if the timer has fired meanwhile (no master heard, or only a lower-priority
+   * one to preempt), else when it fires. So a host restarted after a crash takes its VIP back as soon as it serves,
+   * not a whole Master_Down_Interval after.
+   */
+  setHeld(held: boolean): FailoverAction[] {
+    if (held === this.held) return [];
+    this.held = held;
+    if (held || this.current !== 'backup' || this.downAt === null) return [];
+    const now = this.now();
+    return now >= this.downAt ? this.becomeMaster(now) : [];
   }
 
   /** INIT → BACKUP (or FAULT). RFC 5798 §6.4.1 for priority < 255: Master_Down_Timer = Master_Down_Interval. */
@@ -187,7 +214,7 @@ export class FailoverStateMachine {
     if (this.current === 'init') return [];
     const now = this.now();
     const actions: FailoverAction[] = [];
-    if (this.current === 'backup' && this.downAt !== null && now >= this.downAt) actions.push(...this.becomeMaster(now));
+    if (this.current === 'backup' && !this.held && this.downAt !== null && now >= this.downAt) actions.push(...this.becomeMaster(now));
     if (this.advertAt !== null && now >= this.advertAt) {
       actions.push(this.advert());
       const next = this.advertAt + this.cfg.advertInterval;

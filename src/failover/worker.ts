@@ -29,7 +29,7 @@ raiseThreadPriority();
 let heartbeat: Heartbeat | null = null;
 
 try {
-  heartbeat = new Heartbeat({ config: init.config, key: Buffer.from(init.key), log, emit: post });
+  heartbeat = new Heartbeat({ config: init.config, key: Buffer.from(init.key), held: init.held, log, emit: post });
 } catch (err) {
   fatal(err);
 }
@@ -39,6 +39,9 @@ port.on('message', (m: MainToWorker) => {
   switch (m.type) {
     case 'tracking':
       heartbeat.setTracking(m.fault, m.priorityPenalty);
+      break;
+    case 'serving':
+      heartbeat.serving();
       break;
     case 'resign':
       heartbeat.resign(m.seq);

@@ -62,6 +62,8 @@ export interface LbYamlOptions {
   extra?: string;
   /** pools.brokers.health spacing and counts (default: interval 400ms, timeout 300ms, rise 1, fall 2). */
   health?: { interval: string; timeout: string; rise: number; fall: number };
+  /** Synthetic sessions of the warm-up at start (default 0: none). */
+  warmUp?: number;
 }
 
 /** A complete lb.yaml for one LB host (design.md §4), brokers health-checked at MQTT level. */
@@ -95,7 +97,7 @@ limits:
 log:
   level: info
 # The JIT warm-up (src/warm-up.ts, seconds of CPU per start) is tested by test/integration/warm-up.test.ts.
-warmUp: 0
+warmUp: ${o.warmUp ?? 0}
 failover:
   interface: eth0
   transport: unicast

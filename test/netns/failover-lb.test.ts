@@ -279,6 +279,33 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
     expect(lb2.transitions().slice(n2).map((t) => `${t.from}>${t.to}`)).toEqual(['backup>master', 'master>backup']);
   });
 
+  it('restarted after a SIGKILL, the higher-priority host takes the VIP back as soon as its listeners are bound: its heartbeat ran during the warm-up', async () => {
+    const [lb1, lb2] = await startPair();
+    const takeoverFrom = lb2.transitions().length;
+    lb1.proc.signal('SIGKILL');
+    await lb2.waitState('master', 5000, takeoverFrom);
+    // The same host with a warm-up of some length (the other tests start without one).
+    const warmFile = join(dir, 'lb1-warm.yaml');
+    await writeFile(warmFile, lbYaml({ name: 'lb1', peer: topo.addr.lb2, keyFile: join(dir, 'failover.key'), priority: PRIORITY.lb1, vipCidr: VIP_CIDR, brokers, adminPort: ADMIN_PORT, advertIntervalMs: ADVERT_INTERVAL_MS, warmUp: 3000 }));
+    lbs.splice(lbs.indexOf(lb1), 1);
+    const again = await NsLb.start(topo, 'lb1', warmFile, ADMIN_PORT);
+    lbs.push(again);
+    started.push(again.proc);
+    const master = await again.waitState('master', 10_000);
+    await waitFor('VIP on lb1 only', holdersAre(['lb1']), 5000);
+    const at = (msg: string): number => Date.parse(String(again.logsWith(msg)[0]?.time));
+    const warmUpMs = Number(again.logsWith('warm-up ended')[0]?.ms);
+    const masterAfterListenerMs = master.at - at('listener started');
+    console.log(`[failover-lb] restart: warm-up ${warmUpMs} ms; heartbeat started ${at('listener started') - at('failover heartbeat started')} ms before the listener; master ${masterAfterListenerMs} ms after it`);
+    // Meaningful only if the warm-up outlasts a Master_Down_Interval (about 360 ms here).
+    expect(warmUpMs).toBeGreaterThan(4 * ADVERT_INTERVAL_MS);
+    expect(again.logsWith('failover heartbeat started')[0]).toMatchObject({ held: true });
+    // Never master before it serves; then at once, not a Master_Down_Interval (3 adverts and a skew) later.
+    expect(masterAfterListenerMs).toBeGreaterThanOrEqual(0);
+    expect(masterAfterListenerMs).toBeLessThan(2 * ADVERT_INTERVAL_MS);
+    expect(again.transitionNames()).toEqual(['init>backup', 'backup>master']);
+  });
+
   it('SIGTERM of the master: the backup takes over within about its skew time, the VIP leaves only after, exit 0; held clients come back to their broker', async () => {
     const [lb1, lb2] = await startPair();
     const ids = Array.from({ length: 6 }, (_, i) => `graceful-${i}`);

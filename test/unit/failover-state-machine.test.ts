@@ -125,6 +125,91 @@ describe('start-up', () => {
   });
 });
 
+describe('held at start (the proxy does not serve yet)', () => {
+  it('takes part as BACKUP, and is not master while held even past the Master_Down_Interval; released, it is master at once', () => {
+    const s = setup();
+    s.sm.setHeld(true);
+    expect(s.sm.start()).toEqual([
+      { type: 'sendAdvert', priority: 100, flags: 0 },
+      { type: 'notify', from: 'init', to: 'backup' },
+    ]);
+    const mdi = s.sm.masterDownInterval();
+    // Adverts go on every interval, but the fired Master_Down_Timer is no deadline (no busy loop on it).
+    const meanwhile = s.runUntil(1000 + 3 * mdi);
+    expect(becameMaster(meanwhile)).toBe(false);
+    expect(meanwhile.every((x) => x.type === 'sendAdvert' && x.flags === 0)).toBe(true);
+    expect(s.sm.nextDeadline()).toBeGreaterThan(s.clock.t);
+    expect(s.sm.state).toBe('backup');
+    const released = s.sm.setHeld(false);
+    expect(s.sm.state).toBe('master');
+    // No live master heard: keepalived's order, as after a plain Master_Down_Timer.
+    expect(types(released)).toEqual(['sendAdvert', 'addVips', 'garp', 'notify']);
+    expect(s.sm.setHeld(false)).toEqual([]);
+  });
+
+  it('released before the Master_Down_Interval has run out: master only when it does', () => {
+    const s = setup();
+    s.sm.setHeld(true);
+    s.sm.start();
+    const mdi = s.sm.masterDownInterval();
+    s.runUntil(1000 + mdi / 2);
+    expect(s.sm.setHeld(false)).toEqual([]);
+    expect(becameMaster(s.runUntil(1000 + mdi - 0.001))).toBe(false);
+    expect(becameMaster(s.runUntil(1000 + mdi))).toBe(true);
+  });
+
+  it('a higher-priority master heard while held keeps it BACKUP after the release', () => {
+    const s = setup();
+    s.sm.setHeld(true);
+    s.sm.start();
+    peerAdvertises(s, 1000, 3000, masterAdvert(150));
+    expect(s.sm.setHeld(false)).toEqual([]);
+    expect(becameMaster(peerAdvertises(s, 3000, 5000, masterAdvert(150)))).toBe(false);
+    expect(s.sm.state).toBe('backup');
+  });
+
+  it('a lower-priority master heard while held (the peer that took over while this host was down) is preempted at the release, VIPs first', () => {
+    const s = setup();
+    s.sm.setHeld(true);
+    s.sm.start();
+    expect(becameMaster(peerAdvertises(s, 1000, 3000, masterAdvert(50)))).toBe(false);
+    const released = s.sm.setHeld(false);
+    expect(s.sm.state).toBe('master');
+    expect(types(released)).toEqual(['addVipsThenAnnounce', 'notify']);
+  });
+
+  it('preempt: false: a lower-priority master heard while held keeps the VIP after the release', () => {
+    const s = setup({ preempt: false });
+    s.sm.setHeld(true);
+    s.sm.start();
+    peerAdvertises(s, 1000, 3000, masterAdvert(50));
+    expect(s.sm.setHeld(false)).toEqual([]);
+    expect(becameMaster(peerAdvertises(s, 3000, 5000, masterAdvert(50)))).toBe(false);
+  });
+
+  it('a stop while held: resigned, it never becomes master, released or not', () => {
+    const s = setup();
+    s.sm.setHeld(true);
+    s.sm.start();
+    s.runUntil(3000);
+    s.sm.resign();
+    expect(s.sm.setHeld(false)).toEqual([]);
+    expect(becameMaster(s.runUntil(10_000))).toBe(false);
+  });
+
+  it('a FAULT while held: leaving it starts a full Master_Down_Interval, still held until the release', () => {
+    const s = setup();
+    s.sm.setHeld(true);
+    s.sm.start();
+    s.sm.setFault(true);
+    s.runUntil(2000);
+    s.sm.setFault(false);
+    const mdi = s.sm.masterDownInterval();
+    expect(becameMaster(s.runUntil(2000 + 2 * mdi))).toBe(false);
+    expect(becameMaster(s.sm.setHeld(false))).toBe(true);
+  });
+});
+
 describe('election', () => {
   it('a higher-priority master keeps us backup; when it falls silent we take over one Master_Down_Interval after its last advert', () => {
     const s = setup();
