@@ -92,7 +92,10 @@ export class Pool {
         // A zero-length client ID is legal [MQTT-3.1.3-6] but names no session: use the fallback.
         return keys.clientId.length > 0 ? keys.clientId : EMPTY_KEY;
       case 'username-hash':
-        return keys.username !== null && keys.username.length > 0 ? keys.username : EMPTY_KEY;
+        if (keys.username !== null && keys.username.length > 0) return keys.username;
+        // No username: the client ID, not the fallback. Placed by load, one client ID reached another broker at each
+        // connection, where the broker's takeover [MQTT-3.1.4-3] and its persistent session could not follow it (audit).
+        return keys.clientId.length > 0 ? keys.clientId : EMPTY_KEY;
       default:
         return EMPTY_KEY;
     }

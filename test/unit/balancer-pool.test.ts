@@ -140,18 +140,27 @@ describe('routing key and fallback', () => {
     expect(pick(pool, 'sensor-0001')).toEqual(['emqx-2']); // the golden vector, through the pool
   });
 
-  it('username-hash keys on the username bytes, ignores the client ID, and falls back without one', () => {
+  it('username-hash keys on the username bytes and ignores the client ID; without a username, on the client ID; with neither, the fallback', () => {
     const pool = upPool({ balance: 'username-hash', fallback: 'least-connections', servers: ['b1', 'b2', 'b3', 'b4'] });
     const alice = Buffer.from('alice');
-    expect(pool.routingKey({ clientId: Buffer.from('c1'), username: alice })).toBe(alice);
+    const c1 = Buffer.from('c1');
+    expect(pool.routingKey({ clientId: c1, username: alice })).toBe(alice);
     const home = pick(pool, 'c1', 'alice')[0];
     for (let i = 0; i < 200; i++) expect(pick(pool, clientId(i), 'alice')[0]).toBe(home);
-    expect(pool.routingKey({ clientId: Buffer.from('c1'), username: null })).toHaveLength(0);
-    expect(pool.routingKey({ clientId: Buffer.from('c1'), username: EMPTY })).toHaveLength(0);
-    // Fallback least-connections: follows load, not the client ID.
+    // No username (absent, or zero-length): the client ID keeps one client ID on one broker, whatever the load.
+    expect(pool.routingKey({ clientId: c1, username: null })).toBe(c1);
+    expect(pool.routingKey({ clientId: c1, username: EMPTY })).toBe(c1);
+    // An ID whose broker is not the least loaded one below (b3), or the fallback would pick the same.
+    const byId = upPool({ balance: 'client-id-hash', servers: ['b1', 'b2', 'b3', 'b4'] });
+    const id = [...Array(50).keys()].map(clientId).find((x) => pick(byId, x)[0] !== 'b3')!;
+    const idHome = pick(byId, id)[0];
     for (const s of pool.servers) if (s.name !== 'b3') addSessions(s, 5);
-    expect(pick(pool, 'c1', null)[0]).toBe('b3');
-    expect(pick(pool, 'c2', EMPTY)[0]).toBe('b3');
+    expect(pick(pool, id, null)[0]).toBe(idHome);
+    expect(pick(pool, id, EMPTY)[0]).toBe(idHome);
+    // Neither: fallback least-connections follows load.
+    expect(pool.routingKey({ clientId: EMPTY, username: null })).toHaveLength(0);
+    expect(pick(pool, '', null)[0]).toBe('b3');
+    expect(pick(pool, '', EMPTY)[0]).toBe('b3');
   });
 
   it('hashes the same bytes to the same server whichever pool strategy name keys on them', () => {
