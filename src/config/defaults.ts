@@ -10,6 +10,7 @@ export const DEFAULTS = {
     maxConnections: 10_000, // sessions on this listener; clamped at start to the open-file limit
     acceptProxyProtocol: [] as readonly string[], // CIDRs that must send a PROXY header; none
     tls: null, // plain TCP
+    refuseWith: 'connack', // a refused client gets a CONNACK with the reason
   },
   tls: {
     ca: null, // no client CA: Node's default roots when requestCert is on

@@ -5,7 +5,7 @@
 
 export const KEYS = {
   root: ['listeners', 'pools', 'limits', 'admin', 'log', 'workers', 'warmUp', 'failover'],
-  listener: ['name', 'bind', 'pool', 'maxConnections', 'tls', 'acceptProxyProtocol'],
+  listener: ['name', 'bind', 'pool', 'maxConnections', 'tls', 'acceptProxyProtocol', 'refuseWith'],
   tls: ['cert', 'key', 'ca', 'requestCert', 'certAsUsername'],
   pool: [
     'balance',
@@ -57,6 +57,7 @@ export const HEALTH_TYPES = ['tcp', 'mqtt', 'http', 'none'] as const;
 export const PROXY_PROTOCOL_MODES = ['off', 'v1', 'v2'] as const;
 export const ON_SERVER_DOWN = ['keep', 'shutdown'] as const;
 export const ON_SERVER_UP = ['keep', 'rebalance'] as const;
+export const REFUSE_WITH = ['connack', 'close'] as const;
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export const FAILOVER_TRANSPORTS = ['unicast', 'multicast'] as const;
 

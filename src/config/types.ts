@@ -40,7 +40,11 @@ export interface ListenerConfig {
   maxConnections: number;
   tls: TlsConfig | null;
   acceptProxyProtocol: string[]; // CIDRs
+  refuseWith: RefuseWith;
 }
+
+/** How a refused client is told: a CONNACK with the reason (design.md §5), or a close without one (HAProxy's way). */
+export type RefuseWith = 'connack' | 'close';
 
 export type BalanceStrategy = 'client-id-hash' | 'username-hash' | 'round-robin' | 'least-connections' | 'random';
 export type FallbackStrategy = Exclude<BalanceStrategy, 'client-id-hash' | 'username-hash'>;

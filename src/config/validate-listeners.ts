@@ -1,6 +1,6 @@
 /** `listeners:` of lb.yaml: names, binds, TLS and PROXY-protocol sources. */
 import { DEFAULTS } from './defaults.js';
-import { KEYS, NAME_RE, NAME_RULE } from './keys.js';
+import { KEYS, NAME_RE, NAME_RULE, REFUSE_WITH } from './keys.js';
 import type { ListenerConfig, TlsConfig } from './types.js';
 import { readCidrList, type ValidationContext } from './validate-context.js';
 import type { MapReader, Slot } from './yaml-reader.js';
@@ -61,6 +61,7 @@ function readListener(ctx: ValidationContext, m: MapReader): ListenerDraft {
     tls: readTls(ctx, m),
     // CIDRs whose connections must open with a PROXY header.
     acceptProxyProtocol: readCidrList(ctx.r, m, 'acceptProxyProtocol', DEFAULTS.listener.acceptProxyProtocol),
+    refuseWith: m.oneOf('refuseWith', DEFAULTS.listener.refuseWith, REFUSE_WITH),
   };
   return {
     config,

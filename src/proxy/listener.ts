@@ -7,7 +7,7 @@
  */
 import net from 'node:net';
 import type { Socket } from 'node:net';
-import type { ListenerConfig } from '../config/types.js';
+import type { ListenerConfig, RefuseWith } from '../config/types.js';
 import { bindsMayCollide } from '../config/net-syntax.js';
 import { ErrorCodes, MqttLbError } from '../errors.js';
 import { ClientSession, TCP_KEEPALIVE_MS, type SessionListener } from './session.js';
@@ -63,6 +63,10 @@ export class Listener implements SessionListener {
 
   get poolName(): string {
     return this.config.pool;
+  }
+
+  get refuseWith(): RefuseWith {
+    return this.config.refuseWith;
   }
 
   get listening(): boolean {

@@ -14,9 +14,10 @@ import net from 'node:net';
 import { resetOrDestroy, type ProxySocket } from './proxy-socket.js';
 import { HandleSocket, handleSockets } from './handle-socket.js';
 import type { Server, LiveSession, EvictReason } from '../balancer/server.js';
+import type { RefuseWith } from '../config/types.js';
 import { scanConnect, type ConnectInfo } from './connect-scanner.js';
 import { connackFor, type RefusalReason } from './connack.js';
-import { beginLinger, closeWithReply, dropInput } from './refuse.js';
+import { LINGER_MS, beginLinger, closeWithReply, dropInput, lingeringClose } from './refuse.js';
 import { ErrorCodes } from '../errors.js';
 import { rewriteUsername } from './connect-rewrite.js';
 import { KeepAliveArming } from './keepalive-arming.js';
@@ -52,6 +53,8 @@ export interface SessionListener {
   readonly ctx: ProxyContext;
   /** Per-listener cap after clamping. */
   readonly maxConnections: number;
+  /** A refused client gets a CONNACK, or a close without one (listeners[].refuseWith). */
+  readonly refuseWith: RefuseWith;
   /** Bytes to put before the CONNECT towards the server (PROXY protocol), or null. */
   proxyHeader(session: ClientSession, pool: RoutingPool): Buffer | null;
   /** Called once when the session is fully closed. */
@@ -353,8 +356,13 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
   private refuseWith(reason: RefusalReason, level: 3 | 4 | 5, outcome: 'rejected' | 'failed', countAs: string = reason): void {
     if (this.phase === 'closed') return;
     this.enterClosed(outcome, countAs);
-    this.listener.ctx.log.debug({ listener: this.listener.stats.name, client: this.remoteAddress, reason: countAs }, 'connect refused');
-    closeWithReply(this.client, connackFor(reason, level));
+    // `refuseWith: close`: no CONNACK for being unable to serve now (mqtt.js 5 stops reconnecting for good on any
+    // refusal unless reconnectOnConnackError is set; on a plain close it retries, as behind HAProxy). A level we do
+    // not speak is no passing condition: answered anyway [MQTT-3.1.2-2].
+    const answer = this.listener.refuseWith === 'connack' || reason === 'bad_protocol_level';
+    this.listener.ctx.log.debug({ listener: this.listener.stats.name, client: this.remoteAddress, reason: countAs, connack: answer }, 'connect refused');
+    if (answer) closeWithReply(this.client, connackFor(reason, level));
+    else if (!this.client.destroyed) lingeringClose(this.client, null, LINGER_MS);
   }
 
   /** Close without an answer and without touching any server. */

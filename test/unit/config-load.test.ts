@@ -15,6 +15,7 @@ listeners:
     pool: brokers
     maxConnections: 5000
     acceptProxyProtocol: [10.0.0.0/8, 192.0.2.7, "2001:db8::/32"]
+    refuseWith: close
   - name: mqtts
     bind: "[::]:8883"
     pool: emqx
@@ -123,6 +124,7 @@ function expectedFull(file: string): LbConfig {
         maxConnections: 5000,
         tls: null,
         acceptProxyProtocol: ['10.0.0.0/8', '192.0.2.7/32', '2001:db8::/32'],
+        refuseWith: 'close',
       },
       {
         name: 'mqtts',
@@ -139,6 +141,7 @@ function expectedFull(file: string): LbConfig {
           material: null, // parsed without reading the files
         },
         acceptProxyProtocol: [],
+        refuseWith: 'connack',
       },
     ],
     pools: {
@@ -278,6 +281,7 @@ describe('parseConfig', () => {
           maxConnections: 10_000,
           tls: null,
           acceptProxyProtocol: [],
+          refuseWith: 'connack',
         },
       ],
       pools: {

@@ -86,7 +86,7 @@ function rig() {
     poolPendingUntil: () => 0,
   };
   const ended: unknown[] = [];
-  const listener = { stats: new ListenerStats('mqtt', '127.0.0.1:1883', false), poolName: 'brokers', ctx, maxConnections: 100, proxyHeader: () => null, sessionEnded: (s: unknown) => ended.push(s) };
+  const listener = { stats: new ListenerStats('mqtt', '127.0.0.1:1883', false), poolName: 'brokers', ctx, maxConnections: 100, refuseWith: 'connack' as const, proxyHeader: () => null, sessionEnded: (s: unknown) => ended.push(s) };
   return { lines, listener, ended };
 }
 
