@@ -15,6 +15,7 @@ import { rendezvousScore } from './hash/rendezvous.js';
 import { rendezvousWinner, selectByRendezvous } from './strategies/rendezvous-hash.js';
 import type { PlacementStrategy, RandomSource } from './strategies/strategy.js';
 import { backoffCutoff, countBackedOff } from './dial-backoff.js';
+import { ClientIdRegistry, type ClientIdHolder } from './client-id-registry.js';
 
 export interface RoutingKeys {
   clientId: Buffer;
@@ -39,6 +40,11 @@ export interface PoolOptions {
 }
 
 const EMPTY_KEY: Buffer = Buffer.alloc(0);
+
+/** A proxied session as the client ID registry keeps it: closed when a newer one of its client ID reaches another server. */
+export interface LiveClient extends ClientIdHolder {
+  evict(reason: 'takeover'): void;
+}
 
 /**
  * How long past its health.timeout a server's first verdict may take to arrive: the probe's own timeout plus
@@ -66,6 +72,8 @@ export class Pool {
    * those sessions again. Dropped once their last session has ended.
    */
   private readonly detached = new Map<string, Server>();
+  /** The client IDs of this pool's proxied sessions (client-id-registry.ts: the takeover rule across brokers). */
+  readonly clientIds = new ClientIdRegistry<LiveClient>();
 
   constructor(config: PoolConfig, servers?: Server[], options: PoolOptions = {}) {
     this.name = config.name;

@@ -5,6 +5,8 @@
 import type { Logger } from 'pino';
 import type { LimitsConfig, PoolConfig } from '../config/types.js';
 import type { Server } from '../balancer/server.js';
+import type { ClientIdRegistry } from '../balancer/client-id-registry.js';
+import type { LiveClient } from '../balancer/pool.js';
 import type { RefusalReason } from './connack.js';
 import type { VerdictWaits } from './verdict-wait.js';
 
@@ -21,6 +23,8 @@ export interface RoutingPool {
   routingKey(keys: RoutingKeys): Buffer;
   /** Until when (performance.now() time) to wait for a first health verdict before placing `key`; 0 = now. */
   verdictWaitUntil(key: Buffer, candidates: readonly Server[]): number;
+  /** The client IDs of its proxied sessions in this process (the takeover rule across brokers). */
+  readonly clientIds: ClientIdRegistry<LiveClient>;
 }
 
 /** Why a connection was not proxied: answered with a CONNACK (RefusalReason) or closed without one. */

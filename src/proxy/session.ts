@@ -89,6 +89,8 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
   private dialStartedAt = 0;
   private openSockets = 1;
   closeReason: CloseReason | null = null;
+  /** Its client ID as held in the pool's registry (takeOverClientId); null: none, or not proxied. */
+  private clientIdKey: string | null = null;
   // IdleWatched: limits.idleTimeout's marks (idle-sweep.ts owns them).
   idleEpoch = -1;
   idleBytesIn = 0;
@@ -495,6 +497,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     const header = this.listener.proxyHeader(this, pool);
     if (header !== null) sock.write(header);
     sock.write(this.buf!.subarray(0, this.filled));
+    this.takeOverClientId(pool, server);
     // ConnectInfo's fields are views into the pre-routing buffer: drop them so the buffer is freed.
     if (ctx.logSessions) {
       this.clientIdText = clientIdForLog(this.info!.clientId);
@@ -644,7 +647,25 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     sock.destroy();
   }
 
+  /**
+   * [MQTT-3.1.4-3] across brokers (client-id-registry.ts): this session's CONNECT has gone to its server; an older
+   * session of the same client ID on another server of the pool is closed, as one broker would close it.
+   */
+  private takeOverClientId(pool: RoutingPool, server: Server): void {
+    const id = this.info!.clientId;
+    if (id.length === 0) return; // a broker-assigned ID names no earlier session [MQTT-3.1.3-6]
+    this.clientIdKey = id.toString('latin1'); // one character per byte: distinct IDs stay distinct
+    const displaced = pool.clientIds.claim(this.clientIdKey, this);
+    if (displaced === null) return;
+    const log = this.listener.ctx.log;
+    if (log.isLevelEnabled('debug')) {
+      log.debug({ pool: pool.name, from: displaced.server?.name, to: server.name, clientId: clientIdForLog(id) }, 'client ID connected again on another server: closing its older session');
+    }
+    displaced.evict('takeover');
+  }
+
   private finished(): void {
+    if (this.clientIdKey !== null) this.pool!.clientIds.release(this.clientIdKey, this);
     if (this.graceTimer !== null) {
       clearTimeout(this.graceTimer);
       this.graceTimer = null;

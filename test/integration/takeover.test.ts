@@ -1,0 +1,87 @@
+/**
+ * The MQTT takeover rule across brokers ([MQTT-3.1.4-3], src/balancer/client-id-registry.ts), through the BUILT
+ * mqtt-lb with two real mosquitto brokers. An audit connected a client ID while its broker was down (the fallback
+ * took it to the other one), brought its broker back (`onServerUp: keep`, the default) and connected the same ID
+ * again: the new connection reached the returned broker and the old one stayed open on the other, two live sessions
+ * of one client ID, each with its subscriptions, for as long as it watched.
+ */
+import type { MqttClient } from 'mqtt';
+import { afterEach, describe, expect, it } from 'vitest';
+import { brokerFor, connectVia, startBrokers, tagBroker, whichBroker, type NamedBroker } from '../helpers/cluster.js';
+import { lbYaml } from '../helpers/lb-config.js';
+import { startLb, stopAllLbs } from '../helpers/lb.js';
+import { freePort } from '../helpers/mosquitto.js';
+
+const brokers: NamedBroker[] = [];
+const clients: MqttClient[] = [];
+afterEach(async () => {
+  for (const c of clients.splice(0)) c.end(true);
+  await stopAllLbs();
+  await Promise.all(brokers.splice(0).map((b) => b.stop()));
+});
+
+async function connect(port: number, clientId: string): Promise<{ client: MqttClient; broker: string; closed: () => boolean }> {
+  const client = await connectVia(port, { clientId, clean: false });
+  clients.push(client);
+  let closed = false;
+  client.on('close', () => (closed = true));
+  return { client, broker: await whichBroker(client), closed: () => closed };
+}
+
+async function until(what: string, cond: () => boolean, timeoutMs: number): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe('one client ID, two brokers', () => {
+  it('a client ID connecting again on another broker closes its older session there (onServerUp: keep); on the same broker the broker does it', async () => {
+    brokers.push(...(await startBrokers(['b1', 'b2'])));
+    const [b1, b2] = brokers as [NamedBroker, NamedBroker];
+    const [port, admin] = [await freePort(), await freePort()];
+    const lb = await startLb(
+      lbYaml({
+        port,
+        admin,
+        servers: [
+          { name: 'b1', port: b1.port },
+          { name: 'b2', port: b2.port },
+        ],
+        health: { type: 'mqtt', interval: '200ms', timeout: '150ms', rise: 1, fall: 1 },
+        log: '  level: info\n  sessions: true\n',
+      }),
+      { waitReady: `http://127.0.0.1:${admin}/readyz` },
+    );
+    // A client ID that hashes to b2.
+    let id = '';
+    for (let i = 0; i < 40 && id === ''; i++) if ((await brokerFor(port, `to-b2-${i}`)) === 'b2') id = `to-b2-${i}`;
+    expect(id).not.toBe('');
+
+    b2.kill('SIGKILL');
+    await lb.waitForLog((l) => l.msg === 'server state changed' && l.server === 'b2' && l.to === 'down');
+    const first = await connect(port, id);
+    expect(first.broker).toBe('b1');
+
+    await b2.restart();
+    await tagBroker(b2);
+    // Not the line of the start: one after the restart (from down).
+    await lb.waitForLog((l) => l.msg === 'server state changed' && l.server === 'b2' && l.from === 'down' && l.to === 'up');
+    const second = await connect(port, id);
+    expect(second.broker).toBe('b2');
+    // The older session, on b1, is closed as one broker would close it.
+    await until('the first connection closed', first.closed, 3000);
+    const closedLine = await lb.waitForLog((l) => l.msg === 'session closed' && l.clientId === id && l.server === 'b1', 2000);
+    expect(closedLine.reason).toBe('takeover');
+    expect(second.closed()).toBe(false);
+
+    // Again, on the same broker: mosquitto closes the older one; the balancer leaves it to the broker.
+    const third = await connect(port, id);
+    expect(third.broker).toBe('b2');
+    await until('the second connection closed', second.closed, 3000);
+    const byBroker = await lb.waitForLog((l) => l.msg === 'session closed' && l.clientId === id && l.server === 'b2', 2000);
+    expect(byBroker.reason).not.toBe('takeover');
+    expect(third.closed()).toBe(false);
+  }, 30_000);
+});
