@@ -3,9 +3,13 @@
  * `_`/`-` (so `max_connections` and `maxconnections` find `maxConnections`), plus the names operators
  * bring from HAProxy and keepalived.
  */
+import { KEYS } from './keys.js';
 
-/** Words from HAProxy / keepalived / EMQX configs and the lb.yaml key they correspond to. */
-const FOREIGN_NAMES: Readonly<Record<string, string>> = {
+/**
+ * Words from HAProxy / keepalived / EMQX configs and the lb.yaml key (or value) they correspond to: the first
+ * one allowed where the word is written (`check` is `health` among a pool's keys, `tcp` among health types).
+ */
+const FOREIGN_NAMES: Readonly<Record<string, string | readonly string[]>> = {
   maxconn: 'maxConnections',
   server_state_file: 'stateFile',
   serverstatefile: 'stateFile',
@@ -35,7 +39,7 @@ const FOREIGN_NAMES: Readonly<Record<string, string>> = {
   address: 'bind',
   addr: 'address',
   host: 'address',
-  check: 'health',
+  check: ['health', 'tcp'],
   healthcheck: 'health',
   algorithm: 'balance',
   strategy: 'balance',
@@ -45,6 +49,16 @@ const FOREIGN_NAMES: Readonly<Record<string, string>> = {
   loglevel: 'level',
   // HAProxy values and names
   leastconn: 'least-connections',
+  staticrr: 'round-robin',
+  hash: 'client-id-hash',
+  source: 'client-id-hash',
+  hashtype: 'balance',
+  shutdownsessions: 'shutdown',
+  shutdownbackupsessions: 'rebalance',
+  tcpcheck: 'tcp',
+  httpchk: 'http',
+  inspectdelay: 'clientConnectTimeout',
+  tcprequest: 'clientConnectTimeout',
   timeoutconnect: 'serverConnectTimeout',
   timeoutclient: 'idleTimeout',
   timeoutserver: 'idleTimeout',
@@ -65,6 +79,70 @@ const FOREIGN_NAMES: Readonly<Record<string, string>> = {
   garpmasterdelay: 'garp',
   garpmasterrefresh: 'garp',
 };
+
+const HEALTH_PER_POOL = 'health checks are per pool';
+const TIMEOUTS = 'the timeouts are `limits.clientConnectTimeout`, `pools.<name>.serverConnectTimeout` and `limits.idleTimeout`';
+/**
+ * HAProxy / keepalived words that have no key of that name where they are written, by the mapping (its KEYS
+ * list) they are written in: what to write instead, or that it does not exist. `{pool}` is the pool's path.
+ */
+const FOREIGN_NOTES = new Map<readonly string[], Readonly<Record<string, string>>>([
+  [
+    KEYS.server,
+    {
+      check: `${HEALTH_PER_POOL}, on by default: \`{pool}.health.type\``,
+      inter: `${HEALTH_PER_POOL}: \`{pool}.health.interval\``,
+      fastinter: `${HEALTH_PER_POOL}: \`{pool}.health.fastInterval\``,
+      downinter: `${HEALTH_PER_POOL}: \`{pool}.health.downInterval\``,
+      fall: `${HEALTH_PER_POOL}: \`{pool}.health.fall\``,
+      rise: `${HEALTH_PER_POOL}: \`{pool}.health.rise\``,
+      maxconn: 'there is no per-server cap: `listeners[].maxConnections` or `limits.maxConnections`',
+      slowstart: 'not supported: a server takes its full share as soon as it is up',
+      disabled: 'set it in `maint` with the admin API, `POST /api/servers/<pool>/<server>/maint`; `admin.stateFile` keeps it across restarts',
+    },
+  ],
+  [
+    KEYS.pool,
+    {
+      slowstart: 'not supported: a server takes its full share as soon as it is up',
+      onmarkeddown: 'did you mean `{pool}.onServerDown: shutdown`?',
+      onmarkedup: 'did you mean `{pool}.onServerUp: rebalance`?',
+      redispatch: 'did you mean `{pool}.retries`? a retry always goes to another server',
+      optionredispatch: 'did you mean `{pool}.retries`? a retry always goes to another server',
+      sticktable: 'no table: `{pool}.balance: client-id-hash` keeps a client on one server by rendezvous hashing, the same on every LB host',
+      stick: 'no table: `{pool}.balance: client-id-hash` keeps a client on one server by rendezvous hashing, the same on every LB host',
+      agentcheck: 'not supported; the nearest is `{pool}.health.type: http`',
+    },
+  ],
+  [
+    KEYS.root,
+    {
+      inspectdelay: 'did you mean `limits.clientConnectTimeout`?',
+      tcprequest: 'did you mean `limits.clientConnectTimeout`?',
+      timeout: TIMEOUTS,
+    },
+  ],
+  [KEYS.limits, { timeout: TIMEOUTS }],
+]);
+
+/** What to write instead of a foreign word, for the mapping of KEYS list `allowed` at `path`; null when none is known. */
+export function foreignNote(unknown: string, allowed: readonly string[], path: string): string | null {
+  const note = FOREIGN_NOTES.get(allowed)?.[fold(unknown).replace(/\s+/g, '')];
+  return note === undefined ? null : note.replaceAll('{pool}', path.replace(/\.servers\[\d+\]$/, ''));
+}
+
+/** Said after the suggestion of a value that does not do quite what the foreign one did. */
+const VALUE_NOTES: Readonly<Record<string, string>> = {
+  shutdownbackupsessions: 'with a hash it also moves back the sessions of a returning non-backup server',
+};
+
+/** `; did you mean …?` for a value not among `allowed`, or '' when nothing is close. */
+export function valueHint(value: string, allowed: readonly string[]): string {
+  const guess = suggestKey(value, allowed);
+  if (guess === null) return '';
+  const note = VALUE_NOTES[fold(value)];
+  return `; did you mean \`${guess}\`?${note !== undefined ? ` ${note}` : ''}`;
+}
 
 function fold(s: string): string {
   return s.toLowerCase().replace(/[_-]/g, '');
@@ -93,8 +171,8 @@ export function editDistance(a: string, b: string): number {
 /** The allowed key `unknown` most likely meant, or null when nothing is close enough to be a useful hint. */
 export function suggestKey(unknown: string, allowed: readonly string[]): string | null {
   const folded = fold(unknown);
-  const foreign = FOREIGN_NAMES[unknown.toLowerCase()] ?? FOREIGN_NAMES[folded];
-  if (foreign !== undefined && allowed.includes(foreign)) return foreign;
+  const foreign = [FOREIGN_NAMES[unknown.toLowerCase()] ?? FOREIGN_NAMES[folded] ?? []].flat().find((f) => allowed.includes(f));
+  if (foreign !== undefined) return foreign;
   // Up to a third of the word may differ, at least 1 edit and at most 3.
   const limit = Math.min(3, Math.max(1, Math.floor(folded.length / 3)));
   let best: string | null = null;

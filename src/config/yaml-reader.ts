@@ -7,7 +7,7 @@ import { isAlias, isMap, isScalar, isSeq } from 'yaml';
 import type { Document, ParsedNode, Scalar, YAMLMap, YAMLSeq } from 'yaml';
 import type { ConfigProblem } from '../errors.js';
 import { formatProblem } from '../errors.js';
-import { suggestKey } from './did-you-mean.js';
+import { foreignNote, suggestKey, valueHint } from './did-you-mean.js';
 import { formatDuration, parseDuration } from './duration.js';
 import { parseHostPortDetailed, type Parsed } from './net-syntax.js';
 import type { HostPort } from './types.js';
@@ -291,8 +291,7 @@ export class ConfigReader {
     const v = isScalar(slot.node) ? slot.node.value : undefined;
     if (typeof v === 'string' && (values as readonly string[]).includes(v)) return v as T;
     const allowed = values.map((x) => `\`${x}\``).join(', ');
-    const guess = typeof v === 'string' ? suggestKey(v, values) : null;
-    const hint = guess !== null ? `; did you mean \`${guess}\`?` : '';
+    const hint = typeof v === 'string' ? valueHint(v, values) : '';
     this.error(slot, `must be one of ${allowed} (got ${describe(slot.node)}${hint})`);
     return undefined;
   }
@@ -382,8 +381,9 @@ export class MapReader {
         continue;
       }
       if (!allowed.includes(key)) {
-        const guess = suggestKey(key, allowed);
-        const hint = guess !== null ? ` (did you mean \`${guess}\`?)` : `; allowed here: ${allowed.join(', ')}`;
+        const note = foreignNote(key, allowed, slot.path);
+        const guess = note === null ? suggestKey(key, allowed) : null;
+        const hint = note !== null ? ` (${note})` : guess !== null ? ` (did you mean \`${guess}\`?)` : `; allowed here: ${allowed.join(', ')}`;
         r.out.error(keyAt, path, `unknown key \`${key}\`${hint}`);
         continue;
       }

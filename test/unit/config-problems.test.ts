@@ -575,3 +575,96 @@ admin:
     expect(warnings(`${PREFIX}    health: { mqtt: { clientId: "hc-{hostname}-{pool}-{server}-{pid}" } }\n`)).toEqual([]);
   });
 });
+
+/**
+ * Words operators bring from haproxy.cfg and keepalived.conf, written where lb.yaml has no key of that name:
+ * the hint names the lb.yaml key path (and value) to write instead, or says the thing does not exist here.
+ */
+describe('HAProxy and keepalived words', () => {
+  /** PREFIX with its server as a block mapping: keys appended on line 10 and after belong to servers[0]. */
+  const SERVER = PREFIX.replace('    servers: [{ name: b1, address: "10.0.0.11:1883" }]\n', '    servers:\n      - name: b1\n        address: 10.0.0.11:1883\n');
+
+  it('server lines: health checks are per pool, no per-server cap, no slowstart, `disabled` is maint', () => {
+    expect(problems(SERVER)).toEqual([]);
+    const keys = '        check: true\n        inter: 2s\n        fastinter: 500ms\n        downinter: 10s\n        fall: 3\n        rise: 2\n        maxconn: 1000\n        slowstart: 30s\n        disabled: true\n';
+    expect(problems(`${SERVER}${keys}`)).toEqual([
+      'lb.yaml:10:9 pools.brokers.servers[0].check: unknown key `check` (health checks are per pool, on by default: `pools.brokers.health.type`)',
+      'lb.yaml:11:9 pools.brokers.servers[0].inter: unknown key `inter` (health checks are per pool: `pools.brokers.health.interval`)',
+      'lb.yaml:12:9 pools.brokers.servers[0].fastinter: unknown key `fastinter` (health checks are per pool: `pools.brokers.health.fastInterval`)',
+      'lb.yaml:13:9 pools.brokers.servers[0].downinter: unknown key `downinter` (health checks are per pool: `pools.brokers.health.downInterval`)',
+      'lb.yaml:14:9 pools.brokers.servers[0].fall: unknown key `fall` (health checks are per pool: `pools.brokers.health.fall`)',
+      'lb.yaml:15:9 pools.brokers.servers[0].rise: unknown key `rise` (health checks are per pool: `pools.brokers.health.rise`)',
+      'lb.yaml:16:9 pools.brokers.servers[0].maxconn: unknown key `maxconn` (there is no per-server cap: `listeners[].maxConnections` or `limits.maxConnections`)',
+      'lb.yaml:17:9 pools.brokers.servers[0].slowstart: unknown key `slowstart` (not supported: a server takes its full share as soon as it is up)',
+      'lb.yaml:18:9 pools.brokers.servers[0].disabled: unknown key `disabled` (set it in `maint` with the admin API, `POST /api/servers/<pool>/<server>/maint`; `admin.stateFile` keeps it across restarts)',
+    ]);
+    // The pool's own path, whatever the pool is called and whichever server it is.
+    expect(problems(`${SERVER.replaceAll('brokers', 'edge.eu')}      - { name: b2, address: "10.0.0.12:1883", inter: 2s }\n`)).toEqual([
+      'lb.yaml:10:48 pools.edge.eu.servers[1].inter: unknown key `inter` (health checks are per pool: `pools.edge.eu.health.interval`)',
+    ]);
+  });
+
+  it('pool level: slowstart, on-marked-down/up, redispatch, stick tables, hash-type, agent-check', () => {
+    const keys = [
+      'slowstart: 30s',
+      'on-marked-down: shutdown-sessions',
+      'on_marked_down: shutdown-sessions',
+      'on-marked-up: shutdown-backup-sessions',
+      'redispatch: true',
+      'option redispatch: true',
+      'stick-table: type string len 64',
+      'stick_table: x',
+      'stick: on src',
+      'hash-type: consistent',
+      'agent-check: true',
+    ];
+    expect(problems(`${PREFIX}${keys.map((k) => `    ${k}\n`).join('')}`)).toEqual([
+      'lb.yaml:8:5 pools.brokers.slowstart: unknown key `slowstart` (not supported: a server takes its full share as soon as it is up)',
+      'lb.yaml:9:5 pools.brokers.on-marked-down: unknown key `on-marked-down` (did you mean `pools.brokers.onServerDown: shutdown`?)',
+      'lb.yaml:10:5 pools.brokers.on_marked_down: unknown key `on_marked_down` (did you mean `pools.brokers.onServerDown: shutdown`?)',
+      'lb.yaml:11:5 pools.brokers.on-marked-up: unknown key `on-marked-up` (did you mean `pools.brokers.onServerUp: rebalance`?)',
+      'lb.yaml:12:5 pools.brokers.redispatch: unknown key `redispatch` (did you mean `pools.brokers.retries`? a retry always goes to another server)',
+      'lb.yaml:13:5 pools.brokers.option redispatch: unknown key `option redispatch` (did you mean `pools.brokers.retries`? a retry always goes to another server)',
+      'lb.yaml:14:5 pools.brokers.stick-table: unknown key `stick-table` (no table: `pools.brokers.balance: client-id-hash` keeps a client on one server by rendezvous hashing, the same on every LB host)',
+      'lb.yaml:15:5 pools.brokers.stick_table: unknown key `stick_table` (no table: `pools.brokers.balance: client-id-hash` keeps a client on one server by rendezvous hashing, the same on every LB host)',
+      'lb.yaml:16:5 pools.brokers.stick: unknown key `stick` (no table: `pools.brokers.balance: client-id-hash` keeps a client on one server by rendezvous hashing, the same on every LB host)',
+      'lb.yaml:17:5 pools.brokers.hash-type: unknown key `hash-type` (did you mean `balance`?)',
+      'lb.yaml:18:5 pools.brokers.agent-check: unknown key `agent-check` (not supported; the nearest is `pools.brokers.health.type: http`)',
+    ]);
+  });
+
+  it('values: balance, onServerDown, onServerUp and health.type in HAProxy words', () => {
+    const BALANCE = 'must be one of `client-id-hash`, `username-hash`, `round-robin`, `least-connections`, `random`';
+    expect(problems(`${PREFIX}    balance: hash\n`)).toEqual([`lb.yaml:8:14 pools.brokers.balance: ${BALANCE} (got "hash"; did you mean \`client-id-hash\`?)`]);
+    expect(problems(`${PREFIX}    balance: source\n`)).toEqual([`lb.yaml:8:14 pools.brokers.balance: ${BALANCE} (got "source"; did you mean \`client-id-hash\`?)`]);
+    expect(problems(`${PREFIX}    balance: roundrobin\n`)).toEqual([`lb.yaml:8:14 pools.brokers.balance: ${BALANCE} (got "roundrobin"; did you mean \`round-robin\`?)`]);
+    expect(problems(`${PREFIX}    balance: static-rr\n`)).toEqual([`lb.yaml:8:14 pools.brokers.balance: ${BALANCE} (got "static-rr"; did you mean \`round-robin\`?)`]);
+    // `leastconn`: 'bad value' above.
+    expect(problems(`${PREFIX}    onServerDown: shutdown-sessions\n`)).toEqual([
+      'lb.yaml:8:19 pools.brokers.onServerDown: must be one of `keep`, `shutdown` (got "shutdown-sessions"; did you mean `shutdown`?)',
+    ]);
+    expect(problems(`${PREFIX}    onServerUp: shutdown-backup-sessions\n`)).toEqual([
+      'lb.yaml:8:17 pools.brokers.onServerUp: must be one of `keep`, `rebalance` (got "shutdown-backup-sessions"; did you mean `rebalance`? with a hash it also moves back the sessions of a returning non-backup server)',
+    ]);
+    const TYPES = 'must be one of `tcp`, `mqtt`, `http`, `none`';
+    expect(problems(`${PREFIX}    health: { type: tcp-check }\n`)).toEqual([`lb.yaml:8:21 pools.brokers.health.type: ${TYPES} (got "tcp-check"; did you mean \`tcp\`?)`]);
+    expect(problems(`${PREFIX}    health: { type: check }\n`)).toEqual([`lb.yaml:8:21 pools.brokers.health.type: ${TYPES} (got "check"; did you mean \`tcp\`?)`]);
+    expect(problems(`${PREFIX}    health: { type: httpchk }\n`)).toEqual([`lb.yaml:8:21 pools.brokers.health.type: ${TYPES} (got "httpchk"; did you mean \`http\`?)`]);
+    // `check` as a pool key is still `health`.
+    expect(problems(`${PREFIX}    check: { type: tcp }\n`)).toEqual(['lb.yaml:8:5 pools.brokers.check: unknown key `check` (did you mean `health`?)']);
+  });
+
+  it('top level and limits: inspect-delay, tcp-request, timeout', () => {
+    const TIMEOUTS = 'the timeouts are `limits.clientConnectTimeout`, `pools.<name>.serverConnectTimeout` and `limits.idleTimeout`';
+    expect(problems(`${PREFIX}inspect-delay: 5s\ninspect_delay: 5s\ntcp-request: x\ntimeout: 5s\n`)).toEqual([
+      'lb.yaml:8:1 inspect-delay: unknown key `inspect-delay` (did you mean `limits.clientConnectTimeout`?)',
+      'lb.yaml:9:1 inspect_delay: unknown key `inspect_delay` (did you mean `limits.clientConnectTimeout`?)',
+      'lb.yaml:10:1 tcp-request: unknown key `tcp-request` (did you mean `limits.clientConnectTimeout`?)',
+      `lb.yaml:11:1 timeout: unknown key \`timeout\` (${TIMEOUTS})`,
+    ]);
+    expect(problems(`${PREFIX}limits:\n  inspect-delay: 5s\n  timeout: 5s\n`)).toEqual([
+      'lb.yaml:9:3 limits.inspect-delay: unknown key `inspect-delay` (did you mean `clientConnectTimeout`?)',
+      `lb.yaml:10:3 limits.timeout: unknown key \`timeout\` (${TIMEOUTS})`,
+    ]);
+  });
+});
