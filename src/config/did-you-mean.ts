@@ -71,17 +71,38 @@ const FOREIGN_NAMES: Readonly<Record<string, string | readonly string[]>> = {
   cafile: 'ca',
   verify: 'requestCert',
   sendproxyv2: 'sendProxyProtocol',
-  // keepalived
-  state: 'priority',
-  trackscript: 'track',
-  trackinterface: 'track',
-  garpmasterrepeat: 'garp',
-  garpmasterdelay: 'garp',
-  garpmasterrefresh: 'garp',
+  // keepalived (in `failover` itself, FOREIGN_NOTES says more)
+  trackinterface: 'interface',
+  garpmasterrepeat: 'count',
+  garpmasterdelay: 'repeatAfter',
+  notifybackup: 'notify',
+  notifyfault: 'notify',
+  notifystop: 'notify',
+  authentication: 'authKeyFile',
 };
 
 const HEALTH_PER_POOL = 'health checks are per pool';
+const TRACKABLE = 'not supported: what can be tracked is `failover.track.pools` and `failover.track.listeners`';
 const TIMEOUTS = 'the timeouts are `limits.clientConnectTimeout`, `pools.<name>.serverConnectTimeout` and `limits.idleTimeout`';
+const NOTIFY = 'did you mean `failover.notify`? one hook, called as `notify STATE ROUTER_ID`';
+const AUTH = 'did you mean `failover.authKeyFile`? a key file written by `mqtt-lb keygen`';
+const KEEPALIVED: Readonly<Record<string, string>> = {
+  state: 'there is no initial state: the priority decides which host is master',
+  nopreempt: 'did you mean `failover.preempt: false`?',
+  trackinterface: 'did you mean `failover.track.interface`?',
+  trackscript: TRACKABLE,
+  vrrpscript: TRACKABLE,
+  garpmasterdelay: 'did you mean `failover.garp.repeatAfter`?',
+  garpmasterrepeat: 'did you mean `failover.garp.count`?',
+  garpmasterrefresh: 'not supported: gratuitous ARPs are sent on becoming master, and once more after `failover.garp.repeatAfter`',
+  notifymaster: NOTIFY,
+  notifybackup: NOTIFY,
+  notifyfault: NOTIFY,
+  authentication: AUTH,
+  authpass: AUTH,
+  unicastsrcip: 'not needed: adverts are sent from the address of `failover.interface`',
+};
+
 /**
  * HAProxy / keepalived words that have no key of that name where they are written, by the mapping (its KEYS
  * list) they are written in: what to write instead, or that it does not exist. `{pool}` is the pool's path.
@@ -120,9 +141,12 @@ const FOREIGN_NOTES = new Map<readonly string[], Readonly<Record<string, string>
       inspectdelay: 'did you mean `limits.clientConnectTimeout`?',
       tcprequest: 'did you mean `limits.clientConnectTimeout`?',
       timeout: TIMEOUTS,
+      vrrpscript: TRACKABLE,
     },
   ],
   [KEYS.limits, { timeout: TIMEOUTS }],
+  [KEYS.failover, KEEPALIVED],
+  [KEYS.instance, KEEPALIVED],
 ]);
 
 /** What to write instead of a foreign word, for the mapping of KEYS list `allowed` at `path`; null when none is known. */

@@ -583,6 +583,7 @@ admin:
 describe('HAProxy and keepalived words', () => {
   /** PREFIX with its server as a block mapping: keys appended on line 10 and after belong to servers[0]. */
   const SERVER = PREFIX.replace('    servers: [{ name: b1, address: "10.0.0.11:1883" }]\n', '    servers:\n      - name: b1\n        address: 10.0.0.11:1883\n');
+  const FAILOVER = `${PREFIX}failover:\n  interface: eth0\n  authKeyFile: /k\n  peers: [10.0.0.2]\n  vips: [192.0.2.10/24]\n`;
 
   it('server lines: health checks are per pool, no per-server cap, no slowstart, `disabled` is maint', () => {
     expect(problems(SERVER)).toEqual([]);
@@ -665,6 +666,62 @@ describe('HAProxy and keepalived words', () => {
     expect(problems(`${PREFIX}limits:\n  inspect-delay: 5s\n  timeout: 5s\n`)).toEqual([
       'lb.yaml:9:3 limits.inspect-delay: unknown key `inspect-delay` (did you mean `clientConnectTimeout`?)',
       `lb.yaml:10:3 limits.timeout: unknown key \`timeout\` (${TIMEOUTS})`,
+    ]);
+  });
+
+  it('failover: keepalived words', () => {
+    expect(problems(FAILOVER)).toEqual([]);
+    const keys = [
+      'state: MASTER',
+      'nopreempt: true',
+      'track_interface: [eth0]',
+      'track_script: [chk_haproxy]',
+      'vrrp_script: chk_haproxy',
+      'garp_master_delay: 5',
+      'garp_master_repeat: 3',
+      'garp_master_refresh: 60',
+      'notify_master: /x',
+      'notify_backup: /x',
+      'notify_fault: /x',
+      'authentication: { auth_type: PASS }',
+      'auth_pass: secret',
+      'unicast_src_ip: 10.0.0.1',
+      'virtual_router_id: 51',
+      'advert_int: 1',
+    ];
+    const TRACK = 'not supported: what can be tracked is `failover.track.pools` and `failover.track.listeners`';
+    const NOTIFY = 'did you mean `failover.notify`? one hook, called as `notify STATE ROUTER_ID`';
+    const AUTH = 'did you mean `failover.authKeyFile`? a key file written by `mqtt-lb keygen`';
+    expect(problems(`${FAILOVER}${keys.map((k) => `  ${k}\n`).join('')}`)).toEqual([
+      'lb.yaml:13:3 failover.state: unknown key `state` (there is no initial state: the priority decides which host is master)',
+      'lb.yaml:14:3 failover.nopreempt: unknown key `nopreempt` (did you mean `failover.preempt: false`?)',
+      'lb.yaml:15:3 failover.track_interface: unknown key `track_interface` (did you mean `failover.track.interface`?)',
+      `lb.yaml:16:3 failover.track_script: unknown key \`track_script\` (${TRACK})`,
+      `lb.yaml:17:3 failover.vrrp_script: unknown key \`vrrp_script\` (${TRACK})`,
+      'lb.yaml:18:3 failover.garp_master_delay: unknown key `garp_master_delay` (did you mean `failover.garp.repeatAfter`?)',
+      'lb.yaml:19:3 failover.garp_master_repeat: unknown key `garp_master_repeat` (did you mean `failover.garp.count`?)',
+      'lb.yaml:20:3 failover.garp_master_refresh: unknown key `garp_master_refresh` (not supported: gratuitous ARPs are sent on becoming master, and once more after `failover.garp.repeatAfter`)',
+      `lb.yaml:21:3 failover.notify_master: unknown key \`notify_master\` (${NOTIFY})`,
+      `lb.yaml:22:3 failover.notify_backup: unknown key \`notify_backup\` (${NOTIFY})`,
+      `lb.yaml:23:3 failover.notify_fault: unknown key \`notify_fault\` (${NOTIFY})`,
+      `lb.yaml:24:3 failover.authentication: unknown key \`authentication\` (${AUTH})`,
+      `lb.yaml:25:3 failover.auth_pass: unknown key \`auth_pass\` (${AUTH})`,
+      'lb.yaml:26:3 failover.unicast_src_ip: unknown key `unicast_src_ip` (not needed: adverts are sent from the address of `failover.interface`)',
+      // Words that have a key of their own keep pointing to it.
+      'lb.yaml:27:3 failover.virtual_router_id: unknown key `virtual_router_id` (did you mean `routerId`?)',
+      'lb.yaml:28:3 failover.advert_int: unknown key `advert_int` (did you mean `advertInterval`?)',
+    ]);
+    // In an instance (keepalived's vrrp_instance), and inside the sub-mappings they belong to.
+    expect(
+      problems(
+        `${FAILOVER.replace('  vips: [192.0.2.10/24]\n', '')}  instances:\n    - { routerId: 51, vips: [192.0.2.10/24], state: BACKUP }\n  garp: { garp_master_repeat: 3, garp_master_delay: 5s }\n  track: { track_interface: true }\nvrrp_script: chk\n`,
+      ),
+    ).toEqual([
+      'lb.yaml:13:46 failover.instances[0].state: unknown key `state` (there is no initial state: the priority decides which host is master)',
+      'lb.yaml:14:11 failover.garp.garp_master_repeat: unknown key `garp_master_repeat` (did you mean `count`?)',
+      'lb.yaml:14:34 failover.garp.garp_master_delay: unknown key `garp_master_delay` (did you mean `repeatAfter`?)',
+      'lb.yaml:15:12 failover.track.track_interface: unknown key `track_interface` (did you mean `interface`?)',
+      `lb.yaml:16:1 vrrp_script: unknown key \`vrrp_script\` (${TRACK})`,
     ]);
   });
 });
