@@ -8,7 +8,8 @@ import { FAILOVER_TRANSPORTS, KEYS } from './keys.js';
 import { INTERFACE_RE, isIPv4Multicast, parseVip } from './net-syntax.js';
 import type { FailoverConfig, FailoverInstanceConfig } from './types.js';
 import type { ValidationContext } from './validate-context.js';
-import type { ConfigReader, MapReader, Slot } from './yaml-reader.js';
+import { isScalar } from 'yaml';
+import { writtenAsFraction, type ConfigReader, type MapReader, type Slot } from './yaml-reader.js';
 
 /** The advert carries the interval in centiseconds in 2 bytes (design §6b). */
 const ADVERT_UNIT_MS = 10;
@@ -227,8 +228,21 @@ function readTrack(m: MapReader): FailoverConfig['track'] {
   return {
     listeners: t.bool('listeners', d.listeners),
     interface: t.bool('interface', d.interface),
-    pools: { weight: pools !== undefined ? pools.int('weight', d.pools.weight, 0, 254) : d.pools.weight },
+    pools: { weight: pools !== undefined ? readTrackWeight(pools) : d.pools.weight },
   };
+}
+
+/** keepalived writes `weight -60` to lower the priority; here the weight is always subtracted. */
+function readTrackWeight(pools: MapReader): number {
+  const { r } = pools;
+  const def = DEFAULTS.failover.track.pools.weight;
+  const slot = pools.get('weight');
+  const v = slot !== undefined && isScalar(slot.node) ? slot.node.value : undefined;
+  if (slot !== undefined && typeof v === 'number' && Number.isInteger(v) && v < 0 && v >= -254 && !writtenAsFraction(slot.node)) {
+    r.error(slot, `must be an integer between 0 and 254 (got ${v}; the weight is subtracted already: write \`${-v}\`)`);
+    return def;
+  }
+  return pools.int('weight', def, 0, 254);
 }
 
 function readGarp(m: MapReader): FailoverConfig['garp'] {

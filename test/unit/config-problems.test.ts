@@ -724,4 +724,21 @@ describe('HAProxy and keepalived words', () => {
       `lb.yaml:16:1 vrrp_script: unknown key \`vrrp_script\` (${TRACK})`,
     ]);
   });
+
+  it('failover.track.pools.weight: keepalived\'s negative weight is said to be subtracted already', () => {
+    expect(problems(`${FAILOVER}  track: { pools: { weight: -60 } }\n`)).toEqual([
+      'lb.yaml:13:29 failover.track.pools.weight: must be an integer between 0 and 254 (got -60; the weight is subtracted already: write `60`)',
+    ]);
+    expect(problems(`${FAILOVER}  track:\n    pools:\n      weight: -254\n`)).toEqual([
+      'lb.yaml:15:15 failover.track.pools.weight: must be an integer between 0 and 254 (got -254; the weight is subtracted already: write `254`)',
+    ]);
+    // Beyond what could be written positively, or not a whole number: the plain rule.
+    expect(problems(`${FAILOVER}  track: { pools: { weight: -300 } }\n`)).toEqual([
+      'lb.yaml:13:29 failover.track.pools.weight: must be an integer between 0 and 254 (got -300)',
+    ]);
+    expect(problems(`${FAILOVER}  track: { pools: { weight: -60.0 } }\n`)).toEqual([
+      'lb.yaml:13:29 failover.track.pools.weight: must be an integer between 0 and 254, written without a fraction or exponent (got -60.0)',
+    ]);
+    expect(problems(`${FAILOVER}  track: { pools: { weight: 60 } }\n`)).toEqual([]);
+  });
 });
