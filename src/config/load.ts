@@ -370,7 +370,9 @@ function checkFile(f: FileRef, out: ProblemCollector): boolean {
     isFile = statSync(f.resolved).isFile();
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    out.error(f.at, f.path, code === 'ENOENT' ? `file ${shown} does not exist` : `cannot access file ${shown} (${code ?? 'error'})`);
+    // keepalived's `notify_master "/x/notify.sh MASTER"`: the hook is one file, given its arguments by mqtt-lb.
+    const args = f.use === 'execute' && /\s/.test(f.written.trim()) ? ': arguments cannot be given, the hook is called as `notify STATE ROUTER_ID`' : '';
+    out.error(f.at, f.path, code === 'ENOENT' ? `file ${shown} does not exist${args}` : `cannot access file ${shown} (${code ?? 'error'})`);
     return false;
   }
   if (!isFile) {

@@ -116,6 +116,25 @@ describe('files named by the config', () => {
     ]);
   });
 
+  it('a notify hook given arguments (keepalived\'s `notify_master "/x/notify.sh MASTER"`) says how it is called', () => {
+    createAll();
+    const file = join(dir, 'lb.yaml');
+    const ARGS = 'arguments cannot be given, the hook is called as `notify STATE ROUTER_ID`';
+    const out = parseConfig(CONFIG.replace('notify: hooks/notify.sh', 'notify: "hooks/notify.sh MASTER"'), file, CHECKS);
+    expect(out.problems.map(formatProblem)).toEqual([
+      `${file}:16:11 failover.notify: file \`hooks/notify.sh MASTER\` (${join(dir, 'hooks/notify.sh MASTER')}) does not exist: ${ARGS}`,
+    ]);
+    const absolute = parseConfig(CONFIG.replace('notify: hooks/notify.sh', 'notify: /nonexistent/notify.sh BACKUP'), file, CHECKS);
+    expect(absolute.problems.map(formatProblem)).toEqual([`${file}:16:11 failover.notify: file \`/nonexistent/notify.sh BACKUP\` does not exist: ${ARGS}`]);
+    // At start, the same line (exit 2: only a file is wrong).
+    writeFileSync(file, CONFIG.replace('notify: hooks/notify.sh', 'notify: "hooks/notify.sh MASTER"'));
+    expect(() => loadConfig(file)).toThrow(expect.objectContaining({ message: expect.stringContaining(ARGS) }));
+    // A hook whose file name has a space in it is a hook.
+    writeFileSync(join(dir, 'hooks/my notify.sh'), '#!/bin/sh\n');
+    chmodSync(join(dir, 'hooks/my notify.sh'), 0o755);
+    expect(parseConfig(CONFIG.replace('notify: hooks/notify.sh', 'notify: "hooks/my notify.sh"'), file, CHECKS).problems).toEqual([]);
+  });
+
   // Reference catalogue #85, keepalived's enable_script_security: the hook runs with this process's capabilities.
   it('refuses a notify hook that another user could change: the file or a directory above it writable by others', () => {
     createAll();
