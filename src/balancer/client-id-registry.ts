@@ -6,8 +6,10 @@
  * than its old one (the old broker was down when it came, and `onServerUp: keep` left it on the fallback; a weight or
  * a reload moved its hash; the fallback placed an empty key) would hold two live sessions, each with its
  * subscriptions and its Will, and no broker would apply the rule (an audit saw one client ID live on two brokers for as
- * long as it watched). The balancer applies it instead: the older session is closed once the newer one has reached
- * its server. On the same broker the broker applies it itself, so nothing is done here.
+ * long as it watched). The balancer applies it instead: the older session is closed once the newer one's broker has
+ * accepted it (its CONNACK says so: as a broker closes the older connection only for a CONNECT it authenticated, so
+ * that nobody can close another client's session with its client ID and no credentials). On the same broker the
+ * broker applies it itself, so nothing is done here.
  *
  * Per process: with `workers`, two connections that land on different workers are not seen together; across LB
  * hosts neither (documented).
@@ -21,7 +23,12 @@ export interface ClientIdHolder {
 export class ClientIdRegistry<S extends ClientIdHolder> {
   private readonly live = new Map<string, S>();
 
-  /** `session` (proxied to its server) now holds `id`: the session it displaces on another server, which the caller closes; else null. */
+  /** The session that holds `id` now, if any. */
+  holderOf(id: string): S | undefined {
+    return this.live.get(id);
+  }
+
+  /** `session` (accepted by its server) now holds `id`: the session it displaces on another server, which the caller closes; else null. */
   claim(id: string, session: S): S | null {
     const before = this.live.get(id);
     this.live.set(id, session);

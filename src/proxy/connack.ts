@@ -68,3 +68,17 @@ for (const reason of Object.keys(CODES) as RefusalReason[]) {
 export function connackFor(reason: RefusalReason, level: 3 | 4 | 5): Buffer {
   return (level === 5 ? V5_REPLIES : V4_REPLIES).get(reason)!;
 }
+
+/**
+ * True when `bytes` begin with a whole CONNACK that accepts the connection: return code 0 (3.1 / 3.1.1: `20 02 xx
+ * 00`) or reason code 0 (5.0: `20`, the remaining length as a variable byte integer, the acknowledge flags, `00`).
+ * A first read that holds less than that (a CONNACK split by the network: seldom, at 4 or 5 bytes) answers false.
+ */
+export function connackAccepts(bytes: Buffer, protocolLevel: number): boolean {
+  if (bytes.length < 4 || bytes[0] !== 0x20) return false;
+  if ((protocolLevel & 0x7f) !== 5) return bytes[3] === 0;
+  let last = 1; // the remaining length's last byte: at most 4 bytes, each but the last with bit 7 set
+  while (last < 4 && last < bytes.length && (bytes[last]! & 0x80) !== 0) last++;
+  const reasonAt = last + 2;
+  return reasonAt < bytes.length && bytes[reasonAt] === 0;
+}

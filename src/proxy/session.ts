@@ -16,7 +16,7 @@ import { HandleSocket, handleSockets } from './handle-socket.js';
 import type { Server, LiveSession, EvictReason } from '../balancer/server.js';
 import type { RefuseWith } from '../config/types.js';
 import { scanConnect, type ConnectInfo } from './connect-scanner.js';
-import { connackFor, type RefusalReason } from './connack.js';
+import { connackAccepts, connackFor, type RefusalReason } from './connack.js';
 import { LINGER_MS, beginLinger, closeWithReply, dropInput, lingeringClose } from './refuse.js';
 import { ErrorCodes } from '../errors.js';
 import { rewriteUsername } from './connect-rewrite.js';
@@ -89,8 +89,10 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
   private dialStartedAt = 0;
   private openSockets = 1;
   closeReason: CloseReason | null = null;
-  /** Its client ID as held in the pool's registry (takeOverClientId); null: none, or not proxied. */
+  /** Its client ID as held in the pool's registry (registerClientId); null: none, or not proxied. */
   private clientIdKey: string | null = null;
+  /** The CONNECT's protocol level, while its CONNACK decides a takeover from another server (connackArrived). */
+  private takeoverLevel = 0;
   // IdleWatched: limits.idleTimeout's marks (idle-sweep.ts owns them).
   idleEpoch = -1;
   idleBytesIn = 0;
@@ -497,7 +499,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     const header = this.listener.proxyHeader(this, pool);
     if (header !== null) sock.write(header);
     sock.write(this.buf!.subarray(0, this.filled));
-    this.takeOverClientId(pool, server);
+    const connackDecides = this.registerClientId(pool, server);
     // ConnectInfo's fields are views into the pre-routing buffer: drop them so the buffer is freed.
     if (ctx.logSessions) {
       this.clientIdText = clientIdForLog(this.info!.clientId);
@@ -509,7 +511,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     this.client.removeListener('end', onClientEndBeforeRouting);
     // From here a pause is backpressure: the client's FIN waits behind what is queued for the server.
     if (this.client instanceof HandleSocket) this.client.endWhilePaused = false;
-    splice(this.client, sock);
+    splice(this.client, sock, connackDecides ? onUpstreamConnack : onSplicedUpstreamData);
     brokerKeepAlive.add(sock);
     // Its FIN came while we dialled: pass it on now, behind the bytes just written.
     if (this.clientEndedEarly) this.clientHalfClosed();
@@ -648,18 +650,40 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
   }
 
   /**
-   * [MQTT-3.1.4-3] across brokers (client-id-registry.ts): this session's CONNECT has gone to its server; an older
-   * session of the same client ID on another server of the pool is closed, as one broker would close it.
+   * [MQTT-3.1.4-3] across brokers (client-id-registry.ts): this session's CONNECT has gone to its server. Its client
+   * ID is registered now, unless an older session of it runs on another server of the pool: then the CONNACK decides
+   * (true: onUpstreamConnack, connackArrived), and only one that accepts closes the older session.
    */
-  private takeOverClientId(pool: RoutingPool, server: Server): void {
+  private registerClientId(pool: RoutingPool, server: Server): boolean {
     const id = this.info!.clientId;
-    if (id.length === 0) return; // a broker-assigned ID names no earlier session [MQTT-3.1.3-6]
-    this.clientIdKey = id.toString('latin1'); // one character per byte: distinct IDs stay distinct
-    const displaced = pool.clientIds.claim(this.clientIdKey, this);
+    if (id.length === 0) return false; // a broker-assigned ID names no earlier session [MQTT-3.1.3-6]
+    const key = id.toString('latin1'); // one character per byte: distinct IDs stay distinct
+    this.clientIdKey = key;
+    const holder = pool.clientIds.holderOf(key);
+    // None, or on this same broker, which closes the older connection itself once it has accepted this one.
+    if (holder === undefined || holder.server === server) {
+      pool.clientIds.claim(key, this);
+      return false;
+    }
+    this.takeoverLevel = this.info!.protocolLevel;
+    return true;
+  }
+
+  /** The first bytes from the server of a session that would take its client ID over from another server. */
+  connackArrived(bytes: Buffer): void {
+    const key = this.clientIdKey;
+    if (key === null || this.phase !== 'splicing') return;
+    if (!connackAccepts(bytes, this.takeoverLevel)) {
+      // Refused (or not a whole CONNACK in this read): the older session stays, and stays registered.
+      this.clientIdKey = null;
+      return;
+    }
+    const pool = this.pool!;
+    const displaced = pool.clientIds.claim(key, this);
     if (displaced === null) return;
     const log = this.listener.ctx.log;
     if (log.isLevelEnabled('debug')) {
-      log.debug({ pool: pool.name, from: displaced.server?.name, to: server.name, clientId: clientIdForLog(id) }, 'client ID connected again on another server: closing its older session');
+      log.debug({ pool: pool.name, from: displaced.server?.name, to: this.server!.name, clientId: clientIdForLog(Buffer.from(key, 'latin1')) }, 'client ID connected again on another server: closing its older session');
     }
     displaced.evict('takeover');
   }
@@ -811,11 +835,11 @@ function onUpstreamClose(this: ProxySocket, hadError: boolean): void {
 // 'drain' (backpressure: a peer that stops reading stops its sender, design.md §5). A FIN is passed on with
 // end() (half-close, as pipe() does); the close and error handlers above finish the session.
 
-function splice(client: ProxySocket, upstream: ProxySocket): void {
+function splice(client: ProxySocket, upstream: ProxySocket, onUpstreamData: (this: ProxySocket, chunk: Buffer) => void): void {
   client.on('data', onSplicedClientData);
   client.on('end', onSplicedClientEnd);
   upstream.on('drain', onUpstreamDrain);
-  upstream.on('data', onSplicedUpstreamData);
+  upstream.on('data', onUpstreamData);
   upstream.on('end', onSplicedUpstreamEnd);
   client.on('drain', onClientDrain);
   // The client was paused while its CONNECT was routed; whatever it sent meanwhile follows the CONNECT.
@@ -828,6 +852,17 @@ function onSplicedClientData(this: ProxySocket, chunk: Buffer): void {
 
 function onSplicedUpstreamData(this: ProxySocket, chunk: Buffer): void {
   if (!sessionOf(this).client.write(chunk)) this.pause();
+}
+
+/**
+ * The server's first read, for a session whose CONNACK decides a takeover from another server (connackArrived); then
+ * the plain splice. Only such sessions (a client ID whose older session runs on another broker) have it.
+ */
+function onUpstreamConnack(this: ProxySocket, chunk: Buffer): void {
+  this.removeListener('data', onUpstreamConnack);
+  this.on('data', onSplicedUpstreamData);
+  sessionOf(this).connackArrived(chunk);
+  onSplicedUpstreamData.call(this, chunk);
 }
 
 function onUpstreamDrain(this: ProxySocket): void {

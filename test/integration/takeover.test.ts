@@ -11,6 +11,7 @@ import { brokerFor, connectVia, startBrokers, tagBroker, whichBroker, type Named
 import { lbYaml } from '../helpers/lb-config.js';
 import { startLb, stopAllLbs } from '../helpers/lb.js';
 import { freePort } from '../helpers/mosquitto.js';
+import { connectPacket, exchange, parsePackets } from '../helpers/raw-client.js';
 
 const brokers: NamedBroker[] = [];
 const clients: MqttClient[] = [];
@@ -68,6 +69,12 @@ describe('one client ID, two brokers', () => {
     await tagBroker(b2);
     // Not the line of the start: one after the restart (from down).
     await lb.waitForLog((l) => l.msg === 'server state changed' && l.server === 'b2' && l.from === 'down' && l.to === 'up');
+    // A CONNECT with that client ID that b2 refuses (an authentication method mosquitto does not know: 0x8C) is
+    // no takeover: a broker closes the older connection only for a CONNECT it accepted.
+    const refused = await exchange(port, [connectPacket({ clientId: id, protocolVersion: 5, clean: false, properties: { authenticationMethod: 'SCRAM-SHA-1' } })], { waitMs: 1000 });
+    expect(parsePackets(refused.data, 5)[0]).toMatchObject({ cmd: 'connack', reasonCode: 0x8c });
+    await new Promise((r) => setTimeout(r, 200));
+    expect(first.closed()).toBe(false);
     const second = await connect(port, id);
     expect(second.broker).toBe('b2');
     // The older session, on b1, is closed as one broker would close it.

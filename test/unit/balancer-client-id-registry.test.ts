@@ -14,7 +14,9 @@ describe('ClientIdRegistry (the takeover rule across brokers)', () => {
     const second = session(b2);
     expect(r.claim('c', second)).toBe(first);
     const third = session(b2);
+    expect(r.holderOf('c')).toBe(second);
     expect(r.claim('c', third)).toBeNull();
+    expect(r.holderOf('c')).toBe(third);
     expect(r.size).toBe(1);
   });
 
