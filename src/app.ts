@@ -4,7 +4,7 @@
  */
 import type { Logger } from 'pino';
 import type { FailoverConfig, LbConfig, ListenerConfig } from './config/types.js';
-import { failoverChanges } from './failover/reload.js';
+import { planFailoverReload } from './failover/reload.js';
 import { restartOnlyChanges } from './config/restart-only.js';
 import { FIRST_VERDICT_MARGIN_MS, Pool } from './balancer/pool.js';
 import type { Server, AdminState, EvictReason } from './balancer/server.js';
@@ -605,9 +605,17 @@ export class App implements TelemetrySource, AdminActions {
     }
     if (prev.admin.token !== next.admin.token) this.admin?.setToken(next.admin.token);
     if (this.role !== 'worker') {
-      // Against what runs (not the previous file): a change stays unapplied, and is said again, until a restart.
-      const changed = failoverChanges(this.failoverConfig, next.failover);
-      if (changed.length > 0) this.log.warn({ keys: changed }, 'failover settings change needs a restart: running with the settings it started with');
+      // Against what runs (not the previous file): a change that needs a restart stays unapplied, and is said again,
+      // until then; priorities, preempt, preemptDelay, track, garp and notify are applied now (reload.ts).
+      const plan = planFailoverReload(this.failoverConfig, next.failover);
+      if (plan.applied.length > 0 && plan.next !== null) {
+        this.failoverConfig = plan.next;
+        this.failoverRuntime?.reconfigure(plan.next);
+        this.log.info({ keys: plan.applied }, 'failover settings reloaded');
+        // A new tracking weight counts now, not at the next tick.
+        this.track();
+      }
+      if (plan.restartOnly.length > 0) this.log.warn({ keys: plan.restartOnly }, 'failover settings change needs a restart: running with the settings it started with');
       for (const c of restartOnlyChanges(this.startConfig, next, this.startCores)) this.log.warn({ running: c.running, file: c.file }, `${c.key} change needs a restart`);
     }
   }

@@ -54,10 +54,15 @@ export class GarpAnnouncer {
   private readonly running = new Set<Promise<void>>();
 
   constructor(
-    private readonly o: GarpOptions,
+    private o: GarpOptions,
     private readonly send: SendGarp,
   ) {
     if (!isInterfaceName(o.iface)) throw new RangeError(`invalid interface name ${o.iface}`);
+  }
+
+  /** A reload: the count, spacing and repeat of the next bursts (those scheduled already keep theirs). */
+  configure(c: { count: number; intervalMs: number; repeatAfterMs: number }): void {
+    this.o = { ...this.o, count: c.count, intervalMs: c.intervalMs, repeatAfterMs: c.repeatAfterMs };
   }
 
   /** Starts a burst now (replacing any pending schedule) and schedules the repeat burst. */

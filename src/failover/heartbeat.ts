@@ -109,7 +109,7 @@ const NOTIFY_AT_STOP_MS = 4_000;
 const NOTIFY_STOP_CALLS_MS = 3_000;
 
 export class Heartbeat {
-  private readonly config: FailoverConfig;
+  private config: FailoverConfig;
   private readonly log: LogSink;
   private readonly emit: (msg: WorkerToMain) => void;
   private readonly codec: AdvertCodec;
@@ -283,6 +283,27 @@ export class Heartbeat {
     for (const inst of this.instances.values()) this.exec(inst, inst.sm.setPriorityPenalty(priorityPenalty));
     this.applyFault();
     this.schedule();
+  }
+
+  /**
+   * A reload (reload.ts): the priorities, preempt, preemptDelay, garp and notify of `config` are applied; the keys
+   * that need a restart are the running ones already (planFailoverReload), and the instances are matched by router id.
+   */
+  reconfigure(config: FailoverConfig): void {
+    this.config = config;
+    this.notify.setFile(config.notify);
+    for (const ic of config.instances) {
+      const inst = this.instances.get(ic.routerId);
+      if (inst === undefined) continue;
+      inst.cfg = ic;
+      inst.garp.configure({ count: config.garp.count, intervalMs: config.garp.interval, repeatAfterMs: config.garp.repeatAfter });
+      // Not started yet: start() makes the state machines from these settings.
+      if (this.started && this.closing === null) this.exec(inst, inst.sm.reconfigure({ priority: ic.priority, preempt: config.preempt, preemptDelay: config.preemptDelay }));
+    }
+    if (this.started && this.closing === null) {
+      this.schedule();
+      this.emitStatus();
+    }
   }
 
   /** The proxy's listeners are bound: the hold ends, and an instance whose Master_Down_Timer fired meanwhile is master now. */

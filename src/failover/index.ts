@@ -69,7 +69,7 @@ function workerUrl(): URL {
 }
 
 export class Failover extends EventEmitter {
-  private readonly config: FailoverConfig;
+  private config: FailoverConfig;
   private readonly log: Logger;
   private worker: Worker | null = null;
   private key: Buffer | null = null;
@@ -138,6 +138,12 @@ export class Failover extends EventEmitter {
     if (!this.held) return;
     this.held = false;
     this.post({ type: 'serving' });
+  }
+
+  /** A reload: `config` is the running settings with what a reload applies taken from the file (planFailoverReload). */
+  reconfigure(config: FailoverConfig): void {
+    this.config = config;
+    this.post({ type: 'reconfigure', config });
   }
 
   get isHeld(): boolean {

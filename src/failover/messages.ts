@@ -22,6 +22,8 @@ export type MainToWorker =
   | { type: 'tracking'; fault: boolean; priorityPenalty: number }
   // The proxy's listeners are bound: the hold of a start ends (FailoverStateMachine.setHeld).
   | { type: 'serving' }
+  // A reload: the settings a reload applies (reload.ts planFailoverReload), the rest as they run.
+  | { type: 'reconfigure'; config: FailoverConfig }
   | { type: 'resign'; seq: number }
   // The sessions on the VIPs of release `seq` are closed (or the proxy gave up): the VIPs may go.
   | { type: 'released'; seq: number }

@@ -32,10 +32,15 @@ export class NotifyRunner {
   private closed = false;
 
   constructor(
-    private readonly file: string | null,
+    private file: string | null,
     private readonly log: LogSink,
     private readonly timeoutMs = NOTIFY_TIMEOUT_MS,
   ) {}
+
+  /** A reload: the hook for the calls from now on (one running or waiting keeps the file it started with or gets the new one). */
+  setFile(file: string | null): void {
+    this.file = file;
+  }
 
   run(state: NotifyState, routerId: number): void {
     if (this.file === null || this.closed) return;

@@ -117,7 +117,7 @@ export class FailoverStateMachine {
   private held = false;
 
   constructor(
-    private readonly cfg: StateMachineConfig,
+    private cfg: StateMachineConfig,
     private readonly now: () => number,
   ) {
     if (!(cfg.advertInterval > 0)) throw new RangeError('advertInterval must be > 0');
@@ -253,6 +253,24 @@ export class FailoverStateMachine {
     if (this.current !== 'fault') return [];
     this.masterAdverInterval = this.cfg.advertInterval; // learned interval may be stale after a fault
     return this.enterBackupWaiting('fault', now);
+  }
+
+  /**
+   * A reload (reload.ts): this host's priority, preempt and preemptDelay. As a tracking weight does, a changed
+   * priority is advertised at once by a master, so that a peer it now falls below preempts without waiting for the
+   * next tick (the planned switchover: lower the master's priority, reload).
+   */
+  reconfigure(c: { priority: number; preempt: boolean; preemptDelay: number }): FailoverAction[] {
+    const before = this.effectivePriority;
+    const changed = c.priority !== this.cfg.priority || c.preempt !== this.cfg.preempt || c.preemptDelay !== this.cfg.preemptDelay;
+    if (!changed) return [];
+    this.cfg = { ...this.cfg, priority: c.priority, preempt: c.preempt, preemptDelay: c.preemptDelay };
+    this.preemptSince = null; // "stable" means: with the same settings for the whole delay
+    if (this.effectivePriority !== before && this.current === 'master' && !this.resigned) {
+      this.advertAt = this.now() + this.cfg.advertInterval;
+      return [this.advert()];
+    }
+    return [];
   }
 
   /** Tracking weight: pools with no server up lower the priority (never FAULT). */

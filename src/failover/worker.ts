@@ -43,6 +43,9 @@ port.on('message', (m: MainToWorker) => {
     case 'serving':
       heartbeat.serving();
       break;
+    case 'reconfigure':
+      heartbeat.reconfigure(m.config);
+      break;
     case 'resign':
       heartbeat.resign(m.seq);
       break;

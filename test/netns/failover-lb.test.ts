@@ -306,6 +306,33 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
     expect(again.transitionNames()).toEqual(['init>backup', 'backup>master']);
   });
 
+  it('a reload that lowers the master’s priority below the peer’s hands the VIP over (a planned switchover); raised again, it takes it back', async () => {
+    const [lb1, lb2] = await startPair();
+    const yamlFor = (priority: number): string =>
+      lbYaml({ name: 'lb1', peer: topo.addr.lb2, keyFile: join(dir, 'failover.key'), priority, vipCidr: VIP_CIDR, brokers, adminPort: ADMIN_PORT, advertIntervalMs: ADVERT_INTERVAL_MS });
+    const file = configFile.lb1!;
+    const from1 = lb1.transitions().length;
+    const from2 = lb2.transitions().length;
+    try {
+      await writeFile(file, yamlFor(50));
+      lb1.proc.signal('SIGHUP');
+      await lb1.proc.waitForLine((l) => l.includes('"failover settings reloaded"'), 5000);
+      expect(lb1.logsWith('failover settings reloaded').at(-1)).toMatchObject({ keys: ['failover.priority'] });
+      expect(lb1.logs().filter((l) => String(l.msg).startsWith('failover settings change needs a restart'))).toEqual([]);
+      await lb2.waitState('master', 3000, from2);
+      await lb1.waitState('backup', 3000, from1);
+      await waitFor('VIP on lb2 only', holdersAre(['lb2']), 5000);
+      expect((await lb1.failoverInstance()).priority).toBe(50);
+      const back1 = lb1.transitions().length;
+      await writeFile(file, yamlFor(PRIORITY.lb1));
+      lb1.proc.signal('SIGHUP');
+      await lb1.waitState('master', 3000, back1);
+      await waitFor('VIP on lb1 only', holdersAre(['lb1']), 5000);
+    } finally {
+      await writeFile(file, yamlFor(PRIORITY.lb1));
+    }
+  });
+
   it('SIGTERM of the master: the backup takes over within about its skew time, the VIP leaves only after, exit 0; held clients come back to their broker', async () => {
     const [lb1, lb2] = await startPair();
     const ids = Array.from({ length: 6 }, (_, i) => `graceful-${i}`);

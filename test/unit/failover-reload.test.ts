@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import type { FailoverConfig } from '../../src/config/types.js';
-import { failoverChanges } from '../../src/failover/reload.js';
+import { planFailoverReload } from '../../src/failover/reload.js';
 
 const BASE = `listeners:
   - name: mqtt
@@ -26,20 +26,45 @@ function failover(text: string): FailoverConfig | null {
   return out.config!.failover;
 }
 
-describe('failoverChanges', () => {
-  it('names the keys a reloaded file would change, none when it is the same', () => {
-    const running = failover(BASE);
-    expect(failoverChanges(running, failover(BASE))).toEqual([]);
-    expect(failoverChanges(running, failover(BASE.replace('priority: 150', 'priority: 200')))).toEqual(['failover.instances']);
-    expect(failoverChanges(running, failover(BASE.replace('192.0.2.10/24', '192.0.2.11/24')))).toEqual(['failover.instances']);
-    expect(failoverChanges(running, failover(`${BASE}  track: { pools: { weight: 0 } }\n`))).toEqual(['failover.track']);
-    expect(failoverChanges(running, failover(BASE.replace('10.0.0.2', '10.0.0.3') + '  advertInterval: 1s\n'))).toEqual(['failover.peers', 'failover.advertInterval']);
+describe('planFailoverReload', () => {
+  it('applies priorities, preempt, preemptDelay, track, garp and notify; the rest waits for a restart', () => {
+    const running = failover(BASE)!;
+    expect(planFailoverReload(running, failover(BASE))).toEqual({ next: running, applied: [], restartOnly: [] });
+    const prio = planFailoverReload(running, failover(BASE.replace('priority: 150', 'priority: 50')));
+    expect(prio.applied).toEqual(['failover.priority']);
+    expect(prio.restartOnly).toEqual([]);
+    expect(prio.next!.instances[0]!.priority).toBe(50);
+    expect(prio.next!.instances[0]!.vips).toEqual(['192.0.2.10/24']);
+    const live = planFailoverReload(running, failover(`${BASE}  preempt: false\n  preemptDelay: 5s\n  track: { pools: { weight: 0 } }\n  garp: { count: 2 }\n`));
+    expect(live.applied).toEqual(['failover.preempt', 'failover.preemptDelay', 'failover.track', 'failover.garp']);
+    expect(live.next).toMatchObject({ preempt: false, preemptDelay: 5000, track: { pools: { weight: 0 } }, garp: { count: 2 } });
+    // What needs a restart stays as it runs in `next`, and is named.
+    const both = planFailoverReload(running, failover(BASE.replace('10.0.0.2', '10.0.0.3').replace('priority: 150', 'priority: 200') + '  advertInterval: 1s\n'));
+    expect(both.applied).toEqual(['failover.priority']);
+    expect(both.restartOnly).toEqual(['failover.peers', 'failover.advertInterval']);
+    expect(both.next).toMatchObject({ peers: ['10.0.0.2'], advertInterval: 100 });
+    expect(both.next!.instances[0]!.priority).toBe(200);
   });
 
-  it('a section added or removed is `failover`', () => {
+  it('other VIPs, or instances added or removed, need a restart; the priorities of the instances that stay still apply', () => {
+    const running = failover(BASE)!;
+    const vips = planFailoverReload(running, failover(BASE.replace('192.0.2.10/24', '192.0.2.11/24').replace('priority: 150', 'priority: 120')));
+    expect(vips.applied).toEqual(['failover.priority']);
+    expect(vips.restartOnly).toEqual(['failover.instances']);
+    expect(vips.next!.instances).toEqual([{ routerId: 51, priority: 120, vips: ['192.0.2.10/24'] }]);
+    const two = BASE.replace('  priority: 150\n  vips: [192.0.2.10/24]\n', '  instances:\n    - { routerId: 51, priority: 150, vips: [192.0.2.10/24] }\n    - { routerId: 52, priority: 100, vips: [192.0.2.20/24] }\n');
+    const added = planFailoverReload(running, failover(two));
+    expect(added.restartOnly).toEqual(['failover.instances']);
+    expect(added.next!.instances).toEqual(running.instances);
+    const removed = planFailoverReload(failover(two)!, failover(BASE.replace('priority: 150', 'priority: 90')));
+    expect(removed.restartOnly).toEqual(['failover.instances']);
+    expect(removed.next!.instances.map((i) => [i.routerId, i.priority])).toEqual([[51, 90], [52, 100]]);
+  });
+
+  it('a section added or removed is `failover`, applied by a restart only', () => {
     const without = BASE.slice(0, BASE.indexOf('failover:'));
-    expect(failoverChanges(failover(BASE), failover(without))).toEqual(['failover']);
-    expect(failoverChanges(null, failover(BASE))).toEqual(['failover']);
-    expect(failoverChanges(null, null)).toEqual([]);
+    expect(planFailoverReload(failover(BASE), failover(without)).restartOnly).toEqual(['failover']);
+    expect(planFailoverReload(null, failover(BASE))).toEqual({ next: null, applied: [], restartOnly: ['failover'] });
+    expect(planFailoverReload(null, null)).toEqual({ next: null, applied: [], restartOnly: [] });
   });
 });

@@ -210,6 +210,42 @@ describe('held at start (the proxy does not serve yet)', () => {
   });
 });
 
+describe('reconfigure (a reload)', () => {
+  it('a master whose priority a reload lowers advertises it at once', () => {
+    const s = setup();
+    s.sm.start();
+    s.runUntil(2000);
+    expect(s.sm.state).toBe('master');
+    expect(s.sm.reconfigure({ priority: 100, preempt: true, preemptDelay: 0 })).toEqual([]);
+    expect(s.sm.reconfigure({ priority: 40, preempt: true, preemptDelay: 0 })).toEqual([{ type: 'sendAdvert', priority: 40, flags: FLAG_MASTER }]);
+    expect(s.sm.effectivePriority).toBe(40);
+    // A higher-priority peer master then takes over as usual.
+    expect(types(s.sm.onAdvert(masterAdvert(100)))).toEqual(['sendAdvert', 'removeVips', 'notify']);
+    expect(s.sm.state).toBe('backup');
+  });
+
+  it('a backup raised above the live master preempts it a Master_Down_Interval later, VIPs first', () => {
+    const s = setup();
+    s.sm.start();
+    peerAdvertises(s, 1000, 2000, masterAdvert(150));
+    expect(s.sm.state).toBe('backup');
+    expect(s.sm.reconfigure({ priority: 200, preempt: true, preemptDelay: 0 })).toEqual([]);
+    const after = peerAdvertises(s, 2000, 2000 + s.sm.masterDownInterval() + 100, masterAdvert(150));
+    expect(s.sm.state).toBe('master');
+    expect(after.some((x) => x.type === 'addVipsThenAnnounce')).toBe(true);
+  });
+
+  it('preempt turned off by a reload: the lower-priority master keeps the VIP', () => {
+    const s = setup({ priority: 200 });
+    s.sm.start();
+    s.sm.reconfigure({ priority: 200, preempt: false, preemptDelay: 0 });
+    expect(becameMaster(peerAdvertises(s, 1000, 5000, masterAdvert(150)))).toBe(false);
+    // And on again: it preempts.
+    s.sm.reconfigure({ priority: 200, preempt: true, preemptDelay: 0 });
+    expect(becameMaster(peerAdvertises(s, 5000, 6000, masterAdvert(150)))).toBe(true);
+  });
+});
+
 describe('election', () => {
   it('a higher-priority master keeps us backup; when it falls silent we take over one Master_Down_Interval after its last advert', () => {
     const s = setup();
