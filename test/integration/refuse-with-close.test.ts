@@ -8,7 +8,7 @@ import mqtt from 'mqtt';
 import mqttPacket from 'mqtt-packet';
 import { afterAll, describe, expect, it } from 'vitest';
 import { lbYaml } from '../helpers/lb-config.js';
-import { startLb, stopAllLbs } from '../helpers/lb.js';
+import { startLb, stopAllLbs, type LbProcess } from '../helpers/lb.js';
 import { freePort } from '../helpers/mosquitto.js';
 import { connectPacket, exchange, parsePackets } from '../helpers/raw-client.js';
 
@@ -16,22 +16,28 @@ afterAll(async () => {
   await stopAllLbs();
 });
 
+/** Two listeners, `mqtt` with `refuseWith: close` and `answering` with the default, before one server that is down. */
+async function lbWithNoServerUp(): Promise<{ lb: LbProcess; closePort: number; connackPort: number; admin: number }> {
+  const [closePort, connackPort, admin, dead] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const lb = await startLb(
+    lbYaml({
+      listeners: [
+        { port: closePort, extra: '    refuseWith: close\n' },
+        { name: 'answering', port: connackPort },
+      ],
+      admin,
+      servers: [{ name: 'dead', port: dead }],
+      health: { type: 'tcp', interval: '200ms', timeout: '100ms', rise: 1, fall: 1 },
+    }),
+    { waitPort: closePort },
+  );
+  await lb.waitForLog((l) => l.msg === 'server state changed' && l.to === 'down');
+  return { lb, closePort, connackPort, admin };
+}
+
 describe('refuseWith: close', () => {
   it('no server up: a close without a CONNACK (a FIN, not a reset), counted as no_server; a protocol level we do not speak is still answered', async () => {
-    const [port, connackPort, admin, dead] = [await freePort(), await freePort(), await freePort(), await freePort()];
-    const lb = await startLb(
-      lbYaml({
-        listeners: [
-          { port, extra: '    refuseWith: close\n' },
-          { name: 'answering', port: connackPort },
-        ],
-        admin,
-        servers: [{ name: 'dead', port: dead }],
-        health: { type: 'tcp', interval: '200ms', timeout: '100ms', rise: 1, fall: 1 },
-      }),
-      { waitPort: port },
-    );
-    await lb.waitForLog((l) => l.msg === 'server state changed' && l.to === 'down');
+    const { lb, closePort: port, connackPort, admin } = await lbWithNoServerUp();
     const sub = mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'a', qos: 0 }] } as mqttPacket.ISubscribePacket);
     for (const protocolVersion of [3, 4, 5] as const) {
       const got = await exchange(port, [Buffer.concat([connectPacket({ clientId: `c${protocolVersion}`, protocolVersion }), sub])], { waitMs: 2000 });
@@ -55,20 +61,7 @@ describe('refuseWith: close', () => {
   });
 
   it('an mqtt.js client with its default options keeps reconnecting while refused with a close (with a CONNACK refusal it stops for good)', async () => {
-    const [closePort, connackPort, admin, dead] = [await freePort(), await freePort(), await freePort(), await freePort()];
-    const lb = await startLb(
-      lbYaml({
-        listeners: [
-          { name: 'closing', port: closePort, extra: '    refuseWith: close\n' },
-          { name: 'answering', port: connackPort },
-        ],
-        admin,
-        servers: [{ name: 'dead', port: dead }],
-        health: { type: 'tcp', interval: '200ms', timeout: '100ms', rise: 1, fall: 1 },
-      }),
-      { waitPort: closePort },
-    );
-    await lb.waitForLog((l) => l.msg === 'server state changed' && l.to === 'down');
+    const { lb, closePort, connackPort } = await lbWithNoServerUp();
     const watch = async (port: number): Promise<{ reconnects: number; refusals: number }> => {
       const client = mqtt.connect(`mqtt://127.0.0.1:${port}`, { clientId: `fleet-${port}`, reconnectPeriod: 100, connectTimeout: 1000 });
       const seen = { reconnects: 0, refusals: 0 };
