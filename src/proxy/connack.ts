@@ -69,16 +69,26 @@ export function connackFor(reason: RefusalReason, level: 3 | 4 | 5): Buffer {
   return (level === 5 ? V5_REPLIES : V4_REPLIES).get(reason)!;
 }
 
+/** What the first bytes from a server say of the connection: accepted, refused (or not a CONNACK), or not yet known. */
+export type ConnackVerdict = 'accepts' | 'refuses' | 'partial';
+
 /**
- * True when `bytes` begin with a whole CONNACK that accepts the connection: return code 0 (3.1 / 3.1.1: `20 02 xx
- * 00`) or reason code 0 (5.0: `20`, the remaining length as a variable byte integer, the acknowledge flags, `00`).
- * A first read that holds less than that (a CONNACK split by the network: seldom, at 4 or 5 bytes) answers false.
+ * Reads the start of a server's reply as far as the CONNACK's return code: 0 accepts (3.1 / 3.1.1: `20 02 xx 00`;
+ * 5.0: `20`, the remaining length as a variable byte integer, the acknowledge flags, then reason code `00`). Fewer
+ * bytes than that (the network may split even a 4-byte CONNACK) are 'partial': the caller waits for more.
  */
-export function connackAccepts(bytes: Buffer, protocolLevel: number): boolean {
-  if (bytes.length < 4 || bytes[0] !== 0x20) return false;
-  if ((protocolLevel & 0x7f) !== 5) return bytes[3] === 0;
-  let last = 1; // the remaining length's last byte: at most 4 bytes, each but the last with bit 7 set
-  while (last < 4 && last < bytes.length && (bytes[last]! & 0x80) !== 0) last++;
-  const reasonAt = last + 2;
-  return reasonAt < bytes.length && bytes[reasonAt] === 0;
+export function connackVerdict(bytes: Buffer, protocolLevel: number): ConnackVerdict {
+  if (bytes.length === 0) return 'partial';
+  if (bytes[0] !== 0x20) return 'refuses';
+  // The remaining length's last byte: at most 4 bytes, each but the last with bit 7 set.
+  let last = 1;
+  while (last < bytes.length && (bytes[last]! & 0x80) !== 0) {
+    if (last === 4) return 'refuses'; // a fifth length byte: malformed
+    last++;
+  }
+  if (last >= bytes.length) return 'partial';
+  // 3.1 / 3.1.1: the remaining length is one byte (2), then flags and the code; 5.0 the same, after a longer length.
+  const codeAt = (protocolLevel & 0x7f) === 5 ? last + 2 : 3;
+  if (codeAt >= bytes.length) return 'partial';
+  return bytes[codeAt] === 0 ? 'accepts' : 'refuses';
 }

@@ -16,7 +16,7 @@ import { HandleSocket, handleSockets } from './handle-socket.js';
 import type { Server, LiveSession, EvictReason } from '../balancer/server.js';
 import type { RefuseWith } from '../config/types.js';
 import { scanConnect, type ConnectInfo } from './connect-scanner.js';
-import { connackAccepts, connackFor, type RefusalReason } from './connack.js';
+import { connackFor, connackVerdict, type RefusalReason } from './connack.js';
 import { LINGER_MS, beginLinger, closeWithReply, dropInput, lingeringClose } from './refuse.js';
 import { ErrorCodes } from '../errors.js';
 import { rewriteUsername } from './connect-rewrite.js';
@@ -93,6 +93,8 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
   private clientIdKey: string | null = null;
   /** The CONNECT's protocol level, while its CONNACK decides a takeover from another server (connackArrived). */
   private takeoverLevel = 0;
+  /** The server's bytes so far while they do not hold the CONNACK's code yet (connackArrived); null otherwise. */
+  private connackHead: Buffer | null = null;
   // IdleWatched: limits.idleTimeout's marks (idle-sweep.ts owns them).
   idleEpoch = -1;
   idleBytesIn = 0;
@@ -669,23 +671,35 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     return true;
   }
 
-  /** The first bytes from the server of a session that would take its client ID over from another server. */
-  connackArrived(bytes: Buffer): void {
+  /**
+   * Bytes from the server of a session that would take its client ID over from another server, until its CONNACK's
+   * code is in: true once decided (the caller then splices as usual). What came before is kept in `connackHead`
+   * (a few bytes: the network may split even a 4-byte CONNACK); the bytes go on to the client meanwhile.
+   */
+  connackArrived(bytes: Buffer): boolean {
     const key = this.clientIdKey;
-    if (key === null || this.phase !== 'splicing') return;
-    if (!connackAccepts(bytes, this.takeoverLevel)) {
-      // Refused (or not a whole CONNACK in this read): the older session stays, and stays registered.
+    if (key === null || this.phase !== 'splicing') return true;
+    const head = this.connackHead === null ? bytes : Buffer.concat([this.connackHead, bytes]);
+    const verdict = connackVerdict(head, this.takeoverLevel);
+    if (verdict === 'partial') {
+      this.connackHead = head;
+      return false;
+    }
+    this.connackHead = null;
+    if (verdict === 'refuses') {
+      // The older session stays, and stays registered: a broker closes it only for a CONNECT it accepted.
       this.clientIdKey = null;
-      return;
+      return true;
     }
     const pool = this.pool!;
     const displaced = pool.clientIds.claim(key, this);
-    if (displaced === null) return;
+    if (displaced === null) return true;
     const log = this.listener.ctx.log;
     if (log.isLevelEnabled('debug')) {
       log.debug({ pool: pool.name, from: displaced.server?.name, to: this.server!.name, clientId: clientIdForLog(Buffer.from(key, 'latin1')) }, 'client ID connected again on another server: closing its older session');
     }
     displaced.evict('takeover');
+    return true;
   }
 
   private finished(): void {
@@ -855,13 +869,15 @@ function onSplicedUpstreamData(this: ProxySocket, chunk: Buffer): void {
 }
 
 /**
- * The server's first read, for a session whose CONNACK decides a takeover from another server (connackArrived); then
- * the plain splice. Only such sessions (a client ID whose older session runs on another broker) have it.
+ * The server's reads up to its CONNACK's code, for a session whose CONNACK decides a takeover from another server
+ * (connackArrived); then the plain splice. Only such sessions (a client ID whose older session runs on another
+ * broker) have it.
  */
 function onUpstreamConnack(this: ProxySocket, chunk: Buffer): void {
-  this.removeListener('data', onUpstreamConnack);
-  this.on('data', onSplicedUpstreamData);
-  sessionOf(this).connackArrived(chunk);
+  if (sessionOf(this).connackArrived(chunk)) {
+    this.removeListener('data', onUpstreamConnack);
+    this.on('data', onSplicedUpstreamData);
+  }
   onSplicedUpstreamData.call(this, chunk);
 }
 

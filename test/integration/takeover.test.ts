@@ -5,6 +5,7 @@
  * again: the new connection reached the returned broker and the old one stayed open on the other, two live sessions
  * of one client ID, each with its subscriptions, for as long as it watched.
  */
+import net from 'node:net';
 import type { MqttClient } from 'mqtt';
 import { afterEach, describe, expect, it } from 'vitest';
 import { brokerFor, connectVia, startBrokers, tagBroker, whichBroker, type NamedBroker } from '../helpers/cluster.js';
@@ -90,5 +91,63 @@ describe('one client ID, two brokers', () => {
     const byBroker = await lb.waitForLog((l) => l.msg === 'session closed' && l.clientId === id && l.server === 'b2', 2000);
     expect(byBroker.reason).not.toBe('takeover');
     expect(third.closed()).toBe(false);
+  }, 30_000);
+
+  it('a CONNACK that comes in pieces (a byte per read) is read whole before it decides', async () => {
+    brokers.push(...(await startBrokers(['b1'])));
+    const [b1] = brokers as [NamedBroker];
+    // A broker of its own that writes its CONNACK one byte every 30 ms, on a port that can go away and come back.
+    const sockets = new Set<net.Socket>();
+    const trickle = net.createServer((sock) => {
+      sockets.add(sock);
+      sock.on('close', () => sockets.delete(sock));
+      sock.on('error', () => {});
+      sock.once('data', () => {
+        const bytes = [0x20, 0x02, 0x00, 0x00];
+        const timer = setInterval(() => (bytes.length > 0 && !sock.destroyed ? sock.write(Buffer.from([bytes.shift()!])) : clearInterval(timer)), 30);
+      });
+    });
+    const listen = (p: number) => new Promise<void>((r) => trickle.listen(p, '127.0.0.1', () => r()));
+    const trickleClosed = () => {
+      for (const s of sockets) s.destroy();
+      return new Promise<void>((r) => trickle.close(() => r()));
+    };
+    const trickPort = await freePort();
+    await listen(trickPort);
+    const [port, admin] = [await freePort(), await freePort()];
+    try {
+      const lb = await startLb(
+        lbYaml({
+          port,
+          admin,
+          servers: [
+            { name: 'b1', port: b1.port },
+            { name: 'trickle', port: trickPort },
+          ],
+          health: { type: 'tcp', interval: '200ms', timeout: '150ms', rise: 1, fall: 1 },
+          log: '  level: info\n  sessions: true\n',
+        }),
+        { waitReady: `http://127.0.0.1:${admin}/readyz` },
+      );
+      // A client ID that hashes to the trickling broker: its CONNACK (after 4 reads) says which one answered.
+      let id = '';
+      for (let i = 0; i < 40 && id === ''; i++) {
+        const got = await exchange(port, [connectPacket({ clientId: `to-trickle-${i}` })], { waitMs: 400 });
+        if (got.data.length === 4 && got.elapsedMs >= 90) id = `to-trickle-${i}`;
+      }
+      expect(id).not.toBe('');
+      await trickleClosed();
+      await lb.waitForLog((l) => l.msg === 'server state changed' && l.server === 'trickle' && l.to === 'down');
+      const first = await connect(port, id);
+      expect(first.broker).toBe('b1');
+      await listen(trickPort);
+      await lb.waitForLog((l) => l.msg === 'server state changed' && l.server === 'trickle' && l.from === 'down' && l.to === 'up');
+      const second = await exchange(port, [connectPacket({ clientId: id, clean: false })], { waitMs: 600 });
+      expect([...second.data]).toEqual([0x20, 0x02, 0x00, 0x00]);
+      await until('the first connection closed', first.closed, 3000);
+      expect((await lb.waitForLog((l) => l.msg === 'session closed' && l.clientId === id && l.server === 'b1', 2000)).reason).toBe('takeover');
+    } finally {
+      if (trickle.listening) await trickleClosed();
+    }
   }, 30_000);
 });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { generate, parser, type IConnackPacket, type Packet } from 'mqtt-packet';
-import { connackAccepts, connackFor, type RefusalReason } from '../../src/proxy/connack.js';
+import { connackFor, connackVerdict, type RefusalReason } from '../../src/proxy/connack.js';
 
 function decode(bytes: Buffer, protocolVersion: 4 | 5): { packet: IConnackPacket; consumed: boolean } {
   const p = parser({ protocolVersion });
@@ -54,30 +54,36 @@ describe('connackFor', () => {
   });
 });
 
-describe('connackAccepts (a takeover across brokers waits for it)', () => {
+describe('connackVerdict (a takeover across brokers waits for it)', () => {
   const gen = (packet: object, protocolVersion: 4 | 5) => generate({ cmd: 'connack', ...packet } as IConnackPacket, { protocolVersion });
   it('3.1 / 3.1.1: return code 0 accepts, any other refuses', () => {
-    expect(connackAccepts(gen({ returnCode: 0, sessionPresent: true }, 4), 4)).toBe(true);
-    expect(connackAccepts(gen({ returnCode: 0, sessionPresent: false }, 4), 3)).toBe(true);
-    for (const rc of [1, 2, 3, 4, 5]) expect(connackAccepts(gen({ returnCode: rc, sessionPresent: false }, 4), 4)).toBe(false);
+    expect(connackVerdict(gen({ returnCode: 0, sessionPresent: true }, 4), 4)).toBe('accepts');
+    expect(connackVerdict(gen({ returnCode: 0, sessionPresent: false }, 4), 3)).toBe('accepts');
+    for (const rc of [1, 2, 3, 4, 5]) expect(connackVerdict(gen({ returnCode: rc, sessionPresent: false }, 4), 4)).toBe('refuses');
     // The bridge bit in the level byte changes nothing.
-    expect(connackAccepts(gen({ returnCode: 0, sessionPresent: false }, 4), 0x84)).toBe(true);
+    expect(connackVerdict(gen({ returnCode: 0, sessionPresent: false }, 4), 0x84)).toBe('accepts');
   });
 
   it('5.0: reason code 0 accepts, also behind properties whose length needs a 2-byte remaining length', () => {
-    expect(connackAccepts(gen({ reasonCode: 0, sessionPresent: false, properties: {} }, 5), 5)).toBe(true);
+    expect(connackVerdict(gen({ reasonCode: 0, sessionPresent: false, properties: {} }, 5), 5)).toBe('accepts');
     const big = gen({ reasonCode: 0, sessionPresent: true, properties: { assignedClientIdentifier: 'x'.repeat(300), userProperties: { a: 'b' } } }, 5);
     expect(big[1]! & 0x80).toBe(0x80);
-    expect(connackAccepts(big, 5)).toBe(true);
-    expect(connackAccepts(gen({ reasonCode: 0x8c, sessionPresent: false, properties: {} }, 5), 5)).toBe(false);
-    expect(connackAccepts(gen({ reasonCode: 0x87, sessionPresent: false, properties: { reasonString: 'no'.repeat(100) } }, 5), 0x85)).toBe(false);
+    expect(connackVerdict(big, 5)).toBe('accepts');
+    expect(connackVerdict(gen({ reasonCode: 0x8c, sessionPresent: false, properties: {} }, 5), 5)).toBe('refuses');
+    expect(connackVerdict(gen({ reasonCode: 0x87, sessionPresent: false, properties: { reasonString: 'no'.repeat(100) } }, 5), 0x85)).toBe('refuses');
   });
 
-  it('not a CONNACK, or less than a whole one in the first read: false', () => {
-    const ok = gen({ reasonCode: 0, sessionPresent: false, properties: {} }, 5);
-    expect(connackAccepts(ok.subarray(0, 3), 5)).toBe(false);
-    expect(connackAccepts(Buffer.from([0x30, 0x02, 0x00, 0x00]), 4)).toBe(false);
-    expect(connackAccepts(Buffer.from([0x20, 0x02, 0x00]), 4)).toBe(false);
-    expect(connackAccepts(Buffer.alloc(0), 4)).toBe(false);
+  it('fewer bytes than the code: partial, at every cut; the whole decides', () => {
+    const v4 = gen({ returnCode: 0, sessionPresent: false }, 4);
+    const v5 = gen({ reasonCode: 0, sessionPresent: false, properties: { assignedClientIdentifier: 'x'.repeat(300) } }, 5);
+    for (let cut = 0; cut < 4; cut++) expect(connackVerdict(v4.subarray(0, cut), 4), `v4 cut ${cut}`).toBe('partial');
+    for (let cut = 0; cut < 5; cut++) expect(connackVerdict(v5.subarray(0, cut), 5), `v5 cut ${cut}`).toBe('partial');
+    expect(connackVerdict(v5.subarray(0, 5), 5)).toBe('accepts');
+  });
+
+  it('not a CONNACK, or a remaining length of five bytes: refuses', () => {
+    expect(connackVerdict(Buffer.from([0x30, 0x02, 0x00, 0x00]), 4)).toBe('refuses');
+    expect(connackVerdict(Buffer.from([0xd0, 0x00]), 5)).toBe('refuses');
+    expect(connackVerdict(Buffer.from([0x20, 0x80, 0x80, 0x80, 0x80, 0x01, 0x00, 0x00]), 5)).toBe('refuses');
   });
 });
