@@ -275,8 +275,9 @@ export class App implements TelemetrySource, AdminActions {
         await this.openListener(lc, budget.listenerMax.get(lc.name) ?? lc.maxConnections, this.frontFor(lc, config));
       }
       this.listenersBound = true;
-      // The cluster primary releases failover once its workers serve (run.ts).
-      if (this.role !== 'primary') this.releaseFailover();
+      // The cluster primary releases failover once its workers serve (run.ts). Not when a stop came meanwhile (in the
+      // last moments of the start): held, it never becomes master, and the stop that follows resigns.
+      if (this.role !== 'primary' && hooks.abandon?.() !== true) this.releaseFailover();
     } catch (err) {
       await this.closeEverything();
       throw err;
@@ -338,7 +339,7 @@ export class App implements TelemetrySource, AdminActions {
    */
   releaseFailover(): void {
     const fo = this.failoverRuntime;
-    if (fo === null || !fo.isHeld) return;
+    if (fo === null || !fo.isHeld || this.stopping) return;
     fo.setTracking(this.tracking(this.failoverConfig!));
     fo.serving();
   }

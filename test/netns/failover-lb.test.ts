@@ -306,6 +306,24 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
     expect(again.transitionNames()).toEqual(['init>backup', 'backup>master']);
   });
 
+  it('a stop signal as the warm-up ends (during the first health checks): never master, no VIP, exit 0', async () => {
+    const warmFile = join(dir, 'lb1-warm.yaml');
+    await writeFile(warmFile, lbYaml({ name: 'lb1', peer: topo.addr.lb2, keyFile: join(dir, 'failover.key'), priority: PRIORITY.lb1, vipCidr: VIP_CIDR, brokers, adminPort: ADMIN_PORT, advertIntervalMs: ADVERT_INTERVAL_MS, warmUp: 1000 }));
+    // Alone (no peer to follow): held, its Master_Down_Interval runs out during the warm-up, so only the hold keeps it
+    // from being master; the SIGTERM comes as the warm-up ends and cuts the start short before the listener is bound.
+    // (A signal handled only after the listener is bound makes a start that completed, then a stop: master for the
+    // moment between them, as the audit saw; App.start does not release the hold once a stop has been noted.)
+    const proc = topo.spawn(topo.ns.lb1, process.execPath, [CLI_JS, '--config', warmFile], { MQTT_LB_TEST_HOOKS: '1' });
+    started.push(proc);
+    await proc.waitForLine((l) => l.includes('"warm-up ended"'), 20_000);
+    proc.signal('SIGTERM');
+    expect((await proc.exited).code).toBe(0);
+    const lb = new NsLb(topo, 'lb1', proc, ADMIN_PORT);
+    expect(lb.transitionNames()).not.toContain('backup>master');
+    expect(lb.logsWith('stopped')).toHaveLength(1);
+    expect(await holders()).toEqual([]);
+  });
+
   it('a reload that lowers the master’s priority below the peer’s hands the VIP over (a planned switchover); raised again, it takes it back', async () => {
     const [lb1, lb2] = await startPair();
     const yamlFor = (priority: number): string =>
