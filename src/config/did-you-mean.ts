@@ -56,6 +56,7 @@ const FOREIGN_NAMES: Readonly<Record<string, string | readonly string[]>> = {
   shutdownsessions: 'shutdown',
   shutdownbackupsessions: 'rebalance',
   tcpcheck: 'tcp',
+  mqttcheck: 'mqtt',
   httpchk: 'http',
   inspectdelay: 'clientConnectTimeout',
   tcprequest: 'clientConnectTimeout',
@@ -82,10 +83,12 @@ const FOREIGN_NAMES: Readonly<Record<string, string | readonly string[]>> = {
 };
 
 const HEALTH_PER_POOL = 'health checks are per pool';
-const TRACKABLE = 'not supported: what can be tracked is `failover.track.pools` and `failover.track.listeners`';
+const TRACKABLE = 'not supported: what can be tracked is `failover.track.pools`, `failover.track.listeners` and `failover.track.interface`';
 const TIMEOUTS = 'the timeouts are `limits.clientConnectTimeout`, `pools.<name>.serverConnectTimeout` and `limits.idleTimeout`';
 const NOTIFY = 'did you mean `failover.notify`? one hook, called as `notify STATE ROUTER_ID`';
 const AUTH = 'did you mean `failover.authKeyFile`? a key file written by `mqtt-lb keygen`';
+const NO_POOL_CAP = 'there is no per-pool cap: `listeners[].maxConnections` or `limits.maxConnections`';
+const WORKERS = 'did you mean `workers`? processes, one per core with `workers: auto`';
 const KEEPALIVED: Readonly<Record<string, string>> = {
   state: 'there is no initial state: the priority decides which host is master',
   nopreempt: 'did you mean `failover.preempt: false`?',
@@ -133,6 +136,15 @@ const FOREIGN_NOTES = new Map<readonly string[], Readonly<Record<string, string>
       sticktable: 'no table: `{pool}.balance: client-id-hash` keeps a client on one server by rendezvous hashing, the same on every LB host',
       stick: 'no table: `{pool}.balance: client-id-hash` keeps a client on one server by rendezvous hashing, the same on every LB host',
       agentcheck: 'not supported; the nearest is `{pool}.health.type: http`',
+      maxconn: NO_POOL_CAP,
+    },
+  ],
+  [
+    KEYS.listener,
+    {
+      inspectdelay: 'did you mean `limits.clientConnectTimeout`? the time a client has for its whole CONNECT',
+      tcprequest: 'did you mean `limits.clientConnectTimeout`? the time a client has for its whole CONNECT',
+      timeout: TIMEOUTS,
     },
   ],
   [
@@ -142,8 +154,12 @@ const FOREIGN_NOTES = new Map<readonly string[], Readonly<Record<string, string>
       tcprequest: 'did you mean `limits.clientConnectTimeout`?',
       timeout: TIMEOUTS,
       vrrpscript: TRACKABLE,
+      maxconn: 'did you mean `limits.maxConnections`?',
+      nbthread: WORKERS,
+      nbproc: WORKERS,
     },
   ],
+  [KEYS.track, { weight: 'did you mean `failover.track.pools.weight`? what each pool with no server up takes off the priority' }],
   [KEYS.limits, { timeout: TIMEOUTS }],
   [KEYS.failover, KEEPALIVED],
   [KEYS.instance, KEEPALIVED],
@@ -153,6 +169,38 @@ const FOREIGN_NOTES = new Map<readonly string[], Readonly<Record<string, string>
 export function foreignNote(unknown: string, allowed: readonly string[], path: string): string | null {
   const note = FOREIGN_NOTES.get(allowed)?.[fold(unknown).replace(/\s+/g, '')];
   return note === undefined ? null : note.replaceAll('{pool}', path.replace(/\.servers\[\d+\]$/, ''));
+}
+
+/** How each KEYS list is written as a path, for "`key` is a key of …" (elsewhereNote). */
+const SECTION_PATHS = new Map<readonly string[], string>([
+  [KEYS.root, 'the top level'],
+  [KEYS.listener, '`listeners[]`'],
+  [KEYS.tls, '`listeners[].tls`'],
+  [KEYS.pool, '`pools.<name>`'],
+  [KEYS.server, '`pools.<name>.servers[]`'],
+  [KEYS.health, '`pools.<name>.health`'],
+  [KEYS.healthMqtt, '`pools.<name>.health.mqtt`'],
+  [KEYS.healthHttp, '`pools.<name>.health.http`'],
+  [KEYS.limits, '`limits`'],
+  [KEYS.perSource, '`limits.perSource`'],
+  [KEYS.admin, '`admin`'],
+  [KEYS.log, '`log`'],
+  [KEYS.failover, '`failover`'],
+  [KEYS.instance, '`failover.instances[]`'],
+  [KEYS.track, '`failover.track`'],
+  [KEYS.trackPools, '`failover.track.pools`'],
+  [KEYS.garp, '`failover.garp`'],
+]);
+
+/**
+ * An lb.yaml key written in a mapping that does not hold it: where it belongs (`refuseWith` in a pool); null when
+ * nowhere, or in more than two places (`port`, `name`: a list of them would say little).
+ */
+export function elsewhereNote(key: string, allowed: readonly string[]): string | null {
+  const places: string[] = [];
+  for (const [keys, path] of SECTION_PATHS) if (keys !== allowed && keys.includes(key)) places.push(path);
+  if (places.length === 0 || places.length > 2) return null;
+  return `\`${key}\` belongs in ${places.join(' or ')}`;
 }
 
 /** Said after the suggestion of a value that does not do quite what the foreign one did. */

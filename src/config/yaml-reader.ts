@@ -7,7 +7,7 @@ import { isAlias, isMap, isScalar, isSeq } from 'yaml';
 import type { Document, ParsedNode, Scalar, YAMLMap, YAMLSeq } from 'yaml';
 import type { ConfigProblem } from '../errors.js';
 import { formatProblem } from '../errors.js';
-import { foreignNote, suggestKey, valueHint } from './did-you-mean.js';
+import { elsewhereNote, foreignNote, suggestKey, valueHint } from './did-you-mean.js';
 import { formatDuration, parseDuration } from './duration.js';
 import { parseHostPortDetailed, type Parsed } from './net-syntax.js';
 import type { HostPort } from './types.js';
@@ -383,7 +383,16 @@ export class MapReader {
       if (!allowed.includes(key)) {
         const note = foreignNote(key, allowed, slot.path);
         const guess = note === null ? suggestKey(key, allowed) : null;
-        const hint = note !== null ? ` (${note})` : guess !== null ? ` (did you mean \`${guess}\`?)` : `; allowed here: ${allowed.join(', ')}`;
+        // One of our own keys in the wrong mapping (`refuseWith` in a pool): where it belongs, with any near key here.
+        const elsewhere = note === null ? elsewhereNote(key, allowed) : null;
+        const hint =
+          note !== null
+            ? ` (${note})`
+            : guess !== null
+              ? ` (did you mean \`${guess}\`?${elsewhere !== null ? ` ${elsewhere}` : ''})`
+              : elsewhere !== null
+                ? ` (${elsewhere}; allowed here: ${allowed.join(', ')})`
+                : `; allowed here: ${allowed.join(', ')}`;
         r.out.error(keyAt, path, `unknown key \`${key}\`${hint}`);
         continue;
       }

@@ -605,6 +605,39 @@ describe('HAProxy and keepalived words', () => {
     ]);
   });
 
+  it('more words (audit): maxconn at the top and in a pool, nbthread, a listener\'s inspect-delay and timeout, track.weight, mqtt-check', () => {
+    expect(problems(`${PREFIX}    maxconn: 100\nmaxconn: 5\nnbthread: 2\n`)).toEqual([
+      'lb.yaml:8:5 pools.brokers.maxconn: unknown key `maxconn` (there is no per-pool cap: `listeners[].maxConnections` or `limits.maxConnections`)',
+      'lb.yaml:9:1 maxconn: unknown key `maxconn` (did you mean `limits.maxConnections`?)',
+      'lb.yaml:10:1 nbthread: unknown key `nbthread` (did you mean `workers`? processes, one per core with `workers: auto`)',
+    ]);
+    expect(problems(PREFIX.replace('    pool: brokers\n', '    pool: brokers\n    inspect-delay: 5s\n    timeout: 5s\n'))).toEqual([
+      'lb.yaml:5:5 listeners[0].inspect-delay: unknown key `inspect-delay` (did you mean `limits.clientConnectTimeout`? the time a client has for its whole CONNECT)',
+      'lb.yaml:6:5 listeners[0].timeout: unknown key `timeout` (the timeouts are `limits.clientConnectTimeout`, `pools.<name>.serverConnectTimeout` and `limits.idleTimeout`)',
+    ]);
+    expect(problems(`${FAILOVER}  track: { weight: 30 }\n`)).toEqual([
+      'lb.yaml:13:12 failover.track.weight: unknown key `weight` (did you mean `failover.track.pools.weight`? what each pool with no server up takes off the priority)',
+    ]);
+    expect(problems(`${PREFIX}    health: { type: mqtt-check }\n`)).toEqual([
+      'lb.yaml:8:21 pools.brokers.health.type: must be one of `tcp`, `mqtt`, `http`, `none` (got "mqtt-check"; did you mean `mqtt`?)',
+    ]);
+  });
+
+  it('our own keys in the wrong mapping say where they belong (in at most two places)', () => {
+    expect(problems(`${PREFIX}    refuseWith: close\nlimits:\n  evictRate: 10\n`)).toEqual([
+      'lb.yaml:8:5 pools.brokers.refuseWith: unknown key `refuseWith` (`refuseWith` belongs in `listeners[]`; allowed here: balance, fallback, serverConnectTimeout, retries, sendProxyProtocol, onServerDown, onServerUp, evictRate, servers, health)',
+      'lb.yaml:10:3 limits.evictRate: unknown key `evictRate` (`evictRate` belongs in `pools.<name>`; allowed here: clientConnectTimeout, maxConnectBytes, maxConnections, acceptRate, acceptQueue, perSource, drainTimeout, idleTimeout, maxMemory)',
+    ]);
+    expect(problems(PREFIX.replace('    pool: brokers\n', '    pool: brokers\n    balance: round-robin\n'))).toEqual([
+      'lb.yaml:5:5 listeners[0].balance: unknown key `balance` (`balance` belongs in `pools.<name>`; allowed here: name, bind, pool, maxConnections, tls, acceptProxyProtocol, refuseWith)',
+    ]);
+    expect(problems(PREFIX.replace('"10.0.0.11:1883" }]', '"10.0.0.11:1883", onServerDown: shutdown }]'))).toEqual([
+      'lb.yaml:7:54 pools.brokers.servers[0].onServerDown: unknown key `onServerDown` (`onServerDown` belongs in `pools.<name>`; allowed here: name, address, weight, backup, healthUrl)',
+    ]);
+    // A key of three places or more (port, name) is no hint.
+    expect(problems(`${PREFIX}admin:\n  port: 9883\n`)).toEqual(['lb.yaml:9:3 admin.port: unknown key `port`; allowed here: bind, token, stateFile']);
+  });
+
   it('pool level: slowstart, on-marked-down/up, redispatch, stick tables, hash-type, agent-check', () => {
     const keys = [
       'slowstart: 30s',
@@ -689,7 +722,7 @@ describe('HAProxy and keepalived words', () => {
       'virtual_router_id: 51',
       'advert_int: 1',
     ];
-    const TRACK = 'not supported: what can be tracked is `failover.track.pools` and `failover.track.listeners`';
+    const TRACK = 'not supported: what can be tracked is `failover.track.pools`, `failover.track.listeners` and `failover.track.interface`';
     const NOTIFY = 'did you mean `failover.notify`? one hook, called as `notify STATE ROUTER_ID`';
     const AUTH = 'did you mean `failover.authKeyFile`? a key file written by `mqtt-lb keygen`';
     expect(problems(`${FAILOVER}${keys.map((k) => `  ${k}\n`).join('')}`)).toEqual([
