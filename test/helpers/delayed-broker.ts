@@ -68,6 +68,22 @@ function connectClientId(d: Buffer): string {
   return d.subarray(i + 2, i + 2 + n).toString('utf8');
 }
 
+/** True if `s` closes (or fails) within `ms`. */
+function closedWithin(s: net.Socket, ms: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const t = setTimeout(() => {
+      s.removeListener('close', onClose);
+      resolve(false);
+    }, ms);
+    const onClose = (): void => {
+      clearTimeout(t);
+      resolve(true);
+    };
+    s.once('close', onClose);
+    s.on('error', () => {});
+  });
+}
+
 /**
  * As soon as the port accepts (tried every 10 ms, bounded): `count` clients send a CONNECT (client IDs from
  * `ids`, default `first-<i>`); their first 4 bytes back, as hex (waited for up to `answerMs` each).
@@ -81,6 +97,14 @@ export async function firstClients(port: number, count: number, opts: { timeoutM
       c.once('connect', () => resolve(c));
       c.once('error', () => resolve(null));
     });
+    // Not the balancer's address check at start (listener.ts probeBind: bound, listening and closed again at once,
+    // which resets what connected meanwhile): the real listener keeps a connection open for its CONNECT.
+    if (s !== null && (await closedWithin(s, 30))) {
+      s.destroy();
+      if (Date.now() > until) throw new Error(`port ${port} kept closing what it accepted for ${opts.timeoutMs ?? 20_000} ms`);
+      await sleep(10);
+      continue;
+    }
     if (s !== null) {
       const others = await Promise.all(Array.from({ length: count - 1 }, () => new Promise<net.Socket>((resolve, reject) => net.connect(port, '127.0.0.1').once('connect', function (this: net.Socket) { resolve(this); }).once('error', reject))));
       const all = [s, ...others];
