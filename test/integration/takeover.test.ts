@@ -9,8 +9,8 @@ import net from 'node:net';
 import type { MqttClient } from 'mqtt';
 import { afterEach, describe, expect, it } from 'vitest';
 import { brokerFor, connectVia, startBrokers, tagBroker, whichBroker, type NamedBroker } from '../helpers/cluster.js';
-import { lbYaml } from '../helpers/lb-config.js';
-import { startLb, stopAllLbs } from '../helpers/lb.js';
+import { lbYaml, type ServerSpec } from '../helpers/lb-config.js';
+import { startLb, stopAllLbs, type LbProcess } from '../helpers/lb.js';
 import { freePort } from '../helpers/mosquitto.js';
 import { connectPacket, exchange, parsePackets } from '../helpers/raw-client.js';
 
@@ -38,24 +38,24 @@ async function until(what: string, cond: () => boolean, timeoutMs: number): Prom
   }
 }
 
+/** An LB over `servers` with fast health checks and the access log on (its `reason` says `takeover`). */
+async function lbOver(servers: ServerSpec[], type: 'mqtt' | 'tcp'): Promise<{ lb: LbProcess; port: number }> {
+  const [port, admin] = [await freePort(), await freePort()];
+  const lb = await startLb(
+    lbYaml({ port, admin, servers, health: { type, interval: '200ms', timeout: '150ms', rise: 1, fall: 1 }, log: '  level: info\n  sessions: true\n' }),
+    { waitReady: `http://127.0.0.1:${admin}/readyz` },
+  );
+  return { lb, port };
+}
+
 describe('one client ID, two brokers', () => {
   it('a client ID connecting again on another broker closes its older session there (onServerUp: keep); on the same broker the broker does it', async () => {
     brokers.push(...(await startBrokers(['b1', 'b2'])));
     const [b1, b2] = brokers as [NamedBroker, NamedBroker];
-    const [port, admin] = [await freePort(), await freePort()];
-    const lb = await startLb(
-      lbYaml({
-        port,
-        admin,
-        servers: [
-          { name: 'b1', port: b1.port },
-          { name: 'b2', port: b2.port },
-        ],
-        health: { type: 'mqtt', interval: '200ms', timeout: '150ms', rise: 1, fall: 1 },
-        log: '  level: info\n  sessions: true\n',
-      }),
-      { waitReady: `http://127.0.0.1:${admin}/readyz` },
-    );
+    const { lb, port } = await lbOver([
+      { name: 'b1', port: b1.port },
+      { name: 'b2', port: b2.port },
+    ], 'mqtt');
     // A client ID that hashes to b2.
     let id = '';
     for (let i = 0; i < 40 && id === ''; i++) if ((await brokerFor(port, `to-b2-${i}`)) === 'b2') id = `to-b2-${i}`;
@@ -114,21 +114,11 @@ describe('one client ID, two brokers', () => {
     };
     const trickPort = await freePort();
     await listen(trickPort);
-    const [port, admin] = [await freePort(), await freePort()];
     try {
-      const lb = await startLb(
-        lbYaml({
-          port,
-          admin,
-          servers: [
-            { name: 'b1', port: b1.port },
-            { name: 'trickle', port: trickPort },
-          ],
-          health: { type: 'tcp', interval: '200ms', timeout: '150ms', rise: 1, fall: 1 },
-          log: '  level: info\n  sessions: true\n',
-        }),
-        { waitReady: `http://127.0.0.1:${admin}/readyz` },
-      );
+      const { lb, port } = await lbOver([
+        { name: 'b1', port: b1.port },
+        { name: 'trickle', port: trickPort },
+      ], 'tcp');
       // A client ID that hashes to the trickling broker: its CONNACK (after 4 reads) says which one answered.
       let id = '';
       for (let i = 0; i < 40 && id === ''; i++) {
