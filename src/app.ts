@@ -275,9 +275,8 @@ export class App implements TelemetrySource, AdminActions {
         await this.openListener(lc, budget.listenerMax.get(lc.name) ?? lc.maxConnections, this.frontFor(lc, config));
       }
       this.listenersBound = true;
-      // The cluster primary releases failover once its workers serve (run.ts). Not when a stop came meanwhile (in the
-      // last moments of the start): held, it never becomes master, and the stop that follows resigns.
-      if (this.role !== 'primary' && hooks.abandon?.() !== true) this.releaseFailover();
+      // Failover stays held: run.ts releases it once the proxy serves (with workers, every worker) and a reload that
+      // came while starting is applied (its priority or preempt must decide the first election, not the file's).
     } catch (err) {
       await this.closeEverything();
       throw err;
@@ -333,9 +332,10 @@ export class App implements TelemetrySource, AdminActions {
   }
 
   /**
-   * The proxy serves (its listeners are bound; the cluster primary: every worker's, run.ts): failover, started held,
-   * may make this host master now. The tracking goes first, so that a pool without a server up lowers the priority
-   * before the election can act on it.
+   * The proxy serves (its listeners are bound; the cluster primary: every worker's) and a reload that came while
+   * starting is applied (run.ts): failover, started held, may make this host master now. Not once a stop has begun:
+   * held, it never becomes master, and the stop resigns. The tracking goes first, so that a pool without a server up
+   * lowers the priority before the election can act on it.
    */
   releaseFailover(): void {
     const fo = this.failoverRuntime;

@@ -93,8 +93,6 @@ export async function runBalancer(file: string): Promise<number> {
     // Not when a stop came while starting (nothing was bound): no workers forked only to be stopped.
     if (primary !== null && served) {
       await primary.start();
-      // Asked to stop meanwhile: stay held (never master), and the stop resigns.
-      if (early.stop === null) app.releaseFailover();
     }
   } catch (err) {
     // First what went wrong, then the stop's own lines (what was started is closed again).
@@ -180,6 +178,10 @@ export async function runBalancer(file: string): Promise<number> {
     startedOrFailed();
     if (early.stop !== null) onStop(early.stop);
     if (early.reload) onHup(); // after a stop: said to be ignored
+    // Failover was held through the start: released now that the proxy serves, after a reload that came while starting
+    // (an audit: a priority lowered or preempt turned off by it came too late for the first election, and the host
+    // took the VIP from its peer). A stop noted meanwhile keeps it held (releaseFailover).
+    if (served) void reloading.then(() => app.releaseFailover());
   });
 }
 

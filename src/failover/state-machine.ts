@@ -264,8 +264,10 @@ export class FailoverStateMachine {
     const before = this.effectivePriority;
     const changed = c.priority !== this.cfg.priority || c.preempt !== this.cfg.preempt || c.preemptDelay !== this.cfg.preemptDelay;
     if (!changed) return [];
+    const weaker = c.priority < this.cfg.priority || (this.cfg.preempt && !c.preempt);
     this.cfg = { ...this.cfg, priority: c.priority, preempt: c.preempt, preemptDelay: c.preemptDelay };
     this.preemptSince = null; // "stable" means: with the same settings for the whole delay
+    if (weaker) this.reconsiderPreemption();
     if (this.effectivePriority !== before && this.current === 'master' && !this.resigned) {
       this.advertAt = this.now() + this.cfg.advertInterval;
       return [this.advert()];
@@ -281,6 +283,7 @@ export class FailoverStateMachine {
     this.penalty = p;
     if (this.effectivePriority === before) return [];
     this.preemptSince = null; // "stable" means: with the same priority for the whole delay
+    if (this.effectivePriority < before) this.reconsiderPreemption();
     if (this.current === 'master' && !this.resigned) {
       // Tell the peer at once so a higher-priority backup can preempt without waiting for the next tick. Still
       // adding and announcing the VIPs of a preemption: without the MASTER flag (advert()), or the live master
@@ -486,6 +489,20 @@ export class FailoverStateMachine {
       actions.push({ type: 'reannounce' });
     }
     return actions;
+  }
+
+  /**
+   * A backup whose claim just weakened (a lower priority, preempt off) while it meant to preempt a live master (it
+   * discarded that master's adverts, so its Master_Down_Timer ran on, and held at start it may have run out): the
+   * timer starts again, and the master's next advert decides, under the new settings, whether to accept it or to
+   * preempt after all. Without this, a release of the hold right after a reload to a priority below the master's
+   * made this host master with it (audit).
+   */
+  private reconsiderPreemption(): void {
+    if (this.current !== 'backup' || this.downAt === null || this.resigned) return;
+    const now = this.now();
+    if (now - this.lastPreemptDiscardAt > this.masterDownInterval()) return;
+    this.downAt = Math.max(now + this.masterDownInterval(), this.notBefore);
   }
 
   /** Bookkeeping on leaving MASTER: VIPs held long enough clear the VIP failure count. */

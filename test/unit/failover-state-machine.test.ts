@@ -235,6 +235,39 @@ describe('reconfigure (a reload)', () => {
     expect(after.some((x) => x.type === 'addVipsThenAnnounce')).toBe(true);
   });
 
+  it('held, meaning to preempt: a reload to a priority below the master\'s before the release keeps it BACKUP (audit)', () => {
+    const s = setup();
+    s.sm.setHeld(true);
+    s.sm.start();
+    peerAdvertises(s, 1000, 3000, masterAdvert(50));
+    s.sm.reconfigure({ priority: 40, preempt: true, preemptDelay: 0 });
+    expect(s.sm.setHeld(false)).toEqual([]);
+    expect(becameMaster(peerAdvertises(s, 3000, 6000, masterAdvert(50)))).toBe(false);
+    expect(s.sm.state).toBe('backup');
+  });
+
+  it('held, meaning to preempt: a tracking penalty that takes it below the master before the release keeps it BACKUP', () => {
+    const s = setup();
+    s.sm.setHeld(true);
+    s.sm.start();
+    peerAdvertises(s, 1000, 3000, masterAdvert(50));
+    s.sm.setPriorityPenalty(70);
+    expect(s.sm.setHeld(false)).toEqual([]);
+    expect(becameMaster(peerAdvertises(s, 3000, 6000, masterAdvert(50)))).toBe(false);
+  });
+
+  it('a weaker claim that is still the stronger one preempts, a Master_Down_Interval after the change', () => {
+    const s = setup();
+    s.sm.setHeld(true);
+    s.sm.start();
+    peerAdvertises(s, 1000, 3000, masterAdvert(50));
+    s.sm.reconfigure({ priority: 80, preempt: true, preemptDelay: 0 });
+    expect(s.sm.setHeld(false)).toEqual([]);
+    const mdi = s.sm.masterDownInterval();
+    expect(becameMaster(peerAdvertises(s, 3000, 3000 + mdi - 1, masterAdvert(50)))).toBe(false);
+    expect(becameMaster(peerAdvertises(s, 3000 + mdi - 1, 3000 + mdi + 100, masterAdvert(50)))).toBe(true);
+  });
+
   it('preempt turned off by a reload: the lower-priority master keeps the VIP', () => {
     const s = setup({ priority: 200 });
     s.sm.start();
