@@ -182,10 +182,6 @@ export class FailoverStateMachine {
     return Math.min(down, this.advertAt ?? Number.POSITIVE_INFINITY);
   }
 
-  get isHeld(): boolean {
-    return this.held;
-  }
-
   /**
    * The proxy cannot serve yet (true: at start, until its listeners are bound) or now can (false). Held, this
    * instance takes part in the election as BACKUP, and its Master_Down_Timer runs, but it does not become master:
