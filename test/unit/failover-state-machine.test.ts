@@ -51,6 +51,16 @@ function peerAdvertises(s: ReturnType<typeof setup>, from: number, to: number, a
   return out;
 }
 
+/** Started held (as at start), having heard a master of `masterPriority` for 2 s: the machine and that master's advert. */
+function heldHearing(masterPriority: number, over: Partial<StateMachineConfig> = {}) {
+  const s = setup(over);
+  s.sm.setHeld(true);
+  s.sm.start();
+  const advert = masterAdvert(masterPriority);
+  const heard = peerAdvertises(s, 1000, 3000, advert);
+  return { s, advert, heard };
+}
+
 describe('timer formulas (RFC 5798 §6.1)', () => {
   it('skew and Master_Down_Interval for priority 100 at 100 ms', () => {
     const { sm } = setup();
@@ -159,30 +169,22 @@ describe('held at start (the proxy does not serve yet)', () => {
   });
 
   it('a higher-priority master heard while held keeps it BACKUP after the release', () => {
-    const s = setup();
-    s.sm.setHeld(true);
-    s.sm.start();
-    peerAdvertises(s, 1000, 3000, masterAdvert(150));
+    const { s } = heldHearing(150);
     expect(s.sm.setHeld(false)).toEqual([]);
     expect(becameMaster(peerAdvertises(s, 3000, 5000, masterAdvert(150)))).toBe(false);
     expect(s.sm.state).toBe('backup');
   });
 
   it('a lower-priority master heard while held (the peer that took over while this host was down) is preempted at the release, VIPs first', () => {
-    const s = setup();
-    s.sm.setHeld(true);
-    s.sm.start();
-    expect(becameMaster(peerAdvertises(s, 1000, 3000, masterAdvert(50)))).toBe(false);
+    const { s, heard } = heldHearing(50);
+    expect(becameMaster(heard)).toBe(false);
     const released = s.sm.setHeld(false);
     expect(s.sm.state).toBe('master');
     expect(types(released)).toEqual(['addVipsThenAnnounce', 'notify']);
   });
 
   it('preempt: false: a lower-priority master heard while held keeps the VIP after the release', () => {
-    const s = setup({ preempt: false });
-    s.sm.setHeld(true);
-    s.sm.start();
-    peerAdvertises(s, 1000, 3000, masterAdvert(50));
+    const { s } = heldHearing(50, { preempt: false });
     expect(s.sm.setHeld(false)).toEqual([]);
     expect(becameMaster(peerAdvertises(s, 3000, 5000, masterAdvert(50)))).toBe(false);
   });
@@ -236,10 +238,7 @@ describe('reconfigure (a reload)', () => {
   });
 
   it('held, meaning to preempt: a reload to a priority below the master\'s before the release keeps it BACKUP (audit)', () => {
-    const s = setup();
-    s.sm.setHeld(true);
-    s.sm.start();
-    peerAdvertises(s, 1000, 3000, masterAdvert(50));
+    const { s } = heldHearing(50);
     s.sm.reconfigure({ priority: 40, preempt: true, preemptDelay: 0 });
     expect(s.sm.setHeld(false)).toEqual([]);
     expect(becameMaster(peerAdvertises(s, 3000, 6000, masterAdvert(50)))).toBe(false);
@@ -247,20 +246,14 @@ describe('reconfigure (a reload)', () => {
   });
 
   it('held, meaning to preempt: a tracking penalty that takes it below the master before the release keeps it BACKUP', () => {
-    const s = setup();
-    s.sm.setHeld(true);
-    s.sm.start();
-    peerAdvertises(s, 1000, 3000, masterAdvert(50));
+    const { s } = heldHearing(50);
     s.sm.setPriorityPenalty(70);
     expect(s.sm.setHeld(false)).toEqual([]);
     expect(becameMaster(peerAdvertises(s, 3000, 6000, masterAdvert(50)))).toBe(false);
   });
 
   it('a weaker claim that is still the stronger one preempts, a Master_Down_Interval after the change', () => {
-    const s = setup();
-    s.sm.setHeld(true);
-    s.sm.start();
-    peerAdvertises(s, 1000, 3000, masterAdvert(50));
+    const { s } = heldHearing(50);
     s.sm.reconfigure({ priority: 80, preempt: true, preemptDelay: 0 });
     expect(s.sm.setHeld(false)).toEqual([]);
     const mdi = s.sm.masterDownInterval();
