@@ -244,10 +244,13 @@ function clientAddress(state: FrontState): string | undefined {
 function onFrontTimeout(state: FrontState): void {
   state.timer = null;
   // As the session's own timeout says it (session.ts), with what was still awaited.
-  state.listener.ctx.log.debug(
-    { listener: state.listener.config.name, client: clientAddress(state), reason: 'timeout', awaiting: state.inTls ? 'TLS handshake' : 'PROXY header' },
-    'connect rejected',
-  );
+  const log = state.listener.ctx.log;
+  if (log.isLevelEnabled('debug')) {
+    log.debug(
+      { listener: state.listener.config.name, client: clientAddress(state), port: state.remote?.port ?? state.raw.remotePort, reason: 'timeout', awaiting: state.inTls ? 'TLS handshake' : 'PROXY header' },
+      'connect rejected',
+    );
+  }
   rejectFront(state, 'timeout');
 }
 

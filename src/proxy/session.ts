@@ -366,7 +366,9 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     // refusal unless reconnectOnConnackError is set; on a plain close it retries, as behind HAProxy). A level we do
     // not speak is no passing condition: answered anyway [MQTT-3.1.2-2].
     const answer = this.listener.refuseWith === 'connack' || reason === 'bad_protocol_level';
-    this.listener.ctx.log.debug({ listener: this.listener.stats.name, client: this.remoteAddress, reason: countAs, connack: answer }, 'connect refused');
+    const log = this.listener.ctx.log;
+    // Asked only at debug: the client's address is a getpeername call, on a path a flood of refused clients takes.
+    if (log.isLevelEnabled('debug')) log.debug({ listener: this.listener.stats.name, client: this.remoteAddress, port: this.remotePort, reason: countAs, connack: answer }, 'connect refused');
     if (answer) closeWithReply(this.client, connackFor(reason, level));
     else if (!this.client.destroyed) lingeringClose(this.client, null, LINGER_MS);
   }
@@ -375,7 +377,8 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
   private reject(reason: RejectReason): void {
     if (this.phase === 'closed') return;
     this.enterClosed('rejected', reason);
-    this.listener.ctx.log.debug({ listener: this.listener.stats.name, client: this.remoteAddress, reason }, 'connect rejected');
+    const log = this.listener.ctx.log;
+    if (log.isLevelEnabled('debug')) log.debug({ listener: this.listener.stats.name, client: this.remoteAddress, port: this.remotePort, reason }, 'connect rejected');
     this.client.destroy();
   }
 
