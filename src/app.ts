@@ -340,7 +340,7 @@ export class App implements TelemetrySource, AdminActions {
   releaseFailover(): void {
     const fo = this.failoverRuntime;
     if (fo === null || !fo.isHeld || this.stopping) return;
-    fo.setTracking(this.tracking(this.failoverConfig!));
+    this.sendTracking(fo, this.failoverConfig!);
     fo.serving();
   }
 
@@ -423,6 +423,11 @@ export class App implements TelemetrySource, AdminActions {
     // would turn the graceful hand-over into a FAULT (VIP dropped at once, before the eviction).
     // Held (starting): the listeners are not bound yet, which is no fault; releaseFailover() sends the first tracking.
     if (fo === null || fc === null || this.stopping || fo.isHeld) return;
+    this.sendTracking(fo, fc);
+  }
+
+  /** The tracking now, to the heartbeat; trackedFault remembers whether it asked for FAULT (onFailoverState). */
+  private sendTracking(fo: Failover, fc: FailoverConfig): void {
     const tracking = this.tracking(fc);
     this.trackedFault = tracking.fault;
     fo.setTracking(tracking);
