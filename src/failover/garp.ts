@@ -68,7 +68,7 @@ export class GarpAnnouncer {
   /** Starts a burst now (replacing any pending schedule) and schedules the repeat burst. */
   announce(addresses: readonly string[]): void {
     this.cancelTimers();
-    for (const a of addresses) if (!isIpv4(a)) throw new RangeError(`invalid IPv4 address ${a}`);
+    checkAddresses(addresses);
     if (addresses.length === 0 || this.o.count <= 0) return;
     this.burst(addresses, 0);
     if (this.o.repeatAfterMs > 0) this.burst(addresses, this.o.repeatAfterMs);
@@ -76,7 +76,7 @@ export class GarpAnnouncer {
 
   /** One announcement per address now, leaving the scheduled bursts as they are (a heal: FailoverAction 'reannounce'). */
   announceOnce(addresses: readonly string[]): void {
-    for (const a of addresses) if (!isIpv4(a)) throw new RangeError(`invalid IPv4 address ${a}`);
+    checkAddresses(addresses);
     if (addresses.length > 0 && this.o.count > 0) this.at(0, addresses);
   }
 
@@ -117,4 +117,9 @@ export class GarpAnnouncer {
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
   }
+}
+
+/** Every address an IPv4 literal: arping takes them as arguments. */
+function checkAddresses(addresses: readonly string[]): void {
+  for (const a of addresses) if (!isIpv4(a)) throw new RangeError(`invalid IPv4 address ${a}`);
 }
