@@ -4,6 +4,7 @@
  * (start-verdicts.test.ts) and after a reload (reload-verdicts.test.ts).
  */
 import net from 'node:net';
+import { eventWithin } from './events.js';
 import { sleep } from './lb.js';
 import { connectPacket } from './raw-client.js';
 
@@ -68,22 +69,6 @@ function connectClientId(d: Buffer): string {
   return d.subarray(i + 2, i + 2 + n).toString('utf8');
 }
 
-/** True if `s` closes (or fails) within `ms`. */
-function closedWithin(s: net.Socket, ms: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const t = setTimeout(() => {
-      s.removeListener('close', onClose);
-      resolve(false);
-    }, ms);
-    const onClose = (): void => {
-      clearTimeout(t);
-      resolve(true);
-    };
-    s.once('close', onClose);
-    s.on('error', () => {});
-  });
-}
-
 /**
  * As soon as the port accepts (tried every 10 ms, bounded): `count` clients send a CONNECT (client IDs from
  * `ids`, default `first-<i>`); their first 4 bytes back, as hex (waited for up to `answerMs` each).
@@ -99,7 +84,8 @@ export async function firstClients(port: number, count: number, opts: { timeoutM
     });
     // Not the balancer's address check at start (listener.ts probeBind: bound, listening and closed again at once,
     // which resets what connected meanwhile): the real listener keeps a connection open for its CONNECT.
-    if (s !== null && (await closedWithin(s, 30))) {
+    s?.on('error', () => {});
+    if (s !== null && (await eventWithin(s, 'close', 30))) {
       s.destroy();
       if (Date.now() > until) throw new Error(`port ${port} kept closing what it accepted for ${opts.timeoutMs ?? 20_000} ms`);
       await sleep(10);

@@ -10,6 +10,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { eventWithin } from './events.js';
 
 export interface Broker {
   port: number;
@@ -127,18 +128,7 @@ function exited(child: ChildProcess): boolean {
 }
 
 function waitExit(child: ChildProcess, ms: number): Promise<boolean> {
-  if (exited(child)) return Promise.resolve(true);
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      child.off('exit', onExit);
-      resolve(false);
-    }, ms);
-    const onExit = (): void => {
-      clearTimeout(timer);
-      resolve(true);
-    };
-    child.once('exit', onExit);
-  });
+  return exited(child) ? Promise.resolve(true) : eventWithin(child, 'exit', ms);
 }
 
 export async function startMosquitto(opts: { port?: number; extraConfig?: string } = {}): Promise<Broker> {
