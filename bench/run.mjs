@@ -58,7 +58,7 @@ const TESTS = ['connRate', 'msgRate64', 'msgRate16k', 'latency', 'heldMemory'];
  * mqtt-lb's default with workers: the kernel spreads connections over the workers' shared listening socket).
  * Process accounting (CPU, RSS, fds) covers the primary and its workers.
  */
-const LB_TARGET = /^mqtt-lb(?:-w(\d+)(-kernel)?)?$/;
+const LB_TARGET = /^mqtt-lb(?:-w(\d+)(-kernel)?|-(defaults))?$/;
 
 function isLbTarget(name) {
   return LB_TARGET.test(name);
@@ -73,10 +73,10 @@ function lbVariant(name) {
   const m = LB_TARGET.exec(name);
   const workers = m?.[1] === undefined ? 1 : Number(m[1]);
   const env = m?.[1] === undefined ? {} : { NODE_CLUSTER_SCHED_POLICY: m[2] === undefined ? 'rr' : 'none' };
-  return { workers, name, env };
+  return { workers, name, env, minimal: m?.[3] !== undefined };
 }
 
-const USAGE = `usage: node bench/run.mjs [--quick] [--trials N] [--targets direct,mqtt-lb,haproxy,mqtt-lb-w2,mqtt-lb-w2-kernel]
+const USAGE = `usage: node bench/run.mjs [--quick] [--trials N] [--targets direct,mqtt-lb,haproxy,mqtt-lb-w2,mqtt-lb-w2-kernel,mqtt-lb-defaults]
                          [--tests ${TESTS.join(',')}] [--procs N] [--connections N] [--out FILE]
                          [--lb-node-args "--max-semi-space-size=2"] [--lb-env KEY=VALUE]... [--lb-cli path/to/cli.js]
                          [--conn-gen c|node]
@@ -85,6 +85,8 @@ const USAGE = `usage: node bench/run.mjs [--quick] [--trials N] [--targets direc
   --lb-node-args node flags for the mqtt-lb process, replacing the launcher's (default: bin/mqtt-lb's own)
   --lb-env       environment for the mqtt-lb process only, e.g. GLIBC_TUNABLES=glibc.malloc.trim_threshold=268435456
   --lb-cli       another build's cli.js to measure, started with plain node (default: bin/mqtt-lb of this checkout)
+  --targets      mqtt-lb-defaults: mqtt-lb with a config that names only a listener, a pool and its servers
+                 (MQTT health checks, log level info, default caps and warm-up)
   --conn-gen     connection-rate clients: c (bench/conngen.c, built with the system's cc; the default when one
                  exists) or node (bench/loadgen.mjs)
 `;

@@ -208,7 +208,8 @@ async function startMosquittoOnce() {
   };
 }
 
-export function mqttLbConfig({ port, adminPort, backends, maxConnections, workers = 1, limits = '', warmUp = null }) {
+export function mqttLbConfig({ port, adminPort, backends, maxConnections, workers = 1, limits = '', warmUp = null, minimal = false }) {
+  if (minimal) return minimalMqttLbConfig({ port, adminPort, backends });
   return [
     '# written by bench/run.mjs',
     'listeners:',
@@ -241,6 +242,28 @@ export function mqttLbConfig({ port, adminPort, backends, maxConnections, worker
 }
 
 /**
+ * The `mqtt-lb-defaults` target: only what a config must say (a listener, a pool, its servers) and the admin
+ * port the run reads /readyz from; every other key at its default (MQTT health checks, log level info, the
+ * default caps), as a first config or an outside harness would write it.
+ */
+function minimalMqttLbConfig({ port, adminPort, backends }) {
+  return [
+    '# written by bench/run.mjs (mqtt-lb-defaults)',
+    'listeners:',
+    '  - name: bench',
+    `    bind: ${HOST}:${port}`,
+    '    pool: brokers',
+    'pools:',
+    '  brokers:',
+    '    servers:',
+    ...backends.flatMap((b, i) => [`      - name: b${i + 1}`, `        address: ${HOST}:${b.port}`]),
+    'admin:',
+    `  bind: ${HOST}:${adminPort}`,
+    '',
+  ].join('\n');
+}
+
+/**
  * mqtt-lb as operators run it: the installed command (bin/mqtt-lb, what `npx mqtt-lb` starts: it execs node
  * with the shipped runtime settings) with a config file. `nodeArgs` replace the launcher's node flags
  * (MQTT_LB_NODE_FLAGS); `cli` runs another build's cli.js with plain node instead. Ready = /readyz answers 200.
@@ -249,7 +272,7 @@ export function startMqttLb(backends, options = {}) {
   return withFreshPortRetry(() => startMqttLbOnce(backends, options));
 }
 
-async function startMqttLbOnce(backends, { maxConnections = 9400, nodeArgs = null, env = {}, cli = null, workers = 1, name = 'mqtt-lb', limits = '', warmUp = null } = {}) {
+async function startMqttLbOnce(backends, { maxConnections = 9400, nodeArgs = null, env = {}, cli = null, workers = 1, name = 'mqtt-lb', limits = '', warmUp = null, minimal = false } = {}) {
   const built = join(REPO, 'dist', 'src', 'cli.js');
   if (cli === null && !existsSync(built)) throw new Error(`${built} is missing: run \`npm run build\` (npm run bench does)`);
   if (cli !== null && !existsSync(cli)) throw new Error(`${cli} is missing`);
@@ -257,7 +280,7 @@ async function startMqttLbOnce(backends, { maxConnections = 9400, nodeArgs = nul
   const adminPort = await freePort();
   const dir = makeTempDir('mqtt-lb-bench-lb-');
   const file = join(dir, 'lb.yaml');
-  writeFileSync(file, mqttLbConfig({ port, adminPort, backends, maxConnections, workers, limits, warmUp }));
+  writeFileSync(file, mqttLbConfig({ port, adminPort, backends, maxConnections, workers, limits, warmUp, minimal }));
   const ready = async () => {
     try {
       const res = await fetch(`http://${HOST}:${adminPort}/readyz`);
