@@ -368,7 +368,10 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     const answer = this.listener.refuseWith === 'connack' || reason === 'bad_protocol_level';
     const log = this.listener.ctx.log;
     // Asked only at debug: the client's address is a getpeername call, on a path a flood of refused clients takes.
-    if (log.isLevelEnabled('debug')) log.debug({ listener: this.listener.stats.name, client: this.remoteAddress, port: this.remotePort, reason: countAs, connack: answer }, 'connect refused');
+    if (log.isLevelEnabled('debug')) {
+      const clientId = this.info === null ? undefined : clientIdForLog(this.info.clientId);
+      log.debug({ listener: this.listener.stats.name, client: this.remoteAddress, port: this.remotePort, clientId, reason: countAs, connack: answer }, 'connect refused');
+    }
     if (answer) closeWithReply(this.client, connackFor(reason, level));
     else if (!this.client.destroyed) lingeringClose(this.client, null, LINGER_MS);
   }

@@ -28,6 +28,7 @@ async function lbWithNoServerUp(): Promise<{ lb: LbProcess; closePort: number; c
       admin,
       servers: [{ name: 'dead', port: dead }],
       health: { type: 'tcp', interval: '200ms', timeout: '100ms', rise: 1, fall: 1 },
+      log: '  level: debug\n',
     }),
     { waitPort: closePort },
   );
@@ -54,6 +55,9 @@ describe('refuseWith: close', () => {
     level6[8] = 6;
     const badLevel = await exchange(port, [level6], { waitMs: 2000 });
     expect([...badLevel.data]).toEqual([0x20, 0x02, 0x00, 0x01]);
+    // The debug line says who was refused, and how (the client ID: a refused client is found by it).
+    expect(lb.logs.find((l) => l.msg === 'connect refused' && l.clientId === 'c5')).toMatchObject({ listener: 'mqtt', reason: 'no_server', connack: false });
+    expect(lb.logs.find((l) => l.msg === 'connect refused' && l.clientId === 'told')).toMatchObject({ listener: 'answering', reason: 'no_server', connack: true });
     const metrics = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
     expect(metrics).toMatch(/mqtt_lb_connect_rejected_total\{listener="mqtt",reason="no_server"\} 3/);
     expect(metrics).toMatch(/mqtt_lb_connect_rejected_total\{listener="answering",reason="no_server"\} 1/);
