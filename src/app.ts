@@ -8,6 +8,7 @@ import { planFailoverReload } from './failover/reload.js';
 import { restartOnlyChanges } from './config/restart-only.js';
 import { FIRST_VERDICT_MARGIN_MS, Pool } from './balancer/pool.js';
 import type { Server, AdminState, EvictReason } from './balancer/server.js';
+import type { ClientIdSharing } from './balancer/client-id-registry.js';
 import { restoreAdminStates, saveAdminStates } from './balancer/admin-states.js';
 import { HealthChecker } from './health/checker.js';
 import { PoolReactions } from './health/reactions.js';
@@ -89,6 +90,8 @@ export type Role = 'single' | 'primary' | 'worker';
 export interface WorkerLink {
   probeRequest(server: Server): void;
   connectSample(server: Server, seconds: number): void;
+  /** Where the pools' client IDs are reported to the other workers (the takeover rule across workers). */
+  readonly clientIdSharing: ClientIdSharing;
 }
 
 export class App implements TelemetrySource, AdminActions {
@@ -395,7 +398,13 @@ export class App implements TelemetrySource, AdminActions {
       back.restart(); // nothing probed it meanwhile
     }
     // A server skipped for its dial back-off is probed as the failed dial it spares would have had it probed.
-    const pool = back ?? new Pool(pc, undefined, { keepDetached: this.role !== 'primary', onDeferred: (server) => this.ctx.onDialFailure(server, true) });
+    const pool =
+      back ??
+      new Pool(pc, undefined, {
+        keepDetached: this.role !== 'primary',
+        onDeferred: (server) => this.ctx.onDialFailure(server, true),
+        ...(this.link === null ? {} : { clientIdSharing: this.link.clientIdSharing }),
+      });
     this.poolMap.set(pc.name, pool);
     // Workers get server states from the primary instead of probing (every worker routes alike).
     if (this.role !== 'worker') {

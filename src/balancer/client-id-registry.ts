@@ -11,17 +11,51 @@
  * that nobody can close another client's session with its client ID and no credentials). On the same broker the
  * broker applies it itself, so nothing is done here.
  *
- * Per process: with `workers`, two connections that land on different workers are not seen together; across LB
- * hosts neither (documented).
+ * With `workers`, each worker's registry tells the primary what it holds (`sharing`: src/cluster/client-id-exchange.ts),
+ * and the primary orders the older session closed when two workers hold one client ID on different servers
+ * (src/cluster/client-id-ledger.ts). Across LB hosts nothing is shared (documented).
  */
 import type { Server } from './server.js';
 
 export interface ClientIdHolder {
   readonly server: Server | null;
+  /** Close the session (both sides): a newer session of its client ID runs on another server. */
+  evict(reason: 'takeover'): void;
 }
+
+/** Where a worker's registries report their client IDs (the other workers' sessions are known there). */
+export interface ClientIdSharing {
+  /** Called once per registry, at its creation: where orders for `pool` are looked up. */
+  attach(pool: string, registry: ClientIdRegistry<ClientIdHolder>): void;
+  /** A session accepted by `server` holds `id` in this process now, under `serial`. */
+  claimed(pool: string, id: string, serial: number, server: string): void;
+  /** The session registered under `serial` has ended. */
+  released(pool: string, id: string, serial: number): void;
+}
+
+/** Process-wide, so that a serial names one claim whatever the pool. */
+let lastSerial = 0;
 
 export class ClientIdRegistry<S extends ClientIdHolder> {
   private readonly live = new Map<string, S>();
+  /** With sharing: the serial each live ID was reported under (the primary's orders name it). */
+  private readonly serials: Map<string, number> | null;
+
+  constructor(
+    private readonly pool = '',
+    private readonly sharing: ClientIdSharing | null = null,
+  ) {
+    this.serials = sharing === null ? null : new Map();
+    sharing?.attach(pool, this as ClientIdRegistry<ClientIdHolder>);
+  }
+
+  /**
+   * Other processes hold client IDs of this pool too (workers): every claim waits for its CONNACK (session.ts), since
+   * an older session elsewhere is known only to the primary.
+   */
+  get shared(): boolean {
+    return this.sharing !== null;
+  }
 
   /** The session that holds `id` now, if any. */
   holderOf(id: string): S | undefined {
@@ -32,13 +66,28 @@ export class ClientIdRegistry<S extends ClientIdHolder> {
   claim(id: string, session: S): S | null {
     const before = this.live.get(id);
     this.live.set(id, session);
+    if (this.serials !== null && before !== session) {
+      const serial = ++lastSerial;
+      this.serials.set(id, serial);
+      this.sharing!.claimed(this.pool, id, serial, session.server?.name ?? '');
+    }
     if (before === undefined || before === session || before.server === session.server) return null;
     return before;
   }
 
   /** `session` has ended: `id` is forgotten, unless a newer session holds it. */
   release(id: string, session: S): void {
-    if (this.live.get(id) === session) this.live.delete(id);
+    if (this.live.get(id) !== session) return;
+    this.live.delete(id);
+    if (this.serials === null) return;
+    const serial = this.serials.get(id)!;
+    this.serials.delete(id);
+    this.sharing!.released(this.pool, id, serial);
+  }
+
+  /** The session that holds `id` under `serial` (a takeover the primary ordered), if it still does. */
+  heldUnder(id: string, serial: number): S | undefined {
+    return this.serials !== null && this.serials.get(id) === serial ? this.live.get(id) : undefined;
   }
 
   get size(): number {

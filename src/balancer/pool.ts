@@ -15,7 +15,7 @@ import { rendezvousScore } from './hash/rendezvous.js';
 import { rendezvousWinner, selectByRendezvous } from './strategies/rendezvous-hash.js';
 import type { PlacementStrategy, RandomSource } from './strategies/strategy.js';
 import { backoffCutoff, countBackedOff } from './dial-backoff.js';
-import { ClientIdRegistry, type ClientIdHolder } from './client-id-registry.js';
+import { ClientIdRegistry, type ClientIdSharing, type ClientIdHolder } from './client-id-registry.js';
 
 export interface RoutingKeys {
   clientId: Buffer;
@@ -37,14 +37,14 @@ export interface PoolOptions {
    * probes it now, as the failed dials that the back-off spares would have, so that `fall` counts as fast.
    */
   onDeferred?: (server: Server) => void;
+  /** A cluster worker's link to the other workers' client IDs (the takeover rule across workers); none otherwise. */
+  clientIdSharing?: ClientIdSharing;
 }
 
 const EMPTY_KEY: Buffer = Buffer.alloc(0);
 
 /** A proxied session as the client ID registry keeps it: closed when a newer one of its client ID reaches another server. */
-export interface LiveClient extends ClientIdHolder {
-  evict(reason: 'takeover'): void;
-}
+export type LiveClient = ClientIdHolder;
 
 /**
  * How long past its health.timeout a server's first verdict may take to arrive: the probe's own timeout plus
@@ -73,11 +73,12 @@ export class Pool {
    */
   private readonly detached = new Map<string, Server>();
   /** The client IDs of this pool's proxied sessions (client-id-registry.ts: the takeover rule across brokers). */
-  readonly clientIds = new ClientIdRegistry<LiveClient>();
+  readonly clientIds: ClientIdRegistry<LiveClient>;
 
   constructor(config: PoolConfig, servers?: Server[], options: PoolOptions = {}) {
     this.name = config.name;
     this.config = config;
+    this.clientIds = new ClientIdRegistry<LiveClient>(config.name, options.clientIdSharing ?? null);
     this.servers = servers ?? config.servers.map((sc) => new Server(config.name, sc, initialHealth(config)));
     this.random = options.random ?? Math.random;
     this.keepDetached = options.keepDetached ?? true;

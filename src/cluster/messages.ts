@@ -43,6 +43,18 @@ export interface ServerSnapshot {
   bytesOut: number;
 }
 
+/**
+ * A worker's client ID claims and releases, in the order they happened (client-id-exchange.ts). `atMicros`: when the
+ * claim was made, on the host's monotonic clock (process.hrtime: one clock for every process), which orders claims
+ * from different workers.
+ */
+export type ClientIdEvent =
+  | [kind: 'claim', pool: string, id: string, serial: number, server: string, atMicros: number]
+  | [kind: 'release', pool: string, id: string, serial: number];
+
+/** Close the session that holds client ID `id` of `pool` under `serial`: a newer one holds it on another server. */
+export type TakeoverOrder = [pool: string, id: string, serial: number];
+
 export type ToWorker =
   // warmUp: false for a worker that replaces one that died (its siblings serve meanwhile: no warm-up beside them).
   | { t: 'config'; config: LbConfig; index: number; workers: number; warmUp: boolean }
@@ -61,7 +73,9 @@ export type ToWorker =
   // The primary's instance is master again: what release `id` has not closed yet stays.
   | { t: 'release-vips-cancel'; id: number }
   // A second stop signal: close every session now.
-  | { t: 'destroy' };
+  | { t: 'destroy' }
+  // Client IDs another worker's newer sessions took over on another server [MQTT-3.1.4-3] (client-id-ledger.ts).
+  | { t: 'takeovers'; orders: TakeoverOrder[] };
 
 export type ToPrimary =
   | { t: 'hello' } // the worker's message handler is registered (ESM loads after 'online')
@@ -73,6 +87,7 @@ export type ToPrimary =
   | { t: 'reload-settled'; id: number }
   | { t: 'vips-released'; id: number }
   | { t: 'process-metrics'; metrics: ProcessMetricsJson }
+  | { t: 'client-ids'; events: ClientIdEvent[] }
   | { t: 'snapshot'; listeners: ListenerSnapshot[]; servers: ServerSnapshot[]; connects: Array<[string, string, number]>; lag: LagWindow | null; overload: OverloadSnapshot };
 
 export function workerCount(workers: number | 'auto', cores: number): number {

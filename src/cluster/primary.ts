@@ -20,7 +20,8 @@ import { worstWindow, type LagWindow } from '../telemetry/loop-lag.js';
 import { countersOf, sumCounters, type ProcessMetricsJson } from '../telemetry/process-metrics.js';
 import type { Server } from '../balancer/server.js';
 import { ErrorCodes, MqttLbError } from '../errors.js';
-import type { ToPrimary, ToWorker, ServerStateWire, ListenerSnapshot, ServerSnapshot, OverloadSnapshot } from './messages.js';
+import type { ToPrimary, ToWorker, ServerStateWire, ListenerSnapshot, ServerSnapshot, OverloadSnapshot, TakeoverOrder } from './messages.js';
+import { ClientIdLedger, type WorkerOrder } from './client-id-ledger.js';
 import { serverStates } from './server-states.js';
 import { WATCHDOG_TICK_MS, WorkerWatchdog, workerStallMs } from './worker-watchdog.js';
 import { restartDelay } from '../restart-delay.js';
@@ -112,6 +113,8 @@ export class ClusterPrimary {
   private folding = false;
   /** Kills a worker whose event loop is stuck (worker-watchdog.ts), so that the exit handler restarts it. */
   private readonly watchdog = new WorkerWatchdog(workerStallMs(), performance.now());
+  /** Which worker holds each client ID on which server: the takeover rule across workers (client-id-ledger.ts). */
+  private readonly clientIds = new ClientIdLedger();
   private watchdogTimer: NodeJS.Timeout | null = null;
 
   constructor(app: App, count: number, log: Logger) {
@@ -218,6 +221,9 @@ export class ClusterPrimary {
           case 'process-metrics':
             slot.processMetrics = m.metrics;
             return;
+          case 'client-ids':
+            this.sendTakeovers(this.clientIds.apply(index, m.events));
+            return;
           case 'snapshot':
             this.watchdog.reported(index, performance.now());
             slot.listeners = m.listeners;
@@ -240,6 +246,7 @@ export class ClusterPrimary {
         if (this.slots.get(index)?.worker === worker) {
           this.slots.delete(index);
           this.watchdog.forget(index);
+          this.clientIds.forgetWorker(index);
           this.retire(slot);
         }
         this.aggregate();
@@ -272,6 +279,21 @@ export class ClusterPrimary {
         this.respawn(index, attempt + 1);
       });
     }, restartDelay(attempt)).unref();
+  }
+
+  /** The primary's orders from one batch of client ID reports, one message per worker concerned. */
+  private sendTakeovers(orders: WorkerOrder[]): void {
+    if (orders.length === 0) return;
+    const byWorker = new Map<number, TakeoverOrder[]>();
+    for (const { worker, order } of orders) {
+      const list = byWorker.get(worker);
+      if (list === undefined) byWorker.set(worker, [order]);
+      else list.push(order);
+    }
+    for (const [index, list] of byWorker) {
+      const slot = this.slots.get(index);
+      if (slot !== undefined) this.send(slot.worker, { t: 'takeovers', orders: list });
+    }
   }
 
   /** Keep what an exited worker counted (see retiredListeners). */

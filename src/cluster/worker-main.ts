@@ -14,6 +14,8 @@ import { installTestHooks } from '../test-hooks.js';
 import { WarmUp } from '../warm-up.js';
 import type { ToPrimary, ToWorker, ListenerSnapshot, ServerSnapshot, ServerStateWire } from './messages.js';
 import { applyServerStates } from './server-states.js';
+import { ClientIdExchange } from './client-id-exchange.js';
+import { clientIdForLog } from '../proxy/session.js';
 import { workerShare } from './share.js';
 
 const SNAPSHOT_MS = 250;
@@ -30,6 +32,7 @@ function ignoreSendError(): void {}
 
 class PrimaryLink implements WorkerLink {
   connects: Array<[string, string, number]> = [];
+  readonly clientIdSharing = new ClientIdExchange((events) => send({ t: 'client-ids', events }));
   probeRequest(server: Server): void {
     send({ t: 'probe', pool: server.pool, server: server.name });
   }
@@ -114,6 +117,8 @@ function main(): void {
     if (processTimer !== null) clearInterval(processTimer);
     void app.stop(evictRate === null ? {} : { evictRate }).then(() => {
       send(snapshot(app!, link));
+      link.clientIdSharing.flush();
+      link.clientIdSharing.close();
       // The access-log lines of the last sessions are still queued (log-stream.ts): bounded wait for them.
       log!.flush(() => process.exit(0));
     });
@@ -239,6 +244,15 @@ function main(): void {
           });
         return;
       }
+      case 'takeovers':
+        // Another worker's newer session of these client IDs runs on another server now [MQTT-3.1.4-3].
+        for (const { pool, id, holder } of link.clientIdSharing.displaced(m.orders)) {
+          if (log?.isLevelEnabled('debug') === true) {
+            log.debug({ pool, from: holder.server?.name, clientId: clientIdForLog(Buffer.from(id, 'latin1')) }, 'client ID connected again on another server in another worker: closing its older session');
+          }
+          holder.evict('takeover');
+        }
+        return;
       case 'release-vips-cancel':
         releases.get(m.id)?.abort();
         return;

@@ -524,7 +524,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     // Its FIN came while we dialled: pass it on now, behind the bytes just written.
     if (this.clientEndedEarly) this.clientHalfClosed();
     if (ctx.log.isLevelEnabled('debug')) {
-      ctx.log.debug({ listener: this.listener.stats.name, client: this.remoteAddress, pool: pool.name, server: server.name }, 'session routed');
+      ctx.log.debug({ listener: this.listener.stats.name, client: this.remoteAddress, clientId: this.clientIdKey === null ? '' : clientIdForLog(Buffer.from(this.clientIdKey, 'latin1')), pool: pool.name, server: server.name }, 'session routed');
     }
   }
 
@@ -659,8 +659,9 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
 
   /**
    * [MQTT-3.1.4-3] across brokers (client-id-registry.ts): this session's CONNECT has gone to its server. Its client
-   * ID is registered now, unless an older session of it runs on another server of the pool: then the CONNACK decides
-   * (true: onUpstreamConnack, connackArrived), and only one that accepts closes the older session.
+   * ID is registered now, unless an older session of it runs on another server of the pool (or may, in another
+   * worker): then the CONNACK decides (true: onUpstreamConnack, connackArrived), and only one that accepts closes the
+   * older session.
    */
   private registerClientId(pool: RoutingPool, server: Server): boolean {
     const id = this.info!.clientId;
@@ -668,8 +669,10 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     const key = id.toString('latin1'); // one character per byte: distinct IDs stay distinct
     this.clientIdKey = key;
     const holder = pool.clientIds.holderOf(key);
-    // None, or on this same broker, which closes the older connection itself once it has accepted this one.
-    if (holder === undefined || holder.server === server) {
+    // None, or on this same broker, which closes the older connection itself once it has accepted this one. With
+    // workers, an older session in another worker is known only to the primary: the claim (reported to it) waits
+    // for the CONNACK, so that a refused CONNECT closes nothing there either.
+    if (!pool.clientIds.shared && (holder === undefined || holder.server === server)) {
       pool.clientIds.claim(key, this);
       return false;
     }
@@ -771,7 +774,7 @@ function reportSilentServer(server: Server, acceptedAt: number, ctx: ProxyContex
  * 65,535 bytes [MQTT-1.5.3]; whole, it would be held by every live session and written into every line.
  */
 const LOGGED_CLIENT_ID_BYTES = 256;
-function clientIdForLog(id: Buffer): string {
+export function clientIdForLog(id: Buffer): string {
   if (id.length <= LOGGED_CLIENT_ID_BYTES) return id.toString('utf8');
   return `${id.subarray(0, LOGGED_CLIENT_ID_BYTES).toString('utf8')}…`;
 }

@@ -39,11 +39,19 @@ async function until(what: string, cond: () => boolean, timeoutMs: number): Prom
 }
 
 /** An LB over `servers` with fast health checks and the access log on (its `reason` says `takeover`). */
-async function lbOver(servers: ServerSpec[], type: 'mqtt' | 'tcp'): Promise<{ lb: LbProcess; port: number }> {
+async function lbOver(servers: ServerSpec[], type: 'mqtt' | 'tcp', options: { workers?: number; level?: string } = {}): Promise<{ lb: LbProcess; port: number }> {
   const [port, admin] = [await freePort(), await freePort()];
   const lb = await startLb(
-    lbYaml({ port, admin, servers, health: { type, interval: '200ms', timeout: '150ms', rise: 1, fall: 1 }, log: '  level: info\n  sessions: true\n' }),
-    { waitReady: `http://127.0.0.1:${admin}/readyz` },
+    lbYaml({
+      port,
+      admin,
+      servers,
+      health: { type, interval: '200ms', timeout: '150ms', rise: 1, fall: 1 },
+      log: `  level: ${options.level ?? 'info'}\n  sessions: true\n`,
+      ...(options.workers === undefined ? {} : { extra: `workers: ${options.workers}\n` }),
+    }),
+    // Workers: the primary hands connections out in turn (the kernel may give one worker a whole burst).
+    { waitReady: `http://127.0.0.1:${admin}/readyz`, ...(options.workers === undefined ? {} : { env: { NODE_CLUSTER_SCHED_POLICY: 'rr' } }) },
   );
   return { lb, port };
 }
@@ -92,6 +100,63 @@ describe('one client ID, two brokers', () => {
     expect(byBroker.reason).not.toBe('takeover');
     expect(third.closed()).toBe(false);
   }, 30_000);
+
+  it('workers: 2: a client ID whose sessions land on different workers and brokers keeps only the newer one', async () => {
+    brokers.push(...(await startBrokers(['b1', 'b2'])));
+    const [b1, b2] = brokers as [NamedBroker, NamedBroker];
+    const { lb, port } = await lbOver([
+      { name: 'b1', port: b1.port },
+      { name: 'b2', port: b2.port },
+    ], 'mqtt', { workers: 2, level: 'debug' });
+    // Five client IDs that hash to b2. Connected twice each, in turn: handed out round robin, an odd number of
+    // connections between an ID's two puts them on different workers (most of them, should a turn be skipped).
+    const ids: string[] = [];
+    for (let i = 0; i < 80 && ids.length < 5; i++) if ((await brokerFor(port, `w-to-b2-${i}`)) === 'b2') ids.push(`w-to-b2-${i}`);
+    expect(ids).toHaveLength(5);
+
+    b2.kill('SIGKILL');
+    await lb.waitForLog((l) => l.msg === 'server state changed' && l.server === 'b2' && l.to === 'down');
+    const first = [];
+    for (const id of ids) first.push(await connect(port, id));
+    expect(first.map((c) => c.broker)).toEqual(ids.map(() => 'b1'));
+
+    await b2.restart();
+    await tagBroker(b2);
+    await lb.waitForLog((l) => l.msg === 'server state changed' && l.server === 'b2' && l.from === 'down' && l.to === 'up');
+    // A refused CONNECT closes nothing, in whichever worker it lands.
+    const refused = await exchange(port, [connectPacket({ clientId: ids[0]!, protocolVersion: 5, clean: false, properties: { authenticationMethod: 'SCRAM-SHA-1' } })], { waitMs: 1000 });
+    expect(parsePackets(refused.data, 5)[0]).toMatchObject({ cmd: 'connack', reasonCode: 0x8c });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(first.map((c) => c.closed())).toEqual(ids.map(() => false));
+
+    // Each ID's second session on the other worker than its first: throwaway connections until the last one went to
+    // the first's worker (round robin gives the next to the other). Bounded; should a turn be skipped, fewer are split.
+    const workerOf = (clientId: string): unknown => lb.logs.findLast((l) => l.msg === 'session routed' && l.clientId === clientId)?.worker;
+    let turn = 0;
+    const second = [];
+    for (const id of ids) {
+      const firstWorker = workerOf(id);
+      for (let tries = 0; tries < 4; tries++) {
+        const probe = `turn-${turn++}`;
+        await exchange(port, [connectPacket({ clientId: probe })], { waitMs: 300 });
+        if (workerOf(probe) === firstWorker) break;
+      }
+      second.push(await connect(port, id));
+    }
+    expect(second.map((c) => c.broker)).toEqual(ids.map(() => 'b2'));
+    for (const [i, c] of first.entries()) await until(`the first connection of ${ids[i]} closed`, c.closed, 3000);
+    for (const id of ids) {
+      const line = await lb.waitForLog((l) => l.msg === 'session closed' && l.clientId === id && l.server === 'b1', 2000);
+      expect(line.reason, id).toBe('takeover');
+    }
+    // At least one pair was split across the workers, and the primary's order closed its older session there.
+    const acrossWorkers = lb.logs.filter((l) => l.msg === 'client ID connected again on another server in another worker: closing its older session');
+    console.log(`[takeover] workers: 2: ${acrossWorkers.length} of ${ids.length} takeovers across workers`);
+    expect(acrossWorkers.length).toBeGreaterThanOrEqual(1);
+    expect(acrossWorkers[0]).toMatchObject({ pool: 'brokers', from: 'b1' });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(second.map((c) => c.closed())).toEqual(ids.map(() => false));
+  }, 40_000);
 
   it('a CONNACK that comes in pieces (a byte per read) is read whole before it decides', async () => {
     brokers.push(...(await startBrokers(['b1'])));

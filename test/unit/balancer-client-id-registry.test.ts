@@ -1,14 +1,15 @@
 import { describe, expect, it } from 'vitest';
-import { ClientIdRegistry } from '../../src/balancer/client-id-registry.js';
+import { ClientIdRegistry, type ClientIdSharing } from '../../src/balancer/client-id-registry.js';
 import type { Server } from '../../src/balancer/server.js';
 
 const b1 = { name: 'b1' } as Server;
 const b2 = { name: 'b2' } as Server;
-const session = (server: Server) => ({ server });
+const session = (server: Server) => ({ server, evict: () => {} });
+type Holder = ReturnType<typeof session>;
 
 describe('ClientIdRegistry (the takeover rule across brokers)', () => {
   it('a newer session of a client ID on another server displaces the older one; on the same server, the broker does it', () => {
-    const r = new ClientIdRegistry<{ server: Server }>();
+    const r = new ClientIdRegistry<Holder>();
     const first = session(b1);
     expect(r.claim('c', first)).toBeNull();
     const second = session(b2);
@@ -21,7 +22,7 @@ describe('ClientIdRegistry (the takeover rule across brokers)', () => {
   });
 
   it('an older session that ends after a newer one took its ID leaves the newer one registered', () => {
-    const r = new ClientIdRegistry<{ server: Server }>();
+    const r = new ClientIdRegistry<Holder>();
     const older = session(b1);
     const newer = session(b2);
     r.claim('c', older);
@@ -33,7 +34,7 @@ describe('ClientIdRegistry (the takeover rule across brokers)', () => {
   });
 
   it('forgets an ID when its session ends; other IDs are independent; claiming twice is harmless', () => {
-    const r = new ClientIdRegistry<{ server: Server }>();
+    const r = new ClientIdRegistry<Holder>();
     const a = session(b1);
     const b = session(b2);
     r.claim('a', a);
@@ -44,5 +45,54 @@ describe('ClientIdRegistry (the takeover rule across brokers)', () => {
     expect(r.claim('a', session(b2))).toBeNull();
     r.release('a', a); // not the holder any more: no effect
     expect(r.size).toBe(2);
+  });
+});
+
+describe('ClientIdRegistry with sharing (workers: the primary hears every claim and release)', () => {
+  function recorder() {
+    const events: unknown[][] = [];
+    const attached = new Map<string, unknown>();
+    const sharing: ClientIdSharing = {
+      attach: (pool, registry) => void attached.set(pool, registry),
+      claimed: (pool, id, serial, server) => void events.push(['claim', pool, id, serial, server]),
+      released: (pool, id, serial) => void events.push(['release', pool, id, serial]),
+    };
+    return { events, attached, sharing };
+  }
+
+  it('reports each new holder once, under a fresh serial, and its release only when it still holds the ID', () => {
+    const { events, attached, sharing } = recorder();
+    const r = new ClientIdRegistry<Holder>('brokers', sharing);
+    expect(attached.get('brokers')).toBe(r);
+    expect(r.shared).toBe(true);
+    expect(new ClientIdRegistry<Holder>().shared).toBe(false);
+    const older = session(b1);
+    const newer = session(b2);
+    r.claim('c', older);
+    r.claim('c', older); // the same holder again: nothing new to say
+    expect(r.claim('c', newer)).toBe(older);
+    r.release('c', older); // displaced: the primary already holds the newer claim
+    r.release('c', newer);
+    const [s1, s2] = [events[0]![3] as number, events[1]![3] as number];
+    expect(s2).toBeGreaterThan(s1);
+    expect(events).toEqual([
+      ['claim', 'brokers', 'c', s1, 'b1'],
+      ['claim', 'brokers', 'c', s2, 'b2'],
+      ['release', 'brokers', 'c', s2],
+    ]);
+  });
+
+  it('an order names a holder by its serial: one that has ended, or was replaced since, is not found', () => {
+    const { events, sharing } = recorder();
+    const r = new ClientIdRegistry<Holder>('brokers', sharing);
+    const first = session(b1);
+    r.claim('c', first);
+    const serial = events[0]![3] as number;
+    expect(r.heldUnder('c', serial)).toBe(first);
+    expect(r.heldUnder('c', serial + 1)).toBeUndefined();
+    expect(r.heldUnder('other', serial)).toBeUndefined();
+    r.claim('c', session(b1)); // same broker: the broker closes `first`; a new serial
+    expect(r.heldUnder('c', serial)).toBeUndefined();
+    expect(new ClientIdRegistry<Holder>().heldUnder('c', serial)).toBeUndefined();
   });
 });

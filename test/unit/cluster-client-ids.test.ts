@@ -1,0 +1,111 @@
+/**
+ * The takeover rule across workers [MQTT-3.1.4-3]: the primary's ledger of which worker holds which client ID on
+ * which server (client-id-ledger.ts), and a worker's batching of its reports (client-id-exchange.ts).
+ */
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { ClientIdLedger } from '../../src/cluster/client-id-ledger.js';
+import { ClientIdExchange } from '../../src/cluster/client-id-exchange.js';
+import { ClientIdRegistry } from '../../src/balancer/client-id-registry.js';
+import type { ClientIdEvent } from '../../src/cluster/messages.js';
+import type { Server } from '../../src/balancer/server.js';
+
+const claim = (id: string, serial: number, server: string, at: number, pool = 'p'): ClientIdEvent => ['claim', pool, id, serial, server, at];
+const release = (id: string, serial: number, pool = 'p'): ClientIdEvent => ['release', pool, id, serial];
+
+describe('ClientIdLedger (primary)', () => {
+  it('a newer claim in another worker on another server closes the older session; on the same server the broker does it', () => {
+    const ledger = new ClientIdLedger();
+    expect(ledger.apply(1, [claim('c', 7, 'b1', 100)])).toEqual([]);
+    expect(ledger.apply(2, [claim('c', 3, 'b2', 200)])).toEqual([{ worker: 1, order: ['p', 'c', 7] }]);
+    // Now worker 2's session holds it: a third one on b2 in worker 1 is the broker's business.
+    expect(ledger.apply(1, [claim('c', 8, 'b2', 300)])).toEqual([]);
+    // ...and a fourth on b1 in worker 2 displaces worker 1's, the newest before it.
+    expect(ledger.apply(2, [claim('c', 4, 'b1', 400)])).toEqual([{ worker: 1, order: ['p', 'c', 8] }]);
+    expect(ledger.size).toBe(1);
+  });
+
+  it('the older claim loses whichever report arrives first (reports are batched per worker)', () => {
+    const ledger = new ClientIdLedger();
+    expect(ledger.apply(2, [claim('c', 3, 'b2', 200)])).toEqual([]);
+    // Worker 1's claim was made earlier, reported later: it is the one to close.
+    expect(ledger.apply(1, [claim('c', 7, 'b1', 100)])).toEqual([{ worker: 1, order: ['p', 'c', 7] }]);
+    // Its release later changes nothing: worker 2 still holds the ID.
+    ledger.apply(1, [release('c', 7)]);
+    expect(ledger.apply(1, [claim('c', 9, 'b1', 300)])).toEqual([{ worker: 2, order: ['p', 'c', 3] }]);
+  });
+
+  it('within one worker the worker decided already; a release forgets only its own claim', () => {
+    const ledger = new ClientIdLedger();
+    expect(ledger.apply(1, [claim('c', 1, 'b1', 100), claim('c', 2, 'b2', 200)])).toEqual([]);
+    ledger.apply(1, [release('c', 1)]); // displaced by its own newer session: not the holder
+    expect(ledger.size).toBe(1);
+    ledger.apply(2, [release('c', 2)]); // another worker's serial 2: not this claim
+    expect(ledger.size).toBe(1);
+    ledger.apply(1, [release('c', 2)]);
+    expect(ledger.size).toBe(0);
+    // Gone: a new claim elsewhere closes nothing.
+    expect(ledger.apply(2, [claim('c', 5, 'b1', 300)])).toEqual([]);
+  });
+
+  it('pools are separate; a worker that exits takes its claims with it', () => {
+    const ledger = new ClientIdLedger();
+    ledger.apply(1, [claim('c', 1, 'b1', 100, 'a'), claim('d', 2, 'b1', 100, 'a')]);
+    expect(ledger.apply(2, [claim('c', 1, 'b2', 200, 'other')])).toEqual([]);
+    ledger.forgetWorker(1);
+    expect(ledger.size).toBe(1);
+    expect(ledger.apply(2, [claim('c', 2, 'b2', 300, 'a')])).toEqual([]);
+    expect(ledger.size).toBe(2);
+  });
+});
+
+describe('ClientIdExchange (worker)', () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  const server = (name: string) => ({ name }) as Server;
+
+  it('sends the reports of a burst in one message, in order, with a monotonic claim time; nothing while idle', () => {
+    vi.useFakeTimers();
+    const sent: ClientIdEvent[][] = [];
+    const exchange = new ClientIdExchange((events) => sent.push(events), 20);
+    const registry = new ClientIdRegistry<{ server: Server; evict(): void }>('p', exchange);
+    const s1 = { server: server('b1'), evict: vi.fn() };
+    const s2 = { server: server('b2'), evict: vi.fn() };
+    registry.claim('a', s1);
+    registry.claim('b', s2);
+    registry.release('a', s1);
+    expect(sent).toEqual([]);
+    vi.advanceTimersByTime(20);
+    expect(sent).toHaveLength(1);
+    const [events] = sent;
+    expect(events!.map((e) => [e[0], e[2], e[3]])).toEqual([
+      ['claim', 'a', events![0]![3]],
+      ['claim', 'b', events![1]![3]],
+      ['release', 'a', events![0]![3]],
+    ]);
+    const [at1, at2] = [events![0]![5] as number, events![1]![5] as number];
+    expect(at2).toBeGreaterThanOrEqual(at1);
+    vi.advanceTimersByTime(100);
+    expect(sent).toHaveLength(1);
+    exchange.close();
+    exchange.close();
+    registry.release('b', s2);
+    exchange.flush();
+    expect(sent).toHaveLength(1);
+  });
+
+  it('an order finds the session still holding the ID under that serial, in the named pool only', () => {
+    const sent: ClientIdEvent[][] = [];
+    const exchange = new ClientIdExchange((events) => sent.push(events));
+    const registry = new ClientIdRegistry<{ server: Server; evict(): void }>('p', exchange);
+    new ClientIdRegistry<{ server: Server; evict(): void }>('q', exchange);
+    const s1 = { server: server('b1'), evict: vi.fn() };
+    registry.claim('a', s1);
+    exchange.flush();
+    const serial = sent[0]![0]![3] as number;
+    expect(exchange.displaced([['p', 'a', serial]]).map((d) => d.holder)).toEqual([s1]);
+    expect(exchange.displaced([['q', 'a', serial], ['p', 'a', serial + 1], ['gone', 'a', serial]])).toEqual([]);
+    exchange.close();
+  });
+});
