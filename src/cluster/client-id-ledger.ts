@@ -23,7 +23,7 @@ export class ClientIdLedger {
   /** Per pool, per client ID: the newest claim known. */
   private readonly pools = new Map<string, Map<string, Claim>>();
 
-  /** Worker `worker`'s events, in its order: the sessions to close, each with the worker that holds it. */
+  /** Worker `worker`'s events (by a worker id never reused), in its order: the sessions to close, each with the worker that holds it. */
   apply(worker: number, events: readonly ClientIdEvent[]): WorkerOrder[] {
     const orders: WorkerOrder[] = [];
     for (const e of events) {

@@ -222,7 +222,8 @@ export class ClusterPrimary {
             slot.processMetrics = m.metrics;
             return;
           case 'client-ids':
-            this.sendTakeovers(this.clientIds.apply(index, m.events));
+            // By cluster worker id, never reused: a replacement worker's serials start again at 1.
+            this.sendTakeovers(this.clientIds.apply(worker.id, m.events));
             return;
           case 'snapshot':
             this.watchdog.reported(index, performance.now());
@@ -243,10 +244,10 @@ export class ClusterPrimary {
         this.reloadWaiters.get(index)?.(null);
         this.settleWaiters.get(index)?.();
         for (const id of [...this.releases.keys()]) this.workerReleased(id, worker);
+        this.clientIds.forgetWorker(worker.id);
         if (this.slots.get(index)?.worker === worker) {
           this.slots.delete(index);
           this.watchdog.forget(index);
-          this.clientIds.forgetWorker(index);
           this.retire(slot);
         }
         this.aggregate();
@@ -290,9 +291,9 @@ export class ClusterPrimary {
       if (list === undefined) byWorker.set(worker, [order]);
       else list.push(order);
     }
-    for (const [index, list] of byWorker) {
-      const slot = this.slots.get(index);
-      if (slot !== undefined) this.send(slot.worker, { t: 'takeovers', orders: list });
+    for (const [id, list] of byWorker) {
+      const worker = cluster.workers?.[id];
+      if (worker !== undefined) this.send(worker, { t: 'takeovers', orders: list });
     }
   }
 
