@@ -98,6 +98,26 @@ function isImplicitNull(node: Content): boolean {
   return isScalar(node) && node.value === null && node.source === '';
 }
 
+/**
+ * Values never quoted back in a message (the terminal, `mqtt-lb check`'s output and a rejected reload's log line
+ * would carry them): the admin token and the health check's MQTT password, at any level.
+ */
+export function isSecretPath(path: string): boolean {
+  return path === 'admin.token' || path === 'password' || path.endsWith('.password');
+}
+
+/** What kind of value the operator wrote, without the value itself (secrets; a whole file that is not a config). */
+export function describeKind(node: Content | null): string {
+  if (node === null || isImplicitNull(node)) return 'nothing';
+  if (isMap(node)) return 'a mapping';
+  if (isSeq(node)) return 'a list';
+  const v = node.value;
+  if (v === null) return 'null';
+  if (typeof v === 'string') return 'a string';
+  if (typeof v === 'boolean') return 'a boolean';
+  return typeof v === 'number' || typeof v === 'bigint' ? 'a number' : 'a value of another type';
+}
+
 /** What the operator wrote, for "(got ...)" in messages. */
 export function describe(node: Content | null): string {
   if (node === null || isImplicitNull(node)) return 'nothing';
@@ -179,6 +199,14 @@ export class ConfigReader {
   }
 
   private typeError(slot: Slot, expected: string): void {
+    // The document itself not a mapping: most often a file given to --config that is no config at all (a key, a
+    // certificate, /etc/shadow), whose first characters must not be printed. A secret: neither.
+    if (slot.path === '' || isSecretPath(slot.path)) {
+      const quote = isScalar(slot.node) && typeof slot.node.value !== 'string' && slot.node.value !== null && expected.includes('string');
+      const hint = slot.path === '' ? ': is this an mqtt-lb config file?' : quote ? '; quote it' : '';
+      this.error(slot, `must be ${expected} (got ${describeKind(slot.node)}${hint})`);
+      return;
+    }
     const got = describe(slot.node);
     let hint = '';
     if (isScalar(slot.node) && typeof slot.node.value !== 'string' && slot.node.value !== null && expected.includes('string')) {

@@ -63,8 +63,15 @@ describe('config problems', () => {
       'lb.yaml:9:3 limits.timeout_client: unknown key `timeout_client` (did you mean `idleTimeout`?)',
       'lb.yaml:10:3 limits.timeout-connect: unknown key `timeout-connect`; allowed here: clientConnectTimeout, maxConnectBytes, maxConnections, acceptRate, acceptQueue, perSource, drainTimeout, idleTimeout, maxMemory',
     ]);
+    // Secrets are never quoted back: the message goes to the terminal, `check`'s output and a rejected reload's log line.
     expect(problems(`${PREFIX}admin:\n  token: 12345678901234567890\n`)).toEqual([
-      'lb.yaml:9:10 admin.token: must be a string (got 12345678901234567890; quote it: "12345678901234567890")',
+      'lb.yaml:9:10 admin.token: must be a string (got a number; quote it)',
+    ]);
+    expect(problems(`${PREFIX}    health:\n      mqtt: { username: u, password: 0x1F2E3D }\n`)).toEqual([
+      'lb.yaml:9:38 pools.brokers.health.mqtt.password: must be a string (got a number; quote it)',
+    ]);
+    expect(problems(`${PREFIX}    health:\n      mqtt: { username: u, password: [s3cret] }\n`)).toEqual([
+      'lb.yaml:9:38 pools.brokers.health.mqtt.password: must be a string (got a list)',
     ]);
     // Two YAML documents: said in lb.yaml's terms, at the `---` (not the library's advice to programmers).
     expect(problems(`${PREFIX}---\nadmin:\n  bind: 127.0.0.1:9883\n`)).toEqual([
@@ -345,7 +352,12 @@ admin:
 
   it('structure: empty file, wrong types, empty lists', () => {
     expect(problems('')).toEqual(['lb.yaml:1:1 (root): the file is empty: `listeners` and `pools` are required']);
-    expect(problems('- a\n')).toEqual(['lb.yaml:1:1 (root): must be a mapping (got a list)']);
+    expect(problems('- a\n')).toEqual(['lb.yaml:1:1 (root): must be a mapping (got a list: is this an mqtt-lb config file?)']);
+    // A file that is no config at all (a key given to --config): its text is not printed (`check` may run under sudo).
+    expect(problems('3J6wzdBYmPvBQG81RQLsJA5qUDBEFrNNA6B7a+WDcb8=\n')).toEqual(['lb.yaml:1:1 (root): must be a mapping (got a string: is this an mqtt-lb config file?)']);
+    expect(problems('-----BEGIN PRIVATE KEY-----\nMIIEvAIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n')).toEqual([
+      'lb.yaml:1:1 (root): must be a mapping (got a string: is this an mqtt-lb config file?)',
+    ]);
     expect(problems('listeners: []\npools: {}\n')).toEqual([
       'lb.yaml:1:12 listeners: must list at least one listener',
       'lb.yaml:2:8 pools: must define at least one pool',
