@@ -88,8 +88,18 @@ function formatCheck(c: StatusLastCheck | null): string {
   return c ? `${c.result} ${c.durationMs}ms, ${formatAge(c.ageMs)}` : 'never';
 }
 
+/**
+ * Text from the admin server, made safe for a terminal: control characters (ESC sequences could retitle the window,
+ * clear the screen or hide lines) are shown as `\xNN`. Our own server never sends them; a wrong or intercepted
+ * endpoint (plain HTTP) could.
+ */
+export function printable(text: string): string {
+  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}
+
 /** Left-aligned columns, numeric columns right-aligned, two spaces apart. */
-function table(rows: string[][], numeric: ReadonlySet<number> = new Set()): string {
+function table(cells: string[][], numeric: ReadonlySet<number> = new Set()): string {
+  const rows = cells.map((r) => r.map(printable));
   const widths: number[] = [];
   for (const r of rows) r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, c.length)));
   return rows
@@ -128,7 +138,7 @@ export async function fetchReadiness(adminUrl: string = DEFAULT_ADMIN_URL, timeo
 export function formatStatus(s: StatusJson, readiness: Readiness | null = null): string {
   const out: string[] = [];
   const ready = readiness === null ? '' : readiness.ok ? '  ready' : `  NOT READY: ${readiness.reason}`;
-  out.push(`mqtt-lb ${s.version}  up ${formatDuration(s.uptimeSeconds)}  role ${role(s)}${ready}`);
+  out.push(printable(`mqtt-lb ${s.version}  up ${formatDuration(s.uptimeSeconds)}  role ${role(s)}${ready}`));
 
   if (s.failover.enabled) {
     out.push('', 'FAILOVER');
@@ -158,7 +168,7 @@ export function formatStatus(s: StatusJson, readiness: Readiness | null = null):
 
   for (const p of s.pools) {
     const up = p.servers.filter((x) => x.state === 'up').length;
-    out.push('', `POOL ${p.name}  ${p.balance}  ${up}/${p.servers.length} up`);
+    out.push('', printable(`POOL ${p.name}  ${p.balance}  ${up}/${p.servers.length} up`));
     out.push(
       table(
         [
@@ -186,7 +196,7 @@ export function formatStatus(s: StatusJson, readiness: Readiness | null = null):
  */
 function answerExcerpt(text: string): string {
   if (/^\s*</.test(text)) return ' (an HTML page: is this the admin port of mqtt-lb?)';
-  const line = text.replace(/\s+/g, ' ').trim();
+  const line = printable(text.replace(/\s+/g, ' ').trim());
   if (line === '') return '';
   return `: ${line.length > 160 ? `${line.slice(0, 160)}...` : line}`;
 }

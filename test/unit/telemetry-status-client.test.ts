@@ -80,6 +80,7 @@ describe('fetchStatus', () => {
   it('fails on a non-200 answer and on a non-status document', async () => {
     const { port } = await listenHttp((req, res) => {
       if (req.url === '/a/api/status') res.writeHead(503).end('not ready');
+      else if (req.url === '/esc/api/status') res.writeHead(500).end('\u001b[2Jgone');
       else if (req.url === '/web/api/status') res.writeHead(404).end(`<!DOCTYPE html>\n<html>\n${'<p>Not found</p>\n'.repeat(40)}</html>\n`);
       else res.writeHead(200, { 'content-type': 'application/json' }).end('{"hello":1}');
     });
@@ -87,6 +88,7 @@ describe('fetchStatus', () => {
     // Another web server's page (a wrong port) is not printed to the terminal.
     await expect(fetchStatus(`http://127.0.0.1:${port}/web`)).rejects.toThrow(/HTTP 404 \(an HTML page: is this the admin port of mqtt-lb\?\)$/);
     await expect(fetchStatus(`http://127.0.0.1:${port}`)).rejects.toThrow(/did not answer an mqtt-lb status document/);
+    await expect(fetchStatus(`http://127.0.0.1:${port}/esc`)).rejects.toThrow(/HTTP 500: \\x1b\[2Jgone$/);
   });
 
   it('gives up after its timeout when the server never answers', async () => {
@@ -138,6 +140,16 @@ describe('formatStatus', () => {
     const status = buildStatus(source(), NOW);
     expect(formatStatus(status, { ok: true }).split('\n')[0]).toBe('mqtt-lb 0.1.0  up 1h 2m  role standalone (failover off)  ready');
     expect(formatStatus(status, { ok: false, reason: 'stopping' }).split('\n')[0]).toBe('mqtt-lb 0.1.0  up 1h 2m  role standalone (failover off)  NOT READY: stopping');
+  });
+
+  it('shows control characters in what the server sent as \\xNN (a wrong or intercepted endpoint must not drive the terminal)', () => {
+    const status = buildStatus(source(), NOW);
+    status.version = '\u001b]0;pwned\u0007';
+    status.pools[0]!.servers[0]!.name = 'b1\u001b[2J';
+    const text = formatStatus(status, { ok: false, reason: 'x\u009by' });
+    expect(text).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/);
+    expect(text.split('\n')[0]).toBe('mqtt-lb \\x1b]0;pwned\\x07  up 1h 2m  role standalone (failover off)  NOT READY: x\\x9by');
+    expect(text).toMatch(/\nb1\\x1b\[2J\s+10\.0\.0\.11:1883/);
   });
 
   it('shows the failover role and peer', () => {
