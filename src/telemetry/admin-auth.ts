@@ -81,13 +81,17 @@ export function isCrossSite(h: AdminRequestHeaders): boolean {
   if (h.secFetchSite && h.secFetchSite !== 'same-origin' && h.secFetchSite !== 'none') return true;
   if (h.origin !== undefined) {
     if (!h.host) return true;
-    let originHost: string;
+    let origin: URL;
+    let host: string;
     try {
-      originHost = new URL(h.origin).host;
+      origin = new URL(h.origin);
+      // The Host header read as an authority of the same scheme, so that both drop a default port alike (the admin
+      // port on 80: `Origin: http://127.0.0.1` with `Host: 127.0.0.1:80`) and compare case and IPv6 forms alike.
+      host = new URL(`${origin.protocol}//${h.host.trim()}`).host;
     } catch {
       return true; // `null` (sandboxed frames, file://) and garbage
     }
-    return originHost.toLowerCase() !== h.host.trim().toLowerCase();
+    return origin.protocol !== 'http:' && origin.protocol !== 'https:' ? true : origin.host !== host;
   }
   return false;
 }

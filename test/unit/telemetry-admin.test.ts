@@ -494,6 +494,21 @@ describe('admin auth decisions', () => {
     expect(authorizeAdmin({ host: '10.0.0.1:9883', authorization: 'Bearer t' }, { token: 't', loopbackBind: false })).toEqual({ ok: true });
   });
 
+  it('same origin is the same scheme, host and port, however the default port is written (the admin port on 80)', () => {
+    const opts = { token: null, loopbackBind: true };
+    const from = (origin: string, host: string) => authorizeAdmin({ origin, host }, opts).ok;
+    expect(from('http://127.0.0.1', '127.0.0.1:80')).toBe(true);
+    expect(from('http://127.0.0.1:80', '127.0.0.1')).toBe(true);
+    expect(from('http://LOCALHOST:9883', 'localhost:9883')).toBe(true);
+    expect(from('http://[::1]', '[::1]:80')).toBe(true);
+    expect(from('https://127.0.0.1', '127.0.0.1:443')).toBe(true);
+    expect(from('http://127.0.0.1:8080', '127.0.0.1:80')).toBe(false);
+    expect(from('http://127.0.0.1', '127.0.0.1:443')).toBe(false);
+    expect(from('http://127.0.0.1.evil.example', '127.0.0.1')).toBe(false);
+    expect(from('ftp://127.0.0.1', '127.0.0.1')).toBe(false);
+    expect(from('http://127.0.0.1', '127.0.0.1/x')).toBe(false);
+  });
+
   it('parses admin API paths', () => {
     expect(parseServerPath('/api/servers/brokers/b1/drain')).toEqual({ pool: 'brokers', server: 'b1', action: 'drain' });
     expect(parseServerPath('/api/servers/brokers/b1/ready')).toMatchObject({ action: 'ready' });
