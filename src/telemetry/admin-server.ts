@@ -17,6 +17,9 @@ import type { AdminActions, TelemetrySource } from './source.js';
 import { buildStatus } from './status-json.js';
 import { renderStatusPage, type StatusPage } from './status-page.js';
 import { RenderBudget, SharedRendering } from './shared-rendering.js';
+import { RateLimitedLog } from '../failover/log.js';
+
+const REFUSED_LOG_EVERY_MS = 10_000;
 
 export interface AdminServerOptions {
   config: AdminConfig;
@@ -51,9 +54,16 @@ export class AdminServer {
   private readonly metricsText: SharedRendering<string>;
   private readonly statusText: SharedRendering<string>;
 
+  /**
+   * `admin request refused` at most once per 10 s per status, with the count of those left out (`suppressed`): a
+   * caller without the token retrying in a loop must not fill the log's disk.
+   */
+  private readonly refusedLog: RateLimitedLog;
+
   constructor(opts: AdminServerOptions) {
     this.opts = opts;
     this.log = opts.log.child({ component: 'admin' });
+    this.refusedLog = new RateLimitedLog(this.log, REFUSED_LOG_EVERY_MS, () => performance.now());
     this.loopbackBind = isLoopbackHost(opts.config.address.host);
     this.token = opts.config.token;
     this.page = renderStatusPage({ tokenRequired: this.token !== null });
@@ -194,7 +204,7 @@ export class AdminServer {
       { token: this.token, loopbackBind: this.loopbackBind },
     );
     if (!auth.ok) {
-      this.log.warn({ status: auth.status, pool: target.pool, server: target.server, action: target.action, from: req.socket.remoteAddress }, 'admin request refused');
+      this.refusedLog.warn(String(auth.status), { status: auth.status, pool: target.pool, server: target.server, action: target.action, from: req.socket.remoteAddress }, 'admin request refused');
       const extra: Record<string, string> = auth.status === 401 ? { 'www-authenticate': 'Bearer realm="mqtt-lb"' } : {};
       return this.send(res, auth.status, `${auth.message}\n`, extra);
     }

@@ -2,6 +2,7 @@ import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { EventEmitter } from 'node:events';
 import { connect, createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
+import pino, { type Logger } from 'pino';
 import { ErrorCodes, MqttLbError } from '../../src/errors.js';
 import { authorizeAdmin, bearerMatches, hostOfHostHeader, isLoopbackHost, requestTarget } from '../../src/telemetry/admin-auth.js';
 import { AdminConnections } from '../../src/telemetry/admin-connections.js';
@@ -70,10 +71,10 @@ function exampleSource(): FakeSource {
   return source;
 }
 
-async function start(source: FakeSource, token: string | null = null): Promise<{ admin: AdminServer; actions: RecordingActions; port: number }> {
+async function start(source: FakeSource, token: string | null = null, log: Logger = silentLogger()): Promise<{ admin: AdminServer; actions: RecordingActions; port: number }> {
   const metrics = new Metrics(source);
   const actions = new RecordingActions(source);
-  const admin = new AdminServer({ config: adminConfig(token), source, actions, metrics, log: silentLogger() });
+  const admin = new AdminServer({ config: adminConfig(token), source, actions, metrics, log });
   cleanups.push(() => metrics.close());
   cleanups.push(() => admin.close());
   await admin.listen();
@@ -328,6 +329,17 @@ describe('admin API', () => {
     admin.setToken(null);
     expect((await call(port, 'GET', '/')).body).toContain('data-auth="none"');
     expect(actions.calls.map((c) => c.state)).toEqual(['drain', 'ready']);
+  });
+
+  it('logs refused requests at most once per 10 s per status, counting the rest (a caller retrying in a loop must not fill the disk)', async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
+    const { port } = await start(exampleSource(), TOKEN, log);
+    for (let i = 0; i < 20; i++) expect((await call(port, 'POST', '/api/servers/brokers/b1/drain', { authorization: 'Bearer wrong' })).status).toBe(401);
+    expect((await call(port, 'POST', '/api/servers/brokers/b1/drain', { origin: 'http://evil.example', authorization: `Bearer ${TOKEN}` })).status).toBe(403);
+    const refused = lines.filter((l) => l.msg === 'admin request refused');
+    expect(refused.map((l) => l.status)).toEqual([401, 403]);
+    expect(refused[0]).toMatchObject({ pool: 'brokers', server: 'b1', action: 'drain', from: '127.0.0.1' });
   });
 
   it('answers 404 for an unknown pool or server, after authentication', async () => {
