@@ -9,6 +9,7 @@ import { restartOnlyChanges } from './config/restart-only.js';
 import { FIRST_VERDICT_MARGIN_MS, Pool } from './balancer/pool.js';
 import type { Server, AdminState, EvictReason } from './balancer/server.js';
 import type { ClientIdSharing } from './balancer/client-id-registry.js';
+import { RateLimitedLog } from './failover/log.js';
 import { restoreAdminStates, saveAdminStates } from './balancer/admin-states.js';
 import { HealthChecker } from './health/checker.js';
 import { PoolReactions } from './health/reactions.js';
@@ -139,6 +140,8 @@ export class App implements TelemetrySource, AdminActions {
   private trackTimer: NodeJS.Timeout | null = null;
   /** Alerts on a served pool whose servers are up but take no new session (drained, maint, weight 0). */
   private readonly intakeAlert: IntakeAlert;
+  /** `unfinished CONNECTs hold limits.maxPendingConnectBytes ...`: at most once per 10 s, with the count left out. */
+  private readonly pendingFullLog: RateLimitedLog;
   /** checkDescriptors' last finding: null, or why no descriptor could be opened. */
   private descriptorShortage: 'EMFILE' | 'ENFILE' | null = null;
   /** The last tracking sent asked for FAULT (a listener that cannot accept). */
@@ -171,6 +174,7 @@ export class App implements TelemetrySource, AdminActions {
     this.role = role;
     this.link = link;
     this.intakeAlert = new IntakeAlert(log);
+    this.pendingFullLog = new RateLimitedLog(log, 10_000, () => performance.now());
     this.admission = new Admission(config.limits);
     const pools = this.poolMap;
     this.ctx = {
@@ -182,6 +186,11 @@ export class App implements TelemetrySource, AdminActions {
       totalAdmitted: 0,
       maxConnections: config.limits.maxConnections,
       overloaded: false,
+      pendingConnectBytes: 0,
+      onPendingConnectBytesFull: () => {
+        const limit = this.ctx.limits.maxPendingConnectBytes;
+        this.pendingFullLog.warn('full', { pendingBytes: this.ctx.pendingConnectBytes, limit }, 'unfinished CONNECTs hold limits.maxPendingConnectBytes: a client whose CONNECT needs more is closed');
+      },
       onServerConnected: (server, seconds) => {
         if (this.link !== null) this.link.connectSample(server, seconds);
         else this.metrics?.serverConnect(server.pool, server.name, seconds);

@@ -75,6 +75,7 @@ export function workerShare(config: LbConfig, workers: number, index: number): L
       acceptRate: limits.acceptRate > 0 ? limits.acceptRate / workers : 0,
       acceptQueue: share(limits.acceptQueue),
       maxMemory: workerMemory(limits.maxMemory, workers, index),
+      maxPendingConnectBytes: share(limits.maxPendingConnectBytes),
     },
     pools: Object.fromEntries(Object.entries(config.pools).map(([k, p]) => [k, { ...p, evictRate: p.evictRate / workers }])),
   };

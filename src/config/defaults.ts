@@ -66,6 +66,7 @@ export const DEFAULTS = {
     drainTimeout: 30_000, // ms (YAML `30s`)
     idleTimeout: 0, // ms; 0 = a routed session is never closed for silence (src/proxy/idle-sweep.ts)
     maxMemory: 0, // bytes of JavaScript heap in use + Buffers; 0 = no ceiling (src/proxy/memory-ceiling.ts)
+    maxPendingConnectBytes: 67_108_864, // bytes all unfinished CONNECTs may hold beyond 512 each; 0 = no bound
   },
   admin: {
     bind: '127.0.0.1:9883',

@@ -23,7 +23,7 @@ export const KEYS = {
   health: ['type', 'interval', 'fastInterval', 'downInterval', 'timeout', 'rise', 'fall', 'port', 'mqtt', 'http'],
   healthMqtt: ['version', 'clientId', 'username', 'password'],
   healthHttp: ['port', 'path'],
-  limits: ['clientConnectTimeout', 'maxConnectBytes', 'maxConnections', 'acceptRate', 'acceptQueue', 'perSource', 'drainTimeout', 'idleTimeout', 'maxMemory'],
+  limits: ['clientConnectTimeout', 'maxConnectBytes', 'maxConnections', 'acceptRate', 'acceptQueue', 'perSource', 'drainTimeout', 'idleTimeout', 'maxMemory', 'maxPendingConnectBytes'],
   perSource: ['maxConnections', 'connectRate', 'exempt'],
   admin: ['bind', 'token', 'stateFile'],
   log: ['level', 'sessions', 'bufferBytes'],

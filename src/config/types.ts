@@ -104,6 +104,11 @@ export interface LimitsConfig {
   /** A routed session with nothing moving either way for this long is closed (idle-sweep.ts); 0 = never. */
   idleTimeout: Millis;
   maxMemory: number; // bytes of heap in use + Buffers at which new connections are refused; 0 = no ceiling
+  /**
+   * Bytes that unfinished CONNECTs may hold together beyond their first 512 each (session.ts growBuffer); 0 = no
+   * bound. Never less than what one CONNECT of maxConnectBytes needs.
+   */
+  maxPendingConnectBytes: number;
 }
 
 export interface AdminConfig {

@@ -114,6 +114,7 @@ function readLimits(r: ConfigReader | undefined, root: MapReader | undefined): L
     drainTimeout: m?.duration('drainTimeout', d.drainTimeout, { min: 0 }) ?? d.drainTimeout,
     idleTimeout: r !== undefined && m !== undefined ? readIdleTimeout(r, m) : d.idleTimeout,
     maxMemory: r !== undefined && m !== undefined ? readMaxMemory(r, m) : d.maxMemory,
+    maxPendingConnectBytes: m?.int('maxPendingConnectBytes', d.maxPendingConnectBytes, 0) ?? d.maxPendingConnectBytes,
   };
 }
 

@@ -61,6 +61,10 @@ export interface ProxyContext {
   maxConnections: number;
   /** Over the memory ceiling (limits.maxMemory): new connections are closed at accept (overload-guard.ts). */
   overloaded: boolean;
+  /** Bytes the unfinished CONNECTs hold beyond their first buffer, all listeners together (limits.maxPendingConnectBytes). */
+  pendingConnectBytes: number;
+  /** A connection was closed because its CONNECT would take more than limits.maxPendingConnectBytes leaves. */
+  onPendingConnectBytesFull(): void;
   onServerConnected(server: Server, seconds: number): void;
   /** A dial failed. serverCaused: refused/reset/timeout (worth a probe), not a local error (EMFILE...). */
   onDialFailure(server: Server, serverCaused: boolean): void;

@@ -454,6 +454,44 @@ async function until(what: string, check: () => Promise<boolean> | boolean, time
   }
 }
 
+describe('limits.maxPendingConnectBytes: what unfinished CONNECTs may hold together', () => {
+  it('clients that send most of a large CONNECT and stall are closed past the bound (overloaded); small CONNECTs pass; the bytes come back when they leave', async () => {
+    // 8 MiB: about 32 of these ~259 KB CONNECTs (each held in a 256 KiB buffer). Without the bound 60 of them held
+    // 15 MB here, and at the default caps 20,000 could hold 5 GB (security audit).
+    const { lb, admin, ports } = await startWith({ limits: '  clientConnectTimeout: 60s\n  maxPendingConnectBytes: 8388608\n' });
+    const port = ports.mqtt!;
+    const flooded: net.Socket[] = [];
+    try {
+      const flood = await floodUnfinished(port, 60);
+      flooded.push(...flood.sockets);
+      await until('the connections past the bound closed', async () => (await rejectedCount(admin, 'mqtt', 'overloaded')) >= 28);
+      await sleep(300);
+      const closed = flood.closedByLb();
+      expect(closed).toBeGreaterThanOrEqual(28);
+      expect(closed).toBeLessThanOrEqual(44);
+      expect(await rejectedCount(admin, 'mqtt', 'overloaded')).toBe(closed);
+      // A client whose CONNECT fits its first buffer is not held to the bound.
+      const small = await connectAt(port, 'small-while-full', 4);
+      expect(small.code).toBe(0);
+      small.socket.destroy();
+      // Said once (at most every 10 s), not once per client.
+      expect(lb.logs.filter((l) => l.msg === 'unfinished CONNECTs hold limits.maxPendingConnectBytes: a client whose CONNECT needs more is closed')).toHaveLength(1);
+
+      // They leave: what they held is free again, for as many as before.
+      for (const s of flood.sockets) s.destroy();
+      await sleep(500);
+      const again = await floodUnfinished(port, 20);
+      flooded.push(...again.sockets);
+      await sleep(1000);
+      expect(again.closedByLb()).toBe(0);
+      expect(await rejectedCount(admin, 'mqtt', 'overloaded')).toBe(closed);
+    } finally {
+      for (const s of flooded) s.destroy();
+      await lb.stop();
+    }
+  });
+});
+
 describe('memory ceiling (limits.maxMemory, reliability case 64)', () => {
   const MAX = 128 * 1024 * 1024;
   const FLOOD = 700; // ~180 MB of unfinished CONNECTs against a 128 MiB ceiling
@@ -461,7 +499,7 @@ describe('memory ceiling (limits.maxMemory, reliability case 64)', () => {
   it('over it: unfinished CONNECTs and TLS handshakes are shed, newcomers closed at accept, routed sessions keep working; below it again: clients served', async () => {
     const pki = createTestPki();
     const tls = `      cert: ${pki.serverCert}\n      key: ${pki.serverKey}\n`;
-    const { lb, admin, ports } = await startWith({ listeners: [{ name: 'mqtt' }, { name: 'tls', tls }, { name: 'gone', tls }], limits: `  clientConnectTimeout: 60s\n  maxMemory: ${MAX}\n` });
+    const { lb, admin, ports } = await startWith({ listeners: [{ name: 'mqtt' }, { name: 'tls', tls }, { name: 'gone', tls }], limits: `  clientConnectTimeout: 60s\n  maxMemory: ${MAX}\n  maxPendingConnectBytes: 0\n` });
     const port = ports.mqtt!;
     const flooded: net.Socket[] = [];
     try {
@@ -538,7 +576,7 @@ describe('memory ceiling (limits.maxMemory, reliability case 64)', () => {
 
   it('clients waiting in the accept queue when it is crossed are told: rc 3 for 3.1/3.1.1, 0x89 for 5.0 (overloaded)', async () => {
     // One accept token per 100 s: the first client passes, the next ones wait in the queue.
-    const { lb, admin, ports } = await startWith({ limits: `  clientConnectTimeout: 60s\n  maxMemory: ${MAX}\n  acceptRate: 0.01\n  acceptQueue: 10\n` });
+    const { lb, admin, ports } = await startWith({ limits: `  clientConnectTimeout: 60s\n  maxMemory: ${MAX}\n  maxPendingConnectBytes: 0\n  acceptRate: 0.01\n  acceptQueue: 10\n` });
     const port = ports.mqtt!;
     const flooded: net.Socket[] = [];
     try {

@@ -17,6 +17,7 @@ function limits(over: Partial<Omit<LimitsConfig, 'perSource'>> & { perSource?: P
     drainTimeout: 30_000,
     idleTimeout: 0,
     maxMemory: 0,
+    maxPendingConnectBytes: 67_108_864,
     ...over,
     perSource: { maxConnections: 0, connectRate: 0, exempt: [], ...over.perSource },
   };

@@ -77,6 +77,7 @@ limits:
   perSource: { maxConnections: 10, connectRate: 2.5, exempt: [198.51.100.0/24, 203.0.113.9] }
   drainTimeout: 1h
   idleTimeout: 2h
+  maxPendingConnectBytes: 33554432
 
 admin:
   bind: 0.0.0.0:9883
@@ -217,6 +218,7 @@ function expectedFull(file: string): LbConfig {
       drainTimeout: 3_600_000,
       idleTimeout: 7_200_000,
       maxMemory: 0,
+      maxPendingConnectBytes: 33_554_432,
     },
     admin: { bind: '0.0.0.0:9883', address: { host: '0.0.0.0', port: 9883 }, token: '0123456789abcdef0123', stateFile: '/var/lib/mqtt-lb/admin-state.json' },
     log: { level: 'debug', sessions: true, bufferBytes: 1_048_576 },
@@ -323,6 +325,7 @@ describe('parseConfig', () => {
         drainTimeout: 30_000,
         idleTimeout: 0,
         maxMemory: 0,
+        maxPendingConnectBytes: 67_108_864,
       },
       admin: { bind: '127.0.0.1:9883', address: { host: '127.0.0.1', port: 9883 }, token: null, stateFile: null },
       log: { level: 'info', sessions: false, bufferBytes: 4_194_304 },

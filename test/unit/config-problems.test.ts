@@ -61,7 +61,7 @@ describe('config problems', () => {
     ]);
     expect(problems(`${PREFIX}limits:\n  timeout_client: 5m\n  timeout-connect: 3s\n`)).toEqual([
       'lb.yaml:9:3 limits.timeout_client: unknown key `timeout_client` (did you mean `idleTimeout`?)',
-      'lb.yaml:10:3 limits.timeout-connect: unknown key `timeout-connect`; allowed here: clientConnectTimeout, maxConnectBytes, maxConnections, acceptRate, acceptQueue, perSource, drainTimeout, idleTimeout, maxMemory',
+      'lb.yaml:10:3 limits.timeout-connect: unknown key `timeout-connect`; allowed here: clientConnectTimeout, maxConnectBytes, maxConnections, acceptRate, acceptQueue, perSource, drainTimeout, idleTimeout, maxMemory, maxPendingConnectBytes',
     ]);
     // Secrets are never quoted back: the message goes to the terminal, `check`'s output and a rejected reload's log line.
     expect(problems(`${PREFIX}admin:\n  token: 12345678901234567890\n`)).toEqual([
@@ -638,7 +638,7 @@ describe('HAProxy and keepalived words', () => {
   it('our own keys in the wrong mapping say where they belong (in at most two places)', () => {
     expect(problems(`${PREFIX}    refuseWith: close\nlimits:\n  evictRate: 10\n`)).toEqual([
       'lb.yaml:8:5 pools.brokers.refuseWith: unknown key `refuseWith` (`refuseWith` belongs in `listeners[]`; allowed here: balance, fallback, serverConnectTimeout, retries, sendProxyProtocol, onServerDown, onServerUp, evictRate, servers, health)',
-      'lb.yaml:10:3 limits.evictRate: unknown key `evictRate` (`evictRate` belongs in `pools.<name>`; allowed here: clientConnectTimeout, maxConnectBytes, maxConnections, acceptRate, acceptQueue, perSource, drainTimeout, idleTimeout, maxMemory)',
+      'lb.yaml:10:3 limits.evictRate: unknown key `evictRate` (`evictRate` belongs in `pools.<name>`; allowed here: clientConnectTimeout, maxConnectBytes, maxConnections, acceptRate, acceptQueue, perSource, drainTimeout, idleTimeout, maxMemory, maxPendingConnectBytes)',
     ]);
     expect(problems(PREFIX.replace('    pool: brokers\n', '    pool: brokers\n    balance: round-robin\n'))).toEqual([
       'lb.yaml:5:5 listeners[0].balance: unknown key `balance` (`balance` belongs in `pools.<name>`; allowed here: name, bind, pool, maxConnections, tls, acceptProxyProtocol, refuseWith)',

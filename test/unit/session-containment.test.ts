@@ -72,13 +72,15 @@ function rig() {
   });
   const ctx: ProxyContext = {
     log: pino({ level: 'debug' }, sink),
-    limits: { clientConnectTimeout: 5000, maxConnectBytes: 65536, maxConnections: 100, acceptRate: 0, acceptQueue: 0, drainTimeout: 0, idleTimeout: 0, perSource: { maxConnections: 0, connectRate: 0, exempt: [] }, maxMemory: 0 },
+    limits: { clientConnectTimeout: 5000, maxConnectBytes: 65536, maxConnections: 100, acceptRate: 0, acceptQueue: 0, drainTimeout: 0, idleTimeout: 0, perSource: { maxConnections: 0, connectRate: 0, exempt: [] }, maxMemory: 0, maxPendingConnectBytes: 67_108_864 },
     logSessions: false,
     pool: () => undefined,
     totalActive: 0,
     totalAdmitted: 0,
     maxConnections: 100,
     overloaded: false,
+    pendingConnectBytes: 0,
+    onPendingConnectBytesFull: () => {},
     onServerConnected: () => {},
     onDialFailure: () => {},
     onServerSilent: () => {},
