@@ -142,6 +142,8 @@ export class App implements TelemetrySource, AdminActions {
   private readonly intakeAlert: IntakeAlert;
   /** `unfinished CONNECTs hold limits.maxPendingConnectBytes ...`: at most once per 10 s, with the count left out. */
   private readonly pendingFullLog: RateLimitedLog;
+  /** The clamp warnings the running config gave (logClamped): a reload repeats none of them. */
+  private clampsSaid = new Set<string>();
   /** checkDescriptors' last finding: null, or why no descriptor could be opened. */
   private descriptorShortage: 'EMFILE' | 'ENFILE' | null = null;
   /** The last tracking sent asked for FAULT (a listener that cannot accept). */
@@ -356,7 +358,6 @@ export class App implements TelemetrySource, AdminActions {
     fo.serving();
   }
 
-  /** The listeners this process serves: none in the cluster primary (its workers do). */
   /** The connection caps that fit the open-file limit; throws MQLB_START_FD_LIMIT when not one session fits. */
   private sessionBudget(config: LbConfig): ReturnType<typeof budgetForConfig> {
     const budget = budgetForConfig(config);
@@ -366,13 +367,18 @@ export class App implements TelemetrySource, AdminActions {
   }
 
   /**
-   * At start and at each reload: a cap above what the open-file limit allows runs lowered, and the log says so.
-   * The cluster primary holds no session: each worker clamps its own share and says so (with its index).
+   * At start, and at a reload that changes what is clamped: a cap above what the open-file limit allows runs lowered,
+   * and the log says so (a soak audit saw the same lines at every reload). The cluster primary holds no session: each
+   * worker clamps its own share and says so (with its index).
    */
   private logClamped(budget: ReturnType<typeof budgetForConfig>): void {
-    if (this.role !== 'primary') for (const w of budget.warnings) this.log.warn({ detail: w }, 'connection cap clamped');
+    if (this.role === 'primary') return;
+    const said = this.clampsSaid;
+    this.clampsSaid = new Set(budget.warnings);
+    for (const w of budget.warnings) if (!said.has(w)) this.log.warn({ detail: w }, 'connection cap clamped');
   }
 
+  /** The listeners this process serves: none in the cluster primary (its workers do). */
   private ownListeners(config: LbConfig): LbConfig['listeners'] {
     return this.role === 'primary' ? [] : config.listeners;
   }

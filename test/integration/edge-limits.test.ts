@@ -717,6 +717,13 @@ describe('descriptor budget', () => {
       const until = Date.now() + 5000;
       while (!logs.some((l) => l.msg === 'config reloaded') && Date.now() < until) await sleep(50);
       expect(logs.filter((l) => l.msg === 'connection cap clamped').some((l) => /^limits\.maxConnections 30000 clamped to 90/.test(String(l.detail)))).toBe(true);
+      // The same file again: the same clamps, not said again (a soak saw them at every reload).
+      const said = logs.filter((l) => l.msg === 'connection cap clamped').length;
+      proc.kill('SIGHUP');
+      const until2 = Date.now() + 5000;
+      while (logs.filter((l) => l.msg === 'config reloaded').length < 2 && Date.now() < until2) await sleep(50);
+      expect(logs.filter((l) => l.msg === 'config reloaded')).toHaveLength(2);
+      expect(logs.filter((l) => l.msg === 'connection cap clamped')).toHaveLength(said);
     } finally {
       for (const s of held) s.destroy();
       proc.kill('SIGTERM');
