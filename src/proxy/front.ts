@@ -19,6 +19,7 @@ import { CidrSet } from './cidr.js';
 import { parseProxyHeader, encodeFor, addressesOf, MAX_V1_LINE_LENGTH, MAX_V2_BLOCK_LENGTH, type ProxyAddresses, type ProxyTlvs } from './proxy-protocol.js';
 import type { Front, Listener, ProxyHeaderBuilder } from './listener.js';
 import type { ClientSession } from './session.js';
+import type { AdmissionTicket } from './context.js';
 import { monotonicNow } from '../monotonic-clock.js';
 
 /** The largest header we buffer: the parser answers `invalid` beyond these, this is a second bound. */
@@ -66,11 +67,36 @@ interface FrontState {
   proxyHeaderBytes: number;
   /** Handed to the TLS server: a close from now on is a failed handshake. */
   inTls: boolean;
+  /** Its place among its address's connections without a CONNECT yet (per-source limits), during the handshake. */
+  ticket: FrontTicket | null;
   /**
    * null while it is in front; else how it ended: handed to its session, a refusal's reason, or 'gone' (closed
    * before a byte of TLS, counted as nothing).
    */
-  ended: 'session' | 'bad_proxy_header' | 'tls_handshake' | 'timeout' | 'overloaded' | 'gone' | null;
+  ended: 'session' | FrontRejectReason | 'gone' | null;
+}
+
+type FrontRejectReason = 'bad_proxy_header' | 'tls_handshake' | 'timeout' | 'overloaded' | 'source_full' | 'rate_limited';
+
+/**
+ * A TLS handshake counts towards its address's connections without a CONNECT (admission.ts arrive(), what
+ * limits.perSource bounds): a handshake is the costliest thing an unauthenticated client can make us do, and one
+ * address holding thousands of them locked every newcomer out of a TLS listener (security audit: source_full 0,
+ * accept_dropped 133,462). Given back when the handshake ends, just before the session counts itself.
+ */
+class FrontTicket implements AdmissionTicket {
+  constructor(
+    readonly remoteAddress: string,
+    private readonly state: FrontState,
+  ) {}
+
+  get closed(): boolean {
+    return this.state.ended !== null;
+  }
+
+  // Only sessions queue for admission (admit()); a front is never queued.
+  proceed(): void {}
+  refuse(): void {}
 }
 
 type Tagged = Socket & { [kFront]?: FrontState };
@@ -103,7 +129,7 @@ export class ConnectionFront implements Front {
 
   accept(socket: Socket, listener: Listener): void {
     listener.inFront.add(socket);
-    const state: FrontState = { listener, front: this, raw: socket, acceptedAt: monotonicNow(), timer: null, buf: null, remote: undefined, destination: undefined, proxyHeaderBytes: 0, inTls: false, ended: null };
+    const state: FrontState = { listener, front: this, raw: socket, acceptedAt: monotonicNow(), timer: null, buf: null, remote: undefined, destination: undefined, proxyHeaderBytes: 0, inTls: false, ticket: null, ended: null };
     (socket as Tagged)[kFront] = state;
     // The PROXY header and the TLS handshake are inside the client's connect deadline, from accept.
     state.timer = setTimeout(onFrontTimeout, this.timeoutMs, state);
@@ -126,6 +152,17 @@ export class ConnectionFront implements Front {
     if (this.tlsServer === null) {
       this.handOver(state, socket, rest, null);
       return;
+    }
+    const ctx = state.listener.ctx;
+    if (ctx.arrive !== undefined) {
+      const ticket = new FrontTicket(clientAddress(state) ?? '', state);
+      const refused = ctx.arrive(ticket);
+      if (refused === 'source_full' || refused === 'rate_limited') {
+        if (ctx.log.isLevelEnabled('debug')) ctx.log.debug({ listener: state.listener.config.name, client: clientAddress(state), reason: refused, awaiting: 'TLS handshake' }, 'connect rejected');
+        rejectFront(state, refused);
+        return;
+      }
+      if (refused === null) state.ticket = ticket;
     }
     // Reading the PROXY header made the stream flowing: stop it, so no byte is emitted to nobody.
     socket.pause();
@@ -161,6 +198,8 @@ export class ConnectionFront implements Front {
   handOver(state: FrontState, clientSocket: Socket, preread: Buffer | undefined, peer: TlsPeer | null): void {
     if (state.ended !== null) return;
     state.ended = 'session';
+    // Given back before the session counts itself (its constructor's arrive()).
+    releaseTicket(state);
     if (state.timer !== null) clearTimeout(state.timer);
     state.timer = null;
     const raw = state.raw;
@@ -265,6 +304,7 @@ function onFrontClose(this: Tagged): void {
     return;
   }
   state.ended = 'gone';
+  releaseTicket(state);
   if (state.timer !== null) clearTimeout(state.timer);
   state.timer = null;
   state.listener.connectionGone();
@@ -282,15 +322,22 @@ export function shedFront(raw: Socket): boolean {
   return true;
 }
 
-function rejectFront(state: FrontState, reason: 'bad_proxy_header' | 'tls_handshake' | 'timeout' | 'overloaded', tlsSocket?: tls.TLSSocket): void {
+function rejectFront(state: FrontState, reason: FrontRejectReason, tlsSocket?: tls.TLSSocket): void {
   if (state.ended !== null) return;
   state.ended = reason;
+  releaseTicket(state);
   if (state.timer !== null) clearTimeout(state.timer);
   state.timer = null;
   state.listener.frontRejected(reason);
   state.listener.frontEnded(state.raw);
   tlsSocket?.destroy();
   state.raw.destroy();
+}
+
+function releaseTicket(state: FrontState): void {
+  if (state.ticket === null) return;
+  state.listener.ctx.release?.(state.ticket);
+  state.ticket = null;
 }
 
 function noop(): void {}

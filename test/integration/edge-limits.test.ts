@@ -233,6 +233,64 @@ describe('caps answered in MQTT and freed', () => {
     }
   });
 
+  it('on a TLS listener, handshakes count against their address too: past twice perSource.maxConnections closed before any TLS; given back when they end', async () => {
+    const pki = createTestPki();
+    const { lb, admin, ports } = await startWith({ listeners: [{ name: 'tls', tls: `      cert: ${pki.serverCert}\n      key: ${pki.serverKey}\n` }], limits: '  clientConnectTimeout: 5s\n  perSource: { maxConnections: 3 }\n' });
+    const port = ports.tls!;
+    const opened: net.Socket[] = [];
+    const stalled = (localAddress: string): Promise<net.Socket> =>
+      new Promise((resolve, reject) => {
+        const s = netConnect({ host: '127.0.0.1', port, localAddress });
+        opened.push(s);
+        s.on('error', () => {});
+        s.once('connect', () => resolve(s));
+        s.once('error', reject);
+      });
+    // A whole TLS client: handshake, CONNECT, the CONNACK's return code, then gone.
+    const tlsSession = (localAddress: string, clientId: string): Promise<number | null> =>
+      new Promise((resolve) => {
+        const raw = netConnect({ host: '127.0.0.1', port, localAddress });
+        raw.on('error', () => {});
+        opened.push(raw);
+        const s = tlsConnect({ socket: raw, rejectUnauthorized: false }, () => s.write(connectPacket({ clientId })));
+        opened.push(s);
+        s.on('error', () => resolve(null));
+        s.once('close', () => resolve(null));
+        s.once('data', (d: Buffer) => {
+          resolve((parsePackets(d)[0] as mqttPacket.IConnackPacket | undefined)?.returnCode ?? null);
+          s.destroy();
+        });
+      });
+    try {
+      // Sessions that came through the handshake give their place back: more of them, one after the other, than
+      // the cap on connections without a CONNECT.
+      for (let i = 0; i < 8; i++) expect(await tlsSession('127.0.0.1', `tls-seq-${i}`), `session ${i}`).toBe(0);
+      const silent: net.Socket[] = [];
+      for (let i = 0; i < 6; i++) silent.push(await stalled('127.0.0.1'));
+      await sleep(200);
+      const extra = await stalled('127.0.0.1');
+      const closed = await new Promise<boolean>((resolve) => {
+        const t = setTimeout(() => resolve(false), 1500);
+        extra.once('close', () => {
+          clearTimeout(t);
+          resolve(true);
+        });
+      });
+      expect(closed, 'the seventh handshake of one address is closed').toBe(true);
+      expect(extra.bytesRead).toBe(0);
+      for (const s of silent) expect(s.destroyed).toBe(false);
+      expect(await tlsSession('127.0.0.2', 'tls-other-address')).toBe(0);
+      for (const s of silent) s.destroy();
+      await sleep(300);
+      expect(await tlsSession('127.0.0.1', 'tls-back-again')).toBe(0);
+      expect(await rejectedCount(admin, 'tls', 'source_full')).toBe(1);
+    } finally {
+      for (const s of opened) s.destroy();
+      await lb.stop();
+      pki.cleanup();
+    }
+  });
+
   it('clients that arrive together: the caps count sessions, not connections still sending their CONNECT', async () => {
     // Three connections first, then their three CONNECTs: under a cap of two, two are admitted and one refused.
     const together = async (port: number, prefix: string, localAddress?: string): Promise<Array<number | null>> => {
