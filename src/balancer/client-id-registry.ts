@@ -19,6 +19,12 @@ import type { Server } from './server.js';
 
 export interface ClientIdHolder {
   readonly server: Server | null;
+  /**
+   * When its CONNECT was written to its server (monotonic ms, performance.now()): of two sessions of one client ID,
+   * the one whose CONNECT went later is the newer, as a broker that saw both would judge, whichever CONNACK comes
+   * first (an audit had a slow broker's late CONNACK close the newer session).
+   */
+  readonly connectSentAt: number;
   /** Close the session (both sides): a newer session of its client ID runs on another server. */
   evict(reason: 'takeover'): void;
 }
@@ -27,10 +33,10 @@ export interface ClientIdHolder {
 export interface ClientIdSharing {
   /** Called once per registry, at its creation: where orders for `pool` are looked up. */
   attach(pool: string, registry: ClientIdRegistry<ClientIdHolder>): void;
-  /** A session accepted by `server` holds `id` in this process now, under `serial`. */
-  claimed(pool: string, id: string, serial: number, server: string): void;
+  /** A session accepted by `server`, its CONNECT sent at `connectSentAt` (performance.now()), holds `id` in this process now, under `serial`. */
+  claimed(pool: string, id: string, serial: number, server: string, connectSentAt: number): void;
   /** The session registered under `serial` has ended. */
-  released(pool: string, id: string, serial: number): void;
+  released(serial: number): void;
 }
 
 /** Process-wide, so that a serial names one claim whatever the pool. */
@@ -62,16 +68,24 @@ export class ClientIdRegistry<S extends ClientIdHolder> {
     return this.live.get(id);
   }
 
-  /** `session` (accepted by its server) now holds `id`: the session it displaces on another server, which the caller closes; else null. */
+  /**
+   * `session` (accepted by its server) claims `id`: the newer of it and the session holding `id` (by connectSentAt)
+   * holds it from now on. Answers the older one when it runs on another server, which the caller closes (it may be
+   * `session` itself); else null (none, or the same broker, which closes it itself).
+   */
   claim(id: string, session: S): S | null {
     const before = this.live.get(id);
+    if (before === session) return null;
+    if (before !== undefined && session.connectSentAt < before.connectSentAt) {
+      return before.server === session.server ? null : session;
+    }
     this.live.set(id, session);
-    if (this.serials !== null && before !== session) {
+    if (this.serials !== null) {
       const serial = ++lastSerial;
       this.serials.set(id, serial);
-      this.sharing!.claimed(this.pool, id, serial, session.server?.name ?? '');
+      this.sharing!.claimed(this.pool, id, serial, session.server?.name ?? '', session.connectSentAt);
     }
-    if (before === undefined || before === session || before.server === session.server) return null;
+    if (before === undefined || before.server === session.server) return null;
     return before;
   }
 
@@ -82,7 +96,7 @@ export class ClientIdRegistry<S extends ClientIdHolder> {
     if (this.serials === null) return;
     const serial = this.serials.get(id)!;
     this.serials.delete(id);
-    this.sharing!.released(this.pool, id, serial);
+    this.sharing!.released(serial);
   }
 
   /** The session that holds `id` under `serial` (a takeover the primary ordered), if it still does. */

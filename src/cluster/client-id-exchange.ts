@@ -12,6 +12,17 @@ import type { ClientIdEvent, TakeoverOrder } from './messages.js';
 /** How long reports may wait to be sent together. */
 export const FLUSH_MS = 20;
 
+/**
+ * performance.now() is the host's monotonic clock (libuv's hrtime, as process.hrtime) less this process's start:
+ * adding this offset gives the host clock, which every worker shares (the primary compares their claims on it).
+ */
+const HOST_CLOCK_OFFSET_MICROS = hostClockMicros() - performance.now() * 1000;
+
+function hostClockMicros(): number {
+  const [seconds, nanos] = process.hrtime();
+  return seconds * 1e6 + nanos / 1e3;
+}
+
 export class ClientIdExchange implements ClientIdSharing {
   private pending: ClientIdEvent[] = [];
   private timer: NodeJS.Timeout | null = null;
@@ -28,13 +39,12 @@ export class ClientIdExchange implements ClientIdSharing {
     this.registries.set(pool, registry);
   }
 
-  claimed(pool: string, id: string, serial: number, server: string): void {
-    const [seconds, nanos] = process.hrtime();
-    this.queue(['claim', pool, id, serial, server, seconds * 1e6 + Math.floor(nanos / 1e3)]);
+  claimed(pool: string, id: string, serial: number, server: string, connectSentAt: number): void {
+    this.queue(['claim', pool, id, serial, server, Math.round(HOST_CLOCK_OFFSET_MICROS + connectSentAt * 1000)]);
   }
 
-  released(pool: string, id: string, serial: number): void {
-    this.queue(['release', pool, id, serial]);
+  released(serial: number): void {
+    this.queue(['release', serial]);
   }
 
   /** The sessions of this worker that the primary's orders name and that still hold their IDs under those serials. */

@@ -1,9 +1,9 @@
 /**
  * The primary's side of the takeover rule across workers [MQTT-3.1.4-3] (client-id-registry.ts): which worker holds
  * each client ID of each pool, on which server, since when; and which session to close when two workers hold one
- * client ID on different servers. The older claim loses, whichever worker's report came first (reports are batched:
- * client-id-exchange.ts). On one server the broker applies the rule itself; within one worker, the worker's own
- * registry did at the CONNACK. Pure: fed the workers' events, answers orders.
+ * client ID on different servers. The claim whose CONNECT went later wins, whichever worker's report came first
+ * (reports are batched: client-id-exchange.ts). On one server the broker applies the rule itself; within one worker,
+ * the worker's own registry did. Pure: fed the workers' events, answers orders.
  */
 import type { ClientIdEvent, TakeoverOrder } from './messages.js';
 
@@ -22,23 +22,25 @@ export interface WorkerOrder {
 export class ClientIdLedger {
   /** Per pool, per client ID: the newest claim known. */
   private readonly pools = new Map<string, Map<string, Claim>>();
+  /** Per worker, per serial: the pool and client ID of each claim it reported and has not released. */
+  private readonly serials = new Map<number, Map<number, { pool: string; id: string }>>();
 
   /** Worker `worker`'s events (by a worker id never reused), in its order: the sessions to close, each with the worker that holds it. */
   apply(worker: number, events: readonly ClientIdEvent[]): WorkerOrder[] {
     const orders: WorkerOrder[] = [];
     for (const e of events) {
-      if (e[0] === 'claim') this.claim(worker, e[1], e[2], { worker, serial: e[3], server: e[4], atMicros: e[5] }, orders);
-      else this.release(worker, e[1], e[2], e[3]);
+      if (e[0] === 'claim') this.claim(e[1], e[2], { worker, serial: e[3], server: e[4], atMicros: e[5] }, orders);
+      else this.release(worker, e[1]);
     }
     return orders;
   }
 
   /** A worker exited: its sessions went with it. */
   forgetWorker(worker: number): void {
-    for (const [pool, ids] of this.pools) {
-      for (const [id, claim] of ids) if (claim.worker === worker) ids.delete(id);
-      if (ids.size === 0) this.pools.delete(pool);
-    }
+    const claims = this.serials.get(worker);
+    if (claims === undefined) return;
+    this.serials.delete(worker);
+    for (const [serial, { pool, id }] of claims) this.drop(pool, id, worker, serial);
   }
 
   /** Client IDs held, all pools together. */
@@ -48,29 +50,52 @@ export class ClientIdLedger {
     return n;
   }
 
-  private claim(worker: number, pool: string, id: string, claim: Claim, orders: WorkerOrder[]): void {
+  private claim(pool: string, id: string, claim: Claim, orders: WorkerOrder[]): void {
     let ids = this.pools.get(pool);
     if (ids === undefined) {
       ids = new Map();
       this.pools.set(pool, ids);
     }
     const held = ids.get(id);
-    // None, or the same worker's older claim (its registry applied the rule already): the newer claim holds.
-    if (held === undefined || held.worker === worker) {
-      ids.set(id, claim);
+    if (held !== undefined && claim.atMicros < held.atMicros) {
+      // An older session reported late: it is the one to close (its own worker's registry knew the newer one when
+      // both are its own, and on one server the broker closes it).
+      if (held.worker !== claim.worker && held.server !== claim.server) orders.push({ worker: claim.worker, order: [pool, id, claim.serial] });
       return;
     }
-    const [newer, older] = claim.atMicros >= held.atMicros ? [claim, held] : [held, claim];
-    ids.set(id, newer);
-    // On one server the broker closes the older connection itself.
-    if (older.server !== newer.server) orders.push({ worker: older.worker, order: [pool, id, older.serial] });
+    ids.set(id, claim);
+    this.serialsOf(claim.worker).set(claim.serial, { pool, id });
+    if (held === undefined) return;
+    if (held.worker === claim.worker) {
+      this.serials.get(held.worker)?.delete(held.serial);
+      return;
+    }
+    if (held.server !== claim.server) orders.push({ worker: held.worker, order: [pool, id, held.serial] });
   }
 
-  private release(worker: number, pool: string, id: string, serial: number): void {
+  private release(worker: number, serial: number): void {
+    const claims = this.serials.get(worker);
+    const claim = claims?.get(serial);
+    if (claim === undefined) return;
+    claims!.delete(serial);
+    this.drop(claim.pool, claim.id, worker, serial);
+  }
+
+  /** Forget `id` of `pool` if its newest claim is still that of `worker` under `serial`. */
+  private drop(pool: string, id: string, worker: number, serial: number): void {
     const ids = this.pools.get(pool);
     const held = ids?.get(id);
     if (held === undefined || held.worker !== worker || held.serial !== serial) return;
     ids!.delete(id);
     if (ids!.size === 0) this.pools.delete(pool);
+  }
+
+  private serialsOf(worker: number): Map<number, { pool: string; id: string }> {
+    let claims = this.serials.get(worker);
+    if (claims === undefined) {
+      claims = new Map();
+      this.serials.set(worker, claims);
+    }
+    return claims;
   }
 }

@@ -73,6 +73,38 @@ export function connackFor(reason: RefusalReason, level: 3 | 4 | 5): Buffer {
 export type ConnackVerdict = 'accepts' | 'refuses' | 'partial';
 
 /**
+ * How many bytes at the start of a 5.0 server's reply are whole AUTH packets (0xF0): enhanced authentication
+ * [MQTT-4.12] has the server send AUTH before its CONNACK, as many times as the method needs. 0 before 5.0 (no AUTH
+ * packet exists) and when the reply does not start with a whole one.
+ */
+export function leadingAuthBytes(bytes: Buffer, protocolLevel: number): number {
+  if ((protocolLevel & 0x7f) !== 5) return 0;
+  let at = 0;
+  while (at < bytes.length && bytes[at] === 0xf0) {
+    const end = packetEnd(bytes, at);
+    if (end < 0) break;
+    at = end;
+  }
+  return at;
+}
+
+/** Where the packet at `at` ends, or -1 when its fixed header or body is not all there (or is malformed). */
+function packetEnd(bytes: Buffer, at: number): number {
+  let length = 0;
+  let shift = 0;
+  for (let i = at + 1; i < bytes.length && i <= at + 4; i++) {
+    const b = bytes[i]!;
+    length += (b & 0x7f) * 2 ** shift;
+    if ((b & 0x80) === 0) {
+      const end = i + 1 + length;
+      return end <= bytes.length ? end : -1;
+    }
+    shift += 7;
+  }
+  return -1;
+}
+
+/**
  * Reads the start of a server's reply as far as the CONNACK's return code: 0 accepts (3.1 / 3.1.1: `20 02 xx 00`;
  * 5.0: `20`, the remaining length as a variable byte integer, the acknowledge flags, then reason code `00`). Fewer
  * bytes than that (the network may split even a 4-byte CONNACK) are 'partial': the caller waits for more.

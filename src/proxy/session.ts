@@ -16,7 +16,7 @@ import { HandleSocket, handleSockets } from './handle-socket.js';
 import type { Server, LiveSession, EvictReason } from '../balancer/server.js';
 import type { RefuseWith } from '../config/types.js';
 import { scanConnect, type ConnectInfo } from './connect-scanner.js';
-import { connackFor, connackVerdict, type RefusalReason } from './connack.js';
+import { connackFor, connackVerdict, leadingAuthBytes, type RefusalReason } from './connack.js';
 import { LINGER_MS, beginLinger, closeWithReply, dropInput, lingeringClose } from './refuse.js';
 import { ErrorCodes } from '../errors.js';
 import { rewriteUsername } from './connect-rewrite.js';
@@ -95,6 +95,8 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
   closeReason: CloseReason | null = null;
   /** Its client ID as held in the pool's registry (registerClientId); null: none, or not proxied. */
   private clientIdKey: string | null = null;
+  /** ClientIdHolder: when its CONNECT went to its server (monotonicNow()); set with clientIdKey. */
+  connectSentAt = 0;
   /** The CONNECT's protocol level, while its CONNACK decides a takeover from another server (connackArrived). */
   private takeoverLevel = 0;
   /** The server's bytes so far while they do not hold the CONNACK's code yet (connackArrived); null otherwise. */
@@ -707,6 +709,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     if (id.length === 0) return false; // a broker-assigned ID names no earlier session [MQTT-3.1.3-6]
     const key = id.toString('latin1'); // one character per byte: distinct IDs stay distinct
     this.clientIdKey = key;
+    this.connectSentAt = monotonicNow();
     const holder = pool.clientIds.holderOf(key);
     // None, or on this same broker, which closes the older connection itself once it has accepted this one. With
     // workers, an older session in another worker is known only to the primary: the claim (reported to it) waits
@@ -727,7 +730,10 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
   connackArrived(bytes: Buffer): boolean {
     const key = this.clientIdKey;
     if (key === null || this.phase !== 'splicing') return true;
-    const head = this.connackHead === null ? bytes : Buffer.concat([this.connackHead, bytes]);
+    let head = this.connackHead === null ? bytes : Buffer.concat([this.connackHead, bytes]);
+    // AUTH packets before the CONNACK (MQTT 5 enhanced authentication): not kept, the CONNACK still decides.
+    const auth = leadingAuthBytes(head, this.takeoverLevel);
+    if (auth > 0) head = head.subarray(auth);
     const verdict = connackVerdict(head, this.takeoverLevel);
     if (verdict === 'partial') {
       this.connackHead = head;
@@ -740,11 +746,14 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
       return true;
     }
     const pool = this.pool!;
+    // The older of this session and the one holding the ID, when on another server: closed. This one, when the
+    // other's CONNECT went later (its CONNACK came first).
     const displaced = pool.clientIds.claim(key, this);
     if (displaced === null) return true;
     const log = this.listener.ctx.log;
     if (log.isLevelEnabled('debug')) {
-      log.debug({ pool: pool.name, from: displaced.server?.name, to: this.server!.name, clientId: clientIdForLog(Buffer.from(key, 'latin1')) }, 'client ID connected again on another server: closing its older session');
+      const newer = displaced === this ? pool.clientIds.holderOf(key) : this;
+      log.debug({ pool: pool.name, from: displaced.server?.name, to: newer?.server?.name, clientId: clientIdForLog(Buffer.from(key, 'latin1')) }, 'client ID connected again on another server: closing its older session');
     }
     displaced.evict('takeover');
     return true;
@@ -926,6 +935,8 @@ function onUpstreamConnack(this: ProxySocket, chunk: Buffer): void {
     this.removeListener('data', onUpstreamConnack);
     this.on('data', onSplicedUpstreamData);
   }
+  // Closed by its own CONNACK: a newer session of its client ID holds it (connackArrived).
+  if (this.destroyed) return;
   onSplicedUpstreamData.call(this, chunk);
 }
 

@@ -4,7 +4,9 @@ import type { Server } from '../../src/balancer/server.js';
 
 const b1 = { name: 'b1' } as Server;
 const b2 = { name: 'b2' } as Server;
-const session = (server: Server) => ({ server, evict: () => {} });
+/** A session whose CONNECT went to `server` at `connectSentAt` (ms); by default each one later than the last. */
+let clock = 0;
+const session = (server: Server, connectSentAt = ++clock) => ({ server, connectSentAt, evict: () => {} });
 type Holder = ReturnType<typeof session>;
 
 describe('ClientIdRegistry (the takeover rule across brokers)', () => {
@@ -19,6 +21,18 @@ describe('ClientIdRegistry (the takeover rule across brokers)', () => {
     expect(r.claim('c', third)).toBeNull();
     expect(r.holderOf('c')).toBe(third);
     expect(r.size).toBe(1);
+  });
+
+  it('newer is whose CONNECT went later, not whose CONNACK came first: an older claim arriving late is the one displaced', () => {
+    const r = new ClientIdRegistry<Holder>();
+    const older = session(b1, 100); // its broker answers slowly
+    const newer = session(b2, 200);
+    expect(r.claim('c', newer)).toBeNull();
+    expect(r.claim('c', older)).toBe(older);
+    expect(r.holderOf('c')).toBe(newer);
+    // On the newer one's server, the broker closes the older itself.
+    expect(r.claim('c', session(b2, 150))).toBeNull();
+    expect(r.holderOf('c')).toBe(newer);
   });
 
   it('an older session that ends after a newer one took its ID leaves the newer one registered', () => {
@@ -54,8 +68,8 @@ describe('ClientIdRegistry with sharing (workers: the primary hears every claim 
     const attached = new Map<string, unknown>();
     const sharing: ClientIdSharing = {
       attach: (pool, registry) => void attached.set(pool, registry),
-      claimed: (pool, id, serial, server) => void events.push(['claim', pool, id, serial, server]),
-      released: (pool, id, serial) => void events.push(['release', pool, id, serial]),
+      claimed: (pool, id, serial, server, connectSentAt) => void events.push(['claim', pool, id, serial, server, connectSentAt]),
+      released: (serial) => void events.push(['release', serial]),
     };
     return { events, attached, sharing };
   }
@@ -66,19 +80,20 @@ describe('ClientIdRegistry with sharing (workers: the primary hears every claim 
     expect(attached.get('brokers')).toBe(r);
     expect(r.shared).toBe(true);
     expect(new ClientIdRegistry<Holder>().shared).toBe(false);
-    const older = session(b1);
-    const newer = session(b2);
+    const older = session(b1, 10);
+    const newer = session(b2, 20);
     r.claim('c', older);
     r.claim('c', older); // the same holder again: nothing new to say
     expect(r.claim('c', newer)).toBe(older);
+    expect(r.claim('c', session(b1, 15))).not.toBeNull(); // older than the holder: not reported
     r.release('c', older); // displaced: the primary already holds the newer claim
     r.release('c', newer);
     const [s1, s2] = [events[0]![3] as number, events[1]![3] as number];
     expect(s2).toBeGreaterThan(s1);
     expect(events).toEqual([
-      ['claim', 'brokers', 'c', s1, 'b1'],
-      ['claim', 'brokers', 'c', s2, 'b2'],
-      ['release', 'brokers', 'c', s2],
+      ['claim', 'brokers', 'c', s1, 'b1', 10],
+      ['claim', 'brokers', 'c', s2, 'b2', 20],
+      ['release', s2],
     ]);
   });
 

@@ -10,7 +10,7 @@ import type { ClientIdEvent } from '../../src/cluster/messages.js';
 import type { Server } from '../../src/balancer/server.js';
 
 const claim = (id: string, serial: number, server: string, at: number, pool = 'p'): ClientIdEvent => ['claim', pool, id, serial, server, at];
-const release = (id: string, serial: number, pool = 'p'): ClientIdEvent => ['release', pool, id, serial];
+const release = (serial: number): ClientIdEvent => ['release', serial];
 
 describe('ClientIdLedger (primary)', () => {
   it('a newer claim in another worker on another server closes the older session; on the same server the broker does it', () => {
@@ -30,27 +30,39 @@ describe('ClientIdLedger (primary)', () => {
     // Worker 1's claim was made earlier, reported later: it is the one to close.
     expect(ledger.apply(1, [claim('c', 7, 'b1', 100)])).toEqual([{ worker: 1, order: ['p', 'c', 7] }]);
     // Its release later changes nothing: worker 2 still holds the ID.
-    ledger.apply(1, [release('c', 7)]);
+    ledger.apply(1, [release(7)]);
     expect(ledger.apply(1, [claim('c', 9, 'b1', 300)])).toEqual([{ worker: 2, order: ['p', 'c', 3] }]);
   });
 
   it('within one worker the worker decided already; a release forgets only its own claim', () => {
     const ledger = new ClientIdLedger();
     expect(ledger.apply(1, [claim('c', 1, 'b1', 100), claim('c', 2, 'b2', 200)])).toEqual([]);
-    ledger.apply(1, [release('c', 1)]); // displaced by its own newer session: not the holder
+    ledger.apply(1, [release(1)]); // displaced by its own newer session: not the holder
     expect(ledger.size).toBe(1);
-    ledger.apply(2, [release('c', 2)]); // another worker's serial 2: not this claim
+    ledger.apply(2, [release(2)]); // another worker's serial 2: not this claim
     expect(ledger.size).toBe(1);
-    ledger.apply(1, [release('c', 2)]);
+    ledger.apply(1, [release(2)]);
     expect(ledger.size).toBe(0);
     // Gone: a new claim elsewhere closes nothing.
     expect(ledger.apply(2, [claim('c', 5, 'b1', 300)])).toEqual([]);
+  });
+
+  it('the claim whose CONNECT went later wins, not the one reported later; a release names only its serial', () => {
+    const ledger = new ClientIdLedger();
+    ledger.apply(1, [claim('c', 1, 'b1', 500)]);
+    // Worker 2's session was CONNECTed earlier (its CONNACK came later): it is the one to close.
+    expect(ledger.apply(2, [claim('c', 1, 'b2', 400)])).toEqual([{ worker: 2, order: ['p', 'c', 1] }]);
+    ledger.apply(2, [release(1)]);
+    expect(ledger.size).toBe(1);
+    ledger.apply(1, [release(1)]);
+    expect(ledger.size).toBe(0);
   });
 
   it('pools are separate; a worker that exits takes its claims with it', () => {
     const ledger = new ClientIdLedger();
     ledger.apply(1, [claim('c', 1, 'b1', 100, 'a'), claim('d', 2, 'b1', 100, 'a')]);
     expect(ledger.apply(2, [claim('c', 1, 'b2', 200, 'other')])).toEqual([]);
+    ledger.forgetWorker(1);
     ledger.forgetWorker(1);
     expect(ledger.size).toBe(1);
     expect(ledger.apply(2, [claim('c', 2, 'b2', 300, 'a')])).toEqual([]);
@@ -64,14 +76,15 @@ describe('ClientIdExchange (worker)', () => {
   });
 
   const server = (name: string) => ({ name }) as Server;
+  type Holder = { server: Server; connectSentAt: number; evict(): void };
 
   it('sends the reports of a burst in one message, in order, with a monotonic claim time; nothing while idle', () => {
     vi.useFakeTimers();
     const sent: ClientIdEvent[][] = [];
     const exchange = new ClientIdExchange((events) => sent.push(events), 20);
-    const registry = new ClientIdRegistry<{ server: Server; evict(): void }>('p', exchange);
-    const s1 = { server: server('b1'), evict: vi.fn() };
-    const s2 = { server: server('b2'), evict: vi.fn() };
+    const registry = new ClientIdRegistry<Holder>('p', exchange);
+    const s1 = { server: server('b1'), connectSentAt: 1000, evict: vi.fn() };
+    const s2 = { server: server('b2'), connectSentAt: 1001, evict: vi.fn() };
     registry.claim('a', s1);
     registry.claim('b', s2);
     registry.release('a', s1);
@@ -79,13 +92,14 @@ describe('ClientIdExchange (worker)', () => {
     vi.advanceTimersByTime(20);
     expect(sent).toHaveLength(1);
     const [events] = sent;
-    expect(events!.map((e) => [e[0], e[2], e[3]])).toEqual([
+    expect(events!.map((e) => (e[0] === 'claim' ? [e[0], e[2], e[3]] : e))).toEqual([
       ['claim', 'a', events![0]![3]],
       ['claim', 'b', events![1]![3]],
-      ['release', 'a', events![0]![3]],
+      ['release', events![0]![3]],
     ]);
+    // The CONNECT times on the host's clock (process.hrtime), 1 ms apart as given.
     const [at1, at2] = [events![0]![5] as number, events![1]![5] as number];
-    expect(at2).toBeGreaterThanOrEqual(at1);
+    expect(at2 - at1).toBe(1000);
     vi.advanceTimersByTime(100);
     expect(sent).toHaveLength(1);
     exchange.close();
@@ -95,12 +109,26 @@ describe('ClientIdExchange (worker)', () => {
     expect(sent).toHaveLength(1);
   });
 
+  it('claim times are on the host monotonic clock, which every worker process shares (process.hrtime)', () => {
+    const sent: ClientIdEvent[][] = [];
+    const exchange = new ClientIdExchange((events) => sent.push(events));
+    const registry = new ClientIdRegistry<Holder>('p', exchange);
+    registry.claim('a', { server: server('b1'), connectSentAt: performance.now(), evict: vi.fn() });
+    exchange.flush();
+    const [seconds, nanos] = process.hrtime();
+    const host = seconds * 1e6 + nanos / 1e3;
+    const at = sent[0]![0]![5] as number;
+    expect(at).toBeLessThanOrEqual(host + 1000);
+    expect(host - at).toBeLessThan(1_000_000);
+    exchange.close();
+  });
+
   it('an order finds the session still holding the ID under that serial, in the named pool only', () => {
     const sent: ClientIdEvent[][] = [];
     const exchange = new ClientIdExchange((events) => sent.push(events));
-    const registry = new ClientIdRegistry<{ server: Server; evict(): void }>('p', exchange);
-    new ClientIdRegistry<{ server: Server; evict(): void }>('q', exchange);
-    const s1 = { server: server('b1'), evict: vi.fn() };
+    const registry = new ClientIdRegistry<Holder>('p', exchange);
+    new ClientIdRegistry<Holder>('q', exchange);
+    const s1 = { server: server('b1'), connectSentAt: 1, evict: vi.fn() };
     registry.claim('a', s1);
     exchange.flush();
     const serial = sent[0]![0]![3] as number;

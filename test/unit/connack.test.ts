@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { generate, parser, type IConnackPacket, type Packet } from 'mqtt-packet';
-import { connackFor, connackVerdict, type RefusalReason } from '../../src/proxy/connack.js';
+import { connackFor, connackVerdict, leadingAuthBytes, type RefusalReason } from '../../src/proxy/connack.js';
 
 function decode(bytes: Buffer, protocolVersion: 4 | 5): { packet: IConnackPacket; consumed: boolean } {
   const p = parser({ protocolVersion });
@@ -85,5 +85,24 @@ describe('connackVerdict (a takeover across brokers waits for it)', () => {
     expect(connackVerdict(Buffer.from([0x30, 0x02, 0x00, 0x00]), 4)).toBe('refuses');
     expect(connackVerdict(Buffer.from([0xd0, 0x00]), 5)).toBe('refuses');
     expect(connackVerdict(Buffer.from([0x20, 0x80, 0x80, 0x80, 0x80, 0x01, 0x00, 0x00]), 5)).toBe('refuses');
+  });
+});
+
+describe('leadingAuthBytes (MQTT 5 enhanced authentication: AUTH packets before the CONNACK)', () => {
+  const auth = generate({ cmd: 'auth', reasonCode: 0x18, properties: { authenticationMethod: 'SCRAM-SHA-1', authenticationData: Buffer.alloc(200, 7) } } as Packet, { protocolVersion: 5 });
+  const connack = generate({ cmd: 'connack', reasonCode: 0, sessionPresent: false, properties: {} } as IConnackPacket, { protocolVersion: 5 });
+
+  it('counts whole AUTH packets at the start, however many; what follows is the CONNACK that decides', () => {
+    const reply = Buffer.concat([auth, auth, connack]);
+    expect(leadingAuthBytes(reply, 5)).toBe(2 * auth.length);
+    expect(connackVerdict(reply.subarray(leadingAuthBytes(reply, 5)), 5)).toBe('accepts');
+    expect(leadingAuthBytes(connack, 5)).toBe(0);
+  });
+
+  it('an AUTH packet not all there yet is not counted (the caller waits); none before 5.0', () => {
+    for (let cut = 1; cut < auth.length; cut++) expect(leadingAuthBytes(auth.subarray(0, cut), 5), `cut ${cut}`).toBe(0);
+    expect(leadingAuthBytes(Buffer.concat([auth, auth.subarray(0, 3)]), 5)).toBe(auth.length);
+    expect(leadingAuthBytes(auth, 4)).toBe(0);
+    expect(leadingAuthBytes(Buffer.alloc(0), 5)).toBe(0);
   });
 });
