@@ -212,7 +212,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
   receive(chunk: Buffer): void {
     if (this.phase !== 'reading' || this.buf === null) return;
     const need = this.filled + chunk.length;
-    if (need > this.buf.length && !this.growBuffer(need)) return;
+    if (need > this.buf.length && !this.growBuffer(need, chunk)) return;
     chunk.copy(this.buf!, this.filled);
     this.filled = need;
     let result: ReturnType<typeof scanConnect>;
@@ -246,16 +246,17 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
    * unfinished CONNECTs together: without that bound, clients that each send most of a 256 KiB CONNECT and stall
    * made the process hold 5 GB at the default caps (security audit: 958 MB from 3,400 connections of one source).
    * Never less than one CONNECT of maxConnectBytes needs (with one read pipelined behind it), so that such a
-   * CONNECT always fits when it is alone. False: refused and closed (reason `overloaded`).
+   * CONNECT always fits when it is alone. A CONNECT that `chunk` completes is not held to it (the bytes pipelined
+   * behind it made the buffer grow: they leave with it at once). False: refused and closed (reason `overloaded`).
    */
-  private growBuffer(need: number): boolean {
+  private growBuffer(need: number, chunk: Buffer): boolean {
     const old = this.buf!;
     let size = old.length * 2;
     while (size < need) size *= 2;
     const ctx = this.listener.ctx;
     const limits = ctx.limits;
     const more = size - old.length;
-    if (limits.maxPendingConnectBytes > 0) {
+    if (limits.maxPendingConnectBytes > 0 && !this.connectCompletedBy(chunk)) {
       const bound = Math.max(limits.maxPendingConnectBytes, 4 * (limits.maxConnectBytes + ONE_READ_BYTES));
       if (ctx.pendingConnectBytes + more > bound) {
         ctx.onPendingConnectBytesFull();
@@ -269,6 +270,20 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     this.bufferCounted += more;
     ctx.pendingConnectBytes += more;
     return true;
+  }
+
+  /** Whether the first packet is all there once `chunk` is added to what was read: its fixed header says how long it is. */
+  private connectCompletedBy(chunk: Buffer): boolean {
+    const buf = this.buf!;
+    const have = this.filled + chunk.length;
+    const byteAt = (i: number): number => (i < this.filled ? buf[i]! : chunk[i - this.filled]!);
+    let remaining = 0;
+    for (let i = 1; i <= 4 && i < have; i++) {
+      const b = byteAt(i);
+      remaining += (b & 0x7f) * 2 ** (7 * (i - 1));
+      if ((b & 0x80) === 0) return i + 1 + remaining <= have;
+    }
+    return false;
   }
 
   /** The pre-routing buffer is done with (routed, refused, or the client left): no longer counted. */

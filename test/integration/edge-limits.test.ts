@@ -460,6 +460,17 @@ function unfinishedLargeConnect(): Buffer {
   return Buffer.concat([header, body.subarray(0, n - 1000)]);
 }
 
+/** A CONNECT with a username of `bytes` bytes whose last 100 bytes never come. */
+function unfinishedConnectOf(bytes: number): Buffer {
+  const username = Buffer.alloc(bytes + 2, 0x75);
+  username.writeUInt16BE(bytes, 0);
+  // Protocol name MQTT, level 4, flags: username, clean session; keepalive 60; client ID "x".
+  const body = Buffer.concat([Buffer.from([0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, 0x04, 0x82, 0x00, 0x3c, 0x00, 0x01, 0x78]), username]);
+  const n = body.length;
+  const header = Buffer.from([0x10, (n & 0x7f) | 0x80, ((n >> 7) & 0x7f) | 0x80, n >> 14]);
+  return Buffer.concat([header, body.subarray(0, n - 100)]);
+}
+
 /** `count` clients that each send unfinishedLargeConnect(); counts the ones the balancer closed. */
 async function floodUnfinished(port: number, count: number): Promise<{ sockets: net.Socket[]; closedByLb(): number }> {
   const packet = unfinishedLargeConnect();
@@ -532,6 +543,29 @@ describe('limits.maxPendingConnectBytes: what unfinished CONNECTs may hold toget
       const small = await connectAt(port, 'small-while-full', 4);
       expect(small.code).toBe(0);
       small.socket.destroy();
+      // Filled to the last 64 KiB: ~60 KB unfinished CONNECTs until one no longer fits.
+      const fillers: net.Socket[] = [];
+      for (let i = 0; i < 10; i++) {
+        const s = await connectRaw(port);
+        s.on('error', () => {});
+        s.write(unfinishedConnectOf(60_000));
+        fillers.push(s);
+      }
+      flooded.push(...fillers);
+      await until('a filler closed', async () => (await rejectedCount(admin, 'mqtt', 'overloaded')) > closed);
+      const overloaded = await rejectedCount(admin, 'mqtt', 'overloaded');
+      // Nor one whose CONNECT comes whole with 60 KB pipelined behind it (the buffer grows for the PUBLISH).
+      const publish = mqttPacket.generate({ cmd: 'publish', topic: 't', payload: Buffer.alloc(60_000, 1), qos: 0, retain: false, dup: false } as mqttPacket.IPublishPacket);
+      const piped = await connectRaw(port);
+      flooded.push(piped);
+      const answer = new Promise<Buffer>((resolve) => {
+        piped.once('data', resolve);
+        piped.once('close', () => resolve(Buffer.alloc(0)));
+      });
+      piped.write(Buffer.concat([connectPacket({ clientId: 'pipelined-while-full' }), publish]));
+      expect(parsePackets(await answer)[0]).toMatchObject({ cmd: 'connack', returnCode: 0 });
+      expect(await rejectedCount(admin, 'mqtt', 'overloaded')).toBe(overloaded);
+      for (const s of fillers) s.destroy();
       // Said once (at most every 10 s), not once per client.
       expect(lb.logs.filter((l) => l.msg === 'unfinished CONNECTs hold limits.maxPendingConnectBytes: a client whose CONNECT needs more is closed')).toHaveLength(1);
 
@@ -542,7 +576,7 @@ describe('limits.maxPendingConnectBytes: what unfinished CONNECTs may hold toget
       flooded.push(...again.sockets);
       await sleep(1000);
       expect(again.closedByLb()).toBe(0);
-      expect(await rejectedCount(admin, 'mqtt', 'overloaded')).toBe(closed);
+      expect(await rejectedCount(admin, 'mqtt', 'overloaded')).toBe(overloaded);
     } finally {
       for (const s of flooded) s.destroy();
       await lb.stop();
