@@ -140,14 +140,22 @@ async function main(): Promise<number> {
         printErr(`mqtt-lb: ${(err as Error).message}\n${USAGE}`);
         return 1;
       }
+      let text: string;
       try {
         const status = await fetchStatus(admin);
-        printOut(formatStatus(status, await fetchReadiness(admin)));
-        return 0;
+        const readiness = await fetchReadiness(admin);
+        try {
+          text = formatStatus(status, readiness);
+        } catch {
+          // Fields of another shape than ours (another program, another version): said, not a TypeError.
+          throw new Error(`${statusUrl(admin).href} answered a status document this mqtt-lb cannot show`);
+        }
       } catch (err) {
         printErr(`mqtt-lb status: ${(err as Error).message}\n`);
         return 2;
       }
+      printOut(text);
+      return 0;
     }
     case 'run': {
       const { runBalancer } = await import('./run.js');

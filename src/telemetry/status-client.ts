@@ -90,11 +90,15 @@ function formatCheck(c: StatusLastCheck | null): string {
 
 /**
  * Text from the admin server, made safe for a terminal: control characters (ESC sequences could retitle the window,
- * clear the screen or hide lines) are shown as `\xNN`. Our own server never sends them; a wrong or intercepted
- * endpoint (plain HTTP) could.
+ * clear the screen or hide lines) are shown as `\xNN`, and the bidirectional-text controls that reorder what a line
+ * shows as `\u{NNNN}`. Our own server never sends them; a wrong or intercepted endpoint (plain HTTP) could, and it
+ * could send a number or an object where text belongs (shown as text, not a crash).
  */
-export function printable(text: string): string {
-  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+export function printable(value: unknown): string {
+  const text = typeof value === 'string' ? value : value === null || value === undefined ? '-' : typeof value === 'object' ? JSON.stringify(value) : String(value);
+  return text
+    .replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`)
+    .replace(/[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u{${c.charCodeAt(0).toString(16)}}`);
 }
 
 /** Left-aligned columns, numeric columns right-aligned, two spaces apart. */

@@ -150,6 +150,12 @@ describe('formatStatus', () => {
     expect(text).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/);
     expect(text.split('\n')[0]).toBe('mqtt-lb \\x1b]0;pwned\\x07  up 1h 2m  role standalone (failover off)  NOT READY: x\\x9by');
     expect(text).toMatch(/\nb1\\x1b\[2J\s+10\.0\.0\.11:1883/);
+    // Bidirectional-text controls would reorder what the line shows; a number where text belongs is shown as text.
+    status.pools[0]!.servers[0]!.name = 'b1\u202egnp.exe';
+    (status.pools[0]!.servers[1] as unknown as { name: number }).name = 7;
+    const shown = formatStatus(status);
+    expect(shown).toContain('b1\\u{202e}gnp.exe');
+    expect(shown).toMatch(/\n7\s+10\.0\.0\.12:1883/);
   });
 
   it('shows the failover role and peer', () => {
