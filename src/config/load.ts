@@ -18,7 +18,7 @@ import { ConfigError, ConfigFileError, ErrorCodes, MqttLbError } from '../errors
 import type { LbConfig } from './types.js';
 import type { FileRef, HostRef } from './validate-context.js';
 import { validateDocument } from './validate.js';
-import { ConfigReader, joinPath, ProblemCollector, TextPositions } from './yaml-reader.js';
+import { ConfigReader, isSecretPath, joinPath, ProblemCollector, TextPositions } from './yaml-reader.js';
 import { scriptInsecurity } from './script-security.js';
 
 export { parseHostPort } from './net-syntax.js';
@@ -74,6 +74,29 @@ export function parseConfig(text: string, file: string, opts: ParseOptions = {})
     if (!(err instanceof RangeError) || !err.message.includes('Maximum call stack size exceeded')) throw err;
     return tooDeep(text, file);
   }
+}
+
+const NOT_OUR_FILE = 'no `listeners` or `pools` key anywhere: is this an mqtt-lb config file?';
+const SECRET_NOT_YAML = 'this secret cannot be read as a YAML value (it is not shown): quote it, e.g. password: "..."';
+
+/** Whether the text has a `listeners` or `pools` key anywhere: an lb.yaml, however broken, has one. */
+function mentionsOurKeys(text: string): boolean {
+  return /(^|[\s{,])["']?(listeners|pools)["']?[ \t]*:/m.test(text);
+}
+
+/** Whether a `token:` or `password:` key comes before `offset` on its line: a problem there is with a secret's value. */
+function onSecretLine(text: string, offset: number): boolean {
+  const lineStart = text.lastIndexOf('\n', offset - 1) + 1;
+  return /(^|[\s{,])["']?(token|password)["']?[ \t]*:/.test(text.slice(lineStart, offset + 1));
+}
+
+/** A key path cut after its secret (`...mqtt.password.Passw0rd`, a value read as a key, is `...mqtt.password`). */
+function cutAtSecret(path: string): string {
+  const parts = path.split('.');
+  for (let i = 0; i < parts.length; i++) {
+    if (isSecretPath(parts.slice(0, i + 1).join('.'))) return parts.slice(0, i + 1).join('.');
+  }
+  return path;
 }
 
 /** Where an unquoted `[v6]:port` opens on the line of a syntax error, before the error's column; else -1. */
@@ -142,7 +165,14 @@ function parseText(text: string, file: string, opts: ParseOptions, out: ProblemC
     }
     const e = doc.errors.reduce((a, b) => (b.pos[0] < a.pos[0] ? b : a));
     const ipv6At = unquotedIpv6At(text, e.pos[0]);
-    if (e.code === 'MULTIPLE_DOCS') {
+    if (!mentionsOurKeys(text)) {
+      // Another program's file given to --config: the library's message would quote its text (`check` may run with
+      // more rights than its caller).
+      out.error(0, '(root)', NOT_OUR_FILE);
+    } else if (onSecretLine(text, e.pos[0])) {
+      // A password starting with a YAML indicator (`|`, `>`, `*`, `!`, `@`...): the message would quote it.
+      out.error(e.pos[0], cutAtSecret(syntaxPath(doc, e.pos[0])), SECRET_NOT_YAML);
+    } else if (e.code === 'MULTIPLE_DOCS') {
       // The library's advice (parseAllDocuments) is for programmers; the position is where the second begins.
       out.error(e.pos[0], '(root)', 'the file holds more than one YAML document (a `---` or `...` line): keep one');
     } else if (ipv6At >= 0) {
@@ -161,11 +191,24 @@ function parseText(text: string, file: string, opts: ParseOptions, out: ProblemC
     Alias(_key, alias) {
       if (alias.resolve(doc) !== undefined) return;
       const at = alias.range?.[0] ?? 0;
-      out.error(at, pathAtOffset(doc, at), `unknown alias \`*${alias.source}\` (no anchor \`&${alias.source}\` before it)`);
+      const path = pathAtOffset(doc, at);
+      if (isSecretPath(path) || onSecretLine(text, at)) out.error(at, cutAtSecret(path), SECRET_NOT_YAML);
+      else out.error(at, path, `unknown alias \`*${alias.source}\` (no anchor \`&${alias.source}\` before it)`);
     },
   });
   if (out.errorCount > 0) return failed();
-  for (const w of doc.warnings) out.warn(w.pos[0], pathAtOffset(doc, w.pos[0]), w.message);
+  for (const w of doc.warnings) {
+    const at = w.pos[0];
+    if (w.code === 'TAG_RESOLVE_FAILED' || w.code === 'BAD_COLLECTION_TYPE') {
+      // lb.yaml has no use for tags: a value that starts with `!` is meant as text (a password), and the library
+      // would read it as empty. An error, which quotes neither the tag nor another program's file.
+      if (!mentionsOurKeys(text)) out.error(0, '(root)', NOT_OUR_FILE);
+      else out.error(at, cutAtSecret(pathAtOffset(doc, at)), onSecretLine(text, at) ? SECRET_NOT_YAML : 'a YAML tag (`!...`), which lb.yaml does not use: quote a value that starts with `!`');
+      continue;
+    }
+    out.warn(at, pathAtOffset(doc, at), w.message);
+  }
+  if (out.errorCount > 0) return failed();
 
   const absFile = resolve(file);
   const { config, files, hostRefs } = validateDocument(new ConfigReader(doc, out), absFile, dirname(absFile));

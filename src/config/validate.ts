@@ -49,6 +49,10 @@ export function validateDocument(r: ConfigReader, absFile: string, baseDir: stri
     r.error(rootSlot, 'the file is empty: `listeners` and `pools` are required');
     return emptyConfig();
   }
+  if (r.foreignMapping(rootSlot, KEYS.root)) {
+    r.error(rootSlot, `none of the top-level keys is an mqtt-lb key (${KEYS.root.join(', ')}): is this an mqtt-lb config file?`);
+    return emptyConfig();
+  }
   const root = r.mapping(rootSlot, KEYS.root);
   if (root === undefined) return emptyConfig();
 

@@ -159,10 +159,35 @@ export interface DurationRule {
 }
 
 export class ConfigReader {
+  /** The value nodes of the secrets (isSecretPath), found before validation: the same node elsewhere (an alias) is one too. */
+  private readonly secretNodes: Set<Content>;
+
   constructor(
     private readonly doc: Document.Parsed,
     readonly out: ProblemCollector,
-  ) {}
+  ) {
+    this.secretNodes = this.findSecretNodes();
+  }
+
+  private findSecretNodes(): Set<Content> {
+    const found = new Set<Content>();
+    const child = (node: Content | null, key: string): Content | null => {
+      if (!isMap(node)) return null;
+      const pair = node.items.find((p) => isScalar(p.key) && p.key.value === key);
+      return pair === undefined ? null : this.resolve(pair.value as ParsedNode | null);
+    };
+    const root = this.resolve(this.doc.contents);
+    const token = child(child(root, 'admin'), 'token');
+    if (token !== null) found.add(token);
+    const pools = child(root, 'pools');
+    if (isMap(pools)) {
+      for (const pair of pools.items) {
+        const password = child(child(child(this.resolve(pair.value as ParsedNode | null), 'health'), 'mqtt'), 'password');
+        if (password !== null) found.add(password);
+      }
+    }
+    return found;
+  }
 
   /** The document's top-level value. */
   root(): Slot {
@@ -178,11 +203,19 @@ export class ConfigReader {
     return (target as Content | undefined) ?? null;
   }
 
-  /** Where a value is: the value itself, or its key when nothing was written after the colon. */
+  /**
+   * Where a value is: the value itself, or its key when nothing was written after the colon. A secret's value where
+   * no secret belongs (by an anchor and an alias) is a problem there, and read as nothing: a message about it would
+   * quote it.
+   */
   slotOf(value: ParsedNode | null, keyAt: number, path: string): Slot {
     const node = this.resolve(value);
     if (node === null || isImplicitNull(node)) return { node, at: keyAt, path };
     const at = isAlias(value) ? value.range[0] : node.range[0];
+    if (this.secretNodes.has(node) && !isSecretPath(path)) {
+      this.out.error(at, path, 'is the value of a secret (`admin.token` or a password, by an anchor and an alias): a secret cannot be used for another key');
+      return { node: null, at, path };
+    }
     return { node, at, path };
   }
 
@@ -213,6 +246,21 @@ export class ConfigReader {
       hint = `; quote it: "${slot.node.source}"`;
     }
     this.error(slot, `must be ${expected} (got ${got}${hint})`);
+  }
+
+  /**
+   * A mapping none of whose keys is one of `allowed` or near one (no did-you-mean, no note): another program's file
+   * given to --config (/etc/shadow reads as a mapping of `root:*:...:` keys). Its keys are not listed back: `check`
+   * may run with more rights than its caller.
+   */
+  foreignMapping(slot: Slot, allowed: readonly string[]): boolean {
+    if (!isMap(slot.node) || slot.node.items.length === 0) return false;
+    for (const pair of slot.node.items) {
+      const key = isScalar(pair.key) ? pair.key.value : undefined;
+      if (typeof key !== 'string') continue;
+      if (allowed.includes(key) || suggestKey(key, allowed) !== null || foreignNote(key, allowed, slot.path) !== null || elsewhereNote(key, allowed) !== null) return false;
+    }
+    return true;
   }
 
   /** A mapping with a fixed set of keys; unknown keys are problems at the key. */

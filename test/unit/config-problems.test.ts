@@ -350,6 +350,38 @@ admin:
     ]);
   });
 
+  it('secrets and other programs\' files are never quoted back (check may run with more rights than its caller)', () => {
+    const leaks = (text: string, ...secrets: string[]): string[] => {
+      const out = [...problems(text), ...warnings(text)];
+      for (const secret of secrets) for (const line of out) expect(line, secret).not.toContain(secret);
+      return out;
+    };
+    const NOT_OURS = 'lb.yaml:1:1 (root): no `listeners` or `pools` key anywhere: is this an mqtt-lb config file?';
+    // /etc/shadow: a mapping of `root:$6$...:` keys; a foreign file with a syntax error, or a tag, on its first line.
+    expect(leaks('root:$6$SALT$HASH:20228:0:99999:7::\ndaemon:*:20228:0:99999:7::\n', 'SALT', 'daemon')).toEqual([
+      'lb.yaml:1:1 (root): none of the top-level keys is an mqtt-lb key (listeners, pools, limits, admin, log, workers, warmUp, failover): is this an mqtt-lb config file?',
+    ]);
+    expect(leaks('|SECRET\n', 'SECRET')).toEqual([NOT_OURS]);
+    expect(leaks('!SECRET\n', 'SECRET')).toEqual([NOT_OURS]);
+    expect(leaks('a: SECRET: c\n', 'SECRET')).toEqual([NOT_OURS]);
+    // A misspelt config is still told what it meant.
+    expect(problems('listener: []\npool: {}\n')[0]).toBe('lb.yaml:1:1 listener: unknown key `listener` (did you mean `listeners`?)');
+    // Passwords that YAML cannot read as written (a tag, an alias, a block scalar header, a key).
+    const mqtt = (password: string): string => `${PREFIX}    health:\n      mqtt:\n        username: u\n        password: ${password}\n`;
+    const SECRET_NOT_YAML = 'this secret cannot be read as a YAML value (it is not shown): quote it, e.g. password: "..."';
+    for (const written of ['!Passw0rd', '*Passw0rd', '|Passw0rd', '>Passw0rd', 'Passw0rd: x']) {
+      const got = leaks(mqtt(written), 'Passw0rd');
+      expect(got.length, written).toBe(1);
+      expect(got[0], written).toMatch(/^lb\.yaml:11:\d+ pools\.brokers\.health\.mqtt(\.password)?: /);
+      expect(got[0], written).toContain(SECRET_NOT_YAML);
+    }
+    // A tag on another value is an error too (YAML would read it as empty), and does not quote it either.
+    expect(leaks(`${PREFIX}log:\n  level: !info\n`)).toEqual(['lb.yaml:9:10 log: a YAML tag (`!...`), which lb.yaml does not use: quote a value that starts with `!`']);
+    // A secret's value used for another key by an anchor and an alias.
+    const aliased = `${PREFIX}admin:\n  token: &t SECRETTOKEN1234567890\n  bind: *t\n`;
+    expect(leaks(aliased, 'SECRETTOKEN')[0]).toBe('lb.yaml:10:9 admin.bind: is the value of a secret (`admin.token` or a password, by an anchor and an alias): a secret cannot be used for another key');
+  });
+
   it('structure: empty file, wrong types, empty lists', () => {
     expect(problems('')).toEqual(['lb.yaml:1:1 (root): the file is empty: `listeners` and `pools` are required']);
     expect(problems('- a\n')).toEqual(['lb.yaml:1:1 (root): must be a mapping (got a list: is this an mqtt-lb config file?)']);
