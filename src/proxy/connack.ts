@@ -111,6 +111,8 @@ function packetEnd(bytes: Buffer, at: number): number {
  */
 export function connackVerdict(bytes: Buffer, protocolLevel: number): ConnackVerdict {
   if (bytes.length === 0) return 'partial';
+  // An AUTH packet not all there yet (the caller skips whole ones: leadingAuthBytes): the CONNACK comes after it.
+  if (bytes[0] === 0xf0 && (protocolLevel & 0x7f) === 5) return 'partial';
   if (bytes[0] !== 0x20) return 'refuses';
   // The remaining length's last byte: at most 4 bytes, each but the last with bit 7 set.
   let last = 1;

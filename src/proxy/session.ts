@@ -563,7 +563,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     const header = this.listener.proxyHeader(this, pool);
     if (header !== null) sock.write(header);
     sock.write(this.buf!.subarray(0, this.filled));
-    const connackDecides = this.registerClientId(pool, server);
+    const connackDecides = this.registerClientId(pool);
     // ConnectInfo's fields are views into the pre-routing buffer: drop them so the buffer is freed.
     if (ctx.logSessions) {
       this.clientIdText = clientIdForLog(this.info!.clientId);
@@ -715,21 +715,19 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
 
   /**
    * [MQTT-3.1.4-3] across brokers (client-id-registry.ts): this session's CONNECT has gone to its server. Its client
-   * ID is registered now, unless an older session of it runs on another server of the pool (or may, in another
-   * worker): then the CONNACK decides (true: onUpstreamConnack, connackArrived), and only one that accepts closes the
-   * older session.
+   * ID is registered now, unless an older session of it runs (or may, in another worker): then the CONNACK decides
+   * (true: onUpstreamConnack, connackArrived), and only one that accepts takes the ID over.
    */
-  private registerClientId(pool: RoutingPool, server: Server): boolean {
+  private registerClientId(pool: RoutingPool): boolean {
     const id = this.info!.clientId;
     if (id.length === 0) return false; // a broker-assigned ID names no earlier session [MQTT-3.1.3-6]
     const key = id.toString('latin1'); // one character per byte: distinct IDs stay distinct
     this.clientIdKey = key;
     this.connectSentAt = monotonicNow();
-    const holder = pool.clientIds.holderOf(key);
-    // None, or on this same broker, which closes the older connection itself once it has accepted this one. With
-    // workers, an older session in another worker is known only to the primary: the claim (reported to it) waits
-    // for the CONNACK, so that a refused CONNECT closes nothing there either.
-    if (!pool.clientIds.shared && (holder === undefined || holder.server === server)) {
+    // None: registered now. One on any server (on this same broker too: a CONNECT it refuses must leave the older
+    // session registered) waits for the CONNACK. With workers, an older session in another worker is known only to
+    // the primary: every claim (reported to it) waits for the CONNACK, so that a refused CONNECT closes nothing.
+    if (!pool.clientIds.shared && pool.clientIds.holderOf(key) === undefined) {
       pool.clientIds.claim(key, this);
       return false;
     }

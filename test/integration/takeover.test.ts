@@ -210,8 +210,9 @@ describe('one client ID, two brokers', () => {
 
 /**
  * A broker of the test's own, on a port that can go away and come back: it records the client IDs it is sent and
- * answers each CONNECT with CONNACK 0, after `delayFor(connect)` ms; to an MQTT 5 CONNECT with an authentication
- * method it first sends an AUTH packet (enhanced authentication), then the CONNACK 50 ms later.
+ * answers each CONNECT with CONNACK 0 (return code 5, not authorized, for the username `bad`), after
+ * `delayFor(connect)` ms; to an MQTT 5 CONNECT with an authentication method it first sends an AUTH packet (enhanced
+ * authentication) in two writes 30 ms apart, then the CONNACK 50 ms later.
  */
 class FakeBroker {
   readonly seen = new Set<string>();
@@ -232,13 +233,17 @@ class FakeBroker {
         if (p.cmd !== 'connect') return;
         this.seen.add(p.clientId);
         const protocolVersion = p.protocolVersion === 5 ? 5 : 4;
-        const connack = mqttPacket.generate({ cmd: 'connack', returnCode: 0, reasonCode: 0, sessionPresent: false, ...(protocolVersion === 5 ? { properties: {} } : {}) } as mqttPacket.IConnackPacket, { protocolVersion });
+        const code = p.username === 'bad' ? (protocolVersion === 5 ? 0x87 : 5) : 0;
+        const connack = mqttPacket.generate({ cmd: 'connack', returnCode: code, reasonCode: code, sessionPresent: false, ...(protocolVersion === 5 ? { properties: {} } : {}) } as mqttPacket.IConnackPacket, { protocolVersion });
         let delay = this.delayFor(p);
         if (protocolVersion === 5 && p.properties?.authenticationMethod !== undefined) {
-          sock.write(mqttPacket.generate({ cmd: 'auth', reasonCode: 0x18, properties: { authenticationMethod: p.properties.authenticationMethod, authenticationData: Buffer.from('challenge') } } as mqttPacket.Packet, { protocolVersion: 5 }));
+          const auth = mqttPacket.generate({ cmd: 'auth', reasonCode: 0x18, properties: { authenticationMethod: p.properties.authenticationMethod, authenticationData: Buffer.from('challenge') } } as mqttPacket.Packet, { protocolVersion: 5 });
+          sock.write(auth.subarray(0, 2));
+          setTimeout(() => sock.destroyed || sock.write(auth.subarray(2)), 30);
           delay = Math.max(delay, 50);
         }
-        setTimeout(() => sock.destroyed || sock.write(connack), delay);
+        // A refusal ends the connection, as a broker does [MQTT-3.2.2-5].
+        setTimeout(() => sock.destroyed || (code === 0 ? sock.write(connack) : sock.end(connack)), delay);
       });
       parser.on('error', () => sock.destroy());
       sock.on('data', (d) => parser.parse(d));
@@ -247,11 +252,16 @@ class FakeBroker {
     return new Promise((resolve) => server.listen(this.port, '127.0.0.1', () => resolve()));
   }
 
+  /** No longer accepting (its health check fails), while its connections go on (close's callback waits for them). */
+  stopListening(): void {
+    this.server?.close();
+  }
+
   stop(): Promise<void> {
     for (const s of this.sockets) s.destroy();
     const server = this.server;
     this.server = null;
-    return server === null ? Promise.resolve() : new Promise((resolve) => server.close(() => resolve()));
+    return server === null || !server.listening ? Promise.resolve() : new Promise((resolve) => server.close(() => resolve()));
   }
 }
 
@@ -275,8 +285,8 @@ describe('one client ID, two brokers: which session is the newer', () => {
     await Promise.all(fakes.splice(0).map((f) => f.stop()));
   });
 
-  /** Two fake brokers a and b behind an LB (tcp health checks), and a client ID that hashes to b. */
-  async function setUp(workers: number, delayFor?: (c: mqttPacket.IConnectPacket) => number): Promise<{ lb: LbProcess; port: number; a: FakeBroker; b: FakeBroker; id: string }> {
+  /** Two fake brokers a and b behind an LB (tcp health checks), and a client ID that hashes to b; b stopped unless `keepB`. */
+  async function setUp(workers: number, delayFor?: (c: mqttPacket.IConnectPacket) => number, keepB = false): Promise<{ lb: LbProcess; port: number; a: FakeBroker; b: FakeBroker; id: string }> {
     const a = new FakeBroker(await freePort(), delayFor);
     const b = new FakeBroker(await freePort());
     fakes.push(a, b);
@@ -291,6 +301,7 @@ describe('one client ID, two brokers: which session is the newer', () => {
       if (b.seen.has(`order-${i}`)) id = `order-${i}`;
     }
     expect(id).not.toBe('');
+    if (keepB) return { lb, port, a, b, id };
     await b.stop();
     await lb.waitForLog((l) => l.msg === 'server state changed' && l.server === 'b' && l.to === 'down');
     return { lb, port, a, b, id };
@@ -319,6 +330,28 @@ describe('one client ID, two brokers: which session is the newer', () => {
       if (workers === 1) expect(older.data().length).toBe(0);
       expect((await lb.waitForLog((l) => l.msg === 'session closed' && l.clientId === id && l.server === 'a', 2000)).reason).toBe('takeover');
       await new Promise((r) => setTimeout(r, 300));
+      expect(newer.closed()).toBe(false);
+    }, 30_000);
+
+    it(`workers: ${workers}: a CONNECT its broker refuses, on the broker of the session it names, leaves that session to be taken over`, async () => {
+      const { lb, port, a, b, id } = await setUp(workers, undefined, true);
+      const held = await rawSession(port, connectPacket({ clientId: id, clean: false }));
+      sockets.push(held.socket);
+      await until('the held CONNACK', () => held.data().length >= 4, 3000);
+      // The same client ID, refused by b (bad credentials): b keeps the held session, and so must the balancer.
+      const refused = await rawSession(port, connectPacket({ clientId: id, clean: false, username: 'bad', password: 'x' }));
+      sockets.push(refused.socket);
+      await until('the refusal', () => refused.data().length >= 4, 3000);
+      expect(parsePackets(refused.data())[0]).toMatchObject({ cmd: 'connack', returnCode: 5 });
+      await until('the refused connection closed', refused.closed, 3000);
+      // b takes no new session (its connections go on): the next CONNECT of the ID goes to a and takes it over.
+      b.stopListening();
+      await lb.waitForLog((l) => l.msg === 'server state changed' && l.server === 'b' && l.to === 'down');
+      const newer = await rawSession(port, connectPacket({ clientId: id, clean: false }));
+      sockets.push(newer.socket);
+      await until('the newer CONNACK', () => newer.data().length >= 4, 3000);
+      expect(a.seen.has(id)).toBe(true);
+      await until('the held session closed', held.closed, 3000);
       expect(newer.closed()).toBe(false);
     }, 30_000);
 

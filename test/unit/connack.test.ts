@@ -104,5 +104,8 @@ describe('leadingAuthBytes (MQTT 5 enhanced authentication: AUTH packets before 
     expect(leadingAuthBytes(Buffer.concat([auth, auth.subarray(0, 3)]), 5)).toBe(auth.length);
     expect(leadingAuthBytes(auth, 4)).toBe(0);
     expect(leadingAuthBytes(Buffer.alloc(0), 5)).toBe(0);
+    // What is left after the whole ones: an AUTH packet still coming is no refusal (5.0), the CONNACK follows it.
+    for (let cut = 1; cut < auth.length; cut++) expect(connackVerdict(auth.subarray(0, cut), 5), `cut ${cut}`).toBe('partial');
+    expect(connackVerdict(auth.subarray(0, 2), 4)).toBe('refuses');
   });
 });
