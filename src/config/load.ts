@@ -61,8 +61,13 @@ export function parseConfig(text: string, file: string, opts: ParseOptions = {})
   const out = new ProblemCollector(file, new TextPositions(text));
   /** What a config that cannot be validated any further gives: its problems so far. */
   const failed = (): ParseOutcome => ({ config: null, problems: out.sortedProblems(), warnings: [] });
-  // Decoding replaced the bad bytes (U+FFFD): a password or an address would silently be another one.
+  // Decoding replaced the bad bytes (U+FFFD): a password or an address would silently be another one. The key path
+  // near the byte would quote another program's file (a binary, /etc/shadow): not shown for one.
   if (opts.notUtf8At !== undefined && opts.notUtf8At !== null) {
+    if (!mentionsOurKeys(text)) {
+      out.error(0, '(root)', NOT_OUR_FILE);
+      return failed();
+    }
     out.error(opts.notUtf8At, keyPathNear(text, opts.notUtf8At), 'not UTF-8 text here (a byte that is not UTF-8): save the file as UTF-8');
     return failed();
   }
@@ -76,12 +81,12 @@ export function parseConfig(text: string, file: string, opts: ParseOptions = {})
   }
 }
 
-const NOT_OUR_FILE = 'no `listeners` or `pools` key anywhere: is this an mqtt-lb config file?';
+const NOT_OUR_FILE = 'no key of lb.yaml (listeners, pools, limits, admin, log, workers, warmUp, failover) anywhere: is this an mqtt-lb config file?';
 const SECRET_NOT_YAML = 'this secret cannot be read as a YAML value (it is not shown): quote it, e.g. password: "..."';
 
-/** Whether the text has a `listeners` or `pools` key anywhere: an lb.yaml, however broken, has one. */
+/** Whether the text has one of lb.yaml's top-level keys anywhere: an lb.yaml, however broken, has one. */
 function mentionsOurKeys(text: string): boolean {
-  return /(^|[\s{,])["']?(listeners|pools)["']?[ \t]*:/m.test(text);
+  return /(^|[\s{,])["']?(listeners|pools|limits|admin|log|workers|warmUp|failover)["']?[ \t]*:/m.test(text);
 }
 
 /** Whether a `token:` or `password:` key comes before `offset` on its line: a problem there is with a secret's value. */
@@ -158,6 +163,12 @@ function parseText(text: string, file: string, opts: ParseOptions, out: ProblemC
       out.error(loneCr.index, '(root)', 'a line ends with a lone CR (classic Mac line endings): save the file with LF (or CRLF) line endings');
       return failed();
     }
+    // Another program's file given to --config (/etc/shadow, a PEM key): the messages below would quote its text, and
+    // `check` may run with more rights than its caller. (A file YAML reads is judged by its keys: validate.ts.)
+    if (!mentionsOurKeys(text)) {
+      out.error(0, '(root)', NOT_OUR_FILE);
+      return failed();
+    }
     const opening = unclosedOpening(text);
     if (opening !== null) {
       out.error(opening.offset, syntaxPath(doc, opening.offset), opening.message);
@@ -165,13 +176,9 @@ function parseText(text: string, file: string, opts: ParseOptions, out: ProblemC
     }
     const e = doc.errors.reduce((a, b) => (b.pos[0] < a.pos[0] ? b : a));
     const ipv6At = unquotedIpv6At(text, e.pos[0]);
-    if (!mentionsOurKeys(text)) {
-      // Another program's file given to --config: the library's message would quote its text (`check` may run with
-      // more rights than its caller).
-      out.error(0, '(root)', NOT_OUR_FILE);
-    } else if (onSecretLine(text, e.pos[0])) {
+    if (onSecretLine(text, e.pos[0])) {
       // A password starting with a YAML indicator (`|`, `>`, `*`, `!`, `@`...): the message would quote it.
-      out.error(e.pos[0], cutAtSecret(syntaxPath(doc, e.pos[0])), SECRET_NOT_YAML);
+      out.error(e.pos[0], syntaxPath(doc, e.pos[0]), SECRET_NOT_YAML);
     } else if (e.code === 'MULTIPLE_DOCS') {
       // The library's advice (parseAllDocuments) is for programmers; the position is where the second begins.
       out.error(e.pos[0], '(root)', 'the file holds more than one YAML document (a `---` or `...` line): keep one');
@@ -202,11 +209,14 @@ function parseText(text: string, file: string, opts: ParseOptions, out: ProblemC
     if (w.code === 'TAG_RESOLVE_FAILED' || w.code === 'BAD_COLLECTION_TYPE') {
       // lb.yaml has no use for tags: a value that starts with `!` is meant as text (a password), and the library
       // would read it as empty. An error, which quotes neither the tag nor another program's file.
-      if (!mentionsOurKeys(text)) out.error(0, '(root)', NOT_OUR_FILE);
-      else out.error(at, cutAtSecret(pathAtOffset(doc, at)), onSecretLine(text, at) ? SECRET_NOT_YAML : 'a YAML tag (`!...`), which lb.yaml does not use: quote a value that starts with `!`');
+      if (!mentionsOurKeys(text)) {
+        out.error(0, '(root)', NOT_OUR_FILE);
+        continue;
+      }
+      out.error(at, cutAtSecret(pathAtOffset(doc, at)), onSecretLine(text, at) ? SECRET_NOT_YAML : 'a YAML tag (`!...`), which lb.yaml does not use: quote a value that starts with `!`');
       continue;
     }
-    out.warn(at, pathAtOffset(doc, at), w.message);
+    out.warn(at, cutAtSecret(pathAtOffset(doc, at)), w.message);
   }
   if (out.errorCount > 0) return failed();
 
@@ -620,10 +630,13 @@ function keyPathNear(text: string, offset: number): string {
   }
 }
 
-/** The key path at a syntax error: parts of a broken key (with spaces in them) are no key of the file. */
+/**
+ * The key path at a syntax error: parts of a broken key (with spaces in them) are no key of the file, and nothing
+ * after a secret is (a password YAML read as a key would be quoted: cutAtSecret).
+ */
 function syntaxPath(doc: Document.Parsed, offset: number): string {
   const path = pathAtOffset(doc, offset);
   const parts = path.split('.');
   while (parts.length > 1 && /\s/.test(parts[parts.length - 1]!)) parts.pop();
-  return /\s/.test(parts[0]!) ? '(root)' : parts.join('.');
+  return /\s/.test(parts[0]!) ? '(root)' : cutAtSecret(parts.join('.'));
 }

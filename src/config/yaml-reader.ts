@@ -146,6 +146,7 @@ export interface NumberRule {
 }
 
 const DUPLICATE_KEY = 'duplicate key: a key may appear only once in a mapping';
+const SECRET_AS_KEY = 'a key that is also the value of a secret (`admin.token` or a password, by an anchor and an alias): not shown, and not allowed';
 
 /** Node's timers hold at most 2^31-1 ms (about 596.5 h) and run a longer one after 1 ms: no duration is longer. */
 export const MAX_DURATION_MS = 596 * 3600 * 1000;
@@ -201,6 +202,11 @@ export class ConfigReader {
     // Anchors are defined before use, so resolution cannot loop; an undefined alias is a yaml error already.
     const target = node.resolve(this.doc);
     return (target as Content | undefined) ?? null;
+  }
+
+  /** A node that is also a secret's value (an anchor on it, the alias as the secret, or the other way round). */
+  isSecretNode(node: unknown): boolean {
+    return this.secretNodes.has(node as Content);
   }
 
   /**
@@ -283,6 +289,10 @@ export class ConfigReader {
     for (const pair of slot.node.items) {
       const key = this.resolve(pair.key);
       const keyAt = pair.key.range[0];
+      if (this.secretNodes.has(key as Content)) {
+        this.out.error(keyAt, slot.path, SECRET_AS_KEY);
+        continue;
+      }
       if (!isScalar(key) || (typeof key.value !== 'string' && typeof key.value !== 'number')) {
         this.out.error(keyAt, slot.path, 'names must be plain strings');
         continue;
@@ -447,6 +457,10 @@ export class MapReader {
     for (const pair of node.items) {
       const keyAt = pair.key.range[0];
       const key = isScalar(pair.key) ? pair.key.value : undefined;
+      if (r.isSecretNode(pair.key)) {
+        r.out.error(keyAt, slot.path, SECRET_AS_KEY);
+        continue;
+      }
       if (typeof key !== 'string') {
         r.out.error(keyAt, slot.path, `keys must be strings (got ${describe(pair.key as Content)})`);
         continue;

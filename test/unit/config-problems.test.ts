@@ -356,7 +356,7 @@ admin:
       for (const secret of secrets) for (const line of out) expect(line, secret).not.toContain(secret);
       return out;
     };
-    const NOT_OURS = 'lb.yaml:1:1 (root): no `listeners` or `pools` key anywhere: is this an mqtt-lb config file?';
+    const NOT_OURS = 'lb.yaml:1:1 (root): no key of lb.yaml (listeners, pools, limits, admin, log, workers, warmUp, failover) anywhere: is this an mqtt-lb config file?';
     // /etc/shadow: a mapping of `root:$6$...:` keys; a foreign file with a syntax error, or a tag, on its first line.
     expect(leaks('root:$6$SALT$HASH:20228:0:99999:7::\ndaemon:*:20228:0:99999:7::\n', 'SALT', 'daemon')).toEqual([
       'lb.yaml:1:1 (root): none of the top-level keys is an mqtt-lb key (listeners, pools, limits, admin, log, workers, warmUp, failover): is this an mqtt-lb config file?',
@@ -364,6 +364,9 @@ admin:
     expect(leaks('|SECRET\n', 'SECRET')).toEqual([NOT_OURS]);
     expect(leaks('!SECRET\n', 'SECRET')).toEqual([NOT_OURS]);
     expect(leaks('a: SECRET: c\n', 'SECRET')).toEqual([NOT_OURS]);
+    expect(leaks('SECRETfirst: [\n', 'SECRET')).toEqual([NOT_OURS]);
+    // A bad byte: its key path would quote the line.
+    expect(parseConfig('root:$6$s$h:1:0:9:7:::\nbob:$6$SECRET\ufffdh2:19000:::\n', 'lb.yaml', { notUtf8At: 33 }).problems.map(formatProblem)).toEqual([NOT_OURS]);
     // A misspelt config is still told what it meant.
     expect(problems('listener: []\npool: {}\n')[0]).toBe('lb.yaml:1:1 listener: unknown key `listener` (did you mean `listeners`?)');
     // Passwords that YAML cannot read as written (a tag, an alias, a block scalar header, a key).
@@ -375,6 +378,17 @@ admin:
       expect(got[0], written).toMatch(/^lb\.yaml:11:\d+ pools\.brokers\.health\.mqtt(\.password)?: /);
       expect(got[0], written).toContain(SECRET_NOT_YAML);
     }
+    // A password YAML reads as a key, on the line after its key, or in a flow mapping: the key path stops at the secret.
+    const nextLine = `${PREFIX}    health:\n      mqtt:\n        username: u\n        password:\n          SECRETc: x: y\n`;
+    expect(leaks(nextLine, 'SECRET')).toEqual(['lb.yaml:12:20 pools.brokers.health.mqtt.password: Nested mappings are not allowed in compact mappings']);
+    expect(leaks(`${PREFIX}admin: {bind: "127.0.0.1:9883",\n  token:\n   SECRETtok: x}\n`, 'SECRET')[0]).toMatch(/^lb\.yaml:\d+:\d+ admin\.token: /);
+    expect(parseConfig(`${PREFIX}    health:\n      mqtt: { username: u, password: SECRETnu: x\ufffd }\n`, 'lb.yaml', { notUtf8At: PREFIX.length + 56 }).problems.map(formatProblem)[0]).toMatch(
+      /^lb\.yaml:9:\d+ pools\.brokers\.health\.mqtt\.password: not UTF-8/,
+    );
+    // A key anchored elsewhere and used as the password.
+    expect(leaks(`limits:\n  &s SECRETkey: 1\n${PREFIX}    health:\n      mqtt: { username: u, password: *s }\n`, 'SECRET')[0]).toBe(
+      'lb.yaml:2:6 limits: a key that is also the value of a secret (`admin.token` or a password, by an anchor and an alias): not shown, and not allowed',
+    );
     // A tag on another value is an error too (YAML would read it as empty), and does not quote it either.
     expect(leaks(`${PREFIX}log:\n  level: !info\n`)).toEqual(['lb.yaml:9:10 log: a YAML tag (`!...`), which lb.yaml does not use: quote a value that starts with `!`']);
     // A secret's value used for another key by an anchor and an alias.
