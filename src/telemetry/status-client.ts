@@ -68,6 +68,8 @@ function looksLikeStatus(v: unknown): v is StatusJson {
 }
 
 export function formatDuration(seconds: number): string {
+  // Not a duration our server sends (a wrong endpoint): shown as it came.
+  if (typeof seconds !== 'number' || !Number.isFinite(seconds) || seconds > 1e10) return `${printable(seconds)}s`;
   const s = Math.max(0, Math.floor(seconds));
   const d = Math.floor(s / 86400);
   const h = Math.floor((s % 86400) / 3600);
@@ -79,26 +81,29 @@ export function formatDuration(seconds: number): string {
 }
 
 function formatAge(ms: number): string {
+  if (typeof ms !== 'number' || !Number.isFinite(ms)) return `${printable(ms)} ago`;
   if (ms < 1000) return `${ms}ms ago`;
   if (ms < 60_000) return `${(ms / 1000).toFixed(1)}s ago`;
   return `${formatDuration(ms / 1000)} ago`;
 }
 
 function formatCheck(c: StatusLastCheck | null): string {
-  return c ? `${c.result} ${c.durationMs}ms, ${formatAge(c.ageMs)}` : 'never';
+  if (c === null || c === undefined) return 'never';
+  if (typeof c !== 'object') return printable(c);
+  return `${printable(c.result)} ${printable(c.durationMs)}ms, ${formatAge(c.ageMs)}`;
 }
 
 /**
  * Text from the admin server, made safe for a terminal: control characters (ESC sequences could retitle the window,
- * clear the screen or hide lines) are shown as `\xNN`, and the bidirectional-text controls that reorder what a line
- * shows as `\u{NNNN}`. Our own server never sends them; a wrong or intercepted endpoint (plain HTTP) could, and it
+ * clear the screen or hide lines) are shown as `\xNN`, and the invisible format characters (bidirectional-text
+ * controls that reorder what a line shows, zero-width spaces, line and paragraph separators, BOMs) as `\u{NNNN}`. Our own server never sends them; a wrong or intercepted endpoint (plain HTTP) could, and it
  * could send a number or an object where text belongs (shown as text, not a crash).
  */
 export function printable(value: unknown): string {
   const text = typeof value === 'string' ? value : value === null || value === undefined ? '-' : typeof value === 'object' ? JSON.stringify(value) : String(value);
   return text
     .replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`)
-    .replace(/[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u{${c.charCodeAt(0).toString(16)}}`);
+    .replace(/[\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/g, (c) => `\\u{${c.charCodeAt(0).toString(16)}}`);
 }
 
 /** Left-aligned columns, numeric columns right-aligned, two spaces apart. */

@@ -156,6 +156,15 @@ describe('formatStatus', () => {
     const shown = formatStatus(status);
     expect(shown).toContain('b1\\u{202e}gnp.exe');
     expect(shown).toMatch(/\n7\s+10\.0\.0\.12:1883/);
+    // Zero-width and separator characters; a last check that is text; a duration no server sends.
+    status.pools[0]!.servers[0]!.name = 'b\u200b1\u2028\ufeff';
+    (status.pools[0]!.servers[1] as unknown as { lastCheck: string }).lastCheck = 'weird';
+    status.uptimeSeconds = 1e308;
+    const odd = formatStatus(status);
+    expect(odd).toContain('b\\u{200b}1\\u{2028}\\u{feff}');
+    expect(odd).toMatch(/\n7 .*weird\n/);
+    expect(odd.split('\n')[0]).toContain('up 1e+308s');
+    expect(odd).not.toContain('NaN');
   });
 
   it('shows the failover role and peer', () => {
