@@ -191,23 +191,7 @@ describe('caps answered in MQTT and freed', () => {
     const { lb, admin, ports } = await startWith({ limits: '  clientConnectTimeout: 5s\n  perSource: { maxConnections: 3 }\n' });
     const port = ports.mqtt!;
     const opened: net.Socket[] = [];
-    const open = (localAddress: string): Promise<net.Socket> =>
-      new Promise((resolve, reject) => {
-        const s = netConnect({ host: '127.0.0.1', port, localAddress });
-        opened.push(s);
-        s.on('error', () => {});
-        s.once('connect', () => resolve(s));
-        s.once('error', reject);
-      });
-    const closedWithin = (s: net.Socket, ms: number): Promise<boolean> =>
-      new Promise((resolve) => {
-        if (s.destroyed) return resolve(true);
-        const t = setTimeout(() => resolve(false), ms);
-        s.once('close', () => {
-          clearTimeout(t);
-          resolve(true);
-        });
-      });
+    const open = (localAddress: string): Promise<net.Socket> => openFrom(port, localAddress, opened);
     try {
       const silent: net.Socket[] = [];
       for (let i = 0; i < 6; i++) silent.push(await open('127.0.0.1'));
@@ -238,14 +222,7 @@ describe('caps answered in MQTT and freed', () => {
     const { lb, admin, ports } = await startWith({ listeners: [{ name: 'tls', tls: `      cert: ${pki.serverCert}\n      key: ${pki.serverKey}\n` }], limits: '  clientConnectTimeout: 5s\n  perSource: { maxConnections: 3 }\n' });
     const port = ports.tls!;
     const opened: net.Socket[] = [];
-    const stalled = (localAddress: string): Promise<net.Socket> =>
-      new Promise((resolve, reject) => {
-        const s = netConnect({ host: '127.0.0.1', port, localAddress });
-        opened.push(s);
-        s.on('error', () => {});
-        s.once('connect', () => resolve(s));
-        s.once('error', reject);
-      });
+    const stalled = (localAddress: string): Promise<net.Socket> => openFrom(port, localAddress, opened);
     // A whole TLS client: handshake, CONNECT, the CONNACK's return code, then gone.
     const tlsSession = (localAddress: string, clientId: string): Promise<number | null> =>
       new Promise((resolve) => {
@@ -269,14 +246,7 @@ describe('caps answered in MQTT and freed', () => {
       for (let i = 0; i < 6; i++) silent.push(await stalled('127.0.0.1'));
       await sleep(200);
       const extra = await stalled('127.0.0.1');
-      const closed = await new Promise<boolean>((resolve) => {
-        const t = setTimeout(() => resolve(false), 1500);
-        extra.once('close', () => {
-          clearTimeout(t);
-          resolve(true);
-        });
-      });
-      expect(closed, 'the seventh handshake of one address is closed').toBe(true);
+      expect(await closedWithin(extra, 1500), 'the seventh handshake of one address is closed').toBe(true);
       expect(extra.bytesRead).toBe(0);
       for (const s of silent) expect(s.destroyed).toBe(false);
       expect(await tlsSession('127.0.0.2', 'tls-other-address')).toBe(0);
@@ -458,6 +428,29 @@ function unfinishedLargeConnect(): Buffer {
   const n = body.length;
   const header = Buffer.from([0x10, (n & 0x7f) | 0x80, ((n >> 7) & 0x7f) | 0x80, n >> 14]);
   return Buffer.concat([header, body.subarray(0, n - 1000)]);
+}
+
+/** A connection from `localAddress` that sends nothing (kept in `opened`, for the test's cleanup). */
+function openFrom(port: number, localAddress: string, opened: net.Socket[]): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = netConnect({ host: '127.0.0.1', port, localAddress });
+    opened.push(s);
+    s.on('error', () => {});
+    s.once('connect', () => resolve(s));
+    s.once('error', reject);
+  });
+}
+
+/** Whether the balancer closes `s` within `ms`. */
+function closedWithin(s: net.Socket, ms: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    if (s.destroyed) return resolve(true);
+    const t = setTimeout(() => resolve(false), ms);
+    s.once('close', () => {
+      clearTimeout(t);
+      resolve(true);
+    });
+  });
 }
 
 /** A CONNECT with a username of `bytes` bytes whose last 100 bytes never come. */
