@@ -55,14 +55,6 @@ export class ClientIdRegistry<S extends ClientIdHolder> {
     sharing?.attach(pool, this as ClientIdRegistry<ClientIdHolder>);
   }
 
-  /**
-   * Other processes hold client IDs of this pool too (workers): every claim waits for its CONNACK (session.ts), since
-   * an older session elsewhere is known only to the primary.
-   */
-  get shared(): boolean {
-    return this.sharing !== null;
-  }
-
   /** The session that holds `id` now, if any. */
   holderOf(id: string): S | undefined {
     return this.live.get(id);

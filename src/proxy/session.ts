@@ -97,7 +97,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
   private clientIdKey: string | null = null;
   /** ClientIdHolder: when its CONNECT went to its server (monotonicNow()); set with clientIdKey. */
   connectSentAt = 0;
-  /** The CONNECT's protocol level, while its CONNACK decides a takeover from another server (connackArrived). */
+  /** The CONNECT's protocol level, while its CONNACK decides whether it claims its client ID (connackArrived). */
   private takeoverLevel = 0;
   /** The server's bytes so far while they do not hold the CONNACK's code yet (connackArrived); null otherwise. */
   private connackHead: Buffer | null = null;
@@ -563,7 +563,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     const header = this.listener.proxyHeader(this, pool);
     if (header !== null) sock.write(header);
     sock.write(this.buf!.subarray(0, this.filled));
-    const connackDecides = this.registerClientId(pool);
+    const connackDecides = this.registerClientId();
     // ConnectInfo's fields are views into the pre-routing buffer: drop them so the buffer is freed.
     if (ctx.logSessions) {
       this.clientIdText = clientIdForLog(this.info!.clientId);
@@ -715,29 +715,23 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
 
   /**
    * [MQTT-3.1.4-3] across brokers (client-id-registry.ts): this session's CONNECT has gone to its server. Its client
-   * ID is registered now, unless an older session of it runs (or may, in another worker): then the CONNACK decides
-   * (true: onUpstreamConnack, connackArrived), and only one that accepts takes the ID over.
+   * ID is claimed once its CONNACK accepts it (true: onUpstreamConnack, connackArrived), never before: a session
+   * registered at its CONNECT and then refused would hold the ID meanwhile, and could have an accepted session of
+   * the same ID closed (an audit: a refused CONNECT got an accepted one closed as `takeover`; one refused on the
+   * holder's own broker unregistered the holder). With workers, the primary hears of the claim then too.
    */
-  private registerClientId(pool: RoutingPool): boolean {
+  private registerClientId(): boolean {
     const id = this.info!.clientId;
     if (id.length === 0) return false; // a broker-assigned ID names no earlier session [MQTT-3.1.3-6]
-    const key = id.toString('latin1'); // one character per byte: distinct IDs stay distinct
-    this.clientIdKey = key;
+    this.clientIdKey = id.toString('latin1'); // one character per byte: distinct IDs stay distinct
     this.connectSentAt = monotonicNow();
-    // None: registered now. One on any server (on this same broker too: a CONNECT it refuses must leave the older
-    // session registered) waits for the CONNACK. With workers, an older session in another worker is known only to
-    // the primary: every claim (reported to it) waits for the CONNACK, so that a refused CONNECT closes nothing.
-    if (!pool.clientIds.shared && pool.clientIds.holderOf(key) === undefined) {
-      pool.clientIds.claim(key, this);
-      return false;
-    }
     this.takeoverLevel = this.info!.protocolLevel;
     return true;
   }
 
   /**
-   * Bytes from the server of a session that would take its client ID over from another server, until its CONNACK's
-   * code is in: true once decided (the caller then splices as usual). What came before is kept in `connackHead`
+   * Bytes from the server of a session with a client ID, until its CONNACK's code is in: true once decided (the
+   * caller then splices as usual). What came before is kept in `connackHead`
    * (a few bytes: the network may split even a 4-byte CONNACK); the bytes go on to the client meanwhile.
    */
   connackArrived(bytes: Buffer): boolean {
@@ -939,9 +933,8 @@ function onSplicedUpstreamData(this: ProxySocket, chunk: Buffer): void {
 }
 
 /**
- * The server's reads up to its CONNACK's code, for a session whose CONNACK decides a takeover from another server
- * (connackArrived); then the plain splice. Only such sessions (a client ID whose older session runs on another
- * broker) have it.
+ * The server's reads up to its CONNACK's code, for a session with a client ID (its CONNACK decides whether it claims
+ * the ID: connackArrived); then the plain splice. Usually one read: the CONNACK is the server's first packet.
  */
 function onUpstreamConnack(this: ProxySocket, chunk: Buffer): void {
   if (sessionOf(this).connackArrived(chunk)) {

@@ -40,7 +40,7 @@ async function until(what: string, cond: () => boolean, timeoutMs: number): Prom
 }
 
 /** An LB over `servers` with fast health checks and the access log on (its `reason` says `takeover`). */
-async function lbOver(servers: ServerSpec[], type: 'mqtt' | 'tcp', options: { workers?: number; level?: string } = {}): Promise<{ lb: LbProcess; port: number }> {
+async function lbOver(servers: ServerSpec[], type: 'mqtt' | 'tcp', options: { workers?: number; level?: string; balance?: string } = {}): Promise<{ lb: LbProcess; port: number }> {
   const [port, admin] = [await freePort(), await freePort()];
   const lb = await startLb(
     lbYaml({
@@ -49,6 +49,7 @@ async function lbOver(servers: ServerSpec[], type: 'mqtt' | 'tcp', options: { wo
       servers,
       health: { type, interval: '200ms', timeout: '150ms', rise: 1, fall: 1 },
       log: `  level: ${options.level ?? 'info'}\n  sessions: true\n`,
+      ...(options.balance === undefined ? {} : { balance: options.balance }),
       ...(options.workers === undefined ? {} : { extra: `workers: ${options.workers}\n` }),
     }),
     // Workers: the primary hands connections out in turn (the kernel may give one worker a whole burst).
@@ -332,6 +333,41 @@ describe('one client ID, two brokers: which session is the newer', () => {
       await new Promise((r) => setTimeout(r, 300));
       expect(newer.closed()).toBe(false);
     }, 30_000);
+
+    // One process: round robin alternates the brokers (with workers each worker keeps its own turn).
+    if (workers === 1) {
+      it(`workers: ${workers}: a CONNECT refused later closes no accepted session of its client ID meanwhile`, async () => {
+        // Round robin over a and b: the connections alternate. Both answer `slow` after 1.5 s and refuse `bad` after 2 s.
+        const a = new FakeBroker(await freePort(), (c) => (c.username === 'slow' ? 1500 : c.username === 'bad' ? 2000 : 0));
+        const b = new FakeBroker(await freePort(), (c) => (c.username === 'slow' ? 1500 : c.username === 'bad' ? 2000 : 0));
+        fakes.push(a, b);
+        await Promise.all([a.start(), b.start()]);
+        const { port } = await lbOver([
+          { name: 'a', port: a.port },
+          { name: 'b', port: b.port },
+        ], 'tcp', { workers, balance: 'round-robin' });
+        const id = `refused-later-${workers}`;
+        const first = await rawSession(port, connectPacket({ clientId: id, clean: false }));
+        sockets.push(first.socket);
+        await until('the first CONNACK', () => first.data().length >= 4, 3000);
+        // An accepted session on the other broker, its CONNACK 1.5 s away...
+        const accepted = await rawSession(port, connectPacket({ clientId: id, clean: false, username: 'slow', password: 'x' }));
+        sockets.push(accepted.socket);
+        await new Promise((r) => setTimeout(r, 200));
+        // ...the first one leaves, and one that will be refused comes to the first one's broker.
+        first.socket.destroy();
+        await new Promise((r) => setTimeout(r, 200));
+        const refused = await rawSession(port, connectPacket({ clientId: id, clean: false, username: 'bad', password: 'x' }));
+        sockets.push(refused.socket);
+        expect(a.seen.has(id) && b.seen.has(id)).toBe(true);
+        await until('the accepted CONNACK', () => accepted.data().length >= 4, 4000);
+        expect(parsePackets(accepted.data())[0]).toMatchObject({ cmd: 'connack', returnCode: 0 });
+        await until('the refusal', () => refused.closed(), 4000);
+        expect(parsePackets(refused.data())[0]).toMatchObject({ cmd: 'connack', returnCode: 5 });
+        await new Promise((r) => setTimeout(r, 300));
+        expect(accepted.closed()).toBe(false);
+      }, 30_000);
+    }
 
     it(`workers: ${workers}: a CONNECT its broker refuses, on the broker of the session it names, leaves that session to be taken over`, async () => {
       const { lb, port, a, b, id } = await setUp(workers, undefined, true);

@@ -78,8 +78,6 @@ describe('ClientIdRegistry with sharing (workers: the primary hears every claim 
     const { events, attached, sharing } = recorder();
     const r = new ClientIdRegistry<Holder>('brokers', sharing);
     expect(attached.get('brokers')).toBe(r);
-    expect(r.shared).toBe(true);
-    expect(new ClientIdRegistry<Holder>().shared).toBe(false);
     const older = session(b1, 10);
     const newer = session(b2, 20);
     r.claim('c', older);
