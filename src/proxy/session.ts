@@ -731,8 +731,8 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
 
   /**
    * Bytes from the server of a session with a client ID, until its CONNACK's code is in: true once decided (the
-   * caller then splices as usual). What came before is kept in `connackHead`
-   * (a few bytes: the network may split even a 4-byte CONNACK); the bytes go on to the client meanwhile.
+   * caller then splices as usual). What came before is kept in `connackHead` (a few bytes: the network may split even
+   * a 4-byte CONNACK); the bytes go on to the client meanwhile.
    */
   connackArrived(bytes: Buffer): boolean {
     const key = this.clientIdKey;
