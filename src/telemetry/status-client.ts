@@ -96,8 +96,9 @@ function formatCheck(c: StatusLastCheck | null): string {
 /**
  * Text from the admin server, made safe for a terminal: control characters (ESC sequences could retitle the window,
  * clear the screen or hide lines) are shown as `\xNN`, and the invisible format characters (bidirectional-text
- * controls that reorder what a line shows, zero-width spaces, line and paragraph separators, BOMs) as `\u{NNNN}`. Our own server never sends them; a wrong or intercepted endpoint (plain HTTP) could, and it
- * could send a number or an object where text belongs (shown as text, not a crash).
+ * controls that reorder what a line shows, zero-width spaces, line and paragraph separators, BOMs) as `\u{NNNN}`.
+ * Our own server never sends them; a wrong or intercepted endpoint (plain HTTP) could, and it could send a number or
+ * an object where text belongs (shown as text, not a crash).
  */
 export function printable(value: unknown): string {
   const text = typeof value === 'string' ? value : value === null || value === undefined ? '-' : typeof value === 'object' ? JSON.stringify(value) : String(value);
