@@ -43,9 +43,6 @@ export interface PoolOptions {
 
 const EMPTY_KEY: Buffer = Buffer.alloc(0);
 
-/** A proxied session as the client ID registry keeps it: closed when a newer one of its client ID reaches another server. */
-export type LiveClient = ClientIdHolder;
-
 /**
  * How long past its health.timeout a server's first verdict may take to arrive: the probe's own timeout plus
  * scheduling (and, in a cluster worker, the primary's message). Bounds every wait for a first verdict.
@@ -73,12 +70,12 @@ export class Pool {
    */
   private readonly detached = new Map<string, Server>();
   /** The client IDs of this pool's proxied sessions (client-id-registry.ts: the takeover rule across brokers). */
-  readonly clientIds: ClientIdRegistry<LiveClient>;
+  readonly clientIds: ClientIdRegistry<ClientIdHolder>;
 
   constructor(config: PoolConfig, servers?: Server[], options: PoolOptions = {}) {
     this.name = config.name;
     this.config = config;
-    this.clientIds = new ClientIdRegistry<LiveClient>(config.name, options.clientIdSharing ?? null);
+    this.clientIds = new ClientIdRegistry<ClientIdHolder>(config.name, options.clientIdSharing ?? null);
     this.servers = servers ?? config.servers.map((sc) => new Server(config.name, sc, initialHealth(config)));
     this.random = options.random ?? Math.random;
     this.keepDetached = options.keepDetached ?? true;

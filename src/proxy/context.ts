@@ -5,8 +5,7 @@
 import type { Logger } from 'pino';
 import type { LimitsConfig, PoolConfig } from '../config/types.js';
 import type { Server } from '../balancer/server.js';
-import type { ClientIdRegistry } from '../balancer/client-id-registry.js';
-import type { LiveClient } from '../balancer/pool.js';
+import type { ClientIdHolder, ClientIdRegistry } from '../balancer/client-id-registry.js';
 import type { RefusalReason } from './connack.js';
 import type { VerdictWaits } from './verdict-wait.js';
 
@@ -24,7 +23,7 @@ export interface RoutingPool {
   /** Until when (performance.now() time) to wait for a first health verdict before placing `key`; 0 = now. */
   verdictWaitUntil(key: Buffer, candidates: readonly Server[]): number;
   /** The client IDs of its proxied sessions in this process (the takeover rule across brokers). */
-  readonly clientIds: ClientIdRegistry<LiveClient>;
+  readonly clientIds: ClientIdRegistry<ClientIdHolder>;
 }
 
 /** Why a connection was not proxied: answered with a CONNACK (RefusalReason) or closed without one. */
