@@ -44,6 +44,13 @@ let lastSerial = 0;
 
 export class ClientIdRegistry<S extends ClientIdHolder> {
   private readonly live = new Map<string, S>();
+  /**
+   * Sessions whose CONNECT went to their server and whose CONNACK has not come yet (one, or several of one ID). A
+   * newer session accepted meanwhile on another server closes them (olderAwaiting): a broker that saw both CONNECTs
+   * would have closed the older connection at the newer CONNECT, and if the newer session ended before the older
+   * one's late CONNACK, nothing would be left to displace it then.
+   */
+  private readonly awaiting = new Map<string, S | S[]>();
   /** With sharing: the serial each live ID was reported under (the primary's orders name it). */
   private readonly serials: Map<string, number> | null;
 
@@ -60,12 +67,35 @@ export class ClientIdRegistry<S extends ClientIdHolder> {
     return this.live.get(id);
   }
 
+  /** `session` has sent its CONNECT with `id` and waits for its CONNACK (claim, or release when refused or ended). */
+  awaitConnack(id: string, session: S): void {
+    const there = this.awaiting.get(id);
+    if (there === undefined) this.awaiting.set(id, session);
+    else if (Array.isArray(there)) there.push(session);
+    else this.awaiting.set(id, [there, session]);
+  }
+
+  /**
+   * The sessions of `id` still waiting for their CONNACK whose CONNECT went before `session`'s, on another server
+   * than `session`'s (the caller closes them; on the same server the broker does); null when there are none.
+   */
+  olderAwaiting(id: string, session: S): S[] | null {
+    const there = this.awaiting.get(id);
+    if (there === undefined) return null;
+    let older: S[] | null = null;
+    for (const s of Array.isArray(there) ? there : [there]) {
+      if (s !== session && s.connectSentAt < session.connectSentAt && s.server !== session.server) (older ??= []).push(s);
+    }
+    return older;
+  }
+
   /**
    * `session` (accepted by its server) claims `id`: the newer of it and the session holding `id` (by connectSentAt)
    * holds it from now on. Answers the older one when it runs on another server, which the caller closes (it may be
    * `session` itself); else null (none, or the same broker, which closes it itself).
    */
   claim(id: string, session: S): S | null {
+    this.stopAwaiting(id, session);
     const before = this.live.get(id);
     if (before === session) return null;
     if (before !== undefined && session.connectSentAt < before.connectSentAt) {
@@ -81,9 +111,12 @@ export class ClientIdRegistry<S extends ClientIdHolder> {
     return before;
   }
 
-  /** `session` has ended: `id` is forgotten, unless a newer session holds it. */
+  /** `session` has ended, or its server refused it: `id` is forgotten, unless a newer session holds it. */
   release(id: string, session: S): void {
-    if (this.live.get(id) !== session) return;
+    if (this.live.get(id) !== session) {
+      this.stopAwaiting(id, session);
+      return;
+    }
     this.live.delete(id);
     if (this.serials === null) return;
     const serial = this.serials.get(id)!;
@@ -98,5 +131,24 @@ export class ClientIdRegistry<S extends ClientIdHolder> {
 
   get size(): number {
     return this.live.size;
+  }
+
+  /** Sessions waiting for their CONNACK, all IDs together. */
+  get awaitingCount(): number {
+    let n = 0;
+    for (const there of this.awaiting.values()) n += Array.isArray(there) ? there.length : 1;
+    return n;
+  }
+
+  private stopAwaiting(id: string, session: S): void {
+    const there = this.awaiting.get(id);
+    if (there === session) {
+      this.awaiting.delete(id);
+    } else if (Array.isArray(there)) {
+      const i = there.indexOf(session);
+      if (i < 0) return;
+      there.splice(i, 1);
+      if (there.length === 1) this.awaiting.set(id, there[0]!);
+    }
   }
 }

@@ -14,6 +14,7 @@ import net from 'node:net';
 import { resetOrDestroy, type ProxySocket } from './proxy-socket.js';
 import { HandleSocket, handleSockets } from './handle-socket.js';
 import type { Server, LiveSession, EvictReason } from '../balancer/server.js';
+import type { ClientIdHolder } from '../balancer/client-id-registry.js';
 import type { RefuseWith } from '../config/types.js';
 import { scanConnect, type ConnectInfo } from './connect-scanner.js';
 import { connackFor, connackVerdict, leadingAuthBytes, type RefusalReason } from './connack.js';
@@ -726,6 +727,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     this.clientIdKey = id.toString('latin1'); // one character per byte: distinct IDs stay distinct
     this.connectSentAt = monotonicNow();
     this.takeoverLevel = this.info!.protocolLevel;
+    this.pool!.clientIds.awaitConnack(this.clientIdKey, this);
     return true;
   }
 
@@ -747,23 +749,32 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
       return false;
     }
     this.connackHead = null;
+    const pool = this.pool!;
     if (verdict === 'refuses') {
       // The older session stays, and stays registered: a broker closes it only for a CONNECT it accepted.
+      pool.clientIds.release(key, this);
       this.clientIdKey = null;
       return true;
     }
-    const pool = this.pool!;
     // The older of this session and the one holding the ID, when on another server: closed. This one, when the
     // other's CONNECT went later (its CONNACK came first).
     const displaced = pool.clientIds.claim(key, this);
-    if (displaced === null) return true;
+    if (displaced !== null) this.takeOver(displaced, displaced === this ? pool.clientIds.holderOf(key) : this);
+    if (displaced === this) return true;
+    // Older sessions still waiting for their CONNACK elsewhere: closed now, as their broker would have closed them at
+    // this CONNECT. Left to their CONNACK, one that came after this session ended would find nothing newer.
+    const older = pool.clientIds.olderAwaiting(key, this);
+    if (older !== null) for (const s of older) this.takeOver(s, this);
+    return true;
+  }
+
+  /** Close `older`, a session of this one's client ID on another server than `newer` (its newer session). */
+  private takeOver(older: ClientIdHolder, newer: ClientIdHolder | undefined): void {
     const log = this.listener.ctx.log;
     if (log.isLevelEnabled('debug')) {
-      const newer = displaced === this ? pool.clientIds.holderOf(key) : this;
-      log.debug({ pool: pool.name, from: displaced.server?.name, to: newer?.server?.name, clientId: clientIdForLog(Buffer.from(key, 'latin1')) }, 'client ID connected again on another server: closing its older session');
+      log.debug({ pool: this.pool!.name, from: older.server?.name, to: newer?.server?.name, clientId: clientIdForLog(Buffer.from(this.clientIdKey!, 'latin1')) }, 'client ID connected again on another server: closing its older session');
     }
-    displaced.evict('takeover');
-    return true;
+    older.evict('takeover');
   }
 
   private finished(): void {

@@ -334,6 +334,26 @@ describe('one client ID, two brokers: which session is the newer', () => {
       expect(newer.closed()).toBe(false);
     }, 30_000);
 
+    if (workers === 1) {
+      it(`workers: ${workers}: an older session still waiting for its CONNACK is closed when a newer one is accepted, though the newer one ends first`, async () => {
+        const { lb, port, a, b, id } = await setUp(workers, (c) => (c.username === 'slow' ? 2500 : 0));
+        const older = await rawSession(port, connectPacket({ clientId: id, clean: false, username: 'slow' }));
+        sockets.push(older.socket);
+        await until('the older CONNECT at a', () => a.seen.has(id), 3000);
+        await bringBack(lb, b);
+        const newer = await rawSession(port, connectPacket({ clientId: id, clean: false }));
+        sockets.push(newer.socket);
+        await until('the newer CONNACK', () => newer.data().length >= 4, 3000);
+        newer.socket.end(Buffer.from([0xe0, 0x00])); // DISCONNECT: the newer session ends, long before a's CONNACK
+        await until('the newer session closed', newer.closed, 3000);
+        // A broker that saw both CONNECTs closed the older connection at the newer one: so does the balancer, at the
+        // newer CONNACK (left to its own CONNACK, it would find no newer session and stay).
+        await until('the older session closed', older.closed, 1500);
+        expect(older.data().length).toBe(0);
+        expect((await lb.waitForLog((l) => l.msg === 'session closed' && l.clientId === id && l.server === 'a', 2000)).reason).toBe('takeover');
+      }, 30_000);
+    }
+
     // One process: round robin alternates the brokers (with workers each worker keeps its own turn).
     if (workers === 1) {
       it(`workers: ${workers}: a CONNECT refused later closes no accepted session of its client ID meanwhile`, async () => {

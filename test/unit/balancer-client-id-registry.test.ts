@@ -62,6 +62,44 @@ describe('ClientIdRegistry (the takeover rule across brokers)', () => {
   });
 });
 
+describe('ClientIdRegistry: sessions waiting for their CONNACK', () => {
+  it('answers the older ones of the ID on other servers, to be closed when a newer session is accepted', () => {
+    const r = new ClientIdRegistry<Holder>();
+    const slowA = session(b1, 10);
+    const slowB = session(b2, 20);
+    const later = session(b2, 40);
+    r.awaitConnack('c', slowA);
+    r.awaitConnack('c', slowB);
+    r.awaitConnack('c', later);
+    r.awaitConnack('other', session(b1, 5));
+    expect(r.awaitingCount).toBe(4);
+    const accepted = session(b1, 30);
+    r.awaitConnack('c', accepted);
+    expect(r.claim('c', accepted)).toBeNull();
+    // slowA is on the accepted one's broker (the broker closes it), `later` is newer: only slowB.
+    expect(r.olderAwaiting('c', accepted)).toEqual([slowB]);
+    expect(r.olderAwaiting('other', accepted)).toBeNull(); // on the same broker
+    expect(r.awaitingCount).toBe(4); // the accepted one no longer waits
+  });
+
+  it('forgets a waiting session at its CONNACK, its refusal or its end; none left answers null', () => {
+    const r = new ClientIdRegistry<Holder>();
+    const a = session(b1, 10);
+    const b = session(b2, 20);
+    const c = session(b2, 25);
+    for (const s of [a, b, c]) r.awaitConnack('c', s);
+    r.release('c', b); // refused by its broker, or ended before its CONNACK
+    expect(r.awaitingCount).toBe(2);
+    expect(r.claim('c', c)).toBeNull();
+    expect(r.olderAwaiting('c', c)).toEqual([a]);
+    r.release('c', a);
+    expect(r.awaitingCount).toBe(0);
+    expect(r.olderAwaiting('c', c)).toBeNull();
+    r.release('c', c);
+    expect(r.size).toBe(0);
+  });
+});
+
 describe('ClientIdRegistry with sharing (workers: the primary hears every claim and release)', () => {
   function recorder() {
     const events: unknown[][] = [];
