@@ -14,7 +14,8 @@ import type { DropReason } from './advert.js';
 import { readKeyFile } from './key.js';
 import { peerSilent, type MainToWorker, type WorkerInit, type WorkerStatus, type WorkerToMain } from './messages.js';
 import type { FailoverState } from './state-machine.js';
-import { removeVip } from './vip.js';
+import { IP_COMMAND, removeVip } from './vip.js';
+import { killOrphanedChild } from './orphan.js';
 import { threadSharedNow } from '../monotonic-clock.js';
 import { restartDelay } from '../restart-delay.js';
 
@@ -74,6 +75,8 @@ export class Failover extends EventEmitter {
   private worker: Worker | null = null;
   private key: Buffer | null = null;
   private last: WorkerStatus | null = null;
+  /** The worker's `ip monitor` child, if one runs: stopped here should the worker die without stopping it. */
+  private monitorPid: number | null = null;
   private readonly transitions = new Map<string, number>();
   /** Drops counted by workers that have exited (a restarted worker starts from zero). */
   private readonly droppedBefore: Record<DropReason, number> = { bad_hmac: 0, replay: 0, router_id: 0, malformed: 0 };
@@ -297,6 +300,9 @@ export class Failover extends EventEmitter {
           });
         break;
       }
+      case 'monitor':
+        this.monitorPid = m.pid;
+        break;
       case 'status':
         this.last = m;
         if (this.resignWaiters.length > 0 && !m.instances.some((i) => i.state === 'master')) {
@@ -323,6 +329,7 @@ export class Failover extends EventEmitter {
   /** The worker died without being asked to: never leave a VIP behind a dead heartbeat (split brain). */
   private onWorkerLost(code: number): void {
     this.worker = null;
+    this.stopOrphanedMonitor();
     // Answers to the lost thread's releases go nowhere (a new thread numbers its own from 1); the closing itself
     // goes on, bounded: the VIPs are removed below, and sessions left on them would hang.
     this.generation++;
@@ -382,6 +389,7 @@ export class Failover extends EventEmitter {
     this.worker = null;
     await worker.terminate();
     if (!closed) {
+      this.stopOrphanedMonitor();
       this.log.warn({}, 'failover worker did not confirm the stop: removing VIPs from the main thread');
       await this.removeAllVips();
     }
@@ -390,6 +398,13 @@ export class Failover extends EventEmitter {
       for (const i of this.last.instances) if (i.state !== 'init') this.onMessage({ type: 'state', routerId: i.routerId, from: i.state, to: 'init', at: Date.now() });
       this.last = { ...this.last, instances: this.last.instances.map((i) => ({ ...i, state: 'init' as const })) };
     }
+  }
+
+  /** A dead worker thread's `ip monitor` child runs on (orphan.ts): stopped from here. */
+  private stopOrphanedMonitor(): void {
+    const pid = this.monitorPid;
+    this.monitorPid = null;
+    if (pid !== null && killOrphanedChild(pid, IP_COMMAND)) this.log.info({ pid }, 'failover: stopped the lost thread\'s interface monitor');
   }
 
   private async removeAllVips(): Promise<void> {

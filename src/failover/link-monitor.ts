@@ -45,6 +45,8 @@ export class LinkMonitor {
     private readonly onEvent: () => void,
     private readonly log: LogSink,
     private readonly spawnMonitor: SpawnMonitor = spawnIp,
+    /** Told the pid of each monitor started, and null when it has ended. */
+    private readonly onChild: (pid: number | null) => void = () => {},
   ) {
     if (!isInterfaceName(iface)) throw new RangeError(`invalid interface name ${iface}`);
   }
@@ -61,6 +63,7 @@ export class LinkMonitor {
     }
     this.child = child;
     this.partial = '';
+    if (child.pid !== undefined) this.onChild(child.pid);
     child.stdout?.setEncoding('utf8');
     child.stdout?.on('data', (chunk: string) => this.onData(chunk));
     let ended = false;
@@ -68,6 +71,7 @@ export class LinkMonitor {
       if (ended) return;
       ended = true;
       if (this.child === child) this.child = null;
+      if (child.pid !== undefined) this.onChild(null);
       this.ended(startedAt, err);
     };
     child.once('error', (err) => end(err));

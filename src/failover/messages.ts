@@ -77,4 +77,6 @@ export type WorkerToMain =
   | { type: 'release'; routerId: number; vips: string[]; seq: number }
   | WorkerStatus
   | { type: 'log'; level: LogLevel; obj: Record<string, unknown>; msg: string }
+  // The thread's `ip monitor` child (null: none runs): stopped by the main thread should the thread die (orphan.ts).
+  | { type: 'monitor'; pid: number | null }
   | { type: 'closed' };

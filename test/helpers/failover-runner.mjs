@@ -8,9 +8,11 @@
  *
  * stdout, one JSON object per line: {"ev":"ready"} | {"ev":"state",routerId,from,to,t} | {"ev":"reply",id,result}
  *   | {"ev":"fatal",code,message}.  stdin, one JSON object per line: {id, cmd: status | stats | resign
- *   (timeoutMs) | block (ms: busy-loop the main thread) | tracking (fault, priorityPenalty) | close}.
+ *   (timeoutMs) | block (ms: busy-loop the main thread) | tracking (fault, priorityPenalty) | lose-thread (terminate
+ *   the heartbeat thread, as a crash) | ip-children (running `ip` children) | close}.
  * SIGTERM: resign (bounded) then close, like mqtt-lb's stop order. Logs (pino) go to stderr.
  */
+import { readdirSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { createInterface } from 'node:readline';
 import pino from 'pino';
@@ -60,6 +62,25 @@ const stats = () => {
   return { transitions: Object.fromEntries(s.transitions), dropped: s.dropped };
 };
 
+/** The pids of this process's running (not zombie) children named `ip` (the heartbeat thread's `ip monitor`). */
+function ipChildren() {
+  const pids = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    let stat;
+    try {
+      stat = readFileSync(`/proc/${name}/stat`, 'latin1');
+    } catch {
+      continue;
+    }
+    const close = stat.lastIndexOf(')');
+    const comm = stat.slice(stat.indexOf('(') + 1, close);
+    const [state, ppid] = stat.slice(close + 2).split(' ');
+    if (comm === 'ip' && Number(ppid) === process.pid && state !== 'Z') pids.push(Number(name));
+  }
+  return pids;
+}
+
 createInterface({ input: process.stdin }).on('line', async (line) => {
   let m;
   try {
@@ -90,6 +111,16 @@ createInterface({ input: process.stdin }).on('line', async (line) => {
       result = { blockedMs: m.ms };
       break;
     }
+    case 'lose-thread': {
+      // The heartbeat thread dies without a stop (as a crash would): terminate() skips its close().
+      const worker = failover.worker;
+      await worker?.terminate();
+      result = { terminated: worker != null };
+      break;
+    }
+    case 'ip-children':
+      result = { running: ipChildren() };
+      break;
     case 'tracking':
       failover.setTracking({ fault: m.fault, priorityPenalty: m.priorityPenalty ?? 0 });
       result = {};

@@ -681,6 +681,28 @@ describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', (
     expect((await lb1.status()).instances.map((i) => i.state)).toEqual(['master', 'master']);
   });
 
+  it('a heartbeat thread that dies is restarted, and its `ip monitor` child does not outlive it', async () => {
+    // On the backup: no VIP moves there, so no interface event would end the orphan (a monitor whose reader is
+    // gone dies at its next write; on a master the VIP's removal is such a write).
+    const [lb1, lb2] = await startPair();
+    const waitRunning = async (what: string, ok: (pids: number[]) => boolean): Promise<number[]> => {
+      let pids: number[] = [];
+      await waitFor(what, async () => ok((pids = (await lb2.cmd<{ running: number[] }>('ip-children')).running)), 5000, 100);
+      return pids;
+    };
+    let [monitor] = await waitRunning('the monitor running', (p) => p.length === 1);
+    for (let round = 0; round < 2; round++) {
+      const from = lb2.states().length;
+      expect((await lb2.cmd<{ terminated: boolean }>('lose-thread')).terminated).toBe(true);
+      await lb2.waitState('init', 5000, from);
+      await lb2.waitState('backup', 10_000, from);
+      const before = monitor;
+      [monitor] = await waitRunning("one monitor, the new thread's", (p) => p.length === 1 && p[0] !== before);
+    }
+    expect(lb2.proc.stderr).toContain('stopped the lost thread');
+    expect(lb1.transitions()).toEqual(['init>backup', 'backup>master']);
+  }, 40_000);
+
   it('a 500 ms stall of the proxy’s event loop does not delay adverts (no takeover)', async () => {
     const [lb1, lb2] = await startPair();
     // 500 ms > the backup's Master_Down_Interval (~361 ms): adverts sent from the main thread would lose the VIP.
