@@ -313,21 +313,30 @@ describe('one client ID, two brokers: which session is the newer', () => {
     await lb.waitForLog((l) => l.msg === 'server state changed' && l.server === 'b' && l.from === 'down' && l.to === 'up');
   }
 
+  /**
+   * A client ID's older session on a, whose broker answers it 2.5 s late, then its newer session on b (back up in
+   * between), accepted at once: both open, the newer one has its CONNACK.
+   */
+  async function slowOlderThenNewer(workers: number): Promise<{ lb: LbProcess; id: string; older: Awaited<ReturnType<typeof rawSession>>; newer: Awaited<ReturnType<typeof rawSession>> }> {
+    const { lb, port, a, b, id } = await setUp(workers, (c) => (c.username === 'slow' ? 2500 : 0));
+    const older = await rawSession(port, connectPacket({ clientId: id, clean: false, username: 'slow' }));
+    sockets.push(older.socket);
+    await until('the older CONNECT at a', () => a.seen.has(id), 3000);
+    await bringBack(lb, b);
+    const newer = await rawSession(port, connectPacket({ clientId: id, clean: false }));
+    sockets.push(newer.socket);
+    await until('the newer CONNACK', () => newer.data().length >= 4, 3000);
+    expect(b.seen.has(id)).toBe(true);
+    return { lb, id, older, newer };
+  }
+
   for (const workers of [1, 2]) {
     it(`workers: ${workers}: the session whose CONNECT went later stays, though the older one's broker answers last`, async () => {
-      const { lb, port, a, b, id } = await setUp(workers, (c) => (c.username === 'slow' ? 2500 : 0));
-      const older = await rawSession(port, connectPacket({ clientId: id, clean: false, username: 'slow' }));
-      sockets.push(older.socket);
-      await until('the older CONNECT at a', () => a.seen.has(id), 3000);
-      await bringBack(lb, b);
-      const newer = await rawSession(port, connectPacket({ clientId: id, clean: false }));
-      sockets.push(newer.socket);
-      await until('the newer CONNACK', () => newer.data().length >= 4, 3000);
-      expect(b.seen.has(id)).toBe(true);
-      // a's CONNACK comes 2.5 s after the older CONNECT: then the older session is the one closed.
+      const { lb, id, older, newer } = await slowOlderThenNewer(workers);
+      // a's CONNACK comes 2.5 s after the older CONNECT: the older session is the one closed, not the newer.
       await until('the older session closed', older.closed, 5000);
-      // Within one worker it is closed on its CONNACK, which it never sees; from another worker the primary's order
-      // comes a few ms after it.
+      // Within one worker it is closed at the newer CONNACK, before its own; from another worker the primary's order
+      // comes a few ms after its own CONNACK.
       if (workers === 1) expect(older.data().length).toBe(0);
       expect((await lb.waitForLog((l) => l.msg === 'session closed' && l.clientId === id && l.server === 'a', 2000)).reason).toBe('takeover');
       await new Promise((r) => setTimeout(r, 300));
@@ -336,14 +345,7 @@ describe('one client ID, two brokers: which session is the newer', () => {
 
     if (workers === 1) {
       it(`workers: ${workers}: an older session still waiting for its CONNACK is closed when a newer one is accepted, though the newer one ends first`, async () => {
-        const { lb, port, a, b, id } = await setUp(workers, (c) => (c.username === 'slow' ? 2500 : 0));
-        const older = await rawSession(port, connectPacket({ clientId: id, clean: false, username: 'slow' }));
-        sockets.push(older.socket);
-        await until('the older CONNECT at a', () => a.seen.has(id), 3000);
-        await bringBack(lb, b);
-        const newer = await rawSession(port, connectPacket({ clientId: id, clean: false }));
-        sockets.push(newer.socket);
-        await until('the newer CONNACK', () => newer.data().length >= 4, 3000);
+        const { lb, id, older, newer } = await slowOlderThenNewer(workers);
         newer.socket.end(Buffer.from([0xe0, 0x00])); // DISCONNECT: the newer session ends, long before a's CONNACK
         await until('the newer session closed', newer.closed, 3000);
         // A broker that saw both CONNECTs closed the older connection at the newer one: so does the balancer, at the
