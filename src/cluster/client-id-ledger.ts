@@ -19,9 +19,22 @@ export interface WorkerOrder {
   order: TakeoverOrder;
 }
 
+/**
+ * How many ended claims are remembered (ended): a late-reported older claim is judged against the newest session of
+ * its ID that ended meanwhile, within the last this many ends (at 250 sessions a second, 40 s of them).
+ */
+export const ENDED_CLAIMS_KEPT = 10_000;
+
 export class ClientIdLedger {
   /** Per pool, per client ID: the newest claim known. */
   private readonly pools = new Map<string, Map<string, Claim>>();
+  /**
+   * The claims of sessions that ended, by pool and client ID, oldest first, at most ENDED_CLAIMS_KEPT. An older
+   * session whose CONNACK comes after the newer session of its ID has ended, in another worker, is closed all the
+   * same: a broker that saw both would have closed it at the newer CONNECT. (Within one worker its registry closed
+   * it at the newer session's CONNACK already.)
+   */
+  private readonly ended = new Map<string, Claim>();
   /** Per worker, per serial: the pool and client ID of each claim it reported and has not released. */
   private readonly serials = new Map<number, Map<number, { pool: string; id: string }>>();
 
@@ -56,6 +69,11 @@ export class ClientIdLedger {
       ids = new Map();
       this.pools.set(pool, ids);
     }
+    const gone = this.ended.get(endedKey(pool, id));
+    if (gone !== undefined && claim.atMicros < gone.atMicros && gone.worker !== claim.worker && gone.server !== claim.server) {
+      orders.push({ worker: claim.worker, order: [pool, id, claim.serial] });
+      return;
+    }
     const held = ids.get(id);
     if (held !== undefined && claim.atMicros < held.atMicros) {
       // An older session reported late: it is the one to close (its own worker's registry knew the newer one when
@@ -88,6 +106,10 @@ export class ClientIdLedger {
     if (held === undefined || held.worker !== worker || held.serial !== serial) return;
     ids!.delete(id);
     if (ids!.size === 0) this.pools.delete(pool);
+    const key = endedKey(pool, id);
+    this.ended.delete(key); // re-inserted: the newest end comes last
+    this.ended.set(key, held);
+    if (this.ended.size > ENDED_CLAIMS_KEPT) this.ended.delete(this.ended.keys().next().value!);
   }
 
   private serialsOf(worker: number): Map<number, { pool: string; id: string }> {
@@ -98,4 +120,9 @@ export class ClientIdLedger {
     }
     return claims;
   }
+}
+
+/** One key per pool and client ID (a pool name holds no newline: config/validate-pools.ts). */
+function endedKey(pool: string, id: string): string {
+  return `${pool}\n${id}`;
 }

@@ -3,7 +3,7 @@
  * which server (client-id-ledger.ts), and a worker's batching of its reports (client-id-exchange.ts).
  */
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { ClientIdLedger } from '../../src/cluster/client-id-ledger.js';
+import { ClientIdLedger, ENDED_CLAIMS_KEPT } from '../../src/cluster/client-id-ledger.js';
 import { ClientIdExchange } from '../../src/cluster/client-id-exchange.js';
 import { ClientIdRegistry } from '../../src/balancer/client-id-registry.js';
 import type { ClientIdEvent } from '../../src/cluster/messages.js';
@@ -56,6 +56,32 @@ describe('ClientIdLedger (primary)', () => {
     expect(ledger.size).toBe(1);
     ledger.apply(1, [release(1)]);
     expect(ledger.size).toBe(0);
+  });
+
+  it('an older claim reported after the newer session of its ID has ended (in another worker, on another server) is closed', () => {
+    const ledger = new ClientIdLedger();
+    ledger.apply(1, [claim('c', 1, 'b1', 500), release(1)]); // the newer session: accepted, and gone already
+    // Its broker's CONNACK came late: the older session is closed as if the newer one were still there.
+    expect(ledger.apply(2, [claim('c', 1, 'b2', 400)])).toEqual([{ worker: 2, order: ['p', 'c', 1] }]);
+    expect(ledger.size).toBe(0);
+    // Not when it is newer than the one that ended, on the ended one's server (the broker's business), or in the same
+    // worker (its own registry closed it at the newer CONNACK), or in another pool.
+    expect(ledger.apply(2, [claim('c', 2, 'b2', 600), release(2)])).toEqual([]);
+    ledger.apply(1, [claim('d', 3, 'b1', 500), release(3)]);
+    expect(ledger.apply(2, [claim('d', 4, 'b1', 400), release(4)])).toEqual([]);
+    ledger.apply(1, [claim('e', 5, 'b1', 500), release(5)]);
+    expect(ledger.apply(1, [claim('e', 6, 'b2', 400), release(6)])).toEqual([]);
+    ledger.apply(1, [claim('f', 7, 'b1', 500), release(7)]);
+    expect(ledger.apply(2, [claim('f', 8, 'b2', 400, 'other')])).toEqual([]);
+  });
+
+  it('remembers the last ENDED_CLAIMS_KEPT ends, the newest of each ID', () => {
+    const ledger = new ClientIdLedger();
+    ledger.apply(1, [claim('c', 1, 'b1', 100), release(1), claim('c', 2, 'b1', 500), release(2)]);
+    for (let i = 0; i < ENDED_CLAIMS_KEPT - 1; i++) ledger.apply(1, [claim(`x${i}`, 10 + i, 'b1', 100), release(10 + i)]);
+    expect(ledger.apply(2, [claim('c', 1, 'b2', 400), release(1)])).toEqual([{ worker: 2, order: ['p', 'c', 1] }]);
+    ledger.apply(1, [claim('y', 5, 'b1', 100), release(5)]); // one end more: c's is forgotten
+    expect(ledger.apply(2, [claim('c', 2, 'b2', 400), release(2)])).toEqual([]);
   });
 
   it('pools are separate; a worker that exits takes its claims with it', () => {
