@@ -24,6 +24,8 @@ export interface WorkerOrder {
  * its ID that ended meanwhile, within the last this many ends (at 250 sessions a second, 40 s of them).
  */
 export const ENDED_CLAIMS_KEPT = 10_000;
+/** ...and their pool names and client IDs together hold at most this many characters (a client ID may be 65,535 bytes). */
+export const ENDED_CHARS_KEPT = 2 * 1024 * 1024;
 
 export class ClientIdLedger {
   /** Per pool, per client ID: the newest claim known. */
@@ -35,6 +37,8 @@ export class ClientIdLedger {
    * it at the newer session's CONNACK already.)
    */
   private readonly ended = new Map<string, Claim>();
+  /** The length of `ended`'s keys together. */
+  private endedChars = 0;
   /** Per worker, per serial: the pool and client ID of each claim it reported and has not released. */
   private readonly serials = new Map<number, Map<number, { pool: string; id: string }>>();
 
@@ -107,9 +111,14 @@ export class ClientIdLedger {
     ids!.delete(id);
     if (ids!.size === 0) this.pools.delete(pool);
     const key = endedKey(pool, id);
-    this.ended.delete(key); // re-inserted: the newest end comes last
+    if (this.ended.delete(key)) this.endedChars -= key.length; // re-inserted: the newest end comes last
     this.ended.set(key, held);
-    if (this.ended.size > ENDED_CLAIMS_KEPT) this.ended.delete(this.ended.keys().next().value!);
+    this.endedChars += key.length;
+    while (this.ended.size > ENDED_CLAIMS_KEPT || this.endedChars > ENDED_CHARS_KEPT) {
+      const oldest = this.ended.keys().next().value!;
+      this.ended.delete(oldest);
+      this.endedChars -= oldest.length;
+    }
   }
 
   private serialsOf(worker: number): Map<number, { pool: string; id: string }> {

@@ -3,7 +3,7 @@
  * which server (client-id-ledger.ts), and a worker's batching of its reports (client-id-exchange.ts).
  */
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { ClientIdLedger, ENDED_CLAIMS_KEPT } from '../../src/cluster/client-id-ledger.js';
+import { ClientIdLedger, ENDED_CHARS_KEPT, ENDED_CLAIMS_KEPT } from '../../src/cluster/client-id-ledger.js';
 import { ClientIdExchange } from '../../src/cluster/client-id-exchange.js';
 import { ClientIdRegistry } from '../../src/balancer/client-id-registry.js';
 import type { ClientIdEvent } from '../../src/cluster/messages.js';
@@ -82,6 +82,16 @@ describe('ClientIdLedger (primary)', () => {
     expect(ledger.apply(2, [claim('c', 1, 'b2', 400), release(1)])).toEqual([{ worker: 2, order: ['p', 'c', 1] }]);
     ledger.apply(1, [claim('y', 5, 'b1', 100), release(5)]); // one end more: c's is forgotten
     expect(ledger.apply(2, [claim('c', 2, 'b2', 400), release(2)])).toEqual([]);
+  });
+
+  it('long client IDs: the ends remembered hold at most ENDED_CHARS_KEPT characters', () => {
+    const ledger = new ClientIdLedger();
+    const long = (i: number) => `${i}`.padEnd(60_000, '.');
+    const fit = Math.floor(ENDED_CHARS_KEPT / (60_000 + 2));
+    for (let i = 0; i <= fit; i++) ledger.apply(1, [claim(long(i), i + 1, 'b1', 500), release(i + 1)]);
+    // The first end no longer fits beside the others; the second still does (orders compared by their serial).
+    expect(ledger.apply(2, [claim(long(1), 2, 'b2', 400)]).map((o) => o.order[2])).toEqual([2]);
+    expect(ledger.apply(2, [claim(long(0), 1, 'b2', 400)]).map((o) => o.order[2])).toEqual([]);
   });
 
   it('pools are separate; a worker that exits takes its claims with it', () => {
