@@ -68,15 +68,16 @@ export class ClientIdLedger {
   }
 
   private claim(pool: string, id: string, claim: Claim, orders: WorkerOrder[]): void {
-    let ids = this.pools.get(pool);
-    if (ids === undefined) {
-      ids = new Map();
-      this.pools.set(pool, ids);
-    }
+    // Older than a session of its ID that has ended meanwhile (its CONNACK came late): closed all the same.
     const gone = this.ended.get(endedKey(pool, id));
     if (gone !== undefined && claim.atMicros < gone.atMicros && gone.worker !== claim.worker && gone.server !== claim.server) {
       orders.push({ worker: claim.worker, order: [pool, id, claim.serial] });
       return;
+    }
+    let ids = this.pools.get(pool);
+    if (ids === undefined) {
+      ids = new Map();
+      this.pools.set(pool, ids);
     }
     const held = ids.get(id);
     if (held !== undefined && claim.atMicros < held.atMicros) {
