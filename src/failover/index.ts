@@ -404,7 +404,7 @@ export class Failover extends EventEmitter {
   private stopOrphanedMonitor(): void {
     const pid = this.monitorPid;
     this.monitorPid = null;
-    if (pid !== null && killOrphanedChild(pid, IP_COMMAND)) this.log.info({ pid }, 'failover: stopped the lost thread\'s interface monitor');
+    if (pid !== null && killOrphanedChild(pid, IP_COMMAND)) this.log.info({ pid }, "failover: stopped the lost thread's interface monitor");
   }
 
   private async removeAllVips(): Promise<void> {
