@@ -250,7 +250,10 @@ function readHealthMqtt(r: ConfigReader, health: MapReader, out: HealthConfig, s
     r.warn(clientIdSlot, 'every server of this pool is probed with this one client ID, and a clustered broker sees one session that each probe takes over: add `{server}` (and `{hostname}` when several LB hosts probe)');
   }
   const passwordSlot = m.get('password');
-  if (out.mqtt.version !== 5 && out.mqtt.password !== null && out.mqtt.username === null && passwordSlot !== undefined) {
+  const usernameSlot = m.get('username');
+  // A username written but rejected has its own message (e.g. an alias of the password): not this one as well.
+  const noUsername = usernameSlot === undefined || (r.isNull(usernameSlot) && !r.wasRefused(usernameSlot));
+  if (out.mqtt.version !== 5 && out.mqtt.password !== null && out.mqtt.username === null && noUsername && passwordSlot !== undefined) {
     // [MQTT-3.1.2-22] If the User Name Flag is set to 0, the Password Flag MUST be set to 0.
     r.error(passwordSlot, 'needs a `username` with MQTT 3.1/3.1.1 (a password without a user name is a protocol error)');
   }

@@ -19,6 +19,8 @@ export interface Slot {
   node: Content | null;
   at: number;
   path: string;
+  /** Its value was refused where it stands (a secret's value by an alias): read as nothing, with nothing more said. */
+  refused?: true;
 }
 
 export function joinPath(parent: string, key: string): string {
@@ -220,17 +222,25 @@ export class ConfigReader {
     const at = isAlias(value) ? value.range[0] : node.range[0];
     if (this.secretNodes.has(node) && !isSecretPath(path)) {
       this.out.error(at, path, 'is the value of a secret (`admin.token` or a password, by an anchor and an alias): a secret cannot be used for another key');
-      return { node: null, at, path };
+      return { node: null, at, path, refused: true };
     }
     return { node, at, path };
   }
 
+  /** A problem at `slot`; none for a slot whose value was refused (that has been said). */
   error(slot: Slot, message: string): void {
+    if (slot.refused === true) return;
     this.out.error(slot.at, slot.path, message);
   }
 
   warn(slot: Slot, message: string): void {
+    if (slot.refused === true) return;
     this.out.warn(slot.at, slot.path, message);
+  }
+
+  /** Whether its value was refused where it stands (slotOf): then it reads as null, and other checks say nothing of it. */
+  wasRefused(slot: Slot): boolean {
+    return slot.refused === true;
   }
 
   isNull(slot: Slot): boolean {

@@ -393,7 +393,11 @@ admin:
     expect(leaks(`${PREFIX}log:\n  level: !info\n`)).toEqual(['lb.yaml:9:10 log: a YAML tag (`!...`), which lb.yaml does not use: quote a value that starts with `!`']);
     // A secret's value used for another key by an anchor and an alias.
     const aliased = `${PREFIX}admin:\n  token: &t SECRETTOKEN1234567890\n  bind: *t\n`;
-    expect(leaks(aliased, 'SECRETTOKEN')[0]).toBe('lb.yaml:10:9 admin.bind: is the value of a secret (`admin.token` or a password, by an anchor and an alias): a secret cannot be used for another key');
+    expect(leaks(aliased, 'SECRETTOKEN')).toEqual(['lb.yaml:10:9 admin.bind: is the value of a secret (`admin.token` or a password, by an anchor and an alias): a secret cannot be used for another key']);
+    // Said once: not followed by what the refused value, read as nothing, would make of the key or of others.
+    expect(leaks(`${PREFIX}    health:\n      mqtt: { password: &p SECRETpw, username: *p }\n`, 'SECRETpw')).toEqual([
+      'lb.yaml:9:48 pools.brokers.health.mqtt.username: is the value of a secret (`admin.token` or a password, by an anchor and an alias): a secret cannot be used for another key',
+    ]);
   });
 
   it('structure: empty file, wrong types, empty lists', () => {
