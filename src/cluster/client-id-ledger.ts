@@ -68,12 +68,11 @@ export class ClientIdLedger {
   }
 
   private claim(pool: string, id: string, claim: Claim, orders: WorkerOrder[]): void {
-    // Older than a session of its ID that has ended meanwhile (its CONNACK came late): closed all the same.
+    // Older than a session of its ID that has ended meanwhile (its CONNACK came late): closed all the same. It is
+    // recorded as any claim until its release: its worker's registry holds it (and let go of any claim it replaced).
     const gone = this.ended.get(endedKey(pool, id));
-    if (gone !== undefined && claim.atMicros < gone.atMicros && gone.worker !== claim.worker && gone.server !== claim.server) {
-      orders.push({ worker: claim.worker, order: [pool, id, claim.serial] });
-      return;
-    }
+    const closing = gone !== undefined && claim.atMicros < gone.atMicros && gone.worker !== claim.worker && gone.server !== claim.server;
+    if (closing) orders.push({ worker: claim.worker, order: [pool, id, claim.serial] });
     let ids = this.pools.get(pool);
     if (ids === undefined) {
       ids = new Map();
@@ -83,7 +82,7 @@ export class ClientIdLedger {
     if (held !== undefined && claim.atMicros < held.atMicros) {
       // An older session reported late: it is the one to close (its own worker's registry knew the newer one when
       // both are its own, and on one server the broker closes it).
-      if (held.worker !== claim.worker && held.server !== claim.server) orders.push({ worker: claim.worker, order: [pool, id, claim.serial] });
+      if (!closing && held.worker !== claim.worker && held.server !== claim.server) orders.push({ worker: claim.worker, order: [pool, id, claim.serial] });
       return;
     }
     ids.set(id, claim);
@@ -111,8 +110,15 @@ export class ClientIdLedger {
     if (held === undefined || held.worker !== worker || held.serial !== serial) return;
     ids!.delete(id);
     if (ids!.size === 0) this.pools.delete(pool);
+    // The newest session of the ID that ended is what a late older claim is judged against: one whose CONNECT went
+    // earlier (accepted late, on the same server) does not replace it.
     const key = endedKey(pool, id);
-    if (this.ended.delete(key)) this.endedChars -= key.length; // re-inserted: the newest end comes last
+    const before = this.ended.get(key);
+    if (before !== undefined && before.atMicros >= held.atMicros) return;
+    if (before !== undefined) {
+      this.ended.delete(key); // re-inserted: the latest end comes last
+      this.endedChars -= key.length;
+    }
     this.ended.set(key, held);
     this.endedChars += key.length;
     while (this.ended.size > ENDED_CLAIMS_KEPT || this.endedChars > ENDED_CHARS_KEPT) {

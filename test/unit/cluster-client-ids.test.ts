@@ -63,6 +63,8 @@ describe('ClientIdLedger (primary)', () => {
     ledger.apply(1, [claim('c', 1, 'b1', 500), release(1)]); // the newer session: accepted, and gone already
     // Its broker's CONNACK came late: the older session is closed as if the newer one were still there.
     expect(ledger.apply(2, [claim('c', 1, 'b2', 400)])).toEqual([{ worker: 2, order: ['p', 'c', 1] }]);
+    expect(ledger.size).toBe(1); // held by its worker until it is closed
+    ledger.apply(2, [release(1)]);
     expect(ledger.size).toBe(0);
     // Not when it is newer than the one that ended, on the ended one's server (the broker's business), or in the same
     // worker (its own registry closed it at the newer CONNACK), or in another pool.
@@ -73,6 +75,24 @@ describe('ClientIdLedger (primary)', () => {
     expect(ledger.apply(1, [claim('e', 6, 'b2', 400), release(6)])).toEqual([]);
     ledger.apply(1, [claim('f', 7, 'b1', 500), release(7)]);
     expect(ledger.apply(2, [claim('f', 8, 'b2', 400, 'other')])).toEqual([]);
+  });
+
+  it('an ended claim is replaced only by a newer one; a claim closed against it is recorded until its release (audit)', () => {
+    const ledger = new ClientIdLedger();
+    // G (worker 1, b1, 300) ended; C (worker 2, b1, 100), older, accepted late on the same broker, ended after it.
+    ledger.apply(1, [claim('c', 1, 'b1', 300), release(1)]);
+    expect(ledger.apply(2, [claim('c', 1, 'b1', 100), release(1)])).toEqual([]);
+    // D (worker 2, b2, 200) is older than G: closed, though C ended last.
+    expect(ledger.apply(2, [claim('c', 2, 'b2', 200)])).toEqual([{ worker: 2, order: ['p', 'c', 2] }]);
+    ledger.apply(2, [release(2)]);
+    expect(ledger.size).toBe(0);
+    // P (worker 2, b1, 100) held, then replaced in its worker by Q (worker 2, b2, 200), which is closed against G: once
+    // Q is released, nothing is left (P's claim went with Q's report, as for any claim that replaces another).
+    ledger.apply(1, [claim('d', 3, 'b1', 300), release(3)]);
+    ledger.apply(2, [claim('d', 4, 'b1', 100)]);
+    expect(ledger.apply(2, [claim('d', 5, 'b2', 200)])).toEqual([{ worker: 2, order: ['p', 'd', 5] }]);
+    ledger.apply(2, [release(5)]);
+    expect(ledger.size).toBe(0);
   });
 
   it('remembers the last ENDED_CLAIMS_KEPT ends, the newest of each ID', () => {
