@@ -31,7 +31,8 @@ export class ClientIdLedger {
   /** Per pool, per client ID: the newest claim known. */
   private readonly pools = new Map<string, Map<string, Claim>>();
   /**
-   * The claims of sessions that ended, by pool and client ID, oldest first, at most ENDED_CLAIMS_KEPT. An older
+   * The claims of sessions that ended, by pool and client ID (the newest of each), in the order they ended, at most
+   * ENDED_CLAIMS_KEPT (and ENDED_CHARS_KEPT). An older
    * session whose CONNACK comes after the newer session of its ID has ended, in another worker, is closed all the
    * same: a broker that saw both would have closed it at the newer CONNECT. (Within one worker its registry closed
    * it at the newer session's CONNACK already.)
@@ -69,7 +70,7 @@ export class ClientIdLedger {
 
   private claim(pool: string, id: string, claim: Claim, orders: WorkerOrder[]): void {
     // Older than a session of its ID that has ended meanwhile (its CONNACK came late): closed all the same. It is
-    // recorded as any claim until its release: its worker's registry holds it (and let go of any claim it replaced).
+    // recorded as any claim until its release: its worker's registry holds it (and has let go of any claim it replaced).
     const gone = this.ended.get(endedKey(pool, id));
     const closing = gone !== undefined && claim.atMicros < gone.atMicros && gone.worker !== claim.worker && gone.server !== claim.server;
     if (closing) orders.push({ worker: claim.worker, order: [pool, id, claim.serial] });
