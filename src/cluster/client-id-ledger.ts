@@ -32,10 +32,9 @@ export class ClientIdLedger {
   private readonly pools = new Map<string, Map<string, Claim>>();
   /**
    * The claims of sessions that ended, by pool and client ID (the newest of each), in the order they ended, at most
-   * ENDED_CLAIMS_KEPT (and ENDED_CHARS_KEPT). An older
-   * session whose CONNACK comes after the newer session of its ID has ended, in another worker, is closed all the
-   * same: a broker that saw both would have closed it at the newer CONNECT. (Within one worker its registry closed
-   * it at the newer session's CONNACK already.)
+   * ENDED_CLAIMS_KEPT (and ENDED_CHARS_KEPT). An older session whose CONNACK comes after the newer session of its
+   * ID has ended, in another worker, is closed all the same: a broker that saw both would have closed it at the newer
+   * CONNECT. (Within one worker its registry closed it at the newer session's CONNACK already.)
    */
   private readonly ended = new Map<string, Claim>();
   /** The length of `ended`'s keys together. */
