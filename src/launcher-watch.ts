@@ -7,6 +7,7 @@
  * a reload still needs a SIGHUP to the balancer's own PID (the `pid` of its `mqtt-lb started` line).
  */
 import { readFileSync } from 'node:fs';
+import { readProcStat } from './proc-stat.js';
 
 const CHECK_MS = 1000;
 
@@ -46,14 +47,8 @@ function isNpmExec(pid: number): boolean {
 
 /** The parent PID of `pid` from /proc (null where there is no /proc). */
 function parentOf(pid: number): number | null {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // `pid (comm) state ppid …`: comm may hold spaces and parentheses, so read after the last ')'.
-    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-    return Number.isInteger(ppid) && ppid > 1 ? ppid : null;
-  } catch {
-    return null;
-  }
+  const ppid = readProcStat(pid)?.ppid;
+  return ppid !== undefined && Number.isInteger(ppid) && ppid > 1 ? ppid : null;
 }
 
 function alive(pid: number): boolean {

@@ -3,7 +3,7 @@
  * is torn down without killing them, so the `ip monitor` the heartbeat thread started would run on, one more after
  * every restart of the thread (and, unreaped, stay a zombie once it ends). The main thread stops it by its pid.
  */
-import { readFileSync } from 'node:fs';
+import { readProcStat } from '../proc-stat.js';
 
 /**
  * SIGTERM to `pid` if it is still a running child of this process named `command` (its /proc entry says so: a pid
@@ -12,19 +12,8 @@ import { readFileSync } from 'node:fs';
  */
 export function killOrphanedChild(pid: number, command: string): boolean {
   if (!Number.isInteger(pid) || pid <= 0) return false;
-  let stat: string;
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-  } catch {
-    return false;
-  }
-  // "pid (comm) state ppid ...": comm may itself hold spaces and parentheses, so it ends at the last ')'.
-  const open = stat.indexOf('(');
-  const close = stat.lastIndexOf(')');
-  if (open < 0 || close < open) return false;
-  const comm = stat.slice(open + 1, close);
-  const [state, ppid] = stat.slice(close + 2).split(' ');
-  if (comm !== command.slice(0, 15) || Number(ppid) !== process.pid || state === 'Z' || state === 'X') return false;
+  const stat = readProcStat(pid);
+  if (stat === null || stat.comm !== command.slice(0, 15) || stat.ppid !== process.pid || stat.state === 'Z' || stat.state === 'X') return false;
   try {
     process.kill(pid, 'SIGTERM');
     return true;

@@ -12,12 +12,13 @@
  *   the heartbeat thread, as a crash) | ip-children (running `ip` children) | close}.
  * SIGTERM: resign (bounded) then close, like mqtt-lb's stop order. Logs (pino) go to stderr.
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import net from 'node:net';
 import { createInterface } from 'node:readline';
 import pino from 'pino';
 
 const { Failover } = await import(new URL('../../dist/src/failover/index.js', import.meta.url).href);
+const { readProcStat } = await import(new URL('../../dist/src/proc-stat.js', import.meta.url).href);
 
 const opts = JSON.parse(process.argv[2]);
 const log = pino({ level: opts.logLevel ?? 'info', base: { host: opts.name } }, pino.destination(2));
@@ -67,16 +68,8 @@ function ipChildren() {
   const pids = [];
   for (const name of readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
-    let stat;
-    try {
-      stat = readFileSync(`/proc/${name}/stat`, 'latin1');
-    } catch {
-      continue;
-    }
-    const close = stat.lastIndexOf(')');
-    const comm = stat.slice(stat.indexOf('(') + 1, close);
-    const [state, ppid] = stat.slice(close + 2).split(' ');
-    if (comm === 'ip' && Number(ppid) === process.pid && state !== 'Z') pids.push(Number(name));
+    const stat = readProcStat(Number(name));
+    if (stat !== null && stat.comm === 'ip' && stat.ppid === process.pid && stat.state !== 'Z') pids.push(Number(name));
   }
   return pids;
 }
