@@ -44,7 +44,7 @@ class PrimaryLink implements WorkerLink {
 /** The proxy's own event loop: what the failover heartbeat is protected from, and what operators watch. */
 const loopLag = new LoopLagSampler();
 /** This worker's process and Node.js metrics, combined by the primary with the others' (process-metrics.ts). */
-const processRegistry = createProcessRegistry();
+const processRegistry = createProcessRegistry(loopLag);
 
 function sendProcessMetrics(): void {
   processRegistry.getMetricsAsJSON().then(

@@ -4,8 +4,13 @@
  * Our own timer rather than perf_hooks.monitorEventLoopDelay because resetting that monitor also
  * forgets its previous tick, so a stall spanning a scrape was lost; here each window starts with
  * nothing but the clock keeps running across windows.
+ *
+ * The same ticks also feed prom-client's `nodejs_eventloop_lag_*` gauges (process-metrics.ts) in place of
+ * prom-client's own monitor, a second timer every 10 ms: an idle process wakes 50 times a second instead of 150.
  */
 import { createHistogram, performance, type RecordableHistogram } from 'node:perf_hooks';
+
+export const LAG_SAMPLE_MS = 20;
 
 export interface LagWindow {
   /** Seconds. */
@@ -13,8 +18,21 @@ export interface LagWindow {
   max: number;
 }
 
+/** The time between ticks (the interval plus the lag), in seconds: what Node's monitorEventLoopDelay reports. */
+export interface IntervalWindow {
+  min: number;
+  max: number;
+  mean: number;
+  stddev: number;
+  p50: number;
+  p90: number;
+  p99: number;
+}
+
 export class LoopLagSampler {
   private readonly hist: RecordableHistogram = createHistogram();
+  /** Nanoseconds between ticks, in windows of their own (prom-client's gauges are collected on another schedule). */
+  private readonly intervals: RecordableHistogram = createHistogram();
   private readonly intervalMs: number;
   private readonly now: () => number;
   private last: number;
@@ -24,7 +42,7 @@ export class LoopLagSampler {
    * @param now milliseconds, monotonic (performance.now by default)
    * @param autoStart false in tests that drive tick() by hand
    */
-  constructor(intervalMs = 20, now: () => number = () => performance.now(), autoStart = true) {
+  constructor(intervalMs = LAG_SAMPLE_MS, now: () => number = () => performance.now(), autoStart = true) {
     this.intervalMs = intervalMs;
     this.now = now;
     this.last = now();
@@ -36,10 +54,11 @@ export class LoopLagSampler {
 
   tick(): void {
     const t = this.now();
-    const lateMs = t - this.last - this.intervalMs;
+    const sinceMs = t - this.last;
     this.last = t;
-    // The histogram takes integers >= 1: nanoseconds, with "on time" (or early) as 1 ns.
-    this.hist.record(Math.max(1, Math.round(lateMs * 1e6)));
+    // The histograms take integers >= 1: nanoseconds, with "on time" (or early) as 1 ns.
+    this.hist.record(Math.max(1, Math.round((sinceMs - this.intervalMs) * 1e6)));
+    this.intervals.record(Math.max(1, Math.round(sinceMs * 1e6)));
   }
 
   /** Lag since the previous call, then starts a new window; null when no tick happened meanwhile. */
@@ -50,13 +69,25 @@ export class LoopLagSampler {
     return w;
   }
 
+  /** The times between ticks since the previous call, then a new window; null when no tick happened meanwhile. */
+  takeIntervalWindow(): IntervalWindow | null {
+    const h = this.intervals;
+    if (h.count === 0) return null;
+    const w = { min: h.min / 1e9, max: h.max / 1e9, mean: h.mean / 1e9, stddev: h.stddev / 1e9, p50: h.percentile(50) / 1e9, p90: h.percentile(90) / 1e9, p99: h.percentile(99) / 1e9 };
+    h.reset();
+    return w;
+  }
+
   /**
    * Forget everything so far, the tick in progress too: a new window from now. For a stall that nobody met (the
    * start's warm-up, before any client): takeWindow() alone would still report its last stretch at the next tick.
    */
   restart(): void {
+    const t = this.now();
+    // The Node.js gauges still see the stretch (as prom-client's own monitor did): only our lag forgets it.
+    this.intervals.record(Math.max(1, Math.round((t - this.last) * 1e6)));
     this.hist.reset();
-    this.last = this.now();
+    this.last = t;
   }
 
   /** Idempotent. */

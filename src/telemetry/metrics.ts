@@ -50,7 +50,6 @@ class SnapshotCounter<T extends string> extends Gauge<T> {
 const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
 /** How often the event-loop lag sampler ticks. */
-const LAG_SAMPLE_MS = 20;
 
 export type ConfigReloadResult = 'ok' | 'error';
 
@@ -58,8 +57,8 @@ export class Metrics {
   private readonly source: TelemetrySource;
   private readonly registry = new Registry();
   /** prom-client's default metrics; with workers combined with theirs at scrape time. */
-  private readonly processMetrics = new CombinedProcessMetrics(createProcessRegistry());
-  private readonly loopLagSampler: LoopLagSampler;
+  private readonly processMetrics: CombinedProcessMetrics;
+  private readonly loopLagSampler = new LoopLagSampler();
   private closed = false;
 
   /** pool -> server -> its event series, to remove those of servers a reload removed. */
@@ -223,7 +222,7 @@ export class Metrics {
       help: 'Largest event-loop lag (how late a 20 ms timer runs) since the previous scrape; with workers, the worst of all processes.',
       registers,
     });
-    this.loopLagSampler = new LoopLagSampler(LAG_SAMPLE_MS);
+    this.processMetrics = new CombinedProcessMetrics(createProcessRegistry(this.loopLagSampler));
 
     this.overloaded = new Gauge({
       name: 'mqtt_lb_overloaded',

@@ -39,6 +39,32 @@ describe('LoopLagSampler (manual clock)', () => {
   });
 });
 
+describe('LoopLagSampler: times between ticks (for nodejs_eventloop_lag_*)', () => {
+  it('keeps its own windows, and a restart forgets the lag but not the stretch', () => {
+    let t = 0;
+    const s = new LoopLagSampler(20, () => t, false);
+    expect(s.takeIntervalWindow()).toBeNull();
+    t += 20;
+    s.tick();
+    t += 60;
+    s.tick();
+    expect(s.takeWindow()!.max).toBeCloseTo(0.04, 3); // taking the lag window leaves the intervals
+    const w = s.takeIntervalWindow()!;
+    expect(w.min).toBeCloseTo(0.02, 3);
+    expect(w.max).toBeCloseTo(0.06, 3);
+    expect(w.mean).toBeCloseTo(0.04, 3);
+    expect(s.takeIntervalWindow()).toBeNull();
+
+    t += 500; // the start's warm-up, say
+    s.restart();
+    t += 20;
+    s.tick();
+    expect(s.takeWindow()!.max).toBeLessThan(1e-6);
+    expect(s.takeIntervalWindow()!.max).toBeCloseTo(0.5, 3);
+    s.close();
+  });
+});
+
 describe('worstWindow', () => {
   it('takes the worse of the primary and the workers per field, either may be absent', async () => {
     const { worstWindow } = await import('../../src/telemetry/loop-lag.js');
