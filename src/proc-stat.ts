@@ -1,5 +1,5 @@
 /**
- * A process's name, state and parent from /proc/PID/stat (Linux), for the few places that ask about another process:
+ * A process's name, state, parent and process group from /proc/PID/stat (Linux), for the few places that ask about another process:
  * whether npx, our parent, has gone (launcher-watch.ts), and whether a dead thread's child is still ours to stop
  * (failover/orphan.ts).
  */
@@ -11,6 +11,8 @@ export interface ProcStat {
   /** One letter: R, S, D, Z (zombie), X (dead), ... */
   state: string;
   ppid: number;
+  /** Its process group. */
+  pgrp: number;
 }
 
 /** null when there is no such process (or no /proc). */
@@ -25,6 +27,6 @@ export function readProcStat(pid: number): ProcStat | null {
   const open = stat.indexOf('(');
   const close = stat.lastIndexOf(')');
   if (open < 0 || close < open) return null;
-  const [state, ppid] = stat.slice(close + 2).split(' ');
-  return { comm: stat.slice(open + 1, close), state: state ?? '', ppid: Number(ppid) };
+  const [state, ppid, pgrp] = stat.slice(close + 2).split(' ');
+  return { comm: stat.slice(open + 1, close), state: state ?? '', ppid: Number(ppid), pgrp: Number(pgrp) };
 }

@@ -6,6 +6,7 @@
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { getPriority, setPriority } from 'node:os';
+import { childEnded, childStarted } from './children.js';
 
 export interface CommandResult {
   /** Exit code; null when killed or not started. */
@@ -37,11 +38,12 @@ const MAX_OUTPUT_BYTES = 4 * 1024 * 1024;
 export function runCommand(file: string, args: readonly string[], opts: CommandOptions): Promise<CommandResult> {
   if (opts.processGroup === true) return runInProcessGroup(file, args, opts);
   return new Promise((resolve) => {
-    execFile(
+    const child = execFile(
       file,
       args,
       { timeout: opts.timeoutMs, killSignal: 'SIGKILL', maxBuffer: MAX_OUTPUT_BYTES, env: COMMAND_ENV, windowsHide: true, signal: opts.signal },
       (err, stdout, stderr) => {
+        childEnded(child);
         const e = err as (NodeJS.ErrnoException & { killed?: boolean; signal?: string | null }) | null;
         const aborted = e?.name === 'AbortError';
         const spawnError = e !== null && typeof e.code === 'string' && !aborted ? e.code : null;
@@ -56,6 +58,7 @@ export function runCommand(file: string, args: readonly string[], opts: CommandO
         });
       },
     );
+    childStarted(child, file, false);
   });
 }
 
@@ -92,6 +95,7 @@ function runInProcessGroup(file: string, args: readonly string[], opts: CommandO
     };
     const settle = (code: number | null, signal: NodeJS.Signals | null): void => {
       clearTimeout(timer);
+      if (child !== undefined) childEnded(child);
       opts.signal?.removeEventListener('abort', onAbort);
       resolve({ code: spawnError === null ? code : null, signal, ...output, timedOut, aborted, spawnError: aborted || timedOut ? null : spawnError });
     };
@@ -102,6 +106,7 @@ function runInProcessGroup(file: string, args: readonly string[], opts: CommandO
       settle(null, null);
       return;
     }
+    childStarted(child, file, true);
     // At the process's own priority: the failover thread may run raised (nice -10), and a child inherits it.
     if (child.pid !== undefined) {
       try {

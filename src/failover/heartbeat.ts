@@ -270,7 +270,7 @@ export class Heartbeat {
     );
     this.schedule();
     this.watchTimer = setTimeout(() => void this.watch(), WATCH_INTERVAL_MS);
-    this.linkMonitor = new LinkMonitor(iface, () => this.watchSoon(), this.log, undefined, (pid) => this.emit({ type: 'monitor', pid }));
+    this.linkMonitor = new LinkMonitor(iface, () => this.watchSoon(), this.log);
     this.linkMonitor.start();
     this.statusTimer = setInterval(() => this.emitStatus(), STATUS_INTERVAL_MS);
     this.emitStatus();

@@ -14,8 +14,9 @@ import type { DropReason } from './advert.js';
 import { readKeyFile } from './key.js';
 import { peerSilent, type MainToWorker, type WorkerInit, type WorkerStatus, type WorkerToMain } from './messages.js';
 import type { FailoverState } from './state-machine.js';
-import { IP_COMMAND, removeVip } from './vip.js';
-import { killOrphanedChild } from './orphan.js';
+import { removeVip } from './vip.js';
+import { stopOrphan } from './orphan.js';
+import type { RunningChild } from './children.js';
 import { threadSharedNow } from '../monotonic-clock.js';
 import { restartDelay } from '../restart-delay.js';
 
@@ -75,8 +76,8 @@ export class Failover extends EventEmitter {
   private worker: Worker | null = null;
   private key: Buffer | null = null;
   private last: WorkerStatus | null = null;
-  /** The worker's `ip monitor` child, if one runs: stopped here should the worker die without stopping it. */
-  private monitorPid: number | null = null;
+  /** The heartbeat thread's children that run now, by pid: stopped from here should the thread die (orphan.ts). */
+  private readonly children = new Map<number, RunningChild>();
   private readonly transitions = new Map<string, number>();
   /** Drops counted by workers that have exited (a restarted worker starts from zero). */
   private readonly droppedBefore: Record<DropReason, number> = { bad_hmac: 0, replay: 0, router_id: 0, malformed: 0 };
@@ -300,8 +301,11 @@ export class Failover extends EventEmitter {
           });
         break;
       }
-      case 'monitor':
-        this.monitorPid = m.pid;
+      case 'child':
+        this.children.set(m.pid, { pid: m.pid, command: m.command, group: m.group });
+        break;
+      case 'child-ended':
+        this.children.delete(m.pid);
         break;
       case 'status':
         this.last = m;
@@ -329,7 +333,7 @@ export class Failover extends EventEmitter {
   /** The worker died without being asked to: never leave a VIP behind a dead heartbeat (split brain). */
   private onWorkerLost(code: number): void {
     this.worker = null;
-    this.stopOrphanedMonitor();
+    this.stopOrphanedChildren();
     // Answers to the lost thread's releases go nowhere (a new thread numbers its own from 1); the closing itself
     // goes on, bounded: the VIPs are removed below, and sessions left on them would hang.
     this.generation++;
@@ -389,7 +393,7 @@ export class Failover extends EventEmitter {
     this.worker = null;
     await worker.terminate();
     if (!closed) {
-      this.stopOrphanedMonitor();
+      this.stopOrphanedChildren();
       this.log.warn({}, 'failover worker did not confirm the stop: removing VIPs from the main thread');
       await this.removeAllVips();
     }
@@ -400,11 +404,12 @@ export class Failover extends EventEmitter {
     }
   }
 
-  /** A dead worker thread's `ip monitor` child runs on (orphan.ts): stopped from here. */
-  private stopOrphanedMonitor(): void {
-    const pid = this.monitorPid;
-    this.monitorPid = null;
-    if (pid !== null && killOrphanedChild(pid, IP_COMMAND)) this.log.info({ pid }, "failover: stopped the lost thread's interface monitor");
+  /** A dead worker thread's children run on (orphan.ts): stopped from here. */
+  private stopOrphanedChildren(): void {
+    for (const child of this.children.values()) {
+      if (stopOrphan(child)) this.log.info({ pid: child.pid, command: child.command }, "failover: stopped the lost thread's child process");
+    }
+    this.children.clear();
   }
 
   private async removeAllVips(): Promise<void> {

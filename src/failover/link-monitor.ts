@@ -10,6 +10,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { restartDelay } from '../restart-delay.js';
+import { childEnded, childStarted } from './children.js';
 import { COMMAND_ENV } from './command.js';
 import { isInterfaceName } from './ipv4.js';
 import type { LogSink } from './log.js';
@@ -45,8 +46,6 @@ export class LinkMonitor {
     private readonly onEvent: () => void,
     private readonly log: LogSink,
     private readonly spawnMonitor: SpawnMonitor = spawnIp,
-    /** Told the pid of each monitor started, and null when it has ended. */
-    private readonly onChild: (pid: number | null) => void = () => {},
   ) {
     if (!isInterfaceName(iface)) throw new RangeError(`invalid interface name ${iface}`);
   }
@@ -63,7 +62,7 @@ export class LinkMonitor {
     }
     this.child = child;
     this.partial = '';
-    if (child.pid !== undefined) this.onChild(child.pid);
+    childStarted(child, IP_COMMAND, false);
     child.stdout?.setEncoding('utf8');
     child.stdout?.on('data', (chunk: string) => this.onData(chunk));
     let ended = false;
@@ -71,7 +70,7 @@ export class LinkMonitor {
       if (ended) return;
       ended = true;
       if (this.child === child) this.child = null;
-      if (child.pid !== undefined) this.onChild(null);
+      childEnded(child);
       this.ended(startedAt, err);
     };
     child.once('error', (err) => end(err));

@@ -4,6 +4,7 @@
  */
 import type { FailoverConfig } from '../config/types.js';
 import type { DropReason } from './advert.js';
+import type { RunningChild } from './children.js';
 import type { LogLevel } from './log.js';
 import type { FailoverState } from './state-machine.js';
 
@@ -77,6 +78,8 @@ export type WorkerToMain =
   | { type: 'release'; routerId: number; vips: string[]; seq: number }
   | WorkerStatus
   | { type: 'log'; level: LogLevel; obj: Record<string, unknown>; msg: string }
-  // The thread's `ip monitor` child (null: none runs): stopped by the main thread should the thread die (orphan.ts).
-  | { type: 'monitor'; pid: number | null }
+  // A child process of the thread started or ended: those running are stopped by the main thread should the thread
+  // die (children.ts, orphan.ts).
+  | ({ type: 'child' } & RunningChild)
+  | { type: 'child-ended'; pid: number }
   | { type: 'closed' };

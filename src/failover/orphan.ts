@@ -1,9 +1,13 @@
 /**
- * A child process left behind by a failover thread that died. A worker thread's children outlive it: its event loop
- * is torn down without killing them, so the `ip monitor` the heartbeat thread started would run on, one more after
- * every restart of the thread (and, unreaped, stay a zombie once it ends). The main thread stops it by its pid.
+ * Child processes left behind by a failover thread that died. A worker thread's children outlive it: its event loop
+ * is torn down without killing them, and with it the kill timeouts of `ip`, `arping` and the notify hook. The `ip
+ * monitor` the heartbeat thread started would run on, one more after every restart of the thread, and a hook that
+ * hangs would hang for good (unreaped, each stays a zombie once it ends). The main thread stops them by their pids,
+ * which the thread told it (children.ts).
  */
+import { basename } from 'node:path';
 import { readProcStat } from '../proc-stat.js';
+import type { RunningChild } from './children.js';
 
 /**
  * SIGTERM to `pid` if it is still a running child of this process named `command` (its /proc entry says so: a pid
@@ -13,11 +17,33 @@ import { readProcStat } from '../proc-stat.js';
 export function killOrphanedChild(pid: number, command: string): boolean {
   if (!Number.isInteger(pid) || pid <= 0) return false;
   const stat = readProcStat(pid);
-  if (stat === null || stat.comm !== command.slice(0, 15) || stat.ppid !== process.pid || stat.state === 'Z' || stat.state === 'X') return false;
+  if (stat === null || stat.comm !== basename(command).slice(0, 15) || stat.ppid !== process.pid || stat.state === 'Z' || stat.state === 'X') return false;
   try {
     process.kill(pid, 'SIGTERM');
     return true;
   } catch {
     return false;
   }
+}
+
+/**
+ * SIGKILL to the process group that `pid` leads (the notify hook's, as its kill timeout would have sent), if `pid`
+ * is still a child of this process leading its own group. Its name is not checked: a hook may exec another program.
+ * A leader that has ended (a zombie) still counts: the group may hold what the hook started. True if signalled.
+ */
+export function killOrphanedGroup(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  const stat = readProcStat(pid);
+  if (stat === null || stat.ppid !== process.pid || stat.pgrp !== pid) return false;
+  try {
+    process.kill(-pid, 'SIGKILL');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Stops one child of a dead thread, as it was started: its group, or the process alone. True if signalled. */
+export function stopOrphan(child: RunningChild): boolean {
+  return child.group ? killOrphanedGroup(child.pid) : killOrphanedChild(child.pid, child.command);
 }

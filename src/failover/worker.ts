@@ -7,6 +7,7 @@ import { readlinkSync } from 'node:fs';
 import { setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import { ErrorCodes, MqttLbError } from '../errors.js';
+import { watchChildren } from './children.js';
 import { Heartbeat } from './heartbeat.js';
 import { cloneableFields, type LogLevel, type LogSink } from './log.js';
 import type { MainToWorker, WorkerInit, WorkerToMain } from './messages.js';
@@ -23,6 +24,9 @@ const forward =
   (obj: object, msg: string): void =>
     post({ type: 'log', level, obj: cloneableFields(obj), msg });
 const log: LogSink = { debug: forward('debug'), info: forward('info'), warn: forward('warn'), error: forward('error') };
+
+// Every child this thread runs, told to the main thread: it stops those still running should this thread die.
+watchChildren({ started: (child) => post({ type: 'child', ...child }), ended: (pid) => post({ type: 'child-ended', pid }) });
 
 const init = workerData as WorkerInit;
 raiseThreadPriority();

@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { FailoverConfig } from '../../src/config/types.js';
 import { generateKey } from '../../src/failover/key.js';
+import { readProcStat } from '../../src/proc-stat.js';
 import { NetnsTopology, netnsAvailable, sleep, waitFor, type NsProcess, type Role } from '../helpers/netns.js';
 import { ensureDistBuilt } from '../helpers/dist-build.js';
 
@@ -681,10 +682,28 @@ describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', (
     expect((await lb1.status()).instances.map((i) => i.state)).toEqual(['master', 'master']);
   });
 
-  it('a heartbeat thread that dies is restarted, and its `ip monitor` child does not outlive it', async () => {
+  it('a heartbeat thread that dies is restarted, and its children (`ip monitor`, a hanging notify hook) do not outlive it', async () => {
     // On the backup: no VIP moves there, so no interface event would end the orphan (a monitor whose reader is
     // gone dies at its next write; on a master the VIP's removal is such a write).
-    const [lb1, lb2] = await startPair();
+    // lb2's hook hangs (30 s before its kill timeout, which lived in the thread), with a child of its own.
+    const hookLog = join(dir, 'hook.log');
+    const hook = join(dir, 'hang.sh');
+    await writeFile(hook, `#!/bin/sh\nsleep 60 &\necho "$1 $$ $!" >> ${hookLog}\nwait\n`);
+    await chmod(hook, 0o755);
+    const lb1 = await startLb('lb1');
+    const lb2 = await startLb('lb2', { notify: hook });
+    await lb1.waitState('master', 5000);
+    await waitFor('VIP on lb1 only', holdersAre(['lb1']), 5000);
+    const hookRuns = async (): Promise<Array<{ state: string; shell: number; sleep: number }>> =>
+      (await readFile(hookLog, 'utf8').catch(() => ''))
+        .trim()
+        .split('\n')
+        .filter((l) => l !== '')
+        .map((l) => {
+          const [state, shell, sleepPid] = l.split(' ');
+          return { state: state!, shell: Number(shell), sleep: Number(sleepPid) };
+        });
+    const running = (pid: number): boolean => !/^(gone|Z|X)$/.test(readProcStat(pid)?.state ?? 'gone');
     const waitRunning = async (what: string, ok: (pids: number[]) => boolean): Promise<number[]> => {
       let pids: number[] = [];
       await waitFor(what, async () => ok((pids = (await lb2.cmd<{ running: number[] }>('ip-children')).running)), 5000, 100);
@@ -692,14 +711,20 @@ describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', (
     };
     let [monitor] = await waitRunning('the monitor running', (p) => p.length === 1);
     for (let round = 0; round < 2; round++) {
+      await waitFor(`hook run ${round + 1} hanging`, async () => (await hookRuns()).length === round + 1, 5000, 50);
+      const hanging = (await hookRuns())[round]!;
+      expect(hanging.state).toBe('backup');
+      expect(running(hanging.shell) && running(hanging.sleep)).toBe(true);
       const from = lb2.states().length;
       expect((await lb2.cmd<{ terminated: boolean }>('lose-thread')).terminated).toBe(true);
       await lb2.waitState('init', 5000, from);
+      // The hook and what it started are gone (the hook a zombie: nothing reaps a dead thread's child).
+      await waitFor('the hung hook stopped', async () => !running(hanging.shell) && !running(hanging.sleep), 3000, 50);
       await lb2.waitState('backup', 10_000, from);
       const before = monitor;
       [monitor] = await waitRunning("one monitor, the new thread's", (p) => p.length === 1 && p[0] !== before);
     }
-    expect(lb2.proc.stderr).toContain('stopped the lost thread');
+    expect(lb2.proc.stderr).toContain("stopped the lost thread's child process");
     expect(lb1.transitions()).toEqual(['init>backup', 'backup>master']);
   }, 40_000);
 

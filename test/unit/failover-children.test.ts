@@ -1,0 +1,50 @@
+/** The failover thread's children told to a watcher (src/failover/children.ts), as runCommand starts them. */
+import { afterEach, describe, expect, it } from 'vitest';
+import { watchChildren, type RunningChild } from '../../src/failover/children.js';
+import { runCommand } from '../../src/failover/command.js';
+
+afterEach(() => watchChildren(null));
+
+function recorder(): { events: string[]; running: Map<number, RunningChild> } {
+  const events: string[] = [];
+  const running = new Map<number, RunningChild>();
+  watchChildren({
+    started: (c) => {
+      events.push(`started ${c.command} group=${c.group}`);
+      running.set(c.pid, c);
+    },
+    ended: (pid) => {
+      events.push(running.has(pid) ? 'ended' : `ended unknown ${pid}`);
+      running.delete(pid);
+    },
+  });
+  return { events, running };
+}
+
+describe('watchChildren', () => {
+  it('is told of each command run, with its pid, while it runs and when it ends', async () => {
+    const { events, running } = recorder();
+    const plain = runCommand('sh', ['-c', 'exit 3'], { timeoutMs: 5000 });
+    expect([...running.values()].map((c) => c.command)).toEqual(['sh']); // known at once, before it ends
+    expect((await plain).code).toBe(3);
+    const hook = await runCommand('sh', ['-c', 'exit 0'], { timeoutMs: 5000, processGroup: true });
+    expect(hook.code).toBe(0);
+    expect(events).toEqual(['started sh group=false', 'ended', 'started sh group=true', 'ended']);
+    expect(running.size).toBe(0);
+  });
+
+  it('a command killed at its timeout, or that cannot run, leaves nothing running behind', async () => {
+    const { events, running } = recorder();
+    const r = await runCommand('sleep', ['5'], { timeoutMs: 100, processGroup: true });
+    expect(r.timedOut).toBe(true);
+    expect((await runCommand('/nonexistent/command', [], { timeoutMs: 1000 })).spawnError).toBe('ENOENT');
+    expect((await runCommand('/nonexistent/command', [], { timeoutMs: 1000, processGroup: true })).spawnError).toBe('ENOENT');
+    expect(events.filter((e) => e.startsWith('started'))).toEqual(['started sleep group=true']);
+    expect(running.size).toBe(0);
+    expect(events.some((e) => e.startsWith('ended unknown'))).toBe(false);
+  });
+
+  it('without a watcher (the main thread), commands run as before', async () => {
+    expect((await runCommand('true', [], { timeoutMs: 1000 })).code).toBe(0);
+  });
+});
