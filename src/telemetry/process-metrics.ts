@@ -16,7 +16,7 @@ export const PROCESS_METRICS_MS = 1000;
 /**
  * prom-client's event-loop delay gauges, which it fills from a monitorEventLoopDelay of its own: a C++ timer every
  * 10 ms (its default precision) beside our 20 ms sampler, i.e. 100 more wake-ups a second of an idle process, each
- * ~35 µs of CPU on a VM (docs/metrics.md). Here they are the same names, help and aggregation, filled from our
+ * ~20 µs of CPU on this VM (docs/metrics.md). Here they are the same names, help and aggregation, filled from our
  * sampler's ticks instead. (`nodejs_eventloop_lag_seconds`, measured by a setImmediate at collection, stays its own.)
  */
 const NODE_LAG_GAUGES: ReadonlyArray<readonly [name: string, help: string, aggregator: 'min' | 'max' | 'average', field: keyof IntervalWindow]> = [
