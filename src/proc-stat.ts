@@ -1,7 +1,7 @@
 /**
- * A process's name, state, parent and process group from /proc/PID/stat (Linux), for the few places that ask about another process:
- * whether npx, our parent, has gone (launcher-watch.ts), and whether a dead thread's child is still ours to stop
- * (failover/orphan.ts).
+ * A process's name, state, parent and process group from /proc/PID/stat (Linux), for the few places that ask about
+ * another process: whether npx, our parent, has gone (launcher-watch.ts), and whether a dead thread's child is still
+ * ours to stop (failover/orphan.ts).
  */
 import { readFileSync } from 'node:fs';
 

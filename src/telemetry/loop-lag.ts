@@ -73,7 +73,15 @@ export class LoopLagSampler {
   takeIntervalWindow(): IntervalWindow | null {
     const h = this.intervals;
     if (h.count === 0) return null;
-    const w = { min: h.min / 1e9, max: h.max / 1e9, mean: h.mean / 1e9, stddev: h.stddev / 1e9, p50: h.percentile(50) / 1e9, p90: h.percentile(90) / 1e9, p99: h.percentile(99) / 1e9 };
+    const w = {
+      min: h.min / 1e9,
+      max: h.max / 1e9,
+      mean: h.mean / 1e9,
+      stddev: h.stddev / 1e9,
+      p50: h.percentile(50) / 1e9,
+      p90: h.percentile(90) / 1e9,
+      p99: h.percentile(99) / 1e9,
+    };
     h.reset();
     return w;
   }

@@ -15,7 +15,8 @@ describe('readProcStat', () => {
     const child = spawn(odd, ['30'], { stdio: 'ignore' });
     try {
       await new Promise((resolve, reject) => child.once('spawn', resolve).once('error', reject));
-      expect(readProcStat(child.pid!)).toEqual({ comm: 'a) (b ) c', state: expect.stringMatching(/^[RS]$/), ppid: process.pid, pgrp: readProcStat(process.pid)!.pgrp });
+      const ours = readProcStat(process.pid)!;
+      expect(readProcStat(child.pid!)).toEqual({ comm: 'a) (b ) c', state: expect.stringMatching(/^[RS]$/), ppid: process.pid, pgrp: ours.pgrp });
     } finally {
       child.kill('SIGKILL');
       await rm(dir, { recursive: true, force: true });
