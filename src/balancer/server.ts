@@ -21,7 +21,7 @@ export interface LastCheck {
 }
 
 /** Why the LB itself closed a live session (access log and eviction accounting). */
-export type EvictReason = 'server_down' | 'rebalance' | 'drain' | 'shutdown' | 'reload_removed' | 'idle' | 'failover' | 'takeover';
+export type EvictReason = 'server_down' | 'rebalance' | 'drain' | 'shutdown' | 'idle' | 'failover' | 'takeover';
 
 /** What the balancer and the health checker need from a proxied session. */
 export interface LiveSession {

@@ -59,7 +59,7 @@ export class PoolReactions {
     }
   }
 
-  /** Paced eviction of all of a server's sessions (also for reload_removed and shutdown). */
+  /** Paced eviction of all of a server's sessions (also for shutdown). */
   evictAll(server: Server, reason: EvictReason): number {
     if (this.closed || server.sessions.size === 0) return 0;
     const items: EvictionItem[] = [];
@@ -154,7 +154,7 @@ export class PoolReactions {
       case 'rebalance':
         return rebalanceStillDue(this.pool, item);
       default:
-        return true; // shutdown, reload_removed: unconditional
+        return true; // shutdown: unconditional
     }
   }
 }

@@ -224,12 +224,12 @@ describe('PoolReactions', () => {
     reactions.close();
   });
 
-  it('evictAll serves reload_removed and shutdown', () => {
+  it('evictAll serves shutdown', () => {
     const { clock, a, reactions } = setup();
     const s = fakeSession(clock, 'a-1', a);
-    expect(reactions.evictAll(a, 'reload_removed')).toBe(1);
+    expect(reactions.evictAll(a, 'shutdown')).toBe(1);
     clock.advanceTo(0);
-    expect(s.evictReason).toBe('reload_removed');
+    expect(s.evictReason).toBe('shutdown');
     reactions.close();
   });
 
