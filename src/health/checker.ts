@@ -8,9 +8,7 @@
  */
 import os from 'node:os';
 import type { Logger } from 'pino';
-import type { Agent, Dispatcher } from 'undici';
 import { serverPlace, type CheckResult, type Server, type ServerStateChange } from '../balancer/server.js';
-import { createHealthAgent } from './http.js';
 import { jitteredDelay } from './jitter.js';
 import type { CheckedPool } from './pool-view.js';
 import { errorDetail, type ProbeOutcome } from './probe-outcome.js';
@@ -86,8 +84,6 @@ export class HealthChecker {
   private closing: Promise<void> | null = null;
   /** clock() when this host's own network went out (outageBegan), until recheckAfterOutage; null: none noted. */
   private outageSince: number | null = null;
-  private agent: Agent | null = null;
-  private agentTimeout = 0;
   private readonly log: Logger;
   private readonly now: () => number;
   private readonly clock: () => number;
@@ -103,7 +99,7 @@ export class HealthChecker {
     this.now = deps.now ?? Date.now;
     this.clock = deps.clock ?? monotonicNow;
     this.random = deps.random ?? Math.random;
-    const context = { hostname: deps.hostname ?? os.hostname(), httpDispatcher: () => this.httpDispatcher() };
+    const context = { hostname: deps.hostname ?? os.hostname() };
     this.probe = deps.probe ?? ((server, config, signal) => probeServer(server, config, context, signal));
   }
 
@@ -204,12 +200,8 @@ export class HealthChecker {
       if (loop.inFlight) settling.push(loop.inFlight);
       this.dropLoop(loop);
     }
-    const agent = this.agent;
-    this.agent = null;
-    // Destroyed now, not after the probes settle: undici does not abort a request still connecting (a
-    // host that drops SYNs), so an aborted HTTP probe would hold a stop until its timeout.
-    const destroyed = agent === null ? Promise.resolve() : agent.destroy().catch(() => undefined);
-    this.closing = Promise.all([...settling, destroyed]).then(() => undefined);
+    // An HTTP probe aborted here destroys its client at once, a connect in progress included (http.ts).
+    this.closing = Promise.all(settling).then(() => undefined);
     return this.closing;
   }
 
@@ -385,16 +377,5 @@ export class HealthChecker {
     const waiters = loop.waiters;
     loop.waiters = [];
     for (const resolve of waiters) resolve();
-  }
-
-  private httpDispatcher(): Dispatcher {
-    const timeout = this.pool.config.health.timeout;
-    if (this.agent === null || this.agentTimeout !== timeout) {
-      const old = this.agent;
-      this.agent = createHealthAgent(timeout);
-      this.agentTimeout = timeout;
-      if (old) void old.close().catch(() => undefined);
-    }
-    return this.agent;
   }
 }

@@ -1,9 +1,11 @@
 /**
  * HTTP probe: GET the server's health URL (EMQX availability_check, HiveMQ readiness, ...), 2xx = up.
- * Uses a dedicated undici Agent made by `createHealthAgent`: a fresh connection per probe (no keep-alive,
- * so a dead listener cannot hide behind a pooled connection) and every undici timeout at the probe timeout.
+ * One undici Client per probe, destroyed at its end: a fresh connection each time (no keep-alive, so a dead
+ * listener cannot hide behind a pooled connection), every undici timeout at the probe timeout, and nothing dialled
+ * after the end (an Agent's client dials again after an aborted request, nodejs/undici#5845: a health audit counted
+ * one empty connection per timed-out probe).
  */
-import { Agent, request, type Dispatcher } from 'undici';
+import { Client } from 'undici';
 import { ABORTED_DETAIL, elapsedSince, errorDetail, type ProbeOutcome } from './probe-outcome.js';
 
 export interface HttpTarget {
@@ -12,18 +14,17 @@ export interface HttpTarget {
 
 export interface HttpProbeOptions {
   timeout: number; // ms, whole request: connect, headers and body
-  dispatcher: Dispatcher;
 }
 
 /** Response bodies are read and thrown away, up to this much; more closes the connection. */
 const MAX_BODY_BYTES = 64 * 1024;
 
-export function createHealthAgent(timeoutMs: number): Agent {
-  return new Agent({
+function probeClient(origin: string, timeoutMs: number): Client {
+  return new Client(origin, {
     connect: { timeout: timeoutMs },
     headersTimeout: timeoutMs,
     bodyTimeout: timeoutMs,
-    pipelining: 0, // undici: 0 disables keep-alive, each probe dials anew
+    pipelining: 0, // undici: 0 disables keep-alive
   });
 }
 
@@ -89,12 +90,19 @@ export async function probeHttp(target: HttpTarget, opts: HttpProbeOptions, sign
   if (signal?.aborted) return { result: 'error', durationMs: 0, detail: ABORTED_DETAIL };
   // One deadline over the whole exchange (undici's own timeouts are per phase).
   const deadline = new AbortController();
-  const timer = setTimeout(() => deadline.abort(), opts.timeout);
-  const onOuterAbort = (): void => deadline.abort();
-  signal?.addEventListener('abort', onOuterAbort, { once: true });
+  let client: Client | null = null;
+  // Destroying the client also ends a connect in progress, which undici's abort does not (a host dropping SYNs).
+  const stop = (): void => {
+    deadline.abort();
+    void client?.destroy().catch(() => undefined);
+  };
+  const timer = setTimeout(stop, opts.timeout);
+  signal?.addEventListener('abort', stop, { once: true });
   try {
     const { url, headers } = requestParts(target.url);
-    const res = await request(url, { method: 'GET', dispatcher: opts.dispatcher, signal: deadline.signal, headers });
+    const { origin, pathname, search } = new URL(url);
+    client = probeClient(origin, opts.timeout);
+    const res = await client.request({ method: 'GET', path: `${pathname}${search}`, signal: deadline.signal, headers });
     // Always consume the body, or the connection (and its socket) is held until GC.
     await res.body.dump({ limit: MAX_BODY_BYTES }).catch(() => undefined);
     const durationMs = elapsedSince(startedAt);
@@ -113,6 +121,7 @@ export async function probeHttp(target: HttpTarget, opts: HttpProbeOptions, sign
     return { result: 'error', durationMs, detail: codes[0] ?? errorDetail(err) };
   } finally {
     clearTimeout(timer);
-    signal?.removeEventListener('abort', onOuterAbort);
+    signal?.removeEventListener('abort', stop);
+    void client?.destroy().catch(() => undefined);
   }
 }

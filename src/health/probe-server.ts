@@ -1,7 +1,6 @@
 /**
  * Picks and parameterises the probe for one server from its pool's health config.
  */
-import type { Dispatcher } from 'undici';
 import type { Server } from '../balancer/server.js';
 import type { PoolConfig } from '../config/types.js';
 import { healthClientId } from './client-id.js';
@@ -13,8 +12,6 @@ import { probeTcp } from './tcp.js';
 export interface ServerProbeContext {
   /** This LB host's name, part of the default MQTT probe client ID. */
   hostname: string;
-  /** The checker's undici dispatcher for HTTP probes. */
-  httpDispatcher(): Dispatcher;
 }
 
 export type ServerProbe = (server: Server, pool: PoolConfig, signal: AbortSignal) => Promise<ProbeOutcome>;
@@ -43,7 +40,7 @@ export function probeServer(server: Server, pool: PoolConfig, ctx: ServerProbeCo
         signal,
       );
     case 'http':
-      return probeHttp({ url: healthUrlFor(server.config, health.http) }, { timeout: health.timeout, dispatcher: ctx.httpDispatcher() }, signal);
+      return probeHttp({ url: healthUrlFor(server.config, health.http) }, { timeout: health.timeout }, signal);
     case 'none':
       return Promise.resolve({ result: 'ok', durationMs: 0 });
   }

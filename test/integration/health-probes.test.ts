@@ -11,7 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Server, type CheckResult } from '../../src/balancer/server.js';
 import type { PoolConfig } from '../../src/config/types.js';
 import { HealthChecker } from '../../src/health/checker.js';
-import { createHealthAgent, probeHttp, requestParts } from '../../src/health/http.js';
+import { probeHttp, requestParts } from '../../src/health/http.js';
 import { probeMqtt, type MqttProbeOptions } from '../../src/health/mqtt.js';
 import { PROXY_V1_UNKNOWN, PROXY_V2_LOCAL } from '../../src/health/proxy-header.js';
 import { probeTcp } from '../../src/health/tcp.js';
@@ -208,8 +208,12 @@ describe('tcp probe', () => {
 });
 
 describe('http probe', () => {
+  /** Connections the last httpServer() accepted: one per probe, also one that timed out. */
+  let accepted = 0;
   async function httpServer(handler: http.RequestListener): Promise<number> {
     const server = http.createServer(handler);
+    accepted = 0;
+    server.on('connection', () => accepted++);
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     cleanups.push(
       () =>
@@ -222,16 +226,14 @@ describe('http probe', () => {
   }
 
   it('credentials in the URL go as a Basic Authorization header, not in the request line', async () => {
-    const agent = createHealthAgent(300);
-    cleanups.push(() => agent.destroy());
     const seen: Array<{ url: string | undefined; authorization: string | undefined }> = [];
     const port = await httpServer((req, res) => {
       seen.push({ url: req.url, authorization: req.headers.authorization });
       res.statusCode = req.headers.authorization === `Basic ${Buffer.from('api key:s3cr:t').toString('base64')}` ? 200 : 401;
       res.end();
     });
-    expect(await probeHttp({ url: `http://api%20key:s3cr%3At@127.0.0.1:${port}/api/v5/status?x=1` }, { timeout: 300, dispatcher: agent })).toMatchObject({ result: 'ok' });
-    expect(await probeHttp({ url: `http://127.0.0.1:${port}/api/v5/status` }, { timeout: 300, dispatcher: agent })).toMatchObject({ result: 'http_status', detail: 'HTTP 401' });
+    expect(await probeHttp({ url: `http://api%20key:s3cr%3At@127.0.0.1:${port}/api/v5/status?x=1` }, { timeout: 300 })).toMatchObject({ result: 'ok' });
+    expect(await probeHttp({ url: `http://127.0.0.1:${port}/api/v5/status` }, { timeout: 300 })).toMatchObject({ result: 'http_status', detail: 'HTTP 401' });
     expect(seen).toEqual([
       { url: '/api/v5/status?x=1', authorization: `Basic ${Buffer.from('api key:s3cr:t').toString('base64')}` },
       { url: '/api/v5/status', authorization: undefined },
@@ -244,8 +246,6 @@ describe('http probe', () => {
   });
 
   it('maps 2xx to ok, other statuses to http_status, silence and a stalled body to timeout, closed port to refused', async () => {
-    const agent = createHealthAgent(300);
-    cleanups.push(() => agent.destroy());
     const port = await httpServer((req, res) => {
       if (req.url === '/ok') res.end('fine');
       else if (req.url === '/busy') {
@@ -263,13 +263,16 @@ describe('http probe', () => {
       }
     });
     const url = (p: string) => ({ url: `http://127.0.0.1:${port}${p}` });
-    expect(await probeHttp(url('/ok'), { timeout: 300, dispatcher: agent })).toMatchObject({ result: 'ok' });
-    expect(await probeHttp(url('/busy'), { timeout: 300, dispatcher: agent })).toMatchObject({ result: 'http_status', detail: 'HTTP 503' });
-    expect(await probeHttp(url('/nope'), { timeout: 300, dispatcher: agent })).toMatchObject({ result: 'http_status', detail: 'HTTP 404' });
-    expect(await probeHttp(url('/silent'), { timeout: 300, dispatcher: agent })).toMatchObject({ result: 'timeout' });
-    expect(await probeHttp(url('/stalls'), { timeout: 300, dispatcher: agent })).toMatchObject({ result: 'timeout' });
+    expect(await probeHttp(url('/ok'), { timeout: 300 })).toMatchObject({ result: 'ok' });
+    expect(await probeHttp(url('/busy'), { timeout: 300 })).toMatchObject({ result: 'http_status', detail: 'HTTP 503' });
+    expect(await probeHttp(url('/nope'), { timeout: 300 })).toMatchObject({ result: 'http_status', detail: 'HTTP 404' });
+    expect(await probeHttp(url('/silent'), { timeout: 300 })).toMatchObject({ result: 'timeout' });
+    expect(await probeHttp(url('/stalls'), { timeout: 300 })).toMatchObject({ result: 'timeout' });
+    // One connection per probe: none dialled again after a timed-out one (undici re-dials after an abort).
+    await sleep(200);
+    expect(accepted).toBe(5);
     const closed = await freePort();
-    expect(await probeHttp({ url: `http://127.0.0.1:${closed}/` }, { timeout: 300, dispatcher: agent })).toMatchObject({ result: 'refused' });
+    expect(await probeHttp({ url: `http://127.0.0.1:${closed}/` }, { timeout: 300 })).toMatchObject({ result: 'refused' });
   });
 
   it('close() does not wait for a probe still connecting to a host that drops SYNs (undici ignores the abort there)', async () => {
