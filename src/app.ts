@@ -601,8 +601,11 @@ export class App implements TelemetrySource, AdminActions {
         }
         continue;
       }
+      const checker = this.checkers.get(name);
+      // Turned off, health checks leave every server up (Pool.reconfigure): the checker logs it from what it was.
+      const healthBefore = checker === undefined ? undefined : new Map(pool.servers.map((s) => [s, s.health] as const));
       pool.reconfigure(pc);
-      this.checkers.get(name)?.reconfigure(pool);
+      checker?.reconfigure(pool, healthBefore);
       this.reactions.get(name)?.reconfigure(pool);
     }
     for (const pc of Object.values(next.pools)) {

@@ -8,7 +8,7 @@
  */
 import os from 'node:os';
 import type { Logger } from 'pino';
-import { serverPlace, type CheckResult, type Server, type ServerStateChange } from '../balancer/server.js';
+import { serverPlace, type CheckResult, type HealthState, type Server, type ServerStateChange } from '../balancer/server.js';
 import { jitteredDelay } from './jitter.js';
 import type { CheckedPool } from './pool-view.js';
 import { errorDetail, type ProbeOutcome } from './probe-outcome.js';
@@ -110,12 +110,16 @@ export class HealthChecker {
     this.sync();
   }
 
-  /** A reload: follow the pool's new server list and config. */
-  reconfigure(pool: CheckedPool): void {
+  /**
+   * A reload: follow the pool's new server list and config. `healthBefore`: each server's health before the pool
+   * took the new config, which already holds its servers up when health checks are turned off (Pool.reconfigure):
+   * the change is logged from what it was.
+   */
+  reconfigure(pool: CheckedPool, healthBefore?: ReadonlyMap<Server, HealthState>): void {
     if (this.closed) return;
     this.pool = pool;
     if (!this.started) return;
-    this.sync();
+    this.sync(healthBefore);
     // A shortened interval applies now rather than after the wait armed under the old one.
     const now = this.clock();
     for (const loop of this.loops.values()) {
@@ -206,7 +210,7 @@ export class HealthChecker {
   }
 
   /** Bring the loops in line with the pool's servers and health type. */
-  private sync(): void {
+  private sync(healthBefore?: ReadonlyMap<Server, HealthState>): void {
     const servers = new Set(this.pool.servers);
     const probing = this.pool.config.health.type !== 'none';
     for (const loop of [...this.loops.values()]) {
@@ -226,7 +230,7 @@ export class HealthChecker {
       }
     }
     for (const server of servers) {
-      if (!probing) this.holdUp(server);
+      if (!probing) this.holdUp(server, healthBefore?.get(server) ?? server.health);
       else if (!this.loops.has(server)) this.addLoop(server);
     }
   }
@@ -247,11 +251,10 @@ export class HealthChecker {
     this.releaseWaiters(loop);
   }
 
-  /** `health.type: none`: the server counts as up, always. */
-  private holdUp(server: Server): void {
-    if (server.health === 'up') return;
-    const from = server.health;
-    server.setHealth('up');
+  /** `health.type: none`: the server counts as up, always. `from`: its health before (a reload may have set it up). */
+  private holdUp(server: Server, from: HealthState): void {
+    if (server.health !== 'up') server.setHealth('up');
+    if (from === 'up') return;
     this.log.info({ pool: this.pool.name, server: server.name, from, to: 'up', result: null, detail: 'health checks disabled' }, 'server state changed');
   }
 

@@ -319,6 +319,27 @@ describe('HealthChecker', () => {
     await checker.close();
   });
 
+  it('reconfigure to type none after the pool already held the server up (as Pool.reconfigure does) still says so', async () => {
+    const { servers, scripted, checker, pool, changes } = setup({}, ['a', 'b']);
+    scripted.fallback = 'refused';
+    checker.start();
+    await vi.advanceTimersByTimeAsync(5);
+    expect(servers.map((s) => s.health)).toEqual(['down', 'down']);
+    const before = new Map(servers.map((s) => [s, s.health] as const));
+    const logged = changes().length;
+    pool.config = poolConfig({}, { type: 'none' });
+    for (const s of servers) s.setHealth('up'); // what Pool.reconfigure does first
+    checker.reconfigure(pool, before);
+    const lines = changes().slice(logged);
+    expect(lines.map((l) => [l.server, l.from, l.to, l.detail])).toEqual([
+      ['a', 'down', 'up', 'health checks disabled'],
+      ['b', 'down', 'up', 'health checks disabled'],
+    ]);
+    checker.reconfigure(pool, new Map(servers.map((s) => [s, s.health] as const))); // already up: nothing more
+    expect(changes().length).toBe(logged + 2);
+    await checker.close();
+  });
+
   it('close() aborts running probes, stops all loops and is idempotent', async () => {
     const { servers, scripted, checker, results } = setup();
     checker.start();
