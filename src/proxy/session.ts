@@ -393,7 +393,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
       if (ctx.log.isLevelEnabled('debug')) {
         const info = this.info!;
         const waitMs = Math.round(until - monotonicNow());
-        ctx.log.debug({ listener: this.listener.stats.name, client: this.remoteAddress, clientId: clientIdForLog(info.clientId), pool: this.listener.poolName, waitMs }, 'session waits for a first health verdict');
+        ctx.log.debug({ listener: this.listener.stats.name, client: this.remoteAddress, port: this.remotePort, clientId: clientIdForLog(info.clientId), pool: this.listener.poolName, waitMs }, 'session waits for a first health verdict');
       }
     } else if (monotonicNow() >= this.verdictDeadline) {
       return false;
@@ -581,7 +581,17 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     // Its FIN came while we dialled: pass it on now, behind the bytes just written.
     if (this.clientEndedEarly) this.clientHalfClosed();
     if (ctx.log.isLevelEnabled('debug')) {
-      ctx.log.debug({ listener: this.listener.stats.name, client: this.remoteAddress, clientId: this.clientIdKey === null ? '' : clientIdForLog(Buffer.from(this.clientIdKey, 'latin1')), pool: pool.name, server: server.name }, 'session routed');
+      ctx.log.debug(
+        {
+          listener: this.listener.stats.name,
+          client: this.remoteAddress,
+          port: this.remotePort,
+          clientId: this.clientIdKey === null ? '' : clientIdForLog(Buffer.from(this.clientIdKey, 'latin1')),
+          pool: pool.name,
+          server: server.name,
+        },
+        'session routed',
+      );
     }
   }
 
