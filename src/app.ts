@@ -603,7 +603,7 @@ export class App implements TelemetrySource, AdminActions {
       }
       const checker = this.checkers.get(name);
       // Turned off, health checks leave every server up (Pool.reconfigure): the checker logs it from what it was.
-      const healthBefore = checker === undefined ? undefined : new Map(pool.servers.map((s) => [s, s.health] as const));
+      const healthBefore = checker !== undefined && pc.health.type === 'none' ? new Map(pool.servers.map((s) => [s, s.health] as const)) : undefined;
       pool.reconfigure(pc);
       checker?.reconfigure(pool, healthBefore);
       this.reactions.get(name)?.reconfigure(pool);

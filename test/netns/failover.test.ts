@@ -14,9 +14,9 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { FailoverConfig } from '../../src/config/types.js';
 import { generateKey } from '../../src/failover/key.js';
-import { readProcStat } from '../../src/proc-stat.js';
 import { NetnsTopology, netnsAvailable, sleep, waitFor, type NsProcess, type Role } from '../helpers/netns.js';
 import { ensureDistBuilt } from '../helpers/dist-build.js';
+import { isRunning } from '../helpers/processes.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const RUNNER = join(ROOT, 'test/helpers/failover-runner.mjs');
@@ -703,7 +703,6 @@ describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', (
           const [state, shell, sleepPid] = l.split(' ');
           return { state: state!, shell: Number(shell), sleep: Number(sleepPid) };
         });
-    const running = (pid: number): boolean => !/^(gone|Z|X)$/.test(readProcStat(pid)?.state ?? 'gone');
     const waitRunning = async (what: string, ok: (pids: number[]) => boolean): Promise<number[]> => {
       let pids: number[] = [];
       await waitFor(what, async () => ok((pids = (await lb2.cmd<{ running: number[] }>('ip-children')).running)), 5000, 100);
@@ -714,12 +713,12 @@ describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', (
       await waitFor(`hook run ${round + 1} hanging`, async () => (await hookRuns()).length === round + 1, 5000, 50);
       const hanging = (await hookRuns())[round]!;
       expect(hanging.state).toBe('backup');
-      expect(running(hanging.shell) && running(hanging.sleep)).toBe(true);
+      expect(isRunning(hanging.shell) && isRunning(hanging.sleep)).toBe(true);
       const from = lb2.states().length;
       expect((await lb2.cmd<{ terminated: boolean }>('lose-thread')).terminated).toBe(true);
       await lb2.waitState('init', 5000, from);
       // The hook and what it started are gone (the hook a zombie: nothing reaps a dead thread's child).
-      await waitFor('the hung hook stopped', async () => !running(hanging.shell) && !running(hanging.sleep), 3000, 50);
+      await waitFor('the hung hook stopped', async () => !isRunning(hanging.shell) && !isRunning(hanging.sleep), 3000, 50);
       await lb2.waitState('backup', 10_000, from);
       const before = monitor;
       [monitor] = await waitRunning("one monitor, the new thread's", (p) => p.length === 1 && p[0] !== before);
