@@ -7,7 +7,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { installCleanupHooks, startMosquitto, startMqttLb, startHaproxy, haproxyAvailable, LoadGen, REPO, delay, buildConnGen } from './lib/procs.mjs';
+import { installCleanupHooks, startMosquitto, startMqttLb, startHaproxy, haproxyAvailable, LoadGen, REPO, delay, buildConnGen, setServerHost } from './lib/procs.mjs';
 import { connectionRate, messageRate, latency, heldMemory } from './lib/tests.mjs';
 import { summarize, printTable } from './lib/report.mjs';
 import { loadAverage } from './lib/system.mjs';
@@ -79,7 +79,7 @@ function lbVariant(name) {
 const USAGE = `usage: node bench/run.mjs [--quick] [--trials N] [--targets direct,mqtt-lb,haproxy,mqtt-lb-w2,mqtt-lb-w2-kernel,mqtt-lb-defaults]
                          [--tests ${TESTS.join(',')}] [--procs N] [--connections N] [--out FILE]
                          [--lb-node-args "--max-semi-space-size=2"] [--lb-env KEY=VALUE]... [--lb-cli path/to/cli.js]
-                         [--conn-gen c|node]
+                         [--conn-gen c|node] [--server-host NAME]
   --quick        ~1.5 min: 3 trials, shorter windows, one memory trial
   (default)      full run, ~5.5 min: 5 trials, 8,000 held connections
   --lb-node-args node flags for the mqtt-lb process, replacing the launcher's (default: bin/mqtt-lb's own)
@@ -89,10 +89,11 @@ const USAGE = `usage: node bench/run.mjs [--quick] [--trials N] [--targets direc
                  (MQTT health checks, log level info, default caps and warm-up)
   --conn-gen     connection-rate clients: c (bench/conngen.c, built with the system's cc; the default when one
                  exists) or node (bench/loadgen.mjs)
+  --server-host  how mqtt-lb's and HAProxy's configs name the brokers (default 127.0.0.1; e.g. localhost)
 `;
 
 function parseArgs(argv) {
-  const o = { mode: 'full', targets: null, tests: TESTS, out: null, overrides: {}, lbNodeArgs: null, lbEnv: {}, lbCli: null, connGen: 'c' };
+  const o = { mode: 'full', targets: null, tests: TESTS, out: null, overrides: {}, lbNodeArgs: null, lbEnv: {}, lbCli: null, connGen: 'c', serverHost: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const next = () => {
@@ -138,6 +139,9 @@ function parseArgs(argv) {
       }
       case '--lb-cli':
         o.lbCli = next();
+        break;
+      case '--server-host':
+        o.serverHost = next();
         break;
       case '--conn-gen':
         o.connGen = next();
@@ -229,6 +233,7 @@ async function main() {
   const args = parseArgs(process.argv.slice(2));
   const opts = { ...COMMON, ...PRESETS[args.mode], ...args.overrides };
   installCleanupHooks();
+  if (args.serverHost !== null) setServerHost(args.serverHost);
   const hasHaproxy = haproxyAvailable();
   const targets = args.targets ?? ['direct', 'mqtt-lb', ...(hasHaproxy ? ['haproxy'] : [])];
   for (const t of targets) if (t !== 'direct' && t !== 'haproxy' && !isLbTarget(t)) throw new Error(`unknown target ${t}`);
@@ -256,6 +261,7 @@ async function main() {
     opts,
     targets,
     tests: args.tests,
+    serverHost: args.serverHost ?? '127.0.0.1',
   };
   log(`bench: ${args.mode} mode, targets ${targets.join(', ')}, ${opts.trials} trials, ${opts.procs} load generator processes; load average ${meta.loadAverageStart?.join(' ')}`);
 

@@ -11,6 +11,14 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const HOST = '127.0.0.1';
+/**
+ * How mqtt-lb's and HAProxy's configs name the brokers (`--server-host`): 127.0.0.1, or a host name such as
+ * `localhost` to measure what resolving a name costs each of them.
+ */
+let serverHost = HOST;
+export function setServerHost(name) {
+  serverHost = name;
+}
 const HERE = dirname(fileURLToPath(import.meta.url));
 export const REPO = join(HERE, '..', '..');
 const MOSQUITTO = '/usr/sbin/mosquitto';
@@ -221,7 +229,7 @@ export function mqttLbConfig({ port, adminPort, backends, maxConnections, worker
     '  brokers:',
     '    balance: client-id-hash',
     '    servers:',
-    ...backends.flatMap((b, i) => [`      - name: b${i + 1}`, `        address: ${HOST}:${b.port}`]),
+    ...backends.flatMap((b, i) => [`      - name: b${i + 1}`, `        address: ${serverHost}:${b.port}`]),
     '    health:',
     '      type: tcp',
     '      interval: 2s',
@@ -256,7 +264,7 @@ function minimalMqttLbConfig({ port, adminPort, backends }) {
     'pools:',
     '  brokers:',
     '    servers:',
-    ...backends.flatMap((b, i) => [`      - name: b${i + 1}`, `        address: ${HOST}:${b.port}`]),
+    ...backends.flatMap((b, i) => [`      - name: b${i + 1}`, `        address: ${serverHost}:${b.port}`]),
     'admin:',
     `  bind: ${HOST}:${adminPort}`,
     '',
@@ -356,7 +364,7 @@ export function haproxyConfig({ port, backends, maxConnections }) {
     'backend brokers',
     '  balance hash var(txn.cid)',
     '  hash-type consistent',
-    ...backends.map((b, i) => `  server b${i + 1} ${HOST}:${b.port} check inter 2s`),
+    ...backends.map((b, i) => `  server b${i + 1} ${serverHost}:${b.port} check inter 2s`),
     '',
   ].join('\n');
 }

@@ -23,7 +23,7 @@ import type { ProxySocket } from './proxy-socket.js';
 /** How long one address of a dialled name may take before the next is tried (net's autoSelectFamilyAttemptTimeout). */
 const ATTEMPT_MS = 250;
 /** libuv's UV_EAI_NONAME: a name that resolved to no address. */
-const UV_EAI_NONAME = -3008;
+export const UV_EAI_NONAME = -3008;
 
 /** net.Socket's default writable highWaterMark. */
 const HIGH_WATER_MARK = 16 * 1024;
@@ -221,8 +221,16 @@ export interface DialOptions {
   host: string;
   port: number;
   noDelay: boolean;
-  /** dns.lookup by default (as net.connect's `lookup` option). */
-  lookup?: typeof lookup;
+  /** Resolves a host name (dns.lookup of all its addresses by default; net.connect's `lookup` option, in short). */
+  resolve?: ResolveName;
+}
+
+export type AddressesCallback = (err: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void;
+export type ResolveName = (host: string, callback: AddressesCallback) => void;
+
+/** dns.lookup of every address of `host`, in the resolver's order. */
+export function lookupAll(host: string, callback: AddressesCallback): void {
+  lookup(host, { all: true }, callback);
 }
 
 export class HandleSocket extends EventEmitter implements ProxySocket {
@@ -280,7 +288,7 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
     const s = new HandleSocket(b, b.newTcp(), true);
     s.dialOptions = options;
     if (isIP(options.host) !== 0) s.connectTo(options.host, isIP(options.host));
-    else (options.lookup ?? lookup)(options.host, { all: true }, (err, addresses) => s.resolved(err, addresses));
+    else (options.resolve ?? lookupAll)(options.host, (err, addresses) => s.resolved(err, addresses));
     return s;
   }
 

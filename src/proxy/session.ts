@@ -27,6 +27,7 @@ import type { ListenerStats, ProxyContext, RejectReason, RoutingPool, AdmissionT
 import type { TlsPeer } from './front.js';
 import { monotonicNow } from '../monotonic-clock.js';
 import { backOff, clearBackOff } from '../balancer/dial-backoff.js';
+import { lookupServerNameForNet, resolveServerName, serverNames } from './server-name-cache.js';
 
 const kSession = Symbol('mqtt-lb.session');
 type Tagged = ProxySocket & { [kSession]?: ClientSession };
@@ -490,8 +491,8 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     const handles = handleSockets();
     const sock: Tagged =
       handles !== null
-        ? HandleSocket.dial(handles, { host, port, noDelay: true })
-        : net.connect({ host, port, noDelay: true });
+        ? HandleSocket.dial(handles, { host, port, noDelay: true, resolve: resolveServerName })
+        : net.connect({ host, port, noDelay: true, lookup: lookupServerNameForNet });
     sock[kSession] = this;
     this.upstream = sock;
     this.server = server;
@@ -522,7 +523,11 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     this.upstream = null;
     this.server = null;
     const serverCaused = SERVER_CAUSED.has(code);
-    if (serverCaused) backOff(server, monotonicNow());
+    if (serverCaused) {
+      backOff(server, monotonicNow());
+      // A name's last answer may be why (the broker moved): the next dial asks the resolver again.
+      serverNames.expire(server.config.host);
+    }
     this.listener.ctx.log.debug({ pool: this.pool!.name, server: server.name, code }, 'server dial failed');
     this.listener.ctx.onDialFailure(server, serverCaused);
     if (this.phase !== 'dialing') return;

@@ -7,7 +7,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import net from 'node:net';
 import type { Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { HandleSocket, handleSockets, type HandleBindings } from '../../src/proxy/handle-socket.js';
+import { HandleSocket, handleSockets, type HandleBindings, type ResolveName } from '../../src/proxy/handle-socket.js';
 import { sleep } from '../helpers/lb.js';
 
 const WAIT_MS = 10_000;
@@ -155,9 +155,8 @@ describe('HandleSocket', () => {
   // (and so the health probes) do. 127.0.0.2 stands in for the address nobody listens on.
   it('a name with several addresses: each is tried in turn until one connects; all refused is one error', async () => {
     const p = await peer('127.0.0.1');
-    const twoAddresses = ((_host: string, _opts: unknown, cb: (err: null, a: Array<{ address: string; family: number }>) => void) =>
-      cb(null, [{ address: '127.0.0.2', family: 4 }, { address: '127.0.0.1', family: 4 }])) as unknown as typeof import('node:dns').lookup;
-    const s = HandleSocket.dial(bindings(), { host: 'dual.test', port: p.port, noDelay: true, lookup: twoAddresses });
+    const twoAddresses: ResolveName = (_host, cb) => cb(null, [{ address: '127.0.0.2', family: 4 }, { address: '127.0.0.1', family: 4 }]);
+    const s = HandleSocket.dial(bindings(), { host: 'dual.test', port: p.port, noDelay: true, resolve: twoAddresses });
     sockets.push(s);
     await once(s, 'connect');
     expect(s.remoteAddress).toBe('127.0.0.1');
@@ -167,7 +166,7 @@ describe('HandleSocket', () => {
     expect((await once<Buffer>(server, 'data')).toString()).toBe('hello');
 
     await p.close();
-    const refused = HandleSocket.dial(bindings(), { host: 'dual.test', port: p.port, noDelay: true, lookup: twoAddresses });
+    const refused = HandleSocket.dial(bindings(), { host: 'dual.test', port: p.port, noDelay: true, resolve: twoAddresses });
     sockets.push(refused);
     const errors: string[] = [];
     refused.on('error', (e: NodeJS.ErrnoException) => errors.push(`${e.code} ${e.message}`));

@@ -1,0 +1,151 @@
+import type { LookupAddress } from 'node:dns';
+import { describe, expect, it } from 'vitest';
+import type { AddressesCallback } from '../../src/proxy/handle-socket.js';
+import { FRESH_MS, HOLD_ON_ERROR_MS, SERVE_WHILE_REFRESHING_MS, ServerNameCache } from '../../src/proxy/server-name-cache.js';
+
+const A: LookupAddress[] = [{ address: '10.0.0.1', family: 4 }];
+const B: LookupAddress[] = [{ address: '10.0.0.2', family: 4 }, { address: 'fd00::2', family: 6 }];
+
+function failure(code: string): NodeJS.ErrnoException {
+  const err: NodeJS.ErrnoException = new Error(`getaddrinfo ${code} broker.test`);
+  err.code = code;
+  return err;
+}
+
+/** A cache over a resolver the test answers by hand, on a clock the test moves. */
+function setup() {
+  const clock = { t: 50_000 };
+  const pending: Array<{ host: string; answer: AddressesCallback }> = [];
+  const cache = new ServerNameCache((host, answer) => pending.push({ host, answer }), () => clock.t);
+  const results: string[] = [];
+  const dial = (host = 'broker.test'): void =>
+    cache.resolve(host, (err, addresses) => results.push(err === null ? addresses.map((a) => a.address).join(',') : `error ${err.code}`));
+  /** Answers the oldest lookup in flight. */
+  const answer = (err: NodeJS.ErrnoException | null, addresses: LookupAddress[] = []): void => pending.shift()!.answer(err, addresses);
+  return { cache, clock, pending, results, dial, answer };
+}
+
+describe('ServerNameCache', () => {
+  it('asks the resolver once for dials that arrive together, then answers from memory until FRESH_MS', () => {
+    const { clock, pending, results, dial, answer } = setup();
+    dial();
+    dial();
+    dial();
+    expect(pending).toHaveLength(1);
+    expect(results).toEqual([]);
+    answer(null, A);
+    expect(results).toEqual(['10.0.0.1', '10.0.0.1', '10.0.0.1']);
+    clock.t += FRESH_MS - 1;
+    dial();
+    expect(results).toHaveLength(4);
+    expect(pending).toHaveLength(0);
+  });
+
+  it('past FRESH_MS a dial gets the last answer at once while one lookup refreshes it; the next dials get the new one', () => {
+    const { clock, pending, results, dial, answer } = setup();
+    dial();
+    answer(null, A);
+    clock.t += FRESH_MS;
+    dial();
+    dial();
+    expect(results).toEqual(['10.0.0.1', '10.0.0.1', '10.0.0.1']);
+    expect(pending).toHaveLength(1);
+    answer(null, B);
+    expect(results).toHaveLength(3); // nobody waited for it
+    dial();
+    expect(results.at(-1)).toBe('10.0.0.2,fd00::2');
+  });
+
+  it('an answer older than SERVE_WHILE_REFRESHING_MS (nothing dialled for a while) is not used: the dial waits for a fresh one', () => {
+    const { clock, pending, results, dial, answer } = setup();
+    dial();
+    answer(null, A);
+    clock.t += SERVE_WHILE_REFRESHING_MS;
+    dial();
+    expect(results).toEqual(['10.0.0.1']);
+    expect(pending).toHaveLength(1);
+    answer(null, B);
+    expect(results).toEqual(['10.0.0.1', '10.0.0.2,fd00::2']);
+  });
+
+  it('a failed refresh keeps the last answer for HOLD_ON_ERROR_MS after it came; then dials fail with the lookup error', () => {
+    const { clock, pending, results, dial, answer } = setup();
+    dial();
+    answer(null, A);
+    clock.t += SERVE_WHILE_REFRESHING_MS;
+    dial();
+    answer(failure('EAI_AGAIN'));
+    expect(results).toEqual(['10.0.0.1', '10.0.0.1']);
+    // Held: later dials get it at once, each asking the resolver again (one lookup at a time).
+    clock.t += 1;
+    dial();
+    dial();
+    expect(results).toEqual(['10.0.0.1', '10.0.0.1', '10.0.0.1', '10.0.0.1']);
+    expect(pending).toHaveLength(1);
+    answer(failure('EAI_AGAIN'));
+    clock.t = 50_000 + HOLD_ON_ERROR_MS;
+    dial();
+    expect(results).toHaveLength(4); // past the hold: it waits for the lookup
+    answer(failure('EAI_AGAIN'));
+    expect(results.at(-1)).toBe('error EAI_AGAIN');
+    // The error itself is kept for FRESH_MS: no lookup per dial while the resolver fails.
+    dial();
+    expect(results.at(-1)).toBe('error EAI_AGAIN');
+    expect(pending).toHaveLength(0);
+    clock.t += FRESH_MS;
+    dial();
+    expect(pending).toHaveLength(1);
+    answer(null, B);
+    expect(results.at(-1)).toBe('10.0.0.2,fd00::2');
+  });
+
+  it('a first lookup that fails, or finds no address, fails the dials waiting for it', () => {
+    const { pending, results, dial, answer } = setup();
+    dial();
+    dial('other.test');
+    answer(failure('ENOTFOUND'));
+    answer(null, []);
+    expect(results).toEqual(['error ENOTFOUND', 'error EAI_NONAME']); // as HandleSocket names an empty answer
+    expect(pending).toHaveLength(0);
+  });
+
+  it('expire(): the next dial refreshes at once, and the last answer still serves meanwhile', () => {
+    const { cache, pending, results, dial, answer } = setup();
+    dial();
+    answer(null, A);
+    cache.expire('broker.test');
+    cache.expire('never-dialled.test');
+    dial();
+    expect(results).toEqual(['10.0.0.1', '10.0.0.1']);
+    expect(pending).toHaveLength(1);
+    answer(null, B);
+    dial();
+    expect(results.at(-1)).toBe('10.0.0.2,fd00::2');
+  });
+
+  it('expire() after a failed lookup: the next dial asks again instead of getting the kept error', () => {
+    const { cache, pending, results, dial, answer } = setup();
+    dial();
+    answer(failure('ENOTFOUND'));
+    cache.expire('broker.test');
+    dial();
+    expect(pending).toHaveLength(1);
+    answer(null, A);
+    expect(results).toEqual(['error ENOTFOUND', '10.0.0.1']);
+  });
+
+  it('keeps each name apart, and makes room past 1,024 names by dropping those not being looked up', () => {
+    const { cache, pending, results, dial, answer } = setup();
+    for (let i = 0; i < 1024; i++) {
+      dial(`b${i}.test`);
+      answer(null, [{ address: `10.1.${i >> 8}.${i & 255}`, family: 4 }]);
+    }
+    expect(cache.size).toBe(1024);
+    expect(results.slice(0, 2)).toEqual(['10.1.0.0', '10.1.0.1']);
+    dial('in-flight.test'); // pending, kept
+    expect(cache.size).toBe(1);
+    dial('next.test');
+    expect(cache.size).toBe(2);
+    expect(pending.map((p) => p.host)).toEqual(['in-flight.test', 'next.test']);
+  });
+});
