@@ -287,7 +287,8 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
   static dial(b: Bindings, options: DialOptions): HandleSocket {
     const s = new HandleSocket(b, b.newTcp(), true);
     s.dialOptions = options;
-    if (isIP(options.host) !== 0) s.connectTo(options.host, isIP(options.host));
+    const family = isIP(options.host);
+    if (family !== 0) s.connectTo(options.host, family);
     else (options.resolve ?? lookupAll)(options.host, (err, addresses) => s.resolved(err, addresses));
     return s;
   }
