@@ -76,6 +76,11 @@ function parseArgs(argv: string[]): Args | string {
         return `unknown option: ${a}`;
     }
   }
+  // An option the command does not use is a mistake the operator should hear of: `status --config lb.yaml` would
+  // otherwise ask the default address instead of the file's admin.bind.
+  if (args.command === 'status' && seen.has('--config')) return 'status takes --admin URL (the running instance\'s admin address), not --config';
+  if ((args.command === 'run' || args.command === 'check') && seen.has('--admin')) return '--admin is for `mqtt-lb status`';
+  if (args.command === 'keygen' && (seen.has('--config') || seen.has('--admin'))) return 'keygen takes no options';
   return args;
 }
 

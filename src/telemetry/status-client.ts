@@ -1,17 +1,23 @@
 /**
  * `mqtt-lb status [--admin URL]`: fetch /api/status from a running instance and print it as text.
  */
-import { request } from 'undici';
+import { request, type Dispatcher } from 'undici';
 import type { StatusJson, StatusLastCheck } from './status-json.js';
 
 export type { StatusJson } from './status-json.js';
 
 export const DEFAULT_ADMIN_URL = 'http://127.0.0.1:9883';
+const DEFAULT_ADMIN_PORT = '9883';
 const FETCH_TIMEOUT_MS = 5_000;
+/** Our status document is ~200 bytes per server (500 servers: ~100 KiB): far more is another program's answer. */
+const MAX_ANSWER_BYTES = 16 * 1024 * 1024;
+
+class AnswerTooLarge extends Error {}
 
 /** `127.0.0.1:9883`, `http://host:9883`, `http://host:9883/prefix/` -> the /api/status URL. */
 export function statusUrl(adminUrl: string): URL {
-  const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(adminUrl) ? adminUrl : `http://${adminUrl}`;
+  const hasScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(adminUrl);
+  const withScheme = hasScheme ? adminUrl : `http://${adminUrl}`;
   let base: URL;
   try {
     base = new URL(withScheme);
@@ -21,6 +27,9 @@ export function statusUrl(adminUrl: string): URL {
   if (base.protocol !== 'http:' && base.protocol !== 'https:') {
     throw new Error(`not an admin URL: ${adminUrl} (the admin server speaks http: or https:, e.g. http://127.0.0.1:9883)`);
   }
+  // A bare host (`--admin 10.0.0.5`) means the admin server's default port, not http's 80; a URL with a scheme is
+  // taken as written (a reverse proxy on port 80 or 443).
+  if (!hasScheme && !/^(\[[^\]]*\]|[^/[\]:]*):/.test(adminUrl)) base.port = DEFAULT_ADMIN_PORT;
   if (!base.pathname.endsWith('/')) base.pathname += '/';
   return new URL('api/status', base);
 }
@@ -38,8 +47,9 @@ export async function fetchStatus(adminUrl: string = DEFAULT_ADMIN_URL, timeoutM
       signal: AbortSignal.timeout(timeoutMs),
     });
     statusCode = res.statusCode;
-    text = await res.body.text();
+    text = await textUpTo(res.body, MAX_ANSWER_BYTES);
   } catch (err) {
+    if (err instanceof AnswerTooLarge) throw new Error(`${url.href} answered more than ${MAX_ANSWER_BYTES / 2 ** 20} MiB: not an mqtt-lb status document`);
     const why = err instanceof Error ? err.message : String(err);
     throw new Error(`cannot reach the mqtt-lb admin server at ${url.href}: ${why}`, { cause: err });
   }
@@ -52,6 +62,21 @@ export async function fetchStatus(adminUrl: string = DEFAULT_ADMIN_URL, timeoutM
   }
   if (!looksLikeStatus(body)) throw new Error(`${url.href} did not answer an mqtt-lb status document`);
   return body;
+}
+
+/** The body as text, or AnswerTooLarge once it passes `max` bytes (the rest is not read). */
+async function textUpTo(body: Dispatcher.ResponseData['body'], max: number): Promise<string> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    total += chunk.length;
+    if (total > max) {
+      body.destroy();
+      throw new AnswerTooLarge();
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks, total).toString('utf8');
 }
 
 function looksLikeStatus(v: unknown): v is StatusJson {
@@ -136,7 +161,7 @@ export async function fetchReadiness(adminUrl: string = DEFAULT_ADMIN_URL, timeo
   const url = new URL('ready', statusUrl(adminUrl));
   try {
     const res = await request(url, { method: 'GET', headersTimeout: timeoutMs, bodyTimeout: timeoutMs, signal: AbortSignal.timeout(timeoutMs) });
-    const body = res.statusCode === 200 ? (JSON.parse(await res.body.text()) as { ready?: unknown; reason?: unknown }) : (await res.body.dump(), null);
+    const body = res.statusCode === 200 ? (JSON.parse(await textUpTo(res.body, MAX_ANSWER_BYTES)) as { ready?: unknown; reason?: unknown }) : (await res.body.dump(), null);
     if (body?.ready === true) return { ok: true };
     return body?.ready === false && typeof body.reason === 'string' ? { ok: false, reason: body.reason } : null;
   } catch {

@@ -178,6 +178,21 @@ pools:
     expect(ftp.stderr).toContain('not an admin URL: ftp://127.0.0.1:9883');
   });
 
+  it('an option the command does not use is a usage error, not silently ignored', () => {
+    const cases: Array<[string[], string]> = [
+      [['status', '--config', 'lb.yaml'], 'status takes --admin URL'],
+      [['check', '--config', 'lb.yaml', '--admin', 'http://127.0.0.1:9883'], '--admin is for `mqtt-lb status`'],
+      [['--admin', '127.0.0.1:9883'], '--admin is for `mqtt-lb status`'],
+      [['keygen', '--config', 'lb.yaml'], 'keygen takes no options'],
+    ];
+    for (const [argv, message] of cases) {
+      const r = run(argv);
+      expect(r.status, argv.join(' ')).toBe(1);
+      expect(r.stderr, argv.join(' ')).toContain(message);
+      expect(r.stdout, argv.join(' ')).toBe('');
+    }
+  });
+
   it('help, as a command or a flag, prints the usage with every command and exits 0', () => {
     for (const argv of [['help'], ['--help'], ['-h']]) {
       const r = run(argv);

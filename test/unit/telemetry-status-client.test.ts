@@ -99,6 +99,26 @@ describe('fetchStatus', () => {
     const port = (tcp.address() as { port: number }).port;
     await expect(fetchStatus(`http://127.0.0.1:${port}`, 300)).rejects.toThrow(/cannot reach/);
   });
+
+  it('stops reading an answer past 16 MiB (another program at that address), with an error saying so', async () => {
+    const chunk = Buffer.alloc(1024 * 1024, 0x20);
+    const { port } = await listenHttp((_req, res) => {
+      let sent = 0;
+      res.writeHead(200, { 'content-type': 'application/json' });
+      const more = (): void => {
+        // Bounded: far past the cap, in case the client kept reading.
+        while (sent < 64 * 1024 * 1024) {
+          sent += chunk.length;
+          if (!res.write(chunk)) return void res.once('drain', more);
+        }
+        res.end();
+      };
+      res.on('close', () => (sent = Infinity));
+      more();
+    });
+    await expect(fetchStatus(`http://127.0.0.1:${port}`, 5000)).rejects.toThrow(`http://127.0.0.1:${port}/api/status answered more than 16 MiB`);
+    expect(await fetchReadiness(`http://127.0.0.1:${port}`, 5000)).toBeNull();
+  });
 });
 
 describe('statusUrl', () => {
@@ -108,6 +128,14 @@ describe('statusUrl', () => {
     expect(statusUrl('127.0.0.1:9883').href).toBe('http://127.0.0.1:9883/api/status');
     expect(statusUrl('https://lb.example/mqtt-lb').href).toBe('https://lb.example/mqtt-lb/api/status');
     expect(statusUrl('[::1]:9883').href).toBe('http://[::1]:9883/api/status');
+  });
+
+  it("a bare host means the admin server's default port (9883), not http's 80; a URL with a scheme is taken as written", () => {
+    expect(statusUrl('127.0.0.1').href).toBe('http://127.0.0.1:9883/api/status');
+    expect(statusUrl('lb1.example').href).toBe('http://lb1.example:9883/api/status');
+    expect(statusUrl('[::1]').href).toBe('http://[::1]:9883/api/status');
+    expect(statusUrl('127.0.0.1:80').href).toBe('http://127.0.0.1/api/status');
+    expect(statusUrl('http://127.0.0.1').href).toBe('http://127.0.0.1/api/status');
   });
 
   it('refuses what no admin server can be: another scheme, no host', () => {
