@@ -59,7 +59,7 @@ export function readFailover(ctx: ValidationContext, root: MapReader): FailoverC
     }),
     preempt: m.bool('preempt', d.preempt),
     preemptDelay: m.duration('preemptDelay', d.preemptDelay, { min: 0 }),
-    instances: readInstances(r, m),
+    instances: readInstances(r, m, peers),
     track: readTrack(m),
     garp: readGarp(m),
     notify,
@@ -116,7 +116,7 @@ function readGroup(r: ConfigReader, m: MapReader): string {
 }
 
 /** The shorthand (routerId/priority/vips) is instances[0]; `instances` is for several VIP groups. */
-function readInstances(r: ConfigReader, m: MapReader): FailoverInstanceConfig[] {
+function readInstances(r: ConfigReader, m: MapReader, peers: readonly string[]): FailoverInstanceConfig[] {
   const instancesSlot = m.get('instances');
   const listed = instancesSlot !== undefined && !r.isNull(instancesSlot) ? (r.list(instancesSlot) ?? []) : [];
   const shorthandUsed = SHORTHAND_KEYS.filter((k) => m.has(k));
@@ -155,6 +155,8 @@ function readInstances(r: ConfigReader, m: MapReader): FailoverInstanceConfig[] 
     const first = firstVip.get(address);
     if (first !== undefined) r.error(slot, `duplicate VIP \`${address}\` (first on line ${r.out.lineOf(first.at)})`);
     else firstVip.set(address, slot);
+    // The peer's own address: whenever this host is master it would take it from the peer (a failover audit).
+    if (peers.includes(address)) r.error(slot, `\`${address}\` is the address of a peer (failover.peers): a VIP must be an address no host owns`);
   }
   return instances;
 }

@@ -27,7 +27,7 @@ import { FailoverStateMachine, type FailoverAction } from './state-machine.js';
 import { LinkMonitor } from './link-monitor.js';
 import { flushUnresolvedNeighbours } from './neighbours.js';
 import { AdvertTransport } from './transport.js';
-import { addVip, checkInterfaceName, checkVip, hasAddress, interfaceExists, removeVip, showInterface, type InterfaceInfo } from './vip.js';
+import { addVip, checkInterfaceName, checkVip, ensurePromoteSecondaries, hasAddress, interfaceExists, removeVip, showInterface, type InterfaceInfo } from './vip.js';
 import { threadSharedNow } from '../monotonic-clock.js';
 
 /**
@@ -97,6 +97,8 @@ export interface HeartbeatOptions {
   held?: boolean;
   /** Injectable for tests; defaults to arping. */
   sendGarp?: SendGarp;
+  /** Injectable for tests outside a network namespace of their own; defaults to vip.ts ensurePromoteSecondaries. */
+  promoteSecondaries?: (iface: string) => 'set' | 'already';
 }
 
 /**
@@ -117,6 +119,7 @@ export class Heartbeat {
   private readonly instances = new Map<number, Instance>();
   private readonly notify: NotifyRunner;
   private readonly dropLog: RateLimitedLog;
+  private readonly setPromoteSecondaries: (iface: string) => 'set' | 'already';
   private readonly intervalCs: number;
   /** routerId|peer|interval already reported by noteIntervalMismatch. */
   private readonly intervalMismatches = new Set<string>();
@@ -126,6 +129,16 @@ export class Heartbeat {
   private counter = 0n;
   private lastEpochBumpAt = Number.NEGATIVE_INFINITY;
   private localAddress = '';
+  /** The interface's kernel index when last read: a change means it was deleted and made again (poll). */
+  private interfaceIndex: number | null = null;
+  /**
+   * The address our adverts come from left the interface: no advert can be sent (the peer takes over), so this
+   * host must not hold the VIP meanwhile, or both would (keepalived goes to FAULT for it too). A FAULT whatever
+   * track.interface says.
+   */
+  private ownAddressGone = false;
+  /** The interface was made again and the multicast group is not joined on the new one yet. */
+  private rejoinPending = false;
   private ownAddresses = new Set<string>();
   private timer: NodeJS.Timeout | null = null;
   /** When the armed timer is due. */
@@ -162,6 +175,7 @@ export class Heartbeat {
     this.codec = new AdvertCodec(o.key);
     this.notify = new NotifyRunner(o.config.notify, o.log);
     this.dropLog = new RateLimitedLog(o.log, 10_000, this.now);
+    this.setPromoteSecondaries = o.promoteSecondaries ?? ensurePromoteSecondaries;
     this.intervalCs = intervalToCentiseconds(o.config.advertInterval);
     // A peer silent for a Master_Down_Interval (3 intervals plus at most one of skew) is down: forgotten by the
     // replay window, so it may come back with a lower boot epoch (its clock stepped back); replay.ts.
@@ -210,9 +224,23 @@ export class Heartbeat {
     if (this.closing !== null) return;
     const vipSet = new Set([...this.instances.values()].flatMap((i) => i.vips.map((v) => v.address)));
     const own = info.addresses.find((a) => !vipSet.has(a.address) && !a.secondary) ?? info.addresses.find((a) => !vipSet.has(a.address));
-    // Not yet (DHCP still asking): the caller waits for it too.
-    if (own === undefined) throw new MqttLbError(ErrorCodes.FAILOVER_INTERFACE, `failover.interface ${iface} has no IPv4 address of its own (adverts need a source address)`);
+    if (own === undefined) {
+      // Only VIPs on the interface: one of them is the host's own address, configured as a VIP by mistake (a VIP
+      // a killed run left sits beside the host's address). Removing it, as a stale VIP, took the host off the
+      // network (a failover audit). Left alone, and said.
+      const present = info.addresses.filter((a) => vipSet.has(a.address)).map((a) => `${a.address}/${a.prefix}`);
+      if (present.length > 0) {
+        throw new MqttLbError(
+          ErrorCodes.FAILOVER_START,
+          `failover.interface ${iface} has no IPv4 address besides the VIP ${present.join(', ')}: is it this host's own address? A VIP must be an address no host owns (it is removed whenever this host is not master); left in place`,
+        );
+      }
+      // Not yet (DHCP still asking): the caller waits for it too.
+      throw new MqttLbError(ErrorCodes.FAILOVER_INTERFACE, `failover.interface ${iface} has no IPv4 address of its own (adverts need a source address)`);
+    }
     this.localAddress = own.address;
+    this.interfaceIndex = info.index;
+    this.promoteSecondaries();
     this.updateOwnAddresses(info);
     this.carrier = info.carrier;
     const selfAddress = ipv4ToNumber(own.address)!;
@@ -409,7 +437,7 @@ export class Heartbeat {
   }
 
   private fault(): boolean {
-    return this.appFault || (this.config.track.interface && !this.carrier);
+    return this.appFault || this.ownAddressGone || (this.config.track.interface && !this.carrier);
   }
 
   private applyFault(): void {
@@ -759,6 +787,22 @@ export class Heartbeat {
       if (this.closing !== null) return;
       if (this.config.track.interface) this.applyFault();
     }
+    if (info !== null && info.index !== null && this.interfaceIndex !== null && info.index !== this.interfaceIndex) {
+      // Deleted and made again (a VLAN, bond or veth re-created): what was set on the old one is gone.
+      this.interfaceIndex = info.index;
+      this.log.warn({ iface: this.config.interface, index: info.index }, 'failover interface re-created: multicast membership and promote_secondaries set again');
+      this.promoteSecondaries();
+      this.rejoinPending = true;
+    }
+    const ownAddressGone = info !== null && !info.addresses.some((a) => a.address === this.localAddress);
+    if (info !== null && ownAddressGone !== this.ownAddressGone) {
+      this.ownAddressGone = ownAddressGone;
+      if (ownAddressGone) this.log.warn({ iface: this.config.interface, localAddress: this.localAddress }, "failover: this host's address left the interface: FAULT until it is back");
+      else this.log.info({ iface: this.config.interface, localAddress: this.localAddress }, "failover: this host's address is back on the interface");
+      this.applyFault();
+    }
+    // Once our address is back on it (the kernel finds the interface by that address); until then, at each poll.
+    if (this.rejoinPending && !ownAddressGone && info !== null) this.rejoinPending = this.transport?.rejoin() === false;
     if (info !== null) {
       this.updateOwnAddresses(info);
       for (const inst of this.instances.values()) {
@@ -790,6 +834,16 @@ export class Heartbeat {
       await flushUnresolvedNeighbours(this.config.interface);
     } catch (err) {
       this.dropLog.warn('neigh', { err }, 'failover: cannot flush the unresolved neighbours');
+    }
+  }
+
+  /** vip.ts ensurePromoteSecondaries: said when changed; a host where it cannot be set is warned (every 10 s at most). */
+  private promoteSecondaries(): void {
+    const iface = this.config.interface;
+    try {
+      if (this.setPromoteSecondaries(iface) === 'set') this.log.info({ iface }, 'failover: promote_secondaries set on the interface (a VIP removal keeps the host address)');
+    } catch (err) {
+      this.dropLog.warn('promote', { err, iface }, 'failover: cannot set promote_secondaries on the interface');
     }
   }
 

@@ -75,6 +75,31 @@ export class AdvertTransport {
     this.socket = socket;
   }
 
+  /**
+   * Multicast: the group joined, and the sending interface set, again. Both were bound to the interface's index
+   * when set (the kernel resolves our address to it): an interface deleted and made again (a re-created VLAN,
+   * veth or bond) left sends failing with ENODEV and the group unheard, both hosts master for good. Call it once
+   * our address is on the new interface (the kernel finds the interface by it). False: it failed (said, every 10
+   * s at most); try again later. Unicast: nothing to do (bound by address).
+   */
+  rejoin(): boolean {
+    const s = this.socket;
+    if (s === null || this.o.mode !== 'multicast') return true;
+    try {
+      s.dropMembership(this.o.group, this.o.localAddress);
+    } catch {
+      // Not a member on the new interface (the old membership went with the old interface).
+    }
+    try {
+      s.addMembership(this.o.group, this.o.localAddress);
+      s.setMulticastInterface(this.o.localAddress);
+      return true;
+    } catch (err) {
+      this.sendErrors.warn('rejoin', { err, group: this.o.group }, 'failover: cannot join the multicast group again');
+      return false;
+    }
+  }
+
   send(buf: Buffer): void {
     const s = this.socket;
     if (s === null) return;

@@ -5,7 +5,7 @@
  *  - del: "Address not found" / "Cannot assign" (and a vanished device) = already absent.
  *  - presence compares address AND prefix length: 10.0.0.5/32 and 10.0.0.5/24 are different entries.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { ErrorCodes, MqttLbError } from '../errors.js';
 import { describeResult, runCommand } from './command.js';
 import { formatCidr, isInterfaceName, parseCidr, type Cidr } from './ipv4.js';
@@ -16,6 +16,8 @@ export const IP_TIMEOUT_MS = 5000;
 
 export interface InterfaceInfo {
   name: string;
+  /** The kernel's interface index: a new one means the interface was deleted and made again. */
+  index: number | null;
   /** Administratively up and carrier present (LOWER_UP). */
   carrier: boolean;
   /** IPv4 addresses on the interface, in kernel order (the primary first). */
@@ -39,6 +41,7 @@ interface IpJsonAddr {
   secondary?: boolean;
 }
 interface IpJsonLink {
+  ifindex?: number;
   ifname?: string;
   flags?: string[];
   addr_info?: IpJsonAddr[];
@@ -55,7 +58,8 @@ export function parseIpAddrJson(json: string, iface: string): InterfaceInfo {
     if (a.family !== 'inet' || typeof a.local !== 'string' || typeof a.prefixlen !== 'number') continue;
     addresses.push({ address: a.local, prefix: a.prefixlen, secondary: a.secondary === true });
   }
-  return { name: iface, carrier: flags.includes('UP') && flags.includes('LOWER_UP'), addresses };
+  const index = typeof link.ifindex === 'number' ? link.ifindex : null;
+  return { name: iface, index, carrier: flags.includes('UP') && flags.includes('LOWER_UP'), addresses };
 }
 
 /** The kernel has a network interface of this name (Linux: /sys/class/net). */
@@ -98,4 +102,19 @@ export async function removeVip(iface: string, vip: string): Promise<'removed' |
   if (r.code === 0) return 'removed';
   if (r.code !== null && /Address not found|Cannot assign|Cannot find device|does not exist/i.test(r.stderr)) return 'absent';
   throw new MqttLbError(ErrorCodes.FAILOVER_COMMAND, describeResult(IP_COMMAND, args, r));
+}
+
+/**
+ * `net.ipv4.conf.IFACE.promote_secondaries` = 1 (keepalived's `promote_secondaries` option; vrrp-facts §9 row 20).
+ * Without it, removing an interface's primary address removes every secondary of its subnet with it: once the
+ * host's own address has been gone and come back (a DHCP renewal, `netplan apply`), our re-added VIP is the
+ * primary and the host's address a secondary, and the next VIP removal (a stop, a demotion) took the host's
+ * address too. With it, the kernel promotes the secondary instead. 'set' when we changed it.
+ */
+export function ensurePromoteSecondaries(iface: string): 'set' | 'already' {
+  checkInterfaceName(iface);
+  const path = `/proc/sys/net/ipv4/conf/${iface}/promote_secondaries`;
+  if (readFileSync(path, 'utf8').trim() === '1') return 'already';
+  writeFileSync(path, '1\n');
+  return 'set';
 }

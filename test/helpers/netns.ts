@@ -313,14 +313,25 @@ export class NetnsTopology {
     const br = this.bridgeNs;
     await runOk('ip', ['-n', br, 'link', 'add', 'br0', 'type', 'bridge', 'mcast_snooping', '0', 'stp_state', '0']);
     await runOk('ip', ['-n', br, 'link', 'set', 'br0', 'up']);
-    for (const r of ROLES) {
-      // Created inside the bridge namespace, the peer end moved straight into the host namespace:
-      // nothing is ever created in the root namespace.
-      await runOk('ip', ['-n', br, 'link', 'add', `p-${r}`, 'type', 'veth', 'peer', 'name', this.iface, 'netns', this.ns[r]]);
-      await runOk('ip', ['-n', br, 'link', 'set', `p-${r}`, 'master', 'br0', 'up']);
-      await runOk('ip', ['-n', this.ns[r], 'addr', 'add', `${this.addr[r]}/${this.prefix}`, 'dev', this.iface]);
-      await runOk('ip', ['-n', this.ns[r], 'link', 'set', this.iface, 'up']);
-    }
+    for (const r of ROLES) await this.plugIn(r);
+  }
+
+  /** The host's eth0 (with its address) on the bridge. */
+  private async plugIn(r: Role): Promise<void> {
+    const br = this.bridgeNs;
+    // Created inside the bridge namespace, the peer end moved straight into the host namespace:
+    // nothing is ever created in the root namespace.
+    await runOk('ip', ['-n', br, 'link', 'add', `p-${r}`, 'type', 'veth', 'peer', 'name', this.iface, 'netns', this.ns[r]]);
+    await runOk('ip', ['-n', br, 'link', 'set', `p-${r}`, 'master', 'br0', 'up']);
+    await runOk('ip', ['-n', this.ns[r], 'addr', 'add', `${this.addr[r]}/${this.prefix}`, 'dev', this.iface]);
+    await runOk('ip', ['-n', this.ns[r], 'link', 'set', this.iface, 'up']);
+  }
+
+  /** Deletes the host's eth0 (its bridge end goes with it), waits `goneMs`, and makes it again (a new interface index). */
+  async recreateLink(role: Role, goneMs: number): Promise<void> {
+    await runOk('ip', ['-n', this.ns[role], 'link', 'del', this.iface]);
+    await sleep(goneMs);
+    await this.plugIn(role);
   }
 
   exec(ns: string, cmd: string, args: readonly string[], timeoutMs = 10_000): Promise<ExecResult> {

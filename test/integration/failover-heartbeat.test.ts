@@ -28,6 +28,9 @@ async function freeUdpPort(): Promise<number> {
   return port;
 }
 
+/** Not the root namespace's `lo` setting: tests change only namespaces of their own. */
+const keepHostSysctl = (): 'already' => 'already';
+
 function config(port: number, advertInterval = 1000): FailoverConfig {
   return {
     interface: 'lo',
@@ -49,7 +52,7 @@ function config(port: number, advertInterval = 1000): FailoverConfig {
 describe('Heartbeat lifecycle', () => {
   it('close() while start() runs: the start stops, the close waits for it, and the advert port is free after', async () => {
     const port = await freeUdpPort();
-    const hb = new Heartbeat({ config: config(port), key: Buffer.alloc(32, 1), log: pino({ level: 'silent' }), emit: () => undefined, sendGarp: async () => undefined });
+    const hb = new Heartbeat({ config: config(port), key: Buffer.alloc(32, 1), log: pino({ level: 'silent' }), emit: () => undefined, sendGarp: async () => undefined, promoteSecondaries: keepHostSysctl });
     const order: string[] = [];
     const started = hb.start().then(
       () => order.push('start resolved'),
@@ -66,7 +69,7 @@ describe('Heartbeat lifecycle', () => {
 
   it('close() after a start that completed releases the advert port', async () => {
     const port = await freeUdpPort();
-    const hb = new Heartbeat({ config: config(port), key: Buffer.alloc(32, 1), log: pino({ level: 'silent' }), emit: () => undefined, sendGarp: async () => undefined });
+    const hb = new Heartbeat({ config: config(port), key: Buffer.alloc(32, 1), log: pino({ level: 'silent' }), emit: () => undefined, sendGarp: async () => undefined, promoteSecondaries: keepHostSysctl });
     await hb.start();
     await expect(bindUdp(port)).rejects.toMatchObject({ code: 'EADDRINUSE' });
     await hb.close();
@@ -96,7 +99,7 @@ describe('Heartbeat timer lateness', () => {
   it('a stall ended by a tracking update (posted by the proxy every 250 ms) is still reported as late', async () => {
     const port = await freeUdpPort();
     const log = recordingLog();
-    const hb = new Heartbeat({ config: config(port, 100), key: KEY, log, emit: () => undefined, sendGarp: async () => undefined });
+    const hb = new Heartbeat({ config: config(port, 100), key: KEY, log, emit: () => undefined, sendGarp: async () => undefined, promoteSecondaries: keepHostSysctl });
     try {
       await hb.start();
       await sleep(250);
@@ -121,7 +124,7 @@ describe('Heartbeat timer lateness', () => {
   it('a stall ended by a waiting advert (read before the deferred timer) is still reported as late', async () => {
     const port = await freeUdpPort();
     const log = recordingLog();
-    const hb = new Heartbeat({ config: config(port, 100), key: KEY, log, emit: () => undefined, sendGarp: async () => undefined });
+    const hb = new Heartbeat({ config: config(port, 100), key: KEY, log, emit: () => undefined, sendGarp: async () => undefined, promoteSecondaries: keepHostSysctl });
     const peer = dgram.createSocket('udp4');
     try {
       await hb.start();

@@ -542,6 +542,59 @@ describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', (
     expect(await holders()).toEqual(['lb1']);
   });
 
+  it('multicast: an interface deleted and made again (a new index) gets the group joined again: one master after, no split brain', async () => {
+    const [lb1, lb2] = await startPair({ transport: 'multicast', peers: [] });
+    await topo.recreateLink('lb1', 1500);
+    // lb1 went FAULT while its eth0 was gone, lb2 took over; back, lb1 (150) preempts lb2 (100) only if each
+    // hears the other: before the fix lb1's sends failed with ENODEV and neither heard the other, both master.
+    await waitFor('the VIP on lb1 only, lb2 backup', async () => lb2.state === 'backup' && (await holdersAre(['lb1'])()), 10_000);
+    expect(lb1.state).toBe('master');
+    expect(lb1.proc.stderr).toContain('failover interface re-created');
+    await sleep(1000);
+    expect(lb2.state).toBe('backup');
+    expect(await holders()).toEqual(['lb1']);
+    expect(lb1.proc.stderr).not.toContain('ENODEV');
+  });
+
+  it('sets promote_secondaries: the host address, gone and back behind a VIP it now trails, survives the VIP removal at stop', async () => {
+    // The kernel's default, as on a fresh host (an earlier test's start set it on this namespace's eth0).
+    await topo.execOk(topo.ns.lb1, 'sh', ['-c', 'echo 0 > /proc/sys/net/ipv4/conf/eth0/promote_secondaries']);
+    const [lb1] = await startPair();
+    const sysctl = () => topo.execOk(topo.ns.lb1, 'cat', ['/proc/sys/net/ipv4/conf/eth0/promote_secondaries']);
+    expect((await sysctl()).trim()).toBe('1');
+    const own = `${topo.addr.lb1}/24`;
+    // A DHCP renewal or `netplan apply`: the host's address removed and added back; the VIP is the primary after.
+    await topo.execOk(topo.ns.lb1, 'ip', ['addr', 'del', own, 'dev', 'eth0']);
+    await topo.execOk(topo.ns.lb1, 'ip', ['addr', 'add', own, 'dev', 'eth0']);
+    // (If the heartbeat saw the gap it went FAULT and came back: wait for it to hold the VIP again.)
+    await waitFor('lb1 master with the VIP and its own address', async () => lb1.state === 'master' && (await topo.addresses('lb1')).includes(VIP_CIDR) && (await topo.addresses('lb1')).includes(own), 5000);
+    await lb1.proc.stop(5000);
+    await waitFor('the VIP gone from lb1', async () => !(await topo.addresses('lb1')).includes(VIP_CIDR), 5000);
+    expect(await topo.addresses('lb1')).toContain(own);
+  });
+
+  it('the host’s own address removed from the master: FAULT, the peer takes over (not two holders); back, it preempts', async () => {
+    const [lb1, lb2] = await startPair();
+    const own = `${topo.addr.lb1}/24`;
+    const from = lb1.states().length;
+    await topo.execOk(topo.ns.lb1, 'ip', ['addr', 'del', own, 'dev', 'eth0']);
+    await lb1.waitState('fault', 3000, from);
+    await lb2.waitState('master', 3000);
+    await waitFor('VIP on lb2 only', holdersAre(['lb2']), 3000);
+    await sleep(500);
+    expect(await holders()).toEqual(['lb2']);
+    await topo.execOk(topo.ns.lb1, 'ip', ['addr', 'add', own, 'dev', 'eth0']);
+    await lb1.waitState('master', 5000, from);
+    await waitFor('VIP on lb1 only', holdersAre(['lb1']), 5000);
+    expect(lb1.proc.stderr).toContain("failover: this host's address left the interface: FAULT until it is back");
+  });
+
+  it('a VIP that is the host’s own (only) address: the start refuses with a clear error and leaves the address in place', async () => {
+    const own = `${topo.addr.lb1}/24`;
+    await expect(startLb('lb1', { instances: [{ routerId: 51, priority: 150, vips: [own] }] })).rejects.toThrow(/no IPv4 address besides the VIP .*is it this host's own address/s);
+    expect(await topo.addresses('lb1')).toContain(own);
+  });
+
   it('tracking: a fault hands over within the skew time, a priority penalty lets the peer preempt; the notify hook runs', async () => {
     const notifyLog = join(dir, 'notify.log');
     const hook = join(dir, 'notify.sh');

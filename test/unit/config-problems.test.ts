@@ -540,6 +540,12 @@ admin:
     ]);
   });
 
+  it('failover: a VIP that is a peer’s address is an error (this host would take the peer’s address when master)', () => {
+    expect(problems(`${PREFIX}failover:\n  interface: eth0\n  authKeyFile: /k\n  peers: [10.0.0.2]\n  vips: [192.0.2.10/24, 10.0.0.2/24]\n`)).toEqual([
+      'lb.yaml:12:25 failover.vips[1]: `10.0.0.2` is the address of a peer (failover.peers): a VIP must be an address no host owns',
+    ]);
+  });
+
   it('pool names, listener names and references', () => {
     const text = `listeners:
   - { name: "my listener", bind: "0.0.0.0:1883", pool: "a/b" }

@@ -44,6 +44,7 @@ describe('ip -j addr parsing', () => {
   it('reads carrier and IPv4 addresses with prefix and secondary flag', () => {
     const info = parseIpAddrJson(IP_JSON, 'eth0');
     expect(info.carrier).toBe(true);
+    expect(info.index).toBe(2); // a new index = the interface was deleted and made again (heartbeat.ts poll)
     expect(info.addresses).toEqual([
       { address: '10.231.7.12', prefix: 24, secondary: false },
       { address: '10.231.7.10', prefix: 24, secondary: true },
