@@ -245,10 +245,12 @@ export class ClusterPrimary {
         this.settleWaiters.get(index)?.();
         for (const id of [...this.releases.keys()]) this.workerReleased(id, worker);
         this.clientIds.forgetWorker(worker.id);
+        // Outside a stop, the connections it held broke with it: counted as failed (its last report, < 1 s old).
+        const broken = !this.stopping && slot.ready ? slot.listeners.reduce((n, l) => n + l.active, 0) : 0;
         if (this.slots.get(index)?.worker === worker) {
           this.slots.delete(index);
           this.watchdog.forget(index);
-          this.retire(slot);
+          this.retire(slot, broken > 0);
         }
         this.aggregate();
         if (this.stopping) {
@@ -263,7 +265,7 @@ export class ClusterPrimary {
         }
         // A worker died: its sessions are gone (clients reconnect); replace it like HAProxy's master does.
         const attempt = slot.readyAt !== null && monotonicNow() - slot.readyAt < CRASH_LOOP_MS ? slot.attempt : 0;
-        this.log.error({ worker: index, exitCode: code, signal, retryInMs: restartDelay(attempt) }, 'worker exited: restarting it');
+        this.log.error({ worker: index, exitCode: code, signal, sessions: broken, retryInMs: restartDelay(attempt) }, 'worker exited: restarting it');
         this.respawn(index, attempt);
       });
     });
@@ -297,13 +299,13 @@ export class ClusterPrimary {
     }
   }
 
-  /** Keep what an exited worker counted (see retiredListeners). */
-  private retire(slot: WorkerSlot): void {
+  /** Keep what an exited worker counted (see retiredListeners); `broken`: it died serving, its connections with it. */
+  private retire(slot: WorkerSlot, broken: boolean): void {
     for (const l of slot.listeners) {
       const r = this.retiredListeners.get(l.name) ?? { ...l, active: 0, outcomes: { proxied: 0, rejected: 0, failed: 0 }, rejected: [] };
       r.outcomes.proxied += l.outcomes.proxied;
       r.outcomes.rejected += l.outcomes.rejected;
-      r.outcomes.failed += l.outcomes.failed;
+      r.outcomes.failed += l.outcomes.failed + (broken ? l.active : 0);
       const reasons = new Map(r.rejected);
       for (const [reason, n] of l.rejected) reasons.set(reason, (reasons.get(reason) ?? 0) + n);
       r.rejected = [...reasons];

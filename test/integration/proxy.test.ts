@@ -4,7 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import net from 'node:net';
 import mqttPacket from 'mqtt-packet';
 import { startBrokers, brokerFor, connectVia, whichBroker, type NamedBroker } from '../helpers/cluster.js';
@@ -627,11 +627,38 @@ describe('workers: 2 (node:cluster)', () => {
       expect(proxiedBefore).toBeGreaterThanOrEqual(4);
       const cpuBefore = await cpuSeconds();
       expect(cpuBefore).toBeGreaterThan(0);
+      const failedCount = async (): Promise<number> => {
+        const text = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
+        return Number(/mqtt_lb_connections_total\{listener="mqtt",outcome="failed"\} (\d+)/.exec(text)?.[1]);
+      };
+      // Held sessions, spread over both workers: those on the dead one break with it, counted as failed.
+      const heldClients = await Promise.all(Array.from({ length: 8 }, (_, i) => connectVia(port, { clientId: `held-${i}` })));
+      let brokenClients = 0;
+      for (const c of heldClients) {
+        c.on('error', () => {});
+        c.once('close', () => brokenClients++);
+      }
+      await sleep(700); // in the workers' snapshots
+      const failedBefore = await failedCount();
       const workerPids = (): number[] => workerPidsOf(lb.proc.pid!);
-      const [victim] = workerPids();
+      // The worker holding more of them (sockets: two per session), so that the count below is not trivially 0.
+      const isSocket = (link: string): boolean => {
+        try {
+          return readlinkSync(link).startsWith('socket:');
+        } catch {
+          return false; // closed meanwhile
+        }
+      };
+      const sockets = (pid: number): number => readdirSync(`/proc/${pid}/fd`).filter((fd) => isSocket(`/proc/${pid}/fd/${fd}`)).length;
+      const [victim] = workerPids().sort((a, b) => sockets(b) - sockets(a));
       process.kill(victim!, 'SIGKILL');
-      await lb.waitForLog((l) => l.msg === 'worker exited: restarting it');
+      const exited = await lb.waitForLog((l) => l.msg === 'worker exited: restarting it');
       expect(await proxied()).toBeGreaterThanOrEqual(proxiedBefore);
+      await sleep(300);
+      expect(exited.sessions).toBe(brokenClients);
+      expect(brokenClients).toBeGreaterThan(0);
+      expect(await failedCount()).toBe(failedBefore + brokenClients);
+      for (const c of heldClients) c.end(true);
       // While its replacement starts, the other worker serves: the listener stays in the metrics and ready.
       const until = Date.now() + 10_000;
       let samples = 0;
