@@ -89,7 +89,8 @@ function check(file: string): number {
   try {
     read = readConfigFile(file);
   } catch (err) {
-    printErr(`${file}: cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}\n`);
+    // The same words as a start's (`cannot read config file …: ENOENT: no such file or directory, …`).
+    printErr(`${file}: cannot read: ${(err as Error).message}\n`);
     return 1;
   }
   const outcome = parseConfig(read.text, file, { checkFiles: true, notUtf8At: read.notUtf8At });

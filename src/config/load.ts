@@ -185,6 +185,18 @@ function parseText(text: string, file: string, opts: ParseOptions, out: ProblemC
     } else if (ipv6At >= 0) {
       // `bind: [::]:1883`: the `[` opens a YAML list, and the library's message says nothing of that.
       out.error(ipv6At, syntaxPath(doc, ipv6At), 'an IPv6 host:port must be quoted: `"[::]:1883"` (unquoted, `[` starts a YAML list)');
+    } else if (keyWithoutSpace(text, e) !== null) {
+      // `address:10.0.0.11:1883`: YAML reads the whole as one plain scalar, a key without a value.
+      const k = keyWithoutSpace(text, e)!;
+      const whole = syntaxPath(doc, k.at);
+      const path = whole.endsWith(`${k.key}:${k.rest}`) ? whole.slice(0, whole.length - k.rest.length - 1) : whole === '(root)' ? k.key : `${whole}.${k.key}`;
+      out.error(k.at, path, `\`${k.key}:${k.rest}\`: a key needs a space after its \`:\` (\`${k.key}: ${k.rest}\`)`);
+    } else if (e.code === 'BLOCK_AS_IMPLICIT_KEY' && e.message.startsWith('A block sequence may not be used as an implicit map key')) {
+      // A `- ` item indented under the last key of the item above it: the library points at column 1.
+      let line = lineAt(text, e.pos[0]);
+      while (line.blank && line.end < text.length) line = lineAt(text, line.end);
+      const at = line.start + /^ */.exec(line.text)![0].length;
+      out.error(at, syntaxPath(doc, e.pos[0]), 'a list item (`- `) indented deeper than the items of its list: start it at the column of their `- `');
     } else {
       const path = syntaxPath(doc, e.pos[0]);
       const indentation = indentationProblem(text, e, (offset) => syntaxPath(doc, offset));
@@ -557,6 +569,17 @@ function closedQuote(source: string): boolean {
  * 6 under a parent at 4, as the library reads it), else by that mapping alone; a line at the column of a list's `- `
  * is an item without one. (The library's own position may be the blank line before, or the key after an indent.)
  */
+/** The line of a "key without a value" error, when it reads `key:value` (no space after the colon); null otherwise. */
+function keyWithoutSpace(text: string, e: { code: string; message: string; pos: [number, number] }): { at: number; key: string; rest: string } | null {
+  // As the last key of its mapping the library says the key has no value; before another key, that the key runs
+  // over several lines (it reads on into the next line); either way the error starts on the slip's line.
+  const missingValue = e.code === 'MISSING_CHAR' && e.message.startsWith('Implicit map keys need to be followed by map values');
+  if (!missingValue && e.code !== 'MULTILINE_IMPLICIT_KEY') return null;
+  const line = lineAt(text, e.pos[0]);
+  const m = /^([ \t]*(?:- )?)([A-Za-z_][\w-]*):(\S+)[ \t]*$/.exec(line.text);
+  return m === null ? null : { at: line.start + m[1]!.length, key: m[2]!, rest: m[3]! };
+}
+
 function indentationProblem(
   text: string,
   e: { code: string; message: string; pos: [number, number] },

@@ -30,13 +30,18 @@ export function parseHostPortDetailed(s: string): Parsed<HostPort> {
     if (!isIPv6(host)) return { ok: false, error: `\`${host}\` in brackets is not an IPv6 address` };
   } else {
     const colon = s.lastIndexOf(':');
-    if (colon < 0) return { ok: false, error: `\`${s}\` has no port: write host:port, e.g. \`${s}:1883\`` };
+    if (colon < 0) {
+      // HAProxy's `bind :1883` habit, or a port alone: the host is what is missing.
+      if (/^\d+$/.test(s)) return { ok: false, error: `\`${s}\` has no host: write host:port, e.g. \`0.0.0.0:${s}\` (every IPv4 address) or \`127.0.0.1:${s}\`` };
+      return { ok: false, error: `\`${s}\` has no port: write host:port, e.g. \`${s}:1883\`` };
+    }
     host = s.slice(0, colon);
     portText = s.slice(colon + 1);
     if (host.includes(':')) {
       return { ok: false, error: `\`${s}\`: an IPv6 address needs brackets, e.g. \`[${host}]:${portText}\`` };
     }
     if (host === '') return { ok: false, error: `\`${s}\` has no host: write host:port, e.g. \`0.0.0.0${s}\`` };
+    if (host === '*') return { ok: false, error: `\`*\` (HAProxy's "every address") is written \`0.0.0.0:${portText}\` here (\`[::]:${portText}\` for IPv6 too)` };
     if (!isIPv4(host) && !isHostname(host)) {
       return { ok: false, error: `\`${host}\` is neither an IPv4 address nor a host name` };
     }

@@ -17,6 +17,7 @@ import { parseHttpUrl } from './net-syntax.js';
 import type { HealthConfig, PoolConfig, ServerConfig } from './types.js';
 import type { ValidationContext } from './validate-context.js';
 import type { ConfigReader, MapReader, Slot } from './yaml-reader.js';
+import { isMap } from 'yaml';
 
 export interface PoolDraft {
   config: PoolConfig;
@@ -46,6 +47,11 @@ export function readPools(ctx: ValidationContext, slot: Slot): PoolsDraft {
     declared.add(name);
     if (!NAME_RE.test(name)) {
       r.out.error(keyAt, value.path, `pool name \`${name}\` is not allowed: ${NAME_RULE}`);
+    }
+    if ((KEYS.pool as readonly string[]).includes(name) && !isMap(value.node)) {
+      // `servers:` (or `health:`...) indented as a pool name: one level too shallow.
+      r.out.error(keyAt, value.path, `\`${name}\` is a key of a pool, here at the level of the pool names: indent it under its pool's name (\`pools.<name>.${name}\`)`);
+      continue;
     }
     if (r.isNull(value)) {
       r.error(value, 'a pool needs at least `servers`');

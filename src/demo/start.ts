@@ -31,12 +31,19 @@ async function main(): Promise<void> {
   for (const pool of Object.values(config.pools)) {
     for (const s of pool.servers) if (LOOPBACK.has(s.host)) addresses.push({ host: s.host, port: s.port });
   }
+  if (addresses.length === 0) {
+    // Nothing to stand in for: this is a real deployment's file.
+    printErr(`demo: ${file} names no loopback server, so there is nothing for \`npm start\` (the demo) to embed: run it with \`npx mqtt-lb --config ${file}\`\n`);
+    process.exit(1);
+  }
   let cluster;
   try {
     cluster = await startDemoCluster(addresses);
   } catch (err) {
     // Like the balancer's own "cannot start" (a port in use): one clear line and exit 2, not a stack trace.
-    printErr(`demo: cannot start the embedded brokers: ${(err as Error).message}\n`);
+    const inUse = (err as NodeJS.ErrnoException).code === 'EADDRINUSE';
+    const hint = inUse ? ` (\`npm start\` runs demo brokers on the config's loopback servers; with real brokers there, run \`npx mqtt-lb --config ${file}\`)` : '';
+    printErr(`demo: cannot start the embedded brokers: ${(err as Error).message}${hint}\n`);
     process.exit(2);
   }
   process.stdout.write(`demo: ${addresses.length} embedded aedes brokers (MQTT 3.1/3.1.1, one shared bus) on ${addresses.map((a) => `${a.host}:${a.port}`).join(', ')}\n`);

@@ -546,6 +546,53 @@ admin:
     ]);
   });
 
+  it('a first config written by an HAProxy user: each habit gets the lb.yaml way of writing it', () => {
+    const text = `listeners:
+  - { name: a, bind: "1883", pool: p }
+  - { name: b, bind: "*:1884", pool: p }
+frontend: mqtt
+backend: brokers
+pools:
+  p:
+    timeout: { connect: 5s }
+    mode: tcp
+    servers:
+      - { name: s, address: "127.0.0.1:1883", send-proxy-v2: true }
+`;
+    expect(problems(text)).toEqual([
+      'lb.yaml:2:22 listeners[0].bind: `1883` has no host: write host:port, e.g. `0.0.0.0:1883` (every IPv4 address) or `127.0.0.1:1883`',
+      'lb.yaml:3:22 listeners[1].bind: `*` (HAProxy\'s "every address") is written `0.0.0.0:1884` here (`[::]:1884` for IPv6 too)',
+      'lb.yaml:4:1 frontend: unknown key `frontend` (an HAProxy `frontend` is an entry of `listeners` (`name`, `bind`, `pool`); docs/migration.md maps the rest)',
+      'lb.yaml:5:1 backend: unknown key `backend` (an HAProxy `backend` is a pool under `pools` (`balance`, `servers`, `health`); docs/migration.md maps the rest)',
+      "lb.yaml:8:5 pools.p.timeout: unknown key `timeout` (HAProxy's `timeout connect` is `pools.p.serverConnectTimeout`, the check's `timeout check` is `pools.p.health.timeout`; the client and idle timeouts are in `limits`)",
+      'lb.yaml:9:5 pools.p.mode: unknown key `mode` (no mode: mqtt-lb always proxies TCP and reads the MQTT CONNECT itself)',
+      'lb.yaml:11:47 pools.p.servers[0].send-proxy-v2: unknown key `send-proxy-v2` (the PROXY header is set per pool: `pools.p.sendProxyProtocol: v2`)',
+    ]);
+  });
+
+  it('a pool key indented as a pool name (`servers:` one level too shallow) says where it belongs', () => {
+    const text = `listeners:\n  - { name: a, bind: "0.0.0.0:1883", pool: brokers }\npools:\n  brokers:\n  servers:\n    - { name: b1, address: "10.0.0.1:1883" }\n`;
+    expect(problems(text)).toEqual([
+      'lb.yaml:4:3 pools.brokers: a pool needs at least `servers`',
+      "lb.yaml:5:3 pools.servers: `servers` is a key of a pool, here at the level of the pool names: indent it under its pool's name (`pools.<name>.servers`)",
+    ]);
+  });
+
+  it('YAML slips: a key without a space after its colon, a list item indented under the key above it', () => {
+    expect(problems(`${PREFIX}log:\n  sessions:true\n  level: info\n`)).toEqual([
+      'lb.yaml:9:3 log.sessions: `sessions:true`: a key needs a space after its `:` (`sessions: true`)',
+    ]);
+    const nested = `${PREFIX.replace('    servers: [{ name: b1, address: "10.0.0.11:1883" }]\n', '')}    servers:
+      - name: b1
+        address: 10.0.0.11:1883
+        - name: b2
+          address: 10.0.0.12:1883
+`;
+    expect(problems(nested)).toEqual([
+      'lb.yaml:10:9 pools.brokers.servers[0].address: a list item (`- `) indented deeper than the items of its list: start it at the column of their `- `',
+    ]);
+  });
+
   it('pool names, listener names and references', () => {
     const text = `listeners:
   - { name: "my listener", bind: "0.0.0.0:1883", pool: "a/b" }
