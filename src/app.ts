@@ -10,6 +10,7 @@ import { FIRST_VERDICT_MARGIN_MS, Pool } from './balancer/pool.js';
 import type { Server, AdminState, EvictReason } from './balancer/server.js';
 import type { ClientIdSharing } from './balancer/client-id-registry.js';
 import { RateLimitedLog } from './failover/log.js';
+import { serverNames } from './proxy/server-name-cache.js';
 import { restoreAdminStates, saveAdminStates } from './balancer/admin-states.js';
 import { HealthChecker } from './health/checker.js';
 import { PoolReactions } from './health/reactions.js';
@@ -177,6 +178,14 @@ export class App implements TelemetrySource, AdminActions {
     this.link = link;
     this.intakeAlert = new IntakeAlert(log);
     this.pendingFullLog = new RateLimitedLog(log, 10_000, () => performance.now());
+    // The process's name cache says when the resolver fails (not the warm-up's private copy, whose log is silent).
+    if (!this.privateBinds) {
+      const lookupLog = new RateLimitedLog(log, 10_000, () => performance.now());
+      serverNames.onLookupFailed = (host, err, keptAnswer) => {
+        if (keptAnswer) lookupLog.warn(`kept:${host}`, { host, err }, 'server name lookup failed: the last answer is used meanwhile (up to 30 s after it came)');
+        else lookupLog.warn(`none:${host}`, { host, err }, 'server name lookup failed: dials and probes of it fail until it resolves');
+      };
+    }
     this.admission = new Admission(config.limits);
     const pools = this.poolMap;
     this.ctx = {
@@ -530,6 +539,8 @@ export class App implements TelemetrySource, AdminActions {
             throw reloadWhileStopping();
           }
           await this.applyReload(next, budget, fronts, binds.opened);
+          // Server names are resolved anew after a reload, as HAProxy and nginx do (server-name-cache.ts).
+          serverNames.clear();
         } finally {
           this.reloadEnded();
         }

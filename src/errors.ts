@@ -11,6 +11,7 @@ export const ErrorCodes = {
   START_FILE: 'MQLB_START_FILE', // a file named by the config (key, cert) cannot be read at start
   START_FD_LIMIT: 'MQLB_START_FD_LIMIT', // the open-file limit leaves room for no client session
   SERVER_CONNECT_TIMEOUT: 'MQLB_SERVER_CONNECT_TIMEOUT', // a dial took longer than serverConnectTimeout (logged as its code)
+  SERVER_RESOLVE_TIMEOUT: 'MQLB_SERVER_RESOLVE_TIMEOUT', // a dial's name lookup took all of serverConnectTimeout (not the server's fault)
   FAILOVER_COMMAND: 'MQLB_FAILOVER_COMMAND', // ip/arping failed
   FAILOVER_INTERFACE: 'MQLB_FAILOVER_INTERFACE', // failover.interface absent or without an IPv4 address: failover waits for it
   FAILOVER_START: 'MQLB_FAILOVER_START', // the heartbeat thread exited or did not start in time, or met a setting it cannot use

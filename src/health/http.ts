@@ -6,6 +6,7 @@
  * one empty connection per timed-out probe).
  */
 import { Client } from 'undici';
+import { lookupServerName } from '../proxy/server-name-cache.js';
 import { ABORTED_DETAIL, elapsedSince, errorDetail, type ProbeOutcome } from './probe-outcome.js';
 
 export interface HttpTarget {
@@ -21,7 +22,8 @@ const MAX_BODY_BYTES = 64 * 1024;
 
 function probeClient(origin: string, timeoutMs: number): Client {
   return new Client(origin, {
-    connect: { timeout: timeoutMs },
+    // The sessions' cache of the name (a resolver outage holds the last answer, as for the sessions).
+    connect: { timeout: timeoutMs, lookup: lookupServerName },
     headersTimeout: timeoutMs,
     bodyTimeout: timeoutMs,
     pipelining: 0, // undici: 0 disables keep-alive

@@ -4,6 +4,7 @@
  * (except when a step chose to end it gracefully, see `endGracefully`).
  */
 import net from 'node:net';
+import { lookupServerName } from '../proxy/server-name-cache.js';
 import type { CheckResult } from '../balancer/server.js';
 import {
   ABORTED_DETAIL,
@@ -42,7 +43,8 @@ export function runSocketProbe(
   if (signal?.aborted) return Promise.resolve({ result: 'error', durationMs: 0, detail: ABORTED_DETAIL });
   let socket: net.Socket;
   try {
-    socket = net.connect({ host: target.host, port: target.port, noDelay: true });
+    // The sessions' cache of the name (a resolver outage holds the last answer, as for the sessions).
+    socket = net.connect({ host: target.host, port: target.port, noDelay: true, lookup: lookupServerName });
   } catch (err) {
     // e.g. a port out of range: a result, never a rejection
     return Promise.resolve({ result: 'error', durationMs: elapsedSince(startedAt), detail: errorDetail(err) });

@@ -244,6 +244,7 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
   private heldEof = false;
   private connecting: boolean;
   private dialOptions: DialOptions | null = null;
+  private awaitingLookup = false;
   /** The addresses of a dialled name not tried yet, and the timer that moves on from a silent one. */
   private alternatives: LookupAddress[] | null = null;
   private attemptTimer: NodeJS.Timeout | null = null;
@@ -288,8 +289,12 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
     const s = new HandleSocket(b, b.newTcp(), true);
     s.dialOptions = options;
     const family = isIP(options.host);
-    if (family !== 0) s.connectTo(options.host, family);
-    else (options.resolve ?? lookupAll)(options.host, (err, addresses) => s.resolved(err, addresses));
+    if (family !== 0) {
+      s.connectTo(options.host, family);
+    } else {
+      s.awaitingLookup = true;
+      (options.resolve ?? lookupAll)(options.host, (err, addresses) => s.resolved(err, addresses));
+    }
     return s;
   }
 
@@ -634,7 +639,13 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
 
   // ── connecting ────────────────────────────────────────────────────────────────────────────────────────
 
+  /** Dialled by name and the name not resolved yet. */
+  get resolving(): boolean {
+    return this.awaitingLookup;
+  }
+
   private resolved(err: NodeJS.ErrnoException | null, addresses: LookupAddress[]): void {
+    this.awaitingLookup = false;
     if (this.destroyed) return;
     if (err !== null || addresses.length === 0) {
       this.destroyWith(err ?? errnoError(UV_EAI_NONAME, 'getaddrinfo', this.dialOptions!.host));

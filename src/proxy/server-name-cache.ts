@@ -1,24 +1,27 @@
 /**
- * A server's host name, resolved for the sessions' dials at most once a second per name instead of at every
- * dial. Why: a `getaddrinfo` answered from /etc/hosts costs ~28 µs of CPU on the libuv thread pool plus one
- * more entry into JavaScript, a third of our whole connection setup (~90 µs), and a name that /etc/hosts does
- * not hold is a DNS query per client: a reconnect storm of 5,000 clients would be 5,000 queries. HAProxy
- * resolves at start (with `resolvers`, it keeps a good answer 10 s by default); Envoy's strict DNS refreshes
- * every 5 s. One second keeps us close to "resolved at each dial" (what docs/configuration.md promised
- * before): a broker that moves to a new address is found within about a second.
+ * A server's host name, resolved at most once a second per name for the sessions' dials and the health probes,
+ * instead of a lookup at every dial and probe. Why: a `getaddrinfo` answered from /etc/hosts costs ~28 µs of CPU on
+ * the libuv thread pool plus one more entry into JavaScript (a fifth of a connection's CPU: 184 -> 152 µs, bench/
+ * README.md session 25), and a name that /etc/hosts does not hold is a DNS query per client: a reconnect storm of
+ * 5,000 clients would be 5,000 queries. HAProxy resolves at start (with `resolvers`, it keeps a good answer 10 s by
+ * default); Envoy's strict DNS refreshes every 5 s. One second keeps us close to "resolved at each dial": a broker
+ * that moves to a new address is found within about a second.
  *
  * - An answer younger than FRESH_MS is used as it is.
  * - Older, but younger than SERVE_WHILE_REFRESHING_MS: used, and one lookup refreshes it in the background
  *   (a steady stream of dials never waits for the resolver).
  * - Older still (nothing dialled that name for a while), or no answer yet: the dial waits for the lookup; all
- *   dials of that name wait for the same one.
- * - A lookup that fails keeps the last answer while it is younger than HOLD_ON_ERROR_MS (HAProxy's resolvers
- *   keep a name 30 s after a failed resolution by default), used at once meanwhile, so that a resolver outage
- *   is not at once a broker outage (nor a wait per dial for a resolver that times out); past it, or with no
- *   answer ever, the dials fail with the lookup's error (as before), and that error is kept for FRESH_MS.
- * - `expire(host)` (a server-caused dial failure): the next dial refreshes the answer at once.
+ *   dials of that name wait for the same one. With an answer held, no longer than SLOW_LOOKUP_MS.
+ * - A lookup that fails, or is slow, leaves the last answer in use while it is younger than HOLD_ON_ERROR_MS
+ *   (HAProxy's resolvers keep a name 30 s after a failed resolution by default), so that a resolver outage is not
+ *   at once a broker outage, for the sessions nor for the probes (a probe of a name it cannot resolve would mark
+ *   the server down). Past it, or with no answer ever, the dials fail with the lookup's error, kept for FRESH_MS.
+ * - `expire(host)` (a server-caused dial failure): the next dials wait for a fresh answer (the held one is what
+ *   just failed); only the lookup's failure falls back to it.
+ * - `clear()` at a reload: every name is resolved anew.
  *
- * Health probes still resolve at every probe (they are few, and say where the name points now).
+ * Sessions and probes share the process's cache (`serverNames`), so a probe's verdict is about the address the
+ * sessions are sent to.
  */
 import type { LookupAddress, LookupOptions } from 'node:dns';
 import { monotonicNow } from '../monotonic-clock.js';
@@ -27,8 +30,18 @@ import { UV_EAI_NONAME, errnoError, lookupAll, type AddressesCallback, type Reso
 export const FRESH_MS = 1000;
 export const SERVE_WHILE_REFRESHING_MS = 5000;
 export const HOLD_ON_ERROR_MS = 30_000;
+/**
+ * A lookup slower than this, with an answer held (under HOLD_ON_ERROR_MS old), counts as the resolver being out:
+ * the dials waiting for it get the held answer, and later ones do not wait. /etc/hosts answers in well under 1 ms,
+ * a DNS server on the LAN in a few; a resolver that drops queries takes its whole timeout (5 s per try in glibc),
+ * which the dials' own timeout (`serverConnectTimeout`) would otherwise spend waiting.
+ */
+export const SLOW_LOOKUP_MS = 250;
 /** Names kept at most (a reload can rename servers; each name is a few hundred bytes). */
 const MAX_NAMES = 1024;
+
+/** A lookup's failure, for a log line: the name, the error, and whether an answer held from before is used meanwhile. */
+export type LookupFailed = (host: string, err: NodeJS.ErrnoException, keptAnswer: boolean) => void;
 
 interface Entry {
   /** The last successful answer, and when it came (monotonic ms). */
@@ -39,13 +52,20 @@ interface Entry {
   failedAt: number;
   /** The last lookup failed while an answer was held (the resolver is out: that answer serves without waiting). */
   refreshFailed: boolean;
+  /** A dial to the held answer failed for a reason of the server's (expire): the next dials wait for a new one. */
+  expired: boolean;
   lookupInFlight: boolean;
+  lookupStartedAt: number;
   /** Dials waiting for the lookup in flight. */
   waiting: AddressesCallback[];
+  /** Hands the held answer to the waiting dials once the lookup has taken SLOW_LOOKUP_MS. */
+  slowTimer: NodeJS.Timeout | null;
 }
 
 export class ServerNameCache {
   private readonly entries = new Map<string, Entry>();
+  /** Set by the application (a rate-limited warn line); none in tests that do not ask. */
+  onLookupFailed: LookupFailed | null = null;
 
   constructor(
     private readonly lookup: ResolveName = lookupAll,
@@ -60,32 +80,44 @@ export class ServerNameCache {
     let entry = this.entries.get(host);
     if (entry === undefined) {
       if (this.entries.size >= MAX_NAMES) this.forgetIdle();
-      entry = { addresses: null, answeredAt: 0, error: null, failedAt: 0, refreshFailed: false, lookupInFlight: false, waiting: [] };
+      entry = { addresses: null, answeredAt: 0, error: null, failedAt: 0, refreshFailed: false, expired: false, lookupInFlight: false, lookupStartedAt: 0, waiting: [], slowTimer: null };
       this.entries.set(host, entry);
     }
     const now = this.now();
-    if (entry.addresses !== null) {
+    if (entry.addresses !== null && !entry.expired) {
       const age = now - entry.answeredAt;
       if (age < FRESH_MS) return callback(null, entry.addresses);
-      if (age < SERVE_WHILE_REFRESHING_MS || (entry.refreshFailed && age < HOLD_ON_ERROR_MS)) {
+      const resolverOut = entry.refreshFailed || (entry.lookupInFlight && now - entry.lookupStartedAt >= SLOW_LOOKUP_MS);
+      if (age < SERVE_WHILE_REFRESHING_MS || (resolverOut && age < HOLD_ON_ERROR_MS)) {
         this.startLookup(host, entry);
         return callback(null, entry.addresses);
       }
-    } else if (entry.error !== null && now - entry.failedAt < FRESH_MS) {
+    } else if (entry.addresses === null && entry.error !== null && now - entry.failedAt < FRESH_MS) {
       return callback(entry.error, []);
     }
     entry.waiting.push(callback);
     this.startLookup(host, entry);
+    // After a quiet spell the dial waits for a fresh answer, but not for a resolver that does not answer. (After
+    // expire() the held answer is what just failed: only the lookup's own failure falls back to it.)
+    if (entry.slowTimer === null && entry.addresses !== null && !entry.expired && now - entry.answeredAt < HOLD_ON_ERROR_MS) {
+      const waitingFor = entry;
+      entry.slowTimer = setTimeout(() => this.slowLookup(waitingFor), Math.max(0, SLOW_LOOKUP_MS - (now - entry.lookupStartedAt)));
+      entry.slowTimer.unref();
+    }
   }
 
-  /** The next dial of `host` asks the resolver again (its last answer may be why the dial failed). */
+  /** The next dial of `host` waits for a fresh answer (its last answer may be why the dial failed). */
   expire(host: string): void {
     const entry = this.entries.get(host);
     if (entry === undefined) return;
-    // The old answer still serves while the new lookup runs, and if it fails (within HOLD_ON_ERROR_MS of when
-    // it came), so only the age used for freshness moves.
-    entry.answeredAt = Math.min(entry.answeredAt, this.now() - FRESH_MS);
+    entry.expired = true;
     entry.failedAt = -Infinity;
+  }
+
+  /** Every answer forgotten (a reload: as HAProxy and nginx resolve again when they reload). */
+  clear(): void {
+    // A lookup in flight still answers its dials; its answer is fresh anyway.
+    this.forgetIdle();
   }
 
   /** Names held (for tests). */
@@ -96,26 +128,50 @@ export class ServerNameCache {
   private startLookup(host: string, entry: Entry): void {
     if (entry.lookupInFlight) return;
     entry.lookupInFlight = true;
+    entry.lookupStartedAt = this.now();
     this.lookup(host, (err, addresses) => this.answered(host, entry, err, addresses));
+  }
+
+  private slowLookup(entry: Entry): void {
+    entry.slowTimer = null;
+    if (!entry.lookupInFlight || entry.addresses === null || entry.expired || this.now() - entry.answeredAt >= HOLD_ON_ERROR_MS) return;
+    this.flush(entry);
   }
 
   private answered(host: string, entry: Entry, err: NodeJS.ErrnoException | null, addresses: LookupAddress[]): void {
     entry.lookupInFlight = false;
+    if (entry.slowTimer !== null) {
+      clearTimeout(entry.slowTimer);
+      entry.slowTimer = null;
+    }
     const now = this.now();
     if (err === null && addresses.length > 0) {
       entry.addresses = addresses;
       entry.answeredAt = now;
       entry.error = null;
       entry.refreshFailed = false;
-    } else if (entry.addresses === null || now - entry.answeredAt >= HOLD_ON_ERROR_MS) {
-      entry.addresses = null;
-      entry.error = err ?? errnoError(UV_EAI_NONAME, 'getaddrinfo', host);
-      entry.failedAt = now;
-      entry.refreshFailed = false;
+      entry.expired = false;
     } else {
-      // Within the hold: the last answer stays, used at once by the next dials, each asking again (one at a time).
-      entry.refreshFailed = true;
+      const failure = err ?? errnoError(UV_EAI_NONAME, 'getaddrinfo', host);
+      const kept = entry.addresses !== null && now - entry.answeredAt < HOLD_ON_ERROR_MS;
+      if (kept) {
+        // Within the hold: the last answer stays, used at once by the next dials, each asking again (one at a time).
+        entry.refreshFailed = true;
+        entry.expired = false;
+      } else {
+        entry.addresses = null;
+        entry.error = failure;
+        entry.failedAt = now;
+        entry.refreshFailed = false;
+        entry.expired = false;
+      }
+      this.onLookupFailed?.(host, failure, kept);
     }
+    this.flush(entry);
+  }
+
+  /** The waiting dials get what is held now: an answer, or the error. */
+  private flush(entry: Entry): void {
     const waiting = entry.waiting;
     if (waiting.length === 0) return;
     entry.waiting = [];
@@ -140,10 +196,10 @@ export function resolveServerName(host: string, callback: AddressesCallback): vo
 }
 
 /**
- * net.connect's `lookup` for session dials on the net.Socket engine (MQTT_LB_SOCKETS=net): the same cache,
- * answered asynchronously as dns.lookup is, in the shape net asks for (all addresses, or the first one).
+ * net.connect's `lookup` (session dials on the net.Socket engine, MQTT_LB_SOCKETS=net; the health probes): the
+ * same cache, answered asynchronously as dns.lookup is, in the shape net asks for (all addresses, or the first).
  */
-export function lookupServerNameForNet(host: string, options: LookupOptions, callback: (err: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void): void {
+export function lookupServerName(host: string, options: LookupOptions, callback: (err: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void): void {
   serverNames.resolve(host, (err, addresses) => {
     const family = options.family === 4 || options.family === 6 ? options.family : 0;
     const usable = family === 0 ? addresses : addresses.filter((a) => a.family === family);

@@ -27,7 +27,7 @@ import type { ListenerStats, ProxyContext, RejectReason, RoutingPool, AdmissionT
 import type { TlsPeer } from './front.js';
 import { monotonicNow } from '../monotonic-clock.js';
 import { backOff, clearBackOff } from '../balancer/dial-backoff.js';
-import { lookupServerNameForNet, resolveServerName, serverNames } from './server-name-cache.js';
+import { lookupServerName, resolveServerName, serverNames } from './server-name-cache.js';
 
 const kSession = Symbol('mqtt-lb.session');
 type Tagged = ProxySocket & { [kSession]?: ClientSession };
@@ -492,7 +492,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     const sock: Tagged =
       handles !== null
         ? HandleSocket.dial(handles, { host, port, noDelay: true, resolve: resolveServerName })
-        : net.connect({ host, port, noDelay: true, lookup: lookupServerNameForNet });
+        : net.connect({ host, port, noDelay: true, lookup: lookupServerName });
     sock[kSession] = this;
     this.upstream = sock;
     this.server = server;
@@ -542,7 +542,9 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
   }
 
   onDialTimeout(): void {
-    this.dialFailed(ErrorCodes.SERVER_CONNECT_TIMEOUT);
+    // Still resolving the server's name: the resolver's delay, not the server's (no back-off, no probe).
+    const resolving = this.upstream instanceof HandleSocket && this.upstream.resolving;
+    this.dialFailed(resolving ? ErrorCodes.SERVER_RESOLVE_TIMEOUT : ErrorCodes.SERVER_CONNECT_TIMEOUT);
   }
 
   upstreamConnected(): void {

@@ -1,7 +1,7 @@
 import type { LookupAddress } from 'node:dns';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import type { AddressesCallback } from '../../src/proxy/handle-socket.js';
-import { FRESH_MS, HOLD_ON_ERROR_MS, SERVE_WHILE_REFRESHING_MS, ServerNameCache } from '../../src/proxy/server-name-cache.js';
+import { FRESH_MS, HOLD_ON_ERROR_MS, SERVE_WHILE_REFRESHING_MS, SLOW_LOOKUP_MS, ServerNameCache } from '../../src/proxy/server-name-cache.js';
 
 const A: LookupAddress[] = [{ address: '10.0.0.1', family: 4 }];
 const B: LookupAddress[] = [{ address: '10.0.0.2', family: 4 }, { address: 'fd00::2', family: 6 }];
@@ -109,17 +109,21 @@ describe('ServerNameCache', () => {
     expect(pending).toHaveLength(0);
   });
 
-  it('expire(): the next dial refreshes at once, and the last answer still serves meanwhile', () => {
+  it('expire(): the next dials wait for a fresh answer (the held one just failed); a failed lookup falls back to it', () => {
     const { cache, pending, results, dial, answer } = setup();
     dial();
     answer(null, A);
     cache.expire('broker.test');
     cache.expire('never-dialled.test');
     dial();
-    expect(results).toEqual(['10.0.0.1', '10.0.0.1']);
+    dial();
+    expect(results).toEqual(['10.0.0.1']);
     expect(pending).toHaveLength(1);
     answer(null, B);
+    expect(results).toEqual(['10.0.0.1', '10.0.0.2,fd00::2', '10.0.0.2,fd00::2']);
+    cache.expire('broker.test');
     dial();
+    answer(failure('EAI_AGAIN'));
     expect(results.at(-1)).toBe('10.0.0.2,fd00::2');
   });
 
@@ -132,6 +136,56 @@ describe('ServerNameCache', () => {
     expect(pending).toHaveLength(1);
     answer(null, A);
     expect(results).toEqual(['error ENOTFOUND', '10.0.0.1']);
+  });
+
+  it('a slow resolver: after SLOW_LOOKUP_MS the waiting dials get the held answer, and later ones do not wait', () => {
+    vi.useFakeTimers();
+    try {
+      const { clock, pending, results, dial, answer } = setup();
+      dial();
+      answer(null, A);
+      clock.t += SERVE_WHILE_REFRESHING_MS; // a quiet spell: the next dial waits for a fresh answer...
+      dial();
+      expect(results).toEqual(['10.0.0.1']);
+      clock.t += SLOW_LOOKUP_MS;
+      vi.advanceTimersByTime(SLOW_LOOKUP_MS);
+      expect(results).toEqual(['10.0.0.1', '10.0.0.1']); // ...but not for a resolver that does not answer
+      dial();
+      expect(results).toHaveLength(3); // at once, while the lookup still runs
+      expect(pending).toHaveLength(1);
+      answer(null, B);
+      dial();
+      expect(results.at(-1)).toBe('10.0.0.2,fd00::2');
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('tells of each failed lookup, and whether a held answer serves meanwhile', () => {
+    const { cache, clock, results, dial, answer } = setup();
+    const told: string[] = [];
+    cache.onLookupFailed = (host, err, kept) => told.push(`${host} ${err.code} ${kept ? 'kept' : 'none'}`);
+    dial('other.test');
+    answer(failure('ENOTFOUND'));
+    dial();
+    answer(null, A);
+    clock.t += FRESH_MS;
+    dial();
+    answer(failure('EAI_AGAIN'));
+    expect(told).toEqual(['other.test ENOTFOUND none', 'broker.test EAI_AGAIN kept']);
+    expect(results).toEqual(['error ENOTFOUND', '10.0.0.1', '10.0.0.1']);
+  });
+
+  it('clear() (a reload): every name is asked anew', () => {
+    const { cache, pending, results, dial, answer } = setup();
+    dial();
+    answer(null, A);
+    cache.clear();
+    expect(cache.size).toBe(0);
+    dial();
+    expect(pending).toHaveLength(1);
+    answer(null, B);
+    expect(results).toEqual(['10.0.0.1', '10.0.0.2,fd00::2']);
   });
 
   it('keeps each name apart, and makes room past 1,024 names by dropping those not being looked up', () => {
