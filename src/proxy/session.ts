@@ -525,7 +525,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     const serverCaused = SERVER_CAUSED.has(code);
     if (serverCaused) {
       backOff(server, monotonicNow());
-      // A name's last answer may be why (the broker moved): the next dial asks the resolver again.
+      // A name's last answer may be why (the broker moved): the next dials wait for a fresh answer.
       serverNames.expire(server.config.host);
     }
     this.listener.ctx.log.debug({ pool: this.pool!.name, server: server.name, code }, 'server dial failed');
