@@ -22,6 +22,11 @@ const USAGE = `usage:
   mqtt-lb help | --help                 this text
   mqtt-lb --version
   (-c FILE is --config FILE; --config=FILE and --admin=URL work too)
+
+exit codes: 0 a clean stop, 1 a configuration or usage error, 2 cannot start (a port in use, a missing key file)
+signals: SIGHUP reloads lb.yaml; SIGTERM / SIGINT stop gracefully (a second one closes the sessions at once)
+docs: docs/configuration.md (every key), docs/operations.md (signals, logs, failover), docs/migration.md
+  (from HAProxy + keepalived); node flags: MQTT_LB_NODE_FLAGS replaces bin/mqtt-lb's own
 `;
 
 interface Args {
