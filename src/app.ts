@@ -540,7 +540,7 @@ export class App implements TelemetrySource, AdminActions {
           }
           await this.applyReload(next, budget, fronts, binds.opened);
           // Server names are resolved anew after a reload, as HAProxy and nginx do (server-name-cache.ts).
-          serverNames.clear();
+          serverNames.refreshAll();
         } finally {
           this.reloadEnded();
         }

@@ -16,9 +16,9 @@
  *   (HAProxy's resolvers keep a name 30 s after a failed resolution by default), so that a resolver outage is not
  *   at once a broker outage, for the sessions nor for the probes (a probe of a name it cannot resolve would mark
  *   the server down). Past it, or with no answer ever, the dials fail with the lookup's error, kept for FRESH_MS.
- * - `expire(host)` (a server-caused dial failure): the next dials wait for a fresh answer (the held one is what
- *   just failed); only the lookup's failure falls back to it.
- * - `clear()` at a reload: every name is resolved anew.
+ * - `expire(host)` (a server-caused dial failure) and `refreshAll()` (a reload): the next dials wait for a fresh
+ *   answer, as after a quiet spell (no longer than SLOW_LOOKUP_MS while an answer is held).
+ * - While the resolver fails, a name is asked at most once a second.
  *
  * Sessions and probes share the process's cache (`serverNames`), so a probe's verdict is about the address the
  * sessions are sent to.
@@ -47,12 +47,12 @@ interface Entry {
   /** The last successful answer, and when it came (monotonic ms). */
   addresses: LookupAddress[] | null;
   answeredAt: number;
-  /** The last lookup's error while no answer is held, and when it came. */
+  /** The last lookup's error while no answer is held; when the last lookup failed. */
   error: NodeJS.ErrnoException | null;
   failedAt: number;
   /** The last lookup failed while an answer was held (the resolver is out: that answer serves without waiting). */
   refreshFailed: boolean;
-  /** A dial to the held answer failed for a reason of the server's (expire): the next dials wait for a new one. */
+  /** A dial to the held answer failed for a reason of the server's (expire), or a reload: the next dials wait for a new one. */
   expired: boolean;
   lookupInFlight: boolean;
   lookupStartedAt: number;
@@ -84,22 +84,23 @@ export class ServerNameCache {
       this.entries.set(host, entry);
     }
     const now = this.now();
-    if (entry.addresses !== null && !entry.expired) {
+    if (entry.addresses !== null) {
       const age = now - entry.answeredAt;
-      if (age < FRESH_MS) return callback(null, entry.addresses);
+      // The resolver failed or is slow: the held answer serves at once (what expire() asked for cannot be had).
       const resolverOut = entry.refreshFailed || (entry.lookupInFlight && now - entry.lookupStartedAt >= SLOW_LOOKUP_MS);
-      if (age < SERVE_WHILE_REFRESHING_MS || (resolverOut && age < HOLD_ON_ERROR_MS)) {
+      if (!entry.expired && age < FRESH_MS) return callback(null, entry.addresses);
+      if ((!entry.expired && age < SERVE_WHILE_REFRESHING_MS) || (resolverOut && age < HOLD_ON_ERROR_MS)) {
         this.startLookup(host, entry);
         return callback(null, entry.addresses);
       }
-    } else if (entry.addresses === null && entry.error !== null && now - entry.failedAt < FRESH_MS) {
+    } else if (entry.error !== null && now - entry.failedAt < FRESH_MS) {
       return callback(entry.error, []);
     }
     entry.waiting.push(callback);
     this.startLookup(host, entry);
-    // After a quiet spell the dial waits for a fresh answer, but not for a resolver that does not answer. (After
-    // expire() the held answer is what just failed: only the lookup's own failure falls back to it.)
-    if (entry.slowTimer === null && entry.addresses !== null && !entry.expired && now - entry.answeredAt < HOLD_ON_ERROR_MS) {
+    // After a quiet spell, an expire() or a reload the dial waits for a fresh answer, but not for a resolver that
+    // does not answer: then the held answer serves (a broker restarting must not wait out the resolver's timeout).
+    if (entry.slowTimer === null && entry.addresses !== null && now - entry.answeredAt < HOLD_ON_ERROR_MS) {
       const waitingFor = entry;
       entry.slowTimer = setTimeout(() => this.slowLookup(waitingFor), Math.max(0, SLOW_LOOKUP_MS - (now - entry.lookupStartedAt)));
       entry.slowTimer.unref();
@@ -114,10 +115,12 @@ export class ServerNameCache {
     entry.failedAt = -Infinity;
   }
 
-  /** Every answer forgotten (a reload: as HAProxy and nginx resolve again when they reload). */
-  clear(): void {
-    // A lookup in flight still answers its dials; its answer is fresh anyway.
-    this.forgetIdle();
+  /**
+   * A reload: every name is asked anew at its next dial, as HAProxy and nginx resolve again when they reload; the
+   * held answers still serve if the resolver fails or is slow (a reload during a resolver outage changes nothing).
+   */
+  refreshAll(): void {
+    for (const entry of this.entries.values()) entry.expired = true;
   }
 
   /** Names held (for tests). */
@@ -127,6 +130,9 @@ export class ServerNameCache {
 
   private startLookup(host: string, entry: Entry): void {
     if (entry.lookupInFlight) return;
+    // While the resolver fails, once a second per name at most (dials served from the hold would otherwise each ask
+    // again: 468 queries for 150 dials in 3 s, an audit measured). Dials waiting for an answer always get a lookup.
+    if (entry.refreshFailed && entry.waiting.length === 0 && this.now() - entry.failedAt < FRESH_MS) return;
     entry.lookupInFlight = true;
     entry.lookupStartedAt = this.now();
     this.lookup(host, (err, addresses) => this.answered(host, entry, err, addresses));
@@ -134,7 +140,7 @@ export class ServerNameCache {
 
   private slowLookup(entry: Entry): void {
     entry.slowTimer = null;
-    if (!entry.lookupInFlight || entry.addresses === null || entry.expired || this.now() - entry.answeredAt >= HOLD_ON_ERROR_MS) return;
+    if (!entry.lookupInFlight || entry.addresses === null || this.now() - entry.answeredAt >= HOLD_ON_ERROR_MS) return;
     this.flush(entry);
   }
 
@@ -155,9 +161,10 @@ export class ServerNameCache {
       const failure = err ?? errnoError(UV_EAI_NONAME, 'getaddrinfo', host);
       const kept = entry.addresses !== null && now - entry.answeredAt < HOLD_ON_ERROR_MS;
       if (kept) {
-        // Within the hold: the last answer stays, used at once by the next dials, each asking again (one at a time).
+        // Within the hold: the last answer stays, used at once by the next dials; asked again once a second.
         entry.refreshFailed = true;
         entry.expired = false;
+        entry.failedAt = now;
       } else {
         entry.addresses = null;
         entry.error = failure;

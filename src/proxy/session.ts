@@ -10,7 +10,7 @@
  * metric, timer or allocation of ours per packet. Socket handlers are module-level functions that find their
  * session through a symbol, so a session allocates no closures.
  */
-import net from 'node:net';
+import net, { isIP } from 'node:net';
 import { resetOrDestroy, type ProxySocket } from './proxy-socket.js';
 import { HandleSocket, handleSockets } from './handle-socket.js';
 import type { Server, LiveSession, EvictReason } from '../balancer/server.js';
@@ -30,7 +30,9 @@ import { backOff, clearBackOff } from '../balancer/dial-backoff.js';
 import { lookupServerName, resolveServerName, serverNames } from './server-name-cache.js';
 
 const kSession = Symbol('mqtt-lb.session');
-type Tagged = ProxySocket & { [kSession]?: ClientSession };
+/** A net.Socket dialled by name that has resolved it ('lookup'): a dial timeout after it is the server's. */
+const kLookupDone = Symbol('mqtt-lb.lookup-done');
+type Tagged = ProxySocket & { [kSession]?: ClientSession; [kLookupDone]?: boolean };
 
 /** Initial pre-routing buffer; grows by doubling up to maxConnectBytes plus what one read can pipeline. */
 const INITIAL_BUFFER = 512;
@@ -493,6 +495,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
       handles !== null
         ? HandleSocket.dial(handles, { host, port, noDelay: true, resolve: resolveServerName })
         : net.connect({ host, port, noDelay: true, lookup: lookupServerName });
+    if (handles === null && isIP(host) === 0) sock.once('lookup', onNetLookup);
     sock[kSession] = this;
     this.upstream = sock;
     this.server = server;
@@ -543,7 +546,8 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
 
   onDialTimeout(): void {
     // Still resolving the server's name: the resolver's delay, not the server's (no back-off, no probe).
-    const resolving = this.upstream instanceof HandleSocket && this.upstream.resolving;
+    const up = this.upstream as Tagged | null;
+    const resolving = up instanceof HandleSocket ? up.resolving : up !== null && isIP(this.server!.config.host) === 0 && up[kLookupDone] !== true;
     this.dialFailed(resolving ? ErrorCodes.SERVER_RESOLVE_TIMEOUT : ErrorCodes.SERVER_CONNECT_TIMEOUT);
   }
 
@@ -914,6 +918,10 @@ function onDeadline(s: ClientSession): void {
 
 function onDialTimeout(s: ClientSession): void {
   s.onDialTimeout();
+}
+
+function onNetLookup(this: Tagged): void {
+  this[kLookupDone] = true;
 }
 
 function onUpstreamConnect(this: ProxySocket): void {

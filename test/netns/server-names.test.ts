@@ -72,5 +72,17 @@ describe.skipIf(!canRun)('a server by host name while the resolver fails (own /e
     }
     expect(logs.find((l) => l.msg === 'server name lookup failed: the last answer is used meanwhile (up to 30 s after it came)')).toMatchObject({ level: 40, host: 'broker.test' });
     expect(logs.slice(mark).filter((l) => l.msg === 'server state changed')).toEqual([]);
+
+    // A reload during the outage asks the resolver anew, and keeps the held answer when it cannot answer.
+    lb.kill('SIGHUP');
+    const reloadedBy = Date.now() + 10_000;
+    while (!logs.some((l) => l.msg === 'config reloaded') && Date.now() < reloadedBy) await sleep(50);
+    expect(logs.some((l) => l.msg === 'config reloaded')).toBe(true);
+    for (let i = 0; i < 4; i++) {
+      await (await connectVia(port, { clientId: `after-reload-${i}` })).endAsync();
+      await sleep(300);
+      expect(await ready()).toBe(200);
+    }
+    expect(logs.slice(mark).filter((l) => l.msg === 'server state changed')).toEqual([]);
   }, 40_000);
 });

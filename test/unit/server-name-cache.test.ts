@@ -76,16 +76,19 @@ describe('ServerNameCache', () => {
     dial();
     answer(failure('EAI_AGAIN'));
     expect(results).toEqual(['10.0.0.1', '10.0.0.1']);
-    // Held: later dials get it at once, each asking the resolver again (one lookup at a time).
+    // Held: later dials get it at once; the resolver is asked again once a second.
     clock.t += 1;
     dial();
     dial();
     expect(results).toEqual(['10.0.0.1', '10.0.0.1', '10.0.0.1', '10.0.0.1']);
+    expect(pending).toHaveLength(0);
+    clock.t += FRESH_MS;
+    dial();
     expect(pending).toHaveLength(1);
     answer(failure('EAI_AGAIN'));
     clock.t = 50_000 + HOLD_ON_ERROR_MS;
     dial();
-    expect(results).toHaveLength(4); // past the hold: it waits for the lookup
+    expect(results).toHaveLength(5); // past the hold: it waits for the lookup
     answer(failure('EAI_AGAIN'));
     expect(results.at(-1)).toBe('error EAI_AGAIN');
     // The error itself is kept for FRESH_MS: no lookup per dial while the resolver fails.
@@ -176,16 +179,59 @@ describe('ServerNameCache', () => {
     expect(results).toEqual(['error ENOTFOUND', '10.0.0.1', '10.0.0.1']);
   });
 
-  it('clear() (a reload): every name is asked anew', () => {
-    const { cache, pending, results, dial, answer } = setup();
+  it('refreshAll() (a reload): every name is asked anew at its next dial; during a resolver outage the held answer serves at once', () => {
+    const { cache, clock, pending, results, dial, answer } = setup();
     dial();
     answer(null, A);
-    cache.clear();
-    expect(cache.size).toBe(0);
+    cache.refreshAll();
     dial();
     expect(pending).toHaveLength(1);
     answer(null, B);
     expect(results).toEqual(['10.0.0.1', '10.0.0.2,fd00::2']);
+    clock.t += FRESH_MS;
+    dial();
+    answer(failure('EAI_AGAIN')); // the resolver is out
+    cache.refreshAll();
+    dial();
+    expect(results.at(-1)).toBe('10.0.0.2,fd00::2'); // at once
+  });
+
+  it('expire() with a slow resolver: the dials wait SLOW_LOOKUP_MS at most, then get the held answer (a restarting broker)', () => {
+    vi.useFakeTimers();
+    try {
+      const { cache, clock, pending, results, dial, answer } = setup();
+      dial();
+      answer(null, A);
+      cache.expire('broker.test');
+      dial();
+      expect(results).toEqual(['10.0.0.1']);
+      clock.t += SLOW_LOOKUP_MS;
+      vi.advanceTimersByTime(SLOW_LOOKUP_MS);
+      expect(results).toEqual(['10.0.0.1', '10.0.0.1']);
+      dial(); // the lookup still runs: at once
+      expect(results).toHaveLength(3);
+      expect(pending).toHaveLength(1);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('while the resolver fails, the dials served from the hold ask it once a second at most', () => {
+    const { clock, pending, results, dial, answer } = setup();
+    dial();
+    answer(null, A);
+    clock.t += FRESH_MS;
+    dial();
+    answer(failure('EAI_AGAIN'));
+    for (let i = 0; i < 20; i++) {
+      clock.t += 10;
+      dial();
+    }
+    expect(pending).toHaveLength(0); // 200 ms after the failure: no new lookup
+    expect(results).toHaveLength(22);
+    clock.t += FRESH_MS;
+    dial();
+    expect(pending).toHaveLength(1);
   });
 
   it('keeps each name apart, and makes room past 1,024 names by dropping those not being looked up', () => {
