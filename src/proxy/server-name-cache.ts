@@ -194,7 +194,7 @@ export class ServerNameCache {
   }
 }
 
-/** The process's cache for session dials. */
+/** The process's cache: the session dials' and the health probes'. */
 export const serverNames = new ServerNameCache();
 
 /** HandleSocket's `resolve` for session dials. */
