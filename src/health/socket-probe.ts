@@ -68,8 +68,14 @@ export function runSocketProbe(
     };
     const onAbort = (): void => run.settle('error', ABORTED_DETAIL);
     const onData = (chunk: Buffer): void => steps.onData?.(run, chunk);
+    // A name the resolver has not answered for yet: said so, rather than blaming the network (an audit's finding).
+    let resolved = net.isIP(target.host) !== 0;
     const timer = setTimeout(
-      () => run.settle('timeout', connected ? `no answer within ${timeoutMs} ms` : `no connection within ${timeoutMs} ms`),
+      () =>
+        run.settle(
+          'timeout',
+          connected ? `no answer within ${timeoutMs} ms` : resolved ? `no connection within ${timeoutMs} ms` : `no address for ${target.host} within ${timeoutMs} ms (the resolver did not answer)`,
+        ),
       timeoutMs,
     );
     signal?.addEventListener('abort', onAbort, { once: true });
@@ -81,6 +87,7 @@ export function runSocketProbe(
       else run.settle('error', 'connection closed by server');
     });
     socket.once('close', () => run.settle('error', 'connection closed'));
+    socket.once('lookup', () => (resolved = true));
     socket.once('connect', () => {
       connected = true;
       steps.onConnect(run);
