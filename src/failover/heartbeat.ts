@@ -137,6 +137,8 @@ export class Heartbeat {
    * track.interface says.
    */
   private ownAddressGone = false;
+  /** A poll found the interface missing: when it is back, it is treated as made again (even with its old index). */
+  private interfaceWasGone = false;
   /** The interface was made again and the multicast group is not joined on the new one yet. */
   private rejoinPending = false;
   private ownAddresses = new Set<string>();
@@ -787,15 +789,19 @@ export class Heartbeat {
       if (this.closing !== null) return;
       if (this.config.track.interface) this.applyFault();
     }
-    if (info !== null && info.index !== null && this.interfaceIndex !== null && info.index !== this.interfaceIndex) {
+    // Gone for a poll (deleted, or moved to another network namespace and back, which keeps its index).
+    if (info === null && !interfaceExists(this.config.interface)) this.interfaceWasGone = true;
+    if (info !== null && ((info.index !== null && this.interfaceIndex !== null && info.index !== this.interfaceIndex) || this.interfaceWasGone)) {
       // Deleted and made again (a VLAN, bond or veth re-created): what was set on the old one is gone.
       this.interfaceIndex = info.index;
+      this.interfaceWasGone = false;
       this.log.warn({ iface: this.config.interface, index: info.index }, 'failover interface re-created: multicast membership and promote_secondaries set again');
       this.promoteSecondaries();
       this.rejoinPending = true;
     }
-    const ownAddressGone = info !== null && !info.addresses.some((a) => a.address === this.localAddress);
-    if (info !== null && ownAddressGone !== this.ownAddressGone) {
+    // An interface that is not there has not our address either (with track.interface off, nothing else says FAULT).
+    const ownAddressGone = info !== null ? !info.addresses.some((a) => a.address === this.localAddress) : this.interfaceWasGone || this.ownAddressGone;
+    if (ownAddressGone !== this.ownAddressGone) {
       this.ownAddressGone = ownAddressGone;
       if (ownAddressGone) this.log.warn({ iface: this.config.interface, localAddress: this.localAddress }, "failover: this host's address left the interface: FAULT until it is back");
       else this.log.info({ iface: this.config.interface, localAddress: this.localAddress }, "failover: this host's address is back on the interface");

@@ -14,7 +14,7 @@ import type { DropReason } from './advert.js';
 import { readKeyFile } from './key.js';
 import { peerSilent, type MainToWorker, type WorkerInit, type WorkerStatus, type WorkerToMain } from './messages.js';
 import type { FailoverState } from './state-machine.js';
-import { removeVip } from './vip.js';
+import { checkVip, removeVip, showInterface } from './vip.js';
 import { stopOrphan } from './orphan.js';
 import type { RunningChild } from './children.js';
 import { threadSharedNow } from '../monotonic-clock.js';
@@ -413,9 +413,20 @@ export class Failover extends EventEmitter {
   }
 
   private async removeAllVips(): Promise<void> {
+    const iface = this.config.interface;
+    // The heartbeat refuses to start on an interface whose only addresses are VIPs (one is most likely the host's
+    // own); the removals from here (no thread started, a lost or stuck thread, a stop) must not take it either (a
+    // failover audit: a SIGTERM after such a refusal removed the host's address).
+    const info = await showInterface(iface).catch(() => null);
+    const vipAddresses = new Set(this.config.instances.flatMap((i) => i.vips.map((v) => checkVip(v).address)));
+    const onlyVips = info !== null && info.addresses.length > 0 && info.addresses.every((a) => vipAddresses.has(a.address));
     for (const inst of this.config.instances) {
       for (const vip of inst.vips) {
-        await removeVip(this.config.interface, vip).catch((err: unknown) => this.log.error({ err, vip }, 'failover: cannot remove VIP'));
+        if (onlyVips && info.addresses.some((a) => a.address === checkVip(vip).address)) {
+          this.log.error({ vip, iface }, "failover: not removing a VIP that is the interface's only address (is it this host's own?)");
+          continue;
+        }
+        await removeVip(iface, vip).catch((err: unknown) => this.log.error({ err, vip }, 'failover: cannot remove VIP'));
       }
     }
   }

@@ -542,6 +542,37 @@ describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', (
     expect(await holders()).toEqual(['lb1']);
   });
 
+  it('multicast: an interface moved to another namespace and back (same index) gets the group joined again: one master after', async () => {
+    const [lb1, lb2] = await startPair({ transport: 'multicast', peers: [] });
+    // The backup's: parked in an empty namespace (where its index is free, so it keeps it) and brought back, address
+    // and all. Without the group joined again it never hears the master and stays master too (the master hears it,
+    // outranks it, and stays: a split brain for good).
+    const park = `mqlb-park-${process.pid}`;
+    const indexOf = async (): Promise<number> => (JSON.parse(await topo.execOk(topo.ns.lb2, 'ip', ['-j', 'link', 'show', 'dev', 'eth0'])) as Array<{ ifindex: number }>)[0]!.ifindex;
+    const before = await indexOf();
+    const ip = (...args: string[]): void => void execFileSync('ip', args, { stdio: 'ignore', timeout: 5000 });
+    ip('netns', 'add', park);
+    try {
+      ip('-n', topo.ns.lb2, 'link', 'set', 'eth0', 'netns', park);
+      await sleep(1500);
+      ip('-n', park, 'link', 'set', 'eth0', 'netns', topo.ns.lb2);
+    } finally {
+      ip('netns', 'del', park);
+    }
+    await topo.execOk(topo.ns.lb2, 'ip', ['addr', 'add', `${topo.addr.lb2}/24`, 'dev', 'eth0']);
+    await topo.execOk(topo.ns.lb2, 'ip', ['link', 'set', 'eth0', 'up']);
+    expect(await indexOf()).toBe(before);
+    await waitFor('the VIP on lb1 only, lb2 backup', async () => lb2.state === 'backup' && (await holdersAre(['lb1'])()), 10_000);
+    expect(lb1.state).toBe('master');
+    await sleep(1000);
+    expect(lb2.state).toBe('backup');
+    expect(await holders()).toEqual(['lb1']);
+    // The move reset the interface's sysctls: set again although the index did not change.
+    const promote = await topo.execOk(topo.ns.lb2, 'cat', ['/proc/sys/net/ipv4/conf/eth0/promote_secondaries']);
+    expect(promote.trim()).toBe('1');
+    expect(lb2.proc.stderr).toContain('failover interface re-created');
+  });
+
   it('multicast: an interface deleted and made again (a new index) gets the group joined again: one master after, no split brain', async () => {
     const [lb1, lb2] = await startPair({ transport: 'multicast', peers: [] });
     await topo.recreateLink('lb1', 1500);
@@ -593,6 +624,23 @@ describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', (
     const own = `${topo.addr.lb1}/24`;
     await expect(startLb('lb1', { instances: [{ routerId: 51, priority: 150, vips: [own] }] })).rejects.toThrow(/no IPv4 address besides the VIP .*is it this host's own address/s);
     expect(await topo.addresses('lb1')).toContain(own);
+  });
+
+  it('an interface that comes late with a VIP as its only address: never started on, and the stop leaves that address', async () => {
+    const own = '10.99.1.2/24';
+    const lb1 = await startLb('lb1', { interface: 'late1', instances: [{ routerId: 51, priority: 150, vips: [own] }] });
+    try {
+      await topo.execOk(topo.ns.lb1, 'ip', ['link', 'add', 'late1', 'type', 'veth', 'peer', 'name', 'late1p']);
+      await topo.execOk(topo.ns.lb1, 'ip', ['link', 'set', 'late1p', 'up']);
+      await topo.execOk(topo.ns.lb1, 'ip', ['addr', 'add', own, 'dev', 'late1']);
+      await topo.execOk(topo.ns.lb1, 'ip', ['link', 'set', 'late1', 'up']);
+      await waitFor('a restart refused on it', async () => lb1.proc.stderr.includes('no IPv4 address besides the VIP'), 10_000);
+      await lb1.proc.stop(5000);
+      expect(await topo.execOk(topo.ns.lb1, 'ip', ['-4', 'addr', 'show', 'dev', 'late1'])).toContain(own);
+      expect(lb1.proc.stderr).toContain("failover: not removing a VIP that is the interface's only address (is it this host's own?)");
+    } finally {
+      await topo.exec(topo.ns.lb1, 'ip', ['link', 'del', 'late1']);
+    }
   });
 
   it('tracking: a fault hands over within the skew time, a priority penalty lets the peer preempt; the notify hook runs', async () => {
