@@ -17,7 +17,9 @@ import { workerShare, workerShareWarnings } from './cluster/share.js';
 const USAGE = `usage:
   mqtt-lb [run] [--config FILE]         run the balancer (default ./lb.yaml)
   mqtt-lb check [--config FILE]         validate a configuration
-  mqtt-lb status [--admin URL]          status of a running instance (default http://127.0.0.1:9883)
+  mqtt-lb status [--admin URL | --config FILE]
+                                        status of a running instance (default http://127.0.0.1:9883;
+                                        with --config, the file's admin.bind)
   mqtt-lb keygen                        print a new failover key (base64 of 32 random bytes)
   mqtt-lb help | --help                 this text
   mqtt-lb --version
@@ -32,11 +34,13 @@ docs: docs/configuration.md (every key), docs/operations.md (signals, logs, fail
 interface Args {
   command: 'run' | 'check' | 'status' | 'keygen' | 'help' | 'version';
   config: string;
+  /** --config was given (status reads admin.bind from it only then). */
+  configGiven: boolean;
   admin: string | null;
 }
 
 function parseArgs(argv: string[]): Args | string {
-  const args: Args = { command: 'run', config: 'lb.yaml', admin: null };
+  const args: Args = { command: 'run', config: 'lb.yaml', configGiven: false, admin: null };
   const seen = new Set<string>();
   let i = 0;
   if (argv[0] !== undefined && !argv[0].startsWith('-')) {
@@ -61,6 +65,7 @@ function parseArgs(argv: string[]): Args | string {
         const v = value();
         if (v === undefined || v === '') return '--config needs a file';
         args.config = v;
+        args.configGiven = true;
         break;
       }
       case '--admin': {
@@ -83,10 +88,28 @@ function parseArgs(argv: string[]): Args | string {
   }
   // An option the command does not use is a mistake the operator should hear of: `status --config lb.yaml` would
   // otherwise ask the default address instead of the file's admin.bind.
-  if (args.command === 'status' && seen.has('--config')) return 'status takes --admin URL (the running instance\'s admin address), not --config';
+  if (args.command === 'status' && seen.has('--config') && seen.has('--admin')) return 'status takes --admin URL or --config FILE (its admin.bind), not both';
   if ((args.command === 'run' || args.command === 'check') && seen.has('--admin')) return '--admin is for `mqtt-lb status`';
   if (args.command === 'keygen' && (seen.has('--config') || seen.has('--admin'))) return 'keygen takes no options';
   return args;
+}
+
+/**
+ * `status --config FILE`: http://HOST:PORT of the file's admin.bind; a wildcard bind is asked on loopback. Problems
+ * (unreadable, invalid) come back as the text `check` would print.
+ */
+function adminUrlFromConfig(file: string): { url: string; problems: null } | { url: null; problems: string } {
+  let read: ConfigText;
+  try {
+    read = readConfigFile(file);
+  } catch (err) {
+    return { url: null, problems: `${file}: cannot read: ${(err as Error).message}\n` };
+  }
+  const outcome = parseConfig(read.text, file, { notUtf8At: read.notUtf8At });
+  if (outcome.config === null) return { url: null, problems: outcome.problems.map((p) => formatProblem(p) + '\n').join('') };
+  const { host, port } = outcome.config.admin.address;
+  const reachable = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host;
+  return { url: `http://${reachable.includes(':') ? `[${reachable}]` : reachable}:${port}`, problems: null };
 }
 
 function check(file: string): number {
@@ -143,7 +166,17 @@ async function main(): Promise<number> {
     }
     case 'status': {
       const { DEFAULT_ADMIN_URL, fetchReadiness, fetchStatus, formatStatus, statusUrl } = await import('./telemetry/status-client.js');
-      const admin = args.admin ?? DEFAULT_ADMIN_URL;
+      let fromConfig: string | null = null;
+      if (args.configGiven) {
+        // The running instance's admin address, as its lb.yaml says (what HAProxy users get from `stats socket`).
+        const bind = adminUrlFromConfig(args.config);
+        if (bind.problems !== null) {
+          printErr(bind.problems);
+          return 1;
+        }
+        fromConfig = bind.url;
+      }
+      const admin = args.admin ?? fromConfig ?? DEFAULT_ADMIN_URL;
       try {
         statusUrl(admin);
       } catch (err) {

@@ -178,9 +178,26 @@ pools:
     expect(ftp.stderr).toContain('not an admin URL: ftp://127.0.0.1:9883');
   });
 
+  it('status --config FILE asks the running instance at that file\'s admin.bind', async () => {
+    const admin = await freePort();
+    const lb = await startLb(await unreachableServerConfig(admin), { waitPort: admin });
+    try {
+      const r = run(['status', '--config', lb.configFile]);
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stdout).toMatch(/^mqtt-lb \S+ {2}up /);
+      expect(r.stdout).toContain('POOL p');
+    } finally {
+      await lb.stop();
+    }
+    const invalid = file('status-invalid.yaml', 'listeners: []\n');
+    const bad = run(['status', '--config', invalid]);
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toContain(`${invalid}:1:`);
+  });
+
   it('an option the command does not use is a usage error, not silently ignored', () => {
     const cases: Array<[string[], string]> = [
-      [['status', '--config', 'lb.yaml'], 'status takes --admin URL'],
+      [['status', '--config', 'lb.yaml', '--admin', 'http://127.0.0.1:9883'], 'status takes --admin URL or --config FILE (its admin.bind), not both'],
       [['check', '--config', 'lb.yaml', '--admin', 'http://127.0.0.1:9883'], '--admin is for `mqtt-lb status`'],
       [['--admin', '127.0.0.1:9883'], '--admin is for `mqtt-lb status`'],
       [['keygen', '--config', 'lb.yaml'], 'keygen takes no options'],
