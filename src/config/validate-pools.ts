@@ -1,4 +1,5 @@
 /** `pools:` of lb.yaml: strategies, servers and health checks. */
+import { isMap } from 'yaml';
 import { DEFAULTS } from './defaults.js';
 import { formatDuration } from './duration.js';
 import {
@@ -17,7 +18,6 @@ import { parseHttpUrl } from './net-syntax.js';
 import type { HealthConfig, PoolConfig, ServerConfig } from './types.js';
 import type { ValidationContext } from './validate-context.js';
 import type { ConfigReader, MapReader, Slot } from './yaml-reader.js';
-import { isMap } from 'yaml';
 
 export interface PoolDraft {
   config: PoolConfig;
