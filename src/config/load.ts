@@ -176,6 +176,7 @@ function parseText(text: string, file: string, opts: ParseOptions, out: ProblemC
     }
     const e = doc.errors.reduce((a, b) => (b.pos[0] < a.pos[0] ? b : a));
     const ipv6At = unquotedIpv6At(text, e.pos[0]);
+    const slip = keyWithoutSpace(text, e);
     if (onSecretLine(text, e.pos[0])) {
       // A password starting with a YAML indicator (`|`, `>`, `*`, `!`, `@`...): the message would quote it.
       out.error(e.pos[0], syntaxPath(doc, e.pos[0]), SECRET_NOT_YAML);
@@ -185,18 +186,15 @@ function parseText(text: string, file: string, opts: ParseOptions, out: ProblemC
     } else if (ipv6At >= 0) {
       // `bind: [::]:1883`: the `[` opens a YAML list, and the library's message says nothing of that.
       out.error(ipv6At, syntaxPath(doc, ipv6At), 'an IPv6 host:port must be quoted: `"[::]:1883"` (unquoted, `[` starts a YAML list)');
-    } else if (keyWithoutSpace(text, e) !== null) {
+    } else if (slip !== null) {
       // `address:10.0.0.11:1883`: YAML reads the whole as one plain scalar, a key without a value.
-      const k = keyWithoutSpace(text, e)!;
+      const k = slip;
       const whole = syntaxPath(doc, k.at);
       const path = whole.endsWith(`${k.key}:${k.rest}`) ? whole.slice(0, whole.length - k.rest.length - 1) : whole === '(root)' ? k.key : `${whole}.${k.key}`;
       out.error(k.at, path, `\`${k.key}:${k.rest}\`: a key needs a space after its \`:\` (\`${k.key}: ${k.rest}\`)`);
     } else if (e.code === 'BLOCK_AS_IMPLICIT_KEY' && e.message.startsWith('A block sequence may not be used as an implicit map key')) {
       // A `- ` item indented under the last key of the item above it: the library points at column 1.
-      let line = lineAt(text, e.pos[0]);
-      while (line.blank && line.end < text.length) line = lineAt(text, line.end);
-      const at = line.start + /^ */.exec(line.text)![0].length;
-      out.error(at, syntaxPath(doc, e.pos[0]), 'a list item (`- `) indented deeper than the items of its list: start it at the column of their `- `');
+      out.error(contentLineAt(text, e.pos[0]).at, syntaxPath(doc, e.pos[0]), 'a list item (`- `) indented deeper than the items of its list: start it at the column of their `- `');
     } else {
       const path = syntaxPath(doc, e.pos[0]);
       const indentation = indentationProblem(text, e, (offset) => syntaxPath(doc, offset));
@@ -561,14 +559,6 @@ function closedQuote(source: string): boolean {
   return backslashes % 2 === 0;
 }
 
-/**
- * The library's words for a line indented wrongly ("Tabs are not allowed as indentation", "Sequence item without -
- * indicator", "All mapping items must start at the same column") say what its parser met, not what to change: say
- * that, at the line's first character. The line belongs to no key yet: it is named as a key of the mapping the line
- * above it is in when it is indented no farther from that mapping's keys than from its parent (5 spaces among keys at
- * 6 under a parent at 4, as the library reads it), else by that mapping alone; a line at the column of a list's `- `
- * is an item without one. (The library's own position may be the blank line before, or the key after an indent.)
- */
 /** The line of a "key without a value" error, when it reads `key:value` (no space after the colon); null otherwise. */
 function keyWithoutSpace(text: string, e: { code: string; message: string; pos: [number, number] }): { at: number; key: string; rest: string } | null {
   // As the last key of its mapping the library says the key has no value; before another key, that the key runs
@@ -580,6 +570,14 @@ function keyWithoutSpace(text: string, e: { code: string; message: string; pos: 
   return m === null ? null : { at: line.start + m[1]!.length, key: m[2]!, rest: m[3]! };
 }
 
+/**
+ * The library's words for a line indented wrongly ("Tabs are not allowed as indentation", "Sequence item without -
+ * indicator", "All mapping items must start at the same column") say what its parser met, not what to change: say
+ * that, at the line's first character. The line belongs to no key yet: it is named as a key of the mapping the line
+ * above it is in when it is indented no farther from that mapping's keys than from its parent (5 spaces among keys at
+ * 6 under a parent at 4, as the library reads it), else by that mapping alone; a line at the column of a list's `- `
+ * is an item without one. (The library's own position may be the blank line before, or the key after an indent.)
+ */
 function indentationProblem(
   text: string,
   e: { code: string; message: string; pos: [number, number] },
@@ -589,10 +587,7 @@ function indentationProblem(
   const isSequence = e.code === 'MISSING_CHAR' && e.message.startsWith('Sequence item without');
   const isMapping = e.code === 'BAD_INDENT' && e.message.startsWith('All mapping items');
   if (!isTab && !isSequence && !isMapping) return null;
-  let line = lineAt(text, e.pos[0]);
-  while (line.blank && line.end < text.length) line = lineAt(text, line.end);
-  const spaces = /^ */.exec(line.text)![0].length;
-  const at = line.start + spaces;
+  const { line, spaces, at } = contentLineAt(text, e.pos[0]);
   const key = /^[ \t]*(?:- )?([A-Za-z_][\w-]*)[ \t]*:(?:[ \t]|$)/.exec(line.text)?.[1] ?? null;
   const above = contentLinesAbove(text, line.start);
   // The path where the line above ends: its own key, as with no such error.
@@ -628,6 +623,14 @@ function lineAt(text: string, offset: number): { text: string; start: number; en
   const end = next < 0 ? text.length : next + 1;
   const line = text.slice(start, end).replace(/\r?\n$/, '');
   return { text: line, start, end, blank: /^[ \t]*(?:#.*)?$/.test(line) };
+}
+
+/** The first line from `offset` on that holds something, its indentation and where that ends (its first character). */
+function contentLineAt(text: string, offset: number): { line: ReturnType<typeof lineAt>; spaces: number; at: number } {
+  let line = lineAt(text, offset);
+  while (line.blank && line.end < text.length) line = lineAt(text, line.end);
+  const spaces = /^ */.exec(line.text)![0].length;
+  return { line, spaces, at: line.start + spaces };
 }
 
 /** The lines above `lineStart` that hold something (not blank, not only a comment), nearest first. */
