@@ -6,7 +6,7 @@
  *   mqtt-lb keygen                      print a new failover key
  */
 import os from 'node:os';
-import { parseConfig, readConfigFile, type ConfigText } from './config/load.js';
+import { parseConfig, readConfigFile, type ConfigText, type ParseOutcome } from './config/load.js';
 import { formatProblem } from './errors.js';
 import { VERSION } from './version.js';
 import { printErr, printOut } from './cli-output.js';
@@ -99,30 +99,38 @@ function parseArgs(argv: string[]): Args | string {
  * (unreadable, invalid) come back as the text `check` would print.
  */
 function adminUrlFromConfig(file: string): { url: string; problems: null } | { url: null; problems: string } {
-  let read: ConfigText;
-  try {
-    read = readConfigFile(file);
-  } catch (err) {
-    return { url: null, problems: `${file}: cannot read: ${(err as Error).message}\n` };
-  }
-  const outcome = parseConfig(read.text, file, { notUtf8At: read.notUtf8At });
-  if (outcome.config === null) return { url: null, problems: outcome.problems.map((p) => formatProblem(p) + '\n').join('') };
+  const outcome = parseFile(file, false);
+  if (typeof outcome === 'string') return { url: null, problems: outcome };
+  if (outcome.config === null) return { url: null, problems: problemLines(outcome) };
   const { host, port } = outcome.config.admin.address;
   const reachable = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host;
   return { url: `http://${reachable.includes(':') ? `[${reachable}]` : reachable}:${port}`, problems: null };
 }
 
-function check(file: string): number {
+/** The file read and validated; a file that cannot be read is the line to print instead. */
+function parseFile(file: string, checkFiles: boolean): ParseOutcome | string {
   let read: ConfigText;
   try {
     read = readConfigFile(file);
   } catch (err) {
     // The same words as a start's (`cannot read config file …: ENOENT: no such file or directory, …`).
-    printErr(`${file}: cannot read: ${(err as Error).message}\n`);
+    return `${file}: cannot read: ${(err as Error).message}\n`;
+  }
+  return parseConfig(read.text, file, { checkFiles, notUtf8At: read.notUtf8At });
+}
+
+/** Every problem as `FILE:LINE:COL key.path: message`, a line each. */
+function problemLines(outcome: ParseOutcome): string {
+  return outcome.problems.map((p) => formatProblem(p) + '\n').join('');
+}
+
+function check(file: string): number {
+  const outcome = parseFile(file, true);
+  if (typeof outcome === 'string') {
+    printErr(outcome);
     return 1;
   }
-  const outcome = parseConfig(read.text, file, { checkFiles: true, notUtf8At: read.notUtf8At });
-  printErr(outcome.problems.map((p) => formatProblem(p) + '\n').join('') + outcome.warnings.map((w) => `warning: ${w}\n`).join(''));
+  printErr(problemLines(outcome) + outcome.warnings.map((w) => `warning: ${w}\n`).join(''));
   if (outcome.problems.length > 0) return 1;
   if (outcome.config !== null) {
     // The caps a balancer started from this shell would run with (same open-file limit): a warning, not an error.
