@@ -27,7 +27,7 @@ import { FailoverStateMachine, type FailoverAction } from './state-machine.js';
 import { LinkMonitor } from './link-monitor.js';
 import { flushUnresolvedNeighbours } from './neighbours.js';
 import { AdvertTransport } from './transport.js';
-import { addVip, checkInterfaceName, checkVip, ensurePromoteSecondaries, hasAddress, interfaceExists, removeVip, showInterface, type InterfaceInfo } from './vip.js';
+import { addVip, checkInterfaceName, checkVip, ensurePromoteSecondaries, hasAddress, interfaceExists, onlyVipAddresses, removeVip, showInterface, type InterfaceInfo } from './vip.js';
 import { threadSharedNow } from '../monotonic-clock.js';
 
 /**
@@ -230,7 +230,7 @@ export class Heartbeat {
       // Only VIPs on the interface: one of them is the host's own address, configured as a VIP by mistake (a VIP
       // a killed run left sits beside the host's address). Removing it, as a stale VIP, took the host off the
       // network (a failover audit). Left alone, and said.
-      const present = info.addresses.filter((a) => vipSet.has(a.address)).map((a) => `${a.address}/${a.prefix}`);
+      const present = onlyVipAddresses(info, vipSet).map((a) => `${a.address}/${a.prefix}`);
       if (present.length > 0) {
         throw new MqttLbError(
           ErrorCodes.FAILOVER_START,

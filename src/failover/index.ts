@@ -14,7 +14,7 @@ import type { DropReason } from './advert.js';
 import { readKeyFile } from './key.js';
 import { peerSilent, type MainToWorker, type WorkerInit, type WorkerStatus, type WorkerToMain } from './messages.js';
 import type { FailoverState } from './state-machine.js';
-import { checkVip, removeVip, showInterface } from './vip.js';
+import { checkVip, onlyVipAddresses, removeVip, showInterface } from './vip.js';
 import { stopOrphan } from './orphan.js';
 import type { RunningChild } from './children.js';
 import { threadSharedNow } from '../monotonic-clock.js';
@@ -419,10 +419,10 @@ export class Failover extends EventEmitter {
     // failover audit: a SIGTERM after such a refusal removed the host's address).
     const info = await showInterface(iface).catch(() => null);
     const vipAddresses = new Set(this.config.instances.flatMap((i) => i.vips.map((v) => checkVip(v).address)));
-    const onlyVips = info !== null && info.addresses.length > 0 && info.addresses.every((a) => vipAddresses.has(a.address));
+    const spared = new Set(info === null ? [] : onlyVipAddresses(info, vipAddresses).map((a) => a.address));
     for (const inst of this.config.instances) {
       for (const vip of inst.vips) {
-        if (onlyVips && info.addresses.some((a) => a.address === checkVip(vip).address)) {
+        if (spared.has(checkVip(vip).address)) {
           this.log.error({ vip, iface }, "failover: not removing a VIP that is the interface's only address (is it this host's own?)");
           continue;
         }

@@ -80,6 +80,14 @@ export async function showInterface(iface: string): Promise<InterfaceInfo> {
   }
 }
 
+/**
+ * The interface's addresses when every one of them is a VIP (`vipAddresses`), else none: then one of them is most
+ * likely the host's own address listed as a VIP, which no start may take as its own and no removal may take away.
+ */
+export function onlyVipAddresses(info: InterfaceInfo, vipAddresses: ReadonlySet<string>): InterfaceInfo['addresses'] {
+  return info.addresses.every((a) => vipAddresses.has(a.address)) ? info.addresses : [];
+}
+
 export function hasAddress(info: InterfaceInfo, c: Cidr): boolean {
   return info.addresses.some((a) => a.address === c.address && a.prefix === c.prefix);
 }
