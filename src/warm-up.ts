@@ -156,7 +156,7 @@ export class WarmUp {
       sendProxyProtocol: 'off',
       onServerDown: 'keep',
       onServerUp: 'keep',
-      servers: [{ name: 'stand-in', address: `127.0.0.1:${brokerPort}`, host: '127.0.0.1', port: brokerPort, weight: 1, backup: false, healthUrl: null }],
+      servers: [{ name: 'stand-in', address: `127.0.0.1:${brokerPort}`, host: '127.0.0.1', port: brokerPort, weight: 1, backup: false, healthUrl: null, maxConnections: 0 }],
       health: { ...realPool.health, type: 'none' },
     };
     return {

@@ -44,6 +44,12 @@ export interface PoolOptions {
 const EMPTY_KEY: Buffer = Buffer.alloc(0);
 
 /**
+ * What `candidates` returns when the server(s) the client may go to are at their `maxConnections` (refused with
+ * `server_full`, where an empty list is `no_server`). Compare by identity.
+ */
+export const FULL_CANDIDATES: Server[] = Object.freeze([]) as unknown as Server[];
+
+/**
  * How long past its health.timeout a server's first verdict may take to arrive: the probe's own timeout plus
  * scheduling (and, in a cluster worker, the primary's message). Bounds every wait for a first verdict.
  */
@@ -110,25 +116,53 @@ export class Pool {
   /**
    * Up to `retries + 1` distinct servers to try, in order; [] = no server can take a session now. Servers in
    * their dial back-off are left out while another of the tier can take it (dial-backoff.ts).
+   *
+   * Servers at their `maxConnections` (HAProxy's server `maxconn`): a keyless pick leaves them out, as HAProxy's
+   * round robin and leastconn do. A hashed key stays with its server: when that server is full the client is refused
+   * (FULL_CANDIDATES) rather than sent to another broker, where its persistent session is not (HAProxy would queue it
+   * on that server; an MQTT session holds its slot for hours, so the queue would mostly time out). The exception is a
+   * client whose own earlier session is on that server: the broker's takeover [MQTT-3.1.4-3] frees the slot it takes,
+   * and a client reconnecting before its old connection is known dead must not be locked out of a full server.
    */
   candidates(keys: RoutingKeys): Server[] {
     const table = this.currentTable();
     const tier = table.tier();
     if (tier === TIER_NONE) return [];
     table.backoffNow = countBackedOff(this.servers) === 0 ? 0 : backoffCutoff(table, tier, this.now(), this.onDeferred);
+    const key = this.routingKey(keys);
+    let picked: Server[];
     try {
       this.ranking.begin(this.config.retries + 1);
-      const key = this.routingKey(keys);
       if (key.length > 0) {
         xxh64Into(key, this.keyHash);
         selectByRendezvous(table, tier, this.keyHash[0]!, this.keyHash[1]!, this.ranking);
       } else {
+        table.skipFull = true;
         this.placement.select(table, tier, this.ranking);
       }
     } finally {
       table.backoffNow = 0; // this pick only: owner() and the rebalance see every server
+      table.skipFull = false;
     }
-    return this.ranking.take();
+    picked = this.ranking.take();
+    if (key.length === 0) return picked.length === 0 && table.fullInTier(tier) ? FULL_CANDIDATES : picked;
+    if (picked.length === 0) return picked;
+    const home = picked[0]!;
+    if (home.full && !this.holdsSessionOn(keys.clientId, home)) return FULL_CANDIDATES;
+    // A retry never goes to a full server.
+    for (let i = 1; i < picked.length; i++) {
+      if (picked[i]!.full) {
+        picked = picked.filter((s, j) => j === 0 || !s.full);
+        break;
+      }
+    }
+    return picked;
+  }
+
+  /** Does the client ID have a live session on `server` in this process (its new session would take it over)? */
+  private holdsSessionOn(clientId: Buffer, server: Server): boolean {
+    if (clientId.length === 0) return false;
+    return this.clientIds.holderOf(clientId.toString('latin1'))?.server === server;
   }
 
   /**

@@ -29,6 +29,8 @@ export class ServerTable {
    * the pick's time, and eligible() is false for a server backed off past it. 0 = no server is left out.
    */
   backoffNow = 0;
+  /** Set by Pool.candidates for one keyless pick: eligible() is false for a server at its maxConnections. */
+  skipFull = false;
 
   constructor(servers: readonly Server[]) {
     const n = servers.length;
@@ -67,6 +69,17 @@ export class ServerTable {
   /** May server `i` take a new session in this tier (and this pick: backoffNow)? */
   eligible(i: number, tier: Tier): boolean {
     const s = this.servers[i]!;
-    return s.acceptsNew && s.config.backup === (tier === TIER_BACKUP) && (this.backoffNow === 0 || s.dialBackoffUntil <= this.backoffNow);
+    return (
+      s.acceptsNew &&
+      s.config.backup === (tier === TIER_BACKUP) &&
+      (this.backoffNow === 0 || s.dialBackoffUntil <= this.backoffNow) &&
+      !(this.skipFull && s.full)
+    );
+  }
+
+  /** Does a server of `tier` take sessions but sit at its maxConnections (why a keyless pick came back empty)? */
+  fullInTier(tier: Tier): boolean {
+    for (const s of this.servers) if (s.acceptsNew && s.config.backup === (tier === TIER_BACKUP) && s.full) return true;
+    return false;
   }
 }

@@ -158,6 +158,15 @@ export class Server extends EventEmitter {
     if (initialHealth === 'unknown') this.unknownSince = performance.now();
   }
 
+  /**
+   * At its `maxConnections`: this process's sessions and dials in flight (with workers, each worker has its share
+   * of the cap). Never with no cap (0).
+   */
+  get full(): boolean {
+    const cap = this.config.maxConnections;
+    return cap > 0 && this.sessions.size + this.dialsInFlight >= cap;
+  }
+
   /** Live sessions, local and (in the primary) in workers. */
   get sessionCount(): number {
     return this.sessions.size + this.remote.sessions;

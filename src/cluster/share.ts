@@ -32,6 +32,9 @@ export function workerShareWarnings(config: LbConfig, workers: number, cores: nu
     if (value > 0 && value < workers) out.push(`${key} ${value} is below workers (${workers}): each worker takes at least 1, so up to ${workers} in all`);
   };
   config.listeners.forEach((l, i) => capBelowWorkers(`listeners[${i}].maxConnections (listener ${l.name})`, l.maxConnections));
+  for (const [name, pool] of Object.entries(config.pools)) {
+    pool.servers.forEach((s, i) => capBelowWorkers(`pools.${name}.servers[${i}].maxConnections (server ${s.name})`, s.maxConnections));
+  }
   capBelowWorkers('limits.maxConnections', config.limits.maxConnections);
   capBelowWorkers('limits.acceptQueue', config.limits.acceptQueue);
   const rate = config.limits.acceptRate;
@@ -77,6 +80,11 @@ export function workerShare(config: LbConfig, workers: number, index: number): L
       maxMemory: workerMemory(limits.maxMemory, workers, index),
       maxPendingConnectBytes: share(limits.maxPendingConnectBytes),
     },
-    pools: Object.fromEntries(Object.entries(config.pools).map(([k, p]) => [k, { ...p, evictRate: p.evictRate / workers }])),
+    pools: Object.fromEntries(
+      Object.entries(config.pools).map(([k, p]) => [
+        k,
+        { ...p, evictRate: p.evictRate / workers, servers: p.servers.map((s) => ({ ...s, maxConnections: share(s.maxConnections) })) },
+      ]),
+    ),
   };
 }

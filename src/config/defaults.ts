@@ -31,6 +31,7 @@ export const DEFAULTS = {
     weight: 1, // 0 = never picked (HAProxy semantics), max 256
     backup: false,
     healthUrl: null, // use the pool's health.http port/path at the server's host
+    maxConnections: 0, // sessions on this server, 0 = no cap (HAProxy's server `maxconn`)
   },
   health: {
     type: 'mqtt',

@@ -87,7 +87,7 @@ const TRACKABLE = 'not supported: what can be tracked is `failover.track.pools`,
 const TIMEOUTS = 'the timeouts are `limits.clientConnectTimeout`, `pools.<name>.serverConnectTimeout` and `limits.idleTimeout`';
 const NOTIFY = 'did you mean `failover.notify`? one hook, called as `notify STATE ROUTER_ID`';
 const AUTH = 'did you mean `failover.authKeyFile`? a key file written by `mqtt-lb keygen`';
-const NO_POOL_CAP = 'there is no per-pool cap: `listeners[].maxConnections` or `limits.maxConnections`';
+const NO_POOL_CAP = 'there is no per-pool cap: `maxConnections` on each server, `listeners[].maxConnections` or `limits.maxConnections`';
 const WORKERS = 'did you mean `workers`? processes, one per core with `workers: auto`';
 const KEEPALIVED: Readonly<Record<string, string>> = {
   state: 'there is no initial state: the priority decides which host is master',
@@ -120,7 +120,8 @@ const FOREIGN_NOTES = new Map<readonly string[], Readonly<Record<string, string>
       downinter: `${HEALTH_PER_POOL}: \`{pool}.health.downInterval\``,
       fall: `${HEALTH_PER_POOL}: \`{pool}.health.fall\``,
       rise: `${HEALTH_PER_POOL}: \`{pool}.health.rise\``,
-      maxconn: 'there is no per-server cap: `listeners[].maxConnections` or `limits.maxConnections`',
+      maxconn: 'did you mean `maxConnections`? a server at its cap refuses new clients with CONNACK Server busy; there is no queue',
+      maxqueue: 'there is no queue: a client whose server is at its `maxConnections` is refused with CONNACK Server busy',
       sendproxy: 'the PROXY header is set per pool: `{pool}.sendProxyProtocol: v1`',
       sendproxyv2: 'the PROXY header is set per pool: `{pool}.sendProxyProtocol: v2`',
       slowstart: 'not supported: a server takes its full share as soon as it is up',

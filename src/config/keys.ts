@@ -19,7 +19,7 @@ export const KEYS = {
     'servers',
     'health',
   ],
-  server: ['name', 'address', 'weight', 'backup', 'healthUrl'],
+  server: ['name', 'address', 'weight', 'backup', 'healthUrl', 'maxConnections'],
   health: ['type', 'interval', 'fastInterval', 'downInterval', 'timeout', 'rise', 'fall', 'port', 'mqtt', 'http'],
   healthMqtt: ['version', 'clientId', 'username', 'password'],
   healthHttp: ['port', 'path'],

@@ -57,6 +57,11 @@ export interface ServerConfig {
   weight: number; // 0 = never picked (HAProxy semantics); default 1
   backup: boolean;
   healthUrl: string | null;
+  /**
+   * Sessions this server may hold, dials in flight included (HAProxy's server `maxconn`, without its queue); 0 = no
+   * cap. With workers, each worker holds its share (cluster/share.ts).
+   */
+  maxConnections: number;
 }
 
 export type HealthType = 'tcp' | 'mqtt' | 'http' | 'none';

@@ -150,6 +150,7 @@ function readServer(r: ConfigReader, m: MapReader): ServerConfig {
     weight: m.int('weight', DEFAULTS.server.weight, 0, 256),
     backup: m.bool('backup', DEFAULTS.server.backup),
     healthUrl,
+    maxConnections: m.int('maxConnections', DEFAULTS.server.maxConnections, 0),
   };
 }
 

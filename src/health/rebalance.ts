@@ -4,6 +4,9 @@
  * or placed by the fallback: empty routing key) move only off a backup, once a non-backup server takes
  * sessions again (HAProxy's `on-marked-up shutdown-backup-sessions`): the strategy places them anew.
  * Pure selection over the pool's current sessions.
+ *
+ * A returning server with a `maxConnections` gets back no more sessions than it has room for, and none once it is
+ * full: a session moved to a full server would be refused there (`server_full`) instead of running where it was.
  */
 import type { Server } from '../balancer/server.js';
 import type { EvictionItem } from './eviction.js';
@@ -12,10 +15,14 @@ import type { ReactingPool } from './pool-view.js';
 export function sessionsToRebalance(pool: ReactingPool, returning: Server): EvictionItem[] {
   const items: EvictionItem[] = [];
   if (!returning.acceptsNew) return items;
+  const cap = returning.config.maxConnections;
+  const room = cap > 0 ? Math.max(0, cap - returning.sessions.size - returning.dialsInFlight) : Infinity;
   for (const other of pool.servers) {
+    if (items.length >= room) break;
     if (other === returning) continue;
     const offBackup = other.config.backup && !returning.config.backup;
     for (const session of other.sessions) {
+      if (items.length >= room) break;
       if (session.routingKey.length === 0) {
         if (offBackup) items.push({ session, server: other, reason: 'rebalance', target: returning });
         continue;
@@ -31,7 +38,7 @@ export function sessionsToRebalance(pool: ReactingPool, returning: Server): Evic
 /** Still worth moving at its turn: the target still takes sessions and still owns the key (or, homeless, the session is still on a backup). */
 export function rebalanceStillDue(pool: ReactingPool, item: EvictionItem): boolean {
   const target = item.target;
-  if (!target || target === item.server || !target.acceptsNew) return false;
+  if (!target || target === item.server || !target.acceptsNew || target.full) return false;
   if (item.session.routingKey.length === 0) return item.server?.config.backup === true;
   return pool.owner(item.session.routingKey) === target;
 }

@@ -9,6 +9,7 @@ import { generate } from './mqtt-generate.js';
 
 export type RefusalReason =
   | 'no_server'
+  | 'server_full'
   | 'listener_full'
   | 'global_full'
   | 'source_full'
@@ -32,6 +33,8 @@ const RC5_CONNECTION_RATE_EXCEEDED = 0x9f;
 /** The design.md §5 table: reason → [3.1/3.1.1 return code, 5.0 reason code]. */
 const CODES: Readonly<Record<RefusalReason, readonly [number, number]>> = {
   no_server: [RC_SERVER_UNAVAILABLE, RC5_SERVER_UNAVAILABLE],
+  // The client's server (or, placed by load, every server) is at its maxConnections: busy, as a full listener.
+  server_full: [RC_SERVER_UNAVAILABLE, RC5_SERVER_BUSY],
   listener_full: [RC_SERVER_UNAVAILABLE, RC5_SERVER_BUSY],
   global_full: [RC_SERVER_UNAVAILABLE, RC5_SERVER_BUSY],
   source_full: [RC_SERVER_UNAVAILABLE, RC5_QUOTA_EXCEEDED],

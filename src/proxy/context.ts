@@ -18,6 +18,7 @@ export interface RoutingKeys {
 export interface RoutingPool {
   readonly name: string;
   config: PoolConfig;
+  /** Servers to try in order; [] = none can take a session (`no_server`); FULL_CANDIDATES = at maxConnections (`server_full`). */
   candidates(keys: RoutingKeys): Server[];
   routingKey(keys: RoutingKeys): Buffer;
   /** Until when (performance.now() time) to wait for a first health verdict before placing `key`; 0 = now. */

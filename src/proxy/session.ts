@@ -15,6 +15,7 @@ import { resetOrDestroy, type ProxySocket } from './proxy-socket.js';
 import { HandleSocket, handleSockets } from './handle-socket.js';
 import type { Server, LiveSession, EvictReason } from '../balancer/server.js';
 import type { ClientIdHolder } from '../balancer/client-id-registry.js';
+import { FULL_CANDIDATES } from '../balancer/pool.js';
 import type { RefuseWith } from '../config/types.js';
 import { scanConnect, type ConnectInfo } from './connect-scanner.js';
 import { connackFor, connackVerdict, leadingAuthBytes, type RefusalReason } from './connack.js';
@@ -378,6 +379,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     this.candidates = pool.candidates(keys);
     // A server about to get its first verdict (new, moved, back from maint) that would take this client.
     if (this.awaitVerdict(pool.verdictWaitUntil(this.routingKey, this.candidates))) return;
+    if (this.candidates === FULL_CANDIDATES) return this.refuse('server_full');
     if (this.candidates.length === 0) return this.refuse('no_server');
     this.phase = 'dialing';
     this.dial();
@@ -535,8 +537,10 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     this.listener.ctx.onDialFailure(server, serverCaused);
     if (this.phase !== 'dialing') return;
     const retries = this.pool!.config.retries;
-    if (this.candidateIndex < retries && this.candidateIndex + 1 < this.candidates.length) {
+    while (this.candidateIndex < retries && this.candidateIndex + 1 < this.candidates.length) {
       this.candidateIndex++;
+      // Filled up since the pick (by other clients' dials): its maxConnections holds for retries too.
+      if (this.candidates[this.candidateIndex]!.full) continue;
       this.dial();
       return;
     }

@@ -68,6 +68,7 @@ export const ADVERT_DROP_REASONS = ['bad_hmac', 'replay', 'router_id', 'malforme
  */
 export const REJECT_REASONS = [
   'no_server',
+  'server_full',
   'listener_full',
   'global_full',
   'source_full',

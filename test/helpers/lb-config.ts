@@ -24,6 +24,8 @@ export interface ServerSpec {
   backup?: boolean;
   /** Omitted: no `weight:` (the contract's default, 1). */
   weight?: number;
+  /** Omitted: no `maxConnections:` (no cap). */
+  maxConnections?: number;
 }
 
 export interface HealthSpec {
@@ -62,7 +64,7 @@ export type LbYamlOptions = LbYamlCommon & ({ port: number; listeners?: never } 
 
 export function serverLines(list: readonly ServerSpec[]): string {
   return list
-    .map((s) => `      - name: ${s.name}\n        address: 127.0.0.1:${s.port}${s.backup === true ? '\n        backup: true' : ''}${s.weight === undefined ? '' : `\n        weight: ${s.weight}`}`)
+    .map((s) => `      - name: ${s.name}\n        address: 127.0.0.1:${s.port}${s.backup === true ? '\n        backup: true' : ''}${s.weight === undefined ? '' : `\n        weight: ${s.weight}`}${s.maxConnections === undefined ? '' : `\n        maxConnections: ${s.maxConnections}`}`)
     .join('\n');
 }
 

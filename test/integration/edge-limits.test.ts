@@ -19,6 +19,7 @@ import mqttPacket from 'mqtt-packet';
 import { connectPacket, parsePackets, connectRaw } from '../helpers/raw-client.js';
 import { createTestPki } from '../helpers/tls-certs.js';
 import { connectVia } from '../helpers/cluster.js';
+import { rendezvousOrder } from '../../src/balancer/hash/rendezvous.js';
 
 type Level = 3 | 4 | 5;
 
@@ -159,6 +160,82 @@ describe('caps answered in MQTT and freed', () => {
     await h3.leave();
     expect(await rejectedCount(admin, 'mqtt', 'source_full')).toBe(4);
     await lb.stop();
+  });
+
+  describe('servers[].maxConnections: server_full (rc 3 / 0x89)', () => {
+    let second: Broker;
+    beforeAll(async () => {
+      second = await startMosquitto();
+    });
+    afterAll(async () => {
+      await second?.stop();
+    });
+
+    async function startCapped(balance: string, caps: [number, number]): Promise<{ lb: LbProcess; admin: number; port: number }> {
+      const [admin, port] = [await freePort(), await freePort()];
+      const servers = [
+        { name: 'm1', port: broker.port, maxConnections: caps[0] },
+        { name: 'm2', port: second.port, maxConnections: caps[1] },
+      ];
+      const yaml = lbYaml({ port, admin, balance, servers, health: { type: 'mqtt', interval: '500ms', timeout: '400ms', rise: 1, fall: 2 }, limits: '  clientConnectTimeout: 2s\n' });
+      return { lb: await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` }), admin, port };
+    }
+
+    /** Client IDs whose server by the hash is `server`, in a deterministic order. */
+    function homedOn(server: string, prefix: string, n: number): string[] {
+      const out: string[] = [];
+      for (let i = 0; out.length < n && i < 10_000; i++) {
+        const id = `${prefix}-${i}`;
+        if (rendezvousOrder(Buffer.from(id), [{ name: 'm1', weight: 1 }, { name: 'm2', weight: 1 }])[0]!.name === server) out.push(id);
+      }
+      return out;
+    }
+
+    it('client-id-hash: a client whose server is full is refused, not sent to the other broker; its own reconnect gets through', async () => {
+      const { lb, admin, port } = await startCapped('client-id-hash', [1, 0]);
+      const [a, b] = homedOn('m1', 'cap', 2) as [string, string];
+      const [c] = homedOn('m2', 'cap', 1) as [string];
+      const first = await connectAt(port, a, 4);
+      expect(first.code).toBe(0);
+      // m1 is full: b is refused at every level (m2 has room, but b's session belongs on m1).
+      for (const level of LEVELS) expect(await refusedWith(port, b, level), `level ${level}`).toBe(level === 5 ? 0x89 : 3);
+      const other = await hold(port, c); // m2 has no cap
+      // a again while its first connection is open: the broker takes its session over and frees the slot.
+      const again = await connectAt(port, a, 4);
+      expect(again.code).toBe(0);
+      const firstClosed = first.socket.destroyed || (await new Promise<boolean>((resolve) => {
+        const t = setTimeout(() => resolve(false), 3000);
+        first.socket.once('close', () => {
+          clearTimeout(t);
+          resolve(true);
+        });
+      }));
+      expect(firstClosed, 'the broker closed the older connection').toBe(true);
+      await sleep(150);
+      expect(await refusedWith(port, b, 4)).toBe(3); // still one session on m1
+      again.socket.end(Buffer.from([0xe0, 0x00]));
+      await sleep(300);
+      const nowB = await hold(port, b);
+      expect(await rejectedCount(admin, 'mqtt', 'server_full')).toBe(4);
+      await nowB.leave();
+      await other.leave();
+      first.socket.destroy();
+      again.socket.destroy();
+      await lb.stop();
+    });
+
+    it('round-robin passes over a full server, and refuses with server_full only when every server is full', async () => {
+      const { lb, admin, port } = await startCapped('round-robin', [1, 1]);
+      const h1 = await hold(port, 'rr-1');
+      const h2 = await hold(port, 'rr-2'); // the second goes to the other server whatever the rotation
+      expect(await refusedWith(port, 'rr-3', 5)).toBe(0x89);
+      expect(await refusedWith(port, 'rr-4', 4)).toBe(3);
+      await h1.leave();
+      const h3 = await hold(port, 'rr-5');
+      expect(await rejectedCount(admin, 'mqtt', 'server_full')).toBe(2);
+      for (const h of [h2, h3]) await h.leave();
+      await lb.stop();
+    });
   });
 
   it('perSource.exempt: a listed address (a known NAT) is not held to perSource.maxConnections', async () => {

@@ -12,6 +12,7 @@ export interface ServerSpec {
   name: string;
   weight?: number;
   backup?: boolean;
+  maxConnections?: number;
 }
 
 export function serverConfig(spec: ServerSpec, index = 0): ServerConfig {
@@ -24,6 +25,7 @@ export function serverConfig(spec: ServerSpec, index = 0): ServerConfig {
     weight: spec.weight ?? 1,
     backup: spec.backup ?? false,
     healthUrl: null,
+    maxConnections: spec.maxConnections ?? 0,
   };
 }
 

@@ -91,6 +91,22 @@ describe('workerShare', () => {
     expect(workerShareWarnings(slow, 1, 2)).toEqual([]);
   });
 
+  it('servers[].maxConnections: shared out like the other caps; 0 (no cap) stays 0; below the workers is said', () => {
+    const yaml = YAML(50, 50, 50).replace('        address: 127.0.0.1:1884\n', '        address: 127.0.0.1:1884\n        maxConnections: 7\n      - name: b2\n        address: 127.0.0.1:1885\n');
+    const { config, problems } = parseConfig(yaml, 'lb.yaml');
+    expect(problems).toEqual([]);
+    const shares = [0, 1, 2].map((i) => workerShare(config!, 3, i));
+    expect(shares.map((c) => c.pools.brokers!.servers.map((s) => s.maxConnections))).toEqual([
+      [3, 0],
+      [2, 0],
+      [2, 0],
+    ]);
+    expect(config!.pools.brokers!.servers[0]!.maxConnections).toBe(7); // the config itself is untouched
+    expect(workerShareWarnings(config!, 8, 8)).toEqual([
+      'pools.brokers.servers[0].maxConnections (server b1) 7 is below workers (8): each worker takes at least 1, so up to 8 in all',
+    ]);
+  });
+
   it('one worker: the config as it is', () => {
     const { config } = parseConfig(YAML(5, 5, 5), 'lb.yaml');
     expect(workerShare(config!, 1, 0)).toBe(config);

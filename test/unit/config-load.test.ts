@@ -42,6 +42,7 @@ pools:
         weight: 3
         backup: false
         healthUrl: null
+        maxConnections: 5000
       - name: b2
         address: "[fd00::12]:1884"
         weight: 0
@@ -157,8 +158,8 @@ function expectedFull(file: string): LbConfig {
         onServerUp: 'rebalance',
         evictRate: 12.5,
         servers: [
-          { name: 'b1', address: '10.0.0.11:1883', host: '10.0.0.11', port: 1883, weight: 3, backup: false, healthUrl: null },
-          { name: 'b2', address: '[fd00::12]:1884', host: 'fd00::12', port: 1884, weight: 0, backup: true, healthUrl: null },
+          { name: 'b1', address: '10.0.0.11:1883', host: '10.0.0.11', port: 1883, weight: 3, backup: false, healthUrl: null, maxConnections: 5000 },
+          { name: 'b2', address: '[fd00::12]:1884', host: 'fd00::12', port: 1884, weight: 0, backup: true, healthUrl: null, maxConnections: 0 },
         ],
         health: {
           type: 'mqtt',
@@ -192,6 +193,7 @@ function expectedFull(file: string): LbConfig {
             weight: 1,
             backup: false,
             healthUrl: 'https://emqx-1.example:18084/api/v5/status',
+            maxConnections: 0,
           },
         ],
         health: {
@@ -271,7 +273,7 @@ describe('parseConfig', () => {
     const out = parseConfig(MINIMAL, 'lb.yaml');
     expect(out.problems).toEqual([]);
     expect(out.warnings).toEqual([]);
-    const serverDefaults = { weight: 1, backup: false, healthUrl: null };
+    const serverDefaults = { weight: 1, backup: false, healthUrl: null, maxConnections: 0 };
     const expected: LbConfig = {
       file: resolve('lb.yaml'),
       listeners: [

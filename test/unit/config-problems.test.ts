@@ -700,9 +700,9 @@ describe('HAProxy and keepalived words', () => {
   const SERVER = PREFIX.replace('    servers: [{ name: b1, address: "10.0.0.11:1883" }]\n', '    servers:\n      - name: b1\n        address: 10.0.0.11:1883\n');
   const FAILOVER = `${PREFIX}failover:\n  interface: eth0\n  authKeyFile: /k\n  peers: [10.0.0.2]\n  vips: [192.0.2.10/24]\n`;
 
-  it('server lines: health checks are per pool, no per-server cap, no slowstart, `disabled` is maint', () => {
+  it('server lines: health checks are per pool, the cap is maxConnections, no queue, no slowstart, `disabled` is maint', () => {
     expect(problems(SERVER)).toEqual([]);
-    const keys = '        check: true\n        inter: 2s\n        fastinter: 500ms\n        downinter: 10s\n        fall: 3\n        rise: 2\n        maxconn: 1000\n        slowstart: 30s\n        disabled: true\n';
+    const keys = '        check: true\n        inter: 2s\n        fastinter: 500ms\n        downinter: 10s\n        fall: 3\n        rise: 2\n        maxconn: 1000\n        slowstart: 30s\n        disabled: true\n        maxqueue: 10\n';
     expect(problems(`${SERVER}${keys}`)).toEqual([
       'lb.yaml:10:9 pools.brokers.servers[0].check: unknown key `check` (health checks are per pool, on by default: `pools.brokers.health.type`)',
       'lb.yaml:11:9 pools.brokers.servers[0].inter: unknown key `inter` (health checks are per pool: `pools.brokers.health.interval`)',
@@ -710,10 +710,13 @@ describe('HAProxy and keepalived words', () => {
       'lb.yaml:13:9 pools.brokers.servers[0].downinter: unknown key `downinter` (health checks are per pool: `pools.brokers.health.downInterval`)',
       'lb.yaml:14:9 pools.brokers.servers[0].fall: unknown key `fall` (health checks are per pool: `pools.brokers.health.fall`)',
       'lb.yaml:15:9 pools.brokers.servers[0].rise: unknown key `rise` (health checks are per pool: `pools.brokers.health.rise`)',
-      'lb.yaml:16:9 pools.brokers.servers[0].maxconn: unknown key `maxconn` (there is no per-server cap: `listeners[].maxConnections` or `limits.maxConnections`)',
+      'lb.yaml:16:9 pools.brokers.servers[0].maxconn: unknown key `maxconn` (did you mean `maxConnections`? a server at its cap refuses new clients with CONNACK Server busy; there is no queue)',
       'lb.yaml:17:9 pools.brokers.servers[0].slowstart: unknown key `slowstart` (not supported: a server takes its full share as soon as it is up)',
       'lb.yaml:18:9 pools.brokers.servers[0].disabled: unknown key `disabled` (set it in `maint` with the admin API, `POST /api/servers/<pool>/<server>/maint`; `admin.stateFile` keeps it across restarts)',
+      'lb.yaml:19:9 pools.brokers.servers[0].maxqueue: unknown key `maxqueue` (there is no queue: a client whose server is at its `maxConnections` is refused with CONNACK Server busy)',
     ]);
+    expect(problems(`${SERVER}        maxConnections: 500\n`)).toEqual([]);
+    expect(problems(`${SERVER}        maxConnections: -1\n`)).toEqual([expect.stringMatching(/^lb\.yaml:10:25 pools\.brokers\.servers\[0\]\.maxConnections: /)]);
     // The pool's own path, whatever the pool is called and whichever server it is.
     expect(problems(`${SERVER.replaceAll('brokers', 'edge.eu')}      - { name: b2, address: "10.0.0.12:1883", inter: 2s }\n`)).toEqual([
       'lb.yaml:10:48 pools.edge.eu.servers[1].inter: unknown key `inter` (health checks are per pool: `pools.edge.eu.health.interval`)',
@@ -722,7 +725,7 @@ describe('HAProxy and keepalived words', () => {
 
   it('more words (audit): maxconn at the top and in a pool, nbthread, a listener\'s inspect-delay and timeout, track.weight, mqtt-check', () => {
     expect(problems(`${PREFIX}    maxconn: 100\nmaxconn: 5\nnbthread: 2\n`)).toEqual([
-      'lb.yaml:8:5 pools.brokers.maxconn: unknown key `maxconn` (there is no per-pool cap: `listeners[].maxConnections` or `limits.maxConnections`)',
+      'lb.yaml:8:5 pools.brokers.maxconn: unknown key `maxconn` (there is no per-pool cap: `maxConnections` on each server, `listeners[].maxConnections` or `limits.maxConnections`)',
       'lb.yaml:9:1 maxconn: unknown key `maxconn` (did you mean `limits.maxConnections`?)',
       'lb.yaml:10:1 nbthread: unknown key `nbthread` (did you mean `workers`? processes, one per core with `workers: auto`)',
     ]);
@@ -747,7 +750,7 @@ describe('HAProxy and keepalived words', () => {
       'lb.yaml:5:5 listeners[0].balance: unknown key `balance` (`balance` belongs in `pools.<name>`; allowed here: name, bind, pool, maxConnections, tls, acceptProxyProtocol, refuseWith)',
     ]);
     expect(problems(PREFIX.replace('"10.0.0.11:1883" }]', '"10.0.0.11:1883", onServerDown: shutdown }]'))).toEqual([
-      'lb.yaml:7:54 pools.brokers.servers[0].onServerDown: unknown key `onServerDown` (`onServerDown` belongs in `pools.<name>`; allowed here: name, address, weight, backup, healthUrl)',
+      'lb.yaml:7:54 pools.brokers.servers[0].onServerDown: unknown key `onServerDown` (`onServerDown` belongs in `pools.<name>`; allowed here: name, address, weight, backup, healthUrl, maxConnections)',
     ]);
     // A key of three places or more (port, name) is no hint.
     expect(problems(`${PREFIX}admin:\n  port: 9883\n`)).toEqual(['lb.yaml:9:3 admin.port: unknown key `port`; allowed here: bind, token, stateFile']);

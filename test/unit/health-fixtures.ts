@@ -63,7 +63,7 @@ export function fakeSession(clock: ManualClock, key = '', server?: Server): Fake
 }
 
 export function serverConfig(name: string, port = 1883): ServerConfig {
-  return { name, address: `127.0.0.1:${port}`, host: '127.0.0.1', port, weight: 1, backup: false, healthUrl: null };
+  return { name, address: `127.0.0.1:${port}`, host: '127.0.0.1', port, weight: 1, backup: false, healthUrl: null, maxConnections: 0 };
 }
 
 export function poolConfig(overrides: Partial<PoolConfig> = {}, health: Partial<PoolConfig['health']> = {}): PoolConfig {

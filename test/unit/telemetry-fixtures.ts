@@ -32,7 +32,7 @@ export class FakeSession implements LiveSession {
 }
 
 export function serverConfig(name: string, port: number, extra: Partial<ServerConfig> = {}): ServerConfig {
-  return { name, address: `127.0.0.1:${port}`, host: '127.0.0.1', port, weight: 1, backup: false, healthUrl: null, ...extra };
+  return { name, address: `127.0.0.1:${port}`, host: '127.0.0.1', port, weight: 1, backup: false, healthUrl: null, maxConnections: 0, ...extra };
 }
 
 export function makeServer(pool: string, name: string, health: HealthState = 'up', extra: Partial<ServerConfig> = {}): Server {
