@@ -555,7 +555,8 @@ describe('workers: 2 (node:cluster)', () => {
       await sleep(1200); // the block, then the worker's next snapshot
       const lagText = await (await fetch(`http://127.0.0.1:${a2}/metrics`)).text();
       const lagMax = Number(/^mqtt_lb_event_loop_lag_max_seconds (\S+)$/m.exec(lagText)?.[1]);
-      expect(lagMax).toBeGreaterThan(0.4);
+      // An idle loop's timer ticks every 100 ms: a 500 ms block makes it 400-500 ms late.
+      expect(lagMax).toBeGreaterThan(0.35);
       const stopping = multi.stop();
       await sleep(300);
       await Promise.all(held.map((c) => c.endAsync()));
