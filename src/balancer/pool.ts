@@ -130,7 +130,6 @@ export class Pool {
     if (tier === TIER_NONE) return [];
     table.backoffNow = countBackedOff(this.servers) === 0 ? 0 : backoffCutoff(table, tier, this.now(), this.onDeferred);
     const key = this.routingKey(keys);
-    let picked: Server[];
     try {
       this.ranking.begin(this.config.retries + 1);
       if (key.length > 0) {
@@ -144,7 +143,7 @@ export class Pool {
       table.backoffNow = 0; // this pick only: owner() and the rebalance see every server
       table.skipFull = false;
     }
-    picked = this.ranking.take();
+    let picked = this.ranking.take();
     if (key.length === 0) return picked.length === 0 && table.fullInTier(tier) ? FULL_CANDIDATES : picked;
     if (picked.length === 0) return picked;
     const home = picked[0]!;

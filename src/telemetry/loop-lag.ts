@@ -11,8 +11,8 @@
  * While the loop is idle (busy under 2 % of a second) the timer ticks every 100 ms instead of 20: on this kind of
  * VM each wake of an idle process costs 100-140 µs of CPU (the system call and the entry into JavaScript), so 50
  * wakes a second were most of an idle balancer's CPU. A tick that finds the loop busy (5 % of its interval) or
- * late by 5 ms goes back to 20 ms at once. An idle loop has no queue for lag to build in; what is lost is only a
- * stall shorter than 100 ms that falls between two ticks, which at 20 ms happens below 20 ms.
+ * late by 5 ms goes back to 20 ms at once. An idle loop has no queue for lag to build in; what is lost is a stall
+ * shorter than 100 ms that falls between two ticks (at 20 ms, only a stall under 20 ms could).
  */
 import { createHistogram, performance, type RecordableHistogram } from 'node:perf_hooks';
 

@@ -72,6 +72,7 @@ export class Metrics {
   private readonly serverUp: Gauge<'pool' | 'server'>;
   private readonly serverState: Gauge<'pool' | 'server' | 'state'>;
   private readonly serverSessions: Gauge<'pool' | 'server'>;
+  private readonly serverMaxConnections: Gauge<'pool' | 'server'>;
   private readonly serverBytes: SnapshotCounter<'pool' | 'server' | 'direction'>;
   private readonly healthChecks: Counter<'pool' | 'server' | 'result'>;
   private readonly healthDuration: Histogram<'pool' | 'server'>;
@@ -140,6 +141,12 @@ export class Metrics {
     this.serverSessions = new Gauge({
       name: 'mqtt_lb_server_sessions_active',
       help: 'Client sessions currently proxied to the server.',
+      labelNames: ['pool', 'server'],
+      registers,
+    });
+    this.serverMaxConnections = new Gauge({
+      name: 'mqtt_lb_server_max_connections',
+      help: 'The server\'s maxConnections from lb.yaml (0 = no cap): sessions_active at this value refuses its new clients (server_full).',
       labelNames: ['pool', 'server'],
       registers,
     });
@@ -341,6 +348,7 @@ export class Metrics {
     this.serverUp.reset();
     this.serverState.reset();
     this.serverSessions.reset();
+    this.serverMaxConnections.reset();
     this.serverBytes.reset();
     const live = new Map<string, Set<string>>();
     for (const p of this.source.pools()) {
@@ -360,6 +368,7 @@ export class Metrics {
     this.serverUp.set({ pool, server }, state === 'up' ? 1 : 0);
     for (const st of SERVER_STATES) this.serverState.set({ pool, server, state: st }, st === state ? 1 : 0);
     this.serverSessions.set({ pool, server }, s.sessionCount);
+    this.serverMaxConnections.set({ pool, server }, s.config.maxConnections);
     this.serverBytes.set({ pool, server, direction: 'in' }, s.bytesIn());
     this.serverBytes.set({ pool, server, direction: 'out' }, s.bytesOut());
     // Zero-initialised so that the first probe result of each kind is visible to increase().

@@ -217,6 +217,9 @@ describe('caps answered in MQTT and freed', () => {
       await sleep(300);
       const nowB = await hold(port, b);
       expect(await rejectedCount(admin, 'mqtt', 'server_full')).toBe(4);
+      const text = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
+      expect(text).toMatch(/^mqtt_lb_server_max_connections\{pool="brokers",server="m1"\} 1$/m);
+      expect(text).toMatch(/^mqtt_lb_server_max_connections\{pool="brokers",server="m2"\} 0$/m);
       await nowB.leave();
       await other.leave();
       first.socket.destroy();
