@@ -49,6 +49,11 @@ const EMPTY_KEY: Buffer = Buffer.alloc(0);
  */
 export const FULL_CANDIDATES: Server[] = Object.freeze([]) as unknown as Server[];
 
+/** How long a routing key that `onServerUp: rebalance` moved may pass over its full server (its reconnect). */
+export const REBALANCED_MEMORY_MS = 60_000;
+/** At most this many such keys are remembered (the oldest go first). */
+const REBALANCED_MAX = 100_000;
+
 /**
  * How long past its health.timeout a server's first verdict may take to arrive: the probe's own timeout plus
  * scheduling (and, in a cluster worker, the primary's message). Bounds every wait for a first verdict.
@@ -77,6 +82,11 @@ export class Pool {
   private readonly detached = new Map<string, Server>();
   /** The client IDs of this pool's proxied sessions (client-id-registry.ts: the takeover rule across brokers). */
   readonly clientIds: ClientIdRegistry<ClientIdHolder>;
+  /**
+   * Routing keys (latin1) whose sessions `onServerUp: rebalance` closed to move them back to their server, and when
+   * (now()); insertion order is time order. Only while some server has a maxConnections.
+   */
+  private readonly rebalanced = new Map<string, number>();
 
   constructor(config: PoolConfig, servers?: Server[], options: PoolOptions = {}) {
     this.name = config.name;
@@ -147,7 +157,13 @@ export class Pool {
     if (key.length === 0) return picked.length === 0 && table.fullInTier(tier) ? FULL_CANDIDATES : picked;
     if (picked.length === 0) return picked;
     const home = picked[0]!;
-    if (home.full && !this.holdsSessionOn(keys.clientId, home)) return FULL_CANDIDATES;
+    if (home.full && !this.holdsSessionOn(keys.clientId, home)) {
+      // Closed by `onServerUp: rebalance` to come back here, but others took the room it counted on meanwhile: its
+      // session ran on another server until just now, so it goes on down its order rather than being locked out.
+      if (!this.wasRebalanced(key)) return FULL_CANDIDATES;
+      picked = picked.filter((s) => !s.full);
+      return picked.length === 0 ? FULL_CANDIDATES : picked;
+    }
     // A retry never goes to a full server.
     for (let i = 1; i < picked.length; i++) {
       if (picked[i]!.full) {
@@ -156,6 +172,25 @@ export class Pool {
       }
     }
     return picked;
+  }
+
+  /** `onServerUp: rebalance` has closed a session of this routing key to move it back to its server. */
+  noteRebalanced(routingKey: Buffer): void {
+    if (routingKey.length === 0 || !this.servers.some((s) => s.config.maxConnections > 0)) return;
+    const now = this.now();
+    for (const [k, at] of this.rebalanced) {
+      if (now - at < REBALANCED_MEMORY_MS && this.rebalanced.size < REBALANCED_MAX) break;
+      this.rebalanced.delete(k);
+    }
+    const key = routingKey.toString('latin1');
+    this.rebalanced.delete(key); // to the end: insertion order stays time order
+    this.rebalanced.set(key, now);
+  }
+
+  private wasRebalanced(routingKey: Buffer): boolean {
+    if (this.rebalanced.size === 0) return false;
+    const at = this.rebalanced.get(routingKey.toString('latin1'));
+    return at !== undefined && this.now() - at < REBALANCED_MEMORY_MS;
   }
 
   /** Does the client ID have a live session on `server` in this process (its new session would take it over)? */

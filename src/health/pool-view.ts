@@ -15,4 +15,6 @@ export interface CheckedPool {
 export interface ReactingPool extends CheckedPool {
   /** The server a routing key belongs to now (healthy servers only); null when none or not hash-balanced. */
   owner(routingKey: Buffer): Server | null;
+  /** `onServerUp: rebalance` closed a session of this key to move it back (a full server lets it pass on). */
+  noteRebalanced(routingKey: Buffer): void;
 }

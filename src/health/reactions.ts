@@ -38,8 +38,7 @@ export class PoolReactions {
     private readonly deps: PoolReactionsDeps,
   ) {
     this.pool = pool;
-    const opts: EvictorOptions = { isDue: (item) => this.isDue(item) };
-    if (deps.onEvicted) opts.onEvicted = deps.onEvicted;
+    const opts: EvictorOptions = { isDue: (item) => this.isDue(item), onEvicted: (item) => this.evicted(item) };
     if (deps.now) opts.now = deps.now;
     if (deps.setTimer) opts.setTimer = deps.setTimer;
     if (deps.clearTimer) opts.clearTimer = deps.clearTimer;
@@ -140,6 +139,11 @@ export class PoolReactions {
     // `server` names where the sessions are closed, as on the other eviction lines; `to`, where they belong.
     const from = [...new Set(items.map((i) => i.server!.name))].join(',');
     if (n > 0) this.deps.log.info({ pool: this.pool.name, server: from, to: server.name, reason: 'rebalance', sessions: n }, 'evicting sessions');
+  }
+
+  private evicted(item: EvictionItem): void {
+    if (item.reason === 'rebalance') this.pool.noteRebalanced(item.session.routingKey);
+    this.deps.onEvicted?.(item);
   }
 
   private isDue(item: EvictionItem): boolean {

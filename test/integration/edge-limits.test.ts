@@ -19,6 +19,7 @@ import mqttPacket from 'mqtt-packet';
 import { connectPacket, parsePackets, connectRaw } from '../helpers/raw-client.js';
 import { createTestPki } from '../helpers/tls-certs.js';
 import { connectVia } from '../helpers/cluster.js';
+import type { MqttClient } from 'mqtt';
 import { rendezvousOrder } from '../../src/balancer/hash/rendezvous.js';
 
 type Level = 3 | 4 | 5;
@@ -238,6 +239,59 @@ describe('caps answered in MQTT and freed', () => {
       expect(await rejectedCount(admin, 'mqtt', 'server_full')).toBe(2);
       for (const h of [h2, h3]) await h.leave();
       await lb.stop();
+    });
+
+    it('onServerUp: rebalance: the clients it moves back are not locked out when newcomers take the room first', async () => {
+      const third = await startMosquitto();
+      const old: MqttClient[] = [];
+      const fresh: net.Socket[] = [];
+      try {
+        const [admin, port] = [await freePort(), await freePort()];
+        const servers = [
+          { name: 'm1', port: third.port, maxConnections: 3 },
+          { name: 'm2', port: second.port },
+        ];
+        const yaml = lbYaml({ port, admin, servers, pool: '    onServerUp: rebalance\n    evictRate: 100\n', health: { type: 'mqtt', interval: '200ms', timeout: '150ms', rise: 1, fall: 1 }, limits: '  clientConnectTimeout: 2s\n' });
+        const lb = await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
+        const servers_ = async (): Promise<Record<string, { state: string; sessions: number }>> => {
+          const st = (await (await fetch(`http://127.0.0.1:${admin}/api/status`)).json()) as { pools: Array<{ servers: Array<{ name: string; state: string; sessions: number }> }> };
+          return Object.fromEntries(st.pools[0]!.servers.map((x) => [x.name, { state: x.state, sessions: x.sessions }]));
+        };
+        const until = async (what: string, ok: () => Promise<boolean>, ms = 5000): Promise<void> => {
+          const end = Date.now() + ms;
+          while (!(await ok())) {
+            if (Date.now() > end) throw new Error(`not within ${ms} ms: ${what}`);
+            await sleep(25);
+          }
+        };
+        await until('m1 up', async () => (await servers_()).m1!.state === 'up');
+        third.pause();
+        await until('m1 down', async () => (await servers_()).m1!.state === 'down');
+        const [oldIds, freshIds] = [homedOn('m1', 'rb', 9).slice(0, 6), homedOn('m1', 'rb', 9).slice(6)];
+        for (const clientId of oldIds) old.push(await connectVia(port, { clientId, reconnectPeriod: 1000, reconnectOnConnackError: true }));
+        expect((await servers_()).m2!.sessions).toBe(6);
+        third.resume();
+        await until('m1 up again', async () => (await servers_()).m1!.state === 'up');
+        // Newcomers of m1 arrive before the moved clients reconnect (1 s): they take the room the rebalance counted on.
+        for (const clientId of freshIds) {
+          const r = await connectAt(port, clientId, 4);
+          fresh.push(r.socket);
+          expect(r.code, clientId).toBe(0);
+        }
+        await until('the moved clients back', async () => old.every((c) => c.connected), 4000);
+        const after = await servers_();
+        expect(after.m1!.sessions).toBe(3);
+        expect(after.m2!.sessions).toBe(6);
+        expect(await rejectedCount(admin, 'mqtt', 'server_full')).toBe(0);
+        await Promise.all(old.splice(0).map((c) => c.endAsync(true)));
+        for (const f of fresh.splice(0)) f.destroy();
+        await lb.stop();
+      } finally {
+        for (const c of old) c.end(true);
+        for (const f of fresh) f.destroy();
+        third.resume();
+        await third.stop();
+      }
     });
   });
 

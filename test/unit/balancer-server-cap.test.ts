@@ -138,6 +138,33 @@ describe('servers[].maxConnections: onServerUp rebalance', () => {
     expect(sessionsToRebalance(pool, b1)).toEqual([]);
   });
 
+  it('a client the rebalance closed, back at its server filled meanwhile by others, goes on down its order (for 60 s)', () => {
+    let t = 1000;
+    const pool = new Pool(poolConfig({ servers: [{ name: 'b1', maxConnections: 1 }, 'b2', 'b3'] }), undefined, { now: () => t });
+    allUp(pool.servers);
+    const id = idHomedOn(pool, 'b1');
+    const order = names(pool.candidates(keys(id)));
+    addSessions(byName(pool.servers, 'b1'), 1); // a newcomer took the room the rebalance counted on
+    expect(pool.candidates(keys(id))).toBe(FULL_CANDIDATES);
+    pool.noteRebalanced(id);
+    expect(names(pool.candidates(keys(id)))).toEqual(order.slice(1));
+    t += 59_999;
+    expect(names(pool.candidates(keys(id)))).toEqual(order.slice(1));
+    t += 1;
+    expect(pool.candidates(keys(id))).toBe(FULL_CANDIDATES);
+    // Its other servers full too: refused all the same, never above a cap.
+    pool.noteRebalanced(id);
+    for (const n of order.slice(1)) byName(pool.servers, n).config = { ...byName(pool.servers, n).config, maxConnections: 1 };
+    for (const n of order.slice(1)) addSessions(byName(pool.servers, n), 1);
+    expect(pool.candidates(keys(id))).toBe(FULL_CANDIDATES);
+  });
+
+  it('remembers rebalanced keys only while some server has a cap', () => {
+    const pool = upPool({ servers: ['b1', 'b2'] });
+    pool.noteRebalanced(Buffer.from('k'));
+    expect((pool as unknown as { rebalanced: Map<string, number> }).rebalanced.size).toBe(0);
+  });
+
   it('without a cap, moves back every session that belongs to the returning server', () => {
     const pool = upPool({ servers: ['b1', 'b2'] });
     homedSessions(pool, byName(pool.servers, 'b2'), 'b1', 5);

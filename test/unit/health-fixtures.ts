@@ -99,6 +99,11 @@ export class FakePool implements ReactingPool {
     const s = this.servers.find((x) => x.name === wanted);
     return s && s.acceptsNew ? s : null;
   }
+  /** The routing keys the reactions reported as moved by a rebalance, in order. */
+  readonly rebalancedKeys: string[] = [];
+  noteRebalanced(routingKey: Buffer): void {
+    this.rebalancedKeys.push(routingKey.toString());
+  }
 }
 
 export function makeServer(name: string, health: 'unknown' | 'up' | 'down' = 'up', pool = 'brokers'): Server {

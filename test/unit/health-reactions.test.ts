@@ -120,7 +120,7 @@ describe('PoolReactions', () => {
   });
 
   it('onServerUp: rebalance moves back only the returning server\'s keys, paced', () => {
-    const { clock, a, b, c, reactions, lines } = setup({ onServerUp: 'rebalance' });
+    const { clock, a, b, c, pool, reactions, lines } = setup({ onServerUp: 'rebalance' });
     a.setHealth('down');
     const homeOfA = [fakeSession(clock, 'a-1', b), fakeSession(clock, 'a-2', c), fakeSession(clock, 'a-3', b)];
     const others = [fakeSession(clock, 'b-1', b), fakeSession(clock, 'c-1', c), fakeSession(clock, '', b)];
@@ -131,6 +131,8 @@ describe('PoolReactions', () => {
     expect(others.every((s) => s.evictedAt === null)).toBe(true);
     // Named where they are closed, as on the other eviction lines, and where they go.
     expect(lines.filter((l) => l.msg === 'evicting sessions')).toMatchObject([{ server: 'b,c', to: 'a', reason: 'rebalance', sessions: 3 }]);
+    // The pool hears of each key as it is closed (a full server lets such a client pass on: balancer-server-cap).
+    expect(pool.rebalancedKeys.sort()).toEqual(['a-1', 'a-2', 'a-3']);
     reactions.close();
   });
 
