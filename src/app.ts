@@ -480,13 +480,13 @@ export class App implements TelemetrySource, AdminActions {
   }
 
   /**
-   * A FAULT this process did not ask for (track(): a listener) is the failover interface without its carrier: this
-   * host's own network is out, and health probes fail for it, not for the servers. On leaving FAULT, the servers
+   * A FAULT this process did not ask for (track(): a listener) for this host's network (the failover interface without
+   * its carrier, its own address gone; not a track script) means health probes fail for it, not for the servers. On leaving FAULT, the servers
    * judged meanwhile are probed afresh (HealthChecker.recheckAfterOutage) rather than after `rise` intervals: the
    * failover benchmark saw a failback after a link cut wait for them (the pools' priority penalty).
    */
   private readonly onFailoverState = (e: FailoverStateEvent): void => {
-    if (e.to === 'fault' && !this.trackedFault) {
+    if (e.to === 'fault' && !this.trackedFault && e.byNetwork) {
       for (const c of this.checkers.values()) c.outageBegan();
     } else if (e.from === 'fault' && e.to !== 'init') {
       let probes = 0;

@@ -93,6 +93,7 @@ export const DEFAULTS = {
       listeners: true,
       interface: true,
       pools: { weight: 50 }, // priority lowered per pool with no server up
+      scripts: [] as readonly never[], // keepalived's vrrp_script: none
     },
     garp: {
       count: 5, // gratuitous ARPs per VIP on becoming MASTER
@@ -104,5 +105,13 @@ export const DEFAULTS = {
   failoverInstance: {
     routerId: 51, // shorthand only; entries of `instances` must name theirs
     priority: 100, // keepalived's default
+  },
+  trackScript: {
+    args: [] as readonly string[],
+    interval: 2_000, // ms between runs (keepalived's `interval`)
+    timeout: 1_000, // ms; killed (with what it started) and failed after this
+    rise: 1, // consecutive passes to pass again (keepalived's default)
+    fall: 1, // consecutive failures to fail
+    weight: 0, // 0 = FAULT while failing; N = priority lowered by N
   },
 } as const;

@@ -11,6 +11,7 @@ import { KEYS } from './keys.js';
  */
 const FOREIGN_NAMES: Readonly<Record<string, string | readonly string[]>> = {
   maxconn: 'maxConnections',
+  script: 'command',
   server_state_file: 'stateFile',
   serverstatefile: 'stateFile',
   inter: 'interval',
@@ -83,7 +84,7 @@ const FOREIGN_NAMES: Readonly<Record<string, string | readonly string[]>> = {
 };
 
 const HEALTH_PER_POOL = 'health checks are per pool';
-const TRACKABLE = 'not supported: what can be tracked is `failover.track.pools`, `failover.track.listeners` and `failover.track.interface`';
+const TRACKABLE = 'did you mean `failover.track.scripts`? a list of scripts (`name`, `command`, `args`, `interval`, `weight`), tracked by every instance';
 const TIMEOUTS = 'the timeouts are `limits.clientConnectTimeout`, `pools.<name>.serverConnectTimeout` and `limits.idleTimeout`';
 const NOTIFY = 'did you mean `failover.notify`? one hook, called as `notify STATE ROUTER_ID`';
 const AUTH = 'did you mean `failover.authKeyFile`? a key file written by `mqtt-lb keygen`';

@@ -46,8 +46,9 @@ export const KEYS = {
     'notify',
   ],
   instance: ['routerId', 'priority', 'vips'],
-  track: ['listeners', 'interface', 'pools'],
+  track: ['listeners', 'interface', 'pools', 'scripts'],
   trackPools: ['weight'],
+  trackScript: ['name', 'command', 'args', 'interval', 'timeout', 'rise', 'fall', 'weight'],
   garp: ['count', 'interval', 'repeatAfter'],
 } as const satisfies Record<string, readonly string[]>;
 

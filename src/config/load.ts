@@ -306,6 +306,7 @@ function checkFiles(files: FileRef[], out: ProblemCollector, config: LbConfig): 
   checkTlsMaterial(usable, out, config);
   checkFailoverKey(usable.get('failover.authKeyFile'), out);
   checkNotifyHook(usable.get('failover.notify'), out);
+  for (const [path, ref] of usable) if (/^failover\.track\.scripts\[\d+\]\.command$/.test(path)) checkTrackScript(ref, out);
 }
 
 /**
@@ -338,6 +339,12 @@ function checkNotifyHook(ref: FileRef | undefined, out: ProblemCollector): void 
   if (ref === undefined) return;
   const why = scriptInsecurity(ref.resolved);
   if (why !== null) out.error(ref.at, ref.path, `${why}: whoever can change the hook runs commands with this process's privileges (chmod go-w, chown root)`);
+}
+
+/** A track script runs with this process's capabilities too, every `interval`: the same rule as the hook. */
+function checkTrackScript(ref: FileRef, out: ProblemCollector): void {
+  const why = scriptInsecurity(ref.resolved);
+  if (why !== null) out.error(ref.at, ref.path, `${why}: whoever can change the script runs commands with this process's privileges (chmod go-w, chown root)`);
 }
 
 /** The failover key file holds what start needs: one base64 line of 32 bytes (src/failover/key.ts). */
@@ -434,7 +441,10 @@ function checkFile(f: FileRef, out: ProblemCollector): boolean {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     // keepalived's `notify_master "/x/notify.sh MASTER"`: the hook is one file, given its arguments by mqtt-lb.
-    const args = f.use === 'execute' && /\s/.test(f.written.trim()) ? ': arguments cannot be given, the hook is called as `notify STATE ROUTER_ID`' : '';
+    const spaced = f.use === 'execute' && /\s/.test(f.written.trim());
+    // keepalived's `script "/x/check.sh 10.0.0.1"` likewise: the command is one file, its arguments a list.
+    const hook = f.path === 'failover.notify';
+    const args = !spaced ? '' : hook ? ': arguments cannot be given, the hook is called as `notify STATE ROUTER_ID`' : ': arguments go in `args` (a list), without a shell';
     out.error(f.at, f.path, code === 'ENOENT' ? `file ${shown} does not exist${args}` : `cannot access file ${shown} (${code ?? 'error'})`);
     return false;
   }

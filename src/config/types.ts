@@ -148,9 +148,24 @@ export interface FailoverConfig {
   preemptDelay: Millis;
   /** Always at least one: the top-level shorthand (routerId/priority/vips) becomes instances[0]. */
   instances: FailoverInstanceConfig[];
-  track: { listeners: boolean; interface: boolean; pools: { weight: number } };
+  track: { listeners: boolean; interface: boolean; pools: { weight: number }; scripts: TrackScriptConfig[] };
   garp: { count: number; interval: Millis; repeatAfter: Millis };
   notify: string | null;
+}
+
+/** `failover.track.scripts[]`: keepalived's `vrrp_script` (src/failover/track-scripts.ts). */
+export interface TrackScriptConfig {
+  /** Unique among the scripts: names it in the log lines. */
+  name: string;
+  /** The executable, absolute (run without a shell). */
+  command: string;
+  args: string[];
+  interval: Millis;
+  timeout: Millis;
+  rise: number;
+  fall: number;
+  /** 0: FAULT while it fails; 1..254: the priority is lowered by this much while it fails. */
+  weight: number;
 }
 
 export interface LbConfig {

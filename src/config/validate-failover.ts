@@ -4,9 +4,10 @@
  */
 import { isIPv4, isIPv6 } from 'node:net';
 import { DEFAULTS } from './defaults.js';
-import { FAILOVER_TRANSPORTS, KEYS } from './keys.js';
+import { formatDuration } from './duration.js';
+import { FAILOVER_TRANSPORTS, KEYS, NAME_RE, NAME_RULE } from './keys.js';
 import { INTERFACE_RE, isIPv4Multicast, parseVip } from './net-syntax.js';
-import type { FailoverConfig, FailoverInstanceConfig } from './types.js';
+import type { FailoverConfig, FailoverInstanceConfig, TrackScriptConfig } from './types.js';
 import type { ValidationContext } from './validate-context.js';
 import { isScalar } from 'yaml';
 import { writtenAsFraction, type ConfigReader, type MapReader, type Slot } from './yaml-reader.js';
@@ -60,7 +61,7 @@ export function readFailover(ctx: ValidationContext, root: MapReader): FailoverC
     preempt: m.bool('preempt', d.preempt),
     preemptDelay: m.duration('preemptDelay', d.preemptDelay, { min: 0 }),
     instances: readInstances(r, m, peers),
-    track: readTrack(m),
+    track: readTrack(ctx, m),
     garp: readGarp(m),
     notify,
   };
@@ -222,22 +223,69 @@ function readVips(r: ConfigReader, slot: Slot, seen: Array<{ slot: Slot; vip: st
   return vips;
 }
 
-function readTrack(m: MapReader): FailoverConfig['track'] {
+function readTrack(ctx: ValidationContext, m: MapReader): FailoverConfig['track'] {
   const d = DEFAULTS.failover.track;
   const t = m.section('track', KEYS.track);
-  if (t === undefined) return { listeners: d.listeners, interface: d.interface, pools: { weight: d.pools.weight } };
+  if (t === undefined) return { listeners: d.listeners, interface: d.interface, pools: { weight: d.pools.weight }, scripts: [] };
   const pools = t.section('pools', KEYS.trackPools);
   return {
     listeners: t.bool('listeners', d.listeners),
     interface: t.bool('interface', d.interface),
     pools: { weight: pools !== undefined ? readTrackWeight(pools) : d.pools.weight },
+    scripts: readTrackScripts(ctx, t),
   };
 }
 
+/** keepalived's `vrrp_script` blocks, each a list entry (run by src/failover/track-scripts.ts). */
+function readTrackScripts(ctx: ValidationContext, t: MapReader): TrackScriptConfig[] {
+  const { r } = ctx;
+  const slot = t.get('scripts');
+  if (slot === undefined || r.isNull(slot)) return [];
+  const items = r.list(slot);
+  if (items === undefined) return [];
+  const d = DEFAULTS.trackScript;
+  const scripts: TrackScriptConfig[] = [];
+  const firstByName = new Map<string, Slot>();
+  for (const item of items) {
+    const s = r.mapping(item, KEYS.trackScript);
+    if (s === undefined) continue;
+    const nameSlot = s.required('name', 'names the script in the log lines');
+    const name = nameSlot !== undefined ? (r.string(nameSlot, { pattern: NAME_RE, rule: NAME_RULE }) ?? '') : '';
+    if (nameSlot !== undefined && name !== '') {
+      const first = firstByName.get(name);
+      if (first !== undefined) r.error(nameSlot, `duplicate script name \`${name}\` (first on line ${r.out.lineOf(first.at)})`);
+      else firstByName.set(name, nameSlot);
+    }
+    const commandSlot = s.required('command', 'the executable to run, e.g. /usr/local/bin/check-gateway; no shell: its arguments go in `args`');
+    const command = commandSlot !== undefined ? ctx.filePath(commandSlot, 'execute') : undefined;
+    const argsSlot = s.get('args');
+    const args: string[] = [];
+    const argItems = argsSlot === undefined || r.isNull(argsSlot) ? [] : (r.list(argsSlot) ?? []);
+    for (const a of argItems) {
+      const v = r.string(a, { pattern: /^[^\0]*$/, rule: 'an argument cannot contain NUL' });
+      if (v !== undefined) args.push(v);
+    }
+    const interval = s.duration('interval', d.interval, { min: 0, minExclusive: true });
+    const timeoutSlot = s.get('timeout');
+    const timeout = s.duration('timeout', Math.min(d.timeout, interval), { min: 0, minExclusive: true });
+    if (timeoutSlot !== undefined && timeout > interval) r.error(timeoutSlot, `must not be longer than \`interval\` (${formatDuration(interval)}): one run at a time`);
+    scripts.push({
+      name,
+      command: command ?? '',
+      args,
+      interval,
+      timeout,
+      rise: s.int('rise', d.rise, 1, 100),
+      fall: s.int('fall', d.fall, 1, 100),
+      weight: readTrackWeight(s, d.weight),
+    });
+  }
+  return scripts;
+}
+
 /** keepalived writes `weight -60` to lower the priority; here the weight is always subtracted. */
-function readTrackWeight(pools: MapReader): number {
+function readTrackWeight(pools: MapReader, def: number = DEFAULTS.failover.track.pools.weight): number {
   const { r } = pools;
-  const def = DEFAULTS.failover.track.pools.weight;
   const slot = pools.get('weight');
   const v = slot !== undefined && isScalar(slot.node) ? slot.node.value : undefined;
   if (slot !== undefined && typeof v === 'number' && Number.isInteger(v) && v < 0 && v >= -254 && !writtenAsFraction(slot.node)) {

@@ -21,6 +21,7 @@ import { ipv4ToNumber, isIpv4, type Cidr } from './ipv4.js';
 import { RateLimitedLog, type LogSink } from './log.js';
 import { STATUS_INTERVAL_MS, type PeerState, type WorkerInstanceStatus, type WorkerPeerStatus, type WorkerStatus, type WorkerToMain } from './messages.js';
 import { NotifyRunner } from './notify.js';
+import { TrackScripts } from './track-scripts.js';
 import { AdvertReceiver } from './receiver.js';
 import { ReplayGuard } from './replay.js';
 import { FailoverStateMachine, type FailoverAction } from './state-machine.js';
@@ -156,6 +157,8 @@ export class Heartbeat {
   private linkMonitor: LinkMonitor | null = null;
   private statusTimer: NodeJS.Timeout | null = null;
   private appFault = false;
+  /** failover.track.scripts, from the start on (their FAULT and priority penalty join the proxy's tracking). */
+  private scripts: TrackScripts | null = null;
   /** The proxy does not serve yet (HeartbeatOptions.held): no instance becomes master. */
   private held: boolean;
   private carrier = true;
@@ -286,11 +289,13 @@ export class Heartbeat {
       }
     }
     if (this.closing !== null) return;
+    // Passing until they have run `fall` times: nothing to wait for here (keepalived without `init_fail`).
+    this.scripts = new TrackScripts(this.config.track.scripts, this.log, () => this.trackingChanged());
     this.started = true;
     const fault = this.fault();
     for (const inst of this.instances.values()) {
       inst.sm.setFault(fault);
-      inst.sm.setPriorityPenalty(this.penalty);
+      inst.sm.setPriorityPenalty(this.priorityPenalty());
       inst.sm.setHeld(this.held);
       this.exec(inst, inst.sm.start());
     }
@@ -309,10 +314,21 @@ export class Heartbeat {
   setTracking(fault: boolean, priorityPenalty: number): void {
     this.appFault = fault;
     this.penalty = priorityPenalty;
+    this.trackingChanged();
+  }
+
+  /** The proxy's tracking or a track script changed: the priority and FAULT follow. */
+  private trackingChanged(): void {
     if (!this.started || this.closing !== null) return;
-    for (const inst of this.instances.values()) this.exec(inst, inst.sm.setPriorityPenalty(priorityPenalty));
+    const penalty = this.priorityPenalty();
+    for (const inst of this.instances.values()) this.exec(inst, inst.sm.setPriorityPenalty(penalty));
     this.applyFault();
     this.schedule();
+  }
+
+  /** The proxy's penalty (pools without a server up) and the failing track scripts' weights. */
+  private priorityPenalty(): number {
+    return this.penalty + (this.scripts?.priorityPenalty ?? 0);
   }
 
   /**
@@ -322,6 +338,7 @@ export class Heartbeat {
   reconfigure(config: FailoverConfig): void {
     this.config = config;
     this.notify.setFile(config.notify);
+    this.scripts?.reconfigure(config.track.scripts);
     for (const ic of config.instances) {
       const inst = this.instances.get(ic.routerId);
       if (inst === undefined) continue;
@@ -386,6 +403,7 @@ export class Heartbeat {
     // A start still running would bind the advert port after this close: let it stop first (runStart).
     await this.starting?.catch(() => undefined);
     this.clearTimers();
+    this.scripts?.close();
     this.linkMonitor?.close();
     // The stop closes the sessions itself (App.stop): a release still waiting holds nothing up.
     for (const done of [...this.releaseWaiters.values()]) done('stop');
@@ -439,7 +457,12 @@ export class Heartbeat {
   }
 
   private fault(): boolean {
-    return this.appFault || this.ownAddressGone || (this.config.track.interface && !this.carrier);
+    return this.appFault || this.networkFault() || (this.scripts?.fault ?? false);
+  }
+
+  /** This host's own network is out: the interface without carrier (when tracked), or its own address gone. */
+  private networkFault(): boolean {
+    return this.ownAddressGone || (this.config.track.interface && !this.carrier);
   }
 
   private applyFault(): void {
@@ -628,7 +651,7 @@ export class Heartbeat {
           break;
         case 'notify':
           this.log.info({ routerId: inst.cfg.routerId, from: a.from, to: a.to, priority: inst.sm.advertisedPriority, at }, 'failover state changed');
-          this.emit({ type: 'state', routerId: inst.cfg.routerId, from: a.from, to: a.to, at });
+          this.emit({ type: 'state', routerId: inst.cfg.routerId, from: a.from, to: a.to, at, byNetwork: a.to === 'fault' && this.networkFault() });
           this.notify.run(a.to, inst.cfg.routerId);
           this.emitStatus();
           break;

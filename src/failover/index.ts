@@ -45,6 +45,8 @@ export interface FailoverStateEvent {
   to: FailoverState;
   /** Wall-clock ms (Date.now()) of the transition, taken in the heartbeat thread. */
   at: number;
+  /** To FAULT because this host's network is out (no carrier, its own address gone), not (only) for a track script or the proxy. */
+  byNetwork: boolean;
 }
 
 /** Waits for the worker to bind and remove stale VIPs. */
@@ -284,7 +286,7 @@ export class Failover extends EventEmitter {
         if (m.to === 'master') this.abortReleases((r) => r.routerId === m.routerId);
         const k = `${m.from}>${m.to}`;
         this.transitions.set(k, (this.transitions.get(k) ?? 0) + 1);
-        this.emit('state', { routerId: m.routerId, from: m.from, to: m.to, at: m.at } satisfies FailoverStateEvent);
+        this.emit('state', { routerId: m.routerId, from: m.from, to: m.to, at: m.at, byNetwork: m.byNetwork === true } satisfies FailoverStateEvent);
         break;
       }
       case 'release': {

@@ -73,7 +73,16 @@ export interface WorkerStatus {
 export type WorkerToMain =
   | { type: 'ready' }
   | { type: 'fatal'; code: string; message: string }
-  | { type: 'state'; routerId: number; from: FailoverState; to: FailoverState; /** Date.now() in the worker at the transition. */ at: number }
+  | {
+      type: 'state';
+      routerId: number;
+      from: FailoverState;
+      to: FailoverState;
+      /** Date.now() in the worker at the transition. */
+      at: number;
+      /** To FAULT because this host's network is out (no carrier, its own address gone), whatever else asks for it too. */
+      byNetwork?: boolean;
+    }
   // Demoted without a stop: close the sessions whose client connected to `vips`, then answer 'released'.
   | { type: 'release'; routerId: number; vips: string[]; seq: number }
   | WorkerStatus

@@ -43,7 +43,7 @@ function config(port: number, advertInterval = 1000): FailoverConfig {
     preempt: true,
     preemptDelay: 0,
     instances: [{ routerId: 7, priority: 100, vips: ['192.0.2.99/32'] }],
-    track: { listeners: false, interface: false, pools: { weight: 50 } },
+    track: { listeners: false, interface: false, pools: { weight: 50 }, scripts: [] },
     garp: { count: 1, interval: 100, repeatAfter: 0 },
     notify: null,
   };

@@ -154,7 +154,7 @@ describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', (
       preempt: true,
       preemptDelay: 0,
       instances: [{ routerId: 51, priority: priority ?? (role === 'lb1' ? 150 : 100), vips: [VIP_CIDR] }],
-      track: { listeners: true, interface: true, pools: { weight: 50 } },
+      track: { listeners: true, interface: true, pools: { weight: 50 }, scripts: [] },
       garp: { count: 3, interval: 100, repeatAfter: 1000 },
       notify: null,
       ...over,
@@ -684,6 +684,44 @@ describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', (
     // Stopping, it hears of that too (keepalived's STOP), after the VIP is given up.
     await lb1.cmd('close');
     expect((await readFile(notifyLog, 'utf8')).trim().split('\n').at(-1)).toBe('stop 51');
+  });
+
+  it('track scripts: one of weight 0 failing is a FAULT (the peer takes over), one with a weight lowers the priority; passing again, the host preempts back', async () => {
+    // Each script fails while its flag file exists (keepalived's `vrrp_script` with `[ ! -e FLAG ]`).
+    const check = join(dir, 'track-check.sh');
+    await writeFile(check, '#!/bin/sh\n[ ! -e "$1" ]\n');
+    await chmod(check, 0o755);
+    const [faultFlag, weightFlag] = [join(dir, 'track-fault.flag'), join(dir, 'track-weight.flag')];
+    const scripts = [
+      { name: 'gateway', command: check, args: [faultFlag], interval: 100, timeout: 100, rise: 2, fall: 2, weight: 0 },
+      { name: 'upstream', command: check, args: [weightFlag], interval: 100, timeout: 100, rise: 1, fall: 1, weight: 100 },
+    ];
+    const lb1 = await startLb('lb1', { track: { listeners: true, interface: true, pools: { weight: 50 }, scripts } });
+    const lb2 = await startLb('lb2');
+    await lb1.waitState('master', 5000);
+    await waitFor('VIP on lb1 only', holdersAre(['lb1']), 5000);
+    await sleep(500); // past lb2's first Master_Down_Interval
+
+    await writeFile(faultFlag, '');
+    const faultAt = (await lb1.waitState('fault', 3000)).t;
+    await lb2.waitState('master', 2000);
+    await waitFor('VIP on lb2 only', holdersAre(['lb2']), 2000);
+    expect(lb1.proc.stderr).toContain('failover track script failing');
+    await rm(faultFlag);
+    const back = await lb1.waitState('master', 3000, lb1.states().length);
+    console.log(`[failover] track script: FAULT ${faultAt} -> master again ${back.t}`);
+    await waitFor('VIP on lb1 only', holdersAre(['lb1']), 2000);
+
+    // A weight of 100: 150 - 100 = 50 < 100, lb2 preempts; lb1 is BACKUP, not FAULT.
+    const n1 = lb1.states().length;
+    const n2 = lb2.states().length;
+    await writeFile(weightFlag, '');
+    await lb2.waitState('master', 3000, n2);
+    expect((await lb1.waitState('backup', 2000, n1)).from).toBe('master');
+    await waitFor('VIP on lb2 only', holdersAre(['lb2']), 2000);
+    await rm(weightFlag);
+    await lb1.waitState('master', 3000, lb1.states().length);
+    await waitFor('VIP on lb1 only', holdersAre(['lb1']), 2000);
   });
 
   it('a VIP removed behind the master’s back is added back in place (no failover); removed again soon after, the master resigns and holds down', async () => {

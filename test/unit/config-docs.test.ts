@@ -26,6 +26,7 @@ const HEADINGS: Record<keyof typeof KEYS, string> = {
   instance: 'failover.instances[]',
   track: 'failover.track',
   trackPools: 'failover.track.pools',
+  trackScript: 'failover.track.scripts[]',
   garp: 'failover.garp',
 };
 
@@ -47,6 +48,7 @@ const TABLE_DEFAULTS: Partial<Record<keyof typeof KEYS, Record<string, unknown>>
   instance: { priority: DEFAULTS.failoverInstance.priority },
   track: DEFAULTS.failover.track,
   trackPools: DEFAULTS.failover.track.pools,
+  trackScript: DEFAULTS.trackScript,
   garp: DEFAULTS.failover.garp,
 };
 

@@ -135,6 +135,32 @@ describe('files named by the config', () => {
     expect(parseConfig(CONFIG.replace('notify: hooks/notify.sh', 'notify: "hooks/my notify.sh"'), file, CHECKS).problems).toEqual([]);
   });
 
+  it('failover.track.scripts: each command must exist, be executable and be safe from other users; arguments go in `args`', () => {
+    createAll();
+    const file = join(dir, 'lb.yaml');
+    writeFileSync(join(dir, 'hooks/check.sh'), '#!/bin/sh\n');
+    chmodSync(join(dir, 'hooks/check.sh'), 0o755);
+    const withScript = (command: string): string => `${CONFIG}  track:\n    scripts:\n      - { name: gw, command: ${command}, args: [10.0.0.1] }\n`;
+    const problems = (command: string): string[] => parseConfig(withScript(command), file, CHECKS).problems.map(formatProblem);
+    expect(problems('hooks/check.sh')).toEqual([]);
+    const config = parseConfig(withScript('hooks/check.sh'), file, CHECKS).config!;
+    expect(config.failover!.track.scripts).toEqual([
+      { name: 'gw', command: join(dir, 'hooks/check.sh'), args: ['10.0.0.1'], interval: 2000, timeout: 1000, rise: 1, fall: 1, weight: 0 },
+    ]);
+    expect(problems('hooks/missing.sh')).toEqual([
+      `${file}:19:30 failover.track.scripts[0].command: file \`hooks/missing.sh\` (${join(dir, 'hooks/missing.sh')}) does not exist`,
+    ]);
+    expect(problems('"hooks/check.sh 10.0.0.1"')).toEqual([
+      `${file}:19:30 failover.track.scripts[0].command: file \`hooks/check.sh 10.0.0.1\` (${join(dir, 'hooks/check.sh 10.0.0.1')}) does not exist: arguments go in \`args\` (a list), without a shell`,
+    ]);
+    chmodSync(join(dir, 'hooks/check.sh'), 0o644);
+    expect(problems('hooks/check.sh')).toEqual([`${file}:19:30 failover.track.scripts[0].command: file \`hooks/check.sh\` (${join(dir, 'hooks/check.sh')}) is not executable`]);
+    chmodSync(join(dir, 'hooks/check.sh'), 0o777);
+    expect(problems('hooks/check.sh')).toEqual([
+      `${file}:19:30 failover.track.scripts[0].command: it is writable by others (mode 777): whoever can change the script runs commands with this process's privileges (chmod go-w, chown root)`,
+    ]);
+  });
+
   // Reference catalogue #85, keepalived's enable_script_security: the hook runs with this process's capabilities.
   it('refuses a notify hook that another user could change: the file or a directory above it writable by others', () => {
     createAll();

@@ -240,7 +240,7 @@ function expectedFull(file: string): LbConfig {
         { routerId: 51, priority: 150, vips: ['192.0.2.10/24'] },
         { routerId: 52, priority: 100, vips: ['192.0.2.11/24', '198.51.100.5/32'] },
       ],
-      track: { listeners: false, interface: false, pools: { weight: 20 } },
+      track: { listeners: false, interface: false, pools: { weight: 20 }, scripts: [] },
       garp: { count: 3, interval: 1000, repeatAfter: 0 },
       notify: '/usr/local/bin/lb-notify',
     },
@@ -368,7 +368,7 @@ failover:
       preempt: true,
       preemptDelay: 0,
       instances: [{ routerId: 51, priority: 100, vips: ['192.0.2.10/24'] }],
-      track: { listeners: true, interface: true, pools: { weight: 50 } },
+      track: { listeners: true, interface: true, pools: { weight: 50 }, scripts: [] },
       garp: { count: 5, interval: 200, repeatAfter: 5_000 },
       notify: null,
     });

@@ -840,7 +840,7 @@ describe('HAProxy and keepalived words', () => {
       'virtual_router_id: 51',
       'advert_int: 1',
     ];
-    const TRACK = 'not supported: what can be tracked is `failover.track.pools`, `failover.track.listeners` and `failover.track.interface`';
+    const TRACK = 'did you mean `failover.track.scripts`? a list of scripts (`name`, `command`, `args`, `interval`, `weight`), tracked by every instance';
     const NOTIFY = 'did you mean `failover.notify`? one hook, called as `notify STATE ROUTER_ID`';
     const AUTH = 'did you mean `failover.authKeyFile`? a key file written by `mqtt-lb keygen`';
     expect(problems(`${FAILOVER}${keys.map((k) => `  ${k}\n`).join('')}`)).toEqual([
@@ -891,5 +891,22 @@ describe('HAProxy and keepalived words', () => {
       'lb.yaml:13:29 failover.track.pools.weight: must be an integer between 0 and 254, written without a fraction or exponent (got -60.0)',
     ]);
     expect(problems(`${FAILOVER}  track: { pools: { weight: 60 } }\n`)).toEqual([]);
+    // track.scripts: keepalived's vrrp_script, checked entry by entry.
+    const scripts = (entries: string): string[] => problems(`${FAILOVER}  track:\n    scripts:\n${entries}`);
+    expect(scripts('      - { name: gw, command: /bin/true }\n      - { name: up, command: /bin/true, args: [a, "b c"], interval: 500ms, rise: 2, fall: 3, weight: 30 }\n')).toEqual([]);
+    expect(
+      scripts(
+        '      - { name: gw, command: /bin/true, weight: -20 }\n      - { name: gw, command: /bin/true, interval: 1s, timeout: 2s }\n      - { name: x, args: [a] }\n      - { name: y, command: /bin/true, script: /bin/x }\n',
+      ),
+    ).toEqual([
+      'lb.yaml:15:49 failover.track.scripts[0].weight: must be an integer between 0 and 254 (got -20; the weight is subtracted already: write `20`)',
+      'lb.yaml:16:17 failover.track.scripts[1].name: duplicate script name `gw` (first on line 15)',
+      'lb.yaml:16:64 failover.track.scripts[1].timeout: must not be longer than `interval` (1s): one run at a time',
+      'lb.yaml:17:9 failover.track.scripts[2].command: missing required key `command` (the executable to run, e.g. /usr/local/bin/check-gateway; no shell: its arguments go in `args`)',
+      'lb.yaml:18:40 failover.track.scripts[3].script: unknown key `script` (did you mean `command`?)',
+    ]);
+    // An interval under 1 s without a timeout: the timeout is the interval.
+    const short = parseConfig(`${FAILOVER}  track:\n    scripts: [{ name: gw, command: /bin/true, interval: 300ms }]\n`, 'lb.yaml').config!;
+    expect(short.failover!.track.scripts[0]).toMatchObject({ interval: 300, timeout: 300 });
   });
 });

@@ -38,6 +38,10 @@ describe('planFailoverReload', () => {
     const live = planFailoverReload(running, failover(`${BASE}  preempt: false\n  preemptDelay: 5s\n  track: { pools: { weight: 0 } }\n  garp: { count: 2 }\n`));
     expect(live.applied).toEqual(['failover.preempt', 'failover.preemptDelay', 'failover.track', 'failover.garp']);
     expect(live.next).toMatchObject({ preempt: false, preemptDelay: 5000, track: { pools: { weight: 0 } }, garp: { count: 2 } });
+    // Track scripts are part of `track`: added, changed or removed by a reload.
+    const scripts = planFailoverReload(running, failover(`${BASE}  track:\n    scripts: [{ name: gw, command: /bin/true, weight: 30 }]\n`));
+    expect(scripts.applied).toEqual(['failover.track']);
+    expect(scripts.next!.track.scripts).toMatchObject([{ name: 'gw', command: '/bin/true', weight: 30 }]);
     // What needs a restart stays as it runs in `next`, and is named.
     const both = planFailoverReload(running, failover(BASE.replace('10.0.0.2', '10.0.0.3').replace('priority: 150', 'priority: 200') + '  advertInterval: 1s\n'));
     expect(both.applied).toEqual(['failover.priority']);

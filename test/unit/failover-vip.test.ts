@@ -72,7 +72,7 @@ describe('VIP commands refuse bad arguments before running anything', () => {
 });
 
 describe('tracking inputs (failover.track)', () => {
-  const track = { listeners: true, interface: true, pools: { weight: 50 } };
+  const track = { listeners: true, interface: true, pools: { weight: 50 }, scripts: [] };
   it('a failed listener is a FAULT, pools without servers lower the priority', () => {
     expect(computeTracking(track, { listenerFailed: true, poolsWithoutServer: 0 })).toEqual({ fault: true, priorityPenalty: 0 });
     expect(computeTracking(track, { listenerFailed: false, poolsWithoutServer: 2 })).toEqual({ fault: false, priorityPenalty: 100 });
