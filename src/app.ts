@@ -480,10 +480,11 @@ export class App implements TelemetrySource, AdminActions {
   }
 
   /**
-   * A FAULT this process did not ask for (track(): a listener) for this host's network (the failover interface without
-   * its carrier, its own address gone; not a track script) means health probes fail for it, not for the servers. On leaving FAULT, the servers
-   * judged meanwhile are probed afresh (HealthChecker.recheckAfterOutage) rather than after `rise` intervals: the
-   * failover benchmark saw a failback after a link cut wait for them (the pools' priority penalty).
+   * A FAULT this process did not ask for (track(): a listener), for this host's network (the failover interface
+   * without its carrier, its own address gone; not a track script), means health probes fail for it, not for the
+   * servers. On leaving FAULT, the servers judged meanwhile are probed afresh (HealthChecker.recheckAfterOutage)
+   * rather than after `rise` intervals: the failover benchmark saw a failback after a link cut wait for them (the
+   * pools' priority penalty).
    */
   private readonly onFailoverState = (e: FailoverStateEvent): void => {
     if (e.to === 'fault' && !this.trackedFault && e.byNetwork) {
