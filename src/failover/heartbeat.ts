@@ -394,7 +394,14 @@ export class Heartbeat {
         peer: inst.peer === null ? null : { ...inst.peer },
       });
     }
-    return { type: 'status', instances, dropped: { ...this.dropped }, resignSeq: this.resignSeq, localAddress: this.localAddress };
+    return {
+      type: 'status',
+      instances,
+      dropped: { ...this.dropped },
+      resignSeq: this.resignSeq,
+      localAddress: this.localAddress,
+      failingScripts: this.scripts?.failing() ?? [],
+    };
   }
 
   // ---- internals -------------------------------------------------------------------------------------------

@@ -37,6 +37,8 @@ export interface FailoverStats {
   /** Keyed `${from}>${to}`. */
   transitions: Map<string, number>;
   dropped: Record<DropReason, number>;
+  /** Each configured failover.track.scripts entry, by name: failing now (as of the thread's last status). */
+  trackScripts: Map<string, boolean>;
 }
 
 export interface FailoverStateEvent {
@@ -180,7 +182,9 @@ export class Failover extends EventEmitter {
     const cur = this.last?.dropped;
     const dropped = { ...this.droppedBefore };
     if (cur !== undefined) for (const r of Object.keys(dropped) as DropReason[]) dropped[r] += cur[r];
-    return { transitions: new Map(this.transitions), dropped };
+    const failing = new Set(this.last?.failingScripts ?? []);
+    const trackScripts = new Map(this.config.track.scripts.map((s) => [s.name, failing.has(s.name)]));
+    return { transitions: new Map(this.transitions), dropped, trackScripts };
   }
 
   isMaster(): boolean {

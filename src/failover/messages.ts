@@ -68,6 +68,8 @@ export interface WorkerStatus {
   resignSeq: number;
   /** Our advert source address. */
   localAddress: string;
+  /** The names of the failover.track.scripts failing now. */
+  failingScripts: string[];
 }
 
 export type WorkerToMain =

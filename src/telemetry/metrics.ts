@@ -81,6 +81,7 @@ export class Metrics {
   private readonly failoverInstanceState: Gauge<'router_id' | 'state'>;
   private readonly failoverPriority: Gauge<'router_id'>;
   private readonly failoverTransitions: SnapshotCounter<'from' | 'to'>;
+  private readonly failoverTrackScriptFailing: Gauge<'script'>;
   private readonly advertsDropped: SnapshotCounter<'reason'>;
   private readonly configReloads: Counter<'result'>;
   private readonly loopLag: Gauge<string>;
@@ -201,6 +202,12 @@ export class Metrics {
       name: 'mqtt_lb_failover_transitions_total',
       help: 'Failover state transitions, by from and to state.',
       labelNames: ['from', 'to'],
+      registers,
+    });
+    this.failoverTrackScriptFailing = new Gauge({
+      name: 'mqtt_lb_failover_track_script_failing',
+      help: 'Each failover.track.scripts entry: 1 while it fails (FAULT with weight 0, else the priority lowered by its weight), 0 while it passes.',
+      labelNames: ['script'],
       registers,
     });
     this.advertsDropped = new SnapshotCounter({
@@ -414,6 +421,7 @@ export class Metrics {
     this.failoverInstanceState.reset();
     this.failoverPriority.reset();
     this.failoverTransitions.reset();
+    this.failoverTrackScriptFailing.reset();
     this.advertsDropped.reset();
     const f = this.source.failover();
     if (!f) return;
@@ -431,6 +439,7 @@ export class Metrics {
       this.failoverTransitions.set({ from: key.slice(0, sep), to: key.slice(sep + 1) }, n);
     }
     for (const reason of ADVERT_DROP_REASONS) this.advertsDropped.set({ reason }, f.stats.dropped[reason] ?? 0);
+    for (const [script, failing] of f.stats.trackScripts) this.failoverTrackScriptFailing.set({ script }, failing ? 1 : 0);
   }
 
   /** Forget the lag measured so far (the start's warm-up, before any client: src/warm-up.ts). */

@@ -116,6 +116,10 @@ export function failoverStatus(state: FailoverInstanceStatus['state'] = 'master'
         ['backup>master', 2],
       ]),
       dropped: { bad_hmac: 3, replay: 1, router_id: 0, malformed: 7 },
+      trackScripts: new Map([
+        ['gateway', true],
+        ['upstream', false],
+      ]),
     },
   };
 }

@@ -280,6 +280,8 @@ describe('Metrics exposition', () => {
     expect(value(exp, 'mqtt_lb_failover_adverts_dropped_total', { reason: 'bad_hmac' })).toBe(3);
     expect(value(exp, 'mqtt_lb_failover_adverts_dropped_total', { reason: 'router_id' })).toBe(0);
     expect(value(exp, 'mqtt_lb_failover_adverts_dropped_total', { reason: 'malformed' })).toBe(7);
+    expect(value(exp, 'mqtt_lb_failover_track_script_failing', { script: 'gateway' })).toBe(1);
+    expect(value(exp, 'mqtt_lb_failover_track_script_failing', { script: 'upstream' })).toBe(0);
 
     source.failoverStatus.instances[0]!.state = 'master';
     source.failoverStatus.stats.transitions.set('master>fault', 1);
