@@ -18,6 +18,9 @@ const ADVERT_MAX_MS = 0xffff * ADVERT_UNIT_MS;
 
 const SHORTHAND_KEYS = ['routerId', 'priority', 'vips'] as const;
 
+/** The shortest `interval` and `timeout` of a track script. */
+const TRACK_SCRIPT_MIN_MS = 100;
+
 export function readFailover(ctx: ValidationContext, root: MapReader): FailoverConfig | null {
   const { r } = ctx;
   const slot = root.get('failover');
@@ -265,9 +268,10 @@ function readTrackScripts(ctx: ValidationContext, t: MapReader): TrackScriptConf
       const v = r.string(a, { pattern: /^[^\0]*$/, rule: 'an argument cannot contain NUL' });
       if (v !== undefined) args.push(v);
     }
-    const interval = s.duration('interval', d.interval, { min: 0, minExclusive: true });
+    // A fork and exec every few ms is a busy core, and a timeout that short fails a healthy check under load.
+    const interval = s.duration('interval', d.interval, { min: TRACK_SCRIPT_MIN_MS });
     const timeoutSlot = s.get('timeout');
-    const timeout = s.duration('timeout', Math.min(d.timeout, interval), { min: 0, minExclusive: true });
+    const timeout = s.duration('timeout', Math.min(d.timeout, interval), { min: TRACK_SCRIPT_MIN_MS });
     if (timeoutSlot !== undefined && timeout > interval) r.error(timeoutSlot, `must not be longer than \`interval\` (${formatDuration(interval)}): one run at a time`);
     scripts.push({
       name,

@@ -28,12 +28,24 @@ export interface CommandOptions {
    * `sleep` or `curl` would otherwise outlive it, holding its output pipe open, and the result with it).
    */
   processGroup?: boolean;
+  /**
+   * With processGroup: the result is the command's own exit; what it leaves running then (a background job holding
+   * its output) is killed with the group, instead of the run lasting until the timeout (the track scripts: keepalived
+   * waits for the script's exit only).
+   */
+  endsAtExit?: boolean;
+  /** Output kept per stream (default 4 MiB). */
+  maxOutputBytes?: number;
 }
 
 /** The C locale for every command we run: the texts we match are the English ones. */
 export const COMMAND_ENV = { ...process.env, LC_ALL: 'C', LANG: 'C' };
 
 const MAX_OUTPUT_BYTES = 4 * 1024 * 1024;
+/** After an endsAtExit command's exit, how long its pipes may stay open (held by a process outside its group). */
+const EXIT_PIPES_GRACE_MS = 200;
+/** describeResult quotes at most this much of the first line of stderr: a log line, not a dump. */
+const DETAIL_STDERR_CHARS = 200;
 
 export function runCommand(file: string, args: readonly string[], opts: CommandOptions): Promise<CommandResult> {
   if (opts.processGroup === true) return runInProcessGroup(file, args, opts);
@@ -93,8 +105,10 @@ function runInProcessGroup(file: string, args: readonly string[], opts: CommandO
       killGroup();
       closePipes();
     };
+    let exitFallback: NodeJS.Timeout | undefined;
     const settle = (code: number | null, signal: NodeJS.Signals | null): void => {
       clearTimeout(timer);
+      clearTimeout(exitFallback);
       if (child !== undefined) childEnded(child);
       opts.signal?.removeEventListener('abort', onAbort);
       resolve({ code: spawnError === null ? code : null, signal, ...output, timedOut, aborted, spawnError: aborted || timedOut ? null : spawnError });
@@ -120,11 +134,22 @@ function runInProcessGroup(file: string, args: readonly string[], opts: CommandO
       spawnError = err.code ?? 'error';
     });
     child.on('close', settle);
+    if (opts.endsAtExit === true) {
+      child.on('exit', () => {
+        if (timedOut || aborted) return;
+        clearTimeout(timer);
+        // Its leftovers go; their end closes the pipes, and 'close' follows with all the output read. One that left
+        // the group (setsid) may still hold them: closed after a moment all the same.
+        killGroup();
+        exitFallback = setTimeout(closePipes, EXIT_PIPES_GRACE_MS);
+      });
+    }
+    const maxOutput = opts.maxOutputBytes ?? MAX_OUTPUT_BYTES;
     for (const name of ['stdout', 'stderr'] as const) {
       const stream = child[name];
       stream?.setEncoding('utf8');
       stream?.on('data', (text: string) => {
-        if (output[name].length < MAX_OUTPUT_BYTES) output[name] += text;
+        if (output[name].length < maxOutput) output[name] += text.length <= maxOutput - output[name].length ? text : text.slice(0, maxOutput - output[name].length);
       });
     }
     timer = setTimeout(() => {
@@ -139,10 +164,11 @@ function runInProcessGroup(file: string, args: readonly string[], opts: CommandO
 
 /** One line for logs and error messages. */
 export function describeResult(file: string, args: readonly string[], r: CommandResult): string {
-  const what = `${file} ${args.join(' ')}`;
+  const what = [file, ...args].join(' ');
   if (r.spawnError !== null) return `${what}: cannot run (${r.spawnError})`;
   if (r.timedOut) return `${what}: killed after timeout`;
   if (r.aborted) return `${what}: cancelled`;
-  const err = r.stderr.trim().split('\n')[0] ?? '';
+  const first = r.stderr.trim().split('\n', 1)[0] ?? '';
+  const err = first.length > DETAIL_STDERR_CHARS ? `${first.slice(0, DETAIL_STDERR_CHARS)}... (${first.length} characters)` : first;
   return `${what}: exit ${r.code ?? r.signal}${err === '' ? '' : `: ${err}`}`;
 }

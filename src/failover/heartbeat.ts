@@ -289,14 +289,14 @@ export class Heartbeat {
       }
     }
     if (this.closing !== null) return;
-    // Passing until they have run `fall` times: nothing to wait for here (keepalived without `init_fail`).
+    // Their first runs start now; until each weight-0 script has a result, no instance becomes master (mastersHeld).
     this.scripts = new TrackScripts(this.config.track.scripts, this.log, () => this.trackingChanged());
     this.started = true;
     const fault = this.fault();
     for (const inst of this.instances.values()) {
       inst.sm.setFault(fault);
       inst.sm.setPriorityPenalty(this.priorityPenalty());
-      inst.sm.setHeld(this.held);
+      inst.sm.setHeld(this.mastersHeld());
       this.exec(inst, inst.sm.start());
     }
     this.log.info(
@@ -323,7 +323,15 @@ export class Heartbeat {
     const penalty = this.priorityPenalty();
     for (const inst of this.instances.values()) this.exec(inst, inst.sm.setPriorityPenalty(penalty));
     this.applyFault();
+    // After the fault: a first result that fails must not let an instance become master before it is in FAULT.
+    const held = this.mastersHeld();
+    for (const inst of this.instances.values()) this.exec(inst, inst.sm.setHeld(held));
     this.schedule();
+  }
+
+  /** No instance may become master: the proxy does not serve yet, or a weight-0 track script has no first result. */
+  private mastersHeld(): boolean {
+    return this.held || !(this.scripts?.settled ?? true);
   }
 
   /** The proxy's penalty (pools without a server up) and the failing track scripts' weights. */
@@ -358,7 +366,8 @@ export class Heartbeat {
     if (!this.held) return;
     this.held = false;
     if (!this.started || this.closing !== null) return;
-    for (const inst of this.instances.values()) this.exec(inst, inst.sm.setHeld(false));
+    const held = this.mastersHeld();
+    for (const inst of this.instances.values()) this.exec(inst, inst.sm.setHeld(held));
     this.schedule();
   }
 

@@ -1,9 +1,12 @@
 /**
  * `failover.track.scripts`: keepalived's `vrrp_script` + `track_script`. Each script runs every `interval`, without
- * a shell, in a process group of its own that is killed at `timeout` (what it started goes too). Exit 0 passes;
- * anything else fails: another code, a signal, the timeout, a file that cannot run. `fall` consecutive failures
- * make the script failing, `rise` consecutive passes passing again (rise-fall.ts, as the health checks). A script
- * starts out passing, as keepalived's do without `init_fail`, so a start does not wait for it.
+ * a shell, in a process group of its own that is killed at `timeout` (what it started goes too). Its own exit
+ * decides, as keepalived's does: exit 0 passes; anything else fails (another code, a signal, the timeout, a file
+ * that cannot run). What it leaves running when it exits is killed with its group: a check runs every interval, and
+ * leftovers would pile up. The first run decides at once (rise-fall.ts's `unknown`, as a server's first probe);
+ * after that, `fall` consecutive failures make the script failing and `rise` consecutive passes passing again.
+ * Until its first result a script counts as passing, but at start the host does not become master before every
+ * weight-0 script has one (`settled`): a host whose check hangs or fails must not take the VIP for a moment first.
  *
  * While a script fails, weight 0 puts the host in FAULT: it resigns its VIPs. A weight N lowers the priority by N
  * instead, as keepalived's negative weight does; whether that moves the VIP depends on the two hosts' priorities.
@@ -38,11 +41,15 @@ interface Tracked {
   timer: unknown;
   /** Set while a run is in progress: cancels it (a reload that drops the script, the stop). */
   running: AbortController | null;
+  /** now() when its last run started; null before the first. */
+  lastStart: number | null;
 }
 
+/** A check's stderr is for its first line in a log line: no more is kept. */
+const SCRIPT_OUTPUT_BYTES = 16 * 1024;
+
 async function runScript(cfg: TrackScriptConfig, signal: AbortSignal): Promise<ScriptResult> {
-  const r = await runCommand(cfg.command, cfg.args, { timeoutMs: cfg.timeout, processGroup: true, signal });
-  // Killed at the timeout counts as failed even when the script itself had exited 0 (a child held its output).
+  const r = await runCommand(cfg.command, cfg.args, { timeoutMs: cfg.timeout, processGroup: true, endsAtExit: true, maxOutputBytes: SCRIPT_OUTPUT_BYTES, signal });
   const passed = r.code === 0 && !r.timedOut && !r.aborted;
   return { passed, detail: passed ? '' : describeResult(cfg.command, cfg.args, r) };
 }
@@ -50,6 +57,8 @@ async function runScript(cfg: TrackScriptConfig, signal: AbortSignal): Promise<S
 export class TrackScripts {
   private tracked = new Map<string, Tracked>();
   private closed = false;
+  /** The weight-0 scripts of the start that have no result yet (settled once it is empty; a reload adds none). */
+  private readonly awaitingFirst = new Set<string>();
   private readonly run: ScriptRunner;
   private readonly now: () => number;
   private readonly setTimer: (fn: () => void, ms: number) => unknown;
@@ -69,7 +78,13 @@ export class TrackScripts {
     this.now = opts.now ?? (() => performance.now());
     this.setTimer = opts.setTimer ?? ((fn, ms) => setTimeout(fn, ms));
     this.clearTimer = opts.clearTimer ?? ((h) => clearTimeout(h as NodeJS.Timeout));
+    for (const s of scripts) if (s.weight === 0) this.awaitingFirst.add(s.name);
     this.reconfigure(scripts);
+  }
+
+  /** Every weight-0 script of the start has a first result: until then the host must not become master. */
+  get settled(): boolean {
+    return this.awaitingFirst.size === 0;
   }
 
   /** A failing script with weight 0. */
@@ -91,9 +106,10 @@ export class TrackScripts {
   }
 
   /**
-   * A reload: a script kept by name with the same command and arguments keeps its state and its schedule (its new
-   * interval, timeout, rise, fall and weight apply from its next run; the weight at once); any other starts anew,
-   * passing, and runs now. A dropped script stops (a run in progress is killed).
+   * A reload: a script kept by name keeps its state, even with another command (a failing check must not pass for a
+   * moment because its arguments changed); the new settings apply at once (the weight, and an interval that ends
+   * sooner: its next run moves up), and a run in progress ends on the timeout it started with. A new script counts as
+   * passing until its first run, which starts now; a dropped one stops (a run in progress is killed).
    */
   reconfigure(scripts: readonly TrackScriptConfig[]): void {
     if (this.closed) return;
@@ -101,15 +117,25 @@ export class TrackScripts {
     const next = new Map<string, Tracked>();
     for (const cfg of scripts) {
       const kept = this.tracked.get(cfg.name);
-      if (kept !== undefined && kept.cfg.command === cfg.command && sameArgs(kept.cfg.args, cfg.args)) {
-        kept.cfg = cfg;
-        this.tracked.delete(cfg.name);
-        next.set(cfg.name, kept);
-      } else {
-        next.set(cfg.name, { cfg, state: initialRiseFall('up'), timer: null, running: null });
+      if (kept === undefined) {
+        next.set(cfg.name, { cfg, state: initialRiseFall('unknown'), timer: null, running: null, lastStart: null });
+        continue;
+      }
+      const was = kept.cfg;
+      kept.cfg = cfg;
+      this.tracked.delete(cfg.name);
+      next.set(cfg.name, kept);
+      if (kept.state.health === 'down' && was.weight !== cfg.weight) this.logFailing(kept, 'the reload changed its weight');
+      if (kept.timer !== null && kept.lastStart !== null && cfg.interval < was.interval) {
+        this.clearTimer(kept.timer);
+        this.schedule(kept, kept.lastStart + cfg.interval - this.now());
       }
     }
-    for (const dropped of this.tracked.values()) this.stop(dropped);
+    for (const dropped of this.tracked.values()) {
+      this.stop(dropped);
+      this.awaitingFirst.delete(dropped.cfg.name);
+      if (dropped.state.health === 'down') this.log.info({ script: dropped.cfg.name }, 'failover track script removed while failing');
+    }
     this.tracked = next;
     for (const t of next.values()) if (t.timer === null && t.running === null) this.schedule(t, 0);
     if (this.snapshot() !== before) this.onChange();
@@ -124,7 +150,12 @@ export class TrackScripts {
   }
 
   private snapshot(): string {
-    return `${this.fault}/${this.priorityPenalty}`;
+    return `${this.fault}/${this.priorityPenalty}/${this.settled}`;
+  }
+
+  private logFailing(t: Tracked, detail: string): void {
+    const { name, weight } = t.cfg;
+    this.log.warn({ script: name, weight, effect: weight === 0 ? 'fault' : `priority -${weight}`, detail }, 'failover track script failing');
   }
 
   private stop(t: Tracked): void {
@@ -142,6 +173,7 @@ export class TrackScripts {
     t.timer = null;
     if (this.closed || this.tracked.get(t.cfg.name) !== t) return;
     const started = this.now();
+    t.lastStart = started;
     const cancel = new AbortController();
     t.running = cancel;
     let result: ScriptResult;
@@ -153,23 +185,15 @@ export class TrackScripts {
     if (t.running === cancel) t.running = null;
     // Dropped by a reload, or stopped, while it ran: its result no longer counts.
     if (cancel.signal.aborted || this.closed || this.tracked.get(t.cfg.name) !== t) return;
+    const before = this.snapshot();
     const was = t.state.health;
     t.state = nextRiseFall(t.state, result.passed, t.cfg);
-    const { name, weight } = t.cfg;
-    if (t.state.health !== was) {
-      if (t.state.health === 'down') {
-        this.log.warn({ script: name, weight, effect: weight === 0 ? 'fault' : `priority -${weight}`, detail: result.detail }, 'failover track script failing');
-      } else {
-        this.log.info({ script: name }, 'failover track script passing');
-      }
-      this.onChange();
-    } else if (!result.passed) {
-      this.log.debug({ script: name, detail: result.detail }, 'failover track script run failed');
-    }
+    this.awaitingFirst.delete(t.cfg.name);
+    const name = t.cfg.name;
+    if (t.state.health === 'down' && was !== 'down') this.logFailing(t, result.detail);
+    else if (t.state.health === 'up' && was === 'down') this.log.info({ script: name }, 'failover track script passing');
+    else if (!result.passed) this.log.debug({ script: name, detail: result.detail }, 'failover track script run failed');
+    if (this.snapshot() !== before) this.onChange();
     this.schedule(t, t.cfg.interval - (this.now() - started));
   }
-}
-
-function sameArgs(a: readonly string[], b: readonly string[]): boolean {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
 }

@@ -724,6 +724,23 @@ describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', (
     await waitFor('VIP on lb1 only', holdersAre(['lb1']), 2000);
   });
 
+  it('track scripts at start: a host whose weight-0 check hangs never takes the VIP, not even for a moment', async () => {
+    const hang = join(dir, 'track-hang.sh');
+    await writeFile(hang, '#!/bin/sh\nsleep 30\n');
+    await chmod(hang, 0o755);
+    const lb2 = await startLb('lb2');
+    await lb2.waitState('master', 5000);
+    await waitFor('VIP on lb2 only', holdersAre(['lb2']), 5000);
+    // lb1 has the higher priority (150) and preempts, once its check has a first result: a timeout (1 s), so FAULT.
+    const scripts = [{ name: 'gateway', command: hang, args: [], interval: 2000, timeout: 1000, rise: 1, fall: 3, weight: 0 }];
+    const lb1 = await startLb('lb1', { track: { listeners: true, interface: true, pools: { weight: 50 }, scripts } });
+    await lb1.waitState('fault', 4000);
+    await sleep(300);
+    expect(lb1.transitions()).toEqual(['init>backup', 'backup>fault']);
+    expect(lb2.transitions()).toEqual(['init>backup', 'backup>master']);
+    expect(await holders()).toEqual(['lb2']);
+  });
+
   it('a VIP removed behind the master’s back is added back in place (no failover); removed again soon after, the master resigns and holds down', async () => {
     const [lb1, lb2] = await startPair();
     await topo.execOk(topo.ns.lb1, 'ip', ['addr', 'del', VIP_CIDR, 'dev', 'eth0']);

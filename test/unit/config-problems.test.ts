@@ -905,6 +905,11 @@ describe('HAProxy and keepalived words', () => {
       'lb.yaml:17:9 failover.track.scripts[2].command: missing required key `command` (the executable to run, e.g. /usr/local/bin/check-gateway; no shell: its arguments go in `args`)',
       'lb.yaml:18:40 failover.track.scripts[3].script: unknown key `script` (did you mean `command`?)',
     ]);
+    // A fork every few ms is a busy core, and so short a timeout fails healthy checks under load: 100 ms at least.
+    expect(scripts('      - { name: gw, command: /bin/true, interval: 20ms, timeout: 10ms }\n')).toEqual([
+      'lb.yaml:15:51 failover.track.scripts[0].interval: must be at least 100ms (got "20ms")',
+      'lb.yaml:15:66 failover.track.scripts[0].timeout: must be at least 100ms (got "10ms")',
+    ]);
     // An interval under 1 s without a timeout: the timeout is the interval.
     const short = parseConfig(`${FAILOVER}  track:\n    scripts: [{ name: gw, command: /bin/true, interval: 300ms }]\n`, 'lb.yaml').config!;
     expect(short.failover!.track.scripts[0]).toMatchObject({ interval: 300, timeout: 300 });

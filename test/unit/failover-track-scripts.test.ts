@@ -73,19 +73,23 @@ class Harness {
 }
 
 describe('TrackScripts', () => {
-  it('starts passing, runs at once and every interval, fails after `fall` failures in a row and passes after `rise` passes', async () => {
+  it('the first run decides at once; then it fails after `fall` failures in a row and passes after `rise` passes', async () => {
     const h = new Harness([script('gw', { fall: 2, rise: 3 })]);
-    expect(h.scripts.fault).toBe(false);
-    h.results.set('gw', [false, true, false, false, true, true, true]);
+    expect(h.scripts.fault).toBe(false); // no result yet: counts as passing...
+    expect(h.scripts.settled).toBe(false); // ...but the host may not become master before it has one
+    h.results.set('gw', [true, false, true, false, false, true, true, true]);
     await h.advance(0);
     expect(h.runs).toEqual([{ name: 'gw', at: 0 }]);
-    await h.advance(1000); // fail, pass: the streak starts over
+    expect(h.scripts.settled).toBe(true);
+    expect(h.changes).toBe(1); // settled
+    await h.advance(1000); // fail
+    await h.advance(1000); // pass: the streak starts over
     await h.advance(1000); // fail
     expect(h.scripts.fault).toBe(false);
     await h.advance(1000); // fail: two in a row
     expect(h.scripts.fault).toBe(true);
     expect(h.scripts.failing()).toEqual(['gw']);
-    expect(h.changes).toBe(1);
+    expect(h.changes).toBe(2);
     expect(h.lines.filter((l) => l.level === 'warn')).toEqual([
       { level: 'warn', msg: 'failover track script failing', obj: { script: 'gw', weight: 0, effect: 'fault', detail: '/bin/gw: exit 1' } },
     ]);
@@ -93,10 +97,34 @@ describe('TrackScripts', () => {
     expect(h.scripts.fault).toBe(true);
     await h.advance(1000); // the third
     expect(h.scripts.fault).toBe(false);
-    expect(h.changes).toBe(2);
+    expect(h.changes).toBe(3);
     expect(h.lines.at(-1)).toMatchObject({ level: 'info', msg: 'failover track script passing', obj: { script: 'gw' } });
-    expect(h.runs.map((r) => r.at)).toEqual([0, 1000, 2000, 3000, 4000, 5000, 6000]);
+    expect(h.runs.map((r) => r.at)).toEqual([0, 1000, 2000, 3000, 4000, 5000, 6000, 7000]);
     h.scripts.close();
+  });
+
+  it('a first run that fails is a failing script at once, whatever `fall` says (no moment as master at start)', async () => {
+    const h = new Harness([script('gw', { fall: 3 }), script('up', { weight: 40, fall: 3 })]);
+    h.results.set('gw', [false]);
+    h.results.set('up', [false]);
+    await h.advance(0);
+    expect(h.scripts.settled).toBe(true);
+    expect(h.scripts.fault).toBe(true);
+    expect(h.scripts.priorityPenalty).toBe(40);
+  });
+
+  it('only weight-0 scripts hold the start back; a weight-N script and one a reload adds do not', async () => {
+    const h = new Harness([script('up', { weight: 40 })]);
+    expect(h.scripts.settled).toBe(true);
+    h.hold = true;
+    h.scripts.reconfigure([script('up', { weight: 40 }), script('gw')]);
+    expect(h.scripts.settled).toBe(true);
+    const g = new Harness([script('gw')]);
+    g.hold = true;
+    await g.advance(0);
+    expect(g.scripts.settled).toBe(false);
+    g.scripts.reconfigure([]); // dropped before its first result: nothing to wait for any more
+    expect(g.scripts.settled).toBe(true);
   });
 
   it('a weight lowers the priority instead of FAULT; the weights of the failing scripts add up', async () => {
@@ -126,27 +154,31 @@ describe('TrackScripts', () => {
     h.scripts.close();
   });
 
-  it('a reload keeps the state of a script with the same command and args, and starts a changed or new one passing', async () => {
-    const h = new Harness([script('a', { weight: 10 }), script('b')]);
+  it('a reload keeps each script\'s state by name, applies a new weight and a shorter interval at once, and says so', async () => {
+    const h = new Harness([script('a', { weight: 10 }), script('b'), script('c', { interval: 20_000 })]);
     h.results.set('a', [false]);
     h.results.set('b', [false]);
     await h.advance(0);
     expect(h.scripts.priorityPenalty).toBe(10);
     expect(h.scripts.fault).toBe(true);
     const changesBefore = h.changes;
-    // a: same command, new weight (applies at once); b: new args (starts anew, passing); c: new.
-    h.scripts.reconfigure([script('a', { weight: 40 }), script('b', { args: ['x'] }), script('c')]);
+    // a: new weight (at once, with a line); b: new args, still failing (no moment of passing); c: a shorter interval.
+    h.scripts.reconfigure([script('a', { weight: 40 }), script('b', { args: ['x'] }), script('c', { interval: 1000 }), script('d')]);
     expect(h.scripts.priorityPenalty).toBe(40);
-    expect(h.scripts.fault).toBe(false);
+    expect(h.scripts.fault).toBe(true);
     expect(h.changes).toBe(changesBefore + 1);
+    expect(h.lines.filter((l) => l.level === 'warn').at(-1)).toMatchObject({ obj: { script: 'a', weight: 40, effect: 'priority -40', detail: 'the reload changed its weight' } });
     const runsBefore = h.runs.length;
     await h.advance(0);
-    expect(h.runs.slice(runsBefore).map((r) => r.name).sort()).toEqual(['b', 'c']); // a keeps its schedule
-    // Dropping the failing ones: nothing asked for any more.
+    expect(h.runs.slice(runsBefore).map((r) => r.name)).toEqual(['d']); // a, b, c keep their schedules...
+    await h.advance(1000);
+    expect(h.runs.slice(runsBefore).map((r) => r.name).sort()).toEqual(['a', 'b', 'c', 'd', 'd']); // ...c's moved up from 20 s
+    // Dropping the failing ones: nothing asked for any more, and said.
     h.scripts.reconfigure([]);
     expect(h.scripts.priorityPenalty).toBe(0);
     expect(h.scripts.fault).toBe(false);
     expect(h.timerCount).toBe(0);
+    expect(h.lines.filter((l) => l.msg === 'failover track script removed while failing').map((l) => l.obj.script).sort()).toEqual(['a', 'b']);
     h.scripts.close();
   });
 
@@ -184,7 +216,7 @@ describe('TrackScripts: real executables', () => {
     while (!want(scripts) && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
   }
 
-  it('exit codes, arguments, a missing file and the timeout (which kills what the script started)', async () => {
+  it('exit codes, arguments, a missing file, the timeout, a leftover background job, a long stderr; what they started is killed', async () => {
     const log: LogSink & { warns: Array<Record<string, unknown>> } = {
       warns: [],
       debug() {},
@@ -195,6 +227,9 @@ describe('TrackScripts: real executables', () => {
       error() {},
     };
     const ok = executable('ok.sh', '[ "$1" = "fine" ] && exit 0; echo "wanted fine, got $1" >&2; exit 3');
+    // keepalived's rule: its own exit decides. Leftovers holding its output are killed, not waited for.
+    const leaves = executable('leaves.sh', `sleep 30 & echo $! > ${dir}/leftover.pid; exit 0`);
+    const loud = executable('loud.sh', 'head -c 100000 /dev/zero | tr "\\\\0" x >&2; exit 1');
     const slow = executable('slow.sh', `sleep 30 & echo $! > ${dir}/child.pid; wait`);
     const scripts = new TrackScripts(
       [
@@ -202,29 +237,34 @@ describe('TrackScripts: real executables', () => {
         { name: 'exits', command: ok, args: ['bad'], interval: 200, timeout: 150, rise: 1, fall: 1, weight: 5 },
         { name: 'missing', command: path.join(dir, 'nope.sh'), args: [], interval: 200, timeout: 150, rise: 1, fall: 1, weight: 7 },
         { name: 'hangs', command: slow, args: [], interval: 1000, timeout: 300, rise: 1, fall: 1, weight: 11 },
+        { name: 'leaves', command: leaves, args: [], interval: 5000, timeout: 3000, rise: 1, fall: 1, weight: 13 },
+        { name: 'loud', command: loud, args: [], interval: 5000, timeout: 3000, rise: 1, fall: 1, weight: 17 },
       ],
       log,
       () => undefined,
     );
     try {
-      await settled(scripts, (s) => s.priorityPenalty === 23);
-      expect(scripts.priorityPenalty).toBe(23);
+      await settled(scripts, (s) => s.priorityPenalty === 40);
+      expect(scripts.priorityPenalty).toBe(40); // exits 5 + missing 7 + hangs 11 + loud 17; leaves passes
+      expect(scripts.failing().sort()).toEqual(['exits', 'hangs', 'loud', 'missing']);
       expect(scripts.fault).toBe(false);
       const detail = (name: string): string => String(log.warns.find((w) => w.script === name)?.detail);
       expect(detail('exits')).toBe(`${ok} bad: exit 3: wanted fine, got bad`);
       expect(detail('missing')).toContain('cannot run (ENOENT)');
       expect(detail('hangs')).toContain('killed after timeout');
+      expect(detail('loud')).toBe(`${loud}: exit 1: ${'x'.repeat(200)}... (16384 characters)`);
       // The script's own child went with it (its process group).
       const { readFileSync } = await import('node:fs');
-      const child = Number(readFileSync(path.join(dir, 'child.pid'), 'utf8'));
+      const pids = [Number(readFileSync(path.join(dir, 'child.pid'), 'utf8')), Number(readFileSync(path.join(dir, 'leftover.pid'), 'utf8'))];
       // Gone, or a zombie that its new parent has not reaped yet (in a container, pid 1 may never reap it).
-      const running = (): boolean => {
-        try {
-          return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${child}/stat`, 'utf8'));
-        } catch {
-          return false;
-        }
-      };
+      const running = (): boolean =>
+        pids.some((pid) => {
+          try {
+            return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+          } catch {
+            return false;
+          }
+        });
       for (let i = 0; i < 50 && running(); i++) await new Promise((r) => setTimeout(r, 20));
       expect(running()).toBe(false);
     } finally {
