@@ -169,6 +169,6 @@ export function describeResult(file: string, args: readonly string[], r: Command
   if (r.timedOut) return `${what}: killed after timeout`;
   if (r.aborted) return `${what}: cancelled`;
   const first = r.stderr.trim().split('\n', 1)[0] ?? '';
-  const err = first.length > DETAIL_STDERR_CHARS ? `${first.slice(0, DETAIL_STDERR_CHARS)}... (${first.length} characters)` : first;
+  const err = first.length > DETAIL_STDERR_CHARS ? `${first.slice(0, DETAIL_STDERR_CHARS)}...` : first;
   return `${what}: exit ${r.code ?? r.signal}${err === '' ? '' : `: ${err}`}`;
 }

@@ -289,7 +289,7 @@ export class Heartbeat {
       }
     }
     if (this.closing !== null) return;
-    // Their first runs start now; until each weight-0 script has a result, no instance becomes master (mastersHeld).
+    // Their first runs start now; while a weight-0 script has no result, no instance becomes master (mastersHeld).
     this.scripts = new TrackScripts(this.config.track.scripts, this.log, () => this.trackingChanged());
     this.started = true;
     const fault = this.fault();

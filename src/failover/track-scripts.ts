@@ -5,8 +5,8 @@
  * that cannot run). What it leaves running when it exits is killed with its group: a check runs every interval, and
  * leftovers would pile up. The first run decides at once (rise-fall.ts's `unknown`, as a server's first probe);
  * after that, `fall` consecutive failures make the script failing and `rise` consecutive passes passing again.
- * Until its first result a script counts as passing, but at start the host does not become master before every
- * weight-0 script has one (`settled`): a host whose check hangs or fails must not take the VIP for a moment first.
+ * Until its first result a script counts as passing, but the host does not become master while a weight-0 script has
+ * none (`settled`): a host whose check hangs or fails must not take the VIP for a moment first.
  *
  * While a script fails, weight 0 puts the host in FAULT: it resigns its VIPs. A weight N lowers the priority by N
  * instead, as keepalived's negative weight does; whether that moves the VIP depends on the two hosts' priorities.
@@ -57,8 +57,6 @@ async function runScript(cfg: TrackScriptConfig, signal: AbortSignal): Promise<S
 export class TrackScripts {
   private tracked = new Map<string, Tracked>();
   private closed = false;
-  /** The weight-0 scripts of the start that have no result yet (settled once it is empty; a reload adds none). */
-  private readonly awaitingFirst = new Set<string>();
   private readonly run: ScriptRunner;
   private readonly now: () => number;
   private readonly setTimer: (fn: () => void, ms: number) => unknown;
@@ -78,13 +76,16 @@ export class TrackScripts {
     this.now = opts.now ?? (() => performance.now());
     this.setTimer = opts.setTimer ?? ((fn, ms) => setTimeout(fn, ms));
     this.clearTimer = opts.clearTimer ?? ((h) => clearTimeout(h as NodeJS.Timeout));
-    for (const s of scripts) if (s.weight === 0) this.awaitingFirst.add(s.name);
-    this.reconfigure(scripts);
+    this.reconfigure(scripts, false);
   }
 
-  /** Every weight-0 script of the start has a first result: until then the host must not become master. */
+  /**
+   * Every weight-0 script has a first result: until then the host must not become master (at start, and after a
+   * reload adds one: a host in FAULT for a script the reload replaced must not take the VIP before the new one ran).
+   */
   get settled(): boolean {
-    return this.awaitingFirst.size === 0;
+    for (const t of this.tracked.values()) if (t.cfg.weight === 0 && t.state.health === 'unknown') return false;
+    return true;
   }
 
   /** A failing script with weight 0. */
@@ -110,8 +111,9 @@ export class TrackScripts {
    * moment because its arguments changed); the new settings apply at once (the weight, and an interval that ends
    * sooner: its next run moves up), and a run in progress ends on the timeout it started with. A new script counts as
    * passing until its first run, which starts now; a dropped one stops (a run in progress is killed).
+   * @param notify false from the constructor: its owner reads the state itself
    */
-  reconfigure(scripts: readonly TrackScriptConfig[]): void {
+  reconfigure(scripts: readonly TrackScriptConfig[], notify = true): void {
     if (this.closed) return;
     const before = this.snapshot();
     const next = new Map<string, Tracked>();
@@ -133,12 +135,11 @@ export class TrackScripts {
     }
     for (const dropped of this.tracked.values()) {
       this.stop(dropped);
-      this.awaitingFirst.delete(dropped.cfg.name);
       if (dropped.state.health === 'down') this.log.info({ script: dropped.cfg.name }, 'failover track script removed while failing');
     }
     this.tracked = next;
     for (const t of next.values()) if (t.timer === null && t.running === null) this.schedule(t, 0);
-    if (this.snapshot() !== before) this.onChange();
+    if (notify && this.snapshot() !== before) this.onChange();
   }
 
   /** Stops every script (a run in progress is killed with its process group). Idempotent. */
@@ -188,7 +189,6 @@ export class TrackScripts {
     const before = this.snapshot();
     const was = t.state.health;
     t.state = nextRiseFall(t.state, result.passed, t.cfg);
-    this.awaitingFirst.delete(t.cfg.name);
     const name = t.cfg.name;
     if (t.state.health === 'down' && was !== 'down') this.logFailing(t, result.detail);
     else if (t.state.health === 'up' && was === 'down') this.log.info({ script: name }, 'failover track script passing');
