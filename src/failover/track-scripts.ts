@@ -63,8 +63,9 @@ export class TrackScripts {
   private readonly clearTimer: (handle: unknown) => void;
 
   /**
-   * @param onChange called when what the scripts ask for changes (a script starts or stops failing, a reload
-   *   changes a failing script's weight or drops it): read `fault` and `priorityPenalty` then
+   * @param onChange called when what the scripts ask for changes (a script starts or stops failing, a first result
+   *   comes, a reload changes a failing script's weight, adds one or drops one): read `fault`, `priorityPenalty` and
+   *   `settled` then
    */
   constructor(
     scripts: readonly TrackScriptConfig[],
