@@ -9,7 +9,7 @@ import type { PoolConfig } from '../config/types.js';
 import { xxh64Into } from './hash/xxh64.js';
 import { Ranking } from './ranking.js';
 import { Server, serverPlace, type HealthState } from './server.js';
-import { ServerTable, TIER_NONE } from './server-table.js';
+import { ServerTable, TIER_NONE, type Tier } from './server-table.js';
 import { createPlacementStrategy } from './strategies/create.js';
 import { rendezvousScore } from './hash/rendezvous.js';
 import { rendezvousWinner, selectByRendezvous } from './strategies/rendezvous-hash.js';
@@ -138,40 +138,44 @@ export class Pool {
     const table = this.currentTable();
     const tier = table.tier();
     if (tier === TIER_NONE) return [];
-    table.backoffNow = countBackedOff(this.servers) === 0 ? 0 : backoffCutoff(table, tier, this.now(), this.onDeferred);
     const key = this.routingKey(keys);
+    if (key.length === 0) {
+      const picked = this.pick(table, tier, key, true);
+      return picked.length === 0 && table.fullInTier(tier) ? FULL_CANDIDATES : picked;
+    }
+    xxh64Into(key, this.keyHash);
+    const picked = this.pick(table, tier, key, false);
+    if (picked.length === 0) return picked;
+    const first = picked[0]!;
+    if (!first.full) return withoutFull(picked, 1); // a retry never goes to a full server
+    // The first is the key's own server, unless that one is in its dial back-off and this one stands in for it.
+    const own = first === table.servers[rendezvousWinner(table, tier, this.keyHash[0]!, this.keyHash[1]!)];
+    if (own && this.holdsSessionOn(keys.clientId, first)) return withoutFull(picked, 1);
+    // Closed by `onServerUp: rebalance` to come back here, but others took the room it counted on meanwhile: its
+    // session ran on another server until just now, so it goes on down its order rather than being locked out.
+    if (own && !this.wasRebalanced(key)) return FULL_CANDIDATES;
+    const withRoom = this.pick(table, tier, key, true);
+    return withRoom.length === 0 ? FULL_CANDIDATES : withRoom;
+  }
+
+  /**
+   * One pick for `key` (the key hash in keyHash when it is not empty): up to retries + 1 servers, best first, without
+   * those left out for their dial back-off and, with `skipFull`, those at their maxConnections. A full server is
+   * never one that "can take the session" for the back-off: it does not push a backed-off server out of the pick.
+   */
+  private pick(table: ServerTable, tier: Tier, key: Buffer, skipFull: boolean): Server[] {
     try {
+      table.skipFull = true;
+      table.backoffNow = countBackedOff(this.servers) === 0 ? 0 : backoffCutoff(table, tier, this.now(), this.onDeferred);
+      table.skipFull = skipFull;
       this.ranking.begin(this.config.retries + 1);
-      if (key.length > 0) {
-        xxh64Into(key, this.keyHash);
-        selectByRendezvous(table, tier, this.keyHash[0]!, this.keyHash[1]!, this.ranking);
-      } else {
-        table.skipFull = true;
-        this.placement.select(table, tier, this.ranking);
-      }
+      if (key.length > 0) selectByRendezvous(table, tier, this.keyHash[0]!, this.keyHash[1]!, this.ranking);
+      else this.placement.select(table, tier, this.ranking);
     } finally {
       table.backoffNow = 0; // this pick only: owner() and the rebalance see every server
       table.skipFull = false;
     }
-    let picked = this.ranking.take();
-    if (key.length === 0) return picked.length === 0 && table.fullInTier(tier) ? FULL_CANDIDATES : picked;
-    if (picked.length === 0) return picked;
-    const home = picked[0]!;
-    if (home.full && !this.holdsSessionOn(keys.clientId, home)) {
-      // Closed by `onServerUp: rebalance` to come back here, but others took the room it counted on meanwhile: its
-      // session ran on another server until just now, so it goes on down its order rather than being locked out.
-      if (!this.wasRebalanced(key)) return FULL_CANDIDATES;
-      picked = picked.filter((s) => !s.full);
-      return picked.length === 0 ? FULL_CANDIDATES : picked;
-    }
-    // A retry never goes to a full server.
-    for (let i = 1; i < picked.length; i++) {
-      if (picked[i]!.full) {
-        picked = picked.filter((s, j) => j === 0 || !s.full);
-        break;
-      }
-    }
-    return picked;
+    return this.ranking.take();
   }
 
   /** `onServerUp: rebalance` has closed a session of this routing key to move it back to its server. */
@@ -332,6 +336,12 @@ export class Pool {
     this.ranking = new Ranking(this.table.size);
     this.placement.reset(this.table);
   }
+}
+
+/** `picked` without the full servers from index `from` on; the same array when there are none (the common case). */
+function withoutFull(picked: Server[], from: number): Server[] {
+  for (let i = from; i < picked.length; i++) if (picked[i]!.full) return picked.filter((s, j) => j < from || !s.full);
+  return picked;
 }
 
 function initialHealth(config: PoolConfig): HealthState {

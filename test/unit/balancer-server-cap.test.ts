@@ -110,6 +110,35 @@ describe('servers[].maxConnections: keyless picks', () => {
   });
 });
 
+describe('servers[].maxConnections with the dial back-off', () => {
+  it('keyless: a full server does not push a backed-off one out of the pick (it is the only one with room)', () => {
+    for (const balance of ['round-robin', 'least-connections', 'random'] as const) {
+      const pool = new Pool(poolConfig({ balance, servers: [{ name: 'b1', maxConnections: 1 }, 'b2'] }), undefined, { now: () => 5000 });
+      allUp(pool.servers);
+      addSessions(byName(pool.servers, 'b1'), 1);
+      byName(pool.servers, 'b2').dialBackoffUntil = 6000;
+      expect(names(pool.candidates(keys('c1'))), balance).toEqual(['b2']);
+    }
+  });
+
+  it('hashed: a full server that stands in for a backed-off home does not refuse the client', () => {
+    const pool = new Pool(poolConfig({ servers: ['b1', 'b2', 'b3'], retries: 2 }), undefined, { now: () => 5000 });
+    allUp(pool.servers);
+    const id = idHomedOn(pool, 'b1');
+    const order = names(pool.candidates(keys(id)));
+    const [home, second, third] = order as [string, string, string];
+    byName(pool.servers, home).dialBackoffUntil = 6000;
+    byName(pool.servers, second).config = { ...byName(pool.servers, second).config, maxConnections: 1 };
+    addSessions(byName(pool.servers, second), 1);
+    // The home is backed off and the next is full: the third, which has room.
+    expect(names(pool.candidates(keys(id)))).toEqual([third]);
+    // No other server with room either: the back-off leaves no one out, and the home is tried.
+    byName(pool.servers, third).config = { ...byName(pool.servers, third).config, maxConnections: 1 };
+    addSessions(byName(pool.servers, third), 1);
+    expect(names(pool.candidates(keys(id)))).toEqual([home]);
+  });
+});
+
 describe('servers[].maxConnections: onServerUp rebalance', () => {
   function homedSessions(pool: Pool, on: Server, home: string, n: number): FakeSession[] {
     const out: FakeSession[] = [];
@@ -157,6 +186,20 @@ describe('servers[].maxConnections: onServerUp rebalance', () => {
     for (const n of order.slice(1)) byName(pool.servers, n).config = { ...byName(pool.servers, n).config, maxConnections: 1 };
     for (const n of order.slice(1)) addSessions(byName(pool.servers, n), 1);
     expect(pool.candidates(keys(id))).toBe(FULL_CANDIDATES);
+  });
+
+  it('a rebalanced client with retries: 0 (a pick of one) still finds the next server with room', () => {
+    let t = 1000;
+    const pool = new Pool(poolConfig({ servers: [{ name: 'b1', maxConnections: 1 }, 'b2', 'b3'], retries: 0 }), undefined, { now: () => t });
+    allUp(pool.servers);
+    const id = idHomedOn(pool, 'b1');
+    const order = names(pool.candidates({ clientId: id, username: null }));
+    expect(order).toEqual(['b1']);
+    addSessions(byName(pool.servers, 'b1'), 1);
+    pool.noteRebalanced(id);
+    const next = names(pool.candidates(keys(id)));
+    expect(next).toHaveLength(1);
+    expect(next[0]).not.toBe('b1');
   });
 
   it('remembers rebalanced keys only while some server has a cap', () => {
