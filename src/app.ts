@@ -31,7 +31,7 @@ import type { LagWindow } from './telemetry/loop-lag.js';
 import type { ProcessMetricsJson } from './telemetry/process-metrics.js';
 import { IntakeAlert, poolIntake } from './balancer/intake-alert.js';
 import { descriptorShortage } from './proxy/descriptor-check.js';
-import { Failover, computeTracking, type FailoverStateEvent } from './failover/index.js';
+import { Failover, computeTracking } from './failover/index.js';
 import { isVipAddress, vipAddresses } from './failover/ipv4.js';
 import { VERSION } from './version.js';
 import { ErrorCodes, MqttLbError } from './errors.js';
@@ -147,8 +147,6 @@ export class App implements TelemetrySource, AdminActions {
   private clampsSaid = new Set<string>();
   /** checkDescriptors' last finding: null, or why no descriptor could be opened. */
   private descriptorShortage: 'EMFILE' | 'ENFILE' | null = null;
-  /** The last tracking sent asked for FAULT (a listener that cannot accept). */
-  private trackedFault = false;
   /** limits.idleTimeout over this process's sessions (none in the cluster primary: its workers sweep theirs). */
   private readonly idleSweep: IdleSweep;
   private stopping = false;
@@ -264,7 +262,7 @@ export class App implements TelemetrySource, AdminActions {
       // The failover worker logs its own transitions ('failover state changed').
       this.failoverRuntime = new Failover(config.failover, this.log);
       this.failoverRuntime.onRelease = (vips, signal) => this.releaseVipSessions(new Set(vips), signal);
-      this.failoverRuntime.on('state', this.onFailoverState);
+      this.failoverRuntime.on('network', this.onFailoverNetwork);
       this.failoverConfig = config.failover;
     }
     try {
@@ -459,11 +457,9 @@ export class App implements TelemetrySource, AdminActions {
     this.sendTracking(fo, fc);
   }
 
-  /** The tracking now, to the heartbeat; trackedFault remembers whether it asked for FAULT (onFailoverState). */
+  /** The tracking now, to the heartbeat. */
   private sendTracking(fo: Failover, fc: FailoverConfig): void {
-    const tracking = this.tracking(fc);
-    this.trackedFault = tracking.fault;
-    fo.setTracking(tracking);
+    fo.setTracking(this.tracking(fc));
   }
 
   /** What lowers this host's claim now: a listener that cannot accept, pools without a server up. */
@@ -480,20 +476,20 @@ export class App implements TelemetrySource, AdminActions {
   }
 
   /**
-   * A FAULT this process did not ask for (track(): a listener), for this host's network (the failover interface
-   * without its carrier, its own address gone; not a track script), means health probes fail for it, not for the
-   * servers. On leaving FAULT, the servers judged meanwhile are probed afresh (HealthChecker.recheckAfterOutage)
-   * rather than after `rise` intervals: the failover benchmark saw a failback after a link cut wait for them (the
-   * pools' priority penalty).
+   * This host's network is out (the failover interface without its carrier, its own address gone): health probes
+   * fail for it, not for the servers. When it is back, the servers judged meanwhile are probed afresh
+   * (HealthChecker.recheckAfterOutage) rather than after `rise` intervals: the failover benchmark saw a failback after
+   * a link cut wait for them (the pools' priority penalty). Told whatever the failover state: a track script may have
+   * put the host in FAULT before the link went, and may keep it there after the link is back.
    */
-  private readonly onFailoverState = (e: FailoverStateEvent): void => {
-    if (e.to === 'fault' && !this.trackedFault && e.byNetwork) {
+  private readonly onFailoverNetwork = (out: boolean): void => {
+    if (out) {
       for (const c of this.checkers.values()) c.outageBegan();
-    } else if (e.from === 'fault' && e.to !== 'init') {
-      let probes = 0;
-      for (const c of this.checkers.values()) probes += c.recheckAfterOutage();
-      if (probes > 0) this.log.info({ probes }, 'failover interface back: probing afresh the servers judged while it was out');
+      return;
     }
+    let probes = 0;
+    for (const c of this.checkers.values()) probes += c.recheckAfterOutage();
+    if (probes > 0) this.log.info({ probes }, 'failover interface back: probing afresh the servers judged while it was out');
   };
 
   // ── reload ──────────────────────────────────────────────────────────────────────────────────────────────

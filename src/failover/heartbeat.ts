@@ -159,6 +159,8 @@ export class Heartbeat {
   private appFault = false;
   /** failover.track.scripts, from the start on (their FAULT and priority penalty join the proxy's tracking). */
   private scripts: TrackScripts | null = null;
+  /** What noteNetwork() last told the proxy. */
+  private networkOut = false;
   /** The proxy does not serve yet (HeartbeatOptions.held): no instance becomes master. */
   private held: boolean;
   private carrier = true;
@@ -289,9 +291,10 @@ export class Heartbeat {
       }
     }
     if (this.closing !== null) return;
-    // Their first runs start now; while a weight-0 script has no result, no instance becomes master (mastersHeld).
+    // Their first runs start now; while a script has no result, no instance becomes master (mastersHeld).
     this.scripts = new TrackScripts(this.config.track.scripts, this.log, () => this.trackingChanged());
     this.started = true;
+    this.noteNetwork();
     const fault = this.fault();
     for (const inst of this.instances.values()) {
       inst.sm.setFault(fault);
@@ -300,7 +303,7 @@ export class Heartbeat {
       this.exec(inst, inst.sm.start());
     }
     this.log.info(
-      { iface, localAddress: this.localAddress, transport: this.config.transport, port: this.config.port, routerIds: [...this.instances.keys()], carrier: this.carrier, held: this.held },
+      { iface, localAddress: this.localAddress, transport: this.config.transport, port: this.config.port, routerIds: [...this.instances.keys()], carrier: this.carrier, held: this.mastersHeld() },
       'failover heartbeat started',
     );
     this.schedule();
@@ -329,7 +332,7 @@ export class Heartbeat {
     this.schedule();
   }
 
-  /** No instance may become master: the proxy does not serve yet, or a weight-0 track script has no first result. */
+  /** No instance may become master: the proxy does not serve yet, or a track script has no first result. */
   private mastersHeld(): boolean {
     return this.held || !(this.scripts?.settled ?? true);
   }
@@ -481,7 +484,20 @@ export class Heartbeat {
     return this.ownAddressGone || (this.config.track.interface && !this.carrier);
   }
 
+  /**
+   * Tells the proxy when this host's network goes out or comes back, whatever the state: its health probes fail for
+   * it meanwhile, not for the servers (App.onFailoverNetwork). Not a state change: the host may be in FAULT already
+   * (a track script), or stay in it when the network is back.
+   */
+  private noteNetwork(): void {
+    const out = this.networkFault();
+    if (out === this.networkOut) return;
+    this.networkOut = out;
+    this.emit({ type: 'network', out });
+  }
+
   private applyFault(): void {
+    this.noteNetwork();
     const f = this.fault();
     for (const inst of this.instances.values()) this.exec(inst, inst.sm.setFault(f));
   }
@@ -667,7 +683,7 @@ export class Heartbeat {
           break;
         case 'notify':
           this.log.info({ routerId: inst.cfg.routerId, from: a.from, to: a.to, priority: inst.sm.advertisedPriority, at }, 'failover state changed');
-          this.emit({ type: 'state', routerId: inst.cfg.routerId, from: a.from, to: a.to, at, byNetwork: a.to === 'fault' && this.networkFault() });
+          this.emit({ type: 'state', routerId: inst.cfg.routerId, from: a.from, to: a.to, at });
           this.notify.run(a.to, inst.cfg.routerId);
           this.emitStatus();
           break;

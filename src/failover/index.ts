@@ -47,8 +47,6 @@ export interface FailoverStateEvent {
   to: FailoverState;
   /** Wall-clock ms (Date.now()) of the transition, taken in the heartbeat thread. */
   at: number;
-  /** To FAULT because this host's network is out (no carrier, its own address gone), not (only) for a track script or the proxy. */
-  byNetwork: boolean;
 }
 
 /** Waits for the worker to bind and remove stale VIPs. */
@@ -290,9 +288,13 @@ export class Failover extends EventEmitter {
         if (m.to === 'master') this.abortReleases((r) => r.routerId === m.routerId);
         const k = `${m.from}>${m.to}`;
         this.transitions.set(k, (this.transitions.get(k) ?? 0) + 1);
-        this.emit('state', { routerId: m.routerId, from: m.from, to: m.to, at: m.at, byNetwork: m.byNetwork === true } satisfies FailoverStateEvent);
+        this.emit('state', { routerId: m.routerId, from: m.from, to: m.to, at: m.at } satisfies FailoverStateEvent);
         break;
       }
+      case 'network':
+        // This host's network out or back (heartbeat noteNetwork): the proxy's health checks hear of it.
+        this.emit('network', m.out);
+        break;
       case 'release': {
         const release = this.onRelease;
         const abort = new AbortController();

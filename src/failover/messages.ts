@@ -82,9 +82,9 @@ export type WorkerToMain =
       to: FailoverState;
       /** Date.now() in the worker at the transition. */
       at: number;
-      /** To FAULT because this host's network is out (no carrier, its own address gone), whatever else asks for it too. */
-      byNetwork?: boolean;
     }
+  /** This host's network went out (the interface without carrier, its own address gone) or came back, in any state. */
+  | { type: 'network'; out: boolean }
   // Demoted without a stop: close the sessions whose client connected to `vips`, then answer 'released'.
   | { type: 'release'; routerId: number; vips: string[]; seq: number }
   | WorkerStatus

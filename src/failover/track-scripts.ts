@@ -5,8 +5,9 @@
  * that cannot run). What it leaves running when it exits is killed with its group: a check runs every interval, and
  * leftovers would pile up. The first run decides at once (rise-fall.ts's `unknown`, as a server's first probe);
  * after that, `fall` consecutive failures make the script failing and `rise` consecutive passes passing again.
- * Until its first result a script counts as passing, but the host does not become master while a weight-0 script has
- * none (`settled`): a host whose check hangs or fails must not take the VIP for a moment first.
+ * Until its first result a script counts as passing, but the host does not become master while a script has none
+ * (`settled`, at most its `timeout`): a host whose check hangs or fails must not take the VIP for a moment first, nor
+ * preempt a peer only to hand the VIP back when a weight lowers its priority a second later.
  *
  * While a script fails, weight 0 puts the host in FAULT: it resigns its VIPs. A weight N lowers the priority by N
  * instead, as keepalived's negative weight does; whether that moves the VIP depends on the two hosts' priorities.
@@ -81,11 +82,11 @@ export class TrackScripts {
   }
 
   /**
-   * Every weight-0 script has a first result: until then the host must not become master (at start, and after a
-   * reload adds one: a host in FAULT for a script the reload replaced must not take the VIP before the new one ran).
+   * Every script has a first result: until then the host must not become master (at start, and after a reload adds
+   * one: a host in FAULT for a script the reload replaced must not take the VIP before the new one ran).
    */
   get settled(): boolean {
-    for (const t of this.tracked.values()) if (t.cfg.weight === 0 && t.state.health === 'unknown') return false;
+    for (const t of this.tracked.values()) if (t.state.health === 'unknown') return false;
     return true;
   }
 

@@ -64,6 +64,8 @@ export interface LbYamlOptions {
   health?: { interval: string; timeout: string; rise: number; fall: number };
   /** Synthetic sessions of the warm-up at start (default 0: none). */
   warmUp?: number;
+  /** More keys of the `failover` section, indented by 2 (e.g. `  track:\n    scripts: [...]\n`). */
+  failoverExtra?: string;
 }
 
 /** A complete lb.yaml for one LB host (design.md §4), brokers health-checked at MQTT level. */
@@ -109,7 +111,7 @@ failover:
   priority: ${o.priority}
   vips: [${o.vipCidr}]
   garp: { count: 3, interval: 100ms, repeatAfter: 1s }
-${o.extra ?? ''}`;
+${o.failoverExtra ?? ''}${o.extra ?? ''}`;
 }
 
 /** One running mqtt-lb process in an LB namespace. */

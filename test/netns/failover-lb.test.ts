@@ -279,6 +279,44 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
     expect(lb2.transitions().slice(n2).map((t) => `${t.from}>${t.to}`)).toEqual(['backup>master', 'master>backup']);
   });
 
+  it('a link cut while a track script already holds the host in FAULT: back, its brokers are probed afresh all the same', async () => {
+    // The outage is told by the heartbeat whatever the state: here no transition marks the link's loss or return.
+    const check = join(dir, 'gw-check.sh');
+    const flag = join(dir, 'gw-down.flag');
+    await writeFile(check, '#!/bin/sh\n[ ! -e "$1" ]\n');
+    await chmod(check, 0o755);
+    const file = join(dir, 'lb1-script.yaml');
+    const keyFile = join(dir, 'failover.key');
+    const health = { interval: '1s', timeout: '300ms', rise: 3, fall: 1 };
+    const failoverExtra = `  track:\n    scripts: [{ name: gateway, command: ${check}, args: [${flag}], interval: 200ms, timeout: 200ms }]\n`;
+    await writeFile(file, lbYaml({ name: 'lb1', peer: topo.addr.lb2, keyFile, priority: PRIORITY.lb1, vipCidr: VIP_CIDR, brokers, adminPort: ADMIN_PORT, advertIntervalMs: ADVERT_INTERVAL_MS, health, failoverExtra }));
+    const lb1 = await NsLb.start(topo, 'lb1', file, ADMIN_PORT);
+    lbs.push(lb1);
+    started.push(lb1.proc);
+    const lb2 = await startLb('lb2');
+    await lb1.waitState('master', 5000);
+    await lb1.waitServers('up', 5000);
+
+    await writeFile(flag, '');
+    await lb1.waitState('fault', 3000);
+    await lb2.waitState('master', 3000);
+    const n1 = lb1.transitions().length;
+    await topo.cutLink('lb1');
+    await lb1.waitServers('down', 4000);
+    const restoredAt = performance.now();
+    await topo.restoreLink('lb1');
+    await lb1.waitServers('up', 5000);
+    const upAfterMs = Math.round(performance.now() - restoredAt);
+    const recheck = lb1.logsWith('failover interface back: probing afresh the servers judged while it was out');
+    console.log(`[failover-lb] link back while a script holds FAULT: brokers up after ${upAfterMs} ms; ${JSON.stringify(recheck.map((l) => l.probes))} probes`);
+    expect(recheck.map((l) => l.probes)).toEqual([brokers.length]);
+    expect(upAfterMs).toBeLessThan(1500);
+    expect(lb1.transitions().length).toBe(n1); // still FAULT: the script
+    await rm(flag);
+    await lb1.waitState('master', 5000, n1);
+    await waitFor('VIP back on lb1 only', holdersAre(['lb1']), 3000);
+  });
+
   it('restarted after a SIGKILL, the higher-priority host takes the VIP back as soon as its listeners are bound: its heartbeat ran during the warm-up', async () => {
     const [lb1, lb2] = await startPair();
     const takeoverFrom = lb2.transitions().length;
