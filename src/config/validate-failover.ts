@@ -265,7 +265,9 @@ function readTrackScripts(ctx: ValidationContext, t: MapReader): TrackScriptConf
     const args: string[] = [];
     const argItems = argsSlot === undefined || r.isNull(argsSlot) ? [] : (r.list(argsSlot) ?? []);
     for (const a of argItems) {
-      const v = r.string(a, { pattern: /^[^\0]*$/, rule: 'an argument cannot contain NUL' });
+      // As written: `args: [-c, 1, 010]` passes "1" and "010", not what YAML makes of them as numbers.
+      const plain = isScalar(a.node) && a.node.type === 'PLAIN' && typeof a.node.value !== 'string' && a.node.value !== null ? a.node.source : undefined;
+      const v = typeof plain === 'string' ? plain : r.string(a, { allowEmpty: true, pattern: /^[^\0]*$/, rule: 'an argument cannot contain NUL' });
       if (v !== undefined) args.push(v);
     }
     // A fork and exec every few ms is a busy core, and a timeout that short fails a healthy check under load.

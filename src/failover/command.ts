@@ -34,8 +34,8 @@ export interface CommandOptions {
    * waits for the script's exit only).
    */
   endsAtExit?: boolean;
-  /** Output kept per stream (default 4 MiB). */
-  maxOutputBytes?: number;
+  /** Output kept per stream, in characters (UTF-16 code units; default 4 Mi). */
+  maxOutputChars?: number;
 }
 
 /** The C locale for every command we run: the texts we match are the English ones. */
@@ -144,7 +144,7 @@ function runInProcessGroup(file: string, args: readonly string[], opts: CommandO
         exitFallback = setTimeout(closePipes, EXIT_PIPES_GRACE_MS);
       });
     }
-    const maxOutput = opts.maxOutputBytes ?? MAX_OUTPUT_BYTES;
+    const maxOutput = opts.maxOutputChars ?? MAX_OUTPUT_BYTES;
     for (const name of ['stdout', 'stderr'] as const) {
       const stream = child[name];
       stream?.setEncoding('utf8');

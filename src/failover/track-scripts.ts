@@ -46,11 +46,11 @@ interface Tracked {
   lastStart: number | null;
 }
 
-/** A check's stderr is for its first line in a log line: no more is kept. */
-const SCRIPT_OUTPUT_BYTES = 16 * 1024;
+/** A check's stderr is for its first line in a log line: no more is kept (characters). */
+const SCRIPT_OUTPUT_CHARS = 16 * 1024;
 
 async function runScript(cfg: TrackScriptConfig, signal: AbortSignal): Promise<ScriptResult> {
-  const r = await runCommand(cfg.command, cfg.args, { timeoutMs: cfg.timeout, processGroup: true, endsAtExit: true, maxOutputBytes: SCRIPT_OUTPUT_BYTES, signal });
+  const r = await runCommand(cfg.command, cfg.args, { timeoutMs: cfg.timeout, processGroup: true, endsAtExit: true, maxOutputChars: SCRIPT_OUTPUT_CHARS, signal });
   const passed = r.code === 0 && !r.timedOut && !r.aborted;
   return { passed, detail: passed ? '' : describeResult(cfg.command, cfg.args, r) };
 }

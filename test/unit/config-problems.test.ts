@@ -910,6 +910,9 @@ describe('HAProxy and keepalived words', () => {
       'lb.yaml:15:51 failover.track.scripts[0].interval: must be at least 100ms (got "20ms")',
       'lb.yaml:15:66 failover.track.scripts[0].timeout: must be at least 100ms (got "10ms")',
     ]);
+    // Arguments as written: YAML's numbers and booleans are passed as their text, an empty string is an argument.
+    const written = parseConfig(`${FAILOVER}  track:\n    scripts: [{ name: gw, command: /bin/true, args: [-c, 1, 010, 1.50, true, "", x] }]\n`, 'lb.yaml').config!;
+    expect(written.failover!.track.scripts[0]!.args).toEqual(['-c', '1', '010', '1.50', 'true', '', 'x']);
     // An interval under 1 s without a timeout: the timeout is the interval.
     const short = parseConfig(`${FAILOVER}  track:\n    scripts: [{ name: gw, command: /bin/true, interval: 300ms }]\n`, 'lb.yaml').config!;
     expect(short.failover!.track.scripts[0]).toMatchObject({ interval: 300, timeout: 300 });
