@@ -121,6 +121,24 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
     return lb;
   }
 
+  /**
+   * lb1 from a config of its own (probes every 1 s with rise 3, fall 1, and `failoverExtra`), then lb2; returns once
+   * lb1 is MASTER and sees its brokers up.
+   */
+  async function startPairRise3(name: string, failoverExtra = ''): Promise<[NsLb, NsLb]> {
+    const file = join(dir, name);
+    const health = { interval: '1s', timeout: '300ms', rise: 3, fall: 1 };
+    const keyFile = join(dir, 'failover.key');
+    await writeFile(file, lbYaml({ name: 'lb1', peer: topo.addr.lb2, keyFile, priority: PRIORITY.lb1, vipCidr: VIP_CIDR, brokers, adminPort: ADMIN_PORT, advertIntervalMs: ADVERT_INTERVAL_MS, health, failoverExtra }));
+    const lb1 = await NsLb.start(topo, 'lb1', file, ADMIN_PORT);
+    lbs.push(lb1);
+    started.push(lb1.proc);
+    const lb2 = await startLb('lb2');
+    await lb1.waitState('master', 5000);
+    await lb1.waitServers('up', 5000);
+    return [lb1, lb2];
+  }
+
   /** lb1 then lb2; returns once lb1 is MASTER holding the VIP, lb2 BACKUP, and both see every broker up. */
   async function startPair(): Promise<[NsLb, NsLb]> {
     const lb1 = await startLb('lb1');
@@ -243,18 +261,9 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
   });
 
   it('the master’s link cut long enough for its brokers to be marked down: back, they are probed afresh and up at once, not after `rise` probes', async () => {
-    // lb1 probes every 1 s with rise 3: without the recheck on leaving FAULT its brokers would stay down (and its
+    // lb1 probes every 1 s with rise 3: without the recheck when its link is back its brokers would stay down (and its
     // priority lowered by track.pools, so no failback) for at least 2 s after its first good probe.
-    const file = join(dir, 'lb1-rise3.yaml');
-    const keyFile = join(dir, 'failover.key');
-    const health = { interval: '1s', timeout: '300ms', rise: 3, fall: 1 };
-    await writeFile(file, lbYaml({ name: 'lb1', peer: topo.addr.lb2, keyFile, priority: PRIORITY.lb1, vipCidr: VIP_CIDR, brokers, adminPort: ADMIN_PORT, advertIntervalMs: ADVERT_INTERVAL_MS, health }));
-    const lb1 = await NsLb.start(topo, 'lb1', file, ADMIN_PORT);
-    lbs.push(lb1);
-    started.push(lb1.proc);
-    const lb2 = await startLb('lb2');
-    await lb1.waitState('master', 5000);
-    await lb1.waitServers('up', 5000);
+    const [lb1, lb2] = await startPairRise3('lb1-rise3.yaml');
     await lb2.waitServers('up', 5000);
 
     const n2 = lb2.transitions().length;
@@ -285,17 +294,8 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
     const flag = join(dir, 'gw-down.flag');
     await writeFile(check, '#!/bin/sh\n[ ! -e "$1" ]\n');
     await chmod(check, 0o755);
-    const file = join(dir, 'lb1-script.yaml');
-    const keyFile = join(dir, 'failover.key');
-    const health = { interval: '1s', timeout: '300ms', rise: 3, fall: 1 };
     const failoverExtra = `  track:\n    scripts: [{ name: gateway, command: ${check}, args: [${flag}], interval: 200ms, timeout: 200ms }]\n`;
-    await writeFile(file, lbYaml({ name: 'lb1', peer: topo.addr.lb2, keyFile, priority: PRIORITY.lb1, vipCidr: VIP_CIDR, brokers, adminPort: ADMIN_PORT, advertIntervalMs: ADVERT_INTERVAL_MS, health, failoverExtra }));
-    const lb1 = await NsLb.start(topo, 'lb1', file, ADMIN_PORT);
-    lbs.push(lb1);
-    started.push(lb1.proc);
-    const lb2 = await startLb('lb2');
-    await lb1.waitState('master', 5000);
-    await lb1.waitServers('up', 5000);
+    const [lb1, lb2] = await startPairRise3('lb1-script.yaml', failoverExtra);
 
     await writeFile(flag, '');
     await lb1.waitState('fault', 3000);
