@@ -305,8 +305,8 @@ function checkFiles(files: FileRef[], out: ProblemCollector, config: LbConfig): 
   }
   checkTlsMaterial(usable, out, config);
   checkFailoverKey(usable.get('failover.authKeyFile'), out);
-  checkNotifyHook(usable.get('failover.notify'), out);
-  for (const [path, ref] of usable) if (/^failover\.track\.scripts\[\d+\]\.command$/.test(path)) checkTrackScript(ref, out);
+  checkScriptSecurity(usable.get('failover.notify'), out, 'hook');
+  for (const [path, ref] of usable) if (/^failover\.track\.scripts\[\d+\]\.command$/.test(path)) checkScriptSecurity(ref, out, 'script');
 }
 
 /**
@@ -334,17 +334,14 @@ function hostAddresses(): Map<string, string[]> {
   return new Map(Object.entries(networkInterfaces()).map(([name, addrs]) => [name, (addrs ?? []).map((a) => a.address)]));
 }
 
-/** The notify hook runs with this process's capabilities: no one else may change it (script-security.ts). */
-function checkNotifyHook(ref: FileRef | undefined, out: ProblemCollector): void {
+/**
+ * The notify hook and the track scripts run with this process's capabilities: no one else may change them
+ * (script-security.ts). `what` names it in the message.
+ */
+function checkScriptSecurity(ref: FileRef | undefined, out: ProblemCollector, what: 'hook' | 'script'): void {
   if (ref === undefined) return;
   const why = scriptInsecurity(ref.resolved);
-  if (why !== null) out.error(ref.at, ref.path, `${why}: whoever can change the hook runs commands with this process's privileges (chmod go-w, chown root)`);
-}
-
-/** A track script runs with this process's capabilities too, every `interval`: the same rule as the hook. */
-function checkTrackScript(ref: FileRef, out: ProblemCollector): void {
-  const why = scriptInsecurity(ref.resolved);
-  if (why !== null) out.error(ref.at, ref.path, `${why}: whoever can change the script runs commands with this process's privileges (chmod go-w, chown root)`);
+  if (why !== null) out.error(ref.at, ref.path, `${why}: whoever can change the ${what} runs commands with this process's privileges (chmod go-w, chown root)`);
 }
 
 /** The failover key file holds what start needs: one base64 line of 32 bytes (src/failover/key.ts). */

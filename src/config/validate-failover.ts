@@ -149,16 +149,10 @@ function readInstances(r: ConfigReader, m: MapReader, peers: readonly string[]):
   // Adverts name their instance by router id, and a VIP held by two instances would flap between them.
   const firstRouterId = new Map<number, Slot>();
   const firstVip = new Map<string, Slot>();
-  for (const { slot, id } of routerIds) {
-    const first = firstRouterId.get(id);
-    if (first !== undefined) r.error(slot, `duplicate routerId ${id} (first on line ${r.out.lineOf(first.at)})`);
-    else firstRouterId.set(id, slot);
-  }
+  for (const { slot, id } of routerIds) r.unique(firstRouterId, id, slot, `routerId ${id}`);
   for (const { slot, vip } of vipSlots) {
     const address = vip.split('/')[0]!;
-    const first = firstVip.get(address);
-    if (first !== undefined) r.error(slot, `duplicate VIP \`${address}\` (first on line ${r.out.lineOf(first.at)})`);
-    else firstVip.set(address, slot);
+    r.unique(firstVip, address, slot, `VIP \`${address}\``);
     // The peer's own address: whenever this host is master it would take it from the peer (a failover audit).
     if (peers.includes(address)) r.error(slot, `\`${address}\` is the address of a peer (failover.peers): a VIP must be an address no host owns`);
   }
@@ -254,11 +248,7 @@ function readTrackScripts(ctx: ValidationContext, t: MapReader): TrackScriptConf
     if (s === undefined) continue;
     const nameSlot = s.required('name', 'names the script in the log lines');
     const name = nameSlot !== undefined ? (r.string(nameSlot, { pattern: NAME_RE, rule: NAME_RULE }) ?? '') : '';
-    if (nameSlot !== undefined && name !== '') {
-      const first = firstByName.get(name);
-      if (first !== undefined) r.error(nameSlot, `duplicate script name \`${name}\` (first on line ${r.out.lineOf(first.at)})`);
-      else firstByName.set(name, nameSlot);
-    }
+    if (nameSlot !== undefined && name !== '') r.unique(firstByName, name, nameSlot, `script name \`${name}\``);
     const commandSlot = s.required('command', 'the executable to run, e.g. /usr/local/bin/check-gateway; no shell: its arguments go in `args`');
     const command = commandSlot !== undefined ? ctx.filePath(commandSlot, 'execute') : undefined;
     const argsSlot = s.get('args');

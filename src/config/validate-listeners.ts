@@ -28,14 +28,7 @@ export function readListeners(ctx: ValidationContext, slot: Slot): ListenerDraft
     const draft = readListener(ctx, m);
     const nameSlot = m.get('name');
     const name = draft.config.name;
-    if (name !== '' && nameSlot !== undefined) {
-      const first = firstByName.get(name);
-      if (first !== undefined) {
-        r.error(nameSlot, `duplicate listener name \`${name}\` (first on line ${r.out.lineOf(first.at)})`);
-      } else {
-        firstByName.set(name, nameSlot);
-      }
-    }
+    if (name !== '' && nameSlot !== undefined) r.unique(firstByName, name, nameSlot, `listener name \`${name}\``);
     drafts.push(draft);
   }
   return drafts;

@@ -122,14 +122,7 @@ function readServers(ctx: ValidationContext, slot: Slot): ServerDraft[] {
     const server = readServer(r, m);
     servers.push({ config: server, healthUrlSlot: m.get('healthUrl') });
     const nameSlot = m.get('name');
-    if (server.name !== '' && nameSlot !== undefined) {
-      const first = firstByName.get(server.name);
-      if (first !== undefined) {
-        r.error(nameSlot, `duplicate server name \`${server.name}\` in this pool (first on line ${r.out.lineOf(first.at)})`);
-      } else {
-        firstByName.set(server.name, nameSlot);
-      }
-    }
+    if (server.name !== '' && nameSlot !== undefined) r.unique(firstByName, server.name, nameSlot, `server name \`${server.name}\` in this pool`);
   }
   return servers;
 }

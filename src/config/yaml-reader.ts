@@ -238,6 +238,16 @@ export class ConfigReader {
     this.out.warn(slot.at, slot.path, message);
   }
 
+  /**
+   * `key`, written at `slot`, must not repeat among those `seen` so far (names in a list, router ids, VIPs): a repeat
+   * is the problem `duplicate WHAT (first on line N)`.
+   */
+  unique<K>(seen: Map<K, Slot>, key: K, slot: Slot, what: string): void {
+    const first = seen.get(key);
+    if (first !== undefined) this.error(slot, `duplicate ${what} (first on line ${this.out.lineOf(first.at)})`);
+    else seen.set(key, slot);
+  }
+
   /** Whether its value was refused where it stands (slotOf): then it reads as null, and other checks say nothing of it. */
   wasRefused(slot: Slot): boolean {
     return slot.refused === true;
