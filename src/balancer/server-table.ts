@@ -69,17 +69,17 @@ export class ServerTable {
   /** May server `i` take a new session in this tier (and this pick: backoffNow)? */
   eligible(i: number, tier: Tier): boolean {
     const s = this.servers[i]!;
-    return (
-      s.acceptsNew &&
-      s.config.backup === (tier === TIER_BACKUP) &&
-      (this.backoffNow === 0 || s.dialBackoffUntil <= this.backoffNow) &&
-      !(this.skipFull && s.full)
-    );
+    return inTier(s, tier) && (this.backoffNow === 0 || s.dialBackoffUntil <= this.backoffNow) && !(this.skipFull && s.full);
   }
 
   /** Does a server of `tier` take sessions but sit at its maxConnections (why a keyless pick came back empty)? */
   fullInTier(tier: Tier): boolean {
-    for (const s of this.servers) if (s.acceptsNew && s.config.backup === (tier === TIER_BACKUP) && s.full) return true;
+    for (const s of this.servers) if (inTier(s, tier) && s.full) return true;
     return false;
   }
+}
+
+/** The server takes new sessions and belongs to `tier` (backup servers only in TIER_BACKUP). */
+function inTier(s: Server, tier: Tier): boolean {
+  return s.acceptsNew && s.config.backup === (tier === TIER_BACKUP);
 }

@@ -159,12 +159,17 @@ export class Server extends EventEmitter {
   }
 
   /**
-   * At its `maxConnections`: this process's sessions and dials in flight (with workers, each worker has its share
-   * of the cap). Never with no cap (0).
+   * What is left of its `maxConnections` after this process's sessions and dials in flight (with workers, each worker
+   * has its share of the cap); Infinity with no cap (0). At or below 0 when the cap is reached (a reload may lower it).
    */
-  get full(): boolean {
+  get room(): number {
     const cap = this.config.maxConnections;
-    return cap > 0 && this.sessions.size + this.dialsInFlight >= cap;
+    return cap > 0 ? cap - this.sessions.size - this.dialsInFlight : Infinity;
+  }
+
+  /** At its `maxConnections` (room). Never with no cap. */
+  get full(): boolean {
+    return this.room <= 0;
   }
 
   /** Live sessions, local and (in the primary) in workers. */

@@ -15,8 +15,7 @@ import type { ReactingPool } from './pool-view.js';
 export function sessionsToRebalance(pool: ReactingPool, returning: Server): EvictionItem[] {
   const items: EvictionItem[] = [];
   if (!returning.acceptsNew) return items;
-  const cap = returning.config.maxConnections;
-  const room = cap > 0 ? Math.max(0, cap - returning.sessions.size - returning.dialsInFlight) : Infinity;
+  const room = returning.room;
   for (const other of pool.servers) {
     if (items.length >= room) break;
     if (other === returning) continue;
