@@ -4,6 +4,8 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // A test's process.kill(0 | -1 | -its own group) throws instead of killing vitest and the CI job with it.
+    setupFiles: ['test/helpers/signal-guard.ts'],
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',

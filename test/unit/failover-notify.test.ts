@@ -3,7 +3,7 @@
  * hook's children too.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
@@ -11,7 +11,7 @@ import { NotifyRunner } from '../../src/failover/notify.js';
 import { runCommand } from '../../src/failover/command.js';
 import type { LogSink } from '../../src/failover/log.js';
 import { ROOT, ensureDistBuilt } from '../helpers/dist-build.js';
-import { isRunning } from '../helpers/processes.js';
+import { isRunning, readPidFile, waitForPidFile } from '../helpers/processes.js';
 
 let dir: string;
 const errors: string[] = [];
@@ -23,10 +23,10 @@ beforeEach(() => {
 });
 afterEach(() => {
   // A child the test let loose (the old runner left it running) must not outlive the test.
-  const pidFile = join(dir, 'child.pid');
-  if (existsSync(pidFile)) {
+  const pid = readPidFile(join(dir, 'child.pid'));
+  if (pid !== null) {
     try {
-      process.kill(Number(readFileSync(pidFile, 'utf8')), 'SIGKILL');
+      process.kill(pid, 'SIGKILL');
     } catch {
       // gone, as it should be
     }
@@ -106,10 +106,11 @@ console.log(JSON.stringify(errors));
     expect(readFileSync(calls, 'utf8').trim().split('\n')).toEqual(['backup', 'master']);
     expect(took).toBeLessThan(5_000);
     expect(errors).toEqual(['failover notify hook failed']);
-    const child = Number(readFileSync(pidFile, 'utf8'));
+    const child = readPidFile(pidFile);
+    expect(child).not.toBeNull();
     // SIGKILL to the group is delivered at once; allow the kernel a moment to reap.
-    for (let i = 0; i < 50 && isRunning(child); i++) await new Promise((r) => setTimeout(r, 20));
-    expect(isRunning(child)).toBe(false);
+    for (let i = 0; i < 50 && isRunning(child!); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(isRunning(child!)).toBe(false);
   });
 
   it('a process that left the hook\'s group (setsid) does not hold the result past the timeout', async () => {
@@ -127,11 +128,11 @@ console.log(JSON.stringify(errors));
     const runner = new NotifyRunner(hook(`echo "$1" >> ${calls}\nif [ "$1" = backup ]; then sleep 30 & echo $! > ${pidFile}; wait; fi`), log);
     runner.run('backup', 51);
     runner.run('stop', 51);
-    for (let i = 0; i < 100 && !existsSync(pidFile); i++) await new Promise((r) => setTimeout(r, 20));
+    // The whole pid, not just the file: the shell creates it before it writes (readPidFile).
+    const child = await waitForPidFile(pidFile);
     expect(runner.cutRunning()).toBe(true);
     await runner.idle();
     expect(readFileSync(calls, 'utf8').trim().split('\n')).toEqual(['backup', 'stop']);
-    const child = Number(readFileSync(pidFile, 'utf8'));
     for (let i = 0; i < 50 && isRunning(child); i++) await new Promise((r) => setTimeout(r, 20));
     expect(isRunning(child)).toBe(false);
     expect(errors).toEqual(['failover notify hook failed']); // the cut call, said
@@ -144,7 +145,7 @@ console.log(JSON.stringify(errors));
     const runner = new NotifyRunner(hook(`echo "$1 $2" >> ${calls}\nsetsid sleep 30 & echo $! > ${pidFile}\nsleep 30`), log);
     runner.run('stop', 51);
     runner.run('stop', 52);
-    for (let i = 0; i < 100 && !existsSync(pidFile); i++) await new Promise((r) => setTimeout(r, 20));
+    await waitForPidFile(pidFile);
     const started = Date.now();
     await runner.close();
     expect(Date.now() - started).toBeLessThan(5_000); // not the 30 s of the escaped child's pipe

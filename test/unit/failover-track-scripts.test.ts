@@ -10,6 +10,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { TrackScripts, type ScriptResult } from '../../src/failover/track-scripts.js';
 import type { TrackScriptConfig } from '../../src/config/types.js';
 import type { LogSink } from '../../src/failover/log.js';
+import { waitForPidFile } from '../helpers/processes.js';
 
 function script(name: string, over: Partial<TrackScriptConfig> = {}): TrackScriptConfig {
   return { name, command: `/bin/${name}`, args: [], interval: 1000, timeout: 500, rise: 1, fall: 1, weight: 0, ...over };
@@ -269,7 +270,7 @@ describe('TrackScripts: real executables', () => {
       expect(detail('loud')).toBe(`${loud}: exit 1: ${'x'.repeat(200)}...`);
       // The script's own child went with it (its process group).
       const { readFileSync } = await import('node:fs');
-      const pids = [Number(readFileSync(path.join(dir, 'child.pid'), 'utf8')), Number(readFileSync(path.join(dir, 'leftover.pid'), 'utf8'))];
+      const pids = [await waitForPidFile(path.join(dir, 'child.pid')), await waitForPidFile(path.join(dir, 'leftover.pid'))];
       // Gone, or a zombie that its new parent has not reaped yet (in a container, pid 1 may never reap it).
       const running = (): boolean =>
         pids.some((pid) => {
