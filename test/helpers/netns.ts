@@ -11,7 +11,7 @@
  */
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { linkSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -211,14 +211,18 @@ const LOCK_FILE = join(tmpdir(), 'mqtt-lb-netns-tests.lock');
 const LOCK_WAIT_MS = 200_000;
 let lockDepth = 0;
 
-function lockOwnerAlive(): boolean {
-  let pid: number;
+/** The lock's owner, if its file holds one whole pid line; null while it cannot be read or is not whole. */
+function lockOwner(): { pid: number; ino: number; ageMs: number } | null {
   try {
-    pid = Number(readFileSync(LOCK_FILE, 'utf8').trim());
+    const m = /^(\d+)\n$/.exec(readFileSync(LOCK_FILE, 'utf8'));
+    const st = statSync(LOCK_FILE);
+    return m === null ? { pid: 0, ino: st.ino, ageMs: Date.now() - st.mtimeMs } : { pid: Number(m[1]), ino: st.ino, ageMs: 0 };
   } catch {
-    return false;
+    return null;
   }
-  if (!Number.isInteger(pid) || pid <= 0) return false;
+}
+
+function alive(pid: number): boolean {
   if (pid === process.pid) return true;
   try {
     process.kill(pid, 0);
@@ -228,37 +232,64 @@ function lockOwnerAlive(): boolean {
   }
 }
 
+/**
+ * Removes the lock file if it is still the stale one judged (the same inode): renamed aside first, so that of two
+ * waiters judging it stale at once only one removes it, and a lock taken meanwhile by a third is put back.
+ */
+function removeStaleLock(staleIno: number): void {
+  const aside = `${LOCK_FILE}.stale.${process.pid}`;
+  try {
+    renameSync(LOCK_FILE, aside);
+  } catch {
+    return; // gone already: another waiter removed it
+  }
+  try {
+    if (statSync(aside).ino !== staleIno) linkSync(aside, LOCK_FILE); // a live lock: back where it was
+  } catch {
+    /* EEXIST: the lock is held again */
+  }
+  rmSync(aside, { force: true });
+}
+
 async function acquireMachineLock(): Promise<void> {
   if (lockDepth++ > 0) return; // this process already holds it
   const until = Date.now() + LOCK_WAIT_MS;
-  for (;;) {
-    try {
-      const fd = openSync(LOCK_FILE, 'wx', 0o644);
-      writeSync(fd, `${process.pid}\n`);
-      closeSync(fd);
-      return;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
-        lockDepth--;
-        throw err;
+  // Created whole, then linked into place: a lock file is never seen empty (an empty one read as pid 0, "dead",
+  // and a second file took the lock while the first held it).
+  const mine = `${LOCK_FILE}.${process.pid}`;
+  writeFileSync(mine, `${process.pid}\n`);
+  try {
+    for (;;) {
+      try {
+        linkSync(mine, LOCK_FILE);
+        return;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
+          lockDepth--;
+          throw err;
+        }
       }
+      const owner = lockOwner();
+      // A dead owner's lock (a killed run), or one that never became whole (written by an older helper).
+      if (owner !== null && (owner.pid > 0 ? !alive(owner.pid) : owner.ageMs > 5000)) {
+        removeStaleLock(owner.ino);
+        continue;
+      }
+      if (Date.now() > until) {
+        lockDepth--;
+        throw new Error(`another netns test run still holds ${LOCK_FILE} after ${LOCK_WAIT_MS} ms`);
+      }
+      await sleep(200);
     }
-    if (!lockOwnerAlive()) {
-      rmSync(LOCK_FILE, { force: true }); // left by a killed run
-      continue;
-    }
-    if (Date.now() > until) {
-      lockDepth--;
-      throw new Error(`another netns test run still holds ${LOCK_FILE} after ${LOCK_WAIT_MS} ms`);
-    }
-    await sleep(200);
+  } finally {
+    rmSync(mine, { force: true });
   }
 }
 
 function releaseMachineLock(): void {
   if (lockDepth === 0 || --lockDepth > 0) return;
   try {
-    if (Number(readFileSync(LOCK_FILE, 'utf8').trim()) === process.pid) rmSync(LOCK_FILE, { force: true });
+    if (lockOwner()?.pid === process.pid) rmSync(LOCK_FILE, { force: true });
   } catch {
     /* already gone */
   }
