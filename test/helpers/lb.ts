@@ -3,7 +3,7 @@
  * stop it, and read its logs. `npm test` builds first; run `npx tsc -p .` before running a file alone.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -29,6 +29,18 @@ export interface LbProcess {
 }
 
 const live = new Set<LbProcess>();
+
+// A test worker that ends without its cleanups (vitest kills a file's worker at a hook timeout) takes its balancers
+// with it, as mosquitto.ts does its brokers.
+process.once('exit', () => {
+  for (const lb of live) {
+    try {
+      lb.proc.kill('SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+});
 
 /**
  * Test balancers start without the JIT warm-up (src/warm-up.ts: a few seconds of CPU per start, hundreds of starts
@@ -68,7 +80,9 @@ export async function startLb(yaml: string, opts: { waitPort?: number; waitReady
     stderr,
     exited,
     writeConfig(y) {
-      writeFileSync(configFile, withoutWarmUp(y));
+      // Written beside and renamed into place, as operations.md tells operators: a reload never reads half a file.
+      writeFileSync(`${configFile}.new`, withoutWarmUp(y));
+      renameSync(`${configFile}.new`, configFile);
     },
     reload() {
       proc.kill('SIGHUP');

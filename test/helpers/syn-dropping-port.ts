@@ -11,7 +11,7 @@ export async function synDroppingPort(cleanups: Array<() => Promise<void> | void
   const script = `const s = require('node:net').createServer();
 s.listen({ port: 0, host: '127.0.0.1', backlog: 1 }, () => {
   process.stdout.write(String(s.address().port) + '\\n');
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 30000);
+  for (;;) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0); // for good: the cleanup kills it
 });`;
   const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
   cleanups.push(() => {

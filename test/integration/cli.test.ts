@@ -8,6 +8,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { CLI, LAUNCHER as BIN, startLb, stopAllLbs, sleep } from '../helpers/lb.js';
 import { ROOT } from '../helpers/dist-build.js';
 import { freePort } from '../helpers/mosquitto.js';
+import { isRunning } from '../helpers/processes.js';
 
 /** The installed command (package.json "bin"): the launcher script. */
 
@@ -293,14 +294,8 @@ pools:
         expect(pid, out).toBeGreaterThan(0);
         expect(pid).not.toBe(npx.pid);
         npx.kill(signal);
-        const alive = (): boolean => {
-          try {
-            process.kill(pid, 0);
-            return true;
-          } catch {
-            return false;
-          }
-        };
+        // Not kill(pid, 0): the balancer is an orphan now, and a zombie until pid 1 reaps it (in some containers never).
+        const alive = (): boolean => isRunning(pid);
         for (let i = 0; i < 100 && alive(); i++) await sleep(100);
         expect(alive(), out).toBe(false);
         expect(out).toContain('"msg":"stop requested: the launching process has gone"');

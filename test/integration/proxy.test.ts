@@ -443,7 +443,13 @@ async function flappingListenerSetup(name: string): Promise<{ brokers: NamedBrok
 
 /** After a test that stops worker processes: resumes those still stopped, then stops the balancers and the brokers. */
 async function resumeAndStop(stopped: number[], brokers: NamedBroker[]): Promise<void> {
-  for (const pid of stopped) process.kill(pid, 'SIGCONT');
+  for (const pid of stopped) {
+    try {
+      process.kill(pid, 'SIGCONT');
+    } catch {
+      // gone meanwhile (the primary's watchdog kills a worker stopped too long): the cleanup below must still run
+    }
+  }
   await stopAllLbs();
   await Promise.all(brokers.map((b) => b.stop()));
 }
@@ -793,7 +799,8 @@ describe('workers: 2 (node:cluster)', () => {
       expect(closed).toBeGreaterThanOrEqual(2);
       for (const c of clients) c.end(true);
     } finally {
-      for (const pid of workerPids) {
+      // Only those still running: an exited worker's pid may already be another process's.
+      for (const pid of workerPids.filter(isRunning)) {
         try {
           process.kill(pid, 'SIGKILL');
         } catch {

@@ -12,6 +12,7 @@ import { runCommand } from '../../src/failover/command.js';
 import type { LogSink } from '../../src/failover/log.js';
 import { ROOT, ensureDistBuilt } from '../helpers/dist-build.js';
 import { isRunning, readPidFile, waitForPidFile } from '../helpers/processes.js';
+import { readProcStat } from '../../src/proc-stat.js';
 
 let dir: string;
 const errors: string[] = [];
@@ -23,8 +24,9 @@ beforeEach(() => {
 });
 afterEach(() => {
   // A child the test let loose (the old runner left it running) must not outlive the test.
+  // Only a child still running as `sleep`: once gone, its pid may be another process's.
   const pid = readPidFile(join(dir, 'child.pid'));
-  if (pid !== null) {
+  if (pid !== null && isRunning(pid) && readProcStat(pid)?.comm === 'sleep') {
     try {
       process.kill(pid, 'SIGKILL');
     } catch {
@@ -97,7 +99,7 @@ console.log(JSON.stringify(errors));
     const calls = join(dir, 'calls');
     const pidFile = join(dir, 'child.pid');
     // The hook starts a child that holds its output pipe and waits for it (a `curl` that hangs).
-    const runner = new NotifyRunner(hook(`echo "$1" >> ${calls}\nif [ "$1" = backup ]; then sleep 30 & echo $! > ${pidFile}; wait; fi`), log, 400);
+    const runner = new NotifyRunner(hook(`echo "$1" >> ${calls}\nif [ "$1" = backup ]; then sleep 30 & echo $! > ${pidFile}; wait; fi`), log, 1500);
     const started = Date.now();
     runner.run('backup', 51);
     runner.run('master', 51);

@@ -246,12 +246,13 @@ describe('TrackScripts: real executables', () => {
     const leaves = executable('leaves.sh', `sleep 30 & echo $! > ${dir}/leftover.pid; exit 0`);
     const loud = executable('loud.sh', 'head -c 100000 /dev/zero | tr "\\\\0" x >&2; exit 1');
     const slow = executable('slow.sh', `sleep 30 & echo $! > ${dir}/child.pid; wait`);
+    // Timeouts far above a shell's start on a loaded machine: only 'hangs' is meant to reach its own.
     const scripts = new TrackScripts(
       [
-        { name: 'passes', command: ok, args: ['fine'], interval: 200, timeout: 150, rise: 1, fall: 1, weight: 0 },
-        { name: 'exits', command: ok, args: ['bad'], interval: 200, timeout: 150, rise: 1, fall: 1, weight: 5 },
-        { name: 'missing', command: path.join(dir, 'nope.sh'), args: [], interval: 200, timeout: 150, rise: 1, fall: 1, weight: 7 },
-        { name: 'hangs', command: slow, args: [], interval: 1000, timeout: 300, rise: 1, fall: 1, weight: 11 },
+        { name: 'passes', command: ok, args: ['fine'], interval: 5000, timeout: 3000, rise: 1, fall: 1, weight: 0 },
+        { name: 'exits', command: ok, args: ['bad'], interval: 5000, timeout: 3000, rise: 1, fall: 1, weight: 5 },
+        { name: 'missing', command: path.join(dir, 'nope.sh'), args: [], interval: 5000, timeout: 3000, rise: 1, fall: 1, weight: 7 },
+        { name: 'hangs', command: slow, args: [], interval: 5000, timeout: 1000, rise: 1, fall: 1, weight: 11 },
         { name: 'leaves', command: leaves, args: [], interval: 5000, timeout: 3000, rise: 1, fall: 1, weight: 13 },
         { name: 'loud', command: loud, args: [], interval: 5000, timeout: 3000, rise: 1, fall: 1, weight: 17 },
       ],
