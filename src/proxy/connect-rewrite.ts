@@ -16,6 +16,19 @@ function varintSize(value: number): number {
 }
 
 /**
+ * Why a verified certificate's subject CN (UTF-8) cannot be the username, or null if it can. Checked at the
+ * handshake, so that such a client is refused as a certificate problem, not as a malformed CONNECT: an MQTT string
+ * holds at most 65,535 bytes of valid UTF-8 without U+0000 [MQTT-1.5.4-1/-2], and an empty CN names nobody (it
+ * would replace the client's username with an empty one).
+ */
+export function cnUsernameProblem(cn: Buffer): string | null {
+  if (cn.length === 0) return 'the CN is empty';
+  if (cn.length > MAX_STRING_BYTES) return 'the CN is longer than 65,535 bytes';
+  if (!isValidMqttUtf8(cn, 0, cn.length)) return 'the CN is not a valid MQTT string (it holds U+0000)';
+  return null;
+}
+
+/**
  * Returns a new buffer holding only the rewritten CONNECT (bytes pipelined after it in `packet` are
  * not included: forward `packet.subarray(info.packetLength)` after it). `info` must come from
  * `scanConnect` on this same `packet`.

@@ -16,6 +16,7 @@ import type { Socket } from 'node:net';
 import type { ListenerConfig, PoolConfig } from '../config/types.js';
 import { ErrorCodes, MqttLbError } from '../errors.js';
 import { CidrSet } from './cidr.js';
+import { cnUsernameProblem } from './connect-rewrite.js';
 import { parseProxyHeader, encodeFor, addressesOf, MAX_V1_LINE_LENGTH, MAX_V2_BLOCK_LENGTH, type ProxyAddresses, type ProxyTlvs } from './proxy-protocol.js';
 import type { Front, Listener, ProxyHeaderBuilder } from './listener.js';
 import type { ClientSession } from './session.js';
@@ -49,6 +50,8 @@ export interface TlsPeer {
   cn: string | null;
   verified: boolean;
   protocol: string | null;
+  /** A resumed TLS session: a client certificate came on an earlier connection (PROXY v2 CERT_SESS, not CERT_CONN). */
+  resumed: boolean;
 }
 
 const kFront = Symbol('mqtt-lb.front');
@@ -184,18 +187,37 @@ export class ConnectionFront implements Front {
       const subjectCn = tlsSocket.getPeerCertificate()?.subject?.CN as string | string[] | undefined;
       cn = typeof subjectCn === 'string' ? subjectCn : Array.isArray(subjectCn) ? (subjectCn[0] ?? null) : null;
     }
-    if (this.certAsUsername && cn === null) {
-      // The broker would otherwise see whatever username the client chose: refuse rather than pass it.
-      state.listener.ctx.log.debug({ listener: state.listener.config.name, client: clientAddress(state) }, 'client certificate without subject CN');
-      rejectFront(state, 'tls_handshake', tlsSocket);
-      return;
+    let username: Buffer | null = null;
+    if (this.certAsUsername) {
+      const log = state.listener.ctx.log;
+      if (cn === null) {
+        // The broker would otherwise see whatever username the client chose: refuse rather than pass it.
+        log.debug({ listener: state.listener.config.name, client: clientAddress(state), port: clientPort(state) }, 'client certificate without subject CN');
+        rejectFront(state, 'tls_handshake', tlsSocket);
+        return;
+      }
+      username = Buffer.from(cn, 'utf8');
+      const problem = cnUsernameProblem(username);
+      if (problem !== null) {
+        log.debug({ listener: state.listener.config.name, client: clientAddress(state), port: clientPort(state), detail: problem }, 'client certificate CN cannot be a username');
+        rejectFront(state, 'tls_handshake', tlsSocket);
+        return;
+      }
     }
+    // Node reports no SNI for a resumed TLS 1.2 session (OpenSSL keeps the name in the session only when a
+    // servername callback accepted it): the PROXY v2 header then has no AUTHORITY (configuration.md).
     const servername = tlsSocket.servername;
-    const peer: TlsPeer = { servername: typeof servername === 'string' && servername.length > 0 ? servername : null, cn, verified, protocol: tlsSocket.getProtocol() };
-    this.handOver(state, tlsSocket, undefined, peer);
+    const peer: TlsPeer = {
+      servername: typeof servername === 'string' && servername.length > 0 ? servername : null,
+      cn,
+      verified,
+      protocol: tlsSocket.getProtocol(),
+      resumed: tlsSocket.isSessionReused(),
+    };
+    this.handOver(state, tlsSocket, undefined, peer, username);
   }
 
-  handOver(state: FrontState, clientSocket: Socket, preread: Buffer | undefined, peer: TlsPeer | null): void {
+  handOver(state: FrontState, clientSocket: Socket, preread: Buffer | undefined, peer: TlsPeer | null, username: Buffer | null = null): void {
     if (state.ended !== null) return;
     state.ended = 'session';
     // Given back before the session counts itself (its constructor's arrive()).
@@ -211,7 +233,7 @@ export class ConnectionFront implements Front {
     // A TLS socket counts the decrypted stream only; the raw socket counted the PROXY header too.
     if (clientSocket === raw) session.frontBytes = state.proxyHeaderBytes;
     if (state.destination !== undefined) declaredDestination.set(session, state.destination);
-    if (peer !== null && this.certAsUsername && peer.cn !== null) session.usernameOverride = Buffer.from(peer.cn, 'utf8');
+    session.usernameOverride = username;
     (raw as Tagged)[kFront] = undefined;
     // After the session is counted: a retired listener must not look empty in between.
     state.listener.frontEnded(raw);
@@ -269,7 +291,7 @@ function onTlsClientError(this: tls.Server, err: NodeJS.ErrnoException, tlsSocke
   // ECONNRESET here is no handshake that failed.
   if (state.ended !== null && state.ended !== 'tls_handshake') return;
   state.listener.ctx.log.debug(
-    { listener: state.listener.config.name, client: clientAddress(state), code: err.code, certificate: tlsSocket.authorizationError ?? null },
+    { listener: state.listener.config.name, client: clientAddress(state), port: clientPort(state), code: err.code, certificate: tlsSocket.authorizationError ?? null },
     'TLS handshake failed',
   );
   rejectFront(state, 'tls_handshake', tlsSocket);
@@ -280,13 +302,18 @@ function clientAddress(state: FrontState): string | undefined {
   return state.remote?.address ?? state.raw.remoteAddress;
 }
 
+/** Its port, likewise (the raw socket's was read with its address at accept: net.Socket keeps both). */
+function clientPort(state: FrontState): number | undefined {
+  return state.remote?.port ?? state.raw.remotePort;
+}
+
 function onFrontTimeout(state: FrontState): void {
   state.timer = null;
   // As the session's own timeout says it (session.ts), with what was still awaited.
   const log = state.listener.ctx.log;
   if (log.isLevelEnabled('debug')) {
     log.debug(
-      { listener: state.listener.config.name, client: clientAddress(state), port: state.remote?.port ?? state.raw.remotePort, reason: 'timeout', awaiting: state.inTls ? 'TLS handshake' : 'PROXY header' },
+      { listener: state.listener.config.name, client: clientAddress(state), port: clientPort(state), reason: 'timeout', awaiting: state.inTls ? 'TLS handshake' : 'PROXY header' },
       'connect rejected',
     );
   }
@@ -397,7 +424,7 @@ export function proxyHeaderFor(session: ClientSession, pool: { config: PoolConfi
   }
   const peer = session.tlsPeer;
   if (v === 'v2' && a !== null && peer !== null) {
-    const tlvs: ProxyTlvs = { verified: peer.verified };
+    const tlvs: ProxyTlvs = { verified: peer.verified, resumed: peer.resumed };
     if (peer.servername !== null) tlvs.authority = peer.servername;
     if (peer.cn !== null) tlvs.sslCn = peer.cn;
     if (peer.protocol !== null) tlvs.sslVersion = peer.protocol;

@@ -27,6 +27,13 @@ export interface ProxyTlvs {
   sslVersion?: string;
   /** Client presented a certificate and it verified. Present after parsing whenever an SSL TLV was. */
   verified?: boolean;
+  /**
+   * Encoding: the TLS session was resumed, so its certificate was presented on an earlier connection of the
+   * session, not on this one (PP2_CLIENT_CERT_SESS without PP2_CLIENT_CERT_CONN, as HAProxy sends it).
+   */
+  resumed?: boolean;
+  /** Parsing: the SSL TLV's `client` bit field (§2.2.6: PP2_CLIENT_SSL 0x01, _CERT_CONN 0x02, _CERT_SESS 0x04). */
+  sslClient?: number;
 }
 
 export type ProxyParseResult =
@@ -366,6 +373,7 @@ function decodeSslTlv(header: Buffer, start: number, end: number, out: ProxyTlvs
   }
   if (version !== undefined) out.sslVersion = version;
   if (cn !== undefined) out.sslCn = cn;
+  out.sslClient = client;
   // §2.2.6: verify is zero "if the client presented a certificate and it was successfully verified".
   out.verified = verify === 0 && (client & (PP2_CLIENT_CERT_CONN | PP2_CLIENT_CERT_SESS)) !== 0;
   return null;
@@ -448,7 +456,9 @@ function encodeTlvs(t: ProxyTlvs): Buffer {
   if (t.sslCn !== undefined || t.sslVersion !== undefined || t.verified !== undefined) {
     const fixed = Buffer.alloc(SSL_TLV_FIXED_LENGTH);
     const hasCert = t.verified === true || t.sslCn !== undefined;
-    fixed[0] = PP2_CLIENT_SSL | (hasCert ? PP2_CLIENT_CERT_CONN : 0);
+    // §2.2.6: CERT_SESS "at least once over the TLS session this connection belongs to", CERT_CONN "over the
+    // current connection": a resumed session's certificate came on an earlier one.
+    fixed[0] = PP2_CLIENT_SSL | (hasCert ? PP2_CLIENT_CERT_SESS | (t.resumed === true ? 0 : PP2_CLIENT_CERT_CONN) : 0);
     fixed.writeUInt32BE(t.verified === true ? 0 : 1, 1); // non-zero = no certificate or not verified
     const sub: Buffer[] = [fixed];
     if (t.sslVersion !== undefined) {

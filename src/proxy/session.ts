@@ -326,8 +326,8 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
   private applyUsernameOverride(info: ConnectInfo): boolean {
     const packet = this.buf!.subarray(0, info.packetLength);
     const rewritten = rewriteUsername(packet, info, this.usernameOverride!);
-    // The re-encoded packet is checked against the same size limit as any CONNECT; a CN that is not a
-    // valid MQTT string [MQTT-1.5.4-1/-2] cannot be a username.
+    // The re-encoded packet is checked against the same size limit as any CONNECT. The CN itself was checked at
+    // the handshake (cnUsernameProblem, front.ts): null here is a packet over the Remaining Length limit.
     if (rewritten === null) {
       this.reject(this.usernameOverride!.length > 0xffff ? 'too_large' : 'malformed');
       return false;
@@ -436,6 +436,21 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     }
     if (answer) closeWithReply(this.client, connackFor(reason, level));
     else if (!this.client.destroyed) lingeringClose(this.client, null, LINGER_MS);
+  }
+
+  /**
+   * OpenSSL failed on the client's TLS connection before a byte of its CONNECT: a failed handshake to the client,
+   * counted and logged as the front counts one (front.ts), and true. Over TLS 1.3 the server's side of the handshake
+   * ends before its session ticket is written, so that can still fail after 'secureConnection' (a client certificate
+   * too large for a ticket: OpenSSL's construct_stateless_ticket), and the client, which saw its handshake succeed,
+   * is closed with an alert. False once CONNECT bytes came: then it is a client error like any other.
+   */
+  tlsFailedBeforeConnect(code: string): boolean {
+    if (this.phase !== 'reading' || this.filled !== 0 || this.tlsPeer === null) return false;
+    this.enterClosed('rejected', 'tls_handshake');
+    this.listener.ctx.log.debug({ listener: this.listener.stats.name, client: this.remoteAddress, port: this.remotePort, code, certificate: null }, 'TLS handshake failed');
+    this.client.destroy();
+    return true;
   }
 
   /** Close without an answer and without touching any server. */
@@ -900,11 +915,13 @@ function onClientEndBeforeRouting(this: ProxySocket): void {
   else s.clientEndedEarly = true;
 }
 
-function onClientError(this: ProxySocket): void {
+function onClientError(this: ProxySocket, err?: NodeJS.ErrnoException): void {
+  const s = sessionOf(this);
+  if (typeof err?.code === 'string' && err.code.startsWith('ERR_SSL_') && s.tlsFailedBeforeConnect(err.code)) return;
   // Usually the socket is closing and 'close' follows with hadError. Not always: a TLS socket reports a
   // refused renegotiation (or Node's renegotiation limit) as an 'error' and stays open, so close it here.
   // Errors are per socket, never fatal.
-  sessionOf(this).closeReason ??= 'client_error';
+  s.closeReason ??= 'client_error';
   if (!this.destroyed) this.destroy();
 }
 

@@ -23,8 +23,8 @@ export interface TestPki {
   caCert: string;
   serverCert: string;
   serverKey: string;
-  /** A client certificate signed by the CA, subject CN = cn. */
-  issueClient(cn: string): CertFiles;
+  /** A client certificate signed by the CA, subject CN = cn; `extensions`: more openssl extension lines. */
+  issueClient(cn: string, extensions?: string): CertFiles;
   /** A client certificate signed by a different CA, subject CN = cn. */
   issueRogueClient(cn: string): CertFiles;
   /** A server certificate (SAN IP:127.0.0.1, DNS:localhost) signed by the CA, written to the given paths. */
@@ -79,7 +79,7 @@ export function createTestPki(): TestPki {
       caCert: ca.cert,
       serverCert: path.join(dir, 'server.crt'),
       serverKey: path.join(dir, 'server.key'),
-      issueClient: (cn) => issue(dir, ca, cn, CLIENT_EXT, { cert: path.join(dir, `client-${safe(cn)}.crt`), key: path.join(dir, `client-${safe(cn)}.key`) }),
+      issueClient: (cn, extensions = '') => issue(dir, ca, cn, CLIENT_EXT + extensions, { cert: path.join(dir, `client-${safe(cn)}.crt`), key: path.join(dir, `client-${safe(cn)}.key`) }),
       issueRogueClient: (cn) => issue(dir, rogueCa, cn, CLIENT_EXT, { cert: path.join(dir, `rogue-${safe(cn)}.crt`), key: path.join(dir, `rogue-${safe(cn)}.key`) }),
       issueServer: (cn, certPath, keyPath) => issue(dir, ca, cn, SERVER_EXT, { cert: certPath ?? path.join(dir, `server-${safe(cn)}.crt`), key: keyPath ?? path.join(dir, `server-${safe(cn)}.key`) }),
       read: (file) => readFileSync(file),

@@ -27,6 +27,10 @@ interface TlsOutcome {
   serverCn: string | null;
   protocol: string | null;
   elapsedMs: number;
+  /** The TLS session to resume (tls.connect's `session`), once the server sent one. */
+  session: Buffer | null;
+  /** The handshake resumed the session given in `opts.session`. */
+  reused: boolean;
 }
 
 /** TLS-connect to the LB, send `bytes` once secure, collect the reply until close, waitMs, or `enough` bytes. */
@@ -34,7 +38,7 @@ function tlsExchange(port: number, opts: tls.ConnectionOptions, bytes: Buffer | 
   const start = Date.now();
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
-    const out: TlsOutcome = { secure: false, data: Buffer.alloc(0), closed: false, error: null, serverCn: null, protocol: null, elapsedMs: 0 };
+    const out: TlsOutcome = { secure: false, data: Buffer.alloc(0), closed: false, error: null, serverCn: null, protocol: null, elapsedMs: 0, session: null, reused: false };
     const s = tls.connect({ host: '127.0.0.1', port, servername: 'localhost', ...opts });
     let finished = false;
     const done = (closed: boolean): void => {
@@ -53,7 +57,11 @@ function tlsExchange(port: number, opts: tls.ConnectionOptions, bytes: Buffer | 
       out.protocol = s.getProtocol();
       const cn = s.getPeerCertificate()?.subject?.CN;
       out.serverCn = typeof cn === 'string' ? cn : null;
+      out.reused = s.isSessionReused();
       if (bytes !== null) s.write(bytes);
+    });
+    s.on('session', (session: Buffer) => {
+      out.session = session;
     });
     let received = 0;
     s.on('data', (d: Buffer) => {
@@ -327,7 +335,53 @@ describe('mutual TLS with certAsUsername and PROXY v2 TLVs', () => {
     // The debug line of each failed handshake names the client, also once the refusal has closed its socket.
     const failed = lb.logs.filter((l) => l.msg === 'TLS handshake failed');
     expect(failed.length).toBeGreaterThan(0);
-    for (const l of failed) expect(l.client).toBe('127.0.0.1');
+    for (const l of failed) {
+      expect(l.client).toBe('127.0.0.1');
+      expect(l.port).toBeGreaterThan(0);
+    }
+  });
+
+  it('a resumed TLS 1.2 session: the v2 SSL TLV says its certificate came with the session (CERT_SESS), not on this connection (CERT_CONN)', async () => {
+    const ca = pki.read(pki.caCert);
+    const auth = { ca, cert: pki.read(device.cert), key: pki.read(device.key), maxVersion: 'TLSv1.2' as const };
+    const before = broker.connections.length;
+    const full = await tlsExchange(port, auth, connectPacket({ clientId: 'dev-full' }), 2000, 4);
+    expect(parsePackets(full.data)[0]).toMatchObject({ cmd: 'connack', returnCode: 0 });
+    expect(full.session).not.toBeNull();
+    const resumed = await tlsExchange(port, { ...auth, session: full.session! }, connectPacket({ clientId: 'dev-resumed' }), 2000, 4);
+    expect(resumed.reused).toBe(true);
+    expect(parsePackets(resumed.data)[0]).toMatchObject({ cmd: 'connack', returnCode: 0 });
+    await broker.waitForConnections(before + 2);
+    const [a, b] = broker.connections.slice(before);
+    for (const c of [a!, b!]) if (c.header.kind !== 'ok') throw new Error('no header');
+    // PP2_CLIENT_SSL 0x01 | PP2_CLIENT_CERT_CONN 0x02 | PP2_CLIENT_CERT_SESS 0x04 (PROXY protocol §2.2.6)
+    expect(a!.header.kind === 'ok' && a!.header.tlvs).toMatchObject({ sslClient: 0x07, verified: true, sslCn: 'device-42' });
+    expect(b!.header.kind === 'ok' && b!.header.tlvs).toMatchObject({ sslClient: 0x05, verified: true, sslCn: 'device-42' });
+    // The resumed session's certificate still names the client.
+    expect((parsePackets(b!.connect)[0] as mqttPacket.IConnectPacket).username).toBe('device-42');
+  });
+
+  it('a client certificate too large for a TLS 1.3 session ticket: the handshake the client saw succeed fails, counted and logged as a failed handshake', async () => {
+    // ~4,000 names make a certificate of ~70 KB, more than a session ticket holds: OpenSSL fails writing the ticket,
+    // after the server's side of a TLS 1.3 handshake is done.
+    const names = Array.from({ length: 4000 }, (_, i) => `DNS:h${i}.device.example`).join(',');
+    const big = pki.issueClient('device-big', `subjectAltName=${names}\n`);
+    const ca = pki.read(pki.caCert);
+    const before = broker.connections.length;
+    const rejectedBefore = await metric(admin, /mqtt_lb_connect_rejected_total\{listener="edge",reason="tls_handshake"\} (\d+)/);
+    const linesBefore = lb.logs.length;
+    const r = await tlsExchange(port, { ca, cert: pki.read(big.cert), key: pki.read(big.key), maxVersion: 'TLSv1.3' }, connectPacket({ clientId: 'big-cert' }), 3000);
+    expect(r.secure).toBe(true);
+    expect(r.data.length).toBe(0);
+    expect(r.closed).toBe(true);
+    await sleep(300);
+    expect(broker.connections.length).toBe(before);
+    const rejectedAfter = await metric(admin, /mqtt_lb_connect_rejected_total\{listener="edge",reason="tls_handshake"\} (\d+)/);
+    expect(rejectedAfter - (Number.isNaN(rejectedBefore) ? 0 : rejectedBefore)).toBe(1);
+    const failed = lb.logs.slice(linesBefore).filter((l) => l.msg === 'TLS handshake failed');
+    expect(failed).toHaveLength(1);
+    expect(failed[0]).toMatchObject({ client: '127.0.0.1', code: 'ERR_SSL_INTERNAL_ERROR' });
+    expect(failed[0]!.port).toBeGreaterThan(0);
   });
 
   it('a CONNECT whose username grows past maxConnectBytes is closed, not forwarded (the length is checked again)', async () => {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { generate, parser, type IConnectPacket, type Packet } from 'mqtt-packet';
 import { scanConnect, type ConnectInfo } from '../../src/proxy/connect-scanner.js';
-import { rewriteUsername } from '../../src/proxy/connect-rewrite.js';
+import { cnUsernameProblem, rewriteUsername } from '../../src/proxy/connect-rewrite.js';
 import { buildConnect, hex } from '../fixtures/connect-vectors.js';
 
 const CAP = 1_000_000;
@@ -201,5 +201,19 @@ describe('rewriteUsername', () => {
     const exact = rewriteUsername(big, info, Buffer.from('abc')); // same size: fits exactly
     expect(exact?.length).toBe(5 + maxRemaining);
     expect(exact?.subarray(0, 5).equals(hex('10 FF FF FF 7F'))).toBe(true);
+  });
+});
+
+describe('cnUsernameProblem: which certificate CNs can be a username', () => {
+  it('accepts any non-empty MQTT string up to 65,535 bytes: ASCII, UTF-8, control characters (left to the broker)', () => {
+    for (const cn of ['device-42', 'Gerät 7', '设备', 'a\nb', 'x'.repeat(65_535), '\u{1F600}']) expect(cnUsernameProblem(Buffer.from(cn, 'utf8'))).toBeNull();
+  });
+
+  it('refuses an empty CN, one holding U+0000 [MQTT-1.5.4-2], and one over 65,535 bytes', () => {
+    expect(cnUsernameProblem(Buffer.alloc(0))).toBe('the CN is empty');
+    expect(cnUsernameProblem(Buffer.from('ab\u0000cd', 'utf8'))).toMatch(/U\+0000/);
+    expect(cnUsernameProblem(Buffer.from('x'.repeat(65_536), 'utf8'))).toBe('the CN is longer than 65,535 bytes');
+    // 21,846 three-byte characters: 65,538 bytes, though only 21,846 characters.
+    expect(cnUsernameProblem(Buffer.from('设'.repeat(21_846), 'utf8'))).toBe('the CN is longer than 65,535 bytes');
   });
 });

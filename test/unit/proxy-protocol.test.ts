@@ -59,9 +59,17 @@ describe('encoding: byte-exact', () => {
       hex(
         `${SIG} 21 11 0038 0a010203 0a000001 9c40 22b3
          02 000c 6d7174742e6578616d706c65
-         20 001a 03 00000000 21 0007 544c5376312e33 22 0008 6465766963652d31`,
+         20 001a 07 00000000 21 0007 544c5376312e33 22 0008 6465766963652d31`,
       ).toString('hex'),
     );
+  });
+
+  it('SSL client flags: SSL | CERT_CONN | CERT_SESS on a full handshake, SSL | CERT_SESS on a resumed session, SSL alone without a certificate', () => {
+    const flags = (t: Parameters<typeof encodeV2>[1]): number => expectOk(parseProxyHeader(encodeV2(V4, t))).tlvs.sslClient!;
+    expect(flags({ sslVersion: 'TLSv1.2', sslCn: 'd', verified: true })).toBe(0x07);
+    expect(flags({ sslVersion: 'TLSv1.2', sslCn: 'd', verified: true, resumed: true })).toBe(0x05);
+    expect(flags({ sslVersion: 'TLSv1.2', verified: false })).toBe(0x01);
+    expect(flags({ sslVersion: 'TLSv1.2', verified: false, resumed: true })).toBe(0x01);
   });
 
   it('encodeFor picks the version; v1 ignores TLVs', () => {
@@ -100,9 +108,9 @@ describe('round trips', () => {
       'v2 tcp6 + all TLVs',
       encodeV2(V6, { authority: 'ü.example', sslVersion: 'TLSv1.2', sslCn: 'Gerät 7', verified: true }),
       V6,
-      { authority: 'ü.example', sslVersion: 'TLSv1.2', sslCn: 'Gerät 7', verified: true },
+      { authority: 'ü.example', sslVersion: 'TLSv1.2', sslCn: 'Gerät 7', verified: true, sslClient: 0x07 },
     ],
-    ['v2 tls without client cert', encodeV2(V4, { sslVersion: 'TLSv1.3', verified: false }), V4, { sslVersion: 'TLSv1.3', verified: false }],
+    ['v2 tls without client cert', encodeV2(V4, { sslVersion: 'TLSv1.3', verified: false }), V4, { sslVersion: 'TLSv1.3', verified: false, sslClient: 0x01 }],
     ['v2 empty tlvs object', encodeV2(V4, {}), V4, {}],
     [
       'v2 extreme ports',
@@ -223,11 +231,11 @@ describe('valid edge cases', () => {
 
   it('SSL TLV: verify 0 without a certificate flag is not "verified"; CERT_SESS counts', () => {
     const noCert = expectOk(parseProxyHeader(hex(`${SIG} 21 11 0014 7f000001 7f000001 002a 0539 20 0005 01 00000000`)));
-    expect(noCert.tlvs).toEqual({ verified: false });
+    expect(noCert.tlvs).toEqual({ verified: false, sslClient: 0x01 });
     const sess = expectOk(parseProxyHeader(hex(`${SIG} 21 11 0014 7f000001 7f000001 002a 0539 20 0005 05 00000000`)));
-    expect(sess.tlvs).toEqual({ verified: true });
+    expect(sess.tlvs).toEqual({ verified: true, sslClient: 0x05 });
     const failed = expectOk(parseProxyHeader(hex(`${SIG} 21 11 0014 7f000001 7f000001 002a 0539 20 0005 03 00000001`)));
-    expect(failed.tlvs).toEqual({ verified: false });
+    expect(failed.tlvs).toEqual({ verified: false, sslClient: 0x03 });
   });
 
   it('UNIQUE_ID of 128 bytes is accepted', () => {
