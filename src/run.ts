@@ -92,7 +92,8 @@ export async function runBalancer(file: string): Promise<number> {
     served = await app.start(warmUp === null ? { abandon } : { beforeListeners: () => warmUp.run(), abandon });
     // Not when a stop came while starting (nothing was bound): no workers forked only to be stopped.
     if (primary !== null && served) {
-      await primary.start();
+      // False: the stop came while the workers started, and one bound nothing; the stop follows.
+      served = await primary.start();
     }
   } catch (err) {
     // First what went wrong, then the stop's own lines (what was started is closed again).

@@ -56,7 +56,7 @@ export type TakeoverOrder = [pool: string, id: string, serial: number];
 export type ToWorker =
   // warmUp: false for a worker that replaces one that died (its siblings serve meanwhile: no warm-up beside them).
   | { t: 'config'; config: LbConfig; index: number; workers: number; warmUp: boolean }
-  // A stop signal reached the primary while the workers start: cut their warm-up short (warm-up.ts).
+  // A stop signal reached the primary while the workers start: cut their warm-up short (warm-up.ts) and bind nothing.
   | { t: 'warm-up-stop' }
   | { t: 'states'; states: ServerStateWire[] }
   // A reload in two phases: every worker prepares (binds), then all commit or all abort (primary.ts).
@@ -78,6 +78,8 @@ export type ToWorker =
 export type ToPrimary =
   | { t: 'hello' } // the worker's message handler is registered (ESM loads after 'online')
   | { t: 'ready' }
+  // A stop came while it started ('warm-up-stop', or 'stop' itself): it bound nothing and stops (run.ts's abandon).
+  | { t: 'abandoned' }
   | { t: 'fatal'; message: string; code: string | null }
   | { t: 'probe'; pool: string; server: string }
   | { t: 'reload-prepared'; id: number; error: string | null }

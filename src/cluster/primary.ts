@@ -123,20 +123,24 @@ export class ClusterPrimary {
     this.log = log;
   }
 
-  /** Fork the workers and wait until every one has bound its listeners. */
-  async start(): Promise<void> {
+  /**
+   * Fork the workers and wait until every one has bound its listeners: true. False when a stop signal came first and
+   * a worker bound nothing (stopWarmUps): the stop follows (run.ts).
+   */
+  async start(): Promise<boolean> {
     const asked = process.env.NODE_CLUSTER_SCHED_POLICY;
     if (asked !== undefined && asked !== 'rr' && asked !== 'none') this.log.warn({ NODE_CLUSTER_SCHED_POLICY: asked }, 'NODE_CLUSTER_SCHED_POLICY is neither rr nor none: using the kernel\'s scheduling');
     cluster.schedulingPolicy = schedulingPolicy(asked);
     const here = path.dirname(fileURLToPath(import.meta.url));
     cluster.setupPrimary({ exec: path.join(here, 'worker-main.js'), args: [], silent: false });
     this.watchServers();
-    const readies: Array<Promise<void>> = [];
+    const readies: Array<Promise<boolean>> = [];
     for (let i = 0; i < this.count; i++) readies.push(this.fork(i, false));
-    await Promise.all(readies);
+    if (!(await Promise.all(readies)).every(Boolean)) return false;
     this.log.info({ workers: this.count, schedulingPolicy: cluster.schedulingPolicy === cluster.SCHED_RR ? 'round-robin' : 'kernel' }, 'workers started');
     this.watchdogTimer = setInterval(() => this.killStuckWorkers(), WATCHDOG_TICK_MS);
     this.watchdogTimer.unref();
+    return true;
   }
 
   private killStuckWorkers(): void {
@@ -151,7 +155,8 @@ export class ClusterPrimary {
     }
   }
 
-  private fork(index: number, respawned: boolean, attempt = 0): Promise<void> {
+  /** Resolves true once the worker serves, false if a stop came first (it bound nothing, or exited). */
+  private fork(index: number, respawned: boolean, attempt = 0): Promise<boolean> {
     const worker = cluster.fork({ MQTT_LB_WORKER_INDEX: String(index) });
     const slot: WorkerSlot = {
       index,
@@ -170,7 +175,7 @@ export class ClusterPrimary {
       killedByUs: false,
     };
     this.slots.set(index, slot);
-    return new Promise<void>((resolve, reject) => {
+    return new Promise<boolean>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.kill(slot);
         reject(new MqttLbError(ErrorCodes.START_BIND, `worker ${index} did not start within ${READY_TIMEOUT_MS} ms`));
@@ -178,6 +183,12 @@ export class ClusterPrimary {
       worker.on('message', (m: ToPrimary) => {
         switch (m.t) {
           case 'hello':
+            if (this.stopping) {
+              // Forked just before the stop (a replacement for a worker that died): its 'stop' may have come before
+              // it listened, and been lost. It starts nothing.
+              this.send(worker, { t: 'stop', evictRate: null });
+              return;
+            }
             slot.config = this.app.config;
             this.send(worker, { t: 'config', config: this.app.config, index, workers: this.count, warmUp: !respawned && !this.warmUpsStopped });
             // Before it binds: a worker that knew no verdict would refuse its first clients (App.firstVerdicts).
@@ -200,7 +211,11 @@ export class ClusterPrimary {
               r.pending.add(worker);
               this.send(worker, r.message);
             }
-            resolve();
+            resolve(true);
+            return;
+          case 'abandoned':
+            clearTimeout(timer);
+            resolve(false);
             return;
           case 'fatal':
             clearTimeout(timer);
@@ -257,6 +272,7 @@ export class ClusterPrimary {
           // Not the exit the stop asked for (code 0), nor a kill of ours (the stop's timeout, a second signal): it
           // died meanwhile, its sessions closed at once instead of drained. Said, as HAProxy's master does.
           if (code !== 0 && !slot.killedByUs) this.log.warn({ worker: index, exitCode: code, signal }, 'worker exited during the stop: its sessions closed at once');
+          if (!slot.ready) resolve(false); // it never served: whoever waits for its start is told (no-op once settled)
           return;
         }
         if (!slot.ready) {

@@ -105,7 +105,17 @@ function main(): void {
   let timer: NodeJS.Timeout | null = null;
   let processTimer: NodeJS.Timeout | null = null;
   let warmUp: WarmUp | null = null;
-  let warmUpStopped = false;
+  /** A stop came while starting ('warm-up-stop', or 'stop' itself): the start binds nothing (App.start's abandon). */
+  let startAbandoned = false;
+  /** App.start has settled: from then on a 'stop' stops the App; before, it waits for the start to settle. */
+  let started = false;
+  /** A 'stop' that came while starting, applied once the start has settled. */
+  let stopWhenStarted: { evictRate: number | null } | null = null;
+  const abandonStart = (): void => {
+    startAbandoned = true;
+    void warmUp?.close();
+    app?.cutStartShort();
+  };
   // The primary coordinates stopping; a terminal's Ctrl-C reaches the whole process group.
   process.on('SIGINT', () => {});
   process.on('SIGTERM', () => {});
@@ -149,13 +159,25 @@ function main(): void {
         log = createLogger(m.config.log).child({ worker: m.index });
         installTestHooks(log);
         app = new App(workerShare(m.config, workers, index), log, 'worker', link);
-        const runner = m.warmUp && !warmUpStopped && app.config.warmUp > 0 ? new WarmUp(app.config, log) : null;
+        const runner = m.warmUp && !startAbandoned && app.config.warmUp > 0 ? new WarmUp(app.config, log) : null;
         warmUp = runner;
-        app.start(runner === null ? {} : { beforeListeners: () => runner.run() }).then(
-          () => {
+        if (startAbandoned) app.cutStartShort();
+        const abandon = (): boolean => startAbandoned;
+        app.start(runner === null ? { abandon } : { beforeListeners: () => runner.run(), abandon }).then(
+          (served) => {
+            started = true;
+            // Not served: a stop came while starting and nothing was bound, so no worker serves for a moment after
+            // the stop signal (operations.md, warm-up). It stops with the primary's 'stop' (run.ts sends it next),
+            // or now if that came already.
+            send({ t: served ? 'ready' : 'abandoned' });
+            if (stopWhenStarted !== null) {
+              // Bound or not: it stops now, as its siblings do.
+              stop(stopWhenStarted.evictRate);
+              return;
+            }
+            if (!served) return;
             // The warm-up kept the loop busy before any client could come: not lag anyone met.
             if (runner !== null) loopLag.restart();
-            send({ t: 'ready' });
             send(snapshot(app!, link));
             timer = setInterval(() => send(snapshot(app!, link)), SNAPSHOT_MS);
             sendProcessMetrics();
@@ -169,8 +191,7 @@ function main(): void {
         return;
       }
       case 'warm-up-stop':
-        warmUpStopped = true;
-        void warmUp?.close();
+        abandonStart();
         return;
       case 'states': {
         lastStates = m.states;
@@ -257,6 +278,14 @@ function main(): void {
         releases.get(m.id)?.abort();
         return;
       case 'stop':
+        if (app !== null && !started) {
+          // Starting (a replacement for a worker that died, when the stop came): stop once the start has settled,
+          // binding nothing if it can still be cut short. Stopping the App now would race its start, which would
+          // then bind its listeners and serve until the primary's kill.
+          stopWhenStarted = { evictRate: m.evictRate };
+          abandonStart();
+          return;
+        }
         stop(m.evictRate);
         return;
     }

@@ -866,6 +866,51 @@ describe('workers: 2 (node:cluster)', () => {
     }
   }, 60_000);
 
+  it('a stop while a replacement worker is still starting: it binds nothing, and the stop waits for no kill', async () => {
+    const brokers = await startBrokers(['r1']);
+    let replacement: number | null = null;
+    try {
+      const [port, admin] = [await freePort(), await freePort()];
+      const lb = await startLb(lbYaml({ port, admin, servers: brokers, health: HEALTH, limits: '  drainTimeout: 3s\n', extra: 'workers: 2\n' }), {
+        waitReady: `http://127.0.0.1:${admin}/readyz`,
+      });
+      const [victim, sibling] = workerPidsOf(lb.proc.pid!);
+      process.kill(victim!, 'SIGKILL');
+      await lb.waitForLog((l) => l.msg === 'worker exited: restarting it', 5_000);
+      // Forked 1 s later: frozen as soon as it exists, still loading its modules, so the stop reaches it while it
+      // starts (an audit: the stop's message was lost, and the replacement served until the kill 8 s later).
+      const until = Date.now() + 5_000;
+      while (replacement === null && Date.now() < until) {
+        const fresh = workerPidsOf(lb.proc.pid!).find((pid) => pid !== victim && pid !== sibling);
+        if (fresh === undefined) await sleep(5);
+        else {
+          process.kill(fresh, 'SIGSTOP');
+          replacement = fresh;
+        }
+      }
+      expect(replacement).not.toBeNull();
+      const mark = lb.logs.length;
+      lb.proc.kill('SIGTERM');
+      await lb.waitForLog((l) => l.msg === 'stop requested', 5_000);
+      await sleep(300); // the primary's stop goes out to both workers meanwhile
+      process.kill(replacement!, 'SIGCONT');
+      expect(await lb.exited).toBe(0);
+      const after = lb.logs.slice(mark);
+      expect(after.filter((l) => l.msg === 'listener started' || l.msg === 'worker restarted')).toEqual([]);
+      expect(after.filter((l) => l.msg === 'worker did not stop in time: killing it')).toEqual([]);
+    } finally {
+      if (replacement !== null && isRunning(replacement)) {
+        try {
+          process.kill(replacement, 'SIGCONT');
+          process.kill(replacement, 'SIGKILL');
+        } catch {
+          // gone meanwhile
+        }
+      }
+      await resumeAndStop([], brokers);
+    }
+  }, 60_000);
+
   // A worker restarted while a reload waits for the others gets the running config at start and takes no part in
   // the reload: once the reload is committed, the primary brings it up to date.
   it('a worker that starts during a reload is brought up to the reloaded config', async () => {
