@@ -30,13 +30,20 @@ export class IntakeAlert {
 
   constructor(private readonly log: Logger) {}
 
-  /** Called periodically and after admin changes; logs each pool that has just lost its intake. */
-  check(pools: Iterable<IntakePool>): void {
+  /**
+   * Called periodically and after admin changes; logs each pool that has just lost its intake. `noServerUpLogged`:
+   * whether the pool's health checker has said `pool has no server up` for its current outage.
+   */
+  check(pools: Iterable<IntakePool>, noServerUpLogged: (pool: string) => boolean = () => false): void {
     const seen = new Set<string>();
     for (const p of pools) {
       seen.add(p.name);
-      // Open: no outage. No server up: the health checker's line.
-      if (poolIntake(p.servers) !== 'held') {
+      const intake = poolIntake(p.servers);
+      // Open: no outage. No server up: the health checker's line, which a probe that finds the last server down
+      // writes. Not when servers in maintenance (never probed) are part of it and no probe said it (the last server
+      // up put in maintenance, or all of them): an audit saw such a pool refuse every client with no line at all.
+      const maintOutage = intake === 'no_server_up' && p.servers.some((s) => s.admin === 'maint') && !noServerUpLogged(p.name);
+      if (intake === 'open' || (intake === 'no_server_up' && !maintOutage)) {
         this.closed.delete(p.name);
         continue;
       }

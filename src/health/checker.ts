@@ -81,6 +81,11 @@ export class HealthChecker {
   private closed = false;
   /** `pool has no server up` was logged for the current outage. */
   private noServerUpLogged = false;
+
+  /** `pool has no server up` was logged for the current outage (IntakeAlert does not say it again). */
+  get noServerUpSaid(): boolean {
+    return this.noServerUpLogged;
+  }
   private closing: Promise<void> | null = null;
   /** clock() when this host's own network went out (outageBegan), until recheckAfterOutage; null: none noted. */
   private outageSince: number | null = null;

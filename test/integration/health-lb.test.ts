@@ -606,6 +606,18 @@ describe('health through the LB (issue 3)', () => {
     expect(lb.logs.filter((l) => l.msg === 'pool has no server up: its clients are refused (CONNACK server unavailable)')).toHaveLength(0);
   });
 
+  it('every broker put in maintenance: no probe sees it, and the error line still says the pool takes no new session', async () => {
+    const list = await brokers(['b1', 'b2']);
+    const { lb, admin } = await lbFor(list);
+    await waitFor(async () => [...(await servers(admin)).values()].every((s) => s.state === 'up'), 5000, 'all up');
+    await adminAction(admin, 'b1', 'maint');
+    await adminAction(admin, 'b2', 'maint');
+    const line = await lb.waitForLog((l) => l.msg === 'pool takes no new sessions: its clients are refused (CONNACK server unavailable)', 2000);
+    expect(line).toMatchObject({ level: 50, pool: 'brokers', drained: [], maint: ['b1', 'b2'], weight0: [] });
+    await sleep(600);
+    expect(lb.logs.filter((l) => l.msg === line.msg)).toHaveLength(1);
+  });
+
   it('two LB processes on one host probe the same broker with the same probe client ID without disturbing each other', async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'mqtt-lb-health-lb-'));
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));

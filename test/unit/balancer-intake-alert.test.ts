@@ -34,14 +34,40 @@ describe('IntakeAlert: a pool whose servers are up but take no new session', () 
     expect(alerts()).toHaveLength(2);
   });
 
-  it('leaves a pool with no server up to the health checker (`pool has no server up`), maint included', () => {
+  it('leaves a pool with no server up to the health checker (`pool has no server up`) once it has said so, maint included', () => {
     const { alert, servers, pool, alerts } = setup();
     const [b1, b2] = servers as [Server, Server];
     b1.setAdmin('maint');
     b1.setHealth('unknown'); // as the checker does: not probed in maintenance
-    b2.setHealth('down');
-    alert.check([pool]);
+    b2.setHealth('down'); // the last server up found down by a probe: the checker's line is out
+    alert.check([pool], () => true);
     expect(alerts()).toHaveLength(0);
+    b2.setAdmin('maint'); // and then in maintenance too: still the same outage, said once
+    alert.check([pool], () => true);
+    expect(alerts()).toHaveLength(0);
+  });
+
+  it('says it when maintenance alone closes the pool, which no probe sees: every server, or the last one up', () => {
+    const all = setup();
+    for (const s of all.servers) {
+      s.setAdmin('maint');
+      s.setHealth('unknown');
+    }
+    all.alert.check([all.pool], () => false);
+    expect(all.alerts()).toHaveLength(1);
+    expect(all.alerts()[0]).toMatchObject({ pool: 'brokers', drained: [], maint: ['b1', 'b2'], weight0: [] });
+    // b2 died while b1 served (no line: b1 was up), then b1 is put in maintenance.
+    const last = setup();
+    const [b1, b2] = last.servers as [Server, Server];
+    b2.setHealth('down');
+    last.alert.check([last.pool], () => false);
+    expect(last.alerts()).toHaveLength(0);
+    b1.setAdmin('maint');
+    b1.setHealth('unknown');
+    last.alert.check([last.pool], () => false);
+    last.alert.check([last.pool], () => false);
+    expect(last.alerts()).toHaveLength(1);
+    expect(last.alerts()[0]).toMatchObject({ maint: ['b1'] });
   });
 
   it('names servers in maintenance, and ready servers of weight 0', () => {
