@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { FailoverConfig, LbConfig, ListenerConfig } from './config/types.js';
 import { planFailoverReload } from './failover/reload.js';
 import { restartOnlyChanges } from './config/restart-only.js';
+import { pendingConnectFloor } from './config/defaults.js';
 import { FIRST_VERDICT_MARGIN_MS, Pool } from './balancer/pool.js';
 import type { Server, AdminState, EvictReason } from './balancer/server.js';
 import type { ClientIdSharing } from './balancer/client-id-registry.js';
@@ -197,7 +198,8 @@ export class App implements TelemetrySource, AdminActions {
       overloaded: false,
       pendingConnectBytes: 0,
       onPendingConnectBytesFull: () => {
-        const limit = this.ctx.limits.maxPendingConnectBytes;
+        // The bound in effect (session.ts), not a value written below its floor.
+        const limit = Math.max(this.ctx.limits.maxPendingConnectBytes, pendingConnectFloor(this.ctx.limits.maxConnectBytes));
         this.pendingFullLog.warn('full', { pendingBytes: this.ctx.pendingConnectBytes, limit }, 'unfinished CONNECTs hold limits.maxPendingConnectBytes: a client whose CONNECT needs more is closed');
       },
       onServerConnected: (server, seconds) => {
@@ -968,7 +970,7 @@ export class App implements TelemetrySource, AdminActions {
 
   /** The health checker logs a pool without a server up; this, one whose servers up take no new session. */
   private checkIntake(): void {
-    if (this.role !== 'worker') this.intakeAlert.check(this.servedPools());
+    if (this.role !== 'worker') this.intakeAlert.check(this.servedPools(), (pool) => this.checkers.get(pool)?.noServerUpSaid ?? false);
   }
 
   /**

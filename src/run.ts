@@ -125,7 +125,7 @@ export async function runBalancer(file: string): Promise<number> {
     }
     reloading = reloading.then(async () => {
       try {
-        const next = loadConfig(file, { onWarning: (w) => log.warn({ detail: w }, 'config warning') });
+        const next = loadConfig(file, { onWarning: (w) => log.warn({ detail: w }, 'config warning'), regularOnly: true });
         // With workers, the primary prepares the reload everywhere first and applies it only if all can.
         if (primary !== null) await primary.reload(next);
         else await app.reload(next);

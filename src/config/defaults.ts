@@ -115,3 +115,11 @@ export const DEFAULTS = {
     weight: 0, // 0 = FAULT while failing; N = priority lowered by N
   },
 } as const;
+
+/**
+ * The least limits.maxPendingConnectBytes can be (a value written below it is raised to it, with a warning): a CONNECT
+ * of `maxConnectBytes` always fits when it comes alone, its buffer doubling past it by a read of 64 KiB at most.
+ */
+export function pendingConnectFloor(maxConnectBytes: number): number {
+  return 4 * (maxConnectBytes + 64 * 1024);
+}

@@ -24,6 +24,7 @@ export function parseDuration(value: unknown): DurationParse {
   const text = value.trim();
   if (text === '') return { ok: false, error: 'an empty value is not a duration: use a number with a unit (ms, s, m, h), e.g. `2s`' };
   const m = DURATION_RE.exec(text);
+  if (m === null && /^-\s*\d/.test(text)) return { ok: false, error: `\`${value}\`: a duration cannot be negative` };
   if (m === null) {
     return { ok: false, error: `\`${value}\` is not a duration: use a number with a unit (ms, s, m, h), e.g. \`2s\`` };
   }

@@ -67,4 +67,4 @@ export const FAILOVER_TRANSPORTS = ['unicast', 'multicast'] as const;
  * (`POST /api/servers/<pool>/<server>/drain`), so nothing that needs escaping.
  */
 export const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
-export const NAME_RULE = 'letters, digits, `_`, `.`, `-`, starting with a letter or digit, at most 64';
+export const NAME_RULE = 'letters, digits, `_`, `.`, `-`, starting with a letter or digit, at most 64 characters';

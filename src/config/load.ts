@@ -3,13 +3,14 @@
  * (validate.ts), optionally check the files the config names, and report every problem at once as
  * `FILE:LINE:COL key.path: message`, in file order.
  */
-import { accessSync, closeSync, constants, openSync, readFileSync, readSync, statSync } from 'node:fs';
+import { accessSync, closeSync, constants, fstatSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { isUtf8 } from 'node:buffer';
 import { networkInterfaces } from 'node:os';
 import { isIPv4 } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import { tlsCaProblem, tlsCertificateWarning, tlsPairProblem, type TlsMaterialProblem } from './tls-material.js';
 import { keyProblem } from '../failover/key.js';
+import { vipAddresses } from '../failover/ipv4.js';
 import { adminStateTarget, readAdminStateFile } from '../balancer/admin-state-file.js';
 import { CST, Parser, isMap, isSeq, parseDocument, visit } from 'yaml';
 import type { Document, ParsedNode } from 'yaml';
@@ -147,6 +148,15 @@ function deepestOffset(text: string): number {
   return at;
 }
 
+/** Where the tag of the node starting at `valueAt` begins: the token before it (`!!seq` may end the line above). */
+function tagOffset(text: string, valueAt: number): number {
+  let end = valueAt;
+  while (end > 0 && /\s/.test(text[end - 1]!)) end--;
+  let start = end;
+  while (start > 0 && !/\s/.test(text[start - 1]!)) start--;
+  return start < end && text[start] === '!' ? start : valueAt;
+}
+
 function parseText(text: string, file: string, opts: ParseOptions, out: ProblemCollector, failed: () => ParseOutcome): ParseOutcome {
   const doc = parseDocument(text, { uniqueKeys: false, prettyErrors: false });
 
@@ -213,6 +223,27 @@ function parseText(text: string, file: string, opts: ParseOptions, out: ProblemC
       else out.error(at, path, `unknown alias \`*${alias.source}\` (no anchor \`&${alias.source}\` before it)`);
     },
   });
+  // A `%YAML 1.1` directive would bring back YAML 1.1's values (`yes` a boolean, `0x10` a number): the docs promise 1.2.
+  if (doc.directives.yaml.explicit && doc.directives.yaml.version !== '1.2') {
+    const at = Math.max(0, text.indexOf('%YAML'));
+    out.error(at, '(root)', `a \`%YAML ${doc.directives.yaml.version}\` directive: lb.yaml is read as YAML 1.2 (\`yes\` and \`no\` are strings): remove the line`);
+    return failed();
+  }
+  // Every tag, the core ones (`!!int "5"`, `!!str`) too: lb.yaml has no use for them, and an unknown one (`!secret`)
+  // would make the value empty. At the tag, with the key path of the value it tags.
+  visit(doc, {
+    Node(_key, node) {
+      if (node.tag === undefined || node.range == null) return;
+      if (!mentionsOurKeys(text)) {
+        out.error(0, '(root)', NOT_OUR_FILE);
+        return visit.BREAK;
+      }
+      const at = tagOffset(text, node.range[0]);
+      const path = cutAtSecret(pathAtOffset(doc, node.range[0]));
+      out.error(at, path, onSecretLine(text, at) || isSecretPath(path) ? SECRET_NOT_YAML : 'a YAML tag (`!...`), which lb.yaml does not use: quote a value that starts with `!`');
+      return undefined;
+    },
+  });
   if (out.errorCount > 0) return failed();
   for (const w of doc.warnings) {
     const at = w.pos[0];
@@ -235,7 +266,7 @@ function parseText(text: string, file: string, opts: ParseOptions, out: ProblemC
   if (opts.checkFiles === true) {
     checkFiles(files, out, config);
     // The interface list only when there is something to check against it (failover on): not at every load.
-    if (hostRefs.length > 0) checkHost(hostRefs, out, opts.hostAddresses ?? hostAddresses());
+    if (hostRefs.length > 0) checkHost(hostRefs, out, opts.hostAddresses ?? hostAddresses(), vipAddresses(config.failover?.instances ?? []));
   }
 
   const problems = out.sortedProblems();
@@ -247,15 +278,27 @@ export interface LoadOptions {
   onWarning?: (warning: string) => void;
   /** At start: problems only with the files the config names throw ConfigFileError (exit 2), not ConfigError. */
   filesAsStartError?: boolean;
+  /** A reload: the config must be a regular file (readConfigFile's `regularOnly`). */
+  regularOnly?: boolean;
 }
 
 /** No lb.yaml is this large; a bound keeps `--config /dev/zero` (or a runaway generator) from eating memory. */
 const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
 
-/** A config file's text, at most MAX_CONFIG_BYTES (read in chunks: pipes and devices too). */
-export function readConfigFile(file: string): ConfigText {
-  const fd = openSync(file, 'r');
+/**
+ * A config file's text, at most MAX_CONFIG_BYTES (read in chunks: pipes and devices too, for `check` and a start:
+ * `--config <(generate)`). `regularOnly` (a reload, in a balancer that serves): anything but a regular file is
+ * refused without waiting, as a FIFO with no writer would block the open, or an empty one the read, and with them
+ * the event loop and every session (an audit: a reload of a FIFO froze the balancer until someone wrote to it).
+ */
+export function readConfigFile(file: string, regularOnly = false): ConfigText {
+  const fd = openSync(file, regularOnly ? constants.O_RDONLY | constants.O_NONBLOCK : constants.O_RDONLY);
   try {
+    if (regularOnly) {
+      const st = fstatSync(fd);
+      if (st.isDirectory()) throw Object.assign(new Error('is a directory'), { code: 'EISDIR' });
+      if (!st.isFile()) throw new Error('not a regular file (a pipe, a socket or a device): a reload reads the file again, and that would wait for its writer with every session');
+    }
     const chunks: Buffer[] = [];
     let total = 0;
     for (;;) {
@@ -280,7 +323,7 @@ export function readConfigFile(file: string): ConfigText {
 export function loadConfig(file: string, opts: LoadOptions = {}): LbConfig {
   let read: ConfigText;
   try {
-    read = readConfigFile(file);
+    read = readConfigFile(file, opts.regularOnly === true);
   } catch (err) {
     const reason = err instanceof Error ? err.message : String(err);
     throw new MqttLbError(ErrorCodes.CONFIG_READ, `cannot read config file ${file}: ${reason}`, { cause: err });
@@ -315,7 +358,7 @@ function checkFiles(files: FileRef[], out: ProblemCollector, config: LbConfig): 
  * address (the start fails, exit 2, until it has one). Warnings: the address may come and go (a reload must
  * not be refused for an interface down for a moment).
  */
-function checkHost(refs: readonly HostRef[], out: ProblemCollector, host: ReadonlyMap<string, readonly string[]>): void {
+function checkHost(refs: readonly HostRef[], out: ProblemCollector, host: ReadonlyMap<string, readonly string[]>, vips: ReadonlySet<string>): void {
   for (const ref of refs) {
     if (ref.kind === 'peer') {
       const own = [...host].find(([, addresses]) => addresses.includes(ref.value))?.[0];
@@ -323,7 +366,13 @@ function checkHost(refs: readonly HostRef[], out: ProblemCollector, host: Readon
     } else {
       // Addresses with a label (ifupdown's `eth0:0`, `ip addr ... label`) are listed under the label's name.
       const own = [...host].filter(([name]) => name === ref.value || name.startsWith(`${ref.value}:`));
-      if (own.some(([, addresses]) => addresses.some((a) => isIPv4(a)))) continue;
+      const ipv4 = own.flatMap(([, addresses]) => addresses.filter((a) => isIPv4(a)));
+      if (ipv4.length > 0 && ipv4.every((a) => vips.has(a))) {
+        // As the start judges it (heartbeat.ts): a VIP is most likely the host's own address, and the start refuses.
+        out.warn(ref.at, ref.path, `\`${ref.value}\` has no IPv4 address besides the VIP ${ipv4.join(', ')}: is it this host's own address? A VIP must be an address no host owns (it is removed whenever this host is not master); the start refuses (exit 2)`);
+        continue;
+      }
+      if (ipv4.length > 0) continue;
       const why = own.length > 0 ? 'has no IPv4 address on this host' : 'is not an interface of this host with an address';
       out.warn(ref.at, ref.path, `\`${ref.value}\` ${why}: failover waits until it has one (adverts need a source address): no VIP on this host meanwhile, while the proxy serves`);
     }

@@ -38,7 +38,12 @@ export function parseHostPortDetailed(s: string): Parsed<HostPort> {
     host = s.slice(0, colon);
     portText = s.slice(colon + 1);
     if (host.includes(':')) {
-      return { ok: false, error: `\`${s}\`: an IPv6 address needs brackets, e.g. \`[${host}]:${portText}\`` };
+      // `tcp://host:1883`, `mqtt://...`: a URL, not host:port.
+      const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//.exec(s);
+      if (scheme !== null) return { ok: false, error: `\`${s}\` is a URL: write host:port without \`${scheme[1]}://\`, e.g. \`${s.slice(scheme[0].length).replace(/\/.*$/, '')}\`` };
+      if (isIPv6(host)) return { ok: false, error: `\`${s}\`: an IPv6 address needs brackets, e.g. \`[${host}]:${portText}\`` };
+      if (s.includes(',')) return { ok: false, error: `\`${s}\` holds several addresses: write one host:port` };
+      return { ok: false, error: `\`${s}\` is not host:port: too many \`:\` (IPv6 is written \`[::1]:1883\`)` };
     }
     if (host === '') return { ok: false, error: `\`${s}\` has no host: write host:port, e.g. \`0.0.0.0${s}\`` };
     if (host === '*') return { ok: false, error: `\`*\` (HAProxy's "every address") is written \`0.0.0.0:${portText}\` here (\`[::]:${portText}\` for IPv6 too)` };

@@ -4,7 +4,7 @@
  * returned config is meaningful only when no problem was recorded.
  */
 import { isScalar } from 'yaml';
-import { DEFAULTS } from './defaults.js';
+import { DEFAULTS, pendingConnectFloor } from './defaults.js';
 import { suggestKey } from './did-you-mean.js';
 import { KEYS, LOG_LEVELS } from './keys.js';
 import { bindsCollide, isLoopbackHost, parseHostPortDetailed } from './net-syntax.js';
@@ -104,7 +104,7 @@ function readLimits(r: ConfigReader | undefined, root: MapReader | undefined): L
   const d = DEFAULTS.limits;
   const m = root?.section('limits', KEYS.limits);
   const perSource = m?.section('perSource', KEYS.perSource);
-  return {
+  const limits: LimitsConfig = {
     clientConnectTimeout: m?.duration('clientConnectTimeout', d.clientConnectTimeout, { min: 0, minExclusive: true }) ?? d.clientConnectTimeout,
     maxConnectBytes: m?.int('maxConnectBytes', d.maxConnectBytes, MIN_CONNECT_BYTES, MAX_CONNECT_BYTES) ?? d.maxConnectBytes,
     maxConnections: m?.int('maxConnections', d.maxConnections, 1) ?? d.maxConnections,
@@ -120,6 +120,12 @@ function readLimits(r: ConfigReader | undefined, root: MapReader | undefined): L
     maxMemory: r !== undefined && m !== undefined ? readMaxMemory(r, m) : d.maxMemory,
     maxPendingConnectBytes: m?.int('maxPendingConnectBytes', d.maxPendingConnectBytes, 0) ?? d.maxPendingConnectBytes,
   };
+  const pendingSlot = m?.get('maxPendingConnectBytes');
+  const floor = pendingConnectFloor(limits.maxConnectBytes);
+  if (r !== undefined && pendingSlot !== undefined && limits.maxPendingConnectBytes > 0 && limits.maxPendingConnectBytes < floor) {
+    r.warn(pendingSlot, `below its floor: ${floor} is used, 4 × (maxConnectBytes + 64 KiB), so that a CONNECT of maxConnectBytes always fits when it comes alone`);
+  }
+  return limits;
 }
 
 /** 0 = never, else at least MIN_IDLE_TIMEOUT_MS: the sweep runs every half of it (idle-sweep.ts). */

@@ -439,6 +439,16 @@ export class ConfigReader {
   }
 
   hostPort(slot: Slot): { text: string; address: HostPort } | undefined {
+    // A port alone (HAProxy's `bind :1883` habit), which YAML reads as a number: what is missing is the host, which
+    // "must be a string; quote it" would only say after a second round.
+    const node = slot.node;
+    if (isScalar(node) && typeof node.value === 'number' && Number.isInteger(node.value) && node.value > 0) {
+      const r = parseHostPortDetailed(String(node.value));
+      if (!r.ok) {
+        this.error(slot, r.error);
+        return undefined;
+      }
+    }
     return this.parsed(slot, (text) => {
       const r = parseHostPortDetailed(text);
       return r.ok ? { ok: true, value: { text, address: r.value } } : r;

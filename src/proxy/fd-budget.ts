@@ -32,7 +32,7 @@ export interface BudgetInput {
   fileLimit: number | null;
   globalMax: number;
   listeners: Array<{ name: string; maxConnections: number }>;
-  servers: number; // all servers of all pools (one probe each at most)
+  servers: number; // the servers of all probed pools (one probe each at most)
 }
 
 export interface Budget {
@@ -140,7 +140,8 @@ export function clampToBudget(input: BudgetInput): Budget {
 /** The budget of a whole config at a given open-file limit (the running process's by default). */
 export function budgetForConfig(config: Pick<LbConfig, 'limits' | 'listeners' | 'pools'>, fileLimit: number | null = openFileLimit()): Budget {
   let servers = 0;
-  for (const p of Object.values(config.pools)) servers += p.servers.length;
+  // Probed servers only: with `health.type: none` a pool's servers hold no probe socket.
+  for (const p of Object.values(config.pools)) if (p.health.type !== 'none') servers += p.servers.length;
   return clampToBudget({
     fileLimit,
     globalMax: config.limits.maxConnections,

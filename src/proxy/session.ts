@@ -17,6 +17,7 @@ import type { Server, LiveSession, EvictReason } from '../balancer/server.js';
 import type { ClientIdHolder } from '../balancer/client-id-registry.js';
 import { FULL_CANDIDATES } from '../balancer/pool.js';
 import type { RefuseWith } from '../config/types.js';
+import { pendingConnectFloor } from '../config/defaults.js';
 import { scanConnect, type ConnectInfo } from './connect-scanner.js';
 import { connackFor, connackVerdict, leadingAuthBytes, type RefusalReason } from './connack.js';
 import { LINGER_MS, beginLinger, closeWithReply, dropInput, lingeringClose } from './refuse.js';
@@ -37,8 +38,6 @@ type Tagged = ProxySocket & { [kSession]?: ClientSession; [kLookupDone]?: boolea
 
 /** Initial pre-routing buffer; grows by doubling up to maxConnectBytes plus what one read can pipeline. */
 const INITIAL_BUFFER = 512;
-/** The most one read delivers (Node's, and HandleSocket's, read buffer). */
-const ONE_READ_BYTES = 64 * 1024;
 /** When one side closed cleanly, the other gets this long to answer our FIN (closeSide)... */
 const CLOSE_GRACE_MS = 2000;
 /** ...unless bytes are still queued for it: then until the reader has taken none of them for this long (graceExpired). */
@@ -262,7 +261,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     const limits = ctx.limits;
     const more = size - old.length;
     if (limits.maxPendingConnectBytes > 0 && !this.connectCompletedBy(chunk)) {
-      const bound = Math.max(limits.maxPendingConnectBytes, 4 * (limits.maxConnectBytes + ONE_READ_BYTES));
+      const bound = Math.max(limits.maxPendingConnectBytes, pendingConnectFloor(limits.maxConnectBytes));
       if (ctx.pendingConnectBytes + more > bound) {
         ctx.onPendingConnectBytesFull();
         this.reject('overloaded');

@@ -30,6 +30,11 @@ export function statusUrl(adminUrl: string): URL {
   // A bare host (`--admin 10.0.0.5`) means the admin server's default port, not http's 80; a URL with a scheme is
   // taken as written (a reverse proxy on port 80 or 443).
   if (!hasScheme && !/^(\[[^\]]*\]|[^/[\]:]*):/.test(adminUrl)) base.port = DEFAULT_ADMIN_PORT;
+  // The endpoint itself given (`--admin http://h:9883/api/status`, as curl would be): taken as it is.
+  if (/\/api\/status\/?$/.test(base.pathname)) {
+    base.pathname = base.pathname.replace(/\/$/, ''); // /api/ready beside it (fetchReadiness)
+    return base;
+  }
   if (!base.pathname.endsWith('/')) base.pathname += '/';
   return new URL('api/status', base);
 }

@@ -4,7 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import mqttPacket from 'mqtt-packet';
 import { startBrokers, brokerFor, connectVia, whichBroker, type NamedBroker } from '../helpers/cluster.js';
@@ -375,6 +375,27 @@ describe('reload that moves a listener', () => {
       expect(JSON.stringify(failed)).toContain('held by listener mqtt until this reload is applied: hand an address over in two reloads');
       const still = await connectVia(port, { clientId: 'after-refused-rename' });
       expect(await whichBroker(still)).toBe('m4');
+      await still.endAsync();
+      expect(await lb.stop()).toBe(0);
+    } finally {
+      await Promise.all(brokers.map((b) => b.stop()));
+    }
+  });
+
+  it('a reload of a config replaced by a FIFO is refused at once: the balancer keeps serving (it froze until a writer came)', async () => {
+    const brokers = await startBrokers(['m5']);
+    try {
+      const [port, admin] = [await freePort(), await freePort()];
+      const lb = await startLb(yamlFor(port, admin, brokers), { waitReady: `http://127.0.0.1:${admin}/readyz` });
+      rmSync(lb.configFile);
+      execFileSync('mkfifo', [lb.configFile]);
+      lb.reload();
+      const failed = await lb.waitForLog((l) => l.msg === 'config reload failed: keeping the running config');
+      expect(JSON.stringify(failed)).toContain('not a regular file');
+      // Serving all along: the admin port and a new session.
+      expect((await fetch(`http://127.0.0.1:${admin}/healthz`, { signal: AbortSignal.timeout(2000) })).status).toBe(200);
+      const still = await connectVia(port, { clientId: 'after-fifo-reload' });
+      expect(await whichBroker(still)).toBe('m5');
       await still.endAsync();
       expect(await lb.stop()).toBe(0);
     } finally {

@@ -35,6 +35,11 @@ describe('parseDuration', () => {
     expect(parseDuration(text).ok).toBe(false);
   });
 
+  it('says a negative duration is negative, not that it is no duration', () => {
+    expect(parseDuration('-1s')).toEqual({ ok: false, error: '`-1s`: a duration cannot be negative' });
+    expect(parseDuration('- 5ms')).toEqual({ ok: false, error: '`- 5ms`: a duration cannot be negative' });
+  });
+
   it('refuses fractions of a millisecond', () => {
     expect(parseDuration('1.5ms')).toEqual({ ok: false, error: '`1.5ms` is not a whole number of milliseconds' });
   });

@@ -241,6 +241,12 @@ describe('files named by the config', () => {
     expect(parseConfig(CONFIG, file, { checkFiles: true, hostAddresses: new Map([['eth0', ['fe80::1']]]) }).warnings).toEqual([
       `${file}:12:14 failover.interface: \`eth0\` has no IPv4 address on this host: failover waits until it has one (adverts need a source address): no VIP on this host meanwhile, while the proxy serves`,
     ]);
+    // Its only IPv4 address is a VIP: most likely the host's own address written as a VIP, which the start refuses.
+    expect(parseConfig(CONFIG, file, { checkFiles: true, hostAddresses: new Map([['eth0', ['192.0.2.10', 'fe80::1']]]) }).warnings).toEqual([
+      `${file}:12:14 failover.interface: \`eth0\` has no IPv4 address besides the VIP 192.0.2.10: is it this host's own address? A VIP must be an address no host owns (it is removed whenever this host is not master); the start refuses (exit 2)`,
+    ]);
+    // A master: its own address and the VIP.
+    expect(parseConfig(CONFIG, file, { checkFiles: true, hostAddresses: new Map([['eth0', ['10.0.0.1', '192.0.2.10']]]) }).warnings).toEqual([]);
   });
 
   it('warns when the failover key file is readable by group or others', () => {

@@ -47,6 +47,10 @@ describe('parseHostPort', () => {
       ok: false,
       error: '`10.0.0.1` has no port: write host:port, e.g. `10.0.0.1:1883`',
     });
+    // Not IPv6 for all their colons: no advice to bracket them.
+    expect(parseHostPortDetailed('tcp://127.0.0.1:1883/x')).toMatchObject({ error: '`tcp://127.0.0.1:1883/x` is a URL: write host:port without `tcp://`, e.g. `127.0.0.1:1883`' });
+    expect(parseHostPortDetailed('0.0.0.0:1883,0.0.0.0:1884')).toMatchObject({ error: '`0.0.0.0:1883,0.0.0.0:1884` holds several addresses: write one host:port' });
+    expect(parseHostPortDetailed('broker:1883:1')).toMatchObject({ error: '`broker:1883:1` is not host:port: too many `:` (IPv6 is written `[::1]:1883`)' });
   });
 });
 

@@ -60,8 +60,8 @@ describe('config problems', () => {
       'lb.yaml:8:14 pools.brokers.balance: must be one of `client-id-hash`, `username-hash`, `round-robin`, `least-connections`, `random` (got "leastconn"; did you mean `least-connections`?)',
     ]);
     expect(problems(`${PREFIX}limits:\n  timeout_client: 5m\n  timeout-connect: 3s\n`)).toEqual([
-      'lb.yaml:9:3 limits.timeout_client: unknown key `timeout_client` (did you mean `idleTimeout`?)',
-      'lb.yaml:10:3 limits.timeout-connect: unknown key `timeout-connect`; allowed here: clientConnectTimeout, maxConnectBytes, maxConnections, acceptRate, acceptQueue, perSource, drainTimeout, idleTimeout, maxMemory, maxPendingConnectBytes',
+      'lb.yaml:9:3 limits.timeout_client: unknown key `timeout_client` (did you mean `limits.idleTimeout`? `limits.clientConnectTimeout` is the time for the CONNECT)',
+      'lb.yaml:10:3 limits.timeout-connect: unknown key `timeout-connect` (did you mean `pools.<name>.serverConnectTimeout`? it is set per pool)',
     ]);
     // Secrets are never quoted back: the message goes to the terminal, `check`'s output and a rejected reload's log line.
     expect(problems(`${PREFIX}admin:\n  token: 12345678901234567890\n`)).toEqual([
@@ -339,6 +339,20 @@ admin:
     ]);
   });
 
+  it('YAML tags, the core ones too, are errors at the tag with the path of what they tag; a %YAML 1.1 directive too', () => {
+    const TAG = 'a YAML tag (`!...`), which lb.yaml does not use: quote a value that starts with `!`';
+    expect(problems(`${PREFIX}warmUp: !!int "5"\n`)).toEqual([`lb.yaml:8:9 warmUp: ${TAG}`]);
+    expect(problems(`${PREFIX}warmUp: !foo 5\n`)).toEqual([`lb.yaml:8:9 warmUp: ${TAG}`]);
+    expect(problems(`${PREFIX}log: { level: !!str info }\n`)).toEqual([`lb.yaml:8:15 log.level: ${TAG}`]);
+    // A tag that ends its line tags the collection below it.
+    expect(problems(PREFIX.replace('servers: [', 'servers: !!seq\n      [') + '')).toEqual([`lb.yaml:7:14 pools.brokers.servers: ${TAG}`]);
+    // YAML 1.1 would make `yes` a boolean and `0x10` a number: refused, not read otherwise than documented.
+    expect(problems(`%YAML 1.1\n---\n${PREFIX}log:\n  sessions: yes\n`)).toEqual([
+      'lb.yaml:1:1 (root): a `%YAML 1.1` directive: lb.yaml is read as YAML 1.2 (`yes` and `no` are strings): remove the line',
+    ]);
+    expect(problems(`%YAML 1.2\n---\n${PREFIX}`)).toEqual([]);
+  });
+
   it('YAML syntax errors, at their position', () => {
     expect(problems(`${PREFIX}    servers: []\n`)).toEqual([
       'lb.yaml:8:5 pools.brokers.servers: duplicate key: a key may appear only once in a mapping',
@@ -390,7 +404,7 @@ admin:
       'lb.yaml:2:6 limits: a key that is also the value of a secret (`admin.token` or a password, by an anchor and an alias): not shown, and not allowed',
     );
     // A tag on another value is an error too (YAML would read it as empty), and does not quote it either.
-    expect(leaks(`${PREFIX}log:\n  level: !info\n`)).toEqual(['lb.yaml:9:10 log: a YAML tag (`!...`), which lb.yaml does not use: quote a value that starts with `!`']);
+    expect(leaks(`${PREFIX}log:\n  level: !info\n`)).toEqual(['lb.yaml:9:10 log.level: a YAML tag (`!...`), which lb.yaml does not use: quote a value that starts with `!`']);
     // A secret's value used for another key by an anchor and an alias.
     const aliased = `${PREFIX}admin:\n  token: &t SECRETTOKEN1234567890\n  bind: *t\n`;
     expect(leaks(aliased, 'SECRETTOKEN')).toEqual(['lb.yaml:10:9 admin.bind: is the value of a secret (`admin.token` or a password, by an anchor and an alias): a secret cannot be used for another key']);
@@ -570,6 +584,42 @@ pools:
     ]);
   });
 
+  it('a bare port, which YAML reads as a number, is said to lack its host at once (not "quote it", then that)', () => {
+    expect(problems(PREFIX.replace('bind: 0.0.0.0:1883', 'bind: 1883'))).toEqual([
+      'lb.yaml:3:11 listeners[0].bind: `1883` has no host: write host:port, e.g. `0.0.0.0:1883` (every IPv4 address) or `127.0.0.1:1883`',
+    ]);
+  });
+
+  it('more HAProxy words, where they are written: each says where its lb.yaml key is (docs/migration.md)', () => {
+    const text = `listeners:
+  - { name: a, bind: "0.0.0.0:1883", pool: p, crt: /x.pem }
+pools:
+  p:
+    inter: 2s
+    maxqueue: 10
+    timeout connect: 5s
+    sendProxyProtocol: send-proxy-v2
+    health: { type: http-check }
+    servers:
+      - { name: s, address: "127.0.0.1:1883", on-marked-down: shutdown-sessions, agent-check: true }
+limits:
+  timeout client: 1m
+logging: { level: info }
+`;
+    expect(problems(text)).toEqual([
+      'lb.yaml:2:47 listeners[0].crt: unknown key `crt` (did you mean `tls.cert`? with `tls.key`: the certificate and the key are read from two files)',
+      'lb.yaml:5:5 pools.p.inter: unknown key `inter` (did you mean `pools.p.health.interval`?)',
+      'lb.yaml:6:5 pools.p.maxqueue: unknown key `maxqueue` (there is no queue: a client whose server is at its `maxConnections` is refused with CONNACK Server busy)',
+      'lb.yaml:7:5 pools.p.timeout connect: unknown key `timeout connect` (did you mean `pools.p.serverConnectTimeout`?)',
+      'lb.yaml:8:24 pools.p.sendProxyProtocol: must be one of `off`, `v1`, `v2` (got "send-proxy-v2"; did you mean `v2`?)',
+      'lb.yaml:9:21 pools.p.health.type: must be one of `tcp`, `mqtt`, `http`, `none` (got "http-check"; did you mean `http`?)',
+      'lb.yaml:11:47 pools.p.servers[0].on-marked-down: unknown key `on-marked-down` (set per pool: `pools.p.onServerDown: shutdown`)',
+      "lb.yaml:11:82 pools.p.servers[0].agent-check: unknown key `agent-check` (not supported; the nearest is `pools.p.health.type: http` with this server's `healthUrl`)",
+      'lb.yaml:13:3 limits.timeout client: unknown key `timeout client` (did you mean `limits.idleTimeout`? `limits.clientConnectTimeout` is the time for the CONNECT)',
+      'lb.yaml:14:1 logging: unknown key `logging` (did you mean `log`?)',
+    ]);
+  });
+
   it('a pool key indented as a pool name (`servers:` one level too shallow) says where it belongs', () => {
     const text = `listeners:\n  - { name: a, bind: "0.0.0.0:1883", pool: brokers }\npools:\n  brokers:\n  servers:\n    - { name: b1, address: "10.0.0.1:1883" }\n`;
     expect(problems(text)).toEqual([
@@ -601,8 +651,8 @@ pools:
     servers: [{ name: s, address: "h:1" }]
 `;
     expect(problems(text)).toEqual([
-      'lb.yaml:2:13 listeners[0].name: "my listener" is not allowed here: letters, digits, `_`, `.`, `-`, starting with a letter or digit, at most 64',
-      'lb.yaml:4:3 pools.a/b: pool name `a/b` is not allowed: letters, digits, `_`, `.`, `-`, starting with a letter or digit, at most 64',
+      'lb.yaml:2:13 listeners[0].name: "my listener" is not allowed here: letters, digits, `_`, `.`, `-`, starting with a letter or digit, at most 64 characters',
+      'lb.yaml:4:3 pools.a/b: pool name `a/b` is not allowed: letters, digits, `_`, `.`, `-`, starting with a letter or digit, at most 64 characters',
     ]);
   });
 });
@@ -625,6 +675,14 @@ admin:
       'lb.yaml:11:65 pools.spare.servers[0].healthUrl: ignored: this pool\'s health.type is `mqtt`, not `http`',
       'lb.yaml:13:10 admin.token: shorter than 16 characters: easy to guess (`mqtt-lb keygen` prints a good one)',
     ]);
+  });
+
+  it('warns when limits.maxPendingConnectBytes is below its floor, saying the value used (0, no bound, is no warning)', () => {
+    expect(warnings(`${PREFIX}limits:\n  maxPendingConnectBytes: 1000\n`)).toEqual([
+      'lb.yaml:9:27 limits.maxPendingConnectBytes: below its floor: 1310720 is used, 4 × (maxConnectBytes + 64 KiB), so that a CONNECT of maxConnectBytes always fits when it comes alone',
+    ]);
+    expect(warnings(`${PREFIX}limits:\n  maxConnectBytes: 32\n  maxPendingConnectBytes: 262272\n`)).toEqual([]);
+    expect(warnings(`${PREFIX}limits:\n  maxPendingConnectBytes: 0\n`)).toEqual([]);
   });
 
   it('warns when every server has weight 0, and when timeout is not below interval', () => {

@@ -148,12 +148,16 @@ describe('clampToBudget', () => {
     }
   });
 
-  it('budgetForConfig counts the servers of every pool into the reserve', () => {
+  it('budgetForConfig counts the servers of every probed pool into the reserve (health.type none: no probe socket)', () => {
     const server = { name: 's', address: '127.0.0.1:1', host: '127.0.0.1', port: 1, weight: 1, backup: false, healthUrl: null };
     const config = {
       limits: { maxConnections: 100_000 },
       listeners: [{ name: 'mqtt', maxConnections: 100_000 }],
-      pools: { a: { servers: [server, server] }, b: { servers: [server] } },
+      pools: {
+        a: { servers: [server, server], health: { type: 'mqtt' } },
+        b: { servers: [server], health: { type: 'tcp' } },
+        c: { servers: [server, server, server, server], health: { type: 'none' } },
+      },
     } as unknown as Pick<LbConfig, 'limits' | 'listeners' | 'pools'>;
     const b = budgetForConfig(config, 10_000);
     expect(b.globalMax).toBe(Math.floor((10_000 - reserveFor(3)) / 2.1));

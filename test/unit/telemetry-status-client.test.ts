@@ -128,6 +128,9 @@ describe('statusUrl', () => {
     expect(statusUrl('127.0.0.1:9883').href).toBe('http://127.0.0.1:9883/api/status');
     expect(statusUrl('https://lb.example/mqtt-lb').href).toBe('https://lb.example/mqtt-lb/api/status');
     expect(statusUrl('[::1]:9883').href).toBe('http://[::1]:9883/api/status');
+    // The endpoint itself, as one would give it to curl: not /api/status/api/status.
+    expect(statusUrl('http://127.0.0.1:9883/api/status').href).toBe('http://127.0.0.1:9883/api/status');
+    expect(statusUrl('127.0.0.1:9883/api/status/').href).toBe('http://127.0.0.1:9883/api/status');
   });
 
   it("a bare host means the admin server's default port (9883), not http's 80; a URL with a scheme is taken as written", () => {
