@@ -148,6 +148,13 @@ function deepestOffset(text: string): number {
   return at;
 }
 
+/** The plain value at `offset` when it is one token ending with `:` at the end of its line (`127.0.0.1:`), else null. */
+function endsWithColon(text: string, offset: number): string | null {
+  const lineEnd = text.indexOf('\n', offset);
+  const rest = text.slice(offset, lineEnd < 0 ? text.length : lineEnd).replace(/\s*(#.*)?\r?$/, '');
+  return /^[^\s#'"][^\s]*:$/.test(rest) ? rest : null;
+}
+
 /** Where the tag of the node starting at `valueAt` begins: the token before it (`!!seq` may end the line above). */
 function tagOffset(text: string, valueAt: number): number {
   let end = valueAt;
@@ -202,6 +209,21 @@ function parseText(text: string, file: string, opts: ParseOptions, out: ProblemC
       const whole = syntaxPath(doc, k.at);
       const path = whole.endsWith(`${k.key}:${k.rest}`) ? whole.slice(0, whole.length - k.rest.length - 1) : whole === '(root)' ? k.key : `${whole}.${k.key}`;
       out.error(k.at, path, `\`${k.key}:${k.rest}\`: a key needs a space after its \`:\` (\`${k.key}: ${k.rest}\`)`);
+    } else if (e.code === 'BAD_SCALAR_START') {
+      // `level: @info`, a value in backquotes: YAML reserves `@` and `` ` `` at the start of a plain value.
+      const ch = text[e.pos[0]] ?? '';
+      const message =
+        ch === '`'
+          ? 'a value cannot start with a backquote in YAML: use double quotes, e.g. `"info"`'
+          : `a value cannot start with \`${ch}\` in YAML: quote it, e.g. \`"${ch}..."\``;
+      out.error(e.pos[0], syntaxPath(doc, e.pos[0]), message);
+    } else if (e.code === 'BLOCK_AS_IMPLICIT_KEY' && e.message.startsWith('Nested mappings are not allowed in compact mappings') && endsWithColon(text, e.pos[0]) !== null) {
+      // `bind: 127.0.0.1:`, a port left out: YAML reads the value as a key of a mapping nested in the line.
+      const token = endsWithColon(text, e.pos[0])!;
+      const whole = syntaxPath(doc, e.pos[0]);
+      const bare = token.slice(0, -1);
+      const path = whole.endsWith(`.${bare}`) ? whole.slice(0, whole.length - bare.length - 1) : whole;
+      out.error(e.pos[0], path, `\`${token}\` ends with \`:\`, which YAML reads as a key: a host:port without its port? Write it whole (\`${bare}:1883\`), or quote the value`);
     } else if (e.code === 'BLOCK_AS_IMPLICIT_KEY' && e.message.startsWith('A block sequence may not be used as an implicit map key')) {
       // A `- ` item indented under the last key of the item above it: the library points at column 1.
       out.error(contentLineAt(text, e.pos[0]).at, syntaxPath(doc, e.pos[0]), 'a list item (`- `) indented deeper than the items of its list: start it at the column of their `- `');

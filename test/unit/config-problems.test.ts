@@ -353,6 +353,14 @@ admin:
     expect(problems(`%YAML 1.2\n---\n${PREFIX}`)).toEqual([]);
   });
 
+  it('YAML slips said in lb.yaml terms: a port left out after its colon, a value starting with @ or a backquote', () => {
+    expect(problems(PREFIX.replace('bind: 0.0.0.0:1883', 'bind: 0.0.0.0:'))).toEqual([
+      'lb.yaml:3:11 listeners[0].bind: `0.0.0.0:` ends with `:`, which YAML reads as a key: a host:port without its port? Write it whole (`0.0.0.0:1883`), or quote the value',
+    ]);
+    expect(problems(`${PREFIX}log:\n  level: @info\n`)).toEqual(['lb.yaml:9:10 log.level: a value cannot start with `@` in YAML: quote it, e.g. `"@..."`']);
+    expect(problems(`${PREFIX}log:\n  level: \`info\`\n`)).toEqual(['lb.yaml:9:10 log.level: a value cannot start with a backquote in YAML: use double quotes, e.g. `"info"`']);
+  });
+
   it('YAML syntax errors, at their position', () => {
     expect(problems(`${PREFIX}    servers: []\n`)).toEqual([
       'lb.yaml:8:5 pools.brokers.servers: duplicate key: a key may appear only once in a mapping',
