@@ -4,7 +4,7 @@
  */
 import { pino, type DestinationStream, type Logger } from 'pino';
 import type { LogConfig } from '../config/types.js';
-import { ErrorCodes } from '../errors.js';
+import { ErrorCodes, MqttLbError } from '../errors.js';
 import { LogStream, nonBlockingOutput } from './log-stream.js';
 
 /**
@@ -23,7 +23,7 @@ export function createLogger(config: LogConfig, destination?: DestinationStream)
       redact: { paths: ['password', '*.password'], censor: '[redacted]' },
       // An error's cause as an object of its own: our messages already say what the cause says (pino's default
       // serializer appends every cause's message to the error's, which then read twice).
-      serializers: { err: pino.stdSerializers.errWithCause },
+      serializers: { err: serializeError },
       formatters: { log: withErrorCode },
     },
     destination ?? stdout!,
@@ -33,6 +33,23 @@ export function createLogger(config: LogConfig, destination?: DestinationStream)
       log.warn({ code: ErrorCodes.LOG_LINES_DROPPED, dropped, bufferBytes: config.bufferBytes }, 'log lines dropped: the log reader did not keep up');
   }
   return log;
+}
+
+/**
+ * pino's error with its cause; without stack traces for our own errors (MQLB_... codes: a file that cannot be read, an
+ * address in use), which an operator meets and whose message says what and where: the frames only add noise to the
+ * line. Any other error keeps its stack: that one is a bug to report.
+ */
+function serializeError(err: Error): ReturnType<typeof pino.stdSerializers.errWithCause> {
+  const out = pino.stdSerializers.errWithCause(err);
+  return err instanceof MqttLbError ? withoutStacks(out) : out;
+}
+
+function withoutStacks<T>(serialized: T): T {
+  if (serialized === null || typeof serialized !== 'object') return serialized;
+  const { stack: _stack, ...rest } = serialized as Record<string, unknown>;
+  if (rest['cause'] !== undefined) rest['cause'] = withoutStacks(rest['cause']);
+  return rest as T;
 }
 
 /**

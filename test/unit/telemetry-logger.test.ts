@@ -44,6 +44,11 @@ describe('createLogger', () => {
     expect(err.cause.code).toBe('ENOENT');
     expect(theirs!.code).toBeUndefined();
     expect(explicit!.code).toBe('MQLB_START_BIND');
+    // Ours is an operator's error, said whole by its message: no stack trace, nor its cause's. Any other error is a
+    // bug to report, and keeps its stack.
+    expect(Object.keys(err)).not.toContain('stack');
+    expect(Object.keys(err.cause)).not.toContain('stack');
+    expect(typeof (theirs!.err as { stack?: unknown }).stack).toBe('string');
   });
 
   it('honours silent and debug', () => {
