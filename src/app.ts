@@ -19,7 +19,7 @@ import { Evictor } from './health/eviction.js';
 import { Listener, explainHandOver, probeBind } from './proxy/listener.js';
 import type { ProxyContext, ListenerStats } from './proxy/context.js';
 import type { ClientSession } from './proxy/session.js';
-import { budgetForConfig } from './proxy/fd-budget.js';
+import { budgetForConfig, listenerCaps, type ListenerCaps } from './proxy/fd-budget.js';
 import { buildFront } from './proxy/front.js';
 import { Admission } from './proxy/admission.js';
 import { OverloadGuard } from './proxy/overload-guard.js';
@@ -157,6 +157,13 @@ export class App implements TelemetrySource, AdminActions {
   private warmingUp = false;
   /** While the listeners wait for the first health verdicts (firstVerdicts): /readyz says so. */
   private awaitingVerdicts = false;
+  /**
+   * While this host's own network is out (failover's 'network' event), and until the probes made afresh when it is
+   * back have answered: the number of pools without a server up from before it went, used by the tracking instead.
+   */
+  private poolsWithoutServerHeld: number | null = null;
+  /** Counts the network's outs and returns: a release for an earlier return does nothing (onFailoverNetwork). */
+  private networkEpoch = 0;
   /** A stop came while starting (cutStartShort): the wait for the first verdicts ends at once. */
   private startCut = false;
   private endVerdictWait: (() => void) | null = null;
@@ -295,7 +302,7 @@ export class App implements TelemetrySource, AdminActions {
       await this.firstVerdicts();
       if (hooks.abandon?.() === true) return false;
       for (const lc of this.ownListeners(config)) {
-        await this.openListener(lc, budget.listenerMax.get(lc.name) ?? lc.maxConnections, this.frontFor(lc, config));
+        await this.openListener(lc, listenerCaps(budget, lc.name, lc.maxConnections), this.frontFor(lc, config));
       }
       this.listenersBound = true;
       // Failover stays held: run.ts releases it once the proxy serves (with workers, every worker) and a reload that
@@ -399,8 +406,8 @@ export class App implements TelemetrySource, AdminActions {
     return buildFront(lc, config.limits.clientConnectTimeout);
   }
 
-  private async openListener(lc: ListenerConfig, maxConnections: number, front: Fronts): Promise<void> {
-    const l = new Listener(lc, this.ctx, maxConnections);
+  private async openListener(lc: ListenerConfig, caps: ListenerCaps, front: Fronts): Promise<void> {
+    const l = new Listener(lc, this.ctx, caps);
     l.setFront(...front);
     l.exclusive = this.privateBinds;
     await l.listen();
@@ -410,7 +417,7 @@ export class App implements TelemetrySource, AdminActions {
 
   private logListenerStarted(l: Listener): void {
     const lc = l.config;
-    this.log.info({ listener: lc.name, bind: lc.bind, pool: lc.pool, tls: lc.tls !== null, maxConnections: l.maxConnections }, 'listener started');
+    this.log.info({ listener: lc.name, bind: lc.bind, pool: lc.pool, tls: lc.tls !== null, maxConnections: l.maxConnections, acceptGuard: l.acceptGuard }, 'listener started');
   }
 
   private addPool(pc: LbConfig['pools'][string]): void {
@@ -472,8 +479,7 @@ export class App implements TelemetrySource, AdminActions {
     } else {
       for (const l of this.listenerMap.values()) if (!l.listening || !l.acceptHealthy) listenerFailed = true;
     }
-    let poolsWithoutServer = 0;
-    for (const p of this.servedPools()) if (!p.servers.some((s) => s.health === 'up')) poolsWithoutServer++;
+    const poolsWithoutServer = this.poolsWithoutServerHeld ?? this.countPoolsWithoutServer();
     return computeTracking(fc.track, { listenerFailed, poolsWithoutServer });
   }
 
@@ -485,14 +491,36 @@ export class App implements TelemetrySource, AdminActions {
    * put the host in FAULT before the link went, and may keep it there after the link is back.
    */
   private readonly onFailoverNetwork = (out: boolean): void => {
+    const epoch = ++this.networkEpoch;
     if (out) {
+      // The pool penalty stays as it was: what the probes find meanwhile is this host's outage, not the servers'.
+      this.poolsWithoutServerHeld ??= this.countPoolsWithoutServer();
       for (const c of this.checkers.values()) c.outageBegan();
       return;
     }
     let probes = 0;
     for (const c of this.checkers.values()) probes += c.recheckAfterOutage();
     if (probes > 0) this.log.info({ probes }, 'failover interface back: probing afresh the servers judged while it was out');
+    // Held until those probes have answered: servers marked down during the outage stay down until theirs does, and
+    // a penalty applied for that moment would let the peer's next advert win the election.
+    const release = (): void => {
+      if (this.networkEpoch !== epoch) return; // out again meanwhile
+      this.poolsWithoutServerHeld = null;
+      this.track();
+    };
+    if (probes === 0) {
+      release();
+      return;
+    }
+    const bound = Math.max(...[...this.poolMap.values()].map((p) => p.config.health.timeout)) + FIRST_VERDICT_MARGIN_MS;
+    void Promise.all([...this.checkers.values()].map((c) => c.settled(bound))).then(release);
   };
+
+  private countPoolsWithoutServer(): number {
+    let n = 0;
+    for (const p of this.servedPools()) if (!p.servers.some((s) => s.health === 'up')) n++;
+    return n;
+  }
 
   // ── reload ──────────────────────────────────────────────────────────────────────────────────────────────
 
@@ -638,7 +666,7 @@ export class App implements TelemetrySource, AdminActions {
         continue;
       }
       const moved = l.config.bind !== lc.bind;
-      l.reconfigure(lc, budget.listenerMax.get(name) ?? lc.maxConnections);
+      l.reconfigure(lc, listenerCaps(budget, name, lc.maxConnections));
       l.setFront(...fronts.get(name)!);
       if (moved) this.log.info({ listener: name, bind: lc.bind }, 'listener moved by reload');
     }
@@ -677,7 +705,7 @@ export class App implements TelemetrySource, AdminActions {
         current = lc;
         const running = this.listenerMap.get(lc.name);
         if (running === undefined) {
-          const l = new Listener(lc, this.ctx, budget.listenerMax.get(lc.name) ?? lc.maxConnections);
+          const l = new Listener(lc, this.ctx, listenerCaps(budget, lc.name, lc.maxConnections));
           l.setFront(...fronts.get(lc.name)!);
           binds.opened.set(lc.name, l);
           await l.listen();

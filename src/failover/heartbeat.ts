@@ -487,10 +487,12 @@ export class Heartbeat {
   /**
    * Tells the proxy when this host's network goes out or comes back, whatever the state: its health probes fail for
    * it meanwhile, not for the servers (App.onFailoverNetwork). Not a state change: the host may be in FAULT already
-   * (a track script), or stay in it when the network is back.
+   * (a track script), or stay in it when the network is back. The carrier counts whether or not it is tracked: with
+   * `track.interface: false` a master whose link is cut stays master, and its probes fail all the same (an audit saw
+   * them mark its brokers down, the pool penalty lower it, and a second failover follow the link's return).
    */
   private noteNetwork(): void {
-    const out = this.networkFault();
+    const out = this.ownAddressGone || !this.carrier;
     if (out === this.networkOut) return;
     this.networkOut = out;
     this.emit({ type: 'network', out });

@@ -12,7 +12,7 @@ import { bindsMayCollide } from '../config/net-syntax.js';
 import { ErrorCodes, MqttLbError } from '../errors.js';
 import { ClientSession, TCP_KEEPALIVE_MS, type SessionListener } from './session.js';
 import { ListenerStats, type ProxyContext, type RoutingPool } from './context.js';
-import { hardCapFor } from './fd-budget.js';
+import type { ListenerCaps } from './fd-budget.js';
 import { HandleSocket, errnoError, handleSockets, type TcpHandle } from './handle-socket.js';
 import type { ProxySocket } from './proxy-socket.js';
 import { shedFront } from './front.js';
@@ -34,7 +34,17 @@ export class Listener implements SessionListener {
   readonly stats: ListenerStats;
   readonly ctx: ProxyContext;
   maxConnections: number;
+  /**
+   * Past the MQTT-answered cap, room to answer CONNACKs (and for connections still sending their CONNECT); beyond it
+   * Node, or our handle accept, closes at accept, unanswered: the last guard of the descriptor budget (fd-budget.ts).
+   */
+  private hardCap: number;
   readonly sessions = new Set<ClientSession>();
+
+  /** Its last guard (hardCap): the 'listener started' line says it. */
+  get acceptGuard(): number {
+    return this.hardCap;
+  }
   /** Connections still in their PROXY header or TLS handshake (front.ts), not sessions yet. */
   readonly inFront = new Set<Socket>();
   /** An accept error until the next successful accept. */
@@ -52,10 +62,11 @@ export class Listener implements SessionListener {
   private front: Front | null;
   private headerBuilder: ProxyHeaderBuilder | null;
 
-  constructor(config: ListenerConfig, ctx: ProxyContext, maxConnections: number, front: Front | null = null, headerBuilder: ProxyHeaderBuilder | null = null) {
+  constructor(config: ListenerConfig, ctx: ProxyContext, caps: ListenerCaps, front: Front | null = null, headerBuilder: ProxyHeaderBuilder | null = null) {
     this.config = config;
     this.ctx = ctx;
-    this.maxConnections = maxConnections;
+    this.maxConnections = caps.max;
+    this.hardCap = caps.hard;
     this.stats = new ListenerStats(config.name, config.bind, config.tls !== null);
     this.front = front;
     this.headerBuilder = headerBuilder;
@@ -84,17 +95,13 @@ export class Listener implements SessionListener {
   }
 
   /** Reload: pool, caps and TLS may change; a changed bind was bound beforehand (moveTo). */
-  reconfigure(config: ListenerConfig, maxConnections: number): void {
+  reconfigure(config: ListenerConfig, caps: ListenerCaps): void {
     this.config = config;
-    this.maxConnections = maxConnections;
+    this.maxConnections = caps.max;
+    this.hardCap = caps.hard;
     this.stats.tls = config.tls !== null;
     this.stats.bind = config.bind;
-    if (this.server !== null) this.server.maxConnections = this.hardCap();
-  }
-
-  /** Past the MQTT-answered cap, leave room to answer CONNACKs; beyond that Node drops at accept. */
-  private hardCap(): number {
-    return hardCapFor(this.maxConnections);
+    if (this.server !== null) this.server.maxConnections = this.hardCap;
   }
 
   async listen(): Promise<void> {
@@ -143,7 +150,7 @@ export class Listener implements SessionListener {
   private bind(address: ListenerConfig['address'], bindText: string): Promise<net.Server> {
     // Applied by Node to every accepted socket, so sessions need not set them again (two syscalls each).
     const server = net.createServer({ noDelay: true, keepAlive: true, keepAliveInitialDelay: TCP_KEEPALIVE_MS });
-    server.maxConnections = this.hardCap();
+    server.maxConnections = this.hardCap;
     server.on('connection', (socket: Socket) => this.accept(socket));
     server.on('drop', () => this.dropped());
     const { host, port } = address;

@@ -317,6 +317,31 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
     await waitFor('VIP back on lb1 only', holdersAre(['lb1']), 3000);
   });
 
+  it('track.interface false: the master whose link is cut stays master, its brokers marked down meanwhile cost it no priority, and back, one failover only', async () => {
+    // An audit: the probes that failed during the cut lowered lb1 to lb2's priority (track.pools), and when the link
+    // came back lb1 stepped down for lb2's advert, then preempted it again once its brokers were up: two failovers.
+    const [lb1, lb2] = await startPairRise3('lb1-untracked.yaml', '  track:\n    interface: false\n');
+    await lb2.waitServers('up', 5000);
+    const n1 = lb1.transitions().length;
+    const n2 = lb2.transitions().length;
+    await topo.cutLink('lb1');
+    await lb2.waitState('master', 3000, n2);
+    await lb1.waitServers('down', 4000);
+    // Its network is out: what its probes find is about this host, and the pool penalty stays as it was.
+    await sleep(600); // more than two tracking rounds (250 ms)
+    expect((await lb1.failoverInstance()).priority).toBe(150);
+    expect(lb1.transitions().length).toBe(n1); // still master: the link is not tracked
+    await topo.restoreLink('lb1');
+    await lb1.waitServers('up', 5000);
+    const recheck = lb1.logsWith('failover interface back: probing afresh the servers judged while it was out');
+    expect(recheck.map((l) => l.probes)).toEqual([brokers.length]);
+    await lb2.waitState('backup', 3000, n2 + 1);
+    await waitFor('VIP back on lb1 only', holdersAre(['lb1']), 3000);
+    await sleep(500);
+    expect(lb1.transitions().length).toBe(n1); // never stepped down
+    expect(lb2.transitions().slice(n2).map((t) => `${t.from}>${t.to}`)).toEqual(['backup>master', 'master>backup']);
+  });
+
   it('restarted after a SIGKILL, the higher-priority host takes the VIP back as soon as its listeners are bound: its heartbeat ran during the warm-up', async () => {
     const [lb1, lb2] = await startPair();
     const takeoverFrom = lb2.transitions().length;

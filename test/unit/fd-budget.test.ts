@@ -13,9 +13,14 @@ Max locked memory         8388608              8388608              bytes
 `;
 
 /** Worst case descriptors: every listener at its hard cap, a server socket per session, the reserve. */
+/** Every listener at its last guard holding client sockets, a server socket per session, and the reserve. */
 function worstCase(input: BudgetInput, out: ReturnType<typeof clampToBudget>): number {
   let clients = 0;
-  for (const v of out.listenerMax.values()) clients += hardCapFor(v);
+  for (const [name, v] of out.listenerMax) {
+    const hard = out.listenerHard.get(name) ?? hardCapFor(v);
+    expect(hard).toBeGreaterThanOrEqual(hardCapFor(v)); // never less room to answer than the minimum
+    clients += hard;
+  }
   return clients + out.globalMax + reserveFor(input.servers);
 }
 
@@ -95,7 +100,7 @@ describe('clampToBudget', () => {
     expect(mqtts).toBeLessThan(5_000);
     // Both above the level that fits: both at it (max-min fair), as high as it can be.
     expect(mqtt).toBe(mqtts);
-    expect(worstCase(input, { ...b, listenerMax: new Map([['mqtt', mqtt + 1], ['mqtts', mqtts + 1]]) })).toBeGreaterThan(20_000);
+    expect(worstCase(input, { ...b, listenerMax: new Map([['mqtt', mqtt + 1], ['mqtts', mqtts + 1]]), listenerHard: new Map() })).toBeGreaterThan(20_000);
     expect(b.warnings.some((w) => /listeners\[1\]\.maxConnections \(listener mqtts\) 5000 lowered to \d+: the client sockets of every listener .* must fit the open-file limit 20000/.test(w))).toBe(true);
   });
 
@@ -146,6 +151,29 @@ describe('clampToBudget', () => {
       for (const l of listeners) expect(b.listenerMax.get(l.name)!).toBeLessThanOrEqual(l.maxConnections);
       expect(worstCase(input, b)).toBeLessThanOrEqual(input.fileLimit);
     }
+  });
+
+  it('the descriptors the worst case leaves go to the listeners\' last guards: a storm past a full listener is answered in MQTT', () => {
+    // An audit: a listener of 50 beside 20,000 descriptors dropped 284 of 300 clients at accept (its guard was 66).
+    const input: BudgetInput = { fileLimit: 20_000, globalMax: 20_000, listeners: [{ name: 'small', maxConnections: 50 }], servers: 2 };
+    const b = clampToBudget(input);
+    expect(b.listenerMax.get('small')).toBe(50);
+    const clientRoom = 20_000 - reserveFor(2) - b.globalMax;
+    expect(b.listenerHard.get('small')).toBe(clientRoom); // all of it: one listener
+    expect(worstCase(input, b)).toBeLessThanOrEqual(20_000);
+    // Two listeners share what is left equally, each above its own minimum.
+    const two: BudgetInput = { ...input, listeners: [{ name: 'a', maxConnections: 50 }, { name: 'b', maxConnections: 2_000 }] };
+    const t = clampToBudget(two);
+    const slack = clientRoom - hardCapFor(50) - hardCapFor(2_000);
+    expect(t.listenerHard.get('a')).toBe(hardCapFor(50) + Math.floor(slack / 2));
+    expect(t.listenerHard.get('b')).toBe(hardCapFor(2_000) + Math.floor(slack / 2));
+    expect(worstCase(two, t)).toBeLessThanOrEqual(20_000);
+    // Caps clamped to a small limit: what is left is little, and the whole still fits.
+    const tight: BudgetInput = { fileLimit: 1_000, globalMax: 20_000, listeners: [{ name: 'x', maxConnections: 10_000 }], servers: 2 };
+    const c = clampToBudget(tight);
+    expect(worstCase(tight, c)).toBeLessThanOrEqual(1_000);
+    // No open-file limit known: no guard beyond the minimum is set here (the listener uses hardCapFor).
+    expect(clampToBudget({ ...input, fileLimit: null }).listenerHard.size).toBe(0);
   });
 
   it('budgetForConfig counts the servers of every probed pool into the reserve (health.type none: no probe socket)', () => {
