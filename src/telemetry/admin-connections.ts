@@ -29,6 +29,8 @@ export class AdminConnections {
   private readonly idle = new Set<Socket>();
   /** Requests in progress per connection (pipelined requests arrive before the first is answered). */
   private readonly inProgress = new Map<Socket, number>();
+  /** Connections with answers waiting to be sent: bytes the kernel had taken, and since when (sweepStuck). */
+  private readonly sending = new Map<Socket, { dispatched: number; since: number }>();
 
   constructor(max: number) {
     this.max = max;
@@ -51,6 +53,7 @@ export class AdminConnections {
       this.open--;
       this.idle.delete(socket);
       this.inProgress.delete(socket);
+      this.sending.delete(socket);
     });
     return true;
   }
@@ -79,6 +82,25 @@ export class AdminConnections {
     }
     this.inProgress.delete(socket);
     if (!socket.destroyed) this.idle.add(socket);
+  }
+
+  /**
+   * Closes each connection whose client has taken none of its answers for `timeoutMs` (answers wait in this process:
+   * it reads nothing, or pipelines and never reads); `now` in ms. A client that reads, however slowly, is left alone.
+   * Node's own socket timeout does not do it: http clears it whenever a keep-alive connection starts a new request.
+   */
+  sweepStuck(now: number, timeoutMs: number): void {
+    for (const socket of this.inProgress.keys()) {
+      if (socket.writableLength === 0) {
+        this.sending.delete(socket);
+        continue;
+      }
+      // bytesWritten counts what is still queued too: what the kernel took is the rest.
+      const dispatched = socket.bytesWritten - socket.writableLength;
+      const seen = this.sending.get(socket);
+      if (seen === undefined || seen.dispatched !== dispatched) this.sending.set(socket, { dispatched, since: now });
+      else if (now - seen.since >= timeoutMs) socket.destroy();
+    }
   }
 
   get size(): number {

@@ -27,9 +27,17 @@ export interface AdminServerOptions {
   actions: AdminActions;
   metrics: Metrics;
   log: Logger;
+  /** SEND_TIMEOUT_MS unless given (tests). */
+  sendTimeoutMs?: number;
 }
 
 const HEADERS_TIMEOUT_MS = 5_000;
+/**
+ * A connection that takes no byte of its answers for this long is closed (AdminConnections.sweepStuck): an
+ * audit's scrapers that pipelined GET /metrics and never read held their answers (2.5 MB each with 1,000 servers)
+ * for as long as they stayed connected, and the memory ceiling then refused every MQTT client.
+ */
+const SEND_TIMEOUT_MS = 20_000;
 const REQUEST_TIMEOUT_MS = 10_000;
 const KEEP_ALIVE_TIMEOUT_MS = 5_000;
 const MAX_HEADER_BYTES = 8 * 1024;
@@ -50,9 +58,11 @@ export class AdminServer {
   private readonly loopbackBind: boolean;
   private closing: Promise<void> | null = null;
   private readonly connections = new AdminConnections(ADMIN_MAX_CONNECTIONS);
+  /** Closes connections whose answers do not move (SEND_TIMEOUT_MS). */
+  private readonly stuckSweep: NodeJS.Timeout;
   /** The two answers that cost CPU to build, shared between requests (shared-rendering.ts). */
-  private readonly metricsText: SharedRendering<string>;
-  private readonly statusText: SharedRendering<string>;
+  private readonly metricsText: SharedRendering<Buffer>;
+  private readonly statusText: SharedRendering<Buffer>;
 
   /**
    * `admin request refused` at most once per 10 s per status, with the count of those left out (`suppressed`): a
@@ -68,8 +78,9 @@ export class AdminServer {
     this.token = opts.config.token;
     this.page = renderStatusPage({ tokenRequired: this.token !== null });
     const budget = new RenderBudget();
-    this.metricsText = new SharedRendering(() => opts.metrics.text(), undefined, budget);
-    this.statusText = new SharedRendering(() => JSON.stringify(buildStatus(opts.source)), undefined, budget);
+    // As Buffers: every answer of one build is then the same memory (a string is copied into each response).
+    this.metricsText = new SharedRendering(async () => Buffer.from(await opts.metrics.text()), undefined, budget);
+    this.statusText = new SharedRendering(() => Buffer.from(JSON.stringify(buildStatus(opts.source))), undefined, budget);
     this.server = createServer(
       {
         headersTimeout: HEADERS_TIMEOUT_MS,
@@ -86,6 +97,9 @@ export class AdminServer {
       },
     );
     this.server.on('connection', (socket: Socket) => this.connections.admit(socket));
+    const sendTimeout = opts.sendTimeoutMs ?? SEND_TIMEOUT_MS;
+    this.stuckSweep = setInterval(() => this.connections.sweepStuck(performance.now(), sendTimeout), Math.min(1000, sendTimeout / 4));
+    this.stuckSweep.unref();
   }
 
   /** Binds `admin.bind`. Rejects with MqttLbError START_BIND when the address cannot be used. */
@@ -121,6 +135,7 @@ export class AdminServer {
 
   /** Stops listening and closes every connection. Idempotent. */
   close(): Promise<void> {
+    clearInterval(this.stuckSweep);
     if (!this.closing) {
       this.closing = new Promise<void>((resolve) => {
         // The callback also runs (with ERR_SERVER_NOT_RUNNING) when it never listened: nothing to wait for.
@@ -221,7 +236,7 @@ export class AdminServer {
   }
 
   /** An answer built by a SharedRendering: 200 with it, or 500 when building it failed. */
-  private sendRendered(res: ServerResponse, rendering: SharedRendering<string>, contentType: string, what: string): void {
+  private sendRendered(res: ServerResponse, rendering: SharedRendering<Buffer>, contentType: string, what: string): void {
     rendering.get().then(
       (text) => this.send(res, 200, text, { 'content-type': contentType }),
       (err: unknown) => {
@@ -231,7 +246,7 @@ export class AdminServer {
     );
   }
 
-  private send(res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}): void {
+  private send(res: ServerResponse, status: number, body: string | Buffer, headers: Record<string, string> = {}): void {
     if (res.headersSent || res.destroyed) return;
     res.statusCode = status;
     if (!headers['content-type']) res.setHeader('content-type', 'text/plain; charset=utf-8');

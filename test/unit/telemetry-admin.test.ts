@@ -459,6 +459,53 @@ describe('AdminServer lifecycle', () => {
     expect((err as MqttLbError).message).toContain(`127.0.0.1:${port}`);
   });
 
+  it('scrapers that pipeline GET /metrics and never read share one copy of each answer, and are closed after the send timeout', async () => {
+    // An audit: 40 such connections with a 2.5 MB /metrics held ~380 MB until they left, and the memory ceiling then
+    // refused every MQTT client.
+    const source = exampleSource();
+    // The exposition of a large balancer (~1,000 servers), built in no time: every answer is ready at once.
+    const size = 2_500_000;
+    const metrics = { text: async () => '#'.repeat(size - 1) + '\n', contentType: 'text/plain; version=0.0.4; charset=utf-8' } as unknown as Metrics;
+    const admin = new AdminServer({ config: adminConfig(), source, actions: new RecordingActions(source), metrics, log: silentLogger(), sendTimeoutMs: 800 });
+    cleanups.push(() => admin.close());
+    await admin.listen();
+    const before = process.memoryUsage().arrayBuffers;
+    const socks = Array.from({ length: 10 }, () => {
+      const sock = connect(admin.port, '127.0.0.1');
+      sock.pause(); // reads nothing
+      sock.on('error', () => {});
+      // More than the kernel's buffers take (~10 MB on loopback): the rest waits in the admin server.
+      sock.write('GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'.repeat(10));
+      return sock;
+    });
+    cleanups.push(() => socks.forEach((x) => x.destroy()));
+    await new Promise((r) => setTimeout(r, 400));
+    // 100 answers of >2 MB each are written; what stays in this process is a few builds' worth, not one per answer.
+    expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(6 * size);
+    // Past the send timeout the server has closed them: reading now, each gets what the kernel held, then the end,
+    // never all its answers.
+    await new Promise((r) => setTimeout(r, 1500));
+    const received = await Promise.all(
+      socks.map(
+        (sock) =>
+          new Promise<number>((resolve) => {
+            let bytes = 0;
+            const t = setTimeout(() => resolve(-1), 5000);
+            sock.on('data', (d: Buffer) => (bytes += d.length));
+            sock.once('close', () => {
+              clearTimeout(t);
+              resolve(bytes);
+            });
+            sock.resume();
+          }),
+      ),
+    );
+    for (const bytes of received) {
+      expect(bytes).toBeGreaterThanOrEqual(0); // closed, not still open after 5 s
+      expect(bytes).toBeLessThan(10 * size);
+    }
+  });
+
   it('close() is idempotent, also before listen(), and frees the port', async () => {
     const source = exampleSource();
     const metrics = new Metrics(source);
