@@ -235,6 +235,12 @@ export class Admission {
       this.held.delete(ticket);
       this.sources.get(earlier.source!)!.pending--;
     }
+    // Stopping (close()): a CONNECT completed during the drain is told so, as the clients waiting in the queue are,
+    // not routed to a broker (where it would take over its client ID's session, only to be closed at drainTimeout).
+    if (this.closed) {
+      if (earlier?.source != null) this.forgetIfIdle(earlier.source, this.sources.get(earlier.source)!);
+      return 'shutting_down';
+    }
     const { perSource } = this.limits;
     let source: string | null = null;
     if ((perSource.maxConnections > 0 || perSource.connectRate > 0) && !this.isExempt(ticket)) {
@@ -250,11 +256,6 @@ export class Admission {
       }
     }
     if (this.accept !== null && (this.waiting > 0 || !this.accept.take())) {
-      // Stopping (close()): nobody waits for a token any more, nor is let through by one later.
-      if (this.closed) {
-        if (source !== null) this.forgetIfIdle(source, this.sources.get(source)!);
-        return 'shutting_down';
-      }
       // FIFO: while anyone waits, newcomers queue behind them even if a token just became free.
       if (this.waiting >= this.limits.acceptQueue) {
         if (source !== null) this.forgetIfIdle(source, this.sources.get(source)!);

@@ -158,6 +158,40 @@ describe('caps answered in MQTT and freed', () => {
     await lb.stop();
   });
 
+  it('a CONNECT completed during the drain after SIGTERM is told shutting_down (rc 3 / 0x88), not routed to a broker', async () => {
+    const { lb, admin, ports } = await startWith({ limits: '  clientConnectTimeout: 5s\n  drainTimeout: 3s\n' });
+    const port = ports.mqtt!;
+    const held = await hold(port, 'drain-holder'); // keeps the drain going
+    const late = await Promise.all([4, 5].map(async (level) => ({ level, s: await connectRaw(port) })));
+    const packets = late.map(({ level }) => connectPacket({ clientId: `late-${level}`, protocolVersion: level as Level }));
+    for (const [i, { s }] of late.entries()) s.write(packets[i]!.subarray(0, 10)); // most of a CONNECT, not all
+    const before = await rejectedCount(admin, 'mqtt', 'shutting_down');
+    lb.proc.kill('SIGTERM');
+    await lb.waitForLog((l) => l.msg === 'draining sessions');
+    const answers = await Promise.all(
+      late.map(
+        ({ s }, i) =>
+          new Promise<Buffer>((resolve) => {
+            const chunks: Buffer[] = [];
+            const t = setTimeout(() => resolve(Buffer.concat(chunks)), 2000);
+            s.on('data', (d: Buffer) => chunks.push(d));
+            s.on('error', () => {});
+            s.on('close', () => {
+              clearTimeout(t);
+              resolve(Buffer.concat(chunks));
+            });
+            s.write(packets[i]!.subarray(10));
+          }),
+      ),
+    );
+    expect([...answers[0]!]).toEqual([0x20, 0x02, 0x00, 0x03]);
+    expect([...answers[1]!]).toEqual([0x20, 0x03, 0x00, 0x88, 0x00]);
+    expect((await rejectedCount(admin, 'mqtt', 'shutting_down')) - before).toBe(2);
+    expect(lb.logs.some((l) => l.msg === 'session routed' && String(l.clientId).startsWith('late-'))).toBe(false);
+    await held.leave();
+    expect(await lb.exited).toBe(0);
+  });
+
   it('global_full: the cap counts all listeners together (0x89 / rc 3), freed when a client leaves', async () => {
     const { lb, admin, ports } = await startWith({ listeners: [{ name: 'a' }, { name: 'b' }], limits: '  clientConnectTimeout: 2s\n  maxConnections: 2\n' });
     const h1 = await hold(ports.a!, 'gf-a1');

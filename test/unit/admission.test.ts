@@ -395,6 +395,21 @@ describe('Admission', () => {
     expect(vi.getTimerCount()).toBe(0);
   });
 
+  it('after close, every CONNECT is told shutting_down, also without a rate or a per-source limit, and one that arrived before gives back its place', () => {
+    // A limits audit: a CONNECT completed during the drain was routed to a broker (taking over its client ID's
+    // session there, closed again at drainTimeout), while clients waiting in the queue were told the balancer stops.
+    const plain = make(limits());
+    plain.close();
+    expect(plain.admit(new Ticket())).toBe('shutting_down');
+    const perSource = make(limits({ perSource: { maxConnections: 1 } }));
+    const early = new Ticket();
+    expect(perSource.arrive(early)).toBeNull(); // its PROXY header or TLS handshake: pending on its address
+    perSource.close();
+    expect(perSource.admit(early)).toBe('shutting_down');
+    perSource.release(early);
+    expect(perSource.trackedSources).toBe(0);
+  });
+
   it('refuseWaiting (over the memory ceiling) refuses every waiting client with the reason; the queue keeps working after', () => {
     const a = make(limits({ acceptRate: 1, acceptQueue: 10 }));
     expect(a.admit(new Ticket())).toBe('ok');
