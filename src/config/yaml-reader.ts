@@ -21,6 +21,16 @@ export interface Slot {
   path: string;
   /** Its value was refused where it stands (a secret's value by an alias): read as nothing, with nothing more said. */
   refused?: true;
+  /**
+   * Reached through an alias (`*srv`), itself or a mapping or list above it: where that alias is written. Every
+   * problem inside is said there, where this use of the anchored text is, not at the anchor (said once already).
+   */
+  viaAlias?: number;
+}
+
+function withAlias(slot: Slot, viaAlias: number | undefined): Slot {
+  if (viaAlias !== undefined) slot.viaAlias = viaAlias;
+  return slot;
 }
 
 export function joinPath(parent: string, key: string): string {
@@ -216,15 +226,16 @@ export class ConfigReader {
    * no secret belongs (by an anchor and an alias) is a problem there, and read as nothing: a message about it would
    * quote it.
    */
-  slotOf(value: ParsedNode | null, keyAt: number, path: string): Slot {
+  slotOf(value: ParsedNode | null, keyAt: number, path: string, viaAlias?: number): Slot {
     const node = this.resolve(value);
-    if (node === null || isImplicitNull(node)) return { node, at: keyAt, path };
-    const at = isAlias(value) ? value.range[0] : node.range[0];
+    const alias = isAlias(value) ? value.range[0] : viaAlias;
+    if (node === null || isImplicitNull(node)) return withAlias({ node, at: alias ?? keyAt, path }, alias);
+    const at = alias ?? node.range[0];
     if (this.secretNodes.has(node) && !isSecretPath(path)) {
       this.out.error(at, path, 'is the value of a secret (`admin.token` or a password, by an anchor and an alias): a secret cannot be used for another key');
-      return { node: null, at, path, refused: true };
+      return withAlias({ node: null, at, path, refused: true }, alias);
     }
-    return { node, at, path };
+    return withAlias({ node, at, path }, alias);
   }
 
   /** A problem at `slot`; none for a slot whose value was refused (that has been said). */
@@ -308,7 +319,7 @@ export class ConfigReader {
     const seen = new Set<string>();
     for (const pair of slot.node.items) {
       const key = this.resolve(pair.key);
-      const keyAt = pair.key.range[0];
+      const keyAt = slot.viaAlias ?? pair.key.range[0];
       if (this.secretNodes.has(key as Content)) {
         this.out.error(keyAt, slot.path, SECRET_AS_KEY);
         continue;
@@ -324,7 +335,7 @@ export class ConfigReader {
         continue;
       }
       seen.add(name);
-      entries.push({ name, keyAt, value: this.slotOf(pair.value, keyAt, joinPath(slot.path, name)) });
+      entries.push({ name, keyAt, value: this.slotOf(pair.value, keyAt, joinPath(slot.path, name), slot.viaAlias) });
     }
     return entries;
   }
@@ -334,7 +345,7 @@ export class ConfigReader {
       this.typeError(slot, 'a list');
       return undefined;
     }
-    return slot.node.items.map((item, i) => this.slotOf(item, item.range[0], `${slot.path}[${i}]`));
+    return slot.node.items.map((item, i) => this.slotOf(item, slot.viaAlias ?? item.range[0], `${slot.path}[${i}]`, slot.viaAlias));
   }
 
   string(slot: Slot, rule: StringRule = {}): string | undefined {
@@ -485,7 +496,7 @@ export class MapReader {
   ) {
     const node = slot.node as YAMLMap.Parsed;
     for (const pair of node.items) {
-      const keyAt = pair.key.range[0];
+      const keyAt = slot.viaAlias ?? pair.key.range[0];
       const key = isScalar(pair.key) ? pair.key.value : undefined;
       if (r.isSecretNode(pair.key)) {
         r.out.error(keyAt, slot.path, SECRET_AS_KEY);
@@ -520,7 +531,7 @@ export class MapReader {
         r.out.error(keyAt, path, DUPLICATE_KEY);
         continue;
       }
-      this.entries.set(key, { keyAt, value: r.slotOf(pair.value, keyAt, path) });
+      this.entries.set(key, { keyAt, value: r.slotOf(pair.value, keyAt, path, slot.viaAlias) });
     }
   }
 

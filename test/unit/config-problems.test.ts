@@ -333,6 +333,22 @@ admin:
     expect(problems(`a: [${'x, '.repeat(3000)}\n${'b: 1\n'.repeat(50)}`)).toHaveLength(1);
   });
 
+  it('a problem inside a value used through an alias is said at the alias, where that use is written', () => {
+    const text = `listeners:
+  - { name: a, bind: "0.0.0.0:1883", pool: p }
+pools:
+  p:
+    servers:
+      - &srv { name: b1, address: "10.0.0.1:1883", weight: 300 }
+      - *srv
+`;
+    expect(problems(text)).toEqual([
+      'lb.yaml:6:60 pools.p.servers[0].weight: must be an integer between 0 and 256 (got 300)',
+      'lb.yaml:7:9 pools.p.servers[1].weight: must be an integer between 0 and 256 (got 300)',
+      'lb.yaml:7:9 pools.p.servers[1].name: duplicate server name `b1` in this pool (first on line 6)',
+    ]);
+  });
+
   it('a merge key says it is not supported, not that it is unknown', () => {
     expect(problems(`${PREFIX}limits:\n  <<: { maxConnections: 5 }\n`)).toEqual([
       'lb.yaml:9:3 limits.<<: merge keys (`<<`) are not supported (YAML 1.2): repeat the keys, or use an alias (`*name`) for a whole value',
