@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import type { FailoverConfig, LbConfig, ListenerConfig } from './config/types.js';
 import { planFailoverReload } from './failover/reload.js';
 import { restartOnlyChanges } from './config/restart-only.js';
-import { pendingConnectFloor } from './config/defaults.js';
+import { pendingConnectBound } from './config/defaults.js';
 import { FIRST_VERDICT_MARGIN_MS, Pool } from './balancer/pool.js';
 import type { Server, AdminState, EvictReason } from './balancer/server.js';
 import type { ClientIdSharing } from './balancer/client-id-registry.js';
@@ -206,7 +206,7 @@ export class App implements TelemetrySource, AdminActions {
       pendingConnectBytes: 0,
       onPendingConnectBytesFull: () => {
         // The bound in effect (session.ts), not a value written below its floor.
-        const limit = Math.max(this.ctx.limits.maxPendingConnectBytes, pendingConnectFloor(this.ctx.limits.maxConnectBytes));
+        const limit = pendingConnectBound(this.ctx.limits);
         this.pendingFullLog.warn('full', { pendingBytes: this.ctx.pendingConnectBytes, limit }, 'unfinished CONNECTs hold limits.maxPendingConnectBytes: a client whose CONNECT needs more is closed');
       },
       onServerConnected: (server, seconds) => {
@@ -337,7 +337,7 @@ export class App implements TelemetrySource, AdminActions {
     if (this.checkers.size === 0 || this.startCut) return;
     const began = monotonicNow();
     for (const c of this.checkers.values()) c.start();
-    const bound = Math.max(...[...this.poolMap.values()].map((p) => p.config.health.timeout)) + FIRST_VERDICT_MARGIN_MS;
+    const bound = this.verdictBound();
     this.awaitingVerdicts = true;
     try {
       const cut = new Promise<void>((resolve) => (this.endVerdictWait = resolve));
@@ -512,9 +512,14 @@ export class App implements TelemetrySource, AdminActions {
       release();
       return;
     }
-    const bound = Math.max(...[...this.poolMap.values()].map((p) => p.config.health.timeout)) + FIRST_VERDICT_MARGIN_MS;
+    const bound = this.verdictBound();
     void Promise.all([...this.checkers.values()].map((c) => c.settled(bound))).then(release);
   };
+
+  /** How long a round of probes may take to answer: the longest health.timeout, and a margin. */
+  private verdictBound(): number {
+    return Math.max(...[...this.poolMap.values()].map((p) => p.config.health.timeout)) + FIRST_VERDICT_MARGIN_MS;
+  }
 
   private countPoolsWithoutServer(): number {
     let n = 0;

@@ -123,3 +123,8 @@ export const DEFAULTS = {
 export function pendingConnectFloor(maxConnectBytes: number): number {
   return 4 * (maxConnectBytes + 64 * 1024);
 }
+
+/** The bound in effect on what unfinished CONNECTs hold together: the configured value, raised to its floor. */
+export function pendingConnectBound(limits: { maxPendingConnectBytes: number; maxConnectBytes: number }): number {
+  return Math.max(limits.maxPendingConnectBytes, pendingConnectFloor(limits.maxConnectBytes));
+}

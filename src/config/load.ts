@@ -83,6 +83,7 @@ export function parseConfig(text: string, file: string, opts: ParseOptions = {})
 }
 
 const NOT_OUR_FILE = 'no key of lb.yaml (listeners, pools, limits, admin, log, workers, warmUp, failover) anywhere: is this an mqtt-lb config file?';
+const YAML_TAG = 'a YAML tag (`!...`), which lb.yaml does not use: quote a value that starts with `!`';
 const SECRET_NOT_YAML = 'this secret cannot be read as a YAML value (it is not shown): quote it, e.g. password: "..."';
 
 /** Whether the text has one of lb.yaml's top-level keys anywhere: an lb.yaml, however broken, has one. */
@@ -262,7 +263,7 @@ function parseText(text: string, file: string, opts: ParseOptions, out: ProblemC
       }
       const at = tagOffset(text, node.range[0]);
       const path = cutAtSecret(pathAtOffset(doc, node.range[0]));
-      out.error(at, path, onSecretLine(text, at) || isSecretPath(path) ? SECRET_NOT_YAML : 'a YAML tag (`!...`), which lb.yaml does not use: quote a value that starts with `!`');
+      out.error(at, path, onSecretLine(text, at) || isSecretPath(path) ? SECRET_NOT_YAML : YAML_TAG);
       return undefined;
     },
   });
@@ -270,13 +271,14 @@ function parseText(text: string, file: string, opts: ParseOptions, out: ProblemC
   for (const w of doc.warnings) {
     const at = w.pos[0];
     if (w.code === 'TAG_RESOLVE_FAILED' || w.code === 'BAD_COLLECTION_TYPE') {
-      // lb.yaml has no use for tags: a value that starts with `!` is meant as text (a password), and the library
-      // would read it as empty. An error, which quotes neither the tag nor another program's file.
+      // A tag the visit above did not see (it sees every node: a guard). lb.yaml has no use for tags: a value that
+      // starts with `!` is meant as text (a password), and the library would read it as empty. An error, which
+      // quotes neither the tag nor another program's file.
       if (!mentionsOurKeys(text)) {
         out.error(0, '(root)', NOT_OUR_FILE);
         continue;
       }
-      out.error(at, cutAtSecret(pathAtOffset(doc, at)), onSecretLine(text, at) ? SECRET_NOT_YAML : 'a YAML tag (`!...`), which lb.yaml does not use: quote a value that starts with `!`');
+      out.error(at, cutAtSecret(pathAtOffset(doc, at)), onSecretLine(text, at) ? SECRET_NOT_YAML : YAML_TAG);
       continue;
     }
     out.warn(at, cutAtSecret(pathAtOffset(doc, at)), w.message);

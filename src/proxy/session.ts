@@ -17,7 +17,7 @@ import type { Server, LiveSession, EvictReason } from '../balancer/server.js';
 import type { ClientIdHolder } from '../balancer/client-id-registry.js';
 import { FULL_CANDIDATES } from '../balancer/pool.js';
 import type { RefuseWith } from '../config/types.js';
-import { pendingConnectFloor } from '../config/defaults.js';
+import { pendingConnectBound } from '../config/defaults.js';
 import { scanConnect, type ConnectInfo } from './connect-scanner.js';
 import { connackFor, connackVerdict, leadingAuthBytes, type RefusalReason } from './connack.js';
 import { LINGER_MS, beginLinger, closeWithReply, dropInput, lingeringClose } from './refuse.js';
@@ -261,7 +261,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     const limits = ctx.limits;
     const more = size - old.length;
     if (limits.maxPendingConnectBytes > 0 && !this.connectCompletedBy(chunk)) {
-      const bound = Math.max(limits.maxPendingConnectBytes, pendingConnectFloor(limits.maxConnectBytes));
+      const bound = pendingConnectBound(limits);
       if (ctx.pendingConnectBytes + more > bound) {
         ctx.onPendingConnectBytesFull();
         this.reject('overloaded');
