@@ -85,9 +85,12 @@ export class AdminConnections {
   }
 
   /**
-   * Closes each connection whose client has taken none of its answers for `timeoutMs` (answers wait in this process:
-   * it reads nothing, or pipelines and never reads); `now` in ms. A client that reads, however slowly, is left alone.
-   * Node's own socket timeout does not do it: http clears it whenever a keep-alive connection starts a new request.
+   * Closes each connection to which nothing could be sent for `timeoutMs` while answers wait in this process (its
+   * client reads nothing, or pipelines and never reads); `now` in ms. What is measured is the kernel taking bytes: with
+   * its send buffer full (~3 MB here) Linux takes more only once about a third has drained, so a client that reads
+   * but slower than ~50 KB/s behind several MB of pipelined answers counts as stuck too (a re-audit: 4 KB every
+   * 0.2 s). A scraper that asks one answer at a time is never near that. Node's own socket timeout does not do it:
+   * http clears it whenever a keep-alive connection starts a new request.
    */
   sweepStuck(now: number, timeoutMs: number): void {
     for (const socket of this.inProgress.keys()) {
