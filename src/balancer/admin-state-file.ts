@@ -7,9 +7,10 @@
  * Only servers not `ready` are listed. The file names servers by pool and server name (their stable identity,
  * design.md §5), never by list position.
  */
-import { closeSync, constants, fstatSync, fsyncSync, openSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { AdminState } from './server.js';
+import { openRegularFile } from '../regular-file.js';
 
 export interface AdminStateEntry {
   pool: string;
@@ -54,18 +55,16 @@ export function parseAdminStates(text: string): AdminStateEntry[] {
  * Judged before it is read: a path naming a device (/dev/zero) or a FIFO would never end or block the start.
  */
 export function readAdminStateFile(path: string): AdminStateEntry[] | null {
-  let fd: number;
+  let file: { fd: number; size: number };
   try {
-    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+    file = openRegularFile(path);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw err;
   }
+  const { fd, size } = file;
   try {
-    const st = fstatSync(fd);
-    if (st.isDirectory()) throw Object.assign(new Error('is a directory'), { code: 'EISDIR' });
-    if (!st.isFile()) throw new Error('not a regular file');
-    if (st.size > MAX_FILE_BYTES) throw new Error(`${st.size} bytes: not an admin state file`);
+    if (size > MAX_FILE_BYTES) throw new Error(`${size} bytes: not an admin state file`);
     return parseAdminStates(readFileSync(fd).toString('utf8'));
   } finally {
     closeSync(fd);

@@ -91,6 +91,11 @@ const TIMEOUTS = 'the timeouts are `limits.clientConnectTimeout`, `pools.<name>.
 const NOTIFY = 'did you mean `failover.notify`? one hook, called as `notify STATE ROUTER_ID`';
 const AUTH = 'did you mean `failover.authKeyFile`? a key file written by `mqtt-lb keygen`';
 const NO_POOL_CAP = 'there is no per-pool cap: `maxConnections` on each server, `listeners[].maxConnections` or `limits.maxConnections`';
+const NO_STICK_TABLE = 'no table: `{pool}.balance: client-id-hash` keeps a client on one server by rendezvous hashing, the same on every LB host';
+const NO_SERVER_QUEUE = 'there is no queue: a client whose server is at its `maxConnections` is refused with CONNACK Server busy';
+const ACCEPT_QUEUE_ONLY = 'there is no queue for a server; clients wait for an accept slot in `limits.acceptQueue`';
+const IDLE_TIMEOUT = 'did you mean `limits.idleTimeout`?';
+const CLIENT_TIMEOUT = `${IDLE_TIMEOUT} \`limits.clientConnectTimeout\` is the time for the CONNECT`;
 const WORKERS = 'did you mean `workers`? processes, one per core with `workers: auto`';
 const KEEPALIVED: Readonly<Record<string, string>> = {
   state: 'there is no initial state: the priority decides which host is master',
@@ -124,7 +129,7 @@ const FOREIGN_NOTES = new Map<readonly string[], Readonly<Record<string, string>
       fall: `${HEALTH_PER_POOL}: \`{pool}.health.fall\``,
       rise: `${HEALTH_PER_POOL}: \`{pool}.health.rise\``,
       maxconn: 'did you mean `maxConnections`? a server at its cap refuses new clients with CONNACK Server busy; there is no queue',
-      maxqueue: 'there is no queue: a client whose server is at its `maxConnections` is refused with CONNACK Server busy',
+      maxqueue: NO_SERVER_QUEUE,
       sendproxy: 'the PROXY header is set per pool: `{pool}.sendProxyProtocol: v1`',
       sendproxyv2: 'the PROXY header is set per pool: `{pool}.sendProxyProtocol: v2`',
       slowstart: 'not supported: a server takes its full share as soon as it is up',
@@ -132,8 +137,8 @@ const FOREIGN_NOTES = new Map<readonly string[], Readonly<Record<string, string>
       onmarkeddown: 'set per pool: `{pool}.onServerDown: shutdown`',
       onmarkedup: 'set per pool: `{pool}.onServerUp: rebalance`',
       agentcheck: 'not supported; the nearest is `{pool}.health.type: http` with this server\'s `healthUrl`',
-      sticktable: 'no table: `{pool}.balance: client-id-hash` keeps a client on one server by rendezvous hashing, the same on every LB host',
-      stick: 'no table: `{pool}.balance: client-id-hash` keeps a client on one server by rendezvous hashing, the same on every LB host',
+      sticktable: NO_STICK_TABLE,
+      stick: NO_STICK_TABLE,
     },
   ],
   [
@@ -144,20 +149,20 @@ const FOREIGN_NOTES = new Map<readonly string[], Readonly<Record<string, string>
       onmarkedup: 'did you mean `{pool}.onServerUp: rebalance`?',
       redispatch: 'did you mean `{pool}.retries`? a retry always goes to another server',
       optionredispatch: 'did you mean `{pool}.retries`? a retry always goes to another server',
-      sticktable: 'no table: `{pool}.balance: client-id-hash` keeps a client on one server by rendezvous hashing, the same on every LB host',
-      stick: 'no table: `{pool}.balance: client-id-hash` keeps a client on one server by rendezvous hashing, the same on every LB host',
+      sticktable: NO_STICK_TABLE,
+      stick: NO_STICK_TABLE,
       agentcheck: 'not supported; the nearest is `{pool}.health.type: http`',
       maxconn: NO_POOL_CAP,
-      maxqueue: 'there is no queue: a client whose server is at its `maxConnections` is refused with CONNACK Server busy',
+      maxqueue: NO_SERVER_QUEUE,
       inter: 'did you mean `{pool}.health.interval`?',
       fastinter: 'did you mean `{pool}.health.fastInterval`?',
       downinter: 'did you mean `{pool}.health.downInterval`?',
       timeoutconnect: 'did you mean `{pool}.serverConnectTimeout`?',
       timeoutcheck: 'did you mean `{pool}.health.timeout`?',
-      timeoutclient: 'did you mean `limits.idleTimeout`? `limits.clientConnectTimeout` is the time for the CONNECT',
-      timeoutserver: 'did you mean `limits.idleTimeout`?',
-      timeouttunnel: 'did you mean `limits.idleTimeout`?',
-      timeoutqueue: 'there is no queue for a server; clients wait for an accept slot in `limits.acceptQueue`',
+      timeoutclient: CLIENT_TIMEOUT,
+      timeoutserver: IDLE_TIMEOUT,
+      timeouttunnel: IDLE_TIMEOUT,
+      timeoutqueue: ACCEPT_QUEUE_ONLY,
       timeout: 'HAProxy\'s `timeout connect` is `{pool}.serverConnectTimeout`, the check\'s `timeout check` is `{pool}.health.timeout`; the client and idle timeouts are in `limits`',
       defaultserver: 'no `default-server`: health checks are `{pool}.health`, the PROXY header `{pool}.sendProxyProtocol`',
       mode: 'no mode: mqtt-lb always proxies TCP and reads the MQTT CONNECT itself',
@@ -198,11 +203,11 @@ const FOREIGN_NOTES = new Map<readonly string[], Readonly<Record<string, string>
     {
       timeout: TIMEOUTS,
       timeoutconnect: 'did you mean `pools.<name>.serverConnectTimeout`? it is set per pool',
-      timeoutclient: 'did you mean `limits.idleTimeout`? `limits.clientConnectTimeout` is the time for the CONNECT',
-      timeoutserver: 'did you mean `limits.idleTimeout`?',
-      timeouttunnel: 'did you mean `limits.idleTimeout`?',
+      timeoutclient: CLIENT_TIMEOUT,
+      timeoutserver: IDLE_TIMEOUT,
+      timeouttunnel: IDLE_TIMEOUT,
       timeoutqueue: 'did you mean `limits.acceptQueue`? clients wait for an accept slot there (`limits.acceptRate`)',
-      maxqueue: 'there is no queue for a server; clients wait for an accept slot in `limits.acceptQueue`',
+      maxqueue: ACCEPT_QUEUE_ONLY,
     },
   ],
   [KEYS.failover, KEEPALIVED],

@@ -3,7 +3,8 @@
  * (validate.ts), optionally check the files the config names, and report every problem at once as
  * `FILE:LINE:COL key.path: message`, in file order.
  */
-import { accessSync, closeSync, constants, fstatSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
+import { accessSync, closeSync, constants, openSync, readFileSync, readSync, statSync } from 'node:fs';
+import { openRegularFile } from '../regular-file.js';
 import { isUtf8 } from 'node:buffer';
 import { networkInterfaces } from 'node:os';
 import { isIPv4 } from 'node:net';
@@ -316,13 +317,10 @@ const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
  * the event loop and every session (an audit: a reload of a FIFO froze the balancer until someone wrote to it).
  */
 export function readConfigFile(file: string, regularOnly = false): ConfigText {
-  const fd = openSync(file, regularOnly ? constants.O_RDONLY | constants.O_NONBLOCK : constants.O_RDONLY);
+  const fd = regularOnly
+    ? openRegularFile(file, 'not a regular file (a pipe, a socket or a device): a reload reads the file again, and that would wait for its writer with every session').fd
+    : openSync(file, 'r');
   try {
-    if (regularOnly) {
-      const st = fstatSync(fd);
-      if (st.isDirectory()) throw Object.assign(new Error('is a directory'), { code: 'EISDIR' });
-      if (!st.isFile()) throw new Error('not a regular file (a pipe, a socket or a device): a reload reads the file again, and that would wait for its writer with every session');
-    }
     const chunks: Buffer[] = [];
     let total = 0;
     for (;;) {

@@ -33,7 +33,7 @@ export interface AdminServerOptions {
 
 const HEADERS_TIMEOUT_MS = 5_000;
 /**
- * A connection that takes no byte of its answers for this long is closed (AdminConnections.sweepStuck): an
+ * A connection to which nothing could be sent for this long while answers wait is closed (AdminConnections.sweepStuck): an
  * audit's scrapers that pipelined GET /metrics and never read held their answers (2.5 MB each with 1,000 servers)
  * for as long as they stayed connected, and the memory ceiling then refused every MQTT client.
  */
