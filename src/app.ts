@@ -671,9 +671,14 @@ export class App implements TelemetrySource, AdminActions {
         continue;
       }
       const moved = l.config.bind !== lc.bind;
+      const before = { maxConnections: l.maxConnections, acceptGuard: l.acceptGuard };
       l.reconfigure(lc, listenerCaps(budget, name, lc.maxConnections));
       l.setFront(...fronts.get(name)!);
       if (moved) this.log.info({ listener: name, bind: lc.bind }, 'listener moved by reload');
+      // The guard follows the descriptor budget, so a change elsewhere (another listener, pool sizes) moves it too.
+      if (before.maxConnections !== l.maxConnections || before.acceptGuard !== l.acceptGuard) {
+        this.log.info({ listener: name, maxConnections: l.maxConnections, acceptGuard: l.acceptGuard, was: before }, 'listener limits changed by reload');
+      }
     }
     for (const [name, l] of opened) {
       this.listenerMap.set(name, l);

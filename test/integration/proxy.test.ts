@@ -282,9 +282,15 @@ describe('reload and stop', () => {
       expect(await whichBroker(client)).toBe('r1');
       let closed = false;
       client.on('close', () => (closed = true));
-      lb.writeConfig(yamlFor(port, admin, brokers));
+      const started = await lb.waitForLog((l) => l.msg === 'listener started');
+      // The reload also caps the listener: its new cap and last guard are said, as the start said them.
+      lb.writeConfig(lbYaml({ listeners: [{ port, extra: '    maxConnections: 40\n' }], admin, servers: brokers, health: HEALTH, limits: LIMITS }));
       lb.reload();
       await lb.waitForLog((l) => l.msg === 'config reloaded');
+      const limits = await lb.waitForLog((l) => l.msg === 'listener limits changed by reload');
+      expect(limits).toMatchObject({ listener: 'mqtt', maxConnections: 40, was: { maxConnections: started.maxConnections, acceptGuard: started.acceptGuard } });
+      expect(limits.acceptGuard).toBeGreaterThanOrEqual(40 + 16);
+      expect(limits.acceptGuard).not.toBe(started.acceptGuard);
       lb.writeConfig('listeners: [\n');
       lb.reload();
       const rejected = await lb.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('config reload rejected'));
