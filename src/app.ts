@@ -881,7 +881,10 @@ export class App implements TelemetrySource, AdminActions {
       }
       await this.waitForSessions(until - monotonicNow());
     } else if (sessions.length > 0) {
-      this.log.info({ sessions: sessions.length, drainTimeoutMs: drainTimeout }, 'draining sessions');
+      // `sessions` counts every open client connection; `proxied` those routed to a server, `connecting` those
+      // not yet spliced to a server (TLS handshake, PROXY header, CONNECT, dial: bounded by their own timeouts).
+      const proxied = sessions.reduce((n, s) => (s.spliced ? n + 1 : n), 0);
+      this.log.info({ sessions: sessions.length, proxied, connecting: sessions.length - proxied, drainTimeoutMs: drainTimeout }, 'draining sessions');
       await this.waitForSessions(drainTimeout);
     }
     this.destroyAllSessions();
