@@ -17,6 +17,7 @@ import { HandleSocket, errnoError, handleSockets, type TcpHandle } from './handl
 import type { ProxySocket } from './proxy-socket.js';
 import { shedFront } from './front.js';
 import { monotonicNow } from '../monotonic-clock.js';
+import { RateLimitedLog } from '../failover/log.js';
 
 /** Builds the header sent to the server before the CONNECT (PROXY protocol), or null for none. */
 export type ProxyHeaderBuilder = (session: ClientSession, pool: RoutingPool) => Buffer | null;
@@ -49,6 +50,8 @@ export class Listener implements SessionListener {
   readonly inFront = new Set<Socket>();
   /** An accept error until the next successful accept. */
   private acceptErrored = false;
+  /** Connections closed at accept get no answer: the counter says how many, this line that it happens. */
+  private readonly dropLog: RateLimitedLog;
   /**
    * This process cannot open a descriptor (App.checkDescriptors): libuv then accepts and closes every waiting
    * connection itself (its EMFILE trick), so no accept error ever reaches us.
@@ -68,6 +71,7 @@ export class Listener implements SessionListener {
     this.maxConnections = caps.max;
     this.hardCap = caps.hard;
     this.stats = new ListenerStats(config.name, config.bind, config.tls !== null);
+    this.dropLog = new RateLimitedLog(ctx.log, 10_000, monotonicNow);
     this.front = front;
     this.headerBuilder = headerBuilder;
   }
@@ -177,6 +181,7 @@ export class Listener implements SessionListener {
   private dropped(): void {
     this.stats.outcomes.rejected++;
     this.stats.count('accept_dropped');
+    this.dropLog.warn('accept_dropped', { listener: this.config.name, acceptGuard: this.hardCap, maxConnections: this.maxConnections }, 'connections closed at accept: the listener is past its last guard');
   }
 
   /**

@@ -982,6 +982,10 @@ describe('descriptor budget', () => {
       const text = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
       expect(/mqtt_lb_connect_rejected_total\{listener="mqtt",reason="accept_dropped"\} (\d+)/.exec(text)?.[1]).toBe('14');
       expect(/mqtt_lb_connect_rejected_total\{listener="mqtt",reason="listener_full"\} (\d+)/.exec(text)?.[1]).toBe('10');
+      // Said once for the 14 (at most once per 10 s), not only counted.
+      const dropLines = logs.filter((l) => l.msg === 'connections closed at accept: the listener is past its last guard');
+      expect(dropLines).toHaveLength(1);
+      expect(dropLines[0]).toMatchObject({ level: 40, listener: 'mqtt', acceptGuard: hard, maxConnections: cap });
       expect((await fetch(`http://127.0.0.1:${admin}/readyz`)).status).toBe(200);
       expect(logs.some((l) => l.msg === 'listener accept error')).toBe(false);
 
