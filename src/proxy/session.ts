@@ -309,8 +309,10 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     const ctx = l.ctx;
     // The caps count sessions whose CONNECT was taken, not connections still sending one: three clients that
     // arrive together under a cap of two are two admitted and one refused, whichever CONNECT comes first.
-    if (l.stats.admitted >= l.maxConnections) return this.refuse('listener_full');
+    // The global cap first: when both are reached (a listener's cap lowered to the global one by the open-file
+    // budget, fd-budget.ts), it is the one to raise, and the reason must name it.
     if (ctx.totalAdmitted >= ctx.maxConnections) return this.refuse('global_full');
+    if (l.stats.admitted >= l.maxConnections) return this.refuse('listener_full');
     this.holdSlot();
     this.phase = 'admitting';
     if (ctx.admit !== undefined) {

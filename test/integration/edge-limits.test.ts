@@ -208,6 +208,18 @@ describe('caps answered in MQTT and freed', () => {
     await lb.stop();
   });
 
+  it('global_full, not listener_full, where the open-file budget lowered the listener caps to the global cap', async () => {
+    // Two listeners of the default cap do not fit 20,000 descriptors together: each is lowered to what it can hold,
+    // the global cap of 1. The refusal is still the global cap's (an audit saw every one counted as listener_full).
+    const { lb, admin, ports } = await startWith({ listeners: [{ name: 'a' }, { name: 'b' }], limits: '  clientConnectTimeout: 2s\n  maxConnections: 1\n' });
+    const h1 = await hold(ports.a!, 'g1-a1');
+    await expectRefusedAtEveryLevel(ports.a!, 'g1-a-', 0x89);
+    expect(await rejectedCount(admin, 'a', 'global_full')).toBe(3);
+    expect(await rejectedCount(admin, 'a', 'listener_full')).toBe(0);
+    await h1.leave();
+    await lb.stop();
+  });
+
   it('source_full: perSource.maxConnections answered 0x97 / rc 3, freed when the source has a session less', async () => {
     const { lb, admin, ports } = await startWith({ limits: '  clientConnectTimeout: 2s\n  perSource: { maxConnections: 2 }\n' });
     const port = ports.mqtt!;
