@@ -29,6 +29,7 @@ import type { ListenerStats, ProxyContext, RejectReason, RoutingPool, AdmissionT
 import type { TlsPeer } from './front.js';
 import { monotonicNow } from '../monotonic-clock.js';
 import { backOff, clearBackOff } from '../balancer/dial-backoff.js';
+import { isEmptyClientIdPersistent } from '../balancer/stickiness.js';
 import { lookupServerName, resolveServerName, serverNames } from './server-name-cache.js';
 
 const kSession = Symbol('mqtt-lb.session');
@@ -367,16 +368,11 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
       if (this.awaitVerdict(ctx.poolPendingUntil(this.listener.poolName))) return;
       return this.refuse('no_server');
     }
-    const firstPick = this.pool === null;
     this.pool = pool;
     const keys = { clientId: this.info.clientId, username: this.info.username };
     const key = pool.routingKey(keys);
     // Copy: the key must not pin the whole pre-routing buffer.
     this.routingKey = key.length === 0 ? EMPTY : Buffer.from(key);
-    if (this.info.clientId.length === 0 && this.info.protocolLevel === 5 && this.info.sessionExpiry > 0 && firstPick) {
-      // MQTT 5 client with a broker-assigned ID asking for a persistent session: it may hash elsewhere on reconnect.
-      this.listener.stats.count('empty_client_id_persistent');
-    }
     this.candidates = pool.candidates(keys);
     // A server about to get its first verdict (new, moved, back from maint) that would take this client.
     if (this.awaitVerdict(pool.verdictWaitUntil(this.routingKey, this.candidates))) return;
@@ -589,6 +585,11 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     ctx.onServerConnected(server, (monotonicNow() - this.dialStartedAt) / 1000);
     server.sessions.add(this);
     this.listener.stats.outcomes.proxied++;
+    // Counted with the proxied, as metrics.md says: a refused client got no session that could be lost.
+    const info = this.info!;
+    if (info.clientId.length === 0 && isEmptyClientIdPersistent({ protocolLevel: info.protocolLevel, clientIdLength: info.clientId.length, sessionExpiryInterval: info.sessionExpiry })) {
+      this.listener.stats.count('empty_client_id_persistent');
+    }
     sock.on('error', onUpstreamError);
     sock.on('close', onUpstreamClose);
     // The CONNECT exactly as received, and whatever the client pipelined behind it, in order.

@@ -25,7 +25,7 @@ import { rendezvousOrder } from '../../src/balancer/hash/rendezvous.js';
 type Level = 3 | 4 | 5;
 
 /** Send a CONNECT at `level`; resolve with the CONNACK code (return code or reason code) and the socket. */
-async function connectAt(port: number, clientId: string, level: Level, waitMs = 3000): Promise<{ code: number | null; closed: boolean; socket: net.Socket }> {
+async function connectAt(port: number, clientId: string, level: Level, waitMs = 3000, properties?: Record<string, unknown>): Promise<{ code: number | null; closed: boolean; socket: net.Socket }> {
   const s = await connectRaw(port);
   return new Promise((resolve) => {
     let buf = Buffer.alloc(0);
@@ -44,7 +44,7 @@ async function connectAt(port: number, clientId: string, level: Level, waitMs = 
     });
     s.on('error', () => {});
     s.on('close', () => finish(null, true));
-    s.write(connectPacket({ clientId, protocolVersion: level }));
+    s.write(connectPacket({ clientId, protocolVersion: level, ...(properties === undefined ? {} : { properties }) }));
   });
 }
 
@@ -217,6 +217,30 @@ describe('caps answered in MQTT and freed', () => {
     expect(await rejectedCount(admin, 'a', 'global_full')).toBe(3);
     expect(await rejectedCount(admin, 'a', 'listener_full')).toBe(0);
     await h1.leave();
+    await lb.stop();
+  });
+
+  it('empty_client_id_persistent counts the proxied sessions only: a refused one is not (metrics.md)', async () => {
+    const { lb, admin, ports } = await startWith({ listeners: [{ name: 'small', extra: '    maxConnections: 1\n' }], limits: '  clientConnectTimeout: 2s\n' });
+    const port = ports.small!;
+    const persistent = { sessionExpiryInterval: 100 };
+    const first = await hold(port, 'ep-holder');
+    const full = await connectAt(port, '', 5, 3000, persistent);
+    expect(full.code).toBe(0x89);
+    full.socket.destroy();
+    await first.leave();
+    // Refused after the pick too: its only server in maintenance (no_server, 0x88).
+    const setAdmin = async (state: string): Promise<void> => expect((await fetch(`http://127.0.0.1:${admin}/api/servers/brokers/m1/${state}`, { method: 'POST' })).status).toBe(200);
+    await setAdmin('maint');
+    const noServer = await connectAt(port, '', 5, 3000, persistent);
+    expect(noServer.code).toBe(0x88);
+    noServer.socket.destroy();
+    expect(await rejectedCount(admin, 'small', 'empty_client_id_persistent')).toBe(0);
+    await setAdmin('ready'); // back from maintenance: the next client waits for its first verdict
+    const routed = await connectAt(port, '', 5, 3000, persistent);
+    expect(routed.code).toBe(0);
+    expect(await rejectedCount(admin, 'small', 'empty_client_id_persistent')).toBe(1);
+    routed.socket.destroy();
     await lb.stop();
   });
 
