@@ -4,7 +4,7 @@
  * which passes them on to its workers with the health states).
  */
 import type { Logger } from 'pino';
-import { ErrorCodes } from '../errors.js';
+import { ErrorCodes, MqttLbError } from '../errors.js';
 import { readAdminStateFile, writeAdminStateFile, type AdminStateEntry } from './admin-state-file.js';
 import type { Pool } from './pool.js';
 
@@ -18,7 +18,7 @@ export function restoreAdminStates(file: string, pools: ReadonlyMap<string, Pool
   try {
     entries = readAdminStateFile(file);
   } catch (err) {
-    log.warn({ file, err }, 'admin state file unusable: every server starts ready');
+    log.warn({ file, err: stateFileError(err), code: ErrorCodes.ADMIN_STATE_FILE }, 'admin state file unusable: every server starts ready');
     return;
   }
   if (entries === null) return; // the first start with this file
@@ -46,6 +46,11 @@ export function saveAdminStates(file: string, pools: ReadonlyMap<string, Pool>, 
   try {
     writeAdminStateFile(file, entries);
   } catch (err) {
-    log.error({ file, err, code: ErrorCodes.ADMIN_STATE_FILE }, 'cannot save the admin states: a restart will not keep them');
+    log.error({ file, err: stateFileError(err), code: ErrorCodes.ADMIN_STATE_FILE }, 'cannot save the admin states: a restart will not keep them');
   }
+}
+
+/** An expected failure (permissions, a full disk, a foreign file): logged with its code and cause, without a stack. */
+function stateFileError(err: unknown): MqttLbError {
+  return err instanceof MqttLbError ? err : new MqttLbError(ErrorCodes.ADMIN_STATE_FILE, err instanceof Error ? err.message : String(err), { cause: err });
 }

@@ -120,12 +120,17 @@ describe('admin.stateFile', () => {
 
     writeFileSync(stateFile, 'b2 maint\n');
     const second = await start(yaml, admin);
-    expect(second.logs.find((l) => l['msg'] === 'admin state file unusable: every server starts ready')).toMatchObject({ level: 40, file: stateFile });
+    const unusable = second.logs.find((l) => l['msg'] === 'admin state file unusable: every server starts ready');
+    expect(unusable).toMatchObject({ level: 40, file: stateFile, code: 'MQLB_ADMIN_STATE_FILE', err: { code: 'MQLB_ADMIN_STATE_FILE' } });
+    // An expected failure: no stack trace, at any depth (docs/errors.md).
+    expect(JSON.stringify(unusable)).not.toContain('"stack"');
     expect(Object.values(await statusServers(admin)).map((x) => x.admin)).toEqual(['ready', 'ready', 'ready']);
     // Not ours to replace (a path naming another file by mistake): the change applies, its save fails loudly.
     await adminAction(admin, 'b3', 'drain');
     expect((await statusServers(admin))['b3']!.admin).toBe('drain');
-    expect(await second.waitForLog((l) => l['msg'] === 'cannot save the admin states: a restart will not keep them')).toMatchObject({ code: 'MQLB_ADMIN_STATE_FILE' });
+    const unsaved = await second.waitForLog((l) => l['msg'] === 'cannot save the admin states: a restart will not keep them');
+    expect(unsaved).toMatchObject({ code: 'MQLB_ADMIN_STATE_FILE', err: { code: 'MQLB_ADMIN_STATE_FILE' } });
+    expect(JSON.stringify(unsaved)).not.toContain('"stack"');
     expect(readFileSync(stateFile, 'utf8')).toBe('b2 maint\n');
     // Moved away: the next change writes it.
     rmSync(stateFile);
@@ -153,6 +158,7 @@ describe('admin.stateFile', () => {
       level: 50,
       code: 'MQLB_ADMIN_STATE_FILE',
       file: stateFile,
+      err: { code: 'MQLB_ADMIN_STATE_FILE', cause: { code: 'ENOENT' } },
     });
   });
 
