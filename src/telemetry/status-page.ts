@@ -317,7 +317,8 @@ const SCRIPT = `
         forgetToken();
         var again = askToken();
         if (!again) return r;
-        return post(url, again);
+        // Refused too: not kept, or the next action would send it first.
+        return post(url, again).then(function (r2) { if (r2.status === 401) forgetToken(); return r2; });
       })
       .then(function (r) {
         if (r.ok) { message(pool + '/' + server + ': ' + action, false); return; }

@@ -184,6 +184,21 @@ describe('status page', () => {
     for (const e of w.consoleErrors) expect(e).toMatch(/status of 401/);
   }, 60_000);
 
+  it('forgets a token refused twice: the next action asks first, with no third 401', async () => {
+    const { actions, url } = await startAdmin(TOKEN);
+    const w = await openPage(url, ['wrong-1', 'wrong-2', TOKEN]);
+    await waitForState(w.page, 'b2', 'up');
+    await w.page.click(`${row('b2')} button[data-action="maint"]`);
+    await w.page.waitForFunction(() => /failed: HTTP 401/.test(document.getElementById('msg')?.textContent ?? ''), undefined, { timeout: WAIT_MS });
+    expect(actions.calls).toEqual([]);
+    await w.page.click(`${row('b2')} button[data-action="maint"]`);
+    await waitForState(w.page, 'b2', 'maint');
+    expect(actions.calls).toEqual([{ pool: 'brokers', server: 'b2', state: 'maint' }]);
+    expect(w.prompts).toHaveLength(3);
+    // One 401 for each wrong token; the second (kept before) was not sent again.
+    expect(w.consoleErrors.filter((e) => /status of 401/.test(e))).toHaveLength(2);
+  }, 60_000);
+
   it('reports a refused action and changes nothing when no token is given', async () => {
     const { actions, url } = await startAdmin(TOKEN);
     const w = await openPage(url, []); // every prompt dismissed
