@@ -83,6 +83,13 @@ const FOREIGN_NAMES: Readonly<Record<string, string | readonly string[]>> = {
   notifyfault: 'notify',
   notifystop: 'notify',
   authentication: 'authKeyFile',
+  // syslog levels (HAProxy's `log ... notice`) as pino's
+  notice: 'info',
+  warning: 'warn',
+  err: 'error',
+  crit: 'fatal',
+  alert: 'fatal',
+  emerg: 'fatal',
 };
 
 const HEALTH_PER_POOL = 'health checks are per pool';
@@ -97,6 +104,9 @@ const ACCEPT_QUEUE_ONLY = 'there is no queue for a server; clients wait for an a
 const IDLE_TIMEOUT = 'did you mean `limits.idleTimeout`?';
 const CLIENT_TIMEOUT = `${IDLE_TIMEOUT} \`limits.clientConnectTimeout\` is the time for the CONNECT`;
 const WORKERS = 'did you mean `workers`? processes, one per core with `workers: auto`';
+const TO_POOL = 'did you mean `pool`? the name of the pool (under `pools`) this listener sends its clients to';
+const STATS = 'the status page is `/` on `admin.bind`, with `/metrics` and `/api/status` beside it; `admin.token` guards changes';
+const HEALTH_TIMEOUT = 'did you mean `timeout`? one bound for the whole probe: connect and answer';
 const KEEPALIVED: Readonly<Record<string, string>> = {
   state: 'there is no initial state: the priority decides which host is master',
   nopreempt: 'did you mean `failover.preempt: false`?',
@@ -139,6 +149,7 @@ const FOREIGN_NOTES = new Map<readonly string[], Readonly<Record<string, string>
       agentcheck: 'not supported; the nearest is `{pool}.health.type: http` with this server\'s `healthUrl`',
       sticktable: NO_STICK_TABLE,
       stick: NO_STICK_TABLE,
+      port: 'the port is part of `address`; a health check on another port is `{pool}.health.port`',
     },
   ],
   [
@@ -153,6 +164,8 @@ const FOREIGN_NOTES = new Map<readonly string[], Readonly<Record<string, string>
       stick: NO_STICK_TABLE,
       agentcheck: 'not supported; the nearest is `{pool}.health.type: http`',
       maxconn: NO_POOL_CAP,
+      maxconnections: NO_POOL_CAP,
+      hashtype: 'not needed: `{pool}.balance: client-id-hash` is consistent (rendezvous) hashing already: a server added or removed moves only its own share of clients',
       maxqueue: NO_SERVER_QUEUE,
       inter: 'did you mean `{pool}.health.interval`?',
       fastinter: 'did you mean `{pool}.health.fastInterval`?',
@@ -175,6 +188,9 @@ const FOREIGN_NOTES = new Map<readonly string[], Readonly<Record<string, string>
       inspectdelay: 'did you mean `limits.clientConnectTimeout`? the time a client has for its whole CONNECT',
       tcprequest: 'did you mean `limits.clientConnectTimeout`? the time a client has for its whole CONNECT',
       timeout: TIMEOUTS,
+      timeoutclient: CLIENT_TIMEOUT,
+      defaultbackend: TO_POOL,
+      usebackend: TO_POOL,
       crt: 'did you mean `tls.cert`? with `tls.key`: the certificate and the key are read from two files',
       ssl: 'did you mean `tls`? a mapping with `cert` and `key`',
     },
@@ -195,8 +211,19 @@ const FOREIGN_NOTES = new Map<readonly string[], Readonly<Record<string, string>
       vrrpinstance: 'a keepalived `vrrp_instance` is the `failover` section (`interface`, `routerId`, `priority`, `vips`, `peers`)',
       nbthread: WORKERS,
       nbproc: WORKERS,
+      stats: STATS,
+      option: 'HAProxy options are keys here: `option redispatch` is a pool\'s `retries`, check options are under its `health`, `option tcplog` is `log.sessions: true`',
     },
   ],
+  [
+    KEYS.health,
+    {
+      timeoutcheck: HEALTH_TIMEOUT,
+      timeoutconnect: HEALTH_TIMEOUT,
+    },
+  ],
+  [KEYS.admin, { stats: STATS, statsuri: STATS, statsenable: STATS, statsauth: 'did you mean `token`? a bearer token for the admin API', statssocket: STATS }],
+  [KEYS.log, { format: 'no format to choose: every line is JSON (pino); `log.sessions: true` adds one line per session, as HAProxy\'s `option tcplog`' }],
   [KEYS.track, { weight: 'did you mean `failover.track.pools.weight`? what each pool with no server up takes off the priority' }],
   [
     KEYS.limits,
@@ -206,10 +233,11 @@ const FOREIGN_NOTES = new Map<readonly string[], Readonly<Record<string, string>
       timeoutclient: CLIENT_TIMEOUT,
       timeoutserver: IDLE_TIMEOUT,
       timeouttunnel: IDLE_TIMEOUT,
-      timeoutqueue: 'did you mean `limits.acceptQueue`? clients wait for an accept slot there (`limits.acceptRate`)',
+      timeoutqueue: 'no queue timeout: clients wait for an accept slot (`limits.acceptQueue` is how many may wait, `limits.acceptRate` how fast they are taken) up to `limits.clientConnectTimeout`',
       maxqueue: ACCEPT_QUEUE_ONLY,
     },
   ],
+  [KEYS.trackScript, { initfail: 'not needed: no instance becomes master while a script has no first result yet' }],
   [KEYS.failover, KEEPALIVED],
   [KEYS.instance, KEEPALIVED],
 ]);
@@ -259,7 +287,9 @@ const VALUE_NOTES: Readonly<Record<string, string>> = {
 
 /** `; did you mean …?` for a value not among `allowed`, or '' when nothing is close. */
 export function valueHint(value: string, allowed: readonly string[]): string {
-  const guess = suggestKey(value, allowed);
+  // HAProxy writes arguments after the word (`hash var(txn.cid)`): the word alone then.
+  const first = value.trim().split(/\s+/)[0]!;
+  const guess = suggestKey(value, allowed) ?? (first !== value ? suggestKey(first, allowed) : null);
   if (guess === null) return '';
   const note = VALUE_NOTES[fold(value)];
   return `; did you mean \`${guess}\`?${note !== undefined ? ` ${note}` : ''}`;

@@ -15,7 +15,7 @@ export function parseDuration(value: unknown): DurationParse {
   if (typeof value === 'number') {
     return {
       ok: false,
-      error: `a bare number is not a duration: add a unit, e.g. \`${value}s\` or \`${value}ms\``,
+      error: `a bare number is not a duration: add a unit, e.g. \`${value}ms\` (what HAProxy reads in a bare number) or \`${value}s\` (as keepalived reads one)`,
     };
   }
   if (typeof value !== 'string') {

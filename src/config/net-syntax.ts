@@ -22,6 +22,17 @@ export function isHostname(s: string): boolean {
 export function parseHostPortDetailed(s: string): Parsed<HostPort> {
   let host: string;
   let portText: string;
+  const words = s.trim().split(/\s+/);
+  if (words.length > 1) {
+    // HAProxy's `bind 0.0.0.0:8883 ssl crt ...`: its options are keys of the listener here.
+    const options = words.slice(1).map((w) => w.toLowerCase());
+    const note = options.includes('ssl') || options.includes('crt')
+      ? ': TLS is the listener\'s `tls` (`cert`, `key`)'
+      : options.includes('accept-proxy')
+        ? ': the PROXY protocol is the listener\'s `acceptProxyProtocol`'
+        : '';
+    return { ok: false, error: `\`${s}\`: write host:port alone, \`${words[0]}\`${note}` };
+  }
   if (s.startsWith('[')) {
     const m = /^\[([^\]]*)\]:([^:]*)$/.exec(s);
     if (m === null) return { ok: false, error: `\`${s}\` is not host:port (IPv6 is written \`[::1]:1883\`)` };

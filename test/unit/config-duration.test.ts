@@ -20,7 +20,7 @@ describe('parseDuration', () => {
   it('refuses a bare number and says to add a unit', () => {
     expect(parseDuration(2)).toEqual({
       ok: false,
-      error: 'a bare number is not a duration: add a unit, e.g. `2s` or `2ms`',
+      error: 'a bare number is not a duration: add a unit, e.g. `2ms` (what HAProxy reads in a bare number) or `2s` (as keepalived reads one)',
     });
     expect(parseDuration('2').ok).toBe(false);
   });

@@ -102,7 +102,7 @@ describe('config problems', () => {
 
   it('durations: a bare number is an error that says so', () => {
     expect(problems(`${PREFIX}    serverConnectTimeout: 3\n`)).toEqual([
-      'lb.yaml:8:27 pools.brokers.serverConnectTimeout: a bare number is not a duration: add a unit, e.g. `3s` or `3ms`',
+      'lb.yaml:8:27 pools.brokers.serverConnectTimeout: a bare number is not a duration: add a unit, e.g. `3ms` (what HAProxy reads in a bare number) or `3s` (as keepalived reads one)',
     ]);
     expect(problems(`${PREFIX}limits:\n  drainTimeout: 30 seconds\n`)).toEqual([
       'lb.yaml:9:17 limits.drainTimeout: unknown unit `seconds` in `30 seconds`: use ms, s, m or h',
@@ -224,7 +224,7 @@ pools:
     expect(parseConfig(`${PREFIX}limits:\n  idleTimeout: 15m\n`, 'lb.yaml').config?.limits.idleTimeout).toBe(900_000);
     expect(problems(`${PREFIX}limits:\n  idleTimeout: 500ms\n`)).toEqual(['lb.yaml:9:16 limits.idleTimeout: must be 0s (never) or at least 1s (got "500ms")']);
     expect(problems(`${PREFIX}limits:\n  idleTimeout: 90\n`)).toEqual([
-      'lb.yaml:9:16 limits.idleTimeout: a bare number is not a duration: add a unit, e.g. `90s` or `90ms`',
+      'lb.yaml:9:16 limits.idleTimeout: a bare number is not a duration: add a unit, e.g. `90ms` (what HAProxy reads in a bare number) or `90s` (as keepalived reads one)',
     ]);
   });
 
@@ -274,7 +274,7 @@ admin:
       'lb.yaml:12:59 pools.brokers.servers[0].healthUrl: `ftp://b1/` must be an http:// or https:// URL',
       'lb.yaml:13:17 pools.brokers.servers[1].name: duplicate server name `b1` in this pool (first on line 12)',
       'lb.yaml:13:30 pools.brokers.servers[1].address: `::1:1883`: an IPv6 address needs brackets, e.g. `[::1]:1883`',
-      'lb.yaml:15:17 pools.brokers.health.interval: a bare number is not a duration: add a unit, e.g. `2s` or `2ms`',
+      'lb.yaml:15:17 pools.brokers.health.interval: a bare number is not a duration: add a unit, e.g. `2ms` (what HAProxy reads in a bare number) or `2s` (as keepalived reads one)',
       'lb.yaml:16:13 pools.brokers.health.rise: must be an integer of at least 1 (got 0)',
       'lb.yaml:18:9 admin.bind: `0.0.0.0:9883` is not a loopback address: set `admin.token` (the admin API can drain and stop servers)',
     ]);
@@ -644,6 +644,49 @@ logging: { level: info }
     ]);
   });
 
+  it('an HAProxy migration audit\'s slips: each names the key to write, not a list of allowed keys', () => {
+    const text = `listeners:
+  - name: a
+    bind: "127.0.0.1:1883 ssl crt /x.pem"
+    pool: p
+    timeout client: 1m
+    default_backend: p
+pools:
+  p:
+    balance: "hash var(txn.cid)"
+    hash-type: consistent
+    maxConnections: 5
+    servers:
+      - { name: s, address: "127.0.0.1:1883", port: 8080 }
+    health: { timeout check: 1s }
+limits:
+  timeout queue: 5s
+admin:
+  stats uri: /stats
+log:
+  level: notice
+  format: json
+stats: enable
+option: tcplog
+`;
+    expect(problems(text)).toEqual([
+      "lb.yaml:3:11 listeners[0].bind: `127.0.0.1:1883 ssl crt /x.pem`: write host:port alone, `127.0.0.1:1883`: TLS is the listener's `tls` (`cert`, `key`)",
+      'lb.yaml:5:5 listeners[0].timeout client: unknown key `timeout client` (did you mean `limits.idleTimeout`? `limits.clientConnectTimeout` is the time for the CONNECT)',
+      'lb.yaml:6:5 listeners[0].default_backend: unknown key `default_backend` (did you mean `pool`? the name of the pool (under `pools`) this listener sends its clients to)',
+      'lb.yaml:9:14 pools.p.balance: must be one of `client-id-hash`, `username-hash`, `round-robin`, `least-connections`, `random` (got "hash var(txn.cid)"; did you mean `client-id-hash`?)',
+      'lb.yaml:10:5 pools.p.hash-type: unknown key `hash-type` (not needed: `pools.p.balance: client-id-hash` is consistent (rendezvous) hashing already: a server added or removed moves only its own share of clients)',
+      'lb.yaml:11:5 pools.p.maxConnections: unknown key `maxConnections` (there is no per-pool cap: `maxConnections` on each server, `listeners[].maxConnections` or `limits.maxConnections`)',
+      'lb.yaml:13:47 pools.p.servers[0].port: unknown key `port` (the port is part of `address`; a health check on another port is `pools.p.health.port`)',
+      'lb.yaml:14:15 pools.p.health.timeout check: unknown key `timeout check` (did you mean `timeout`? one bound for the whole probe: connect and answer)',
+      'lb.yaml:16:3 limits.timeout queue: unknown key `timeout queue` (no queue timeout: clients wait for an accept slot (`limits.acceptQueue` is how many may wait, `limits.acceptRate` how fast they are taken) up to `limits.clientConnectTimeout`)',
+      'lb.yaml:18:3 admin.stats uri: unknown key `stats uri` (the status page is `/` on `admin.bind`, with `/metrics` and `/api/status` beside it; `admin.token` guards changes)',
+      'lb.yaml:20:10 log.level: must be one of `fatal`, `error`, `warn`, `info`, `debug`, `trace`, `silent` (got "notice"; did you mean `info`?)',
+      "lb.yaml:21:3 log.format: unknown key `format` (no format to choose: every line is JSON (pino); `log.sessions: true` adds one line per session, as HAProxy's `option tcplog`)",
+      'lb.yaml:22:1 stats: unknown key `stats` (the status page is `/` on `admin.bind`, with `/metrics` and `/api/status` beside it; `admin.token` guards changes)',
+      "lb.yaml:23:1 option: unknown key `option` (HAProxy options are keys here: `option redispatch` is a pool's `retries`, check options are under its `health`, `option tcplog` is `log.sessions: true`)",
+    ]);
+  });
+
   it('a pool key indented as a pool name (`servers:` one level too shallow) says where it belongs', () => {
     const text = `listeners:\n  - { name: a, bind: "0.0.0.0:1883", pool: brokers }\npools:\n  brokers:\n  servers:\n    - { name: b1, address: "10.0.0.1:1883" }\n`;
     expect(problems(text)).toEqual([
@@ -862,7 +905,7 @@ describe('HAProxy and keepalived words', () => {
       'lb.yaml:14:5 pools.brokers.stick-table: unknown key `stick-table` (no table: `pools.brokers.balance: client-id-hash` keeps a client on one server by rendezvous hashing, the same on every LB host)',
       'lb.yaml:15:5 pools.brokers.stick_table: unknown key `stick_table` (no table: `pools.brokers.balance: client-id-hash` keeps a client on one server by rendezvous hashing, the same on every LB host)',
       'lb.yaml:16:5 pools.brokers.stick: unknown key `stick` (no table: `pools.brokers.balance: client-id-hash` keeps a client on one server by rendezvous hashing, the same on every LB host)',
-      'lb.yaml:17:5 pools.brokers.hash-type: unknown key `hash-type` (did you mean `balance`?)',
+      'lb.yaml:17:5 pools.brokers.hash-type: unknown key `hash-type` (not needed: `pools.brokers.balance: client-id-hash` is consistent (rendezvous) hashing already: a server added or removed moves only its own share of clients)',
       'lb.yaml:18:5 pools.brokers.agent-check: unknown key `agent-check` (not supported; the nearest is `pools.brokers.health.type: http`)',
     ]);
   });
@@ -986,6 +1029,10 @@ describe('HAProxy and keepalived words', () => {
       'lb.yaml:16:64 failover.track.scripts[1].timeout: must not be longer than `interval` (1s): one run at a time',
       'lb.yaml:17:9 failover.track.scripts[2].command: missing required key `command` (the executable to run, e.g. /usr/local/bin/check-gateway; no shell: its arguments go in `args`)',
       'lb.yaml:18:40 failover.track.scripts[3].script: unknown key `script` (did you mean `command`?)',
+    ]);
+    // keepalived's init_fail: what it did is what every script does here.
+    expect(scripts('      - { name: gw, command: /bin/true, init_fail: true }\n')).toEqual([
+      'lb.yaml:15:41 failover.track.scripts[0].init_fail: unknown key `init_fail` (not needed: no instance becomes master while a script has no first result yet)',
     ]);
     // A fork every few ms is a busy core, and so short a timeout fails healthy checks under load: 100 ms at least.
     expect(scripts('      - { name: gw, command: /bin/true, interval: 20ms, timeout: 10ms }\n')).toEqual([
