@@ -95,6 +95,8 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
   private graceQueueMark = 0;
   /** The server's bytesRead when the current grace period began: still moving = the half-close is not idle. */
   private graceReadMark = 0;
+  /** What was queued for the client then: shrinking = the client reads the server's answer (a slow download). */
+  private graceClientQueueMark = 0;
   private dialStartedAt = 0;
   private openSockets = 1;
   closeReason: CloseReason | null = null;
@@ -719,6 +721,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     this.graceProgressAt = monotonicNow();
     this.graceQueueMark = sock.writableLength;
     this.graceReadMark = this.upstream === null ? 0 : this.upstream.bytesRead;
+    this.graceClientQueueMark = this.client.writableLength;
     this.graceTimer = setTimeout(onGraceExpired, CLOSE_GRACE_MS, this, sock);
   }
 
@@ -748,10 +751,25 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     // client that stopped reading stops them too (backpressure), and the grace then runs out.
     const upstream = this.upstream;
     // (Only while the client is there to receive them: after the client has gone, the server's bytes are dropped.)
-    if (sock === upstream && !sock.destroyed && !this.client.destroyed && upstream.bytesRead > this.graceReadMark) {
-      this.graceReadMark = upstream.bytesRead;
-      this.graceTimer = setTimeout(onGraceExpired, CLOSE_GRACE_MS, this, sock);
-      return;
+    if (sock === upstream && !sock.destroyed && !this.client.destroyed) {
+      const forClient = this.client.writableLength;
+      const now = monotonicNow();
+      if (upstream.bytesRead > this.graceReadMark || forClient < this.graceClientQueueMark) {
+        this.graceReadMark = upstream.bytesRead;
+        this.graceClientQueueMark = forClient;
+        this.graceProgressAt = now;
+        this.graceTimer = setTimeout(onGraceExpired, CLOSE_GRACE_MS, this, sock);
+        return;
+      }
+      // Nothing moved, but the server's answer waits in our queue for the client: the client's reading is what
+      // holds it, and the kernel tells us of that in steps (it wakes a writer once a third of its send buffer is
+      // free: seconds, for a slow reader). Bounded as a flush to a slow reader, not as a silent server (an audit:
+      // a download to a slow half-closed reader was cut at half, ended by a plain FIN).
+      this.graceClientQueueMark = forClient;
+      if (forClient > 0 && now - this.graceProgressAt < FLUSH_LIMIT_MS) {
+        this.graceTimer = setTimeout(onGraceExpired, CLOSE_GRACE_MS, this, sock);
+        return;
+      }
     }
     sock.destroy();
   }

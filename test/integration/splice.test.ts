@@ -407,6 +407,40 @@ describe.each(VARIANTS)('splice ($clients)', (variant) => {
     await bounded(server.closed, 'server side close');
   });
 
+  // A half-closed client that reads in bursts: while it pauses, the server's bytes wait in the kernel and in our queue,
+  // and nothing moves at our sockets (the kernel wakes a writer only when a third of its send buffer is free). The
+  // download is bounded as a flush to a slow reader, not by the 2 s grace for a silent server (an audit saw a slow
+  // reader's download cut at half, ended by a plain FIN).
+  it("after the client's FIN, a large answer to a client that stops reading for 5 s reaches it whole", async () => {
+    const { client, server, got, clientEnded } = await halfOpenSession();
+    client.end();
+    await bounded(server.ended, 'FIN at the server');
+    const sent = randomBytes(16 * 1024 * 1024);
+    server.socket.write(sent);
+    server.socket.end();
+    // 1 MiB, then 5 s without reading (the grace looks every 2 s: one whole period sees nothing move), then the rest.
+    await bounded(
+      new Promise<void>((resolve) => {
+        let taken = 0;
+        const onData = (d: Buffer): void => {
+          taken += d.length;
+          if (taken < 1024 * 1024) return;
+          client.removeListener('data', onData);
+          client.pause();
+          setTimeout(() => {
+            client.resume();
+            resolve();
+          }, 5000);
+        };
+        client.on('data', onData);
+      }),
+      'the first MiB',
+    );
+    await bounded(clientEnded, 'FIN at the client', 10_000);
+    expect(sha256(got)).toBe(sha256([sent]));
+    await bounded(server.closed, 'server side close');
+  }, 30_000);
+
   // The client's FIN while the server writes continuously and reads nothing yet: the slow server still gets every
   // byte and then the FIN, with no reset, and what it sent meanwhile reaches the client. (With net.Socket, a
   // write after our FIN to the client destroyed it with EPIPE, and the session answered by resetting the server
