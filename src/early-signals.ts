@@ -7,6 +7,7 @@
  * applied once the balancer serves. Other commands (check, status, keygen) keep the default actions.
  */
 import { printErr } from './cli-output.js';
+import { ignoreForeignSignals } from './foreign-signals.js';
 
 export interface EarlySignals {
   stop: NodeJS.Signals | null;
@@ -55,4 +56,6 @@ export function takeEarlySignals(): EarlySignals {
   return { ...noted };
 }
 
+// SIGUSR1 (Node's inspector), SIGUSR2, SIGQUIT, SIGALRM: for every command, from the first moment.
+ignoreForeignSignals();
 if (runsBalancer(process.argv.slice(2))) installEarlySignals();

@@ -16,6 +16,7 @@ import { watchNpmExec } from './launcher-watch.js';
 import { printErr } from './cli-output.js';
 import { WarmUp } from './warm-up.js';
 import { takeEarlySignals } from './early-signals.js';
+import { ignoreForeignSignals, sayForeignSignalsTo } from './foreign-signals.js';
 
 export async function runBalancer(file: string): Promise<number> {
   let config;
@@ -39,6 +40,8 @@ export async function runBalancer(file: string): Promise<number> {
     return 1;
   }
   const log = createLogger(config.log);
+  ignoreForeignSignals(); // already, under cli.ts; the demo (npm start) comes here directly
+  sayForeignSignalsTo(log);
   for (const w of warnings) log.warn({ detail: w }, 'config warning');
   const workers = workerCount(config.workers, os.availableParallelism());
   for (const w of workerShareWarnings(config, workers, os.availableParallelism())) log.warn({ detail: w }, 'config warning');

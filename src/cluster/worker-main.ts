@@ -17,6 +17,7 @@ import { applyServerStates } from './server-states.js';
 import { ClientIdExchange } from './client-id-exchange.js';
 import { clientIdForLog } from '../proxy/session.js';
 import { workerShare } from './share.js';
+import { ignoreForeignSignals } from '../foreign-signals.js';
 
 const SNAPSHOT_MS = 250;
 /** How long a worker whose primary has gone waits for its last log line to be written. */
@@ -120,6 +121,8 @@ function main(): void {
   process.on('SIGINT', () => {});
   process.on('SIGTERM', () => {});
   process.on('SIGHUP', () => {});
+  // And SIGUSR1 (Node's inspector), SIGUSR2, SIGQUIT, SIGALRM: ignored; the primary, which gets them too, says so.
+  ignoreForeignSignals({ silent: true });
 
   const stop = (evictRate: number | null): void => {
     if (app === null) process.exit(0);

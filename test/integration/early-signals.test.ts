@@ -15,6 +15,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { pathToFileURL } from 'node:url';
 import { CLI, collectLogLines, sleep } from '../helpers/lb.js';
 import { freePort, startMosquitto, type Broker } from '../helpers/mosquitto.js';
+import { connectPacket, exchange } from '../helpers/raw-client.js';
 
 interface Started {
   proc: ChildProcess;
@@ -134,6 +135,57 @@ warmUp: 0
   });
 });
 
+describe('signals other daemons use, while the balancer serves (src/foreign-signals.ts)', () => {
+  it('with workers, SIGUSR1, SIGUSR2, SIGQUIT and SIGALRM to the process group: no inspector, nobody dies, said once each', async () => {
+    const broker = await startMosquitto();
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'mqtt-lb-foreign-'));
+    const [port, admin] = [await freePort(), await freePort()];
+    const file = path.join(dir, 'lb.yaml');
+    writeFileSync(file, `listeners:
+  - { name: mqtt, bind: 127.0.0.1:${port}, pool: p }
+pools:
+  p:
+    servers: [{ name: m1, address: 127.0.0.1:${broker.port} }]
+admin: { bind: 127.0.0.1:${admin} }
+workers: 2
+warmUp: 0
+`);
+    // A process group of its own, as under systemd: a signal to the group reaches the primary and every worker.
+    const proc = spawn(process.execPath, [CLI, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    const s: Started = { proc, fifo: file, lines: [], exited: new Promise((resolve) => proc.on('exit', (code, signal) => resolve(code ?? (signal === null ? null : -1)))) };
+    let stderr = '';
+    proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    collectLogLines(proc.stdout!, s.lines);
+    cleanups.push(async () => {
+      try {
+        process.kill(-proc.pid!, 'SIGKILL');
+      } catch {
+        // gone
+      }
+      await broker.stop();
+      rmSync(dir, { recursive: true, force: true });
+    });
+    await waitForLine(s, 'mqtt-lb started', 20_000);
+    const workerPids = s.lines.filter((l) => l.msg === 'listener started').map((l) => l.pid);
+    expect(workerPids).toHaveLength(2);
+    for (const signal of ['SIGUSR1', 'SIGUSR2', 'SIGQUIT', 'SIGALRM'] as const) process.kill(-proc.pid!, signal);
+    await sleep(500);
+    expect(proc.exitCode).toBe(null);
+    for (const pid of workerPids) expect(() => process.kill(pid as number, 0)).not.toThrow();
+    const said = s.lines.filter((l) => l.msg === 'signal ignored');
+    expect(said.map((l) => l.signal).sort()).toEqual(['SIGALRM', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2']);
+    expect(said.every((l) => l.level === 40 && l.worker === undefined)).toBe(true);
+    expect(stderr).not.toContain('Debugger listening');
+    // Still serving, through both workers' shared listener.
+    for (let i = 0; i < 4; i++) {
+      const r = await exchange(port, [connectPacket({ clientId: `after-signals-${i}` })], { waitMs: 1000 });
+      expect([...r.data.subarray(0, 4)]).toEqual([0x20, 0x02, 0x00, 0x00]);
+    }
+    process.kill(-proc.pid!, 'SIGTERM');
+    expect(await s.exited).toBe(0);
+  }, 40_000);
+});
+
 /**
  * The module itself (dist/src/early-signals.js) in a process of its own: what it notes is what run.ts replays. (In
  * the FIFO cases above the config read is synchronous, so the signal's handler runs after run.ts's own are in
@@ -167,6 +219,21 @@ process.on('SIGHUP', () => console.log('run.ts handler')); process.kill(process.
     expect(r.status).toBe(1);
     expect(r.stderr).toBe('mqtt-lb: second SIGTERM while starting: exiting now\n');
     expect(r.stdout).toBe('');
+  });
+
+  it('SIGUSR1 opens no inspector, and SIGUSR2, SIGQUIT, SIGALRM do not kill: ignored and said, for every command', () => {
+    for (const args of [[], ['check', '--config', 'x.yaml']]) {
+      const r = runScript(
+        `for (const s of ['SIGUSR1', 'SIGUSR2', 'SIGQUIT', 'SIGALRM']) { process.kill(process.pid, s); await tick(); }
+process.kill(process.pid, 'SIGUSR1'); await tick(); console.log('still here');`,
+        args,
+      );
+      expect(r.signal, args.join(' ')).toBe(null);
+      expect(r.stdout.trim()).toBe('still here');
+      expect(r.stderr).not.toContain('Debugger listening');
+      // Each once: the second SIGUSR1 within 10 s is not said again.
+      expect(r.stderr.split('\n').filter((l) => l !== '').map((l) => /^mqtt-lb: (SIG\w+) ignored: /.exec(l)?.[1])).toEqual(['SIGUSR1', 'SIGUSR2', 'SIGQUIT', 'SIGALRM']);
+    }
   });
 
   it('other commands keep the default actions', () => {
