@@ -46,7 +46,8 @@ async function main(): Promise<void> {
     printErr(`demo: cannot start the embedded brokers: ${(err as Error).message}${hint}\n`);
     process.exit(2);
   }
-  process.stdout.write(`demo: ${addresses.length} embedded aedes brokers (MQTT 3.1/3.1.1, one shared bus) on ${addresses.map((a) => `${a.host}:${a.port}`).join(', ')}\n`);
+  // On stderr, with the other plain-text lines: stdout is the JSON log, one object per line.
+  printErr(`demo: ${addresses.length} embedded aedes brokers (MQTT 3.1/3.1.1, one shared bus) on ${addresses.map((a) => `${a.host}:${a.port}`).join(', ')}\n`);
   const code = await runBalancer(file);
   await cluster.close();
   process.exit(code);

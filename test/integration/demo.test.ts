@@ -12,6 +12,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { connectVia } from '../helpers/cluster.js';
 import { ROOT } from '../helpers/dist-build.js';
 import { freePort } from '../helpers/mosquitto.js';
+import { isRunning } from '../helpers/processes.js';
 
 const DEMO = path.join(ROOT, 'dist/src/demo/start.js');
 const dir = mkdtempSync(path.join(os.tmpdir(), 'mqtt-lb-demo-'));
@@ -35,11 +36,15 @@ describe('npm start (the demo)', () => {
     const child = spawn(process.execPath, [DEMO, config('demo.yaml', listen, admin, [`127.0.0.1:${a}`, `127.0.0.1:${b}`])], { stdio: ['ignore', 'pipe', 'pipe'] });
     children.push(child);
     let out = '';
+    let err = '';
     child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
     const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
     const until = Date.now() + 20_000;
     while (!out.includes('"mqtt-lb started"') && Date.now() < until && child.exitCode === null) await new Promise((r) => setTimeout(r, 50));
-    expect(out).toContain(`demo: 2 embedded aedes brokers (MQTT 3.1/3.1.1, one shared bus) on 127.0.0.1:${a}, 127.0.0.1:${b}`);
+    expect(err).toContain(`demo: 2 embedded aedes brokers (MQTT 3.1/3.1.1, one shared bus) on 127.0.0.1:${a}, 127.0.0.1:${b}`);
+    // stdout is the JSON log alone.
+    for (const line of out.split('\n').filter((l) => l !== '')) expect(() => JSON.parse(line), line).not.toThrow();
     expect(out).toContain('"mqtt-lb started"');
     const client = await connectVia(listen, { clientId: 'demo-client' });
     await client.endAsync();
@@ -51,6 +56,39 @@ describe('npm start (the demo)', () => {
       expect(refused).toBe(true);
     }
   }, 40_000);
+
+  it('run by `npm start`: a SIGTERM to npm alone (which forwards it to its shell only) stops the balancer, not orphans it on its ports', async () => {
+    const [listen, admin, a] = [await freePort(), await freePort(), await freePort()];
+    const yaml = config('npm-demo.yaml', listen, admin, [`127.0.0.1:${a}`]);
+    // A package of its own whose start script runs the demo, as the repository's does (after its tsc).
+    const pkg = mkdtempSync(path.join(dir, 'pkg-'));
+    writeFileSync(path.join(pkg, 'package.json'), JSON.stringify({ name: 'demo-under-npm', version: '1.0.0', private: true, scripts: { start: `true && node ${JSON.stringify(DEMO)} ${JSON.stringify(yaml)}` } }));
+    const env = { ...process.env, PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ''}` };
+    const npm = spawn('npm', ['start'], { cwd: pkg, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(npm);
+    let out = '';
+    npm.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    npm.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    let pid = 0;
+    try {
+      for (let i = 0; i < 400 && pid === 0; i++) {
+        const started = /"pid":(\d+)[^\n]*"msg":"mqtt-lb started"/.exec(out);
+        if (started !== null) pid = Number(started[1]);
+        else await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(pid, out).toBeGreaterThan(0);
+      npm.kill('SIGTERM');
+      const alive = (): boolean => isRunning(pid);
+      for (let i = 0; i < 100 && alive(); i++) await new Promise((r) => setTimeout(r, 100));
+      expect(alive(), out).toBe(false);
+      expect(out).toContain('"msg":"stop requested: the launching process has gone"');
+      const refused = await new Promise<boolean>((r) => net.connect(listen, '127.0.0.1').once('connect', () => r(false)).once('error', () => r(true)));
+      expect(refused).toBe(true);
+    } finally {
+      npm.kill('SIGKILL');
+      if (pid > 0 && isRunning(pid)) process.kill(pid, 'SIGKILL');
+    }
+  }, 60_000);
 
   it('a config with no loopback server (real brokers) is not a demo: exit 1, pointing at `npx mqtt-lb --config`', async () => {
     const file = config('real.yaml', await freePort(), await freePort(), ['10.0.0.11:1883']);
