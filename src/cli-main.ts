@@ -13,6 +13,7 @@ import { printErr, printOut } from './cli-output.js';
 import { budgetForConfig, openFileLimit } from './proxy/fd-budget.js';
 import { workerCount } from './cluster/messages.js';
 import { workerShare, workerShareWarnings } from './cluster/share.js';
+import { resolveFindings } from './config/resolve-check.js';
 
 const USAGE = `usage:
   mqtt-lb [run] [--config FILE]         run the balancer (default ./lb.yaml)
@@ -125,7 +126,7 @@ function problemLines(outcome: ParseOutcome): string {
   return outcome.problems.map((p) => formatProblem(p) + '\n').join('');
 }
 
-function check(file: string): number {
+async function check(file: string): Promise<number> {
   const outcome = parseFile(file, true);
   if (typeof outcome === 'string') {
     printErr(outcome);
@@ -148,6 +149,13 @@ function check(file: string): number {
     }
     for (const w of budget.warnings) printErr(`warning: ${prefix}${w}\n`);
     for (const w of workerShareWarnings(outcome.config, workers, os.availableParallelism())) printErr(`warning: ${w}\n`);
+    // Host names, resolved here as a start would: binds that would fail, servers that would be down.
+    const resolved = await resolveFindings(outcome.config);
+    for (const w of resolved.warnings) printErr(`warning: ${w}\n`);
+    if (resolved.errors.length > 0) {
+      printErr(resolved.errors.map((e) => `error: ${e}\n`).join(''));
+      return 1;
+    }
   }
   printOut(`${file}: ok\n`);
   return 0;
@@ -167,7 +175,7 @@ async function main(): Promise<number> {
       printOut(`${VERSION}\n`);
       return 0;
     case 'check':
-      return check(args.config);
+      return await check(args.config);
     case 'keygen': {
       const { generateKey } = await import('./failover/key.js');
       printOut(generateKey() + '\n');

@@ -56,6 +56,17 @@ describe('mqtt-lb CLI', () => {
     expect(r.status).toBe(0);
   });
 
+  it('check resolves host names as a start would: a listener name that does not resolve is an error, a server one a warning', () => {
+    const f = file(
+      'names.yaml',
+      `listeners:\n  - { name: mqtt, bind: "nosuch-listener.invalid:1883", pool: p }\npools:\n  p:\n    servers:\n      - { name: b1, address: "127.0.0.1:1883" }\n      - { name: b2, address: "nosuch-broker.invalid:1883" }\n`,
+    );
+    const r = run(['check', '--config', f]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/^warning: pools\.p\.servers\[1\]\.address: host name `nosuch-broker\.invalid` does not resolve here \(\w+\): the balancer starts, and this server is down until it resolves$/m);
+    expect(r.stderr).toMatch(/^error: listeners\[0\]\.bind: host name `nosuch-listener\.invalid` does not resolve here \(\w+\): a start would fail to bind it \(exit 2\)$/m);
+  });
+
   it('check prints every problem as FILE:LINE:COL key.path: message and exits 1', () => {
     const f = file(
       'bad.yaml',
