@@ -37,12 +37,18 @@ export function createLogger(config: LogConfig, destination?: DestinationStream)
 
 /**
  * pino's error with its cause; without stack traces for our own errors (MQLB_... codes: a file that cannot be read, an
- * address in use), which an operator meets and whose message says what and where: the frames only add noise to the
+ * address in use) and for the operating system's (a `syscall` and an errno `code`: a name that does not resolve, a
+ * refused connect), which an operator meets and whose message says what and where: the frames only add noise to the
  * line. Any other error keeps its stack: that one is a bug to report.
  */
 function serializeError(err: Error): ReturnType<typeof pino.stdSerializers.errWithCause> {
   const out = pino.stdSerializers.errWithCause(err);
-  return err instanceof MqttLbError ? withoutStacks(out) : out;
+  return err instanceof MqttLbError || isSystemError(err) ? withoutStacks(out) : out;
+}
+
+function isSystemError(err: Error): boolean {
+  const e = err as NodeJS.ErrnoException;
+  return typeof e.syscall === 'string' && typeof e.code === 'string';
 }
 
 function withoutStacks<T>(serialized: T): T {

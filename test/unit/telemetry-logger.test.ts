@@ -37,7 +37,9 @@ describe('createLogger', () => {
     log.error({ err: new MqttLbError(ErrorCodes.CONFIG_READ, `cannot read config file lb.yaml: ${cause.message}`, { cause }) }, 'config reload failed');
     log.error({ err: cause }, 'not ours');
     log.error({ code: ErrorCodes.START_BIND, err: new MqttLbError(ErrorCodes.CONFIG_READ, 'x') }, 'explicit code wins');
-    const [ours, theirs, explicit] = lines();
+    const dns = Object.assign(new Error('getaddrinfo ENOTFOUND broker.invalid'), { code: 'ENOTFOUND', syscall: 'getaddrinfo', hostname: 'broker.invalid' });
+    log.warn({ err: dns }, 'the operating system\'s');
+    const [ours, theirs, explicit, system] = lines();
     expect(ours).toMatchObject({ code: 'MQLB_CONFIG_READ', msg: 'config reload failed' });
     const err = ours!.err as { message: string; cause: { code: string } };
     expect(err.message).toBe("cannot read config file lb.yaml: ENOENT: no such file or directory, open 'lb.yaml'");
@@ -49,6 +51,8 @@ describe('createLogger', () => {
     expect(Object.keys(err)).not.toContain('stack');
     expect(Object.keys(err.cause)).not.toContain('stack');
     expect(typeof (theirs!.err as { stack?: unknown }).stack).toBe('string');
+    // An OS error (syscall + errno code: a name that does not resolve) is an operator's too: said by its fields.
+    expect(system!.err).toEqual({ type: 'Error', message: 'getaddrinfo ENOTFOUND broker.invalid', code: 'ENOTFOUND', syscall: 'getaddrinfo', hostname: 'broker.invalid' });
   });
 
   it('honours silent and debug', () => {
