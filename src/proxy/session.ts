@@ -851,7 +851,13 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     if (wasSpliced) {
       this.server!.sessionClosed(this);
       // A client that half-closed was judged then (clientHalfClosed), a grace period ago: not a second probe for it.
-      if (this.bytesOut === 0 && this.closeReason !== 'client_closed') reportSilentServer(this.server!, this.acceptedAt, ctx);
+      // A server that closed it itself without a byte (not even its CONNACK: mosquitto at max_connections, a broker
+      // going down) is reported whatever the session's age; a client's give-up only after a second (an audit saw
+      // such a broker take its clients' reconnects for fall x interval).
+      if (this.bytesOut === 0 && this.closeReason !== 'client_closed') {
+        const byServer = this.closeReason === 'server_closed' || this.closeReason === 'server_error';
+        reportSilentServer(this.server!, this.acceptedAt, ctx, byServer ? 0 : SILENT_SERVER_MS);
+      }
     }
     if (ctx.logSessions && wasSpliced) {
       ctx.log.info(
@@ -887,9 +893,9 @@ const SILENT_REPORT_GAP_MS = 1000;
  * completes handshakes into its backlog). Its health probe comes now rather than at its interval, and the probe
  * decides. Checked when the client half-closes and at the close: nothing runs on the data path for it.
  */
-function reportSilentServer(server: Server, acceptedAt: number, ctx: ProxyContext): void {
+function reportSilentServer(server: Server, acceptedAt: number, ctx: ProxyContext, minAgeMs = SILENT_SERVER_MS): void {
   const now = monotonicNow();
-  if (now - acceptedAt < SILENT_SERVER_MS || now - server.silentReportAt < SILENT_REPORT_GAP_MS) return;
+  if (now - acceptedAt < minAgeMs || now - server.silentReportAt < SILENT_REPORT_GAP_MS) return;
   server.silentReportAt = now;
   ctx.log.debug({ pool: server.pool, server: server.name }, 'server sent nothing in a whole session: probing it now');
   ctx.onServerSilent(server);

@@ -5,6 +5,7 @@
  * detection only at `fall` x `interval` before (bench/README.md, "Broker b2 SIGSTOPped").
  * Run alone after `npx tsc -p .` (the LB runs from dist/).
  */
+import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { brokerFor, startBrokers } from '../helpers/cluster.js';
 import { startLb, stopAllLbs, sleep } from '../helpers/lb.js';
@@ -62,5 +63,65 @@ describe('a server that sends nothing in a whole session', () => {
     expect(downAfter).toBeLessThan(1500);
     // Its clients go to b1 now.
     expect(await brokerFor(port, id)).toBe('b1');
+  });
+
+  it('is probed when it closes a session before sending a byte, at once (as mosquitto at max_connections closes every client)', async () => {
+    const brokers = await startBrokers(['b1']);
+    cleanups.push(() => Promise.all(brokers.map((b) => b.stop())).then(() => undefined));
+    // A stand-in broker: answers CONNACK (probes and clients alike) until told to close every connection at accept.
+    let closeAtAccept = false;
+    const seenIds: string[] = [];
+    const open = new Set<net.Socket>();
+    const fake = net.createServer((socket) => {
+      open.add(socket);
+      socket.on('close', () => open.delete(socket));
+      socket.on('error', () => {});
+      if (closeAtAccept) {
+        socket.end();
+        return;
+      }
+      socket.once('data', (d: Buffer) => {
+        seenIds.push(d.toString('latin1'));
+        socket.write(Buffer.from([0x20, 0x02, 0x00, 0x00]));
+      });
+    });
+    const fakePort = await freePort();
+    await new Promise<void>((resolve) => fake.listen(fakePort, '127.0.0.1', resolve));
+    cleanups.push(
+      () =>
+        new Promise<void>((resolve) => {
+          for (const c of open) c.destroy();
+          fake.close(() => resolve());
+        }),
+    );
+    const [port, admin] = [await freePort(), await freePort()];
+    const yaml = lbYaml({ port, admin, servers: [{ name: 'b1', port: brokers[0]!.port }, { name: 'fake', port: fakePort }], health: { type: 'mqtt', interval: '20s', timeout: '400ms', rise: 1, fall: 1 } });
+    await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
+    for (let i = 0; i < 60 && (await stateOf(admin, 'fake')) !== 'up'; i++) await sleep(50);
+    let id = '';
+    for (let i = 0; i < 40 && id === ''; i++) {
+      const candidate = `closer-${i}`;
+      const s = await connectRaw(port);
+      s.write(connectPacket({ clientId: candidate }));
+      await collect(s, 300);
+      if (seenIds.some((x) => x.includes(candidate))) id = candidate;
+    }
+    expect(id).not.toBe('');
+
+    closeAtAccept = true;
+    const s = await connectRaw(port);
+    s.write(connectPacket({ clientId: id }));
+    const got = await collect(s, 1000);
+    expect(got.closed).toBe(true);
+    expect(got.data.length).toBe(0);
+    const closedAt = Date.now();
+    let downAfter = -1;
+    for (let i = 0; i < 40 && downAfter < 0; i++) {
+      if ((await stateOf(admin, 'fake')) === 'down') downAfter = Date.now() - closedAt;
+      else await sleep(50);
+    }
+    // At its 20 s interval otherwise.
+    expect(downAfter).toBeGreaterThanOrEqual(0);
+    expect(downAfter).toBeLessThan(1500);
   });
 });
