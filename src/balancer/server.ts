@@ -81,7 +81,9 @@ export class Server extends EventEmitter {
    * Sessions held by worker processes (workers > 1): the primary routes nothing itself and learns these
    * from the workers' periodic snapshots. Always zero in a single process or in a worker.
    */
-  readonly remote = { sessions: 0, bytesIn: 0, bytesOut: 0 };
+  readonly remote = { sessions: 0, bytesIn: 0, bytesOut: 0, connectErrors: 0 };
+  /** Dials of this process to it that failed (refused, reset, timed out, unresolved): HAProxy's `econ`. */
+  connectErrors = 0;
 
   constructor(pool: string, config: ServerConfig, initialHealth: HealthState = 'unknown') {
     super();
@@ -181,6 +183,11 @@ export class Server extends EventEmitter {
     let n = this.closedBytesIn + this.remote.bytesIn;
     for (const s of this.sessions) n += s.bytesIn;
     return n;
+  }
+
+  /** Failed dials, local and (in the primary) in workers. */
+  get connectErrorCount(): number {
+    return this.connectErrors + this.remote.connectErrors;
   }
 
   bytesOut(): number {

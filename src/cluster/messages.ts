@@ -41,6 +41,7 @@ export interface ServerSnapshot {
   sessions: number;
   bytesIn: number;
   bytesOut: number;
+  connectErrors: number;
 }
 
 /**

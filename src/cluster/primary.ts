@@ -104,7 +104,7 @@ export class ClusterPrimary {
    * counters never go backwards when a worker is replaced (Prometheus counter semantics).
    */
   private readonly retiredListeners = new Map<string, ListenerSnapshot>();
-  private readonly retiredServers = new Map<string, { bytesIn: number; bytesOut: number }>();
+  private readonly retiredServers = new Map<string, { bytesIn: number; bytesOut: number; connectErrors: number }>();
   /**
    * Process counters and histograms of workers that exited (process-metrics.ts countersOf): each is listed at
    * once, and folded into one summed entry soon after (the fold is asynchronous), so none is ever missing.
@@ -329,9 +329,10 @@ export class ClusterPrimary {
     }
     for (const sv of slot.servers) {
       const key = `${sv.pool}\0${sv.server}`;
-      const r = this.retiredServers.get(key) ?? { bytesIn: 0, bytesOut: 0 };
+      const r = this.retiredServers.get(key) ?? { bytesIn: 0, bytesOut: 0, connectErrors: 0 };
       r.bytesIn += sv.bytesIn;
       r.bytesOut += sv.bytesOut;
+      r.connectErrors += sv.connectErrors;
       this.retiredServers.set(key, r);
     }
     if (slot.processMetrics !== null) {
@@ -459,16 +460,19 @@ export class ClusterPrimary {
         const retired = this.retiredServers.get(`${p.name}\0${s.name}`);
         let bytesIn = retired?.bytesIn ?? 0;
         let bytesOut = retired?.bytesOut ?? 0;
+        let connectErrors = retired?.connectErrors ?? 0;
         for (const slot of this.slots.values()) {
           const r = slot.servers.find((x) => x.pool === p.name && x.server === s.name);
           if (r === undefined) continue;
           sessions += r.sessions;
           bytesIn += r.bytesIn;
           bytesOut += r.bytesOut;
+          connectErrors += r.connectErrors;
         }
         s.remote.sessions = sessions;
         s.remote.bytesIn = bytesIn;
         s.remote.bytesOut = bytesOut;
+        s.remote.connectErrors = connectErrors;
       }
     }
   }

@@ -62,7 +62,7 @@ function snapshot(app: App, link: PrimaryLink): ToPrimary {
   }
   const servers: ServerSnapshot[] = [];
   for (const p of app.poolMap.values()) {
-    for (const s of p.servers) servers.push({ pool: p.name, server: s.name, sessions: s.sessions.size, bytesIn: s.bytesIn(), bytesOut: s.bytesOut() });
+    for (const s of p.servers) servers.push({ pool: p.name, server: s.name, sessions: s.sessions.size, bytesIn: s.bytesIn(), bytesOut: s.bytesOut(), connectErrors: s.connectErrors });
   }
   const connects = link.connects;
   link.connects = [];

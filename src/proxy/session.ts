@@ -547,6 +547,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
       // A name's last answer may be why (the broker moved): the next dials wait for a fresh answer.
       serverNames.expire(server.config.host);
     }
+    server.connectErrors++;
     this.listener.ctx.log.debug({ pool: this.pool!.name, server: server.name, code }, 'server dial failed');
     this.listener.ctx.onDialFailure(server, serverCaused);
     if (this.phase !== 'dialing') return;

@@ -74,6 +74,7 @@ export class Metrics {
   private readonly serverSessions: Gauge<'pool' | 'server'>;
   private readonly serverMaxConnections: Gauge<'pool' | 'server'>;
   private readonly serverBytes: SnapshotCounter<'pool' | 'server' | 'direction'>;
+  private readonly serverConnectErrors: SnapshotCounter<'pool' | 'server'>;
   private readonly healthChecks: Counter<'pool' | 'server' | 'result'>;
   private readonly healthDuration: Histogram<'pool' | 'server'>;
   private readonly connectDuration: SeriesHistogram<'pool' | 'server'>;
@@ -155,6 +156,12 @@ export class Metrics {
       name: 'mqtt_lb_server_bytes_total',
       help: 'Bytes proxied, including sessions still open: in = client to server, out = server to client.',
       labelNames: ['pool', 'server', 'direction'],
+      registers,
+    });
+    this.serverConnectErrors = new SnapshotCounter({
+      name: 'mqtt_lb_server_connect_errors_total',
+      help: 'Dials to the server for a client session that failed (refused, reset, timed out, unresolved), retried or not.',
+      labelNames: ['pool', 'server'],
       registers,
     });
 
@@ -357,6 +364,7 @@ export class Metrics {
     this.serverSessions.reset();
     this.serverMaxConnections.reset();
     this.serverBytes.reset();
+    this.serverConnectErrors.reset();
     const live = new Map<string, Set<string>>();
     for (const p of this.source.pools()) {
       const names = new Set<string>();
@@ -378,6 +386,7 @@ export class Metrics {
     this.serverMaxConnections.set({ pool, server }, s.config.maxConnections);
     this.serverBytes.set({ pool, server, direction: 'in' }, s.bytesIn());
     this.serverBytes.set({ pool, server, direction: 'out' }, s.bytesOut());
+    this.serverConnectErrors.set({ pool, server }, s.connectErrorCount);
     // Zero-initialised so that the first probe result of each kind is visible to increase().
     const { results } = this.noteSeries(pool, server);
     for (const result of CHECK_RESULTS) {

@@ -819,3 +819,31 @@ function expectStatusShape(s: StatusDoc): void {
     }
   }
 }
+
+describe('failed dials per server (mqtt_lb_server_connect_errors_total, HAProxy econ)', () => {
+  afterAll(async () => {
+    await stopAllLbs();
+  });
+
+  for (const workers of [1, 2]) {
+    it(`counts a refused dial against its server, with the client told server unavailable (workers: ${workers})`, async () => {
+      const [port, admin, dead] = [await freePort(), await freePort(), await freePort()];
+      // Nothing listens on `dead`; without probes it stays a candidate, so a client's dial is what finds it refused.
+      const lb = await startLb(
+        lbYaml({ port, admin, servers: [{ name: 'gone', port: dead }], health: { type: 'none' }, pool: '    retries: 0\n', limits: LIMITS, extra: `workers: ${workers}\n` }),
+        { waitReady: `http://127.0.0.1:${admin}/readyz` },
+      );
+      const before = (await scrape(admin)).exp;
+      expect(value(before, 'mqtt_lb_server_connect_errors_total', { pool: 'brokers', server: 'gone' })).toBe(0);
+      const c = await RawClient.open(port);
+      c.sock.write(connectPacket({ clientId: `dial-fails-${workers}` }));
+      await c.waitReceived(4);
+      expect([...c.received]).toEqual([0x20, 0x02, 0x00, 0x03]); // server unavailable
+      c.destroy();
+      const after = await waitFor('the failed dial counted', async () => (await scrape(admin)).exp, (e) => value(e, 'mqtt_lb_server_connect_errors_total', { pool: 'brokers', server: 'gone' }) === 1);
+      expect(after.types.get('mqtt_lb_server_connect_errors_total')).toBe('counter');
+      expect(value(after, 'mqtt_lb_connect_rejected_total', { listener: 'mqtt', reason: 'server_connect_failed' })).toBe(1);
+      await lb.stop();
+    });
+  }
+});
