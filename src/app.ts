@@ -19,7 +19,7 @@ import { Evictor } from './health/eviction.js';
 import { Listener, explainHandOver, probeBind } from './proxy/listener.js';
 import type { ProxyContext, ListenerStats } from './proxy/context.js';
 import type { ClientSession } from './proxy/session.js';
-import { budgetForConfig, listenerCaps, type ListenerCaps } from './proxy/fd-budget.js';
+import { budgetForConfig, clampsToSay, listenerCaps, type ListenerCaps } from './proxy/fd-budget.js';
 import { buildFront } from './proxy/front.js';
 import { Admission } from './proxy/admission.js';
 import { OverloadGuard } from './proxy/overload-guard.js';
@@ -145,7 +145,8 @@ export class App implements TelemetrySource, AdminActions {
   /** `unfinished CONNECTs hold limits.maxPendingConnectBytes ...`: at most once per 10 s, with the count left out. */
   private readonly pendingFullLog: RateLimitedLog;
   /** The clamp warnings the running config gave (logClamped): a reload repeats none of them. */
-  private clampsSaid = new Set<string>();
+  /** Each clamp last said (its key) and the value it was said with. */
+  private clampsSaid = new Map<string, number>();
   /** checkDescriptors' last finding: null, or why no descriptor could be opened. */
   private descriptorShortage: 'EMFILE' | 'ENFILE' | null = null;
   /** limits.idleTimeout over this process's sessions (none in the cluster primary: its workers sweep theirs). */
@@ -389,9 +390,9 @@ export class App implements TelemetrySource, AdminActions {
    */
   private logClamped(budget: ReturnType<typeof budgetForConfig>): void {
     if (this.role === 'primary') return;
-    const said = this.clampsSaid;
-    this.clampsSaid = new Set(budget.warnings);
-    for (const w of budget.warnings) if (!said.has(w)) this.log.warn({ detail: w }, 'connection cap clamped');
+    const { say, said } = clampsToSay(this.clampsSaid, budget);
+    this.clampsSaid = said;
+    for (const w of say) this.log.warn({ detail: w }, 'connection cap clamped');
   }
 
   /** The listeners this process serves: none in the cluster primary (its workers do). */

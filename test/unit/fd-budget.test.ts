@@ -3,7 +3,7 @@
  * accept cap, plus a server socket per session, plus the reserve for probes/admin, fit the open-file limit.
  */
 import { describe, expect, it } from 'vitest';
-import { budgetForConfig, clampToBudget, hardCapFor, openFileLimit, parseOpenFileLimit, reserveFor, type BudgetInput } from '../../src/proxy/fd-budget.js';
+import { budgetForConfig, clampToBudget, clampsToSay, hardCapFor, openFileLimit, parseOpenFileLimit, reserveFor, type BudgetInput } from '../../src/proxy/fd-budget.js';
 import type { LbConfig } from '../../src/config/types.js';
 
 const PROC_LIMITS = `Limit                     Soft Limit           Hard Limit           Units
@@ -189,5 +189,33 @@ describe('clampToBudget', () => {
     } as unknown as Pick<LbConfig, 'limits' | 'listeners' | 'pools'>;
     const b = budgetForConfig(config, 10_000);
     expect(b.globalMax).toBe(Math.floor((10_000 - reserveFor(3)) / 2.1));
+  });
+});
+
+describe('clampsToSay (what a reload says again)', () => {
+  const budget = (globalMax: number, servers: number, fileLimit = 20_000) => clampToBudget({ fileLimit, globalMax, listeners: [{ name: 'mqtt', maxConnections: 100 }], servers });
+
+  it('says a new clamp, not the same again, nor one moved by a server or two of probe reserve', () => {
+    const first = clampsToSay(new Map(), budget(20_000, 3));
+    expect(first.say).toHaveLength(1);
+    expect(first.say[0]).toMatch(/^limits\.maxConnections 20000 clamped to \d+/);
+    expect(clampsToSay(first.said, budget(20_000, 3)).say).toEqual([]);
+    // One more server: the clamp moves by a descriptor's worth (well under 1 %).
+    const moved = budget(20_000, 4);
+    expect(moved.globalMax).not.toBe(budget(20_000, 3).globalMax);
+    const again = clampsToSay(first.said, moved);
+    expect(again.say).toEqual([]);
+    // What was said stays the reference: many small moves add up and are said once they reach 1 %.
+    expect(again.said).toEqual(first.said);
+    expect(clampsToSay(again.said, budget(20_000, 200)).say).toHaveLength(1);
+  });
+
+  it('says it again when the configured value changes, or the clamp moves by 1 % or more', () => {
+    const first = clampsToSay(new Map(), budget(20_000, 3, 384));
+    expect(clampsToSay(first.said, budget(30_000, 3, 384)).say[0]).toMatch(/^limits\.maxConnections 30000 clamped to/);
+    // At a small clamp, one session is more than 1 %.
+    expect(clampsToSay(first.said, budget(20_000, 4, 384)).say.filter((w) => w.startsWith('limits.maxConnections 20000'))).toHaveLength(1);
+    // No longer clamped: nothing said, nothing kept.
+    expect(clampsToSay(first.said, budget(50, 3))).toEqual({ say: [], said: new Map() });
   });
 });
