@@ -648,7 +648,14 @@ export class App implements TelemetrySource, AdminActions {
       const checker = this.checkers.get(name);
       // Turned off, health checks leave every server up (Pool.reconfigure): the checker logs it from what it was.
       const healthBefore = checker !== undefined && pc.health.type === 'none' ? new Map(pool.servers.map((s) => [s, s.health] as const)) : undefined;
-      pool.reconfigure(pc);
+      const removed = pool.reconfigure(pc);
+      // As for a removed pool: its sessions run on out of sight, and the totals drop with no other word (a soak audit).
+      // Said by whoever holds them (each worker, with workers).
+      if (this.role !== 'primary') {
+        for (const s of removed) {
+          if (s.sessionCount > 0) this.log.warn({ pool: name, server: s.name, sessions: s.sessionCount }, 'server removed while sessions run on it: they continue, out of the status, metrics and drains until it is added again');
+        }
+      }
       checker?.reconfigure(pool, healthBefore);
       this.reactions.get(name)?.reconfigure(pool);
     }

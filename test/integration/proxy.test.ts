@@ -291,6 +291,15 @@ describe('reload and stop', () => {
       expect(limits).toMatchObject({ listener: 'mqtt', maxConnections: 40, was: { maxConnections: started.maxConnections, acceptGuard: started.acceptGuard } });
       expect(limits.acceptGuard).toBeGreaterThanOrEqual(40 + 16);
       expect(limits.acceptGuard).not.toBe(started.acceptGuard);
+      // r1 removed while `survivor` runs on it: said, and the session goes on.
+      lb.writeConfig(yamlFor(port, admin, brokers.slice(1)));
+      lb.reload();
+      expect(await lb.waitForLog((l) => l.msg === 'server removed while sessions run on it: they continue, out of the status, metrics and drains until it is added again')).toMatchObject({
+        level: 40,
+        pool: 'brokers',
+        server: 'r1',
+        sessions: 1,
+      });
       lb.writeConfig('listeners: [\n');
       lb.reload();
       const rejected = await lb.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('config reload rejected'));
