@@ -232,7 +232,14 @@ main().then(
     setImmediate(() => process.exit(code));
   },
   (err) => {
-    printErr(`mqtt-lb: ${(err as Error).stack ?? String(err)}\n`);
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EMFILE' || code === 'ENFILE') {
+      // Loading the modules opens each file: an open-file limit of a few dozen fails there, before the budget check
+      // (fd-budget.ts) that names the limit needed; said in its words, not as a stack trace (an audit, `ulimit -n 40`).
+      printErr(`mqtt-lb: cannot start (MQLB_START_FD_LIMIT): the open-file limit is too low even to load mqtt-lb (${code}): raise it (ulimit -n, systemd LimitNOFILE) to a few thousand at least\n`);
+    } else {
+      printErr(`mqtt-lb: ${(err as Error).stack ?? String(err)}\n`);
+    }
     process.exit(2);
   },
 );

@@ -117,6 +117,11 @@ pools:
     const started = under150(['--config', cfg]);
     expect(started.status).toBe(2);
     expect(started.stderr).toMatch(/cannot start \(MQLB_START_FD_LIMIT\): the open-file limit 150 leaves no room/);
+    // So low that loading the modules fails (EMFILE): the same code, one line, no stack trace.
+    const tiny = spawnSync('sh', ['-c', 'ulimit -n 40 && exec "$@"', 'sh', process.execPath, CLI, '--config', cfg], { encoding: 'utf8', timeout: 20_000 });
+    expect(tiny.status).toBe(2);
+    expect(tiny.stderr).toMatch(/^mqtt-lb: cannot start \(MQLB_START_FD_LIMIT\): /);
+    expect(tiny.stderr).not.toMatch(/^\s+at /m);
   });
 
   it('running with an invalid config exits 1 without starting', () => {
