@@ -144,8 +144,7 @@ export class App implements TelemetrySource, AdminActions {
   private readonly intakeAlert: IntakeAlert;
   /** `unfinished CONNECTs hold limits.maxPendingConnectBytes ...`: at most once per 10 s, with the count left out. */
   private readonly pendingFullLog: RateLimitedLog;
-  /** The clamp warnings the running config gave (logClamped): a reload repeats none of them. */
-  /** Each clamp last said (its key) and the value it was said with. */
+  /** Each clamp the running config gave (its key) and the value it was said with (logClamped, clampsToSay). */
   private clampsSaid = new Map<string, number>();
   /** checkDescriptors' last finding: null, or why no descriptor could be opened. */
   private descriptorShortage: 'EMFILE' | 'ENFILE' | null = null;
