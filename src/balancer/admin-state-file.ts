@@ -8,6 +8,7 @@
  * design.md §5), never by list position.
  */
 import { closeSync, fsyncSync, openSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { dirname } from 'node:path';
 import type { AdminState } from './server.js';
 import { openRegularFile } from '../regular-file.js';
@@ -33,8 +34,9 @@ export function parseAdminStates(text: string): AdminStateEntry[] {
   let doc: unknown;
   try {
     doc = JSON.parse(text);
-  } catch (err) {
-    throw new Error(`not JSON (${(err as Error).message})`);
+  } catch {
+    // Not the parser's message: it quotes the text, and a path naming another file (a secret) must not show it.
+    throw new Error('not JSON');
   }
   if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw new Error('not a JSON object');
   const { version, servers } = doc as { version?: unknown; servers?: unknown };
@@ -93,14 +95,19 @@ export function writeAdminStateFile(path: string, entries: readonly AdminStateEn
   } catch (err) {
     throw new Error(`${target} is not an admin state file (${(err as Error).message}): left alone; move it away to keep the states again`, { cause: err });
   }
-  const temporary = `${target}.tmp-${process.pid}`;
+  // A name no one can guess, created exclusively (O_EXCL: never through a symbolic link or into a file someone put
+  // there): in a directory others can write, a predictable name let a local user have the state written over any
+  // file this process may write (a security audit), or own the state file.
+  const temporary = `${target}.tmp-${process.pid}-${randomBytes(8).toString('hex')}`;
+  let created = false;
   try {
-    writeFileSync(temporary, serializeAdminStates(entries), { mode: 0o644 });
+    writeFileSync(temporary, serializeAdminStates(entries), { mode: 0o644, flag: 'wx' });
+    created = true;
     syncPath(temporary);
     renameSync(temporary, target);
   } catch (err) {
     try {
-      rmSync(temporary, { force: true });
+      if (created) rmSync(temporary, { force: true });
     } catch {
       // the write's own error is the one to report
     }

@@ -40,12 +40,9 @@ describe('admin state file', () => {
   it('a failed write leaves the old file whole and no temporary file', () => {
     const file = join(dir, 'admin-state.json');
     writeAdminStateFile(file, ENTRIES);
-    // The temporary file's name taken by a directory: the write fails before the rename.
-    mkdirSync(`${file}.tmp-${process.pid}`);
-    expect(() => writeAdminStateFile(file, [])).toThrow(expect.objectContaining({ code: 'EISDIR' })); // the write's error, not the cleanup's
-    expect(readAdminStateFile(file)).toEqual(ENTRIES);
-    rmSync(`${file}.tmp-${process.pid}`, { recursive: true });
+    // The write fails (no such directory): nothing is left behind, and the error is the write's.
     expect(() => writeAdminStateFile(join(dir, 'missing-dir', 'a.json'), ENTRIES)).toThrow(/ENOENT/);
+    expect(readAdminStateFile(file)).toEqual(ENTRIES);
     expect(readdirSync(dir)).toEqual(['admin-state.json']);
   });
 
@@ -72,10 +69,41 @@ describe('admin state file', () => {
     expect(() => readAdminStateFile(dir)).toThrow(expect.objectContaining({ code: 'EISDIR' }));
   });
 
+  // A security audit: in a directory others can write, the temporary file's predictable name let a local user put a
+  // symbolic link there and have the states written over any file this process may write.
+  it('writes its temporary file under a name no one can guess, never through a link planted beside it', () => {
+    const shared = join(dir, 'shared');
+    mkdirSync(shared);
+    const state = join(shared, 'admin-state.json');
+    const victim = join(dir, 'victim.txt');
+    writeFileSync(victim, 'precious\n');
+    // Every name the old code used, and a few more around this pid.
+    for (const suffix of [`${process.pid}`, `${process.pid}-0`, '0']) symlinkSync(victim, `${state}.tmp-${suffix}`);
+    writeAdminStateFile(state, ENTRIES);
+    expect(readFileSync(victim, 'utf8')).toBe('precious\n');
+    expect(lstatSync(state).isSymbolicLink()).toBe(false);
+    expect(readAdminStateFile(state)).toEqual(ENTRIES);
+    // Nothing of ours is left beside it; the planted links are not ours to remove.
+    expect(readdirSync(shared).filter((n) => !lstatSync(join(shared, n)).isSymbolicLink())).toEqual(['admin-state.json']);
+  });
+
+  it('does not quote a file it cannot parse (a path naming a secret must not show its first bytes)', () => {
+    const secret = join(dir, 'secret');
+    writeFileSync(secret, 'SECRETSHADOWLINE:x:1\n');
+    let message = '';
+    try {
+      writeAdminStateFile(secret, ENTRIES);
+    } catch (err) {
+      message = JSON.stringify({ message: (err as Error).message, cause: String((err as Error).cause) });
+    }
+    expect(message).toContain('not an admin state file (not JSON)');
+    expect(message).not.toContain('SECRET');
+  });
+
   it('never writes over a file that is not a state file, and writes through a symbolic link to the file it names', () => {
     const other = join(dir, 'lb.yaml');
     writeFileSync(other, 'listeners: []\n');
-    expect(() => writeAdminStateFile(other, ENTRIES)).toThrow(/lb\.yaml is not an admin state file \(not JSON [\s\S]*\): left alone/);
+    expect(() => writeAdminStateFile(other, ENTRIES)).toThrow(/lb\.yaml is not an admin state file \(not JSON\): left alone/);
     expect(readFileSync(other, 'utf8')).toBe('listeners: []\n');
     mkdirSync(join(dir, 'var'));
     const real = join(dir, 'var', 'state.json');

@@ -401,6 +401,20 @@ admin:
   stateFile: ${path}
 `;
 
+  it('in a directory others (or its group) may write: a warning, since they could choose the admin states', () => {
+    const file = join(dir, 'lb.yaml');
+    for (const [mode, who] of [[0o1777, 'others'], [0o770, 'its group']] as const) {
+      const shared = join(dir, `shared-${mode.toString(8)}`);
+      mkdirSync(shared);
+      chmodSync(shared, mode);
+      const out = parseConfig(withStateFile(`${shared}/admin.json`), file, { checkFiles: true });
+      expect(out.problems).toEqual([]);
+      expect(out.warnings).toEqual([
+        `${file}:6:14 admin.stateFile: the directory of \`${shared}/admin.json\` is writable by ${who} (mode ${mode.toString(8)}): whoever can write there can choose the servers' admin states at the next start; use a directory of this service's own (systemd's StateDirectory=)`,
+      ]);
+    }
+  });
+
   it('may not exist yet; a relative path is relative to the config file, like the other files', () => {
     const file = join(dir, 'lb.yaml');
     const out = parseConfig(withStateFile('state/admin.json'), file, { checkFiles: true });
@@ -431,7 +445,7 @@ admin:
     expect(out.problems).toEqual([]);
     expect(out.warnings).toEqual([
       expect.stringMatching(
-        new RegExp(`^${file}:6:14 admin\\.stateFile: \`garbage\\.json\` \\(.*\\) is not an admin state file: not JSON .*; a start ignores it \\(every server starts ready\\) and never writes over it: move it away$`),
+        new RegExp(`^${file}:6:14 admin\\.stateFile: \`garbage\\.json\` \\(.*\\) is not an admin state file: not JSON; a start ignores it \\(every server starts ready\\) and never writes over it: move it away$`),
       ),
     ]);
   });
