@@ -176,17 +176,26 @@ export function isInterfaceName(s: string): boolean {
   return INTERFACE_RE.test(s);
 }
 
-/** A health URL: absolute http(s) with a host. */
+/** A health URL: absolute http(s) with a host. Its credentials (an EMQX API key) never appear in a message. */
 export function parseHttpUrl(s: string): Parsed<string> {
+  const shown = withoutCredentials(s);
   let url: URL;
   try {
     url = new URL(s);
   } catch {
-    return { ok: false, error: `\`${s}\` is not a URL (e.g. \`http://10.0.0.11:18083/api/v5/status\`)` };
+    return { ok: false, error: `\`${shown}\` is not a URL (e.g. \`http://10.0.0.11:18083/api/v5/status\`)` };
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    return { ok: false, error: `\`${s}\` must be an http:// or https:// URL` };
+    return { ok: false, error: `\`${shown}\` must be an http:// or https:// URL` };
   }
-  if (url.hostname === '') return { ok: false, error: `\`${s}\` has no host` };
+  if (url.hostname === '') return { ok: false, error: `\`${shown}\` has no host` };
   return { ok: true, value: s };
+}
+
+/**
+ * `scheme://user:password@host/...` with the user information masked, as written (the text may not parse as a URL:
+ * a typo in the port is when a key would otherwise land in the journal or a CI log; a security audit).
+ */
+export function withoutCredentials(s: string): string {
+  return s.replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^/?#]*@/, '$1***@');
 }

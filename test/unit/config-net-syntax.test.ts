@@ -102,6 +102,23 @@ describe('parseHttpUrl', () => {
   it.each(['ftp://x/', '10.0.0.11:18083/status', '/api/v5/status', 'http://', 'file:///etc/passwd'])('refuses %j', (text) => {
     expect(parseHttpUrl(text).ok).toBe(false);
   });
+  // A security audit: a typo in the port put the EMQX API key into `check`'s output and a rejected reload's log line.
+  it('never quotes the credentials of a URL it refuses', () => {
+    const refused = [
+      'http://admin:SECRETU1@127.0.0.1:99999/',
+      'ftp://emqx:SECRETU2@10.0.0.11/status',
+      'https://emqx:SECRET@U3@bad host/x',
+      'http://SECRETU4@/nohost',
+    ].map((t) => parseHttpUrl(t));
+    for (const r of refused) {
+      expect(r.ok).toBe(false);
+      if (!r.ok) {
+        expect(r.error).not.toContain('SECRET');
+        expect(r.error).toContain('***@');
+      }
+    }
+    expect(refused[0]).toEqual({ ok: false, error: '`http://***@127.0.0.1:99999/` is not a URL (e.g. `http://10.0.0.11:18083/api/v5/status`)' });
+  });
 });
 
 describe('did you mean', () => {
