@@ -28,7 +28,7 @@ const USAGE = `usage:
 
 exit codes: 0 a clean stop, 1 a configuration or usage error, 2 cannot start (a port in use, a missing key file);
   status: 0 printed, 1 a usage or config error, 2 the admin server cannot be reached or answered an error
-signals: SIGHUP reloads lb.yaml; SIGTERM / SIGINT stop gracefully (a second one closes the sessions at once); SIGUSR1, SIGUSR2, SIGQUIT are ignored
+signals: SIGHUP reloads lb.yaml; SIGTERM / SIGINT stop gracefully (a second one closes the sessions at once); SIGUSR1, SIGUSR2, SIGQUIT, SIGALRM are ignored
 docs: docs/configuration.md (every key), docs/operations.md (signals, logs, failover), docs/migration.md
   (from HAProxy + keepalived); node flags: MQTT_LB_NODE_FLAGS replaces bin/mqtt-lb's own
 `;

@@ -239,15 +239,18 @@ pools:
     const admin = await freePort();
     const config = file('bin.yaml', await unreachableServerConfig(admin));
     const env = withThisNode();
-    const launch = (extra: NodeJS.ProcessEnv) => spawn(BIN, ['--config', config], { stdio: 'ignore', env: { ...env, ...extra } });
-    const inspect = async (pid: number): Promise<{ argv: string[]; tunables: string | undefined }> => {
+    // Core files allowed as far as the hard limit lets (the test would prove nothing under a caller's limit of 0).
+    const launch = (extra: NodeJS.ProcessEnv) =>
+      spawn('sh', ['-c', 'ulimit -c "$(ulimit -Hc)" 2>/dev/null; exec "$@"', 'sh', BIN, '--config', config], { stdio: 'ignore', env: { ...env, ...extra } });
+    const inspect = async (pid: number): Promise<{ argv: string[]; tunables: string | undefined; coreLimit: string | undefined }> => {
       // Bounded wait for the exec from sh to node, then for the admin port (the balancer is up).
       for (let i = 0; i < 100; i++) {
         const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
         if (argv.some((a) => a.endsWith('dist/src/cli.js'))) {
           const environ = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
           const tunables = environ.find((e) => e.startsWith('GLIBC_TUNABLES='))?.slice('GLIBC_TUNABLES='.length);
-          return { argv, tunables };
+          const coreLimit = /^Max core file size\s+(\S+)/m.exec(readFileSync(`/proc/${pid}/limits`, 'utf8'))?.[1];
+          return { argv, tunables, coreLimit };
         }
         await sleep(50);
       }
@@ -271,7 +274,13 @@ pools:
     expect(a.argv).toContain('--max-semi-space-size=8');
     expect(a.argv).toContain('--single-threaded-gc');
     expect(a.tunables).toBe('glibc.malloc.trim_threshold=268435456');
+    // No core file: one would hold the keys and the token. MQTT_LB_CORE_DUMPS=1 keeps the caller's limit.
+    expect(a.coreLimit).toBe('0');
     expect(await stop(plain)).toBe(0);
+    const dumpable = launch({ MQTT_LB_CORE_DUMPS: '1' });
+    const hard = /^Max core file size\s+\S+\s+(\S+)/m.exec(readFileSync('/proc/self/limits', 'utf8'))?.[1];
+    expect((await inspect(dumpable.pid!)).coreLimit).toBe(hard);
+    expect(await stop(dumpable)).toBe(0);
 
     // A caller's own tunables are kept and the trim threshold appended; MQTT_LB_NODE_FLAGS replaces the flags.
     // Seen through a stand-in `node` that prints what it was given (glibc rewrites a multi-tunable value in
