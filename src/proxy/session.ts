@@ -771,8 +771,13 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
         this.graceTimer = setTimeout(onGraceExpired, CLOSE_GRACE_MS, this, sock);
         return;
       }
+      // Given up with the server's answer still queued for the client: what it has not taken is lost, and a reset
+      // says so (a FIN after the kernel's part would end a truncated stream as if whole: a re-audit).
+      if (forClient > 0) resetOrDestroy(this.client);
     }
-    sock.destroy();
+    // Likewise for bytes queued for this side itself: given up on, they are never sent.
+    if (!sock.destroyed && sock.writableLength > 0) resetOrDestroy(sock);
+    else sock.destroy();
   }
 
   /**

@@ -441,6 +441,26 @@ describe.each(VARIANTS)('splice ($clients)', (variant) => {
     await bounded(server.closed, 'server side close');
   }, 30_000);
 
+  // A half-closed client that never reads: after 30 s without it taking a byte the download is given up with a reset,
+  // which drops what the kernel still held for it. Closed with a FIN instead, the balancer's socket lingered with
+  // megabytes queued, and the client, had it read again, got a truncated stream that ended as if whole (a re-audit).
+  // Once, on the default sockets: it takes the whole 30 s bound.
+  it.runIf(variant === VARIANTS[0])("after the client's FIN, a download the client never reads is given up after 30 s with a reset, not a FIN", async () => {
+    const { client, server } = await halfOpenSession();
+    client.pause();
+    client.end();
+    await bounded(server.ended, 'FIN at the server');
+    server.socket.write(randomBytes(16 * 1024 * 1024)); // more than the kernel buffers hold; the server stays open
+    await bounded(server.closed, 'server side given up', 40_000);
+    await sleep(200);
+    // The balancer's socket towards this client is gone at once: reset, not left sending its queue behind a FIN.
+    const lbSide = await new Promise<string>((resolve, reject) =>
+      execFile('ss', ['-tnH', 'state', 'all', `( sport = :${rig.port} and dport = :${client.localPort} )`], { timeout: 5000 }, (err, out) => (err ? reject(err) : resolve(out.trim()))),
+    );
+    expect(lbSide).toBe('');
+    client.destroy();
+  }, 60_000);
+
   // The client's FIN while the server writes continuously and reads nothing yet: the slow server still gets every
   // byte and then the FIN, with no reset, and what it sent meanwhile reaches the client. (With net.Socket, a
   // write after our FIN to the client destroyed it with EPIPE, and the session answered by resetting the server
