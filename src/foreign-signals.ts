@@ -7,6 +7,7 @@
  * SIGHUP, its stop SIGTERM). Installed first thing by cli.ts, and by every cluster worker (a signal to the process
  * group reaches them too): Node's own bootstrap, before any of our code runs, is the only window left.
  */
+import inspector from 'node:inspector';
 import { printErr } from './cli-output.js';
 
 interface SignalLog {
@@ -48,13 +49,34 @@ let installed = false;
 /** Replaces the default action of each foreign signal; idempotent. `silent`: ignore without a word (workers). */
 export function ignoreForeignSignals(options: { silent?: boolean } = {}): void {
   if (options.silent === true) quiet = true;
-  if (installed) return;
-  installed = true;
-  for (const s of foreignSignals()) process.on(s, onForeignSignal);
+  if (!installed) {
+    installed = true;
+    for (const s of foreignSignals()) process.on(s, onForeignSignal);
+  }
+  closeUnaskedInspector();
 }
 
 /** From now on an ignored signal is a log line (before a logger exists it is a line on stderr). */
 export function sayForeignSignalsTo(log: SignalLog): void {
   signalLog = log;
   lastSaidAt.clear(); // what was said on stderr is said once more where the operator now looks
+  closeUnaskedInspector();
+}
+
+/**
+ * A SIGUSR1 in the few dozen milliseconds before our first line opens Node's inspector, and it would stay open for
+ * the process's life (a re-audit): closed again here, unless the operator asked for it (`--inspect…` in the flags
+ * or NODE_OPTIONS). Checked when the handlers are installed and again once the log exists.
+ */
+function closeUnaskedInspector(): void {
+  if (inspector.url() === undefined) return;
+  // `--inspect`, `--inspect=…`, `--inspect-brk…`, `--inspect-wait…` open it; `--inspect-port` only says where.
+  const flags = [...process.execArgv, ...(process.env['NODE_OPTIONS'] ?? '').split(/\s+/)];
+  const asked = flags.some((a) => /^--inspect(?:-brk|-wait)?(?:=|$)/.test(a));
+  if (asked) return;
+  inspector.close();
+  if (quiet) return;
+  const detail = 'SIGUSR1 came before mqtt-lb could handle it and opened Node\'s inspector: closed again';
+  if (signalLog !== null) signalLog.warn({ signal: 'SIGUSR1', detail }, 'signal ignored');
+  else printErr(`mqtt-lb: SIGUSR1 ignored: ${detail}\n`);
 }

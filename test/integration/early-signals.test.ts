@@ -136,6 +136,37 @@ warmUp: 0
 });
 
 describe('signals other daemons use, while the balancer serves (src/foreign-signals.ts)', () => {
+  it('a SIGUSR1 before mqtt-lb could handle it opened the inspector: it is closed again, and said', async () => {
+    const broker = await startMosquitto();
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'mqtt-lb-inspector-'));
+    const [port, admin, inspectPort] = [await freePort(), await freePort(), await freePort()];
+    const file = path.join(dir, 'lb.yaml');
+    writeFileSync(file, `listeners:\n  - { name: mqtt, bind: 127.0.0.1:${port}, pool: p }\npools:\n  p:\n    servers: [{ name: m1, address: 127.0.0.1:${broker.port} }]\nadmin: { bind: 127.0.0.1:${admin} }\nwarmUp: 0\n`);
+    // Delivered before the first line of mqtt-lb, from a preloaded module that waits for the inspector to open.
+    const preload = path.join(dir, 'usr1-first.mjs');
+    writeFileSync(preload, `import inspector from 'node:inspector';\nprocess.kill(process.pid, 'SIGUSR1');\nfor (let i = 0; i < 100 && inspector.url() === undefined; i++) await new Promise((r) => setTimeout(r, 20));\n`);
+    const proc = spawn(process.execPath, [CLI, '--config', file], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, NODE_OPTIONS: `--inspect-port=127.0.0.1:${inspectPort} --import=${pathToFileURL(preload).href}` },
+    });
+    const s: Started = { proc, fifo: file, lines: [], exited: new Promise((resolve) => proc.on('exit', (code, signal) => resolve(code ?? (signal === null ? null : -1)))) };
+    let stderr = '';
+    proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    collectLogLines(proc.stdout!, s.lines);
+    cleanups.push(async () => {
+      proc.kill('SIGKILL');
+      await broker.stop();
+      rmSync(dir, { recursive: true, force: true });
+    });
+    await waitForLine(s, 'mqtt-lb started', 20_000);
+    expect(stderr).toContain(`Debugger listening on ws://127.0.0.1:${inspectPort}/`);
+    expect(stderr).toContain("mqtt-lb: SIGUSR1 ignored: SIGUSR1 came before mqtt-lb could handle it and opened Node's inspector: closed again");
+    const listening = spawnSync('ss', ['-tlnH', `( sport = :${inspectPort} )`], { encoding: 'utf8', timeout: 5000 }).stdout.trim();
+    expect(listening).toBe('');
+    proc.kill('SIGTERM');
+    expect(await s.exited).toBe(0);
+  }, 40_000);
+
   it('with workers, SIGUSR1, SIGUSR2, SIGQUIT and SIGALRM to the process group: no inspector, nobody dies, said once each', async () => {
     const broker = await startMosquitto();
     const dir = mkdtempSync(path.join(os.tmpdir(), 'mqtt-lb-foreign-'));
