@@ -107,6 +107,8 @@ const WORKERS = 'did you mean `workers`? processes, one per core with `workers: 
 const TO_POOL = 'did you mean `pool`? the name of the pool (under `pools`) this listener sends its clients to';
 const STATS = 'the status page is `/` on `admin.bind`, with `/metrics` and `/api/status` beside it; `admin.token` guards changes';
 const HEALTH_TIMEOUT = 'did you mean `timeout`? one bound for the whole probe: connect and answer';
+const NO_RESOLVERS = 'not needed: server names are resolved with the system resolver when dialled, an answer kept up to 30 s';
+const NO_MODE = 'no mode: mqtt-lb always proxies TCP and reads the MQTT CONNECT itself';
 const KEEPALIVED: Readonly<Record<string, string>> = {
   state: 'there is no initial state: the priority decides which host is master',
   nopreempt: 'did you mean `failover.preempt: false`?',
@@ -150,6 +152,8 @@ const FOREIGN_NOTES = new Map<readonly string[], Readonly<Record<string, string>
       sticktable: NO_STICK_TABLE,
       stick: NO_STICK_TABLE,
       port: 'the port is part of `address`; a health check on another port is `{pool}.health.port`',
+      resolvers: NO_RESOLVERS,
+      initaddr: 'not needed: a server whose name does not resolve at start is down until it does; the start goes on',
     },
   ],
   [
@@ -178,7 +182,9 @@ const FOREIGN_NOTES = new Map<readonly string[], Readonly<Record<string, string>
       timeoutqueue: ACCEPT_QUEUE_ONLY,
       timeout: 'HAProxy\'s `timeout connect` is `{pool}.serverConnectTimeout`, the check\'s `timeout check` is `{pool}.health.timeout`; the client and idle timeouts are in `limits`',
       defaultserver: 'no `default-server`: health checks are `{pool}.health`, the PROXY header `{pool}.sendProxyProtocol`',
-      mode: 'no mode: mqtt-lb always proxies TCP and reads the MQTT CONNECT itself',
+      mode: NO_MODE,
+      fullconn: 'not needed: caps do not scale with load here; `maxConnections` on each server',
+      resolvers: NO_RESOLVERS,
       option: 'HAProxy options are keys here: `option redispatch` is `{pool}.retries`, check options are under `{pool}.health`',
     },
   ],
@@ -190,6 +196,8 @@ const FOREIGN_NOTES = new Map<readonly string[], Readonly<Record<string, string>
       timeout: TIMEOUTS,
       timeoutclient: CLIENT_TIMEOUT,
       defaultbackend: TO_POOL,
+      mode: NO_MODE,
+      option: 'HAProxy options are keys here: `option tcplog` is `log.sessions: true`; the rest are under the pool (`retries`, `health`) and `limits`',
       usebackend: TO_POOL,
       crt: 'did you mean `tls.cert`? with `tls.key`: the certificate and the key are read from two files',
       ssl: 'did you mean `tls`? a mapping with `cert` and `key`',
@@ -223,7 +231,13 @@ const FOREIGN_NOTES = new Map<readonly string[], Readonly<Record<string, string>
     },
   ],
   [KEYS.admin, { stats: STATS, statsuri: STATS, statsenable: STATS, statsauth: 'did you mean `token`? a bearer token for the admin API', statssocket: STATS }],
-  [KEYS.log, { format: 'no format to choose: every line is JSON (pino); `log.sessions: true` adds one line per session, as HAProxy\'s `option tcplog`' }],
+  [
+    KEYS.log,
+    {
+      format: 'no format to choose: every line is JSON (pino); `log.sessions: true` adds one line per session, as HAProxy\'s `option tcplog`',
+      target: 'no target: lines go to stdout (the journal under systemd); send them on from there',
+    },
+  ],
   [KEYS.track, { weight: 'did you mean `failover.track.pools.weight`? what each pool with no server up takes off the priority' }],
   [
     KEYS.limits,

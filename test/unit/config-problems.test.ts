@@ -687,6 +687,29 @@ option: tcplog
     ]);
   });
 
+  it('more HAProxy words from a re-audit: mode and option on a listener, fullconn, resolvers, init-addr, log target', () => {
+    const text = `listeners:
+  - { name: a, bind: "127.0.0.1:1883", pool: p, mode: tcp, option: tcplog }
+pools:
+  p:
+    fullconn: 1000
+    resolvers: dns
+    servers:
+      - { name: s, address: "127.0.0.1:1883", resolvers: dns, init-addr: none }
+log:
+  target: syslog
+`;
+    expect(problems(text)).toEqual([
+      'lb.yaml:2:50 listeners[0].mode: unknown key `mode` (no mode: mqtt-lb always proxies TCP and reads the MQTT CONNECT itself)',
+      'lb.yaml:2:61 listeners[0].option: unknown key `option` (HAProxy options are keys here: `option tcplog` is `log.sessions: true`; the rest are under the pool (`retries`, `health`) and `limits`)',
+      'lb.yaml:5:5 pools.p.fullconn: unknown key `fullconn` (not needed: caps do not scale with load here; `maxConnections` on each server)',
+      'lb.yaml:6:5 pools.p.resolvers: unknown key `resolvers` (not needed: server names are resolved with the system resolver when dialled, an answer kept up to 30 s)',
+      'lb.yaml:8:47 pools.p.servers[0].resolvers: unknown key `resolvers` (not needed: server names are resolved with the system resolver when dialled, an answer kept up to 30 s)',
+      'lb.yaml:8:63 pools.p.servers[0].init-addr: unknown key `init-addr` (not needed: a server whose name does not resolve at start is down until it does; the start goes on)',
+      'lb.yaml:10:3 log.target: unknown key `target` (no target: lines go to stdout (the journal under systemd); send them on from there)',
+    ]);
+  });
+
   it('a pool key indented as a pool name (`servers:` one level too shallow) says where it belongs', () => {
     const text = `listeners:\n  - { name: a, bind: "0.0.0.0:1883", pool: brokers }\npools:\n  brokers:\n  servers:\n    - { name: b1, address: "10.0.0.1:1883" }\n`;
     expect(problems(text)).toEqual([
