@@ -700,8 +700,8 @@ log:
   target: syslog
 `;
     expect(problems(text)).toEqual([
-      'lb.yaml:2:50 listeners[0].mode: unknown key `mode` (no mode: mqtt-lb always proxies TCP and reads the MQTT CONNECT itself)',
-      'lb.yaml:2:61 listeners[0].option: unknown key `option` (HAProxy options are keys here: `option tcplog` is `log.sessions: true`; the rest are under the pool (`retries`, `health`) and `limits`)',
+      'lb.yaml:2:49 listeners[0].mode: unknown key `mode` (no mode: mqtt-lb always proxies TCP and reads the MQTT CONNECT itself)',
+      'lb.yaml:2:60 listeners[0].option: unknown key `option` (HAProxy options are keys here: `option tcplog` is `log.sessions: true`; the rest are under the pool (`retries`, `health`) and `limits`)',
       'lb.yaml:5:5 pools.p.fullconn: unknown key `fullconn` (not needed: caps do not scale with load here; `maxConnections` on each server)',
       'lb.yaml:6:5 pools.p.resolvers: unknown key `resolvers` (not needed: server names are resolved with the system resolver when dialled, an answer kept up to 30 s)',
       'lb.yaml:8:47 pools.p.servers[0].resolvers: unknown key `resolvers` (not needed: server names are resolved with the system resolver when dialled, an answer kept up to 30 s)',
