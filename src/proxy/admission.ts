@@ -117,12 +117,13 @@ interface Held {
  * its CONNECT at once, so this is only reached by connections that stay silent (SlowITe, reliability cases 58
  * and 63): without it, per-source limits counted sessions only, and one address could hold every slot of a
  * listener for clientConnectTimeout, again and again. The cap follows the per-source limit that is set: twice
- * the connection cap (clients that arrive together beyond the cap still get their CONNACK 0x97 rather than a
- * silent close), else one second of the CONNECT rate (its burst).
+ * the connection cap, else twice one second of the CONNECT rate (its burst): clients that arrive together beyond
+ * the limit still get their CONNACK (0x97, 0x9F) rather than a silent close (with one burst's worth, a gateway's
+ * devices past the rate were closed unanswered: a docs audit).
  */
 export function pendingCap(perSource: LimitsConfig['perSource']): number {
   if (perSource.maxConnections > 0) return 2 * perSource.maxConnections;
-  if (perSource.connectRate > 0) return sourceBurst(perSource.connectRate);
+  if (perSource.connectRate > 0) return 2 * sourceBurst(perSource.connectRate);
   return 0;
 }
 

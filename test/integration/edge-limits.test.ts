@@ -541,6 +541,41 @@ describe('caps answered in MQTT and freed', () => {
     await lb.stop();
   });
 
+  it('rate_limited: a burst past the rate, all at once, is answered 0x9F too, not closed unanswered (a gateway reconnecting)', async () => {
+    const { lb, admin, ports } = await startWith({ limits: '  clientConnectTimeout: 2s\n  perSource: { connectRate: 5 }\n' });
+    const port = ports.mqtt!;
+    // Eight connections open before any sends its CONNECT, then all CONNECTs at once.
+    const sockets = await Promise.all(Array.from({ length: 8 }, () => connectRaw(port)));
+    const answers = await Promise.all(
+      sockets.map(
+        (s, i) =>
+          new Promise<number | null>((resolve) => {
+            let buf = Buffer.alloc(0);
+            const t = setTimeout(() => resolve(null), 3000);
+            s.on('data', (d: Buffer) => {
+              buf = Buffer.concat([buf, d]);
+              const p = parsePackets(buf, 5)[0];
+              if (p?.cmd === 'connack') {
+                clearTimeout(t);
+                resolve(p.reasonCode ?? 0);
+              }
+            });
+            s.on('error', () => {});
+            s.on('close', () => {
+              clearTimeout(t);
+              resolve(null);
+            });
+            s.write(connectPacket({ clientId: `burst-${i}`, protocolVersion: 5 }));
+          }),
+      ),
+    );
+    for (const s of sockets) s.destroy();
+    expect(answers.filter((c) => c === 0)).toHaveLength(5);
+    expect(answers.filter((c) => c === 0x9f)).toHaveLength(3);
+    expect(await rejectedCount(admin, 'mqtt', 'rate_limited')).toBe(3);
+    await lb.stop();
+  });
+
   it('accept_queue_full: beyond acceptQueue refused 0x9F / rc 3; queued clients wait and get through at the rate', async () => {
     const { lb, admin, ports } = await startWith({ limits: '  clientConnectTimeout: 5s\n  acceptRate: 1\n  acceptQueue: 1\n' });
     const port = ports.mqtt!;

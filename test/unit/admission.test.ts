@@ -227,11 +227,12 @@ describe('Admission', () => {
     expect(a.trackedSources).toBe(1); // 10.0.0.2 still pending
   });
 
-  it('pending cap: twice the connection cap, else a second of the CONNECT rate, else none', () => {
+  it('pending cap: twice the connection cap, else twice a second of the CONNECT rate, else none', () => {
     expect(pendingCap({ maxConnections: 3, connectRate: 50, exempt: [] })).toBe(6);
-    expect(pendingCap({ maxConnections: 0, connectRate: 2.5, exempt: [] })).toBe(sourceBurst(2.5));
+    expect(pendingCap({ maxConnections: 0, connectRate: 2.5, exempt: [] })).toBe(2 * sourceBurst(2.5));
     expect(pendingCap({ maxConnections: 0, connectRate: 0, exempt: [] })).toBe(0);
     const rateOnly = make(limits({ perSource: { connectRate: 1 } }));
+    expect(rateOnly.arrive(new Ticket())).toBeNull();
     expect(rateOnly.arrive(new Ticket())).toBeNull();
     expect(rateOnly.arrive(new Ticket())).toBe('rate_limited');
     rateOnly.close();
