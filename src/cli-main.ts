@@ -6,6 +6,7 @@
  *   mqtt-lb keygen                      print a new failover key
  */
 import os from 'node:os';
+import { statSync } from 'node:fs';
 import { parseConfig, readConfigFile, type ConfigText, type ParseOutcome } from './config/load.js';
 import { formatProblem } from './errors.js';
 import { VERSION } from './version.js';
@@ -126,6 +127,16 @@ function problemLines(outcome: ParseOutcome): string {
   return outcome.problems.map((p) => formatProblem(p) + '\n').join('');
 }
 
+/** Who besides its owner may change the config file: null, 'its group' or 'others' (a security audit). */
+function configWriters(file: string): string | null {
+  try {
+    const mode = statSync(file).mode;
+    return (mode & 0o002) !== 0 ? `others (mode ${(mode & 0o777).toString(8)})` : (mode & 0o020) !== 0 ? `its group (mode ${(mode & 0o777).toString(8)})` : null;
+  } catch {
+    return null;
+  }
+}
+
 async function check(file: string): Promise<number> {
   const outcome = parseFile(file, true);
   if (typeof outcome === 'string') {
@@ -149,6 +160,8 @@ async function check(file: string): Promise<number> {
     }
     for (const w of budget.warnings) printErr(`warning: ${prefix}${w}\n`);
     for (const w of workerShareWarnings(outcome.config, workers, os.availableParallelism())) printErr(`warning: ${w}\n`);
+    const writers = configWriters(file);
+    if (writers !== null) printErr(`warning: ${file} is writable by ${writers}: whoever can write it controls this balancer, and runs commands with its rights (failover.notify, track scripts) at the next reload (chmod go-w)\n`);
     // Host names, resolved here as a start would: binds that would fail, servers that would be down.
     const resolved = await resolveFindings(outcome.config);
     for (const w of resolved.warnings) printErr(`warning: ${w}\n`);

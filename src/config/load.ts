@@ -369,6 +369,7 @@ function checkFiles(files: FileRef[], out: ProblemCollector, config: LbConfig): 
     else if (checkFile(f, out)) usable.set(f.path, f);
   }
   checkTlsMaterial(usable, out, config);
+  for (const [path, ref] of usable) if (/^listeners\[\d+\]\.tls\.key$/.test(path)) checkKeyReaders(ref, out);
   checkFailoverKey(usable.get('failover.authKeyFile'), out);
   checkScriptSecurity(usable.get('failover.notify'), out, 'hook');
   for (const [path, ref] of usable) if (/^failover\.track\.scripts\[\d+\]\.command$/.test(path)) checkScriptSecurity(ref, out, 'script');
@@ -413,6 +414,15 @@ function checkScriptSecurity(ref: FileRef | undefined, out: ProblemCollector, wh
   if (ref === undefined) return;
   const why = scriptInsecurity(ref.resolved);
   if (why !== null) out.error(ref.at, ref.path, `${why}: whoever can change the ${what} runs commands with this process's privileges (chmod go-w, chown root)`);
+}
+
+/**
+ * A TLS private key that every user of the host may read (a security audit: 0644 passed without a word, where the
+ * failover key gets a warning). Group-readable is left alone: Debian's keys are 0640 root:ssl-cert.
+ */
+function checkKeyReaders(ref: FileRef, out: ProblemCollector): void {
+  const mode = statSync(ref.resolved).mode;
+  if ((mode & 0o004) !== 0) out.warn(ref.at, ref.path, `is readable by every user of this host (mode ${(mode & 0o777).toString(8)}): anyone can impersonate this listener with it (chmod o-r)`);
 }
 
 /** The failover key file holds what start needs: one base64 line of 32 bytes (src/failover/key.ts). */

@@ -1,6 +1,6 @@
 /** The mqtt-lb command as users run it (design.md §3): check, keygen, exit codes. */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -54,6 +54,18 @@ describe('mqtt-lb CLI', () => {
     const r = run(['check', '--config', 'lb.yaml']);
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
+  });
+
+  it('check warns when the config file is writable by its group or others (whoever writes it runs commands as the service)', () => {
+    const f = file('shared.yaml', `listeners:\n  - { name: mqtt, bind: "127.0.0.1:1883", pool: p }\npools:\n  p:\n    servers: [{ name: b1, address: "127.0.0.1:1883" }]\n`);
+    chmodSync(f, 0o666);
+    const open = run(['check', '--config', f]);
+    expect(open.status).toBe(0);
+    expect(open.stderr).toContain(`warning: ${f} is writable by others (mode 666): whoever can write it controls this balancer, and runs commands with its rights (failover.notify, track scripts) at the next reload (chmod go-w)`);
+    chmodSync(f, 0o664);
+    expect(run(['check', '--config', f]).stderr).toContain(`warning: ${f} is writable by its group (mode 664)`);
+    chmodSync(f, 0o644);
+    expect(run(['check', '--config', f]).stderr).not.toContain('is writable by');
   });
 
   it('check resolves host names as a start would: a listener name that does not resolve is an error, a server one a warning', () => {

@@ -52,7 +52,7 @@ describe('files named by the config', () => {
     mkdirSync(join(dir, 'certs'), { recursive: true });
     mkdirSync(join(dir, 'hooks'), { recursive: true });
     writeFileSync(join(dir, 'certs/server.crt'), pki.read(pki.serverCert));
-    writeFileSync(join(dir, 'certs/server.key'), pki.read(pki.serverKey));
+    writeFileSync(join(dir, 'certs/server.key'), pki.read(pki.serverKey), { mode: 0o600 });
     writeFileSync(join(dir, 'ca.crt'), pki.read(pki.caCert));
     writeFileSync(join(dir, 'failover.key'), `${generateKey()}\n`);
     writeFileSync(join(dir, 'hooks/notify.sh'), '#!/bin/sh\n');
@@ -247,6 +247,19 @@ describe('files named by the config', () => {
     ]);
     // A master: its own address and the VIP.
     expect(parseConfig(CONFIG, file, { checkFiles: true, hostAddresses: new Map([['eth0', ['10.0.0.1', '192.0.2.10']]]) }).warnings).toEqual([]);
+  });
+
+  it('warns when a TLS private key is readable by every user of the host (not when by its group: ssl-cert)', () => {
+    createAll();
+    chmodSync(join(dir, 'failover.key'), 0o600);
+    const file = join(dir, 'lb.yaml');
+    const host = new Map([['eth0', ['10.0.0.1']]]);
+    chmodSync(join(dir, 'certs/server.key'), 0o644);
+    expect(parseConfig(CONFIG, file, { checkFiles: true, hostAddresses: host }).warnings).toEqual([
+      `${file}:7:12 listeners[0].tls.key: is readable by every user of this host (mode 644): anyone can impersonate this listener with it (chmod o-r)`,
+    ]);
+    chmodSync(join(dir, 'certs/server.key'), 0o640);
+    expect(parseConfig(CONFIG, file, { checkFiles: true, hostAddresses: host }).warnings).toEqual([]);
   });
 
   it('warns when the failover key file is readable by group or others', () => {
