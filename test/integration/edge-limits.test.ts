@@ -48,6 +48,28 @@ async function connectAt(port: number, clientId: string, level: Level, waitMs = 
   });
 }
 
+/** Send an MQTT 5 CONNECT on an open socket: its CONNACK reason code, or null when closed (or silent for 3 s) without one. */
+function connackCodeOf(s: net.Socket, clientId: string): Promise<number | null> {
+  return new Promise((resolve) => {
+    let buf = Buffer.alloc(0);
+    const t = setTimeout(() => resolve(null), 3000);
+    s.on('error', () => {});
+    s.on('data', (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      const p = parsePackets(buf, 5)[0];
+      if (p?.cmd === 'connack') {
+        clearTimeout(t);
+        resolve(p.reasonCode ?? 0);
+      }
+    });
+    s.on('close', () => {
+      clearTimeout(t);
+      resolve(null);
+    });
+    s.write(connectPacket({ clientId, protocolVersion: 5 }));
+  });
+}
+
 /** A refused client: the CONNACK code, and the LB closed the connection after it. */
 async function refusedWith(port: number, clientId: string, level: Level): Promise<number | null> {
   const r = await connectAt(port, clientId, level);
@@ -500,20 +522,7 @@ describe('caps answered in MQTT and freed', () => {
         s.once('error', reject);
       })));
       await sleep(100);
-      const codes = await Promise.all(sockets.map((s, i) => new Promise<number | null>((resolve) => {
-        let buf = Buffer.alloc(0);
-        const t = setTimeout(() => resolve(null), 3000);
-        s.on('error', () => {});
-        s.on('data', (d: Buffer) => {
-          buf = Buffer.concat([buf, d]);
-          const p = parsePackets(buf, 5)[0];
-          if (p?.cmd === 'connack') {
-            clearTimeout(t);
-            resolve(p.reasonCode ?? 0);
-          }
-        });
-        s.write(connectPacket({ clientId: `${prefix}-${i}`, protocolVersion: 5 }));
-      })));
+      const codes = await Promise.all(sockets.map((s, i) => connackCodeOf(s, `${prefix}-${i}`)));
       for (const s of sockets) s.destroy();
       return codes.sort((a, b) => (a ?? -1) - (b ?? -1));
     };
@@ -546,29 +555,7 @@ describe('caps answered in MQTT and freed', () => {
     const port = ports.mqtt!;
     // Eight connections open before any sends its CONNECT, then all CONNECTs at once.
     const sockets = await Promise.all(Array.from({ length: 8 }, () => connectRaw(port)));
-    const answers = await Promise.all(
-      sockets.map(
-        (s, i) =>
-          new Promise<number | null>((resolve) => {
-            let buf = Buffer.alloc(0);
-            const t = setTimeout(() => resolve(null), 3000);
-            s.on('data', (d: Buffer) => {
-              buf = Buffer.concat([buf, d]);
-              const p = parsePackets(buf, 5)[0];
-              if (p?.cmd === 'connack') {
-                clearTimeout(t);
-                resolve(p.reasonCode ?? 0);
-              }
-            });
-            s.on('error', () => {});
-            s.on('close', () => {
-              clearTimeout(t);
-              resolve(null);
-            });
-            s.write(connectPacket({ clientId: `burst-${i}`, protocolVersion: 5 }));
-          }),
-      ),
-    );
+    const answers = await Promise.all(sockets.map((s, i) => connackCodeOf(s, `burst-${i}`)));
     for (const s of sockets) s.destroy();
     expect(answers.filter((c) => c === 0)).toHaveLength(5);
     expect(answers.filter((c) => c === 0x9f)).toHaveLength(3);
