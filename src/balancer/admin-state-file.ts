@@ -40,14 +40,15 @@ export function parseAdminStates(text: string): AdminStateEntry[] {
   }
   if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw new Error('not a JSON object');
   const { version, servers } = doc as { version?: unknown; servers?: unknown };
-  if (version !== FORMAT_VERSION) throw new Error(`version ${JSON.stringify(version)}: this mqtt-lb reads version ${FORMAT_VERSION}`);
+  // The file's values are not quoted (it may be another program's, holding secrets): only what was expected.
+  if (version !== FORMAT_VERSION) throw new Error(`not version ${FORMAT_VERSION}, the one this mqtt-lb reads`);
   if (!Array.isArray(servers)) throw new Error('`servers` is not a list');
   return servers.map((item: unknown, i) => {
     const e = item as Partial<Record<keyof AdminStateEntry, unknown>> | null;
     if (typeof e !== 'object' || e === null || typeof e.pool !== 'string' || typeof e.server !== 'string') {
       throw new Error(`servers[${i}]: needs \`pool\` and \`server\` strings`);
     }
-    if (e.admin !== 'drain' && e.admin !== 'maint') throw new Error(`servers[${i}]: \`admin\` must be "drain" or "maint" (got ${JSON.stringify(e.admin)})`);
+    if (e.admin !== 'drain' && e.admin !== 'maint') throw new Error(`servers[${i}]: \`admin\` must be "drain" or "maint"`);
     return { pool: e.pool, server: e.server, admin: e.admin };
   });
 }

@@ -197,5 +197,6 @@ export function parseHttpUrl(s: string): Parsed<string> {
  * a typo in the port is when a key would otherwise land in the journal or a CI log; a security audit).
  */
 export function withoutCredentials(s: string): string {
-  return s.replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^/?#]*@/, '$1***@');
+  // With its scheme or without one (`user:key@host:18083/...`, which is refused for that very reason).
+  return s.replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)?[^/?#]*@/, (_m, scheme: string | undefined) => `${scheme ?? ''}***@`);
 }

@@ -423,7 +423,7 @@ admin:
       const out = parseConfig(withStateFile(`${shared}/admin.json`), file, { checkFiles: true });
       expect(out.problems).toEqual([]);
       expect(out.warnings).toEqual([
-        `${file}:6:14 admin.stateFile: the directory of \`${shared}/admin.json\` is writable by ${who} (mode ${mode.toString(8)}): whoever can write there can choose the servers' admin states at the next start; use a directory of this service's own (systemd's StateDirectory=)`,
+        `${file}:6:14 admin.stateFile: the directory of \`${shared}/admin.json\` is writable by ${who} (mode ${mode.toString(8)}): whoever can write there can choose the servers' admin states at the next start, or stop it (a directory at that name); use a directory of this service's own (systemd's StateDirectory=)`,
       ]);
     }
   });

@@ -109,6 +109,7 @@ describe('parseHttpUrl', () => {
       'ftp://emqx:SECRETU2@10.0.0.11/status',
       'https://emqx:SECRET@U3@bad host/x',
       'http://SECRETU4@/nohost',
+      'user:SECRETU5@127.0.0.1:20001/ok', // no scheme
     ].map((t) => parseHttpUrl(t));
     for (const r of refused) {
       expect(r.ok).toBe(false);
