@@ -710,6 +710,14 @@ log:
     ]);
   });
 
+  it('HAProxy sections and words at the top level: mode, fullconn, resolvers', () => {
+    expect(problems(`${PREFIX}mode: tcp\nfullconn: 100\nresolvers: { dns: {} }\n`)).toEqual([
+      'lb.yaml:8:1 mode: unknown key `mode` (no mode: mqtt-lb always proxies TCP and reads the MQTT CONNECT itself)',
+      'lb.yaml:9:1 fullconn: unknown key `fullconn` (not needed: caps do not scale with load here; `maxConnections` on each server, `limits.maxConnections` in all)',
+      'lb.yaml:10:1 resolvers: unknown key `resolvers` (not needed: server names are resolved with the system resolver when dialled, an answer kept up to 30 s)',
+    ]);
+  });
+
   it('a pool key indented as a pool name (`servers:` one level too shallow) says where it belongs', () => {
     const text = `listeners:\n  - { name: a, bind: "0.0.0.0:1883", pool: brokers }\npools:\n  brokers:\n  servers:\n    - { name: b1, address: "10.0.0.1:1883" }\n`;
     expect(problems(text)).toEqual([
