@@ -7,6 +7,7 @@
  */
 import os from 'node:os';
 import { statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { parseConfig, readConfigFile, type ConfigText, type ParseOutcome } from './config/load.js';
 import { formatProblem } from './errors.js';
 import { VERSION } from './version.js';
@@ -127,11 +128,21 @@ function problemLines(outcome: ParseOutcome): string {
   return outcome.problems.map((p) => formatProblem(p) + '\n').join('');
 }
 
-/** Who besides its owner may change the config file: null, 'its group' or 'others' (a security audit). */
+/**
+ * Who besides root and this user may change the config file (a security audit): its group or others by its mode, an
+ * owner who is neither, or anyone who may replace it in its directory (writable by others, not sticky). Null: no one.
+ */
 function configWriters(file: string): string | null {
   try {
-    const mode = statSync(file).mode;
-    return (mode & 0o002) !== 0 ? `others (mode ${(mode & 0o777).toString(8)})` : (mode & 0o020) !== 0 ? `its group (mode ${(mode & 0o777).toString(8)})` : null;
+    const me = process.geteuid?.() ?? 0;
+    const st = statSync(file);
+    const mode = (st.mode & 0o777).toString(8);
+    if ((st.mode & 0o002) !== 0) return `others (mode ${mode})`;
+    if ((st.mode & 0o020) !== 0) return `its group (mode ${mode})`;
+    if (st.uid !== 0 && st.uid !== me) return `its owner, uid ${st.uid}, neither root nor this user`;
+    const dir = statSync(dirname(resolve(file)));
+    if ((dir.mode & 0o002) !== 0 && (dir.mode & 0o1000) === 0) return `anyone who replaces it in its directory (mode ${(dir.mode & 0o7777).toString(8)})`;
+    return null;
   } catch {
     return null;
   }

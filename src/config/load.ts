@@ -499,7 +499,9 @@ function checkStateFile(f: FileRef, out: ProblemCollector, files: readonly FileR
     accessSync(dir, constants.W_OK | constants.X_OK);
     // Whoever may write there may put a file of their own at that name before a start, and so choose which servers
     // start drained or in maintenance (a security audit: a shared /tmp or a group-writable directory).
-    if ((st.mode & 0o022) !== 0) out.warn(f.at, f.path, `the directory of ${shown} is writable by ${(st.mode & 0o002) !== 0 ? 'others' : 'its group'} (mode ${(st.mode & 0o7777).toString(8)}): whoever can write there can choose the servers' admin states at the next start, or stop it (a directory at that name); use a directory of this service's own (systemd's StateDirectory=)`);
+    const me = process.geteuid?.() ?? 0;
+    const writers = (st.mode & 0o002) !== 0 ? 'others' : (st.mode & 0o020) !== 0 ? 'its group' : st.uid !== 0 && st.uid !== me ? `its owner, uid ${st.uid} (neither root nor this user)` : null;
+    if (writers !== null) out.warn(f.at, f.path, `the directory of ${shown} is writable by ${writers} (mode ${(st.mode & 0o7777).toString(8)}): whoever can write there can choose the servers' admin states at the next start, or stop it (a directory at that name); use a directory of this service's own (systemd's StateDirectory=)`);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     return out.error(f.at, f.path, code === 'ENOENT' ? `the directory of ${shown} does not exist` : `the directory of ${shown} is not writable (${code ?? 'error'}): mqtt-lb writes the file there`);

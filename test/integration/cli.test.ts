@@ -1,6 +1,6 @@
 /** The mqtt-lb command as users run it (design.md §3): check, keygen, exit codes. */
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -66,6 +66,17 @@ describe('mqtt-lb CLI', () => {
     expect(run(['check', '--config', f]).stderr).toContain(`warning: ${f} is writable by its group (mode 664)`);
     chmodSync(f, 0o644);
     expect(run(['check', '--config', f]).stderr).not.toContain('is writable by');
+    // In a directory anyone may write (not sticky), anyone may replace it.
+    const open777 = mkdtempSync(path.join(dir, 'open-'));
+    chmodSync(open777, 0o777);
+    const inOpen = path.join(open777, 'lb.yaml');
+    writeFileSync(inOpen, readFileSync(f));
+    expect(run(['check', '--config', inOpen]).stderr).toContain(`warning: ${inOpen} is writable by anyone who replaces it in its directory (mode 777)`);
+    if (process.getuid?.() === 0) {
+      // Owned by another user (as root here: chown works).
+      chownSync(f, 65534, 65534);
+      expect(run(['check', '--config', f]).stderr).toContain(`warning: ${f} is writable by its owner, uid 65534, neither root nor this user`);
+    }
   });
 
   it('check resolves host names as a start would: a listener name that does not resolve is an error, a server one a warning', () => {

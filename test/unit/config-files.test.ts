@@ -1,6 +1,6 @@
 /** Files named by lb.yaml (TLS, failover key, notify hook) must exist when files are checked. */
 import { generateKeyPairSync } from 'node:crypto';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -416,6 +416,15 @@ admin:
 
   it('in a directory others (or its group) may write: a warning, since they could choose the admin states', () => {
     const file = join(dir, 'lb.yaml');
+    if (process.getuid?.() === 0) {
+      // Owned by another user, however its mode reads.
+      const theirs = join(dir, 'theirs');
+      mkdirSync(theirs, { mode: 0o755 });
+      chownSync(theirs, 65534, 65534);
+      expect(parseConfig(withStateFile(`${theirs}/admin.json`), file, { checkFiles: true }).warnings).toEqual([
+        `${file}:6:14 admin.stateFile: the directory of \`${theirs}/admin.json\` is writable by its owner, uid 65534 (neither root nor this user) (mode 755): whoever can write there can choose the servers' admin states at the next start, or stop it (a directory at that name); use a directory of this service's own (systemd's StateDirectory=)`,
+      ]);
+    }
     for (const [mode, who] of [[0o1777, 'others'], [0o770, 'its group']] as const) {
       const shared = join(dir, `shared-${mode.toString(8)}`);
       mkdirSync(shared);
