@@ -257,10 +257,12 @@ main().then(
   },
   (err) => {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'EMFILE' || code === 'ENFILE') {
-      // Loading the modules opens each file: an open-file limit of a few dozen fails there, before the budget check
-      // (fd-budget.ts) that names the limit needed; said in its words, not as a stack trace (an audit, `ulimit -n 40`).
-      printErr(`mqtt-lb: cannot start (MQLB_START_FD_LIMIT): the open-file limit is too low even to load mqtt-lb (${code}): raise it (ulimit -n, systemd LimitNOFILE) to a few thousand at least\n`);
+    // Loading the modules opens each file: an open-file limit of a few dozen fails there, before the budget check
+    // (fd-budget.ts) that names the limit needed; said in its words, not as a stack trace (an audit, `ulimit -n 40`).
+    // Node reports it as EMFILE, or as a module not found when the lookup itself hit the limit (seen in CI).
+    const limit = code === 'ERR_MODULE_NOT_FOUND' ? openFileLimit() : null;
+    if (code === 'EMFILE' || code === 'ENFILE' || (limit !== null && limit < 128)) {
+      printErr(`mqtt-lb: cannot start (MQLB_START_FD_LIMIT): the open-file limit${limit !== null ? ` ${limit}` : ''} is too low even to load mqtt-lb (${code}): raise it (ulimit -n, systemd LimitNOFILE) to a few thousand at least\n`);
     } else {
       printErr(`mqtt-lb: ${(err as Error).stack ?? String(err)}\n`);
     }
