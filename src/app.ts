@@ -19,7 +19,7 @@ import { Evictor } from './health/eviction.js';
 import { Listener, explainHandOver, probeBind } from './proxy/listener.js';
 import type { ProxyContext, ListenerStats } from './proxy/context.js';
 import type { ClientSession } from './proxy/session.js';
-import { budgetForConfig, clampsToSay, listenerCaps, type ListenerCaps } from './proxy/fd-budget.js';
+import { budgetForConfig, clampsToSay, listenerCaps, movedByOnePercent, type ListenerCaps } from './proxy/fd-budget.js';
 import { buildFront } from './proxy/front.js';
 import { Admission } from './proxy/admission.js';
 import { OverloadGuard } from './proxy/overload-guard.js';
@@ -682,10 +682,8 @@ export class App implements TelemetrySource, AdminActions {
       l.reconfigure(lc, listenerCaps(budget, name, lc.maxConnections));
       l.setFront(...fronts.get(name)!);
       if (moved) this.log.info({ listener: name, bind: lc.bind }, 'listener moved by reload');
-      // The guard follows the descriptor budget, so a change elsewhere (another listener, pool sizes) moves it too;
-      // by a descriptor or two per server added or removed, which is not worth a line (a re-audit), 1 % is.
-      const guardMoved = Math.abs(l.acceptGuard - before.acceptGuard) >= Math.max(1, before.acceptGuard * 0.01);
-      if (before.maxConnections !== l.maxConnections || guardMoved) {
+      // The guard follows the descriptor budget, so a change elsewhere (another listener, pool sizes) moves it too.
+      if (before.maxConnections !== l.maxConnections || movedByOnePercent(before.acceptGuard, l.acceptGuard)) {
         this.log.info({ listener: name, maxConnections: l.maxConnections, acceptGuard: l.acceptGuard, was: before }, 'listener limits changed by reload');
       }
     }

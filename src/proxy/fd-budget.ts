@@ -45,8 +45,8 @@ export interface Budget {
    */
   listenerHard: Map<string, number>;
   warnings: string[];
-  /** What each warning lowered (the key and its configured value, e.g. `limits.maxConnections 20000`) and to what: the order of `warnings`. */
-  clamps: Array<{ key: string; to: number }>;
+  /** Each clamp among `warnings`: what it lowered (the key and its configured value, e.g. `limits.maxConnections 20000`), to what, and its warning. */
+  clamps: Clamp[];
   /** Set when the open-file limit leaves room for no session at all: the message to refuse the config with. */
   noRoom: string | null;
 }
@@ -85,9 +85,15 @@ function smallestUsable(listeners: number, globalMax: number): number {
   }
 }
 
+export interface Clamp {
+  key: string;
+  to: number;
+  warning: string;
+}
+
 export function clampToBudget(input: BudgetInput): Budget {
   const warnings: string[] = [];
-  const clamps: Array<{ key: string; to: number }> = [];
+  const clamps: Clamp[] = [];
   const listenerMax = new Map<string, number>();
   const listenerHard = new Map<string, number>();
   if (input.fileLimit === null) {
@@ -99,8 +105,9 @@ export function clampToBudget(input: BudgetInput): Budget {
   const sessions = Math.floor(usable / DESCRIPTORS_PER_SESSION);
   let globalMax = input.globalMax;
   if (globalMax > sessions) {
-    clamps.push({ key: `limits.maxConnections ${globalMax}`, to: sessions });
-    warnings.push(`limits.maxConnections ${globalMax} clamped to ${sessions}: the open-file limit is ${limit} and each session needs two descriptors, plus 5 % for refused clients and a reserve for probes and the admin port`);
+    const warning = `limits.maxConnections ${globalMax} clamped to ${sessions}: the open-file limit is ${limit} and each session needs two descriptors, plus 5 % for refused clients and a reserve for probes and the admin port`;
+    clamps.push({ key: `limits.maxConnections ${globalMax}`, to: sessions, warning });
+    warnings.push(warning);
     globalMax = sessions;
   }
   let caps = input.listeners.map((l) => Math.min(l.maxConnections, sessions));
@@ -129,14 +136,14 @@ export function clampToBudget(input: BudgetInput): Budget {
   }
   input.listeners.forEach((l, i) => {
     if (caps[i]! >= l.maxConnections) return;
-    clamps.push({ key: `listener ${l.name} maxConnections ${l.maxConnections}`, to: caps[i]! });
-    warnings.push(
+    const warning =
       shared && caps[i] === globalMax && l.maxConnections > globalMax
         ? `listeners[${i}].maxConnections (listener ${l.name}) ${l.maxConnections} lowered to ${caps[i]}: it holds no more sessions than limits.maxConnections, and the client sockets of every listener must fit the open-file limit ${limit}`
         : shared
         ? `listeners[${i}].maxConnections (listener ${l.name}) ${l.maxConnections} lowered to ${caps[i]}: the client sockets of every listener (with room to refuse in MQTT) and a server socket per session must fit the open-file limit ${limit}`
-        : `listeners[${i}].maxConnections (listener ${l.name}) ${l.maxConnections} clamped to ${caps[i]}: the open-file limit is ${limit} and each session needs two descriptors, plus 5 % for refused clients and a reserve for probes and the admin port`,
-    );
+        : `listeners[${i}].maxConnections (listener ${l.name}) ${l.maxConnections} clamped to ${caps[i]}: the open-file limit is ${limit} and each session needs two descriptors, plus 5 % for refused clients and a reserve for probes and the admin port`;
+    clamps.push({ key: `listener ${l.name} maxConnections ${l.maxConnections}`, to: caps[i]!, warning });
+    warnings.push(warning);
   });
   input.listeners.forEach((l, i) => listenerMax.set(l.name, caps[i]!));
   // What the worst case leaves of the client sockets' room goes to the listeners' guards, in equal shares: a storm
@@ -185,17 +192,25 @@ export function budgetForConfig(config: Pick<LbConfig, 'limits' | 'listeners' | 
  * value moved by 1 % or more. The reserve for probes moves a clamp by a descriptor or two per server a reload adds
  * or removes; a soak saw 9,429 and 9,428 said at every reload. Returns the warnings and what counts as said now.
  */
-export function clampsToSay(before: ReadonlyMap<string, number>, budget: Pick<Budget, 'clamps' | 'warnings'>): { say: string[]; said: Map<string, number> } {
+export function clampsToSay(before: ReadonlyMap<string, number>, budget: Pick<Budget, 'clamps'>): { say: string[]; said: Map<string, number> } {
   const say: string[] = [];
   const said = new Map<string, number>();
-  budget.clamps.forEach(({ key, to }, i) => {
+  for (const { key, to, warning } of budget.clamps) {
     const was = before.get(key);
-    if (was !== undefined && Math.abs(to - was) < Math.max(1, was * 0.01)) {
+    if (was !== undefined && !movedByOnePercent(was, to)) {
       said.set(key, was);
-      return;
+      continue;
     }
     said.set(key, to);
-    say.push(budget.warnings[i]!);
-  });
+    say.push(warning);
+  }
   return { say, said };
+}
+
+/**
+ * Whether a budget figure moved enough to say again: by 1 % or more (at least 1). The probe reserve moves clamps and
+ * accept guards by a descriptor or two per server a reload adds or removes, which is not worth a line.
+ */
+export function movedByOnePercent(was: number, now: number): boolean {
+  return Math.abs(now - was) >= Math.max(1, was * 0.01);
 }
