@@ -39,3 +39,24 @@ export async function waitForPidFile(file: string, timeoutMs = 5000): Promise<nu
     await new Promise((r) => setTimeout(r, 10));
   }
 }
+
+/** The `pid` of the `mqtt-lb started` log line in `output()`, polled every 50 ms up to `timeoutMs`; 0 when none came. */
+export async function startedPid(output: () => string, timeoutMs: number): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const started = /"pid":(\d+)[^\n]*"msg":"mqtt-lb started"/.exec(output());
+    if (started !== null) return Number(started[1]);
+    if (Date.now() >= deadline) return 0;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Waits (polled every 100 ms, bounded) until `pid` is no longer running (isRunning); true when it has gone. */
+export async function waitGone(pid: number, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (isRunning(pid)) {
+    if (Date.now() >= deadline) return false;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return true;
+}

@@ -8,7 +8,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { CLI, LAUNCHER as BIN, startLb, stopAllLbs, sleep } from '../helpers/lb.js';
 import { ROOT } from '../helpers/dist-build.js';
 import { freePort } from '../helpers/mosquitto.js';
-import { isRunning } from '../helpers/processes.js';
+import { startedPid, waitGone } from '../helpers/processes.js';
 
 /** The installed command (package.json "bin"): the launcher script. */
 
@@ -334,18 +334,12 @@ pools:
       npx.stderr!.on('data', (d: Buffer) => (out += d.toString()));
       let pid = 0;
       try {
-        for (let i = 0; i < 200 && pid === 0; i++) {
-          const started = /"pid":(\d+)[^\n]*"msg":"mqtt-lb started"/.exec(out);
-          if (started !== null) pid = Number(started[1]);
-          else await sleep(50);
-        }
+        pid = await startedPid(() => out, 10_000);
         expect(pid, out).toBeGreaterThan(0);
         expect(pid).not.toBe(npx.pid);
         npx.kill(signal);
         // Not kill(pid, 0): the balancer is an orphan now, and a zombie until pid 1 reaps it (in some containers never).
-        const alive = (): boolean => isRunning(pid);
-        for (let i = 0; i < 100 && alive(); i++) await sleep(100);
-        expect(alive(), out).toBe(false);
+        expect(await waitGone(pid, 10_000), out).toBe(true);
         expect(out).toContain('"msg":"stop requested: the launching process has gone"');
         expect(out).toContain('"msg":"stopped"');
       } finally {

@@ -12,7 +12,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { connectVia } from '../helpers/cluster.js';
 import { ROOT } from '../helpers/dist-build.js';
 import { freePort } from '../helpers/mosquitto.js';
-import { isRunning } from '../helpers/processes.js';
+import { isRunning, startedPid, waitGone } from '../helpers/processes.js';
 
 const DEMO = path.join(ROOT, 'dist/src/demo/start.js');
 const dir = mkdtempSync(path.join(os.tmpdir(), 'mqtt-lb-demo-'));
@@ -71,16 +71,10 @@ describe('npm start (the demo)', () => {
     npm.stderr!.on('data', (d: Buffer) => (out += d.toString()));
     let pid = 0;
     try {
-      for (let i = 0; i < 400 && pid === 0; i++) {
-        const started = /"pid":(\d+)[^\n]*"msg":"mqtt-lb started"/.exec(out);
-        if (started !== null) pid = Number(started[1]);
-        else await new Promise((r) => setTimeout(r, 50));
-      }
+      pid = await startedPid(() => out, 20_000);
       expect(pid, out).toBeGreaterThan(0);
       npm.kill('SIGTERM');
-      const alive = (): boolean => isRunning(pid);
-      for (let i = 0; i < 100 && alive(); i++) await new Promise((r) => setTimeout(r, 100));
-      expect(alive(), out).toBe(false);
+      expect(await waitGone(pid, 10_000), out).toBe(true);
       expect(out).toContain('"msg":"stop requested: the launching process has gone"');
       const refused = await new Promise<boolean>((r) => net.connect(listen, '127.0.0.1').once('connect', () => r(false)).once('error', () => r(true)));
       expect(refused).toBe(true);
