@@ -189,6 +189,8 @@ export function parseHttpUrl(s: string): Parsed<string> {
     return { ok: false, error: `\`${shown}\` must be an http:// or https:// URL` };
   }
   if (url.hostname === '') return { ok: false, error: `\`${shown}\` has no host` };
+  // Port 0 parses (WHATWG keeps it) but nothing listens there: every probe would fail, the server never come up.
+  if (url.port === '0') return { ok: false, error: `\`${shown}\` has port 0: give the port the broker's HTTP API listens on` };
   return { ok: true, value: s };
 }
 

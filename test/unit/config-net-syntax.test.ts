@@ -120,6 +120,14 @@ describe('parseHttpUrl', () => {
     }
     expect(refused[0]).toEqual({ ok: false, error: '`http://***@127.0.0.1:99999/` is not a URL (e.g. `http://10.0.0.11:18083/api/v5/status`)' });
   });
+  // The URL parser keeps port 0, where nothing listens: the server would stay down for a typo that `check` passed.
+  it('refuses port 0, with the credentials masked', () => {
+    expect(parseHttpUrl('http://emqx:SECRET@10.0.0.11:0/api/v5/status')).toEqual({
+      ok: false,
+      error: '`http://***@10.0.0.11:0/api/v5/status` has port 0: give the port the broker\'s HTTP API listens on',
+    });
+    expect(parseHttpUrl('http://10.0.0.11:00/x').ok).toBe(false);
+  });
 });
 
 describe('did you mean', () => {
