@@ -72,7 +72,7 @@ export function validateDocument(r: ConfigReader, absFile: string, baseDir: stri
     pools: Object.fromEntries([...pools].map(([name, p]) => [name, p.config])),
     limits: readLimits(r, root),
     admin: admin.config,
-    log: readLog(root),
+    log: readLog(r, root),
     workers: readWorkers(r, root),
     warmUp: root.int('warmUp', DEFAULTS.warmUp, 0, MAX_WARM_UP),
     failover: readFailover(ctx, root),
@@ -87,7 +87,7 @@ function emptyLbConfig(file: string): LbConfig {
     pools: {},
     limits: readLimits(undefined, undefined),
     admin: { bind: DEFAULTS.admin.bind, address: defaultAdminAddress(), token: null, stateFile: null },
-    log: readLog(undefined),
+    log: readLog(undefined, undefined),
     workers: DEFAULTS.workers,
     warmUp: DEFAULTS.warmUp,
     failover: null,
@@ -193,8 +193,20 @@ function readAdmin(ctx: ValidationContext, root: MapReader): AdminDraft {
   return { config, bindSlot: bindValid ? bindSlot : undefined };
 }
 
-function readLog(root: MapReader | undefined): LogConfig {
+function readLog(r: ConfigReader | undefined, root: MapReader | undefined): LogConfig {
   const d = DEFAULTS.log;
+  const slot = root?.get('log');
+  // HAProxy's `log 127.0.0.1:514 local0` carried over: said as what it is, not only as a wrong type.
+  if (r !== undefined && slot !== undefined && isScalar(slot.node) && typeof slot.node.value === 'string') {
+    const text = slot.node.value;
+    r.error(
+      slot,
+      (LOG_LEVELS as readonly string[]).includes(text)
+        ? `must be a mapping: did you mean \`log: { level: ${text} }\`?`
+        : `must be a mapping (\`level\`, \`sessions\`, \`bufferBytes\`), got ${describe(slot.node)}: mqtt-lb writes JSON lines to stdout, not to syslog; under systemd the journal takes them (docs/operations.md, Logs)`,
+    );
+    return { ...d };
+  }
   const m = root?.section('log', KEYS.log);
   return {
     level: m?.oneOf('level', d.level, LOG_LEVELS) ?? d.level,

@@ -457,6 +457,11 @@ pools:
       'lb.yaml:6:3 pools.brokers: a pool needs at least `servers`',
     ]);
     expect(problems(`${PREFIX}limits: 5\n`)).toEqual(['lb.yaml:8:9 limits: must be a mapping (got 5)']);
+    // HAProxy's `log` line and a level written alone: said for what they are.
+    expect(problems(`${PREFIX}log: "127.0.0.1:514 local0"\n`)).toEqual([
+      'lb.yaml:8:6 log: must be a mapping (`level`, `sessions`, `bufferBytes`), got "127.0.0.1:514 local0": mqtt-lb writes JSON lines to stdout, not to syslog; under systemd the journal takes them (docs/operations.md, Logs)',
+    ]);
+    expect(problems(`${PREFIX}log: debug\n`)).toEqual(['lb.yaml:8:6 log: must be a mapping: did you mean `log: { level: debug }`?']);
     expect(problems(`${PREFIX}    health: { type: http, http: { path: status } }\n`)).toEqual([
       'lb.yaml:8:41 pools.brokers.health.http.path: "status" is not allowed here: an HTTP path starts with `/` and has no spaces',
     ]);
