@@ -302,12 +302,27 @@ const VALUE_NOTES: Readonly<Record<string, string>> = {
   shutdownbackupsessions: 'with a hash it also moves back the sessions of a returning non-backup server',
 };
 
+/**
+ * HAProxy `balance` algorithms with no counterpart here, keyed by the folded word without its arguments (`hdr(host)`):
+ * why, and what to use. Said only for the `balance` values (recognised by `client-id-hash` among them).
+ */
+const BALANCE_NOTES: Readonly<Record<string, string>> = {
+  first: 'HAProxy\'s `first` (fill servers in order) is not supported: for active-passive use `backup: true` servers, to spread use `least-connections`',
+  hdr: 'an HTTP algorithm: an MQTT pool hashes the client ID (`client-id-hash`) or the user name (`username-hash`)',
+  uri: 'an HTTP algorithm: an MQTT pool hashes the client ID (`client-id-hash`) or the user name (`username-hash`)',
+  urlparam: 'an HTTP algorithm: an MQTT pool hashes the client ID (`client-id-hash`) or the user name (`username-hash`)',
+  rdpcookie: 'an RDP algorithm: an MQTT pool hashes the client ID (`client-id-hash`) or the user name (`username-hash`)',
+};
+
 /** `; did you mean …?` for a value not among `allowed`, or '' when nothing is close. */
 export function valueHint(value: string, allowed: readonly string[]): string {
   // HAProxy writes arguments after the word (`hash var(txn.cid)`): the word alone then.
   const first = value.trim().split(/\s+/)[0]!;
   const guess = suggestKey(value, allowed) ?? (first !== value ? suggestKey(first, allowed) : null);
-  if (guess === null) return '';
+  if (guess === null) {
+    const balanceNote = allowed.includes('client-id-hash') ? BALANCE_NOTES[fold(first.replace(/\(.*$/, ''))] : undefined;
+    return balanceNote === undefined ? '' : `; ${balanceNote}`;
+  }
   const note = VALUE_NOTES[fold(value)];
   return `; did you mean \`${guess}\`?${note !== undefined ? ` ${note}` : ''}`;
 }

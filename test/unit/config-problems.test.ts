@@ -59,6 +59,13 @@ describe('config problems', () => {
     expect(problems(`${PREFIX}    balance: leastconn\n`)).toEqual([
       'lb.yaml:8:14 pools.brokers.balance: must be one of `client-id-hash`, `username-hash`, `round-robin`, `least-connections`, `random` (got "leastconn"; did you mean `least-connections`?)',
     ]);
+    // HAProxy algorithms with no counterpart: why, and what to use instead.
+    expect(problems(`${PREFIX}    balance: first\n`)).toEqual([
+      'lb.yaml:8:14 pools.brokers.balance: must be one of `client-id-hash`, `username-hash`, `round-robin`, `least-connections`, `random` (got "first"; HAProxy\'s `first` (fill servers in order) is not supported: for active-passive use `backup: true` servers, to spread use `least-connections`)',
+    ]);
+    expect(problems(`${PREFIX}    balance: hdr(host)\n`)).toEqual([
+      'lb.yaml:8:14 pools.brokers.balance: must be one of `client-id-hash`, `username-hash`, `round-robin`, `least-connections`, `random` (got "hdr(host)"; an HTTP algorithm: an MQTT pool hashes the client ID (`client-id-hash`) or the user name (`username-hash`))',
+    ]);
     expect(problems(`${PREFIX}limits:\n  timeout_client: 5m\n  timeout-connect: 3s\n`)).toEqual([
       'lb.yaml:9:3 limits.timeout_client: unknown key `timeout_client` (did you mean `limits.idleTimeout`? `limits.clientConnectTimeout` is the time for the CONNECT)',
       'lb.yaml:10:3 limits.timeout-connect: unknown key `timeout-connect` (did you mean `pools.<name>.serverConnectTimeout`? it is set per pool)',
