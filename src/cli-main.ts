@@ -15,7 +15,7 @@ import { printErr, printOut } from './cli-output.js';
 import { budgetForConfig, openFileLimit } from './proxy/fd-budget.js';
 import { workerCount } from './cluster/messages.js';
 import { workerShare, workerShareWarnings } from './cluster/share.js';
-import { resolveFindings } from './config/resolve-check.js';
+import { resolveFindings, type Finding } from './config/resolve-check.js';
 
 const USAGE = `usage:
   mqtt-lb [run] [--config FILE]         run the balancer (default ./lb.yaml)
@@ -175,9 +175,11 @@ async function check(file: string): Promise<number> {
     if (writers !== null) printErr(`warning: ${file} is writable by ${writers}: whoever can write it controls this balancer, and runs commands with its rights (failover.notify, track scripts) at the next reload (chmod go-w)\n`);
     // Host names, resolved here as a start would: binds that would fail, servers that would be down.
     const resolved = await resolveFindings(outcome.config);
-    for (const w of resolved.warnings) printErr(`warning: ${w}\n`);
+    // Said as the problems and warnings above are: FILE:LINE:COL path: message.
+    const at = (f: Finding): string => `${outcome.locate?.(f.path) ?? file} ${f.path}: ${f.message}`;
+    for (const w of resolved.warnings) printErr(`warning: ${at(w)}\n`);
     if (resolved.errors.length > 0) {
-      printErr(resolved.errors.map((e) => `error: ${e}\n`).join(''));
+      printErr(resolved.errors.map((e) => `${at(e)}\n`).join(''));
       return 1;
     }
   }

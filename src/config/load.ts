@@ -31,6 +31,8 @@ export interface ParseOutcome {
   problems: ConfigProblem[];
   /** Formatted like problems (`FILE:LINE:COL path: message`); they never make the config invalid. */
   warnings: string[];
+  /** `FILE:LINE:COL` of the value at a config path (`listeners[0].bind`), for what is found after parsing; null if not written. */
+  locate?: (path: string) => string | null;
 }
 
 export interface ParseOptions {
@@ -120,7 +122,8 @@ function unquotedIpv6At(text: string, offset: number): number {
 const TOO_DEEP = 'nested too deeply (thousands of levels of `[`, `{` or indentation): no mqtt-lb config nests beyond a dozen';
 
 function tooDeep(text: string, file: string): ParseOutcome {
-  const out = new ProblemCollector(file, new TextPositions(text));
+  const positions = new TextPositions(text);
+  const out = new ProblemCollector(file, positions);
   out.error(deepestOffset(text), '(root)', TOO_DEEP);
   return { config: null, problems: out.sortedProblems(), warnings: [] };
 }
@@ -295,7 +298,24 @@ function parseText(text: string, file: string, opts: ParseOptions, out: ProblemC
   }
 
   const problems = out.sortedProblems();
-  return { config: problems.length === 0 ? config : null, problems, warnings: out.sortedWarnings() };
+  const locate = (path: string): string | null => {
+    const node: unknown = doc.getIn(pathSegments(path), true);
+    const range = (node as { range?: [number, number, number] } | undefined)?.range;
+    return range === undefined ? null : out.where(range[0]);
+  };
+  return { config: problems.length === 0 ? config : null, problems, warnings: out.sortedWarnings(), locate };
+}
+
+/** `pools.main.servers[1].address` as the keys and indexes yaml's getIn takes. */
+function pathSegments(path: string): Array<string | number> {
+  const segments: Array<string | number> = [];
+  for (const part of path.split('.')) {
+    const m = /^([^[]*)((?:\[\d+\])*)$/.exec(part);
+    if (m === null) return [];
+    if (m[1] !== '') segments.push(m[1]!);
+    for (const index of m[2]!.matchAll(/\[(\d+)\]/g)) segments.push(Number(index[1]));
+  }
+  return segments;
 }
 
 export interface LoadOptions {

@@ -23,9 +23,15 @@ interface Bind {
   address: HostPort;
 }
 
+/** One thing resolution found, at a config path (`listeners[0].bind`): the CLI puts its FILE:LINE:COL in front. */
+export interface Finding {
+  path: string;
+  message: string;
+}
+
 export interface ResolveFindings {
-  errors: string[];
-  warnings: string[];
+  errors: Finding[];
+  warnings: Finding[];
 }
 
 /** Resolves each host name once (bounded); the address, or why not. */
@@ -58,15 +64,15 @@ export async function resolveFindings(config: Pick<LbConfig, 'listeners' | 'admi
   binds.push({ path: 'admin.bind', written: config.admin.bind, address: config.admin.address });
   const servers = Object.values(config.pools).flatMap((p) => p.servers.map((s, i) => ({ path: `pools.${p.name}.servers[${i}].address`, host: s.host })));
   const resolved = await resolveAll([...binds.map((b) => b.address.host), ...servers.map((s) => s.host)], lookup, timeoutMs);
-  const errors: string[] = [];
-  const warnings: string[] = [];
+  const errors: Finding[] = [];
+  const warnings: Finding[] = [];
   const bound: Array<Bind & { resolved: HostPort }> = [];
   for (const b of binds) {
     const r = resolved.get(b.address.host);
     if (r === undefined) {
       bound.push({ ...b, resolved: b.address });
     } else if ('error' in r) {
-      errors.push(`${b.path}: host name \`${b.address.host}\` does not resolve here (${r.error}): a start would fail to bind it (exit 2)`);
+      errors.push({ path: b.path, message: `host name \`${b.address.host}\` does not resolve here (${r.error}): a start would fail to bind it (exit 2)` });
     } else {
       bound.push({ ...b, resolved: { host: r.address, port: b.address.port } });
     }
@@ -77,13 +83,16 @@ export async function resolveFindings(config: Pick<LbConfig, 'listeners' | 'admi
       const [a, b] = [bound[j]!, bound[i]!];
       if (isIP(a.address.host) !== 0 && isIP(b.address.host) !== 0) continue;
       if (!bindsCollide(a.resolved, b.resolved)) continue;
-      errors.push(`${b.path}: \`${b.written}\` and ${a.path} \`${a.written}\` bind the same address once resolved (${b.resolved.host} and ${a.resolved.host}, port ${b.address.port}): a start would fail (EADDRINUSE)`);
+      errors.push({
+        path: b.path,
+        message: `\`${b.written}\` and ${a.path} \`${a.written}\` bind the same address once resolved (${b.resolved.host} and ${a.resolved.host}, port ${b.address.port}): a start would fail (EADDRINUSE)`,
+      });
     }
   }
   for (const s of servers) {
     const r = resolved.get(s.host);
     if (r !== undefined && 'error' in r) {
-      warnings.push(`${s.path}: host name \`${s.host}\` does not resolve here (${r.error}): the balancer starts, and this server is down until it resolves`);
+      warnings.push({ path: s.path, message: `host name \`${s.host}\` does not resolve here (${r.error}): the balancer starts, and this server is down until it resolves` });
     }
   }
   return { errors, warnings };

@@ -87,6 +87,12 @@ export class ProblemCollector {
     this.warnings.push({ offset, problem: this.make(offset, path, message) });
   }
 
+  /** `FILE:LINE:COL` of an offset, as problems are prefixed. */
+  where(offset: number): string {
+    const { line, col } = this.positions.linePos(offset);
+    return `${this.file}:${line}:${col}`;
+  }
+
   /** 1-based line of an offset, for "first on line N" in messages. */
   lineOf(offset: number): number {
     return this.positions.linePos(offset).line;

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
-import { resolveFindings, type Lookup } from '../../src/config/resolve-check.js';
+import { resolveFindings as resolveStructured, type Finding, type Lookup } from '../../src/config/resolve-check.js';
 import type { LbConfig } from '../../src/config/types.js';
 
 const NAMES: Record<string, string> = { localhost: '127.0.0.1', 'loopback.example': '127.0.0.1', 'lb.example': '10.0.0.5', 'broker.example': '10.0.0.11' };
@@ -27,6 +27,13 @@ admin: { bind: "${admin}", token: "a-token-for-the-admin-api" }
   const parsed = parseConfig(text, 'lb.yaml');
   expect(parsed.problems).toEqual([]);
   return parsed.config!;
+}
+
+/** The findings as `path: message` lines (the CLI puts FILE:LINE:COL in front: test/integration/cli.test.ts). */
+async function resolveFindings(config: LbConfig, resolver: Lookup, timeoutMs?: number): Promise<{ errors: string[]; warnings: string[] }> {
+  const found = await resolveStructured(config, resolver, timeoutMs);
+  const text = (f: Finding): string => `${f.path}: ${f.message}`;
+  return { errors: found.errors.map(text), warnings: found.warnings.map(text) };
 }
 
 describe('check: host names resolved as a start would', () => {
