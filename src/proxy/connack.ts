@@ -129,3 +129,79 @@ export function connackVerdict(bytes: Buffer, protocolLevel: number): ConnackVer
   if (codeAt >= bytes.length) return 'partial';
   return bytes[codeAt] === 0 ? 'accepts' : 'refuses';
 }
+
+/** A CONNACK longer than this is not read for its Assigned Client Identifier (assignedClientId): it is held whole. */
+const MAX_READ_CONNACK_BYTES = 65_536;
+
+/** CONNACK properties by how their value is written [MQTT-3.2.2.3]: bytes of a fixed size, or 'string' (2-byte length). */
+const CONNACK_PROPERTY_SIZES: ReadonlyMap<number, number | 'string' | 'pair'> = new Map<number, number | 'string' | 'pair'>([
+  [0x11, 4], // Session Expiry Interval
+  [0x12, 'string'], // Assigned Client Identifier
+  [0x13, 2], // Server Keep Alive
+  [0x15, 'string'], // Authentication Method
+  [0x16, 'string'], // Authentication Data (binary data: the same 2-byte length)
+  [0x1a, 'string'], // Response Information
+  [0x1c, 'string'], // Server Reference
+  [0x1f, 'string'], // Reason String
+  [0x21, 2], // Receive Maximum
+  [0x22, 2], // Topic Alias Maximum
+  [0x24, 1], // Maximum QoS
+  [0x25, 1], // Retain Available
+  [0x26, 'pair'], // User Property
+  [0x27, 4], // Maximum Packet Size
+  [0x28, 1], // Wildcard Subscription Available
+  [0x29, 1], // Subscription Identifier Available
+  [0x2a, 1], // Shared Subscription Available
+]);
+
+/**
+ * The Assigned Client Identifier of the 5.0 CONNACK at the start of `bytes` (whole AUTH packets skipped already): the
+ * ID a broker gave a client that sent an empty one [MQTT-3.2.2-16]. 'partial' while the CONNACK is not all there; null
+ * when it has none, is malformed, or is longer than MAX_READ_CONNACK_BYTES.
+ */
+export function assignedClientId(bytes: Buffer): Buffer | null | 'partial' {
+  if (bytes.length === 0) return 'partial';
+  if (bytes[0] !== 0x20) return null;
+  const length = variableByteInteger(bytes, 1);
+  if (length === null) return null;
+  if (length === 'partial') return 'partial';
+  const end = length.next + length.value;
+  if (length.value > MAX_READ_CONNACK_BYTES) return null;
+  if (end > bytes.length) return 'partial';
+  // Acknowledge flags and reason code, then the property length.
+  const properties = variableByteInteger(bytes, length.next + 2);
+  if (properties === null || properties === 'partial') return null;
+  const propertiesEnd = properties.next + properties.value;
+  if (propertiesEnd > end) return null;
+  let at = properties.next;
+  while (at < propertiesEnd) {
+    const id = bytes[at++]!;
+    const size = CONNACK_PROPERTY_SIZES.get(id);
+    if (size === undefined) return null; // not a CONNACK property (identifiers above 0x7F included): malformed
+    if (typeof size === 'number') {
+      at += size;
+      continue;
+    }
+    if (at + 2 > propertiesEnd) return null;
+    const valueLength = bytes.readUInt16BE(at);
+    if (id === 0x12) return at + 2 + valueLength <= propertiesEnd ? bytes.subarray(at + 2, at + 2 + valueLength) : null;
+    at += 2 + valueLength;
+    if (size === 'pair') {
+      if (at + 2 > propertiesEnd) return null;
+      at += 2 + bytes.readUInt16BE(at);
+    }
+  }
+  return null;
+}
+
+/** An MQTT variable byte integer at `at` [MQTT-1.5.5]: its value and where it ends; null when malformed. */
+function variableByteInteger(bytes: Buffer, at: number): { value: number; next: number } | null | 'partial' {
+  let value = 0;
+  for (let i = 0; i < 4; i++) {
+    if (at + i >= bytes.length) return 'partial';
+    const b = bytes[at + i]!;
+    value += (b & 0x7f) * 2 ** (7 * i);
+    if ((b & 0x80) === 0) return { value, next: at + i + 1 };
+  }
+  return null;
+}

@@ -19,7 +19,7 @@ import { FULL_CANDIDATES } from '../balancer/pool.js';
 import type { RefuseWith } from '../config/types.js';
 import { pendingConnectBound } from '../config/defaults.js';
 import { scanConnect, type ConnectInfo } from './connect-scanner.js';
-import { connackFor, connackVerdict, leadingAuthBytes, type RefusalReason } from './connack.js';
+import { assignedClientId, connackFor, connackVerdict, leadingAuthBytes, type RefusalReason } from './connack.js';
 import { LINGER_MS, beginLinger, closeWithReply, dropInput, lingeringClose } from './refuse.js';
 import { ErrorCodes } from '../errors.js';
 import { rewriteUsername } from './connect-rewrite.js';
@@ -108,6 +108,8 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
   private takeoverLevel = 0;
   /** The server's bytes so far while they do not hold the CONNACK's code yet (connackArrived); null otherwise. */
   private connackHead: Buffer | null = null;
+  /** A 5.0 session with an empty client ID, until its CONNACK names the ID its broker assigned (connackArrived). */
+  private awaitsAssignedId = false;
   // IdleWatched: limits.idleTimeout's marks (idle-sweep.ts owns them).
   idleEpoch = -1;
   idleBytesIn = 0;
@@ -789,11 +791,19 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
    */
   private registerClientId(): boolean {
     const id = this.info!.clientId;
-    if (id.length === 0) return false; // a broker-assigned ID names no earlier session [MQTT-3.1.3-6]
-    this.clientIdKey = id.toString('latin1'); // one character per byte: distinct IDs stay distinct
+    const level = this.info!.protocolLevel;
+    if (id.length === 0) {
+      // A broker-assigned ID names no earlier session [MQTT-3.1.3-6]. At 5.0 the CONNACK names it (Assigned Client
+      // Identifier [MQTT-3.2.2-16]) and it is claimed then: a reconnect with it (Session Expiry > 0) is hashed by it,
+      // and may reach another broker than the fallback chose, beside this session (a protocol audit saw both live).
+      if ((level & 0x7f) !== 5) return false;
+      this.awaitsAssignedId = true;
+    } else {
+      this.clientIdKey = id.toString('latin1'); // one character per byte: distinct IDs stay distinct
+    }
     this.connectSentAt = monotonicNow();
-    this.takeoverLevel = this.info!.protocolLevel;
-    this.pool!.clientIds.awaitConnack(this.clientIdKey, this);
+    this.takeoverLevel = level;
+    if (this.clientIdKey !== null) this.pool!.clientIds.awaitConnack(this.clientIdKey, this);
     return true;
   }
 
@@ -803,8 +813,8 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
    * a 4-byte CONNACK); the bytes go on to the client meanwhile.
    */
   connackArrived(bytes: Buffer): boolean {
-    const key = this.clientIdKey;
-    if (key === null || this.phase !== 'splicing') return true;
+    let key = this.clientIdKey;
+    if ((key === null && !this.awaitsAssignedId) || this.phase !== 'splicing') return true;
     let head = this.connackHead === null ? bytes : Buffer.concat([this.connackHead, bytes]);
     // AUTH packets before the CONNACK (MQTT 5 enhanced authentication): not kept, the CONNACK still decides.
     const auth = leadingAuthBytes(head, this.takeoverLevel);
@@ -814,14 +824,27 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
       this.connackHead = head;
       return false;
     }
-    this.connackHead = null;
     const pool = this.pool!;
     if (verdict === 'refuses') {
       // The older session stays, and stays registered: a broker closes it only for a CONNECT it accepted.
-      pool.clientIds.release(key, this);
+      this.connackHead = null;
+      this.awaitsAssignedId = false;
+      if (key !== null) pool.clientIds.release(key, this);
       this.clientIdKey = null;
       return true;
     }
+    if (this.awaitsAssignedId) {
+      // The whole CONNACK this time, for its properties (one read, as a rule).
+      const assigned = assignedClientId(head);
+      if (assigned === 'partial') {
+        this.connackHead = head;
+        return false;
+      }
+      this.awaitsAssignedId = false;
+      if (assigned !== null && assigned.length > 0) key = this.clientIdKey = assigned.toString('latin1');
+    }
+    this.connackHead = null;
+    if (key === null) return true; // accepted with no ID assigned (or one in a CONNACK too long to read)
     // The older of this session and the one holding the ID, when on another server: closed. This one, when the
     // other's CONNECT went later (its CONNACK came first).
     const displaced = pool.clientIds.claim(key, this);
@@ -1023,7 +1046,8 @@ function onSplicedUpstreamData(this: ProxySocket, chunk: Buffer): void {
 
 /**
  * The server's reads up to its CONNACK's code, for a session with a client ID (its CONNACK decides whether it claims
- * the ID: connackArrived); then the plain splice. Usually one read: the CONNACK is the server's first packet.
+ * the ID: connackArrived), or to its CONNACK's end for a 5.0 one without (the ID its broker assigned); then the plain
+ * splice. Usually one read: the CONNACK is the server's first packet.
  */
 function onUpstreamConnack(this: ProxySocket, chunk: Buffer): void {
   if (sessionOf(this).connackArrived(chunk)) {

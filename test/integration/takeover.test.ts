@@ -31,6 +31,11 @@ async function connect(port: number, clientId: string): Promise<{ client: MqttCl
   return { client, broker: await whichBroker(client), closed: () => closed };
 }
 
+/** The Assigned Client Identifier of a 5.0 client's CONNACK (mqtt.js keeps the CONNACK's properties). */
+function assignedIdOf(client: MqttClient): string {
+  return (client as unknown as { connackPacket?: { properties?: { assignedClientIdentifier?: string } } }).connackPacket?.properties?.assignedClientIdentifier ?? '';
+}
+
 async function until(what: string, cond: () => boolean, timeoutMs: number): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (!cond()) {
@@ -159,6 +164,39 @@ describe('one client ID, two brokers', () => {
     await new Promise((r) => setTimeout(r, 300));
     expect(second.map((c) => c.closed())).toEqual(ids.map(() => false));
   }, 40_000);
+
+  // A protocol audit: a 5.0 client with an empty client ID is placed by the fallback, its broker assigns it an ID,
+  // and its reconnect with that ID (Session Expiry > 0) is hashed by it: on the other broker, both stayed live.
+  it('5.0, empty client ID: the ID the broker assigned is claimed, so a reconnect with it on the other broker closes the first', async () => {
+    brokers.push(...(await startBrokers(['b1', 'b2'])));
+    const [b1, b2] = brokers as [NamedBroker, NamedBroker];
+    const { lb, port } = await lbOver([
+      { name: 'b1', port: b1.port },
+      { name: 'b2', port: b2.port },
+    ], 'mqtt');
+    const v5 = { protocolVersion: 5 as const, clean: false, properties: { sessionExpiryInterval: 60 } };
+    // Until an assigned ID hashes to the other broker than the first connection's (one in two, by chance).
+    for (let attempt = 0; attempt < 20; attempt++) {
+      // Clean Start 1 (mqtt.js wants an ID for 0), a session that outlives the connection all the same.
+      const first = await connectVia(port, { ...v5, clean: true, clientId: '' });
+      clients.push(first);
+      let firstClosed = false;
+      first.on('close', () => (firstClosed = true));
+      const assignedId = assignedIdOf(first);
+      expect(assignedId).toMatch(/^auto-/);
+      const firstBroker = await whichBroker(first);
+      const second = await connectVia(port, { ...v5, clientId: assignedId });
+      clients.push(second);
+      const secondBroker = await whichBroker(second);
+      if (secondBroker === firstBroker) continue; // the broker itself took the first over
+      await until('the first connection closed', () => firstClosed, 3000);
+      const closedLine = await lb.waitForLog((l) => l.msg === 'session closed' && l.server === firstBroker && l.reason === 'takeover', 2000);
+      expect(closedLine.clientId).toBe('');
+      expect(second.connected).toBe(true);
+      return;
+    }
+    throw new Error('no assigned ID hashed to the other broker in 20 attempts');
+  }, 60_000);
 
   it('a CONNACK that comes in pieces (a byte per read) is read whole before it decides', async () => {
     brokers.push(...(await startBrokers(['b1'])));

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { generate, parser, type IConnackPacket, type Packet } from 'mqtt-packet';
-import { connackFor, connackVerdict, leadingAuthBytes, type RefusalReason } from '../../src/proxy/connack.js';
+import { assignedClientId, connackFor, connackVerdict, leadingAuthBytes, type RefusalReason } from '../../src/proxy/connack.js';
 
 function decode(bytes: Buffer, protocolVersion: 4 | 5): { packet: IConnackPacket; consumed: boolean } {
   const p = parser({ protocolVersion });
@@ -107,5 +107,49 @@ describe('leadingAuthBytes (MQTT 5 enhanced authentication: AUTH packets before 
     // What is left after the whole ones: an AUTH packet still coming is no refusal (5.0), the CONNACK follows it.
     for (let cut = 1; cut < auth.length; cut++) expect(connackVerdict(auth.subarray(0, cut), 5), `cut ${cut}`).toBe('partial');
     expect(connackVerdict(auth.subarray(0, 2), 4)).toBe('refuses');
+  });
+});
+
+describe('assignedClientId (a 5.0 client with an empty client ID claims the one its broker assigned)', () => {
+  const gen = (properties: object) => generate({ cmd: 'connack', reasonCode: 0, sessionPresent: false, properties } as IConnackPacket, { protocolVersion: 5 });
+
+  it('finds it among every other CONNACK property, before or after it', () => {
+    const all = {
+      sessionExpiryInterval: 60,
+      receiveMaximum: 20,
+      maximumQoS: 1,
+      retainAvailable: true,
+      maximumPacketSize: 1 << 20,
+      topicAliasMaximum: 10,
+      reasonString: 'welcome',
+      userProperties: { a: 'b', 'ü': 'long value'.repeat(30) },
+      wildcardSubscriptionAvailable: true,
+      subscriptionIdentifiersAvailable: true,
+      sharedSubscriptionAvailable: false,
+      serverKeepAlive: 30,
+      responseInformation: 'r/',
+      serverReference: 'other:1883',
+      authenticationMethod: 'SCRAM-SHA-1',
+      authenticationData: Buffer.alloc(40, 1),
+    };
+    expect(assignedClientId(gen({ ...all, assignedClientIdentifier: 'auto-5A1F' }))?.toString()).toBe('auto-5A1F');
+    expect(assignedClientId(gen({ assignedClientIdentifier: 'ünïcode-ID' }))?.toString()).toBe('ünïcode-ID');
+    expect(assignedClientId(gen(all))).toBeNull();
+    expect(assignedClientId(gen({}))).toBeNull();
+  });
+
+  it('partial at every cut before the CONNACK ends; the bytes after it are not its business', () => {
+    const whole = gen({ reasonString: 'x'.repeat(200), assignedClientIdentifier: 'auto-1' });
+    for (let cut = 0; cut < whole.length; cut++) expect(assignedClientId(whole.subarray(0, cut)), `cut ${cut}`).toBe('partial');
+    expect(assignedClientId(Buffer.concat([whole, Buffer.from([0x30, 0x03, 0x00, 0x01, 0x61])]))?.toString()).toBe('auto-1');
+  });
+
+  it('malformed or unknown properties, or a CONNACK longer than it reads: none', () => {
+    // Property 0x01 (Payload Format Indicator) belongs to PUBLISH, not CONNACK.
+    expect(assignedClientId(Buffer.from([0x20, 0x05, 0x00, 0x00, 0x02, 0x01, 0x01]))).toBeNull();
+    // A string property whose length runs past the properties.
+    expect(assignedClientId(Buffer.from([0x20, 0x07, 0x00, 0x00, 0x04, 0x12, 0x00, 0x09, 0x61]))).toBeNull();
+    expect(assignedClientId(Buffer.from([0x30, 0x02, 0x00, 0x00]))).toBeNull();
+    expect(assignedClientId(gen({ reasonString: 'x'.repeat(65_535), userProperties: { a: 'y'.repeat(10_000) }, assignedClientIdentifier: 'late' }))).toBeNull();
   });
 });
