@@ -972,7 +972,9 @@ function onClientEndBeforeRouting(this: ProxySocket): void {
 
 function onClientError(this: ProxySocket, err?: NodeJS.ErrnoException): void {
   const s = sessionOf(this);
-  if (typeof err?.code === 'string' && err.code.startsWith('ERR_SSL_') && s.tlsFailedBeforeConnect(err.code)) return;
+  // A renegotiation the client asked for before its CONNECT (refused: Node's TLS server has it off) is a TLS failure
+  // there too, counted and logged as one (a TLS audit: it went unsaid).
+  if (typeof err?.code === 'string' && (err.code.startsWith('ERR_SSL_') || err.code === 'ERR_TLS_RENEGOTIATION_DISABLED') && s.tlsFailedBeforeConnect(err.code)) return;
   // Usually the socket is closing and 'close' follows with hadError. Not always: a TLS socket reports a
   // refused renegotiation (or Node's renegotiation limit) as an 'error' and stays open, so close it here.
   // Errors are per socket, never fatal.

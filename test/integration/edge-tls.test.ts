@@ -159,8 +159,10 @@ describe('TLS termination in front of mosquitto', () => {
   it('closes a TLS 1.2 client that asks to renegotiate, before or after its CONNECT; other sessions unaffected', async () => {
     const ca = pki.read(pki.caCert);
     const bystander = await mqtt.connectAsync(`mqtts://127.0.0.1:${port}`, { ca, servername: 'localhost', clientId: 'bystander', reconnectPeriod: 0, connectTimeout: 5000 });
+    const handshakeFailures = () => metric(admin, /mqtt_lb_connect_rejected_total\{listener="edge",reason="tls_handshake"\} (\d+)/);
     try {
       for (const afterConnect of [false, true]) {
+        const failuresBefore = await handshakeFailures();
         const s = tls.connect({ host: '127.0.0.1', port, servername: 'localhost', ca, maxVersion: 'TLSv1.2' });
         s.on('error', () => {});
         await new Promise<void>((resolve, reject) => {
@@ -179,6 +181,9 @@ describe('TLS termination in front of mosquitto', () => {
         clearTimeout(timer);
         s.destroy();
         expect(outcome, afterConnect ? 'after CONNECT' : 'before CONNECT').toBe('closed');
+        // Before its CONNECT, a TLS failure as any other (a TLS audit: neither counted nor logged); after, a client error.
+        await sleep(100);
+        expect(await handshakeFailures(), afterConnect ? 'after CONNECT' : 'before CONNECT').toBe((Number.isNaN(failuresBefore) ? 0 : failuresBefore) + (afterConnect ? 0 : 1));
       }
       await bystander.publishAsync('edge/tls', 'still here', { qos: 1 });
     } finally {
