@@ -93,11 +93,35 @@ function leafCertificate(cert: Buffer): X509Certificate | string {
   }
 }
 
-/** A usable certificate that clients will refuse anyway: expired, or not valid yet (a warning, not an error). */
+/** RSA and DSA keys shorter than this are refused by OpenSSL at its default security level 2 (and by HAProxy's load). */
+const MIN_RSA_BITS = 2048;
+
+/**
+ * A usable certificate chain that clients will refuse anyway (a warning, not an error): a certificate expired or not
+ * valid yet (the server's own or an intermediate it sends), or the server's key too short for OpenSSL's default
+ * security level (a TLS audit: a 1024-bit RSA key served, and clients on OpenSSL's defaults refused it).
+ */
 export function tlsCertificateWarning(cert: Buffer, now: Date = new Date()): string | null {
   const leaf = leafCertificate(cert);
   if (typeof leaf === 'string') return null;
   if (new Date(leaf.validTo) < now) return `the certificate expired on ${new Date(leaf.validTo).toISOString()}: clients that verify it refuse the connection`;
   if (new Date(leaf.validFrom) > now) return `the certificate is not valid before ${new Date(leaf.validFrom).toISOString()}: clients that verify it refuse the connection`;
+  const keyType = leaf.publicKey.asymmetricKeyType;
+  const bits = leaf.publicKey.asymmetricKeyDetails?.modulusLength;
+  if ((keyType === 'rsa' || keyType === 'rsa-pss' || keyType === 'dsa') && bits !== undefined && bits < MIN_RSA_BITS) {
+    return `the certificate's ${keyType.toUpperCase()} key has ${bits} bits: clients on OpenSSL's default security level refuse it (\`EE certificate key too weak\`), as HAProxy refuses to load it; use ${MIN_RSA_BITS} bits or more`;
+  }
+  const blocks = cert.toString('latin1').match(CERT_BLOCK) ?? [];
+  for (let i = 1; i < blocks.length; i++) {
+    let intermediate: X509Certificate;
+    try {
+      intermediate = new X509Certificate(blocks[i]!);
+    } catch {
+      continue; // OpenSSL's to refuse (tlsPairProblem)
+    }
+    if (new Date(intermediate.validTo) < now) {
+      return `certificate ${i + 1} of ${blocks.length} in the chain (${intermediate.subject.replace(/\n/g, ', ')}) expired on ${new Date(intermediate.validTo).toISOString()}: clients that verify the chain through it refuse the connection`;
+    }
+  }
   return null;
 }

@@ -1,4 +1,5 @@
 /** Files named by lb.yaml (TLS, failover key, notify hook) must exist when files are checked. */
+import { execFileSync } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -328,6 +329,31 @@ describe('files named by the config', () => {
     expect(tlsCertificateWarning(cert)).toBeNull();
     expect(tlsCertificateWarning(cert, new Date(Date.now() + 400 * 86_400_000))).toMatch(/^the certificate expired on \d{4}-.*: clients that verify it refuse the connection$/);
     expect(tlsCertificateWarning(cert, new Date(Date.now() - 400 * 86_400_000))).toMatch(/^the certificate is not valid before \d{4}-/);
+  });
+
+  // A TLS audit: a 1024-bit RSA key and an expired intermediate passed `check` in silence; clients refused both.
+  it('warns about a key too short for OpenSSL\'s defaults, and an expired intermediate in the chain', () => {
+    const work = mkdtempSync(join(tmpdir(), 'mqtt-lb-weak-'));
+    try {
+      const run = (args: string[]) => execFileSync('openssl', args, { cwd: work, stdio: ['ignore', 'ignore', 'pipe'], timeout: 20_000 });
+      run(['req', '-x509', '-newkey', 'rsa:1024', '-nodes', '-keyout', 'weak.key', '-out', 'weak.pem', '-days', '30', '-subj', '/CN=weak']);
+      expect(tlsCertificateWarning(readFileSync(join(work, 'weak.pem')))).toBe(
+        "the certificate's RSA key has 1024 bits: clients on OpenSSL's default security level refuse it (`EE certificate key too weak`), as HAProxy refuses to load it; use 2048 bits or more",
+      );
+      // A chain whose intermediate expires before its leaf: judged 5 days on.
+      writeFileSync(join(work, 'ca.ext'), 'basicConstraints=critical,CA:TRUE\nkeyUsage=keyCertSign,cRLSign\n');
+      run(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'int.key', '-out', 'int.csr', '-subj', '/CN=Short Intermediate']);
+      run(['x509', '-req', '-in', 'int.csr', '-signkey', 'int.key', '-days', '1', '-out', 'int.pem', '-extfile', 'ca.ext']);
+      run(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'leaf.key', '-out', 'leaf.csr', '-subj', '/CN=leaf']);
+      run(['x509', '-req', '-in', 'leaf.csr', '-CA', 'int.pem', '-CAkey', 'int.key', '-CAcreateserial', '-days', '30', '-out', 'leaf.pem']);
+      const chain = Buffer.concat([readFileSync(join(work, 'leaf.pem')), readFileSync(join(work, 'int.pem'))]);
+      expect(tlsCertificateWarning(chain)).toBeNull();
+      expect(tlsCertificateWarning(chain, new Date(Date.now() + 5 * 86_400_000))).toMatch(
+        /^certificate 2 of 2 in the chain \(CN=Short Intermediate\) expired on \d{4}-.*: clients that verify the chain through it refuse the connection$/,
+      );
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
   });
 
   it('reads the failover key as start does: not one base64 line of 32 bytes is an error at its key', () => {
