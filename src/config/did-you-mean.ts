@@ -109,6 +109,9 @@ const STATS = 'the status page is `/` on `admin.bind`, with `/metrics` and `/api
 const HEALTH_TIMEOUT = 'did you mean `timeout`? one bound for the whole probe: connect and answer';
 const NO_RESOLVERS = 'not needed: server names are resolved with the system resolver when dialled, an answer kept up to 30 s';
 const NO_MODE = 'no mode: mqtt-lb always proxies TCP and reads the MQTT CONNECT itself';
+const NO_BROKER_TLS = 'not supported: connections to the brokers (sessions and health probes) are plain TCP; TLS ends at the listener (`listeners[].tls`), so keep the brokers\' plain port on a private network';
+const TLS_POLICY_FIXED = 'not configurable: the TLS policy is fixed (TLS 1.2 and 1.3, ECDHE key exchange with AEAD ciphers; configuration.md, `tls`)';
+const ONE_CERT = 'not supported: one certificate per listener (`tls.cert`), whatever SNI the client sends; a listener per certificate, on its own port';
 const KEEPALIVED: Readonly<Record<string, string>> = {
   state: 'there is no initial state: the priority decides which host is master',
   nopreempt: 'did you mean `failover.preempt: false`?',
@@ -154,6 +157,12 @@ const FOREIGN_NOTES = new Map<readonly string[], Readonly<Record<string, string>
       port: 'the port is part of `address`; a health check on another port is `{pool}.health.port`',
       resolvers: NO_RESOLVERS,
       initaddr: 'not needed: a server whose name does not resolve at start is down until it does; the start goes on',
+      ssl: NO_BROKER_TLS,
+      tls: NO_BROKER_TLS,
+      verify: NO_BROKER_TLS,
+      sni: NO_BROKER_TLS,
+      checkssl: NO_BROKER_TLS,
+      cafile: NO_BROKER_TLS,
     },
   ],
   [
@@ -186,6 +195,8 @@ const FOREIGN_NOTES = new Map<readonly string[], Readonly<Record<string, string>
       fullconn: 'not needed: caps do not scale with load here; `maxConnections` on each server',
       resolvers: NO_RESOLVERS,
       option: 'HAProxy options are keys here: `option redispatch` is `{pool}.retries`, check options are under `{pool}.health`',
+      ssl: NO_BROKER_TLS,
+      tls: NO_BROKER_TLS,
     },
   ],
   [
@@ -231,6 +242,26 @@ const FOREIGN_NOTES = new Map<readonly string[], Readonly<Record<string, string>
     {
       timeoutcheck: HEALTH_TIMEOUT,
       timeoutconnect: HEALTH_TIMEOUT,
+      ssl: NO_BROKER_TLS,
+      tls: NO_BROKER_TLS,
+      checkssl: NO_BROKER_TLS,
+    },
+  ],
+  [
+    KEYS.tls,
+    {
+      ciphers: TLS_POLICY_FIXED,
+      ciphersuites: TLS_POLICY_FIXED,
+      minversion: TLS_POLICY_FIXED,
+      maxversion: TLS_POLICY_FIXED,
+      sslminver: TLS_POLICY_FIXED,
+      sslmaxver: TLS_POLICY_FIXED,
+      curves: TLS_POLICY_FIXED,
+      ecdhcurve: TLS_POLICY_FIXED,
+      alpn: 'not supported: no ALPN is negotiated (a client that offers `mqtt` connects all the same)',
+      crtlist: ONE_CERT,
+      sni: ONE_CERT,
+      certs: ONE_CERT,
     },
   ],
   [KEYS.admin, { stats: STATS, statsuri: STATS, statsenable: STATS, statsauth: 'did you mean `token`? a bearer token for the admin API', statssocket: STATS }],

@@ -59,6 +59,13 @@ describe('config problems', () => {
     expect(problems(`${PREFIX}    balance: leastconn\n`)).toEqual([
       'lb.yaml:8:14 pools.brokers.balance: must be one of `client-id-hash`, `username-hash`, `round-robin`, `least-connections`, `random` (got "leastconn"; did you mean `least-connections`?)',
     ]);
+    // TLS towards the brokers, and TLS policy keys: not supported, said so rather than "belongs in listeners[]".
+    expect(problems(`${PREFIX}    health: { check-ssl: true }\n`)).toEqual([
+      "lb.yaml:8:15 pools.brokers.health.check-ssl: unknown key `check-ssl` (not supported: connections to the brokers (sessions and health probes) are plain TCP; TLS ends at the listener (`listeners[].tls`), so keep the brokers' plain port on a private network)",
+    ]);
+    expect(problems(PREFIX.replace('    pool: brokers\n', '    pool: brokers\n    tls: { cert: c.pem, key: k.pem, ciphers: HIGH }\n'))).toEqual([
+      'lb.yaml:5:37 listeners[0].tls.ciphers: unknown key `ciphers` (not configurable: the TLS policy is fixed (TLS 1.2 and 1.3, ECDHE key exchange with AEAD ciphers; configuration.md, `tls`))',
+    ]);
     // HAProxy algorithms with no counterpart: why, and what to use instead.
     expect(problems(`${PREFIX}    balance: first\n`)).toEqual([
       'lb.yaml:8:14 pools.brokers.balance: must be one of `client-id-hash`, `username-hash`, `round-robin`, `least-connections`, `random` (got "first"; HAProxy\'s `first` (fill servers in order) is not supported: for active-passive use `backup: true` servers, to spread use `least-connections`)',
