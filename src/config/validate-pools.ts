@@ -13,7 +13,7 @@ import {
   ON_SERVER_UP,
   PROXY_PROTOCOL_MODES,
 } from './keys.js';
-import { CLIENT_ID_PLACEHOLDERS, unknownPlaceholders } from '../health/client-id.js';
+import { CLIENT_ID_PLACEHOLDERS, healthClientId, unknownPlaceholders } from '../health/client-id.js';
 import { parseHttpUrl } from './net-syntax.js';
 import type { HealthConfig, PoolConfig, ServerConfig } from './types.js';
 import type { ValidationContext } from './validate-context.js';
@@ -61,7 +61,31 @@ export function readPools(ctx: ValidationContext, slot: Slot): PoolsDraft {
     if (m === undefined) continue;
     pools.set(name, { config: readPool(ctx, name, m), keyAt });
   }
+  warnSharedProbeIds(r, pools);
   return { pools, declared };
+}
+
+/**
+ * Two pools whose mqtt probes of one host use one client ID (the default ID has the server's name, not the pool's: a
+ * server `b1` in two pools): each probe takes the other's session over at the broker, every interval (a protocol
+ * audit saw mosquitto log it). Only for one address, surely one broker: separate brokers may well both be `b1`.
+ */
+function warnSharedProbeIds(r: ConfigReader, pools: ReadonlyMap<string, PoolDraft>): void {
+  const seen = new Map<string, { pool: string; address: string }>();
+  for (const [name, { config, keyAt }] of pools) {
+    if (config.health.type !== 'mqtt') continue;
+    for (const server of config.servers) {
+      const id = healthClientId(config.health.mqtt.clientId, { hostname: '<hostname>', pool: name, server: server.name }, 4, 0);
+      const address = `${server.host}:${config.health.port ?? server.port}`; // where the probe goes
+      const first = seen.get(id);
+      if (first === undefined) {
+        seen.set(id, { pool: name, address });
+      } else if (first.pool !== name && first.address === address) {
+        r.out.warn(keyAt, `pools.${name}`, `its health probe of server \`${server.name}\` uses the client ID of pool \`${first.pool}\`'s probe of the same address (\`${id}\`): at the broker each probe takes the other's session over; give one pool \`health.mqtt.clientId: mqtt-lb-health-{hostname}-{pool}-{server}\``);
+        break;
+      }
+    }
+  }
 }
 
 function readPool(ctx: ValidationContext, name: string, m: MapReader): PoolConfig {

@@ -59,6 +59,14 @@ describe('config problems', () => {
     expect(problems(`${PREFIX}    balance: leastconn\n`)).toEqual([
       'lb.yaml:8:14 pools.brokers.balance: must be one of `client-id-hash`, `username-hash`, `round-robin`, `least-connections`, `random` (got "leastconn"; did you mean `least-connections`?)',
     ]);
+    // One broker probed by two pools under one client ID (a server `b1` in both): the probes take each other over.
+    // Not for two brokers that share a name only.
+    const twoPools = (second: string) => `${PREFIX}  other:\n    servers: [{ name: b1, address: "${second}" }]\n`;
+    expect(warnings(twoPools('10.0.0.11:1883'))).toEqual([
+      "lb.yaml:8:3 pools.other: its health probe of server `b1` uses the client ID of pool `brokers`'s probe of the same address (`mqtt-lb-health-<hostname>-b1`): at the broker each probe takes the other's session over; give one pool `health.mqtt.clientId: mqtt-lb-health-{hostname}-{pool}-{server}`",
+      'lb.yaml:8:3 pools.other: no listener uses this pool',
+    ]);
+    expect(warnings(twoPools('10.0.0.12:1883'))).toEqual(['lb.yaml:8:3 pools.other: no listener uses this pool']);
     // TLS towards the brokers, and TLS policy keys: not supported, said so rather than "belongs in listeners[]".
     expect(problems(`${PREFIX}    health: { check-ssl: true }\n`)).toEqual([
       "lb.yaml:8:15 pools.brokers.health.check-ssl: unknown key `check-ssl` (not supported: connections to the brokers (sessions and health probes) are plain TCP; TLS ends at the listener (`listeners[].tls`), so keep the brokers' plain port on a private network)",
