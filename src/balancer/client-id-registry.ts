@@ -20,6 +20,12 @@ import type { Server } from './server.js';
 export interface ClientIdHolder {
   readonly server: Server | null;
   /**
+   * The address its server was dialled at: a reload that moves a server (same name, another address) leaves the
+   * sessions at the old address running, on another broker than the new sessions (a reload audit: two live sessions
+   * of one client ID, one at each address, as both were taken for one broker). Absent: the server's only one.
+   */
+  readonly serverAddress?: string | undefined;
+  /**
    * When its CONNECT was written to its server (monotonic ms, performance.now()): of two sessions of one client ID,
    * the one whose CONNECT went later is the newer, as a broker that saw both would judge, whichever CONNACK comes
    * first (an audit had a slow broker's late CONNACK close the newer session).
@@ -33,14 +39,27 @@ export interface ClientIdHolder {
 export interface ClientIdSharing {
   /** Called once per registry, at its creation: where orders for `pool` are looked up. */
   attach(pool: string, registry: ClientIdRegistry<ClientIdHolder>): void;
-  /** A session accepted by `server`, its CONNECT sent at `connectSentAt` (performance.now()), holds `id` in this process now, under `serial`. */
-  claimed(pool: string, id: string, serial: number, server: string, connectSentAt: number): void;
+  /**
+   * A session accepted at `place` (its server's name and the address it was dialled at: brokerPlace), its CONNECT sent
+   * at `connectSentAt` (performance.now()), holds `id` in this process now, under `serial`.
+   */
+  claimed(pool: string, id: string, serial: number, place: string, connectSentAt: number): void;
   /** The session registered under `serial` has ended. */
   released(serial: number): void;
 }
 
 /** Process-wide, so that a serial names one claim whatever the pool. */
 let lastSerial = 0;
+
+/** Whether two sessions run on one broker, which applies the rule to them itself: one server, at one address. */
+function sameBroker(a: ClientIdHolder, b: ClientIdHolder): boolean {
+  return a.server === b.server && a.serverAddress === b.serverAddress;
+}
+
+/** Where a session runs, as the primary compares claims from several workers (names and addresses, no objects). */
+function brokerPlace(session: ClientIdHolder): string {
+  return `${session.server?.name ?? ''} ${session.serverAddress ?? ''}`;
+}
 
 export class ClientIdRegistry<S extends ClientIdHolder> {
   private readonly live = new Map<string, S>();
@@ -84,7 +103,7 @@ export class ClientIdRegistry<S extends ClientIdHolder> {
     if (there === undefined) return null;
     let older: S[] | null = null;
     for (const s of Array.isArray(there) ? there : [there]) {
-      if (s !== session && s.connectSentAt < session.connectSentAt && s.server !== session.server) (older ??= []).push(s);
+      if (s !== session && s.connectSentAt < session.connectSentAt && !sameBroker(s, session)) (older ??= []).push(s);
     }
     return older;
   }
@@ -99,15 +118,15 @@ export class ClientIdRegistry<S extends ClientIdHolder> {
     const before = this.live.get(id);
     if (before === session) return null;
     if (before !== undefined && session.connectSentAt < before.connectSentAt) {
-      return before.server === session.server ? null : session;
+      return sameBroker(before, session) ? null : session;
     }
     this.live.set(id, session);
     if (this.serials !== null) {
       const serial = ++lastSerial;
       this.serials.set(id, serial);
-      this.sharing!.claimed(this.pool, id, serial, session.server?.name ?? '', session.connectSentAt);
+      this.sharing!.claimed(this.pool, id, serial, brokerPlace(session), session.connectSentAt);
     }
-    if (before === undefined || before.server === session.server) return null;
+    if (before === undefined || sameBroker(before, session)) return null;
     return before;
   }
 

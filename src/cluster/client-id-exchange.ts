@@ -39,8 +39,8 @@ export class ClientIdExchange implements ClientIdSharing {
     this.registries.set(pool, registry);
   }
 
-  claimed(pool: string, id: string, serial: number, server: string, connectSentAt: number): void {
-    this.queue(['claim', pool, id, serial, server, Math.round(HOST_CLOCK_OFFSET_MICROS + connectSentAt * 1000)]);
+  claimed(pool: string, id: string, serial: number, place: string, connectSentAt: number): void {
+    this.queue(['claim', pool, id, serial, place, Math.round(HOST_CLOCK_OFFSET_MICROS + connectSentAt * 1000)]);
   }
 
   released(serial: number): void {

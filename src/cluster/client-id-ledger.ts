@@ -10,6 +10,7 @@ import type { ClientIdEvent, TakeoverOrder } from './messages.js';
 interface Claim {
   worker: number;
   serial: number;
+  /** Where the session runs: its server's name and the address it was dialled at (one broker: the same place). */
   server: string;
   atMicros: number;
 }

@@ -49,7 +49,7 @@ export interface ServerSnapshot {
  * claiming session's CONNECT was sent, on the host's monotonic clock (process.hrtime: one clock for every process),
  * which orders claims from different workers. A release names its claim's serial only (a client ID may be 64 KiB).
  */
-export type ClientIdEvent = [kind: 'claim', pool: string, id: string, serial: number, server: string, atMicros: number] | [kind: 'release', serial: number];
+export type ClientIdEvent = [kind: 'claim', pool: string, id: string, serial: number, place: string, atMicros: number] | [kind: 'release', serial: number];
 
 /** Close the session that holds client ID `id` of `pool` under `serial`: a newer one holds it on another server. */
 export type TakeoverOrder = [pool: string, id: string, serial: number];

@@ -5,6 +5,7 @@
  * again: the new connection reached the returned broker and the old one stayed open on the other, two live sessions
  * of one client ID, each with its subscriptions, for as long as it watched.
  */
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import type { MqttClient } from 'mqtt';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -164,6 +165,36 @@ describe('one client ID, two brokers', () => {
     await new Promise((r) => setTimeout(r, 300));
     expect(second.map((c) => c.closed())).toEqual(ids.map(() => false));
   }, 40_000);
+
+  // A reload audit: a reload moved a server to another address (another broker); a client ID's new session there
+  // and its old one at the old address were taken for one broker's, and both stayed live.
+  it('a server moved by a reload is another broker: a newer session at its new address closes the one at the old', async () => {
+    brokers.push(...(await startBrokers(['b1', 'b2', 'b3'])));
+    const [b1, b2, b3] = brokers as [NamedBroker, NamedBroker, NamedBroker];
+    const servers = (b2Port: number): ServerSpec[] => [
+      { name: 'b1', port: b1.port },
+      { name: 'b2', port: b2Port },
+    ];
+    const { lb, port } = await lbOver(servers(b2.port), 'tcp');
+    let id = '';
+    for (let i = 0; i < 40 && id === ''; i++) if ((await brokerFor(port, `moved-${i}`)) === 'b2') id = `moved-${i}`;
+    expect(id).not.toBe('');
+    const first = await connect(port, id);
+    expect(first.broker).toBe('b2');
+
+    // b2 now at b3's port: same name, another broker.
+    const text = readFileSync(lb.configFile, 'utf8').replace(`127.0.0.1:${b2.port}`, `127.0.0.1:${b3.port}`);
+    expect(text).toContain(`127.0.0.1:${b3.port}`);
+    lb.writeConfig(text);
+    lb.reload();
+    await lb.waitForLog((l) => l.msg === 'config reloaded');
+    const second = await connect(port, id);
+    expect(second.broker).toBe('b3');
+    await until('the first connection closed', first.closed, 3000);
+    const closedLine = await lb.waitForLog((l) => l.msg === 'session closed' && l.clientId === id && l.reason === 'takeover', 2000);
+    expect(closedLine.server).toBe('b2');
+    expect(second.closed()).toBe(false);
+  }, 30_000);
 
   // A protocol audit: a 5.0 client with an empty client ID is placed by the fallback, its broker assigns it an ID,
   // and its reconnect with that ID (Session Expiry > 0) is hashed by it: on the other broker, both stayed live.

@@ -6,7 +6,7 @@ const b1 = { name: 'b1' } as Server;
 const b2 = { name: 'b2' } as Server;
 /** A session whose CONNECT went to `server` at `connectSentAt` (ms); by default each one later than the last. */
 let clock = 0;
-const session = (server: Server, connectSentAt = ++clock) => ({ server, connectSentAt, evict: () => {} });
+const session = (server: Server, connectSentAt = ++clock, serverAddress?: string) => ({ server, connectSentAt, serverAddress, evict: () => {} });
 type Holder = ReturnType<typeof session>;
 
 describe('ClientIdRegistry (the takeover rule across brokers)', () => {
@@ -21,6 +21,17 @@ describe('ClientIdRegistry (the takeover rule across brokers)', () => {
     expect(r.claim('c', third)).toBeNull();
     expect(r.holderOf('c')).toBe(third);
     expect(r.size).toBe(1);
+  });
+
+  // A reload audit: a reload moved server b1 to another address; the sessions at the old one run on another broker.
+  it('one server at two addresses (moved by a reload) is two brokers: the newer session displaces the older', () => {
+    const r = new ClientIdRegistry<Holder>();
+    const atOld = session(b1, ++clock, '127.0.0.1:25004');
+    const atNew = session(b1, ++clock, '127.0.0.1:25005');
+    expect(r.claim('c', atOld)).toBeNull();
+    expect(r.claim('c', atNew)).toBe(atOld);
+    // At the same address, the broker does it.
+    expect(r.claim('c', session(b1, ++clock, '127.0.0.1:25005'))).toBeNull();
   });
 
   it('newer is whose CONNECT went later, not whose CONNACK came first: an older claim arriving late is the one displaced', () => {
@@ -116,7 +127,7 @@ describe('ClientIdRegistry with sharing (workers: the primary hears every claim 
     const { events, attached, sharing } = recorder();
     const r = new ClientIdRegistry<Holder>('brokers', sharing);
     expect(attached.get('brokers')).toBe(r);
-    const older = session(b1, 10);
+    const older = session(b1, 10, '10.0.0.11:1883');
     const newer = session(b2, 20);
     r.claim('c', older);
     r.claim('c', older); // the same holder again: nothing new to say
@@ -127,8 +138,9 @@ describe('ClientIdRegistry with sharing (workers: the primary hears every claim 
     const [s1, s2] = [events[0]![3] as number, events[1]![3] as number];
     expect(s2).toBeGreaterThan(s1);
     expect(events).toEqual([
-      ['claim', 'brokers', 'c', s1, 'b1', 10],
-      ['claim', 'brokers', 'c', s2, 'b2', 20],
+      // Its server's name and the address it was dialled at: the primary tells brokers apart by both.
+      ['claim', 'brokers', 'c', s1, 'b1 10.0.0.11:1883', 10],
+      ['claim', 'brokers', 'c', s2, 'b2 ', 20],
       ['release', s2],
     ]);
   });
