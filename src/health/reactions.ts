@@ -52,6 +52,11 @@ export class PoolReactions {
     if (this.closed) return;
     this.pool = pool;
     this.subscribe();
+    // A removed server's sessions continue, out of drains (the `server removed while sessions run on it` line): a
+    // drain or shutdown queued before the reload stops with it (a reload audit saw it close 73 of them after).
+    const current = new Set(pool.servers);
+    this.evictor.cancel((item) => item.server !== undefined && !current.has(item.server));
+    for (const server of this.serving.keys()) if (!current.has(server)) this.serving.delete(server);
     for (const server of pool.servers) {
       if (this.serving.get(server) !== true && servesAsPrimary(server)) this.serverReturned(server);
       this.serving.set(server, servesAsPrimary(server));

@@ -181,6 +181,23 @@ describe('PoolReactions', () => {
     reactions.close();
   });
 
+  // A reload audit: a drain under way went on closing a removed server's sessions, which the log line says continue.
+  it('a reload that removes a server stops the drain of its sessions still queued; the other servers\' go on', () => {
+    const { clock, a, b, pool, reactions } = setup();
+    const onA = Array.from({ length: 5 }, (_, i) => fakeSession(clock, `a-${i}`, a));
+    const onB = Array.from({ length: 5 }, (_, i) => fakeSession(clock, `b-${i}`, b));
+    a.setAdmin('drain');
+    b.setAdmin('drain');
+    clock.advanceTo(50);
+    pool.servers = [b];
+    reactions.reconfigure(pool);
+    clock.advanceTo(10_000);
+    expect(onA.filter((s) => s.evictedAt !== null).length).toBeLessThanOrEqual(1);
+    expect(onB.every((s) => s.evictReason === 'drain')).toBe(true);
+    expect(reactions.pending).toBe(0);
+    reactions.close();
+  });
+
   it('reads the pool config at each event (reload) and follows reconfigured servers', () => {
     const { clock, a, pool, reactions } = setup({ onServerDown: 'keep' });
     const d = makeServer('d');
