@@ -8,7 +8,7 @@ import { openRegularFile } from '../regular-file.js';
 import { isUtf8 } from 'node:buffer';
 import { networkInterfaces } from 'node:os';
 import { isIPv4 } from 'node:net';
-import { dirname, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { tlsCaProblem, tlsCertificateWarning, tlsPairProblem, type TlsMaterialProblem } from './tls-material.js';
 import { keyProblem } from '../failover/key.js';
 import { vipAddresses } from '../failover/ipv4.js';
@@ -43,6 +43,8 @@ export interface ParseOptions {
   checkFiles?: boolean;
   /** This host's addresses by interface, for that check (default: os.networkInterfaces()). */
   hostAddresses?: ReadonlyMap<string, readonly string[]>;
+  /** Whether a program is found on PATH, for the failover's `ip` and `arping` (default: a search of PATH). */
+  onPath?: (program: string) => boolean;
   /** The file's bytes were not UTF-8 (readConfigFile): the offset, in the decoded text, of the first bad byte. */
   notUtf8At?: number | null;
 }
@@ -294,7 +296,10 @@ function parseText(text: string, file: string, opts: ParseOptions, out: ProblemC
   if (opts.checkFiles === true) {
     checkFiles(files, out, config);
     // The interface list only when there is something to check against it (failover on): not at every load.
-    if (hostRefs.length > 0) checkHost(hostRefs, out, opts.hostAddresses ?? hostAddresses(), vipAddresses(config.failover?.instances ?? []));
+    if (hostRefs.length > 0) {
+      checkHost(hostRefs, out, opts.hostAddresses ?? hostAddresses(), vipAddresses(config.failover?.instances ?? []));
+      checkFailoverPrograms(hostRefs, out, opts.onPath ?? isOnPath);
+    }
   }
 
   const problems = out.sortedProblems();
@@ -420,6 +425,30 @@ function checkHost(refs: readonly HostRef[], out: ProblemCollector, host: Readon
       out.warn(ref.at, ref.path, `\`${ref.value}\` ${why}: failover waits until it has one (adverts need a source address): no VIP on this host meanwhile, while the proxy serves`);
     }
   }
+}
+
+/**
+ * The programs the failover runs: `ip` moves the VIPs, `arping` announces them. Without `arping` a host that took
+ * the VIP over was reached by no client whose ARP entry still named the old master, ~30 s in a failover audit
+ * (keepalived sends its gratuitous ARP itself). Warnings: they may be installed before the start.
+ */
+function checkFailoverPrograms(refs: readonly HostRef[], out: ProblemCollector, onPath: (program: string) => boolean): void {
+  const at = refs.find((r) => r.kind === 'interface') ?? refs[0]!;
+  if (!onPath('ip')) out.warn(at.at, 'failover', '`ip` (iproute2) is not on PATH: no VIP can be added or removed, so this host never holds one (apt-get install iproute2)');
+  if (!onPath('arping')) out.warn(at.at, 'failover', '`arping` (iputils-arping) is not on PATH: a host that takes a VIP over cannot announce it, and clients whose ARP entry names the old master do not reach it until the entry expires (~30 s; apt-get install iputils-arping)');
+}
+
+function isOnPath(program: string): boolean {
+  for (const dir of (process.env['PATH'] ?? '').split(':')) {
+    if (dir === '') continue;
+    try {
+      accessSync(join(dir, program), constants.X_OK);
+      return true;
+    } catch {
+      // not there, or not executable: the next directory
+    }
+  }
+  return false;
 }
 
 function hostAddresses(): Map<string, string[]> {

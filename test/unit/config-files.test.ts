@@ -250,6 +250,21 @@ describe('files named by the config', () => {
     expect(parseConfig(CONFIG, file, { checkFiles: true, hostAddresses: new Map([['eth0', ['10.0.0.1', '192.0.2.10']]]) }).warnings).toEqual([]);
   });
 
+  // A failover audit: without arping a preempting host took the VIP and clients kept the old master's MAC for ~30 s.
+  it('warns when the programs the failover runs (ip, arping) are not on PATH', () => {
+    createAll();
+    chmodSync(join(dir, 'failover.key'), 0o600);
+    const file = join(dir, 'lb.yaml');
+    const host = new Map([['eth0', ['10.0.0.1']]]);
+    const without = (missing: string[]) => parseConfig(CONFIG, file, { checkFiles: true, hostAddresses: host, onPath: (p) => !missing.includes(p) }).warnings;
+    expect(without([])).toEqual([]);
+    expect(without(['arping'])).toEqual([
+      `${file}:12:14 failover: \`arping\` (iputils-arping) is not on PATH: a host that takes a VIP over cannot announce it, and clients whose ARP entry names the old master do not reach it until the entry expires (~30 s; apt-get install iputils-arping)`,
+    ]);
+    expect(without(['ip', 'arping'])).toHaveLength(2);
+    expect(without(['ip'])[0]).toContain('failover: `ip` (iproute2) is not on PATH: no VIP can be added or removed');
+  });
+
   it('warns when a TLS private key is readable by every user of the host (not when by its group: ssl-cert)', () => {
     createAll();
     chmodSync(join(dir, 'failover.key'), 0o600);
