@@ -129,6 +129,9 @@ export async function runBalancer(file: string): Promise<number> {
     reloading = reloading.then(async () => {
       try {
         const next = loadConfig(file, { onWarning: (w) => log.warn({ detail: w }, 'config warning'), regularOnly: true });
+        // The new file's caps over the running workers, as at start (a workers audit: a cap lowered below the worker
+        // count by a reload went unsaid); not again that there are more workers than cores (`workers` needs a restart).
+        for (const w of workerShareWarnings(next, workers, Number.POSITIVE_INFINITY)) log.warn({ detail: w }, 'config warning');
         // With workers, the primary prepares the reload everywhere first and applies it only if all can.
         if (primary !== null) await primary.reload(next);
         else await app.reload(next);
