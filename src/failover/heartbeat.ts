@@ -24,7 +24,7 @@ import { NotifyRunner } from './notify.js';
 import { TrackScripts } from './track-scripts.js';
 import { AdvertReceiver } from './receiver.js';
 import { ReplayGuard } from './replay.js';
-import { FailoverStateMachine, type FailoverAction } from './state-machine.js';
+import { FailoverStateMachine, type FailoverAction, type FailoverState } from './state-machine.js';
 import { LinkMonitor } from './link-monitor.js';
 import { flushUnresolvedNeighbours } from './neighbours.js';
 import { AdvertTransport } from './transport.js';
@@ -87,6 +87,10 @@ interface Instance {
   lastOpEndedAt: number;
   /** performance.now() since when we are master and the peer keeps advertising as master too (a split brain). */
   otherMasterSince: number | null;
+  /** The state the notify hook was last called with (null: not yet). */
+  hookState: FailoverState | null;
+  /** Master, and the hook to be told so once the VIPs are here (tellHookMaster): not before, not if the add fails. */
+  hookMasterDue: boolean;
 }
 
 export interface HeartbeatOptions {
@@ -202,6 +206,8 @@ export class Heartbeat {
         peer: null,
         handedOverAt: null,
         otherMasterSince: null,
+        hookState: null,
+        hookMasterDue: false,
         releasing: null,
         opsPending: 0,
         lastOpEndedAt: Number.NEGATIVE_INFINITY,
@@ -686,7 +692,11 @@ export class Heartbeat {
         case 'notify':
           this.log.info({ routerId: inst.cfg.routerId, from: a.from, to: a.to, priority: inst.sm.advertisedPriority, at }, 'failover state changed');
           this.emit({ type: 'state', routerId: inst.cfg.routerId, from: a.from, to: a.to, at });
-          this.notify.run(a.to, inst.cfg.routerId);
+          // `master` once the VIPs are added (addVips): a hook written for keepalived's notify_master must not run on a
+          // host whose add failed and which resigned at once (a failover audit, without CAP_NET_ADMIN: `master`, then
+          // `backup` 9 ms later, at every retry). Then the state it was last told is not said again.
+          inst.hookMasterDue = a.to === 'master';
+          if (a.to !== 'master') this.tellHook(inst, a.to);
           this.emitStatus();
           break;
       }
@@ -786,7 +796,16 @@ export class Heartbeat {
     if (inst.wantVips) {
       inst.installedAt = this.now();
       if (held) inst.sm.vipsHeld();
+      if (inst.hookMasterDue && inst.sm.state === 'master') this.tellHook(inst, 'master');
     }
+  }
+
+  /** The notify hook, with `state` (not again when it was the last one told: a master whose add failed never was). */
+  private tellHook(inst: Instance, state: FailoverState): void {
+    inst.hookMasterDue = false;
+    if (inst.hookState === state) return;
+    inst.hookState = state;
+    this.notify.run(state, inst.cfg.routerId);
   }
 
   private async removeVips(inst: Instance): Promise<void> {

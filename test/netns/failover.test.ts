@@ -769,7 +769,14 @@ describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', (
     const lb2 = await startLb('lb2');
     await lb2.waitState('master', 5000);
     await waitFor('VIP on lb2 only', holdersAre(['lb2']), 3000);
-    const lb1 = await startLb('lb1', {}, undefined, ip.env); // priority 150, preempt
+    // Its notify hook: told `master` only once a VIP add succeeded (a failover audit: `master`, then `backup` 9 ms
+    // later, at every retry, on a host that never held the VIP).
+    const notifyLog = join(dir, 'notify-add.log');
+    const hook = join(dir, 'notify-add.sh');
+    await writeFile(hook, `#!/bin/sh\necho "$1 $2" >> ${notifyLog}\n`);
+    await chmod(hook, 0o755);
+    const told = async () => (await readFile(notifyLog, 'utf8').catch(() => '')).trim().split('\n');
+    const lb1 = await startLb('lb1', { notify: hook }, undefined, ip.env); // priority 150, preempt
     await waitFor('lb1 resigned', () => lb1.transitions().includes('master>backup'), 5000);
     const failedAt = Date.now();
     await sleep(3000); // the old code cycled every ~345 ms, each time demoting lb2
@@ -789,6 +796,7 @@ describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', (
     await sleep(500);
     expect(lb2.transitions()).toEqual(['init>backup', 'backup>master']);
     expect(await holders()).toEqual(['lb2']);
+    expect(await told()).toEqual(['backup 51']);
 
     // The cause gone: lb1 preempts once the hold-down ends (20 s after the second failure), not before.
     await rm(ip.failAdd);
@@ -797,6 +805,8 @@ describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', (
     expect(master.t - secondFailedAt).toBeGreaterThan(19_000); // a few ms after the failure
     await waitFor('VIP on lb1 only', holdersAre(['lb1']), 3000);
     await waitFor('lb2 backup', () => lb2.state === 'backup', 3000);
+    await waitFor('the hook told master', async () => (await told()).length === 2, 2000);
+    expect(await told()).toEqual(['backup 51', 'master 51']);
   }, 90_000);
 
   it('a VIP whose removal failed on leaving master is removed again while not master, once it can be', async () => {
