@@ -39,6 +39,13 @@ const SPLIT_BRAIN_ADVERTS = 3;
 const SPLIT_BRAIN_MIN_MS = 1000;
 /** How often carrier and VIP presence are polled; an interface event polls at once (LinkMonitor). */
 export const WATCH_INTERVAL_MS = 500;
+/**
+ * Master this long after the start without one advert from a peer: said (notePeerUnheard), and again at most every
+ * PEER_UNHEARD_REPEAT_MS while it lasts. A peer that runs with another `port`, transport or `peers` is never heard,
+ * and both hosts hold the VIP in silence (a failover audit); a peer that is simply down says the same, less often.
+ */
+const PEER_UNHEARD_MS = 10_000;
+const PEER_UNHEARD_REPEAT_MS = 10 * 60_000;
 
 /**
  * After a graceful hand-over, close() keeps the VIPs at least this long past the peer's MASTER advert: the
@@ -87,6 +94,8 @@ interface Instance {
   lastOpEndedAt: number;
   /** performance.now() since when we are master and the peer keeps advertising as master too (a split brain). */
   otherMasterSince: number | null;
+  /** performance.now() of the last `no advert from any peer` line (notePeerUnheard); null: not said. */
+  peerUnheardSaidAt: number | null;
   /** The state the notify hook was last called with (null: not yet). */
   hookState: FailoverState | null;
   /** Master, and the hook to be told so once the VIPs are here (tellHookMaster): not before, not if the add fails. */
@@ -170,6 +179,8 @@ export class Heartbeat {
   private carrier = true;
   private resignSeq = 0;
   private started = false;
+  /** performance.now() when start() completed. */
+  private startedAt = 0;
   /** Set once the advert port is ours: from then on the configured VIPs are ours to remove. */
   private ownsVips = false;
   private closing: Promise<void> | null = null;
@@ -206,6 +217,7 @@ export class Heartbeat {
         peer: null,
         handedOverAt: null,
         otherMasterSince: null,
+        peerUnheardSaidAt: null,
         hookState: null,
         hookMasterDue: false,
         releasing: null,
@@ -300,6 +312,7 @@ export class Heartbeat {
     // Their first runs start now; while a script has no result, no instance becomes master (mastersHeld).
     this.scripts = new TrackScripts(this.config.track.scripts, this.log, () => this.trackingChanged());
     this.started = true;
+    this.startedAt = this.now();
     this.noteNetwork();
     const fault = this.fault();
     for (const inst of this.instances.values()) {
@@ -605,6 +618,22 @@ export class Heartbeat {
     }
   }
 
+  /** Master, and not one authentic advert from a peer since the start (PEER_UNHEARD_MS): said, with what to check. */
+  private notePeerUnheard(): void {
+    const now = this.now();
+    if (now - this.startedAt < PEER_UNHEARD_MS) return;
+    for (const inst of this.instances.values()) {
+      if (inst.peer !== null || inst.sm.state !== 'master') continue;
+      if (inst.peerUnheardSaidAt !== null && now - inst.peerUnheardSaidAt < PEER_UNHEARD_REPEAT_MS) continue;
+      inst.peerUnheardSaidAt = now;
+      const { transport, port, peers } = this.config;
+      this.log.warn(
+        { routerId: inst.cfg.routerId, transport, port, peers: transport === 'unicast' ? peers : undefined, group: transport === 'multicast' ? this.config.group : undefined, sinceStartMs: Math.round(now - this.startedAt) },
+        'failover: master without one advert from a peer since the start: if the peer runs, its adverts do not arrive here',
+      );
+    }
+  }
+
   /**
    * An authentic advert carried our own boot epoch: a reflection of ours, or a peer that started in the same
    * millisecond. Move to a newer epoch (peers accept a newer epoch at once), never beyond the wall clock (so
@@ -834,6 +863,7 @@ export class Heartbeat {
       this.watching = false;
     }
     if (this.closing !== null) return;
+    this.notePeerUnheard();
     if (this.watchAgain) {
       this.watchAgain = false;
       this.watchTimer = setTimeout(() => void this.watch(), 0);

@@ -443,6 +443,18 @@ describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', (
     await waitFor('VIP on lb1 only after heal', holdersAre(['lb1']), 3000);
   });
 
+  // A failover audit: with another `port` on each host both were master, holding the VIP, and neither said a word.
+  it('a peer whose adverts never arrive (another port): both master, and each says so once it has been master 10 s', async () => {
+    const lb1 = await startLb('lb1');
+    const lb2 = await startLb('lb2', { port: PORT + 1 });
+    await lb1.waitState('master', 5000);
+    await lb2.waitState('master', 5000);
+    const line = 'failover: master without one advert from a peer since the start: if the peer runs, its adverts do not arrive here';
+    expect(lb1.proc.stderr).not.toContain(line);
+    await waitFor('both say so', () => lb1.proc.stderr.includes(line) && lb2.proc.stderr.includes(line), 14_000);
+    expect(lb2.proc.stderr).toContain(`"port":${PORT + 1}`);
+  }, 30_000);
+
   it('restart of a host: its adverts are accepted at once (new epoch), no split brain', async () => {
     const [lb1, lb2] = await startPair();
 
