@@ -737,8 +737,14 @@ function indentationProblem(
   const before = above[0] === undefined ? '(root)' : pathAt(above[0].end);
   const mapping = before.includes('.') ? before.slice(0, before.lastIndexOf('.')) : null;
   const inMapping = (m: string | null): string => (m === null ? (key ?? '(root)') : key === null ? m : `${m}.${key}`);
-  // A tab's depth is unknown: under a top-level key, the line is only known to be in the file.
-  if (isTab) return { at: e.pos[0], path: mapping === null ? '(root)' : inMapping(mapping), message: 'a tab in the indentation: YAML indents with spaces only' };
+  // A tab's depth is unknown: under a top-level key, the line is only known to be in the file. Below a key that
+  // opens a mapping (`brokers:` and nothing after it), the line is taken as that key's child (a reload audit saw
+  // `pools.servers` for a tab-indented `servers:` under `pools.brokers`).
+  if (isTab) {
+    const opens = above[0] !== undefined && before !== '' && before !== '(root)' && !/^[ \t]*- /.test(line.text) && /:[ \t]*(?:#.*)?$/.test(text.slice(above[0].start, above[0].end));
+    const parent = opens ? before : mapping;
+    return { at: e.pos[0], path: parent === null ? '(root)' : inMapping(parent), message: 'a tab in the indentation: YAML indents with spaces only' };
+  }
   const item = above.find((l) => l.indent <= spaces);
   if (item !== undefined && item.dash && item.indent === spaces) {
     // The list of that `- `: the path inside its item, up to the item's index.

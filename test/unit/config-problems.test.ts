@@ -404,6 +404,8 @@ pools:
       'lb.yaml:8:5 pools.brokers.servers: duplicate key: a key may appear only once in a mapping',
     ]);
     expect(problems('listeners:\n\t- name: a\n')).toEqual(['lb.yaml:2:1 (root): a tab in the indentation: YAML indents with spaces only']);
+    // Below a key that opens a mapping: taken as its child (a reload audit saw `pools.servers` here).
+    expect(problems(PREFIX.replace('    servers:', '\tservers:'))).toEqual(['lb.yaml:7:1 pools.brokers.servers: a tab in the indentation: YAML indents with spaces only']);
     expect(problems('listeners: [\n')).toEqual(['lb.yaml:1:12 listeners: unclosed `[`: no matching `]` (or a line inside it is not indented more than its key)']);
     expect(problems(`${PREFIX}limits: *nothing\n`)).toEqual([
       'lb.yaml:8:9 limits: unknown alias `*nothing` (no anchor `&nothing` before it)',
