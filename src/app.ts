@@ -982,6 +982,9 @@ export class App implements TelemetrySource, AdminActions {
     if (this.awaitingVerdicts) return { ok: false, reason: 'starting: the listeners are bound once every server has its first health verdict' };
     for (const l of this.listenerMap.values()) if (!l.listening) return { ok: false, reason: `listener ${l.config.name} not bound` };
     if (this.role === 'primary') {
+      // No worker serving after they had (all exited, replacements starting): said as such, not as a start.
+      const counts = this.workerCounts?.();
+      if (counts !== undefined && counts.serving === 0 && counts.exits > 0) return { ok: false, reason: 'no worker serving: every worker exited, replacements are starting' };
       for (const lc of this.config.listeners) if (!this.remoteListeners.has(lc.name)) return { ok: false, reason: `listener ${lc.name} not bound by the workers yet` };
     } else if (!this.listenersBound) {
       // Before start() has bound them the map above is empty (a reload changes it in steps: not judged by it).

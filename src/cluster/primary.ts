@@ -84,6 +84,8 @@ export class ClusterPrimary {
   private readonly slots = new Map<number, WorkerSlot>();
   /** Replacement workers that came to serve after one exited (mqtt_lb_worker_restarts_total). */
   private restarts = 0;
+  /** Workers that exited unexpectedly (and are being replaced), since start. */
+  private exits = 0;
   /** A stop signal came while starting: workers forked from now on skip their warm-up. */
   private warmUpsStopped = false;
   private readonly watched = new WeakSet<Server>();
@@ -281,6 +283,7 @@ export class ClusterPrimary {
         }
         // A worker died: its sessions are gone (clients reconnect); replace it like HAProxy's master does.
         const attempt = slot.readyAt !== null && monotonicNow() - slot.readyAt < CRASH_LOOP_MS ? slot.attempt : 0;
+        this.exits++;
         this.log.error({ worker: index, exitCode: code, signal, sessions: broken, retryInMs: restartDelay(attempt) }, 'worker exited: restarting it');
         this.respawn(index, attempt);
       });
@@ -646,7 +649,7 @@ export class ClusterPrimary {
   workerCounts(): WorkerCounts {
     let serving = 0;
     for (const slot of this.slots.values()) if (slot.ready && !slot.worker.isDead()) serving++;
-    return { serving, restarts: this.restarts };
+    return { serving, restarts: this.restarts, exits: this.exits };
   }
 
   private kill(slot: WorkerSlot): void {

@@ -48,6 +48,8 @@ export interface WorkerCounts {
   serving: number;
   /** Replacements that came to serve after a worker exited, since start. */
   restarts: number;
+  /** Workers that exited unexpectedly, since start (each replaced). */
+  exits: number;
 }
 
 export interface AdminActions {

@@ -856,12 +856,12 @@ describe('workers: 2 (node:cluster)', () => {
       });
       for (let i = 0; i < 4; i++) await (await connectVia(port, { clientId: `counted-${i}` })).endAsync();
       await sleep(700); // worker snapshots every 250 ms
-      const scrape = async (): Promise<{ proxied: number | null; listeners: string[]; ready: number }> => {
+      const scrape = async (): Promise<{ proxied: number | null; listeners: string[]; ready: number; reason: string }> => {
         const text = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
         const m = /mqtt_lb_connections_total\{listener="mqtt",outcome="proxied"\} (\d+)/.exec(text);
         const status = (await (await fetch(`http://127.0.0.1:${admin}/api/status`)).json()) as { listeners: Array<{ name: string }> };
-        const ready = (await fetch(`http://127.0.0.1:${admin}/readyz`)).status;
-        return { proxied: m === null ? null : Number(m[1]), listeners: status.listeners.map((l) => l.name), ready };
+        const readyz = await fetch(`http://127.0.0.1:${admin}/readyz`);
+        return { proxied: m === null ? null : Number(m[1]), listeners: status.listeners.map((l) => l.name), ready: readyz.status, reason: await readyz.text() };
       };
       const before = await scrape();
       expect(before.proxied).toBeGreaterThanOrEqual(4);
@@ -871,6 +871,8 @@ describe('workers: 2 (node:cluster)', () => {
       for (let i = 0; i < 2; i++) await lb.waitForLog((l) => l.msg === 'worker exited: restarting it' && lb.logs.filter((x) => x.msg === l.msg).length > i, 5_000);
       const during = await scrape();
       expect(during.ready).toBe(503);
+      // Said as what it is, not as a start (a workers audit: `listener mqtt not bound by the workers yet`).
+      expect(during.reason).toContain('no worker serving: every worker exited, replacements are starting');
       expect(during.listeners).toEqual(['mqtt']); // an audit saw `"listeners": []` and every listener series gone
       expect(during.proxied).toBeGreaterThanOrEqual(before.proxied!);
       await lb.waitForLog((l) => l.msg === 'worker restarted', 10_000);

@@ -62,7 +62,7 @@ beforeAll(async () => {
   b1.sessions.add(new FakeSession(10, 20));
   source.poolList = [{ name: 'brokers', balance: 'client-id-hash', servers: [b1] }];
   source.failoverStatus = failoverStatus('master');
-  source.workerCounts = () => ({ serving: 2, restarts: 1 });
+  source.workerCounts = () => ({ serving: 2, restarts: 1, exits: 1 });
   metrics = new Metrics(source);
   metrics.healthCheck('brokers', 'b1', 'ok', 0.002);
   metrics.serverConnect('brokers', 'b1', 0.001);

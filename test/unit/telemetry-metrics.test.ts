@@ -249,14 +249,14 @@ describe('Metrics exposition', () => {
     let exp = await scrape(m);
     expect(find(exp, 'mqtt_lb_workers')).toEqual([]);
     expect(find(exp, 'mqtt_lb_worker_restarts_total')).toEqual([]);
-    let counts = { serving: 2, restarts: 0 };
+    let counts = { serving: 2, restarts: 0, exits: 0 };
     source.workerCounts = () => counts;
     exp = await scrape(m);
     expect(value(exp, 'mqtt_lb_workers', {})).toBe(2);
     expect(value(exp, 'mqtt_lb_worker_restarts_total', {})).toBe(0);
     expect(exp.types.get('mqtt_lb_workers')).toBe('gauge');
     expect(exp.types.get('mqtt_lb_worker_restarts_total')).toBe('counter');
-    counts = { serving: 1, restarts: 3 };
+    counts = { serving: 1, restarts: 3, exits: 4 };
     exp = await scrape(m);
     expect(value(exp, 'mqtt_lb_workers', {})).toBe(1);
     expect(value(exp, 'mqtt_lb_worker_restarts_total', {})).toBe(3);
