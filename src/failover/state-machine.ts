@@ -83,6 +83,15 @@ export const VIP_HOLD_DOWN_MAX_MS = 600_000;
  */
 export const VIP_HOLD_DOWN_RESET_MS = 60_000;
 
+/**
+ * Cold start: an instance that has heard no master since its start, and hears a peer that outranks it advertise as a
+ * backup (starting too: its warm-up and first health verdicts hold it), lets that peer become master rather than
+ * take the VIP for the moment until the peer preempts it (two moves, this host's VIP sessions closed: a failover
+ * audit saw it in 3 of 4 simultaneous starts). For at most this long from its first deferral; a host that has heard
+ * a master (a failover, not a start) never waits.
+ */
+export const COLD_START_DEFER_MAX_MS = 6000;
+
 export class FailoverStateMachine {
   private current: FailoverState = 'init';
   private fault = false;
@@ -115,6 +124,12 @@ export class FailoverStateMachine {
   private lastRestoreAt = Number.NEGATIVE_INFINITY;
   /** The proxy does not serve yet (setHeld): BACKUP at most, whatever the Master_Down_Timer says. */
   private held = false;
+  /** A master has been heard (or we were one) since the start: no cold-start deferral then. */
+  private masterSeen = false;
+  /** When a peer that outranks us last advertised as a backup (COLD_START_DEFER_MAX_MS). */
+  private higherBackupAt = Number.NEGATIVE_INFINITY;
+  /** When the cold-start deferral began; null before. */
+  private deferringSince: number | null = null;
 
   constructor(
     private cfg: StateMachineConfig,
@@ -194,7 +209,7 @@ export class FailoverStateMachine {
     this.held = held;
     if (held || this.current !== 'backup' || this.downAt === null) return [];
     const now = this.now();
-    return now >= this.downAt ? this.becomeMaster(now) : [];
+    return now >= this.downAt && !this.deferToStartingPeer(now) ? this.becomeMaster(now) : [];
   }
 
   /** INIT → BACKUP (or FAULT). RFC 5798 §6.4.1 for priority < 255: Master_Down_Timer = Master_Down_Interval. */
@@ -210,7 +225,7 @@ export class FailoverStateMachine {
     if (this.current === 'init') return [];
     const now = this.now();
     const actions: FailoverAction[] = [];
-    if (this.current === 'backup' && !this.held && this.downAt !== null && now >= this.downAt) actions.push(...this.becomeMaster(now));
+    if (this.current === 'backup' && !this.held && this.downAt !== null && now >= this.downAt && !this.deferToStartingPeer(now)) actions.push(...this.becomeMaster(now));
     if (this.advertAt !== null && now >= this.advertAt) {
       actions.push(this.advert());
       const next = this.advertAt + this.cfg.advertInterval;
@@ -396,6 +411,8 @@ export class FailoverStateMachine {
    */
   private becomeMaster(now: number): FailoverAction[] {
     this.current = 'master';
+    this.masterSeen = true;
+    this.deferringSince = null;
     // The takeover burst below announces us to a peer heard again after a silence. Not to the lower-priority
     // master we preempt (lastLowerMasterGarpAt): its last advert as it steps down may follow a GARP of its own
     // burst, which pulled the clients back to it, and one of ours then puts that right.
@@ -421,10 +438,13 @@ export class FailoverStateMachine {
   private backupReceive(a: ReceivedAdvert, now: number): FailoverAction[] {
     const fromMaster = (a.flags & FLAG_MASTER) !== 0;
     if (!fromMaster) {
-      // Not a master's advert. Only a priority 0 from the master we follow (it went to FAULT) matters.
+      // Not a master's advert. Only a priority 0 from the master we follow (it went to FAULT) matters, and at a cold
+      // start a backup that outranks us (deferToStartingPeer).
       if (a.priority === 0 && this.masterAddress === a.sender) this.shortenDownTimer(now);
+      if (a.priority > 0 && (a.flags & FLAG_FAULT) === 0 && this.outranks(a)) this.higherBackupAt = now;
       return [];
     }
+    if (a.priority > 0) this.masterSeen = true;
     if (a.priority === 0) {
       // RFC 5798 §6.4.2: "If the Priority in the ADVERTISEMENT is zero, then: Set the Master_Down_Timer to Skew_Time".
       this.masterAddress = a.sender;
@@ -514,6 +534,25 @@ export class FailoverStateMachine {
     this.masterAdverInterval = a.intervalCs * 10;
     this.masterAddress = a.sender;
     this.downAt = this.resigned ? null : Math.max(now + this.masterDownInterval(), this.notBefore);
+  }
+
+  /** RFC 5798 §6.4.3's order: a higher priority, or an equal one from a higher address, wins. */
+  private outranks(a: ReceivedAdvert): boolean {
+    const ours = this.effectivePriority;
+    return a.priority > ours || (a.priority === ours && a.sender > this.cfg.selfAddress);
+  }
+
+  /**
+   * The Master_Down_Timer fired with no master heard since the start, while a peer that outranks us advertises as a
+   * backup (it starts too): true, and the timer runs one more interval, while that lasts and for at most
+   * COLD_START_DEFER_MAX_MS. The peer becomes master at its own timer, or we do after the bound.
+   */
+  private deferToStartingPeer(now: number): boolean {
+    if (this.masterSeen || now - this.higherBackupAt > this.masterDownInterval()) return false;
+    this.deferringSince ??= now;
+    if (now - this.deferringSince >= COLD_START_DEFER_MAX_MS) return false;
+    this.downAt = now + this.masterAdverInterval;
+    return true;
   }
 
   private shortenDownTimer(now: number): void {

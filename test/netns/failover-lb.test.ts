@@ -369,6 +369,23 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
     expect(again.transitionNames()).toEqual(['init>backup', 'backup>master']);
   });
 
+  // A failover audit: started together, the lower-priority host (done with its warm-up first) took the VIP, and the
+  // higher one preempted it once it served: two moves at every cold start, in 3 of 4 runs.
+  it('both hosts started together, each with a warm-up: the higher-priority host is the first master, the VIP moves once', async () => {
+    const keyFile = join(dir, 'failover.key');
+    const files = { lb1: join(dir, 'lb1-cold.yaml'), lb2: join(dir, 'lb2-cold.yaml') };
+    await writeFile(files.lb1, lbYaml({ name: 'lb1', peer: topo.addr.lb2, keyFile, priority: PRIORITY.lb1, vipCidr: VIP_CIDR, brokers, adminPort: ADMIN_PORT, advertIntervalMs: ADVERT_INTERVAL_MS, warmUp: 3000 }));
+    await writeFile(files.lb2, lbYaml({ name: 'lb2', peer: topo.addr.lb1, keyFile, priority: PRIORITY.lb2, vipCidr: VIP_CIDR, brokers, adminPort: ADMIN_PORT, advertIntervalMs: ADVERT_INTERVAL_MS, warmUp: 3000 }));
+    const [lb1, lb2] = await Promise.all([NsLb.start(topo, 'lb1', files.lb1, ADMIN_PORT), NsLb.start(topo, 'lb2', files.lb2, ADMIN_PORT)]);
+    lbs.push(lb1, lb2);
+    started.push(lb1.proc, lb2.proc);
+    await lb1.waitState('master', 15_000);
+    await waitFor('VIP on lb1 only', holdersAre(['lb1']), 5000);
+    await sleep(1000);
+    expect(lb2.transitionNames()).toEqual(['init>backup']);
+    expect(lb1.transitionNames()).toEqual(['init>backup', 'backup>master']);
+  });
+
   it('a stop signal during the warm-up of a host alone: never master, no VIP, exit 0', async () => {
     const warmFile = join(dir, 'lb1-warm.yaml');
     await writeFile(warmFile, lbYaml({ name: 'lb1', peer: topo.addr.lb2, keyFile: join(dir, 'failover.key'), priority: PRIORITY.lb1, vipCidr: VIP_CIDR, brokers, adminPort: ADMIN_PORT, advertIntervalMs: ADVERT_INTERVAL_MS, warmUp: 3000 }));

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { FLAG_FAULT, FLAG_MASTER } from '../../src/failover/advert.js';
 import { ipv4ToNumber } from '../../src/failover/ipv4.js';
 import {
+  COLD_START_DEFER_MAX_MS,
   FailoverStateMachine,
   HEAL_GARP_MIN_GAP_MS,
   VIP_HOLD_DOWN_MAX_MS,
@@ -332,14 +333,70 @@ describe('election', () => {
     expect(s.sm.state).toBe('master');
   });
 
-  it('a backup advert never resets a backup’s down timer (two backups do not hold each other off)', () => {
+  // A failover audit: both hosts started together, the lower one (done with its warm-up first) took the VIP and the
+  // higher one preempted it: two moves. With no master heard since its start, it lets the starting peer that
+  // outranks it go first; never for good (two backups do not hold each other off).
+  it('cold start: a backup that outranks us, still starting, goes first; for at most COLD_START_DEFER_MAX_MS', () => {
     const s = setup();
     s.sm.start();
-    for (let t = 1050; t < 1000 + s.sm.masterDownInterval(); t += 50) {
-      s.runUntil(t);
-      s.sm.onAdvert({ priority: 200, flags: 0, intervalCs: 10, sender: PEER_HIGH });
+    const higherBackup = { priority: 200, flags: 0, intervalCs: 10, sender: PEER_LOW };
+    const mdi = s.sm.masterDownInterval();
+    let actions: FailoverAction[] = [];
+    // Its warm-up takes 3 s: we wait, past our Master_Down_Interval.
+    const peerServesAt = 1000 + mdi + 3000;
+    for (let t = 1050; t < peerServesAt; t += 100) {
+      actions.push(...s.runUntil(t));
+      actions.push(...s.sm.onAdvert(higherBackup));
     }
-    expect(becameMaster(s.runUntil(1000 + s.sm.masterDownInterval()))).toBe(true);
+    expect(becameMaster(actions)).toBe(false);
+    // It becomes master: its advert resets our timer as any master's does, past the bound too.
+    actions = [];
+    for (let t = peerServesAt; t < peerServesAt + COLD_START_DEFER_MAX_MS + 1000; t += 100) {
+      actions.push(...s.runUntil(t));
+      actions.push(...s.sm.onAdvert(masterAdvert(200)));
+    }
+    expect(becameMaster(actions)).toBe(false);
+    expect(s.sm.state).toBe('backup');
+  });
+
+  it('cold start: a peer that outranks us but stays a backup past COLD_START_DEFER_MAX_MS does not hold us off', () => {
+    const s = setup();
+    s.sm.start();
+    const end = 1000 + s.sm.masterDownInterval() + COLD_START_DEFER_MAX_MS + 200;
+    let actions: FailoverAction[] = [];
+    for (let t = 1050; t < end; t += 50) {
+      actions.push(...s.runUntil(t));
+      actions.push(...s.sm.onAdvert({ priority: 200, flags: 0, intervalCs: 10, sender: PEER_HIGH }));
+    }
+    expect(becameMaster(actions)).toBe(true);
+    // A lower-priority backup, or an equal one from a lower address, or one in FAULT: no wait at all.
+    for (const advert of [
+      { priority: 50, flags: 0, intervalCs: 10, sender: PEER_HIGH },
+      { priority: 100, flags: 0, intervalCs: 10, sender: PEER_LOW },
+      { priority: 0, flags: FLAG_FAULT, intervalCs: 10, sender: PEER_HIGH },
+    ]) {
+      const t = setup();
+      t.sm.start();
+      actions = [];
+      for (let at = 1050; at < 1000 + t.sm.masterDownInterval(); at += 50) {
+        actions.push(...t.runUntil(at));
+        actions.push(...t.sm.onAdvert(advert));
+      }
+      expect(becameMaster([...actions, ...t.runUntil(1000 + t.sm.masterDownInterval())]), JSON.stringify(advert)).toBe(true);
+    }
+  });
+
+  it('after a master has been heard (a failover, not a start): a backup that outranks us is no reason to wait', () => {
+    const s = setup();
+    s.sm.start();
+    peerAdvertises(s, 1050, 2000, masterAdvert(120));
+    // The master falls silent; the peer that outranks us is back as a backup (restarting, warming up).
+    const actions: FailoverAction[] = [];
+    for (let t = 2000; t < 2000 + s.sm.masterDownInterval() + 100; t += 100) {
+      actions.push(...s.runUntil(t));
+      actions.push(...s.sm.onAdvert({ priority: 120, flags: 0, intervalCs: 10, sender: PEER_LOW }));
+    }
+    expect(becameMaster(actions)).toBe(true);
   });
 });
 
