@@ -3,7 +3,7 @@
  * (validate.ts), optionally check the files the config names, and report every problem at once as
  * `FILE:LINE:COL key.path: message`, in file order.
  */
-import { accessSync, closeSync, constants, openSync, readFileSync, readSync, statSync } from 'node:fs';
+import { accessSync, closeSync, constants, openSync, readFileSync, readlinkSync, readSync, statSync } from 'node:fs';
 import { openRegularFile } from '../regular-file.js';
 import { isUtf8 } from 'node:buffer';
 import { networkInterfaces } from 'node:os';
@@ -565,6 +565,15 @@ function checkStateFile(f: FileRef, out: ProblemCollector, files: readonly FileR
   }
 }
 
+/** `is a symbolic link to X, which does not exist` for a dangling link (a certificate renewal that went wrong); else null. */
+function danglingTarget(path: string): string | null {
+  try {
+    return `is a symbolic link to \`${readlinkSync(path)}\`, which does not exist`;
+  } catch {
+    return null;
+  }
+}
+
 /** True when the file is there and usable (readable, or executable for a notify script). */
 function checkFile(f: FileRef, out: ProblemCollector): boolean {
   const shown = f.written === f.resolved ? `\`${f.written}\`` : `\`${f.written}\` (${f.resolved})`;
@@ -578,7 +587,7 @@ function checkFile(f: FileRef, out: ProblemCollector): boolean {
     // keepalived's `script "/x/check.sh 10.0.0.1"` likewise: the command is one file, its arguments a list.
     const hook = f.path === 'failover.notify';
     const args = !spaced ? '' : hook ? ': arguments cannot be given, the hook is called as `notify STATE ROUTER_ID`' : ': arguments go in `args` (a list), without a shell';
-    out.error(f.at, f.path, code === 'ENOENT' ? `file ${shown} does not exist${args}` : `cannot access file ${shown} (${code ?? 'error'})`);
+    out.error(f.at, f.path, code === 'ENOENT' ? `file ${shown} ${danglingTarget(f.resolved) ?? 'does not exist'}${args}` : `cannot access file ${shown} (${code ?? 'error'})`);
     return false;
   }
   if (!isFile) {

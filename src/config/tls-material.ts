@@ -24,8 +24,13 @@ export function tlsPairProblem(cert: Buffer, key: Buffer): TlsMaterialProblem | 
   }
   // OpenSSL's own words for these ("DECODER routines::unsupported") do not say which file was swapped.
   if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(keyText)) {
-    const what = /-----BEGIN CERTIFICATE-----/.test(keyText) ? 'holds a certificate, not a private key' : 'holds no PEM private key';
-    return { field: 'key', message: `${what} (-----BEGIN PRIVATE KEY-----): is it the certificate's file?` };
+    const isCertificate = /-----BEGIN CERTIFICATE-----/.test(keyText);
+    return {
+      field: 'key',
+      message: isCertificate
+        ? "holds a certificate, not a private key (-----BEGIN PRIVATE KEY-----): is it the certificate's file?"
+        : 'holds no PEM private key (-----BEGIN PRIVATE KEY-----)',
+    };
   }
   let privateKey: KeyObject;
   try {

@@ -89,6 +89,12 @@ describe('files named by the config', () => {
       `${file}:14:16 failover.authKeyFile: file \`failover.key\` (${join(dir, 'failover.key')}) does not exist`,
       `${file}:16:11 failover.notify: file \`hooks/notify.sh\` (${join(dir, 'hooks/notify.sh')}) does not exist`,
     ]);
+    // A dangling symbolic link (a certificate renewal that went wrong) says where it points (a TLS audit).
+    mkdirSync(join(dir, 'certs'), { recursive: true });
+    symlinkSync(join(dir, 'certs/renewed.crt'), join(dir, 'certs/server.crt'));
+    expect(parseConfig(CONFIG, file, CHECKS).problems.map(formatProblem)[0]).toBe(
+      `${file}:6:13 listeners[0].tls.cert: file \`certs/server.crt\` (${join(dir, 'certs/server.crt')}) is a symbolic link to \`${join(dir, 'certs/renewed.crt')}\`, which does not exist`,
+    );
   });
 
   it('does not touch the file system unless asked (parseConfig default)', () => {
@@ -326,6 +332,10 @@ describe('files named by the config', () => {
     // The certificate's file given as the key: said so, not OpenSSL's "DECODER routines::unsupported".
     expect(problemsWith(() => writeFileSync(join(dir, 'certs/server.key'), pki.read(pki.serverCert)))).toEqual([
       `${file}:7:12 listeners[0].tls.key: holds a certificate, not a private key (-----BEGIN PRIVATE KEY-----): is it the certificate's file?`,
+    ]);
+    // Neither a key nor a certificate: no guess that it is the certificate's file (a TLS audit).
+    expect(problemsWith(() => writeFileSync(join(dir, 'certs/server.key'), 'garbage\n'))).toEqual([
+      `${file}:7:12 listeners[0].tls.key: holds no PEM private key (-----BEGIN PRIVATE KEY-----)`,
     ]);
     // A bad key does not hide a bad CA file: every problem at once.
     expect(
