@@ -144,6 +144,8 @@ export class App implements TelemetrySource, AdminActions {
   private readonly intakeAlert: IntakeAlert;
   /** `unfinished CONNECTs hold limits.maxPendingConnectBytes ...`: at most once per 10 s, with the count left out. */
   private readonly pendingFullLog: RateLimitedLog;
+  /** Dials that failed for want of a descriptor, memory or a local port (onDialFailure): once per 10 s per code. */
+  private readonly localDialLog: RateLimitedLog;
   /** Each clamp the running config gave (its key) and the value it was said with (logClamped, clampsToSay). */
   private clampsSaid = new Map<string, number>();
   /** checkDescriptors' last finding: null, or why no descriptor could be opened. */
@@ -184,6 +186,7 @@ export class App implements TelemetrySource, AdminActions {
     this.link = link;
     this.intakeAlert = new IntakeAlert(log);
     this.pendingFullLog = new RateLimitedLog(log, 10_000, () => performance.now());
+    this.localDialLog = new RateLimitedLog(log, 10_000, () => performance.now());
     // The process's name cache says when the resolver fails (not the warm-up's private copy, whose log is silent).
     if (!this.privateBinds) {
       const lookupLog = new RateLimitedLog(log, 10_000, () => performance.now());
@@ -213,8 +216,11 @@ export class App implements TelemetrySource, AdminActions {
         if (this.link !== null) this.link.connectSample(server, seconds);
         else this.metrics?.serverConnect(server.pool, server.name, seconds);
       },
-      onDialFailure: (server, serverCaused) => {
+      onDialFailure: (server, serverCaused, localError) => {
         if (serverCaused) this.probeSoon(server);
+        if (localError !== null) {
+          this.localDialLog.warn(localError, { pool: server.pool, server: server.name, code: localError }, 'server dial failed here: this host is out of descriptors, memory or local ports, not the server (its clients are answered server unavailable)');
+        }
       },
       onServerSilent: (server) => this.probeSoon(server),
       arrive: (ticket) => this.admission.arrive(ticket),
@@ -433,7 +439,7 @@ export class App implements TelemetrySource, AdminActions {
       back ??
       new Pool(pc, undefined, {
         keepDetached: this.role !== 'primary',
-        onDeferred: (server) => this.ctx.onDialFailure(server, true),
+        onDeferred: (server) => this.ctx.onDialFailure(server, true, null),
         ...(this.link === null ? {} : { clientIdSharing: this.link.clientIdSharing }),
       });
     this.poolMap.set(pc.name, pool);

@@ -66,8 +66,11 @@ export interface ProxyContext {
   /** A connection was closed because its CONNECT would take more than limits.maxPendingConnectBytes leaves. */
   onPendingConnectBytesFull(): void;
   onServerConnected(server: Server, seconds: number): void;
-  /** A dial failed. serverCaused: refused/reset/timeout (worth a probe), not a local error (EMFILE...). */
-  onDialFailure(server: Server, serverCaused: boolean): void;
+  /**
+   * A dial failed. serverCaused: refused/reset/timeout (worth a probe). localError: the code when this host failed
+   * (EMFILE, ENFILE, EADDRNOTAVAIL...: nothing to do with the server), else null.
+   */
+  onDialFailure(server: Server, serverCaused: boolean, localError: string | null): void;
   /** A session ended with not one byte from its server in a second or more (session.ts reportSilentServer). */
   onServerSilent(server: Server): void;
   /** A session starts (before its CONNECT): null, or why it is closed at once (per-source cap); see admission.ts. */

@@ -53,6 +53,12 @@ export type CloseReason = 'client_closed' | 'server_closed' | 'client_error' | '
 
 /** Errors on a dial that say something about the server (worth an immediate health probe). */
 const SERVER_CAUSED = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE', ErrorCodes.SERVER_CONNECT_TIMEOUT]);
+/**
+ * Dial failures of this host, not of the server: no descriptor (this process's limit, the system's), no buffer or
+ * memory, no free local port. Not counted against the server (mqtt_lb_server_connect_errors_total), and said at warn
+ * (a limits audit: out of descriptors, the broker took the blame and nothing was logged above debug).
+ */
+const LOCAL_DIAL_ERRORS = new Set(['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM', 'EADDRNOTAVAIL']);
 
 export interface SessionListener {
   readonly stats: ListenerStats;
@@ -549,9 +555,10 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
       // A name's last answer may be why (the broker moved): the next dials wait for a fresh answer.
       serverNames.expire(server.config.host);
     }
-    server.connectErrors++;
+    const local = LOCAL_DIAL_ERRORS.has(code);
+    if (!local) server.connectErrors++;
     this.listener.ctx.log.debug({ pool: this.pool!.name, server: server.name, code }, 'server dial failed');
-    this.listener.ctx.onDialFailure(server, serverCaused);
+    this.listener.ctx.onDialFailure(server, serverCaused, local ? code : null);
     if (this.phase !== 'dialing') return;
     const retries = this.pool!.config.retries;
     while (this.candidateIndex < retries && this.candidateIndex + 1 < this.candidates.length) {

@@ -973,6 +973,51 @@ describe('descriptor budget', () => {
     await lb.stop();
   });
 
+  // A limits audit: out of descriptors while dialling, the broker took the blame (mqtt_lb_server_connect_errors_total)
+  // and nothing was logged above debug.
+  it('a dial that fails for want of a descriptor is this host\'s failure: not counted against the server, said at warn', async () => {
+    const [port, admin] = [await freePort(), await freePort()];
+    const health: HealthSpec = { type: 'tcp', interval: '30s', timeout: '1s', rise: 1, fall: 1 };
+    const lb = await startLb(lbYaml({ port, admin, servers: [{ name: 'm1', port: broker.port }], health }), { waitReady: `http://127.0.0.1:${admin}/readyz` });
+    const pid = lb.proc.pid!;
+    const limit = (soft: number): void => {
+      const r = spawnSync('prlimit', ['--pid', String(pid), `--nofile=${soft}:20000`], { encoding: 'utf8', timeout: 5000 });
+      expect(r.status, r.stderr).toBe(0);
+    };
+    const errors = async (): Promise<number> => {
+      const m = /mqtt_lb_server_connect_errors_total\{pool="brokers",server="m1"\} (\d+)/.exec(await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text());
+      return m === null ? 0 : Number(m[1]);
+    };
+    const before = await errors();
+    const answers: Array<number | null> = [];
+    try {
+      // Room for the client's socket, none for the server's: the limit bounds descriptor numbers, and a new one takes
+      // the lowest free number, so the limit is one past the first free number (looked up afresh before each try: a
+      // keep-alive socket of the metrics scrape may close meanwhile). A few tries: the descriptor check opens
+      // /dev/null every 250 ms, and may hold that number for a moment.
+      for (let i = 0; i < 5 && !lb.logs.some((l) => l.msg?.toString().startsWith('server dial failed here')); i++) {
+        const open = new Set(readdirSync(`/proc/${pid}/fd`).map(Number));
+        let firstFree = 0;
+        while (open.has(firstFree)) firstFree++;
+        limit(firstFree + 1);
+        const r = await connectAt(port, `no-fd-${i}`, 4);
+        answers.push(r.code);
+        r.socket.destroy();
+        await sleep(300);
+      }
+    } finally {
+      limit(20_000);
+    }
+    const line = await lb.waitForLog((l) => l.msg === 'server dial failed here: this host is out of descriptors, memory or local ports, not the server (its clients are answered server unavailable)', 2000);
+    expect(line).toMatchObject({ level: 40, code: 'EMFILE', pool: 'brokers', server: 'm1' });
+    expect(answers).toContain(3);
+    expect(await errors()).toBe(before);
+    const ok = await connectAt(port, 'fd-back', 4);
+    expect(ok.code).toBe(0);
+    ok.socket.destroy();
+    await lb.stop();
+  });
+
   it('under a 384 open-file limit: caps clamped at start, the excess refused in MQTT, Node drops past its guard (counted), admin and probes keep room', async () => {
     const [port, admin] = [await freePort(), await freePort()];
     const dir = mkdtempSync(path.join(tmpdir(), 'mqtt-lb-fd-'));
