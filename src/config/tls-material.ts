@@ -111,10 +111,9 @@ export function tlsCertificateWarning(cert: Buffer, now: Date = new Date()): str
   if (typeof leaf === 'string') return null;
   if (new Date(leaf.validTo) < now) return `the certificate expired on ${new Date(leaf.validTo).toISOString()}: clients that verify it refuse the connection`;
   if (new Date(leaf.validFrom) > now) return `the certificate is not valid before ${new Date(leaf.validFrom).toISOString()}: clients that verify it refuse the connection`;
-  const keyType = leaf.publicKey.asymmetricKeyType;
-  const bits = leaf.publicKey.asymmetricKeyDetails?.modulusLength;
-  if ((keyType === 'rsa' || keyType === 'rsa-pss' || keyType === 'dsa') && bits !== undefined && bits < MIN_RSA_BITS) {
-    return `the certificate's ${keyType.toUpperCase()} key has ${bits} bits: clients on OpenSSL's default security level refuse it (\`EE certificate key too weak\`), as HAProxy refuses to load it; use ${MIN_RSA_BITS} bits or more`;
+  const weak = weakKey(leaf);
+  if (weak !== null) {
+    return `the certificate's ${weak}: clients on OpenSSL's default security level refuse it (\`EE certificate key too weak\`), as HAProxy refuses to load it; use ${MIN_RSA_BITS} bits or more`;
   }
   const blocks = cert.toString('latin1').match(CERT_BLOCK) ?? [];
   for (let i = 1; i < blocks.length; i++) {
@@ -124,9 +123,21 @@ export function tlsCertificateWarning(cert: Buffer, now: Date = new Date()): str
     } catch {
       continue; // OpenSSL's to refuse (tlsPairProblem)
     }
+    const which = `certificate ${i + 1} of ${blocks.length} in the chain (${intermediate.subject.replace(/\n/g, ', ')})`;
     if (new Date(intermediate.validTo) < now) {
-      return `certificate ${i + 1} of ${blocks.length} in the chain (${intermediate.subject.replace(/\n/g, ', ')}) expired on ${new Date(intermediate.validTo).toISOString()}: clients that verify the chain through it refuse the connection`;
+      return `${which} expired on ${new Date(intermediate.validTo).toISOString()}: clients that verify the chain through it refuse the connection`;
     }
+    // A re-audit: a 1024-bit intermediate passed, and clients refused the chain (`CA certificate key too weak`).
+    const weakCa = weakKey(intermediate);
+    if (weakCa !== null) return `${which}: its ${weakCa}: clients on OpenSSL's default security level refuse the chain (\`CA certificate key too weak\`); use ${MIN_RSA_BITS} bits or more`;
   }
+  return null;
+}
+
+/** `RSA key has 1024 bits` when a certificate's RSA or DSA key is below MIN_RSA_BITS; null otherwise. */
+function weakKey(cert: X509Certificate): string | null {
+  const keyType = cert.publicKey.asymmetricKeyType;
+  const bits = cert.publicKey.asymmetricKeyDetails?.modulusLength;
+  if ((keyType === 'rsa' || keyType === 'rsa-pss' || keyType === 'dsa') && bits !== undefined && bits < MIN_RSA_BITS) return `${keyType.toUpperCase()} key has ${bits} bits`;
   return null;
 }

@@ -376,6 +376,13 @@ describe('files named by the config', () => {
       expect(tlsCertificateWarning(chain, new Date(Date.now() + 5 * 86_400_000))).toMatch(
         /^certificate 2 of 2 in the chain \(CN=Short Intermediate\) expired on \d{4}-.*: clients that verify the chain through it refuse the connection$/,
       );
+      // A 1024-bit intermediate (a re-audit): clients refuse the chain too.
+      run(['req', '-newkey', 'rsa:1024', '-nodes', '-keyout', 'weakint.key', '-out', 'weakint.csr', '-subj', '/CN=Weak Intermediate']);
+      run(['x509', '-req', '-in', 'weakint.csr', '-signkey', 'weakint.key', '-days', '30', '-out', 'weakint.pem', '-extfile', 'ca.ext']);
+      run(['x509', '-req', '-in', 'leaf.csr', '-CA', 'weakint.pem', '-CAkey', 'weakint.key', '-CAcreateserial', '-days', '30', '-out', 'leaf2.pem']);
+      expect(tlsCertificateWarning(Buffer.concat([readFileSync(join(work, 'leaf2.pem')), readFileSync(join(work, 'weakint.pem'))]))).toBe(
+        "certificate 2 of 2 in the chain (CN=Weak Intermediate): its RSA key has 1024 bits: clients on OpenSSL's default security level refuse the chain (`CA certificate key too weak`); use 2048 bits or more",
+      );
     } finally {
       rmSync(work, { recursive: true, force: true });
     }
