@@ -1,4 +1,5 @@
 /** `pools:` of lb.yaml: strategies, servers and health checks. */
+import { hostname } from 'node:os';
 import { isMap } from 'yaml';
 import { DEFAULTS } from './defaults.js';
 import { formatDuration } from './duration.js';
@@ -75,13 +76,16 @@ function warnSharedProbeIds(r: ConfigReader, pools: ReadonlyMap<string, PoolDraf
   for (const [name, { config, keyAt }] of pools) {
     if (config.health.type !== 'mqtt') continue;
     for (const server of config.servers) {
-      const id = healthClientId(config.health.mqtt.clientId, { hostname: '<hostname>', pool: name, server: server.name }, 4, 0);
+      // As sent, with the pool's version (3 shortens a long ID to a hash of it); the host name is the same for both.
+      const id = healthClientId(config.health.mqtt.clientId, { hostname: hostname(), pool: name, server: server.name }, config.health.mqtt.version, 0);
       const address = `${server.host}:${config.health.port ?? server.port}`; // where the probe goes
       const first = seen.get(id);
       if (first === undefined) {
         seen.set(id, { pool: name, address });
       } else if (first.pool !== name && first.address === address) {
-        r.out.warn(keyAt, `pools.${name}`, `its health probe of server \`${server.name}\` uses the client ID of pool \`${first.pool}\`'s probe of the same address (\`${id}\`): at the broker each probe takes the other's session over; give one pool \`health.mqtt.clientId: mqtt-lb-health-{hostname}-{pool}-{server}\``);
+        // MQTT 3.1 takes at most 23 characters as written: no room for the three placeholders and a prefix.
+        const hint = config.health.mqtt.version === 3 ? '`health.mqtt.clientId: {pool}-{server}` (version 3: at most 23 characters as written)' : '`health.mqtt.clientId: mqtt-lb-health-{hostname}-{pool}-{server}`';
+        r.out.warn(keyAt, `pools.${name}`, `its health probe of server \`${server.name}\` uses the client ID of pool \`${first.pool}\`'s probe of the same address (\`${id}\`): at the broker each probe takes the other's session over; give one pool ${hint}`);
         break;
       }
     }

@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 /**
  * Every kind of problem lb.yaml can have, as `mqtt-lb check` prints it: `FILE:LINE:COL path: message`,
  * pointing at the key (unknown keys), the value (bad values) or the enclosing mapping (missing keys).
@@ -63,10 +64,24 @@ describe('config problems', () => {
     // Not for two brokers that share a name only.
     const twoPools = (second: string) => `${PREFIX}  other:\n    servers: [{ name: b1, address: "${second}" }]\n`;
     expect(warnings(twoPools('10.0.0.11:1883'))).toEqual([
-      "lb.yaml:8:3 pools.other: its health probe of server `b1` uses the client ID of pool `brokers`'s probe of the same address (`mqtt-lb-health-<hostname>-b1`): at the broker each probe takes the other's session over; give one pool `health.mqtt.clientId: mqtt-lb-health-{hostname}-{pool}-{server}`",
+      `lb.yaml:8:3 pools.other: its health probe of server \`b1\` uses the client ID of pool \`brokers\`'s probe of the same address (\`mqtt-lb-health-${hostname()}-b1\`): at the broker each probe takes the other's session over; give one pool \`health.mqtt.clientId: mqtt-lb-health-{hostname}-{pool}-{server}\``,
       'lb.yaml:8:3 pools.other: no listener uses this pool',
     ]);
     expect(warnings(twoPools('10.0.0.12:1883'))).toEqual(['lb.yaml:8:3 pools.other: no listener uses this pool']);
+    // As sent (a re-audit): version 3 sends a long ID as a hash of it, so a version-3 pool and a version-4 one differ.
+    const long = (version: number) => `listeners:
+  - { name: mqtt, bind: "0.0.0.0:1883", pool: a }
+  - { name: m2, bind: "0.0.0.0:1884", pool: b }
+pools:
+  a:
+    servers: [{ name: broker-number-one-long, address: "10.0.0.11:1883" }]
+    health: { mqtt: { version: 4, clientId: "hc-{server}" } }
+  b:
+    servers: [{ name: broker-number-one-long, address: "10.0.0.11:1883" }]
+    health: { mqtt: { version: ${version}, clientId: "hc-{server}" } }
+`;
+    expect(warnings(long(3))).toEqual([]);
+    expect(warnings(long(4))).toHaveLength(1);
     // TLS towards the brokers, and TLS policy keys: not supported, said so rather than "belongs in listeners[]".
     expect(problems(`${PREFIX}    health: { check-ssl: true }\n`)).toEqual([
       "lb.yaml:8:15 pools.brokers.health.check-ssl: unknown key `check-ssl` (not supported: connections to the brokers (sessions and health probes) are plain TCP; TLS ends at the listener (`listeners[].tls`), so keep the brokers' plain port on a private network)",
