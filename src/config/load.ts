@@ -304,17 +304,35 @@ function parseText(text: string, file: string, opts: ParseOptions, out: ProblemC
 
   const problems = out.sortedProblems();
   const locate = (path: string): string | null => {
-    const node: unknown = doc.getIn(pathSegments(path), true);
+    const node: unknown = doc.getIn(pathSegments(path, poolNames(doc)), true);
     const range = (node as { range?: [number, number, number] } | undefined)?.range;
     return range === undefined ? null : out.where(range[0]);
   };
   return { config: problems.length === 0 ? config : null, problems, warnings: out.sortedWarnings(), locate };
 }
 
-/** `pools.main.servers[1].address` as the keys and indexes yaml's getIn takes. */
-function pathSegments(path: string): Array<string | number> {
+/** The pool names as written (a name may hold a `.`: `eu.west`). */
+function poolNames(doc: Document.Parsed): string[] {
+  const pools = doc.get('pools', true);
+  return isMap(pools) ? pools.items.map((p) => String((p.key as { value?: unknown } | null)?.value ?? '')) : [];
+}
+
+/**
+ * `pools.main.servers[1].address` as the keys and indexes yaml's getIn takes; a pool's name is taken whole (the
+ * longest of `pools` that the path starts with), dots and all (a re-audit: `pools.eu.west...` lost its position).
+ */
+function pathSegments(path: string, pools: readonly string[] = []): Array<string | number> {
   const segments: Array<string | number> = [];
-  for (const part of path.split('.')) {
+  let rest = path;
+  if (path.startsWith('pools.')) {
+    const name = pools.filter((p) => path.startsWith(`pools.${p}.`) || path === `pools.${p}`).sort((a, b) => b.length - a.length)[0];
+    if (name !== undefined) {
+      segments.push('pools', name);
+      rest = path.slice(`pools.${name}.`.length);
+      if (rest === '') return segments;
+    }
+  }
+  for (const part of rest.split('.')) {
     const m = /^([^[]*)((?:\[\d+\])*)$/.exec(part);
     if (m === null) return [];
     if (m[1] !== '') segments.push(m[1]!);

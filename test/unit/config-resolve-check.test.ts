@@ -75,3 +75,21 @@ describe('check: host names resolved as a start would', () => {
     expect(found.errors).toEqual(['listeners[0].bind: host name `lb.example` does not resolve here (no answer within 200 ms): a start would fail to bind it (exit 2)']);
   });
 });
+
+describe('locate: a config path back to FILE:LINE:COL (for what check finds after parsing)', () => {
+  it('finds values in block and flow style, and a pool name with dots in it', () => {
+    const text = `listeners:
+  - { name: a, bind: "127.0.0.1:1883", pool: eu.west }
+pools:
+  eu.west:
+    servers:
+      - name: b1
+        address: broker.example:1883
+`;
+    const { locate, problems } = parseConfig(text, 'lb.yaml');
+    expect(problems).toEqual([]);
+    expect(locate?.('listeners[0].bind')).toBe('lb.yaml:2:22');
+    expect(locate?.('pools.eu.west.servers[0].address')).toBe('lb.yaml:7:18');
+    expect(locate?.('admin.bind')).toBeNull(); // not written: the caller says the file alone
+  });
+});
