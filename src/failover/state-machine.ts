@@ -76,6 +76,8 @@ export const PEER_SILENCE_ADVERTS = 3;
  * closing the peer's VIP sessions each time. With no master heard, it still takes over after a Master_Down_Interval.
  */
 export const VIP_HOLD_DOWN_MIN_MS = 10_000;
+/** With no master heard, the first retry after a VIP failure comes after this long, doubled at each further failure. */
+export const VIP_RETRY_MIN_MS = 1000;
 export const VIP_HOLD_DOWN_MAX_MS = 600_000;
 /**
  * VIPs held this long as master clear the failure count (the next hold-down is VIP_HOLD_DOWN_MIN_MS again). Also
@@ -361,8 +363,11 @@ export class FailoverStateMachine {
     this.current = 'backup';
     this.masterAddress = null;
     this.preemptSince = null;
-    // A full Master_Down_Interval: the peer (timer at Skew_Time after our priority 0) goes first.
-    this.downAt = this.resigned ? null : now + this.masterDownInterval();
+    // A full Master_Down_Interval at least: the peer (timer at Skew_Time after our priority 0) goes first. With no
+    // master then (the peer down too, or none), the next try backs off: 1 s, 2 s, 4 s... up to the hold-down (a
+    // re-audit: a host alone without CAP_NET_ADMIN tried every Master_Down_Interval, 16 log lines a second).
+    const retryMs = Math.min(this.lastHoldDownMs, VIP_RETRY_MIN_MS * 2 ** Math.min(this.vipFailures - 1, 30));
+    this.downAt = this.resigned ? null : now + Math.max(this.masterDownInterval(), retryMs);
     this.advertAt = now + this.cfg.advertInterval;
     return [{ type: 'sendAdvert', priority: 0, flags: FLAG_MASTER }, { type: 'removeVips' }, { type: 'notify', from: 'master', to: 'backup' }];
   }
