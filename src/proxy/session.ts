@@ -848,7 +848,11 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
         return false;
       }
       this.awaitsAssignedId = false;
-      if (assigned !== null && assigned.length > 0) key = this.clientIdKey = assigned.toString('latin1');
+      if (assigned !== null && assigned.length > 0) {
+        key = this.clientIdKey = assigned.toString('latin1');
+        // The access log names it by the ID it holds (a takeover line that said `""` matched nothing: a re-audit).
+        if (this.listener.ctx.logSessions) this.clientIdText = clientIdForLog(assigned);
+      }
     }
     this.connackHead = null;
     if (key === null) return true; // accepted with no ID assigned (or one in a CONNACK too long to read)

@@ -222,7 +222,8 @@ describe('one client ID, two brokers', () => {
       if (secondBroker === firstBroker) continue; // the broker itself took the first over
       await until('the first connection closed', () => firstClosed, 3000);
       const closedLine = await lb.waitForLog((l) => l.msg === 'session closed' && l.server === firstBroker && l.reason === 'takeover', 2000);
-      expect(closedLine.clientId).toBe('');
+      // Named by the ID it held, as the session that closed it (a re-audit: `""` matched nothing).
+      expect(closedLine.clientId).toBe(assignedId);
       expect(second.connected).toBe(true);
       return;
     }
