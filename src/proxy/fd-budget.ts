@@ -81,7 +81,7 @@ function smallestUsable(listeners: number, globalMax: number): number {
   const perListener = hardCapFor(1);
   for (let usable = 1; ; usable++) {
     const sessions = Math.min(Math.max(1, globalMax), Math.floor(usable / DESCRIPTORS_PER_SESSION));
-    if (sessions >= 1 && usable - sessions >= listeners * perListener) return usable;
+    if (sessions >= 1 && usable - Math.min(sessions, listeners) >= listeners * perListener) return usable;
   }
 }
 
@@ -103,24 +103,20 @@ export function clampToBudget(input: BudgetInput): Budget {
   const limit = input.fileLimit;
   const usable = Math.max(0, limit - reserveFor(input.servers));
   const sessions = Math.floor(usable / DESCRIPTORS_PER_SESSION);
-  let globalMax = input.globalMax;
-  if (globalMax > sessions) {
-    const warning = `limits.maxConnections ${globalMax} clamped to ${sessions}: the open-file limit is ${limit} and each session needs two descriptors, plus 5 % for refused clients and a reserve for probes and the admin port`;
-    clamps.push({ key: `limits.maxConnections ${globalMax}`, to: sessions, warning });
-    warnings.push(warning);
-    globalMax = sessions;
-  }
+  const globalMax = Math.min(input.globalMax, sessions);
   let caps = input.listeners.map((l) => Math.min(l.maxConnections, sessions));
-  // Client sockets of all listeners together, beside one server socket per session under the global cap.
-  const clientRoom = Math.max(0, usable - globalMax);
   const totalHard = (cs: number[]): number => cs.reduce((sum, c) => sum + hardCapFor(c), 0);
-  const shared = totalHard(caps) > clientRoom;
+  // The worst case: every listener's client sockets up to its guard, beside one server socket per session, of which
+  // there are no more than the global cap allows and the listeners hold together (a limits audit: server sockets
+  // set aside for all 29 sessions of the global cap left two listeners no room at all, where 7 each fitted).
+  const need = (cs: number[]): number => totalHard(cs) + Math.min(globalMax, cs.reduce((sum, c) => sum + c, 0));
+  const shared = need(caps) > usable;
   if (shared) {
     // Max-min fair: the highest level L such that every listener capped at L fits; a listener below L keeps its
     // cap. (Scaling every cap by one factor lowered a 2-session listener to 1 beside two of 10,000.) A listener
     // is sized by what it can hold: never more sessions than the global cap.
     const held = caps.map((c) => Math.min(c, globalMax));
-    const fits = (level: number): boolean => held.reduce((sum, c) => sum + hardCapFor(Math.min(c, level)), 0) <= clientRoom;
+    const fits = (level: number): boolean => need(held.map((c) => Math.min(c, level))) <= usable;
     let lo = 0;
     let hi = Math.max(0, ...held);
     if (!fits(0)) {
@@ -133,6 +129,13 @@ export function clampToBudget(input: BudgetInput): Budget {
       }
       caps = caps.map((c) => Math.min(c, lo));
     }
+  }
+  // The global cap stays as the descriptors allow it, even above what the listeners hold together: lowered to their
+  // sum, a client past a full listener would be refused as `global_full`, not `listener_full`.
+  if (globalMax < input.globalMax) {
+    const warning = `limits.maxConnections ${input.globalMax} clamped to ${globalMax}: the open-file limit is ${limit} and each session needs two descriptors, plus 5 % for refused clients and a reserve for probes and the admin port`;
+    clamps.push({ key: `limits.maxConnections ${input.globalMax}`, to: globalMax, warning });
+    warnings.push(warning);
   }
   input.listeners.forEach((l, i) => {
     if (caps[i]! >= l.maxConnections) return;
@@ -150,7 +153,7 @@ export function clampToBudget(input: BudgetInput): Budget {
   // past a full listener is then answered in MQTT as far as descriptors allow, not reset past a few more than the
   // cap (an audit: of 300 clients past a full listener of 50, 16 got a CONNACK and 284 a reset or a bare FIN, with
   // 20,000 descriptors and ~100 in use; and 66 silent connections locked everyone out of it).
-  const slack = Math.max(0, clientRoom - totalHard(caps));
+  const slack = Math.max(0, usable - need(caps));
   const share = input.listeners.length > 0 ? Math.floor(slack / input.listeners.length) : 0;
   input.listeners.forEach((l, i) => listenerHard.set(l.name, hardCapFor(caps[i]!) + share));
   // A balancer that would refuse every client is no balancer: say so instead of starting one (HAProxy refuses to

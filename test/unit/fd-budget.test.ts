@@ -21,7 +21,9 @@ function worstCase(input: BudgetInput, out: ReturnType<typeof clampToBudget>): n
     expect(hard).toBeGreaterThanOrEqual(hardCapFor(v)); // never less room to answer than the minimum
     clients += hard;
   }
-  return clients + out.globalMax + reserveFor(input.servers);
+  // A server socket per session: no more sessions than the global cap allows and the listeners hold together.
+  const held = [...out.listenerMax.values()].reduce((sum, v) => sum + v, 0);
+  return clients + Math.min(out.globalMax, held) + reserveFor(input.servers);
 }
 
 describe('open-file limit', () => {
@@ -158,13 +160,14 @@ describe('clampToBudget', () => {
     const input: BudgetInput = { fileLimit: 20_000, globalMax: 20_000, listeners: [{ name: 'small', maxConnections: 50 }], servers: 2 };
     const b = clampToBudget(input);
     expect(b.listenerMax.get('small')).toBe(50);
-    const clientRoom = 20_000 - reserveFor(2) - b.globalMax;
+    // Server sockets for the 50 sessions it can hold, not for the global cap's 20,000.
+    const clientRoom = 20_000 - reserveFor(2) - 50;
     expect(b.listenerHard.get('small')).toBe(clientRoom); // all of it: one listener
     expect(worstCase(input, b)).toBeLessThanOrEqual(20_000);
     // Two listeners share what is left equally, each above its own minimum.
     const two: BudgetInput = { ...input, listeners: [{ name: 'a', maxConnections: 50 }, { name: 'b', maxConnections: 2_000 }] };
     const t = clampToBudget(two);
-    const slack = clientRoom - hardCapFor(50) - hardCapFor(2_000);
+    const slack = 20_000 - reserveFor(2) - 2_050 - hardCapFor(50) - hardCapFor(2_000);
     expect(t.listenerHard.get('a')).toBe(hardCapFor(50) + Math.floor(slack / 2));
     expect(t.listenerHard.get('b')).toBe(hardCapFor(2_000) + Math.floor(slack / 2));
     expect(worstCase(two, t)).toBeLessThanOrEqual(20_000);
@@ -217,5 +220,20 @@ describe('clampsToSay (what a reload says again)', () => {
     expect(clampsToSay(first.said, budget(20_000, 4, 384)).say.filter((w) => w.startsWith('limits.maxConnections 20000'))).toHaveLength(1);
     // No longer clamped: nothing said, nothing kept.
     expect(clampsToSay(first.said, budget(50, 3))).toEqual({ say: [], said: new Map() });
+  });
+});
+
+describe('a small open-file limit and several listeners', () => {
+  // A limits audit: at 256 descriptors, server sockets set aside for all 29 sessions of the global cap left two
+  // listeners no room (the start refused, asking for 258); 7 sessions each fitted.
+  it('sets aside server sockets only for the sessions the listeners can hold', () => {
+    const input: BudgetInput = { fileLimit: 256, globalMax: 20_000, listeners: [{ name: 'a', maxConnections: 10_000 }, { name: 'b', maxConnections: 20 }], servers: 1 };
+    const b = clampToBudget(input);
+    expect(b.noRoom).toBeNull();
+    expect([b.listenerMax.get('a'), b.listenerMax.get('b')]).toEqual([7, 7]);
+    expect(b.globalMax).toBe(29); // as the descriptors allow: a client past a full listener is `listener_full`
+    expect(worstCase(input, b)).toBeLessThanOrEqual(256);
+    // One session more each would not fit.
+    expect(2 * hardCapFor(8) + 16 + reserveFor(1)).toBeGreaterThan(256);
   });
 });
