@@ -4,6 +4,7 @@
  * decisions about it live in the strategies and the health checker.
  */
 import { EventEmitter } from 'node:events';
+import { withoutCredentials } from '../config/net-syntax.js';
 import type { ServerConfig } from '../config/types.js';
 
 export type HealthState = 'unknown' | 'up' | 'down';
@@ -45,10 +46,12 @@ export interface ServerStateChange {
 
 /**
  * Where a server's sessions and probes go: its address, and its healthUrl when the probes use it (type http).
- * A reload that changes it has moved the server: its health verdict was about the old place.
+ * A reload that changes it has moved the server: its health verdict was about the old place. The healthUrl's
+ * credentials are not part of the place: rotating an API key moves nothing (a health audit: the verdict was dropped,
+ * and `fall` skipped, for a new key).
  */
 export function serverPlace(config: ServerConfig, healthType: string): string {
-  return healthType !== 'http' || config.healthUrl === null ? config.address : `${config.address} ${config.healthUrl}`;
+  return healthType !== 'http' || config.healthUrl === null ? config.address : `${config.address} ${withoutCredentials(config.healthUrl)}`;
 }
 
 export class Server extends EventEmitter {

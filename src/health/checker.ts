@@ -238,6 +238,9 @@ export class HealthChecker {
       if (!probing) this.holdUp(server, healthBefore?.get(server) ?? server.health);
       else if (!this.loops.has(server)) this.addLoop(server);
     }
+    // Held up (`none`): the outage, if one was said, is over; the next one is said again (a health audit: after a
+    // reload to `none` and back with the broker still dead, `pool has no server up` was not said).
+    if (!probing && servers.size > 0) this.noServerUpLogged = false;
   }
 
   private addLoop(server: Server): void {

@@ -100,6 +100,24 @@ describe('HealthChecker', () => {
     await checker.close();
   });
 
+  // A health audit: an API key rotated in a healthUrl was taken for a move (`from` and `to` alike once masked), and the
+  // new key's first 401 took the server down at once, without `fall`.
+  it('a reload that changes only the credentials of a healthUrl is no move: the verdict stays, `fall` counts', async () => {
+    const { servers, scripted, checker, lines, pool } = setup({ type: 'http', fall: 3, rise: 1 }, ['a']);
+    servers[0]!.config = { ...servers[0]!.config, healthUrl: 'http://emqx:OLDKEY@127.0.0.1:18083/api/v5/status' };
+    checker.start();
+    await vi.advanceTimersByTimeAsync(10);
+    expect(servers[0]!.health).toBe('up');
+    servers[0]!.config = { ...servers[0]!.config, healthUrl: 'http://emqx:NEWKEY@127.0.0.1:18083/api/v5/status' };
+    scripted.fallback = 'refused';
+    checker.reconfigure(pool);
+    expect(servers[0]!.health).toBe('up');
+    expect(lines.filter((l) => l.msg === 'server moved: health checked anew')).toEqual([]);
+    await vi.advanceTimersByTimeAsync(1100);
+    expect(servers[0]!.health).toBe('up'); // one failure of three
+    await checker.close();
+  });
+
   it('a reload that moves a server (another address) drops its verdict: unknown until the new address is probed, at once', async () => {
     const { servers, scripted, checker, lines, pool } = setup({ fall: 3, rise: 2 }, ['a', 'b']);
     checker.start();
@@ -154,6 +172,27 @@ describe('HealthChecker', () => {
     expect(servers[1]!.health).toBe('up');
     await vi.advanceTimersByTimeAsync(1000); // b refused again: a second outage
     expect(servers[1]!.health).toBe('down');
+    expect(outages()).toBe(2);
+    await checker.close();
+  });
+
+  // A health audit: dead, then a reload to `none` (held up: the pool serves), then back to probing with the broker
+  // still dead: the second outage went unsaid.
+  it('an outage after a spell of `health.type: none` is said again', async () => {
+    const { servers, scripted, checker, lines, pool } = setup({ fall: 1, rise: 1 }, ['a']);
+    const outages = () => lines.filter((l) => l.msg === 'pool has no server up: its clients are refused (CONNACK server unavailable)').length;
+    scripted.fallback = 'refused';
+    checker.start();
+    await vi.advanceTimersByTimeAsync(5);
+    expect(outages()).toBe(1);
+    const probing = pool.config;
+    pool.config = poolConfig({}, { type: 'none' });
+    checker.reconfigure(pool);
+    expect(servers[0]!.health).toBe('up');
+    pool.config = probing;
+    checker.reconfigure(pool);
+    await vi.advanceTimersByTimeAsync(1100);
+    expect(servers[0]!.health).toBe('down');
     expect(outages()).toBe(2);
     await checker.close();
   });
