@@ -64,14 +64,20 @@ async function lbOver(servers: ServerSpec[], type: 'mqtt' | 'tcp', options: { wo
   return { lb, port };
 }
 
+/** Brokers b1 and b2 (in `brokers`, stopped after each test) and an LB over them (lbOver). */
+async function overTwoBrokers(type: 'mqtt' | 'tcp', options: Parameters<typeof lbOver>[2] = {}): Promise<{ lb: LbProcess; port: number; b1: NamedBroker; b2: NamedBroker }> {
+  brokers.push(...(await startBrokers(['b1', 'b2'])));
+  const [b1, b2] = brokers as [NamedBroker, NamedBroker];
+  const { lb, port } = await lbOver([
+    { name: 'b1', port: b1.port },
+    { name: 'b2', port: b2.port },
+  ], type, options);
+  return { lb, port, b1, b2 };
+}
+
 describe('one client ID, two brokers', () => {
   it('a client ID connecting again on another broker closes its older session there (onServerUp: keep); on the same broker the broker does it', async () => {
-    brokers.push(...(await startBrokers(['b1', 'b2'])));
-    const [b1, b2] = brokers as [NamedBroker, NamedBroker];
-    const { lb, port } = await lbOver([
-      { name: 'b1', port: b1.port },
-      { name: 'b2', port: b2.port },
-    ], 'mqtt');
+    const { lb, port, b2 } = await overTwoBrokers('mqtt');
     // A client ID that hashes to b2.
     let id = '';
     for (let i = 0; i < 40 && id === ''; i++) if ((await brokerFor(port, `to-b2-${i}`)) === 'b2') id = `to-b2-${i}`;
@@ -110,12 +116,7 @@ describe('one client ID, two brokers', () => {
   }, 30_000);
 
   it('workers: 2: a client ID whose sessions land on different workers and brokers keeps only the newer one', async () => {
-    brokers.push(...(await startBrokers(['b1', 'b2'])));
-    const [b1, b2] = brokers as [NamedBroker, NamedBroker];
-    const { lb, port } = await lbOver([
-      { name: 'b1', port: b1.port },
-      { name: 'b2', port: b2.port },
-    ], 'mqtt', { workers: 2, level: 'debug' });
+    const { lb, port, b2 } = await overTwoBrokers('mqtt', { workers: 2, level: 'debug' });
     // Five client IDs that hash to b2. Connected twice each, in turn: handed out round robin, an odd number of
     // connections between an ID's two puts them on different workers (most of them, should a turn be skipped).
     const ids: string[] = [];
@@ -199,12 +200,7 @@ describe('one client ID, two brokers', () => {
   // A protocol audit: a 5.0 client with an empty client ID is placed by the fallback, its broker assigns it an ID,
   // and its reconnect with that ID (Session Expiry > 0) is hashed by it: on the other broker, both stayed live.
   it('5.0, empty client ID: the ID the broker assigned is claimed, so a reconnect with it on the other broker closes the first', async () => {
-    brokers.push(...(await startBrokers(['b1', 'b2'])));
-    const [b1, b2] = brokers as [NamedBroker, NamedBroker];
-    const { lb, port } = await lbOver([
-      { name: 'b1', port: b1.port },
-      { name: 'b2', port: b2.port },
-    ], 'mqtt');
+    const { lb, port } = await overTwoBrokers('mqtt');
     const v5 = { protocolVersion: 5 as const, clean: false, properties: { sessionExpiryInterval: 60 } };
     // Until an assigned ID hashes to the other broker than the first connection's (one in two, by chance).
     for (let attempt = 0; attempt < 20; attempt++) {
