@@ -141,7 +141,14 @@ export class ConnectionFront implements Front {
     // Read now: net.Socket keeps it once read, so the log line of a failed handshake still has it after a refused
     // certificate has closed the socket (its address can no longer be asked then).
     const peer = socket.remoteAddress;
-    if (this.trusted !== null && this.trusted.has(peer ?? '')) {
+    if (peer === undefined) {
+      // Gone before its address could be asked (its bytes, then a reset: HAProxy's check with `send-proxy-v2` sends
+      // a LOCAL header and resets). A connection that closed, counted as nothing, as a bare reset is (a PROXY audit:
+      // taken for an untrusted source, its header read as MQTT, and counted `not_connect` with no address).
+      socket.destroy();
+      return;
+    }
+    if (this.trusted !== null && this.trusted.has(peer)) {
       // A trusted source MUST start with a PROXY header (strict: no fallback to "no header").
       socket.on('data', onProxyData);
       return;

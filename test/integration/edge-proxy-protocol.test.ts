@@ -185,6 +185,29 @@ describe('acceptProxyProtocol from a trusted source (127.0.0.1/32)', () => {
     expect(c.header).toMatchObject({ kind: 'ok', addresses: { srcAddress: '127.0.0.1', srcPort: r.localPort } });
   });
 
+  // A PROXY audit: HAProxy's check with send-proxy-v2 sends a LOCAL header and resets at once; gone before its
+  // address was asked, it was taken for an untrusted source and counted `not_connect` (every 2 s per HAProxy server).
+  it('a LOCAL header and a reset at once (HAProxy\'s check with send-proxy-v2) is counted as nothing, on plain and TLS listeners', async () => {
+    const reasons = ['not_connect', 'bad_proxy_header', 'tls_handshake', 'malformed'];
+    const counts = async (listener: string): Promise<number[]> => Promise.all(reasons.map((r) => metric(admin, listener, r)));
+    const before = { trusted: await counts('trusted'), tls: await counts('trusted-tls') };
+    for (const port of [ports.trusted!, ports.trustedTls!]) {
+      for (let i = 0; i < 10; i++) {
+        await new Promise<void>((resolve) => {
+          const s = net.connect(port, '127.0.0.1', () => {
+            s.write(encodeV2(null));
+            s.resetAndDestroy();
+            setTimeout(resolve, 30);
+          });
+          s.on('error', () => {});
+        });
+      }
+    }
+    await sleep(300);
+    expect(await counts('trusted')).toEqual(before.trusted);
+    expect(await counts('trusted-tls')).toEqual(before.tls);
+  });
+
   it('no header, a malformed header, or an oversized one: closed without an answer, nothing reaches a server', async () => {
     const before = broker.connections.length;
     const counted = await metric(admin, 'trusted', 'bad_proxy_header');
