@@ -210,7 +210,7 @@ const FOREIGN_NOTES = new Map<readonly string[], Readonly<Record<string, string>
       mode: NO_MODE,
       option: 'HAProxy options are keys here: `option tcplog` is `log.sessions: true`; the rest are under the pool (`retries`, `health`) and `limits`',
       usebackend: TO_POOL,
-      crt: 'did you mean `tls.cert`? with `tls.key`: the certificate and the key are read from two files',
+      crt: 'did you mean `tls.cert`? with `tls.key` (HAProxy\'s combined PEM, certificate and key in one file, may be named by both)',
       ssl: 'did you mean `tls`? a mapping with `cert` and `key`',
     },
   ],

@@ -675,7 +675,7 @@ limits:
 logging: { level: info }
 `;
     expect(problems(text)).toEqual([
-      'lb.yaml:2:47 listeners[0].crt: unknown key `crt` (did you mean `tls.cert`? with `tls.key`: the certificate and the key are read from two files)',
+      "lb.yaml:2:47 listeners[0].crt: unknown key `crt` (did you mean `tls.cert`? with `tls.key` (HAProxy's combined PEM, certificate and key in one file, may be named by both))",
       'lb.yaml:5:5 pools.p.inter: unknown key `inter` (did you mean `pools.p.health.interval`?)',
       'lb.yaml:6:5 pools.p.maxqueue: unknown key `maxqueue` (there is no queue: a client whose server is at its `maxConnections` is refused with CONNACK Server busy)',
       'lb.yaml:7:5 pools.p.timeout connect: unknown key `timeout connect` (did you mean `pools.p.serverConnectTimeout`?)',
