@@ -51,8 +51,37 @@ export function readConnack(buf: Buffer, version: 3 | 4 | 5): ConnackVerdict {
   if ((flags & 0xfe) !== 0) return { kind: 'malformed', detail: `CONNACK flags 0x${flags.toString(16)}` };
   // 3.1.1 §3.2.2.3: return code 0 = accepted; v5 §3.2.2.2: reason code 0x00 = Success, anything else refuses.
   if (code === 0) return ACCEPTED;
-  return {
-    kind: 'refused',
-    detail: version < 5 ? `CONNACK return code ${code}` : `CONNACK reason code 0x${code.toString(16).padStart(2, '0')}`,
-  };
+  const name = (version < 5 ? RETURN_CODES : REASON_CODES).get(code);
+  const said = version < 5 ? `CONNACK return code ${code}` : `CONNACK reason code 0x${code.toString(16).padStart(2, '0')}`;
+  return { kind: 'refused', detail: name === undefined ? said : `${said} (${name})` };
 }
+
+/**
+ * What a refusal means, with what to do where it is the probe's own doing (a new user's audit: a broker that wants a
+ * login gave `CONNACK return code 5` and nothing more). MQTT 3.1.1 §3.2.2.3.
+ */
+const PROBE_CREDENTIALS = 'set the pool\'s health.mqtt.username and password';
+const RETURN_CODES: ReadonlyMap<number, string> = new Map([
+  [1, 'unacceptable protocol version: set the pool\'s health.mqtt.version'],
+  [2, 'identifier rejected: set the pool\'s health.mqtt.clientId'],
+  [3, 'server unavailable'],
+  [4, `bad user name or password: ${PROBE_CREDENTIALS}`],
+  [5, `not authorized: ${PROBE_CREDENTIALS}, or allow the probe's client ID`],
+]);
+/** MQTT 5.0 §3.2.2.2, the ones a probe may meet. */
+const REASON_CODES: ReadonlyMap<number, string> = new Map([
+  [0x80, 'unspecified error'],
+  [0x81, 'malformed packet'],
+  [0x82, 'protocol error'],
+  [0x83, 'implementation specific error'],
+  [0x84, 'unsupported protocol version: set the pool\'s health.mqtt.version'],
+  [0x85, 'client identifier not valid: set the pool\'s health.mqtt.clientId'],
+  [0x86, `bad user name or password: ${PROBE_CREDENTIALS}`],
+  [0x87, `not authorized: ${PROBE_CREDENTIALS}, or allow the probe's client ID`],
+  [0x88, 'server unavailable'],
+  [0x89, 'server busy'],
+  [0x8a, 'banned'],
+  [0x8c, 'bad authentication method'],
+  [0x97, 'quota exceeded'],
+  [0x9f, 'connection rate exceeded'],
+]);
