@@ -83,3 +83,14 @@ export class ConfigFileError extends ProblemsError {
     this.log = log;
   }
 }
+
+/**
+ * What to do about an address that cannot be bound, after its OS error code (a new user's audit: a second instance on
+ * one config, or a port someone else holds, said `EADDRINUSE` and no more). '' when there is nothing to add.
+ */
+export function bindHint(code: string | undefined, port: number): string {
+  if (code === 'EADDRINUSE') return ` (something already listens there: another mqtt-lb on this config? \`ss -ltnp 'sport = :${port}'\` names it)`;
+  if (code === 'EADDRNOTAVAIL') return ' (not an address of this host: bind 0.0.0.0, or a VIP only where failover holds it)';
+  if (code === 'EACCES') return ' (a port below 1024 needs CAP_NET_BIND_SERVICE or root)';
+  return '';
+}

@@ -49,7 +49,10 @@ export class AdvertTransport {
     const socket = dgram.createSocket({ type: 'udp4', reuseAddr: false });
     const bindAddress = this.o.mode === 'unicast' ? this.o.localAddress : '0.0.0.0';
     await new Promise<void>((resolve, reject) => {
-      const onError = (err: Error) => reject(new MqttLbError(ErrorCodes.START_BIND, `failover: cannot bind UDP ${bindAddress}:${this.o.port} (${(err as NodeJS.ErrnoException).code ?? err.message})`, { cause: err }));
+      const onError = (err: Error) => {
+        const code = (err as NodeJS.ErrnoException).code;
+        reject(new MqttLbError(ErrorCodes.START_BIND, `failover: cannot bind UDP ${bindAddress}:${this.o.port} (${code ?? err.message})${code === 'EADDRINUSE' ? ` (another mqtt-lb or keepalived on this host? \`ss -lunp 'sport = :${this.o.port}'\` names it)` : ''}`, { cause: err }));
+      };
       socket.once('error', onError);
       socket.bind({ address: bindAddress, port: this.o.port, exclusive: true }, () => {
         socket.off('error', onError);

@@ -9,7 +9,7 @@ import net from 'node:net';
 import type { Socket } from 'node:net';
 import type { ListenerConfig, RefuseWith } from '../config/types.js';
 import { bindsMayCollide } from '../config/net-syntax.js';
-import { ErrorCodes, MqttLbError } from '../errors.js';
+import { bindHint, ErrorCodes, MqttLbError } from '../errors.js';
 import { ClientSession, TCP_KEEPALIVE_MS, type SessionListener } from './session.js';
 import { ListenerStats, type ProxyContext, type RoutingPool } from './context.js';
 import type { ListenerCaps } from './fd-budget.js';
@@ -160,7 +160,7 @@ export class Listener implements SessionListener {
     const { host, port } = address;
     return new Promise((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException): void => {
-        reject(new MqttLbError(ErrorCodes.START_BIND, `listener ${this.config.name}: cannot bind ${bindText}: ${err.code ?? err.message}`, { cause: err }));
+        reject(new MqttLbError(ErrorCodes.START_BIND, `listener ${this.config.name}: cannot bind ${bindText}: ${err.code ?? err.message}${bindHint(err.code, port)}`, { cause: err }));
       };
       server.once('error', onError);
       // A reconnect storm arrives all at once: a deep accept backlog avoids SYN drops and 1-3 s retries.
@@ -344,7 +344,7 @@ export function probeBind(lc: ListenerConfig): Promise<void> {
   const server = net.createServer();
   return new Promise((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => {
-      reject(new MqttLbError(ErrorCodes.START_BIND, `listener ${lc.name}: cannot bind ${lc.bind}: ${err.code ?? err.message}`, { cause: err }));
+      reject(new MqttLbError(ErrorCodes.START_BIND, `listener ${lc.name}: cannot bind ${lc.bind}: ${err.code ?? err.message}${bindHint(err.code, lc.address.port)}`, { cause: err }));
     });
     server.listen({ host: lc.address.host, port: lc.address.port, ipv6Only: false, exclusive: true }, () => {
       server.close(() => resolve());

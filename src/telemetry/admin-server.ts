@@ -9,7 +9,7 @@ import { createServer, type IncomingMessage, type Server as HttpServer, type Ser
 import type { AddressInfo, Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { AdminConfig } from '../config/types.js';
-import { ErrorCodes, MqttLbError } from '../errors.js';
+import { bindHint, ErrorCodes, MqttLbError } from '../errors.js';
 import { authorizeAdmin, hostOfHostHeader, isLoopbackHost, requestTarget } from './admin-auth.js';
 import { ADMIN_MAX_CONNECTIONS, AdminConnections } from './admin-connections.js';
 import type { Metrics } from './metrics.js';
@@ -108,7 +108,8 @@ export class AdminServer {
     return new Promise((resolve, reject) => {
       const onError = (err: Error): void => {
         // The OS error's code, not its message: pino's serializer appends the cause's message to ours.
-        reject(new MqttLbError(ErrorCodes.START_BIND, `admin: cannot listen on ${this.opts.config.bind}: ${(err as NodeJS.ErrnoException).code ?? err.message}`, { cause: err }));
+        const code = (err as NodeJS.ErrnoException).code;
+        reject(new MqttLbError(ErrorCodes.START_BIND, `admin: cannot listen on ${this.opts.config.bind}: ${code ?? err.message}${bindHint(code, port)}`, { cause: err }));
       };
       this.server.once('error', onError);
       this.server.listen({ host, port }, () => {

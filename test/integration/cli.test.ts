@@ -178,7 +178,7 @@ admin: { bind: 127.0.0.1:${admin} }
 `);
       expect(await lb.exited).toBe(2);
       expect(lb.logs.some((l) => l.msg === 'cannot start')).toBe(true);
-      expect(lb.stderr.join('')).toBe(`mqtt-lb: cannot start (MQLB_START_BIND): listener mqtt: cannot bind 127.0.0.1:${port}: EADDRINUSE\n`);
+      expect(lb.stderr.join('')).toBe(`mqtt-lb: cannot start (MQLB_START_BIND): listener mqtt: cannot bind 127.0.0.1:${port}: EADDRINUSE (something already listens there: another mqtt-lb on this config? \`ss -ltnp 'sport = :${port}'\` names it)\n`);
       await lb.stop();
     } finally {
       blocker.close();
