@@ -43,13 +43,18 @@ interface Args {
   admin: string | null;
 }
 
+/** A config file given without `--config` (`mqtt-lb check lb.yaml`: a new user's audit): say how to give it. */
+function configHint(arg: string): string {
+  return /\.ya?ml$/i.test(arg) || arg.includes('/') ? ` (a config file is given as \`--config ${arg}\`)` : '';
+}
+
 function parseArgs(argv: string[]): Args | string {
   const args: Args = { command: 'run', config: 'lb.yaml', configGiven: false, admin: null };
   const seen = new Set<string>();
   let i = 0;
   if (argv[0] !== undefined && !argv[0].startsWith('-')) {
     const c = argv[0];
-    if (c !== 'check' && c !== 'status' && c !== 'keygen' && c !== 'run' && c !== 'help') return `unknown command: ${c}`;
+    if (c !== 'check' && c !== 'status' && c !== 'keygen' && c !== 'run' && c !== 'help') return `unknown command: ${c}${configHint(c)}`;
     args.command = c;
     i = 1;
   }
@@ -87,7 +92,7 @@ function parseArgs(argv: string[]): Args | string {
         args.command = 'version';
         break;
       default:
-        return `unknown option: ${a}`;
+        return `unknown option: ${a}${a.startsWith('-') ? '' : configHint(a)}`;
     }
   }
   // An option the command does not use is a mistake the operator should hear of: `status --config lb.yaml` would

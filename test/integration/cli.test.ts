@@ -213,6 +213,9 @@ pools:
     const r = run(['--bogus']);
     expect(r.status).toBe(1);
     expect(r.stderr).toContain('unknown option');
+    // A config file given without --config (a new user's audit): said how to give it.
+    expect(run(['check', 'my-lb.yaml']).stderr).toContain('mqtt-lb: unknown option: my-lb.yaml (a config file is given as `--config my-lb.yaml`)');
+    expect(run(['/etc/mqtt-lb/lb.yaml']).stderr).toContain('mqtt-lb: unknown command: /etc/mqtt-lb/lb.yaml (a config file is given as `--config /etc/mqtt-lb/lb.yaml`)');
     // An admin URL that no admin server can have is one too (exit 1), not an unreachable server (exit 2).
     const ftp = run(['status', '--admin', 'ftp://127.0.0.1:9883']);
     expect(ftp.status).toBe(1);
