@@ -243,7 +243,10 @@ async function main(): Promise<number> {
           throw new Error(`${statusUrl(admin).href} answered a status document this mqtt-lb cannot show`);
         }
       } catch (err) {
-        printErr(`mqtt-lb status: ${(err as Error).message}\n`);
+        // Asked at the default address: a balancer with another admin.bind is found through its file (a new user's
+        // audit: the message did not say so).
+        const hint = args.admin === null && fromConfig === null && (err as Error).message.startsWith('cannot reach') ? ' (is it running? with another admin.bind, give `--config FILE` or `--admin URL`)' : '';
+        printErr(`mqtt-lb status: ${(err as Error).message}${hint}\n`);
         return 2;
       }
       printOut(text);

@@ -648,6 +648,20 @@ describe('metrics, status API, probes and `mqtt-lb status` on a running LB', () 
     expect(r.stderr).toContain(`cannot reach the mqtt-lb admin server at http://127.0.0.1:${closed}/api/status`);
     expect(r.stderr).toContain('ECONNREFUSED');
     expect(r.stderr.split('\n').filter(Boolean)).toHaveLength(1); // one line, no stack trace
+    // An address given: no hint about giving one.
+    expect(r.stderr).not.toContain('give `--config FILE`');
+  });
+
+  // A new user's audit: `mqtt-lb status` at the default address, the balancer on another admin.bind.
+  it('`mqtt-lb status` at the default address that nothing answers says how to give another', async () => {
+    const r = await runCli(['status']);
+    // Nothing of the tests listens on 9883; should anything else, it answers or refuses in its own way.
+    if (r.stderr.includes('cannot reach the mqtt-lb admin server at http://127.0.0.1:9883/api/status: connect ECONNREFUSED')) {
+      expect(r.stderr).toContain('(is it running? with another admin.bind, give `--config FILE` or `--admin URL`)');
+      expect(r.code).toBe(2);
+    } else {
+      expect(r.code).not.toBeNull();
+    }
   });
 
   it('counts a malformed first packet and a non-CONNECT first packet as rejections, by reason', async () => {
