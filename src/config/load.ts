@@ -605,7 +605,9 @@ function checkFile(f: FileRef, out: ProblemCollector): boolean {
     // keepalived's `script "/x/check.sh 10.0.0.1"` likewise: the command is one file, its arguments a list.
     const hook = f.path === 'failover.notify';
     const args = !spaced ? '' : hook ? ': arguments cannot be given, the hook is called as `notify STATE ROUTER_ID`' : ': arguments go in `args` (a list), without a shell';
-    out.error(f.at, f.path, code === 'ENOENT' ? `file ${shown} ${danglingTarget(f.resolved) ?? 'does not exist'}${args}` : `cannot access file ${shown} (${code ?? 'error'})`);
+    // The failover key is made, not found (a new user's audit: `does not exist` and no word of keygen).
+    const make = f.path === 'failover.authKeyFile' ? ': `mqtt-lb keygen > FILE` makes one (mode 0600; the same file on both LB hosts)' : '';
+    out.error(f.at, f.path, code === 'ENOENT' ? `file ${shown} ${danglingTarget(f.resolved) ?? 'does not exist'}${args}${make}` : `cannot access file ${shown} (${code ?? 'error'})`);
     return false;
   }
   if (!isFile) {

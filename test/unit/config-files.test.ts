@@ -86,7 +86,7 @@ describe('files named by the config', () => {
       `${file}:6:13 listeners[0].tls.cert: file \`certs/server.crt\` (${join(dir, 'certs/server.crt')}) does not exist`,
       `${file}:7:12 listeners[0].tls.key: file \`certs/server.key\` (${join(dir, 'certs/server.key')}) does not exist`,
       `${file}:8:11 listeners[0].tls.ca: file \`ca.crt\` (${join(dir, 'ca.crt')}) does not exist`,
-      `${file}:14:16 failover.authKeyFile: file \`failover.key\` (${join(dir, 'failover.key')}) does not exist`,
+      `${file}:14:16 failover.authKeyFile: file \`failover.key\` (${join(dir, 'failover.key')}) does not exist: \`mqtt-lb keygen > FILE\` makes one (mode 0600; the same file on both LB hosts)`,
       `${file}:16:11 failover.notify: file \`hooks/notify.sh\` (${join(dir, 'hooks/notify.sh')}) does not exist`,
     ]);
     // A dangling symbolic link (a certificate renewal that went wrong) says where it points (a TLS audit).
@@ -412,7 +412,7 @@ describe('files named by the config', () => {
     createAll();
     const file = join(dir, 'lb.yaml');
     const out = parseConfig(text, file, CHECKS);
-    expect(out.problems.map(formatProblem)).toEqual([`${file}:14:16 failover.authKeyFile: file \`${missing}\` does not exist`]);
+    expect(out.problems.map(formatProblem)).toEqual([`${file}:14:16 failover.authKeyFile: file \`${missing}\` does not exist: \`mqtt-lb keygen > FILE\` makes one (mode 0600; the same file on both LB hosts)`]);
   });
 });
 
