@@ -10,13 +10,16 @@ const DURATION_RE = /^(\d+(?:\.\d+)?)\s*([a-zA-Z]+)$/;
 
 export type DurationParse = { ok: true; ms: number } | { ok: false; error: string };
 
-/** Parses one duration; `value` is what YAML produced (a number there is the bare-number mistake). */
-export function parseDuration(value: unknown): DurationParse {
+/**
+ * Parses one duration; `value` is what YAML produced (a number there is the bare-number mistake). `secondsFirst`: a
+ * key that came from keepalived (`failover`), whose bare numbers are seconds: that reading is offered first (a new
+ * user's audit: `advertInterval: 1` was offered `1ms`, itself refused there).
+ */
+export function parseDuration(value: unknown, secondsFirst = false): DurationParse {
   if (typeof value === 'number') {
-    return {
-      ok: false,
-      error: `a bare number is not a duration: add a unit, e.g. \`${value}ms\` (what HAProxy reads in a bare number) or \`${value}s\` (as keepalived reads one)`,
-    };
+    const ms = `\`${value}ms\` (what HAProxy reads in a bare number)`;
+    const s = `\`${value}s\` (as keepalived reads one)`;
+    return { ok: false, error: `a bare number is not a duration: add a unit, e.g. ${secondsFirst ? `${s} or ${ms}` : `${ms} or ${s}`}` };
   }
   if (typeof value !== 'string') {
     return { ok: false, error: 'must be a duration such as `250ms`, `2s`, `1m` or `1h`' };

@@ -421,7 +421,7 @@ export class ConfigReader {
 
   duration(slot: Slot, rule: DurationRule = {}): number | undefined {
     const v = isScalar(slot.node) ? slot.node.value : undefined;
-    const parsed = parseDuration(v);
+    const parsed = parseDuration(v, slot.path.startsWith('failover.'));
     if (!parsed.ok) {
       this.error(slot, parsed.error);
       return undefined;

@@ -23,6 +23,11 @@ describe('parseDuration', () => {
       error: 'a bare number is not a duration: add a unit, e.g. `2ms` (what HAProxy reads in a bare number) or `2s` (as keepalived reads one)',
     });
     expect(parseDuration('2').ok).toBe(false);
+    // A keepalived key (failover): its bare numbers are seconds, offered first.
+    expect(parseDuration(1, true)).toEqual({
+      ok: false,
+      error: 'a bare number is not a duration: add a unit, e.g. `1s` (as keepalived reads one) or `1ms` (what HAProxy reads in a bare number)',
+    });
   });
 
   it('refuses unknown units, naming the allowed ones', () => {
