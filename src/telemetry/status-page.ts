@@ -367,6 +367,7 @@ export function renderStatusPage(opts: { tokenRequired: boolean }): StatusPage {
   <span id="unready" class="muted"></span>
 </header>
 <main>
+  <noscript><p>This page needs JavaScript. The same status is JSON at <a href="api/status">/api/status</a> (and <code>mqtt-lb status</code> prints it); metrics at <a href="metrics">/metrics</a>.</p></noscript>
   <p id="msg" role="status" aria-live="polite"></p>
   <section id="failover" hidden>
     <h2>failover</h2>

@@ -175,6 +175,8 @@ describe('AdminServer endpoints', () => {
     expect(csp).toMatch(/script-src 'sha256-[A-Za-z0-9+/=]+'/);
     expect(csp).not.toContain('unsafe-inline');
     expect(r.body).not.toMatch(/<script[^>]+src=|<link[^>]+stylesheet|https?:\/\/(?!www\.w3\.org)/);
+    // Fetched without JavaScript (curl: a new user's audit saw only `loading…`): where the same status is.
+    expect(r.body).toMatch(/<noscript>[^]*href="api\/status"[^]*<\/noscript>/);
   });
 
   it('answers 404 for unknown paths and 405 for wrong methods', async () => {
