@@ -67,7 +67,23 @@ export function readCidrList(r: ConfigReader, m: MapReader, key: string, fallbac
   const cidrs: string[] = [];
   for (const item of r.list(slot) ?? []) {
     const c = r.parsed(item, parseCidr);
-    if (c !== undefined) cidrs.push(formatCidr(c));
+    if (c === undefined) continue;
+    cidrs.push(formatCidr(c));
+    // A PROXY audit: `0.0.0.0/0` passed in silence, and `10.0.0.1/8` too.
+    if (c.prefix === 0) r.warn(item, key === 'acceptProxyProtocol' ? EVERY_SOURCE_TRUSTED : EVERY_SOURCE_EXEMPT);
+    const network = c.family === 4 ? ipv4Network(c.address, c.prefix) : c.address;
+    if (c.prefix > 0 && network !== c.address) r.warn(item, `\`${formatCidr(c)}\` has host bits set: it means the network \`${network}/${c.prefix}\``);
   }
   return cidrs;
+}
+
+const EVERY_SOURCE_TRUSTED = 'trusts every address: any client may then declare any source in a PROXY header, and perSource limits and `exempt` read the declared one; list your load balancers\' addresses';
+const EVERY_SOURCE_EXEMPT = 'exempts every address from the perSource limits, which then limit nothing';
+
+/** The network address of an IPv4 address under a prefix (`10.0.0.1`, 8 -> `10.0.0.0`). */
+function ipv4Network(address: string, prefix: number): string {
+  const n = address.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);
+  const size = 2 ** (32 - prefix);
+  const network = Math.floor(n / size) * size;
+  return [24, 16, 8, 0].map((shift) => Math.floor(network / 2 ** shift) % 256).join('.');
 }

@@ -256,7 +256,7 @@ function onProxyData(this: Tagged, chunk: Buffer): void {
     return;
   }
   if (r.kind === 'invalid') {
-    state.listener.ctx.log.debug({ listener: state.listener.config.name, client: this.remoteAddress, detail: r.detail }, 'bad PROXY header');
+    state.listener.ctx.log.debug({ listener: state.listener.config.name, client: this.remoteAddress, port: this.remotePort, detail: r.detail }, 'bad PROXY header');
     rejectFront(state, 'bad_proxy_header');
     return;
   }

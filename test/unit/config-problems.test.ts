@@ -82,6 +82,14 @@ pools:
 `;
     expect(warnings(long(3))).toEqual([]);
     expect(warnings(long(4))).toHaveLength(1);
+    // Trust lists open to everyone, and CIDRs with host bits set (a PROXY audit: both passed in silence).
+    expect(warnings(PREFIX.replace('    pool: brokers\n', '    pool: brokers\n    acceptProxyProtocol: [0.0.0.0/0, 10.0.0.1/8]\n'))).toEqual([
+      "lb.yaml:5:27 listeners[0].acceptProxyProtocol[0]: trusts every address: any client may then declare any source in a PROXY header, and perSource limits and `exempt` read the declared one; list your load balancers' addresses",
+      'lb.yaml:5:38 listeners[0].acceptProxyProtocol[1]: `10.0.0.1/8` has host bits set: it means the network `10.0.0.0/8`',
+    ]);
+    expect(warnings(`${PREFIX}limits:\n  perSource: { maxConnections: 5, exempt: ["::/0"] }\n`)).toEqual([
+      'lb.yaml:9:44 limits.perSource.exempt[0]: exempts every address from the perSource limits, which then limit nothing',
+    ]);
     // TLS towards the brokers, and TLS policy keys: not supported, said so rather than "belongs in listeners[]".
     expect(problems(`${PREFIX}    health: { check-ssl: true }\n`)).toEqual([
       "lb.yaml:8:15 pools.brokers.health.check-ssl: unknown key `check-ssl` (not supported: connections to the brokers (sessions and health probes) are plain TCP; TLS ends at the listener (`listeners[].tls`), so keep the brokers' plain port on a private network)",
