@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { Pool } from '../../src/balancer/pool.js';
-import { addSessions, allUp, byName, names, poolConfig, seededRandom, type PoolSpec } from './balancer-fixtures.js';
+import { addSessions, allUp, byName, FakeSession, names, poolConfig, seededRandom, type PoolSpec } from './balancer-fixtures.js';
 
 const NO_KEY = { clientId: Buffer.alloc(0), username: null };
 
@@ -78,6 +78,40 @@ describe('least-connections', () => {
     expect(firstPicks(pool, 6)).toEqual(['b1', 'b2', 'b3', 'b1', 'b2', 'b3']);
     addSessions(byName(pool.servers, 'b2'), 1);
     expect(firstPicks(pool, 4)).toEqual(['b1', 'b3', 'b1', 'b3']);
+  });
+});
+
+/**
+ * Short-lived clients one after another, each still there when the next arrives (an overlap of one): the picks.
+ * A balancing audit saw a weight-1 broker beside one of 256, at the same load per weight, take half of them.
+ */
+function overlappingPicks(pool: Pool, n: number): string[] {
+  const picks: string[] = [];
+  let previous: { server: Pool['servers'][number]; session: FakeSession } | null = null;
+  for (let i = 0; i < n; i++) {
+    const server = pool.candidates(NO_KEY)[0]!;
+    const session = new FakeSession();
+    server.sessions.add(session);
+    if (previous !== null) previous.server.sessions.delete(previous.session);
+    previous = { server, session };
+    picks.push(server.name);
+  }
+  return picks;
+}
+
+describe('least-connections and random by weight (a balancing audit)', () => {
+  it('least-connections: idle servers share serial arrivals by weight (1:2:3), not evenly', () => {
+    const pool = upPool({ balance: 'least-connections', servers: ['b1', { name: 'b2', weight: 2 }, { name: 'b3', weight: 3 }] });
+    const picks = firstPicks(pool, 600);
+    expect(['b1', 'b2', 'b3'].map((n) => picks.filter((p) => p === n).length)).toEqual([100, 200, 300]);
+  });
+
+  it.each(['least-connections', 'random'] as const)('%s: a light server level with a heavy one per weight takes its share, not every overlapping client', (balance) => {
+    const pool = upPool({ balance, servers: ['b1', { name: 'b2', weight: 256 }] }, seededRandom(5));
+    addSessions(byName(pool.servers, 'b1'), 8); // 8 / 1
+    addSessions(byName(pool.servers, 'b2'), 2048); // 2048 / 256
+    const picks = overlappingPicks(pool, 300);
+    expect(picks.filter((p) => p === 'b1').length).toBeLessThanOrEqual(3); // ~1/257 of them by weight
   });
 });
 

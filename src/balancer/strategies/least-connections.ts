@@ -1,8 +1,9 @@
 /**
- * Least connections: the fewest live sessions per unit of weight (sessions / weight) wins.
- * Equal loads rotate: the scan starts one past the previous winner, and among equals the first
- * reached wins, so a burst of clients arriving before their sessions are counted is spread
- * instead of all landing on one server. Retry candidates: the others by load, in the same scan order.
+ * Least connections: the lowest load wins (loadOf: HAProxy's key, (sessions + 1) / weight, 0 when idle).
+ * Equal loads go by smooth weighted round robin among them (as round-robin.ts, over the tied servers only), so that
+ * servers level by weight share arrivals by weight (a balancing audit: weights 1:2:3 at rest took serial clients
+ * 200/200/200 with an even rotation), and a burst of clients arriving before their sessions are counted is spread.
+ * Retry candidates: the others by load (ties: byte-wise name order).
  */
 import type { Ranking } from '../ranking.js';
 import type { ServerTable, Tier } from '../server-table.js';
@@ -10,28 +11,39 @@ import { loadOf, type PlacementStrategy } from './strategy.js';
 
 export class LeastConnections implements PlacementStrategy {
   readonly name = 'least-connections' as const;
-  private cursor = 0;
+  /** Smooth weighted round robin's current weights, for the tie-break among the least loaded. */
+  private current: Float64Array;
 
-  reset(_table: ServerTable): void {
-    this.cursor = 0;
+  constructor(table?: ServerTable) {
+    this.current = new Float64Array(table?.size ?? 0);
+  }
+
+  reset(table: ServerTable): void {
+    this.current = new Float64Array(table.size);
   }
 
   select(table: ServerTable, tier: Tier, ranking: Ranking): void {
     const n = table.size;
     if (n === 0) return;
-    const start = this.cursor % n;
+    if (this.current.length !== n) this.current = new Float64Array(n);
+    let least = Infinity;
+    for (let i = 0; i < n; i++) if (table.eligible(i, tier)) least = Math.min(least, loadOf(table, i));
+    if (least === Infinity) return;
+    const current = this.current;
+    const rank = table.nameRank;
+    let total = 0;
     let winner = -1;
-    let winnerLoad = Infinity;
-    for (let step = 0; step < n; step++) {
-      const i = start + step < n ? start + step : start + step - n;
-      if (!table.eligible(i, tier)) continue;
-      const load = loadOf(table, i);
-      if (winner < 0 || load < winnerLoad) {
-        winner = i;
-        winnerLoad = load;
-      }
-      ranking.offer(table.servers[i]!, -load, step);
+    for (let i = 0; i < n; i++) {
+      if (!table.eligible(i, tier) || loadOf(table, i) !== least) continue;
+      const w = table.servers[i]!.config.weight;
+      current[i] = current[i]! + w;
+      total += w;
+      if (winner < 0 || current[i]! > current[winner]! || (current[i] === current[winner] && rank[i]! < rank[winner]!)) winner = i;
     }
-    if (winner >= 0) this.cursor = winner + 1;
+    current[winner] = current[winner]! - total;
+    ranking.offer(table.servers[winner]!, Infinity, 0);
+    for (let i = 0; i < n; i++) {
+      if (i !== winner && table.eligible(i, tier)) ranking.offer(table.servers[i]!, -loadOf(table, i), rank[i]!);
+    }
   }
 }

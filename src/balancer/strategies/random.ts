@@ -1,7 +1,7 @@
 /**
  * Random with two choices ("power of two choices", as HAProxy's `balance random(2)`): draw two
  * distinct eligible servers with probability proportional to weight, keep the one with the lower
- * sessions / weight (equal: the first drawn). Two draws avoid both the herd behaviour of pure
+ * load (loadOf: (sessions + 1) / weight, 0 when idle; equal: the first drawn). Two draws avoid both the herd behaviour of pure
  * least-connections across several LB processes and the imbalance of a single random draw.
  * Retry candidates: the other drawn server, then the rest by load (ties: byte-wise name order).
  */

@@ -19,8 +19,16 @@ export interface PlacementStrategy {
 /** Source of uniform numbers in [0, 1), injectable for tests. */
 export type RandomSource = () => number;
 
-/** (sessions + dials in flight) / weight: the load figure of least-connections and of the two random choices. */
+/**
+ * The load figure of least-connections and of the two random choices, HAProxy's leastconn key: 0 for a server with
+ * nothing (sessions and dials in flight), else (that + 1) / weight, the load it would carry with this client too.
+ * Without the `+ 1`, a light server level with a heavy one took every client that came while the heavy one had one
+ * more in flight (its load rises by 1/weight, the light one's by 1): a balancing audit saw a weight-1 broker beside
+ * one of 256 take half of the short-lived clients. Idle servers tie at 0 (the strategies share those by weight),
+ * rather than the heaviest always winning.
+ */
 export function loadOf(table: ServerTable, i: number): number {
   const s = table.servers[i]!;
-  return (s.sessions.size + s.dialsInFlight) / s.config.weight;
+  const inFlight = s.sessions.size + s.dialsInFlight;
+  return inFlight === 0 ? 0 : (inFlight + 1) / s.config.weight;
 }
