@@ -349,7 +349,9 @@ const BALANCE_NOTES: Readonly<Record<string, string>> = {
 export function valueHint(value: string, allowed: readonly string[]): string {
   // HAProxy writes arguments after the word (`hash var(txn.cid)`): the word alone then.
   const first = value.trim().split(/\s+/)[0]!;
-  const guess = suggestKey(value, allowed) ?? (first !== value ? suggestKey(first, allowed) : null);
+  let guess = suggestKey(value, allowed) ?? (first !== value ? suggestKey(first, allowed) : null);
+  // HAProxy's `hash mqtt_field_value(connect,username)`: the username's hash (a balancing audit got client-id-hash).
+  if (guess === 'client-id-hash' && allowed.includes('username-hash') && /username/i.test(value)) guess = 'username-hash';
   if (guess === null) {
     const balanceNote = allowed.includes('client-id-hash') ? BALANCE_NOTES[fold(first.replace(/\(.*$/, ''))] : undefined;
     return balanceNote === undefined ? '' : `; ${balanceNote}`;

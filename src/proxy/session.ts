@@ -597,9 +597,11 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     ctx.onServerConnected(server, (monotonicNow() - this.dialStartedAt) / 1000);
     server.sessions.add(this);
     this.listener.stats.outcomes.proxied++;
-    // Counted with the proxied, as metrics.md says: a refused client got no session that could be lost.
+    // Counted with the proxied, as metrics.md says: a refused client got no session that could be lost. Not when a
+    // key placed it (username-hash with a username: its reconnect carries the same one, to the same broker; a
+    // balancing audit saw those counted).
     const info = this.info!;
-    if (info.clientId.length === 0 && isEmptyClientIdPersistent({ protocolLevel: info.protocolLevel, clientIdLength: info.clientId.length, sessionExpiryInterval: info.sessionExpiry })) {
+    if (info.clientId.length === 0 && this.routingKey.length === 0 && isEmptyClientIdPersistent({ protocolLevel: info.protocolLevel, clientIdLength: info.clientId.length, sessionExpiryInterval: info.sessionExpiry })) {
       this.listener.stats.count('empty_client_id_persistent');
     }
     sock.on('error', onUpstreamError);

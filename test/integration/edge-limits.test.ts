@@ -16,7 +16,7 @@ import { lbYaml, type HealthSpec, type ListenerSpec } from '../helpers/lb-config
 import { startMosquitto, freePort, type Broker } from '../helpers/mosquitto.js';
 import { startLb, stopAllLbs, sleep, waitReady, CLI, type LbProcess } from '../helpers/lb.js';
 import mqttPacket from 'mqtt-packet';
-import { connectPacket, parsePackets, connectRaw } from '../helpers/raw-client.js';
+import { connectPacket, connectRaw, exchange, parsePackets } from '../helpers/raw-client.js';
 import { createTestPki } from '../helpers/tls-certs.js';
 import { connectVia } from '../helpers/cluster.js';
 import type { MqttClient } from 'mqtt';
@@ -263,6 +263,21 @@ describe('caps answered in MQTT and freed', () => {
     expect(routed.code).toBe(0);
     expect(await rejectedCount(admin, 'small', 'empty_client_id_persistent')).toBe(1);
     routed.socket.destroy();
+    await lb.stop();
+  });
+
+  // A balancing audit: with username-hash, a client with a username is placed by it, and so is its reconnect with the
+  // assigned ID: nothing to lose, yet it was counted.
+  it('empty_client_id_persistent: not with username-hash and a username (placed by it, as its reconnect will be)', async () => {
+    const [port, admin] = [await freePort(), await freePort()];
+    const lb = await startLb(lbYaml({ port, admin, balance: 'username-hash', servers: [{ name: 'm1', port: broker.port }] }), { waitReady: `http://127.0.0.1:${admin}/readyz` });
+    const persistent = { sessionExpiryInterval: 100 };
+    for (const username of ['alice', undefined]) {
+      const r = await exchange(port, [connectPacket({ clientId: '', protocolVersion: 5, clean: true, properties: persistent, ...(username === undefined ? {} : { username }) })], { waitMs: 1500 });
+      expect(parsePackets(r.data, 5)[0]).toMatchObject({ cmd: 'connack', reasonCode: 0 });
+    }
+    // The one without a username, placed by the fallback: counted; the one with: not.
+    expect(await rejectedCount(admin, 'mqtt', 'empty_client_id_persistent')).toBe(1);
     await lb.stop();
   });
 

@@ -97,6 +97,7 @@ pools:
     expect(problems(PREFIX.replace('    pool: brokers\n', '    pool: brokers\n    tls: { cert: c.pem, key: k.pem, ciphers: HIGH }\n'))).toEqual([
       'lb.yaml:5:37 listeners[0].tls.ciphers: unknown key `ciphers` (not configurable: the TLS policy is fixed (TLS 1.2 and 1.3, ECDHE key exchange with AEAD ciphers; configuration.md, `tls`))',
     ]);
+    expect(problems(`${PREFIX}    balance: "hash mqtt_field_value(connect,username)"\n`)[0]).toContain('did you mean `username-hash`?');
     // HAProxy algorithms with no counterpart: why, and what to use instead.
     expect(problems(`${PREFIX}    balance: first\n`)).toEqual([
       'lb.yaml:8:14 pools.brokers.balance: must be one of `client-id-hash`, `username-hash`, `round-robin`, `least-connections`, `random` (got "first"; HAProxy\'s `first` (fill servers in order) is not supported: for active-passive use `backup: true` servers, to spread use `least-connections`)',
