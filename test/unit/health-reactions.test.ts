@@ -28,6 +28,20 @@ describe('sessionsToRebalance', () => {
     expect(items.every((i) => i.server === b && i.target === a && i.reason === 'rebalance')).toBe(true);
   });
 
+  // A balancing audit: with the returning server's room as the cap, all moves came from the first server in the list.
+  it('with a cap (the returning server\'s room), takes in turn from every server that holds its keys', () => {
+    const clock = new ManualClock();
+    const a = makeServer('a');
+    const b = makeServer('b');
+    const c = makeServer('c');
+    a.config = { ...a.config, maxConnections: 4 };
+    const pool = new FakePool(poolConfig(), [a, b, c]);
+    for (let i = 0; i < 5; i++) fakeSession(clock, `a-b${i}`, b);
+    for (let i = 0; i < 5; i++) fakeSession(clock, `a-c${i}`, c);
+    const items = sessionsToRebalance(pool, a);
+    expect(items.map((i) => i.server?.name)).toEqual(['b', 'c', 'b', 'c']);
+  });
+
   it('never moves sessions with an empty routing key between non-backup servers', () => {
     const clock = new ManualClock();
     const a = makeServer('a');
