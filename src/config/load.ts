@@ -779,7 +779,14 @@ function indentationProblem(
     // The list of that `- `: the path inside its item, up to the item's index.
     const inItem = pathAt(item.start + item.indent + 2);
     const list = /^(.*)\[\d+\](?:\.[^[\]]*)?$/.exec(inItem)?.[1] ?? inItem;
-    return { at, path: list, message: 'at the column of the list\'s `- ` but without one: each item of a list starts with `- `' };
+    // `address:` under `- name: b1`, at the dash: most often meant as the item's next key (a new user's audit: told
+    // only to start an item, which would have made a server without a name).
+    // Not when the item above has that key already (`name:` again: a new item whose `- ` was left out).
+    const itemKey = /^ *- ([A-Za-z_][\w-]*)[ \t]*:/.exec(text.slice(item.start, item.end))?.[1];
+    const itemText = text.slice(item.start, line.start);
+    const itemHasKey = key !== null && (key === itemKey || new RegExp(`^ {${item.indent + 2}}${key}[ \\t]*:`, 'm').test(itemText));
+    const addTo = key !== null && itemKey !== undefined && !itemHasKey ? `: to add \`${key}\` to the item above, indent it as its \`${itemKey}\` (column ${item.indent + 3}); a new item starts with \`- \`` : ': each item of a list starts with `- `';
+    return { at, path: list, message: `at the column of the list's \`- \` but without one${addTo}` };
   }
   const indented = `indented by ${spaces} ${spaces === 1 ? 'space' : 'spaces'}`;
   const siblings = above[0] === undefined ? 0 : above[0].indent + (above[0].dash ? 2 : 0);

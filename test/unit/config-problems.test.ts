@@ -356,6 +356,11 @@ admin:
     expect(problems(demo.replace('      - name: demo-b', '      name: demo-b'))).toEqual([
       `lb.yaml:${b}:7 pools.demo.servers: at the column of the list's \`- \` but without one: each item of a list starts with \`- \``,
     ]);
+    // A key the item above lacks, at the dash: most likely that item's next key (a new user's audit: told only to
+    // start an item, which would have made a server without a name).
+    expect(problems(PREFIX.replace('    servers: [{ name: b1, address: "10.0.0.11:1883" }]\n', '    servers:\n      - name: b1\n      address: 10.0.0.11:1883\n'))).toEqual([
+      "lb.yaml:9:7 pools.brokers.servers: at the column of the list's `- ` but without one: to add `address` to the item above, indent it as its `name` (column 9); a new item starts with `- `",
+    ]);
     // The same with a comment line above it (the library then points at the key, not the line), or CRLF line ends
     // and a blank line before it (the library points at the blank line).
     expect(problems(demo.replace('      fall: 3', '      # x\n     fall: 3'))).toEqual([
