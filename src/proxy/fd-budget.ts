@@ -69,6 +69,9 @@ export function hardCapFor(max: number): number {
   return max + Math.max(16, Math.ceil(max * 0.05));
 }
 
+/** What to do about a clamp (a new user's audit: every default config said it, and never what to do). */
+const CLAMP_ADVICE = ' (raise the open-file limit: ulimit -n, systemd LimitNOFILE; or set the cap this low yourself to silence this)';
+
 /** Refused clients hold a descriptor while their CONNACK lingers: ~5% headroom over two per session. */
 const DESCRIPTORS_PER_SESSION = 2 * 1.05;
 
@@ -133,7 +136,7 @@ export function clampToBudget(input: BudgetInput): Budget {
   // The global cap stays as the descriptors allow it, even above what the listeners hold together: lowered to their
   // sum, a client past a full listener would be refused as `global_full`, not `listener_full`.
   if (globalMax < input.globalMax) {
-    const warning = `limits.maxConnections ${input.globalMax} clamped to ${globalMax}: the open-file limit is ${limit} and each session needs two descriptors, plus 5 % for refused clients and a reserve for probes and the admin port`;
+    const warning = `limits.maxConnections ${input.globalMax} clamped to ${globalMax}: the open-file limit is ${limit} and each session needs two descriptors, plus 5 % for refused clients and a reserve for probes and the admin port${CLAMP_ADVICE}`;
     clamps.push({ key: `limits.maxConnections ${input.globalMax}`, to: globalMax, warning });
     warnings.push(warning);
   }
@@ -141,10 +144,10 @@ export function clampToBudget(input: BudgetInput): Budget {
     if (caps[i]! >= l.maxConnections) return;
     const warning =
       shared && caps[i] === globalMax && l.maxConnections > globalMax
-        ? `listeners[${i}].maxConnections (listener ${l.name}) ${l.maxConnections} lowered to ${caps[i]}: it holds no more sessions than limits.maxConnections, and the client sockets of every listener must fit the open-file limit ${limit}`
+        ? `listeners[${i}].maxConnections (listener ${l.name}) ${l.maxConnections} lowered to ${caps[i]}: it holds no more sessions than limits.maxConnections, and the client sockets of every listener must fit the open-file limit ${limit}${CLAMP_ADVICE}`
         : shared
-        ? `listeners[${i}].maxConnections (listener ${l.name}) ${l.maxConnections} lowered to ${caps[i]}: the client sockets of every listener (with room to refuse in MQTT) and a server socket per session must fit the open-file limit ${limit}`
-        : `listeners[${i}].maxConnections (listener ${l.name}) ${l.maxConnections} clamped to ${caps[i]}: the open-file limit is ${limit} and each session needs two descriptors, plus 5 % for refused clients and a reserve for probes and the admin port`;
+        ? `listeners[${i}].maxConnections (listener ${l.name}) ${l.maxConnections} lowered to ${caps[i]}: the client sockets of every listener (with room to refuse in MQTT) and a server socket per session must fit the open-file limit ${limit}${CLAMP_ADVICE}`
+        : `listeners[${i}].maxConnections (listener ${l.name}) ${l.maxConnections} clamped to ${caps[i]}: the open-file limit is ${limit} and each session needs two descriptors, plus 5 % for refused clients and a reserve for probes and the admin port${CLAMP_ADVICE}`;
     clamps.push({ key: `listener ${l.name} maxConnections ${l.maxConnections}`, to: caps[i]!, warning });
     warnings.push(warning);
   });
