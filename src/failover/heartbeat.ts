@@ -24,7 +24,7 @@ import { NotifyRunner } from './notify.js';
 import { TrackScripts } from './track-scripts.js';
 import { AdvertReceiver } from './receiver.js';
 import { ReplayGuard } from './replay.js';
-import { FailoverStateMachine, type FailoverAction, type FailoverState } from './state-machine.js';
+import { COLD_START_SLACK_MS, FailoverStateMachine, type FailoverAction, type FailoverState } from './state-machine.js';
 import { LinkMonitor } from './link-monitor.js';
 import { flushUnresolvedNeighbours } from './neighbours.js';
 import { AdvertTransport } from './transport.js';
@@ -580,7 +580,11 @@ export class Heartbeat {
     if (prev === null || prev.address !== address || prev.state !== peerState) {
       this.log.info({ routerId: a.routerId, peer: address, state: peerState, priority: a.priority, at: Date.now() }, 'failover peer state');
     }
-    const actions = inst.sm.onAdvert({ priority: a.priority, flags: a.flags, intervalCs: a.intervalCs, sender: r.sender });
+    // How long the peer has run: its counter grows by one per advert of each of its instances (as many as ours, as a
+    // rule), one per interval each and a few more at transitions, so this is no less.
+    const peerUpMs = (Number(a.counter) * a.intervalCs * 10) / this.instances.size;
+    const startedWithUs = peerUpMs <= this.now() - this.startedAt + COLD_START_SLACK_MS;
+    const actions = inst.sm.onAdvert({ priority: a.priority, flags: a.flags, intervalCs: a.intervalCs, sender: r.sender, startedWithUs });
     this.exec(inst, actions);
     this.watchSplitBrain(inst, peerState, address, a.priority);
     this.schedule();

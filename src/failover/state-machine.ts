@@ -60,6 +60,12 @@ export interface ReceivedAdvert {
   intervalCs: number;
   /** Sender's IPv4 address as an unsigned 32-bit number. */
   sender: number;
+  /**
+   * The sender has run no longer than this host, give or take COLD_START_SLACK_MS (its advert counter says how long):
+   * the two started together. Absent: taken as true. A peer that ran before us and is no master is not starting (a
+   * VIP hold-down, say), and no reason to wait (a re-audit: a healthy host waited 6.4 s with no VIP anywhere).
+   */
+  startedWithUs?: boolean;
 }
 
 /** A master re-announces (GARP) on a lower-priority master's advert at most this often: a peer that cannot
@@ -93,6 +99,8 @@ export const VIP_HOLD_DOWN_RESET_MS = 60_000;
  * a master (a failover, not a start) never waits.
  */
 export const COLD_START_DEFER_MAX_MS = 6000;
+/** How much longer than this host a peer may have run and still count as started with it (ReceivedAdvert.startedWithUs). */
+export const COLD_START_SLACK_MS = 2000;
 
 export class FailoverStateMachine {
   private current: FailoverState = 'init';
@@ -446,7 +454,7 @@ export class FailoverStateMachine {
       // Not a master's advert. Only a priority 0 from the master we follow (it went to FAULT) matters, and at a cold
       // start a backup that outranks us (deferToStartingPeer).
       if (a.priority === 0 && this.masterAddress === a.sender) this.shortenDownTimer(now);
-      if (a.priority > 0 && (a.flags & FLAG_FAULT) === 0 && this.outranks(a)) this.higherBackupAt = now;
+      if (a.priority > 0 && (a.flags & FLAG_FAULT) === 0 && a.startedWithUs !== false && this.outranks(a)) this.higherBackupAt = now;
       return [];
     }
     if (a.priority > 0) this.masterSeen = true;

@@ -821,6 +821,23 @@ describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', (
     expect(await told()).toEqual(['backup 51', 'master 51']);
   }, 90_000);
 
+  // A re-audit: the cold-start wait took a peer in its VIP hold-down (advertising BACKUP at its priority) for one still
+  // starting: a healthy host started beside it waited 6.4 s, with the VIP nowhere.
+  it('a healthy host started beside a higher-priority peer in its VIP hold-down takes the VIP at once, not after a cold-start wait', async () => {
+    const ip = await fakeIp('lb1-hold');
+    await writeFile(ip.failAdd, '');
+    const lb1 = await startLb('lb1', {}, undefined, ip.env);
+    await waitFor('lb1 resigned', () => lb1.transitions().includes('master>backup'), 5000);
+    // Past its retries at about 1, 3 and 7 s (each a moment as master): the next is some 8 s away.
+    await sleep(7000);
+    const started = Date.now();
+    const lb2 = await startLb('lb2');
+    const master = await lb2.waitState('master', 10_000);
+    console.log(`[failover] beside a peer in its hold-down: master ${master.t - started} ms after its start`);
+    expect(master.t - started).toBeLessThan(3000); // the cold-start wait: up to 6 s and more
+    await waitFor('VIP on lb2', holdersAre(['lb2']), 3000);
+  }, 40_000);
+
   it('a VIP whose removal failed on leaving master is removed again while not master, once it can be', async () => {
     const ip = await fakeIp('lb1-del');
     const lb1 = await startLb('lb1', {}, 100, ip.env); // the lower priority: master alone, then preempted

@@ -387,6 +387,18 @@ describe('election', () => {
     }
   });
 
+  // A re-audit: a peer that ran long before us and is no master (in a VIP hold-down) was waited for, 6.4 s with no VIP.
+  it('cold start: a peer that outranks us but has run longer than us (not starting with us) is no reason to wait', () => {
+    const s = setup();
+    s.sm.start();
+    const actions: FailoverAction[] = [];
+    for (let t = 1050; t < 1000 + s.sm.masterDownInterval() + 100; t += 50) {
+      actions.push(...s.runUntil(t));
+      actions.push(...s.sm.onAdvert({ priority: 200, flags: 0, intervalCs: 10, sender: PEER_LOW, startedWithUs: false }));
+    }
+    expect(becameMaster(actions)).toBe(true);
+  });
+
   it('after a master has been heard (a failover, not a start): a backup that outranks us is no reason to wait', () => {
     const s = setup();
     s.sm.start();
