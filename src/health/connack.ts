@@ -60,7 +60,7 @@ export function readConnack(buf: Buffer, version: 3 | 4 | 5): ConnackVerdict {
  * What a refusal means, with what to do where it is the probe's own doing (a new user's audit: a broker that wants a
  * login gave `CONNACK return code 5` and nothing more). MQTT 3.1.1 §3.2.2.3.
  */
-const PROBE_CREDENTIALS = 'set the pool\'s health.mqtt.username and password';
+const PROBE_CREDENTIALS = 'set or check the pool\'s health.mqtt.username and password';
 const RETURN_CODES: ReadonlyMap<number, string> = new Map([
   [1, 'unacceptable protocol version: set the pool\'s health.mqtt.version'],
   [2, 'identifier rejected: set the pool\'s health.mqtt.clientId'],

@@ -123,15 +123,15 @@ describe('mqtt probe', () => {
     writeFileSync(pw, '');
     const b = await broker({ extraConfig: `allow_anonymous false\npassword_file ${pw}` });
     const anon = await probeMqtt(b, mqttOpts());
-    expect(anon).toMatchObject({ result: 'bad_connack', detail: "CONNACK return code 5 (not authorized: set the pool's health.mqtt.username and password, or allow the probe's client ID)" });
+    expect(anon).toMatchObject({ result: 'bad_connack', detail: "CONNACK return code 5 (not authorized: set or check the pool's health.mqtt.username and password, or allow the probe's client ID)" });
     const withUser = await probeMqtt(b, mqttOpts({ username: 'nobody', password: 'wrong', version: 5 }));
     expect(withUser.result).toBe('bad_connack');
-    expect(withUser.detail).toMatch(/^CONNACK reason code 0x8[67] \((bad user name or password|not authorized): set the pool's health\.mqtt\.username and password/);
+    expect(withUser.detail).toMatch(/^CONNACK reason code 0x8[67] \((bad user name or password|not authorized): set or check the pool's health\.mqtt\.username and password/);
   });
 
   it('is bad_connack for a server answering return code 5, and for one closing without answer', async () => {
     const rc5 = await tinyServer((s) => s.once('data', () => s.end(Buffer.from([0x20, 0x02, 0x00, 0x05]))));
-    expect(await probeMqtt({ host: '127.0.0.1', port: rc5 }, mqttOpts())).toMatchObject({ result: 'bad_connack', detail: "CONNACK return code 5 (not authorized: set the pool's health.mqtt.username and password, or allow the probe's client ID)" });
+    expect(await probeMqtt({ host: '127.0.0.1', port: rc5 }, mqttOpts())).toMatchObject({ result: 'bad_connack', detail: "CONNACK return code 5 (not authorized: set or check the pool's health.mqtt.username and password, or allow the probe's client ID)" });
     const closer = await tinyServer((s) => s.once('data', () => s.end()));
     expect(await probeMqtt({ host: '127.0.0.1', port: closer }, mqttOpts())).toMatchObject({ result: 'bad_connack' });
     const http = await tinyServer((s) => s.once('data', () => s.end('HTTP/1.1 400 Bad Request\r\n\r\n')));

@@ -23,7 +23,7 @@ const base: MqttProbeOptions = { timeout: 1000, version: 4, clientId: 'probe-1',
 describe('readConnack', () => {
   it('accepts a 3.1.1 success and reports refusals with their code', () => {
     expect(readConnack(Buffer.from([0x20, 0x02, 0x00, 0x00]), 4)).toEqual({ kind: 'accepted' });
-    expect(readConnack(Buffer.from([0x20, 0x02, 0x00, 0x05]), 4)).toEqual({ kind: 'refused', detail: "CONNACK return code 5 (not authorized: set the pool's health.mqtt.username and password, or allow the probe's client ID)" });
+    expect(readConnack(Buffer.from([0x20, 0x02, 0x00, 0x05]), 4)).toEqual({ kind: 'refused', detail: "CONNACK return code 5 (not authorized: set or check the pool's health.mqtt.username and password, or allow the probe's client ID)" });
     expect(readConnack(Buffer.from([0x20, 0x02, 0x00, 0x05]), 3)).toMatchObject({ kind: 'refused' });
   });
 
@@ -35,7 +35,7 @@ describe('readConnack', () => {
   it('reads v5 CONNACKs with properties', () => {
     // flags 0, reason 0, properties length 3: topic alias maximum (0x22) = 10
     expect(readConnack(Buffer.from([0x20, 0x06, 0x00, 0x00, 0x03, 0x22, 0x00, 0x0a]), 5)).toEqual({ kind: 'accepted' });
-    expect(readConnack(Buffer.from([0x20, 0x03, 0x00, 0x87, 0x00]), 5)).toEqual({ kind: 'refused', detail: "CONNACK reason code 0x87 (not authorized: set the pool's health.mqtt.username and password, or allow the probe's client ID)" });
+    expect(readConnack(Buffer.from([0x20, 0x03, 0x00, 0x87, 0x00]), 5)).toEqual({ kind: 'refused', detail: "CONNACK reason code 0x87 (not authorized: set or check the pool's health.mqtt.username and password, or allow the probe's client ID)" });
     // A code no name is known for: the number alone.
     expect(readConnack(Buffer.from([0x20, 0x03, 0x00, 0x9d, 0x00]), 5)).toEqual({ kind: 'refused', detail: 'CONNACK reason code 0x9d' });
     expect(readConnack(Buffer.from([0x20, 0x06, 0x00, 0x00, 0x03, 0x22]), 5)).toEqual({ kind: 'incomplete' });
