@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { runCommand } from '../../src/failover/command.js';
-import { GarpAnnouncer, type SendGarp } from '../../src/failover/garp.js';
+import { COMMAND_ENV, runCommand } from '../../src/failover/command.js';
+import { arpingSender, GarpAnnouncer, type SendGarp } from '../../src/failover/garp.js';
 
 describe('gratuitous ARP schedule', () => {
   let sent: Array<{ at: number; address: string; signal: AbortSignal }>;
@@ -120,5 +120,28 @@ describe('gratuitous ARP children', () => {
       await g.idle();
       process.off('warning', onWarning);
     }
+  });
+});
+
+describe('arpingSender', () => {
+  // A re-audit: without arping on PATH, each takeover's burst said `gratuitous ARP failed` five times.
+  it('says a failure to run arping once per 10 s per address, the rest counted', async () => {
+    const lines: Array<{ obj: Record<string, unknown>; msg: string }> = [];
+    const log = { warn: (obj: object, msg: string) => lines.push({ obj: obj as Record<string, unknown>, msg }), error: () => {}, info: () => {}, debug: () => {} };
+    // The commands' environment is taken at load (command.ts): no arping on its PATH for this test.
+    const env = COMMAND_ENV as Record<string, string | undefined>;
+    const path = env['PATH'];
+    env['PATH'] = '/nonexistent-mqtt-lb-test';
+    try {
+      const send = arpingSender(log as unknown as Parameters<typeof arpingSender>[0]);
+      for (let i = 0; i < 5; i++) await send('eth0', '192.0.2.10', new AbortController().signal);
+      await send('eth0', '192.0.2.11', new AbortController().signal);
+    } finally {
+      env['PATH'] = path;
+    }
+    expect(lines.map((l) => [l.msg, l.obj.address])).toEqual([
+      ['gratuitous ARP failed', '192.0.2.10'],
+      ['gratuitous ARP failed', '192.0.2.11'],
+    ]);
   });
 });
