@@ -28,12 +28,12 @@ export type SendGarp = (iface: string, address: string, signal: AbortSignal) => 
 
 export function arpingSender(log: LogSink): SendGarp {
   // Once per 10 s per VIP (`suppressed` counts the rest): without arping, each burst said it 5 times (a re-audit).
-  const said = new RateLimitedLog(log, 10_000, () => performance.now());
+  const failLog = new RateLimitedLog(log, 10_000, () => performance.now());
   return async (iface, address, signal) => {
     const args = ['-q', '-U', '-c', '1', '-I', iface, address];
     const r = await runCommand(ARPING_COMMAND, args, { timeoutMs: ARPING_TIMEOUT_MS, signal });
     // iputils exit codes for -U changed between versions (iputils#247): only a failure to run is worth a warning.
-    if (r.spawnError !== null || r.timedOut) said.warn(address, { iface, address, detail: describeResult(ARPING_COMMAND, args, r) }, 'gratuitous ARP failed');
+    if (r.spawnError !== null || r.timedOut) failLog.warn(address, { iface, address, detail: describeResult(ARPING_COMMAND, args, r) }, 'gratuitous ARP failed');
   };
 }
 
