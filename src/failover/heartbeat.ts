@@ -457,7 +457,7 @@ export class Heartbeat {
     const grace = graceUntil - this.now();
     if (this.ownsVips && grace > 0) await new Promise((r) => setTimeout(r, grace));
     for (const inst of this.ownsVips ? this.instances.values() : []) {
-      for (const v of inst.vips) {
+      for (const v of await this.vipsPresent(inst.vips)) {
         const vip = `${v.address}/${v.prefix}`;
         await removeVip(this.config.interface, vip).catch((err: unknown) => this.log.error({ err, vip }, 'failover: cannot remove VIP at stop'));
       }
@@ -843,7 +843,21 @@ export class Heartbeat {
 
   private async removeVips(inst: Instance): Promise<void> {
     if (inst.wantVips) return; // asked to add again in the meantime
-    for (const v of inst.vips) await removeVip(this.config.interface, `${v.address}/${v.prefix}`);
+    for (const v of await this.vipsPresent(inst.vips)) await removeVip(this.config.interface, `${v.address}/${v.prefix}`);
+  }
+
+  /**
+   * Of `vips`, those on the interface now; all of them when it cannot be read (removing one that is not there is
+   * harmless). A host whose add failed (no CAP_NET_ADMIN) logged an error for removing a VIP it never held, at every
+   * retry and at its stop (a re-audit).
+   */
+  private async vipsPresent(vips: readonly Cidr[]): Promise<Cidr[]> {
+    try {
+      const info = await showInterface(this.config.interface);
+      return vips.filter((v) => hasAddress(info, v));
+    } catch {
+      return [...vips];
+    }
   }
 
   /** An interface event (LinkMonitor): poll now, not at the next tick. One poll at a time, and one more after it. */
