@@ -297,6 +297,9 @@ function onTlsClientError(this: tls.Server, err: NodeJS.ErrnoException, tlsSocke
   // close of ours (the timeout: its own line) or a client gone before a byte of TLS (a TCP health check): their
   // ECONNRESET here is no handshake that failed.
   if (state.ended !== null && state.ended !== 'tls_handshake') return;
+  // Gone before a byte of TLS (its PROXY header, then a reset: HAProxy's check with send-proxy-v2), this error may come
+  // before the raw socket's close: that close judges it, as nothing (CI saw it counted once in ten).
+  if (state.ended === null && state.raw.bytesRead <= state.proxyHeaderBytes) return;
   state.listener.ctx.log.debug(
     { listener: state.listener.config.name, client: clientAddress(state), port: clientPort(state), code: err.code, certificate: tlsSocket.authorizationError ?? null },
     'TLS handshake failed',
