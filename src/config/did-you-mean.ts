@@ -337,12 +337,13 @@ const VALUE_NOTES: Readonly<Record<string, string>> = {
  * HAProxy `balance` algorithms with no counterpart here, keyed by the folded word without its arguments (`hdr(host)`):
  * why, and what to use. Said only for the `balance` values (recognised by `client-id-hash` among them).
  */
+const MQTT_KEYS = 'an MQTT pool hashes the client ID (`client-id-hash`) or the user name (`username-hash`)';
 const BALANCE_NOTES: Readonly<Record<string, string>> = {
   first: 'HAProxy\'s `first` (fill servers in order) is not supported: for active-passive use `backup: true` servers, to spread use `least-connections`',
-  hdr: 'an HTTP algorithm: an MQTT pool hashes the client ID (`client-id-hash`) or the user name (`username-hash`)',
-  uri: 'an HTTP algorithm: an MQTT pool hashes the client ID (`client-id-hash`) or the user name (`username-hash`)',
-  urlparam: 'an HTTP algorithm: an MQTT pool hashes the client ID (`client-id-hash`) or the user name (`username-hash`)',
-  rdpcookie: 'an RDP algorithm: an MQTT pool hashes the client ID (`client-id-hash`) or the user name (`username-hash`)',
+  hdr: `an HTTP algorithm: ${MQTT_KEYS}`,
+  uri: `an HTTP algorithm: ${MQTT_KEYS}`,
+  urlparam: `an HTTP algorithm: ${MQTT_KEYS}`,
+  rdpcookie: `an RDP algorithm: ${MQTT_KEYS}`,
 };
 
 /** `; did you mean …?` for a value not among `allowed`, or '' when nothing is close. */

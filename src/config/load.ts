@@ -124,8 +124,7 @@ function unquotedIpv6At(text: string, offset: number): number {
 const TOO_DEEP = 'nested too deeply (thousands of levels of `[`, `{` or indentation): no mqtt-lb config nests beyond a dozen';
 
 function tooDeep(text: string, file: string): ParseOutcome {
-  const positions = new TextPositions(text);
-  const out = new ProblemCollector(file, positions);
+  const out = new ProblemCollector(file, new TextPositions(text));
   out.error(deepestOffset(text), '(root)', TOO_DEEP);
   return { config: null, problems: out.sortedProblems(), warnings: [] };
 }

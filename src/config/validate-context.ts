@@ -4,6 +4,7 @@
  */
 import { isAbsolute, resolve } from 'node:path';
 import { formatCidr, parseCidr } from './net-syntax.js';
+import { ipv4ToNumber } from '../failover/ipv4.js';
 import type { ConfigReader, MapReader, Slot } from './yaml-reader.js';
 
 export type FileUse = 'read' | 'execute' | 'state';
@@ -82,7 +83,7 @@ const EVERY_SOURCE_EXEMPT = 'exempts every address from the perSource limits, wh
 
 /** The network address of an IPv4 address under a prefix (`10.0.0.1`, 8 -> `10.0.0.0`). */
 function ipv4Network(address: string, prefix: number): string {
-  const n = address.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);
+  const n = ipv4ToNumber(address)!; // parseCidr has judged it
   const size = 2 ** (32 - prefix);
   const network = Math.floor(n / size) * size;
   return [24, 16, 8, 0].map((shift) => Math.floor(network / 2 ** shift) % 256).join('.');

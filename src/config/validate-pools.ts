@@ -73,11 +73,12 @@ export function readPools(ctx: ValidationContext, slot: Slot): PoolsDraft {
  */
 function warnSharedProbeIds(r: ConfigReader, pools: ReadonlyMap<string, PoolDraft>): void {
   const seen = new Map<string, { pool: string; address: string }>();
+  const host = hostname();
   for (const [name, { config, keyAt }] of pools) {
     if (config.health.type !== 'mqtt') continue;
     for (const server of config.servers) {
       // As sent, with the pool's version (3 shortens a long ID to a hash of it); the host name is the same for both.
-      const id = healthClientId(config.health.mqtt.clientId, { hostname: hostname(), pool: name, server: server.name }, config.health.mqtt.version, 0);
+      const id = healthClientId(config.health.mqtt.clientId, { hostname: host, pool: name, server: server.name }, config.health.mqtt.version, 0);
       const address = `${server.host}:${config.health.port ?? server.port}`; // where the probe goes
       const first = seen.get(id);
       if (first === undefined) {

@@ -79,7 +79,7 @@ export const PEER_SILENCE_ADVERTS = 3;
  * VIP hold-down: after a VIP it could not add (or lost again), an instance does not preempt a live master for this
  * long, doubled at each further failure up to VIP_HOLD_DOWN_MAX_MS. Without it, a host that cannot add its VIP
  * (no CAP_NET_ADMIN, a broken `ip`) took the VIP from a healthy lower-priority peer every Master_Down_Interval,
- * closing the peer's VIP sessions each time. With no master heard, it still takes over after a Master_Down_Interval.
+ * closing the peer's VIP sessions each time. With no master heard, it still takes over, after VIP_RETRY_MIN_MS and more.
  */
 export const VIP_HOLD_DOWN_MIN_MS = 10_000;
 /** With no master heard, the first retry after a VIP failure comes after this long, doubled at each further failure. */
@@ -359,7 +359,7 @@ export class FailoverStateMachine {
   /**
    * A VIP could not be added, or was lost, while master: resign with priority 0 (as keepalived does on a lost VIP)
    * and start a hold-down (VIP_HOLD_DOWN_MIN_MS), during which we follow a lower-priority master instead of
-   * preempting it; with no master heard we still take over after a Master_Down_Interval.
+   * preempting it; with no master heard we still take over, after VIP_RETRY_MIN_MS, then twice as long at each failure.
    */
   vipLost(): FailoverAction[] {
     if (this.current !== 'master') return [];

@@ -93,18 +93,10 @@ export function leadingAuthBytes(bytes: Buffer, protocolLevel: number): number {
 
 /** Where the packet at `at` ends, or -1 when its fixed header or body is not all there (or is malformed). */
 function packetEnd(bytes: Buffer, at: number): number {
-  let length = 0;
-  let shift = 0;
-  for (let i = at + 1; i < bytes.length && i <= at + 4; i++) {
-    const b = bytes[i]!;
-    length += (b & 0x7f) * 2 ** shift;
-    if ((b & 0x80) === 0) {
-      const end = i + 1 + length;
-      return end <= bytes.length ? end : -1;
-    }
-    shift += 7;
-  }
-  return -1;
+  const length = variableByteInteger(bytes, at + 1);
+  if (length === null || length === 'partial') return -1;
+  const end = length.next + length.value;
+  return end <= bytes.length ? end : -1;
 }
 
 /**

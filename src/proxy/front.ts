@@ -299,7 +299,7 @@ function onTlsClientError(this: tls.Server, err: NodeJS.ErrnoException, tlsSocke
   if (state.ended !== null && state.ended !== 'tls_handshake') return;
   // Gone before a byte of TLS (its PROXY header, then a reset: HAProxy's check with send-proxy-v2), this error may come
   // before the raw socket's close: that close judges it, as nothing (CI saw it counted once in ten).
-  if (state.ended === null && state.raw.bytesRead <= state.proxyHeaderBytes) return;
+  if (state.ended === null && !sentTls(state)) return;
   state.listener.ctx.log.debug(
     { listener: state.listener.config.name, client: clientAddress(state), port: clientPort(state), code: err.code, certificate: tlsSocket.authorizationError ?? null },
     'TLS handshake failed',
@@ -330,13 +330,18 @@ function onFrontTimeout(state: FrontState): void {
   rejectFront(state, 'timeout');
 }
 
+/** Whether the client sent a byte past its PROXY header (of TLS, on a TLS listener): a handshake that can fail. */
+function sentTls(state: FrontState): boolean {
+  return state.raw.bytesRead > state.proxyHeaderBytes;
+}
+
 function onFrontClose(this: Tagged): void {
   const state = this[kFront];
   if (state === undefined || state.ended !== null) return;
   // Closed during the handshake: Node's TLS server refused the client certificate, or the client gave up. Not a
   // client that closed before sending a byte of TLS (a TCP health check, a port scan): on a plain listener that
   // counts as nothing, and so it does here.
-  if (state.inTls && this.bytesRead > state.proxyHeaderBytes) {
+  if (state.inTls && sentTls(state)) {
     rejectFront(state, 'tls_handshake');
     return;
   }
