@@ -12,7 +12,7 @@ import { bindsMayCollide } from '../config/net-syntax.js';
 import { bindHint, ErrorCodes, MqttLbError } from '../errors.js';
 import { ClientSession, TCP_KEEPALIVE_MS, type SessionListener } from './session.js';
 import { ListenerStats, type ProxyContext, type RoutingPool } from './context.js';
-import type { ListenerCaps } from './fd-budget.js';
+import { hardCapFor, type ListenerCaps } from './fd-budget.js';
 import { HandleSocket, errnoError, handleSockets, type TcpHandle } from './handle-socket.js';
 import type { ProxySocket } from './proxy-socket.js';
 import { shedFront } from './front.js';
@@ -45,6 +45,16 @@ export class Listener implements SessionListener {
   /** Its last guard (hardCap): the 'listener started' line says it. */
   get acceptGuard(): number {
     return this.hardCap;
+  }
+
+  /**
+   * The last guard as it applies now: hardCap, or, while a reload has left more sessions than the lowered cap
+   * (they run on), those sessions plus the cap's minimum room to refuse, so a new client is still answered in MQTT
+   * rather than closed at accept. The old cap's budget covered those sessions' descriptors, and the room is the
+   * smallest a cap gets (not the spare descriptors' share, which the lowered cap may have grown).
+   */
+  private acceptLimit(): number {
+    return Math.max(this.hardCap, this.stats.admitted + hardCapFor(this.maxConnections) - this.maxConnections);
   }
   /** Connections still in their PROXY header or TLS handshake (front.ts), not sessions yet. */
   readonly inFront = new Set<Socket>();
@@ -181,7 +191,7 @@ export class Listener implements SessionListener {
   private dropped(): void {
     this.stats.outcomes.rejected++;
     this.stats.count('accept_dropped');
-    this.dropLog.warn('accept_dropped', { listener: this.config.name, acceptGuard: this.hardCap, maxConnections: this.maxConnections }, 'connections closed at accept: the listener is past its last guard');
+    this.dropLog.warn('accept_dropped', { listener: this.config.name, acceptGuard: this.acceptLimit(), maxConnections: this.maxConnections }, 'connections closed at accept: the listener is past its last guard');
   }
 
   /**
@@ -201,12 +211,16 @@ export class Listener implements SessionListener {
     const keepAliveMs = inherited ? 0 : TCP_KEEPALIVE_MS;
     const listener = this;
     listening.onconnection = function (this: unknown, status: number, handle?: TcpHandle): void {
-      if (listener.front !== null) return viaNet.call(this, status, handle);
+      if (listener.front !== null) {
+        // Node's accept checks its own count against server.maxConnections.
+        server.maxConnections = listener.acceptLimit();
+        return viaNet.call(this, status, handle);
+      }
       if (status !== 0 || handle === undefined) {
         server.emit('error', errnoError(status, 'accept'));
         return;
       }
-      if (listener.stats.active >= server.maxConnections) {
+      if (listener.stats.active >= listener.hardCap && listener.stats.active >= listener.acceptLimit()) {
         handle.close(noop);
         listener.dropped();
         return;

@@ -56,14 +56,19 @@ export function withoutWarmUp(yaml: string): string {
  * `launcher`: start through bin/mqtt-lb (what `npx mqtt-lb` and the systemd unit run: the shipped Node and
  * malloc settings; same PID, it execs node) instead of plain `node dist/src/cli.js`.
  */
-export async function startLb(yaml: string, opts: { waitPort?: number; waitReady?: string; env?: NodeJS.ProcessEnv; args?: string[]; launcher?: boolean } = {}): Promise<LbProcess> {
+export async function startLb(yaml: string, opts: { waitPort?: number; waitReady?: string; env?: NodeJS.ProcessEnv; args?: string[]; launcher?: boolean; fileLimit?: number } = {}): Promise<LbProcess> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'mqtt-lb-test-'));
   const configFile = path.join(dir, 'lb.yaml');
   writeFileSync(configFile, withoutWarmUp(yaml));
   const args = ['--config', configFile, ...(opts.args ?? [])];
   // The launcher runs `node` from PATH: put this Node first.
   const env = { ...process.env, ...opts.env, ...(opts.launcher === true ? { PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ''}` } : {}) };
-  const proc = opts.launcher === true ? spawn(LAUNCHER, args, { stdio: ['ignore', 'pipe', 'pipe'], env }) : spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
+  const [command, commandArgs] = opts.launcher === true ? [LAUNCHER, args] : [process.execPath, [CLI, ...args]];
+  // An open-file limit of its own (the test process keeps its own): the shell sets it and becomes the LB (exec: same PID).
+  const proc =
+    opts.fileLimit === undefined
+      ? spawn(command, commandArgs, { stdio: ['ignore', 'pipe', 'pipe'], env })
+      : spawn('sh', ['-c', `ulimit -n ${opts.fileLimit} && exec "$0" "$@"`, command, ...commandArgs], { stdio: ['ignore', 'pipe', 'pipe'], env });
   const logs: Array<Record<string, unknown>> = [];
   const stderr: string[] = [];
   const waiters = new Set<() => void>();

@@ -122,7 +122,7 @@ afterAll(async () => {
   await broker?.stop();
 });
 
-async function startWith(o: { listeners?: Array<{ name: string; extra?: string; tls?: string }>; limits: string }): Promise<{ lb: LbProcess; admin: number; ports: Record<string, number> }> {
+async function startWith(o: { listeners?: Array<{ name: string; extra?: string; tls?: string }>; limits: string; fileLimit?: number }): Promise<{ lb: LbProcess; admin: number; ports: Record<string, number> }> {
   const admin = await freePort();
   const ports: Record<string, number> = {};
   const listeners: ListenerSpec[] = [];
@@ -131,7 +131,7 @@ async function startWith(o: { listeners?: Array<{ name: string; extra?: string; 
     listeners.push({ ...l, port: ports[l.name]! });
   }
   const yaml = lbYaml({ listeners, admin, servers: [{ name: 'm1', port: broker.port }], health: { type: 'mqtt', interval: '500ms', timeout: '400ms', rise: 1, fall: 2 }, limits: o.limits });
-  const lb = await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
+  const lb = await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz`, ...(o.fileLimit === undefined ? {} : { fileLimit: o.fileLimit }) });
   return { lb, admin, ports };
 }
 
@@ -426,6 +426,58 @@ describe('caps answered in MQTT and freed', () => {
         await third.stop();
       }
     });
+  });
+
+  it('a reload that lowers a cap below the sessions held still answers new clients in MQTT, plain and TLS, not closed at accept', async () => {
+    // An audit: with several listeners under an open-file limit, a listener's last guard after a reload that lowered
+    // its cap is the new cap's room plus a share of the spare descriptors, below the sessions it still held, and
+    // every new client was closed at accept (a reset to the client, accept_dropped) until enough had ended. Here:
+    // caps of 80 lowered to 5 beside two listeners of 100, guards of ~61 after the reload.
+    const pki = createTestPki();
+    const tls = `      cert: ${pki.serverCert}\n      key: ${pki.serverKey}\n`;
+    const listeners = [{ name: 'mqtt', extra: '    maxConnections: 80\n' }, { name: 'tls', tls, extra: '    maxConnections: 80\n' }, { name: 'big1', extra: '    maxConnections: 100\n' }, { name: 'big2', extra: '    maxConnections: 100\n' }];
+    const { lb, admin, ports } = await startWith({ listeners, limits: '  clientConnectTimeout: 3s\n  maxConnections: 200\n', fileLimit: 830 });
+    expect(lb.logs.some((l) => l.msg === 'connection cap clamped')).toBe(false);
+    const opened: net.Socket[] = [];
+    const tlsConnackCode = (clientId: string): Promise<number | null> =>
+      new Promise((resolve) => {
+        const t = setTimeout(() => resolve(null), 3000);
+        const s = tlsConnect({ host: '127.0.0.1', port: ports.tls!, rejectUnauthorized: false }, () => s.write(connectPacket({ clientId })));
+        opened.push(s);
+        s.on('error', () => {});
+        s.once('close', () => resolve(null));
+        s.once('data', (d: Buffer) => {
+          clearTimeout(t);
+          resolve((parsePackets(d)[0] as mqttPacket.IConnackPacket | undefined)?.returnCode ?? null);
+        });
+      });
+    const held: Array<{ leave(): Promise<void> }> = [];
+    try {
+      for (let i = 0; i < 80; i++) held.push(await hold(ports.mqtt!, `low-${i}`));
+      for (let i = 0; i < 80; i++) expect(await tlsConnackCode(`low-tls-${i}`), `TLS session ${i}`).toBe(0);
+      lb.writeConfig(readFileSync(lb.configFile, 'utf8').replaceAll('maxConnections: 80\n', 'maxConnections: 5\n'));
+      lb.reload();
+      await lb.waitForLog((l) => l.msg === 'config reloaded');
+      const changed = lb.logs.filter((l) => l.msg === 'listener limits changed by reload' && (l.listener === 'mqtt' || l.listener === 'tls'));
+      expect(changed.map((l) => Number(l.acceptGuard) < 80)).toEqual([true, true]); // the case the audit met
+      for (let i = 0; i < 10; i++) expect(await refusedWith(ports.mqtt!, `low-new-${i}`, 5), `plain client ${i}`).toBe(0x89);
+      const tlsCodes = [];
+      for (let i = 0; i < 10; i++) tlsCodes.push(await tlsConnackCode(`low-tls-new-${i}`));
+      expect(tlsCodes).toEqual(Array.from({ length: 10 }, () => 3));
+      expect(await rejectedCount(admin, 'mqtt', 'accept_dropped')).toBe(0);
+      expect(await rejectedCount(admin, 'tls', 'accept_dropped')).toBe(0);
+      expect(await rejectedCount(admin, 'mqtt', 'listener_full')).toBe(10);
+      expect(await rejectedCount(admin, 'tls', 'listener_full')).toBe(10);
+      // Once the held sessions are gone, the lowered cap is what it says.
+      for (const h of held.splice(0)) await h.leave();
+      for (let i = 0; i < 5; i++) held.push(await hold(ports.mqtt!, `low-after-${i}`));
+      expect(await refusedWith(ports.mqtt!, 'low-after-x', 4)).toBe(3);
+    } finally {
+      for (const h of held) await h.leave();
+      for (const s of opened) s.destroy();
+      await lb.stop();
+      pki.cleanup();
+    }
   });
 
   it('perSource.exempt: a listed address (a known NAT) is not held to perSource.maxConnections', async () => {
