@@ -152,7 +152,7 @@ export class ClusterPrimary {
       const slot = this.slots.get(index);
       this.watchdog.forget(index);
       if (slot === undefined || !slot.ready) continue;
-      this.log.error({ worker: index, pid: slot.worker.process.pid, silentMs }, 'worker unresponsive: killing it (it is restarted)');
+      this.log.error({ worker: index, workerPid: slot.worker.process.pid, silentMs }, 'worker unresponsive: killing it (it is restarted)');
       this.kill(slot);
     }
   }
@@ -203,7 +203,7 @@ export class ClusterPrimary {
             this.watchdog.reported(index, performance.now());
             if (respawned) {
               this.restarts++;
-              this.log.info({ worker: index, pid: worker.process.pid }, 'worker restarted');
+              this.log.info({ worker: index, workerPid: worker.process.pid }, 'worker restarted');
             }
             // A reload committed while it started: it runs the config it was given; bring it up to date.
             this.catchUp(slot);
@@ -673,7 +673,7 @@ export class ClusterPrimary {
     const timer = setTimeout(() => {
       for (const slot of slots) {
         if (slot.worker.isDead()) continue;
-        this.log.warn({ pid: slot.worker.process.pid, ms: timeoutMs }, 'worker did not stop in time: killing it');
+        this.log.warn({ workerPid: slot.worker.process.pid, ms: timeoutMs }, 'worker did not stop in time: killing it');
         this.kill(slot);
       }
     }, timeoutMs);

@@ -415,7 +415,7 @@ export class Failover extends EventEmitter {
   /** A dead worker thread's children run on (orphan.ts): stopped from here. */
   private stopOrphanedChildren(): void {
     for (const child of this.children.values()) {
-      if (stopOrphan(child)) this.log.info({ pid: child.pid, command: child.command }, "failover: stopped the lost thread's child process");
+      if (stopOrphan(child)) this.log.info({ childPid: child.pid, command: child.command }, "failover: stopped the lost thread's child process");
     }
     this.children.clear();
   }

@@ -762,7 +762,7 @@ describe('workers: 2 (node:cluster)', () => {
       const stoppedAt = Date.now();
       const line = await lb.waitForLog((l) => l.msg === 'worker unresponsive: killing it (it is restarted)', 15_000);
       stopped.pop(); // killed: nothing to resume, whatever fails below
-      expect(line).toMatchObject({ worker: expect.any(Number), pid: victim });
+      expect(line).toMatchObject({ worker: expect.any(Number), workerPid: victim });
       expect(line.silentMs as number).toBeGreaterThanOrEqual(3000);
       expect(Date.now() - stoppedAt).toBeLessThan(8000);
       await lb.waitForLog((l) => l.msg === 'worker restarted', 15_000);

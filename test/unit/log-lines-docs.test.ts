@@ -133,6 +133,22 @@ interface Call {
   message: string | null;
   /** The last argument's source text, whitespace collapsed. */
   lastArgument: string;
+  /** The first argument's own keys when it is an object literal (`{ a, b: 1, ...c }` gives a, b), else []. */
+  fieldKeys: string[];
+}
+
+/** The top-level keys of an object literal's tokens (`{` first), spreads and computed keys left out. */
+function objectKeys(tokens: Token[]): string[] {
+  if (tokens[0]?.text !== '{') return [];
+  const keys: string[] = [];
+  let depth = 0;
+  for (let i = 0; i < tokens.length; i++) {
+    const t = tokens[i]!;
+    if (t.kind === 'punct' && '([{'.includes(t.text)) depth++;
+    else if (t.kind === 'punct' && ')]}'.includes(t.text)) depth--;
+    else if (depth === 1 && (t.kind === 'id' || t.kind === 'string') && (tokens[i - 1]!.text === '{' || tokens[i - 1]!.text === ',') && [':', ',', '}'].includes(tokens[i + 1]?.text ?? '')) keys.push(t.value ?? t.text);
+  }
+  return keys;
 }
 
 function isDot(t: Token | undefined): boolean {
@@ -190,6 +206,7 @@ function scanCalls(src: string, file: string, names: ReadonlySet<string>): { cal
         method: t.text,
         message: only !== null && (only.kind === 'string' || only.kind === 'template') ? only.value : null,
         lastArgument: last.length === 0 ? '' : src.slice(last[0]!.start, last.at(-1)!.end).replace(/\s+/g, ' '),
+        fieldKeys: args.length > 1 ? objectKeys(args[0]!) : [],
       });
     } else if (/log$/i.test(t.text) && next?.kind === 'punct' && next.text === '[') {
       let depth = 0;
@@ -356,6 +373,8 @@ describe('log lines to alert on (docs/operations.md)', () => {
       [13, 'r', 'error', 'a config problem'],
     ]);
     expect(calls[4]!.lastArgument).toBe('`${key} computed`');
+    expect(calls[1]!.fieldKeys).toEqual(['err']);
+    expect(objectKeys(lex("{ a, b: f({ c: 1 }), 'd': [x, y], ...e, [k]: 2 }").tokens)).toEqual(['a', 'b', 'd']);
     expect(computedLevel).toEqual([{ file: 'x.ts', line: 14, receiver: 'this.log' }]);
   });
 
@@ -364,6 +383,18 @@ describe('log lines to alert on (docs/operations.md)', () => {
   it('finds the log calls (the scanner did not go blind)', () => {
     expect(scan.literal.size).toBeGreaterThan(40);
     expect(scan.literal.get('cannot start')?.get('fatal')).toEqual([expect.stringMatching(/^src\/run\.ts:\d+$/)]);
+  });
+
+  it("no log line's fields reuse pino's own names (a JSON line with two `pid` keys loses one: an audit, workers' pids)", () => {
+    const own = new Set(['level', 'time', 'pid', 'hostname', 'msg']);
+    const clashes: string[] = [];
+    for (const file of sourceFiles()) {
+      for (const call of scanCalls(readFileSync(`${ROOT}${file}`, 'utf8'), file, new Set([...LEVELS, 'info', 'debug', 'trace'])).calls) {
+        if (!isLogger(call.receiver)) continue;
+        for (const key of call.fieldKeys) if (own.has(key)) clashes.push(`${call.file}:${call.line} ${key}`);
+      }
+    }
+    expect(clashes).toEqual([]);
   });
 
   it('every warn/error/fatal call is on a logger or a config problem sink', () => {
