@@ -176,9 +176,12 @@ export function isInterfaceName(s: string): boolean {
   return INTERFACE_RE.test(s);
 }
 
-/** A health URL: absolute http(s) with a host. Its credentials (an EMQX API key) never appear in a message. */
+/**
+ * A health URL: absolute http(s) with a host. Its credentials (an EMQX API key) never appear in a message, in its
+ * user information or in its query string.
+ */
 export function parseHttpUrl(s: string): Parsed<string> {
-  const shown = withoutCredentials(s);
+  const shown = urlForLog(s);
   let url: URL;
   try {
     url = new URL(s);
@@ -201,4 +204,16 @@ export function parseHttpUrl(s: string): Parsed<string> {
 export function withoutCredentials(s: string): string {
   // With its scheme or without one (`user:key@host:18083/...`, which is refused for that very reason).
   return s.replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)?[^/?#]*@/, (_m, scheme: string | undefined) => `${scheme ?? ''}***@`);
+}
+
+/**
+ * A URL, or a text holding URLs (a probe target: `address url`), for a message or a log line: user information and
+ * every query parameter's value masked (`?token=***`: an API key passed as a parameter; an audit found one in the
+ * journal), the parameters' names kept.
+ */
+export function urlForLog(s: string): string {
+  return s
+    .replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)?[^/?#\s]*@/, (_m, scheme: string | undefined) => `${scheme ?? ''}***@`)
+    .replace(/(https?:\/\/)[^/?#\s]*@/gi, '$1***@')
+    .replace(/\?[^#\s]*/g, (query) => query.replace(/([?&])([^&=]*)(=[^&]*)?/g, (_m, sep: string, name: string, value: string | undefined) => (value === undefined ? (name === '' ? sep : `${sep}***`) : `${sep}${name}=***`)));
 }

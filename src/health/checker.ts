@@ -16,6 +16,7 @@ import { probeInterval } from './probe-interval.js';
 import { probeServer, type ServerProbe } from './probe-server.js';
 import { initialRiseFall, nextRiseFall, type RiseFallState } from './rise-fall.js';
 import { monotonicNow } from '../monotonic-clock.js';
+import { urlForLog } from '../config/net-syntax.js';
 
 /**
  * A probe that failed for one of these never reached the server: this process is out of descriptors or memory,
@@ -67,11 +68,6 @@ class ServerLoop {
     this.riseFall = initialRiseFall(server.health);
     this.target = serverPlace(server.config, healthType);
   }
-}
-
-/** A probe target for a log line: a healthUrl's credentials (`http://user:pw@host/`) as `***`. */
-function withoutCredentials(target: string): string {
-  return target.replace(/(https?:\/\/)[^/?#]*@/gi, '$1***@');
 }
 
 export class HealthChecker {
@@ -229,7 +225,7 @@ export class HealthChecker {
         // place. No new sessions until its first probe, at once, says up (its sessions at the old address stay:
         // reactions.ts does not evict them for the new address's health).
         this.dropLoop(loop);
-        this.log.info({ pool: this.pool.name, server: loop.server.name, from: withoutCredentials(loop.target), to: withoutCredentials(place) }, 'server moved: health checked anew');
+        this.log.info({ pool: this.pool.name, server: loop.server.name, from: urlForLog(loop.target), to: urlForLog(place) }, 'server moved: health checked anew');
         loop.server.restartVerdict();
         loop.server.lastCheck = null;
       }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { editDistance, suggestKey } from '../../src/config/did-you-mean.js';
 import { parseHostPort } from '../../src/config/load.js';
-import { isInterfaceName, parseCidr, parseHostPortDetailed, parseHttpUrl, parseVip } from '../../src/config/net-syntax.js';
+import { isInterfaceName, parseCidr, parseHostPortDetailed, parseHttpUrl, parseVip, urlForLog } from '../../src/config/net-syntax.js';
 
 describe('parseHostPort', () => {
   it.each([
@@ -119,6 +119,14 @@ describe('parseHttpUrl', () => {
       }
     }
     expect(refused[0]).toEqual({ ok: false, error: '`http://***@127.0.0.1:99999/` is not a URL (e.g. `http://10.0.0.11:18083/api/v5/status`)' });
+  });
+  // An observability audit: an API key passed as a query parameter was quoted by `check`, a rejected reload and the
+  // `server moved` line.
+  it("never quotes a query parameter's value either", () => {
+    expect(parseHttpUrl('http://apikey:SECRET1@127.0.0.1:99999/bad?token=SECRET2&x')).toEqual({ ok: false, error: '`http://***@127.0.0.1:99999/bad?token=***&***` is not a URL (e.g. `http://10.0.0.11:18083/api/v5/status`)' });
+    expect(urlForLog('127.0.0.1:1883 https://u:p@h:8080/s?a=1&b=&=c&&d#frag')).toBe('127.0.0.1:1883 https://***@h:8080/s?a=***&b=***&=***&&***#frag');
+    expect(urlForLog('user:key@127.0.0.1:20001/ok?k=v')).toBe('***@127.0.0.1:20001/ok?k=***');
+    expect(urlForLog('127.0.0.1:1883')).toBe('127.0.0.1:1883');
   });
   // The URL parser keeps port 0, where nothing listens: the server would stay down for a typo that `check` passed.
   it('refuses port 0, with the credentials masked', () => {

@@ -118,6 +118,18 @@ describe('HealthChecker', () => {
     await checker.close();
   });
 
+  it("a healthUrl that moves is logged without its credentials and its query's values", async () => {
+    const { servers, checker, lines, pool } = setup({ type: 'http', fall: 3, rise: 1 }, ['a']);
+    servers[0]!.config = { ...servers[0]!.config, healthUrl: 'http://emqx:KEY1@127.0.0.1:18083/status?token=SECRET1' };
+    checker.start();
+    await vi.advanceTimersByTimeAsync(10);
+    servers[0]!.config = { ...servers[0]!.config, healthUrl: 'http://emqx:KEY1@127.0.0.1:18084/status?token=SECRET2' };
+    checker.reconfigure(pool);
+    const moved = lines.filter((l) => l.msg === 'server moved: health checked anew');
+    expect(moved.map((l) => [l.from, l.to])).toEqual([['127.0.0.1:1883 http://***@127.0.0.1:18083/status?token=***', '127.0.0.1:1883 http://***@127.0.0.1:18084/status?token=***']]);
+    await checker.close();
+  });
+
   it('a reload that moves a server (another address) drops its verdict: unknown until the new address is probed, at once', async () => {
     const { servers, scripted, checker, lines, pool } = setup({ fall: 3, rise: 2 }, ['a', 'b']);
     checker.start();
