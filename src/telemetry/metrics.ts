@@ -105,7 +105,7 @@ export class Metrics {
 
     this.ready = new Gauge({
       name: 'mqtt_lb_ready',
-      help: '1 when /readyz answers 200 (listeners bound and every pool has a server taking new sessions), else 0.',
+      help: '1 when /readyz answers 200 (listeners bound and every pool a listener uses has a server taking new sessions), else 0.',
       registers,
     });
 
