@@ -226,6 +226,25 @@ export class Pool {
     return until;
   }
 
+  /**
+   * Would a server still in its first verdict's window (as verdictWaitUntil reads it) take `key` from `current`
+   * once up? `onServerUp: rebalance` then leaves the key's session where it is: a reload that turns health checks on
+   * (from `none`) makes every server unknown at once, and the first to answer would otherwise own every key for the
+   * milliseconds until the others answer (an admin audit: 24 of 235 sessions closed for nothing, the target a backup).
+   * The pending server's own verdict reacts in turn (up: it takes back its keys; down: its sessions are handled as
+   * `onServerDown` says).
+   */
+  pendingWouldTake(key: Buffer, current: Server): boolean {
+    let now = -1;
+    for (const s of this.servers) {
+      if (s === current || s.state !== 'unknown' || s.config.weight === 0) continue;
+      if (now < 0) now = this.now();
+      if (s.unknownSince + this.config.health.timeout + FIRST_VERDICT_MARGIN_MS <= now) continue;
+      if (this.wouldOwn(s, key, current)) return true;
+    }
+    return false;
+  }
+
   /** Would `pending`, once up, take `key` from `current` (the winner now)? Only with a hash strategy and a key. */
   private wouldOwn(pending: Server, key: Buffer, current: Server): boolean {
     if (!this.hashed || key.length === 0) return false;

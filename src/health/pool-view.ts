@@ -15,6 +15,8 @@ export interface CheckedPool {
 export interface ReactingPool extends CheckedPool {
   /** The server a routing key belongs to now (healthy servers only); null when none or not hash-balanced. */
   owner(routingKey: Buffer): Server | null;
+  /** A server awaiting its first health verdict would take this key from `current` once up (Pool.pendingWouldTake). */
+  pendingWouldTake(routingKey: Buffer, current: Server): boolean;
   /** `onServerUp: rebalance` closed a session of this key to move it back (a full server lets it pass on). */
   noteRebalanced(routingKey: Buffer): void;
 }

@@ -5,6 +5,8 @@
  * sessions again (HAProxy's `on-marked-up shutdown-backup-sessions`): the strategy places them anew.
  * Pure selection over the pool's current sessions.
  *
+ * A key a server still awaiting its first verdict would own stays where it is until that verdict (Pool.pendingWouldTake).
+ *
  * A returning server with a `maxConnections` gets back no more sessions than it has room for, and none once it is
  * full: a session moved to a full server would be refused there (`server_full`) instead of running where it was.
  */
@@ -27,7 +29,7 @@ export function sessionsToRebalance(pool: ReactingPool, returning: Server): Evic
         if (offBackup) list.push({ session, server: other, reason: 'rebalance', target: returning });
         continue;
       }
-      if (pool.owner(session.routingKey) === returning) list.push({ session, server: other, reason: 'rebalance', target: returning });
+      if (ownedBy(pool, session.routingKey, returning)) list.push({ session, server: other, reason: 'rebalance', target: returning });
     }
     if (list.length > 0) perServer.push(list);
   }
@@ -51,5 +53,10 @@ export function rebalanceStillDue(pool: ReactingPool, item: EvictionItem): boole
   const target = item.target;
   if (!target || target === item.server || !target.acceptsNew || target.full) return false;
   if (item.session.routingKey.length === 0) return item.server?.config.backup === true;
-  return pool.owner(item.session.routingKey) === target;
+  return ownedBy(pool, item.session.routingKey, target);
+}
+
+/** `key` belongs to `server` now, and no server awaiting its first verdict would take it (Pool.pendingWouldTake). */
+function ownedBy(pool: ReactingPool, key: Buffer, server: Server): boolean {
+  return pool.owner(key) === server && !pool.pendingWouldTake(key, server);
 }

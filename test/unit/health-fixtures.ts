@@ -99,6 +99,11 @@ export class FakePool implements ReactingPool {
     const s = this.servers.find((x) => x.name === wanted);
     return s && s.acceptsNew ? s : null;
   }
+  /** Keys whose named server (the first letter) is unknown: it would take them once up. */
+  pendingWouldTake(routingKey: Buffer, current: Server): boolean {
+    const wanted = this.servers.find((x) => x.name === routingKey.toString().slice(0, 1));
+    return wanted !== undefined && wanted !== current && wanted.state === 'unknown';
+  }
   /** The routing keys the reactions reported as moved by a rebalance, in order. */
   readonly rebalancedKeys: string[] = [];
   noteRebalanced(routingKey: Buffer): void {

@@ -3,6 +3,8 @@ import { PoolReactions } from '../../src/health/reactions.js';
 import { rebalanceStillDue, sessionsToRebalance } from '../../src/health/rebalance.js';
 import { Server } from '../../src/balancer/server.js';
 import { fakeSession, FakePool, logSink, makeServer, ManualClock, poolConfig, serverConfig } from './health-fixtures.js';
+import { Pool } from '../../src/balancer/pool.js';
+import { byName, poolConfig as balancerPoolConfig } from './balancer-fixtures.js';
 
 function setup(overrides: Parameters<typeof poolConfig>[0] = {}) {
   const clock = new ManualClock();
@@ -278,5 +280,66 @@ describe('PoolReactions', () => {
     for (const s of [a, b, c]) expect(s.listenerCount('state')).toBe(0);
     b.setHealth('down'); // no reaction any more
     expect(reactions.pending).toBe(0);
+  });
+});
+
+// An admin audit: a reload from `health.type: none` to probes made every server unknown at once; the first to answer
+// (even a backup) owned every key for the milliseconds until the others answered, and `onServerUp: rebalance` closed
+// sessions of servers that never changed (24 of 235, all back on their old broker at once).
+describe('onServerUp: rebalance while servers await their first verdict (the real Pool)', () => {
+  function world(): { t: { now: number }; clock: ManualClock; pool: Pool; reactions: PoolReactions; lines: Array<Record<string, unknown>>; sessions: ReturnType<typeof fakeSession>[] } {
+    const t = { now: 10_000 };
+    const config = { ...balancerPoolConfig({ servers: ['b1', 'b2', 'b3', { name: 'bk', backup: true }] }), onServerUp: 'rebalance' as const, evictRate: 1000 };
+    const pool = new Pool(config, undefined, { now: () => t.now });
+    for (const s of pool.servers) {
+      s.setHealth('up');
+      s.unknownSince = Number.NEGATIVE_INFINITY;
+    }
+    const clock = new ManualClock();
+    const { log, lines } = logSink();
+    const reactions = new PoolReactions(pool, { log, now: clock.now, setTimer: clock.setTimer, clearTimer: clock.clearTimer });
+    // Every session on its key's owner with every server up.
+    const sessions = Array.from({ length: 300 }, (_, i) => fakeSession(clock, `client-${i}`, pool.owner(Buffer.from(`client-${i}`))!));
+    return { t, clock, pool, reactions, lines, sessions };
+  }
+  const unknownAt = (s: Server, now: number): void => {
+    s.setHealth('unknown');
+    s.unknownSince = now;
+  };
+
+  it('the first servers to answer take nothing from servers still unknown; nothing is closed', () => {
+    const { t, clock, pool, reactions, lines, sessions } = world();
+    for (const s of pool.servers) unknownAt(s, t.now);
+    t.now += 50;
+    byName(pool.servers, 'bk').setHealth('up');
+    byName(pool.servers, 'b2').setHealth('up');
+    t.now += 250;
+    byName(pool.servers, 'b1').setHealth('up');
+    byName(pool.servers, 'b3').setHealth('up');
+    expect(reactions.pending).toBe(0);
+    clock.advanceTo(60_000);
+    expect(sessions.filter((s) => s.evictedAt !== null)).toEqual([]);
+    expect(lines.filter((l) => l.msg === 'evicting sessions')).toEqual([]);
+    reactions.close();
+  });
+
+  it('a server back from down still takes its keys, from a pending server too when that one would not own them', () => {
+    const { t, clock, pool, reactions, sessions } = world();
+    const [b2, b3] = ['b2', 'b3'].map((n) => byName(pool.servers, n));
+    // b2 was down: its clients went to the owners without it (b1, b3).
+    const homeOfB2 = sessions.filter((s) => b2!.sessions.has(s));
+    expect(homeOfB2.length).toBeGreaterThan(50);
+    b2!.setHealth('down');
+    for (const s of homeOfB2) {
+      b2!.sessions.delete(s);
+      pool.owner(s.routingKey)!.sessions.add(s);
+    }
+    expect(homeOfB2.filter((s) => b3!.sessions.has(s)).length).toBeGreaterThan(10);
+    // b3 moved by a reload (unknown, in its window) as b2 returns: b3 would own none of b2's keys, so all move back.
+    unknownAt(b3!, t.now);
+    b2!.setHealth('up');
+    clock.advanceTo(60_000);
+    expect(new Set(sessions.filter((s) => s.evictReason === 'rebalance'))).toEqual(new Set(homeOfB2));
+    reactions.close();
   });
 });
