@@ -29,8 +29,15 @@ export function serializeAdminStates(entries: readonly AdminStateEntry[]): strin
   return `{\n  "version": ${FORMAT_VERSION},\n  "servers": [${lines.length > 0 ? `\n${lines.join(',\n')}\n  ` : ''}]\n}\n`;
 }
 
-/** The entries of a state file's text; throws an Error saying what is wrong with it. */
-export function parseAdminStates(text: string): AdminStateEntry[] {
+/**
+ * The entries of a state file's text; throws an Error saying what is wrong with a text that is not a state file.
+ * An entry that cannot be used (a hand-written `"admin": "disabled"`, a missing name) is left out and said in
+ * `skipped`, the others kept, as HAProxy skips a bad line of its server-state-file; `"ready"` is the default state,
+ * nothing to restore; a server named twice takes its last entry (said too). An empty file is a state file with no
+ * entries (one created by provisioning with `touch` would otherwise never be written over).
+ */
+export function parseAdminStates(text: string, skipped: string[] = []): AdminStateEntry[] {
+  if (text.trim() === '') return [];
   let doc: unknown;
   try {
     doc = JSON.parse(text);
@@ -43,21 +50,33 @@ export function parseAdminStates(text: string): AdminStateEntry[] {
   // The file's values are not quoted (it may be another program's, holding secrets): only what was expected.
   if (version !== FORMAT_VERSION) throw new Error(`not version ${FORMAT_VERSION}, the one this mqtt-lb reads`);
   if (!Array.isArray(servers)) throw new Error('`servers` is not a list');
-  return servers.map((item: unknown, i) => {
+  // pool/server -> its entry, or null for `ready` (nothing to restore, but it overrides an earlier entry).
+  const byServer = new Map<string, AdminStateEntry | null>();
+  servers.forEach((item: unknown, i) => {
     const e = item as Partial<Record<keyof AdminStateEntry, unknown>> | null;
     if (typeof e !== 'object' || e === null || typeof e.pool !== 'string' || typeof e.server !== 'string') {
-      throw new Error(`servers[${i}]: needs \`pool\` and \`server\` strings`);
+      skipped.push(`servers[${i}]: needs \`pool\` and \`server\` strings`);
+      return;
     }
-    if (e.admin !== 'drain' && e.admin !== 'maint') throw new Error(`servers[${i}]: \`admin\` must be "drain" or "maint"`);
-    return { pool: e.pool, server: e.server, admin: e.admin };
+    const key = `${e.pool}/${e.server}`;
+    if (e.admin !== 'drain' && e.admin !== 'maint' && e.admin !== 'ready') {
+      skipped.push(`servers[${i}] (${key}): \`admin\` must be "drain", "maint" or "ready"`);
+      return;
+    }
+    if (byServer.has(key)) {
+      skipped.push(`servers[${i}] (${key}): named again, this later entry counts`);
+      byServer.delete(key); // listed where the entry that counts is
+    }
+    byServer.set(key, e.admin === 'ready' ? null : { pool: e.pool, server: e.server, admin: e.admin });
   });
+  return [...byServer.values()].filter((e): e is AdminStateEntry => e !== null);
 }
 
 /**
  * The entries in the file, or null when there is no file yet (the first start). Throws when it cannot be used.
  * Judged before it is read: a path naming a device (/dev/zero) or a FIFO would never end or block the start.
  */
-export function readAdminStateFile(path: string): AdminStateEntry[] | null {
+export function readAdminStateFile(path: string, skipped?: string[]): AdminStateEntry[] | null {
   let file: { fd: number; size: number };
   try {
     file = openRegularFile(path);
@@ -68,7 +87,7 @@ export function readAdminStateFile(path: string): AdminStateEntry[] | null {
   const { fd, size } = file;
   try {
     if (size > MAX_FILE_BYTES) throw new Error(`${size} bytes: not an admin state file`);
-    return parseAdminStates(readFileSync(fd).toString('utf8'));
+    return parseAdminStates(readFileSync(fd).toString('utf8'), skipped);
   } finally {
     closeSync(fd);
   }
@@ -94,6 +113,9 @@ export function writeAdminStateFile(path: string, entries: readonly AdminStateEn
   try {
     readAdminStateFile(target);
   } catch (err) {
+    // Reading it failed (no descriptor left, no permission): nothing is known about the file, and it is not written.
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== undefined && code !== 'EISDIR') throw new Error(`${target} could not be read to check it is an admin state file (${code}): not written`, { cause: err });
     throw new Error(`${target} is not an admin state file (${(err as Error).message}): left alone; move it away to keep the states again`, { cause: err });
   }
   // A name no one can guess, created exclusively (O_EXCL: never through a symbolic link or into a file someone put

@@ -11,17 +11,20 @@ import type { Pool } from './pool.js';
 /**
  * Applies the file's states to the pools' servers. At start, before the first health checks: a server restored
  * to `maint` is never probed, and one in `drain` never takes a session. A file that cannot be used is logged and
- * left alone (every server starts ready); its entries for servers the config no longer has are dropped.
+ * left alone (every server starts ready); an entry it cannot use is skipped (said), and entries for servers the config
+ * no longer has are dropped.
  */
 export function restoreAdminStates(file: string, pools: ReadonlyMap<string, Pool>, log: Logger): void {
   let entries: AdminStateEntry[] | null;
+  const skipped: string[] = [];
   try {
-    entries = readAdminStateFile(file);
+    entries = readAdminStateFile(file, skipped);
   } catch (err) {
     log.warn({ file, err: stateFileError(err), code: ErrorCodes.ADMIN_STATE_FILE }, 'admin state file unusable: every server starts ready');
     return;
   }
   if (entries === null) return; // the first start with this file
+  if (skipped.length > 0) log.warn({ file, entries: skipped }, 'admin state file entries skipped: the others are restored');
   const restored: string[] = [];
   const unknown: string[] = [];
   for (const e of entries) {

@@ -573,7 +573,9 @@ function checkStateFile(f: FileRef, out: ProblemCollector, files: readonly FileR
     return out.error(f.at, f.path, code === 'ENOENT' ? `the directory of ${shown} does not exist` : `the directory of ${shown} is not writable (${code ?? 'error'}): mqtt-lb writes the file there`);
   }
   try {
-    if (readAdminStateFile(f.resolved) === null) return;
+    const skipped: string[] = [];
+    if (readAdminStateFile(f.resolved, skipped) === null) return;
+    for (const why of skipped) out.warn(f.at, f.path, `${shown}: ${why}; a start skips it and restores the others`);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     const why = code === 'EISDIR' ? 'is a directory' : code !== undefined ? `cannot be read (${code})` : `is not an admin state file: ${(err as Error).message}`;

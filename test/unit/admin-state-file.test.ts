@@ -5,6 +5,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parseAdminStates, readAdminStateFile, serializeAdminStates, writeAdminStateFile, type AdminStateEntry } from '../../src/balancer/admin-state-file.js';
+import { restoreAdminStates } from '../../src/balancer/admin-states.js';
+import { Pool } from '../../src/balancer/pool.js';
+import { poolConfig } from './balancer-fixtures.js';
+import { logSink } from './health-fixtures.js';
 
 const ENTRIES: AdminStateEntry[] = [
   { pool: 'brokers', server: 'b2', admin: 'maint' },
@@ -51,10 +55,6 @@ describe('admin state file', () => {
     expect(() => parseAdminStates('[]')).toThrow('not a JSON object');
     expect(() => parseAdminStates('{"version":2,"servers":[]}')).toThrow('not version 1, the one this mqtt-lb reads');
     expect(() => parseAdminStates('{"version":1}')).toThrow('`servers` is not a list');
-    expect(() => parseAdminStates('{"version":1,"servers":[{"pool":"p"}]}')).toThrow('servers[0]: needs `pool` and `server` strings');
-    expect(() => parseAdminStates('{"version":1,"servers":[{"pool":"p","server":"s","admin":"ready"}]}')).toThrow(
-      'servers[0]: `admin` must be "drain" or "maint"',
-    );
     const big = join(dir, 'big.json');
     writeFileSync(big, Buffer.alloc((1 << 20) + 1, 0x20));
     expect(() => readAdminStateFile(big)).toThrow('not an admin state file');
@@ -114,6 +114,53 @@ describe('admin state file', () => {
     expect(lstatSync(link).isSymbolicLink()).toBe(true);
     expect(readAdminStateFile(real)).toEqual(ENTRIES);
     expect(readdirSync(join(dir, 'var'))).toEqual(['state.json']);
+  });
+
+  // An admin audit: one hand-written `"ready"` or `"disabled"` entry threw the whole file away (its `maint` servers went
+  // back into service at the start); a touched, empty file was never written over; a server named twice, silently.
+  it('skips an entry it cannot use and keeps the others; an empty file has no entries', () => {
+    const skipped: string[] = [];
+    const text = JSON.stringify({
+      version: 1,
+      servers: [
+        { pool: 'p', server: 'a', admin: 'maint' },
+        { pool: 'p', server: 'b', admin: 'disabled' },
+        { pool: 'p' },
+        'x',
+        { pool: 'p', server: 'c', admin: 'ready' },
+        { pool: 'p', server: 'd', admin: 'drain' },
+        { pool: 'p', server: 'e', admin: 'maint' },
+        { pool: 'p', server: 'd', admin: 'maint' },
+        { pool: 'p', server: 'e', admin: 'ready' },
+      ],
+    });
+    expect(parseAdminStates(text, skipped)).toEqual([
+      { pool: 'p', server: 'a', admin: 'maint' },
+      { pool: 'p', server: 'd', admin: 'maint' },
+    ]);
+    expect(skipped).toEqual([
+      'servers[1] (p/b): `admin` must be "drain", "maint" or "ready"',
+      'servers[2]: needs `pool` and `server` strings',
+      'servers[3]: needs `pool` and `server` strings',
+      'servers[7] (p/d): named again, this later entry counts',
+      'servers[8] (p/e): named again, this later entry counts',
+    ]);
+    expect(parseAdminStates('')).toEqual([]);
+    expect(parseAdminStates(' \n')).toEqual([]);
+    const empty = join(dir, 'touched.json');
+    writeFileSync(empty, '');
+    writeAdminStateFile(empty, ENTRIES);
+    expect(readAdminStateFile(empty)).toEqual(ENTRIES);
+  });
+
+  it('a start restores the usable entries and says which it skipped', () => {
+    const file = join(dir, 'state.json');
+    writeFileSync(file, JSON.stringify({ version: 1, servers: [{ pool: 'brokers', server: 'b1', admin: 'disabled' }, { pool: 'brokers', server: 'b2', admin: 'maint' }] }));
+    const pools = new Map([['brokers', new Pool(poolConfig({ servers: ['b1', 'b2'] }))]]);
+    const { log, lines } = logSink();
+    restoreAdminStates(file, pools, log);
+    expect(pools.get('brokers')!.servers.map((s) => s.admin)).toEqual(['ready', 'maint']);
+    expect(lines.filter((l) => l.level === 40)).toMatchObject([{ msg: 'admin state file entries skipped: the others are restored', file, entries: ['servers[0] (brokers/b1): `admin` must be "drain", "maint" or "ready"'] }]);
   });
 
   it('keeps only the three fields of an entry', () => {
