@@ -44,7 +44,8 @@ export class IntakeAlert {
       // up put in maintenance, or all of them): an audit saw such a pool refuse every client with no line at all.
       const maintOutage = intake === 'no_server_up' && p.servers.some((s) => s.admin === 'maint') && !noServerUpLogged(p.name);
       if (intake === 'open' || (intake === 'no_server_up' && !maintOutage)) {
-        this.closed.delete(p.name);
+        // Its outage is over (open), or became the health checker's to say (its last server up went down).
+        if (this.closed.delete(p.name) && intake === 'open') this.log.info({ pool: p.name }, 'pool takes new sessions again: its clients are served');
         continue;
       }
       if (this.closed.has(p.name)) continue;

@@ -347,8 +347,11 @@ export class HealthChecker {
     // before every server probed has had its first verdict (a dead server answers before a live one).
     const anyUp = this.pool.servers.some((s) => s.health === 'up');
     const firstVerdictsDue = this.pool.servers.some((s) => s.health === 'unknown' && s.admin !== 'maint');
-    if (anyUp) this.noServerUpLogged = false;
-    else if (to === 'down' && !firstVerdictsDue && !this.noServerUpLogged) {
+    if (anyUp) {
+      // The outage said is over: said too, so that an alert on the error line can be resolved by this one.
+      if (this.noServerUpLogged) this.log.info({ pool: this.pool.name, server: server.name }, 'pool has a server up again: its clients are served');
+      this.noServerUpLogged = false;
+    } else if (to === 'down' && !firstVerdictsDue && !this.noServerUpLogged) {
       this.noServerUpLogged = true;
       this.log.error({ pool: this.pool.name }, 'pool has no server up: its clients are refused (CONNACK server unavailable)');
     }

@@ -11,12 +11,12 @@ function setup(names = ['b1', 'b2']) {
   const servers = names.map((n) => makeServer(n, 'up'));
   const pool = { name: 'brokers', servers };
   const alerts = () => lines.filter((l) => l.msg === NO_INTAKE_MSG);
-  return { alert, servers, pool, alerts };
+  return { alert, servers, pool, alerts, lines };
 }
 
 describe('IntakeAlert: a pool whose servers are up but take no new session', () => {
-  it('drain b1, then b2 dies: one error line per outage, with what holds the servers up back', () => {
-    const { alert, servers, pool, alerts } = setup();
+  it('drain b1, then b2 dies: one error line per outage, with what holds the servers up back; its end said', () => {
+    const { alert, servers, pool, alerts, lines } = setup();
     const [b1, b2] = servers as [Server, Server];
     alert.check([pool]);
     b1.setAdmin('drain');
@@ -27,8 +27,10 @@ describe('IntakeAlert: a pool whose servers are up but take no new session', () 
     alert.check([pool]);
     expect(alerts()).toHaveLength(1);
     expect(alerts()[0]).toMatchObject({ level: 50, pool: 'brokers', drained: ['b1'], maint: [], weight0: [] });
-    b2.setHealth('up'); // over
+    b2.setHealth('up'); // over, and said
     alert.check([pool]);
+    alert.check([pool]);
+    expect(lines.filter((l) => l.msg === 'pool takes new sessions again: its clients are served')).toMatchObject([{ level: 30, pool: 'brokers' }]);
     b2.setHealth('down'); // a second outage
     alert.check([pool]);
     expect(alerts()).toHaveLength(2);

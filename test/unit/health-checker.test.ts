@@ -182,6 +182,8 @@ describe('HealthChecker', () => {
     scripted.results.set('b', ['ok']);
     await vi.advanceTimersByTimeAsync(1000);
     expect(servers[1]!.health).toBe('up');
+    // Its end said too (an admin audit: neither outage line had one), once.
+    expect(lines.filter((l) => l.msg === 'pool has a server up again: its clients are served')).toMatchObject([{ level: 30, pool: 'brokers', server: 'b' }]);
     await vi.advanceTimersByTimeAsync(1000); // b refused again: a second outage
     expect(servers[1]!.health).toBe('down');
     expect(outages()).toBe(2);
