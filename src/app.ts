@@ -1054,9 +1054,11 @@ export class App implements TelemetrySource, AdminActions {
   setServerAdmin(pool: string, server: string, state: AdminState): boolean {
     const s = this.poolMap.get(pool)?.server(server);
     if (s === undefined) return false;
-    const changed = s.admin !== state;
+    const was = s.admin;
+    const changed = was !== state;
     s.setAdmin(state);
-    this.log.info({ pool, server, admin: state }, 'server admin state set');
+    // `was`: a repeated action (idempotent: no eviction, no save) is told apart from a change (an admin audit).
+    this.log.info({ pool, server, admin: state, was }, 'server admin state set');
     if (changed) {
       this.saveAdminStates();
       this.checkIntake();

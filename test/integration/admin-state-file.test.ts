@@ -73,6 +73,12 @@ describe('admin.stateFile', () => {
 
     await adminAction(admin, 'b1', 'drain');
     await adminAction(admin, 'b2', 'maint');
+    await adminAction(admin, 'b2', 'maint'); // the same again: said as no change
+    expect(first.logs.filter((l) => l['msg'] === 'server admin state set').map((l) => [l['server'], l['admin'], l['was']])).toEqual([
+      ['b1', 'drain', 'ready'],
+      ['b2', 'maint', 'ready'],
+      ['b2', 'maint', 'maint'],
+    ]);
     expect(JSON.parse(readFileSync(stateFile, 'utf8'))).toEqual({
       version: 1,
       servers: [
