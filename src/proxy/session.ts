@@ -905,7 +905,8 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
       ctx.log.info(
         {
           listener: this.listener.stats.name,
-          client: this.remote === null ? null : formatAddress(this.remote),
+          // null when it was never asked, or could not be read (a client that reset right after its CONNECT).
+          client: this.remote === null || this.remote.address === '' ? null : formatAddress(this.remote),
           clientId: this.clientIdText,
           pool: this.pool?.name,
           server: this.server!.name,
