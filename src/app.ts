@@ -19,7 +19,7 @@ import { Evictor } from './health/eviction.js';
 import { Listener, explainHandOver, probeBind } from './proxy/listener.js';
 import type { ProxyContext, ListenerStats } from './proxy/context.js';
 import type { ClientSession } from './proxy/session.js';
-import { budgetForConfig, clampsToSay, listenerCaps, movedByOnePercent, type ListenerCaps } from './proxy/fd-budget.js';
+import { budgetForConfig, clampsToSay, listenerCaps, movedByOnePercent, openFileLimit, type ListenerCaps } from './proxy/fd-budget.js';
 import { buildFront } from './proxy/front.js';
 import { Admission } from './proxy/admission.js';
 import { OverloadGuard } from './proxy/overload-guard.js';
@@ -382,7 +382,10 @@ export class App implements TelemetrySource, AdminActions {
 
   /** The connection caps that fit the open-file limit; throws MQLB_START_FD_LIMIT when not one session fits. */
   private sessionBudget(config: LbConfig): ReturnType<typeof budgetForConfig> {
-    const budget = budgetForConfig(config);
+    // At a reload, what each listener holds now counts too: a lowered cap frees nothing until its sessions end.
+    const held = new Map<string, number>();
+    for (const [name, l] of this.listenerMap) held.set(name, l.stats.admitted);
+    const budget = budgetForConfig(config, openFileLimit(), held);
     // The cluster primary holds no session; each worker checks its own share.
     if (budget.noRoom !== null && this.role !== 'primary') throw new MqttLbError(ErrorCodes.START_FD_LIMIT, budget.noRoom);
     return budget;

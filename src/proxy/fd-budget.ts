@@ -31,7 +31,12 @@ export function openFileLimit(): number | null {
 export interface BudgetInput {
   fileLimit: number | null;
   globalMax: number;
-  listeners: Array<{ name: string; maxConnections: number }>;
+  /**
+   * `held`: at a reload, the sessions the listener holds now. A cap lowered below them does not free their
+   * descriptors until they end: until then the budget counts them, not the new cap, or it hands their descriptors to
+   * the other listeners' caps and guards (a re-audit ran the process out of descriptors that way).
+   */
+  listeners: Array<{ name: string; maxConnections: number; held?: number }>;
   servers: number; // the servers of all probed pools (one probe each at most)
 }
 
@@ -108,11 +113,19 @@ export function clampToBudget(input: BudgetInput): Budget {
   const sessions = Math.floor(usable / DESCRIPTORS_PER_SESSION);
   const globalMax = Math.min(input.globalMax, sessions);
   let caps = input.listeners.map((l) => Math.min(l.maxConnections, sessions));
+  const held = input.listeners.map((l) => l.held ?? 0);
+  const heldTotal = held.reduce((sum, h) => sum + h, 0);
+  // What a listener occupies: its cap, or the sessions a reload left it above a lowered cap.
+  const occupied = (cs: number[]): number[] => cs.map((c, i) => Math.max(c, held[i]!));
   const totalHard = (cs: number[]): number => cs.reduce((sum, c) => sum + hardCapFor(c), 0);
   // The worst case: every listener's client sockets up to its guard, beside one server socket per session, of which
   // there are no more than the global cap allows and the listeners hold together (a limits audit: server sockets
-  // set aside for all 29 sessions of the global cap left two listeners no room at all, where 7 each fitted).
-  const need = (cs: number[]): number => totalHard(cs) + Math.min(globalMax, cs.reduce((sum, c) => sum + c, 0));
+  // set aside for all 29 sessions of the global cap left two listeners no room at all, where 7 each fitted), and
+  // never fewer than the sessions held now.
+  const need = (cs: number[]): number => {
+    const occ = occupied(cs);
+    return totalHard(occ) + Math.max(heldTotal, Math.min(globalMax, occ.reduce((sum, c) => sum + c, 0)));
+  };
   const shared = need(caps) > usable;
   if (shared) {
     // Max-min fair: the highest level L such that every listener capped at L fits; a listener below L keeps its
@@ -181,14 +194,14 @@ export function listenerCaps(budget: Budget, name: string, configured: number): 
 }
 
 /** The budget of a whole config at a given open-file limit (the running process's by default). */
-export function budgetForConfig(config: Pick<LbConfig, 'limits' | 'listeners' | 'pools'>, fileLimit: number | null = openFileLimit()): Budget {
+export function budgetForConfig(config: Pick<LbConfig, 'limits' | 'listeners' | 'pools'>, fileLimit: number | null = openFileLimit(), held: ReadonlyMap<string, number> = new Map()): Budget {
   let servers = 0;
   // Probed servers only: with `health.type: none` a pool's servers hold no probe socket.
   for (const p of Object.values(config.pools)) if (p.health.type !== 'none') servers += p.servers.length;
   return clampToBudget({
     fileLimit,
     globalMax: config.limits.maxConnections,
-    listeners: config.listeners.map((l) => ({ name: l.name, maxConnections: l.maxConnections })),
+    listeners: config.listeners.map((l) => ({ name: l.name, maxConnections: l.maxConnections, held: held.get(l.name) ?? 0 })),
     servers,
   });
 }

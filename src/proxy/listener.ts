@@ -42,16 +42,16 @@ export class Listener implements SessionListener {
   private hardCap: number;
   readonly sessions = new Set<ClientSession>();
 
-  /** Its last guard (hardCap): the 'listener started' line says it. */
+  /** Its last guard as it applies now (acceptLimit): the 'listener started' and 'listener limits changed by reload' lines say it. */
   get acceptGuard(): number {
-    return this.hardCap;
+    return this.acceptLimit();
   }
 
   /**
    * The last guard as it applies now: hardCap, or, while a reload has left more sessions than the lowered cap
    * (they run on), those sessions plus the cap's minimum room to refuse, so a new client is still answered in MQTT
-   * rather than closed at accept. The old cap's budget covered those sessions' descriptors, and the room is the
-   * smallest a cap gets (not the spare descriptors' share, which the lowered cap may have grown).
+   * rather than closed at accept. The budget of that reload counted those sessions (budgetForConfig's `held`), and
+   * the room is the smallest a cap gets (not the spare descriptors' share, which the lowered cap may have grown).
    */
   private acceptLimit(): number {
     return Math.max(this.hardCap, this.stats.admitted + hardCapFor(this.maxConnections) - this.maxConnections);

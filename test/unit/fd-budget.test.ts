@@ -237,3 +237,38 @@ describe('a small open-file limit and several listeners', () => {
     expect(2 * hardCapFor(8) + 16 + reserveFor(1)).toBeGreaterThan(256);
   });
 });
+
+// A re-audit: a reload lowered one listener's cap from 300 to 5 while it held 300 sessions; the budget gave their
+// descriptors to the other listener (cap 351 -> 621, guard 658), and filling that one ran the process out (EMFILE).
+describe('a reload that lowers a cap below the sessions held', () => {
+  /** Worst case with the held sessions: each listener at the larger of its guard and its sessions plus room to refuse. */
+  function worstWithHeld(input: BudgetInput, out: ReturnType<typeof clampToBudget>): number {
+    let clients = 0;
+    let sessions = 0;
+    let heldTotal = 0;
+    for (const l of input.listeners) {
+      const max = out.listenerMax.get(l.name)!;
+      const held = l.held ?? 0;
+      heldTotal += held;
+      const guard = Math.max(out.listenerHard.get(l.name) ?? hardCapFor(max), held + hardCapFor(max) - max); // Listener.acceptLimit
+      clients += guard;
+      sessions += Math.max(max, held);
+    }
+    return clients + Math.max(heldTotal, Math.min(out.globalMax, sessions)) + reserveFor(input.servers);
+  }
+
+  it('counts those sessions until they end: the other listeners get no descriptor they still hold', () => {
+    const before: BudgetInput = { fileLimit: 1500, globalMax: 1000, listeners: [{ name: 'low', maxConnections: 300 }, { name: 'big', maxConnections: 1000 }], servers: 1 };
+    const started = clampToBudget(before);
+    expect(worstCase(before, started)).toBeLessThanOrEqual(1500);
+    const lowered: BudgetInput = { ...before, listeners: [{ name: 'low', maxConnections: 5, held: started.listenerMax.get('low')! }, { name: 'big', maxConnections: 1000 }] };
+    const after = clampToBudget(lowered);
+    expect(after.listenerMax.get('low')).toBe(5);
+    expect(worstWithHeld(lowered, after)).toBeLessThanOrEqual(1500);
+    // Without the held sessions counted, the same reload overcommits (what the re-audit met).
+    const blind = clampToBudget({ ...lowered, listeners: lowered.listeners.map(({ name, maxConnections }) => ({ name, maxConnections })) });
+    expect(worstWithHeld(lowered, blind)).toBeGreaterThan(1500);
+    // Once they have ended (the next reload), big gets the room.
+    expect(clampToBudget({ ...lowered, listeners: [{ name: 'low', maxConnections: 5 }, { name: 'big', maxConnections: 1000 }] }).listenerMax.get('big')).toBeGreaterThan(after.listenerMax.get('big')!);
+  });
+});
