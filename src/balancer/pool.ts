@@ -219,7 +219,7 @@ export class Pool {
     for (const s of this.servers) {
       if (s.state !== 'unknown' || s.config.weight === 0) continue;
       if (now < 0) now = this.now();
-      const end = s.unknownSince + this.config.health.timeout + FIRST_VERDICT_MARGIN_MS;
+      const end = this.firstVerdictDue(s);
       if (end <= now || end <= until) continue;
       if (candidates.length === 0 || this.wouldOwn(s, key, candidates[0]!)) until = end;
     }
@@ -239,10 +239,27 @@ export class Pool {
     for (const s of this.servers) {
       if (s === current || s.state !== 'unknown' || s.config.weight === 0) continue;
       if (now < 0) now = this.now();
-      if (s.unknownSince + this.config.health.timeout + FIRST_VERDICT_MARGIN_MS <= now) continue;
+      if (this.firstVerdictDue(s) <= now) continue;
       if (this.wouldOwn(s, key, current)) return true;
     }
     return false;
+  }
+
+  /** Milliseconds until the last open first-verdict window of its servers (pendingWouldTake's) ends; 0 when none is open. */
+  pendingVerdictMs(): number {
+    let now = -1;
+    let longest = 0;
+    for (const s of this.servers) {
+      if (s.state !== 'unknown' || s.config.weight === 0) continue;
+      if (now < 0) now = this.now();
+      longest = Math.max(longest, this.firstVerdictDue(s) - now);
+    }
+    return longest;
+  }
+
+  /** When a server that became unknown is due its first verdict: within a probe's timeout, and a margin. */
+  private firstVerdictDue(s: Server): number {
+    return s.unknownSince + this.config.health.timeout + FIRST_VERDICT_MARGIN_MS;
   }
 
   /** Would `pending`, once up, take `key` from `current` (the winner now)? Only with a hash strategy and a key. */

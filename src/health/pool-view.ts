@@ -17,6 +17,8 @@ export interface ReactingPool extends CheckedPool {
   owner(routingKey: Buffer): Server | null;
   /** A server awaiting its first health verdict would take this key from `current` once up (Pool.pendingWouldTake). */
   pendingWouldTake(routingKey: Buffer, current: Server): boolean;
+  /** Milliseconds until the last server awaiting its first verdict is due it; 0 when none awaits one (Pool.pendingVerdictMs). */
+  pendingVerdictMs(): number;
   /** `onServerUp: rebalance` closed a session of this key to move it back (a full server lets it pass on). */
   noteRebalanced(routingKey: Buffer): void;
 }

@@ -31,6 +31,15 @@ export class PoolReactions {
   private readonly subscribed = new Set<Server>();
   /** Per server, whether it took new sessions as a non-backup when last seen (a state change or a reload). */
   private readonly serving = new Map<Server, boolean>();
+  /**
+   * Servers that returned while others awaited their first verdict: their rebalance left those others' keys alone
+   * (Pool.pendingWouldTake), so it runs again once no verdict is due (a re-audit: the pending server found down, its
+   * keys stayed off their owner for good).
+   */
+  private readonly returnedWhilePending = new Set<Server>();
+  private verdictTimer: unknown = null;
+  private readonly setTimer: NonNullable<EvictorOptions['setTimer']>;
+  private readonly clearTimer: NonNullable<EvictorOptions['clearTimer']>;
   private closed = false;
 
   constructor(
@@ -43,6 +52,8 @@ export class PoolReactions {
     if (deps.setTimer) opts.setTimer = deps.setTimer;
     if (deps.clearTimer) opts.clearTimer = deps.clearTimer;
     this.evictor = new Evictor(() => this.pool.config.evictRate, 'drain', opts);
+    this.setTimer = deps.setTimer ?? unrefTimer;
+    this.clearTimer = deps.clearTimer ?? ((h) => clearTimeout(h as NodeJS.Timeout));
     this.subscribe();
     for (const server of pool.servers) this.serving.set(server, servesAsPrimary(server));
   }
@@ -94,6 +105,9 @@ export class PoolReactions {
     for (const server of this.subscribed) server.off('state', this.onState);
     this.subscribed.clear();
     this.serving.clear();
+    this.returnedWhilePending.clear();
+    if (this.verdictTimer !== null) this.clearTimer(this.verdictTimer);
+    this.verdictTimer = null;
     this.evictor.close();
   }
 
@@ -117,6 +131,11 @@ export class PoolReactions {
   private readonly onState = (change: ServerStateChange): void => {
     if (this.closed) return;
     this.deps.onStateChange?.(change);
+    this.react(change);
+    if (change.from === 'unknown') this.afterFirstVerdict();
+  };
+
+  private react(change: ServerStateChange): void {
     const { server, to } = change;
     this.serving.set(server, servesAsPrimary(server));
     const config = this.pool.config;
@@ -134,11 +153,38 @@ export class PoolReactions {
       this.evictor.cancel((item) => item.server === server && item.reason === 'server_down');
       this.serverReturned(server);
     }
-  };
+  }
+
+  /** A first verdict came (or a window ended): once none is due, the returns it held back run again. */
+  private afterFirstVerdict(): void {
+    if (this.returnedWhilePending.size === 0) return;
+    const due = this.pool.pendingVerdictMs();
+    if (due > 0) {
+      this.armVerdictTimer(due);
+      return;
+    }
+    const returned = [...this.returnedWhilePending];
+    this.returnedWhilePending.clear();
+    for (const server of returned) if (this.pool.servers.includes(server) && servesAsPrimary(server)) this.serverReturned(server);
+  }
+
+  /** Also when no verdict comes at all (a probe that cannot run here): the window's end. */
+  private armVerdictTimer(ms: number): void {
+    if (this.verdictTimer !== null) this.clearTimer(this.verdictTimer);
+    this.verdictTimer = this.setTimer(() => {
+      this.verdictTimer = null;
+      if (!this.closed) this.afterFirstVerdict();
+    }, ms + 1);
+  }
 
   /** onServerUp: rebalance moves to `server` what belongs to it (sessionsToRebalance). */
   private serverReturned(server: Server): void {
     if (this.pool.config.onServerUp !== 'rebalance') return;
+    const due = this.pool.pendingVerdictMs();
+    if (due > 0) {
+      this.returnedWhilePending.add(server);
+      this.armVerdictTimer(due);
+    }
     const items = sessionsToRebalance(this.pool, server);
     const n = this.evictor.enqueue(items);
     // `server` names where the sessions are closed, as on the other eviction lines; `to`, where they belong.
@@ -166,6 +212,12 @@ export class PoolReactions {
         return true; // shutdown: unconditional
     }
   }
+}
+
+function unrefTimer(fn: () => void, ms: number): unknown {
+  const t = setTimeout(fn, ms);
+  t.unref();
+  return t;
 }
 
 /** Takes new sessions and is not a backup: what a returning server is for `onServerUp`. */

@@ -104,6 +104,10 @@ export class FakePool implements ReactingPool {
     const wanted = this.servers.find((x) => x.name === routingKey.toString().slice(0, 1));
     return wanted !== undefined && wanted !== current && wanted.state === 'unknown';
   }
+  /** An unknown server is due its verdict within a second. */
+  pendingVerdictMs(): number {
+    return this.servers.some((x) => x.state === 'unknown') ? 1000 : 0;
+  }
   /** The routing keys the reactions reported as moved by a rebalance, in order. */
   readonly rebalancedKeys: string[] = [];
   noteRebalanced(routingKey: Buffer): void {
