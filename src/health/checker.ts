@@ -236,7 +236,13 @@ export class HealthChecker {
     }
     // Held up (`none`): the outage, if one was said, is over; the next one is said again (a health audit: after a
     // reload to `none` and back with the broker still dead, `pool has no server up` was not said).
-    if (!probing && servers.size > 0) this.noServerUpLogged = false;
+    if (!probing && servers.size > 0) this.outageOver(null);
+  }
+
+  /** The outage `pool has no server up` said, if one was, is over: its end said too, once. */
+  private outageOver(server: Server | null): void {
+    if (this.noServerUpLogged) this.log.info({ pool: this.pool.name, server: server?.name ?? null }, 'pool has a server up again');
+    this.noServerUpLogged = false;
   }
 
   private addLoop(server: Server): void {
@@ -348,9 +354,9 @@ export class HealthChecker {
     const anyUp = this.pool.servers.some((s) => s.health === 'up');
     const firstVerdictsDue = this.pool.servers.some((s) => s.health === 'unknown' && s.admin !== 'maint');
     if (anyUp) {
-      // The outage said is over: said too, so that an alert on the error line can be resolved by this one.
-      if (this.noServerUpLogged) this.log.info({ pool: this.pool.name, server: server.name }, 'pool has a server up again: its clients are served');
-      this.noServerUpLogged = false;
+      // Said, so that an alert on the error line has an end. Not "served": the server up may be drained (then
+      // IntakeAlert says `pool takes no new sessions`, and its own end when the pool serves again).
+      this.outageOver(server);
     } else if (to === 'down' && !firstVerdictsDue && !this.noServerUpLogged) {
       this.noServerUpLogged = true;
       this.log.error({ pool: this.pool.name }, 'pool has no server up: its clients are refused (CONNACK server unavailable)');

@@ -183,7 +183,7 @@ describe('HealthChecker', () => {
     await vi.advanceTimersByTimeAsync(1000);
     expect(servers[1]!.health).toBe('up');
     // Its end said too (an admin audit: neither outage line had one), once.
-    expect(lines.filter((l) => l.msg === 'pool has a server up again: its clients are served')).toMatchObject([{ level: 30, pool: 'brokers', server: 'b' }]);
+    expect(lines.filter((l) => l.msg === 'pool has a server up again')).toMatchObject([{ level: 30, pool: 'brokers', server: 'b' }]);
     await vi.advanceTimersByTimeAsync(1000); // b refused again: a second outage
     expect(servers[1]!.health).toBe('down');
     expect(outages()).toBe(2);
@@ -203,6 +203,8 @@ describe('HealthChecker', () => {
     pool.config = poolConfig({}, { type: 'none' });
     checker.reconfigure(pool);
     expect(servers[0]!.health).toBe('up');
+    // That outage is over, and said (a re-audit: held up by `none`, it had no end line).
+    expect(lines.filter((l) => l.msg === 'pool has a server up again')).toMatchObject([{ level: 30, pool: 'brokers', server: null }]);
     pool.config = probing;
     checker.reconfigure(pool);
     await vi.advanceTimersByTimeAsync(1100);
