@@ -52,6 +52,7 @@ export function parseAdminStates(text: string, skipped: string[] = []): AdminSta
   if (!Array.isArray(servers)) throw new Error('`servers` is not a list');
   // pool/server -> its entry, or null for `ready` (nothing to restore, but it overrides an earlier entry).
   const byServer = new Map<string, AdminStateEntry | null>();
+  const indexOf = new Map<string, number>();
   servers.forEach((item: unknown, i) => {
     const e = item as Partial<Record<keyof AdminStateEntry, unknown>> | null;
     if (typeof e !== 'object' || e === null || typeof e.pool !== 'string' || typeof e.server !== 'string') {
@@ -63,10 +64,12 @@ export function parseAdminStates(text: string, skipped: string[] = []): AdminSta
       skipped.push(`servers[${i}] (${key}): \`admin\` must be "drain", "maint" or "ready"`);
       return;
     }
-    if (byServer.has(key)) {
-      skipped.push(`servers[${i}] (${key}): named again, this later entry counts`);
+    const earlier = indexOf.get(key);
+    if (earlier !== undefined) {
+      skipped.push(`servers[${earlier}] (${key}): named again in servers[${i}], which counts`);
       byServer.delete(key); // listed where the entry that counts is
     }
+    indexOf.set(key, i);
     byServer.set(key, e.admin === 'ready' ? null : { pool: e.pool, server: e.server, admin: e.admin });
   });
   return [...byServer.values()].filter((e): e is AdminStateEntry => e !== null);

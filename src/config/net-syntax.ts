@@ -212,8 +212,14 @@ export function withoutCredentials(s: string): string {
  * journal), the parameters' names kept.
  */
 export function urlForLog(s: string): string {
-  return s
-    .replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)?[^/?#\s]*@/, (_m, scheme: string | undefined) => `${scheme ?? ''}***@`)
-    .replace(/(https?:\/\/)[^/?#\s]*@/gi, '$1***@')
-    .replace(/\?[^#\s]*/g, (query) => query.replace(/([?&])([^&=]*)(=[^&]*)?/g, (_m, sep: string, name: string, value: string | undefined) => (value === undefined ? (name === '' ? sep : `${sep}***`) : `${sep}${name}=***`)));
+  return (
+    s
+      .replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)?[^/?#\s]*@/, (_m, scheme: string | undefined) => `${scheme ?? ''}***@`)
+      .replace(/(https?:\/\/)[^/?#\s]*@/gi, '$1***@')
+      // Path parameters (`/status;token=...`) too.
+      .replace(/;([^;=/?#\s]*)=[^;/?#\s]*/g, ';$1=***')
+      // The query to the fragment, whitespace included: the URL parser drops a tab and encodes a space, so a
+      // value is not over where they stand (a URL is the last thing in a probe target).
+      .replace(/\?[^#]*/g, (query) => query.replace(/([?&])([^&=]*)(=[^&]*)?/g, (_m, sep: string, name: string, value: string | undefined) => (value === undefined ? (name === '' ? sep : `${sep}***`) : `${sep}${name}=***`)))
+  );
 }

@@ -142,8 +142,8 @@ describe('admin state file', () => {
       'servers[1] (p/b): `admin` must be "drain", "maint" or "ready"',
       'servers[2]: needs `pool` and `server` strings',
       'servers[3]: needs `pool` and `server` strings',
-      'servers[7] (p/d): named again, this later entry counts',
-      'servers[8] (p/e): named again, this later entry counts',
+      'servers[5] (p/d): named again in servers[7], which counts',
+      'servers[6] (p/e): named again in servers[8], which counts',
     ]);
     expect(parseAdminStates('')).toEqual([]);
     expect(parseAdminStates(' \n')).toEqual([]);

@@ -127,6 +127,8 @@ describe('parseHttpUrl', () => {
     expect(urlForLog('127.0.0.1:1883 https://u:p@h:8080/s?a=1&b=&=c&&d#frag')).toBe('127.0.0.1:1883 https://***@h:8080/s?a=***&b=***&=***&&***#frag');
     expect(urlForLog('user:key@127.0.0.1:20001/ok?k=v')).toBe('***@127.0.0.1:20001/ok?k=***');
     expect(urlForLog('127.0.0.1:1883')).toBe('127.0.0.1:1883');
+    // A re-audit: a space or a tab in a value, and path parameters.
+    expect(urlForLog('127.0.0.1:1 http://h/s;tok=SECRET1;x?token=SECRET2 TAIL&b=SEC\tRET')).toBe('127.0.0.1:1 http://h/s;tok=***;x?token=***&b=***');
   });
   // The URL parser keeps port 0, where nothing listens: the server would stay down for a typo that `check` passed.
   it('refuses port 0, with the credentials masked', () => {
