@@ -80,7 +80,7 @@ export function scanConnect(buf: Buffer, maxConnectBytes: number): ScanResult {
 
   const first = buf[0]!;
   if (first >> 4 !== CONNECT_TYPE) return NOT_CONNECT; // [MQTT-3.1.0-1] first packet must be CONNECT
-  if ((first & 0x0f) !== 0) return MALFORMED; // [MQTT-2.1.3-1] reserved flag bits of CONNECT are 0
+  // Its reserved flag bits are checked with the version (validateConnect): 3.1 has no such rule.
 
   // Remaining Length: Variable Byte Integer, at most 4 bytes [MQTT-1.5.5], minimal encoding [MQTT-1.5.5-1].
   let remaining = 0;
@@ -168,6 +168,9 @@ function validateConnect(buf: Buffer, bodyStart: number, end: number): ScanResul
   // stricter than the broker would lock out legacy clients that reach the broker directly (HAProxy had to
   // stop dropping 3.1 clients, its issue #1600), so for 3.1 the rules below that 3.1.1 introduced are not applied.
   const v31 = isMqisdp;
+  // [MQTT-2.1.3-1] (3.1.1: [MQTT-2.2.2-2]) the reserved flag bits of CONNECT are 0. Not in 3.1: mosquitto accepts
+  // a 3.1 CONNECT with them set (a differential fuzz: `12 17 00 06 MQIsdp 03 ...` got CONNACK 0 from it).
+  if (!v31 && (buf[0]! & 0x0f) !== 0) return MALFORMED;
 
   // Connect Flags.
   if (p >= end) return MALFORMED;
