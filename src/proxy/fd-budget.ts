@@ -175,6 +175,9 @@ export function clampToBudget(input: BudgetInput): Budget {
   // A balancer that would refuse every client is no balancer: say so instead of starting one (HAProxy refuses to
   // start when its maxconn does not fit the FD limit either). The smallest limit for one session per listener:
   const needed = reserveFor(input.servers) + smallestUsable(input.listeners.length, input.globalMax);
+  // Judged on the config alone: sessions held above a lowered cap take room only until they end, and must not make
+  // a reload refused as if the limit could never hold a session.
+  if (heldTotal > 0) return { globalMax, listenerMax, listenerHard, warnings, clamps, noRoom: clampToBudget({ ...input, listeners: input.listeners.map(({ name, maxConnections }) => ({ name, maxConnections })) }).noRoom };
   const noRoom =
     globalMax === 0 || caps.every((c) => c === 0)
       ? `the open-file limit ${limit} leaves no room for a client session (${reserveFor(input.servers)} descriptors are kept for health probes, the admin port and logs): raise it (ulimit -n, systemd LimitNOFILE) to at least ${needed}, better far more`

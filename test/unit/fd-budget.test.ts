@@ -268,6 +268,11 @@ describe('a reload that lowers a cap below the sessions held', () => {
     // Without the held sessions counted, the same reload overcommits (what the re-audit met).
     const blind = clampToBudget({ ...lowered, listeners: lowered.listeners.map(({ name, maxConnections }) => ({ name, maxConnections })) });
     expect(worstWithHeld(lowered, blind)).toBeGreaterThan(1500);
+    // Held sessions that leave no room now (a reload that also adds servers: more probe descriptors) make no refusal
+    // of the config: the caps are 0 until they end.
+    const crowded = clampToBudget({ ...lowered, servers: 400 });
+    expect([...crowded.listenerMax.values()]).toEqual([0, 0]);
+    expect(crowded.noRoom).toBeNull();
     // Once they have ended (the next reload), big gets the room.
     expect(clampToBudget({ ...lowered, listeners: [{ name: 'low', maxConnections: 5 }, { name: 'big', maxConnections: 1000 }] }).listenerMax.get('big')).toBeGreaterThan(after.listenerMax.get('big')!);
   });
