@@ -462,7 +462,7 @@ describe('caps answered in MQTT and freed', () => {
       // The guard in effect: the sessions held and the lowered cap's room to refuse (the budget's own was below them).
       expect(changed.map((l) => Number(l.acceptGuard))).toEqual([80 + 16, 80 + 16]);
       for (let i = 0; i < 10; i++) expect(await refusedWith(ports.mqtt!, `low-new-${i}`, 5), `plain client ${i}`).toBe(0x89);
-      const tlsCodes = [];
+      const tlsCodes: Array<number | null> = [];
       for (let i = 0; i < 10; i++) tlsCodes.push(await tlsConnackCode(`low-tls-new-${i}`));
       expect(tlsCodes).toEqual(Array.from({ length: 10 }, () => 3));
       expect(await rejectedCount(admin, 'mqtt', 'accept_dropped')).toBe(0);
