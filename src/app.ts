@@ -19,7 +19,7 @@ import { Evictor } from './health/eviction.js';
 import { Listener, explainHandOver, probeBind } from './proxy/listener.js';
 import type { ProxyContext, ListenerStats } from './proxy/context.js';
 import type { ClientSession } from './proxy/session.js';
-import { budgetForConfig, clampsToSay, listenerCaps, movedByOnePercent, openFileLimit, type ListenerCaps } from './proxy/fd-budget.js';
+import { budgetForConfig, clampsToSay, listenerCaps, movedByOnePercent, type ListenerCaps } from './proxy/fd-budget.js';
 import { buildFront } from './proxy/front.js';
 import { Admission } from './proxy/admission.js';
 import { OverloadGuard } from './proxy/overload-guard.js';
@@ -205,6 +205,7 @@ export class App implements TelemetrySource, AdminActions {
       totalActive: 0,
       totalAdmitted: 0,
       maxConnections: config.limits.maxConnections,
+      descriptorRoom: Number.POSITIVE_INFINITY,
       overloaded: false,
       pendingConnectBytes: 0,
       onPendingConnectBytesFull: () => {
@@ -271,6 +272,7 @@ export class App implements TelemetrySource, AdminActions {
     if (config.admin.stateFile !== null && this.role !== 'worker') restoreAdminStates(config.admin.stateFile, this.poolMap, this.log);
     const budget = this.sessionBudget(config);
     this.ctx.maxConnections = budget.globalMax;
+    this.ctx.descriptorRoom = budget.descriptorRoom;
     this.logClamped(budget);
 
     if (config.failover !== null && this.role !== 'worker') {
@@ -382,10 +384,7 @@ export class App implements TelemetrySource, AdminActions {
 
   /** The connection caps that fit the open-file limit; throws MQLB_START_FD_LIMIT when not one session fits. */
   private sessionBudget(config: LbConfig): ReturnType<typeof budgetForConfig> {
-    // At a reload, what each listener holds now counts too: a lowered cap frees nothing until its sessions end.
-    const held = new Map<string, number>();
-    for (const [name, l] of this.listenerMap) held.set(name, l.stats.admitted);
-    const budget = budgetForConfig(config, openFileLimit(), held);
+    const budget = budgetForConfig(config);
     // The cluster primary holds no session; each worker checks its own share.
     if (budget.noRoom !== null && this.role !== 'primary') throw new MqttLbError(ErrorCodes.START_FD_LIMIT, budget.noRoom);
     return budget;
@@ -677,6 +676,7 @@ export class App implements TelemetrySource, AdminActions {
     this.saveAdminStates();
 
     this.ctx.maxConnections = budget.globalMax;
+    this.ctx.descriptorRoom = budget.descriptorRoom;
     for (const [name, l] of this.listenerMap) {
       const lc = next.listeners.find((x) => x.name === name);
       if (lc === undefined) {

@@ -59,6 +59,11 @@ export interface ProxyContext {
   totalAdmitted: number;
   /** The global cap after clamping to the descriptor budget. */
   maxConnections: number;
+  /**
+   * Client connections and sessions (a server socket each) that the open-file limit holds beside the reserve
+   * (Budget.descriptorRoom); past it a connection is closed at accept (Listener), whatever the caps.
+   */
+  descriptorRoom: number;
   /** Over the memory ceiling (limits.maxMemory): new connections are closed at accept (overload-guard.ts). */
   overloaded: boolean;
   /** Bytes the unfinished CONNECTs hold beyond their first buffer, all listeners together (limits.maxPendingConnectBytes). */

@@ -31,12 +31,7 @@ export function openFileLimit(): number | null {
 export interface BudgetInput {
   fileLimit: number | null;
   globalMax: number;
-  /**
-   * `held`: at a reload, the sessions the listener holds now. A cap lowered below them does not free their
-   * descriptors until they end: until then the budget counts them, not the new cap, or it hands their descriptors to
-   * the other listeners' caps and guards (a re-audit ran the process out of descriptors that way).
-   */
-  listeners: Array<{ name: string; maxConnections: number; held?: number }>;
+  listeners: Array<{ name: string; maxConnections: number }>;
   servers: number; // the servers of all probed pools (one probe each at most)
 }
 
@@ -54,6 +49,12 @@ export interface Budget {
   clamps: Clamp[];
   /** Set when the open-file limit leaves room for no session at all: the message to refuse the config with. */
   noRoom: string | null;
+  /**
+   * Descriptors for client and server sockets together (the limit less the reserve): Infinity when no limit is known.
+   * The caps make the worst case fit it for this config; Listener checks it at each accept as well, since sessions a
+   * reload left above a lowered cap hold descriptors this config's caps do not count.
+   */
+  descriptorRoom: number;
 }
 
 /**
@@ -106,26 +107,18 @@ export function clampToBudget(input: BudgetInput): Budget {
   const listenerHard = new Map<string, number>();
   if (input.fileLimit === null) {
     for (const l of input.listeners) listenerMax.set(l.name, l.maxConnections);
-    return { globalMax: input.globalMax, listenerMax, listenerHard, warnings, clamps, noRoom: null };
+    return { globalMax: input.globalMax, listenerMax, listenerHard, warnings, clamps, noRoom: null, descriptorRoom: Number.POSITIVE_INFINITY };
   }
   const limit = input.fileLimit;
   const usable = Math.max(0, limit - reserveFor(input.servers));
   const sessions = Math.floor(usable / DESCRIPTORS_PER_SESSION);
   const globalMax = Math.min(input.globalMax, sessions);
   let caps = input.listeners.map((l) => Math.min(l.maxConnections, sessions));
-  const held = input.listeners.map((l) => l.held ?? 0);
-  const heldTotal = held.reduce((sum, h) => sum + h, 0);
-  // What a listener occupies: its cap, or the sessions a reload left it above a lowered cap.
-  const occupied = (cs: number[]): number[] => cs.map((c, i) => Math.max(c, held[i]!));
   const totalHard = (cs: number[]): number => cs.reduce((sum, c) => sum + hardCapFor(c), 0);
   // The worst case: every listener's client sockets up to its guard, beside one server socket per session, of which
   // there are no more than the global cap allows and the listeners hold together (a limits audit: server sockets
-  // set aside for all 29 sessions of the global cap left two listeners no room at all, where 7 each fitted), and
-  // never fewer than the sessions held now.
-  const need = (cs: number[]): number => {
-    const occ = occupied(cs);
-    return totalHard(occ) + Math.max(heldTotal, Math.min(globalMax, occ.reduce((sum, c) => sum + c, 0)));
-  };
+  // set aside for all 29 sessions of the global cap left two listeners no room at all, where 7 each fitted).
+  const need = (cs: number[]): number => totalHard(cs) + Math.min(globalMax, cs.reduce((sum, c) => sum + c, 0));
   const shared = need(caps) > usable;
   if (shared) {
     // Max-min fair: the highest level L such that every listener capped at L fits; a listener below L keeps its
@@ -175,14 +168,11 @@ export function clampToBudget(input: BudgetInput): Budget {
   // A balancer that would refuse every client is no balancer: say so instead of starting one (HAProxy refuses to
   // start when its maxconn does not fit the FD limit either). The smallest limit for one session per listener:
   const needed = reserveFor(input.servers) + smallestUsable(input.listeners.length, input.globalMax);
-  // Judged on the config alone: sessions held above a lowered cap take room only until they end, and must not make
-  // a reload refused as if the limit could never hold a session.
-  if (heldTotal > 0) return { globalMax, listenerMax, listenerHard, warnings, clamps, noRoom: clampToBudget({ ...input, listeners: input.listeners.map(({ name, maxConnections }) => ({ name, maxConnections })) }).noRoom };
   const noRoom =
     globalMax === 0 || caps.every((c) => c === 0)
       ? `the open-file limit ${limit} leaves no room for a client session (${reserveFor(input.servers)} descriptors are kept for health probes, the admin port and logs): raise it (ulimit -n, systemd LimitNOFILE) to at least ${needed}, better far more`
       : null;
-  return { globalMax, listenerMax, listenerHard, warnings, clamps, noRoom };
+  return { globalMax, listenerMax, listenerHard, warnings, clamps, noRoom, descriptorRoom: usable };
 }
 
 /** A listener's cap (MQTT-answered) and its last guard (Node's, at accept), from a budget. */
@@ -197,14 +187,14 @@ export function listenerCaps(budget: Budget, name: string, configured: number): 
 }
 
 /** The budget of a whole config at a given open-file limit (the running process's by default). */
-export function budgetForConfig(config: Pick<LbConfig, 'limits' | 'listeners' | 'pools'>, fileLimit: number | null = openFileLimit(), held: ReadonlyMap<string, number> = new Map()): Budget {
+export function budgetForConfig(config: Pick<LbConfig, 'limits' | 'listeners' | 'pools'>, fileLimit: number | null = openFileLimit()): Budget {
   let servers = 0;
   // Probed servers only: with `health.type: none` a pool's servers hold no probe socket.
   for (const p of Object.values(config.pools)) if (p.health.type !== 'none') servers += p.servers.length;
   return clampToBudget({
     fileLimit,
     globalMax: config.limits.maxConnections,
-    listeners: config.listeners.map((l) => ({ name: l.name, maxConnections: l.maxConnections, held: held.get(l.name) ?? 0 })),
+    listeners: config.listeners.map((l) => ({ name: l.name, maxConnections: l.maxConnections })),
     servers,
   });
 }

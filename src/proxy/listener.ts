@@ -50,8 +50,8 @@ export class Listener implements SessionListener {
   /**
    * The last guard as it applies now: hardCap, or, while a reload has left more sessions than the lowered cap
    * (they run on), those sessions plus the cap's minimum room to refuse, so a new client is still answered in MQTT
-   * rather than closed at accept. The budget of that reload counted those sessions (budgetForConfig's `held`), and
-   * the room is the smallest a cap gets (not the spare descriptors' share, which the lowered cap may have grown).
+   * rather than closed at accept, as far as the descriptors go (ctx.descriptorRoom, checked first); the room is the
+   * smallest a cap gets (not the spare descriptors' share, which the lowered cap may have grown).
    */
   private acceptLimit(): number {
     return Math.max(this.hardCap, this.stats.admitted + hardCapFor(this.maxConnections) - this.maxConnections);
@@ -187,11 +187,15 @@ export class Listener implements SessionListener {
     });
   }
 
-  /** Past the hard cap Node (or our handle accept) closes the socket unanswered: counted with the refusals. */
-  private dropped(): void {
+  /**
+   * Past the hard cap Node (or our handle accept) closes the socket unanswered: counted with the refusals.
+   * `descriptors`: closed because the process's descriptors are all in use (ctx.descriptorRoom), not for this cap.
+   */
+  private dropped(descriptors = false): void {
     this.stats.outcomes.rejected++;
     this.stats.count('accept_dropped');
-    this.dropLog.warn('accept_dropped', { listener: this.config.name, acceptGuard: this.acceptLimit(), maxConnections: this.maxConnections }, 'connections closed at accept: the listener is past its last guard');
+    const fields = { listener: this.config.name, acceptGuard: this.acceptLimit(), maxConnections: this.maxConnections, ...(descriptors ? { descriptorRoom: this.ctx.descriptorRoom } : {}) };
+    this.dropLog.warn('accept_dropped', fields, 'connections closed at accept: the listener is past its last guard');
   }
 
   /**
@@ -211,6 +215,14 @@ export class Listener implements SessionListener {
     const keepAliveMs = inherited ? 0 : TCP_KEEPALIVE_MS;
     const listener = this;
     listening.onconnection = function (this: unknown, status: number, handle?: TcpHandle): void {
+      const ctx = listener.ctx;
+      // The descriptors themselves, whatever the caps: sessions a reload left above a lowered cap hold descriptors
+      // the new caps do not count (a re-audit ran every listener out of them, EMFILE); closed here, it is counted.
+      if (status === 0 && handle !== undefined && ctx.totalActive + ctx.totalAdmitted >= ctx.descriptorRoom) {
+        handle.close(noop);
+        listener.dropped(true);
+        return;
+      }
       if (listener.front !== null) {
         // Node's accept checks its own count against server.maxConnections.
         server.maxConnections = listener.acceptLimit();

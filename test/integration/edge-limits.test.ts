@@ -481,6 +481,42 @@ describe('caps answered in MQTT and freed', () => {
     }
   });
 
+  it('sessions a reload left above a lowered cap hold descriptors the new caps do not count: past them connections are closed at accept, the process never runs out', async () => {
+    // A re-audit: 300 sessions on a listener lowered to 5 beside a big one under `ulimit -n 1500`; filling the big one
+    // with connections that send no CONNECT ran the process out of descriptors (EMFILE on every listener).
+    // Here: 100 sessions on `low` lowered to 5 under `ulimit -n 700` (506 descriptors beside the reserve, global cap
+    // 240); `big` then takes the other 140 sessions and connections that send nothing up to its guard.
+    const listeners = [{ name: 'low', extra: '    maxConnections: 100\n' }, { name: 'big', extra: '    maxConnections: 1000\n' }];
+    const { lb, admin, ports } = await startWith({ listeners, limits: '  clientConnectTimeout: 20s\n  maxConnections: 1000\n', fileLimit: 700 });
+    const held: Array<{ leave(): Promise<void> }> = [];
+    const idle: net.Socket[] = [];
+    try {
+      for (let i = 0; i < 100; i++) held.push(await hold(ports.low!, `room-${i}`));
+      lb.writeConfig(readFileSync(lb.configFile, 'utf8').replace('maxConnections: 100\n', 'maxConnections: 5\n'));
+      lb.reload();
+      await lb.waitForLog((l) => l.msg === 'config reloaded');
+      for (let i = 0; i < 140; i++) held.push(await hold(ports.big!, `room-big-${i}`));
+      for (let i = 0; i < 200; i++) idle.push(await connectRaw(ports.big!));
+      await sleep(500);
+      expect(lb.logs.filter((l) => l.msg === 'out of file descriptors: the listeners cannot accept' || l.msg === 'listener accept error')).toEqual([]);
+      expect(lb.logs.find((l) => l.msg === 'connections closed at accept: the listener is past its last guard')).toMatchObject({ listener: 'big', descriptorRoom: 700 - 194 });
+      expect(await rejectedCount(admin, 'big', 'accept_dropped')).toBeGreaterThan(0);
+      // The reserve held: the admin port answers, and the probes (readyz needs a server up).
+      expect((await fetch(`http://127.0.0.1:${admin}/readyz`)).status).toBe(200);
+      // Room again once connections go (and a session, the global cap being full): a client of the big listener is served.
+      for (const s of idle.splice(0, 100)) s.destroy();
+      await held.pop()!.leave();
+      await sleep(300);
+      const again = await connectAt(ports.big!, 'room-after', 4);
+      expect(again.code).toBe(0);
+      again.socket.destroy();
+    } finally {
+      for (const s of idle) s.destroy();
+      for (const h of held) await h.leave();
+      await lb.stop();
+    }
+  });
+
   it('perSource.exempt: a listed address (a known NAT) is not held to perSource.maxConnections', async () => {
     const { lb, ports } = await startWith({ limits: '  clientConnectTimeout: 2s\n  perSource: { maxConnections: 1, exempt: [127.0.0.0/8] }\n' });
     const port = ports.mqtt!;

@@ -78,6 +78,7 @@ function rig() {
     totalActive: 0,
     totalAdmitted: 0,
     maxConnections: 100,
+    descriptorRoom: Number.POSITIVE_INFINITY,
     overloaded: false,
     pendingConnectBytes: 0,
     onPendingConnectBytesFull: () => {},
