@@ -181,7 +181,8 @@ export function isInterfaceName(s: string): boolean {
  * user information or in its query string.
  */
 export function parseHttpUrl(s: string): Parsed<string> {
-  const shown = urlForLog(s);
+  // The whole text is one URL here: user information is masked up to its `@` whatever it holds (a space, a tab).
+  const shown = urlForLog(withoutCredentials(s));
   let url: URL;
   try {
     url = new URL(s);
@@ -216,8 +217,8 @@ export function urlForLog(s: string): string {
     s
       .replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)?[^/?#\s]*@/, (_m, scheme: string | undefined) => `${scheme ?? ''}***@`)
       .replace(/(https?:\/\/)[^/?#\s]*@/gi, '$1***@')
-      // Path parameters (`/status;token=...`) too.
-      .replace(/;([^;=/?#\s]*)=[^;/?#\s]*/g, ';$1=***')
+      // Path parameters (`/status;token=...`, `/status;KEY`) too, to the next delimiter, whitespace included.
+      .replace(/;([^;=/?#]*)(=[^;/?#]*)?/g, (_m, name: string, value: string | undefined) => (value === undefined ? (name === '' ? ';' : ';***') : `;${name}=***`))
       // The query to the fragment, whitespace included: the URL parser drops a tab and encodes a space, so a
       // value is not over where they stand (a URL is the last thing in a probe target).
       .replace(/\?[^#]*/g, (query) => query.replace(/([?&])([^&=]*)(=[^&]*)?/g, (_m, sep: string, name: string, value: string | undefined) => (value === undefined ? (name === '' ? sep : `${sep}***`) : `${sep}${name}=***`)))
