@@ -181,8 +181,9 @@ export function isInterfaceName(s: string): boolean {
  * user information or in its query string.
  */
 export function parseHttpUrl(s: string): Parsed<string> {
-  // The whole text is one URL here: user information is masked up to its `@` whatever it holds (a space, a tab).
-  const shown = urlForLog(withoutCredentials(s));
+  // Quoted only in a refusal, so a text that may not parse: everything up to its last `@` is masked, whatever it holds
+  // (a space, a tab, an unencoded `/`, `?` or `#` in a password: the re-audits found each quoted), a path's `@` too.
+  const shown = urlForLog(s.replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)?[^]*@/, (_m, scheme: string | undefined) => `${scheme ?? ''}***@`));
   let url: URL;
   try {
     url = new URL(s);

@@ -131,7 +131,7 @@ describe('parseHttpUrl', () => {
     expect(urlForLog('127.0.0.1:1 http://h/s;tok=SECRET1;x?token=SECRET2 TAIL&b=SEC\tRET')).toBe('127.0.0.1:1 http://h/s;tok=***;***?token=***&b=***');
     // A second re-audit: whitespace in a path parameter or in the user information of a URL `check` refuses.
     expect(urlForLog('127.0.0.1:1 http://h/s;tok=SEC RETA1?x=1')).toBe('127.0.0.1:1 http://h/s;tok=***?x=***');
-    for (const bad of ['http://user:SEC RETB1@127.0.0.1:99999/s', 'http://us er:SECRETC1@127.0.0.1:99999/', 'ftp://u:SEC\tRETE1@h/', 'http://u:SEC RETH1@[::1:27110/s']) {
+    for (const bad of ['http://user:SEC RETB1@127.0.0.1:99999/s', 'http://us er:SECRETC1@127.0.0.1:99999/', 'ftp://u:SEC\tRETE1@h/', 'http://u:SEC RETH1@[::1:27110/s', 'http://u:SEC/RETL1@127.0.0.1:27110/s', 'http://u:SEC#RETM1@127.0.0.1:27110/s', 'http://u:SEC?RETO1@127.0.0.1:27110/s']) {
       const r = parseHttpUrl(bad);
       expect(r.ok).toBe(false);
       if (!r.ok) expect(r.error).not.toMatch(/SEC|RET/);
