@@ -50,9 +50,9 @@ export function parseAdminStates(text: string, skipped: string[] = []): AdminSta
   // The file's values are not quoted (it may be another program's, holding secrets): only what was expected.
   if (version !== FORMAT_VERSION) throw new Error(`not version ${FORMAT_VERSION}, the one this mqtt-lb reads`);
   if (!Array.isArray(servers)) throw new Error('`servers` is not a list');
-  // pool/server -> its entry, or null for `ready` (nothing to restore, but it overrides an earlier entry).
-  const byServer = new Map<string, AdminStateEntry | null>();
-  const indexOf = new Map<string, number>();
+  // pool/server -> where it was named and its entry, or null for `ready` (nothing to restore, but it overrides an
+  // earlier entry).
+  const byServer = new Map<string, { at: number; entry: AdminStateEntry | null }>();
   servers.forEach((item: unknown, i) => {
     const e = item as Partial<Record<keyof AdminStateEntry, unknown>> | null;
     if (typeof e !== 'object' || e === null || typeof e.pool !== 'string' || typeof e.server !== 'string') {
@@ -64,15 +64,14 @@ export function parseAdminStates(text: string, skipped: string[] = []): AdminSta
       skipped.push(`servers[${i}] (${key}): \`admin\` must be "drain", "maint" or "ready"`);
       return;
     }
-    const earlier = indexOf.get(key);
+    const earlier = byServer.get(key);
     if (earlier !== undefined) {
-      skipped.push(`servers[${earlier}] (${key}): named again in servers[${i}], which counts`);
+      skipped.push(`servers[${earlier.at}] (${key}): named again in servers[${i}], which counts`);
       byServer.delete(key); // listed where the entry that counts is
     }
-    indexOf.set(key, i);
-    byServer.set(key, e.admin === 'ready' ? null : { pool: e.pool, server: e.server, admin: e.admin });
+    byServer.set(key, { at: i, entry: e.admin === 'ready' ? null : { pool: e.pool, server: e.server, admin: e.admin } });
   });
-  return [...byServer.values()].filter((e): e is AdminStateEntry => e !== null);
+  return [...byServer.values()].flatMap(({ entry }) => (entry === null ? [] : [entry]));
 }
 
 /**

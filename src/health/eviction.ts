@@ -36,12 +36,13 @@ export interface EvictorOptions {
   clearTimer?: (handle: TimerHandle) => void;
 }
 
-const defaultSetTimer = (fn: () => void, ms: number): TimerHandle => {
+/** An unref'd timeout: pending evictions (or reactions' timers, reactions.ts) alone must not keep a finished process alive. */
+export const defaultSetTimer = (fn: () => void, ms: number): TimerHandle => {
   const t = setTimeout(fn, ms);
-  t.unref(); // pending evictions alone must not keep a finished process alive
+  t.unref();
   return t;
 };
-const defaultClearTimer = (h: TimerHandle): void => clearTimeout(h as NodeJS.Timeout);
+export const defaultClearTimer = (h: TimerHandle): void => clearTimeout(h as NodeJS.Timeout);
 
 /** Compact the queue array once this many consumed slots pile up at its head. */
 const COMPACT_AFTER = 1024;

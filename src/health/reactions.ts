@@ -10,7 +10,7 @@
  */
 import type { Logger } from 'pino';
 import type { EvictReason, Server, ServerStateChange } from '../balancer/server.js';
-import { Evictor, type EvictionItem, type EvictorOptions } from './eviction.js';
+import { defaultClearTimer, defaultSetTimer, Evictor, type EvictionItem, type EvictorOptions } from './eviction.js';
 import type { ReactingPool } from './pool-view.js';
 import { rebalanceStillDue, sessionsToRebalance } from './rebalance.js';
 
@@ -52,8 +52,8 @@ export class PoolReactions {
     if (deps.setTimer) opts.setTimer = deps.setTimer;
     if (deps.clearTimer) opts.clearTimer = deps.clearTimer;
     this.evictor = new Evictor(() => this.pool.config.evictRate, 'drain', opts);
-    this.setTimer = deps.setTimer ?? unrefTimer;
-    this.clearTimer = deps.clearTimer ?? ((h) => clearTimeout(h as NodeJS.Timeout));
+    this.setTimer = deps.setTimer ?? defaultSetTimer;
+    this.clearTimer = deps.clearTimer ?? defaultClearTimer;
     this.subscribe();
     for (const server of pool.servers) this.serving.set(server, servesAsPrimary(server));
   }
@@ -212,12 +212,6 @@ export class PoolReactions {
         return true; // shutdown: unconditional
     }
   }
-}
-
-function unrefTimer(fn: () => void, ms: number): unknown {
-  const t = setTimeout(fn, ms);
-  t.unref();
-  return t;
 }
 
 /** Takes new sessions and is not a backup: what a returning server is for `onServerUp`. */
