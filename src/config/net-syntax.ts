@@ -194,6 +194,11 @@ export function parseHttpUrl(s: string): Parsed<string> {
     return { ok: false, error: `\`${shown}\` must be an http:// or https:// URL` };
   }
   if (url.hostname === '') return { ok: false, error: `\`${shown}\` has no host` };
+  // The URL parser reads `http:///s`, `http:/s`, `http:s` and `http:\\s` as host `s` (special schemes skip any
+  // slashes): a slip that would probe a host nobody wrote. Exactly `//` and the authority, as curl wants.
+  if (!/^https?:\/\/[^/\\]/i.test(s)) {
+    return { ok: false, error: `\`${shown}\` must be written \`${url.protocol}//HOST[:PORT]/PATH\`: two slashes, then the host` };
+  }
   // Port 0 parses (WHATWG keeps it) but nothing listens there: every probe would fail, the server never come up.
   if (url.port === '0') return { ok: false, error: `\`${shown}\` has port 0: give the port the broker's HTTP API listens on` };
   return { ok: true, value: s };

@@ -145,6 +145,12 @@ describe('parseHttpUrl', () => {
     });
     expect(parseHttpUrl('http://10.0.0.11:00/x').ok).toBe(false);
   });
+  // A session-31 audit: `check` passed `http:///s` as a URL with host `s` (WHATWG parsing skips the slashes).
+  it('wants exactly two slashes before the host', () => {
+    expect(parseHttpUrl('http:///s')).toEqual({ ok: false, error: '`http:///s` must be written `http://HOST[:PORT]/PATH`: two slashes, then the host' });
+    for (const bad of ['http:/s/x', 'https:s', 'http:\\\\s/x', 'HTTP:////h/x']) expect(parseHttpUrl(bad).ok).toBe(false);
+    for (const good of ['http://h/x', 'HTTPS://10.0.0.1:8443/api', 'http://[::1]:18083/s']) expect(parseHttpUrl(good)).toEqual({ ok: true, value: good });
+  });
 });
 
 describe('did you mean', () => {
