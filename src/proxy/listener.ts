@@ -187,15 +187,25 @@ export class Listener implements SessionListener {
     });
   }
 
-  /**
-   * Past the hard cap Node (or our handle accept) closes the socket unanswered: counted with the refusals.
-   * `descriptors`: closed because the process's descriptors are all in use (ctx.descriptorRoom), not for this cap.
-   */
-  private dropped(descriptors = false): void {
+  /** Past the hard cap Node (or our handle accept) closes the socket unanswered: counted with the refusals. */
+  private dropped(): void {
     this.stats.outcomes.rejected++;
     this.stats.count('accept_dropped');
-    const fields = { listener: this.config.name, acceptGuard: this.acceptLimit(), maxConnections: this.maxConnections, ...(descriptors ? { descriptorRoom: this.ctx.descriptorRoom } : {}) };
+    const fields = { listener: this.config.name, acceptGuard: this.acceptLimit(), maxConnections: this.maxConnections };
     this.dropLog.warn('accept_dropped', fields, 'connections closed at accept: the listener is past its last guard');
+  }
+
+  /**
+   * Closed at accept because client connections and sessions fill the open-file limit less the reserve
+   * (ctx.descriptorRoom), whatever this listener's cap: apart from `accept_dropped`, so that an alert on it means
+   * "raise LimitNOFILE", not "this listener is full".
+   */
+  private droppedForDescriptors(): void {
+    this.stats.outcomes.rejected++;
+    this.stats.count('descriptors_exhausted');
+    const ctx = this.ctx;
+    const fields = { listener: this.config.name, descriptorRoom: ctx.descriptorRoom, inUse: ctx.totalActive + ctx.totalAdmitted };
+    this.dropLog.warn('descriptors_exhausted', fields, 'connections closed at accept: client connections fill the open-file limit');
   }
 
   /**
@@ -220,7 +230,7 @@ export class Listener implements SessionListener {
       // the new caps do not count (a re-audit ran every listener out of them, EMFILE); closed here, it is counted.
       if (status === 0 && handle !== undefined && ctx.totalActive + ctx.totalAdmitted >= ctx.descriptorRoom) {
         handle.close(noop);
-        listener.dropped(true);
+        listener.droppedForDescriptors();
         return;
       }
       if (listener.front !== null) {

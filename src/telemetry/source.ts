@@ -89,6 +89,7 @@ export const REJECT_REASONS = [
   'bad_proxy_header',
   'tls_handshake',
   'accept_dropped',
+  'descriptors_exhausted',
 ] as const;
 
 /** Probe results (contract §6, `result` label). */
