@@ -129,6 +129,10 @@ const KEEPALIVED: Readonly<Record<string, string>> = {
   unicastsrcip: 'not needed: adverts are sent from the address of `failover.interface`',
 };
 
+const HARD_STOP_AFTER = 'did you mean `limits.drainTimeout`? how long sessions may drain on stop before they are closed';
+// A new user's audit: the migration guide promised a hint for every word it lists as not carried over.
+const CLOSE_SPREAD_TIME = 'not supported: at `limits.drainTimeout` the sessions still open are closed at once (a drain or `onServerDown: shutdown` closes them at its pool\'s `evictRate`)';
+
 /**
  * HAProxy / keepalived words that have no key of that name where they are written, by the mapping (its KEYS
  * list) they are written in: what to write instead, or that it does not exist. `{pool}` is the pool's path.
@@ -235,6 +239,8 @@ const FOREIGN_NOTES = new Map<readonly string[], Readonly<Record<string, string>
       fullconn: 'not needed: caps do not scale with load here; `maxConnections` on each server, `limits.maxConnections` in all',
       resolvers: NO_RESOLVERS,
       option: 'HAProxy options are keys here: `option redispatch` is a pool\'s `retries`, check options are under its `health`, `option tcplog` is `log.sessions: true`',
+      hardstopafter: HARD_STOP_AFTER,
+      closespreadtime: CLOSE_SPREAD_TIME,
     },
   ],
   [
@@ -283,6 +289,8 @@ const FOREIGN_NOTES = new Map<readonly string[], Readonly<Record<string, string>
       timeouttunnel: IDLE_TIMEOUT,
       timeoutqueue: 'no queue timeout: clients wait for an accept slot (`limits.acceptQueue` is how many may wait, `limits.acceptRate` how fast they are taken) up to `limits.clientConnectTimeout`',
       maxqueue: ACCEPT_QUEUE_ONLY,
+      hardstopafter: HARD_STOP_AFTER,
+      closespreadtime: CLOSE_SPREAD_TIME,
     },
   ],
   [KEYS.trackScript, { initfail: 'not needed: no instance becomes master while a script has no first result yet' }],

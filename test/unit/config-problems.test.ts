@@ -469,6 +469,12 @@ pools:
       expect(got[0], written).toMatch(/^lb\.yaml:11:\d+ pools\.brokers\.health\.mqtt(\.password)?: /);
       expect(got[0], written).toContain(SECRET_NOT_YAML);
     }
+    // The example names the secret's own key (a new user's audit: `admin.token` was told `password: "..."`).
+    for (const written of ['|Tok3n', '!Tok3n', '*Tok3n']) {
+      const got = leaks(`${PREFIX}admin:\n  token: ${written}\n`, 'Tok3n');
+      expect(got.length, written).toBe(1);
+      expect(got[0], written).toContain('quote it, e.g. token: "..."');
+    }
     // A password YAML reads as a key, on the line after its key, or in a flow mapping: the key path stops at the secret.
     const nextLine = `${PREFIX}    health:\n      mqtt:\n        username: u\n        password:\n          SECRETc: x: y\n`;
     expect(leaks(nextLine, 'SECRET')).toEqual(['lb.yaml:12:20 pools.brokers.health.mqtt.password: Nested mappings are not allowed in compact mappings']);
@@ -952,6 +958,15 @@ describe('HAProxy and keepalived words', () => {
     ]);
     expect(problems(`${PREFIX}    health: { type: mqtt-check }\n`)).toEqual([
       'lb.yaml:8:21 pools.brokers.health.type: must be one of `tcp`, `mqtt`, `http`, `none` (got "mqtt-check"; did you mean `mqtt`?)',
+    ]);
+  });
+
+  // A new user's audit (session 32): migration.md lists close-spread-time as not carried over and promises a hint.
+  it('close-spread-time and hard-stop-after, at the top and in limits', () => {
+    expect(problems(`${PREFIX}close-spread-time: 10s\nhard-stop-after: 30s\nlimits:\n  close-spread-time: 10s\n`)).toEqual([
+      "lb.yaml:8:1 close-spread-time: unknown key `close-spread-time` (not supported: at `limits.drainTimeout` the sessions still open are closed at once (a drain or `onServerDown: shutdown` closes them at its pool's `evictRate`))",
+      'lb.yaml:9:1 hard-stop-after: unknown key `hard-stop-after` (did you mean `limits.drainTimeout`? how long sessions may drain on stop before they are closed)',
+      "lb.yaml:11:3 limits.close-spread-time: unknown key `close-spread-time` (not supported: at `limits.drainTimeout` the sessions still open are closed at once (a drain or `onServerDown: shutdown` closes them at its pool's `evictRate`))",
     ]);
   });
 
