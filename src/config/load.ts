@@ -89,7 +89,10 @@ export function parseConfig(text: string, file: string, opts: ParseOptions = {})
 
 const NOT_OUR_FILE = 'no key of lb.yaml (listeners, pools, limits, admin, log, workers, warmUp, failover) anywhere: is this an mqtt-lb config file?';
 const YAML_TAG = 'a YAML tag (`!...`), which lb.yaml does not use: quote a value that starts with `!`';
-const SECRET_NOT_YAML = 'this secret cannot be read as a YAML value (it is not shown): quote it, e.g. password: "..."';
+/** `key`: the secret's own key (`token`, `password`), so the example is one the reader can copy (an audit: `token`). */
+function secretNotYaml(key: string): string {
+  return `this secret cannot be read as a YAML value (it is not shown): quote it, e.g. ${key}: "..."`;
+}
 
 /** Whether the text has one of lb.yaml's top-level keys anywhere: an lb.yaml, however broken, has one. */
 function mentionsOurKeys(text: string): boolean {
@@ -98,8 +101,18 @@ function mentionsOurKeys(text: string): boolean {
 
 /** Whether a `token:` or `password:` key comes before `offset` on its line: a problem there is with a secret's value. */
 function onSecretLine(text: string, offset: number): boolean {
+  return secretKeyOnLine(text, offset) !== null;
+}
+
+/** The `token` or `password` key before `offset` on its line, or null. */
+function secretKeyOnLine(text: string, offset: number): string | null {
   const lineStart = text.lastIndexOf('\n', offset - 1) + 1;
-  return /(^|[\s{,])["']?(token|password)["']?[ \t]*:/.test(text.slice(lineStart, offset + 1));
+  return /(?:^|[\s{,])["']?(token|password)["']?[ \t]*:/.exec(text.slice(lineStart, offset + 1))?.[1] ?? null;
+}
+
+/** The message for a secret's value at `offset` (on a secret's line, or at a secret's `path`). */
+function secretNotYamlAt(text: string, offset: number, path: string): string {
+  return secretNotYaml(secretKeyOnLine(text, offset) ?? cutAtSecret(path).split('.').pop()!);
 }
 
 /** A key path cut after its secret (`...mqtt.password.Passw0rd`, a value read as a key, is `...mqtt.password`). */
@@ -202,7 +215,7 @@ function parseText(text: string, file: string, opts: ParseOptions, out: ProblemC
     const slip = keyWithoutSpace(text, e);
     if (onSecretLine(text, e.pos[0])) {
       // A password starting with a YAML indicator (`|`, `>`, `*`, `!`, `@`...): the message would quote it.
-      out.error(e.pos[0], syntaxPath(doc, e.pos[0]), SECRET_NOT_YAML);
+      out.error(e.pos[0], syntaxPath(doc, e.pos[0]), secretNotYamlAt(text, e.pos[0], ''));
     } else if (e.code === 'MULTIPLE_DOCS') {
       // The library's advice (parseAllDocuments) is for programmers; the position is where the second begins.
       out.error(e.pos[0], '(root)', 'the file holds more than one YAML document (a `---` or `...` line): keep one');
@@ -247,7 +260,7 @@ function parseText(text: string, file: string, opts: ParseOptions, out: ProblemC
       if (alias.resolve(doc) !== undefined) return;
       const at = alias.range?.[0] ?? 0;
       const path = pathAtOffset(doc, at);
-      if (isSecretPath(path) || onSecretLine(text, at)) out.error(at, cutAtSecret(path), SECRET_NOT_YAML);
+      if (isSecretPath(path) || onSecretLine(text, at)) out.error(at, cutAtSecret(path), secretNotYamlAt(text, at, path));
       else out.error(at, path, `unknown alias \`*${alias.source}\` (no anchor \`&${alias.source}\` before it)`);
     },
   });
@@ -268,7 +281,7 @@ function parseText(text: string, file: string, opts: ParseOptions, out: ProblemC
       }
       const at = tagOffset(text, node.range[0]);
       const path = cutAtSecret(pathAtOffset(doc, node.range[0]));
-      out.error(at, path, onSecretLine(text, at) || isSecretPath(path) ? SECRET_NOT_YAML : YAML_TAG);
+      out.error(at, path, onSecretLine(text, at) || isSecretPath(path) ? secretNotYamlAt(text, at, path) : YAML_TAG);
       return undefined;
     },
   });
@@ -283,7 +296,7 @@ function parseText(text: string, file: string, opts: ParseOptions, out: ProblemC
         out.error(0, '(root)', NOT_OUR_FILE);
         continue;
       }
-      out.error(at, cutAtSecret(pathAtOffset(doc, at)), onSecretLine(text, at) ? SECRET_NOT_YAML : YAML_TAG);
+      out.error(at, cutAtSecret(pathAtOffset(doc, at)), onSecretLine(text, at) ? secretNotYamlAt(text, at, '') : YAML_TAG);
       continue;
     }
     out.warn(at, cutAtSecret(pathAtOffset(doc, at)), w.message);
