@@ -6,12 +6,13 @@
  *   mqtt-lb keygen                      print a new failover key
  */
 import os from 'node:os';
-import { existsSync, statSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { parseConfig, readConfigFile, type ConfigText, type ParseOutcome } from './config/load.js';
 import { formatProblem } from './errors.js';
 import { VERSION } from './version.js';
 import { printErr, printOut } from './cli-output.js';
+import { exitOnStartFailure } from './load-failure.js';
 import { budgetForConfig, openFileLimit } from './proxy/fd-budget.js';
 import { workerCount } from './cluster/messages.js';
 import { workerShare, workerShareWarnings } from './cluster/share.js';
@@ -265,20 +266,5 @@ main().then(
     // Exit explicitly: a stopped balancer may still hold unref'd handles we do not want to wait for.
     setImmediate(() => process.exit(code));
   },
-  (err) => {
-    const code = (err as NodeJS.ErrnoException).code;
-    // Loading the modules opens each file: an open-file limit of a few dozen fails there, before the budget check
-    // (fd-budget.ts) that names the limit needed; said in its words, not as a stack trace (an audit, `ulimit -n 40`).
-    // Node reports it as EMFILE, or as a module not found when the lookup itself hit the limit (seen in CI: reading
-    // pino's package.json failed, so its main was looked for as index.js): a module said missing that is there, or
-    // whose package is (a stat needs no descriptor).
-    const missing = code === 'ERR_MODULE_NOT_FOUND' ? /Cannot find (?:package|module) '([^']+)'/.exec((err as Error).message)?.[1] : undefined;
-    const spurious = missing !== undefined && (existsSync(missing) || existsSync(join(dirname(missing), 'package.json')));
-    if (code === 'EMFILE' || code === 'ENFILE' || spurious) {
-      printErr(`mqtt-lb: cannot start (MQLB_START_FD_LIMIT): the open-file limit is too low even to load mqtt-lb (${code}): raise it (ulimit -n, systemd LimitNOFILE) to a few thousand at least\n`);
-    } else {
-      printErr(`mqtt-lb: ${(err as Error).stack ?? String(err)}\n`);
-    }
-    process.exit(2);
-  },
+  exitOnStartFailure,
 );

@@ -5,5 +5,7 @@
  * with the config parser and everything it loads, comes after them (cli-main.ts).
  */
 import './early-signals.js';
+import { exitOnStartFailure } from './load-failure.js';
 
-await import('./cli-main.js');
+// Loading the command opens a file per module: at a low open-file limit it fails here (load-failure.ts).
+await import('./cli-main.js').catch(exitOnStartFailure);

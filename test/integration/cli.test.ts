@@ -142,10 +142,21 @@ pools:
     expect(started.status).toBe(2);
     expect(started.stderr).toMatch(/cannot start \(MQLB_START_FD_LIMIT\): the open-file limit 150 leaves no room/);
     // So low that loading the modules fails (EMFILE): the same code, one line, no stack trace.
-    const tiny = spawnSync('sh', ['-c', 'ulimit -n 40 && exec "$@"', 'sh', process.execPath, CLI, '--config', cfg], { encoding: 'utf8', timeout: 20_000 });
-    expect(tiny.status).toBe(2);
-    expect(tiny.stderr).toMatch(/^mqtt-lb: cannot start \(MQLB_START_FD_LIMIT\): /);
-    expect(tiny.stderr).not.toMatch(/^\s+at /m);
+    // Every limit from there down to where Node cannot load its entry (a new user's audit: 20-26 gave a stack trace
+    // and exit 1, from the entry's own import; 28-33 named ERR_MODULE_NOT_FOUND, which reads like a broken install).
+    for (const limit of [22, 24, 26, 28, 30, 32, 34, 40]) {
+      const tiny = spawnSync('sh', ['-c', `ulimit -n ${limit} && exec "$@"`, 'sh', process.execPath, CLI, '--config', cfg], { encoding: 'utf8', timeout: 20_000 });
+      expect(tiny.status, `ulimit -n ${limit}`).toBe(2);
+      expect(tiny.stderr, `ulimit -n ${limit}`).toMatch(/^mqtt-lb: cannot start \(MQLB_START_FD_LIMIT\): the open-file limit is too low even to load mqtt-lb \(EMFILE\)/);
+      expect(tiny.stderr).not.toMatch(/^\s+at /m);
+    }
+    // The launcher says so below 64 (under ~18 Node itself crashes before any of our code).
+    for (const limit of [15, 63]) {
+      const launched = spawnSync('sh', ['-c', `ulimit -n ${limit} && exec "$@"`, 'sh', BIN, '--version'], { encoding: 'utf8', timeout: 20_000 });
+      expect(launched.status, `ulimit -n ${limit}`).toBe(2);
+      expect(launched.stderr).toBe(`mqtt-lb: cannot start (MQLB_START_FD_LIMIT): the open-file limit is too low even to load mqtt-lb (hard limit ${limit}): raise it (ulimit -n, systemd LimitNOFILE) to a few thousand at least\n`);
+    }
+    expect(spawnSync('sh', ['-c', 'ulimit -n 64 && exec "$@"', 'sh', BIN, '--version'], { encoding: 'utf8', timeout: 20_000 }).status).toBe(0);
   });
 
   it('running with an invalid config exits 1 without starting', () => {
