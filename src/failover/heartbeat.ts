@@ -631,6 +631,12 @@ export class Heartbeat {
       if (inst.peerUnheardSaidAt !== null && now - inst.peerUnheardSaidAt < PEER_UNHEARD_REPEAT_MS) continue;
       inst.peerUnheardSaidAt = now;
       const { transport, port, peers } = this.config;
+      // Adverts that came and were dropped: they do arrive (an audit: another key or routerId got the line below).
+      const dropped = Object.fromEntries(Object.entries(this.dropped).filter(([, n]) => n > 0));
+      if (Object.keys(dropped).length > 0) {
+        this.log.warn({ routerId: inst.cfg.routerId, dropped, sinceStartMs: Math.round(now - this.startedAt) }, 'failover: master without one accepted advert from a peer since the start: adverts arrive and are dropped');
+        continue;
+      }
       this.log.warn(
         { routerId: inst.cfg.routerId, transport, port, peers: transport === 'unicast' ? peers : undefined, group: transport === 'multicast' ? this.config.group : undefined, sinceStartMs: Math.round(now - this.startedAt) },
         'failover: master without one advert from a peer since the start: if the peer runs, its adverts do not arrive here',

@@ -455,6 +455,20 @@ describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', (
     expect(lb2.proc.stderr).toContain(`"port":${PORT + 1}`);
   }, 30_000);
 
+  // A failover audit (session 32): another routerId (or key) got the line above, which says nothing arrives.
+  it('a peer whose adverts arrive and are dropped (another routerId): each says so, not that nothing arrives', async () => {
+    const lb1 = await startLb('lb1');
+    const lb2 = await startLb('lb2', { instances: [{ routerId: 52, priority: 100, vips: [VIP_CIDR] }] });
+    await lb1.waitState('master', 5000);
+    await lb2.waitState('master', 5000);
+    const line = 'failover: master without one accepted advert from a peer since the start: adverts arrive and are dropped';
+    await waitFor('both say so', () => lb1.proc.stderr.includes(line) && lb2.proc.stderr.includes(line), 14_000);
+    expect(lb1.proc.stderr).not.toContain('its adverts do not arrive here');
+    const said = JSON.parse(lb1.proc.stderr.split('\n').find((l) => l.includes(line))!) as { routerId: number; dropped: Record<string, number> };
+    expect(said.routerId).toBe(51);
+    expect(said.dropped.router_id).toBeGreaterThan(0);
+  }, 30_000);
+
   it('restart of a host: its adverts are accepted at once (new epoch), no split brain', async () => {
     const [lb1, lb2] = await startPair();
 
