@@ -343,7 +343,11 @@ export class Heartbeat {
   private trackingChanged(): void {
     if (!this.started || this.closing !== null) return;
     const penalty = this.priorityPenalty();
-    for (const inst of this.instances.values()) this.exec(inst, inst.sm.setPriorityPenalty(penalty));
+    for (const inst of this.instances.values()) {
+      const before = inst.sm.effectivePriority;
+      this.exec(inst, inst.sm.setPriorityPenalty(penalty));
+      this.notePriority(inst, before, 'tracking');
+    }
     this.applyFault();
     // After the fault: a first result that fails must not let an instance become master before it is in FAULT.
     const held = this.mastersHeld();
@@ -375,12 +379,28 @@ export class Heartbeat {
       inst.cfg = ic;
       inst.garp.configure({ count: config.garp.count, intervalMs: config.garp.interval, repeatAfterMs: config.garp.repeatAfter });
       // Not started yet: start() makes the state machines from these settings.
-      if (this.started && this.closing === null) this.exec(inst, inst.sm.reconfigure({ priority: ic.priority, preempt: config.preempt, preemptDelay: config.preemptDelay }));
+      if (this.started && this.closing === null) {
+        const before = inst.sm.effectivePriority;
+        this.exec(inst, inst.sm.reconfigure({ priority: ic.priority, preempt: config.preempt, preemptDelay: config.preemptDelay }));
+        this.notePriority(inst, before, 'reload');
+      }
     }
     if (this.started && this.closing === null) {
       this.schedule();
       this.emitStatus();
     }
+  }
+
+  /**
+   * keepalived's "Changing effective priority from X to Y": a change that moves no VIP is otherwise seen only in
+   * /metrics (an audit: a pool without a server up took 50 off the master's priority, and no line said so).
+   */
+  private notePriority(inst: Instance, before: number, why: 'tracking' | 'reload'): void {
+    const now = inst.sm.effectivePriority;
+    if (now === before) return;
+    const pools = this.penalty;
+    const scripts = this.scripts?.priorityPenalty ?? 0;
+    this.log.info({ routerId: inst.cfg.routerId, from: before, to: now, configured: inst.cfg.priority, why, penalty: { pools, scripts } }, 'failover priority changed');
   }
 
   /** The proxy's listeners are bound: the hold ends, and an instance whose Master_Down_Timer fired meanwhile is master now. */
@@ -729,7 +749,7 @@ export class Heartbeat {
           this.enqueue(inst, async () => this.announceVips(inst, true));
           break;
         case 'notify':
-          this.log.info({ routerId: inst.cfg.routerId, from: a.from, to: a.to, priority: inst.sm.advertisedPriority, at }, 'failover state changed');
+          this.log.info({ routerId: inst.cfg.routerId, from: a.from, to: a.to, cause: a.cause, priority: inst.sm.advertisedPriority, at }, 'failover state changed');
           this.emit({ type: 'state', routerId: inst.cfg.routerId, from: a.from, to: a.to, at });
           // `master` once the VIPs are added (addVips): a hook written for keepalived's notify_master must not run on a
           // host whose add failed and which resigned at once (a failover audit, without CAP_NET_ADMIN: `master`, then

@@ -39,7 +39,30 @@ export type FailoverAction =
    * pulled the clients back to us as the preempting peer took over (150 ms of lost SYNs in the failover benchmark).
    */
   | { type: 'reannounce' }
-  | { type: 'notify'; from: FailoverState; to: FailoverState };
+  | { type: 'notify'; from: FailoverState; to: FailoverState; cause: TransitionCause };
+
+/**
+ * Why a transition happened, for the `failover state changed` line (keepalived says as much: "Received advert with
+ * higher priority", "Entering FAULT STATE"; an audit found a takeover after a crash and one after a resign alike).
+ */
+export type TransitionCause =
+  /** INIT to BACKUP or FAULT. */
+  | 'start'
+  /** Tracking (interface, address, listeners, a script of weight 0) put the instance in FAULT, or it cleared. */
+  | 'fault'
+  | 'fault_cleared'
+  /** The Master_Down_Timer ran out: no master advert for Master_Down_Interval (none at start, or the master went silent). */
+  | 'master_down'
+  /** The master advertised priority 0 (it stops, or went to FAULT): taken over at Skew_Time. */
+  | 'master_resigned'
+  /** A live master of lower priority, preempted. */
+  | 'preempt'
+  /** A master of higher priority (or equal, from a higher address) was heard: stepped down. */
+  | 'higher_priority_master'
+  /** A VIP could not be added or kept: resigned. */
+  | 'vip_lost'
+  /** This host stops (resign()): the peer advertises as master, the VIP is handed over. */
+  | 'stopping';
 
 export interface StateMachineConfig {
   routerId: number;
@@ -136,6 +159,8 @@ export class FailoverStateMachine {
   private held = false;
   /** A master has been heard (or we were one) since the start: no cold-start deferral then. */
   private masterSeen = false;
+  /** What the pending Master_Down_Timer stands for: a silence, or a resign heard (shortenDownTimer). */
+  private downCause: 'master_down' | 'master_resigned' = 'master_down';
   /** When a peer that outranks us last advertised as a backup (COLD_START_DEFER_MAX_MS). */
   private higherBackupAt = Number.NEGATIVE_INFINITY;
   /** When the cold-start deferral began; null before. */
@@ -376,8 +401,9 @@ export class FailoverStateMachine {
     // re-audit: a host alone without CAP_NET_ADMIN tried every Master_Down_Interval, 16 log lines a second).
     const retryMs = Math.min(this.lastHoldDownMs, VIP_RETRY_MIN_MS * 2 ** Math.min(this.vipFailures - 1, 30));
     this.downAt = this.resigned ? null : now + Math.max(this.masterDownInterval(), retryMs);
+    this.downCause = 'master_down';
     this.advertAt = now + this.cfg.advertInterval;
-    return [{ type: 'sendAdvert', priority: 0, flags: FLAG_MASTER }, { type: 'removeVips' }, { type: 'notify', from: 'master', to: 'backup' }];
+    return [{ type: 'sendAdvert', priority: 0, flags: FLAG_MASTER }, { type: 'removeVips' }, { type: 'notify', from: 'master', to: 'backup', cause: 'vip_lost' }];
   }
 
   // ---- internals -------------------------------------------------------------------------------------------
@@ -396,8 +422,9 @@ export class FailoverStateMachine {
     this.preemptSince = null;
     this.notBefore = now + this.masterDownInterval();
     this.downAt = this.resigned ? null : this.notBefore;
+    this.downCause = 'master_down';
     this.advertAt = now + this.cfg.advertInterval;
-    return [this.advert(), { type: 'notify', from, to: 'backup' }];
+    return [this.advert(), { type: 'notify', from, to: 'backup', cause: from === 'init' ? 'start' : 'fault_cleared' }];
   }
 
   private enterFault(now: number): FailoverAction[] {
@@ -410,7 +437,7 @@ export class FailoverStateMachine {
     this.advertAt = now + this.cfg.advertInterval;
     const actions: FailoverAction[] = [{ type: 'sendAdvert', priority: 0, flags: FLAG_FAULT }];
     if (from === 'master') actions.push({ type: 'removeVips' });
-    actions.push({ type: 'notify', from, to: 'fault' });
+    actions.push({ type: 'notify', from, to: 'fault', cause: from === 'init' ? 'start' : 'fault' });
     return actions;
   }
 
@@ -438,13 +465,13 @@ export class FailoverStateMachine {
     // down only once our VIPs are here, so a host still unable to add them never takes the VIP from it.
     if (now - this.lastPreemptDiscardAt <= this.masterDownInterval()) {
       this.awaitingVips = true;
-      return [{ type: 'addVipsThenAnnounce' }, { type: 'notify', from: 'backup', to: 'master' }];
+      return [{ type: 'addVipsThenAnnounce' }, { type: 'notify', from: 'backup', to: 'master', cause: 'preempt' }];
     }
     return [
       { type: 'sendAdvert', priority: this.effectivePriority, flags: FLAG_MASTER },
       { type: 'addVips' },
       { type: 'garp' },
-      { type: 'notify', from: 'backup', to: 'master' },
+      { type: 'notify', from: 'backup', to: 'master', cause: this.downCause },
     ];
   }
 
@@ -503,7 +530,7 @@ export class FailoverStateMachine {
       return [
         { type: 'sendAdvert', priority: ours, flags: FLAG_MASTER },
         { type: 'removeVips' },
-        { type: 'notify', from: 'master', to: 'backup' },
+        { type: 'notify', from: 'master', to: 'backup', cause: this.resigned ? 'stopping' : 'higher_priority_master' },
       ];
     }
     // Its VIPs not added and announced yet (a preemption): the live master keeps serving until they are (becomeMaster).
@@ -547,6 +574,7 @@ export class FailoverStateMachine {
     this.masterAdverInterval = a.intervalCs * 10;
     this.masterAddress = a.sender;
     this.downAt = this.resigned ? null : Math.max(now + this.masterDownInterval(), this.notBefore);
+    this.downCause = 'master_down';
   }
 
   /** RFC 5798 §6.4.3's order: a higher priority, or an equal one from a higher address, wins. */
@@ -574,5 +602,6 @@ export class FailoverStateMachine {
     if (this.resigned || now < this.holdDownUntil) return;
     const at = Math.min(this.downAt ?? Number.POSITIVE_INFINITY, now + this.skewTime());
     this.downAt = Math.max(at, this.notBefore);
+    this.downCause = 'master_resigned';
   }
 }

@@ -446,6 +446,10 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
       await lb1.waitState('backup', 3000, from1);
       await waitFor('VIP on lb2 only', holdersAre(['lb2']), 5000);
       expect((await lb1.failoverInstance()).priority).toBe(50);
+      // Said, with why (a failover audit: no line gave the cause of a transition or a priority change).
+      expect(lb1.logsWith('failover priority changed').at(-1)).toMatchObject({ routerId: 51, from: PRIORITY.lb1, to: 50, configured: 50, why: 'reload' });
+      expect(lb2.logsWith('failover state changed').at(-1)).toMatchObject({ from: 'backup', to: 'master', cause: 'preempt' });
+      expect(lb1.logsWith('failover state changed').at(-1)).toMatchObject({ from: 'master', to: 'backup', cause: 'higher_priority_master' });
       const back1 = lb1.transitions().length;
       await writeFile(file, yamlFor(PRIORITY.lb1));
       lb1.proc.signal('SIGHUP');

@@ -63,6 +63,50 @@ function heldHearing(masterPriority: number, over: Partial<StateMachineConfig> =
   return { s, advert, heard };
 }
 
+// A failover audit (session 32): the `failover state changed` line gave no cause, so a takeover after a crash, one
+// after a resign and a preemption looked alike.
+describe('transition causes', () => {
+  const causes = (a: FailoverAction[]) => a.flatMap((x) => (x.type === 'notify' ? [`${x.from}>${x.to}:${x.cause}`] : []));
+  it('master_down: no master at start, or the master went silent', () => {
+    const s = setup();
+    expect(causes(s.sm.start())).toEqual(['init>backup:start']);
+    expect(causes(s.runUntil(2000))).toEqual(['backup>master:master_down']);
+    const t = setup();
+    t.sm.start();
+    peerAdvertises(t, 1000, 3000, masterAdvert(200));
+    expect(causes(t.runUntil(4000))).toEqual(['backup>master:master_down']);
+  });
+  it('master_resigned: the master advertised priority 0; a later master heard again makes it a silence again', () => {
+    const s = setup();
+    s.sm.start();
+    peerAdvertises(s, 1000, 3000, masterAdvert(200));
+    s.sm.onAdvert(masterAdvert(0));
+    expect(causes(s.runUntil(3100))).toEqual(['backup>master:master_resigned']);
+    const t = setup();
+    t.sm.start();
+    peerAdvertises(t, 1000, 3000, masterAdvert(200));
+    t.sm.onAdvert(masterAdvert(0));
+    t.sm.onAdvert(masterAdvert(200));
+    expect(causes(t.runUntil(3020))).toEqual([]);
+    expect(causes(t.runUntil(4000))).toEqual(['backup>master:master_down']);
+  });
+  it('preempt, higher_priority_master, stopping, fault and fault_cleared', () => {
+    const { s } = heldHearing(50);
+    expect(causes(s.sm.setHeld(false))).toEqual(['backup>master:preempt']);
+    expect(causes(s.sm.onAdvert(masterAdvert(200)))).toEqual(['master>backup:higher_priority_master']);
+    const r = setup();
+    r.sm.start();
+    r.runUntil(2000);
+    r.sm.resign();
+    expect(causes(r.sm.onAdvert(masterAdvert(50)))).toEqual(['master>backup:stopping']);
+    const f = setup();
+    f.sm.start();
+    f.runUntil(2000);
+    expect(causes(f.sm.setFault(true))).toEqual(['master>fault:fault']);
+    expect(causes(f.sm.setFault(false))).toEqual(['fault>backup:fault_cleared']);
+  });
+});
+
 describe('timer formulas (RFC 5798 §6.1)', () => {
   it('skew and Master_Down_Interval for priority 100 at 100 ms', () => {
     const { sm } = setup();
@@ -87,7 +131,7 @@ describe('start-up', () => {
     expect(s.sm.state).toBe('backup');
     expect(a).toEqual([
       { type: 'sendAdvert', priority: 100, flags: 0 },
-      { type: 'notify', from: 'init', to: 'backup' },
+      { type: 'notify', from: 'init', to: 'backup', cause: 'start' },
     ]);
     const mdi = s.sm.masterDownInterval();
     expect(becameMaster(s.runUntil(1000 + mdi - 0.001))).toBe(false);
@@ -124,7 +168,7 @@ describe('start-up', () => {
     s.sm.setFault(true);
     expect(s.sm.start()).toEqual([
       { type: 'sendAdvert', priority: 0, flags: FLAG_FAULT },
-      { type: 'notify', from: 'init', to: 'fault' },
+      { type: 'notify', from: 'init', to: 'fault', cause: 'start' },
     ]);
     expect(s.runUntil(5000).some((x) => x.type === 'addVips')).toBe(false);
   });
@@ -143,7 +187,7 @@ describe('held at start (the proxy does not serve yet)', () => {
     s.sm.setHeld(true);
     expect(s.sm.start()).toEqual([
       { type: 'sendAdvert', priority: 100, flags: 0 },
-      { type: 'notify', from: 'init', to: 'backup' },
+      { type: 'notify', from: 'init', to: 'backup', cause: 'start' },
     ]);
     const mdi = s.sm.masterDownInterval();
     // Adverts go on every interval, but the fired Master_Down_Timer is no deadline (no busy loop on it).
@@ -301,7 +345,7 @@ describe('election', () => {
     expect(s.sm.onAdvert(masterAdvert(101))).toEqual([
       { type: 'sendAdvert', priority: 100, flags: FLAG_MASTER },
       { type: 'removeVips' },
-      { type: 'notify', from: 'master', to: 'backup' },
+      { type: 'notify', from: 'master', to: 'backup', cause: 'higher_priority_master' },
     ]);
     expect(s.sm.state).toBe('backup');
   });
@@ -540,7 +584,7 @@ describe('graceful handover with priority 0', () => {
     expect(s.sm.onAdvert(masterAdvert(50))).toEqual([
       { type: 'sendAdvert', priority: 0, flags: FLAG_MASTER },
       { type: 'removeVips' },
-      { type: 'notify', from: 'master', to: 'backup' },
+      { type: 'notify', from: 'master', to: 'backup', cause: 'stopping' },
     ]);
     expect(becameMaster(s.runUntil(60_000))).toBe(false);
     expect(s.sm.advertisedPriority).toBe(0);
@@ -564,7 +608,7 @@ describe('FAULT', () => {
     expect(s.sm.setFault(true)).toEqual([
       { type: 'sendAdvert', priority: 0, flags: FLAG_FAULT },
       { type: 'removeVips' },
-      { type: 'notify', from: 'master', to: 'fault' },
+      { type: 'notify', from: 'master', to: 'fault', cause: 'fault' },
     ]);
     expect(s.sm.state).toBe('fault');
     expect(s.runUntil(2200)).toEqual([
@@ -584,7 +628,7 @@ describe('FAULT', () => {
     s.runUntil(3000);
     expect(s.sm.setFault(false)).toEqual([
       { type: 'sendAdvert', priority: 100, flags: 0 },
-      { type: 'notify', from: 'fault', to: 'backup' },
+      { type: 'notify', from: 'fault', to: 'backup', cause: 'fault_cleared' },
     ]);
     expect(s.sm.state).toBe('backup');
     const mdi = s.sm.masterDownInterval();
@@ -692,7 +736,7 @@ describe('VIP lost while master', () => {
     expect(s.sm.vipLost()).toEqual([
       { type: 'sendAdvert', priority: 0, flags: FLAG_MASTER },
       { type: 'removeVips' },
-      { type: 'notify', from: 'master', to: 'backup' },
+      { type: 'notify', from: 'master', to: 'backup', cause: 'vip_lost' },
     ]);
     expect(s.sm.state).toBe('backup');
     // The peer takes over (Skew_Time on its side) and we follow it.
