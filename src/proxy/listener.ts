@@ -228,7 +228,9 @@ export class Listener implements SessionListener {
       const ctx = listener.ctx;
       // The descriptors themselves, whatever the caps: sessions a reload left above a lowered cap hold descriptors
       // the new caps do not count (a re-audit ran every listener out of them, EMFILE); closed here, it is counted.
-      if (status === 0 && handle !== undefined && ctx.totalActive + ctx.totalAdmitted >= ctx.descriptorRoom) {
+      // A listener at its own last guard is dropped by that guard below (or Node's, for a front), and counted so.
+      const atGuard = listener.stats.active >= listener.hardCap && listener.stats.active >= listener.acceptLimit();
+      if (status === 0 && handle !== undefined && !atGuard && ctx.totalActive + ctx.totalAdmitted >= ctx.descriptorRoom) {
         handle.close(noop);
         listener.droppedForDescriptors();
         return;
@@ -242,7 +244,7 @@ export class Listener implements SessionListener {
         server.emit('error', errnoError(status, 'accept'));
         return;
       }
-      if (listener.stats.active >= listener.hardCap && listener.stats.active >= listener.acceptLimit()) {
+      if (atGuard) {
         handle.close(noop);
         listener.dropped();
         return;
