@@ -21,7 +21,9 @@ export interface RestartOnlyChange {
 export function restartOnlyChanges(running: LbConfig, next: LbConfig, cores = availableParallelism()): RestartOnlyChange[] {
   const out: RestartOnlyChange[] = [];
   if (next.admin.bind !== running.admin.bind) out.push({ key: 'admin.bind', running: running.admin.bind, file: next.admin.bind });
-  if (workerCount(next.workers, cores) !== workerCount(running.workers, cores)) out.push({ key: 'workers', running: running.workers, file: next.workers });
+  // `auto` said with what it means here: the number running is what the operator compares (a workers audit).
+  const workers = (w: LbConfig['workers']): string | number => (w === 'auto' ? `auto (${workerCount(w, cores)})` : w);
+  if (workerCount(next.workers, cores) !== workerCount(running.workers, cores)) out.push({ key: 'workers', running: workers(running.workers), file: workers(next.workers) });
   if (next.log.bufferBytes !== running.log.bufferBytes) out.push({ key: 'log.bufferBytes', running: running.log.bufferBytes, file: next.log.bufferBytes });
   // Used once, before the listeners open: a new value means something only at the next start.
   if (next.warmUp !== running.warmUp) out.push({ key: 'warmUp', running: running.warmUp, file: next.warmUp });

@@ -43,7 +43,9 @@ describe('restartOnlyChanges', () => {
   });
 
   it('auto is compared as the number of workers it means on this machine', () => {
-    expect(restartOnlyChanges(running, config(9883, 'auto', 1_048_576), 2)).toEqual([{ key: 'workers', running: 1, file: 'auto' }]);
+    expect(restartOnlyChanges(running, config(9883, 'auto', 1_048_576), 2)).toEqual([{ key: 'workers', running: 1, file: 'auto (2)' }]);
+    // Said with the number it means (a workers audit: `"running":"auto","file":1` hid how many run).
+    expect(restartOnlyChanges(config(9883, 'auto', 1_048_576), running, 2)).toEqual([{ key: 'workers', running: 'auto (2)', file: 1 }]);
     expect(restartOnlyChanges(running, config(9883, 'auto', 1_048_576), 1)).toEqual([]);
     expect(restartOnlyChanges(config(9883, 'auto', 1_048_576), config(9883, '2', 1_048_576), 2)).toEqual([]);
   });
