@@ -531,7 +531,15 @@ export class App implements TelemetrySource, AdminActions {
 
   private countPoolsWithoutServer(): number {
     let n = 0;
-    for (const p of this.servedPools()) if (!p.servers.some((s) => s.health === 'up')) n++;
+    for (const p of this.servedPools()) {
+      if (p.servers.some((s) => s.health === 'up')) continue;
+      // A server a reload added (or back from maint) awaits its first probe, which answers within its timeout: no pool
+      // without a server before that (a failover re-audit: a reload that gave a pool only new servers took the pool
+      // weight off the master's priority for the 0.8 s their first probe took, and the VIP moved away and back). The
+      // verdict's state change tracks again; a verdict that never comes, the periodic track once the window is over.
+      if (p.pendingVerdictMs() > 0) continue;
+      n++;
+    }
     return n;
   }
 

@@ -460,6 +460,39 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
     }
   });
 
+  // A failover re-audit (session 32): a reload that gave a pool only new servers counted the pool as without a server
+  // until their first probe answered (0.8 s behind a slow broker): the pool weight came off the master's priority, the
+  // peer preempted, and the VIP moved away and back, its sessions closed twice.
+  it('a reload that gives a pool only new servers costs no priority while their first probe is answered: the VIP stays', async () => {
+    // A broker slow to answer: its CONNACK comes 700 ms after the connect (health.timeout 1.5 s).
+    const delay = `const net=require('net');const [host,port,up]=process.argv.slice(1);net.createServer((c)=>{c.pause();c.on('error',()=>{});setTimeout(()=>{const u=net.connect(+up,host,()=>{c.pipe(u);u.pipe(c);c.resume();});u.on('error',()=>c.destroy());c.on('close',()=>u.destroy());u.on('close',()=>c.destroy());},700);}).listen(+port,host,()=>console.log('listening'));`;
+    const slow = topo.spawn(topo.ns.broker, process.execPath, ['-e', delay, topo.addr.broker, '1900', String(brokers[0]!.port)]);
+    started.push(slow);
+    await slow.waitForLine((l) => l.includes('listening'), 5000);
+    const keyFile = join(dir, 'failover.key');
+    const health = { interval: '2s', timeout: '1500ms', rise: 1, fall: 1 };
+    const yamlFor = (servers: NsBroker[]): string => lbYaml({ name: 'lb1', peer: topo.addr.lb2, keyFile, priority: PRIORITY.lb1, vipCidr: VIP_CIDR, brokers: servers, adminPort: ADMIN_PORT, advertIntervalMs: ADVERT_INTERVAL_MS, health });
+    const file = join(dir, 'lb1-new-servers.yaml');
+    await writeFile(file, yamlFor(brokers));
+    const lb1 = await NsLb.start(topo, 'lb1', file, ADMIN_PORT);
+    lbs.push(lb1);
+    started.push(lb1.proc);
+    const lb2 = await startLb('lb2');
+    await lb1.waitState('master', 5000);
+    await lb1.waitServers('up', 5000);
+    await waitFor('VIP on lb1 only', holdersAre(['lb1']), 5000);
+    const from1 = lb1.transitions().length;
+    const from2 = lb2.transitions().length;
+    await writeFile(file, yamlFor([{ ...brokers[0]!, name: 'slow', port: 1900 }]));
+    lb1.proc.signal('SIGHUP');
+    await lb1.proc.waitForLine((l) => l.includes('"server state changed"') && l.includes('"slow"') && l.includes('"to":"up"'), 5000);
+    await sleep(1000); // a preemption would have come within lb2's Master_Down_Interval (~0.36 s)
+    expect(lb1.logsWith('failover priority changed')).toEqual([]);
+    expect(lb1.transitions().slice(from1)).toEqual([]);
+    expect(lb2.transitions().slice(from2)).toEqual([]);
+    expect(await holders()).toEqual(['lb1']);
+  });
+
   it('SIGTERM of the master: the backup takes over within about its skew time, the VIP leaves only after, exit 0; held clients come back to their broker', async () => {
     const [lb1, lb2] = await startPair();
     const ids = Array.from({ length: 6 }, (_, i) => `graceful-${i}`);
