@@ -121,6 +121,12 @@ export interface HeartbeatOptions {
  * started. Under the main thread's bound for the whole close (index.ts CLOSE_TIMEOUT_MS, 10 s), which would
  * otherwise end this thread with a hook still running.
  */
+/**
+ * Priority changes this close together are one `failover priority changed` line: a reload reaches the failover thread
+ * as two messages (its settings, then the tracking they give), which a re-audit saw as up to four lines through values
+ * that never applied.
+ */
+const PRIORITY_NOTE_MS = 50;
 const NOTIFY_AT_STOP_MS = 4_000;
 const NOTIFY_STOP_CALLS_MS = 3_000;
 
@@ -169,6 +175,11 @@ export class Heartbeat {
   private watchAgain = false;
   private linkMonitor: LinkMonitor | null = null;
   private statusTimer: NodeJS.Timeout | null = null;
+  /** Effective priority changes not yet said (notePriority): per instance, the priority before them and why. */
+  private readonly priorityNotes = new Map<Instance, { before: number; why: 'tracking' | 'reload' }>();
+  private priorityNoteTimer: NodeJS.Timeout | null = null;
+  /** When the last reload reached this thread: a tracking change just after it is the reload's (its weights, scripts). */
+  private reloadedAt = Number.NEGATIVE_INFINITY;
   private appFault = false;
   /** failover.track.scripts, from the start on (their FAULT and priority penalty join the proxy's tracking). */
   private scripts: TrackScripts | null = null;
@@ -371,6 +382,7 @@ export class Heartbeat {
    */
   reconfigure(config: FailoverConfig): void {
     this.config = config;
+    this.reloadedAt = this.now();
     this.notify.setFile(config.notify);
     this.scripts?.reconfigure(config.track.scripts);
     for (const ic of config.instances) {
@@ -395,12 +407,29 @@ export class Heartbeat {
    * keepalived's "Changing effective priority from X to Y": a change that moves no VIP is otherwise seen only in
    * /metrics (an audit: a pool without a server up took 50 off the master's priority, and no line said so).
    */
-  private notePriority(inst: Instance, before: number, why: 'tracking' | 'reload'): void {
-    const now = inst.sm.effectivePriority;
-    if (now === before) return;
+  private notePriority(inst: Instance, before: number, cause: 'tracking' | 'reload'): void {
+    // The tracking a reload gives (a weight, a script added or removed) comes as its own message, just after it.
+    const why = this.now() - this.reloadedAt <= PRIORITY_NOTE_MS ? 'reload' : cause;
+    const pending = this.priorityNotes.get(inst);
+    if (pending === undefined) {
+      if (inst.sm.effectivePriority === before) return;
+      this.priorityNotes.set(inst, { before, why });
+    } else if (why === 'reload') {
+      pending.why = 'reload';
+    }
+    this.priorityNoteTimer ??= setTimeout(() => this.sayPriorities(), PRIORITY_NOTE_MS);
+  }
+
+  /** The priority changes of the last PRIORITY_NOTE_MS, one line each, from before the first to now (none when back). */
+  private sayPriorities(): void {
+    this.priorityNoteTimer = null;
     const pools = this.penalty;
     const scripts = this.scripts?.priorityPenalty ?? 0;
-    this.log.info({ routerId: inst.cfg.routerId, from: before, to: now, configured: inst.cfg.priority, why, penalty: { pools, scripts } }, 'failover priority changed');
+    for (const [inst, { before, why }] of this.priorityNotes) {
+      const now = inst.sm.effectivePriority;
+      if (now !== before) this.log.info({ routerId: inst.cfg.routerId, from: before, to: now, configured: inst.cfg.priority, why, penalty: { pools, scripts } }, 'failover priority changed');
+    }
+    this.priorityNotes.clear();
   }
 
   /** The proxy's listeners are bound: the hold ends, and an instance whose Master_Down_Timer fired meanwhile is master now. */
@@ -511,7 +540,8 @@ export class Heartbeat {
     this.immediate = null;
     if (this.watchTimer !== null) clearTimeout(this.watchTimer);
     if (this.statusTimer !== null) clearInterval(this.statusTimer);
-    this.timer = this.watchTimer = this.statusTimer = null;
+    if (this.priorityNoteTimer !== null) clearTimeout(this.priorityNoteTimer);
+    this.timer = this.watchTimer = this.statusTimer = this.priorityNoteTimer = null;
   }
 
   private fault(): boolean {

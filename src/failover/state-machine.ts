@@ -465,7 +465,8 @@ export class FailoverStateMachine {
     // down only once our VIPs are here, so a host still unable to add them never takes the VIP from it.
     if (now - this.lastPreemptDiscardAt <= this.masterDownInterval()) {
       this.awaitingVips = true;
-      return [{ type: 'addVipsThenAnnounce' }, { type: 'notify', from: 'backup', to: 'master', cause: 'preempt' }];
+      // A master heard lately, but one that resigned since (a re-audit: during a preemptDelay) is no preemption.
+      return [{ type: 'addVipsThenAnnounce' }, { type: 'notify', from: 'backup', to: 'master', cause: this.downCause === 'master_resigned' ? 'master_resigned' : 'preempt' }];
     }
     return [
       { type: 'sendAdvert', priority: this.effectivePriority, flags: FLAG_MASTER },

@@ -90,6 +90,15 @@ describe('transition causes', () => {
     expect(causes(t.runUntil(3020))).toEqual([]);
     expect(causes(t.runUntil(4000))).toEqual(['backup>master:master_down']);
   });
+  it('master_resigned, not preempt, when the lower-priority master resigns during preemptDelay (a re-audit)', () => {
+    const s = setup({ priority: 150, preemptDelay: 5000 });
+    s.sm.start();
+    peerAdvertises(s, 1000, 2500, masterAdvert(100));
+    expect(s.sm.state).toBe('backup');
+    s.sm.onAdvert(masterAdvert(0));
+    expect(causes(s.runUntil(2600))).toEqual(['backup>master:master_resigned']);
+  });
+
   it('preempt, higher_priority_master, stopping, fault and fault_cleared', () => {
     const { s } = heldHearing(50);
     expect(causes(s.sm.setHeld(false))).toEqual(['backup>master:preempt']);
