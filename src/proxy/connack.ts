@@ -65,12 +65,6 @@ for (const reason of Object.keys(CODES) as RefusalReason[]) {
 }
 
 /**
- * 5.0's CONNACK 0x95 "Packet too large": the CONNECT is over `limits.maxConnectBytes` (§3.2.2.2; HiveMQ answers so
- * too). 3.1 and 3.1.1 have no such code: their clients are closed.
- */
-export const CONNACK_V5_PACKET_TOO_LARGE: Buffer = buildV5(0x95);
-
-/**
  * The CONNACK to write before closing a refused client. Levels 3 and 4 share the 3.1.1 encoding
  * (`20 02 00 rc`), which 3.1 clients understand too.
  */

@@ -50,7 +50,7 @@ export interface ConnectInfo {
 
 export type ScanResult =
   | { kind: 'more' }
-  | { kind: 'reject'; reason: RejectReason; replyLevel?: 5 }
+  | { kind: 'reject'; reason: RejectReason }
   | { kind: 'refuse'; reason: 'bad_protocol_level'; replyLevel: 4 | 5 }
   | { kind: 'connect'; info: ConnectInfo };
 
@@ -59,8 +59,6 @@ const MORE: ScanResult = Object.freeze({ kind: 'more' });
 const MALFORMED: ScanResult = Object.freeze({ kind: 'reject', reason: 'malformed' });
 const NOT_CONNECT: ScanResult = Object.freeze({ kind: 'reject', reason: 'not_connect' });
 const TOO_LARGE: ScanResult = Object.freeze({ kind: 'reject', reason: 'too_large' });
-// Too large, from a client whose first bytes say 5.0: it is told so with CONNACK 0x95 before the close.
-const TOO_LARGE_V5: ScanResult = Object.freeze({ kind: 'reject', reason: 'too_large', replyLevel: 5 });
 const REFUSE_LEVEL_4: ScanResult = Object.freeze({ kind: 'refuse', reason: 'bad_protocol_level', replyLevel: 4 });
 
 const CONNECT_TYPE = 1;
@@ -103,8 +101,7 @@ export function scanConnect(buf: Buffer, maxConnectBytes: number): ScanResult {
   }
   const headerLength = pos;
   const packetLength = headerLength + remaining;
-  // Decided on the header, nothing buffered.
-  if (packetLength > maxConnectBytes) return declaresVersion5(buf, headerLength, available) ? TOO_LARGE_V5 : TOO_LARGE;
+  if (packetLength > maxConnectBytes) return TOO_LARGE; // decided on the header, nothing buffered
 
   if (available < packetLength) {
     // Constant-time early check of what has arrived of the protocol name, so garbage is dropped at once.
@@ -129,15 +126,6 @@ function protocolNamePrefixPlausible(buf: Buffer, bodyStart: number, available: 
     if (buf[bodyStart + 2 + i] !== name[i]) return false;
   }
   return true;
-}
-
-/**
- * Whether the bytes present begin a 5.0 CONNECT: first byte 0x10 [MQTT-3.1.4-1], protocol name "MQTT", level 5.
- * 3.1 and 3.1.1 have no CONNACK code for a packet too large, and bytes that are not one of these get no answer.
- */
-function declaresVersion5(buf: Buffer, bodyStart: number, available: number): boolean {
-  if (available < bodyStart + 7 || buf[0] !== 0x10) return false;
-  return buf[bodyStart] === 0 && buf[bodyStart + 1] === 4 && nameEquals(buf, bodyStart + 2, NAME_MQTT) && (buf[bodyStart + 6]! & 0x7f) === 5;
 }
 
 function nameEquals(buf: Buffer, at: number, name: readonly number[]): boolean {

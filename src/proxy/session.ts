@@ -19,7 +19,7 @@ import { FULL_CANDIDATES } from '../balancer/pool.js';
 import type { RefuseWith } from '../config/types.js';
 import { pendingConnectBound } from '../config/defaults.js';
 import { scanConnect, type ConnectInfo } from './connect-scanner.js';
-import { assignedClientId, CONNACK_V5_PACKET_TOO_LARGE, connackFor, connackVerdict, leadingAuthBytes, type RefusalReason } from './connack.js';
+import { assignedClientId, connackFor, connackVerdict, leadingAuthBytes, type RefusalReason } from './connack.js';
 import { LINGER_MS, beginLinger, closeWithReply, dropInput, lingeringClose } from './refuse.js';
 import { ErrorCodes } from '../errors.js';
 import { rewriteUsername } from './connect-rewrite.js';
@@ -245,8 +245,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
       case 'more':
         return;
       case 'reject':
-        if (result.replyLevel === 5) this.rejectTooLarge5();
-        else this.reject(result.reason);
+        this.reject(result.reason);
         return;
       case 'refuse':
         this.refuseWith('bad_protocol_level', result.replyLevel, 'rejected');
@@ -346,8 +345,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
       return false;
     }
     if (rewritten.length > this.listener.ctx.limits.maxConnectBytes) {
-      if (info.protocolLevel === 5) this.rejectTooLarge5();
-      else this.reject('too_large');
+      this.reject('too_large');
       return false;
     }
     const tail = this.buf!.subarray(info.packetLength, this.filled);
@@ -460,19 +458,6 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     this.listener.ctx.log.debug({ listener: this.listener.stats.name, client: this.remoteAddress, port: this.remotePort, code, certificate: null }, 'TLS handshake failed');
     this.client.destroy();
     return true;
-  }
-
-  /**
-   * A 5.0 CONNECT over limits.maxConnectBytes: CONNACK 0x95 (Packet too large), then a lingering close that reads
-   * and drops the rest of it (closing with it unread would reset the connection and lose the CONNACK). Answered
-   * whatever `refuseWith` says: a retry cannot succeed, so the client had better be told why.
-   */
-  private rejectTooLarge5(): void {
-    if (this.phase === 'closed') return;
-    this.enterClosed('rejected', 'too_large');
-    const log = this.listener.ctx.log;
-    if (log.isLevelEnabled('debug')) log.debug({ listener: this.listener.stats.name, client: this.remoteAddress, port: this.remotePort, reason: 'too_large', connack: true }, 'connect refused');
-    closeWithReply(this.client, CONNACK_V5_PACKET_TOO_LARGE);
   }
 
   /** Close without an answer and without touching any server. */

@@ -389,7 +389,7 @@ describe('mutual TLS with certAsUsername and PROXY v2 TLVs', () => {
     expect(failed[0]!.port).toBeGreaterThan(0);
   });
 
-  it('a CONNECT whose username grows past maxConnectBytes is refused, not forwarded (the length is checked again): CONNACK 0x95 at 5.0', async () => {
+  it('a CONNECT whose username grows past maxConnectBytes is closed, not forwarded (the length is checked again)', async () => {
     // maxConnectBytes default 262144: a CONNECT just under it, whose rewrite (longer username) goes over.
     const ca = pki.read(pki.caCert);
     const auth = { ca, cert: pki.read(device.cert), key: pki.read(device.key) };
@@ -402,7 +402,7 @@ describe('mutual TLS with certAsUsername and PROXY v2 TLVs', () => {
     pkt = connectPacket({ clientId: 'big' + 'i'.repeat(room), username: 'u', password, protocolVersion: 5, properties: props });
     expect(pkt.length).toBeLessThanOrEqual(262_144);
     const r = await tlsExchange(port, auth, pkt, 3000);
-    expect([...r.data]).toEqual([0x20, 0x03, 0x00, 0x95, 0x00]);
+    expect(r.data.length).toBe(0);
     expect(r.closed).toBe(true);
     await sleep(200);
     expect(broker.connections.length).toBe(before);
