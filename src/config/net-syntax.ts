@@ -196,7 +196,12 @@ export function parseHttpUrl(s: string): Parsed<string> {
   if (url.hostname === '') return { ok: false, error: `\`${shown}\` has no host` };
   // The URL parser reads `http:///s`, `http:/s`, `http:s` and `http:\\s` as host `s` (special schemes skip any
   // slashes): a slip that would probe a host nobody wrote. Exactly `//` and the authority, as curl wants.
-  if (!/^https?:\/\/[^/\\]/i.test(s)) {
+  // The parser also drops tabs and line breaks anywhere (`http://\t/h` is `http:///h`: a re-audit): none belongs in a URL.
+  if (/[\t\n\r]/.test(s)) {
+    const escaped = shown.replace(/[\t\n\r]/g, (c) => (c === '\t' ? '\\t' : c === '\n' ? '\\n' : '\\r'));
+    return { ok: false, error: `\`${escaped}\` holds a tab or a line break: write the URL on one line, without them` };
+  }
+  if (!/^https?:\/\/[^/\\\s]/i.test(s)) {
     return { ok: false, error: `\`${shown}\` must be written \`${url.protocol}//HOST[:PORT]/PATH\`: two slashes, then the host` };
   }
   // Port 0 parses (WHATWG keeps it) but nothing listens there: every probe would fail, the server never come up.

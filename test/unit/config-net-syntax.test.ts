@@ -146,9 +146,13 @@ describe('parseHttpUrl', () => {
     expect(parseHttpUrl('http://10.0.0.11:00/x').ok).toBe(false);
   });
   // A session-31 audit: `check` passed `http:///s` as a URL with host `s` (WHATWG parsing skips the slashes).
+  it('refuses a tab or a line break, shown escaped on the one line (a re-audit: `http://\\t/h` was probed as host h)', () => {
+    expect(parseHttpUrl('http://\n/127.0.0.1:21300/x')).toEqual({ ok: false, error: '`http://\\n/127.0.0.1:21300/x` holds a tab or a line break: write the URL on one line, without them' });
+    expect(parseHttpUrl('http://u:SECRET@h/x\ty')).toEqual({ ok: false, error: '`http://***@h/x\\ty` holds a tab or a line break: write the URL on one line, without them' });
+  });
   it('wants exactly two slashes before the host', () => {
     expect(parseHttpUrl('http:///s')).toEqual({ ok: false, error: '`http:///s` must be written `http://HOST[:PORT]/PATH`: two slashes, then the host' });
-    for (const bad of ['http:/s/x', 'https:s', 'http:\\\\s/x', 'HTTP:////h/x']) expect(parseHttpUrl(bad).ok).toBe(false);
+    for (const bad of ['http:/s/x', 'https:s', 'http:\\\\s/x', 'HTTP:////h/x', 'http://\t/h/x', 'http://\n/h/x', 'http://h/x\ty', ' http://h/x']) expect(parseHttpUrl(bad).ok, JSON.stringify(bad)).toBe(false);
     for (const good of ['http://h/x', 'HTTPS://10.0.0.1:8443/api', 'http://[::1]:18083/s']) expect(parseHttpUrl(good)).toEqual({ ok: true, value: good });
   });
 });
