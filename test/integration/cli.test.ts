@@ -150,13 +150,20 @@ pools:
       expect(tiny.stderr, `ulimit -n ${limit}`).toMatch(/^mqtt-lb: cannot start \(MQLB_START_FD_LIMIT\): the open-file limit is too low even to load mqtt-lb \(EMFILE\)/);
       expect(tiny.stderr).not.toMatch(/^\s+at /m);
     }
-    // The launcher says so below 64 (under ~18 Node itself crashes before any of our code).
-    for (const limit of [15, 63]) {
-      const launched = spawnSync('sh', ['-c', `ulimit -n ${limit} && exec "$@"`, 'sh', BIN, '--version'], { encoding: 'utf8', timeout: 20_000 });
-      expect(launched.status, `ulimit -n ${limit}`).toBe(2);
-      expect(launched.stderr).toBe(`mqtt-lb: cannot start (MQLB_START_FD_LIMIT): the open-file limit is too low even to load mqtt-lb (hard limit ${limit}): raise it (ulimit -n, systemd LimitNOFILE) to a few thousand at least\n`);
+    // The launcher says so for a start below 64, and for any command below 20 (under ~18 Node itself crashes before
+    // any of our code); `check` and the other commands say their own from there (a re-audit: `check` was refused too).
+    const launch = (limit: number, args: string[]) => spawnSync('sh', ['-c', `ulimit -n ${limit} && exec "$@"`, 'sh', BIN, ...args], { encoding: 'utf8', timeout: 20_000 });
+    const refused = (limit: number) => `mqtt-lb: cannot start (MQLB_START_FD_LIMIT): the open-file limit is too low to run mqtt-lb (hard limit ${limit}): raise it (ulimit -n, systemd LimitNOFILE) to a few thousand at least\n`;
+    for (const [limit, args] of [[15, ['--version']], [63, ['--config', cfg]], [63, ['run', '-c', cfg]]] as const) {
+      const launched = launch(limit, [...args]);
+      expect(launched.status, `ulimit -n ${limit} ${args.join(' ')}`).toBe(2);
+      expect(launched.stderr).toBe(refused(limit));
     }
-    expect(spawnSync('sh', ['-c', 'ulimit -n 64 && exec "$@"', 'sh', BIN, '--version'], { encoding: 'utf8', timeout: 20_000 }).status).toBe(0);
+    expect(launch(63, ['--version'])).toMatchObject({ status: 0, stdout: expect.stringMatching(/^\d+\.\d+\.\d+/) });
+    const checked63 = launch(63, ['check', '--config', cfg]);
+    expect(checked63.status).toBe(1);
+    expect(checked63.stderr).toMatch(/^error: the open-file limit 63 leaves no room for a client session/m);
+    expect(launch(64, ['--version']).status).toBe(0);
   });
 
   it('running with an invalid config exits 1 without starting', () => {
