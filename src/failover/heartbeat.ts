@@ -116,17 +116,18 @@ export interface HeartbeatOptions {
 }
 
 /**
- * How long a stop waits for the notify hooks, in all: a hook still running after NOTIFY_AT_STOP_MS is killed and the
- * `stop` calls behind it get the rest, NOTIFY_STOP_CALLS_MS; then whatever still runs is killed and nothing more is
- * started. Under the main thread's bound for the whole close (index.ts CLOSE_TIMEOUT_MS, 10 s), which would
- * otherwise end this thread with a hook still running.
- */
-/**
  * Priority changes this close together are one `failover priority changed` line: a reload reaches the failover thread
  * as two messages (its settings, then the tracking they give), which a re-audit saw as up to four lines through values
  * that never applied.
  */
 const PRIORITY_NOTE_MS = 50;
+
+/**
+ * How long a stop waits for the notify hooks, in all: a hook still running after NOTIFY_AT_STOP_MS is killed and the
+ * `stop` calls behind it get the rest, NOTIFY_STOP_CALLS_MS; then whatever still runs is killed and nothing more is
+ * started. Under the main thread's bound for the whole close (index.ts CLOSE_TIMEOUT_MS, 10 s), which would
+ * otherwise end this thread with a hook still running.
+ */
 const NOTIFY_AT_STOP_MS = 4_000;
 const NOTIFY_STOP_CALLS_MS = 3_000;
 
