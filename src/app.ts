@@ -164,6 +164,8 @@ export class App implements TelemetrySource, AdminActions {
    * back have answered: the number of pools without a server up from before it went, used by the tracking instead.
    */
   private poolsWithoutServerHeld: number | null = null;
+  /** The pools countPoolsWithoutServer counted last: one whose servers await a first verdict keeps its count. */
+  private poolsCountedWithoutServer = new Set<string>();
   /** Counts the network's outs and returns: a release for an earlier return does nothing (onFailoverNetwork). */
   private networkEpoch = 0;
   /** A stop came while starting (cutStartShort): the wait for the first verdicts ends at once. */
@@ -530,17 +532,19 @@ export class App implements TelemetrySource, AdminActions {
   }
 
   private countPoolsWithoutServer(): number {
-    let n = 0;
+    const counted = new Set<string>();
     for (const p of this.servedPools()) {
       if (p.servers.some((s) => s.health === 'up')) continue;
-      // A server a reload added (or back from maint) awaits its first probe, which answers within its timeout: no pool
-      // without a server before that (a failover re-audit: a reload that gave a pool only new servers took the pool
-      // weight off the master's priority for the 0.8 s their first probe took, and the VIP moved away and back). The
-      // verdict's state change tracks again; a verdict that never comes, the periodic track once the window is over.
-      if (p.pendingVerdictMs() > 0) continue;
-      n++;
+      // A server a reload added (or back from maint) awaits its first probe, which answers within its timeout: until
+      // then the pool is counted as it was (a failover re-audit: a reload that gave a pool only new servers took the
+      // pool weight off the master's priority for the 0.8 s their first probe took, and the VIP moved away and back;
+      // the next re-audit: a pool without a server given new dead ones lost its penalty meanwhile, the VIP came back
+      // and left again). The verdict's state change tracks again; a verdict that never comes, the periodic track.
+      if (p.pendingVerdictMs() > 0 && !this.poolsCountedWithoutServer.has(p.name)) continue;
+      counted.add(p.name);
     }
-    return n;
+    this.poolsCountedWithoutServer = counted;
+    return counted.size;
   }
 
   // ── reload ──────────────────────────────────────────────────────────────────────────────────────────────

@@ -493,6 +493,38 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
     expect(await holders()).toEqual(['lb1']);
   });
 
+  // The next re-audit: a pool already without a server that a reload gave new dead servers lost its penalty while
+  // their first probe ran, so the VIP came back to this host and left again at the verdict.
+  it('a pool without a server up keeps its penalty while the new servers a reload gave it await their first verdict', async () => {
+    const keyFile = join(dir, 'failover.key');
+    const health = { interval: '2s', timeout: '1500ms', rise: 1, fall: 1 };
+    // Addresses in the topology's subnet that nothing holds: SYNs go unanswered (ARP fails), probes time out.
+    const dead = (name: string, octet: number): NsBroker => ({ ...brokers[0]!, name, host: topo.address(octet) });
+    const yamlFor = (servers: NsBroker[]): string => lbYaml({ name: 'lb1', peer: topo.addr.lb2, keyFile, priority: PRIORITY.lb1, vipCidr: VIP_CIDR, brokers: servers, adminPort: ADMIN_PORT, advertIntervalMs: ADVERT_INTERVAL_MS, health });
+    const file = join(dir, 'lb1-dead-servers.yaml');
+    await writeFile(file, yamlFor([dead('dead1', 97)]));
+    const lb2 = await startLb('lb2');
+    await lb2.waitState('master', 5000);
+    const lb1 = await NsLb.start(topo, 'lb1', file, ADMIN_PORT);
+    lbs.push(lb1);
+    started.push(lb1.proc);
+    // 150 less the pool weight (50) ties with lb2's 100, which the higher address (lb2) wins: lb2 keeps the VIP.
+    await lb1.proc.waitForLine((l) => l.includes('"server state changed"') && l.includes('"dead1"') && l.includes('"to":"down"'), 5000);
+    await sleep(500);
+    expect(await holders()).toEqual(['lb2']);
+    const lines = lb1.logsWith('failover priority changed').length;
+    const from1 = lb1.transitions().length;
+    const from2 = lb2.transitions().length;
+    await writeFile(file, yamlFor([dead('dead2', 98)]));
+    lb1.proc.signal('SIGHUP');
+    await lb1.proc.waitForLine((l) => l.includes('"server state changed"') && l.includes('"dead2"') && l.includes('"to":"down"'), 5000);
+    await sleep(500);
+    expect(lb1.logsWith('failover priority changed').slice(lines)).toEqual([]);
+    expect(lb1.transitions().slice(from1)).toEqual([]);
+    expect(lb2.transitions().slice(from2)).toEqual([]);
+    expect(await holders()).toEqual(['lb2']);
+  });
+
   it('SIGTERM of the master: the backup takes over within about its skew time, the VIP leaves only after, exit 0; held clients come back to their broker', async () => {
     const [lb1, lb2] = await startPair();
     const ids = Array.from({ length: 6 }, (_, i) => `graceful-${i}`);
