@@ -147,8 +147,13 @@ describe('parseHttpUrl', () => {
   });
   // A session-31 audit: `check` passed `http:///s` as a URL with host `s` (WHATWG parsing skips the slashes).
   it('refuses a tab or a line break, shown escaped on the one line (a re-audit: `http://\\t/h` was probed as host h)', () => {
-    expect(parseHttpUrl('http://\n/127.0.0.1:21300/x')).toEqual({ ok: false, error: '`http://\\n/127.0.0.1:21300/x` holds a tab or a line break: write the URL on one line, without them' });
-    expect(parseHttpUrl('http://u:SECRET@h/x\ty')).toEqual({ ok: false, error: '`http://***@h/x\\ty` holds a tab or a line break: write the URL on one line, without them' });
+    expect(parseHttpUrl('http://\n/127.0.0.1:21300/x')).toEqual({ ok: false, error: '`http://\\n/127.0.0.1:21300/x` holds a space, a tab, a line break or another control character: write the URL without them (a space as %20)' });
+    expect(parseHttpUrl('http://u:SECRET@h/x\ty')).toEqual({ ok: false, error: '`http://***@h/x\\ty` holds a space, a tab, a line break or another control character: write the URL without them (a space as %20)' });
+  });
+  it('refuses a space or a control character at either end too (the parser strips them)', () => {
+    for (const bad of ['http://h/x ', ' http://h/x', 'http://h/x\u0000', 'http://h/x\u000b', 'http://h/x\u000c']) expect(parseHttpUrl(bad).ok, JSON.stringify(bad)).toBe(false);
+    expect(parseHttpUrl('http://h/x\u000b')).toEqual({ ok: false, error: '`http://h/x\\x0b` holds a space, a tab, a line break or another control character: write the URL without them (a space as %20)' });
+    expect(parseHttpUrl('http://h/a%20b').ok).toBe(true);
   });
   it('wants exactly two slashes before the host', () => {
     expect(parseHttpUrl('http:///s')).toEqual({ ok: false, error: '`http:///s` must be written `http://HOST[:PORT]/PATH`: two slashes, then the host' });
