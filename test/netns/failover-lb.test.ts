@@ -114,6 +114,20 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
   const holders = () => topo.vipHolders(VIP_CIDR);
   const holdersAre = (want: Role[]) => async () => JSON.stringify(await holders()) === JSON.stringify(want);
 
+  /** lb1 from a config file of the test's own. */
+  async function startLb1From(file: string): Promise<NsLb> {
+    const lb1 = await NsLb.start(topo, 'lb1', file, ADMIN_PORT);
+    lbs.push(lb1);
+    started.push(lb1.proc);
+    return lb1;
+  }
+
+  /** lb1's config with `servers` as its pool and probes slow enough for a broker that takes ~1 s to answer. */
+  function lb1SlowProbeYaml(servers: NsBroker[]): string {
+    const health = { interval: '2s', timeout: '1500ms', rise: 1, fall: 1 };
+    return lbYaml({ name: 'lb1', peer: topo.addr.lb2, keyFile: join(dir, 'failover.key'), priority: PRIORITY.lb1, vipCidr: VIP_CIDR, brokers: servers, adminPort: ADMIN_PORT, advertIntervalMs: ADVERT_INTERVAL_MS, health });
+  }
+
   async function startLb(role: 'lb1' | 'lb2'): Promise<NsLb> {
     const lb = await NsLb.start(topo, role, configFile[role]!, ADMIN_PORT);
     lbs.push(lb);
@@ -469,21 +483,16 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
     const slow = topo.spawn(topo.ns.broker, process.execPath, ['-e', delay, topo.addr.broker, '1900', String(brokers[0]!.port)]);
     started.push(slow);
     await slow.waitForLine((l) => l.includes('listening'), 5000);
-    const keyFile = join(dir, 'failover.key');
-    const health = { interval: '2s', timeout: '1500ms', rise: 1, fall: 1 };
-    const yamlFor = (servers: NsBroker[]): string => lbYaml({ name: 'lb1', peer: topo.addr.lb2, keyFile, priority: PRIORITY.lb1, vipCidr: VIP_CIDR, brokers: servers, adminPort: ADMIN_PORT, advertIntervalMs: ADVERT_INTERVAL_MS, health });
     const file = join(dir, 'lb1-new-servers.yaml');
-    await writeFile(file, yamlFor(brokers));
-    const lb1 = await NsLb.start(topo, 'lb1', file, ADMIN_PORT);
-    lbs.push(lb1);
-    started.push(lb1.proc);
+    await writeFile(file, lb1SlowProbeYaml(brokers));
+    const lb1 = await startLb1From(file);
     const lb2 = await startLb('lb2');
     await lb1.waitState('master', 5000);
     await lb1.waitServers('up', 5000);
     await waitFor('VIP on lb1 only', holdersAre(['lb1']), 5000);
     const from1 = lb1.transitions().length;
     const from2 = lb2.transitions().length;
-    await writeFile(file, yamlFor([{ ...brokers[0]!, name: 'slow', port: 1900 }]));
+    await writeFile(file, lb1SlowProbeYaml([{ ...brokers[0]!, name: 'slow', port: 1900 }]));
     lb1.proc.signal('SIGHUP');
     await lb1.proc.waitForLine((l) => l.includes('"server state changed"') && l.includes('"slow"') && l.includes('"to":"up"'), 5000);
     await sleep(1000); // a preemption would have come within lb2's Master_Down_Interval (~0.36 s)
@@ -496,18 +505,13 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
   // The next re-audit: a pool already without a server that a reload gave new dead servers lost its penalty while
   // their first probe ran, so the VIP came back to this host and left again at the verdict.
   it('a pool without a server up keeps its penalty while the new servers a reload gave it await their first verdict', async () => {
-    const keyFile = join(dir, 'failover.key');
-    const health = { interval: '2s', timeout: '1500ms', rise: 1, fall: 1 };
     // Addresses in the topology's subnet that nothing holds: SYNs go unanswered (ARP fails), probes time out.
     const dead = (name: string, octet: number): NsBroker => ({ ...brokers[0]!, name, host: topo.address(octet) });
-    const yamlFor = (servers: NsBroker[]): string => lbYaml({ name: 'lb1', peer: topo.addr.lb2, keyFile, priority: PRIORITY.lb1, vipCidr: VIP_CIDR, brokers: servers, adminPort: ADMIN_PORT, advertIntervalMs: ADVERT_INTERVAL_MS, health });
     const file = join(dir, 'lb1-dead-servers.yaml');
-    await writeFile(file, yamlFor([dead('dead1', 97)]));
+    await writeFile(file, lb1SlowProbeYaml([dead('dead1', 97)]));
     const lb2 = await startLb('lb2');
     await lb2.waitState('master', 5000);
-    const lb1 = await NsLb.start(topo, 'lb1', file, ADMIN_PORT);
-    lbs.push(lb1);
-    started.push(lb1.proc);
+    const lb1 = await startLb1From(file);
     // 150 less the pool weight (50) ties with lb2's 100, which the higher address (lb2) wins: lb2 keeps the VIP.
     await lb1.proc.waitForLine((l) => l.includes('"server state changed"') && l.includes('"dead1"') && l.includes('"to":"down"'), 5000);
     await sleep(500);
@@ -515,7 +519,7 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
     const lines = lb1.logsWith('failover priority changed').length;
     const from1 = lb1.transitions().length;
     const from2 = lb2.transitions().length;
-    await writeFile(file, yamlFor([dead('dead2', 98)]));
+    await writeFile(file, lb1SlowProbeYaml([dead('dead2', 98)]));
     lb1.proc.signal('SIGHUP');
     await lb1.proc.waitForLine((l) => l.includes('"server state changed"') && l.includes('"dead2"') && l.includes('"to":"down"'), 5000);
     await sleep(500);
