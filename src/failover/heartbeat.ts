@@ -953,8 +953,15 @@ export class Heartbeat {
     let info: InterfaceInfo | null = null;
     try {
       info = await showInterface(this.config.interface);
-    } catch (err) {
-      this.dropLog.warn('watch', { err }, 'failover: cannot read the interface');
+    } catch {
+      // One failed read is no carrier loss: `ip` itself may have failed. A SIGHUP sent to the process group (a
+      // terminal's hang-up; a test's reload) ended the `ip` running then with it, and the host went to FAULT and
+      // handed the VIP over for it (CI). Read once more; a device really gone fails again.
+      try {
+        info = await showInterface(this.config.interface);
+      } catch (err) {
+        this.dropLog.warn('watch', { err }, 'failover: cannot read the interface');
+      }
     }
     if (this.closing !== null) return;
     const carrier = info !== null && info.carrier;

@@ -7,6 +7,7 @@
  * To run the real mqtt-lb instead, replace `startLb`'s command; the rest only needs the state events.
  */
 import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -174,14 +175,17 @@ describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', (
    * A fake `ip` first in PATH: `ip addr add` / `ip addr del` fail as without CAP_NET_ADMIN while the file
    * `fail-add` / `fail-del` exists in the returned directory; everything else runs the real `ip`.
    */
-  async function fakeIp(name: string): Promise<{ env: NodeJS.ProcessEnv; failAdd: string; failDel: string }> {
+  async function fakeIp(name: string): Promise<{ env: NodeJS.ProcessEnv; failAdd: string; failDel: string; failShowOnce: string }> {
     const bin = join(dir, `fake-ip-${name}`);
     await mkdir(bin, { recursive: true });
     const realIp = execFileSync('sh', ['-c', 'command -v ip'], { encoding: 'utf8', timeout: 5000 }).trim();
     const failAdd = join(bin, 'fail-add');
     const failDel = join(bin, 'fail-del');
+    const failShowOnce = join(bin, 'fail-show-once');
     const script = [
       '#!/bin/sh',
+      // One `ip -j addr show` that fails, as one killed by a signal to the process group does.
+      `if [ "$1" = -j ] && [ "$2" = addr ] && [ "$3" = show ] && [ -e '${failShowOnce}' ]; then rm -f '${failShowOnce}'; echo 'killed' >&2; exit 1; fi`,
       `if [ "$1" = addr ] && [ "$2" = add ] && [ -e '${failAdd}' ]; then echo 'RTNETLINK answers: Operation not permitted' >&2; exit 2; fi`,
       `if [ "$1" = addr ] && [ "$2" = del ] && [ -e '${failDel}' ]; then echo 'RTNETLINK answers: Operation not permitted' >&2; exit 2; fi`,
       `exec '${realIp}' "$@"`,
@@ -189,7 +193,7 @@ describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', (
     ].join('\n');
     await writeFile(join(bin, 'ip'), script);
     await chmod(join(bin, 'ip'), 0o755);
-    return { env: { PATH: `${bin}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}` }, failAdd, failDel };
+    return { env: { PATH: `${bin}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}` }, failAdd, failDel, failShowOnce };
   }
 
   function startProber(): NsProcess {
@@ -856,6 +860,23 @@ describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', (
     expect(master.t - started).toBeLessThan(3000); // the cold-start wait: up to 6 s and more
     await waitFor('VIP on lb2', holdersAre(['lb2']), 3000);
   }, 40_000);
+
+  // CI: a SIGHUP sent to lb1's process group (a reload) ended the `ip` reading the interface then, and the master went
+  // to FAULT for it, handing the VIP over and taking it back.
+  it('one failed read of the interface is no carrier loss: the master stays, with no FAULT', async () => {
+    const ip = await fakeIp('lb1-show');
+    const lb1 = await startLb('lb1', {}, undefined, ip.env);
+    const lb2 = await startLb('lb2');
+    await lb1.waitState('master', 5000);
+    await waitFor('VIP on lb1 only', holdersAre(['lb1']), 3000);
+    const from1 = lb1.transitions().length;
+    await writeFile(ip.failShowOnce, '');
+    await waitFor('the failing read done', async () => !existsSync(ip.failShowOnce), 3000);
+    await sleep(1200); // two more polls
+    expect(lb1.transitions().slice(from1)).toEqual([]);
+    expect(lb2.transitions()).toEqual(['init>backup']);
+    expect(lb1.proc.stderr).not.toContain('failover: cannot read the interface');
+  });
 
   it('a VIP whose removal failed on leaving master is removed again while not master, once it can be', async () => {
     const ip = await fakeIp('lb1-del');
