@@ -2,8 +2,8 @@
  * A start that fails while Node loads mqtt-lb's own modules: each is a file to open, so an open-file limit of a few
  * dozen fails there, before the budget check (fd-budget.ts) that names the limit needed. Said in its words, exit 2,
  * not as a stack trace and exit 1 (which means a configuration error): an audit saw both at `ulimit -n 20`, from the
- * entry's own import of the command (cli.ts) and from the command's (cli-main.ts). Imports only what the entry has
- * loaded already and Node's built-ins, which need no descriptor.
+ * entry's own import of the command (cli.ts) and from the command's (cli-main.ts). Imports only cli-output.ts (which
+ * early-signals.ts loaded) and Node's built-ins, which need no descriptor; cli.ts says the same should even this fail.
  */
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';

@@ -187,6 +187,11 @@ export class Listener implements SessionListener {
     });
   }
 
+  /** Whether this listener holds its last guard's worth of connections (acceptAsHandles drops the next one). */
+  private atGuard(): boolean {
+    return this.stats.active >= this.hardCap && this.stats.active >= this.acceptLimit();
+  }
+
   /** Past the hard cap Node (or our handle accept) closes the socket unanswered: counted with the refusals. */
   private dropped(): void {
     this.stats.outcomes.rejected++;
@@ -197,8 +202,8 @@ export class Listener implements SessionListener {
 
   /**
    * Closed at accept because client connections and sessions fill the open-file limit less the reserve
-   * (ctx.descriptorRoom), whatever this listener's cap: apart from `accept_dropped`, so that an alert on it means
-   * "raise LimitNOFILE", not "this listener is full".
+   * (ctx.descriptorRoom) while this listener is below its own last guard: apart from `accept_dropped`, so that an
+   * alert on it means "raise LimitNOFILE", not "this listener is full".
    */
   private droppedForDescriptors(): void {
     this.stats.outcomes.rejected++;
@@ -229,8 +234,7 @@ export class Listener implements SessionListener {
       // The descriptors themselves, whatever the caps: sessions a reload left above a lowered cap hold descriptors
       // the new caps do not count (a re-audit ran every listener out of them, EMFILE); closed here, it is counted.
       // A listener at its own last guard is dropped by that guard below (or Node's, for a front), and counted so.
-      const atGuard = listener.stats.active >= listener.hardCap && listener.stats.active >= listener.acceptLimit();
-      if (status === 0 && handle !== undefined && !atGuard && ctx.totalActive + ctx.totalAdmitted >= ctx.descriptorRoom) {
+      if (status === 0 && handle !== undefined && ctx.totalActive + ctx.totalAdmitted >= ctx.descriptorRoom && !listener.atGuard()) {
         handle.close(noop);
         listener.droppedForDescriptors();
         return;
@@ -244,7 +248,7 @@ export class Listener implements SessionListener {
         server.emit('error', errnoError(status, 'accept'));
         return;
       }
-      if (atGuard) {
+      if (listener.atGuard()) {
         handle.close(noop);
         listener.dropped();
         return;
