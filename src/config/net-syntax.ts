@@ -194,14 +194,14 @@ export function parseHttpUrl(s: string): Parsed<string> {
     return { ok: false, error: `\`${shown}\` must be an http:// or https:// URL` };
   }
   if (url.hostname === '') return { ok: false, error: `\`${shown}\` has no host` };
-  // The URL parser reads `http:///s`, `http:/s`, `http:s` and `http:\\s` as host `s` (special schemes skip any
-  // slashes): a slip that would probe a host nobody wrote. Exactly `//` and the authority, as curl wants.
-  // The parser also drops tabs and line breaks anywhere (`http://\t/h` is `http:///h`: a re-audit) and spaces and
+  // The URL parser drops tabs and line breaks anywhere (`http://\t/h` is `http:///h`: a re-audit) and spaces and
   // control characters at either end (another): none belongs in a URL (a space inside is written %20).
   if (/[\u0000-\u0020\u007f]/.test(s)) {
     const escaped = shown.replace(/[\u0000-\u001f\u007f]/g, (c) => (c === '\t' ? '\\t' : c === '\n' ? '\\n' : c === '\r' ? '\\r' : `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`));
     return { ok: false, error: `\`${escaped}\` holds a space, a tab, a line break or another control character: write the URL without them (a space as %20)` };
   }
+  // It reads `http:///s`, `http:/s`, `http:s` and `http:\\s` as host `s` (special schemes skip any slashes): a slip
+  // that would probe a host nobody wrote. Exactly `//` and the authority, as curl wants.
   if (!/^https?:\/\/[^/\\\s]/i.test(s)) {
     return { ok: false, error: `\`${shown}\` must be written \`${url.protocol}//HOST[:PORT]/PATH\`: two slashes, then the host` };
   }
