@@ -61,7 +61,8 @@ export interface ProxyContext {
   maxConnections: number;
   /**
    * Client connections and sessions (a server socket each) that the open-file limit holds beside the reserve
-   * (Budget.descriptorRoom); past it a connection is closed at accept (Listener), whatever the caps.
+   * (Budget.descriptorRoom); past it a connection is closed at accept (Listener, `descriptors_exhausted`), unless its
+   * listener holds its own last guard's worth (then that guard drops it, `accept_dropped`).
    */
   descriptorRoom: number;
   /** Over the memory ceiling (limits.maxMemory): new connections are closed at accept (overload-guard.ts). */
