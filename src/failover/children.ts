@@ -8,10 +8,8 @@ import type { ChildProcess } from 'node:child_process';
 
 export interface RunningChild {
   pid: number;
-  /** The command as run (`ip`, `arping`, the hook's path). */
+  /** The command as run (`ip`, `arping`, the hook's path). It leads a process group of its own: what to stop. */
   command: string;
-  /** It leads a process group of its own (the notify hook): the group is what to stop. */
-  group: boolean;
 }
 
 export interface ChildWatcher {
@@ -27,8 +25,8 @@ export function watchChildren(w: ChildWatcher | null): void {
 }
 
 /** A child has started; nothing when it has no pid (its spawn failed: its 'error' says why). */
-export function childStarted(child: ChildProcess, command: string, group: boolean): void {
-  if (watcher !== null && child.pid !== undefined) watcher.started({ pid: child.pid, command, group });
+export function childStarted(child: ChildProcess, command: string): void {
+  if (watcher !== null && child.pid !== undefined) watcher.started({ pid: child.pid, command });
 }
 
 /** A child that childStarted() reported has ended (exit or close). */

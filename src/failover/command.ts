@@ -1,10 +1,15 @@
 /**
- * Runs one external command (`ip`, `arping`, the notify hook) with execFile (the hook: spawn, in a process group
- * of its own): no shell, arguments passed as an array, a hard kill timeout (SIGKILL), optional cancellation, and
- * the C locale so that the error texts we match ("File exists", "Address not found") are the English ones. Never
- * rejects: the caller decides.
+ * Runs one external command (`ip`, `arping`, the notify hook, a track script): no shell, arguments passed as an
+ * array, a hard kill timeout (SIGKILL), optional cancellation, and the C locale so that the error texts we match
+ * ("File exists", "Address not found") are the English ones. Never rejects: the caller decides.
+ *
+ * Each runs in a process group of its own. A signal sent to mqtt-lb's group (a terminal's hang-up, `kill -HUP
+ * -PGID`) is mqtt-lb's to handle (SIGHUP reloads): it must not end an `ip addr add` or an `arping` half way, as it
+ * did while they shared the group (keepalived talks netlink itself, and has no child to lose). And the timeout or a
+ * cancellation kills what a command started as well (a hook's `sleep` or `curl` would otherwise outlive it, holding
+ * its output pipe open, and the result with it).
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { getPriority, setPriority } from 'node:os';
 import { childEnded, childStarted } from './children.js';
 
@@ -24,14 +29,15 @@ export interface CommandOptions {
   timeoutMs: number;
   signal?: AbortSignal;
   /**
-   * Run it in a process group of its own and kill the whole group at the timeout (the notify hook: a script's
-   * `sleep` or `curl` would otherwise outlive it, holding its output pipe open, and the result with it).
+   * Run it at the process's own priority (the operator's scripts: the notify hook, track scripts), not at the
+   * failover thread's, which may be raised (nice -10) and which a child inherits. `ip` and `arping` keep the raised
+   * one: they are the takeover.
    */
-  processGroup?: boolean;
+  atProcessPriority?: boolean;
   /**
-   * With processGroup: the result is the command's own exit; what it leaves running then (a background job holding
-   * its output) is killed with the group, instead of the run lasting until the timeout (the track scripts: keepalived
-   * waits for the script's exit only).
+   * The result is the command's own exit; what it leaves running then (a background job holding its output) is
+   * killed with the group, instead of the run lasting until the timeout (the track scripts: keepalived waits for the
+   * script's exit only).
    */
   endsAtExit?: boolean;
   /** Output kept per stream, in characters (UTF-16 code units; default 4 Mi). */
@@ -41,44 +47,13 @@ export interface CommandOptions {
 /** The C locale for every command we run: the texts we match are the English ones. */
 export const COMMAND_ENV = { ...process.env, LC_ALL: 'C', LANG: 'C' };
 
-const MAX_OUTPUT_BYTES = 4 * 1024 * 1024;
+const MAX_OUTPUT_CHARS = 4 * 1024 * 1024;
 /** After an endsAtExit command's exit, how long its pipes may stay open (held by a process outside its group). */
 const EXIT_PIPES_GRACE_MS = 200;
 /** describeResult quotes at most this much of the first line of stderr: a log line, not a dump. */
 const DETAIL_STDERR_CHARS = 200;
 
 export function runCommand(file: string, args: readonly string[], opts: CommandOptions): Promise<CommandResult> {
-  if (opts.processGroup === true) return runInProcessGroup(file, args, opts);
-  return new Promise((resolve) => {
-    const child = execFile(
-      file,
-      args,
-      { timeout: opts.timeoutMs, killSignal: 'SIGKILL', maxBuffer: MAX_OUTPUT_BYTES, env: COMMAND_ENV, windowsHide: true, signal: opts.signal },
-      (err, stdout, stderr) => {
-        childEnded(child);
-        const e = err as (NodeJS.ErrnoException & { killed?: boolean; signal?: string | null }) | null;
-        const aborted = e?.name === 'AbortError';
-        const spawnError = e !== null && typeof e.code === 'string' && !aborted ? e.code : null;
-        resolve({
-          code: e === null ? 0 : typeof e.code === 'number' ? e.code : null,
-          signal: e?.signal ?? null,
-          stdout: String(stdout),
-          stderr: String(stderr),
-          timedOut: e !== null && e.killed === true && !aborted,
-          aborted,
-          spawnError,
-        });
-      },
-    );
-    childStarted(child, file, false);
-  });
-}
-
-/**
- * As runCommand, in a process group of its own (spawn: execFile does not pass `detached` on), so that the
- * timeout or a cancellation kills what the command started as well.
- */
-function runInProcessGroup(file: string, args: readonly string[], opts: CommandOptions): Promise<CommandResult> {
   return new Promise((resolve) => {
     const output = { stdout: '', stderr: '' };
     let timedOut = false;
@@ -87,7 +62,7 @@ function runInProcessGroup(file: string, args: readonly string[], opts: CommandO
     let timer: NodeJS.Timeout | undefined;
     let child: ChildProcess | undefined;
     // A process that left the group (setsid: a daemon the hook started) may still hold the pipes: 'close' would
-    // wait for it. Ours are closed instead once the hook is killed.
+    // wait for it. Ours are closed instead once the command is killed.
     const closePipes = (): void => {
       child?.stdout?.destroy();
       child?.stderr?.destroy();
@@ -114,15 +89,15 @@ function runInProcessGroup(file: string, args: readonly string[], opts: CommandO
       resolve({ code: spawnError === null ? code : null, signal, ...output, timedOut, aborted, spawnError: aborted || timedOut ? null : spawnError });
     };
     try {
+      // detached: a process group of its own (execFile does not pass `detached` on).
       child = spawn(file, args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: COMMAND_ENV, windowsHide: true });
     } catch (err) {
       spawnError = (err as NodeJS.ErrnoException).code ?? 'error';
       settle(null, null);
       return;
     }
-    childStarted(child, file, true);
-    // At the process's own priority: the failover thread may run raised (nice -10), and a child inherits it.
-    if (child.pid !== undefined) {
+    childStarted(child, file);
+    if (opts.atProcessPriority === true && child.pid !== undefined) {
       try {
         setPriority(child.pid, getPriority(process.pid));
       } catch {
@@ -144,7 +119,7 @@ function runInProcessGroup(file: string, args: readonly string[], opts: CommandO
         exitFallback = setTimeout(closePipes, EXIT_PIPES_GRACE_MS);
       });
     }
-    const maxOutput = opts.maxOutputChars ?? MAX_OUTPUT_BYTES;
+    const maxOutput = opts.maxOutputChars ?? MAX_OUTPUT_CHARS;
     for (const name of ['stdout', 'stderr'] as const) {
       const stream = child[name];
       stream?.setEncoding('utf8');

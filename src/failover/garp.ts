@@ -38,7 +38,7 @@ export function arpingSender(log: LogSink): SendGarp {
 }
 
 /**
- * One signal cancels every running child, and each child listens on it until it exits (execFile removes its
+ * One signal cancels every running child, and each child listens on it until it exits (runCommand removes its
  * listener then). The defaults keep about five children per VIP running at once, so a few VIPs pass Node's
  * default of ten listeners, and Node would log a "possible memory leak" on every failover. The number is
  * bounded (at most count x VIPs per burst, each child ended by the kill timeout), so the limit is lifted for

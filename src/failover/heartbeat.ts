@@ -954,9 +954,9 @@ export class Heartbeat {
     try {
       info = await showInterface(this.config.interface);
     } catch {
-      // One failed read is no carrier loss: `ip` itself may have failed. A SIGHUP sent to the process group (a
-      // terminal's hang-up; a test's reload) ended the `ip` running then with it, and the host went to FAULT and
-      // handed the VIP over for it (CI). Read once more; a device really gone fails again.
+      // One failed read is no carrier loss: `ip` itself may have failed (killed, out of memory; a SIGHUP sent to
+      // mqtt-lb's process group did so, and the host went to FAULT and handed the VIP over for it, until each command
+      // had a group of its own). Read once more; a device really gone fails again.
       try {
         info = await showInterface(this.config.interface);
       } catch (err) {

@@ -310,7 +310,7 @@ export class Failover extends EventEmitter {
         break;
       }
       case 'child':
-        this.children.set(m.pid, { pid: m.pid, command: m.command, group: m.group });
+        this.children.set(m.pid, { pid: m.pid, command: m.command });
         break;
       case 'child-ended':
         this.children.delete(m.pid);

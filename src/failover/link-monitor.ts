@@ -23,7 +23,9 @@ const MAX_PARTIAL_LINE = 64 * 1024;
 
 export type SpawnMonitor = (args: readonly string[]) => ChildProcess;
 
-const spawnIp: SpawnMonitor = (args) => spawn(IP_COMMAND, args, { stdio: ['ignore', 'pipe', 'ignore'], env: COMMAND_ENV, windowsHide: true });
+// detached: a process group of its own, as every command the failover runs (command.ts): a hang-up sent to
+// mqtt-lb's group would otherwise end the monitor as well.
+const spawnIp: SpawnMonitor = (args) => spawn(IP_COMMAND, args, { detached: true, stdio: ['ignore', 'pipe', 'ignore'], env: COMMAND_ENV, windowsHide: true });
 
 /**
  * True when an `ip -o monitor link address` line concerns `iface`: `3: eth0: <...>` (link), `3: eth0@if4: <...>`
@@ -62,7 +64,7 @@ export class LinkMonitor {
     }
     this.child = child;
     this.partial = '';
-    childStarted(child, IP_COMMAND, false);
+    childStarted(child, IP_COMMAND);
     child.stdout?.setEncoding('utf8');
     child.stdout?.on('data', (chunk: string) => this.onData(chunk));
     let ended = false;

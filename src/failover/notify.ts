@@ -65,7 +65,7 @@ export class NotifyRunner {
         const cancel = new AbortController();
         this.current = cancel;
         try {
-          const r = await runCommand(file, args, { timeoutMs: this.timeoutMs, processGroup: true, signal: cancel.signal });
+          const r = await runCommand(file, args, { timeoutMs: this.timeoutMs, atProcessPriority: true, signal: cancel.signal });
           // Killed at the timeout counts as failed even when the hook itself had exited 0 (a child held its output).
           detail = r.code !== 0 || r.timedOut ? describeResult(file, args, r) : null;
         } catch (err) {

@@ -5,31 +5,16 @@
  * hangs would hang for good (unreaped, each stays a zombie once it ends). The main thread stops them by their pids,
  * which the thread told it (children.ts).
  */
-import { basename } from 'node:path';
 import { readProcStat } from '../proc-stat.js';
 import type { RunningChild } from './children.js';
 
 /**
- * SIGTERM to `pid` if it is still a running child of this process named `command` (its /proc entry says so: a pid
- * is only reused once its process has been reaped, and a child of a dead thread never is; the check keeps a pid
- * that some other process may have meanwhile from being signalled). True if signalled.
- */
-export function killOrphanedChild(pid: number, command: string): boolean {
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  const stat = readProcStat(pid);
-  if (stat === null || stat.comm !== basename(command).slice(0, 15) || stat.ppid !== process.pid || stat.state === 'Z' || stat.state === 'X') return false;
-  try {
-    process.kill(pid, 'SIGTERM');
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/**
- * SIGKILL to the process group that `pid` leads (the notify hook's, as its kill timeout would have sent), if `pid`
- * is still a child of this process leading its own group. Its name is not checked: a hook may exec another program.
- * A leader that has ended (a zombie) still counts: the group may hold what the hook started. True if signalled.
+ * SIGKILL to the process group that `pid` leads (every command the failover runs has one of its own: command.ts), as
+ * its kill timeout would have sent, if `pid` is still a child of this process leading its own group (its /proc entry
+ * says so: a pid is only reused once its process has been reaped, and a child of a dead thread never is; the check
+ * keeps a pid that some other process may have meanwhile from being signalled). Its name is not checked: a hook may
+ * exec another program. A leader that has ended (a zombie) still counts: the group may hold what the hook started.
+ * True if signalled.
  */
 export function killOrphanedGroup(pid: number): boolean {
   if (!Number.isInteger(pid) || pid <= 0) return false;
@@ -43,7 +28,7 @@ export function killOrphanedGroup(pid: number): boolean {
   }
 }
 
-/** Stops one child of a dead thread, as it was started: its group, or the process alone. True if signalled. */
+/** Stops one child of a dead thread, with its group. True if signalled. */
 export function stopOrphan(child: RunningChild): boolean {
-  return child.group ? killOrphanedGroup(child.pid) : killOrphanedChild(child.pid, child.command);
+  return killOrphanedGroup(child.pid);
 }

@@ -50,7 +50,7 @@ interface Tracked {
 const SCRIPT_OUTPUT_CHARS = 16 * 1024;
 
 async function runScript(cfg: TrackScriptConfig, signal: AbortSignal): Promise<ScriptResult> {
-  const r = await runCommand(cfg.command, cfg.args, { timeoutMs: cfg.timeout, processGroup: true, endsAtExit: true, maxOutputChars: SCRIPT_OUTPUT_CHARS, signal });
+  const r = await runCommand(cfg.command, cfg.args, { timeoutMs: cfg.timeout, atProcessPriority: true, endsAtExit: true, maxOutputChars: SCRIPT_OUTPUT_CHARS, signal });
   const passed = r.code === 0 && !r.timedOut && !r.aborted;
   return { passed, detail: passed ? '' : describeResult(cfg.command, cfg.args, r) };
 }

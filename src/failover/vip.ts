@@ -1,6 +1,6 @@
 /**
  * Moving the virtual IP with iproute2 (vrrp-facts §9.2): `ip addr add|del VIP/PREFIX dev IFACE` and
- * `ip -j addr show dev IFACE`, each via execFile with validated arguments and a kill timeout.
+ * `ip -j addr show dev IFACE`, each via runCommand (command.ts) with validated arguments and a kill timeout.
  *  - add: "Address already assigned" (extended ack) / "File exists" (older `RTNETLINK answers:`) = present.
  *  - del: "Address not found" / "Cannot assign" (and a vanished device) = already absent.
  *  - presence compares address AND prefix length: 10.0.0.5/32 and 10.0.0.5/24 are different entries.

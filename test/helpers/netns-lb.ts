@@ -123,8 +123,9 @@ export class NsLb {
     readonly adminPort: number,
   ) {}
 
-  static async start(topo: NetnsTopology, role: Role, configFile: string, adminPort: number): Promise<NsLb> {
-    const proc = topo.spawn(topo.ns[role], process.execPath, [CLI_JS, '--config', configFile], { MQTT_LB_TEST_HOOKS: '1' });
+  /** `env`: more environment (e.g. a PATH with a fake `ip` first). */
+  static async start(topo: NetnsTopology, role: Role, configFile: string, adminPort: number, env: NodeJS.ProcessEnv = {}): Promise<NsLb> {
+    const proc = topo.spawn(topo.ns[role], process.execPath, [CLI_JS, '--config', configFile], { ...env, MQTT_LB_TEST_HOOKS: '1' });
     const lb = new NsLb(topo, role, proc, adminPort);
     try {
       await proc.waitForLine((l) => l.includes('"mqtt-lb started"'), 20_000);

@@ -10,7 +10,8 @@
  * FAILOVER_TEST_LOGS=1 prints the LB logs of every test (always printed for a failed test).
  */
 import { execFileSync } from 'node:child_process';
-import { chmod, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { chmod, mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -892,6 +893,43 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
     } finally {
       await topo.exec(topo.ns.lb1, 'ip', ['link', 'del', 'late0']);
     }
+  });
+
+  // A terminal's hang-up (or `kill -HUP -PGID`) reaches every process of mqtt-lb's group. mqtt-lb reloads; the `ip
+  // addr add` and the `ip monitor` it was running shared that group and died with it: the VIP add failed.
+  it('a hang-up sent to mqtt-lb’s process group while it adds the VIP: the address is added all the same, the reload changes nothing', async () => {
+    const bin = join(dir, 'hup-ip');
+    await mkdir(bin, { recursive: true });
+    const flag = join(bin, 'hang-up-at-add');
+    const realIp = execFileSync('sh', ['-c', 'command -v ip'], { encoding: 'utf8', timeout: 5000 }).trim();
+    const script = [
+      '#!/bin/bash', // bash's kill takes a process group (dash's does not)
+      // The first `ip addr add`: the hang-up goes to the group of its parent (mqtt-lb), as a terminal's would.
+      `if [ "$1" = addr ] && [ "$2" = add ] && [ -e '${flag}' ]; then`,
+      `  rm -f '${flag}'`,
+      '  pgrp=$(sed "s/.*) //" /proc/$PPID/stat | cut -d" " -f3)',
+      '  kill -HUP -- "-$pgrp"',
+      '  sleep 0.2',
+      'fi',
+      `exec '${realIp}' "$@"`,
+      '',
+    ].join('\n');
+    await writeFile(join(bin, 'ip'), script);
+    await chmod(join(bin, 'ip'), 0o755);
+    await writeFile(flag, '');
+    const lb1 = await NsLb.start(topo, 'lb1', configFile.lb1!, ADMIN_PORT, { PATH: `${bin}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}` });
+    lbs.push(lb1);
+    started.push(lb1.proc);
+    await lb1.waitState('master', 5000);
+    await waitFor('the hang-up at the VIP add', async () => !existsSync(flag), 5000);
+    await waitFor('VIP on lb1', holdersAre(['lb1']), 3000);
+    await waitFor('the reload', async () => lb1.logsWith('config reloaded').length === 1, 3000);
+    await sleep(300);
+    // The file's own warnings are said again by the reload; nothing else is.
+    const complaints = lb1.logs().filter((l) => Number(l.level) >= 40 && l.msg !== 'config warning' && l.msg !== 'connection cap clamped').map((l) => String(l.msg));
+    expect(complaints).toEqual([]);
+    expect(lb1.transitionNames()).toEqual(['init>backup', 'backup>master']);
+    expect(lb1.proc.alive).toBe(true);
   });
 
   it('every broker down: exactly one host keeps the VIP, clients get CONNACK rc 3 (server unavailable)', async () => {

@@ -10,7 +10,7 @@ function recorder(): { events: string[]; running: Map<number, RunningChild> } {
   const running = new Map<number, RunningChild>();
   watchChildren({
     started: (c) => {
-      events.push(`started ${c.command} group=${c.group}`);
+      events.push(`started ${c.command}`);
       running.set(c.pid, c);
     },
     ended: (pid) => {
@@ -27,21 +27,29 @@ describe('watchChildren', () => {
     const plain = runCommand('sh', ['-c', 'exit 3'], { timeoutMs: 5000 });
     expect([...running.values()].map((c) => c.command)).toEqual(['sh']); // known at once, before it ends
     expect((await plain).code).toBe(3);
-    const hook = await runCommand('sh', ['-c', 'exit 0'], { timeoutMs: 5000, processGroup: true });
+    const hook = await runCommand('sh', ['-c', 'exit 0'], { timeoutMs: 5000, atProcessPriority: true });
     expect(hook.code).toBe(0);
-    expect(events).toEqual(['started sh group=false', 'ended', 'started sh group=true', 'ended']);
+    expect(events).toEqual(['started sh', 'ended', 'started sh', 'ended']);
     expect(running.size).toBe(0);
   });
 
   it('a command killed at its timeout, or that cannot run, leaves nothing running behind', async () => {
     const { events, running } = recorder();
-    const r = await runCommand('sleep', ['5'], { timeoutMs: 100, processGroup: true });
+    const r = await runCommand('sleep', ['5'], { timeoutMs: 100 });
     expect(r.timedOut).toBe(true);
     expect((await runCommand('/nonexistent/command', [], { timeoutMs: 1000 })).spawnError).toBe('ENOENT');
-    expect((await runCommand('/nonexistent/command', [], { timeoutMs: 1000, processGroup: true })).spawnError).toBe('ENOENT');
-    expect(events.filter((e) => e.startsWith('started'))).toEqual(['started sleep group=true']);
+    expect((await runCommand('/nonexistent/command', [], { timeoutMs: 1000, atProcessPriority: true })).spawnError).toBe('ENOENT');
+    expect(events.filter((e) => e.startsWith('started'))).toEqual(['started sleep']);
     expect(running.size).toBe(0);
     expect(events.some((e) => e.startsWith('ended unknown'))).toBe(false);
+  });
+
+  it('each command leads a process group of its own: a hang-up sent to mqtt-lb\'s group does not end an `ip` half way', async () => {
+    // Field 5 of /proc/PID/stat is the process group, counted after the command name's closing parenthesis.
+    const r = await runCommand('sh', ['-c', 'echo $$ $(sed "s/.*) //" /proc/$$/stat | cut -d" " -f3)'], { timeoutMs: 5000 });
+    const [pid, pgrp] = r.stdout.trim().split(' ');
+    expect(Number(pid)).toBeGreaterThan(0);
+    expect(pgrp).toBe(pid);
   });
 
   it('without a watcher (the main thread), commands run as before', async () => {

@@ -118,7 +118,7 @@ console.log(JSON.stringify(errors));
   it('a process that left the hook\'s group (setsid) does not hold the result past the timeout', async () => {
     const pidFile = join(dir, 'child.pid');
     const started = Date.now();
-    const r = await runCommand('/bin/sh', ['-c', `setsid sleep 30 & echo $! > ${pidFile}; sleep 30`], { timeoutMs: 400, processGroup: true });
+    const r = await runCommand('/bin/sh', ['-c', `setsid sleep 30 & echo $! > ${pidFile}; sleep 30`], { timeoutMs: 400, atProcessPriority: true });
     expect(r.timedOut).toBe(true);
     expect(Date.now() - started).toBeLessThan(5_000);
   });
