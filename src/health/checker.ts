@@ -17,6 +17,7 @@ import { probeServer, type ServerProbe } from './probe-server.js';
 import { initialRiseFall, nextRiseFall, type RiseFallState } from './rise-fall.js';
 import { monotonicNow } from '../monotonic-clock.js';
 import { urlForLog } from '../config/net-syntax.js';
+import type { ServerConfig } from '../config/types.js';
 
 /**
  * A probe that failed for one of these never reached the server: this process is out of descriptors or memory,
@@ -58,15 +59,15 @@ class ServerLoop {
   /** Admin maint: no probes. */
   paused = false;
 
-  /** Where this loop probes (serverPlace): a reload that changes it starts a new loop. */
-  readonly target: string;
+  /**
+   * The server's config this loop probes by: a reload that changes where it is probed (serverPlace, both read under
+   * the new probe type, as Pool.reconfigure does) starts a new loop.
+   */
+  config: ServerConfig;
 
-  constructor(
-    readonly server: Server,
-    healthType: string,
-  ) {
+  constructor(readonly server: Server) {
     this.riseFall = initialRiseFall(server.health);
-    this.target = serverPlace(server.config, healthType);
+    this.config = server.config;
   }
 }
 
@@ -219,13 +220,18 @@ export class HealthChecker {
         this.dropLoop(loop);
         continue;
       }
-      const place = serverPlace(loop.server.config, this.pool.config.health.type);
-      if (loop.target !== place) {
+      // Under one type for both: a reload from one probe type to another alone keeps the verdict, and the new probes
+      // count from it (an audit: `mqtt` to `http` dropped the verdict of every server with a healthUrl, which then
+      // went down at its first failed probe, without `fall`).
+      const type = this.pool.config.health.type;
+      const [was, place] = [serverPlace(loop.config, type), serverPlace(loop.server.config, type)];
+      loop.config = loop.server.config;
+      if (was !== place) {
         // A reload moved the server (another address or healthUrl): the old verdict says nothing about the new
         // place. No new sessions until its first probe, at once, says up (its sessions at the old address stay:
         // reactions.ts does not evict them for the new address's health).
         this.dropLoop(loop);
-        this.log.info({ pool: this.pool.name, server: loop.server.name, from: urlForLog(loop.target), to: urlForLog(place) }, 'server moved: health checked anew');
+        this.log.info({ pool: this.pool.name, server: loop.server.name, from: urlForLog(was), to: urlForLog(place) }, 'server moved: health checked anew');
         loop.server.restartVerdict();
         loop.server.lastCheck = null;
       }
@@ -246,7 +252,7 @@ export class HealthChecker {
   }
 
   private addLoop(server: Server): void {
-    const loop = new ServerLoop(server, this.pool.config.health.type);
+    const loop = new ServerLoop(server);
     this.loops.set(server, loop);
     server.on('state', this.onServerState);
     if (server.admin === 'maint') loop.paused = true;

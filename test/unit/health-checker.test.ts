@@ -118,6 +118,36 @@ describe('HealthChecker', () => {
     await checker.close();
   });
 
+  // An ops audit: `mqtt` to `http` by reload dropped the verdict of each server with a healthUrl ("server moved"),
+  // which went down at its first failed probe, without `fall` (configuration.md: the verdict is kept).
+  it('a reload from one probe type to another keeps the verdict of a server with a healthUrl: `fall` counts; and back', async () => {
+    const { servers, scripted, checker, lines, pool } = setup({ type: 'mqtt', fall: 3, rise: 1 }, ['a']);
+    servers[0]!.config = { ...servers[0]!.config, healthUrl: 'http://127.0.0.1:18083/health' };
+    checker.start();
+    await vi.advanceTimersByTimeAsync(10);
+    expect(servers[0]!.health).toBe('up');
+    pool.config = { ...pool.config, health: { ...pool.config.health, type: 'http' } };
+    scripted.fallback = 'http_status';
+    checker.reconfigure(pool);
+    expect(servers[0]!.health).toBe('up');
+    await vi.advanceTimersByTimeAsync(2100);
+    expect(servers[0]!.health).toBe('up'); // two failures of three
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(servers[0]!.health).toBe('down');
+    pool.config = { ...pool.config, health: { ...pool.config.health, type: 'tcp' } };
+    checker.reconfigure(pool);
+    expect(servers[0]!.health).toBe('down');
+    expect(lines.filter((l) => l.msg === 'server moved: health checked anew')).toEqual([]);
+    // Its healthUrl changed while probed by http: that is a move.
+    pool.config = { ...pool.config, health: { ...pool.config.health, type: 'http' } };
+    checker.reconfigure(pool);
+    servers[0]!.config = { ...servers[0]!.config, healthUrl: 'http://127.0.0.1:18084/health' };
+    checker.reconfigure(pool);
+    expect(servers[0]!.health).toBe('unknown');
+    expect(lines.filter((l) => l.msg === 'server moved: health checked anew').map((l) => l.to)).toEqual(['127.0.0.1:1883 http://127.0.0.1:18084/health']);
+    await checker.close();
+  });
+
   it("a healthUrl that moves is logged without its credentials and its query's values", async () => {
     const { servers, checker, lines, pool } = setup({ type: 'http', fall: 3, rise: 1 }, ['a']);
     servers[0]!.config = { ...servers[0]!.config, healthUrl: 'http://emqx:KEY1@127.0.0.1:18083/status?token=SECRET1' };
