@@ -667,7 +667,15 @@ export class App implements TelemetrySource, AdminActions {
       const checker = this.checkers.get(name);
       // Turned off, health checks leave every server up (Pool.reconfigure): the checker logs it from what it was.
       const healthBefore = checker !== undefined && pc.health.type === 'none' ? new Map(pool.servers.map((s) => [s, s.health] as const)) : undefined;
+      // Turned on, the `up` that `none` held is no verdict (Pool.reconfigure): said, as every other change of state
+      // (an ops audit: the next line read `from: unknown` with no line for the step from up).
+      const heldUp = checker !== undefined && pool.config.health.type === 'none' && pc.health.type !== 'none' ? new Set(pool.servers) : null;
       const removed = pool.reconfigure(pc);
+      for (const s of pool.servers) {
+        if (heldUp?.has(s) === true && s.health === 'unknown') {
+          this.log.info({ pool: name, server: s.name, from: 'up', to: 'unknown', result: null, detail: 'health checks enabled: its first probe decides' }, 'server state changed');
+        }
+      }
       // As for a removed pool: its sessions run on out of sight, and the totals drop with no other word (a soak audit).
       // Said by whoever holds them (each worker, with workers).
       if (this.role !== 'primary') {

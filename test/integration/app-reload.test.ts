@@ -195,6 +195,27 @@ describe('reload and stop in one process', () => {
     }
   });
 
+  // An ops audit: turned on by a reload, probes put every server held up by `none` to unknown without a line, and
+  // the next one read `from: unknown`.
+  it('health checks turned on by a reload: each server held up is said to be unknown until its first probe, then up', async () => {
+    const [a, admin] = [await freePort(), await freePort()];
+    const lines: Array<Record<string, unknown>> = [];
+    const sink = { write: (l: string) => lines.push(JSON.parse(l) as Record<string, unknown>) };
+    const app = new App(config([{ name: 'a', port: a }], admin), pino({ level: 'info' }, sink));
+    await app.start();
+    try {
+      const probed = config([{ name: 'a', port: a }], admin);
+      const next = { ...probed, pools: { brokers: { ...probed.pools.brokers!, health: { ...probed.pools.brokers!.health, type: 'tcp' as const } } } };
+      await app.reload(next);
+      const changes = async () => lines.filter((l) => l.msg === 'server state changed' && l.server === 'm1').map((l) => `${String(l.from)}>${String(l.to)}`);
+      for (let i = 0; i < 100 && !(await changes()).includes('unknown>up'); i++) await sleep(20);
+      expect(await changes()).toEqual(['up>unknown', 'unknown>up']);
+      expect(lines.find((l) => l.msg === 'server state changed' && l.to === 'unknown')).toMatchObject({ pool: 'brokers', detail: 'health checks enabled: its first probe decides' });
+    } finally {
+      await app.stop();
+    }
+  });
+
   it('a listener removed by a reload keeps its sessions in view until they end, then is forgotten', async () => {
     const [a, b, admin] = [await freePort(), await freePort(), await freePort()];
     const app = new App(config([{ name: 'a', port: a }, { name: 'b', port: b }], admin), pino({ level: 'silent' }));
