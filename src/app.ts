@@ -215,6 +215,8 @@ export class App implements TelemetrySource, AdminActions {
         const limit = pendingConnectBound(this.ctx.limits);
         this.pendingFullLog.warn('full', { pendingBytes: this.ctx.pendingConnectBytes, limit }, 'unfinished CONNECTs hold limits.maxPendingConnectBytes: a client whose CONNECT needs more is closed');
       },
+      connectGrowthBudget: Number.POSITIVE_INFINITY,
+      onConnectGrowthBudgetSpent: (bytes) => this.overloadGuard.refused(bytes),
       onServerConnected: (server, seconds) => {
         if (this.link !== null) this.link.connectSample(server, seconds);
         else this.metrics?.serverConnect(server.pool, server.name, seconds);
@@ -238,20 +240,23 @@ export class App implements TelemetrySource, AdminActions {
       (sessions, timeoutMs) => this.log.info({ sessions, idleTimeoutMs: timeoutMs }, 'idle sessions closed (limits.idleTimeout)'),
     );
     this.overloadGuard = new OverloadGuard(config.limits.maxMemory, {
-      entered: (inUse, max) => this.overloadEntered(inUse, max),
+      entered: (inUse, max, refused) => this.overloadEntered(inUse, max, refused),
       left: (inUse, max) => this.overloadLeft(inUse, max),
+      sampled: (headroom) => {
+        this.ctx.connectGrowthBudget = headroom;
+      },
     });
   }
 
   // ── the memory ceiling (reliability case 64) ────────────────────────────────────────────────────────────
 
   /** New connections are closed at accept from now on; clients still before their CONNECT go first. */
-  private overloadEntered(inUseBytes: number, maxMemory: number): void {
+  private overloadEntered(inUseBytes: number, maxMemory: number, refusedConnectBytes: number): void {
     this.ctx.overloaded = true;
     let shed = 0;
     for (const l of this.sessionHolders()) shed += l.shedBeforeConnect();
     const refused = this.admission.refuseWaiting('overloaded') + this.ctx.verdictWaits.refuseAll('overloaded');
-    this.log.warn({ inUseBytes, maxMemory, shedBeforeConnect: shed, refusedWaiting: refused }, 'memory ceiling reached: refusing new connections');
+    this.log.warn({ inUseBytes, maxMemory, refusedConnectBytes, shedBeforeConnect: shed, refusedWaiting: refused }, 'memory ceiling reached: refusing new connections');
   }
 
   private overloadLeft(inUseBytes: number, maxMemory: number): void {

@@ -71,6 +71,17 @@ export interface ProxyContext {
   pendingConnectBytes: number;
   /** A connection was closed because its CONNECT would take more than limits.maxPendingConnectBytes leaves. */
   onPendingConnectBytesFull(): void;
+  /**
+   * What the unfinished CONNECTs may still allocate until the memory ceiling's next sample (limits.maxMemory): its
+   * headroom at the last sample, less the buffers they took since and the reads that made them grow (counted until
+   * collected, as is each buffer replaced). Infinity without a ceiling.
+   */
+  connectGrowthBudget: number;
+  /**
+   * A CONNECT needed `bytes`, more than that budget (and was closed): the ceiling is reached by estimate, and the
+   * overload entered at once (overload-guard.ts).
+   */
+  onConnectGrowthBudgetSpent(bytes: number): void;
   onServerConnected(server: Server, seconds: number): void;
   /**
    * A dial failed. serverCaused: refused/reset/timeout (worth a probe). localError: the code when this host failed

@@ -40,11 +40,18 @@ export class MemoryCeiling {
     return this.lastInUse;
   }
 
-  /** A new sample: whether this one entered or left the overloaded state. */
-  observe(inUseBytes: number): CeilingChange {
+  /**
+   * A new sample: whether this one entered or left the overloaded state. `refusedBytes`: what unfinished CONNECTs
+   * were refused since the last sample for want of headroom (overload-guard.ts). Any is the ceiling reached by
+   * estimate (the last sample plus what was allocated since, frees not counted, would have passed 95 %), even when
+   * this sample, taken after the refusals freed their buffers and perhaps a collection, reads less: waiting for the
+   * measure to agree let a flood be whittled down one refusal at a time while the overload's other actions (the
+   * accept queue told, handshakes shed) never came.
+   */
+  observe(inUseBytes: number, refusedBytes = 0): CeilingChange {
     this.lastInUse = inUseBytes;
     if (this.max <= 0) return this.leave();
-    if (!this.overloaded && inUseBytes >= this.max * ENTER_FRACTION) {
+    if (!this.overloaded && (inUseBytes >= this.max * ENTER_FRACTION || refusedBytes > 0)) {
       this.overloaded = true;
       return 'entered';
     }

@@ -10,7 +10,7 @@
  */
 import v8 from 'node:v8';
 import vm from 'node:vm';
-import { MemoryCeiling } from './memory-ceiling.js';
+import { ENTER_FRACTION, MemoryCeiling } from './memory-ceiling.js';
 import { monotonicNow } from '../monotonic-clock.js';
 
 /**
@@ -60,8 +60,11 @@ export function collectGarbage(): boolean {
 }
 
 export interface OverloadActions {
-  entered(inUseBytes: number, maxBytes: number): void;
+  /** `refusedBytes`: what unfinished CONNECTs were refused since the last sample, for want of headroom. */
+  entered(inUseBytes: number, maxBytes: number, refusedBytes: number): void;
   left(inUseBytes: number, maxBytes: number): void;
+  /** After every sample: what memory may still grow by before the ceiling is reached (headroomBytes). */
+  sampled?(headroomBytes: number): void;
 }
 
 export class OverloadGuard {
@@ -72,6 +75,9 @@ export class OverloadGuard {
   private readonly now: () => number;
   private readonly intervalMs: number;
   private timer: NodeJS.Timeout | null = null;
+  private soon: NodeJS.Immediate | null = null;
+  /** Allocations refused for want of headroom since the last sample (refused()). */
+  private refusedBytes = 0;
   /** While overloaded: when the next sample may run a full collection first. */
   private nextCollectAt = 0;
   private started = false;
@@ -98,6 +104,17 @@ export class OverloadGuard {
     return this.ceiling.limit;
   }
 
+  /**
+   * Bytes from the latest sample up to where the ceiling is reached (95 % of it); Infinity without a ceiling.
+   * Unfinished CONNECTs grow within it between samples (session.ts growBuffer): a flood of them otherwise grew
+   * memory by its bandwidth per sample period, to 175 % of the ceiling in an audit (900 clients each sending 150 KB
+   * of a CONNECT, the pending bound off).
+   */
+  get headroomBytes(): number {
+    if (this.ceiling.limit <= 0) return Number.POSITIVE_INFINITY;
+    return Math.max(0, this.ceiling.limit * ENTER_FRACTION - this.ceiling.inUse);
+  }
+
   /** The latest sample while the guard runs; measured now when it does not (no ceiling set). */
   get inUseBytes(): number {
     return this.timer !== null ? this.ceiling.inUse : this.measure();
@@ -117,21 +134,39 @@ export class OverloadGuard {
     this.arm();
   }
 
+  /**
+   * An unfinished CONNECT was refused `bytes` for want of headroom: memory would have reached the ceiling. One
+   * sample on the next turn of the event loop (however often asked meanwhile; none when not sampling) enters the
+   * overload (MemoryCeiling.observe), unless already in it.
+   */
+  refused(bytes: number): void {
+    if (this.timer === null) return;
+    this.refusedBytes += bytes;
+    if (this.soon === null) this.soon = setImmediate(takeSample, this);
+  }
+
   /** Take one sample now (the timer calls this). */
   sample(): void {
+    if (this.soon !== null) {
+      clearImmediate(this.soon);
+      this.soon = null;
+    }
     if (this.ceiling.active && this.now() >= this.nextCollectAt) {
       this.collect();
       this.nextCollectAt = this.now() + COLLECT_EVERY_MS;
     }
     const inUse = this.measure();
-    const change = this.ceiling.observe(inUse);
+    const refusedBytes = this.refusedBytes;
+    this.refusedBytes = 0;
+    const change = this.ceiling.observe(inUse, refusedBytes);
     if (change === 'entered') {
-      this.actions.entered(inUse, this.ceiling.limit);
+      this.actions.entered(inUse, this.ceiling.limit, refusedBytes);
       // What was shed is garbage now: the next sample collects it first, then measures.
       this.nextCollectAt = 0;
     } else if (change === 'left') {
       this.actions.left(inUse, this.ceiling.limit);
     }
+    this.actions.sampled?.(this.headroomBytes);
   }
 
   /** Stops sampling. Idempotent. */
@@ -146,7 +181,7 @@ export class OverloadGuard {
       return;
     }
     if (this.timer !== null) return;
-    this.timer = setInterval(onSampleTimer, this.intervalMs, this);
+    this.timer = setInterval(takeSample, this.intervalMs, this);
     this.timer.unref();
     this.sample();
   }
@@ -154,9 +189,13 @@ export class OverloadGuard {
   private disarm(): void {
     if (this.timer !== null) clearInterval(this.timer);
     this.timer = null;
+    if (this.soon !== null) clearImmediate(this.soon);
+    this.soon = null;
+    this.refusedBytes = 0;
   }
 }
 
-function onSampleTimer(guard: OverloadGuard): void {
+/** The timer's and refused()'s callback. */
+function takeSample(guard: OverloadGuard): void {
   guard.sample();
 }

@@ -261,8 +261,9 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
    * unfinished CONNECTs together: without that bound, clients that each send most of a 256 KiB CONNECT and stall
    * made the process hold 5 GB at the default caps (security audit: 958 MB from 3,400 connections of one source).
    * Never less than one CONNECT of maxConnectBytes needs (with one read pipelined behind it), so that such a
-   * CONNECT always fits when it is alone. A CONNECT that `chunk` completes is not held to it (the bytes pipelined
-   * behind it made the buffer grow: they leave with it at once). False: refused and closed (reason `overloaded`).
+   * CONNECT always fits when it is alone. Nor past the memory ceiling's headroom (limits.maxMemory), which is
+   * sampled only every 100 ms. A CONNECT that `chunk` completes is not held to either (the bytes pipelined behind it
+   * made the buffer grow: they leave with it at once). False: refused and closed (reason `overloaded`).
    */
   private growBuffer(need: number, chunk: Buffer): boolean {
     const old = this.buf!;
@@ -271,14 +272,22 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     const ctx = this.listener.ctx;
     const limits = ctx.limits;
     const more = size - old.length;
-    if (limits.maxPendingConnectBytes > 0 && !this.connectCompletedBy(chunk)) {
-      const bound = pendingConnectBound(limits);
-      if (ctx.pendingConnectBytes + more > bound) {
+    // Against the ceiling's headroom: the new buffer whole, and the read (a copy, garbage once appended), for both
+    // are counted until collected, the buffer replaced too.
+    const allocated = size + chunk.length;
+    if ((limits.maxPendingConnectBytes > 0 || allocated > ctx.connectGrowthBudget) && !this.connectCompletedBy(chunk)) {
+      if (limits.maxPendingConnectBytes > 0 && ctx.pendingConnectBytes + more > pendingConnectBound(limits)) {
         ctx.onPendingConnectBytesFull();
         this.reject('overloaded');
         return false;
       }
+      if (allocated > ctx.connectGrowthBudget) {
+        ctx.onConnectGrowthBudgetSpent(allocated);
+        this.reject('overloaded');
+        return false;
+      }
     }
+    ctx.connectGrowthBudget -= allocated;
     const bigger = Buffer.allocUnsafe(size);
     old.copy(bigger, 0, 0, this.filled);
     this.buf = bigger;

@@ -1018,6 +1018,46 @@ describe('memory ceiling (limits.maxMemory, reliability case 64)', () => {
     }
   });
 
+  // An audit: 900 clients each sending 150 KB of a CONNECT with the pending bound off took memory in use to 224 MiB
+  // against a 128 MiB ceiling, sampled every 100 ms: each buffer grew between two samples unchecked.
+  it('with the pending bound off, a flood of unfinished CONNECTs grows memory only up to the ceiling, not past it by what arrives between two samples', async () => {
+    const { lb, admin, ports } = await startWith({ limits: `  clientConnectTimeout: 60s\n  maxMemory: ${MAX}\n  maxPendingConnectBytes: 0\n` });
+    const flooded: net.Socket[] = [];
+    let peak = 0;
+    let polling = true;
+    const poller = (async () => {
+      while (polling) {
+        peak = Math.max(peak, (await metricValue(admin, /^mqtt_lb_memory_in_use_bytes (\d+)/m)) ?? 0);
+        await sleep(10);
+      }
+    })();
+    try {
+      const flood = await floodUnfinished(ports.mqtt!, FLOOD);
+      flooded.push(...flood.sockets);
+      const active = (): Promise<number | null> => metricValue(admin, /^mqtt_lb_connections_active\{listener="mqtt"\} (\d+)/m);
+      await until(
+        'the flood closed by the balancer, or the rest held below the ceiling',
+        async () => flood.closedByLb() === FLOOD || ((await metricValue(admin, /^mqtt_lb_overloaded (\d+)/m)) === 0 && (await active()) === FLOOD - flood.closedByLb()),
+        20_000,
+      );
+      await sleep(300);
+      polling = false;
+      await poller;
+      const shed = flood.closedByLb();
+      console.log(`[edge-limits] ceiling ${MAX / 2 ** 20} MiB: peak in use ${(peak / 2 ** 20).toFixed(1)} MiB, ${shed} of ${FLOOD} closed`);
+      // The ceiling was reached (by what the refused CONNECTs asked for, if not by what was taken): some were shed.
+      expect(lb.logs.some((l) => l.msg === 'memory ceiling reached: refusing new connections')).toBe(true);
+      expect(shed).toBeGreaterThan(0);
+      expect(await rejectedCount(admin, 'mqtt', 'overloaded')).toBe(shed);
+      expect(peak).toBeLessThan(MAX);
+    } finally {
+      polling = false;
+      await poller;
+      for (const s of flooded) s.destroy();
+      await lb.stop();
+    }
+  });
+
   it('clients waiting in the accept queue when it is crossed are told: rc 3 for 3.1/3.1.1, 0x89 for 5.0 (overloaded)', async () => {
     // One accept token per 100 s: the first client passes, the next ones wait in the queue.
     const { lb, admin, ports } = await startWith({ limits: `  clientConnectTimeout: 60s\n  maxMemory: ${MAX}\n  maxPendingConnectBytes: 0\n  acceptRate: 0.01\n  acceptQueue: 10\n` });

@@ -82,6 +82,51 @@ describe('OverloadGuard: samples on a timer, tells the app once per change', () 
     expect(guard.active).toBe(false);
   });
 
+  it('tells its headroom (up to 95 % of the ceiling) after each sample; an allocation refused for want of it enters the overload on the next turn', () => {
+    vi.useFakeTimers();
+    const headrooms: number[] = [];
+    const events: string[] = [];
+    let inUse = 50 * MiB;
+    const guard = new OverloadGuard(
+      100 * MiB,
+      { entered: (u, _m, r) => events.push(`entered ${u / MiB} refused ${r / MiB}`), left: (u) => events.push(`left ${u / MiB}`), sampled: (h) => headrooms.push(h / MiB) },
+      { measure: () => inUse, collect: () => {} },
+    );
+    expect(guard.headroomBytes).toBe(95 * MiB); // nothing sampled yet
+    guard.refused(MiB); // not sampling yet: nothing
+    vi.advanceTimersByTime(0);
+    expect(headrooms).toEqual([]);
+    guard.start();
+    expect(headrooms).toEqual([45]);
+    inUse = 90 * MiB;
+    vi.advanceTimersByTime(SAMPLE_MS);
+    expect(headrooms).toEqual([45, 5]);
+    expect(events).toEqual([]);
+    // Refused for want of room: the ceiling is reached by estimate, though the sample, after the refusals freed their
+    // buffers, reads 88.
+    inUse = 88 * MiB;
+    guard.refused(2 * MiB);
+    guard.refused(2 * MiB); // asked twice: one sample, with both
+    expect(events).toEqual([]);
+    vi.advanceTimersByTime(0);
+    expect(events).toEqual(['entered 88 refused 4']);
+    expect(guard.inUseBytes).toBe(88 * MiB);
+    expect(headrooms.at(-1)).toBe(7);
+    inUse = 85 * MiB;
+    vi.advanceTimersByTime(SAMPLE_MS); // what was refused counts once: below 90 % it is left
+    expect(events).toEqual(['entered 88 refused 4', 'left 85']);
+    inUse = 99 * MiB;
+    vi.advanceTimersByTime(SAMPLE_MS);
+    expect(headrooms.at(-1)).toBe(0); // past it: none left
+    guard.reconfigure(0);
+    expect(headrooms.at(-1)).toBe(Number.POSITIVE_INFINITY); // no ceiling: no bound
+    const samples = headrooms.length;
+    guard.refused(MiB);
+    vi.advanceTimersByTime(SAMPLE_MS);
+    expect(headrooms).toHaveLength(samples);
+    guard.close();
+  });
+
   it('with no ceiling it runs no timer and measures on demand; a reload arms and disarms it', () => {
     vi.useFakeTimers();
     const { guard, events, set } = guardWith(0, 500 * MiB);

@@ -82,6 +82,8 @@ function rig() {
     overloaded: false,
     pendingConnectBytes: 0,
     onPendingConnectBytesFull: () => {},
+    connectGrowthBudget: Number.POSITIVE_INFINITY,
+    onConnectGrowthBudgetSpent: () => {},
     onServerConnected: () => {},
     onDialFailure: () => {},
     onServerSilent: () => {},
