@@ -15,7 +15,11 @@ export interface TlsConfig {
   cert: string;
   key: string;
   ca: string | null;
-  requestCert: boolean;
+  /**
+   * true: a client must present a certificate that verifies; `optional`: one presented must verify, none is fine
+   * (HAProxy's `verify optional`, mosquitto's `require_certificate false` with a `cafile`); false: none asked for.
+   */
+  requestCert: boolean | 'optional';
   certAsUsername: boolean;
   /**
    * The files' PEM text as read and checked when the config was loaded (start, reload): what runs. Workers,

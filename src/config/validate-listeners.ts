@@ -3,7 +3,8 @@ import { DEFAULTS } from './defaults.js';
 import { KEYS, NAME_RE, NAME_RULE, REFUSE_WITH } from './keys.js';
 import type { ListenerConfig, TlsConfig } from './types.js';
 import { readCidrList, type ValidationContext } from './validate-context.js';
-import type { MapReader, Slot } from './yaml-reader.js';
+import { isScalar } from 'yaml';
+import { describe, type MapReader, type Slot } from './yaml-reader.js';
 
 /** A listener plus where its cross-checked values are, for problems found later (pool, bind). */
 export interface ListenerDraft {
@@ -63,6 +64,18 @@ function readListener(ctx: ValidationContext, m: MapReader): ListenerDraft {
   };
 }
 
+/** `requestCert`: true, false or `optional`. */
+function readRequestCert(ctx: ValidationContext, m: MapReader): TlsConfig['requestCert'] {
+  const slot = m.get('requestCert');
+  if (slot === undefined) return DEFAULTS.tls.requestCert;
+  if (isScalar(slot.node) && slot.node.value === 'optional') return 'optional';
+  if (isScalar(slot.node) && typeof slot.node.value === 'string' && !/^(yes|no|on|off|y|n)$/i.test(slot.node.value)) {
+    ctx.r.error(slot, `must be true, false or \`optional\` (got ${describe(slot.node)})`);
+    return DEFAULTS.tls.requestCert;
+  }
+  return ctx.r.bool(slot) ?? DEFAULTS.tls.requestCert;
+}
+
 function readTls(ctx: ValidationContext, listener: MapReader): TlsConfig | null {
   const { r } = ctx;
   const m = listener.section('tls', KEYS.tls);
@@ -74,18 +87,23 @@ function readTls(ctx: ValidationContext, listener: MapReader): TlsConfig | null 
     cert: (certSlot !== undefined ? ctx.filePath(certSlot) : undefined) ?? '',
     key: (keySlot !== undefined ? ctx.filePath(keySlot) : undefined) ?? '',
     ca: caSlot === undefined || r.isNull(caSlot) ? DEFAULTS.tls.ca : (ctx.filePath(caSlot) ?? null),
-    requestCert: m.bool('requestCert', DEFAULTS.tls.requestCert),
+    requestCert: readRequestCert(ctx, m),
     certAsUsername: m.bool('certAsUsername', DEFAULTS.tls.certAsUsername),
     material: null, // read with the files (load.ts), when they are checked
   };
   const certAsUsernameSlot = m.get('certAsUsername');
-  if (tls.certAsUsername && !tls.requestCert && certAsUsernameSlot !== undefined) {
-    r.error(certAsUsernameSlot, 'needs `requestCert: true`: without it there is no verified client certificate to read');
+  if (tls.certAsUsername && tls.requestCert !== true && certAsUsernameSlot !== undefined) {
+    r.error(
+      certAsUsernameSlot,
+      tls.requestCert === 'optional'
+        ? 'needs `requestCert: true`: with `optional` a client without a certificate would send the broker a username of its own choosing'
+        : 'needs `requestCert: true`: without it there is no verified client certificate to read',
+    );
   }
   const requestCertSlot = m.get('requestCert');
   if (!tls.requestCert && tls.ca !== null && caSlot !== undefined) {
     // HAProxy's `ca-file` comes with `verify required`; here a `ca` alone would look like mutual TLS and be none.
-    r.warn(caSlot, 'used only with `requestCert: true`: without it no client certificate is asked for or checked');
+    r.warn(caSlot, 'used only with `requestCert: true` or `optional`: without it no client certificate is asked for or checked');
   }
   if (tls.requestCert && tls.ca === null && requestCertSlot !== undefined) {
     r.warn(requestCertSlot, 'no `ca` given: client certificates are checked against Node\'s default root CAs');

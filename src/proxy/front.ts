@@ -116,6 +116,8 @@ export class ConnectionFront implements Front {
   private readonly trusted: CidrSet | null;
   private readonly tlsServer: tls.Server | null;
   private readonly certAsUsername: boolean;
+  /** tls.requestCert `optional`: a certificate presented must verify, none is fine. */
+  private readonly optionalCert: boolean;
   private readonly timeoutMs: number;
 
   /**
@@ -127,6 +129,7 @@ export class ConnectionFront implements Front {
     this.trusted = lc.acceptProxyProtocol.length > 0 ? new CidrSet(lc.acceptProxyProtocol) : null;
     this.timeoutMs = clientConnectTimeoutMs;
     this.certAsUsername = lc.tls?.certAsUsername === true;
+    this.optionalCert = lc.tls?.requestCert === 'optional';
     this.tlsServer = lc.tls === null ? null : buildTlsServer(lc, clientConnectTimeoutMs);
   }
 
@@ -189,6 +192,16 @@ export class ConnectionFront implements Front {
       return;
     }
     const verified = tlsSocket.authorized;
+    // `requestCert: optional`: no certificate is fine, one that does not verify is not (HAProxy's `verify optional`).
+    // Refused after the handshake, without a TLS alert (Node sends none with rejectUnauthorized off).
+    if (!verified && this.optionalCert && hasPeerCertificate(tlsSocket)) {
+      const log = state.listener.ctx.log;
+      if (log.isLevelEnabled('debug')) {
+        log.debug({ listener: state.listener.config.name, client: clientAddress(state), port: clientPort(state), detail: String(tlsSocket.authorizationError) }, 'client certificate does not verify');
+      }
+      rejectFront(state, 'tls_handshake', tlsSocket);
+      return;
+    }
     let cn: string | null = null;
     if (verified) {
       const subjectCn = tlsSocket.getPeerCertificate()?.subject?.CN as string | string[] | undefined;
@@ -384,6 +397,12 @@ function releaseTicket(state: FrontState): void {
 
 function noop(): void {}
 
+/** The client presented a certificate (verified or not): Node gives an empty object when it sent none. */
+function hasPeerCertificate(socket: tls.TLSSocket): boolean {
+  const cert = socket.getPeerCertificate();
+  return cert !== null && typeof cert === 'object' && Object.keys(cert).length > 0;
+}
+
 /**
  * Builds the non-listening TLS server (start and every reload) from the PEM text the config was loaded with:
  * loadConfig reads and checks the files (config/load.ts checkTlsMaterial), the one place that does.
@@ -400,10 +419,11 @@ function buildTlsServer(lc: ListenerConfig, handshakeTimeoutMs: number): tls.Ser
       cert,
       key,
       ...(ca !== null ? { ca } : {}),
-      requestCert: t.requestCert,
+      requestCert: t.requestCert !== false,
       // Node's server refuses a missing certificate in the handshake (TLS alert) and an unverified one
-      // right after it, before any application byte is read.
-      rejectUnauthorized: t.requestCert,
+      // right after it, before any application byte is read. `optional`: neither; tlsSecure refuses one presented
+      // that does not verify.
+      rejectUnauthorized: t.requestCert === true,
       minVersion: TLS_MIN_VERSION,
       ciphers: TLS_CIPHERS,
       honorCipherOrder: true,

@@ -427,6 +427,62 @@ async function withOwnCertificate(name: string, test: (broker: Broker, certPath:
   }
 }
 
+// HAProxy's `verify optional`, mosquitto's `require_certificate false` with a `cafile` (a client audit found no way to
+// say it).
+describe('requestCert: optional', () => {
+  let broker: ProxyAwareBroker;
+  let port: number;
+  let admin: number;
+  beforeAll(async () => {
+    broker = await startProxyAwareBroker();
+    [port, admin] = [await freePort(), await freePort()];
+    const yaml = tlsLbYaml({
+      port,
+      admin,
+      server: { name: 'fake', port: broker.port },
+      tls: `      cert: ${pki.serverCert}\n      key: ${pki.serverKey}\n      ca: ${pki.caCert}\n      requestCert: optional`,
+      pool: '    sendProxyProtocol: v2\n',
+    });
+    await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
+  });
+  afterAll(async () => {
+    await stopAllLbs();
+    await broker?.close();
+  });
+
+  it('a client without a certificate and one with a verified certificate pass (the v2 header says which); one that does not verify is refused', async () => {
+    const ca = pki.read(pki.caCert);
+    const device = pki.issueClient('device-7');
+    const rogue = pki.issueRogueClient('device-7');
+    const before = broker.connections.length;
+    const none = await tlsExchange(port, { ca }, connectPacket({ clientId: 'anon', username: 'u' }), 2000, 4);
+    expect(parsePackets(none.data)[0]).toMatchObject({ cmd: 'connack', returnCode: 0 });
+    const good = await tlsExchange(port, { ca, cert: pki.read(device.cert), key: pki.read(device.key) }, connectPacket({ clientId: 'dev-7', username: 'u' }), 2000, 4);
+    expect(parsePackets(good.data)[0]).toMatchObject({ cmd: 'connack', returnCode: 0 });
+    await broker.waitForConnections(before + 2);
+    const [a, b] = broker.connections.slice(before);
+    // The username is the client's own: certAsUsername needs `requestCert: true`.
+    expect((parsePackets(a!.connect)[0] as mqttPacket.IConnectPacket).username).toBe('u');
+    expect((parsePackets(b!.connect)[0] as mqttPacket.IConnectPacket).username).toBe('u');
+    if (a!.header.kind !== 'ok' || b!.header.kind !== 'ok') throw new Error('no header');
+    expect(a!.header.tlvs).toMatchObject({ verified: false });
+    expect(a!.header.tlvs.sslCn).toBeUndefined();
+    expect(b!.header.tlvs).toMatchObject({ sslCn: 'device-7', verified: true });
+
+    const rejectedBefore = await metric(admin, /mqtt_lb_connect_rejected_total\{listener="edge",reason="tls_handshake"\} (\d+)/);
+    const bad = await tlsExchange(port, { ca, cert: pki.read(rogue.cert), key: pki.read(rogue.key) }, connectPacket({ clientId: 'rogue' }));
+    expect(bad.data.length).toBe(0);
+    expect(bad.closed).toBe(true);
+    const bad12 = await tlsExchange(port, { ca, cert: pki.read(rogue.cert), key: pki.read(rogue.key), maxVersion: 'TLSv1.2' }, connectPacket({ clientId: 'rogue' }));
+    expect(bad12.data.length).toBe(0);
+    expect(bad12.closed).toBe(true);
+    await sleep(300);
+    expect(broker.connections.length).toBe(before + 2);
+    const rejectedAfter = await metric(admin, /mqtt_lb_connect_rejected_total\{listener="edge",reason="tls_handshake"\} (\d+)/);
+    expect(rejectedAfter - (Number.isNaN(rejectedBefore) ? 0 : rejectedBefore)).toBe(2);
+  });
+});
+
 describe('certificates reloaded on SIGHUP', () => {
   it('new connections get the new certificate, established TLS sessions carry on; a broken key keeps the old one', async () => {
     await withOwnCertificate('reload', async (broker, certPath, keyPath) => {

@@ -537,8 +537,18 @@ pools:
   it('tls: a `ca` without `requestCert: true` is said to check nothing (it would look like mutual TLS)', () => {
     const text = PREFIX.replace('    pool: brokers\n', '    pool: brokers\n    tls: { cert: c.pem, key: k.pem, ca: ca.pem }\n');
     expect(problems(text)).toEqual([]);
-    expect(warnings(text)).toEqual(['lb.yaml:5:41 listeners[0].tls.ca: used only with `requestCert: true`: without it no client certificate is asked for or checked']);
+    expect(warnings(text)).toEqual(['lb.yaml:5:41 listeners[0].tls.ca: used only with `requestCert: true` or `optional`: without it no client certificate is asked for or checked']);
     expect(warnings(text.replace('ca: ca.pem }', 'ca: ca.pem, requestCert: true }'))).toEqual([]);
+    expect(warnings(text.replace('ca: ca.pem }', 'ca: ca.pem, requestCert: optional }'))).toEqual([]);
+  });
+
+  it('tls.requestCert: true, false or optional; certAsUsername needs true', () => {
+    const tls = (inner: string) => PREFIX.replace('    pool: brokers\n', `    pool: brokers\n    tls: { cert: c.pem, key: k.pem, ca: ca.pem, ${inner} }\n`);
+    expect(problems(tls('requestCert: optional'))).toEqual([]);
+    expect(problems(tls('requestCert: maybe'))).toEqual(['lb.yaml:5:62 listeners[0].tls.requestCert: must be true, false or `optional` (got "maybe")']);
+    expect(problems(tls('requestCert: optional, certAsUsername: true'))).toEqual([
+      'lb.yaml:5:88 listeners[0].tls.certAsUsername: needs `requestCert: true`: with `optional` a client without a certificate would send the broker a username of its own choosing',
+    ]);
   });
 
   it('binds that collide', () => {
