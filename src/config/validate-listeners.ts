@@ -69,11 +69,12 @@ function readRequestCert(ctx: ValidationContext, m: MapReader): TlsConfig['reque
   const slot = m.get('requestCert');
   if (slot === undefined) return DEFAULTS.tls.requestCert;
   if (isScalar(slot.node) && slot.node.value === 'optional') return 'optional';
+  const { r } = ctx;
   if (isScalar(slot.node) && typeof slot.node.value === 'string' && !/^(yes|no|on|off|y|n)$/i.test(slot.node.value)) {
-    ctx.r.error(slot, `must be true, false or \`optional\` (got ${describe(slot.node)})`);
+    r.error(slot, `must be true, false or \`optional\` (got ${describe(slot.node)})`);
     return DEFAULTS.tls.requestCert;
   }
-  return ctx.r.bool(slot) ?? DEFAULTS.tls.requestCert;
+  return r.bool(slot) ?? DEFAULTS.tls.requestCert;
 }
 
 function readTls(ctx: ValidationContext, listener: MapReader): TlsConfig | null {
