@@ -89,6 +89,13 @@ function tlsLbYaml(o: { port: number; admin: number; server: ServerSpec; tls: st
   });
 }
 
+/** mqtt-lb with the one TLS listener `edge` in front of `server`, started and ready; its ports. */
+async function startTlsLb(o: { server: ServerSpec; tls: string; pool?: string; timeout?: string }): Promise<{ port: number; admin: number; lb: LbProcess }> {
+  const [port, admin] = [await freePort(), await freePort()];
+  const lb = await startLb(tlsLbYaml({ port, admin, ...o }), { waitReady: `http://127.0.0.1:${admin}/readyz` });
+  return { port, admin, lb };
+}
+
 async function metric(admin: number, pattern: RegExp): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
   const m = pattern.exec(text);
@@ -111,15 +118,7 @@ describe('TLS termination in front of mosquitto', () => {
   let lb: LbProcess;
   beforeAll(async () => {
     broker = await startMosquitto();
-    [port, admin] = [await freePort(), await freePort()];
-    const yaml = tlsLbYaml({
-      port,
-      admin,
-      server: { name: 'm1', port: broker.port },
-      tls: `      cert: ${pki.serverCert}\n      key: ${pki.serverKey}`,
-      timeout: '1s',
-    });
-    lb = await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
+    ({ port, admin, lb } = await startTlsLb({ server: { name: 'm1', port: broker.port }, tls: `      cert: ${pki.serverCert}\n      key: ${pki.serverKey}`, timeout: '1s' }));
   });
   afterAll(async () => {
     await stopAllLbs();
@@ -275,15 +274,11 @@ describe('mutual TLS with certAsUsername and PROXY v2 TLVs', () => {
     device = pki.issueClient('device-42');
     rogue = pki.issueRogueClient('device-42');
     broker = await startProxyAwareBroker();
-    [port, admin] = [await freePort(), await freePort()];
-    const yaml = tlsLbYaml({
-      port,
-      admin,
+    ({ port, admin, lb } = await startTlsLb({
       server: { name: 'fake', port: broker.port },
       tls: `      cert: ${pki.serverCert}\n      key: ${pki.serverKey}\n      ca: ${pki.caCert}\n      requestCert: true\n      certAsUsername: true`,
       pool: '    sendProxyProtocol: v2\n',
-    });
-    lb = await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
+    }));
   });
   afterAll(async () => {
     await stopAllLbs();
@@ -435,15 +430,11 @@ describe('requestCert: optional', () => {
   let admin: number;
   beforeAll(async () => {
     broker = await startProxyAwareBroker();
-    [port, admin] = [await freePort(), await freePort()];
-    const yaml = tlsLbYaml({
-      port,
-      admin,
+    ({ port, admin } = await startTlsLb({
       server: { name: 'fake', port: broker.port },
       tls: `      cert: ${pki.serverCert}\n      key: ${pki.serverKey}\n      ca: ${pki.caCert}\n      requestCert: optional`,
       pool: '    sendProxyProtocol: v2\n',
-    });
-    await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
+    }));
   });
   afterAll(async () => {
     await stopAllLbs();
