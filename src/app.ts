@@ -216,7 +216,13 @@ export class App implements TelemetrySource, AdminActions {
         this.pendingFullLog.warn('full', { pendingBytes: this.ctx.pendingConnectBytes, limit }, 'unfinished CONNECTs hold limits.maxPendingConnectBytes: a client whose CONNECT needs more is closed');
       },
       connectGrowthBudget: Number.POSITIVE_INFINITY,
-      onConnectGrowthBudgetSpent: (bytes) => this.overloadGuard.refused(bytes),
+      remeasureConnectGrowthBudget: (bytes) => {
+        const room = this.overloadGuard.headroomNow();
+        this.ctx.connectGrowthBudget = room;
+        if (bytes <= room) return true;
+        this.overloadGuard.refused(bytes);
+        return false;
+      },
       onServerConnected: (server, seconds) => {
         if (this.link !== null) this.link.connectSample(server, seconds);
         else this.metrics?.serverConnect(server.pool, server.name, seconds);

@@ -72,16 +72,17 @@ export interface ProxyContext {
   /** A connection was closed because its CONNECT would take more than limits.maxPendingConnectBytes leaves. */
   onPendingConnectBytesFull(): void;
   /**
-   * What the unfinished CONNECTs may still allocate until the memory ceiling's next sample (limits.maxMemory): its
-   * headroom at the last sample, less the buffers they took since and the reads that made them grow (counted until
-   * collected, as is each buffer replaced). Infinity without a ceiling.
+   * What the unfinished CONNECTs may still allocate before memory is measured again (limits.maxMemory): the headroom
+   * below the ceiling at the last measure, less the buffers they took since and the reads that made them grow (frees
+   * not counted: an upper bound). Infinity without a ceiling.
    */
   connectGrowthBudget: number;
   /**
-   * A CONNECT needed `bytes`, more than that budget (and was closed): the ceiling is reached by estimate, and the
-   * overload entered at once (overload-guard.ts).
+   * A CONNECT needs `bytes`, more than that budget: memory is measured now and the budget set from it. False when
+   * `bytes` do not fit below the ceiling even so: the CONNECT is closed, and the ceiling counts as reached (the
+   * overload is entered on the next turn, overload-guard.ts).
    */
-  onConnectGrowthBudgetSpent(bytes: number): void;
+  remeasureConnectGrowthBudget(bytes: number): boolean;
   onServerConnected(server: Server, seconds: number): void;
   /**
    * A dial failed. serverCaused: refused/reset/timeout (worth a probe). localError: the code when this host failed

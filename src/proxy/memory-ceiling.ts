@@ -42,11 +42,10 @@ export class MemoryCeiling {
 
   /**
    * A new sample: whether this one entered or left the overloaded state. `refusedBytes`: what unfinished CONNECTs
-   * were refused since the last sample for want of headroom (overload-guard.ts). Any is the ceiling reached by
-   * estimate (the last sample plus what was allocated since, frees not counted, would have passed 95 %), even when
-   * this sample, taken after the refusals freed their buffers and perhaps a collection, reads less: waiting for the
-   * measure to agree let a flood be whittled down one refusal at a time while the overload's other actions (the
-   * accept queue told, handshakes shed) never came.
+   * were refused since the last sample for want of headroom, measured when each was refused (overload-guard.ts).
+   * Any is the ceiling reached, even when this sample, taken after the refusals freed their buffers and perhaps a
+   * collection, reads less: waiting for the sample to agree let a flood be whittled down one refusal at a time while
+   * the overload's other actions (the accept queue told, handshakes shed) never came.
    */
   observe(inUseBytes: number, refusedBytes = 0): CeilingChange {
     this.lastInUse = inUseBytes;

@@ -115,6 +115,15 @@ export class OverloadGuard {
     return Math.max(0, this.ceiling.limit * ENTER_FRACTION - this.ceiling.inUse);
   }
 
+  /**
+   * headroomBytes measured now (tens of microseconds), without a decision: the caller may be a session that entering
+   * the overload would shed. Infinity without a ceiling or before start.
+   */
+  headroomNow(): number {
+    if (this.ceiling.limit <= 0 || this.timer === null) return Number.POSITIVE_INFINITY;
+    return Math.max(0, this.ceiling.limit * ENTER_FRACTION - this.measure());
+  }
+
   /** The latest sample while the guard runs; measured now when it does not (no ceiling set). */
   get inUseBytes(): number {
     return this.timer !== null ? this.ceiling.inUse : this.measure();
@@ -135,9 +144,9 @@ export class OverloadGuard {
   }
 
   /**
-   * An unfinished CONNECT was refused `bytes` for want of headroom: memory would have reached the ceiling. One
-   * sample on the next turn of the event loop (however often asked meanwhile; none when not sampling) enters the
-   * overload (MemoryCeiling.observe), unless already in it.
+   * An unfinished CONNECT was refused `bytes` for want of headroom measured then (headroomNow): memory would have
+   * reached the ceiling. One sample on the next turn of the event loop (however often asked meanwhile; none when not
+   * sampling) enters the overload (MemoryCeiling.observe), unless already in it.
    */
   refused(bytes: number): void {
     if (this.timer === null) return;

@@ -281,8 +281,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
         this.reject('overloaded');
         return false;
       }
-      if (allocated > ctx.connectGrowthBudget) {
-        ctx.onConnectGrowthBudgetSpent(allocated);
+      if (allocated > ctx.connectGrowthBudget && !ctx.remeasureConnectGrowthBudget(allocated)) {
         this.reject('overloaded');
         return false;
       }

@@ -1058,6 +1058,58 @@ describe('memory ceiling (limits.maxMemory, reliability case 64)', () => {
     }
   });
 
+  // The re-audit of the fix above: counting every allocation since the last sample, frees not, refused a burst of
+  // legitimate large CONNECTs with memory at 44-82 % of the ceiling. Past that count memory is measured again.
+  it('a burst of legitimately large CONNECTs well below the ceiling is served whole: no refusal, no overload', async () => {
+    const { lb, admin, ports } = await startWith({ limits: `  clientConnectTimeout: 60s\n  maxMemory: ${MAX}\n  maxPendingConnectBytes: 0\n` });
+    const CLIENTS = Number(process.env.BIG_CLIENTS ?? 200);
+    const sockets: net.Socket[] = [];
+    try {
+      const answers = await Promise.all(
+        Array.from({ length: CLIENTS }, async (_, i) => {
+          const s = await connectRaw(ports.mqtt!);
+          sockets.push(s);
+          s.on('error', () => {});
+          // ~180 KB: a 60,000-byte user name, password and Will payload (each field has a 2-byte length).
+          const packet = mqttPacket.generate({
+            cmd: 'connect',
+            clientId: `big-${i}`,
+            protocolId: 'MQTT',
+            protocolVersion: 4,
+            clean: true,
+            keepalive: 60,
+            username: 'u'.repeat(60_000),
+            password: Buffer.alloc(60_000, 0x70),
+            will: { topic: 'w', payload: Buffer.alloc(60_000, 0x61), qos: 0, retain: false },
+          } as mqttPacket.IConnectPacket);
+          return new Promise<number | null>((resolve) => {
+            let buf = Buffer.alloc(0);
+            const t = setTimeout(() => resolve(null), 20_000);
+            s.on('data', (d: Buffer) => {
+              buf = Buffer.concat([buf, d]);
+              const p = parsePackets(buf)[0] as mqttPacket.IConnackPacket | undefined;
+              if (p?.cmd === 'connack') {
+                clearTimeout(t);
+                resolve(p.returnCode ?? null);
+              }
+            });
+            s.on('close', () => {
+              clearTimeout(t);
+              resolve(null);
+            });
+            s.write(packet);
+          });
+        }),
+      );
+      expect(answers.filter((a) => a !== 0)).toEqual([]);
+      expect(await rejectedCount(admin, 'mqtt', 'overloaded')).toBe(0);
+      expect(lb.logs.filter((l) => l.msg === 'memory ceiling reached: refusing new connections')).toEqual([]);
+    } finally {
+      for (const s of sockets) s.destroy();
+      await lb.stop();
+    }
+  });
+
   it('clients waiting in the accept queue when it is crossed are told: rc 3 for 3.1/3.1.1, 0x89 for 5.0 (overloaded)', async () => {
     // One accept token per 100 s: the first client passes, the next ones wait in the queue.
     const { lb, admin, ports } = await startWith({ limits: `  clientConnectTimeout: 60s\n  maxMemory: ${MAX}\n  maxPendingConnectBytes: 0\n  acceptRate: 0.01\n  acceptQueue: 10\n` });

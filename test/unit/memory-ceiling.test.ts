@@ -102,8 +102,8 @@ describe('OverloadGuard: samples on a timer, tells the app once per change', () 
     vi.advanceTimersByTime(SAMPLE_MS);
     expect(headrooms).toEqual([45, 5]);
     expect(events).toEqual([]);
-    // Refused for want of room: the ceiling is reached by estimate, though the sample, after the refusals freed their
-    // buffers, reads 88.
+    // Refused for want of room measured then: the ceiling is reached, though the sample, after the refusals freed
+    // their buffers, reads 88.
     inUse = 88 * MiB;
     guard.refused(2 * MiB);
     guard.refused(2 * MiB); // asked twice: one sample, with both
@@ -124,6 +124,24 @@ describe('OverloadGuard: samples on a timer, tells the app once per change', () 
     guard.refused(MiB);
     vi.advanceTimersByTime(SAMPLE_MS);
     expect(headrooms).toHaveLength(samples);
+    guard.close();
+  });
+
+  it('headroomNow measures at once and decides nothing; Infinity without a ceiling or before start', () => {
+    vi.useFakeTimers();
+    const events: string[] = [];
+    let inUse = 50 * MiB;
+    const guard = new OverloadGuard(100 * MiB, { entered: () => events.push('entered'), left: () => events.push('left') }, { measure: () => inUse, collect: () => {} });
+    expect(guard.headroomNow()).toBe(Number.POSITIVE_INFINITY);
+    guard.start();
+    inUse = 80 * MiB;
+    expect(guard.headroomNow()).toBe(15 * MiB);
+    inUse = 99 * MiB;
+    expect(guard.headroomNow()).toBe(0);
+    expect(events).toEqual([]);
+    expect(guard.inUseBytes).toBe(50 * MiB); // the metric shows samples only
+    guard.reconfigure(0);
+    expect(guard.headroomNow()).toBe(Number.POSITIVE_INFINITY);
     guard.close();
   });
 

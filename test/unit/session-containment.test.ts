@@ -83,7 +83,7 @@ function rig() {
     pendingConnectBytes: 0,
     onPendingConnectBytesFull: () => {},
     connectGrowthBudget: Number.POSITIVE_INFINITY,
-    onConnectGrowthBudgetSpent: () => {},
+    remeasureConnectGrowthBudget: () => true,
     onServerConnected: () => {},
     onDialFailure: () => {},
     onServerSilent: () => {},
