@@ -53,7 +53,27 @@ const EXIT_PIPES_GRACE_MS = 200;
 /** describeResult quotes at most this much of the first line of stderr: a log line, not a dump. */
 const DETAIL_STDERR_CHARS = 200;
 
-export function runCommand(file: string, args: readonly string[], opts: CommandOptions): Promise<CommandResult> {
+/** Signals a terminal or a group `kill` sends to a whole process group. */
+const GROUP_SIGNALS: ReadonlySet<string> = new Set(['SIGHUP', 'SIGINT', 'SIGTERM', 'SIGQUIT']);
+/** A command ended by one of them this soon after its spawn, not by us, is run once more (runCommand). */
+const SPAWN_SIGNAL_WINDOW_MS = 1000;
+
+/**
+ * Runs it once more when a group signal ended it right after its spawn. A signal sent to mqtt-lb's process group
+ * between the fork and the child's setsid() (libuv blocks signals in the child until it has reset them) reaches the
+ * child too, which dies of it before its exec: a re-audit's SIGHUP storm saw 7 % of a fast track script's runs and
+ * three notify hooks end so. Nothing ran then, so running it again is safe; a command that ran and was killed so
+ * soon (by itself, or by a signal sent to its pid) runs once more too.
+ */
+export async function runCommand(file: string, args: readonly string[], opts: CommandOptions): Promise<CommandResult> {
+  const startedAt = performance.now();
+  const r = await runOnce(file, args, opts);
+  const early = performance.now() - startedAt < SPAWN_SIGNAL_WINDOW_MS;
+  if (r.signal !== null && GROUP_SIGNALS.has(r.signal) && !r.timedOut && !r.aborted && early && opts.signal?.aborted !== true) return runOnce(file, args, opts);
+  return r;
+}
+
+function runOnce(file: string, args: readonly string[], opts: CommandOptions): Promise<CommandResult> {
   return new Promise((resolve) => {
     const output = { stdout: '', stderr: '' };
     let timedOut = false;

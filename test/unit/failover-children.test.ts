@@ -1,4 +1,7 @@
 /** The failover thread's children told to a watcher (src/failover/children.ts), as runCommand starts them. */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { watchChildren, type RunningChild } from '../../src/failover/children.js';
 import { runCommand } from '../../src/failover/command.js';
@@ -50,6 +53,23 @@ describe('watchChildren', () => {
     const [pid, pgrp] = r.stdout.trim().split(' ');
     expect(Number(pid)).toBeGreaterThan(0);
     expect(pgrp).toBe(pid);
+  });
+
+  // A signal sent to mqtt-lb's group between the fork and the child's setsid() ends the child before its exec (a
+  // re-audit's SIGHUP storm): stood in for by a command that sends itself SIGHUP on its first run.
+  it('a command ended by a group signal right after its spawn is run once more; one we killed, or a second time, is not', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mqlb-cmd-'));
+    try {
+      const once = join(dir, 'once');
+      const r = await runCommand('sh', ['-c', `if [ ! -e '${once}' ]; then : > '${once}'; kill -HUP $$; fi; echo ran`], { timeoutMs: 5000 });
+      expect(r).toMatchObject({ code: 0, signal: null, stdout: 'ran\n' });
+      const always = await runCommand('sh', ['-c', 'kill -TERM $$'], { timeoutMs: 5000 });
+      expect(always).toMatchObject({ code: null, signal: 'SIGTERM' }); // once more only
+      const slow = await runCommand('sleep', ['5'], { timeoutMs: 100 });
+      expect(slow.timedOut).toBe(true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('without a watcher (the main thread), commands run as before', async () => {
