@@ -227,7 +227,11 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
   receive(chunk: Buffer): void {
     if (this.phase !== 'reading' || this.buf === null) return;
     const need = this.filled + chunk.length;
-    if (need > this.buf.length && !this.growBuffer(need, chunk)) return;
+    if (need > this.buf.length) {
+      if (!this.growBuffer(need, chunk)) return;
+    } else if (!this.memoryFor(chunk.length, chunk)) {
+      return; // the read's copy, garbage once appended, counts too
+    }
     chunk.copy(this.buf!, this.filled);
     this.filled = need;
     let result: ReturnType<typeof scanConnect>;
@@ -272,26 +276,34 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     const ctx = this.listener.ctx;
     const limits = ctx.limits;
     const more = size - old.length;
-    // Against the ceiling's headroom: the new buffer whole, and the read (a copy, garbage once appended), for both
-    // are counted until collected, the buffer replaced too.
-    const allocated = size + chunk.length;
-    if ((limits.maxPendingConnectBytes > 0 || allocated > ctx.connectGrowthBudget) && !this.connectCompletedBy(chunk)) {
-      if (limits.maxPendingConnectBytes > 0 && ctx.pendingConnectBytes + more > pendingConnectBound(limits)) {
-        ctx.onPendingConnectBytesFull();
-        this.reject('overloaded');
-        return false;
-      }
-      if (allocated > ctx.connectGrowthBudget && !ctx.remeasureConnectGrowthBudget(allocated)) {
-        this.reject('overloaded');
-        return false;
-      }
+    if (limits.maxPendingConnectBytes > 0 && ctx.pendingConnectBytes + more > pendingConnectBound(limits) && !this.connectCompletedBy(chunk)) {
+      ctx.onPendingConnectBytesFull();
+      this.reject('overloaded');
+      return false;
     }
-    ctx.connectGrowthBudget -= allocated;
+    // The new buffer whole, and the read (a copy, garbage once appended): both stay counted until collected, the
+    // buffer replaced too.
+    if (!this.memoryFor(size + chunk.length, chunk)) return false;
     const bigger = Buffer.allocUnsafe(size);
     old.copy(bigger, 0, 0, this.filled);
     this.buf = bigger;
     this.bufferCounted += more;
     ctx.pendingConnectBytes += more;
+    return true;
+  }
+
+  /**
+   * Counts `bytes` this unfinished CONNECT allocates against the memory ceiling's headroom (ProxyContext
+   * connectGrowthBudget). False: they do not fit even measured again, and the client is refused and closed. A chunk
+   * that completes the CONNECT is let through: it leaves with it at once.
+   */
+  private memoryFor(bytes: number, chunk: Buffer): boolean {
+    const ctx = this.listener.ctx;
+    if (bytes > ctx.connectGrowthBudget && !this.connectCompletedBy(chunk) && !ctx.remeasureConnectGrowthBudget(bytes)) {
+      this.reject('overloaded');
+      return false;
+    }
+    ctx.connectGrowthBudget -= bytes;
     return true;
   }
 
