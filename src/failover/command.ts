@@ -42,6 +42,8 @@ export interface CommandOptions {
   endsAtExit?: boolean;
   /** Output kept per stream, in characters (UTF-16 code units; default 4 Mi). */
   maxOutputChars?: number;
+  /** How soon a group signal's end counts as a death before the exec (PRE_EXEC_DEATH_MS); tests stretch it. */
+  preExecDeathMs?: number;
 }
 
 /** The C locale for every command we run: the texts we match are the English ones. */
@@ -55,25 +57,33 @@ const DETAIL_STDERR_CHARS = 200;
 
 /** Signals a terminal or a group `kill` sends to a whole process group. */
 const GROUP_SIGNALS: ReadonlySet<string> = new Set(['SIGHUP', 'SIGINT', 'SIGTERM', 'SIGQUIT']);
-/** A command ended by one of them this soon after its spawn, not by us, is run once more (runCommand). */
-const SPAWN_SIGNAL_WINDOW_MS = 1000;
+/**
+ * A command whose exit, ended by one of them (not by us), is seen this soon after spawn() returned died before its
+ * exec (runCommand). spawn() returns once the child has exec'd or died (libuv waits on its exec pipe), so such a
+ * death is seen within a turn of the loop; a command that ran and then was killed, by itself or by a signal to its
+ * pid, seldom ends this soon, and is not run again (a re-audit: a hook killing itself after 0.2 s ran twice, `stop`
+ * included, under a 1 s window).
+ */
+const PRE_EXEC_DEATH_MS = 50;
+/** Runs of one command, all ended so: a storm of group signals every few ms may catch a retry too. */
+const MAX_RUNS = 3;
 
 /**
- * Runs it once more when a group signal ended it right after its spawn. A signal sent to mqtt-lb's process group
- * between the fork and the child's setsid() (libuv blocks signals in the child until it has reset them) reaches the
- * child too, which dies of it before its exec: a re-audit's SIGHUP storm saw 7 % of a fast track script's runs and
- * three notify hooks end so. Nothing ran then, so running it again is safe; a command that ran and was killed so
- * soon (by itself, or by a signal sent to its pid) runs once more too.
+ * Runs it again when a group signal ended it before its exec. A signal sent to mqtt-lb's process group between the
+ * fork and the child's setsid() (libuv blocks signals in the child until it has reset them) reaches the child too,
+ * which dies of it before its exec: a re-audit's SIGHUP storm saw 7 % of a fast track script's runs and three notify
+ * hooks end so. Nothing ran then, so running it again is safe.
  */
 export async function runCommand(file: string, args: readonly string[], opts: CommandOptions): Promise<CommandResult> {
-  const startedAt = performance.now();
-  const r = await runOnce(file, args, opts);
-  const early = performance.now() - startedAt < SPAWN_SIGNAL_WINDOW_MS;
-  if (r.signal !== null && GROUP_SIGNALS.has(r.signal) && !r.timedOut && !r.aborted && early && opts.signal?.aborted !== true) return runOnce(file, args, opts);
-  return r;
+  for (let run = 1; ; run++) {
+    const [r, livedMs] = await runOnce(file, args, opts);
+    const preExec = r.signal !== null && GROUP_SIGNALS.has(r.signal) && !r.timedOut && !r.aborted && livedMs < (opts.preExecDeathMs ?? PRE_EXEC_DEATH_MS);
+    if (!preExec || run === MAX_RUNS || opts.signal?.aborted === true) return r;
+  }
 }
 
-function runOnce(file: string, args: readonly string[], opts: CommandOptions): Promise<CommandResult> {
+/** One run: its result, and how long after spawn() returned its exit was seen (Infinity: no exit seen). */
+function runOnce(file: string, args: readonly string[], opts: CommandOptions): Promise<[CommandResult, number]> {
   return new Promise((resolve) => {
     const output = { stdout: '', stderr: '' };
     let timedOut = false;
@@ -101,16 +111,22 @@ function runOnce(file: string, args: readonly string[], opts: CommandOptions): P
       closePipes();
     };
     let exitFallback: NodeJS.Timeout | undefined;
+    let spawnedAt = 0;
+    let exitedAt = Number.POSITIVE_INFINITY;
     const settle = (code: number | null, signal: NodeJS.Signals | null): void => {
       clearTimeout(timer);
       clearTimeout(exitFallback);
       if (child !== undefined) childEnded(child);
       opts.signal?.removeEventListener('abort', onAbort);
-      resolve({ code: spawnError === null ? code : null, signal, ...output, timedOut, aborted, spawnError: aborted || timedOut ? null : spawnError });
+      resolve([{ code: spawnError === null ? code : null, signal, ...output, timedOut, aborted, spawnError: aborted || timedOut ? null : spawnError }, exitedAt - spawnedAt]);
     };
     try {
       // detached: a process group of its own (execFile does not pass `detached` on).
       child = spawn(file, args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: COMMAND_ENV, windowsHide: true });
+      spawnedAt = performance.now();
+      child.once('exit', () => {
+        exitedAt = performance.now();
+      });
     } catch (err) {
       spawnError = (err as NodeJS.ErrnoException).code ?? 'error';
       settle(null, null);

@@ -1,5 +1,5 @@
 /** The failover thread's children told to a watcher (src/failover/children.ts), as runCommand starts them. */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -56,15 +56,23 @@ describe('watchChildren', () => {
   });
 
   // A signal sent to mqtt-lb's group between the fork and the child's setsid() ends the child before its exec (a
-  // re-audit's SIGHUP storm): stood in for by a command that sends itself SIGHUP on its first run.
-  it('a command ended by a group signal right after its spawn is run once more; one we killed, or a second time, is not', async () => {
+  // re-audit's SIGHUP storm): stood in for by a command that sends itself the signal as soon as it runs, with the
+  // window stretched so that a loaded machine's scheduling cannot make it look as if it had run a while.
+  it('a command ended by a group signal at once is run again (three runs at most); one that ran a while, or that we killed, is not', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'mqlb-cmd-'));
     try {
       const once = join(dir, 'once');
-      const r = await runCommand('sh', ['-c', `if [ ! -e '${once}' ]; then : > '${once}'; kill -HUP $$; fi; echo ran`], { timeoutMs: 5000 });
+      const r = await runCommand('sh', ['-c', `if [ ! -e '${once}' ]; then : > '${once}'; kill -HUP $$; fi; echo ran`], { timeoutMs: 5000, preExecDeathMs: 3000 });
       expect(r).toMatchObject({ code: 0, signal: null, stdout: 'ran\n' });
-      const always = await runCommand('sh', ['-c', 'kill -TERM $$'], { timeoutMs: 5000 });
-      expect(always).toMatchObject({ code: null, signal: 'SIGTERM' }); // once more only
+      const runs = join(dir, 'runs');
+      const always = await runCommand('sh', ['-c', `echo run >> '${runs}'; kill -TERM $$`], { timeoutMs: 5000, preExecDeathMs: 3000 });
+      expect(always).toMatchObject({ code: null, signal: 'SIGTERM' });
+      expect(readFileSync(runs, 'utf8')).toBe('run\nrun\nrun\n');
+      // It ran (a hook's side effects may have happened): never again (a re-audit saw a hook's `stop` run twice).
+      const ranFirst = join(dir, 'ran-first');
+      const late = await runCommand('sh', ['-c', `echo run >> '${ranFirst}'; sleep 0.2; kill -TERM $$`], { timeoutMs: 5000 });
+      expect(late.signal).toBe('SIGTERM');
+      expect(readFileSync(ranFirst, 'utf8')).toBe('run\n');
       const slow = await runCommand('sleep', ['5'], { timeoutMs: 100 });
       expect(slow.timedOut).toBe(true);
     } finally {
