@@ -73,8 +73,8 @@ export interface ProxyContext {
   onPendingConnectBytesFull(): void;
   /**
    * What the unfinished CONNECTs may still allocate before memory is measured again (limits.maxMemory): the headroom
-   * below the ceiling at the last measure, less the buffers they took since and the reads that made them grow (frees
-   * not counted: an upper bound). Infinity without a ceiling.
+   * below the ceiling at the last measure, less the buffers and reads they took since (frees not counted: an upper
+   * bound). Infinity without a ceiling.
    */
   connectGrowthBudget: number;
   /**

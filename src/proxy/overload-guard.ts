@@ -106,7 +106,7 @@ export class OverloadGuard {
 
   /**
    * Bytes from the latest sample up to where the ceiling is reached (95 % of it); Infinity without a ceiling.
-   * Unfinished CONNECTs grow within it between samples (session.ts growBuffer): a flood of them otherwise grew
+   * Unfinished CONNECTs grow within it between samples (session.ts memoryFor): a flood of them otherwise grew
    * memory by its bandwidth per sample period, to 175 % of the ceiling in an audit (900 clients each sending 150 KB
    * of a CONNECT, the pending bound off).
    */
