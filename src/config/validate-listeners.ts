@@ -4,7 +4,7 @@ import { KEYS, NAME_RE, NAME_RULE, REFUSE_WITH } from './keys.js';
 import type { ListenerConfig, TlsConfig } from './types.js';
 import { readCidrList, type ValidationContext } from './validate-context.js';
 import { isScalar } from 'yaml';
-import { describe, type MapReader, type Slot } from './yaml-reader.js';
+import { describe, YAML11_BOOLEAN_WORD, type MapReader, type Slot } from './yaml-reader.js';
 
 /** A listener plus where its cross-checked values are, for problems found later (pool, bind). */
 export interface ListenerDraft {
@@ -70,7 +70,8 @@ function readRequestCert(ctx: ValidationContext, m: MapReader): TlsConfig['reque
   if (slot === undefined) return DEFAULTS.tls.requestCert;
   if (isScalar(slot.node) && slot.node.value === 'optional') return 'optional';
   const { r } = ctx;
-  if (isScalar(slot.node) && typeof slot.node.value === 'string' && !/^(yes|no|on|off|y|n)$/i.test(slot.node.value)) {
+  // Another word is neither; a YAML 1.1 word (`yes`, `on`) is left to r.bool, whose message says why it is no boolean.
+  if (isScalar(slot.node) && typeof slot.node.value === 'string' && !YAML11_BOOLEAN_WORD.test(slot.node.value)) {
     r.error(slot, `must be true, false or \`optional\` (got ${describe(slot.node)})`);
     return DEFAULTS.tls.requestCert;
   }

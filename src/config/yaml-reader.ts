@@ -124,6 +124,9 @@ export function isSecretPath(path: string): boolean {
   return path === 'admin.token' || path === 'password' || path.endsWith('.password');
 }
 
+/** The words YAML 1.1 read as booleans and YAML 1.2 (this parser) reads as strings: told apart in messages. */
+export const YAML11_BOOLEAN_WORD = /^(yes|no|on|off|y|n)$/i;
+
 /** What kind of value the operator wrote, without the value itself (secrets; a whole file that is not a config). */
 export function describeKind(node: Content | null): string {
   if (node === null || isImplicitNull(node)) return 'nothing';
@@ -374,7 +377,7 @@ export class ConfigReader {
   bool(slot: Slot): boolean | undefined {
     if (isScalar(slot.node) && typeof slot.node.value === 'boolean') return slot.node.value;
     const v = isScalar(slot.node) ? slot.node.value : undefined;
-    if (typeof v === 'string' && /^(yes|no|on|off|y|n)$/i.test(v)) {
+    if (typeof v === 'string' && YAML11_BOOLEAN_WORD.test(v)) {
       this.error(slot, `must be true or false (got ${describe(slot.node)}: YAML 1.2 reads yes/no/on/off as strings)`);
       return undefined;
     }

@@ -111,8 +111,7 @@ export class OverloadGuard {
    * of a CONNECT, the pending bound off).
    */
   get headroomBytes(): number {
-    if (this.ceiling.limit <= 0) return Number.POSITIVE_INFINITY;
-    return Math.max(0, this.ceiling.limit * ENTER_FRACTION - this.ceiling.inUse);
+    return this.headroomAbove(this.ceiling.inUse);
   }
 
   /**
@@ -120,8 +119,13 @@ export class OverloadGuard {
    * the overload would shed. Infinity without a ceiling or before start.
    */
   headroomNow(): number {
-    if (this.ceiling.limit <= 0 || this.timer === null) return Number.POSITIVE_INFINITY;
-    return Math.max(0, this.ceiling.limit * ENTER_FRACTION - this.measure());
+    return this.timer === null ? Number.POSITIVE_INFINITY : this.headroomAbove(this.measure());
+  }
+
+  /** From `inUse` bytes up to where the ceiling is reached; Infinity without a ceiling. */
+  private headroomAbove(inUse: number): number {
+    if (this.ceiling.limit <= 0) return Number.POSITIVE_INFINITY;
+    return Math.max(0, this.ceiling.limit * ENTER_FRACTION - inUse);
   }
 
   /** The latest sample while the guard runs; measured now when it does not (no ceiling set). */
