@@ -25,6 +25,7 @@ import { Admission } from './proxy/admission.js';
 import { OverloadGuard } from './proxy/overload-guard.js';
 import { IdleSweep } from './proxy/idle-sweep.js';
 import { VerdictWaits } from './proxy/verdict-wait.js';
+import { ConnackDeadlines, type ConnackWaiter } from './proxy/connack-deadlines.js';
 import { Metrics } from './telemetry/metrics.js';
 import { AdminServer } from './telemetry/admin-server.js';
 import type { TelemetrySource, AdminActions, OverloadStatus, WorkerCounts } from './telemetry/source.js';
@@ -146,6 +147,8 @@ export class App implements TelemetrySource, AdminActions {
   private readonly pendingFullLog: RateLimitedLog;
   /** Dials that failed for want of a descriptor, memory or a local port (onDialFailure): once per 10 s per code. */
   private readonly localDialLog: RateLimitedLog;
+  /** Sessions closed for pools.<name>.serverConnackTimeout (logConnackTimeouts): once per 10 s per server. */
+  private readonly connackTimeoutLog: RateLimitedLog;
   /** Each clamp the running config gave (its key) and the value it was said with (logClamped, clampsToSay). */
   private clampsSaid = new Map<string, number>();
   /** checkDescriptors' last finding: null, or why no descriptor could be opened. */
@@ -189,6 +192,7 @@ export class App implements TelemetrySource, AdminActions {
     this.intakeAlert = new IntakeAlert(log);
     this.pendingFullLog = new RateLimitedLog(log, 10_000, () => performance.now());
     this.localDialLog = new RateLimitedLog(log, 10_000, () => performance.now());
+    this.connackTimeoutLog = new RateLimitedLog(log, 10_000, () => performance.now());
     // The process's name cache says when the resolver fails (not the warm-up's private copy, whose log is silent).
     if (!this.privateBinds) {
       const lookupLog = new RateLimitedLog(log, 10_000, () => performance.now());
@@ -238,6 +242,7 @@ export class App implements TelemetrySource, AdminActions {
       admit: (ticket) => this.admission.admit(ticket),
       release: (ticket) => this.admission.release(ticket),
       verdictWaits: new VerdictWaits(),
+      connackDeadlines: new ConnackDeadlines((sessions, timeoutMs) => this.logConnackTimeouts(sessions, timeoutMs)),
       poolPendingUntil: (name) => this.pendingPools.get(name) ?? 0,
     };
     this.metrics = role === 'worker' ? null : new Metrics(this);
@@ -252,6 +257,20 @@ export class App implements TelemetrySource, AdminActions {
         this.ctx.connectGrowthBudget = headroom;
       },
     });
+  }
+
+  /** One line per server for the sessions one expiry of serverConnackTimeout closed (session.ts connackOverdue). */
+  private logConnackTimeouts(sessions: ConnackWaiter[], timeoutMs: number): void {
+    const byServer = new Map<string, { pool: string; server: string; sessions: number }>();
+    for (const s of sessions) {
+      const key = `${s.server!.pool}\0${s.server!.name}`;
+      const entry = byServer.get(key);
+      if (entry === undefined) byServer.set(key, { pool: s.server!.pool, server: s.server!.name, sessions: 1 });
+      else entry.sessions++;
+    }
+    for (const [key, fields] of byServer) {
+      this.connackTimeoutLog.warn(key, { ...fields, serverConnackTimeoutMs: timeoutMs }, 'server sent no CONNACK within serverConnackTimeout: its clients are answered server unavailable, and it is probed now');
+    }
   }
 
   // ── the memory ceiling (reliability case 64) ────────────────────────────────────────────────────────────
@@ -895,6 +914,7 @@ export class App implements TelemetrySource, AdminActions {
     // Clients waiting for an accept slot are told now (CONNACK "server unavailable"), not let through later.
     this.admission.close();
     this.ctx.verdictWaits.close('shutting_down');
+    this.ctx.connackDeadlines.close();
     const fo = this.failoverRuntime;
     if (fo !== null && fo.isMaster()) {
       // Bounded; at once when no peer could take over (none heard recently, in FAULT, or stopping too): Failover.resign().
@@ -981,6 +1001,7 @@ export class App implements TelemetrySource, AdminActions {
     await Promise.all([...this.listenerMap.values()].map((l) => l.stopAccepting()));
     this.admission.close();
     this.ctx.verdictWaits.close('shutting_down');
+    this.ctx.connackDeadlines.close();
     if (this.failoverRuntime !== null) await this.failoverRuntime.close();
     if (this.admin !== null) await this.admin.close();
     this.metrics?.close();

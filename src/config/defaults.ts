@@ -21,6 +21,7 @@ export const DEFAULTS = {
     balance: 'client-id-hash',
     fallback: 'least-connections', // used when the hash key is empty
     serverConnectTimeout: 3_000, // ms (YAML `3s`)
+    serverConnackTimeout: 10_000, // ms; the server's first byte after the CONNECT, 0 = wait as long as the client
     retries: 2, // other servers tried when a dial fails before any byte was sent
     sendProxyProtocol: 'off',
     onServerDown: 'keep',

@@ -44,6 +44,7 @@ const FOREIGN_NAMES: Readonly<Record<string, string | readonly string[]>> = {
   algorithm: 'balance',
   strategy: 'balance',
   connecttimeout: 'serverConnectTimeout',
+  connacktimeout: 'serverConnackTimeout',
   certificate: 'cert',
   privatekey: 'key',
   loglevel: 'level',
@@ -94,7 +95,7 @@ const FOREIGN_NAMES: Readonly<Record<string, string | readonly string[]>> = {
 
 const HEALTH_PER_POOL = 'health checks are per pool';
 const TRACKABLE = 'did you mean `failover.track.scripts`? a list of scripts (`name`, `command`, `args`, `interval`, `weight`), tracked by every instance';
-const TIMEOUTS = 'the timeouts are `limits.clientConnectTimeout`, `pools.<name>.serverConnectTimeout` and `limits.idleTimeout`';
+const TIMEOUTS = 'the timeouts are `limits.clientConnectTimeout`, `pools.<name>.serverConnectTimeout`, `pools.<name>.serverConnackTimeout` and `limits.idleTimeout`';
 const NOTIFY = 'did you mean `failover.notify`? one hook, called as `notify STATE ROUTER_ID`';
 const AUTH = 'did you mean `failover.authKeyFile`? a key file written by `mqtt-lb keygen`';
 const NO_POOL_CAP = 'there is no per-pool cap: `maxConnections` on each server, `listeners[].maxConnections` or `limits.maxConnections`';
@@ -193,7 +194,7 @@ const FOREIGN_NOTES = new Map<readonly string[], Readonly<Record<string, string>
       timeoutserver: IDLE_TIMEOUT,
       timeouttunnel: IDLE_TIMEOUT,
       timeoutqueue: ACCEPT_QUEUE_ONLY,
-      timeout: 'HAProxy\'s `timeout connect` is `{pool}.serverConnectTimeout`, the check\'s `timeout check` is `{pool}.health.timeout`; the client and idle timeouts are in `limits`',
+      timeout: 'HAProxy\'s `timeout connect` is `{pool}.serverConnectTimeout`, the check\'s `timeout check` is `{pool}.health.timeout`, the wait for a server\'s CONNACK `{pool}.serverConnackTimeout`; the client and idle timeouts are in `limits`',
       defaultserver: 'no `default-server`: health checks are `{pool}.health`, the PROXY header `{pool}.sendProxyProtocol`',
       mode: NO_MODE,
       fullconn: 'not needed: caps do not scale with load here; `maxConnections` on each server',

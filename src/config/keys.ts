@@ -11,6 +11,7 @@ export const KEYS = {
     'balance',
     'fallback',
     'serverConnectTimeout',
+    'serverConnackTimeout',
     'retries',
     'sendProxyProtocol',
     'onServerDown',

@@ -92,6 +92,8 @@ export interface PoolConfig {
   balance: BalanceStrategy;
   fallback: FallbackStrategy;
   serverConnectTimeout: Millis;
+  /** 0 = none: a routed session waits for its server's CONNACK as long as its client does (connack-deadlines.ts). */
+  serverConnackTimeout: Millis;
   retries: number;
   sendProxyProtocol: 'off' | 'v1' | 'v2';
   onServerDown: 'keep' | 'shutdown';

@@ -104,6 +104,7 @@ function readPool(ctx: ValidationContext, name: string, m: MapReader): PoolConfi
     balance: m.oneOf('balance', d.balance, BALANCE_STRATEGIES),
     fallback: m.oneOf('fallback', d.fallback, FALLBACK_STRATEGIES),
     serverConnectTimeout: m.duration('serverConnectTimeout', d.serverConnectTimeout, { min: 0, minExclusive: true }),
+    serverConnackTimeout: m.duration('serverConnackTimeout', d.serverConnackTimeout, { min: 0 }),
     retries: m.int('retries', d.retries, 0, 100),
     sendProxyProtocol: m.oneOf('sendProxyProtocol', d.sendProxyProtocol, PROXY_PROTOCOL_MODES),
     onServerDown: m.oneOf('onServerDown', d.onServerDown, ON_SERVER_DOWN),

@@ -8,6 +8,7 @@ import type { Server } from '../balancer/server.js';
 import type { ClientIdHolder, ClientIdRegistry } from '../balancer/client-id-registry.js';
 import type { RefusalReason } from './connack.js';
 import type { VerdictWaits } from './verdict-wait.js';
+import type { ConnackDeadlines } from './connack-deadlines.js';
 
 export interface RoutingKeys {
   clientId: Buffer;
@@ -99,6 +100,8 @@ export interface ProxyContext {
   release?(session: AdmissionTicket): void;
   /** Sessions waiting for a first health verdict before they are placed (verdict-wait.ts). */
   readonly verdictWaits: VerdictWaits;
+  /** pools.<name>.serverConnackTimeout: routed sessions whose server has not answered yet (connack-deadlines.ts). */
+  readonly connackDeadlines: ConnackDeadlines;
   /**
    * A pool that a reload being prepared adds (its listener is bound before the reload commits): until when
    * (performance.now() time) its clients may wait for it; 0 = no such pool.

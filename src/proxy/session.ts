@@ -25,6 +25,7 @@ import { ErrorCodes } from '../errors.js';
 import { rewriteUsername } from './connect-rewrite.js';
 import { KeepAliveArming } from './keepalive-arming.js';
 import type { IdleWatched } from './idle-sweep.js';
+import type { ConnackWaiter } from './connack-deadlines.js';
 import type { ListenerStats, ProxyContext, RejectReason, RoutingPool, AdmissionTicket } from './context.js';
 import type { TlsPeer } from './front.js';
 import { monotonicNow } from '../monotonic-clock.js';
@@ -49,7 +50,7 @@ const KEEPALIVE_ARM_AGE_MS = 10_000;
 const brokerKeepAlive = new KeepAliveArming(KEEPALIVE_ARM_AGE_MS, TCP_KEEPALIVE_MS);
 
 type Phase = 'reading' | 'admitting' | 'dialing' | 'splicing' | 'closed';
-export type CloseReason = 'client_closed' | 'server_closed' | 'client_error' | 'server_error' | EvictReason;
+export type CloseReason = 'client_closed' | 'server_closed' | 'client_error' | 'server_error' | 'server_connack_timeout' | EvictReason;
 
 /** Errors on a dial that say something about the server (worth an immediate health probe). */
 const SERVER_CAUSED = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE', ErrorCodes.SERVER_CONNECT_TIMEOUT]);
@@ -74,7 +75,7 @@ export interface SessionListener {
   sessionEnded(session: ClientSession): void;
 }
 
-export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched {
+export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched, ConnackWaiter {
   readonly client: ProxySocket;
   readonly listener: SessionListener;
   readonly acceptedAt: number;
@@ -110,8 +111,13 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
   private clientIdKey: string | null = null;
   /** ClientIdHolder: when its CONNECT went to its server (monotonicNow()); set with clientIdKey. */
   connectSentAt = 0;
-  /** The CONNECT's protocol level, while its CONNACK decides whether it claims its client ID (connackArrived). */
-  private takeoverLevel = 0;
+  /** The CONNECT's protocol level once routed: its CONNACK's layout (connackArrived), and the refusal's (connackOverdue). */
+  private connectLevel = 0;
+  // ConnackWaiter: pools.<name>.serverConnackTimeout's links (connack-deadlines.ts owns them).
+  connackDueAt = 0;
+  connackPrev: ConnackWaiter | null = null;
+  connackNext: ConnackWaiter | null = null;
+  connackQueue: object | null = null;
   /** The server's bytes so far while they do not hold the CONNACK's code yet (connackArrived); null otherwise. */
   private connackHead: Buffer | null = null;
   /** A 5.0 session with an empty client ID, until its CONNACK names the ID its broker assigned (connackArrived). */
@@ -630,7 +636,10 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     const header = this.listener.proxyHeader(this, pool);
     if (header !== null) sock.write(header);
     sock.write(this.buf!.subarray(0, this.filled));
+    this.connectLevel = info.protocolLevel;
     const connackDecides = this.registerClientId();
+    const connackTimeout = pool.config.serverConnackTimeout;
+    if (connackTimeout > 0) ctx.connackDeadlines.add(this, connackTimeout);
     // ConnectInfo's fields are views into the pre-routing buffer: drop them so the buffer is freed.
     if (ctx.logSessions) {
       this.clientIdText = clientIdForLog(this.info!.clientId);
@@ -642,7 +651,8 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     this.client.removeListener('end', onClientEndBeforeRouting);
     // From here a pause is backpressure: the client's FIN waits behind what is queued for the server.
     if (this.client instanceof HandleSocket) this.client.endWhilePaused = false;
-    splice(this.client, sock, connackDecides ? onUpstreamConnack : onSplicedUpstreamData);
+    // The server's first read goes through connackArrived when its CONNACK decides something or has a deadline.
+    splice(this.client, sock, connackDecides || connackTimeout > 0 ? onUpstreamConnack : onSplicedUpstreamData);
     brokerKeepAlive.add(sock);
     // Its FIN came while we dialled: pass it on now, behind the bytes just written.
     if (this.clientEndedEarly) this.clientHalfClosed();
@@ -831,24 +841,25 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
       this.clientIdKey = id.toString('latin1'); // one character per byte: distinct IDs stay distinct
     }
     this.connectSentAt = monotonicNow();
-    this.takeoverLevel = level;
     if (this.clientIdKey !== null) this.pool!.clientIds.awaitConnack(this.clientIdKey, this);
     return true;
   }
 
   /**
    * Bytes from the server of a session with a client ID, until its CONNACK's code is in: true once decided (the
-   * caller then splices as usual). What came before is kept in `connackHead` (a few bytes: the network may split even
+   * caller then splices as usual); for any other session with a CONNACK deadline, its server's first read (true). What came before is kept in `connackHead` (a few bytes: the network may split even
    * a 4-byte CONNACK); the bytes go on to the client meanwhile.
    */
   connackArrived(bytes: Buffer): boolean {
+    // Its server has answered (serverConnackTimeout): the CONNACK, or a 5.0 AUTH before it.
+    if (this.connackQueue !== null) this.listener.ctx.connackDeadlines.remove(this);
     let key = this.clientIdKey;
     if ((key === null && !this.awaitsAssignedId) || this.phase !== 'splicing') return true;
     let head = this.connackHead === null ? bytes : Buffer.concat([this.connackHead, bytes]);
     // AUTH packets before the CONNACK (MQTT 5 enhanced authentication): not kept, the CONNACK still decides.
-    const auth = leadingAuthBytes(head, this.takeoverLevel);
+    const auth = leadingAuthBytes(head, this.connectLevel);
     if (auth > 0) head = head.subarray(auth);
-    const verdict = connackVerdict(head, this.takeoverLevel);
+    const verdict = connackVerdict(head, this.connectLevel);
     if (verdict === 'partial') {
       this.connackHead = head;
       return false;
@@ -890,6 +901,31 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
     return true;
   }
 
+  /**
+   * ConnackWaiter: serverConnackTimeout ran out and its server has sent nothing, not even its CONNACK. Nothing of the
+   * server has reached the client, so it is told as for a failed dial (`refuseWith`: CONNACK 3 / 0x88, or a close),
+   * the server is left out of the picks for a moment and probed now, and the session ends (`server_connack_timeout`).
+   * Not retried on another server: this one has the CONNECT, and may still act on it (takeover, Will).
+   */
+  connackOverdue(): boolean {
+    const upstream = this.upstream;
+    // Ending already (either side closed or half-closed): its own close bounds it.
+    if (this.phase !== 'splicing' || this.closeReason !== null || upstream === null || upstream.destroyed || upstream.bytesRead > 0) return false;
+    this.closeReason = 'server_connack_timeout';
+    const stats = this.listener.stats;
+    stats.outcomes.failed++;
+    stats.count('server_connack_timeout');
+    const server = this.server!;
+    backOff(server, monotonicNow());
+    const client = this.client;
+    if (this.listener.refuseWith === 'connack' && !client.destroyed) client.write(connackFor('no_server', this.connectLevel as 3 | 4 | 5));
+    // What the client still sends has nowhere to go; its FIN follows the CONNACK when the server side has closed.
+    dropInput(client);
+    upstream.destroy();
+    reportSilentServer(server, this.acceptedAt, this.listener.ctx, 0);
+    return true;
+  }
+
   /** Close `older`, a session of this one's client ID on another server than `newer` (its newer session). */
   private takeOver(older: ClientIdHolder, newer: ClientIdHolder | undefined): void {
     const log = this.listener.ctx.log;
@@ -901,6 +937,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched 
 
   private finished(): void {
     if (this.clientIdKey !== null) this.pool!.clientIds.release(this.clientIdKey, this);
+    if (this.connackQueue !== null) this.listener.ctx.connackDeadlines.remove(this);
     if (this.graceTimer !== null) {
       clearTimeout(this.graceTimer);
       this.graceTimer = null;

@@ -84,6 +84,8 @@ export const REJECT_REASONS = [
   'too_large',
   'timeout',
   'server_connect_failed',
+  // Routed, and no CONNACK from its server within serverConnackTimeout: answered as server_connect_failed.
+  'server_connack_timeout',
   'empty_client_id_persistent',
   // Before the session (front): not in the contract's table, closed without an answer.
   'bad_proxy_header',

@@ -14,6 +14,8 @@ export interface DelayedBroker {
   port: number;
   /** The client IDs of the CONNECTs it received, in order (health probes included). */
   readonly clientIds: string[];
+  /** Connections open to it now (the LB's sessions and probes). */
+  readonly openSockets: number;
   close(): Promise<void>;
 }
 
@@ -35,6 +37,9 @@ export function delayedBroker(delayMs: number | null): Promise<DelayedBroker> {
       resolve({
         port: (server.address() as net.AddressInfo).port,
         clientIds,
+        get openSockets() {
+          return sockets.size;
+        },
         close: () => {
           for (const s of sockets) s.destroy();
           return new Promise<void>((r) => server.close(() => r()));

@@ -54,6 +54,7 @@ const TABLE_DEFAULTS: Partial<Record<keyof typeof KEYS, Record<string, unknown>>
 
 const DURATION_KEYS = new Set([
   'serverConnectTimeout',
+  'serverConnackTimeout',
   'interval',
   'timeout',
   'clientConnectTimeout',

@@ -31,6 +31,7 @@ pools:
     balance: username-hash
     fallback: round-robin
     serverConnectTimeout: 1500ms
+    serverConnackTimeout: 4s
     retries: 0
     sendProxyProtocol: v2
     onServerDown: shutdown
@@ -152,6 +153,7 @@ function expectedFull(file: string): LbConfig {
         balance: 'username-hash',
         fallback: 'round-robin',
         serverConnectTimeout: 1500,
+        serverConnackTimeout: 4000,
         retries: 0,
         sendProxyProtocol: 'v2',
         onServerDown: 'shutdown',
@@ -179,6 +181,7 @@ function expectedFull(file: string): LbConfig {
         balance: 'round-robin',
         fallback: 'least-connections',
         serverConnectTimeout: 3000,
+        serverConnackTimeout: 10_000,
         retries: 2,
         sendProxyProtocol: 'off',
         onServerDown: 'keep',
@@ -294,6 +297,7 @@ describe('parseConfig', () => {
           balance: 'client-id-hash',
           fallback: 'least-connections',
           serverConnectTimeout: 3_000,
+          serverConnackTimeout: 10_000,
           retries: 2,
           sendProxyProtocol: 'off',
           onServerDown: 'keep',

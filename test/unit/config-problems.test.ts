@@ -676,7 +676,7 @@ pools:
       'lb.yaml:3:22 listeners[1].bind: `*` (HAProxy\'s "every address") is written `0.0.0.0:1884` here (`[::]:1884` for IPv6 too)',
       'lb.yaml:4:1 frontend: unknown key `frontend` (an HAProxy `frontend` is an entry of `listeners` (`name`, `bind`, `pool`); docs/migration.md maps the rest)',
       'lb.yaml:5:1 backend: unknown key `backend` (an HAProxy `backend` is a pool under `pools` (`balance`, `servers`, `health`); docs/migration.md maps the rest)',
-      "lb.yaml:8:5 pools.p.timeout: unknown key `timeout` (HAProxy's `timeout connect` is `pools.p.serverConnectTimeout`, the check's `timeout check` is `pools.p.health.timeout`; the client and idle timeouts are in `limits`)",
+      "lb.yaml:8:5 pools.p.timeout: unknown key `timeout` (HAProxy's `timeout connect` is `pools.p.serverConnectTimeout`, the check's `timeout check` is `pools.p.health.timeout`, the wait for a server's CONNACK `pools.p.serverConnackTimeout`; the client and idle timeouts are in `limits`)",
       'lb.yaml:9:5 pools.p.mode: unknown key `mode` (no mode: mqtt-lb always proxies TCP and reads the MQTT CONNECT itself)',
       'lb.yaml:11:47 pools.p.servers[0].send-proxy-v2: unknown key `send-proxy-v2` (the PROXY header is set per pool: `pools.p.sendProxyProtocol: v2`)',
     ]);
@@ -961,7 +961,7 @@ describe('HAProxy and keepalived words', () => {
     ]);
     expect(problems(PREFIX.replace('    pool: brokers\n', '    pool: brokers\n    inspect-delay: 5s\n    timeout: 5s\n'))).toEqual([
       'lb.yaml:5:5 listeners[0].inspect-delay: unknown key `inspect-delay` (did you mean `limits.clientConnectTimeout`? the time a client has for its whole CONNECT)',
-      'lb.yaml:6:5 listeners[0].timeout: unknown key `timeout` (the timeouts are `limits.clientConnectTimeout`, `pools.<name>.serverConnectTimeout` and `limits.idleTimeout`)',
+      'lb.yaml:6:5 listeners[0].timeout: unknown key `timeout` (the timeouts are `limits.clientConnectTimeout`, `pools.<name>.serverConnectTimeout`, `pools.<name>.serverConnackTimeout` and `limits.idleTimeout`)',
     ]);
     expect(problems(`${FAILOVER}  track: { weight: 30 }\n`)).toEqual([
       'lb.yaml:13:12 failover.track.weight: unknown key `weight` (did you mean `failover.track.pools.weight`? what each pool with no server up takes off the priority)',
@@ -982,7 +982,7 @@ describe('HAProxy and keepalived words', () => {
 
   it('our own keys in the wrong mapping say where they belong (in at most two places)', () => {
     expect(problems(`${PREFIX}    refuseWith: close\nlimits:\n  evictRate: 10\n`)).toEqual([
-      'lb.yaml:8:5 pools.brokers.refuseWith: unknown key `refuseWith` (`refuseWith` belongs in `listeners[]`; allowed here: balance, fallback, serverConnectTimeout, retries, sendProxyProtocol, onServerDown, onServerUp, evictRate, servers, health)',
+      'lb.yaml:8:5 pools.brokers.refuseWith: unknown key `refuseWith` (`refuseWith` belongs in `listeners[]`; allowed here: balance, fallback, serverConnectTimeout, serverConnackTimeout, retries, sendProxyProtocol, onServerDown, onServerUp, evictRate, servers, health)',
       'lb.yaml:10:3 limits.evictRate: unknown key `evictRate` (`evictRate` belongs in `pools.<name>`; allowed here: clientConnectTimeout, maxConnectBytes, maxConnections, acceptRate, acceptQueue, perSource, drainTimeout, idleTimeout, maxMemory, maxPendingConnectBytes)',
     ]);
     expect(problems(PREFIX.replace('    pool: brokers\n', '    pool: brokers\n    balance: round-robin\n'))).toEqual([
@@ -1046,7 +1046,7 @@ describe('HAProxy and keepalived words', () => {
   });
 
   it('top level and limits: inspect-delay, tcp-request, timeout', () => {
-    const TIMEOUTS = 'the timeouts are `limits.clientConnectTimeout`, `pools.<name>.serverConnectTimeout` and `limits.idleTimeout`';
+    const TIMEOUTS = 'the timeouts are `limits.clientConnectTimeout`, `pools.<name>.serverConnectTimeout`, `pools.<name>.serverConnackTimeout` and `limits.idleTimeout`';
     expect(problems(`${PREFIX}inspect-delay: 5s\ninspect_delay: 5s\ntcp-request: x\ntimeout: 5s\n`)).toEqual([
       'lb.yaml:8:1 inspect-delay: unknown key `inspect-delay` (did you mean `limits.clientConnectTimeout`?)',
       'lb.yaml:9:1 inspect_delay: unknown key `inspect_delay` (did you mean `limits.clientConnectTimeout`?)',

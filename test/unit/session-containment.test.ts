@@ -9,6 +9,7 @@ import pino from 'pino';
 import { Writable } from 'node:stream';
 import { ListenerStats, type ProxyContext } from '../../src/proxy/context.js';
 import { VerdictWaits } from '../../src/proxy/verdict-wait.js';
+import { ConnackDeadlines } from '../../src/proxy/connack-deadlines.js';
 import type { ProxySocket } from '../../src/proxy/proxy-socket.js';
 import { connectPacket } from '../helpers/raw-client.js';
 
@@ -88,6 +89,7 @@ function rig() {
     onDialFailure: () => {},
     onServerSilent: () => {},
     verdictWaits: new VerdictWaits(),
+    connackDeadlines: new ConnackDeadlines(() => {}),
     poolPendingUntil: () => 0,
   };
   const ended: unknown[] = [];

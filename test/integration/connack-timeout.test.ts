@@ -1,0 +1,179 @@
+/**
+ * pools.<name>.serverConnackTimeout (src/proxy/connack-deadlines.ts): a routed client whose server sends nothing,
+ * not even its CONNACK, is answered "server unavailable" (or closed, refuseWith: close) once the timeout passes,
+ * rather than held until it gives up on its own; the server is probed at once. A server that answers within the
+ * timeout, and a session that lives past it, are not touched.
+ * Run alone after `npx tsc -p .` (the LB runs from dist/).
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { brokerFor, startBrokers } from '../helpers/cluster.js';
+import { delayedBroker, type DelayedBroker } from '../helpers/delayed-broker.js';
+import { SOCKET_ENGINES, sleep, socketEngineOf, startLb, stopAllLbs, type LbProcess } from '../helpers/lb.js';
+import { lbYaml } from '../helpers/lb-config.js';
+import { freePort } from '../helpers/mosquitto.js';
+import { collect, connectPacket, connectRaw } from '../helpers/raw-client.js';
+import { find, parseExposition } from '../unit/telemetry-fixtures.js';
+
+const cleanups: Array<() => Promise<void> | void> = [];
+afterEach(async () => {
+  await stopAllLbs();
+  while (cleanups.length > 0) {
+    try {
+      await cleanups.pop()!();
+    } catch {
+      // keep cleaning up
+    }
+  }
+});
+
+const PINGREQ = Buffer.from([0xc0, 0x00]);
+
+async function counter(admin: number, name: string, labels: Record<string, string>): Promise<number> {
+  const r = await fetch(`http://127.0.0.1:${admin}/metrics`, { signal: AbortSignal.timeout(5000) });
+  return find(parseExposition(await r.text()), name, labels).reduce((a, s) => a + s.value, 0);
+}
+
+async function stateOf(admin: number, server: string): Promise<string> {
+  const r = await fetch(`http://127.0.0.1:${admin}/api/status`, { signal: AbortSignal.timeout(2000) });
+  const doc = (await r.json()) as { pools: Array<{ servers: Array<{ name: string; state: string }> }> };
+  return doc.pools[0]!.servers.find((s) => s.name === server)!.state;
+}
+
+/** An LB in front of one stand-in broker (`silent`: never answers a CONNECT), health checks off. */
+async function lbBefore(broker: DelayedBroker, opts: { timeout: string; listener?: string; env?: NodeJS.ProcessEnv }): Promise<{ lb: LbProcess; port: number; admin: number }> {
+  const port = await freePort();
+  const admin = await freePort();
+  const lb = await startLb(
+    lbYaml({
+      listeners: [{ port, extra: opts.listener }],
+      admin,
+      servers: [{ name: 'silent', port: broker.port }],
+      health: { type: 'none' },
+      pool: `    serverConnackTimeout: ${opts.timeout}\n`,
+      log: '  level: info\n  sessions: true\n',
+    }),
+    { waitReady: `http://127.0.0.1:${admin}/readyz`, env: opts.env },
+  );
+  return { lb, port, admin };
+}
+
+describe('a server that takes the CONNECT and never answers (serverConnackTimeout)', () => {
+  for (const { engine, env } of SOCKET_ENGINES) {
+    it(`answers its 3.1.1 and 5.0 clients server unavailable once the timeout passes, closes the server side, and counts them (${engine} sockets)`, async () => {
+      const broker = await delayedBroker(null);
+      cleanups.push(() => broker.close());
+      const { lb, port, admin } = await lbBefore(broker, { timeout: '600ms', env });
+      expect(await socketEngineOf(lb)).toBe(engine);
+
+      const v4 = await connectRaw(port);
+      // A PINGREQ pipelined behind the CONNECT: it has nowhere to go once the server side is closed.
+      v4.write(Buffer.concat([connectPacket({ clientId: 'silent-v4', keepalive: 0 }), PINGREQ]));
+      const v5 = await connectRaw(port);
+      v5.write(connectPacket({ clientId: 'silent-v5', protocolVersion: 5, keepalive: 0 }));
+      const [got4, got5] = await Promise.all([collect(v4, 4000), collect(v5, 4000)]);
+      // CONNACK 3 "server unavailable" [MQTT-3.2.2-6: Session Present 0 with a non-zero code], then our FIN.
+      expect(got4.data.toString('hex')).toBe('20020003');
+      expect(got5.data.toString('hex')).toBe('2003008800');
+      expect(got4.closed && got5.closed).toBe(true);
+      expect(got4.error).toBeNull();
+      // Not before the timeout (from the CONNECT, a few ms after the connect), nor long after it.
+      for (const got of [got4, got5]) {
+        expect(got.elapsedMs).toBeGreaterThanOrEqual(550);
+        expect(got.elapsedMs).toBeLessThan(3000);
+      }
+      expect(broker.clientIds).toEqual(expect.arrayContaining(['silent-v4', 'silent-v5']));
+      for (let i = 0; i < 40 && broker.openSockets > 0; i++) await sleep(50);
+      expect(broker.openSockets).toBe(0);
+
+      const closed = await lb.waitForLog((l) => l.msg === 'session closed' && l.clientId === 'silent-v5');
+      expect(closed).toMatchObject({ server: 'silent', reason: 'server_connack_timeout', bytesOut: 0 });
+      const warn = await lb.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('server sent no CONNACK within serverConnackTimeout'));
+      expect(warn).toMatchObject({ level: 40, pool: 'brokers', server: 'silent', serverConnackTimeoutMs: 600 });
+      expect(await counter(admin, 'mqtt_lb_connect_rejected_total', { reason: 'server_connack_timeout' })).toBe(2);
+      expect(await counter(admin, 'mqtt_lb_connections_total', { outcome: 'failed' })).toBe(2);
+      expect(await counter(admin, 'mqtt_lb_connections_total', { outcome: 'proxied' })).toBe(2);
+      expect(await counter(admin, 'mqtt_lb_connections_active', {})).toBe(0);
+    });
+  }
+
+  it('closes the client without a CONNACK under refuseWith: close', async () => {
+    const broker = await delayedBroker(null);
+    cleanups.push(() => broker.close());
+    const { port, admin } = await lbBefore(broker, { timeout: '400ms', listener: '    refuseWith: close\n' });
+    const s = await connectRaw(port);
+    s.write(connectPacket({ clientId: 'silent-close', keepalive: 0 }));
+    const got = await collect(s, 4000);
+    expect(got.closed).toBe(true);
+    expect(got.data.length).toBe(0);
+    expect(got.elapsedMs).toBeGreaterThanOrEqual(350);
+    expect(await counter(admin, 'mqtt_lb_connect_rejected_total', { reason: 'server_connack_timeout' })).toBe(1);
+  });
+
+  it('waits as long as the client does with serverConnackTimeout: 0', async () => {
+    const broker = await delayedBroker(null);
+    cleanups.push(() => broker.close());
+    const { port, admin } = await lbBefore(broker, { timeout: '0s' });
+    const s = await connectRaw(port);
+    s.write(connectPacket({ clientId: 'silent-forever', keepalive: 0 }));
+    const got = await collect(s, 1500);
+    expect(got.closed).toBe(false);
+    expect(got.data.length).toBe(0);
+    expect(await counter(admin, 'mqtt_lb_connect_rejected_total', { reason: 'server_connack_timeout' })).toBe(0);
+  });
+
+  it('leaves alone a server that answers within the timeout, and sessions that live past it', async () => {
+    const broker = await delayedBroker(250);
+    cleanups.push(() => broker.close());
+    const { port, admin } = await lbBefore(broker, { timeout: '600ms' });
+    const s = await connectRaw(port);
+    const chunks: Buffer[] = [];
+    s.on('data', (d: Buffer) => chunks.push(d));
+    s.write(connectPacket({ clientId: 'slow-but-there', keepalive: 0 }));
+    await sleep(1500);
+    // Its CONNACK after 250 ms, and nothing else: the session is still open well past 600 ms.
+    expect(Buffer.concat(chunks).toString('hex')).toBe('20020000');
+    expect(s.destroyed).toBe(false);
+    s.destroy();
+    expect(await counter(admin, 'mqtt_lb_connect_rejected_total', { reason: 'server_connack_timeout' })).toBe(0);
+  });
+});
+
+describe('a stopped mosquitto (SIGSTOP) behind serverConnackTimeout', () => {
+  it('gets its client answered server unavailable, is probed at once and marked down; the reconnect reaches the other broker', async () => {
+    const brokers = await startBrokers(['b1', 'b2']);
+    cleanups.push(() => Promise.all(brokers.map((b) => b.stop())).then(() => undefined));
+    const port = await freePort();
+    const admin = await freePort();
+    // Probes every 20 s: without the probe the timeout asks for, the stopped broker would stay up for the test.
+    const yaml = lbYaml({
+      port,
+      admin,
+      servers: brokers.map((b) => ({ name: b.name, port: b.port })),
+      health: { type: 'mqtt', interval: '20s', timeout: '400ms', rise: 1, fall: 1 },
+      pool: '    serverConnackTimeout: 700ms\n',
+    });
+    await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
+    let id = '';
+    for (let i = 0; i < 40 && id === ''; i++) if ((await brokerFor(port, `stopped-${i}`)) === 'b2') id = `stopped-${i}`;
+    expect(id).not.toBe('');
+
+    const b2 = brokers[1]!;
+    b2.pause();
+    cleanups.push(() => b2.resume());
+    const s = await connectRaw(port);
+    s.write(connectPacket({ clientId: id, keepalive: 0 }));
+    const got = await collect(s, 5000);
+    expect(got.data.toString('hex')).toBe('20020003');
+    expect(got.closed).toBe(true);
+    const answeredAt = Date.now();
+    let downAfter = -1;
+    for (let i = 0; i < 60 && downAfter < 0; i++) {
+      if ((await stateOf(admin, 'b2')) === 'down') downAfter = Date.now() - answeredAt;
+      else await sleep(50);
+    }
+    expect(downAfter).toBeGreaterThanOrEqual(0);
+    expect(downAfter).toBeLessThan(1500);
+    // Its reconnect goes to b1 now, and is served there.
+    expect(await brokerFor(port, id)).toBe('b1');
+  });
+});
