@@ -275,6 +275,15 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
    * started at once would be bounded while a slow reader still has them to read).
    */
   endWhilePaused = false;
+  /**
+   * While flowing, each read is passed to the 'data' listeners as a view of the shared read buffer, valid only
+   * during that call, instead of a copy of its own: for a listener that copies what it keeps at once (a session
+   * reading its client's CONNECT: session.ts receive). The copy is then the listener's, inside the memory ceiling's
+   * count (limits.maxMemory): a copy made here came before any session could refuse it, and a flood of large
+   * CONNECTs overshot the ceiling by one loop turn's reads. Never for a listener that may keep the chunk (a write
+   * the kernel does not take at once keeps pointing at it): the splice clears it. A held chunk is a copy always.
+   */
+  lendReads = false;
 
   /** An accepted connection; TCP_NODELAY and keepalive are set here unless it has them from the listener. */
   static accepted(b: Bindings, handle: TcpHandle, noDelay: boolean, keepAliveInitialDelayMs: number): HandleSocket {
@@ -511,6 +520,10 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
     const n = this.b.state[this.b.kReadBytesOrError]!;
     if (n > 0) {
       if (this.destroyed) return;
+      if (this.lendReads && this.flowing === true) {
+        this.fire(SLOT_DATA, 'data', this.b.readBuffer.subarray(0, n));
+        return;
+      }
       // Out of the shared read buffer before anything else can read into it (READ_BUFFER_BYTES).
       const chunk = Buffer.allocUnsafe(n);
       this.b.readBuffer.copy(chunk, 0, 0, n);

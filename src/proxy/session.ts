@@ -146,6 +146,8 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
   verdictDeadline = 0;
   /** It counts against the listener's and the global maxConnections (from its CONNECT until it ends). */
   private holdsSlot = false;
+  /** Each read before routing is a copy of its own (net.Socket), not a view lent by the socket (HandleSocket lendReads). */
+  private readsCopied = true;
 
   /** Admitted and not ended: it holds a connection slot (and, under per-source limits, counts for its address). */
   get admitted(): boolean {
@@ -170,7 +172,11 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
     // itself while its server was dialled, dropping what the session had read. A HandleSocket does the same
     // until the splice (endWhilePaused), so a client that leaves the accept queue is seen at once.
     client.allowHalfOpen = true;
-    if (client instanceof HandleSocket) client.endWhilePaused = true;
+    if (client instanceof HandleSocket) {
+      client.endWhilePaused = true;
+      client.lendReads = true; // receive() copies each read into `buf` at once (until the splice)
+      this.readsCopied = false;
+    }
     // TCP_NODELAY and keepalive were set at accept by the listener's server options (listener.ts).
     client.on('error', onClientError);
     client.on('close', onClientClose);
@@ -235,7 +241,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
     const need = this.filled + chunk.length;
     if (need > this.buf.length) {
       if (!this.growBuffer(need, chunk)) return;
-    } else if (!this.memoryFor(chunk.length, chunk)) {
+    } else if (this.readsCopied && !this.memoryFor(chunk.length, chunk)) {
       return; // the read's copy, garbage once appended, counts too
     }
     chunk.copy(this.buf!, this.filled);
@@ -287,9 +293,9 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
       this.reject('overloaded');
       return false;
     }
-    // The new buffer whole, and the read (a copy, garbage once appended): both stay counted until collected, the
-    // buffer replaced too.
-    if (!this.memoryFor(size + chunk.length, chunk)) return false;
+    // The new buffer whole, and the read when a copy (garbage once appended): both stay counted until collected,
+    // the buffer replaced too.
+    if (!this.memoryFor(this.readsCopied ? size + chunk.length : size, chunk)) return false;
     const bigger = Buffer.allocUnsafe(size);
     old.copy(bigger, 0, 0, this.filled);
     this.buf = bigger;
@@ -1099,6 +1105,8 @@ function onUpstreamClose(this: ProxySocket, hadError: boolean): void {
 // end() (half-close, as pipe() does); the close and error handlers above finish the session.
 
 function splice(client: ProxySocket, upstream: ProxySocket, onUpstreamData: (this: ProxySocket, chunk: Buffer) => void): void {
+  // From here a read may be kept by a write the kernel does not take at once: each one a copy of its own.
+  if (client instanceof HandleSocket) client.lendReads = false;
   client.on('data', onSplicedClientData);
   client.on('end', onSplicedClientEnd);
   upstream.on('drain', onUpstreamDrain);

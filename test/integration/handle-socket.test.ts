@@ -289,6 +289,43 @@ describe('HandleSocket', () => {
     await once(s, 'close');
   });
 
+  // A session reading its client's CONNECT copies each read at once (session.ts receive): lent, no copy is made
+  // before the memory ceiling's count sees it. Cleared at the splice, where a write may keep a chunk.
+  it('lendReads: a flowing read is a view of the shared read buffer for the call only; a held read and one without it are copies', async () => {
+    const p = await peer();
+    const s = dial('127.0.0.1', p.port);
+    s.lendReads = true;
+    const seen: Array<{ chunk: Buffer; text: string }> = [];
+    s.on('data', (d: Buffer) => seen.push({ chunk: d, text: d.toString() }));
+    await once(s, 'connect');
+    const server = await p.accepted;
+    server.resume();
+    const next = async (text: string): Promise<void> => {
+      const before = seen.length;
+      server.write(text);
+      for (let i = 0; i < 100 && seen.length === before; i++) await sleep(10);
+    };
+    await next('one');
+    await next('two');
+    expect(seen.map((x) => x.text)).toEqual(['one', 'two']);
+    // Both views of the same process-wide buffer: the second read overwrote the first one's bytes.
+    expect(seen[0]!.chunk.toString()).toBe('two');
+    s.pause();
+    server.write('held');
+    await sleep(100);
+    s.resume();
+    for (let i = 0; i < 100 && seen.length < 3; i++) await sleep(10);
+    s.lendReads = false;
+    await next('copied');
+    expect(seen.map((x) => x.text)).toEqual(['one', 'two', 'held', 'copied']);
+    expect(seen[1]!.chunk.toString()).not.toBe('two'); // lent: overwritten since by the reads after it
+    // A copy of its own keeps its bytes whatever is read after it.
+    expect(seen[2]!.chunk.toString()).toBe('held');
+    await next('again');
+    expect(seen[3]!.chunk.toString()).toBe('copied');
+    s.destroy();
+  });
+
   // A dialed socket reads from the connect on (handle-socket.ts connectTo): what arrives before anyone
   // listens is held as when paused, never dropped or emitted to nobody.
   it("bytes and a FIN the server sends before any 'data' listener wait for it", async () => {
