@@ -914,7 +914,8 @@ export class App implements TelemetrySource, AdminActions {
     // Clients waiting for an accept slot are told now (CONNACK "server unavailable"), not let through later.
     this.admission.close();
     this.ctx.verdictWaits.close('shutting_down');
-    this.ctx.connackDeadlines.close();
+    // (Not the CONNACK deadlines: sessions still waiting for their server's CONNACK are told at their deadline
+    // while the others drain, not left to drainTimeout; closeEverything stops them at the end.)
     const fo = this.failoverRuntime;
     if (fo !== null && fo.isMaster()) {
       // Bounded; at once when no peer could take over (none heard recently, in FAULT, or stopping too): Failover.resign().

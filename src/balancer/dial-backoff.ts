@@ -18,14 +18,34 @@ export const DIAL_BACKOFF_MS = 1000;
  */
 export const DEFERRED_REPORT_GAP_MS = 250;
 
-/** After a server-caused dial failure. */
-export function backOff(server: Server, now: number): void {
-  server.dialBackoffUntil = now + DIAL_BACKOFF_MS;
+/** After a server-caused dial failure; `ms` longer for a server that kept a client waiting longer (serverConnackTimeout). */
+export function backOff(server: Server, now: number, ms: number = DIAL_BACKOFF_MS): void {
+  server.dialBackoffUntil = Math.max(server.dialBackoffUntil, now + ms);
 }
 
-/** After a dial that connected. */
+/**
+ * After a CONNACK that never came (pools.<name>.serverConnackTimeout): left out for `ms`, and a dial that connects
+ * does not end it (a stopped broker's kernel still completes handshakes); its answer to a session does (serverAnswered).
+ */
+export function backOffUntilAnswer(server: Server, now: number, ms: number): void {
+  backOff(server, now, ms);
+  server.dialBackoffNeedsAnswer = true;
+}
+
+/** After a dial that connected: unless the back-off waits for an MQTT answer (backOffUntilAnswer). */
 export function clearBackOff(server: Server): void {
-  if (server.dialBackoffUntil !== 0) server.dialBackoffUntil = 0;
+  if (server.dialBackoffUntil !== 0 && !server.dialBackoffNeedsAnswer) server.dialBackoffUntil = 0;
+}
+
+/** The server sent a session its first bytes (its CONNACK): a back-off for a silent one ends. */
+export function serverAnswered(server: Server): void {
+  if (server.dialBackoffNeedsAnswer) clearAnyBackOff(server);
+}
+
+/** A verdict of up, an admin `ready`, an answer: whatever the back-off was for. */
+export function clearAnyBackOff(server: Server): void {
+  server.dialBackoffUntil = 0;
+  server.dialBackoffNeedsAnswer = false;
 }
 
 /** Servers with a dial back-off set, expired or not (no clock read). */

@@ -6,6 +6,7 @@
 import { EventEmitter } from 'node:events';
 import { withoutCredentials } from '../config/net-syntax.js';
 import type { ServerConfig } from '../config/types.js';
+import { clearAnyBackOff } from './dial-backoff.js';
 
 export type HealthState = 'unknown' | 'up' | 'down';
 export type AdminState = 'ready' | 'drain' | 'maint';
@@ -67,6 +68,8 @@ export class Server extends EventEmitter {
   dialsInFlight = 0;
   /** Until when (monotonic ms) the picks of this process leave it out after a failed dial; 0 = not (dial-backoff.ts). */
   dialBackoffUntil = 0;
+  /** The back-off is for a CONNACK that never came (session.ts connackOverdue): a TCP connect does not end it (dial-backoff.ts). */
+  dialBackoffNeedsAnswer = false;
   /** When it was last reported for a probe while left out (dial-backoff.ts backoffCutoff). */
   deferredReportAt = Number.NEGATIVE_INFINITY;
   /** When a session of this process last reported it silent (session.ts reportSilentServer). */
@@ -123,7 +126,7 @@ export class Server extends EventEmitter {
     this.healthState = next;
     // A verdict of up (a broker back after a restart) outweighs the guess from dials that failed before it went
     // down: its returning clients (onServerUp: rebalance) must not be sent elsewhere for what is left of it.
-    if (next === 'up') this.dialBackoffUntil = 0;
+    if (next === 'up') clearAnyBackOff(this);
     this.emitChange(from);
   }
 
@@ -140,7 +143,7 @@ export class Server extends EventEmitter {
     if (next === this.adminState) return;
     const from = this.state;
     this.adminState = next;
-    if (next === 'ready') this.dialBackoffUntil = 0; // as a verdict of up: it takes its clients again at once
+    if (next === 'ready') clearAnyBackOff(this); // as a verdict of up: it takes its clients again at once
     this.emitChange(from);
   }
 

@@ -21,7 +21,10 @@ export const DEFAULTS = {
     balance: 'client-id-hash',
     fallback: 'least-connections', // used when the hash key is empty
     serverConnectTimeout: 3_000, // ms (YAML `3s`)
-    serverConnackTimeout: 10_000, // ms; the server's first byte after the CONNECT, 0 = wait as long as the client
+    // ms; the server's first byte after the CONNECT. 0 = wait as long as the client: a refusal on by default would make
+    // mqtt.js and mosquitto_sub clients stop reconnecting for good under refuseWith: connack (an audit), where a
+    // stalled broker's queue may still be served.
+    serverConnackTimeout: 0,
     retries: 2, // other servers tried when a dial fails before any byte was sent
     sendProxyProtocol: 'off',
     onServerDown: 'keep',

@@ -29,7 +29,7 @@ import type { ConnackWaiter } from './connack-deadlines.js';
 import type { ListenerStats, ProxyContext, RejectReason, RoutingPool, AdmissionTicket } from './context.js';
 import type { TlsPeer } from './front.js';
 import { monotonicNow } from '../monotonic-clock.js';
-import { backOff, clearBackOff } from '../balancer/dial-backoff.js';
+import { DIAL_BACKOFF_MS, backOff, backOffUntilAnswer, clearBackOff, serverAnswered } from '../balancer/dial-backoff.js';
 import { isEmptyClientIdPersistent } from '../balancer/stickiness.js';
 import { lookupServerName, resolveServerName, serverNames } from './server-name-cache.js';
 
@@ -683,8 +683,26 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
   evict(reason: EvictReason): void {
     if (this.phase === 'closed') return;
     this.closeReason ??= reason;
+    // Closed, also when its server has not answered its CONNECT yet: a CONNACK refusal here (an audit asked for one
+    // at `onServerDown: shutdown`) would make mqtt.js 5 and mosquitto_sub clients stop reconnecting for good under
+    // the default refuseWith: connack, where a close has them reconnect to a server that is up.
     this.client.destroy();
     this.upstream?.destroy();
+  }
+
+  /** Routed, its server has sent nothing yet, and neither side is closing. */
+  private awaitsFirstAnswer(): boolean {
+    const upstream = this.upstream;
+    return this.phase === 'splicing' && upstream !== null && !upstream.destroyed && upstream.bytesRead === 0 && !this.client.destroyed;
+  }
+
+  /** CONNACK "server unavailable" (or a close: refuseWith) to a client its server has not answered; the server side closes now. */
+  private answerUnavailable(): void {
+    const client = this.client;
+    if (this.listener.refuseWith === 'connack') client.write(connackFor('no_server', this.connectLevel as 3 | 4 | 5));
+    // What the client still sends has nowhere to go; its FIN follows the CONNACK when the server side has closed.
+    dropInput(client);
+    this.upstream!.destroy();
   }
 
   /**
@@ -858,7 +876,10 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
    */
   connackArrived(bytes: Buffer): boolean {
     // Its server has answered (serverConnackTimeout): the CONNACK, or a 5.0 AUTH before it.
-    if (this.connackQueue !== null) this.listener.ctx.connackDeadlines.remove(this);
+    if (this.connackQueue !== null) {
+      this.listener.ctx.connackDeadlines.remove(this);
+      serverAnswered(this.server!);
+    }
     let key = this.clientIdKey;
     if ((key === null && !this.awaitsAssignedId) || this.phase !== 'splicing') return true;
     let head = this.connackHead === null ? bytes : Buffer.concat([this.connackHead, bytes]);
@@ -914,20 +935,18 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
    * Not retried on another server: this one has the CONNECT, and may still act on it (takeover, Will).
    */
   connackOverdue(): boolean {
-    const upstream = this.upstream;
     // Ending already (either side closed or half-closed): its own close bounds it.
-    if (this.phase !== 'splicing' || this.closeReason !== null || upstream === null || upstream.destroyed || upstream.bytesRead > 0) return false;
+    if (this.closeReason !== null || !this.awaitsFirstAnswer()) return false;
     this.closeReason = 'server_connack_timeout';
     const stats = this.listener.stats;
     stats.outcomes.failed++;
     stats.count('server_connack_timeout');
     const server = this.server!;
-    backOff(server, monotonicNow());
-    const client = this.client;
-    if (this.listener.refuseWith === 'connack' && !client.destroyed) client.write(connackFor('no_server', this.connectLevel as 3 | 4 | 5));
-    // What the client still sends has nowhere to go; its FIN follows the CONNACK when the server side has closed.
-    dropInput(client);
-    upstream.destroy();
+    // Left out for as long as it kept this client waiting (up to CONNACK_BACKOFF_MAX_MS), not the second of a refused
+    // dial: a client retrying after a second (mqtt.js's reconnectPeriod) met it again before its probe could tell
+    // (an audit, 5 timeouts in 16 s under `health.type: tcp`, which a stopped broker passes).
+    backOffUntilAnswer(server, monotonicNow(), Math.min(Math.max(DIAL_BACKOFF_MS, this.pool!.config.serverConnackTimeout), CONNACK_BACKOFF_MAX_MS));
+    this.answerUnavailable();
     reportSilentServer(server, this.acceptedAt, this.listener.ctx, 0);
     return true;
   }
@@ -987,6 +1006,9 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
     this.listener.sessionEnded(this);
   }
 }
+
+/** The longest a server is left out of the picks after a CONNACK timeout (connackOverdue). */
+const CONNACK_BACKOFF_MAX_MS = 10_000;
 
 /** A session this old whose server never sent a byte (not even its CONNACK) reports the server (reportSilentServer). */
 const SILENT_SERVER_MS = 1000;

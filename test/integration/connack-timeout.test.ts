@@ -40,7 +40,7 @@ async function stateOf(admin: number, server: string): Promise<string> {
 }
 
 /** An LB in front of one stand-in broker (`silent`: never answers a CONNECT), health checks off. */
-async function lbBefore(broker: DelayedBroker, opts: { timeout: string; listener?: string; env?: NodeJS.ProcessEnv }): Promise<{ lb: LbProcess; port: number; admin: number }> {
+async function lbBefore(broker: DelayedBroker, opts: { timeout: string; listener?: string; env?: NodeJS.ProcessEnv; limits?: string }): Promise<{ lb: LbProcess; port: number; admin: number }> {
   const port = await freePort();
   const admin = await freePort();
   const lb = await startLb(
@@ -51,6 +51,7 @@ async function lbBefore(broker: DelayedBroker, opts: { timeout: string; listener
       health: { type: 'none' },
       pool: `    serverConnackTimeout: ${opts.timeout}\n`,
       log: '  level: info\n  sessions: true\n',
+      limits: opts.limits,
     }),
     { waitReady: `http://127.0.0.1:${admin}/readyz`, env: opts.env },
   );
@@ -109,7 +110,29 @@ describe('a server that takes the CONNECT and never answers (serverConnackTimeou
     expect(await counter(admin, 'mqtt_lb_connect_rejected_total', { reason: 'server_connack_timeout' })).toBe(1);
   });
 
-  it('waits as long as the client does with serverConnackTimeout: 0', async () => {
+  // An audit: the stop path turned the deadlines off, and such clients waited out the whole drainTimeout, then got a
+  // close without a CONNACK.
+  it('still answers clients waiting for their CONNACK while a graceful stop drains the others', async () => {
+    const broker = await delayedBroker(null);
+    cleanups.push(() => broker.close());
+    const { lb, port } = await lbBefore(broker, { timeout: '1s', limits: '  drainTimeout: 20s\n' });
+    const clients = await Promise.all([0, 1, 2].map(() => connectRaw(port)));
+    clients.forEach((c, i) => c.write(connectPacket({ clientId: `stopping-${i}`, keepalive: 0 })));
+    const answers = Promise.all(clients.map((c) => collect(c, 8000)));
+    await sleep(200);
+    const stopAt = Date.now();
+    const stopped = lb.stop(15_000);
+    for (const got of await answers) {
+      expect(got.data.toString('hex')).toBe('20020003');
+      expect(got.closed).toBe(true);
+    }
+    expect(await stopped).toBe(0);
+    // At their deadline, and the stop over soon after: not after drainTimeout.
+    expect(Date.now() - stopAt).toBeLessThan(8000);
+    expect(lb.logs.filter((l) => l.msg === 'session closed').map((l) => l.reason)).toEqual(['server_connack_timeout', 'server_connack_timeout', 'server_connack_timeout']);
+  });
+
+  it('waits as long as the client does with serverConnackTimeout: 0 (the default)', async () => {
     const broker = await delayedBroker(null);
     cleanups.push(() => broker.close());
     const { port, admin } = await lbBefore(broker, { timeout: '0s' });
@@ -175,5 +198,36 @@ describe('a stopped mosquitto (SIGSTOP) behind serverConnackTimeout', () => {
     expect(downAfter).toBeLessThan(1500);
     // Its reconnect goes to b1 now, and is served there.
     expect(await brokerFor(port, id)).toBe('b1');
+  });
+
+  // An audit: left out for one second only, it took mqtt.js's reconnect (reconnectPeriod: 1 s) again, and under a TCP
+  // health check, which a stopped broker passes, its clients were never served (5 timeouts in 16 s).
+  it('with a TCP check it passes: left out for as long as it kept the client waiting, so the reconnect a second later is served elsewhere', async () => {
+    const brokers = await startBrokers(['b1', 'b2']);
+    cleanups.push(() => Promise.all(brokers.map((b) => b.stop())).then(() => undefined));
+    const port = await freePort();
+    const admin = await freePort();
+    const yaml = lbYaml({
+      port,
+      admin,
+      servers: brokers.map((b) => ({ name: b.name, port: b.port })),
+      health: { type: 'tcp', interval: '500ms', timeout: '400ms', rise: 1, fall: 1 },
+      pool: '    serverConnackTimeout: 2s\n',
+    });
+    await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
+    let id = '';
+    for (let i = 0; i < 40 && id === ''; i++) if ((await brokerFor(port, `tcp-checked-${i}`)) === 'b2') id = `tcp-checked-${i}`;
+    expect(id).not.toBe('');
+    const b2 = brokers[1]!;
+    b2.pause();
+    cleanups.push(() => b2.resume());
+    const s = await connectRaw(port);
+    s.write(connectPacket({ clientId: id, keepalive: 0 }));
+    const got = await collect(s, 6000);
+    expect(got.data.toString('hex')).toBe('20020003');
+    await sleep(1000);
+    // Still up by its TCP check, but out of the picks: the reconnect is served by b1.
+    expect(await stateOf(admin, 'b2')).toBe('up');
+    expect(await brokerFor(port, id, { connectTimeout: 3000, reconnectPeriod: 0 })).toBe('b1');
   });
 });

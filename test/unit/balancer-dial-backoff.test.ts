@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { backOff, clearBackOff, DEFERRED_REPORT_GAP_MS, DIAL_BACKOFF_MS } from '../../src/balancer/dial-backoff.js';
+import { backOff, backOffUntilAnswer, clearBackOff, DEFERRED_REPORT_GAP_MS, DIAL_BACKOFF_MS, serverAnswered } from '../../src/balancer/dial-backoff.js';
 import { Pool } from '../../src/balancer/pool.js';
 import type { Server } from '../../src/balancer/server.js';
 import { allUp, byName, poolConfig, type PoolSpec } from './balancer-fixtures.js';
@@ -92,6 +92,30 @@ describe('dial back-off in Pool.candidates', () => {
     home.setAdmin('drain');
     home.setAdmin('ready');
     expect(names(pool.candidates(keys))).toEqual([home.name]);
+  });
+
+  it('after a CONNACK that never came: out for as long as asked, a connect does not end it, an answer or a verdict of up does', () => {
+    const { pool, clock } = setup({ balance: 'round-robin', retries: 0, servers: ['a', 'b'] });
+    const a = byName(pool.servers, 'a');
+    backOffUntilAnswer(a, clock.t, 5000);
+    // A stopped broker's kernel still completes handshakes: another session's connect says nothing of it.
+    clearBackOff(a);
+    // A dial failure meanwhile does not shorten it.
+    backOff(a, clock.t);
+    expect(a.dialBackoffUntil).toBe(10_000 + 5000);
+    clock.t += 4999;
+    expect(names(pool.candidates(NO_KEY))).toEqual(['b']);
+    serverAnswered(a);
+    expect(a.dialBackoffUntil).toBe(0);
+    expect(Object.keys(tally(pool, 2)).sort()).toEqual(['a', 'b']);
+    backOffUntilAnswer(a, clock.t, 5000);
+    a.setHealth('down');
+    a.setHealth('up');
+    expect([a.dialBackoffUntil, a.dialBackoffNeedsAnswer]).toEqual([0, false]);
+    // A plain dial back-off again ends at a connect.
+    backOff(a, clock.t);
+    clearBackOff(a);
+    expect(a.dialBackoffUntil).toBe(0);
   });
 
   it('reports a left-out server for a probe at most every DEFERRED_REPORT_GAP_MS', () => {

@@ -59,7 +59,7 @@ export function poolConfig(spec: PoolSpec): PoolConfig {
     balance: spec.balance ?? 'client-id-hash',
     fallback: spec.fallback ?? 'least-connections',
     serverConnectTimeout: 3000,
-    serverConnackTimeout: 10_000,
+    serverConnackTimeout: 0,
     retries: spec.retries ?? 2,
     sendProxyProtocol: 'off',
     onServerDown: 'keep',

@@ -263,6 +263,17 @@ pools:
     }
   });
 
+  it('pools.<name>.serverConnackTimeout: 0s (none, the default) or a duration of at least 100ms', () => {
+    const pool = (yaml: string): number | undefined => parseConfig(yaml, 'lb.yaml').config?.pools.brokers?.serverConnackTimeout;
+    expect(pool(PREFIX)).toBe(0);
+    expect(problems(`${PREFIX}    serverConnackTimeout: 0s\n`)).toEqual([]);
+    expect(pool(`${PREFIX}    serverConnackTimeout: 100ms\n`)).toBe(100);
+    expect(pool(`${PREFIX}    serverConnackTimeout: 10s\n`)).toBe(10_000);
+    expect(problems(`${PREFIX}    serverConnackTimeout: 1ms\n`)).toEqual(['lb.yaml:8:27 pools.brokers.serverConnackTimeout: must be 0s (none) or at least 100ms (got "1ms")']);
+    expect(problems(`${PREFIX}    serverConnackTimeout: -1s\n`)).toHaveLength(1);
+    expect(problems(`${PREFIX}    serverConnackTimeout: 0\n`)[0]).toContain('a bare number is not a duration');
+  });
+
   it('limits.idleTimeout: 0s (never) or a duration of at least 1s', () => {
     expect(parseConfig(PREFIX, 'lb.yaml').config?.limits.idleTimeout).toBe(0);
     expect(problems(`${PREFIX}limits:\n  idleTimeout: 0s\n`)).toEqual([]);

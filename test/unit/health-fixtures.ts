@@ -72,7 +72,7 @@ export function poolConfig(overrides: Partial<PoolConfig> = {}, health: Partial<
     balance: 'client-id-hash',
     fallback: 'least-connections',
     serverConnectTimeout: 3000,
-    serverConnackTimeout: 10_000,
+    serverConnackTimeout: 0,
     retries: 2,
     sendProxyProtocol: 'off',
     onServerDown: 'keep',
