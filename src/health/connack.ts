@@ -2,6 +2,7 @@
  * Reads the broker's answer to the probe's CONNECT. Pure: bytes in, verdict out.
  * Only what a health check needs: is the first packet a well-formed CONNACK, and does it say success.
  */
+import { VBI_INCOMPLETE, readVbi, vbiBytes } from '../proxy/variable-byte-integer.js';
 
 export type ConnackVerdict =
   | { kind: 'incomplete' }
@@ -27,17 +28,10 @@ export function readConnack(buf: Buffer, version: 3 | 4 | 5): ConnackVerdict {
     return { kind: 'malformed', detail: `first packet is not CONNACK (byte 0x${buf[0]!.toString(16).padStart(2, '0')})` };
   }
   // Remaining Length: variable byte integer, at most 4 bytes (MQTT 3.1.1 §2.2.3, [MQTT-1.5.5-1]).
-  let remaining = 0;
-  let multiplier = 1;
-  let pos = 1;
-  for (;;) {
-    if (pos >= buf.length) return INCOMPLETE;
-    if (pos > 4) return { kind: 'malformed', detail: 'remaining length longer than 4 bytes' };
-    const b = buf[pos++]!;
-    remaining += (b & 0x7f) * multiplier;
-    if ((b & 0x80) === 0) break;
-    multiplier *= 128;
-  }
+  const remaining = readVbi(buf, 1, buf.length, false);
+  if (remaining === VBI_INCOMPLETE) return INCOMPLETE;
+  if (remaining < 0) return { kind: 'malformed', detail: 'remaining length longer than 4 bytes' };
+  const pos = 1 + vbiBytes;
   if (pos + remaining > MAX_CONNACK_BYTES) return { kind: 'malformed', detail: `CONNACK of ${remaining} bytes` };
   if (version < 5 && remaining !== 2) {
     // MQTT 3.1 / 3.1.1 §3.2.1: the variable header is exactly 2 bytes, no payload.

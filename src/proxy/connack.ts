@@ -6,6 +6,7 @@
  * the returned buffers as read-only (Node cannot freeze a Buffer); `socket.write` never modifies them.
  */
 import { generate } from './mqtt-generate.js';
+import { VBI_INCOMPLETE, readVbi, vbiBytes } from './variable-byte-integer.js';
 
 export type RefusalReason =
   | 'no_server'
@@ -93,9 +94,9 @@ export function leadingAuthBytes(bytes: Buffer, protocolLevel: number): number {
 
 /** Where the packet at `at` ends, or -1 when its fixed header or body is not all there (or is malformed). */
 function packetEnd(bytes: Buffer, at: number): number {
-  const length = variableByteInteger(bytes, at + 1);
-  if (length === null || length === 'partial') return -1;
-  const end = length.next + length.value;
+  const length = readVbi(bytes, at + 1, bytes.length, false);
+  if (length < 0) return -1;
+  const end = at + 1 + vbiBytes + length;
   return end <= bytes.length ? end : -1;
 }
 
@@ -109,15 +110,12 @@ export function connackVerdict(bytes: Buffer, protocolLevel: number): ConnackVer
   // An AUTH packet not all there yet (the caller skips whole ones: leadingAuthBytes): the CONNACK comes after it.
   if (bytes[0] === 0xf0 && (protocolLevel & 0x7f) === 5) return 'partial';
   if (bytes[0] !== 0x20) return 'refuses';
-  // The remaining length's last byte: at most 4 bytes, each but the last with bit 7 set.
-  let last = 1;
-  while (last < bytes.length && (bytes[last]! & 0x80) !== 0) {
-    if (last === 4) return 'refuses'; // a fifth length byte: malformed
-    last++;
-  }
-  if (last >= bytes.length) return 'partial';
+  // The remaining length: all there, and at most 4 bytes (a fifth: malformed).
+  const length = readVbi(bytes, 1, bytes.length, false);
+  if (length === VBI_INCOMPLETE) return 'partial';
+  if (length < 0) return 'refuses';
   // 3.1 / 3.1.1: the remaining length is one byte (2), then flags and the code; 5.0 the same, after a longer length.
-  const codeAt = (protocolLevel & 0x7f) === 5 ? last + 2 : 3;
+  const codeAt = (protocolLevel & 0x7f) === 5 ? 1 + vbiBytes + 1 : 3;
   if (codeAt >= bytes.length) return 'partial';
   return bytes[codeAt] === 0 ? 'accepts' : 'refuses';
 }
@@ -154,18 +152,18 @@ const CONNACK_PROPERTY_SIZES: ReadonlyMap<number, number | 'string' | 'pair'> = 
 export function assignedClientId(bytes: Buffer): Buffer | null | 'partial' {
   if (bytes.length === 0) return 'partial';
   if (bytes[0] !== 0x20) return null;
-  const length = variableByteInteger(bytes, 1);
-  if (length === null) return null;
-  if (length === 'partial') return 'partial';
-  const end = length.next + length.value;
-  if (length.value > MAX_READ_CONNACK_BYTES) return null;
+  const length = readVbi(bytes, 1, bytes.length, false);
+  if (length === VBI_INCOMPLETE) return 'partial';
+  if (length < 0 || length > MAX_READ_CONNACK_BYTES) return null;
+  const bodyAt = 1 + vbiBytes;
+  const end = bodyAt + length;
   if (end > bytes.length) return 'partial';
-  // Acknowledge flags and reason code, then the property length.
-  const properties = variableByteInteger(bytes, length.next + 2);
-  if (properties === null || properties === 'partial') return null;
-  const propertiesEnd = properties.next + properties.value;
+  // Acknowledge flags and reason code, then the property length (within the CONNACK: a cut one is malformed).
+  const properties = readVbi(bytes, bodyAt + 2, end, false);
+  if (properties < 0) return null;
+  const propertiesEnd = bodyAt + 2 + vbiBytes + properties;
   if (propertiesEnd > end) return null;
-  let at = properties.next;
+  let at = bodyAt + 2 + vbiBytes;
   while (at < propertiesEnd) {
     const id = bytes[at++]!;
     const size = CONNACK_PROPERTY_SIZES.get(id);
@@ -186,14 +184,3 @@ export function assignedClientId(bytes: Buffer): Buffer | null | 'partial' {
   return null;
 }
 
-/** An MQTT variable byte integer at `at` [MQTT-1.5.5]: its value and where it ends; null when malformed. */
-function variableByteInteger(bytes: Buffer, at: number): { value: number; next: number } | null | 'partial' {
-  let value = 0;
-  for (let i = 0; i < 4; i++) {
-    if (at + i >= bytes.length) return 'partial';
-    const b = bytes[at + i]!;
-    value += (b & 0x7f) * 2 ** (7 * i);
-    if ((b & 0x80) === 0) return { value, next: at + i + 1 };
-  }
-  return null;
-}

@@ -15,6 +15,7 @@
  * Rule numbers are MQTT 5.0 unless marked 3.1.1. Never throws: every read is bounds-checked first.
  */
 import { isValidMqttUtf8 } from './connect-utf8.js';
+import { VBI_INCOMPLETE, VBI_MALFORMED, readVbi, vbiBytes } from './variable-byte-integer.js';
 
 export type RejectReason = 'malformed' | 'not_connect' | 'too_large';
 
@@ -83,23 +84,10 @@ export function scanConnect(buf: Buffer, maxConnectBytes: number): ScanResult {
   // Its reserved flag bits are checked with the version (validateConnect): 3.1 has no such rule.
 
   // Remaining Length: Variable Byte Integer, at most 4 bytes [MQTT-1.5.5], minimal encoding [MQTT-1.5.5-1].
-  let remaining = 0;
-  let multiplier = 1;
-  let pos = 1;
-  for (;;) {
-    if (pos >= available) return MORE;
-    const byte = buf[pos]!;
-    pos += 1;
-    remaining += (byte & 0x7f) * multiplier;
-    if ((byte & 0x80) === 0) {
-      // A multi-byte encoding whose last byte is 0 could have been shorter: non-minimal [MQTT-1.5.5-1].
-      if (byte === 0 && pos > 2) return MALFORMED;
-      break;
-    }
-    if (pos === 5) return MALFORMED; // a 4th byte with the continuation bit: a 5th byte would follow
-    multiplier *= 128;
-  }
-  const headerLength = pos;
+  const remaining = readVbi(buf, 1, available, true);
+  if (remaining === VBI_INCOMPLETE) return MORE;
+  if (remaining === VBI_MALFORMED) return MALFORMED;
+  const headerLength = 1 + vbiBytes;
   const packetLength = headerLength + remaining;
   if (packetLength > maxConnectBytes) return TOO_LARGE; // decided on the header, nothing buffered
 
@@ -356,22 +344,9 @@ function scanProperties(buf: Buffer, p: number, end: number, table: Uint8Array):
   scratchSessionExpiry = 0;
 
   // Property Length: VBI, max 4 bytes, minimal [MQTT-1.5.5-1].
-  let length = 0;
-  let multiplier = 1;
-  let count = 0;
-  for (;;) {
-    if (p >= end) return -1;
-    const byte = buf[p]!;
-    p += 1;
-    count += 1;
-    length += (byte & 0x7f) * multiplier;
-    if ((byte & 0x80) === 0) {
-      if (byte === 0 && count > 1) return -1;
-      break;
-    }
-    if (count === 4) return -1;
-    multiplier *= 128;
-  }
+  const length = readVbi(buf, p, end, true);
+  if (length < 0) return -1;
+  p += vbiBytes;
   const sectionEnd = p + length;
   if (sectionEnd > end) return -1; // property length larger than the rest of the packet
 

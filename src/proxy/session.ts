@@ -26,6 +26,7 @@ import { rewriteUsername } from './connect-rewrite.js';
 import { KeepAliveArming } from './keepalive-arming.js';
 import type { IdleWatched } from './idle-sweep.js';
 import type { ConnackWaiter } from './connack-deadlines.js';
+import { readVbi, vbiBytes } from './variable-byte-integer.js';
 import type { ListenerStats, ProxyContext, RejectReason, RoutingPool, AdmissionTicket } from './context.js';
 import type { TlsPeer } from './front.js';
 import { monotonicNow } from '../monotonic-clock.js';
@@ -321,16 +322,16 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
 
   /** Whether the first packet is all there once `chunk` is added to what was read: its fixed header says how long it is. */
   private connectCompletedBy(chunk: Buffer): boolean {
-    const buf = this.buf!;
     const have = this.filled + chunk.length;
-    const byteAt = (i: number): number => (i < this.filled ? buf[i]! : chunk[i - this.filled]!);
-    let remaining = 0;
-    for (let i = 1; i <= 4 && i < have; i++) {
-      const b = byteAt(i);
-      remaining += (b & 0x7f) * 2 ** (7 * (i - 1));
-      if ((b & 0x80) === 0) return i + 1 + remaining <= have;
+    let head = this.buf!;
+    if (this.filled < FIXED_HEADER_MAX) {
+      // The fixed header may straddle what was read and the chunk: its first bytes, together.
+      head = FIXED_HEADER_SCRATCH;
+      this.buf!.copy(head, 0, 0, this.filled);
+      chunk.copy(head, this.filled, 0, FIXED_HEADER_MAX - this.filled);
     }
-    return false;
+    const remaining = readVbi(head, 1, Math.min(have, FIXED_HEADER_MAX), false);
+    return remaining >= 0 && 1 + vbiBytes + remaining <= have;
   }
 
   /** The pre-routing buffer is done with (routed, refused, or the client left): no longer counted. */
@@ -1044,6 +1045,9 @@ function formatAddress({ address, port }: { address: string; port: number }): st
 }
 
 const EMPTY = Buffer.alloc(0);
+/** A fixed header is at most 5 bytes: the type byte and a 4-byte remaining length. */
+const FIXED_HEADER_MAX = 5;
+const FIXED_HEADER_SCRATCH = Buffer.alloc(FIXED_HEADER_MAX);
 const EMPTY_CANDIDATES: Server[] = [];
 
 function noop(): void {}
