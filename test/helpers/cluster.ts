@@ -56,6 +56,12 @@ export async function whichBroker(client: MqttClient, timeoutMs = 5000): Promise
   });
 }
 
+/** The first of `${prefix}0` .. `${prefix}39` that the LB on `port` sends to `broker` (asked one by one); throws if none. */
+export async function clientIdOn(port: number, broker: string, prefix: string): Promise<string> {
+  for (let i = 0; i < 40; i++) if ((await brokerFor(port, `${prefix}${i}`)) === broker) return `${prefix}${i}`;
+  throw new Error(`none of ${prefix}0..39 goes to ${broker}`);
+}
+
 /** Connect with a client ID, ask which broker, disconnect. */
 export async function brokerFor(port: number, clientId: string, opts: IClientOptions = {}): Promise<string> {
   const c = await connectVia(port, { clientId, ...opts });

@@ -6,12 +6,13 @@
  * Run alone after `npx tsc -p .` (the LB runs from dist/).
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { brokerFor, startBrokers } from '../helpers/cluster.js';
+import { brokerFor, clientIdOn, startBrokers } from '../helpers/cluster.js';
 import { delayedBroker, type DelayedBroker } from '../helpers/delayed-broker.js';
 import { SOCKET_ENGINES, sleep, socketEngineOf, startLb, stopAllLbs, type LbProcess } from '../helpers/lb.js';
-import { lbYaml } from '../helpers/lb-config.js';
+import { lbYaml, type HealthSpec } from '../helpers/lb-config.js';
 import { freePort } from '../helpers/mosquitto.js';
-import { collect, connectPacket, connectRaw } from '../helpers/raw-client.js';
+import { msUntilServerState, serverState } from '../helpers/server-state.js';
+import { collect, connectPacket, connectRaw, type Exchange } from '../helpers/raw-client.js';
 import { find, parseExposition } from '../unit/telemetry-fixtures.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -33,11 +34,6 @@ async function counter(admin: number, name: string, labels: Record<string, strin
   return find(parseExposition(await r.text()), name, labels).reduce((a, s) => a + s.value, 0);
 }
 
-async function stateOf(admin: number, server: string): Promise<string> {
-  const r = await fetch(`http://127.0.0.1:${admin}/api/status`, { signal: AbortSignal.timeout(2000) });
-  const doc = (await r.json()) as { pools: Array<{ servers: Array<{ name: string; state: string }> }> };
-  return doc.pools[0]!.servers.find((s) => s.name === server)!.state;
-}
 
 /** An LB in front of one stand-in broker (`silent`: never answers a CONNECT), health checks off. */
 async function lbBefore(broker: DelayedBroker, opts: { timeout: string; listener?: string; env?: NodeJS.ProcessEnv; limits?: string }): Promise<{ lb: LbProcess; port: number; admin: number }> {
@@ -161,39 +157,33 @@ describe('a server that takes the CONNECT and never answers (serverConnackTimeou
   });
 });
 
+/**
+ * Two mosquittos behind an LB with `health` and `serverConnackTimeout`; b2, the home of a client ID, is then stopped
+ * (SIGSTOP) and that client sends its CONNECT: what it got.
+ */
+async function clientOfStoppedBroker(health: HealthSpec, timeout: string, prefix: string): Promise<{ port: number; admin: number; id: string; got: Exchange }> {
+  const brokers = await startBrokers(['b1', 'b2']);
+  cleanups.push(() => Promise.all(brokers.map((b) => b.stop())).then(() => undefined));
+  const port = await freePort();
+  const admin = await freePort();
+  const yaml = lbYaml({ port, admin, servers: brokers.map((b) => ({ name: b.name, port: b.port })), health, pool: `    serverConnackTimeout: ${timeout}\n` });
+  await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
+  const id = await clientIdOn(port, 'b2', prefix);
+  const b2 = brokers[1]!;
+  b2.pause();
+  cleanups.push(() => b2.resume());
+  const s = await connectRaw(port);
+  s.write(connectPacket({ clientId: id, keepalive: 0 }));
+  return { port, admin, id, got: await collect(s, 6000) };
+}
+
 describe('a stopped mosquitto (SIGSTOP) behind serverConnackTimeout', () => {
   it('gets its client answered server unavailable, is probed at once and marked down; the reconnect reaches the other broker', async () => {
-    const brokers = await startBrokers(['b1', 'b2']);
-    cleanups.push(() => Promise.all(brokers.map((b) => b.stop())).then(() => undefined));
-    const port = await freePort();
-    const admin = await freePort();
     // Probes every 20 s: without the probe the timeout asks for, the stopped broker would stay up for the test.
-    const yaml = lbYaml({
-      port,
-      admin,
-      servers: brokers.map((b) => ({ name: b.name, port: b.port })),
-      health: { type: 'mqtt', interval: '20s', timeout: '400ms', rise: 1, fall: 1 },
-      pool: '    serverConnackTimeout: 700ms\n',
-    });
-    await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
-    let id = '';
-    for (let i = 0; i < 40 && id === ''; i++) if ((await brokerFor(port, `stopped-${i}`)) === 'b2') id = `stopped-${i}`;
-    expect(id).not.toBe('');
-
-    const b2 = brokers[1]!;
-    b2.pause();
-    cleanups.push(() => b2.resume());
-    const s = await connectRaw(port);
-    s.write(connectPacket({ clientId: id, keepalive: 0 }));
-    const got = await collect(s, 5000);
+    const { port, admin, id, got } = await clientOfStoppedBroker({ type: 'mqtt', interval: '20s', timeout: '400ms', rise: 1, fall: 1 }, '700ms', 'stopped-');
     expect(got.data.toString('hex')).toBe('20020003');
     expect(got.closed).toBe(true);
-    const answeredAt = Date.now();
-    let downAfter = -1;
-    for (let i = 0; i < 60 && downAfter < 0; i++) {
-      if ((await stateOf(admin, 'b2')) === 'down') downAfter = Date.now() - answeredAt;
-      else await sleep(50);
-    }
+    const downAfter = await msUntilServerState(admin, 'b2', 'down', Date.now());
     expect(downAfter).toBeGreaterThanOrEqual(0);
     expect(downAfter).toBeLessThan(1500);
     // Its reconnect goes to b1 now, and is served there.
@@ -203,31 +193,11 @@ describe('a stopped mosquitto (SIGSTOP) behind serverConnackTimeout', () => {
   // An audit: left out for one second only, it took mqtt.js's reconnect (reconnectPeriod: 1 s) again, and under a TCP
   // health check, which a stopped broker passes, its clients were never served (5 timeouts in 16 s).
   it('with a TCP check it passes: left out for as long as it kept the client waiting, so the reconnect a second later is served elsewhere', async () => {
-    const brokers = await startBrokers(['b1', 'b2']);
-    cleanups.push(() => Promise.all(brokers.map((b) => b.stop())).then(() => undefined));
-    const port = await freePort();
-    const admin = await freePort();
-    const yaml = lbYaml({
-      port,
-      admin,
-      servers: brokers.map((b) => ({ name: b.name, port: b.port })),
-      health: { type: 'tcp', interval: '500ms', timeout: '400ms', rise: 1, fall: 1 },
-      pool: '    serverConnackTimeout: 2s\n',
-    });
-    await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
-    let id = '';
-    for (let i = 0; i < 40 && id === ''; i++) if ((await brokerFor(port, `tcp-checked-${i}`)) === 'b2') id = `tcp-checked-${i}`;
-    expect(id).not.toBe('');
-    const b2 = brokers[1]!;
-    b2.pause();
-    cleanups.push(() => b2.resume());
-    const s = await connectRaw(port);
-    s.write(connectPacket({ clientId: id, keepalive: 0 }));
-    const got = await collect(s, 6000);
+    const { port, admin, id, got } = await clientOfStoppedBroker({ type: 'tcp', interval: '500ms', timeout: '400ms', rise: 1, fall: 1 }, '2s', 'tcp-checked-');
     expect(got.data.toString('hex')).toBe('20020003');
     await sleep(1000);
     // Still up by its TCP check, but out of the picks: the reconnect is served by b1.
-    expect(await stateOf(admin, 'b2')).toBe('up');
+    expect(await serverState(admin, 'b2')).toBe('up');
     expect(await brokerFor(port, id, { connectTimeout: 3000, reconnectPeriod: 0 })).toBe('b1');
   });
 });

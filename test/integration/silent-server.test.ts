@@ -7,10 +7,11 @@
  */
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { brokerFor, startBrokers } from '../helpers/cluster.js';
+import { brokerFor, clientIdOn, startBrokers } from '../helpers/cluster.js';
 import { startLb, stopAllLbs, sleep } from '../helpers/lb.js';
 import { lbYaml } from '../helpers/lb-config.js';
 import { freePort } from '../helpers/mosquitto.js';
+import { msUntilServerState, serverState } from '../helpers/server-state.js';
 import { collect, connectPacket, connectRaw } from '../helpers/raw-client.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -25,11 +26,6 @@ afterEach(async () => {
   }
 });
 
-async function stateOf(admin: number, server: string): Promise<string> {
-  const r = await fetch(`http://127.0.0.1:${admin}/api/status`, { signal: AbortSignal.timeout(2000) });
-  const doc = (await r.json()) as { pools: Array<{ servers: Array<{ name: string; state: string }> }> };
-  return doc.pools[0]!.servers.find((s) => s.name === server)!.state;
-}
 
 describe('a server that sends nothing in a whole session', () => {
   it('is probed when its client gives up, not at the next interval: marked down within a second of it', async () => {
@@ -40,9 +36,7 @@ describe('a server that sends nothing in a whole session', () => {
     // Probes every 20 s: without the report, the stopped broker would stay up for the whole test.
     const yaml = lbYaml({ port, admin, servers: brokers.map((b) => ({ name: b.name, port: b.port })), health: { type: 'mqtt', interval: '20s', timeout: '400ms', rise: 1, fall: 1 } });
     await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
-    let id = '';
-    for (let i = 0; i < 40 && id === ''; i++) if ((await brokerFor(port, `silent-${i}`)) === 'b2') id = `silent-${i}`;
-    expect(id).not.toBe('');
+    const id = await clientIdOn(port, 'b2', 'silent-');
 
     const b2 = brokers[1]!;
     b2.pause();
@@ -52,12 +46,7 @@ describe('a server that sends nothing in a whole session', () => {
     s.write(connectPacket({ clientId: id }));
     const got = await collect(s, 1500);
     expect(got.data.length).toBe(0);
-    const gaveUpAt = Date.now();
-    let downAfter = -1;
-    for (let i = 0; i < 60 && downAfter < 0; i++) {
-      if ((await stateOf(admin, 'b2')) === 'down') downAfter = Date.now() - gaveUpAt;
-      else await sleep(50);
-    }
+    const downAfter = await msUntilServerState(admin, 'b2', 'down', Date.now());
     console.log(`[silent-server] b2 marked down ${downAfter} ms after its client gave up (probe timeout 400 ms, interval 20 s)`);
     expect(downAfter).toBeGreaterThanOrEqual(0);
     expect(downAfter).toBeLessThan(1500);
@@ -97,7 +86,7 @@ describe('a server that sends nothing in a whole session', () => {
     const [port, admin] = [await freePort(), await freePort()];
     const yaml = lbYaml({ port, admin, servers: [{ name: 'b1', port: brokers[0]!.port }, { name: 'fake', port: fakePort }], health: { type: 'mqtt', interval: '20s', timeout: '400ms', rise: 1, fall: 1 } });
     await startLb(yaml, { waitReady: `http://127.0.0.1:${admin}/readyz` });
-    for (let i = 0; i < 60 && (await stateOf(admin, 'fake')) !== 'up'; i++) await sleep(50);
+    for (let i = 0; i < 60 && (await serverState(admin, 'fake')) !== 'up'; i++) await sleep(50);
     let id = '';
     for (let i = 0; i < 40 && id === ''; i++) {
       const candidate = `closer-${i}`;
@@ -114,12 +103,7 @@ describe('a server that sends nothing in a whole session', () => {
     const got = await collect(s, 1000);
     expect(got.closed).toBe(true);
     expect(got.data.length).toBe(0);
-    const closedAt = Date.now();
-    let downAfter = -1;
-    for (let i = 0; i < 40 && downAfter < 0; i++) {
-      if ((await stateOf(admin, 'fake')) === 'down') downAfter = Date.now() - closedAt;
-      else await sleep(50);
-    }
+    const downAfter = await msUntilServerState(admin, 'fake', 'down', Date.now());
     // At its 20 s interval otherwise.
     expect(downAfter).toBeGreaterThanOrEqual(0);
     expect(downAfter).toBeLessThan(1500);

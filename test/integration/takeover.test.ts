@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import type { MqttClient } from 'mqtt';
 import { afterEach, describe, expect, it } from 'vitest';
-import { brokerFor, connectVia, startBrokers, tagBroker, whichBroker, type NamedBroker } from '../helpers/cluster.js';
+import { brokerFor, clientIdOn, connectVia, startBrokers, tagBroker, whichBroker, type NamedBroker } from '../helpers/cluster.js';
 import { lbYaml, type ServerSpec } from '../helpers/lb-config.js';
 import { startLb, stopAllLbs, type LbProcess } from '../helpers/lb.js';
 import { freePort } from '../helpers/mosquitto.js';
@@ -79,9 +79,7 @@ describe('one client ID, two brokers', () => {
   it('a client ID connecting again on another broker closes its older session there (onServerUp: keep); on the same broker the broker does it', async () => {
     const { lb, port, b2 } = await overTwoBrokers('mqtt');
     // A client ID that hashes to b2.
-    let id = '';
-    for (let i = 0; i < 40 && id === ''; i++) if ((await brokerFor(port, `to-b2-${i}`)) === 'b2') id = `to-b2-${i}`;
-    expect(id).not.toBe('');
+    const id = await clientIdOn(port, 'b2', 'to-b2-');
 
     b2.kill('SIGKILL');
     await lb.waitForLog((l) => l.msg === 'server state changed' && l.server === 'b2' && l.to === 'down');
@@ -177,9 +175,7 @@ describe('one client ID, two brokers', () => {
       { name: 'b2', port: b2Port },
     ];
     const { lb, port } = await lbOver(servers(b2.port), 'tcp');
-    let id = '';
-    for (let i = 0; i < 40 && id === ''; i++) if ((await brokerFor(port, `moved-${i}`)) === 'b2') id = `moved-${i}`;
-    expect(id).not.toBe('');
+    const id = await clientIdOn(port, 'b2', 'moved-');
     const first = await connect(port, id);
     expect(first.broker).toBe('b2');
 
