@@ -779,6 +779,12 @@ export class Heartbeat {
         case 'reannounce':
           this.enqueue(inst, async () => this.announceVips(inst, true));
           break;
+        case 'preemptPending':
+          this.log.info(
+            { routerId: inst.cfg.routerId, peer: inst.peer?.address ?? null, peerPriority: a.masterPriority, priority: inst.sm.effectivePriority, preemptDelayMs: a.delayMs },
+            'failover: a lower-priority master is live; it is preempted once heard for preemptDelay without interruption',
+          );
+          break;
         case 'notify':
           this.log.info({ routerId: inst.cfg.routerId, from: a.from, to: a.to, cause: a.cause, priority: inst.sm.advertisedPriority, at }, 'failover state changed');
           this.emit({ type: 'state', routerId: inst.cfg.routerId, from: a.from, to: a.to, at });

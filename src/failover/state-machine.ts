@@ -39,6 +39,8 @@ export type FailoverAction =
    * pulled the clients back to us as the preempting peer took over (150 ms of lost SYNs in the failover benchmark).
    */
   | { type: 'reannounce' }
+  /** A live master of lower priority heard: preempted once heard for preemptDelay without interruption (a log line). */
+  | { type: 'preemptPending'; masterPriority: number; delayMs: number }
   | { type: 'notify'; from: FailoverState; to: FailoverState; cause: TransitionCause };
 
 /**
@@ -500,13 +502,18 @@ export class FailoverStateMachine {
       this.acceptMaster(a, now);
       return [];
     }
+    let actions: FailoverAction[] = [];
     if (this.cfg.preemptDelay > 0) {
       // Preempt only after a lower-priority master has been seen for preemptDelay without interruption.
-      if (this.preemptSince === null) this.preemptSince = now;
+      if (this.preemptSince === null) {
+        this.preemptSince = now;
+        // Said once per wait: the VIP stays where it is for that long, and the operator sees why.
+        actions = [{ type: 'preemptPending', masterPriority: a.priority, delayMs: this.cfg.preemptDelay }];
+      }
       if (now - this.preemptSince < this.cfg.preemptDelay) this.acceptMaster(a, now);
     }
     this.lastPreemptDiscardAt = now;
-    return []; // discarded: the Master_Down_Timer keeps running and we take over when it fires
+    return actions; // discarded: the Master_Down_Timer keeps running and we take over when it fires
   }
 
   private masterReceive(a: ReceivedAdvert, now: number): FailoverAction[] {

@@ -99,6 +99,22 @@ describe('transition causes', () => {
     expect(causes(s.runUntil(2600))).toEqual(['backup>master:master_resigned']);
   });
 
+  // An audit: nothing said why a host of higher priority left the VIP where it was for preemptDelay.
+  it('preemptPending once when a preemptDelay wait starts, again only for a new wait', () => {
+    const s = setup({ priority: 150, preemptDelay: 5000 });
+    s.sm.start();
+    const pending = (a: FailoverAction[]) => a.filter((x) => x.type === 'preemptPending');
+    expect(pending(peerAdvertises(s, 1000, 3000, masterAdvert(100)))).toEqual([{ type: 'preemptPending', masterPriority: 100, delayMs: 5000 }]);
+    // A master of our priority or more interrupts the wait; a lower one after it starts a new one.
+    expect(pending(s.sm.onAdvert(masterAdvert(150, PEER_HIGH)))).toEqual([]);
+    expect(pending(peerAdvertises(s, 3000, 4000, masterAdvert(100)))).toHaveLength(1);
+    expect(causes(peerAdvertises(s, 4000, 9500, masterAdvert(100)))).toEqual(['backup>master:preempt']);
+    // Without a delay there is no wait to tell of.
+    const t = setup({ priority: 150 });
+    t.sm.start();
+    expect(pending(peerAdvertises(t, 1000, 3000, masterAdvert(100)))).toEqual([]);
+  });
+
   it('preempt, higher_priority_master, stopping, fault and fault_cleared', () => {
     const { s } = heldHearing(50);
     expect(causes(s.sm.setHeld(false))).toEqual(['backup>master:preempt']);
