@@ -269,7 +269,7 @@ export class App implements TelemetrySource, AdminActions {
       else entry.sessions++;
     }
     for (const [key, fields] of byServer) {
-      this.connackTimeoutLog.warn(key, { ...fields, serverConnackTimeoutMs: timeoutMs }, 'server sent no CONNACK within serverConnackTimeout: its clients are answered server unavailable, and it is probed now');
+      this.connackTimeoutLog.warn(key, { ...fields, serverConnackTimeoutMs: timeoutMs }, 'server sent no CONNACK within serverConnackTimeout: its clients are answered server unavailable');
     }
   }
 

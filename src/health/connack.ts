@@ -39,6 +39,13 @@ export function readConnack(buf: Buffer, version: 3 | 4 | 5): ConnackVerdict {
   }
   if (remaining < 2) return { kind: 'malformed', detail: `CONNACK remaining length ${remaining}` };
   if (buf.length < pos + remaining) return INCOMPLETE;
+  if (version === 5 && remaining > 2) {
+    // The property length, then the properties, fill the rest exactly: a CONNACK has no payload (v5 §3.2.3).
+    const properties = readVbi(buf, pos + 2, pos + remaining, false);
+    if (properties < 0 || pos + 2 + vbiBytes + properties !== pos + remaining) {
+      return { kind: 'malformed', detail: 'CONNACK property length does not match its remaining length' };
+    }
+  }
   const flags = buf[pos]!;
   const code = buf[pos + 1]!;
   // Bits 7-1 of the acknowledge flags are reserved and MUST be 0 (v5 [MQTT-3.2.2-1]; 3.1.1 §3.2.2.1).

@@ -114,8 +114,10 @@ export function connackVerdict(bytes: Buffer, protocolLevel: number): ConnackVer
   const length = readVbi(bytes, 1, bytes.length, false);
   if (length === VBI_INCOMPLETE) return 'partial';
   if (length < 0) return 'refuses';
-  // 3.1 / 3.1.1: the remaining length is one byte (2), then flags and the code; 5.0 the same, after a longer length.
-  const codeAt = (protocolLevel & 0x7f) === 5 ? 1 + vbiBytes + 1 : 3;
+  // The acknowledge flags, then the code, right after the remaining length: one byte of it as a rule (2, or 5.0's
+  // properties up to 127 bytes), more when the broker wrote it longer than needed (a re-audit: the flags were read
+  // as the code at a fixed offset).
+  const codeAt = 1 + vbiBytes + 1;
   if (codeAt >= bytes.length) return 'partial';
   return bytes[codeAt] === 0 ? 'accepts' : 'refuses';
 }

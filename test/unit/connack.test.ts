@@ -81,6 +81,14 @@ describe('connackVerdict (a takeover across brokers waits for it)', () => {
     expect(connackVerdict(v5.subarray(0, 5), 5)).toBe('accepts');
   });
 
+  // A re-audit: the 3.1.1 code was read at a fixed offset, so a remaining length written longer than needed (which a
+  // reader takes: only the sender is held to [MQTT-1.5.5-1]) had its flags byte read as the code.
+  it('3.1.1 with a remaining length written in two bytes: the code after the flags, not the flags', () => {
+    expect(connackVerdict(Buffer.from([0x20, 0x82, 0x00, 0x01, 0x00]), 4)).toBe('accepts');
+    expect(connackVerdict(Buffer.from([0x20, 0x82, 0x00, 0x00, 0x05]), 4)).toBe('refuses');
+    expect(connackVerdict(Buffer.from([0x20, 0x82, 0x00, 0x01]), 4)).toBe('partial');
+  });
+
   it('not a CONNACK, or a remaining length of five bytes: refuses', () => {
     expect(connackVerdict(Buffer.from([0x30, 0x02, 0x00, 0x00]), 4)).toBe('refuses');
     expect(connackVerdict(Buffer.from([0xd0, 0x00]), 5)).toBe('refuses');

@@ -47,6 +47,10 @@ describe('readConnack', () => {
     expect(readConnack(Buffer.from([0x20, 0x03, 0x00, 0x00, 0x00]), 4)).toMatchObject({ kind: 'malformed' }); // 3.1.1 length must be 2
     expect(readConnack(Buffer.from([0x20, 0x02, 0x02, 0x00]), 4)).toMatchObject({ kind: 'malformed' }); // reserved ack flag bits
     expect(readConnack(Buffer.from([0x20, 0xff, 0xff, 0xff, 0xff, 0x01]), 5)).toMatchObject({ kind: 'malformed' });
+    // A re-audit: a 5.0 property length past the packet (or short of it) passed as a well-formed CONNACK.
+    expect(readConnack(Buffer.from([0x20, 0x03, 0x00, 0x00, 0x05]), 5)).toMatchObject({ kind: 'malformed' });
+    expect(readConnack(Buffer.from([0x20, 0x05, 0x00, 0x00, 0x01, 0x24, 0x01]), 5)).toMatchObject({ kind: 'malformed' });
+    expect(readConnack(Buffer.from([0x20, 0x05, 0x00, 0x00, 0x02, 0x24, 0x01]), 5)).toMatchObject({ kind: 'accepted' });
   });
 });
 
