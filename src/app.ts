@@ -147,7 +147,7 @@ export class App implements TelemetrySource, AdminActions {
   private readonly pendingFullLog: RateLimitedLog;
   /** Dials that failed for want of a descriptor, memory or a local port (onDialFailure): once per 10 s per code. */
   private readonly localDialLog: RateLimitedLog;
-  /** Sessions closed for pools.<name>.serverConnackTimeout (logConnackTimeouts): once per 10 s per server. */
+  /** Sessions closed for pools.<name>.serverConnackTimeout (logConnackTimeouts): once per 10 s per server (per process). */
   private readonly connackTimeoutLog: RateLimitedLog;
   /** Each clamp the running config gave (its key) and the value it was said with (logClamped, clampsToSay). */
   private clampsSaid = new Map<string, number>();

@@ -2,9 +2,9 @@
  * `pools.<name>.serverConnackTimeout`: a routed session whose server has not sent its first byte (the CONNACK, or
  * a 5.0 AUTH) this long after its CONNECT went to it. A broker that takes TCP without serving MQTT (a stopped or
  * wedged process: the kernel still completes handshakes into its backlog) would otherwise hold its clients until
- * each gives up on its own timer (mqtt.js and Paho: 30 s), told nothing; HAProxy leaves them to `timeout server`
- * and then resets them. Nothing of the server has reached such a client, so it can still be answered in MQTT
- * (session.ts connackOverdue).
+ * each gives up on its own timer (mqtt.js: 30 s; Paho Python and mosquitto_sub: never), told nothing; HAProxy leaves
+ * them to `timeout server` and then resets them. Nothing of the server has reached such a client, so it can still be
+ * answered in MQTT (session.ts connackOverdue).
  *
  * How, at one timer per timeout value rather than one per session: every session of a queue has the same timeout
  * and joins at its end, so a queue is in deadline order and only its head is ever due first. Sessions leave it

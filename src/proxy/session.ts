@@ -932,7 +932,8 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
   /**
    * ConnackWaiter: serverConnackTimeout ran out and its server has sent nothing, not even its CONNACK. Nothing of the
    * server has reached the client, so it is told as for a failed dial (`refuseWith`: CONNACK 3 / 0x88, or a close),
-   * the server is left out of the picks for a moment and probed now, and the session ends (`server_connack_timeout`).
+   * the server is left out of the picks until it answers (1-10 s) and probed now (with health checks), and the session
+   * ends (`server_connack_timeout`).
    * Not retried on another server: this one has the CONNECT, and may still act on it (takeover, Will).
    */
   connackOverdue(): boolean {
