@@ -5,6 +5,7 @@
  * timeout, and a session that lives past it, are not touched.
  * Run alone after `npx tsc -p .` (the LB runs from dist/).
  */
+import { readFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { brokerFor, clientIdOn, startBrokers } from '../helpers/cluster.js';
 import { delayedBroker, type DelayedBroker } from '../helpers/delayed-broker.js';
@@ -126,6 +127,27 @@ describe('a server that takes the CONNECT and never answers (serverConnackTimeou
     // At their deadline, and the stop over soon after: not after drainTimeout.
     expect(Date.now() - stopAt).toBeLessThan(8000);
     expect(lb.logs.filter((l) => l.msg === 'session closed').map((l) => l.reason)).toEqual(['server_connack_timeout', 'server_connack_timeout', 'server_connack_timeout']);
+  });
+
+  it('a reload applies to sessions routed after it; one already waiting keeps the deadline it had', async () => {
+    const broker = await delayedBroker(null);
+    cleanups.push(() => broker.close());
+    const { lb, port } = await lbBefore(broker, { timeout: '0s' });
+    const before = await connectRaw(port);
+    before.write(connectPacket({ clientId: 'before-reload', keepalive: 0 }));
+    const beforeGot = collect(before, 2500);
+    await sleep(200);
+    lb.writeConfig(readFileSync(lb.configFile, 'utf8').replace('serverConnackTimeout: 0s', 'serverConnackTimeout: 500ms'));
+    lb.reload();
+    await lb.waitForLog((l) => l.msg === 'config reloaded');
+    const after = await connectRaw(port);
+    after.write(connectPacket({ clientId: 'after-reload', keepalive: 0 }));
+    const afterGot = await collect(after, 3000);
+    expect(afterGot.data.toString('hex')).toBe('20020003');
+    expect(afterGot.elapsedMs).toBeGreaterThanOrEqual(450);
+    // Routed with none: still waiting, as its client is, when the later one has been told.
+    const got = await beforeGot;
+    expect([got.closed, got.data.length]).toEqual([false, 0]);
   });
 
   it('waits as long as the client does with serverConnackTimeout: 0 (the default)', async () => {
