@@ -214,7 +214,7 @@ async function main(): Promise<number> {
       return 0;
     }
     case 'status': {
-      const { DEFAULT_ADMIN_URL, fetchReadiness, fetchStatus, formatStatus, statusUrl } = await import('./telemetry/status-client.js');
+      const { DEFAULT_ADMIN_URL, fetchReadiness, fetchStatus, fetchWorkers, formatStatus, statusUrl } = await import('./telemetry/status-client.js');
       let fromConfig: string | null = null;
       if (args.configGiven) {
         // The running instance's admin address, as its lb.yaml says (what HAProxy users get from `stats socket`).
@@ -237,8 +237,9 @@ async function main(): Promise<number> {
       try {
         const status = await fetchStatus(admin);
         const readiness = await fetchReadiness(admin);
+        const workers = await fetchWorkers(admin);
         try {
-          text = formatStatus(status, readiness);
+          text = formatStatus(status, readiness, workers);
         } catch {
           // Fields of another shape than ours (another program, another version): said, not a TypeError.
           throw new Error(`${statusUrl(admin).href} answered a status document this mqtt-lb cannot show`);

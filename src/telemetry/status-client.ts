@@ -174,11 +174,39 @@ export async function fetchReadiness(adminUrl: string = DEFAULT_ADMIN_URL, timeo
   }
 }
 
-/** The terminal view of a status document (and of /readyz, when known). */
-export function formatStatus(s: StatusJson, readiness: Readiness | null = null): string {
+/** With `workers` > 1: the proxy workers serving now, and how many were started again after one exited. */
+export interface WorkersView {
+  serving: number;
+  restarts: number;
+}
+
+/**
+ * The workers as /metrics says (`mqtt_lb_workers`, `mqtt_lb_worker_restarts_total`: exported with `workers` > 1 only;
+ * /api/status keeps the contract's keys); null with one process, or without a usable answer.
+ */
+export async function fetchWorkers(adminUrl: string = DEFAULT_ADMIN_URL, timeoutMs: number = FETCH_TIMEOUT_MS): Promise<WorkersView | null> {
+  const url = new URL('../metrics', statusUrl(adminUrl));
+  try {
+    const res = await request(url, { method: 'GET', headersTimeout: timeoutMs, bodyTimeout: timeoutMs, signal: AbortSignal.timeout(timeoutMs) });
+    if (res.statusCode !== 200) {
+      await res.body.dump();
+      return null;
+    }
+    const text = await textUpTo(res.body, MAX_ANSWER_BYTES);
+    const serving = /^mqtt_lb_workers (\d+)$/m.exec(text);
+    const restarts = /^mqtt_lb_worker_restarts_total (\d+)$/m.exec(text);
+    return serving === null ? null : { serving: Number(serving[1]), restarts: restarts === null ? 0 : Number(restarts[1]) };
+  } catch {
+    return null;
+  }
+}
+
+/** The terminal view of a status document (and of /readyz and the workers, when known). */
+export function formatStatus(s: StatusJson, readiness: Readiness | null = null, workers: WorkersView | null = null): string {
   const out: string[] = [];
   const ready = readiness === null ? '' : readiness.ok ? '  ready' : `  NOT READY: ${readiness.reason}`;
-  out.push(printable(`mqtt-lb ${s.version}  up ${formatDuration(s.uptimeSeconds)}  role ${role(s)}${ready}`));
+  const serving = workers === null ? '' : `  workers ${workers.serving} serving${workers.restarts > 0 ? `, ${workers.restarts} restarted` : ''}`;
+  out.push(printable(`mqtt-lb ${s.version}  up ${formatDuration(s.uptimeSeconds)}  role ${role(s)}${serving}${ready}`));
 
   if (s.failover.enabled) {
     out.push('', 'FAILOVER');

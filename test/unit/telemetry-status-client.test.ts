@@ -3,7 +3,7 @@ import { createServer as createTcpServer, type Server as TcpServer, type Socket 
 import { afterEach, describe, expect, it } from 'vitest';
 import { AdminServer } from '../../src/telemetry/admin-server.js';
 import { Metrics } from '../../src/telemetry/metrics.js';
-import { fetchReadiness, fetchStatus, formatDuration, formatStatus, statusUrl } from '../../src/telemetry/status-client.js';
+import { fetchReadiness, fetchStatus, fetchWorkers, formatDuration, formatStatus, statusUrl } from '../../src/telemetry/status-client.js';
 import { buildStatus, type StatusJson } from '../../src/telemetry/status-json.js';
 import { FakeSession, FakeSource, RecordingActions, adminConfig, failoverStatus, listenerStats, makeServer, silentLogger } from './telemetry-fixtures.js';
 
@@ -67,6 +67,21 @@ describe('fetchStatus', () => {
     expect(await fetchReadiness(`http://127.0.0.1:${admin.port}/`)).toEqual({ ok: false, reason: 'stopping' });
     const { port } = await listenHttp((_req, res) => res.writeHead(404).end('no such page'));
     expect(await fetchReadiness(`http://127.0.0.1:${port}`)).toBeNull();
+  });
+
+  // An older audit: `mqtt-lb status` said nothing about workers. /api/status keeps the contract's keys; /metrics has them.
+  it('reads the workers from /metrics beside it: serving and restarted; null with one process', async () => {
+    const src = source();
+    const metrics = new Metrics(src);
+    cleanups.push(() => metrics.close());
+    const admin = new AdminServer({ config: adminConfig(), source: src, actions: new RecordingActions(src), metrics, log: silentLogger() });
+    cleanups.push(() => admin.close());
+    await admin.listen();
+    expect(await fetchWorkers(`127.0.0.1:${admin.port}`)).toBeNull();
+    src.workerCounts = () => ({ serving: 2, restarts: 1, exits: 1 });
+    expect(await fetchWorkers(`http://127.0.0.1:${admin.port}/`)).toEqual({ serving: 2, restarts: 1 });
+    const { port } = await listenHttp((_req, res) => res.writeHead(404).end('no such page'));
+    expect(await fetchWorkers(`http://127.0.0.1:${port}`)).toBeNull();
   });
 
   it('fails clearly when nothing listens', async () => {
@@ -171,6 +186,12 @@ describe('formatStatus', () => {
     const status = buildStatus(source(), NOW);
     expect(formatStatus(status, { ok: true }).split('\n')[0]).toBe('mqtt-lb 0.1.0  up 1h 2m  role standalone (failover off)  ready');
     expect(formatStatus(status, { ok: false, reason: 'stopping' }).split('\n')[0]).toBe('mqtt-lb 0.1.0  up 1h 2m  role standalone (failover off)  NOT READY: stopping');
+  });
+
+  it('says on its first line how many workers serve, when there are workers', () => {
+    const status = buildStatus(source(), NOW);
+    expect(formatStatus(status, { ok: true }, { serving: 2, restarts: 0 }).split('\n')[0]).toBe('mqtt-lb 0.1.0  up 1h 2m  role standalone (failover off)  workers 2 serving  ready');
+    expect(formatStatus(status, null, { serving: 1, restarts: 3 }).split('\n')[0]).toBe('mqtt-lb 0.1.0  up 1h 2m  role standalone (failover off)  workers 1 serving, 3 restarted');
   });
 
   it('shows control characters in what the server sent as \\xNN (a wrong or intercepted endpoint must not drive the terminal)', () => {
