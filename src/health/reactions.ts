@@ -186,10 +186,12 @@ export class PoolReactions {
       this.armVerdictTimer(due);
     }
     const items = sessionsToRebalance(this.pool, server);
-    const n = this.evictor.enqueue(items);
-    // `server` names where the sessions are closed, as on the other eviction lines; `to`, where they belong.
-    const from = [...new Set(items.map((i) => i.server!.name))].join(',');
-    if (n > 0) this.deps.log.info({ pool: this.pool.name, server: from, to: server.name, reason: 'rebalance', sessions: n }, 'evicting sessions');
+    if (this.evictor.enqueue(items) === 0) return;
+    // One line per server the sessions are closed on (`server`, as on the other eviction lines), `to` where they
+    // belong: a log query by `server` finds it (one line naming `b1,b2` matched neither).
+    const perServer = new Map<string, number>();
+    for (const i of items) perServer.set(i.server!.name, (perServer.get(i.server!.name) ?? 0) + 1);
+    for (const [from, sessions] of perServer) this.deps.log.info({ pool: this.pool.name, server: from, to: server.name, reason: 'rebalance', sessions }, 'evicting sessions');
   }
 
   private evicted(item: EvictionItem): void {
