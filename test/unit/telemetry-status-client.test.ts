@@ -38,15 +38,21 @@ async function listenHttp(handler: Parameters<typeof createHttpServer>[1]): Prom
   return { server, port: (server.address() as { port: number }).port };
 }
 
+/** A listening admin server (with its metrics) over `src`, closed after the test. */
+async function startAdmin(src: FakeSource): Promise<AdminServer> {
+  const metrics = new Metrics(src);
+  cleanups.push(() => metrics.close());
+  const admin = new AdminServer({ config: adminConfig(), source: src, actions: new RecordingActions(src), metrics, log: silentLogger() });
+  cleanups.push(() => admin.close());
+  await admin.listen();
+  return admin;
+}
+
 describe('fetchStatus', () => {
   it('reads /api/status from a running admin server', async () => {
     const src = source();
     src.failoverStatus = failoverStatus('backup');
-    const metrics = new Metrics(src);
-    cleanups.push(() => metrics.close());
-    const admin = new AdminServer({ config: adminConfig(), source: src, actions: new RecordingActions(src), metrics, log: silentLogger() });
-    cleanups.push(() => admin.close());
-    await admin.listen();
+    const admin = await startAdmin(src);
     const got = await fetchStatus(`http://127.0.0.1:${admin.port}`);
     const want = buildStatus(src);
     const stripClock = (s: StatusJson): unknown => JSON.parse(JSON.stringify(s), (k, v: unknown) => (k === 'uptimeSeconds' || k === 'ageMs' ? 0 : v));
@@ -57,11 +63,7 @@ describe('fetchStatus', () => {
 
   it('reads /readyz beside it: ready, or why not; null when there is no usable answer', async () => {
     const src = source();
-    const metrics = new Metrics(src);
-    cleanups.push(() => metrics.close());
-    const admin = new AdminServer({ config: adminConfig(), source: src, actions: new RecordingActions(src), metrics, log: silentLogger() });
-    cleanups.push(() => admin.close());
-    await admin.listen();
+    const admin = await startAdmin(src);
     expect(await fetchReadiness(`127.0.0.1:${admin.port}`)).toEqual({ ok: true });
     src.readiness = { ok: false, reason: 'stopping' };
     expect(await fetchReadiness(`http://127.0.0.1:${admin.port}/`)).toEqual({ ok: false, reason: 'stopping' });
@@ -72,11 +74,7 @@ describe('fetchStatus', () => {
   // An older audit: `mqtt-lb status` said nothing about workers. /api/status keeps the contract's keys; /metrics has them.
   it('reads the workers from /metrics beside it: serving and restarted; null with one process', async () => {
     const src = source();
-    const metrics = new Metrics(src);
-    cleanups.push(() => metrics.close());
-    const admin = new AdminServer({ config: adminConfig(), source: src, actions: new RecordingActions(src), metrics, log: silentLogger() });
-    cleanups.push(() => admin.close());
-    await admin.listen();
+    const admin = await startAdmin(src);
     expect(await fetchWorkers(`127.0.0.1:${admin.port}`)).toBeNull();
     src.workerCounts = () => ({ serving: 2, restarts: 1, exits: 1 });
     expect(await fetchWorkers(`http://127.0.0.1:${admin.port}/`)).toEqual({ serving: 2, restarts: 1 });
