@@ -8,7 +8,8 @@
  *     ROUNDS=16 COUNT=8000 node bench/setup-ab.mjs
  *
  * A variant: `name` ("haproxy" for HAProxy), and for mqtt-lb `nodeArgs` (replacing the launcher's flags), `cli` (another
- * build's dist/src/cli.js) or `env`. COUNT held connections cost two descriptors each: keep it under the open-file limit.
+ * build's dist/src/cli.js), `env` or `pool` (lines added to the pool, e.g. "    serverConnackTimeout: 10s"). COUNT held
+ * connections cost two descriptors each: keep it under the open-file limit.
  */
 import { installCleanupHooks, startMosquitto, startMqttLb, startHaproxy, buildConnGen, startConnGen, cpuMs, openFds, waitFdsAtMost, delay } from './lib/procs.mjs';
 import { median } from './lib/stats.mjs';
@@ -22,7 +23,7 @@ if (gen === null) throw new Error('bench/setup-ab.mjs needs a C compiler for ben
 const broker = await startMosquitto();
 const targets = [];
 for (const v of variants) {
-  const t = v.name === 'haproxy' ? await startHaproxy([broker]) : await startMqttLb([broker], { nodeArgs: v.nodeArgs ?? null, cli: v.cli ?? null, env: v.env ?? {}, name: v.name });
+  const t = v.name === 'haproxy' ? await startHaproxy([broker]) : await startMqttLb([broker], { nodeArgs: v.nodeArgs ?? null, cli: v.cli ?? null, env: v.env ?? {}, pool: v.pool ?? '', name: v.name });
   targets.push({ ...t, variant: v.name });
 }
 const results = new Map(targets.map((t) => [t.variant, { us: [], rate: [] }]));

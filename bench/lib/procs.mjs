@@ -216,7 +216,7 @@ async function startMosquittoOnce() {
   };
 }
 
-export function mqttLbConfig({ port, adminPort, backends, maxConnections, workers = 1, limits = '', warmUp = null, minimal = false }) {
+export function mqttLbConfig({ port, adminPort, backends, maxConnections, workers = 1, limits = '', pool = '', warmUp = null, minimal = false }) {
   if (minimal) return minimalMqttLbConfig({ port, adminPort, backends });
   return [
     '# written by bench/run.mjs',
@@ -228,6 +228,7 @@ export function mqttLbConfig({ port, adminPort, backends, maxConnections, worker
     'pools:',
     '  brokers:',
     '    balance: client-id-hash',
+    ...(pool === '' ? [] : [pool.trimEnd()]),
     '    servers:',
     ...backends.flatMap((b, i) => [`      - name: b${i + 1}`, `        address: ${serverHost}:${b.port}`]),
     '    health:',
@@ -280,7 +281,7 @@ export function startMqttLb(backends, options = {}) {
   return withFreshPortRetry(() => startMqttLbOnce(backends, options));
 }
 
-async function startMqttLbOnce(backends, { maxConnections = 9400, nodeArgs = null, env = {}, cli = null, workers = 1, name = 'mqtt-lb', limits = '', warmUp = null, minimal = false } = {}) {
+async function startMqttLbOnce(backends, { maxConnections = 9400, nodeArgs = null, env = {}, cli = null, workers = 1, name = 'mqtt-lb', limits = '', pool = '', warmUp = null, minimal = false } = {}) {
   const built = join(REPO, 'dist', 'src', 'cli.js');
   if (cli === null && !existsSync(built)) throw new Error(`${built} is missing: run \`npm run build\` (npm run bench does)`);
   if (cli !== null && !existsSync(cli)) throw new Error(`${cli} is missing`);
@@ -288,7 +289,7 @@ async function startMqttLbOnce(backends, { maxConnections = 9400, nodeArgs = nul
   const adminPort = await freePort();
   const dir = makeTempDir('mqtt-lb-bench-lb-');
   const file = join(dir, 'lb.yaml');
-  writeFileSync(file, mqttLbConfig({ port, adminPort, backends, maxConnections, workers, limits, warmUp, minimal }));
+  writeFileSync(file, mqttLbConfig({ port, adminPort, backends, maxConnections, workers, limits, pool, warmUp, minimal }));
   const ready = async () => {
     try {
       const res = await fetch(`http://${HOST}:${adminPort}/readyz`);
