@@ -163,12 +163,25 @@ export type Readiness = { ok: true } | { ok: false; reason: string };
 
 /** /api/ready (/readyz as JSON) of the same admin server; null when it gave no usable answer (the status shows all the same). */
 export async function fetchReadiness(adminUrl: string = DEFAULT_ADMIN_URL, timeoutMs: number = FETCH_TIMEOUT_MS): Promise<Readiness | null> {
-  const url = new URL('ready', statusUrl(adminUrl));
+  const text = await optionalText(new URL('ready', statusUrl(adminUrl)), timeoutMs);
   try {
-    const res = await request(url, { method: 'GET', headersTimeout: timeoutMs, bodyTimeout: timeoutMs, signal: AbortSignal.timeout(timeoutMs) });
-    const body = res.statusCode === 200 ? (JSON.parse(await textUpTo(res.body, MAX_ANSWER_BYTES)) as { ready?: unknown; reason?: unknown }) : (await res.body.dump(), null);
+    const body = text === null ? null : (JSON.parse(text) as { ready?: unknown; reason?: unknown });
     if (body?.ready === true) return { ok: true };
     return body?.ready === false && typeof body.reason === 'string' ? { ok: false, reason: body.reason } : null;
+  } catch {
+    return null;
+  }
+}
+
+/** A 200 answer's text from a page beside the status (what the status shows all the same without); null otherwise. */
+async function optionalText(url: URL, timeoutMs: number): Promise<string | null> {
+  try {
+    const res = await request(url, { method: 'GET', headersTimeout: timeoutMs, bodyTimeout: timeoutMs, signal: AbortSignal.timeout(timeoutMs) });
+    if (res.statusCode !== 200) {
+      await res.body.dump();
+      return null;
+    }
+    return await textUpTo(res.body, MAX_ANSWER_BYTES);
   } catch {
     return null;
   }
@@ -185,20 +198,11 @@ export interface WorkersView {
  * /api/status keeps the contract's keys); null with one process, or without a usable answer.
  */
 export async function fetchWorkers(adminUrl: string = DEFAULT_ADMIN_URL, timeoutMs: number = FETCH_TIMEOUT_MS): Promise<WorkersView | null> {
-  const url = new URL('../metrics', statusUrl(adminUrl));
-  try {
-    const res = await request(url, { method: 'GET', headersTimeout: timeoutMs, bodyTimeout: timeoutMs, signal: AbortSignal.timeout(timeoutMs) });
-    if (res.statusCode !== 200) {
-      await res.body.dump();
-      return null;
-    }
-    const text = await textUpTo(res.body, MAX_ANSWER_BYTES);
-    const serving = /^mqtt_lb_workers (\d+)$/m.exec(text);
-    const restarts = /^mqtt_lb_worker_restarts_total (\d+)$/m.exec(text);
-    return serving === null ? null : { serving: Number(serving[1]), restarts: restarts === null ? 0 : Number(restarts[1]) };
-  } catch {
-    return null;
-  }
+  const text = await optionalText(new URL('../metrics', statusUrl(adminUrl)), timeoutMs);
+  if (text === null) return null;
+  const serving = /^mqtt_lb_workers (\d+)$/m.exec(text);
+  const restarts = /^mqtt_lb_worker_restarts_total (\d+)$/m.exec(text);
+  return serving === null ? null : { serving: Number(serving[1]), restarts: restarts === null ? 0 : Number(restarts[1]) };
 }
 
 /** The terminal view of a status document (and of /readyz and the workers, when known). */
