@@ -147,8 +147,6 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
   verdictDeadline = 0;
   /** It counts against the listener's and the global maxConnections (from its CONNECT until it ends). */
   private holdsSlot = false;
-  /** Each read before routing is a copy of its own (net.Socket), not a view lent by the socket (HandleSocket lendReads). */
-  private readsCopied = true;
 
   /** Admitted and not ended: it holds a connection slot (and, under per-source limits, counts for its address). */
   get admitted(): boolean {
@@ -176,7 +174,6 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
     if (client instanceof HandleSocket) {
       client.endWhilePaused = true;
       client.lendReads = true; // receive() copies each read into `buf` at once (until the splice)
-      this.readsCopied = false;
     }
     // TCP_NODELAY and keepalive were set at accept by the listener's server options (listener.ts).
     client.on('error', onClientError);
@@ -242,7 +239,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
     const need = this.filled + chunk.length;
     if (need > this.buf.length) {
       if (!this.growBuffer(need, chunk)) return;
-    } else if (this.readsCopied && !this.memoryFor(chunk.length, chunk)) {
+    } else if (!this.readsLent && !this.memoryFor(chunk.length, chunk)) {
       return; // the read's copy, garbage once appended, counts too
     }
     chunk.copy(this.buf!, this.filled);
@@ -296,7 +293,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
     }
     // The new buffer whole, and the read when a copy (garbage once appended): both stay counted until collected,
     // the buffer replaced too.
-    if (!this.memoryFor(this.readsCopied ? size + chunk.length : size, chunk)) return false;
+    if (!this.memoryFor(this.readsLent ? size : size + chunk.length, chunk)) return false;
     const bigger = Buffer.allocUnsafe(size);
     old.copy(bigger, 0, 0, this.filled);
     this.buf = bigger;
@@ -318,6 +315,11 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
     }
     ctx.connectGrowthBudget -= bytes;
     return true;
+  }
+
+  /** Each read before routing is a view lent by the socket (HandleSocket lendReads), not a copy of its own (net.Socket). */
+  private get readsLent(): boolean {
+    return this.client instanceof HandleSocket && this.client.lendReads;
   }
 
   /** Whether the first packet is all there once `chunk` is added to what was read: its fixed header says how long it is. */
