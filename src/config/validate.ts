@@ -116,7 +116,8 @@ function readLimits(r: ConfigReader | undefined, root: MapReader | undefined): L
       exempt: r !== undefined && perSource !== undefined ? readCidrList(r, perSource, 'exempt', d.perSource.exempt) : [...d.perSource.exempt],
     },
     drainTimeout: m?.duration('drainTimeout', d.drainTimeout, { min: 0 }) ?? d.drainTimeout,
-    idleTimeout: r !== undefined && m !== undefined ? readIdleTimeout(r, m) : d.idleTimeout,
+    // The sweep runs every half of it (idle-sweep.ts).
+    idleTimeout: m === undefined ? d.idleTimeout : m.duration('idleTimeout', d.idleTimeout, { min: MIN_IDLE_TIMEOUT_MS, zeroMeans: 'never' }),
     maxMemory: r !== undefined && m !== undefined ? readMaxMemory(r, m) : d.maxMemory,
     maxPendingConnectBytes: m?.int('maxPendingConnectBytes', d.maxPendingConnectBytes, 0) ?? d.maxPendingConnectBytes,
   };
@@ -126,17 +127,6 @@ function readLimits(r: ConfigReader | undefined, root: MapReader | undefined): L
     r.warn(pendingSlot, `below its floor: ${floor} is used, 4 × (maxConnectBytes + 64 KiB), so that a CONNECT of maxConnectBytes always fits when it comes alone`);
   }
   return limits;
-}
-
-/** 0 = never, else at least MIN_IDLE_TIMEOUT_MS: the sweep runs every half of it (idle-sweep.ts). */
-function readIdleTimeout(r: ConfigReader, m: MapReader): number {
-  const value = m.duration('idleTimeout', DEFAULTS.limits.idleTimeout, { min: 0 });
-  if (value > 0 && value < MIN_IDLE_TIMEOUT_MS) {
-    const slot = m.get('idleTimeout')!;
-    r.error(slot, `must be 0s (never) or at least 1s (got ${describe(slot.node)})`);
-    return DEFAULTS.limits.idleTimeout;
-  }
-  return value;
 }
 
 /** 0 = no ceiling, else at least MIN_MAX_MEMORY. */

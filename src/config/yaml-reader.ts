@@ -178,6 +178,8 @@ export interface DurationRule {
   minExclusive?: boolean;
   /** The wire format carries this unit (advert interval: centiseconds). */
   multipleOf?: number;
+  /** `0s` is allowed too, and means this (`none`, `never`): `min` then bounds the other values. */
+  zeroMeans?: string;
 }
 
 export class ConfigReader {
@@ -430,13 +432,16 @@ export class ConfigReader {
       return undefined;
     }
     const ms = parsed.ms;
-    const { min } = rule;
+    const { min, zeroMeans } = rule;
+    if (ms === 0 && zeroMeans !== undefined) return 0;
     const max = Math.min(rule.max ?? MAX_DURATION_MS, MAX_DURATION_MS);
     const belowMin = min !== undefined && (rule.minExclusive === true ? ms <= min : ms < min);
     if (belowMin || ms > max) {
       const lo = min === undefined ? '' : rule.minExclusive === true ? `more than ${formatDuration(min)}` : `at least ${formatDuration(min)}`;
       const hi = rule.max !== undefined || ms > max ? `at most ${formatDuration(max)}` : '';
-      this.error(slot, `must be ${[lo, hi].filter((s) => s !== '').join(' and ')} (got ${describe(slot.node)})`);
+      const range = [lo, hi].filter((s) => s !== '').join(' and ');
+      // The whole rule, whichever end was crossed: `600h` told only of the upper bound hid that 0s is allowed.
+      this.error(slot, `must be ${zeroMeans === undefined ? range : `0s (${zeroMeans}) or ${range}`} (got ${describe(slot.node)})`);
       return undefined;
     }
     if (rule.multipleOf !== undefined && ms % rule.multipleOf !== 0) {

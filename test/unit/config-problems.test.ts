@@ -271,6 +271,10 @@ pools:
     expect(pool(`${PREFIX}    serverConnackTimeout: 10s\n`)).toBe(10_000);
     expect(problems(`${PREFIX}    serverConnackTimeout: 1ms\n`)).toEqual(['lb.yaml:8:27 pools.brokers.serverConnackTimeout: must be 0s (none) or at least 100ms (got "1ms")']);
     expect(problems(`${PREFIX}    serverConnackTimeout: -1s\n`)).toHaveLength(1);
+    // Past the timers' limit: the message still names the whole rule, 0s and the floor included.
+    expect(problems(`${PREFIX}    serverConnackTimeout: 600h\n`)).toEqual([
+      'lb.yaml:8:27 pools.brokers.serverConnackTimeout: must be 0s (none) or at least 100ms and at most 596h (got "600h")',
+    ]);
     expect(problems(`${PREFIX}    serverConnackTimeout: 0\n`)[0]).toContain('a bare number is not a duration');
   });
 
@@ -280,6 +284,7 @@ pools:
     expect(parseConfig(`${PREFIX}limits:\n  idleTimeout: 1s\n`, 'lb.yaml').config?.limits.idleTimeout).toBe(1000);
     expect(parseConfig(`${PREFIX}limits:\n  idleTimeout: 15m\n`, 'lb.yaml').config?.limits.idleTimeout).toBe(900_000);
     expect(problems(`${PREFIX}limits:\n  idleTimeout: 500ms\n`)).toEqual(['lb.yaml:9:16 limits.idleTimeout: must be 0s (never) or at least 1s (got "500ms")']);
+    expect(problems(`${PREFIX}limits:\n  idleTimeout: 700h\n`)).toEqual(['lb.yaml:9:16 limits.idleTimeout: must be 0s (never) or at least 1s and at most 596h (got "700h")']);
     expect(problems(`${PREFIX}limits:\n  idleTimeout: 90\n`)).toEqual([
       'lb.yaml:9:16 limits.idleTimeout: a bare number is not a duration: add a unit, e.g. `90ms` (what HAProxy reads in a bare number) or `90s` (as keepalived reads one)',
     ]);
