@@ -17,7 +17,7 @@ import type { FailoverConfig, FailoverInstanceConfig } from '../config/types.js'
 import { ErrorCodes, MqttLbError } from '../errors.js';
 import { AdvertCodec, FLAG_FAULT, FLAG_MASTER, intervalToCentiseconds, type DropReason } from './advert.js';
 import { arpingSender, GarpAnnouncer, type SendGarp } from './garp.js';
-import { ipv4ToNumber, isIpv4, type Cidr } from './ipv4.js';
+import { formatCidr, ipv4ToNumber, isIpv4, type Cidr } from './ipv4.js';
 import { RateLimitedLog, type LogSink } from './log.js';
 import { STATUS_INTERVAL_MS, type PeerState, type WorkerInstanceStatus, type WorkerPeerStatus, type WorkerStatus, type WorkerToMain } from './messages.js';
 import { NotifyRunner } from './notify.js';
@@ -28,7 +28,7 @@ import { COLD_START_SLACK_MS, FailoverStateMachine, type FailoverAction, type Fa
 import { LinkMonitor } from './link-monitor.js';
 import { flushUnresolvedNeighbours } from './neighbours.js';
 import { AdvertTransport } from './transport.js';
-import { addVip, checkInterfaceName, checkVip, ensurePromoteSecondaries, hasAddress, interfaceExists, onlyVipAddresses, removeVip, showInterface, type InterfaceInfo } from './vip.js';
+import { addVip, checkInterfaceName, checkVip, ensurePromoteSecondaries, hasAddress, interfaceExists, onlyVipAddresses, removeVip, showInterface, showInterfaceByIndex, vipEntries, type InterfaceInfo } from './vip.js';
 import { threadSharedNow } from '../monotonic-clock.js';
 
 /**
@@ -315,9 +315,11 @@ export class Heartbeat {
     // keepalived/ucarp: at start-up, force-remove our VIPs (a SIGKILLed run may have left them: duplicate VIPs).
     for (const inst of this.instances.values()) {
       for (const v of inst.vips) {
-        if (!hasAddress(info, v)) continue;
-        await removeVip(iface, `${v.address}/${v.prefix}`);
-        this.log.warn({ routerId: inst.cfg.routerId, vip: `${v.address}/${v.prefix}`, iface }, 'removed a VIP left by an earlier run');
+        for (const entry of vipEntries(info, v)) {
+          const vip = formatCidr(entry);
+          await removeVip(iface, vip);
+          this.log.warn({ routerId: inst.cfg.routerId, vip, iface }, 'removed a VIP left by an earlier run');
+        }
       }
     }
     if (this.closing !== null) return;
@@ -507,9 +509,8 @@ export class Heartbeat {
     const grace = graceUntil - this.now();
     if (this.ownsVips && grace > 0) await new Promise((r) => setTimeout(r, grace));
     for (const inst of this.ownsVips ? this.instances.values() : []) {
-      for (const v of await this.vipsPresent(inst.vips)) {
-        const vip = `${v.address}/${v.prefix}`;
-        await removeVip(this.config.interface, vip).catch((err: unknown) => this.log.error({ err, vip }, 'failover: cannot remove VIP at stop'));
+      for (const { iface, vip } of await this.heldVips(inst.vips)) {
+        await removeVip(iface, vip).catch((err: unknown) => this.log.error({ err, vip, iface }, 'failover: cannot remove VIP at stop'));
       }
     }
     await this.transport?.close();
@@ -834,14 +835,15 @@ export class Heartbeat {
     if (!this.mustHoldNoVip(inst)) return;
     // Only a poll that started after our last VIP command ended (an earlier one may predate a removal).
     if (inst.opsPending > 0 || inst.lastOpEndedAt > pollStartedAt) return;
-    const vips = inst.vips.filter((v) => hasAddress(info, v)).map((v) => `${v.address}/${v.prefix}`);
+    const vips = inst.vips.flatMap((v) => vipEntries(info, v)).map(formatCidr);
     if (vips.length === 0) return;
     const routerId = inst.cfg.routerId;
-    this.dropLog.warn(`stray:${routerId}`, { routerId, state: inst.sm.state, vips }, 'failover VIP held while not master: removing it');
+    const iface = info.name; // the configured name, or the one it was renamed to (heartbeat poll)
+    this.dropLog.warn(`stray:${routerId}`, { routerId, state: inst.sm.state, vips, iface }, 'failover VIP held while not master: removing it');
     this.enqueue(inst, async () => {
       for (const vip of vips) {
         if (!this.mustHoldNoVip(inst)) return; // master again meanwhile: the address stays
-        await removeVip(this.config.interface, vip).catch((err: unknown) =>
+        await removeVip(iface, vip).catch((err: unknown) =>
           this.dropLog.warn(`stray-failed:${routerId}`, { routerId, vip, err }, 'failover: cannot remove a VIP held while not master: retrying'),
         );
       }
@@ -906,21 +908,35 @@ export class Heartbeat {
 
   private async removeVips(inst: Instance): Promise<void> {
     if (inst.wantVips) return; // asked to add again in the meantime
-    for (const v of await this.vipsPresent(inst.vips)) await removeVip(this.config.interface, `${v.address}/${v.prefix}`);
+    for (const { iface, vip } of await this.heldVips(inst.vips)) await removeVip(iface, vip);
   }
 
   /**
-   * Of `vips`, those on the interface now; all of them when it cannot be read (removing one that is not there is
-   * harmless). A host whose add failed (no CAP_NET_ADMIN) logged an error for removing a VIP it never held, at every
-   * retry and at its stop (a re-audit).
+   * Of `vips`, the entries on the interface now (in any prefix length: vipEntries), with the name of the interface
+   * holding them (renamed: interfaceNow); all of them, as configured, when it cannot be read (removing one that is
+   * not there is harmless). A host whose add failed (no CAP_NET_ADMIN) logged an error for removing a VIP it never
+   * held, at every retry and at its stop (a re-audit).
    */
-  private async vipsPresent(vips: readonly Cidr[]): Promise<Cidr[]> {
+  private async heldVips(vips: readonly Cidr[]): Promise<Array<{ iface: string; vip: string }>> {
+    const info = await this.interfaceNow();
+    if (info === null) return vips.map((v) => ({ iface: this.config.interface, vip: formatCidr(v) }));
+    return vips.flatMap((v) => vipEntries(info, v).map((entry) => ({ iface: info.name, vip: formatCidr(entry) })));
+  }
+
+  /** The failover interface by its name, else by the index it had (renamed: showInterfaceByIndex), else null. */
+  private async interfaceNow(): Promise<InterfaceInfo | null> {
     try {
-      const info = await showInterface(this.config.interface);
-      return vips.filter((v) => hasAddress(info, v));
+      return await showInterface(this.config.interface);
     } catch {
-      return [...vips];
+      return this.renamedInterface();
     }
+  }
+
+  /** The interface that had the failover interface's index, now under another name; null if none (or unreadable). */
+  private async renamedInterface(): Promise<InterfaceInfo | null> {
+    if (this.interfaceIndex === null) return null;
+    const info = await showInterfaceByIndex(this.interfaceIndex).catch(() => null);
+    return info !== null && info.name !== this.config.interface ? info : null;
   }
 
   /** An interface event (LinkMonitor): poll now, not at the next tick. One poll at a time, and one more after it. */
@@ -1025,6 +1041,11 @@ export class Heartbeat {
         this.exec(inst, actions);
       }
       for (const inst of this.instances.values()) this.reconcileVips(inst, info, startedAt);
+    } else {
+      // Renamed: the name is gone (FAULT, with track.interface), and the VIPs on the interface under its new name
+      // still answer ARP. A removal that ran meanwhile (FAULT's) found them by the index too; this is the watch.
+      const renamed = await this.renamedInterface();
+      if (renamed !== null && this.closing === null) for (const inst of this.instances.values()) this.reconcileVips(inst, renamed, startedAt);
     }
     this.schedule();
   }

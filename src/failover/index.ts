@@ -14,7 +14,8 @@ import type { DropReason } from './advert.js';
 import { readKeyFile } from './key.js';
 import { peerSilent, type MainToWorker, type WorkerInit, type WorkerStatus, type WorkerToMain } from './messages.js';
 import type { FailoverState } from './state-machine.js';
-import { checkVip, onlyVipAddresses, removeVip, showInterface } from './vip.js';
+import { formatCidr } from './ipv4.js';
+import { checkVip, onlyVipAddresses, removeVip, showInterface, vipEntries } from './vip.js';
 import { stopOrphan } from './orphan.js';
 import type { RunningChild } from './children.js';
 import { threadSharedNow } from '../monotonic-clock.js';
@@ -429,12 +430,15 @@ export class Failover extends EventEmitter {
     const vipAddresses = new Set(this.config.instances.flatMap((i) => i.vips.map((v) => checkVip(v).address)));
     const spared = new Set(info === null ? [] : onlyVipAddresses(info, vipAddresses).map((a) => a.address));
     for (const inst of this.config.instances) {
-      for (const vip of inst.vips) {
-        if (spared.has(checkVip(vip).address)) {
-          this.log.error({ vip, iface }, "failover: not removing a VIP that is the interface's only address (is it this host's own?)");
+      for (const configured of inst.vips) {
+        const c = checkVip(configured);
+        if (spared.has(c.address)) {
+          this.log.error({ vip: configured, iface }, "failover: not removing a VIP that is the interface's only address (is it this host's own?)");
           continue;
         }
-        await removeVip(iface, vip).catch((err: unknown) => this.log.error({ err, vip }, 'failover: cannot remove VIP'));
+        // In every prefix length it is found in (vipEntries); as configured when the interface cannot be read.
+        const entries = info === null ? [configured] : vipEntries(info, c).map(formatCidr);
+        for (const vip of entries) await removeVip(iface, vip).catch((err: unknown) => this.log.error({ err, vip }, 'failover: cannot remove VIP'));
       }
     }
   }

@@ -3,7 +3,8 @@
  * `ip -j addr show dev IFACE`, each via runCommand (command.ts) with validated arguments and a kill timeout.
  *  - add: "Address already assigned" (extended ack) / "File exists" (older `RTNETLINK answers:`) = present.
  *  - del: "Address not found" / "Cannot assign" (and a vanished device) = already absent.
- *  - presence compares address AND prefix length: 10.0.0.5/32 and 10.0.0.5/24 are different entries.
+ *  - presence compares address AND prefix length: 10.0.0.5/32 and 10.0.0.5/24 are different entries (hasAddress,
+ *    for a master's own VIPs); a VIP that must go goes in every prefix length it is found in (vipEntries).
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { ErrorCodes, MqttLbError } from '../errors.js';
@@ -47,19 +48,28 @@ interface IpJsonLink {
   addr_info?: IpJsonAddr[];
 }
 
+/** Parses `ip -j addr show [dev IFACE]` output: every interface in it (exported for tests). */
+export function parseIpLinks(json: string): InterfaceInfo[] {
+  const links = JSON.parse(json) as IpJsonLink[];
+  if (!Array.isArray(links)) return [];
+  return links.map((link) => {
+    const flags = link.flags ?? [];
+    const addresses: InterfaceInfo['addresses'] = [];
+    for (const a of link.addr_info ?? []) {
+      if (a.family !== 'inet' || typeof a.local !== 'string' || typeof a.prefixlen !== 'number') continue;
+      addresses.push({ address: a.local, prefix: a.prefixlen, secondary: a.secondary === true });
+    }
+    const index = typeof link.ifindex === 'number' ? link.ifindex : null;
+    return { name: link.ifname ?? '', index, carrier: flags.includes('UP') && flags.includes('LOWER_UP'), addresses };
+  });
+}
+
 /** Parses `ip -j addr show dev IFACE` output (exported for tests). */
 export function parseIpAddrJson(json: string, iface: string): InterfaceInfo {
-  const links = JSON.parse(json) as IpJsonLink[];
-  const link = Array.isArray(links) ? links.find((l) => l.ifname === iface) ?? links[0] : undefined;
+  const links = parseIpLinks(json);
+  const link = links.find((l) => l.name === iface) ?? links[0];
   if (link === undefined) throw new MqttLbError(ErrorCodes.FAILOVER_COMMAND, `ip -j addr show dev ${iface}: no such interface in the output`);
-  const flags = link.flags ?? [];
-  const addresses: InterfaceInfo['addresses'] = [];
-  for (const a of link.addr_info ?? []) {
-    if (a.family !== 'inet' || typeof a.local !== 'string' || typeof a.prefixlen !== 'number') continue;
-    addresses.push({ address: a.local, prefix: a.prefixlen, secondary: a.secondary === true });
-  }
-  const index = typeof link.ifindex === 'number' ? link.ifindex : null;
-  return { name: iface, index, carrier: flags.includes('UP') && flags.includes('LOWER_UP'), addresses };
+  return { ...link, name: iface };
 }
 
 /** The kernel has a network interface of this name (Linux: /sys/class/net). */
@@ -81,6 +91,23 @@ export async function showInterface(iface: string): Promise<InterfaceInfo> {
 }
 
 /**
+ * The interface whose kernel index is `index`, under whatever name it has now, or null if none has it. A renamed
+ * interface (`ip link set eth0 name eth9`) keeps its index and every address, a VIP on it included, which still
+ * answers ARP although no command names `eth0` any more (a failover audit: a host in FAULT after a rename kept its
+ * VIP beside the new master's, and kept it after its stop).
+ */
+export async function showInterfaceByIndex(index: number): Promise<InterfaceInfo | null> {
+  const args = ['-j', 'addr', 'show'];
+  const r = await runCommand(IP_COMMAND, args, { timeoutMs: IP_TIMEOUT_MS });
+  if (r.code !== 0) throw new MqttLbError(ErrorCodes.FAILOVER_COMMAND, describeResult(IP_COMMAND, args, r));
+  try {
+    return parseIpLinks(r.stdout).find((l) => l.index === index) ?? null;
+  } catch (err) {
+    throw new MqttLbError(ErrorCodes.FAILOVER_COMMAND, 'ip -j addr show: unreadable output', { cause: err });
+  }
+}
+
+/**
  * The interface's addresses when every one of them is a VIP (`vipAddresses`), else none: then one of them is most
  * likely the host's own address listed as a VIP, which no start may take as its own and no removal may take away.
  */
@@ -90,6 +117,17 @@ export function onlyVipAddresses(info: InterfaceInfo, vipAddresses: ReadonlySet<
 
 export function hasAddress(info: InterfaceInfo, c: Cidr): boolean {
   return info.addresses.some((a) => a.address === c.address && a.prefix === c.prefix);
+}
+
+/**
+ * The VIP's address on the interface in every prefix length it has there: a /32 of it (keepalived's reading of an
+ * address written without a length, left by a keepalived it replaced) or one added by hand answers ARP as well as
+ * the configured /24 (a failover audit: a /32 stayed on a backup, and both hosts answered for the VIP).
+ */
+export function vipEntries(info: InterfaceInfo, c: Cidr): Cidr[] {
+  const found: Cidr[] = [];
+  for (const a of info.addresses) if (a.address === c.address) found.push({ address: a.address, prefix: a.prefix });
+  return found;
 }
 
 export async function addVip(iface: string, vip: string): Promise<'added' | 'present'> {

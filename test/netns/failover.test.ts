@@ -133,9 +133,26 @@ describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', (
     await topo.unblockRoute('lb1', topo.addr.lb2);
     await topo.unblockRoute('lb2', topo.addr.lb1);
     for (const r of ['lb1', 'lb2'] as const) {
-      for (const v of [VIP_CIDR, VIP2_CIDR]) await topo.exec(topo.ns[r], 'ip', ['addr', 'del', v, 'dev', 'eth0']);
+      // A renamed eth0 (the rename test) gets its name back first.
+      if ((await topo.exec(topo.ns[r], 'ip', ['link', 'show', 'dev', RENAMED])).code === 0) await renameLink(r, RENAMED, 'eth0');
+      for (const v of [VIP_CIDR, VIP2_CIDR, `${VIP}/32`, `${VIP}/28`]) await topo.exec(topo.ns[r], 'ip', ['addr', 'del', v, 'dev', 'eth0']);
     }
   });
+
+  const RENAMED = 'eth9';
+
+  /** `ip link set FROM name TO`, which needs the link down, and up again after. */
+  async function renameLink(role: Role, from: string, to: string): Promise<void> {
+    await topo.execOk(topo.ns[role], 'ip', ['link', 'set', 'dev', from, 'down']);
+    await topo.execOk(topo.ns[role], 'ip', ['link', 'set', 'dev', from, 'name', to]);
+    await topo.execOk(topo.ns[role], 'ip', ['link', 'set', 'dev', to, 'up']);
+  }
+
+  /** IPv4 addresses on `iface` of `role` as "a.b.c.d/p" (topo.addresses reads eth0 only). */
+  async function addressesOn(role: Role, iface: string): Promise<string[]> {
+    const links = JSON.parse(await topo.execOk(topo.ns[role], 'ip', ['-j', 'addr', 'show', 'dev', iface])) as Array<{ addr_info?: Array<{ family: string; local: string; prefixlen: number }> }>;
+    return (links[0]?.addr_info ?? []).filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`);
+  }
 
   afterAll(async () => {
     await topo?.teardown();
@@ -876,6 +893,37 @@ describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', (
     expect(lb1.transitions().slice(from1)).toEqual([]);
     expect(lb2.transitions()).toEqual(['init>backup']);
     expect(lb1.proc.stderr).not.toContain('failover: cannot read the interface');
+  });
+
+  it('the VIP in another prefix length (a /32 left by keepalived, a /28 added by hand) is removed at start and while not master', async () => {
+    // keepalived reads an address written without a length as /32: what it leaves behind is not our /24.
+    await topo.execOk(topo.ns.lb2, 'ip', ['addr', 'add', `${VIP}/32`, 'dev', 'eth0']);
+    const [, lb2] = await startPair();
+    expect(await topo.addresses('lb2')).not.toContain(`${VIP}/32`);
+    expect(lb2.proc.stderr).toContain('removed a VIP left by an earlier run');
+    await topo.execOk(topo.ns.lb2, 'ip', ['addr', 'add', `${VIP}/28`, 'dev', 'eth0']);
+    await waitFor('the /28 gone from the backup', async () => !(await topo.addresses('lb2')).includes(`${VIP}/28`), 3000);
+    expect(lb2.proc.stderr).toContain('failover VIP held while not master: removing it');
+    expect(await holders()).toEqual(['lb1']);
+  });
+
+  it('the master’s interface renamed: FAULT, the peer takes over, and the VIP leaves the interface under its new name; named back, it preempts', async () => {
+    const [lb1, lb2] = await startPair();
+    const from = lb1.states().length;
+    await renameLink('lb1', 'eth0', RENAMED);
+    await lb1.waitState('fault', 3000, from);
+    await lb2.waitState('master', 3000);
+    // The rename kept the VIP on the interface (same index, new name): it must go, or both hosts answer ARP for it.
+    await waitFor('the VIP gone from the renamed interface', async () => !(await addressesOn('lb1', RENAMED)).includes(VIP_CIDR), 3000);
+    expect(await addressesOn('lb1', RENAMED)).toContain(`${topo.addr.lb1}/24`);
+    // Put back by hand while in FAULT: the watch finds it under the new name too.
+    await topo.execOk(topo.ns.lb1, 'ip', ['addr', 'add', VIP_CIDR, 'dev', RENAMED]);
+    await waitFor('the VIP removed again', async () => !(await addressesOn('lb1', RENAMED)).includes(VIP_CIDR), 3000);
+    expect(lb1.proc.stderr).toMatch(/failover VIP held while not master: removing it.*"iface":"eth9"|"iface":"eth9".*failover VIP held while not master: removing it/);
+    expect(await topo.addresses('lb2')).toContain(VIP_CIDR);
+    await renameLink('lb1', RENAMED, 'eth0');
+    await lb1.waitState('master', 5000, from);
+    await waitFor('VIP on lb1 only', holdersAre(['lb1']), 5000);
   });
 
   it('a VIP whose removal failed on leaving master is removed again while not master, once it can be', async () => {

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { ErrorCodes } from '../../src/errors.js';
 import { compareIpv4, ipv4ToNumber, isInterfaceName, isIpv4Multicast, isVipAddress, parseCidr, vipAddresses } from '../../src/failover/ipv4.js';
 import { computeTracking } from '../../src/failover/tracking.js';
-import { addVip, hasAddress, parseIpAddrJson, removeVip, showInterface } from '../../src/failover/vip.js';
+import { addVip, hasAddress, parseIpAddrJson, parseIpLinks, removeVip, showInterface, vipEntries } from '../../src/failover/vip.js';
 
 // `ip -j addr show dev eth0` as printed by iproute2 6.1 (trimmed), with a VIP as a secondary address.
 const IP_JSON = JSON.stringify([
@@ -54,6 +54,29 @@ describe('ip -j addr parsing', () => {
     const info = parseIpAddrJson(IP_JSON, 'eth0');
     expect(hasAddress(info, { address: '10.231.7.10', prefix: 24 })).toBe(true);
     expect(hasAddress(info, { address: '10.231.7.10', prefix: 32 })).toBe(false);
+  });
+  it('a VIP that must go is found in every prefix length it has (a /32 left by keepalived, one added by hand)', () => {
+    const j = JSON.parse(IP_JSON) as Array<{ addr_info: Array<Record<string, unknown>> }>;
+    j[0]!.addr_info.push({ family: 'inet', local: '10.231.7.10', prefixlen: 32, scope: 'global', label: 'eth0' });
+    const info = parseIpAddrJson(JSON.stringify(j), 'eth0');
+    expect(vipEntries(info, { address: '10.231.7.10', prefix: 24 })).toEqual([
+      { address: '10.231.7.10', prefix: 24 },
+      { address: '10.231.7.10', prefix: 32 },
+    ]);
+    expect(vipEntries(info, { address: '10.231.7.11', prefix: 24 })).toEqual([]);
+  });
+  it('`ip -j addr show` of every interface: each by its name and index (a renamed interface is found by its index)', () => {
+    const all = JSON.stringify([
+      { ifindex: 1, ifname: 'lo', flags: ['LOOPBACK', 'UP', 'LOWER_UP'], addr_info: [{ family: 'inet', local: '127.0.0.1', prefixlen: 8 }] },
+      ...(JSON.parse(IP_JSON) as Array<Record<string, unknown>>).map((l) => ({ ...l, ifname: 'eth9' })),
+    ]);
+    const links = parseIpLinks(all);
+    expect(links.map((l) => [l.name, l.index])).toEqual([
+      ['lo', 1],
+      ['eth9', 2],
+    ]);
+    expect(links.find((l) => l.index === 2)?.addresses.map((a) => a.address)).toEqual(['10.231.7.12', '10.231.7.10']);
+    expect(parseIpLinks('{}')).toEqual([]);
   });
   it('no carrier when LOWER_UP is missing', () => {
     const j = JSON.parse(IP_JSON) as Array<{ flags: string[] }>;
