@@ -19,7 +19,7 @@ import { AdvertCodec, FLAG_FAULT, FLAG_MASTER, intervalToCentiseconds, type Drop
 import { arpingSender, GarpAnnouncer, type SendGarp } from './garp.js';
 import { formatCidr, ipv4ToNumber, isIpv4, type Cidr } from './ipv4.js';
 import { RateLimitedLog, type LogSink } from './log.js';
-import { STATUS_INTERVAL_MS, type PeerState, type WorkerInstanceStatus, type WorkerPeerStatus, type WorkerStatus, type WorkerToMain } from './messages.js';
+import { peerSilent, STATUS_INTERVAL_MS, type PeerState, type WorkerInstanceStatus, type WorkerPeerStatus, type WorkerStatus, type WorkerToMain } from './messages.js';
 import { NotifyRunner } from './notify.js';
 import { TrackScripts } from './track-scripts.js';
 import { AdvertReceiver } from './receiver.js';
@@ -96,6 +96,8 @@ interface Instance {
   otherMasterSince: number | null;
   /** performance.now() of the last `no advert from any peer` line (notePeerUnheard); null: not said. */
   peerUnheardSaidAt: number | null;
+  /** The peer, heard before, has been silent past peerSilent() and the line said so (notePeerUnheard); its next advert says it is back. */
+  peerSilentSaid: boolean;
   /** The state the notify hook was last called with (null: not yet). */
   hookState: FailoverState | null;
   /** Master, and the hook to be told so once the VIPs are here (tellHookMaster): not before, not if the add fails. */
@@ -230,6 +232,7 @@ export class Heartbeat {
         handedOverAt: null,
         otherMasterSince: null,
         peerUnheardSaidAt: null,
+        peerSilentSaid: false,
         hookState: null,
         hookMasterDue: false,
         releasing: null,
@@ -629,7 +632,8 @@ export class Heartbeat {
     const prev = inst.peer;
     inst.peer = { address, state: peerState, priority: a.priority, lastAdvertAt: threadSharedNow(), intervalMs: a.intervalCs * 10 };
     if (a.intervalCs !== this.intervalCs) this.noteIntervalMismatch(inst, address, a.intervalCs);
-    if (prev === null || prev.address !== address || prev.state !== peerState) {
+    if (prev === null || prev.address !== address || prev.state !== peerState || inst.peerSilentSaid) {
+      inst.peerSilentSaid = false;
       this.log.info({ routerId: a.routerId, peer: address, state: peerState, priority: a.priority, at: Date.now() }, 'failover peer state');
     }
     // How long the peer has run: its counter grows by one per advert of each of its instances (as many as ours, as a
@@ -677,6 +681,7 @@ export class Heartbeat {
   /** Master, and not one authentic advert from a peer since the start (PEER_UNHEARD_MS): said, with what to check. */
   private notePeerUnheard(): void {
     const now = this.now();
+    for (const inst of this.instances.values()) if (inst.peer !== null) this.notePeerSilent(inst, inst.peer);
     if (now - this.startedAt < PEER_UNHEARD_MS) return;
     for (const inst of this.instances.values()) {
       if (inst.peer !== null || inst.sm.state !== 'master') continue;
@@ -694,6 +699,21 @@ export class Heartbeat {
         'failover: master without one advert from a peer since the start: if the peer runs, its adverts do not arrive here',
       );
     }
+  }
+
+  /**
+   * A peer heard before and silent since (stopped, crashed, cut off): this host has no standby, or, a backup, is
+   * about to take over. Said once per silence, at warn (a failover audit: `/api/status` showed the peer `unknown`,
+   * and no line said it had gone); its next advert is a `failover peer state` line.
+   */
+  private notePeerSilent(inst: Instance, peer: WorkerPeerStatus): void {
+    const now = threadSharedNow();
+    if (inst.peerSilentSaid || !peerSilent(peer, now)) return;
+    inst.peerSilentSaid = true;
+    this.log.warn(
+      { routerId: inst.cfg.routerId, peer: peer.address, lastState: peer.state, silentMs: Math.round(now - peer.lastAdvertAt), state: inst.sm.state },
+      'failover peer silent: no advert from it for longer than a Master_Down_Interval',
+    );
   }
 
   /**

@@ -490,6 +490,22 @@ describe.skipIf(!canRun)('failover between two LB hosts (network namespaces)', (
     expect(said.dropped.router_id).toBeGreaterThan(0);
   }, 30_000);
 
+  it('a peer gone silent is said once (this host has no standby), and its return is said too', async () => {
+    const [lb1, lb2] = await startPair();
+    const silent = 'failover peer silent: no advert from it for longer than a Master_Down_Interval';
+    lb2.proc.signal('SIGKILL');
+    await lb2.proc.exited;
+    await waitFor('lb1 says its peer went silent', () => lb1.proc.stderr.includes(silent), 3000);
+    const said = JSON.parse(lb1.proc.stderr.split('\n').find((l) => l.includes(silent))!) as Record<string, unknown>;
+    expect(said).toMatchObject({ routerId: 51, peer: topo.addr.lb2, lastState: 'backup', state: 'master' });
+    await sleep(1500);
+    expect(lb1.proc.stderr.split(silent).length - 1).toBe(1);
+    const peerLines = () => lb1.proc.stderr.split('\n').filter((l) => l.includes('"msg":"failover peer state"')).length;
+    const before = peerLines();
+    await startLb('lb2');
+    await waitFor('lb1 says the peer is back', () => peerLines() > before, 3000);
+  });
+
   it('restart of a host: its adverts are accepted at once (new epoch), no split brain', async () => {
     const [lb1, lb2] = await startPair();
 
