@@ -163,9 +163,11 @@ export class FailoverStateMachine {
   private masterSeen = false;
   /** What the pending Master_Down_Timer stands for: a silence, or a resign heard (shortenDownTimer). */
   private downCause: 'master_down' | 'master_resigned' = 'master_down';
-  /** When a peer that outranks us last advertised as a backup (COLD_START_DEFER_MAX_MS). */
+  /** When a peer that outranks us, starting with us, last advertised as a backup (COLD_START_DEFER_MAX_MS). */
   private higherBackupAt = Number.NEGATIVE_INFINITY;
-  /** When the cold-start deferral began; null before. */
+  /** When a peer that outranks us last advertised as a backup, however long it has run (deferToHigherPeer). */
+  private outrankingBackupAt = Number.NEGATIVE_INFINITY;
+  /** When the present deferral to a peer that outranks us began; null: none. */
   private deferringSince: number | null = null;
 
   constructor(
@@ -246,7 +248,7 @@ export class FailoverStateMachine {
     this.held = held;
     if (held || this.current !== 'backup' || this.downAt === null) return [];
     const now = this.now();
-    return now >= this.downAt && !this.deferToStartingPeer(now) ? this.becomeMaster(now) : [];
+    return now >= this.downAt && !this.deferToHigherPeer(now) ? this.becomeMaster(now) : [];
   }
 
   /** INIT → BACKUP (or FAULT). RFC 5798 §6.4.1 for priority < 255: Master_Down_Timer = Master_Down_Interval. */
@@ -262,7 +264,7 @@ export class FailoverStateMachine {
     if (this.current === 'init') return [];
     const now = this.now();
     const actions: FailoverAction[] = [];
-    if (this.current === 'backup' && !this.held && this.downAt !== null && now >= this.downAt && !this.deferToStartingPeer(now)) actions.push(...this.becomeMaster(now));
+    if (this.current === 'backup' && !this.held && this.downAt !== null && now >= this.downAt && !this.deferToHigherPeer(now)) actions.push(...this.becomeMaster(now));
     if (this.advertAt !== null && now >= this.advertAt) {
       actions.push(this.advert());
       const next = this.advertAt + this.cfg.advertInterval;
@@ -481,10 +483,13 @@ export class FailoverStateMachine {
   private backupReceive(a: ReceivedAdvert, now: number): FailoverAction[] {
     const fromMaster = (a.flags & FLAG_MASTER) !== 0;
     if (!fromMaster) {
-      // Not a master's advert. Only a priority 0 from the master we follow (it went to FAULT) matters, and at a cold
-      // start a backup that outranks us (deferToStartingPeer).
+      // Not a master's advert. Only a priority 0 from the master we follow (it went to FAULT) matters, and a backup
+      // that outranks us (deferToHigherPeer).
       if (a.priority === 0 && this.masterAddress === a.sender) this.shortenDownTimer(now);
-      if (a.priority > 0 && (a.flags & FLAG_FAULT) === 0 && a.startedWithUs !== false && this.outranks(a)) this.higherBackupAt = now;
+      if (a.priority > 0 && (a.flags & FLAG_FAULT) === 0 && this.outranks(a)) {
+        this.outrankingBackupAt = now;
+        if (a.startedWithUs !== false) this.higherBackupAt = now;
+      }
       return [];
     }
     if (a.priority > 0) this.masterSeen = true;
@@ -581,6 +586,7 @@ export class FailoverStateMachine {
     // Recompute the Skew_Time; Recompute the Master_Down_Interval".
     this.masterAdverInterval = a.intervalCs * 10;
     this.masterAddress = a.sender;
+    this.deferringSince = null;
     this.downAt = this.resigned ? null : Math.max(now + this.masterDownInterval(), this.notBefore);
     this.downCause = 'master_down';
   }
@@ -592,12 +598,20 @@ export class FailoverStateMachine {
   }
 
   /**
-   * The Master_Down_Timer fired with no master heard since the start, while a peer that outranks us advertises as a
-   * backup (it starts too): true, and the timer runs one more interval, while that lasts and for at most
-   * COLD_START_DEFER_MAX_MS. The peer becomes master at its own timer, or we do after the bound.
+   * The Master_Down_Timer fired while a peer that outranks us advertises as a backup: true, and the timer runs one
+   * more interval, while that lasts and for at most COLD_START_DEFER_MAX_MS. The peer becomes master at its own
+   * timer, or we do after the bound. Two cases:
+   *  - a cold start (no master heard since ours), the peer starting too;
+   *  - a preemption of a live lower-priority master, with a third host (`peers` lists two): the one that outranks us
+   *    preempts it too, at its own timer (the shorter skew: first), but its master advert comes only after its VIPs
+   *    and GARP (addVipsThenAnnounce), 50 ms and more later, after our timer. Without the wait both preempted, and
+   *    all three hosts held the VIP for 40-75 ms (a failover audit, 5 runs of 5).
+   * Not after a master went silent: the peer that outranks us is then master first and its advert comes at once.
    */
-  private deferToStartingPeer(now: number): boolean {
-    if (this.masterSeen || now - this.higherBackupAt > this.masterDownInterval()) return false;
+  private deferToHigherPeer(now: number): boolean {
+    const preempting = now - this.lastPreemptDiscardAt <= this.masterDownInterval();
+    const heardAt = preempting ? this.outrankingBackupAt : this.masterSeen ? Number.NEGATIVE_INFINITY : this.higherBackupAt;
+    if (now - heardAt > this.masterDownInterval()) return false;
     this.deferringSince ??= now;
     if (now - this.deferringSince >= COLD_START_DEFER_MAX_MS) return false;
     this.downAt = now + this.masterAdverInterval;

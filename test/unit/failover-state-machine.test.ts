@@ -468,6 +468,37 @@ describe('election', () => {
     expect(becameMaster(actions)).toBe(true);
   });
 
+  // A failover audit: three hosts (150, 100, 50 the master); 150 and 100 both preempted 50, since 150's master advert
+  // follows its VIPs and GARP, after 100's timer: all three held the VIP for 40-75 ms.
+  it('preempting a live lower-priority master: a backup that outranks us goes first, for at most COLD_START_DEFER_MAX_MS', () => {
+    const s = setup();
+    s.sm.start();
+    const lowerMaster = masterAdvert(50, PEER_LOW);
+    const higherBackup = { priority: 150, flags: 0, intervalCs: 10, sender: PEER_HIGH, startedWithUs: false };
+    let actions: FailoverAction[] = [];
+    for (let t = 1050; t < 3000; t += 100) {
+      actions.push(...s.runUntil(t));
+      actions.push(...s.sm.onAdvert(lowerMaster));
+      actions.push(...s.sm.onAdvert(higherBackup));
+    }
+    expect(becameMaster(actions)).toBe(false);
+    // It preempts: its master advert is accepted as any higher master's.
+    expect(becameMaster(peerAdvertises(s, 3000, 5000, masterAdvert(150, PEER_HIGH)))).toBe(false);
+    expect(s.sm.state).toBe('backup');
+
+    // One that outranks us but never preempts (preempt off there, a VIP hold-down): not waited for past the bound.
+    const t = setup();
+    t.sm.start();
+    actions = [];
+    const end = 1000 + t.sm.masterDownInterval() + COLD_START_DEFER_MAX_MS + 300;
+    for (let at = 1050; at < end; at += 100) {
+      actions.push(...t.runUntil(at));
+      actions.push(...t.sm.onAdvert(lowerMaster));
+      actions.push(...t.sm.onAdvert(higherBackup));
+    }
+    expect(actions.flatMap((x) => (x.type === 'notify' ? [x.cause] : []))).toEqual(['preempt']);
+  });
+
   it('after a master has been heard (a failover, not a start): a backup that outranks us is no reason to wait', () => {
     const s = setup();
     s.sm.start();
