@@ -8,7 +8,7 @@ import { planFailoverReload } from './failover/reload.js';
 import { restartOnlyChanges } from './config/restart-only.js';
 import { pendingConnectBound } from './config/defaults.js';
 import { FIRST_VERDICT_MARGIN_MS, Pool } from './balancer/pool.js';
-import type { Server, AdminState, EvictReason } from './balancer/server.js';
+import { notePlacementChange, type Server, type AdminState, type EvictReason } from './balancer/server.js';
 import type { ClientIdSharing } from './balancer/client-id-registry.js';
 import { RateLimitedLog } from './failover/log.js';
 import { serverNames } from './proxy/server-name-cache.js';
@@ -678,7 +678,8 @@ export class App implements TelemetrySource, AdminActions {
     for (const [name, pool] of this.poolMap) {
       const pc = next.pools[name];
       if (pc === undefined) {
-        // Pool gone: stop checking; its live sessions continue until they end.
+        // Pool gone: stop checking; its live sessions continue until they end (those still dialling look again).
+        notePlacementChange();
         void this.checkers.get(name)?.close();
         this.reactions.get(name)?.close();
         this.checkers.delete(name);

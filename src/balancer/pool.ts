@@ -8,7 +8,7 @@
 import type { PoolConfig } from '../config/types.js';
 import { xxh64Into } from './hash/xxh64.js';
 import { Ranking } from './ranking.js';
-import { Server, serverPlace, type HealthState } from './server.js';
+import { notePlacementChange, Server, serverPlace, type HealthState } from './server.js';
 import { ServerTable, TIER_NONE, type Tier } from './server-table.js';
 import { createPlacementStrategy } from './strategies/create.js';
 import { rendezvousScore } from './hash/rendezvous.js';
@@ -306,6 +306,7 @@ export class Pool {
    */
   reconfigure(config: PoolConfig): Server[] {
     if (config.name !== this.name) throw new Error(`pool "${this.name}" cannot be reconfigured as "${config.name}"`);
+    notePlacementChange();
     const byName = new Map<string, Server>();
     for (const s of this.servers) byName.set(s.name, s);
     for (const [name, s] of this.detached) if (s.sessionCount === 0) this.detached.delete(name);

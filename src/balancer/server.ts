@@ -55,6 +55,23 @@ export function serverPlace(config: ServerConfig, healthType: string): string {
   return healthType !== 'http' || config.healthUrl === null ? config.address : `${config.address} ${withoutCredentials(config.healthUrl)}`;
 }
 
+/**
+ * Changes that can move where a new session goes: a server's state (health or admin) and a reload of a pool. A
+ * session reads the count when it dials and again when its dial connects (session.ts placementGone): unchanged, the
+ * rule, nothing about its server can have moved, at the cost of one number read; changed, it looks.
+ */
+let placementChanges = 0;
+
+/** How many placement changes this process has seen (its value means nothing; a difference does). */
+export function placementChangeCount(): number {
+  return placementChanges;
+}
+
+/** A change that can move where a new session goes, other than a server's state (which counts itself): a reload. */
+export function notePlacementChange(): void {
+  placementChanges++;
+}
+
 export class Server extends EventEmitter {
   readonly pool: string;
   config: ServerConfig;
@@ -150,7 +167,9 @@ export class Server extends EventEmitter {
   private emitChange(from: ServerState): void {
     const to = this.state;
     if (to === 'unknown' && from !== to) this.unknownSince = performance.now();
-    if (from !== to) this.emit('state', { server: this, from, to } satisfies ServerStateChange);
+    if (from === to) return;
+    placementChanges++;
+    this.emit('state', { server: this, from, to } satisfies ServerStateChange);
   }
 
   /**

@@ -13,7 +13,7 @@
 import net, { isIP } from 'node:net';
 import { resetOrDestroy, type ProxySocket } from './proxy-socket.js';
 import { HandleSocket, handleSockets } from './handle-socket.js';
-import type { Server, LiveSession, EvictReason } from '../balancer/server.js';
+import { placementChangeCount, type Server, type LiveSession, type EvictReason } from '../balancer/server.js';
 import type { ClientIdHolder } from '../balancer/client-id-registry.js';
 import { FULL_CANDIDATES } from '../balancer/pool.js';
 import type { RefuseWith } from '../config/types.js';
@@ -45,6 +45,8 @@ const INITIAL_BUFFER = 512;
 const CLOSE_GRACE_MS = 2000;
 /** ...unless bytes are still queued for it: then until the reader has taken none of them for this long (graceExpired). */
 const FLUSH_LIMIT_MS = 30_000;
+/** A dial dropped at its connect for a placement that moved meanwhile (placementGone) is placed again at most this often. */
+const MAX_REPLACEMENTS = 3;
 export const TCP_KEEPALIVE_MS = 60_000;
 /** A broker socket gets TCP keepalive once its session is this old (up to twice this): keepalive-arming.ts. */
 const KEEPALIVE_ARM_AGE_MS = 10_000;
@@ -106,6 +108,10 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
   /** What was queued for the client then: shrinking = the client reads the server's answer (a slow download). */
   private graceClientQueueMark = 0;
   private dialStartedAt = 0;
+  /** placementChangeCount() when the present dial began (placementGone). */
+  private placementSeen = 0;
+  /** Times its dial was dropped at its connect for a placement that moved meanwhile (placementGone), bounded. */
+  private replacements = 0;
   private openSockets = 1;
   closeReason: CloseReason | null = null;
   /** Its client ID as held in the pool's registry (registerClientId); null: none, or not proxied. */
@@ -546,6 +552,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
     const server = this.candidates[this.candidateIndex]!;
     const pool = this.pool!;
     this.dialStartedAt = monotonicNow();
+    this.placementSeen = placementChangeCount();
     const { host, port, address } = server.config;
     // Recorded now: a reload may move the server before this connect completes.
     this.serverAddress = address;
@@ -625,6 +632,20 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
       sock.destroy();
       return;
     }
+    // Something moved while it dialled (rare; one number compared): its CONNECT not sent yet, it is placed again, as
+    // a CONNECT arriving now would be, if its server no longer takes it.
+    if (placementChangeCount() !== this.placementSeen && this.replacements < MAX_REPLACEMENTS && this.placementGone(server, pool)) {
+      this.replacements++;
+      sock.destroy();
+      this.upstream = null;
+      this.server = null;
+      this.candidateIndex = 0;
+      this.phase = 'admitting';
+      const log = this.listener.ctx.log;
+      if (log.isLevelEnabled('debug')) log.debug({ listener: this.listener.stats.name, client: this.remoteAddress, port: this.remotePort, pool: pool.name, server: server.name }, 'session placed again: its server changed while it was dialled');
+      this.proceed();
+      return;
+    }
     this.phase = 'splicing';
     this.openSockets = 2;
     clearBackOff(server);
@@ -678,6 +699,21 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
         'session routed',
       );
     }
+  }
+
+  /**
+   * Its server, dialled and just connected, no longer takes it: removed by a reload (or its pool), drained or put in
+   * maint, down under `onServerDown: shutdown`, or, under `onServerUp: rebalance`, no longer the owner of its key.
+   * What those events close reaches only connected sessions (server.sessions): an audit found dials in flight at a
+   * drain, a maint, a rebalance or a reload that removed the server land on it afterwards and stay there.
+   */
+  private placementGone(server: Server, pool: RoutingPool): boolean {
+    if (this.listener.ctx.pool(this.listener.poolName) !== pool || !pool.servers.includes(server)) return true;
+    if (server.admin !== 'ready') return true;
+    if (server.health === 'down' && pool.config.onServerDown === 'shutdown') return true;
+    if (pool.config.onServerUp !== 'rebalance') return false;
+    const owner = pool.owner(this.routingKey);
+    return owner !== null && owner !== server;
   }
 
   // ── closing ─────────────────────────────────────────────────────────────────────────────────────────────

@@ -1,0 +1,117 @@
+/**
+ * A session whose dial is in flight when its server stops taking sessions (a drain, a maint, a reload that removes
+ * it, `onServerUp: rebalance` giving its key back to another server) is placed again at its connect, its CONNECT not
+ * yet sent, as a CONNECT arriving then would be: the evictions of those events reach only connected sessions, and an
+ * audit found such dials land on the server afterwards and stay (session.ts placementGone).
+ * Run alone after `npx tsc -p .` (the LB runs from dist/).
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import type { MqttClient } from 'mqtt';
+import { clientIdOn, connectVia, startBrokers, whichBroker } from '../helpers/cluster.js';
+import { sleep, startLb, stopAllLbs } from '../helpers/lb.js';
+import { lbYaml, type ServerSpec } from '../helpers/lb-config.js';
+import { freePort } from '../helpers/mosquitto.js';
+import { stallingRelay, type StallingRelay } from '../helpers/stalling-relay.js';
+
+const cleanups: Array<() => Promise<void> | void> = [];
+afterEach(async () => {
+  await stopAllLbs();
+  while (cleanups.length > 0) {
+    try {
+      await cleanups.pop()!();
+    } catch {
+      // keep cleaning up
+    }
+  }
+});
+
+async function admin(adminPort: number, server: string, action: string): Promise<void> {
+  const r = await fetch(`http://127.0.0.1:${adminPort}/api/servers/brokers/${server}/${action}`, { method: 'POST', signal: AbortSignal.timeout(2000) });
+  expect(r.status).toBe(200);
+}
+
+async function sessionsPerServer(adminPort: number): Promise<Record<string, number>> {
+  const r = await fetch(`http://127.0.0.1:${adminPort}/api/status`, { signal: AbortSignal.timeout(2000) });
+  const doc = (await r.json()) as { pools: Array<{ servers: Array<{ name: string; sessions: number }> }> };
+  return Object.fromEntries(doc.pools[0]!.servers.map((s) => [s.name, s.sessions]));
+}
+
+/**
+ * Brokers `a` and `b`; the LB's server `a` is broker a, its server `b` broker b behind a relay whose handshakes can
+ * be stalled. Health checks off (a probe would stall too).
+ */
+async function setup(poolKeys = ''): Promise<{ port: number; adminPort: number; relay: StallingRelay; yaml: (servers: ServerSpec[]) => string; servers: ServerSpec[]; lb: Awaited<ReturnType<typeof startLb>> }> {
+  const brokers = await startBrokers(['a', 'b']);
+  cleanups.push(() => Promise.all(brokers.map((b) => b.stop())).then(() => undefined));
+  const relay = await stallingRelay(brokers[1]!.port, cleanups);
+  const port = await freePort();
+  const adminPort = await freePort();
+  const servers: ServerSpec[] = [
+    { name: 'a', port: brokers[0]!.port },
+    { name: 'b', port: relay.port },
+  ];
+  const yaml = (list: ServerSpec[]): string =>
+    lbYaml({ port, admin: adminPort, servers: list, health: { type: 'none' }, pool: `    serverConnectTimeout: 10s\n${poolKeys}`, limits: '  drainTimeout: 1s\n', log: '  level: debug\n' });
+  const lb = await startLb(yaml(servers), { waitReady: `http://127.0.0.1:${adminPort}/readyz` });
+  return { port, adminPort, relay, yaml, servers, lb };
+}
+
+/** A client of `clientId` whose dial to server b is in flight (b's relay stalled) when this returns; `client` settles at its CONNACK. */
+async function dialingToStalledB(port: number, relay: StallingRelay, clientId: string): Promise<{ client: Promise<MqttClient> }> {
+  await relay.stall();
+  const client = connectVia(port, { clientId, connectTimeout: 9000 });
+  client.then((c) => cleanups.push(() => c.endAsync(true)), () => undefined);
+  await sleep(300);
+  return { client };
+}
+
+describe('a dial in flight when its server stops taking sessions is placed again at its connect', () => {
+  it('drain: the client reaches the other server; the drained one has no session', async () => {
+    const { port, adminPort, relay, lb } = await setup();
+    const clientId = await clientIdOn(port, 'b', 'drain-');
+    const pending = await dialingToStalledB(port, relay, clientId);
+    await admin(adminPort, 'b', 'drain');
+    relay.release();
+    const client = await pending.client;
+    expect(await whichBroker(client)).toBe('a');
+    expect(await sessionsPerServer(adminPort)).toEqual({ a: 1, b: 0 });
+    expect(lb.logs.some((l) => l.msg === 'session placed again: its server changed while it was dialled' && l.server === 'b')).toBe(true);
+  });
+
+  it('a reload that removes the server: the client reaches the other server (not one out of every view)', async () => {
+    const { port, adminPort, relay, yaml, servers, lb } = await setup();
+    const clientId = await clientIdOn(port, 'b', 'removed-');
+    const pending = await dialingToStalledB(port, relay, clientId);
+    lb.writeConfig(yaml(servers.filter((s) => s.name !== 'b')));
+    lb.reload();
+    await lb.waitForLog((l) => l.msg === 'config reloaded', 5000);
+    relay.release();
+    const client = await pending.client;
+    expect(await whichBroker(client)).toBe('a');
+    expect(await sessionsPerServer(adminPort)).toEqual({ a: 1 });
+  });
+
+  it('onServerUp: rebalance: a server back from maint takes the key its dial elsewhere was for', async () => {
+    const { port, adminPort, relay } = await setup('    onServerUp: rebalance\n');
+    const clientId = await clientIdOn(port, 'a', 'home-');
+    await admin(adminPort, 'a', 'maint');
+    // With a in maint, the client's dial goes to b (stalled); a comes back meanwhile.
+    const pending = await dialingToStalledB(port, relay, clientId);
+    await admin(adminPort, 'a', 'ready');
+    relay.release();
+    const client = await pending.client;
+    expect(await whichBroker(client)).toBe('a');
+    expect(await sessionsPerServer(adminPort)).toEqual({ a: 1, b: 0 });
+  });
+
+  it('a change that leaves its server as it was: the dial is kept', async () => {
+    const { port, adminPort, relay } = await setup();
+    const clientId = await clientIdOn(port, 'b', 'kept-');
+    const pending = await dialingToStalledB(port, relay, clientId);
+    await admin(adminPort, 'a', 'drain');
+    relay.release();
+    const client = await pending.client;
+    expect(await whichBroker(client)).toBe('b');
+    expect(await sessionsPerServer(adminPort)).toEqual({ a: 0, b: 1 });
+  });
+});
