@@ -712,8 +712,9 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
     if (server.admin !== 'ready') return true;
     if (server.health === 'down' && pool.config.onServerDown === 'shutdown') return true;
     if (pool.config.onServerUp !== 'rebalance') return false;
+    // Only to an owner with room: at its maxConnections it would refuse the client (server_full) that this dial serves.
     const owner = pool.owner(this.routingKey);
-    return owner !== null && owner !== server;
+    return owner !== null && owner !== server && !owner.full;
   }
 
   // ── closing ─────────────────────────────────────────────────────────────────────────────────────────────
