@@ -104,6 +104,25 @@ describe('a dial in flight when its server stops taking sessions is placed again
     expect(await sessionsPerServer(adminPort)).toEqual({ a: 1, b: 0 });
   });
 
+  it('onServerUp: rebalance to an owner at its maxConnections: the dial is kept (the owner would refuse the client)', async () => {
+    const { port, adminPort, relay, lb, yaml, servers } = await setup('    onServerUp: rebalance\n');
+    lb.writeConfig(yaml(servers.map((s) => (s.name === 'a' ? { ...s, maxConnections: 1 } : s))));
+    lb.reload();
+    await lb.waitForLog((l) => l.msg === 'config reloaded', 5000);
+    const [clientId, other] = [await clientIdOn(port, 'a', 'full-home-'), await clientIdOn(port, 'a', 'full-other-')];
+    await admin(adminPort, 'a', 'maint');
+    const pending = await dialingToStalledB(port, relay, clientId);
+    await admin(adminPort, 'a', 'ready');
+    // Another client of a takes its one place before the dial to b connects.
+    const taker = await connectVia(port, { clientId: other });
+    cleanups.push(() => taker.endAsync(true));
+    expect(await whichBroker(taker)).toBe('a');
+    relay.release();
+    const client = await pending.client;
+    expect(await whichBroker(client)).toBe('b');
+    expect(await sessionsPerServer(adminPort)).toEqual({ a: 1, b: 1 });
+  });
+
   it('a change that leaves its server as it was: the dial is kept', async () => {
     const { port, adminPort, relay } = await setup();
     const clientId = await clientIdOn(port, 'b', 'kept-');
