@@ -6,25 +6,16 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { cleanupsAfterEach } from '../helpers/cleanups.js';
 import { brokerFor, startBrokers, type NamedBroker } from '../helpers/cluster.js';
-import { startLb, stopAllLbs, type LbProcess } from '../helpers/lb.js';
+import { startLb, type LbProcess } from '../helpers/lb.js';
 import { lbYaml, type HealthSpec } from '../helpers/lb-config.js';
 import { freePort } from '../helpers/mosquitto.js';
 
 const HEALTH: HealthSpec = { type: 'mqtt', interval: '300ms', timeout: '250ms', rise: 2, fall: 2 };
 
-const cleanups: Array<() => Promise<void> | void> = [];
-afterEach(async () => {
-  await stopAllLbs();
-  while (cleanups.length > 0) {
-    try {
-      await cleanups.pop()!();
-    } catch {
-      // keep cleaning up
-    }
-  }
-});
+const cleanups = cleanupsAfterEach();
 
 interface StatusServer {
   name: string;

@@ -6,27 +6,18 @@
  * Run alone after `npx tsc -p .` (the LB runs from dist/).
  */
 import { readFileSync } from 'node:fs';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { cleanupsAfterEach } from '../helpers/cleanups.js';
 import { brokerFor, clientIdOn, startBrokers } from '../helpers/cluster.js';
 import { delayedBroker, type DelayedBroker } from '../helpers/delayed-broker.js';
-import { SOCKET_ENGINES, sleep, socketEngineOf, startLb, stopAllLbs, type LbProcess } from '../helpers/lb.js';
+import { SOCKET_ENGINES, sleep, socketEngineOf, startLb, type LbProcess } from '../helpers/lb.js';
 import { lbYaml, type HealthSpec } from '../helpers/lb-config.js';
 import { freePort } from '../helpers/mosquitto.js';
 import { msUntilServerState, serverState } from '../helpers/server-state.js';
 import { collect, connectPacket, connectRaw, type Exchange } from '../helpers/raw-client.js';
 import { find, parseExposition } from '../unit/telemetry-fixtures.js';
 
-const cleanups: Array<() => Promise<void> | void> = [];
-afterEach(async () => {
-  await stopAllLbs();
-  while (cleanups.length > 0) {
-    try {
-      await cleanups.pop()!();
-    } catch {
-      // keep cleaning up
-    }
-  }
-});
+const cleanups = cleanupsAfterEach();
 
 const PINGREQ = Buffer.from([0xc0, 0x00]);
 

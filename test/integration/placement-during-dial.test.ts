@@ -5,25 +5,16 @@
  * audit found such dials land on the server afterwards and stay (session.ts placementGone).
  * Run alone after `npx tsc -p .` (the LB runs from dist/).
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { cleanupsAfterEach } from '../helpers/cleanups.js';
 import type { MqttClient } from 'mqtt';
 import { clientIdOn, connectVia, startBrokers, whichBroker } from '../helpers/cluster.js';
-import { sleep, startLb, stopAllLbs } from '../helpers/lb.js';
+import { sleep, startLb } from '../helpers/lb.js';
 import { lbYaml, type ServerSpec } from '../helpers/lb-config.js';
 import { freePort } from '../helpers/mosquitto.js';
 import { stallingRelay, type StallingRelay } from '../helpers/stalling-relay.js';
 
-const cleanups: Array<() => Promise<void> | void> = [];
-afterEach(async () => {
-  await stopAllLbs();
-  while (cleanups.length > 0) {
-    try {
-      await cleanups.pop()!();
-    } catch {
-      // keep cleaning up
-    }
-  }
-});
+const cleanups = cleanupsAfterEach();
 
 async function admin(adminPort: number, server: string, action: string): Promise<void> {
   const r = await fetch(`http://127.0.0.1:${adminPort}/api/servers/brokers/${server}/${action}`, { method: 'POST', signal: AbortSignal.timeout(2000) });

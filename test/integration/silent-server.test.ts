@@ -6,25 +6,16 @@
  * Run alone after `npx tsc -p .` (the LB runs from dist/).
  */
 import net from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { cleanupsAfterEach } from '../helpers/cleanups.js';
 import { brokerFor, clientIdOn, startBrokers } from '../helpers/cluster.js';
-import { startLb, stopAllLbs, sleep } from '../helpers/lb.js';
+import { startLb, sleep } from '../helpers/lb.js';
 import { lbYaml } from '../helpers/lb-config.js';
 import { freePort } from '../helpers/mosquitto.js';
 import { msUntilServerState, serverState } from '../helpers/server-state.js';
 import { collect, connectPacket, connectRaw } from '../helpers/raw-client.js';
 
-const cleanups: Array<() => Promise<void> | void> = [];
-afterEach(async () => {
-  await stopAllLbs();
-  while (cleanups.length > 0) {
-    try {
-      await cleanups.pop()!();
-    } catch {
-      // keep cleaning up
-    }
-  }
-});
+const cleanups = cleanupsAfterEach();
 
 
 describe('a server that sends nothing in a whole session', () => {
