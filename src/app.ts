@@ -431,10 +431,7 @@ export class App implements TelemetrySource, AdminActions {
     if (this.role === 'primary') return;
     const { say, said } = clampsToSay(this.clampsSaid, budget);
     this.clampsSaid = said;
-    for (const c of say) {
-      if (c.defaultCap) this.log.info({ detail: c.warning }, 'connection cap clamped');
-      else this.log.warn({ detail: c.warning }, 'connection cap clamped');
-    }
+    for (const w of say) this.log.warn({ detail: w }, 'connection cap clamped');
   }
 
   /** The listeners this process serves: none in the cluster primary (its workers do). */

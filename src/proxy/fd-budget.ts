@@ -9,7 +9,6 @@
  * global cap, plus the reserve.
  */
 import { readFileSync } from 'node:fs';
-import { DEFAULTS } from '../config/defaults.js';
 import type { LbConfig } from '../config/types.js';
 import { ADMIN_MAX_CONNECTIONS } from '../telemetry/admin-connections.js';
 
@@ -99,12 +98,6 @@ export interface Clamp {
   key: string;
   to: number;
   warning: string;
-  /**
-   * The cap lowered is lb.yaml's default (not written, as a rule): lowering it to the host's open-file limit is what
-   * HAProxy does to a maxconn it was not given, silently; said at info, not warn (a soak audit: every start of the
-   * default config on a host with 20,000 descriptors logged two warn lines, four with two workers).
-   */
-  defaultCap: boolean;
 }
 
 export function clampToBudget(input: BudgetInput): Budget {
@@ -150,7 +143,7 @@ export function clampToBudget(input: BudgetInput): Budget {
   // sum, a client past a full listener would be refused as `global_full`, not `listener_full`.
   if (globalMax < input.globalMax) {
     const warning = `limits.maxConnections ${input.globalMax} clamped to ${globalMax}: the open-file limit is ${limit} and each session needs two descriptors, plus 5 % for refused clients and a reserve for probes and the admin port${CLAMP_ADVICE}`;
-    clamps.push({ key: `limits.maxConnections ${input.globalMax}`, to: globalMax, warning, defaultCap: input.globalMax === DEFAULTS.limits.maxConnections });
+    clamps.push({ key: `limits.maxConnections ${input.globalMax}`, to: globalMax, warning });
     warnings.push(warning);
   }
   input.listeners.forEach((l, i) => {
@@ -161,7 +154,7 @@ export function clampToBudget(input: BudgetInput): Budget {
         : shared
         ? `listeners[${i}].maxConnections (listener ${l.name}) ${l.maxConnections} lowered to ${caps[i]}: the client sockets of every listener (with room to refuse in MQTT) and a server socket per session must fit the open-file limit ${limit}${CLAMP_ADVICE}`
         : `listeners[${i}].maxConnections (listener ${l.name}) ${l.maxConnections} clamped to ${caps[i]}: the open-file limit is ${limit} and each session needs two descriptors, plus 5 % for refused clients and a reserve for probes and the admin port${CLAMP_ADVICE}`;
-    clamps.push({ key: `listener ${l.name} maxConnections ${l.maxConnections}`, to: caps[i]!, warning, defaultCap: l.maxConnections === DEFAULTS.listener.maxConnections });
+    clamps.push({ key: `listener ${l.name} maxConnections ${l.maxConnections}`, to: caps[i]!, warning });
     warnings.push(warning);
   });
   input.listeners.forEach((l, i) => listenerMax.set(l.name, caps[i]!));
@@ -211,18 +204,17 @@ export function budgetForConfig(config: Pick<LbConfig, 'limits' | 'listeners' | 
  * value moved by 1 % or more. The reserve for probes moves a clamp by a descriptor or two per server a reload adds
  * or removes; a soak saw 9,429 and 9,428 said at every reload. Returns the warnings and what counts as said now.
  */
-export function clampsToSay(before: ReadonlyMap<string, number>, budget: Pick<Budget, 'clamps'>): { say: Clamp[]; said: Map<string, number> } {
-  const say: Clamp[] = [];
+export function clampsToSay(before: ReadonlyMap<string, number>, budget: Pick<Budget, 'clamps'>): { say: string[]; said: Map<string, number> } {
+  const say: string[] = [];
   const said = new Map<string, number>();
-  for (const clamp of budget.clamps) {
-    const { key, to } = clamp;
+  for (const { key, to, warning } of budget.clamps) {
     const was = before.get(key);
     if (was !== undefined && !movedByOnePercent(was, to)) {
       said.set(key, was);
       continue;
     }
     said.set(key, to);
-    say.push(clamp);
+    say.push(warning);
   }
   return { say, said };
 }

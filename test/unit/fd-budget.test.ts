@@ -201,7 +201,7 @@ describe('clampsToSay (what a reload says again)', () => {
   it('says a new clamp, not the same again, nor one moved by a server or two of probe reserve', () => {
     const first = clampsToSay(new Map(), budget(20_000, 3));
     expect(first.say).toHaveLength(1);
-    expect(first.say[0]!.warning).toMatch(/^limits\.maxConnections 20000 clamped to \d+/);
+    expect(first.say[0]).toMatch(/^limits\.maxConnections 20000 clamped to \d+/);
     expect(clampsToSay(first.said, budget(20_000, 3)).say).toEqual([]);
     // One more server: the clamp moves by a descriptor's worth (well under 1 %).
     const moved = budget(20_000, 4);
@@ -213,23 +213,11 @@ describe('clampsToSay (what a reload says again)', () => {
     expect(clampsToSay(again.said, budget(20_000, 200)).say).toHaveLength(1);
   });
 
-  it('a default cap lowered is marked as such (said at info), one written is not', () => {
-    const both = (globalMax: number, listenerMax: number) => clampToBudget({ fileLimit: 20_000, globalMax, listeners: [{ name: 'mqtt', maxConnections: listenerMax }], servers: 3 }).clamps.map((c) => [c.key, c.defaultCap]);
-    expect(both(20_000, 10_000)).toEqual([
-      ['limits.maxConnections 20000', true],
-      ['listener mqtt maxConnections 10000', true],
-    ]);
-    expect(both(15_000, 12_000)).toEqual([
-      ['limits.maxConnections 15000', false],
-      ['listener mqtt maxConnections 12000', false],
-    ]);
-  });
-
   it('says it again when the configured value changes, or the clamp moves by 1 % or more', () => {
     const first = clampsToSay(new Map(), budget(20_000, 3, 384));
-    expect(clampsToSay(first.said, budget(30_000, 3, 384)).say[0]!.warning).toMatch(/^limits\.maxConnections 30000 clamped to/);
+    expect(clampsToSay(first.said, budget(30_000, 3, 384)).say[0]).toMatch(/^limits\.maxConnections 30000 clamped to/);
     // At a small clamp, one session is more than 1 %.
-    expect(clampsToSay(first.said, budget(20_000, 4, 384)).say.filter((c) => c.warning.startsWith('limits.maxConnections 20000'))).toHaveLength(1);
+    expect(clampsToSay(first.said, budget(20_000, 4, 384)).say.filter((w) => w.startsWith('limits.maxConnections 20000'))).toHaveLength(1);
     // No longer clamped: nothing said, nothing kept.
     expect(clampsToSay(first.said, budget(50, 3))).toEqual({ say: [], said: new Map() });
   });
