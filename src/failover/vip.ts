@@ -4,7 +4,7 @@
  *  - add: "Address already assigned" (extended ack) / "File exists" (older `RTNETLINK answers:`) = present.
  *  - del: "Address not found" / "Cannot assign" (and a vanished device) = already absent.
  *  - presence compares address AND prefix length: 10.0.0.5/32 and 10.0.0.5/24 are different entries (hasAddress,
- *    for a master's own VIPs); a VIP that must go goes in every prefix length it is found in (vipEntries).
+ *    for a master's own VIPs); a VIP that must go goes as configured and as a /32 of its address (vipEntries).
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { ErrorCodes, MqttLbError } from '../errors.js';
@@ -120,13 +120,15 @@ export function hasAddress(info: InterfaceInfo, c: Cidr): boolean {
 }
 
 /**
- * The VIP's address on the interface in every prefix length it has there: a /32 of it (keepalived's reading of an
- * address written without a length, left by a keepalived it replaced) or one added by hand answers ARP as well as
- * the configured /24 (a failover audit: a /32 stayed on a backup, and both hosts answered for the VIP).
+ * The VIP's entries on the interface: as configured, and as a /32, keepalived's reading of an address written
+ * without a length (left by a keepalived it replaced, or added by hand so), which answers ARP as well as the
+ * configured /24 (a failover audit: a /32 stayed on a backup, and both hosts answered for the VIP). Not the address
+ * in any other length: that may be this host's own (a re-audit: a VIP configured as X/32 on a host that owns X/24
+ * took the host's X/24 away).
  */
 export function vipEntries(info: InterfaceInfo, c: Cidr): Cidr[] {
   const found: Cidr[] = [];
-  for (const a of info.addresses) if (a.address === c.address) found.push({ address: a.address, prefix: a.prefix });
+  for (const a of info.addresses) if (a.address === c.address && (a.prefix === c.prefix || a.prefix === 32)) found.push({ address: a.address, prefix: a.prefix });
   return found;
 }
 

@@ -55,9 +55,11 @@ describe('ip -j addr parsing', () => {
     expect(hasAddress(info, { address: '10.231.7.10', prefix: 24 })).toBe(true);
     expect(hasAddress(info, { address: '10.231.7.10', prefix: 32 })).toBe(false);
   });
-  it('a VIP that must go is found in every prefix length it has (a /32 left by keepalived, one added by hand)', () => {
+  it('a VIP that must go is found as configured and as a /32 (keepalived\'s reading of no length), not in other lengths', () => {
     const j = JSON.parse(IP_JSON) as Array<{ addr_info: Array<Record<string, unknown>> }>;
     j[0]!.addr_info.push({ family: 'inet', local: '10.231.7.10', prefixlen: 32, scope: 'global', label: 'eth0' });
+    // The same address in another length may be this host's own: never taken for the VIP.
+    j[0]!.addr_info.push({ family: 'inet', local: '10.231.7.10', prefixlen: 28, scope: 'global', label: 'eth0' });
     const info = parseIpAddrJson(JSON.stringify(j), 'eth0');
     expect(vipEntries(info, { address: '10.231.7.10', prefix: 24 })).toEqual([
       { address: '10.231.7.10', prefix: 24 },
