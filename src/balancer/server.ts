@@ -85,6 +85,12 @@ export class Server extends EventEmitter {
   dialsInFlight = 0;
   /** Until when (monotonic ms) the picks of this process leave it out after a failed dial; 0 = not (dial-backoff.ts). */
   dialBackoffUntil = 0;
+  /**
+   * When (monotonic ms) it last came back to taking sessions as a non-backup (up, ready, or so by a reload: the
+   * returns `onServerUp: rebalance` acts on; PoolReactions.serverReturned). A dial in flight meanwhile is placed again
+   * for it (session.ts placementGone).
+   */
+  returnedAt = Number.NEGATIVE_INFINITY;
   /** The back-off is for a CONNACK that never came (session.ts connackOverdue): a TCP connect does not end it (dial-backoff.ts). */
   dialBackoffNeedsAnswer = false;
   /** When it was last reported for a probe while left out (dial-backoff.ts backoffCutoff). */

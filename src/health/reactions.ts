@@ -13,6 +13,7 @@ import type { EvictReason, Server, ServerStateChange } from '../balancer/server.
 import { defaultClearTimer, defaultSetTimer, Evictor, type EvictionItem, type EvictorOptions } from './eviction.js';
 import type { ReactingPool } from './pool-view.js';
 import { rebalanceStillDue, sessionsToRebalance } from './rebalance.js';
+import { monotonicNow } from '../monotonic-clock.js';
 
 export interface PoolReactionsDeps {
   log: Logger;
@@ -179,6 +180,7 @@ export class PoolReactions {
 
   /** onServerUp: rebalance moves to `server` what belongs to it (sessionsToRebalance). */
   private serverReturned(server: Server): void {
+    server.returnedAt = monotonicNow();
     if (this.pool.config.onServerUp !== 'rebalance') return;
     const due = this.pool.pendingVerdictMs();
     if (due > 0) {

@@ -110,6 +110,8 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
   private dialStartedAt = 0;
   /** placementChangeCount() when the present dial began (placementGone). */
   private placementSeen = 0;
+  /** When its servers were picked (monotonicNow(); placementGone). */
+  private placedAt = 0;
   /** Times its dial was dropped at its connect for a placement that moved meanwhile (placementGone), bounded. */
   private replacements = 0;
   private openSockets = 1;
@@ -425,6 +427,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
     // Copy: the key must not pin the whole pre-routing buffer.
     this.routingKey = key.length === 0 ? EMPTY : Buffer.from(key);
     this.candidates = pool.candidates(keys);
+    this.placedAt = monotonicNow();
     // A server about to get its first verdict (new, moved, back from maint) that would take this client.
     if (this.awaitVerdict(pool.verdictWaitUntil(this.routingKey, this.candidates))) return;
     if (this.candidates === FULL_CANDIDATES) return this.refuse('server_full');
@@ -702,19 +705,26 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
   }
 
   /**
-   * Its server, dialled and just connected, no longer takes it: removed by a reload (or its pool), drained or put in
-   * maint, down under `onServerDown: shutdown`, or, under `onServerUp: rebalance`, no longer the owner of its key.
-   * What those events close reaches only connected sessions (server.sessions): an audit found dials in flight at a
-   * drain, a maint, a rebalance or a reload that removed the server land on it afterwards and stay there.
+   * Its server, dialled and just connected, no longer takes it: removed by a reload (or its pool), moved to another
+   * address, set to weight 0, drained or put in maint, down under `onServerDown: shutdown`, or, under `onServerUp:
+   * rebalance`, no longer where its key goes. What those events close reaches only connected sessions
+   * (server.sessions): an audit found dials in flight at a drain, a maint, a rebalance or a reload that removed the
+   * server land on it afterwards and stay there.
    */
   private placementGone(server: Server, pool: RoutingPool): boolean {
     if (this.listener.ctx.pool(this.listener.poolName) !== pool || !pool.servers.includes(server)) return true;
-    if (server.admin !== 'ready') return true;
+    if (server.config.address !== this.serverAddress || server.config.weight === 0 || server.admin !== 'ready') return true;
     if (server.health === 'down' && pool.config.onServerDown === 'shutdown') return true;
-    if (pool.config.onServerUp !== 'rebalance') return false;
-    // Only to an owner with room: at its maxConnections it would refuse the client (server_full) that this dial serves.
-    const owner = pool.owner(this.routingKey);
-    return owner !== null && owner !== server && !owner.full;
+    if (pool.config.onServerUp !== 'rebalance' || this.routingKey.length === 0) return false;
+    // Where its CONNECT would go now, dial back-off and maxConnections included: not the key's owner alone, which
+    // may be the server this dial is a retry for (a re-audit: a drain elsewhere moved such a dial back to a dead
+    // owner, refused again), or full.
+    const info = this.info!;
+    const now = pool.candidates({ clientId: info.clientId, username: info.username });
+    if (now === FULL_CANDIDATES || now.length === 0 || now[0] === server) return false;
+    // Only for a server that has come back since this session was placed, which is what `rebalance` moves: not for
+    // one the pick had left out and still does (its dial back-off ended since), after a change elsewhere.
+    return now[0]!.returnedAt > this.placedAt;
   }
 
   // ── closing ─────────────────────────────────────────────────────────────────────────────────────────────
