@@ -19,7 +19,7 @@ import { AdvertCodec, FLAG_FAULT, FLAG_MASTER, intervalToCentiseconds, type Drop
 import { arpingSender, GarpAnnouncer, type SendGarp } from './garp.js';
 import { formatCidr, ipv4ToNumber, isIpv4, type Cidr } from './ipv4.js';
 import { RateLimitedLog, type LogSink } from './log.js';
-import { peerSilent, STATUS_INTERVAL_MS, type PeerState, type WorkerInstanceStatus, type WorkerPeerStatus, type WorkerStatus, type WorkerToMain } from './messages.js';
+import { STATUS_INTERVAL_MS, type PeerState, type WorkerInstanceStatus, type WorkerPeerStatus, type WorkerStatus, type WorkerToMain } from './messages.js';
 import { NotifyRunner } from './notify.js';
 import { TrackScripts } from './track-scripts.js';
 import { AdvertReceiver } from './receiver.js';
@@ -72,6 +72,16 @@ export const GARP_LEAD_MS = 50;
 /** How a wait for the proxy's 'released' ended: its answer, the bound, master again (the VIP stays), or a stop. */
 type ReleaseOutcome = 'released' | 'bound' | 'master' | 'stop';
 
+/** A peer as this host last heard it (Instance.peersHeard). */
+interface HeardPeer {
+  state: PeerState;
+  /** this.now() of its last accepted advert. */
+  lastAdvertAt: number;
+  intervalMs: number;
+  /** Silent past notePeerSilent's bound, and said so: its next advert is said too. */
+  silentSaid: boolean;
+}
+
 interface Instance {
   cfg: FailoverInstanceConfig;
   vips: Cidr[];
@@ -96,8 +106,12 @@ interface Instance {
   otherMasterSince: number | null;
   /** performance.now() of the last `no advert from any peer` line (notePeerUnheard); null: not said. */
   peerUnheardSaidAt: number | null;
-  /** The peer, heard before, has been silent past peerSilent() and the line said so (notePeerUnheard); its next advert says it is back. */
-  peerSilentSaid: boolean;
+  /**
+   * Each peer heard, by address (`peer` above is the last one heard: with three hosts or more, they take turns): its
+   * last state and advert, for the `failover peer state` line (said when that peer's state changes, not at every
+   * turn: a re-audit counted 20 lines a second) and the `failover peer silent` one (notePeerSilent).
+   */
+  peersHeard: Map<string, HeardPeer>;
   /** The state the notify hook was last called with (null: not yet). */
   hookState: FailoverState | null;
   /** Master, and the hook to be told so once the VIPs are here (tellHookMaster): not before, not if the add fails. */
@@ -232,7 +246,7 @@ export class Heartbeat {
         handedOverAt: null,
         otherMasterSince: null,
         peerUnheardSaidAt: null,
-        peerSilentSaid: false,
+        peersHeard: new Map(),
         hookState: null,
         hookMasterDue: false,
         releasing: null,
@@ -632,10 +646,11 @@ export class Heartbeat {
     const prev = inst.peer;
     inst.peer = { address, state: peerState, priority: a.priority, lastAdvertAt: threadSharedNow(), intervalMs: a.intervalCs * 10 };
     if (a.intervalCs !== this.intervalCs) this.noteIntervalMismatch(inst, address, a.intervalCs);
-    if (prev === null || prev.address !== address || prev.state !== peerState || inst.peerSilentSaid) {
-      inst.peerSilentSaid = false;
+    const heard = inst.peersHeard.get(address);
+    if (heard === undefined || heard.state !== peerState || heard.silentSaid) {
       this.log.info({ routerId: a.routerId, peer: address, state: peerState, priority: a.priority, at: Date.now() }, 'failover peer state');
     }
+    inst.peersHeard.set(address, { state: peerState, lastAdvertAt: this.now(), intervalMs: a.intervalCs * 10, silentSaid: false });
     // How long the peer has run: its counter grows by one per advert of each of its instances (as many as ours, as a
     // rule), one per interval each and a few more at transitions, so this is no less.
     const peerUpMs = (Number(a.counter) * a.intervalCs * 10) / this.instances.size;
@@ -681,7 +696,7 @@ export class Heartbeat {
   /** Master, and not one authentic advert from a peer since the start (PEER_UNHEARD_MS): said, with what to check. */
   private notePeerUnheard(): void {
     const now = this.now();
-    for (const inst of this.instances.values()) if (inst.peer !== null) this.notePeerSilent(inst, inst.peer);
+    for (const inst of this.instances.values()) for (const [address, heard] of inst.peersHeard) this.notePeerSilent(inst, address, heard);
     if (now - this.startedAt < PEER_UNHEARD_MS) return;
     for (const inst of this.instances.values()) {
       if (inst.peer !== null || inst.sm.state !== 'master') continue;
@@ -706,12 +721,13 @@ export class Heartbeat {
    * about to take over. Said once per silence, at warn (a failover audit: `/api/status` showed the peer `unknown`,
    * and no line said it had gone); its next advert is a `failover peer state` line.
    */
-  private notePeerSilent(inst: Instance, peer: WorkerPeerStatus): void {
-    const now = threadSharedNow();
-    if (inst.peerSilentSaid || !peerSilent(peer, now)) return;
-    inst.peerSilentSaid = true;
+  private notePeerSilent(inst: Instance, address: string, heard: HeardPeer): void {
+    const silentMs = this.now() - heard.lastAdvertAt;
+    // Four of its intervals: past its Master_Down_Interval (3 intervals and a skew under one).
+    if (heard.silentSaid || silentMs <= 4 * heard.intervalMs) return;
+    heard.silentSaid = true;
     this.log.warn(
-      { routerId: inst.cfg.routerId, peer: peer.address, lastState: peer.state, silentMs: Math.round(now - peer.lastAdvertAt), state: inst.sm.state },
+      { routerId: inst.cfg.routerId, peer: address, lastState: heard.state, silentMs: Math.round(silentMs), state: inst.sm.state },
       'failover peer silent: no advert from it for longer than a Master_Down_Interval',
     );
   }

@@ -6,7 +6,7 @@ import dgram from 'node:dgram';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import type { FailoverConfig } from '../../src/config/types.js';
-import { AdvertCodec } from '../../src/failover/advert.js';
+import { AdvertCodec, FLAG_MASTER } from '../../src/failover/advert.js';
 import { Heartbeat } from '../../src/failover/heartbeat.js';
 import type { LogSink } from '../../src/failover/log.js';
 
@@ -148,6 +148,59 @@ describe('Heartbeat timer lateness', () => {
       expect(late[0]!.obj.lateMs).toBeGreaterThanOrEqual(400);
     } finally {
       peer.close();
+      await hb.close();
+    }
+  });
+});
+
+// A re-audit: with three hosts (peers listing two), `failover peer state` was said at each turn of the two peers'
+// adverts (20 lines a second), and a peer that fell silent was never said, the other one keeping the record fresh.
+describe('Heartbeat with two peers (three hosts)', () => {
+  const KEY = Buffer.alloc(32, 1);
+
+  it('says each peer\'s state once, and the one that falls silent once', async () => {
+    const port = await freeUdpPort();
+    const log = recordingLog();
+    const hb = new Heartbeat({ config: { ...config(port, 100), peers: ['127.0.0.2', '127.0.0.3'] }, key: KEY, log, emit: () => undefined, sendGarp: async () => undefined, promoteSecondaries: keepHostSysctl });
+    const codec = new AdvertCodec(KEY);
+    const epochs = [BigInt(Date.now() - 60_000), BigInt(Date.now() - 50_000)]; // one per host, never the heartbeat's own
+    const peers = await Promise.all(
+      ['127.0.0.2', '127.0.0.3'].map(async (address) => {
+        const s = dgram.createSocket('udp4');
+        await new Promise<void>((r) => s.bind({ address, port: 0 }, () => r()));
+        await new Promise<void>((r) => s.connect(port, '127.0.0.1', () => r()));
+        return s;
+      }),
+    );
+    let counter = 0n;
+    // .2 is master (priority 200: this host, 100, stays backup and adds no address), .3 a backup of 150.
+    const advertise = (which: number[]): void => {
+      counter++;
+      if (which.includes(0)) peers[0]!.send(codec.encode({ routerId: 7, priority: 200, flags: FLAG_MASTER, intervalCs: 10, bootEpoch: epochs[0]!, counter }));
+      if (which.includes(1)) peers[1]!.send(codec.encode({ routerId: 7, priority: 150, flags: 0, intervalCs: 10, bootEpoch: epochs[1]!, counter }));
+    };
+    try {
+      await hb.start();
+      for (let i = 0; i < 15; i++) {
+        advertise([0, 1]);
+        await sleep(100);
+      }
+      const stateLines = () => log.lines.filter((l) => l.msg === 'failover peer state');
+      expect(stateLines().map((l) => [l.obj.peer, l.obj.state])).toEqual([
+        ['127.0.0.2', 'master'],
+        ['127.0.0.3', 'backup'],
+      ]);
+      for (let i = 0; i < 15; i++) {
+        advertise([0]);
+        await sleep(100);
+      }
+      const silent = log.lines.filter((l) => l.msg === 'failover peer silent: no advert from it for longer than a Master_Down_Interval');
+      expect(silent.map((l) => [l.obj.peer, l.obj.lastState, l.obj.state])).toEqual([['127.0.0.3', 'backup', 'backup']]);
+      advertise([0, 1]);
+      await sleep(100);
+      expect(stateLines().map((l) => l.obj.peer)).toEqual(['127.0.0.2', '127.0.0.3', '127.0.0.3']);
+    } finally {
+      for (const p of peers) p.close();
       await hb.close();
     }
   });
