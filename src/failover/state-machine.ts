@@ -599,8 +599,8 @@ export class FailoverStateMachine {
 
   /**
    * The Master_Down_Timer fired while a peer that outranks us advertises as a backup: true, and the timer runs one
-   * more interval, while that lasts and for at most COLD_START_DEFER_MAX_MS. The peer becomes master at its own
-   * timer, or we do after the bound. Two cases:
+   * more interval, while that lasts and for at most COLD_START_DEFER_MAX_MS (a preemption: one Master_Down_Interval).
+   * The peer becomes master at its own timer, or we do after the bound. Two cases:
    *  - a cold start (no master heard since ours), the peer starting too;
    *  - a preemption of a live lower-priority master, with a third host (`peers` lists two): the one that outranks us
    *    preempts it too, at its own timer (the shorter skew: first), but its master advert comes only after its VIPs
@@ -613,7 +613,10 @@ export class FailoverStateMachine {
     const heardAt = preempting ? this.outrankingBackupAt : this.masterSeen ? Number.NEGATIVE_INFINITY : this.higherBackupAt;
     if (now - heardAt > this.masterDownInterval()) return false;
     this.deferringSince ??= now;
-    if (now - this.deferringSince >= COLD_START_DEFER_MAX_MS) return false;
+    // Preempting, the peer's master advert is due a few tens of ms after our timer: one Master_Down_Interval is
+    // ample, and bounds what a peer that outranks us but will not preempt (preempt off there, a longer preemptDelay)
+    // costs (a re-audit: 6 s with COLD_START_DEFER_MAX_MS). A cold start waits for the peer's whole warm-up.
+    if (now - this.deferringSince >= (preempting ? this.masterDownInterval() : COLD_START_DEFER_MAX_MS)) return false;
     this.downAt = now + this.masterAdverInterval;
     return true;
   }

@@ -470,33 +470,40 @@ describe('election', () => {
 
   // A failover audit: three hosts (150, 100, 50 the master); 150 and 100 both preempted 50, since 150's master advert
   // follows its VIPs and GARP, after 100's timer: all three held the VIP for 40-75 ms.
-  it('preempting a live lower-priority master: a backup that outranks us goes first, for at most COLD_START_DEFER_MAX_MS', () => {
+  it('preempting a live lower-priority master: a backup that outranks us goes first, for at most a Master_Down_Interval', () => {
     const s = setup();
     s.sm.start();
     const lowerMaster = masterAdvert(50, PEER_LOW);
     const higherBackup = { priority: 150, flags: 0, intervalCs: 10, sender: PEER_HIGH, startedWithUs: false };
     let actions: FailoverAction[] = [];
-    for (let t = 1050; t < 3000; t += 100) {
+    // Past our own Master_Down_Timer by 150 ms: the time its VIPs and GARP take before its master advert.
+    const itPreemptsAt = 1000 + s.sm.masterDownInterval() + 150;
+    for (let t = 1050; t < itPreemptsAt; t += 50) {
       actions.push(...s.runUntil(t));
       actions.push(...s.sm.onAdvert(lowerMaster));
       actions.push(...s.sm.onAdvert(higherBackup));
     }
     expect(becameMaster(actions)).toBe(false);
     // It preempts: its master advert is accepted as any higher master's.
-    expect(becameMaster(peerAdvertises(s, 3000, 5000, masterAdvert(150, PEER_HIGH)))).toBe(false);
+    expect(becameMaster(peerAdvertises(s, itPreemptsAt, itPreemptsAt + 2000, masterAdvert(150, PEER_HIGH)))).toBe(false);
     expect(s.sm.state).toBe('backup');
 
-    // One that outranks us but never preempts (preempt off there, a VIP hold-down): not waited for past the bound.
+    // One that outranks us but never preempts (preempt off there, a longer preemptDelay, a VIP hold-down): waited for
+    // one Master_Down_Interval past our own timer, not COLD_START_DEFER_MAX_MS (a re-audit: 6 s).
     const t = setup();
     t.sm.start();
     actions = [];
-    const end = 1000 + t.sm.masterDownInterval() + COLD_START_DEFER_MAX_MS + 300;
-    for (let at = 1050; at < end; at += 100) {
+    const mdi = t.sm.masterDownInterval();
+    let becameAt = -1;
+    for (let at = 1050; at < 1000 + 3 * mdi + 500 && becameAt < 0; at += 100) {
       actions.push(...t.runUntil(at));
+      if (becameMaster(actions)) becameAt = t.clock.t;
       actions.push(...t.sm.onAdvert(lowerMaster));
       actions.push(...t.sm.onAdvert(higherBackup));
     }
     expect(actions.flatMap((x) => (x.type === 'notify' ? [x.cause] : []))).toEqual(['preempt']);
+    expect(becameAt).toBeGreaterThan(1000 + 2 * mdi - 100);
+    expect(becameAt).toBeLessThan(1000 + 2 * mdi + 200);
   });
 
   it('after a master has been heard (a failover, not a start): a backup that outranks us is no reason to wait', () => {
