@@ -286,7 +286,7 @@ export class Heartbeat {
       if (present.length > 0) {
         throw new MqttLbError(
           ErrorCodes.FAILOVER_START,
-          `failover.interface ${iface} has no IPv4 address besides the VIP ${present.join(', ')}: is it this host's own address? A VIP must be an address no host owns (it is removed whenever this host is not master); left in place`,
+          `failover.interface ${iface} has no IPv4 address besides the VIP address (${present.join(', ')} on it): is it this host's own address? A VIP must be an address no host owns (it is removed, as configured and as a /32, whenever this host is not master); left in place`,
         );
       }
       // Not yet (DHCP still asking): the caller waits for it too.
