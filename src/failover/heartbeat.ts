@@ -948,7 +948,7 @@ export class Heartbeat {
   }
 
   /**
-   * Of `vips`, the entries on the interface now (in any prefix length: vipEntries), with the name of the interface
+   * Of `vips`, the entries on the interface now (as configured and as a /32: vipEntries), with the name of the interface
    * holding them (renamed: interfaceNow); all of them, as configured, when it cannot be read (removing one that is
    * not there is harmless). A host whose add failed (no CAP_NET_ADMIN) logged an error for removing a VIP it never
    * held, at every retry and at its stop (a re-audit).

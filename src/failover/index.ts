@@ -436,7 +436,7 @@ export class Failover extends EventEmitter {
           this.log.error({ vip: configured, iface }, "failover: not removing a VIP that is the interface's only address (is it this host's own?)");
           continue;
         }
-        // In every prefix length it is found in (vipEntries); as configured when the interface cannot be read.
+        // As configured and as a /32 where found (vipEntries); as configured when the interface cannot be read.
         const entries = info === null ? [configured] : vipEntries(info, c).map(formatCidr);
         for (const vip of entries) await removeVip(iface, vip).catch((err: unknown) => this.log.error({ err, vip }, 'failover: cannot remove VIP'));
       }

@@ -28,8 +28,6 @@ export interface RoutingPool {
   readonly clientIds: ClientIdRegistry<ClientIdHolder>;
   /** In config order; a reload replaces it. */
   readonly servers: readonly Server[];
-  /** With a hash strategy, the server a routing key belongs to now; null otherwise (Pool.owner). */
-  owner(routingKey: Buffer): Server | null;
 }
 
 /** Why a connection was not proxied: answered with a CONNACK (RefusalReason) or closed without one. */

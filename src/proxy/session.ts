@@ -723,7 +723,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
     const now = pool.candidates({ clientId: info.clientId, username: info.username });
     if (now === FULL_CANDIDATES || now.length === 0 || now[0] === server) return false;
     // Only for a server that has come back since this session was placed, which is what `rebalance` moves: not for
-    // one the pick had left out and still does (its dial back-off ended since), after a change elsewhere.
+    // one the pick left out for what has since passed (its dial back-off ended), after a change elsewhere.
     return now[0]!.returnedAt > this.placedAt;
   }
 
