@@ -74,6 +74,8 @@ type ReleaseOutcome = 'released' | 'bound' | 'master' | 'stop';
 
 /** A peer as this host last heard it (Instance.peersHeard). */
 interface HeardPeer {
+  /** Its last advert as the status reports it (on threadSharedNow()). */
+  status: WorkerPeerStatus;
   state: PeerState;
   /** this.now() of its last accepted advert. */
   lastAdvertAt: number;
@@ -492,6 +494,7 @@ export class Heartbeat {
         vips: [...inst.cfg.vips],
         resigned: this.started && inst.sm.isResigned,
         peer: inst.peer === null ? null : { ...inst.peer },
+        peers: [...inst.peersHeard.values()].map((h) => ({ ...h.status })).sort((x, y) => (ipv4ToNumber(x.address) ?? 0) - (ipv4ToNumber(y.address) ?? 0)),
       });
     }
     return {
@@ -644,13 +647,14 @@ export class Heartbeat {
     const inst = this.instances.get(a.routerId)!;
     const peerState: PeerState = (a.flags & FLAG_FAULT) !== 0 ? 'fault' : (a.flags & FLAG_MASTER) !== 0 ? 'master' : 'backup';
     const prev = inst.peer;
-    inst.peer = { address, state: peerState, priority: a.priority, lastAdvertAt: threadSharedNow(), intervalMs: a.intervalCs * 10 };
+    const status: WorkerPeerStatus = { address, state: peerState, priority: a.priority, lastAdvertAt: threadSharedNow(), intervalMs: a.intervalCs * 10 };
+    inst.peer = status;
     if (a.intervalCs !== this.intervalCs) this.noteIntervalMismatch(inst, address, a.intervalCs);
     const heard = inst.peersHeard.get(address);
     if (heard === undefined || heard.state !== peerState || heard.silentSaid) {
       this.log.info({ routerId: a.routerId, peer: address, state: peerState, priority: a.priority, at: Date.now() }, 'failover peer state');
     }
-    inst.peersHeard.set(address, { state: peerState, lastAdvertAt: this.now(), intervalMs: a.intervalCs * 10, silentSaid: false });
+    inst.peersHeard.set(address, { status, state: peerState, lastAdvertAt: this.now(), intervalMs: a.intervalCs * 10, silentSaid: false });
     // How long the peer has run: its counter grows by one per advert of each of its instances (as many as ours, as a
     // rule), one per interval each and a few more at transitions, so this is no less.
     const peerUpMs = (Number(a.counter) * a.intervalCs * 10) / this.instances.size;

@@ -12,9 +12,10 @@ import type { FailoverConfig } from '../config/types.js';
 import { ErrorCodes, MqttLbError, type ErrorCode } from '../errors.js';
 import type { DropReason } from './advert.js';
 import { readKeyFile } from './key.js';
+import { mainPeer, peerViews, type PeerView, type PeerViewState } from './peer-view.js';
 import { peerSilent, type MainToWorker, type WorkerInit, type WorkerStatus, type WorkerToMain } from './messages.js';
 import type { FailoverState } from './state-machine.js';
-import { formatCidr } from './ipv4.js';
+import { formatCidr, isIpv4 } from './ipv4.js';
 import { checkVip, onlyVipAddresses, removeVip, showInterface, vipEntries } from './vip.js';
 import { stopOrphan } from './orphan.js';
 import type { RunningChild } from './children.js';
@@ -31,7 +32,10 @@ export interface FailoverInstanceStatus {
   state: 'init' | 'backup' | 'master' | 'fault';
   priority: number;
   vips: string[];
-  peer: { address: string; state: 'backup' | 'master' | 'fault' | 'unknown'; lastAdvertAgeMs: number } | null;
+  /** The contract's peer (peer-view.ts mainPeer): with two hosts, the other one. */
+  peer: { address: string; state: PeerViewState; lastAdvertAgeMs: number } | null;
+  /** Every peer heard since the start, by address. */
+  peers: PeerView[];
 }
 
 export interface FailoverStats {
@@ -56,13 +60,13 @@ const START_TIMEOUT_MS = 20_000;
 const CLOSE_TIMEOUT_MS = 10_000;
 
 /**
- * A stop's hand-over can come only from a peer heard within a Master_Down_Interval, not in FAULT (it takes part
+ * A stop's hand-over can come only from a peer (any of them, with three hosts or more) heard within a Master_Down_Interval, not in FAULT (it takes part
  * in no election) and not stopping itself (priority 0: both hosts restarted together): false when no instance
  * that is still master has one.
  */
 function takeoverPossible(m: WorkerStatus): boolean {
   const now = threadSharedNow();
-  return m.instances.some((i) => i.state === 'master' && i.peer !== null && i.peer.state !== 'fault' && i.peer.priority > 0 && !peerSilent(i.peer, now));
+  return m.instances.some((i) => i.state === 'master' && i.peers.some((p) => p.state !== 'fault' && p.priority > 0 && !peerSilent(p, now)));
 }
 
 function masterIds(m: WorkerStatus): number[] {
@@ -164,16 +168,16 @@ export class Failover extends EventEmitter {
 
   status(): FailoverInstanceStatus[] {
     const now = threadSharedNow();
+    // The heartbeat takes adverts from these only (multicast: from any sender with the key, none known before).
+    const configured = this.config.transport === 'unicast' ? this.config.peers.filter(isIpv4) : [];
     if (this.last === null) {
-      return this.config.instances.map((i) => ({ routerId: i.routerId, state: 'init', priority: i.priority, vips: [...i.vips], peer: null }));
+      return this.config.instances.map((i) => ({ routerId: i.routerId, state: 'init', priority: i.priority, vips: [...i.vips], peer: null, peers: peerViews([], now, configured) }));
     }
     return this.last.instances.map((i) => {
-      let peer: FailoverInstanceStatus['peer'] = null;
-      if (i.peer !== null) {
-        const age = Math.max(0, now - i.peer.lastAdvertAt);
-        peer = { address: i.peer.address, state: peerSilent(i.peer, now) ? 'unknown' : i.peer.state, lastAdvertAgeMs: age };
-      }
-      return { routerId: i.routerId, state: i.state, priority: i.priority, vips: [...i.vips], peer };
+      const peers = peerViews(i.peers, now, configured);
+      const main = mainPeer(peers);
+      const peer = main === null ? null : { address: main.address, state: main.state, lastAdvertAgeMs: main.lastAdvertAgeMs };
+      return { routerId: i.routerId, state: i.state, priority: i.priority, vips: [...i.vips], peer, peers };
     });
   }
 

@@ -57,7 +57,10 @@ export interface WorkerInstanceStatus {
   priority: number;
   vips: string[];
   resigned: boolean;
+  /** The peer heard last (with three hosts or more, they take turns). */
   peer: WorkerPeerStatus | null;
+  /** Every peer heard since the start, by address: each one's last advert. */
+  peers: WorkerPeerStatus[];
 }
 
 export interface WorkerStatus {

@@ -19,6 +19,7 @@ import {
   ADVERT_DROP_REASONS,
   CHECK_RESULTS,
   FAILOVER_STATES,
+  PEER_VIEW_STATES,
   REJECT_REASONS,
   type TelemetrySource,
 } from './source.js';
@@ -81,6 +82,7 @@ export class Metrics {
   private readonly failoverState: Gauge<'state'>;
   private readonly failoverInstanceState: Gauge<'router_id' | 'state'>;
   private readonly failoverPriority: Gauge<'router_id'>;
+  private readonly failoverPeerState: Gauge<'router_id' | 'peer' | 'state'>;
   private readonly failoverTransitions: SnapshotCounter<'from' | 'to'>;
   private readonly failoverTrackScriptFailing: Gauge<'script'>;
   private readonly advertsDropped: SnapshotCounter<'reason'>;
@@ -203,6 +205,12 @@ export class Metrics {
       name: 'mqtt_lb_failover_priority',
       help: 'Priority advertised by the instance (configured priority minus tracking penalties).',
       labelNames: ['router_id'],
+      registers,
+    });
+    this.failoverPeerState = new Gauge({
+      name: 'mqtt_lb_failover_peer_state',
+      help: 'Each failover peer heard since the start, per instance: 1 for the state of its last advert (backup, master, fault), or unknown once it has been silent for longer than a Master_Down_Interval.',
+      labelNames: ['router_id', 'peer', 'state'],
       registers,
     });
     this.failoverTransitions = new SnapshotCounter({
@@ -429,6 +437,7 @@ export class Metrics {
     this.failoverState.reset();
     this.failoverInstanceState.reset();
     this.failoverPriority.reset();
+    this.failoverPeerState.reset();
     this.failoverTransitions.reset();
     this.failoverTrackScriptFailing.reset();
     this.advertsDropped.reset();
@@ -441,6 +450,7 @@ export class Metrics {
       const router_id = String(i.routerId);
       for (const state of FAILOVER_STATES) this.failoverInstanceState.set({ router_id, state }, i.state === state ? 1 : 0);
       this.failoverPriority.set({ router_id }, i.priority);
+      for (const p of i.peers) for (const state of PEER_VIEW_STATES) this.failoverPeerState.set({ router_id, peer: p.address, state }, p.state === state ? 1 : 0);
     }
     for (const [key, n] of f.stats.transitions) {
       const sep = key.indexOf('>');

@@ -18,6 +18,7 @@ export interface ListenerStats {
 
 // The failover runtime's own status types: one definition, read here for /api/status and metrics.
 export type { FailoverInstanceStatus, FailoverStats } from '../failover/index.js';
+export { PEER_VIEW_STATES } from '../failover/peer-view.js';
 import type { FailoverInstanceStatus, FailoverStats } from '../failover/index.js';
 
 /** The memory ceiling (limits.maxMemory): with workers, over it when any worker is; memory summed over them. */

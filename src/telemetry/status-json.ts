@@ -35,7 +35,13 @@ export interface StatusListener {
   tls: boolean;
 }
 
-export type StatusFailover = { enabled: false } | { enabled: true; instances: FailoverInstanceStatus[] };
+/**
+ * An instance as the contract shows it: `peer` only (the one that matters, peer-view.ts mainPeer). Every peer is in
+ * /metrics (`mqtt_lb_failover_peer_state`); the document keeps exactly the contract's keys.
+ */
+export type StatusFailoverInstance = Omit<FailoverInstanceStatus, 'peers'>;
+
+export type StatusFailover = { enabled: false } | { enabled: true; instances: StatusFailoverInstance[] };
 
 export interface StatusJson {
   version: string;

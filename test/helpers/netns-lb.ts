@@ -216,6 +216,14 @@ export class NsLb {
     return out;
   }
 
+  /** `mqtt_lb_failover_peer_state` as `{ "<router id> <peer>": state at 1 }`. */
+  async peerStateMetric(): Promise<Record<string, string>> {
+    const r = await this.http('/metrics');
+    const out: Record<string, string> = {};
+    for (const m of r.body.matchAll(/^mqtt_lb_failover_peer_state\{router_id="(\d+)",peer="([^"]+)",state="(\w+)"\} 1$/gm)) out[`${m[1]} ${m[2]}`] = m[3]!;
+    return out;
+  }
+
   /** Waits until every server of every pool has `state` in /api/status. */
   async waitServers(state: string, timeoutMs: number): Promise<void> {
     await waitFor(`${this.role}: all servers ${state}`, async () => (await this.status()).pools.every((p) => p.servers.every((s) => s.state === state)), timeoutMs, 50);

@@ -8,6 +8,8 @@ import { describe, expect, it } from 'vitest';
 import type { FailoverConfig } from '../../src/config/types.js';
 import { AdvertCodec, FLAG_MASTER } from '../../src/failover/advert.js';
 import { Heartbeat } from '../../src/failover/heartbeat.js';
+import { mainPeer, peerViews } from '../../src/failover/peer-view.js';
+import { threadSharedNow } from '../../src/monotonic-clock.js';
 import type { LogSink } from '../../src/failover/log.js';
 
 function bindUdp(port: number): Promise<dgram.Socket> {
@@ -190,12 +192,24 @@ describe('Heartbeat with two peers (three hosts)', () => {
         ['127.0.0.2', 'master'],
         ['127.0.0.3', 'backup'],
       ]);
+      // Both peers in the status, by address, whichever was heard last.
+      expect(hb.status().instances[0]!.peers.map((p) => [p.address, p.state, p.priority])).toEqual([
+        ['127.0.0.2', 'master', 200],
+        ['127.0.0.3', 'backup', 150],
+      ]);
       for (let i = 0; i < 15; i++) {
         advertise([0]);
         await sleep(100);
       }
       const silent = log.lines.filter((l) => l.msg === 'failover peer silent: no advert from it for longer than a Master_Down_Interval');
       expect(silent.map((l) => [l.obj.peer, l.obj.lastState, l.obj.state])).toEqual([['127.0.0.3', 'backup', 'backup']]);
+      // As /api/status and /metrics read it: the silent one unknown, the master the contract's `peer`.
+      const views = peerViews(hb.status().instances[0]!.peers, threadSharedNow());
+      expect(views.map((v) => [v.address, v.state])).toEqual([
+        ['127.0.0.2', 'master'],
+        ['127.0.0.3', 'unknown'],
+      ]);
+      expect(mainPeer(views)?.address).toBe('127.0.0.2');
       advertise([0, 1]);
       await sleep(100);
       expect(stateLines().map((l) => l.obj.peer)).toEqual(['127.0.0.2', '127.0.0.3', '127.0.0.3']);

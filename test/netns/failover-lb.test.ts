@@ -210,6 +210,8 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
     expect(i2.peer!.lastAdvertAgeMs).toBeLessThan(1000);
     expect(await lb1.failoverStateMetric()).toEqual({ init: 0, backup: 0, master: 1, fault: 0 });
     expect(await lb2.failoverStateMetric()).toEqual({ init: 0, backup: 1, master: 0, fault: 0 });
+    expect(await lb1.peerStateMetric()).toEqual({ [`51 ${topo.addr.lb2}`]: 'backup' });
+    expect(await lb2.peerStateMetric()).toEqual({ [`51 ${topo.addr.lb1}`]: 'master' });
     // Both are ready to serve (the backup's listener is bound on 0.0.0.0 too, waiting for the VIP).
     expect((await lb1.http('/readyz')).status).toBe(200);
     expect((await lb2.http('/readyz')).status).toBe(200);
@@ -258,6 +260,8 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
     expect((await lb1.failoverInstance()).state).toBe('fault');
     expect((await lb2.failoverStateMetric()).master).toBe(1);
     expect((await lb1.failoverStateMetric()).fault).toBe(1);
+    // The master hears no standby now (the alert in metrics.md): lb1 is silent to it.
+    await waitFor('lb1 unknown to lb2', async () => (await lb2.peerStateMetric())[`51 ${topo.addr.lb1}`] === 'unknown', 3000);
 
     // Cable back: lb1 goes FAULT → BACKUP and preempts the lower-priority master.
     await proberReport(prober);

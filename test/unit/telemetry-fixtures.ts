@@ -108,6 +108,10 @@ export function failoverStatus(state: FailoverInstanceStatus['state'] = 'master'
         priority: 150,
         vips: ['192.0.2.10/24'],
         peer: { address: '10.0.0.2', state: 'backup', lastAdvertAgeMs: 40 },
+        peers: [
+          { address: '10.0.0.2', state: 'backup', priority: 100, lastAdvertAgeMs: 40 },
+          { address: '10.0.0.3', state: 'unknown', priority: 90, lastAdvertAgeMs: 9000 },
+        ],
       },
     ],
     stats: {

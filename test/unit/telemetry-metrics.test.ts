@@ -275,6 +275,11 @@ describe('Metrics exposition', () => {
     for (const state of ['init', 'master', 'fault']) expect(value(exp, 'mqtt_lb_failover_state', { state })).toBe(0);
     expect(value(exp, 'mqtt_lb_failover_instance_state', { router_id: '51', state: 'backup' })).toBe(1);
     expect(value(exp, 'mqtt_lb_failover_priority', { router_id: '51' })).toBe(150);
+    // Every peer heard, each with one state at 1 (a silent one `unknown`).
+    expect(value(exp, 'mqtt_lb_failover_peer_state', { router_id: '51', peer: '10.0.0.2', state: 'backup' })).toBe(1);
+    expect(value(exp, 'mqtt_lb_failover_peer_state', { router_id: '51', peer: '10.0.0.2', state: 'unknown' })).toBe(0);
+    expect(value(exp, 'mqtt_lb_failover_peer_state', { router_id: '51', peer: '10.0.0.3', state: 'unknown' })).toBe(1);
+    expect(find(exp, 'mqtt_lb_failover_peer_state')).toHaveLength(8);
     expect(value(exp, 'mqtt_lb_failover_transitions_total', { from: 'backup', to: 'master' })).toBe(2);
     expect(value(exp, 'mqtt_lb_failover_transitions_total', { from: 'init', to: 'backup' })).toBe(1);
     expect(value(exp, 'mqtt_lb_failover_adverts_dropped_total', { reason: 'bad_hmac' })).toBe(3);
