@@ -431,7 +431,11 @@ export class App implements TelemetrySource, AdminActions {
     if (this.role === 'primary') return;
     const { say, said } = clampsToSay(this.clampsSaid, budget);
     this.clampsSaid = said;
-    for (const w of say) this.log.warn({ detail: w }, 'connection cap clamped');
+    // A cap written in the file and lowered is worth a warning; a default one sized to the limit, a note.
+    for (const c of say) {
+      if (c.written) this.log.warn({ detail: c.warning }, 'connection cap clamped');
+      else this.log.info({ detail: c.warning }, 'connection cap clamped');
+    }
   }
 
   /** The listeners this process serves: none in the cluster primary (its workers do). */

@@ -175,7 +175,7 @@ async function check(file: string): Promise<number> {
       printErr(`error: ${prefix}${budget.noRoom}\n`);
       return 1;
     }
-    for (const w of budget.warnings) printErr(`warning: ${prefix}${w}\n`);
+    for (const c of budget.clamps) printErr(`${c.written ? 'warning' : 'note'}: ${prefix}${c.warning}\n`);
     for (const w of workerShareWarnings(outcome.config, workers, os.availableParallelism())) printErr(`warning: ${w}\n`);
     const writers = configWriters(file);
     if (writers !== null) printErr(`warning: ${file} is writable by ${writers}: whoever can write it controls this balancer, and runs commands with its rights (failover.notify, track scripts) at the next reload (chmod go-w)\n`);

@@ -42,6 +42,8 @@ export interface ListenerConfig {
   address: HostPort;
   pool: string;
   maxConnections: number;
+  /** `maxConnections` was written in the file (not the default): a clamp of it is a warning, of the default a note. */
+  maxConnectionsWritten?: boolean;
   tls: TlsConfig | null;
   acceptProxyProtocol: string[]; // CIDRs
   refuseWith: RefuseWith;
@@ -107,6 +109,8 @@ export interface LimitsConfig {
   clientConnectTimeout: Millis;
   maxConnectBytes: number;
   maxConnections: number;
+  /** As ListenerConfig.maxConnectionsWritten. */
+  maxConnectionsWritten?: boolean;
   acceptRate: number; // 0 = unlimited
   acceptQueue: number;
   /** `exempt`: CIDRs to which neither limit applies (a known NAT, a gateway of many devices). */

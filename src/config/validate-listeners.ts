@@ -52,6 +52,7 @@ function readListener(ctx: ValidationContext, m: MapReader): ListenerDraft {
     address: bind?.address ?? { host: '', port: 0 },
     pool,
     maxConnections: m.int('maxConnections', DEFAULTS.listener.maxConnections, 1),
+    maxConnectionsWritten: m.has('maxConnections'),
     tls: readTls(ctx, m),
     // CIDRs whose connections must open with a PROXY header.
     acceptProxyProtocol: readCidrList(ctx.r, m, 'acceptProxyProtocol', DEFAULTS.listener.acceptProxyProtocol),

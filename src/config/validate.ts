@@ -108,6 +108,7 @@ function readLimits(r: ConfigReader | undefined, root: MapReader | undefined): L
     clientConnectTimeout: m?.duration('clientConnectTimeout', d.clientConnectTimeout, { min: 0, minExclusive: true }) ?? d.clientConnectTimeout,
     maxConnectBytes: m?.int('maxConnectBytes', d.maxConnectBytes, MIN_CONNECT_BYTES, MAX_CONNECT_BYTES) ?? d.maxConnectBytes,
     maxConnections: m?.int('maxConnections', d.maxConnections, 1) ?? d.maxConnections,
+    maxConnectionsWritten: m?.has('maxConnections') ?? false,
     acceptRate: m?.num('acceptRate', d.acceptRate, { min: 0 }) ?? d.acceptRate,
     acceptQueue: m?.int('acceptQueue', d.acceptQueue, 0) ?? d.acceptQueue,
     perSource: {

@@ -31,7 +31,9 @@ export function openFileLimit(): number | null {
 export interface BudgetInput {
   fileLimit: number | null;
   globalMax: number;
-  listeners: Array<{ name: string; maxConnections: number }>;
+  /** The caps were written in the file (absent: defaults), for Clamp.written. */
+  globalWritten?: boolean;
+  listeners: Array<{ name: string; maxConnections: number; written?: boolean }>;
   servers: number; // the servers of all probed pools (one probe each at most)
 }
 
@@ -98,6 +100,12 @@ export interface Clamp {
   key: string;
   to: number;
   warning: string;
+  /**
+   * The cap was written in the file: said as a warning. A default one sized to the open-file limit is a note (HAProxy
+   * derives its default maxconn from the limit without a word): a new user's audit saw the line at every start of a
+   * default config, on a host whose hard limit is 20,000.
+   */
+  written: boolean;
 }
 
 export function clampToBudget(input: BudgetInput): Budget {
@@ -143,7 +151,7 @@ export function clampToBudget(input: BudgetInput): Budget {
   // sum, a client past a full listener would be refused as `global_full`, not `listener_full`.
   if (globalMax < input.globalMax) {
     const warning = `limits.maxConnections ${input.globalMax} clamped to ${globalMax}: the open-file limit is ${limit} and each session needs two descriptors, plus 5 % for refused clients and a reserve for probes and the admin port${CLAMP_ADVICE}`;
-    clamps.push({ key: `limits.maxConnections ${input.globalMax}`, to: globalMax, warning });
+    clamps.push({ key: `limits.maxConnections ${input.globalMax}`, to: globalMax, warning, written: input.globalWritten === true });
     warnings.push(warning);
   }
   input.listeners.forEach((l, i) => {
@@ -154,7 +162,7 @@ export function clampToBudget(input: BudgetInput): Budget {
         : shared
         ? `listeners[${i}].maxConnections (listener ${l.name}) ${l.maxConnections} lowered to ${caps[i]}: the client sockets of every listener (with room to refuse in MQTT) and a server socket per session must fit the open-file limit ${limit}${CLAMP_ADVICE}`
         : `listeners[${i}].maxConnections (listener ${l.name}) ${l.maxConnections} clamped to ${caps[i]}: the open-file limit is ${limit} and each session needs two descriptors, plus 5 % for refused clients and a reserve for probes and the admin port${CLAMP_ADVICE}`;
-    clamps.push({ key: `listener ${l.name} maxConnections ${l.maxConnections}`, to: caps[i]!, warning });
+    clamps.push({ key: `listener ${l.name} maxConnections ${l.maxConnections}`, to: caps[i]!, warning, written: l.written === true });
     warnings.push(warning);
   });
   input.listeners.forEach((l, i) => listenerMax.set(l.name, caps[i]!));
@@ -194,7 +202,8 @@ export function budgetForConfig(config: Pick<LbConfig, 'limits' | 'listeners' | 
   return clampToBudget({
     fileLimit,
     globalMax: config.limits.maxConnections,
-    listeners: config.listeners.map((l) => ({ name: l.name, maxConnections: l.maxConnections })),
+    globalWritten: config.limits.maxConnectionsWritten === true,
+    listeners: config.listeners.map((l) => ({ name: l.name, maxConnections: l.maxConnections, written: l.maxConnectionsWritten === true })),
     servers,
   });
 }
@@ -204,17 +213,18 @@ export function budgetForConfig(config: Pick<LbConfig, 'limits' | 'listeners' | 
  * value moved by 1 % or more. The reserve for probes moves a clamp by a descriptor or two per server a reload adds
  * or removes; a soak saw 9,429 and 9,428 said at every reload. Returns the warnings and what counts as said now.
  */
-export function clampsToSay(before: ReadonlyMap<string, number>, budget: Pick<Budget, 'clamps'>): { say: string[]; said: Map<string, number> } {
-  const say: string[] = [];
+export function clampsToSay(before: ReadonlyMap<string, number>, budget: Pick<Budget, 'clamps'>): { say: Clamp[]; said: Map<string, number> } {
+  const say: Clamp[] = [];
   const said = new Map<string, number>();
-  for (const { key, to, warning } of budget.clamps) {
+  for (const clamp of budget.clamps) {
+    const { key, to } = clamp;
     const was = before.get(key);
     if (was !== undefined && !movedByOnePercent(was, to)) {
       said.set(key, was);
       continue;
     }
     said.set(key, to);
-    say.push(warning);
+    say.push(clamp);
   }
   return { say, said };
 }

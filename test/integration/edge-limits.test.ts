@@ -1223,11 +1223,12 @@ describe('descriptor budget', () => {
     const file = path.join(dir, 'lb.yaml');
     const health: HealthSpec = { type: 'mqtt', interval: '300ms', timeout: '250ms', rise: 1, fall: 2 };
     writeFileSync(file, lbYaml({ port, admin, servers: [{ name: 'm1', port: broker.port }], health, limits: '  clientConnectTimeout: 3s\n' }));
-    // `mqtt-lb check` from a shell with that limit reports the clamping (a warning: exit 0).
+    // `mqtt-lb check` from a shell with that limit reports the clamping (exit 0): the default caps as notes.
     const check = spawnSync('sh', ['-c', 'ulimit -n 384 && exec "$0" "$@"', process.execPath, CLI, 'check', '--config', file], { encoding: 'utf8', timeout: 20_000 });
     expect(check.status).toBe(0);
-    expect(check.stderr).toMatch(/^warning: limits\.maxConnections 20000 clamped to 90: the open-file limit is 384/m);
-    expect(check.stderr).toMatch(/^warning: listeners\[0\]\.maxConnections \(listener mqtt\) 10000 lowered to 87: /m);
+    expect(check.stderr).toMatch(/^note: limits\.maxConnections 20000 clamped to 90: the open-file limit is 384/m);
+    expect(check.stderr).toMatch(/^note: listeners\[0\]\.maxConnections \(listener mqtt\) 10000 lowered to 87: /m);
+    expect(check.stderr).not.toMatch(/^warning: /m);
     // The LB under its own open-file limit (the test process keeps its own).
     const proc = spawn('sh', ['-c', 'ulimit -n 384 && exec "$0" "$@"', process.execPath, CLI, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
     const logs: Array<Record<string, unknown>> = [];
@@ -1246,6 +1247,8 @@ describe('descriptor budget', () => {
     const held: net.Socket[] = [];
     try {
       await waitReady(`http://127.0.0.1:${admin}/readyz`);
+      // Default caps sized to the limit: said at info (as HAProxy sizes its default maxconn, without a word).
+      expect(logs.filter((l) => l.msg === 'connection cap clamped').map((l) => l.level)).toEqual([30, 30]);
       const clamped = logs.filter((l) => l.msg === 'connection cap clamped').map((l) => String(l.detail));
       expect(clamped.some((d) => /^limits\.maxConnections 20000 clamped to 90: the open-file limit is 384/.test(d))).toBe(true);
       const listenerCap = clamped.map((d) => /^listeners\[0\]\.maxConnections \(listener mqtt\) 10000 (?:clamped|lowered) to (\d+)/.exec(d)).find((m) => m !== null);
@@ -1304,7 +1307,8 @@ describe('descriptor budget', () => {
       proc.kill('SIGHUP');
       const until = Date.now() + 5000;
       while (!logs.some((l) => l.msg === 'config reloaded') && Date.now() < until) await sleep(50);
-      expect(logs.filter((l) => l.msg === 'connection cap clamped').some((l) => /^limits\.maxConnections 30000 clamped to 90/.test(String(l.detail)))).toBe(true);
+      // Written in the file now: a warning.
+      expect(logs.filter((l) => l.msg === 'connection cap clamped' && /^limits\.maxConnections 30000 clamped to 90/.test(String(l.detail))).map((l) => l.level)).toEqual([40]);
       // The same file again: the same clamps, not said again (a soak saw them at every reload).
       const said = logs.filter((l) => l.msg === 'connection cap clamped').length;
       proc.kill('SIGHUP');

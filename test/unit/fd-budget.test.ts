@@ -3,6 +3,8 @@
  * accept cap, plus a server socket per session, plus the reserve for probes/admin, fit the open-file limit.
  */
 import { describe, expect, it } from 'vitest';
+import { parseConfig } from '../../src/config/load.js';
+import { workerShare } from '../../src/cluster/share.js';
 import { budgetForConfig, clampToBudget, clampsToSay, hardCapFor, openFileLimit, parseOpenFileLimit, reserveFor, type BudgetInput } from '../../src/proxy/fd-budget.js';
 import type { LbConfig } from '../../src/config/types.js';
 
@@ -195,13 +197,40 @@ describe('clampToBudget', () => {
   });
 });
 
+describe('a clamp says whether its cap was written in the file', () => {
+  it('written: a warning; the default: a note (each cap on its own)', () => {
+    const b = clampToBudget({ fileLimit: 384, globalMax: 20_000, globalWritten: false, listeners: [{ name: 'a', maxConnections: 10_000, written: true }, { name: 'b', maxConnections: 10_000 }], servers: 1 });
+    expect(b.clamps.map((c) => [c.key, c.written])).toEqual([
+      ['limits.maxConnections 20000', false],
+      ['listener a maxConnections 10000', true],
+      ['listener b maxConnections 10000', false],
+    ]);
+    expect(clampToBudget({ fileLimit: 384, globalMax: 20_000, globalWritten: true, listeners: [], servers: 1 }).clamps[0]!.written).toBe(true);
+  });
+
+  it('budgetForConfig reads it from the config (a worker\'s share keeps it)', () => {
+    const parsed = parseConfig('listeners:\n  - { name: a, bind: "127.0.0.1:1883", pool: p, maxConnections: 5000 }\n  - { name: b, bind: "127.0.0.1:1884", pool: p }\npools:\n  p:\n    servers: [{ name: s, address: "127.0.0.1:1885" }]\n', 'lb.yaml');
+    expect(parsed.problems).toEqual([]);
+    const config = parsed.config!;
+    for (const c of [config, workerShare(config, 2, 1)]) {
+      expect(budgetForConfig(c, 384).clamps.map((x) => [x.key.replace(/( maxConnections)? \d+$/, ''), x.written])).toEqual([
+        ['limits.maxConnections', false],
+        ['listener a', true],
+        ['listener b', false],
+      ]);
+    }
+    const written = parseConfig(`limits: { maxConnections: 20000 }\n${'listeners:\n  - { name: a, bind: "127.0.0.1:1883", pool: p }\npools:\n  p:\n    servers: [{ name: s, address: "127.0.0.1:1885" }]\n'}`, 'lb.yaml').config!;
+    expect(budgetForConfig(written, 384).clamps.map((x) => x.written)).toEqual([true, false]);
+  });
+});
+
 describe('clampsToSay (what a reload says again)', () => {
   const budget = (globalMax: number, servers: number, fileLimit = 20_000) => clampToBudget({ fileLimit, globalMax, listeners: [{ name: 'mqtt', maxConnections: 100 }], servers });
 
   it('says a new clamp, not the same again, nor one moved by a server or two of probe reserve', () => {
     const first = clampsToSay(new Map(), budget(20_000, 3));
     expect(first.say).toHaveLength(1);
-    expect(first.say[0]).toMatch(/^limits\.maxConnections 20000 clamped to \d+/);
+    expect(first.say[0]!.warning).toMatch(/^limits\.maxConnections 20000 clamped to \d+/);
     expect(clampsToSay(first.said, budget(20_000, 3)).say).toEqual([]);
     // One more server: the clamp moves by a descriptor's worth (well under 1 %).
     const moved = budget(20_000, 4);
@@ -215,9 +244,9 @@ describe('clampsToSay (what a reload says again)', () => {
 
   it('says it again when the configured value changes, or the clamp moves by 1 % or more', () => {
     const first = clampsToSay(new Map(), budget(20_000, 3, 384));
-    expect(clampsToSay(first.said, budget(30_000, 3, 384)).say[0]).toMatch(/^limits\.maxConnections 30000 clamped to/);
+    expect(clampsToSay(first.said, budget(30_000, 3, 384)).say[0]!.warning).toMatch(/^limits\.maxConnections 30000 clamped to/);
     // At a small clamp, one session is more than 1 %.
-    expect(clampsToSay(first.said, budget(20_000, 4, 384)).say.filter((w) => w.startsWith('limits.maxConnections 20000'))).toHaveLength(1);
+    expect(clampsToSay(first.said, budget(20_000, 4, 384)).say.filter((c) => c.warning.startsWith('limits.maxConnections 20000'))).toHaveLength(1);
     // No longer clamped: nothing said, nothing kept.
     expect(clampsToSay(first.said, budget(50, 3))).toEqual({ say: [], said: new Map() });
   });
