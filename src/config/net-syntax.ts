@@ -74,9 +74,15 @@ export function parseHostPort(s: string): HostPort | null {
   return r.ok ? r.value : null;
 }
 
+/**
+ * `localhost`, 127.0.0.0/8 and ::1, however written: `0:0:0:0:0:0:0:1`, `::ffff:127.0.0.1`, `::ffff:7f00:1` (an IPv6
+ * audit: the config refused those as admin binds without a token, and the admin port's Host check turned them away).
+ */
 export function isLoopbackHost(host: string): boolean {
-  if (host === 'localhost' || host === '::1') return true;
-  return isIPv4(host) && host.startsWith('127.');
+  const h = host.toLowerCase();
+  if (h === 'localhost') return true;
+  const c = canonicalHost(h);
+  return c === '::1' || (isIPv4(c) && c.startsWith('127.'));
 }
 
 export function isWildcardHost(host: string): boolean {

@@ -3,8 +3,9 @@
  * and the files the config names (checked for existence afterwards, only when asked: validation stays pure).
  */
 import { isAbsolute, resolve } from 'node:path';
-import { formatCidr, parseCidr } from './net-syntax.js';
+import { formatCidr, parseCidr, type Cidr } from './net-syntax.js';
 import { ipv4ToNumber } from '../failover/ipv4.js';
+import { canonicalIPv6, ipv6Network } from '../ip-text.js';
 import type { ConfigReader, MapReader, Slot } from './yaml-reader.js';
 
 export type FileUse = 'read' | 'execute' | 'state';
@@ -72,14 +73,35 @@ export function readCidrList(r: ConfigReader, m: MapReader, key: string, fallbac
     cidrs.push(formatCidr(c));
     // A PROXY audit: `0.0.0.0/0` passed in silence, and `10.0.0.1/8` too.
     if (c.prefix === 0) r.warn(item, key === 'acceptProxyProtocol' ? EVERY_SOURCE_TRUSTED : EVERY_SOURCE_EXEMPT);
-    const network = c.family === 4 ? ipv4Network(c.address, c.prefix) : c.address;
-    if (c.prefix > 0 && network !== c.address) r.warn(item, `\`${formatCidr(c)}\` has host bits set: it means the network \`${network}/${c.prefix}\``);
+    if (c.prefix > 0 && hasHostBits(c)) r.warn(item, `\`${formatCidr(c)}\` has host bits set: it means the network \`${networkOf(c)}/${c.prefix}\``);
   }
   return cidrs;
 }
 
 const EVERY_SOURCE_TRUSTED = 'trusts every address: any client may then declare any source in a PROXY header, and perSource limits and `exempt` read the declared one; list your load balancers\' addresses';
 const EVERY_SOURCE_EXEMPT = 'exempts every address from the perSource limits, which then limit nothing';
+
+/**
+ * Whether bits below the prefix are set (`10.0.0.1/8`; `fd00::1/64`: an audit trusted a PROXY header from `::1` after
+ * `::2/64` passed in silence). A zone id (`fe80::1%eth0`) is not part of the address.
+ */
+function hasHostBits(c: Cidr): boolean {
+  if (c.family === 4) return ipv4Network(c.address, c.prefix) !== c.address;
+  const bare = withoutZone(c.address);
+  return ipv6Network(bare, c.prefix) !== canonicalIPv6(bare);
+}
+
+/** The network of `c` as the warning shows it (IPv6 canonical, with its zone id). */
+function networkOf(c: Cidr): string {
+  if (c.family === 4) return ipv4Network(c.address, c.prefix);
+  const zone = c.address.indexOf('%');
+  return `${ipv6Network(withoutZone(c.address), c.prefix)}${zone < 0 ? '' : c.address.slice(zone)}`;
+}
+
+function withoutZone(address: string): string {
+  const zone = address.indexOf('%');
+  return zone < 0 ? address : address.slice(0, zone);
+}
 
 /** The network address of an IPv4 address under a prefix (`10.0.0.1`, 8 -> `10.0.0.0`). */
 function ipv4Network(address: string, prefix: number): string {

@@ -3,6 +3,7 @@
  * problem at the node that caused it (the key for unknown keys, the value for bad values, the mapping for
  * missing keys). Reads never throw, so one pass collects every problem of the file.
  */
+import { isIPv6 } from 'node:net';
 import { isAlias, isMap, isScalar, isSeq } from 'yaml';
 import type { Document, ParsedNode, Scalar, YAMLMap, YAMLSeq } from 'yaml';
 import type { ConfigProblem } from '../errors.js';
@@ -473,6 +474,12 @@ export class ConfigReader {
         this.error(slot, r.error);
         return undefined;
       }
+    }
+    // `bind: [::1]` unquoted: a YAML list of one IPv6 address (an IPv6 audit got "must be a string (got a list)").
+    if (isSeq(node) && node.items.length === 1 && isScalar(node.items[0]) && typeof node.items[0].value === 'string' && isIPv6(node.items[0].value)) {
+      const port = slot.path === 'admin.bind' ? 9883 : 1883;
+      this.error(slot, `an IPv6 host:port must be quoted, with a port: \`"[${node.items[0].value}]:${port}"\` (unquoted, \`[\` starts a YAML list)`);
+      return undefined;
     }
     return this.parsed(slot, (text) => {
       const r = parseHostPortDetailed(text);

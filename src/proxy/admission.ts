@@ -10,11 +10,11 @@
  * Decisions are made by TokenBucket (pure, injected clock); Admission only keeps the books and the one
  * timer that drains the queue while it is not empty.
  */
-import { isIPv4 } from 'node:net';
 import type { LimitsConfig } from '../config/types.js';
 import type { AdmissionTicket, RejectReason } from './context.js';
 import { monotonicNow } from '../monotonic-clock.js';
 import { CidrSet } from './cidr.js';
+import { unmappedIPv4 } from '../ip-text.js';
 
 /** A token bucket: `rate` tokens per second, at most `burst` stored; starts full. */
 export class TokenBucket {
@@ -82,7 +82,7 @@ export function acceptBurst(rate: number): number {
  * of acceptProxyProtocol and the PROXY header sent on).
  */
 export function sourceKey(address: string): string {
-  return address.startsWith('::ffff:') && isIPv4(address.slice(7)) ? address.slice(7) : address;
+  return unmappedIPv4(address);
 }
 
 /**

@@ -22,6 +22,7 @@ import type { Front, Listener, ProxyHeaderBuilder } from './listener.js';
 import type { ClientSession } from './session.js';
 import type { AdmissionTicket } from './context.js';
 import { monotonicNow } from '../monotonic-clock.js';
+import { unmappedIPv4 } from '../ip-text.js';
 
 /** The largest header we buffer: the parser answers `invalid` beyond these, this is a second bound. */
 const MAX_PROXY_HEADER = Math.max(16 + MAX_V2_BLOCK_LENGTH, MAX_V1_LINE_LENGTH);
@@ -269,7 +270,7 @@ function onProxyData(this: Tagged, chunk: Buffer): void {
     return;
   }
   if (r.kind === 'invalid') {
-    state.listener.ctx.log.debug({ listener: state.listener.config.name, client: this.remoteAddress, port: this.remotePort, detail: r.detail }, 'bad PROXY header');
+    state.listener.ctx.log.debug({ listener: state.listener.config.name, client: clientAddress(state), port: this.remotePort, detail: r.detail }, 'bad PROXY header');
     rejectFront(state, 'bad_proxy_header');
     return;
   }
@@ -320,9 +321,10 @@ function onTlsClientError(this: tls.Server, err: NodeJS.ErrnoException, tlsSocke
   rejectFront(state, 'tls_handshake', tlsSocket);
 }
 
-/** The client's address for a log line: the PROXY header's source when one came first, else the peer's. */
+/** The client's address for a log line: the PROXY header's source when one came first, else the peer's (unmappedIPv4). */
 function clientAddress(state: FrontState): string | undefined {
-  return state.remote?.address ?? state.raw.remoteAddress;
+  const address = state.remote?.address ?? state.raw.remoteAddress;
+  return address === undefined ? undefined : unmappedIPv4(address);
 }
 
 /** Its port, likewise (the raw socket's was read with its address at accept: net.Socket keeps both). */

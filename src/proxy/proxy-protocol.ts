@@ -9,6 +9,7 @@
  * become a valid header.
  */
 import net from 'node:net';
+import { canonicalIPv6, formatIPv4, formatIPv6, isIPv4Mapped, parseIPv6 } from '../ip-text.js';
 
 export interface ProxyAddresses {
   family: 'tcp4' | 'tcp6';
@@ -531,16 +532,7 @@ function classify(address: string): { v4: boolean; text: string } | null {
   return { v4: false, text: formatIPv6(bytes, 0) };
 }
 
-function isIPv4Mapped(b: Uint8Array): boolean {
-  for (let i = 0; i < 10; i++) if (b[i] !== 0) return false;
-  return b[10] === 0xff && b[11] === 0xff;
-}
-
 // ───────────────────────────────────────── IP text <-> bytes ───────────────────────────────────────
-
-function formatIPv4(b: Uint8Array, at: number): string {
-  return `${b[at]}.${b[at + 1]}.${b[at + 2]}.${b[at + 3]}`;
-}
 
 function writeIPv4(out: Buffer, at: number, text: string): number {
   const parts = text.split('.');
@@ -551,86 +543,6 @@ function writeIPv4(out: Buffer, at: number, text: string): number {
 function writeIPv6(out: Buffer, at: number, text: string): number {
   out.set(parseIPv6(text)!, at);
   return at + 16;
-}
-
-/** IPv6 text (with optional "::" and trailing dotted quad) → 16 bytes, or null. Zone ids are refused. */
-function parseIPv6(text: string): Uint8Array | null {
-  if (text.includes('%') || !net.isIPv6(text)) return null;
-  const words: number[] = [];
-  const tailWords: number[] = [];
-  const gap = text.indexOf('::');
-  const head = gap < 0 ? text : text.slice(0, gap);
-  const tail = gap < 0 ? '' : text.slice(gap + 2);
-  if (!pushGroups(head, words) || !pushGroups(tail, tailWords)) return null;
-  const missing = 8 - words.length - tailWords.length;
-  if (gap < 0 ? missing !== 0 : missing < 1) return null;
-  for (let i = 0; i < missing; i++) words.push(0);
-  words.push(...tailWords);
-  const out = new Uint8Array(16);
-  for (let i = 0; i < 8; i++) {
-    out[2 * i] = words[i]! >> 8;
-    out[2 * i + 1] = words[i]! & 0xff;
-  }
-  return out;
-}
-
-function pushGroups(s: string, words: number[]): boolean {
-  if (s === '') return true;
-  for (const g of s.split(':')) {
-    if (g.includes('.')) {
-      if (!net.isIPv4(g)) return false;
-      const [a, b, c, d] = g.split('.').map(Number) as [number, number, number, number];
-      words.push((a << 8) | b, (c << 8) | d);
-    } else {
-      if (!/^[0-9A-Fa-f]{1,4}$/.test(g)) return false;
-      words.push(parseInt(g, 16));
-    }
-  }
-  return true;
-}
-
-/**
- * 16 bytes → text as Node reports socket addresses (inet_ntop style, RFC 5952 lowercase, longest zero
- * run of 2+ compressed, leftmost on ties, ::ffff:a.b.c.d and ::a.b.c.d with a dotted quad).
- */
-function formatIPv6(b: Uint8Array, at: number): string {
-  const words: number[] = [];
-  for (let i = 0; i < 8; i++) words.push((b[at + 2 * i]! << 8) | b[at + 2 * i + 1]!);
-  let bestBase = -1;
-  let bestLen = 0;
-  for (let i = 0; i < 8; ) {
-    if (words[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && words[j] === 0) j++;
-    if (j - i > bestLen) {
-      bestBase = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  if (bestLen < 2) bestBase = -1;
-  if (bestBase === 0 && (bestLen === 6 || (bestLen === 5 && words[5] === 0xffff))) {
-    return `${bestLen === 5 ? '::ffff:' : '::'}${formatIPv4(b, at + 12)}`;
-  }
-  let s = '';
-  for (let i = 0; i < 8; i++) {
-    if (i === bestBase) {
-      s += '::';
-      i += bestLen - 1;
-      continue;
-    }
-    if (s !== '' && !s.endsWith(':')) s += ':';
-    s += words[i]!.toString(16);
-  }
-  return s;
-}
-
-function canonicalIPv6(text: string): string | null {
-  const bytes = parseIPv6(text);
-  return bytes === null ? null : formatIPv6(bytes, 0);
 }
 
 // ──────────────────────────────────────────────── CRC32C ───────────────────────────────────────────

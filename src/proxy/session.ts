@@ -30,6 +30,7 @@ import { readVbi, vbiBytes } from './variable-byte-integer.js';
 import type { ListenerStats, ProxyContext, RejectReason, RoutingPool, AdmissionTicket } from './context.js';
 import type { TlsPeer } from './front.js';
 import { monotonicNow } from '../monotonic-clock.js';
+import { unmappedIPv4 } from '../ip-text.js';
 import { DIAL_BACKOFF_MS, backOff, backOffUntilAnswer, clearBackOff, serverAnswered } from '../balancer/dial-backoff.js';
 import { isEmptyClientIdPersistent } from '../balancer/stickiness.js';
 import { lookupServerName, resolveServerName, serverNames } from './server-name-cache.js';
@@ -202,8 +203,9 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
   }
 
   /** Address used for limits, logs and PROXY headers (may come from an incoming PROXY header). */
+  /** The client's address (the PROXY header's source when one came), an IPv4 host as `a.b.c.d` even on `[::]`. */
   get remoteAddress(): string {
-    return this.peer().address;
+    return unmappedIPv4(this.peer().address);
   }
 
   get remotePort(): number {
@@ -1091,7 +1093,8 @@ export function clientIdForLog(id: Buffer): string {
 }
 
 function formatAddress({ address, port }: { address: string; port: number }): string {
-  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+  const host = unmappedIPv4(address);
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
 const EMPTY = Buffer.alloc(0);

@@ -7,7 +7,7 @@
  * Host header must name a loopback address (DNS rebinding).
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { isIP } from 'node:net';
+import { isLoopbackHost as isLoopbackAddressOrName } from '../config/net-syntax.js';
 
 export interface AdminRequestHeaders {
   authorization?: string | undefined;
@@ -18,13 +18,9 @@ export interface AdminRequestHeaders {
 
 export type AuthDecision = { ok: true } | { ok: false; status: 401 | 403; message: string };
 
-/** True for 127.0.0.0/8, ::1, ::ffff:127.x and `localhost`. */
+/** True for 127.0.0.0/8, ::1 (however written: net-syntax.ts isLoopbackHost), `localhost` and `*.localhost`. */
 export function isLoopbackHost(host: string): boolean {
-  const h = host.toLowerCase();
-  if (h === 'localhost' || h.endsWith('.localhost')) return true;
-  if (h === '::1') return true;
-  const v4 = h.startsWith('::ffff:') ? h.slice(7) : h;
-  return isIP(v4) === 4 && v4.startsWith('127.');
+  return host.toLowerCase().endsWith('.localhost') || isLoopbackAddressOrName(host);
 }
 
 /** The host part of a Host header value: `[::1]:9883` -> `::1`, `localhost:9883` -> `localhost`. */

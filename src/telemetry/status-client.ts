@@ -1,6 +1,7 @@
 /**
  * `mqtt-lb status [--admin URL]`: fetch /api/status from a running instance and print it as text.
  */
+import { isIPv6 } from 'node:net';
 import { request, type Dispatcher } from 'undici';
 import type { StatusJson, StatusLastCheck } from './status-json.js';
 
@@ -15,17 +16,19 @@ const MAX_ANSWER_BYTES = 16 * 1024 * 1024;
 class AnswerTooLarge extends Error {}
 
 /** `127.0.0.1:9883`, `http://host:9883`, `http://host:9883/prefix/` -> the /api/status URL. */
-export function statusUrl(adminUrl: string): URL {
+export function statusUrl(written: string): URL {
+  // A bare IPv6 address (`--admin ::1`) cannot be host:port: the host, bracketed (an IPv6 audit found it refused).
+  const adminUrl = isIPv6(written) ? `[${written}]` : written;
   const hasScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(adminUrl);
   const withScheme = hasScheme ? adminUrl : `http://${adminUrl}`;
   let base: URL;
   try {
     base = new URL(withScheme);
   } catch {
-    throw new Error(`not an admin URL: ${adminUrl} (e.g. http://127.0.0.1:9883 or 127.0.0.1:9883)`);
+    throw new Error(`not an admin URL: ${written} (e.g. http://127.0.0.1:9883, 127.0.0.1:9883 or [::1]:9883)`);
   }
   if (base.protocol !== 'http:' && base.protocol !== 'https:') {
-    throw new Error(`not an admin URL: ${adminUrl} (the admin server speaks http: or https:, e.g. http://127.0.0.1:9883)`);
+    throw new Error(`not an admin URL: ${written} (the admin server speaks http: or https:, e.g. http://127.0.0.1:9883)`);
   }
   // A bare host (`--admin 10.0.0.5`) means the admin server's default port, not http's 80; a URL with a scheme is
   // taken as written (a reverse proxy on port 80 or 443).

@@ -222,6 +222,33 @@ describe('access log (log.sessions: true)', () => {
     expect(closedLines(clientId)).toHaveLength(1);
   });
 
+  // An IPv6 audit: an IPv4 client of a dual-stack or IPv4-mapped listener was logged `::ffff:127.0.0.1`, beside
+  // `127.0.0.1` on an IPv4 listener, where the per-source limits count both as one host.
+  it('names an IPv4 client of an IPv6 socket (an IPv4-mapped bind) as the IPv4 address, in every line', async () => {
+    const [mappedPort, mappedAdmin] = [await freePort(), await freePort()];
+    const yaml = lbYaml({ port: mappedPort, admin: mappedAdmin, servers: brokers, health: HEALTH, limits: LIMITS, log: '  level: debug\n  sessions: true\n' });
+    const mapped = await startLb(yaml.replace(`bind: 127.0.0.1:${mappedPort}`, `bind: "[::ffff:127.0.0.1]:${mappedPort}"`), { waitReady: `http://127.0.0.1:${mappedAdmin}/readyz` });
+    try {
+      const clientId = `${ID_PREFIX}mapped-1`;
+      const c = await RawClient.open(mappedPort);
+      const localPort = c.sock.localPort!;
+      c.sock.write(connectPacket({ clientId, keepalive: 0 }));
+      await c.waitReceived(4);
+      c.sock.end(DISCONNECT);
+      const closed = await mapped.waitForLog((l) => l.msg === 'session closed' && l.clientId === clientId);
+      await c.waitClosed();
+      expect(closed.client).toBe(`${CLIENT_ADDRESS}:${localPort}`);
+      expect(mapped.logs.find((l) => l.msg === 'session routed' && l.clientId === clientId)).toMatchObject({ client: CLIENT_ADDRESS, port: localPort });
+      // A rejected one too: a PUBLISH first, not a CONNECT [MQTT-3.1.0-1].
+      const r = await RawClient.open(mappedPort);
+      r.sock.write(Buffer.from([0x30, 0x00]));
+      await r.waitClosed();
+      expect((await mapped.waitForLog((l) => l.msg === 'connect rejected')).client).toBe(CLIENT_ADDRESS);
+    } finally {
+      await mapped.stop();
+    }
+  });
+
   it('logs at most 256 bytes of a long client ID, marked with …', async () => {
     const clientId = `${ID_PREFIX}long-${'x'.repeat(2000)}`;
     const c = await RawClient.open(port);

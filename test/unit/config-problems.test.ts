@@ -90,6 +90,14 @@ pools:
     expect(warnings(`${PREFIX}limits:\n  perSource: { maxConnections: 5, exempt: ["::/0"] }\n`)).toEqual([
       'lb.yaml:9:44 limits.perSource.exempt[0]: exempts every address from the perSource limits, which then limit nothing',
     ]);
+    // IPv6 too (an IPv6 audit: `::2/64` trusted a PROXY header from `::1` in silence); a network itself, a host
+    // (/128) and a zone id are no warning.
+    expect(warnings(PREFIX.replace('    pool: brokers\n', '    pool: brokers\n    acceptProxyProtocol: ["::2/64", "fd00::/8", "fd00::1", "2001:DB8::1:0:0:1/80", "fe80::1%eth0/64", "fe80::%eth0/64"]\n'))).toEqual([
+      'lb.yaml:5:27 listeners[0].acceptProxyProtocol[0]: `::2/64` has host bits set: it means the network `::/64`',
+      'lb.yaml:5:60 listeners[0].acceptProxyProtocol[3]: `2001:DB8::1:0:0:1/80` has host bits set: it means the network `2001:db8:0:0:1::/80`',
+      'lb.yaml:5:84 listeners[0].acceptProxyProtocol[4]: `fe80::1%eth0/64` has host bits set: it means the network `fe80::%eth0/64`',
+    ]);
+    expect(warnings(`${PREFIX}limits:\n  perSource: { maxConnections: 5, exempt: ["fd00::1/8", "10.0.0.1/8"] }\n`)).toHaveLength(2);
     // TLS towards the brokers, and TLS policy keys: not supported, said so rather than "belongs in listeners[]".
     expect(problems(`${PREFIX}    health: { check-ssl: true }\n`)).toEqual([
       "lb.yaml:8:15 pools.brokers.health.check-ssl: unknown key `check-ssl` (not supported: connections to the brokers (sessions and health probes) are plain TCP; TLS ends at the listener (`listeners[].tls`), so keep the brokers' plain port on a private network)",
@@ -340,6 +348,16 @@ admin:
       'lb.yaml:16:13 pools.brokers.health.rise: must be an integer of at least 1 (got 0)',
       'lb.yaml:18:9 admin.bind: `0.0.0.0:9883` is not a loopback address: set `admin.token` (the admin API can drain and stop servers)',
     ]);
+  });
+
+  it('an unquoted IPv6 host without a port (a YAML list of one address) is told to be quoted, with a port', () => {
+    expect(problems(`${PREFIX}admin:\n  bind: [::1]\n`)).toEqual(['lb.yaml:9:9 admin.bind: an IPv6 host:port must be quoted, with a port: `"[::1]:9883"` (unquoted, `[` starts a YAML list)']);
+  });
+
+  it('takes any spelling of a loopback address as loopback for admin.bind without a token (an IPv6 audit)', () => {
+    const admin = (bind: string) => problems(`${PREFIX}admin:\n  bind: "${bind}"\n`);
+    for (const bind of ['[::ffff:127.0.0.1]:9883', '[0:0:0:0:0:0:0:1]:9883', '[::1]:9883', '127.0.0.2:9883', 'localhost:9883']) expect(admin(bind), bind).toEqual([]);
+    expect(admin('[::ffff:10.0.0.1]:9883')[0]).toContain('is not a loopback address: set `admin.token`');
   });
 
   it('a syntax error is reported once, where it is: an unclosed quote or bracket where it opens, not as the cascade after it', () => {

@@ -530,7 +530,9 @@ describe('AdminServer lifecycle', () => {
 describe('admin auth decisions', () => {
   it('recognises loopback hosts', () => {
     for (const h of ['127.0.0.1', '127.1.2.3', '::1', 'localhost', 'LOCALHOST', '::ffff:127.0.0.1', 'a.localhost']) expect(isLoopbackHost(h), h).toBe(true);
-    for (const h of ['0.0.0.0', '::', '10.0.0.1', '128.0.0.1', 'evil.example', '127.0.0.1.evil.example', '']) expect(isLoopbackHost(h), h).toBe(false);
+    // However IPv6 writes them (an IPv6 audit: these were turned away).
+    for (const h of ['0:0:0:0:0:0:0:1', '0::1', '::ffff:7f00:1', '::FFFF:127.0.0.1']) expect(isLoopbackHost(h), h).toBe(true);
+    for (const h of ['0.0.0.0', '::', '10.0.0.1', '128.0.0.1', 'evil.example', '127.0.0.1.evil.example', '', '::2', '::ffff:10.0.0.1', 'fe80::1%25lo', '::127.0.0.1']) expect(isLoopbackHost(h), h).toBe(false);
   });
 
   it('takes the host out of a Host header', () => {

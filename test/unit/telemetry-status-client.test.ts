@@ -150,6 +150,9 @@ describe('statusUrl', () => {
     expect(statusUrl('127.0.0.1').href).toBe('http://127.0.0.1:9883/api/status');
     expect(statusUrl('lb1.example').href).toBe('http://lb1.example:9883/api/status');
     expect(statusUrl('[::1]').href).toBe('http://[::1]:9883/api/status');
+    // A bare IPv6 address is a host too (an IPv6 audit: `--admin ::1` was refused).
+    expect(statusUrl('::1').href).toBe('http://[::1]:9883/api/status');
+    expect(statusUrl('fd00::5').href).toBe('http://[fd00::5]:9883/api/status');
     expect(statusUrl('127.0.0.1:80').href).toBe('http://127.0.0.1/api/status');
     expect(statusUrl('http://127.0.0.1').href).toBe('http://127.0.0.1/api/status');
   });
