@@ -183,6 +183,44 @@ export interface DurationRule {
   zeroMeans?: string;
 }
 
+/** What `ms` breaks of `rule` (`must be ...`), or null when it fits. */
+function durationRuleProblem(ms: number, rule: DurationRule): string | null {
+  const { min, zeroMeans } = rule;
+  if (ms === 0 && zeroMeans !== undefined) return null;
+  const max = Math.min(rule.max ?? MAX_DURATION_MS, MAX_DURATION_MS);
+  const belowMin = min !== undefined && (rule.minExclusive === true ? ms <= min : ms < min);
+  if (belowMin || ms > max) {
+    const lo = min === undefined ? '' : rule.minExclusive === true ? `more than ${formatDuration(min)}` : `at least ${formatDuration(min)}`;
+    const hi = rule.max !== undefined || ms > max ? `at most ${formatDuration(max)}` : '';
+    const range = [lo, hi].filter((s) => s !== '').join(' and ');
+    // The whole rule, whichever end was crossed: `600h` told only of the upper bound hid that 0s is allowed.
+    return `must be ${zeroMeans === undefined ? range : `0s (${zeroMeans}) or ${range}`}`;
+  }
+  if (rule.multipleOf !== undefined && ms % rule.multipleOf !== 0) return `must be a multiple of ${formatDuration(rule.multipleOf)}`;
+  return null;
+}
+
+/**
+ * A bare number where a duration goes: add a unit, offering only the readings (ms as HAProxy, s as keepalived) the key
+ * allows (an audit: `50` was offered `50ms` where at least 100ms is allowed); when neither fits, the rule itself.
+ */
+function bareNumberProblem(value: number, rule: DurationRule, secondsFirst: boolean): string {
+  const readings = [
+    { ms: value, text: `\`${value}ms\` (what HAProxy reads in a bare number)` },
+    { ms: value * 1000, text: `\`${value}s\` (as keepalived reads one)` },
+  ];
+  if (secondsFirst) readings.reverse();
+  const fitting = readings.filter((r) => Number.isSafeInteger(r.ms) && r.ms >= 0 && durationRuleProblem(r.ms, rule) === null);
+  if (fitting.length === 1) return `a bare number is not a duration: add a unit, e.g. ${fitting[0]!.text}`;
+  if (fitting.length === 0) {
+    // Either reading's problem states the whole rule (durationRuleProblem).
+    const problem = readings.map((r) => (Number.isSafeInteger(r.ms) ? durationRuleProblem(r.ms, rule) : null)).find((p) => p !== null);
+    return `a bare number is not a duration: add a unit (ms, s, m, h)${problem === undefined ? '' : `; it ${problem}`}`;
+  }
+  const parsed = parseDuration(value, secondsFirst);
+  return parsed.ok ? 'a bare number is not a duration: add a unit (ms, s, m, h)' : parsed.error;
+}
+
 export class ConfigReader {
   /** The value nodes of the secrets (isSecretPath), found before validation: the same node elsewhere (an alias) is one too. */
   private readonly secretNodes: Set<Content>;
@@ -427,29 +465,22 @@ export class ConfigReader {
 
   duration(slot: Slot, rule: DurationRule = {}): number | undefined {
     const v = isScalar(slot.node) ? slot.node.value : undefined;
-    const parsed = parseDuration(v, slot.path.startsWith('failover.'));
+    const secondsFirst = slot.path.startsWith('failover.');
+    if (typeof v === 'number') {
+      this.error(slot, bareNumberProblem(v, rule, secondsFirst));
+      return undefined;
+    }
+    const parsed = parseDuration(v, secondsFirst);
     if (!parsed.ok) {
       this.error(slot, parsed.error);
       return undefined;
     }
-    const ms = parsed.ms;
-    const { min, zeroMeans } = rule;
-    if (ms === 0 && zeroMeans !== undefined) return 0;
-    const max = Math.min(rule.max ?? MAX_DURATION_MS, MAX_DURATION_MS);
-    const belowMin = min !== undefined && (rule.minExclusive === true ? ms <= min : ms < min);
-    if (belowMin || ms > max) {
-      const lo = min === undefined ? '' : rule.minExclusive === true ? `more than ${formatDuration(min)}` : `at least ${formatDuration(min)}`;
-      const hi = rule.max !== undefined || ms > max ? `at most ${formatDuration(max)}` : '';
-      const range = [lo, hi].filter((s) => s !== '').join(' and ');
-      // The whole rule, whichever end was crossed: `600h` told only of the upper bound hid that 0s is allowed.
-      this.error(slot, `must be ${zeroMeans === undefined ? range : `0s (${zeroMeans}) or ${range}`} (got ${describe(slot.node)})`);
+    const problem = durationRuleProblem(parsed.ms, rule);
+    if (problem !== null) {
+      this.error(slot, `${problem} (got ${describe(slot.node)})`);
       return undefined;
     }
-    if (rule.multipleOf !== undefined && ms % rule.multipleOf !== 0) {
-      this.error(slot, `must be a multiple of ${formatDuration(rule.multipleOf)} (got ${describe(slot.node)})`);
-      return undefined;
-    }
-    return ms;
+    return parsed.ms;
   }
 
   /** A string read by one of net-syntax.ts's parsers: its value, or undefined once its problem is recorded. */

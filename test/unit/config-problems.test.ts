@@ -294,7 +294,8 @@ pools:
     expect(problems(`${PREFIX}limits:\n  idleTimeout: 500ms\n`)).toEqual(['lb.yaml:9:16 limits.idleTimeout: must be 0s (never) or at least 1s (got "500ms")']);
     expect(problems(`${PREFIX}limits:\n  idleTimeout: 700h\n`)).toEqual(['lb.yaml:9:16 limits.idleTimeout: must be 0s (never) or at least 1s and at most 596h (got "700h")']);
     expect(problems(`${PREFIX}limits:\n  idleTimeout: 90\n`)).toEqual([
-      'lb.yaml:9:16 limits.idleTimeout: a bare number is not a duration: add a unit, e.g. `90ms` (what HAProxy reads in a bare number) or `90s` (as keepalived reads one)',
+      // Only the reading the key allows (90ms is below its 1s).
+      'lb.yaml:9:16 limits.idleTimeout: a bare number is not a duration: add a unit, e.g. `90s` (as keepalived reads one)',
     ]);
   });
 
@@ -638,6 +639,22 @@ pools:
       'lb.yaml:13:10 failover.vips[0]: IPv6 VIPs are not supported yet',
       'lb.yaml:13:27 failover.vips[1]: `192.0.2.10/33` is not an IPv4 address with a prefix (e.g. `192.0.2.10/24`)',
       'lb.yaml:14:11 failover.garp.cont: unknown key `cont` (did you mean `count`?)',
+    ]);
+  });
+
+  it('a bare number for a duration: the unit offered is one the key allows, or the rule when neither is', () => {
+    const interval = (v: string) => problems(`${PREFIX}failover:\n  interface: eth0\n  authKeyFile: /k\n  peers: [10.0.0.2]\n  routerId: 1\n  vips: [192.0.2.10/24]\n  advertInterval: ${v}\n`).filter((p) => p.includes('advertInterval'));
+    // keepalived's seconds first; both fit.
+    expect(interval('20')).toEqual(['lb.yaml:14:19 failover.advertInterval: a bare number is not a duration: add a unit, e.g. `20s` (as keepalived reads one) or `20ms` (what HAProxy reads in a bare number)']);
+    // 1000s is past the wire format's 655.35 s: milliseconds only.
+    expect(interval('1000')).toEqual(['lb.yaml:14:19 failover.advertInterval: a bare number is not a duration: add a unit, e.g. `1000ms` (what HAProxy reads in a bare number)']);
+    // 5ms is no multiple of 10ms, 5 s is.
+    expect(interval('5')).toEqual(['lb.yaml:14:19 failover.advertInterval: a bare number is not a duration: add a unit, e.g. `5s` (as keepalived reads one)']);
+    // Neither 0.005s (5ms) nor 0.005ms: the rule.
+    expect(interval('0.005')).toEqual(['lb.yaml:14:19 failover.advertInterval: a bare number is not a duration: add a unit (ms, s, m, h); it must be at least 10ms and at most 655350ms']);
+    // `0` where 0s means something: both readings are 0.
+    expect(problems(`${PREFIX}limits:\n  idleTimeout: 0\n`)).toEqual([
+      'lb.yaml:9:16 limits.idleTimeout: a bare number is not a duration: add a unit, e.g. `0ms` (what HAProxy reads in a bare number) or `0s` (as keepalived reads one)',
     ]);
   });
 
