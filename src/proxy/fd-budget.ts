@@ -78,7 +78,11 @@ export function hardCapFor(max: number): number {
 }
 
 /** What to do about a clamp (a new user's audit: every default config said it, and never what to do). */
-const CLAMP_ADVICE = ' (raise the open-file limit: ulimit -n, systemd LimitNOFILE; or set the cap this low yourself to silence this)';
+function clampAdvice(written: boolean): string {
+  return written
+    ? ' (raise the open-file limit: ulimit -n, systemd LimitNOFILE; or set the cap this low yourself to silence this)'
+    : ' (the default cap; for more sessions, raise the open-file limit: ulimit -n, systemd LimitNOFILE)';
+}
 
 /** Refused clients hold a descriptor while their CONNACK lingers: ~5% headroom over two per session. */
 const DESCRIPTORS_PER_SESSION = 2 * 1.05;
@@ -150,18 +154,19 @@ export function clampToBudget(input: BudgetInput): Budget {
   // The global cap stays as the descriptors allow it, even above what the listeners hold together: lowered to their
   // sum, a client past a full listener would be refused as `global_full`, not `listener_full`.
   if (globalMax < input.globalMax) {
-    const warning = `limits.maxConnections ${input.globalMax} clamped to ${globalMax}: the open-file limit is ${limit} and each session needs two descriptors, plus 5 % for refused clients and a reserve for probes and the admin port${CLAMP_ADVICE}`;
+    const warning = `limits.maxConnections ${input.globalMax} clamped to ${globalMax}: the open-file limit is ${limit} and each session needs two descriptors, plus 5 % for refused clients and a reserve for probes and the admin port${clampAdvice(input.globalWritten === true)}`;
     clamps.push({ key: `limits.maxConnections ${input.globalMax}`, to: globalMax, warning, written: input.globalWritten === true });
     warnings.push(warning);
   }
   input.listeners.forEach((l, i) => {
     if (caps[i]! >= l.maxConnections) return;
+    const advice = clampAdvice(l.written === true);
     const warning =
       shared && caps[i] === globalMax && l.maxConnections > globalMax
-        ? `listeners[${i}].maxConnections (listener ${l.name}) ${l.maxConnections} lowered to ${caps[i]}: it holds no more sessions than limits.maxConnections, and the client sockets of every listener must fit the open-file limit ${limit}${CLAMP_ADVICE}`
+        ? `listeners[${i}].maxConnections (listener ${l.name}) ${l.maxConnections} lowered to ${caps[i]}: it holds no more sessions than limits.maxConnections, and the client sockets of every listener must fit the open-file limit ${limit}${advice}`
         : shared
-        ? `listeners[${i}].maxConnections (listener ${l.name}) ${l.maxConnections} lowered to ${caps[i]}: the client sockets of every listener (with room to refuse in MQTT) and a server socket per session must fit the open-file limit ${limit}${CLAMP_ADVICE}`
-        : `listeners[${i}].maxConnections (listener ${l.name}) ${l.maxConnections} clamped to ${caps[i]}: the open-file limit is ${limit} and each session needs two descriptors, plus 5 % for refused clients and a reserve for probes and the admin port${CLAMP_ADVICE}`;
+        ? `listeners[${i}].maxConnections (listener ${l.name}) ${l.maxConnections} lowered to ${caps[i]}: the client sockets of every listener (with room to refuse in MQTT) and a server socket per session must fit the open-file limit ${limit}${advice}`
+        : `listeners[${i}].maxConnections (listener ${l.name}) ${l.maxConnections} clamped to ${caps[i]}: the open-file limit is ${limit} and each session needs two descriptors, plus 5 % for refused clients and a reserve for probes and the admin port${advice}`;
     clamps.push({ key: `listener ${l.name} maxConnections ${l.maxConnections}`, to: caps[i]!, warning, written: l.written === true });
     warnings.push(warning);
   });

@@ -206,6 +206,9 @@ describe('a clamp says whether its cap was written in the file', () => {
       ['listener b maxConnections 10000', false],
     ]);
     expect(clampToBudget({ fileLimit: 384, globalMax: 20_000, globalWritten: true, listeners: [], servers: 1 }).clamps[0]!.written).toBe(true);
+    // Each says what to do about it: a written cap can also be set this low; a default one is only raised with the limit.
+    expect(b.clamps[0]!.warning).toMatch(/\(the default cap; for more sessions, raise the open-file limit: ulimit -n, systemd LimitNOFILE\)$/);
+    expect(b.clamps[1]!.warning).toMatch(/or set the cap this low yourself to silence this\)$/);
   });
 
   it('budgetForConfig reads it from the config (a worker\'s share keeps it)', () => {
