@@ -31,8 +31,11 @@ export interface ClientIdHolder {
    * first (an audit had a slow broker's late CONNACK close the newer session).
    */
   readonly connectSentAt: number;
-  /** Close the session (both sides): a newer session of its client ID runs on another server. */
-  evict(reason: 'takeover'): void;
+  /**
+   * A newer session of its client ID runs on another server: close it, as its broker would [MQTT-3.1.4-3].
+   * `accepted`: its own CONNACK had accepted it (it held the ID), as against one still waiting for its CONNACK.
+   */
+  takenOver(accepted: boolean): void;
 }
 
 /** Where a worker's registries report their client IDs (the other workers' sessions are known there). */

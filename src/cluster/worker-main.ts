@@ -274,7 +274,7 @@ function main(): void {
           if (log?.isLevelEnabled('debug') === true) {
             log.debug({ pool, from: holder.server?.name, clientId: clientIdForLog(Buffer.from(id, 'latin1')) }, 'client ID connected again on another server in another worker: closing its older session');
           }
-          holder.evict('takeover');
+          holder.takenOver(true); // the primary orders only claims: sessions whose CONNACK accepted them
         }
         return;
       case 'release-vips-cancel':

@@ -46,6 +46,12 @@ const INITIAL_BUFFER = 512;
 const CLOSE_GRACE_MS = 2000;
 /** ...unless bytes are still queued for it: then until the reader has taken none of them for this long (graceExpired). */
 const FLUSH_LIMIT_MS = 30_000;
+/**
+ * A 5.0 session taken over on another server (takeOver) is closed this long after the newer CONNACK, unless its broker
+ * closes it first: a cluster that shares sessions tells its client DISCONNECT 0x8E (Session taken over) [MQTT-3.1.4-3],
+ * which can come a little after the newer CONNACK reaches us, and a close at once would cut it off (a 5.0 audit).
+ */
+export const TAKEOVER_GRACE_MS = 200;
 /** A dial dropped at its connect for a placement that moved meanwhile (placementGone) is placed again at most this often. */
 const MAX_REPLACEMENTS = 3;
 export const TCP_KEEPALIVE_MS = 60_000;
@@ -101,6 +107,8 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
   private dialTimer: NodeJS.Timeout | null = null;
   /** Bounds the lingering close of the side that closed second (closeSide). */
   private graceTimer: NodeJS.Timeout | null = null;
+  /** A 5.0 session taken over: its close, TAKEOVER_GRACE_MS on (takenOver). */
+  private takeoverTimer: NodeJS.Timeout | null = null;
   /** When that lingering close began, or its queue last shrank, and how long the queue was then (graceExpired). */
   private graceProgressAt = 0;
   private graceQueueMark = 0;
@@ -971,12 +979,12 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
     // The older of this session and the one holding the ID, when on another server: closed. This one, when the
     // other's CONNECT went later (its CONNACK came first).
     const displaced = pool.clientIds.claim(key, this);
-    if (displaced !== null) this.takeOver(displaced, displaced === this ? pool.clientIds.holderOf(key) : this);
+    if (displaced !== null) this.takeOver(displaced, displaced === this ? pool.clientIds.holderOf(key) : this, true);
     if (displaced === this) return true;
     // Older sessions still waiting for their CONNACK elsewhere: closed now, as their broker would have closed them at
     // this CONNECT. Left to their CONNACK, one that came after this session ended would find nothing newer.
     const older = pool.clientIds.olderAwaiting(key, this);
-    if (older !== null) for (const s of older) this.takeOver(s, this);
+    if (older !== null) for (const s of older) this.takeOver(s, this, false);
     return true;
   }
 
@@ -1004,13 +1012,29 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
     return true;
   }
 
-  /** Close `older`, a session of this one's client ID on another server than `newer` (its newer session). */
-  private takeOver(older: ClientIdHolder, newer: ClientIdHolder | undefined): void {
+  /**
+   * Close `older`, a session of this one's client ID on another server than `newer` (its newer session). `accepted`:
+   * `older` held the ID (its CONNACK had accepted it), as against one still waiting for its CONNACK.
+   */
+  private takeOver(older: ClientIdHolder, newer: ClientIdHolder | undefined, accepted: boolean): void {
     const log = this.listener.ctx.log;
     if (log.isLevelEnabled('debug')) {
       log.debug({ pool: this.pool!.name, from: older.server?.name, to: newer?.server?.name, clientId: clientIdForLog(Buffer.from(this.clientIdKey!, 'latin1')) }, 'client ID connected again on another server: closing its older session');
     }
-    older.evict('takeover');
+    older.takenOver(accepted);
+  }
+
+  /**
+   * ClientIdHolder: a newer session of its client ID was accepted on another server. A 3.1/3.1.1 session, or one still
+   * waiting for its CONNACK (its broker would have closed it at the newer CONNECT), is closed now; an accepted 5.0 one
+   * TAKEOVER_GRACE_MS later, unless its broker closes it first, with the DISCONNECT 0x8E a cluster sends.
+   */
+  takenOver(accepted: boolean): void {
+    if (!accepted || this.phase !== 'splicing' || (this.connectLevel & 0x7f) !== 5) {
+      this.evict('takeover');
+      return;
+    }
+    if (this.takeoverTimer === null) this.takeoverTimer = setTimeout(onTakeoverGraceEnded, TAKEOVER_GRACE_MS, this);
   }
 
   private finished(): void {
@@ -1019,6 +1043,10 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
     if (this.graceTimer !== null) {
       clearTimeout(this.graceTimer);
       this.graceTimer = null;
+    }
+    if (this.takeoverTimer !== null) {
+      clearTimeout(this.takeoverTimer);
+      this.takeoverTimer = null;
     }
     // Only a session that reached a server: one abandoned while dialling (its client left, an eviction) or refused
     // after failed dials has a server and an upstream too, but no access-log line and nothing to give back.
@@ -1140,6 +1168,10 @@ function onClientError(this: ProxySocket, err?: NodeJS.ErrnoException): void {
 
 function onClientClose(this: ProxySocket, hadError: boolean): void {
   sessionOf(this).clientClosed(hadError);
+}
+
+function onTakeoverGraceEnded(s: ClientSession): void {
+  s.evict('takeover');
 }
 
 function onGraceExpired(s: ClientSession, sock: ProxySocket): void {

@@ -281,9 +281,14 @@ class FakeBroker {
   readonly seen = new Set<string>();
   private readonly sockets = new Set<net.Socket>();
   private server: net.Server | null = null;
+  /**
+   * `cluster`: brokers that share sessions, as EMQX nodes do: a CONNECT of a client ID connected to any of them ends
+   * the older connection `lateMs` after the newer CONNACK, with DISCONNECT 0x8E (Session taken over) at 5.0.
+   */
   constructor(
     readonly port: number,
     private readonly delayFor: (connect: mqttPacket.IConnectPacket) => number = () => 0,
+    private readonly cluster?: { sessions: Map<string, { sock: net.Socket; level: number }>; lateMs: number },
   ) {}
 
   start(): Promise<void> {
@@ -307,6 +312,15 @@ class FakeBroker {
         }
         // A refusal ends the connection, as a broker does [MQTT-3.2.2-5].
         setTimeout(() => sock.destroyed || (code === 0 ? sock.write(connack) : sock.end(connack)), delay);
+        const cluster = this.cluster;
+        if (cluster !== undefined && code === 0) {
+          const older = cluster.sessions.get(p.clientId);
+          if (older !== undefined && older.sock !== sock) {
+            // [MQTT-3.1.4-3]; at 5.0 with DISCONNECT 0x8E first [MQTT-3.14.2.1].
+            setTimeout(() => older.sock.destroyed || older.sock.end(older.level === 5 ? Buffer.from([0xe0, 0x02, 0x8e, 0x00]) : Buffer.alloc(0)), delay + cluster.lateMs);
+          }
+          cluster.sessions.set(p.clientId, { sock, level: protocolVersion });
+        }
       });
       parser.on('error', () => sock.destroy());
       sock.on('data', (d) => parser.parse(d));
@@ -349,9 +363,9 @@ describe('one client ID, two brokers: which session is the newer', () => {
   });
 
   /** Two fake brokers a and b behind an LB (tcp health checks), and a client ID that hashes to b; b stopped unless `keepB`. */
-  async function setUp(workers: number, delayFor?: (c: mqttPacket.IConnectPacket) => number, keepB = false): Promise<{ lb: LbProcess; port: number; a: FakeBroker; b: FakeBroker; id: string }> {
-    const a = new FakeBroker(await freePort(), delayFor);
-    const b = new FakeBroker(await freePort());
+  async function setUp(workers: number, delayFor?: (c: mqttPacket.IConnectPacket) => number, keepB = false, cluster?: ConstructorParameters<typeof FakeBroker>[2]): Promise<{ lb: LbProcess; port: number; a: FakeBroker; b: FakeBroker; id: string }> {
+    const a = new FakeBroker(await freePort(), delayFor, cluster);
+    const b = new FakeBroker(await freePort(), undefined, cluster);
     fakes.push(a, b);
     await Promise.all([a.start(), b.start()]);
     const { lb, port } = await lbOver([
@@ -472,6 +486,27 @@ describe('one client ID, two brokers: which session is the newer', () => {
       await until('the newer CONNACK', () => newer.data().length >= 4, 3000);
       expect(a.seen.has(id)).toBe(true);
       await until('the held session closed', held.closed, 3000);
+      expect(newer.closed()).toBe(false);
+    }, 30_000);
+
+    // A 5.0 audit: behind brokers that share sessions, the balancer's own close at the newer CONNACK cut off the
+    // DISCONNECT 0x8E the cluster sent the older connection a moment later.
+    it(`workers: ${workers}: 5.0 behind a cluster that shares sessions: the older client gets its broker's DISCONNECT 0x8E, sent after the newer CONNACK`, async () => {
+      const { lb, port, b, id } = await setUp(workers, undefined, false, { sessions: new Map(), lateMs: 60 });
+      const older = await rawSession(port, connectPacket({ clientId: id, protocolVersion: 5, clean: false }));
+      sockets.push(older.socket);
+      await until('the older CONNACK', () => parsePackets(older.data(), 5).some((p) => p.cmd === 'connack'), 3000);
+      await bringBack(lb, b);
+      const newer = await rawSession(port, connectPacket({ clientId: id, protocolVersion: 5, clean: false }));
+      sockets.push(newer.socket);
+      await until('the older session closed', older.closed, 5000);
+      expect(b.seen.has(id)).toBe(true);
+      expect(parsePackets(older.data(), 5).map((p) => [p.cmd, (p as { reasonCode?: number }).reasonCode])).toEqual([
+        ['connack', 0],
+        ['disconnect', 0x8e],
+      ]);
+      // Its broker closed it (within TAKEOVER_GRACE_MS), not the balancer.
+      expect((await lb.waitForLog((l) => l.msg === 'session closed' && l.clientId === id && l.server === 'a', 2000)).reason).toBe('server_closed');
       expect(newer.closed()).toBe(false);
     }, 30_000);
 

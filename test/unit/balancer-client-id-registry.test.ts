@@ -6,7 +6,7 @@ const b1 = { name: 'b1' } as Server;
 const b2 = { name: 'b2' } as Server;
 /** A session whose CONNECT went to `server` at `connectSentAt` (ms); by default each one later than the last. */
 let clock = 0;
-const session = (server: Server, connectSentAt = ++clock, serverAddress?: string) => ({ server, connectSentAt, serverAddress, evict: () => {} });
+const session = (server: Server, connectSentAt = ++clock, serverAddress?: string) => ({ server, connectSentAt, serverAddress, takenOver: () => {} });
 type Holder = ReturnType<typeof session>;
 
 describe('ClientIdRegistry (the takeover rule across brokers)', () => {

@@ -47,13 +47,13 @@ describe('servers[].maxConnections: hashed keys', () => {
     const pool = upPool({ servers: [{ name: 'b1', maxConnections: 1 }, 'b2'] });
     const id = idHomedOn(pool, 'b1');
     const b1 = byName(pool.servers, 'b1');
-    const old: ClientIdHolder = { server: b1, connectSentAt: 1, evict: () => undefined };
+    const old: ClientIdHolder = { server: b1, connectSentAt: 1, takenOver: () => undefined };
     addSessions(b1, 1);
     expect(pool.candidates(keys(id))).toBe(FULL_CANDIDATES);
     pool.clientIds.claim(id.toString('latin1'), old);
     expect(names(pool.candidates(keys(id)))[0]).toBe('b1');
     // Its session on another server does not count: that one is not the one freeing b1's slot.
-    const other: ClientIdHolder = { server: byName(pool.servers, 'b2'), connectSentAt: 2, evict: () => undefined };
+    const other: ClientIdHolder = { server: byName(pool.servers, 'b2'), connectSentAt: 2, takenOver: () => undefined };
     pool.clientIds.release(id.toString('latin1'), old);
     pool.clientIds.claim(id.toString('latin1'), other);
     expect(pool.candidates(keys(id))).toBe(FULL_CANDIDATES);

@@ -132,15 +132,15 @@ describe('ClientIdExchange (worker)', () => {
   });
 
   const server = (name: string) => ({ name }) as Server;
-  type Holder = { server: Server; connectSentAt: number; evict(): void };
+  type Holder = { server: Server; connectSentAt: number; takenOver(): void };
 
   it('sends the reports of a burst in one message, in order, with a monotonic claim time; nothing while idle', () => {
     vi.useFakeTimers();
     const sent: ClientIdEvent[][] = [];
     const exchange = new ClientIdExchange((events) => sent.push(events), 20);
     const registry = new ClientIdRegistry<Holder>('p', exchange);
-    const s1 = { server: server('b1'), connectSentAt: 1000, evict: vi.fn() };
-    const s2 = { server: server('b2'), connectSentAt: 1001, evict: vi.fn() };
+    const s1 = { server: server('b1'), connectSentAt: 1000, takenOver: vi.fn() };
+    const s2 = { server: server('b2'), connectSentAt: 1001, takenOver: vi.fn() };
     registry.claim('a', s1);
     registry.claim('b', s2);
     registry.release('a', s1);
@@ -169,7 +169,7 @@ describe('ClientIdExchange (worker)', () => {
     const sent: ClientIdEvent[][] = [];
     const exchange = new ClientIdExchange((events) => sent.push(events));
     const registry = new ClientIdRegistry<Holder>('p', exchange);
-    registry.claim('a', { server: server('b1'), connectSentAt: performance.now(), evict: vi.fn() });
+    registry.claim('a', { server: server('b1'), connectSentAt: performance.now(), takenOver: vi.fn() });
     exchange.flush();
     const [seconds, nanos] = process.hrtime();
     const host = seconds * 1e6 + nanos / 1e3;
@@ -184,7 +184,7 @@ describe('ClientIdExchange (worker)', () => {
     const exchange = new ClientIdExchange((events) => sent.push(events));
     const registry = new ClientIdRegistry<Holder>('p', exchange);
     new ClientIdRegistry<Holder>('q', exchange);
-    const s1 = { server: server('b1'), connectSentAt: 1, evict: vi.fn() };
+    const s1 = { server: server('b1'), connectSentAt: 1, takenOver: vi.fn() };
     registry.claim('a', s1);
     exchange.flush();
     const serial = sent[0]![0]![3] as number;
