@@ -14,7 +14,11 @@ const INCOMPLETE: ConnackVerdict = { kind: 'incomplete' };
 const ACCEPTED: ConnackVerdict = { kind: 'accepted' };
 const CONNACK_FIRST_BYTE = 0x20; // type 2, flags 0000 [MQTT-2.2.2-1]
 
-/** Largest CONNACK we wait for (v5 properties may carry a reason string and user properties). */
+/**
+ * Largest CONNACK read whole (v5 properties may carry a reason string and user properties); a longer one is judged on
+ * its flags and reason code alone (a 5.0 audit: a broker whose CONNACK carried 76 KB of user properties was marked
+ * down, while its clients were served).
+ */
 export const MAX_CONNACK_BYTES = 65_536;
 
 /**
@@ -32,14 +36,14 @@ export function readConnack(buf: Buffer, version: 3 | 4 | 5): ConnackVerdict {
   if (remaining === VBI_INCOMPLETE) return INCOMPLETE;
   if (remaining < 0) return { kind: 'malformed', detail: 'remaining length longer than 4 bytes' };
   const pos = 1 + vbiBytes;
-  if (pos + remaining > MAX_CONNACK_BYTES) return { kind: 'malformed', detail: `CONNACK of ${remaining} bytes` };
   if (version < 5 && remaining !== 2) {
     // MQTT 3.1 / 3.1.1 §3.2.1: the variable header is exactly 2 bytes, no payload.
     return { kind: 'malformed', detail: `CONNACK remaining length ${remaining}, expected 2` };
   }
   if (remaining < 2) return { kind: 'malformed', detail: `CONNACK remaining length ${remaining}` };
-  if (buf.length < pos + remaining) return INCOMPLETE;
-  if (version === 5 && remaining > 2) {
+  const whole = pos + remaining <= MAX_CONNACK_BYTES;
+  if (buf.length < (whole ? pos + remaining : pos + 2)) return INCOMPLETE;
+  if (whole && version === 5 && remaining > 2) {
     // The property length, then the properties, fill the rest exactly: a CONNACK has no payload (v5 §3.2.3).
     const properties = readVbi(buf, pos + 2, pos + remaining, false);
     if (properties < 0 || pos + 2 + vbiBytes + properties !== pos + remaining) {

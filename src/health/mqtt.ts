@@ -87,13 +87,11 @@ export function probeMqtt(target: SocketTarget, opts: MqttProbeOptions, signal?:
     },
     onData(probe, chunk) {
       received = received.length === 0 ? chunk : Buffer.concat([received, chunk]);
-      if (received.length > MAX_CONNACK_BYTES) {
-        probe.settle('bad_connack', 'answer larger than any CONNACK');
-        return;
-      }
       const verdict = readConnack(received, opts.version);
       switch (verdict.kind) {
         case 'incomplete':
+          // A CONNACK past MAX_CONNACK_BYTES is judged on its first bytes: more than that and still undecided is none.
+          if (received.length > MAX_CONNACK_BYTES) probe.settle('bad_connack', 'answer larger than any CONNACK');
           return;
         case 'accepted':
           probe.settle('ok', undefined, true);

@@ -7,6 +7,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import mqttPacket from 'mqtt-packet';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Server, type CheckResult } from '../../src/balancer/server.js';
 import type { PoolConfig } from '../../src/config/types.js';
@@ -127,6 +128,20 @@ describe('mqtt probe', () => {
     const withUser = await probeMqtt(b, mqttOpts({ username: 'nobody', password: 'wrong', version: 5 }));
     expect(withUser.result).toBe('bad_connack');
     expect(withUser.detail).toMatch(/^CONNACK reason code 0x8[67] \((bad user name or password|not authorized): set or check the pool's health\.mqtt\.username and password/);
+  });
+
+  // A 5.0 audit: a broker whose CONNACK carried 76 KB of user properties was marked down, its clients served.
+  it('is ok for a 5.0 CONNACK longer than 64 KiB (judged on its code), and refused on its code', async () => {
+    const big = (code: number) => {
+      const userProperties: Record<string, string> = {};
+      for (let i = 0; i < 700; i++) userProperties[`key-${i}`] = 'v'.repeat(100);
+      return mqttPacket.generate({ cmd: 'connack', reasonCode: code, sessionPresent: false, properties: { userProperties } } as mqttPacket.IConnackPacket, { protocolVersion: 5 });
+    };
+    expect(big(0).length).toBeGreaterThan(70_000);
+    const ok = await tinyServer((s) => s.once('data', () => s.write(big(0))));
+    expect(await probeMqtt({ host: '127.0.0.1', port: ok }, mqttOpts({ version: 5 }))).toMatchObject({ result: 'ok' });
+    const refused = await tinyServer((s) => s.once('data', () => s.end(big(0x87))));
+    expect(await probeMqtt({ host: '127.0.0.1', port: refused }, mqttOpts({ version: 5 }))).toMatchObject({ result: 'bad_connack', detail: expect.stringMatching(/^CONNACK reason code 0x87/) });
   });
 
   it('is bad_connack for a server answering return code 5, and for one closing without answer', async () => {

@@ -41,6 +41,17 @@ describe('readConnack', () => {
     expect(readConnack(Buffer.from([0x20, 0x06, 0x00, 0x00, 0x03, 0x22]), 5)).toEqual({ kind: 'incomplete' });
   });
 
+  it('judges a 5.0 CONNACK longer than MAX_CONNACK_BYTES on its flags and reason code, without waiting for the rest', () => {
+    // 80,000 bytes of properties (user properties, say): remaining length 80,003 as a variable byte integer.
+    const head = (code: number) => Buffer.from([0x20, 0x83, 0xf1, 0x04, 0x00, code, 0x80, 0xf1, 0x04]);
+    expect(readConnack(head(0x00), 5)).toEqual({ kind: 'accepted' });
+    expect(readConnack(head(0x87), 5)).toMatchObject({ kind: 'refused' });
+    expect(readConnack(head(0x00).subarray(0, 5), 5)).toEqual({ kind: 'incomplete' });
+    expect(readConnack(Buffer.from([0x20, 0x83, 0xf1, 0x04, 0x02, 0x00]), 5)).toMatchObject({ kind: 'malformed' }); // reserved flag bits
+    // At 3.1.1 the length must be 2, whatever its size.
+    expect(readConnack(Buffer.from([0x20, 0x83, 0xf1, 0x04, 0x00, 0x00]), 4)).toMatchObject({ kind: 'malformed' });
+  });
+
   it('calls anything but a CONNACK first malformed', () => {
     expect(readConnack(Buffer.from('HTTP/1.1 400 Bad Request\r\n'), 4)).toMatchObject({ kind: 'malformed' });
     expect(readConnack(Buffer.from([0x21, 0x02, 0x00, 0x00]), 4)).toMatchObject({ kind: 'malformed' }); // reserved flags [MQTT-2.2.2-1]
