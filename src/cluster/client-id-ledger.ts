@@ -73,7 +73,7 @@ export class ClientIdLedger {
     // recorded as any claim until its release: its worker's registry holds it (and has let go of any claim it replaced).
     const gone = this.ended.get(endedKey(pool, id));
     const closing = gone !== undefined && claim.atMicros < gone.atMicros && gone.worker !== claim.worker && gone.server !== claim.server;
-    if (closing) orders.push({ worker: claim.worker, order: [pool, id, claim.serial] });
+    if (closing) orders.push({ worker: claim.worker, order: [pool, id, claim.serial, false] });
     let ids = this.pools.get(pool);
     if (ids === undefined) {
       ids = new Map();
@@ -83,7 +83,7 @@ export class ClientIdLedger {
     if (held !== undefined && claim.atMicros < held.atMicros) {
       // An older session reported late: it is the one to close (its own worker's registry knew the newer one when
       // both are its own, and on one server the broker closes it).
-      if (!closing && held.worker !== claim.worker && held.server !== claim.server) orders.push({ worker: claim.worker, order: [pool, id, claim.serial] });
+      if (!closing && held.worker !== claim.worker && held.server !== claim.server) orders.push({ worker: claim.worker, order: [pool, id, claim.serial, false] });
       return;
     }
     ids.set(id, claim);
@@ -93,7 +93,7 @@ export class ClientIdLedger {
       this.serials.get(held.worker)?.delete(held.serial);
       return;
     }
-    if (held.server !== claim.server) orders.push({ worker: held.worker, order: [pool, id, held.serial] });
+    if (held.server !== claim.server) orders.push({ worker: held.worker, order: [pool, id, held.serial, true] });
   }
 
   private release(worker: number, serial: number): void {

@@ -51,8 +51,12 @@ export interface ServerSnapshot {
  */
 export type ClientIdEvent = [kind: 'claim', pool: string, id: string, serial: number, place: string, atMicros: number] | [kind: 'release', serial: number];
 
-/** Close the session that holds client ID `id` of `pool` under `serial`: a newer one holds it on another server. */
-export type TakeoverOrder = [pool: string, id: string, serial: number];
+/**
+ * Close the session that holds client ID `id` of `pool` under `serial`: a newer one holds it on another server.
+ * `acceptedFirst`: its CONNACK had accepted it before the newer one's (ClientIdHolder.takenOver), as against one still
+ * waiting for it then (reported after the newer claim).
+ */
+export type TakeoverOrder = [pool: string, id: string, serial: number, acceptedFirst: boolean];
 
 export type ToWorker =
   // warmUp: false for a worker that replaces one that died (its siblings serve meanwhile: no warm-up beside them).

@@ -220,8 +220,10 @@ function parseText(text: string, file: string, opts: ParseOptions, out: ProblemC
       // The library's advice (parseAllDocuments) is for programmers; the position is where the second begins.
       out.error(e.pos[0], '(root)', 'the file holds more than one YAML document (a `---` or `...` line): keep one');
     } else if (ipv6At >= 0) {
-      // `bind: [::]:1883`: the `[` opens a YAML list, and the library's message says nothing of that.
-      out.error(ipv6At, syntaxPath(doc, ipv6At), 'an IPv6 host:port must be quoted: `"[::]:1883"` (unquoted, `[` starts a YAML list)');
+      // `bind: [::]:1883`: the `[` opens a YAML list, and the library's message says nothing of that. The value as
+      // written, quoted (a re-audit: `[::1]:9883` was told to write `"[::]:1883"`, the wildcard and another port).
+      const written = /^\[[^\]]*\]:\d+/.exec(text.slice(ipv6At))![0];
+      out.error(ipv6At, syntaxPath(doc, ipv6At), `an IPv6 host:port must be quoted: \`"${written}"\` (unquoted, \`[\` starts a YAML list)`);
     } else if (slip !== null) {
       // `address:10.0.0.11:1883`: YAML reads the whole as one plain scalar, a key without a value.
       const k = slip;

@@ -205,16 +205,17 @@ function durationRuleProblem(ms: number, rule: DurationRule): string | null {
  * allows (an audit: `50` was offered `50ms` where at least 100ms is allowed); when neither fits, the rule itself.
  */
 function bareNumberProblem(value: number, rule: DurationRule, secondsFirst: boolean): string {
+  // Each reading as the user would write it (`1.005s` is 1005 ms, which 1.005 * 1000 is not).
   const readings = [
-    { ms: value, text: `\`${value}ms\` (what HAProxy reads in a bare number)` },
-    { ms: value * 1000, text: `\`${value}s\` (as keepalived reads one)` },
+    { parsed: parseDuration(`${value}ms`), text: `\`${value}ms\` (what HAProxy reads in a bare number)` },
+    { parsed: parseDuration(`${value}s`), text: `\`${value}s\` (as keepalived reads one)` },
   ];
   if (secondsFirst) readings.reverse();
-  const fitting = readings.filter((r) => Number.isSafeInteger(r.ms) && r.ms >= 0 && durationRuleProblem(r.ms, rule) === null);
+  const fitting = readings.filter((r) => r.parsed.ok && durationRuleProblem(r.parsed.ms, rule) === null);
   if (fitting.length === 1) return `a bare number is not a duration: add a unit, e.g. ${fitting[0]!.text}`;
   if (fitting.length === 0) {
-    // Either reading's problem states the whole rule (durationRuleProblem).
-    const problem = readings.map((r) => (Number.isSafeInteger(r.ms) ? durationRuleProblem(r.ms, rule) : null)).find((p) => p !== null);
+    // Either reading's problem states the whole rule (durationRuleProblem); one too large to read, as past any maximum.
+    const problem = readings.map((r) => durationRuleProblem(r.parsed.ok ? r.parsed.ms : value > 0 ? Number.MAX_SAFE_INTEGER : -1, rule)).find((p) => p !== null);
     return `a bare number is not a duration: add a unit (ms, s, m, h)${problem === undefined ? '' : `; it ${problem}`}`;
   }
   const parsed = parseDuration(value, secondsFirst);

@@ -155,7 +155,8 @@ export function clampToBudget(input: BudgetInput): Budget {
   // sum, a client past a full listener would be refused as `global_full`, not `listener_full`.
   if (globalMax < input.globalMax) {
     const warning = `limits.maxConnections ${input.globalMax} clamped to ${globalMax}: the open-file limit is ${limit} and each session needs two descriptors, plus 5 % for refused clients and a reserve for probes and the admin port${clampAdvice(input.globalWritten === true)}`;
-    clamps.push({ key: `limits.maxConnections ${input.globalMax}`, to: globalMax, warning, written: input.globalWritten === true });
+    // Written or not is part of the key: a reload that writes the default value makes the note a warning (a re-audit).
+    clamps.push({ key: `limits.maxConnections ${input.globalMax}${input.globalWritten === true ? ' written' : ''}`, to: globalMax, warning, written: input.globalWritten === true });
     warnings.push(warning);
   }
   input.listeners.forEach((l, i) => {
@@ -167,7 +168,7 @@ export function clampToBudget(input: BudgetInput): Budget {
         : shared
         ? `listeners[${i}].maxConnections (listener ${l.name}) ${l.maxConnections} lowered to ${caps[i]}: the client sockets of every listener (with room to refuse in MQTT) and a server socket per session must fit the open-file limit ${limit}${advice}`
         : `listeners[${i}].maxConnections (listener ${l.name}) ${l.maxConnections} clamped to ${caps[i]}: the open-file limit is ${limit} and each session needs two descriptors, plus 5 % for refused clients and a reserve for probes and the admin port${advice}`;
-    clamps.push({ key: `listener ${l.name} maxConnections ${l.maxConnections}`, to: caps[i]!, warning, written: l.written === true });
+    clamps.push({ key: `listener ${l.name} maxConnections ${l.maxConnections}${l.written === true ? ' written' : ''}`, to: caps[i]!, warning, written: l.written === true });
     warnings.push(warning);
   });
   input.listeners.forEach((l, i) => listenerMax.set(l.name, caps[i]!));

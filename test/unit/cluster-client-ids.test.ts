@@ -16,22 +16,24 @@ describe('ClientIdLedger (primary)', () => {
   it('a newer claim in another worker on another server closes the older session; on the same server the broker does it', () => {
     const ledger = new ClientIdLedger();
     expect(ledger.apply(1, [claim('c', 7, 'b1', 100)])).toEqual([]);
-    expect(ledger.apply(2, [claim('c', 3, 'b2', 200)])).toEqual([{ worker: 1, order: ['p', 'c', 7] }]);
+    // Accepted before the newer one (true): a 5.0 one gets the grace for its broker's DISCONNECT 0x8E (session.ts).
+    expect(ledger.apply(2, [claim('c', 3, 'b2', 200)])).toEqual([{ worker: 1, order: ['p', 'c', 7, true] }]);
     // Now worker 2's session holds it: a third one on b2 in worker 1 is the broker's business.
     expect(ledger.apply(1, [claim('c', 8, 'b2', 300)])).toEqual([]);
     // ...and a fourth on b1 in worker 2 displaces worker 1's, the newest before it.
-    expect(ledger.apply(2, [claim('c', 4, 'b1', 400)])).toEqual([{ worker: 1, order: ['p', 'c', 8] }]);
+    expect(ledger.apply(2, [claim('c', 4, 'b1', 400)])).toEqual([{ worker: 1, order: ['p', 'c', 8, true] }]);
     expect(ledger.size).toBe(1);
   });
 
   it('the older claim loses whichever report arrives first (reports are batched per worker)', () => {
     const ledger = new ClientIdLedger();
     expect(ledger.apply(2, [claim('c', 3, 'b2', 200)])).toEqual([]);
-    // Worker 1's claim was made earlier, reported later: it is the one to close.
-    expect(ledger.apply(1, [claim('c', 7, 'b1', 100)])).toEqual([{ worker: 1, order: ['p', 'c', 7] }]);
+    // Worker 1's claim was made earlier, reported later: it is the one to close, at once (false: it was still waiting
+    // for its CONNACK when the newer one was accepted).
+    expect(ledger.apply(1, [claim('c', 7, 'b1', 100)])).toEqual([{ worker: 1, order: ['p', 'c', 7, false] }]);
     // Its release later changes nothing: worker 2 still holds the ID.
     ledger.apply(1, [release(7)]);
-    expect(ledger.apply(1, [claim('c', 9, 'b1', 300)])).toEqual([{ worker: 2, order: ['p', 'c', 3] }]);
+    expect(ledger.apply(1, [claim('c', 9, 'b1', 300)])).toEqual([{ worker: 2, order: ['p', 'c', 3, true] }]);
   });
 
   it('within one worker the worker decided already; a release forgets only its own claim', () => {
@@ -51,7 +53,7 @@ describe('ClientIdLedger (primary)', () => {
     const ledger = new ClientIdLedger();
     ledger.apply(1, [claim('c', 1, 'b1', 500)]);
     // Worker 2's session was CONNECTed earlier (its CONNACK came later): it is the one to close.
-    expect(ledger.apply(2, [claim('c', 1, 'b2', 400)])).toEqual([{ worker: 2, order: ['p', 'c', 1] }]);
+    expect(ledger.apply(2, [claim('c', 1, 'b2', 400)])).toEqual([{ worker: 2, order: ['p', 'c', 1, false] }]);
     ledger.apply(2, [release(1)]);
     expect(ledger.size).toBe(1);
     ledger.apply(1, [release(1)]);
@@ -62,7 +64,7 @@ describe('ClientIdLedger (primary)', () => {
     const ledger = new ClientIdLedger();
     ledger.apply(1, [claim('c', 1, 'b1', 500), release(1)]); // the newer session: accepted, and gone already
     // Its broker's CONNACK came late: the older session is closed as if the newer one were still there.
-    expect(ledger.apply(2, [claim('c', 1, 'b2', 400)])).toEqual([{ worker: 2, order: ['p', 'c', 1] }]);
+    expect(ledger.apply(2, [claim('c', 1, 'b2', 400)])).toEqual([{ worker: 2, order: ['p', 'c', 1, false] }]);
     expect(ledger.size).toBe(1); // held by its worker until it is closed
     ledger.apply(2, [release(1)]);
     expect(ledger.size).toBe(0);
@@ -83,14 +85,14 @@ describe('ClientIdLedger (primary)', () => {
     ledger.apply(1, [claim('c', 1, 'b1', 300), release(1)]);
     expect(ledger.apply(2, [claim('c', 1, 'b1', 100), release(1)])).toEqual([]);
     // D (worker 2, b2, 200) is older than G: closed, though C ended last.
-    expect(ledger.apply(2, [claim('c', 2, 'b2', 200)])).toEqual([{ worker: 2, order: ['p', 'c', 2] }]);
+    expect(ledger.apply(2, [claim('c', 2, 'b2', 200)])).toEqual([{ worker: 2, order: ['p', 'c', 2, false] }]);
     ledger.apply(2, [release(2)]);
     expect(ledger.size).toBe(0);
     // P (worker 2, b1, 100) held, then replaced in its worker by Q (worker 2, b2, 200), which is closed against G: once
     // Q is released, nothing is left (P's claim went with Q's report, as for any claim that replaces another).
     ledger.apply(1, [claim('d', 3, 'b1', 300), release(3)]);
     ledger.apply(2, [claim('d', 4, 'b1', 100)]);
-    expect(ledger.apply(2, [claim('d', 5, 'b2', 200)])).toEqual([{ worker: 2, order: ['p', 'd', 5] }]);
+    expect(ledger.apply(2, [claim('d', 5, 'b2', 200)])).toEqual([{ worker: 2, order: ['p', 'd', 5, false] }]);
     ledger.apply(2, [release(5)]);
     expect(ledger.size).toBe(0);
   });
@@ -99,7 +101,7 @@ describe('ClientIdLedger (primary)', () => {
     const ledger = new ClientIdLedger();
     ledger.apply(1, [claim('c', 1, 'b1', 100), release(1), claim('c', 2, 'b1', 500), release(2)]);
     for (let i = 0; i < ENDED_CLAIMS_KEPT - 1; i++) ledger.apply(1, [claim(`x${i}`, 10 + i, 'b1', 100), release(10 + i)]);
-    expect(ledger.apply(2, [claim('c', 1, 'b2', 400), release(1)])).toEqual([{ worker: 2, order: ['p', 'c', 1] }]);
+    expect(ledger.apply(2, [claim('c', 1, 'b2', 400), release(1)])).toEqual([{ worker: 2, order: ['p', 'c', 1, false] }]);
     ledger.apply(1, [claim('y', 5, 'b1', 100), release(5)]); // one end more: c's is forgotten
     expect(ledger.apply(2, [claim('c', 2, 'b2', 400), release(2)])).toEqual([]);
   });
@@ -188,8 +190,9 @@ describe('ClientIdExchange (worker)', () => {
     registry.claim('a', s1);
     exchange.flush();
     const serial = sent[0]![0]![3] as number;
-    expect(exchange.displaced([['p', 'a', serial]]).map((d) => d.holder)).toEqual([s1]);
-    expect(exchange.displaced([['q', 'a', serial], ['p', 'a', serial + 1], ['gone', 'a', serial]])).toEqual([]);
+    expect(exchange.displaced([['p', 'a', serial, true]]).map((d) => [d.holder, d.acceptedFirst])).toEqual([[s1, true]]);
+    expect(exchange.displaced([['p', 'a', serial, false]]).map((d) => d.acceptedFirst)).toEqual([false]);
+    expect(exchange.displaced([['q', 'a', serial, true], ['p', 'a', serial + 1, true], ['gone', 'a', serial, true]])).toEqual([]);
     exchange.close();
   });
 });

@@ -448,11 +448,13 @@ describe('parseConfig on a file with lone-CR line endings', () => {
 
 describe('parseConfig on an unquoted IPv6 host:port', () => {
   it.each([
-    ['block', 'listeners:\n  - name: a\n    bind: [::]:41883\n    pool: p\n', '3:11 listeners[0].bind'],
-    ['flow', 'listeners:\n  - { name: a, bind: [::]:41883, pool: p }\n', '2:22 listeners[0].bind'],
-  ])('%s: says to quote it, where the `[` opens', (_name, text, at) => {
+    ['block', 'listeners:\n  - name: a\n    bind: [::]:41883\n    pool: p\n', '3:11 listeners[0].bind', '[::]:41883'],
+    ['flow', 'listeners:\n  - { name: a, bind: [::]:41883, pool: p }\n', '2:22 listeners[0].bind', '[::]:41883'],
+    // The value as written, not the wildcard and the MQTT port (a re-audit).
+    ['admin', 'admin:\n  bind: [::1]:9883\n', '2:9 admin.bind', '[::1]:9883'],
+  ])('%s: says to quote it, where the `[` opens', (_name, text, at, written) => {
     const r = parseConfig(text, 'v6.yaml');
-    expect(r.problems.map((p) => `${p.line}:${p.col} ${p.path}: ${p.message}`)).toEqual([`${at}: an IPv6 host:port must be quoted: \`"[::]:1883"\` (unquoted, \`[\` starts a YAML list)`]);
+    expect(r.problems.map((p) => `${p.line}:${p.col} ${p.path}: ${p.message}`)).toEqual([`${at}: an IPv6 host:port must be quoted: \`"${written}"\` (unquoted, \`[\` starts a YAML list)`]);
   });
 });
 

@@ -652,6 +652,9 @@ pools:
     expect(interval('5')).toEqual(['lb.yaml:14:19 failover.advertInterval: a bare number is not a duration: add a unit, e.g. `5s` (as keepalived reads one)']);
     // Neither 0.005s (5ms) nor 0.005ms: the rule.
     expect(interval('0.005')).toEqual(['lb.yaml:14:19 failover.advertInterval: a bare number is not a duration: add a unit (ms, s, m, h); it must be at least 10ms and at most 655350ms']);
+    // Readings as written with a unit (1.005 s is 1005 ms), and a number too large for either (a re-audit).
+    expect(problems(`${PREFIX}limits:\n  drainTimeout: 1.005\n`)).toEqual(['lb.yaml:9:17 limits.drainTimeout: a bare number is not a duration: add a unit, e.g. `1.005s` (as keepalived reads one)']);
+    expect(problems(`${PREFIX}limits:\n  idleTimeout: 1e30\n`)).toEqual(['lb.yaml:9:16 limits.idleTimeout: a bare number is not a duration: add a unit (ms, s, m, h); it must be 0s (never) or at least 1s and at most 596h']);
     // `0` where 0s means something: both readings are 0.
     expect(problems(`${PREFIX}limits:\n  idleTimeout: 0\n`)).toEqual([
       'lb.yaml:9:16 limits.idleTimeout: a bare number is not a duration: add a unit, e.g. `0ms` (what HAProxy reads in a bare number) or `0s` (as keepalived reads one)',

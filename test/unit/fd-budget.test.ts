@@ -202,7 +202,7 @@ describe('a clamp says whether its cap was written in the file', () => {
     const b = clampToBudget({ fileLimit: 384, globalMax: 20_000, globalWritten: false, listeners: [{ name: 'a', maxConnections: 10_000, written: true }, { name: 'b', maxConnections: 10_000 }], servers: 1 });
     expect(b.clamps.map((c) => [c.key, c.written])).toEqual([
       ['limits.maxConnections 20000', false],
-      ['listener a maxConnections 10000', true],
+      ['listener a maxConnections 10000 written', true],
       ['listener b maxConnections 10000', false],
     ]);
     expect(clampToBudget({ fileLimit: 384, globalMax: 20_000, globalWritten: true, listeners: [], servers: 1 }).clamps[0]!.written).toBe(true);
@@ -216,7 +216,7 @@ describe('a clamp says whether its cap was written in the file', () => {
     expect(parsed.problems).toEqual([]);
     const config = parsed.config!;
     for (const c of [config, workerShare(config, 2, 1)]) {
-      expect(budgetForConfig(c, 384).clamps.map((x) => [x.key.replace(/( maxConnections)? \d+$/, ''), x.written])).toEqual([
+      expect(budgetForConfig(c, 384).clamps.map((x) => [x.key.replace(/( maxConnections)? \d+( written)?$/, ''), x.written])).toEqual([
         ['limits.maxConnections', false],
         ['listener a', true],
         ['listener b', false],
@@ -228,6 +228,14 @@ describe('a clamp says whether its cap was written in the file', () => {
 });
 
 describe('clampsToSay (what a reload says again)', () => {
+  it('says a clamp again when the cap becomes written at the same value: a note becomes a warning (a re-audit)', () => {
+    const at = (written: boolean) => clampToBudget({ fileLimit: 384, globalMax: 20_000, globalWritten: written, listeners: [], servers: 1 });
+    const first = clampsToSay(new Map(), at(false));
+    expect(first.say.map((c) => c.written)).toEqual([false]);
+    expect(clampsToSay(first.said, at(true)).say.map((c) => c.written)).toEqual([true]);
+    expect(clampsToSay(first.said, at(false)).say).toEqual([]);
+  });
+
   const budget = (globalMax: number, servers: number, fileLimit = 20_000) => clampToBudget({ fileLimit, globalMax, listeners: [{ name: 'mqtt', maxConnections: 100 }], servers });
 
   it('says a new clamp, not the same again, nor one moved by a server or two of probe reserve', () => {
