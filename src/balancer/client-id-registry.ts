@@ -14,8 +14,33 @@
  * With `workers`, each worker's registry tells the primary what it holds (`sharing`: src/cluster/client-id-exchange.ts),
  * and the primary orders the older session closed when two workers hold one client ID on different servers
  * (src/cluster/client-id-ledger.ts). Across LB hosts nothing is shared (documented).
+ *
+ * Sessions are keyed by client ID and username together (sessionKey): see there.
  */
 import type { Server } from './server.js';
+
+/**
+ * The key of a session here: its username and its client ID. The older session is closed only for a newer one of the
+ * same user: a broker that takes the client ID from the username (mosquitto's and EMQX's `use_username_as_clientid`)
+ * holds two users' sessions under two IDs whatever their CONNECTs say, and one user could otherwise close another's
+ * session by sending its client ID (a security audit). A client without a username is keyed by its client ID alone.
+ * One character per byte (latin1): distinct IDs stay distinct; the username's length first, so no two pairs meet.
+ */
+export function sessionKey(clientId: Buffer, username: Buffer | null): string {
+  return userKeyPart(username) + clientId.toString('latin1');
+}
+
+/** The username's part of a sessionKey (a session keeps it while it waits for the client ID its broker assigns). */
+export function userKeyPart(username: Buffer | null): string {
+  const user = username === null ? '' : username.toString('latin1');
+  return `${user.length}:${user}`;
+}
+
+/** The client ID of a sessionKey, for log lines. */
+export function clientIdOfKey(key: string): Buffer {
+  const colon = key.indexOf(':');
+  return Buffer.from(key.slice(colon + 1 + Number(key.slice(0, colon))), 'latin1');
+}
 
 export interface ClientIdHolder {
   readonly server: Server | null;

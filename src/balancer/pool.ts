@@ -15,7 +15,7 @@ import { rendezvousScore } from './hash/rendezvous.js';
 import { rendezvousWinner, selectByRendezvous } from './strategies/rendezvous-hash.js';
 import type { PlacementStrategy, RandomSource } from './strategies/strategy.js';
 import { backoffCutoff, countBackedOff } from './dial-backoff.js';
-import { ClientIdRegistry, type ClientIdSharing, type ClientIdHolder } from './client-id-registry.js';
+import { ClientIdRegistry, sessionKey, type ClientIdSharing, type ClientIdHolder } from './client-id-registry.js';
 
 export interface RoutingKeys {
   clientId: Buffer;
@@ -150,7 +150,7 @@ export class Pool {
     if (!first.full) return withoutFull(picked, 1); // a retry never goes to a full server
     // The first is the key's own server, unless that one is in its dial back-off and this one stands in for it.
     const own = first === table.servers[rendezvousWinner(table, tier, this.keyHash[0]!, this.keyHash[1]!)];
-    if (own && this.holdsSessionOn(keys.clientId, first)) return withoutFull(picked, 1);
+    if (own && this.holdsSessionOn(keys, first)) return withoutFull(picked, 1);
     // Closed by `onServerUp: rebalance` to come back here, but others took the room it counted on meanwhile: its
     // session ran on another server until just now, so it goes on down its order rather than being locked out.
     if (own && !this.wasRebalanced(key)) return FULL_CANDIDATES;
@@ -197,10 +197,10 @@ export class Pool {
     return at !== undefined && this.now() - at < REBALANCED_MEMORY_MS;
   }
 
-  /** Does the client ID have a live session on `server` in this process (its new session would take it over)? */
-  private holdsSessionOn(clientId: Buffer, server: Server): boolean {
-    if (clientId.length === 0) return false;
-    return this.clientIds.holderOf(clientId.toString('latin1'))?.server === server;
+  /** Does the client (ID and username) have a live session on `server` in this process (its new session would take it over)? */
+  private holdsSessionOn(keys: RoutingKeys, server: Server): boolean {
+    if (keys.clientId.length === 0) return false;
+    return this.clientIds.holderOf(sessionKey(keys.clientId, keys.username))?.server === server;
   }
 
   /**

@@ -14,7 +14,7 @@ import net, { isIP } from 'node:net';
 import { resetOrDestroy, type ProxySocket } from './proxy-socket.js';
 import { HandleSocket, handleSockets } from './handle-socket.js';
 import { placementChangeCount, type Server, type LiveSession, type EvictReason } from '../balancer/server.js';
-import type { ClientIdHolder } from '../balancer/client-id-registry.js';
+import { clientIdOfKey, sessionKey, userKeyPart, type ClientIdHolder } from '../balancer/client-id-registry.js';
 import { FULL_CANDIDATES } from '../balancer/pool.js';
 import type { RefuseWith } from '../config/types.js';
 import { pendingConnectBound } from '../config/defaults.js';
@@ -138,8 +138,11 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
   connackQueue: object | null = null;
   /** The server's bytes so far while they do not hold the CONNACK's code yet (connackArrived); null otherwise. */
   private connackHead: Buffer | null = null;
-  /** A 5.0 session with an empty client ID, until its CONNACK names the ID its broker assigned (connackArrived). */
-  private awaitsAssignedId = false;
+  /**
+   * A 5.0 session with an empty client ID, until its CONNACK names the ID its broker assigned (connackArrived): the
+   * username's part of its sessionKey (the CONNECT is gone by then); null otherwise.
+   */
+  private assignedIdKeyUser: string | null = null;
   // IdleWatched: limits.idleTimeout's marks (idle-sweep.ts owns them).
   idleEpoch = -1;
   idleBytesIn = 0;
@@ -705,7 +708,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
           listener: this.listener.stats.name,
           client: this.remoteAddress,
           port: this.remotePort,
-          clientId: this.clientIdKey === null ? '' : clientIdForLog(Buffer.from(this.clientIdKey, 'latin1')),
+          clientId: this.clientIdKey === null ? '' : clientIdForLog(clientIdOfKey(this.clientIdKey)),
           pool: pool.name,
           server: server.name,
         },
@@ -920,9 +923,9 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
       // Identifier [MQTT-3.2.2-16]) and it is claimed then: a reconnect with it (Session Expiry > 0) is hashed by it,
       // and may reach another broker than the fallback chose, beside this session (a protocol audit saw both live).
       if ((level & 0x7f) !== 5) return false;
-      this.awaitsAssignedId = true;
+      this.assignedIdKeyUser = userKeyPart(this.info!.username);
     } else {
-      this.clientIdKey = id.toString('latin1'); // one character per byte: distinct IDs stay distinct
+      this.clientIdKey = sessionKey(id, this.info!.username);
     }
     this.connectSentAt = monotonicNow();
     if (this.clientIdKey !== null) this.pool!.clientIds.awaitConnack(this.clientIdKey, this);
@@ -941,7 +944,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
       serverAnswered(this.server!);
     }
     let key = this.clientIdKey;
-    if ((key === null && !this.awaitsAssignedId) || this.phase !== 'splicing') return true;
+    if ((key === null && this.assignedIdKeyUser === null) || this.phase !== 'splicing') return true;
     let head = this.connackHead === null ? bytes : Buffer.concat([this.connackHead, bytes]);
     // AUTH packets before the CONNACK (MQTT 5 enhanced authentication): not kept, the CONNACK still decides.
     const auth = leadingAuthBytes(head, this.connectLevel);
@@ -955,21 +958,22 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
     if (verdict === 'refuses') {
       // The older session stays, and stays registered: a broker closes it only for a CONNECT it accepted.
       this.connackHead = null;
-      this.awaitsAssignedId = false;
+      this.assignedIdKeyUser = null;
       if (key !== null) pool.clientIds.release(key, this);
       this.clientIdKey = null;
       return true;
     }
-    if (this.awaitsAssignedId) {
+    const keyUser = this.assignedIdKeyUser;
+    if (keyUser !== null) {
       // The whole CONNACK this time, for its properties (one read, as a rule).
       const assigned = assignedClientId(head);
       if (assigned === 'partial') {
         this.connackHead = head;
         return false;
       }
-      this.awaitsAssignedId = false;
+      this.assignedIdKeyUser = null;
       if (assigned !== null && assigned.length > 0) {
-        key = this.clientIdKey = assigned.toString('latin1');
+        key = this.clientIdKey = keyUser + assigned.toString('latin1');
         // The access log names it by the ID it holds (a takeover line that said `""` matched nothing: a re-audit).
         if (this.listener.ctx.logSessions) this.clientIdText = clientIdForLog(assigned);
       }
@@ -1019,7 +1023,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
   private takeOver(older: ClientIdHolder, newer: ClientIdHolder | undefined, accepted: boolean): void {
     const log = this.listener.ctx.log;
     if (log.isLevelEnabled('debug')) {
-      log.debug({ pool: this.pool!.name, from: older.server?.name, to: newer?.server?.name, clientId: clientIdForLog(Buffer.from(this.clientIdKey!, 'latin1')) }, 'client ID connected again on another server: closing its older session');
+      log.debug({ pool: this.pool!.name, from: older.server?.name, to: newer?.server?.name, clientId: clientIdForLog(clientIdOfKey(this.clientIdKey!)) }, 'client ID connected again on another server: closing its older session');
     }
     older.takenOver(accepted);
   }

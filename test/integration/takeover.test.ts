@@ -5,14 +5,17 @@
  * again: the new connection reached the returned broker and the old one stayed open on the other, two live sessions
  * of one client ID, each with its subscriptions, for as long as it watched.
  */
-import { readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import net from 'node:net';
 import type { MqttClient } from 'mqtt';
 import { afterEach, describe, expect, it } from 'vitest';
 import { brokerFor, clientIdOn, connectVia, startBrokers, tagBroker, whichBroker, type NamedBroker } from '../helpers/cluster.js';
 import { lbYaml, type ServerSpec } from '../helpers/lb-config.js';
 import { startLb, stopAllLbs, type LbProcess } from '../helpers/lb.js';
-import { freePort } from '../helpers/mosquitto.js';
+import { freePort, startMosquitto } from '../helpers/mosquitto.js';
 import mqttPacket from 'mqtt-packet';
 import { connectPacket, connectRaw, exchange, parsePackets } from '../helpers/raw-client.js';
 
@@ -221,6 +224,55 @@ describe('one client ID, two brokers', () => {
     }
     throw new Error('no assigned ID hashed to the other broker in 20 attempts');
   }, 60_000);
+
+  // A security audit: behind brokers that take the client ID from the username, one user closed another's session by
+  // sending its client ID; a broker would have held them as two clients.
+  it('a client ID sent by another user closes no session (brokers with use_username_as_clientid): the takeover is per user', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'mqtt-lb-uid-'));
+    try {
+      const passwords = path.join(dir, 'passwd');
+      writeFileSync(passwords, '');
+      const users = Array.from({ length: 12 }, (_, i) => `user-${i}`);
+      for (const u of users) expect(spawnSync('mosquitto_passwd', ['-b', passwords, u, 'pw']).status).toBe(0);
+      const extraConfig = `allow_anonymous false\npassword_file ${passwords}\nuse_username_as_clientid true`;
+      const [u1, u2] = [await startMosquitto({ extraConfig }), await startMosquitto({ extraConfig })];
+      brokers.push(Object.assign(u1, { name: 'u1' }), Object.assign(u2, { name: 'u2' }));
+      const { lb, port } = await lbOver([
+        { name: 'u1', port: u1.port },
+        { name: 'u2', port: u2.port },
+      ], 'tcp', { level: 'debug', balance: 'username-hash' });
+      const routedLines = (clientId: string) => lb.logs.filter((l) => l.msg === 'session routed' && l.clientId === clientId);
+      const placed = async (username: string, clientId: string): Promise<{ client: MqttClient; server: string; closed: () => boolean }> => {
+        const before = routedLines(clientId).length;
+        const client = await connectVia(port, { clientId, username, password: 'pw', clean: false });
+        clients.push(client);
+        let closed = false;
+        client.on('close', () => (closed = true));
+        await until(`${clientId} routed`, () => routedLines(clientId).length > before, 3000);
+        return { client, server: String(routedLines(clientId)[before]!.server), closed: () => closed };
+      };
+      const victim = await placed('user-0', 'dev-1');
+      // Another user whose username hashes to the other broker, sending the victim's client ID: accepted there (as
+      // client `user-N`, the broker's own ID for it).
+      let attacker: Awaited<ReturnType<typeof placed>> | null = null;
+      for (const u of users.slice(1)) {
+        const probe = await placed(u, `probe-${u}`);
+        probe.client.end(true);
+        if (probe.server !== victim.server) {
+          attacker = await placed(u, 'dev-1');
+          break;
+        }
+      }
+      expect(attacker).not.toBeNull();
+      expect(attacker!.server).not.toBe(victim.server);
+      await new Promise((r) => setTimeout(r, 700));
+      expect(victim.closed()).toBe(false);
+      expect(attacker!.closed()).toBe(false);
+      expect(lb.logs.some((l) => l.msg === 'client ID connected again on another server: closing its older session')).toBe(false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
 
   it('a CONNACK that comes in pieces (a byte per read) is read whole before it decides', async () => {
     brokers.push(...(await startBrokers(['b1'])));

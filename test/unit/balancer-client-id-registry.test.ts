@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ClientIdRegistry, type ClientIdSharing } from '../../src/balancer/client-id-registry.js';
+import { ClientIdRegistry, clientIdOfKey, sessionKey, userKeyPart, type ClientIdSharing } from '../../src/balancer/client-id-registry.js';
 import type { Server } from '../../src/balancer/server.js';
 
 const b1 = { name: 'b1' } as Server;
@@ -157,5 +157,18 @@ describe('ClientIdRegistry with sharing (workers: the primary hears every claim 
     r.claim('c', session(b1)); // same broker: the broker closes `first`; a new serial
     expect(r.heldUnder('c', serial)).toBeUndefined();
     expect(new ClientIdRegistry<Holder>().heldUnder('c', serial)).toBeUndefined();
+  });
+});
+
+describe('sessionKey', () => {
+  it('keys a session by username and client ID together, so that no two pairs meet, and gives the client ID back', () => {
+    const b = (s: string) => Buffer.from(s, 'latin1');
+    const pairs: Array<[string, string | null]> = [['dev-1', null], ['dev-1', ''], ['dev-1', 'alice'], ['dev-1', 'carol'], ['e-dev-1', 'alic'], ['1:x', null], ['x', '1:'], ['', 'alice'], ['\u00ff\u0000', '\u0000']];
+    const keys = pairs.map(([id, user]) => sessionKey(b(id), user === null ? null : b(user)));
+    // No username and an empty one are the same user; every other pair is its own key.
+    expect(keys[0]).toBe(keys[1]);
+    expect(new Set(keys.slice(1)).size).toBe(pairs.length - 1);
+    for (let i = 0; i < pairs.length; i++) expect(clientIdOfKey(keys[i]!).toString('latin1')).toBe(pairs[i]![0]);
+    expect(userKeyPart(b('alice')) + 'dev-1').toBe(sessionKey(b('dev-1'), b('alice')));
   });
 });

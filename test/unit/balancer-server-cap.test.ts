@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { FULL_CANDIDATES, Pool } from '../../src/balancer/pool.js';
-import type { ClientIdHolder } from '../../src/balancer/client-id-registry.js';
+import { sessionKey, type ClientIdHolder } from '../../src/balancer/client-id-registry.js';
 import type { Server } from '../../src/balancer/server.js';
 import { rebalanceStillDue, sessionsToRebalance } from '../../src/health/rebalance.js';
 import { addSessions, allUp, byName, clientId, FakeSession, names, poolConfig, type PoolSpec } from './balancer-fixtures.js';
@@ -50,12 +50,15 @@ describe('servers[].maxConnections: hashed keys', () => {
     const old: ClientIdHolder = { server: b1, connectSentAt: 1, takenOver: () => undefined };
     addSessions(b1, 1);
     expect(pool.candidates(keys(id))).toBe(FULL_CANDIDATES);
-    pool.clientIds.claim(id.toString('latin1'), old);
+    const key = sessionKey(id, null);
+    pool.clientIds.claim(key, old);
     expect(names(pool.candidates(keys(id)))[0]).toBe('b1');
+    // Another user's session of that client ID is not its own (the takeover is per user: client-id-registry.ts).
+    expect(pool.candidates({ clientId: id, username: Buffer.from('mallory') })).toBe(FULL_CANDIDATES);
     // Its session on another server does not count: that one is not the one freeing b1's slot.
     const other: ClientIdHolder = { server: byName(pool.servers, 'b2'), connectSentAt: 2, takenOver: () => undefined };
-    pool.clientIds.release(id.toString('latin1'), old);
-    pool.clientIds.claim(id.toString('latin1'), other);
+    pool.clientIds.release(key, old);
+    pool.clientIds.claim(key, other);
     expect(pool.candidates(keys(id))).toBe(FULL_CANDIDATES);
   });
 
