@@ -325,7 +325,7 @@ describe('one client ID, two brokers', () => {
 
 /**
  * A broker of the test's own, on a port that can go away and come back: it records the client IDs it is sent and
- * answers each CONNECT with CONNACK 0 (return code 5, not authorized, for the username `bad`), after
+ * answers each CONNECT with CONNACK 0 (return code 5, not authorized, for the password `bad`), after
  * `delayFor(connect)` ms; to an MQTT 5 CONNECT with an authentication method it first sends an AUTH packet (enhanced
  * authentication) in two writes 30 ms apart, then the CONNACK 50 ms later.
  */
@@ -353,7 +353,7 @@ class FakeBroker {
         if (p.cmd !== 'connect') return;
         this.seen.add(p.clientId);
         const protocolVersion = p.protocolVersion === 5 ? 5 : 4;
-        const code = p.username === 'bad' ? (protocolVersion === 5 ? 0x87 : 5) : 0;
+        const code = p.password?.toString() === 'bad' ? (protocolVersion === 5 ? 0x87 : 5) : 0;
         const connack = mqttPacket.generate({ cmd: 'connack', returnCode: code, reasonCode: code, sessionPresent: false, ...(protocolVersion === 5 ? { properties: {} } : {}) } as mqttPacket.IConnackPacket, { protocolVersion });
         let delay = this.delayFor(p);
         if (protocolVersion === 5 && p.properties?.authenticationMethod !== undefined) {
@@ -446,12 +446,13 @@ describe('one client ID, two brokers: which session is the newer', () => {
    * between), accepted at once: both open, the newer one has its CONNACK.
    */
   async function slowOlderThenNewer(workers: number): Promise<{ lb: LbProcess; id: string; older: Awaited<ReturnType<typeof rawSession>>; newer: Awaited<ReturnType<typeof rawSession>> }> {
-    const { lb, port, a, b, id } = await setUp(workers, (c) => (c.username === 'slow' ? 2500 : 0));
-    const older = await rawSession(port, connectPacket({ clientId: id, clean: false, username: 'slow' }));
+    // One user throughout (the takeover is per user); the password tells the fake broker to be slow.
+    const { lb, port, a, b, id } = await setUp(workers, (c) => (c.password?.toString() === 'slow' ? 2500 : 0));
+    const older = await rawSession(port, connectPacket({ clientId: id, clean: false, username: 'u', password: 'slow' }));
     sockets.push(older.socket);
     await until('the older CONNECT at a', () => a.seen.has(id), 3000);
     await bringBack(lb, b);
-    const newer = await rawSession(port, connectPacket({ clientId: id, clean: false }));
+    const newer = await rawSession(port, connectPacket({ clientId: id, clean: false, username: 'u', password: 'x' }));
     sockets.push(newer.socket);
     await until('the newer CONNACK', () => newer.data().length >= 4, 3000);
     expect(b.seen.has(id)).toBe(true);
@@ -488,8 +489,9 @@ describe('one client ID, two brokers: which session is the newer', () => {
     if (workers === 1) {
       it(`workers: ${workers}: a CONNECT refused later closes no accepted session of its client ID meanwhile`, async () => {
         // Round robin over a and b: the connections alternate. Both answer `slow` after 1.5 s and refuse `bad` after 2 s.
-        const a = new FakeBroker(await freePort(), (c) => (c.username === 'slow' ? 1500 : c.username === 'bad' ? 2000 : 0));
-        const b = new FakeBroker(await freePort(), (c) => (c.username === 'slow' ? 1500 : c.username === 'bad' ? 2000 : 0));
+        const delayFor = (c: mqttPacket.IConnectPacket): number => ({ slow: 1500, bad: 2000 })[c.password?.toString() ?? ''] ?? 0;
+        const a = new FakeBroker(await freePort(), delayFor);
+        const b = new FakeBroker(await freePort(), delayFor);
         fakes.push(a, b);
         await Promise.all([a.start(), b.start()]);
         const { port } = await lbOver([
@@ -497,17 +499,18 @@ describe('one client ID, two brokers: which session is the newer', () => {
           { name: 'b', port: b.port },
         ], 'tcp', { workers, balance: 'round-robin' });
         const id = `refused-later-${workers}`;
-        const first = await rawSession(port, connectPacket({ clientId: id, clean: false }));
+        // One user throughout (the takeover is per user); the password tells the fake brokers what to do.
+        const first = await rawSession(port, connectPacket({ clientId: id, clean: false, username: 'u', password: 'x' }));
         sockets.push(first.socket);
         await until('the first CONNACK', () => first.data().length >= 4, 3000);
         // An accepted session on the other broker, its CONNACK 1.5 s away...
-        const accepted = await rawSession(port, connectPacket({ clientId: id, clean: false, username: 'slow', password: 'x' }));
+        const accepted = await rawSession(port, connectPacket({ clientId: id, clean: false, username: 'u', password: 'slow' }));
         sockets.push(accepted.socket);
         await new Promise((r) => setTimeout(r, 200));
         // ...the first one leaves, and one that will be refused comes to the first one's broker.
         first.socket.destroy();
         await new Promise((r) => setTimeout(r, 200));
-        const refused = await rawSession(port, connectPacket({ clientId: id, clean: false, username: 'bad', password: 'x' }));
+        const refused = await rawSession(port, connectPacket({ clientId: id, clean: false, username: 'u', password: 'bad' }));
         sockets.push(refused.socket);
         expect(a.seen.has(id) && b.seen.has(id)).toBe(true);
         await until('the accepted CONNACK', () => accepted.data().length >= 4, 4000);
@@ -521,11 +524,12 @@ describe('one client ID, two brokers: which session is the newer', () => {
 
     it(`workers: ${workers}: a CONNECT its broker refuses, on the broker of the session it names, leaves that session to be taken over`, async () => {
       const { lb, port, a, b, id } = await setUp(workers, undefined, true);
-      const held = await rawSession(port, connectPacket({ clientId: id, clean: false }));
+      // One user throughout (the takeover is per user); the password `bad` is refused.
+      const held = await rawSession(port, connectPacket({ clientId: id, clean: false, username: 'u', password: 'x' }));
       sockets.push(held.socket);
       await until('the held CONNACK', () => held.data().length >= 4, 3000);
       // The same client ID, refused by b (bad credentials): b keeps the held session, and so must the balancer.
-      const refused = await rawSession(port, connectPacket({ clientId: id, clean: false, username: 'bad', password: 'x' }));
+      const refused = await rawSession(port, connectPacket({ clientId: id, clean: false, username: 'u', password: 'bad' }));
       sockets.push(refused.socket);
       await until('the refusal', () => refused.data().length >= 4, 3000);
       expect(parsePackets(refused.data())[0]).toMatchObject({ cmd: 'connack', returnCode: 5 });
@@ -533,7 +537,7 @@ describe('one client ID, two brokers: which session is the newer', () => {
       // b takes no new session (its connections go on): the next CONNECT of the ID goes to a and takes it over.
       b.stopListening();
       await lb.waitForLog((l) => l.msg === 'server state changed' && l.server === 'b' && l.to === 'down');
-      const newer = await rawSession(port, connectPacket({ clientId: id, clean: false }));
+      const newer = await rawSession(port, connectPacket({ clientId: id, clean: false, username: 'u', password: 'x' }));
       sockets.push(newer.socket);
       await until('the newer CONNACK', () => newer.data().length >= 4, 3000);
       expect(a.seen.has(id)).toBe(true);
