@@ -60,9 +60,9 @@ const START_TIMEOUT_MS = 20_000;
 const CLOSE_TIMEOUT_MS = 10_000;
 
 /**
- * A stop's hand-over can come only from a peer (any of them, with three hosts or more) heard within a Master_Down_Interval, not in FAULT (it takes part
- * in no election) and not stopping itself (priority 0: both hosts restarted together): false when no instance
- * that is still master has one.
+ * A stop's hand-over can come only from a peer (any of them, with three hosts or more) heard within a
+ * Master_Down_Interval, not in FAULT (it takes part in no election) and not stopping itself (priority 0: both hosts
+ * restarted together): false when no instance that is still master has one.
  */
 function takeoverPossible(m: WorkerStatus): boolean {
   const now = threadSharedNow();
