@@ -74,12 +74,10 @@ type ReleaseOutcome = 'released' | 'bound' | 'master' | 'stop';
 
 /** A peer as this host last heard it (Instance.peersHeard). */
 interface HeardPeer {
-  /** Its last advert as the status reports it (on threadSharedNow()). */
+  /** Its last advert as the status reports it (state, interval; its time on threadSharedNow()). */
   status: WorkerPeerStatus;
-  state: PeerState;
   /** this.now() of its last accepted advert. */
   lastAdvertAt: number;
-  intervalMs: number;
   /** Silent past notePeerSilent's bound, and said so: its next advert is said too. */
   silentSaid: boolean;
 }
@@ -493,7 +491,6 @@ export class Heartbeat {
         priority: this.started ? inst.sm.advertisedPriority : inst.cfg.priority,
         vips: [...inst.cfg.vips],
         resigned: this.started && inst.sm.isResigned,
-        peer: inst.peer === null ? null : { ...inst.peer },
         peers: [...inst.peersHeard.values()].map((h) => ({ ...h.status })).sort((x, y) => (ipv4ToNumber(x.address) ?? 0) - (ipv4ToNumber(y.address) ?? 0)),
       });
     }
@@ -651,10 +648,10 @@ export class Heartbeat {
     inst.peer = status;
     if (a.intervalCs !== this.intervalCs) this.noteIntervalMismatch(inst, address, a.intervalCs);
     const heard = inst.peersHeard.get(address);
-    if (heard === undefined || heard.state !== peerState || heard.silentSaid) {
+    if (heard === undefined || heard.status.state !== peerState || heard.silentSaid) {
       this.log.info({ routerId: a.routerId, peer: address, state: peerState, priority: a.priority, at: Date.now() }, 'failover peer state');
     }
-    inst.peersHeard.set(address, { status, state: peerState, lastAdvertAt: this.now(), intervalMs: a.intervalCs * 10, silentSaid: false });
+    inst.peersHeard.set(address, { status, lastAdvertAt: this.now(), silentSaid: false });
     // How long the peer has run: its counter grows by one per advert of each of its instances (as many as ours, as a
     // rule), one per interval each and a few more at transitions, so this is no less.
     const peerUpMs = (Number(a.counter) * a.intervalCs * 10) / this.instances.size;
@@ -728,10 +725,10 @@ export class Heartbeat {
   private notePeerSilent(inst: Instance, address: string, heard: HeardPeer): void {
     const silentMs = this.now() - heard.lastAdvertAt;
     // Four of its intervals: past its Master_Down_Interval (3 intervals and a skew under one).
-    if (heard.silentSaid || silentMs <= 4 * heard.intervalMs) return;
+    if (heard.silentSaid || silentMs <= 4 * heard.status.intervalMs) return;
     heard.silentSaid = true;
     this.log.warn(
-      { routerId: inst.cfg.routerId, peer: address, lastState: heard.state, silentMs: Math.round(silentMs), state: inst.sm.state },
+      { routerId: inst.cfg.routerId, peer: address, lastState: heard.status.state, silentMs: Math.round(silentMs), state: inst.sm.state },
       'failover peer silent: no advert from it for longer than a Master_Down_Interval',
     );
   }

@@ -57,9 +57,7 @@ export interface WorkerInstanceStatus {
   priority: number;
   vips: string[];
   resigned: boolean;
-  /** The peer heard last (with three hosts or more, they take turns). */
-  peer: WorkerPeerStatus | null;
-  /** Every peer heard since the start, by address: each one's last advert. */
+  /** Every peer heard since the start, by address: each one's last advert (index.ts picks the contract's `peer`). */
   peers: WorkerPeerStatus[];
 }
 

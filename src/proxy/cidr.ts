@@ -1,5 +1,6 @@
 /** A set of CIDRs (IPv4 and IPv6) for acceptProxyProtocol; IPv4-mapped IPv6 peers match IPv4 entries. */
 import net from 'node:net';
+import { unmappedIPv4 } from '../ip-text.js';
 
 export class CidrSet {
   private readonly list = new net.BlockList();
@@ -18,8 +19,7 @@ export class CidrSet {
   has(address: string): boolean {
     // A dual-stack listener reports IPv4 peers as ::ffff:a.b.c.d; a link-local peer may carry a zone id.
     const zone = address.indexOf('%');
-    const a = zone >= 0 ? address.slice(0, zone) : address;
-    if (a.startsWith('::ffff:') && net.isIPv4(a.slice(7))) return this.list.check(a.slice(7), 'ipv4');
+    const a = unmappedIPv4(zone >= 0 ? address.slice(0, zone) : address);
     if (net.isIPv4(a)) return this.list.check(a, 'ipv4');
     if (net.isIPv6(a)) return this.list.check(a, 'ipv6');
     return false;

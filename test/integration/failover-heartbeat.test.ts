@@ -144,7 +144,7 @@ describe('Heartbeat timer lateness', () => {
       );
       await sleep(300);
       // The advert was heard (the drop counts and log lines say why if not).
-      expect({ peer: hb.status().instances[0]!.peer?.address, dropped: hb.dropped, lines: log.lines.map((l) => l.msg) }).toMatchObject({ peer: '127.0.0.2' });
+      expect({ peer: hb.status().instances[0]!.peers[0]?.address, dropped: hb.dropped, lines: log.lines.map((l) => l.msg) }).toMatchObject({ peer: '127.0.0.2' });
       const late = log.lines.filter((l) => l.msg === LATE);
       expect(late).toHaveLength(1);
       expect(late[0]!.obj.lateMs).toBeGreaterThanOrEqual(400);
