@@ -18,6 +18,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import { isatty } from 'node:tty';
+import { escapeUnsafeInJson } from './unsafe-text.js';
 
 /** Bytes a pipe write is atomic up to on Linux (PIPE_BUF). */
 export const ATOMIC_WRITE_BYTES = 4096;
@@ -98,7 +99,9 @@ export class LogStream {
   }
 
   /** pino's destination interface: one JSON line per call. */
-  write(line: string): void {
+  write(json: string): void {
+    // A client ID or username may hold characters that would make a terminal show the line other than it is.
+    const line = escapeUnsafeInJson(json);
     const bytes = Buffer.byteLength(line);
     if (this.queuedBytes === 0) {
       // Nothing waiting: straight out.

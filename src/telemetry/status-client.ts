@@ -4,6 +4,7 @@
 import { isIPv6 } from 'node:net';
 import { request, type Dispatcher } from 'undici';
 import type { StatusJson, StatusLastCheck } from './status-json.js';
+import { INVISIBLE_FORMAT_CHARACTERS } from './unsafe-text.js';
 
 export type { StatusJson } from './status-json.js';
 
@@ -137,7 +138,7 @@ export function printable(value: unknown): string {
   const text = typeof value === 'string' ? value : value === null || value === undefined ? '-' : typeof value === 'object' ? JSON.stringify(value) : String(value);
   return text
     .replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`)
-    .replace(/[\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/g, (c) => `\\u{${c.charCodeAt(0).toString(16)}}`);
+    .replace(INVISIBLE_FORMAT_CHARACTERS, (c) => `\\u{${c.charCodeAt(0).toString(16)}}`);
 }
 
 /** Left-aligned columns, numeric columns right-aligned, two spaces apart. */

@@ -1,3 +1,4 @@
+import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ATOMIC_WRITE_BYTES, FLUSH_WAIT_MS, LogStream, droppedLogLines, type WriteSome } from '../../src/telemetry/log-stream.js';
 
@@ -147,5 +148,20 @@ describe('LogStream', () => {
     r.setMode('ok');
     s.flushSyncAtExit();
     expect(r.chunks.join('')).toBe(line(1) + line(2));
+  });
+
+  it('writes the characters that would make a terminal show a line other than it is as JSON escapes: the parsed line keeps them, the bytes do not', () => {
+    const written: Buffer[] = [];
+    const s = stream(1 << 20, (_fd, data) => {
+      const buf = Buffer.from(data);
+      written.push(buf);
+      return buf.length;
+    });
+    // A client's choice of client ID: a right-to-left override, a line separator, a zero-width space, a C1 CSI, DEL.
+    const clientId = 'good\u202e\u2028evil\u200b\u009b2J\u007f é 日本 🙂';
+    pino({ base: null, timestamp: false }, s).info({ clientId }, 'session closed');
+    const text = Buffer.concat(written).toString('utf8');
+    expect(text).toBe('{"level":30,"clientId":"good\\u202e\\u2028evil\\u200b\\u009b2J\\u007f é 日本 🙂","msg":"session closed"}\n');
+    expect(JSON.parse(text).clientId).toBe(clientId);
   });
 });
