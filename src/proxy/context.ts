@@ -31,7 +31,7 @@ export interface RoutingPool {
 }
 
 /** Why a connection was not proxied: answered with a CONNACK (RefusalReason) or closed without one. */
-export type RejectReason = RefusalReason | 'malformed' | 'not_connect' | 'too_large' | 'timeout' | 'bad_proxy_header' | 'tls_handshake';
+export type RejectReason = RefusalReason | 'malformed' | 'not_connect' | 'too_large' | 'timeout' | 'displaced' | 'bad_proxy_header' | 'tls_handshake';
 
 /** Counters a listener keeps; read at scrape time (never a metric call per packet). */
 export class ListenerStats {

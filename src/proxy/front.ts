@@ -80,7 +80,7 @@ interface FrontState {
   ended: 'session' | FrontRejectReason | 'gone' | null;
 }
 
-type FrontRejectReason = 'bad_proxy_header' | 'tls_handshake' | 'timeout' | 'overloaded' | 'source_full' | 'rate_limited';
+type FrontRejectReason = 'bad_proxy_header' | 'tls_handshake' | 'timeout' | 'overloaded' | 'displaced' | 'source_full' | 'rate_limited';
 
 /**
  * A TLS handshake counts towards its address's connections without a CONNECT (admission.ts arrive(), what
@@ -369,14 +369,20 @@ function onFrontClose(this: Tagged): void {
 }
 
 /**
- * Over the memory ceiling: a connection still in its PROXY header or TLS handshake is closed (overload-guard.ts).
- * True if it was.
+ * A connection still in its PROXY header or TLS handshake is closed: over the memory ceiling (overload-guard.ts), or
+ * displaced by a new one at the listener's last guard (Listener.displaceLongestWaiting). True if it was.
  */
-export function shedFront(raw: Socket): boolean {
+export function shedFront(raw: Socket, reason: 'overloaded' | 'displaced'): boolean {
   const state = (raw as Tagged)[kFront];
   if (state === undefined || state.ended !== null) return false;
-  rejectFront(state, 'overloaded');
+  rejectFront(state, reason);
   return true;
+}
+
+/** When a connection still in its PROXY header or TLS handshake was accepted (monotonicNow()); Infinity if it is not. */
+export function frontAcceptedAt(raw: Socket): number {
+  const state = (raw as Tagged)[kFront];
+  return state === undefined || state.ended !== null ? Infinity : state.acceptedAt;
 }
 
 function rejectFront(state: FrontState, reason: FrontRejectReason, tlsSocket?: tls.TLSSocket): void {

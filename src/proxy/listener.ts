@@ -15,7 +15,7 @@ import { ListenerStats, type ProxyContext, type RoutingPool } from './context.js
 import { hardCapFor, type ListenerCaps } from './fd-budget.js';
 import { HandleSocket, errnoError, handleSockets, type TcpHandle } from './handle-socket.js';
 import type { ProxySocket } from './proxy-socket.js';
-import { shedFront } from './front.js';
+import { frontAcceptedAt, shedFront } from './front.js';
 import { monotonicNow } from '../monotonic-clock.js';
 import { RateLimitedLog } from '../failover/log.js';
 
@@ -56,8 +56,10 @@ export class Listener implements SessionListener {
   private acceptLimit(): number {
     return Math.max(this.hardCap, this.stats.admitted + hardCapFor(this.maxConnections) - this.maxConnections);
   }
-  /** Connections still in their PROXY header or TLS handshake (front.ts), not sessions yet. */
+  /** Connections still in their PROXY header or TLS handshake (front.ts), not sessions yet; oldest first. */
   readonly inFront = new Set<Socket>();
+  /** Sessions still reading their CONNECT (session.ts, while its deadline runs), in the order they began reading it. */
+  readonly readingConnect = new Set<ClientSession>();
   /** An accept error until the next successful accept. */
   private acceptErrored = false;
   /** Connections closed at accept get no answer: the counter says how many, this line that it happens. */
@@ -201,6 +203,29 @@ export class Listener implements SessionListener {
   }
 
   /**
+   * At its last guard, a new connection takes the place of the one that has waited longest for its CONNECT (or its
+   * TLS handshake, PROXY header), once that one has waited DISPLACEABLE_AFTER_MS: connections that send nothing
+   * (one address opening them as fast as they are closed at clientConnectTimeout) then no longer keep every new
+   * client out, while a storm of clients, each of which sends its CONNECT within a few round trips, is not made
+   * to displace itself (as NGINX reuses idle keep-alive connections when it runs out of them). False: none has
+   * waited that long.
+   */
+  displaceLongestWaiting(): boolean {
+    const session = firstOf(this.readingConnect);
+    const raw = firstOf(this.inFront);
+    const sessionSince = session === undefined ? Infinity : session.acceptedAt;
+    const frontSince = raw === undefined ? Infinity : frontAcceptedAt(raw);
+    const now = monotonicNow();
+    if (Math.min(sessionSince, frontSince) > now - DISPLACEABLE_AFTER_MS) return false;
+    const done = sessionSince <= frontSince ? session!.shedBeforeConnect('displaced') : shedFront(raw!, 'displaced');
+    if (done) {
+      const fields = { listener: this.config.name, acceptGuard: this.acceptLimit(), waitedMs: Math.round(now - Math.min(sessionSince, frontSince)) };
+      this.dropLog.warn('displaced', fields, 'connections still waiting for their CONNECT closed for new ones: the listener is at its last guard');
+    }
+    return done;
+  }
+
+  /**
    * Closed at accept because client connections and sessions fill the open-file limit less the reserve
    * (ctx.descriptorRoom) while this listener is below its own last guard: apart from `accept_dropped`, so that an
    * alert on it means "raise LimitNOFILE", not "this listener is full".
@@ -240,15 +265,17 @@ export class Listener implements SessionListener {
         return;
       }
       if (listener.front !== null) {
-        // Node's accept checks its own count against server.maxConnections.
-        server.maxConnections = listener.acceptLimit();
+        // Node's accept checks its own count against server.maxConnections; one displaced makes room for this one
+        // (its count may fall only when the displaced socket has closed).
+        const displaced = status === 0 && listener.atGuard() && listener.displaceLongestWaiting();
+        server.maxConnections = listener.acceptLimit() + (displaced ? 1 : 0);
         return viaNet.call(this, status, handle);
       }
       if (status !== 0 || handle === undefined) {
         server.emit('error', errnoError(status, 'accept'));
         return;
       }
-      if (listener.atGuard()) {
+      if (listener.atGuard() && !listener.displaceLongestWaiting()) {
         handle.close(noop);
         listener.dropped();
         return;
@@ -338,13 +365,25 @@ export class Listener implements SessionListener {
    */
   shedBeforeConnect(): number {
     let shed = 0;
-    for (const raw of [...this.inFront]) if (shedFront(raw)) shed++;
-    for (const s of this.sessions) if (s.shedBeforeConnect()) shed++;
+    for (const raw of [...this.inFront]) if (shedFront(raw, 'overloaded')) shed++;
+    for (const s of [...this.readingConnect]) if (s.shedBeforeConnect('overloaded')) shed++;
     return shed;
   }
 }
 
 function noop(): void {}
+
+/**
+ * How long a connection must have waited for its CONNECT before a new one may displace it at the listener's last guard
+ * (displaceLongestWaiting): many round trips of a slow link (TCP, TLS, then the CONNECT), and far less than
+ * clientConnectTimeout's default (10 s).
+ */
+export const DISPLACEABLE_AFTER_MS = 2000;
+
+function firstOf<T>(set: Set<T>): T | undefined {
+  for (const item of set) return item;
+  return undefined;
+}
 
 /** Close the listening socket only: server.close's callback would wait for every connection, too. */
 function closeListening(server: net.Server): Promise<void> {

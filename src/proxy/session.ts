@@ -83,6 +83,8 @@ export interface SessionListener {
   proxyHeader(session: ClientSession, pool: RoutingPool): Buffer | null;
   /** Called once when the session is fully closed. */
   sessionEnded(session: ClientSession): void;
+  /** Sessions still reading their CONNECT: from the constructor until its deadline is cleared. */
+  readonly readingConnect: Set<ClientSession>;
 }
 
 export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched, ConnackWaiter {
@@ -210,6 +212,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
     }
     const left = Math.max(0, acceptedAt + ctx.limits.clientConnectTimeout - monotonicNow());
     this.deadline = setTimeout(onDeadline, left, this);
+    listener.readingConnect.add(this); // left with the deadline (clearDeadline)
     if (preread !== undefined && preread.length > 0) this.receive(preread);
   }
 
@@ -554,11 +557,12 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
     if (this.deadline !== null) {
       clearTimeout(this.deadline);
       this.deadline = null;
+      this.listener.readingConnect.delete(this);
     }
   }
 
   onDeadline(): void {
-    this.deadline = null;
+    this.clearDeadline();
     if (this.phase === 'reading') this.reject('timeout');
   }
 
@@ -772,9 +776,9 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
    * Over the memory ceiling: a client that has not delivered its CONNECT yet is closed, unanswered (it may be
    * the one filling memory with a large slow CONNECT; nothing of it could be answered yet). True if closed.
    */
-  shedBeforeConnect(): boolean {
+  shedBeforeConnect(reason: 'overloaded' | 'displaced'): boolean {
     if (this.phase !== 'reading') return false;
-    this.reject('overloaded');
+    this.reject(reason);
     return true;
   }
 

@@ -93,6 +93,8 @@ export const REJECT_REASONS = [
   'tls_handshake',
   'accept_dropped',
   'descriptors_exhausted',
+  // At the listener's last guard, a connection that had waited longest for its CONNECT, closed for a new one.
+  'displaced',
 ] as const;
 
 /** Probe results (contract §6, `result` label). */

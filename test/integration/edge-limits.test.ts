@@ -875,6 +875,130 @@ async function until(what: string, check: () => Promise<boolean> | boolean, time
   }
 }
 
+describe('connections that send nothing, at the last guard', () => {
+  const DISPLACED_LINE = 'connections still waiting for their CONNECT closed for new ones: the listener is at its last guard';
+
+  /** Opens `n` connections that send nothing, one after another; each one's index is added to `closed` when the LB closes it. */
+  async function openSilent(port: number, n: number, closed: number[]): Promise<net.Socket[]> {
+    const out: net.Socket[] = [];
+    for (let i = 0; i < n; i++) {
+      const s = await connectRaw(port);
+      s.on('error', () => {});
+      s.on('close', () => closed.push(i));
+      out.push(s);
+    }
+    return out;
+  }
+
+  function guardOf(lb: LbProcess, listener: string): number {
+    const line = lb.logs.find((l) => l.msg === 'listener started' && l.listener === listener);
+    return Number(line?.acceptGuard);
+  }
+
+  it('a new client takes the place of the connection that has waited longest for its CONNECT once it has waited 2 s; before that it is closed at accept', async () => {
+    // A security review: one address opening connections that send nothing, each reopened as clientConnectTimeout
+    // closed it, kept every new client out of the listener.
+    const { lb, admin, ports } = await startWith({ listeners: [{ name: 'small', extra: '    maxConnections: 4\n' }], limits: '  clientConnectTimeout: 20s\n', fileLimit: 320 });
+    const port = ports.small!;
+    const guard = guardOf(lb, 'small');
+    expect(guard).toBeGreaterThanOrEqual(20);
+    expect(guard).toBeLessThan(200);
+    const closed: number[] = [];
+    const openedAt = Date.now();
+    const silent = await openSilent(port, guard, closed);
+    const opened: net.Socket[] = [];
+    try {
+      await sleep(200);
+      expect(closed).toEqual([]);
+      // Not 2 s yet: the guard holds, as before (a storm of real clients must not displace itself).
+      expect(Date.now() - openedAt, 'the guard filled in time for this step').toBeLessThan(1800);
+      const early = await connectAt(port, 'early', 4, 2000);
+      opened.push(early.socket);
+      expect(early).toMatchObject({ code: null, closed: true });
+      expect(await rejectedCount(admin, 'small', 'accept_dropped')).toBe(1);
+      expect(closed).toEqual([]);
+
+      await sleep(Math.max(0, openedAt + 2200 - Date.now()));
+      const first = await connectAt(port, 'displacer-1', 4);
+      opened.push(first.socket);
+      expect(first.code).toBe(0);
+      const second = await connectAt(port, 'displacer-2', 5);
+      opened.push(second.socket);
+      expect(second.code).toBe(0);
+      await sleep(100);
+      // The two that waited longest, oldest first; the others still wait.
+      expect(closed).toEqual([0, 1]);
+      expect(await rejectedCount(admin, 'small', 'displaced')).toBe(2);
+      expect(await rejectedCount(admin, 'small', 'accept_dropped')).toBe(1);
+      const line = lb.logs.find((l) => l.msg === DISPLACED_LINE);
+      expect(line).toMatchObject({ level: 40, listener: 'small', acceptGuard: guard });
+      expect(Number(line!.waitedMs)).toBeGreaterThanOrEqual(2000);
+      // One line per 10 s at most: the second was counted, not logged again.
+      expect(lb.logs.filter((l) => l.msg === DISPLACED_LINE)).toHaveLength(1);
+    } finally {
+      for (const s of [...silent, ...opened]) s.destroy();
+      await lb.stop();
+    }
+  });
+
+  it('on a TLS listener: a connection that never starts its handshake, or that finished it and sends no CONNECT, whichever came first', async () => {
+    const pki = createTestPki();
+    const tls = `      cert: ${pki.serverCert}\n      key: ${pki.serverKey}\n`;
+    const { lb, admin, ports } = await startWith({ listeners: [{ name: 'tls', tls, extra: '    maxConnections: 4\n' }], limits: '  clientConnectTimeout: 20s\n', fileLimit: 320 });
+    const port = ports.tls!;
+    const guard = guardOf(lb, 'tls');
+    expect(guard).toBeLessThan(200);
+    const opened: net.Socket[] = [];
+    const tlsOpen = (then: (s: net.Socket) => void): Promise<net.Socket> =>
+      new Promise((resolve, reject) => {
+        const s = tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false }, () => {
+          then(s);
+          resolve(s);
+        });
+        s.once('error', reject);
+      });
+    let silent: net.Socket[] = [];
+    try {
+      // Oldest: a finished handshake and no CONNECT (a session reading its CONNECT).
+      let handshakeOnlyClosed = false;
+      const handshakeOnly = await tlsOpen(() => {});
+      opened.push(handshakeOnly);
+      handshakeOnly.on('close', () => (handshakeOnlyClosed = true));
+      handshakeOnly.on('error', () => {});
+      // Then connections that never send a byte of TLS, to the guard.
+      const closed: number[] = [];
+      silent = await openSilent(port, guard - 1, closed);
+      await sleep(2300);
+      expect(handshakeOnlyClosed).toBe(false);
+      const codeOf = (clientId: string): Promise<number | null> =>
+        new Promise((resolve) => {
+          const t = setTimeout(() => resolve(null), 3000);
+          void tlsOpen((s) => {
+            opened.push(s);
+            s.write(connectPacket({ clientId }));
+            s.once('data', (d: Buffer) => {
+              clearTimeout(t);
+              resolve((parsePackets(d)[0] as mqttPacket.IConnackPacket | undefined)?.returnCode ?? null);
+            });
+          }).catch(() => resolve(null));
+        });
+      expect(await codeOf('tls-displacer-1')).toBe(0);
+      await sleep(100);
+      expect(handshakeOnlyClosed).toBe(true);
+      expect(closed).toEqual([]);
+      expect(await codeOf('tls-displacer-2')).toBe(0);
+      await sleep(100);
+      expect(closed).toEqual([0]);
+      expect(await rejectedCount(admin, 'tls', 'displaced')).toBe(2);
+      expect(await rejectedCount(admin, 'tls', 'accept_dropped')).toBe(0);
+    } finally {
+      for (const s of [...silent, ...opened]) s.destroy();
+      await lb.stop();
+      pki.cleanup();
+    }
+  });
+});
+
 describe('limits.maxPendingConnectBytes: what unfinished CONNECTs may hold together', () => {
   it('clients that send most of a large CONNECT and stall are closed past the bound (overloaded); small CONNECTs pass; the bytes come back when they leave', async () => {
     // 8 MiB: about 32 of these ~259 KB CONNECTs (each held in a 256 KiB buffer). Without the bound 60 of them held
