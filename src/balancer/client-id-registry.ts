@@ -15,8 +15,10 @@
  * and the primary orders the older session closed when two workers hold one client ID on different servers
  * (src/cluster/client-id-ledger.ts). Across LB hosts nothing is shared (documented).
  *
- * Sessions are keyed by client ID and username together (sessionKey): see there.
+ * Sessions are keyed by what the pool's `takeover` names (takeoverKey); by default client ID and username together
+ * (sessionKey): see there.
  */
+import type { TakeoverKey } from '../config/types.js';
 import type { Server } from './server.js';
 
 /**
@@ -28,6 +30,30 @@ import type { Server } from './server.js';
  */
 export function sessionKey(clientId: Buffer, username: Buffer | null): string {
   return userKeyPart(username) + clientId.toString('latin1');
+}
+
+/**
+ * The key a session is held under, as the pool's brokers tell clients apart (`takeover`); null: not held (`off`, or an
+ * empty client ID: its broker assigns one, assignedIdKeyPrefix).
+ * - `client-id-and-username`: sessionKey's pair; safe whatever the brokers do (one user cannot close another's session).
+ * - `client-id`: the client ID alone, as one broker applies the rule to every user of its ID.
+ * - `username`: the username, which such brokers make the client ID (`use_username_as_clientid`); without one (or an
+ *   empty one), the client ID: a broker keeps it then, and it meets a username of the same text, as in the broker.
+ */
+export function takeoverKey(by: TakeoverKey, clientId: Buffer, username: Buffer | null): string | null {
+  if (by === 'off') return null;
+  if (by === 'username' && username !== null && username.length > 0) return sessionKey(username, null);
+  if (clientId.length === 0) return null;
+  return sessionKey(clientId, by === 'client-id-and-username' ? username : null);
+}
+
+/**
+ * For a 5.0 session with an empty client ID that takeoverKey did not key: what goes before the ID its broker assigns
+ * (its sessionKey is this and the ID); null: not held (`off`).
+ */
+export function assignedIdKeyPrefix(by: TakeoverKey, username: Buffer | null): string | null {
+  if (by === 'off') return null;
+  return userKeyPart(by === 'client-id-and-username' ? username : null);
 }
 
 /** The username's part of a sessionKey (a session keeps it while it waits for the client ID its broker assigns). */

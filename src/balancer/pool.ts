@@ -15,7 +15,7 @@ import { rendezvousScore } from './hash/rendezvous.js';
 import { rendezvousWinner, selectByRendezvous } from './strategies/rendezvous-hash.js';
 import type { PlacementStrategy, RandomSource } from './strategies/strategy.js';
 import { backoffCutoff, countBackedOff } from './dial-backoff.js';
-import { ClientIdRegistry, sessionKey, type ClientIdSharing, type ClientIdHolder } from './client-id-registry.js';
+import { ClientIdRegistry, takeoverKey, type ClientIdSharing, type ClientIdHolder } from './client-id-registry.js';
 
 export interface RoutingKeys {
   clientId: Buffer;
@@ -197,10 +197,10 @@ export class Pool {
     return at !== undefined && this.now() - at < REBALANCED_MEMORY_MS;
   }
 
-  /** Does the client (ID and username) have a live session on `server` in this process (its new session would take it over)? */
+  /** Does the client (as `takeover` keys it) have a live session on `server` in this process (its new session would take it over)? */
   private holdsSessionOn(keys: RoutingKeys, server: Server): boolean {
-    if (keys.clientId.length === 0) return false;
-    return this.clientIds.holderOf(sessionKey(keys.clientId, keys.username))?.server === server;
+    const key = takeoverKey(this.config.takeover, keys.clientId, keys.username);
+    return key !== null && this.clientIds.holderOf(key)?.server === server;
   }
 
   /**

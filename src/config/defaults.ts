@@ -29,6 +29,7 @@ export const DEFAULTS = {
     sendProxyProtocol: 'off',
     onServerDown: 'keep',
     onServerUp: 'keep',
+    takeover: 'client-id-and-username',
     evictRate: 500, // sessions closed per second
   },
   server: {

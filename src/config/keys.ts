@@ -16,6 +16,7 @@ export const KEYS = {
     'sendProxyProtocol',
     'onServerDown',
     'onServerUp',
+    'takeover',
     'evictRate',
     'servers',
     'health',
@@ -59,6 +60,7 @@ export const HEALTH_TYPES = ['tcp', 'mqtt', 'http', 'none'] as const;
 export const PROXY_PROTOCOL_MODES = ['off', 'v1', 'v2'] as const;
 export const ON_SERVER_DOWN = ['keep', 'shutdown'] as const;
 export const ON_SERVER_UP = ['keep', 'rebalance'] as const;
+export const TAKEOVER_KEYS = ['client-id-and-username', 'client-id', 'username', 'off'] as const;
 export const REFUSE_WITH = ['connack', 'close'] as const;
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export const FAILOVER_TRANSPORTS = ['unicast', 'multicast'] as const;

@@ -54,6 +54,12 @@ export type RefuseWith = 'connack' | 'close';
 
 export type BalanceStrategy = 'client-id-hash' | 'username-hash' | 'round-robin' | 'least-connections' | 'random';
 export type FallbackStrategy = Exclude<BalanceStrategy, 'client-id-hash' | 'username-hash'>;
+/**
+ * What the pool's brokers take for one client, for the takeover rule across them ([MQTT-3.1.4-3], client-id-registry.ts):
+ * the client ID under one username (the default), the client ID alone (a broker's own rule), the username (brokers that
+ * take the client ID from it: `use_username_as_clientid`), or nothing (clusters that take over themselves).
+ */
+export type TakeoverKey = 'client-id-and-username' | 'client-id' | 'username' | 'off';
 
 export interface ServerConfig {
   name: string;
@@ -100,6 +106,8 @@ export interface PoolConfig {
   sendProxyProtocol: 'off' | 'v1' | 'v2';
   onServerDown: 'keep' | 'shutdown';
   onServerUp: 'keep' | 'rebalance';
+  /** Which sessions are one client to the takeover rule across brokers (client-id-registry.ts takeoverKey). */
+  takeover: TakeoverKey;
   evictRate: number; // sessions per second
   servers: ServerConfig[];
   health: HealthConfig;

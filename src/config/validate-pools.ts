@@ -12,6 +12,7 @@ import {
   NAME_RULE,
   ON_SERVER_DOWN,
   ON_SERVER_UP,
+  TAKEOVER_KEYS,
   PROXY_PROTOCOL_MODES,
 } from './keys.js';
 import { CLIENT_ID_PLACEHOLDERS, healthClientId, unknownPlaceholders } from '../health/client-id.js';
@@ -113,6 +114,7 @@ function readPool(ctx: ValidationContext, name: string, m: MapReader): PoolConfi
     sendProxyProtocol: m.oneOf('sendProxyProtocol', d.sendProxyProtocol, PROXY_PROTOCOL_MODES),
     onServerDown: m.oneOf('onServerDown', d.onServerDown, ON_SERVER_DOWN),
     onServerUp: m.oneOf('onServerUp', d.onServerUp, ON_SERVER_UP),
+    takeover: m.oneOf('takeover', d.takeover, TAKEOVER_KEYS),
     evictRate: m.num('evictRate', d.evictRate, { min: 0, minExclusive: true }),
     servers,
     health: readHealth(ctx, m, servers.length),

@@ -14,7 +14,7 @@ import net, { isIP } from 'node:net';
 import { resetOrDestroy, type ProxySocket } from './proxy-socket.js';
 import { HandleSocket, handleSockets } from './handle-socket.js';
 import { placementChangeCount, type Server, type LiveSession, type EvictReason } from '../balancer/server.js';
-import { clientIdOfKey, sessionKey, userKeyPart, type ClientIdHolder } from '../balancer/client-id-registry.js';
+import { assignedIdKeyPrefix, clientIdOfKey, takeoverKey, type ClientIdHolder } from '../balancer/client-id-registry.js';
 import { FULL_CANDIDATES } from '../balancer/pool.js';
 import type { RefuseWith } from '../config/types.js';
 import { pendingConnectBound } from '../config/defaults.js';
@@ -691,7 +691,8 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
     const connackTimeout = pool.config.serverConnackTimeout;
     if (connackTimeout > 0) ctx.connackDeadlines.add(this, connackTimeout);
     // ConnectInfo's fields are views into the pre-routing buffer: drop them so the buffer is freed.
-    if (ctx.logSessions) {
+    const debug = ctx.log.isLevelEnabled('debug');
+    if (ctx.logSessions || debug) {
       this.clientIdText = clientIdForLog(this.info!.clientId);
       this.peer(); // asked now: a closed socket no longer knows its peer
     }
@@ -706,13 +707,13 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
     brokerKeepAlive.add(sock);
     // Its FIN came while we dialled: pass it on now, behind the bytes just written.
     if (this.clientEndedEarly) this.clientHalfClosed();
-    if (ctx.log.isLevelEnabled('debug')) {
+    if (debug) {
       ctx.log.debug(
         {
           listener: this.listener.stats.name,
           client: this.remoteAddress,
           port: this.remotePort,
-          clientId: this.clientIdKey === null ? '' : clientIdForLog(clientIdOfKey(this.clientIdKey)),
+          clientId: this.clientIdText,
           pool: pool.name,
           server: server.name,
         },
@@ -920,16 +921,16 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
    * holder's own broker unregistered the holder). With workers, the primary hears of the claim then too.
    */
   private registerClientId(): boolean {
-    const id = this.info!.clientId;
-    const level = this.info!.protocolLevel;
-    if (id.length === 0) {
+    const { clientId, username, protocolLevel } = this.info!;
+    const by = this.pool!.config.takeover;
+    this.clientIdKey = takeoverKey(by, clientId, username);
+    if (this.clientIdKey === null) {
       // A broker-assigned ID names no earlier session [MQTT-3.1.3-6]. At 5.0 the CONNACK names it (Assigned Client
       // Identifier [MQTT-3.2.2-16]) and it is claimed then: a reconnect with it (Session Expiry > 0) is hashed by it,
       // and may reach another broker than the fallback chose, beside this session (a protocol audit saw both live).
-      if ((level & 0x7f) !== 5) return false;
-      this.assignedIdKeyUser = userKeyPart(this.info!.username);
-    } else {
-      this.clientIdKey = sessionKey(id, this.info!.username);
+      if (clientId.length > 0 || (protocolLevel & 0x7f) !== 5) return false;
+      this.assignedIdKeyUser = assignedIdKeyPrefix(by, username);
+      if (this.assignedIdKeyUser === null) return false;
     }
     this.connectSentAt = monotonicNow();
     if (this.clientIdKey !== null) this.pool!.clientIds.awaitConnack(this.clientIdKey, this);

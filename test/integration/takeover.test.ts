@@ -49,7 +49,7 @@ async function until(what: string, cond: () => boolean, timeoutMs: number): Prom
 }
 
 /** An LB over `servers` with fast health checks and the access log on (its `reason` says `takeover`). */
-async function lbOver(servers: ServerSpec[], type: 'mqtt' | 'tcp', options: { workers?: number; level?: string; balance?: string } = {}): Promise<{ lb: LbProcess; port: number }> {
+async function lbOver(servers: ServerSpec[], type: 'mqtt' | 'tcp', options: { workers?: number; level?: string; balance?: string; pool?: string } = {}): Promise<{ lb: LbProcess; port: number }> {
   const [port, admin] = [await freePort(), await freePort()];
   const lb = await startLb(
     lbYaml({
@@ -59,6 +59,7 @@ async function lbOver(servers: ServerSpec[], type: 'mqtt' | 'tcp', options: { wo
       health: { type, interval: '200ms', timeout: '150ms', rise: 1, fall: 1 },
       log: `  level: ${options.level ?? 'info'}\n  sessions: true\n`,
       ...(options.balance === undefined ? {} : { balance: options.balance }),
+      ...(options.pool === undefined ? {} : { pool: options.pool }),
       ...(options.workers === undefined ? {} : { extra: `workers: ${options.workers}\n` }),
     }),
     // Workers: the primary hands connections out in turn (the kernel may give one worker a whole burst).
@@ -582,3 +583,115 @@ describe('one client ID, two brokers: which session is the newer', () => {
     }, 30_000);
   }
 });
+
+describe('pools.<name>.takeover: what the brokers take for one client', () => {
+  /** A session through `lb` whose `session routed` line says where it went; `closed()` once its client sees the close. */
+  async function placed(lb: LbProcess, port: number, clientId: string, username: string): Promise<{ client: MqttClient; server: string; closed: () => boolean }> {
+    const routed = () => lb.logs.filter((l) => l.msg === 'session routed' && l.clientId === clientId);
+    const before = routed().length;
+    const client = await connectVia(port, { clientId, username, password: 'pw', clean: false });
+    clients.push(client);
+    let closed = false;
+    client.on('close', () => (closed = true));
+    await until(`${clientId} routed`, () => routed().length > before, 3000);
+    return { client, server: String(routed()[before]!.server), closed: () => closed };
+  }
+
+  /** The older session's fate once a newer one of the same client (as the test arranged it) is accepted on the other server. */
+  async function olderClosed(lb: LbProcess, older: { closed: () => boolean }, newer: { closed: () => boolean }): Promise<boolean> {
+    // A 3.1.1 takeover comes at the newer CONNACK; a little time for a wrong one to show.
+    await new Promise((r) => setTimeout(r, 700));
+    expect(newer.closed()).toBe(false);
+    const line = lb.logs.some((l) => l.msg === 'client ID connected again on another server: closing its older session');
+    expect(line).toBe(older.closed());
+    return older.closed();
+  }
+
+  it('username: behind brokers that make the username the client ID, a user connecting again (another client ID, on the other broker) closes the first connection; the default keeps both', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'mqtt-lb-uid-'));
+    try {
+      const passwords = path.join(dir, 'passwd');
+      writeFileSync(passwords, '');
+      for (const u of ['owner', 'prober']) expect(spawnSync('mosquitto_passwd', ['-b', passwords, u, 'pw']).status).toBe(0);
+      const extraConfig = `allow_anonymous false\npassword_file ${passwords}\nuse_username_as_clientid true`;
+      const [u1, u2] = [await startMosquitto({ extraConfig }), await startMosquitto({ extraConfig })];
+      brokers.push(Object.assign(u1, { name: 'u1' }), Object.assign(u2, { name: 'u2' }));
+      const servers = [
+        { name: 'u1', port: u1.port },
+        { name: 'u2', port: u2.port },
+      ];
+      const outcomes: Record<string, boolean> = {};
+      for (const takeover of ['username', 'client-id-and-username']) {
+        const { lb, port } = await lbOver(servers, 'tcp', { level: 'debug', pool: `    takeover: ${takeover}\n` });
+        // Two client IDs that hash to different brokers, found with another user (the owner's own probes would be
+        // taken over by the broker itself).
+        const byServer = new Map<string, string>();
+        for (let i = 0; i < 40 && byServer.size < 2; i++) {
+          const probe = await placed(lb, port, `dev-${takeover}-${i}`, 'prober');
+          probe.client.end(true);
+          if (!byServer.has(probe.server)) byServer.set(probe.server, `dev-${takeover}-${i}`);
+        }
+        expect(byServer.size).toBe(2);
+        const first = await placed(lb, port, byServer.get('u1')!, 'owner');
+        const second = await placed(lb, port, byServer.get('u2')!, 'owner');
+        expect([first.server, second.server]).toEqual(['u1', 'u2']);
+        outcomes[takeover] = await olderClosed(lb, first, second);
+        if (outcomes[takeover]) {
+          // The access log says why (the probe with that client ID ended earlier as client_closed).
+          await lb.waitForLog((l) => l.msg === 'session closed' && l.clientId === byServer.get('u1') && l.server === 'u1' && l.reason === 'takeover', 2000);
+        }
+        for (const c of clients.splice(0)) c.end(true);
+        await lb.stop();
+      }
+      expect(outcomes).toEqual({ username: true, 'client-id-and-username': false });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  it('client-id: one client ID under two usernames, on two brokers, is one client (the second closes the first); the default and off keep both', async () => {
+    brokers.push(...(await startBrokers(['b1', 'b2'])));
+    const [b1, b2] = brokers as [NamedBroker, NamedBroker];
+    const servers = [
+      { name: 'b1', port: b1.port },
+      { name: 'b2', port: b2.port },
+    ];
+    const outcomes: Record<string, boolean> = {};
+    for (const takeover of ['client-id', 'client-id-and-username', 'off']) {
+      // Placed by username: two users on two brokers, one client ID.
+      const { lb, port } = await lbOver(servers, 'tcp', { level: 'debug', balance: 'username-hash', pool: `    takeover: ${takeover}\n` });
+      const byServer = new Map<string, string>();
+      for (let i = 0; i < 40 && byServer.size < 2; i++) {
+        const probe = await placed(lb, port, `probe-${takeover}-${i}`, `user-${i}`);
+        probe.client.end(true);
+        if (!byServer.has(probe.server)) byServer.set(probe.server, `user-${i}`);
+      }
+      expect(byServer.size).toBe(2);
+      const id = `shared-${takeover}`;
+      const first = await placed(lb, port, id, byServer.get('b1')!);
+      const second = await placed(lb, port, id, byServer.get('b2')!);
+      expect([first.server, second.server]).toEqual(['b1', 'b2']);
+      outcomes[takeover] = await olderClosed(lb, first, second);
+      for (const c of clients.splice(0)) c.end(true);
+      await lb.stop();
+    }
+    expect(outcomes).toEqual({ 'client-id': true, 'client-id-and-username': false, off: false });
+  }, 60_000);
+
+  it('off: a client ID connecting again on another broker (its own is back) leaves the older session to the brokers', async () => {
+    const { lb, port, b2 } = await overTwoBrokers('mqtt', { level: 'debug', pool: '    takeover: off\n' });
+    const id = await clientIdOn(port, 'b2', 'off-b2-');
+    b2.kill('SIGKILL');
+    await lb.waitForLog((l) => l.msg === 'server state changed' && l.server === 'b2' && l.to === 'down');
+    const first = await connect(port, id);
+    expect(first.broker).toBe('b1');
+    await b2.restart();
+    await tagBroker(b2);
+    await lb.waitForLog((l) => l.msg === 'server state changed' && l.server === 'b2' && l.from === 'down' && l.to === 'up');
+    const second = await connect(port, id);
+    expect(second.broker).toBe('b2');
+    // What the default closes (the first test of this file): kept.
+    expect(await olderClosed(lb, first, second)).toBe(false);
+  }, 30_000);
+});
+

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ClientIdRegistry, clientIdOfKey, sessionKey, userKeyPart, type ClientIdSharing } from '../../src/balancer/client-id-registry.js';
+import { ClientIdRegistry, assignedIdKeyPrefix, clientIdOfKey, sessionKey, takeoverKey, userKeyPart, type ClientIdSharing } from '../../src/balancer/client-id-registry.js';
 import type { Server } from '../../src/balancer/server.js';
 
 const b1 = { name: 'b1' } as Server;
@@ -170,5 +170,45 @@ describe('sessionKey', () => {
     expect(new Set(keys.slice(1)).size).toBe(pairs.length - 1);
     for (let i = 0; i < pairs.length; i++) expect(clientIdOfKey(keys[i]!).toString('latin1')).toBe(pairs[i]![0]);
     expect(userKeyPart(b('alice')) + 'dev-1').toBe(sessionKey(b('dev-1'), b('alice')));
+  });
+});
+
+describe('takeoverKey (pools.<name>.takeover)', () => {
+  const b = (s: string) => Buffer.from(s, 'latin1');
+  const key = (by: Parameters<typeof takeoverKey>[0], id: string, user: string | null) => takeoverKey(by, b(id), user === null ? null : b(user));
+
+  it('client-id-and-username (the default): one client ID under two usernames is two clients', () => {
+    expect(key('client-id-and-username', 'dev-1', 'alice')).toBe(sessionKey(b('dev-1'), b('alice')));
+    expect(key('client-id-and-username', 'dev-1', 'alice')).not.toBe(key('client-id-and-username', 'dev-1', 'carol'));
+    expect(key('client-id-and-username', 'dev-1', null)).toBe(key('client-id-and-username', 'dev-1', ''));
+  });
+
+  it('client-id: the client ID alone, whatever the username, as one broker judges', () => {
+    expect(key('client-id', 'dev-1', 'alice')).toBe(key('client-id', 'dev-1', 'carol'));
+    expect(key('client-id', 'dev-1', 'alice')).toBe(key('client-id', 'dev-1', null));
+    expect(key('client-id', 'dev-1', null)).not.toBe(key('client-id', 'dev-2', null));
+    expect(clientIdOfKey(key('client-id', 'dev-1', 'alice')!).toString()).toBe('dev-1');
+  });
+
+  it('username: the username whatever the client ID (use_username_as_clientid); without one, the client ID, which meets a username of the same text', () => {
+    expect(key('username', 'dev-1', 'alice')).toBe(key('username', 'dev-2', 'alice'));
+    expect(key('username', 'dev-1', 'alice')).not.toBe(key('username', 'dev-1', 'carol'));
+    expect(key('username', '', 'alice')).toBe(key('username', 'x', 'alice'));
+    expect(key('username', 'alice', null)).toBe(key('username', 'dev-9', 'alice'));
+    expect(key('username', 'alice', '')).toBe(key('username', 'alice', null));
+    expect(clientIdOfKey(key('username', 'dev-1', 'alice')!).toString()).toBe('alice');
+  });
+
+  it('off, and an empty client ID that no username keys: no key; the prefix of a broker-assigned ID agrees with the key of a reconnect that sends it', () => {
+    expect(key('off', 'dev-1', 'alice')).toBeNull();
+    for (const by of ['client-id-and-username', 'client-id', 'username'] as const) {
+      expect(key(by, '', null)).toBeNull();
+      expect(assignedIdKeyPrefix(by, null)! + 'auto-1').toBe(key(by, 'auto-1', null));
+    }
+    expect(key('client-id-and-username', '', 'alice')).toBeNull();
+    expect(assignedIdKeyPrefix('client-id-and-username', b('alice'))! + 'auto-1').toBe(key('client-id-and-username', 'auto-1', 'alice'));
+    expect(key('client-id', '', 'alice')).toBeNull();
+    expect(assignedIdKeyPrefix('client-id', b('alice'))! + 'auto-1').toBe(key('client-id', 'auto-1', 'alice'));
+    expect(assignedIdKeyPrefix('off', b('alice'))).toBeNull();
   });
 });

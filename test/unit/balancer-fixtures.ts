@@ -64,6 +64,7 @@ export function poolConfig(spec: PoolSpec): PoolConfig {
     sendProxyProtocol: 'off',
     onServerDown: 'keep',
     onServerUp: 'keep',
+    takeover: 'client-id-and-username',
     evictRate: 500,
     servers: spec.servers.map((s, i) => serverConfig(typeof s === 'string' ? { name: s } : s, i)),
     health: healthConfig(spec.health ?? 'mqtt'),

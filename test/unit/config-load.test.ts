@@ -36,6 +36,7 @@ pools:
     sendProxyProtocol: v2
     onServerDown: shutdown
     onServerUp: rebalance
+    takeover: username
     evictRate: 12.5
     servers:
       - name: b1
@@ -160,6 +161,7 @@ function expectedFull(file: string): LbConfig {
         sendProxyProtocol: 'v2',
         onServerDown: 'shutdown',
         onServerUp: 'rebalance',
+        takeover: 'username',
         evictRate: 12.5,
         servers: [
           { name: 'b1', address: '10.0.0.11:1883', host: '10.0.0.11', port: 1883, weight: 3, backup: false, healthUrl: null, maxConnections: 5000 },
@@ -188,6 +190,7 @@ function expectedFull(file: string): LbConfig {
         sendProxyProtocol: 'off',
         onServerDown: 'keep',
         onServerUp: 'keep',
+        takeover: 'client-id-and-username',
         evictRate: 500,
         servers: [
           {
@@ -306,6 +309,7 @@ describe('parseConfig', () => {
           sendProxyProtocol: 'off',
           onServerDown: 'keep',
           onServerUp: 'keep',
+          takeover: 'client-id-and-username',
           evictRate: 500,
           servers: [
             { name: 'demo-1', address: '127.0.0.1:18831', host: '127.0.0.1', port: 18831, ...serverDefaults },

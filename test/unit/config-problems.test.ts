@@ -1036,7 +1036,7 @@ describe('HAProxy and keepalived words', () => {
 
   it('our own keys in the wrong mapping say where they belong (in at most two places)', () => {
     expect(problems(`${PREFIX}    refuseWith: close\nlimits:\n  evictRate: 10\n`)).toEqual([
-      'lb.yaml:8:5 pools.brokers.refuseWith: unknown key `refuseWith` (`refuseWith` belongs in `listeners[]`; allowed here: balance, fallback, serverConnectTimeout, serverConnackTimeout, retries, sendProxyProtocol, onServerDown, onServerUp, evictRate, servers, health)',
+      'lb.yaml:8:5 pools.brokers.refuseWith: unknown key `refuseWith` (`refuseWith` belongs in `listeners[]`; allowed here: balance, fallback, serverConnectTimeout, serverConnackTimeout, retries, sendProxyProtocol, onServerDown, onServerUp, takeover, evictRate, servers, health)',
       'lb.yaml:10:3 limits.evictRate: unknown key `evictRate` (`evictRate` belongs in `pools.<name>`; allowed here: clientConnectTimeout, maxConnectBytes, maxConnections, acceptRate, acceptQueue, perSource, drainTimeout, idleTimeout, maxMemory, maxPendingConnectBytes)',
     ]);
     expect(problems(PREFIX.replace('    pool: brokers\n', '    pool: brokers\n    balance: round-robin\n'))).toEqual([

@@ -77,6 +77,7 @@ export function poolConfig(overrides: Partial<PoolConfig> = {}, health: Partial<
     sendProxyProtocol: 'off',
     onServerDown: 'keep',
     onServerUp: 'keep',
+    takeover: 'client-id-and-username',
     evictRate: 500,
     servers: [],
     ...overrides,
