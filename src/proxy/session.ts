@@ -151,7 +151,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
   idleBytesOut = 0;
   idleBytesQueued = 0;
   idleSweeps = 0;
-  /** For the access log only (log.sessions): the client ID, copied at routing time. */
+  /** For log lines only (the access log with log.sessions, `session routed` at debug): the client ID, copied at routing time. */
   private clientIdText: string | null = null;
   /** Set by the TLS front: the verified peer (for PROXY v2 TLVs). */
   tlsPeer: TlsPeer | null = null;
@@ -774,8 +774,9 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
   }
 
   /**
-   * Over the memory ceiling: a client that has not delivered its CONNECT yet is closed, unanswered (it may be
-   * the one filling memory with a large slow CONNECT; nothing of it could be answered yet). True if closed.
+   * A client that has not delivered its CONNECT yet is closed, unanswered: over the memory ceiling (it may be the one
+   * filling memory with a large slow CONNECT), or displaced by a new connection at its listener's last guard
+   * (Listener.displaceLongestWaiting). Nothing of it could be answered yet. True if closed.
    */
   shedBeforeConnect(reason: 'overloaded' | 'displaced'): boolean {
     if (this.phase !== 'reading') return false;
