@@ -37,12 +37,14 @@ export function sessionKey(clientId: Buffer, username: Buffer | null): string {
  * empty client ID: its broker assigns one, assignedIdKeyPrefix).
  * - `client-id-and-username`: sessionKey's pair; safe whatever the brokers do (one user cannot close another's session).
  * - `client-id`: the client ID alone, as one broker applies the rule to every user of its ID.
- * - `username`: the username, which such brokers make the client ID (`use_username_as_clientid`); without one (or an
- *   empty one), the client ID: a broker keeps it then, and it meets a username of the same text, as in the broker.
+ * - `username`: the username, which such brokers make the client ID (`use_username_as_clientid`): its sessionKey part
+ *   alone. Without one (or an empty one), the client ID, as sessionKey keys it without a username: never the key of
+ *   a username of the same text, so that a client without credentials cannot close a user's session (a takeover audit;
+ *   mosquitto refuses such clients under `use_username_as_clientid` anyway).
  */
 export function takeoverKey(by: TakeoverKey, clientId: Buffer, username: Buffer | null): string | null {
   if (by === 'off') return null;
-  if (by === 'username' && username !== null && username.length > 0) return sessionKey(username, null);
+  if (by === 'username' && username !== null && username.length > 0) return userKeyPart(username);
   if (clientId.length === 0) return null;
   return sessionKey(clientId, by === 'client-id-and-username' ? username : null);
 }
@@ -70,6 +72,8 @@ export function clientIdOfKey(key: string): Buffer {
 
 export interface ClientIdHolder {
   readonly server: Server | null;
+  /** Its client ID as log lines print it, when it was kept for them (session.ts clientIdText); null or absent: not kept. */
+  readonly loggedClientId?: string | null;
   /**
    * The address its server was dialled at: a reload that moves a server (same name, another address) leaves the
    * sessions at the old address running, on another broker than the new sessions (a reload audit: two live sessions

@@ -6,7 +6,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { workerCount } from '../cluster/messages.js';
-import type { LbConfig } from './types.js';
+import type { LbConfig, TakeoverKey } from './types.js';
 
 /** Every key restartOnlyChanges() may name. */
 export const RESTART_ONLY_KEYS = ['admin.bind', 'workers', 'log.bufferBytes', 'warmUp'] as const;
@@ -28,4 +28,31 @@ export function restartOnlyChanges(running: LbConfig, next: LbConfig, cores = av
   // Used once, before the listeners open: a new value means something only at the next start.
   if (next.warmUp !== running.warmUp) out.push({ key: 'warmUp', running: running.warmUp, file: next.warmUp });
   return out;
+}
+
+/** A pool whose `takeover` the file changed, and what it keeps (keepRunningTakeover). */
+export interface TakeoverKept {
+  pool: string;
+  running: TakeoverKey;
+  file: TakeoverKey;
+}
+
+/**
+ * The config a reload applies: the file's, with each running pool's `takeover` as it runs. A pool's sessions are
+ * held under keys of its kind (client-id-registry.ts takeoverKey): under another kind, the sessions from before the
+ * reload would never be taken over by the same client's newer ones, or could be by another user's (a takeover audit).
+ * Against the running config, not the start's: a pool a reload added keeps the value it came with too. Each process
+ * (a workers' primary and each worker) applies it to its own running config, which is the same in all of them (a
+ * restarted worker is given the running config).
+ */
+export function keepRunningTakeover(running: LbConfig, file: LbConfig): { config: LbConfig; kept: TakeoverKept[] } {
+  const kept: TakeoverKept[] = [];
+  const pools = { ...file.pools };
+  for (const [name, pc] of Object.entries(file.pools)) {
+    const was = running.pools[name]?.takeover;
+    if (was === undefined || was === pc.takeover) continue;
+    kept.push({ pool: name, running: was, file: pc.takeover });
+    pools[name] = { ...pc, takeover: was };
+  }
+  return { config: kept.length === 0 ? file : { ...file, pools }, kept };
 }

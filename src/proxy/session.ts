@@ -257,6 +257,11 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
     return this.phase === 'closed';
   }
 
+  /** ClientIdHolder: its client ID as log lines print it, when kept for them (clientIdText). */
+  get loggedClientId(): string | null {
+    return this.clientIdText;
+  }
+
   /** Pre-routing bytes from the client. */
   receive(chunk: Buffer): void {
     if (this.phase !== 'reading' || this.buf === null) return;
@@ -1029,7 +1034,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
   private takeOver(older: ClientIdHolder, newer: ClientIdHolder | undefined, accepted: boolean): void {
     const log = this.listener.ctx.log;
     if (log.isLevelEnabled('debug')) {
-      log.debug({ pool: this.pool!.name, from: older.server?.name, to: newer?.server?.name, clientId: clientIdForLog(clientIdOfKey(this.clientIdKey!)) }, 'client ID connected again on another server: closing its older session');
+      log.debug({ pool: this.pool!.name, from: older.server?.name, to: newer?.server?.name, clientId: takenOverClientId(older, this.clientIdKey!) }, 'client ID connected again on another server: closing its older session');
     }
     older.takenOver(accepted);
   }
@@ -1125,6 +1130,14 @@ function reportSilentServer(server: Server, acceptedAt: number, ctx: ProxyContex
  * 65,535 bytes [MQTT-1.5.3]; whole, it would be held by every live session and written into every line.
  */
 const LOGGED_CLIENT_ID_BYTES = 256;
+/**
+ * The client ID a takeover's log line names: the older session's own when it was kept for log lines (with `takeover:
+ * username` the key holds no client ID), else the key's.
+ */
+export function takenOverClientId(older: ClientIdHolder, key: string): string {
+  return older.loggedClientId ?? clientIdForLog(clientIdOfKey(key));
+}
+
 export function clientIdForLog(id: Buffer): string {
   if (id.length <= LOGGED_CLIENT_ID_BYTES) return id.toString('utf8');
   return `${id.subarray(0, LOGGED_CLIENT_ID_BYTES).toString('utf8')}…`;

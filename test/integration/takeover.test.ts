@@ -693,5 +693,32 @@ describe('pools.<name>.takeover: what the brokers take for one client', () => {
     // What the default closes (the first test of this file): kept.
     expect(await olderClosed(lb, first, second)).toBe(false);
   }, 30_000);
+
+  it('a reload that gives a running pool another takeover is not applied to it (its sessions are keyed the running way): said at warn', async () => {
+    // An audit: after such a reload the sessions from before it were never taken over by the same client, and could be
+    // by another user's.
+    brokers.push(...(await startBrokers(['b1', 'b2'])));
+    const [b1, b2] = brokers as [NamedBroker, NamedBroker];
+    const { lb, port } = await lbOver([
+      { name: 'b1', port: b1.port },
+      { name: 'b2', port: b2.port },
+    ], 'tcp', { level: 'debug', balance: 'username-hash' });
+    const byServer = new Map<string, string>();
+    for (let i = 0; i < 40 && byServer.size < 2; i++) {
+      const probe = await placed(lb, port, `probe-reload-${i}`, `user-${i}`);
+      probe.client.end(true);
+      if (!byServer.has(probe.server)) byServer.set(probe.server, `user-${i}`);
+    }
+    expect(byServer.size).toBe(2);
+    const first = await placed(lb, port, 'shared-reload', byServer.get('b1')!);
+    lb.writeConfig(readFileSync(lb.configFile, 'utf8').replace('    balance: username-hash\n', '    balance: username-hash\n    takeover: client-id\n'));
+    lb.reload();
+    await lb.waitForLog((l) => l.msg === 'config reloaded');
+    expect(lb.logs.find((l) => l.msg === 'pools.<name>.takeover change needs a restart')).toMatchObject({ level: 40, pool: 'brokers', running: 'client-id-and-username', file: 'client-id' });
+    // The running rule: another user with the same client ID is another client.
+    const second = await placed(lb, port, 'shared-reload', byServer.get('b2')!);
+    expect([first.server, second.server]).toEqual(['b1', 'b2']);
+    expect(await olderClosed(lb, first, second)).toBe(false);
+  }, 30_000);
 });
 

@@ -190,13 +190,16 @@ describe('takeoverKey (pools.<name>.takeover)', () => {
     expect(clientIdOfKey(key('client-id', 'dev-1', 'alice')!).toString()).toBe('dev-1');
   });
 
-  it('username: the username whatever the client ID (use_username_as_clientid); without one, the client ID, which meets a username of the same text', () => {
+  it('username: the username whatever the client ID (use_username_as_clientid); without one, the client ID, among such clients only', () => {
     expect(key('username', 'dev-1', 'alice')).toBe(key('username', 'dev-2', 'alice'));
     expect(key('username', 'dev-1', 'alice')).not.toBe(key('username', 'dev-1', 'carol'));
     expect(key('username', '', 'alice')).toBe(key('username', 'x', 'alice'));
-    expect(key('username', 'alice', null)).toBe(key('username', 'dev-9', 'alice'));
     expect(key('username', 'alice', '')).toBe(key('username', 'alice', null));
-    expect(clientIdOfKey(key('username', 'dev-1', 'alice')!).toString()).toBe('alice');
+    expect(key('username', 'dev-1', null)).toBe(key('username', 'dev-1', ''));
+    // A client without credentials never has a user's key, whatever its client ID (a takeover audit).
+    const anonymous = ['alice', '5:alice', '0:alice', '', '1:a'].map((id) => key('username', id, null));
+    const users = ['alice', '5:alice', '0:', 'a', '1:a'].map((u) => key('username', 'x', u));
+    for (const a of anonymous) for (const u of users) expect(a).not.toBe(u);
   });
 
   it('off, and an empty client ID that no username keys: no key; the prefix of a broker-assigned ID agrees with the key of a reconnect that sends it', () => {

@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import type { LbConfig } from '../../src/config/types.js';
-import { restartOnlyChanges } from '../../src/config/restart-only.js';
+import { keepRunningTakeover, restartOnlyChanges } from '../../src/config/restart-only.js';
 
 function config(adminPort: number, workers: string, bufferBytes: number): LbConfig {
   const out = parseConfig(
@@ -48,5 +48,33 @@ describe('restartOnlyChanges', () => {
     expect(restartOnlyChanges(config(9883, 'auto', 1_048_576), running, 2)).toEqual([{ key: 'workers', running: 'auto (2)', file: 1 }]);
     expect(restartOnlyChanges(running, config(9883, 'auto', 1_048_576), 1)).toEqual([]);
     expect(restartOnlyChanges(config(9883, 'auto', 1_048_576), config(9883, '2', 1_048_576), 2)).toEqual([]);
+  });
+});
+
+describe('keepRunningTakeover (pools.<name>.takeover needs a restart)', () => {
+  const withTakeover = (pools: Record<string, string | null>): LbConfig => {
+    const lines = Object.entries(pools)
+      .map(([name, t]) => `  ${name}:\n${t === null ? '' : `    takeover: ${t}\n`}    servers: [{ name: s1, address: 127.0.0.1:1884 }]\n`)
+      .join('');
+    const out = parseConfig(`listeners:\n  - { name: mqtt, bind: 127.0.0.1:1883, pool: p }\npools:\n${lines}`, '/tmp/lb.yaml');
+    if (out.config === null) throw new Error(JSON.stringify(out.problems));
+    return out.config;
+  };
+
+  it("keeps each running pool's value and names the change; a pool the file adds takes the file's", () => {
+    const running = withTakeover({ p: null, q: 'username' });
+    const file = withTakeover({ p: 'client-id', q: 'username', r: 'off' });
+    const { config, kept } = keepRunningTakeover(running, file);
+    expect(kept).toEqual([{ pool: 'p', running: 'client-id-and-username', file: 'client-id' }]);
+    expect(Object.fromEntries(Object.entries(config.pools).map(([n, pc]) => [n, pc.takeover]))).toEqual({ p: 'client-id-and-username', q: 'username', r: 'off' });
+    // The rest of the file is applied as it is.
+    expect(config.pools.p!.servers).toBe(file.pools.p!.servers);
+    expect(config.listeners).toBe(file.listeners);
+  });
+
+  it('a file with the running values is applied as it is, with nothing to say', () => {
+    const running = withTakeover({ p: 'client-id' });
+    const file = withTakeover({ p: 'client-id' });
+    expect(keepRunningTakeover(running, file)).toEqual({ config: file, kept: [] });
   });
 });
