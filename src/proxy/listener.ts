@@ -203,23 +203,30 @@ export class Listener implements SessionListener {
   }
 
   /**
-   * At its last guard, a new connection takes the place of the one that has waited longest for its CONNECT (or its
-   * TLS handshake, PROXY header), once that one has waited DISPLACEABLE_AFTER_MS: connections that send nothing
-   * (one address opening them as fast as they are closed at clientConnectTimeout) then no longer keep every new
-   * client out, while a storm of clients, each of which sends its CONNECT within a few round trips, is not made
-   * to displace itself (as NGINX reuses idle keep-alive connections when it runs out of them). False: none has
-   * waited that long.
+   * At its last guard, a new connection from `from` takes the place of the one that has waited longest at its step
+   * (for its CONNECT, TLS handshake or PROXY header: since its accept, or since the step before was done), once that
+   * one has waited DISPLACEABLE_AFTER_MS and came from another address. Connections that send nothing then no longer
+   * keep clients of other addresses out, however fast their address opens them (its own new ones find its own old
+   * ones first, and are closed instead: a displacement audit saw an address that reopened each closed connection at
+   * once take back every slot that aged), while a storm of clients, each of which sends its CONNECT within a few
+   * round trips, is not made to displace itself. As NGINX reuses idle keep-alive connections when it runs out of
+   * them. False: none may be displaced.
    */
-  displaceLongestWaiting(): boolean {
+  displaceLongestWaiting(from: string | undefined): boolean {
     const session = firstOf(this.readingConnect);
     const raw = firstOf(this.inFront);
-    const sessionSince = session === undefined ? Infinity : session.acceptedAt;
+    const sessionSince = session === undefined ? Infinity : session.readingSince;
     const frontSince = raw === undefined ? Infinity : frontAcceptedAt(raw);
+    const since = Math.min(sessionSince, frontSince);
     const now = monotonicNow();
-    if (Math.min(sessionSince, frontSince) > now - DISPLACEABLE_AFTER_MS) return false;
-    const done = sessionSince <= frontSince ? session!.shedBeforeConnect('displaced') : shedFront(raw!, 'displaced');
+    if (since > now - DISPLACEABLE_AFTER_MS) return false;
+    const bySession = sessionSince <= frontSince;
+    // The socket's own peer (not a PROXY header's source): behind one proxy every connection is from one address.
+    const victimFrom = bySession ? session!.client.remoteAddress : raw!.remoteAddress;
+    if (from === undefined || from === victimFrom) return false;
+    const done = bySession ? session!.shedBeforeConnect('displaced') : shedFront(raw!, 'displaced');
     if (done) {
-      const fields = { listener: this.config.name, acceptGuard: this.acceptLimit(), waitedMs: Math.round(now - Math.min(sessionSince, frontSince)) };
+      const fields = { listener: this.config.name, acceptGuard: this.acceptLimit(), waitedMs: Math.round(now - since) };
       this.dropLog.warn('displaced', fields, 'connections still waiting for their CONNECT closed for new ones: the listener is at its last guard');
     }
     return done;
@@ -265,17 +272,18 @@ export class Listener implements SessionListener {
         return;
       }
       if (listener.front !== null) {
-        // Node's accept checks its own count against server.maxConnections; one displaced makes room for this one
-        // (its count may fall only when the displaced socket has closed).
-        const displaced = status === 0 && listener.atGuard() && listener.displaceLongestWaiting();
-        server.maxConnections = listener.acceptLimit() + (displaced ? 1 : 0);
+        // Node's accept checks its own count against server.maxConnections. One displaced: this one is let in, as on
+        // the handle path, whatever Node counts (the displaced socket leaves its count once closed; after a reload
+        // that lowered the guard, the connections held may be above it: a displacement audit saw both closed).
+        const displaced = status === 0 && handle !== undefined && listener.atGuard() && listener.displaceLongestWaiting(peerAddress(handle));
+        server.maxConnections = displaced ? Number.MAX_SAFE_INTEGER : listener.acceptLimit();
         return viaNet.call(this, status, handle);
       }
       if (status !== 0 || handle === undefined) {
         server.emit('error', errnoError(status, 'accept'));
         return;
       }
-      if (listener.atGuard() && !listener.displaceLongestWaiting()) {
+      if (listener.atGuard() && !listener.displaceLongestWaiting(peerAddress(handle))) {
         handle.close(noop);
         listener.dropped();
         return;
@@ -379,6 +387,12 @@ function noop(): void {}
  * clientConnectTimeout's default (10 s).
  */
 export const DISPLACEABLE_AFTER_MS = 2000;
+
+/** The address a just accepted connection comes from (a getpeername call); undefined if it is gone already. */
+function peerAddress(handle: TcpHandle): string | undefined {
+  const out: { address?: string } = {};
+  return handle.getpeername(out) === 0 ? out.address : undefined;
+}
 
 function firstOf<T>(set: Set<T>): T | undefined {
   for (const item of set) return item;

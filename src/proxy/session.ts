@@ -169,6 +169,8 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
   verdictDeadline = 0;
   /** It counts against the listener's and the global maxConnections (from its CONNECT until it ends). */
   private holdsSlot = false;
+  /** When it began reading its CONNECT (monotonicNow()): at accept, or once a TLS handshake or PROXY header was done. */
+  readingSince = 0;
 
   /** Admitted and not ended: it holds a connection slot (and, under per-source limits, counts for its address). */
   get admitted(): boolean {
@@ -210,7 +212,9 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
       this.reject(refused);
       return;
     }
-    const left = Math.max(0, acceptedAt + ctx.limits.clientConnectTimeout - monotonicNow());
+    const now = monotonicNow();
+    this.readingSince = now;
+    const left = Math.max(0, acceptedAt + ctx.limits.clientConnectTimeout - now);
     this.deadline = setTimeout(onDeadline, left, this);
     listener.readingConnect.add(this); // left with the deadline (clearDeadline)
     if (preread !== undefined && preread.length > 0) this.receive(preread);
@@ -1130,17 +1134,20 @@ function reportSilentServer(server: Server, acceptedAt: number, ctx: ProxyContex
  * 65,535 bytes [MQTT-1.5.3]; whole, it would be held by every live session and written into every line.
  */
 const LOGGED_CLIENT_ID_BYTES = 256;
+export function clientIdForLog(id: Buffer): string {
+  if (id.length <= LOGGED_CLIENT_ID_BYTES) return id.toString('utf8');
+  // Cut before a character, not inside one (a split one read as U+FFFD, and the text was no prefix of the ID: an audit).
+  let end = LOGGED_CLIENT_ID_BYTES;
+  while (end > LOGGED_CLIENT_ID_BYTES - 4 && (id[end]! & 0xc0) === 0x80) end--;
+  return `${id.subarray(0, end).toString('utf8')}…`;
+}
+
 /**
  * The client ID a takeover's log line names: the older session's own when it was kept for log lines (with `takeover:
  * username` the key holds no client ID), else the key's.
  */
 export function takenOverClientId(older: ClientIdHolder, key: string): string {
   return older.loggedClientId ?? clientIdForLog(clientIdOfKey(key));
-}
-
-export function clientIdForLog(id: Buffer): string {
-  if (id.length <= LOGGED_CLIENT_ID_BYTES) return id.toString('utf8');
-  return `${id.subarray(0, LOGGED_CLIENT_ID_BYTES).toString('utf8')}…`;
 }
 
 function formatAddress({ address, port }: { address: string; port: number }): string {

@@ -138,7 +138,7 @@ export function printable(value: unknown): string {
   const text = typeof value === 'string' ? value : value === null || value === undefined ? '-' : typeof value === 'object' ? JSON.stringify(value) : String(value);
   return text
     .replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`)
-    .replace(INVISIBLE_FORMAT_CHARACTERS, (c) => `\\u{${c.charCodeAt(0).toString(16)}}`);
+    .replace(INVISIBLE_FORMAT_CHARACTERS, (c) => `\\u{${c.codePointAt(0)!.toString(16)}}`);
 }
 
 /** Left-aligned columns, numeric columns right-aligned, two spaces apart. */

@@ -877,16 +877,24 @@ async function until(what: string, check: () => Promise<boolean> | boolean, time
 
 describe('connections that send nothing, at the last guard', () => {
   const DISPLACED_LINE = 'connections still waiting for their CONNECT closed for new ones: the listener is at its last guard';
+  /** Where the silent connections come from: another loopback address than the clients' (127.0.0.1). */
+  const SILENT_FROM = '127.0.0.2';
 
-  /** Opens `n` connections that send nothing, one after another; each one's index is added to `closed` when the LB closes it. */
+  /** One connection from `from` that sends nothing; its index is added to `closed` when the LB closes it. */
+  function silentOne(port: number, from: string, closed: number[], index: number): Promise<net.Socket> {
+    return new Promise((resolve, reject) => {
+      const s = netConnect({ port, host: '127.0.0.1', localAddress: from });
+      s.once('connect', () => resolve(s));
+      s.once('error', reject);
+      s.on('error', () => {});
+      s.on('close', () => closed.push(index));
+    });
+  }
+
+  /** Opens `n` connections from SILENT_FROM that send nothing, one after another. */
   async function openSilent(port: number, n: number, closed: number[]): Promise<net.Socket[]> {
     const out: net.Socket[] = [];
-    for (let i = 0; i < n; i++) {
-      const s = await connectRaw(port);
-      s.on('error', () => {});
-      s.on('close', () => closed.push(i));
-      out.push(s);
-    }
+    for (let i = 0; i < n; i++) out.push(await silentOne(port, SILENT_FROM, closed, i));
     return out;
   }
 
@@ -895,7 +903,7 @@ describe('connections that send nothing, at the last guard', () => {
     return Number(line?.acceptGuard);
   }
 
-  it('a new client takes the place of the connection that has waited longest for its CONNECT once it has waited 2 s; before that it is closed at accept', async () => {
+  it('a client takes the place of the connection that has waited longest for its CONNECT, once it has waited 2 s; before that, or from that address, it is closed at accept', async () => {
     // A security review: one address opening connections that send nothing, each reopened as clientConnectTimeout
     // closed it, kept every new client out of the listener.
     const { lb, admin, ports } = await startWith({ listeners: [{ name: 'small', extra: '    maxConnections: 4\n' }], limits: '  clientConnectTimeout: 20s\n', fileLimit: 320 });
@@ -919,6 +927,14 @@ describe('connections that send nothing, at the last guard', () => {
       expect(closed).toEqual([]);
 
       await sleep(Math.max(0, openedAt + 2200 - Date.now()));
+      // From the silent connections' own address: its old ones are not displaced by its new one (closed at accept).
+      const own: number[] = [];
+      opened.push(await silentOne(port, SILENT_FROM, own, 0));
+      await sleep(200);
+      expect(own).toEqual([0]);
+      expect(closed).toEqual([]);
+      expect(await rejectedCount(admin, 'small', 'accept_dropped')).toBe(2);
+
       const first = await connectAt(port, 'displacer-1', 4);
       opened.push(first.socket);
       expect(first.code).toBe(0);
@@ -929,7 +945,7 @@ describe('connections that send nothing, at the last guard', () => {
       // The two that waited longest, oldest first; the others still wait.
       expect(closed).toEqual([0, 1]);
       expect(await rejectedCount(admin, 'small', 'displaced')).toBe(2);
-      expect(await rejectedCount(admin, 'small', 'accept_dropped')).toBe(1);
+      expect(await rejectedCount(admin, 'small', 'accept_dropped')).toBe(2);
       const line = lb.logs.find((l) => l.msg === DISPLACED_LINE);
       expect(line).toMatchObject({ level: 40, listener: 'small', acceptGuard: guard });
       expect(Number(line!.waitedMs)).toBeGreaterThanOrEqual(2000);
@@ -941,7 +957,44 @@ describe('connections that send nothing, at the last guard', () => {
     }
   });
 
-  it('on a TLS listener: a connection that never starts its handshake, or that finished it and sends no CONNECT, whichever came first', async () => {
+  it('an address that reopens each closed connection at once holds no slot a client of another address needs', async () => {
+    // A displacement audit: such an address took back every slot the moment it aged (0-2 of 30 clients got in).
+    const { lb, ports } = await startWith({ listeners: [{ name: 'small', extra: '    maxConnections: 4\n' }], limits: '  clientConnectTimeout: 20s\n', fileLimit: 320 });
+    const port = ports.small!;
+    const guard = guardOf(lb, 'small');
+    const sockets = new Set<net.Socket>();
+    let attacking = true;
+    const attacker = async (): Promise<void> => {
+      while (attacking) {
+        const s = await silentOne(port, SILENT_FROM, [], 0).catch(() => null);
+        if (s === null) continue;
+        sockets.add(s);
+        // Reopened as soon as this one is closed.
+        await new Promise<void>((resolve) => s.once('close', () => resolve()));
+        sockets.delete(s);
+      }
+    };
+    const running = Array.from({ length: guard + 20 }, () => attacker());
+    try {
+      await sleep(2500);
+      let served = 0;
+      for (let i = 0; i < 10; i++) {
+        const r = await connectAt(port, `client-${i}`, 4, 2000);
+        if (r.code === 0) served++;
+        r.socket.destroy();
+        await sleep(100);
+      }
+      expect(served).toBe(10);
+    } finally {
+      attacking = false;
+      for (const s of sockets) s.destroy();
+      await Promise.race([Promise.all(running), sleep(3000)]);
+      for (const s of sockets) s.destroy();
+      await lb.stop();
+    }
+  });
+
+  it('on a TLS listener: a connection that never starts its handshake, or that finished it and sends no CONNECT, whichever waited longer at its step', async () => {
     const pki = createTestPki();
     const tls = `      cert: ${pki.serverCert}\n      key: ${pki.serverKey}\n`;
     const { lb, admin, ports } = await startWith({ listeners: [{ name: 'tls', tls, extra: '    maxConnections: 4\n' }], limits: '  clientConnectTimeout: 20s\n', fileLimit: 320 });
@@ -949,9 +1002,9 @@ describe('connections that send nothing, at the last guard', () => {
     const guard = guardOf(lb, 'tls');
     expect(guard).toBeLessThan(200);
     const opened: net.Socket[] = [];
-    const tlsOpen = (then: (s: net.Socket) => void): Promise<net.Socket> =>
+    const tlsOpen = (then: (s: net.Socket) => void, localAddress?: string): Promise<net.Socket> =>
       new Promise((resolve, reject) => {
-        const s = tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false }, () => {
+        const s = tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false, ...(localAddress === undefined ? {} : { localAddress }) }, () => {
           then(s);
           resolve(s);
         });
@@ -959,12 +1012,14 @@ describe('connections that send nothing, at the last guard', () => {
       });
     let silent: net.Socket[] = [];
     try {
-      // Oldest: a finished handshake and no CONNECT (a session reading its CONNECT).
+      // First: a finished handshake and no CONNECT (a session reading its CONNECT).
       let handshakeOnlyClosed = false;
-      const handshakeOnly = await tlsOpen(() => {});
+      const handshakeOnly = await tlsOpen(() => {}, SILENT_FROM);
       opened.push(handshakeOnly);
       handshakeOnly.on('close', () => (handshakeOnlyClosed = true));
       handshakeOnly.on('error', () => {});
+      // Its handshake done on the balancer's side too (TLS 1.3: the client's Finished comes after its callback).
+      await sleep(100);
       // Then connections that never send a byte of TLS, to the guard.
       const closed: number[] = [];
       silent = await openSilent(port, guard - 1, closed);
@@ -991,6 +1046,96 @@ describe('connections that send nothing, at the last guard', () => {
       expect(closed).toEqual([0]);
       expect(await rejectedCount(admin, 'tls', 'displaced')).toBe(2);
       expect(await rejectedCount(admin, 'tls', 'accept_dropped')).toBe(0);
+    } finally {
+      for (const s of [...silent, ...opened]) s.destroy();
+      await lb.stop();
+      pki.cleanup();
+    }
+  });
+
+  it('on a TLS listener, a connection that has just finished a slow handshake has not waited at its step: an older silent one goes first', async () => {
+    // A displacement audit: sessions were judged by their accept, so one that had just finished its handshake could be
+    // taken for the longest waiting while others had waited longer at their step.
+    const pki = createTestPki();
+    const tls = `      cert: ${pki.serverCert}\n      key: ${pki.serverKey}\n`;
+    const { lb, admin, ports } = await startWith({ listeners: [{ name: 'tls', tls, extra: '    maxConnections: 4\n' }], limits: '  clientConnectTimeout: 20s\n', fileLimit: 320 });
+    const port = ports.tls!;
+    const guard = guardOf(lb, 'tls');
+    const opened: net.Socket[] = [];
+    let silent: net.Socket[] = [];
+    try {
+      // Accepted first, its handshake only after 2 s.
+      const slowClosed: number[] = [];
+      const slow = await silentOne(port, SILENT_FROM, slowClosed, 0);
+      opened.push(slow);
+      const closed: number[] = [];
+      silent = await openSilent(port, guard - 1, closed);
+      await sleep(2200);
+      const slowTls = await new Promise<net.Socket>((resolve, reject) => {
+        const t = tlsConnect({ socket: slow, rejectUnauthorized: false }, () => resolve(t));
+        t.once('error', reject);
+      });
+      opened.push(slowTls);
+      await sleep(150);
+      const code = await new Promise<number | null>((resolve) => {
+        const t = setTimeout(() => resolve(null), 3000);
+        const s = tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false }, () => s.write(connectPacket({ clientId: 'newcomer' })));
+        opened.push(s);
+        s.on('error', () => {});
+        s.once('close', () => resolve(null));
+        s.once('data', (d: Buffer) => {
+          clearTimeout(t);
+          resolve((parsePackets(d)[0] as mqttPacket.IConnackPacket | undefined)?.returnCode ?? null);
+        });
+      });
+      expect(code).toBe(0);
+      await sleep(100);
+      expect(slowClosed).toEqual([]);
+      expect(closed).toEqual([0]);
+      expect(await rejectedCount(admin, 'tls', 'displaced')).toBe(1);
+    } finally {
+      for (const s of [...silent, ...opened]) s.destroy();
+      await lb.stop();
+      pki.cleanup();
+    }
+  });
+
+  it('on a TLS listener whose guard a reload lowered below the connections it holds: the new client is let in, not dropped after displacing one', async () => {
+    // A displacement audit: Node's own count, still above the lowered guard, closed the client whose place had been made.
+    const pki = createTestPki();
+    const tls = `      cert: ${pki.serverCert}\n      key: ${pki.serverKey}\n`;
+    const listeners = [{ name: 'tls', tls, extra: '    maxConnections: 4\n' }, { name: 'big', extra: '    maxConnections: 4\n' }];
+    const { lb, admin, ports } = await startWith({ listeners, limits: '  clientConnectTimeout: 20s\n', fileLimit: 320 });
+    const port = ports.tls!;
+    const guard = guardOf(lb, 'tls');
+    const closed: number[] = [];
+    const silent = await openSilent(port, guard, closed);
+    const opened: net.Socket[] = [];
+    try {
+      // Every one accepted by the balancer before the reload lowers its guard.
+      await sleep(300);
+      expect(closed).toEqual([]);
+      lb.writeConfig(readFileSync(lb.configFile, 'utf8').replace(/(name: big\n(?:.*\n)*?    maxConnections: )4/, '$1100'));
+      lb.reload();
+      await lb.waitForLog((l) => l.msg === 'config reloaded');
+      const changed = lb.logs.find((l) => l.msg === 'listener limits changed by reload' && l.listener === 'tls');
+      expect(Number(changed?.acceptGuard)).toBeLessThan(guard - 1);
+      await sleep(2300);
+      const code = await new Promise<number | null>((resolve) => {
+        const t = setTimeout(() => resolve(null), 3000);
+        const s = tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false }, () => s.write(connectPacket({ clientId: 'after-reload' })));
+        opened.push(s);
+        s.on('error', () => {});
+        s.once('close', () => resolve(null));
+        s.once('data', (d: Buffer) => {
+          clearTimeout(t);
+          resolve((parsePackets(d)[0] as mqttPacket.IConnackPacket | undefined)?.returnCode ?? null);
+        });
+      });
+      expect(code).toBe(0);
+      expect(await rejectedCount(admin, 'tls', 'displaced')).toBe(1);
+      expect(await rejectedCount(admin, 'tls', 'accept_dropped')).toBe(0);
+      expect(closed).toEqual([0]);
     } finally {
       for (const s of [...silent, ...opened]) s.destroy();
       await lb.stop();

@@ -260,6 +260,19 @@ describe('access log (log.sessions: true)', () => {
     expect(line.clientId).toBe(`${clientId.slice(0, 256)}…`);
   });
 
+  it('cuts a long client ID before a character, never inside one', async () => {
+    // 254 ASCII bytes, then 3-byte characters: byte 256 falls inside the first of them (an audit saw U+FFFD there).
+    const head = `${ID_PREFIX}cut-`;
+    const clientId = `${head}${'y'.repeat(254 - head.length)}${'日'.repeat(20)}`;
+    const c = await RawClient.open(port);
+    c.sock.write(connectPacket({ clientId, keepalive: 0 }));
+    await c.waitReceived(4);
+    c.sock.end(DISCONNECT);
+    const line = await lb.waitForLog((l) => l.msg === 'session closed' && typeof l.clientId === 'string' && l.clientId.startsWith(head));
+    await c.waitClosed();
+    expect(line.clientId).toBe(`${clientId.slice(0, 254)}…`);
+  });
+
   it('gives the server as the closer when the broker ends the session', async () => {
     const clientId = `${ID_PREFIX}access-2`;
     const connect = connectPacket({ clientId, keepalive: 0 });

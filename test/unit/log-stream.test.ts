@@ -158,10 +158,10 @@ describe('LogStream', () => {
       return buf.length;
     });
     // A client's choice of client ID: a right-to-left override, a line separator, a zero-width space, a C1 CSI, DEL.
-    const clientId = 'good\u202e\u2028evil\u200b\u009b2J\u007f é 日本 🙂';
+    const clientId = 'good\u202e\u2028evil\u200b\u009b2J\u007f\u00ad\u180e\ufff9\u{e0041} é 日本 🙂';
     pino({ base: null, timestamp: false }, s).info({ clientId }, 'session closed');
     const text = Buffer.concat(written).toString('utf8');
-    expect(text).toBe('{"level":30,"clientId":"good\\u202e\\u2028evil\\u200b\\u009b2J\\u007f é 日本 🙂","msg":"session closed"}\n');
+    expect(text).toBe('{"level":30,"clientId":"good\\u202e\\u2028evil\\u200b\\u009b2J\\u007f\\u00ad\\u180e\\ufff9\\udb40\\udc41 é 日本 🙂","msg":"session closed"}\n');
     expect(JSON.parse(text).clientId).toBe(clientId);
   });
 });

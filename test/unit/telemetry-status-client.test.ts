@@ -215,6 +215,9 @@ describe('formatStatus', () => {
     status.uptimeSeconds = 1e308;
     const odd = formatStatus(status);
     expect(odd).toContain('b\\u{200b}1\\u{2028}\\u{feff}');
+    // Characters that hide text: a soft hyphen, an interlinear annotation mark, a tag character (outside the BMP).
+    status.pools[0]!.servers[0]!.name = 'b\u00ad1\ufff9\u{e0041}';
+    expect(formatStatus(status)).toContain('b\\u{ad}1\\u{fff9}\\u{e0041}');
     expect(odd).toMatch(/\n7 .*weird\n/);
     expect(odd.split('\n')[0]).toContain('up 1e+308s');
     expect(odd).not.toContain('NaN');
