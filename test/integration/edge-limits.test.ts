@@ -979,7 +979,7 @@ describe('connections that send nothing, at the last guard', () => {
       await sleep(2500);
       let served = 0;
       for (let i = 0; i < 10; i++) {
-        const r = await connectAt(port, `client-${i}`, 4, 2000);
+        const r = await connectAt(port, `client-${i}`, 4, 3000);
         if (r.code === 0) served++;
         r.socket.destroy();
         await sleep(100);
