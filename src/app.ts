@@ -5,7 +5,7 @@
 import type { Logger } from 'pino';
 import type { FailoverConfig, LbConfig, ListenerConfig } from './config/types.js';
 import { planFailoverReload } from './failover/reload.js';
-import { keepRunningTakeover, restartOnlyChanges } from './config/restart-only.js';
+import { restartOnlyChanges } from './config/restart-only.js';
 import { pendingConnectBound } from './config/defaults.js';
 import { FIRST_VERDICT_MARGIN_MS, Pool } from './balancer/pool.js';
 import { notePlacementChange, type Server, type AdminState, type EvictReason } from './balancer/server.js';
@@ -666,9 +666,8 @@ export class App implements TelemetrySource, AdminActions {
     this.ctx.verdictWaits.wakeSoon();
   }
 
-  private async applyReload(file: LbConfig, budget: ReturnType<typeof budgetForConfig>, fronts: Map<string, Fronts>, opened: Map<string, Listener>): Promise<void> {
+  private async applyReload(next: LbConfig, budget: ReturnType<typeof budgetForConfig>, fronts: Map<string, Fronts>, opened: Map<string, Listener>): Promise<void> {
     const prev = this.config;
-    const { config: next, kept: takeoverKept } = keepRunningTakeover(prev, file);
     this.config = next;
     this.logClamped(budget);
     this.ctx.limits = next.limits;
@@ -770,7 +769,6 @@ export class App implements TelemetrySource, AdminActions {
       }
       if (plan.restartOnly.length > 0) this.log.warn({ keys: plan.restartOnly }, 'failover settings change needs a restart: running with the settings it started with');
       for (const c of restartOnlyChanges(this.startConfig, next, this.startCores)) this.log.warn({ running: c.running, file: c.file }, `${c.key} change needs a restart`);
-      for (const k of takeoverKept) this.log.warn(k, 'pools.<name>.takeover change needs a restart');
     }
   }
 

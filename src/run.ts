@@ -3,6 +3,7 @@
  * Resolves with the process exit code (0 clean stop, 1 config error, 2 cannot start).
  */
 import { loadConfig } from './config/load.js';
+import { TakeoverHistory } from './config/restart-only.js';
 import { ConfigError, ConfigFileError, ErrorCodes, MqttLbError, formatProblem } from './errors.js';
 import { createLogger } from './telemetry/logger.js';
 import os from 'node:os';
@@ -112,6 +113,8 @@ export async function runBalancer(file: string): Promise<number> {
   if (served) log.info({ version: app.version, config: config.file, sockets: socketEngine() }, 'mqtt-lb started');
 
   let reloading: Promise<void> = Promise.resolve();
+  // pools.<name>.takeover needs a restart (restart-only.ts): what each pool name has run with.
+  const takeovers = new TakeoverHistory(config);
   let stopRequested = false;
   let hupIgnoredLogged = false;
   // Said once per stop: a reload loop must not flood the log of a stopping balancer.
@@ -128,13 +131,15 @@ export async function runBalancer(file: string): Promise<number> {
     }
     reloading = reloading.then(async () => {
       try {
-        const next = loadConfig(file, { onWarning: (w) => log.warn({ detail: w }, 'config warning'), regularOnly: true });
+        const { config: next, kept } = takeovers.keep(loadConfig(file, { onWarning: (w) => log.warn({ detail: w }, 'config warning'), regularOnly: true }));
         // The new file's caps over the running workers, as at start (a workers audit: a cap lowered below the worker
         // count by a reload went unsaid); not again that there are more workers than cores (`workers` needs a restart).
         for (const w of workerShareWarnings(next, workers, Number.POSITIVE_INFINITY)) log.warn({ detail: w }, 'config warning');
         // With workers, the primary prepares the reload everywhere first and applies it only if all can.
         if (primary !== null) await primary.reload(next);
         else await app.reload(next);
+        takeovers.record(next);
+        for (const k of kept) log.warn(k, 'pools.<name>.takeover change needs a restart');
         app.metrics?.configReload('ok');
         log.info({ config: next.file }, 'config reloaded');
       } catch (err) {

@@ -30,7 +30,7 @@ export function restartOnlyChanges(running: LbConfig, next: LbConfig, cores = av
   return out;
 }
 
-/** A pool whose `takeover` the file changed, and what it keeps (keepRunningTakeover). */
+/** A pool whose `takeover` the file changed, and what it keeps (TakeoverHistory). */
 export interface TakeoverKept {
   pool: string;
   running: TakeoverKey;
@@ -38,21 +38,35 @@ export interface TakeoverKept {
 }
 
 /**
- * The config a reload applies: the file's, with each running pool's `takeover` as it runs. A pool's sessions are
- * held under keys of its kind (client-id-registry.ts takeoverKey): under another kind, the sessions from before the
- * reload would never be taken over by the same client's newer ones, or could be by another user's (a takeover audit).
- * Against the running config, not the start's: a pool a reload added keeps the value it came with too. Each process
- * (a workers' primary and each worker) applies it to its own running config, which is the same in all of them (a
- * restarted worker is given the running config).
+ * `pools.<name>.takeover` needs a restart: a pool's sessions are held under keys of its kind (client-id-registry.ts
+ * takeoverKey), and under another kind the sessions from before a change would never be taken over by the same
+ * client's newer ones, or could be by another user's (a takeover audit). So a pool keeps the value it started with,
+ * or came with in the reload that added it, until a restart: also when a reload removes it and a later one adds it
+ * back (its sessions run on meanwhile, and come back with it: a re-audit). Kept where reloads begin (run.ts): a
+ * workers' primary hands the config it gives out, so every worker, and one restarted later, keys alike.
  */
-export function keepRunningTakeover(running: LbConfig, file: LbConfig): { config: LbConfig; kept: TakeoverKept[] } {
-  const kept: TakeoverKept[] = [];
-  const pools = { ...file.pools };
-  for (const [name, pc] of Object.entries(file.pools)) {
-    const was = running.pools[name]?.takeover;
-    if (was === undefined || was === pc.takeover) continue;
-    kept.push({ pool: name, running: was, file: pc.takeover });
-    pools[name] = { ...pc, takeover: was };
+export class TakeoverHistory {
+  private readonly kinds = new Map<string, TakeoverKey>();
+
+  constructor(start: LbConfig) {
+    this.record(start);
   }
-  return { config: kept.length === 0 ? file : { ...file, pools }, kept };
+
+  /** The config a reload applies: the file's, with each pool ever run under its name at the value it ran with. */
+  keep(file: LbConfig): { config: LbConfig; kept: TakeoverKept[] } {
+    const kept: TakeoverKept[] = [];
+    const pools = { ...file.pools };
+    for (const [name, pc] of Object.entries(file.pools)) {
+      const was = this.kinds.get(name);
+      if (was === undefined || was === pc.takeover) continue;
+      kept.push({ pool: name, running: was, file: pc.takeover });
+      pools[name] = { ...pc, takeover: was };
+    }
+    return { config: kept.length === 0 ? file : { ...file, pools }, kept };
+  }
+
+  /** A config that now runs (the start's, an applied reload's): the pools it added keep their value from now on. */
+  record(applied: LbConfig): void {
+    for (const [name, pc] of Object.entries(applied.pools)) if (!this.kinds.has(name)) this.kinds.set(name, pc.takeover);
+  }
 }

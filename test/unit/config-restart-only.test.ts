@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import type { LbConfig } from '../../src/config/types.js';
-import { keepRunningTakeover, restartOnlyChanges } from '../../src/config/restart-only.js';
+import { TakeoverHistory, restartOnlyChanges } from '../../src/config/restart-only.js';
 
 function config(adminPort: number, workers: string, bufferBytes: number): LbConfig {
   const out = parseConfig(
@@ -51,7 +51,7 @@ describe('restartOnlyChanges', () => {
   });
 });
 
-describe('keepRunningTakeover (pools.<name>.takeover needs a restart)', () => {
+describe('TakeoverHistory (pools.<name>.takeover needs a restart)', () => {
   const withTakeover = (pools: Record<string, string | null>): LbConfig => {
     const lines = Object.entries(pools)
       .map(([name, t]) => `  ${name}:\n${t === null ? '' : `    takeover: ${t}\n`}    servers: [{ name: s1, address: 127.0.0.1:1884 }]\n`)
@@ -60,21 +60,35 @@ describe('keepRunningTakeover (pools.<name>.takeover needs a restart)', () => {
     if (out.config === null) throw new Error(JSON.stringify(out.problems));
     return out.config;
   };
+  const kinds = (c: LbConfig): Record<string, string> => Object.fromEntries(Object.entries(c.pools).map(([n, pc]) => [n, pc.takeover]));
 
-  it("keeps each running pool's value and names the change; a pool the file adds takes the file's", () => {
-    const running = withTakeover({ p: null, q: 'username' });
+  it("keeps each running pool's value and names the change; a pool the file adds takes the file's, and keeps it from then on", () => {
+    const history = new TakeoverHistory(withTakeover({ p: null, q: 'username' }));
     const file = withTakeover({ p: 'client-id', q: 'username', r: 'off' });
-    const { config, kept } = keepRunningTakeover(running, file);
+    const { config, kept } = history.keep(file);
     expect(kept).toEqual([{ pool: 'p', running: 'client-id-and-username', file: 'client-id' }]);
-    expect(Object.fromEntries(Object.entries(config.pools).map(([n, pc]) => [n, pc.takeover]))).toEqual({ p: 'client-id-and-username', q: 'username', r: 'off' });
+    expect(kinds(config)).toEqual({ p: 'client-id-and-username', q: 'username', r: 'off' });
     // The rest of the file is applied as it is.
     expect(config.pools.p!.servers).toBe(file.pools.p!.servers);
     expect(config.listeners).toBe(file.listeners);
+    history.record(config);
+    expect(history.keep(withTakeover({ p: null, q: 'username', r: 'client-id' })).kept).toEqual([{ pool: 'r', running: 'off', file: 'client-id' }]);
   });
 
-  it('a file with the running values is applied as it is, with nothing to say', () => {
-    const running = withTakeover({ p: 'client-id' });
+  it('a pool removed by a reload and added back by a later one keeps the value it ran with (its sessions run on meanwhile)', () => {
+    const history = new TakeoverHistory(withTakeover({ p: null, q: 'client-id' }));
+    history.record(history.keep(withTakeover({ p: null })).config);
+    const { config, kept } = history.keep(withTakeover({ p: null, q: 'client-id-and-username' }));
+    expect(kept).toEqual([{ pool: 'q', running: 'client-id', file: 'client-id-and-username' }]);
+    expect(kinds(config)).toEqual({ p: 'client-id-and-username', q: 'client-id' });
+  });
+
+  it('a file with the running values is applied as it is, with nothing to say; a reload not applied records nothing', () => {
+    const history = new TakeoverHistory(withTakeover({ p: 'client-id' }));
     const file = withTakeover({ p: 'client-id' });
-    expect(keepRunningTakeover(running, file)).toEqual({ config: file, kept: [] });
+    expect(history.keep(file)).toEqual({ config: file, kept: [] });
+    // Kept but never recorded (the reload failed): a later file adding the pool takes its own value.
+    history.keep(withTakeover({ p: 'client-id', r: 'off' }));
+    expect(history.keep(withTakeover({ p: 'client-id', r: 'username' })).kept).toEqual([]);
   });
 });
