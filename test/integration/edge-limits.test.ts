@@ -903,6 +903,29 @@ describe('connections that send nothing, at the last guard', () => {
     return Number(line?.acceptGuard);
   }
 
+  /** Listener `tls` (cap 4) beside `others`, under an open-file limit of 320: a guard of a few dozen. */
+  async function withTlsListener(others: Array<{ name: string; extra?: string }> = []): Promise<Awaited<ReturnType<typeof startWith>> & { port: number; guard: number; cleanup(): void }> {
+    const pki = createTestPki();
+    const tls = `      cert: ${pki.serverCert}\n      key: ${pki.serverKey}\n`;
+    const started = await startWith({ listeners: [{ name: 'tls', tls, extra: '    maxConnections: 4\n' }, ...others], limits: '  clientConnectTimeout: 20s\n', fileLimit: 320 });
+    return { ...started, port: started.ports.tls!, guard: guardOf(started.lb, 'tls'), cleanup: () => pki.cleanup() };
+  }
+
+  /** A TLS client that sends its CONNECT once its handshake is done: the CONNACK's code, or null (closed, or 3 s). */
+  function tlsConnackCode(port: number, clientId: string, opened: net.Socket[]): Promise<number | null> {
+    return new Promise((resolve) => {
+      const t = setTimeout(() => resolve(null), 3000);
+      const s = tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false }, () => s.write(connectPacket({ clientId })));
+      opened.push(s);
+      s.on('error', () => {});
+      s.once('close', () => resolve(null));
+      s.once('data', (d: Buffer) => {
+        clearTimeout(t);
+        resolve((parsePackets(d)[0] as mqttPacket.IConnackPacket | undefined)?.returnCode ?? null);
+      });
+    });
+  }
+
   it('a client takes the place of the connection that has waited longest for its CONNECT, once it has waited 2 s; before that, or from that address, it is closed at accept', async () => {
     // A security review: one address opening connections that send nothing, each reopened as clientConnectTimeout
     // closed it, kept every new client out of the listener.
@@ -995,26 +1018,18 @@ describe('connections that send nothing, at the last guard', () => {
   });
 
   it('on a TLS listener: a connection that never starts its handshake, or that finished it and sends no CONNECT, whichever waited longer at its step', async () => {
-    const pki = createTestPki();
-    const tls = `      cert: ${pki.serverCert}\n      key: ${pki.serverKey}\n`;
-    const { lb, admin, ports } = await startWith({ listeners: [{ name: 'tls', tls, extra: '    maxConnections: 4\n' }], limits: '  clientConnectTimeout: 20s\n', fileLimit: 320 });
-    const port = ports.tls!;
-    const guard = guardOf(lb, 'tls');
+    const { lb, admin, port, guard, cleanup } = await withTlsListener();
     expect(guard).toBeLessThan(200);
     const opened: net.Socket[] = [];
-    const tlsOpen = (then: (s: net.Socket) => void, localAddress?: string): Promise<net.Socket> =>
-      new Promise((resolve, reject) => {
-        const s = tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false, ...(localAddress === undefined ? {} : { localAddress }) }, () => {
-          then(s);
-          resolve(s);
-        });
-        s.once('error', reject);
-      });
     let silent: net.Socket[] = [];
     try {
       // First: a finished handshake and no CONNECT (a session reading its CONNECT).
       let handshakeOnlyClosed = false;
-      const handshakeOnly = await tlsOpen(() => {}, SILENT_FROM);
+      const handshakeOnly = await new Promise<net.Socket>((resolve, reject) => {
+        // tls.connect passes `localAddress` on to net.connect; its options type does not name it.
+        const s = tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false, ...{ localAddress: SILENT_FROM } }, () => resolve(s));
+        s.once('error', reject);
+      });
       opened.push(handshakeOnly);
       handshakeOnly.on('close', () => (handshakeOnlyClosed = true));
       handshakeOnly.on('error', () => {});
@@ -1025,23 +1040,11 @@ describe('connections that send nothing, at the last guard', () => {
       silent = await openSilent(port, guard - 1, closed);
       await sleep(2300);
       expect(handshakeOnlyClosed).toBe(false);
-      const codeOf = (clientId: string): Promise<number | null> =>
-        new Promise((resolve) => {
-          const t = setTimeout(() => resolve(null), 3000);
-          void tlsOpen((s) => {
-            opened.push(s);
-            s.write(connectPacket({ clientId }));
-            s.once('data', (d: Buffer) => {
-              clearTimeout(t);
-              resolve((parsePackets(d)[0] as mqttPacket.IConnackPacket | undefined)?.returnCode ?? null);
-            });
-          }).catch(() => resolve(null));
-        });
-      expect(await codeOf('tls-displacer-1')).toBe(0);
+      expect(await tlsConnackCode(port, 'tls-displacer-1', opened)).toBe(0);
       await sleep(100);
       expect(handshakeOnlyClosed).toBe(true);
       expect(closed).toEqual([]);
-      expect(await codeOf('tls-displacer-2')).toBe(0);
+      expect(await tlsConnackCode(port, 'tls-displacer-2', opened)).toBe(0);
       await sleep(100);
       expect(closed).toEqual([0]);
       expect(await rejectedCount(admin, 'tls', 'displaced')).toBe(2);
@@ -1049,18 +1052,14 @@ describe('connections that send nothing, at the last guard', () => {
     } finally {
       for (const s of [...silent, ...opened]) s.destroy();
       await lb.stop();
-      pki.cleanup();
+      cleanup();
     }
   });
 
   it('on a TLS listener, a connection that has just finished a slow handshake has not waited at its step: an older silent one goes first', async () => {
     // A displacement audit: sessions were judged by their accept, so one that had just finished its handshake could be
     // taken for the longest waiting while others had waited longer at their step.
-    const pki = createTestPki();
-    const tls = `      cert: ${pki.serverCert}\n      key: ${pki.serverKey}\n`;
-    const { lb, admin, ports } = await startWith({ listeners: [{ name: 'tls', tls, extra: '    maxConnections: 4\n' }], limits: '  clientConnectTimeout: 20s\n', fileLimit: 320 });
-    const port = ports.tls!;
-    const guard = guardOf(lb, 'tls');
+    const { lb, admin, port, guard, cleanup } = await withTlsListener();
     const opened: net.Socket[] = [];
     let silent: net.Socket[] = [];
     try {
@@ -1077,18 +1076,7 @@ describe('connections that send nothing, at the last guard', () => {
       });
       opened.push(slowTls);
       await sleep(150);
-      const code = await new Promise<number | null>((resolve) => {
-        const t = setTimeout(() => resolve(null), 3000);
-        const s = tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false }, () => s.write(connectPacket({ clientId: 'newcomer' })));
-        opened.push(s);
-        s.on('error', () => {});
-        s.once('close', () => resolve(null));
-        s.once('data', (d: Buffer) => {
-          clearTimeout(t);
-          resolve((parsePackets(d)[0] as mqttPacket.IConnackPacket | undefined)?.returnCode ?? null);
-        });
-      });
-      expect(code).toBe(0);
+      expect(await tlsConnackCode(port, 'newcomer', opened)).toBe(0);
       await sleep(100);
       expect(slowClosed).toEqual([]);
       expect(closed).toEqual([0]);
@@ -1096,18 +1084,13 @@ describe('connections that send nothing, at the last guard', () => {
     } finally {
       for (const s of [...silent, ...opened]) s.destroy();
       await lb.stop();
-      pki.cleanup();
+      cleanup();
     }
   });
 
   it('on a TLS listener whose guard a reload lowered below the connections it holds: the new client is let in, not dropped after displacing one', async () => {
     // A displacement audit: Node's own count, still above the lowered guard, closed the client whose place had been made.
-    const pki = createTestPki();
-    const tls = `      cert: ${pki.serverCert}\n      key: ${pki.serverKey}\n`;
-    const listeners = [{ name: 'tls', tls, extra: '    maxConnections: 4\n' }, { name: 'big', extra: '    maxConnections: 4\n' }];
-    const { lb, admin, ports } = await startWith({ listeners, limits: '  clientConnectTimeout: 20s\n', fileLimit: 320 });
-    const port = ports.tls!;
-    const guard = guardOf(lb, 'tls');
+    const { lb, admin, port, guard, cleanup } = await withTlsListener([{ name: 'big', extra: '    maxConnections: 4\n' }]);
     const closed: number[] = [];
     const silent = await openSilent(port, guard, closed);
     const opened: net.Socket[] = [];
@@ -1121,25 +1104,14 @@ describe('connections that send nothing, at the last guard', () => {
       const changed = lb.logs.find((l) => l.msg === 'listener limits changed by reload' && l.listener === 'tls');
       expect(Number(changed?.acceptGuard)).toBeLessThan(guard - 1);
       await sleep(2300);
-      const code = await new Promise<number | null>((resolve) => {
-        const t = setTimeout(() => resolve(null), 3000);
-        const s = tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false }, () => s.write(connectPacket({ clientId: 'after-reload' })));
-        opened.push(s);
-        s.on('error', () => {});
-        s.once('close', () => resolve(null));
-        s.once('data', (d: Buffer) => {
-          clearTimeout(t);
-          resolve((parsePackets(d)[0] as mqttPacket.IConnackPacket | undefined)?.returnCode ?? null);
-        });
-      });
-      expect(code).toBe(0);
+      expect(await tlsConnackCode(port, 'after-reload', opened)).toBe(0);
       expect(await rejectedCount(admin, 'tls', 'displaced')).toBe(1);
       expect(await rejectedCount(admin, 'tls', 'accept_dropped')).toBe(0);
       expect(closed).toEqual([0]);
     } finally {
       for (const s of [...silent, ...opened]) s.destroy();
       await lb.stop();
-      pki.cleanup();
+      cleanup();
     }
   });
 });

@@ -79,21 +79,27 @@ async function overTwoBrokers(type: 'mqtt' | 'tcp', options: Parameters<typeof l
   return { lb, port, b1, b2 };
 }
 
+/**
+ * Over two brokers: a client ID that hashes to b2 connects while b2 is down (so on b1), and b2 is back (`onServerUp:
+ * keep` leaves the session on b1): its next connection reaches b2, another broker than its open session's.
+ */
+async function heldAwayFromItsBroker(options: Parameters<typeof lbOver>[2] = {}): Promise<{ lb: LbProcess; port: number; id: string; first: Awaited<ReturnType<typeof connect>> }> {
+  const { lb, port, b2 } = await overTwoBrokers('mqtt', options);
+  const id = await clientIdOn(port, 'b2', 'to-b2-');
+  b2.kill('SIGKILL');
+  await lb.waitForLog((l) => l.msg === 'server state changed' && l.server === 'b2' && l.to === 'down');
+  const first = await connect(port, id);
+  expect(first.broker).toBe('b1');
+  await b2.restart();
+  await tagBroker(b2);
+  // Not the line of the start: one after the restart (from down).
+  await lb.waitForLog((l) => l.msg === 'server state changed' && l.server === 'b2' && l.from === 'down' && l.to === 'up');
+  return { lb, port, id, first };
+}
+
 describe('one client ID, two brokers', () => {
   it('a client ID connecting again on another broker closes its older session there (onServerUp: keep); on the same broker the broker does it', async () => {
-    const { lb, port, b2 } = await overTwoBrokers('mqtt');
-    // A client ID that hashes to b2.
-    const id = await clientIdOn(port, 'b2', 'to-b2-');
-
-    b2.kill('SIGKILL');
-    await lb.waitForLog((l) => l.msg === 'server state changed' && l.server === 'b2' && l.to === 'down');
-    const first = await connect(port, id);
-    expect(first.broker).toBe('b1');
-
-    await b2.restart();
-    await tagBroker(b2);
-    // Not the line of the start: one after the restart (from down).
-    await lb.waitForLog((l) => l.msg === 'server state changed' && l.server === 'b2' && l.from === 'down' && l.to === 'up');
+    const { lb, port, id, first } = await heldAwayFromItsBroker();
     // A CONNECT with that client ID that b2 refuses (an authentication method mosquitto does not know: 0x8C) is
     // no takeover: a broker closes the older connection only for a CONNECT it accepted.
     const refused = await exchange(port, [connectPacket({ clientId: id, protocolVersion: 5, clean: false, properties: { authenticationMethod: 'SCRAM-SHA-1' } })], { waitMs: 1000 });
@@ -679,15 +685,7 @@ describe('pools.<name>.takeover: what the brokers take for one client', () => {
   }, 60_000);
 
   it('off: a client ID connecting again on another broker (its own is back) leaves the older session to the brokers', async () => {
-    const { lb, port, b2 } = await overTwoBrokers('mqtt', { level: 'debug', pool: '    takeover: off\n' });
-    const id = await clientIdOn(port, 'b2', 'off-b2-');
-    b2.kill('SIGKILL');
-    await lb.waitForLog((l) => l.msg === 'server state changed' && l.server === 'b2' && l.to === 'down');
-    const first = await connect(port, id);
-    expect(first.broker).toBe('b1');
-    await b2.restart();
-    await tagBroker(b2);
-    await lb.waitForLog((l) => l.msg === 'server state changed' && l.server === 'b2' && l.from === 'down' && l.to === 'up');
+    const { lb, port, id, first } = await heldAwayFromItsBroker({ level: 'debug', pool: '    takeover: off\n' });
     const second = await connect(port, id);
     expect(second.broker).toBe('b2');
     // What the default closes (the first test of this file): kept.
