@@ -382,9 +382,9 @@ export class Listener implements SessionListener {
 function noop(): void {}
 
 /**
- * How long a connection must have waited for its CONNECT before a new one may displace it at the listener's last guard
- * (displaceLongestWaiting): many round trips of a slow link (TCP, TLS, then the CONNECT), and far less than
- * clientConnectTimeout's default (10 s).
+ * How long a connection must have waited at its step (for its CONNECT, TLS handshake or PROXY header) before a new one
+ * may displace it at the listener's last guard (displaceLongestWaiting): many round trips of a slow link, and far less
+ * than clientConnectTimeout's default (10 s).
  */
 export const DISPLACEABLE_AFTER_MS = 2000;
 
