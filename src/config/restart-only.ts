@@ -1,6 +1,7 @@
 /**
  * Keys a reload does not apply (operations.md: they need a restart) besides failover's (failover/reload.ts): the
- * admin port's address, the worker count, the log queue's size and the start's warm-up. A reloaded file is compared with what the
+ * admin port's address, the worker count, the log queue's size and the start's warm-up; and each pool's `takeover`
+ * (TakeoverHistory, below), which a reload puts back before the config is applied. A reloaded file is compared with what the
  * process started with, not with the previous file: a change is named at every reload until a restart, and a file
  * that goes back to the running values is not reported as a change.
  */
