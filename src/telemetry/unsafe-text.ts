@@ -5,7 +5,9 @@
  * Mongolian vowel separator, interlinear annotation marks and tag characters hide text; U+2028/U+2029 break it for
  * line-oriented readers written in JavaScript; a BOM).
  */
-export const INVISIBLE_FORMAT_CHARACTERS = /[\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ufff9-\ufffb\u{e0000}-\u{e007f}]/gu;
+/** The character class's text (regular-expression escapes), shared by both patterns below. */
+const INVISIBLE = '\\u00ad\\u061c\\u180e\\u200b-\\u200f\\u2028-\\u202e\\u2060-\\u2069\\ufeff\\ufff9-\\ufffb\\u{e0000}-\\u{e007f}';
+export const INVISIBLE_FORMAT_CHARACTERS = new RegExp(`[${INVISIBLE}]`, 'gu');
 
 /**
  * The same plus DEL and the C1 controls (a terminal may act on U+009B as on ESC [), as JSON's `\uXXXX` (a tag
@@ -13,7 +15,7 @@ export const INVISIBLE_FORMAT_CHARACTERS = /[\u00ad\u061c\u180e\u200b-\u200f\u20
  * U+0000-U+001F, quotes and backslashes), and in a JSON line they can stand only inside a string, where the escape is
  * the same character: a reader that parses the line gets exactly the text, and one that looks at it sees the escape.
  */
-const RAW_IN_JSON = /[\u007f-\u009f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ufff9-\ufffb\u{e0000}-\u{e007f}]/gu;
+const RAW_IN_JSON = new RegExp(`[\\u007f-\\u009f${INVISIBLE}]`, 'gu');
 
 export function escapeUnsafeInJson(line: string): string {
   return line.replace(RAW_IN_JSON, jsonEscape);
