@@ -70,6 +70,21 @@ function connackCodeOf(s: net.Socket, clientId: string): Promise<number | null> 
   });
 }
 
+/** A TLS client that sends its CONNECT once its handshake is done: the CONNACK's code, or null (closed, or 3 s). */
+function tlsConnackCode(port: number, clientId: string, opened: net.Socket[]): Promise<number | null> {
+  return new Promise((resolve) => {
+    const t = setTimeout(() => resolve(null), 3000);
+    const s = tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false }, () => s.write(connectPacket({ clientId })));
+    opened.push(s);
+    s.on('error', () => {});
+    s.once('close', () => resolve(null));
+    s.once('data', (d: Buffer) => {
+      clearTimeout(t);
+      resolve((parsePackets(d)[0] as mqttPacket.IConnackPacket | undefined)?.returnCode ?? null);
+    });
+  });
+}
+
 /** A refused client: the CONNACK code, and the LB closed the connection after it. */
 async function refusedWith(port: number, clientId: string, level: Level): Promise<number | null> {
   const r = await connectAt(port, clientId, level);
@@ -439,22 +454,10 @@ describe('caps answered in MQTT and freed', () => {
     const { lb, admin, ports } = await startWith({ listeners, limits: '  clientConnectTimeout: 3s\n  maxConnections: 200\n', fileLimit: 830 });
     expect(lb.logs.some((l) => l.msg === 'connection cap clamped')).toBe(false);
     const opened: net.Socket[] = [];
-    const tlsConnackCode = (clientId: string): Promise<number | null> =>
-      new Promise((resolve) => {
-        const t = setTimeout(() => resolve(null), 3000);
-        const s = tlsConnect({ host: '127.0.0.1', port: ports.tls!, rejectUnauthorized: false }, () => s.write(connectPacket({ clientId })));
-        opened.push(s);
-        s.on('error', () => {});
-        s.once('close', () => resolve(null));
-        s.once('data', (d: Buffer) => {
-          clearTimeout(t);
-          resolve((parsePackets(d)[0] as mqttPacket.IConnackPacket | undefined)?.returnCode ?? null);
-        });
-      });
     const held: Array<{ leave(): Promise<void> }> = [];
     try {
       for (let i = 0; i < 80; i++) held.push(await hold(ports.mqtt!, `low-${i}`));
-      for (let i = 0; i < 80; i++) expect(await tlsConnackCode(`low-tls-${i}`), `TLS session ${i}`).toBe(0);
+      for (let i = 0; i < 80; i++) expect(await tlsConnackCode(ports.tls!, `low-tls-${i}`, opened), `TLS session ${i}`).toBe(0);
       lb.writeConfig(readFileSync(lb.configFile, 'utf8').replaceAll('maxConnections: 80\n', 'maxConnections: 5\n'));
       lb.reload();
       await lb.waitForLog((l) => l.msg === 'config reloaded');
@@ -463,7 +466,7 @@ describe('caps answered in MQTT and freed', () => {
       expect(changed.map((l) => Number(l.acceptGuard))).toEqual([80 + 16, 80 + 16]);
       for (let i = 0; i < 10; i++) expect(await refusedWith(ports.mqtt!, `low-new-${i}`, 5), `plain client ${i}`).toBe(0x89);
       const tlsCodes: Array<number | null> = [];
-      for (let i = 0; i < 10; i++) tlsCodes.push(await tlsConnackCode(`low-tls-new-${i}`));
+      for (let i = 0; i < 10; i++) tlsCodes.push(await tlsConnackCode(ports.tls!, `low-tls-new-${i}`, opened));
       expect(tlsCodes).toEqual(Array.from({ length: 10 }, () => 3));
       expect(await rejectedCount(admin, 'mqtt', 'accept_dropped')).toBe(0);
       expect(await rejectedCount(admin, 'tls', 'accept_dropped')).toBe(0);
@@ -904,26 +907,17 @@ describe('connections that send nothing, at the last guard', () => {
   }
 
   /** Listener `tls` (cap 4) beside `others`, under an open-file limit of 320: a guard of a few dozen. */
-  async function withTlsListener(others: Array<{ name: string; extra?: string }> = []): Promise<Awaited<ReturnType<typeof startWith>> & { port: number; guard: number; cleanup(): void }> {
+  async function withTlsListener(others: Array<{ name: string; extra?: string }> = []): Promise<Awaited<ReturnType<typeof startWith>> & { port: number; guard: number; close(sockets: net.Socket[]): Promise<void> }> {
     const pki = createTestPki();
     const tls = `      cert: ${pki.serverCert}\n      key: ${pki.serverKey}\n`;
     const started = await startWith({ listeners: [{ name: 'tls', tls, extra: '    maxConnections: 4\n' }, ...others], limits: '  clientConnectTimeout: 20s\n', fileLimit: 320 });
-    return { ...started, port: started.ports.tls!, guard: guardOf(started.lb, 'tls'), cleanup: () => pki.cleanup() };
-  }
-
-  /** A TLS client that sends its CONNECT once its handshake is done: the CONNACK's code, or null (closed, or 3 s). */
-  function tlsConnackCode(port: number, clientId: string, opened: net.Socket[]): Promise<number | null> {
-    return new Promise((resolve) => {
-      const t = setTimeout(() => resolve(null), 3000);
-      const s = tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false }, () => s.write(connectPacket({ clientId })));
-      opened.push(s);
-      s.on('error', () => {});
-      s.once('close', () => resolve(null));
-      s.once('data', (d: Buffer) => {
-        clearTimeout(t);
-        resolve((parsePackets(d)[0] as mqttPacket.IConnackPacket | undefined)?.returnCode ?? null);
-      });
-    });
+    /** The test's sockets, the balancer, the certificates. */
+    const close = async (sockets: net.Socket[]): Promise<void> => {
+      for (const s of sockets) s.destroy();
+      await started.lb.stop();
+      pki.cleanup();
+    };
+    return { ...started, port: started.ports.tls!, guard: guardOf(started.lb, 'tls'), close };
   }
 
   it('a client takes the place of the connection that has waited longest for its CONNECT, once it has waited 2 s; before that, or from that address, it is closed at accept', async () => {
@@ -1018,7 +1012,7 @@ describe('connections that send nothing, at the last guard', () => {
   });
 
   it('on a TLS listener: a connection that never starts its handshake, or that finished it and sends no CONNECT, whichever waited longer at its step', async () => {
-    const { lb, admin, port, guard, cleanup } = await withTlsListener();
+    const { admin, port, guard, close } = await withTlsListener();
     expect(guard).toBeLessThan(200);
     const opened: net.Socket[] = [];
     let silent: net.Socket[] = [];
@@ -1050,16 +1044,14 @@ describe('connections that send nothing, at the last guard', () => {
       expect(await rejectedCount(admin, 'tls', 'displaced')).toBe(2);
       expect(await rejectedCount(admin, 'tls', 'accept_dropped')).toBe(0);
     } finally {
-      for (const s of [...silent, ...opened]) s.destroy();
-      await lb.stop();
-      cleanup();
+      await close([...silent, ...opened]);
     }
   });
 
   it('on a TLS listener, a connection that has just finished a slow handshake has not waited at its step: an older silent one goes first', async () => {
     // A displacement audit: sessions were judged by their accept, so one that had just finished its handshake could be
     // taken for the longest waiting while others had waited longer at their step.
-    const { lb, admin, port, guard, cleanup } = await withTlsListener();
+    const { admin, port, guard, close } = await withTlsListener();
     const opened: net.Socket[] = [];
     let silent: net.Socket[] = [];
     try {
@@ -1082,15 +1074,13 @@ describe('connections that send nothing, at the last guard', () => {
       expect(closed).toEqual([0]);
       expect(await rejectedCount(admin, 'tls', 'displaced')).toBe(1);
     } finally {
-      for (const s of [...silent, ...opened]) s.destroy();
-      await lb.stop();
-      cleanup();
+      await close([...silent, ...opened]);
     }
   });
 
   it('on a TLS listener whose guard a reload lowered below the connections it holds: the new client is let in, not dropped after displacing one', async () => {
     // A displacement audit: Node's own count, still above the lowered guard, closed the client whose place had been made.
-    const { lb, admin, port, guard, cleanup } = await withTlsListener([{ name: 'big', extra: '    maxConnections: 4\n' }]);
+    const { lb, admin, port, guard, close } = await withTlsListener([{ name: 'big', extra: '    maxConnections: 4\n' }]);
     const closed: number[] = [];
     const silent = await openSilent(port, guard, closed);
     const opened: net.Socket[] = [];
@@ -1109,9 +1099,7 @@ describe('connections that send nothing, at the last guard', () => {
       expect(await rejectedCount(admin, 'tls', 'accept_dropped')).toBe(0);
       expect(closed).toEqual([0]);
     } finally {
-      for (const s of [...silent, ...opened]) s.destroy();
-      await lb.stop();
-      cleanup();
+      await close([...silent, ...opened]);
     }
   });
 });
