@@ -22,6 +22,8 @@ import { scanConnect, type ConnectInfo } from './connect-scanner.js';
 import { assignedClientId, connackFor, connackVerdict, leadingAuthBytes, type RefusalReason } from './connack.js';
 import { LINGER_MS, beginLinger, closeWithReply, dropInput, lingeringClose } from './refuse.js';
 import { ErrorCodes } from '../errors.js';
+import { PacketFrames } from './packet-frames.js';
+import { disconnectCodeFor, disconnectPacket } from './disconnect.js';
 import { rewriteUsername } from './connect-rewrite.js';
 import { KeepAliveArming } from './keepalive-arming.js';
 import type { IdleWatched } from './idle-sweep.js';
@@ -52,6 +54,8 @@ const FLUSH_LIMIT_MS = 30_000;
  * which can come a little after the newer CONNACK reaches us, and a close at once would cut it off (a 5.0 audit).
  */
 export const TAKEOVER_GRACE_MS = 200;
+/** A DISCONNECT of ours waits this long at most for the end of the server's packet in flight to the client (tell). */
+const TELL_WAIT_MS = 1000;
 /** A dial dropped at its connect for a placement that moved meanwhile (placementGone) is placed again at most this often. */
 const MAX_REPLACEMENTS = 3;
 export const TCP_KEEPALIVE_MS = 60_000;
@@ -109,8 +113,17 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
   private dialTimer: NodeJS.Timeout | null = null;
   /** Bounds the lingering close of the side that closed second (closeSide). */
   private graceTimer: NodeJS.Timeout | null = null;
-  /** A 5.0 session taken over: its close, TAKEOVER_GRACE_MS on (takenOver). */
-  private takeoverTimer: NodeJS.Timeout | null = null;
+  /**
+   * A close that waits, for a 5.0 session: a takeover's, TAKEOVER_GRACE_MS on (takenOver), or one whose DISCONNECT
+   * waits for the end of the server's packet in flight to the client, at most TELL_WAIT_MS (tell).
+   */
+  private closeTimer: NodeJS.Timeout | null = null;
+  /** A 5.0 session's server stream towards the client, packet by packet, once spliced: where a DISCONNECT may go (tell). */
+  private frames: PacketFrames | null = null;
+  /** The Reason Code of the DISCONNECT that tells the client why the balancer closes it; 0: none (yet). */
+  disconnectCode = 0;
+  /** That DISCONNECT was written. */
+  private told = false;
   /** When that lingering close began, or its queue last shrank, and how long the queue was then (graceExpired). */
   private graceProgressAt = 0;
   private graceQueueMark = 0;
@@ -711,8 +724,10 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
     this.client.removeListener('end', onClientEndBeforeRouting);
     // From here a pause is backpressure: the client's FIN waits behind what is queued for the server.
     if (this.client instanceof HandleSocket) this.client.endWhilePaused = false;
+    // A 5.0 client may be told DISCONNECT if the balancer closes it: its server's packets are followed (tell).
+    if ((this.connectLevel & 0x7f) === 5) this.frames = new PacketFrames();
     // The server's first read goes through connackArrived when its CONNACK decides something or has a deadline.
-    splice(this.client, sock, connackDecides || connackTimeout > 0 ? onUpstreamConnack : onSplicedUpstreamData);
+    splice(this.client, sock, connackDecides || connackTimeout > 0 ? onUpstreamConnack : this.frames === null ? onSplicedUpstreamData : onTrackedUpstreamData);
     brokerKeepAlive.add(sock);
     // Its FIN came while we dialled: pass it on now, behind the bytes just written.
     if (this.clientEndedEarly) this.clientHalfClosed();
@@ -756,15 +771,81 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
 
   // ── closing ─────────────────────────────────────────────────────────────────────────────────────────────
 
-  /** LiveSession: close both sides now (shutdown, rebalance, drain). */
+  /**
+   * LiveSession: close both sides now (shutdown, rebalance, drain, ...). A 5.0 client its server has accepted is told
+   * why first (tell); a second eviction, or one of a session already closing, closes at once.
+   */
   evict(reason: EvictReason): void {
     if (this.phase === 'closed') return;
+    const quiet = this.closeReason === null;
     this.closeReason ??= reason;
+    if (quiet && this.tell(reason)) return;
     // Closed, also when its server has not answered its CONNECT yet: a CONNACK refusal here (an audit asked for one
     // at `onServerDown: shutdown`) would make mqtt.js 5 and mosquitto_sub clients stop reconnecting for good under
     // the default refuseWith: connack, where a close has them reconnect to a server that is up.
     this.client.destroy();
     this.upstream?.destroy();
+  }
+
+  /**
+   * A 5.0 client whose server accepted it [MQTT-3.14.0-1] gets DISCONNECT with the eviction's Reason Code
+   * (disconnect.ts), as a broker would tell it, and not a bare close: between two of the server's packets, so when
+   * one is on its way the DISCONNECT follows its last byte (at most TELL_WAIT_MS later; else the close as before).
+   * False: nothing to tell (3.1.1, no CONNACK yet, the server said DISCONNECT itself, a side closed).
+   */
+  private tell(reason: EvictReason): boolean {
+    const frames = this.frames;
+    if (frames === null || this.phase !== 'splicing' || !frames.mayTell || this.client.destroyed || this.upstream!.destroyed) return false;
+    this.disconnectCode = disconnectCodeFor(reason);
+    if (this.closeTimer !== null) clearTimeout(this.closeTimer); // a takeover grace: this close replaces it
+    this.closeTimer = null;
+    if (frames.atBoundary) this.sayDisconnect();
+    else this.closeTimer = setTimeout(onTellWaitEnded, TELL_WAIT_MS, this);
+    return true;
+  }
+
+  /**
+   * The DISCONNECT, then our FIN, and what the client still sends is dropped until its own FIN or LINGER_MS (the
+   * lingering close of refuse.ts: a close with its bytes unread would reset, and the reset could discard the
+   * DISCONNECT). The server side closes now, as any eviction closes it (its broker publishes the Will, if any).
+   */
+  private sayDisconnect(): void {
+    if (this.closeTimer !== null) clearTimeout(this.closeTimer);
+    this.closeTimer = null;
+    this.told = true;
+    beginLinger(this.client, disconnectPacket(this.disconnectCode));
+    // (A half-close's grace may run: the client's FIN came while the DISCONNECT waited. This bound replaces it.)
+    if (this.graceTimer !== null) clearTimeout(this.graceTimer);
+    this.graceTimer = setTimeout(onToldLingerEnded, LINGER_MS, this);
+    this.upstream!.destroy();
+  }
+
+  /** A server read while a DISCONNECT waits (tell): passed on up to the end of the packet in flight, then told. */
+  relayTracked(upstream: ProxySocket, chunk: Buffer): void {
+    const frames = this.frames!;
+    if (this.disconnectCode === 0) {
+      frames.advance(chunk, 0, chunk.length);
+      if (!this.client.write(chunk)) upstream.pause();
+      return;
+    }
+    const end = frames.toEndOfPacket(chunk, 0, chunk.length);
+    // What follows that packet in this read is dropped, as a close would drop it.
+    const more = this.client.write(end === chunk.length ? chunk : chunk.subarray(0, end));
+    if (frames.atBoundary) this.sayDisconnect();
+    else if (!more) upstream.pause();
+  }
+
+  /** The packet in flight did not end within TELL_WAIT_MS (a slow or stalled server, a client not reading): closed untold. */
+  tellWaitEnded(): void {
+    this.closeTimer = null;
+    this.client.destroy();
+    this.upstream?.destroy();
+  }
+
+  /** The told client has not closed within LINGER_MS of our FIN. */
+  toldLingerEnded(): void {
+    this.graceTimer = null;
+    this.client.destroy();
   }
 
   /** Routed, its server has sent nothing yet, and neither side is closing. */
@@ -834,7 +915,8 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
    * reset discarded what the kernel had not yet sent: a fire-and-forget client's last bytes.
    */
   private closeSide(sock: ProxySocket, hadError: boolean): void {
-    if (sock.destroyed) return;
+    // (A told client is in its lingering close already: sayDisconnect.)
+    if (sock.destroyed || (this.told && sock === this.client)) return;
     if (hadError) {
       resetOrDestroy(sock);
       return;
@@ -1053,7 +1135,18 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
       this.evict('takeover');
       return;
     }
-    if (this.takeoverTimer === null) this.takeoverTimer = setTimeout(onTakeoverGraceEnded, TAKEOVER_GRACE_MS, this);
+    if (this.closeTimer === null) this.closeTimer = setTimeout(onTakeoverGraceEnded, TAKEOVER_GRACE_MS, this);
+  }
+
+  /** The takeover grace ran out (takenOver): the broker has not closed it, so the balancer does. */
+  takeoverGraceEnded(): void {
+    this.closeTimer = null;
+    this.evict('takeover');
+  }
+
+  /** Its server's reads are followed packet by packet (a 5.0 session: tell). */
+  get tracksPackets(): boolean {
+    return this.frames !== null;
   }
 
   private finished(): void {
@@ -1063,9 +1156,9 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
       clearTimeout(this.graceTimer);
       this.graceTimer = null;
     }
-    if (this.takeoverTimer !== null) {
-      clearTimeout(this.takeoverTimer);
-      this.takeoverTimer = null;
+    if (this.closeTimer !== null) {
+      clearTimeout(this.closeTimer);
+      this.closeTimer = null;
     }
     // Only a session that reached a server: one abandoned while dialling (its client left, an eviction) or refused
     // after failed dials has a server and an upstream too, but no access-log line and nothing to give back.
@@ -1096,6 +1189,8 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
           bytesIn: this.bytesIn,
           bytesOut: this.bytesOut,
           reason: this.closeReason,
+          // The DISCONNECT's Reason Code when a 5.0 client was told why (tell); left out otherwise.
+          disconnect: this.told ? this.disconnectCode : undefined,
         },
         'session closed',
       );
@@ -1201,7 +1296,15 @@ function onClientClose(this: ProxySocket, hadError: boolean): void {
 }
 
 function onTakeoverGraceEnded(s: ClientSession): void {
-  s.evict('takeover');
+  s.takeoverGraceEnded();
+}
+
+function onTellWaitEnded(s: ClientSession): void {
+  s.tellWaitEnded();
+}
+
+function onToldLingerEnded(s: ClientSession): void {
+  s.toldLingerEnded();
 }
 
 function onGraceExpired(s: ClientSession, sock: ProxySocket): void {
@@ -1272,13 +1375,20 @@ function onSplicedUpstreamData(this: ProxySocket, chunk: Buffer): void {
  * splice. Usually one read: the CONNACK is the server's first packet.
  */
 function onUpstreamConnack(this: ProxySocket, chunk: Buffer): void {
-  if (sessionOf(this).connackArrived(chunk)) {
+  const s = sessionOf(this);
+  const relay = s.tracksPackets ? onTrackedUpstreamData : onSplicedUpstreamData;
+  if (s.connackArrived(chunk)) {
     this.removeListener('data', onUpstreamConnack);
-    this.on('data', onSplicedUpstreamData);
+    this.on('data', relay);
   }
   // Closed by its own CONNACK: a newer session of its client ID holds it (connackArrived).
   if (this.destroyed) return;
-  onSplicedUpstreamData.call(this, chunk);
+  relay.call(this, chunk);
+}
+
+/** A 5.0 session's server reads: followed packet by packet (PacketFrames), for a DISCONNECT of ours (tell). */
+function onTrackedUpstreamData(this: ProxySocket, chunk: Buffer): void {
+  sessionOf(this).relayTracked(this, chunk);
 }
 
 function onUpstreamDrain(this: ProxySocket): void {

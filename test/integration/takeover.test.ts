@@ -585,6 +585,13 @@ describe('one client ID, two brokers: which session is the newer', () => {
       sockets.push(newer.socket);
       await until('the older session closed', older.closed, 5000);
       expect(b.seen.has(id)).toBe(true);
+      // Its broker (no cluster) does not close it: the balancer does, TAKEOVER_GRACE_MS on, and tells it why as a
+      // broker would [MQTT-3.1.4-3], after the AUTH and the CONNACK it followed packet by packet.
+      expect(parsePackets(older.data(), 5).map((p) => [p.cmd, (p as { reasonCode?: number }).reasonCode])).toEqual([
+        ['auth', 0x18],
+        ['connack', 0],
+        ['disconnect', 0x8e],
+      ]);
       expect(newer.closed()).toBe(false);
     }, 30_000);
   }

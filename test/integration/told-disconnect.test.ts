@@ -1,0 +1,211 @@
+/**
+ * A 5.0 client the balancer closes is told why with a DISCONNECT (src/proxy/disconnect.ts, ClientSession.tell), put
+ * between two of its server's packets (src/proxy/packet-frames.ts); a 3.1/3.1.1 client is closed as before (no
+ * DISCONNECT from a server in those versions). Through the BUILT mqtt-lb, with real mosquitto brokers, and with a
+ * stand-in broker where the test must hold a packet half-sent.
+ */
+import net from 'node:net';
+import type { MqttClient, IDisconnectPacket } from 'mqtt';
+import { afterEach, describe, expect, it } from 'vitest';
+import { clientIdOn, connectVia, startBrokers, whichBroker, type NamedBroker } from '../helpers/cluster.js';
+import { lbYaml } from '../helpers/lb-config.js';
+import { startLb, stopAllLbs, sleep, SOCKET_ENGINES, socketEngineOf, type LbProcess } from '../helpers/lb.js';
+import { freePort } from '../helpers/mosquitto.js';
+import { connectPacket, connectRaw, parsePackets } from '../helpers/raw-client.js';
+import mqttPacket from 'mqtt-packet';
+
+const brokers: NamedBroker[] = [];
+const cleanups: Array<() => Promise<void> | void> = [];
+const clients: MqttClient[] = [];
+afterEach(async () => {
+  for (const c of clients.splice(0)) c.end(true);
+  for (const c of cleanups.splice(0)) await c();
+  await stopAllLbs();
+  await Promise.all(brokers.splice(0).map((b) => b.stop()));
+});
+
+async function until(what: string, cond: () => boolean, timeoutMs: number): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+async function serverAction(admin: number, server: string, action: 'drain' | 'ready'): Promise<void> {
+  const r = await fetch(`http://127.0.0.1:${admin}/api/servers/brokers/${server}/${action}`, { method: 'POST', signal: AbortSignal.timeout(2000) });
+  expect(r.status).toBe(200);
+}
+
+/** A raw client that sends `connect` and stays: all it has received, and whether its connection has closed. */
+async function rawSession(port: number, connect: Buffer): Promise<{ socket: net.Socket; data: () => Buffer; closed: () => boolean }> {
+  const socket = await connectRaw(port);
+  cleanups.push(() => void socket.destroy());
+  let data = Buffer.alloc(0);
+  let closed = false;
+  socket.on('data', (d: Buffer) => (data = Buffer.concat([data, d])));
+  socket.on('error', () => {});
+  socket.on('close', () => (closed = true));
+  socket.write(connect);
+  return { socket, data: () => data, closed: () => closed };
+}
+
+function packetsOf(data: Buffer): Array<[string, number | undefined]> {
+  return parsePackets(data, 5).map((p) => [p.cmd, (p as { reasonCode?: number }).reasonCode]);
+}
+
+async function lbOver(servers: Array<{ name: string; port: number }>, options: { env?: NodeJS.ProcessEnv; limits?: string; health?: 'mqtt' | 'tcp' } = {}): Promise<{ lb: LbProcess; port: number; admin: number }> {
+  const [port, admin] = [await freePort(), await freePort()];
+  const lb = await startLb(
+    lbYaml({
+      port,
+      admin,
+      servers,
+      pool: '    evictRate: 1000\n',
+      health: { type: options.health ?? 'mqtt', interval: '200ms', timeout: '150ms', rise: 1, fall: 1 },
+      ...(options.limits === undefined ? {} : { limits: options.limits }),
+      log: '  level: info\n  sessions: true\n',
+    }),
+    { waitReady: `http://127.0.0.1:${admin}/readyz`, env: options.env ?? {} },
+  );
+  return { lb, port, admin };
+}
+
+describe.each(SOCKET_ENGINES)('a session the balancer closes ($engine sockets)', ({ engine, env }) => {
+  it('drain: a 5.0 client is told DISCONNECT 0x9C (Use another server) and reconnects elsewhere; a 3.1.1 client on the same broker is closed with nothing more', async () => {
+    brokers.push(...(await startBrokers(['b1', 'b2'])));
+    const { lb, port, admin } = await lbOver(
+      brokers.map((b) => ({ name: b.name, port: b.port })),
+      { env },
+    );
+    expect(await socketEngineOf(lb)).toBe(engine);
+    const id5 = await clientIdOn(port, 'b1', 'told-v5-');
+    const id4 = await clientIdOn(port, 'b1', 'told-v4-');
+
+    const v5 = await connectVia(port, { clientId: id5, protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 60 } });
+    clients.push(v5);
+    expect(await whichBroker(v5)).toBe('b1');
+    const told: IDisconnectPacket[] = [];
+    let v5Closed = false;
+    v5.on('disconnect', (p) => told.push(p));
+    v5.on('close', () => (v5Closed = true));
+    const v4 = await rawSession(port, connectPacket({ clientId: id4, protocolVersion: 4 }));
+    await until('the 3.1.1 CONNACK', () => v4.data().length >= 4, 3000);
+
+    await serverAction(admin, 'b1', 'drain');
+    await until('both closed', () => v5Closed && v4.closed(), 5000);
+    expect(told.map((p) => p.reasonCode)).toEqual([0x9c]);
+    // 3.1.1 has no DISCONNECT from a server: the CONNACK, then the close.
+    expect([...v4.data()]).toEqual([0x20, 0x02, 0x00, 0x00]);
+
+    // (clientIdOn's own sessions of these IDs closed earlier: `client_closed`.)
+    const line5 = await lb.waitForLog((l) => l.msg === 'session closed' && l.clientId === id5 && l.reason === 'drain', 2000);
+    expect(line5).toMatchObject({ disconnect: 0x9c, server: 'b1' });
+    const line4 = await lb.waitForLog((l) => l.msg === 'session closed' && l.clientId === id4 && l.reason === 'drain', 2000);
+    expect(line4).not.toHaveProperty('disconnect');
+
+    // Told to use another server, it is placed on one: b2.
+    const again = await connectVia(port, { clientId: id5, protocolVersion: 5, clean: false });
+    clients.push(again);
+    expect(await whichBroker(again)).toBe('b2');
+  }, 30_000);
+});
+
+describe('the DISCONNECT for each way the balancer closes a 5.0 session', () => {
+  it('stop: past drainTimeout, 0x8B (Server shutting down)', async () => {
+    brokers.push(...(await startBrokers(['b1'])));
+    const { lb, port } = await lbOver([{ name: 'b1', port: brokers[0]!.port }], { limits: '  drainTimeout: 300ms\n' });
+    const s = await rawSession(port, connectPacket({ clientId: 'told-stop', protocolVersion: 5 }));
+    await until('the CONNACK', () => packetsOf(s.data()).length === 1, 3000);
+    expect(await lb.stop()).toBe(0);
+    await until('the close', s.closed, 3000);
+    expect(packetsOf(s.data())).toEqual([
+      ['connack', 0],
+      ['disconnect', 0x8b],
+    ]);
+  }, 30_000);
+
+  it('limits.idleTimeout: 0x8D (Keep Alive timeout)', async () => {
+    brokers.push(...(await startBrokers(['b1'])));
+    const { lb, port } = await lbOver([{ name: 'b1', port: brokers[0]!.port }], { limits: '  idleTimeout: 1s\n' });
+    const s = await rawSession(port, connectPacket({ clientId: 'told-idle', protocolVersion: 5, keepalive: 0 }));
+    await until('the close', s.closed, 4000);
+    expect(packetsOf(s.data())).toEqual([
+      ['connack', 0],
+      ['disconnect', 0x8d],
+    ]);
+    expect((await lb.waitForLog((l) => l.msg === 'session closed' && l.clientId === 'told-idle', 2000)).disconnect).toBe(0x8d);
+  }, 30_000);
+
+  it('a session evicted before its CONNACK is closed untold: no DISCONNECT before a CONNACK that accepted it [MQTT-3.14.0-1]', async () => {
+    // The stand-in answers nothing until told: the session is evicted (drain) while it waits for its CONNACK.
+    const broker = await standIn();
+    const { port, admin } = await lbOver([{ name: 'slow', port: broker.port }], { health: 'tcp' });
+    const s = await rawSession(port, connectPacket({ clientId: 'told-early', protocolVersion: 5 }));
+    await until('the CONNECT at the stand-in', () => broker.sockets.length === 1, 3000);
+    await serverAction(admin, 'slow', 'drain');
+    await until('the close', s.closed, 3000);
+    expect(s.data().length).toBe(0);
+  }, 30_000);
+});
+
+/** A stand-in broker whose sockets the test writes to itself (a packet can be held half-sent). */
+async function standIn(): Promise<{ port: number; sockets: net.Socket[] }> {
+  const sockets: net.Socket[] = [];
+  const server = net.createServer((socket) => {
+    socket.on('error', () => {});
+    socket.once('data', () => sockets.push(socket));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  cleanups.push(() => {
+    for (const s of sockets) s.destroy();
+    return new Promise<void>((r) => server.close(() => r()));
+  });
+  return { port: (server.address() as net.AddressInfo).port, sockets };
+}
+
+describe('a packet on its way to the client when the session is closed', () => {
+  const connack = mqttPacket.generate({ cmd: 'connack', sessionPresent: false, reasonCode: 0, properties: {} } as mqttPacket.Packet, { protocolVersion: 5 });
+  const big = mqttPacket.generate({ cmd: 'publish', topic: 'a/b', payload: Buffer.alloc(5000, 0x41), qos: 0, dup: false, retain: false } as mqttPacket.Packet, { protocolVersion: 5 });
+  const pingresp = Buffer.from([0xd0, 0x00]);
+
+  async function halfSent(): Promise<{ lb: LbProcess; admin: number; s: Awaited<ReturnType<typeof rawSession>>; server: net.Socket }> {
+    const broker = await standIn();
+    const { lb, port, admin } = await lbOver([{ name: 'half', port: broker.port }], { health: 'tcp' });
+    const s = await rawSession(port, connectPacket({ clientId: 'told-half', protocolVersion: 5 }));
+    await until('the CONNECT at the stand-in', () => broker.sockets.length === 1, 3000);
+    const server = broker.sockets[0]!;
+    server.write(Buffer.concat([connack, big.subarray(0, 1000)]));
+    await until('the first bytes at the client', () => s.data().length === connack.length + 1000, 3000);
+    await serverAction(admin, 'half', 'drain');
+    return { lb, admin, s, server };
+  }
+
+  it('the DISCONNECT waits for the packet\'s last byte; what the server sends after it is not passed on', async () => {
+    const { lb, s, server } = await halfSent();
+    await sleep(300);
+    expect(s.closed()).toBe(false);
+    expect(s.data().length).toBe(connack.length + 1000);
+    // The rest of the PUBLISH and a PINGRESP behind it, in one write.
+    server.write(Buffer.concat([big.subarray(1000), pingresp]));
+    await until('the close', s.closed, 3000);
+    expect(packetsOf(s.data())).toEqual([
+      ['connack', 0],
+      ['publish', undefined],
+      ['disconnect', 0x9c],
+    ]);
+    expect((await lb.waitForLog((l) => l.msg === 'session closed' && l.clientId === 'told-half', 2000)).disconnect).toBe(0x9c);
+  }, 30_000);
+
+  it('a packet that does not end within a second: closed untold, no byte put inside it', async () => {
+    const { lb, s } = await halfSent();
+    const drainedAt = Date.now();
+    await until('the close', s.closed, 4000);
+    const waited = Date.now() - drainedAt;
+    expect(waited).toBeGreaterThanOrEqual(800);
+    expect(s.data().length).toBe(connack.length + 1000);
+    const line = await lb.waitForLog((l) => l.msg === 'session closed' && l.clientId === 'told-half', 2000);
+    expect(line.reason).toBe('drain');
+    expect(line).not.toHaveProperty('disconnect');
+  }, 30_000);
+});
