@@ -370,6 +370,16 @@ export function valueHint(value: string, allowed: readonly string[]): string {
   return `; did you mean \`${guess}\`?${note !== undefined ? ` ${note}` : ''}`;
 }
 
+/** What people write for "none" where the allowed values say `off` (YAML reads `false` as a boolean, `null` as null). */
+const OFF_WORDS = new Set(['false', 'none', 'no', 'disabled', 'disable', 'null', '0']);
+
+/** For a key whose values include `off` (`takeover`, `sendProxyProtocol`): `false`, `none`, `no` and the like point to it. */
+export function offHint(value: unknown, allowed: readonly string[]): string {
+  if (!allowed.includes('off')) return '';
+  const text = typeof value === 'string' ? fold(value.trim()) : typeof value === 'boolean' || typeof value === 'number' || value === null ? String(value) : null;
+  return text !== null && OFF_WORDS.has(text) ? '; did you mean `off`?' : '';
+}
+
 function fold(s: string): string {
   return s.toLowerCase().replace(/[_-]/g, '');
 }

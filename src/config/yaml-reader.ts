@@ -8,7 +8,7 @@ import { isAlias, isMap, isScalar, isSeq } from 'yaml';
 import type { Document, ParsedNode, Scalar, YAMLMap, YAMLSeq } from 'yaml';
 import type { ConfigProblem } from '../errors.js';
 import { formatProblem } from '../errors.js';
-import { elsewhereNote, foreignNote, suggestKey, valueHint } from './did-you-mean.js';
+import { elsewhereNote, foreignNote, offHint, suggestKey, valueHint } from './did-you-mean.js';
 import { formatDuration, parseDuration } from './duration.js';
 import { parseHostPortDetailed, type Parsed } from './net-syntax.js';
 import type { HostPort } from './types.js';
@@ -459,7 +459,7 @@ export class ConfigReader {
     const v = isScalar(slot.node) ? slot.node.value : undefined;
     if (typeof v === 'string' && (values as readonly string[]).includes(v)) return v as T;
     const allowed = values.map((x) => `\`${x}\``).join(', ');
-    const hint = typeof v === 'string' ? valueHint(v, values) : '';
+    const hint = (typeof v === 'string' ? valueHint(v, values) : '') || offHint(v, values);
     this.error(slot, `must be one of ${allowed} (got ${describe(slot.node)}${hint})`);
     return undefined;
   }

@@ -60,6 +60,19 @@ describe('config problems', () => {
     expect(problems(`${PREFIX}    balance: leastconn\n`)).toEqual([
       'lb.yaml:8:14 pools.brokers.balance: must be one of `client-id-hash`, `username-hash`, `round-robin`, `least-connections`, `random` (got "leastconn"; did you mean `least-connections`?)',
     ]);
+    // "None" written another way, for a key whose none is `off` (YAML reads `false` as a boolean and `null` as null).
+    for (const [written, got] of [['false', 'false'], ['none', '"none"'], ['No', '"No"'], ['disabled', '"disabled"'], ['null', 'null']]) {
+      expect(problems(`${PREFIX}    takeover: ${written}\n`), written).toEqual([
+        `lb.yaml:8:15 pools.brokers.takeover: must be one of \`client-id-and-username\`, \`client-id\`, \`username\`, \`off\` (got ${got}; did you mean \`off\`?)`,
+      ]);
+    }
+    expect(problems(`${PREFIX}    sendProxyProtocol: false\n`)).toEqual([
+      'lb.yaml:8:24 pools.brokers.sendProxyProtocol: must be one of `off`, `v1`, `v2` (got false; did you mean `off`?)',
+    ]);
+    // Not for a key without `off`, nor for a word that means something else.
+    expect(problems(`${PREFIX}    takeover: true\n`)).toEqual([
+      'lb.yaml:8:15 pools.brokers.takeover: must be one of `client-id-and-username`, `client-id`, `username`, `off` (got true)',
+    ]);
     // One broker probed by two pools under one client ID (a server `b1` in both): the probes take each other over.
     // Not for two brokers that share a name only.
     const twoPools = (second: string) => `${PREFIX}  other:\n    servers: [{ name: b1, address: "${second}" }]\n`;
