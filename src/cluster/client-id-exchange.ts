@@ -48,11 +48,11 @@ export class ClientIdExchange implements ClientIdSharing {
   }
 
   /** The sessions of this worker that the primary's orders name and that still hold their IDs under those serials. */
-  displaced(orders: readonly TakeoverOrder[]): Array<{ pool: string; id: string; holder: ClientIdHolder; acceptedFirst: boolean }> {
-    const found: Array<{ pool: string; id: string; holder: ClientIdHolder; acceptedFirst: boolean }> = [];
-    for (const [pool, id, serial, acceptedFirst] of orders) {
+  displaced(orders: readonly TakeoverOrder[]): Array<{ pool: string; id: string; holder: ClientIdHolder; acceptedFirst: boolean; to: string }> {
+    const found: Array<{ pool: string; id: string; holder: ClientIdHolder; acceptedFirst: boolean; to: string }> = [];
+    for (const [pool, id, serial, acceptedFirst, to] of orders) {
       const holder = this.registries.get(pool)?.heldUnder(id, serial);
-      if (holder !== undefined) found.push({ pool, id, holder, acceptedFirst });
+      if (holder !== undefined) found.push({ pool, id, holder, acceptedFirst, to });
     }
     return found;
   }

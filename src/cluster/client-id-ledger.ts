@@ -28,6 +28,12 @@ export const ENDED_CLAIMS_KEPT = 10_000;
 /** ...and their pool names and client IDs together hold at most this many characters (a client ID may be 65,535 bytes). */
 export const ENDED_CHARS_KEPT = 2 * 1024 * 1024;
 
+/** A claim's server name: its place is the name, a space, the address dialled (client-id-registry.ts brokerPlace). */
+function serverName(place: string): string {
+  const space = place.lastIndexOf(' ');
+  return space < 0 ? place : place.slice(0, space);
+}
+
 export class ClientIdLedger {
   /** Per pool, per client ID: the newest claim known. */
   private readonly pools = new Map<string, Map<string, Claim>>();
@@ -73,7 +79,7 @@ export class ClientIdLedger {
     // recorded as any claim until its release: its worker's registry holds it (and has let go of any claim it replaced).
     const gone = this.ended.get(endedKey(pool, id));
     const closing = gone !== undefined && claim.atMicros < gone.atMicros && gone.worker !== claim.worker && gone.server !== claim.server;
-    if (closing) orders.push({ worker: claim.worker, order: [pool, id, claim.serial, false] });
+    if (closing) orders.push({ worker: claim.worker, order: [pool, id, claim.serial, false, serverName(gone.server)] });
     let ids = this.pools.get(pool);
     if (ids === undefined) {
       ids = new Map();
@@ -83,7 +89,7 @@ export class ClientIdLedger {
     if (held !== undefined && claim.atMicros < held.atMicros) {
       // An older session reported late: it is the one to close (its own worker's registry knew the newer one when
       // both are its own, and on one server the broker closes it).
-      if (!closing && held.worker !== claim.worker && held.server !== claim.server) orders.push({ worker: claim.worker, order: [pool, id, claim.serial, false] });
+      if (!closing && held.worker !== claim.worker && held.server !== claim.server) orders.push({ worker: claim.worker, order: [pool, id, claim.serial, false, serverName(held.server)] });
       return;
     }
     ids.set(id, claim);
@@ -93,7 +99,7 @@ export class ClientIdLedger {
       this.serials.get(held.worker)?.delete(held.serial);
       return;
     }
-    if (held.server !== claim.server) orders.push({ worker: held.worker, order: [pool, id, held.serial, true] });
+    if (held.server !== claim.server) orders.push({ worker: held.worker, order: [pool, id, held.serial, true, serverName(claim.server)] });
   }
 
   private release(worker: number, serial: number): void {

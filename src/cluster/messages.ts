@@ -54,9 +54,9 @@ export type ClientIdEvent = [kind: 'claim', pool: string, id: string, serial: nu
 /**
  * Close the session that holds client ID `id` of `pool` under `serial`: a newer one holds it on another server.
  * `acceptedFirst`: its CONNACK had accepted it before the newer one's (ClientIdHolder.takenOver), as against one still
- * waiting for it then (reported after the newer claim).
+ * waiting for it then (reported after the newer claim). `to`: the server of the newer one, by name (for the log line).
  */
-export type TakeoverOrder = [pool: string, id: string, serial: number, acceptedFirst: boolean];
+export type TakeoverOrder = [pool: string, id: string, serial: number, acceptedFirst: boolean, to: string];
 
 export type ToWorker =
   // warmUp: false for a worker that replaces one that died (its siblings serve meanwhile: no warm-up beside them).

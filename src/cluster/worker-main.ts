@@ -270,9 +270,9 @@ function main(): void {
       }
       case 'takeovers':
         // Another worker's newer session of these client IDs runs on another server now [MQTT-3.1.4-3].
-        for (const { pool, id, holder, acceptedFirst } of link.clientIdSharing.displaced(m.orders)) {
+        for (const { pool, id, holder, acceptedFirst, to } of link.clientIdSharing.displaced(m.orders)) {
           if (log?.isLevelEnabled('debug') === true) {
-            log.debug({ pool, from: holder.server?.name, clientId: takenOverClientId(holder, id) }, 'client ID connected again on another server in another worker: closing its older session');
+            log.debug({ pool, from: holder.server?.name, to, clientId: takenOverClientId(holder, id) }, 'client ID connected again on another server in another worker: closing its older session');
           }
           // Accepted before the newer one (a 5.0 one gets the grace for its broker's DISCONNECT 0x8E), or reported after
           // it: waiting for its CONNACK when the newer one was accepted, closed at once as within a worker (a re-audit).

@@ -170,7 +170,7 @@ describe('one client ID, two brokers', () => {
     const acrossWorkers = lb.logs.filter((l) => l.msg === 'client ID connected again on another server in another worker: closing its older session');
     console.log(`[takeover] workers: 2: ${acrossWorkers.length} of ${ids.length} takeovers across workers`);
     expect(acrossWorkers.length).toBeGreaterThanOrEqual(1);
-    expect(acrossWorkers[0]).toMatchObject({ pool: 'brokers', from: 'b1' });
+    expect(acrossWorkers[0]).toMatchObject({ pool: 'brokers', from: 'b1', to: 'b2' });
     await new Promise((r) => setTimeout(r, 300));
     expect(second.map((c) => c.closed())).toEqual(ids.map(() => false));
   }, 40_000);

@@ -17,12 +17,15 @@ describe('ClientIdLedger (primary)', () => {
     const ledger = new ClientIdLedger();
     expect(ledger.apply(1, [claim('c', 7, 'b1', 100)])).toEqual([]);
     // Accepted before the newer one (true): a 5.0 one gets the grace for its broker's DISCONNECT 0x8E (session.ts).
-    expect(ledger.apply(2, [claim('c', 3, 'b2', 200)])).toEqual([{ worker: 1, order: ['p', 'c', 7, true] }]);
+    expect(ledger.apply(2, [claim('c', 3, 'b2', 200)])).toEqual([{ worker: 1, order: ['p', 'c', 7, true, 'b2'] }]);
     // Now worker 2's session holds it: a third one on b2 in worker 1 is the broker's business.
     expect(ledger.apply(1, [claim('c', 8, 'b2', 300)])).toEqual([]);
     // ...and a fourth on b1 in worker 2 displaces worker 1's, the newest before it.
-    expect(ledger.apply(2, [claim('c', 4, 'b1', 400)])).toEqual([{ worker: 1, order: ['p', 'c', 8, true] }]);
+    expect(ledger.apply(2, [claim('c', 4, 'b1', 400)])).toEqual([{ worker: 1, order: ['p', 'c', 8, true, 'b1'] }]);
     expect(ledger.size).toBe(1);
+    // The order names the newer session's server (the log line's `to`), from a place of name and address.
+    expect(ledger.apply(1, [claim('z', 1, 'b1 10.0.0.1:1883', 100)])).toEqual([]);
+    expect(ledger.apply(2, [claim('z', 2, 'b2 [fd00::2]:1883', 200)])).toEqual([{ worker: 1, order: ['p', 'z', 1, true, 'b2'] }]);
   });
 
   it('the older claim loses whichever report arrives first (reports are batched per worker)', () => {
@@ -30,10 +33,10 @@ describe('ClientIdLedger (primary)', () => {
     expect(ledger.apply(2, [claim('c', 3, 'b2', 200)])).toEqual([]);
     // Worker 1's claim was made earlier, reported later: it is the one to close, at once (false: it was still waiting
     // for its CONNACK when the newer one was accepted).
-    expect(ledger.apply(1, [claim('c', 7, 'b1', 100)])).toEqual([{ worker: 1, order: ['p', 'c', 7, false] }]);
+    expect(ledger.apply(1, [claim('c', 7, 'b1', 100)])).toEqual([{ worker: 1, order: ['p', 'c', 7, false, 'b2'] }]);
     // Its release later changes nothing: worker 2 still holds the ID.
     ledger.apply(1, [release(7)]);
-    expect(ledger.apply(1, [claim('c', 9, 'b1', 300)])).toEqual([{ worker: 2, order: ['p', 'c', 3, true] }]);
+    expect(ledger.apply(1, [claim('c', 9, 'b1', 300)])).toEqual([{ worker: 2, order: ['p', 'c', 3, true, 'b1'] }]);
   });
 
   it('within one worker the worker decided already; a release forgets only its own claim', () => {
@@ -53,7 +56,7 @@ describe('ClientIdLedger (primary)', () => {
     const ledger = new ClientIdLedger();
     ledger.apply(1, [claim('c', 1, 'b1', 500)]);
     // Worker 2's session was CONNECTed earlier (its CONNACK came later): it is the one to close.
-    expect(ledger.apply(2, [claim('c', 1, 'b2', 400)])).toEqual([{ worker: 2, order: ['p', 'c', 1, false] }]);
+    expect(ledger.apply(2, [claim('c', 1, 'b2', 400)])).toEqual([{ worker: 2, order: ['p', 'c', 1, false, 'b1'] }]);
     ledger.apply(2, [release(1)]);
     expect(ledger.size).toBe(1);
     ledger.apply(1, [release(1)]);
@@ -64,7 +67,7 @@ describe('ClientIdLedger (primary)', () => {
     const ledger = new ClientIdLedger();
     ledger.apply(1, [claim('c', 1, 'b1', 500), release(1)]); // the newer session: accepted, and gone already
     // Its broker's CONNACK came late: the older session is closed as if the newer one were still there.
-    expect(ledger.apply(2, [claim('c', 1, 'b2', 400)])).toEqual([{ worker: 2, order: ['p', 'c', 1, false] }]);
+    expect(ledger.apply(2, [claim('c', 1, 'b2', 400)])).toEqual([{ worker: 2, order: ['p', 'c', 1, false, 'b1'] }]);
     expect(ledger.size).toBe(1); // held by its worker until it is closed
     ledger.apply(2, [release(1)]);
     expect(ledger.size).toBe(0);
@@ -85,14 +88,14 @@ describe('ClientIdLedger (primary)', () => {
     ledger.apply(1, [claim('c', 1, 'b1', 300), release(1)]);
     expect(ledger.apply(2, [claim('c', 1, 'b1', 100), release(1)])).toEqual([]);
     // D (worker 2, b2, 200) is older than G: closed, though C ended last.
-    expect(ledger.apply(2, [claim('c', 2, 'b2', 200)])).toEqual([{ worker: 2, order: ['p', 'c', 2, false] }]);
+    expect(ledger.apply(2, [claim('c', 2, 'b2', 200)])).toEqual([{ worker: 2, order: ['p', 'c', 2, false, 'b1'] }]);
     ledger.apply(2, [release(2)]);
     expect(ledger.size).toBe(0);
     // P (worker 2, b1, 100) held, then replaced in its worker by Q (worker 2, b2, 200), which is closed against G: once
     // Q is released, nothing is left (P's claim went with Q's report, as for any claim that replaces another).
     ledger.apply(1, [claim('d', 3, 'b1', 300), release(3)]);
     ledger.apply(2, [claim('d', 4, 'b1', 100)]);
-    expect(ledger.apply(2, [claim('d', 5, 'b2', 200)])).toEqual([{ worker: 2, order: ['p', 'd', 5, false] }]);
+    expect(ledger.apply(2, [claim('d', 5, 'b2', 200)])).toEqual([{ worker: 2, order: ['p', 'd', 5, false, 'b1'] }]);
     ledger.apply(2, [release(5)]);
     expect(ledger.size).toBe(0);
   });
@@ -101,7 +104,7 @@ describe('ClientIdLedger (primary)', () => {
     const ledger = new ClientIdLedger();
     ledger.apply(1, [claim('c', 1, 'b1', 100), release(1), claim('c', 2, 'b1', 500), release(2)]);
     for (let i = 0; i < ENDED_CLAIMS_KEPT - 1; i++) ledger.apply(1, [claim(`x${i}`, 10 + i, 'b1', 100), release(10 + i)]);
-    expect(ledger.apply(2, [claim('c', 1, 'b2', 400), release(1)])).toEqual([{ worker: 2, order: ['p', 'c', 1, false] }]);
+    expect(ledger.apply(2, [claim('c', 1, 'b2', 400), release(1)])).toEqual([{ worker: 2, order: ['p', 'c', 1, false, 'b1'] }]);
     ledger.apply(1, [claim('y', 5, 'b1', 100), release(5)]); // one end more: c's is forgotten
     expect(ledger.apply(2, [claim('c', 2, 'b2', 400), release(2)])).toEqual([]);
   });
@@ -190,9 +193,9 @@ describe('ClientIdExchange (worker)', () => {
     registry.claim('a', s1);
     exchange.flush();
     const serial = sent[0]![0]![3] as number;
-    expect(exchange.displaced([['p', 'a', serial, true]]).map((d) => [d.holder, d.acceptedFirst])).toEqual([[s1, true]]);
-    expect(exchange.displaced([['p', 'a', serial, false]]).map((d) => d.acceptedFirst)).toEqual([false]);
-    expect(exchange.displaced([['q', 'a', serial, true], ['p', 'a', serial + 1, true], ['gone', 'a', serial, true]])).toEqual([]);
+    expect(exchange.displaced([['p', 'a', serial, true, 'b2']]).map((d) => [d.holder, d.acceptedFirst, d.to])).toEqual([[s1, true, 'b2']]);
+    expect(exchange.displaced([['p', 'a', serial, false, 'b2']]).map((d) => d.acceptedFirst)).toEqual([false]);
+    expect(exchange.displaced([['q', 'a', serial, true, 'b2'], ['p', 'a', serial + 1, true, 'b2'], ['gone', 'a', serial, true, 'b2']])).toEqual([]);
     exchange.close();
   });
 });
