@@ -53,6 +53,24 @@ export async function exchange(port: number, segments: Buffer[], opts: { gapMs?:
   return result;
 }
 
+/** A raw client that sends `connect` and stays open: all it has received so far, and whether its connection closed. */
+export interface RawSession {
+  socket: net.Socket;
+  data(): Buffer;
+  closed(): boolean;
+}
+
+export async function rawSession(port: number, connect: Buffer): Promise<RawSession> {
+  const socket = await connectRaw(port);
+  let data = Buffer.alloc(0);
+  let closed = false;
+  socket.on('data', (d: Buffer) => (data = Buffer.concat([data, d])));
+  socket.on('error', () => {});
+  socket.on('close', () => (closed = true));
+  socket.write(connect);
+  return { socket, data: () => data, closed: () => closed };
+}
+
 export function connectPacket(opts: { clientId: string; protocolVersion?: 3 | 4 | 5; clean?: boolean; username?: string; password?: string; properties?: Record<string, unknown>; keepalive?: number; will?: { topic: string; payload: string } }): Buffer {
   const v = opts.protocolVersion ?? 4;
   return mqttPacket.generate({

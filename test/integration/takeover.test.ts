@@ -17,7 +17,7 @@ import { lbYaml, type ServerSpec } from '../helpers/lb-config.js';
 import { startLb, stopAllLbs, type LbProcess } from '../helpers/lb.js';
 import { freePort, startMosquitto } from '../helpers/mosquitto.js';
 import mqttPacket from 'mqtt-packet';
-import { connectPacket, connectRaw, exchange, parsePackets } from '../helpers/raw-client.js';
+import { connectPacket, exchange, parsePackets, rawSession } from '../helpers/raw-client.js';
 
 const brokers: NamedBroker[] = [];
 const clients: MqttClient[] = [];
@@ -401,17 +401,6 @@ class FakeBroker {
   }
 }
 
-/** A raw client that sends `connect` and stays: what it has received, and whether the balancer closed it. */
-async function rawSession(port: number, connect: Buffer): Promise<{ socket: net.Socket; data: () => Buffer; closed: () => boolean }> {
-  const socket = await connectRaw(port);
-  let data = Buffer.alloc(0);
-  let closed = false;
-  socket.on('data', (d: Buffer) => (data = Buffer.concat([data, d])));
-  socket.on('error', () => {});
-  socket.on('close', () => (closed = true));
-  socket.write(connect);
-  return { socket, data: () => data, closed: () => closed };
-}
 
 describe('one client ID, two brokers: which session is the newer', () => {
   const fakes: FakeBroker[] = [];

@@ -11,7 +11,7 @@ import { clientIdOn, connectVia, startBrokers, whichBroker, type NamedBroker } f
 import { lbYaml } from '../helpers/lb-config.js';
 import { startLb, stopAllLbs, sleep, SOCKET_ENGINES, socketEngineOf, type LbProcess } from '../helpers/lb.js';
 import { freePort } from '../helpers/mosquitto.js';
-import { connectPacket, connectRaw, parsePackets } from '../helpers/raw-client.js';
+import { connectPacket, parsePackets, rawSession as openRawSession, type RawSession } from '../helpers/raw-client.js';
 import mqttPacket from 'mqtt-packet';
 
 const brokers: NamedBroker[] = [];
@@ -37,17 +37,11 @@ async function serverAction(admin: number, server: string, action: 'drain' | 're
   expect(r.status).toBe(200);
 }
 
-/** A raw client that sends `connect` and stays: all it has received, and whether its connection has closed. */
-async function rawSession(port: number, connect: Buffer): Promise<{ socket: net.Socket; data: () => Buffer; closed: () => boolean }> {
-  const socket = await connectRaw(port);
-  cleanups.push(() => void socket.destroy());
-  let data = Buffer.alloc(0);
-  let closed = false;
-  socket.on('data', (d: Buffer) => (data = Buffer.concat([data, d])));
-  socket.on('error', () => {});
-  socket.on('close', () => (closed = true));
-  socket.write(connect);
-  return { socket, data: () => data, closed: () => closed };
+/** rawSession, closed after the test. */
+async function rawSession(port: number, connect: Buffer): Promise<RawSession> {
+  const s = await openRawSession(port, connect);
+  cleanups.push(() => void s.socket.destroy());
+  return s;
 }
 
 function packetsOf(data: Buffer): Array<[string, number | undefined]> {
