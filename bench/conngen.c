@@ -4,10 +4,11 @@
  * beyond its slot: the cost of a connection here is a few system calls, so the generator is not what limits the
  * rate it measures (the Node generator spent more CPU per connection than the broker did).
  *
- *   conngen HOST PORT COUNT CONCURRENCY ID_PREFIX
+ *   conngen HOST PORT COUNT CONCURRENCY ID_PREFIX [LEVEL]
  *
- * Opens COUNT TCP connections, CONCURRENCY at a time; each sends an MQTT 3.1.1 CONNECT (clean session, keepalive
- * 60 s, client ID "ID_PREFIX-i") and waits for a CONNACK with return code 0. Prints one JSON line:
+ * Opens COUNT TCP connections, CONCURRENCY at a time; each sends an MQTT CONNECT (level LEVEL: 4, 3.1.1, the
+ * default, or 5 with an empty property list; clean session, keepalive 60 s, client ID "ID_PREFIX-i") and waits for
+ * a CONNACK with return code 0. Prints one JSON line:
  *   {"connected":N,"failed":N,"elapsedMs":T,"connectP50Ms":T,"connectP99Ms":T,"cpuMs":T,"errors":{...}}
  * then holds every connection until a line (or EOF) arrives on stdin, sends DISCONNECT, closes them and exits.
  * Every wait is bounded: a connection without its CONNACK after 15 s counts as failed.
@@ -36,7 +37,7 @@ struct slot {
   int state;
   int index;    /* client number */
   int got;      /* CONNACK bytes read so far */
-  unsigned char connack[4];
+  unsigned char connack[64]; /* 20 02 flags rc; at 5.0 20 LEN flags rc PROPERTIES (mosquitto's are ~10 bytes) */
   double started;
 };
 
@@ -67,18 +68,23 @@ static void count_error(const char *name) {
   }
 }
 
+static int level = 4;
+
 static int build_connect(unsigned char *pkt, const char *prefix, int index) {
   char id[MAX_ID];
   int idlen = snprintf(id, sizeof id, "%s-%d", prefix, index);
   if (idlen < 0 || idlen >= (int)sizeof id) return -1;
-  int remaining = 10 + 2 + idlen; /* variable header + client ID field */
+  int props = level == 5 ? 1 : 0; /* 5.0: a Property Length of 0 */
+  int remaining = 10 + props + 2 + idlen; /* variable header + client ID field */
   int p = 0;
   pkt[p++] = 0x10;
   if (remaining >= 128) { pkt[p++] = (unsigned char)(0x80 | (remaining & 0x7f)); pkt[p++] = (unsigned char)(remaining >> 7); }
   else pkt[p++] = (unsigned char)remaining;
   static const unsigned char vh[10] = {0, 4, 'M', 'Q', 'T', 'T', 4, 0x02, 0, 60};
   memcpy(pkt + p, vh, sizeof vh);
+  pkt[p + 6] = (unsigned char)level;
   p += sizeof vh;
+  if (props) pkt[p++] = 0;
   pkt[p++] = (unsigned char)(idlen >> 8);
   pkt[p++] = (unsigned char)(idlen & 0xff);
   memcpy(pkt + p, id, (size_t)idlen);
@@ -86,10 +92,12 @@ static int build_connect(unsigned char *pkt, const char *prefix, int index) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 6) {
-    fprintf(stderr, "usage: %s HOST PORT COUNT CONCURRENCY ID_PREFIX\n", argv[0]);
+  if (argc != 6 && argc != 7) {
+    fprintf(stderr, "usage: %s HOST PORT COUNT CONCURRENCY ID_PREFIX [LEVEL]\n", argv[0]);
     return 2;
   }
+  if (argc == 7) level = atoi(argv[6]);
+  if (level != 4 && level != 5) { fprintf(stderr, "conngen: LEVEL is 4 or 5\n"); return 2; }
   const char *host = argv[1], *prefix = argv[5];
   int port = atoi(argv[2]), count = atoi(argv[3]), concurrency = atoi(argv[4]);
   if (port <= 0 || count <= 0 || concurrency <= 0) { fprintf(stderr, "conngen: bad arguments\n"); return 2; }
@@ -148,12 +156,15 @@ int main(int argc, char **argv) {
           epoll_ctl(epfd, EPOLL_CTL_MOD, sl->fd, &ev);
         }
       } else if (sl->state == SLOT_WAITING) {
-        ssize_t r = read(sl->fd, sl->connack + sl->got, (size_t)(4 - sl->got));
+        /* As much as comes (nothing follows a CONNACK until the client sends more): one read, as a rule. */
+        ssize_t r = read(sl->fd, sl->connack + sl->got, sizeof sl->connack - (size_t)sl->got);
         if (r > 0) {
           sl->got += (int)r;
-          if (sl->got == 4) {
+          /* A one-byte Remaining Length (< 62 here): 20 02 flags rc, or at 5.0 20 LEN flags rc PROPERTIES. */
+          int whole = sl->got >= 2 && sl->got >= 2 + (sl->connack[1] & 0x7f);
+          if (whole || sl->got == (int)sizeof sl->connack) {
             done = 1;
-            ok = sl->connack[0] == 0x20 && sl->connack[1] == 0x02 && sl->connack[3] == 0;
+            ok = whole && sl->connack[0] == 0x20 && (sl->connack[1] == 2 || (level == 5 && sl->connack[1] < 0x80)) && sl->got == 2 + sl->connack[1] && sl->connack[3] == 0;
             if (!ok) count_error("EBADCONNACK");
           }
         } else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {

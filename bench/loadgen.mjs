@@ -10,16 +10,20 @@
  *   tpStart   {} / tpMark {} / tpStop {}                         windowed QoS 0 throughput
  *   latency   { host, port, rate, publishers, payloadSize, warmupMs, durationMs, idPrefix }
  *   exit      {}
+ * Each command may carry `level` (4: MQTT 3.1.1, the default; 5: MQTT 5.0, empty property lists): the packets it sends.
  */
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { connectPacket, subscribePacket, publishPacket, DISCONNECT, FrameCounter, PacketReader, PUBLISH_TYPE } from './lib/mqtt.mjs';
+import { connectPacket, subscribePacket, publishPacket, propertiesLength, DISCONNECT, FrameCounter, PacketReader, PUBLISH_TYPE } from './lib/mqtt.mjs';
 
 const CONNACK_TIMEOUT_MS = 15_000;
 const CLOSE_TIMEOUT_MS = 10_000;
 const DRAIN_TIMEOUT_MS = 5_000;
 
 const delay = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** The MQTT protocol level of the packets sent: the running command's `level` (IPC handler below). */
+let level = 4;
 
 /**
  * Resolves with the socket once a CONNACK with return code 0 has arrived.
@@ -39,7 +43,9 @@ function mqttConnect(host, port, clientId, { fastRead = false } = {}) {
         return;
       }
       got = Buffer.concat([got, buf.subarray(start, end)]);
-      if (got.length < 4) return;
+      // 20 02 flags rc, or at 5.0 20 03 flags rc 00 (its property list empty: nothing else asked for).
+      if (got.length < 2 || got.length < 2 + got[1]) return;
+      const connackLength = 2 + got[1];
       settled = true;
       clearTimeout(timer);
       sock.removeAllListeners('close');
@@ -49,7 +55,7 @@ function mqttConnect(host, port, clientId, { fastRead = false } = {}) {
         reject(new Error(`bad CONNACK ${got.subarray(0, 4).toString('hex')}`));
         return;
       }
-      if (got.length > 4) sock.onBytes(got, 4, got.length);
+      if (got.length > connackLength) sock.onBytes(got, connackLength, got.length);
       resolve(sock);
     };
     const options = { host, port, noDelay: true };
@@ -74,7 +80,7 @@ function mqttConnect(host, port, clientId, { fastRead = false } = {}) {
     }
     sock.on('error', fail);
     sock.on('close', () => fail(new Error('closed before CONNACK')));
-    sock.on('connect', () => sock.write(connectPacket(clientId)));
+    sock.on('connect', () => sock.write(connectPacket(clientId, level)));
   });
 }
 
@@ -195,7 +201,7 @@ async function setupPairs(state, opened, { host, port, pairs, payloadSize, batch
     opened.push(sub);
     const pub = await mqttConnect(host, port, `${idPrefix}-p${i}`);
     opened.push(pub);
-    const one = publishPacket(topic, payload);
+    const one = publishPacket(topic, payload, level);
     const batchBuf = Buffer.concat(Array.from({ length: batch }, () => one));
     const pair = { sub, pub, sent: 0, counter: new FrameCounter(), batchBuf, closedEarly: false };
     sub.onBytes = (buf, start, end) => {
@@ -210,7 +216,7 @@ async function setupPairs(state, opened, { host, port, pairs, payloadSize, batch
     }
     // Publishers never receive anything at QoS 0; keep reading so a stray packet cannot stall them.
     pub.on('data', () => {});
-    sub.write(subscribePacket(1, topic));
+    sub.write(subscribePacket(1, topic, level));
     const deadline = Date.now() + CONNACK_TIMEOUT_MS;
     while (pair.counter.others < 1) {
       if (Date.now() > deadline || pair.closedEarly) throw new Error('no SUBACK');
@@ -297,17 +303,17 @@ async function measureLatency({ host, port, rate, publishers, payloadSize, warmu
     const now = performance.now();
     received++;
     const topicLen = buf.readUInt16BE(off);
-    const ts = buf.readDoubleLE(off + 2 + topicLen);
+    const ts = buf.readDoubleLE(off + 2 + topicLen + propertiesLength(level, buf, off + 2 + topicLen));
     if (ts >= measureFrom && ts < measureTo && nSamples < samples.length) samples[nSamples++] = now - ts;
   });
   sub.on('data', (chunk) => reader.push(chunk));
-  sub.write(subscribePacket(1, `${topicBase}/+`));
+  sub.write(subscribePacket(1, `${topicBase}/+`, level));
   const deadline = Date.now() + CONNACK_TIMEOUT_MS;
   while (!subacked) {
     if (Date.now() > deadline) throw new Error('no SUBACK');
     await delay(2);
   }
-  const templates = pubs.map((_, i) => publishPacket(`${topicBase}/${i}`, Buffer.alloc(Math.max(8, payloadSize), 0x62)));
+  const templates = pubs.map((_, i) => publishPacket(`${topicBase}/${i}`, Buffer.alloc(Math.max(8, payloadSize), 0x62), level));
   const tsOffsets = templates.map((t, i) => t.length - Math.max(8, payloadSize));
   let sent = 0;
   const t0 = performance.now();
@@ -369,6 +375,7 @@ process.on('message', async (msg) => {
   const handler = handlers[msg.cmd];
   try {
     if (handler === undefined) throw new Error(`unknown command ${msg.cmd}`);
+    if (msg.level !== undefined) level = msg.level;
     const result = await handler(msg);
     process.send({ id: msg.id, ok: true, ...result });
   } catch (err) {

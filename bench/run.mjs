@@ -48,6 +48,7 @@ const COMMON = {
   latPublishers: 4,
   rssWarmup: 200,
   rssSettleMs: 1000,
+  mqttLevel: 4, // the clients' MQTT protocol level (--mqtt)
 };
 
 const TESTS = ['connRate', 'msgRate64', 'msgRate16k', 'latency', 'heldMemory'];
@@ -79,7 +80,7 @@ function lbVariant(name) {
 const USAGE = `usage: node bench/run.mjs [--quick] [--trials N] [--targets direct,mqtt-lb,haproxy,mqtt-lb-w2,mqtt-lb-w2-kernel,mqtt-lb-defaults]
                          [--tests ${TESTS.join(',')}] [--procs N] [--connections N] [--out FILE]
                          [--lb-node-args "--max-semi-space-size=2"] [--lb-env KEY=VALUE]... [--lb-cli path/to/cli.js]
-                         [--conn-gen c|node] [--server-host NAME]
+                         [--conn-gen c|node] [--server-host NAME] [--mqtt 3.1.1|5]
   --quick        ~1.5 min: 3 trials, shorter windows, one memory trial
   (default)      full run, ~5.5 min: 5 trials, 8,000 held connections
   --lb-node-args node flags for the mqtt-lb process, replacing the launcher's (default: bin/mqtt-lb's own)
@@ -90,6 +91,7 @@ const USAGE = `usage: node bench/run.mjs [--quick] [--trials N] [--targets direc
   --conn-gen     connection-rate clients: c (bench/conngen.c, built with the system's cc; the default when one
                  exists) or node (bench/loadgen.mjs)
   --server-host  how mqtt-lb's and HAProxy's configs name the brokers (default 127.0.0.1; e.g. localhost)
+  --mqtt         the clients' protocol: 3.1.1 (default) or 5 (MQTT 5.0, empty property lists), every test
 `;
 
 function parseArgs(argv) {
@@ -143,6 +145,12 @@ function parseArgs(argv) {
       case '--server-host':
         o.serverHost = next();
         break;
+      case '--mqtt': {
+        const v = next();
+        if (v !== '3.1.1' && v !== '4' && v !== '5') throw new Error('--mqtt is 3.1.1 or 5');
+        o.overrides.mqttLevel = v === '5' ? 5 : 4;
+        break;
+      }
       case '--conn-gen':
         o.connGen = next();
         if (o.connGen !== 'c' && o.connGen !== 'node') throw new Error('--conn-gen is c or node');
@@ -263,7 +271,7 @@ async function main() {
     tests: args.tests,
     serverHost: args.serverHost ?? '127.0.0.1',
   };
-  log(`bench: ${args.mode} mode, targets ${targets.join(', ')}, ${opts.trials} trials, ${opts.procs} load generator processes; load average ${meta.loadAverageStart?.join(' ')}`);
+  log(`bench: ${args.mode} mode, MQTT ${opts.mqttLevel === 5 ? '5.0' : '3.1.1'} clients, targets ${targets.join(', ')}, ${opts.trials} trials, ${opts.procs} load generator processes; load average ${meta.loadAverageStart?.join(' ')}`);
 
   const lbOptions = { nodeArgs: args.lbNodeArgs, env: args.lbEnv, ...(args.lbCli !== null ? { cli: args.lbCli } : {}) };
   meta.lbNodeArgs = args.lbNodeArgs;

@@ -1,5 +1,6 @@
 /**
- * Prebuilt MQTT 3.1.1 packets and a zero-copy frame counter for the load generator.
+ * Prebuilt MQTT 3.1.1 (or 5.0: `level` 5, every property list empty) packets and a zero-copy frame counter for the
+ * load generator.
  * Packets are built once per connection (CONNECT, SUBSCRIBE) or once per run (PUBLISH batches), so the
  * send path does no encoding at all: it writes the same immutable Buffer again and again.
  */
@@ -28,20 +29,39 @@ export function utf8Field(s) {
   return out;
 }
 
-/** CONNECT, protocol level 4, clean session, keep-alive 0 (no broker-side timeout while connections are held). */
-export function connectPacket(clientId) {
-  const variable = Buffer.from([0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, 0x04, 0x02, 0x00, 0x00]);
-  return packet(0x10, Buffer.concat([variable, utf8Field(clientId)]));
+/** A 5.0 packet's empty property list (Property Length 0); nothing at 3.1.1. */
+function noProperties(level) {
+  return level === 5 ? Buffer.from([0x00]) : Buffer.alloc(0);
 }
 
-export function subscribePacket(packetId, topicFilter) {
+/** CONNECT, protocol level `level`, clean session, keep-alive 0 (no broker-side timeout while connections are held). */
+export function connectPacket(clientId, level = 4) {
+  const variable = Buffer.from([0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, level, 0x02, 0x00, 0x00]);
+  return packet(0x10, Buffer.concat([variable, noProperties(level), utf8Field(clientId)]));
+}
+
+export function subscribePacket(packetId, topicFilter, level = 4) {
   const id = Buffer.from([packetId >> 8, packetId & 0xff]);
-  return packet(0x82, Buffer.concat([id, utf8Field(topicFilter), Buffer.from([0x00])]));
+  return packet(0x82, Buffer.concat([id, noProperties(level), utf8Field(topicFilter), Buffer.from([0x00])]));
 }
 
 /** PUBLISH QoS 0 (no packet identifier). */
-export function publishPacket(topic, payload) {
-  return packet(0x30, Buffer.concat([utf8Field(topic), payload]));
+export function publishPacket(topic, payload, level = 4) {
+  return packet(0x30, Buffer.concat([utf8Field(topic), noProperties(level), payload]));
+}
+
+/** A PUBLISH body's payload offset from its topic's end: the Property Length's bytes and the properties at 5.0. */
+export function propertiesLength(level, buf, at) {
+  if (level !== 5) return 0;
+  let len = 0;
+  let mult = 1;
+  let i = at;
+  for (;;) {
+    const b = buf[i++];
+    len += (b & 0x7f) * mult;
+    mult *= 128;
+    if ((b & 0x80) === 0) return i - at + len;
+  }
 }
 
 export const DISCONNECT = Buffer.from([0xe0, 0x00]);

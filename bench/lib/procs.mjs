@@ -478,8 +478,8 @@ export function buildConnGen() {
  * One conngen process: `result` resolves with its JSON line once every connection has its CONNACK (or failed);
  * the connections stay open until `release()` (DISCONNECT, close, process exit).
  */
-export function startConnGen(bin, { host, port, count, concurrency, idPrefix }) {
-  const child = track(spawn(bin, [host, String(port), String(count), String(concurrency), idPrefix], { stdio: ['pipe', 'pipe', 'pipe'] }), 'conngen');
+export function startConnGen(bin, { host, port, count, concurrency, idPrefix, level = 4 }) {
+  const child = track(spawn(bin, [host, String(port), String(count), String(concurrency), idPrefix, String(level)], { stdio: ['pipe', 'pipe', 'pipe'] }), 'conngen');
   let out = '';
   let err = '';
   // A release racing the process's own exit must not crash the run with EPIPE.

@@ -55,7 +55,7 @@ export async function connectionRate(ctx, target, trial) {
   let timedCpuMs;
   let brokerTimedCpuMs;
   if (ctx.connGen) {
-    const gens = counts.map((count, i) => startConnGen(ctx.connGen, { host: target.host, port: target.port, count, concurrency: o.connConcurrency, idPrefix: idPrefix(i) }));
+    const gens = counts.map((count, i) => startConnGen(ctx.connGen, { host: target.host, port: target.port, count, concurrency: o.connConcurrency, idPrefix: idPrefix(i), level: o.mqttLevel }));
     try {
       results = (await Promise.all(gens.map((g) => g.result))).map((r) => ({ ...r, loadgenCpuMs: r.cpuMs }));
       timedCpuMs = safeCpu(target.pid) - cpu0;
@@ -65,7 +65,7 @@ export async function connectionRate(ctx, target, trial) {
     }
   } else {
     results = await Promise.all(
-      ctx.gens.map((g, i) => g.call('connect', { host: target.host, port: target.port, count: counts[i], concurrency: o.connConcurrency, idPrefix: idPrefix(i), hold: false })),
+      ctx.gens.map((g, i) => g.call('connect', { host: target.host, port: target.port, count: counts[i], concurrency: o.connConcurrency, idPrefix: idPrefix(i), hold: false, level: o.mqttLevel })),
     );
   }
   await settle(ctx, target, fds);
@@ -101,7 +101,7 @@ export async function messageRate(ctx, target, trial, spec) {
   const tag = `t${spec.payloadSize}-${trial}-${target.name}`;
   await Promise.all(
     ctx.gens.map((g, i) =>
-      g.call('tpSetup', { host: target.host, port: target.port, pairs: spec.pairs, payloadSize: spec.payloadSize, window: spec.window, batch: spec.batch, idPrefix: `${tag}-${i}` }),
+      g.call('tpSetup', { host: target.host, port: target.port, pairs: spec.pairs, payloadSize: spec.payloadSize, window: spec.window, batch: spec.batch, idPrefix: `${tag}-${i}`, level: o.mqttLevel }),
     ),
   );
   let stops;
@@ -175,6 +175,7 @@ export async function latency(ctx, target, trial) {
     warmupMs: o.latWarmupMs,
     durationMs: o.latMeasureMs,
     idPrefix: `l${trial}-${target.name}`,
+    level: o.mqttLevel,
   });
   const c1 = safeCpu(target.pid);
   const cpu = win.end();
@@ -217,7 +218,7 @@ async function sampleRss(pid) {
 export async function heldMemory(ctx, target, trial) {
   const o = ctx.opts;
   const warm = split(o.rssWarmup, ctx.gens.length);
-  await Promise.all(ctx.gens.map((g, i) => g.call('connect', { host: target.host, port: target.port, count: warm[i], concurrency: 20, idPrefix: `mw${trial}-${i}`, hold: false })));
+  await Promise.all(ctx.gens.map((g, i) => g.call('connect', { host: target.host, port: target.port, count: warm[i], concurrency: 20, idPrefix: `mw${trial}-${i}`, hold: false, level: o.mqttLevel })));
   await delay(o.rssSettleMs);
   const idle = await sampleRss(target.pid);
   const xs = [0];
@@ -230,7 +231,7 @@ export async function heldMemory(ctx, target, trial) {
       const n = Math.min(stepSize, o.rssConnections - held);
       const counts = split(n, ctx.gens.length);
       const res = await Promise.all(
-        ctx.gens.map((g, i) => g.call('connect', { host: target.host, port: target.port, count: counts[i], concurrency: o.connConcurrency, idPrefix: `m${trial}-${s}-${i}`, hold: true })),
+        ctx.gens.map((g, i) => g.call('connect', { host: target.host, port: target.port, count: counts[i], concurrency: o.connConcurrency, idPrefix: `m${trial}-${s}-${i}`, hold: true, level: o.mqttLevel })),
       );
       held += res.reduce((a, r) => a + r.connected, 0);
       failed += res.reduce((a, r) => a + r.failed, 0);
