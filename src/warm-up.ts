@@ -161,7 +161,7 @@ export class WarmUp {
     };
     return {
       ...this.real,
-      listeners: [{ name: NAME, bind: '127.0.0.1:0', address: { host: '127.0.0.1', port: 0 }, pool: NAME, maxConnections: wave, tls: null, acceptProxyProtocol: [], refuseWith: 'connack' }],
+      listeners: [{ name: NAME, bind: '127.0.0.1:0', address: { host: '127.0.0.1', port: 0 }, pool: NAME, maxConnections: wave, tls: null, acceptProxyProtocol: [], refuseWith: 'connack', evictWith: 'disconnect' }],
       pools: { [NAME]: pool },
       limits: {
         ...this.real.limits,

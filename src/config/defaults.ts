@@ -11,6 +11,7 @@ export const DEFAULTS = {
     acceptProxyProtocol: [] as readonly string[], // CIDRs that must send a PROXY header; none
     tls: null, // plain TCP
     refuseWith: 'connack', // a refused client gets a CONNACK with the reason
+    evictWith: 'disconnect', // a 5.0 client whose session the balancer closes gets a DISCONNECT with the reason
   },
   tls: {
     ca: null, // no client CA: Node's default roots when requestCert is on

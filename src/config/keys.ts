@@ -5,7 +5,7 @@
 
 export const KEYS = {
   root: ['listeners', 'pools', 'limits', 'admin', 'log', 'workers', 'warmUp', 'failover'],
-  listener: ['name', 'bind', 'pool', 'maxConnections', 'tls', 'acceptProxyProtocol', 'refuseWith'],
+  listener: ['name', 'bind', 'pool', 'maxConnections', 'tls', 'acceptProxyProtocol', 'refuseWith', 'evictWith'],
   tls: ['cert', 'key', 'ca', 'requestCert', 'certAsUsername'],
   pool: [
     'balance',
@@ -62,6 +62,7 @@ export const ON_SERVER_DOWN = ['keep', 'shutdown'] as const;
 export const ON_SERVER_UP = ['keep', 'rebalance'] as const;
 export const TAKEOVER_KEYS = ['client-id-and-username', 'client-id', 'username', 'off'] as const;
 export const REFUSE_WITH = ['connack', 'close'] as const;
+export const EVICT_WITH = ['disconnect', 'close'] as const;
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export const FAILOVER_TRANSPORTS = ['unicast', 'multicast'] as const;
 

@@ -47,10 +47,18 @@ export interface ListenerConfig {
   tls: TlsConfig | null;
   acceptProxyProtocol: string[]; // CIDRs
   refuseWith: RefuseWith;
+  evictWith: EvictWith;
 }
 
 /** How a refused client is told: a CONNACK with the reason (design.md §5), or a close without one (HAProxy's way). */
 export type RefuseWith = 'connack' | 'close';
+
+/**
+ * How a 5.0 client whose session the balancer closes (drain, rebalance, stop, takeover, ...) is told: a DISCONNECT
+ * with the reason, then the close (what a broker does), or the close alone (HAProxy's way; libmosquitto stops on any
+ * DISCONNECT from a server).
+ */
+export type EvictWith = 'disconnect' | 'close';
 
 export type BalanceStrategy = 'client-id-hash' | 'username-hash' | 'round-robin' | 'least-connections' | 'random';
 export type FallbackStrategy = Exclude<BalanceStrategy, 'client-id-hash' | 'username-hash'>;

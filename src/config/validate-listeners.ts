@@ -1,6 +1,6 @@
 /** `listeners:` of lb.yaml: names, binds, TLS and PROXY-protocol sources. */
 import { DEFAULTS } from './defaults.js';
-import { KEYS, NAME_RE, NAME_RULE, REFUSE_WITH } from './keys.js';
+import { EVICT_WITH, KEYS, NAME_RE, NAME_RULE, REFUSE_WITH } from './keys.js';
 import type { ListenerConfig, TlsConfig } from './types.js';
 import { readCidrList, type ValidationContext } from './validate-context.js';
 import { isScalar } from 'yaml';
@@ -57,6 +57,7 @@ function readListener(ctx: ValidationContext, m: MapReader): ListenerDraft {
     // CIDRs whose connections must open with a PROXY header.
     acceptProxyProtocol: readCidrList(ctx.r, m, 'acceptProxyProtocol', DEFAULTS.listener.acceptProxyProtocol),
     refuseWith: m.oneOf('refuseWith', DEFAULTS.listener.refuseWith, REFUSE_WITH),
+    evictWith: m.oneOf('evictWith', DEFAULTS.listener.evictWith, EVICT_WITH),
   };
   return {
     config,

@@ -7,7 +7,7 @@
  */
 import net from 'node:net';
 import type { Socket } from 'node:net';
-import type { ListenerConfig, RefuseWith } from '../config/types.js';
+import type { EvictWith, ListenerConfig, RefuseWith } from '../config/types.js';
 import { bindsMayCollide } from '../config/net-syntax.js';
 import { bindHint, ErrorCodes, MqttLbError } from '../errors.js';
 import { ClientSession, TCP_KEEPALIVE_MS, type SessionListener } from './session.js';
@@ -94,6 +94,10 @@ export class Listener implements SessionListener {
 
   get refuseWith(): RefuseWith {
     return this.config.refuseWith;
+  }
+
+  get evictWith(): EvictWith {
+    return this.config.evictWith;
   }
 
   get listening(): boolean {

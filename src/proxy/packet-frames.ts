@@ -15,6 +15,11 @@ const DISCONNECT = 14;
 const NO_CONNACK = -1;
 /** connackCode inside the CONNACK, before its Reason Code (its second byte) has been read. */
 const IN_CONNACK = -2;
+/**
+ * The one CONNACK Reason Code that accepts a 5.0 client (3.2.2.2): below 0x80 there is no other, and a 3.1.1-layout
+ * refusal a broker of the older version sends (return code 1, unacceptable protocol version) must not read as one.
+ */
+const SUCCESS = 0;
 /** connackCode for a CONNACK too short to hold a Reason Code: as a refusal. */
 const SHORT_CONNACK = 0x100;
 
@@ -40,11 +45,11 @@ export class PacketFrames {
   }
 
   /**
-   * The server has accepted the client's CONNECT [MQTT-3.14.0-1] and not told it DISCONNECT itself [MQTT-3.14.4-1:
+   * The server has accepted the client's CONNECT (Reason Code 0) [MQTT-3.14.0-1] and not told it DISCONNECT itself [MQTT-3.14.4-1:
    * nothing after a DISCONNECT], and the stream is whole: a DISCONNECT of ours may follow a packet boundary.
    */
   get mayTell(): boolean {
-    return this.connackCode >= 0 && this.connackCode < 0x80 && this.lastType !== DISCONNECT && !this.broken;
+    return this.connackCode === SUCCESS && this.lastType !== DISCONNECT && !this.broken;
   }
 
   /** Reads `chunk[from..to)`, the stream's next bytes. */

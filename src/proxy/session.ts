@@ -16,7 +16,7 @@ import { HandleSocket, handleSockets } from './handle-socket.js';
 import { placementChangeCount, type Server, type LiveSession, type EvictReason } from '../balancer/server.js';
 import { assignedIdKeyPrefix, clientIdOfKey, takeoverKey, type ClientIdHolder } from '../balancer/client-id-registry.js';
 import { FULL_CANDIDATES } from '../balancer/pool.js';
-import type { RefuseWith } from '../config/types.js';
+import type { EvictWith, RefuseWith } from '../config/types.js';
 import { pendingConnectBound } from '../config/defaults.js';
 import { scanConnect, type ConnectInfo } from './connect-scanner.js';
 import { assignedClientId, connackFor, connackVerdict, leadingAuthBytes, type RefusalReason } from './connack.js';
@@ -83,6 +83,8 @@ export interface SessionListener {
   readonly maxConnections: number;
   /** A refused client gets a CONNACK, or a close without one (listeners[].refuseWith). */
   readonly refuseWith: RefuseWith;
+  /** A 5.0 client whose session the balancer closes gets a DISCONNECT first, or the close alone (listeners[].evictWith). */
+  readonly evictWith: EvictWith;
   /** Bytes to put before the CONNECT towards the server (PROXY protocol), or null. */
   proxyHeader(session: ClientSession, pool: RoutingPool): Buffer | null;
   /** Called once when the session is fully closed. */
@@ -778,6 +780,8 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
   evict(reason: EvictReason): void {
     if (this.phase === 'closed') return;
     const quiet = this.closeReason === null;
+    // Its takeover grace runs (takenOver): its client ID lives on another server now, whatever closes it first.
+    if (quiet && this.closeTimer !== null) reason = 'takeover';
     this.closeReason ??= reason;
     if (quiet && this.tell(reason)) return;
     // Closed, also when its server has not answered its CONNECT yet: a CONNACK refusal here (an audit asked for one
@@ -795,12 +799,18 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
    */
   private tell(reason: EvictReason): boolean {
     const frames = this.frames;
-    if (frames === null || this.phase !== 'splicing' || !frames.mayTell || this.client.destroyed || this.upstream!.destroyed) return false;
+    if (frames === null || this.listener.evictWith !== 'disconnect' || this.phase !== 'splicing' || !frames.mayTell || this.client.destroyed || this.upstream!.destroyed) return false;
     this.disconnectCode = disconnectCodeFor(reason);
     if (this.closeTimer !== null) clearTimeout(this.closeTimer); // a takeover grace: this close replaces it
     this.closeTimer = null;
-    if (frames.atBoundary) this.sayDisconnect();
-    else this.closeTimer = setTimeout(onTellWaitEnded, TELL_WAIT_MS, this);
+    if (frames.atBoundary) {
+      this.sayDisconnect();
+      return true;
+    }
+    // Closed from now on as far as the client goes: what it sends is dropped, as the close would drop it. Its server
+    // side stays open until the packet in flight to the client has ended.
+    dropInput(this.client);
+    this.closeTimer = setTimeout(onTellWaitEnded, TELL_WAIT_MS, this);
     return true;
   }
 
@@ -820,7 +830,10 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
     this.upstream!.destroy();
   }
 
-  /** A server read while a DISCONNECT waits (tell): passed on up to the end of the packet in flight, then told. */
+  /**
+   * A 5.0 session's server read: passed on, its packets followed (PacketFrames). While a DISCONNECT waits (tell): passed
+   * on up to the end of the packet in flight, and the client told then.
+   */
   relayTracked(upstream: ProxySocket, chunk: Buffer): void {
     const frames = this.frames!;
     if (this.disconnectCode === 0) {
@@ -831,21 +844,39 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
     const end = frames.toEndOfPacket(chunk, 0, chunk.length);
     // What follows that packet in this read is dropped, as a close would drop it.
     const more = this.client.write(end === chunk.length ? chunk : chunk.subarray(0, end));
-    if (frames.atBoundary) this.sayDisconnect();
-    else if (!more) upstream.pause();
+    if (!frames.atBoundary) {
+      if (!more) upstream.pause();
+      return;
+    }
+    // That packet was the server's own DISCONNECT (it began before the eviction): nothing may follow it [MQTT-3.14.4-1].
+    if (frames.mayTell) this.sayDisconnect();
+    else this.closeUntold();
   }
 
   /** The packet in flight did not end within TELL_WAIT_MS (a slow or stalled server, a client not reading): closed untold. */
   tellWaitEnded(): void {
     this.closeTimer = null;
-    this.client.destroy();
+    this.closeUntold();
+  }
+
+  /**
+   * Closed without a DISCONNECT after all. A reset when its stream stops inside a packet (tellWaitEnded), so that a
+   * truncated packet does not end as if whole. After the server's own DISCONNECT, the client's side closes as when a
+   * server closes (upstreamClosed: a lingering close behind what is queued).
+   */
+  private closeUntold(): void {
+    if (this.closeTimer !== null) clearTimeout(this.closeTimer);
+    this.closeTimer = null;
+    if (!this.frames!.atBoundary) resetOrDestroy(this.client);
     this.upstream?.destroy();
   }
 
   /** The told client has not closed within LINGER_MS of our FIN. */
   toldLingerEnded(): void {
     this.graceTimer = null;
-    this.client.destroy();
+    // The DISCONNECT still waits in our queue (a client that does not read): it never reached the client.
+    if (this.client.writableLength > 0) resetOrDestroy(this.client);
+    else this.client.destroy();
   }
 
   /** Routed, its server has sent nothing yet, and neither side is closing. */

@@ -58,17 +58,20 @@ export interface RawSession {
   socket: net.Socket;
   data(): Buffer;
   closed(): boolean;
+  /** The socket error's code, if one came (ECONNRESET: the LB reset the connection). */
+  error(): string | null;
 }
 
 export async function rawSession(port: number, connect: Buffer): Promise<RawSession> {
   const socket = await connectRaw(port);
   let data = Buffer.alloc(0);
   let closed = false;
+  let error: string | null = null;
   socket.on('data', (d: Buffer) => (data = Buffer.concat([data, d])));
-  socket.on('error', () => {});
+  socket.on('error', (e: NodeJS.ErrnoException) => (error = e.code ?? e.message));
   socket.on('close', () => (closed = true));
   socket.write(connect);
-  return { socket, data: () => data, closed: () => closed };
+  return { socket, data: () => data, closed: () => closed, error: () => error };
 }
 
 export function connectPacket(opts: { clientId: string; protocolVersion?: 3 | 4 | 5; clean?: boolean; username?: string; password?: string; properties?: Record<string, unknown>; keepalive?: number; will?: { topic: string; payload: string } }): Buffer {

@@ -4,6 +4,7 @@
  * DISCONNECT from a server in those versions). Through the BUILT mqtt-lb, with real mosquitto brokers, and with a
  * stand-in broker where the test must hold a packet half-sent.
  */
+import { spawn } from 'node:child_process';
 import net from 'node:net';
 import type { MqttClient, IDisconnectPacket } from 'mqtt';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -48,17 +49,18 @@ function packetsOf(data: Buffer): Array<[string, number | undefined]> {
   return parsePackets(data, 5).map((p) => [p.cmd, (p as { reasonCode?: number }).reasonCode]);
 }
 
-async function lbOver(servers: Array<{ name: string; port: number }>, options: { env?: NodeJS.ProcessEnv; limits?: string; health?: 'mqtt' | 'tcp' } = {}): Promise<{ lb: LbProcess; port: number; admin: number }> {
+async function lbOver(servers: Array<{ name: string; port: number }>, options: { env?: NodeJS.ProcessEnv; limits?: string; health?: 'mqtt' | 'tcp'; listener?: string; balance?: string; level?: string } = {}): Promise<{ lb: LbProcess; port: number; admin: number }> {
   const [port, admin] = [await freePort(), await freePort()];
   const lb = await startLb(
     lbYaml({
-      port,
+      listeners: [{ port, ...(options.listener === undefined ? {} : { extra: options.listener }) }],
       admin,
       servers,
+      ...(options.balance === undefined ? {} : { balance: options.balance }),
       pool: '    evictRate: 1000\n',
       health: { type: options.health ?? 'mqtt', interval: '200ms', timeout: '150ms', rise: 1, fall: 1 },
       ...(options.limits === undefined ? {} : { limits: options.limits }),
-      log: '  level: info\n  sessions: true\n',
+      log: `  level: ${options.level ?? 'info'}\n  sessions: true\n`,
     }),
     { waitReady: `http://127.0.0.1:${admin}/readyz`, env: options.env ?? {} },
   );
@@ -143,40 +145,53 @@ describe('the DISCONNECT for each way the balancer closes a 5.0 session', () => 
   }, 30_000);
 });
 
-/** A stand-in broker whose sockets the test writes to itself (a packet can be held half-sent). */
-async function standIn(): Promise<{ port: number; sockets: net.Socket[] }> {
+/**
+ * A stand-in broker whose sockets the test writes to itself (a packet can be held half-sent); `received[i]`: all that
+ * socket i has read (the CONNECT first).
+ */
+async function standIn(): Promise<{ port: number; sockets: net.Socket[]; received: Buffer[] }> {
   const sockets: net.Socket[] = [];
+  const received: Buffer[] = [];
   const server = net.createServer((socket) => {
     socket.on('error', () => {});
-    socket.once('data', () => sockets.push(socket));
+    socket.once('data', (first: Buffer) => {
+      const i = sockets.push(socket) - 1;
+      received[i] = first;
+      socket.on('data', (d: Buffer) => (received[i] = Buffer.concat([received[i]!, d])));
+    });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
   cleanups.push(() => {
     for (const s of sockets) s.destroy();
     return new Promise<void>((r) => server.close(() => r()));
   });
-  return { port: (server.address() as net.AddressInfo).port, sockets };
+  return { port: (server.address() as net.AddressInfo).port, sockets, received };
 }
 
 describe('a packet on its way to the client when the session is closed', () => {
   const connack = mqttPacket.generate({ cmd: 'connack', sessionPresent: false, reasonCode: 0, properties: {} } as mqttPacket.Packet, { protocolVersion: 5 });
   const big = mqttPacket.generate({ cmd: 'publish', topic: 'a/b', payload: Buffer.alloc(5000, 0x41), qos: 0, dup: false, retain: false } as mqttPacket.Packet, { protocolVersion: 5 });
   const pingresp = Buffer.from([0xd0, 0x00]);
+  const pingreq = Buffer.from([0xc0, 0x00]);
 
-  async function halfSent(): Promise<{ lb: LbProcess; admin: number; s: Awaited<ReturnType<typeof rawSession>>; server: net.Socket }> {
+  /** A 5.0 session whose stand-in broker has sent its CONNACK and the first `sent` bytes of `packet`, then drained. */
+  async function halfSent(packet = big, sent = 1000): Promise<{ lb: LbProcess; s: RawSession; server: net.Socket; atServer: () => number }> {
     const broker = await standIn();
     const { lb, port, admin } = await lbOver([{ name: 'half', port: broker.port }], { health: 'tcp' });
-    const s = await rawSession(port, connectPacket({ clientId: 'told-half', protocolVersion: 5 }));
+    const connect = connectPacket({ clientId: 'told-half', protocolVersion: 5 });
+    const s = await rawSession(port, connect);
     await until('the CONNECT at the stand-in', () => broker.sockets.length === 1, 3000);
     const server = broker.sockets[0]!;
-    server.write(Buffer.concat([connack, big.subarray(0, 1000)]));
-    await until('the first bytes at the client', () => s.data().length === connack.length + 1000, 3000);
+    server.write(Buffer.concat([connack, packet.subarray(0, sent)]));
+    await until('the first bytes at the client', () => s.data().length === connack.length + sent, 3000);
     await serverAction(admin, 'half', 'drain');
-    return { lb, admin, s, server };
+    // What the client sends from here reaches the stand-in or not: counted past its CONNECT.
+    return { lb, s, server, atServer: () => broker.received[0]!.length - connect.length };
   }
 
-  it('the DISCONNECT waits for the packet\'s last byte; what the server sends after it is not passed on', async () => {
-    const { lb, s, server } = await halfSent();
+  it('the DISCONNECT waits for the packet\'s last byte; what the server sends after it, and the client meanwhile, is not passed on', async () => {
+    const { lb, s, server, atServer } = await halfSent();
+    s.socket.write(pingreq);
     await sleep(300);
     expect(s.closed()).toBe(false);
     expect(s.data().length).toBe(connack.length + 1000);
@@ -188,18 +203,105 @@ describe('a packet on its way to the client when the session is closed', () => {
       ['publish', undefined],
       ['disconnect', 0x9c],
     ]);
+    expect(s.error()).toBeNull();
+    // The client counts as closed from the drain on: its PINGREQ went nowhere.
+    expect(atServer()).toBe(0);
     expect((await lb.waitForLog((l) => l.msg === 'session closed' && l.clientId === 'told-half', 2000)).disconnect).toBe(0x9c);
   }, 30_000);
 
-  it('a packet that does not end within a second: closed untold, no byte put inside it', async () => {
+  it('a packet that does not end within a second: closed untold, with a reset (its last packet is cut short), no byte put inside it', async () => {
     const { lb, s } = await halfSent();
     const drainedAt = Date.now();
     await until('the close', s.closed, 4000);
     const waited = Date.now() - drainedAt;
     expect(waited).toBeGreaterThanOrEqual(800);
     expect(s.data().length).toBe(connack.length + 1000);
+    expect(s.error()).toBe('ECONNRESET');
     const line = await lb.waitForLog((l) => l.msg === 'session closed' && l.clientId === 'told-half', 2000);
     expect(line.reason).toBe('drain');
     expect(line).not.toHaveProperty('disconnect');
+  }, 30_000);
+
+  it('the packet in flight is the broker\'s own DISCONNECT: nothing follows it [MQTT-3.14.4-1]', async () => {
+    const own = Buffer.from([0xe0, 0x02, 0x8e, 0x00]);
+    const { lb, s, server } = await halfSent(own, 1);
+    await sleep(100);
+    server.write(own.subarray(1));
+    await until('the close', s.closed, 3000);
+    expect(packetsOf(s.data())).toEqual([
+      ['connack', 0],
+      ['disconnect', 0x8e],
+    ]);
+    expect(s.error()).toBeNull();
+    const line = await lb.waitForLog((l) => l.msg === 'session closed' && l.clientId === 'told-half', 2000);
+    expect(line.reason).toBe('drain');
+    expect(line).not.toHaveProperty('disconnect');
+  }, 30_000);
+});
+
+describe('listeners[].evictWith and the takeover', () => {
+  it('evictWith: close: a drained 5.0 client sees the close alone (libmosquitto clients stop on any DISCONNECT)', async () => {
+    brokers.push(...(await startBrokers(['b1'])));
+    const { lb, port, admin } = await lbOver([{ name: 'b1', port: brokers[0]!.port }], { listener: '    evictWith: close\n' });
+    const s = await rawSession(port, connectPacket({ clientId: 'told-not', protocolVersion: 5 }));
+    await until('the CONNACK', () => packetsOf(s.data()).length === 1, 3000);
+    await serverAction(admin, 'b1', 'drain');
+    await until('the close', s.closed, 3000);
+    expect(packetsOf(s.data())).toEqual([['connack', 0]]);
+    const line = await lb.waitForLog((l) => l.msg === 'session closed' && l.clientId === 'told-not', 2000);
+    expect(line.reason).toBe('drain');
+    expect(line).not.toHaveProperty('disconnect');
+  }, 30_000);
+
+  // An audit: libmosquitto (mosquitto_sub -V 5) stops for good on any DISCONNECT from a server; after a close it
+  // reconnects. So with the default its drained clients stay away, and `evictWith: close` is the setting for them.
+  it.each([
+    ['disconnect', false],
+    ['close', true],
+  ] as const)('evictWith: %s: a real mosquitto_sub -V 5 on a drained broker reconnects: %s', async (evictWith, reconnects) => {
+    brokers.push(...(await startBrokers(['b1', 'b2'])));
+    const { port, admin } = await lbOver(brokers.map((b) => ({ name: b.name, port: b.port })), { listener: `    evictWith: ${evictWith}\n` });
+    const id = await clientIdOn(port, 'b1', `told-sub-${evictWith}-`);
+    // Line-buffered: its -d lines are printf'd, held in a block buffer on a pipe until it exits.
+    const sub = spawn('stdbuf', ['-oL', 'mosquitto_sub', '-V', '5', '-h', '127.0.0.1', '-p', String(port), '-i', id, '-t', 'lbtest/x', '-d'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let exited = false;
+    sub.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    sub.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    sub.on('exit', () => (exited = true));
+    cleanups.push(() => void (exited || sub.kill('SIGKILL')));
+    const connacks = (): number => out.split('received CONNACK').length - 1;
+    await until('mosquitto_sub connected', () => connacks() === 1, 5000);
+    await serverAction(admin, 'b1', 'drain');
+    if (reconnects) {
+      await until('mosquitto_sub connected again', () => connacks() === 2, 8000);
+      expect(exited).toBe(false);
+    } else {
+      await until('mosquitto_sub exited', () => exited, 5000);
+      expect(out).toContain('DISCONNECT');
+      expect(connacks()).toBe(1);
+    }
+  }, 30_000);
+
+  it('a session in its takeover grace that a drain closes is told 0x8E (Session taken over), not 0x9C: its client ID lives on the other broker', async () => {
+    brokers.push(...(await startBrokers(['b1', 'b2'])));
+    // Round robin: the same client ID's second session lands on the other broker, which knows nothing of the first.
+    const { lb, port, admin } = await lbOver(brokers.map((b) => ({ name: b.name, port: b.port })), { balance: 'round-robin', level: 'debug' });
+    const connect = connectPacket({ clientId: 'told-race', protocolVersion: 5 });
+    const older = await rawSession(port, connect);
+    await until('the older CONNACK', () => packetsOf(older.data()).length === 1, 3000);
+    const olderServer = (await lb.waitForLog((l) => l.msg === 'session routed' && l.clientId === 'told-race', 2000)).server as string;
+    const newer = await rawSession(port, connect);
+    await until('the newer CONNACK', () => packetsOf(newer.data()).length === 1, 3000);
+    // Within the 200 ms grace (TAKEOVER_GRACE_MS) the older session's broker is drained.
+    await serverAction(admin, olderServer, 'drain');
+    await until('the older closed', older.closed, 3000);
+    expect(packetsOf(older.data())).toEqual([
+      ['connack', 0],
+      ['disconnect', 0x8e],
+    ]);
+    const line = await lb.waitForLog((l) => l.msg === 'session closed' && l.clientId === 'told-race' && l.server === olderServer, 2000);
+    expect(line).toMatchObject({ reason: 'takeover', disconnect: 0x8e });
+    expect(newer.closed()).toBe(false);
   }, 30_000);
 });

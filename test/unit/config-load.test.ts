@@ -16,6 +16,7 @@ listeners:
     maxConnections: 5000
     acceptProxyProtocol: [10.0.0.0/8, 192.0.2.7, "2001:db8::/32"]
     refuseWith: close
+    evictWith: close
   - name: mqtts
     bind: "[::]:8883"
     pool: emqx
@@ -130,6 +131,7 @@ function expectedFull(file: string): LbConfig {
         tls: null,
         acceptProxyProtocol: ['10.0.0.0/8', '192.0.2.7/32', '2001:db8::/32'],
         refuseWith: 'close',
+        evictWith: 'close',
       },
       {
         name: 'mqtts',
@@ -148,6 +150,7 @@ function expectedFull(file: string): LbConfig {
         },
         acceptProxyProtocol: [],
         refuseWith: 'connack',
+        evictWith: 'disconnect',
       },
     ],
     pools: {
@@ -296,6 +299,7 @@ describe('parseConfig', () => {
           tls: null,
           acceptProxyProtocol: [],
           refuseWith: 'connack',
+          evictWith: 'disconnect',
         },
       ],
       pools: {

@@ -1053,7 +1053,7 @@ describe('HAProxy and keepalived words', () => {
       'lb.yaml:10:3 limits.evictRate: unknown key `evictRate` (`evictRate` belongs in `pools.<name>`; allowed here: clientConnectTimeout, maxConnectBytes, maxConnections, acceptRate, acceptQueue, perSource, drainTimeout, idleTimeout, maxMemory, maxPendingConnectBytes)',
     ]);
     expect(problems(PREFIX.replace('    pool: brokers\n', '    pool: brokers\n    balance: round-robin\n'))).toEqual([
-      'lb.yaml:5:5 listeners[0].balance: unknown key `balance` (`balance` belongs in `pools.<name>`; allowed here: name, bind, pool, maxConnections, tls, acceptProxyProtocol, refuseWith)',
+      'lb.yaml:5:5 listeners[0].balance: unknown key `balance` (`balance` belongs in `pools.<name>`; allowed here: name, bind, pool, maxConnections, tls, acceptProxyProtocol, refuseWith, evictWith)',
     ]);
     expect(problems(PREFIX.replace('"10.0.0.11:1883" }]', '"10.0.0.11:1883", onServerDown: shutdown }]'))).toEqual([
       'lb.yaml:7:54 pools.brokers.servers[0].onServerDown: unknown key `onServerDown` (`onServerDown` belongs in `pools.<name>`; allowed here: name, address, weight, backup, healthUrl, maxConnections)',

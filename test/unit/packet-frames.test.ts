@@ -48,7 +48,8 @@ describe('PacketFrames', () => {
   });
 
   it('reads the CONNACK Reason Code whatever read it comes in; a refusal or a short CONNACK never lets a DISCONNECT follow', () => {
-    for (const [code, may] of [[0x00, true], [0x7f, true], [0x80, false], [0x87, false], [0x9c, false]] as const) {
+    // Only 0x00 accepts (3.2.2.2); 0x01 is also what a 3.1.1 broker's refusal (unacceptable protocol version) reads as.
+    for (const [code, may] of [[0x00, true], [0x01, false], [0x7f, false], [0x80, false], [0x87, false], [0x9c, false]] as const) {
       const bytes = connack(code, { reasonString: 'x'.repeat(150) });
       for (let cut = 0; cut <= bytes.length; cut++) {
         const frames = new PacketFrames();
@@ -58,6 +59,10 @@ describe('PacketFrames', () => {
         expect(frames.mayTell).toBe(may);
       }
     }
+    const older = new PacketFrames();
+    older.advance(Buffer.from([0x20, 0x02, 0x00, 0x01]), 0, 4);
+    expect(older.connackCode).toBe(1);
+    expect(older.mayTell).toBe(false);
     const short = new PacketFrames();
     short.advance(Buffer.from([0x20, 0x01, 0x00]), 0, 3);
     expect(short.atBoundary).toBe(true);

@@ -93,7 +93,7 @@ function rig() {
     poolPendingUntil: () => 0,
   };
   const ended: unknown[] = [];
-  const listener = { stats: new ListenerStats('mqtt', '127.0.0.1:1883', false), poolName: 'brokers', ctx, maxConnections: 100, refuseWith: 'connack' as const, proxyHeader: () => null, sessionEnded: (s: unknown) => ended.push(s), readingConnect: new Set<InstanceType<typeof ClientSession>>() };
+  const listener = { stats: new ListenerStats('mqtt', '127.0.0.1:1883', false), poolName: 'brokers', ctx, maxConnections: 100, refuseWith: 'connack' as const, evictWith: 'disconnect' as const, proxyHeader: () => null, sessionEnded: (s: unknown) => ended.push(s), readingConnect: new Set<InstanceType<typeof ClientSession>>() };
   return { lines, listener, ended };
 }
 
