@@ -254,6 +254,10 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
   private needDrain = false;
   /** Our FIN is requested (end()). */
   private ending = false;
+  /** Our FIN waits for the writes in flight: asked of libuv once they are done (wrote). */
+  private shutdownAfterWrites = false;
+  /** libuv holds our shutdown request (shutdownNow until shutDown): it refuses a reset meanwhile (close). */
+  private shuttingDown = false;
   /** The peer's FIN arrived. */
   private eof = false;
   private error: Error | null = null;
@@ -616,6 +620,12 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
       this.needDrain = false;
       this.fire(SLOT_DRAIN, 'drain');
     }
+    if (this.inflightWrites === 0 && this.shutdownAfterWrites && !this.destroyed) {
+      this.shutdownAfterWrites = false;
+      // Half-open after the peer's FIN: close() sends our FIN (as in end()).
+      if (this.eof) this.destroy();
+      else this.shutdownNow();
+    }
   }
 
   end(data?: Buffer): this {
@@ -625,8 +635,19 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
     if (this.connecting) return this; // sent after the connect, behind the queued writes
     // Half-open after the peer's FIN, with nothing in flight: close() sends our FIN (as in peerEnded).
     if (this.eof && this.inflightWrites === 0 && this.handle!.writeQueueSize === 0) return this.destroy();
-    this.shutdownNow();
+    this.shutdownAfterQueue();
     return this;
+  }
+
+  /**
+   * Our FIN once every write in flight is done, as net.Socket sends it (its end() waits for the writable to finish),
+   * not a shutdown request queued behind them in libuv: while one is pending libuv refuses a reset (EINVAL), and
+   * Node's handle is then left closing without ever closing (a re-audit: a lingering session that was to be reset
+   * with its queue unread never ended). So a side given up on with bytes still queued can be reset.
+   */
+  private shutdownAfterQueue(): void {
+    if (this.inflightWrites > 0) this.shutdownAfterWrites = true;
+    else this.shutdownNow();
   }
 
   private shutdownNow(): void {
@@ -637,10 +658,12 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
     // libuv sends the FIN after every queued write.
     const err = handle.shutdown(req);
     if (err !== 0) this.destroyWith(errnoError(err, 'shutdown'));
+    else this.shuttingDown = true;
   }
 
   /** From onShutdownComplete. */
   shutDown(status: number): void {
+    this.shuttingDown = false;
     if (this.destroyed) return;
     if (status < 0 && status !== UV_ENOTCONN) {
       this.destroyWith(errnoError(status, 'shutdown'));
@@ -742,7 +765,7 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
     const queued = this.writesBeforeConnect;
     this.writesBeforeConnect = null;
     if (queued !== null) for (const buf of queued) if (!this.destroyed) this.send(buf);
-    if (this.ending && !this.destroyed) this.shutdownNow();
+    if (this.ending && !this.destroyed) this.shutdownAfterQueue();
     this.fire(SLOT_CONNECT, 'connect');
     if (this.needDrain && this.inflightWrites === 0 && !this.destroyed) {
       this.needDrain = false;
@@ -779,8 +802,8 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
     this.writesBeforeConnect = null;
     const handle = this.handle!;
     this.finalBytesRead = handle.bytesRead;
-    // A reset needs a connected socket; otherwise a plain close.
-    if (reset && !this.connecting && handle.reset(onHandleClosed) === 0) return;
+    // A reset needs a connected socket and no shutdown pending in libuv (shutdownAfterQueue); otherwise a plain close.
+    if (reset && !this.connecting && !this.shuttingDown && handle.reset(onHandleClosed) === 0) return;
     handle.close(onHandleClosed);
   }
 

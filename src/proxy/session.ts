@@ -784,6 +784,11 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
     if (quiet && this.closeTimer !== null) reason = 'takeover';
     this.closeReason ??= reason;
     if (quiet && this.tell(reason)) return;
+    // A second close while the DISCONNECT waits for the packet in flight: that packet is cut short (a reset).
+    if (this.disconnectCode !== 0 && !this.told) {
+      this.closeUntold();
+      return;
+    }
     // Closed, also when its server has not answered its CONNECT yet: a CONNACK refusal here (an audit asked for one
     // at `onServerDown: shutdown`) would make mqtt.js 5 and mosquitto_sub clients stop reconnecting for good under
     // the default refuseWith: connack, where a close has them reconnect to a server that is up.
@@ -807,9 +812,14 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
       this.sayDisconnect();
       return true;
     }
-    // Closed from now on as far as the client goes: what it sends is dropped, as the close would drop it. Its server
-    // side stays open until the packet in flight to the client has ended.
+    // Closed from now on as far as the client goes: what it sends is dropped, its FIN too (passed on, it could make the
+    // broker close before the packet in flight has ended), as the close would drop them. Its server side stays open
+    // until that packet has ended; a FIN from it before then cuts the packet short (onUpstreamEndWhileTelling).
     dropInput(this.client);
+    this.client.removeAllListeners('end');
+    this.client.on('end', noop);
+    this.upstream!.removeListener('end', onSplicedUpstreamEnd);
+    this.upstream!.on('end', onUpstreamEndWhileTelling);
     this.closeTimer = setTimeout(onTellWaitEnded, TELL_WAIT_MS, this);
     return true;
   }
@@ -860,11 +870,11 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
   }
 
   /**
-   * Closed without a DISCONNECT after all. A reset when its stream stops inside a packet (tellWaitEnded), so that a
-   * truncated packet does not end as if whole. After the server's own DISCONNECT, the client's side closes as when a
-   * server closes (upstreamClosed: a lingering close behind what is queued).
+   * Closed without a DISCONNECT after all. A reset when its stream stops inside a packet (the wait ran out, its server
+   * ended it, a second close), so that a truncated packet does not end as if whole. After the server's own DISCONNECT,
+   * the client's side closes as when a server closes (upstreamClosed: a lingering close behind what is queued).
    */
-  private closeUntold(): void {
+  closeUntold(): void {
     if (this.closeTimer !== null) clearTimeout(this.closeTimer);
     this.closeTimer = null;
     if (!this.frames!.atBoundary) resetOrDestroy(this.client);
@@ -874,9 +884,12 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
   /** The told client has not closed within LINGER_MS of our FIN. */
   toldLingerEnded(): void {
     this.graceTimer = null;
-    // The DISCONNECT still waits in our queue (a client that does not read): it never reached the client.
-    if (this.client.writableLength > 0) resetOrDestroy(this.client);
-    else this.client.destroy();
+    // The DISCONNECT still waits in our queue (a client that does not read): it never reached the client, and the
+    // access log does not say it did.
+    if (this.client.writableLength > 0) {
+      this.told = false;
+      resetOrDestroy(this.client);
+    } else this.client.destroy();
   }
 
   /** Routed, its server has sent nothing yet, and neither side is closing. */
@@ -1332,6 +1345,11 @@ function onTakeoverGraceEnded(s: ClientSession): void {
 
 function onTellWaitEnded(s: ClientSession): void {
   s.tellWaitEnded();
+}
+
+/** The server's FIN while a DISCONNECT waits for the end of its packet in flight (tell): that packet never ends. */
+function onUpstreamEndWhileTelling(this: ProxySocket): void {
+  sessionOf(this).closeUntold();
 }
 
 function onToldLingerEnded(s: ClientSession): void {

@@ -33,7 +33,7 @@ async function until(what: string, cond: () => boolean, timeoutMs: number): Prom
   }
 }
 
-async function serverAction(admin: number, server: string, action: 'drain' | 'ready'): Promise<void> {
+async function serverAction(admin: number, server: string, action: 'drain' | 'maint' | 'ready'): Promise<void> {
   const r = await fetch(`http://127.0.0.1:${admin}/api/servers/brokers/${server}/${action}`, { method: 'POST', signal: AbortSignal.timeout(2000) });
   expect(r.status).toBe(200);
 }
@@ -147,25 +147,31 @@ describe('the DISCONNECT for each way the balancer closes a 5.0 session', () => 
 
 /**
  * A stand-in broker whose sockets the test writes to itself (a packet can be held half-sent); `received[i]`: all that
- * socket i has read (the CONNECT first).
+ * socket i has read (the CONNECT first); `ended[i]`: its FIN came (half-open: the stand-in does not close on it).
  */
-async function standIn(): Promise<{ port: number; sockets: net.Socket[]; received: Buffer[] }> {
+async function standIn(): Promise<{ port: number; sockets: net.Socket[]; received: Buffer[]; ended: boolean[] }> {
   const sockets: net.Socket[] = [];
   const received: Buffer[] = [];
-  const server = net.createServer((socket) => {
+  const ended: boolean[] = [];
+  const all = new Set<net.Socket>();
+  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    // Half-open: a health probe's FIN does not close it, so each one is destroyed at the end.
+    all.add(socket);
+    socket.on('close', () => all.delete(socket));
     socket.on('error', () => {});
     socket.once('data', (first: Buffer) => {
       const i = sockets.push(socket) - 1;
       received[i] = first;
       socket.on('data', (d: Buffer) => (received[i] = Buffer.concat([received[i]!, d])));
+      socket.on('end', () => (ended[i] = true));
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
   cleanups.push(() => {
-    for (const s of sockets) s.destroy();
+    for (const s of all) s.destroy();
     return new Promise<void>((r) => server.close(() => r()));
   });
-  return { port: (server.address() as net.AddressInfo).port, sockets, received };
+  return { port: (server.address() as net.AddressInfo).port, sockets, received, ended };
 }
 
 describe('a packet on its way to the client when the session is closed', () => {
@@ -175,7 +181,7 @@ describe('a packet on its way to the client when the session is closed', () => {
   const pingreq = Buffer.from([0xc0, 0x00]);
 
   /** A 5.0 session whose stand-in broker has sent its CONNACK and the first `sent` bytes of `packet`, then drained. */
-  async function halfSent(packet = big, sent = 1000): Promise<{ lb: LbProcess; s: RawSession; server: net.Socket; atServer: () => number }> {
+  async function halfSent(packet = big, sent = 1000): Promise<{ lb: LbProcess; admin: number; s: RawSession; server: net.Socket; atServer: () => number; serverSawFin: () => boolean }> {
     const broker = await standIn();
     const { lb, port, admin } = await lbOver([{ name: 'half', port: broker.port }], { health: 'tcp' });
     const connect = connectPacket({ clientId: 'told-half', protocolVersion: 5 });
@@ -186,7 +192,7 @@ describe('a packet on its way to the client when the session is closed', () => {
     await until('the first bytes at the client', () => s.data().length === connack.length + sent, 3000);
     await serverAction(admin, 'half', 'drain');
     // What the client sends from here reaches the stand-in or not: counted past its CONNECT.
-    return { lb, s, server, atServer: () => broker.received[0]!.length - connect.length };
+    return { lb, admin, s, server, atServer: () => broker.received[0]!.length - connect.length, serverSawFin: () => broker.ended[0] === true };
   }
 
   it('the DISCONNECT waits for the packet\'s last byte; what the server sends after it, and the client meanwhile, is not passed on', async () => {
@@ -220,6 +226,37 @@ describe('a packet on its way to the client when the session is closed', () => {
     const line = await lb.waitForLog((l) => l.msg === 'session closed' && l.clientId === 'told-half', 2000);
     expect(line.reason).toBe('drain');
     expect(line).not.toHaveProperty('disconnect');
+  }, 30_000);
+
+  // A re-audit: the client's FIN went on to the broker while the DISCONNECT waited; mosquitto closes on it, which cut
+  // the packet short and ended the client's stream with a FIN.
+  it('the client\'s FIN while the DISCONNECT waits does not reach the broker: the packet ends, then the DISCONNECT', async () => {
+    const { s, server, serverSawFin } = await halfSent();
+    s.socket.end();
+    await sleep(300);
+    expect(serverSawFin()).toBe(false);
+    server.write(big.subarray(1000));
+    await until('the close', s.closed, 3000);
+    expect(packetsOf(s.data())).toEqual([
+      ['connack', 0],
+      ['publish', undefined],
+      ['disconnect', 0x9c],
+    ]);
+  }, 30_000);
+
+  it('the broker\'s FIN, or a second close, while the DISCONNECT waits: the packet is cut short, so the client is reset', async () => {
+    const first = await halfSent();
+    first.server.end();
+    await until('the close', first.s.closed, 3000);
+    expect(first.s.data().length).toBe(connack.length + 1000);
+    expect(first.s.error()).toBe('ECONNRESET');
+    expect(await first.lb.stop()).toBe(0);
+
+    const second = await halfSent();
+    await serverAction(second.admin, 'half', 'maint');
+    await until('the close', second.s.closed, 3000);
+    expect(second.s.data().length).toBe(connack.length + 1000);
+    expect(second.s.error()).toBe('ECONNRESET');
   }, 30_000);
 
   it('the packet in flight is the broker\'s own DISCONNECT: nothing follows it [MQTT-3.14.4-1]', async () => {
