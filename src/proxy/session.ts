@@ -123,7 +123,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
   /** A 5.0 session's server stream towards the client, packet by packet, once spliced: where a DISCONNECT may go (tell). */
   private frames: PacketFrames | null = null;
   /** The Reason Code of the DISCONNECT that tells the client why the balancer closes it; 0: none (yet). */
-  disconnectCode = 0;
+  private disconnectCode = 0;
   /** That DISCONNECT was written. */
   private told = false;
   /** When that lingering close began, or its queue last shrank, and how long the queue was then (graceExpired). */
@@ -799,8 +799,9 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
   /**
    * A 5.0 client whose server accepted it [MQTT-3.14.0-1] gets DISCONNECT with the eviction's Reason Code
    * (disconnect.ts), as a broker would tell it, and not a bare close: between two of the server's packets, so when
-   * one is on its way the DISCONNECT follows its last byte (at most TELL_WAIT_MS later; else the close as before).
-   * False: nothing to tell (3.1.1, no CONNACK yet, the server said DISCONNECT itself, a side closed).
+   * one is on its way the DISCONNECT follows its last byte (at most TELL_WAIT_MS later; else a reset: closeUntold).
+   * False: nothing to tell (3.1.1, `evictWith: close`, no CONNACK yet, the server said DISCONNECT itself, a side
+   * closed).
    */
   private tell(reason: EvictReason): boolean {
     const frames = this.frames;
