@@ -803,6 +803,8 @@ export class HandleSocket extends EventEmitter implements ProxySocket {
     const handle = this.handle!;
     this.finalBytesRead = handle.bytesRead;
     // A reset needs a connected socket and no shutdown pending in libuv (shutdownAfterQueue); otherwise a plain close.
+    // (A reset libuv refuses cannot fall back: Node marks the handle closing all the same and ignores the close below.
+    // The pending shutdown is the one refusal known on Linux, and it is avoided above.)
     if (reset && !this.connecting && !this.shuttingDown && handle.reset(onHandleClosed) === 0) return;
     handle.close(onHandleClosed);
   }
