@@ -864,12 +864,6 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
     else this.closeUntold();
   }
 
-  /** The packet in flight did not end within TELL_WAIT_MS (a slow or stalled server, a client not reading): closed untold. */
-  tellWaitEnded(): void {
-    this.closeTimer = null;
-    this.closeUntold();
-  }
-
   /**
    * Closed without a DISCONNECT after all. A reset when its stream stops inside a packet (the wait ran out, its server
    * ended it, a second close), so that a truncated packet does not end as if whole. After the server's own DISCONNECT,
@@ -1344,8 +1338,9 @@ function onTakeoverGraceEnded(s: ClientSession): void {
   s.takeoverGraceEnded();
 }
 
+/** The packet in flight did not end within TELL_WAIT_MS (a slow or stalled server, a client not reading): closed untold. */
 function onTellWaitEnded(s: ClientSession): void {
-  s.tellWaitEnded();
+  s.closeUntold();
 }
 
 /** The server's FIN while a DISCONNECT waits for the end of its packet in flight (tell): that packet never ends. */

@@ -195,6 +195,15 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
+/** Poll `cond` every 20 ms until true; throws `timed out waiting for <what>` after `timeoutMs`. */
+export async function until(what: string, cond: () => boolean, timeoutMs: number): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
 /**
  * The two socket engines of the proxy (src/proxy/handle-socket.ts): Node's handles for plain TCP, which the
  * LB picks on this Node, and net.Socket (MQTT_LB_SOCKETS=net, also the fallback). Tests of the data path run

@@ -1,6 +1,7 @@
 /** A raw TCP MQTT client for byte-exact tests: send chosen bytes (optionally in segments), read what comes back. */
 import net from 'node:net';
 import mqttPacket from 'mqtt-packet';
+import { expect } from 'vitest';
 
 export interface Exchange {
   data: Buffer;
@@ -91,6 +92,18 @@ export function connectPacket(opts: { clientId: string; protocolVersion?: 3 | 4 
 }
 
 /** Parse every packet in `data` (with the protocol version the client spoke). */
+/** The packets in `data`, which must parse whole: no parser error, no byte left over. */
+export function parseWhole(data: Buffer, protocolVersion: 3 | 4 | 5 = 4): mqttPacket.Packet[] {
+  const parser = mqttPacket.parser({ protocolVersion });
+  const out: mqttPacket.Packet[] = [];
+  const errors: Error[] = [];
+  parser.on('packet', (p) => out.push(p));
+  parser.on('error', (e: Error) => errors.push(e));
+  expect(parser.parse(data)).toBe(0);
+  expect(errors).toEqual([]);
+  return out;
+}
+
 export function parsePackets(data: Buffer, protocolVersion: 3 | 4 | 5 = 4): mqttPacket.Packet[] {
   const parser = mqttPacket.parser({ protocolVersion });
   const out: mqttPacket.Packet[] = [];

@@ -10,6 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { cleanupsAfterEach } from '../helpers/cleanups.js';
 import { brokerFor, startBrokers, type NamedBroker } from '../helpers/cluster.js';
 import { startLb, type LbProcess } from '../helpers/lb.js';
+import { serverAction } from '../helpers/server-state.js';
 import { lbYaml, type HealthSpec } from '../helpers/lb-config.js';
 import { freePort } from '../helpers/mosquitto.js';
 
@@ -28,11 +29,6 @@ async function statusServers(admin: number): Promise<Record<string, StatusServer
   const r = await fetch(`http://127.0.0.1:${admin}/api/status`, { signal: AbortSignal.timeout(2000) });
   const doc = (await r.json()) as { pools: Array<{ name: string; servers: StatusServer[] }> };
   return Object.fromEntries(doc.pools.find((p) => p.name === 'brokers')!.servers.map((s) => [s.name, s]));
-}
-
-async function adminAction(admin: number, server: string, action: 'drain' | 'maint' | 'ready'): Promise<void> {
-  const r = await fetch(`http://127.0.0.1:${admin}/api/servers/brokers/${server}/${action}`, { method: 'POST', signal: AbortSignal.timeout(2000) });
-  expect(r.status).toBe(200);
 }
 
 describe('admin.stateFile', () => {
@@ -62,9 +58,9 @@ describe('admin.stateFile', () => {
     expect(idOf['b1']).toBeDefined();
     expect(idOf['b2']).toBeDefined();
 
-    await adminAction(admin, 'b1', 'drain');
-    await adminAction(admin, 'b2', 'maint');
-    await adminAction(admin, 'b2', 'maint'); // the same again: said as no change
+    await serverAction(admin, 'b1', 'drain');
+    await serverAction(admin, 'b2', 'maint');
+    await serverAction(admin, 'b2', 'maint'); // the same again: said as no change
     expect(first.logs.filter((l) => l['msg'] === 'server admin state set').map((l) => [l['server'], l['admin'], l['was']])).toEqual([
       ['b1', 'drain', 'ready'],
       ['b2', 'maint', 'ready'],
@@ -94,8 +90,8 @@ describe('admin.stateFile', () => {
     expect(await brokerFor(port, idOf['b2']!)).toBe('b3');
 
     // Back to ready: the file lists nothing, and the next start has every server ready.
-    await adminAction(admin, 'b1', 'ready');
-    await adminAction(admin, 'b2', 'ready');
+    await serverAction(admin, 'b1', 'ready');
+    await serverAction(admin, 'b2', 'ready');
     expect(JSON.parse(readFileSync(stateFile, 'utf8'))).toEqual({ version: 1, servers: [] });
     expect(await second.stop()).toBe(0);
     const third = await start(yaml, admin);
@@ -123,7 +119,7 @@ describe('admin.stateFile', () => {
     expect(JSON.stringify(unusable)).not.toContain('"stack"');
     expect(Object.values(await statusServers(admin)).map((x) => x.admin)).toEqual(['ready', 'ready', 'ready']);
     // Not ours to replace (a path naming another file by mistake): the change applies, its save fails loudly.
-    await adminAction(admin, 'b3', 'drain');
+    await serverAction(admin, 'b3', 'drain');
     expect((await statusServers(admin))['b3']!.admin).toBe('drain');
     const unsaved = await second.waitForLog((l) => l['msg'] === 'cannot save the admin states: a restart will not keep them');
     expect(unsaved).toMatchObject({ code: 'MQLB_ADMIN_STATE_FILE', err: { code: 'MQLB_ADMIN_STATE_FILE' } });
@@ -131,15 +127,15 @@ describe('admin.stateFile', () => {
     expect(readFileSync(stateFile, 'utf8')).toBe('b2 maint\n');
     // Moved away: the next change writes it.
     rmSync(stateFile);
-    await adminAction(admin, 'b3', 'maint');
+    await serverAction(admin, 'b3', 'maint');
     expect(JSON.parse(readFileSync(stateFile, 'utf8'))).toEqual({ version: 1, servers: [{ pool: 'brokers', server: 'b3', admin: 'maint' }] });
   });
 
   it('a reload that removes a server drops its state from the file; a failed save is logged and the state still applies', async () => {
     const { yaml, admin, stateFile } = await setUp();
     const lb = await start(yaml, admin);
-    await adminAction(admin, 'b3', 'maint');
-    await adminAction(admin, 'b2', 'drain');
+    await serverAction(admin, 'b3', 'maint');
+    await serverAction(admin, 'b2', 'drain');
     const twoServers = yaml.replace(/\n {6}- name: b3\n {8}address: [^\n]+/, '');
     expect(twoServers).not.toContain('b3');
     lb.writeConfig(twoServers);
@@ -149,7 +145,7 @@ describe('admin.stateFile', () => {
 
     // The directory gone: the change applies, the save fails loudly.
     rmSync(path.dirname(stateFile), { recursive: true, force: true });
-    await adminAction(admin, 'b1', 'maint');
+    await serverAction(admin, 'b1', 'maint');
     expect((await statusServers(admin))['b1']!.admin).toBe('maint');
     expect(await lb.waitForLog((l) => l['msg'] === 'cannot save the admin states: a restart will not keep them')).toMatchObject({
       level: 50,

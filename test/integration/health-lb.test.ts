@@ -14,6 +14,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { probeMqtt } from '../../src/health/mqtt.js';
 import { brokerFor, connectVia, startBrokers, tagBroker, whichBroker, type NamedBroker } from '../helpers/cluster.js';
 import { startLb, stopAllLbs, sleep, waitPort, type LbProcess } from '../helpers/lb.js';
+import { serverAction } from '../helpers/server-state.js';
 import { lbYaml, type HealthSpec, type ServerSpec } from '../helpers/lb-config.js';
 import { freePort, startMosquitto } from '../helpers/mosquitto.js';
 import { connectPacket, connectRaw } from '../helpers/raw-client.js';
@@ -95,12 +96,6 @@ async function waitState(admin: number, server: string, state: string, timeoutMs
   const start = performance.now();
   await waitFor(async () => (await stateOf(admin, server)) === state, timeoutMs, `${server} ${state}`);
   return performance.now() - start;
-}
-
-async function adminAction(admin: number, server: string, action: 'drain' | 'maint' | 'ready'): Promise<{ admin: string; state: string }> {
-  const r = await fetch(`http://127.0.0.1:${admin}/api/servers/brokers/${server}/${action}`, { method: 'POST', signal: AbortSignal.timeout(2000) });
-  expect(r.status).toBe(200);
-  return (await r.json()) as { admin: string; state: string };
 }
 
 /** Poll `cond` every 25 ms until true; throws after `timeoutMs`. */
@@ -554,7 +549,7 @@ describe('health through the LB (issue 3)', () => {
     const ownedIds = on.map((t) => t.id);
 
     // drain: no new sessions, existing ones evicted at evictRate; probes go on.
-    expect(await adminAction(admin, 'b2', 'drain')).toMatchObject({ admin: 'drain', state: 'drain' });
+    expect(await serverAction(admin, 'b2', 'drain')).toMatchObject({ admin: 'drain', state: 'drain' });
     await waitFor(() => on.every((t) => t.closedAt !== null), 5000, 'drained sessions closed');
     const drained = closeSpread(on);
     console.log(`[issue3] drain: ${on.length} sessions closed over ${Math.round(drained.spreadMs)} ms at ${RATE}/s (offsets ${drained.offsets.join(',')})`);
@@ -567,13 +562,13 @@ describe('health through the LB (issue 3)', () => {
     expect(d.lastCheck!.ageMs).toBeLessThan(INTERVAL_MS * 3);
 
     // ready: back to normal, its clients return.
-    expect(await adminAction(admin, 'b2', 'ready')).toMatchObject({ admin: 'ready', state: 'up' });
+    expect(await serverAction(admin, 'b2', 'ready')).toMatchObject({ admin: 'ready', state: 'up' });
     expect(new Set((await brokersFor(port, ownedIds)).values())).toEqual(new Set(['b2']));
 
     // maint: sessions evicted, no new ones, and no probes (lastCheck age keeps growing).
     const again = await trackAll(port, ownedIds.slice(0, 4));
     for (const t of again) expect(t.broker).toBe('b2');
-    expect((await adminAction(admin, 'b2', 'maint')).admin).toBe('maint');
+    expect((await serverAction(admin, 'b2', 'maint')).admin).toBe('maint');
     await waitFor(() => again.every((t) => t.closedAt !== null), 3000, 'maint sessions closed');
     const age1 = (await servers(admin)).get('b2')!.lastCheck!.ageMs;
     await sleep(INTERVAL_MS * 4);
@@ -585,7 +580,7 @@ describe('health through the LB (issue 3)', () => {
     expect([...(await brokersFor(port, ownedIds)).values()]).not.toContain('b2');
 
     // ready again: probed at once, up after one pass (health was forgotten in maint), clients return.
-    await adminAction(admin, 'b2', 'ready');
+    await serverAction(admin, 'b2', 'ready');
     await waitState(admin, 'b2', 'up', 3000);
     expect((await servers(admin)).get('b2')!.lastCheck!.ageMs).toBeLessThan(INTERVAL_MS * 2);
     expect(new Set((await brokersFor(port, ownedIds)).values())).toEqual(new Set(['b2']));
@@ -595,7 +590,7 @@ describe('health through the LB (issue 3)', () => {
     const list = await brokers(['b1', 'b2']);
     const { lb, admin } = await lbFor(list);
     await waitFor(async () => [...(await servers(admin)).values()].every((s) => s.state === 'up'), 5000, 'all up');
-    await adminAction(admin, 'b1', 'drain');
+    await serverAction(admin, 'b1', 'drain');
     list.find((b) => b.name === 'b2')!.kill('SIGKILL');
     await waitState(admin, 'b2', 'down', DETECT_BOUND_MS + SLACK_MS);
     // b1 is still up (drained): no `pool has no server up`, yet every new client is refused.
@@ -610,8 +605,8 @@ describe('health through the LB (issue 3)', () => {
     const list = await brokers(['b1', 'b2']);
     const { lb, admin } = await lbFor(list);
     await waitFor(async () => [...(await servers(admin)).values()].every((s) => s.state === 'up'), 5000, 'all up');
-    await adminAction(admin, 'b1', 'maint');
-    await adminAction(admin, 'b2', 'maint');
+    await serverAction(admin, 'b1', 'maint');
+    await serverAction(admin, 'b2', 'maint');
     const line = await lb.waitForLog((l) => l.msg === 'pool takes no new sessions: its clients are refused (CONNACK server unavailable)', 2000);
     expect(line).toMatchObject({ level: 50, pool: 'brokers', drained: [], maint: ['b1', 'b2'], weight0: [] });
     await sleep(600);

@@ -10,16 +10,12 @@ import { cleanupsAfterEach } from '../helpers/cleanups.js';
 import type { MqttClient } from 'mqtt';
 import { clientIdOn, connectVia, startBrokers, whichBroker, type NamedBroker } from '../helpers/cluster.js';
 import { sleep, startLb } from '../helpers/lb.js';
+import { serverAction } from '../helpers/server-state.js';
 import { lbYaml, type ServerSpec } from '../helpers/lb-config.js';
 import { freePort } from '../helpers/mosquitto.js';
 import { stallingRelay, type StallingRelay } from '../helpers/stalling-relay.js';
 
 const cleanups = cleanupsAfterEach();
-
-async function admin(adminPort: number, server: string, action: string): Promise<void> {
-  const r = await fetch(`http://127.0.0.1:${adminPort}/api/servers/brokers/${server}/${action}`, { method: 'POST', signal: AbortSignal.timeout(2000) });
-  expect(r.status).toBe(200);
-}
 
 async function connectErrors(adminPort: number, server: string): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`, { signal: AbortSignal.timeout(2000) })).text();
@@ -67,7 +63,7 @@ describe('a dial in flight when its server stops taking sessions is placed again
     const { port, adminPort, relay, lb } = await setup();
     const clientId = await clientIdOn(port, 'b', 'drain-');
     const pending = await dialingToStalledB(port, relay, clientId);
-    await admin(adminPort, 'b', 'drain');
+    await serverAction(adminPort, 'b', 'drain');
     relay.release();
     const client = await pending.client;
     expect(await whichBroker(client)).toBe('a');
@@ -91,10 +87,10 @@ describe('a dial in flight when its server stops taking sessions is placed again
   it('onServerUp: rebalance: a server back from maint takes the key its dial elsewhere was for', async () => {
     const { port, adminPort, relay } = await setup('    onServerUp: rebalance\n');
     const clientId = await clientIdOn(port, 'a', 'home-');
-    await admin(adminPort, 'a', 'maint');
+    await serverAction(adminPort, 'a', 'maint');
     // With a in maint, the client's dial goes to b (stalled); a comes back meanwhile.
     const pending = await dialingToStalledB(port, relay, clientId);
-    await admin(adminPort, 'a', 'ready');
+    await serverAction(adminPort, 'a', 'ready');
     relay.release();
     const client = await pending.client;
     expect(await whichBroker(client)).toBe('a');
@@ -107,9 +103,9 @@ describe('a dial in flight when its server stops taking sessions is placed again
     lb.reload();
     await lb.waitForLog((l) => l.msg === 'config reloaded', 5000);
     const [clientId, other] = [await clientIdOn(port, 'a', 'full-home-'), await clientIdOn(port, 'a', 'full-other-')];
-    await admin(adminPort, 'a', 'maint');
+    await serverAction(adminPort, 'a', 'maint');
     const pending = await dialingToStalledB(port, relay, clientId);
-    await admin(adminPort, 'a', 'ready');
+    await serverAction(adminPort, 'a', 'ready');
     // Another client of a takes its one place before the dial to b connects.
     const taker = await connectVia(port, { clientId: other });
     cleanups.push(() => taker.endAsync(true));
@@ -168,7 +164,7 @@ describe('a dial in flight when its server stops taking sessions is placed again
     const { port, adminPort, relay } = await setup();
     const clientId = await clientIdOn(port, 'b', 'kept-');
     const pending = await dialingToStalledB(port, relay, clientId);
-    await admin(adminPort, 'a', 'drain');
+    await serverAction(adminPort, 'a', 'drain');
     relay.release();
     const client = await pending.client;
     expect(await whichBroker(client)).toBe('b');

@@ -14,7 +14,7 @@ import type { MqttClient } from 'mqtt';
 import { afterEach, describe, expect, it } from 'vitest';
 import { brokerFor, clientIdOn, connectVia, startBrokers, tagBroker, whichBroker, type NamedBroker } from '../helpers/cluster.js';
 import { lbYaml, type ServerSpec } from '../helpers/lb-config.js';
-import { startLb, stopAllLbs, type LbProcess } from '../helpers/lb.js';
+import { startLb, stopAllLbs, until, type LbProcess } from '../helpers/lb.js';
 import { freePort, startMosquitto } from '../helpers/mosquitto.js';
 import mqttPacket from 'mqtt-packet';
 import { connectPacket, exchange, parsePackets, rawSession } from '../helpers/raw-client.js';
@@ -38,14 +38,6 @@ async function connect(port: number, clientId: string): Promise<{ client: MqttCl
 /** The Assigned Client Identifier of a 5.0 client's CONNACK (mqtt.js keeps the CONNACK's properties). */
 function assignedIdOf(client: MqttClient): string {
   return (client as unknown as { connackPacket?: { properties?: { assignedClientIdentifier?: string } } }).connackPacket?.properties?.assignedClientIdentifier ?? '';
-}
-
-async function until(what: string, cond: () => boolean, timeoutMs: number): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 /** An LB over `servers` with fast health checks and the access log on (its `reason` says `takeover`). */

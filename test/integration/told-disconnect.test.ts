@@ -9,8 +9,9 @@ import net from 'node:net';
 import type { MqttClient, IDisconnectPacket } from 'mqtt';
 import { afterEach, describe, expect, it } from 'vitest';
 import { clientIdOn, connectVia, startBrokers, whichBroker, type NamedBroker } from '../helpers/cluster.js';
+import { serverAction } from '../helpers/server-state.js';
 import { lbYaml } from '../helpers/lb-config.js';
-import { startLb, stopAllLbs, sleep, SOCKET_ENGINES, socketEngineOf, type LbProcess } from '../helpers/lb.js';
+import { startLb, stopAllLbs, sleep, until, SOCKET_ENGINES, socketEngineOf, type LbProcess } from '../helpers/lb.js';
 import { freePort } from '../helpers/mosquitto.js';
 import { connectPacket, parsePackets, rawSession as openRawSession, type RawSession } from '../helpers/raw-client.js';
 import mqttPacket from 'mqtt-packet';
@@ -24,19 +25,6 @@ afterEach(async () => {
   await stopAllLbs();
   await Promise.all(brokers.splice(0).map((b) => b.stop()));
 });
-
-async function until(what: string, cond: () => boolean, timeoutMs: number): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
-
-async function serverAction(admin: number, server: string, action: 'drain' | 'maint' | 'ready'): Promise<void> {
-  const r = await fetch(`http://127.0.0.1:${admin}/api/servers/brokers/${server}/${action}`, { method: 'POST', signal: AbortSignal.timeout(2000) });
-  expect(r.status).toBe(200);
-}
 
 /** rawSession, closed after the test. */
 async function rawSession(port: number, connect: Buffer): Promise<RawSession> {

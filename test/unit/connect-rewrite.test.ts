@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { generate, parser, type IConnectPacket, type Packet } from 'mqtt-packet';
+import { generate, type IConnectPacket } from 'mqtt-packet';
+import { parseWhole } from '../helpers/raw-client.js';
 import { scanConnect, type ConnectInfo } from '../../src/proxy/connect-scanner.js';
 import { cnUsernameProblem, rewriteUsername } from '../../src/proxy/connect-rewrite.js';
 import { buildConnect, hex } from '../fixtures/connect-vectors.js';
@@ -7,13 +8,7 @@ import { buildConnect, hex } from '../fixtures/connect-vectors.js';
 const CAP = 1_000_000;
 
 function decode(bytes: Buffer): IConnectPacket {
-  const p = parser();
-  const packets: Packet[] = [];
-  const errors: Error[] = [];
-  p.on('packet', (pk: Packet) => packets.push(pk));
-  p.on('error', (e: Error) => errors.push(e));
-  expect(p.parse(bytes)).toBe(0);
-  expect(errors).toEqual([]);
+  const packets = parseWhole(bytes);
   expect(packets).toHaveLength(1);
   return packets[0] as IConnectPacket;
 }

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { generate, parser, type Packet } from 'mqtt-packet';
+import { generate, type Packet } from 'mqtt-packet';
 import { PacketFrames } from '../../src/proxy/packet-frames.js';
 import { DisconnectCodes, disconnectCodeFor, disconnectPacket } from '../../src/proxy/disconnect.js';
+import { parseWhole } from '../helpers/raw-client.js';
 
 const v5 = { protocolVersion: 5 } as const;
 
@@ -128,14 +129,6 @@ describe('the DISCONNECT a 5.0 client is told', () => {
     ['takeover', DisconnectCodes.SESSION_TAKEN_OVER],
   ] as const)('%s: Reason Code %i, a packet mqtt-packet parses whole', (reason, code) => {
     expect(disconnectCodeFor(reason)).toBe(code);
-    const bytes = disconnectPacket(code);
-    const p = parser(v5);
-    const got: Packet[] = [];
-    const errors: Error[] = [];
-    p.on('packet', (pk: Packet) => got.push(pk));
-    p.on('error', (e: Error) => errors.push(e));
-    expect(p.parse(bytes)).toBe(0);
-    expect(errors).toEqual([]);
-    expect(got).toEqual([expect.objectContaining({ cmd: 'disconnect', reasonCode: code })]);
+    expect(parseWhole(disconnectPacket(code), 5)).toEqual([expect.objectContaining({ cmd: 'disconnect', reasonCode: code })]);
   });
 });
