@@ -13,7 +13,7 @@ import type { ClientIdSharing } from './balancer/client-id-registry.js';
 import { RateLimitedLog } from './failover/log.js';
 import { serverNames } from './proxy/server-name-cache.js';
 import { restoreAdminStates, saveAdminStates } from './balancer/admin-states.js';
-import { HealthChecker } from './health/checker.js';
+import { HealthChecker, PROBE_NOW_MIN_GAP_MS, RECHECK_GRACE_MS } from './health/checker.js';
 import { PoolReactions } from './health/reactions.js';
 import { Evictor } from './health/eviction.js';
 import { Listener, explainHandOver, probeBind } from './proxy/listener.js';
@@ -556,7 +556,9 @@ export class App implements TelemetrySource, AdminActions {
       release();
       return;
     }
-    const bound = this.verdictBound();
+    // A probe that fails as if the path were still out is made again for RECHECK_GRACE_MS (checker.ts): the last one
+    // starts at most a PROBE_NOW_MIN_GAP_MS after it.
+    const bound = RECHECK_GRACE_MS + PROBE_NOW_MIN_GAP_MS + this.verdictBound();
     void Promise.all([...this.checkers.values()].map((c) => c.settled(bound))).then(release);
   };
 

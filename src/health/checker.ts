@@ -25,6 +25,18 @@ import type { ServerConfig } from '../config/types.js';
  */
 const LOCAL_ERRORS = new Set(['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM', 'EADDRNOTAVAIL']);
 
+/** A probe that failed for one of these (or timed out) may have been lost on this host's own path to the server. */
+const PATH_ERRORS = new Set(['EHOSTUNREACH', 'ENETUNREACH', 'ENETDOWN', 'EHOSTDOWN']);
+
+/**
+ * After this host's network comes back (recheckAfterOutage), a probe started within this many milliseconds that fails
+ * as if the path were still out (a timeout, no route) gives no verdict and is made again. The neighbour (ARP) lookups
+ * begun during the outage still fail for up to three retransmits of a second each (Linux `mcast_solicit` 3,
+ * `retrans_time` 1 s), and the packets queued behind them fail with them: a failover test saw a recheck probe get
+ * EHOSTUNREACH 3 ms after the link was back, mark the pool's brokers down and the VIP move away and back.
+ */
+export const RECHECK_GRACE_MS = 3000;
+
 export interface HealthCheckerDeps {
   log: Logger;
   /** Wall clock for `lastCheck.at`, which people read (default Date.now). */
@@ -58,6 +70,11 @@ class ServerLoop {
   waiters: Array<() => void> = [];
   /** Admin maint: no probes. */
   paused = false;
+  /**
+   * settled() callers waiting for a verdict the recheck after an outage is still making (its probe runs, or one that
+   * failed within RECHECK_GRACE_MS is to be made again); null: no such verdict awaited.
+   */
+  verdictWaiters: Array<() => void> | null = null;
 
   /**
    * The server's config this loop probes by: a reload that changes where it is probed (serverPlace, both read under
@@ -86,6 +103,8 @@ export class HealthChecker {
   private closing: Promise<void> | null = null;
   /** clock() when this host's own network went out (outageBegan), until recheckAfterOutage; null: none noted. */
   private outageSince: number | null = null;
+  /** clock() until which a probe may fail on this host's path still settling after an outage (RECHECK_GRACE_MS). */
+  private pathSettlesUntil = Number.NEGATIVE_INFINITY;
   private readonly log: Logger;
   private readonly now: () => number;
   private readonly clock: () => number;
@@ -159,13 +178,16 @@ export class HealthChecker {
    * down during it takes its next result at once, as at start (the outage would otherwise hold it out for `rise`
    * probes), and failures counted against a server still up are forgotten; a server down from before keeps its
    * rise count. A probe still running from before is abandoned without a verdict (its SYN may have gone nowhere,
-   * and its timeout would count a failure against a server that is fine), also on a server that is up. Returns
-   * how many probes it started; 0 when no outage was noted (several failover instances leave FAULT together).
+   * and its timeout would count a failure against a server that is fine), also on a server that is up. For
+   * RECHECK_GRACE_MS from now, a probe of any server that fails as if this host's path were still out is made again
+   * rather than counted. Returns how many probes it started; 0 when no outage was noted (several failover instances
+   * leave FAULT together).
    */
   recheckAfterOutage(): number {
     const since = this.outageSince;
     this.outageSince = null;
     if (since === null || this.closed || !this.started) return 0;
+    this.pathSettlesUntil = this.clock() + RECHECK_GRACE_MS;
     let started = 0;
     for (const loop of this.loops.values()) {
       if (loop.paused) continue;
@@ -174,6 +196,7 @@ export class HealthChecker {
       else if (rf.health === 'up' && rf.fails > 0) loop.riseFall = initialRiseFall('up');
       else if (rf.health === 'up' && loop.current === null) continue;
       loop.current?.abort();
+      loop.verdictWaiters ??= [];
       this.runProbe(loop);
       started++;
     }
@@ -181,12 +204,17 @@ export class HealthChecker {
   }
 
   /**
-   * Resolves once every probe running now has been recorded (right after start(): every server's first verdict),
-   * or after `boundMs`, whichever is first. Never rejects. Probes end by their own timeout; the bound is a guard.
+   * Resolves once every probe running now has been recorded (right after start(): every server's first verdict) and
+   * every verdict a recheck after an outage is making has come (RECHECK_GRACE_MS and one probe at most), or after
+   * `boundMs`, whichever is first. Never rejects. Probes end by their own timeout; the bound is a guard.
    */
   settled(boundMs: number): Promise<void> {
     const running: Array<Promise<void>> = [];
-    for (const loop of this.loops.values()) if (loop.inFlight !== null) running.push(loop.inFlight);
+    for (const loop of this.loops.values()) {
+      const waiters = loop.verdictWaiters;
+      if (waiters !== null) running.push(new Promise<void>((resolve) => waiters.push(resolve)));
+      else if (loop.inFlight !== null) running.push(loop.inFlight);
+    }
     if (running.length === 0) return Promise.resolve();
     return new Promise<void>((resolve) => {
       const guard = setTimeout(resolve, boundMs);
@@ -265,6 +293,7 @@ export class HealthChecker {
     this.disarm(loop);
     loop.current?.abort();
     this.releaseWaiters(loop);
+    this.releaseVerdictWaiters(loop);
   }
 
   /** `health.type: none`: the server counts as up, always. `from`: its health before (a reload may have set it up). */
@@ -283,6 +312,7 @@ export class HealthChecker {
       this.disarm(loop);
       loop.current?.abort();
       this.releaseWaiters(loop);
+      this.releaseVerdictWaiters(loop);
       // Health seen before maintenance says nothing about after it; hidden by `maint` meanwhile.
       loop.riseFall = initialRiseFall('unknown');
       change.server.setHealth('unknown');
@@ -320,12 +350,26 @@ export class HealthChecker {
       this.releaseWaiters(loop);
       return;
     }
-    this.record(loop, outcome);
+    const verdict = this.record(loop, outcome);
     this.releaseWaiters(loop);
-    this.scheduleNext(loop);
+    if (verdict) {
+      this.releaseVerdictWaiters(loop);
+      this.scheduleNext(loop);
+      return;
+    }
+    // Made again soon, as probeNow() would: this host's path to the server may still be settling.
+    loop.verdictWaiters ??= [];
+    const sinceStart = this.clock() - loop.lastStartAt;
+    this.arm(loop, Math.max(0, Math.min(PROBE_NOW_MIN_GAP_MS, probeInterval(loop.riseFall, this.pool.config.health)) - sinceStart));
   }
 
-  private record(loop: ServerLoop, outcome: ProbeOutcome): void {
+  /** Whether `outcome` failed as a probe does whose packets never left this host or never came back. */
+  private static failedOnPath(outcome: ProbeOutcome): boolean {
+    return outcome.result === 'timeout' || (outcome.result === 'error' && PATH_ERRORS.has(outcome.detail ?? ''));
+  }
+
+  /** Records `outcome`; returns false when it is no verdict for the moment (this host's path may still be settling). */
+  private record(loop: ServerLoop, outcome: ProbeOutcome): boolean {
     const server = loop.server;
     server.lastCheck = { result: outcome.result, at: this.now(), durationMs: outcome.durationMs };
     if (this.deps.onResult) {
@@ -335,6 +379,10 @@ export class HealthChecker {
         this.log.error({ err, pool: this.pool.name, server: server.name }, 'health result hook threw');
       }
     }
+    if (loop.lastStartAt < this.pathSettlesUntil && HealthChecker.failedOnPath(outcome)) {
+      this.log.debug({ pool: this.pool.name, server: server.name, result: outcome.result, detail: outcome.detail ?? null }, "health probe failed while this host's network comes back: no verdict, probed again");
+      return false;
+    }
     if (outcome.result === 'error' && LOCAL_ERRORS.has(outcome.detail ?? '')) {
       // This host could not open a socket: says nothing about the server, so no rise/fall step (issue 3: local
       // errors never count against a server; a host out of descriptors or ports for minutes must not mark every
@@ -342,14 +390,14 @@ export class HealthChecker {
       // this host cannot reach (an IPv6 address with IPv6 turned off) keeps its last verdict, with this warning
       // at every probe.
       this.log.warn({ pool: this.pool.name, server: server.name, detail: outcome.detail }, 'health probe could not run here: no verdict');
-      return;
+      return true;
     }
     const before = loop.riseFall.health;
     loop.riseFall = nextRiseFall(loop.riseFall, outcome.result === 'ok', this.pool.config.health);
     const to = loop.riseFall.health;
     if (to !== before) loop.verdictAt = this.clock();
     const from = server.health;
-    if (to === from) return;
+    if (to === from) return true;
     server.setHealth(to);
     const line = { pool: this.pool.name, server: server.name, from, to, result: outcome.result, detail: outcome.detail ?? null };
     // A server lost is worth a warning (HAProxy alerts on it too); one coming up is routine.
@@ -367,6 +415,7 @@ export class HealthChecker {
       this.noServerUpLogged = true;
       this.log.error({ pool: this.pool.name }, 'pool has no server up: its clients are refused (CONNACK server unavailable)');
     }
+    return true;
   }
 
   private scheduleNext(loop: ServerLoop): void {
@@ -393,6 +442,12 @@ export class HealthChecker {
     if (this.closed || loop.paused || loop.inFlight || this.loops.get(loop.server) !== loop) return;
     this.runProbe(loop);
   };
+
+  private releaseVerdictWaiters(loop: ServerLoop): void {
+    const waiters = loop.verdictWaiters;
+    loop.verdictWaiters = null;
+    if (waiters !== null) for (const resolve of waiters) resolve();
+  }
 
   private releaseWaiters(loop: ServerLoop): void {
     if (loop.waiters.length === 0) return;

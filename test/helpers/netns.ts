@@ -392,13 +392,16 @@ export class NetnsTopology {
     await runOk('ip', ['-n', this.bridgeNs, 'link', 'set', `p-${role}`, 'up']);
   }
 
-  /** Drops traffic from `role` to `to` (a blackhole route for `to`/32 inside `role`). */
-  async blockRoute(role: Role, to: string): Promise<void> {
-    await runOk('ip', ['-n', this.ns[role], 'route', 'add', 'blackhole', `${to}/32`]);
+  /**
+   * Drops traffic from `role` to `to` (a blackhole route for `to`/32 inside `role`), or with `unreachable` refuses it
+   * at once (EHOSTUNREACH), as when the neighbour lookup for `to` fails.
+   */
+  async blockRoute(role: Role, to: string, type: 'blackhole' | 'unreachable' = 'blackhole'): Promise<void> {
+    await runOk('ip', ['-n', this.ns[role], 'route', 'add', type, `${to}/32`]);
   }
 
-  async unblockRoute(role: Role, to: string): Promise<void> {
-    await run('ip', ['-n', this.ns[role], 'route', 'del', 'blackhole', `${to}/32`]);
+  async unblockRoute(role: Role, to: string, type: 'blackhole' | 'unreachable' = 'blackhole'): Promise<void> {
+    await run('ip', ['-n', this.ns[role], 'route', 'del', type, `${to}/32`]);
   }
 
   async neigh(role: Role = 'client'): Promise<NeighEntry[]> {

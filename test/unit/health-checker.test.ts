@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { CheckResult, Server } from '../../src/balancer/server.js';
 import type { PoolConfig } from '../../src/config/types.js';
-import { HealthChecker, PROBE_NOW_MIN_GAP_MS } from '../../src/health/checker.js';
+import { HealthChecker, PROBE_NOW_MIN_GAP_MS, RECHECK_GRACE_MS } from '../../src/health/checker.js';
 import type { ProbeOutcome } from '../../src/health/probe-outcome.js';
 import { FakePool, logSink, makeServer, poolConfig } from './health-fixtures.js';
 
@@ -540,6 +540,70 @@ describe('HealthChecker', () => {
       await vi.advanceTimersByTimeAsync(2000);
       expect(a.health).toBe('up'); // 2 failures after the recheck: the 2 before it were forgotten
       expect(scripted.startsOf('m')).toEqual([0]);
+      await checker.close();
+    });
+
+    // A failover test: the link was back, but the ARP lookup begun while it was out failed 3 ms later, and the packets
+    // queued behind it with it: the recheck probes got EHOSTUNREACH, the brokers went down and the VIP moved.
+    it('for RECHECK_GRACE_MS after the network is back, a probe that fails as if the path were still out is made again, no verdict; settled() waits for the verdict', async () => {
+      const { servers, scripted, checker, results, lines } = setup({ interval: 2000, fall: 1, rise: 2 }, ['a', 'b', 'c']);
+      const [a, b, c] = servers as [Server, Server, Server];
+      checker.start();
+      await vi.advanceTimersByTimeAsync(5);
+      checker.outageBegan();
+      scripted.results.set('a', ['timeout']);
+      await vi.advanceTimersByTimeAsync(2000); // 2005: a down during the outage
+      expect(a.health).toBe('down');
+      await vi.advanceTimersByTimeAsync(95); // 2100: back
+      scripted.results.set('a', ['error', 'timeout', 'ok']);
+      scripted.detailFor.set('a', 'EHOSTUNREACH');
+      scripted.results.set('b', ['refused']); // an answer from b's host: the path works, a verdict at once
+      scripted.results.set('c', ['timeout']);
+      expect(checker.recheckAfterOutage()).toBe(1); // a only: b and c up, idle and with nothing counted
+      let settled = false;
+      void checker.settled(10_000).then(() => (settled = true));
+      await vi.advanceTimersByTimeAsync(PROBE_NOW_MIN_GAP_MS + 1);
+      expect(a.health).toBe('down'); // no verdict yet: down as before
+      expect(scripted.startsOf('a').slice(-2)).toEqual([2100, 2100 + PROBE_NOW_MIN_GAP_MS]);
+      expect(settled).toBe(false);
+      await vi.advanceTimersByTimeAsync(PROBE_NOW_MIN_GAP_MS + 4);
+      expect(scripted.startsOf('a').at(-1)).toBe(2100 + 2 * PROBE_NOW_MIN_GAP_MS);
+      expect(a.health).toBe('up'); // the third: one pass, as after any outage
+      expect(settled).toBe(true);
+      expect(results.filter((r) => r.server === 'a').slice(-3).map((r) => r.result)).toEqual(['error', 'timeout', 'ok']); // the metrics see all three
+      expect(lines.filter((l) => String(l.msg).startsWith('health probe failed while')).map((l) => `${String(l.result)} ${String(l.detail)}`)).toEqual(['error EHOSTUNREACH', 'timeout EHOSTUNREACH']);
+      // b's regular probe at 4000, inside the window: refused is an answer, down at fall 1.
+      await vi.advanceTimersByTimeAsync(4010 - Date.now());
+      expect(b.health).toBe('down');
+      // c's regular probe at 4000 times out, inside the window: made again, and its retry passes.
+      expect(c.health).toBe('up');
+      await vi.advanceTimersByTimeAsync(PROBE_NOW_MIN_GAP_MS);
+      expect(scripted.startsOf('c').slice(-2)).toEqual([4000, 4000 + PROBE_NOW_MIN_GAP_MS]);
+      expect(results.filter((r) => r.server === 'c').slice(-2).map((r) => r.result)).toEqual(['timeout', 'ok']);
+      expect(c.health).toBe('up');
+      await checker.close();
+    });
+
+    it('a path failure after RECHECK_GRACE_MS counts again, and one inside it is made again until the window has passed', async () => {
+      const { servers, scripted, checker } = setup({ interval: 1000, timeout: 500, fall: 1 }, ['a']);
+      const [a] = servers as [Server];
+      checker.start();
+      await vi.advanceTimersByTimeAsync(5);
+      checker.outageBegan();
+      await vi.advanceTimersByTimeAsync(500);
+      checker.recheckAfterOutage(); // at 505, a up and idle: no probe now
+      scripted.results.set('a', Array<CheckResult>(20).fill('timeout'));
+      scripted.latencyFor.set('a', 500);
+      let settled = false;
+      void checker.settled(60_000).then(() => (settled = true));
+      await vi.advanceTimersByTimeAsync(RECHECK_GRACE_MS); // 3505: probes from 1000 on time out and are made again
+      expect(a.health).toBe('up');
+      const inWindow = scripted.startsOf('a').filter((t) => t > 505 && t < 505 + RECHECK_GRACE_MS);
+      // Each at once after the last one's timeout (a timer of 0 runs 1 ms later here).
+      expect(inWindow.map((t, i) => t - 1000 - 500 * i)).toEqual([0, 1, 2, 3, 4]);
+      await vi.advanceTimersByTimeAsync(600); // the probe at 3500, after the window, counts
+      expect(a.health).toBe('down');
+      expect(settled).toBe(true);
       await checker.close();
     });
   });
