@@ -27,6 +27,8 @@ export interface ListenerSnapshot {
   active: number;
   outcomes: { proxied: number; rejected: number; failed: number };
   rejected: Array<[string, number]>;
+  closed: Array<[string, number]>;
+  told: Array<[string, number]>;
 }
 
 /** A worker's memory ceiling (its share of limits.maxMemory): over it, and the memory it counts. */

@@ -36,7 +36,14 @@ const RELEASE_ANSWER_MARGIN_MS = 2500;
 
 /** A listener a worker committed but has not reported yet: listening, nothing counted yet. */
 function committedNotReported(lc: ListenerConfig): ListenerSnapshot {
-  return { name: lc.name, bind: lc.bind, tls: lc.tls !== null, listening: true, acceptHealthy: true, active: 0, outcomes: { proxied: 0, rejected: 0, failed: 0 }, rejected: [] };
+  return { name: lc.name, bind: lc.bind, tls: lc.tls !== null, listening: true, acceptHealthy: true, active: 0, outcomes: { proxied: 0, rejected: 0, failed: 0 }, rejected: [], closed: [], told: [] };
+}
+
+/** Counts by reason, `a` and `b` added up. */
+function addCounts(a: Array<[string, number]>, b: Array<[string, number]>): Array<[string, number]> {
+  const sums = new Map(a);
+  for (const [reason, n] of b) sums.set(reason, (sums.get(reason) ?? 0) + n);
+  return [...sums];
 }
 
 /** The callback of every message to a worker: its failure is the worker's end, which 'exit' reports. */
@@ -321,13 +328,13 @@ export class ClusterPrimary {
   /** Keep what an exited worker counted (see retiredListeners); `broken`: it died serving, its connections with it. */
   private retire(slot: WorkerSlot, broken: boolean): void {
     for (const l of slot.listeners) {
-      const r = this.retiredListeners.get(l.name) ?? { ...l, active: 0, outcomes: { proxied: 0, rejected: 0, failed: 0 }, rejected: [] };
+      const r = this.retiredListeners.get(l.name) ?? { ...l, active: 0, outcomes: { proxied: 0, rejected: 0, failed: 0 }, rejected: [], closed: [], told: [] };
       r.outcomes.proxied += l.outcomes.proxied;
       r.outcomes.rejected += l.outcomes.rejected;
       r.outcomes.failed += l.outcomes.failed + (broken ? l.active : 0);
-      const reasons = new Map(r.rejected);
-      for (const [reason, n] of l.rejected) reasons.set(reason, (reasons.get(reason) ?? 0) + n);
-      r.rejected = [...reasons];
+      r.rejected = addCounts(r.rejected, l.rejected);
+      r.closed = addCounts(r.closed, l.closed);
+      r.told = addCounts(r.told, l.told);
       this.retiredListeners.set(l.name, r);
     }
     for (const sv of slot.servers) {
@@ -430,6 +437,8 @@ export class ClusterPrimary {
         agg.outcomes.rejected += r.outcomes.rejected;
         agg.outcomes.failed += r.outcomes.failed;
         for (const [reason, n] of r.rejected) agg.rejected.set(reason, (agg.rejected.get(reason) ?? 0) + n);
+        for (const [reason, n] of r.closed) agg.closed.set(reason, (agg.closed.get(reason) ?? 0) + n);
+        for (const [reason, n] of r.told) agg.told.set(reason, (agg.told.get(reason) ?? 0) + n);
       }
       shown.set(lc.name, agg);
       if (bound) listeners.set(lc.name, agg);

@@ -58,7 +58,7 @@ function snapshot(app: App, link: PrimaryLink): ToPrimary {
   const listeners: ListenerSnapshot[] = [];
   for (const l of app.listenerMap.values()) {
     const s = l.stats;
-    listeners.push({ name: s.name, bind: s.bind, tls: s.tls, listening: l.listening, acceptHealthy: l.acceptHealthy, active: s.active, outcomes: { ...s.outcomes }, rejected: [...s.rejected] });
+    listeners.push({ name: s.name, bind: s.bind, tls: s.tls, listening: l.listening, acceptHealthy: l.acceptHealthy, active: s.active, outcomes: { ...s.outcomes }, rejected: [...s.rejected], closed: [...s.closed], told: [...s.told] });
   }
   const servers: ServerSnapshot[] = [];
   for (const p of app.poolMap.values()) {

@@ -40,6 +40,10 @@ export class ListenerStats {
   admitted = 0;
   readonly outcomes = { proxied: 0, rejected: 0, failed: 0 };
   readonly rejected = new Map<string, number>();
+  /** Proxied sessions ended, by CloseReason (sessionClosed). */
+  readonly closed = new Map<string, number>();
+  /** Of those, the 5.0 sessions the balancer told why with a DISCONNECT, by CloseReason. */
+  readonly told = new Map<string, number>();
   constructor(
     readonly name: string,
     public bind: string,
@@ -48,6 +52,12 @@ export class ListenerStats {
 
   count(reason: string): void {
     this.rejected.set(reason, (this.rejected.get(reason) ?? 0) + 1);
+  }
+
+  /** A proxied session ended (once per session, at its close: never on the data path). */
+  sessionClosed(reason: string, told: boolean): void {
+    this.closed.set(reason, (this.closed.get(reason) ?? 0) + 1);
+    if (told) this.told.set(reason, (this.told.get(reason) ?? 0) + 1);
   }
 }
 

@@ -1206,6 +1206,7 @@ export class ClientSession implements LiveSession, AdmissionTicket, IdleWatched,
     const ctx = this.listener.ctx;
     if (wasSpliced) {
       this.server!.sessionClosed(this);
+      this.listener.stats.sessionClosed(this.closeReason ?? 'client_closed', this.told);
       // A client that half-closed was judged then (clientHalfClosed), a grace period ago: not a second probe for it.
       // A server that closed it itself without a byte (not even its CONNACK: mosquitto at max_connections, a broker
       // going down) is reported whatever the session's age; a client's give-up only after a second (an audit saw

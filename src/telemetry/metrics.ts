@@ -21,6 +21,8 @@ import {
   FAILOVER_STATES,
   PEER_VIEW_STATES,
   REJECT_REASONS,
+  SESSION_CLOSE_REASONS,
+  TOLD_CLOSE_REASONS,
   type TelemetrySource,
 } from './source.js';
 import { LoopLagSampler, worstWindow } from './loop-lag.js';
@@ -70,6 +72,8 @@ export class Metrics {
   private readonly connectionsActive: Gauge<'listener'>;
   private readonly connectionsTotal: SnapshotCounter<'listener' | 'outcome'>;
   private readonly connectRejected: SnapshotCounter<'listener' | 'reason'>;
+  private readonly sessionsClosed: SnapshotCounter<'listener' | 'reason'>;
+  private readonly disconnectsSent: SnapshotCounter<'listener' | 'reason'>;
   private readonly serverUp: Gauge<'pool' | 'server'>;
   private readonly serverState: Gauge<'pool' | 'server' | 'state'>;
   private readonly serverSessions: Gauge<'pool' | 'server'>;
@@ -126,6 +130,18 @@ export class Metrics {
     this.connectRejected = new SnapshotCounter({
       name: 'mqtt_lb_connect_rejected_total',
       help: 'Client connections refused or closed before reaching a server, by reason.',
+      labelNames: ['listener', 'reason'],
+      registers,
+    });
+    this.sessionsClosed = new SnapshotCounter({
+      name: 'mqtt_lb_sessions_closed_total',
+      help: 'Proxied sessions ended, by reason: their client or server closed (client_closed, server_closed) or broke (client_error, server_error), no CONNACK from the server (server_connack_timeout), or the balancer closed them (server_down, rebalance, drain, failover, shutdown, takeover, idle).',
+      labelNames: ['listener', 'reason'],
+      registers,
+    });
+    this.disconnectsSent = new SnapshotCounter({
+      name: 'mqtt_lb_disconnects_sent_total',
+      help: 'MQTT 5.0 sessions the balancer closed that it told why with a DISCONNECT first, by reason (the Reason Code follows it).',
       labelNames: ['listener', 'reason'],
       registers,
     });
@@ -351,6 +367,8 @@ export class Metrics {
     this.connectionsActive.reset();
     this.connectionsTotal.reset();
     this.connectRejected.reset();
+    this.sessionsClosed.reset();
+    this.disconnectsSent.reset();
     for (const l of this.source.listeners()) {
       const listener = l.name;
       this.connectionsActive.set({ listener }, l.active);
@@ -362,6 +380,8 @@ export class Metrics {
       for (const [reason, n] of l.rejected) {
         if (!(REJECT_REASONS as readonly string[]).includes(reason)) this.connectRejected.set({ listener, reason }, n);
       }
+      for (const reason of SESSION_CLOSE_REASONS) this.sessionsClosed.set({ listener, reason }, l.closed.get(reason) ?? 0);
+      for (const reason of TOLD_CLOSE_REASONS) this.disconnectsSent.set({ listener, reason }, l.told.get(reason) ?? 0);
     }
   }
 

@@ -3,7 +3,8 @@
  * Everything here is read at scrape/request time: the data path keeps plain numbers,
  * telemetry turns them into metrics and JSON only when someone asks.
  */
-import type { CheckResult, Server } from '../balancer/server.js';
+import type { CheckResult, EvictReason, Server } from '../balancer/server.js';
+import type { CloseReason } from '../proxy/session.js';
 import type { LagWindow } from './loop-lag.js';
 import type { ProcessMetricsJson } from './process-metrics.js';
 
@@ -14,6 +15,8 @@ export interface ListenerStats {
   active: number; // live client connections on this listener
   outcomes: { proxied: number; rejected: number; failed: number }; // plain counters, read at scrape
   rejected: Map<string, number>; // reason -> count (contract §5 reasons + server_connect_failed + empty_client_id_persistent)
+  closed: Map<string, number>; // proxied sessions ended: close reason -> count
+  told: Map<string, number>; // of those, 5.0 sessions sent a DISCONNECT first: close reason -> count
 }
 
 // The failover runtime's own status types: one definition, read here for /api/status and metrics.
@@ -96,6 +99,34 @@ export const REJECT_REASONS = [
   // At the listener's last guard, a connection that had waited longest for its CONNECT, closed for a new one.
   'displaced',
 ] as const;
+
+/**
+ * Why a proxied session ended (the access log's `reason`): its client or server closed it or broke, its server never
+ * sent its CONNACK, or the balancer closed it (the EvictReasons). Exported at 0 from the start, as REJECT_REASONS.
+ */
+export const SESSION_CLOSE_REASONS = [
+  'client_closed',
+  'client_error',
+  'server_closed',
+  'server_error',
+  'server_connack_timeout',
+  'server_down',
+  'rebalance',
+  'drain',
+  'failover',
+  'shutdown',
+  'takeover',
+  'idle',
+] as const satisfies readonly CloseReason[];
+
+/** The closes the balancer decides: a 5.0 client may be told why with a DISCONNECT (src/proxy/disconnect.ts). */
+export const TOLD_CLOSE_REASONS = ['server_down', 'rebalance', 'drain', 'failover', 'shutdown', 'takeover', 'idle'] as const satisfies readonly EvictReason[];
+
+// Every CloseReason is in the list (a new one must be exported too).
+const closeReasonsComplete: Exclude<CloseReason, (typeof SESSION_CLOSE_REASONS)[number]> extends never ? true : never = true;
+const toldReasonsComplete: Exclude<EvictReason, (typeof TOLD_CLOSE_REASONS)[number]> extends never ? true : never = true;
+void closeReasonsComplete;
+void toldReasonsComplete;
 
 /** Probe results (contract §6, `result` label). */
 export const CHECK_RESULTS = ['ok', 'timeout', 'refused', 'bad_connack', 'http_status', 'error'] as const satisfies readonly CheckResult[];

@@ -18,6 +18,12 @@ async function activeConnections(admin: number): Promise<number> {
   return Number(/^mqtt_lb_connections_active\{listener="mqtt"\} (\d+)/m.exec(text)?.[1] ?? NaN);
 }
 
+/** mqtt_lb_sessions_closed_total or mqtt_lb_disconnects_sent_total for `reason`, on the listener `mqtt`. */
+async function closedCount(admin: number, metric: 'mqtt_lb_sessions_closed_total' | 'mqtt_lb_disconnects_sent_total', reason: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
+  return Number(new RegExp(`^${metric}\\{listener="mqtt",reason="${reason}"\\} (\\d+)`, 'm').exec(text)?.[1] ?? NaN);
+}
+
 async function until(check: () => Promise<boolean> | boolean, timeoutMs: number): Promise<boolean> {
   const end = Date.now() + timeoutMs;
   while (Date.now() < end) {
@@ -114,7 +120,7 @@ describe.each(SOCKET_ENGINES)('limits.idleTimeout ($engine sockets)', ({ engine,
   it('with workers: 2, each worker sweeps its own sessions', async () => {
     broker ??= await startMosquitto();
     // Round robin: the four clients land on both workers in turn (the kernel's scheduling may put all on one).
-    const { lb } = await startWith(broker.port, '  idleTimeout: 1s\n', 'workers: 2\n', { NODE_CLUSTER_SCHED_POLICY: 'rr' });
+    const { lb, admin } = await startWith(broker.port, '  idleTimeout: 1s\n', 'workers: 2\n', { NODE_CLUSTER_SCHED_POLICY: 'rr' });
     const port = Number(/bind: 127\.0\.0\.1:(\d+)/.exec(readFileSync(lb.configFile, 'utf8'))![1]);
     const clients = await Promise.all([0, 1, 2, 3].map(() => connectRaw(port)));
     const ends = clients.map((c, i) => {
@@ -128,6 +134,9 @@ describe.each(SOCKET_ENGINES)('limits.idleTimeout ($engine sockets)', ({ engine,
     await lb.waitForLog((l) => l.msg === 'session closed' && l.reason === 'idle');
     // Both workers' sweeps did it.
     await lb.waitForLog(() => new Set(lb.logs.filter((l) => l.msg === 'idle sessions closed (limits.idleTimeout)').map((l) => l.worker)).size === 2);
+    // The primary's /metrics sums the workers' counts (their snapshots come every 250 ms); 3.1.1: none told.
+    expect(await until(async () => (await closedCount(admin, 'mqtt_lb_sessions_closed_total', 'idle')) === 4, 3000)).toBe(true);
+    expect(await closedCount(admin, 'mqtt_lb_disconnects_sent_total', 'idle')).toBe(0);
   });
 
   it('a client that resets while paused behind a broker that stopped reading is let go (it went unnoticed before)', async () => {

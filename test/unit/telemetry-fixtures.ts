@@ -47,6 +47,8 @@ export function listenerStats(name: string, extra: Partial<ListenerStats> = {}):
     active: 0,
     outcomes: { proxied: 0, rejected: 0, failed: 0 },
     rejected: new Map(),
+    closed: new Map(),
+    told: new Map(),
     ...extra,
   };
 }

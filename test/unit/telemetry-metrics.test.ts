@@ -2,7 +2,7 @@ import { register as globalRegister } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SERVER_STATES } from '../../src/balancer/server.js';
 import { Metrics } from '../../src/telemetry/metrics.js';
-import { REJECT_REASONS } from '../../src/telemetry/source.js';
+import { REJECT_REASONS, SESSION_CLOSE_REASONS, TOLD_CLOSE_REASONS } from '../../src/telemetry/source.js';
 import {
   FakeSession,
   FakeSource,
@@ -33,6 +33,8 @@ const CONTRACT: Array<[name: string, type: string, labels: string[]]> = [
   ['mqtt_lb_build_info', 'gauge', ['version']],
   ['mqtt_lb_failover_adverts_dropped_total', 'counter', ['reason']],
   ['mqtt_lb_event_loop_lag_seconds', 'gauge', []],
+  ['mqtt_lb_sessions_closed_total', 'counter', ['listener', 'reason']],
+  ['mqtt_lb_disconnects_sent_total', 'counter', ['listener', 'reason']],
 ];
 
 let metrics: Metrics | null = null;
@@ -118,6 +120,24 @@ describe('Metrics exposition', () => {
     exp = await scrape(m);
     expect(value(exp, 'mqtt_lb_connect_rejected_total', { listener: 'mqtt', reason: 'no_server' })).toBe(9);
     expect(value(exp, 'mqtt_lb_connections_active', { listener: 'mqtt' })).toBe(2);
+  });
+
+  it('exports proxied sessions closed by reason, and the 5.0 ones told why with a DISCONNECT, every reason from the start', async () => {
+    const { source, m } = setup();
+    const l = source.listenerList[0]!;
+    l.closed.set('client_closed', 40).set('drain', 6).set('shutdown', 2);
+    l.told.set('drain', 4);
+    let exp = await scrape(m);
+    expect(value(exp, 'mqtt_lb_sessions_closed_total', { listener: 'mqtt', reason: 'client_closed' })).toBe(40);
+    expect(value(exp, 'mqtt_lb_sessions_closed_total', { listener: 'mqtt', reason: 'drain' })).toBe(6);
+    expect(value(exp, 'mqtt_lb_disconnects_sent_total', { listener: 'mqtt', reason: 'drain' })).toBe(4);
+    expect(value(exp, 'mqtt_lb_disconnects_sent_total', { listener: 'mqtt', reason: 'shutdown' })).toBe(0);
+    expect(find(exp, 'mqtt_lb_sessions_closed_total', {}).map((s) => s.labels.reason).sort()).toEqual([...SESSION_CLOSE_REASONS].sort());
+    // Only the balancer's own closes can be told.
+    expect(find(exp, 'mqtt_lb_disconnects_sent_total', {}).map((s) => s.labels.reason).sort()).toEqual([...TOLD_CLOSE_REASONS].sort());
+    l.closed.set('client_closed', 41);
+    exp = await scrape(m);
+    expect(value(exp, 'mqtt_lb_sessions_closed_total', { listener: 'mqtt', reason: 'client_closed' })).toBe(41);
   });
 
   it('counts live sessions and includes their bytes', async () => {
