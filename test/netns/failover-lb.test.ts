@@ -336,57 +336,58 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
     await waitFor('VIP back on lb1 only', holdersAre(['lb1']), 3000);
   });
 
-  it('track.interface false: the master whose link is cut stays master, its brokers marked down meanwhile cost it no priority, and back, one failover only', async () => {
-    // An audit: the probes that failed during the cut lowered lb1 to lb2's priority (track.pools), and when the link
-    // came back lb1 stepped down for lb2's advert, then preempted it again once its brokers were up: two failovers.
-    const [lb1, lb2] = await startPairRise3('lb1-untracked.yaml', '  track:\n    interface: false\n');
+  /**
+   * lb1, master with `track.interface: false`, has its link cut until lb2 is master and lb1's brokers are marked down;
+   * `restore` brings the link back (given lb1 and its transition count). Then one failover only: lb1 never stepped
+   * down, lb2 was master for the cut and backup again after it.
+   */
+  async function untrackedCutAndBack(file: string, restore: (lb1: NsLb, n1: number) => Promise<void>): Promise<NsLb> {
+    const [lb1, lb2] = await startPairRise3(file, '  track:\n    interface: false\n');
     await lb2.waitServers('up', 5000);
     const n1 = lb1.transitions().length;
     const n2 = lb2.transitions().length;
     await topo.cutLink('lb1');
     await lb2.waitState('master', 3000, n2);
     await lb1.waitServers('down', 4000);
-    // Its network is out: what its probes find is about this host, and the pool penalty stays as it was.
-    await sleep(600); // more than two tracking rounds (250 ms)
-    expect((await lb1.failoverInstance()).priority).toBe(150);
-    expect(lb1.transitions().length).toBe(n1); // still master: the link is not tracked
-    await topo.restoreLink('lb1');
+    await restore(lb1, n1);
     await lb1.waitServers('up', 5000);
-    const recheck = lb1.logsWith('failover interface back: probing afresh the servers judged while it was out');
-    expect(recheck.map((l) => l.probes)).toEqual([brokers.length]);
     await lb2.waitState('backup', 3000, n2 + 1);
     await waitFor('VIP back on lb1 only', holdersAre(['lb1']), 3000);
     await sleep(500);
     expect(lb1.transitions().length).toBe(n1); // never stepped down
     expect(lb2.transitions().slice(n2).map((t) => `${t.from}>${t.to}`)).toEqual(['backup>master', 'master>backup']);
+    return lb1;
+  }
+
+  it('track.interface false: the master whose link is cut stays master, its brokers marked down meanwhile cost it no priority, and back, one failover only', async () => {
+    // An audit: the probes that failed during the cut lowered lb1 to lb2's priority (track.pools), and when the link
+    // came back lb1 stepped down for lb2's advert, then preempted it again once its brokers were up: two failovers.
+    const lb1 = await untrackedCutAndBack('lb1-untracked.yaml', async (lb1, n1) => {
+      // Its network is out: what its probes find is about this host, and the pool penalty stays as it was.
+      await sleep(600); // more than two tracking rounds (250 ms)
+      expect((await lb1.failoverInstance()).priority).toBe(150);
+      expect(lb1.transitions().length).toBe(n1); // still master: the link is not tracked
+      await topo.restoreLink('lb1');
+    });
+    const recheck = lb1.logsWith('failover interface back: probing afresh the servers judged while it was out');
+    expect(recheck.map((l) => l.probes)).toEqual([brokers.length]);
   });
 
   // A flaky run of the test above: lb1's priority dropped 3 ms after its link was back. The ARP lookups begun while the
   // link was out still failed after it, and the recheck probes queued behind them with EHOSTUNREACH: the brokers
   // stayed down and the pool penalty let lb2 keep the VIP for a moment. An `unreachable` route makes that moment last.
   it('back, but its path to the brokers refused for a second more (EHOSTUNREACH): those probes give no verdict, one failover only', async () => {
-    const [lb1, lb2] = await startPairRise3('lb1-path-settles.yaml', '  track:\n    interface: false\n');
-    await lb2.waitServers('up', 5000);
-    const n1 = lb1.transitions().length;
-    const n2 = lb2.transitions().length;
-    await topo.cutLink('lb1');
-    await lb2.waitState('master', 3000, n2);
-    await lb1.waitServers('down', 4000);
-    const hosts = [...new Set(brokers.map((b) => b.host))];
-    for (const h of hosts) await topo.blockRoute('lb1', h, 'unreachable');
-    try {
-      await topo.restoreLink('lb1');
-      await sleep(1000);
-      expect((await lb1.failoverInstance()).priority).toBe(150); // held: no verdict from the refused probes
-    } finally {
-      for (const h of hosts) await topo.unblockRoute('lb1', h, 'unreachable');
-    }
-    await lb1.waitServers('up', 3000);
-    await lb2.waitState('backup', 3000, n2 + 1);
-    await waitFor('VIP back on lb1 only', holdersAre(['lb1']), 3000);
-    await sleep(500);
-    expect(lb1.transitions().length).toBe(n1); // never stepped down
-    expect(lb2.transitions().slice(n2).map((t) => `${t.from}>${t.to}`)).toEqual(['backup>master', 'master>backup']);
+    await untrackedCutAndBack('lb1-path-settles.yaml', async (lb1) => {
+      const hosts = [...new Set(brokers.map((b) => b.host))];
+      for (const h of hosts) await topo.blockRoute('lb1', h, 'unreachable');
+      try {
+        await topo.restoreLink('lb1');
+        await sleep(1000);
+        expect((await lb1.failoverInstance()).priority).toBe(150); // held: no verdict from the refused probes
+      } finally {
+        for (const h of hosts) await topo.unblockRoute('lb1', h, 'unreachable');
+      }
+    });
   });
 
   it('restarted after a SIGKILL, the higher-priority host takes the VIP back as soon as its listeners are bound: its heartbeat ran during the warm-up', async () => {
