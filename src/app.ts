@@ -171,6 +171,8 @@ export class App implements TelemetrySource, AdminActions {
   private poolsCountedWithoutServer = new Set<string>();
   /** Counts the network's outs and returns: a release for an earlier return does nothing (onFailoverNetwork). */
   private networkEpoch = 0;
+  /** This host's own network is out (failover's last 'network' event said so). */
+  private networkOut = false;
   /** A stop came while starting (cutStartShort): the wait for the first verdicts ends at once. */
   private startCut = false;
   private endVerdictWait: (() => void) | null = null;
@@ -536,6 +538,7 @@ export class App implements TelemetrySource, AdminActions {
    */
   private readonly onFailoverNetwork = (out: boolean): void => {
     const epoch = ++this.networkEpoch;
+    this.networkOut = out;
     if (out) {
       // The pool penalty stays as it was: what the probes find meanwhile is this host's outage, not the servers'.
       this.poolsWithoutServerHeld ??= this.countPoolsWithoutServer();
@@ -557,8 +560,10 @@ export class App implements TelemetrySource, AdminActions {
       return;
     }
     // A probe that fails as if the path were still out is made again for RECHECK_GRACE_MS (checker.ts): the last one
-    // starts at most a PROBE_NOW_MIN_GAP_MS after it.
-    const bound = RECHECK_GRACE_MS + PROBE_NOW_MIN_GAP_MS + this.verdictBound();
+    // that gives no verdict starts before the window ends and may take its timeout, the one made again after it (no
+    // sooner than PROBE_NOW_MIN_GAP_MS after that start) its timeout too.
+    const longest = Math.max(...[...this.poolMap.values()].map((p) => p.config.health.timeout));
+    const bound = RECHECK_GRACE_MS + Math.max(PROBE_NOW_MIN_GAP_MS, longest) + this.verdictBound();
     void Promise.all([...this.checkers.values()].map((c) => c.settled(bound))).then(release);
   };
 
@@ -726,7 +731,11 @@ export class App implements TelemetrySource, AdminActions {
     for (const pc of Object.values(next.pools)) {
       if (!this.poolMap.has(pc.name)) {
         this.addPool(pc);
-        this.checkers.get(pc.name)?.start();
+        const checker = this.checkers.get(pc.name);
+        // Added while this host's network is out: what its first probes find is this host's outage too, and they are
+        // made afresh when it is back (onFailoverNetwork; an audit: such a pool was left out of the recheck).
+        if (this.networkOut) checker?.outageBegan();
+        checker?.start();
       }
     }
     // The file follows the config: a removed server's state goes (re-added, it comes back ready), a new path is written.

@@ -30,10 +30,12 @@ const PATH_ERRORS = new Set(['EHOSTUNREACH', 'ENETUNREACH', 'ENETDOWN', 'EHOSTDO
 
 /**
  * After this host's network comes back (recheckAfterOutage), a probe started within this many milliseconds that fails
- * as if the path were still out (a timeout, no route) gives no verdict and is made again. The neighbour (ARP) lookups
- * begun during the outage still fail for up to three retransmits of a second each (Linux `mcast_solicit` 3,
- * `retrans_time` 1 s), and the packets queued behind them fail with them: a failover test saw a recheck probe get
- * EHOSTUNREACH 3 ms after the link was back, mark the pool's brokers down and the VIP move away and back.
+ * as if the path were still out (a timeout before a connection, no route, no local address) gives no verdict and is
+ * made again. The neighbour (ARP) lookups begun during the outage still fail for up to three retransmits of a second
+ * each (Linux's defaults `mcast_solicit` 3, `retrans_time_ms` 1000; a host that raises them, or a switch port that
+ * forwards only after spanning-tree learning, may need longer: docs/configuration.md `rise`), and the packets queued
+ * behind them fail with them: a failover test saw a recheck probe get EHOSTUNREACH 3 ms after the link was back, mark
+ * the pool's brokers down and the VIP move away and back.
  */
 export const RECHECK_GRACE_MS = 3000;
 
@@ -205,7 +207,8 @@ export class HealthChecker {
 
   /**
    * Resolves once every probe running now has been recorded (right after start(): every server's first verdict) and
-   * every verdict a recheck after an outage is making has come (RECHECK_GRACE_MS and one probe at most), or after
+   * every verdict a recheck after an outage is making has come (RECHECK_GRACE_MS, then up to two probe timeouts: the
+   * last probe started in the window and the one made again after it), or after
    * `boundMs`, whichever is first. Never rejects. Probes end by their own timeout; the bound is a guard.
    */
   settled(boundMs: number): Promise<void> {
@@ -363,9 +366,15 @@ export class HealthChecker {
     this.arm(loop, Math.max(0, Math.min(PROBE_NOW_MIN_GAP_MS, probeInterval(loop.riseFall, this.pool.config.health)) - sinceStart));
   }
 
-  /** Whether `outcome` failed as a probe does whose packets never left this host or never came back. */
+  /**
+   * Whether `outcome` failed as a probe does whose packets never left this host or never came back, or that could not
+   * run here (LOCAL_ERRORS: EADDRNOTAVAIL while this host's address comes back, say).
+   */
   private static failedOnPath(outcome: ProbeOutcome): boolean {
-    return outcome.result === 'timeout' || (outcome.result === 'error' && PATH_ERRORS.has(outcome.detail ?? ''));
+    // A timeout with the connection established (no CONNACK, no HTTP answer) is the server's: the path worked.
+    if (outcome.result === 'timeout') return outcome.connected !== true;
+    const detail = outcome.detail ?? '';
+    return outcome.result === 'error' && (PATH_ERRORS.has(detail) || LOCAL_ERRORS.has(detail));
   }
 
   /** Records `outcome`; returns false when it is no verdict for the moment (this host's path may still be settling). */

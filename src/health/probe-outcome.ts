@@ -8,6 +8,8 @@ export interface ProbeOutcome {
   result: CheckResult;
   durationMs: number;
   detail?: string;
+  /** The probe's TCP connection was established: a timeout after it is the server's (slow), not this host's path. */
+  connected?: boolean;
 }
 
 /** Host and port a socket probe dials (the server's traffic port). */

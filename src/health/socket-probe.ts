@@ -63,6 +63,7 @@ export function runSocketProbe(
         if (!keepSocket) socket.destroy();
         const outcome: ProbeOutcome = { result, durationMs: elapsedSince(startedAt) };
         if (detail !== undefined) outcome.detail = detail;
+        if (connected) outcome.connected = true;
         resolve(outcome);
       },
     };

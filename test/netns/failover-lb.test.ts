@@ -11,7 +11,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -305,6 +305,31 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
     // lb1's neighbour queue and delivered once the link was back (heartbeat.ts flushes it).
     await lb2.waitState('backup', 3000, n2);
     expect(lb2.transitions().slice(n2).map((t) => `${t.from}>${t.to}`)).toEqual(['backup>master', 'master>backup']);
+  });
+
+  it('a pool a reload adds while the link is cut is probed afresh with the others when it is back', async () => {
+    // An audit: a pool added during the outage never heard of it, so its servers, marked down by probes that could not
+    // leave the host, waited out `rise` (3 × 1 s) after the link came back.
+    const [lb1] = await startPairRise3('lb1-reload-cut.yaml');
+    await topo.cutLink('lb1');
+    await lb1.waitState('fault', 3000);
+    await lb1.waitServers('down', 4000);
+    const file = join(dir, 'lb1-reload-cut.yaml');
+    const yaml = await readFile(file, 'utf8');
+    const brokersPool = /^ {2}brokers:\n(?: {4}.*\n)+/m.exec(yaml)![0];
+    const spare = brokersPool.replace('  brokers:', '  spare:').replace('lb1-health', 'lb1-spare-health');
+    await writeFile(file, yaml.replace(brokersPool, brokersPool + spare));
+    const reloads = lb1.logsWith('config reloaded').length;
+    lb1.proc.signal('SIGHUP');
+    await waitFor('the reload', () => lb1.logsWith('config reloaded').length > reloads, 10_000);
+    await lb1.waitServers('down', 4000); // the spare pool's first probes cannot leave the host either
+    const restoredAt = performance.now();
+    await topo.restoreLink('lb1');
+    await lb1.waitServers('up', 5000);
+    const upAfterMs = Math.round(performance.now() - restoredAt);
+    const recheck = lb1.logsWith('failover interface back: probing afresh the servers judged while it was out');
+    expect(recheck.map((l) => l.probes)).toEqual([2 * brokers.length]);
+    expect(upAfterMs).toBeLessThan(1500); // not after rise 3 × 1 s
   });
 
   it('a link cut while a track script already holds the host in FAULT: back, its brokers are probed afresh all the same', async () => {

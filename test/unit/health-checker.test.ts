@@ -584,6 +584,61 @@ describe('HealthChecker', () => {
       await checker.close();
     });
 
+    it('inside the window, a timeout after the connection was made is a verdict: a broker that took it and never answered is judged at once', async () => {
+      const server = makeServer('a', 'unknown');
+      const pool = new FakePool(poolConfig({}, { interval: 1000, timeout: 500, fall: 1, rise: 1 }), [server]);
+      const { log } = logSink();
+      let connected = false;
+      const starts: number[] = [];
+      const probe = (): Promise<ProbeOutcome> => {
+        starts.push(Date.now());
+        const outcome: ProbeOutcome = { result: 'timeout', durationMs: 500, detail: connected ? 'no answer within 500 ms' : 'no connection within 500 ms', ...(connected ? { connected: true } : {}) };
+        return new Promise((resolve) => setTimeout(() => resolve(outcome), 500));
+      };
+      const checker = new HealthChecker(pool, { log, probe, random: () => 0.5 });
+      checker.start();
+      await vi.advanceTimersByTimeAsync(600);
+      expect(server.health).toBe('down');
+      checker.outageBegan();
+      checker.recheckAfterOutage(); // at 600: no connection (its SYN went nowhere)
+      let settled = false;
+      void checker.settled(10_000).then(() => (settled = true));
+      await vi.advanceTimersByTimeAsync(100);
+      connected = true; // the probe made again from here connects, and its broker does not answer
+      await vi.advanceTimersByTimeAsync(410); // 1110
+      expect(starts.at(-1)).toBe(1101); // no connection: no verdict, made again at once (a timer of 0 runs 1 ms later here)
+      expect(settled).toBe(false);
+      await vi.advanceTimersByTimeAsync(500); // 1610: connected, no answer: a verdict (down), not made again
+      expect(settled).toBe(true);
+      await vi.advanceTimersByTimeAsync(390);
+      expect(starts.filter((t) => t > 1101 && t < 2000)).toEqual([]);
+      await checker.close();
+    });
+
+    it('inside the window, a probe that could not run here (EADDRNOTAVAIL: its address coming back) is made again too, and holds settled() until a verdict', async () => {
+      const { servers, scripted, checker, lines } = setup({ interval: 5000, fall: 1, rise: 1 }, ['a']);
+      const [a] = servers as [Server];
+      checker.start();
+      await vi.advanceTimersByTimeAsync(5);
+      checker.outageBegan();
+      scripted.results.set('a', ['timeout']);
+      await vi.advanceTimersByTimeAsync(5000); // 5005: down during the outage
+      expect(a.health).toBe('down');
+      scripted.results.set('a', ['error', 'ok']);
+      scripted.detailFor.set('a', 'EADDRNOTAVAIL');
+      expect(checker.recheckAfterOutage()).toBe(1);
+      let settled = false;
+      void checker.settled(10_000).then(() => (settled = true));
+      await vi.advanceTimersByTimeAsync(10);
+      expect(settled).toBe(false); // no verdict: made again in 250 ms, not at the 5 s interval
+      await vi.advanceTimersByTimeAsync(PROBE_NOW_MIN_GAP_MS);
+      expect(scripted.startsOf('a').slice(-2)).toEqual([5005, 5005 + PROBE_NOW_MIN_GAP_MS]);
+      expect(a.health).toBe('up');
+      expect(settled).toBe(true);
+      expect(lines.filter((l) => l.msg === 'health probe could not run here: no verdict')).toHaveLength(0); // said at debug
+      await checker.close();
+    });
+
     it('a path failure after RECHECK_GRACE_MS counts again, and one inside it is made again until the window has passed', async () => {
       const { servers, scripted, checker } = setup({ interval: 1000, timeout: 500, fall: 1 }, ['a']);
       const [a] = servers as [Server];
