@@ -93,6 +93,7 @@ export async function probeHttp(target: HttpTarget, opts: HttpProbeOptions, sign
   // One deadline over the whole exchange (undici's own timeouts are per phase).
   const deadline = new AbortController();
   let client: Client | null = null;
+  let connected = false;
   // Destroying the client also ends a connect in progress, which undici's abort does not (a host dropping SYNs).
   const stop = (): void => {
     deadline.abort();
@@ -104,19 +105,24 @@ export async function probeHttp(target: HttpTarget, opts: HttpProbeOptions, sign
     const { url, headers } = requestParts(target.url);
     const { origin, pathname, search } = new URL(url);
     client = probeClient(origin, opts.timeout);
+    // A timeout after this is the server's (slow), not this host's path (checker.ts, the recheck after an outage).
+    client.once('connect', () => (connected = true));
     const res = await client.request({ method: 'GET', path: `${pathname}${search}`, signal: deadline.signal, headers });
     // Always consume the body, or the connection (and its socket) is held until GC.
     await res.body.dump({ limit: MAX_BODY_BYTES }).catch(() => undefined);
     const durationMs = elapsedSince(startedAt);
     if (signal?.aborted) return { result: 'error', durationMs, detail: ABORTED_DETAIL };
     // The deadline covers the body too: a 200 whose body stalls past it is a timeout, not ok.
-    if (deadline.signal.aborted) return { result: 'timeout', durationMs, detail: `body not complete within ${opts.timeout} ms` };
+    if (deadline.signal.aborted) return { result: 'timeout', durationMs, detail: `body not complete within ${opts.timeout} ms`, connected: true };
     if (res.statusCode >= 200 && res.statusCode < 300) return { result: 'ok', durationMs };
     return { result: 'http_status', durationMs, detail: `HTTP ${res.statusCode}` };
   } catch (err) {
     const durationMs = elapsedSince(startedAt);
     if (signal?.aborted) return { result: 'error', durationMs, detail: ABORTED_DETAIL };
-    if (deadline.signal.aborted) return { result: 'timeout', durationMs, detail: `no answer within ${opts.timeout} ms` };
+    if (deadline.signal.aborted) {
+      if (connected) return { result: 'timeout', durationMs, detail: `no answer within ${opts.timeout} ms`, connected: true };
+      return { result: 'timeout', durationMs, detail: `no connection within ${opts.timeout} ms` };
+    }
     const codes = errorCodes(err);
     if (codes.includes('ECONNREFUSED')) return { result: 'refused', durationMs, detail: 'ECONNREFUSED' };
     if (codes.some((c) => TIMEOUT_CODES.has(c))) return { result: 'timeout', durationMs, detail: codes[0]! };

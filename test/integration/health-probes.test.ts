@@ -290,6 +290,15 @@ describe('http probe', () => {
     expect(await probeHttp({ url: `http://127.0.0.1:${closed}/` }, { timeout: 300 })).toMatchObject({ result: 'refused' });
   });
 
+  it('a timeout says whether the connection was made (the recheck after an outage): connected to a server that never answers; not connected to a port that drops SYNs', async () => {
+    const port = await httpServer(() => undefined); // never answers
+    expect(await probeHttp({ url: `http://127.0.0.1:${port}/` }, { timeout: 300 })).toMatchObject({ result: 'timeout', connected: true, detail: 'no answer within 300 ms' });
+    const dropping = await synDroppingPort(cleanups);
+    const r = await probeHttp({ url: `http://127.0.0.1:${dropping}/` }, { timeout: 300 });
+    expect(r).toMatchObject({ result: 'timeout', detail: 'no connection within 300 ms' });
+    expect(r.connected).toBeUndefined();
+  });
+
   it('close() does not wait for a probe still connecting to a host that drops SYNs (undici ignores the abort there)', async () => {
     const port = await synDroppingPort(cleanups);
     const { checker } = checkerFor(1883, { type: 'http', http: { port, path: '/health' }, interval: 10_000, timeout: 6000 });
@@ -325,6 +334,22 @@ describe('http probe', () => {
     ]);
     expect(lines.filter((l) => l.level === 50).map((l) => [l.pool, l.msg])).toEqual([['brokers', 'pool has no server up: its clients are refused (CONNACK server unavailable)']]);
     expect(requests).toBeGreaterThanOrEqual(4);
+  });
+});
+
+// The recheck after this host's network outage (checker.ts) makes a timed-out probe again only when its connection was
+// never made: a timeout once connected is the server's.
+describe('a timeout says whether the connection was made', () => {
+  it('mqtt and tcp: connected to a server that never answers; not connected to a port that drops SYNs', async () => {
+    const silent = await tinyServer(() => undefined);
+    expect(await probeMqtt({ host: '127.0.0.1', port: silent }, mqttOpts({ timeout: 300 }))).toMatchObject({ result: 'timeout', connected: true });
+    const dropping = await synDroppingPort(cleanups);
+    const notConnected = await probeMqtt({ host: '127.0.0.1', port: dropping }, mqttOpts({ timeout: 300 }));
+    expect(notConnected.result).toBe('timeout');
+    expect(notConnected.connected).toBeUndefined();
+    const tcp = await probeTcp({ host: '127.0.0.1', port: dropping }, { timeout: 300 });
+    expect(tcp.result).toBe('timeout');
+    expect(tcp.connected).toBeUndefined();
   });
 });
 
