@@ -562,14 +562,17 @@ export class App implements TelemetrySource, AdminActions {
     // A probe that fails as if the path were still out is made again for RECHECK_GRACE_MS (checker.ts): the last one
     // that gives no verdict starts before the window ends and may take its timeout, the one made again after it (no
     // sooner than PROBE_NOW_MIN_GAP_MS after that start) its timeout too.
-    const longest = Math.max(...[...this.poolMap.values()].map((p) => p.config.health.timeout));
-    const bound = RECHECK_GRACE_MS + Math.max(PROBE_NOW_MIN_GAP_MS, longest) + this.verdictBound();
+    const bound = RECHECK_GRACE_MS + Math.max(PROBE_NOW_MIN_GAP_MS, this.longestHealthTimeout()) + this.verdictBound();
     void Promise.all([...this.checkers.values()].map((c) => c.settled(bound))).then(release);
   };
 
   /** How long a round of probes may take to answer: the longest health.timeout, and a margin. */
   private verdictBound(): number {
-    return Math.max(...[...this.poolMap.values()].map((p) => p.config.health.timeout)) + FIRST_VERDICT_MARGIN_MS;
+    return this.longestHealthTimeout() + FIRST_VERDICT_MARGIN_MS;
+  }
+
+  private longestHealthTimeout(): number {
+    return Math.max(...[...this.poolMap.values()].map((p) => p.config.health.timeout));
   }
 
   private countPoolsWithoutServer(): number {

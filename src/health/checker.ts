@@ -208,8 +208,8 @@ export class HealthChecker {
   /**
    * Resolves once every probe running now has been recorded (right after start(): every server's first verdict) and
    * every verdict a recheck after an outage is making has come (RECHECK_GRACE_MS, then up to two probe timeouts: the
-   * last probe started in the window and the one made again after it), or after
-   * `boundMs`, whichever is first. Never rejects. Probes end by their own timeout; the bound is a guard.
+   * last probe started in the window and the one made again after it), or after `boundMs`, whichever is first. Never
+   * rejects. Probes end by their own timeout; the bound is a guard.
    */
   settled(boundMs: number): Promise<void> {
     const running: Array<Promise<void>> = [];
