@@ -437,7 +437,7 @@ describe('HandleSocket', () => {
       'the reset at the peer',
     );
     server.resume();
-    // Linux reports ECONNRESET once the peer has read what had arrived; gVisor (this machine) an end of stream.
+    // Linux reports ECONNRESET once the peer has read what had arrived; gVisor (where sessions 1-38 ran) an end of stream.
     expect(['ECONNRESET', 'end']).toContain(await peerSaw);
     expect(got).toBeLessThan(written);
   });
