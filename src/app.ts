@@ -13,7 +13,8 @@ import type { ClientIdSharing } from './balancer/client-id-registry.js';
 import { RateLimitedLog } from './failover/log.js';
 import { serverNames } from './proxy/server-name-cache.js';
 import { restoreAdminStates, saveAdminStates } from './balancer/admin-states.js';
-import { HealthChecker, PROBE_NOW_MIN_GAP_MS, RECHECK_GRACE_MS } from './health/checker.js';
+import { HealthChecker, PROBE_NOW_MIN_GAP_MS } from './health/checker.js';
+import { recheckGraceMs } from './health/recheck-grace.js';
 import { PoolReactions } from './health/reactions.js';
 import { Evictor } from './health/eviction.js';
 import { Listener, explainHandOver, probeBind } from './proxy/listener.js';
@@ -546,8 +547,9 @@ export class App implements TelemetrySource, AdminActions {
       return;
     }
     let probes = 0;
-    for (const c of this.checkers.values()) probes += c.recheckAfterOutage();
-    if (probes > 0) this.log.info({ probes }, 'failover interface back: probing afresh the servers judged while it was out');
+    const graceMs = recheckGraceMs(this.failoverConfig?.interface ?? null);
+    for (const c of this.checkers.values()) probes += c.recheckAfterOutage(graceMs);
+    if (probes > 0) this.log.info({ probes, graceMs }, 'failover interface back: probing afresh the servers judged while it was out');
     // Held until those probes have answered: servers marked down during the outage stay down until theirs does, and
     // a penalty applied for that moment would let the peer's next advert win the election.
     const release = (): void => {
@@ -559,10 +561,10 @@ export class App implements TelemetrySource, AdminActions {
       release();
       return;
     }
-    // A probe that fails as if the path were still out is made again for RECHECK_GRACE_MS (checker.ts): the last one
-    // that gives no verdict starts before the window ends and may take its timeout, the one made again after it (no
-    // sooner than PROBE_NOW_MIN_GAP_MS after that start) its timeout too.
-    const bound = RECHECK_GRACE_MS + Math.max(PROBE_NOW_MIN_GAP_MS, this.longestHealthTimeout()) + this.verdictBound();
+    // A probe that fails as if the path were still out is made again for graceMs (checker.ts): the last one that
+    // gives no verdict starts before the window ends and may take its timeout, the one made again after it (no sooner
+    // than PROBE_NOW_MIN_GAP_MS after that start) its timeout too.
+    const bound = graceMs + Math.max(PROBE_NOW_MIN_GAP_MS, this.longestHealthTimeout()) + this.verdictBound();
     void Promise.all([...this.checkers.values()].map((c) => c.settled(bound))).then(release);
   };
 

@@ -16,6 +16,7 @@ import { probeInterval } from './probe-interval.js';
 import { probeServer, type ServerProbe } from './probe-server.js';
 import { initialRiseFall, nextRiseFall, type RiseFallState } from './rise-fall.js';
 import { monotonicNow } from '../monotonic-clock.js';
+import { DEFAULT_RECHECK_GRACE_MS } from './recheck-grace.js';
 import { urlForLog } from '../config/net-syntax.js';
 import type { ServerConfig } from '../config/types.js';
 
@@ -28,16 +29,6 @@ const LOCAL_ERRORS = new Set(['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM', 'EADDRNOT
 /** A probe that failed for one of these (or timed out) may have been lost on this host's own path to the server. */
 const PATH_ERRORS = new Set(['EHOSTUNREACH', 'ENETUNREACH', 'ENETDOWN', 'EHOSTDOWN']);
 
-/**
- * After this host's network comes back (recheckAfterOutage), a probe started within this many milliseconds that fails
- * as if the path were still out (a timeout before a connection, no route, no local address) gives no verdict and is
- * made again. The neighbour (ARP) lookups begun during the outage still fail for up to three retransmits of a second
- * each (Linux's defaults `mcast_solicit` 3, `retrans_time_ms` 1000; a host that raises them, or a switch port that
- * forwards only after spanning-tree learning, may need longer: docs/configuration.md `rise`), and the packets queued
- * behind them fail with them: a failover test saw a recheck probe get EHOSTUNREACH 3 ms after the link was back, mark
- * the pool's brokers down and the VIP move away and back.
- */
-export const RECHECK_GRACE_MS = 3000;
 
 export interface HealthCheckerDeps {
   log: Logger;
@@ -74,7 +65,7 @@ class ServerLoop {
   paused = false;
   /**
    * settled() callers waiting for a verdict the recheck after an outage is still making (its probe runs, or one that
-   * failed within RECHECK_GRACE_MS is to be made again); null: no such verdict awaited.
+   * failed within the recheck's window is to be made again); null: no such verdict awaited.
    */
   verdictWaiters: Array<() => void> | null = null;
 
@@ -105,7 +96,7 @@ export class HealthChecker {
   private closing: Promise<void> | null = null;
   /** clock() when this host's own network went out (outageBegan), until recheckAfterOutage; null: none noted. */
   private outageSince: number | null = null;
-  /** clock() until which a probe may fail on this host's path still settling after an outage (RECHECK_GRACE_MS). */
+  /** clock() until which a probe may fail on this host's path still settling after an outage (recheckAfterOutage). */
   private pathSettlesUntil = Number.NEGATIVE_INFINITY;
   private readonly log: Logger;
   private readonly now: () => number;
@@ -180,16 +171,18 @@ export class HealthChecker {
    * down during it takes its next result at once, as at start (the outage would otherwise hold it out for `rise`
    * probes), and failures counted against a server still up are forgotten; a server down from before keeps its
    * rise count. A probe still running from before is abandoned without a verdict (its SYN may have gone nowhere,
-   * and its timeout would count a failure against a server that is fine), also on a server that is up. For
-   * RECHECK_GRACE_MS from now, a probe of any server that fails as if this host's path were still out is made again
-   * rather than counted. Returns how many probes it started; 0 when no outage was noted (several failover instances
-   * leave FAULT together).
+   * and its timeout would count a failure against a server that is fine), also on a server that is up. For `graceMs`
+   * from now (recheck-grace.ts: the neighbour lookups begun during the outage fail meanwhile, and the connects queued
+   * behind them), a probe of any server that fails as if this host's path were still out (a timeout before a
+   * connection, no route, no local address) is made again rather than counted: a failover test saw a recheck probe
+   * get EHOSTUNREACH 3 ms after the link was back, mark the pool's brokers down and the VIP move away and back.
+   * Returns how many probes it started; 0 when no outage was noted (several failover instances leave FAULT together).
    */
-  recheckAfterOutage(): number {
+  recheckAfterOutage(graceMs = DEFAULT_RECHECK_GRACE_MS): number {
     const since = this.outageSince;
     this.outageSince = null;
     if (since === null || this.closed || !this.started) return 0;
-    this.pathSettlesUntil = this.clock() + RECHECK_GRACE_MS;
+    this.pathSettlesUntil = this.clock() + graceMs;
     let started = 0;
     for (const loop of this.loops.values()) {
       if (loop.paused) continue;
@@ -207,7 +200,7 @@ export class HealthChecker {
 
   /**
    * Resolves once every probe running now has been recorded (right after start(): every server's first verdict) and
-   * every verdict a recheck after an outage is making has come (RECHECK_GRACE_MS, then up to two probe timeouts: the
+   * every verdict a recheck after an outage is making has come (its window, then up to two probe timeouts: the
    * last probe started in the window and the one made again after it), or after `boundMs`, whichever is first. Never
    * rejects. Probes end by their own timeout; the bound is a guard.
    */

@@ -401,18 +401,26 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
   // A flaky run of the test above: lb1's priority dropped 3 ms after its link was back. The ARP lookups begun while the
   // link was out still failed after it, and the recheck probes queued behind them with EHOSTUNREACH: the brokers
   // stayed down and the pool penalty let lb2 keep the VIP for a moment. An `unreachable` route makes that moment last.
-  it('back, but its path to the brokers refused for a second more (EHOSTUNREACH): those probes give no verdict, one failover only', async () => {
-    await untrackedCutAndBack('lb1-path-settles.yaml', async (lb1) => {
-      const hosts = [...new Set(brokers.map((b) => b.host))];
-      for (const h of hosts) await topo.blockRoute('lb1', h, 'unreachable');
-      try {
-        await topo.restoreLink('lb1');
-        await sleep(1000);
-        expect((await lb1.failoverInstance()).priority).toBe(150); // held: no verdict from the refused probes
-      } finally {
-        for (const h of hosts) await topo.unblockRoute('lb1', h, 'unreachable');
-      }
-    });
+  it('back, but its path to the brokers refused for 3.5 s more (EHOSTUNREACH): those probes give no verdict, one failover only; the window follows the neighbour settings', async () => {
+    // ARP given 5 tries a second apart in lb1's namespace: its recheck window is 5 s, not the default 3 s.
+    await topo.execOk(topo.ns.lb1, 'sysctl', ['-q', '-w', 'net.ipv4.neigh.eth0.mcast_solicit=5']);
+    try {
+      const lb1 = await untrackedCutAndBack('lb1-path-settles.yaml', async (lb1) => {
+        const hosts = [...new Set(brokers.map((b) => b.host))];
+        for (const h of hosts) await topo.blockRoute('lb1', h, 'unreachable');
+        try {
+          await topo.restoreLink('lb1');
+          await sleep(3500);
+          expect((await lb1.failoverInstance()).priority).toBe(150); // held: no verdict from the refused probes
+        } finally {
+          for (const h of hosts) await topo.unblockRoute('lb1', h, 'unreachable');
+        }
+      });
+      const recheck = lb1.logsWith('failover interface back: probing afresh the servers judged while it was out');
+      expect(recheck.map((l) => l.graceMs)).toEqual([5000]);
+    } finally {
+      await topo.execOk(topo.ns.lb1, 'sysctl', ['-q', '-w', 'net.ipv4.neigh.eth0.mcast_solicit=3']);
+    }
   });
 
   it('restarted after a SIGKILL, the higher-priority host takes the VIP back as soon as its listeners are bound: its heartbeat ran during the warm-up', async () => {

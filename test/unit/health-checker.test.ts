@@ -1,7 +1,8 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { CheckResult, Server } from '../../src/balancer/server.js';
 import type { PoolConfig } from '../../src/config/types.js';
-import { HealthChecker, PROBE_NOW_MIN_GAP_MS, RECHECK_GRACE_MS } from '../../src/health/checker.js';
+import { HealthChecker, PROBE_NOW_MIN_GAP_MS } from '../../src/health/checker.js';
+import { DEFAULT_RECHECK_GRACE_MS as RECHECK_GRACE_MS } from '../../src/health/recheck-grace.js';
 import type { ProbeOutcome } from '../../src/health/probe-outcome.js';
 import { FakePool, logSink, makeServer, poolConfig } from './health-fixtures.js';
 
@@ -636,6 +637,23 @@ describe('HealthChecker', () => {
       expect(a.health).toBe('up');
       expect(settled).toBe(true);
       expect(lines.filter((l) => l.msg === 'health probe could not run here: no verdict')).toHaveLength(0); // said at debug
+      await checker.close();
+    });
+
+    it('the window is the one given (a host whose neighbour lookups take longer): a path failure 4 s after the return is still made again under 6 s', async () => {
+      const { servers, scripted, checker } = setup({ interval: 1000, timeout: 500, fall: 1 }, ['a']);
+      const [a] = servers as [Server];
+      checker.start();
+      await vi.advanceTimersByTimeAsync(5);
+      checker.outageBegan();
+      await vi.advanceTimersByTimeAsync(500);
+      checker.recheckAfterOutage(6000); // at 505
+      await vi.advanceTimersByTimeAsync(3500); // 4005: past the default 3 s
+      scripted.results.set('a', ['error', 'ok']);
+      scripted.detailFor.set('a', 'EHOSTUNREACH');
+      await vi.advanceTimersByTimeAsync(5300 - Date.now()); // the probe at 5000 fails, inside 6 s: made again at 5250, passes
+      expect(scripted.startsOf('a').filter((t) => t >= 5000)).toEqual([5000, 5000 + PROBE_NOW_MIN_GAP_MS]);
+      expect(a.health).toBe('up');
       await checker.close();
     });
 
