@@ -20,12 +20,21 @@ export interface HttpProbeOptions {
 /** Response bodies are read and thrown away, up to this much; more closes the connection. */
 const MAX_BODY_BYTES = 64 * 1024;
 
+/**
+ * undici's own timeouts are set this much past the probe's deadline, which is the one that decides: undici 7 runs its
+ * headers and body timeouts on coarse timers (a 499 ms tick) that can fire up to half a second early, and an early one
+ * made a silent server's timeout read as no connection (a re-audit: 2 of 8 probes at 800 ms), or let a 200 whose body
+ * stalled pass as ok (its error is swallowed with the body).
+ */
+const UNDICI_TIMEOUT_MARGIN_MS = 1000;
+
 function probeClient(origin: string, timeoutMs: number): Client {
+  const undiciTimeout = timeoutMs + UNDICI_TIMEOUT_MARGIN_MS;
   return new Client(origin, {
     // The sessions' cache of the name (a resolver outage holds the last answer, as for the sessions).
-    connect: { timeout: timeoutMs, lookup: lookupServerName },
-    headersTimeout: timeoutMs,
-    bodyTimeout: timeoutMs,
+    connect: { timeout: undiciTimeout, lookup: lookupServerName },
+    headersTimeout: undiciTimeout,
+    bodyTimeout: undiciTimeout,
     pipelining: 0, // undici: 0 disables keep-alive
   });
 }
@@ -105,7 +114,9 @@ export async function probeHttp(target: HttpTarget, opts: HttpProbeOptions, sign
     const { url, headers } = requestParts(target.url);
     const { origin, pathname, search } = new URL(url);
     client = probeClient(origin, opts.timeout);
-    // A timeout after this is the server's (slow), not this host's path (checker.ts, the recheck after an outage).
+    // A timeout after this is the server's (slow), not this host's path (checker.ts, the recheck after an outage). For
+    // https undici says so once the TLS handshake is done: a server stalled in it reads as `no connection` (retried
+    // inside the recheck's window, bounded, rather than judged at once).
     client.once('connect', () => (connected = true));
     const res = await client.request({ method: 'GET', path: `${pathname}${search}`, signal: deadline.signal, headers });
     // Always consume the body, or the connection (and its socket) is held until GC.
@@ -121,11 +132,11 @@ export async function probeHttp(target: HttpTarget, opts: HttpProbeOptions, sign
     if (signal?.aborted) return { result: 'error', durationMs, detail: ABORTED_DETAIL };
     if (deadline.signal.aborted) {
       if (connected) return { result: 'timeout', durationMs, detail: `no answer within ${opts.timeout} ms`, connected: true };
-      return { result: 'timeout', durationMs, detail: `no connection within ${opts.timeout} ms` };
+      return { result: 'timeout', durationMs, detail: `no connection${/^https:/i.test(target.url) ? ' or TLS handshake' : ''} within ${opts.timeout} ms` };
     }
     const codes = errorCodes(err);
     if (codes.includes('ECONNREFUSED')) return { result: 'refused', durationMs, detail: 'ECONNREFUSED' };
-    if (codes.some((c) => TIMEOUT_CODES.has(c))) return { result: 'timeout', durationMs, detail: codes[0]! };
+    if (codes.some((c) => TIMEOUT_CODES.has(c))) return { result: 'timeout', durationMs, detail: codes[0]!, ...(connected ? { connected: true } : {}) };
     return { result: 'error', durationMs, detail: codes[0] ?? errorDetail(err) };
   } finally {
     clearTimeout(timer);

@@ -299,6 +299,27 @@ describe('http probe', () => {
     expect(r.connected).toBeUndefined();
   });
 
+  // A re-audit: undici runs its headers and body timeouts on a 499 ms tick, and set to the probe's own timeout they
+  // fired early now and then: 2 of 8 silent-server probes at 800 ms read as not connected, 2 of 8 stalled 200s as ok.
+  it("undici's own timers never decide before the probe's deadline: a silent server is always `no answer` once connected, a stalled 200 never ok", async () => {
+    const port = await httpServer((req, res) => {
+      if (req.url === '/stalls') {
+        res.writeHead(200, { 'content-length': '100' });
+        res.write('xx');
+      }
+      // else never answer
+    });
+    // Started 110 ms apart: each meets undici's timer tick at another phase.
+    const staggered = (path: string) =>
+      Promise.all([0, 1, 2, 3, 4, 5, 6, 7].map(async (i) => {
+        await sleep(i * 110);
+        return probeHttp({ url: `http://127.0.0.1:${port}${path}` }, { timeout: 800 });
+      }));
+    const [silent, stalled] = await Promise.all([staggered('/silent'), staggered('/stalls')]);
+    for (const r of silent) expect(r).toMatchObject({ result: 'timeout', connected: true, detail: 'no answer within 800 ms' });
+    for (const r of stalled) expect(r).toMatchObject({ result: 'timeout', connected: true, detail: 'body not complete within 800 ms' });
+  });
+
   it('close() does not wait for a probe still connecting to a host that drops SYNs (undici ignores the abort there)', async () => {
     const port = await synDroppingPort(cleanups);
     const { checker } = checkerFor(1883, { type: 'http', http: { port, path: '/health' }, interval: 10_000, timeout: 6000 });
