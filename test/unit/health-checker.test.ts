@@ -640,14 +640,19 @@ describe('HealthChecker', () => {
       await checker.close();
     });
 
-    it('the window is the one given (a host whose neighbour lookups take longer): a path failure 4 s after the return is still made again under 6 s', async () => {
+    /** One server `a`, up, probed every second (timeout 500 ms, fall 1); an outage from 5 ms, over at 505. */
+    async function upThroughOutage(graceMs?: number) {
       const { servers, scripted, checker } = setup({ interval: 1000, timeout: 500, fall: 1 }, ['a']);
-      const [a] = servers as [Server];
       checker.start();
       await vi.advanceTimersByTimeAsync(5);
       checker.outageBegan();
       await vi.advanceTimersByTimeAsync(500);
-      checker.recheckAfterOutage(6000); // at 505
+      checker.recheckAfterOutage(graceMs); // at 505, a up and idle: no probe now
+      return { a: servers[0]!, scripted, checker };
+    }
+
+    it('the window is the one given (a host whose neighbour lookups take longer): a path failure 4 s after the return is still made again under 6 s', async () => {
+      const { a, scripted, checker } = await upThroughOutage(6000);
       await vi.advanceTimersByTimeAsync(3500); // 4005: past the default 3 s
       scripted.results.set('a', ['error', 'ok']);
       scripted.detailFor.set('a', 'EHOSTUNREACH');
@@ -658,13 +663,7 @@ describe('HealthChecker', () => {
     });
 
     it('a path failure after RECHECK_GRACE_MS counts again, and one inside it is made again until the window has passed', async () => {
-      const { servers, scripted, checker } = setup({ interval: 1000, timeout: 500, fall: 1 }, ['a']);
-      const [a] = servers as [Server];
-      checker.start();
-      await vi.advanceTimersByTimeAsync(5);
-      checker.outageBegan();
-      await vi.advanceTimersByTimeAsync(500);
-      checker.recheckAfterOutage(); // at 505, a up and idle: no probe now
+      const { a, scripted, checker } = await upThroughOutage();
       scripted.results.set('a', Array<CheckResult>(20).fill('timeout'));
       scripted.latencyFor.set('a', 500);
       let settled = false;
