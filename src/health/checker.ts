@@ -29,7 +29,6 @@ const LOCAL_ERRORS = new Set(['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM', 'EADDRNOT
 /** A probe that failed for one of these (or timed out) may have been lost on this host's own path to the server. */
 const PATH_ERRORS = new Set(['EHOSTUNREACH', 'ENETUNREACH', 'ENETDOWN', 'EHOSTDOWN']);
 
-
 export interface HealthCheckerDeps {
   log: Logger;
   /** Wall clock for `lastCheck.at`, which people read (default Date.now). */

@@ -115,8 +115,8 @@ export async function probeHttp(target: HttpTarget, opts: HttpProbeOptions, sign
     const { origin, pathname, search } = new URL(url);
     client = probeClient(origin, opts.timeout);
     // A timeout after this is the server's (slow), not this host's path (checker.ts, the recheck after an outage). For
-    // https undici says so once the TLS handshake is done: a server stalled in it reads as `no connection` (retried
-    // inside the recheck's window, bounded, rather than judged at once).
+    // https undici says so once the TLS handshake is done: a server stalled in it reads as `no connection or TLS
+    // handshake` (retried inside the recheck's window, bounded, rather than judged at once).
     client.once('connect', () => (connected = true));
     const res = await client.request({ method: 'GET', path: `${pathname}${search}`, signal: deadline.signal, headers });
     // Always consume the body, or the connection (and its socket) is held until GC.
