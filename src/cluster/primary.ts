@@ -39,11 +39,15 @@ function committedNotReported(lc: ListenerConfig): ListenerSnapshot {
   return { name: lc.name, bind: lc.bind, tls: lc.tls !== null, listening: true, acceptHealthy: true, active: 0, outcomes: { proxied: 0, rejected: 0, failed: 0 }, rejected: [], closed: [], told: [] };
 }
 
+/** Adds `counts` (by reason) into `sums`; returns `sums`. */
+function addInto(sums: Map<string, number>, counts: Iterable<[string, number]>): Map<string, number> {
+  for (const [reason, n] of counts) sums.set(reason, (sums.get(reason) ?? 0) + n);
+  return sums;
+}
+
 /** Counts by reason, `a` and `b` added up. */
 function addCounts(a: Array<[string, number]>, b: Array<[string, number]>): Array<[string, number]> {
-  const sums = new Map(a);
-  for (const [reason, n] of b) sums.set(reason, (sums.get(reason) ?? 0) + n);
-  return [...sums];
+  return [...addInto(new Map(a), b)];
 }
 
 /** The callback of every message to a worker: its failure is the worker's end, which 'exit' reports. */
@@ -436,9 +440,9 @@ export class ClusterPrimary {
         agg.outcomes.proxied += r.outcomes.proxied;
         agg.outcomes.rejected += r.outcomes.rejected;
         agg.outcomes.failed += r.outcomes.failed;
-        for (const [reason, n] of r.rejected) agg.rejected.set(reason, (agg.rejected.get(reason) ?? 0) + n);
-        for (const [reason, n] of r.closed) agg.closed.set(reason, (agg.closed.get(reason) ?? 0) + n);
-        for (const [reason, n] of r.told) agg.told.set(reason, (agg.told.get(reason) ?? 0) + n);
+        addInto(agg.rejected, r.rejected);
+        addInto(agg.closed, r.closed);
+        addInto(agg.told, r.told);
       }
       shown.set(lc.name, agg);
       if (bound) listeners.set(lc.name, agg);

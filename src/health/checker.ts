@@ -151,7 +151,7 @@ export class HealthChecker {
     if (loop.inFlight) return loop.inFlight;
     const waiting = new Promise<void>((resolve) => loop.waiters.push(resolve));
     const now = this.clock();
-    const earliest = loop.lastStartAt + Math.min(PROBE_NOW_MIN_GAP_MS, probeInterval(loop.riseFall, this.pool.config.health));
+    const earliest = this.soonestNextStart(loop);
     if (earliest <= now) this.runProbe(loop);
     else if (loop.dueAt > earliest) this.arm(loop, earliest - now);
     return waiting;
@@ -354,8 +354,12 @@ export class HealthChecker {
     }
     // Made again soon, as probeNow() would: this host's path to the server may still be settling.
     loop.verdictWaiters ??= [];
-    const sinceStart = this.clock() - loop.lastStartAt;
-    this.arm(loop, Math.max(0, Math.min(PROBE_NOW_MIN_GAP_MS, probeInterval(loop.riseFall, this.pool.config.health)) - sinceStart));
+    this.arm(loop, Math.max(0, this.soonestNextStart(loop) - this.clock()));
+  }
+
+  /** The soonest an extra probe may start: PROBE_NOW_MIN_GAP_MS (or the interval, if shorter) after the last start. */
+  private soonestNextStart(loop: ServerLoop): number {
+    return loop.lastStartAt + Math.min(PROBE_NOW_MIN_GAP_MS, probeInterval(loop.riseFall, this.pool.config.health));
   }
 
   /**

@@ -51,14 +51,18 @@ export class ListenerStats {
   ) {}
 
   count(reason: string): void {
-    this.rejected.set(reason, (this.rejected.get(reason) ?? 0) + 1);
+    bump(this.rejected, reason);
   }
 
   /** A proxied session ended (once per session, at its close: never on the data path). */
   sessionClosed(reason: string, told: boolean): void {
-    this.closed.set(reason, (this.closed.get(reason) ?? 0) + 1);
-    if (told) this.told.set(reason, (this.told.get(reason) ?? 0) + 1);
+    bump(this.closed, reason);
+    if (told) bump(this.told, reason);
   }
+}
+
+function bump(counts: Map<string, number>, reason: string): void {
+  counts.set(reason, (counts.get(reason) ?? 0) + 1);
 }
 
 export interface ProxyContext {
