@@ -15,16 +15,12 @@ import { lbYaml, type HealthSpec } from '../helpers/lb-config.js';
 import { freePort } from '../helpers/mosquitto.js';
 import { msUntilServerState, serverState } from '../helpers/server-state.js';
 import { collect, connectPacket, connectRaw, type Exchange } from '../helpers/raw-client.js';
-import { find, parseExposition } from '../unit/telemetry-fixtures.js';
+import { metricSum } from '../helpers/metrics.js';
 
 const cleanups = cleanupsAfterEach();
 
 const PINGREQ = Buffer.from([0xc0, 0x00]);
 
-async function counter(admin: number, name: string, labels: Record<string, string>): Promise<number> {
-  const r = await fetch(`http://127.0.0.1:${admin}/metrics`, { signal: AbortSignal.timeout(5000) });
-  return find(parseExposition(await r.text()), name, labels).reduce((a, s) => a + s.value, 0);
-}
 
 
 /** An LB in front of one stand-in broker (`silent`: never answers a CONNECT), health checks off. */
@@ -84,10 +80,10 @@ describe('a server that takes the CONNECT and never answers (serverConnackTimeou
       expect(closed).toMatchObject({ server: 'silent', reason: 'server_connack_timeout', bytesOut: 0 });
       const warn = await lb.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('server sent no CONNACK within serverConnackTimeout'));
       expect(warn).toMatchObject({ level: 40, pool: 'brokers', server: 'silent', serverConnackTimeoutMs: 600 });
-      expect(await counter(admin, 'mqtt_lb_connect_rejected_total', { reason: 'server_connack_timeout' })).toBe(2);
-      expect(await counter(admin, 'mqtt_lb_connections_total', { outcome: 'failed' })).toBe(2);
-      expect(await counter(admin, 'mqtt_lb_connections_total', { outcome: 'proxied' })).toBe(2);
-      expect(await counter(admin, 'mqtt_lb_connections_active', {})).toBe(0);
+      expect(await metricSum(admin, 'mqtt_lb_connect_rejected_total', { reason: 'server_connack_timeout' })).toBe(2);
+      expect(await metricSum(admin, 'mqtt_lb_connections_total', { outcome: 'failed' })).toBe(2);
+      expect(await metricSum(admin, 'mqtt_lb_connections_total', { outcome: 'proxied' })).toBe(2);
+      expect(await metricSum(admin, 'mqtt_lb_connections_active', {})).toBe(0);
     });
   }
 
@@ -101,7 +97,7 @@ describe('a server that takes the CONNECT and never answers (serverConnackTimeou
     expect(got.closed).toBe(true);
     expect(got.data.length).toBe(0);
     expect(got.elapsedMs).toBeGreaterThanOrEqual(350);
-    expect(await counter(admin, 'mqtt_lb_connect_rejected_total', { reason: 'server_connack_timeout' })).toBe(1);
+    expect(await metricSum(admin, 'mqtt_lb_connect_rejected_total', { reason: 'server_connack_timeout' })).toBe(1);
   });
 
   // An audit: the stop path turned the deadlines off, and such clients waited out the whole drainTimeout, then got a
@@ -156,7 +152,7 @@ describe('a server that takes the CONNECT and never answers (serverConnackTimeou
     const got = await collect(s, 1500);
     expect(got.closed).toBe(false);
     expect(got.data.length).toBe(0);
-    expect(await counter(admin, 'mqtt_lb_connect_rejected_total', { reason: 'server_connack_timeout' })).toBe(0);
+    expect(await metricSum(admin, 'mqtt_lb_connect_rejected_total', { reason: 'server_connack_timeout' })).toBe(0);
   });
 
   it('leaves alone a server that answers within the timeout, and sessions that live past it', async () => {
@@ -172,7 +168,7 @@ describe('a server that takes the CONNECT and never answers (serverConnackTimeou
     expect(Buffer.concat(chunks).toString('hex')).toBe('20020000');
     expect(s.destroyed).toBe(false);
     s.destroy();
-    expect(await counter(admin, 'mqtt_lb_connect_rejected_total', { reason: 'server_connack_timeout' })).toBe(0);
+    expect(await metricSum(admin, 'mqtt_lb_connect_rejected_total', { reason: 'server_connack_timeout' })).toBe(0);
   });
 });
 

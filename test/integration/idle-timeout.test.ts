@@ -10,18 +10,13 @@ import { startMosquitto, freePort, type Broker } from '../helpers/mosquitto.js';
 import { lbYaml } from '../helpers/lb-config.js';
 import { startLb, stopAllLbs, sleep, SOCKET_ENGINES, socketEngineOf, type LbProcess } from '../helpers/lb.js';
 import { collect, connectRaw, connectPacket } from '../helpers/raw-client.js';
+import { metricValue } from '../helpers/metrics.js';
 
 const CONNACK = Buffer.from([0x20, 0x02, 0x00, 0x00]);
 
 async function activeConnections(admin: number): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
   return Number(/^mqtt_lb_connections_active\{listener="mqtt"\} (\d+)/m.exec(text)?.[1] ?? NaN);
-}
-
-/** mqtt_lb_sessions_closed_total or mqtt_lb_disconnects_sent_total for `reason`, on the listener `mqtt`. */
-async function closedCount(admin: number, metric: 'mqtt_lb_sessions_closed_total' | 'mqtt_lb_disconnects_sent_total', reason: string): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
-  return Number(new RegExp(`^${metric}\\{listener="mqtt",reason="${reason}"\\} (\\d+)`, 'm').exec(text)?.[1] ?? NaN);
 }
 
 async function until(check: () => Promise<boolean> | boolean, timeoutMs: number): Promise<boolean> {
@@ -135,8 +130,8 @@ describe.each(SOCKET_ENGINES)('limits.idleTimeout ($engine sockets)', ({ engine,
     // Both workers' sweeps did it.
     await lb.waitForLog(() => new Set(lb.logs.filter((l) => l.msg === 'idle sessions closed (limits.idleTimeout)').map((l) => l.worker)).size === 2);
     // The primary's /metrics sums the workers' counts (their snapshots come every 250 ms); 3.1.1: none told.
-    expect(await until(async () => (await closedCount(admin, 'mqtt_lb_sessions_closed_total', 'idle')) === 4, 3000)).toBe(true);
-    expect(await closedCount(admin, 'mqtt_lb_disconnects_sent_total', 'idle')).toBe(0);
+    expect(await until(async () => (await metricValue(admin, 'mqtt_lb_sessions_closed_total', { listener: 'mqtt', reason: 'idle' })) === 4, 3000)).toBe(true);
+    expect(await metricValue(admin, 'mqtt_lb_disconnects_sent_total', { listener: 'mqtt', reason: 'idle' })).toBe(0);
   });
 
   it('a client that resets while paused behind a broker that stopped reading is let go (it went unnoticed before)', async () => {

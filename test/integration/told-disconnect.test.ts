@@ -15,7 +15,8 @@ import { startLb, stopAllLbs, sleep, until, SOCKET_ENGINES, socketEngineOf, type
 import { freePort } from '../helpers/mosquitto.js';
 import { connectPacket, parsePackets, rawSession as openRawSession, type RawSession } from '../helpers/raw-client.js';
 import mqttPacket from 'mqtt-packet';
-import { parseExposition, value } from '../unit/telemetry-fixtures.js';
+import { value } from '../unit/telemetry-fixtures.js';
+import { scrapeMetrics } from '../helpers/metrics.js';
 
 const brokers: NamedBroker[] = [];
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -89,7 +90,7 @@ describe.each(SOCKET_ENGINES)('a session the balancer closes ($engine sockets)',
     const line4 = await lb.waitForLog((l) => l.msg === 'session closed' && l.clientId === id4 && l.reason === 'drain', 2000);
     expect(line4).not.toHaveProperty('disconnect');
     // Both counted as closed for the drain, the 5.0 one as told too.
-    const exp = parseExposition(await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text());
+    const exp = await scrapeMetrics(admin);
     expect(value(exp, 'mqtt_lb_sessions_closed_total', { reason: 'drain' })).toBe(2);
     expect(value(exp, 'mqtt_lb_disconnects_sent_total', { reason: 'drain' })).toBe(1);
     expect(value(exp, 'mqtt_lb_sessions_closed_total', { reason: 'client_closed' })).toBe(lb.logs.filter((l) => l.msg === 'session closed' && l.reason === 'client_closed').length);

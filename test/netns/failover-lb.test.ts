@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CLI_JS, ensureDistBuilt } from '../helpers/dist-build.js';
 import { NetnsTopology, netnsAvailable, sleep, waitFor, type NsProcess, type Role } from '../helpers/netns.js';
+import { find, parseExposition } from '../unit/telemetry-fixtures.js';
 import { MQTT_PROBER, NsLb, clientOp, lbYaml, startClient, startNsBroker, type NsBroker } from '../helpers/netns-lb.js';
 
 const ADMIN_PORT = 9883;
@@ -369,9 +370,7 @@ describe.skipIf(!canRun)('failover with two real mqtt-lb processes (network name
 
   /** Probes that passed, every server of every pool together (mqtt_lb_health_checks_total{result="ok"}). */
   async function okProbes(lb: NsLb): Promise<number> {
-    let n = 0;
-    for (const m of (await lb.http('/metrics')).body.matchAll(/^mqtt_lb_health_checks_total\{[^}]*result="ok"[^}]*\} (\S+)$/gm)) n += Number(m[1]);
-    return n;
+    return find(parseExposition((await lb.http('/metrics')).body), 'mqtt_lb_health_checks_total', { result: 'ok' }).reduce((a, x) => a + x.value, 0);
   }
 
   /**
